@@ -1,0 +1,79 @@
+//! What every registry needs to create entities: the worker arbiters, the exchange types,
+//! the memory gauge and the flow-control settings. Shared read-only (`Arc`) by all
+//! virtual hosts of one broker.
+
+use crate::broker::exchange::{ExchangeHandle, ExchangeSpec, ExchangeTypes};
+use crate::broker::memory::MemoryGauge;
+use actix::ArbiterHandle;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Starts a user actor standing in as an exchange of a registered type name.
+pub type ExchangeActorFactory =
+    Arc<dyn Fn(ExchangeSpec, &ArbiterHandle) -> Result<ExchangeHandle, String> + Send + Sync>;
+
+/// Shared, read-only context of one broker.
+pub struct BrokerContext {
+    /// Worker arbiters (one thread each); entity actors are spread over them.
+    pub arbiters: Vec<ArbiterHandle>,
+    /// Round-robin position for placing the next actor.
+    next: AtomicUsize,
+    /// Exchange types by name (built-in and registered).
+    pub exchange_types: ExchangeTypes,
+    /// Whole-actor exchange types by name.
+    pub exchange_actors: HashMap<String, ExchangeActorFactory>,
+    /// Broker-wide memory accounting.
+    pub gauge: Arc<MemoryGauge>,
+    /// Incarnation numbers for queues (stale notices from a deleted queue are ignored).
+    incarnation: AtomicU64,
+    /// Maximum deliveries in transit to one consumer (transport credit).
+    pub consumer_window: u32,
+    /// Publish batches one publisher may have in flight.
+    pub publish_window: usize,
+}
+
+impl BrokerContext {
+    /// A context over `arbiters`.
+    pub fn new(
+        arbiters: Vec<ArbiterHandle>,
+        exchange_types: ExchangeTypes,
+        exchange_actors: HashMap<String, ExchangeActorFactory>,
+        gauge: Arc<MemoryGauge>,
+        consumer_window: u32,
+        publish_window: usize,
+    ) -> Self {
+        assert!(!arbiters.is_empty(), "at least one worker arbiter");
+        BrokerContext {
+            arbiters,
+            next: AtomicUsize::new(0),
+            exchange_types,
+            exchange_actors,
+            gauge,
+            incarnation: AtomicU64::new(1),
+            consumer_window,
+            publish_window,
+        }
+    }
+
+    /// The arbiter for the next actor (round-robin).
+    pub fn next_arbiter(&self) -> ArbiterHandle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.arbiters[i % self.arbiters.len()].clone()
+    }
+
+    /// A fresh incarnation number.
+    pub fn next_incarnation(&self) -> u64 {
+        self.incarnation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A unique suffix for generated names (`amq.gen-...`).
+    pub fn unique_suffix(&self) -> String {
+        let n = self.next_incarnation();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!("{:x}{:08x}", n, nanos)
+    }
+}

@@ -1,0 +1,376 @@
+//! Exchanges: one actor per exchange, routing batches of publishes to queues.
+//!
+//! ```text
+//!  Publish(batch) ──► ExchangeActor ──route──► Router (ExchangeType + bindings)
+//!                          │                      └─ exchange-to-exchange: reads the bound
+//!                          │                         exchange's Router, with a loop guard
+//!                          ├──Enqueue(batch per queue), awaited ──► QueueActor ...
+//!                          └──Publish(batch) to custom exchange actors, awaited
+//!  reply: per message, how many queues it reached (after every queue answered)
+//! ```
+//!
+//! The router sits behind an `Arc<RwLock>` owned by the exchange actor, so that an
+//! exchange bound to another can resolve the whole destination set in one pass and
+//! deliver a message once to a queue reached by two paths, as RabbitMQ does. A custom
+//! actor standing in as an exchange (see [`ExchangeHandle::from_actor`]) is reached by
+//! forwarding the batch to it instead.
+
+pub mod direct;
+pub mod fanout;
+pub mod headers;
+pub mod kind;
+mod router;
+pub mod topic;
+
+pub use kind::{Binding, DestinationId, ExchangeType, ExchangeTypeFactory, ExchangeTypes};
+pub use router::Router;
+
+use crate::broker::messages::{
+    AddBinding, BindTarget, Publish, RemoveBinding, Routed, StopExchange,
+};
+use crate::broker::queue::QueueHandle;
+use crate::error::BrokerError;
+use crate::message::{FieldTable, Message};
+use actix::prelude::*;
+use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The name and settings of an exchange, as declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExchangeSpec {
+    /// The exchange's name.
+    pub name: String,
+    /// The type name (`direct`, `fanout`, `topic`, `headers`, or a registered one).
+    pub kind: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding (as a source) is removed.
+    pub auto_delete: bool,
+    /// Only reachable through exchange-to-exchange bindings, not by publishers.
+    pub internal: bool,
+    /// Declare arguments (`alternate-exchange` and type-specific ones).
+    pub arguments: FieldTable,
+}
+
+impl ExchangeSpec {
+    /// A durable-less, non-auto-delete exchange of `kind`.
+    pub fn new(name: &str, kind: &str) -> Self {
+        ExchangeSpec {
+            name: name.to_string(),
+            kind: kind.to_string(),
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: FieldTable::new(),
+        }
+    }
+
+    /// Names the first setting in which `self` differs from `other`, for
+    /// PRECONDITION_FAILED on redeclare.
+    pub fn difference(&self, other: &ExchangeSpec) -> Option<String> {
+        if self.kind != other.kind {
+            return Some(format!(
+                "inequivalent arg 'type' for exchange '{}': received '{}' but current is '{}'",
+                self.name, other.kind, self.kind
+            ));
+        }
+        let flag = |what: &str, cur: bool, new: bool| {
+            (cur != new).then(|| {
+                format!(
+                    "inequivalent arg '{what}' for exchange '{}': received '{new}' but current is '{cur}'",
+                    self.name
+                )
+            })
+        };
+        flag("durable", self.durable, other.durable)
+            .or_else(|| flag("auto_delete", self.auto_delete, other.auto_delete))
+            .or_else(|| flag("internal", self.internal, other.internal))
+            .or_else(|| {
+                crate::broker::args::table_difference(&self.arguments, &other.arguments).map(|k| {
+                    format!(
+                        "inequivalent arg '{k}' for exchange '{}': the arguments differ",
+                        self.name
+                    )
+                })
+            })
+    }
+}
+
+/// Where a binding leads.
+#[derive(Clone)]
+pub enum Destination {
+    /// A queue.
+    Queue(QueueHandle),
+    /// Another exchange.
+    Exchange(ExchangeHandle),
+}
+
+impl Destination {
+    /// The target's kind and name.
+    pub fn target(&self) -> BindTarget {
+        match self {
+            Destination::Queue(q) => BindTarget::Queue(q.name().to_string()),
+            Destination::Exchange(x) => BindTarget::Exchange(x.name().to_string()),
+        }
+    }
+}
+
+/// A cheap, cloneable reference to an exchange: its spec and the recipients of the
+/// messages every exchange actor handles.
+#[derive(Clone)]
+pub struct ExchangeHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    spec: ExchangeSpec,
+    name: Arc<str>,
+    publish: Recipient<Publish>,
+    add_binding: Recipient<AddBinding>,
+    remove_binding: Recipient<RemoveBinding>,
+    stop: Recipient<StopExchange>,
+    /// Present for built-in exchange actors: lets a bound exchange resolve through this
+    /// one synchronously.
+    router: Option<Arc<RwLock<Router>>>,
+}
+
+impl ExchangeHandle {
+    /// A handle to a user actor standing in as an exchange: it must handle the same
+    /// messages as the built-in exchange actor ([`Publish`], [`AddBinding`],
+    /// [`RemoveBinding`], [`StopExchange`]).
+    pub fn from_actor<A>(spec: ExchangeSpec, addr: Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>>
+            + Handler<Publish>
+            + Handler<AddBinding>
+            + Handler<RemoveBinding>
+            + Handler<StopExchange>,
+    {
+        ExchangeHandle {
+            inner: Arc::new(HandleInner {
+                name: Arc::from(spec.name.as_str()),
+                spec,
+                publish: addr.clone().recipient(),
+                add_binding: addr.clone().recipient(),
+                remove_binding: addr.clone().recipient(),
+                stop: addr.recipient(),
+                router: None,
+            }),
+        }
+    }
+
+    fn builtin(spec: ExchangeSpec, addr: Addr<ExchangeActor>, router: Arc<RwLock<Router>>) -> Self {
+        let mut h = Self::from_actor(spec, addr);
+        Arc::get_mut(&mut h.inner).expect("fresh handle").router = Some(router);
+        h
+    }
+
+    /// The exchange's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The name as a shared string.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.inner.name
+    }
+
+    /// The exchange's settings.
+    pub fn spec(&self) -> &ExchangeSpec {
+        &self.inner.spec
+    }
+
+    /// Where publishes go.
+    pub fn publish_recipient(&self) -> &Recipient<Publish> {
+        &self.inner.publish
+    }
+
+    /// True while the exchange actor is alive.
+    pub fn is_alive(&self) -> bool {
+        self.inner.publish.connected()
+    }
+
+    /// Adds a binding (awaits the exchange's answer).
+    pub async fn add_binding(&self, b: AddBinding) -> Result<(), BrokerError> {
+        self.inner.add_binding.send(b).await?
+    }
+
+    /// Removes a binding; answers whether it existed.
+    pub async fn remove_binding(&self, b: RemoveBinding) -> Result<bool, BrokerError> {
+        Ok(self.inner.remove_binding.send(b).await?)
+    }
+
+    /// Stops the exchange actor.
+    pub fn stop(&self) {
+        self.inner.stop.do_send(StopExchange);
+    }
+
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const u8 as usize
+    }
+
+    /// Starts a built-in exchange actor on `arbiter`.
+    pub fn start_builtin(
+        spec: ExchangeSpec,
+        kind: Box<dyn ExchangeType>,
+        arbiter: &actix::ArbiterHandle,
+    ) -> Self {
+        let router = Arc::new(RwLock::new(Router::new(kind)));
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let r2 = router.clone();
+        let addr =
+            ExchangeActor::start_in_arbiter(arbiter, move |_| ExchangeActor { name, router: r2 });
+        Self::builtin(spec, addr, router)
+    }
+}
+
+/// The built-in exchange actor: owns a [`Router`] and fans batches out to queues.
+pub struct ExchangeActor {
+    /// The exchange's name (loop guard for exchange-to-exchange routing).
+    name: Arc<str>,
+    /// Bindings and routing strategy, shared read-only with exchanges bound to this one.
+    router: Arc<RwLock<Router>>,
+}
+
+impl Actor for ExchangeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Bounded by the publishers' windows, not by the mailbox (see DESIGN.md).
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+}
+
+/// Messages of one batch grouped by destination.
+#[derive(Default)]
+struct Plan {
+    /// One group per queue reached: the queue, its messages, and their batch indexes.
+    queues: Vec<(QueueHandle, Vec<Arc<Message>>, Vec<u32>)>,
+    queue_index: HashMap<usize, usize>,
+    /// Same for custom exchange actors reached.
+    actors: Vec<(ExchangeHandle, Vec<Arc<Message>>, Vec<u32>)>,
+    actor_index: HashMap<usize, usize>,
+}
+
+impl Handler<Publish> for ExchangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
+        let n = msg.messages.len();
+        let mut plan = Plan::default();
+        {
+            let router = self.router.read().expect("router lock poisoned");
+            let mut hops = msg.hops.clone();
+            hops.push(self.name.clone());
+            let base = hops.len();
+            let mut queues = Vec::new();
+            let mut actors = Vec::new();
+            for (i, m) in msg.messages.iter().enumerate() {
+                queues.clear();
+                actors.clear();
+                hops.truncate(base);
+                router.resolve(m, &mut hops, &mut queues, &mut actors);
+                for q in queues.drain(..) {
+                    let slot = *plan.queue_index.entry(q.key()).or_insert_with(|| {
+                        plan.queues.push((q.clone(), Vec::new(), Vec::new()));
+                        plan.queues.len() - 1
+                    });
+                    plan.queues[slot].1.push(m.clone());
+                    plan.queues[slot].2.push(i as u32);
+                }
+                for x in actors.drain(..) {
+                    let slot = *plan.actor_index.entry(x.key()).or_insert_with(|| {
+                        plan.actors.push((x.clone(), Vec::new(), Vec::new()));
+                        plan.actors.len() - 1
+                    });
+                    plan.actors[slot].1.push(m.clone());
+                    plan.actors[slot].2.push(i as u32);
+                }
+            }
+            // Send while still in handle(): the order of batches into each queue's
+            // mailbox is the order they reached this exchange.
+            let enqueues: Vec<_> = plan
+                .queues
+                .drain(..)
+                .map(|(q, messages, idx)| (q.enqueue(messages), idx))
+                .collect();
+            let mut hops_out = msg.hops;
+            hops_out.push(self.name.clone());
+            let forwards: Vec<_> = plan
+                .actors
+                .drain(..)
+                .map(|(x, messages, idx)| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    x.publish_recipient().do_send(Publish {
+                        messages,
+                        hops: hops_out.clone(),
+                        reply: Some(tx),
+                    });
+                    (rx, idx)
+                })
+                .collect();
+            let reply = msg.reply;
+            // Awaiting the answers off the actor: the exchange keeps routing other batches
+            // meanwhile; the publisher's window bounds how many are in flight.
+            actix_rt::spawn(async move {
+                let mut routed: Vec<Routed> = vec![0; n];
+                let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
+                for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
+                    if res.is_ok() {
+                        for i in idx {
+                            routed[i as usize] += 1;
+                        }
+                    }
+                }
+                for (rx, idx) in forwards {
+                    if let Ok(Ok(counts)) = rx.await {
+                        for (i, c) in idx.into_iter().zip(counts) {
+                            routed[i as usize] += c;
+                        }
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(routed));
+                }
+            });
+        }
+    }
+}
+
+impl Handler<AddBinding> for ExchangeActor {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: AddBinding, _ctx: &mut Self::Context) -> Self::Result {
+        self.router
+            .write()
+            .expect("router lock poisoned")
+            .add(msg.destination, msg.routing_key, msg.arguments)
+            .map_err(|e| {
+                BrokerError::precondition(format!(
+                    "binding refused by exchange '{}': {e}",
+                    self.name
+                ))
+            })
+    }
+}
+
+impl Handler<RemoveBinding> for ExchangeActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RemoveBinding, _ctx: &mut Self::Context) -> bool {
+        self.router.write().expect("router lock poisoned").remove(
+            &msg.target,
+            &msg.routing_key,
+            &msg.arguments,
+        )
+    }
+}
+
+impl Handler<StopExchange> for ExchangeActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopExchange, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

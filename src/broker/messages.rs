@@ -1,0 +1,434 @@
+//! Every actor message of the broker core, in one place, named by intent, each with its
+//! reply type.
+//!
+//! These are what a protocol front end (the native connection today, AMQP 0-9-1 later)
+//! and an embedding application send. They carry no wire types. Choice of send mode is
+//! part of the contract and documented on each message: `send().await` where the reply
+//! is the flow control, `do_send` where a window or credit already bounds the traffic.
+
+use crate::broker::exchange::ExchangeSpec;
+use crate::broker::queue::{QueueHandle, QueueSpec};
+use crate::error::BrokerError;
+use crate::message::{FieldTable, Message};
+use actix::prelude::*;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Identifies the connection or embedded session that owns exclusive queues and unacked
+/// deliveries. When the owner goes, its exclusive queues are deleted and its unacked
+/// deliveries requeued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(pub u64);
+
+// ---------------------------------------------------------------- registry (per vhost)
+
+/// Declares an exchange, or with `passive` checks that it exists.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct DeclareExchange {
+    /// Name and settings.
+    pub spec: ExchangeSpec,
+    /// Only check existence (NOT_FOUND when absent); settings are not compared.
+    pub passive: bool,
+}
+
+/// Deletes an exchange and every binding to or from it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct DeleteExchange {
+    /// The exchange.
+    pub name: String,
+    /// Refuse (PRECONDITION_FAILED) while the exchange has bindings.
+    pub if_unused: bool,
+}
+
+/// What a queue declare answers: the name (generated when asked with an empty one) and
+/// the current counts, as AMQP's `queue.declare-ok` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDeclared {
+    /// The queue's name.
+    pub name: String,
+    /// Messages ready for delivery.
+    pub messages: u64,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// Declares a queue, or with `passive` checks that it exists.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<QueueDeclared, BrokerError>")]
+pub struct DeclareQueue {
+    /// Name (empty = generate one) and settings.
+    pub spec: QueueSpec,
+    /// Only check existence.
+    pub passive: bool,
+    /// The declaring connection or session: owner of an exclusive queue.
+    pub owner: OwnerId,
+}
+
+/// Deletes a queue; answers the number of messages it held.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, BrokerError>")]
+pub struct DeleteQueue {
+    /// The queue.
+    pub name: String,
+    /// Refuse while the queue has consumers.
+    pub if_unused: bool,
+    /// Refuse while the queue holds messages.
+    pub if_empty: bool,
+    /// Who asks (an exclusive queue may be deleted by its owner only).
+    pub owner: OwnerId,
+}
+
+/// Removes every ready message of a queue; answers how many.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, BrokerError>")]
+pub struct PurgeQueue {
+    /// The queue.
+    pub name: String,
+    /// Who asks.
+    pub owner: OwnerId,
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BindTarget {
+    /// A queue, by name.
+    Queue(String),
+    /// An exchange, by name (exchange-to-exchange binding).
+    Exchange(String),
+}
+
+impl BindTarget {
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        match self {
+            BindTarget::Queue(n) | BindTarget::Exchange(n) => n,
+        }
+    }
+}
+
+/// Adds a binding from an exchange to a queue or exchange (idempotent).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Bind {
+    /// The source exchange.
+    pub exchange: String,
+    /// The destination.
+    pub target: BindTarget,
+    /// The binding key.
+    pub routing_key: String,
+    /// Binding arguments (headers exchanges match on them).
+    pub arguments: FieldTable,
+    /// Who asks (exclusive queues are bound by their owner only).
+    pub owner: OwnerId,
+}
+
+/// Removes a binding (succeeds when it does not exist, as RabbitMQ does).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Unbind {
+    /// The binding to remove, matched on all of exchange, target, key and arguments.
+    pub binding: Bind,
+}
+
+/// Finds an exchange to publish to.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<crate::broker::exchange::ExchangeHandle, BrokerError>")]
+pub struct LookupExchange {
+    /// The exchange.
+    pub name: String,
+}
+
+/// Finds a queue to consume from or get; refuses an exclusive queue of another owner.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<QueueHandle, BrokerError>")]
+pub struct LookupQueue {
+    /// The queue.
+    pub name: String,
+    /// Who asks.
+    pub owner: OwnerId,
+}
+
+/// An owner (connection or session) has gone: delete its exclusive queues.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct OwnerGone(pub OwnerId);
+
+/// A queue deleted itself (auto-delete, expiry): forget it and its bindings.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct QueueGone {
+    /// The queue's name.
+    pub name: Arc<str>,
+    /// The queue's incarnation, so a stale notice cannot remove a newer queue of the same
+    /// name.
+    pub incarnation: u64,
+}
+
+// ------------------------------------------------------------------------- publishing
+
+/// The outcome of one published message: how many queues it reached (0 = unroutable).
+pub type Routed = u32;
+
+/// A batch of messages published to an exchange.
+///
+/// Sent with `do_send`: the publisher's window of in-flight batches (waiting on `reply`)
+/// is the bound, and a reply channel (rather than `send()`'s) means the batch is handled
+/// even if the publisher stops waiting.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    /// The messages, in publish order.
+    pub messages: Vec<Arc<Message>>,
+    /// Exchanges this batch already passed through (exchange-to-exchange loop guard).
+    pub hops: Vec<Arc<str>>,
+    /// Answered once every message is in every queue it routes to.
+    pub reply: Option<oneshot::Sender<Result<Vec<Routed>, BrokerError>>>,
+}
+
+/// A batch of routed messages for one queue. Sent with `send()`: the exchange awaits the
+/// answer before it answers the publisher, so a slow queue holds the publisher back.
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Enqueue {
+    /// The messages, in order.
+    pub messages: Vec<Arc<Message>>,
+}
+
+/// Adds a binding inside an exchange actor (sent by the registry).
+#[derive(Message)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct AddBinding {
+    /// Where matching messages go.
+    pub destination: crate::broker::exchange::Destination,
+    /// The binding key.
+    pub routing_key: String,
+    /// The binding arguments.
+    pub arguments: FieldTable,
+}
+
+/// Removes a binding inside an exchange actor; answers whether it existed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct RemoveBinding {
+    /// The destination's name and kind.
+    pub target: BindTarget,
+    /// The binding key.
+    pub routing_key: String,
+    /// The binding arguments.
+    pub arguments: FieldTable,
+}
+
+/// Stops an exchange actor (its exchange was deleted).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopExchange;
+
+// ------------------------------------------------------------------------- consuming
+
+/// One message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The queue's own id of the message: what acks name (a front end maps its delivery
+    /// tags onto it).
+    pub id: u64,
+    /// True when the message was delivered before (requeued or recovered).
+    pub redelivered: bool,
+    /// How many times the message has been delivered, this delivery included.
+    pub delivery_count: u32,
+    /// The message, shared with every other queue it reached.
+    pub message: Arc<Message>,
+}
+
+/// A batch of deliveries to one consumer.
+///
+/// Queues send it with `do_send`: the consumer's credit (prefetch and transport window)
+/// already bounds what is in flight. The [`Credit`] inside returns the transport window
+/// to the queue when dropped: hold it until the deliveries are written out.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The consumer tag given at consume time.
+    pub consumer_tag: Arc<str>,
+    /// The queue, for acks.
+    pub queue: QueueHandle,
+    /// The deliveries, in queue order.
+    pub deliveries: Vec<Delivery>,
+    /// Transport credit for this batch, returned on drop.
+    pub credit: Credit,
+}
+
+/// Transport credit held by a consumer for one delivered batch; dropping it tells the
+/// queue the consumer can take that many more.
+pub struct Credit {
+    pub(crate) queue: Option<Recipient<ReturnCredit>>,
+    pub(crate) consumer: u64,
+    pub(crate) amount: u32,
+}
+
+impl Credit {
+    /// A credit that returns nothing (for tests and synthetic deliveries).
+    pub fn none() -> Self {
+        Credit {
+            queue: None,
+            consumer: 0,
+            amount: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Credit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credit({})", self.amount)
+    }
+}
+
+impl Drop for Credit {
+    fn drop(&mut self) {
+        if let Some(q) = self.queue.take() {
+            if self.amount > 0 {
+                // do_send: a tiny control message; the queue may have stopped, in which
+                // case there is nobody left to credit.
+                q.do_send(ReturnCredit {
+                    consumer: self.consumer,
+                    amount: self.amount,
+                });
+            }
+        }
+    }
+}
+
+/// Returns transport credit to a queue (sent by [`Credit`]'s drop).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ReturnCredit {
+    /// The queue's id of the consumer.
+    pub consumer: u64,
+    /// How many deliveries the consumer can take again.
+    pub amount: u32,
+}
+
+/// Tells a consumer the broker cancelled it (its queue was deleted), as RabbitMQ's
+/// consumer-cancel notification does.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct ConsumerCancelled {
+    /// The consumer tag.
+    pub consumer_tag: Arc<str>,
+    /// Why.
+    pub reason: String,
+}
+
+/// Options of a consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumeOptions {
+    /// Consumer tag; empty = generated by the queue.
+    pub tag: String,
+    /// Maximum unacked deliveries (0 = unlimited, still bounded by the transport window).
+    pub prefetch: u32,
+    /// Deliveries count as acked when sent.
+    pub auto_ack: bool,
+    /// Refuse other consumers while this one is attached.
+    pub exclusive: bool,
+    /// Consumer arguments (`x-priority` and friends).
+    pub arguments: FieldTable,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions {
+            tag: String::new(),
+            prefetch: 0,
+            auto_ack: false,
+            exclusive: false,
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
+/// Attaches a consumer to a queue; answers the consumer tag.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<str>, BrokerError>")]
+pub struct Consume {
+    /// The options.
+    pub options: ConsumeOptions,
+    /// Who consumes (owner of the unacked deliveries).
+    pub owner: OwnerId,
+    /// Where deliveries go.
+    pub deliver: Recipient<Deliver>,
+    /// Where a broker-side cancel is announced (optional).
+    pub cancelled: Option<Recipient<ConsumerCancelled>>,
+    /// Maximum deliveries in transit (delivered, credit not yet returned).
+    pub window: u32,
+}
+
+/// Detaches a consumer. Its unacked deliveries stay with the owner and can still be
+/// acked (AMQP semantics); they are requeued when the owner goes.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Cancel {
+    /// The consumer tag.
+    pub tag: String,
+    /// Who asks.
+    pub owner: OwnerId,
+}
+
+/// What to do with delivered messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Done with: remove.
+    Ack,
+    /// Put back where it was, marked redelivered.
+    Requeue,
+    /// Drop (dead-letter where configured).
+    Discard,
+}
+
+/// Settles delivered messages (ack, or nack / reject with or without requeue).
+///
+/// Sent with `do_send`; the front end has already checked its delivery tags, so an
+/// unknown id here is logged, not answered.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Settle {
+    /// Who settles (must be the owner of the deliveries).
+    pub owner: OwnerId,
+    /// Queue ids of the messages.
+    pub ids: Vec<u64>,
+    /// What to do.
+    pub settlement: Settlement,
+}
+
+/// Pulls one message (AMQP `basic.get`); answers it and the count left, or None.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Option<(Delivery, u64)>, BrokerError>")]
+pub struct Get {
+    /// Who gets (owner of the delivery when not auto-acked).
+    pub owner: OwnerId,
+    /// Count it acked at once.
+    pub auto_ack: bool,
+}
+
+/// The owner went: drop its consumers and requeue its unacked deliveries.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Release(pub OwnerId);
+
+/// Counts of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Messages ready for delivery.
+    pub ready: u64,
+    /// Delivered, not yet acked.
+    pub unacked: u64,
+    /// Consumers attached.
+    pub consumers: u32,
+    /// Bytes of bodies held (ready + unacked).
+    pub bytes: u64,
+}
+
+/// Asks a queue for its counts.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "QueueStats")]
+pub struct GetStats;

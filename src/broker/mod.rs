@@ -1,0 +1,268 @@
+//! The broker core: registries, exchanges and queues as actix actors.
+//!
+//! ```text
+//!                 Declare / Bind / Delete
+//!   front end ──────────────────────────────► Registry (one per vhost: names → actors)
+//!   (connection                                   │ spawns on worker arbiters
+//!    or Session)                                  ▼
+//!       │  Publish(batch) + reply     ┌──────────────────┐  Enqueue(batch), awaited
+//!       ├────────────────────────────►│ Exchange actor   ├──────────────────────────┐
+//!       │  ◄── routed counts ─────────│ Router + type    │                          ▼
+//!       │      (= confirm)            └──────────────────┘              ┌─────────────────┐
+//!       │                                                              │ Queue actor     │
+//!       │  ◄──────────── Deliver(batch, Credit) ───────────────────────┤ ready / unacked │
+//!       │  ─── Settle (ack / nack / reject), ReturnCredit (on drop) ──►│ consumers       │
+//!                                                                      └─────────────────┘
+//! ```
+//!
+//! Flow control, hop by hop (DESIGN.md "Backpressure"): a publisher has at most
+//! `publish_window` batches in flight and reserves their bytes against the memory
+//! watermark before sending; the exchange answers only when every queue has enqueued;
+//! a queue delivers only within a consumer's prefetch and transport credit. Nothing
+//! relies on mailbox capacity.
+//!
+//! The broker runs its actix `System` on threads of its own, so [`BrokerHandle`] works
+//! from any runtime (plain `#[tokio::main]` included).
+
+pub mod args;
+pub mod context;
+pub mod exchange;
+pub mod memory;
+pub mod messages;
+pub mod queue;
+pub mod queue_args;
+pub mod registry;
+
+use crate::embed::Session;
+use crate::error::BrokerError;
+use crate::settings::BrokerSettings;
+use actix::prelude::*;
+use context::{BrokerContext, ExchangeActorFactory};
+use exchange::{ExchangeHandle, ExchangeSpec, ExchangeType, ExchangeTypes};
+use memory::MemoryGauge;
+use registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Starts brokers.
+///
+/// ```
+/// use actormq::{Broker, Message};
+/// use actormq::broker::queue::QueueSpec;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+/// let broker = Broker::builder().workers(1).start()?;
+/// let session = broker.session();
+/// session.declare_queue(QueueSpec::new("jobs")).await?;
+/// let confirm = session.publish(Message::new("", "jobs", "hello")).await?;
+/// assert_eq!(confirm.await?.queues, 1);
+/// let got = session.get("jobs", true).await?.expect("a message");
+/// assert_eq!(&got.message.body[..], b"hello");
+/// broker.shutdown();
+/// # Ok(()) }
+/// ```
+pub struct Broker;
+
+impl Broker {
+    /// Starts a broker with `settings` and the built-in exchange types.
+    pub fn start(settings: BrokerSettings) -> Result<BrokerHandle, BrokerError> {
+        BrokerBuilder::new().settings(settings).start()
+    }
+
+    /// A builder, for custom exchange types and settings.
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::new()
+    }
+}
+
+/// Configures and starts a broker.
+pub struct BrokerBuilder {
+    settings: BrokerSettings,
+    types: ExchangeTypes,
+    actors: HashMap<String, ExchangeActorFactory>,
+}
+
+impl BrokerBuilder {
+    fn new() -> Self {
+        BrokerBuilder {
+            settings: BrokerSettings::default(),
+            types: ExchangeTypes::with_builtins(),
+            actors: HashMap::new(),
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn settings(mut self, settings: BrokerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Sets the number of worker threads.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.settings.workers = n;
+        self
+    }
+
+    /// Sets the memory high watermark in bytes (0 = none).
+    pub fn memory_high_watermark(mut self, bytes: u64) -> Self {
+        self.settings.memory_high_watermark = bytes;
+        self
+    }
+
+    /// Registers an exchange type: `declare_exchange(name, type_name)` then works.
+    pub fn exchange_type<F>(mut self, type_name: &str, factory: F) -> Self
+    where
+        F: Fn() -> Box<dyn ExchangeType> + Send + Sync + 'static,
+    {
+        self.types.register(type_name, factory);
+        self
+    }
+
+    /// Registers a whole actor as an exchange type: `start` is called on a worker
+    /// arbiter's handle for each exchange declared with `type_name` and returns its
+    /// handle (see [`ExchangeHandle::from_actor`]).
+    pub fn exchange_actor<F>(mut self, type_name: &str, start: F) -> Self
+    where
+        F: Fn(ExchangeSpec, &ArbiterHandle) -> Result<ExchangeHandle, String>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.actors.insert(type_name.to_string(), Arc::new(start));
+        self
+    }
+
+    /// Starts the broker's threads and registries.
+    pub fn start(self) -> Result<BrokerHandle, BrokerError> {
+        let workers = self.settings.worker_count();
+        let settings = self.settings;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let types = self.types;
+        let actors = self.actors;
+        let thread = std::thread::Builder::new()
+            .name("actormq-system".into())
+            .spawn(move || {
+                let sys = actix_rt::System::new();
+                sys.block_on(async move {
+                    let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
+                    let handles = arbiters.iter().map(|a| a.handle()).collect();
+                    let gauge = Arc::new(MemoryGauge::new(settings.memory_high_watermark as usize));
+                    let ctx = Arc::new(BrokerContext::new(
+                        handles,
+                        types,
+                        actors,
+                        gauge,
+                        settings.consumer_window,
+                        settings.publish_window,
+                    ));
+                    let vhosts: HashMap<String, Addr<Registry>> = settings
+                        .vhosts
+                        .iter()
+                        .map(|v| (v.clone(), Registry::start(v, ctx.clone())))
+                        .collect();
+                    let _ = tx.send((System::current(), ctx, vhosts, arbiters));
+                });
+                if let Err(e) = sys.run() {
+                    tracing::error!(error = %e, "actix system ended with an error");
+                }
+            })
+            .map_err(|e| BrokerError::internal(format!("cannot start the broker thread: {e}")))?;
+        let (system, ctx, vhosts, arbiters) = rx
+            .recv()
+            .map_err(|_| BrokerError::internal("the broker thread failed to start"))?;
+        Ok(BrokerHandle {
+            inner: Arc::new(HandleInner {
+                system,
+                ctx,
+                vhosts,
+                arbiters: Mutex::new(arbiters),
+                thread: Mutex::new(Some(thread)),
+                next_owner: AtomicU64::new(1),
+            }),
+        })
+    }
+}
+
+struct HandleInner {
+    /// The broker's actix system (stopped by `shutdown`).
+    system: System,
+    /// Arbiters, exchange types, gauge.
+    ctx: Arc<BrokerContext>,
+    /// Registry of each virtual host.
+    vhosts: HashMap<String, Addr<Registry>>,
+    /// The worker arbiters, joined on shutdown.
+    arbiters: Mutex<Vec<Arbiter>>,
+    /// The system thread, joined on shutdown.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Owner ids handed to sessions and connections.
+    next_owner: AtomicU64,
+}
+
+/// A handle to a running broker: `Send + Clone`, usable from any thread or runtime.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl BrokerHandle {
+    /// A session on the default virtual host `/`.
+    pub fn session(&self) -> Session {
+        self.session_in("/")
+            .expect("the default virtual host exists")
+    }
+
+    /// A session on `vhost`.
+    pub fn session_in(&self, vhost: &str) -> Result<Session, BrokerError> {
+        let registry = self.registry(vhost)?;
+        Ok(Session::new(self.clone(), registry, self.new_owner()))
+    }
+
+    /// The registry actor of `vhost`.
+    pub fn registry(&self, vhost: &str) -> Result<Addr<Registry>, BrokerError> {
+        self.inner
+            .vhosts
+            .get(vhost)
+            .cloned()
+            .ok_or_else(|| BrokerError::not_found("vhost", vhost, vhost))
+    }
+
+    /// The virtual hosts, sorted.
+    pub fn vhosts(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.vhosts.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// A fresh owner id for a connection or session.
+    pub fn new_owner(&self) -> messages::OwnerId {
+        messages::OwnerId(self.inner.next_owner.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The broker-wide memory gauge.
+    pub fn memory(&self) -> &Arc<MemoryGauge> {
+        &self.inner.ctx.gauge
+    }
+
+    /// The shared context (arbiters, windows).
+    pub fn context(&self) -> &Arc<BrokerContext> {
+        &self.inner.ctx
+    }
+
+    /// Stops every entity actor and the broker's threads. Safe to call twice.
+    pub fn shutdown(&self) {
+        for r in self.inner.vhosts.values() {
+            r.do_send(registry::StopAll);
+        }
+        self.inner.system.stop();
+        if let Some(t) = self.inner.thread.lock().expect("poisoned").take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+        for a in self.inner.arbiters.lock().expect("poisoned").drain(..) {
+            a.stop();
+            let _ = a.join();
+        }
+    }
+}

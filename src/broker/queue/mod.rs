@@ -1,0 +1,125 @@
+//! Queues: one actor per queue holding its messages, consumers and unacked deliveries.
+//!
+//! The pure bookkeeping lives in [`state`]; [`actor`] wires it to actix: it accounts
+//! memory, sends deliveries to consumers' `Recipient<Deliver>`, and tells the registry
+//! when it deletes itself (auto-delete).
+
+pub mod actor;
+pub mod state;
+
+pub use actor::QueueActor;
+
+use crate::broker::messages::Enqueue;
+use crate::message::{FieldTable, Message};
+use actix::prelude::*;
+use std::sync::Arc;
+
+/// The name and settings of a queue, as declared.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueSpec {
+    /// The queue's name; empty asks the broker to generate one.
+    pub name: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Owned by the declaring connection, deleted when it goes, refused to others.
+    pub exclusive: bool,
+    /// Deleted when its last consumer leaves (after having had one).
+    pub auto_delete: bool,
+    /// Declare arguments (`x-message-ttl`, `x-max-length`, ...).
+    pub arguments: FieldTable,
+}
+
+impl QueueSpec {
+    /// A transient queue named `name` with no arguments.
+    pub fn new(name: &str) -> Self {
+        QueueSpec {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Names the first setting in which `self` differs from `other`, for
+    /// PRECONDITION_FAILED on redeclare.
+    pub fn difference(&self, other: &QueueSpec) -> Option<String> {
+        let flag = |what: &str, cur: bool, new: bool| {
+            (cur != new).then(|| {
+                format!(
+                    "inequivalent arg '{what}' for queue '{}': received '{new}' but current is '{cur}'",
+                    self.name
+                )
+            })
+        };
+        flag("durable", self.durable, other.durable)
+            .or_else(|| flag("exclusive", self.exclusive, other.exclusive))
+            .or_else(|| flag("auto_delete", self.auto_delete, other.auto_delete))
+            .or_else(|| {
+                crate::broker::args::table_difference(&self.arguments, &other.arguments).map(|k| {
+                    let show = |t: &FieldTable| {
+                        t.get(&k)
+                            .map_or_else(|| "none".to_string(), |v| v.to_string())
+                    };
+                    format!(
+                        "inequivalent arg '{k}' for queue '{}': received '{}' but current is '{}'",
+                        self.name,
+                        show(&other.arguments),
+                        show(&self.arguments)
+                    )
+                })
+            })
+    }
+}
+
+/// A cheap, cloneable reference to a queue actor.
+#[derive(Clone)]
+pub struct QueueHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    name: Arc<str>,
+    addr: Addr<QueueActor>,
+}
+
+impl QueueHandle {
+    pub(crate) fn new(name: Arc<str>, addr: Addr<QueueActor>) -> Self {
+        QueueHandle {
+            inner: Arc::new(HandleInner { name, addr }),
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The queue actor's address: send it the consume / settle / get messages of
+    /// [`crate::broker::messages`].
+    pub fn addr(&self) -> &Addr<QueueActor> {
+        &self.inner.addr
+    }
+
+    /// Sends a batch to the queue; resolves once it is enqueued.
+    pub fn enqueue(&self, messages: Vec<Arc<Message>>) -> actix::dev::Request<QueueActor, Enqueue> {
+        self.inner.addr.send(Enqueue { messages })
+    }
+
+    /// True when both handles are the same queue actor.
+    pub fn same(&self, other: &QueueHandle) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.addr == other.inner.addr
+    }
+
+    /// True while the queue actor is alive.
+    pub fn is_alive(&self) -> bool {
+        self.inner.addr.connected()
+    }
+
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.inner) as *const u8 as usize
+    }
+}
+
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueueHandle({})", self.inner.name)
+    }
+}

@@ -1,0 +1,246 @@
+//! [`Consumer`]: a queue's deliveries as a `Stream`, through a small bridge actor (a
+//! queue needs a `Recipient`; the application needs a `Stream`).
+
+use crate::broker::messages::{
+    Cancel, Consume, ConsumeOptions, ConsumerCancelled, Credit, Deliver, Delivery, OwnerId, Settle,
+    Settlement,
+};
+use crate::broker::queue::QueueHandle;
+use crate::error::BrokerError;
+use crate::message::Message;
+use actix::prelude::*;
+use futures_core::Stream;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use tokio::sync::mpsc;
+
+/// A delivered message, with the means to settle it.
+#[derive(Debug)]
+pub struct Received {
+    /// The message.
+    pub message: Arc<Message>,
+    /// Delivered before (requeued or recovered).
+    pub redelivered: bool,
+    /// Deliveries of this message so far, this one included.
+    pub delivery_count: u32,
+    /// The queue's id of the delivery.
+    pub id: u64,
+    queue: QueueHandle,
+    owner: OwnerId,
+    auto_ack: bool,
+}
+
+impl Received {
+    pub(crate) fn new(d: Delivery, queue: QueueHandle, owner: OwnerId, auto_ack: bool) -> Self {
+        Received {
+            message: d.message,
+            redelivered: d.redelivered,
+            delivery_count: d.delivery_count,
+            id: d.id,
+            queue,
+            owner,
+            auto_ack,
+        }
+    }
+
+    /// The queue it came from.
+    pub fn queue(&self) -> &str {
+        self.queue.name()
+    }
+
+    fn settle(self, settlement: Settlement) {
+        if !self.auto_ack {
+            // do_send: a settlement only frees credit; nothing to wait for.
+            self.queue.addr().do_send(Settle {
+                owner: self.owner,
+                ids: vec![self.id],
+                settlement,
+            });
+        }
+    }
+
+    /// Acknowledges: the queue forgets the message.
+    pub fn ack(self) {
+        self.settle(Settlement::Ack)
+    }
+
+    /// Negative acknowledgement: requeue it (marked redelivered) or drop it.
+    pub fn nack(self, requeue: bool) {
+        self.settle(if requeue {
+            Settlement::Requeue
+        } else {
+            Settlement::Discard
+        })
+    }
+
+    /// Rejects: same as `nack` for one message.
+    pub fn reject(self, requeue: bool) {
+        self.nack(requeue)
+    }
+}
+
+enum Event {
+    Batch(Deliver),
+    Cancelled(ConsumerCancelled),
+}
+
+/// Forwards deliveries from the queue into the consumer's channel.
+struct Bridge {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Actor for Bridge {
+    type Context = Context<Self>;
+}
+
+impl Handler<Deliver> for Bridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+        // Unbounded is safe: the queue's credit bounds what is in flight.
+        if self.tx.send(Event::Batch(msg)).is_err() {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<ConsumerCancelled> for Bridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConsumerCancelled, ctx: &mut Self::Context) {
+        let _ = self.tx.send(Event::Cancelled(msg));
+        ctx.stop();
+    }
+}
+
+/// Stops the bridge.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopBridge;
+
+impl Handler<StopBridge> for Bridge {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopBridge, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A stream of deliveries from one queue. Dropping it cancels the consumer; unacked
+/// deliveries stay with the session until settled or the session drops.
+pub struct Consumer {
+    tag: Arc<str>,
+    queue: QueueHandle,
+    owner: OwnerId,
+    auto_ack: bool,
+    rx: mpsc::UnboundedReceiver<Event>,
+    /// The batch being handed out, and its transport credit (dropped once it is empty).
+    current: VecDeque<Delivery>,
+    credit: Option<Credit>,
+    bridge: Addr<Bridge>,
+    /// Set when the broker cancelled the consumer.
+    cancelled: Option<String>,
+}
+
+impl Consumer {
+    pub(crate) async fn start(
+        queue: QueueHandle,
+        options: ConsumeOptions,
+        owner: OwnerId,
+        window: u32,
+        arbiter: &ArbiterHandle,
+    ) -> Result<Consumer, BrokerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let bridge = Bridge::start_in_arbiter(arbiter, move |_| Bridge { tx });
+        let auto_ack = options.auto_ack;
+        let tag = queue
+            .addr()
+            .send(Consume {
+                options,
+                owner,
+                deliver: bridge.clone().recipient(),
+                cancelled: Some(bridge.clone().recipient()),
+                window,
+            })
+            .await;
+        let tag = match tag {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                bridge.do_send(StopBridge);
+                return Err(e);
+            }
+            Err(e) => {
+                bridge.do_send(StopBridge);
+                return Err(e.into());
+            }
+        };
+        Ok(Consumer {
+            tag,
+            queue,
+            owner,
+            auto_ack,
+            rx,
+            current: VecDeque::new(),
+            credit: None,
+            bridge,
+            cancelled: None,
+        })
+    }
+
+    /// The consumer tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Why the broker cancelled this consumer, once it has.
+    pub fn cancelled(&self) -> Option<&str> {
+        self.cancelled.as_deref()
+    }
+
+    /// The next delivery, or None once the consumer was cancelled by the broker.
+    pub async fn next(&mut self) -> Option<Received> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Received;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Received>> {
+        loop {
+            if let Some(d) = self.current.pop_front() {
+                if self.current.is_empty() {
+                    self.credit = None;
+                }
+                let r = Received::new(d, self.queue.clone(), self.owner, self.auto_ack);
+                return Poll::Ready(Some(r));
+            }
+            if self.cancelled.is_some() {
+                return Poll::Ready(None);
+            }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Event::Batch(b))) => {
+                    self.current = b.deliveries.into();
+                    self.credit = Some(b.credit);
+                }
+                Poll::Ready(Some(Event::Cancelled(c))) => {
+                    self.cancelled = Some(c.reason);
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.queue.addr().do_send(Cancel {
+            tag: self.tag.to_string(),
+            owner: self.owner,
+        });
+        self.bridge.do_send(StopBridge);
+    }
+}

@@ -1,0 +1,10 @@
+//! The embedding API: a [`Session`] is what a Rust service uses to declare, publish and
+//! consume in-process, with no TCP at all. It sends the same actor messages a network
+//! connection does, with the same flow control (publish window, memory watermark,
+//! consumer credit).
+
+mod consumer;
+mod session;
+
+pub use consumer::{Consumer, Received};
+pub use session::{Confirm, Confirmation, Returned, Session};

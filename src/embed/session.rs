@@ -1,0 +1,459 @@
+//! [`Session`]: an owner of exclusive queues and unacked deliveries, with a publish
+//! window; dropped, it releases them like a closed connection.
+
+use super::consumer::{Consumer, Received};
+use crate::broker::exchange::{ExchangeHandle, ExchangeSpec};
+use crate::broker::messages::*;
+use crate::broker::queue::{QueueHandle, QueueSpec};
+use crate::broker::registry::{BindingRecord, ListBindings, ListExchanges, ListQueues, Registry};
+use crate::broker::BrokerHandle;
+use crate::error::{BrokerError, ErrorCode};
+use crate::message::{FieldTable, Message};
+use actix::prelude::*;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use tokio::sync::{oneshot, Semaphore};
+
+/// A message that could not be routed, given back to a `mandatory` publisher.
+#[derive(Debug, Clone)]
+pub struct Returned {
+    /// AMQP reply code: 312 NO_ROUTE.
+    pub code: u16,
+    /// Why it came back.
+    pub reason: String,
+    /// The message.
+    pub message: Arc<Message>,
+}
+
+/// The broker's answer to one publish.
+#[derive(Debug, Clone)]
+pub struct Confirmation {
+    /// How many queues the message was enqueued in.
+    pub queues: u32,
+    /// For a `mandatory` publish that reached no queue: the message, back.
+    pub returned: Option<Returned>,
+}
+
+/// Resolves when the broker has the message in every queue it routes to.
+pub struct Confirm {
+    rx: oneshot::Receiver<Result<Confirmation, BrokerError>>,
+}
+
+impl Future for Confirm {
+    type Output = Result<Confirmation, BrokerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(BrokerError::shutting_down())))
+    }
+}
+
+/// An in-process client of the broker.
+///
+/// Publishing is pipelined: [`Session::publish`] returns once the message is sent
+/// (waiting only while the publish window is full or the memory watermark is reached)
+/// and hands back a [`Confirm`] to await when the application wants the confirmation.
+pub struct Session {
+    broker: BrokerHandle,
+    registry: Addr<Registry>,
+    owner: OwnerId,
+    /// Exchanges looked up so far (a stale entry is dropped when its actor is gone).
+    exchanges: Mutex<HashMap<String, ExchangeHandle>>,
+    /// Publish batches in flight.
+    window: Arc<Semaphore>,
+    /// Queues this session consumed from or got from, released when it drops.
+    touched: Mutex<Vec<QueueHandle>>,
+}
+
+impl Session {
+    pub(crate) fn new(broker: BrokerHandle, registry: Addr<Registry>, owner: OwnerId) -> Self {
+        let window = Arc::new(Semaphore::new(broker.context().publish_window));
+        Session {
+            broker,
+            registry,
+            owner,
+            exchanges: Mutex::new(HashMap::new()),
+            window,
+            touched: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The session's owner id (owner of its exclusive queues and unacked deliveries).
+    pub fn owner(&self) -> OwnerId {
+        self.owner
+    }
+
+    /// Declares an exchange of type `kind` with default settings.
+    pub async fn declare_exchange(&self, name: &str, kind: &str) -> Result<(), BrokerError> {
+        self.declare_exchange_with(ExchangeSpec::new(name, kind), false)
+            .await
+    }
+
+    /// Declares an exchange (or with `passive`, checks it exists).
+    pub async fn declare_exchange_with(
+        &self,
+        spec: ExchangeSpec,
+        passive: bool,
+    ) -> Result<(), BrokerError> {
+        self.registry
+            .send(DeclareExchange { spec, passive })
+            .await?
+    }
+
+    /// Deletes an exchange.
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
+        self.exchanges.lock().expect("poisoned").remove(name);
+        self.registry
+            .send(DeleteExchange {
+                name: name.to_string(),
+                if_unused,
+            })
+            .await?
+    }
+
+    /// Declares a queue.
+    pub async fn declare_queue(&self, spec: QueueSpec) -> Result<QueueDeclared, BrokerError> {
+        self.declare_queue_with(spec, false).await
+    }
+
+    /// Declares a queue (or with `passive`, checks it exists and answers its counts).
+    pub async fn declare_queue_with(
+        &self,
+        spec: QueueSpec,
+        passive: bool,
+    ) -> Result<QueueDeclared, BrokerError> {
+        self.registry
+            .send(DeclareQueue {
+                spec,
+                passive,
+                owner: self.owner,
+            })
+            .await?
+    }
+
+    /// Deletes a queue; answers the messages it held.
+    pub async fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u64, BrokerError> {
+        self.registry
+            .send(DeleteQueue {
+                name: name.to_string(),
+                if_unused,
+                if_empty,
+                owner: self.owner,
+            })
+            .await?
+    }
+
+    /// Removes the ready messages of a queue; answers how many.
+    pub async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.registry
+            .send(PurgeQueue {
+                name: queue.to_string(),
+                owner: self.owner,
+            })
+            .await?
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key`.
+    pub async fn bind(
+        &self,
+        exchange: &str,
+        queue: &str,
+        routing_key: &str,
+    ) -> Result<(), BrokerError> {
+        self.bind_with(
+            exchange,
+            BindTarget::Queue(queue.to_string()),
+            routing_key,
+            FieldTable::new(),
+        )
+        .await
+    }
+
+    /// Binds a queue or exchange to `exchange`, with arguments.
+    pub async fn bind_with(
+        &self,
+        exchange: &str,
+        target: BindTarget,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        self.registry
+            .send(Bind {
+                exchange: exchange.to_string(),
+                target,
+                routing_key: routing_key.to_string(),
+                arguments,
+                owner: self.owner,
+            })
+            .await?
+    }
+
+    /// Removes a binding.
+    pub async fn unbind_with(
+        &self,
+        exchange: &str,
+        target: BindTarget,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        self.registry
+            .send(Unbind {
+                binding: Bind {
+                    exchange: exchange.to_string(),
+                    target,
+                    routing_key: routing_key.to_string(),
+                    arguments,
+                    owner: self.owner,
+                },
+            })
+            .await?
+    }
+
+    /// Lists the queues of the session's virtual host.
+    pub async fn list_queues(&self) -> Result<Vec<(String, QueueSpec)>, BrokerError> {
+        Ok(self.registry.send(ListQueues).await?)
+    }
+
+    /// Lists the exchanges of the session's virtual host.
+    pub async fn list_exchanges(&self) -> Result<Vec<ExchangeSpec>, BrokerError> {
+        Ok(self.registry.send(ListExchanges).await?)
+    }
+
+    /// Lists the explicit bindings of the session's virtual host.
+    pub async fn list_bindings(&self) -> Result<Vec<BindingRecord>, BrokerError> {
+        Ok(self.registry.send(ListBindings).await?)
+    }
+
+    /// Counts of a queue.
+    pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
+        let q = self.lookup_queue(queue).await?;
+        Ok(q.addr().send(GetStats).await?)
+    }
+
+    async fn lookup_queue(&self, name: &str) -> Result<QueueHandle, BrokerError> {
+        self.registry
+            .send(LookupQueue {
+                name: name.to_string(),
+                owner: self.owner,
+            })
+            .await?
+    }
+
+    async fn exchange(&self, name: &str) -> Result<ExchangeHandle, BrokerError> {
+        if let Some(x) = self.exchanges.lock().expect("poisoned").get(name) {
+            if x.is_alive() {
+                return Ok(x.clone());
+            }
+        }
+        let x = self
+            .registry
+            .send(LookupExchange {
+                name: name.to_string(),
+            })
+            .await??;
+        if x.spec().internal {
+            return Err(BrokerError::access_refused(format!(
+                "cannot publish to internal exchange '{name}'"
+            )));
+        }
+        self.exchanges
+            .lock()
+            .expect("poisoned")
+            .insert(name.to_string(), x.clone());
+        Ok(x)
+    }
+
+    /// Publishes one message to `message.exchange` with `message.routing_key`.
+    pub async fn publish(&self, message: Message) -> Result<Confirm, BrokerError> {
+        let mut confirms = self.publish_batch(vec![message], false).await?;
+        Ok(confirms.pop().expect("one confirm per message"))
+    }
+
+    /// Publishes one message; if it reaches no queue, the confirmation carries it back
+    /// (`mandatory`).
+    pub async fn publish_mandatory(&self, message: Message) -> Result<Confirm, BrokerError> {
+        let mut confirms = self.publish_batch(vec![message], true).await?;
+        Ok(confirms.pop().expect("one confirm per message"))
+    }
+
+    /// Publishes a batch of messages, all to the exchange of the first one (one actor
+    /// message for the whole batch); answers one [`Confirm`] per message, in order.
+    pub async fn publish_batch(
+        &self,
+        messages: Vec<Message>,
+        mandatory: bool,
+    ) -> Result<Vec<Confirm>, BrokerError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let exchange_name = messages[0].exchange.clone();
+        if messages.iter().any(|m| m.exchange != exchange_name) {
+            return Err(BrokerError::precondition("a batch goes to one exchange"));
+        }
+        let exchange = self.exchange(&exchange_name).await?;
+        let gauge = self.broker.memory().clone();
+        gauge.wait_unblocked().await;
+        let permit = self
+            .window
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BrokerError::shutting_down())?;
+        let bytes: usize = messages.iter().map(|m| m.accounted_size()).sum();
+        gauge.add(bytes);
+        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
+        let (tx, rx) = oneshot::channel();
+        exchange.publish_recipient().do_send(Publish {
+            messages: messages.clone(),
+            hops: Vec::new(),
+            reply: Some(tx),
+        });
+        let mut senders = Vec::with_capacity(messages.len());
+        let mut confirms = Vec::with_capacity(messages.len());
+        for _ in 0..messages.len() {
+            let (t, r) = oneshot::channel();
+            senders.push(t);
+            confirms.push(Confirm { rx: r });
+        }
+        let name = exchange_name.to_string();
+        let vhost_registry = self.registry.clone();
+        // The answer is awaited on a broker thread, not in the caller's future: the
+        // window and the memory reservation are released when the exchange answers,
+        // whether or not the application ever awaits its confirms.
+        self.broker.context().next_arbiter().spawn(async move {
+            let result = rx.await;
+            gauge.sub(bytes);
+            drop(permit);
+            let _ = vhost_registry;
+            match result {
+                Ok(Ok(routed)) => {
+                    for ((s, m), n) in senders.into_iter().zip(messages).zip(routed) {
+                        let returned = (n == 0 && mandatory).then(|| Returned {
+                            code: 312,
+                            reason: "NO_ROUTE".into(),
+                            message: m,
+                        });
+                        let _ = s.send(Ok(Confirmation {
+                            queues: n,
+                            returned,
+                        }));
+                    }
+                }
+                Ok(Err(e)) => {
+                    for s in senders {
+                        let _ = s.send(Err(e.clone()));
+                    }
+                }
+                Err(_) => {
+                    let e = BrokerError::new(
+                        ErrorCode::NotFound,
+                        format!("exchange '{name}' went away before answering"),
+                    );
+                    for s in senders {
+                        let _ = s.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+        Ok(confirms)
+    }
+
+    /// Consumes from `queue`: a `Stream` of [`Received`] messages.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+    ) -> Result<Consumer, BrokerError> {
+        let q = self.lookup_queue(queue).await?;
+        self.touch(&q);
+        Consumer::start(
+            q,
+            options,
+            self.owner,
+            self.broker.context().consumer_window,
+            &self.broker.context().next_arbiter(),
+        )
+        .await
+    }
+
+    /// Subscribes an application actor as a consumer: it receives [`Deliver`] batches
+    /// (and optionally [`ConsumerCancelled`]). Answers the consumer tag.
+    pub async fn subscribe(
+        &self,
+        queue: &str,
+        options: ConsumeOptions,
+        deliver: Recipient<Deliver>,
+        cancelled: Option<Recipient<ConsumerCancelled>>,
+    ) -> Result<Arc<str>, BrokerError> {
+        let q = self.lookup_queue(queue).await?;
+        self.touch(&q);
+        q.addr()
+            .send(Consume {
+                options,
+                owner: self.owner,
+                deliver,
+                cancelled,
+                window: self.broker.context().consumer_window,
+            })
+            .await?
+    }
+
+    /// Cancels a consumer made by [`Session::subscribe`].
+    pub async fn cancel(&self, queue: &str, tag: &str) -> Result<(), BrokerError> {
+        let q = self.lookup_queue(queue).await?;
+        q.addr()
+            .send(Cancel {
+                tag: tag.to_string(),
+                owner: self.owner,
+            })
+            .await?
+    }
+
+    /// Settles deliveries received by an application actor through [`Session::subscribe`].
+    pub fn settle(&self, queue: &QueueHandle, ids: Vec<u64>, settlement: Settlement) {
+        queue.addr().do_send(Settle {
+            owner: self.owner,
+            ids,
+            settlement,
+        });
+    }
+
+    /// Pulls one message from `queue`, if there is one.
+    pub async fn get(&self, queue: &str, auto_ack: bool) -> Result<Option<Received>, BrokerError> {
+        let q = self.lookup_queue(queue).await?;
+        self.touch(&q);
+        let got = q
+            .addr()
+            .send(Get {
+                owner: self.owner,
+                auto_ack,
+            })
+            .await??;
+        Ok(got.map(|(d, _)| Received::new(d, q, self.owner, auto_ack)))
+    }
+
+    fn touch(&self, q: &QueueHandle) {
+        let mut t = self.touched.lock().expect("poisoned");
+        if !t.iter().any(|x| x.same(q)) {
+            t.push(q.clone());
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for q in self.touched.lock().expect("poisoned").drain(..) {
+            q.addr().do_send(Release(self.owner));
+        }
+        self.registry.do_send(OwnerGone(self.owner));
+    }
+}

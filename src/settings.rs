@@ -1,0 +1,254 @@
+//! Settings: `Settings.toml` (or the file given with `--config`), then environment
+//! overrides `ACTORMQ__SECTION__KEY` (e.g. `ACTORMQ__SERVER__BIND=127.0.0.1:0`).
+//!
+//! Every key has a default, so an empty file (or none) is a working broker. An unknown
+//! key or a value of the wrong type is a start-up error that names the key.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// All settings of a broker.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The network front end.
+    pub server: ServerSettings,
+    /// The broker core.
+    pub broker: BrokerSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Users allowed to connect; empty = the default `guest` / `guest` user, loopback only.
+    pub users: Vec<UserSettings>,
+    /// A TOML file with more `[[users]]` entries, read at start-up.
+    pub users_file: Option<PathBuf>,
+}
+
+/// `[server]`: the native protocol listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub bind: String,
+    /// Largest frame accepted or sent, in bytes (and so the largest message).
+    pub max_frame_size: u32,
+    /// Heartbeat interval in seconds proposed to clients; 0 disables heartbeats.
+    pub heartbeat_secs: u16,
+    /// Connections accepted at once; more are refused with RESOURCE_ERROR.
+    pub max_connections: usize,
+    /// Bytes of replies and deliveries buffered for one connection before the broker
+    /// stops reading its requests.
+    pub max_write_buffer: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: "127.0.0.1:5680".to_string(),
+            max_frame_size: 16 * 1024 * 1024,
+            heartbeat_secs: 60,
+            max_connections: 10_000,
+            max_write_buffer: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[broker]`: the actor core.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// Worker threads (actix arbiters); 0 = one per CPU core.
+    pub workers: usize,
+    /// Bytes of message bodies held in queues above which publishers are blocked;
+    /// 0 = no limit.
+    pub memory_high_watermark: u64,
+    /// Virtual hosts created at start-up.
+    pub vhosts: Vec<String>,
+    /// Deliveries in transit to one consumer before its connection has written them.
+    pub consumer_window: u32,
+    /// Publish batches one connection or session may have in flight.
+    pub publish_window: usize,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            workers: 0,
+            memory_high_watermark: 1024 * 1024 * 1024,
+            vhosts: vec!["/".to_string()],
+            consumer_window: 1000,
+            publish_window: 16,
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// Worker count with 0 resolved to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a `tracing` filter directive;
+    /// `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// One `[[users]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// The user name.
+    pub name: String,
+    /// A PHC string made by `actormq hash-password` (PBKDF2-SHA256, salted).
+    pub password_hash: String,
+    /// Virtual hosts the user may open.
+    #[serde(default = "default_vhosts")]
+    pub vhosts: Vec<String>,
+    /// Refuse the user from anywhere but loopback (RabbitMQ's rule for `guest`).
+    #[serde(default)]
+    pub loopback_only: bool,
+}
+
+fn default_vhosts() -> Vec<String> {
+    vec!["/".to_string()]
+}
+
+/// A settings error: names the file or key concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("settings: {0}")]
+pub struct SettingsError(pub String);
+
+impl Settings {
+    /// Loads `path` (when given, it must exist; otherwise `./Settings.toml` when present),
+    /// then the `ACTORMQ__...` environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder();
+        match path {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(SettingsError(format!(
+                        "config file {} not found",
+                        p.display()
+                    )));
+                }
+                builder =
+                    builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
+            }
+            None => {
+                let p = Path::new("Settings.toml");
+                if p.exists() {
+                    builder =
+                        builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
+                }
+            }
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("ACTORMQ")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("broker.vhosts"),
+        );
+        let cfg = builder.build().map_err(|e| SettingsError(e.to_string()))?;
+        let settings: Settings = cfg
+            .try_deserialize()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text (no environment overrides).
+    pub fn from_toml(text: &str) -> Result<Settings, SettingsError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        let settings: Settings = cfg
+            .try_deserialize()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Checks values serde cannot.
+    fn check(&self) -> Result<(), SettingsError> {
+        if self.server.max_frame_size < 4096 {
+            return Err(SettingsError(format!(
+                "server.max_frame_size = {} is below the minimum of 4096 bytes",
+                self.server.max_frame_size
+            )));
+        }
+        if self.broker.vhosts.is_empty() {
+            return Err(SettingsError(
+                "broker.vhosts must list at least one virtual host".into(),
+            ));
+        }
+        if self.broker.consumer_window == 0 {
+            return Err(SettingsError(
+                "broker.consumer_window must be at least 1".into(),
+            ));
+        }
+        if self.broker.publish_window == 0 {
+            return Err(SettingsError(
+                "broker.publish_window must be at least 1".into(),
+            ));
+        }
+        if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
+            return Err(SettingsError(format!(
+                "server.bind = '{}' is not a socket address such as 127.0.0.1:5680",
+                self.server.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_gives_the_defaults() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:5680");
+        assert_eq!(s.broker.vhosts, vec!["/"]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let e = Settings::from_toml("[server]\nbnd = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("bnd"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_key() {
+        let e = Settings::from_toml("[server]\nmax_frame_size = \"big\"\n").unwrap_err();
+        assert!(e.to_string().contains("max_frame_size"), "{e}");
+        let e = Settings::from_toml("[server]\nbind = \"nowhere\"\n").unwrap_err();
+        assert!(e.to_string().contains("server.bind"), "{e}");
+    }
+
+    #[test]
+    fn the_shipped_settings_file_parses() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Settings.toml")).unwrap();
+        Settings::from_toml(&text).unwrap();
+    }
+}
