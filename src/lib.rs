@@ -23,3 +23,4 @@ pub use embed::{Confirm, Confirmation, Consumer, Received, Session};
 pub use error::{BrokerError, ErrorCode};
 pub use message::{FieldTable, FieldValue, Message, Properties};
 pub use settings::Settings;
+pub mod protocol;

@@ -1,0 +1,791 @@
+//! The frame types of the native protocol and their MessagePack encoding.
+//!
+//! Frames borrow their strings and bodies from the buffer they were decoded from, so a
+//! publish's body becomes a `Bytes` slice of the socket buffer with no copy
+//! ([`body_bytes`]).
+
+use super::frame::put_frame;
+use crate::error::ErrorCode;
+use crate::message::{FieldTable, Properties};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// First frame of a connection, from the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks.
+    pub version: u16,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Virtual host to open.
+    pub vhost: String,
+    /// Free-form client name, for logs.
+    pub client: String,
+    /// Heartbeat interval the client wants in seconds (None = the server's; 0 = off).
+    pub heartbeat_secs: Option<u16>,
+}
+
+/// A request: every operation that gets a reply. `id` is chosen by the client and named
+/// by the reply or error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client-chosen request id.
+    pub id: u64,
+    /// The operation.
+    pub op: Op,
+}
+
+/// The operations a request can carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Declare (or check, with `passive`) an exchange.
+    DeclareExchange {
+        /// Name.
+        name: String,
+        /// Type: direct, fanout, topic, headers, or a registered one.
+        kind: String,
+        /// Survives restarts.
+        durable: bool,
+        /// Deleted with its last binding.
+        auto_delete: bool,
+        /// Not publishable directly.
+        internal: bool,
+        /// Only check that it exists.
+        passive: bool,
+        /// Arguments.
+        arguments: FieldTable,
+    },
+    /// Delete an exchange.
+    DeleteExchange {
+        /// Name.
+        name: String,
+        /// Refuse while bound.
+        if_unused: bool,
+    },
+    /// Declare (or check, with `passive`) a queue.
+    DeclareQueue {
+        /// Name; empty = generated.
+        name: String,
+        /// Survives restarts.
+        durable: bool,
+        /// Owned by this connection.
+        exclusive: bool,
+        /// Deleted when its last consumer leaves.
+        auto_delete: bool,
+        /// Only check that it exists.
+        passive: bool,
+        /// Arguments (`x-message-ttl`, ...).
+        arguments: FieldTable,
+    },
+    /// Delete a queue.
+    DeleteQueue {
+        /// Name.
+        name: String,
+        /// Refuse while it has consumers.
+        if_unused: bool,
+        /// Refuse while it holds messages.
+        if_empty: bool,
+    },
+    /// Remove the ready messages of a queue.
+    PurgeQueue {
+        /// Name.
+        name: String,
+    },
+    /// Bind a queue to an exchange.
+    Bind {
+        /// Source exchange.
+        exchange: String,
+        /// Destination queue.
+        queue: String,
+        /// Binding key.
+        routing_key: String,
+        /// Binding arguments.
+        arguments: FieldTable,
+    },
+    /// Remove a queue binding.
+    Unbind {
+        /// Source exchange.
+        exchange: String,
+        /// Destination queue.
+        queue: String,
+        /// Binding key.
+        routing_key: String,
+        /// Binding arguments.
+        arguments: FieldTable,
+    },
+    /// Bind an exchange to an exchange.
+    BindExchange {
+        /// Source exchange.
+        source: String,
+        /// Destination exchange.
+        destination: String,
+        /// Binding key.
+        routing_key: String,
+        /// Binding arguments.
+        arguments: FieldTable,
+    },
+    /// Remove an exchange-to-exchange binding.
+    UnbindExchange {
+        /// Source exchange.
+        source: String,
+        /// Destination exchange.
+        destination: String,
+        /// Binding key.
+        routing_key: String,
+        /// Binding arguments.
+        arguments: FieldTable,
+    },
+    /// Start a consumer.
+    Consume {
+        /// Queue.
+        queue: String,
+        /// Consumer tag; empty = generated.
+        consumer_tag: String,
+        /// Maximum unacked deliveries; 0 = unlimited.
+        prefetch: u32,
+        /// Deliveries need no ack.
+        no_ack: bool,
+        /// Refuse other consumers on the queue.
+        exclusive: bool,
+        /// Consumer arguments.
+        arguments: FieldTable,
+    },
+    /// Stop a consumer.
+    Cancel {
+        /// Consumer tag.
+        consumer_tag: String,
+    },
+    /// Pull one message.
+    Get {
+        /// Queue.
+        queue: String,
+        /// No ack needed.
+        no_ack: bool,
+    },
+    /// Close the connection cleanly (the reply is the last frame).
+    Close,
+}
+
+/// A published message. `seq` > 0 asks for a confirm naming it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublishFrame<'a> {
+    /// Publish sequence number (increasing per connection), 0 = no confirm wanted.
+    pub seq: u64,
+    /// Exchange (`""` = default).
+    #[serde(borrow)]
+    pub exchange: &'a str,
+    /// Routing key.
+    #[serde(borrow)]
+    pub routing_key: &'a str,
+    /// Return the message if it reaches no queue.
+    pub mandatory: bool,
+    /// Properties; nil = none set.
+    pub properties: Option<Properties>,
+    /// Body (MessagePack bin).
+    #[serde(borrow, with = "serde_bytes")]
+    pub body: &'a [u8],
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientFrame<'a> {
+    /// Opens the connection (first frame, exactly once).
+    Hello(Hello),
+    /// An operation with a reply.
+    Request(Request),
+    /// A message to publish.
+    #[serde(borrow)]
+    Publish(PublishFrame<'a>),
+    /// Acknowledge a delivery (or all up to it, with `multiple`).
+    Ack {
+        /// Delivery tag.
+        tag: u64,
+        /// Up to and including `tag`.
+        multiple: bool,
+    },
+    /// Negative acknowledgement.
+    Nack {
+        /// Delivery tag.
+        tag: u64,
+        /// Up to and including `tag`.
+        multiple: bool,
+        /// Requeue rather than drop.
+        requeue: bool,
+    },
+    /// Reject one delivery.
+    Reject {
+        /// Delivery tag.
+        tag: u64,
+        /// Requeue rather than drop.
+        requeue: bool,
+    },
+    /// Keeps the connection alive.
+    Heartbeat,
+}
+
+/// A message delivered to a consumer or answered to a get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliverFrame<'a> {
+    /// The consumer's tag (empty for a get).
+    #[serde(borrow)]
+    pub consumer_tag: Cow<'a, str>,
+    /// Delivery tag to ack with, increasing per connection.
+    pub delivery_tag: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Deliveries of this message, this one included.
+    pub delivery_count: u32,
+    /// Exchange it was published to.
+    #[serde(borrow)]
+    pub exchange: Cow<'a, str>,
+    /// Its routing key.
+    #[serde(borrow)]
+    pub routing_key: Cow<'a, str>,
+    /// Properties, nil when none are set.
+    pub properties: Option<Cow<'a, Properties>>,
+    /// Body.
+    #[serde(borrow, with = "serde_bytes")]
+    pub body: &'a [u8],
+}
+
+/// The successful answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyBody<'a> {
+    /// Done.
+    Ok,
+    /// A queue was declared (or checked).
+    QueueDeclared {
+        /// Its name (generated when asked with an empty one).
+        name: String,
+        /// Messages ready.
+        messages: u64,
+        /// Consumers attached.
+        consumers: u32,
+    },
+    /// Messages removed by a purge or delete.
+    MessageCount {
+        /// How many.
+        messages: u64,
+    },
+    /// A consumer started.
+    ConsumeOk {
+        /// Its tag.
+        consumer_tag: String,
+    },
+    /// A get found a message.
+    GetOk {
+        /// The message.
+        #[serde(borrow)]
+        delivery: DeliverFrame<'a>,
+        /// Messages left in the queue.
+        message_count: u64,
+    },
+    /// A get found the queue empty.
+    GetEmpty,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    /// Accepts the Hello.
+    Welcome {
+        /// The protocol version the server speaks.
+        version: u16,
+        /// Server name and version.
+        server: String,
+        /// Largest frame accepted.
+        max_frame_size: u32,
+        /// Agreed heartbeat interval in seconds, 0 = off.
+        heartbeat_secs: u16,
+    },
+    /// The answer to request `id`.
+    Reply {
+        /// The request id.
+        id: u64,
+        /// The answer.
+        #[serde(borrow)]
+        body: ReplyBody<'a>,
+    },
+    /// A failure: of request `id`, or of the connection when `fatal` (the server closes
+    /// the socket after it).
+    Error {
+        /// The request it answers, if any.
+        id: Option<u64>,
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable, names what it concerns.
+        message: String,
+        /// The connection is closing.
+        fatal: bool,
+    },
+    /// A delivery to a consumer.
+    #[serde(borrow)]
+    Deliver(DeliverFrame<'a>),
+    /// Publishes up to `seq` (with `multiple`) or `seq` alone are safely in every queue
+    /// they route to.
+    Confirm {
+        /// Publish sequence number.
+        seq: u64,
+        /// All outstanding ones up to `seq`.
+        multiple: bool,
+    },
+    /// Publish `seq` was refused; it is not in any queue.
+    Nack {
+        /// Publish sequence number.
+        seq: u64,
+        /// Why.
+        code: ErrorCode,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// A mandatory publish reached no queue: the message comes back (before its confirm).
+    Return {
+        /// Its publish sequence number (0 if it had none).
+        seq: u64,
+        /// AMQP reply code (312 = NO_ROUTE).
+        code: u16,
+        /// Reply text.
+        reason: String,
+        /// The exchange.
+        #[serde(borrow)]
+        exchange: Cow<'a, str>,
+        /// The routing key.
+        #[serde(borrow)]
+        routing_key: Cow<'a, str>,
+        /// Properties.
+        properties: Option<Cow<'a, Properties>>,
+        /// Body.
+        #[serde(borrow, with = "serde_bytes")]
+        body: &'a [u8],
+    },
+    /// Publishing is paused (memory watermark); the server stops reading publishes.
+    Blocked {
+        /// Why.
+        reason: String,
+    },
+    /// Publishing may resume.
+    Unblocked,
+    /// The broker cancelled a consumer (its queue was deleted).
+    ConsumerCancelled {
+        /// Consumer tag.
+        consumer_tag: String,
+        /// Why.
+        reason: String,
+    },
+    /// Keeps the connection alive.
+    Heartbeat,
+}
+
+/// A frame body that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    /// BAD_FRAME, or UNKNOWN_OPERATION for a well-formed frame naming an unknown variant.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub message: String,
+}
+
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    match value_len(body, 0) {
+        Some(n) if n == body.len() => {}
+        Some(n) => {
+            return Err(DecodeError {
+                code: ErrorCode::BadFrame,
+                message: format!("{} trailing bytes after the frame", body.len() - n),
+            })
+        }
+        None => {
+            return Err(DecodeError {
+                code: ErrorCode::BadFrame,
+                message: "truncated or malformed MessagePack".into(),
+            })
+        }
+    }
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
+    let value = T::deserialize(&mut de).map_err(|e| {
+        let message = e.to_string();
+        let code = if message.contains("unknown variant") {
+            ErrorCode::UnknownOperation
+        } else {
+            ErrorCode::BadFrame
+        };
+        DecodeError { code, message }
+    })?;
+    Ok(value)
+}
+
+/// Nesting deeper than this is refused (a hostile frame must not exhaust the stack).
+const MAX_DEPTH: usize = 64;
+
+/// The length in bytes of the first MessagePack value in `b`, or None when it is
+/// truncated, malformed or nested deeper than [`MAX_DEPTH`]. Walks markers only.
+fn value_len(b: &[u8], depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let m = *b.first()?;
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let s = b.get(at..at + n)?;
+        Some(s.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize))
+    };
+    let items = |start: usize, count: usize, per_item: usize| -> Option<usize> {
+        let mut at = start;
+        for _ in 0..count * per_item {
+            at += value_len(b.get(at..)?, depth + 1)?;
+        }
+        Some(at)
+    };
+    let fixed = |n: usize| (b.len() >= n).then_some(n);
+    let sized = |hdr: usize, len: usize| {
+        let end = hdr.checked_add(len)?;
+        (b.len() >= end).then_some(end)
+    };
+    match m {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some(1),
+        0x80..=0x8f => items(1, (m & 0x0f) as usize, 2),
+        0x90..=0x9f => items(1, (m & 0x0f) as usize, 1),
+        0xa0..=0xbf => sized(1, (m & 0x1f) as usize),
+        0xc4 | 0xd9 => sized(2, be(1, 1)?),
+        0xc5 | 0xda => sized(3, be(1, 2)?),
+        0xc6 | 0xdb => sized(5, be(1, 4)?),
+        0xc7 => sized(3, be(1, 1)?),
+        0xc8 => sized(4, be(1, 2)?),
+        0xc9 => sized(6, be(1, 4)?),
+        0xca => fixed(5),
+        0xcb => fixed(9),
+        0xcc | 0xd0 => fixed(2),
+        0xcd | 0xd1 => fixed(3),
+        0xce | 0xd2 => fixed(5),
+        0xcf | 0xd3 => fixed(9),
+        0xd4 => fixed(3),
+        0xd5 => fixed(4),
+        0xd6 => fixed(6),
+        0xd7 => fixed(10),
+        0xd8 => fixed(18),
+        0xdc => items(3, be(1, 2)?, 1),
+        0xdd => items(5, be(1, 4)?, 1),
+        0xde => items(3, be(1, 2)?, 2),
+        0xdf => items(5, be(1, 4)?, 2),
+        0xc1 => None,
+    }
+}
+
+/// Decodes a client frame body.
+pub fn decode_client(body: &[u8]) -> Result<ClientFrame<'_>, DecodeError> {
+    decode(body)
+}
+
+/// Decodes a server frame body.
+pub fn decode_server(body: &[u8]) -> Result<ServerFrame<'_>, DecodeError> {
+    decode(body)
+}
+
+fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), rmp_serde::encode::Error> {
+    put_frame(out, |b| rmp_serde::encode::write(&mut b.writer(), frame))
+}
+
+/// Appends a client frame (with its length prefix) to `out`.
+pub fn encode_client(
+    frame: &ClientFrame<'_>,
+    out: &mut BytesMut,
+) -> Result<(), rmp_serde::encode::Error> {
+    encode(frame, out)
+}
+
+/// Appends a server frame (with its length prefix) to `out`.
+pub fn encode_server(
+    frame: &ServerFrame<'_>,
+    out: &mut BytesMut,
+) -> Result<(), rmp_serde::encode::Error> {
+    encode(frame, out)
+}
+
+/// The body of a decoded frame as a `Bytes` sharing `frame`'s buffer (no copy).
+pub fn body_bytes(frame: &Bytes, body: &[u8]) -> Bytes {
+    if body.is_empty() {
+        Bytes::new()
+    } else {
+        frame.slice_ref(body)
+    }
+}
+
+/// `None` for default (empty) properties, which then travel as a single nil byte.
+pub fn properties_or_none(p: &Properties) -> Option<Cow<'_, Properties>> {
+    if p.content_type.is_none()
+        && p.headers.is_none()
+        && p.delivery_mode.is_none()
+        && p.message_id.is_none()
+        && *p == Properties::default()
+    {
+        None
+    } else {
+        Some(Cow::Borrowed(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::FieldValue;
+    use crate::protocol::frame::take_frame;
+
+    fn publish(body: &[u8]) -> ClientFrame<'_> {
+        ClientFrame::Publish(PublishFrame {
+            seq: 7,
+            exchange: "x",
+            routing_key: "k",
+            mandatory: true,
+            properties: None,
+            body,
+        })
+    }
+
+    fn round_trip_client(f: &ClientFrame<'_>) {
+        let mut out = BytesMut::new();
+        encode_client(f, &mut out).unwrap();
+        let body = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(&decode_client(&body).unwrap(), f);
+    }
+
+    #[test]
+    fn every_client_frame_round_trips() {
+        let mut args = FieldTable::new();
+        args.insert("x-message-ttl".into(), FieldValue::Int(1000));
+        let frames = vec![
+            ClientFrame::Hello(Hello {
+                version: 1,
+                user: "guest".into(),
+                password: "guest".into(),
+                vhost: "/".into(),
+                client: "t".into(),
+                heartbeat_secs: Some(10),
+            }),
+            publish(b"hello"),
+            ClientFrame::Request(Request {
+                id: 1,
+                op: Op::DeclareQueue {
+                    name: "q".into(),
+                    durable: true,
+                    exclusive: false,
+                    auto_delete: false,
+                    passive: false,
+                    arguments: args.clone(),
+                },
+            }),
+            ClientFrame::Request(Request {
+                id: 2,
+                op: Op::Close,
+            }),
+            ClientFrame::Request(Request {
+                id: 3,
+                op: Op::Consume {
+                    queue: "q".into(),
+                    consumer_tag: "".into(),
+                    prefetch: 10,
+                    no_ack: false,
+                    exclusive: false,
+                    arguments: FieldTable::new(),
+                },
+            }),
+            ClientFrame::Ack {
+                tag: 5,
+                multiple: true,
+            },
+            ClientFrame::Nack {
+                tag: 5,
+                multiple: false,
+                requeue: true,
+            },
+            ClientFrame::Reject {
+                tag: 1,
+                requeue: false,
+            },
+            ClientFrame::Heartbeat,
+        ];
+        for f in &frames {
+            round_trip_client(f);
+        }
+    }
+
+    #[test]
+    fn every_server_frame_round_trips() {
+        let props = Properties {
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        };
+        let d = DeliverFrame {
+            consumer_tag: "c".into(),
+            delivery_tag: 9,
+            redelivered: true,
+            delivery_count: 2,
+            exchange: "".into(),
+            routing_key: "q".into(),
+            properties: Some(Cow::Borrowed(&props)),
+            body: b"body",
+        };
+        let frames = vec![
+            ServerFrame::Welcome {
+                version: 1,
+                server: "actormq".into(),
+                max_frame_size: 1024,
+                heartbeat_secs: 60,
+            },
+            ServerFrame::Reply {
+                id: 1,
+                body: ReplyBody::QueueDeclared {
+                    name: "q".into(),
+                    messages: 3,
+                    consumers: 1,
+                },
+            },
+            ServerFrame::Reply {
+                id: 2,
+                body: ReplyBody::GetOk {
+                    delivery: d.clone(),
+                    message_count: 4,
+                },
+            },
+            ServerFrame::Reply {
+                id: 3,
+                body: ReplyBody::GetEmpty,
+            },
+            ServerFrame::Error {
+                id: Some(4),
+                code: ErrorCode::NotFound,
+                message: "no queue 'q'".into(),
+                fatal: false,
+            },
+            ServerFrame::Deliver(d),
+            ServerFrame::Confirm {
+                seq: 5,
+                multiple: true,
+            },
+            ServerFrame::Nack {
+                seq: 6,
+                code: ErrorCode::NotFound,
+                message: "m".into(),
+            },
+            ServerFrame::Return {
+                seq: 7,
+                code: 312,
+                reason: "NO_ROUTE".into(),
+                exchange: "x".into(),
+                routing_key: "k".into(),
+                properties: None,
+                body: b"",
+            },
+            ServerFrame::Blocked {
+                reason: "memory".into(),
+            },
+            ServerFrame::Unblocked,
+            ServerFrame::ConsumerCancelled {
+                consumer_tag: "c".into(),
+                reason: "deleted".into(),
+            },
+            ServerFrame::Heartbeat,
+        ];
+        for f in &frames {
+            let mut out = BytesMut::new();
+            encode_server(f, &mut out).unwrap();
+            let body = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+            assert_eq!(&decode_server(&body).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn a_publish_has_these_exact_bytes() {
+        let mut out = BytesMut::new();
+        encode_client(&publish(b"hi"), &mut out).unwrap();
+        // {"publish": [7, "x", "k", true, nil, bin "hi"]}
+        let expected: &[u8] = &[
+            0x00, 0x00, 0x00, 0x15, // length 21
+            0x81, // map of 1
+            0xa7, b'p', b'u', b'b', b'l', b'i', b's', b'h', // "publish"
+            0x96, // array of 6
+            0x07, // seq 7
+            0xa1, b'x', // exchange
+            0xa1, b'k', // routing key
+            0xc3, // mandatory true
+            0xc0, // properties nil
+            0xc4, 0x02, b'h', b'i', // body bin8
+        ];
+        assert_eq!(&out[..], expected, "{:02x?}", &out[..]);
+    }
+
+    #[test]
+    fn truncation_at_every_byte_is_an_error_never_a_panic() {
+        let mut out = BytesMut::new();
+        encode_client(&publish(b"hello"), &mut out).unwrap();
+        let body = &out[4..];
+        for cut in 0..body.len() {
+            assert!(decode_client(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut out = BytesMut::new();
+        encode_client(
+            &ClientFrame::Request(Request {
+                id: 1,
+                op: Op::Bind {
+                    exchange: "x".into(),
+                    queue: "q".into(),
+                    routing_key: "k".into(),
+                    arguments: FieldTable::new(),
+                },
+            }),
+            &mut out,
+        )
+        .unwrap();
+        let body = &out[4..];
+        for cut in 0..body.len() {
+            assert!(decode_client(&body[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_operation_is_told_apart_from_garbage() {
+        // {"explode": []}
+        let body = [0x81, 0xa7, b'e', b'x', b'p', b'l', b'o', b'd', b'e', 0x90];
+        assert_eq!(
+            decode_client(&body).unwrap_err().code,
+            ErrorCode::UnknownOperation
+        );
+        assert_eq!(
+            decode_client(&[0xc1]).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            decode_client(&[0x01, 0x02]).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut out = BytesMut::new();
+        encode_client(&ClientFrame::Heartbeat, &mut out).unwrap();
+        let mut body = out[4..].to_vec();
+        body.push(0x00);
+        assert_eq!(decode_client(&body).unwrap_err().code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn publish_body_is_a_slice_of_the_frame() {
+        let mut out = BytesMut::new();
+        encode_client(&publish(b"zero-copy"), &mut out).unwrap();
+        let frame = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+        let ClientFrame::Publish(p) = decode_client(&frame).unwrap() else {
+            panic!("not a publish")
+        };
+        let b = body_bytes(&frame, p.body);
+        assert_eq!(&b[..], b"zero-copy");
+        let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        assert!(range.contains(&(b.as_ptr() as usize)));
+    }
+}
