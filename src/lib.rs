@@ -24,3 +24,4 @@ pub use error::{BrokerError, ErrorCode};
 pub use message::{FieldTable, FieldValue, Message, Properties};
 pub use settings::Settings;
 pub mod protocol;
+pub mod server;

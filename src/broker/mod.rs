@@ -24,6 +24,11 @@
 //! The broker runs its actix `System` on threads of its own, so [`BrokerHandle`] works
 //! from any runtime (plain `#[tokio::main]` included).
 
+/// Mailbox capacity of every broker actor: large, because windows and credit (not the
+/// mailbox) bound the traffic, and actix counts capacity per sender anyway (DESIGN.md).
+/// Not `usize::MAX`: actix subtracts from its own maximum and would overflow.
+pub const MAILBOX_CAPACITY: usize = 1 << 24;
+
 pub mod args;
 pub mod context;
 pub mod exchange;

@@ -191,6 +191,9 @@ pub struct PublishFrame<'a> {
 }
 
 /// Frames a client sends.
+// Frames live briefly on the stack while decoded; boxing the large variants would
+// allocate on the hot path for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientFrame<'a> {
@@ -254,6 +257,7 @@ pub struct DeliverFrame<'a> {
 }
 
 /// The successful answer to a request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyBody<'a> {

@@ -1,1 +1,5 @@
+//! One integration-test binary (fast to build on 2 cores), a module per area.
 
+mod support;
+
+mod net;

@@ -238,7 +238,7 @@ impl Actor for ExchangeActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Bounded by the publishers' windows, not by the mailbox (see DESIGN.md).
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::broker::MAILBOX_CAPACITY);
     }
 }
 

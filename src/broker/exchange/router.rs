@@ -149,10 +149,8 @@ impl Router {
         }
         for &id in &ids {
             match self.destinations.get(id as usize) {
-                Some(Some(Destination::Queue(q))) => {
-                    if !queues.iter().any(|x| x.same(q)) {
-                        queues.push(q.clone());
-                    }
+                Some(Some(Destination::Queue(q))) if !queues.iter().any(|x| x.same(q)) => {
+                    queues.push(q.clone());
                 }
                 Some(Some(Destination::Exchange(x))) => {
                     if hops.iter().any(|h| **h == *x.name()) {

@@ -192,7 +192,7 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Publishers' windows and consumers' credit bound the traffic, not the mailbox.
-        ctx.set_mailbox_capacity(usize::MAX);
+        ctx.set_mailbox_capacity(crate::broker::MAILBOX_CAPACITY);
         self.handle = Some(QueueHandle::new(self.name.clone(), ctx.address()));
     }
 

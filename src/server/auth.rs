@@ -1,0 +1,175 @@
+//! Users and their passwords: salted PBKDF2-SHA256 hashes in PHC strings (the `pbkdf2`
+//! crate of RustCrypto, not hand-made crypto), virtual host permissions, and RabbitMQ's
+//! rule that the default `guest` user may connect from loopback only.
+//!
+//! A failed login says ACCESS_REFUSED and nothing else: not whether the user exists,
+//! nor which check failed (that goes to the broker's log).
+
+use crate::error::BrokerError;
+use crate::settings::{Settings, SettingsError, UserSettings};
+use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use pbkdf2::{Params, Pbkdf2};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// PBKDF2 rounds for new hashes: SCRAM-SHA-256's minimum (RFC 7677), about a
+/// millisecond here, so hundreds of connections can log in at once.
+const ROUNDS: u32 = 4096;
+
+/// Hashes a password into a PHC string for `Settings.toml` (`actormq hash-password`).
+///
+/// ```
+/// let h = actormq::server::auth::hash_password("s3cret");
+/// assert!(h.starts_with("$pbkdf2-sha256$"));
+/// assert!(actormq::server::auth::verify_password("s3cret", &h));
+/// assert!(!actormq::server::auth::verify_password("guess", &h));
+/// ```
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut rand_core::OsRng);
+    let params = Params {
+        rounds: ROUNDS,
+        output_length: 32,
+    };
+    Pbkdf2
+        .hash_password_customized(password.as_bytes(), None, None, params, &salt)
+        .expect("PBKDF2 with valid parameters cannot fail")
+        .to_string()
+}
+
+/// True when `password` matches the PHC string `hash`.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Pbkdf2.verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// The users a broker accepts.
+#[derive(Debug, Clone)]
+pub struct Users {
+    by_name: HashMap<String, UserSettings>,
+}
+
+impl Users {
+    /// Users from the settings (and the users file it names); the default `guest` /
+    /// `guest`, loopback only, when none are configured.
+    pub fn from_settings(settings: &Settings) -> Result<Users, SettingsError> {
+        let mut list = settings.users.clone();
+        if let Some(path) = &settings.users_file {
+            let cfg = config::Config::builder()
+                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+                .build()
+                .map_err(|e| SettingsError(format!("users_file {}: {e}", path.display())))?;
+            let more: Vec<UserSettings> = cfg
+                .get("users")
+                .map_err(|e| SettingsError(format!("users_file {}: {e}", path.display())))?;
+            list.extend(more);
+        }
+        if list.is_empty() {
+            list.push(UserSettings {
+                name: "guest".into(),
+                password_hash: hash_password("guest"),
+                vhosts: vec!["/".into()],
+                loopback_only: true,
+            });
+        }
+        let mut by_name = HashMap::new();
+        for u in list {
+            if PasswordHash::new(&u.password_hash).is_err() {
+                return Err(SettingsError(format!(
+                    "users: password_hash of user '{}' is not a PHC string (make one with `actormq hash-password`)",
+                    u.name
+                )));
+            }
+            by_name.insert(u.name.clone(), u);
+        }
+        Ok(Users { by_name })
+    }
+
+    /// Checks a login: the user exists, the password matches, loopback-only users come
+    /// from loopback, and the vhost is allowed.
+    pub fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        vhost: &str,
+        peer: IpAddr,
+    ) -> Result<(), BrokerError> {
+        let refused = || BrokerError::access_refused(format!("login refused for user '{user}'"));
+        let Some(u) = self.by_name.get(user) else {
+            tracing::warn!(%user, %peer, "login refused: no such user");
+            return Err(refused());
+        };
+        if !verify_password(password, &u.password_hash) {
+            tracing::warn!(%user, %peer, "login refused: wrong password");
+            return Err(refused());
+        }
+        if u.loopback_only && !peer.is_loopback() {
+            tracing::warn!(%user, %peer, "login refused: user may connect from loopback only");
+            return Err(refused());
+        }
+        if !u.vhosts.iter().any(|v| v == vhost) {
+            tracing::warn!(%user, %vhost, "vhost access refused");
+            return Err(BrokerError::access_refused(format!(
+                "access to vhost '{vhost}' refused for user '{user}'"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const REMOTE: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+    #[test]
+    fn the_default_guest_logs_in_from_loopback_only() {
+        let users = Users::from_settings(&Settings::default()).unwrap();
+        users.authenticate("guest", "guest", "/", LOCAL).unwrap();
+        let e = users
+            .authenticate("guest", "guest", "/", REMOTE)
+            .unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::AccessRefused);
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_look_the_same() {
+        let users = Users::from_settings(&Settings::default()).unwrap();
+        let a = users.authenticate("guest", "nope", "/", LOCAL).unwrap_err();
+        let b = users.authenticate("ghost", "nope", "/", LOCAL).unwrap_err();
+        assert_eq!(a.code(), b.code());
+        assert!(!a.message().contains("password"));
+    }
+
+    #[test]
+    fn vhosts_are_checked() {
+        let mut s = Settings::default();
+        s.users.push(UserSettings {
+            name: "app".into(),
+            password_hash: hash_password("pw"),
+            vhosts: vec!["prod".into()],
+            loopback_only: false,
+        });
+        let users = Users::from_settings(&s).unwrap();
+        users.authenticate("app", "pw", "prod", REMOTE).unwrap();
+        let e = users.authenticate("app", "pw", "/", REMOTE).unwrap_err();
+        assert!(e.message().contains("vhost '/'"));
+    }
+
+    #[test]
+    fn a_malformed_hash_is_a_settings_error_naming_the_user() {
+        let mut s = Settings::default();
+        s.users.push(UserSettings {
+            name: "bob".into(),
+            password_hash: "plaintext".into(),
+            vhosts: vec!["/".into()],
+            loopback_only: false,
+        });
+        let e = Users::from_settings(&s).unwrap_err();
+        assert!(e.to_string().contains("'bob'"));
+    }
+}

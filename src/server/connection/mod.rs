@@ -1,0 +1,792 @@
+//! The connection actor: one per socket, the only place where wire frames become broker
+//! messages and broker messages become frames.
+//!
+//! Life of a connection: the reader task hands over the frames of each socket read
+//! ([`Inbound`]); the first must be a Hello (authentication, vhost). Requests go to the
+//! vhost's registry or a queue and are answered by id; publishes are grouped per
+//! exchange into one `Publish` batch each; deliveries from queues ([`Deliver`]) get
+//! connection-wide delivery tags and are written in one chunk per batch. The answer to
+//! `Inbound` resolves only when the publish window and the write buffer have room (and,
+//! for publishers, when memory is not blocked): until then the reader does not read, so
+//! TCP pushes back on the client.
+
+use super::io::{self, Flow, ReadEvent, WriterHandle};
+use super::tracking::{by_queue, Confirms, UnackedTags};
+use super::ServerShared;
+use crate::broker::exchange::ExchangeHandle;
+use crate::broker::messages::*;
+use crate::broker::queue::QueueHandle;
+use crate::broker::registry::Registry;
+use crate::error::{BrokerError, ErrorCode};
+use crate::message::Message;
+use crate::protocol::wire::*;
+use crate::protocol::PROTOCOL_VERSION;
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Frames from one socket read (sent by the reader task, which awaits the answer).
+#[derive(Message)]
+#[rtype(result = "bool")]
+struct Inbound(ReadEvent);
+
+/// The server is shutting down: tell the client and close.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// The connection after a successful Hello.
+struct Session {
+    /// The vhost's registry.
+    registry: Addr<Registry>,
+    /// The vhost's name (logs, errors).
+    vhost: String,
+    /// The authenticated user.
+    user: String,
+}
+
+/// A consumer of this connection.
+struct ConsumerEntry {
+    queue: QueueHandle,
+    no_ack: bool,
+}
+
+/// A message decoded from a publish frame, waiting to be batched.
+struct Outbound {
+    seq: u64,
+    mandatory: bool,
+    message: Arc<Message>,
+}
+
+/// One client connection.
+pub struct Connection {
+    /// Owner of this connection's exclusive queues and unacked deliveries.
+    owner: OwnerId,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Broker, users, settings.
+    shared: Arc<ServerShared>,
+    /// Set by a successful Hello.
+    session: Option<Session>,
+    /// Frames encoded and not yet handed to the writer (one chunk per handler).
+    out: BytesMut,
+    /// Delivery credit to release once `out` is written.
+    out_credits: Vec<Credit>,
+    /// The writer task.
+    writer: Option<WriterHandle>,
+    /// Publish window and write-buffer counters shared with the socket tasks.
+    flow: Arc<Flow>,
+    /// The socket, until `started` splits it.
+    socket: Option<tokio::net::TcpStream>,
+    /// Exchanges published to, by name.
+    exchanges: HashMap<String, ExchangeHandle>,
+    /// Publish sequence numbers awaiting confirms.
+    confirms: Confirms,
+    /// Consumers by tag.
+    consumers: HashMap<String, ConsumerEntry>,
+    /// This actor's address, for consumer recipients.
+    self_addr: Option<Addr<Connection>>,
+    /// Tags generated for consumers without one.
+    ctag_seq: u64,
+    /// Next delivery tag.
+    next_tag: u64,
+    /// Unacked deliveries by tag.
+    unacked: UnackedTags,
+    /// Queues this connection consumed or got from (released when it closes).
+    touched: Vec<QueueHandle>,
+    /// Agreed heartbeat interval; zero = off.
+    heartbeat: Duration,
+    /// Last time a frame arrived.
+    last_recv: Instant,
+    /// Last time something was written.
+    last_sent: Instant,
+    /// True once closing: no more frames are processed.
+    closing: bool,
+    /// This connection published at least once (memory blocking applies to it).
+    publisher: bool,
+}
+
+impl Connection {
+    /// Starts a connection actor for `socket` on the current arbiter.
+    pub(crate) fn start(
+        socket: tokio::net::TcpStream,
+        peer: SocketAddr,
+        shared: Arc<ServerShared>,
+    ) -> Addr<Connection> {
+        let owner = shared.broker.new_owner();
+        let flow = Arc::new(Flow::new(
+            shared.broker.context().publish_window,
+            shared.settings.server.max_write_buffer,
+        ));
+        let now = Instant::now();
+        Connection::create(|_| Connection {
+            owner,
+            peer,
+            shared,
+            session: None,
+            out: BytesMut::with_capacity(8 * 1024),
+            out_credits: Vec::new(),
+            writer: None,
+            flow,
+            socket: Some(socket),
+            exchanges: HashMap::new(),
+            confirms: Confirms::default(),
+            consumers: HashMap::new(),
+            self_addr: None,
+            ctag_seq: 0,
+            next_tag: 1,
+            unacked: UnackedTags::default(),
+            touched: Vec::new(),
+            heartbeat: Duration::ZERO,
+            last_recv: now,
+            last_sent: now,
+            closing: false,
+            publisher: false,
+        })
+    }
+
+    // ------------------------------------------------------------------ output
+
+    fn frame(&mut self, f: &ServerFrame<'_>) {
+        if let Err(e) = encode_server(f, &mut self.out) {
+            tracing::error!(error = %e, "cannot encode a server frame");
+        }
+    }
+
+    /// Hands what was encoded to the writer (one chunk per handler call).
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let bytes = self.out.split().freeze();
+        let credits = std::mem::take(&mut self.out_credits);
+        if let Some(w) = &self.writer {
+            w.send(bytes, credits);
+            self.last_sent = Instant::now();
+        }
+    }
+
+    fn reply(&mut self, id: u64, body: ReplyBody<'_>) {
+        self.frame(&ServerFrame::Reply { id, body });
+    }
+
+    fn error(&mut self, id: Option<u64>, e: &BrokerError) {
+        tracing::debug!(peer = %self.peer, code = %e.code(), message = %e.message(), "request failed");
+        self.frame(&ServerFrame::Error {
+            id,
+            code: e.code(),
+            message: e.message().to_string(),
+            fatal: false,
+        });
+    }
+
+    /// Sends a fatal error, flushes, and closes the connection.
+    fn fatal(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        tracing::warn!(peer = %self.peer, %code, %message, "closing connection");
+        self.frame(&ServerFrame::Error {
+            id: None,
+            code,
+            message,
+            fatal: true,
+        });
+        self.close(ctx);
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        self.flush();
+        if let Some(w) = &self.writer {
+            w.close();
+        }
+        ctx.stop();
+    }
+
+    // ------------------------------------------------------------------ input
+
+    fn on_frames(&mut self, frames: Vec<Bytes>, from: usize, ctx: &mut Context<Self>) {
+        let mut batch: Option<(ExchangeHandle, Vec<Outbound>)> = None;
+        let mut i = from;
+        while i < frames.len() {
+            if self.closing {
+                return;
+            }
+            let raw = frames[i].clone();
+            let frame = match decode_client(&raw) {
+                Ok(f) => f,
+                Err(e) if e.code == ErrorCode::UnknownOperation && self.session.is_some() => {
+                    self.send_batch(batch.take(), ctx);
+                    self.error(
+                        None,
+                        &BrokerError::new(ErrorCode::UnknownOperation, e.message),
+                    );
+                    i += 1;
+                    continue;
+                }
+                Err(e) => {
+                    self.send_batch(batch.take(), ctx);
+                    self.fatal(e.code, format!("cannot decode frame: {}", e.message), ctx);
+                    return;
+                }
+            };
+            if self.session.is_none() {
+                match frame {
+                    ClientFrame::Hello(h) => {
+                        if !self.hello(h, ctx) {
+                            return;
+                        }
+                    }
+                    _ => {
+                        self.fatal(
+                            ErrorCode::BadFrame,
+                            "the first frame must be a hello".into(),
+                            ctx,
+                        );
+                        return;
+                    }
+                }
+                i += 1;
+                continue;
+            }
+            match frame {
+                ClientFrame::Publish(p) => {
+                    self.publisher = true;
+                    if p.seq != 0 && !self.confirms.register(p.seq) {
+                        self.send_batch(batch.take(), ctx);
+                        self.fatal(
+                            ErrorCode::PreconditionFailed,
+                            format!("publish seq {} does not increase", p.seq),
+                            ctx,
+                        );
+                        return;
+                    }
+                    let same = batch.as_ref().is_some_and(|(x, _)| x.name() == p.exchange);
+                    if !same {
+                        self.send_batch(batch.take(), ctx);
+                        match self.cached_exchange(p.exchange) {
+                            Some(x) => batch = Some((x, Vec::new())),
+                            None => {
+                                // Look the exchange up, pausing this connection (ctx.wait)
+                                // so that frames keep their order; then go on from here.
+                                if p.seq != 0 {
+                                    // Registered above; the retry will register it again.
+                                    self.confirms.unregister_last(p.seq);
+                                }
+                                self.lookup_then_continue(p.exchange.to_string(), frames, i, ctx);
+                                return;
+                            }
+                        }
+                    }
+                    let (x, items) = batch.as_mut().expect("batch set above");
+                    items.push(Outbound {
+                        seq: p.seq,
+                        mandatory: p.mandatory,
+                        message: Arc::new(Message {
+                            exchange: x.name_arc().clone(),
+                            routing_key: p.routing_key.to_string(),
+                            properties: p.properties.unwrap_or_default(),
+                            body: body_bytes(&raw, p.body),
+                        }),
+                    });
+                }
+                ClientFrame::Request(r) => {
+                    self.send_batch(batch.take(), ctx);
+                    let fut = self.request(r, ctx);
+                    // Later frames wait for this request (ordered, like an AMQP channel).
+                    ctx.wait(fut.map(move |_, act, ctx| {
+                        act.on_frames(frames, i + 1, ctx);
+                        act.flush();
+                    }));
+                    return;
+                }
+                other => {
+                    self.send_batch(batch.take(), ctx);
+                    self.on_frame(other, ctx);
+                }
+            }
+            i += 1;
+        }
+        self.send_batch(batch.take(), ctx);
+    }
+
+    fn cached_exchange(&mut self, name: &str) -> Option<ExchangeHandle> {
+        match self.exchanges.get(name) {
+            Some(x) if x.is_alive() => Some(x.clone()),
+            Some(_) => {
+                self.exchanges.remove(name);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn lookup_then_continue(
+        &mut self,
+        name: String,
+        frames: Vec<Bytes>,
+        at: usize,
+        ctx: &mut Context<Self>,
+    ) {
+        let registry = self.session.as_ref().expect("open").registry.clone();
+        let lookup = registry.send(LookupExchange { name: name.clone() });
+        ctx.wait(
+            actix::fut::wrap_future::<_, Self>(lookup).map(move |res, act, ctx| {
+                let res: Result<ExchangeHandle, BrokerError> =
+                    res.map_err(BrokerError::from).and_then(|r| r);
+                let res = res.and_then(|x| {
+                    if x.spec().internal {
+                        Err(BrokerError::access_refused(format!(
+                            "cannot publish to internal exchange '{name}'"
+                        )))
+                    } else {
+                        Ok(x)
+                    }
+                });
+                match res {
+                    Ok(x) => {
+                        act.exchanges.insert(name, x);
+                        act.on_frames(frames, at, ctx);
+                    }
+                    Err(e) => {
+                        // Refuse this publish, go on with the next frames.
+                        act.refuse_publish(&frames[at], &e, ctx);
+                        act.on_frames(frames, at + 1, ctx);
+                    }
+                }
+                act.flush();
+            }),
+        );
+    }
+
+    /// Answers a publish that cannot be routed at all (unknown or internal exchange).
+    fn refuse_publish(&mut self, raw: &Bytes, e: &BrokerError, ctx: &mut Context<Self>) {
+        let Ok(ClientFrame::Publish(p)) = decode_client(raw) else {
+            return;
+        };
+        if p.seq == 0 {
+            self.error(None, e);
+            return;
+        }
+        if !self.confirms.register(p.seq) {
+            self.fatal(
+                ErrorCode::PreconditionFailed,
+                format!("publish seq {} does not increase", p.seq),
+                ctx,
+            );
+            return;
+        }
+        self.frame(&ServerFrame::Nack {
+            seq: p.seq,
+            code: e.code(),
+            message: e.message().to_string(),
+        });
+        self.confirms.settle(p.seq, false);
+        self.advance_confirms();
+    }
+
+    fn advance_confirms(&mut self) {
+        if let Some(seq) = self.confirms.advance() {
+            self.frame(&ServerFrame::Confirm {
+                seq,
+                multiple: true,
+            });
+        }
+    }
+
+    /// Sends one batch to its exchange; the answer comes back to this actor.
+    fn send_batch(
+        &mut self,
+        batch: Option<(ExchangeHandle, Vec<Outbound>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some((exchange, items)) = batch else {
+            return;
+        };
+        if items.is_empty() {
+            return;
+        }
+        let gauge = self.shared.broker.memory().clone();
+        let bytes: usize = items.iter().map(|o| o.message.accounted_size()).sum();
+        // Reserve before sending: held + in flight stays under the watermark plus one
+        // batch per publisher.
+        gauge.add(bytes);
+        self.flow.inflight.fetch_add(1, Ordering::AcqRel);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // do_send: the publish window (Flow::inflight) bounds what is in flight, and a
+        // reply channel guarantees the batch is handled even if this actor stops.
+        exchange.publish_recipient().do_send(Publish {
+            messages: items.iter().map(|o| o.message.clone()).collect(),
+            hops: Vec::new(),
+            reply: Some(tx),
+        });
+        let flow = self.flow.clone();
+        let name = exchange.name().to_string();
+        let vhost = self
+            .session
+            .as_ref()
+            .map(|s| s.vhost.clone())
+            .unwrap_or_default();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(async move {
+                let r = rx.await;
+                gauge.sub(bytes);
+                flow.batch_done();
+                r
+            })
+            .map(move |res, act, _ctx| {
+                let routed = match res {
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => {
+                        act.exchanges.remove(&name);
+                        Err(BrokerError::not_found("exchange", &name, &vhost))
+                    }
+                };
+                act.on_published(items, routed);
+                act.flush();
+            }),
+        );
+    }
+
+    fn on_published(&mut self, items: Vec<Outbound>, routed: Result<Vec<Routed>, BrokerError>) {
+        match routed {
+            Ok(counts) => {
+                for (o, n) in items.iter().zip(counts) {
+                    if n == 0 && o.mandatory {
+                        let m = &o.message;
+                        self.frame(&ServerFrame::Return {
+                            seq: o.seq,
+                            code: 312,
+                            reason: "NO_ROUTE".into(),
+                            exchange: Cow::Borrowed(&m.exchange),
+                            routing_key: Cow::Borrowed(&m.routing_key),
+                            properties: properties_or_none(&m.properties),
+                            body: &m.body,
+                        });
+                    }
+                    if o.seq != 0 {
+                        self.confirms.settle(o.seq, true);
+                    }
+                }
+            }
+            Err(e) => {
+                for o in &items {
+                    if o.seq != 0 {
+                        self.frame(&ServerFrame::Nack {
+                            seq: o.seq,
+                            code: e.code(),
+                            message: e.message().to_string(),
+                        });
+                        self.confirms.settle(o.seq, false);
+                    } else {
+                        self.error(None, &e);
+                    }
+                }
+            }
+        }
+        self.advance_confirms();
+    }
+
+    fn hello(&mut self, h: Hello, ctx: &mut Context<Self>) -> bool {
+        if h.version != PROTOCOL_VERSION {
+            self.fatal(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
+                    h.version
+                ),
+                ctx,
+            );
+            return false;
+        }
+        if let Err(e) =
+            self.shared
+                .users
+                .authenticate(&h.user, &h.password, &h.vhost, self.peer.ip())
+        {
+            self.fatal(e.code(), e.message().to_string(), ctx);
+            return false;
+        }
+        let registry = match self.shared.broker.registry(&h.vhost) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fatal(e.code(), format!("no vhost '{}'", h.vhost), ctx);
+                return false;
+            }
+        };
+        let server_hb = self.shared.settings.server.heartbeat_secs;
+        let hb = match h.heartbeat_secs {
+            Some(0) => 0,
+            Some(c) if server_hb == 0 => c,
+            Some(c) => c.min(server_hb),
+            None => server_hb,
+        };
+        self.heartbeat = Duration::from_secs(hb as u64);
+        tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %h.client, "connection opened");
+        self.session = Some(Session {
+            registry,
+            vhost: h.vhost,
+            user: h.user,
+        });
+        self.frame(&ServerFrame::Welcome {
+            version: PROTOCOL_VERSION,
+            server: format!("actormq {}", env!("CARGO_PKG_VERSION")),
+            max_frame_size: self.shared.settings.server.max_frame_size,
+            heartbeat_secs: hb,
+        });
+        if hb > 0 {
+            self.start_heartbeats(ctx);
+        }
+        self.watch_memory(ctx);
+        true
+    }
+
+    fn start_heartbeats(&mut self, ctx: &mut Context<Self>) {
+        let every = self.heartbeat / 2;
+        ctx.run_interval(every.max(Duration::from_millis(50)), |act, ctx| {
+            let now = Instant::now();
+            if now.duration_since(act.last_recv) > act.heartbeat * 2 {
+                act.fatal(
+                    ErrorCode::HeartbeatTimeout,
+                    format!(
+                        "missed heartbeats from the client for {:?}",
+                        act.heartbeat * 2
+                    ),
+                    ctx,
+                );
+                return;
+            }
+            if now.duration_since(act.last_sent) >= act.heartbeat / 2 {
+                act.frame(&ServerFrame::Heartbeat);
+                act.flush();
+            }
+        });
+    }
+
+    /// Tells the client when publishing is blocked by the memory watermark.
+    fn watch_memory(&mut self, ctx: &mut Context<Self>) {
+        let mut rx = self.shared.broker.memory().subscribe();
+        if *rx.borrow_and_update() {
+            self.frame(&ServerFrame::Blocked {
+                reason: "memory high watermark reached".into(),
+            });
+        }
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            let v = *rx.borrow_and_update();
+            Some((v, rx))
+        });
+        ctx.add_stream(stream);
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame<'_>, ctx: &mut Context<Self>) {
+        match frame {
+            ClientFrame::Hello(_) => {
+                self.fatal(ErrorCode::BadFrame, "hello sent twice".into(), ctx);
+            }
+            ClientFrame::Heartbeat => {}
+            ClientFrame::Request(_) => unreachable!("requests are sequenced by on_frames"),
+            ClientFrame::Ack { tag, multiple } => self.settle(tag, multiple, Settlement::Ack),
+            ClientFrame::Nack {
+                tag,
+                multiple,
+                requeue,
+            } => self.settle(
+                tag,
+                multiple,
+                if requeue {
+                    Settlement::Requeue
+                } else {
+                    Settlement::Discard
+                },
+            ),
+            ClientFrame::Reject { tag, requeue } => self.settle(
+                tag,
+                false,
+                if requeue {
+                    Settlement::Requeue
+                } else {
+                    Settlement::Discard
+                },
+            ),
+            ClientFrame::Publish(_) => unreachable!("publishes are batched by on_frames"),
+        }
+    }
+
+    fn settle(&mut self, tag: u64, multiple: bool, settlement: Settlement) {
+        let Some(entries) = self.unacked.take(tag, multiple) else {
+            self.error(
+                None,
+                &BrokerError::precondition(format!("unknown delivery tag {tag}")),
+            );
+            return;
+        };
+        for (queue, ids) in by_queue(entries) {
+            // do_send: settlements only free credit; nothing to wait for.
+            queue.addr().do_send(Settle {
+                owner: self.owner,
+                ids,
+                settlement,
+            });
+        }
+    }
+
+    fn touch(&mut self, q: &QueueHandle) {
+        if !self.touched.iter().any(|t| t.same(q)) {
+            self.touched.push(q.clone());
+        }
+    }
+}
+
+mod delivery;
+mod requests;
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Deliveries are bounded by consumer credit, not by the mailbox.
+        ctx.set_mailbox_capacity(crate::broker::MAILBOX_CAPACITY);
+        self.self_addr = Some(ctx.address());
+        let socket = self.socket.take().expect("socket set at creation");
+        let _ = socket.set_nodelay(true);
+        let (read, write) = socket.into_split();
+        self.writer = Some(io::spawn_writer(write, self.flow.clone()));
+        let addr = ctx.address();
+        let max = self.shared.settings.server.max_frame_size as usize;
+        actix_rt::spawn(io::read_loop(read, max, move |ev| {
+            let addr = addr.clone();
+            async move { addr.send(Inbound(ev)).await.unwrap_or(false) }
+        }));
+        let mut shutdown = self.shared.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            ctx.notify(Shutdown);
+        } else {
+            let addr = ctx.address();
+            actix_rt::spawn(async move {
+                if shutdown.wait_for(|s| *s).await.is_ok() {
+                    addr.do_send(Shutdown);
+                }
+            });
+        }
+        // A client that connects and never says hello is dropped.
+        ctx.run_later(Duration::from_secs(30), |act, ctx| {
+            if act.session.is_none() && !act.closing {
+                act.fatal(
+                    ErrorCode::ConnectionForced,
+                    "no hello within 30 s".into(),
+                    ctx,
+                );
+            }
+        });
+    }
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        self.closing = true;
+        self.flush();
+        if let Some(w) = &self.writer {
+            w.close();
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Cancel consumers and requeue every unacked delivery: nothing is lost when a
+        // client goes, cleanly or not.
+        for q in self.touched.drain(..) {
+            q.addr().do_send(Release(self.owner));
+        }
+        if let Some(s) = &self.session {
+            s.registry.do_send(OwnerGone(self.owner));
+            tracing::info!(peer = %self.peer, user = %s.user, "connection closed");
+        }
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.closed.notify_waiters();
+    }
+}
+
+impl Handler<Inbound> for Connection {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Box::pin(async { false });
+        }
+        self.last_recv = Instant::now();
+        match msg.0 {
+            ReadEvent::Frames(frames) => {
+                self.on_frames(frames, 0, ctx);
+                self.flush();
+            }
+            ReadEvent::Invalid(e) => {
+                let code = match e {
+                    crate::protocol::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    crate::protocol::FrameError::Empty => ErrorCode::BadFrame,
+                };
+                self.fatal(code, e.to_string(), ctx);
+                return Box::pin(async { false });
+            }
+            ReadEvent::Eof { partial } => {
+                if partial > 0 {
+                    tracing::warn!(peer = %self.peer, partial, "client disconnected mid-frame");
+                } else {
+                    tracing::debug!(peer = %self.peer, "client closed the socket");
+                }
+                self.close(ctx);
+                return Box::pin(async { false });
+            }
+            ReadEvent::Failed(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "socket error");
+                self.close(ctx);
+                return Box::pin(async { false });
+            }
+        }
+        if self.closing {
+            return Box::pin(async { false });
+        }
+        let flow = self.flow.clone();
+        let gauge = self.publisher.then(|| self.shared.broker.memory().clone());
+        // The reader waits for this: backpressure reaches the socket here.
+        Box::pin(async move {
+            flow.ready().await;
+            if let Some(g) = gauge {
+                g.wait_unblocked().await;
+            }
+            true
+        })
+    }
+}
+
+impl StreamHandler<bool> for Connection {
+    fn handle(&mut self, blocked: bool, _ctx: &mut Self::Context) {
+        if blocked {
+            self.frame(&ServerFrame::Blocked {
+                reason: "memory high watermark reached".into(),
+            });
+        } else {
+            self.frame(&ServerFrame::Unblocked);
+        }
+        self.flush();
+    }
+
+    fn finished(&mut self, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<Shutdown> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        self.fatal(
+            ErrorCode::ConnectionForced,
+            "the broker is shutting down".into(),
+            ctx,
+        );
+    }
+}

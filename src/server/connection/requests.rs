@@ -1,0 +1,362 @@
+//! Requests: each operation of the protocol mapped onto the broker's actor messages.
+//!
+//! A request pauses the connection (`ctx.wait`) until it is answered, so frames after it
+//! are processed in order, as an AMQP channel does: a publish sent right after a
+//! declare always sees the declared queue.
+
+use super::{Connection, ConsumerEntry};
+use crate::broker::exchange::ExchangeSpec;
+use crate::broker::messages::*;
+use crate::broker::queue::{QueueHandle, QueueSpec};
+use crate::error::BrokerError;
+use crate::protocol::wire::{Op, ReplyBody, Request, ServerFrame};
+use actix::fut::{wrap_future, LocalBoxActorFuture};
+use actix::prelude::*;
+use std::future::Future;
+
+/// Runs `fut` and hands its value to `done`, or writes the error for request `id`.
+fn op<T: 'static>(
+    id: u64,
+    fut: impl Future<Output = Result<T, BrokerError>> + 'static,
+    done: impl FnOnce(&mut Connection, T, &mut Context<Connection>) + 'static,
+) -> LocalBoxActorFuture<Connection, ()> {
+    Box::pin(
+        wrap_future::<_, Connection>(fut).map(move |res, act, ctx| match res {
+            Ok(v) => done(act, v, ctx),
+            Err(e) => act.error(Some(id), &e),
+        }),
+    )
+}
+
+fn ok(id: u64) -> impl FnOnce(&mut Connection, (), &mut Context<Connection>) {
+    move |act, (), _| act.reply(id, ReplyBody::Ok)
+}
+
+impl Connection {
+    /// Starts request `r`; the connection waits for the returned future before it
+    /// processes the next frame.
+    pub(super) fn request(
+        &mut self,
+        r: Request,
+        _ctx: &mut Context<Self>,
+    ) -> LocalBoxActorFuture<Self, ()> {
+        let registry = self.session.as_ref().expect("open").registry.clone();
+        let owner = self.owner;
+        let id = r.id;
+        match r.op {
+            Op::DeclareExchange {
+                name,
+                kind,
+                durable,
+                auto_delete,
+                internal,
+                passive,
+                arguments,
+            } => {
+                let spec = ExchangeSpec {
+                    name,
+                    kind,
+                    durable,
+                    auto_delete,
+                    internal,
+                    arguments,
+                };
+                op(
+                    id,
+                    async move { registry.send(DeclareExchange { spec, passive }).await? },
+                    ok(id),
+                )
+            }
+            Op::DeleteExchange { name, if_unused } => {
+                self.exchanges.remove(&name);
+                op(
+                    id,
+                    async move { registry.send(DeleteExchange { name, if_unused }).await? },
+                    ok(id),
+                )
+            }
+            Op::DeclareQueue {
+                name,
+                durable,
+                exclusive,
+                auto_delete,
+                passive,
+                arguments,
+            } => {
+                let spec = QueueSpec {
+                    name,
+                    durable,
+                    exclusive,
+                    auto_delete,
+                    arguments,
+                };
+                op(
+                    id,
+                    async move {
+                        registry
+                            .send(DeclareQueue {
+                                spec,
+                                passive,
+                                owner,
+                            })
+                            .await?
+                    },
+                    move |act, d: QueueDeclared, _| {
+                        act.reply(
+                            id,
+                            ReplyBody::QueueDeclared {
+                                name: d.name,
+                                messages: d.messages,
+                                consumers: d.consumers,
+                            },
+                        )
+                    },
+                )
+            }
+            Op::DeleteQueue {
+                name,
+                if_unused,
+                if_empty,
+            } => op(
+                id,
+                async move {
+                    registry
+                        .send(DeleteQueue {
+                            name,
+                            if_unused,
+                            if_empty,
+                            owner,
+                        })
+                        .await?
+                },
+                move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
+            ),
+            Op::PurgeQueue { name } => op(
+                id,
+                async move { registry.send(PurgeQueue { name, owner }).await? },
+                move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
+            ),
+            Op::Bind {
+                exchange,
+                queue,
+                routing_key,
+                arguments,
+            } => {
+                let b = Bind {
+                    exchange,
+                    target: BindTarget::Queue(queue),
+                    routing_key,
+                    arguments,
+                    owner,
+                };
+                op(id, async move { registry.send(b).await? }, ok(id))
+            }
+            Op::Unbind {
+                exchange,
+                queue,
+                routing_key,
+                arguments,
+            } => {
+                let binding = Bind {
+                    exchange,
+                    target: BindTarget::Queue(queue),
+                    routing_key,
+                    arguments,
+                    owner,
+                };
+                op(
+                    id,
+                    async move { registry.send(Unbind { binding }).await? },
+                    ok(id),
+                )
+            }
+            Op::BindExchange {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => {
+                let b = Bind {
+                    exchange: source,
+                    target: BindTarget::Exchange(destination),
+                    routing_key,
+                    arguments,
+                    owner,
+                };
+                op(id, async move { registry.send(b).await? }, ok(id))
+            }
+            Op::UnbindExchange {
+                source,
+                destination,
+                routing_key,
+                arguments,
+            } => {
+                let binding = Bind {
+                    exchange: source,
+                    target: BindTarget::Exchange(destination),
+                    routing_key,
+                    arguments,
+                    owner,
+                };
+                op(
+                    id,
+                    async move { registry.send(Unbind { binding }).await? },
+                    ok(id),
+                )
+            }
+            Op::Consume {
+                queue,
+                consumer_tag,
+                prefetch,
+                no_ack,
+                exclusive,
+                arguments,
+            } => self.consume(
+                id,
+                queue,
+                consumer_tag,
+                prefetch,
+                no_ack,
+                exclusive,
+                arguments,
+            ),
+            Op::Cancel { consumer_tag } => {
+                let Some(entry) = self.consumers.remove(&consumer_tag) else {
+                    // Cancelling an unknown consumer is not an error (AMQP).
+                    return Box::pin(
+                        actix::fut::ready(())
+                            .map(move |_, act: &mut Connection, _| act.reply(id, ReplyBody::Ok)),
+                    );
+                };
+                let queue = entry.queue;
+                op(
+                    id,
+                    async move {
+                        queue
+                            .addr()
+                            .send(Cancel {
+                                tag: consumer_tag,
+                                owner,
+                            })
+                            .await?
+                    },
+                    ok(id),
+                )
+            }
+            Op::Get { queue, no_ack } => op(
+                id,
+                async move {
+                    let q: QueueHandle =
+                        registry.send(LookupQueue { name: queue, owner }).await??;
+                    let got = q
+                        .addr()
+                        .send(Get {
+                            owner,
+                            auto_ack: no_ack,
+                        })
+                        .await??;
+                    Ok((q, got))
+                },
+                move |act, (q, got), _| act.got(id, q, got, no_ack),
+            ),
+            Op::Close => Box::pin(actix::fut::ready(()).map(
+                move |_, act: &mut Connection, ctx| {
+                    act.reply(id, ReplyBody::Ok);
+                    act.close(ctx);
+                },
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn consume(
+        &mut self,
+        id: u64,
+        queue: String,
+        tag: String,
+        prefetch: u32,
+        no_ack: bool,
+        exclusive: bool,
+        arguments: crate::message::FieldTable,
+    ) -> LocalBoxActorFuture<Self, ()> {
+        let registry = self.session.as_ref().expect("open").registry.clone();
+        let owner = self.owner;
+        let tag = if tag.is_empty() {
+            self.ctag_seq += 1;
+            format!("ctag-{}-{}", owner.0, self.ctag_seq)
+        } else {
+            tag
+        };
+        if self.consumers.contains_key(&tag) {
+            let e = BrokerError::not_allowed(format!(
+                "consumer tag '{tag}' is already in use on this connection"
+            ));
+            return Box::pin(
+                actix::fut::ready(())
+                    .map(move |_, act: &mut Connection, _| act.error(Some(id), &e)),
+            );
+        }
+        let options = ConsumeOptions {
+            tag: tag.clone(),
+            prefetch,
+            auto_ack: no_ack,
+            exclusive,
+            arguments,
+        };
+        let window = self.shared.broker.context().consumer_window;
+        let deliver = self.self_addr.clone().expect("started").recipient();
+        let cancelled = self.self_addr.clone().expect("started").recipient();
+        op(
+            id,
+            async move {
+                let q: QueueHandle = registry.send(LookupQueue { name: queue, owner }).await??;
+                let tag = q
+                    .addr()
+                    .send(Consume {
+                        options,
+                        owner,
+                        deliver,
+                        cancelled: Some(cancelled),
+                        window,
+                    })
+                    .await??;
+                Ok((q, tag))
+            },
+            move |act, (q, tag), _| {
+                act.touch(&q);
+                act.consumers
+                    .insert(tag.to_string(), ConsumerEntry { queue: q, no_ack });
+                // Written before any delivery: deliveries wait in the mailbox while this
+                // request holds the connection (ctx.wait).
+                act.reply(
+                    id,
+                    ReplyBody::ConsumeOk {
+                        consumer_tag: tag.to_string(),
+                    },
+                );
+            },
+        )
+    }
+
+    fn got(&mut self, id: u64, q: QueueHandle, got: Option<(Delivery, u64)>, no_ack: bool) {
+        self.touch(&q);
+        match got {
+            None => self.reply(id, ReplyBody::GetEmpty),
+            Some((d, left)) => {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                if !no_ack {
+                    self.unacked.push(tag, q.clone(), d.id);
+                }
+                let delivery = super::delivery::deliver_frame("", tag, &d);
+                self.frame(&ServerFrame::Reply {
+                    id,
+                    body: ReplyBody::GetOk {
+                        delivery,
+                        message_count: left,
+                    },
+                });
+            }
+        }
+    }
+}

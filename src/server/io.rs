@@ -1,0 +1,213 @@
+//! The socket halves of a connection: a reader task that cuts frames and hands them to
+//! the connection actor one read at a time (waiting for the actor's go-ahead, which is
+//! how backpressure reaches TCP), and a writer task with a byte-bounded queue.
+//!
+//! actix's `FramedWrite` watermarks never trigger on tokio sockets (DESIGN.md), so the
+//! write side bounds itself: the bytes queued are counted in [`Flow`] and the reader does
+//! not take more requests while they exceed `max_write_buffer`.
+
+use crate::broker::messages::Credit;
+use crate::protocol::frame::{take_frame, FrameError};
+use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, Notify};
+
+/// Shared counters between the connection actor and its socket tasks.
+#[derive(Debug)]
+pub struct Flow {
+    /// Publish batches sent to exchanges and not yet answered.
+    pub inflight: AtomicUsize,
+    /// The publish window.
+    pub window: usize,
+    /// Bytes handed to the writer and not yet written.
+    pub queued_bytes: AtomicUsize,
+    /// Above this many queued bytes, stop reading requests.
+    pub max_queued: usize,
+    /// Woken when `inflight` or `queued_bytes` fall.
+    pub notify: Notify,
+}
+
+impl Flow {
+    /// New counters.
+    pub fn new(window: usize, max_queued: usize) -> Self {
+        Flow {
+            inflight: AtomicUsize::new(0),
+            window,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued,
+            notify: Notify::new(),
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.inflight.load(Ordering::Acquire) < self.window
+            && self.queued_bytes.load(Ordering::Acquire) <= self.max_queued
+    }
+
+    /// Waits until another read may be processed.
+    pub async fn ready(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A publish batch was answered.
+    pub fn batch_done(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+}
+
+/// What the writer task receives.
+pub enum Outgoing {
+    /// Bytes to write, and the delivery credit to return once they are written.
+    Data(Bytes, Vec<Credit>),
+    /// Write everything queued, then close the socket.
+    Close,
+}
+
+/// Sends to the writer task, counting queued bytes.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    flow: std::sync::Arc<Flow>,
+}
+
+impl WriterHandle {
+    /// Queues bytes (and credit released after they are written).
+    pub fn send(&self, bytes: Bytes, credits: Vec<Credit>) {
+        self.flow
+            .queued_bytes
+            .fetch_add(bytes.len(), Ordering::AcqRel);
+        // Unbounded channel, bounded in bytes by `Flow` (the reader stops) and in
+        // deliveries by consumer credit.
+        let _ = self.tx.send(Outgoing::Data(bytes, credits));
+    }
+
+    /// Flushes and closes the socket.
+    pub fn close(&self) {
+        let _ = self.tx.send(Outgoing::Close);
+    }
+}
+
+/// Starts the writer task on the current arbiter.
+pub fn spawn_writer(mut half: OwnedWriteHalf, flow: std::sync::Arc<Flow>) -> WriterHandle {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let f2 = flow.clone();
+    actix_rt::spawn(async move {
+        let mut batch = BytesMut::new();
+        let mut credits: Vec<Credit> = Vec::new();
+        'outer: while let Some(first) = rx.recv().await {
+            let mut closing = false;
+            let mut next = Some(first);
+            // Gather whatever is queued into one write (one syscall per batch).
+            while let Some(item) = next.take() {
+                match item {
+                    Outgoing::Data(bytes, c) => {
+                        if batch.is_empty() && bytes.len() >= 64 * 1024 {
+                            // Large chunk: write it as it is, no copy.
+                            let n = bytes.len();
+                            if half.write_all(&bytes).await.is_err() {
+                                break 'outer;
+                            }
+                            f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+                        } else {
+                            batch.extend_from_slice(&bytes);
+                        }
+                        credits.extend(c);
+                    }
+                    Outgoing::Close => closing = true,
+                }
+                if closing || batch.len() >= 256 * 1024 {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                let n = batch.len();
+                if half.write_all(&batch).await.is_err() {
+                    break;
+                }
+                batch.clear();
+                f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+            }
+            // Written: the consumers may have more.
+            credits.clear();
+            f2.notify.notify_waiters();
+            if closing {
+                let _ = half.shutdown().await;
+                break;
+            }
+        }
+        // Socket gone: whatever is still queued is dropped with its credit; the
+        // connection actor requeues the unacked deliveries when it stops.
+        rx.close();
+    });
+    WriterHandle { tx, flow }
+}
+
+/// What the reader task reports to the connection actor.
+pub enum ReadEvent {
+    /// Complete frames from one read.
+    Frames(Vec<Bytes>),
+    /// The stream broke the framing (oversized or empty frame): fatal.
+    Invalid(FrameError),
+    /// The peer closed (cleanly, or mid-frame with `partial` bytes pending).
+    Eof {
+        /// Bytes of an incomplete frame left unread.
+        partial: usize,
+    },
+    /// A socket error.
+    Failed(std::io::Error),
+}
+
+/// Reads frames off `half` and delivers them with `deliver`, which resolves when the
+/// connection is ready for more (false = stop reading).
+pub async fn read_loop<F, Fut>(mut half: OwnedReadHalf, max_frame: usize, mut deliver: F)
+where
+    F: FnMut(ReadEvent) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let n = match half.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                deliver(ReadEvent::Failed(e)).await;
+                return;
+            }
+        };
+        if n == 0 {
+            deliver(ReadEvent::Eof { partial: buf.len() }).await;
+            return;
+        }
+        let mut frames = Vec::new();
+        loop {
+            match take_frame(&mut buf, max_frame) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => {
+                    if !frames.is_empty() {
+                        deliver(ReadEvent::Frames(frames)).await;
+                    }
+                    deliver(ReadEvent::Invalid(e)).await;
+                    return;
+                }
+            }
+        }
+        if !frames.is_empty() && !deliver(ReadEvent::Frames(frames)).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The networked broker over real TCP: raw protocol bytes, connections, auth, limits.
+
+mod raw;
