@@ -32,15 +32,22 @@ impl Handler<Deliver> for Connection {
         let no_ack = match self.consumers.get(&*msg.consumer_tag) {
             Some(c) => c.no_ack,
             None => {
-                // Cancelled meanwhile: give unacked deliveries back at once; auto-acked
-                // ones are already the client's, so they are still written.
-                let ids: Vec<u64> = msg.deliveries.iter().map(|d| d.id).collect();
-                msg.queue.addr().do_send(Settle {
-                    owner: self.owner,
-                    ids,
-                    settlement: Settlement::Requeue,
-                });
-                return;
+                let auto_acked = self
+                    .recently_cancelled
+                    .iter()
+                    .any(|(t, no_ack)| **t == *msg.consumer_tag && *no_ack);
+                if !auto_acked {
+                    // Cancelled meanwhile: give unacked deliveries back at once.
+                    let ids: Vec<u64> = msg.deliveries.iter().map(|d| d.id).collect();
+                    msg.queue.addr().do_send(Settle {
+                        owner: self.owner,
+                        ids,
+                        settlement: Settlement::Requeue,
+                    });
+                    return;
+                }
+                // Auto-acked ones already left the queue: they are the client's.
+                true
             }
         };
         if self.closing {
@@ -69,7 +76,8 @@ impl Handler<ConsumerCancelled> for Connection {
     type Result = ();
 
     fn handle(&mut self, msg: ConsumerCancelled, _ctx: &mut Self::Context) {
-        if self.consumers.remove(&*msg.consumer_tag).is_some() {
+        if let Some(c) = self.consumers.remove(&*msg.consumer_tag) {
+            self.remember_cancelled(msg.consumer_tag.to_string(), c.no_ack);
             self.frame(&ServerFrame::ConsumerCancelled {
                 consumer_tag: msg.consumer_tag.to_string(),
                 reason: msg.reason,

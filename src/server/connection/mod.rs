@@ -109,7 +109,16 @@ pub struct Connection {
     closing: bool,
     /// This connection published at least once (memory blocking applies to it).
     publisher: bool,
+    /// Consumers cancelled lately, with their `no_ack` flag: deliveries already on
+    /// their way when the cancel happened are still handled right (requeued, or
+    /// written when auto-acked). Bounded to the last [`RECENTLY_CANCELLED`].
+    recently_cancelled: std::collections::VecDeque<(String, bool)>,
+    /// Span of this connection, entered while handling its messages.
+    span: tracing::Span,
 }
+
+/// How many cancelled consumer tags a connection remembers.
+const RECENTLY_CANCELLED: usize = 64;
 
 impl Connection {
     /// Starts a connection actor for `socket` on the current arbiter.
@@ -147,6 +156,8 @@ impl Connection {
             last_sent: now,
             closing: false,
             publisher: false,
+            recently_cancelled: std::collections::VecDeque::new(),
+            span: tracing::info_span!("conn", id = owner.0, %peer),
         })
     }
 
@@ -638,6 +649,14 @@ impl Connection {
         }
     }
 
+    /// Remembers a cancelled consumer for deliveries still on their way.
+    fn remember_cancelled(&mut self, tag: String, no_ack: bool) {
+        if self.recently_cancelled.len() == RECENTLY_CANCELLED {
+            self.recently_cancelled.pop_front();
+        }
+        self.recently_cancelled.push_back((tag, no_ack));
+    }
+
     fn touch(&mut self, q: &QueueHandle) {
         if !self.touched.iter().any(|t| t.same(q)) {
             self.touched.push(q.clone());
@@ -719,6 +738,8 @@ impl Handler<Inbound> for Connection {
         if self.closing {
             return Box::pin(async { false });
         }
+        let span = self.span.clone();
+        let _entered = span.enter();
         self.last_recv = Instant::now();
         match msg.0 {
             ReadEvent::Frames(frames) => {

@@ -229,6 +229,7 @@ impl Connection {
                     );
                 };
                 let queue = entry.queue;
+                self.remember_cancelled(consumer_tag.clone(), entry.no_ack);
                 op(
                     id,
                     async move {
