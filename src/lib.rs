@@ -23,5 +23,7 @@ pub use embed::{Confirm, Confirmation, Consumer, Received, Session};
 pub use error::{BrokerError, ErrorCode};
 pub use message::{FieldTable, FieldValue, Message, Properties};
 pub use settings::Settings;
+pub mod client;
+pub mod perf;
 pub mod protocol;
 pub mod server;

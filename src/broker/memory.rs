@@ -7,6 +7,7 @@
 //! the held bytes under the watermark plus one batch per publisher.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use tokio::sync::watch;
 
 /// Shared gauge of bytes held, with the blocked / unblocked state derived from it.
@@ -21,6 +22,8 @@ pub struct MemoryGauge {
     /// Broadcasts state changes to publishers waiting to be unblocked and to connections
     /// that tell their clients (Blocked / Unblocked notices).
     state: watch::Sender<bool>,
+    /// Serialises flag transitions, so the flag and `state` change together, in order.
+    transition: Mutex<()>,
 }
 
 impl MemoryGauge {
@@ -32,6 +35,7 @@ impl MemoryGauge {
             watermark,
             blocked: AtomicBool::new(false),
             state,
+            transition: Mutex::new(()),
         }
     }
 
@@ -60,8 +64,8 @@ impl MemoryGauge {
         if bytes == 0 {
             return;
         }
-        let now = self.used.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.update(now);
+        self.used.fetch_add(bytes, Ordering::SeqCst);
+        self.update();
     }
 
     /// Accounts `bytes` fewer.
@@ -69,26 +73,36 @@ impl MemoryGauge {
         if bytes == 0 {
             return;
         }
-        let now = self.used.fetch_sub(bytes, Ordering::AcqRel) - bytes;
-        self.update(now);
+        self.used.fetch_sub(bytes, Ordering::SeqCst);
+        self.update();
     }
 
-    fn update(&self, now: usize) {
+    /// Brings the blocked flag (and the watch channel) in line with the level.
+    ///
+    /// The flag is derived from a fresh read of `used`, never from the value the caller's
+    /// own `add` / `sub` produced: that value may be stale by the time the flag is set (an
+    /// add crossing the watermark overtaken by a sub on another thread would leave
+    /// publishers blocked below it, with nothing left to unblock them). Transitions are
+    /// rare, so they are serialised by `transition`, and whoever changes the flag reads
+    /// the level again afterwards: a change that raced with it is either seen by that
+    /// re-read or makes its own caller find the flag wrong and fix it.
+    fn update(&self) {
         if self.watermark == 0 {
             return;
         }
-        let should_block = now >= self.watermark;
-        if should_block != self.blocked.load(Ordering::Acquire)
-            && self
-                .blocked
-                .compare_exchange(
-                    !should_block,
-                    should_block,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-        {
+        loop {
+            let should_block = self.used.load(Ordering::SeqCst) >= self.watermark;
+            if should_block == self.blocked.load(Ordering::SeqCst) {
+                return;
+            }
+            let _transition = self.transition.lock().unwrap_or_else(|e| e.into_inner());
+            let now = self.used.load(Ordering::SeqCst);
+            let should_block = now >= self.watermark;
+            if should_block == self.blocked.load(Ordering::SeqCst) {
+                continue;
+            }
+            self.blocked.store(should_block, Ordering::SeqCst);
+            self.state.send_replace(should_block);
             if should_block {
                 tracing::warn!(
                     used = now,
@@ -101,7 +115,6 @@ impl MemoryGauge {
                     "memory below the watermark: unblocking publishers"
                 );
             }
-            self.state.send_replace(should_block);
         }
     }
 
@@ -134,6 +147,56 @@ mod tests {
         assert!(!g.is_blocked());
         assert!(!*rx.borrow());
         assert_eq!(g.used(), 99);
+    }
+
+    /// Regression: `update` used to decide from the value its own `add` / `sub` saw, so a
+    /// publisher's add crossing the watermark, overtaken by the matching sub on another
+    /// thread, could leave the flag set with the level below it: publishers blocked for
+    /// good, with nothing left to unblock them.
+    #[test]
+    fn racing_add_and_sub_leave_the_flag_matching_the_level() {
+        use std::sync::{Arc, Barrier};
+        const ROUNDS: usize = 5_000;
+        let g = Arc::new(MemoryGauge::new(100));
+        g.add(99);
+        let start = Arc::new(Barrier::new(3));
+        let end = Arc::new(Barrier::new(3));
+        let adder = {
+            let (g, start, end) = (g.clone(), start.clone(), end.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    start.wait();
+                    g.add(2);
+                    end.wait();
+                }
+            })
+        };
+        let subber = {
+            let (g, start, end) = (g.clone(), start.clone(), end.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    start.wait();
+                    // Release the bytes as soon as they are accounted, as an exchange's
+                    // answer releases a publisher's reservation.
+                    while g.used() < 101 {
+                        std::hint::spin_loop();
+                    }
+                    g.sub(2);
+                    end.wait();
+                }
+            })
+        };
+        for round in 0..ROUNDS {
+            start.wait();
+            end.wait();
+            assert_eq!(g.used(), 99);
+            assert!(
+                !g.is_blocked() && !*g.subscribe().borrow(),
+                "round {round}: blocked at 99 bytes of a 100-byte watermark"
+            );
+        }
+        adder.join().unwrap();
+        subber.join().unwrap();
     }
 
     #[test]

@@ -148,10 +148,15 @@ impl Registry {
     }
 
     /// The queue `name`, refused with RESOURCE_LOCKED when exclusive to another owner.
+    ///
+    /// A queue whose actor has stopped is NOT_FOUND: it deleted itself (auto-delete) and
+    /// its [`QueueGone`] notice is still on its way here. Answering its handle would make
+    /// the caller's next request fail as CONNECTION_FORCED ("target actor has stopped").
     fn queue_for(&self, name: &str, owner: OwnerId) -> Result<&QueueEntry, BrokerError> {
         let q = self
             .queues
             .get(name)
+            .filter(|q| q.handle.is_alive())
             .ok_or_else(|| self.not_found("queue", name))?;
         match q.owner {
             Some(o) if o != owner => Err(BrokerError::locked(format!(
@@ -283,6 +288,18 @@ impl Registry {
         removals
     }
 
+    /// Forgets the queue `name` if its actor has stopped (it deleted itself and its
+    /// [`QueueGone`] notice has not been handled yet), so that a declare creates a new
+    /// one; the late notice carries the old incarnation and is ignored. Answers the
+    /// removals to send, which must reach the exchanges before the new queue's default
+    /// binding does (they name the queue, not the actor).
+    fn forget_if_stopped(&mut self, name: &str) -> Vec<(ExchangeHandle, RemoveBinding)> {
+        match self.queues.get(name) {
+            Some(q) if !q.handle.is_alive() => self.remove_queue(name),
+            _ => Vec::new(),
+        }
+    }
+
     /// Forgets a queue: its entry, its bindings (default exchange included). Answers the
     /// removals to send.
     fn remove_queue(&mut self, name: &str) -> Vec<(ExchangeHandle, RemoveBinding)> {
@@ -370,6 +387,7 @@ impl Handler<DeclareQueue> for Registry {
 
     fn handle(&mut self, msg: DeclareQueue, ctx: &mut Self::Context) -> Self::Result {
         type Declared = (QueueHandle, Option<(ExchangeHandle, AddBinding)>);
+        let stale = self.forget_if_stopped(&msg.spec.name);
         let result = (|| -> Result<Declared, BrokerError> {
             let mut spec = msg.spec;
             if let Some(existing) = self.queues.get(&spec.name) {
@@ -432,13 +450,20 @@ impl Handler<DeclareQueue> for Registry {
             // answered.
             Ok((handle, Some((default, add))))
         })();
+        let vhost = self.vhost.clone();
         AtomicResponse::new(Box::pin(
             async move {
+                apply_removals(stale).await;
                 let (handle, default_bind) = result?;
                 if let Some((default, add)) = default_bind {
                     default.add_binding(add).await?;
                 }
-                let stats = handle.addr().send(GetStats).await?;
+                // Closed: the queue deleted itself between the registry's look and now.
+                let stats = handle
+                    .addr()
+                    .send(GetStats)
+                    .await
+                    .map_err(|_| BrokerError::not_found("queue", handle.name(), &vhost))?;
                 Ok(QueueDeclared {
                     name: handle.name().to_string(),
                     messages: stats.ready,

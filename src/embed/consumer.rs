@@ -86,9 +86,27 @@ enum Event {
     Cancelled(ConsumerCancelled),
 }
 
+/// Requeues deliveries the application never saw (marked redelivered, back in their
+/// place), unless they were auto-acked.
+fn requeue(queue: &QueueHandle, owner: OwnerId, auto_ack: bool, deliveries: Vec<Delivery>) {
+    if auto_ack || deliveries.is_empty() {
+        return;
+    }
+    // do_send: a settlement only frees credit; nothing to wait for.
+    queue.addr().do_send(Settle {
+        owner,
+        ids: deliveries.iter().map(|d| d.id).collect(),
+        settlement: Settlement::Requeue,
+    });
+}
+
 /// Forwards deliveries from the queue into the consumer's channel.
 struct Bridge {
     tx: mpsc::UnboundedSender<Event>,
+    /// Owner of the deliveries, to requeue those that arrive after the [`Consumer`] went.
+    owner: OwnerId,
+    /// Auto-ack deliveries are already settled: nothing to requeue.
+    auto_ack: bool,
 }
 
 impl Actor for Bridge {
@@ -98,10 +116,15 @@ impl Actor for Bridge {
 impl Handler<Deliver> for Bridge {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
         // Unbounded is safe: the queue's credit bounds what is in flight.
-        if self.tx.send(Event::Batch(msg)).is_err() {
-            ctx.stop();
+        if let Err(mpsc::error::SendError(Event::Batch(lost))) = self.tx.send(Event::Batch(msg)) {
+            // The Consumer was dropped, and the queue dispatched this batch before it
+            // saw the Cancel. Nobody will ever see these deliveries: give them back
+            // rather than leave them unacked until the session goes. The bridge keeps
+            // running (it stops by itself once the queue drops its recipients), so a
+            // later batch dispatched before the Cancel is given back as well.
+            requeue(&lost.queue, self.owner, self.auto_ack, lost.deliveries);
         }
     }
 }
@@ -128,8 +151,9 @@ impl Handler<StopBridge> for Bridge {
     }
 }
 
-/// A stream of deliveries from one queue. Dropping it cancels the consumer; unacked
-/// deliveries stay with the session until settled or the session drops.
+/// A stream of deliveries from one queue. Dropping it cancels the consumer: deliveries
+/// already handed out as [`Received`] stay with the session until settled or the session
+/// drops (AMQP semantics); deliveries the stream had not yet handed out are requeued.
 pub struct Consumer {
     tag: Arc<str>,
     queue: QueueHandle,
@@ -139,7 +163,6 @@ pub struct Consumer {
     /// The batch being handed out, and its transport credit (dropped once it is empty).
     current: VecDeque<Delivery>,
     credit: Option<Credit>,
-    bridge: Addr<Bridge>,
     /// Set when the broker cancelled the consumer.
     cancelled: Option<String>,
 }
@@ -153,8 +176,12 @@ impl Consumer {
         arbiter: &ArbiterHandle,
     ) -> Result<Consumer, BrokerError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let bridge = Bridge::start_in_arbiter(arbiter, move |_| Bridge { tx });
         let auto_ack = options.auto_ack;
+        let bridge = Bridge::start_in_arbiter(arbiter, move |_| Bridge {
+            tx,
+            owner,
+            auto_ack,
+        });
         let tag = queue
             .addr()
             .send(Consume {
@@ -184,7 +211,6 @@ impl Consumer {
             rx,
             current: VecDeque::new(),
             credit: None,
-            bridge,
             cancelled: None,
         })
     }
@@ -237,10 +263,24 @@ impl Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // Cancel first: the queue then dispatches nothing more to this consumer, and the
+        // requeues below (sent after it, from this thread) cannot bounce back here.
         self.queue.addr().do_send(Cancel {
             tag: self.tag.to_string(),
             owner: self.owner,
         });
-        self.bridge.do_send(StopBridge);
+        // Deliveries received but never handed out would otherwise stay unacked, with
+        // nobody able to settle them, until the session drops. Closing the channel first
+        // makes the bridge requeue whatever arrives from now on itself; the bridge is not
+        // stopped here, since a batch dispatched before the Cancel may still be on its
+        // way (it stops by itself once the queue has dropped its recipients).
+        self.rx.close();
+        let mut pending: Vec<Delivery> = self.current.drain(..).collect();
+        while let Ok(event) = self.rx.try_recv() {
+            if let Event::Batch(b) = event {
+                pending.extend(b.deliveries);
+            }
+        }
+        requeue(&self.queue, self.owner, self.auto_ack, pending);
     }
 }

@@ -95,6 +95,12 @@ impl Users {
         vhost: &str,
         peer: IpAddr,
     ) -> Result<(), BrokerError> {
+        self.login(user, password, peer)?;
+        self.allowed(user, vhost)
+    }
+
+    /// Checks credentials and origin only (not the virtual host).
+    pub fn login(&self, user: &str, password: &str, peer: IpAddr) -> Result<(), BrokerError> {
         let refused = || BrokerError::access_refused(format!("login refused for user '{user}'"));
         let Some(u) = self.by_name.get(user) else {
             tracing::warn!(%user, %peer, "login refused: no such user");
@@ -108,6 +114,16 @@ impl Users {
             tracing::warn!(%user, %peer, "login refused: user may connect from loopback only");
             return Err(refused());
         }
+        Ok(())
+    }
+
+    /// Checks that an authenticated `user` may open `vhost`.
+    pub fn allowed(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let Some(u) = self.by_name.get(user) else {
+            return Err(BrokerError::access_refused(format!(
+                "login refused for user '{user}'"
+            )));
+        };
         if !u.vhosts.iter().any(|v| v == vhost) {
             tracing::warn!(%user, %vhost, "vhost access refused");
             return Err(BrokerError::access_refused(format!(

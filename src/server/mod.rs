@@ -220,7 +220,11 @@ async fn refuse(mut socket: tokio::net::TcpStream, limit: usize) {
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    // Logs go to standard error, leaving standard output to the program's own output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// `actormq serve`: loads settings, starts the server, runs until SIGINT or SIGTERM,

@@ -2,4 +2,8 @@
 
 mod support;
 
+mod cli;
+mod client;
 mod net;
+
+mod core;

@@ -517,14 +517,15 @@ impl Connection {
             );
             return false;
         }
-        if let Err(e) =
-            self.shared
-                .users
-                .authenticate(&h.user, &h.password, &h.vhost, self.peer.ip())
+        if let Err(e) = self
+            .shared
+            .users
+            .login(&h.user, &h.password, self.peer.ip())
         {
             self.fatal(e.code(), e.message().to_string(), ctx);
             return false;
         }
+        // Authenticated: say whether the vhost exists before whether it is allowed.
         let registry = match self.shared.broker.registry(&h.vhost) {
             Ok(r) => r,
             Err(e) => {
@@ -532,6 +533,10 @@ impl Connection {
                 return false;
             }
         };
+        if let Err(e) = self.shared.users.allowed(&h.user, &h.vhost) {
+            self.fatal(e.code(), e.message().to_string(), ctx);
+            return false;
+        }
         let server_hb = self.shared.settings.server.heartbeat_secs;
         let hb = match h.heartbeat_secs {
             Some(0) => 0,

@@ -1,0 +1,203 @@
+//! Options of a connection and of each operation, all with RabbitMQ's defaults.
+
+use crate::message::{FieldTable, FieldValue, Properties};
+use std::time::Duration;
+
+/// Where and how to connect.
+///
+/// ```
+/// use actormq::client::ConnectOptions;
+/// let opts = ConnectOptions::new("127.0.0.1:5680").credentials("app", "s3cret").vhost("/prod");
+/// assert_eq!(opts.user, "app");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `HOST:PORT` of the broker.
+    pub addr: String,
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Virtual host to open.
+    pub vhost: String,
+    /// Free-form client name, shown in the broker's logs.
+    pub client_name: String,
+    /// Heartbeat interval to ask for in seconds; `None` takes the broker's, 0 turns
+    /// heartbeats off.
+    pub heartbeat_secs: Option<u16>,
+    /// Whether publishes ask for a broker confirm by default (see
+    /// [`PublishOptions::confirm`] to choose per publish).
+    pub confirms: bool,
+    /// Confirm-tracked publishes outstanding at most; a publish beyond waits for a
+    /// confirm. This bounds the memory of a fast publisher.
+    pub max_unconfirmed: usize,
+    /// Bytes of encoded frames queued for the socket above which a publish waits for the
+    /// writer to catch up (acks, requests and heartbeats never wait).
+    pub max_write_buffer: usize,
+    /// How long the TCP connect and the Hello / Welcome exchange may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            addr: "127.0.0.1:5680".to_string(),
+            user: "guest".to_string(),
+            password: "guest".to_string(),
+            vhost: "/".to_string(),
+            client_name: concat!("actormq-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            heartbeat_secs: None,
+            confirms: true,
+            max_unconfirmed: 4096,
+            max_write_buffer: 4 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Defaults (guest / guest, vhost `/`, confirms on) for the broker at `addr`.
+    pub fn new(addr: impl Into<String>) -> Self {
+        ConnectOptions {
+            addr: addr.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the user and password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = user.into();
+        self.password = password.into();
+        self
+    }
+
+    /// Sets the virtual host.
+    pub fn vhost(mut self, vhost: impl Into<String>) -> Self {
+        self.vhost = vhost.into();
+        self
+    }
+
+    /// Turns default publish confirms on or off.
+    pub fn confirms(mut self, on: bool) -> Self {
+        self.confirms = on;
+        self
+    }
+}
+
+/// Options of a queue declaration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueOptions {
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Owned by this connection, deleted with it.
+    pub exclusive: bool,
+    /// Deleted when its last consumer leaves.
+    pub auto_delete: bool,
+    /// Only check that the queue exists (NOT_FOUND otherwise).
+    pub passive: bool,
+    /// Arguments, with RabbitMQ's names and types (`x-message-ttl` is an integer).
+    pub arguments: FieldTable,
+}
+
+impl QueueOptions {
+    /// A durable queue.
+    pub fn durable() -> Self {
+        QueueOptions {
+            durable: true,
+            ..Default::default()
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        self.arguments.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+/// Options of an exchange declaration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExchangeOptions {
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Cannot be published to directly, only through exchange-to-exchange bindings.
+    pub internal: bool,
+    /// Only check that the exchange exists (NOT_FOUND otherwise).
+    pub passive: bool,
+    /// Arguments (`alternate-exchange`, ...).
+    pub arguments: FieldTable,
+}
+
+/// Options of a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumeOptions {
+    /// Consumer tag; empty lets the broker choose one.
+    pub consumer_tag: String,
+    /// Unacked deliveries at most; 0 = unlimited. Ignored with `no_ack`.
+    pub prefetch: u32,
+    /// Deliveries count as acknowledged once sent.
+    pub no_ack: bool,
+    /// Refuse other consumers on the queue while this one is attached.
+    pub exclusive: bool,
+    /// Consumer arguments.
+    pub arguments: FieldTable,
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        ConsumeOptions {
+            consumer_tag: String::new(),
+            prefetch: 100,
+            no_ack: false,
+            exclusive: false,
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
+impl ConsumeOptions {
+    /// Defaults with this prefetch.
+    pub fn prefetch(prefetch: u32) -> Self {
+        ConsumeOptions {
+            prefetch,
+            ..Default::default()
+        }
+    }
+}
+
+/// Options of one publish.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishOptions {
+    /// Give the message back ([`Returned`](super::Returned)) if it reaches no queue.
+    /// The return is reported through the publish's confirm, so it needs confirms on.
+    pub mandatory: bool,
+    /// Ask for a confirm: `None` follows [`ConnectOptions::confirms`].
+    pub confirm: Option<bool>,
+    /// The message's properties.
+    pub properties: Properties,
+}
+
+impl PublishOptions {
+    /// Marks the message persistent (`delivery_mode` 2).
+    pub fn persistent(mut self) -> Self {
+        self.properties.delivery_mode = Some(2);
+        self
+    }
+
+    /// Sets `mandatory`.
+    pub fn mandatory(mut self) -> Self {
+        self.mandatory = true;
+        self
+    }
+
+    /// Sets one header.
+    pub fn header(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        self.properties
+            .headers
+            .get_or_insert_with(FieldTable::new)
+            .insert(key.to_string(), value.into());
+        self
+    }
+}

@@ -1,0 +1,363 @@
+//! The `actormq` binary against a real broker: exit codes, output, argument typing.
+
+use crate::support::{TestServer, DEADLINE};
+use actormq::client::{Client, ConnectOptions};
+use actormq::FieldValue;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_actormq");
+
+/// Runs `actormq --server ADDR ARGS...`, feeding `stdin` when given.
+fn run(server: &TestServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs and expects success; answers standard output.
+fn ok(server: &TestServer, args: &[&str]) -> String {
+    ok_with(server, args, None)
+}
+
+fn ok_with(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
+    let out = run(server, args, stdin);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and expects failure; answers standard error.
+fn fails(server: &TestServer, args: &[&str]) -> String {
+    let out = run(server, args, None);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A generous --timeout, so a consume can never hang the test.
+fn deadline() -> String {
+    DEADLINE.as_secs().to_string()
+}
+
+#[test]
+fn declare_queue_prints_it_and_passive_checks_existence() {
+    let server = TestServer::start();
+    assert_eq!(
+        ok(&server, &["declare-queue", "jobs", "--durable"]),
+        "jobs\t0\t0\n"
+    );
+    assert_eq!(
+        ok(&server, &["declare-queue", "jobs", "--passive"]),
+        "jobs\t0\t0\n"
+    );
+    let err = fails(&server, &["declare-queue", "missing", "--passive"]);
+    assert!(err.starts_with("error: NOT_FOUND - "), "{err}");
+    assert!(err.contains("missing"), "{err}");
+}
+
+#[test]
+fn queue_arguments_are_typed_like_rabbitmq() {
+    let server = TestServer::start();
+    let err = fails(
+        &server,
+        &["declare-queue", "q1", "--arg", "x-message-ttl=abc"],
+    );
+    assert!(err.starts_with("error: PRECONDITION_FAILED - "), "{err}");
+    ok(
+        &server,
+        &["declare-queue", "q2", "--arg", "x-message-ttl=60000"],
+    );
+    let usage = run(
+        &server,
+        &["declare-queue", "q3", "--arg", "no-equals"],
+        None,
+    );
+    assert_eq!(usage.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn lines_published_with_confirm_are_consumed_in_order() {
+    let server = TestServer::start();
+    ok(&server, &["declare-exchange", "ex", "--type", "direct"]);
+    ok(&server, &["declare-queue", "q"]);
+    ok(
+        &server,
+        &[
+            "bind",
+            "--exchange",
+            "ex",
+            "--queue",
+            "q",
+            "--routing-key",
+            "k",
+        ],
+    );
+    ok_with(
+        &server,
+        &[
+            "publish",
+            "--exchange",
+            "ex",
+            "--routing-key",
+            "k",
+            "--confirm",
+        ],
+        Some("one\ntwo\r\n\nthree"),
+    );
+    assert_eq!(
+        ok(&server, &["declare-queue", "q", "--passive"]),
+        "q\t4\t0\n"
+    );
+    let out = ok(
+        &server,
+        &[
+            "consume",
+            "--queue",
+            "q",
+            "--count",
+            "4",
+            "--timeout",
+            &deadline(),
+        ],
+    );
+    assert_eq!(out, "one\ntwo\n\nthree\n");
+    assert_eq!(
+        ok(&server, &["declare-queue", "q", "--passive"]),
+        "q\t0\t0\n",
+        "consumed messages are acked"
+    );
+}
+
+#[test]
+fn consume_stops_after_count_and_leaves_the_rest() {
+    let server = TestServer::start();
+    ok(&server, &["declare-queue", "q"]);
+    ok_with(
+        &server,
+        &["publish", "--routing-key", "q", "--confirm"],
+        Some("a\nb\nc\nd\ne\n"),
+    );
+    let t = deadline();
+    assert_eq!(
+        ok(
+            &server,
+            &["consume", "--queue", "q", "--count", "2", "--timeout", &t]
+        ),
+        "a\nb\n"
+    );
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "consume",
+                "--queue",
+                "q",
+                "--count",
+                "2",
+                "--no-ack",
+                "--timeout",
+                &t
+            ]
+        ),
+        "c\nd\n"
+    );
+    assert_eq!(
+        ok(&server, &["declare-queue", "q", "--passive"]),
+        "q\t1\t0\n"
+    );
+}
+
+#[test]
+fn consume_exits_after_the_timeout_without_messages() {
+    let server = TestServer::start();
+    ok(&server, &["declare-queue", "empty"]);
+    let out = ok(
+        &server,
+        &["consume", "--queue", "empty", "--timeout", "0.2"],
+    );
+    assert_eq!(out, "");
+}
+
+#[test]
+fn a_confirmed_publish_to_a_missing_exchange_fails_with_not_found() {
+    let server = TestServer::start();
+    let out = run(
+        &server,
+        &[
+            "publish",
+            "--exchange",
+            "nope",
+            "--routing-key",
+            "k",
+            "--confirm",
+            "m",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: NOT_FOUND - "), "{err}");
+}
+
+#[test]
+fn an_unconfirmed_publish_to_a_missing_exchange_still_reports_not_found() {
+    let server = TestServer::start();
+    let err = fails(
+        &server,
+        &["publish", "--exchange", "nope", "--routing-key", "k", "m"],
+    );
+    assert!(err.starts_with("error: NOT_FOUND - "), "{err}");
+}
+
+#[test]
+fn purge_and_delete_print_message_counts() {
+    let server = TestServer::start();
+    ok(&server, &["declare-queue", "q"]);
+    ok(
+        &server,
+        &["publish", "--routing-key", "q", "--confirm", "first"],
+    );
+    ok(&server, &["publish", "--routing-key", "q", "second"]);
+    assert_eq!(ok(&server, &["purge", "q"]), "2\n");
+    ok(
+        &server,
+        &["publish", "--routing-key", "q", "--confirm", "third"],
+    );
+    assert_eq!(ok(&server, &["delete-queue", "q"]), "1\n");
+    let err = fails(&server, &["declare-queue", "q", "--passive"]);
+    assert!(err.starts_with("error: NOT_FOUND"), "{err}");
+}
+
+#[test]
+fn exchanges_are_declared_and_deleted() {
+    let server = TestServer::start();
+    ok(
+        &server,
+        &["declare-exchange", "logs", "--type", "fanout", "--durable"],
+    );
+    ok(&server, &["delete-exchange", "logs"]);
+    let err = fails(
+        &server,
+        &["declare-exchange", "bad", "--type", "no-such-type"],
+    );
+    assert!(err.starts_with("error: PRECONDITION_FAILED"), "{err}");
+}
+
+#[test]
+fn headers_and_persistence_reach_the_message() {
+    let server = TestServer::start();
+    ok(&server, &["declare-queue", "q", "--durable"]);
+    ok(
+        &server,
+        &[
+            "publish",
+            "--routing-key",
+            "q",
+            "--persistent",
+            "--confirm",
+            "--header",
+            "attempt=3",
+            "--header",
+            "tenant=acme",
+            "body",
+        ],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got = rt.block_on(async {
+        let client = Client::connect(ConnectOptions::new(server.addr.to_string()))
+            .await
+            .unwrap();
+        client.get("q", true).await.unwrap().expect("a message")
+    });
+    let p = &got.delivery.properties;
+    assert!(p.is_persistent());
+    let headers = p.headers.as_ref().expect("headers");
+    assert_eq!(headers.get("attempt"), Some(&FieldValue::Int(3)));
+    assert_eq!(headers.get("tenant"), Some(&FieldValue::Str("acme".into())));
+    assert_eq!(&got.delivery.body[..], b"body");
+}
+
+#[test]
+fn wrong_credentials_exit_with_access_refused() {
+    let server = TestServer::start();
+    let err = fails(&server, &["--password", "nope", "declare-queue", "q"]);
+    assert!(err.starts_with("error: ACCESS_REFUSED"), "{err}");
+}
+
+#[test]
+fn hash_password_prints_a_phc_string_from_an_argument_or_stdin() {
+    let server = TestServer::start();
+    let from_arg = ok(&server, &["hash-password", "s3cret"]);
+    assert!(from_arg.starts_with("$pbkdf2-sha256$"), "{from_arg}");
+    assert!(
+        actormq::server::auth::verify_password("s3cret", from_arg.trim_end()),
+        "{from_arg}"
+    );
+    let from_stdin = ok_with(&server, &["hash-password"], Some("s3cret\n"));
+    assert!(
+        actormq::server::auth::verify_password("s3cret", from_stdin.trim_end()),
+        "{from_stdin}"
+    );
+}
+
+#[test]
+fn serve_with_a_missing_config_file_fails_naming_it() {
+    let server = TestServer::start();
+    let err = fails(&server, &["serve", "--config", "/nonexistent/actormq.toml"]);
+    assert!(err.contains("/nonexistent/actormq.toml"), "{err}");
+}
+
+#[test]
+fn no_subcommand_serves_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "error")
+        .env("ACTORMQ__SERVER__BIND", "127.0.0.1:0")
+        .env("ACTORMQ__BROKER__WORKERS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // It says where it listens once it is ready.
+    let addr = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| l.unwrap())
+        .find_map(|l| l.strip_prefix("actormq listening on ").map(str::to_string))
+        .expect("the listening line");
+    let out = Command::new(BIN)
+        .args(["--server", &addr, "declare-queue", "served"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
+}
