@@ -67,6 +67,9 @@ pub struct BrokerSettings {
     pub consumer_window: u32,
     /// Publish batches one connection or session may have in flight.
     pub publish_window: usize,
+    /// Ready messages above which a queue that has consumers slows its publishers to
+    /// the consumers' pace (its answers to publishes wait); 0 = never.
+    pub queue_flow_threshold: usize,
 }
 
 impl Default for BrokerSettings {
@@ -77,6 +80,7 @@ impl Default for BrokerSettings {
             vhosts: vec!["/".to_string()],
             consumer_window: 1000,
             publish_window: 16,
+            queue_flow_threshold: 20_000,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct BrokerContext {
     pub consumer_window: u32,
     /// Publish batches one publisher may have in flight.
     pub publish_window: usize,
+    /// Backlog (ready messages) above which a queue with consumers slows publishers.
+    pub queue_flow_threshold: usize,
 }
 
 impl BrokerContext {
@@ -42,6 +44,7 @@ impl BrokerContext {
         gauge: Arc<MemoryGauge>,
         consumer_window: u32,
         publish_window: usize,
+        queue_flow_threshold: usize,
     ) -> Self {
         assert!(!arbiters.is_empty(), "at least one worker arbiter");
         BrokerContext {
@@ -53,6 +56,7 @@ impl BrokerContext {
             incarnation: AtomicU64::new(1),
             consumer_window,
             publish_window,
+            queue_flow_threshold,
         }
     }
 

@@ -262,7 +262,7 @@ pub struct Deliver {
 /// Transport credit held by a consumer for one delivered batch; dropping it tells the
 /// queue the consumer can take that many more.
 pub struct Credit {
-    pub(crate) queue: Option<Recipient<ReturnCredit>>,
+    pub(crate) queue: Option<QueueHandle>,
     pub(crate) consumer: u64,
     pub(crate) amount: u32,
 }
@@ -288,12 +288,9 @@ impl Drop for Credit {
     fn drop(&mut self) {
         if let Some(q) = self.queue.take() {
             if self.amount > 0 {
-                // do_send: a tiny control message; the queue may have stopped, in which
-                // case there is nobody left to credit.
-                q.do_send(ReturnCredit {
-                    consumer: self.consumer,
-                    amount: self.amount,
-                });
+                // The fast lane: the queue may have stopped, in which case there is
+                // nobody left to credit.
+                q.return_credit(self.consumer, self.amount);
             }
         }
     }

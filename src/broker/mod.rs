@@ -160,6 +160,7 @@ impl BrokerBuilder {
                         gauge,
                         settings.consumer_window,
                         settings.publish_window,
+                        settings.queue_flow_threshold,
                     ));
                     let vhosts: HashMap<String, Addr<Registry>> = settings
                         .vhosts

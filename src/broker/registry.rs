@@ -194,7 +194,7 @@ impl Registry {
         }
         if spec.name.is_empty() || !valid_name(&spec.name) {
             return Err(BrokerError::precondition(format!(
-                "invalid exchange name '{}': 1-255 characters of letters, digits, '-', '_', '.', ':'",
+                "invalid exchange name '{}': 1-255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
                 spec.name
             )));
         }
@@ -359,7 +359,7 @@ impl Handler<DeleteExchange> for Registry {
                     msg.name
                 )));
             }
-            self.exchange(&msg.name)?;
+            // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
             if msg.if_unused && self.bindings.iter().any(|b| b.exchange == msg.name) {
                 return Err(BrokerError::precondition(format!(
                     "exchange '{}' in vhost '{}' in use: it has bindings",
@@ -412,7 +412,7 @@ impl Handler<DeclareQueue> for Registry {
                 )));
             } else if !valid_name(&spec.name) {
                 return Err(BrokerError::precondition(format!(
-                    "invalid queue name '{}': at most 255 characters of letters, digits, '-', '_', '.', ':'",
+                    "invalid queue name '{}': at most 255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
                     spec.name
                 )));
             }
@@ -427,6 +427,7 @@ impl Handler<DeclareQueue> for Registry {
                 spec.auto_delete,
                 self.ctx.gauge.clone(),
                 ctx.address().recipient(),
+                self.ctx.queue_flow_threshold,
             );
             // Every queue is bound to the default exchange by its name.
             let default = self.exchanges.get("").expect("default exchange").clone();
@@ -592,6 +593,11 @@ impl Handler<Unbind> for Registry {
                     self.queue_for(q, b.owner)?;
                 }
                 BindTarget::Exchange(x) => {
+                    if x.is_empty() {
+                        return Err(BrokerError::access_refused(
+                            "operation not permitted on the default exchange",
+                        ));
+                    }
                     self.exchange(x)?;
                 }
             }

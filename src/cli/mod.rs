@@ -63,10 +63,18 @@ fn perf(
     let options = actormq::client::ConnectOptions::new(server)
         .credentials(user, password)
         .vhost(vhost);
-    // One thread: the load generator must stay lean beside the broker on few cores.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // One thread by default: the load generator must stay lean beside the broker on
+    // few cores.
+    let rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
     let json = args.json;
     let report = rt.block_on(actormq::perf::run(args, options))?;
     if json {

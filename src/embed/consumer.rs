@@ -2,8 +2,7 @@
 //! queue needs a `Recipient`; the application needs a `Stream`).
 
 use crate::broker::messages::{
-    Cancel, Consume, ConsumeOptions, ConsumerCancelled, Credit, Deliver, Delivery, OwnerId, Settle,
-    Settlement,
+    Consume, ConsumeOptions, ConsumerCancelled, Credit, Deliver, Delivery, OwnerId, Settlement,
 };
 use crate::broker::queue::QueueHandle;
 use crate::error::BrokerError;
@@ -53,11 +52,7 @@ impl Received {
     fn settle(self, settlement: Settlement) {
         if !self.auto_ack {
             // do_send: a settlement only frees credit; nothing to wait for.
-            self.queue.addr().do_send(Settle {
-                owner: self.owner,
-                ids: vec![self.id],
-                settlement,
-            });
+            self.queue.settle(self.owner, vec![self.id], settlement);
         }
     }
 
@@ -93,11 +88,11 @@ fn requeue(queue: &QueueHandle, owner: OwnerId, auto_ack: bool, deliveries: Vec<
         return;
     }
     // do_send: a settlement only frees credit; nothing to wait for.
-    queue.addr().do_send(Settle {
+    queue.settle(
         owner,
-        ids: deliveries.iter().map(|d| d.id).collect(),
-        settlement: Settlement::Requeue,
-    });
+        deliveries.iter().map(|d| d.id).collect(),
+        Settlement::Requeue,
+    );
 }
 
 /// Forwards deliveries from the queue into the consumer's channel.
@@ -265,10 +260,7 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         // Cancel first: the queue then dispatches nothing more to this consumer, and the
         // requeues below (sent after it, from this thread) cannot bounce back here.
-        self.queue.addr().do_send(Cancel {
-            tag: self.tag.to_string(),
-            owner: self.owner,
-        });
+        drop(self.queue.cancel(self.owner, &self.tag));
         // Deliveries received but never handed out would otherwise stay unacked, with
         // nobody able to settle them, until the session drops. Closing the channel first
         // makes the bridge requeue whatever arrives from now on itself; the bridge is not

@@ -410,21 +410,14 @@ impl Session {
     /// Cancels a consumer made by [`Session::subscribe`].
     pub async fn cancel(&self, queue: &str, tag: &str) -> Result<(), BrokerError> {
         let q = self.lookup_queue(queue).await?;
-        q.addr()
-            .send(Cancel {
-                tag: tag.to_string(),
-                owner: self.owner,
-            })
-            .await?
+        // In order with this session's settlements (the queue's fast lane).
+        let _ = q.cancel(self.owner, tag).await;
+        Ok(())
     }
 
     /// Settles deliveries received by an application actor through [`Session::subscribe`].
     pub fn settle(&self, queue: &QueueHandle, ids: Vec<u64>, settlement: Settlement) {
-        queue.addr().do_send(Settle {
-            owner: self.owner,
-            ids,
-            settlement,
-        });
+        queue.settle(self.owner, ids, settlement);
     }
 
     /// Pulls one message from `queue`, if there is one.
@@ -452,7 +445,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         for q in self.touched.lock().expect("poisoned").drain(..) {
-            q.addr().do_send(Release(self.owner));
+            q.release(self.owner);
         }
         self.registry.do_send(OwnerGone(self.owner));
     }

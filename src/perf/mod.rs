@@ -93,6 +93,9 @@ pub struct PerfArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Threads of the load generator's runtime (1 = current-thread, the leanest).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Prefix of the exchange and queue names the tool declares.
     #[arg(long, default_value = "perf")]
     pub prefix: String,
@@ -322,6 +325,9 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
     let mut producers = Vec::new();
     for p in 0..args.producers {
         let mut opts = connect.clone();
+        // A small client-side buffer: what is measured is the broker, not a queue of
+        // frames waiting in this process.
+        opts.max_write_buffer = 256 * 1024;
         opts.confirms = args.confirm;
         opts.max_unconfirmed = args.confirm_window.max(1);
         let client = Client::connect(opts).await?;

@@ -482,6 +482,20 @@ fn value_len(b: &[u8], depth: usize) -> Option<usize> {
     }
 }
 
+/// The id of a request frame whose operation could not be decoded (an unknown
+/// operation), so the error can name it.
+pub fn request_id(body: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    enum Only {
+        #[serde(rename = "request")]
+        Request(u64, serde::de::IgnoredAny),
+    }
+    match rmp_serde::from_slice::<Only>(body) {
+        Ok(Only::Request(id, _)) => Some(id),
+        Err(_) => None,
+    }
+}
+
 /// Decodes a client frame body.
 pub fn decode_client(body: &[u8]) -> Result<ClientFrame<'_>, DecodeError> {
     decode(body)
@@ -768,6 +782,21 @@ mod tests {
             decode_client(&[0x01, 0x02]).unwrap_err().code,
             ErrorCode::BadFrame
         );
+    }
+
+    #[test]
+    fn the_id_of_a_request_with_an_unknown_operation_is_readable() {
+        // {"request": [42, {"explode": []}]}
+        let body = [
+            0x81, 0xa7, b'r', b'e', b'q', b'u', b'e', b's', b't', 0x92, 42, 0x81, 0xa7, b'e', b'x',
+            b'p', b'l', b'o', b'd', b'e', 0x90,
+        ];
+        assert_eq!(
+            decode_client(&body).unwrap_err().code,
+            ErrorCode::UnknownOperation
+        );
+        assert_eq!(request_id(&body), Some(42));
+        assert_eq!(request_id(&[0xc0]), None);
     }
 
     #[test]

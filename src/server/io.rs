@@ -27,6 +27,8 @@ pub struct Flow {
     pub max_queued: usize,
     /// Woken when `inflight` or `queued_bytes` fall.
     pub notify: Notify,
+    /// True while the reader waits for room (heartbeat checks are suspended).
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 impl Flow {
@@ -38,6 +40,7 @@ impl Flow {
             queued_bytes: AtomicUsize::new(0),
             max_queued,
             notify: Notify::new(),
+            paused: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -64,6 +67,18 @@ impl Flow {
         self.inflight.fetch_sub(1, Ordering::AcqRel);
         self.notify.notify_waiters();
     }
+}
+
+/// A write that makes no progress for this long means the peer stopped reading: the
+/// connection is dropped rather than held open forever.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes all of `bytes`; false on error or stall.
+async fn write(half: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_STALL, half.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// What the writer task receives.
@@ -115,7 +130,7 @@ pub fn spawn_writer(mut half: OwnedWriteHalf, flow: std::sync::Arc<Flow>) -> Wri
                         if batch.is_empty() && bytes.len() >= 64 * 1024 {
                             // Large chunk: write it as it is, no copy.
                             let n = bytes.len();
-                            if half.write_all(&bytes).await.is_err() {
+                            if !write(&mut half, &bytes).await {
                                 break 'outer;
                             }
                             f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
@@ -133,7 +148,7 @@ pub fn spawn_writer(mut half: OwnedWriteHalf, flow: std::sync::Arc<Flow>) -> Wri
             }
             if !batch.is_empty() {
                 let n = batch.len();
-                if half.write_all(&batch).await.is_err() {
+                if !write(&mut half, &batch).await {
                     break;
                 }
                 batch.clear();
@@ -143,7 +158,7 @@ pub fn spawn_writer(mut half: OwnedWriteHalf, flow: std::sync::Arc<Flow>) -> Wri
             credits.clear();
             f2.notify.notify_waiters();
             if closing {
-                let _ = half.shutdown().await;
+                let _ = tokio::time::timeout(WRITE_STALL, half.shutdown()).await;
                 break;
             }
         }

@@ -1,6 +1,7 @@
 //! The queue actor: wraps [`QueueState`] with memory accounting, delivery to consumer
 //! recipients, and self-deletion.
 
+use super::inbox::{Control, Inbox};
 use super::state::QueueState;
 use super::QueueHandle;
 use crate::broker::memory::MemoryGauge;
@@ -50,7 +51,20 @@ pub struct QueueActor {
     deleted: bool,
     /// The consumer that asked for exclusive access, while attached.
     exclusive_consumer: Option<u64>,
+    /// Acks and credit that skip the mailbox (see [`super::inbox`]).
+    inbox: Arc<Inbox>,
+    /// Open (true) while publishers may go on; closed while consumers are attached and
+    /// the backlog is above `flow_threshold` (Enqueue answers wait for it to reopen).
+    flow: tokio::sync::watch::Sender<bool>,
+    /// Ready messages above which, with consumers attached, publishers are slowed
+    /// (`broker.queue_flow_threshold`; 0 = never).
+    flow_threshold: usize,
 }
+
+/// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Wake;
 
 impl QueueActor {
     /// Starts a queue actor on `arbiter`.
@@ -62,8 +76,11 @@ impl QueueActor {
         auto_delete: bool,
         gauge: Arc<MemoryGauge>,
         registry: Recipient<QueueGone>,
+        flow_threshold: usize,
     ) -> QueueHandle {
         let n2 = name.clone();
+        let inbox = Arc::new(Inbox::default());
+        let i2 = inbox.clone();
         let addr = QueueActor::start_in_arbiter(arbiter, move |_| QueueActor {
             name: n2,
             vhost,
@@ -77,8 +94,83 @@ impl QueueActor {
             tag_seq: 0,
             deleted: false,
             exclusive_consumer: None,
+            inbox: i2,
+            flow: tokio::sync::watch::channel(true).0,
+            flow_threshold,
         });
-        QueueHandle::new(name, addr)
+        QueueHandle::new(name, addr, inbox)
+    }
+
+    fn flow_should_close(&self) -> bool {
+        self.flow_threshold > 0
+            && !self.state.consumers().is_empty()
+            && self.state.ready_len() >= self.flow_threshold
+    }
+
+    /// Reopens the flow once the backlog is down to half the threshold, the consumers
+    /// are gone, or the queue is deleted.
+    fn update_flow(&mut self) {
+        if *self.flow.borrow() {
+            return;
+        }
+        if self.deleted
+            || self.state.consumers().is_empty()
+            || self.state.ready_len() <= self.flow_threshold / 2
+        {
+            self.flow.send_replace(true);
+        }
+    }
+
+    /// Applies the acks, credit, cancels and releases waiting in the inbox; true if
+    /// there were any.
+    fn drain_inbox(&mut self, ctx: &mut Context<Self>) -> bool {
+        let items = self.inbox.take();
+        if items.is_empty() {
+            return false;
+        }
+        let mut released = 0;
+        let mut detached = false;
+        for item in items {
+            match item {
+                Control::Settle {
+                    owner,
+                    ids,
+                    settlement,
+                } => match self
+                    .state
+                    .settle(owner, &ids, settlement == Settlement::Requeue)
+                {
+                    Ok(bytes) => released += bytes,
+                    Err(unknown) => {
+                        tracing::warn!(queue = %self.name, ids = ?unknown.0, "settlement names deliveries this owner does not hold");
+                    }
+                },
+                Control::Credit { consumer, amount } => self.state.return_credit(consumer, amount),
+                Control::Cancel { owner, tag, done } => {
+                    let id = self
+                        .state
+                        .consumers()
+                        .iter()
+                        .find(|c| c.owner == owner && *c.tag == *tag)
+                        .map(|c| c.id);
+                    if let Some(id) = id {
+                        self.state.remove_consumer(id);
+                        detached = true;
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                Control::Release(owner) => {
+                    detached |= !self.state.release(owner).is_empty();
+                }
+            }
+        }
+        self.gauge.sub(released);
+        if detached {
+            self.maybe_auto_delete(ctx);
+        }
+        true
     }
 
     fn not_found(&self) -> BrokerError {
@@ -88,6 +180,11 @@ impl QueueActor {
     /// Hands ready messages to consumers with credit. Does at most one chunk now and
     /// schedules the rest after a yield.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        self.dispatch_ready(ctx);
+        self.update_flow();
+    }
+
+    fn dispatch_ready(&mut self, ctx: &mut Context<Self>) {
         if self.deleted {
             return;
         }
@@ -112,7 +209,7 @@ impl QueueActor {
                         .sum::<usize>();
                 }
                 let credit = Credit {
-                    queue: Some(ctx.address().recipient()),
+                    queue: self.handle.clone(),
                     consumer: slot.id,
                     amount: deliveries.len() as u32,
                 };
@@ -178,6 +275,7 @@ impl QueueActor {
             }
         }
         self.state = QueueState::new();
+        self.flow.send_replace(true);
         self.registry.do_send(QueueGone {
             name: self.name.clone(),
             incarnation: self.incarnation,
@@ -193,7 +291,11 @@ impl Actor for QueueActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Publishers' windows and consumers' credit bound the traffic, not the mailbox.
         ctx.set_mailbox_capacity(crate::broker::MAILBOX_CAPACITY);
-        self.handle = Some(QueueHandle::new(self.name.clone(), ctx.address()));
+        self.handle = Some(QueueHandle::new(
+            self.name.clone(),
+            ctx.address(),
+            self.inbox.clone(),
+        ));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -205,11 +307,13 @@ impl Actor for QueueActor {
 }
 
 impl Handler<Enqueue> for QueueActor {
-    type Result = Result<(), BrokerError>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+        self.drain_inbox(ctx);
         if self.deleted {
-            return Err(self.not_found());
+            let e = self.not_found();
+            return Box::pin(async move { Err(e) });
         }
         let mut added = 0;
         for m in msg.messages {
@@ -217,7 +321,19 @@ impl Handler<Enqueue> for QueueActor {
         }
         self.gauge.add(added);
         self.dispatch(ctx);
-        Ok(())
+        if self.flow_should_close() {
+            // The answer (and with it the publisher's window) waits until the
+            // consumers have brought the backlog down: a fast producer is slowed to
+            // what the consumers take, instead of the broker filling up.
+            self.flow
+                .send_if_modified(|open| std::mem::replace(open, false));
+            let mut rx = self.flow.subscribe();
+            return Box::pin(async move {
+                let _ = rx.wait_for(|open| *open).await;
+                Ok(())
+            });
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -225,6 +341,7 @@ impl Handler<Consume> for QueueActor {
     type Result = Result<Arc<str>, BrokerError>;
 
     fn handle(&mut self, msg: Consume, ctx: &mut Self::Context) -> Self::Result {
+        self.drain_inbox(ctx);
         if self.deleted {
             return Err(self.not_found());
         }
@@ -284,6 +401,7 @@ impl Handler<Cancel> for QueueActor {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        self.drain_inbox(ctx);
         let id = self
             .state
             .consumers()
@@ -303,6 +421,7 @@ impl Handler<Settle> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) {
+        self.drain_inbox(ctx);
         let requeue = msg.settlement == Settlement::Requeue;
         match self.state.settle(msg.owner, &msg.ids, requeue) {
             Ok(released) => self.gauge.sub(released),
@@ -317,7 +436,10 @@ impl Handler<Settle> for QueueActor {
 impl Handler<Get> for QueueActor {
     type Result = Result<Option<(Delivery, u64)>, BrokerError>;
 
-    fn handle(&mut self, msg: Get, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
+        if self.drain_inbox(ctx) {
+            self.dispatch(ctx);
+        }
         if self.deleted {
             return Err(self.not_found());
         }
@@ -335,6 +457,7 @@ impl Handler<Release> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
+        self.drain_inbox(ctx);
         let removed = self.state.release(msg.0);
         if !removed.is_empty() && self.maybe_auto_delete(ctx) {
             return;
@@ -347,6 +470,7 @@ impl Handler<ReturnCredit> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReturnCredit, ctx: &mut Self::Context) {
+        self.drain_inbox(ctx);
         self.state.return_credit(msg.consumer, msg.amount);
         self.dispatch(ctx);
     }
@@ -355,7 +479,10 @@ impl Handler<ReturnCredit> for QueueActor {
 impl Handler<GetStats> for QueueActor {
     type Result = MessageResult<GetStats>;
 
-    fn handle(&mut self, _msg: GetStats, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: GetStats, ctx: &mut Self::Context) -> Self::Result {
+        if self.drain_inbox(ctx) {
+            self.dispatch(ctx);
+        }
         MessageResult(QueueStats {
             ready: self.state.ready_len() as u64,
             unacked: self.state.unacked_len() as u64,
@@ -373,7 +500,10 @@ pub struct Purge;
 impl Handler<Purge> for QueueActor {
     type Result = Result<u64, BrokerError>;
 
-    fn handle(&mut self, _msg: Purge, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _msg: Purge, ctx: &mut Self::Context) -> Self::Result {
+        if self.drain_inbox(ctx) {
+            self.dispatch(ctx);
+        }
         if self.deleted {
             return Err(self.not_found());
         }
@@ -398,6 +528,7 @@ impl Handler<DeleteSelf> for QueueActor {
     type Result = Result<u64, BrokerError>;
 
     fn handle(&mut self, msg: DeleteSelf, ctx: &mut Self::Context) -> Self::Result {
+        self.drain_inbox(ctx);
         if self.deleted {
             return Err(self.not_found());
         }
@@ -430,6 +561,7 @@ impl Handler<StopQueue> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _msg: StopQueue, ctx: &mut Self::Context) {
+        self.drain_inbox(ctx);
         ctx.stop();
     }
 }
@@ -438,5 +570,15 @@ impl Handler<StopQueue> for QueueActor {
 impl std::fmt::Display for OwnerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "owner#{}", self.0)
+    }
+}
+
+impl Handler<Wake> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Wake, ctx: &mut Self::Context) {
+        if self.drain_inbox(ctx) {
+            self.dispatch(ctx);
+        }
     }
 }

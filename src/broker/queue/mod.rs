@@ -5,13 +5,15 @@
 //! when it deletes itself (auto-delete).
 
 pub mod actor;
+pub mod inbox;
 pub mod state;
 
 pub use actor::QueueActor;
 
-use crate::broker::messages::Enqueue;
+use crate::broker::messages::{Enqueue, OwnerId, Settlement};
 use crate::message::{FieldTable, Message};
 use actix::prelude::*;
+use inbox::{Control, Inbox};
 use std::sync::Arc;
 
 /// The name and settings of a queue, as declared.
@@ -78,13 +80,54 @@ pub struct QueueHandle {
 struct HandleInner {
     name: Arc<str>,
     addr: Addr<QueueActor>,
+    /// Acks and credit, served ahead of the mailbox.
+    inbox: Arc<Inbox>,
 }
 
 impl QueueHandle {
-    pub(crate) fn new(name: Arc<str>, addr: Addr<QueueActor>) -> Self {
+    pub(crate) fn new(name: Arc<str>, addr: Addr<QueueActor>, inbox: Arc<Inbox>) -> Self {
         QueueHandle {
-            inner: Arc::new(HandleInner { name, addr }),
+            inner: Arc::new(HandleInner { name, addr, inbox }),
         }
+    }
+
+    fn control(&self, item: Control) {
+        if self.inner.inbox.push(item) {
+            // do_send: a wake-up with no payload; the inbox holds the work.
+            self.inner.addr.do_send(actor::Wake);
+        }
+    }
+
+    /// Settles deliveries (ack, nack / reject with or without requeue) through the fast
+    /// lane: handled before anything already waiting in the queue's mailbox.
+    pub fn settle(&self, owner: OwnerId, ids: Vec<u64>, settlement: Settlement) {
+        self.control(Control::Settle {
+            owner,
+            ids,
+            settlement,
+        });
+    }
+
+    /// Detaches consumer `tag` of `owner` (in order with the owner's settlements);
+    /// resolves once done (an unknown tag is not an error, as in AMQP).
+    pub fn cancel(&self, owner: OwnerId, tag: &str) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.control(Control::Cancel {
+            owner,
+            tag: tag.to_string(),
+            done: Some(tx),
+        });
+        rx
+    }
+
+    /// The owner went: its consumers are dropped and its unacked deliveries requeued.
+    pub fn release(&self, owner: OwnerId) {
+        self.control(Control::Release(owner));
+    }
+
+    /// Returns transport credit to consumer `consumer` through the fast lane.
+    pub fn return_credit(&self, consumer: u64, amount: u32) {
+        self.control(Control::Credit { consumer, amount });
     }
 
     /// The queue's name.

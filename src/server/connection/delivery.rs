@@ -1,7 +1,7 @@
 //! Deliveries from queues to this connection's consumers, and broker-side cancels.
 
 use super::Connection;
-use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery, Settle, Settlement};
+use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery, Settlement};
 use crate::protocol::wire::{properties_or_none, DeliverFrame, ServerFrame};
 use actix::prelude::*;
 use std::borrow::Cow;
@@ -39,11 +39,7 @@ impl Handler<Deliver> for Connection {
                 if !auto_acked {
                     // Cancelled meanwhile: give unacked deliveries back at once.
                     let ids: Vec<u64> = msg.deliveries.iter().map(|d| d.id).collect();
-                    msg.queue.addr().do_send(Settle {
-                        owner: self.owner,
-                        ids,
-                        settlement: Settlement::Requeue,
-                    });
+                    msg.queue.settle(self.owner, ids, Settlement::Requeue);
                     return;
                 }
                 // Auto-acked ones already left the queue: they are the client's.

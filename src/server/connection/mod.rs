@@ -117,6 +117,10 @@ pub struct Connection {
     span: tracing::Span,
 }
 
+/// Most messages in one `Publish` batch: big enough to amortise the hop, small enough
+/// that no actor works on one batch long while others wait on the same thread.
+const MAX_PUBLISH_BATCH: usize = 256;
+
 /// How many cancelled consumer tags a connection remembers.
 const RECENTLY_CANCELLED: usize = 64;
 
@@ -234,8 +238,10 @@ impl Connection {
                 Ok(f) => f,
                 Err(e) if e.code == ErrorCode::UnknownOperation && self.session.is_some() => {
                     self.send_batch(batch.take(), ctx);
+                    // Name the request when its id can be read, so the client is not
+                    // left waiting for an answer.
                     self.error(
-                        None,
+                        request_id(&raw),
                         &BrokerError::new(ErrorCode::UnknownOperation, e.message),
                     );
                     i += 1;
@@ -278,7 +284,9 @@ impl Connection {
                         );
                         return;
                     }
-                    let same = batch.as_ref().is_some_and(|(x, _)| x.name() == p.exchange);
+                    let same = batch.as_ref().is_some_and(|(x, items)| {
+                        x.name() == p.exchange && items.len() < MAX_PUBLISH_BATCH
+                    });
                     if !same {
                         self.send_batch(batch.take(), ctx);
                         match self.cached_exchange(p.exchange) {
@@ -293,6 +301,19 @@ impl Connection {
                                 self.lookup_then_continue(p.exchange.to_string(), frames, i, ctx);
                                 return;
                             }
+                        }
+                    }
+                    if let Some(uid) = p.properties.as_ref().and_then(|pr| pr.user_id.as_deref()) {
+                        let user = &self.session.as_ref().expect("open").user;
+                        if uid != user {
+                            // RabbitMQ's rule: user_id must be the authenticated user.
+                            let e = BrokerError::precondition(format!(
+                                "user_id property set to '{uid}' but authenticated user was '{user}'"
+                            ));
+                            self.send_batch(batch.take(), ctx);
+                            self.refuse_publish(&raw, &e, ctx);
+                            i += 1;
+                            continue;
                         }
                     }
                     let (x, items) = batch.as_mut().expect("batch set above");
@@ -568,6 +589,11 @@ impl Connection {
         let every = self.heartbeat / 2;
         ctx.run_interval(every.max(Duration::from_millis(50)), |act, ctx| {
             let now = Instant::now();
+            if act.flow.paused.load(Ordering::Acquire) {
+                // The broker is not reading this connection (backpressure): its
+                // heartbeats wait unread in the socket, so silence proves nothing.
+                act.last_recv = now;
+            }
             if now.duration_since(act.last_recv) > act.heartbeat * 2 {
                 act.fatal(
                     ErrorCode::HeartbeatTimeout,
@@ -646,11 +672,7 @@ impl Connection {
         };
         for (queue, ids) in by_queue(entries) {
             // do_send: settlements only free credit; nothing to wait for.
-            queue.addr().do_send(Settle {
-                owner: self.owner,
-                ids,
-                settlement,
-            });
+            queue.settle(self.owner, ids, settlement);
         }
     }
 
@@ -725,7 +747,7 @@ impl Actor for Connection {
         // Cancel consumers and requeue every unacked delivery: nothing is lost when a
         // client goes, cleanly or not.
         for q in self.touched.drain(..) {
-            q.addr().do_send(Release(self.owner));
+            q.release(self.owner);
         }
         if let Some(s) = &self.session {
             s.registry.do_send(OwnerGone(self.owner));
@@ -781,10 +803,12 @@ impl Handler<Inbound> for Connection {
         let gauge = self.publisher.then(|| self.shared.broker.memory().clone());
         // The reader waits for this: backpressure reaches the socket here.
         Box::pin(async move {
+            flow.paused.store(true, Ordering::Release);
             flow.ready().await;
             if let Some(g) = gauge {
                 g.wait_unblocked().await;
             }
+            flow.paused.store(false, Ordering::Release);
             true
         })
     }

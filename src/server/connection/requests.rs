@@ -233,13 +233,10 @@ impl Connection {
                 op(
                     id,
                     async move {
-                        queue
-                            .addr()
-                            .send(Cancel {
-                                tag: consumer_tag,
-                                owner,
-                            })
-                            .await?
+                        // Through the queue's fast lane, in order with this
+                        // connection's acks.
+                        let _ = queue.cancel(owner, &consumer_tag).await;
+                        Ok(())
                     },
                     ok(id),
                 )
