@@ -323,7 +323,7 @@ impl Connection {
                         message: Arc::new(Message {
                             exchange: x.name_arc().clone(),
                             routing_key: p.routing_key.to_string(),
-                            properties: p.properties.unwrap_or_default(),
+                            properties: crate::message::Properties::shared(p.properties),
                             body: body_bytes(&raw, p.body),
                         }),
                     });
