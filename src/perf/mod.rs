@@ -9,11 +9,14 @@
 //! broker's pid, its CPU and peak RSS are sampled too, and the tool reports its own CPU
 //! so that a saturated client is visible.
 
+#[cfg(feature = "amqp")]
+mod amqp;
+mod driver;
+mod native;
 mod procstat;
 
-use crate::client::{
-    Client, ClientError, ConnectOptions, ConsumeOptions, PublishOptions, QueueOptions,
-};
+use crate::client::ConnectOptions;
+pub use driver::{Conn, Consumer, Driver, Producer, Received, Topology};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -96,6 +99,10 @@ pub struct PerfArgs {
     /// Threads of the load generator's runtime (1 = current-thread, the leanest).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Measure an AMQP 0-9-1 broker (RabbitMQ) at this URL instead, through lapin, e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (needs the `amqp` cargo feature).
+    #[arg(long)]
+    pub amqp_url: Option<String>,
     /// Prefix of the exchange and queue names the tool declares.
     #[arg(long, default_value = "perf")]
     pub prefix: String,
@@ -180,41 +187,6 @@ fn percentiles(h: &Histogram<u64>) -> Latency {
     }
 }
 
-/// Names of the run's exchange and queues, and the routing key for queue `i`.
-struct Topology {
-    exchange: String,
-    queues: Vec<String>,
-    kind: PerfExchange,
-}
-
-impl Topology {
-    fn new(a: &PerfArgs) -> Self {
-        Topology {
-            exchange: format!("{}.x", a.prefix),
-            queues: (0..a.queues.max(1))
-                .map(|i| format!("{}.q{i}", a.prefix))
-                .collect(),
-            kind: a.exchange_type,
-        }
-    }
-
-    fn binding_key(&self, i: usize) -> String {
-        match self.kind {
-            PerfExchange::Direct => format!("k{i}"),
-            PerfExchange::Fanout => String::new(),
-            PerfExchange::Topic => format!("k{i}.#"),
-        }
-    }
-
-    fn routing_key(&self, i: usize) -> String {
-        match self.kind {
-            PerfExchange::Direct => format!("k{i}"),
-            PerfExchange::Fanout => String::new(),
-            PerfExchange::Topic => format!("k{i}.perf"),
-        }
-    }
-}
-
 /// Waits until `count` reaches what `rate` allows after `elapsed`.
 async fn pace(rate: u64, count: u64, started: Instant) {
     if rate == 0 {
@@ -227,32 +199,25 @@ async fn pace(rate: u64, count: u64, started: Instant) {
     }
 }
 
-/// Runs the workload against the broker at `connect` and reports. Progress lines go
+/// Runs the workload against the actormq broker at `connect` and reports.
+pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, String> {
+    let driver = Arc::new(native::Native::new(connect));
+    run_with(args, driver).await
+}
+
+/// Runs the workload against the AMQP 0-9-1 broker at `url` (RabbitMQ) through lapin.
+#[cfg(feature = "amqp")]
+pub async fn run_amqp(args: PerfArgs, url: String) -> Result<PerfReport, String> {
+    let driver = Arc::new(amqp::Amqp::new(url));
+    run_with(args, driver).await
+}
+
+/// Runs the workload through `driver`, the same way for every broker. Progress lines go
 /// to standard error once a second.
-pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, ClientError> {
+pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfReport, String> {
     let topo = Arc::new(Topology::new(&args));
     let size = args.size.max(8);
-    let setup = Client::connect(connect.clone()).await?;
-    let kind = match args.exchange_type {
-        PerfExchange::Direct => "direct",
-        PerfExchange::Fanout => "fanout",
-        PerfExchange::Topic => "topic",
-    };
-    setup
-        .declare_exchange(&topo.exchange, kind, &Default::default())
-        .await?;
-    for (i, q) in topo.queues.iter().enumerate() {
-        setup.delete_queue(q).await?;
-        let opts = if args.persistent {
-            QueueOptions::durable()
-        } else {
-            QueueOptions::default()
-        };
-        setup.declare_queue(q, &opts).await?;
-        setup
-            .bind_queue(q, &topo.exchange, &topo.binding_key(i), Default::default())
-            .await?;
-    }
+    driver.setup(&topo, args.persistent).await?;
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -266,22 +231,17 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
     let n_conns = args
         .connections
         .unwrap_or(args.consumers)
-        .max(1)
-        .min(args.consumers.max(1));
-    let mut consumer_clients = Vec::new();
+        .clamp(1, args.consumers.max(1));
+    let mut conns = Vec::new();
     for _ in 0..n_conns.min(args.consumers) {
-        consumer_clients.push(Client::connect(connect.clone()).await?);
+        conns.push(driver.connect().await?);
     }
     let mut tasks = Vec::new();
     for c in 0..args.consumers {
-        let client = consumer_clients[c % consumer_clients.len()].clone();
         let queue = topo.queues[c % topo.queues.len()].clone();
-        let opts = ConsumeOptions {
-            prefetch: args.prefetch,
-            no_ack: args.auto_ack,
-            ..Default::default()
-        };
-        let mut consumer = client.consume(&queue, &opts).await?;
+        let mut consumer = conns[c % conns.len()]
+            .consume(&queue, args.prefetch, args.auto_ack)
+            .await?;
         let counters = counters.clone();
         let mut stop_rx = stop_rx.clone();
         let measuring = measuring.clone();
@@ -299,7 +259,7 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
                     _ = stop_rx.wait_for(|s| *s) => break,
                     d = consumer.next() => d,
                 };
-                let Some(Ok(d)) = d else { break };
+                let Some(d) = d else { break };
                 if measuring.load(Ordering::Relaxed) && d.body.len() >= 8 {
                     let sent = u64::from_le_bytes(d.body[..8].try_into().expect("8 bytes"));
                     let now = epoch.elapsed().as_nanos() as u64;
@@ -310,10 +270,10 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
                 if !auto_ack {
                     if multi > 1 {
                         if n % multi == 0 {
-                            let _ = client.ack_multiple(d.delivery_tag);
+                            consumer.ack(d.tag, true);
                         }
                     } else {
-                        let _ = d.ack();
+                        consumer.ack(d.tag, false);
                     }
                 }
                 pace(per_consumer_rate, n, started).await;
@@ -324,13 +284,9 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
 
     let mut producers = Vec::new();
     for p in 0..args.producers {
-        let mut opts = connect.clone();
-        // A small client-side buffer: what is measured is the broker, not a queue of
-        // frames waiting in this process.
-        opts.max_write_buffer = 256 * 1024;
-        opts.confirms = args.confirm;
-        opts.max_unconfirmed = args.confirm_window.max(1);
-        let client = Client::connect(opts).await?;
+        let mut producer = driver
+            .producer(args.confirm, args.confirm_window.max(1))
+            .await?;
         let topo = topo.clone();
         let counters = counters.clone();
         let stop = stop.clone();
@@ -338,13 +294,7 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
         let confirm_latency = confirm_latency.clone();
         let rate = args.rate / args.producers.max(1) as u64;
         let window = args.confirm_window.max(1);
-        let mut publish = PublishOptions {
-            confirm: Some(args.confirm),
-            ..Default::default()
-        };
-        if args.persistent {
-            publish = publish.persistent();
-        }
+        let persistent = args.persistent;
         let keys: Vec<String> = (0..topo.queues.len())
             .map(|i| topo.routing_key(i))
             .collect();
@@ -359,8 +309,8 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
                 let sent = epoch.elapsed().as_nanos() as u64;
                 body[..8].copy_from_slice(&sent.to_le_bytes());
                 k = (k + 1) % keys.len();
-                let confirm = match client
-                    .publish_with(&topo.exchange, &keys[k], &body, &publish)
+                let confirm = match producer
+                    .publish(&topo.exchange, &keys[k], &body, persistent)
                     .await
                 {
                     Ok(c) => c,
@@ -368,15 +318,15 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
                 };
                 n += 1;
                 counters.published.fetch_add(1, Ordering::Relaxed);
-                if publish.confirm == Some(true) {
-                    inflight.push(confirm.map(move |r| (r, sent)));
+                if let Some(confirm) = confirm {
+                    inflight.push(confirm.map(move |ok| (ok, sent)));
                     while inflight.len() >= window {
-                        if let Some((r, at)) = inflight.next().await {
-                            settle(&counters, &measuring, &mut h, r, at, epoch);
+                        if let Some((ok, at)) = inflight.next().await {
+                            settle(&counters, &measuring, &mut h, ok, at, epoch);
                         }
                     }
-                    while let Some(Some((r, at))) = inflight.next().now_or_never() {
-                        settle(&counters, &measuring, &mut h, r, at, epoch);
+                    while let Some(Some((ok, at))) = inflight.next().now_or_never() {
+                        settle(&counters, &measuring, &mut h, ok, at, epoch);
                     }
                 }
                 if n % 128 == 0 {
@@ -384,8 +334,8 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
                 }
                 pace(rate, n, started).await;
             }
-            while let Some((r, at)) = inflight.next().await {
-                settle(&counters, &measuring, &mut h, r, at, epoch);
+            while let Some((ok, at)) = inflight.next().await {
+                settle(&counters, &measuring, &mut h, ok, at, epoch);
             }
             confirm_latency.lock().expect("poisoned").add(&h).ok();
         }));
@@ -394,6 +344,7 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
     // Warm-up, then the measured window with a progress line each second.
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     latency.lock().expect("poisoned").reset();
+    confirm_latency.lock().expect("poisoned").reset();
     measuring.store(true, Ordering::Relaxed);
     let snap = |c: &Counters| {
         (
@@ -420,7 +371,7 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
             }
         }
         let now = snap(&counters);
-        let depth = depth(&setup, &topo).await;
+        let depth = driver.depth(&topo.queues).await;
         eprintln!(
             "t={sec:>3}s published/s {:>9} consumed/s {:>9} depth {:>9}{}",
             now.0 - last.0,
@@ -447,7 +398,7 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
     for t in tasks {
         let _ = t.await;
     }
-    let queue_depth_end = depth(&setup, &topo).await;
+    let queue_depth_end = driver.depth(&topo.queues).await;
     let lat = percentiles(&latency.lock().expect("poisoned"));
     let conf = args
         .confirm
@@ -475,36 +426,19 @@ fn settle(
     counters: &Counters,
     measuring: &AtomicBool,
     h: &mut Histogram<u64>,
-    r: Result<crate::client::Confirmation, ClientError>,
+    ok: bool,
     sent: u64,
     epoch: Instant,
 ) {
-    match r {
-        Ok(c) if c.returned.is_none() => {
-            counters.confirmed.fetch_add(1, Ordering::Relaxed);
-            if measuring.load(Ordering::Relaxed) {
-                let now = epoch.elapsed().as_nanos() as u64;
-                h.saturating_record(now.saturating_sub(sent) / 1000);
-            }
+    if ok {
+        counters.confirmed.fetch_add(1, Ordering::Relaxed);
+        if measuring.load(Ordering::Relaxed) {
+            let now = epoch.elapsed().as_nanos() as u64;
+            h.saturating_record(now.saturating_sub(sent) / 1000);
         }
-        _ => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
+    } else {
+        counters.failed.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-async fn depth(client: &Client, topo: &Topology) -> u64 {
-    let mut total = 0;
-    for q in &topo.queues {
-        let passive = QueueOptions {
-            passive: true,
-            ..Default::default()
-        };
-        if let Ok(info) = client.declare_queue(q, &passive).await {
-            total += info.messages;
-        }
-    }
-    total
 }
 
 impl PerfReport {

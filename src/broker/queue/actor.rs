@@ -68,6 +68,7 @@ pub struct Wake;
 
 impl QueueActor {
     /// Starts a queue actor on `arbiter`.
+    #[allow(clippy::too_many_arguments)] // one call site, in the registry
     pub(crate) fn start_on(
         arbiter: &ArbiterHandle,
         name: Arc<str>,

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: actormq against RabbitMQ on this machine, same tool, same
+# workloads (actormq perf, which speaks AMQP 0-9-1 to RabbitMQ through lapin).
+#
+#   scripts/bench-vs-rabbitmq.sh              # every scenario, 3 rounds, 10 s each
+#   ROUNDS=1 DURATION=5 scripts/bench-vs-rabbitmq.sh 1 5   # quick: scenarios 1 and 5
+#
+# Installs RabbitMQ from Debian's packages when it is missing, starts it bound to
+# loopback only, starts `actormq serve` (release build), runs each scenario against
+# both brokers alternating A B A B, and prints the medians and the ratio
+# actormq / RabbitMQ. Raw JSON reports go to $OUT (default target/bench-vs-rabbitmq).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+OUT=${OUT:-target/bench-vs-rabbitmq}
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(1 1a 2 3 4 5 6 7)
+mkdir -p "$OUT"
+
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "installing rabbitmq-server from Debian's packages..." >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+
+echo "building actormq (release, with the amqp feature for lapin)..." >&2
+cargo build --release --features amqp -q
+BIN=target/release/actormq
+
+# RabbitMQ on loopback only, defaults otherwise (as in ../shared/PEERS.md).
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=rabbit@localhost
+rabbitmqctl -q stop >/dev/null 2>&1 || true
+rabbitmq-server -detached >/dev/null 2>&1
+for _ in $(seq 120); do  # the node registers with epmd a few seconds after -detached
+  rabbitmqctl -q await_startup >/dev/null 2>&1 && break
+  sleep 0.5
+done
+RABBIT_PID=$(pgrep -f 'beam.smp.*rabbit' | head -1)
+
+DATA=$(mktemp -d)
+ACTORMQ_LOG="$OUT/actormq.log"
+RUST_LOG=warn "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
+ACTORMQ_PID=$!
+cleanup() {
+  kill "$ACTORMQ_PID" 2>/dev/null || true
+  rabbitmqctl -q stop >/dev/null 2>&1 || true
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+for _ in $(seq 100); do  # wait for readiness (a request that succeeds), 10 s at most
+  "$BIN" declare-exchange bench.ready --type direct >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+idle_actormq=$(awk '/VmRSS/ {print $2}' /proc/$ACTORMQ_PID/status)
+idle_rabbit=$(awk '/VmRSS/ {print $2}' /proc/$RABBIT_PID/status)
+
+scenario_args() {
+  case "$1" in
+    1)  echo "--producers 1 --consumers 1 --size 16 --prefetch 100" ;;
+    1a) echo "--producers 1 --consumers 1 --size 16 --prefetch 100 --auto-ack" ;;
+    2)  echo "--producers 1 --consumers 1 --size 1024 --prefetch 100" ;;
+    3)  echo "--producers 1 --consumers 4 --queues 4 --exchange-type fanout --size 16 --prefetch 100" ;;
+    4)  echo "--producers 1 --consumers 1 --size 1024 --persistent --confirm --confirm-window 1000 --prefetch 100" ;;
+    5)  echo "--producers 1 --consumers 1 --size 16 --rate 5000 --prefetch 100" ;;
+    6)  echo "--producers 1 --consumers 200 --queues 200 --size 16 --prefetch 100" ;;
+    7)  echo "--producers 1 --consumers 1 --size 16 --prefetch 100 --rate 100000 --consumer-rate 50000" ;;
+  esac
+}
+scenario_name() {
+  case "$1" in
+    1)  echo "1P1C transient 16 B manual ack prefetch 100" ;;
+    1a) echo "1P1C transient 16 B auto-ack" ;;
+    2)  echo "1P1C transient 1 KiB manual ack" ;;
+    3)  echo "fanout to 4 queues, 4 consumers, 16 B" ;;
+    4)  echo "durable, persistent 1 KiB, confirms (1000 outstanding)" ;;
+    5)  echo "latency at 5000 msg/s, 16 B" ;;
+    6)  echo "200 consumer connections on own queues + 1 publisher" ;;
+    7)  echo "consumer at half the producer's rate (30 s)" ;;
+  esac
+}
+
+for s in "${SCENARIOS[@]}"; do
+  args=$(scenario_args "$s")
+  dur=$DURATION; [ "$s" = 7 ] && dur=30
+  for r in $(seq "$ROUNDS"); do
+    echo "scenario $s round $r: actormq" >&2
+    "$BIN" perf $args --duration "$dur" --broker-pid "$ACTORMQ_PID" --json --prefix "bench$s" \
+      >"$OUT/s$s-actormq-$r.json" 2>"$OUT/s$s-actormq-$r.log"
+    echo "scenario $s round $r: rabbitmq" >&2
+    "$BIN" perf $args --duration "$dur" --broker-pid "$RABBIT_PID" --json --prefix "bench$s" \
+      --amqp-url "amqp://guest:guest@127.0.0.1:5672/%2f" \
+      >"$OUT/s$s-rabbitmq-$r.json" 2>"$OUT/s$s-rabbitmq-$r.log"
+  done
+done
+
+python3 - "$OUT" "$idle_actormq" "$idle_rabbit" "${SCENARIOS[@]}" <<'PY'
+import json, statistics, sys, glob, os
+out, idle_a, idle_r, scen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+def load(s, who):
+    return [json.load(open(f)) for f in sorted(glob.glob(f"{out}/s{s}-{who}-*.json"))]
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+def fmt(x, unit=""):
+    if x is None: return "-"
+    return f"{x:,.0f}{unit}"
+rows = []
+for s in scen:
+    a, r = load(s, "actormq"), load(s, "rabbitmq")
+    if not a or not r: continue
+    metrics = [("consumed/s", lambda j: j["consumed_per_sec"], True)]
+    if s == "4": metrics = [("confirmed/s", lambda j: j["confirmed_per_sec"], True)]
+    if s == "5": metrics = [("p50 µs", lambda j: j["latency_us"]["p50"], False),
+                            ("p99 µs", lambda j: j["latency_us"]["p99"], False),
+                            ("p99.9 µs", lambda j: j["latency_us"]["p999"], False)]
+    if s in ("6", "7"): metrics.append(("peak RSS MiB", lambda j: (j["broker_peak_rss"] or 0) / 1048576, False))
+    if s == "7": metrics.append(("depth at end", lambda j: j["queue_depth_end"], False))
+    for name, f, higher_better in metrics:
+        ma, mr = med([f(j) for j in a]), med([f(j) for j in r])
+        ratio = (ma / mr) if (ma is not None and mr) else None
+        rows.append((s, name, ma, mr, ratio))
+print(f"\nactormq vs RabbitMQ, medians of rounds, {os.uname().nodename}, {os.cpu_count()} cores")
+print(f"{'sc':<3} {'metric':<14} {'actormq':>14} {'RabbitMQ':>14} {'ratio':>8}")
+for s, name, ma, mr, ratio in rows:
+    print(f"{s:<3} {name:<14} {fmt(ma):>14} {fmt(mr):>14} {('%.2fx' % ratio) if ratio else '-':>8}")
+print(f"idle RSS: actormq {idle_a/1024:.1f} MiB, RabbitMQ {idle_r/1024:.1f} MiB")
+PY

@@ -1,0 +1,245 @@
+//! The perf driver for an AMQP 0-9-1 broker (RabbitMQ), through the lapin client, so
+//! that `actormq perf` measures both brokers with the same workload and the same
+//! accounting. Built with `--features amqp` only.
+
+use super::driver::{BoxFuture, Conn, Consumer, Driver, Producer, Received, Topology};
+use super::PerfExchange;
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+
+/// The AMQP broker at `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
+pub struct Amqp {
+    url: String,
+}
+
+impl Amqp {
+    /// A driver for the broker at `url`.
+    pub fn new(url: String) -> Self {
+        Amqp { url }
+    }
+
+    async fn channel(&self) -> Result<(Connection, Channel), String> {
+        let conn = Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+        Ok((conn, ch))
+    }
+}
+
+fn err(e: lapin::Error) -> String {
+    e.to_string()
+}
+
+impl Driver for Amqp {
+    type Conn = AmqpConn;
+    type Producer = AmqpProducer;
+
+    fn setup<'a>(&'a self, topo: &'a Topology, durable: bool) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (conn, ch) = self.channel().await?;
+            let kind = match topo.kind {
+                PerfExchange::Direct => ExchangeKind::Direct,
+                PerfExchange::Fanout => ExchangeKind::Fanout,
+                PerfExchange::Topic => ExchangeKind::Topic,
+            };
+            ch.exchange_declare(
+                topo.exchange.as_str().into(),
+                kind,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(err)?;
+            for (i, q) in topo.queues.iter().enumerate() {
+                ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                    .map_err(err)?;
+                let opts = QueueDeclareOptions {
+                    durable,
+                    ..Default::default()
+                };
+                ch.queue_declare(q.as_str().into(), opts, FieldTable::default())
+                    .await
+                    .map_err(err)?;
+                ch.queue_bind(
+                    q.as_str().into(),
+                    topo.exchange.as_str().into(),
+                    topo.binding_key(i).as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(err)?;
+            }
+            let _ = conn.close(200, "setup done".into()).await;
+            Ok(())
+        })
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<AmqpConn, String>> {
+        Box::pin(async move {
+            let conn = Connection::connect(&self.url, ConnectionProperties::default())
+                .await
+                .map_err(err)?;
+            Ok(AmqpConn { conn })
+        })
+    }
+
+    fn producer(
+        &self,
+        confirm: bool,
+        _window: usize,
+    ) -> BoxFuture<'_, Result<AmqpProducer, String>> {
+        Box::pin(async move {
+            let (conn, ch) = self.channel().await?;
+            if confirm {
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(err)?;
+            }
+            Ok(AmqpProducer {
+                _conn: conn,
+                ch,
+                confirm,
+            })
+        })
+    }
+
+    fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64> {
+        Box::pin(async move {
+            let Ok((conn, ch)) = self.channel().await else {
+                return 0;
+            };
+            let mut total = 0;
+            for q in queues {
+                let opts = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                if let Ok(info) = ch
+                    .queue_declare(q.as_str().into(), opts, FieldTable::default())
+                    .await
+                {
+                    total += info.message_count() as u64;
+                }
+            }
+            let _ = conn.close(200, "depth read".into()).await;
+            total
+        })
+    }
+}
+
+/// A connection consumers are opened on (one channel each).
+pub struct AmqpConn {
+    conn: Connection,
+}
+
+impl Conn for AmqpConn {
+    type Consumer = AmqpConsumer;
+
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        prefetch: u32,
+        auto_ack: bool,
+    ) -> BoxFuture<'a, Result<AmqpConsumer, String>> {
+        Box::pin(async move {
+            let ch = self.conn.create_channel().await.map_err(err)?;
+            if !auto_ack {
+                ch.basic_qos(
+                    prefetch.min(u16::MAX as u32) as u16,
+                    BasicQosOptions::default(),
+                )
+                .await
+                .map_err(err)?;
+            }
+            let consumer = ch
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        no_ack: auto_ack,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(err)?;
+            Ok(AmqpConsumer { ch, consumer })
+        })
+    }
+}
+
+/// A publishing channel.
+pub struct AmqpProducer {
+    _conn: Connection,
+    ch: Channel,
+    confirm: bool,
+}
+
+impl Producer for AmqpProducer {
+    fn publish<'a>(
+        &'a mut self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        body: &'a [u8],
+        persistent: bool,
+    ) -> BoxFuture<'a, Result<Option<BoxFuture<'static, bool>>, String>> {
+        Box::pin(async move {
+            let props = if persistent {
+                BasicProperties::default().with_delivery_mode(2)
+            } else {
+                BasicProperties::default()
+            };
+            let confirm = self
+                .ch
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await
+                .map_err(err)?;
+            Ok(self.confirm.then(|| {
+                confirm
+                    .map(|r| matches!(r, Ok(Confirmation::Ack(None))))
+                    .boxed()
+            }))
+        })
+    }
+}
+
+/// A consumer on its own channel.
+pub struct AmqpConsumer {
+    ch: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Consumer for AmqpConsumer {
+    fn next(&mut self) -> BoxFuture<'_, Option<Received>> {
+        Box::pin(async move {
+            match self.consumer.next().await {
+                Some(Ok(d)) => Some(Received {
+                    body: bytes::Bytes::from(d.data),
+                    tag: d.delivery_tag,
+                }),
+                _ => None,
+            }
+        })
+    }
+
+    fn ack(&mut self, tag: u64, multiple: bool) {
+        // Fire and forget, like the native driver's acks: the ack is queued at once.
+        let ch = self.ch.clone();
+        tokio::spawn(async move {
+            let _ = ch.basic_ack(tag, BasicAckOptions { multiple }).await;
+        });
+    }
+}

@@ -1,0 +1,124 @@
+//! What the load generator needs from a broker, so one orchestration measures actormq
+//! and an AMQP 0-9-1 broker (RabbitMQ) the same way: set up the topology, open
+//! connections, publish with or without confirms, consume with acks, read queue depth.
+
+use super::{PerfArgs, PerfExchange};
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed, `Send` future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The exchange and queues of a run, and the keys that route to each queue.
+pub struct Topology {
+    /// The exchange published to.
+    pub exchange: String,
+    /// The queues bound to it.
+    pub queues: Vec<String>,
+    /// The exchange type.
+    pub kind: PerfExchange,
+}
+
+impl Topology {
+    /// Names from the run's options.
+    pub fn new(a: &PerfArgs) -> Self {
+        Topology {
+            exchange: format!("{}.x", a.prefix),
+            queues: (0..a.queues.max(1))
+                .map(|i| format!("{}.q{i}", a.prefix))
+                .collect(),
+            kind: a.exchange_type,
+        }
+    }
+
+    /// The exchange type's name.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            PerfExchange::Direct => "direct",
+            PerfExchange::Fanout => "fanout",
+            PerfExchange::Topic => "topic",
+        }
+    }
+
+    /// The binding key of queue `i`.
+    pub fn binding_key(&self, i: usize) -> String {
+        match self.kind {
+            PerfExchange::Direct => format!("k{i}"),
+            PerfExchange::Fanout => String::new(),
+            PerfExchange::Topic => format!("k{i}.#"),
+        }
+    }
+
+    /// A routing key that reaches queue `i`.
+    pub fn routing_key(&self, i: usize) -> String {
+        match self.kind {
+            PerfExchange::Direct => format!("k{i}"),
+            PerfExchange::Fanout => String::new(),
+            PerfExchange::Topic => format!("k{i}.perf"),
+        }
+    }
+}
+
+/// One delivery as the load generator sees it.
+pub struct Received {
+    /// The body (the first 8 bytes are the send time).
+    pub body: Bytes,
+    /// The delivery tag, to ack with.
+    pub tag: u64,
+}
+
+/// A broker to load.
+pub trait Driver: Send + Sync + 'static {
+    /// A connection that consumers share.
+    type Conn: Conn;
+    /// A publishing connection.
+    type Producer: Producer;
+
+    /// Declares the exchange, (re)creates the queues empty, binds them.
+    fn setup<'a>(&'a self, topo: &'a Topology, durable: bool) -> BoxFuture<'a, Result<(), String>>;
+    /// Opens a connection for consumers.
+    fn connect(&self) -> BoxFuture<'_, Result<Self::Conn, String>>;
+    /// Opens a publishing connection.
+    fn producer(
+        &self,
+        confirm: bool,
+        window: usize,
+    ) -> BoxFuture<'_, Result<Self::Producer, String>>;
+    /// Messages ready in `queues` (summed).
+    fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64>;
+}
+
+/// A connection consumers are made on.
+pub trait Conn: Send + Sync + 'static {
+    /// The consumer type.
+    type Consumer: Consumer;
+    /// Starts a consumer on `queue`.
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        prefetch: u32,
+        auto_ack: bool,
+    ) -> BoxFuture<'a, Result<Self::Consumer, String>>;
+}
+
+/// A publisher.
+pub trait Producer: Send + 'static {
+    /// Publishes one message; with confirms on, answers a future resolved to true when
+    /// the broker confirmed it (false when it refused or returned it).
+    fn publish<'a>(
+        &'a mut self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        body: &'a [u8],
+        persistent: bool,
+    ) -> BoxFuture<'a, Result<Option<BoxFuture<'static, bool>>, String>>;
+}
+
+/// A consumer.
+pub trait Consumer: Send + 'static {
+    /// The next delivery, None when the consumer ended.
+    fn next(&mut self) -> BoxFuture<'_, Option<Received>>;
+    /// Acks `tag` (and every earlier one with `multiple`).
+    fn ack(&mut self, tag: u64, multiple: bool);
+}

@@ -1,0 +1,187 @@
+//! The perf driver for actormq itself, over the native protocol client.
+
+use super::driver::{BoxFuture, Conn, Consumer, Driver, Producer, Received, Topology};
+use crate::client::{self, Client, ConnectOptions, ConsumeOptions, PublishOptions, QueueOptions};
+use futures_util::{FutureExt, StreamExt};
+
+/// actormq at `options.addr`.
+pub struct Native {
+    options: ConnectOptions,
+}
+
+impl Native {
+    /// A driver for the broker these options reach.
+    pub fn new(options: ConnectOptions) -> Self {
+        Native { options }
+    }
+}
+
+fn err(e: client::ClientError) -> String {
+    e.to_string()
+}
+
+impl Driver for Native {
+    type Conn = Client;
+    type Producer = NativeProducer;
+
+    fn setup<'a>(&'a self, topo: &'a Topology, durable: bool) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let c = Client::connect(self.options.clone()).await.map_err(err)?;
+            c.declare_exchange(&topo.exchange, topo.kind_name(), &Default::default())
+                .await
+                .map_err(err)?;
+            for (i, q) in topo.queues.iter().enumerate() {
+                c.delete_queue(q).await.map_err(err)?;
+                let opts = QueueOptions {
+                    durable,
+                    ..Default::default()
+                };
+                c.declare_queue(q, &opts).await.map_err(err)?;
+                c.bind_queue(q, &topo.exchange, &topo.binding_key(i), Default::default())
+                    .await
+                    .map_err(err)?;
+            }
+            c.close().await.map_err(err)
+        })
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Client, String>> {
+        Box::pin(async move { Client::connect(self.options.clone()).await.map_err(err) })
+    }
+
+    fn producer(
+        &self,
+        confirm: bool,
+        window: usize,
+    ) -> BoxFuture<'_, Result<NativeProducer, String>> {
+        Box::pin(async move {
+            let mut opts = self.options.clone();
+            // A small client-side buffer: what is measured is the broker, not a queue
+            // of frames waiting in this process.
+            opts.max_write_buffer = 256 * 1024;
+            opts.confirms = confirm;
+            opts.max_unconfirmed = window;
+            let client = Client::connect(opts).await.map_err(err)?;
+            Ok(NativeProducer {
+                client,
+                plain: PublishOptions {
+                    confirm: Some(confirm),
+                    ..Default::default()
+                },
+                persistent: PublishOptions {
+                    confirm: Some(confirm),
+                    ..Default::default()
+                }
+                .persistent(),
+                confirm,
+            })
+        })
+    }
+
+    fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64> {
+        Box::pin(async move {
+            let Ok(c) = Client::connect(self.options.clone()).await else {
+                return 0;
+            };
+            let passive = QueueOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let mut total = 0;
+            for q in queues {
+                if let Ok(info) = c.declare_queue(q, &passive).await {
+                    total += info.messages;
+                }
+            }
+            let _ = c.close().await;
+            total
+        })
+    }
+}
+
+impl Conn for Client {
+    type Consumer = NativeConsumer;
+
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        prefetch: u32,
+        auto_ack: bool,
+    ) -> BoxFuture<'a, Result<NativeConsumer, String>> {
+        Box::pin(async move {
+            let opts = ConsumeOptions {
+                prefetch,
+                no_ack: auto_ack,
+                ..Default::default()
+            };
+            let consumer = self.consume(queue, &opts).await.map_err(err)?;
+            Ok(NativeConsumer {
+                client: self.clone(),
+                consumer,
+            })
+        })
+    }
+}
+
+/// A publishing connection.
+pub struct NativeProducer {
+    client: Client,
+    plain: PublishOptions,
+    persistent: PublishOptions,
+    confirm: bool,
+}
+
+impl Producer for NativeProducer {
+    fn publish<'a>(
+        &'a mut self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        body: &'a [u8],
+        persistent: bool,
+    ) -> BoxFuture<'a, Result<Option<BoxFuture<'static, bool>>, String>> {
+        Box::pin(async move {
+            let opts = if persistent {
+                &self.persistent
+            } else {
+                &self.plain
+            };
+            let c = self
+                .client
+                .publish_with(exchange, routing_key, body, opts)
+                .await
+                .map_err(err)?;
+            Ok(self.confirm.then(|| {
+                c.map(|r| matches!(r, Ok(c) if c.returned.is_none()))
+                    .boxed()
+            }))
+        })
+    }
+}
+
+/// A consumer.
+pub struct NativeConsumer {
+    client: Client,
+    consumer: client::Consumer,
+}
+
+impl Consumer for NativeConsumer {
+    fn next(&mut self) -> BoxFuture<'_, Option<Received>> {
+        Box::pin(async move {
+            match self.consumer.next().await {
+                Some(Ok(d)) => Some(Received {
+                    body: d.body.clone(),
+                    tag: d.delivery_tag,
+                }),
+                _ => None,
+            }
+        })
+    }
+
+    fn ack(&mut self, tag: u64, multiple: bool) {
+        let _ = if multiple {
+            self.client.ack_multiple(tag)
+        } else {
+            self.client.ack(tag)
+        };
+    }
+}
