@@ -27,3 +27,4 @@ pub mod client;
 pub mod perf;
 pub mod protocol;
 pub mod server;
+pub mod storage;
