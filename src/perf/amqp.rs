@@ -14,12 +14,17 @@ use lapin::{
 /// The AMQP broker at `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
 pub struct Amqp {
     url: String,
+    /// One channel for the once-a-second depth reads.
+    control: tokio::sync::Mutex<Option<(Connection, Channel)>>,
 }
 
 impl Amqp {
     /// A driver for the broker at `url`.
     pub fn new(url: String) -> Self {
-        Amqp { url }
+        Amqp {
+            url,
+            control: tokio::sync::Mutex::new(None),
+        }
     }
 
     async fn channel(&self) -> Result<(Connection, Channel), String> {
@@ -112,7 +117,14 @@ impl Driver for Amqp {
 
     fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64> {
         Box::pin(async move {
-            let Ok((conn, ch)) = self.channel().await else {
+            let mut control = self.control.lock().await;
+            if control
+                .as_ref()
+                .is_none_or(|(_, ch)| !ch.status().connected())
+            {
+                *control = self.channel().await.ok();
+            }
+            let Some((_, ch)) = control.as_ref() else {
                 return 0;
             };
             let mut total = 0;
@@ -128,7 +140,6 @@ impl Driver for Amqp {
                     total += info.message_count() as u64;
                 }
             }
-            let _ = conn.close(200, "depth read".into()).await;
             total
         })
     }

@@ -7,12 +7,18 @@ use futures_util::{FutureExt, StreamExt};
 /// actormq at `options.addr`.
 pub struct Native {
     options: ConnectOptions,
+    /// One connection for the once-a-second depth reads (opening one each time would
+    /// itself disturb what is measured).
+    control: tokio::sync::Mutex<Option<Client>>,
 }
 
 impl Native {
     /// A driver for the broker these options reach.
     pub fn new(options: ConnectOptions) -> Self {
-        Native { options }
+        Native {
+            options,
+            control: tokio::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -80,7 +86,11 @@ impl Driver for Native {
 
     fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64> {
         Box::pin(async move {
-            let Ok(c) = Client::connect(self.options.clone()).await else {
+            let mut control = self.control.lock().await;
+            if control.as_ref().is_none_or(|c| c.closed_reason().is_some()) {
+                *control = Client::connect(self.options.clone()).await.ok();
+            }
+            let Some(c) = control.as_ref() else {
                 return 0;
             };
             let passive = QueueOptions {
@@ -93,7 +103,6 @@ impl Driver for Native {
                     total += info.messages;
                 }
             }
-            let _ = c.close().await;
             total
         })
     }

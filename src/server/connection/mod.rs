@@ -115,6 +115,8 @@ pub struct Connection {
     recently_cancelled: std::collections::VecDeque<(String, bool)>,
     /// Span of this connection, entered while handling its messages.
     span: tracing::Span,
+    /// Settlements decoded from the current read, not yet sent: (queue, kind, ids).
+    pending_settles: Vec<(QueueHandle, Settlement, Vec<u64>)>,
 }
 
 /// Most messages in one `Publish` batch: big enough to amortise the hop, small enough
@@ -162,6 +164,7 @@ impl Connection {
             publisher: false,
             recently_cancelled: std::collections::VecDeque::new(),
             span: tracing::info_span!("conn", id = owner.0, %peer),
+            pending_settles: Vec::new(),
         })
     }
 
@@ -256,9 +259,32 @@ impl Connection {
             if self.session.is_none() {
                 match frame {
                     ClientFrame::Hello(h) => {
-                        if !self.hello(h, ctx) {
-                            return;
-                        }
+                        // The password hash check costs about a millisecond of CPU:
+                        // off the arbiter, so other connections' traffic on this
+                        // thread does not wait for it. Later frames wait (ctx.wait).
+                        let shared = self.shared.clone();
+                        let ip = self.peer.ip();
+                        let (user, password) = (h.user.clone(), h.password.clone());
+                        let check = tokio::task::spawn_blocking(move || {
+                            shared.users.login(&user, &password, ip)
+                        });
+                        ctx.wait(actix::fut::wrap_future::<_, Self>(check).map(
+                            move |res, act, ctx| {
+                                let res = res.unwrap_or_else(|_| {
+                                    Err(BrokerError::internal("the login check failed"))
+                                });
+                                match res {
+                                    Err(e) => act.fatal(e.code(), e.message().to_string(), ctx),
+                                    Ok(()) => {
+                                        if act.hello(h, ctx) {
+                                            act.on_frames(frames, i + 1, ctx);
+                                        }
+                                    }
+                                }
+                                act.flush();
+                            },
+                        ));
+                        return;
                     }
                     _ => {
                         self.fatal(
@@ -269,8 +295,6 @@ impl Connection {
                         return;
                     }
                 }
-                i += 1;
-                continue;
             }
             match frame {
                 ClientFrame::Publish(p) => {
@@ -330,6 +354,8 @@ impl Connection {
                 }
                 ClientFrame::Request(r) => {
                     self.send_batch(batch.take(), ctx);
+                    // Settlements sent before this request take effect before it.
+                    self.flush_settles();
                     let fut = self.request(r, ctx);
                     // Later frames wait for this request (ordered, like an AMQP channel).
                     ctx.wait(fut.map(move |_, act, ctx| {
@@ -392,6 +418,7 @@ impl Connection {
                         act.on_frames(frames, at + 1, ctx);
                     }
                 }
+                act.flush_settles();
                 act.flush();
             }),
         );
@@ -526,6 +553,8 @@ impl Connection {
         self.advance_confirms();
     }
 
+    /// Opens the session after a successful login: version, vhost, permissions,
+    /// heartbeats, Welcome.
     fn hello(&mut self, h: Hello, ctx: &mut Context<Self>) -> bool {
         if h.version != PROTOCOL_VERSION {
             self.fatal(
@@ -538,15 +567,7 @@ impl Connection {
             );
             return false;
         }
-        if let Err(e) = self
-            .shared
-            .users
-            .login(&h.user, &h.password, self.peer.ip())
-        {
-            self.fatal(e.code(), e.message().to_string(), ctx);
-            return false;
-        }
-        // Authenticated: say whether the vhost exists before whether it is allowed.
+        // Authenticated (the caller checked the password): say whether the vhost exists before whether it is allowed.
         let registry = match self.shared.broker.registry(&h.vhost) {
             Ok(r) => r,
             Err(e) => {
@@ -671,7 +692,19 @@ impl Connection {
             return;
         };
         for (queue, ids) in by_queue(entries) {
-            // do_send: settlements only free credit; nothing to wait for.
+            // Coalesced with the other settlements of this read (see flush_settles).
+            match self.pending_settles.last_mut() {
+                Some((q, s, pending)) if q.same(&queue) && *s == settlement => pending.extend(ids),
+                _ => self.pending_settles.push((queue, settlement, ids)),
+            }
+        }
+    }
+
+    /// Hands the settlements gathered from one read to their queues, one message per
+    /// queue and kind: a consumer acking each delivery then frees its credit in one
+    /// step, and the queue refills it with one batch rather than one message at a time.
+    fn flush_settles(&mut self) {
+        for (queue, settlement, ids) in self.pending_settles.drain(..) {
             queue.settle(self.owner, ids, settlement);
         }
     }
@@ -744,8 +777,9 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        // Cancel consumers and requeue every unacked delivery: nothing is lost when a
-        // client goes, cleanly or not.
+        // Acks that arrived before the close count; then cancel consumers and requeue
+        // every unacked delivery: nothing is lost when a client goes, cleanly or not.
+        self.flush_settles();
         for q in self.touched.drain(..) {
             q.release(self.owner);
         }
@@ -771,6 +805,7 @@ impl Handler<Inbound> for Connection {
         match msg.0 {
             ReadEvent::Frames(frames) => {
                 self.on_frames(frames, 0, ctx);
+                self.flush_settles();
                 self.flush();
             }
             ReadEvent::Invalid(e) => {

@@ -17,11 +17,8 @@ use actormq::{Broker, BrokerBuilder, BrokerError, BrokerHandle, Consumer, ErrorC
 use actormq::{Message, Session};
 use std::future::Future;
 use std::ops::Deref;
-use std::time::{Duration, Instant};
 
-/// How long a condition may take before the test fails: generous, the machines are
-/// shared and noisy. Nothing is ever asserted about time itself.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use crate::support::{eventually, DEADLINE};
 
 /// A broker for one test, shut down when the test ends, failed or not.
 pub struct TestBroker(BrokerHandle);
@@ -49,26 +46,6 @@ impl Deref for TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.0.shutdown();
-    }
-}
-
-/// Polls `cond` every few milliseconds until it holds; panics naming `what` once the
-/// deadline passes.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "not reached within {DEADLINE:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
