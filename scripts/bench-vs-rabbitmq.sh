@@ -39,8 +39,11 @@ done
 RABBIT_PID=$(pgrep -f 'beam.smp.*rabbit' | head -1)
 
 DATA=$(mktemp -d)
+# Keep the broker's data directory out of the working tree.
+export ACTORMQ__STORAGE__DATA_DIR="$DATA"
+grep -q '^\[storage\]' Settings.toml || unset ACTORMQ__STORAGE__DATA_DIR
 ACTORMQ_LOG="$OUT/actormq.log"
-RUST_LOG=warn "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
+ACTORMQ__STORAGE__DATA_DIR="$DATA" RUST_LOG=warn "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
 ACTORMQ_PID=$!
 cleanup() {
   kill "$ACTORMQ_PID" 2>/dev/null || true

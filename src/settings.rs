@@ -17,6 +17,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Durable storage: where durable entities and persistent messages are kept.
+    pub storage: StorageSettings,
     /// Users allowed to connect; empty = the default `guest` / `guest` user, loopback only.
     pub users: Vec<UserSettings>,
     /// A TOML file with more `[[users]]` entries, read at start-up.
@@ -92,6 +94,64 @@ impl BrokerSettings {
             self.workers
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// When the message log is fsynced (`storage.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncSetting {
+    /// Confirm a persistent message only after the fsync that covers it (group commit).
+    Always,
+    /// Fsync at most every `fsync_interval_ms`; confirms wait for the next fsync.
+    IntervalMs,
+}
+
+/// `[storage]`: durable exchanges, queues and bindings, and persistent messages in
+/// durable queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Directory of the metadata snapshot and the message log (created if missing).
+    pub data_dir: PathBuf,
+    /// `always` (confirm after fsync) or `interval_ms` (fsync every `fsync_interval_ms`).
+    pub fsync: FsyncSetting,
+    /// Milliseconds between fsyncs with `fsync = "interval_ms"`.
+    pub fsync_interval_ms: u64,
+    /// Size of one message log segment file in bytes (the unit of disk reclamation).
+    pub segment_size: u64,
+    /// Free bytes the data directory's filesystem must keep; below it publishers are
+    /// blocked, as by the memory watermark. 0 = no limit.
+    pub disk_free_limit: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        let d = crate::storage::StorageOptions::default();
+        StorageSettings {
+            data_dir: d.data_dir,
+            fsync: FsyncSetting::Always,
+            fsync_interval_ms: 100,
+            segment_size: d.segment_size,
+            disk_free_limit: d.disk_free_limit,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// The storage layer's options for these settings.
+    pub fn options(&self) -> crate::storage::StorageOptions {
+        crate::storage::StorageOptions {
+            data_dir: self.data_dir.clone(),
+            fsync: match self.fsync {
+                FsyncSetting::Always => crate::storage::FsyncPolicy::Always,
+                FsyncSetting::IntervalMs => {
+                    crate::storage::FsyncPolicy::IntervalMs(self.fsync_interval_ms)
+                }
+            },
+            segment_size: self.segment_size,
+            disk_free_limit: self.disk_free_limit,
         }
     }
 }
@@ -214,6 +274,21 @@ impl Settings {
                 "broker.publish_window must be at least 1".into(),
             ));
         }
+        let min_segment = crate::storage::options::MIN_SEGMENT_SIZE;
+        if self.storage.segment_size < min_segment {
+            return Err(SettingsError(format!(
+                "storage.segment_size = {} is below the minimum of {min_segment} bytes",
+                self.storage.segment_size
+            )));
+        }
+        if self.storage.fsync == FsyncSetting::IntervalMs && self.storage.fsync_interval_ms == 0 {
+            return Err(SettingsError(
+                "storage.fsync_interval_ms must be at least 1 with fsync = \"interval_ms\"".into(),
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(SettingsError("storage.data_dir must not be empty".into()));
+        }
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError(format!(
                 "server.bind = '{}' is not a socket address such as 127.0.0.1:5680",
@@ -247,6 +322,31 @@ mod tests {
         assert!(e.to_string().contains("max_frame_size"), "{e}");
         let e = Settings::from_toml("[server]\nbind = \"nowhere\"\n").unwrap_err();
         assert!(e.to_string().contains("server.bind"), "{e}");
+    }
+
+    #[test]
+    fn storage_settings_parse_and_are_checked() {
+        let s = Settings::from_toml("").unwrap();
+        assert_eq!(s.storage.data_dir, PathBuf::from("./data"));
+        assert_eq!(
+            s.storage.options().fsync,
+            crate::storage::FsyncPolicy::Always
+        );
+        let s = Settings::from_toml(
+            "[storage]\ndata_dir = \"/var/lib/actormq\"\nfsync = \"interval_ms\"\nfsync_interval_ms = 20\n",
+        )
+        .unwrap();
+        assert_eq!(s.storage.data_dir, PathBuf::from("/var/lib/actormq"));
+        assert_eq!(
+            s.storage.options().fsync,
+            crate::storage::FsyncPolicy::IntervalMs(20)
+        );
+        let e = Settings::from_toml("[storage]\nfsync = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = Settings::from_toml("[storage]\nsegment_size = 10\n").unwrap_err();
+        assert!(e.to_string().contains("storage.segment_size"), "{e}");
+        let e = Settings::from_toml("[storage]\ndatadir = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("datadir"), "{e}");
     }
 
     #[test]

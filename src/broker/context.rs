@@ -2,6 +2,7 @@
 //! the memory gauge and the flow-control settings. Shared read-only (`Arc`) by all
 //! virtual hosts of one broker.
 
+use crate::broker::durability::Durability;
 use crate::broker::exchange::{ExchangeHandle, ExchangeSpec, ExchangeTypes};
 use crate::broker::memory::MemoryGauge;
 use actix::ArbiterHandle;
@@ -33,6 +34,8 @@ pub struct BrokerContext {
     pub publish_window: usize,
     /// Backlog (ready messages) above which a queue with consumers slows publishers.
     pub queue_flow_threshold: usize,
+    /// The broker's storage (inert when the broker has none).
+    pub durability: Arc<Durability>,
 }
 
 impl BrokerContext {
@@ -57,7 +60,14 @@ impl BrokerContext {
             consumer_window,
             publish_window,
             queue_flow_threshold,
+            durability: Arc::new(Durability::disabled()),
         }
+    }
+
+    /// The context with `durability` as its storage.
+    pub fn with_durability(mut self, durability: Arc<Durability>) -> Self {
+        self.durability = durability;
+        self
     }
 
     /// The arbiter for the next actor (round-robin).

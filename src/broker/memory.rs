@@ -1,10 +1,15 @@
-//! The broker-wide memory high watermark.
+//! The broker-wide memory high watermark, and the resource alarms that block publishers.
 //!
 //! Counts the bytes of message bodies held by queues (each queue's copy counted, so a
 //! fanout to four queues counts four times: conservative) plus the bytes publishers have
 //! reserved for batches still in flight. Above the watermark publishers are blocked
 //! until the level falls; consumers keep draining. Reserving before sending is what keeps
 //! the held bytes under the watermark plus one batch per publisher.
+//!
+//! The disk alarm (free space of the data directory below `storage.disk_free_limit`,
+//! or a failed message store) blocks publishers the same way: the blocked flag and its
+//! watch channel are "either alarm is raised", so publishers and the Blocked / Unblocked
+//! notices need not know which one it is ([`MemoryGauge::blocked_reason`] says).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -24,6 +29,10 @@ pub struct MemoryGauge {
     state: watch::Sender<bool>,
     /// Serialises flag transitions, so the flag and `state` change together, in order.
     transition: Mutex<()>,
+    /// The disk alarm is raised (set by the broker's disk monitor).
+    disk_alarm: AtomicBool,
+    /// Why the disk alarm is raised, for the Blocked notice and logs.
+    disk_reason: Mutex<String>,
 }
 
 impl MemoryGauge {
@@ -36,6 +45,8 @@ impl MemoryGauge {
             blocked: AtomicBool::new(false),
             state,
             transition: Mutex::new(()),
+            disk_alarm: AtomicBool::new(false),
+            disk_reason: Mutex::new(String::new()),
         }
     }
 
@@ -88,16 +99,26 @@ impl MemoryGauge {
     /// re-read or makes its own caller find the flag wrong and fix it.
     fn update(&self) {
         if self.watermark == 0 {
+            // The memory level never changes the flag; only the disk alarm does.
             return;
         }
+        self.transition_loop();
+    }
+
+    /// True when the memory level or the disk alarm says publishers must wait.
+    fn should_block(&self, used: usize) -> bool {
+        (self.watermark > 0 && used >= self.watermark) || self.disk_alarm.load(Ordering::SeqCst)
+    }
+
+    fn transition_loop(&self) {
         loop {
-            let should_block = self.used.load(Ordering::SeqCst) >= self.watermark;
+            let should_block = self.should_block(self.used.load(Ordering::SeqCst));
             if should_block == self.blocked.load(Ordering::SeqCst) {
                 return;
             }
             let _transition = self.transition.lock().unwrap_or_else(|e| e.into_inner());
             let now = self.used.load(Ordering::SeqCst);
-            let should_block = now >= self.watermark;
+            let should_block = self.should_block(now);
             if should_block == self.blocked.load(Ordering::SeqCst) {
                 continue;
             }
@@ -107,14 +128,42 @@ impl MemoryGauge {
                 tracing::warn!(
                     used = now,
                     watermark = self.watermark,
-                    "memory high watermark reached: blocking publishers"
+                    reason = %self.blocked_reason(),
+                    "blocking publishers"
                 );
             } else {
-                tracing::info!(
-                    used = now,
-                    "memory below the watermark: unblocking publishers"
-                );
+                tracing::info!(used = now, "resource alarms cleared: unblocking publishers");
             }
+        }
+    }
+
+    /// Raises (`Some(reason)`) or clears (`None`) the disk alarm; while raised,
+    /// publishers are blocked whatever the memory level.
+    pub fn set_disk_alarm(&self, reason: Option<String>) {
+        let on = reason.is_some();
+        if let Some(r) = reason {
+            *self.disk_reason.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        }
+        if self.disk_alarm.swap(on, Ordering::SeqCst) != on {
+            self.transition_loop();
+        }
+    }
+
+    /// True while the disk alarm is raised.
+    pub fn disk_alarm(&self) -> bool {
+        self.disk_alarm.load(Ordering::SeqCst)
+    }
+
+    /// Why publishers are blocked (for the Blocked notice): the disk alarm's reason
+    /// when it is raised, else the memory watermark.
+    pub fn blocked_reason(&self) -> String {
+        if self.disk_alarm() {
+            self.disk_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        } else {
+            "memory high watermark reached".to_string()
         }
     }
 
@@ -197,6 +246,28 @@ mod tests {
         }
         adder.join().unwrap();
         subber.join().unwrap();
+    }
+
+    #[test]
+    fn the_disk_alarm_blocks_whatever_the_memory_level() {
+        let g = MemoryGauge::new(0);
+        let rx = g.subscribe();
+        g.set_disk_alarm(Some("disk free space low".into()));
+        assert!(g.is_blocked() && *rx.borrow());
+        assert_eq!(g.blocked_reason(), "disk free space low");
+        g.set_disk_alarm(None);
+        assert!(!g.is_blocked() && !*rx.borrow());
+
+        let g = MemoryGauge::new(100);
+        g.add(100);
+        g.set_disk_alarm(Some("disk".into()));
+        g.sub(100);
+        assert!(g.is_blocked(), "the disk alarm still holds");
+        g.set_disk_alarm(None);
+        assert!(!g.is_blocked());
+        g.add(100);
+        assert!(g.is_blocked());
+        assert_eq!(g.blocked_reason(), "memory high watermark reached");
     }
 
     #[test]

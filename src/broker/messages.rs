@@ -168,8 +168,50 @@ pub struct QueueGone {
 
 // ------------------------------------------------------------------------- publishing
 
-/// The outcome of one published message: how many queues it reached (0 = unroutable).
-pub type Routed = u32;
+/// The outcome of one published message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// How many queues took it (0 = unroutable, or refused everywhere). A message routed
+    /// through an alternate exchange counts the queues it reached there.
+    pub queues: u32,
+    /// Set when a queue refused it (a full queue with `x-overflow` reject-publish, or a
+    /// property the broker cannot read): the publisher gets a nack with this error, as
+    /// RabbitMQ nacks a message any of its queues rejected. Queues that took it keep it.
+    pub refused: Option<BrokerError>,
+}
+
+impl Routed {
+    /// Reached `n` queues, refused by none.
+    pub fn to(queues: u32) -> Self {
+        Routed {
+            queues,
+            refused: None,
+        }
+    }
+
+    /// Refused with `e`.
+    pub fn refused(e: BrokerError) -> Self {
+        Routed {
+            queues: 0,
+            refused: Some(e),
+        }
+    }
+
+    /// Adds what another destination (a custom exchange actor, the alternate exchange)
+    /// answered for the same message.
+    pub fn merge(&mut self, other: Routed) {
+        self.queues += other.queues;
+        if self.refused.is_none() {
+            self.refused = other.refused;
+        }
+    }
+}
+
+impl From<u32> for Routed {
+    fn from(queues: u32) -> Self {
+        Routed::to(queues)
+    }
+}
 
 /// A batch of messages published to an exchange.
 ///
@@ -185,15 +227,29 @@ pub struct Publish {
     pub hops: Vec<Arc<str>>,
     /// Answered once every message is in every queue it routes to.
     pub reply: Option<oneshot::Sender<Result<Vec<Routed>, BrokerError>>>,
+    /// True when a queue is dead-lettering these messages: the exchange then drops a
+    /// message rather than close a dead-letter cycle (see
+    /// [`crate::broker::queue::dead_letter::is_cycle`]). False for every publisher.
+    pub dead_letter: bool,
 }
 
 /// A batch of routed messages for one queue. Sent with `send()`: the exchange awaits the
 /// answer before it answers the publisher, so a slow queue holds the publisher back.
 #[derive(Message)]
-#[rtype(result = "Result<(), BrokerError>")]
+#[rtype(result = "Result<Enqueued, BrokerError>")]
 pub struct Enqueue {
     /// The messages, in order.
     pub messages: Vec<Arc<Message>>,
+}
+
+/// A queue's answer to [`Enqueue`]: which messages it refused, if any. Duplicates
+/// dropped by a dedup window count as taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    /// Positions in the batch of the refused messages, increasing.
+    pub refused: Vec<u32>,
+    /// Why (RESOURCE_ERROR naming the queue, its limit and `x-overflow`), when some were.
+    pub reason: Option<BrokerError>,
 }
 
 /// Adds a binding inside an exchange actor (sent by the registry).
@@ -230,8 +286,10 @@ pub struct StopExchange;
 /// One message handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The queue's own id of the message: what acks name (a front end maps its delivery
-    /// tags onto it).
+    /// The queue's id of this delivery: what settlements name (a front end maps its
+    /// delivery tags onto it). Every delivery of a message gets a new one, so settling
+    /// a delivery that timed out (`x-consumer-timeout`) and was redelivered since
+    /// cannot settle the redelivery.
     pub id: u64,
     /// True when the message was delivered before (requeued or recovered).
     pub redelivered: bool,
@@ -373,7 +431,8 @@ pub enum Settlement {
 /// Settles delivered messages (ack, or nack / reject with or without requeue).
 ///
 /// Sent with `do_send`; the front end has already checked its delivery tags, so an
-/// unknown id here is logged, not answered.
+/// unknown id here (a delivery that timed out and went back to the queue) is skipped,
+/// and the others are settled.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Settle {
@@ -409,8 +468,10 @@ pub struct QueueStats {
     pub unacked: u64,
     /// Consumers attached.
     pub consumers: u32,
-    /// Bytes of bodies held (ready + unacked).
+    /// Bytes of bodies held (ready + unacked + delayed).
     pub bytes: u64,
+    /// Messages waiting for their delay (`x-delay`, `x-delivery-delay`) to pass.
+    pub delayed: u64,
 }
 
 /// Asks a queue for its counts.

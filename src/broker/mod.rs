@@ -31,6 +31,7 @@ pub const MAILBOX_CAPACITY: usize = 1 << 24;
 
 pub mod args;
 pub mod context;
+pub mod durability;
 pub mod exchange;
 pub mod memory;
 pub mod messages;
@@ -41,8 +42,10 @@ pub mod registry;
 use crate::embed::Session;
 use crate::error::BrokerError;
 use crate::settings::BrokerSettings;
+use crate::storage::StorageOptions;
 use actix::prelude::*;
 use context::{BrokerContext, ExchangeActorFactory};
+use durability::Durability;
 use exchange::{ExchangeHandle, ExchangeSpec, ExchangeType, ExchangeTypes};
 use memory::MemoryGauge;
 use registry::Registry;
@@ -86,6 +89,10 @@ pub struct BrokerBuilder {
     settings: BrokerSettings,
     types: ExchangeTypes,
     actors: HashMap<String, ExchangeActorFactory>,
+    storage: Option<StorageOptions>,
+    /// A message store to use instead of opening one (unit tests: failing stores).
+    #[cfg(test)]
+    test_store: Option<Arc<dyn crate::storage::MessageStore>>,
 }
 
 impl BrokerBuilder {
@@ -94,7 +101,26 @@ impl BrokerBuilder {
             settings: BrokerSettings::default(),
             types: ExchangeTypes::with_builtins(),
             actors: HashMap::new(),
+            storage: None,
+            #[cfg(test)]
+            test_store: None,
         }
+    }
+
+    /// Uses `store` as the message store, with no metadata (unit tests).
+    #[cfg(test)]
+    pub(crate) fn test_store(mut self, store: Arc<dyn crate::storage::MessageStore>) -> Self {
+        self.test_store = Some(store);
+        self
+    }
+
+    /// Keeps durable entities and persistent messages under `options.data_dir`: they
+    /// come back when a broker is started again on the same directory (see
+    /// [`crate::storage`]). Without it (the default for an embedded broker), durable
+    /// entities are accepted but live in memory only.
+    pub fn storage(mut self, options: StorageOptions) -> Self {
+        self.storage = Some(options);
+        self
     }
 
     /// Replaces the settings.
@@ -145,6 +171,24 @@ impl BrokerBuilder {
         let (tx, rx) = std::sync::mpsc::channel();
         let types = self.types;
         let actors = self.actors;
+        let gauge = Arc::new(MemoryGauge::new(settings.memory_high_watermark as usize));
+        // Storage is opened and recovered here, before any actor runs.
+        let durability = Arc::new(match self.storage {
+            Some(options) => Durability::open(options, gauge.clone())?,
+            None => Durability::disabled(),
+        });
+        #[cfg(test)]
+        let durability = match self.test_store {
+            Some(store) => Arc::new(Durability::with_store(store)),
+            None => durability,
+        };
+        let mut vhost_names = settings.vhosts.clone();
+        for v in durability.stored_vhosts() {
+            if !vhost_names.contains(&v) {
+                tracing::warn!(vhost = %v, "virtual host not in broker.vhosts but holds durable entities: created");
+                vhost_names.push(v);
+            }
+        }
         let thread = std::thread::Builder::new()
             .name("actormq-system".into())
             .spawn(move || {
@@ -152,18 +196,19 @@ impl BrokerBuilder {
                 sys.block_on(async move {
                     let arbiters: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
                     let handles = arbiters.iter().map(|a| a.handle()).collect();
-                    let gauge = Arc::new(MemoryGauge::new(settings.memory_high_watermark as usize));
-                    let ctx = Arc::new(BrokerContext::new(
-                        handles,
-                        types,
-                        actors,
-                        gauge,
-                        settings.consumer_window,
-                        settings.publish_window,
-                        settings.queue_flow_threshold,
-                    ));
-                    let vhosts: HashMap<String, Addr<Registry>> = settings
-                        .vhosts
+                    let ctx = Arc::new(
+                        BrokerContext::new(
+                            handles,
+                            types,
+                            actors,
+                            gauge,
+                            settings.consumer_window,
+                            settings.publish_window,
+                            settings.queue_flow_threshold,
+                        )
+                        .with_durability(durability),
+                    );
+                    let vhosts: HashMap<String, Addr<Registry>> = vhost_names
                         .iter()
                         .map(|v| (v.clone(), Registry::start(v, ctx.clone())))
                         .collect();
@@ -270,5 +315,7 @@ impl BrokerHandle {
             a.stop();
             let _ = a.join();
         }
+        // Everything appended and saved is written and fsynced, then the files closed.
+        self.inner.ctx.durability.close();
     }
 }

@@ -1,12 +1,15 @@
-//! Validation of queue declare arguments, with RabbitMQ's names and types.
+//! Queue declare arguments, consumer arguments and the message properties a queue acts
+//! on, with RabbitMQ's names and types.
 //!
 //! A known argument with a wrong type or value fails the declare with
 //! PRECONDITION_FAILED naming the argument and the expected type. Unknown arguments are
-//! kept and ignored, as RabbitMQ does.
+//! kept and ignored, as RabbitMQ does. [`QueueConfig`] is the parsed, typed form the
+//! queue actor works from; the message helpers ([`message_ttl`], [`message_delay`],
+//! [`validate_message`]) read the `expiration` property and the `x-delay` header.
 
 use crate::broker::queue::QueueSpec;
 use crate::error::BrokerError;
-use crate::message::FieldValue;
+use crate::message::{FieldTable, FieldValue, Message};
 
 /// What a known argument must be.
 enum Expect {
@@ -72,13 +75,176 @@ pub fn validate(spec: &QueueSpec) -> Result<(), BrokerError> {
             )));
         }
     }
+    if spec.arguments.contains_key("x-dead-letter-routing-key")
+        && !spec.arguments.contains_key("x-dead-letter-exchange")
+    {
+        // RabbitMQ's rule: a routing key alone would dead-letter nowhere.
+        return Err(BrokerError::precondition(format!(
+            "invalid arg 'x-dead-letter-routing-key' for queue '{}': it requires 'x-dead-letter-exchange'",
+            spec.name
+        )));
+    }
     Ok(())
+}
+
+/// What a queue does when a length limit is reached (`x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest ready messages to make room.
+    #[default]
+    DropHead,
+    /// Refuse new messages; the publisher gets a nack.
+    RejectPublish,
+    /// Refuse new messages and dead-letter them.
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    /// The argument's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::DropHead => "drop-head",
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::RejectPublishDlx => "reject-publish-dlx",
+        }
+    }
+}
+
+/// The typed settings a queue acts on, parsed from its (validated) declare arguments.
+/// Durations are in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueConfig {
+    /// `x-message-ttl`: ready messages older than this expire.
+    pub message_ttl: Option<u64>,
+    /// `x-expires`: the queue deletes itself after being unused this long.
+    pub expires: Option<u64>,
+    /// `x-max-length`: most ready messages.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: most bytes of ready message bodies.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub overflow: Overflow,
+    /// `x-dead-letter-exchange`: where dead messages are republished.
+    pub dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`: replaces the routing key of dead-lettered messages.
+    pub dead_letter_routing_key: Option<String>,
+    /// `x-delivery-limit`: a message delivered more than this many times is
+    /// dead-lettered (or dropped) instead of requeued.
+    pub delivery_limit: Option<u64>,
+    /// `x-max-priority`: the highest message priority honoured (0 = not a priority queue).
+    pub max_priority: u8,
+    /// `x-delivery-delay`: every message waits this long before it becomes visible.
+    pub delivery_delay: u64,
+    /// `x-consumer-timeout`: an unacked delivery older than this is requeued.
+    pub consumer_timeout: Option<u64>,
+    /// `x-dedup-window`: a `message_id` seen this recently is not enqueued again.
+    pub dedup_window: Option<u64>,
+    /// `x-single-active-consumer`.
+    pub single_active_consumer: bool,
+}
+
+impl QueueConfig {
+    /// Validates `spec`'s arguments and parses them.
+    pub fn from_spec(spec: &QueueSpec) -> Result<QueueConfig, BrokerError> {
+        validate(spec)?;
+        Ok(Self::from_arguments(&spec.arguments))
+    }
+
+    /// Parses already validated arguments (a value of the wrong type counts as absent).
+    pub fn from_arguments(args: &FieldTable) -> QueueConfig {
+        let int = |k: &str| {
+            args.get(k)
+                .and_then(FieldValue::as_int)
+                .and_then(|i| u64::try_from(i).ok())
+        };
+        let string = |k: &str| args.get(k).and_then(FieldValue::as_str).map(str::to_string);
+        let overflow = match args.get("x-overflow").and_then(FieldValue::as_str) {
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            _ => Overflow::DropHead,
+        };
+        QueueConfig {
+            message_ttl: int("x-message-ttl"),
+            expires: int("x-expires"),
+            max_length: int("x-max-length"),
+            max_length_bytes: int("x-max-length-bytes"),
+            overflow,
+            dead_letter_exchange: string("x-dead-letter-exchange"),
+            dead_letter_routing_key: string("x-dead-letter-routing-key"),
+            delivery_limit: int("x-delivery-limit"),
+            max_priority: int("x-max-priority").map_or(0, |p| p.min(255) as u8),
+            delivery_delay: int("x-delivery-delay").unwrap_or(0),
+            consumer_timeout: int("x-consumer-timeout"),
+            dedup_window: int("x-dedup-window"),
+            single_active_consumer: args
+                .get("x-single-active-consumer")
+                .and_then(FieldValue::as_bool)
+                .unwrap_or(false),
+        }
+    }
+
+    /// A description of the length limits, for refusal messages.
+    pub fn limits_text(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_length {
+            parts.push(format!("x-max-length {n}"));
+        }
+        if let Some(n) = self.max_length_bytes {
+            parts.push(format!("x-max-length-bytes {n}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The consumer priority (`x-priority` consume argument; 0 when absent).
+pub fn consumer_priority(arguments: &FieldTable, queue: &str) -> Result<i64, BrokerError> {
+    match arguments.get("x-priority") {
+        None => Ok(0),
+        Some(FieldValue::Int(p)) => Ok(*p),
+        Some(v) => Err(BrokerError::precondition(format!(
+            "invalid arg 'x-priority' for a consumer of queue '{queue}': expected an integer, got {} {}",
+            v.type_name(),
+            v
+        ))),
+    }
+}
+
+/// The per-message TTL in milliseconds (`expiration`, a decimal string), if valid.
+pub fn message_ttl(m: &Message) -> Option<u64> {
+    m.properties.expiration.as_deref()?.parse().ok()
+}
+
+/// The delay asked for by the `x-delay` header in milliseconds (negative = none).
+pub fn message_delay(m: &Message) -> Option<u64> {
+    m.header("x-delay")
+        .and_then(FieldValue::as_int)
+        .map(|d| d.max(0) as u64)
+}
+
+/// Refuses a message whose `expiration` or `x-delay` the broker cannot read.
+pub fn validate_message(m: &Message) -> Result<(), BrokerError> {
+    if let Some(e) = &m.properties.expiration {
+        if e.parse::<u64>().is_err() {
+            return Err(BrokerError::precondition(format!(
+                "invalid expiration '{e}': expected a non-negative integer number of milliseconds, as a string"
+            )));
+        }
+    }
+    match m.header("x-delay") {
+        None | Some(FieldValue::Int(_)) => Ok(()),
+        Some(v) => Err(BrokerError::precondition(format!(
+            "invalid header 'x-delay': expected an integer number of milliseconds, got {} {}",
+            v.type_name(),
+            v
+        ))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+    use std::sync::Arc;
 
     fn spec_with(key: &str, v: FieldValue) -> QueueSpec {
         let mut s = QueueSpec::new("q");
@@ -105,5 +271,58 @@ mod tests {
     fn out_of_range_priority_is_refused() {
         assert!(validate(&spec_with("x-max-priority", FieldValue::Int(256))).is_err());
         assert!(validate(&spec_with("x-overflow", "drop-tail".into())).is_err());
+    }
+
+    #[test]
+    fn a_dead_letter_routing_key_needs_an_exchange() {
+        let e = validate(&spec_with("x-dead-letter-routing-key", "k".into())).unwrap_err();
+        assert!(e.message().contains("'x-dead-letter-exchange'"), "{e}");
+    }
+
+    #[test]
+    fn config_is_parsed_from_the_arguments() {
+        let mut s = spec_with("x-message-ttl", FieldValue::Int(500));
+        for (k, v) in [
+            ("x-overflow", FieldValue::from("reject-publish-dlx")),
+            ("x-dead-letter-exchange", "dlx".into()),
+            ("x-max-priority", FieldValue::Int(9)),
+            ("x-single-active-consumer", true.into()),
+        ] {
+            s.arguments.insert(k.into(), v);
+        }
+        let c = QueueConfig::from_spec(&s).unwrap();
+        assert_eq!(c.message_ttl, Some(500));
+        assert_eq!(c.overflow, Overflow::RejectPublishDlx);
+        assert_eq!(c.dead_letter_exchange.as_deref(), Some("dlx"));
+        assert_eq!(c.max_priority, 9);
+        assert!(c.single_active_consumer);
+        assert_eq!(c.expires, None);
+    }
+
+    #[test]
+    fn consumer_priority_must_be_an_integer() {
+        let mut args = FieldTable::new();
+        assert_eq!(consumer_priority(&args, "q").unwrap(), 0);
+        args.insert("x-priority".into(), FieldValue::Int(-3));
+        assert_eq!(consumer_priority(&args, "q").unwrap(), -3);
+        args.insert("x-priority".into(), "high".into());
+        let e = consumer_priority(&args, "q").unwrap_err();
+        assert!(e.message().contains("'x-priority'"), "{e}");
+    }
+
+    #[test]
+    fn message_properties_are_read_and_checked() {
+        let mut m = Message::new("", "q", "b").with_header("x-delay", FieldValue::Int(-5));
+        assert_eq!(message_delay(&m), Some(0));
+        Arc::make_mut(&mut m.properties).expiration = Some("250".into());
+        assert_eq!(message_ttl(&m), Some(250));
+        validate_message(&m).unwrap();
+        Arc::make_mut(&mut m.properties).expiration = Some("soon".into());
+        assert!(validate_message(&m).is_err());
+        let m = Message::new("", "q", "b").with_header("x-delay", "10");
+        assert!(validate_message(&m)
+            .unwrap_err()
+            .message()
+            .contains("'x-delay'"));
     }
 }

@@ -10,13 +10,54 @@
 use crate::broker::context::BrokerContext;
 use crate::broker::exchange::{Destination, ExchangeHandle, ExchangeSpec};
 use crate::broker::messages::*;
-use crate::broker::queue::actor::{DeleteSelf, Purge};
+use crate::broker::queue::actor::{DeleteSelf, Purge, QueueInit, Touch};
 use crate::broker::queue::{QueueActor, QueueHandle, QueueSpec};
+use crate::broker::queue_args::QueueConfig;
 use crate::error::{BrokerError, ErrorCode};
 use crate::message::FieldTable;
 use actix::prelude::*;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+
+mod durable;
+
+/// The exchanges of one virtual host by name, readable without a message to the
+/// registry. Queues find their dead-letter exchange and exchanges their alternate
+/// exchange here, synchronously: they never wait on the registry, which waits on them
+/// (binding changes, queue deletes), so no wait can ever go round in a circle. Only the
+/// registry writes it, in step with its own map.
+#[derive(Clone, Default)]
+pub struct ExchangeDirectory(Arc<RwLock<HashMap<String, ExchangeHandle>>>);
+
+impl ExchangeDirectory {
+    /// The live exchange `name`, if declared.
+    pub fn get(&self, name: &str) -> Option<ExchangeHandle> {
+        self.0
+            .read()
+            .expect("exchange directory poisoned")
+            .get(name)
+            .filter(|x| x.is_alive())
+            .cloned()
+    }
+
+    fn insert(&self, name: &str, handle: ExchangeHandle) {
+        self.0
+            .write()
+            .expect("exchange directory poisoned")
+            .insert(name.to_string(), handle);
+    }
+
+    fn remove(&self, name: &str) {
+        self.0
+            .write()
+            .expect("exchange directory poisoned")
+            .remove(name);
+    }
+
+    fn clear(&self) {
+        self.0.write().expect("exchange directory poisoned").clear();
+    }
+}
 
 /// One binding as the registry records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +109,9 @@ pub struct Registry {
     ctx: Arc<BrokerContext>,
     /// Exchanges by name, the default exchange `""` and the `amq.*` ones included.
     exchanges: HashMap<String, ExchangeHandle>,
+    /// The same exchanges, for queues and exchanges to read (dead-letter and alternate
+    /// exchanges); written together with `exchanges`.
+    directory: ExchangeDirectory,
     /// Queues by name.
     queues: HashMap<String, QueueEntry>,
     /// Every explicit binding (the default exchange's implicit ones are not listed).
@@ -111,6 +155,7 @@ impl Registry {
                 vhost,
                 ctx,
                 exchanges: HashMap::new(),
+                directory: ExchangeDirectory::default(),
                 queues: HashMap::new(),
                 bindings: Vec::new(),
             };
@@ -132,7 +177,13 @@ impl Registry {
             let mut spec = ExchangeSpec::new(name, kind);
             spec.durable = true;
             let kind = self.ctx.exchange_types.create(kind).expect("built-in type");
-            let h = ExchangeHandle::start_builtin(spec, kind, &self.ctx.next_arbiter());
+            let h = ExchangeHandle::start_builtin(
+                spec,
+                kind,
+                &self.ctx.next_arbiter(),
+                self.directory.clone(),
+            );
+            self.directory.insert(name, h.clone());
             self.exchanges.insert(name.to_string(), h);
         }
     }
@@ -230,9 +281,10 @@ impl Registry {
                     spec.name
                 ))
             })?;
-            ExchangeHandle::start_builtin(spec.clone(), kind, &arbiter)
+            ExchangeHandle::start_builtin(spec.clone(), kind, &arbiter, self.directory.clone())
         };
         tracing::debug!(vhost = %self.vhost, exchange = %spec.name, kind = %spec.kind, "exchange declared");
+        self.directory.insert(&spec.name, handle.clone());
         self.exchanges.insert(spec.name, handle);
         Ok(())
     }
@@ -275,6 +327,7 @@ impl Registry {
         let Some(x) = self.exchanges.remove(name) else {
             return Vec::new();
         };
+        self.directory.remove(name);
         x.stop();
         let (mut removals, mut sources) = self.unbind_where(|b| {
             b.exchange == name || matches!(&b.target, BindTarget::Exchange(t) if t == name)
@@ -286,6 +339,43 @@ impl Registry {
             removals.extend(self.remove_exchange(&s));
         }
         removals
+    }
+
+    /// Starts the actor of a new queue (`spec` validated and named), registers it, and
+    /// hands a durable one its storage (with what start-up recovered for it).
+    fn start_queue(
+        &mut self,
+        spec: &QueueSpec,
+        owner: Option<OwnerId>,
+        ctx: &mut Context<Self>,
+    ) -> Result<QueueHandle, BrokerError> {
+        let config = QueueConfig::from_spec(spec)?;
+        let incarnation = self.ctx.next_incarnation();
+        let handle = QueueActor::start_on(
+            &self.ctx.next_arbiter(),
+            QueueInit {
+                name: Arc::from(spec.name.as_str()),
+                vhost: self.vhost.clone(),
+                incarnation,
+                auto_delete: spec.auto_delete,
+                gauge: self.ctx.gauge.clone(),
+                registry: ctx.address().recipient(),
+                flow_threshold: self.ctx.queue_flow_threshold,
+                config,
+                exchanges: self.directory.clone(),
+            },
+        );
+        self.attach_storage(&handle, spec);
+        self.queues.insert(
+            spec.name.clone(),
+            QueueEntry {
+                handle: handle.clone(),
+                spec: spec.clone(),
+                owner,
+                incarnation,
+            },
+        );
+        Ok(handle)
     }
 
     /// Forgets the queue `name` if its actor has stopped (it deleted itself and its
@@ -337,14 +427,26 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(crate::broker::MAILBOX_CAPACITY);
+        // The durable entities found at start-up, before any request is handled.
+        self.restore(ctx);
     }
 }
 
 impl Handler<DeclareExchange> for Registry {
-    type Result = Result<(), BrokerError>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: DeclareExchange, _ctx: &mut Self::Context) -> Self::Result {
-        self.declare_exchange(msg)
+        let created = msg.spec.durable && !self.exchanges.contains_key(&msg.spec.name);
+        let result = self.declare_exchange(msg);
+        // A new durable exchange is answered once it is saved.
+        let saved = (created && result.is_ok()).then(|| self.persist());
+        Box::pin(async move {
+            result?;
+            match saved {
+                Some(saved) => saved.await,
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -368,14 +470,19 @@ impl Handler<DeleteExchange> for Registry {
             }
             Ok(())
         };
+        let exchanges_before = self.exchanges.len();
         let removals = match check() {
             Ok(()) => self.remove_exchange(&msg.name),
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
+        let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
         AtomicResponse::new(Box::pin(
             async move {
                 apply_removals(removals).await;
-                Ok(())
+                match saved {
+                    Some(saved) => saved.await,
+                    None => Ok(()),
+                }
             }
             .into_actor(self),
         ))
@@ -398,6 +505,11 @@ impl Handler<DeclareQueue> for Registry {
                         return Err(BrokerError::precondition(diff));
                     }
                 }
+                if !msg.passive {
+                    // A redeclare renews an x-expires lease (a passive one only looks).
+                    // do_send: nothing to wait for.
+                    existing.handle.addr().do_send(Touch);
+                }
                 return Ok((existing.handle, None));
             }
             if msg.passive {
@@ -416,32 +528,11 @@ impl Handler<DeclareQueue> for Registry {
                     spec.name
                 )));
             }
-            crate::broker::queue_args::validate(&spec)?;
-            let incarnation = self.ctx.next_incarnation();
-            let name: Arc<str> = Arc::from(spec.name.as_str());
-            let handle = QueueActor::start_on(
-                &self.ctx.next_arbiter(),
-                name,
-                self.vhost.clone(),
-                incarnation,
-                spec.auto_delete,
-                self.ctx.gauge.clone(),
-                ctx.address().recipient(),
-                self.ctx.queue_flow_threshold,
-            );
+            let owner = spec.exclusive.then_some(msg.owner);
+            let handle = self.start_queue(&spec, owner, ctx)?;
             // Every queue is bound to the default exchange by its name.
             let default = self.exchanges.get("").expect("default exchange").clone();
-            let owner = spec.exclusive.then_some(msg.owner);
             tracing::debug!(vhost = %self.vhost, queue = %spec.name, "queue declared");
-            self.queues.insert(
-                spec.name.clone(),
-                QueueEntry {
-                    handle: handle.clone(),
-                    spec: spec.clone(),
-                    owner,
-                    incarnation,
-                },
-            );
             let add = AddBinding {
                 destination: Destination::Queue(handle.clone()),
                 routing_key: spec.name.clone(),
@@ -452,12 +543,19 @@ impl Handler<DeclareQueue> for Registry {
             Ok((handle, Some((default, add))))
         })();
         let vhost = self.vhost.clone();
+        // A new durable queue (or a stale one forgotten) is answered once saved.
+        let changed =
+            !stale.is_empty() || matches!(&result, Ok((h, Some(_))) if self.stores_queue(h.name()));
+        let saved = changed.then(|| self.persist());
         AtomicResponse::new(Box::pin(
             async move {
                 apply_removals(stale).await;
                 let (handle, default_bind) = result?;
                 if let Some((default, add)) = default_bind {
                     default.add_binding(add).await?;
+                }
+                if let Some(saved) = saved {
+                    saved.await?;
                 }
                 // Closed: the queue deleted itself between the registry's look and now.
                 let stats = handle
@@ -501,13 +599,20 @@ impl Handler<DeleteQueue> for Registry {
             }
             .into_actor(self)
             .then(move |res, act: &mut Registry, _ctx| {
+                let stored = act.stores_queue(&name);
+                let exchanges_before = act.exchanges.len();
                 let removals = if res.is_ok() {
                     act.remove_queue(&name)
                 } else {
                     Vec::new()
                 };
+                let changed = stored || act.exchanges.len() != exchanges_before;
+                let saved = (res.is_ok() && changed).then(|| act.persist());
                 async move {
                     apply_removals(removals).await;
+                    if let Some(saved) = saved {
+                        saved.await?;
+                    }
                     res
                 }
                 .into_actor(act)
@@ -566,11 +671,21 @@ impl Handler<Bind> for Registry {
                     .await
             }
             .into_actor(self)
-            .map(move |res, act, _ctx| {
+            .then(move |res, act: &mut Registry, _ctx| {
+                let mut saved = None;
                 if res.is_ok() && !act.bindings.contains(&record) {
+                    let durable = act.binding_is_durable(&record);
                     act.bindings.push(record);
+                    saved = durable.then(|| act.persist());
                 }
-                res
+                async move {
+                    res?;
+                    match saved {
+                        Some(saved) => saved.await,
+                        None => Ok(()),
+                    }
+                }
+                .into_actor(act)
             }),
         ))
     }
@@ -607,14 +722,21 @@ impl Handler<Unbind> for Registry {
             return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
         }
         let record = BindingRecord::from_bind(&b);
+        let durable = self.binding_is_durable(&record);
+        let exchanges_before = self.exchanges.len();
         let (mut removals, sources) = self.unbind_where(|r| r == &record);
         for s in self.auto_delete_candidates(sources) {
             removals.extend(self.remove_exchange(&s));
         }
+        let changed = (durable && !removals.is_empty()) || self.exchanges.len() != exchanges_before;
+        let saved = changed.then(|| self.persist());
         AtomicResponse::new(Box::pin(
             async move {
                 apply_removals(removals).await;
-                Ok(())
+                match saved {
+                    Some(saved) => saved.await,
+                    None => Ok(()),
+                }
             }
             .into_actor(self),
         ))
@@ -649,6 +771,7 @@ impl Handler<OwnerGone> for Registry {
             .map(|(n, q)| (n.clone(), q.handle.clone()))
             .collect();
         let mut removals = Vec::new();
+        let exchanges_before = self.exchanges.len();
         for (name, handle) in &owned {
             handle.addr().do_send(DeleteSelf {
                 if_unused: false,
@@ -656,7 +779,17 @@ impl Handler<OwnerGone> for Registry {
             });
             removals.extend(self.remove_queue(name));
         }
-        AtomicResponse::new(Box::pin(apply_removals(removals).into_actor(self)))
+        // Exclusive queues are never stored, but an auto-delete exchange may go with them.
+        let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(removals).await;
+                if let Some(saved) = saved {
+                    let _ = saved.await;
+                }
+            }
+            .into_actor(self),
+        ))
     }
 }
 
@@ -668,12 +801,23 @@ impl Handler<QueueGone> for Registry {
             .queues
             .get(&*msg.name)
             .is_some_and(|q| q.incarnation == msg.incarnation);
+        let stored = current && self.stores_queue(&msg.name);
+        let exchanges_before = self.exchanges.len();
         let removals = if current {
             self.remove_queue(&msg.name)
         } else {
             Vec::new()
         };
-        AtomicResponse::new(Box::pin(apply_removals(removals).into_actor(self)))
+        let saved = (stored || self.exchanges.len() != exchanges_before).then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(removals).await;
+                if let Some(saved) = saved {
+                    let _ = saved.await;
+                }
+            }
+            .into_actor(self),
+        ))
     }
 }
 
@@ -723,6 +867,7 @@ impl Handler<StopAll> for Registry {
         }
         self.queues.clear();
         self.exchanges.clear();
+        self.directory.clear();
         ctx.stop();
     }
 }

@@ -130,6 +130,14 @@ pub struct ExchangeOptions {
     pub arguments: FieldTable,
 }
 
+impl ExchangeOptions {
+    /// Adds an argument, e.g. `alternate-exchange`.
+    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        self.arguments.insert(key.to_string(), value.into());
+        self
+    }
+}
+
 /// Options of a consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumeOptions {
@@ -165,6 +173,13 @@ impl ConsumeOptions {
             ..Default::default()
         }
     }
+
+    /// Adds a consumer argument, e.g. `x-priority` (an integer: consumers of higher
+    /// priority get messages first while they have room).
+    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
+        self.arguments.insert(key.to_string(), value.into());
+        self
+    }
 }
 
 /// Options of one publish.
@@ -199,5 +214,31 @@ impl PublishOptions {
             .get_or_insert_with(FieldTable::new)
             .insert(key.to_string(), value.into());
         self
+    }
+
+    /// Sets a per-message TTL in milliseconds (the `expiration` property): the message
+    /// expires in any queue where it waits longer.
+    pub fn expiration(mut self, ms: u64) -> Self {
+        self.properties.expiration = Some(ms.to_string());
+        self
+    }
+
+    /// Sets the `priority` (0-255), honoured by queues declared with `x-max-priority`.
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.properties.priority = Some(priority);
+        self
+    }
+
+    /// Sets the `message_id`: the key of the deduplication window of queues declared
+    /// with `x-dedup-window`.
+    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+        self.properties.message_id = Some(id.into());
+        self
+    }
+
+    /// Delays the message: it becomes visible in each queue it reaches `ms`
+    /// milliseconds after it arrives there (the `x-delay` header, on any exchange).
+    pub fn delay(self, ms: u64) -> Self {
+        self.header("x-delay", ms.min(i64::MAX as u64) as i64)
     }
 }

@@ -37,7 +37,11 @@ pub struct Confirmation {
     pub returned: Option<Returned>,
 }
 
-/// Resolves when the broker has the message in every queue it routes to.
+/// Resolves when the broker has the message in every queue it routes to: `Ok` with the
+/// [`Confirmation`], or `Err` when the broker refused it (a nack) — RESOURCE_ERROR from
+/// a full queue with `x-overflow` `reject-publish` (naming the queue and its limit),
+/// PRECONDITION_FAILED for an `expiration` or `x-delay` it cannot read, NOT_FOUND when
+/// the exchange went away.
 pub struct Confirm {
     rx: oneshot::Receiver<Result<Confirmation, BrokerError>>,
 }
@@ -316,6 +320,7 @@ impl Session {
             messages: messages.clone(),
             hops: Vec::new(),
             reply: Some(tx),
+            dead_letter: false,
         });
         let mut senders = Vec::with_capacity(messages.len());
         let mut confirms = Vec::with_capacity(messages.len());
@@ -336,7 +341,13 @@ impl Session {
             let _ = vhost_registry;
             match result {
                 Ok(Ok(routed)) => {
-                    for ((s, m), n) in senders.into_iter().zip(messages).zip(routed) {
+                    for ((s, m), r) in senders.into_iter().zip(messages).zip(routed) {
+                        if let Some(e) = r.refused {
+                            // A nack: a queue refused it (x-overflow reject-publish).
+                            let _ = s.send(Err(e));
+                            continue;
+                        }
+                        let n = r.queues;
                         let returned = (n == 0 && mandatory).then(|| Returned {
                             code: 312,
                             reason: "NO_ROUTE".into(),

@@ -75,8 +75,8 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Starts the broker core and listens on `settings.server.bind`. Ready to accept
-    /// connections when this returns.
+    /// Starts the broker core (recovering what `settings.storage.data_dir` holds) and
+    /// listens on `settings.server.bind`. Ready to accept connections when this returns.
     pub fn start(settings: Settings) -> Result<ServerHandle, ServerError> {
         let users = Users::from_settings(&settings)?;
         let listener = std::net::TcpListener::bind(&settings.server.bind).map_err(|source| {
@@ -95,7 +95,10 @@ impl ServerHandle {
                 addr: settings.server.bind.clone(),
                 source,
             })?;
-        let broker = Broker::start(settings.broker.clone())?;
+        let broker = Broker::builder()
+            .settings(settings.broker.clone())
+            .storage(settings.storage.options())
+            .start()?;
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(ServerShared {
             broker,

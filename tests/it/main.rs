@@ -7,3 +7,4 @@ mod client;
 mod net;
 
 mod core;
+mod durability;

@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 /// Generous deadline for condition waits: the machines are shared and noisy.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A broker listening on 127.0.0.1:0, shut down when dropped.
+/// A broker listening on 127.0.0.1:0, with its storage in a temporary directory, shut
+/// down when dropped.
 pub struct TestServer {
     pub handle: Option<ServerHandle>,
     pub addr: SocketAddr,
+    /// The storage directory (removed after the server stops).
+    pub data: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -26,15 +29,18 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusts the settings.
     pub fn with(tweak: impl FnOnce(&mut Settings)) -> TestServer {
+        let data = tempfile::tempdir().expect("a temporary data directory");
         let mut s = Settings::default();
         s.server.bind = "127.0.0.1:0".into();
         s.broker.workers = 2;
+        s.storage.data_dir = data.path().to_path_buf();
         tweak(&mut s);
         let handle = ServerHandle::start(s).expect("server starts");
         let addr = handle.local_addr();
         TestServer {
             handle: Some(handle),
             addr,
+            data: Some(data),
         }
     }
 
@@ -48,6 +54,7 @@ impl Drop for TestServer {
         if let Some(h) = self.handle.take() {
             h.shutdown();
         }
+        self.data.take();
     }
 }
 

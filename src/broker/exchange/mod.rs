@@ -6,8 +6,15 @@
 //!                          │                         exchange's Router, with a loop guard
 //!                          ├──Enqueue(batch per queue), awaited ──► QueueActor ...
 //!                          └──Publish(batch) to custom exchange actors, awaited
-//!  reply: per message, how many queues it reached (after every queue answered)
+//!  reply: per message, how many queues it reached and whether one refused it
+//!         (after every queue answered)
 //! ```
+//!
+//! A message no binding routes goes to the exchange's `alternate-exchange`, if it has
+//! one and it exists: the batch of such messages is forwarded there (looked up in the
+//! vhost's [`ExchangeDirectory`], never by asking the registry), and the queues it
+//! reaches count as routed. A batch published by a queue that dead-letters is checked
+//! for dead-letter cycles: a message is not delivered to a queue it would cycle through.
 //!
 //! The router sits behind an `Arc<RwLock>` owned by the exchange actor, so that an
 //! exchange bound to another can resolve the whole destination set in one pass and
@@ -28,7 +35,10 @@ pub use router::Router;
 use crate::broker::messages::{
     AddBinding, BindTarget, Publish, RemoveBinding, Routed, StopExchange,
 };
+use crate::broker::queue::dead_letter::is_cycle;
 use crate::broker::queue::QueueHandle;
+use crate::broker::queue_args::validate_message;
+use crate::broker::registry::ExchangeDirectory;
 use crate::error::BrokerError;
 use crate::message::{FieldTable, Message};
 use actix::prelude::*;
@@ -210,17 +220,29 @@ impl ExchangeHandle {
         Arc::as_ptr(&self.inner) as *const u8 as usize
     }
 
-    /// Starts a built-in exchange actor on `arbiter`.
+    /// Starts a built-in exchange actor on `arbiter`; its alternate exchange (if any)
+    /// is looked up in `directory`, the exchanges of its virtual host.
     pub fn start_builtin(
         spec: ExchangeSpec,
         kind: Box<dyn ExchangeType>,
         arbiter: &actix::ArbiterHandle,
+        directory: ExchangeDirectory,
     ) -> Self {
         let router = Arc::new(RwLock::new(Router::new(kind)));
         let name: Arc<str> = Arc::from(spec.name.as_str());
+        let alternate = spec
+            .arguments
+            .get("alternate-exchange")
+            .and_then(|v| v.as_str())
+            .map(Arc::from);
         let r2 = router.clone();
-        let addr =
-            ExchangeActor::start_in_arbiter(arbiter, move |_| ExchangeActor { name, router: r2 });
+        let addr = ExchangeActor::start_in_arbiter(arbiter, move |_| ExchangeActor {
+            name,
+            router: r2,
+            alternate,
+            alternate_handle: None,
+            directory,
+        });
         Self::builtin(spec, addr, router)
     }
 }
@@ -231,6 +253,28 @@ pub struct ExchangeActor {
     name: Arc<str>,
     /// Bindings and routing strategy, shared read-only with exchanges bound to this one.
     router: Arc<RwLock<Router>>,
+    /// The `alternate-exchange` argument: where unroutable messages go.
+    alternate: Option<Arc<str>>,
+    /// The alternate exchange as last looked up (refreshed once its actor is gone).
+    alternate_handle: Option<ExchangeHandle>,
+    /// The virtual host's exchanges by name, to find the alternate exchange.
+    directory: ExchangeDirectory,
+}
+
+impl ExchangeActor {
+    /// The alternate exchange, if configured and declared; None as well when it was
+    /// already passed through (`hops`), which breaks alternate-exchange loops.
+    fn alternate(&mut self, hops: &[Arc<str>]) -> Option<ExchangeHandle> {
+        let name = self.alternate.as_ref()?;
+        if hops.iter().any(|h| h == name) {
+            return None;
+        }
+        if let Some(h) = self.alternate_handle.as_ref().filter(|h| h.is_alive()) {
+            return Some(h.clone());
+        }
+        self.alternate_handle = self.directory.get(name);
+        self.alternate_handle.clone()
+    }
 }
 
 impl Actor for ExchangeActor {
@@ -253,24 +297,69 @@ struct Plan {
     actor_index: HashMap<usize, usize>,
 }
 
+/// Folds a queue's [`Enqueued`](crate::broker::messages::Enqueued) answer for the
+/// messages at batch positions `idx` into `routed`.
+fn count_enqueued(routed: &mut [Routed], idx: Vec<u32>, answer: crate::broker::messages::Enqueued) {
+    let mut refused = answer.refused.iter().copied().peekable();
+    for (j, i) in idx.into_iter().enumerate() {
+        let r = &mut routed[i as usize];
+        if refused.next_if_eq(&(j as u32)).is_some() {
+            if r.refused.is_none() {
+                r.refused = Some(answer.reason.clone().unwrap_or_else(|| {
+                    BrokerError::new(
+                        crate::error::ErrorCode::ResourceError,
+                        "a queue refused the message",
+                    )
+                }));
+            }
+        } else {
+            r.queues += 1;
+        }
+    }
+}
+
 impl Handler<Publish> for ExchangeActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
         let n = msg.messages.len();
+        let mut routed: Vec<Routed> = vec![Routed::default(); n];
         let mut plan = Plan::default();
+        let mut hops_out = msg.hops;
+        hops_out.push(self.name.clone());
+        // Positions of unroutable messages, kept only when there is an alternate exchange.
+        let mut unroutable: Vec<u32> = Vec::new();
         {
             let router = self.router.read().expect("router lock poisoned");
-            let mut hops = msg.hops.clone();
-            hops.push(self.name.clone());
+            let mut hops = hops_out.clone();
             let base = hops.len();
             let mut queues = Vec::new();
             let mut actors = Vec::new();
             for (i, m) in msg.messages.iter().enumerate() {
+                if let Err(e) = validate_message(m) {
+                    routed[i].refused = Some(e);
+                    continue;
+                }
                 queues.clear();
                 actors.clear();
                 hops.truncate(base);
                 router.resolve(m, &mut hops, &mut queues, &mut actors);
+                if msg.dead_letter && !queues.is_empty() {
+                    let before = queues.len();
+                    queues.retain(|q: &QueueHandle| !is_cycle(m, q.name()));
+                    if queues.len() < before {
+                        tracing::warn!(exchange = %self.name, "dead-letter cycle detected: a message that died in a queue without being rejected would go back to it; it is dropped there");
+                        if queues.is_empty() && actors.is_empty() {
+                            continue;
+                        }
+                    }
+                }
+                if queues.is_empty() && actors.is_empty() {
+                    if self.alternate.is_some() {
+                        unroutable.push(i as u32);
+                    }
+                    continue;
+                }
                 for q in queues.drain(..) {
                     let slot = *plan.queue_index.entry(q.key()).or_insert_with(|| {
                         plan.queues.push((q.clone(), Vec::new(), Vec::new()));
@@ -288,53 +377,64 @@ impl Handler<Publish> for ExchangeActor {
                     plan.actors[slot].2.push(i as u32);
                 }
             }
-            // Send while still in handle(): the order of batches into each queue's
-            // mailbox is the order they reached this exchange.
-            let enqueues: Vec<_> = plan
-                .queues
-                .drain(..)
-                .map(|(q, messages, idx)| (q.enqueue(messages), idx))
-                .collect();
-            let mut hops_out = msg.hops;
-            hops_out.push(self.name.clone());
-            let forwards: Vec<_> = plan
-                .actors
-                .drain(..)
-                .map(|(x, messages, idx)| {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    x.publish_recipient().do_send(Publish {
-                        messages,
-                        hops: hops_out.clone(),
-                        reply: Some(tx),
-                    });
-                    (rx, idx)
-                })
-                .collect();
-            let reply = msg.reply;
-            // Awaiting the answers off the actor: the exchange keeps routing other batches
-            // meanwhile; the publisher's window bounds how many are in flight.
-            actix_rt::spawn(async move {
-                let mut routed: Vec<Routed> = vec![0; n];
-                let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
-                for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
-                    if res.is_ok() {
-                        for i in idx {
-                            routed[i as usize] += 1;
-                        }
-                    }
-                }
-                for (rx, idx) in forwards {
-                    if let Ok(Ok(counts)) = rx.await {
-                        for (i, c) in idx.into_iter().zip(counts) {
-                            routed[i as usize] += c;
-                        }
-                    }
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(routed));
-                }
-            });
         }
+        // Send while still in handle(): the order of batches into each queue's mailbox
+        // is the order they reached this exchange.
+        let enqueues: Vec<_> = plan
+            .queues
+            .drain(..)
+            .map(|(q, messages, idx)| (q.enqueue(messages), idx))
+            .collect();
+        let mut forwards: Vec<_> = plan
+            .actors
+            .drain(..)
+            .map(|(x, messages, idx)| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                x.publish_recipient().do_send(Publish {
+                    messages,
+                    hops: hops_out.clone(),
+                    reply: Some(tx),
+                    dead_letter: msg.dead_letter,
+                });
+                (rx, idx)
+            })
+            .collect();
+        if !unroutable.is_empty() {
+            if let Some(alt) = self.alternate(&hops_out) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                alt.publish_recipient().do_send(Publish {
+                    messages: unroutable
+                        .iter()
+                        .map(|&i| msg.messages[i as usize].clone())
+                        .collect(),
+                    hops: hops_out,
+                    reply: Some(tx),
+                    dead_letter: msg.dead_letter,
+                });
+                forwards.push((rx, unroutable));
+            }
+        }
+        let reply = msg.reply;
+        // Awaiting the answers off the actor: the exchange keeps routing other batches
+        // meanwhile; the publisher's window bounds how many are in flight.
+        actix_rt::spawn(async move {
+            let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
+            for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
+                if let Ok(Ok(answer)) = res {
+                    count_enqueued(&mut routed, idx, answer);
+                }
+            }
+            for (rx, idx) in forwards {
+                if let Ok(Ok(answers)) = rx.await {
+                    for (i, r) in idx.into_iter().zip(answers) {
+                        routed[i as usize].merge(r);
+                    }
+                }
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(routed));
+            }
+        });
     }
 }
 

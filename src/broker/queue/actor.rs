@@ -1,21 +1,40 @@
 //! The queue actor: wraps [`QueueState`] with memory accounting, delivery to consumer
-//! recipients, and self-deletion.
+//! recipients, one timer for every deadline, dead-lettering and self-deletion.
+//!
+//! Every handler ends in [`QueueActor::after`]: dead letters go out, the memory gauge
+//! is brought level with what the queue holds, and the single timer is armed for the
+//! state's earliest deadline (TTL, delay, consumer timeout). Nothing polls: a queue with
+//! a million delayed messages and nothing due sleeps until the first one is. `x-expires`
+//! has a timer of its own, armed only while the queue has no consumer.
 
+use super::consumers::NewConsumer;
+use super::dead_letter::Target;
+use super::durable::{self, AttachStorage, Durable};
 use super::inbox::{Control, Inbox};
-use super::state::QueueState;
+use super::outbox::DeadLetterOutbox;
+use super::state::{Pushed, QueueState};
+use super::timers::Millis;
 use super::QueueHandle;
 use crate::broker::memory::MemoryGauge;
 use crate::broker::messages::{
-    Cancel, Consume, ConsumerCancelled, Credit, Deliver, Delivery, Enqueue, Get, GetStats, OwnerId,
-    QueueGone, QueueStats, Release, ReturnCredit, Settle, Settlement,
+    Cancel, Consume, ConsumerCancelled, Credit, Deliver, Delivery, Enqueue, Enqueued, Get,
+    GetStats, OwnerId, QueueGone, QueueStats, Release, ReturnCredit, Settle,
 };
-use crate::error::BrokerError;
+use crate::broker::queue_args::{consumer_priority, QueueConfig};
+use crate::broker::registry::ExchangeDirectory;
+use crate::error::{BrokerError, ErrorCode};
 use actix::prelude::*;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod effects;
 
 /// Deliveries handed out per dispatch pass before the actor yields to the others on its
 /// arbiter (DESIGN.md: one busy queue must not stall its neighbours).
 const DISPATCH_CHUNK: usize = 2048;
+
+/// Deadlines (of each kind) handled per timer firing before the actor yields.
+const TIMER_CHUNK: usize = 4096;
 
 /// How the queue reaches one consumer.
 pub struct ConsumerHandle {
@@ -23,6 +42,28 @@ pub struct ConsumerHandle {
     deliver: Recipient<Deliver>,
     /// Where a broker-side cancel is announced.
     cancelled: Option<Recipient<ConsumerCancelled>>,
+}
+
+/// What the registry gives a new queue.
+pub(crate) struct QueueInit {
+    /// The queue's name.
+    pub name: Arc<str>,
+    /// Its virtual host.
+    pub vhost: Arc<str>,
+    /// Its incarnation (see [`QueueGone`]).
+    pub incarnation: u64,
+    /// Delete when the last consumer leaves.
+    pub auto_delete: bool,
+    /// Broker-wide memory accounting.
+    pub gauge: Arc<MemoryGauge>,
+    /// Told when the queue deletes itself.
+    pub registry: Recipient<QueueGone>,
+    /// `broker.queue_flow_threshold`.
+    pub flow_threshold: usize,
+    /// The parsed declare arguments.
+    pub config: QueueConfig,
+    /// The virtual host's exchanges (for dead-lettering).
+    pub exchanges: ExchangeDirectory,
 }
 
 /// One queue.
@@ -33,10 +74,14 @@ pub struct QueueActor {
     vhost: Arc<str>,
     /// Distinguishes this queue from an earlier or later one of the same name.
     incarnation: u64,
-    /// Messages, consumers, unacked deliveries.
+    /// Messages, consumers, unacked deliveries, deadlines.
     state: QueueState<ConsumerHandle>,
     /// Broker-wide memory accounting.
     gauge: Arc<MemoryGauge>,
+    /// Bytes this queue has added to the gauge: what it holds plus its dead letters on
+    /// their way out. Brought level after every handler ([`Self::reconcile_gauge`]), so
+    /// no path (expiry, drop-head, dead-lettering, delete) can leave the gauge off.
+    accounted: usize,
     /// Told when the queue deletes itself.
     registry: Recipient<QueueGone>,
     /// Delete when the last consumer leaves.
@@ -59,6 +104,21 @@ pub struct QueueActor {
     /// Ready messages above which, with consumers attached, publishers are slowed
     /// (`broker.queue_flow_threshold`; 0 = never).
     flow_threshold: usize,
+    /// The origin of the queue's clock: deadlines are milliseconds since.
+    epoch: Instant,
+    /// The armed deadline timer: when it fires, and its handle to cancel it.
+    timer: Option<(Millis, SpawnHandle)>,
+    /// Dead letters on their way out (when the queue has a dead-letter exchange).
+    outbox: Option<DeadLetterOutbox>,
+    /// Last time the queue was used: a consumer left, a get, a declare (`x-expires`).
+    last_used: Instant,
+    /// The `x-expires` check, while armed.
+    expires_check: Option<SpawnHandle>,
+    /// Consumers were attached at the end of the last handler (to see the last leave).
+    had_consumers: bool,
+    /// What a durable queue appends to the message store (inert otherwise; set by
+    /// [`AttachStorage`]). Committed at the end of every handler, in [`Self::after`].
+    durable: Durable,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -66,38 +126,51 @@ pub struct QueueActor {
 #[rtype(result = "()")]
 pub struct Wake;
 
+/// Marks the queue as used (sent by the registry on a redeclare; `x-expires`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Touch;
+
 impl QueueActor {
     /// Starts a queue actor on `arbiter`.
-    #[allow(clippy::too_many_arguments)] // one call site, in the registry
-    pub(crate) fn start_on(
-        arbiter: &ArbiterHandle,
-        name: Arc<str>,
-        vhost: Arc<str>,
-        incarnation: u64,
-        auto_delete: bool,
-        gauge: Arc<MemoryGauge>,
-        registry: Recipient<QueueGone>,
-        flow_threshold: usize,
-    ) -> QueueHandle {
-        let n2 = name.clone();
+    pub(crate) fn start_on(arbiter: &ArbiterHandle, init: QueueInit) -> QueueHandle {
+        let name = init.name.clone();
         let inbox = Arc::new(Inbox::default());
         let i2 = inbox.clone();
-        let addr = QueueActor::start_in_arbiter(arbiter, move |_| QueueActor {
-            name: n2,
-            vhost,
-            incarnation,
-            state: QueueState::new(),
-            gauge,
-            registry,
-            auto_delete,
-            handle: None,
-            dispatch_scheduled: false,
-            tag_seq: 0,
-            deleted: false,
-            exclusive_consumer: None,
-            inbox: i2,
-            flow: tokio::sync::watch::channel(true).0,
-            flow_threshold,
+        let addr = QueueActor::start_in_arbiter(arbiter, move |_| {
+            let outbox = init.config.dead_letter_exchange.as_ref().map(|x| {
+                let target = Target {
+                    exchange: Arc::from(x.as_str()),
+                    routing_key: init.config.dead_letter_routing_key.clone(),
+                };
+                DeadLetterOutbox::new(init.name.clone(), target, init.exchanges)
+            });
+            let now = Instant::now();
+            QueueActor {
+                name: init.name,
+                vhost: init.vhost,
+                incarnation: init.incarnation,
+                state: QueueState::new(init.config),
+                gauge: init.gauge,
+                accounted: 0,
+                registry: init.registry,
+                auto_delete: init.auto_delete,
+                handle: None,
+                dispatch_scheduled: false,
+                tag_seq: 0,
+                deleted: false,
+                exclusive_consumer: None,
+                inbox: i2,
+                flow: tokio::sync::watch::channel(true).0,
+                flow_threshold: init.flow_threshold,
+                epoch: now,
+                timer: None,
+                outbox,
+                last_used: now,
+                expires_check: None,
+                had_consumers: false,
+                durable: Durable::default(),
+            }
         });
         QueueHandle::new(name, addr, inbox)
     }
@@ -122,6 +195,19 @@ impl QueueActor {
         }
     }
 
+    /// Logs settlements naming deliveries the owner does not hold.
+    fn unknown_ids(&self, unknown: Vec<u64>) {
+        if unknown.is_empty() {
+            return;
+        }
+        if self.state.config().consumer_timeout.is_some() {
+            // Expected: deliveries that timed out and went back to the queue.
+            tracing::debug!(queue = %self.name, ids = ?unknown, "late settlement of timed-out deliveries ignored");
+        } else {
+            tracing::warn!(queue = %self.name, ids = ?unknown, "settlement names deliveries this owner does not hold");
+        }
+    }
+
     /// Applies the acks, credit, cancels and releases waiting in the inbox; true if
     /// there were any.
     fn drain_inbox(&mut self, ctx: &mut Context<Self>) -> bool {
@@ -129,7 +215,7 @@ impl QueueActor {
         if items.is_empty() {
             return false;
         }
-        let mut released = 0;
+        let now = self.now();
         let mut detached = false;
         for item in items {
             match item {
@@ -137,15 +223,10 @@ impl QueueActor {
                     owner,
                     ids,
                     settlement,
-                } => match self
-                    .state
-                    .settle(owner, &ids, settlement == Settlement::Requeue)
-                {
-                    Ok(bytes) => released += bytes,
-                    Err(unknown) => {
-                        tracing::warn!(queue = %self.name, ids = ?unknown.0, "settlement names deliveries this owner does not hold");
-                    }
-                },
+                } => {
+                    let unknown = self.state.settle(owner, &ids, settlement, now);
+                    self.unknown_ids(unknown);
+                }
                 Control::Credit { consumer, amount } => self.state.return_credit(consumer, amount),
                 Control::Cancel { owner, tag, done } => {
                     let id = self
@@ -163,11 +244,10 @@ impl QueueActor {
                     }
                 }
                 Control::Release(owner) => {
-                    detached |= !self.state.release(owner).is_empty();
+                    detached |= !self.state.release(owner, now).is_empty();
                 }
             }
         }
-        self.gauge.sub(released);
         if detached {
             self.maybe_auto_delete(ctx);
         }
@@ -178,11 +258,11 @@ impl QueueActor {
         BrokerError::not_found("queue", &self.name, &self.vhost)
     }
 
-    /// Hands ready messages to consumers with credit. Does at most one chunk now and
-    /// schedules the rest after a yield.
+    /// Hands ready messages to consumers with credit (one chunk now, the rest after a
+    /// yield), then settles the effects ([`Self::after`]).
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         self.dispatch_ready(ctx);
-        self.update_flow();
+        self.after(ctx);
     }
 
     fn dispatch_ready(&mut self, ctx: &mut Context<Self>) {
@@ -190,24 +270,19 @@ impl QueueActor {
             return;
         }
         loop {
-            let batches = self.state.dispatch(DISPATCH_CHUNK);
+            let now = self.now();
+            let batches = self.state.dispatch(DISPATCH_CHUNK, now);
             if batches.is_empty() {
                 return;
             }
             let handed: usize = batches.iter().map(|(_, d)| d.len()).sum();
             let mut gone = Vec::new();
-            let mut released = 0usize;
             for (idx, deliveries) in batches {
                 let slot = self.state.consumer_at(idx);
+                self.durable.on_delivered(&deliveries, slot.auto_ack);
                 if !slot.handle.deliver.connected() {
                     gone.push(slot.id);
                     continue;
-                }
-                if slot.auto_ack {
-                    released += deliveries
-                        .iter()
-                        .map(|d| d.message.accounted_size())
-                        .sum::<usize>();
                 }
                 let credit = Credit {
                     queue: self.handle.clone(),
@@ -222,10 +297,9 @@ impl QueueActor {
                     credit,
                 });
             }
-            self.gauge.sub(released);
             if !gone.is_empty() {
                 for id in gone {
-                    if let Some(slot) = self.state.drop_consumer(id) {
+                    if let Some(slot) = self.state.drop_consumer(id, now) {
                         tracing::debug!(queue = %self.name, consumer = %slot.tag, "consumer vanished; its deliveries are requeued");
                     }
                 }
@@ -249,6 +323,21 @@ impl QueueActor {
         }
     }
 
+    /// The refusal of a message by a full reject-publish queue.
+    fn full_error(&self) -> BrokerError {
+        let c = self.state.config();
+        BrokerError::new(
+            ErrorCode::ResourceError,
+            format!(
+                "queue '{}' in vhost '{}' is full ({}): message refused (x-overflow {})",
+                self.name,
+                self.vhost,
+                c.limits_text(),
+                c.overflow.as_str()
+            ),
+        )
+    }
+
     /// Deletes the queue if it is auto-delete and its last consumer left.
     fn maybe_auto_delete(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.auto_delete && self.state.had_consumer() && self.state.consumers().is_empty() {
@@ -259,14 +348,16 @@ impl QueueActor {
         false
     }
 
-    /// Drops everything, cancels consumers, tells the registry, stops.
+    /// Drops everything, cancels consumers, tells the registry, stops. Answers the
+    /// messages it held (ready and delayed).
     fn delete(&mut self, ctx: &mut Context<Self>, reason: &str) -> u64 {
         if self.deleted {
             return 0;
         }
         self.deleted = true;
-        let count = self.state.ready_len() as u64;
-        self.gauge.sub(self.state.bytes());
+        let count = (self.state.ready_len() + self.state.delayed_len()) as u64;
+        self.gauge.sub(self.accounted);
+        self.accounted = 0;
         for c in self.state.consumers() {
             if let Some(r) = &c.handle.cancelled {
                 r.do_send(ConsumerCancelled {
@@ -275,7 +366,9 @@ impl QueueActor {
                 });
             }
         }
-        self.state = QueueState::new();
+        self.durable.on_delete();
+        self.state = QueueState::new(self.state.config().clone());
+        self.outbox = None;
         self.flow.send_replace(true);
         self.registry.do_send(QueueGone {
             name: self.name.clone(),
@@ -297,18 +390,22 @@ impl Actor for QueueActor {
             ctx.address(),
             self.inbox.clone(),
         ));
+        self.watch_expires(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Acks drained by the last handler (broker shutdown) still reach the log.
+        self.durable.commit(&mut self.state);
         if !self.deleted {
             // Stopped without a delete (broker shutdown): release the accounting.
-            self.gauge.sub(self.state.bytes());
+            self.gauge.sub(self.accounted);
+            self.accounted = 0;
         }
     }
 }
 
 impl Handler<Enqueue> for QueueActor {
-    type Result = ResponseFuture<Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<Enqueued, BrokerError>>;
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         self.drain_inbox(ctx);
@@ -316,12 +413,25 @@ impl Handler<Enqueue> for QueueActor {
             let e = self.not_found();
             return Box::pin(async move { Err(e) });
         }
-        let mut added = 0;
-        for m in msg.messages {
-            added += self.state.push(m);
+        let now = self.stamp();
+        let mut refused = Vec::new();
+        for (i, m) in msg.messages.into_iter().enumerate() {
+            if self.durable.push(&mut self.state, i as u32, m, now) == Pushed::Refused {
+                refused.push(i as u32);
+            }
         }
-        self.gauge.add(added);
-        self.dispatch(ctx);
+        // Dispatch first: a message a consumer takes at once does not count against a
+        // length limit (nor expire with a TTL of 0).
+        self.dispatch_ready(ctx);
+        self.state.enforce_limits();
+        self.after(ctx);
+        // The answer (the publisher's confirm) waits for the persistent messages to be
+        // stored; the queue does not.
+        let stored = self.durable.take_stored();
+        let answer = Enqueued {
+            reason: (!refused.is_empty()).then(|| self.full_error()),
+            refused,
+        };
         if self.flow_should_close() {
             // The answer (and with it the publisher's window) waits until the
             // consumers have brought the backlog down: a fast producer is slowed to
@@ -330,11 +440,12 @@ impl Handler<Enqueue> for QueueActor {
                 .send_if_modified(|open| std::mem::replace(open, false));
             let mut rx = self.flow.subscribe();
             return Box::pin(async move {
+                let answer = durable::confirm(stored, answer).await;
                 let _ = rx.wait_for(|open| *open).await;
-                Ok(())
+                Ok(answer)
             });
         }
-        Box::pin(async { Ok(()) })
+        Box::pin(async move { Ok(durable::confirm(stored, answer).await) })
     }
 }
 
@@ -346,6 +457,7 @@ impl Handler<Consume> for QueueActor {
         if self.deleted {
             return Err(self.not_found());
         }
+        let priority = consumer_priority(&msg.options.arguments, &self.name)?;
         let exclusive_attached = self
             .exclusive_consumer
             .is_some_and(|id| self.state.consumers().iter().any(|c| c.id == id));
@@ -378,18 +490,18 @@ impl Handler<Consume> for QueueActor {
                 self.name
             )));
         }
-        let handle = ConsumerHandle {
-            deliver: msg.deliver,
-            cancelled: msg.cancelled,
-        };
-        let id = self.state.add_consumer(
-            tag.clone(),
-            msg.owner,
-            handle,
-            msg.options.prefetch,
-            msg.options.auto_ack,
-            msg.window,
-        );
+        let id = self.state.add_consumer(NewConsumer {
+            tag: tag.clone(),
+            owner: msg.owner,
+            handle: ConsumerHandle {
+                deliver: msg.deliver,
+                cancelled: msg.cancelled,
+            },
+            prefetch: msg.options.prefetch,
+            auto_ack: msg.options.auto_ack,
+            window: msg.window,
+            priority,
+        });
         if msg.options.exclusive {
             self.exclusive_consumer = Some(id);
         }
@@ -412,8 +524,12 @@ impl Handler<Cancel> for QueueActor {
         // Cancelling an unknown tag is not an error (AMQP basic.cancel).
         if let Some(id) = id {
             self.state.remove_consumer(id);
-            self.maybe_auto_delete(ctx);
+            if self.maybe_auto_delete(ctx) {
+                return Ok(());
+            }
         }
+        // With a single active consumer, the next one may take over now.
+        self.dispatch(ctx);
         Ok(())
     }
 }
@@ -423,13 +539,9 @@ impl Handler<Settle> for QueueActor {
 
     fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
-        let requeue = msg.settlement == Settlement::Requeue;
-        match self.state.settle(msg.owner, &msg.ids, requeue) {
-            Ok(released) => self.gauge.sub(released),
-            Err(unknown) => {
-                tracing::warn!(queue = %self.name, ids = ?unknown.0, "settlement names deliveries this owner does not hold");
-            }
-        }
+        let now = self.now();
+        let unknown = self.state.settle(msg.owner, &msg.ids, msg.settlement, now);
+        self.unknown_ids(unknown);
         self.dispatch(ctx);
     }
 }
@@ -439,17 +551,19 @@ impl Handler<Get> for QueueActor {
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
         if self.drain_inbox(ctx) {
-            self.dispatch(ctx);
+            self.dispatch_ready(ctx);
         }
         if self.deleted {
             return Err(self.not_found());
         }
-        let got = self.state.get(msg.owner, msg.auto_ack);
-        if msg.auto_ack {
-            if let Some((d, _)) = &got {
-                self.gauge.sub(d.message.accounted_size());
-            }
+        self.last_used = Instant::now();
+        let now = self.now();
+        let got = self.state.get(msg.owner, msg.auto_ack, now);
+        if let Some((d, _)) = &got {
+            self.durable
+                .on_delivered(std::slice::from_ref(d), msg.auto_ack);
         }
+        self.after(ctx);
         Ok(got)
     }
 }
@@ -459,7 +573,8 @@ impl Handler<Release> for QueueActor {
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
-        let removed = self.state.release(msg.0);
+        let now = self.now();
+        let removed = self.state.release(msg.0, now);
         if !removed.is_empty() && self.maybe_auto_delete(ctx) {
             return;
         }
@@ -489,11 +604,20 @@ impl Handler<GetStats> for QueueActor {
             unacked: self.state.unacked_len() as u64,
             consumers: self.state.consumers().len() as u32,
             bytes: self.state.bytes() as u64,
+            delayed: self.state.delayed_len() as u64,
         })
     }
 }
 
-/// Removes every ready message of the queue (sent by the registry).
+impl Handler<Touch> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Touch, _ctx: &mut Self::Context) {
+        self.last_used = Instant::now();
+    }
+}
+
+/// Removes every ready and delayed message of the queue (sent by the registry).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<u64, BrokerError>")]
 pub struct Purge;
@@ -503,13 +627,14 @@ impl Handler<Purge> for QueueActor {
 
     fn handle(&mut self, _msg: Purge, ctx: &mut Self::Context) -> Self::Result {
         if self.drain_inbox(ctx) {
-            self.dispatch(ctx);
+            self.dispatch_ready(ctx);
         }
         if self.deleted {
             return Err(self.not_found());
         }
-        let (n, bytes) = self.state.purge();
-        self.gauge.sub(bytes);
+        let n = self.state.purge();
+        self.durable.on_purge(&mut self.state);
+        self.after(ctx);
         Ok(n)
     }
 }
@@ -534,6 +659,7 @@ impl Handler<DeleteSelf> for QueueActor {
             return Err(self.not_found());
         }
         if msg.if_unused && !self.state.consumers().is_empty() {
+            self.dispatch(ctx);
             return Err(BrokerError::precondition(format!(
                 "queue '{}' in vhost '{}' in use: it has {} consumer(s)",
                 self.name,
@@ -541,12 +667,12 @@ impl Handler<DeleteSelf> for QueueActor {
                 self.state.consumers().len()
             )));
         }
-        if msg.if_empty && (self.state.ready_len() > 0 || self.state.unacked_len() > 0) {
+        let held = self.state.ready_len() + self.state.unacked_len() + self.state.delayed_len();
+        if msg.if_empty && held > 0 {
+            self.dispatch(ctx);
             return Err(BrokerError::precondition(format!(
-                "queue '{}' in vhost '{}' not empty: it holds {} message(s)",
-                self.name,
-                self.vhost,
-                self.state.ready_len() + self.state.unacked_len()
+                "queue '{}' in vhost '{}' not empty: it holds {held} message(s)",
+                self.name, self.vhost,
             )));
         }
         Ok(self.delete(ctx, "deleted"))
@@ -571,6 +697,18 @@ impl Handler<StopQueue> for QueueActor {
 impl std::fmt::Display for OwnerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "owner#{}", self.0)
+    }
+}
+
+impl Handler<AttachStorage> for QueueActor {
+    type Result = ();
+
+    /// Makes the queue durable, refilled with what survived the restart (if anything).
+    fn handle(&mut self, msg: AttachStorage, ctx: &mut Self::Context) {
+        let now = self.now();
+        self.durable = msg.durable;
+        self.durable.attach(&mut self.state, msg.recovered, now);
+        self.dispatch(ctx);
     }
 }
 

@@ -1,12 +1,38 @@
 //! Queues: one actor per queue holding its messages, consumers and unacked deliveries.
 //!
-//! The pure bookkeeping lives in [`state`]; [`actor`] wires it to actix: it accounts
-//! memory, sends deliveries to consumers' `Recipient<Deliver>`, and tells the registry
-//! when it deletes itself (auto-delete).
+//! The pure bookkeeping lives in [`state`] and the helpers beside it, all plain Rust
+//! tested without actix: [`ready`] (per-priority FIFOs), [`timers`] (deadline heaps and
+//! the delay queue), [`consumers`] (priorities, round-robin, single active consumer),
+//! [`dead_letter`] (`x-death`, cycles) and [`dedup`]. [`actor`] wires it to actix: it
+//! accounts memory, sends deliveries to consumers' `Recipient<Deliver>`, arms one timer
+//! for the earliest deadline, republishes dead letters through [`outbox`], and tells
+//! the registry when it deletes itself (auto-delete, `x-expires`).
+//!
+//! Where each queue argument is acted on:
+//!
+//! | argument | where |
+//! |---|---|
+//! | `x-message-ttl`, `expiration` property | [`state`] (deadline per message, expiry heap) |
+//! | `x-expires` | [`actor`] (a timer while no consumer is attached) |
+//! | `x-max-length(-bytes)`, `x-overflow` | [`state`]; refusals answered in [`Enqueued`](crate::broker::messages::Enqueued) |
+//! | `x-dead-letter-exchange` / `-routing-key` | [`state`] collects, [`outbox`] republishes |
+//! | `x-delivery-limit` | [`state`] (on every requeue) |
+//! | `x-max-priority` | [`ready`] |
+//! | `x-delivery-delay`, `x-delay` header | [`state`] / [`timers`]: delayed messages wait *in the queue* |
+//! | `x-consumer-timeout` | [`state`] (requeue as redelivered, fresh delivery ids) |
+//! | `x-dedup-window` | [`dedup`] |
+//! | `x-single-active-consumer`, consumer `x-priority` | [`consumers`] |
 
 pub mod actor;
+pub mod consumers;
+pub mod dead_letter;
+pub mod dedup;
+pub mod durable;
 pub mod inbox;
+pub mod outbox;
+pub mod ready;
 pub mod state;
+pub mod timers;
 
 pub use actor::QueueActor;
 
@@ -141,7 +167,8 @@ impl QueueHandle {
         &self.inner.addr
     }
 
-    /// Sends a batch to the queue; resolves once it is enqueued.
+    /// Sends a batch to the queue; resolves once it is enqueued, naming the messages the
+    /// queue refused (a full `x-overflow` reject-publish queue).
     pub fn enqueue(&self, messages: Vec<Arc<Message>>) -> actix::dev::Request<QueueActor, Enqueue> {
         self.inner.addr.send(Enqueue { messages })
     }

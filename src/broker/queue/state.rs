@@ -1,114 +1,130 @@
-//! The pure bookkeeping of one queue: ready messages in order, unacked deliveries by
-//! owner, consumers with their credit, round-robin dispatch. No actix here, so every
-//! transition is unit-tested directly; the queue actor wraps it.
+//! The pure bookkeeping of one queue: ready messages (by priority), delayed messages,
+//! unacked deliveries by owner, consumers with their credit, and every deadline (TTL,
+//! delay, consumer timeout). No actix and no clock here: time comes in as [`Millis`]
+//! arguments, so every transition is unit-tested directly; the queue actor wraps it
+//! and arms one timer for [`QueueState::next_deadline`].
 //!
-//! Ordering rule (RabbitMQ's): messages carry increasing ids; a requeued message goes
-//! back to its id's place among the ready ones, so it lands as near the head as it was.
+//! Ordering rule (RabbitMQ's): messages carry increasing sequence numbers; a requeued
+//! message goes back to its place among the ready ones, so it lands as near the head as
+//! it was. Each delivery gets a fresh id (what settlements name), so a settlement of a
+//! delivery that timed out (`x-consumer-timeout`) and went to someone else since can
+//! never settle the new delivery: its id is simply unknown.
+//!
+//! Messages leave the queue for good on ack, reject / nack without requeue, expiry,
+//! length limits and the delivery limit; when the queue has a dead-letter exchange the
+//! last four are collected (see [`QueueState::take_dead`]) for the actor to republish.
 
-use crate::broker::messages::{Delivery, OwnerId};
+use super::consumers::{ConsumerSlot, Consumers, NewConsumer};
+use super::dead_letter::Reason;
+use super::dedup::DedupWindow;
+use super::ready::{Ready, ReadyStore};
+use super::timers::{DeadlineHeap, DelayQueue, Millis, NEVER};
+use crate::broker::messages::{Delivery, OwnerId, Settlement};
+use crate::broker::queue_args::{message_delay, message_ttl, Overflow, QueueConfig};
 use crate::message::Message;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A message waiting for delivery.
-#[derive(Debug, Clone)]
-struct Ready {
-    id: u64,
-    message: Arc<Message>,
-    redelivered: bool,
-    delivery_count: u32,
-}
-
 /// A delivered message not yet settled.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Unacked {
+    /// Its place in the queue, should it come back.
+    seq: u64,
     /// Who may settle it.
     owner: OwnerId,
     /// The consumer it went to (None for a `get`), to return its prefetch credit.
     consumer: Option<u64>,
     message: Arc<Message>,
     delivery_count: u32,
+    /// Its TTL deadline (applies again if it is requeued).
+    expires: Millis,
+    /// When it goes back to the queue unless settled (`x-consumer-timeout`).
+    timeout_at: Millis,
 }
 
-/// A consumer as the queue sees it.
+/// What became of a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Ready for delivery.
+    Ready,
+    /// Waiting for its delay to pass.
+    Delayed,
+    /// Its `message_id` was seen within the dedup window: accepted, not enqueued.
+    Duplicate,
+    /// Refused: the queue is full and its overflow is reject-publish(-dlx).
+    Refused,
+}
+
+/// A message that left the queue and is to be dead-lettered.
 #[derive(Debug)]
-pub struct ConsumerSlot<C> {
-    /// The queue's id for it (credit and settlements name it).
-    pub id: u64,
-    /// The tag the consumer is known by to its owner.
-    pub tag: Arc<str>,
-    /// The connection or session it belongs to.
-    pub owner: OwnerId,
-    /// How to reach it (a `Recipient` in the actor; anything in tests).
-    pub handle: C,
-    /// Maximum unacked deliveries, 0 = unlimited.
-    pub prefetch: u32,
-    /// Deliveries count as settled when sent.
-    pub auto_ack: bool,
-    /// Deliveries not yet acked.
-    pub unacked: u32,
-    /// Deliveries whose transport credit has not come back.
-    pub in_transit: u32,
-    /// Maximum deliveries in transit.
-    pub window: u32,
+pub struct Dead {
+    /// The message as it was in the queue.
+    pub message: Arc<Message>,
+    /// Why.
+    pub reason: Reason,
 }
-
-impl<C> ConsumerSlot<C> {
-    /// How many more deliveries this consumer can take now.
-    fn capacity(&self) -> u32 {
-        let transport = self.window.saturating_sub(self.in_transit);
-        if self.auto_ack || self.prefetch == 0 {
-            transport
-        } else {
-            transport.min(self.prefetch.saturating_sub(self.unacked))
-        }
-    }
-}
-
-/// An error of a settlement: the ids that were not delivered to this owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownIds(pub Vec<u64>);
 
 /// The state of one queue.
 #[derive(Debug)]
 pub struct QueueState<C> {
-    /// Ready messages, ids increasing.
-    ready: VecDeque<Ready>,
-    /// Delivered, unsettled messages by id.
+    /// The queue's settings.
+    config: QueueConfig,
+    /// Ready messages.
+    ready: ReadyStore,
+    /// Messages waiting for their delay.
+    delayed: DelayQueue,
+    /// Delivered, unsettled messages by delivery id.
     unacked: HashMap<u64, Unacked>,
-    /// Attached consumers, in attach order.
-    consumers: Vec<ConsumerSlot<C>>,
-    /// Next message id.
-    next_id: u64,
-    /// Next consumer id.
-    next_consumer_id: u64,
-    /// Round-robin position among consumers.
-    cursor: usize,
-    /// Bytes of bodies held, ready and unacked (memory watermark accounting).
-    bytes: usize,
-    /// True once any consumer attached (auto-delete waits for the first one).
-    had_consumer: bool,
+    /// Bytes of the unacked bodies.
+    unacked_bytes: usize,
+    /// Attached consumers.
+    consumers: Consumers<C>,
+    /// TTL deadlines of ready messages: (seq, priority level).
+    expiry: DeadlineHeap<(u64, u8)>,
+    /// Consumer-timeout deadlines of unacked deliveries, by delivery id.
+    timeouts: DeadlineHeap<u64>,
+    /// Message ids seen lately (`x-dedup-window`).
+    dedup: Option<DedupWindow>,
+    /// Next message sequence number.
+    next_seq: u64,
+    /// Next delivery id.
+    next_delivery: u64,
+    /// Messages to dead-letter, until the actor takes them.
+    dead: Vec<Dead>,
+    /// Messages that left the queue for good, until the durable side takes them
+    /// (tracked for durable queues only: see [`QueueState::track_gone`]).
+    gone: Option<Vec<Arc<Message>>>,
 }
 
 impl<C> Default for QueueState<C> {
     fn default() -> Self {
-        QueueState {
-            ready: VecDeque::new(),
-            unacked: HashMap::new(),
-            consumers: Vec::new(),
-            next_id: 1,
-            next_consumer_id: 1,
-            cursor: 0,
-            bytes: 0,
-            had_consumer: false,
-        }
+        Self::new(QueueConfig::default())
     }
 }
 
 impl<C> QueueState<C> {
-    /// An empty queue.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty queue with `config`.
+    pub fn new(config: QueueConfig) -> Self {
+        QueueState {
+            ready: ReadyStore::new(config.max_priority),
+            delayed: DelayQueue::default(),
+            unacked: HashMap::new(),
+            unacked_bytes: 0,
+            consumers: Consumers::new(config.single_active_consumer),
+            expiry: DeadlineHeap::default(),
+            timeouts: DeadlineHeap::default(),
+            dedup: config.dedup_window.map(DedupWindow::new),
+            next_seq: 1,
+            next_delivery: 1,
+            dead: Vec::new(),
+            gone: None,
+            config,
+        }
+    }
+
+    /// The queue's settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
     }
 
     /// Messages ready for delivery.
@@ -121,75 +137,234 @@ impl<C> QueueState<C> {
         self.unacked.len()
     }
 
-    /// Bytes of bodies held.
-    pub fn bytes(&self) -> usize {
-        self.bytes
+    /// Messages waiting for their delay.
+    pub fn delayed_len(&self) -> usize {
+        self.delayed.len()
     }
 
-    /// The attached consumers.
+    /// Bytes of bodies held: ready, delayed and unacked.
+    pub fn bytes(&self) -> usize {
+        self.ready.bytes() + self.delayed.bytes() + self.unacked_bytes
+    }
+
+    /// The attached consumers, highest priority first.
     pub fn consumers(&self) -> &[ConsumerSlot<C>] {
-        &self.consumers
+        self.consumers.slots()
+    }
+
+    /// The consumer at `index` (as answered by `dispatch`).
+    pub fn consumer_at(&self, index: usize) -> &ConsumerSlot<C> {
+        &self.consumers.slots()[index]
     }
 
     /// True once a consumer has ever attached (for auto-delete).
     pub fn had_consumer(&self) -> bool {
-        self.had_consumer
+        self.consumers.had_consumer()
     }
 
-    /// Appends a message at the tail; answers the bytes added.
-    pub fn push(&mut self, message: Arc<Message>) -> usize {
-        let size = message.accounted_size();
-        let id = self.next_id;
-        self.next_id += 1;
+    /// Takes the messages waiting to be dead-lettered.
+    pub fn take_dead(&mut self) -> Vec<Dead> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// A message leaves the queue for `reason`: kept for dead-lettering if configured.
+    fn kill(&mut self, message: Arc<Message>, reason: Reason) {
+        if let Some(gone) = &mut self.gone {
+            gone.push(message.clone());
+        }
+        if self.config.dead_letter_exchange.is_some() {
+            self.dead.push(Dead { message, reason });
+        }
+    }
+
+    fn ttl_deadline(&self, m: &Message, from: Millis) -> Millis {
+        let ttl = match (self.config.message_ttl, message_ttl(m)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        ttl.map_or(NEVER, |t| from.saturating_add(t))
+    }
+
+    /// At (or over) a length limit, counting delayed messages too (reject-publish).
+    fn is_full(&self) -> bool {
+        let len = (self.ready.len() + self.delayed.len()) as u64;
+        let bytes = (self.ready.bytes() + self.delayed.bytes()) as u64;
+        self.config.max_length.is_some_and(|m| len >= m)
+            || self.config.max_length_bytes.is_some_and(|m| bytes >= m)
+    }
+
+    /// Enqueues a published message at `now`.
+    pub fn push(&mut self, message: Arc<Message>, now: Millis) -> Pushed {
+        let dedup_id = match &self.dedup {
+            Some(_) => message.properties.message_id.clone(),
+            None => None,
+        };
+        if let (Some(w), Some(id)) = (&mut self.dedup, &dedup_id) {
+            if w.is_duplicate(id, now) {
+                return Pushed::Duplicate;
+            }
+        }
+        if self.config.overflow != Overflow::DropHead && self.is_full() {
+            if self.config.overflow == Overflow::RejectPublishDlx {
+                self.kill(message, Reason::MaxLen);
+            }
+            return Pushed::Refused;
+        }
+        if let (Some(w), Some(id)) = (&mut self.dedup, &dedup_id) {
+            w.record(id, now);
+        }
+        let delay = message_delay(&message).unwrap_or(self.config.delivery_delay);
+        if delay > 0 {
+            self.delayed.push(now.saturating_add(delay), message);
+            return Pushed::Delayed;
+        }
+        self.push_ready(message, now);
+        Pushed::Ready
+    }
+
+    /// Appends a message at the tail; its TTL counts from `since`.
+    fn push_ready(&mut self, message: Arc<Message>, since: Millis) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let expires = self.ttl_deadline(&message, since);
+        let level = self.ready.level_of(&message);
         self.ready.push_back(Ready {
-            id,
+            seq,
             message,
             redelivered: false,
             delivery_count: 0,
+            expires,
         });
-        self.bytes += size;
-        size
+        if expires != NEVER {
+            self.track_expiry(expires, seq, level);
+        }
+    }
+
+    fn track_expiry(&mut self, at: Millis, seq: u64, level: u8) {
+        self.expiry.push(at, (seq, level));
+        if self.expiry.needs_compaction(self.ready.len()) {
+            self.expiry.rebuild(self.ready.deadlines());
+        }
+    }
+
+    /// Makes visible at most `limit` delayed messages due at `now`; answers how many.
+    /// Their TTL counts from when they were due.
+    pub fn promote_due(&mut self, now: Millis, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            let Some((due, m)) = self.delayed.pop_due(now) else {
+                break;
+            };
+            self.push_ready(m, due);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops (or dead-letters) ready messages from the head while a length limit is
+    /// exceeded, if the overflow is drop-head; answers how many.
+    pub fn enforce_limits(&mut self) -> usize {
+        if self.config.overflow != Overflow::DropHead {
+            return 0;
+        }
+        let mut n = 0;
+        while self
+            .config
+            .max_length
+            .is_some_and(|m| self.ready.len() as u64 > m)
+            || self
+                .config
+                .max_length_bytes
+                .is_some_and(|m| self.ready.bytes() as u64 > m)
+        {
+            let Some(r) = self.ready.pop_front() else {
+                break;
+            };
+            self.kill(r.message, Reason::MaxLen);
+            n += 1;
+        }
+        n
+    }
+
+    /// Removes at most `limit` ready messages whose TTL ran out before `now`, wherever
+    /// they are in the queue; answers how many.
+    pub fn expire_due(&mut self, now: Millis, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            let Some((at, (seq, level))) = self.expiry.peek() else {
+                break;
+            };
+            if at >= now {
+                break;
+            }
+            self.expiry.pop();
+            if let Some(r) = self.ready.remove(level, seq) {
+                self.kill(r.message, Reason::Expired);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Requeues at most `limit` deliveries unsettled past the consumer timeout at `now`
+    /// (marked redelivered, their consumer's prefetch slot freed); answers how many.
+    pub fn timeout_due(&mut self, now: Millis, limit: usize) -> usize {
+        let mut n = 0;
+        while n < limit {
+            let Some((at, id)) = self.timeouts.peek() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.timeouts.pop();
+            if let Some(u) = self.unacked.remove(&id) {
+                self.finish(u, Settlement::Requeue, now);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The earliest moment something is due: a TTL, a delay or a consumer timeout.
+    /// Drops stale deadlines on the way, so nothing wakes the queue for nothing.
+    pub fn next_deadline(&mut self) -> Option<Millis> {
+        while let Some((_, (seq, level))) = self.expiry.peek() {
+            if self.ready.contains(level, seq) {
+                break;
+            }
+            self.expiry.pop();
+        }
+        while let Some((_, id)) = self.timeouts.peek() {
+            if self.unacked.contains_key(&id) {
+                break;
+            }
+            self.timeouts.pop();
+        }
+        // A message expires once its deadline has passed (see `expire_due`).
+        [
+            self.expiry.peek().map(|(at, _)| at.saturating_add(1)),
+            self.timeouts.peek().map(|(at, _)| at),
+            self.delayed.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Attaches a consumer; answers its id.
-    pub fn add_consumer(
-        &mut self,
-        tag: Arc<str>,
-        owner: OwnerId,
-        handle: C,
-        prefetch: u32,
-        auto_ack: bool,
-        window: u32,
-    ) -> u64 {
-        let id = self.next_consumer_id;
-        self.next_consumer_id += 1;
-        self.consumers.push(ConsumerSlot {
-            id,
-            tag,
-            owner,
-            handle,
-            prefetch,
-            auto_ack,
-            unacked: 0,
-            in_transit: 0,
-            window: window.max(1),
-        });
-        self.had_consumer = true;
-        id
+    pub fn add_consumer(&mut self, c: NewConsumer<C>) -> u64 {
+        self.consumers.add(c)
     }
 
-    /// The consumer with `tag` owned by `owner`, if any.
+    /// The consumer with `tag`, if any.
     pub fn consumer_by_tag(&self, tag: &str) -> Option<&ConsumerSlot<C>> {
-        self.consumers.iter().find(|c| &*c.tag == tag)
+        self.consumers.slots().iter().find(|c| &*c.tag == tag)
     }
 
     /// Detaches a consumer by id; its unacked deliveries stay with its owner.
     pub fn remove_consumer(&mut self, id: u64) -> Option<ConsumerSlot<C>> {
-        let pos = self.consumers.iter().position(|c| c.id == id)?;
-        let slot = self.consumers.remove(pos);
-        if self.cursor > pos {
-            self.cursor -= 1;
-        }
+        let slot = self.consumers.remove(id)?;
         // Unacked deliveries of a cancelled consumer no longer count against any credit.
         for u in self.unacked.values_mut() {
             if u.consumer == Some(id) {
@@ -201,63 +376,102 @@ impl<C> QueueState<C> {
 
     /// Returns transport credit to a consumer.
     pub fn return_credit(&mut self, consumer: u64, amount: u32) {
-        if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
+        if let Some(c) = self.consumers.get_mut(consumer) {
             c.in_transit = c.in_transit.saturating_sub(amount);
         }
     }
 
-    /// Hands ready messages to consumers with capacity, one message per consumer in
-    /// turn (round-robin), at most `limit` in all. Answers, per consumer index, the
-    /// deliveries for it (batched: one entry per consumer served).
-    pub fn dispatch(&mut self, limit: usize) -> Vec<(usize, Vec<Delivery>)> {
+    /// The next ready message that has not expired by `now` (expired ones met on the
+    /// way leave the queue).
+    fn pop_live(&mut self, now: Millis) -> Option<Ready> {
+        while let Some(r) = self.ready.pop_front() {
+            if r.expires < now {
+                self.kill(r.message, Reason::Expired);
+                continue;
+            }
+            return Some(r);
+        }
+        None
+    }
+
+    /// Records a delivery of `r` and answers it.
+    fn deliver(
+        &mut self,
+        r: Ready,
+        owner: OwnerId,
+        consumer: Option<u64>,
+        auto_ack: bool,
+        now: Millis,
+    ) -> Delivery {
+        let id = self.next_delivery;
+        self.next_delivery += 1;
+        let delivery_count = r.delivery_count.saturating_add(1);
+        if !auto_ack {
+            let timeout_at = self
+                .config
+                .consumer_timeout
+                .map_or(NEVER, |t| now.saturating_add(t));
+            self.unacked_bytes += r.message.accounted_size();
+            self.unacked.insert(
+                id,
+                Unacked {
+                    seq: r.seq,
+                    owner,
+                    consumer,
+                    message: r.message.clone(),
+                    delivery_count,
+                    expires: r.expires,
+                    timeout_at,
+                },
+            );
+            if timeout_at != NEVER {
+                // After the insert: a rebuild must see this delivery too.
+                self.timeouts.push(timeout_at, id);
+                if self.timeouts.needs_compaction(self.unacked.len()) {
+                    self.timeouts.rebuild(
+                        self.unacked
+                            .iter()
+                            .filter(|(_, u)| u.timeout_at != NEVER)
+                            .map(|(id, u)| (u.timeout_at, *id)),
+                    );
+                }
+            }
+        }
+        Delivery {
+            id,
+            redelivered: r.redelivered,
+            delivery_count,
+            message: r.message,
+        }
+    }
+
+    /// Hands ready messages to consumers with room, highest priority first and in turn
+    /// among equals, at most `limit` in all. Answers, per consumer index, the
+    /// deliveries for it (one entry per consumer served).
+    pub fn dispatch(&mut self, limit: usize, now: Millis) -> Vec<(usize, Vec<Delivery>)> {
         let mut out: Vec<(usize, Vec<Delivery>)> = Vec::new();
         if self.consumers.is_empty() || self.ready.is_empty() {
             return out;
         }
-        let n = self.consumers.len();
-        let mut caps: Vec<u32> = self.consumers.iter().map(|c| c.capacity()).collect();
-        let mut slot_of: Vec<Option<usize>> = vec![None; n];
+        let mut picker = self.consumers.picker();
+        let mut slot_of: Vec<Option<usize>> = vec![None; self.consumers.slots().len()];
         let mut remaining = limit;
-        let mut idle_rounds = 0;
-        if self.cursor >= n {
-            self.cursor = 0;
-        }
-        while remaining > 0 && !self.ready.is_empty() && idle_rounds < n {
-            let i = self.cursor;
-            self.cursor = (self.cursor + 1) % n;
-            if caps[i] == 0 {
-                idle_rounds += 1;
-                continue;
-            }
-            idle_rounds = 0;
-            let Some(r) = self.ready.pop_front() else {
+        while remaining > 0 {
+            let Some(i) = picker.peek() else {
                 break;
             };
-            caps[i] -= 1;
-            remaining -= 1;
-            let c = &mut self.consumers[i];
-            c.in_transit += 1;
-            let delivery_count = r.delivery_count + 1;
-            if c.auto_ack {
-                self.bytes -= r.message.accounted_size();
-            } else {
-                c.unacked += 1;
-                self.unacked.insert(
-                    r.id,
-                    Unacked {
-                        owner: c.owner,
-                        consumer: Some(c.id),
-                        message: r.message.clone(),
-                        delivery_count,
-                    },
-                );
-            }
-            let d = Delivery {
-                id: r.id,
-                redelivered: r.redelivered,
-                delivery_count,
-                message: r.message,
+            let Some(r) = self.pop_live(now) else {
+                break;
             };
+            picker.take(i);
+            remaining -= 1;
+            let c = self.consumers.at_mut(i);
+            c.in_transit += 1;
+            if !c.auto_ack {
+                c.unacked += 1;
+            }
+            let (owner, id, auto_ack) = (c.owner, c.id, c.auto_ack);
+            let d = self.deliver(r, owner, Some(id), auto_ack, now);
             match slot_of[i] {
                 Some(s) => out[s].1.push(d),
                 None => {
@@ -266,323 +480,173 @@ impl<C> QueueState<C> {
                 }
             }
         }
+        self.consumers.finish(picker);
         out
     }
 
-    /// The consumer at `index` (as answered by `dispatch`).
-    pub fn consumer_at(&self, index: usize) -> &ConsumerSlot<C> {
-        &self.consumers[index]
+    /// Takes the next message for a `get`; answers it with the count left.
+    pub fn get(&mut self, owner: OwnerId, auto_ack: bool, now: Millis) -> Option<(Delivery, u64)> {
+        let r = self.pop_live(now)?;
+        let d = self.deliver(r, owner, None, auto_ack, now);
+        Some((d, self.ready.len() as u64))
     }
 
-    /// Takes the head message for a `get`; answers it with the count left.
-    pub fn get(&mut self, owner: OwnerId, auto_ack: bool) -> Option<(Delivery, u64)> {
-        let r = self.ready.pop_front()?;
-        let delivery_count = r.delivery_count + 1;
-        if auto_ack {
-            self.bytes -= r.message.accounted_size();
-        } else {
-            self.unacked.insert(
-                r.id,
-                Unacked {
-                    owner,
-                    consumer: None,
-                    message: r.message.clone(),
-                    delivery_count,
-                },
-            );
-        }
-        Some((
-            Delivery {
-                id: r.id,
-                redelivered: r.redelivered,
-                delivery_count,
-                message: r.message,
-            },
-            self.ready.len() as u64,
-        ))
-    }
-
-    /// Settles deliveries of `owner`: all or nothing (an unknown id changes nothing).
-    /// Answers the bytes released.
+    /// Settles deliveries of `owner`. Ids this owner does not hold (already settled,
+    /// timed out and requeued, or never delivered) are skipped and answered.
+    #[must_use = "unknown ids are worth a log line"]
     pub fn settle(
         &mut self,
         owner: OwnerId,
         ids: &[u64],
-        requeue: bool,
-    ) -> Result<usize, UnknownIds> {
-        let unknown: Vec<u64> = ids
-            .iter()
-            .copied()
-            .filter(|id| self.unacked.get(id).is_none_or(|u| u.owner != owner))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(UnknownIds(unknown));
-        }
-        let mut released = 0;
-        for id in ids {
-            if let Some(u) = self.unacked.remove(id) {
-                released += self.finish(*id, u, requeue);
+        settlement: Settlement,
+        now: Millis,
+    ) -> Vec<u64> {
+        let mut unknown = Vec::new();
+        for &id in ids {
+            match self.unacked.get(&id) {
+                Some(u) if u.owner == owner => {
+                    if let Some(u) = self.unacked.remove(&id) {
+                        self.finish(u, settlement, now);
+                    }
+                }
+                _ => unknown.push(id),
             }
         }
-        Ok(released)
+        unknown
     }
 
     /// Requeues every unacked delivery of `owner` and drops its consumers; answers the
     /// consumers removed.
-    pub fn release(&mut self, owner: OwnerId) -> Vec<ConsumerSlot<C>> {
+    pub fn release(&mut self, owner: OwnerId, now: Millis) -> Vec<ConsumerSlot<C>> {
+        self.requeue_where(now, |u| u.owner == owner);
+        let ids: Vec<u64> = self
+            .consumers
+            .slots()
+            .iter()
+            .filter(|c| c.owner == owner)
+            .map(|c| c.id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.remove_consumer(id))
+            .collect()
+    }
+
+    /// Requeues every unacked delivery that went to consumer `id` and detaches it (its
+    /// recipient is gone).
+    pub fn drop_consumer(&mut self, id: u64, now: Millis) -> Option<ConsumerSlot<C>> {
+        self.requeue_where(now, |u| u.consumer == Some(id));
+        self.remove_consumer(id)
+    }
+
+    fn requeue_where(&mut self, now: Millis, pred: impl Fn(&Unacked) -> bool) {
         let mut ids: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(_, u)| u.owner == owner)
+            .filter(|(_, u)| pred(u))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
         for id in ids {
             if let Some(u) = self.unacked.remove(&id) {
-                self.finish(id, u, true);
+                self.finish(u, Settlement::Requeue, now);
             }
         }
-        let mut removed = Vec::new();
-        while let Some(pos) = self.consumers.iter().position(|c| c.owner == owner) {
-            let id = self.consumers[pos].id;
-            if let Some(slot) = self.remove_consumer(id) {
-                removed.push(slot);
-            }
-        }
-        removed
     }
 
-    /// Requeues every unacked delivery that went to consumer `id` and detaches it (its
-    /// recipient is gone).
-    pub fn drop_consumer(&mut self, id: u64) -> Option<ConsumerSlot<C>> {
-        let mut ids: Vec<u64> = self
-            .unacked
-            .iter()
-            .filter(|(_, u)| u.consumer == Some(id))
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        for mid in ids {
-            if let Some(u) = self.unacked.remove(&mid) {
-                self.finish(mid, u, true);
-            }
-        }
-        self.remove_consumer(id)
+    /// Removes every ready and delayed message; answers how many.
+    pub fn purge(&mut self) -> u64 {
+        let n = self.ready.clear() + self.delayed.clear();
+        self.expiry.clear();
+        n as u64
     }
 
-    /// Removes every ready message; answers how many and the bytes released.
-    pub fn purge(&mut self) -> (u64, usize) {
-        let n = self.ready.len() as u64;
-        let bytes: usize = self.ready.iter().map(|r| r.message.accounted_size()).sum();
-        self.ready.clear();
-        self.bytes -= bytes;
-        (n, bytes)
-    }
-
-    /// Settles one unacked entry (already removed from the map); answers bytes released.
-    fn finish(&mut self, id: u64, u: Unacked, requeue: bool) -> usize {
-        if let Some(cid) = u.consumer {
-            if let Some(c) = self.consumers.iter_mut().find(|c| c.id == cid) {
-                c.unacked = c.unacked.saturating_sub(1);
+    /// Settles one unacked entry (already removed from the map).
+    fn finish(&mut self, u: Unacked, settlement: Settlement, now: Millis) {
+        self.unacked_bytes -= u.message.accounted_size();
+        if let Some(c) = u.consumer.and_then(|id| self.consumers.get_mut(id)) {
+            c.unacked = c.unacked.saturating_sub(1);
+        }
+        match settlement {
+            Settlement::Ack => {
+                if let Some(gone) = &mut self.gone {
+                    gone.push(u.message);
+                }
+            }
+            Settlement::Discard => self.kill(u.message, Reason::Rejected),
+            Settlement::Requeue => {
+                if self
+                    .config
+                    .delivery_limit
+                    .is_some_and(|n| u64::from(u.delivery_count) > n)
+                {
+                    self.kill(u.message, Reason::DeliveryLimit);
+                } else if u.expires < now {
+                    self.kill(u.message, Reason::Expired);
+                } else {
+                    let level = self.ready.level_of(&u.message);
+                    self.ready.insert(Ready {
+                        seq: u.seq,
+                        message: u.message,
+                        redelivered: true,
+                        delivery_count: u.delivery_count,
+                        expires: u.expires,
+                    });
+                    if u.expires != NEVER {
+                        self.track_expiry(u.expires, u.seq, level);
+                    }
+                }
             }
         }
-        if requeue {
-            let entry = Ready {
-                id,
-                message: u.message,
-                redelivered: true,
-                delivery_count: u.delivery_count,
-            };
-            let pos = self.ready.partition_point(|r| r.id < id);
-            self.ready.insert(pos, entry);
-            0
-        } else {
-            let size = u.message.accounted_size();
-            self.bytes -= size;
-            size
+    }
+}
+
+/// What the durable side of a queue needs (see [`super::durable`]).
+impl<C> QueueState<C> {
+    /// From now on, reports every message that leaves the queue for good (acked,
+    /// rejected, expired, dropped by a length or delivery limit) to
+    /// [`QueueState::take_gone`]. Auto-acked deliveries and purges are not reported:
+    /// the caller sees those itself.
+    pub fn track_gone(&mut self) {
+        self.gone.get_or_insert_with(Vec::new);
+    }
+
+    /// The messages that left for good since the last call (when tracked).
+    pub fn take_gone(&mut self) -> Vec<Arc<Message>> {
+        self.gone.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Puts back a message recovered after a restart, at the tail, marked
+    /// `redelivered` if it may have been delivered before. Its TTL counts from `now`;
+    /// one with a delay that was never delivered waits its delay again (late rather
+    /// than early). No length limit or dedup applies: it was accepted already.
+    pub fn push_recovered(&mut self, message: Arc<Message>, redelivered: bool, now: Millis) {
+        let delay = message_delay(&message).unwrap_or(self.config.delivery_delay);
+        if delay > 0 && !redelivered {
+            self.delayed.push(now.saturating_add(delay), message);
+            return;
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let expires = self.ttl_deadline(&message, now);
+        let level = self.ready.level_of(&message);
+        self.ready.push_back(Ready {
+            seq,
+            message,
+            redelivered,
+            delivery_count: 0,
+            expires,
+        });
+        if expires != NEVER {
+            self.track_expiry(expires, seq, level);
+        }
+    }
+
+    /// The messages of the unacked deliveries.
+    pub fn unacked_messages(&self) -> impl Iterator<Item = &Arc<Message>> + '_ {
+        self.unacked.values().map(|u| &u.message)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const A: OwnerId = OwnerId(1);
-    const B: OwnerId = OwnerId(2);
-
-    fn msg(body: &str) -> Arc<Message> {
-        Arc::new(Message::new("", "q", body.to_string()))
-    }
-
-    fn bodies(ds: &[Delivery]) -> Vec<String> {
-        ds.iter()
-            .map(|d| String::from_utf8(d.message.body.to_vec()).unwrap())
-            .collect()
-    }
-
-    fn filled(n: usize) -> QueueState<()> {
-        let mut q = QueueState::new();
-        for i in 0..n {
-            q.push(msg(&format!("m{i}")));
-        }
-        q
-    }
-
-    #[test]
-    fn messages_are_delivered_in_fifo_order() {
-        let mut q = filled(3);
-        q.add_consumer("c".into(), A, (), 0, false, 100);
-        let out = q.dispatch(100);
-        assert_eq!(out.len(), 1);
-        assert_eq!(bodies(&out[0].1), ["m0", "m1", "m2"]);
-        assert_eq!(q.ready_len(), 0);
-        assert_eq!(q.unacked_len(), 3);
-    }
-
-    #[test]
-    fn consumers_are_served_round_robin() {
-        let mut q = filled(4);
-        q.add_consumer("a".into(), A, (), 0, false, 100);
-        q.add_consumer("b".into(), A, (), 0, false, 100);
-        let out = q.dispatch(100);
-        assert_eq!(bodies(&out[0].1), ["m0", "m2"]);
-        assert_eq!(bodies(&out[1].1), ["m1", "m3"]);
-    }
-
-    #[test]
-    fn prefetch_limits_unacked_deliveries_and_acks_return_credit() {
-        let mut q = filled(5);
-        let c = q.add_consumer("c".into(), A, (), 2, false, 100);
-        let out = q.dispatch(100);
-        assert_eq!(bodies(&out[0].1), ["m0", "m1"]);
-        assert!(q.dispatch(100).is_empty());
-        q.return_credit(c, 2);
-        assert!(
-            q.dispatch(100).is_empty(),
-            "transport credit alone is not prefetch"
-        );
-        q.settle(A, &[out[0].1[0].id], false).unwrap();
-        assert_eq!(bodies(&q.dispatch(100)[0].1), ["m2"]);
-    }
-
-    #[test]
-    fn transport_window_bounds_auto_ack_consumers() {
-        let mut q = filled(10);
-        let c = q.add_consumer("c".into(), A, (), 0, true, 3);
-        assert_eq!(q.dispatch(100)[0].1.len(), 3);
-        assert!(q.dispatch(100).is_empty());
-        q.return_credit(c, 3);
-        assert_eq!(q.dispatch(100)[0].1.len(), 3);
-        assert_eq!(q.unacked_len(), 0);
-    }
-
-    #[test]
-    fn requeued_message_returns_to_its_place_marked_redelivered() {
-        let mut q = filled(4);
-        q.add_consumer("c".into(), A, (), 2, false, 100);
-        let out = q.dispatch(100);
-        let ids: Vec<u64> = out[0].1.iter().map(|d| d.id).collect();
-        // Requeue the second, then the first: order must be m0, m1, m2, m3 again.
-        q.settle(A, &[ids[1]], true).unwrap();
-        q.settle(A, &[ids[0]], true).unwrap();
-        let c = q.consumers()[0].id;
-        q.return_credit(c, 2);
-        let again = q.dispatch(100);
-        assert_eq!(bodies(&again[0].1), ["m0", "m1"]);
-        assert!(again[0]
-            .1
-            .iter()
-            .all(|d| d.redelivered && d.delivery_count == 2));
-    }
-
-    #[test]
-    fn settle_with_an_unknown_id_changes_nothing() {
-        let mut q = filled(2);
-        q.add_consumer("c".into(), A, (), 0, false, 100);
-        let out = q.dispatch(100);
-        let good = out[0].1[0].id;
-        assert_eq!(q.settle(A, &[good, 999], false), Err(UnknownIds(vec![999])));
-        assert_eq!(q.unacked_len(), 2);
-        assert_eq!(q.settle(B, &[good], false), Err(UnknownIds(vec![good])));
-    }
-
-    #[test]
-    fn release_requeues_everything_of_the_owner_in_order() {
-        let mut q = filled(3);
-        q.add_consumer("c".into(), A, (), 0, false, 100);
-        q.dispatch(100);
-        let removed = q.release(A);
-        assert_eq!(removed.len(), 1);
-        assert_eq!(q.ready_len(), 3);
-        assert!(q.consumers().is_empty());
-        q.add_consumer("d".into(), B, (), 0, false, 100);
-        let out = q.dispatch(100);
-        assert_eq!(bodies(&out[0].1), ["m0", "m1", "m2"]);
-        assert!(out[0].1.iter().all(|d| d.redelivered));
-    }
-
-    #[test]
-    fn cancelled_consumer_unacked_stay_with_the_owner() {
-        let mut q = filled(2);
-        let c = q.add_consumer("c".into(), A, (), 0, false, 100);
-        let out = q.dispatch(100);
-        q.remove_consumer(c);
-        assert_eq!(q.unacked_len(), 2);
-        q.settle(A, &[out[0].1[0].id, out[0].1[1].id], false)
-            .unwrap();
-        assert_eq!(q.unacked_len(), 0);
-        assert_eq!(q.bytes(), 0);
-    }
-
-    #[test]
-    fn dropped_consumer_gives_back_its_deliveries() {
-        let mut q = filled(3);
-        let c = q.add_consumer("c".into(), A, (), 0, false, 100);
-        q.dispatch(100);
-        q.drop_consumer(c);
-        assert_eq!(q.ready_len(), 3);
-    }
-
-    #[test]
-    fn get_takes_the_head_and_counts_the_rest() {
-        let mut q = filled(3);
-        let (d, left) = q.get(A, false).unwrap();
-        assert_eq!(&d.message.body[..], b"m0");
-        assert_eq!(left, 2);
-        q.settle(A, &[d.id], true).unwrap();
-        let (d, _) = q.get(A, true).unwrap();
-        assert!(d.redelivered);
-        assert_eq!(q.unacked_len(), 0);
-    }
-
-    #[test]
-    fn purge_drops_ready_messages_only() {
-        let mut q = filled(3);
-        q.add_consumer("c".into(), A, (), 1, false, 100);
-        q.dispatch(100);
-        let (n, bytes) = q.purge();
-        assert_eq!(n, 2);
-        assert_eq!(bytes, 4);
-        assert_eq!(q.unacked_len(), 1);
-        assert_eq!(q.bytes(), 2);
-    }
-
-    #[test]
-    fn bytes_follow_what_is_held() {
-        let mut q = filled(2);
-        assert_eq!(q.bytes(), 4);
-        let (d, _) = q.get(A, false).unwrap();
-        assert_eq!(q.bytes(), 4);
-        q.settle(A, &[d.id], false).unwrap();
-        assert_eq!(q.bytes(), 2);
-    }
-
-    #[test]
-    fn dispatch_respects_the_limit() {
-        let mut q = filled(10);
-        q.add_consumer("c".into(), A, (), 0, true, 100);
-        assert_eq!(q.dispatch(4)[0].1.len(), 4);
-        assert_eq!(q.ready_len(), 6);
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

@@ -484,6 +484,7 @@ impl Connection {
             messages: items.iter().map(|o| o.message.clone()).collect(),
             hops: Vec::new(),
             reply: Some(tx),
+            dead_letter: false,
         });
         let flow = self.flow.clone();
         let name = exchange.name().to_string();
@@ -516,9 +517,26 @@ impl Connection {
 
     fn on_published(&mut self, items: Vec<Outbound>, routed: Result<Vec<Routed>, BrokerError>) {
         match routed {
-            Ok(counts) => {
-                for (o, n) in items.iter().zip(counts) {
-                    if n == 0 && o.mandatory {
+            Ok(outcomes) => {
+                for (o, r) in items.iter().zip(outcomes) {
+                    if let Some(e) = r.refused {
+                        // A queue refused it (x-overflow reject-publish) or the broker
+                        // could not read it: a nack naming the queue and the reason.
+                        // Without a confirm, a full queue drops it silently (as
+                        // RabbitMQ does); an unreadable message is reported.
+                        if o.seq != 0 {
+                            self.frame(&ServerFrame::Nack {
+                                seq: o.seq,
+                                code: e.code(),
+                                message: e.message().to_string(),
+                            });
+                            self.confirms.settle(o.seq, false);
+                        } else if e.code() != ErrorCode::ResourceError {
+                            self.error(None, &e);
+                        }
+                        continue;
+                    }
+                    if r.queues == 0 && o.mandatory {
                         let m = &o.message;
                         self.frame(&ServerFrame::Return {
                             seq: o.seq,
@@ -633,12 +651,12 @@ impl Connection {
         });
     }
 
-    /// Tells the client when publishing is blocked by the memory watermark.
+    /// Tells the client when publishing is blocked (memory watermark or disk alarm).
     fn watch_memory(&mut self, ctx: &mut Context<Self>) {
         let mut rx = self.shared.broker.memory().subscribe();
         if *rx.borrow_and_update() {
             self.frame(&ServerFrame::Blocked {
-                reason: "memory high watermark reached".into(),
+                reason: self.shared.broker.memory().blocked_reason(),
             });
         }
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -853,7 +871,7 @@ impl StreamHandler<bool> for Connection {
     fn handle(&mut self, blocked: bool, _ctx: &mut Self::Context) {
         if blocked {
             self.frame(&ServerFrame::Blocked {
-                reason: "memory high watermark reached".into(),
+                reason: self.shared.broker.memory().blocked_reason(),
             });
         } else {
             self.frame(&ServerFrame::Unblocked);

@@ -4,6 +4,7 @@ mod consume;
 mod heartbeat;
 mod ops;
 mod publish;
+mod semantics;
 
 use crate::support::{TestServer, DEADLINE};
 use actormq::client::{Client, ConnectOptions};

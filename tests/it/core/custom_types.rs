@@ -185,12 +185,12 @@ impl Handler<Publish> for CountingExchange {
         actix_rt::spawn(async move {
             let mut reached = 0;
             for e in enqueues {
-                if let Ok(Ok(())) = e.await {
+                if let Ok(Ok(_)) = e.await {
                     reached += 1;
                 }
             }
             if let Some(reply) = reply {
-                let _ = reply.send(Ok(vec![reached; n]));
+                let _ = reply.send(Ok(vec![reached.into(); n]));
             }
         });
     }

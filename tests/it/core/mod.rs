@@ -11,6 +11,7 @@ mod declare;
 mod flow;
 mod queues;
 mod routing;
+mod semantics;
 
 use actormq::broker::queue::QueueSpec;
 use actormq::{Broker, BrokerBuilder, BrokerError, BrokerHandle, Consumer, ErrorCode, Received};

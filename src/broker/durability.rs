@@ -1,0 +1,503 @@
+//! The broker's storage, wired to its actors: the message log ([`DiskStore`]) and the
+//! metadata snapshot ([`MetadataStore`]), opened before any actor runs, shared by the
+//! registries (metadata) and the durable queues (messages), closed at shutdown.
+//!
+//! Start-up ([`Durability::open`]): the snapshot gives each virtual host's durable
+//! exchanges, queues and bindings; the log's recovery gives each durable queue's
+//! surviving messages. A queue the log knows and the snapshot does not (deleted while
+//! its records were still in the log) gets a `DeleteQueue` appended at once. Each
+//! registry then takes its part ([`Durability::take_vhost`]), and each durable queue its
+//! messages ([`Durability::take_recovered`]) when the registry spawns it.
+//!
+//! At run time a registry saves its virtual host's part of the snapshot after every
+//! change ([`Durability::save_vhost`]); all virtual hosts share one snapshot file, and a
+//! save that changes nothing writes nothing. A monitor thread compares the free space of
+//! the data directory with `storage.disk_free_limit` once a second (and watches the
+//! message store for a failure) and raises or clears the disk alarm of the
+//! [`MemoryGauge`], which blocks publishers as the memory watermark does.
+//!
+//! A broker started without storage options (the embedding default) has an inert
+//! `Durability`: durable entities are accepted but not persisted.
+
+use crate::broker::memory::MemoryGauge;
+use crate::broker::queue::durable::Durable;
+use crate::broker::queue::QueueSpec;
+use crate::error::{BrokerError, ErrorCode};
+use crate::storage::{
+    disk_free, Completion, DiskStore, MessageStore, MetadataSnapshot, MetadataStore, QueueId,
+    Record, RecoveredQueue, StorageError, StorageOptions, StoredVhost,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the monitor checks the free disk space and the store's health.
+const MONITOR_EVERY: Duration = Duration::from_secs(1);
+
+/// The metadata store and the snapshot last handed to it, under one lock so that saves
+/// reach the store in the order the snapshot changed.
+struct Meta {
+    store: Option<MetadataStore>,
+    snapshot: MetadataSnapshot,
+}
+
+/// What start-up found, until the registries and queues take it.
+#[derive(Default)]
+struct Startup {
+    vhosts: BTreeMap<String, StoredVhost>,
+    queues: HashMap<QueueId, RecoveredQueue>,
+}
+
+/// The monitor thread and the channel that stops it (dropped = stop).
+struct Monitor {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Storage of one broker (inert without storage options).
+pub struct Durability {
+    /// The options it was opened with (None: no storage).
+    options: Option<StorageOptions>,
+    /// The message log; taken (and so closed) at shutdown.
+    store: RwLock<Option<Arc<dyn MessageStore>>>,
+    /// The metadata snapshot.
+    meta: Mutex<Meta>,
+    /// What start-up recovered, not yet taken.
+    startup: Mutex<Startup>,
+    /// The disk monitor.
+    monitor: Mutex<Option<Monitor>>,
+}
+
+fn open_error(options: &StorageOptions, e: StorageError) -> BrokerError {
+    let code = if e.is_disk_full() || matches!(e, StorageError::Locked(_)) {
+        ErrorCode::ResourceError
+    } else {
+        ErrorCode::InternalError
+    };
+    BrokerError::new(
+        code,
+        format!(
+            "cannot open the storage in {} (storage.data_dir): {e}",
+            options.data_dir.display()
+        ),
+    )
+}
+
+impl Durability {
+    /// No storage: durable entities and persistent messages live in memory only.
+    pub fn disabled() -> Self {
+        Durability {
+            options: None,
+            store: RwLock::new(None),
+            meta: Mutex::new(Meta {
+                store: None,
+                snapshot: MetadataSnapshot::default(),
+            }),
+            startup: Mutex::new(Startup::default()),
+            monitor: Mutex::new(None),
+        }
+    }
+
+    /// Opens the metadata and the message log under `options.data_dir`, recovers them,
+    /// and starts the disk monitor on `gauge`. Blocks while it reads: call it before the
+    /// actors run.
+    pub fn open(options: StorageOptions, gauge: Arc<MemoryGauge>) -> Result<Self, BrokerError> {
+        let (meta, snapshot) =
+            MetadataStore::open(&options.data_dir).map_err(|e| open_error(&options, e))?;
+        let store = DiskStore::open(&options).map_err(|e| open_error(&options, e))?;
+        let recovered = store.recover().map_err(|e| open_error(&options, e))?;
+        let listed = |q: &QueueId| {
+            snapshot
+                .vhosts
+                .get(&*q.vhost)
+                .is_some_and(|v| v.queues.iter().any(|s| s.name == *q.name))
+        };
+        let mut queues = HashMap::new();
+        let mut orphans = Vec::new();
+        for (id, q) in recovered {
+            if listed(&id) {
+                queues.insert(id, q);
+            } else {
+                tracing::info!(queue = %id, messages = q.messages.len(), "the message log holds a queue the metadata does not list (deleted): its messages are dropped");
+                orphans.push(Record::DeleteQueue { queue: id });
+            }
+        }
+        if !orphans.is_empty() {
+            // Written before any queue runs, in order before anything they append.
+            drop(store.append(orphans, false));
+        }
+        let messages: usize = queues.values().map(|q| q.messages.len()).sum();
+        let entities: usize = snapshot
+            .vhosts
+            .values()
+            .map(|v| v.exchanges.len() + v.queues.len() + v.bindings.len())
+            .sum();
+        tracing::info!(dir = %options.data_dir.display(), entities, durable_queues = queues.len(), messages, "storage recovered");
+        let store: Arc<dyn MessageStore> = Arc::new(store);
+        let monitor = start_monitor(&options, store.clone(), gauge);
+        Ok(Durability {
+            store: RwLock::new(Some(store)),
+            meta: Mutex::new(Meta {
+                store: Some(meta),
+                snapshot: snapshot.clone(),
+            }),
+            startup: Mutex::new(Startup {
+                vhosts: snapshot.vhosts,
+                queues,
+            }),
+            monitor: Mutex::new(monitor),
+            options: Some(options),
+        })
+    }
+
+    /// Storage over `store` alone: no metadata, no disk monitor (unit tests).
+    #[cfg(test)]
+    pub(crate) fn with_store(store: Arc<dyn MessageStore>) -> Self {
+        let mut d = Durability::disabled();
+        d.options = Some(StorageOptions::default());
+        d.store = RwLock::new(Some(store));
+        d
+    }
+
+    /// True when the broker has storage.
+    pub fn is_enabled(&self) -> bool {
+        self.options.is_some()
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> Option<&StorageOptions> {
+        self.options.as_ref()
+    }
+
+    /// The message store, while open.
+    pub fn store(&self) -> Option<Arc<dyn MessageStore>> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Virtual hosts the snapshot has entities for (created at start-up beside the
+    /// configured ones, so that nothing stored is lost).
+    pub fn stored_vhosts(&self) -> Vec<String> {
+        let startup = self.startup.lock().unwrap_or_else(|p| p.into_inner());
+        startup
+            .vhosts
+            .iter()
+            .filter(|(_, v)| !v.exchanges.is_empty() || !v.queues.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The durable entities of `vhost` found at start-up (taken once, by its registry).
+    pub fn take_vhost(&self, vhost: &str) -> Option<StoredVhost> {
+        self.startup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .vhosts
+            .remove(vhost)
+    }
+
+    /// The messages recovered for queue `name` of `vhost` (taken once, when spawned).
+    pub fn take_recovered(&self, vhost: &str, name: &str) -> Option<RecoveredQueue> {
+        self.startup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .queues
+            .remove(&QueueId::new(vhost, name))
+    }
+
+    /// True when a queue with `spec` is stored: durable and not exclusive (an exclusive
+    /// queue never outlives its connection), on a broker with storage.
+    pub fn stores(&self, spec: &QueueSpec) -> bool {
+        self.is_enabled() && spec.durable && !spec.exclusive
+    }
+
+    /// The durable side for a new queue `spec` of `vhost`; inert unless it is stored.
+    pub fn durable_for(&self, vhost: &str, spec: &QueueSpec) -> Durable {
+        match (self.stores(spec), self.store()) {
+            (true, Some(store)) => Durable::new(store, QueueId::new(vhost, &spec.name)),
+            _ => Durable::default(),
+        }
+    }
+
+    /// Replaces `vhost`'s part of the snapshot with `stored` and saves the snapshot;
+    /// `None` when nothing changed (or there is no storage).
+    pub fn save_vhost(&self, vhost: &str, stored: StoredVhost) -> Option<Completion> {
+        let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        meta.store.as_ref()?;
+        let unchanged = match meta.snapshot.vhosts.get(vhost) {
+            Some(v) => *v == stored,
+            None => stored == StoredVhost::default(),
+        };
+        if unchanged {
+            return None;
+        }
+        meta.snapshot.vhosts.insert(vhost.to_string(), stored);
+        let snapshot = meta.snapshot.clone();
+        meta.store.as_ref().map(|s| s.save(snapshot))
+    }
+
+    /// Stops the monitor and closes both stores, after writing and fsyncing everything
+    /// appended and saved so far. Safe to call twice; later saves and appends fail.
+    pub fn close(&self) {
+        if let Some(m) = self
+            .monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            drop(m.stop);
+            let _ = m.thread.join();
+        }
+        let store = self.store.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(store) = store {
+            // The store closes when its last handle goes (a queue actor may still hold
+            // one); flush first so that everything appended is on disk either way. On a
+            // plain thread: the caller may be on an async runtime, where blocking on the
+            // completion is not allowed.
+            let flush = store.flush();
+            let flushed = std::thread::spawn(move || flush.wait()).join();
+            if let Ok(Err(e)) = flushed {
+                tracing::error!(error = %e, "the message log could not be flushed at shutdown");
+            }
+            if Arc::strong_count(&store) > 1 {
+                tracing::debug!("the message log closes when its last queue goes");
+            }
+        }
+        let meta = self
+            .meta
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store
+            .take();
+        // Dropping it writes any save still queued, then stops its thread.
+        drop(meta);
+    }
+}
+
+impl Drop for Durability {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The disk alarm's reason now, if it should be raised; `None` to clear it.
+fn disk_alarm(
+    options: &StorageOptions,
+    store: &dyn MessageStore,
+    current: Option<String>,
+) -> Option<String> {
+    if let Some(e) = store.error() {
+        return Some(format!("message store failed: {e}"));
+    }
+    if options.disk_free_limit == 0 {
+        return None;
+    }
+    match disk_free(&options.data_dir) {
+        Ok(free) if free < options.disk_free_limit => Some(format!(
+            "disk free space {free} bytes in {} is below storage.disk_free_limit = {} bytes",
+            options.data_dir.display(),
+            options.disk_free_limit
+        )),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the free disk space");
+            current
+        }
+    }
+}
+
+/// Checks once now (so a broker starting on a full disk starts blocked), then once a
+/// second on a thread of its own.
+fn start_monitor(
+    options: &StorageOptions,
+    store: Arc<dyn MessageStore>,
+    gauge: Arc<MemoryGauge>,
+) -> Option<Monitor> {
+    let first = disk_alarm(options, &*store, None);
+    gauge.set_disk_alarm(first.clone());
+    let (stop, rx) = mpsc::channel::<()>();
+    let options = options.clone();
+    let thread = std::thread::Builder::new()
+        .name("actormq-disk-monitor".into())
+        .spawn(move || {
+            let mut current = first;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(MONITOR_EVERY) {
+                let next = disk_alarm(&options, &*store, current.clone());
+                if next != current {
+                    gauge.set_disk_alarm(next.clone());
+                    current = next;
+                }
+            }
+        });
+    match thread {
+        Ok(thread) => Some(Monitor { stop, thread }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the disk monitor: storage.disk_free_limit is not enforced");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::StoredQueue;
+
+    fn vhost_with(queue: &str) -> StoredVhost {
+        StoredVhost {
+            queues: vec![StoredQueue {
+                name: queue.into(),
+                durable: true,
+                auto_delete: false,
+                arguments: Default::default(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn saves_only_what_changed_and_recovers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let gauge = Arc::new(MemoryGauge::new(0));
+        let d = Durability::open(StorageOptions::in_dir(dir.path()), gauge.clone()).unwrap();
+        assert!(d.save_vhost("/", StoredVhost::default()).is_none());
+        d.save_vhost("/", vhost_with("q")).unwrap().wait().unwrap();
+        assert!(d.save_vhost("/", vhost_with("q")).is_none());
+        d.close();
+        let d = Durability::open(StorageOptions::in_dir(dir.path()), gauge).unwrap();
+        assert_eq!(d.stored_vhosts(), ["/"]);
+        assert_eq!(d.take_vhost("/").unwrap(), vhost_with("q"));
+        assert!(d.take_vhost("/").is_none());
+    }
+
+    #[test]
+    fn queues_the_metadata_does_not_list_are_dropped_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StorageOptions::in_dir(dir.path());
+        let gauge = Arc::new(MemoryGauge::new(0));
+        let d = Durability::open(opts.clone(), gauge.clone()).unwrap();
+        d.save_vhost("/", vhost_with("kept"))
+            .unwrap()
+            .wait()
+            .unwrap();
+        let store = d.store().unwrap();
+        let m = Arc::new(crate::message::Message::new("", "x", "body").persistent());
+        for name in ["kept", "gone"] {
+            store
+                .append(
+                    vec![Record::Publish {
+                        queue: QueueId::new("/", name),
+                        id: 1,
+                        message: m.clone(),
+                    }],
+                    true,
+                )
+                .wait()
+                .unwrap();
+        }
+        drop(store);
+        d.close();
+        let d = Durability::open(opts.clone(), gauge.clone()).unwrap();
+        assert_eq!(d.take_recovered("/", "kept").unwrap().messages.len(), 1);
+        assert!(d.take_recovered("/", "gone").is_none());
+        d.close();
+        let d = Durability::open(opts, gauge).unwrap();
+        assert!(d.take_recovered("/", "gone").is_none(), "deleted for good");
+    }
+
+    #[test]
+    fn a_disk_free_limit_above_the_free_space_raises_the_alarm_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StorageOptions::in_dir(dir.path());
+        opts.disk_free_limit = u64::MAX;
+        let gauge = Arc::new(MemoryGauge::new(0));
+        let d = Durability::open(opts, gauge.clone()).unwrap();
+        assert!(gauge.is_blocked());
+        assert!(
+            gauge.blocked_reason().contains("storage.disk_free_limit"),
+            "{}",
+            gauge.blocked_reason()
+        );
+        d.close();
+    }
+
+    /// A store on a full disk: every append fails.
+    struct FullDisk;
+
+    impl MessageStore for FullDisk {
+        fn append(&self, _batch: Vec<Record>, _sync: bool) -> Completion {
+            Completion::ready(Err(StorageError::io(
+                "writing",
+                "/data/messages/00000000000000000001.seg",
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            )))
+        }
+        fn flush(&self) -> Completion {
+            Completion::ready(Ok(()))
+        }
+        fn recover(&self) -> Result<crate::storage::Recovered, StorageError> {
+            Ok(Default::default())
+        }
+        fn error(&self) -> Option<StorageError> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_persistent_message_that_cannot_be_stored_is_refused_naming_the_queue() {
+        use crate::broker::queue::QueueSpec;
+        use crate::{Broker, ErrorCode, Message};
+        let broker = Broker::builder()
+            .workers(1)
+            .test_store(Arc::new(FullDisk))
+            .start()
+            .unwrap();
+        let s = broker.session();
+        let mut spec = QueueSpec::new("orders");
+        spec.durable = true;
+        s.declare_queue(spec).await.unwrap();
+        s.declare_queue(QueueSpec::new("scratch")).await.unwrap();
+        s.bind("amq.fanout", "orders", "").await.unwrap();
+        s.bind("amq.fanout", "scratch", "").await.unwrap();
+        let e = s
+            .publish(Message::new("amq.fanout", "", "m").persistent())
+            .await
+            .unwrap()
+            .await
+            .expect_err("not stored, so not confirmed");
+        assert_eq!(e.code(), ErrorCode::ResourceError);
+        assert!(
+            e.message().contains("'orders'") && e.message().contains("disk full"),
+            "{e}"
+        );
+        // Transient messages never touch the store; a transient queue neither.
+        let ok = s
+            .publish(Message::new("amq.fanout", "", "t"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ok.queues, 2);
+        let ok = s
+            .publish(Message::new("", "scratch", "p").persistent())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ok.queues, 1);
+        broker.shutdown();
+    }
+
+    #[test]
+    fn a_locked_data_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gauge = Arc::new(MemoryGauge::new(0));
+        let _d = Durability::open(StorageOptions::in_dir(dir.path()), gauge.clone()).unwrap();
+        let e = Durability::open(StorageOptions::in_dir(dir.path()), gauge)
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), ErrorCode::ResourceError);
+        assert!(e.message().contains("storage.data_dir"), "{e}");
+    }
+}

@@ -1,0 +1,613 @@
+//! The durable side of one queue: what a durable queue appends to the
+//! [`MessageStore`] as its persistent messages come and go. The queue actor owns one
+//! [`Durable`] and calls a few hooks; for a transient queue (or a broker without
+//! storage) every hook is a no-op, so transient queues never touch the disk, and
+//! transient messages (`delivery_mode` other than 2) never do either, even in a durable
+//! queue.
+//!
+//! What is appended (see [`crate::storage::Record`]):
+//! - a persistent message entering the queue ([`Durable::push`]): `Publish`, with
+//!   `sync`; the `Enqueue` answer (and with it the publisher's confirm) waits for the
+//!   [`Stored`] completion, the queue itself does not wait: the message is in the queue
+//!   (and may be delivered) at once;
+//! - a persistent message leaving the queue for good: `Ack`. The queue state reports
+//!   every such message (ack, reject / nack without requeue, expiry, length limit,
+//!   delivery limit: see [`QueueState::track_gone`]); deliveries that count as acked on
+//!   sending (auto-ack consumers and gets) are reported by [`Durable::on_delivered`];
+//! - the highest stored id handed out so far: `Delivered`, so that after a restart what
+//!   may have been delivered comes back marked redelivered;
+//! - a purge: `Purge`; the queue deleted: `DeleteQueue`.
+//!
+//! Everything a handler noted is appended in one batch by [`Durable::commit`], which the
+//! actor calls at the end of every handler: `Publish` records first, then the acks and
+//! the watermark. The batch is synced when it holds a `Publish` (its confirm waits for
+//! the fsync), else only written: acks and watermarks are covered by the next fsync of
+//! the log, and in particular by the confirm of any later publish to this queue (the log
+//! is written in order), which is what the crash tests rely on.
+//!
+//! The store names a message by an id of its own, increasing in publish order, so
+//! recovery gives the messages back in their queue order. The queue state names
+//! messages by sequence numbers it assigns when a message becomes ready (a delayed
+//! message has none yet), so the two are linked by the message itself: a map from the
+//! message's allocation (`Arc` pointer, unique while the queue holds it) to its store id.
+
+use super::state::{Pushed, QueueState};
+use super::timers::Millis;
+use crate::broker::messages::{Delivery, Enqueued};
+use crate::error::{BrokerError, ErrorCode};
+use crate::message::Message;
+use crate::storage::{Completion, MessageStore, QueueId, Record, RecoveredQueue, StorageError};
+use actix::prelude::*;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Hands a queue just started its durable side and what recovery found for it (sent by
+/// the registry before anyone else knows the queue).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AttachStorage {
+    /// The durable side.
+    pub durable: Durable,
+    /// The messages that survived, if the queue existed before the restart.
+    pub recovered: Option<RecoveredQueue>,
+}
+
+/// The store and this queue's name in it.
+struct Target {
+    store: Arc<dyn MessageStore>,
+    queue: QueueId,
+}
+
+/// The durable side of a queue (inert for a transient queue).
+#[derive(Default)]
+pub struct Durable {
+    /// Where to append; `None` for a transient queue.
+    target: Option<Target>,
+    /// The store id of the next persistent message.
+    next_id: u64,
+    /// Store ids of the persistent messages the queue holds, by message allocation.
+    ids: HashMap<usize, u64>,
+    /// Further store ids of an allocation pushed more than once (rare), oldest first.
+    more_ids: HashMap<usize, VecDeque<u64>>,
+    /// `Publish` records noted since the last commit.
+    publishes: Vec<Record>,
+    /// Their positions in the `Enqueue` batch (for refusals on a storage error).
+    positions: Vec<u32>,
+    /// Store ids that left the queue, not yet appended.
+    acks: Vec<u64>,
+    /// Highest store id delivered so far.
+    delivered: u64,
+    /// The highest id appended as `Delivered`.
+    delivered_stored: u64,
+    /// Completions of `Publish` batches not yet taken by the `Enqueue` answer.
+    stored: Option<Stored>,
+}
+
+/// The completion of the `Publish` records of one `Enqueue`: what its answer waits for.
+#[must_use = "the publisher's confirm must wait for it"]
+pub struct Stored {
+    completions: Vec<Completion>,
+    /// Positions in the batch of the messages stored.
+    positions: Vec<u32>,
+    queue: QueueId,
+}
+
+impl Stored {
+    /// Waits until the messages are stored (fsynced per `storage.fsync`) and answers
+    /// `answer`, with the stored messages added to its refusals if they could not be
+    /// stored: the publisher gets a nack naming the queue, never a confirm.
+    pub async fn settle(self, mut answer: Enqueued) -> Enqueued {
+        let mut failed = None;
+        for c in self.completions {
+            if let Err(e) = c.await {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            tracing::error!(queue = %self.queue, error = %e, "persistent messages could not be stored: publishes refused");
+            answer.refused.extend(self.positions);
+            answer.refused.sort_unstable();
+            answer.refused.dedup();
+            answer.reason = Some(store_error(&self.queue, &e));
+        }
+        answer
+    }
+}
+
+/// Answers `answer` once `stored` (if any) is settled: see [`Stored::settle`].
+pub async fn confirm(stored: Option<Stored>, answer: Enqueued) -> Enqueued {
+    match stored {
+        Some(s) => s.settle(answer).await,
+        None => answer,
+    }
+}
+
+/// The publisher-facing error for messages that could not be stored: RESOURCE_ERROR on
+/// a full disk, INTERNAL_ERROR otherwise, naming the queue and the storage error.
+pub fn store_error(queue: &QueueId, e: &StorageError) -> BrokerError {
+    let code = if e.is_disk_full() {
+        ErrorCode::ResourceError
+    } else {
+        ErrorCode::InternalError
+    };
+    BrokerError::new(
+        code,
+        format!("cannot store persistent messages of {queue}: {e}"),
+    )
+}
+
+fn is_persistent(m: &Message) -> bool {
+    m.properties.is_persistent()
+}
+
+fn key(m: &Arc<Message>) -> usize {
+    Arc::as_ptr(m) as usize
+}
+
+impl Durable {
+    /// The durable side of queue `queue` in `store`.
+    pub fn new(store: Arc<dyn MessageStore>, queue: QueueId) -> Self {
+        Durable {
+            target: Some(Target { store, queue }),
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// True for a durable queue of a broker with storage.
+    pub fn is_on(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Persistent messages the queue holds, as far as the store knows.
+    pub fn stored_len(&self) -> usize {
+        self.ids.len() + self.more_ids.values().map(VecDeque::len).sum::<usize>()
+    }
+
+    /// Starts tracking `state` (a fresh queue) and refills it with what recovery found:
+    /// the surviving messages in their order, each marked redelivered if it may have
+    /// been delivered before; ids go on above every id the store has seen.
+    pub fn attach<C>(
+        &mut self,
+        state: &mut QueueState<C>,
+        recovered: Option<RecoveredQueue>,
+        now: Millis,
+    ) {
+        if self.target.is_none() {
+            return;
+        }
+        state.track_gone();
+        let Some(recovered) = recovered else {
+            return;
+        };
+        for m in recovered.messages {
+            self.remember(&m.message, m.id);
+            self.next_id = self.next_id.max(m.id.saturating_add(1));
+            state.push_recovered(m.message, m.redelivered, now);
+        }
+        self.next_id = self.next_id.max(recovered.next_id);
+    }
+
+    fn remember(&mut self, m: &Arc<Message>, id: u64) {
+        let k = key(m);
+        match self.ids.entry(k) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.more_ids.entry(k).or_default().push_back(id)
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+        }
+    }
+
+    fn forget(&mut self, m: &Arc<Message>) -> Option<u64> {
+        let k = key(m);
+        let id = self.ids.remove(&k)?;
+        if let Some(more) = self.more_ids.get_mut(&k) {
+            if let Some(next) = more.pop_front() {
+                self.ids.insert(k, next);
+            }
+            if more.is_empty() {
+                self.more_ids.remove(&k);
+            }
+        }
+        Some(id)
+    }
+
+    /// Pushes `message` (at position `pos` of its `Enqueue` batch) into `state`, as
+    /// [`QueueState::push`] does, and notes a `Publish` when it is persistent, the queue
+    /// durable, and the state kept it (ready or delayed).
+    pub fn push<C>(
+        &mut self,
+        state: &mut QueueState<C>,
+        pos: u32,
+        message: Arc<Message>,
+        now: Millis,
+    ) -> Pushed {
+        if self.target.is_none() || !is_persistent(&message) {
+            return state.push(message, now);
+        }
+        let pushed = state.push(message.clone(), now);
+        if let (Pushed::Ready | Pushed::Delayed, Some(t)) = (pushed, &self.target) {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.publishes.push(Record::Publish {
+                queue: t.queue.clone(),
+                id,
+                message: message.clone(),
+            });
+            self.positions.push(pos);
+            self.remember(&message, id);
+        }
+        pushed
+    }
+
+    /// Notes deliveries handed out (to a consumer, or by a get): the watermark, and an
+    /// ack for each when they count as acked on sending (`auto_ack`).
+    pub fn on_delivered(&mut self, deliveries: &[Delivery], auto_ack: bool) {
+        if self.target.is_none() {
+            return;
+        }
+        for d in deliveries.iter().filter(|d| is_persistent(&d.message)) {
+            let id = if auto_ack {
+                self.forget(&d.message)
+            } else {
+                self.ids.get(&key(&d.message)).copied()
+            };
+            if let Some(id) = id {
+                self.delivered = self.delivered.max(id);
+                if auto_ack {
+                    self.acks.push(id);
+                }
+            }
+        }
+    }
+
+    /// Appends what the handler noted (see the module docs). Call it at the end of every
+    /// handler; the `Enqueue` handler then takes the completion with
+    /// [`Durable::take_stored`].
+    pub fn commit<C>(&mut self, state: &mut QueueState<C>) {
+        if self.target.is_none() {
+            return;
+        }
+        for m in state.take_gone() {
+            if is_persistent(&m) {
+                if let Some(id) = self.forget(&m) {
+                    self.acks.push(id);
+                }
+            }
+        }
+        let sync = !self.publishes.is_empty();
+        let mut batch = std::mem::take(&mut self.publishes);
+        self.settled_records(&mut batch);
+        let Some(t) = &self.target else {
+            return;
+        };
+        if batch.is_empty() {
+            return;
+        }
+        let completion = t.store.append(batch, sync);
+        if !sync {
+            // Not awaited: a failure fails the store, which raises the disk alarm.
+            drop(completion);
+            return;
+        }
+        let positions = std::mem::take(&mut self.positions);
+        match &mut self.stored {
+            Some(s) => {
+                s.completions.push(completion);
+                s.positions.extend(positions);
+            }
+            None => {
+                self.stored = Some(Stored {
+                    completions: vec![completion],
+                    positions,
+                    queue: t.queue.clone(),
+                })
+            }
+        }
+    }
+
+    /// The completion of the `Publish` records committed since the last call, for the
+    /// `Enqueue` answer; `None` when nothing had to be stored.
+    pub fn take_stored(&mut self) -> Option<Stored> {
+        self.stored.take()
+    }
+
+    /// After a purge of `state`: every stored message goes but those `state` still
+    /// holds (its unacked deliveries).
+    pub fn on_purge<C>(&mut self, state: &mut QueueState<C>) {
+        self.commit(state);
+        let Some(t) = &self.target else {
+            return;
+        };
+        let mut kept = HashMap::new();
+        let mut except = Vec::new();
+        for m in state.unacked_messages() {
+            if let Some(id) = self.ids.get(&key(m)) {
+                kept.insert(key(m), *id);
+                except.push(*id);
+            }
+        }
+        self.ids = kept;
+        self.more_ids.clear();
+        drop(t.store.append(
+            vec![Record::Purge {
+                queue: t.queue.clone(),
+                below: self.next_id,
+                except,
+            }],
+            false,
+        ));
+    }
+
+    /// The queue is deleted: its stored messages go with it. Later hooks are no-ops.
+    pub fn on_delete(&mut self) {
+        if let Some(t) = self.target.take() {
+            drop(t.store.append(
+                vec![Record::DeleteQueue {
+                    queue: t.queue.clone(),
+                }],
+                false,
+            ));
+        }
+        self.publishes.clear();
+        self.positions.clear();
+        self.acks.clear();
+        self.ids.clear();
+        self.more_ids.clear();
+    }
+
+    /// Adds the buffered `Ack` and `Delivered` records to `batch`.
+    fn settled_records(&mut self, batch: &mut Vec<Record>) {
+        let Some(t) = &self.target else {
+            return;
+        };
+        if !self.acks.is_empty() {
+            batch.push(Record::Ack {
+                queue: t.queue.clone(),
+                ids: std::mem::take(&mut self.acks),
+            });
+        }
+        if self.delivered > self.delivered_stored {
+            self.delivered_stored = self.delivered;
+            batch.push(Record::Delivered {
+                queue: t.queue.clone(),
+                up_to: self.delivered,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::messages::{OwnerId, Settlement};
+    use crate::broker::queue::consumers::NewConsumer;
+    use crate::broker::queue_args::QueueConfig;
+    use crate::storage::MemoryStore;
+
+    const A: OwnerId = OwnerId(1);
+
+    struct Fixture {
+        store: MemoryStore,
+        d: Durable,
+        s: QueueState<()>,
+        q: QueueId,
+    }
+
+    fn setup() -> Fixture {
+        let store = MemoryStore::new();
+        let q = QueueId::new("/", "q");
+        let mut d = Durable::new(Arc::new(store.clone()), q.clone());
+        let mut s = QueueState::new(QueueConfig::default());
+        d.attach(&mut s, None, 0);
+        Fixture { store, d, s, q }
+    }
+
+    fn msg(body: &str, persistent: bool) -> Arc<Message> {
+        let m = Message::new("", "q", body.to_string());
+        Arc::new(if persistent { m.persistent() } else { m })
+    }
+
+    fn consumer(s: &mut QueueState<()>, auto_ack: bool) {
+        s.add_consumer(NewConsumer {
+            tag: "c".into(),
+            owner: A,
+            handle: (),
+            prefetch: 0,
+            auto_ack,
+            window: 1000,
+            priority: 0,
+        });
+    }
+
+    impl Fixture {
+        fn push(&mut self, body: &str, persistent: bool) {
+            let pushed = self.d.push(&mut self.s, 0, msg(body, persistent), 0);
+            assert_eq!(pushed, Pushed::Ready);
+        }
+
+        /// What a restart would find: bodies and redelivered flags, in order.
+        fn stored(&self) -> Vec<(String, bool)> {
+            self.store
+                .recover()
+                .unwrap()
+                .get(&self.q)
+                .map(|r| {
+                    r.messages
+                        .iter()
+                        .map(|m| {
+                            (
+                                String::from_utf8(m.message.body.to_vec()).unwrap(),
+                                m.redelivered,
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    fn s(body: &str, redelivered: bool) -> (String, bool) {
+        (body.to_string(), redelivered)
+    }
+
+    #[test]
+    fn only_persistent_messages_are_stored_and_the_answer_waits_for_them() {
+        let mut f = setup();
+        f.push("p1", true);
+        f.push("t1", false);
+        f.push("p2", true);
+        f.d.commit(&mut f.s);
+        let stored = f.d.take_stored().expect("persistent messages to wait for");
+        let answer = futures_util::FutureExt::now_or_never(stored.settle(Enqueued::default()))
+            .expect("the memory store completes at once");
+        assert_eq!(answer, Enqueued::default());
+        assert_eq!(f.stored(), [s("p1", false), s("p2", false)]);
+        assert_eq!(f.s.ready_len(), 3);
+        f.push("t2", false);
+        f.d.commit(&mut f.s);
+        assert!(
+            f.d.take_stored().is_none(),
+            "transient only: nothing to wait for"
+        );
+    }
+
+    #[test]
+    fn acks_rejects_requeues_and_the_watermark_reach_the_store() {
+        let mut f = setup();
+        for i in 0..4 {
+            f.push(&format!("m{i}"), true);
+        }
+        f.d.commit(&mut f.s);
+        drop(f.d.take_stored());
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let (d, _) = f.s.get(A, false, 0).unwrap();
+            f.d.on_delivered(std::slice::from_ref(&d), false);
+            out.push(d.id);
+        }
+        f.d.commit(&mut f.s);
+        let unknown = f.s.settle(A, &[out[0]], Settlement::Ack, 0);
+        assert!(unknown.is_empty());
+        let _ = f.s.settle(A, &[out[1]], Settlement::Requeue, 0);
+        let _ = f.s.settle(A, &[out[2]], Settlement::Discard, 0);
+        f.d.commit(&mut f.s);
+        // m0 acked, m2 rejected; m1 requeued: redelivered; m3 never delivered.
+        assert_eq!(f.stored(), [s("m1", true), s("m3", false)]);
+    }
+
+    #[test]
+    fn auto_ack_deliveries_count_as_acked() {
+        let mut f = setup();
+        f.push("a", true);
+        f.push("b", true);
+        consumer(&mut f.s, true);
+        let out = f.s.dispatch(1, 0);
+        f.d.on_delivered(&out[0].1, true);
+        f.d.commit(&mut f.s);
+        assert_eq!(f.stored(), [s("b", false)]);
+        let (got, _) = f.s.get(A, true, 0).unwrap();
+        f.d.on_delivered(std::slice::from_ref(&got), true);
+        f.d.commit(&mut f.s);
+        assert!(f.stored().is_empty());
+        assert_eq!(f.d.stored_len(), 0);
+    }
+
+    #[test]
+    fn a_purge_keeps_the_unacked_and_a_delete_drops_everything() {
+        let mut f = setup();
+        for i in 0..3 {
+            f.push(&format!("m{i}"), true);
+        }
+        let (got, _) = f.s.get(A, false, 0).unwrap();
+        f.d.on_delivered(std::slice::from_ref(&got), false);
+        f.d.commit(&mut f.s);
+        f.s.purge();
+        f.d.on_purge(&mut f.s);
+        assert_eq!(f.stored(), [s("m0", true)]);
+        assert_eq!(f.d.stored_len(), 1);
+        f.d.on_delete();
+        assert!(!f.store.recover().unwrap().contains_key(&f.q));
+        assert!(!f.d.is_on());
+    }
+
+    #[test]
+    fn attach_refills_in_order_and_ids_go_on_above_the_stored_ones() {
+        let mut f = setup();
+        for i in 0..3 {
+            f.push(&format!("m{i}"), true);
+        }
+        let (got, _) = f.s.get(A, false, 0).unwrap();
+        f.d.on_delivered(std::slice::from_ref(&got), false);
+        f.d.commit(&mut f.s);
+        let recovered = f.store.recover().unwrap().remove(&f.q);
+        let mut s2: QueueState<()> = QueueState::new(QueueConfig::default());
+        let mut d2 = Durable::new(Arc::new(f.store.clone()), f.q.clone());
+        d2.attach(&mut s2, recovered, 0);
+        assert_eq!(s2.ready_len(), 3);
+        let (first, _) = s2.get(A, true, 0).unwrap();
+        assert!(first.redelivered);
+        assert_eq!(&first.message.body[..], b"m0");
+        d2.on_delivered(std::slice::from_ref(&first), true);
+        d2.push(&mut s2, 0, msg("m3", true), 0);
+        d2.commit(&mut s2);
+        assert_eq!(
+            f.stored(),
+            [s("m1", false), s("m2", false), s("m3", false)],
+            "m0 acked; m3 after the others"
+        );
+    }
+
+    #[test]
+    fn a_message_pushed_twice_is_stored_twice() {
+        let mut f = setup();
+        let m = msg("twice", true);
+        f.d.push(&mut f.s, 0, m.clone(), 0);
+        f.d.push(&mut f.s, 1, m, 0);
+        f.d.commit(&mut f.s);
+        assert_eq!(f.stored().len(), 2);
+        let (got, _) = f.s.get(A, true, 0).unwrap();
+        f.d.on_delivered(std::slice::from_ref(&got), true);
+        f.d.commit(&mut f.s);
+        assert_eq!(f.stored().len(), 1);
+    }
+
+    #[test]
+    fn a_transient_queue_never_stores() {
+        let mut d = Durable::default();
+        let mut s: QueueState<()> = QueueState::new(QueueConfig::default());
+        d.attach(&mut s, None, 0);
+        d.push(&mut s, 0, msg("p", true), 0);
+        d.commit(&mut s);
+        assert!(d.take_stored().is_none());
+        d.on_delete();
+        assert_eq!(s.ready_len(), 1);
+    }
+
+    #[test]
+    fn a_failed_store_refuses_the_stored_messages_naming_the_queue() {
+        let q = QueueId::new("v", "orders");
+        let stored = Stored {
+            completions: vec![Completion::ready(Err(StorageError::Closed))],
+            positions: vec![0, 2],
+            queue: q.clone(),
+        };
+        let answer = Enqueued {
+            refused: vec![1],
+            reason: None,
+        };
+        let answer = futures_util::FutureExt::now_or_never(stored.settle(answer)).unwrap();
+        assert_eq!(answer.refused, [0, 1, 2]);
+        let e = answer.reason.unwrap();
+        assert_eq!(e.code(), ErrorCode::InternalError);
+        assert!(e.message().contains("'orders'"), "{e}");
+        let full = StorageError::io(
+            "writing",
+            "/x",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert_eq!(store_error(&q, &full).code(), ErrorCode::ResourceError);
+    }
+}
