@@ -23,7 +23,7 @@ start() {
 stop() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 field() { python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
-perf() { "$BIN" perf --duration "$DURATION" --json --broker-pid "$PID" "$@" 2>/dev/null; }
+perf() { "$BIN" perf --duration "${D:-$DURATION}" --json --broker-pid "$PID" "$@" 2>/dev/null; }
 trap 'stop; rm -rf "$DATA"' EXIT
 
 start
@@ -35,6 +35,7 @@ for size in ${SIZES:-16 256 1024 16384 65536 1048576}; do
   printf "%10s %14s %12.1f\n" "$size" "$c" "$(python3 -c "print($c*$size/1048576)")"
 done
 
+stop; start  # a fresh broker per section: RSS is not what 1 MiB messages left behind
 echo "## throughput vs queues (1 producer round-robin over the queues, one consumer per queue on 10 connections)"
 printf "%10s %14s %14s\n" queues consumed/s "peak RSS MiB"
 for q in 1 100 10000; do
@@ -42,6 +43,7 @@ for q in 1 100 10000; do
   echo "$r" | field '"%10d %14d %14.1f" % (j["options"]["queues"], round(j["consumed_per_sec"]), j["broker_peak_rss"] / 1048576)'
 done
 
+stop; start
 echo "## throughput vs connections (one consumer connection per queue, 1 producer)"
 printf "%10s %14s %14s\n" connections consumed/s "peak RSS MiB"
 for n in 1 100 1000; do
@@ -53,7 +55,7 @@ stop
 echo "## memory"
 start
 idle=$(rss_kib "$PID")
-r=$(perf --producers 0 --consumers 0 --idle-connections 1000 --prefix idle --duration 10)
+r=$(D=10 perf --producers 0 --consumers 0 --idle-connections 1000 --prefix idle)
 cpu=$(echo "$r" | field 'j["broker_cpu_cores"]')
 with=$(echo "$r" | field 'j["broker_peak_rss"]//1024')
 echo "idle broker RSS: $((idle / 1024)) MiB"
@@ -62,7 +64,7 @@ echo "idle CPU with 1,000 idle connections: $cpu cores"
 stop
 start
 before=$(rss_kib "$PID")
-perf --producers 0 --consumers 0 --queues 10000 --prefix empty --duration 1 >/dev/null
+D=1 perf --producers 0 --consumers 0 --queues 10000 --prefix empty >/dev/null
 after=$(rss_kib "$PID")
 echo "per empty queue: $(( (after - before) * 1024 / 10000 )) bytes (10,000 queues)"
 stop

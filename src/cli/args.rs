@@ -125,9 +125,19 @@ pub enum Command {
         /// Wait for the broker to confirm every message; exit non-zero if one is refused.
         #[arg(long)]
         confirm: bool,
-        /// Message header (typed as for declare-queue). Repeatable.
+        /// Message header (typed as for declare-queue; `x-delay=MS` delays delivery).
+        /// Repeatable.
         #[arg(long = "header", value_name = "K=V", value_parser = parse_key_value)]
         headers: Vec<KeyValue>,
+        /// Per-message TTL in milliseconds (the `expiration` property).
+        #[arg(long, value_name = "MS")]
+        expiration: Option<u64>,
+        /// Message priority, 0-255 (honoured by queues with x-max-priority).
+        #[arg(long)]
+        priority: Option<u8>,
+        /// Application message id (also the key of x-dedup-window).
+        #[arg(long)]
+        message_id: Option<String>,
         /// The message body; read from standard input when omitted.
         message: Option<String>,
     },
@@ -149,6 +159,9 @@ pub enum Command {
         /// Exit after this many seconds without a message.
         #[arg(long, value_name = "SECS", value_parser = parse_secs)]
         timeout: Option<f64>,
+        /// Consumer argument, e.g. x-priority=10. Repeatable.
+        #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        args: Vec<KeyValue>,
     },
     /// Print a PBKDF2 hash of a password for a `[[users]]` entry of Settings.toml.
     HashPassword {
@@ -294,6 +307,7 @@ mod tests {
             confirm,
             headers,
             message,
+            ..
         }) = cli.command
         else {
             panic!("not publish")

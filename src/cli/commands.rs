@@ -84,12 +84,18 @@ async fn execute(client: &Client, command: Command) -> Result<(), Error> {
             persistent,
             confirm,
             headers,
+            expiration,
+            priority,
+            message_id,
             message,
         } => {
             let mut properties = Properties::default();
             if persistent {
                 properties.delivery_mode = Some(2);
             }
+            properties.expiration = expiration.map(|ms| ms.to_string());
+            properties.priority = priority;
+            properties.message_id = message_id;
             if !headers.is_empty() {
                 properties.headers = Some(table(headers));
             }
@@ -106,7 +112,19 @@ async fn execute(client: &Client, command: Command) -> Result<(), Error> {
             prefetch,
             no_ack,
             timeout,
-        } => consume(client, &queue, count, prefetch, no_ack, timeout).await?,
+            args,
+        } => {
+            consume(
+                client,
+                &queue,
+                count,
+                prefetch,
+                no_ack,
+                timeout,
+                table(args),
+            )
+            .await?
+        }
         Command::Serve { .. } | Command::HashPassword { .. } | Command::Perf(_) => {
             unreachable!("handled before connecting")
         }
@@ -171,6 +189,7 @@ async fn consume(
     prefetch: Option<u32>,
     no_ack: bool,
     timeout: Option<f64>,
+    arguments: FieldTable,
 ) -> Result<(), Error> {
     if count == Some(0) {
         return Ok(());
@@ -184,6 +203,7 @@ async fn consume(
     let options = ConsumeOptions {
         prefetch,
         no_ack: no_ack && count.is_none(),
+        arguments,
         ..Default::default()
     };
     let mut consumer = client.consume(queue, &options).await?;

@@ -361,3 +361,109 @@ fn no_subcommand_serves_until_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
 }
+
+#[test]
+fn publish_message_id_is_deduplicated_and_priority_orders_delivery() {
+    let server = TestServer::start();
+    ok(
+        &server,
+        &["declare-queue", "dedup", "--arg", "x-dedup-window=60000"],
+    );
+    for _ in 0..2 {
+        ok(
+            &server,
+            &[
+                "publish",
+                "--routing-key",
+                "dedup",
+                "--message-id",
+                "m-1",
+                "--confirm",
+                "once",
+            ],
+        );
+    }
+    // The second publish was confirmed but not enqueued again.
+    assert_eq!(ok(&server, &["purge", "dedup"]).trim(), "1");
+
+    ok(
+        &server,
+        &["declare-queue", "prio", "--arg", "x-max-priority=9"],
+    );
+    for (body, priority) in [("low", "1"), ("high", "9")] {
+        ok(
+            &server,
+            &[
+                "publish",
+                "--routing-key",
+                "prio",
+                "--priority",
+                priority,
+                "--confirm",
+                body,
+            ],
+        );
+    }
+    let out = ok(
+        &server,
+        &[
+            "consume",
+            "--queue",
+            "prio",
+            "--count",
+            "2",
+            "--timeout",
+            &deadline(),
+        ],
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["high", "low"]);
+}
+
+#[test]
+fn publish_expiration_removes_the_message_even_behind_the_head() {
+    let server = TestServer::start();
+    ok(&server, &["declare-queue", "ttl"]);
+    ok(
+        &server,
+        &["publish", "--routing-key", "ttl", "--confirm", "kept"],
+    );
+    ok(
+        &server,
+        &[
+            "publish",
+            "--routing-key",
+            "ttl",
+            "--expiration",
+            "1",
+            "--confirm",
+            "gone",
+        ],
+    );
+    // No consumer: the expired message (second in line) must leave on its own.
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let line = ok(&server, &["declare-queue", "ttl", "--passive"]);
+        let ready: u64 = line.split('\t').nth(1).unwrap().trim().parse().unwrap();
+        if ready == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "expired message still queued: {line}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let out = ok(
+        &server,
+        &[
+            "consume",
+            "--queue",
+            "ttl",
+            "--count",
+            "1",
+            "--timeout",
+            &deadline(),
+        ],
+    );
+    assert_eq!(out.trim(), "kept");
+}
