@@ -1,0 +1,444 @@
+//! The registry's message handlers: each operation of [`super::Registry`], answered
+//! at once or, when it must await an exchange or queue actor, as an atomic response.
+
+use super::*;
+
+impl Handler<DeclareExchange> for Registry {
+    type Result = ResponseFuture<Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: DeclareExchange, _ctx: &mut Self::Context) -> Self::Result {
+        let created = msg.spec.durable && !self.exchanges.contains_key(&msg.spec.name);
+        let result = self.declare_exchange(msg);
+        // A new durable exchange is answered once it is saved.
+        let saved = (created && result.is_ok()).then(|| self.persist());
+        Box::pin(async move {
+            result?;
+            match saved {
+                Some(saved) => saved.await,
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+impl Handler<DeleteExchange> for Registry {
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: DeleteExchange, _ctx: &mut Self::Context) -> Self::Result {
+        let check = || -> Result<(), BrokerError> {
+            if msg.name.is_empty() || msg.name.starts_with("amq.") {
+                return Err(BrokerError::access_refused(format!(
+                    "operation not permitted on exchange '{}'",
+                    msg.name
+                )));
+            }
+            // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
+            if msg.if_unused && self.bindings.iter().any(|b| b.exchange == msg.name) {
+                return Err(BrokerError::precondition(format!(
+                    "exchange '{}' in vhost '{}' in use: it has bindings",
+                    msg.name, self.vhost
+                )));
+            }
+            Ok(())
+        };
+        let exchanges_before = self.exchanges.len();
+        let removals = match check() {
+            Ok(()) => self.remove_exchange(&msg.name),
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(removals).await;
+                match saved {
+                    Some(saved) => saved.await,
+                    None => Ok(()),
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<DeclareQueue> for Registry {
+    type Result = AtomicResponse<Self, Result<QueueDeclared, BrokerError>>;
+
+    fn handle(&mut self, msg: DeclareQueue, ctx: &mut Self::Context) -> Self::Result {
+        type Declared = (QueueHandle, Option<(ExchangeHandle, AddBinding)>);
+        let stale = self.forget_if_stopped(&msg.spec.name);
+        let result = (|| -> Result<Declared, BrokerError> {
+            let mut spec = msg.spec;
+            if let Some(existing) = self.queues.get(&spec.name) {
+                let existing = existing.clone();
+                self.queue_for(&spec.name, msg.owner)?;
+                if !msg.passive {
+                    if let Some(diff) = existing.spec.difference(&spec) {
+                        return Err(BrokerError::precondition(diff));
+                    }
+                }
+                if !msg.passive {
+                    // A redeclare renews an x-expires lease (a passive one only looks).
+                    // do_send: nothing to wait for.
+                    existing.handle.addr().do_send(Touch);
+                }
+                return Ok((existing.handle, None));
+            }
+            if msg.passive {
+                return Err(self.not_found("queue", &spec.name));
+            }
+            if spec.name.is_empty() {
+                spec.name = format!("amq.gen-{}", self.ctx.unique_suffix());
+            } else if spec.name.starts_with("amq.") {
+                return Err(BrokerError::access_refused(format!(
+                    "queue name '{}' contains reserved prefix 'amq.*'",
+                    spec.name
+                )));
+            } else if !valid_name(&spec.name) {
+                return Err(BrokerError::precondition(format!(
+                    "invalid queue name '{}': at most 255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
+                    spec.name
+                )));
+            }
+            let owner = spec.exclusive.then_some(msg.owner);
+            let handle = self.start_queue(&spec, owner, ctx)?;
+            // Every queue is bound to the default exchange by its name.
+            let default = self.exchanges.get("").expect("default exchange").clone();
+            tracing::debug!(vhost = %self.vhost, queue = %spec.name, "queue declared");
+            let add = AddBinding {
+                destination: Destination::Queue(handle.clone()),
+                routing_key: spec.name.clone(),
+                arguments: FieldTable::new(),
+            };
+            // Awaited atomically below: the binding is in place before the declare is
+            // answered.
+            Ok((handle, Some((default, add))))
+        })();
+        let vhost = self.vhost.clone();
+        // A new durable queue (or a stale one forgotten) is answered once saved.
+        let changed =
+            !stale.is_empty() || matches!(&result, Ok((h, Some(_))) if self.stores_queue(h.name()));
+        let saved = changed.then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(stale).await;
+                let (handle, default_bind) = result?;
+                if let Some((default, add)) = default_bind {
+                    default.add_binding(add).await?;
+                }
+                if let Some(saved) = saved {
+                    saved.await?;
+                }
+                // Closed: the queue deleted itself between the registry's look and now.
+                let stats = handle
+                    .addr()
+                    .send(GetStats)
+                    .await
+                    .map_err(|_| BrokerError::not_found("queue", handle.name(), &vhost))?;
+                Ok(QueueDeclared {
+                    name: handle.name().to_string(),
+                    messages: stats.ready,
+                    consumers: stats.consumers,
+                })
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<DeleteQueue> for Registry {
+    type Result = AtomicResponse<Self, Result<u64, BrokerError>>;
+
+    fn handle(&mut self, msg: DeleteQueue, _ctx: &mut Self::Context) -> Self::Result {
+        let handle = match self.queue_for(&msg.name, msg.owner) {
+            Ok(q) => q.handle.clone(),
+            // Deleting a queue that does not exist succeeds, as in RabbitMQ.
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(0))))
+            }
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        let name = msg.name.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                handle
+                    .addr()
+                    .send(DeleteSelf {
+                        if_unused: msg.if_unused,
+                        if_empty: msg.if_empty,
+                    })
+                    .await?
+            }
+            .into_actor(self)
+            .then(move |res, act: &mut Registry, _ctx| {
+                let stored = act.stores_queue(&name);
+                let exchanges_before = act.exchanges.len();
+                let removals = if res.is_ok() {
+                    act.remove_queue(&name)
+                } else {
+                    Vec::new()
+                };
+                let changed = stored || act.exchanges.len() != exchanges_before;
+                let saved = (res.is_ok() && changed).then(|| act.persist());
+                async move {
+                    apply_removals(removals).await;
+                    if let Some(saved) = saved {
+                        saved.await?;
+                    }
+                    res
+                }
+                .into_actor(act)
+            }),
+        ))
+    }
+}
+
+impl Handler<PurgeQueue> for Registry {
+    type Result = ResponseFuture<Result<u64, BrokerError>>;
+
+    fn handle(&mut self, msg: PurgeQueue, _ctx: &mut Self::Context) -> Self::Result {
+        let handle = self
+            .queue_for(&msg.name, msg.owner)
+            .map(|q| q.handle.clone());
+        Box::pin(async move { handle?.addr().send(Purge).await? })
+    }
+}
+
+impl Handler<Bind> for Registry {
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: Bind, _ctx: &mut Self::Context) -> Self::Result {
+        let prepared = (|| -> Result<(ExchangeHandle, Destination), BrokerError> {
+            if msg.exchange.is_empty() {
+                return Err(BrokerError::access_refused(
+                    "operation not permitted on the default exchange",
+                ));
+            }
+            let source = self.exchange(&msg.exchange)?.clone();
+            let destination = match &msg.target {
+                BindTarget::Queue(q) => {
+                    Destination::Queue(self.queue_for(q, msg.owner)?.handle.clone())
+                }
+                BindTarget::Exchange(x) => {
+                    if x.is_empty() {
+                        return Err(BrokerError::access_refused(
+                            "operation not permitted on the default exchange",
+                        ));
+                    }
+                    Destination::Exchange(self.exchange(x)?.clone())
+                }
+            };
+            Ok((source, destination))
+        })();
+        let record = BindingRecord::from_bind(&msg);
+        AtomicResponse::new(Box::pin(
+            async move {
+                let (source, destination) = prepared?;
+                source
+                    .add_binding(AddBinding {
+                        destination,
+                        routing_key: msg.routing_key,
+                        arguments: msg.arguments,
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .then(move |res, act: &mut Registry, _ctx| {
+                let mut saved = None;
+                if res.is_ok() && !act.bindings.contains(&record) {
+                    let durable = act.binding_is_durable(&record);
+                    act.bindings.push(record);
+                    saved = durable.then(|| act.persist());
+                }
+                async move {
+                    res?;
+                    match saved {
+                        Some(saved) => saved.await,
+                        None => Ok(()),
+                    }
+                }
+                .into_actor(act)
+            }),
+        ))
+    }
+}
+
+impl Handler<Unbind> for Registry {
+    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: Unbind, _ctx: &mut Self::Context) -> Self::Result {
+        let b = msg.binding;
+        let checked = (|| -> Result<(), BrokerError> {
+            if b.exchange.is_empty() {
+                return Err(BrokerError::access_refused(
+                    "operation not permitted on the default exchange",
+                ));
+            }
+            self.exchange(&b.exchange)?;
+            match &b.target {
+                BindTarget::Queue(q) => {
+                    self.queue_for(q, b.owner)?;
+                }
+                BindTarget::Exchange(x) => {
+                    if x.is_empty() {
+                        return Err(BrokerError::access_refused(
+                            "operation not permitted on the default exchange",
+                        ));
+                    }
+                    self.exchange(x)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
+        }
+        let record = BindingRecord::from_bind(&b);
+        let durable = self.binding_is_durable(&record);
+        let exchanges_before = self.exchanges.len();
+        let (mut removals, sources) = self.unbind_where(|r| r == &record);
+        for s in self.auto_delete_candidates(sources) {
+            removals.extend(self.remove_exchange(&s));
+        }
+        let changed = (durable && !removals.is_empty()) || self.exchanges.len() != exchanges_before;
+        let saved = changed.then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(removals).await;
+                match saved {
+                    Some(saved) => saved.await,
+                    None => Ok(()),
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<LookupExchange> for Registry {
+    type Result = Result<ExchangeHandle, BrokerError>;
+
+    fn handle(&mut self, msg: LookupExchange, _ctx: &mut Self::Context) -> Self::Result {
+        self.exchange(&msg.name).cloned()
+    }
+}
+
+impl Handler<LookupQueue> for Registry {
+    type Result = Result<QueueHandle, BrokerError>;
+
+    fn handle(&mut self, msg: LookupQueue, _ctx: &mut Self::Context) -> Self::Result {
+        self.queue_for(&msg.name, msg.owner)
+            .map(|q| q.handle.clone())
+    }
+}
+
+impl Handler<OwnerGone> for Registry {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: OwnerGone, _ctx: &mut Self::Context) -> Self::Result {
+        let owned: Vec<(String, QueueHandle)> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.owner == Some(msg.0))
+            .map(|(n, q)| (n.clone(), q.handle.clone()))
+            .collect();
+        let mut removals = Vec::new();
+        let exchanges_before = self.exchanges.len();
+        for (name, handle) in &owned {
+            handle.addr().do_send(DeleteSelf {
+                if_unused: false,
+                if_empty: false,
+            });
+            removals.extend(self.remove_queue(name));
+        }
+        // Exclusive queues are never stored, but an auto-delete exchange may go with them.
+        let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(removals).await;
+                if let Some(saved) = saved {
+                    let _ = saved.await;
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<QueueGone> for Registry {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: QueueGone, _ctx: &mut Self::Context) -> Self::Result {
+        let current = self
+            .queues
+            .get(&*msg.name)
+            .is_some_and(|q| q.incarnation == msg.incarnation);
+        let stored = current && self.stores_queue(&msg.name);
+        let exchanges_before = self.exchanges.len();
+        let removals = if current {
+            self.remove_queue(&msg.name)
+        } else {
+            Vec::new()
+        };
+        let saved = (stored || self.exchanges.len() != exchanges_before).then(|| self.persist());
+        AtomicResponse::new(Box::pin(
+            async move {
+                apply_removals(removals).await;
+                if let Some(saved) = saved {
+                    let _ = saved.await;
+                }
+            }
+            .into_actor(self),
+        ))
+    }
+}
+
+impl Handler<ListQueues> for Registry {
+    type Result = MessageResult<ListQueues>;
+
+    fn handle(&mut self, _msg: ListQueues, _ctx: &mut Self::Context) -> Self::Result {
+        let mut v: Vec<(String, QueueSpec)> = self
+            .queues
+            .iter()
+            .map(|(n, q)| (n.clone(), q.spec.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        MessageResult(v)
+    }
+}
+
+impl Handler<ListExchanges> for Registry {
+    type Result = MessageResult<ListExchanges>;
+
+    fn handle(&mut self, _msg: ListExchanges, _ctx: &mut Self::Context) -> Self::Result {
+        let mut v: Vec<ExchangeSpec> = self.exchanges.values().map(|x| x.spec().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        MessageResult(v)
+    }
+}
+
+impl Handler<ListBindings> for Registry {
+    type Result = MessageResult<ListBindings>;
+
+    fn handle(&mut self, _msg: ListBindings, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.bindings.clone())
+    }
+}
+
+impl Handler<StopAll> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopAll, ctx: &mut Self::Context) {
+        for q in self.queues.values() {
+            q.handle
+                .addr()
+                .do_send(crate::broker::queue::actor::StopQueue);
+        }
+        for x in self.exchanges.values() {
+            x.stop();
+        }
+        self.queues.clear();
+        self.exchanges.clear();
+        self.directory.clear();
+        ctx.stop();
+    }
+}
