@@ -64,6 +64,11 @@ pub struct DeclareQueue {
     pub passive: bool,
     /// The declaring connection or session: owner of an exclusive queue.
     pub owner: OwnerId,
+    /// Where to run a new queue's actor: the declaring connection's arbiter, so that a
+    /// connection consuming from the queue it declared crosses no thread per delivery
+    /// (RabbitMQ places a queue on the declaring connection's node likewise). `None` =
+    /// round-robin over the workers.
+    pub placement: Option<actix::ArbiterHandle>,
 }
 
 /// Deletes a queue; answers the number of messages it held.

@@ -348,12 +348,16 @@ impl Registry {
         &mut self,
         spec: &QueueSpec,
         owner: Option<OwnerId>,
+        placement: Option<&ArbiterHandle>,
         ctx: &mut Context<Self>,
     ) -> Result<QueueHandle, BrokerError> {
         let config = QueueConfig::from_spec(spec)?;
         let incarnation = self.ctx.next_incarnation();
+        let arbiter = placement
+            .cloned()
+            .unwrap_or_else(|| self.ctx.next_arbiter());
         let handle = QueueActor::start_on(
-            &self.ctx.next_arbiter(),
+            &arbiter,
             QueueInit {
                 name: Arc::from(spec.name.as_str()),
                 vhost: self.vhost.clone(),

@@ -135,6 +135,7 @@ impl Session {
                 spec,
                 passive,
                 owner: self.owner,
+                placement: None,
             })
             .await?
     }

@@ -2,7 +2,7 @@
 //! that `actormq perf` measures both brokers with the same workload and the same
 //! accounting. Built with `--features amqp` only.
 
-use super::driver::{BoxFuture, Conn, Consumer, Driver, Producer, Received, Topology};
+use super::driver::{BoxFuture, Conn, Consumer, Declare, Driver, Producer, Received, Topology};
 use super::PerfExchange;
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::*;
@@ -44,7 +44,12 @@ impl Driver for Amqp {
     type Conn = AmqpConn;
     type Producer = AmqpProducer;
 
-    fn setup<'a>(&'a self, topo: &'a Topology, durable: bool) -> BoxFuture<'a, Result<(), String>> {
+    fn setup<'a>(
+        &'a self,
+        topo: &'a Topology,
+        durable: bool,
+        first_declared: usize,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let (conn, ch) = self.channel().await?;
             let kind = match topo.kind {
@@ -64,6 +69,9 @@ impl Driver for Amqp {
                 ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                     .await
                     .map_err(err)?;
+                if i < first_declared {
+                    continue;
+                }
                 let opts = QueueDeclareOptions {
                     durable,
                     ..Default::default()
@@ -158,9 +166,28 @@ impl Conn for AmqpConn {
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<AmqpConsumer, String>> {
         Box::pin(async move {
             let ch = self.conn.create_channel().await.map_err(err)?;
+            if let Some(d) = declare {
+                let opts = QueueDeclareOptions {
+                    durable: d.durable,
+                    ..Default::default()
+                };
+                ch.queue_declare(queue.into(), opts, FieldTable::default())
+                    .await
+                    .map_err(err)?;
+                ch.queue_bind(
+                    queue.into(),
+                    d.exchange.into(),
+                    d.binding_key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(err)?;
+            }
             if !auto_ack {
                 ch.basic_qos(
                     prefetch.min(u16::MAX as u32) as u16,

@@ -75,8 +75,16 @@ pub trait Driver: Send + Sync + 'static {
     /// A publishing connection.
     type Producer: Producer;
 
-    /// Declares the exchange, (re)creates the queues empty, binds them.
-    fn setup<'a>(&'a self, topo: &'a Topology, durable: bool) -> BoxFuture<'a, Result<(), String>>;
+    /// Declares the exchange, deletes the queues, and recreates and binds those from
+    /// index `first_declared` on; the others are declared by their first consumer, on
+    /// its own connection (as applications do, and so that a broker may place a queue
+    /// beside its consumer).
+    fn setup<'a>(
+        &'a self,
+        topo: &'a Topology,
+        durable: bool,
+        first_declared: usize,
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// Opens a connection for consumers.
     fn connect(&self) -> BoxFuture<'_, Result<Self::Conn, String>>;
     /// Opens a publishing connection.
@@ -93,13 +101,26 @@ pub trait Driver: Send + Sync + 'static {
 pub trait Conn: Send + Sync + 'static {
     /// The consumer type.
     type Consumer: Consumer;
-    /// Starts a consumer on `queue`.
+    /// Starts a consumer on `queue`, declaring and binding the queue first when
+    /// `declare` says how.
     fn consume<'a>(
         &'a self,
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<Self::Consumer, String>>;
+}
+
+/// How a consumer declares its queue.
+#[derive(Clone, Copy)]
+pub struct Declare<'a> {
+    /// The exchange to bind to.
+    pub exchange: &'a str,
+    /// The binding key.
+    pub binding_key: &'a str,
+    /// A durable queue.
+    pub durable: bool,
 }
 
 /// A publisher.

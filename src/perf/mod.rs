@@ -221,7 +221,9 @@ pub async fn run_amqp(args: PerfArgs, url: String) -> Result<PerfReport, String>
 pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfReport, String> {
     let topo = Arc::new(Topology::new(&args));
     let size = args.size.max(8);
-    driver.setup(&topo, args.persistent).await?;
+    // Queues that get a consumer are declared by it (on its connection).
+    let by_consumers = args.consumers.min(topo.queues.len());
+    driver.setup(&topo, args.persistent, by_consumers).await?;
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -248,8 +250,15 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
     let mut tasks = Vec::new();
     for c in 0..args.consumers {
         let queue = topo.queues[c % topo.queues.len()].clone();
+        let qi = c % topo.queues.len();
+        let key = topo.binding_key(qi);
+        let declare = (c < topo.queues.len()).then_some(driver::Declare {
+            exchange: &topo.exchange,
+            binding_key: &key,
+            durable: args.persistent,
+        });
         let mut consumer = conns[c % conns.len()]
-            .consume(&queue, args.prefetch, args.auto_ack)
+            .consume(&queue, args.prefetch, args.auto_ack, declare)
             .await?;
         let counters = counters.clone();
         let mut stop_rx = stop_rx.clone();

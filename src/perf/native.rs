@@ -1,6 +1,6 @@
 //! The perf driver for actormq itself, over the native protocol client.
 
-use super::driver::{BoxFuture, Conn, Consumer, Driver, Producer, Received, Topology};
+use super::driver::{BoxFuture, Conn, Consumer, Declare, Driver, Producer, Received, Topology};
 use crate::client::{self, Client, ConnectOptions, ConsumeOptions, PublishOptions, QueueOptions};
 use futures_util::{FutureExt, StreamExt};
 
@@ -30,7 +30,12 @@ impl Driver for Native {
     type Conn = Client;
     type Producer = NativeProducer;
 
-    fn setup<'a>(&'a self, topo: &'a Topology, durable: bool) -> BoxFuture<'a, Result<(), String>> {
+    fn setup<'a>(
+        &'a self,
+        topo: &'a Topology,
+        durable: bool,
+        first_declared: usize,
+    ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let c = Client::connect(self.options.clone()).await.map_err(err)?;
             c.declare_exchange(&topo.exchange, topo.kind_name(), &Default::default())
@@ -38,6 +43,9 @@ impl Driver for Native {
                 .map_err(err)?;
             for (i, q) in topo.queues.iter().enumerate() {
                 c.delete_queue(q).await.map_err(err)?;
+                if i < first_declared {
+                    continue;
+                }
                 let opts = QueueOptions {
                     durable,
                     ..Default::default()
@@ -125,8 +133,19 @@ impl Conn for Client {
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<NativeConsumer, String>> {
         Box::pin(async move {
+            if let Some(d) = declare {
+                let opts = QueueOptions {
+                    durable: d.durable,
+                    ..Default::default()
+                };
+                self.declare_queue(queue, &opts).await.map_err(err)?;
+                self.bind_queue(queue, d.exchange, d.binding_key, Default::default())
+                    .await
+                    .map_err(err)?;
+            }
             let opts = ConsumeOptions {
                 prefetch,
                 no_ack: auto_ack,

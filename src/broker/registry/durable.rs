@@ -189,7 +189,7 @@ impl Registry {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments,
             };
-            match self.start_queue(&spec, None, ctx) {
+            match self.start_queue(&spec, None, None, ctx) {
                 Ok(handle) => {
                     if let Some(default) = &default {
                         adds.push((

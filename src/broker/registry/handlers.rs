@@ -100,7 +100,7 @@ impl Handler<DeclareQueue> for Registry {
                 )));
             }
             let owner = spec.exclusive.then_some(msg.owner);
-            let handle = self.start_queue(&spec, owner, ctx)?;
+            let handle = self.start_queue(&spec, owner, msg.placement.as_ref(), ctx)?;
             // Every queue is bound to the default exchange by its name.
             let default = self.exchanges.get("").expect("default exchange").clone();
             tracing::debug!(vhost = %self.vhost, queue = %spec.name, "queue declared");

@@ -83,6 +83,8 @@ impl Connection {
                 passive,
                 arguments,
             } => {
+                // New queues go on this connection's arbiter (see DeclareQueue::placement).
+                let placement = Some(actix::Arbiter::current());
                 let spec = QueueSpec {
                     name,
                     durable,
@@ -98,6 +100,7 @@ impl Connection {
                                 spec,
                                 passive,
                                 owner,
+                                placement,
                             })
                             .await?
                     },
