@@ -29,6 +29,8 @@ pub struct Flow {
     pub notify: Notify,
     /// True while the reader waits for room (heartbeat checks are suspended).
     pub paused: std::sync::atomic::AtomicBool,
+    /// Set when the writer task has ended (socket gone): nothing waits for room then.
+    pub closed: std::sync::atomic::AtomicBool,
 }
 
 impl Flow {
@@ -41,6 +43,7 @@ impl Flow {
             max_queued,
             notify: Notify::new(),
             paused: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -49,14 +52,18 @@ impl Flow {
             && self.queued_bytes.load(Ordering::Acquire) <= self.max_queued
     }
 
-    /// Waits until another read may be processed.
-    pub async fn ready(&self) {
+    /// Waits until another read may be processed; false once the writer is gone (the
+    /// connection is closing and nothing will make room).
+    pub async fn ready(&self) -> bool {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
             if self.has_room() {
-                return;
+                return true;
             }
             notified.await;
         }
@@ -113,8 +120,17 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer task on the current arbiter.
-pub fn spawn_writer(mut half: OwnedWriteHalf, flow: std::sync::Arc<Flow>) -> WriterHandle {
+/// Tells the connection actor its writer task ended (the socket is gone or stalled).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct WriterGone;
+
+/// Starts the writer task on the current arbiter; `gone` hears when it ends.
+pub fn spawn_writer(
+    mut half: OwnedWriteHalf,
+    flow: std::sync::Arc<Flow>,
+    gone: actix::Recipient<WriterGone>,
+) -> WriterHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let f2 = flow.clone();
     actix_rt::spawn(async move {
@@ -163,8 +179,12 @@ pub fn spawn_writer(mut half: OwnedWriteHalf, flow: std::sync::Arc<Flow>) -> Wri
             }
         }
         // Socket gone: whatever is still queued is dropped with its credit; the
-        // connection actor requeues the unacked deliveries when it stops.
+        // connection actor requeues the unacked deliveries when it stops. Wake the
+        // reader (it must not wait for room that will never come) and the actor.
         rx.close();
+        f2.closed.store(true, Ordering::Release);
+        f2.notify.notify_waiters();
+        gone.do_send(WriterGone);
     });
     WriterHandle { tx, flow }
 }

@@ -420,8 +420,23 @@ impl Handler<Publish> for ExchangeActor {
         actix_rt::spawn(async move {
             let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
             for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
-                if let Ok(Ok(answer)) = res {
-                    count_enqueued(&mut routed, idx, answer);
+                match res {
+                    Ok(Ok(answer)) => count_enqueued(&mut routed, idx, answer),
+                    // The queue was deleted while the batch was on its way: like a
+                    // message routed nowhere (RabbitMQ confirms it, returns it if
+                    // mandatory).
+                    Ok(Err(e)) if e.code() == crate::error::ErrorCode::NotFound => {}
+                    // Anything else means the message may not be stored: never
+                    // confirm it as if it were.
+                    Ok(Err(e)) => {
+                        for i in idx {
+                            routed[i as usize].merge(Routed {
+                                queues: 0,
+                                refused: Some(e.clone()),
+                            });
+                        }
+                    }
+                    Err(_) => {}
                 }
             }
             for (rx, idx) in forwards {

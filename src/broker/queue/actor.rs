@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 
 mod effects;
 
+/// Longest a queue holds a publisher's answer while its backlog is over the flow
+/// threshold (see `flow_should_close`).
+const FLOW_MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Deliveries handed out per dispatch pass before the actor yields to the others on its
 /// arbiter (DESIGN.md: one busy queue must not stall its neighbours).
 const DISPATCH_CHUNK: usize = 2048;
@@ -441,7 +445,11 @@ impl Handler<Enqueue> for QueueActor {
             let mut rx = self.flow.subscribe();
             return Box::pin(async move {
                 let answer = durable::confirm(stored, answer).await;
-                let _ = rx.wait_for(|open| *open).await;
+                // Bounded: a connection that both publishes to this queue and consumes
+                // from it cannot read its own acks while its publish window is full,
+                // so an unbounded wait here could lock it for good. Held at most
+                // FLOW_MAX_HOLD, the publisher is slowed, never stuck.
+                let _ = tokio::time::timeout(FLOW_MAX_HOLD, rx.wait_for(|open| *open)).await;
                 Ok(answer)
             });
         }

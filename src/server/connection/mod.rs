@@ -279,6 +279,7 @@ impl Connection {
                                         }
                                     }
                                 }
+                                act.flush_settles();
                                 act.flush();
                             },
                         ));
@@ -333,6 +334,10 @@ impl Connection {
                                 "user_id property set to '{uid}' but authenticated user was '{user}'"
                             ));
                             self.send_batch(batch.take(), ctx);
+                            if p.seq != 0 {
+                                // refuse_publish registers the seq itself.
+                                self.confirms.unregister_last(p.seq);
+                            }
                             self.refuse_publish(&raw, &e, ctx);
                             i += 1;
                             continue;
@@ -358,6 +363,7 @@ impl Connection {
                     // Later frames wait for this request (ordered, like an AMQP channel).
                     ctx.wait(fut.map(move |_, act, ctx| {
                         act.on_frames(frames, i + 1, ctx);
+                        act.flush_settles();
                         act.flush();
                     }));
                     return;
@@ -462,7 +468,11 @@ impl Actor for Connection {
         let socket = self.socket.take().expect("socket set at creation");
         let _ = socket.set_nodelay(true);
         let (read, write) = socket.into_split();
-        self.writer = Some(io::spawn_writer(write, self.flow.clone()));
+        self.writer = Some(io::spawn_writer(
+            write,
+            self.flow.clone(),
+            ctx.address().recipient(),
+        ));
         let addr = ctx.address();
         let max = self.shared.settings.server.max_frame_size as usize;
         actix_rt::spawn(io::read_loop(read, max, move |ev| {
@@ -564,7 +574,9 @@ impl Handler<Inbound> for Connection {
         // The reader waits for this: backpressure reaches the socket here.
         Box::pin(async move {
             flow.paused.store(true, Ordering::Release);
-            flow.ready().await;
+            if !flow.ready().await {
+                return false;
+            }
             if let Some(g) = gauge {
                 g.wait_unblocked().await;
             }
@@ -598,5 +610,17 @@ impl Handler<Shutdown> for Connection {
             "the broker is shutting down".into(),
             ctx,
         );
+    }
+}
+
+impl Handler<io::WriterGone> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _msg: io::WriterGone, ctx: &mut Self::Context) {
+        if !self.closing {
+            tracing::warn!(peer = %self.peer, "socket write failed or stalled: closing");
+            self.closing = true;
+            ctx.stop();
+        }
     }
 }

@@ -4,6 +4,7 @@ mod consume;
 mod heartbeat;
 mod ops;
 mod publish;
+mod selflock;
 mod semantics;
 
 use crate::support::{TestServer, DEADLINE};

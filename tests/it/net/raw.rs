@@ -575,3 +575,132 @@ async fn two_hundred_concurrent_connections_each_publish_and_get() {
     }
     assert_eq!(srv.handle().connections(), 200);
 }
+
+/// Regression: acks that followed a request in the same socket read were held until
+/// the connection's next read (a prefetch-1 consumer stalled).
+#[tokio::test]
+async fn acks_after_a_request_in_one_read_take_effect_at_once() {
+    let srv = TestServer::start();
+    let mut c = Raw::open(srv.addr).await;
+    c.declare("after-req").await;
+    c.publish(0, "after-req", b"1").await;
+    c.publish(0, "after-req", b"2").await;
+    let r = c
+        .request(Op::Consume {
+            queue: "after-req".into(),
+            consumer_tag: "".into(),
+            prefetch: 1,
+            no_ack: false,
+            exclusive: false,
+            arguments: FieldTable::new(),
+        })
+        .await;
+    assert!(matches!(r, Got::Reply(..)), "{r:?}");
+    let tag = match c.recv().await {
+        Got::Deliver { tag, .. } => tag,
+        other => panic!("{other:?}"),
+    };
+    // One write: a request, then the ack. Nothing else is sent afterwards.
+    let mut bytes = encode(&ClientFrame::Request(Request {
+        id: 99,
+        op: Op::DeclareQueue {
+            name: "after-req".into(),
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            passive: true,
+            arguments: FieldTable::new(),
+        },
+    }));
+    bytes.extend_from_slice(&encode(&ClientFrame::Ack {
+        tag,
+        multiple: false,
+    }));
+    c.send_bytes(&bytes).await;
+    let mut got_second = false;
+    for _ in 0..3 {
+        match c.recv().await {
+            Got::Deliver { body, .. } => {
+                assert_eq!(&body[..], b"2");
+                got_second = true;
+                break;
+            }
+            Got::Reply(..) | Got::Heartbeat => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(got_second, "the ack freed the prefetch slot");
+}
+
+/// Regression: a confirmed publish with someone else's user_id closed the connection
+/// ("seq does not increase") instead of being nacked.
+#[tokio::test]
+async fn a_foreign_user_id_is_nacked_and_the_connection_stays() {
+    let srv = TestServer::start();
+    let mut c = Raw::open(srv.addr).await;
+    c.declare("uid").await;
+    let props = actormq::Properties {
+        user_id: Some("mallory".into()),
+        ..Default::default()
+    };
+    c.send(&ClientFrame::Publish(PublishFrame {
+        seq: 1,
+        exchange: "",
+        routing_key: "uid",
+        mandatory: false,
+        properties: Some(props),
+        body: b"x",
+    }))
+    .await;
+    match c.recv().await {
+        Got::Nack(1, code) => assert_eq!(code, ErrorCode::PreconditionFailed),
+        other => panic!("{other:?}"),
+    }
+    c.publish(2, "uid", b"ok").await;
+    assert!(matches!(c.recv().await, Got::Confirm(2)));
+    assert_eq!(c.count("uid").await, 1);
+}
+
+/// Regression: a consumer that stopped reading and then vanished while the broker had
+/// more than max_write_buffer queued for it left a connection that never closed, its
+/// deliveries never requeued.
+#[tokio::test]
+async fn a_vanished_reader_with_a_full_write_buffer_is_cleaned_up() {
+    let srv = TestServer::with(|s| s.server.max_write_buffer = 64 * 1024);
+    let mut p = Raw::open(srv.addr).await;
+    p.declare("big").await;
+    let body = vec![1u8; 256 * 1024];
+    for seq in 1..=20 {
+        p.publish(seq, "big", &body).await;
+    }
+    let mut confirmed = 0;
+    while confirmed < 20 {
+        match p.recv().await {
+            Got::Confirm(seq) => confirmed = seq,
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut c = Raw::open(srv.addr).await;
+    let r = c
+        .request(Op::Consume {
+            queue: "big".into(),
+            consumer_tag: "".into(),
+            prefetch: 0,
+            no_ack: false,
+            exclusive: false,
+            arguments: FieldTable::new(),
+        })
+        .await;
+    assert!(matches!(r, Got::Reply(..)), "{r:?}");
+    // Never read another byte; send one frame so the broker's reader waits for room.
+    c.send(&ClientFrame::Heartbeat).await;
+    drop(c);
+    eventually("the consumer is gone and its deliveries are back", || {
+        let addr = srv.addr;
+        async move {
+            let mut o = Raw::open(addr).await;
+            o.count("big").await == 20
+        }
+    })
+    .await;
+}
