@@ -335,6 +335,7 @@ impl Handler<Publish> for ExchangeActor {
             let base = hops.len();
             let mut queues = Vec::new();
             let mut actors = Vec::new();
+            let mut pending = Vec::new();
             for (i, m) in msg.messages.iter().enumerate() {
                 if let Err(e) = validate_message(m) {
                     routed[i].refused = Some(e);
@@ -343,7 +344,7 @@ impl Handler<Publish> for ExchangeActor {
                 queues.clear();
                 actors.clear();
                 hops.truncate(base);
-                router.resolve(m, &mut hops, &mut queues, &mut actors);
+                router.resolve_all(m, &mut hops, &mut queues, &mut actors, &mut pending);
                 if msg.dead_letter && !queues.is_empty() {
                     let before = queues.len();
                     queues.retain(|q: &QueueHandle| !is_cycle(m, q.name()));

@@ -7,7 +7,7 @@ use crate::broker::messages::BindTarget;
 use crate::broker::queue::QueueHandle;
 use crate::message::{FieldTable, Message};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// An exchange's bindings and routing strategy.
 pub struct Router {
@@ -130,12 +130,19 @@ impl Router {
     /// Pushes the queues `message` reaches from this exchange (following bindings to
     /// other exchanges, skipping any already in `hops`) onto `queues`, and custom
     /// exchange actors reached onto `actors`. Each queue is pushed once.
+    ///
+    /// Bound exchanges are not locked from here: their routers are pushed onto `pending`
+    /// and [`Router::resolve_all`] visits them one at a time after this lock is released
+    /// by its caller's loop, so no thread ever waits for a router lock while holding one
+    /// other than its own exchange's (nested read locks with a writer queued could
+    /// otherwise deadlock across an exchange-to-exchange cycle).
     pub fn resolve(
         &self,
         message: &Message,
         hops: &mut Vec<Arc<str>>,
         queues: &mut Vec<QueueHandle>,
         actors: &mut Vec<ExchangeHandle>,
+        pending: &mut Vec<Arc<RwLock<Router>>>,
     ) {
         let mut ids = {
             let mut scratch = self.scratch.lock().expect("scratch lock poisoned");
@@ -158,10 +165,7 @@ impl Router {
                     }
                     hops.push(x.name_arc().clone());
                     match &x.inner.router {
-                        Some(r) => {
-                            let r = r.read().expect("router lock poisoned");
-                            r.resolve(message, hops, queues, actors);
-                        }
+                        Some(r) => pending.push(r.clone()),
                         None => actors.push(x.clone()),
                     }
                 }
@@ -169,5 +173,28 @@ impl Router {
             }
         }
         *self.scratch.lock().expect("scratch lock poisoned") = ids;
+    }
+
+    /// Resolves `message` from this router (already locked by the caller) and then
+    /// through every bound exchange, each locked on its own and released before the
+    /// next.
+    pub fn resolve_all(
+        &self,
+        message: &Message,
+        hops: &mut Vec<Arc<str>>,
+        queues: &mut Vec<QueueHandle>,
+        actors: &mut Vec<ExchangeHandle>,
+        pending: &mut Vec<Arc<RwLock<Router>>>,
+    ) {
+        pending.clear();
+        self.resolve(message, hops, queues, actors, pending);
+        while let Some(next) = pending.pop() {
+            let mut more = Vec::new();
+            {
+                let r = next.read().expect("router lock poisoned");
+                r.resolve(message, hops, queues, actors, &mut more);
+            }
+            pending.extend(more);
+        }
     }
 }

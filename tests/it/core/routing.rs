@@ -244,6 +244,30 @@ async fn exchange_binding_loop_delivers_once_and_terminates() {
 }
 
 #[tokio::test]
+async fn a_chain_of_bound_exchanges_with_a_cycle_reaches_every_queue_once() {
+    let broker = TestBroker::start();
+    let s = broker.session();
+    for x in ["a", "b", "c", "d"] {
+        s.declare_exchange(x, "fanout").await.unwrap();
+    }
+    declare_queues(&s, &["at-c", "at-d"]).await;
+    let to = |x: &str| BindTarget::Exchange(x.into());
+    // a -> b -> c -> d, and d -> b closes a cycle three levels down.
+    for (from, dest) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "b")] {
+        s.bind_with(from, to(dest), "", FieldTable::new())
+            .await
+            .unwrap();
+    }
+    s.bind("c", "at-c", "").await.unwrap();
+    s.bind("d", "at-d", "").await.unwrap();
+    s.bind("b", "at-d", "").await.unwrap(); // a second path to at-d
+
+    assert_eq!(publish(&s, "a", "", "m").await, 2);
+    assert_eq!(drain(&s, "at-c").await, ["m"]);
+    assert_eq!(drain(&s, "at-d").await, ["m"]);
+}
+
+#[tokio::test]
 async fn queue_reached_by_two_paths_gets_the_message_once() {
     let broker = TestBroker::start();
     let s = broker.session();
