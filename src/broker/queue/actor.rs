@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod effects;
+mod handlers;
 
 /// Longest a queue holds a publisher's answer while its backlog is over the flow
 /// threshold (see `flow_should_close`).
@@ -408,244 +409,10 @@ impl Actor for QueueActor {
     }
 }
 
-impl Handler<Enqueue> for QueueActor {
-    type Result = ResponseFuture<Result<Enqueued, BrokerError>>;
-
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
-        self.drain_inbox(ctx);
-        if self.deleted {
-            let e = self.not_found();
-            return Box::pin(async move { Err(e) });
-        }
-        let now = self.stamp();
-        let mut refused = Vec::new();
-        for (i, m) in msg.messages.into_iter().enumerate() {
-            if self.durable.push(&mut self.state, i as u32, m, now) == Pushed::Refused {
-                refused.push(i as u32);
-            }
-        }
-        // Dispatch first: a message a consumer takes at once does not count against a
-        // length limit (nor expire with a TTL of 0).
-        self.dispatch_ready(ctx);
-        self.state.enforce_limits();
-        self.after(ctx);
-        // The answer (the publisher's confirm) waits for the persistent messages to be
-        // stored; the queue does not.
-        let stored = self.durable.take_stored();
-        let answer = Enqueued {
-            reason: (!refused.is_empty()).then(|| self.full_error()),
-            refused,
-        };
-        if self.flow_should_close() {
-            // The answer (and with it the publisher's window) waits until the
-            // consumers have brought the backlog down: a fast producer is slowed to
-            // what the consumers take, instead of the broker filling up.
-            self.flow
-                .send_if_modified(|open| std::mem::replace(open, false));
-            let mut rx = self.flow.subscribe();
-            return Box::pin(async move {
-                let answer = durable::confirm(stored, answer).await;
-                // Bounded: a connection that both publishes to this queue and consumes
-                // from it cannot read its own acks while its publish window is full,
-                // so an unbounded wait here could lock it for good. Held at most
-                // FLOW_MAX_HOLD, the publisher is slowed, never stuck.
-                let _ = tokio::time::timeout(FLOW_MAX_HOLD, rx.wait_for(|open| *open)).await;
-                Ok(answer)
-            });
-        }
-        Box::pin(async move { Ok(durable::confirm(stored, answer).await) })
-    }
-}
-
-impl Handler<Consume> for QueueActor {
-    type Result = Result<Arc<str>, BrokerError>;
-
-    fn handle(&mut self, msg: Consume, ctx: &mut Self::Context) -> Self::Result {
-        self.drain_inbox(ctx);
-        if self.deleted {
-            return Err(self.not_found());
-        }
-        let priority = consumer_priority(&msg.options.arguments, &self.name)?;
-        let exclusive_attached = self
-            .exclusive_consumer
-            .is_some_and(|id| self.state.consumers().iter().any(|c| c.id == id));
-        if exclusive_attached {
-            return Err(BrokerError::locked(format!(
-                "queue '{}' in vhost '{}' has an exclusive consumer",
-                self.name, self.vhost
-            )));
-        }
-        if msg.options.exclusive && !self.state.consumers().is_empty() {
-            return Err(BrokerError::locked(format!(
-                "queue '{}' in vhost '{}' already has consumers: exclusive consume refused",
-                self.name, self.vhost
-            )));
-        }
-        let tag: Arc<str> = if msg.options.tag.is_empty() {
-            self.tag_seq += 1;
-            Arc::from(format!("amq.ctag-{}-{}", self.incarnation, self.tag_seq))
-        } else {
-            Arc::from(msg.options.tag.as_str())
-        };
-        if self
-            .state
-            .consumers()
-            .iter()
-            .any(|c| c.owner == msg.owner && c.tag == tag)
-        {
-            return Err(BrokerError::not_allowed(format!(
-                "consumer tag '{tag}' is already in use on queue '{}'",
-                self.name
-            )));
-        }
-        let id = self.state.add_consumer(NewConsumer {
-            tag: tag.clone(),
-            owner: msg.owner,
-            handle: ConsumerHandle {
-                deliver: msg.deliver,
-                cancelled: msg.cancelled,
-            },
-            prefetch: msg.options.prefetch,
-            auto_ack: msg.options.auto_ack,
-            window: msg.window,
-            priority,
-        });
-        if msg.options.exclusive {
-            self.exclusive_consumer = Some(id);
-        }
-        self.dispatch(ctx);
-        Ok(tag)
-    }
-}
-
-impl Handler<Cancel> for QueueActor {
-    type Result = Result<(), BrokerError>;
-
-    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
-        self.drain_inbox(ctx);
-        let id = self
-            .state
-            .consumers()
-            .iter()
-            .find(|c| c.owner == msg.owner && *c.tag == *msg.tag)
-            .map(|c| c.id);
-        // Cancelling an unknown tag is not an error (AMQP basic.cancel).
-        if let Some(id) = id {
-            self.state.remove_consumer(id);
-            if self.maybe_auto_delete(ctx) {
-                return Ok(());
-            }
-        }
-        // With a single active consumer, the next one may take over now.
-        self.dispatch(ctx);
-        Ok(())
-    }
-}
-
-impl Handler<Settle> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) {
-        self.drain_inbox(ctx);
-        let now = self.now();
-        let unknown = self.state.settle(msg.owner, &msg.ids, msg.settlement, now);
-        self.unknown_ids(unknown);
-        self.dispatch(ctx);
-    }
-}
-
-impl Handler<Get> for QueueActor {
-    type Result = Result<Option<(Delivery, u64)>, BrokerError>;
-
-    fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
-        if self.drain_inbox(ctx) {
-            self.dispatch_ready(ctx);
-        }
-        if self.deleted {
-            return Err(self.not_found());
-        }
-        self.last_used = Instant::now();
-        let now = self.now();
-        let got = self.state.get(msg.owner, msg.auto_ack, now);
-        if let Some((d, _)) = &got {
-            self.durable
-                .on_delivered(std::slice::from_ref(d), msg.auto_ack);
-        }
-        self.after(ctx);
-        Ok(got)
-    }
-}
-
-impl Handler<Release> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        self.drain_inbox(ctx);
-        let now = self.now();
-        let removed = self.state.release(msg.0, now);
-        if !removed.is_empty() && self.maybe_auto_delete(ctx) {
-            return;
-        }
-        self.dispatch(ctx);
-    }
-}
-
-impl Handler<ReturnCredit> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReturnCredit, ctx: &mut Self::Context) {
-        self.drain_inbox(ctx);
-        self.state.return_credit(msg.consumer, msg.amount);
-        self.dispatch(ctx);
-    }
-}
-
-impl Handler<GetStats> for QueueActor {
-    type Result = MessageResult<GetStats>;
-
-    fn handle(&mut self, _msg: GetStats, ctx: &mut Self::Context) -> Self::Result {
-        if self.drain_inbox(ctx) {
-            self.dispatch(ctx);
-        }
-        MessageResult(QueueStats {
-            ready: self.state.ready_len() as u64,
-            unacked: self.state.unacked_len() as u64,
-            consumers: self.state.consumers().len() as u32,
-            bytes: self.state.bytes() as u64,
-            delayed: self.state.delayed_len() as u64,
-        })
-    }
-}
-
-impl Handler<Touch> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Touch, _ctx: &mut Self::Context) {
-        self.last_used = Instant::now();
-    }
-}
-
 /// Removes every ready and delayed message of the queue (sent by the registry).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Result<u64, BrokerError>")]
 pub struct Purge;
-
-impl Handler<Purge> for QueueActor {
-    type Result = Result<u64, BrokerError>;
-
-    fn handle(&mut self, _msg: Purge, ctx: &mut Self::Context) -> Self::Result {
-        if self.drain_inbox(ctx) {
-            self.dispatch_ready(ctx);
-        }
-        if self.deleted {
-            return Err(self.not_found());
-        }
-        let n = self.state.purge();
-        self.durable.on_purge(&mut self.state);
-        self.after(ctx);
-        Ok(n)
-    }
-}
 
 /// Deletes the queue if the conditions hold (sent by the registry); answers the number
 /// of messages it held.
@@ -658,74 +425,14 @@ pub struct DeleteSelf {
     pub if_empty: bool,
 }
 
-impl Handler<DeleteSelf> for QueueActor {
-    type Result = Result<u64, BrokerError>;
-
-    fn handle(&mut self, msg: DeleteSelf, ctx: &mut Self::Context) -> Self::Result {
-        self.drain_inbox(ctx);
-        if self.deleted {
-            return Err(self.not_found());
-        }
-        if msg.if_unused && !self.state.consumers().is_empty() {
-            self.dispatch(ctx);
-            return Err(BrokerError::precondition(format!(
-                "queue '{}' in vhost '{}' in use: it has {} consumer(s)",
-                self.name,
-                self.vhost,
-                self.state.consumers().len()
-            )));
-        }
-        let held = self.state.ready_len() + self.state.unacked_len() + self.state.delayed_len();
-        if msg.if_empty && held > 0 {
-            self.dispatch(ctx);
-            return Err(BrokerError::precondition(format!(
-                "queue '{}' in vhost '{}' not empty: it holds {held} message(s)",
-                self.name, self.vhost,
-            )));
-        }
-        Ok(self.delete(ctx, "deleted"))
-    }
-}
-
 /// Stops the queue without deleting anything durable (broker shutdown).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct StopQueue;
 
-impl Handler<StopQueue> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: StopQueue, ctx: &mut Self::Context) {
-        self.drain_inbox(ctx);
-        ctx.stop();
-    }
-}
-
 /// The owner of `OwnerId` as seen in logs.
 impl std::fmt::Display for OwnerId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "owner#{}", self.0)
-    }
-}
-
-impl Handler<AttachStorage> for QueueActor {
-    type Result = ();
-
-    /// Makes the queue durable, refilled with what survived the restart (if anything).
-    fn handle(&mut self, msg: AttachStorage, ctx: &mut Self::Context) {
-        let now = self.now();
-        self.durable = msg.durable;
-        self.durable.attach(&mut self.state, msg.recovered, now);
-        self.dispatch(ctx);
-    }
-}
-
-impl Handler<Wake> for QueueActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Wake, ctx: &mut Self::Context) {
-        if self.drain_inbox(ctx) {
-            self.dispatch(ctx);
-        }
     }
 }
