@@ -47,7 +47,9 @@ impl Handler<Deliver> for Connection {
             }
         };
         if self.closing {
-            // Stopping: Release (in `stopped`) requeues them.
+            // Stopping: Release (in `stopped`) requeues them. Hold the credit: returned,
+            // it would only bring more deliveries to a connection that cannot take them.
+            self.held_credits.push(msg.credit);
             return;
         }
         for d in &msg.deliveries {

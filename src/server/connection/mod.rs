@@ -113,6 +113,10 @@ pub struct Connection {
     recently_cancelled: std::collections::VecDeque<(String, bool)>,
     /// Span of this connection, entered while handling its messages.
     span: tracing::Span,
+    /// Credit of deliveries that arrived once the connection was closing: held, never
+    /// returned, so no queue sends more here; dropped with the actor, after `stopped`
+    /// has released (requeued) everything this connection held.
+    held_credits: Vec<Credit>,
     /// Settlements decoded from the current read, not yet sent: (queue, kind, ids).
     pending_settles: Vec<(QueueHandle, Settlement, Vec<u64>)>,
 }
@@ -163,6 +167,7 @@ impl Connection {
             recently_cancelled: std::collections::VecDeque::new(),
             span: tracing::info_span!("conn", id = owner.0, %peer),
             pending_settles: Vec::new(),
+            held_credits: Vec::new(),
         })
     }
 
@@ -181,6 +186,12 @@ impl Connection {
         }
         let bytes = self.out.split().freeze();
         let credits = std::mem::take(&mut self.out_credits);
+        if self.flow.closed.load(Ordering::Acquire) {
+            // The socket is gone: keep the credit, so the queues stop sending here
+            // (returning it would make them push more deliveries into a dead socket).
+            self.held_credits.extend(credits);
+            return;
+        }
         if let Some(w) = &self.writer {
             w.send(bytes, credits);
             self.last_sent = Instant::now();
