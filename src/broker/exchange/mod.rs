@@ -30,7 +30,7 @@ mod router;
 pub mod topic;
 
 pub use kind::{Binding, DestinationId, ExchangeType, ExchangeTypeFactory, ExchangeTypes};
-pub use router::Router;
+pub use router::{RouteScratch, Router};
 
 use crate::broker::messages::{
     AddBinding, BindTarget, Publish, RemoveBinding, Routed, StopExchange,
@@ -335,7 +335,7 @@ impl Handler<Publish> for ExchangeActor {
             let base = hops.len();
             let mut queues = Vec::new();
             let mut actors = Vec::new();
-            let mut pending = Vec::new();
+            let mut scratch = router::RouteScratch::default();
             for (i, m) in msg.messages.iter().enumerate() {
                 if let Err(e) = validate_message(m) {
                     routed[i].refused = Some(e);
@@ -344,7 +344,7 @@ impl Handler<Publish> for ExchangeActor {
                 queues.clear();
                 actors.clear();
                 hops.truncate(base);
-                router.resolve_all(m, &mut hops, &mut queues, &mut actors, &mut pending);
+                router.resolve_all(m, &mut hops, &mut queues, &mut actors, &mut scratch);
                 if msg.dead_letter && !queues.is_empty() {
                     let before = queues.len();
                     queues.retain(|q: &QueueHandle| !is_cycle(m, q.name()));

@@ -23,8 +23,15 @@ pub struct Router {
     free: Vec<DestinationId>,
     /// Destination slot by target name.
     by_target: HashMap<BindTarget, DestinationId>,
-    /// Scratch buffer for the type's output (reused across messages).
-    scratch: std::sync::Mutex<Vec<DestinationId>>,
+}
+
+/// Buffers reused across the messages of a batch (no allocation, no lock per message).
+#[derive(Default)]
+pub struct RouteScratch {
+    /// The type's output for the router being resolved.
+    ids: Vec<DestinationId>,
+    /// Bound exchanges still to visit.
+    pending: Vec<Arc<RwLock<Router>>>,
 }
 
 impl Router {
@@ -37,7 +44,6 @@ impl Router {
             refs: Vec::new(),
             free: Vec::new(),
             by_target: HashMap::new(),
-            scratch: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -142,19 +148,16 @@ impl Router {
         hops: &mut Vec<Arc<str>>,
         queues: &mut Vec<QueueHandle>,
         actors: &mut Vec<ExchangeHandle>,
-        pending: &mut Vec<Arc<RwLock<Router>>>,
+        scratch: &mut RouteScratch,
     ) {
-        let mut ids = {
-            let mut scratch = self.scratch.lock().expect("scratch lock poisoned");
-            std::mem::take(&mut *scratch)
-        };
+        let ids = &mut scratch.ids;
         ids.clear();
-        self.kind.route(message, &self.bindings, &mut ids);
+        self.kind.route(message, &self.bindings, ids);
         if ids.len() > 1 {
             ids.sort_unstable();
             ids.dedup();
         }
-        for &id in &ids {
+        for &id in ids.iter() {
             match self.destinations.get(id as usize) {
                 Some(Some(Destination::Queue(q))) if !queues.iter().any(|x| x.same(q)) => {
                     queues.push(q.clone());
@@ -165,14 +168,13 @@ impl Router {
                     }
                     hops.push(x.name_arc().clone());
                     match &x.inner.router {
-                        Some(r) => pending.push(r.clone()),
+                        Some(r) => scratch.pending.push(r.clone()),
                         None => actors.push(x.clone()),
                     }
                 }
                 _ => {}
             }
         }
-        *self.scratch.lock().expect("scratch lock poisoned") = ids;
     }
 
     /// Resolves `message` from this router (already locked by the caller) and then
@@ -184,17 +186,13 @@ impl Router {
         hops: &mut Vec<Arc<str>>,
         queues: &mut Vec<QueueHandle>,
         actors: &mut Vec<ExchangeHandle>,
-        pending: &mut Vec<Arc<RwLock<Router>>>,
+        scratch: &mut RouteScratch,
     ) {
-        pending.clear();
-        self.resolve(message, hops, queues, actors, pending);
-        while let Some(next) = pending.pop() {
-            let mut more = Vec::new();
-            {
-                let r = next.read().expect("router lock poisoned");
-                r.resolve(message, hops, queues, actors, &mut more);
-            }
-            pending.extend(more);
+        scratch.pending.clear();
+        self.resolve(message, hops, queues, actors, scratch);
+        while let Some(next) = scratch.pending.pop() {
+            let r = next.read().expect("router lock poisoned");
+            r.resolve(message, hops, queues, actors, scratch);
         }
     }
 }
