@@ -442,6 +442,13 @@ mod tests {
         fn error(&self) -> Option<StorageError> {
             None
         }
+        fn read(
+            &self,
+            _queue: &crate::storage::QueueId,
+            _ids: Vec<u64>,
+        ) -> Completion<crate::storage::Pages> {
+            Completion::ready(Ok(Vec::new()))
+        }
     }
 
     #[tokio::test]

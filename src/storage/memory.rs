@@ -3,9 +3,9 @@
 //! `recover` answers the current state, as a restart of a process that keeps the store
 //! would see it.
 
-use super::completion::Completion;
+use super::completion::{Completion, Pages};
 use super::error::StorageError;
-use super::record::{Record, Recovered};
+use super::record::{QueueId, Record, Recovered};
 use super::replay::Replay;
 use super::MessageStore;
 use std::sync::{Arc, Mutex};
@@ -51,5 +51,14 @@ impl MessageStore for MemoryStore {
 
     fn error(&self) -> Option<StorageError> {
         None
+    }
+
+    fn read(&self, queue: &QueueId, ids: Vec<u64>) -> Completion<Pages> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let pages = ids
+            .into_iter()
+            .filter_map(|id| Some((id, state.message(queue, id)?)))
+            .collect();
+        Completion::ready(Ok(pages))
     }
 }

@@ -7,7 +7,8 @@
 //!   published to a durable queue, acks, a "delivered up to" watermark, a purge, a queue
 //!   deleted) and gets a [`Completion`] back at once, resolved when the batch is stored.
 //!   [`MessageStore::recover`] answers, per queue, the messages that survived, in id
-//!   order, with their redelivered flag.
+//!   order, with their redelivered flag; [`MessageStore::read`] reads live messages
+//!   back by id (a long durable queue keeps most bodies on disk and pages them in).
 //! - [`MemoryStore`] implements it in memory (transient queues, tests); [`DiskStore`]
 //!   as an append-only, segmented, checksummed log with group commit on a writer thread
 //!   of its own, so disk I/O never runs on the caller's thread.
@@ -65,7 +66,7 @@ pub(crate) mod replay;
 #[cfg(test)]
 mod tests;
 
-pub use completion::{Completer, Completion, StoreResult};
+pub use completion::{Completer, Completion, Pages, StoreResult};
 pub use disk::{Corruption, DiskStore, RecoveryReport};
 pub use error::StorageError;
 pub use fsutil::disk_free;
@@ -106,4 +107,10 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The error that makes the store refuse appends, if any (health checks, alarms).
     fn error(&self) -> Option<StorageError>;
+
+    /// Reads back live messages of `queue` by id: how a queue pages in the bodies it
+    /// let go of (see `storage.queue_ram_messages`). Ids not live are left out of the
+    /// answer; the order is that of `ids`. Like `append`, it never blocks on I/O: the
+    /// read runs where the store's I/O runs, after every append queued before it.
+    fn read(&self, queue: &QueueId, ids: Vec<u64>) -> Completion<Pages>;
 }

@@ -145,6 +145,11 @@ impl<L: Copy> Replay<L> {
         self.queues.get(queue)?.live.get(&id).map(|s| s.loc)
     }
 
+    /// The kept body of the live message `id` of `queue`, if any.
+    pub fn message(&self, queue: &QueueId, id: u64) -> Option<Arc<Message>> {
+        self.queues.get(queue)?.live.get(&id)?.message.clone()
+    }
+
     /// Forgets the bodies kept so far, keeping only where each live message is.
     pub fn drop_bodies(&mut self) {
         for q in self.queues.values_mut() {

@@ -22,6 +22,16 @@ use crate::storage::replay::Replay;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+/// Where a stored frame is: its segment and its byte offset in the segment file
+/// (page-in reads it back from there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    /// The segment's sequence number.
+    pub seg: u64,
+    /// The offset of the frame's length field.
+    pub off: u64,
+}
+
 /// What the index knows of one segment.
 #[derive(Debug, Default, Clone)]
 struct SegmentStats {
@@ -36,8 +46,8 @@ struct SegmentStats {
 /// Live messages by segment, plus the replayed queue state.
 #[derive(Debug, Default)]
 pub struct Index {
-    /// Per queue: live ids and their segments, watermark, next id.
-    replay: Replay<u64>,
+    /// Per queue: live ids and where they are stored, watermark, next id.
+    replay: Replay<Loc>,
     /// Every segment on disk, by sequence number.
     segments: BTreeMap<u64, SegmentStats>,
 }
@@ -48,23 +58,24 @@ impl Index {
         self.segments.entry(seq).or_default();
     }
 
-    /// Applies an entry stored in segment `seq`; keeps the body when `body` is given.
-    pub fn apply(&mut self, entry: &Entry, seq: u64, body: Option<Arc<Message>>) {
+    /// Applies an entry stored at `loc`; keeps the body when `body` is given.
+    pub fn apply(&mut self, entry: &Entry, loc: Loc, body: Option<Arc<Message>>) {
         match entry {
             Entry::Mark {
                 queue,
                 next_id,
                 delivered,
             } => self.replay.mark(queue, *next_id, *delivered),
-            Entry::Record(record) => self.apply_record(record, seq, body),
+            Entry::Record(record) => self.apply_record(record, loc, body),
         }
     }
 
-    /// Applies a record stored in segment `seq`.
-    pub fn apply_record(&mut self, record: &Record, seq: u64, body: Option<Arc<Message>>) {
+    /// Applies a record stored at `loc`.
+    pub fn apply_record(&mut self, record: &Record, loc: Loc, body: Option<Arc<Message>>) {
+        let seq = loc.seg;
         let mut killed = Vec::new();
         self.replay
-            .apply(record, seq, body, &mut |loc| killed.push(loc));
+            .apply(record, loc, body, &mut |l: Loc| killed.push(l.seg));
         if matches!(record, Record::Publish { .. }) {
             let s = self.segments.entry(seq).or_default();
             s.live += 1;
@@ -103,7 +114,12 @@ impl Index {
 
     /// True when message `id` of `queue` is live and stored in segment `seq`.
     pub fn is_live_at(&self, queue: &QueueId, id: u64, seq: u64) -> bool {
-        self.replay.location(queue, id) == Some(seq)
+        self.location(queue, id).is_some_and(|l| l.seg == seq)
+    }
+
+    /// Where the live message `id` of `queue` is stored.
+    pub fn location(&self, queue: &QueueId, id: u64) -> Option<Loc> {
+        self.replay.location(queue, id)
     }
 
     /// Forgets a deleted segment.
@@ -153,7 +169,7 @@ mod tests {
                 id,
                 message: m,
             },
-            seg,
+            Loc { seg, off: 0 },
             None,
         );
     }
@@ -164,7 +180,7 @@ mod tests {
                 queue: q(),
                 ids: ids.to_vec(),
             },
-            seg,
+            Loc { seg, off: 0 },
             None,
         );
     }

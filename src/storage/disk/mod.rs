@@ -6,7 +6,8 @@
 //! - [`index`]: which segment holds which live message; when a segment may go.
 //! - [`recovery`]: replaying the log at open; torn tails and corrupt records.
 //! - [`writer`]: the writer thread (group commit, rolls, reclamation, compaction);
-//!   [`prepare`]: the thread that makes the next segment ready.
+//!   [`prepare`]: the thread that makes the next segment ready; [`pager`]: page-in
+//!   reads, served by the writer thread between groups.
 //!
 //! The handle only sends commands to the writer thread: an append never touches the
 //! disk on the caller's thread.
@@ -14,6 +15,7 @@
 pub mod codec;
 pub mod frame;
 pub mod index;
+pub mod pager;
 pub mod prepare;
 pub mod recovery;
 pub mod segment;
@@ -24,11 +26,11 @@ mod tests;
 
 pub use recovery::{Corruption, RecoveryReport};
 
-use super::completion::Completion;
+use super::completion::{Completion, Pages};
 use super::error::StorageError;
 use super::fsutil::{self, DirLock};
 use super::options::StorageOptions;
-use super::record::{Record, Recovered};
+use super::record::{QueueId, Record, Recovered};
 use super::MessageStore;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -203,6 +205,18 @@ impl MessageStore for DiskStore {
 
     fn error(&self) -> Option<StorageError> {
         self.failure()
+    }
+
+    fn read(&self, queue: &QueueId, ids: Vec<u64>) -> Completion<Pages> {
+        let (done, completion) = Completion::pending();
+        match self.send(Command::Read {
+            queue: queue.clone(),
+            ids,
+            done,
+        }) {
+            Ok(()) => completion,
+            Err(e) => Completion::ready(Err(e)),
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 
 use super::codec::{self, Entry};
 use super::frame::{self, FrameAt, FRAME_HEADER};
-use super::index::Index;
+use super::index::{Index, Loc};
 use super::segment::{self, Active, HEADER_LEN};
 use crate::storage::error::StorageError;
 use crate::storage::fsutil::sync_dir;
@@ -91,7 +91,7 @@ fn scan_segment(
     data: &[u8],
     tail: bool,
     report: &mut RecoveryReport,
-    on_entry: &mut dyn FnMut(Entry),
+    on_entry: &mut dyn FnMut(Entry, usize),
 ) -> SegmentScan {
     let corruption = |offset: usize, len: usize, reason: String| Corruption {
         file: path.to_path_buf(),
@@ -117,7 +117,7 @@ fn scan_segment(
             FrameAt::Good { payload, next } => match codec::decode(payload) {
                 Ok(entry) => {
                     report.records += 1;
-                    on_entry(entry);
+                    on_entry(entry, off);
                     off = next;
                     continue;
                 }
@@ -212,15 +212,26 @@ fn replay_segments(
         report.segments += 1;
         index.add_segment(*seq);
         let seq = *seq;
-        let scan = scan_segment(path, seq, &data, tail == Some(seq), report, &mut |entry| {
-            let body = match &entry {
-                Entry::Record(Record::Publish { message, .. }) if keep_bodies => {
-                    Some(message.clone())
-                }
-                _ => None,
-            };
-            index.apply(&entry, seq, body);
-        });
+        let scan = scan_segment(
+            path,
+            seq,
+            &data,
+            tail == Some(seq),
+            report,
+            &mut |entry, off| {
+                let body = match &entry {
+                    Entry::Record(Record::Publish { message, .. }) if keep_bodies => {
+                        Some(message.clone())
+                    }
+                    _ => None,
+                };
+                let loc = Loc {
+                    seg: seq,
+                    off: off as u64,
+                };
+                index.apply(&entry, loc, body);
+            },
+        );
         scans.push((seq, scan));
     }
     Ok(scans)

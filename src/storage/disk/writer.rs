@@ -13,21 +13,25 @@
 //! are dead are deleted (then the directory fsynced, before any deletion that depends
 //! on them).
 //!
+//! Page-in reads ([`Command::Read`]) are served after the group they arrived in is
+//! written, so a read always sees every append queued before it.
+//!
 //! A failed write or fsync leaves the file in an unknown state (after a failed fsync,
 //! Linux may have dropped the dirty pages), so the writer fails every waiting
 //! completion and refuses all later appends until the store is reopened.
 
 use super::codec;
 use super::frame;
-use super::index::Index;
+use super::index::{Index, Loc};
+use super::pager;
 use super::prepare::Preparer;
 use super::recovery;
 use super::segment::{self, Active};
-use crate::storage::completion::Completer;
+use crate::storage::completion::{Completer, Pages};
 use crate::storage::error::StorageError;
 use crate::storage::fsutil::sync_dir;
 use crate::storage::options::FsyncPolicy;
-use crate::storage::record::{Record, Recovered};
+use crate::storage::record::{QueueId, Record, Recovered};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -55,6 +59,15 @@ pub enum Command {
     Flush {
         /// Resolved after the fsync.
         done: Completer,
+    },
+    /// Read back live messages of `queue` by id (page-in).
+    Read {
+        /// The queue.
+        queue: QueueId,
+        /// The ids, in the order wanted.
+        ids: Vec<u64>,
+        /// Resolved with the messages found.
+        done: Completer<Pages>,
     },
     /// Answer what a restart would recover now.
     Recover {
@@ -116,6 +129,8 @@ pub struct Writer {
     failed: Option<StorageError>,
     /// A record that may free segments was applied.
     reclaim_due: bool,
+    /// Page-in reads of the group being formed, served once it is written.
+    reads: Vec<(QueueId, Vec<u64>, Completer<Pages>)>,
 }
 
 impl Writer {
@@ -145,6 +160,7 @@ impl Writer {
             last_sync: Instant::now(),
             failed: None,
             reclaim_due: true,
+            reads: Vec::new(),
         })
     }
 
@@ -184,6 +200,7 @@ impl Writer {
                 taken += 1;
             }
             self.commit();
+            self.serve_reads();
         }
         // Shutdown: write what is left and fsync it, whatever the policy.
         let owed: Vec<_> = self.awaiting_sync.drain(..).collect();
@@ -227,6 +244,7 @@ impl Writer {
                     .push((done, if sync { Need::Sync } else { Need::Write }));
             }
             Command::Flush { done } => self.group.push((done, Need::Flush)),
+            Command::Read { queue, ids, done } => self.reads.push((queue, ids, done)),
             Command::Recover { reply } => {
                 self.commit();
                 let segments: Vec<(u64, PathBuf)> = self
@@ -244,25 +262,31 @@ impl Writer {
     fn encode(&mut self, record: &Record) -> Result<(), StorageError> {
         let start = self.buf.len();
         frame::encode_with(&mut self.buf, |b| codec::encode_record(b, record))?;
-        self.place(start)?;
+        let loc = self.place(start)?;
         if !matches!(record, Record::Delivered { .. }) {
             self.reclaim_due = true;
         }
-        self.index.apply_record(record, self.active.seq, None);
+        self.index.apply_record(record, loc, None);
         Ok(())
     }
 
     /// Rolls to a new segment first if the frame at `buf[start..]` does not fit in the
     /// active one (a frame larger than a whole segment goes alone into a fresh one).
-    fn place(&mut self, start: usize) -> Result<(), StorageError> {
+    /// Answers where the frame will be once the buffer is written.
+    fn place(&mut self, start: usize) -> Result<Loc, StorageError> {
         let fits = self.active.pos + self.buf.len() as u64 <= self.active.capacity;
         let alone = self.active.is_empty() && start == 0;
+        let mut start = start;
         if !(fits || alone) {
             let frame = self.buf.split_off(start);
             self.roll()?;
+            start = self.buf.len();
             self.buf.extend_from_slice(&frame);
         }
-        Ok(())
+        Ok(Loc {
+            seg: self.active.seq,
+            off: self.active.pos + start as u64,
+        })
     }
 
     /// Compacts the oldest segment with few live messages, if any: copies their frames
@@ -287,8 +311,8 @@ impl Writer {
                     if self.index.is_live_at(queue, *id, seq) {
                         let start = self.buf.len();
                         self.buf.extend_from_slice(&data[off..next]);
-                        self.place(start)?;
-                        self.index.apply_record(&r, self.active.seq, None);
+                        let loc = self.place(start)?;
+                        self.index.apply_record(&r, loc, None);
                         moved += 1;
                     }
                 }
@@ -423,6 +447,19 @@ impl Writer {
             if let Err(e) = self.compact() {
                 self.fail(e);
             }
+        }
+    }
+
+    /// Answers the page-in reads of the group just written.
+    fn serve_reads(&mut self) {
+        for (queue, ids, done) in std::mem::take(&mut self.reads) {
+            let result = match &self.failed {
+                // What was written before the failure is readable, but a failed store
+                // refuses everything until it is reopened: simpler to reason about.
+                Some(e) => Err(StorageError::Failed(Arc::new(e.clone()))),
+                None => pager::read(&self.dir, &self.index, &queue, &ids),
+            };
+            done.complete(result);
         }
     }
 
