@@ -124,6 +124,9 @@ pub struct StorageSettings {
     /// Free bytes the data directory's filesystem must keep; below it publishers are
     /// blocked, as by the memory watermark. 0 = no limit.
     pub disk_free_limit: u64,
+    /// Ready messages a durable queue keeps in memory; the bodies of persistent
+    /// messages beyond them stay on disk until consumers get near them. 0 = all in memory.
+    pub queue_ram_messages: usize,
 }
 
 impl Default for StorageSettings {
@@ -135,6 +138,7 @@ impl Default for StorageSettings {
             fsync_interval_ms: 100,
             segment_size: d.segment_size,
             disk_free_limit: d.disk_free_limit,
+            queue_ram_messages: d.queue_ram_messages,
         }
     }
 }
@@ -152,6 +156,7 @@ impl StorageSettings {
             },
             segment_size: self.segment_size,
             disk_free_limit: self.disk_free_limit,
+            queue_ram_messages: self.queue_ram_messages,
         }
     }
 }

@@ -171,6 +171,11 @@ impl Durability {
         self.options.as_ref()
     }
 
+    /// `storage.queue_ram_messages` (0 without storage).
+    fn ram_messages(&self) -> usize {
+        self.options.as_ref().map_or(0, |o| o.queue_ram_messages)
+    }
+
     /// The message store, while open.
     pub fn store(&self) -> Option<Arc<dyn MessageStore>> {
         self.store.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -215,7 +220,8 @@ impl Durability {
     /// The durable side for a new queue `spec` of `vhost`; inert unless it is stored.
     pub fn durable_for(&self, vhost: &str, spec: &QueueSpec) -> Durable {
         match (self.stores(spec), self.store()) {
-            (true, Some(store)) => Durable::new(store, QueueId::new(vhost, &spec.name)),
+            (true, Some(store)) => Durable::new(store, QueueId::new(vhost, &spec.name))
+                .with_ram_messages(self.ram_messages()),
             _ => Durable::default(),
         }
     }

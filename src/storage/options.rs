@@ -42,6 +42,11 @@ pub struct StorageOptions {
     /// Free bytes the data directory's filesystem must keep (`storage.disk_free_limit`,
     /// default 1 GiB); below it the broker blocks publishers.
     pub disk_free_limit: u64,
+    /// Ready messages a durable queue keeps in memory (`storage.queue_ram_messages`,
+    /// default 4096). Persistent messages beyond them leave their bodies on disk and
+    /// are paged in as consumers get near them (RabbitMQ's lazy queues), so a backlog
+    /// of millions costs an index entry each, not a body. 0 = keep every body in memory.
+    pub queue_ram_messages: usize,
 }
 
 /// The smallest segment size accepted: one header and a few small records.
@@ -54,6 +59,7 @@ impl Default for StorageOptions {
             fsync: FsyncPolicy::Always,
             segment_size: 32 * 1024 * 1024,
             disk_free_limit: 1024 * 1024 * 1024,
+            queue_ram_messages: 4096,
         }
     }
 }

@@ -124,6 +124,9 @@ pub struct QueueActor {
     /// What a durable queue appends to the message store (inert otherwise; set by
     /// [`AttachStorage`]). Committed at the end of every handler, in [`Self::after`].
     durable: Durable,
+    /// Woken whenever bodies read back from the store reach the backlog (a `get` on an
+    /// empty head waits for it).
+    paged_in: Arc<tokio::sync::Notify>,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -175,6 +178,7 @@ impl QueueActor {
                 expires_check: None,
                 had_consumers: false,
                 durable: Durable::default(),
+                paged_in: Arc::default(),
             }
         });
         QueueHandle::new(name, addr, inbox)

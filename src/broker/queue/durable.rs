@@ -25,18 +25,26 @@
 //! the log, and in particular by the confirm of any later publish to this queue (the log
 //! is written in order), which is what the crash tests rely on.
 //!
+//! A long queue keeps only its head in memory (`storage.queue_ram_messages`): the
+//! persistent messages behind it let go of their bodies once noted for the store
+//! ([`Durable::commit`] pages them out) and are read back as the head drains
+//! ([`Durable::read`], [`Durable::paged_in`]; see [`super::backlog`]).
+//!
 //! The store names a message by an id of its own, increasing in publish order, so
 //! recovery gives the messages back in their queue order. The queue state names
 //! messages by sequence numbers it assigns when a message becomes ready (a delayed
 //! message has none yet), so the two are linked by the message itself: a map from the
 //! message's allocation (`Arc` pointer, unique while the queue holds it) to its store id.
 
+use super::backlog::ReadRequest;
 use super::state::{Pushed, QueueState};
 use super::timers::Millis;
 use crate::broker::messages::{Delivery, Enqueued};
 use crate::error::{BrokerError, ErrorCode};
 use crate::message::Message;
-use crate::storage::{Completion, MessageStore, QueueId, Record, RecoveredQueue, StorageError};
+use crate::storage::{
+    Completion, MessageStore, Pages, QueueId, Record, RecoveredQueue, StorageError,
+};
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -81,6 +89,8 @@ pub struct Durable {
     delivered_stored: u64,
     /// Completions of `Publish` batches not yet taken by the `Enqueue` answer.
     stored: Option<Stored>,
+    /// `storage.queue_ram_messages`: the head the queue keeps in memory.
+    ram_messages: usize,
 }
 
 /// The completion of the `Publish` records of one `Enqueue`: what its answer waits for.
@@ -154,6 +164,13 @@ impl Durable {
         }
     }
 
+    /// Keeps at most `n` ready messages of the queue in memory (0 = all): see
+    /// `storage.queue_ram_messages`.
+    pub fn with_ram_messages(mut self, n: usize) -> Self {
+        self.ram_messages = n;
+        self
+    }
+
     /// True for a durable queue of a broker with storage.
     pub fn is_on(&self) -> bool {
         self.target.is_some()
@@ -177,6 +194,7 @@ impl Durable {
             return;
         }
         state.track_gone();
+        state.enable_backlog(self.ram_messages);
         let Some(recovered) = recovered else {
             return;
         };
@@ -186,6 +204,43 @@ impl Durable {
             state.push_recovered(m.message, m.redelivered, now);
         }
         self.next_id = self.next_id.max(recovered.next_id);
+        self.page_out(state);
+    }
+
+    /// Lets the persistent messages that entered the backlog drop their bodies: they
+    /// are (or are being) stored, and are read back by id.
+    fn page_out<C>(&mut self, state: &mut QueueState<C>) {
+        state.page_out(|m| {
+            if is_persistent(m) {
+                self.forget(m)
+            } else {
+                None
+            }
+        });
+    }
+
+    /// The read that brings back the bodies the head needs next, if any.
+    pub fn read(&self, request: &ReadRequest) -> Option<Completion<Pages>> {
+        let t = self.target.as_ref()?;
+        Some(t.store.read(&t.queue, request.ids.clone()))
+    }
+
+    /// Takes the answer to a read: the messages read move towards the head; ids the
+    /// store could not give back (damaged records, logged by the store) are lost, and
+    /// acked so the store lets go of them too.
+    pub fn paged_in<C>(&mut self, state: &mut QueueState<C>, epoch: u64, pages: Pages) {
+        let read = pages.clone();
+        let Some(lost) = state.paged_in(epoch, pages) else {
+            return;
+        };
+        for (id, m) in &read {
+            self.remember(m, *id);
+        }
+        if !lost.is_empty() {
+            let t = self.target.as_ref().map(|t| t.queue.clone());
+            tracing::error!(queue = ?t, lost = lost.len(), "messages of the backlog could not be read back from the store");
+            self.acks.extend(lost);
+        }
     }
 
     fn remember(&mut self, m: &Arc<Message>, id: u64) {
@@ -277,6 +332,9 @@ impl Durable {
                 }
             }
         }
+        // The records of the messages that entered the backlog are noted: their
+        // bodies may go (the records hold their own reference until written).
+        self.page_out(state);
         let sync = !self.publishes.is_empty();
         let mut batch = std::mem::take(&mut self.publishes);
         self.settled_records(&mut batch);
@@ -451,6 +509,57 @@ mod tests {
 
     fn s(body: &str, redelivered: bool) -> (String, bool) {
         (body.to_string(), redelivered)
+    }
+
+    #[test]
+    fn a_long_queue_pages_bodies_out_and_back_in_keeping_order_and_acks() {
+        let store = MemoryStore::new();
+        let q = QueueId::new("/", "q");
+        let mut d = Durable::new(Arc::new(store.clone()), q.clone()).with_ram_messages(4);
+        let mut st = QueueState::new(QueueConfig::default());
+        d.attach(&mut st, None, 0);
+        let mut f = Fixture { store, d, s: st, q };
+        for i in 0..20 {
+            // One transient message in the backlog: it keeps its body.
+            f.push(&format!("m{i:02}"), i != 9);
+        }
+        f.d.commit(&mut f.s);
+        let one = f.s.bytes() / 5;
+        assert_eq!(f.s.ready_len(), 20);
+        assert_eq!(f.s.backlog_len(), 16);
+        assert_eq!(f.s.bytes(), 5 * one, "the head (4) and the transient m09");
+        consumer(&mut f.s, false);
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            let ds: Vec<Delivery> =
+                f.s.dispatch(3, 0)
+                    .into_iter()
+                    .flat_map(|(_, d)| d)
+                    .collect();
+            f.d.on_delivered(&ds, false);
+            let ids: Vec<u64> = ds.iter().map(|d| d.id).collect();
+            got.extend(
+                ds.iter()
+                    .map(|d| String::from_utf8(d.message.body.to_vec()).unwrap()),
+            );
+            let _ = f.s.settle(A, &ids, Settlement::Ack, 0);
+            if let Some(req) = f.s.refill() {
+                let pages = f.d.read(&req).unwrap().wait().unwrap();
+                f.d.paged_in(&mut f.s, req.epoch, pages);
+                assert!(
+                    f.s.refill().is_none(),
+                    "one read at a time, and it came back"
+                );
+            }
+            f.d.commit(&mut f.s);
+            if f.s.ready_len() == 0 {
+                break;
+            }
+        }
+        let want: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+        assert_eq!(got, want, "every message once, in order");
+        assert!(f.stored().is_empty(), "every ack reached the store");
+        assert_eq!(f.s.bytes(), 0);
     }
 
     #[test]

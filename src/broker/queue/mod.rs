@@ -24,6 +24,7 @@
 //! | `x-single-active-consumer`, consumer `x-priority` | [`consumers`] |
 
 pub mod actor;
+pub mod backlog;
 pub mod consumers;
 pub mod dead_letter;
 pub mod dedup;

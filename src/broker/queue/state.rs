@@ -14,6 +14,7 @@
 //! length limits and the delivery limit; when the queue has a dead-letter exchange the
 //! last four are collected (see [`QueueState::take_dead`]) for the actor to republish.
 
+use super::backlog::Backlog;
 use super::consumers::{ConsumerSlot, Consumers, NewConsumer};
 use super::dead_letter::Reason;
 use super::dedup::DedupWindow;
@@ -24,6 +25,8 @@ use crate::broker::queue_args::{message_delay, message_ttl, Overflow, QueueConfi
 use crate::message::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+mod paging;
 
 /// A delivered message not yet settled.
 #[derive(Debug)]
@@ -69,8 +72,11 @@ pub struct Dead {
 pub struct QueueState<C> {
     /// The queue's settings.
     config: QueueConfig,
-    /// Ready messages.
+    /// Ready messages: the head, the messages consumers can get.
     ready: ReadyStore,
+    /// Ready messages behind the head of a durable queue, mostly paged out to the
+    /// store (see [`super::backlog`]); empty otherwise.
+    backlog: Backlog,
     /// Messages waiting for their delay.
     delayed: DelayQueue,
     /// Delivered, unsettled messages by delivery id.
@@ -107,6 +113,7 @@ impl<C> QueueState<C> {
     pub fn new(config: QueueConfig) -> Self {
         QueueState {
             ready: ReadyStore::new(config.max_priority),
+            backlog: Backlog::default(),
             delayed: DelayQueue::default(),
             unacked: HashMap::new(),
             unacked_bytes: 0,
@@ -129,7 +136,7 @@ impl<C> QueueState<C> {
 
     /// Messages ready for delivery.
     pub fn ready_len(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.backlog.len()
     }
 
     /// Delivered, unsettled messages.
@@ -144,7 +151,7 @@ impl<C> QueueState<C> {
 
     /// Bytes of bodies held: ready, delayed and unacked.
     pub fn bytes(&self) -> usize {
-        self.ready.bytes() + self.delayed.bytes() + self.unacked_bytes
+        self.ready.bytes() + self.backlog.ram_bytes() + self.delayed.bytes() + self.unacked_bytes
     }
 
     /// The attached consumers, highest priority first.
@@ -187,8 +194,8 @@ impl<C> QueueState<C> {
 
     /// At (or over) a length limit, counting delayed messages too (reject-publish).
     fn is_full(&self) -> bool {
-        let len = (self.ready.len() + self.delayed.len()) as u64;
-        let bytes = (self.ready.bytes() + self.delayed.bytes()) as u64;
+        let len = (self.ready_len() + self.delayed.len()) as u64;
+        let bytes = (self.ready_bytes() + self.delayed.bytes()) as u64;
         self.config.max_length.is_some_and(|m| len >= m)
             || self.config.max_length_bytes.is_some_and(|m| bytes >= m)
     }
@@ -224,14 +231,29 @@ impl<C> QueueState<C> {
 
     /// Appends a message at the tail; its TTL counts from `since`.
     fn push_ready(&mut self, message: Arc<Message>, since: Millis) {
+        let expires = self.ttl_deadline(&message, since);
+        self.push_tail(message, expires, false);
+    }
+
+    /// Appends a message at the tail: to the head, or behind it when the backlog
+    /// takes it.
+    fn push_tail(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
+        if self.backlog.takes(self.ready.len()) {
+            self.backlog.push(message, expires, redelivered);
+        } else {
+            self.push_head(message, expires, redelivered);
+        }
+    }
+
+    /// Appends a message to the head, where consumers get it.
+    fn push_head(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let expires = self.ttl_deadline(&message, since);
         let level = self.ready.level_of(&message);
         self.ready.push_back(Ready {
             seq,
             message,
-            redelivered: false,
+            redelivered,
             delivery_count: 0,
             expires,
         });
@@ -271,11 +293,11 @@ impl<C> QueueState<C> {
         while self
             .config
             .max_length
-            .is_some_and(|m| self.ready.len() as u64 > m)
+            .is_some_and(|m| self.ready_len() as u64 > m)
             || self
                 .config
                 .max_length_bytes
-                .is_some_and(|m| self.ready.bytes() as u64 > m)
+                .is_some_and(|m| self.ready_bytes() as u64 > m)
         {
             let Some(r) = self.ready.pop_front() else {
                 break;
@@ -488,7 +510,7 @@ impl<C> QueueState<C> {
     pub fn get(&mut self, owner: OwnerId, auto_ack: bool, now: Millis) -> Option<(Delivery, u64)> {
         let r = self.pop_live(now)?;
         let d = self.deliver(r, owner, None, auto_ack, now);
-        Some((d, self.ready.len() as u64))
+        Some((d, self.ready_len() as u64))
     }
 
     /// Settles deliveries of `owner`. Ids this owner does not hold (already settled,
@@ -555,7 +577,7 @@ impl<C> QueueState<C> {
 
     /// Removes every ready and delayed message; answers how many.
     pub fn purge(&mut self) -> u64 {
-        let n = self.ready.clear() + self.delayed.clear();
+        let n = self.ready.clear() + self.backlog.clear() + self.delayed.clear();
         self.expiry.clear();
         n as u64
     }
@@ -625,20 +647,8 @@ impl<C> QueueState<C> {
             self.delayed.push(now.saturating_add(delay), message);
             return;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
         let expires = self.ttl_deadline(&message, now);
-        let level = self.ready.level_of(&message);
-        self.ready.push_back(Ready {
-            seq,
-            message,
-            redelivered,
-            delivery_count: 0,
-            expires,
-        });
-        if expires != NEVER {
-            self.track_expiry(expires, seq, level);
-        }
+        self.push_tail(message, expires, redelivered);
     }
 
     /// The messages of the unacked deliveries.

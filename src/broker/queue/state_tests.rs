@@ -605,3 +605,44 @@ fn every_delivery_times_out_across_heap_compactions() {
     assert_eq!(q.timeout_due(1_000_000, usize::MAX), held.len());
     assert_eq!((q.unacked_len(), q.ready_len()), (0, held.len()));
 }
+
+#[test]
+fn a_backlog_behind_the_head_keeps_fifo_counts_for_limits_and_is_purged() {
+    let mut q: QueueState<()> = QueueState::new(config(|c| c.max_length = Some(6)));
+    q.enable_backlog(2);
+    for i in 1..=6 {
+        assert_eq!(q.push(msg(&format!("m{i}")), 0), Pushed::Ready);
+    }
+    assert_eq!((q.ready_len(), q.backlog_len()), (6, 4));
+    assert_eq!(q.push(msg("m7"), 0), Pushed::Ready, "drop-head makes room");
+    assert_eq!(q.enforce_limits(), 1, "the oldest, from the head");
+    assert_eq!((q.ready_len(), q.backlog_len()), (6, 5));
+    q.add_consumer(consumer("c", A, 0, false));
+    let first = q.dispatch(10, 0).remove(0).1;
+    assert_eq!(bodies(&first), ["m2"], "the head only");
+    q.requeue_where(0, |_| true);
+    assert!(q.refill().is_none(), "bodies in memory: no read needed");
+    let all = q.dispatch(10, 0).remove(0).1;
+    assert_eq!(
+        bodies(&all),
+        ["m2", "m3"],
+        "requeued to its place, then the head"
+    );
+    assert!(q.refill().is_none());
+    assert_eq!(bodies(&q.dispatch(10, 0).remove(0).1), ["m4", "m5"]);
+    assert_eq!(q.purge(), 2, "the backlog (m6, m7) goes too");
+    assert_eq!(
+        (q.ready_len(), q.backlog_len(), q.bytes() > 0),
+        (0, 0, true)
+    );
+}
+
+#[test]
+fn a_priority_queue_keeps_no_backlog() {
+    let mut q: QueueState<()> = QueueState::new(config(|c| c.max_priority = 5));
+    q.enable_backlog(2);
+    for i in 0..5 {
+        q.push(msg(&format!("m{i}")), 0);
+    }
+    assert_eq!((q.ready_len(), q.backlog_len()), (5, 0));
+}

@@ -8,11 +8,13 @@
 //! - [`metadata`]: durable exchanges, queues and bindings come back; transient ones and
 //!   transient messages do not.
 //! - [`alarm`]: the disk free limit blocks publishers like the memory watermark.
+//! - [`paging`]: long durable queues keep their bodies on disk.
 
 mod alarm;
 mod corrupt;
 mod crash;
 mod metadata;
+mod paging;
 
 use crate::support::DEADLINE;
 use std::io::{BufRead, BufReader};

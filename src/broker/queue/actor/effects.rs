@@ -1,5 +1,5 @@
-//! What every handler of the queue actor ends with ([`QueueActor::after`]): dead letters
-//! out, the memory gauge level with what the queue holds, the storage side committed,
+//! What every handler of the queue actor ends with ([`QueueActor::after`]): the backlog
+//! refilling the head, dead letters out, the memory gauge level with what the queue holds, the storage side committed,
 //! and the timers armed: one deadline timer for the state's earliest deadline (TTL,
 //! delay, consumer timeout), and the `x-expires` check while no consumer is attached.
 //! Also the queue's clock.
@@ -24,12 +24,60 @@ impl QueueActor {
         if self.deleted {
             return;
         }
+        self.refill(ctx);
+        if self.deleted {
+            return;
+        }
         self.durable.commit(&mut self.state);
         self.send_dead_letters(ctx);
         self.reconcile_gauge();
         self.arm_timer(ctx);
         self.watch_expires(ctx);
         self.update_flow();
+    }
+
+    /// A durable queue with a backlog (see [`super::super::backlog`]): moves its front
+    /// into the head as the head drains, delivering what moved, and reads the bodies
+    /// left on disk; their arrival is handled like any other event.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        let waiting = self.state.backlog_len();
+        if waiting == 0 {
+            return;
+        }
+        let request = self.state.refill();
+        if self.state.backlog_len() < waiting {
+            self.dispatch_ready(ctx);
+        }
+        let Some(request) = request else {
+            return;
+        };
+        let Some(read) = self.durable.read(&request) else {
+            self.state.read_failed(request.epoch);
+            return;
+        };
+        let epoch = request.epoch;
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(read).map(move |result, act, ctx| {
+                if act.deleted {
+                    return;
+                }
+                match result {
+                    Ok(pages) => {
+                        act.durable.paged_in(&mut act.state, epoch, pages);
+                        act.refill(ctx);
+                        act.paged_in.notify_waiters();
+                    }
+                    Err(e) => {
+                        // The store has failed (and raised its alarm): try again later.
+                        tracing::error!(queue = %act.name, error = %e, "cannot read the backlog back from the store; retrying in 1 s");
+                        act.state.read_failed(epoch);
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.after(ctx));
+                        return;
+                    }
+                }
+                act.after(ctx);
+            }),
+        );
     }
 
     /// Brings the gauge level with what the queue holds.

@@ -150,10 +150,9 @@ impl Handler<Settle> for QueueActor {
     }
 }
 
-impl Handler<Get> for QueueActor {
-    type Result = Result<Option<(Delivery, u64)>, BrokerError>;
-
-    fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
+impl QueueActor {
+    /// A `get`: the next ready message, if any.
+    fn get(&mut self, msg: &Get, ctx: &mut Context<Self>) -> GetResult {
         if self.drain_inbox(ctx) {
             self.dispatch_ready(ctx);
         }
@@ -169,6 +168,28 @@ impl Handler<Get> for QueueActor {
         }
         self.after(ctx);
         Ok(got)
+    }
+}
+
+type GetResult = Result<Option<(Delivery, u64)>, BrokerError>;
+
+impl Handler<Get> for QueueActor {
+    type Result = ResponseActFuture<Self, GetResult>;
+
+    fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
+        let got = self.get(&msg, ctx);
+        if !matches!(got, Ok(None)) || self.state.ready_len() == 0 {
+            return Box::pin(actix::fut::ready(got));
+        }
+        // The head is empty while the backlog is being read back from the store: the
+        // answer waits for the read (a while at most: the store may have failed) rather
+        // than saying "empty" with messages queued. Registered now, so a read answered
+        // before this future is first polled still wakes it.
+        let paged_in = self.paged_in.clone().notified_owned();
+        let wait = tokio::time::timeout(Duration::from_secs(5), paged_in);
+        Box::pin(
+            actix::fut::wrap_future::<_, Self>(wait).map(move |_, act, ctx| act.get(&msg, ctx)),
+        )
     }
 }
 

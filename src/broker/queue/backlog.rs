@@ -1,0 +1,349 @@
+//! The backlog of a durable queue beyond its in-memory head (RabbitMQ's lazy queues).
+//!
+//! A durable queue keeps at most `storage.queue_ram_messages` ready messages in its
+//! [`ReadyStore`](super::ready::ReadyStore) (the head). Messages arriving while the head
+//! is full, or while anything waits here already (FIFO), wait in the backlog instead,
+//! and a persistent one lets go of its body once its `Publish` record is in the store
+//! ([`Backlog::page_out`]): it is then an id and a few numbers, not a body. As the head
+//! drains to half, the front of the backlog moves in: bodies still in memory at once,
+//! the others by a read from the store ([`Backlog::read_request`], answered into
+//! [`Backlog::paged_in`]). Transient messages cannot be paged out (they are on no disk)
+//! and wait here with their body.
+//!
+//! Only the head is visible to consumers and TTL timers: a message in the backlog
+//! expires once it reaches the head, as in RabbitMQ's classic queues. Queues with
+//! priorities do not use a backlog (a late high-priority message must not wait behind
+//! a low-priority backlog).
+
+use super::timers::Millis;
+use crate::message::Message;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Where a waiting message's body is.
+#[derive(Debug)]
+enum Body {
+    /// In memory.
+    Ram(Arc<Message>),
+    /// Only in the store, under this id.
+    Stored(u64),
+}
+
+/// A message waiting in the backlog.
+#[derive(Debug)]
+struct Waiting {
+    body: Body,
+    /// Its accounted size (for length limits, and memory while in RAM).
+    bytes: usize,
+    /// Its TTL deadline, fixed when it was published.
+    expires: Millis,
+    /// Delivered before (a recovered message).
+    redelivered: bool,
+}
+
+/// A message leaving the backlog for the head.
+#[derive(Debug)]
+pub struct Promoted {
+    /// The message.
+    pub message: Arc<Message>,
+    /// Its TTL deadline.
+    pub expires: Millis,
+    /// Delivered before.
+    pub redelivered: bool,
+}
+
+/// A read the queue must ask of the store: its answer goes to [`Backlog::paged_in`]
+/// with the same `epoch`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// Changes on purge: an answer to an older epoch is ignored.
+    pub epoch: u64,
+    /// Store ids of the messages at the front, in order.
+    pub ids: Vec<u64>,
+}
+
+/// The messages behind the head of a durable queue.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// Ready messages the head may hold; 0 = no backlog (every message in the head).
+    head_limit: usize,
+    entries: VecDeque<Waiting>,
+    /// Accounted bytes of every entry.
+    bytes: usize,
+    /// Accounted bytes of the entries with their body in memory.
+    ram_bytes: usize,
+    /// Trailing entries not yet offered to [`Backlog::page_out`].
+    fresh: usize,
+    /// Leading entries being read from the store (0 = no read in flight).
+    reading: usize,
+    /// See [`ReadRequest::epoch`].
+    epoch: u64,
+}
+
+impl Backlog {
+    /// A backlog behind a head of `head_limit` ready messages (0 = none).
+    pub fn new(head_limit: usize) -> Self {
+        Backlog {
+            head_limit,
+            ..Default::default()
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when none waits.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Accounted bytes of every waiting message (for `x-max-length-bytes`).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Accounted bytes of the waiting messages still in memory.
+    pub fn ram_bytes(&self) -> usize {
+        self.ram_bytes
+    }
+
+    /// True when a message arriving now must wait here: the head is full, or older
+    /// messages wait already.
+    pub fn takes(&self, head_len: usize) -> bool {
+        self.head_limit > 0 && (!self.entries.is_empty() || head_len >= self.head_limit)
+    }
+
+    /// Adds a message behind every other.
+    pub fn push(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
+        let bytes = message.accounted_size();
+        self.bytes += bytes;
+        self.ram_bytes += bytes;
+        self.fresh += 1;
+        self.entries.push_back(Waiting {
+            body: Body::Ram(message),
+            bytes,
+            expires,
+            redelivered,
+        });
+    }
+
+    /// Offers the messages added since the last call: each one for which `stored_id`
+    /// answers a store id lets go of its body. Call it once their records are appended.
+    pub fn page_out(&mut self, mut stored_id: impl FnMut(&Arc<Message>) -> Option<u64>) {
+        let from = self.entries.len() - self.fresh.min(self.entries.len());
+        for w in self.entries.range_mut(from..) {
+            if let Body::Ram(m) = &w.body {
+                if let Some(id) = stored_id(m) {
+                    w.body = Body::Stored(id);
+                    self.ram_bytes -= w.bytes;
+                }
+            }
+        }
+        self.fresh = 0;
+    }
+
+    /// The front message, if its body is in memory and the head has room for it.
+    pub fn promote(&mut self, head_len: usize) -> Option<Promoted> {
+        if head_len >= self.head_limit || self.reading > 0 {
+            return None;
+        }
+        if !matches!(self.entries.front()?.body, Body::Ram(_)) {
+            return None;
+        }
+        let w = self.entries.pop_front()?;
+        self.fresh = self.fresh.min(self.entries.len());
+        self.bytes -= w.bytes;
+        self.ram_bytes -= w.bytes;
+        let Body::Ram(message) = w.body else {
+            unreachable!("checked above")
+        };
+        Some(Promoted {
+            message,
+            expires: w.expires,
+            redelivered: w.redelivered,
+        })
+    }
+
+    /// The read to ask of the store, if the head has drained to half, the front waits
+    /// on disk and no read is in flight: the leading stored ids, enough to refill the
+    /// head.
+    pub fn read_request(&mut self, head_len: usize) -> Option<ReadRequest> {
+        if self.reading > 0 || head_len > self.head_limit / 2 {
+            return None;
+        }
+        let want = self.head_limit - head_len;
+        let ids: Vec<u64> = self
+            .entries
+            .iter()
+            .take(want)
+            .map_while(|w| match w.body {
+                Body::Stored(id) => Some(id),
+                Body::Ram(_) => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return None;
+        }
+        self.reading = ids.len();
+        Some(ReadRequest {
+            epoch: self.epoch,
+            ids,
+        })
+    }
+
+    /// Takes the answer to a read: the messages found get their bodies back. Answers
+    /// the store ids asked for and not found (lost: their records were damaged), which
+    /// leave the backlog; `None` for a stale answer (the queue was purged since), which
+    /// is ignored.
+    pub fn paged_in(&mut self, epoch: u64, pages: Vec<(u64, Arc<Message>)>) -> Option<Vec<u64>> {
+        if epoch != self.epoch || self.reading == 0 {
+            return None;
+        }
+        let asked = std::mem::take(&mut self.reading).min(self.entries.len());
+        let mut pages = pages.into_iter().peekable();
+        let mut lost = Vec::new();
+        let mut kept = Vec::with_capacity(asked);
+        for mut w in self.entries.drain(..asked) {
+            let Body::Stored(id) = w.body else {
+                kept.push(w);
+                continue;
+            };
+            match pages.next_if(|(found, _)| *found == id) {
+                Some((_, m)) => {
+                    w.body = Body::Ram(m);
+                    self.ram_bytes += w.bytes;
+                    kept.push(w);
+                }
+                None => {
+                    self.bytes -= w.bytes;
+                    lost.push(id);
+                }
+            }
+        }
+        for w in kept.into_iter().rev() {
+            self.entries.push_front(w);
+        }
+        self.fresh = self.fresh.min(self.entries.len());
+        Some(lost)
+    }
+
+    /// A read failed: forget it, so that the next [`Backlog::read_request`] asks again.
+    pub fn read_failed(&mut self, epoch: u64) {
+        if epoch == self.epoch {
+            self.reading = 0;
+        }
+    }
+
+    /// Drops every waiting message (a purge); answers how many.
+    pub fn clear(&mut self) -> usize {
+        let n = self.entries.len();
+        self.entries.clear();
+        self.bytes = 0;
+        self.ram_bytes = 0;
+        self.fresh = 0;
+        self.reading = 0;
+        self.epoch += 1;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::queue::timers::NEVER;
+
+    fn msg(i: u64) -> Arc<Message> {
+        Arc::new(Message::new("", "q", format!("m{i}")))
+    }
+
+    fn body(m: &Message) -> String {
+        String::from_utf8_lossy(&m.body).into_owned()
+    }
+
+    /// A backlog behind a head of 4 holding m1..=m`n`, all paged out as ids 1..=n.
+    fn paged(n: u64) -> Backlog {
+        let mut b = Backlog::new(4);
+        for i in 1..=n {
+            b.push(msg(i), NEVER, false);
+        }
+        b.page_out(|m| body(m)[1..].parse().ok());
+        b
+    }
+
+    #[test]
+    fn takes_messages_only_behind_a_full_head_and_then_keeps_fifo() {
+        let mut b = Backlog::new(4);
+        assert!(!b.takes(3));
+        assert!(b.takes(4));
+        b.push(msg(1), NEVER, false);
+        assert!(
+            b.takes(0),
+            "older messages wait: a new one goes behind them"
+        );
+        assert!(!Backlog::new(0).takes(1_000_000), "0 = no backlog");
+    }
+
+    #[test]
+    fn paged_out_messages_keep_no_body_in_memory_but_count_for_limits() {
+        let mut b = Backlog::new(4);
+        b.push(msg(1), NEVER, false);
+        b.push(msg(2), NEVER, false);
+        let size = b.bytes();
+        assert_eq!(b.ram_bytes(), size);
+        // Only message 2 is stored (1 is transient).
+        b.page_out(|m| (body(m) == "m2").then_some(2));
+        assert_eq!(b.bytes(), size);
+        assert_eq!(b.ram_bytes(), size / 2);
+        // m1 is in memory: promoted at once; m2 needs a read.
+        assert_eq!(body(&b.promote(0).unwrap().message), "m1");
+        assert!(b.promote(0).is_none());
+        assert_eq!(b.read_request(0).unwrap().ids, vec![2]);
+    }
+
+    #[test]
+    fn a_read_is_asked_once_the_head_is_half_empty_and_refills_it_in_order() {
+        let mut b = paged(10);
+        assert!(b.read_request(3).is_none(), "head above half");
+        let r = b.read_request(2).unwrap();
+        assert_eq!(r.ids, vec![1, 2], "enough to refill the head");
+        assert!(b.read_request(0).is_none(), "one read at a time");
+        assert!(b.promote(0).is_none(), "nothing in memory at the front");
+        let lost = b.paged_in(r.epoch, vec![(1, msg(1)), (2, msg(2))]);
+        assert_eq!(lost, Some(vec![]));
+        let got: Vec<String> = std::iter::from_fn(|| b.promote(2))
+            .map(|p| body(&p.message))
+            .collect();
+        assert_eq!(got, ["m1", "m2"]);
+        assert_eq!(b.len(), 8);
+        assert_eq!(b.read_request(0).unwrap().ids, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn ids_not_found_are_lost_and_leave_the_backlog() {
+        let mut b = paged(3);
+        let total = b.bytes();
+        let r = b.read_request(0).unwrap();
+        assert_eq!(r.ids, vec![1, 2, 3]);
+        let lost = b.paged_in(r.epoch, vec![(1, msg(1)), (3, msg(3))]);
+        assert_eq!(lost, Some(vec![2]));
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.bytes(), total / 3 * 2);
+        assert_eq!(body(&b.promote(0).unwrap().message), "m1");
+        assert_eq!(body(&b.promote(0).unwrap().message), "m3");
+        assert_eq!((b.len(), b.bytes(), b.ram_bytes()), (0, 0, 0));
+    }
+
+    #[test]
+    fn an_answer_after_a_purge_is_ignored_and_a_failed_read_is_asked_again() {
+        let mut b = paged(3);
+        let r = b.read_request(0).unwrap();
+        b.read_failed(r.epoch);
+        let r = b.read_request(0).unwrap();
+        assert_eq!(b.clear(), 3);
+        assert_eq!(b.paged_in(r.epoch, vec![(1, msg(1))]), None, "stale");
+        assert!(b.is_empty());
+        assert_eq!((b.bytes(), b.ram_bytes()), (0, 0));
+    }
+}
