@@ -110,6 +110,11 @@ pub struct PerfArgs {
     /// Prefix of the exchange and queue names the tool declares.
     #[arg(long, default_value = "perf")]
     pub prefix: String,
+    /// Use the queues an earlier run left (same --prefix, --queues): nothing is deleted
+    /// or declared. With --producers 0, measures draining a backlog (a lazy queue read
+    /// back from disk, for instance).
+    #[arg(long)]
+    pub predeclared: bool,
 }
 
 impl Default for PerfArgs {
@@ -223,7 +228,9 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
     let size = args.size.max(8);
     // Queues that get a consumer are declared by it (on its connection).
     let by_consumers = args.consumers.min(topo.queues.len());
-    driver.setup(&topo, args.persistent, by_consumers).await?;
+    if !args.predeclared {
+        driver.setup(&topo, args.persistent, by_consumers).await?;
+    }
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -252,7 +259,7 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         let queue = topo.queues[c % topo.queues.len()].clone();
         let qi = c % topo.queues.len();
         let key = topo.binding_key(qi);
-        let declare = (c < topo.queues.len()).then_some(driver::Declare {
+        let declare = (c < topo.queues.len() && !args.predeclared).then_some(driver::Declare {
             exchange: &topo.exchange,
             binding_key: &key,
             durable: args.persistent,

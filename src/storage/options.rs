@@ -43,7 +43,7 @@ pub struct StorageOptions {
     /// default 1 GiB); below it the broker blocks publishers.
     pub disk_free_limit: u64,
     /// Ready messages a durable queue keeps in memory (`storage.queue_ram_messages`,
-    /// default 4096). Persistent messages beyond them leave their bodies on disk and
+    /// default 16384). Persistent messages beyond them leave their bodies on disk and
     /// are paged in as consumers get near them (RabbitMQ's lazy queues), so a backlog
     /// of millions costs an index entry each, not a body. 0 = keep every body in memory.
     pub queue_ram_messages: usize,
@@ -59,7 +59,7 @@ impl Default for StorageOptions {
             fsync: FsyncPolicy::Always,
             segment_size: 32 * 1024 * 1024,
             disk_free_limit: 1024 * 1024 * 1024,
-            queue_ram_messages: 4096,
+            queue_ram_messages: 16_384,
         }
     }
 }

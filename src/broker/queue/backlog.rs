@@ -20,6 +20,10 @@ use crate::message::Message;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+/// Most messages read back at once: one read holds the store's writer thread (and so
+/// the group commits of every queue) for a bounded time.
+const MAX_READ: usize = 1024;
+
 /// Where a waiting message's body is.
 #[derive(Debug)]
 enum Body {
@@ -33,10 +37,11 @@ enum Body {
 #[derive(Debug)]
 struct Waiting {
     body: Body,
-    /// Its accounted size (for length limits, and memory while in RAM).
-    bytes: usize,
     /// Its TTL deadline, fixed when it was published.
     expires: Millis,
+    /// Its accounted size (for length limits, and memory while in RAM); 32 bits keep
+    /// an entry at 32 bytes, and no frame is that large.
+    bytes: u32,
     /// Delivered before (a recovered message).
     redelivered: bool,
 }
@@ -123,7 +128,7 @@ impl Backlog {
         self.fresh += 1;
         self.entries.push_back(Waiting {
             body: Body::Ram(message),
-            bytes,
+            bytes: bytes as u32,
             expires,
             redelivered,
         });
@@ -137,7 +142,7 @@ impl Backlog {
             if let Body::Ram(m) = &w.body {
                 if let Some(id) = stored_id(m) {
                     w.body = Body::Stored(id);
-                    self.ram_bytes -= w.bytes;
+                    self.ram_bytes -= w.bytes as usize;
                 }
             }
         }
@@ -154,8 +159,8 @@ impl Backlog {
         }
         let w = self.entries.pop_front()?;
         self.fresh = self.fresh.min(self.entries.len());
-        self.bytes -= w.bytes;
-        self.ram_bytes -= w.bytes;
+        self.bytes -= w.bytes as usize;
+        self.ram_bytes -= w.bytes as usize;
         let Body::Ram(message) = w.body else {
             unreachable!("checked above")
         };
@@ -168,12 +173,12 @@ impl Backlog {
 
     /// The read to ask of the store, if the head has drained to half, the front waits
     /// on disk and no read is in flight: the leading stored ids, enough to refill the
-    /// head.
+    /// head (at most [`MAX_READ`]; the next read follows the answer).
     pub fn read_request(&mut self, head_len: usize) -> Option<ReadRequest> {
         if self.reading > 0 || head_len > self.head_limit / 2 {
             return None;
         }
-        let want = self.head_limit - head_len;
+        let want = (self.head_limit - head_len).min(MAX_READ);
         let ids: Vec<u64> = self
             .entries
             .iter()
@@ -213,11 +218,11 @@ impl Backlog {
             match pages.next_if(|(found, _)| *found == id) {
                 Some((_, m)) => {
                     w.body = Body::Ram(m);
-                    self.ram_bytes += w.bytes;
+                    self.ram_bytes += w.bytes as usize;
                     kept.push(w);
                 }
                 None => {
-                    self.bytes -= w.bytes;
+                    self.bytes -= w.bytes as usize;
                     lost.push(id);
                 }
             }
@@ -270,6 +275,11 @@ mod tests {
         }
         b.page_out(|m| body(m)[1..].parse().ok());
         b
+    }
+
+    #[test]
+    fn an_entry_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Waiting>(), 32);
     }
 
     #[test]
