@@ -120,7 +120,7 @@ impl Durability {
             if listed(&id) {
                 queues.insert(id, q);
             } else {
-                tracing::info!(queue = %id, messages = q.messages.len(), "the message log holds a queue the metadata does not list (deleted): its messages are dropped");
+                tracing::info!(queue = %id, messages = q.messages.len() + q.paged.len(), "the message log holds a queue the metadata does not list (deleted): its messages are dropped");
                 orphans.push(Record::DeleteQueue { queue: id });
             }
         }
@@ -128,7 +128,10 @@ impl Durability {
             // Written before any queue runs, in order before anything they append.
             drop(store.append(orphans, false));
         }
-        let messages: usize = queues.values().map(|q| q.messages.len()).sum();
+        let messages: usize = queues
+            .values()
+            .map(|q| q.messages.len() + q.paged.len())
+            .sum();
         let entities: usize = snapshot
             .vhosts
             .values()

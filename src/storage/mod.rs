@@ -7,8 +7,10 @@
 //!   published to a durable queue, acks, a "delivered up to" watermark, a purge, a queue
 //!   deleted) and gets a [`Completion`] back at once, resolved when the batch is stored.
 //!   [`MessageStore::recover`] answers, per queue, the messages that survived, in id
-//!   order, with their redelivered flag; [`MessageStore::read`] reads live messages
-//!   back by id (a long durable queue keeps most bodies on disk and pages them in).
+//!   order, with their redelivered flag (the disk store reads back the bodies of the
+//!   first `storage.queue_ram_messages` of each queue, and names the rest by id);
+//!   [`MessageStore::read`] reads live messages back by id (a long durable queue keeps
+//!   most bodies on disk and pages them in).
 //! - [`MemoryStore`] implements it in memory (transient queues, tests); [`DiskStore`]
 //!   as an append-only, segmented, checksummed log with group commit on a writer thread
 //!   of its own, so disk I/O never runs on the caller's thread.
@@ -76,7 +78,7 @@ pub use metadata::{
     StoredQueue, StoredUser, StoredVhost,
 };
 pub use options::{FsyncPolicy, StorageOptions};
-pub use record::{QueueId, Record, Recovered, RecoveredMessage, RecoveredQueue};
+pub use record::{PagedMessage, QueueId, Record, Recovered, RecoveredMessage, RecoveredQueue};
 
 /// Where a queue keeps the messages it must not lose: the seam between a queue actor
 /// and the disk.

@@ -78,6 +78,15 @@ impl StorageOptions {
         self.data_dir.join("messages")
     }
 
+    /// Messages per queue whose bodies recovery reads back into memory: the in-memory
+    /// head of `queue_ram_messages` (everything when it is 0).
+    pub fn recovery_head(&self) -> usize {
+        match self.queue_ram_messages {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
     /// The segment size actually used (at least [`MIN_SEGMENT_SIZE`]).
     pub fn effective_segment_size(&self) -> u64 {
         self.segment_size.max(MIN_SEGMENT_SIZE)

@@ -103,11 +103,27 @@ pub struct RecoveredMessage {
     pub message: Arc<Message>,
 }
 
+/// A message that survived whose body recovery left on disk (a long queue's backlog:
+/// see `storage.queue_ram_messages`); the queue reads it with
+/// [`MessageStore::read`](super::MessageStore::read) when it gets near the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagedMessage {
+    /// The queue-local id it was published with.
+    pub id: u64,
+    /// As for [`RecoveredMessage::redelivered`].
+    pub redelivered: bool,
+    /// About its size in bytes (its stored record), for length limits until it is read.
+    pub size: u32,
+}
+
 /// One queue as recovery answers it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RecoveredQueue {
     /// The surviving messages, ids increasing.
     pub messages: Vec<RecoveredMessage>,
+    /// The surviving messages after those, ids increasing, bodies left on disk (empty
+    /// unless the store was opened with a `queue_ram_messages` below the queue's length).
+    pub paged: Vec<PagedMessage>,
     /// The id the queue should give its next message: above every id the store has
     /// seen for this queue, so ids are never reused across restarts.
     pub next_id: u64,

@@ -1,16 +1,24 @@
 //! The state a sequence of records leaves behind: per queue, the live messages by id,
 //! the delivered watermark and the next id. Pure bookkeeping, shared by every store so
-//! they cannot disagree: the memory store applies records to it directly; the disk store
-//! replays its log through it at open and on recovery, and its writer keeps one (without
-//! bodies) to know which segment holds which live message.
+//! they cannot disagree: the memory store applies records to it directly (bodies kept);
+//! the disk store replays its log through it at open and on recovery, and its writer
+//! keeps one, all without bodies: they know where each live message is, and read back
+//! the bodies they need.
 //!
-//! `L` is where a message lives: `()` in memory, the segment number on disk. Whenever a
-//! record removes a live message, the caller's `killed` callback hears its location.
+//! `L` is where a message lives: `()` in memory, segment, offset and length on disk.
+//! Whenever a record removes a live message, the caller's `killed` callback hears its
+//! location.
 
 use super::record::{QueueId, Record, Recovered, RecoveredMessage, RecoveredQueue};
 use crate::message::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+/// The id a recovered queue gives its next message: above every id seen and the
+/// delivered watermark, so ids are never reused across restarts.
+pub(crate) fn resume_id(next_id: u64, delivered: u64) -> u64 {
+    next_id.max(delivered.saturating_add(1)).max(1)
+}
 
 /// A live message.
 #[derive(Debug, Clone)]
@@ -150,13 +158,13 @@ impl<L: Copy> Replay<L> {
         self.queues.get(queue)?.live.get(&id)?.message.clone()
     }
 
-    /// Forgets the bodies kept so far, keeping only where each live message is.
-    pub fn drop_bodies(&mut self) {
-        for q in self.queues.values_mut() {
-            for slot in q.live.values_mut() {
-                slot.message = None;
-            }
-        }
+    /// Every queue's live messages (id and location, ids increasing), delivered
+    /// watermark and next id: what a recovery that reads the bodies itself needs.
+    pub fn queues(&self) -> impl Iterator<Item = (&QueueId, Vec<(u64, L)>, u64, u64)> + '_ {
+        self.queues.iter().map(|(id, q)| {
+            let live = q.live.iter().map(|(mid, slot)| (*mid, slot.loc)).collect();
+            (id, live, q.delivered, q.next_id)
+        })
     }
 
     /// Live messages in all queues.
@@ -181,8 +189,15 @@ impl<L: Copy> Replay<L> {
                     })
                 })
                 .collect();
-            let next_id = q.next_id.max(q.delivered.saturating_add(1)).max(1);
-            out.insert(id.clone(), RecoveredQueue { messages, next_id });
+            let next_id = resume_id(q.next_id, q.delivered);
+            out.insert(
+                id.clone(),
+                RecoveredQueue {
+                    messages,
+                    paged: Vec::new(),
+                    next_id,
+                },
+            );
         }
         out
     }

@@ -10,10 +10,14 @@
 //! [`Backlog::paged_in`]). Transient messages cannot be paged out (they are on no disk)
 //! and wait here with their body.
 //!
+//! After a restart, the messages of a long queue come back as ids only (the store
+//! reads back the bodies of the head alone): they wait here, stored, and their TTL and
+//! delay are applied when they reach the head ([`Promoted::recovered`]).
+//!
 //! Only the head is visible to consumers and TTL timers: a message in the backlog
 //! expires once it reaches the head, as in RabbitMQ's classic queues. Queues with
-//! priorities do not use a backlog (a late high-priority message must not wait behind
-//! a low-priority backlog).
+//! priorities take no new messages into a backlog (a late high-priority message must
+//! not wait behind a low-priority backlog); only recovered ones wait there.
 
 use super::timers::Millis;
 use crate::message::Message;
@@ -44,6 +48,8 @@ struct Waiting {
     bytes: u32,
     /// Delivered before (a recovered message).
     redelivered: bool,
+    /// Recovered after a restart without its body: `expires` is not known yet.
+    recovered: bool,
 }
 
 /// A message leaving the backlog for the head.
@@ -55,6 +61,9 @@ pub struct Promoted {
     pub expires: Millis,
     /// Delivered before.
     pub redelivered: bool,
+    /// Recovered after a restart without its body: its TTL (and delay, unless it was
+    /// delivered before) start now, and `expires` means nothing.
+    pub recovered: bool,
 }
 
 /// A read the queue must ask of the store: its answer goes to [`Backlog::paged_in`]
@@ -72,6 +81,8 @@ pub struct ReadRequest {
 pub struct Backlog {
     /// Ready messages the head may hold; 0 = no backlog (every message in the head).
     head_limit: usize,
+    /// New messages may wait here (not in a queue with priorities).
+    takes_new: bool,
     entries: VecDeque<Waiting>,
     /// Accounted bytes of every entry.
     bytes: usize,
@@ -86,10 +97,12 @@ pub struct Backlog {
 }
 
 impl Backlog {
-    /// A backlog behind a head of `head_limit` ready messages (0 = none).
-    pub fn new(head_limit: usize) -> Self {
+    /// A backlog behind a head of `head_limit` ready messages (0 = none); with
+    /// `takes_new` false, it holds only recovered messages (a queue with priorities).
+    pub fn new(head_limit: usize, takes_new: bool) -> Self {
         Backlog {
             head_limit,
+            takes_new,
             ..Default::default()
         }
     }
@@ -117,7 +130,9 @@ impl Backlog {
     /// True when a message arriving now must wait here: the head is full, or older
     /// messages wait already.
     pub fn takes(&self, head_len: usize) -> bool {
-        self.head_limit > 0 && (!self.entries.is_empty() || head_len >= self.head_limit)
+        self.takes_new
+            && self.head_limit > 0
+            && (!self.entries.is_empty() || head_len >= self.head_limit)
     }
 
     /// Adds a message behind every other.
@@ -131,6 +146,20 @@ impl Backlog {
             bytes: bytes as u32,
             expires,
             redelivered,
+            recovered: false,
+        });
+    }
+
+    /// Adds a message recovered without its body, stored under `id`, behind every
+    /// other.
+    pub fn push_stored(&mut self, id: u64, size: u32, redelivered: bool) {
+        self.bytes += size as usize;
+        self.entries.push_back(Waiting {
+            body: Body::Stored(id),
+            bytes: size,
+            expires: super::timers::NEVER,
+            redelivered,
+            recovered: true,
         });
     }
 
@@ -168,6 +197,7 @@ impl Backlog {
             message,
             expires: w.expires,
             redelivered: w.redelivered,
+            recovered: w.recovered,
         })
     }
 
@@ -269,7 +299,7 @@ mod tests {
 
     /// A backlog behind a head of 4 holding m1..=m`n`, all paged out as ids 1..=n.
     fn paged(n: u64) -> Backlog {
-        let mut b = Backlog::new(4);
+        let mut b = Backlog::new(4, true);
         for i in 1..=n {
             b.push(msg(i), NEVER, false);
         }
@@ -284,7 +314,7 @@ mod tests {
 
     #[test]
     fn takes_messages_only_behind_a_full_head_and_then_keeps_fifo() {
-        let mut b = Backlog::new(4);
+        let mut b = Backlog::new(4, true);
         assert!(!b.takes(3));
         assert!(b.takes(4));
         b.push(msg(1), NEVER, false);
@@ -292,12 +322,13 @@ mod tests {
             b.takes(0),
             "older messages wait: a new one goes behind them"
         );
-        assert!(!Backlog::new(0).takes(1_000_000), "0 = no backlog");
+        assert!(!Backlog::new(0, true).takes(1_000_000), "0 = no backlog");
+        assert!(!Backlog::new(4, false).takes(4), "recovered messages only");
     }
 
     #[test]
     fn paged_out_messages_keep_no_body_in_memory_but_count_for_limits() {
-        let mut b = Backlog::new(4);
+        let mut b = Backlog::new(4, true);
         b.push(msg(1), NEVER, false);
         b.push(msg(2), NEVER, false);
         let size = b.bytes();

@@ -194,14 +194,25 @@ impl Durable {
             return;
         }
         state.track_gone();
-        state.enable_backlog(self.ram_messages);
         let Some(recovered) = recovered else {
+            state.enable_backlog(self.ram_messages);
             return;
         };
+        // A store that left bodies on disk needs a backlog to read them into, even if
+        // this queue was told to keep everything in memory (an embedder's own store).
+        let head = match (self.ram_messages, recovered.paged.is_empty()) {
+            (0, false) => recovered.messages.len().max(1024),
+            (n, _) => n,
+        };
+        state.enable_backlog(head);
         for m in recovered.messages {
             self.remember(&m.message, m.id);
             self.next_id = self.next_id.max(m.id.saturating_add(1));
             state.push_recovered(m.message, m.redelivered, now);
+        }
+        for p in &recovered.paged {
+            self.next_id = self.next_id.max(p.id.saturating_add(1));
+            state.push_recovered_stored(p.id, p.size, p.redelivered);
         }
         self.next_id = self.next_id.max(recovered.next_id);
         self.page_out(state);
@@ -543,11 +554,11 @@ mod tests {
                     .map(|d| String::from_utf8(d.message.body.to_vec()).unwrap()),
             );
             let _ = f.s.settle(A, &ids, Settlement::Ack, 0);
-            if let Some(req) = f.s.refill() {
+            if let Some(req) = f.s.refill(0) {
                 let pages = f.d.read(&req).unwrap().wait().unwrap();
                 f.d.paged_in(&mut f.s, req.epoch, pages);
                 assert!(
-                    f.s.refill().is_none(),
+                    f.s.refill(0).is_none(),
                     "one read at a time, and it came back"
                 );
             }

@@ -642,13 +642,26 @@ impl<C> QueueState<C> {
     /// one with a delay that was never delivered waits its delay again (late rather
     /// than early). No length limit or dedup applies: it was accepted already.
     pub fn push_recovered(&mut self, message: Arc<Message>, redelivered: bool, now: Millis) {
+        if let Some((message, expires)) = self.recovered_ready(message, redelivered, now) {
+            self.push_tail(message, expires, redelivered);
+        }
+    }
+
+    /// A recovered message that is ready now, with its TTL deadline; one that must
+    /// wait its delay again goes to the delayed messages instead.
+    fn recovered_ready(
+        &mut self,
+        message: Arc<Message>,
+        redelivered: bool,
+        now: Millis,
+    ) -> Option<(Arc<Message>, Millis)> {
         let delay = message_delay(&message).unwrap_or(self.config.delivery_delay);
         if delay > 0 && !redelivered {
             self.delayed.push(now.saturating_add(delay), message);
-            return;
+            return None;
         }
         let expires = self.ttl_deadline(&message, now);
-        self.push_tail(message, expires, redelivered);
+        Some((message, expires))
     }
 
     /// The messages of the unacked deliveries.

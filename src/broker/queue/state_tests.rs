@@ -621,14 +621,14 @@ fn a_backlog_behind_the_head_keeps_fifo_counts_for_limits_and_is_purged() {
     let first = q.dispatch(10, 0).remove(0).1;
     assert_eq!(bodies(&first), ["m2"], "the head only");
     q.requeue_where(0, |_| true);
-    assert!(q.refill().is_none(), "bodies in memory: no read needed");
+    assert!(q.refill(0).is_none(), "bodies in memory: no read needed");
     let all = q.dispatch(10, 0).remove(0).1;
     assert_eq!(
         bodies(&all),
         ["m2", "m3"],
         "requeued to its place, then the head"
     );
-    assert!(q.refill().is_none());
+    assert!(q.refill(0).is_none());
     assert_eq!(bodies(&q.dispatch(10, 0).remove(0).1), ["m4", "m5"]);
     assert_eq!(q.purge(), 2, "the backlog (m6, m7) goes too");
     assert_eq!(
@@ -645,4 +645,35 @@ fn a_priority_queue_keeps_no_backlog() {
         q.push(msg(&format!("m{i}")), 0);
     }
     assert_eq!((q.ready_len(), q.backlog_len()), (5, 0));
+}
+
+#[test]
+fn messages_recovered_without_bodies_start_their_ttl_and_delay_at_the_head() {
+    let mut q = QueueState::<()>::new(config(|c| c.message_ttl = Some(10)));
+    q.enable_backlog(2);
+    q.push_recovered_stored(1, 100, false);
+    q.push_recovered_stored(2, 100, true);
+    q.push_recovered_stored(3, 100, false);
+    assert_eq!((q.ready_len(), q.bytes()), (3, 0), "no body in memory");
+    let read = q.refill(0).expect("the head needs them");
+    assert_eq!(read.ids, [1, 2]);
+    let delayed = with("later", |m| *m = m.clone().with_header("x-delay", 50i64));
+    let pages = vec![(1, delayed), (2, msg("again"))];
+    assert_eq!(q.paged_in(read.epoch, pages), Some(vec![]));
+    let next = q
+        .refill(1000)
+        .expect("the head is at half again: the next read");
+    assert_eq!(next.ids, [3]);
+    assert_eq!(
+        (q.ready_len(), q.delayed_len()),
+        (2, 1),
+        "1 waits its delay again"
+    );
+    assert_eq!(
+        q.expire_due(1009, 10),
+        0,
+        "TTL counts from reaching the head"
+    );
+    assert_eq!(q.expire_due(1011, 10), 1);
+    assert_eq!(q.ready_len(), 1, "message 3 still waits in the backlog");
 }

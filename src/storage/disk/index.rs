@@ -16,11 +16,9 @@
 //! of what it frees keeps the cost bounded.
 
 use super::codec::Entry;
-use crate::message::Message;
-use crate::storage::record::{QueueId, Record, Recovered};
+use crate::storage::record::{QueueId, Record};
 use crate::storage::replay::Replay;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// Where a stored frame is: its segment and its byte offset in the segment file
 /// (page-in reads it back from there).
@@ -30,6 +28,8 @@ pub struct Loc {
     pub seg: u64,
     /// The offset of the frame's length field.
     pub off: u64,
+    /// The frame's length in bytes.
+    pub len: u32,
 }
 
 /// What the index knows of one segment.
@@ -58,24 +58,24 @@ impl Index {
         self.segments.entry(seq).or_default();
     }
 
-    /// Applies an entry stored at `loc`; keeps the body when `body` is given.
-    pub fn apply(&mut self, entry: &Entry, loc: Loc, body: Option<Arc<Message>>) {
+    /// Applies an entry stored at `loc`.
+    pub fn apply(&mut self, entry: &Entry, loc: Loc) {
         match entry {
             Entry::Mark {
                 queue,
                 next_id,
                 delivered,
             } => self.replay.mark(queue, *next_id, *delivered),
-            Entry::Record(record) => self.apply_record(record, loc, body),
+            Entry::Record(record) => self.apply_record(record, loc),
         }
     }
 
     /// Applies a record stored at `loc`.
-    pub fn apply_record(&mut self, record: &Record, loc: Loc, body: Option<Arc<Message>>) {
+    pub fn apply_record(&mut self, record: &Record, loc: Loc) {
         let seq = loc.seg;
         let mut killed = Vec::new();
         self.replay
-            .apply(record, loc, body, &mut |l: Loc| killed.push(l.seg));
+            .apply(record, loc, None, &mut |l: Loc| killed.push(l.seg));
         if matches!(record, Record::Publish { .. }) {
             let s = self.segments.entry(seq).or_default();
             s.live += 1;
@@ -142,20 +142,17 @@ impl Index {
         self.replay.marks()
     }
 
-    /// The surviving messages (those applied with a body).
-    pub fn recovered(&self) -> Recovered {
-        self.replay.recovered()
-    }
-
-    /// Drops the bodies kept so far (after recovery was handed out).
-    pub fn drop_bodies(&mut self) {
-        self.replay.drop_bodies();
+    /// Every queue's live messages with their locations, watermark and next id.
+    pub fn queues(&self) -> impl Iterator<Item = (&QueueId, Vec<(u64, Loc)>, u64, u64)> + '_ {
+        self.replay.queues()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
+    use std::sync::Arc;
 
     fn q() -> QueueId {
         QueueId::new("/", "q")
@@ -169,8 +166,11 @@ mod tests {
                 id,
                 message: m,
             },
-            Loc { seg, off: 0 },
-            None,
+            Loc {
+                seg,
+                off: 0,
+                len: 0,
+            },
         );
     }
 
@@ -180,8 +180,11 @@ mod tests {
                 queue: q(),
                 ids: ids.to_vec(),
             },
-            Loc { seg, off: 0 },
-            None,
+            Loc {
+                seg,
+                off: 0,
+                len: 0,
+            },
         );
     }
 

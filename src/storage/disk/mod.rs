@@ -69,12 +69,12 @@ impl DiskStore {
         fsutil::sync_dir(&options.data_dir)?;
         let lock = DirLock::acquire(&dir, dir.join("LOCK"))?;
         let segment_size = options.effective_segment_size();
-        let opened = recovery::open_log(&dir, segment_size)?;
+        let head = options.recovery_head();
+        let opened = recovery::open_log(&dir, segment_size, head)?;
         let shared = Arc::new(Shared::default());
         let writer = Writer::new(
             dir.clone(),
-            segment_size,
-            options.fsync,
+            options,
             opened.active,
             opened.index,
             opened.next_seq,
@@ -86,7 +86,11 @@ impl DiskStore {
             .spawn(move || writer.run(rx))
             .map_err(|e| StorageError::io("starting the writer thread for", &dir, e))?;
         let queues = opened.recovered.len();
-        let messages: usize = opened.recovered.values().map(|q| q.messages.len()).sum();
+        let messages: usize = opened
+            .recovered
+            .values()
+            .map(|q| q.messages.len() + q.paged.len())
+            .sum();
         tracing::info!(dir = %dir.display(), segments = opened.report.segments, queues, messages, "message log opened");
         Ok(DiskStore {
             tx: Some(tx),

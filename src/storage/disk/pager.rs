@@ -14,7 +14,10 @@ use super::index::{Index, Loc};
 use super::segment;
 use crate::storage::completion::Pages;
 use crate::storage::error::StorageError;
-use crate::storage::record::{QueueId, Record};
+use crate::storage::record::{
+    PagedMessage, QueueId, Record, Recovered, RecoveredMessage, RecoveredQueue,
+};
+use crate::storage::replay::resume_id;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -56,6 +59,44 @@ pub fn read(
         }
     }
     Ok(pages)
+}
+
+/// What a restart recovers from `index` (replayed without bodies): per queue, the
+/// first `head` live messages with their bodies read back, the others as ids only
+/// ([`PagedMessage`]), so a log holding millions of messages is recovered without
+/// millions of bodies in memory.
+pub fn recover(dir: &Path, index: &Index, head: usize) -> Result<Recovered, StorageError> {
+    let mut out = Recovered::new();
+    for (queue, live, delivered, next_id) in index.queues() {
+        let split = head.min(live.len());
+        let ids: Vec<u64> = live[..split].iter().map(|(id, _)| *id).collect();
+        let messages = read(dir, index, queue, &ids)?
+            .into_iter()
+            .map(|(id, message)| RecoveredMessage {
+                id,
+                redelivered: id <= delivered,
+                message,
+            })
+            .collect();
+        let paged = live[split..]
+            .iter()
+            .map(|(id, loc)| PagedMessage {
+                id: *id,
+                redelivered: *id <= delivered,
+                size: loc.len,
+            })
+            .collect();
+        let next_id = resume_id(next_id, delivered);
+        out.insert(
+            queue.clone(),
+            RecoveredQueue {
+                messages,
+                paged,
+                next_id,
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The entry at `loc`; the inner error names what is wrong with a damaged frame.

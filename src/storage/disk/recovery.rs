@@ -16,10 +16,11 @@
 use super::codec::{self, Entry};
 use super::frame::{self, FrameAt, FRAME_HEADER};
 use super::index::{Index, Loc};
+use super::pager;
 use super::segment::{self, Active, HEADER_LEN};
 use crate::storage::error::StorageError;
 use crate::storage::fsutil::sync_dir;
-use crate::storage::record::{Record, Recovered};
+use crate::storage::record::Recovered;
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ fn scan_segment(
     data: &[u8],
     tail: bool,
     report: &mut RecoveryReport,
-    on_entry: &mut dyn FnMut(Entry, usize),
+    on_entry: &mut dyn FnMut(Entry, usize, usize),
 ) -> SegmentScan {
     let corruption = |offset: usize, len: usize, reason: String| Corruption {
         file: path.to_path_buf(),
@@ -117,7 +118,7 @@ fn scan_segment(
             FrameAt::Good { payload, next } => match codec::decode(payload) {
                 Ok(entry) => {
                     report.records += 1;
-                    on_entry(entry, off);
+                    on_entry(entry, off, next - off);
                     off = next;
                     continue;
                 }
@@ -190,12 +191,12 @@ fn read(path: &Path) -> Result<Vec<u8>, StorageError> {
     fs::read(path).map_err(|e| StorageError::io("reading segment", path, e))
 }
 
-/// Replays segments into `index`, bodies kept when `keep_bodies`. `tail` names the
-/// segment whose damaged end counts as a torn tail; answers how each scan ended.
+/// Replays segments into `index` (locations only: bodies are read back afterwards, as
+/// many as wanted). `tail` names the segment whose damaged end counts as a torn tail;
+/// answers how each scan ended.
 fn replay_segments(
     segments: &[(u64, PathBuf)],
     tail: Option<u64>,
-    keep_bodies: bool,
     index: &mut Index,
     report: &mut RecoveryReport,
     mut first_data: Option<(u64, Vec<u8>)>,
@@ -218,18 +219,13 @@ fn replay_segments(
             &data,
             tail == Some(seq),
             report,
-            &mut |entry, off| {
-                let body = match &entry {
-                    Entry::Record(Record::Publish { message, .. }) if keep_bodies => {
-                        Some(message.clone())
-                    }
-                    _ => None,
-                };
+            &mut |entry, off, len| {
                 let loc = Loc {
                     seg: seq,
                     off: off as u64,
+                    len: len as u32,
                 };
-                index.apply(&entry, loc, body);
+                index.apply(&entry, loc);
             },
         );
         scans.push((seq, scan));
@@ -237,21 +233,26 @@ fn replay_segments(
     Ok(scans)
 }
 
-/// Reads `segments` (all of the log, the active one included) without repairing
-/// anything: the state a restart would recover now.
-pub fn rescan(segments: &[(u64, PathBuf)]) -> Result<(Recovered, RecoveryReport), StorageError> {
+/// Reads `segments` of `dir` (all of the log, the active one included) without
+/// repairing anything: the state a restart would recover now, the bodies of the first
+/// `head` messages of each queue read back (see [`pager::recover`]).
+pub fn rescan(
+    dir: &Path,
+    segments: &[(u64, PathBuf)],
+    head: usize,
+) -> Result<(Recovered, RecoveryReport), StorageError> {
     let mut index = Index::default();
     let mut report = RecoveryReport::default();
-    replay_segments(segments, None, true, &mut index, &mut report, None)?;
-    Ok((index.recovered(), report))
+    replay_segments(segments, None, &mut index, &mut report, None)?;
+    Ok((pager::recover(dir, &index, head)?, report))
 }
 
 /// The log as found at open, repaired and ready for the writer.
 #[derive(Debug)]
 pub struct Opened {
-    /// Live messages by segment (bodies dropped).
+    /// Where every live message is.
     pub index: Index,
-    /// The surviving messages, bodies included.
+    /// The surviving messages (bodies of the first `head` of each queue included).
     pub recovered: Recovered,
     /// The segment to append to.
     pub active: Active,
@@ -262,8 +263,9 @@ pub struct Opened {
 }
 
 /// Opens the log in `dir`: removes unused trailing segments, replays the rest, zeroes
-/// a torn tail, and picks (or creates) the active segment.
-pub fn open_log(dir: &Path, segment_size: u64) -> Result<Opened, StorageError> {
+/// a torn tail, and picks (or creates) the active segment. The recovered state holds
+/// the bodies of the first `head` messages of each queue.
+pub fn open_log(dir: &Path, segment_size: u64, head: usize) -> Result<Opened, StorageError> {
     let mut segments = segment::list(dir)?;
     let mut max_seq = segments.last().map_or(0, |(s, _)| *s);
     // Trailing segments with nothing written: keep the first one as the active segment.
@@ -283,7 +285,7 @@ pub fn open_log(dir: &Path, segment_size: u64) -> Result<Opened, StorageError> {
     let tail = segments.last().map(|(s, _)| *s);
     let mut index = Index::default();
     let mut report = RecoveryReport::default();
-    let scans = replay_segments(&segments, tail, true, &mut index, &mut report, tail_data)?;
+    let scans = replay_segments(&segments, tail, &mut index, &mut report, tail_data)?;
     for c in &report.truncated {
         tracing::warn!(file = %c.file.display(), offset = c.offset, bytes = c.len, reason = %c.reason, "torn tail of the message log truncated: it was never confirmed");
     }
@@ -313,8 +315,7 @@ pub fn open_log(dir: &Path, segment_size: u64) -> Result<Opened, StorageError> {
         }
     };
     sync_dir(dir)?;
-    let recovered = index.recovered();
-    index.drop_bodies();
+    let recovered = pager::recover(dir, &index, head)?;
     Ok(Opened {
         index,
         recovered,

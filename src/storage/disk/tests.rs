@@ -427,3 +427,51 @@ fn the_files_of_a_running_store_recover_every_completed_append() {
     assert!(store.recovery_report().truncated.is_empty());
     assert_eq!(got, ids(&h, &queue), "the running store agrees");
 }
+
+#[test]
+fn recovery_reads_back_only_the_head_of_a_long_queue() {
+    let mut h = DiskHarness::new(8192);
+    h.options.queue_ram_messages = 10;
+    h.restart();
+    let queue = q("long");
+    let records = (1..=50)
+        .map(|i| publish(&queue, i, &format!("m{i}")))
+        .collect();
+    h.store().append(records, true).wait().unwrap();
+    let delivered = Record::Delivered {
+        queue: queue.clone(),
+        up_to: 20,
+    };
+    let ack = Record::Ack {
+        queue: queue.clone(),
+        ids: vec![1, 2, 30],
+    };
+    h.store().append(vec![delivered, ack], true).wait().unwrap();
+    // Twice: at open, and by a rescan of the running store (after an append).
+    for round in 0..2 {
+        h.restart();
+        if round == 1 {
+            h.store().append(vec![], true).wait().unwrap();
+        }
+        let r = h.store().recover().unwrap();
+        let rq = &r[&queue];
+        let with_bodies: Vec<(u64, String)> = rq
+            .messages
+            .iter()
+            .map(|m| (m.id, body_of(&m.message)))
+            .collect();
+        let want: Vec<(u64, String)> = (3..=12).map(|i| (i, format!("m{i}"))).collect();
+        assert_eq!(with_bodies, want, "round {round}");
+        let paged: Vec<u64> = rq.paged.iter().map(|p| p.id).collect();
+        let want: Vec<u64> = (13..=50).filter(|i| *i != 30).collect();
+        assert_eq!(paged, want, "round {round}");
+        assert!(rq
+            .paged
+            .iter()
+            .all(|p| p.size > 0 && p.redelivered == (p.id <= 20)));
+        let read = h.store().read(&queue, paged.clone()).wait().unwrap();
+        assert_eq!(read.len(), paged.len());
+        assert!(read.iter().all(|(id, m)| body_of(m) == format!("m{id}")));
+        assert_eq!(rq.next_id, 51);
+    }
+}

@@ -30,7 +30,7 @@ use super::segment::{self, Active};
 use crate::storage::completion::{Completer, Pages};
 use crate::storage::error::StorageError;
 use crate::storage::fsutil::sync_dir;
-use crate::storage::options::FsyncPolicy;
+use crate::storage::options::{FsyncPolicy, StorageOptions};
 use crate::storage::record::{QueueId, Record, Recovered};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,20 +131,24 @@ pub struct Writer {
     reclaim_due: bool,
     /// Page-in reads of the group being formed, served once it is written.
     reads: Vec<(QueueId, Vec<u64>, Completer<Pages>)>,
+    /// Bodies per queue a recovery reads back (see [`recovery::rescan`]).
+    recovery_head: usize,
 }
 
 impl Writer {
-    /// A writer over an opened log.
+    /// A writer over an opened log in `dir`, with `options` (segment size, fsync
+    /// policy, recovery head).
     pub fn new(
         dir: PathBuf,
-        segment_size: u64,
-        policy: FsyncPolicy,
+        options: &StorageOptions,
         opened_active: Active,
         index: Index,
         next_seq: u64,
         shared: Arc<Shared>,
     ) -> Result<Writer, StorageError> {
-        let mut preparer = Preparer::start(dir.clone(), segment_size)?;
+        let policy = options.fsync;
+        let recovery_head = options.recovery_head();
+        let mut preparer = Preparer::start(dir.clone(), options.effective_segment_size())?;
         preparer.request(next_seq);
         Ok(Writer {
             dir,
@@ -161,6 +165,7 @@ impl Writer {
             failed: None,
             reclaim_due: true,
             reads: Vec::new(),
+            recovery_head,
         })
     }
 
@@ -253,7 +258,9 @@ impl Writer {
                     .into_iter()
                     .map(|s| (s, self.dir.join(segment::file_name(s))))
                     .collect();
-                let _ = reply.send(recovery::rescan(&segments).map(|(r, _)| r));
+                let _ = reply.send(
+                    recovery::rescan(&self.dir, &segments, self.recovery_head).map(|(r, _)| r),
+                );
             }
         }
     }
@@ -262,18 +269,18 @@ impl Writer {
     fn encode(&mut self, record: &Record) -> Result<(), StorageError> {
         let start = self.buf.len();
         frame::encode_with(&mut self.buf, |b| codec::encode_record(b, record))?;
-        let loc = self.place(start)?;
+        let loc = self.place(start, self.buf.len() - start)?;
         if !matches!(record, Record::Delivered { .. }) {
             self.reclaim_due = true;
         }
-        self.index.apply_record(record, loc, None);
+        self.index.apply_record(record, loc);
         Ok(())
     }
 
     /// Rolls to a new segment first if the frame at `buf[start..]` does not fit in the
     /// active one (a frame larger than a whole segment goes alone into a fresh one).
     /// Answers where the frame will be once the buffer is written.
-    fn place(&mut self, start: usize) -> Result<Loc, StorageError> {
+    fn place(&mut self, start: usize, len: usize) -> Result<Loc, StorageError> {
         let fits = self.active.pos + self.buf.len() as u64 <= self.active.capacity;
         let alone = self.active.is_empty() && start == 0;
         let mut start = start;
@@ -286,6 +293,7 @@ impl Writer {
         Ok(Loc {
             seg: self.active.seq,
             off: self.active.pos + start as u64,
+            len: len as u32,
         })
     }
 
@@ -311,8 +319,8 @@ impl Writer {
                     if self.index.is_live_at(queue, *id, seq) {
                         let start = self.buf.len();
                         self.buf.extend_from_slice(&data[off..next]);
-                        let loc = self.place(start)?;
-                        self.index.apply_record(&r, loc, None);
+                        let loc = self.place(start, next - off)?;
+                        self.index.apply_record(&r, loc);
                         moved += 1;
                     }
                 }

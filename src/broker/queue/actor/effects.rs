@@ -44,7 +44,8 @@ impl QueueActor {
         if waiting == 0 {
             return;
         }
-        let request = self.state.refill();
+        let now = self.now();
+        let request = self.state.refill(now);
         if self.state.backlog_len() < waiting {
             self.dispatch_ready(ctx);
         }

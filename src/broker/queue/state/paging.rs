@@ -3,17 +3,25 @@
 
 use super::QueueState;
 use crate::broker::queue::backlog::{Backlog, ReadRequest};
+use crate::broker::queue::timers::Millis;
 use crate::message::Message;
 use std::sync::Arc;
 
 impl<C> QueueState<C> {
     /// Keeps at most `head_limit` ready messages in the head; later ones wait in the
-    /// backlog (0 = no backlog). Not for queues with priorities: their order is not
-    /// FIFO, so a backlog would hold back a message that should go first.
+    /// backlog (0 = no backlog). In a queue with priorities only recovered messages
+    /// wait there: its order is not FIFO, so a backlog of new messages would hold back
+    /// one that should go first.
     pub fn enable_backlog(&mut self, head_limit: usize) {
-        if self.config.max_priority == 0 {
-            self.backlog = Backlog::new(head_limit);
-        }
+        self.backlog = Backlog::new(head_limit, self.config.max_priority == 0);
+    }
+
+    /// Puts back a message recovered after a restart without its body (stored under
+    /// `id`, about `size` bytes), behind every other: it is read back when it gets
+    /// near the head, and its TTL and delay start then (see
+    /// [`QueueState::push_recovered`]).
+    pub fn push_recovered_stored(&mut self, id: u64, size: u32, redelivered: bool) {
+        self.backlog.push_stored(id, size, redelivered);
     }
 
     /// Bytes of every ready message, in memory or not (for `x-max-length-bytes`).
@@ -34,9 +42,13 @@ impl<C> QueueState<C> {
 
     /// Moves the front of the backlog into the head while it has room and the bodies
     /// are in memory; answers the read to ask of the store for the bodies that are not.
-    pub fn refill(&mut self) -> Option<ReadRequest> {
+    pub fn refill(&mut self, now: Millis) -> Option<ReadRequest> {
         while let Some(p) = self.backlog.promote(self.ready.len()) {
-            self.push_head(p.message, p.expires, p.redelivered);
+            if !p.recovered {
+                self.push_head(p.message, p.expires, p.redelivered);
+            } else if let Some((m, expires)) = self.recovered_ready(p.message, p.redelivered, now) {
+                self.push_head(m, expires, p.redelivered);
+            }
         }
         self.backlog.read_request(self.ready.len())
     }
