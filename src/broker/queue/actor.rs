@@ -41,6 +41,14 @@ const DISPATCH_CHUNK: usize = 2048;
 /// Deadlines (of each kind) handled per timer firing before the actor yields.
 const TIMER_CHUNK: usize = 4096;
 
+/// Ready messages a queue keeps as they are before packing the small ones behind them
+/// (see [`super::backlog`]): above the flow threshold, so that a queue whose consumers
+/// keep up (and hold its publishers back at the threshold) never packs. A durable
+/// queue's head is `storage.queue_ram_messages` instead.
+fn packing_head(flow_threshold: usize) -> usize {
+    flow_threshold.saturating_mul(2).max(32_768)
+}
+
 /// How the queue reaches one consumer.
 pub struct ConsumerHandle {
     /// Where deliveries go.
@@ -154,11 +162,13 @@ impl QueueActor {
                 DeadLetterOutbox::new(init.name.clone(), target, init.exchanges)
             });
             let now = Instant::now();
+            let mut state = QueueState::new(init.config);
+            state.enable_backlog(packing_head(init.flow_threshold));
             QueueActor {
                 name: init.name,
                 vhost: init.vhost,
                 incarnation: init.incarnation,
-                state: QueueState::new(init.config),
+                state,
                 gauge: init.gauge,
                 accounted: 0,
                 registry: init.registry,

@@ -14,11 +14,16 @@
 //! reads back the bodies of the head alone): they wait here, stored, and their TTL and
 //! delay are applied when they reach the head ([`Promoted::recovered`]).
 //!
+//! Small messages that stay in memory here (transient ones, and every message of a
+//! transient queue's backlog) are packed into a byte log ([`super::packed`]) rather
+//! than kept as `Arc<Message>`s: a few dozen bytes each instead of a few hundred.
+//!
 //! Only the head is visible to consumers and TTL timers: a message in the backlog
 //! expires once it reaches the head, as in RabbitMQ's classic queues. Queues with
 //! priorities take no new messages into a backlog (a late high-priority message must
 //! not wait behind a low-priority backlog); only recovered ones wait there.
 
+use super::packed::PackedLog;
 use super::timers::Millis;
 use crate::message::Message;
 use std::collections::VecDeque;
@@ -35,7 +40,16 @@ enum Body {
     Ram(Arc<Message>),
     /// Only in the store, under this id.
     Stored(u64),
+    /// Packed in the backlog's byte log, this many bytes long.
+    Packed(u32),
 }
+
+/// Largest body packed when the message is the queue's alone.
+const PACK_MAX_BODY: usize = 4096;
+
+/// Largest body packed when other queues hold the same message (copying more would
+/// cost more than sharing it saves).
+const PACK_MAX_SHARED_BODY: usize = 256;
 
 /// A message waiting in the backlog.
 #[derive(Debug)]
@@ -94,17 +108,23 @@ pub struct Backlog {
     reading: usize,
     /// See [`ReadRequest::epoch`].
     epoch: u64,
+    /// The bodies of the [`Body::Packed`] entries, in order.
+    packed: PackedLog,
 }
 
 impl Backlog {
     /// A backlog behind a head of `head_limit` ready messages (0 = none); with
     /// `takes_new` false, it holds only recovered messages (a queue with priorities).
     pub fn new(head_limit: usize, takes_new: bool) -> Self {
-        Backlog {
-            head_limit,
-            takes_new,
-            ..Default::default()
-        }
+        let mut b = Backlog::default();
+        b.configure(head_limit, takes_new);
+        b
+    }
+
+    /// Changes the head's size and whether new messages may wait here.
+    pub fn configure(&mut self, head_limit: usize, takes_new: bool) {
+        self.head_limit = head_limit;
+        self.takes_new = takes_new;
     }
 
     /// Messages waiting.
@@ -135,14 +155,29 @@ impl Backlog {
             && (!self.entries.is_empty() || head_len >= self.head_limit)
     }
 
-    /// Adds a message behind every other.
-    pub fn push(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
+    /// Adds a message behind every other; packed if it is small and `packable` (it
+    /// will not be paged out to the store instead).
+    pub fn push(
+        &mut self,
+        message: Arc<Message>,
+        expires: Millis,
+        redelivered: bool,
+        packable: bool,
+    ) {
         let bytes = message.accounted_size();
         self.bytes += bytes;
         self.ram_bytes += bytes;
         self.fresh += 1;
+        let small = match Arc::strong_count(&message) {
+            1 => bytes <= PACK_MAX_BODY,
+            _ => bytes <= PACK_MAX_SHARED_BODY,
+        };
+        let body = match packable && small {
+            true => self.packed.pack(&message).map(Body::Packed),
+            false => None,
+        };
         self.entries.push_back(Waiting {
-            body: Body::Ram(message),
+            body: body.unwrap_or(Body::Ram(message)),
             bytes: bytes as u32,
             expires,
             redelivered,
@@ -183,15 +218,17 @@ impl Backlog {
         if head_len >= self.head_limit || self.reading > 0 {
             return None;
         }
-        if !matches!(self.entries.front()?.body, Body::Ram(_)) {
+        if matches!(self.entries.front()?.body, Body::Stored(_)) {
             return None;
         }
         let w = self.entries.pop_front()?;
         self.fresh = self.fresh.min(self.entries.len());
         self.bytes -= w.bytes as usize;
         self.ram_bytes -= w.bytes as usize;
-        let Body::Ram(message) = w.body else {
-            unreachable!("checked above")
+        let message = match w.body {
+            Body::Ram(m) => m,
+            Body::Packed(len) => Arc::new(self.packed.unpack(len)),
+            Body::Stored(_) => unreachable!("checked above"),
         };
         Some(Promoted {
             message,
@@ -215,7 +252,7 @@ impl Backlog {
             .take(want)
             .map_while(|w| match w.body {
                 Body::Stored(id) => Some(id),
-                Body::Ram(_) => None,
+                Body::Ram(_) | Body::Packed(_) => None,
             })
             .collect();
         if ids.is_empty() {
@@ -275,6 +312,7 @@ impl Backlog {
     pub fn clear(&mut self) -> usize {
         let n = self.entries.len();
         self.entries.clear();
+        self.packed.clear();
         self.bytes = 0;
         self.ram_bytes = 0;
         self.fresh = 0;
@@ -301,7 +339,7 @@ mod tests {
     fn paged(n: u64) -> Backlog {
         let mut b = Backlog::new(4, true);
         for i in 1..=n {
-            b.push(msg(i), NEVER, false);
+            b.push(msg(i), NEVER, false, false);
         }
         b.page_out(|m| body(m)[1..].parse().ok());
         b
@@ -317,7 +355,7 @@ mod tests {
         let mut b = Backlog::new(4, true);
         assert!(!b.takes(3));
         assert!(b.takes(4));
-        b.push(msg(1), NEVER, false);
+        b.push(msg(1), NEVER, false, false);
         assert!(
             b.takes(0),
             "older messages wait: a new one goes behind them"
@@ -329,8 +367,8 @@ mod tests {
     #[test]
     fn paged_out_messages_keep_no_body_in_memory_but_count_for_limits() {
         let mut b = Backlog::new(4, true);
-        b.push(msg(1), NEVER, false);
-        b.push(msg(2), NEVER, false);
+        b.push(msg(1), NEVER, false, false);
+        b.push(msg(2), NEVER, false, false);
         let size = b.bytes();
         assert_eq!(b.ram_bytes(), size);
         // Only message 2 is stored (1 is transient).
@@ -359,6 +397,37 @@ mod tests {
         assert_eq!(got, ["m1", "m2"]);
         assert_eq!(b.len(), 8);
         assert_eq!(b.read_request(0).unwrap().ids, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn small_transient_messages_are_packed_and_come_back_the_same() {
+        let mut b = Backlog::new(2, true);
+        let shared = msg(2);
+        let _other_queue = shared.clone();
+        let big = Arc::new(Message::new("", "q", vec![1u8; PACK_MAX_BODY + 1]));
+        b.push(msg(1), NEVER, false, true);
+        b.push(shared.clone(), 5, true, true);
+        b.push(big.clone(), NEVER, false, true);
+        b.push(msg(4), NEVER, false, false);
+        assert!(matches!(b.entries[0].body, Body::Packed(_)));
+        assert!(
+            matches!(b.entries[1].body, Body::Packed(_)),
+            "small: copied"
+        );
+        assert!(matches!(b.entries[2].body, Body::Ram(_)), "too big to copy");
+        assert!(matches!(b.entries[3].body, Body::Ram(_)), "not packable");
+        let total = b.ram_bytes();
+        assert_eq!(total, b.bytes());
+        let one = b.promote(0).unwrap();
+        assert_eq!(*one.message, *msg(1));
+        let two = b.promote(0).unwrap();
+        assert_eq!(
+            (*two.message == *shared, two.expires, two.redelivered),
+            (true, 5, true)
+        );
+        assert!(Arc::ptr_eq(&b.promote(1).unwrap().message, &big));
+        assert!(b.promote(2).is_none(), "head full");
+        assert_eq!(b.ram_bytes(), 2, "m4 is left");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod dedup;
 pub mod durable;
 pub mod inbox;
 pub mod outbox;
+pub mod packed;
 pub mod ready;
 pub mod state;
 pub mod timers;

@@ -239,7 +239,10 @@ impl<C> QueueState<C> {
     /// takes it.
     fn push_tail(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
         if self.backlog.takes(self.ready.len()) {
-            self.backlog.push(message, expires, redelivered);
+            // A persistent message of a durable queue is paged out to the store
+            // instead of being packed.
+            let packable = self.gone.is_none() || !message.properties.is_persistent();
+            self.backlog.push(message, expires, redelivered, packable);
         } else {
             self.push_head(message, expires, redelivered);
         }

@@ -2,7 +2,7 @@
 //! what the queue state does with the backlog, kept apart from the rest of it.
 
 use super::QueueState;
-use crate::broker::queue::backlog::{Backlog, ReadRequest};
+use crate::broker::queue::backlog::ReadRequest;
 use crate::broker::queue::timers::Millis;
 use crate::message::Message;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ impl<C> QueueState<C> {
     /// wait there: its order is not FIFO, so a backlog of new messages would hold back
     /// one that should go first.
     pub fn enable_backlog(&mut self, head_limit: usize) {
-        self.backlog = Backlog::new(head_limit, self.config.max_priority == 0);
+        self.backlog
+            .configure(head_limit, self.config.max_priority == 0);
     }
 
     /// Puts back a message recovered after a restart without its body (stored under
@@ -35,7 +36,7 @@ impl<C> QueueState<C> {
     }
 
     /// Lets the messages that entered the backlog since the last call drop their
-    /// bodies when `stored_id` answers their store id (see [`Backlog::page_out`]).
+    /// bodies when `stored_id` answers their store id (see [`crate::broker::queue::backlog::Backlog::page_out`]).
     pub fn page_out(&mut self, stored_id: impl FnMut(&Arc<Message>) -> Option<u64>) {
         self.backlog.page_out(stored_id);
     }
@@ -54,7 +55,7 @@ impl<C> QueueState<C> {
     }
 
     /// Takes the answer to a [`ReadRequest`]; answers the ids lost, `None` when the
-    /// answer is stale (see [`Backlog::paged_in`]). Call [`QueueState::refill`] next.
+    /// answer is stale (see [`crate::broker::queue::backlog::Backlog::paged_in`]). Call [`QueueState::refill`] next.
     pub fn paged_in(&mut self, epoch: u64, pages: Vec<(u64, Arc<Message>)>) -> Option<Vec<u64>> {
         self.backlog.paged_in(epoch, pages)
     }
