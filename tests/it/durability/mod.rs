@@ -42,11 +42,17 @@ impl BrokerProcess {
     /// Starts a broker on `root/data` (created if missing) and waits for its
     /// "listening" line.
     pub fn start(root: &Path) -> BrokerProcess {
+        Self::start_with(root, "")
+    }
+
+    /// As [`BrokerProcess::start`], with `storage` (TOML lines) added to the
+    /// `[storage]` section of its configuration.
+    pub fn start_with(root: &Path, storage: &str) -> BrokerProcess {
         let config = root.join("actormq.toml");
         std::fs::write(
             &config,
             format!(
-                "[broker]\nworkers = 2\n\n[storage]\nsegment_size = {SEGMENT_SIZE}\nfsync = \"always\"\n"
+                "[broker]\nworkers = 2\n\n[storage]\nsegment_size = {SEGMENT_SIZE}\nfsync = \"always\"\n{storage}\n"
             ),
         )
         .expect("the config file");
