@@ -24,6 +24,7 @@ use crate::broker::queue_args::{consumer_priority, QueueConfig};
 use crate::broker::registry::ExchangeDirectory;
 use crate::error::{BrokerError, ErrorCode};
 use actix::prelude::*;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,11 @@ pub struct QueueActor {
     /// Woken whenever bodies read back from the store reach the backlog (a `get` on an
     /// empty head waits for it).
     paged_in: Arc<tokio::sync::Notify>,
+    /// Owners with `get`s waiting for a read, and how many.
+    waiting_gets: HashMap<OwnerId, usize>,
+    /// Those of them released (connection closed) while waiting: their `get`s answer
+    /// empty.
+    released_waiters: HashSet<OwnerId>,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -189,6 +195,8 @@ impl QueueActor {
                 had_consumers: false,
                 durable: Durable::default(),
                 paged_in: Arc::default(),
+                waiting_gets: HashMap::new(),
+                released_waiters: HashSet::new(),
             }
         });
         QueueHandle::new(name, addr, inbox)
@@ -263,6 +271,7 @@ impl QueueActor {
                     }
                 }
                 Control::Release(owner) => {
+                    self.note_release(owner);
                     detached |= !self.state.release(owner, now).is_empty();
                 }
             }

@@ -20,8 +20,10 @@
 //!
 //! Only the head is visible to consumers and TTL timers: a message in the backlog
 //! expires once it reaches the head, as in RabbitMQ's classic queues. Queues with
-//! priorities take no new messages into a backlog (a late high-priority message must
-//! not wait behind a low-priority backlog); only recovered ones wait there.
+//! priorities start no backlog of new messages (a late high-priority message must not
+//! wait behind a low-priority backlog); only recovered messages start one, and while
+//! they wait new messages queue behind them (FIFO within a priority, and the head keeps
+//! draining so they are read back).
 
 use super::packed::PackedLog;
 use super::timers::Millis;
@@ -147,12 +149,11 @@ impl Backlog {
         self.ram_bytes
     }
 
-    /// True when a message arriving now must wait here: the head is full, or older
-    /// messages wait already.
+    /// True when a message arriving now must wait here: older messages wait already
+    /// (FIFO), or the head is full and new messages may start a backlog.
     pub fn takes(&self, head_len: usize) -> bool {
-        self.takes_new
-            && self.head_limit > 0
-            && (!self.entries.is_empty() || head_len >= self.head_limit)
+        self.head_limit > 0
+            && (!self.entries.is_empty() || (self.takes_new && head_len >= self.head_limit))
     }
 
     /// Adds a message behind every other; packed if it is small and `packable` (it
@@ -361,7 +362,16 @@ mod tests {
             "older messages wait: a new one goes behind them"
         );
         assert!(!Backlog::new(0, true).takes(1_000_000), "0 = no backlog");
-        assert!(!Backlog::new(4, false).takes(4), "recovered messages only");
+        let mut recovered_only = Backlog::new(4, false);
+        assert!(
+            !recovered_only.takes(4),
+            "a priority queue starts no backlog"
+        );
+        recovered_only.push_stored(1, 10, false);
+        assert!(
+            recovered_only.takes(0),
+            "but new messages queue behind recovered ones"
+        );
     }
 
     #[test]

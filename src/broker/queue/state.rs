@@ -302,10 +302,16 @@ impl<C> QueueState<C> {
                 .max_length_bytes
                 .is_some_and(|m| self.ready_bytes() as u64 > m)
         {
-            let Some(r) = self.ready.pop_front() else {
-                break;
+            let message = match self.ready.pop_front() {
+                Some(r) => r.message,
+                // The head is empty: the oldest of the backlog if its body is in memory
+                // (one on disk goes once it is read back).
+                None => match self.backlog.promote(0) {
+                    Some(p) => p.message,
+                    None => break,
+                },
             };
-            self.kill(r.message, Reason::MaxLen);
+            self.kill(message, Reason::MaxLen);
             n += 1;
         }
         n

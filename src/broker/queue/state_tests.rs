@@ -677,3 +677,24 @@ fn messages_recovered_without_bodies_start_their_ttl_and_delay_at_the_head() {
     assert_eq!(q.expire_due(1011, 10), 1);
     assert_eq!(q.ready_len(), 1, "message 3 still waits in the backlog");
 }
+
+#[test]
+fn drop_head_reaches_into_the_backlog_when_the_head_is_empty() {
+    let mut q: QueueState<()> = QueueState::new(config(|c| c.max_length = Some(2)));
+    q.enable_backlog(2);
+    for i in 1..=4 {
+        q.push(msg(&format!("m{i}")), 0);
+    }
+    q.add_consumer(consumer("c", A, 0, false));
+    let head = q.dispatch(10, 0).remove(0).1;
+    assert_eq!(bodies(&head), ["m1", "m2"]);
+    assert_eq!(
+        (q.ready_len(), q.backlog_len()),
+        (2, 2),
+        "head empty, backlog full"
+    );
+    q.push(msg("m5"), 0);
+    assert_eq!(q.enforce_limits(), 1, "the oldest waiting message goes");
+    q.refill(0);
+    assert_eq!(bodies(&q.dispatch(10, 0).remove(0).1), ["m4", "m5"]);
+}

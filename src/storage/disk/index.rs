@@ -28,8 +28,22 @@ pub struct Loc {
     pub seg: u64,
     /// The offset of the frame's length field.
     pub off: u64,
-    /// The frame's length in bytes.
-    pub len: u32,
+    /// For a publish, the message's accounted size (its body length, as length limits
+    /// count it), known before the body is read back; 0 for other records.
+    pub size: u32,
+}
+
+impl Loc {
+    /// The location `seg`:`off` of `record`.
+    pub fn of(record: &Record, seg: u64, off: u64) -> Loc {
+        let size = match record {
+            Record::Publish { message, .. } => {
+                u32::try_from(message.accounted_size()).unwrap_or(u32::MAX)
+            }
+            _ => 0,
+        };
+        Loc { seg, off, size }
+    }
 }
 
 /// What the index knows of one segment.
@@ -169,7 +183,7 @@ mod tests {
             Loc {
                 seg,
                 off: 0,
-                len: 0,
+                size: 0,
             },
         );
     }
@@ -183,7 +197,7 @@ mod tests {
             Loc {
                 seg,
                 off: 0,
-                len: 0,
+                size: 0,
             },
         );
     }

@@ -83,7 +83,7 @@ pub fn recover(dir: &Path, index: &Index, head: usize) -> Result<Recovered, Stor
             .map(|(id, loc)| PagedMessage {
                 id: *id,
                 redelivered: *id <= delivered,
-                size: loc.len,
+                size: loc.size,
             })
             .collect();
         let next_id = resume_id(next_id, delivered);

@@ -92,7 +92,7 @@ fn scan_segment(
     data: &[u8],
     tail: bool,
     report: &mut RecoveryReport,
-    on_entry: &mut dyn FnMut(Entry, usize, usize),
+    on_entry: &mut dyn FnMut(Entry, usize),
 ) -> SegmentScan {
     let corruption = |offset: usize, len: usize, reason: String| Corruption {
         file: path.to_path_buf(),
@@ -118,7 +118,7 @@ fn scan_segment(
             FrameAt::Good { payload, next } => match codec::decode(payload) {
                 Ok(entry) => {
                     report.records += 1;
-                    on_entry(entry, off, next - off);
+                    on_entry(entry, off);
                     off = next;
                     continue;
                 }
@@ -219,11 +219,14 @@ fn replay_segments(
             &data,
             tail == Some(seq),
             report,
-            &mut |entry, off, len| {
-                let loc = Loc {
-                    seg: seq,
-                    off: off as u64,
-                    len: len as u32,
+            &mut |entry, off| {
+                let loc = match &entry {
+                    Entry::Record(r) => Loc::of(r, seq, off as u64),
+                    Entry::Mark { .. } => Loc {
+                        seg: seq,
+                        off: off as u64,
+                        size: 0,
+                    },
                 };
                 index.apply(&entry, loc);
             },

@@ -269,7 +269,8 @@ impl Writer {
     fn encode(&mut self, record: &Record) -> Result<(), StorageError> {
         let start = self.buf.len();
         frame::encode_with(&mut self.buf, |b| codec::encode_record(b, record))?;
-        let loc = self.place(start, self.buf.len() - start)?;
+        let (seg, off) = self.place(start)?;
+        let loc = Loc::of(record, seg, off);
         if !matches!(record, Record::Delivered { .. }) {
             self.reclaim_due = true;
         }
@@ -279,8 +280,8 @@ impl Writer {
 
     /// Rolls to a new segment first if the frame at `buf[start..]` does not fit in the
     /// active one (a frame larger than a whole segment goes alone into a fresh one).
-    /// Answers where the frame will be once the buffer is written.
-    fn place(&mut self, start: usize, len: usize) -> Result<Loc, StorageError> {
+    /// Answers where the frame will be once the buffer is written: segment, offset.
+    fn place(&mut self, start: usize) -> Result<(u64, u64), StorageError> {
         let fits = self.active.pos + self.buf.len() as u64 <= self.active.capacity;
         let alone = self.active.is_empty() && start == 0;
         let mut start = start;
@@ -290,11 +291,7 @@ impl Writer {
             start = self.buf.len();
             self.buf.extend_from_slice(&frame);
         }
-        Ok(Loc {
-            seg: self.active.seq,
-            off: self.active.pos + start as u64,
-            len: len as u32,
-        })
+        Ok((self.active.seq, self.active.pos + start as u64))
     }
 
     /// Compacts the oldest segment with few live messages, if any: copies their frames
@@ -319,8 +316,8 @@ impl Writer {
                     if self.index.is_live_at(queue, *id, seq) {
                         let start = self.buf.len();
                         self.buf.extend_from_slice(&data[off..next]);
-                        let loc = self.place(start, next - off)?;
-                        self.index.apply_record(&r, loc);
+                        let (seg, at) = self.place(start)?;
+                        self.index.apply_record(&r, Loc::of(&r, seg, at));
                         moved += 1;
                     }
                 }

@@ -39,7 +39,7 @@ impl QueueActor {
     /// A durable queue with a backlog (see [`super::super::backlog`]): moves its front
     /// into the head as the head drains, delivering what moved, and reads the bodies
     /// left on disk; their arrival is handled like any other event.
-    fn refill(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn refill(&mut self, ctx: &mut Context<Self>) {
         let waiting = self.state.backlog_len();
         if waiting == 0 {
             return;

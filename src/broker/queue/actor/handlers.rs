@@ -151,6 +151,27 @@ impl Handler<Settle> for QueueActor {
 }
 
 impl QueueActor {
+    /// `owner` is released: its waiting `get`s, if any, will answer empty.
+    pub(super) fn note_release(&mut self, owner: OwnerId) {
+        if self.waiting_gets.contains_key(&owner) {
+            self.released_waiters.insert(owner);
+        }
+    }
+
+    /// A `get` of `owner` stops waiting; answers whether `owner` was released
+    /// meanwhile.
+    fn end_wait(&mut self, owner: OwnerId) -> bool {
+        let Some(n) = self.waiting_gets.get_mut(&owner) else {
+            return false;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.waiting_gets.remove(&owner);
+            return self.released_waiters.remove(&owner);
+        }
+        self.released_waiters.contains(&owner)
+    }
+
     /// A `get`: the next ready message, if any.
     fn get(&mut self, msg: &Get, ctx: &mut Context<Self>) -> GetResult {
         if self.drain_inbox(ctx) {
@@ -161,7 +182,13 @@ impl QueueActor {
         }
         self.last_used = Instant::now();
         let now = self.now();
-        let got = self.state.get(msg.owner, msg.auto_ack, now);
+        let mut got = self.state.get(msg.owner, msg.auto_ack, now);
+        if got.is_none() && self.state.backlog_len() > 0 {
+            // The head ran dry (or expired on the way): what the backlog holds in
+            // memory moves in at once.
+            self.refill(ctx);
+            got = self.state.get(msg.owner, msg.auto_ack, now);
+        }
         if let Some((d, _)) = &got {
             self.durable
                 .on_delivered(std::slice::from_ref(d), msg.auto_ack);
@@ -187,8 +214,17 @@ impl Handler<Get> for QueueActor {
         // before this future is first polled still wakes it.
         let paged_in = self.paged_in.clone().notified_owned();
         let wait = tokio::time::timeout(Duration::from_secs(5), paged_in);
+        let owner = msg.owner;
+        *self.waiting_gets.entry(owner).or_default() += 1;
         Box::pin(
-            actix::fut::wrap_future::<_, Self>(wait).map(move |_, act, ctx| act.get(&msg, ctx)),
+            actix::fut::wrap_future::<_, Self>(wait).map(move |_, act, ctx| {
+                if act.end_wait(owner) {
+                    // Its connection closed meanwhile: a delivery now would be held
+                    // for an owner that is gone.
+                    return Ok(None);
+                }
+                act.get(&msg, ctx)
+            }),
         )
     }
 }
@@ -198,6 +234,7 @@ impl Handler<Release> for QueueActor {
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
+        self.note_release(msg.0);
         let now = self.now();
         let removed = self.state.release(msg.0, now);
         if !removed.is_empty() && self.maybe_auto_delete(ctx) {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 impl<C> QueueState<C> {
     /// Keeps at most `head_limit` ready messages in the head; later ones wait in the
     /// backlog (0 = no backlog). In a queue with priorities only recovered messages
-    /// wait there: its order is not FIFO, so a backlog of new messages would hold back
-    /// one that should go first.
+    /// start a backlog: its order is not FIFO, so a backlog of new messages would hold
+    /// back one that should go first.
     pub fn enable_backlog(&mut self, head_limit: usize) {
         self.backlog
             .configure(head_limit, self.config.max_priority == 0);
