@@ -19,6 +19,9 @@ start() {
   RUST_LOG=warn "$BIN" serve >/dev/null 2>&1 &
   PID=$!
   for _ in $(seq 100); do "$BIN" declare-exchange scaling.ready --type direct >/dev/null 2>&1 && break; sleep 0.1; done
+  # Start-up reads whole log segments; the allocator hands those buffers back to the
+  # OS within a moment. Measure RSS after that, not during it.
+  sleep 1
 }
 stop() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }

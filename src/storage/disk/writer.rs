@@ -301,7 +301,7 @@ impl Writer {
             return Ok(());
         };
         let path = self.dir.join(segment::file_name(seq));
-        let data = match std::fs::read(&path) {
+        let data = match recovery::read(&path) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read a segment to compact");
