@@ -241,7 +241,7 @@ impl Backlog {
 
     /// The read to ask of the store, if the head has drained to half, the front waits
     /// on disk and no read is in flight: the leading stored ids, enough to refill the
-    /// head (at most [`MAX_READ`]; the next read follows the answer).
+    /// head (at most `MAX_READ`; the next read follows the answer).
     pub fn read_request(&mut self, head_len: usize) -> Option<ReadRequest> {
         if self.reading > 0 || head_len > self.head_limit / 2 {
             return None;

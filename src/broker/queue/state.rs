@@ -13,6 +13,10 @@
 //! Messages leave the queue for good on ack, reject / nack without requeue, expiry,
 //! length limits and the delivery limit; when the queue has a dead-letter exchange the
 //! last four are collected (see [`QueueState::take_dead`]) for the actor to republish.
+//!
+//! The impl is split by concern: this file (publish, dispatch, settle), `deadlines`
+//! (delays, TTL, consumer timeouts, drop-head), `paging` (the backlog behind the head)
+//! and `durable_side` (what the durable side needs: departures, recovery).
 
 use super::backlog::Backlog;
 use super::consumers::{ConsumerSlot, Consumers, NewConsumer};
@@ -26,6 +30,8 @@ use crate::message::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+mod deadlines;
+mod durable_side;
 mod paging;
 
 /// A delivered message not yet settled.
@@ -270,117 +276,6 @@ impl<C> QueueState<C> {
         if self.expiry.needs_compaction(self.ready.len()) {
             self.expiry.rebuild(self.ready.deadlines());
         }
-    }
-
-    /// Makes visible at most `limit` delayed messages due at `now`; answers how many.
-    /// Their TTL counts from when they were due.
-    pub fn promote_due(&mut self, now: Millis, limit: usize) -> usize {
-        let mut n = 0;
-        while n < limit {
-            let Some((due, m)) = self.delayed.pop_due(now) else {
-                break;
-            };
-            self.push_ready(m, due);
-            n += 1;
-        }
-        n
-    }
-
-    /// Drops (or dead-letters) ready messages from the head while a length limit is
-    /// exceeded, if the overflow is drop-head; answers how many.
-    pub fn enforce_limits(&mut self) -> usize {
-        if self.config.overflow != Overflow::DropHead {
-            return 0;
-        }
-        let mut n = 0;
-        while self
-            .config
-            .max_length
-            .is_some_and(|m| self.ready_len() as u64 > m)
-            || self
-                .config
-                .max_length_bytes
-                .is_some_and(|m| self.ready_bytes() as u64 > m)
-        {
-            let message = match self.ready.pop_front() {
-                Some(r) => r.message,
-                // The head is empty: the oldest of the backlog if its body is in memory
-                // (one on disk goes once it is read back).
-                None => match self.backlog.promote(0) {
-                    Some(p) => p.message,
-                    None => break,
-                },
-            };
-            self.kill(message, Reason::MaxLen);
-            n += 1;
-        }
-        n
-    }
-
-    /// Removes at most `limit` ready messages whose TTL ran out before `now`, wherever
-    /// they are in the queue; answers how many.
-    pub fn expire_due(&mut self, now: Millis, limit: usize) -> usize {
-        let mut n = 0;
-        while n < limit {
-            let Some((at, (seq, level))) = self.expiry.peek() else {
-                break;
-            };
-            if at >= now {
-                break;
-            }
-            self.expiry.pop();
-            if let Some(r) = self.ready.remove(level, seq) {
-                self.kill(r.message, Reason::Expired);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Requeues at most `limit` deliveries unsettled past the consumer timeout at `now`
-    /// (marked redelivered, their consumer's prefetch slot freed); answers how many.
-    pub fn timeout_due(&mut self, now: Millis, limit: usize) -> usize {
-        let mut n = 0;
-        while n < limit {
-            let Some((at, id)) = self.timeouts.peek() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            self.timeouts.pop();
-            if let Some(u) = self.unacked.remove(&id) {
-                self.finish(u, Settlement::Requeue, now);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// The earliest moment something is due: a TTL, a delay or a consumer timeout.
-    /// Drops stale deadlines on the way, so nothing wakes the queue for nothing.
-    pub fn next_deadline(&mut self) -> Option<Millis> {
-        while let Some((_, (seq, level))) = self.expiry.peek() {
-            if self.ready.contains(level, seq) {
-                break;
-            }
-            self.expiry.pop();
-        }
-        while let Some((_, id)) = self.timeouts.peek() {
-            if self.unacked.contains_key(&id) {
-                break;
-            }
-            self.timeouts.pop();
-        }
-        // A message expires once its deadline has passed (see `expire_due`).
-        [
-            self.expiry.peek().map(|(at, _)| at.saturating_add(1)),
-            self.timeouts.peek().map(|(at, _)| at),
-            self.delayed.next_due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
     }
 
     /// Attaches a consumer; answers its id.
@@ -628,54 +523,6 @@ impl<C> QueueState<C> {
                 }
             }
         }
-    }
-}
-
-/// What the durable side of a queue needs (see [`super::durable`]).
-impl<C> QueueState<C> {
-    /// From now on, reports every message that leaves the queue for good (acked,
-    /// rejected, expired, dropped by a length or delivery limit) to
-    /// [`QueueState::take_gone`]. Auto-acked deliveries and purges are not reported:
-    /// the caller sees those itself.
-    pub fn track_gone(&mut self) {
-        self.gone.get_or_insert_with(Vec::new);
-    }
-
-    /// The messages that left for good since the last call (when tracked).
-    pub fn take_gone(&mut self) -> Vec<Arc<Message>> {
-        self.gone.as_mut().map(std::mem::take).unwrap_or_default()
-    }
-
-    /// Puts back a message recovered after a restart, at the tail, marked
-    /// `redelivered` if it may have been delivered before. Its TTL counts from `now`;
-    /// one with a delay that was never delivered waits its delay again (late rather
-    /// than early). No length limit or dedup applies: it was accepted already.
-    pub fn push_recovered(&mut self, message: Arc<Message>, redelivered: bool, now: Millis) {
-        if let Some((message, expires)) = self.recovered_ready(message, redelivered, now) {
-            self.push_tail(message, expires, redelivered);
-        }
-    }
-
-    /// A recovered message that is ready now, with its TTL deadline; one that must
-    /// wait its delay again goes to the delayed messages instead.
-    fn recovered_ready(
-        &mut self,
-        message: Arc<Message>,
-        redelivered: bool,
-        now: Millis,
-    ) -> Option<(Arc<Message>, Millis)> {
-        let delay = message_delay(&message).unwrap_or(self.config.delivery_delay);
-        if delay > 0 && !redelivered {
-            self.delayed.push(now.saturating_add(delay), message);
-            return None;
-        }
-        let expires = self.ttl_deadline(&message, now);
-        Some((message, expires))
-    }
-
-    /// The messages of the unacked deliveries.
-    pub fn unacked_messages(&self) -> impl Iterator<Item = &Arc<Message>> + '_ {
-        self.unacked.values().map(|u| &u.message)
     }
 }
 

@@ -1,0 +1,270 @@
+use super::*;
+use crate::message::FieldValue;
+use crate::protocol::frame::take_frame;
+
+fn publish(body: &[u8]) -> ClientFrame<'_> {
+    ClientFrame::Publish(PublishFrame {
+        seq: 7,
+        exchange: "x",
+        routing_key: "k",
+        mandatory: true,
+        properties: None,
+        body,
+    })
+}
+
+fn round_trip_client(f: &ClientFrame<'_>) {
+    let mut out = BytesMut::new();
+    encode_client(f, &mut out).unwrap();
+    let body = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+    assert_eq!(&decode_client(&body).unwrap(), f);
+}
+
+#[test]
+fn every_client_frame_round_trips() {
+    let mut args = FieldTable::new();
+    args.insert("x-message-ttl".into(), FieldValue::Int(1000));
+    let frames = vec![
+        ClientFrame::Hello(Hello {
+            version: 1,
+            user: "guest".into(),
+            password: "guest".into(),
+            vhost: "/".into(),
+            client: "t".into(),
+            heartbeat_secs: Some(10),
+        }),
+        publish(b"hello"),
+        ClientFrame::Request(Request {
+            id: 1,
+            op: Op::DeclareQueue {
+                name: "q".into(),
+                durable: true,
+                exclusive: false,
+                auto_delete: false,
+                passive: false,
+                arguments: args.clone(),
+            },
+        }),
+        ClientFrame::Request(Request {
+            id: 2,
+            op: Op::Close,
+        }),
+        ClientFrame::Request(Request {
+            id: 3,
+            op: Op::Consume {
+                queue: "q".into(),
+                consumer_tag: "".into(),
+                prefetch: 10,
+                no_ack: false,
+                exclusive: false,
+                arguments: FieldTable::new(),
+            },
+        }),
+        ClientFrame::Ack {
+            tag: 5,
+            multiple: true,
+        },
+        ClientFrame::Nack {
+            tag: 5,
+            multiple: false,
+            requeue: true,
+        },
+        ClientFrame::Reject {
+            tag: 1,
+            requeue: false,
+        },
+        ClientFrame::Heartbeat,
+    ];
+    for f in &frames {
+        round_trip_client(f);
+    }
+}
+
+#[test]
+fn every_server_frame_round_trips() {
+    let props = Properties {
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    let d = DeliverFrame {
+        consumer_tag: "c".into(),
+        delivery_tag: 9,
+        redelivered: true,
+        delivery_count: 2,
+        exchange: "".into(),
+        routing_key: "q".into(),
+        properties: Some(Cow::Borrowed(&props)),
+        body: b"body",
+    };
+    let frames = vec![
+        ServerFrame::Welcome {
+            version: 1,
+            server: "actormq".into(),
+            max_frame_size: 1024,
+            heartbeat_secs: 60,
+        },
+        ServerFrame::Reply {
+            id: 1,
+            body: ReplyBody::QueueDeclared {
+                name: "q".into(),
+                messages: 3,
+                consumers: 1,
+            },
+        },
+        ServerFrame::Reply {
+            id: 2,
+            body: ReplyBody::GetOk {
+                delivery: d.clone(),
+                message_count: 4,
+            },
+        },
+        ServerFrame::Reply {
+            id: 3,
+            body: ReplyBody::GetEmpty,
+        },
+        ServerFrame::Error {
+            id: Some(4),
+            code: ErrorCode::NotFound,
+            message: "no queue 'q'".into(),
+            fatal: false,
+        },
+        ServerFrame::Deliver(d),
+        ServerFrame::Confirm {
+            seq: 5,
+            multiple: true,
+        },
+        ServerFrame::Nack {
+            seq: 6,
+            code: ErrorCode::NotFound,
+            message: "m".into(),
+        },
+        ServerFrame::Return {
+            seq: 7,
+            code: 312,
+            reason: "NO_ROUTE".into(),
+            exchange: "x".into(),
+            routing_key: "k".into(),
+            properties: None,
+            body: b"",
+        },
+        ServerFrame::Blocked {
+            reason: "memory".into(),
+        },
+        ServerFrame::Unblocked,
+        ServerFrame::ConsumerCancelled {
+            consumer_tag: "c".into(),
+            reason: "deleted".into(),
+        },
+        ServerFrame::Heartbeat,
+    ];
+    for f in &frames {
+        let mut out = BytesMut::new();
+        encode_server(f, &mut out).unwrap();
+        let body = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(&decode_server(&body).unwrap(), f);
+    }
+}
+
+#[test]
+fn a_publish_has_these_exact_bytes() {
+    let mut out = BytesMut::new();
+    encode_client(&publish(b"hi"), &mut out).unwrap();
+    // {"publish": [7, "x", "k", true, nil, bin "hi"]}
+    let expected: &[u8] = &[
+        0x00, 0x00, 0x00, 0x15, // length 21
+        0x81, // map of 1
+        0xa7, b'p', b'u', b'b', b'l', b'i', b's', b'h', // "publish"
+        0x96, // array of 6
+        0x07, // seq 7
+        0xa1, b'x', // exchange
+        0xa1, b'k', // routing key
+        0xc3, // mandatory true
+        0xc0, // properties nil
+        0xc4, 0x02, b'h', b'i', // body bin8
+    ];
+    assert_eq!(&out[..], expected, "{:02x?}", &out[..]);
+}
+
+#[test]
+fn truncation_at_every_byte_is_an_error_never_a_panic() {
+    let mut out = BytesMut::new();
+    encode_client(&publish(b"hello"), &mut out).unwrap();
+    let body = &out[4..];
+    for cut in 0..body.len() {
+        assert!(decode_client(&body[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut out = BytesMut::new();
+    encode_client(
+        &ClientFrame::Request(Request {
+            id: 1,
+            op: Op::Bind {
+                exchange: "x".into(),
+                queue: "q".into(),
+                routing_key: "k".into(),
+                arguments: FieldTable::new(),
+            },
+        }),
+        &mut out,
+    )
+    .unwrap();
+    let body = &out[4..];
+    for cut in 0..body.len() {
+        assert!(decode_client(&body[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn an_unknown_operation_is_told_apart_from_garbage() {
+    // {"explode": []}
+    let body = [0x81, 0xa7, b'e', b'x', b'p', b'l', b'o', b'd', b'e', 0x90];
+    assert_eq!(
+        decode_client(&body).unwrap_err().code,
+        ErrorCode::UnknownOperation
+    );
+    assert_eq!(
+        decode_client(&[0xc1]).unwrap_err().code,
+        ErrorCode::BadFrame
+    );
+    assert_eq!(
+        decode_client(&[0x01, 0x02]).unwrap_err().code,
+        ErrorCode::BadFrame
+    );
+}
+
+#[test]
+fn the_id_of_a_request_with_an_unknown_operation_is_readable() {
+    // {"request": [42, {"explode": []}]}
+    let body = [
+        0x81, 0xa7, b'r', b'e', b'q', b'u', b'e', b's', b't', 0x92, 42, 0x81, 0xa7, b'e', b'x',
+        b'p', b'l', b'o', b'd', b'e', 0x90,
+    ];
+    assert_eq!(
+        decode_client(&body).unwrap_err().code,
+        ErrorCode::UnknownOperation
+    );
+    assert_eq!(request_id(&body), Some(42));
+    assert_eq!(request_id(&[0xc0]), None);
+}
+
+#[test]
+fn trailing_bytes_are_refused() {
+    let mut out = BytesMut::new();
+    encode_client(&ClientFrame::Heartbeat, &mut out).unwrap();
+    let mut body = out[4..].to_vec();
+    body.push(0x00);
+    assert_eq!(decode_client(&body).unwrap_err().code, ErrorCode::BadFrame);
+}
+
+#[test]
+fn publish_body_is_a_slice_of_the_frame() {
+    let mut out = BytesMut::new();
+    encode_client(&publish(b"zero-copy"), &mut out).unwrap();
+    let frame = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+    let ClientFrame::Publish(p) = decode_client(&frame).unwrap() else {
+        panic!("not a publish")
+    };
+    let b = body_bytes(&frame, p.body);
+    assert_eq!(&b[..], b"zero-copy");
+    let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+    assert!(range.contains(&(b.as_ptr() as usize)));
+}
