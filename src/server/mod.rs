@@ -1,4 +1,4 @@
-//! The network front end: a TCP listener, one [`connection`] actor per socket speaking
+//! The network front end: a TCP listener, one `connection` actor per socket speaking
 //! the native protocol, authentication, and graceful shutdown.
 //!
 //! Protocol-specific code lives here and in [`crate::protocol`] only; the broker core

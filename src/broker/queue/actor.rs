@@ -1,7 +1,7 @@
 //! The queue actor: wraps [`QueueState`] with memory accounting, delivery to consumer
 //! recipients, one timer for every deadline, dead-lettering and self-deletion.
 //!
-//! Every handler ends in [`QueueActor::after`]: dead letters go out, the memory gauge
+//! Every handler ends in `QueueActor::after`: dead letters go out, the memory gauge
 //! is brought level with what the queue holds, and the single timer is armed for the
 //! state's earliest deadline (TTL, delay, consumer timeout). Nothing polls: a queue with
 //! a million delayed messages and nothing due sleeps until the first one is. `x-expires`
