@@ -443,7 +443,7 @@ impl Connection {
     /// Hands the settlements gathered from one read to their queues, one message per
     /// queue and kind: a consumer acking each delivery then frees its credit in one
     /// step, and the queue refills it with one batch rather than one message at a time.
-    fn flush_settles(&mut self) {
+    pub(super) fn flush_settles(&mut self) {
         for (queue, settlement, ids) in self.pending_settles.drain(..) {
             queue.settle(self.owner, ids, settlement);
         }

@@ -111,6 +111,11 @@ impl Connection {
         if items.is_empty() {
             return;
         }
+        // Acks and nacks read before these publishes take effect before them, as on an
+        // AMQP channel: the queue must see a settlement in its inbox before it stores a
+        // later publish, or a crash after that publish's confirm could bring back a
+        // message whose ack the client rightly counts as done.
+        self.flush_settles();
         let gauge = self.shared.broker.memory().clone();
         let bytes: usize = items.iter().map(|o| o.message.accounted_size()).sum();
         // Reserve before sending: held + in flight stays under the watermark plus one
