@@ -59,7 +59,6 @@ pub use publish::{Confirmation, PublishConfirm, Returned};
 
 use crate::protocol::{properties_or_none, ClientFrame, Op, PublishFrame};
 use connection::{OnReply, Shared};
-use std::borrow::Cow;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -144,7 +143,7 @@ impl Client {
         } else {
             None
         };
-        let properties = properties_or_none(&options.properties).map(Cow::into_owned);
+        let properties = properties_or_none(&options.properties).map(|p| Box::new(p.into_owned()));
         let body = body.as_ref();
         let queued = shared
             .with_room(|st| {

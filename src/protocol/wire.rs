@@ -183,16 +183,18 @@ pub struct PublishFrame<'a> {
     pub routing_key: &'a str,
     /// Return the message if it reaches no queue.
     pub mandatory: bool,
-    /// Properties; nil = none set.
-    pub properties: Option<Properties>,
+    /// Properties; nil = none set. Boxed: inline they made every decoded frame
+    /// ~300 bytes larger, moved around per publish whether set or not.
+    pub properties: Option<Box<Properties>>,
     /// Body (MessagePack bin).
     #[serde(borrow, with = "serde_bytes")]
     pub body: &'a [u8],
 }
 
 /// Frames a client sends.
-// Frames live briefly on the stack while decoded; boxing the large variants would
-// allocate on the hot path for nothing.
+// Frames live briefly on the stack while decoded. A publish's properties are boxed
+// (allocated only when set: most publishes have none), which keeps the hot variant
+// small; the large request variants are rare.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

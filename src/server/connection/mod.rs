@@ -361,7 +361,9 @@ impl Connection {
                         message: Arc::new(Message {
                             exchange: x.name_arc().clone(),
                             routing_key: p.routing_key.to_string(),
-                            properties: crate::message::Properties::shared(p.properties),
+                            properties: crate::message::Properties::shared(
+                                p.properties.map(|b| *b),
+                            ),
                             body: body_bytes(&raw, p.body),
                         }),
                     });

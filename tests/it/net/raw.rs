@@ -648,7 +648,7 @@ async fn a_foreign_user_id_is_nacked_and_the_connection_stays() {
         exchange: "",
         routing_key: "uid",
         mandatory: false,
-        properties: Some(props),
+        properties: Some(Box::new(props)),
         body: b"x",
     }))
     .await;
