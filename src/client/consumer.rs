@@ -5,10 +5,10 @@ use super::connection::{ConsumerEvent, OnReply, Shared};
 use super::error::ClientError;
 use super::Client;
 use crate::message::Properties;
+use crate::protocol::PropertiesRef;
 use crate::protocol::{body_bytes, ClientFrame, DeliverFrame, Op};
 use bytes::Bytes;
 use futures_core::Stream;
-use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -72,7 +72,10 @@ impl Delivery {
             delivery_count: d.delivery_count,
             exchange: d.exchange.into_owned(),
             routing_key: d.routing_key.into_owned(),
-            properties: d.properties.map(Cow::into_owned).unwrap_or_default(),
+            properties: d
+                .properties
+                .map(PropertiesRef::into_owned)
+                .unwrap_or_default(),
             body: body_bytes(frame, d.body),
             acker,
         }

@@ -12,11 +12,11 @@ use super::consumer::{Delivery, GetOk};
 use super::error::ClientError;
 use super::ops::QueueInfo;
 use super::publish::Returned;
+use crate::protocol::PropertiesRef;
 use crate::protocol::{
     body_bytes, decode_server, frame::take_frame, ClientFrame, ReplyBody, ServerFrame,
 };
 use bytes::{Bytes, BytesMut};
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -249,7 +249,9 @@ fn handle(
                 reason,
                 exchange: exchange.into_owned(),
                 routing_key: routing_key.into_owned(),
-                properties: properties.map(Cow::into_owned).unwrap_or_default(),
+                properties: properties
+                    .map(PropertiesRef::into_owned)
+                    .unwrap_or_default(),
                 body: body_bytes(frame, body),
             };
             if seq == 0 || !st.confirms.returned(seq, returned) {

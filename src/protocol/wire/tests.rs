@@ -93,7 +93,7 @@ fn every_server_frame_round_trips() {
         delivery_count: 2,
         exchange: "".into(),
         routing_key: "q".into(),
-        properties: Some(Cow::Borrowed(&props)),
+        properties: Some(PropertiesRef::Borrowed(&props)),
         body: b"body",
     };
     let frames = vec![
