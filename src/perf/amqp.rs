@@ -123,6 +123,18 @@ impl Driver for Amqp {
         })
     }
 
+    fn delete_queues<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (_conn, ch) = self.channel().await?;
+            for q in queues {
+                ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await
+                    .map_err(err)?;
+            }
+            Ok(())
+        })
+    }
+
     fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64> {
         Box::pin(async move {
             let mut control = self.control.lock().await;

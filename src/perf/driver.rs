@@ -95,6 +95,8 @@ pub trait Driver: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Self::Producer, String>>;
     /// Messages ready in `queues` (summed).
     fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64>;
+    /// Deletes `queues` with whatever they hold (`--delete-queues`, after a run).
+    fn delete_queues<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// A connection consumers are made on.

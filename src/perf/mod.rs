@@ -115,6 +115,10 @@ pub struct PerfArgs {
     /// back from disk, for instance).
     #[arg(long)]
     pub predeclared: bool,
+    /// Delete the queues at the end (after the depth is read), so that a backlog left
+    /// behind does not cost the broker anything during whatever runs next.
+    #[arg(long)]
+    pub delete_queues: bool,
 }
 
 impl Default for PerfArgs {
@@ -438,6 +442,11 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         let _ = t.await;
     }
     let queue_depth_end = driver.depth(&topo.queues).await;
+    if args.delete_queues {
+        if let Err(e) = driver.delete_queues(&topo.queues).await {
+            eprintln!("could not delete the queues: {e}");
+        }
+    }
     drop(idle);
     let lat = percentiles(&latency.lock().expect("poisoned"));
     let conf = args

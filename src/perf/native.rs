@@ -92,6 +92,20 @@ impl Driver for Native {
         })
     }
 
+    fn delete_queues<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let c = Client::connect(self.options.clone()).await.map_err(err)?;
+            for chunk in queues.chunks(512) {
+                for r in
+                    futures_util::future::join_all(chunk.iter().map(|q| c.delete_queue(q))).await
+                {
+                    r.map_err(err)?;
+                }
+            }
+            c.close().await.map_err(err)
+        })
+    }
+
     fn depth<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, u64> {
         Box::pin(async move {
             let mut control = self.control.lock().await;
