@@ -204,6 +204,10 @@ pub enum ReadEvent {
     Failed(std::io::Error),
 }
 
+/// Smallest and largest read buffer reservation.
+const MIN_READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
 /// Reads frames off `half` and delivers them with `deliver`, which resolves when the
 /// connection is ready for more (false = stop reading).
 pub async fn read_loop<F, Fut>(mut half: OwnedReadHalf, max_frame: usize, mut deliver: F)
@@ -211,11 +215,16 @@ where
     F: FnMut(ReadEvent) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // The read buffer starts small and grows while reads fill it: a publisher soon
+    // reads 64 KiB at a time (few syscalls), while a connection that only consumes
+    // (acks, a few bytes each) keeps 8 KiB instead of 64 resident.
+    let mut chunk = MIN_READ;
+    let mut buf = BytesMut::with_capacity(chunk);
     loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < chunk / 8 {
+            buf.reserve(chunk);
         }
+        let room = buf.capacity() - buf.len();
         let n = match half.read_buf(&mut buf).await {
             Ok(n) => n,
             Err(e) => {
@@ -226,6 +235,9 @@ where
         if n == 0 {
             deliver(ReadEvent::Eof { partial: buf.len() }).await;
             return;
+        }
+        if n == room {
+            chunk = (chunk * 2).min(MAX_READ);
         }
         let mut frames = Vec::new();
         loop {
