@@ -36,14 +36,22 @@ pub struct PackedLog {
 
 impl PackedLog {
     /// Appends `m`; answers its packed length, or `None` when it cannot be packed
-    /// (an exchange or routing key over 255 bytes, or properties that fail to encode).
+    /// (an exchange or routing key over 255 bytes, or properties that do not come back
+    /// the same from MessagePack).
     pub fn pack(&mut self, m: &Message) -> Option<u32> {
         let exchange = u8::try_from(m.exchange.len()).ok()?;
         let key = u8::try_from(m.routing_key.len()).ok()?;
         let properties = if Arc::ptr_eq(&m.properties, &Properties::shared_empty()) {
             None
         } else {
-            Some(rmp_serde::to_vec(&*m.properties).ok()?)
+            // Checked to decode back to the same properties: a packed message must come
+            // back exactly as it was (unpacking cannot fail then), or stay unpacked.
+            let bytes = rmp_serde::to_vec(&*m.properties).ok()?;
+            let back: Properties = rmp_serde::from_slice(&bytes).ok()?;
+            if back != *m.properties {
+                return None;
+            }
+            Some(bytes)
         };
         let body = u32::try_from(m.body.len()).ok()?;
         let len = 1

@@ -14,12 +14,29 @@ struct Fixture {
 }
 
 fn setup() -> Fixture {
+    setup_with_ram(0)
+}
+
+/// A fresh durable queue keeping `ram` ready messages in memory (0 = all).
+fn setup_with_ram(ram: usize) -> Fixture {
     let store = MemoryStore::new();
     let q = QueueId::new("/", "q");
-    let mut d = Durable::new(Arc::new(store.clone()), q.clone());
+    let mut d = Durable::new(Arc::new(store.clone()), q.clone()).with_ram_messages(ram);
     let mut s = QueueState::new(QueueConfig::default());
     d.attach(&mut s, None, 0);
     Fixture { store, d, s, q }
+}
+
+/// m0, m1, m2 stored; m0 delivered by a get and held unacked.
+fn three_stored_first_held() -> Fixture {
+    let mut f = setup();
+    for i in 0..3 {
+        f.push(&format!("m{i}"), true);
+    }
+    let (got, _) = f.s.get(A, false, 0).unwrap();
+    f.d.on_delivered(std::slice::from_ref(&got), false);
+    f.d.commit(&mut f.s);
+    f
 }
 
 fn msg(body: &str, persistent: bool) -> Arc<Message> {
@@ -72,12 +89,7 @@ fn s(body: &str, redelivered: bool) -> (String, bool) {
 
 #[test]
 fn a_long_queue_pages_bodies_out_and_back_in_keeping_order_and_acks() {
-    let store = MemoryStore::new();
-    let q = QueueId::new("/", "q");
-    let mut d = Durable::new(Arc::new(store.clone()), q.clone()).with_ram_messages(4);
-    let mut st = QueueState::new(QueueConfig::default());
-    d.attach(&mut st, None, 0);
-    let mut f = Fixture { store, d, s: st, q };
+    let mut f = setup_with_ram(4);
     for i in 0..20 {
         // One transient message in the backlog: it keeps its body.
         f.push(&format!("m{i:02}"), i != 9);
@@ -185,13 +197,7 @@ fn auto_ack_deliveries_count_as_acked() {
 
 #[test]
 fn a_purge_keeps_the_unacked_and_a_delete_drops_everything() {
-    let mut f = setup();
-    for i in 0..3 {
-        f.push(&format!("m{i}"), true);
-    }
-    let (got, _) = f.s.get(A, false, 0).unwrap();
-    f.d.on_delivered(std::slice::from_ref(&got), false);
-    f.d.commit(&mut f.s);
+    let mut f = three_stored_first_held();
     f.s.purge();
     f.d.on_purge(&mut f.s);
     assert_eq!(f.stored(), [s("m0", true)]);
@@ -203,13 +209,7 @@ fn a_purge_keeps_the_unacked_and_a_delete_drops_everything() {
 
 #[test]
 fn attach_refills_in_order_and_ids_go_on_above_the_stored_ones() {
-    let mut f = setup();
-    for i in 0..3 {
-        f.push(&format!("m{i}"), true);
-    }
-    let (got, _) = f.s.get(A, false, 0).unwrap();
-    f.d.on_delivered(std::slice::from_ref(&got), false);
-    f.d.commit(&mut f.s);
+    let f = three_stored_first_held();
     let recovered = f.store.recover().unwrap().remove(&f.q);
     let mut s2: QueueState<()> = QueueState::new(QueueConfig::default());
     let mut d2 = Durable::new(Arc::new(f.store.clone()), f.q.clone());
