@@ -427,6 +427,19 @@ async fn apply_removals(removals: Vec<(ExchangeHandle, RemoveBinding)>) {
     }
 }
 
+/// What a handler that removed bindings (and maybe changed the durable metadata) waits
+/// for before it answers: the removals applied, then the snapshot `saved`, if any.
+async fn removed_then_saved(
+    removals: Vec<(ExchangeHandle, RemoveBinding)>,
+    saved: Option<impl std::future::Future<Output = Result<(), BrokerError>>>,
+) -> Result<(), BrokerError> {
+    apply_removals(removals).await;
+    match saved {
+        Some(saved) => saved.await,
+        None => Ok(()),
+    }
+}
+
 impl Actor for Registry {
     type Context = Context<Self>;
 

@@ -48,14 +48,7 @@ impl Handler<DeleteExchange> for Registry {
         };
         let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
         AtomicResponse::new(Box::pin(
-            async move {
-                apply_removals(removals).await;
-                match saved {
-                    Some(saved) => saved.await,
-                    None => Ok(()),
-                }
-            }
-            .into_actor(self),
+            removed_then_saved(removals, saved).into_actor(self),
         ))
     }
 }
@@ -180,10 +173,7 @@ impl Handler<DeleteQueue> for Registry {
                 let changed = stored || act.exchanges.len() != exchanges_before;
                 let saved = (res.is_ok() && changed).then(|| act.persist());
                 async move {
-                    apply_removals(removals).await;
-                    if let Some(saved) = saved {
-                        saved.await?;
-                    }
+                    removed_then_saved(removals, saved).await?;
                     res
                 }
                 .into_actor(act)
@@ -302,14 +292,7 @@ impl Handler<Unbind> for Registry {
         let changed = (durable && !removals.is_empty()) || self.exchanges.len() != exchanges_before;
         let saved = changed.then(|| self.persist());
         AtomicResponse::new(Box::pin(
-            async move {
-                apply_removals(removals).await;
-                match saved {
-                    Some(saved) => saved.await,
-                    None => Ok(()),
-                }
-            }
-            .into_actor(self),
+            removed_then_saved(removals, saved).into_actor(self),
         ))
     }
 }
@@ -352,12 +335,10 @@ impl Handler<OwnerGone> for Registry {
         }
         // Exclusive queues are never stored, but an auto-delete exchange may go with them.
         let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
+        // A failed save is logged by persist(); these handlers answer nothing.
         AtomicResponse::new(Box::pin(
             async move {
-                apply_removals(removals).await;
-                if let Some(saved) = saved {
-                    let _ = saved.await;
-                }
+                let _ = removed_then_saved(removals, saved).await;
             }
             .into_actor(self),
         ))
@@ -380,12 +361,10 @@ impl Handler<QueueGone> for Registry {
             Vec::new()
         };
         let saved = (stored || self.exchanges.len() != exchanges_before).then(|| self.persist());
+        // A failed save is logged by persist(); these handlers answer nothing.
         AtomicResponse::new(Box::pin(
             async move {
-                apply_removals(removals).await;
-                if let Some(saved) = saved {
-                    let _ = saved.await;
-                }
+                let _ = removed_then_saved(removals, saved).await;
             }
             .into_actor(self),
         ))
