@@ -60,6 +60,9 @@ impl Default for ServerSettings {
 pub struct BrokerSettings {
     /// Worker threads (actix arbiters); 0 = one per CPU core.
     pub workers: usize,
+    /// Seconds a shutdown waits for clients to be told and for queues to write what they
+    /// hold before it stops the broker regardless (and logs what it cut off).
+    pub shutdown_timeout_secs: u64,
     /// Bytes of message bodies held in queues above which publishers are blocked;
     /// 0 = no limit.
     pub memory_high_watermark: u64,
@@ -78,6 +81,7 @@ impl Default for BrokerSettings {
     fn default() -> Self {
         BrokerSettings {
             workers: 0,
+            shutdown_timeout_secs: 10,
             memory_high_watermark: 1024 * 1024 * 1024,
             vhosts: vec!["/".to_string()],
             consumer_window: 1000,

@@ -167,6 +167,7 @@ impl BrokerBuilder {
     /// Starts the broker's threads and registries.
     pub fn start(self) -> Result<BrokerHandle, BrokerError> {
         let workers = self.settings.worker_count();
+        let shutdown_timeout_secs = self.settings.shutdown_timeout_secs;
         let settings = self.settings;
         let (tx, rx) = std::sync::mpsc::channel();
         let types = self.types;
@@ -224,6 +225,8 @@ impl BrokerBuilder {
             .map_err(|_| BrokerError::internal("the broker thread failed to start"))?;
         Ok(BrokerHandle {
             inner: Arc::new(HandleInner {
+                shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout_secs),
+                stopping: std::sync::atomic::AtomicBool::new(false),
                 system,
                 ctx,
                 vhosts,
@@ -236,6 +239,10 @@ impl BrokerBuilder {
 }
 
 struct HandleInner {
+    /// How long [`BrokerHandle::stop`] waits for the queues to write what they hold.
+    shutdown_timeout: std::time::Duration,
+    /// Set by the first stop: later calls return at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// The broker's actix system (stopped by `shutdown`).
     system: System,
     /// Arbiters, exchange types, gauge.
@@ -300,22 +307,102 @@ impl BrokerHandle {
         &self.inner.ctx
     }
 
-    /// Stops every entity actor and the broker's threads. Safe to call twice.
-    pub fn shutdown(&self) {
-        for r in self.inner.vhosts.values() {
-            r.do_send(registry::StopAll);
+    /// Stops the broker without losing what it has taken: every virtual host stops its
+    /// exchanges, then each queue applies the acks and cancels it has been handed,
+    /// appends what they settled and what it has not yet written, and answers; only
+    /// then are the broker's threads stopped and the store flushed and closed. Bounded
+    /// by `broker.shutdown_timeout_secs`: past it the broker stops anyway and logs how
+    /// many virtual hosts had not answered. Safe to call twice (the second returns at
+    /// once).
+    ///
+    /// Close the front ends first (a [`ServerHandle`](crate::server::ServerHandle) does),
+    /// so that their last acks reach the queues before this.
+    pub async fn stop(&self) {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            return;
         }
-        self.inner.system.stop();
-        if let Some(t) = self.inner.thread.lock().expect("poisoned").take() {
+        let stopped = futures_util::future::join_all(
+            self.inner
+                .vhosts
+                .values()
+                .map(|r| r.send(registry::StopAll)),
+        );
+        match tokio::time::timeout(self.inner.shutdown_timeout, stopped).await {
+            Ok(answers) => {
+                let lost = answers.iter().filter(|a| a.is_err()).count();
+                if lost > 0 {
+                    tracing::warn!(
+                        vhosts = lost,
+                        "virtual hosts stopped before they could answer the shutdown"
+                    );
+                }
+            }
+            Err(_) => tracing::warn!(
+                timeout = ?self.inner.shutdown_timeout,
+                "shutdown: queues had not written everything within broker.shutdown_timeout_secs; stopping anyway (unwritten acks are redelivered after the restart, unconfirmed publishes were never confirmed)"
+            ),
+        }
+        let inner = self.inner.clone();
+        // Joining threads blocks: off the caller's runtime.
+        let _ = std::thread::spawn(move || Self::stop_threads(&inner)).join();
+    }
+
+    /// The blocking form of [`stop`](Self::stop), for code that is not async (and for
+    /// `Drop`). Safe to call twice.
+    pub fn shutdown(&self) {
+        if self.on_broker_thread() {
+            // The handshake needs the broker's threads, and this is one of them: stop
+            // what can be stopped from here without waiting on itself.
+            if !self.inner.stopping.swap(true, Ordering::AcqRel) {
+                tracing::warn!("shutdown called from a broker thread: queues are not waited for");
+                for r in self.inner.vhosts.values() {
+                    r.do_send(registry::StopAll);
+                }
+                Self::stop_threads(&self.inner);
+            }
+            return;
+        }
+        let me = self.clone();
+        let waited =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(me.stop()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the shutdown runtime");
+                        me.inner.stopping.store(true, Ordering::Release);
+                        Self::stop_threads(&me.inner);
+                    }
+                }
+            })
+            .join();
+        if waited.is_err() {
+            tracing::error!("the shutdown thread panicked");
+        }
+    }
+
+    /// True on the broker's system thread or one of its worker arbiters (where the
+    /// broker's actix `System` is the current one).
+    fn on_broker_thread(&self) -> bool {
+        System::try_current().is_some_and(|s| s.id() == self.inner.system.id())
+    }
+
+    /// Stops the actix system and the arbiters, joins their threads, then flushes and
+    /// closes the store.
+    fn stop_threads(inner: &HandleInner) {
+        inner.system.stop();
+        if let Some(t) = inner.thread.lock().expect("poisoned").take() {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
             }
         }
-        for a in self.inner.arbiters.lock().expect("poisoned").drain(..) {
+        for a in inner.arbiters.lock().expect("poisoned").drain(..) {
             a.stop();
             let _ = a.join();
         }
         // Everything appended and saved is written and fsynced, then the files closed.
-        self.inner.ctx.durability.close();
+        inner.ctx.durability.close();
     }
 }

@@ -133,15 +133,63 @@ impl ServerHandle {
         self.shared.connections.load(Ordering::Acquire)
     }
 
-    /// Stops accepting, tells every client (a CONNECTION_FORCED error frame), waits up
-    /// to five seconds for connections to flush and close, then stops the broker.
-    pub fn shutdown(&self) {
+    /// Shuts down without losing what the broker has taken: stops accepting, tells every
+    /// client (a CONNECTION_FORCED error frame), waits until each connection has handed
+    /// its last acks to the queues and closed, then stops the broker
+    /// ([`BrokerHandle::stop`]: queues write what they hold before the store closes).
+    /// Bounded by `broker.shutdown_timeout_secs` for the connections and again for the
+    /// queues; what is cut off is logged. Safe to call twice.
+    pub async fn stop(&self) {
         self.shared.shutdown.send_replace(true);
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while self.connections() > 0 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        let timeout = Duration::from_secs(self.shared.settings.broker.shutdown_timeout_secs);
+        if tokio::time::timeout(timeout, self.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.connections(),
+                ?timeout,
+                "shutdown: connections still open after broker.shutdown_timeout_secs; stopping the broker anyway"
+            );
         }
-        self.shared.broker.shutdown();
+        self.shared.broker.stop().await;
+    }
+
+    /// The blocking form of [`stop`](Self::stop).
+    pub fn shutdown(&self) {
+        let shared = self.shared.clone();
+        let local_addr = self.local_addr;
+        let waited = std::thread::spawn(move || {
+            let me = ServerHandle { shared, local_addr };
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt.block_on(me.stop()),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the shutdown runtime");
+                    me.shared.broker.shutdown();
+                }
+            }
+        })
+        .join();
+        if waited.is_err() {
+            tracing::error!("the shutdown thread panicked");
+        }
+    }
+
+    /// Resolves once no connection is open (each one's `stopped` notifies `closed`).
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.shared.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read: a close in between still wakes us.
+            closed.as_mut().enable();
+            if self.connections() == 0 {
+                return;
+            }
+            closed.await;
+        }
     }
 }
 

@@ -404,20 +404,27 @@ impl Handler<ListBindings> for Registry {
 }
 
 impl Handler<StopAll> for Registry {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _msg: StopAll, ctx: &mut Self::Context) {
-        for q in self.queues.values() {
-            q.handle
-                .addr()
-                .do_send(crate::broker::queue::actor::StopQueue);
-        }
+    /// Stops the virtual host's actors and answers once every queue has written what it
+    /// holds (its last acks and publishes are appended before it answers), so that the
+    /// broker closes its store only after them.
+    fn handle(&mut self, _msg: StopAll, _ctx: &mut Self::Context) -> Self::Result {
         for x in self.exchanges.values() {
             x.stop();
         }
+        // send(), not do_send(): the answer is the queue's "written".
+        let stopped: Vec<_> = self
+            .queues
+            .values()
+            .map(|q| q.handle.addr().send(crate::broker::queue::actor::StopQueue))
+            .collect();
         self.queues.clear();
         self.exchanges.clear();
         self.directory.clear();
-        ctx.stop();
+        Box::pin(
+            actix::fut::wrap_future::<_, Self>(futures_util::future::join_all(stopped))
+                .map(|_, _act, ctx| ctx.stop()),
+        )
     }
 }

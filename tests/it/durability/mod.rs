@@ -15,6 +15,7 @@ mod corrupt;
 mod crash;
 mod metadata;
 mod paging;
+mod shutdown;
 
 use crate::support::DEADLINE;
 use std::io::{BufRead, BufReader};

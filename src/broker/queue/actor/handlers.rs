@@ -328,8 +328,12 @@ impl Handler<DeleteSelf> for QueueActor {
 impl Handler<StopQueue> for QueueActor {
     type Result = ();
 
+    /// Takes the acks and cancels already in the inbox and appends what they settled
+    /// (with any publish not yet written) before answering: the broker closes its store
+    /// only after every queue has answered.
     fn handle(&mut self, _msg: StopQueue, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
+        self.durable.commit(&mut self.state);
         ctx.stop();
     }
 }
