@@ -1,5 +1,6 @@
-//! The network front end: a TCP listener, one `connection` actor per socket speaking
-//! the native protocol, authentication, and graceful shutdown.
+//! The network front ends: listeners opened on a running broker ([`FrontEnd`]), one
+//! `connection` actor per socket speaking the native protocol, authentication, the
+//! registry of live connections, and a shutdown that loses nothing.
 //!
 //! Protocol-specific code lives here and in [`crate::protocol`] only; the broker core
 //! knows nothing of frames, so a second front end (AMQP 0-9-1) can sit beside this one
@@ -7,7 +8,9 @@
 
 pub mod auth;
 mod connection;
+pub mod connections;
 mod io;
+mod listener;
 pub mod tracking;
 
 use crate::broker::{Broker, BrokerHandle};
@@ -16,6 +19,7 @@ use crate::protocol::wire::{encode_server, ServerFrame};
 use crate::settings::{Settings, SettingsError};
 use auth::Users;
 use bytes::BytesMut;
+pub use connections::{CloseConnection, ConnectionInfo, Connections};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +28,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
 
-/// What every connection shares.
+/// What every connection of every listener shares.
 pub(crate) struct ServerShared {
     /// The broker core.
     pub broker: BrokerHandle,
@@ -32,12 +36,22 @@ pub(crate) struct ServerShared {
     pub users: Users,
     /// All settings (limits, heartbeat).
     pub settings: Settings,
-    /// Open connections.
+    /// Open connections (counted at accept, before the connection registers).
     pub connections: AtomicUsize,
+    /// The live connections, for listing and closing them.
+    pub registry: Connections,
     /// Woken when a connection closes (shutdown waits on it).
     pub closed: Notify,
-    /// Set to true to close every connection.
+    /// Set to true to stop every listener and close every connection.
     pub shutdown: watch::Sender<bool>,
+}
+
+impl ServerShared {
+    /// A connection ended (or never started): one less, and whoever waits is told.
+    pub(crate) fn connection_gone(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.closed.notify_waiters();
+    }
 }
 
 /// A start-up failure.
@@ -59,7 +73,135 @@ pub enum ServerError {
     },
 }
 
-/// A running networked broker.
+/// The front ends of one running broker: the users they authenticate, the registry of
+/// their live connections, and their shutdown. Listeners are opened on it one by one
+/// ([`FrontEnd::listen_native`]), so several protocols share one broker, and an
+/// embedding service can open a listener on its in-process broker, with the exchange
+/// types it registered in Rust.
+///
+/// ```no_run
+/// use actormq::server::FrontEnd;
+/// use actormq::{Broker, Settings};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = Broker::builder().start()?; // with .exchange_type(...) as needed
+/// let front = FrontEnd::new(broker, Settings::default())?;
+/// let addr = front.listen_native(std::net::TcpListener::bind("127.0.0.1:0")?)?;
+/// println!("native protocol on {addr}");
+/// front.stop().await; // clients told, queues written, broker stopped
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FrontEnd {
+    shared: Arc<ServerShared>,
+}
+
+impl FrontEnd {
+    /// Front ends for `broker`, with the users of `settings` (and its `[server]` limits).
+    pub fn new(broker: BrokerHandle, settings: Settings) -> Result<FrontEnd, ServerError> {
+        let users = Users::from_settings(&settings)?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(FrontEnd {
+            shared: Arc::new(ServerShared {
+                broker,
+                users,
+                settings,
+                connections: AtomicUsize::new(0),
+                registry: Connections::default(),
+                closed: Notify::new(),
+                shutdown,
+            }),
+        })
+    }
+
+    /// Serves the native protocol on `listener` (already bound) until [`stop`](Self::stop);
+    /// returns the address it listens on.
+    pub fn listen_native(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> Result<SocketAddr, ServerError> {
+        let addr = prepare(&listener)?;
+        let start: listener::StartConnection = Arc::new(|socket, peer, shared| {
+            connection::Connection::start(socket, peer, shared);
+        });
+        listener::spawn(
+            listener,
+            self.shared.clone(),
+            "native",
+            start,
+            refuse_native,
+        );
+        tracing::info!(%addr, "native protocol listening");
+        Ok(addr)
+    }
+
+    /// The broker core.
+    pub fn broker(&self) -> &BrokerHandle {
+        &self.shared.broker
+    }
+
+    /// The live connections of every listener.
+    pub fn connections(&self) -> &Connections {
+        &self.shared.registry
+    }
+
+    /// Shuts down without losing what the broker has taken: stops every listener, tells
+    /// every client (CONNECTION_FORCED), waits until each connection has handed its last
+    /// acks to the queues and closed, then stops the broker ([`BrokerHandle::stop`]:
+    /// queues write what they hold before the store closes). Bounded by
+    /// `broker.shutdown_timeout_secs` for the connections and again for the queues;
+    /// what is cut off is logged. Safe to call twice.
+    pub async fn stop(&self) {
+        self.shared.shutdown.send_replace(true);
+        let timeout = Duration::from_secs(self.shared.settings.broker.shutdown_timeout_secs);
+        if tokio::time::timeout(timeout, self.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.shared.connections.load(Ordering::Acquire),
+                ?timeout,
+                "shutdown: connections still open after broker.shutdown_timeout_secs; stopping the broker anyway"
+            );
+        }
+        self.shared.broker.stop().await;
+    }
+
+    /// Resolves once no connection is open (each one's `stopped` notifies `closed`).
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.shared.closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read: a close in between still wakes us.
+            closed.as_mut().enable();
+            if self.shared.connections.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// Makes a bound listener ready for tokio; its address.
+fn prepare(listener: &std::net::TcpListener) -> Result<SocketAddr, ServerError> {
+    let bind_error = |source| ServerError::Bind {
+        addr: listener
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string()),
+        source,
+    };
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    listener.local_addr().map_err(bind_error)
+}
+
+/// Binds `addr` for a listener.
+fn bind(addr: &str) -> Result<std::net::TcpListener, ServerError> {
+    std::net::TcpListener::bind(addr).map_err(|source| ServerError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// A running networked broker: the broker core and its native listener.
 ///
 /// ```no_run
 /// use actormq::{server::ServerHandle, Settings};
@@ -70,7 +212,7 @@ pub enum ServerError {
 /// server.shutdown();
 /// ```
 pub struct ServerHandle {
-    shared: Arc<ServerShared>,
+    front: FrontEnd,
     local_addr: SocketAddr,
 }
 
@@ -78,44 +220,36 @@ impl ServerHandle {
     /// Starts the broker core (recovering what `settings.storage.data_dir` holds) and
     /// listens on `settings.server.bind`. Ready to accept connections when this returns.
     pub fn start(settings: Settings) -> Result<ServerHandle, ServerError> {
-        let users = Users::from_settings(&settings)?;
-        let listener = std::net::TcpListener::bind(&settings.server.bind).map_err(|source| {
-            ServerError::Bind {
-                addr: settings.server.bind.clone(),
-                source,
-            }
-        })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: settings.server.bind.clone(),
-            source,
-        })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| ServerError::Bind {
-                addr: settings.server.bind.clone(),
-                source,
-            })?;
+        // Bound first: a port in use fails before the store is opened and recovered.
+        let listener = bind(&settings.server.bind)?;
         let broker = Broker::builder()
             .settings(settings.broker.clone())
             .storage(settings.storage.options())
             .start()?;
-        let (shutdown, _) = watch::channel(false);
-        let shared = Arc::new(ServerShared {
-            broker,
-            users,
-            settings,
-            connections: AtomicUsize::new(0),
-            closed: Notify::new(),
-            shutdown,
-        });
-        let s2 = shared.clone();
-        shared
-            .broker
-            .context()
-            .next_arbiter()
-            .spawn(accept_loop(listener, s2));
-        tracing::info!(%local_addr, "actormq listening");
-        Ok(ServerHandle { shared, local_addr })
+        Self::serve(broker, settings, listener)
+    }
+
+    /// Serves the native protocol on `settings.server.bind` for a broker that is already
+    /// running (an embedded one, with its own exchange types).
+    pub fn start_on(broker: BrokerHandle, settings: Settings) -> Result<ServerHandle, ServerError> {
+        let listener = bind(&settings.server.bind)?;
+        Self::serve(broker, settings, listener)
+    }
+
+    fn serve(
+        broker: BrokerHandle,
+        settings: Settings,
+        listener: std::net::TcpListener,
+    ) -> Result<ServerHandle, ServerError> {
+        let front = match FrontEnd::new(broker.clone(), settings) {
+            Ok(f) => f,
+            Err(e) => {
+                broker.shutdown();
+                return Err(e);
+            }
+        };
+        let local_addr = front.listen_native(listener)?;
+        Ok(ServerHandle { front, local_addr })
     }
 
     /// The address the listener is bound to (with the real port when bound to port 0).
@@ -125,146 +259,66 @@ impl ServerHandle {
 
     /// The broker core, for in-process use beside the network.
     pub fn broker(&self) -> &BrokerHandle {
-        &self.shared.broker
+        self.front.broker()
+    }
+
+    /// The front ends: open more listeners, list or close connections.
+    pub fn front_end(&self) -> &FrontEnd {
+        &self.front
     }
 
     /// Connections open now.
     pub fn connections(&self) -> usize {
-        self.shared.connections.load(Ordering::Acquire)
+        self.front.shared.connections.load(Ordering::Acquire)
     }
 
-    /// Shuts down without losing what the broker has taken: stops accepting, tells every
-    /// client (a CONNECTION_FORCED error frame), waits until each connection has handed
-    /// its last acks to the queues and closed, then stops the broker
-    /// ([`BrokerHandle::stop`]: queues write what they hold before the store closes).
-    /// Bounded by `broker.shutdown_timeout_secs` for the connections and again for the
-    /// queues; what is cut off is logged. Safe to call twice.
+    /// See [`FrontEnd::stop`].
     pub async fn stop(&self) {
-        self.shared.shutdown.send_replace(true);
-        let timeout = Duration::from_secs(self.shared.settings.broker.shutdown_timeout_secs);
-        if tokio::time::timeout(timeout, self.all_closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = self.connections(),
-                ?timeout,
-                "shutdown: connections still open after broker.shutdown_timeout_secs; stopping the broker anyway"
-            );
-        }
-        self.shared.broker.stop().await;
+        self.front.stop().await;
     }
 
     /// The blocking form of [`stop`](Self::stop).
     pub fn shutdown(&self) {
-        let shared = self.shared.clone();
-        let local_addr = self.local_addr;
-        let waited = std::thread::spawn(move || {
-            let me = ServerHandle { shared, local_addr };
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => rt.block_on(me.stop()),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the shutdown runtime");
-                    me.shared.broker.shutdown();
+        let front = self.front.clone();
+        let waited =
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(front.stop()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the shutdown runtime");
+                        front.broker().shutdown();
+                    }
                 }
-            }
-        })
-        .join();
+            })
+            .join();
         if waited.is_err() {
             tracing::error!("the shutdown thread panicked");
         }
     }
-
-    /// Resolves once no connection is open (each one's `stopped` notifies `closed`).
-    async fn all_closed(&self) {
-        loop {
-            let closed = self.shared.closed.notified();
-            tokio::pin!(closed);
-            // Registered before the count is read: a close in between still wakes us.
-            closed.as_mut().enable();
-            if self.connections() == 0 {
-                return;
-            }
-            closed.await;
-        }
-    }
 }
 
-async fn accept_loop(listener: std::net::TcpListener, shared: Arc<ServerShared>) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot register the listener");
-            return;
-        }
-    };
-    let mut shutdown = shared.shutdown.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => {
-                tracing::info!("stopped accepting connections");
-                return;
-            }
-        };
-        let (socket, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: log, back off a little, go on.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let open = shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        if open > shared.settings.server.max_connections {
-            shared.connections.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(%peer, limit = shared.settings.server.max_connections, "connection refused: limit reached");
-            actix_rt::spawn(refuse(socket, shared.settings.server.max_connections));
-            continue;
-        }
-        let std_socket = match socket.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                shared.connections.fetch_sub(1, Ordering::AcqRel);
-                tracing::warn!(error = %e, "cannot hand the socket over");
-                continue;
-            }
-        };
-        let s2 = shared.clone();
-        // Each connection lives on a worker arbiter, registered with that arbiter's
-        // reactor (the socket is moved as a std socket and adopted there).
-        shared.broker.context().next_arbiter().spawn_fn(move || {
-            match tokio::net::TcpStream::from_std(std_socket) {
-                Ok(s) => {
-                    connection::Connection::start(s, peer, s2);
-                }
-                Err(e) => {
-                    s2.connections.fetch_sub(1, Ordering::AcqRel);
-                    tracing::warn!(error = %e, "cannot adopt the socket");
-                }
-            }
-        });
-    }
-}
-
-/// Tells a client over the connection limit why, and closes.
-async fn refuse(mut socket: tokio::net::TcpStream, limit: usize) {
-    let mut out = BytesMut::new();
-    let _ = encode_server(
-        &ServerFrame::Error {
-            id: None,
-            code: ErrorCode::ResourceError,
-            message: format!("connection limit of {limit} reached (server.max_connections)"),
-            fatal: true,
-        },
-        &mut out,
-    );
-    let _ = socket.write_all(&out).await;
-    let _ = socket.shutdown().await;
+/// Tells a native client over the connection limit why, and closes.
+fn refuse_native(
+    mut socket: tokio::net::TcpStream,
+    limit: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    Box::pin(async move {
+        let mut out = BytesMut::new();
+        let _ = encode_server(
+            &ServerFrame::Error {
+                id: None,
+                code: ErrorCode::ResourceError,
+                message: format!("connection limit of {limit} reached (server.max_connections)"),
+                fatal: true,
+            },
+            &mut out,
+        );
+        let _ = socket.write_all(&out).await;
+        let _ = socket.shutdown().await;
+    })
 }
 
 /// Installs the `tracing` subscriber: `RUST_LOG` when set, else `level`.

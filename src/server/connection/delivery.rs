@@ -52,6 +52,7 @@ impl Handler<Deliver> for Connection {
             self.held_credits.push(msg.credit);
             return;
         }
+        self.stats.add_delivered(msg.deliveries.len() as u64);
         for d in &msg.deliveries {
             let tag = self.next_tag;
             self.next_tag += 1;

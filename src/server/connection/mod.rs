@@ -10,6 +10,7 @@
 //! for publishers, when memory is not blocked): until then the reader does not read, so
 //! TCP pushes back on the client.
 
+use super::connections::{CloseConnection, ConnectionStats};
 use super::io::{self, Flow, ReadEvent, WriterHandle};
 use super::tracking::{by_queue, Confirms, UnackedTags};
 use super::ServerShared;
@@ -119,6 +120,8 @@ pub struct Connection {
     held_credits: Vec<Credit>,
     /// Settlements decoded from the current read, not yet sent: (queue, kind, ids).
     pending_settles: Vec<(QueueHandle, Settlement, Vec<u64>)>,
+    /// Counters the connection registry reads when an operator lists connections.
+    stats: Arc<ConnectionStats>,
 }
 
 /// Most messages in one `Publish` batch: big enough to amortise the hop, small enough
@@ -141,33 +144,48 @@ impl Connection {
             shared.settings.server.max_write_buffer,
         ));
         let now = Instant::now();
-        Connection::create(|_| Connection {
-            owner,
-            peer,
-            shared,
-            session: None,
-            out: BytesMut::with_capacity(8 * 1024),
-            out_credits: Vec::new(),
-            writer: None,
-            flow,
-            socket: Some(socket),
-            exchanges: HashMap::new(),
-            confirms: Confirms::default(),
-            consumers: HashMap::new(),
-            self_addr: None,
-            ctag_seq: 0,
-            next_tag: 1,
-            unacked: UnackedTags::default(),
-            touched: Vec::new(),
-            heartbeat: Duration::ZERO,
-            last_recv: now,
-            last_sent: now,
-            closing: false,
-            publisher: false,
-            recently_cancelled: std::collections::VecDeque::new(),
-            span: tracing::info_span!("conn", id = owner.0, %peer),
-            pending_settles: Vec::new(),
-            held_credits: Vec::new(),
+        let local = socket.local_addr().ok();
+        let stats = Arc::new(ConnectionStats::default());
+        let registry = shared.clone();
+        let st = stats.clone();
+        Connection::create(move |ctx| {
+            registry.registry.register(
+                owner.0,
+                "native",
+                peer,
+                local,
+                st,
+                ctx.address().recipient(),
+            );
+            Connection {
+                owner,
+                peer,
+                shared,
+                session: None,
+                out: BytesMut::with_capacity(8 * 1024),
+                out_credits: Vec::new(),
+                writer: None,
+                flow,
+                socket: Some(socket),
+                exchanges: HashMap::new(),
+                confirms: Confirms::default(),
+                consumers: HashMap::new(),
+                self_addr: None,
+                ctag_seq: 0,
+                next_tag: 1,
+                unacked: UnackedTags::default(),
+                touched: Vec::new(),
+                heartbeat: Duration::ZERO,
+                last_recv: now,
+                last_sent: now,
+                closing: false,
+                publisher: false,
+                recently_cancelled: std::collections::VecDeque::new(),
+                span: tracing::info_span!("conn", id = owner.0, %peer),
+                pending_settles: Vec::new(),
+                held_credits: Vec::new(),
+                stats,
+            }
         })
     }
 
@@ -535,8 +553,8 @@ impl Actor for Connection {
             s.registry.do_send(OwnerGone(self.owner));
             tracing::info!(peer = %self.peer, user = %s.user, "connection closed");
         }
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        self.shared.closed.notify_waiters();
+        self.shared.registry.remove(self.owner.0);
+        self.shared.connection_gone();
     }
 }
 
@@ -621,6 +639,18 @@ impl Handler<Shutdown> for Connection {
         self.fatal(
             ErrorCode::ConnectionForced,
             "the broker is shutting down".into(),
+            ctx,
+        );
+    }
+}
+
+impl Handler<CloseConnection> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseConnection, ctx: &mut Self::Context) {
+        self.fatal(
+            ErrorCode::ConnectionForced,
+            format!("closed by the broker's operator: {}", msg.reason),
             ctx,
         );
     }

@@ -45,6 +45,8 @@ impl Connection {
         };
         self.heartbeat = Duration::from_secs(hb as u64);
         tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %h.client, "connection opened");
+        self.shared.registry.opened(self.owner.0, &h.user, &h.vhost);
+        self.stats.channels.store(1, Ordering::Relaxed);
         self.session = Some(Session {
             registry,
             vhost: h.vhost,

@@ -116,6 +116,7 @@ impl Connection {
         // later publish, or a crash after that publish's confirm could bring back a
         // message whose ack the client rightly counts as done.
         self.flush_settles();
+        self.stats.add_published(items.len() as u64);
         let gauge = self.shared.broker.memory().clone();
         let bytes: usize = items.iter().map(|o| o.message.accounted_size()).sum();
         // Reserve before sending: held + in flight stays under the watermark plus one

@@ -344,6 +344,7 @@ impl Connection {
         match got {
             None => self.reply(id, ReplyBody::GetEmpty),
             Some((d, left)) => {
+                self.stats.add_delivered(1);
                 let tag = self.next_tag;
                 self.next_tag += 1;
                 if !no_ack {

@@ -1,3 +1,4 @@
 //! The networked broker over real TCP: raw protocol bytes, connections, auth, limits.
 
+mod listeners;
 mod raw;
