@@ -70,6 +70,11 @@ impl BrokerContext {
         self
     }
 
+    /// True when `kind` names a registered exchange type or exchange actor.
+    pub fn knows_exchange_type(&self, kind: &str) -> bool {
+        self.exchange_actors.contains_key(kind) || self.exchange_types.contains(kind)
+    }
+
     /// The arbiter for the next actor (round-robin).
     pub fn next_arbiter(&self) -> ArbiterHandle {
         let i = self.next.fetch_add(1, Ordering::Relaxed);

@@ -117,6 +117,21 @@ pub struct Registry {
     queues: HashMap<String, QueueEntry>,
     /// Every explicit binding (the default exchange's implicit ones are not listed).
     bindings: Vec<BindingRecord>,
+    /// Durable exchanges restored from the store whose type this broker does not know
+    /// (a custom type not registered this time): no actor runs for them, publishes and
+    /// binds are refused naming the missing type, but they and their bindings stay in
+    /// the store, so a later start with the type registered brings them back. A user's
+    /// missing code must never erase durable state.
+    dormant: HashMap<String, Dormant>,
+}
+
+/// A durable exchange kept without an actor (see [`Registry`]'s `dormant`).
+struct Dormant {
+    /// As stored.
+    spec: ExchangeSpec,
+    /// Why it is not running, for the refusals (e.g. "its type 'x-hash' is not
+    /// registered in this broker").
+    reason: String,
 }
 
 /// Lists the queues of a virtual host: (name, spec).
@@ -159,6 +174,7 @@ impl Registry {
                 directory: ExchangeDirectory::default(),
                 queues: HashMap::new(),
                 bindings: Vec::new(),
+                dormant: HashMap::new(),
             };
             r.predeclare();
             r
@@ -196,7 +212,21 @@ impl Registry {
     fn exchange(&self, name: &str) -> Result<&ExchangeHandle, BrokerError> {
         self.exchanges
             .get(name)
-            .ok_or_else(|| self.not_found("exchange", name))
+            .ok_or_else(|| match self.dormant.get(name) {
+                Some(d) => self.dormant_error(d),
+                None => self.not_found("exchange", name),
+            })
+    }
+
+    /// The refusal of any use of a dormant exchange: it names why (the missing type).
+    fn dormant_error(&self, d: &Dormant) -> BrokerError {
+        BrokerError::new(
+            ErrorCode::NotFound,
+            format!(
+                "exchange '{}' in vhost '{}' is dormant: {} (it and its bindings are kept; restart with the type registered)",
+                d.spec.name, self.vhost, d.reason
+            ),
+        )
     }
 
     /// The queue `name`, refused with RESOURCE_LOCKED when exclusive to another owner.
@@ -233,6 +263,13 @@ impl Registry {
             return match existing.spec().difference(&spec) {
                 Some(diff) => Err(BrokerError::precondition(diff)),
                 None => Ok(()),
+            };
+        }
+        if let Some(dormant) = self.dormant.get(&spec.name) {
+            return if msg.passive {
+                Ok(())
+            } else {
+                Err(self.dormant_error(dormant))
             };
         }
         if msg.passive {
@@ -325,11 +362,12 @@ impl Registry {
     /// Deletes an exchange now: its bindings in both directions, its actor. Answers the
     /// removals to send to other exchanges.
     fn remove_exchange(&mut self, name: &str) -> Vec<(ExchangeHandle, RemoveBinding)> {
-        let Some(x) = self.exchanges.remove(name) else {
+        if let Some(x) = self.exchanges.remove(name) {
+            self.directory.remove(name);
+            x.stop();
+        } else if self.dormant.remove(name).is_none() {
             return Vec::new();
-        };
-        self.directory.remove(name);
-        x.stop();
+        }
         let (mut removals, mut sources) = self.unbind_where(|b| {
             b.exchange == name || matches!(&b.target, BindTarget::Exchange(t) if t == name)
         });

@@ -14,7 +14,7 @@
 //!
 //! [`Durability::save_vhost`]: crate::broker::durability::Durability::save_vhost
 
-use super::{BindingRecord, Registry};
+use super::{BindingRecord, Dormant, Registry};
 use crate::broker::exchange::{Destination, ExchangeSpec};
 use crate::broker::messages::{AddBinding, BindTarget, DeclareExchange};
 use crate::broker::queue::durable::AttachStorage;
@@ -57,6 +57,7 @@ impl Registry {
     /// True when the exchange `name` is known and durable.
     fn durable_exchange(&self, name: &str) -> bool {
         self.exchanges.get(name).is_some_and(|x| x.spec().durable)
+            || self.dormant.contains_key(name)
     }
 
     /// True when `b` is stored: its source and its destination are durable. The
@@ -77,6 +78,7 @@ impl Registry {
             .exchanges
             .values()
             .map(|x| x.spec())
+            .chain(self.dormant.values().map(|d| &d.spec))
             .filter(|s| s.durable && !predeclared(&s.name))
             .map(|s| StoredExchange {
                 name: s.name.clone(),
@@ -172,11 +174,20 @@ impl Registry {
                 arguments: x.arguments,
             };
             let name = spec.name.clone();
+            if !self.ctx.knows_exchange_type(&spec.kind) {
+                tracing::warn!(vhost = %vhost, exchange = %name, kind = %spec.kind, "durable exchange kept dormant: its type is not registered in this broker (publishes to it are refused until a restart with the type)");
+                let reason = format!("its type '{}' is not registered in this broker", spec.kind);
+                self.dormant.insert(name, Dormant { spec, reason });
+                continue;
+            }
             if let Err(e) = self.declare_exchange(DeclareExchange {
-                spec,
+                spec: spec.clone(),
                 passive: false,
             }) {
-                tracing::error!(vhost = %vhost, exchange = %name, error = %e, "cannot restore a durable exchange");
+                // Kept in the store all the same: a failure now must not erase it.
+                tracing::error!(vhost = %vhost, exchange = %name, error = %e, "cannot restore a durable exchange: kept dormant");
+                let reason = format!("it could not be started: {}", e.message());
+                self.dormant.insert(name, Dormant { spec, reason });
             }
         }
         let mut adds = Vec::new();
@@ -208,33 +219,41 @@ impl Registry {
             }
         }
         for b in stored.bindings {
+            let record = BindingRecord {
+                exchange: b.source.clone(),
+                target: match &b.destination {
+                    StoredBindingTarget::Queue(q) => BindTarget::Queue(q.clone()),
+                    StoredBindingTarget::Exchange(x) => BindTarget::Exchange(x.clone()),
+                },
+                routing_key: b.routing_key.clone(),
+                arguments: b.arguments.clone(),
+            };
+            let touches_dormant = self.dormant.contains_key(&b.source)
+                || matches!(&b.destination, StoredBindingTarget::Exchange(x) if self.dormant.contains_key(x));
+            if touches_dormant {
+                // Kept as a record (and so in the store); it routes once the type is back.
+                if !self.bindings.contains(&record) {
+                    self.bindings.push(record);
+                }
+                continue;
+            }
             let Some(source) = self.exchanges.get(&b.source).cloned() else {
                 tracing::error!(vhost = %vhost, exchange = %b.source, "a stored binding's source exchange is missing: binding dropped");
                 continue;
             };
-            let (target, destination) = match &b.destination {
-                StoredBindingTarget::Queue(q) => (
-                    BindTarget::Queue(q.clone()),
-                    self.queues
-                        .get(q)
-                        .map(|e| Destination::Queue(e.handle.clone())),
-                ),
-                StoredBindingTarget::Exchange(x) => (
-                    BindTarget::Exchange(x.clone()),
-                    self.exchanges
-                        .get(x)
-                        .map(|h| Destination::Exchange(h.clone())),
-                ),
+            let destination = match &b.destination {
+                StoredBindingTarget::Queue(q) => self
+                    .queues
+                    .get(q)
+                    .map(|e| Destination::Queue(e.handle.clone())),
+                StoredBindingTarget::Exchange(x) => self
+                    .exchanges
+                    .get(x)
+                    .map(|h| Destination::Exchange(h.clone())),
             };
             let Some(destination) = destination else {
-                tracing::error!(vhost = %vhost, destination = %target.name(), "a stored binding's destination is missing: binding dropped");
+                tracing::error!(vhost = %vhost, destination = %record.target.name(), "a stored binding's destination is missing: binding dropped");
                 continue;
-            };
-            let record = BindingRecord {
-                exchange: b.source,
-                target,
-                routing_key: b.routing_key.clone(),
-                arguments: b.arguments.clone(),
             };
             if !self.bindings.contains(&record) {
                 self.bindings.push(record);

@@ -41,12 +41,13 @@ impl Handler<DeleteExchange> for Registry {
             }
             Ok(())
         };
-        let exchanges_before = self.exchanges.len();
+        let exchanges_before = self.exchanges.len() + self.dormant.len();
         let removals = match check() {
             Ok(()) => self.remove_exchange(&msg.name),
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
-        let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
+        let saved =
+            (self.exchanges.len() + self.dormant.len() != exchanges_before).then(|| self.persist());
         AtomicResponse::new(Box::pin(
             removed_then_saved(removals, saved).into_actor(self),
         ))
@@ -390,6 +391,7 @@ impl Handler<ListExchanges> for Registry {
 
     fn handle(&mut self, _msg: ListExchanges, _ctx: &mut Self::Context) -> Self::Result {
         let mut v: Vec<ExchangeSpec> = self.exchanges.values().map(|x| x.spec().clone()).collect();
+        v.extend(self.dormant.values().map(|d| d.spec.clone()));
         v.sort_by(|a, b| a.name.cmp(&b.name));
         MessageResult(v)
     }

@@ -13,6 +13,7 @@
 mod alarm;
 mod corrupt;
 mod crash;
+mod dormant;
 mod metadata;
 mod paging;
 mod shutdown;
