@@ -13,6 +13,7 @@
 //! - [`settings`]: `Settings.toml` and environment overrides.
 
 pub mod broker;
+pub mod definitions;
 pub mod embed;
 pub mod error;
 pub mod message;

@@ -1,6 +1,8 @@
-//! The registry of one virtual host: names → exchange and queue actors, and the binding
-//! table. Declares, deletes, binds and unbinds; spawns the entity actors on the worker
-//! arbiters; deletes exclusive queues when their owner goes.
+//! The registry of one virtual host: its definitions ([`VhostDefinitions`]: exchanges,
+//! queues, bindings, changed only by commands) and the actors that run them. Declares,
+//! deletes, binds and unbinds are applied as commands; the registry then starts or
+//! stops actors and tells exchanges about removed bindings from what the command
+//! answered ([`Applied`]); it deletes exclusive queues when their owner goes.
 //!
 //! Operations that must await another actor (a queue's delete conditions, an exchange's
 //! binding validation) run as atomic responses: the registry handles them one at a time,
@@ -13,6 +15,7 @@ use crate::broker::messages::*;
 use crate::broker::queue::actor::{DeleteSelf, Purge, QueueInit, Touch};
 use crate::broker::queue::{QueueActor, QueueHandle, QueueSpec};
 use crate::broker::queue_args::QueueConfig;
+use crate::definitions::{Applied, Command, VhostDefinitions};
 use crate::error::{BrokerError, ErrorCode};
 use crate::message::FieldTable;
 use actix::prelude::*;
@@ -92,15 +95,18 @@ impl BindingRecord {
     }
 }
 
-/// A queue as the registry knows it.
+/// The actor of a defined queue.
 #[derive(Clone)]
 struct QueueEntry {
     handle: QueueHandle,
-    spec: QueueSpec,
     /// The owning connection of an exclusive queue.
     owner: Option<OwnerId>,
     incarnation: u64,
 }
+
+/// The exchange-side messages a change needs: removed bindings, told to their source
+/// exchanges (which keep their own routing tables).
+type Removals = Vec<(ExchangeHandle, RemoveBinding)>;
 
 /// The registry actor of one virtual host.
 pub struct Registry {
@@ -108,30 +114,23 @@ pub struct Registry {
     vhost: Arc<str>,
     /// Arbiters, exchange types, memory gauge: what new actors need.
     ctx: Arc<BrokerContext>,
-    /// Exchanges by name, the default exchange `""` and the `amq.*` ones included.
+    /// What the virtual host is: every exchange, queue and binding, as commands left them.
+    defs: VhostDefinitions,
+    /// The running exchange actors by name, the default exchange `""` and the `amq.*`
+    /// ones included. A defined exchange missing here is dormant (see `dormant`).
     exchanges: HashMap<String, ExchangeHandle>,
     /// The same exchanges, for queues and exchanges to read (dead-letter and alternate
     /// exchanges); written together with `exchanges`.
     directory: ExchangeDirectory,
-    /// Queues by name.
+    /// The running queue actors by name.
     queues: HashMap<String, QueueEntry>,
-    /// Every explicit binding (the default exchange's implicit ones are not listed).
-    bindings: Vec<BindingRecord>,
-    /// Durable exchanges restored from the store whose type this broker does not know
-    /// (a custom type not registered this time): no actor runs for them, publishes and
-    /// binds are refused naming the missing type, but they and their bindings stay in
-    /// the store, so a later start with the type registered brings them back. A user's
-    /// missing code must never erase durable state.
-    dormant: HashMap<String, Dormant>,
-}
-
-/// A durable exchange kept without an actor (see [`Registry`]'s `dormant`).
-struct Dormant {
-    /// As stored.
-    spec: ExchangeSpec,
-    /// Why it is not running, for the refusals (e.g. "its type 'x-hash' is not
-    /// registered in this broker").
-    reason: String,
+    /// Why each dormant exchange has no actor: durable exchanges restored from the store
+    /// whose type this broker does not know (a custom type not registered this time),
+    /// or whose actor could not start. Publishes and binds are refused naming the
+    /// reason; they and their bindings stay defined and stored, so a later start with
+    /// the type registered brings them back. A user's missing code never erases
+    /// durable state.
+    dormant: HashMap<String, String>,
 }
 
 /// Lists the queues of a virtual host: (name, spec).
@@ -154,13 +153,6 @@ pub struct ListBindings;
 #[rtype(result = "()")]
 pub struct StopAll;
 
-fn valid_name(name: &str) -> bool {
-    name.len() <= 255
-        && name.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/' | '@' | '+')
-        })
-}
-
 impl Registry {
     /// Starts the registry of `vhost` with its predeclared exchanges.
     pub fn start(vhost: &str, ctx: Arc<BrokerContext>) -> Addr<Registry> {
@@ -168,12 +160,12 @@ impl Registry {
         let arbiter = ctx.next_arbiter();
         Registry::start_in_arbiter(&arbiter, move |_| {
             let mut r = Registry {
+                defs: VhostDefinitions::new(&vhost),
                 vhost,
                 ctx,
                 exchanges: HashMap::new(),
                 directory: ExchangeDirectory::default(),
                 queues: HashMap::new(),
-                bindings: Vec::new(),
                 dormant: HashMap::new(),
             };
             r.predeclare();
@@ -181,27 +173,24 @@ impl Registry {
         })
     }
 
-    /// The default exchange and the `amq.*` exchanges RabbitMQ users expect.
+    /// Starts the actors of the predeclared exchanges (defined from the start).
     fn predeclare(&mut self) {
-        for (name, kind) in [
-            ("", "direct"),
-            ("amq.direct", "direct"),
-            ("amq.fanout", "fanout"),
-            ("amq.topic", "topic"),
-            ("amq.headers", "headers"),
-            ("amq.match", "headers"),
-        ] {
-            let mut spec = ExchangeSpec::new(name, kind);
-            spec.durable = true;
-            let kind = self.ctx.exchange_types.create(kind).expect("built-in type");
+        let predeclared: Vec<ExchangeSpec> = self.defs.exchanges().cloned().collect();
+        for spec in predeclared {
+            let kind = self
+                .ctx
+                .exchange_types
+                .create(&spec.kind)
+                .expect("built-in type");
+            let name = spec.name.clone();
             let h = ExchangeHandle::start_builtin(
                 spec,
                 kind,
                 &self.ctx.next_arbiter(),
                 self.directory.clone(),
             );
-            self.directory.insert(name, h.clone());
-            self.exchanges.insert(name.to_string(), h);
+            self.directory.insert(&name, h.clone());
+            self.exchanges.insert(name, h);
         }
     }
 
@@ -209,22 +198,24 @@ impl Registry {
         BrokerError::not_found(kind, name, &self.vhost)
     }
 
+    /// The running exchange `name`: NOT_FOUND when undefined, and when dormant an error
+    /// that says why.
     fn exchange(&self, name: &str) -> Result<&ExchangeHandle, BrokerError> {
         self.exchanges
             .get(name)
             .ok_or_else(|| match self.dormant.get(name) {
-                Some(d) => self.dormant_error(d),
+                Some(reason) => self.dormant_error(name, reason),
                 None => self.not_found("exchange", name),
             })
     }
 
     /// The refusal of any use of a dormant exchange: it names why (the missing type).
-    fn dormant_error(&self, d: &Dormant) -> BrokerError {
+    fn dormant_error(&self, name: &str, reason: &str) -> BrokerError {
         BrokerError::new(
             ErrorCode::NotFound,
             format!(
-                "exchange '{}' in vhost '{}' is dormant: {} (it and its bindings are kept; restart with the type registered)",
-                d.spec.name, self.vhost, d.reason
+                "exchange '{name}' in vhost '{}' is dormant: {reason} (it and its bindings are kept; restart with the type registered)",
+                self.vhost
             ),
         )
     }
@@ -249,135 +240,112 @@ impl Registry {
         }
     }
 
-    fn declare_exchange(&mut self, msg: DeclareExchange) -> Result<(), BrokerError> {
+    /// Declares an exchange: answers whether a durable definition changed (the snapshot
+    /// must be saved before the declare is answered).
+    fn declare_exchange(&mut self, msg: DeclareExchange) -> Result<bool, BrokerError> {
         let spec = msg.spec;
-        if let Some(existing) = self.exchanges.get(&spec.name) {
-            if msg.passive {
-                return Ok(());
-            }
-            if spec.name.is_empty() {
-                return Err(BrokerError::access_refused(
-                    "operation not permitted on the default exchange",
-                ));
-            }
-            return match existing.spec().difference(&spec) {
-                Some(diff) => Err(BrokerError::precondition(diff)),
-                None => Ok(()),
-            };
-        }
-        if let Some(dormant) = self.dormant.get(&spec.name) {
-            return if msg.passive {
-                Ok(())
-            } else {
-                Err(self.dormant_error(dormant))
-            };
-        }
         if msg.passive {
-            return Err(self.not_found("exchange", &spec.name));
-        }
-        if spec.name.starts_with("amq.") {
-            return Err(BrokerError::access_refused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                spec.name
-            )));
-        }
-        if spec.name.is_empty() || !valid_name(&spec.name) {
-            return Err(BrokerError::precondition(format!(
-                "invalid exchange name '{}': 1-255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
-                spec.name
-            )));
-        }
-        if let Some(alt) = spec.arguments.get("alternate-exchange") {
-            if alt.as_str().is_none() {
-                return Err(BrokerError::precondition(format!(
-                    "invalid arg 'alternate-exchange' for exchange '{}': expected a string, got {}",
-                    spec.name,
-                    alt.type_name()
-                )));
-            }
-        }
-        let arbiter = self.ctx.next_arbiter();
-        let handle = if let Some(factory) = self.ctx.exchange_actors.get(&spec.kind) {
-            factory(spec.clone(), &arbiter).map_err(|e| {
-                BrokerError::precondition(format!("exchange '{}' refused: {e}", spec.name))
-            })?
-        } else {
-            let Some(kind) = self.ctx.exchange_types.create(&spec.kind) else {
-                let mut known = self.ctx.exchange_types.names();
-                known.extend(self.ctx.exchange_actors.keys().cloned());
-                known.sort();
-                return Err(BrokerError::precondition(format!(
-                    "unknown exchange type '{}' for exchange '{}' (known: {})",
-                    spec.kind,
-                    spec.name,
-                    known.join(", ")
-                )));
+            // A dormant exchange exists: a passive declare only asks that.
+            return match self.defs.exchange(&spec.name) {
+                Some(_) => Ok(false),
+                None => Err(self.not_found("exchange", &spec.name)),
             };
-            kind.validate(&spec.arguments).map_err(|e| {
-                BrokerError::precondition(format!(
-                    "invalid arguments for exchange '{}': {e}",
-                    spec.name
-                ))
-            })?;
-            ExchangeHandle::start_builtin(spec.clone(), kind, &arbiter, self.directory.clone())
-        };
+        }
+        let cmd = Command::DeclareExchange(spec.clone());
+        self.defs.check(&cmd)?;
+        if self.defs.exchange(&spec.name).is_some() {
+            // Equivalent to the one defined (check passed): nothing to start.
+            return match self.dormant.get(&spec.name) {
+                Some(reason) => Err(self.dormant_error(&spec.name, reason)),
+                None => Ok(false),
+            };
+        }
+        let handle = self.start_exchange(&spec)?;
+        let applied = self.defs.apply(cmd).expect("checked above");
         tracing::debug!(vhost = %self.vhost, exchange = %spec.name, kind = %spec.kind, "exchange declared");
         self.directory.insert(&spec.name, handle.clone());
         self.exchanges.insert(spec.name, handle);
-        Ok(())
+        Ok(applied.durable_changed)
     }
 
-    /// Removes bindings matching `pred` from the table and from their source exchanges;
-    /// answers the futures to await and the names of sources left without bindings.
-    fn unbind_where<F>(&mut self, pred: F) -> (Vec<(ExchangeHandle, RemoveBinding)>, Vec<String>)
-    where
-        F: Fn(&BindingRecord) -> bool,
-    {
-        let (gone, kept): (Vec<_>, Vec<_>) = self.bindings.drain(..).partition(|b| pred(b));
-        self.bindings = kept;
-        let mut removals = Vec::new();
-        let mut sources = Vec::new();
-        for b in gone {
-            if let Some(x) = self.exchanges.get(&b.exchange) {
-                removals.push((x.clone(), b.remove_message()));
-            }
-            if !sources.contains(&b.exchange) {
-                sources.push(b.exchange.clone());
-            }
+    /// Starts the actor of a new exchange: its type must be registered (a type or a
+    /// whole actor) and accept the arguments.
+    fn start_exchange(&self, spec: &ExchangeSpec) -> Result<ExchangeHandle, BrokerError> {
+        let arbiter = self.ctx.next_arbiter();
+        if let Some(factory) = self.ctx.exchange_actors.get(&spec.kind) {
+            return factory(spec.clone(), &arbiter).map_err(|e| {
+                BrokerError::precondition(format!("exchange '{}' refused: {e}", spec.name))
+            });
         }
-        (removals, sources)
+        let Some(kind) = self.ctx.exchange_types.create(&spec.kind) else {
+            let mut known = self.ctx.exchange_types.names();
+            known.extend(self.ctx.exchange_actors.keys().cloned());
+            known.sort();
+            return Err(BrokerError::precondition(format!(
+                "unknown exchange type '{}' for exchange '{}' (known: {})",
+                spec.kind,
+                spec.name,
+                known.join(", ")
+            )));
+        };
+        kind.validate(&spec.arguments).map_err(|e| {
+            BrokerError::precondition(format!(
+                "invalid arguments for exchange '{}': {e}",
+                spec.name
+            ))
+        })?;
+        Ok(ExchangeHandle::start_builtin(
+            spec.clone(),
+            kind,
+            &arbiter,
+            self.directory.clone(),
+        ))
     }
 
-    /// Sources among `sources` that are auto-delete and now have no bindings.
-    fn auto_delete_candidates(&self, sources: Vec<String>) -> Vec<String> {
-        sources
-            .into_iter()
-            .filter(|s| {
-                self.exchanges.get(s).is_some_and(|x| x.spec().auto_delete)
-                    && !self.bindings.iter().any(|b| &b.exchange == s)
+    /// Applies a checked change's effects to the actors: removed exchanges stop,
+    /// removed queues are forgotten (their actors are deleting themselves or were told
+    /// to), and the surviving source exchanges of removed bindings are told (the
+    /// answered removals, to send).
+    fn enact(&mut self, applied: &Applied) -> Removals {
+        for x in &applied.removed_exchanges {
+            if let Some(h) = self.exchanges.remove(&x.name) {
+                self.directory.remove(&x.name);
+                h.stop();
+            }
+            self.dormant.remove(&x.name);
+            tracing::debug!(vhost = %self.vhost, exchange = %x.name, "exchange deleted");
+        }
+        let mut removals: Removals = applied
+            .removed_bindings
+            .iter()
+            .filter_map(|b| {
+                let source = self.exchanges.get(&b.exchange)?;
+                Some((source.clone(), b.remove_message()))
             })
-            .collect()
-    }
-
-    /// Deletes an exchange now: its bindings in both directions, its actor. Answers the
-    /// removals to send to other exchanges.
-    fn remove_exchange(&mut self, name: &str) -> Vec<(ExchangeHandle, RemoveBinding)> {
-        if let Some(x) = self.exchanges.remove(name) {
-            self.directory.remove(name);
-            x.stop();
-        } else if self.dormant.remove(name).is_none() {
-            return Vec::new();
-        }
-        let (mut removals, mut sources) = self.unbind_where(|b| {
-            b.exchange == name || matches!(&b.target, BindTarget::Exchange(t) if t == name)
-        });
-        removals.retain(|(h, _)| h.name() != name);
-        sources.retain(|s| s != name);
-        tracing::debug!(vhost = %self.vhost, exchange = %name, "exchange deleted");
-        for s in self.auto_delete_candidates(sources) {
-            removals.extend(self.remove_exchange(&s));
+            .collect();
+        for q in &applied.removed_queues {
+            self.queues.remove(&q.name);
+            if let Some(default) = self.exchanges.get("") {
+                // Every queue is bound to the default exchange by its name.
+                removals.push((
+                    default.clone(),
+                    RemoveBinding {
+                        target: BindTarget::Queue(q.name.clone()),
+                        routing_key: q.name.clone(),
+                        arguments: FieldTable::new(),
+                    },
+                ));
+            }
+            tracing::debug!(vhost = %self.vhost, queue = %q.name, "queue deleted");
         }
         removals
+    }
+
+    /// Applies `cmd` (checked by the caller or known to pass) and its effects: the
+    /// removals to send, and whether a durable definition changed.
+    fn apply(&mut self, cmd: Command) -> Result<(Removals, bool), BrokerError> {
+        let applied = self.defs.apply(cmd)?;
+        Ok((self.enact(&applied), applied.durable_changed))
     }
 
     /// Starts the actor of a new queue (`spec` validated and named), registers it, and
@@ -413,7 +381,6 @@ impl Registry {
             spec.name.clone(),
             QueueEntry {
                 handle: handle.clone(),
-                spec: spec.clone(),
                 owner,
                 incarnation,
             },
@@ -425,41 +392,27 @@ impl Registry {
     /// [`QueueGone`] notice has not been handled yet), so that a declare creates a new
     /// one; the late notice carries the old incarnation and is ignored. Answers the
     /// removals to send, which must reach the exchanges before the new queue's default
-    /// binding does (they name the queue, not the actor).
-    fn forget_if_stopped(&mut self, name: &str) -> Vec<(ExchangeHandle, RemoveBinding)> {
+    /// binding does (they name the queue, not the actor), and whether a durable
+    /// definition changed.
+    fn forget_if_stopped(&mut self, name: &str) -> (Removals, bool) {
         match self.queues.get(name) {
             Some(q) if !q.handle.is_alive() => self.remove_queue(name),
-            _ => Vec::new(),
+            _ => (Vec::new(), false),
         }
     }
 
-    /// Forgets a queue: its entry, its bindings (default exchange included). Answers the
-    /// removals to send.
-    fn remove_queue(&mut self, name: &str) -> Vec<(ExchangeHandle, RemoveBinding)> {
-        if self.queues.remove(name).is_none() {
-            return Vec::new();
-        }
-        let (mut removals, sources) =
-            self.unbind_where(|b| matches!(&b.target, BindTarget::Queue(t) if t == name));
-        if let Some(default) = self.exchanges.get("") {
-            removals.push((
-                default.clone(),
-                RemoveBinding {
-                    target: BindTarget::Queue(name.to_string()),
-                    routing_key: name.to_string(),
-                    arguments: FieldTable::new(),
-                },
-            ));
-        }
-        for s in self.auto_delete_candidates(sources) {
-            removals.extend(self.remove_exchange(&s));
-        }
-        tracing::debug!(vhost = %self.vhost, queue = %name, "queue deleted");
-        removals
+    /// Deletes the definition of queue `name` (its bindings, and auto-delete exchanges
+    /// left without any). Answers the removals to send, and whether a durable definition
+    /// changed.
+    fn remove_queue(&mut self, name: &str) -> (Removals, bool) {
+        self.apply(Command::DeleteQueue {
+            name: name.to_string(),
+        })
+        .expect("deleting a queue always passes its checks")
     }
 }
 
-async fn apply_removals(removals: Vec<(ExchangeHandle, RemoveBinding)>) {
+async fn apply_removals(removals: Removals) {
     for (x, r) in removals {
         let _ = x.remove_binding(r).await;
     }
@@ -468,7 +421,7 @@ async fn apply_removals(removals: Vec<(ExchangeHandle, RemoveBinding)>) {
 /// What a handler that removed bindings (and maybe changed the durable metadata) waits
 /// for before it answers: the removals applied, then the snapshot `saved`, if any.
 async fn removed_then_saved(
-    removals: Vec<(ExchangeHandle, RemoveBinding)>,
+    removals: Removals,
     saved: Option<impl std::future::Future<Output = Result<(), BrokerError>>>,
 ) -> Result<(), BrokerError> {
     apply_removals(removals).await;

@@ -7,10 +7,9 @@ impl Handler<DeclareExchange> for Registry {
     type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: DeclareExchange, _ctx: &mut Self::Context) -> Self::Result {
-        let created = msg.spec.durable && !self.exchanges.contains_key(&msg.spec.name);
         let result = self.declare_exchange(msg);
         // A new durable exchange is answered once it is saved.
-        let saved = (created && result.is_ok()).then(|| self.persist());
+        let saved = matches!(result, Ok(true)).then(|| self.persist());
         Box::pin(async move {
             result?;
             match saved {
@@ -25,29 +24,15 @@ impl Handler<DeleteExchange> for Registry {
     type Result = AtomicResponse<Self, Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: DeleteExchange, _ctx: &mut Self::Context) -> Self::Result {
-        let check = || -> Result<(), BrokerError> {
-            if msg.name.is_empty() || msg.name.starts_with("amq.") {
-                return Err(BrokerError::access_refused(format!(
-                    "operation not permitted on exchange '{}'",
-                    msg.name
-                )));
-            }
-            // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
-            if msg.if_unused && self.bindings.iter().any(|b| b.exchange == msg.name) {
-                return Err(BrokerError::precondition(format!(
-                    "exchange '{}' in vhost '{}' in use: it has bindings",
-                    msg.name, self.vhost
-                )));
-            }
-            Ok(())
-        };
-        let exchanges_before = self.exchanges.len() + self.dormant.len();
-        let removals = match check() {
-            Ok(()) => self.remove_exchange(&msg.name),
+        // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
+        let (removals, durable) = match self.apply(Command::DeleteExchange {
+            name: msg.name,
+            if_unused: msg.if_unused,
+        }) {
+            Ok(done) => done,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
-        let saved =
-            (self.exchanges.len() + self.dormant.len() != exchanges_before).then(|| self.persist());
+        let saved = durable.then(|| self.persist());
         AtomicResponse::new(Box::pin(
             removed_then_saved(removals, saved).into_actor(self),
         ))
@@ -58,43 +43,41 @@ impl Handler<DeclareQueue> for Registry {
     type Result = AtomicResponse<Self, Result<QueueDeclared, BrokerError>>;
 
     fn handle(&mut self, msg: DeclareQueue, ctx: &mut Self::Context) -> Self::Result {
-        type Declared = (QueueHandle, Option<(ExchangeHandle, AddBinding)>);
-        let stale = self.forget_if_stopped(&msg.spec.name);
+        type Declared = (QueueHandle, Option<(ExchangeHandle, AddBinding)>, bool);
+        let (stale, stale_durable) = self.forget_if_stopped(&msg.spec.name);
         let result = (|| -> Result<Declared, BrokerError> {
             let mut spec = msg.spec;
             if let Some(existing) = self.queues.get(&spec.name) {
                 let existing = existing.clone();
                 self.queue_for(&spec.name, msg.owner)?;
                 if !msg.passive {
-                    if let Some(diff) = existing.spec.difference(&spec) {
-                        return Err(BrokerError::precondition(diff));
-                    }
-                }
-                if !msg.passive {
+                    // Equivalent to the definition, or PRECONDITION_FAILED naming the
+                    // difference.
+                    self.defs.check(&Command::DeclareQueue {
+                        spec,
+                        server_named: false,
+                    })?;
                     // A redeclare renews an x-expires lease (a passive one only looks).
                     // do_send: nothing to wait for.
                     existing.handle.addr().do_send(Touch);
                 }
-                return Ok((existing.handle, None));
+                return Ok((existing.handle, None, false));
             }
             if msg.passive {
                 return Err(self.not_found("queue", &spec.name));
             }
-            if spec.name.is_empty() {
+            let server_named = spec.name.is_empty();
+            if server_named {
                 spec.name = format!("amq.gen-{}", self.ctx.unique_suffix());
-            } else if spec.name.starts_with("amq.") {
-                return Err(BrokerError::access_refused(format!(
-                    "queue name '{}' contains reserved prefix 'amq.*'",
-                    spec.name
-                )));
-            } else if !valid_name(&spec.name) {
-                return Err(BrokerError::precondition(format!(
-                    "invalid queue name '{}': at most 255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
-                    spec.name
-                )));
             }
+            let cmd = Command::DeclareQueue {
+                spec: spec.clone(),
+                server_named,
+            };
+            self.defs.check(&cmd)?;
             let owner = spec.exclusive.then_some(msg.owner);
             let handle = self.start_queue(&spec, owner, msg.placement.as_ref(), ctx)?;
+            let (_, durable) = self.apply(cmd).expect("checked above");
             // Every queue is bound to the default exchange by its name.
             let default = self.exchanges.get("").expect("default exchange").clone();
             tracing::debug!(vhost = %self.vhost, queue = %spec.name, "queue declared");
@@ -105,17 +88,16 @@ impl Handler<DeclareQueue> for Registry {
             };
             // Awaited atomically below: the binding is in place before the declare is
             // answered.
-            Ok((handle, Some((default, add))))
+            Ok((handle, Some((default, add)), durable))
         })();
         let vhost = self.vhost.clone();
         // A new durable queue (or a stale one forgotten) is answered once saved.
-        let changed =
-            !stale.is_empty() || matches!(&result, Ok((h, Some(_))) if self.stores_queue(h.name()));
+        let changed = stale_durable || matches!(&result, Ok((_, _, true)));
         let saved = changed.then(|| self.persist());
         AtomicResponse::new(Box::pin(
             async move {
                 apply_removals(stale).await;
-                let (handle, default_bind) = result?;
+                let (handle, default_bind, _) = result?;
                 if let Some((default, add)) = default_bind {
                     default.add_binding(add).await?;
                 }
@@ -164,15 +146,12 @@ impl Handler<DeleteQueue> for Registry {
             }
             .into_actor(self)
             .then(move |res, act: &mut Registry, _ctx| {
-                let stored = act.stores_queue(&name);
-                let exchanges_before = act.exchanges.len();
-                let removals = if res.is_ok() {
+                let (removals, durable) = if res.is_ok() {
                     act.remove_queue(&name)
                 } else {
-                    Vec::new()
+                    (Vec::new(), false)
                 };
-                let changed = stored || act.exchanges.len() != exchanges_before;
-                let saved = (res.is_ok() && changed).then(|| act.persist());
+                let saved = durable.then(|| act.persist());
                 async move {
                     removed_then_saved(removals, saved).await?;
                     res
@@ -198,29 +177,20 @@ impl Handler<Bind> for Registry {
     type Result = AtomicResponse<Self, Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: Bind, _ctx: &mut Self::Context) -> Self::Result {
+        let record = BindingRecord::from_bind(&msg);
+        let cmd = Command::Bind(record);
         let prepared = (|| -> Result<(ExchangeHandle, Destination), BrokerError> {
-            if msg.exchange.is_empty() {
-                return Err(BrokerError::access_refused(
-                    "operation not permitted on the default exchange",
-                ));
-            }
+            self.defs.check(&cmd)?;
+            // Defined; now the running actors (a dormant end is refused, saying why).
             let source = self.exchange(&msg.exchange)?.clone();
             let destination = match &msg.target {
                 BindTarget::Queue(q) => {
                     Destination::Queue(self.queue_for(q, msg.owner)?.handle.clone())
                 }
-                BindTarget::Exchange(x) => {
-                    if x.is_empty() {
-                        return Err(BrokerError::access_refused(
-                            "operation not permitted on the default exchange",
-                        ));
-                    }
-                    Destination::Exchange(self.exchange(x)?.clone())
-                }
+                BindTarget::Exchange(x) => Destination::Exchange(self.exchange(x)?.clone()),
             };
             Ok((source, destination))
         })();
-        let record = BindingRecord::from_bind(&msg);
         AtomicResponse::new(Box::pin(
             async move {
                 let (source, destination) = prepared?;
@@ -234,15 +204,16 @@ impl Handler<Bind> for Registry {
             }
             .into_actor(self)
             .then(move |res, act: &mut Registry, _ctx| {
-                let mut saved = None;
-                if res.is_ok() && !act.bindings.contains(&record) {
-                    let durable = act.binding_is_durable(&record);
-                    act.bindings.push(record);
-                    saved = durable.then(|| act.persist());
-                }
+                // The exchange took it: now it is defined (atomic: nothing changed since
+                // the check).
+                let saved = match res {
+                    Ok(()) => act
+                        .apply(cmd)
+                        .map(|(_, durable)| durable.then(|| act.persist())),
+                    Err(e) => Err(e),
+                };
                 async move {
-                    res?;
-                    match saved {
+                    match saved? {
                         Some(saved) => saved.await,
                         None => Ok(()),
                     }
@@ -258,40 +229,21 @@ impl Handler<Unbind> for Registry {
 
     fn handle(&mut self, msg: Unbind, _ctx: &mut Self::Context) -> Self::Result {
         let b = msg.binding;
+        let cmd = Command::Unbind(BindingRecord::from_bind(&b));
         let checked = (|| -> Result<(), BrokerError> {
-            if b.exchange.is_empty() {
-                return Err(BrokerError::access_refused(
-                    "operation not permitted on the default exchange",
-                ));
-            }
-            self.exchange(&b.exchange)?;
-            match &b.target {
-                BindTarget::Queue(q) => {
-                    self.queue_for(q, b.owner)?;
-                }
-                BindTarget::Exchange(x) => {
-                    if x.is_empty() {
-                        return Err(BrokerError::access_refused(
-                            "operation not permitted on the default exchange",
-                        ));
-                    }
-                    self.exchange(x)?;
-                }
+            self.defs.check(&cmd)?;
+            if let BindTarget::Queue(q) = &b.target {
+                // An exclusive queue of another connection is RESOURCE_LOCKED.
+                self.queue_for(q, b.owner)?;
             }
             Ok(())
         })();
-        if let Err(e) = checked {
-            return AtomicResponse::new(Box::pin(fut::ready(Err(e))));
-        }
-        let record = BindingRecord::from_bind(&b);
-        let durable = self.binding_is_durable(&record);
-        let exchanges_before = self.exchanges.len();
-        let (mut removals, sources) = self.unbind_where(|r| r == &record);
-        for s in self.auto_delete_candidates(sources) {
-            removals.extend(self.remove_exchange(&s));
-        }
-        let changed = (durable && !removals.is_empty()) || self.exchanges.len() != exchanges_before;
-        let saved = changed.then(|| self.persist());
+        let applied = checked.and_then(|()| self.apply(cmd));
+        let (removals, durable) = match applied {
+            Ok(done) => done,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        let saved = durable.then(|| self.persist());
         AtomicResponse::new(Box::pin(
             removed_then_saved(removals, saved).into_actor(self),
         ))
@@ -326,16 +278,18 @@ impl Handler<OwnerGone> for Registry {
             .map(|(n, q)| (n.clone(), q.handle.clone()))
             .collect();
         let mut removals = Vec::new();
-        let exchanges_before = self.exchanges.len();
+        let mut durable = false;
         for (name, handle) in &owned {
             handle.addr().do_send(DeleteSelf {
                 if_unused: false,
                 if_empty: false,
             });
-            removals.extend(self.remove_queue(name));
+            let (r, d) = self.remove_queue(name);
+            removals.extend(r);
+            durable |= d;
         }
         // Exclusive queues are never stored, but an auto-delete exchange may go with them.
-        let saved = (self.exchanges.len() != exchanges_before).then(|| self.persist());
+        let saved = durable.then(|| self.persist());
         // A failed save is logged by persist(); these handlers answer nothing.
         AtomicResponse::new(Box::pin(
             async move {
@@ -354,14 +308,12 @@ impl Handler<QueueGone> for Registry {
             .queues
             .get(&*msg.name)
             .is_some_and(|q| q.incarnation == msg.incarnation);
-        let stored = current && self.stores_queue(&msg.name);
-        let exchanges_before = self.exchanges.len();
-        let removals = if current {
+        let (removals, durable) = if current {
             self.remove_queue(&msg.name)
         } else {
-            Vec::new()
+            (Vec::new(), false)
         };
-        let saved = (stored || self.exchanges.len() != exchanges_before).then(|| self.persist());
+        let saved = durable.then(|| self.persist());
         // A failed save is logged by persist(); these handlers answer nothing.
         AtomicResponse::new(Box::pin(
             async move {
@@ -376,13 +328,12 @@ impl Handler<ListQueues> for Registry {
     type Result = MessageResult<ListQueues>;
 
     fn handle(&mut self, _msg: ListQueues, _ctx: &mut Self::Context) -> Self::Result {
-        let mut v: Vec<(String, QueueSpec)> = self
-            .queues
-            .iter()
-            .map(|(n, q)| (n.clone(), q.spec.clone()))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        MessageResult(v)
+        MessageResult(
+            self.defs
+                .queues()
+                .map(|q| (q.name.clone(), q.clone()))
+                .collect(),
+        )
     }
 }
 
@@ -390,10 +341,7 @@ impl Handler<ListExchanges> for Registry {
     type Result = MessageResult<ListExchanges>;
 
     fn handle(&mut self, _msg: ListExchanges, _ctx: &mut Self::Context) -> Self::Result {
-        let mut v: Vec<ExchangeSpec> = self.exchanges.values().map(|x| x.spec().clone()).collect();
-        v.extend(self.dormant.values().map(|d| d.spec.clone()));
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        MessageResult(v)
+        MessageResult(self.defs.exchanges().cloned().collect())
     }
 }
 
@@ -401,7 +349,7 @@ impl Handler<ListBindings> for Registry {
     type Result = MessageResult<ListBindings>;
 
     fn handle(&mut self, _msg: ListBindings, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.bindings.clone())
+        MessageResult(self.defs.bindings().to_vec())
     }
 }
 
