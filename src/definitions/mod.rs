@@ -1,5 +1,6 @@
-//! Definitions: what a virtual host *is* (its exchanges, queues and bindings), as a pure
-//! value changed only by [`Command`]s.
+//! Definitions: what a virtual host *is* (its exchanges, queues and bindings), and what
+//! the broker is (its virtual hosts and users, [`BrokerDefinitions`]), as pure values
+//! changed only by commands ([`Command`], [`BrokerCommand`]).
 //!
 //! [`VhostDefinitions::apply`] is the one function that validates a command and changes
 //! the value; it answers what changed ([`Applied`]), and the registry actor then starts or
@@ -13,10 +14,12 @@
 //! registered, whether a queue's arguments parse): the registry makes those before it
 //! applies a command.
 
+mod broker;
 mod command;
 #[cfg(test)]
 mod tests;
 
+pub use broker::{BrokerCommand, BrokerDefinitions, UserDefinition};
 pub use command::{Applied, Command};
 
 use crate::broker::exchange::ExchangeSpec;

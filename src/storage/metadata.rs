@@ -112,6 +112,9 @@ pub struct StoredUser {
     /// Refused from anywhere but loopback.
     #[serde(default)]
     pub loopback_only: bool,
+    /// User tags (`administrator`, `monitoring`, ...).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Everything durable but the messages.
@@ -120,9 +123,13 @@ pub struct MetadataSnapshot {
     /// Virtual hosts by name, with their entities.
     #[serde(default)]
     pub vhosts: BTreeMap<String, StoredVhost>,
-    /// Users created at run time.
+    /// The users (seeded from the settings on first start, then changed at run time).
     #[serde(default)]
     pub users: Vec<StoredUser>,
+    /// True once the broker-wide definitions (virtual hosts, users) are kept here: from
+    /// then on they come from this snapshot, and the settings no longer seed them.
+    #[serde(default)]
+    pub seeded: bool,
 }
 
 /// Reads the snapshot in `data_dir`; a missing file is an empty snapshot, a damaged
@@ -288,7 +295,9 @@ mod tests {
             password_hash: "$pbkdf2-sha256$...".into(),
             vhosts: vec!["/".into()],
             loopback_only: false,
+            tags: vec!["administrator".into()],
         });
+        s.seeded = true;
         s
     }
 
