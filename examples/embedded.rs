@@ -13,9 +13,11 @@
 //! ```
 
 use actix::{Actor, Context, Handler};
-use actormq::broker::messages::{ConsumeOptions, Deliver, Settlement};
-use actormq::broker::queue::QueueSpec;
-use actormq::{Broker, BrokerError, Message, Session};
+use actormq::broker::messages::{Deliver, Settlement};
+use actormq::{
+    Broker, BrokerError, ConsumeOptions, ExchangeOptions, FieldTable, Message, QueueOptions,
+    Session,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -72,7 +74,7 @@ async fn main() -> Result<(), BrokerError> {
     let session = Arc::new(broker.session());
 
     // --- Work queue with two worker actors.
-    session.declare_queue(QueueSpec::new("jobs")).await?;
+    session.declare_queue("jobs", &QueueOptions::new()).await?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut worker_tags = Vec::new();
     for name in ["worker-1", "worker-2"] {
@@ -88,18 +90,22 @@ async fn main() -> Result<(), BrokerError> {
             ..Default::default()
         };
         let tag = session
-            .subscribe("jobs", options, addr.recipient(), None)
+            .subscribe("jobs", &options, addr.recipient(), None)
             .await?;
         worker_tags.push(tag);
     }
 
     // --- Fanout of events, each queue read as a stream by a tokio task.
-    session.declare_exchange("events", "fanout").await?;
+    session
+        .declare_exchange("events", "fanout", &ExchangeOptions::new())
+        .await?;
     let mut listeners = Vec::new();
     for name in ["audit", "metrics"] {
-        session.declare_queue(QueueSpec::new(name)).await?;
-        session.bind("events", name, "").await?;
-        let mut events = session.consume(name, ConsumeOptions::default()).await?;
+        session.declare_queue(name, &QueueOptions::new()).await?;
+        session
+            .bind_queue(name, "events", "", FieldTable::new())
+            .await?;
+        let mut events = session.consume(name, &ConsumeOptions::default()).await?;
         listeners.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while seen.len() < EVENTS {

@@ -56,13 +56,12 @@ use std::sync::{Arc, Mutex};
 /// Starts brokers.
 ///
 /// ```
-/// use actormq::{Broker, Message};
-/// use actormq::broker::queue::QueueSpec;
+/// use actormq::{Broker, Message, QueueOptions};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
 /// let broker = Broker::builder().workers(1).start()?;
 /// let session = broker.session();
-/// session.declare_queue(QueueSpec::new("jobs")).await?;
+/// session.declare_queue("jobs", &QueueOptions::new()).await?;
 /// let confirm = session.publish(Message::new("", "jobs", "hello")).await?;
 /// assert_eq!(confirm.await?.queues, 1);
 /// let got = session.get("jobs", true).await?.expect("a message");

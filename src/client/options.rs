@@ -1,4 +1,5 @@
-//! Options of a connection and of each operation, all with RabbitMQ's defaults.
+//! Options of a connection and of a publish, with RabbitMQ's defaults. The options of
+//! declarations and consumers are shared with the embedding API: [`crate::options`].
 
 use crate::message::{FieldTable, FieldValue, Properties};
 use std::time::Duration;
@@ -80,104 +81,6 @@ impl ConnectOptions {
     /// Turns default publish confirms on or off.
     pub fn confirms(mut self, on: bool) -> Self {
         self.confirms = on;
-        self
-    }
-}
-
-/// Options of a queue declaration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueueOptions {
-    /// Survives a broker restart.
-    pub durable: bool,
-    /// Owned by this connection, deleted with it.
-    pub exclusive: bool,
-    /// Deleted when its last consumer leaves.
-    pub auto_delete: bool,
-    /// Only check that the queue exists (NOT_FOUND otherwise).
-    pub passive: bool,
-    /// Arguments, with RabbitMQ's names and types (`x-message-ttl` is an integer).
-    pub arguments: FieldTable,
-}
-
-impl QueueOptions {
-    /// A durable queue.
-    pub fn durable() -> Self {
-        QueueOptions {
-            durable: true,
-            ..Default::default()
-        }
-    }
-
-    /// Adds an argument.
-    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.arguments.insert(key.to_string(), value.into());
-        self
-    }
-}
-
-/// Options of an exchange declaration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExchangeOptions {
-    /// Survives a broker restart.
-    pub durable: bool,
-    /// Deleted when its last binding goes.
-    pub auto_delete: bool,
-    /// Cannot be published to directly, only through exchange-to-exchange bindings.
-    pub internal: bool,
-    /// Only check that the exchange exists (NOT_FOUND otherwise).
-    pub passive: bool,
-    /// Arguments (`alternate-exchange`, ...).
-    pub arguments: FieldTable,
-}
-
-impl ExchangeOptions {
-    /// Adds an argument, e.g. `alternate-exchange`.
-    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.arguments.insert(key.to_string(), value.into());
-        self
-    }
-}
-
-/// Options of a consumer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConsumeOptions {
-    /// Consumer tag; empty lets the broker choose one.
-    pub consumer_tag: String,
-    /// Unacked deliveries at most; 0 = unlimited. Ignored with `no_ack`.
-    pub prefetch: u32,
-    /// Deliveries count as acknowledged once sent.
-    pub no_ack: bool,
-    /// Refuse other consumers on the queue while this one is attached.
-    pub exclusive: bool,
-    /// Consumer arguments.
-    pub arguments: FieldTable,
-}
-
-impl Default for ConsumeOptions {
-    fn default() -> Self {
-        ConsumeOptions {
-            consumer_tag: String::new(),
-            prefetch: 100,
-            no_ack: false,
-            exclusive: false,
-            arguments: FieldTable::new(),
-        }
-    }
-}
-
-impl ConsumeOptions {
-    /// Defaults with this prefetch.
-    pub fn prefetch(prefetch: u32) -> Self {
-        ConsumeOptions {
-            prefetch,
-            ..Default::default()
-        }
-    }
-
-    /// Adds a consumer argument, e.g. `x-priority` (an integer: consumers of higher
-    /// priority get messages first while they have room).
-    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.arguments.insert(key.to_string(), value.into());
         self
     }
 }
