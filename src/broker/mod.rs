@@ -89,6 +89,8 @@ pub struct BrokerBuilder {
     types: ExchangeTypes,
     actors: HashMap<String, ExchangeActorFactory>,
     storage: Option<StorageOptions>,
+    /// Accept durable declares without storage (in memory only).
+    transient_durables: bool,
     /// A message store to use instead of opening one (unit tests: failing stores).
     #[cfg(test)]
     test_store: Option<Arc<dyn crate::storage::MessageStore>>,
@@ -101,6 +103,7 @@ impl BrokerBuilder {
             types: ExchangeTypes::with_builtins(),
             actors: HashMap::new(),
             storage: None,
+            transient_durables: false,
             #[cfg(test)]
             test_store: None,
         }
@@ -115,10 +118,48 @@ impl BrokerBuilder {
 
     /// Keeps durable entities and persistent messages under `options.data_dir`: they
     /// come back when a broker is started again on the same directory (see
-    /// [`crate::storage`]). Without it (the default for an embedded broker), durable
-    /// entities are accepted but live in memory only.
+    /// [`crate::storage`]), and a persistent message in a durable queue is confirmed
+    /// only once it is on disk. Without it (the default for an embedded broker), a
+    /// durable queue or exchange is refused with PRECONDITION_FAILED, unless
+    /// [`transient_durables`](Self::transient_durables) says otherwise.
+    ///
+    /// ```
+    /// use actormq::storage::StorageOptions;
+    /// use actormq::{Broker, QueueOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let broker = Broker::builder().storage(StorageOptions::in_dir(dir.path())).start()?;
+    /// broker.session().declare_queue("jobs", &QueueOptions::durable()).await?;
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
     pub fn storage(mut self, options: StorageOptions) -> Self {
         self.storage = Some(options);
+        self
+    }
+
+    /// Accepts durable queues and exchanges on a broker without storage, keeping them
+    /// (and persistent messages) in memory only: they are lost when the broker stops,
+    /// and a confirm means "in the queue", not "on disk". For tests and caches that
+    /// reuse declarations written for a networked broker. Without this call, such a
+    /// declare fails with PRECONDITION_FAILED saying how to add storage. No effect
+    /// when the broker has storage.
+    ///
+    /// ```
+    /// use actormq::{Broker, ErrorCode, QueueOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let strict = Broker::builder().start()?;
+    /// let e = strict.session().declare_queue("jobs", &QueueOptions::durable()).await;
+    /// assert_eq!(e.unwrap_err().code(), ErrorCode::PreconditionFailed);
+    /// strict.shutdown();
+    ///
+    /// let in_memory = Broker::builder().transient_durables().start()?;
+    /// in_memory.session().declare_queue("jobs", &QueueOptions::durable()).await?;
+    /// in_memory.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn transient_durables(mut self) -> Self {
+        self.transient_durables = true;
         self
     }
 
@@ -171,6 +212,7 @@ impl BrokerBuilder {
         let (tx, rx) = std::sync::mpsc::channel();
         let types = self.types;
         let actors = self.actors;
+        let transient_durables = self.transient_durables;
         let gauge = Arc::new(MemoryGauge::new(settings.memory_high_watermark as usize));
         // Storage is opened and recovered here, before any actor runs.
         let durability = Arc::new(match self.storage {
@@ -206,7 +248,8 @@ impl BrokerBuilder {
                             settings.publish_window,
                             settings.queue_flow_threshold,
                         )
-                        .with_durability(durability),
+                        .with_durability(durability)
+                        .with_transient_durables(transient_durables),
                     );
                     let vhosts: HashMap<String, Addr<Registry>> = vhost_names
                         .iter()

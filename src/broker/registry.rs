@@ -296,6 +296,9 @@ impl Registry {
                 )));
             }
         }
+        if spec.durable {
+            self.ctx.admit_durable("exchange", &spec.name)?;
+        }
         let arbiter = self.ctx.next_arbiter();
         let handle = if let Some(factory) = self.ctx.exchange_actors.get(&spec.kind) {
             factory(spec.clone(), &arbiter).map_err(|e| {

@@ -93,6 +93,9 @@ impl Handler<DeclareQueue> for Registry {
                     spec.name
                 )));
             }
+            if spec.durable {
+                self.ctx.admit_durable("queue", &spec.name)?;
+            }
             let owner = spec.exclusive.then_some(msg.owner);
             let handle = self.start_queue(&spec, owner, msg.placement.as_ref(), ctx)?;
             // Every queue is bound to the default exchange by its name.

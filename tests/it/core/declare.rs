@@ -158,3 +158,60 @@ async fn an_empty_queue_name_gets_a_generated_one() {
     assert_ne!(a.name, b.name);
     assert_eq!(publish(&s, "", &a.name, "x").await, 1);
 }
+
+#[tokio::test]
+async fn durable_declares_are_refused_on_a_broker_without_storage() {
+    let broker = TestBroker::start();
+    let s = broker.session();
+    let e = expect_code(
+        s.declare_queue("jobs", &QueueOptions::durable()).await,
+        ErrorCode::PreconditionFailed,
+    );
+    let text = e.message();
+    assert!(text.contains("queue 'jobs'"), "{e}");
+    assert!(text.contains("no storage"), "{e}");
+    assert!(text.contains("BrokerBuilder::storage"), "{e}");
+    assert!(text.contains("transient_durables"), "{e}");
+    let e = expect_code(
+        s.declare_exchange("events", "topic", &ExchangeOptions::durable())
+            .await,
+        ErrorCode::PreconditionFailed,
+    );
+    assert!(e.message().contains("exchange 'events'"), "{e}");
+
+    // Nothing was created: a passive declare does not find them.
+    let passive = QueueOptions::new().passive();
+    expect_code(s.declare_queue("jobs", &passive).await, ErrorCode::NotFound);
+    // Transient declares, and persistent messages in transient queues, still work.
+    s.declare_queue("jobs", &QueueOptions::new()).await.unwrap();
+    let confirm = s
+        .publish(Message::new("", "jobs", "p").persistent())
+        .await
+        .unwrap();
+    assert_eq!(within("a confirm", confirm).await.unwrap().queues, 1);
+    // The built-in durable exchanges may be redeclared as they are.
+    s.declare_exchange("amq.topic", "topic", &ExchangeOptions::durable())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn transient_durables_accepts_durable_declares_in_memory_only() {
+    let broker = TestBroker::from_builder(Broker::builder().workers(2).transient_durables());
+    let s = broker.session();
+    s.declare_queue("jobs", &QueueOptions::durable())
+        .await
+        .unwrap();
+    s.declare_exchange("events", "fanout", &ExchangeOptions::durable())
+        .await
+        .unwrap();
+    s.bind_queue("jobs", "events", "", FieldTable::new())
+        .await
+        .unwrap();
+    let confirm = s
+        .publish(Message::new("events", "", "p").persistent())
+        .await
+        .unwrap();
+    assert_eq!(within("a confirm", confirm).await.unwrap().queues, 1);
+    assert_eq!(drain(&s, "jobs").await, ["p"]);
+}
