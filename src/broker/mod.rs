@@ -15,7 +15,7 @@
 //!                                                                      └─────────────────┘
 //! ```
 //!
-//! Flow control, hop by hop (DESIGN.md "Backpressure"): a publisher has at most
+//! Flow control, hop by hop (docs/ARCHITECTURE.md, "Backpressure"): a publisher has at most
 //! `publish_window` batches in flight and reserves their bytes against the memory
 //! watermark before sending; the exchange answers only when every queue has enqueued;
 //! a queue delivers only within a consumer's prefetch and transport credit. Nothing
@@ -25,7 +25,7 @@
 //! from any runtime (plain `#[tokio::main]` included).
 
 /// Mailbox capacity of every broker actor: large, because windows and credit (not the
-/// mailbox) bound the traffic, and actix counts capacity per sender anyway (DESIGN.md).
+/// mailbox) bound the traffic, and actix counts capacity per sender anyway (docs/ARCHITECTURE.md).
 /// Not `usize::MAX`: actix subtracts from its own maximum and would overflow.
 pub const MAILBOX_CAPACITY: usize = 1 << 24;
 
