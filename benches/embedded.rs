@@ -7,9 +7,10 @@
 //! cargo bench --bench embedded
 //! ```
 
-use actormq::broker::messages::ConsumeOptions;
-use actormq::broker::queue::QueueSpec;
-use actormq::{Broker, BrokerHandle, Confirm, Message, Session};
+use actormq::{
+    Broker, BrokerHandle, Confirm, ConsumeOptions, ExchangeOptions, FieldTable, Message,
+    QueueOptions, Session,
+};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::collections::VecDeque;
@@ -65,7 +66,10 @@ impl Setup {
         let (exchange, key) = if queues == 1 {
             (String::new(), format!("{name}-q0"))
         } else {
-            session.declare_exchange(&name, "fanout").await.unwrap();
+            session
+                .declare_exchange(&name, "fanout", &ExchangeOptions::new())
+                .await
+                .unwrap();
             (name.clone(), String::new())
         };
         let progress = Arc::new(Progress {
@@ -76,15 +80,21 @@ impl Setup {
         let mut consumers = Vec::new();
         for q in 0..queues {
             let queue = format!("{name}-q{q}");
-            session.declare_queue(QueueSpec::new(&queue)).await.unwrap();
+            session
+                .declare_queue(&queue, &QueueOptions::new())
+                .await
+                .unwrap();
             if queues > 1 {
-                session.bind(&exchange, &queue, "").await.unwrap();
+                session
+                    .bind_queue(&queue, &exchange, "", FieldTable::new())
+                    .await
+                    .unwrap();
             }
             let options = ConsumeOptions {
-                auto_ack: true,
+                no_ack: true,
                 ..Default::default()
             };
-            let mut stream = session.consume(&queue, options).await.unwrap();
+            let mut stream = session.consume(&queue, &options).await.unwrap();
             let progress = progress.clone();
             consumers.push(tokio::spawn(async move {
                 while let Some(r) = stream.next().await {

@@ -16,8 +16,7 @@
 //! ```
 
 use actormq::broker::exchange::{Binding, DestinationId, ExchangeType};
-use actormq::broker::queue::QueueSpec;
-use actormq::{Broker, BrokerError, FieldTable, Message};
+use actormq::{Broker, BrokerError, ExchangeOptions, FieldTable, Message, QueueOptions};
 
 /// The type name the exchange is registered under (`x-` like every non-AMQP type).
 pub const TYPE_NAME: &str = "x-consistent-hash";
@@ -115,14 +114,21 @@ async fn main() -> Result<(), BrokerError> {
         .exchange_type(TYPE_NAME, || Box::new(ConsistentHash::default()))
         .start()?;
     let session = broker.session();
-    session.declare_exchange("orders", TYPE_NAME).await?;
+    session
+        .declare_exchange("orders", TYPE_NAME, &ExchangeOptions::new())
+        .await?;
     let shards = [("shard-a", 1), ("shard-b", 2), ("shard-c", 1)];
     for (queue, weight) in shards {
-        session.declare_queue(QueueSpec::new(queue)).await?;
-        session.bind("orders", queue, &weight.to_string()).await?;
+        session.declare_queue(queue, &QueueOptions::new()).await?;
+        session
+            .bind_queue(queue, "orders", &weight.to_string(), FieldTable::new())
+            .await?;
     }
     // A weight that is not an integer is refused at bind time.
-    if let Err(e) = session.bind("orders", "shard-a", "heavy").await {
+    if let Err(e) = session
+        .bind_queue("shard-a", "orders", "heavy", FieldTable::new())
+        .await
+    {
         println!("bind with key \"heavy\" refused: {e}");
     }
 

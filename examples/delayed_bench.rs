@@ -19,9 +19,7 @@
 //!    consumer; each body carries its due time (publish time + delay), and the consumer
 //!    records how late it arrived (HdrHistogram, microseconds).
 
-use actormq::broker::messages::ConsumeOptions;
-use actormq::broker::queue::QueueSpec;
-use actormq::{Broker, BrokerHandle, Confirm, Message, Session};
+use actormq::{Broker, BrokerHandle, Confirm, ConsumeOptions, Message, QueueOptions, Session};
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -110,7 +108,10 @@ async fn publish_delayed(
 /// Phases 1 and 2: memory after publishing `n`, CPU over the next window.
 async fn waiting_cost(broker: &BrokerHandle, n: usize, queue: &str, min_ms: u64, max_ms: u64) {
     let session = broker.session();
-    session.declare_queue(QueueSpec::new(queue)).await.unwrap();
+    session
+        .declare_queue(queue, &QueueOptions::new())
+        .await
+        .unwrap();
     let before = rss();
     let started = Instant::now();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -167,15 +168,15 @@ async fn waiting_cost(broker: &BrokerHandle, n: usize, queue: &str, min_ms: u64,
 async fn lateness(broker: &BrokerHandle, n: usize, max_ms: u64) {
     let session = broker.session();
     session
-        .declare_queue(QueueSpec::new("lateness"))
+        .declare_queue("lateness", &QueueOptions::new())
         .await
         .unwrap();
     let epoch = Instant::now();
     let mut consumer = session
         .consume(
             "lateness",
-            ConsumeOptions {
-                auto_ack: true,
+            &ConsumeOptions {
+                no_ack: true,
                 ..Default::default()
             },
         )

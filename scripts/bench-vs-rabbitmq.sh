@@ -28,7 +28,7 @@ echo "building actormq (release, with the amqp feature for lapin)..." >&2
 cargo build --release --features amqp -q
 BIN=target/release/actormq
 
-# RabbitMQ on loopback only, defaults otherwise (as in ../shared/PEERS.md).
+# RabbitMQ on loopback only, defaults otherwise (as for the reference numbers in docs/BENCHMARKS.md).
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=rabbit@localhost
 rabbitmqctl -q stop >/dev/null 2>&1 || true
 rabbitmq-server -detached >/dev/null 2>&1

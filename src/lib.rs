@@ -10,6 +10,8 @@
 //!   [`ExchangeType`](broker::exchange::ExchangeType) trait, queue actors, the memory
 //!   watermark, and every actor message in [`broker::messages`].
 //! - [`embed`]: the in-process API ([`Session`], [`Consumer`]).
+//! - [`options`]: declaration and consumer options, taken by both [`Session`] and
+//!   [`client::Client`].
 //! - [`settings`]: `Settings.toml` and environment overrides.
 
 pub mod broker;
@@ -17,12 +19,14 @@ pub mod definitions;
 pub mod embed;
 pub mod error;
 pub mod message;
+pub mod options;
 pub mod settings;
 
 pub use broker::{Broker, BrokerBuilder, BrokerHandle};
 pub use embed::{Confirm, Confirmation, Consumer, Received, Session};
 pub use error::{BrokerError, ErrorCode};
 pub use message::{FieldTable, FieldValue, Message, Properties};
+pub use options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 pub use settings::Settings;
 pub mod client;
 pub mod perf;

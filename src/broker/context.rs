@@ -5,6 +5,7 @@
 use crate::broker::durability::Durability;
 use crate::broker::exchange::{ExchangeHandle, ExchangeSpec, ExchangeTypes};
 use crate::broker::memory::MemoryGauge;
+use crate::error::BrokerError;
 use actix::ArbiterHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,6 +37,10 @@ pub struct BrokerContext {
     pub queue_flow_threshold: usize,
     /// The broker's storage (inert when the broker has none).
     pub durability: Arc<Durability>,
+    /// Accept durable declares on a broker without storage, keeping them in memory
+    /// only ([`BrokerBuilder::transient_durables`](crate::BrokerBuilder::transient_durables)).
+    /// Off by default: durable must mean on disk.
+    pub transient_durables: bool,
 }
 
 impl BrokerContext {
@@ -61,6 +66,7 @@ impl BrokerContext {
             publish_window,
             queue_flow_threshold,
             durability: Arc::new(Durability::disabled()),
+            transient_durables: false,
         }
     }
 
@@ -73,6 +79,30 @@ impl BrokerContext {
     /// True when `kind` names a registered exchange type or exchange actor.
     pub fn knows_exchange_type(&self, kind: &str) -> bool {
         self.exchange_actors.contains_key(kind) || self.exchange_types.contains(kind)
+    }
+
+    /// The context accepting (or not) durable declares without storage.
+    pub fn with_transient_durables(mut self, accept: bool) -> Self {
+        self.transient_durables = accept;
+        self
+    }
+
+    /// Refuses a new durable entity when the broker has no storage (unless told to
+    /// accept them in memory): a confirm of a persistent message in a durable queue
+    /// must mean it is on disk, so the declare fails before any publish can be
+    /// confirmed. `kind` is `queue` or `exchange`.
+    pub fn admit_durable(&self, kind: &str, name: &str) -> Result<(), BrokerError> {
+        if self.durability.is_enabled() || self.transient_durables {
+            return Ok(());
+        }
+        let e = BrokerError::precondition(format!(
+            "{kind} '{name}' is durable but this broker has no storage, so it would not \
+             survive a restart: start the broker with BrokerBuilder::storage(...) (a data \
+             directory), declare the {kind} transient, or call \
+             BrokerBuilder::transient_durables() to accept durable declares in memory only"
+        ));
+        tracing::warn!(kind, name, "durable declare refused: no storage");
+        Err(e)
     }
 
     /// The arbiter for the next actor (round-robin).

@@ -15,7 +15,7 @@
 //!                                                                      └─────────────────┘
 //! ```
 //!
-//! Flow control, hop by hop (DESIGN.md "Backpressure"): a publisher has at most
+//! Flow control, hop by hop (docs/ARCHITECTURE.md, "Backpressure"): a publisher has at most
 //! `publish_window` batches in flight and reserves their bytes against the memory
 //! watermark before sending; the exchange answers only when every queue has enqueued;
 //! a queue delivers only within a consumer's prefetch and transport credit. Nothing
@@ -25,7 +25,7 @@
 //! from any runtime (plain `#[tokio::main]` included).
 
 /// Mailbox capacity of every broker actor: large, because windows and credit (not the
-/// mailbox) bound the traffic, and actix counts capacity per sender anyway (DESIGN.md).
+/// mailbox) bound the traffic, and actix counts capacity per sender anyway (docs/ARCHITECTURE.md).
 /// Not `usize::MAX`: actix subtracts from its own maximum and would overflow.
 pub const MAILBOX_CAPACITY: usize = 1 << 24;
 
@@ -56,13 +56,12 @@ use std::sync::{Arc, Mutex};
 /// Starts brokers.
 ///
 /// ```
-/// use actormq::{Broker, Message};
-/// use actormq::broker::queue::QueueSpec;
+/// use actormq::{Broker, Message, QueueOptions};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
 /// let broker = Broker::builder().workers(1).start()?;
 /// let session = broker.session();
-/// session.declare_queue(QueueSpec::new("jobs")).await?;
+/// session.declare_queue("jobs", &QueueOptions::new()).await?;
 /// let confirm = session.publish(Message::new("", "jobs", "hello")).await?;
 /// assert_eq!(confirm.await?.queues, 1);
 /// let got = session.get("jobs", true).await?.expect("a message");
@@ -90,6 +89,8 @@ pub struct BrokerBuilder {
     types: ExchangeTypes,
     actors: HashMap<String, ExchangeActorFactory>,
     storage: Option<StorageOptions>,
+    /// Accept durable declares without storage (in memory only).
+    transient_durables: bool,
     /// A message store to use instead of opening one (unit tests: failing stores).
     #[cfg(test)]
     test_store: Option<Arc<dyn crate::storage::MessageStore>>,
@@ -102,6 +103,7 @@ impl BrokerBuilder {
             types: ExchangeTypes::with_builtins(),
             actors: HashMap::new(),
             storage: None,
+            transient_durables: false,
             #[cfg(test)]
             test_store: None,
         }
@@ -116,10 +118,48 @@ impl BrokerBuilder {
 
     /// Keeps durable entities and persistent messages under `options.data_dir`: they
     /// come back when a broker is started again on the same directory (see
-    /// [`crate::storage`]). Without it (the default for an embedded broker), durable
-    /// entities are accepted but live in memory only.
+    /// [`crate::storage`]), and a persistent message in a durable queue is confirmed
+    /// only once it is on disk. Without it (the default for an embedded broker), a
+    /// durable queue or exchange is refused with PRECONDITION_FAILED, unless
+    /// [`transient_durables`](Self::transient_durables) says otherwise.
+    ///
+    /// ```
+    /// use actormq::storage::StorageOptions;
+    /// use actormq::{Broker, QueueOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let broker = Broker::builder().storage(StorageOptions::in_dir(dir.path())).start()?;
+    /// broker.session().declare_queue("jobs", &QueueOptions::durable()).await?;
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
     pub fn storage(mut self, options: StorageOptions) -> Self {
         self.storage = Some(options);
+        self
+    }
+
+    /// Accepts durable queues and exchanges on a broker without storage, keeping them
+    /// (and persistent messages) in memory only: they are lost when the broker stops,
+    /// and a confirm means "in the queue", not "on disk". For tests and caches that
+    /// reuse declarations written for a networked broker. Without this call, such a
+    /// declare fails with PRECONDITION_FAILED saying how to add storage. No effect
+    /// when the broker has storage.
+    ///
+    /// ```
+    /// use actormq::{Broker, ErrorCode, QueueOptions};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let strict = Broker::builder().start()?;
+    /// let e = strict.session().declare_queue("jobs", &QueueOptions::durable()).await;
+    /// assert_eq!(e.unwrap_err().code(), ErrorCode::PreconditionFailed);
+    /// strict.shutdown();
+    ///
+    /// let in_memory = Broker::builder().transient_durables().start()?;
+    /// in_memory.session().declare_queue("jobs", &QueueOptions::durable()).await?;
+    /// in_memory.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn transient_durables(mut self) -> Self {
+        self.transient_durables = true;
         self
     }
 
@@ -172,6 +212,7 @@ impl BrokerBuilder {
         let (tx, rx) = std::sync::mpsc::channel();
         let types = self.types;
         let actors = self.actors;
+        let transient_durables = self.transient_durables;
         let gauge = Arc::new(MemoryGauge::new(settings.memory_high_watermark as usize));
         // Storage is opened and recovered here, before any actor runs.
         let durability = Arc::new(match self.storage {
@@ -207,7 +248,8 @@ impl BrokerBuilder {
                             settings.publish_window,
                             settings.queue_flow_threshold,
                         )
-                        .with_durability(durability),
+                        .with_durability(durability)
+                        .with_transient_durables(transient_durables),
                     );
                     let vhosts: HashMap<String, Addr<Registry>> = vhost_names
                         .iter()

@@ -260,6 +260,9 @@ impl Registry {
                 None => Ok(false),
             };
         }
+        if spec.durable {
+            self.ctx.admit_durable("exchange", &spec.name)?;
+        }
         let handle = self.start_exchange(&spec)?;
         let applied = self.defs.apply(cmd).expect("checked above");
         tracing::debug!(vhost = %self.vhost, exchange = %spec.name, kind = %spec.kind, "exchange declared");

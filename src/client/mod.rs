@@ -50,11 +50,13 @@ mod options;
 mod publish;
 mod reader;
 
+/// The declaration and consumer options, shared with the embedding API ([`crate::options`]).
+pub use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 pub use connection::ServerInfo;
 pub use consumer::{Consumer, Delivery, GetOk};
 pub use error::ClientError;
 pub use ops::QueueInfo;
-pub use options::{ConnectOptions, ConsumeOptions, ExchangeOptions, PublishOptions, QueueOptions};
+pub use options::{ConnectOptions, PublishOptions};
 pub use publish::{Confirmation, PublishConfirm, Returned};
 
 use crate::protocol::{properties_or_none, ClientFrame, Op, PublishFrame};

@@ -5,10 +5,10 @@
 use super::connection::OnReply;
 use super::consumer::{Consumer, GetOk};
 use super::error::ClientError;
-use super::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 use super::reader::Reply;
 use super::Client;
 use crate::message::FieldTable;
+use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 use crate::protocol::{ClientFrame, Op};
 use tokio::sync::mpsc;
 

@@ -1,40 +1,62 @@
-//! Options of a connection and of each operation, all with RabbitMQ's defaults.
+//! Options of a connection and of a publish, with RabbitMQ's defaults. The options of
+//! declarations and consumers are shared with the embedding API: [`crate::options`].
 
 use crate::message::{FieldTable, FieldValue, Properties};
 use std::time::Duration;
 
-/// Where and how to connect.
+/// Where and how to connect: address, credentials, virtual host, and the limits that
+/// bound what one connection buffers. Every field has a default ([`Default`], or
+/// [`ConnectOptions::new`] with an address), so set only what differs.
 ///
 /// ```
 /// use actormq::client::ConnectOptions;
-/// let opts = ConnectOptions::new("127.0.0.1:5680").credentials("app", "s3cret").vhost("/prod");
+/// use std::time::Duration;
+/// let opts = ConnectOptions {
+///     heartbeat_secs: Some(10),
+///     connect_timeout: Duration::from_secs(3),
+///     ..ConnectOptions::new("127.0.0.1:5680").credentials("app", "s3cret").vhost("/prod")
+/// };
 /// assert_eq!(opts.user, "app");
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// `HOST:PORT` of the broker.
+    /// `HOST:PORT` of the broker's native protocol listener (`server.bind` in the
+    /// broker's `Settings.toml`). A host name is resolved; the first address that
+    /// accepts is used. Default `127.0.0.1:5680`.
     pub addr: String,
-    /// User name.
+    /// User name, checked against the broker's `[[users]]`. Default `guest`, which a
+    /// broker with no users configured accepts from loopback only.
     pub user: String,
-    /// Password.
+    /// Password, sent in the Hello frame (the protocol has no TLS: keep it on a trusted
+    /// network). Default `guest`.
     pub password: String,
-    /// Virtual host to open.
+    /// Virtual host to open; NOT_FOUND at connect if the broker has no such vhost.
+    /// Default `/`.
     pub vhost: String,
-    /// Free-form client name, shown in the broker's logs.
+    /// Free-form name of this client, shown in the broker's logs next to the
+    /// connection. Default `actormq-client/<version>`.
     pub client_name: String,
-    /// Heartbeat interval to ask for in seconds; `None` takes the broker's, 0 turns
-    /// heartbeats off.
+    /// Heartbeat interval to ask for, in seconds. `None` takes the broker's
+    /// (`server.heartbeat_secs`, 60 by default), `Some(0)` turns heartbeats off, any
+    /// other value is lowered to the broker's if that is smaller (PROTOCOL.md §8.8).
+    /// The client sends a heartbeat after half the agreed interval of silence and
+    /// gives up on a broker silent for twice the interval. Default `None`.
     pub heartbeat_secs: Option<u16>,
-    /// Whether publishes ask for a broker confirm by default (see
-    /// [`PublishOptions::confirm`] to choose per publish).
+    /// Whether publishes ask for a broker confirm by default; [`PublishOptions::confirm`]
+    /// chooses per publish. An unconfirmed publish that fails is reported later, by
+    /// [`Client::take_errors`](super::Client::take_errors). Default `true`.
     pub confirms: bool,
-    /// Confirm-tracked publishes outstanding at most; a publish beyond waits for a
-    /// confirm. This bounds the memory of a fast publisher.
+    /// Confirm-tracked publishes outstanding at most (clamped to at least 1); a
+    /// publish beyond waits for a confirm. This bounds the memory of a fast publisher
+    /// and is the client's publish window. Default 4096.
     pub max_unconfirmed: usize,
     /// Bytes of encoded frames queued for the socket above which a publish waits for the
-    /// writer to catch up (acks, requests and heartbeats never wait).
+    /// writer to catch up (acks, requests and heartbeats never wait). Clamped to at
+    /// least 1. Default 4 MiB.
     pub max_write_buffer: usize,
-    /// How long the TCP connect and the Hello / Welcome exchange may take.
+    /// How long the TCP connect plus the Hello / Welcome handshake may take before
+    /// [`Client::connect`](super::Client::connect) fails with a timed-out I/O error.
+    /// Default 10 s.
     pub connect_timeout: Duration,
 }
 
@@ -80,104 +102,6 @@ impl ConnectOptions {
     /// Turns default publish confirms on or off.
     pub fn confirms(mut self, on: bool) -> Self {
         self.confirms = on;
-        self
-    }
-}
-
-/// Options of a queue declaration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueueOptions {
-    /// Survives a broker restart.
-    pub durable: bool,
-    /// Owned by this connection, deleted with it.
-    pub exclusive: bool,
-    /// Deleted when its last consumer leaves.
-    pub auto_delete: bool,
-    /// Only check that the queue exists (NOT_FOUND otherwise).
-    pub passive: bool,
-    /// Arguments, with RabbitMQ's names and types (`x-message-ttl` is an integer).
-    pub arguments: FieldTable,
-}
-
-impl QueueOptions {
-    /// A durable queue.
-    pub fn durable() -> Self {
-        QueueOptions {
-            durable: true,
-            ..Default::default()
-        }
-    }
-
-    /// Adds an argument.
-    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.arguments.insert(key.to_string(), value.into());
-        self
-    }
-}
-
-/// Options of an exchange declaration.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExchangeOptions {
-    /// Survives a broker restart.
-    pub durable: bool,
-    /// Deleted when its last binding goes.
-    pub auto_delete: bool,
-    /// Cannot be published to directly, only through exchange-to-exchange bindings.
-    pub internal: bool,
-    /// Only check that the exchange exists (NOT_FOUND otherwise).
-    pub passive: bool,
-    /// Arguments (`alternate-exchange`, ...).
-    pub arguments: FieldTable,
-}
-
-impl ExchangeOptions {
-    /// Adds an argument, e.g. `alternate-exchange`.
-    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.arguments.insert(key.to_string(), value.into());
-        self
-    }
-}
-
-/// Options of a consumer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConsumeOptions {
-    /// Consumer tag; empty lets the broker choose one.
-    pub consumer_tag: String,
-    /// Unacked deliveries at most; 0 = unlimited. Ignored with `no_ack`.
-    pub prefetch: u32,
-    /// Deliveries count as acknowledged once sent.
-    pub no_ack: bool,
-    /// Refuse other consumers on the queue while this one is attached.
-    pub exclusive: bool,
-    /// Consumer arguments.
-    pub arguments: FieldTable,
-}
-
-impl Default for ConsumeOptions {
-    fn default() -> Self {
-        ConsumeOptions {
-            consumer_tag: String::new(),
-            prefetch: 100,
-            no_ack: false,
-            exclusive: false,
-            arguments: FieldTable::new(),
-        }
-    }
-}
-
-impl ConsumeOptions {
-    /// Defaults with this prefetch.
-    pub fn prefetch(prefetch: u32) -> Self {
-        ConsumeOptions {
-            prefetch,
-            ..Default::default()
-        }
-    }
-
-    /// Adds a consumer argument, e.g. `x-priority` (an integer: consumers of higher
-    /// priority get messages first while they have room).
-    pub fn arg(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
-        self.arguments.insert(key.to_string(), value.into());
         self
     }
 }

@@ -2,7 +2,7 @@
 //! queue needs a `Recipient`; the application needs a `Stream`).
 
 use crate::broker::messages::{
-    Consume, ConsumeOptions, ConsumerCancelled, Credit, Deliver, Delivery, OwnerId, Settlement,
+    Consume, ConsumerCancelled, ConsumerSpec, Credit, Deliver, Delivery, OwnerId, Settlement,
 };
 use crate::broker::queue::QueueHandle;
 use crate::error::BrokerError;
@@ -165,7 +165,7 @@ pub struct Consumer {
 impl Consumer {
     pub(crate) async fn start(
         queue: QueueHandle,
-        options: ConsumeOptions,
+        options: ConsumerSpec,
         owner: OwnerId,
         window: u32,
         arbiter: &ArbiterHandle,

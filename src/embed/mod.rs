@@ -6,5 +6,7 @@
 mod consumer;
 mod session;
 
+/// The declaration and consumer options, shared with the network client ([`crate::options`]).
+pub use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 pub use consumer::{Consumer, Received};
 pub use session::{Confirm, Confirmation, Returned, Session};

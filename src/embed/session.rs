@@ -9,6 +9,7 @@ use crate::broker::registry::{BindingRecord, ListBindings, ListExchanges, ListQu
 use crate::broker::BrokerHandle;
 use crate::error::{BrokerError, ErrorCode};
 use crate::message::{FieldTable, Message};
+use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::future::Future;
@@ -91,20 +92,20 @@ impl Session {
         self.owner
     }
 
-    /// Declares an exchange of type `kind` with default settings.
-    pub async fn declare_exchange(&self, name: &str, kind: &str) -> Result<(), BrokerError> {
-        self.declare_exchange_with(ExchangeSpec::new(name, kind), false)
-            .await
-    }
-
-    /// Declares an exchange (or with `passive`, checks it exists).
-    pub async fn declare_exchange_with(
+    /// Declares an exchange of type `kind` (`direct`, `fanout`, `topic`, `headers`, or
+    /// one registered with the broker), or with `passive` checks that it exists. Same
+    /// signature as [`Client::declare_exchange`](crate::client::Client::declare_exchange).
+    pub async fn declare_exchange(
         &self,
-        spec: ExchangeSpec,
-        passive: bool,
+        name: &str,
+        kind: &str,
+        options: &ExchangeOptions,
     ) -> Result<(), BrokerError> {
         self.registry
-            .send(DeclareExchange { spec, passive })
+            .send(DeclareExchange {
+                spec: options.to_spec(name, kind),
+                passive: options.passive,
+            })
             .await?
     }
 
@@ -119,21 +120,18 @@ impl Session {
             .await?
     }
 
-    /// Declares a queue.
-    pub async fn declare_queue(&self, spec: QueueSpec) -> Result<QueueDeclared, BrokerError> {
-        self.declare_queue_with(spec, false).await
-    }
-
-    /// Declares a queue (or with `passive`, checks it exists and answers its counts).
-    pub async fn declare_queue_with(
+    /// Declares a queue (or with `passive`, checks that it exists) and answers its name
+    /// and counts. An empty `name` asks the broker to generate one. Same signature as
+    /// [`Client::declare_queue`](crate::client::Client::declare_queue).
+    pub async fn declare_queue(
         &self,
-        spec: QueueSpec,
-        passive: bool,
+        name: &str,
+        options: &QueueOptions,
     ) -> Result<QueueDeclared, BrokerError> {
         self.registry
             .send(DeclareQueue {
-                spec,
-                passive,
+                spec: options.to_spec(name),
+                passive: options.passive,
                 owner: self.owner,
                 placement: None,
             })
@@ -167,60 +165,84 @@ impl Session {
             .await?
     }
 
-    /// Binds `queue` to `exchange` with `routing_key`.
-    pub async fn bind(
+    /// Binds `queue` to `exchange` with a binding key and arguments. Destination first,
+    /// as AMQP's `queue.bind(queue, exchange, routing_key)` and
+    /// [`Client::bind_queue`](crate::client::Client::bind_queue).
+    pub async fn bind_queue(
         &self,
-        exchange: &str,
         queue: &str,
+        exchange: &str,
         routing_key: &str,
+        arguments: FieldTable,
     ) -> Result<(), BrokerError> {
-        self.bind_with(
+        let bind = self.binding(
             exchange,
-            BindTarget::Queue(queue.to_string()),
+            BindTarget::Queue(queue.into()),
             routing_key,
-            FieldTable::new(),
-        )
-        .await
+            arguments,
+        );
+        self.registry.send(bind).await?
     }
 
-    /// Binds a queue or exchange to `exchange`, with arguments.
-    pub async fn bind_with(
+    /// Removes a queue binding.
+    pub async fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        let binding = self.binding(
+            exchange,
+            BindTarget::Queue(queue.into()),
+            routing_key,
+            arguments,
+        );
+        self.registry.send(Unbind { binding }).await?
+    }
+
+    /// Binds exchange `destination` to exchange `source`: what `source` routes with
+    /// this key goes on through `destination`. Destination first, as AMQP's
+    /// `exchange.bind(destination, source, routing_key)`.
+    pub async fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        let target = BindTarget::Exchange(destination.into());
+        let bind = self.binding(source, target, routing_key, arguments);
+        self.registry.send(bind).await?
+    }
+
+    /// Removes an exchange-to-exchange binding.
+    pub async fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), BrokerError> {
+        let target = BindTarget::Exchange(destination.into());
+        let binding = self.binding(source, target, routing_key, arguments);
+        self.registry.send(Unbind { binding }).await?
+    }
+
+    fn binding(
         &self,
         exchange: &str,
         target: BindTarget,
         routing_key: &str,
         arguments: FieldTable,
-    ) -> Result<(), BrokerError> {
-        self.registry
-            .send(Bind {
-                exchange: exchange.to_string(),
-                target,
-                routing_key: routing_key.to_string(),
-                arguments,
-                owner: self.owner,
-            })
-            .await?
-    }
-
-    /// Removes a binding.
-    pub async fn unbind_with(
-        &self,
-        exchange: &str,
-        target: BindTarget,
-        routing_key: &str,
-        arguments: FieldTable,
-    ) -> Result<(), BrokerError> {
-        self.registry
-            .send(Unbind {
-                binding: Bind {
-                    exchange: exchange.to_string(),
-                    target,
-                    routing_key: routing_key.to_string(),
-                    arguments,
-                    owner: self.owner,
-                },
-            })
-            .await?
+    ) -> Bind {
+        Bind {
+            exchange: exchange.to_string(),
+            target,
+            routing_key: routing_key.to_string(),
+            arguments,
+            owner: self.owner,
+        }
     }
 
     /// Lists the queues of the session's virtual host.
@@ -383,13 +405,13 @@ impl Session {
     pub async fn consume(
         &self,
         queue: &str,
-        options: ConsumeOptions,
+        options: &ConsumeOptions,
     ) -> Result<Consumer, BrokerError> {
         let q = self.lookup_queue(queue).await?;
         self.touch(&q);
         Consumer::start(
             q,
-            options,
+            options.into(),
             self.owner,
             self.broker.context().consumer_window,
             &self.broker.context().next_arbiter(),
@@ -402,7 +424,7 @@ impl Session {
     pub async fn subscribe(
         &self,
         queue: &str,
-        options: ConsumeOptions,
+        options: &ConsumeOptions,
         deliver: Recipient<Deliver>,
         cancelled: Option<Recipient<ConsumerCancelled>>,
     ) -> Result<Arc<str>, BrokerError> {
@@ -410,7 +432,7 @@ impl Session {
         self.touch(&q);
         q.addr()
             .send(Consume {
-                options,
+                options: options.into(),
                 owner: self.owner,
                 deliver,
                 cancelled,

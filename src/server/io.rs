@@ -2,7 +2,7 @@
 //! the connection actor one read at a time (waiting for the actor's go-ahead, which is
 //! how backpressure reaches TCP), and a writer task with a byte-bounded queue.
 //!
-//! actix's `FramedWrite` watermarks never trigger on tokio sockets (DESIGN.md), so the
+//! actix's `FramedWrite` watermarks never trigger on tokio sockets (docs/ARCHITECTURE.md), so the
 //! write side bounds itself: the bytes queued are counted in [`Flow`] and the reader does
 //! not take more requests while they exceed `max_write_buffer`.
 

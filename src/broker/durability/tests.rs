@@ -110,20 +110,25 @@ impl MessageStore for FullDisk {
 
 #[tokio::test]
 async fn a_persistent_message_that_cannot_be_stored_is_refused_naming_the_queue() {
-    use crate::broker::queue::QueueSpec;
-    use crate::{Broker, ErrorCode, Message};
+    use crate::{Broker, ErrorCode, FieldTable, Message, QueueOptions};
     let broker = Broker::builder()
         .workers(1)
         .test_store(Arc::new(FullDisk))
         .start()
         .unwrap();
     let s = broker.session();
-    let mut spec = QueueSpec::new("orders");
-    spec.durable = true;
-    s.declare_queue(spec).await.unwrap();
-    s.declare_queue(QueueSpec::new("scratch")).await.unwrap();
-    s.bind("amq.fanout", "orders", "").await.unwrap();
-    s.bind("amq.fanout", "scratch", "").await.unwrap();
+    s.declare_queue("orders", &QueueOptions::durable())
+        .await
+        .unwrap();
+    s.declare_queue("scratch", &QueueOptions::new())
+        .await
+        .unwrap();
+    s.bind_queue("orders", "amq.fanout", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("scratch", "amq.fanout", "", FieldTable::new())
+        .await
+        .unwrap();
     let e = s
         .publish(Message::new("amq.fanout", "", "m").persistent())
         .await

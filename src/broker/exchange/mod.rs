@@ -281,7 +281,7 @@ impl Actor for ExchangeActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Bounded by the publishers' windows, not by the mailbox (see DESIGN.md).
+        // Bounded by the publishers' windows, not by the mailbox (see docs/ARCHITECTURE.md).
         ctx.set_mailbox_capacity(crate::broker::MAILBOX_CAPACITY);
     }
 }

@@ -36,7 +36,7 @@ mod handlers;
 const FLOW_MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Deliveries handed out per dispatch pass before the actor yields to the others on its
-/// arbiter (DESIGN.md: one busy queue must not stall its neighbours).
+/// arbiter (docs/ARCHITECTURE.md: one busy queue must not stall its neighbours).
 const DISPATCH_CHUNK: usize = 2048;
 
 /// Deadlines (of each kind) handled per timer firing before the actor yields.

@@ -75,6 +75,9 @@ impl Handler<DeclareQueue> for Registry {
                 server_named,
             };
             self.defs.check(&cmd)?;
+            if spec.durable {
+                self.ctx.admit_durable("queue", &spec.name)?;
+            }
             let owner = spec.exclusive.then_some(msg.owner);
             let handle = self.start_queue(&spec, owner, msg.placement.as_ref(), ctx)?;
             let (_, durable) = self.apply(cmd).expect("checked above");

@@ -297,7 +297,7 @@ impl Connection {
                     .map(move |_, act: &mut Connection, _| act.error(Some(id), &e)),
             );
         }
-        let options = ConsumeOptions {
+        let options = ConsumerSpec {
             tag: tag.clone(),
             prefetch,
             auto_ack: no_ack,

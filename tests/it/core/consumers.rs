@@ -4,7 +4,7 @@
 
 use super::*;
 use actix::{Actor, Context, Handler};
-use actormq::broker::messages::{ConsumeOptions, Deliver, Settlement};
+use actormq::broker::messages::{Deliver, Settlement};
 use futures_util::FutureExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -32,8 +32,8 @@ async fn consumers_of_one_queue_are_served_round_robin() {
     let broker = TestBroker::start();
     let s = broker.session();
     declare_queues(&s, &["work"]).await;
-    let mut a = s.consume("work", prefetch(0)).await.unwrap();
-    let mut b = s.consume("work", prefetch(0)).await.unwrap();
+    let mut a = s.consume("work", &prefetch(0)).await.unwrap();
+    let mut b = s.consume("work", &prefetch(0)).await.unwrap();
 
     publish_numbered(&s, "work", 10).await;
 
@@ -51,7 +51,7 @@ async fn prefetch_limits_unacked_deliveries_until_acks_free_it() {
     declare_queues(&s, &["q"]).await;
     publish_numbered(&s, "q", 5).await;
 
-    let mut c = s.consume("q", prefetch(2)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(2)).await.unwrap();
     let first = recv_n(&mut c, 2).await;
     assert_eq!(bodies(&first), ["m0", "m1"]);
     // Taking both out of the stream returned their transport credit (before this stats
@@ -89,7 +89,7 @@ async fn nack_with_requeue_puts_messages_back_at_the_head_in_order() {
     declare_queues(&s, &["q"]).await;
     publish_numbered(&s, "q", 5).await;
 
-    let mut c = s.consume("q", prefetch(2)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(2)).await.unwrap();
     let got = recv_n(&mut c, 2).await;
     assert!(got.iter().all(|r| !r.redelivered && r.delivery_count == 1));
     drop(c);
@@ -99,7 +99,7 @@ async fn nack_with_requeue_puts_messages_back_at_the_head_in_order() {
     m1.nack(true);
     m0.nack(true);
 
-    let mut c = s.consume("q", prefetch(0)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(0)).await.unwrap();
     let again = recv_n(&mut c, 5).await;
     assert_eq!(bodies(&again), names("m", 0..5));
     let flags: Vec<(bool, u32)> = again
@@ -119,7 +119,7 @@ async fn nack_or_reject_without_requeue_discards_and_with_requeue_redelivers() {
     declare_queues(&s, &["q"]).await;
     publish_numbered(&s, "q", 3).await;
 
-    let mut c = s.consume("q", prefetch(0)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(0)).await.unwrap();
     let mut got = recv_n(&mut c, 3).await.into_iter();
     got.next().unwrap().nack(false);
     got.next().unwrap().reject(false);
@@ -147,7 +147,7 @@ async fn dropping_a_consumer_requeues_what_it_never_handed_out() {
     declare_queues(&s, &["q"]).await;
     publish_numbered(&s, "q", 10).await;
 
-    let mut c = s.consume("q", prefetch(0)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(0)).await.unwrap();
     let held = recv_n(&mut c, 2).await;
     eventually("all ten sent to the consumer", || async {
         let st = s.queue_stats("q").await.unwrap();
@@ -187,7 +187,7 @@ async fn dropping_a_session_requeues_its_unacked_deliveries_and_loses_none() {
     // m0 taken with a get, m1 and m2 by a consumer; m1 acked, which lets m3 go out to
     // the consumer, where it stays in the stream.
     let m0 = first.get("q", false).await.unwrap().expect("m0");
-    let mut c = first.consume("q", prefetch(2)).await.unwrap();
+    let mut c = first.consume("q", &prefetch(2)).await.unwrap();
     let mut got = recv_n(&mut c, 2).await.into_iter();
     got.next().unwrap().ack();
     let m2 = got.next().unwrap();
@@ -206,7 +206,7 @@ async fn dropping_a_session_requeues_its_unacked_deliveries_and_loses_none() {
         (st.ready, st.unacked) == (5, 0)
     })
     .await;
-    let mut c = second.consume("q", prefetch(0)).await.unwrap();
+    let mut c = second.consume("q", &prefetch(0)).await.unwrap();
     let again = recv_n(&mut c, 5).await;
     assert_eq!(bodies(&again), ["m0", "m2", "m3", "m4", "m5"]);
     let redelivered: Vec<bool> = again.iter().map(|r| r.redelivered).collect();
@@ -218,7 +218,7 @@ async fn deleting_a_queue_cancels_its_consumers() {
     let broker = TestBroker::start();
     let s = broker.session();
     declare_queues(&s, &["doomed"]).await;
-    let mut c = s.consume("doomed", prefetch(0)).await.unwrap();
+    let mut c = s.consume("doomed", &prefetch(0)).await.unwrap();
     publish(&s, "", "doomed", "last").await;
     assert_eq!(body(&recv(&mut c).await), "last");
 
@@ -235,7 +235,7 @@ async fn a_consumer_stream_ends_when_its_session_drops() {
     let s = broker.session();
     let other = broker.session();
     declare_queues(&s, &["q"]).await;
-    let mut c = s.consume("q", prefetch(0)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(0)).await.unwrap();
     drop(s);
     let end = within("the stream to end", c.next()).await;
     assert!(end.is_none());
@@ -257,9 +257,9 @@ async fn exclusive_consumer_excludes_others_both_ways() {
         ..Default::default()
     };
 
-    let plain = s.consume("q", prefetch(0)).await.unwrap();
+    let plain = s.consume("q", &prefetch(0)).await.unwrap();
     expect_code(
-        s.consume("q", exclusive.clone()).await.map(|_| ()),
+        s.consume("q", &exclusive.clone()).await.map(|_| ()),
         ErrorCode::ResourceLocked,
     );
     drop(plain);
@@ -268,10 +268,10 @@ async fn exclusive_consumer_excludes_others_both_ways() {
     })
     .await;
 
-    let _only = s.consume("q", exclusive.clone()).await.unwrap();
+    let _only = s.consume("q", &exclusive.clone()).await.unwrap();
     for (who, session) in [("same session", &s), ("other session", &other)] {
         let e = expect_code(
-            session.consume("q", prefetch(0)).await.map(|_| ()),
+            session.consume("q", &prefetch(0)).await.map(|_| ()),
             ErrorCode::ResourceLocked,
         );
         assert!(e.message().contains("exclusive"), "{who}: {e}");
@@ -284,13 +284,13 @@ async fn consumer_tags_are_unique_per_queue_and_owner() {
     let s = broker.session();
     declare_queues(&s, &["q"]).await;
     let tagged = ConsumeOptions {
-        tag: "mine".into(),
+        consumer_tag: "mine".into(),
         ..Default::default()
     };
-    let c = s.consume("q", tagged.clone()).await.unwrap();
+    let c = s.consume("q", &tagged.clone()).await.unwrap();
     assert_eq!(c.tag(), "mine");
     expect_code(
-        s.consume("q", tagged).await.map(|_| ()),
+        s.consume("q", &tagged).await.map(|_| ()),
         ErrorCode::NotAllowed,
     );
 }
@@ -334,7 +334,7 @@ async fn an_actor_subscribed_to_a_queue_receives_and_acks_deliveries() {
     });
     // Prefetch 2: twenty messages only get through if the acks arrive.
     let tag = s
-        .subscribe("jobs", prefetch(2), worker.recipient(), None)
+        .subscribe("jobs", &prefetch(2), worker.recipient(), None)
         .await
         .unwrap();
     publish_numbered(&s, "jobs", 20).await;

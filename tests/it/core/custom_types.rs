@@ -6,7 +6,6 @@ use actix::{Actor, ActorContext, Context, Handler};
 use actormq::broker::exchange::{Destination, ExchangeHandle};
 use actormq::broker::messages::{AddBinding, BindTarget, Publish, RemoveBinding, StopExchange};
 use actormq::broker::queue::QueueHandle;
-use actormq::FieldTable;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -28,10 +27,14 @@ fn hash_broker() -> TestBroker {
 
 /// Declares `orders` with a queue per (name, weight).
 async fn hash_exchange(s: &Session, shards: &[(&str, u32)]) {
-    s.declare_exchange("orders", TYPE_NAME).await.unwrap();
+    s.declare_exchange("orders", TYPE_NAME, &ExchangeOptions::new())
+        .await
+        .unwrap();
     for (q, w) in shards {
         declare_queues(s, &[q]).await;
-        s.bind("orders", q, &w.to_string()).await.unwrap();
+        s.bind_queue(q, "orders", &w.to_string(), FieldTable::new())
+            .await
+            .unwrap();
     }
 }
 
@@ -108,7 +111,7 @@ async fn consistent_hash_refuses_a_binding_key_that_is_not_a_weight() {
     hash_exchange(&s, &[("a", 1)]).await;
     for bad in ["heavy", "", "0", "-1", "1.5", "100000"] {
         let e = expect_code(
-            s.bind("orders", "a", bad).await,
+            s.bind_queue("a", "orders", bad, FieldTable::new()).await,
             ErrorCode::PreconditionFailed,
         );
         assert!(e.message().contains("weight"), "{bad:?}: {e}");
@@ -133,14 +136,9 @@ async fn consistent_hash_unbinding_a_queue_moves_only_its_keys() {
         }
     }
 
-    s.unbind_with(
-        "orders",
-        BindTarget::Queue("c".into()),
-        "1",
-        FieldTable::new(),
-    )
-    .await
-    .unwrap();
+    s.unbind_queue("c", "orders", "1", FieldTable::new())
+        .await
+        .unwrap();
     publish_keys(&s, &keys).await;
     assert!(drain(&s, "c").await.is_empty());
     let mut moved_to = HashMap::new();
@@ -249,25 +247,26 @@ async fn a_custom_exchange_actor_routes_what_is_published_to_it() {
         },
     ));
     let s = broker.session();
-    s.declare_exchange("counter", "x-counting").await.unwrap();
+    s.declare_exchange("counter", "x-counting", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["counted"]).await;
 
     // Unbound, it routes nowhere (but still sees the message).
     assert_eq!(publish(&s, "counter", "k", "unrouted").await, 0);
-    s.bind("counter", "counted", "whatever").await.unwrap();
+    s.bind_queue("counted", "counter", "whatever", FieldTable::new())
+        .await
+        .unwrap();
     for (i, key) in ["a", "b.c", ""].iter().enumerate() {
         assert_eq!(publish(&s, "counter", key, &format!("direct-{i}")).await, 1);
     }
     // Reached through an exchange-to-exchange binding from a built-in exchange.
-    s.declare_exchange("front", "fanout").await.unwrap();
-    s.bind_with(
-        "front",
-        BindTarget::Exchange("counter".into()),
-        "",
-        FieldTable::new(),
-    )
-    .await
-    .unwrap();
+    s.declare_exchange("front", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.bind_exchange("counter", "front", "", FieldTable::new())
+        .await
+        .unwrap();
     assert_eq!(publish(&s, "front", "x", "via-front").await, 1);
 
     assert_eq!(seen.load(SeqCst), 5);
@@ -276,15 +275,12 @@ async fn a_custom_exchange_actor_routes_what_is_published_to_it() {
         ["direct-0", "direct-1", "direct-2", "via-front"]
     );
     // A binding it refuses is refused to the client, with its reason.
-    s.declare_exchange("elsewhere", "direct").await.unwrap();
+    s.declare_exchange("elsewhere", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
     let e = expect_code(
-        s.bind_with(
-            "counter",
-            BindTarget::Exchange("elsewhere".into()),
-            "",
-            FieldTable::new(),
-        )
-        .await,
+        s.bind_exchange("elsewhere", "counter", "", FieldTable::new())
+            .await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("queues only"), "{e}");

@@ -1,21 +1,20 @@
 //! Declarations: what is refused, with which code, and what the message names.
 
 use super::*;
-use actormq::broker::exchange::ExchangeSpec;
-use actormq::FieldValue;
 
 #[tokio::test]
 async fn unknown_exchange_type_is_refused_at_declare() {
     let broker = TestBroker::start();
     let s = broker.session();
     let e = expect_code(
-        s.declare_exchange("x", "x-no-such-type").await,
+        s.declare_exchange("x", "x-no-such-type", &ExchangeOptions::new())
+            .await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'x-no-such-type'"), "{e}");
     // Nothing was created.
     expect_code(
-        s.declare_exchange_with(ExchangeSpec::new("x", "direct"), true)
+        s.declare_exchange("x", "direct", &ExchangeOptions::new().passive())
             .await,
         ErrorCode::NotFound,
     );
@@ -25,28 +24,31 @@ async fn unknown_exchange_type_is_refused_at_declare() {
 async fn redeclaring_an_exchange_with_other_settings_names_the_setting() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("events", "topic").await.unwrap();
+    s.declare_exchange("events", "topic", &ExchangeOptions::new())
+        .await
+        .unwrap();
     // Same settings: fine, and idempotent.
-    s.declare_exchange("events", "topic").await.unwrap();
+    s.declare_exchange("events", "topic", &ExchangeOptions::new())
+        .await
+        .unwrap();
 
     let e = expect_code(
-        s.declare_exchange("events", "fanout").await,
+        s.declare_exchange("events", "fanout", &ExchangeOptions::new())
+            .await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'type'"), "{e}");
 
-    let mut durable = ExchangeSpec::new("events", "topic");
-    durable.durable = true;
     let e = expect_code(
-        s.declare_exchange_with(durable, false).await,
+        s.declare_exchange("events", "topic", &ExchangeOptions::durable())
+            .await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'durable'"), "{e}");
 
-    let mut auto_delete = ExchangeSpec::new("events", "topic");
-    auto_delete.auto_delete = true;
+    let auto_delete = ExchangeOptions::new().auto_delete();
     let e = expect_code(
-        s.declare_exchange_with(auto_delete, false).await,
+        s.declare_exchange("events", "topic", &auto_delete).await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'auto_delete'"), "{e}");
@@ -56,39 +58,36 @@ async fn redeclaring_an_exchange_with_other_settings_names_the_setting() {
 async fn redeclaring_a_queue_with_other_settings_names_the_setting() {
     let broker = TestBroker::start();
     let s = broker.session();
-    let mut ttl = QueueSpec::new("jobs");
-    ttl.arguments
-        .insert("x-message-ttl".into(), FieldValue::Int(60_000));
-    s.declare_queue(ttl.clone()).await.unwrap();
-    s.declare_queue(ttl.clone()).await.unwrap();
+    let ttl = QueueOptions::new().arg("x-message-ttl", 60_000i64);
+    s.declare_queue("jobs", &ttl).await.unwrap();
+    s.declare_queue("jobs", &ttl).await.unwrap();
 
-    let mut durable = ttl.clone();
-    durable.durable = true;
+    let durable = QueueOptions {
+        durable: true,
+        ..ttl.clone()
+    };
     let e = expect_code(
-        s.declare_queue(durable).await,
+        s.declare_queue("jobs", &durable).await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'durable'"), "{e}");
 
-    let mut other_ttl = ttl.clone();
-    other_ttl
-        .arguments
-        .insert("x-message-ttl".into(), FieldValue::Int(1_000));
+    let other_ttl = QueueOptions::new().arg("x-message-ttl", 1_000i64);
     let e = expect_code(
-        s.declare_queue(other_ttl).await,
+        s.declare_queue("jobs", &other_ttl).await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'x-message-ttl'"), "{e}");
 
     let e = expect_code(
-        s.declare_queue(QueueSpec::new("jobs")).await,
+        s.declare_queue("jobs", &QueueOptions::new()).await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'x-message-ttl'"), "{e}");
 
     // A passive declare does not compare settings.
     let ok = s
-        .declare_queue_with(QueueSpec::new("jobs"), true)
+        .declare_queue("jobs", &QueueOptions::new().passive())
         .await
         .unwrap();
     assert_eq!(ok.name, "jobs");
@@ -99,12 +98,13 @@ async fn passive_declare_of_a_missing_entity_is_not_found() {
     let broker = TestBroker::start();
     let s = broker.session();
     let e = expect_code(
-        s.declare_queue_with(QueueSpec::new("missing"), true).await,
+        s.declare_queue("missing", &QueueOptions::new().passive())
+            .await,
         ErrorCode::NotFound,
     );
     assert!(e.message().contains("'missing'"), "{e}");
     expect_code(
-        s.declare_exchange_with(ExchangeSpec::new("missing-x", "direct"), true)
+        s.declare_exchange("missing-x", "direct", &ExchangeOptions::new().passive())
             .await,
         ErrorCode::NotFound,
     );
@@ -114,7 +114,7 @@ async fn passive_declare_of_a_missing_entity_is_not_found() {
     publish(&s, "", "present", "1").await;
     publish(&s, "", "present", "2").await;
     let got = s
-        .declare_queue_with(QueueSpec::new("present"), true)
+        .declare_queue("present", &QueueOptions::new().passive())
         .await
         .unwrap();
     assert_eq!((got.messages, got.consumers), (2, 0));
@@ -125,12 +125,13 @@ async fn amq_prefixed_names_are_reserved() {
     let broker = TestBroker::start();
     let s = broker.session();
     let e = expect_code(
-        s.declare_exchange("amq.custom", "direct").await,
+        s.declare_exchange("amq.custom", "direct", &ExchangeOptions::new())
+            .await,
         ErrorCode::AccessRefused,
     );
     assert!(e.message().contains("amq.custom"), "{e}");
     let e = expect_code(
-        s.declare_queue(QueueSpec::new("amq.queue")).await,
+        s.declare_queue("amq.queue", &QueueOptions::new()).await,
         ErrorCode::AccessRefused,
     );
     assert!(e.message().contains("amq.queue"), "{e}");
@@ -141,7 +142,9 @@ async fn amq_prefixed_names_are_reserved() {
 
     // The predeclared ones exist and can be used.
     declare_queues(&s, &["q"]).await;
-    s.bind("amq.topic", "q", "a.#").await.unwrap();
+    s.bind_queue("q", "amq.topic", "a.#", FieldTable::new())
+        .await
+        .unwrap();
     assert_eq!(publish(&s, "amq.topic", "a.b", "x").await, 1);
 }
 
@@ -149,9 +152,66 @@ async fn amq_prefixed_names_are_reserved() {
 async fn an_empty_queue_name_gets_a_generated_one() {
     let broker = TestBroker::start();
     let s = broker.session();
-    let a = s.declare_queue(QueueSpec::new("")).await.unwrap();
-    let b = s.declare_queue(QueueSpec::new("")).await.unwrap();
+    let a = s.declare_queue("", &QueueOptions::new()).await.unwrap();
+    let b = s.declare_queue("", &QueueOptions::new()).await.unwrap();
     assert!(a.name.starts_with("amq.gen-"), "{}", a.name);
     assert_ne!(a.name, b.name);
     assert_eq!(publish(&s, "", &a.name, "x").await, 1);
+}
+
+#[tokio::test]
+async fn durable_declares_are_refused_on_a_broker_without_storage() {
+    let broker = TestBroker::start();
+    let s = broker.session();
+    let e = expect_code(
+        s.declare_queue("jobs", &QueueOptions::durable()).await,
+        ErrorCode::PreconditionFailed,
+    );
+    let text = e.message();
+    assert!(text.contains("queue 'jobs'"), "{e}");
+    assert!(text.contains("no storage"), "{e}");
+    assert!(text.contains("BrokerBuilder::storage"), "{e}");
+    assert!(text.contains("transient_durables"), "{e}");
+    let e = expect_code(
+        s.declare_exchange("events", "topic", &ExchangeOptions::durable())
+            .await,
+        ErrorCode::PreconditionFailed,
+    );
+    assert!(e.message().contains("exchange 'events'"), "{e}");
+
+    // Nothing was created: a passive declare does not find them.
+    let passive = QueueOptions::new().passive();
+    expect_code(s.declare_queue("jobs", &passive).await, ErrorCode::NotFound);
+    // Transient declares, and persistent messages in transient queues, still work.
+    s.declare_queue("jobs", &QueueOptions::new()).await.unwrap();
+    let confirm = s
+        .publish(Message::new("", "jobs", "p").persistent())
+        .await
+        .unwrap();
+    assert_eq!(within("a confirm", confirm).await.unwrap().queues, 1);
+    // The built-in durable exchanges may be redeclared as they are.
+    s.declare_exchange("amq.topic", "topic", &ExchangeOptions::durable())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn transient_durables_accepts_durable_declares_in_memory_only() {
+    let broker = TestBroker::from_builder(Broker::builder().workers(2).transient_durables());
+    let s = broker.session();
+    s.declare_queue("jobs", &QueueOptions::durable())
+        .await
+        .unwrap();
+    s.declare_exchange("events", "fanout", &ExchangeOptions::durable())
+        .await
+        .unwrap();
+    s.bind_queue("jobs", "events", "", FieldTable::new())
+        .await
+        .unwrap();
+    let confirm = s
+        .publish(Message::new("events", "", "p").persistent())
+        .await
+        .unwrap();
+    assert_eq!(within("a confirm", confirm).await.unwrap().queues, 1);
+    assert_eq!(drain(&s, "jobs").await, ["p"]);
 }

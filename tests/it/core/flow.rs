@@ -5,7 +5,6 @@
 
 use super::*;
 use actormq::broker::exchange::{Binding, DestinationId, ExchangeType};
-use actormq::broker::messages::ConsumeOptions;
 use actormq::settings::BrokerSettings;
 use futures_util::FutureExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -81,7 +80,7 @@ async fn memory_watermark_blocks_the_publisher_until_consumers_drain() {
 
     // A consumer drains: the producer resumes, and every message arrives once, in order.
     let mut consumer = session
-        .consume("backlog", ConsumeOptions::default())
+        .consume("backlog", &ConsumeOptions::default())
         .await
         .unwrap();
     for i in 0..TOTAL {
@@ -170,9 +169,13 @@ async fn a_stalled_hop_holds_the_publisher_at_its_window() {
     // before the broker's shutdown waits for the worker thread.
     let open = open;
     let s = broker.session();
-    s.declare_exchange("gated", "x-gated").await.unwrap();
+    s.declare_exchange("gated", "x-gated", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["out"]).await;
-    s.bind("gated", "out", "").await.unwrap();
+    s.bind_queue("out", "gated", "", FieldTable::new())
+        .await
+        .unwrap();
     let msg = |i: usize| Message::new("gated", "", format!("m{i}"));
 
     // One batch per publish: the first stalls in route(), the second waits behind it.

@@ -13,9 +13,8 @@ mod queues;
 mod routing;
 mod semantics;
 
-use actormq::broker::queue::QueueSpec;
 use actormq::{Broker, BrokerBuilder, BrokerError, BrokerHandle, Consumer, ErrorCode, Received};
-use actormq::{Message, Session};
+use actormq::{ConsumeOptions, ExchangeOptions, FieldTable, Message, QueueOptions, Session};
 use std::future::Future;
 use std::ops::Deref;
 
@@ -87,7 +86,7 @@ pub fn bodies(rs: &[Received]) -> Vec<String> {
 pub async fn declare_queues(session: &Session, names: &[&str]) {
     for n in names {
         session
-            .declare_queue(QueueSpec::new(n))
+            .declare_queue(n, &QueueOptions::new())
             .await
             .unwrap_or_else(|e| panic!("declare queue {n}: {e}"));
     }

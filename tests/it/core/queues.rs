@@ -1,7 +1,6 @@
 //! Queues: get, purge, delete conditions, exclusive and auto-delete queues.
 
 use super::*;
-use actormq::broker::messages::ConsumeOptions;
 
 #[tokio::test]
 async fn get_with_auto_ack_takes_the_message_for_good() {
@@ -80,7 +79,7 @@ async fn delete_if_unused_and_if_empty_refuse_while_the_condition_fails() {
     let s = broker.session();
     declare_queues(&s, &["busy"]).await;
     publish(&s, "", "busy", "m").await;
-    let consumer = s.consume("busy", ConsumeOptions::default()).await.unwrap();
+    let consumer = s.consume("busy", &ConsumeOptions::default()).await.unwrap();
 
     let e = expect_code(
         s.delete_queue("busy", true, false).await,
@@ -106,7 +105,8 @@ async fn delete_if_unused_and_if_empty_refuse_while_the_condition_fails() {
     // Both refusals left the queue in place; an unconditional delete answers its count.
     assert_eq!(s.delete_queue("busy", false, false).await.unwrap(), 1);
     expect_code(
-        s.declare_queue_with(QueueSpec::new("busy"), true).await,
+        s.declare_queue("busy", &QueueOptions::new().passive())
+            .await,
         ErrorCode::NotFound,
     );
     // Deleting a queue that does not exist succeeds, as in RabbitMQ.
@@ -118,33 +118,37 @@ async fn exclusive_queue_is_refused_to_other_sessions() {
     let broker = TestBroker::start();
     let owner = broker.session();
     let other = broker.session();
-    let mut spec = QueueSpec::new("mine");
-    spec.exclusive = true;
-    owner.declare_queue(spec.clone()).await.unwrap();
+    let spec = QueueOptions::new().exclusive();
+    owner.declare_queue("mine", &spec).await.unwrap();
     publish(&owner, "", "mine", "m").await;
 
     for (what, res) in [
         (
             "declare",
-            other.declare_queue(spec.clone()).await.map(|_| ()),
+            other.declare_queue("mine", &spec).await.map(|_| ()),
         ),
         (
             "passive declare",
             other
-                .declare_queue_with(QueueSpec::new("mine"), true)
+                .declare_queue("mine", &QueueOptions::new().passive())
                 .await
                 .map(|_| ()),
         ),
         (
             "consume",
             other
-                .consume("mine", ConsumeOptions::default())
+                .consume("mine", &ConsumeOptions::default())
                 .await
                 .map(|_| ()),
         ),
         ("get", other.get("mine", true).await.map(|_| ())),
         ("purge", other.purge("mine").await.map(|_| ())),
-        ("bind", other.bind("amq.direct", "mine", "k").await),
+        (
+            "bind",
+            other
+                .bind_queue("mine", "amq.direct", "k", FieldTable::new())
+                .await,
+        ),
         (
             "delete",
             other.delete_queue("mine", false, false).await.map(|_| ()),
@@ -163,38 +167,42 @@ async fn exclusive_queue_is_deleted_when_its_session_drops() {
     let broker = TestBroker::start();
     let owner = broker.session();
     let other = broker.session();
-    let mut spec = QueueSpec::new("temp");
-    spec.exclusive = true;
-    owner.declare_queue(spec).await.unwrap();
-    owner.bind("amq.fanout", "temp", "").await.unwrap();
+    let spec = QueueOptions::new().exclusive();
+    owner.declare_queue("temp", &spec).await.unwrap();
+    owner
+        .bind_queue("temp", "amq.fanout", "", FieldTable::new())
+        .await
+        .unwrap();
 
     drop(owner);
     eventually("the exclusive queue deleted", || async {
         other
-            .declare_queue_with(QueueSpec::new("temp"), true)
+            .declare_queue("temp", &QueueOptions::new().passive())
             .await
             .is_err_and(|e| e.code() == ErrorCode::NotFound)
     })
     .await;
     // Its bindings went with it, and the name is free again.
     assert_eq!(publish(&other, "amq.fanout", "", "x").await, 0);
-    other.declare_queue(QueueSpec::new("temp")).await.unwrap();
+    other
+        .declare_queue("temp", &QueueOptions::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn auto_delete_queue_is_deleted_when_its_last_consumer_cancels() {
     let broker = TestBroker::start();
     let s = broker.session();
-    let mut spec = QueueSpec::new("ephemeral");
-    spec.auto_delete = true;
-    s.declare_queue(spec).await.unwrap();
+    let spec = QueueOptions::new().auto_delete();
+    s.declare_queue("ephemeral", &spec).await.unwrap();
 
     let first = s
-        .consume("ephemeral", ConsumeOptions::default())
+        .consume("ephemeral", &ConsumeOptions::default())
         .await
         .unwrap();
     let second = s
-        .consume("ephemeral", ConsumeOptions::default())
+        .consume("ephemeral", &ConsumeOptions::default())
         .await
         .unwrap();
     drop(first);
@@ -207,7 +215,7 @@ async fn auto_delete_queue_is_deleted_when_its_last_consumer_cancels() {
 
     drop(second);
     eventually("the auto-delete queue deleted", || async {
-        s.declare_queue_with(QueueSpec::new("ephemeral"), true)
+        s.declare_queue("ephemeral", &QueueOptions::new().passive())
             .await
             .is_err_and(|e| e.code() == ErrorCode::NotFound)
     })
@@ -219,9 +227,8 @@ async fn auto_delete_queue_is_deleted_when_its_last_consumer_cancels() {
 async fn auto_delete_queue_without_any_consumer_yet_stays() {
     let broker = TestBroker::start();
     let s = broker.session();
-    let mut spec = QueueSpec::new("waiting");
-    spec.auto_delete = true;
-    s.declare_queue(spec).await.unwrap();
+    let spec = QueueOptions::new().auto_delete();
+    s.declare_queue("waiting", &spec).await.unwrap();
     assert_eq!(publish(&s, "", "waiting", "kept").await, 1);
     // A get is not a consumer: the queue stays.
     assert_eq!(drain(&s, "waiting").await, ["kept"]);
@@ -237,17 +244,16 @@ async fn requests_racing_an_auto_delete_see_not_found_never_a_dead_queue() {
     let s = broker.session();
     for i in 0..100 {
         let name = format!("brief-{i}");
-        let mut spec = QueueSpec::new(&name);
-        spec.auto_delete = true;
-        s.declare_queue(spec.clone()).await.unwrap();
-        drop(s.consume(&name, ConsumeOptions::default()).await.unwrap());
+        let spec = QueueOptions::new().auto_delete();
+        s.declare_queue(&name, &spec).await.unwrap();
+        drop(s.consume(&name, &ConsumeOptions::default()).await.unwrap());
 
-        if let Err(e) = s.declare_queue_with(QueueSpec::new(&name), true).await {
+        if let Err(e) = s.declare_queue(&name, &QueueOptions::new().passive()).await {
             assert_eq!(e.code(), ErrorCode::NotFound, "passive declare: {e}");
         }
         if let Err(e) = s.get(&name, true).await {
             assert_eq!(e.code(), ErrorCode::NotFound, "get: {e}");
         }
-        s.declare_queue(spec).await.unwrap();
+        s.declare_queue(&name, &spec).await.unwrap();
     }
 }

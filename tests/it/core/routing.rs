@@ -2,18 +2,25 @@
 //! bindings, confirms and mandatory returns.
 
 use super::*;
-use actormq::broker::messages::BindTarget;
 use actormq::{FieldTable, FieldValue};
 
 #[tokio::test]
 async fn direct_routes_by_exact_routing_key() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("colours", "direct").await.unwrap();
+    s.declare_exchange("colours", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["red-1", "red-2", "green"]).await;
-    s.bind("colours", "red-1", "red").await.unwrap();
-    s.bind("colours", "red-2", "red").await.unwrap();
-    s.bind("colours", "green", "green").await.unwrap();
+    s.bind_queue("red-1", "colours", "red", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("red-2", "colours", "red", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("green", "colours", "green", FieldTable::new())
+        .await
+        .unwrap();
 
     assert_eq!(publish(&s, "colours", "red", "r").await, 2);
     assert_eq!(publish(&s, "colours", "green", "g").await, 1);
@@ -29,10 +36,14 @@ async fn direct_routes_by_exact_routing_key() {
 async fn fanout_delivers_to_every_bound_queue() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("news", "fanout").await.unwrap();
+    s.declare_exchange("news", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["a", "b", "c", "unbound"]).await;
     for q in ["a", "b", "c"] {
-        s.bind("news", q, "").await.unwrap();
+        s.bind_queue(q, "news", "", FieldTable::new())
+            .await
+            .unwrap();
     }
 
     assert_eq!(publish(&s, "news", "any.key", "one").await, 3);
@@ -48,12 +59,20 @@ async fn fanout_delivers_to_every_bound_queue() {
 async fn topic_matches_words_and_wildcards() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("animals", "topic").await.unwrap();
+    s.declare_exchange("animals", "topic", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["q1", "q2"]).await;
     // RabbitMQ's tutorial 5.
-    s.bind("animals", "q1", "*.orange.*").await.unwrap();
-    s.bind("animals", "q2", "*.*.rabbit").await.unwrap();
-    s.bind("animals", "q2", "lazy.#").await.unwrap();
+    s.bind_queue("q1", "animals", "*.orange.*", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("q2", "animals", "*.*.rabbit", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("q2", "animals", "lazy.#", FieldTable::new())
+        .await
+        .unwrap();
 
     let cases: &[(&str, u32)] = &[
         ("quick.orange.rabbit", 2),
@@ -100,7 +119,9 @@ async fn topic_matches_words_and_wildcards() {
 async fn headers_match_all_or_any_of_the_binding_arguments() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("hdr", "headers").await.unwrap();
+    s.declare_exchange("hdr", "headers", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["all", "any"]).await;
     let args = |pairs: &[(&str, FieldValue)]| -> FieldTable {
         pairs
@@ -108,9 +129,9 @@ async fn headers_match_all_or_any_of_the_binding_arguments() {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
     };
-    s.bind_with(
+    s.bind_queue(
+        "all",
         "hdr",
-        BindTarget::Queue("all".into()),
         "",
         args(&[
             ("x-match", "all".into()),
@@ -120,9 +141,9 @@ async fn headers_match_all_or_any_of_the_binding_arguments() {
     )
     .await
     .unwrap();
-    s.bind_with(
+    s.bind_queue(
+        "any",
         "hdr",
-        BindTarget::Queue("any".into()),
         "",
         args(&[
             ("x-match", "any".into()),
@@ -165,13 +186,8 @@ async fn headers_match_all_or_any_of_the_binding_arguments() {
 
     // A typo in x-match is refused at bind time rather than matching nothing.
     let e = expect_code(
-        s.bind_with(
-            "hdr",
-            BindTarget::Queue("all".into()),
-            "",
-            args(&[("x-match", "al".into())]),
-        )
-        .await,
+        s.bind_queue("all", "hdr", "", args(&[("x-match", "al".into())]))
+            .await,
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("x-match"), "{e}");
@@ -190,7 +206,10 @@ async fn default_exchange_routes_by_queue_name() {
     assert_eq!(drain(&s, "outbox").await, ["to-outbox"]);
 
     // Its bindings are implicit: binding to it is refused.
-    expect_code(s.bind("", "inbox", "other").await, ErrorCode::AccessRefused);
+    expect_code(
+        s.bind_queue("inbox", "", "other", FieldTable::new()).await,
+        ErrorCode::AccessRefused,
+    );
     // A deleted queue is no longer reachable through it.
     s.delete_queue("inbox", false, false).await.unwrap();
     assert_eq!(publish(&s, "", "inbox", "late").await, 0);
@@ -200,18 +219,19 @@ async fn default_exchange_routes_by_queue_name() {
 async fn exchange_to_exchange_binding_forwards_matching_messages() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("front", "fanout").await.unwrap();
-    s.declare_exchange("back", "topic").await.unwrap();
+    s.declare_exchange("front", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.declare_exchange("back", "topic", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["orders-eu"]).await;
-    s.bind_with(
-        "front",
-        BindTarget::Exchange("back".into()),
-        "",
-        FieldTable::new(),
-    )
-    .await
-    .unwrap();
-    s.bind("back", "orders-eu", "orders.eu.*").await.unwrap();
+    s.bind_exchange("back", "front", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("orders-eu", "back", "orders.eu.*", FieldTable::new())
+        .await
+        .unwrap();
 
     assert_eq!(publish(&s, "front", "orders.eu.created", "a").await, 1);
     assert_eq!(publish(&s, "front", "orders.us.created", "b").await, 0);
@@ -222,18 +242,25 @@ async fn exchange_to_exchange_binding_forwards_matching_messages() {
 async fn exchange_binding_loop_delivers_once_and_terminates() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("ping", "fanout").await.unwrap();
-    s.declare_exchange("pong", "fanout").await.unwrap();
+    s.declare_exchange("ping", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.declare_exchange("pong", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["seen-by-ping", "seen-by-pong"]).await;
-    let to = |x: &str| BindTarget::Exchange(x.into());
-    s.bind_with("ping", to("pong"), "", FieldTable::new())
+    s.bind_exchange("pong", "ping", "", FieldTable::new())
         .await
         .unwrap();
-    s.bind_with("pong", to("ping"), "", FieldTable::new())
+    s.bind_exchange("ping", "pong", "", FieldTable::new())
         .await
         .unwrap();
-    s.bind("ping", "seen-by-ping", "").await.unwrap();
-    s.bind("pong", "seen-by-pong", "").await.unwrap();
+    s.bind_queue("seen-by-ping", "ping", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("seen-by-pong", "pong", "", FieldTable::new())
+        .await
+        .unwrap();
 
     // ping -> pong -> (ping: already visited) : each queue once.
     assert_eq!(publish(&s, "ping", "", "from-ping").await, 2);
@@ -248,19 +275,26 @@ async fn a_chain_of_bound_exchanges_with_a_cycle_reaches_every_queue_once() {
     let broker = TestBroker::start();
     let s = broker.session();
     for x in ["a", "b", "c", "d"] {
-        s.declare_exchange(x, "fanout").await.unwrap();
-    }
-    declare_queues(&s, &["at-c", "at-d"]).await;
-    let to = |x: &str| BindTarget::Exchange(x.into());
-    // a -> b -> c -> d, and d -> b closes a cycle three levels down.
-    for (from, dest) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "b")] {
-        s.bind_with(from, to(dest), "", FieldTable::new())
+        s.declare_exchange(x, "fanout", &ExchangeOptions::new())
             .await
             .unwrap();
     }
-    s.bind("c", "at-c", "").await.unwrap();
-    s.bind("d", "at-d", "").await.unwrap();
-    s.bind("b", "at-d", "").await.unwrap(); // a second path to at-d
+    declare_queues(&s, &["at-c", "at-d"]).await;
+    // a -> b -> c -> d, and d -> b closes a cycle three levels down.
+    for (from, dest) in [("a", "b"), ("b", "c"), ("c", "d"), ("d", "b")] {
+        s.bind_exchange(dest, from, "", FieldTable::new())
+            .await
+            .unwrap();
+    }
+    s.bind_queue("at-c", "c", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("at-d", "d", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("at-d", "b", "", FieldTable::new())
+        .await
+        .unwrap(); // a second path to at-d
 
     assert_eq!(publish(&s, "a", "", "m").await, 2);
     assert_eq!(drain(&s, "at-c").await, ["m"]);
@@ -271,21 +305,26 @@ async fn a_chain_of_bound_exchanges_with_a_cycle_reaches_every_queue_once() {
 async fn queue_reached_by_two_paths_gets_the_message_once() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("src", "fanout").await.unwrap();
-    s.declare_exchange("mid", "direct").await.unwrap();
+    s.declare_exchange("src", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.declare_exchange("mid", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["target"]).await;
     // Path 1: src -> target. Path 2: src -> mid -> target. Path 3: mid's second binding.
-    s.bind("src", "target", "").await.unwrap();
-    s.bind_with(
-        "src",
-        BindTarget::Exchange("mid".into()),
-        "",
-        FieldTable::new(),
-    )
-    .await
-    .unwrap();
-    s.bind("mid", "target", "k").await.unwrap();
-    s.bind("mid", "target", "k2").await.unwrap();
+    s.bind_queue("target", "src", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_exchange("mid", "src", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("target", "mid", "k", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("target", "mid", "k2", FieldTable::new())
+        .await
+        .unwrap();
 
     assert_eq!(publish(&s, "src", "k", "once").await, 1);
     assert_eq!(drain(&s, "target").await, ["once"]);
@@ -295,11 +334,19 @@ async fn queue_reached_by_two_paths_gets_the_message_once() {
 async fn confirmation_counts_every_queue_reached() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("logs", "topic").await.unwrap();
+    s.declare_exchange("logs", "topic", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["all", "errors", "db"]).await;
-    s.bind("logs", "all", "#").await.unwrap();
-    s.bind("logs", "errors", "*.error").await.unwrap();
-    s.bind("logs", "db", "db.*").await.unwrap();
+    s.bind_queue("all", "logs", "#", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("errors", "logs", "*.error", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("db", "logs", "db.*", FieldTable::new())
+        .await
+        .unwrap();
 
     let messages = vec![
         Message::new("logs", "db.error", "1"),
@@ -318,9 +365,13 @@ async fn confirmation_counts_every_queue_reached() {
 async fn mandatory_unroutable_message_comes_back_in_the_confirmation() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("tasks", "direct").await.unwrap();
+    s.declare_exchange("tasks", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["known"]).await;
-    s.bind("tasks", "known", "known").await.unwrap();
+    s.bind_queue("known", "tasks", "known", FieldTable::new())
+        .await
+        .unwrap();
 
     let lost = Message::new("tasks", "unknown", "please return me");
     let c = s
@@ -365,9 +416,9 @@ async fn publishing_to_a_missing_or_internal_exchange_is_refused() {
     );
     assert!(e.message().contains("'ghost'"), "{e}");
 
-    let mut spec = actormq::broker::exchange::ExchangeSpec::new("inner", "fanout");
-    spec.internal = true;
-    s.declare_exchange_with(spec, false).await.unwrap();
+    s.declare_exchange("inner", "fanout", &ExchangeOptions::new().internal())
+        .await
+        .unwrap();
     expect_code(
         s.publish(Message::new("inner", "k", "x")).await.map(|_| ()),
         ErrorCode::AccessRefused,

@@ -3,10 +3,11 @@
 //! or its bindings, and it routes again once the broker starts with the type.
 
 use super::{runtime, within};
-use actormq::broker::exchange::{Binding, DestinationId, ExchangeSpec, ExchangeType};
-use actormq::broker::queue::QueueSpec;
+use actormq::broker::exchange::{Binding, DestinationId, ExchangeType};
 use actormq::storage::StorageOptions;
-use actormq::{Broker, BrokerHandle, ErrorCode, Message};
+use actormq::{
+    Broker, BrokerHandle, ErrorCode, ExchangeOptions, FieldTable, Message, QueueOptions,
+};
 use std::path::Path;
 
 /// Routes to every binding (a fanout under a name of its own).
@@ -30,12 +31,6 @@ fn start(dir: &Path, with_type: bool) -> BrokerHandle {
     builder.start().expect("the broker starts")
 }
 
-fn durable_queue(name: &str) -> QueueSpec {
-    let mut q = QueueSpec::new(name);
-    q.durable = true;
-    q
-}
-
 #[test]
 fn a_durable_exchange_of_a_missing_type_is_kept_dormant_and_comes_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,11 +39,15 @@ fn a_durable_exchange_of_a_missing_type_is_kept_dormant_and_comes_back() {
     let broker = start(dir.path(), true);
     rt.block_on(async {
         let s = broker.session();
-        let mut x = ExchangeSpec::new("all", TYPE);
-        x.durable = true;
-        s.declare_exchange_with(x, false).await.unwrap();
-        s.declare_queue(durable_queue("a")).await.unwrap();
-        s.bind("all", "a", "").await.unwrap();
+        s.declare_exchange("all", TYPE, &ExchangeOptions::durable())
+            .await
+            .unwrap();
+        s.declare_queue("a", &QueueOptions::durable())
+            .await
+            .unwrap();
+        s.bind_queue("a", "all", "", FieldTable::new())
+            .await
+            .unwrap();
     });
     broker.shutdown();
 
@@ -57,7 +56,9 @@ fn a_durable_exchange_of_a_missing_type_is_kept_dormant_and_comes_back() {
     rt.block_on(async {
         let s = broker.session();
         // A durable change saves the metadata again: it must keep the dormant exchange.
-        s.declare_queue(durable_queue("b")).await.unwrap();
+        s.declare_queue("b", &QueueOptions::durable())
+            .await
+            .unwrap();
         let err = match s.publish(Message::new("all", "k", "lost?")).await {
             Err(e) => e,
             Ok(confirm) => within("the refusal", confirm)
@@ -75,7 +76,10 @@ fn a_durable_exchange_of_a_missing_type_is_kept_dormant_and_comes_back() {
         let bindings = s.list_bindings().await.unwrap();
         assert!(bindings.iter().any(|b| b.exchange == "all"), "{bindings:?}");
         // Binding to it is refused the same way, and declaring it again too.
-        let bind = s.bind("all", "b", "").await.expect_err("dormant");
+        let bind = s
+            .bind_queue("b", "all", "", FieldTable::new())
+            .await
+            .expect_err("dormant");
         assert!(bind.message().contains(TYPE), "{bind}");
     });
     broker.shutdown();
@@ -103,11 +107,15 @@ fn a_dormant_exchange_can_be_deleted() {
     let broker = start(dir.path(), true);
     rt.block_on(async {
         let s = broker.session();
-        let mut x = ExchangeSpec::new("all", TYPE);
-        x.durable = true;
-        s.declare_exchange_with(x, false).await.unwrap();
-        s.declare_queue(durable_queue("a")).await.unwrap();
-        s.bind("all", "a", "").await.unwrap();
+        s.declare_exchange("all", TYPE, &ExchangeOptions::durable())
+            .await
+            .unwrap();
+        s.declare_queue("a", &QueueOptions::durable())
+            .await
+            .unwrap();
+        s.bind_queue("a", "all", "", FieldTable::new())
+            .await
+            .unwrap();
     });
     broker.shutdown();
     let broker = start(dir.path(), false);

@@ -22,16 +22,11 @@ fn start(dir: &Path) -> BrokerHandle {
         .expect("the broker starts on its data directory")
 }
 
-fn durable_exchange(name: &str, kind: &str) -> ExchangeSpec {
-    let mut s = ExchangeSpec::new(name, kind);
-    s.durable = true;
-    s
-}
-
-fn queue(name: &str, durable: bool) -> QueueSpec {
-    let mut q = QueueSpec::new(name);
-    q.durable = durable;
-    q
+fn queue(durable: bool) -> QueueOptions {
+    QueueOptions {
+        durable,
+        ..Default::default()
+    }
 }
 
 /// What a restart must give back: the durable subset, as the list APIs show it.
@@ -60,64 +55,67 @@ fn durable_entities_and_persistent_messages_come_back_transient_ones_do_not() {
     let expected = rt.block_on(async {
         let s = broker.session();
         // Exchanges: durable of every type (one with arguments), and a transient one.
-        s.declare_exchange_with(durable_exchange("orders", "topic"), false)
+        s.declare_exchange("orders", "topic", &ExchangeOptions::durable())
             .await
             .unwrap();
-        s.declare_exchange_with(durable_exchange("fan", "fanout"), false)
+        s.declare_exchange("fan", "fanout", &ExchangeOptions::durable())
             .await
             .unwrap();
-        let mut alt = durable_exchange("with-alt", "direct");
-        alt.arguments
-            .insert("alternate-exchange".into(), FieldValue::from("fan"));
-        s.declare_exchange_with(alt, false).await.unwrap();
-        s.declare_exchange_with(durable_exchange("doomed", "direct"), false)
+        let alt = ExchangeOptions::durable().arg("alternate-exchange", "fan");
+        s.declare_exchange("with-alt", "direct", &alt)
             .await
             .unwrap();
-        s.declare_exchange("scratch", "direct").await.unwrap();
+        s.declare_exchange("doomed", "direct", &ExchangeOptions::durable())
+            .await
+            .unwrap();
+        s.declare_exchange("scratch", "direct", &ExchangeOptions::new())
+            .await
+            .unwrap();
         // Queues: durable (one with arguments), transient, exclusive durable, doomed.
-        let mut jobs = queue("jobs", true);
-        jobs.arguments
-            .insert("x-max-length".into(), FieldValue::Int(1000));
-        s.declare_queue(jobs).await.unwrap();
-        s.declare_queue(queue("audit", true)).await.unwrap();
-        s.declare_queue(queue("tmp", false)).await.unwrap();
-        let mut mine = queue("mine", true);
-        mine.exclusive = true;
-        s.declare_queue(mine).await.unwrap();
-        s.declare_queue(queue("gone", true)).await.unwrap();
+        let jobs = QueueOptions::durable().arg("x-max-length", 1000i64);
+        s.declare_queue("jobs", &jobs).await.unwrap();
+        s.declare_queue("audit", &queue(true)).await.unwrap();
+        s.declare_queue("tmp", &queue(false)).await.unwrap();
+        let mine = QueueOptions::durable().exclusive();
+        s.declare_queue("mine", &mine).await.unwrap();
+        s.declare_queue("gone", &queue(true)).await.unwrap();
         // Bindings: between durable entities (kept), touching a transient one (not).
-        s.bind("orders", "jobs", "order.*").await.unwrap();
-        s.bind("orders", "audit", "#").await.unwrap();
+        s.bind_queue("jobs", "orders", "order.*", FieldTable::new())
+            .await
+            .unwrap();
+        s.bind_queue("audit", "orders", "#", FieldTable::new())
+            .await
+            .unwrap();
         let mut args = FieldTable::new();
         args.insert("x-match".into(), FieldValue::from("all"));
-        s.bind_with("fan", BindTarget::Queue("audit".into()), "", args)
+        s.bind_queue("audit", "fan", "", args).await.unwrap();
+        s.bind_exchange("fan", "orders", "fan.#", FieldTable::new())
             .await
             .unwrap();
-        s.bind_with(
-            "orders",
-            BindTarget::Exchange("fan".into()),
-            "fan.#",
-            FieldTable::new(),
-        )
-        .await
-        .unwrap();
-        s.bind("orders", "tmp", "#").await.unwrap();
-        s.bind("scratch", "jobs", "x").await.unwrap();
-        s.bind("orders", "mine", "#").await.unwrap();
-        s.bind("orders", "gone", "#").await.unwrap();
-        s.bind("doomed", "jobs", "d").await.unwrap();
-        s.bind("orders", "jobs", "unbound").await.unwrap();
+        s.bind_queue("tmp", "orders", "#", FieldTable::new())
+            .await
+            .unwrap();
+        s.bind_queue("jobs", "scratch", "x", FieldTable::new())
+            .await
+            .unwrap();
+        s.bind_queue("mine", "orders", "#", FieldTable::new())
+            .await
+            .unwrap();
+        s.bind_queue("gone", "orders", "#", FieldTable::new())
+            .await
+            .unwrap();
+        s.bind_queue("jobs", "doomed", "d", FieldTable::new())
+            .await
+            .unwrap();
+        s.bind_queue("jobs", "orders", "unbound", FieldTable::new())
+            .await
+            .unwrap();
         // Deletes and unbinds are remembered too.
         s.delete_queue("gone", false, false).await.unwrap();
         s.delete_exchange("doomed", false).await.unwrap();
-        s.unbind_with(
-            "orders",
-            BindTarget::Queue("jobs".into()),
-            "unbound",
-            FieldTable::new(),
-        )
-        .await
-        .unwrap();
+        s.unbind_queue("jobs", "orders", "unbound", FieldTable::new())
+            .await
+            .unwrap();
         // Messages: persistent and transient in a durable queue, persistent in a
         // transient one.
         for (i, persistent) in [(1, true), (2, false), (3, true)] {
@@ -203,7 +201,7 @@ fn acked_and_delivered_messages_are_remembered_across_a_clean_restart() {
     let broker = start(dir.path());
     rt.block_on(async {
         let s = broker.session();
-        s.declare_queue(queue("q", true)).await.unwrap();
+        s.declare_queue("q", &queue(true)).await.unwrap();
         for i in 1..=4 {
             let m = Message::new("", "q", format!("m{i}")).persistent();
             s.publish(m).await.unwrap().await.unwrap();
@@ -253,13 +251,13 @@ fn acked_and_delivered_messages_are_remembered_across_a_clean_restart() {
         );
         assert!(s.get("q", true).await.unwrap().is_none());
         s.delete_queue("q", false, false).await.unwrap();
-        s.declare_queue(queue("q", true)).await.unwrap();
+        s.declare_queue("q", &queue(true)).await.unwrap();
     });
     broker.shutdown();
     let broker = start(dir.path());
     rt.block_on(async {
         let s = broker.session();
-        let q = s.declare_queue_with(queue("q", true), true).await.unwrap();
+        let q = s.declare_queue("q", &queue(true).passive()).await.unwrap();
         assert_eq!(q.messages, 0, "a deleted queue's messages do not come back");
     });
     broker.shutdown();

@@ -4,7 +4,6 @@
 
 use super::{runtime, within};
 use crate::support::{eventually, TestServer};
-use actormq::broker::queue::QueueSpec;
 use actormq::client::{Client, ConnectOptions, ConsumeOptions, PublishOptions, QueueOptions};
 use actormq::storage::StorageOptions;
 use actormq::{Broker, BrokerHandle, Message};
@@ -123,9 +122,8 @@ fn a_long_backlog_comes_back_after_a_restart_in_order() {
     let broker = start(dir.path());
     rt.block_on(async {
         let s = broker.session();
-        let mut q = QueueSpec::new("q");
-        q.durable = true;
-        s.declare_queue(q).await.unwrap();
+        let q = QueueOptions::durable();
+        s.declare_queue("q", &q).await.unwrap();
         for i in 0..N {
             let m = Message::new("", "q", body(i)).persistent();
             s.publish(m).await.unwrap().await.unwrap();

@@ -138,8 +138,8 @@ fn clients_are_told_when_the_broker_shuts_down() {
 /// `BrokerHandle::shutdown` must let the queue write it before the broker stops.
 #[test]
 fn an_embedded_ack_right_before_shutdown_stays_taken() {
-    use actormq::broker::queue::QueueSpec;
     use actormq::storage::StorageOptions;
+    use actormq::QueueOptions;
     use actormq::{Broker, Message};
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
@@ -153,9 +153,10 @@ fn an_embedded_ack_right_before_shutdown_stays_taken() {
             .unwrap();
         rt.block_on(async {
             let session = broker.session();
-            let mut spec = QueueSpec::new("jobs");
-            spec.durable = true;
-            let q = session.declare_queue(spec).await.unwrap();
+            let q = session
+                .declare_queue("jobs", &QueueOptions::durable())
+                .await
+                .unwrap();
             assert_eq!(q.messages, 0, "round {round}: the acked message came back");
             let m = Message::new("", "jobs", format!("job {round}")).persistent();
             let confirm = session.publish(m).await.unwrap();

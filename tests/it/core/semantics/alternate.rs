@@ -1,26 +1,28 @@
 //! Alternate exchanges: where messages no binding routes go.
 
 use super::*;
-use actormq::broker::exchange::ExchangeSpec;
 
-fn with_alternate(name: &str, kind: &str, alternate: &str) -> ExchangeSpec {
-    let mut spec = ExchangeSpec::new(name, kind);
-    spec.arguments
-        .insert("alternate-exchange".into(), alternate.into());
-    spec
+fn with_alternate(alternate: &str) -> ExchangeOptions {
+    ExchangeOptions::new().arg("alternate-exchange", alternate)
 }
 
 #[tokio::test]
 async fn unroutable_messages_go_to_the_alternate_exchange_and_count_as_routed() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange_with(with_alternate("orders", "direct", "orders.ae"), false)
+    s.declare_exchange("orders", "direct", &with_alternate("orders.ae"))
         .await
         .unwrap();
-    s.declare_exchange("orders.ae", "fanout").await.unwrap();
+    s.declare_exchange("orders.ae", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["routed", "unrouted"]).await;
-    s.bind("orders", "routed", "known").await.unwrap();
-    s.bind("orders.ae", "unrouted", "").await.unwrap();
+    s.bind_queue("routed", "orders", "known", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("unrouted", "orders.ae", "", FieldTable::new())
+        .await
+        .unwrap();
 
     let c = s
         .publish_mandatory(Message::new("orders", "unknown", "stray"))
@@ -41,13 +43,13 @@ async fn unroutable_messages_go_to_the_alternate_exchange_and_count_as_routed() 
 async fn a_missing_or_looping_alternate_exchange_leaves_the_message_unroutable() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange_with(with_alternate("lonely", "direct", "nowhere"), false)
+    s.declare_exchange("lonely", "direct", &with_alternate("nowhere"))
         .await
         .unwrap();
-    s.declare_exchange_with(with_alternate("ping", "direct", "pong"), false)
+    s.declare_exchange("ping", "direct", &with_alternate("pong"))
         .await
         .unwrap();
-    s.declare_exchange_with(with_alternate("pong", "direct", "ping"), false)
+    s.declare_exchange("pong", "direct", &with_alternate("ping"))
         .await
         .unwrap();
     for x in ["lonely", "ping"] {
@@ -65,13 +67,17 @@ async fn a_missing_or_looping_alternate_exchange_leaves_the_message_unroutable()
 async fn an_alternate_exchange_declared_later_is_found() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange_with(with_alternate("main", "direct", "late"), false)
+    s.declare_exchange("main", "direct", &with_alternate("late"))
         .await
         .unwrap();
     assert_eq!(publish(&s, "main", "k", "before").await, 0);
-    s.declare_exchange("late", "fanout").await.unwrap();
+    s.declare_exchange("late", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare_queues(&s, &["catch"]).await;
-    s.bind("late", "catch", "").await.unwrap();
+    s.bind_queue("catch", "late", "", FieldTable::new())
+        .await
+        .unwrap();
     assert_eq!(publish(&s, "main", "k", "after").await, 1);
     assert_eq!(drain(&s, "catch").await, ["after"]);
 }

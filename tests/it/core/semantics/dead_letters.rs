@@ -13,9 +13,13 @@ fn dead_lettering_to(dlq: &str) -> [(&'static str, FieldValue); 2] {
 async fn a_rejected_message_goes_to_the_dead_letter_exchange_with_its_key_replaced() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("dlx", "direct").await.unwrap();
+    s.declare_exchange("dlx", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare(&s, "dlq", &[]).await;
-    s.bind("dlx", "dlq", "dead").await.unwrap();
+    s.bind_queue("dlq", "dlx", "dead", FieldTable::new())
+        .await
+        .unwrap();
     declare(
         &s,
         "work",
@@ -27,12 +31,12 @@ async fn a_rejected_message_goes_to_the_dead_letter_exchange_with_its_key_replac
     .await;
     send(&s, msg("work", "kept")).await.unwrap();
     send(&s, msg("work", "poison")).await.unwrap();
-    let mut c = s.consume("work", prefetch(10)).await.unwrap();
+    let mut c = s.consume("work", &prefetch(10)).await.unwrap();
     let kept = recv(&mut c).await;
     let poison = recv(&mut c).await;
     kept.nack(true);
     poison.reject(false);
-    let mut dead = s.consume("dlq", ConsumeOptions::default()).await.unwrap();
+    let mut dead = s.consume("dlq", &ConsumeOptions::default()).await.unwrap();
     let r = recv(&mut dead).await;
     assert_eq!(body(&r), "poison");
     assert_eq!(&*r.message.exchange, "dlx");
@@ -58,7 +62,7 @@ async fn a_message_delivered_more_than_the_limit_is_dead_lettered_not_requeued()
     )
     .await;
     send(&s, msg("work", "poison")).await.unwrap();
-    let mut c = s.consume("work", prefetch(1)).await.unwrap();
+    let mut c = s.consume("work", &prefetch(1)).await.unwrap();
     for count in 1..=3 {
         let r = recv(&mut c).await;
         assert_eq!(r.delivery_count, count, "each delivery carries its count");
@@ -133,7 +137,7 @@ async fn a_retry_loop_through_a_rejection_is_not_a_cycle() {
     let [a, b] = dead_lettering_to("work");
     declare(&s, "retry", &[a, b, ("x-message-ttl", FieldValue::Int(20))]).await;
     send(&s, msg("work", "job")).await.unwrap();
-    let mut c = s.consume("work", prefetch(1)).await.unwrap();
+    let mut c = s.consume("work", &prefetch(1)).await.unwrap();
     recv(&mut c).await.reject(false);
     recv(&mut c).await.reject(false);
     let third = recv(&mut c).await;

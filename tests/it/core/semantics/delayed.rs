@@ -14,9 +14,13 @@ fn delayed(m: Message, ms: i64) -> Message {
 async fn an_x_delay_header_holds_a_message_back_on_any_exchange() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("events", "topic").await.unwrap();
+    s.declare_exchange("events", "topic", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare(&s, "q", &[]).await;
-    s.bind("events", "q", "order.#").await.unwrap();
+    s.bind_queue("q", "events", "order.#", FieldTable::new())
+        .await
+        .unwrap();
     let c = send(
         &s,
         delayed(Message::new("events", "order.new", "later"), FOREVER),
@@ -27,7 +31,7 @@ async fn an_x_delay_header_holds_a_message_back_on_any_exchange() {
     let st = stats(&s, "q").await;
     assert_eq!((st.ready, st.delayed), (0, 1));
     assert!(s.get("q", true).await.unwrap().is_none(), "not visible yet");
-    let mut consumer = s.consume("q", ConsumeOptions::default()).await.unwrap();
+    let mut consumer = s.consume("q", &ConsumeOptions::default()).await.unwrap();
     send(&s, delayed(Message::new("events", "order.new", "soon"), 50))
         .await
         .unwrap();
@@ -72,7 +76,7 @@ async fn delayed_messages_due_together_keep_their_publish_order() {
     for c in s.publish_batch(batch, false).await.unwrap() {
         within("confirm", c).await.unwrap();
     }
-    let mut consumer = s.consume("q", ConsumeOptions::default()).await.unwrap();
+    let mut consumer = s.consume("q", &ConsumeOptions::default()).await.unwrap();
     let got = recv_n(&mut consumer, 100).await;
     let want: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
     assert_eq!(bodies(&got), want);

@@ -35,8 +35,8 @@ async fn higher_priority_consumers_are_served_first_while_they_have_room() {
     urgent_opts
         .arguments
         .insert("x-priority".into(), FieldValue::Int(10));
-    let mut urgent = s.consume("q", urgent_opts).await.unwrap();
-    let mut normal = s.consume("q", prefetch(10)).await.unwrap();
+    let mut urgent = s.consume("q", &urgent_opts).await.unwrap();
+    let mut normal = s.consume("q", &prefetch(10)).await.unwrap();
     for i in 0..3 {
         send(&s, msg("q", &format!("m{i}"))).await.unwrap();
     }
@@ -60,7 +60,7 @@ async fn an_ill_typed_consumer_priority_is_refused_naming_it() {
     let mut opts = prefetch(1);
     opts.arguments.insert("x-priority".into(), "high".into());
     let e = expect_code(
-        s.consume("q", opts).await.map(|_| ()),
+        s.consume("q", &opts).await.map(|_| ()),
         ErrorCode::PreconditionFailed,
     );
     assert!(e.message().contains("'x-priority'"), "{e}");
@@ -72,8 +72,8 @@ async fn only_the_single_active_consumer_receives_and_the_next_takes_over_in_ord
     let s = broker.session();
     declare(&s, "q", &[("x-single-active-consumer", true.into())]).await;
     let first_session = broker.session();
-    let mut first = first_session.consume("q", prefetch(10)).await.unwrap();
-    let mut second = s.consume("q", prefetch(10)).await.unwrap();
+    let mut first = first_session.consume("q", &prefetch(10)).await.unwrap();
+    let mut second = s.consume("q", &prefetch(10)).await.unwrap();
     for i in 0..4 {
         send(&s, msg("q", &format!("m{i}"))).await.unwrap();
     }
@@ -98,7 +98,7 @@ async fn a_delivery_unacked_past_the_consumer_timeout_comes_back_and_a_late_ack_
     let broker = TestBroker::start();
     let s = broker.session();
     declare(&s, "q", &[("x-consumer-timeout", FieldValue::Int(200))]).await;
-    let mut c = s.consume("q", prefetch(1)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(1)).await.unwrap();
     send(&s, msg("q", "job")).await.unwrap();
     let first = recv(&mut c).await;
     assert_eq!(first.delivery_count, 1);

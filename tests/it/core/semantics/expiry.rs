@@ -35,7 +35,7 @@ async fn a_queue_ttl_dead_letters_expired_messages_with_an_x_death_header() {
         ],
     )
     .await;
-    let mut dead = s.consume("dlq", ConsumeOptions::default()).await.unwrap();
+    let mut dead = s.consume("dlq", &ConsumeOptions::default()).await.unwrap();
     send(&s, msg("work", "job")).await.unwrap();
     let r = recv(&mut dead).await;
     assert_eq!(body(&r), "job");
@@ -92,7 +92,7 @@ async fn a_zero_ttl_message_reaches_a_waiting_consumer() {
     let broker = TestBroker::start();
     let s = broker.session();
     declare(&s, "q", &[("x-message-ttl", FieldValue::Int(0))]).await;
-    let mut c = s.consume("q", prefetch(1)).await.unwrap();
+    let mut c = s.consume("q", &prefetch(1)).await.unwrap();
     send(&s, msg("q", "now")).await.unwrap();
     let r = recv(&mut c).await;
     assert_eq!(body(&r), "now");
@@ -111,10 +111,10 @@ async fn x_expires_deletes_a_queue_once_it_is_unused_for_the_period() {
     let s = broker.session();
     declare(&s, "idle", &[("x-expires", FieldValue::Int(150))]).await;
     declare(&s, "busy", &[("x-expires", FieldValue::Int(150))]).await;
-    let consumer = s.consume("busy", ConsumeOptions::default()).await.unwrap();
+    let consumer = s.consume("busy", &ConsumeOptions::default()).await.unwrap();
     let passive = |name: &'static str| {
         let s = &s;
-        async move { s.declare_queue_with(QueueSpec::new(name), true).await }
+        async move { s.declare_queue(name, &QueueOptions::new().passive()).await }
     };
     eventually("the idle queue deleted", || async {
         passive("idle").await.is_err()

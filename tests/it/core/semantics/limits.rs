@@ -93,7 +93,9 @@ async fn reject_publish_dlx_dead_letters_the_refused_message_too() {
 async fn a_message_one_queue_refuses_is_nacked_but_kept_by_the_others() {
     let broker = TestBroker::start();
     let s = broker.session();
-    s.declare_exchange("all", "fanout").await.unwrap();
+    s.declare_exchange("all", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
     declare(
         &s,
         "full",
@@ -104,8 +106,12 @@ async fn a_message_one_queue_refuses_is_nacked_but_kept_by_the_others() {
     )
     .await;
     declare(&s, "open", &[]).await;
-    s.bind("all", "full", "").await.unwrap();
-    s.bind("all", "open", "").await.unwrap();
+    s.bind_queue("full", "all", "", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("open", "all", "", FieldTable::new())
+        .await
+        .unwrap();
     let e = expect_code(
         send(&s, Message::new("all", "", "m")).await,
         ErrorCode::ResourceError,

@@ -14,22 +14,19 @@ mod expiry;
 mod limits;
 
 pub use super::*;
-pub use actormq::broker::messages::{ConsumeOptions, QueueStats};
-pub use actormq::{Confirmation, FieldTable, FieldValue};
+pub use actormq::broker::messages::QueueStats;
+pub use actormq::{Confirmation, FieldValue};
 pub use std::sync::Arc;
 
-/// A queue spec with declare arguments.
-pub fn spec(name: &str, args: &[(&str, FieldValue)]) -> QueueSpec {
-    let mut s = QueueSpec::new(name);
-    for (k, v) in args {
-        s.arguments.insert(k.to_string(), v.clone());
-    }
-    s
+/// Queue options with declare arguments.
+pub fn with_args(args: &[(&str, FieldValue)]) -> QueueOptions {
+    args.iter()
+        .fold(QueueOptions::new(), |o, (k, v)| o.arg(k, v.clone()))
 }
 
 /// Declares queue `name` with `args`.
 pub async fn declare(s: &Session, name: &str, args: &[(&str, FieldValue)]) {
-    s.declare_queue(spec(name, args))
+    s.declare_queue(name, &with_args(args))
         .await
         .unwrap_or_else(|e| panic!("declare queue {name}: {e}"));
 }
