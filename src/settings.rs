@@ -40,6 +40,9 @@ pub struct ServerSettings {
     /// Bytes of replies and deliveries buffered for one connection before the broker
     /// stops reading its requests.
     pub max_write_buffer: usize,
+    /// Longest a request may hold its connection's later frames, in milliseconds: past
+    /// it the request fails with INTERNAL_ERROR and the connection goes on. At least 1.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -50,6 +53,7 @@ impl Default for ServerSettings {
             heartbeat_secs: 60,
             max_connections: 10_000,
             max_write_buffer: 4 * 1024 * 1024,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -267,6 +271,11 @@ impl Settings {
                 "server.max_frame_size = {} is below the minimum of 4096 bytes",
                 self.server.max_frame_size
             )));
+        }
+        if self.server.request_timeout_ms == 0 {
+            return Err(SettingsError(
+                "server.request_timeout_ms must be at least 1".into(),
+            ));
         }
         if self.broker.vhosts.is_empty() {
             return Err(SettingsError(

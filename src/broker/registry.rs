@@ -278,13 +278,13 @@ impl Registry {
         if spec.name.starts_with("amq.") {
             return Err(BrokerError::access_refused(format!(
                 "exchange name '{}' contains reserved prefix 'amq.*'",
-                spec.name
+                crate::error::clip(&spec.name)
             )));
         }
         if spec.name.is_empty() || !valid_name(&spec.name) {
             return Err(BrokerError::precondition(format!(
                 "invalid exchange name '{}': 1-255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
-                spec.name
+                crate::error::clip(&spec.name)
             )));
         }
         if let Some(alt) = spec.arguments.get("alternate-exchange") {

@@ -85,12 +85,12 @@ impl Handler<DeclareQueue> for Registry {
             } else if spec.name.starts_with("amq.") {
                 return Err(BrokerError::access_refused(format!(
                     "queue name '{}' contains reserved prefix 'amq.*'",
-                    spec.name
+                    crate::error::clip(&spec.name)
                 )));
             } else if !valid_name(&spec.name) {
                 return Err(BrokerError::precondition(format!(
                     "invalid queue name '{}': at most 255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
-                    spec.name
+                    crate::error::clip(&spec.name)
                 )));
             }
             let owner = spec.exclusive.then_some(msg.owner);
