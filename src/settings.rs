@@ -329,6 +329,17 @@ mod tests {
     }
 
     #[test]
+    fn the_request_timeout_is_bounded_and_shipped_with_its_default() {
+        let e = Settings::from_toml("[server]\nrequest_timeout_ms = 0\n").unwrap_err();
+        assert!(e.to_string().contains("server.request_timeout_ms"), "{e}");
+        let shipped = Settings::from_toml(include_str!("../Settings.toml")).unwrap();
+        assert_eq!(
+            shipped.server.request_timeout_ms,
+            ServerSettings::default().request_timeout_ms
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error_naming_it() {
         let e = Settings::from_toml("[server]\nbnd = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("bnd"), "{e}");
