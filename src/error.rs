@@ -5,7 +5,39 @@
 //! RabbitMQ's `PRECONDITION_FAILED - inequivalent arg 'durable' ...` does.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
+
+/// Most bytes of a client-supplied string (user, vhost, consumer tag, name, ...) that
+/// are logged or echoed in an error frame.
+pub const CLIP_BYTES: usize = 256;
+
+/// `s` as it may be logged or echoed: at most [`CLIP_BYTES`] bytes (cut on a character
+/// boundary), then `…` and the full length. A client controls these strings and their
+/// length (issue 16: a 10 MB user name added 20 MB to the log and came back in the
+/// error frame).
+///
+/// ```
+/// let long = "x".repeat(10_000);
+/// let shown = actormq::error::clip(&long);
+/// assert!(shown.ends_with("… (10000 bytes)"));
+/// assert_eq!(actormq::error::clip("orders"), "orders");
+/// ```
+pub fn clip(s: &str) -> Cow<'_, str> {
+    clip_to(s, CLIP_BYTES)
+}
+
+/// [`clip`] with another limit (whole error messages get a larger one).
+pub fn clip_to(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+}
 
 /// Stable, machine-readable error codes. Their spelling is part of the wire protocol
 /// (docs/PROTOCOL.md) and never changes once released.
@@ -91,11 +123,12 @@ impl BrokerError {
         }
     }
 
-    /// `NOT_FOUND` for an entity of `kind` ("queue", "exchange", ...) named `name`.
+    /// `NOT_FOUND` for an entity of `kind` ("queue", "exchange", ...) named `name`
+    /// (clipped: a lookup may name anything).
     pub fn not_found(kind: &str, name: &str, vhost: &str) -> Self {
         Self::new(
             ErrorCode::NotFound,
-            format!("no {kind} '{name}' in vhost '{vhost}'"),
+            format!("no {kind} '{}' in vhost '{}'", clip(name), clip(vhost)),
         )
     }
 
@@ -156,5 +189,42 @@ impl From<actix::MailboxError> for BrokerError {
             }
             actix::MailboxError::Timeout => BrokerError::internal("actor request timed out"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_strings_are_kept_as_they_are() {
+        let s = "a".repeat(CLIP_BYTES);
+        assert!(matches!(clip(&s), Cow::Borrowed(b) if b == s));
+    }
+
+    #[test]
+    fn long_strings_are_cut_and_their_length_noted() {
+        let s = "a".repeat(10 * 1024 * 1024);
+        let c = clip(&s);
+        assert!(c.len() < CLIP_BYTES + 32, "{}", c.len());
+        assert!(c.starts_with(&"a".repeat(CLIP_BYTES)));
+        assert!(c.ends_with("… (10485760 bytes)"), "{c}");
+    }
+
+    #[test]
+    fn the_cut_falls_on_a_character_boundary() {
+        // 'é' is two bytes: byte CLIP_BYTES falls inside the 129th.
+        let s = "é".repeat(200);
+        let c = clip_to(&s, 257);
+        assert!(c.starts_with(&"é".repeat(128)));
+        assert!(c.ends_with("… (400 bytes)"), "{c}");
+        assert_eq!(c.chars().filter(|&ch| ch == 'é').count(), 128);
+    }
+
+    #[test]
+    fn not_found_clips_the_name() {
+        let e = BrokerError::not_found("queue", &"q".repeat(100_000), "/");
+        assert!(e.message().len() < 400, "{}", e.message().len());
+        assert!(e.message().contains("(100000 bytes)"));
     }
 }

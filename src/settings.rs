@@ -40,6 +40,9 @@ pub struct ServerSettings {
     /// Bytes of replies and deliveries buffered for one connection before the broker
     /// stops reading its requests.
     pub max_write_buffer: usize,
+    /// Longest a request may hold its connection's later frames, in milliseconds: past
+    /// it the request fails with INTERNAL_ERROR and the connection goes on. At least 1.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -50,6 +53,7 @@ impl Default for ServerSettings {
             heartbeat_secs: 60,
             max_connections: 10_000,
             max_write_buffer: 4 * 1024 * 1024,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -268,6 +272,11 @@ impl Settings {
                 self.server.max_frame_size
             )));
         }
+        if self.server.request_timeout_ms == 0 {
+            return Err(SettingsError(
+                "server.request_timeout_ms must be at least 1".into(),
+            ));
+        }
         if self.broker.vhosts.is_empty() {
             return Err(SettingsError(
                 "broker.vhosts must list at least one virtual host".into(),
@@ -317,6 +326,17 @@ mod tests {
         let s = Settings::from_toml("").unwrap();
         assert_eq!(s.server.bind, "127.0.0.1:5680");
         assert_eq!(s.broker.vhosts, vec!["/"]);
+    }
+
+    #[test]
+    fn the_request_timeout_is_bounded_and_shipped_with_its_default() {
+        let e = Settings::from_toml("[server]\nrequest_timeout_ms = 0\n").unwrap_err();
+        assert!(e.to_string().contains("server.request_timeout_ms"), "{e}");
+        let shipped = Settings::from_toml(include_str!("../Settings.toml")).unwrap();
+        assert_eq!(
+            shipped.server.request_timeout_ms,
+            ServerSettings::default().request_timeout_ms
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::BindTarget;
 use crate::broker::queue::QueueSpec;
 use crate::broker::registry::BindingRecord;
-use crate::error::BrokerError;
+use crate::error::{clip, BrokerError};
 
 /// One change to a virtual host's definitions.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,13 +98,13 @@ pub(super) fn check(defs: &VhostDefinitions, cmd: &Command) -> Result<(), Broker
             if spec.name.starts_with("amq.") {
                 return Err(BrokerError::access_refused(format!(
                     "exchange name '{}' contains reserved prefix 'amq.*'",
-                    spec.name
+                    clip(&spec.name)
                 )));
             }
             if !valid_name(&spec.name) {
                 return Err(BrokerError::precondition(format!(
                     "invalid exchange name '{}': 1-255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
-                    spec.name
+                    clip(&spec.name)
                 )));
             }
             if let Some(alt) = spec.arguments.get("alternate-exchange") {
@@ -141,13 +141,13 @@ pub(super) fn check(defs: &VhostDefinitions, cmd: &Command) -> Result<(), Broker
             if spec.name.starts_with("amq.") && !server_named {
                 return Err(BrokerError::access_refused(format!(
                     "queue name '{}' contains reserved prefix 'amq.*'",
-                    spec.name
+                    clip(&spec.name)
                 )));
             }
             if !valid_name(&spec.name) {
                 return Err(BrokerError::precondition(format!(
                     "invalid queue name '{}': at most 255 characters of letters, digits, '-', '_', '.', ':', '/', '@', '+'",
-                    spec.name
+                    clip(&spec.name)
                 )));
             }
             Ok(())

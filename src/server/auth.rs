@@ -5,7 +5,7 @@
 //! A failed login says ACCESS_REFUSED and nothing else: not whether the user exists,
 //! nor which check failed (that goes to the broker's log).
 
-use crate::error::BrokerError;
+use crate::error::{clip, BrokerError};
 use crate::settings::{Settings, SettingsError, UserSettings};
 use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use pbkdf2::{Params, Pbkdf2};
@@ -101,17 +101,19 @@ impl Users {
 
     /// Checks credentials and origin only (not the virtual host).
     pub fn login(&self, user: &str, password: &str, peer: IpAddr) -> Result<(), BrokerError> {
-        let refused = || BrokerError::access_refused(format!("login refused for user '{user}'"));
+        // The client chose the name, and its length: clipped wherever it is shown.
+        let shown = clip(user);
+        let refused = || BrokerError::access_refused(format!("login refused for user '{shown}'"));
         let Some(u) = self.by_name.get(user) else {
-            tracing::warn!(%user, %peer, "login refused: no such user");
+            tracing::warn!(user = %shown, %peer, "login refused: no such user");
             return Err(refused());
         };
         if !verify_password(password, &u.password_hash) {
-            tracing::warn!(%user, %peer, "login refused: wrong password");
+            tracing::warn!(user = %shown, %peer, "login refused: wrong password");
             return Err(refused());
         }
         if u.loopback_only && !peer.is_loopback() {
-            tracing::warn!(%user, %peer, "login refused: user may connect from loopback only");
+            tracing::warn!(user = %shown, %peer, "login refused: user may connect from loopback only");
             return Err(refused());
         }
         Ok(())
@@ -119,15 +121,16 @@ impl Users {
 
     /// Checks that an authenticated `user` may open `vhost`.
     pub fn allowed(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let (user_shown, vhost_shown) = (clip(user), clip(vhost));
         let Some(u) = self.by_name.get(user) else {
             return Err(BrokerError::access_refused(format!(
-                "login refused for user '{user}'"
+                "login refused for user '{user_shown}'"
             )));
         };
         if !u.vhosts.iter().any(|v| v == vhost) {
-            tracing::warn!(%user, %vhost, "vhost access refused");
+            tracing::warn!(user = %user_shown, vhost = %vhost_shown, "vhost access refused");
             return Err(BrokerError::access_refused(format!(
-                "access to vhost '{vhost}' refused for user '{user}'"
+                "access to vhost '{vhost_shown}' refused for user '{user_shown}'"
             )));
         }
         Ok(())
@@ -187,5 +190,14 @@ mod tests {
         });
         let e = Users::from_settings(&s).unwrap_err();
         assert!(e.to_string().contains("'bob'"));
+    }
+
+    #[test]
+    fn a_huge_user_name_is_clipped_in_the_refusal() {
+        let users = Users::from_settings(&Settings::default()).unwrap();
+        let name = "u".repeat(10 * 1024 * 1024);
+        let e = users.login(&name, "pw", LOCAL).unwrap_err();
+        assert!(e.message().len() < 1024, "{} bytes", e.message().len());
+        assert!(e.message().contains("(10485760 bytes)"), "{}", e.message());
     }
 }

@@ -5,14 +5,25 @@
 //! actix's `FramedWrite` watermarks never trigger on tokio sockets (docs/ARCHITECTURE.md), so the
 //! write side bounds itself: the bytes queued are counted in [`Flow`] and the reader does
 //! not take more requests while they exceed `max_write_buffer`.
+//!
+//! Heartbeats live here too, not in the connection actor: a request pauses the actor
+//! (it holds the frames after it), and heartbeats must go on whatever it waits for
+//! (issue 16). Once Hello has agreed the interval `H` ([`Flow::set_heartbeat`]), the
+//! writer sends a heartbeat whenever it has written nothing for `H/2`, and the reader
+//! closes the connection (fatal `HEARTBEAT_TIMEOUT`, written through the writer) when
+//! a read has waited `2H` for a byte. The reader only times reads it is actually
+//! doing: while it is held back (backpressure) the client's heartbeats wait unread in
+//! the socket, and their absence proves nothing.
 
 use crate::broker::messages::Credit;
+use crate::error::ErrorCode;
 use crate::protocol::frame::{take_frame, FrameError};
+use crate::protocol::wire::{encode_server, ServerFrame};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, Notify};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Shared counters between the connection actor and its socket tasks.
 #[derive(Debug)]
@@ -27,10 +38,11 @@ pub struct Flow {
     pub max_queued: usize,
     /// Woken when `inflight` or `queued_bytes` fall.
     pub notify: Notify,
-    /// True while the reader waits for room (heartbeat checks are suspended).
-    pub paused: std::sync::atomic::AtomicBool,
     /// Set when the writer task has ended (socket gone): nothing waits for room then.
     pub closed: std::sync::atomic::AtomicBool,
+    /// The agreed heartbeat interval `H` (zero = off, the value until Hello sets it);
+    /// the socket tasks watch it.
+    heartbeat: watch::Sender<Duration>,
 }
 
 impl Flow {
@@ -42,9 +54,14 @@ impl Flow {
             queued_bytes: AtomicUsize::new(0),
             max_queued,
             notify: Notify::new(),
-            paused: std::sync::atomic::AtomicBool::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
+            heartbeat: watch::channel(Duration::ZERO).0,
         }
+    }
+
+    /// Starts heartbeats with interval `h` in both socket tasks (zero = off).
+    pub fn set_heartbeat(&self, h: Duration) {
+        self.heartbeat.send_replace(h);
     }
 
     fn has_room(&self) -> bool {
@@ -81,7 +98,7 @@ impl Flow {
 const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Writes all of `bytes`; false on error or stall.
-async fn write(half: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
+async fn write<W: AsyncWrite + Unpin>(half: &mut W, bytes: &[u8]) -> bool {
     matches!(
         tokio::time::timeout(WRITE_STALL, half.write_all(bytes)).await,
         Ok(Ok(()))
@@ -118,6 +135,58 @@ impl WriterHandle {
     pub fn close(&self) {
         let _ = self.tx.send(Outgoing::Close);
     }
+
+    /// Writes a fatal error frame, then closes the socket (for the socket tasks, which
+    /// cannot wait for the connection actor).
+    pub fn fatal(&self, code: ErrorCode, message: String) {
+        let mut out = BytesMut::new();
+        let frame = ServerFrame::Error {
+            id: None,
+            code,
+            message,
+            fatal: true,
+        };
+        if encode_server(&frame, &mut out).is_ok() {
+            self.send(out.freeze(), Vec::new());
+        }
+        self.close();
+    }
+}
+
+/// One encoded server heartbeat frame.
+fn heartbeat_frame() -> Bytes {
+    let mut out = BytesMut::new();
+    encode_server(&ServerFrame::Heartbeat, &mut out).expect("a heartbeat encodes");
+    out.freeze()
+}
+
+/// Waits for the writer's next item; meanwhile, with heartbeats on, writes a heartbeat
+/// after every `H/2` without anything to write. `None` when the channel closed or a
+/// heartbeat could not be written.
+async fn next_outgoing<W: AsyncWrite + Unpin>(
+    rx: &mut mpsc::UnboundedReceiver<Outgoing>,
+    hb: &mut watch::Receiver<Duration>,
+    half: &mut W,
+    beat: &Bytes,
+) -> Option<Outgoing> {
+    loop {
+        let idle = *hb.borrow_and_update() / 2;
+        if idle.is_zero() {
+            tokio::select! {
+                item = rx.recv() => return item,
+                _ = hb.changed() => continue,
+            }
+        }
+        tokio::select! {
+            item = rx.recv() => return item,
+            _ = hb.changed() => continue,
+            _ = tokio::time::sleep(idle) => {
+                if !write(half, beat).await {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 /// Tells the connection actor its writer task ended (the socket is gone or stalled).
@@ -126,17 +195,19 @@ impl WriterHandle {
 pub struct WriterGone;
 
 /// Starts the writer task on the current arbiter; `gone` hears when it ends.
-pub fn spawn_writer(
-    mut half: OwnedWriteHalf,
+pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
+    mut half: W,
     flow: std::sync::Arc<Flow>,
     gone: actix::Recipient<WriterGone>,
 ) -> WriterHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let f2 = flow.clone();
+    let mut hb = flow.heartbeat.subscribe();
     actix_rt::spawn(async move {
         let mut batch = BytesMut::new();
         let mut credits: Vec<Credit> = Vec::new();
-        'outer: while let Some(first) = rx.recv().await {
+        let beat = heartbeat_frame();
+        'outer: while let Some(first) = next_outgoing(&mut rx, &mut hb, &mut half, &beat).await {
             let mut closing = false;
             let mut next = Some(first);
             // Gather whatever is queued into one write (one syscall per batch).
@@ -202,19 +273,55 @@ pub enum ReadEvent {
     },
     /// A socket error.
     Failed(std::io::Error),
+    /// Nothing came for this long (twice the heartbeat interval) while the reader was
+    /// reading; the reader has already written the fatal error and closed the writer.
+    Silent(Duration),
 }
 
 /// Smallest and largest read buffer reservation.
 const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
+/// Reads one chunk into `buf`; with heartbeats on, gives up after `2H` without a byte
+/// (`Err(limit)`). Reads are cancel safe: a read cut short by the timer or by a
+/// change of `H` has taken nothing.
+async fn read_chunk<R: AsyncRead + Unpin>(
+    half: &mut R,
+    buf: &mut BytesMut,
+    hb: &mut watch::Receiver<Duration>,
+) -> Result<std::io::Result<usize>, Duration> {
+    loop {
+        let limit = *hb.borrow_and_update() * 2;
+        if limit.is_zero() {
+            tokio::select! {
+                n = half.read_buf(buf) => return Ok(n),
+                _ = hb.changed() => continue,
+            }
+        }
+        tokio::select! {
+            n = half.read_buf(buf) => return Ok(n),
+            _ = hb.changed() => continue,
+            _ = tokio::time::sleep(limit) => return Err(limit),
+        }
+    }
+}
+
 /// Reads frames off `half` and delivers them with `deliver`, which resolves when the
-/// connection is ready for more (false = stop reading).
-pub async fn read_loop<F, Fut>(mut half: OwnedReadHalf, max_frame: usize, mut deliver: F)
-where
+/// connection is ready for more (false = stop reading). A peer silent for twice the
+/// heartbeat interval (set in `flow`) gets a fatal `HEARTBEAT_TIMEOUT` through
+/// `writer`, then `deliver` hears [`ReadEvent::Silent`].
+pub async fn read_loop<R, F, Fut>(
+    mut half: R,
+    max_frame: usize,
+    flow: std::sync::Arc<Flow>,
+    writer: WriterHandle,
+    mut deliver: F,
+) where
+    R: AsyncRead + Unpin,
     F: FnMut(ReadEvent) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let mut hb = flow.heartbeat.subscribe();
     // The read buffer starts small and grows while reads fill it: a publisher soon
     // reads 64 KiB at a time (few syscalls), while a connection that only consumes
     // (acks, a few bytes each) keeps 8 KiB instead of 64 resident.
@@ -225,10 +332,22 @@ where
             buf.reserve(chunk);
         }
         let room = buf.capacity() - buf.len();
-        let n = match half.read_buf(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
+        let n = match read_chunk(&mut half, &mut buf, &mut hb).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
                 deliver(ReadEvent::Failed(e)).await;
+                return;
+            }
+            Err(limit) => {
+                tracing::warn!(
+                    silent_ms = limit.as_millis() as u64,
+                    "missed heartbeats: closing"
+                );
+                writer.fatal(
+                    ErrorCode::HeartbeatTimeout,
+                    format!("missed heartbeats from the client for {limit:?}"),
+                );
+                deliver(ReadEvent::Silent(limit)).await;
                 return;
             }
         };
@@ -258,3 +377,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -422,6 +422,9 @@ impl Actor for QueueActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // Nothing drains the inbox from now on: close it, so a cancel waiting in it (or
+        // pushed later through a handle still held) resolves instead of hanging.
+        self.inbox.close();
         // Acks drained by the last handler (broker shutdown) still reach the log.
         self.durable.commit(&mut self.state);
         if !self.deleted {
@@ -429,6 +432,13 @@ impl Actor for QueueActor {
             self.gauge.sub(self.accounted);
             self.accounted = 0;
         }
+    }
+}
+
+impl Drop for QueueActor {
+    /// An actor dropped without `stopped` (its arbiter stopped) closes its inbox too.
+    fn drop(&mut self) {
+        self.inbox.close();
     }
 }
 

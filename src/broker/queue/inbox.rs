@@ -7,6 +7,12 @@
 //! before handling *any* message; a `Wake` is sent only when the inbox was empty, so an
 //! idle queue still hears about them. Cancels and releases travel the same lane, so an
 //! owner's settlements never overtake its own cancel (or the reverse).
+//!
+//! When the queue actor stops (deleted, auto-deleted, expired, broker shutdown) it
+//! closes its inbox: what is still queued is dropped, and later pushes are dropped at
+//! once. Dropping a `Cancel` drops its `done` sender, so whoever waits for the cancel
+//! hears at once instead of waiting forever on a queue that will never drain (issue 16:
+//! a cancel pipelined after `delete_queue` held its connection for good).
 
 use crate::broker::messages::{OwnerId, Settlement};
 use std::sync::Mutex;
@@ -48,20 +54,50 @@ pub enum Control {
 /// Items waiting for the queue actor.
 #[derive(Debug, Default)]
 pub struct Inbox {
-    items: Mutex<Vec<Control>>,
+    /// The items, and whether the inbox is closed (one lock: a push cannot slip in
+    /// between the close and the drop of what was queued).
+    items: Mutex<Items>,
+}
+
+/// The guarded part of an [`Inbox`].
+#[derive(Debug, Default)]
+struct Items {
+    /// Queued for the actor, in push order.
+    queued: Vec<Control>,
+    /// Set when the queue actor stopped: nothing will drain the inbox any more.
+    closed: bool,
 }
 
 impl Inbox {
     /// Adds an item; true when the inbox was empty (the caller then wakes the queue).
+    /// On a closed inbox the item is dropped (a cancel's `done` resolves at once) and
+    /// the answer is false: there is nobody to wake.
     pub fn push(&self, item: Control) -> bool {
         let mut items = self.items.lock().expect("inbox lock poisoned");
-        items.push(item);
-        items.len() == 1
+        if items.closed {
+            drop(items);
+            drop(item);
+            return false;
+        }
+        items.queued.push(item);
+        items.queued.len() == 1
     }
 
     /// Takes everything queued.
     pub fn take(&self) -> Vec<Control> {
-        std::mem::take(&mut *self.items.lock().expect("inbox lock poisoned"))
+        std::mem::take(&mut self.items.lock().expect("inbox lock poisoned").queued)
+    }
+
+    /// Closes the inbox for good (the queue actor stopped): drops what is queued and
+    /// every later push. Idempotent.
+    pub fn close(&self) {
+        let dropped = {
+            let mut items = self.items.lock().expect("inbox lock poisoned");
+            items.closed = true;
+            std::mem::take(&mut items.queued)
+        };
+        // Dropped outside the lock: a waiter woken by a dropped `done` may push again.
+        drop(dropped);
     }
 }
 
@@ -85,5 +121,45 @@ mod tests {
             consumer: 1,
             amount: 3
         }));
+    }
+
+    fn cancel(inbox: &Inbox) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        inbox.push(Control::Cancel {
+            owner: OwnerId(7),
+            tag: "c2".into(),
+            done: Some(tx),
+        });
+        rx
+    }
+
+    #[test]
+    fn closing_resolves_a_queued_cancel() {
+        let inbox = Inbox::default();
+        let mut rx = cancel(&inbox);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+        ));
+        inbox.close();
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(inbox.take().is_empty());
+    }
+
+    #[test]
+    fn a_push_after_close_is_dropped_at_once() {
+        let inbox = Inbox::default();
+        inbox.close();
+        let mut rx = cancel(&inbox);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        ));
+        assert!(!inbox.push(Control::Release(OwnerId(7))), "nobody to wake");
+        assert!(inbox.take().is_empty());
+        inbox.close();
     }
 }

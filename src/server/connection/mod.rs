@@ -18,7 +18,7 @@ use crate::broker::exchange::ExchangeHandle;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueHandle;
 use crate::broker::registry::Registry;
-use crate::error::{BrokerError, ErrorCode};
+use crate::error::{clip, BrokerError, ErrorCode};
 use crate::message::Message;
 use crate::protocol::wire::*;
 use actix::prelude::*;
@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Frames from one socket read (sent by the reader task, which awaits the answer).
 #[derive(Message)]
@@ -98,12 +98,6 @@ pub struct Connection {
     unacked: UnackedTags,
     /// Queues this connection consumed or got from (released when it closes).
     touched: Vec<QueueHandle>,
-    /// Agreed heartbeat interval; zero = off.
-    heartbeat: Duration,
-    /// Last time a frame arrived.
-    last_recv: Instant,
-    /// Last time something was written.
-    last_sent: Instant,
     /// True once closing: no more frames are processed.
     closing: bool,
     /// This connection published at least once (memory blocking applies to it).
@@ -131,6 +125,15 @@ const MAX_PUBLISH_BATCH: usize = 256;
 /// How many cancelled consumer tags a connection remembers.
 const RECENTLY_CANCELLED: usize = 64;
 
+/// Most bytes of an error message logged or sent: the parts a client controls are
+/// clipped where the message is made ([`clip`]); this catches what they missed.
+const MESSAGE_BYTES: usize = 1024;
+
+/// An error message as logged and written to the client (see [`MESSAGE_BYTES`]).
+pub(super) fn shown(message: &str) -> String {
+    crate::error::clip_to(message, MESSAGE_BYTES).into_owned()
+}
+
 impl Connection {
     /// Starts a connection actor for `socket` on the current arbiter.
     pub(crate) fn start(
@@ -143,7 +146,6 @@ impl Connection {
             shared.broker.context().publish_window,
             shared.settings.server.max_write_buffer,
         ));
-        let now = Instant::now();
         let local = socket.local_addr().ok();
         let stats = Arc::new(ConnectionStats::default());
         let registry = shared.clone();
@@ -175,9 +177,6 @@ impl Connection {
                 next_tag: 1,
                 unacked: UnackedTags::default(),
                 touched: Vec::new(),
-                heartbeat: Duration::ZERO,
-                last_recv: now,
-                last_sent: now,
                 closing: false,
                 publisher: false,
                 recently_cancelled: std::collections::VecDeque::new(),
@@ -212,7 +211,6 @@ impl Connection {
         }
         if let Some(w) = &self.writer {
             w.send(bytes, credits);
-            self.last_sent = Instant::now();
         }
     }
 
@@ -221,11 +219,12 @@ impl Connection {
     }
 
     fn error(&mut self, id: Option<u64>, e: &BrokerError) {
-        tracing::debug!(peer = %self.peer, code = %e.code(), message = %e.message(), "request failed");
+        let message = shown(e.message());
+        tracing::debug!(peer = %self.peer, code = %e.code(), %message, "request failed");
         self.frame(&ServerFrame::Error {
             id,
             code: e.code(),
-            message: e.message().to_string(),
+            message,
             fatal: false,
         });
     }
@@ -235,6 +234,7 @@ impl Connection {
         if self.closing {
             return;
         }
+        let message = shown(&message);
         tracing::warn!(peer = %self.peer, %code, %message, "closing connection");
         self.frame(&ServerFrame::Error {
             id: None,
@@ -286,20 +286,28 @@ impl Connection {
             if self.session.is_none() {
                 match frame {
                     ClientFrame::Hello(h) => {
+                        // The version first (PROTOCOL.md §2.2): a client of another
+                        // version is told so whatever its credentials.
+                        if !self.version_ok(&h, ctx) {
+                            return;
+                        }
                         // The password hash check costs about a millisecond of CPU:
                         // off the arbiter, so other connections' traffic on this
-                        // thread does not wait for it. Later frames wait (ctx.wait).
+                        // thread does not wait for it. Later frames wait (ctx.wait),
+                        // at most the request timeout.
                         let shared = self.shared.clone();
                         let ip = self.peer.ip();
                         let (user, password) = (h.user.clone(), h.password.clone());
                         let check = tokio::task::spawn_blocking(move || {
                             shared.users.login(&user, &password, ip)
                         });
+                        let check = bounded::bounded("hello", self.request_timeout(), async {
+                            check.await.unwrap_or_else(|_| {
+                                Err(BrokerError::internal("the login check failed"))
+                            })
+                        });
                         ctx.wait(actix::fut::wrap_future::<_, Self>(check).map(
                             move |res, act, ctx| {
-                                let res = res.unwrap_or_else(|_| {
-                                    Err(BrokerError::internal("the login check failed"))
-                                });
                                 match res {
                                     Err(e) => act.fatal(e.code(), e.message().to_string(), ctx),
                                     Ok(()) => {
@@ -360,7 +368,9 @@ impl Connection {
                         if uid != user {
                             // RabbitMQ's rule: user_id must be the authenticated user.
                             let e = BrokerError::precondition(format!(
-                                "user_id property set to '{uid}' but authenticated user was '{user}'"
+                                "user_id property set to '{}' but authenticated user was '{}'",
+                                clip(uid),
+                                clip(user)
                             ));
                             self.send_batch(batch.take(), ctx);
                             if p.seq != 0 {
@@ -477,6 +487,11 @@ impl Connection {
         self.recently_cancelled.push_back((tag, no_ack));
     }
 
+    /// How long a request may hold this connection's later frames.
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.settings.server.request_timeout_ms.max(1))
+    }
+
     fn touch(&mut self, q: &QueueHandle) {
         if !self.touched.iter().any(|t| t.same(q)) {
             self.touched.push(q.clone());
@@ -484,6 +499,7 @@ impl Connection {
     }
 }
 
+mod bounded;
 mod delivery;
 mod opening;
 mod publish;
@@ -506,10 +522,12 @@ impl Actor for Connection {
         ));
         let addr = ctx.address();
         let max = self.shared.settings.server.max_frame_size as usize;
-        actix_rt::spawn(io::read_loop(read, max, move |ev| {
+        let writer = self.writer.clone().expect("writer set above");
+        let reader = io::read_loop(read, max, self.flow.clone(), writer, move |ev| {
             let addr = addr.clone();
             async move { addr.send(Inbound(ev)).await.unwrap_or(false) }
-        }));
+        });
+        actix_rt::spawn(tracing::Instrument::instrument(reader, self.span.clone()));
         let mut shutdown = self.shared.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
             ctx.notify(Shutdown);
@@ -567,7 +585,6 @@ impl Handler<Inbound> for Connection {
         }
         let span = self.span.clone();
         let _entered = span.enter();
-        self.last_recv = Instant::now();
         match msg.0 {
             ReadEvent::Frames(frames) => {
                 self.on_frames(frames, 0, ctx);
@@ -596,6 +613,12 @@ impl Handler<Inbound> for Connection {
                 self.close(ctx);
                 return Box::pin(async { false });
             }
+            ReadEvent::Silent(limit) => {
+                // The reader has written HEARTBEAT_TIMEOUT and closed the socket.
+                tracing::debug!(peer = %self.peer, silent = ?limit, "missed heartbeats: connection closed");
+                self.close(ctx);
+                return Box::pin(async { false });
+            }
         }
         if self.closing {
             return Box::pin(async { false });
@@ -604,14 +627,12 @@ impl Handler<Inbound> for Connection {
         let gauge = self.publisher.then(|| self.shared.broker.memory().clone());
         // The reader waits for this: backpressure reaches the socket here.
         Box::pin(async move {
-            flow.paused.store(true, Ordering::Release);
             if !flow.ready().await {
                 return false;
             }
             if let Some(g) = gauge {
                 g.wait_unblocked().await;
             }
-            flow.paused.store(false, Ordering::Release);
             true
         })
     }

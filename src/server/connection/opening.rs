@@ -1,34 +1,40 @@
-//! Opening a connection after its Hello (vhost, permissions, Welcome), heartbeats, and
-//! the Blocked / Unblocked notices.
+//! Opening a connection after its Hello (version, vhost, permissions, Welcome, the
+//! heartbeat interval handed to the socket tasks), and the Blocked / Unblocked notices.
 
 use super::{Connection, Session};
-use crate::error::ErrorCode;
+use crate::error::{clip, ErrorCode};
 use crate::protocol::wire::*;
 use crate::protocol::PROTOCOL_VERSION;
 use actix::prelude::*;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 impl Connection {
-    /// Opens the session after a successful login: version, vhost, permissions,
-    /// heartbeats, Welcome.
-    pub(super) fn hello(&mut self, h: Hello, ctx: &mut Context<Self>) -> bool {
-        if h.version != PROTOCOL_VERSION {
-            self.fatal(
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
-                    h.version
-                ),
-                ctx,
-            );
-            return false;
+    /// Checks the Hello's protocol version, before anything else (PROTOCOL.md §2.2);
+    /// false (and the connection closing) when it is not this server's.
+    pub(super) fn version_ok(&mut self, h: &Hello, ctx: &mut Context<Self>) -> bool {
+        if h.version == PROTOCOL_VERSION {
+            return true;
         }
+        self.fatal(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
+                h.version
+            ),
+            ctx,
+        );
+        false
+    }
+
+    /// Opens the session after a successful login (the version was checked before):
+    /// vhost, permissions, heartbeats, Welcome.
+    pub(super) fn hello(&mut self, h: Hello, ctx: &mut Context<Self>) -> bool {
         // Authenticated (the caller checked the password): say whether the vhost exists before whether it is allowed.
         let registry = match self.shared.broker.registry(&h.vhost) {
             Ok(r) => r,
             Err(e) => {
-                self.fatal(e.code(), format!("no vhost '{}'", h.vhost), ctx);
+                self.fatal(e.code(), format!("no vhost '{}'", clip(&h.vhost)), ctx);
                 return false;
             }
         };
@@ -43,8 +49,7 @@ impl Connection {
             Some(c) => c.min(server_hb),
             None => server_hb,
         };
-        self.heartbeat = Duration::from_secs(hb as u64);
-        tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %h.client, "connection opened");
+        tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %clip(&h.client), "connection opened");
         self.shared.registry.opened(self.owner.0, &h.user, &h.vhost);
         self.stats.channels.store(1, Ordering::Relaxed);
         self.session = Some(Session {
@@ -58,38 +63,11 @@ impl Connection {
             max_frame_size: self.shared.settings.server.max_frame_size,
             heartbeat_secs: hb,
         });
-        if hb > 0 {
-            self.start_heartbeats(ctx);
-        }
+        // The socket tasks send and check heartbeats (see `io`): they go on while a
+        // request holds this actor.
+        self.flow.set_heartbeat(Duration::from_secs(hb.into()));
         self.watch_memory(ctx);
         true
-    }
-
-    pub(super) fn start_heartbeats(&mut self, ctx: &mut Context<Self>) {
-        let every = self.heartbeat / 2;
-        ctx.run_interval(every.max(Duration::from_millis(50)), |act, ctx| {
-            let now = Instant::now();
-            if act.flow.paused.load(Ordering::Acquire) {
-                // The broker is not reading this connection (backpressure): its
-                // heartbeats wait unread in the socket, so silence proves nothing.
-                act.last_recv = now;
-            }
-            if now.duration_since(act.last_recv) > act.heartbeat * 2 {
-                act.fatal(
-                    ErrorCode::HeartbeatTimeout,
-                    format!(
-                        "missed heartbeats from the client for {:?}",
-                        act.heartbeat * 2
-                    ),
-                    ctx,
-                );
-                return;
-            }
-            if now.duration_since(act.last_sent) >= act.heartbeat / 2 {
-                act.frame(&ServerFrame::Heartbeat);
-                act.flush();
-            }
-        });
     }
 
     /// Tells the client when publishing is blocked (memory watermark or disk alarm).

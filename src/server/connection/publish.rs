@@ -34,14 +34,17 @@ impl Connection {
     ) {
         let registry = self.session.as_ref().expect("open").registry.clone();
         let lookup = registry.send(LookupExchange { name: name.clone() });
+        // Bounded like a request: this publish holds the frames after it.
+        let lookup = super::bounded::bounded("publish", self.request_timeout(), async {
+            lookup.await.map_err(BrokerError::from).and_then(|r| r)
+        });
         ctx.wait(
             actix::fut::wrap_future::<_, Self>(lookup).map(move |res, act, ctx| {
-                let res: Result<ExchangeHandle, BrokerError> =
-                    res.map_err(BrokerError::from).and_then(|r| r);
-                let res = res.and_then(|x| {
+                let res: Result<ExchangeHandle, BrokerError> = res.and_then(|x| {
                     if x.spec().internal {
                         Err(BrokerError::access_refused(format!(
-                            "cannot publish to internal exchange '{name}'"
+                            "cannot publish to internal exchange '{}'",
+                            crate::error::clip(&name)
                         )))
                     } else {
                         Ok(x)
@@ -84,7 +87,7 @@ impl Connection {
         self.frame(&ServerFrame::Nack {
             seq: p.seq,
             code: e.code(),
-            message: e.message().to_string(),
+            message: super::shown(e.message()),
         });
         self.confirms.settle(p.seq, false);
         self.advance_confirms();
@@ -178,7 +181,7 @@ impl Connection {
                             self.frame(&ServerFrame::Nack {
                                 seq: o.seq,
                                 code: e.code(),
-                                message: e.message().to_string(),
+                                message: super::shown(e.message()),
                             });
                             self.confirms.settle(o.seq, false);
                         } else if e.code() != ErrorCode::ResourceError {
@@ -209,7 +212,7 @@ impl Connection {
                         self.frame(&ServerFrame::Nack {
                             seq: o.seq,
                             code: e.code(),
-                            message: e.message().to_string(),
+                            message: super::shown(e.message()),
                         });
                         self.confirms.settle(o.seq, false);
                     } else {

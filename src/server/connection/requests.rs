@@ -2,29 +2,43 @@
 //!
 //! A request pauses the connection (`ctx.wait`) until it is answered, so frames after it
 //! are processed in order, as an AMQP channel does: a publish sent right after a
-//! declare always sees the declared queue.
+//! declare always sees the declared queue. Every such wait is bounded by
+//! `server.request_timeout_ms` (see [`super::bounded`]).
 
+use super::bounded::{bounded, detached, op_name};
 use super::{Connection, ConsumerEntry};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
 use crate::broker::queue::{QueueHandle, QueueSpec};
-use crate::error::BrokerError;
+use crate::error::{clip, BrokerError};
 use crate::protocol::wire::{Op, ReplyBody, Request, ServerFrame};
 use actix::fut::{wrap_future, LocalBoxActorFuture};
 use actix::prelude::*;
 use std::future::Future;
 
-/// Runs `fut` and hands its value to `done`, or writes the error for request `id`.
-fn op<T: 'static>(
+/// Request `id`, operation `what`, waited for at most `limit`.
+#[derive(Clone, Copy)]
+struct Req {
     id: u64,
+    what: &'static str,
+    limit: std::time::Duration,
+}
+
+/// Runs `fut` (for at most the request timeout) and hands its value to `done`, or
+/// writes the error for the request.
+fn op<T: 'static>(
+    req: Req,
     fut: impl Future<Output = Result<T, BrokerError>> + 'static,
     done: impl FnOnce(&mut Connection, T, &mut Context<Connection>) + 'static,
 ) -> LocalBoxActorFuture<Connection, ()> {
+    let Req { id, what, limit } = req;
     Box::pin(
-        wrap_future::<_, Connection>(fut).map(move |res, act, ctx| match res {
-            Ok(v) => done(act, v, ctx),
-            Err(e) => act.error(Some(id), &e),
-        }),
+        wrap_future::<_, Connection>(bounded(what, limit, fut)).map(
+            move |res, act, ctx| match res {
+                Ok(v) => done(act, v, ctx),
+                Err(e) => act.error(Some(id), &e),
+            },
+        ),
     )
 }
 
@@ -43,6 +57,11 @@ impl Connection {
         let registry = self.session.as_ref().expect("open").registry.clone();
         let owner = self.owner;
         let id = r.id;
+        let req = Req {
+            id,
+            what: op_name(&r.op),
+            limit: self.request_timeout(),
+        };
         match r.op {
             Op::DeclareExchange {
                 name,
@@ -62,7 +81,7 @@ impl Connection {
                     arguments,
                 };
                 op(
-                    id,
+                    req,
                     async move { registry.send(DeclareExchange { spec, passive }).await? },
                     ok(id),
                 )
@@ -70,7 +89,7 @@ impl Connection {
             Op::DeleteExchange { name, if_unused } => {
                 self.exchanges.remove(&name);
                 op(
-                    id,
+                    req,
                     async move { registry.send(DeleteExchange { name, if_unused }).await? },
                     ok(id),
                 )
@@ -93,7 +112,7 @@ impl Connection {
                     arguments,
                 };
                 op(
-                    id,
+                    req,
                     async move {
                         registry
                             .send(DeclareQueue {
@@ -121,7 +140,7 @@ impl Connection {
                 if_unused,
                 if_empty,
             } => op(
-                id,
+                req,
                 async move {
                     registry
                         .send(DeleteQueue {
@@ -135,7 +154,7 @@ impl Connection {
                 move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
             ),
             Op::PurgeQueue { name } => op(
-                id,
+                req,
                 async move { registry.send(PurgeQueue { name, owner }).await? },
                 move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
             ),
@@ -152,7 +171,7 @@ impl Connection {
                     arguments,
                     owner,
                 };
-                op(id, async move { registry.send(b).await? }, ok(id))
+                op(req, async move { registry.send(b).await? }, ok(id))
             }
             Op::Unbind {
                 exchange,
@@ -168,7 +187,7 @@ impl Connection {
                     owner,
                 };
                 op(
-                    id,
+                    req,
                     async move { registry.send(Unbind { binding }).await? },
                     ok(id),
                 )
@@ -186,7 +205,7 @@ impl Connection {
                     arguments,
                     owner,
                 };
-                op(id, async move { registry.send(b).await? }, ok(id))
+                op(req, async move { registry.send(b).await? }, ok(id))
             }
             Op::UnbindExchange {
                 source,
@@ -202,7 +221,7 @@ impl Connection {
                     owner,
                 };
                 op(
-                    id,
+                    req,
                     async move { registry.send(Unbind { binding }).await? },
                     ok(id),
                 )
@@ -215,7 +234,7 @@ impl Connection {
                 exclusive,
                 arguments,
             } => self.consume(
-                id,
+                req,
                 queue,
                 consumer_tag,
                 prefetch,
@@ -234,7 +253,7 @@ impl Connection {
                 let queue = entry.queue;
                 self.remember_cancelled(consumer_tag.clone(), entry.no_ack);
                 op(
-                    id,
+                    req,
                     async move {
                         // Through the queue's fast lane, in order with this
                         // connection's acks.
@@ -244,9 +263,8 @@ impl Connection {
                     ok(id),
                 )
             }
-            Op::Get { queue, no_ack } => op(
-                id,
-                async move {
+            Op::Get { queue, no_ack } => {
+                let work = async move {
                     let q: QueueHandle =
                         registry.send(LookupQueue { name: queue, owner }).await??;
                     let got = q
@@ -257,9 +275,21 @@ impl Connection {
                         })
                         .await??;
                     Ok((q, got))
-                },
-                move |act, (q, got), _| act.got(id, q, got, no_ack),
-            ),
+                };
+                // A message fetched after the request gave up goes back to the queue
+                // (an auto-acked one has left it: it is lost, and logged).
+                let undo = move |(q, got): (QueueHandle, Option<(Delivery, u64)>)| {
+                    let Some((d, _)) = got else { return };
+                    if no_ack {
+                        tracing::warn!(queue = %q.name(), "a get answered after its timeout: its auto-acked message is lost");
+                    } else {
+                        q.settle(owner, vec![d.id], Settlement::Requeue);
+                    }
+                };
+                op(req, detached(work, undo), move |act, (q, got), _| {
+                    act.got(id, q, got, no_ack)
+                })
+            }
             Op::Close => Box::pin(actix::fut::ready(()).map(
                 move |_, act: &mut Connection, ctx| {
                     act.reply(id, ReplyBody::Ok);
@@ -272,7 +302,7 @@ impl Connection {
     #[allow(clippy::too_many_arguments)]
     fn consume(
         &mut self,
-        id: u64,
+        req: Req,
         queue: String,
         tag: String,
         prefetch: u32,
@@ -282,6 +312,7 @@ impl Connection {
     ) -> LocalBoxActorFuture<Self, ()> {
         let registry = self.session.as_ref().expect("open").registry.clone();
         let owner = self.owner;
+        let id = req.id;
         let tag = if tag.is_empty() {
             self.ctag_seq += 1;
             format!("ctag-{}-{}", owner.0, self.ctag_seq)
@@ -290,7 +321,8 @@ impl Connection {
         };
         if self.consumers.contains_key(&tag) {
             let e = BrokerError::not_allowed(format!(
-                "consumer tag '{tag}' is already in use on this connection"
+                "consumer tag '{}' is already in use on this connection",
+                clip(&tag)
             ));
             return Box::pin(
                 actix::fut::ready(())
@@ -307,36 +339,39 @@ impl Connection {
         let window = self.shared.broker.context().consumer_window;
         let deliver = self.self_addr.clone().expect("started").recipient();
         let cancelled = self.self_addr.clone().expect("started").recipient();
-        op(
-            id,
-            async move {
-                let q: QueueHandle = registry.send(LookupQueue { name: queue, owner }).await??;
-                let tag = q
-                    .addr()
-                    .send(Consume {
-                        options,
-                        owner,
-                        deliver,
-                        cancelled: Some(cancelled),
-                        window,
-                    })
-                    .await??;
-                Ok((q, tag))
-            },
-            move |act, (q, tag), _| {
-                act.touch(&q);
-                act.consumers
-                    .insert(tag.to_string(), ConsumerEntry { queue: q, no_ack });
-                // Written before any delivery: deliveries wait in the mailbox while this
-                // request holds the connection (ctx.wait).
-                act.reply(
-                    id,
-                    ReplyBody::ConsumeOk {
-                        consumer_tag: tag.to_string(),
-                    },
-                );
-            },
-        )
+        let work = async move {
+            let q: QueueHandle = registry.send(LookupQueue { name: queue, owner }).await??;
+            let tag = q
+                .addr()
+                .send(Consume {
+                    options,
+                    owner,
+                    deliver,
+                    cancelled: Some(cancelled),
+                    window,
+                })
+                .await??;
+            Ok((q, tag))
+        };
+        // A consumer attached after the request gave up is detached again: the client
+        // was told the consume failed, so nothing would ever settle its deliveries.
+        let undo = move |(q, tag): (QueueHandle, std::sync::Arc<str>)| {
+            tracing::warn!(queue = %q.name(), consumer = %clip(&tag), "a consume answered after its timeout: consumer detached");
+            drop(q.cancel(owner, &tag));
+        };
+        op(req, detached(work, undo), move |act, (q, tag), _| {
+            act.touch(&q);
+            act.consumers
+                .insert(tag.to_string(), ConsumerEntry { queue: q, no_ack });
+            // Written before any delivery: deliveries wait in the mailbox while this
+            // request holds the connection (ctx.wait).
+            act.reply(
+                id,
+                ReplyBody::ConsumeOk {
+                    consumer_tag: tag.to_string(),
+                },
+            );
+        })
     }
 
     fn got(&mut self, id: u64, q: QueueHandle, got: Option<(Delivery, u64)>, no_ack: bool) {

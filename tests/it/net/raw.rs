@@ -12,13 +12,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A hand-driven protocol client.
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-    next_id: u64,
+pub(super) struct Raw {
+    pub(super) s: TcpStream,
+    pub(super) buf: BytesMut,
+    pub(super) next_id: u64,
 }
 
-fn hello(user: &str, password: &str) -> ClientFrame<'static> {
+pub(super) fn hello(user: &str, password: &str) -> ClientFrame<'static> {
     ClientFrame::Hello(Hello {
         version: 1,
         user: user.into(),
@@ -29,7 +29,7 @@ fn hello(user: &str, password: &str) -> ClientFrame<'static> {
     })
 }
 
-fn encode(f: &ClientFrame<'_>) -> BytesMut {
+pub(super) fn encode(f: &ClientFrame<'_>) -> BytesMut {
     let mut out = BytesMut::new();
     encode_client(f, &mut out).unwrap();
     out
@@ -38,7 +38,7 @@ fn encode(f: &ClientFrame<'_>) -> BytesMut {
 /// An owned view of the server frames the tests look at.
 #[allow(dead_code)] // fields are read through Debug in failure messages
 #[derive(Debug)]
-enum Got {
+pub(super) enum Got {
     Welcome,
     Reply(u64, String),
     Error {
@@ -69,7 +69,7 @@ enum Got {
 }
 
 impl Raw {
-    async fn connect(addr: SocketAddr) -> Raw {
+    pub(super) async fn connect(addr: SocketAddr) -> Raw {
         Raw {
             s: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
@@ -77,22 +77,22 @@ impl Raw {
         }
     }
 
-    async fn open(addr: SocketAddr) -> Raw {
+    pub(super) async fn open(addr: SocketAddr) -> Raw {
         let mut r = Raw::connect(addr).await;
         r.send(&hello("guest", "guest")).await;
         assert!(matches!(r.recv().await, Got::Welcome));
         r
     }
 
-    async fn send(&mut self, f: &ClientFrame<'_>) {
+    pub(super) async fn send(&mut self, f: &ClientFrame<'_>) {
         self.s.write_all(&encode(f)).await.unwrap();
     }
 
-    async fn send_bytes(&mut self, b: &[u8]) {
+    pub(super) async fn send_bytes(&mut self, b: &[u8]) {
         let _ = self.s.write_all(b).await;
     }
 
-    async fn request(&mut self, op: Op) -> Got {
+    pub(super) async fn request(&mut self, op: Op) -> Got {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&ClientFrame::Request(Request { id, op })).await;
@@ -110,7 +110,7 @@ impl Raw {
         }
     }
 
-    async fn recv(&mut self) -> Got {
+    pub(super) async fn recv(&mut self) -> Got {
         let read = async {
             loop {
                 if let Some(f) = take_frame(&mut self.buf, 64 << 20).unwrap() {
@@ -164,7 +164,7 @@ impl Raw {
         }
     }
 
-    async fn declare(&mut self, q: &str) {
+    pub(super) async fn declare(&mut self, q: &str) {
         let r = self
             .request(Op::DeclareQueue {
                 name: q.into(),
@@ -178,11 +178,11 @@ impl Raw {
         assert!(matches!(r, Got::Reply(..)), "{r:?}");
     }
 
-    async fn publish(&mut self, seq: u64, rk: &str, body: &[u8]) {
+    pub(super) async fn publish(&mut self, seq: u64, rk: &str, body: &[u8]) {
         self.send(&publish_frame(seq, "", rk, body)).await;
     }
 
-    async fn count(&mut self, q: &str) -> u64 {
+    pub(super) async fn count(&mut self, q: &str) -> u64 {
         match self
             .request(Op::DeclareQueue {
                 name: q.into(),
@@ -220,7 +220,7 @@ fn publish_frame<'a>(seq: u64, x: &'a str, rk: &'a str, body: &'a [u8]) -> Clien
     })
 }
 
-async fn expect_fatal(r: &mut Raw, code: ErrorCode) -> String {
+pub(super) async fn expect_fatal(r: &mut Raw, code: ErrorCode) -> String {
     loop {
         match r.recv().await {
             Got::Error {
