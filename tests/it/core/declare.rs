@@ -155,3 +155,24 @@ async fn an_empty_queue_name_gets_a_generated_one() {
     assert_ne!(a.name, b.name);
     assert_eq!(publish(&s, "", &a.name, "x").await, 1);
 }
+
+#[tokio::test]
+async fn the_empty_name_is_the_default_exchange_and_never_a_queue() {
+    let broker = TestBroker::start();
+    let s = broker.session();
+    // The default exchange exists: a passive declare succeeds, any other is refused,
+    // even with its own settings, and it is ACCESS_REFUSED, not PRECONDITION_FAILED.
+    s.declare_exchange_with(ExchangeSpec::new("", "direct"), true)
+        .await
+        .unwrap();
+    for kind in ["direct", "fanout"] {
+        let e = expect_code(s.declare_exchange("", kind).await, ErrorCode::AccessRefused);
+        assert!(e.message().contains("default exchange"), "{e}");
+    }
+    // No queue is named "": a passive declare finds none.
+    let e = expect_code(
+        s.declare_queue_with(QueueSpec::new(""), true).await,
+        ErrorCode::NotFound,
+    );
+    assert!(e.message().contains("''"), "{e}");
+}
