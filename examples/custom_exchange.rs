@@ -15,7 +15,7 @@
 //! [`CountingExchange`] counts what is published to it and sends every message to
 //! everything bound to it. It chooses destinations only; the delivery itself (bound
 //! exchanges, queue refusals turned into nacks, the publisher's answer) is the broker's
-//! [`Delivery`] helper, the same the built-in exchanges use.
+//! [`Dispatch`] helper, the same the built-in exchanges use.
 //!
 //! ```text
 //! cargo run --example custom_exchange
@@ -23,7 +23,7 @@
 
 use actix::{Actor, ActorContext, Context, Handler};
 use actormq::broker::exchange::{
-    Binding, Delivery, Destination, DestinationId, ExchangeHandle, ExchangeSpec, ExchangeType,
+    Binding, Destination, DestinationId, Dispatch, ExchangeHandle, ExchangeSpec, ExchangeType,
 };
 use actormq::broker::messages::{AddBinding, BindTarget, Publish, RemoveBinding, StopExchange};
 use actormq::broker::queue::QueueSpec;
@@ -132,7 +132,7 @@ pub struct CountingExchange {
     seen: Arc<AtomicU64>,
     /// Each bound destination, once, with its number of bindings.
     bound: Vec<(Destination, u32)>,
-    /// The destinations of `bound`, as [`Delivery::to`] takes them.
+    /// The destinations of `bound`, as [`Dispatch::to`] takes them.
     targets: Vec<Destination>,
 }
 
@@ -166,12 +166,12 @@ impl Handler<Publish> for CountingExchange {
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
         self.seen
             .fetch_add(msg.messages.len() as u64, Ordering::SeqCst);
-        let mut delivery = Delivery::new(&self.name, msg);
-        for i in 0..delivery.len() {
-            delivery.to(i, &self.targets);
+        let mut dispatch = Dispatch::new(&self.name, msg);
+        for i in 0..dispatch.len() {
+            dispatch.to(i, &self.targets);
         }
         // Sent now, in handle(), so that batches reach each queue in publish order.
-        delivery.send(None);
+        dispatch.send(None);
     }
 }
 

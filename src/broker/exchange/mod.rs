@@ -24,18 +24,18 @@
 //!
 //! Everything after the choice of destinations (following bound exchanges, grouping per
 //! queue, dead-letter cycles, the alternate exchange, merging the queues' answers and
-//! refusals) is [`Delivery`], public so that custom exchange actors deliver exactly as
+//! refusals) is [`Dispatch`], public so that custom exchange actors deliver exactly as
 //! the built-in one does.
 
-mod deliver;
 pub mod direct;
+mod dispatch;
 pub mod fanout;
 pub mod headers;
 pub mod kind;
 mod router;
 pub mod topic;
 
-pub use deliver::Delivery;
+pub use dispatch::Dispatch;
 pub use kind::{Binding, DestinationId, ExchangeType, ExchangeTypeFactory, ExchangeTypes};
 pub use router::{RouteScratch, Router};
 
@@ -291,21 +291,21 @@ impl Handler<Publish> for ExchangeActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
-        let mut delivery = Delivery::from_arc(self.name.clone(), msg);
+        let mut dispatch = Dispatch::from_arc(self.name.clone(), msg);
         {
             let router = self.router.read().expect("router lock poisoned");
-            for i in 0..delivery.len() {
-                delivery.resolve(i, |m, w| {
+            for i in 0..dispatch.len() {
+                dispatch.resolve(i, |m, w| {
                     router.resolve_all(m, &mut w.hops, &mut w.queues, &mut w.actors, &mut w.scratch)
                 });
             }
         }
-        let alternate = if delivery.has_unroutable() {
-            self.alternate(delivery.hops())
+        let alternate = if dispatch.has_unroutable() {
+            self.alternate(dispatch.hops())
         } else {
             None
         };
-        delivery.send(alternate);
+        dispatch.send(alternate);
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`Delivery`]: the fan-out of one published batch to the destinations chosen for each
+//! [`Dispatch`]: the fan-out of one published batch to the destinations chosen for each
 //! of its messages, shared by the built-in exchange actor and custom exchange actors.
 //!
 //! Choosing destinations is the exchange's business; everything after it is the same
@@ -29,13 +29,13 @@ type Reply = oneshot::Sender<Result<Vec<Routed>, BrokerError>>;
 /// One published batch on its way out of an exchange.
 ///
 /// Make one from the [`Publish`] the exchange received, give each message its
-/// destinations with [`Delivery::to`] (or refuse it with [`Delivery::refuse`]), then
-/// call [`Delivery::send`] before `handle` returns, so that batches reach each queue in
+/// destinations with [`Dispatch::to`] (or refuse it with [`Dispatch::refuse`]), then
+/// call [`Dispatch::send`] before `handle` returns, so that batches reach each queue in
 /// the order they reached the exchange. A custom exchange actor's `Publish` handler:
 ///
 /// ```
 /// use actix::prelude::*;
-/// use actormq::broker::exchange::{Delivery, Destination};
+/// use actormq::broker::exchange::{Dispatch, Destination};
 /// use actormq::broker::messages::Publish;
 ///
 /// /// Sends every message to every destination bound to it.
@@ -54,16 +54,16 @@ type Reply = oneshot::Sender<Result<Vec<Routed>, BrokerError>>;
 ///     type Result = ();
 ///
 ///     fn handle(&mut self, msg: Publish, _ctx: &mut Context<Self>) {
-///         let mut delivery = Delivery::new(&self.name, msg);
-///         for i in 0..delivery.len() {
-///             delivery.to(i, &self.bound);
+///         let mut dispatch = Dispatch::new(&self.name, msg);
+///         for i in 0..dispatch.len() {
+///             dispatch.to(i, &self.bound);
 ///         }
 ///         // No alternate exchange: messages routed nowhere are unroutable.
-///         delivery.send(None);
+///         dispatch.send(None);
 ///     }
 /// }
 /// ```
-pub struct Delivery {
+pub struct Dispatch {
     /// The batch, in publish order.
     messages: Vec<Arc<Message>>,
     /// The exchanges passed through, this one last.
@@ -103,18 +103,18 @@ pub(super) struct Work {
     pub(super) scratch: RouteScratch,
 }
 
-impl Delivery {
+impl Dispatch {
     /// Starts delivering the batch `publish`, received by the exchange named `exchange`.
     pub fn new(exchange: &str, publish: Publish) -> Self {
         Self::from_arc(Arc::from(exchange), publish)
     }
 
-    /// [`Delivery::new`] with the name already shared.
+    /// [`Dispatch::new`] with the name already shared.
     pub(super) fn from_arc(exchange: Arc<str>, publish: Publish) -> Self {
         let n = publish.messages.len();
         let mut hops = publish.hops;
         hops.push(exchange);
-        Delivery {
+        Dispatch {
             messages: publish.messages,
             dead_letter: publish.dead_letter,
             reply: publish.reply,
@@ -186,7 +186,7 @@ impl Delivery {
     }
 
     /// True when some message is routed nowhere (so far): only then is an alternate
-    /// exchange worth looking up for [`Delivery::send`].
+    /// exchange worth looking up for [`Dispatch::send`].
     pub fn has_unroutable(&self) -> bool {
         !self.unroutable.is_empty() || self.decided.iter().any(|d| !d)
     }
