@@ -11,12 +11,24 @@
 //! The hash is written here (FNV-1a with a 64-bit finaliser) so that the ring is the same
 //! on every platform, build and run.
 //!
+//! The second way to extend the broker is a whole actor standing in as an exchange:
+//! [`CountingExchange`] counts what is published to it and sends every message to
+//! everything bound to it. It chooses destinations only; the delivery itself (bound
+//! exchanges, queue refusals turned into nacks, the publisher's answer) is the broker's
+//! [`Dispatch`] helper, the same the built-in exchanges use.
+//!
 //! ```text
 //! cargo run --example custom_exchange
 //! ```
 
-use actormq::broker::exchange::{Binding, DestinationId, ExchangeType};
+use actix::{Actor, ActorContext, Context, Handler};
+use actormq::broker::exchange::{
+    Binding, Destination, DestinationId, Dispatch, ExchangeHandle, ExchangeSpec, ExchangeType,
+};
+use actormq::broker::messages::{AddBinding, Publish, RemoveBinding, StopExchange};
 use actormq::{Broker, BrokerError, ExchangeOptions, FieldTable, Message, QueueOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The type name the exchange is registered under (`x-` like every non-AMQP type).
 pub const TYPE_NAME: &str = "x-consistent-hash";
@@ -107,6 +119,142 @@ impl ExchangeType for ConsistentHash {
     }
 }
 
+/// The type name [`CountingExchange`] is registered under.
+pub const COUNTING_TYPE: &str = "x-counting";
+
+/// An actor standing in as an exchange: it counts the messages published to it and sends
+/// each to every destination bound to it, whatever its routing key.
+pub struct CountingExchange {
+    /// The exchange's name.
+    name: String,
+    /// Messages seen, shared with whoever wants to read the count.
+    seen: Arc<AtomicU64>,
+    /// Each bound destination, once, with its number of bindings.
+    bound: Vec<(Destination, u32)>,
+    /// The destinations of `bound`, as [`Dispatch::to`] takes them.
+    targets: Vec<Destination>,
+}
+
+impl CountingExchange {
+    /// Starts one for the exchange `spec` on `arbiter` (the broker's
+    /// [`exchange_actor`](actormq::BrokerBuilder::exchange_actor) factory), counting
+    /// into `seen`.
+    pub fn start(
+        spec: ExchangeSpec,
+        arbiter: &actix::ArbiterHandle,
+        seen: Arc<AtomicU64>,
+    ) -> ExchangeHandle {
+        let name = spec.name.clone();
+        let addr = CountingExchange::start_in_arbiter(arbiter, move |_| CountingExchange {
+            name,
+            seen,
+            bound: Vec::new(),
+            targets: Vec::new(),
+        });
+        ExchangeHandle::from_actor(spec, addr)
+    }
+}
+
+impl Actor for CountingExchange {
+    type Context = Context<Self>;
+}
+
+impl Handler<Publish> for CountingExchange {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
+        self.seen
+            .fetch_add(msg.messages.len() as u64, Ordering::SeqCst);
+        let mut dispatch = Dispatch::new(&self.name, msg);
+        for i in 0..dispatch.len() {
+            dispatch.to(i, &self.targets);
+        }
+        // Sent now, in handle(), so that batches reach each queue in publish order.
+        dispatch.send(None);
+    }
+}
+
+impl Handler<AddBinding> for CountingExchange {
+    type Result = Result<(), BrokerError>;
+
+    fn handle(&mut self, msg: AddBinding, _ctx: &mut Self::Context) -> Self::Result {
+        let target = msg.destination.target();
+        match self.bound.iter_mut().find(|(d, _)| d.target() == target) {
+            // Refresh the handle: a queue deleted and declared again has a new actor.
+            Some((d, n)) => {
+                *d = msg.destination;
+                *n += 1;
+            }
+            None => self.bound.push((msg.destination, 1)),
+        }
+        self.targets = self.bound.iter().map(|(d, _)| d.clone()).collect();
+        Ok(())
+    }
+}
+
+impl Handler<RemoveBinding> for CountingExchange {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RemoveBinding, _ctx: &mut Self::Context) -> bool {
+        let Some(pos) = self
+            .bound
+            .iter()
+            .position(|(d, _)| d.target() == msg.target)
+        else {
+            return false;
+        };
+        self.bound[pos].1 -= 1;
+        if self.bound[pos].1 == 0 {
+            self.bound.remove(pos);
+        }
+        self.targets = self.bound.iter().map(|(d, _)| d.clone()).collect();
+        true
+    }
+}
+
+impl Handler<StopExchange> for CountingExchange {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopExchange, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// The counting exchange at work: one exchange, two queues bound to it.
+async fn counting_demo(seen: Arc<AtomicU64>) -> Result<(), BrokerError> {
+    let broker = Broker::builder()
+        .exchange_actor(COUNTING_TYPE, move |spec, arbiter| {
+            Ok(CountingExchange::start(spec, arbiter, seen.clone()))
+        })
+        .start()?;
+    let session = broker.session();
+    session
+        .declare_exchange("audit", COUNTING_TYPE, &ExchangeOptions::new())
+        .await?;
+    for queue in ["audit-a", "audit-b"] {
+        session.declare_queue(queue, &QueueOptions::new()).await?;
+        session
+            .bind_queue(queue, "audit", "", FieldTable::new())
+            .await?;
+    }
+    for i in 0..10 {
+        let confirm = session
+            .publish(Message::new(
+                "audit",
+                &format!("k{i}"),
+                format!("event {i}"),
+            ))
+            .await?;
+        confirm.await?;
+    }
+    for queue in ["audit-a", "audit-b"] {
+        let held = session.queue_stats(queue).await?.ready;
+        println!("  {queue}: {held} messages");
+    }
+    broker.shutdown();
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), BrokerError> {
     const MESSAGES: usize = 10_000;
@@ -155,5 +303,10 @@ async fn main() -> Result<(), BrokerError> {
         );
     }
     broker.shutdown();
+
+    let seen = Arc::new(AtomicU64::new(0));
+    println!("a {COUNTING_TYPE} exchange actor bound to two queues:");
+    counting_demo(seen.clone()).await?;
+    println!("  it saw {} messages", seen.load(Ordering::SeqCst));
     Ok(())
 }

@@ -291,12 +291,26 @@ impl Registry {
                 known.join(", ")
             )));
         };
-        kind.validate(&spec.arguments).map_err(|e| {
-            BrokerError::precondition(format!(
-                "invalid arguments for exchange '{}': {e}",
-                spec.name
-            ))
-        })?;
+        // A user type's panic must not take the registry down with it.
+        let validated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kind.validate(&spec.arguments)
+        }));
+        match validated {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(BrokerError::precondition(format!(
+                    "invalid arguments for exchange '{}': {e}",
+                    spec.name
+                )))
+            }
+            Err(_) => {
+                tracing::error!(vhost = %self.vhost, exchange = %spec.name, kind = %spec.kind, "exchange type panicked in validate");
+                return Err(BrokerError::internal(format!(
+                    "exchange '{}' of type '{}' failed: its validate panicked",
+                    spec.name, spec.kind
+                )));
+            }
+        }
         Ok(ExchangeHandle::start_builtin(
             spec.clone(),
             kind,

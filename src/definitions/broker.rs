@@ -122,9 +122,8 @@ impl BrokerDefinitions {
     /// The error `cmd` would fail with, if any.
     pub fn check(&self, cmd: &BrokerCommand) -> Result<(), BrokerError> {
         let no_vhost = |v: &str| BrokerError::not_found("vhost", v, v);
-        let no_user = |u: &str| {
-            BrokerError::new(crate::error::ErrorCode::NotFound, format!("no user '{u}'"))
-        };
+        let no_user =
+            |u: &str| BrokerError::new(crate::error::ErrorCode::NotFound, format!("no user '{u}'"));
         match cmd {
             BrokerCommand::AddVhost(v) if !valid_vhost(v) => Err(BrokerError::precondition(
                 format!("invalid vhost name '{v}': 1-255 characters, no control characters"),
@@ -209,10 +208,16 @@ mod tests {
         let mut d = BrokerDefinitions::new(["/".to_string()], []);
         assert!(d.apply(BrokerCommand::AddVhost("prod".into())).unwrap());
         assert!(!d.apply(BrokerCommand::AddVhost("prod".into())).unwrap());
-        let err = d.apply(BrokerCommand::PutUser(user("ann", &["nope"]))).unwrap_err();
+        let err = d
+            .apply(BrokerCommand::PutUser(user("ann", &["nope"])))
+            .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NotFound);
-        assert!(d.apply(BrokerCommand::PutUser(user("ann", &["/"]))).unwrap());
-        assert!(!d.apply(BrokerCommand::PutUser(user("ann", &["/"]))).unwrap());
+        assert!(d
+            .apply(BrokerCommand::PutUser(user("ann", &["/"])))
+            .unwrap());
+        assert!(!d
+            .apply(BrokerCommand::PutUser(user("ann", &["/"])))
+            .unwrap());
         let grant = BrokerCommand::SetPermissions {
             user: "ann".into(),
             vhost: "prod".into(),

@@ -10,6 +10,7 @@ use crate::message::{FieldTable, Properties};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::cell::Cell;
 
 /// First frame of a connection, from the client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -400,12 +401,19 @@ pub struct DecodeError {
 }
 
 fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
-    match value_len(body, 0) {
+    let too_deep = Cell::new(false);
+    match value_len(body, 1, &too_deep) {
         Some(n) if n == body.len() => {}
         Some(n) => {
             return Err(DecodeError {
                 code: ErrorCode::BadFrame,
                 message: format!("{} trailing bytes after the frame", body.len() - n),
+            })
+        }
+        None if too_deep.get() => {
+            return Err(DecodeError {
+                code: ErrorCode::BadFrame,
+                message: format!("MessagePack nested deeper than {MAX_DEPTH} levels"),
             })
         }
         None => {
@@ -428,13 +436,18 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
-/// Nesting deeper than this is refused (a hostile frame must not exhaust the stack).
+/// The deepest level a value of a frame may sit at: the frame's outer map is at level 1
+/// and a value inside a map or an array at level L (key, value or element, empty
+/// containers and scalars alike) is at level L + 1. Deeper is refused, so that a hostile
+/// frame cannot exhaust the stack of a recursive decoder.
 const MAX_DEPTH: usize = 64;
 
-/// The length in bytes of the first MessagePack value in `b`, or None when it is
-/// truncated, malformed or nested deeper than [`MAX_DEPTH`]. Walks markers only.
-fn value_len(b: &[u8], depth: usize) -> Option<usize> {
+/// The length in bytes of the first MessagePack value in `b`, which sits at level `depth`
+/// (see [`MAX_DEPTH`]), or None when it is truncated, malformed or has a value deeper than
+/// [`MAX_DEPTH`] (then `too_deep` is set, to tell the cases apart). Walks markers only.
+fn value_len(b: &[u8], depth: usize, too_deep: &Cell<bool>) -> Option<usize> {
     if depth > MAX_DEPTH {
+        too_deep.set(true);
         return None;
     }
     let m = *b.first()?;
@@ -445,7 +458,7 @@ fn value_len(b: &[u8], depth: usize) -> Option<usize> {
     let items = |start: usize, count: usize, per_item: usize| -> Option<usize> {
         let mut at = start;
         for _ in 0..count * per_item {
-            at += value_len(b.get(at..)?, depth + 1)?;
+            at += value_len(b.get(at..)?, depth + 1, too_deep)?;
         }
         Some(at)
     };

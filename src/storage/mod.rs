@@ -4,10 +4,10 @@
 //! what to store and when to wait for it.
 //!
 //! - [`MessageStore`] is the seam a queue actor calls: it appends [`Record`]s (a message
-//!   published to a durable queue, acks, a "delivered up to" watermark, a purge, a queue
-//!   deleted) and gets a [`Completion`] back at once, resolved when the batch is stored.
+//!   published to a durable queue, acks, a "delivered up to" watermark, the delivery
+//!   counts of redeliveries, a purge, a queue deleted) and gets a [`Completion`] back at once, resolved when the batch is stored.
 //!   [`MessageStore::recover`] answers, per queue, the messages that survived, in id
-//!   order, with their redelivered flag (the disk store reads back the bodies of the
+//!   order, with their redelivered flag and delivery count (the disk store reads back the bodies of the
 //!   first `storage.queue_ram_messages` of each queue, and names the rest by id);
 //!   [`MessageStore::read`] reads live messages back by id (a long durable queue keeps
 //!   most bodies on disk and pages them in).
@@ -94,7 +94,9 @@ pub use record::{PagedMessage, QueueId, Record, Recovered, RecoveredMessage, Rec
 ///   stored; never to a silent success.
 /// - `recover` answers what a restart would find: for every queue, the messages
 ///   published and not acked, purged or deleted, in id order, each marked redelivered
-///   if its id is at or below the queue's "delivered up to" watermark.
+///   if its id is at or below the queue's "delivered up to" watermark, with its
+///   delivery count (the highest `DeliveryCounts` count of its id, else 1 if
+///   redelivered, else 0).
 pub trait MessageStore: Send + Sync + 'static {
     /// Queues `batch`; the completion resolves when it is stored (see the trait docs).
     fn append(&self, batch: Vec<Record>, sync: bool) -> Completion;

@@ -61,6 +61,18 @@ pub enum Record {
         /// The highest id handed to a consumer so far.
         up_to: u64,
     },
+    /// Messages delivered more than once so far, with their number of deliveries (the
+    /// delivery being made included). A first delivery needs no such record: the
+    /// `Delivered` watermark covers it. Only the highest count of an id counts; written
+    /// again at the start of every segment for the messages still live, like the
+    /// watermark, so that reclaiming old segments never loses a count. Added after the
+    /// first version of the log: a log without any recovers with counts of 1 at most.
+    DeliveryCounts {
+        /// The queue.
+        queue: QueueId,
+        /// (id, deliveries so far) pairs.
+        counts: Vec<(u64, u32)>,
+    },
     /// A purge: every message with an id below `below` is removed, except the ids in
     /// `except` (the unacked deliveries, which a purge leaves alone, as in RabbitMQ).
     Purge {
@@ -85,6 +97,7 @@ impl Record {
             Record::Publish { queue, .. }
             | Record::Ack { queue, .. }
             | Record::Delivered { queue, .. }
+            | Record::DeliveryCounts { queue, .. }
             | Record::Purge { queue, .. }
             | Record::DeleteQueue { queue } => queue,
         }
@@ -99,6 +112,10 @@ pub struct RecoveredMessage {
     /// True when it may have been delivered before the restart (id at or below the
     /// queue's delivered watermark).
     pub redelivered: bool,
+    /// How many times it may have been delivered before the restart: its highest
+    /// `DeliveryCounts` count, else 1 when `redelivered`, else 0. Its next delivery
+    /// carries one more.
+    pub deliveries: u32,
     /// The message.
     pub message: Arc<Message>,
 }
@@ -112,6 +129,8 @@ pub struct PagedMessage {
     pub id: u64,
     /// As for [`RecoveredMessage::redelivered`].
     pub redelivered: bool,
+    /// As for [`RecoveredMessage::deliveries`].
+    pub deliveries: u32,
     /// About its size in bytes (its stored record), for length limits until it is read.
     pub size: u32,
 }

@@ -38,6 +38,11 @@ struct QueueLog<L> {
     delivered: u64,
     /// Above every id seen for the queue.
     next_id: u64,
+    /// Deliveries so far of the messages delivered more than once (see
+    /// [`Record::DeliveryCounts`]). An id leaves it when it is acked, purged or deleted;
+    /// one whose ack was in a reclaimed segment may linger, so readers look at live ids
+    /// only.
+    counts: HashMap<u64, u32>,
 }
 
 impl<L> Default for QueueLog<L> {
@@ -46,7 +51,17 @@ impl<L> Default for QueueLog<L> {
             live: BTreeMap::new(),
             delivered: 0,
             next_id: 1,
+            counts: HashMap::new(),
         }
+    }
+}
+
+impl<L> QueueLog<L> {
+    /// How many times message `id` may have been delivered: its recorded count, or 1
+    /// when it is at or below the delivered watermark, else 0.
+    fn deliveries(&self, id: u64) -> u32 {
+        let watermark = u32::from(id <= self.delivered);
+        self.counts.get(&id).copied().unwrap_or(0).max(watermark)
     }
 }
 
@@ -90,12 +105,20 @@ impl<L: Copy> Replay<L> {
                         if let Some(old) = q.live.remove(id) {
                             killed(old.loc);
                         }
+                        q.counts.remove(id);
                     }
                 }
             }
             Record::Delivered { queue, up_to } => {
                 let q = self.queues.entry(queue.clone()).or_default();
                 q.delivered = q.delivered.max(*up_to);
+            }
+            Record::DeliveryCounts { queue, counts } => {
+                let q = self.queues.entry(queue.clone()).or_default();
+                for &(id, n) in counts {
+                    let c = q.counts.entry(id).or_default();
+                    *c = (*c).max(n);
+                }
             }
             Record::Purge {
                 queue,
@@ -115,6 +138,7 @@ impl<L: Copy> Replay<L> {
                         if let Some(old) = q.live.remove(&id) {
                             killed(old.loc);
                         }
+                        q.counts.remove(&id);
                     }
                     q.next_id = q.next_id.max(*below);
                 }
@@ -148,6 +172,35 @@ impl<L: Copy> Replay<L> {
         v
     }
 
+    /// Every queue's delivery counts of its live messages (ids increasing), for the
+    /// start of a new segment; queues without any are left out.
+    pub fn counts(&self) -> Vec<(QueueId, Vec<(u64, u32)>)> {
+        let mut v: Vec<_> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.counts.is_empty())
+            .map(|(id, q)| {
+                let mut counts: Vec<(u64, u32)> = q
+                    .counts
+                    .iter()
+                    .filter(|(mid, _)| q.live.contains_key(mid))
+                    .map(|(mid, n)| (*mid, *n))
+                    .collect();
+                counts.sort_unstable();
+                (id.clone(), counts)
+            })
+            .filter(|(_, counts)| !counts.is_empty())
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// How many times message `id` of `queue` may have been delivered (see
+    /// [`RecoveredMessage::deliveries`]).
+    pub fn deliveries(&self, queue: &QueueId, id: u64) -> u32 {
+        self.queues.get(queue).map_or(0, |q| q.deliveries(id))
+    }
+
     /// Where the live message `id` of `queue` is stored, if it is live.
     pub fn location(&self, queue: &QueueId, id: u64) -> Option<L> {
         self.queues.get(queue)?.live.get(&id).map(|s| s.loc)
@@ -174,7 +227,7 @@ impl<L: Copy> Replay<L> {
     }
 
     /// The surviving state: every queue's live messages that have a body kept, in id
-    /// order, with the redelivered flag from the watermark.
+    /// order, with the redelivered flag from the watermark and their delivery counts.
     pub fn recovered(&self) -> Recovered {
         let mut out = Recovered::new();
         for (id, q) in &self.queues {
@@ -185,6 +238,7 @@ impl<L: Copy> Replay<L> {
                     slot.message.as_ref().map(|m| RecoveredMessage {
                         id: *mid,
                         redelivered: *mid <= q.delivered,
+                        deliveries: q.deliveries(*mid),
                         message: m.clone(),
                     })
                 })
@@ -245,6 +299,65 @@ mod tests {
         r.apply(&del, 0, None, &mut |l| killed.push(l));
         assert_eq!(killed, vec![20, 10, 40, 30]);
         assert_eq!(r.live_count(), 0);
+    }
+
+    fn apply(r: &mut Replay<u32>, rec: Record) {
+        r.apply(&rec, 0, None, &mut |_| {});
+    }
+
+    #[test]
+    fn delivery_counts_take_the_highest_and_leave_with_their_message() {
+        let mut r = Replay::default();
+        let mut killed = Vec::new();
+        for id in 1..=5 {
+            publish(&mut r, id, 0, &mut killed);
+        }
+        let counts = |counts: &[(u64, u32)]| Record::DeliveryCounts {
+            queue: q(),
+            counts: counts.to_vec(),
+        };
+        apply(
+            &mut r,
+            Record::Delivered {
+                queue: q(),
+                up_to: 3,
+            },
+        );
+        apply(&mut r, counts(&[(2, 3), (3, 2), (4, 2)]));
+        apply(&mut r, counts(&[(2, 2)]));
+        let got = |r: &Replay<u32>| -> Vec<u32> {
+            r.recovered()[&q()]
+                .messages
+                .iter()
+                .map(|m| m.deliveries)
+                .collect()
+        };
+        // 1: under the watermark; 2: the highest count; 5: never delivered.
+        assert_eq!(got(&r), vec![1, 3, 2, 2, 0]);
+        assert_eq!(r.deliveries(&q(), 4), 2);
+        // Acked, purged: the counts go with the messages.
+        apply(
+            &mut r,
+            Record::Ack {
+                queue: q(),
+                ids: vec![2],
+            },
+        );
+        apply(
+            &mut r,
+            Record::Purge {
+                queue: q(),
+                below: 4,
+                except: vec![],
+            },
+        );
+        assert_eq!(got(&r), vec![2, 0]);
+        assert_eq!(r.counts(), vec![(q(), vec![(4, 2)])]);
+        // A compaction copy of a live message (a publish over its id) keeps its count.
+        publish(&mut r, 4, 9, &mut killed);
+        assert_eq!(r.deliveries(&q(), 4), 2);
+        apply(&mut r, Record::DeleteQueue { queue: q() });
+        assert!(r.counts().is_empty());
     }
 
     #[test]

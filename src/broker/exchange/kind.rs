@@ -34,7 +34,15 @@ pub struct Binding {
 /// keep its own index of the bindings (a trie, a hash ring) through the `bind` / `unbind`
 /// hooks.
 ///
-/// The methods are called on the exchange actor's thread, never concurrently.
+/// `bind`, `unbind` and `validate_binding` are called on the exchange actor's thread;
+/// `route` may also be called concurrently from other threads, by exchanges bound to this
+/// one resolving through it (hence `Sync`).
+///
+/// A panic in any method is caught and fails this exchange only (see
+/// [`Router`](super::Router)): a panic in `validate`, `validate_binding` or `route` fails
+/// that declare, bind or message with `INTERNAL_ERROR`; a panic in `bind` or `unbind`,
+/// after which the type's state cannot be trusted, puts the exchange out of order until
+/// it is deleted and declared again.
 pub trait ExchangeType: Send + Sync + 'static {
     /// Called once when the exchange is declared, before it exists, with the declare
     /// arguments. An `Err` refuses the declare with `PRECONDITION_FAILED` and this text.

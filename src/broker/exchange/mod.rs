@@ -21,29 +21,30 @@
 //! deliver a message once to a queue reached by two paths, as RabbitMQ does. A custom
 //! actor standing in as an exchange (see [`ExchangeHandle::from_actor`]) is reached by
 //! forwarding the batch to it instead.
+//!
+//! Everything after the choice of destinations (following bound exchanges, grouping per
+//! queue, dead-letter cycles, the alternate exchange, merging the queues' answers and
+//! refusals) is [`Dispatch`], public so that custom exchange actors deliver exactly as
+//! the built-in one does.
 
 pub mod direct;
+mod dispatch;
 pub mod fanout;
 pub mod headers;
 pub mod kind;
 mod router;
 pub mod topic;
 
+pub use dispatch::Dispatch;
 pub use kind::{Binding, DestinationId, ExchangeType, ExchangeTypeFactory, ExchangeTypes};
 pub use router::{RouteScratch, Router};
 
-use crate::broker::messages::{
-    AddBinding, BindTarget, Publish, RemoveBinding, Routed, StopExchange,
-};
-use crate::broker::queue::dead_letter::is_cycle;
+use crate::broker::messages::{AddBinding, BindTarget, Publish, RemoveBinding, StopExchange};
 use crate::broker::queue::QueueHandle;
-use crate::broker::queue_args::validate_message;
 use crate::broker::registry::ExchangeDirectory;
 use crate::error::BrokerError;
-use crate::message::{FieldTable, Message};
+use crate::message::FieldTable;
 use actix::prelude::*;
-use futures_util::future::join_all;
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// The name and settings of an exchange, as declared.
@@ -228,7 +229,7 @@ impl ExchangeHandle {
         arbiter: &actix::ArbiterHandle,
         directory: ExchangeDirectory,
     ) -> Self {
-        let router = Arc::new(RwLock::new(Router::new(kind)));
+        let router = Arc::new(RwLock::new(Router::new(kind, &spec.name, &spec.kind)));
         let name: Arc<str> = Arc::from(spec.name.as_str());
         let alternate = spec
             .arguments
@@ -286,171 +287,25 @@ impl Actor for ExchangeActor {
     }
 }
 
-/// Messages of one batch grouped by destination.
-#[derive(Default)]
-struct Plan {
-    /// One group per queue reached: the queue, its messages, and their batch indexes.
-    queues: Vec<(QueueHandle, Vec<Arc<Message>>, Vec<u32>)>,
-    queue_index: HashMap<usize, usize>,
-    /// Same for custom exchange actors reached.
-    actors: Vec<(ExchangeHandle, Vec<Arc<Message>>, Vec<u32>)>,
-    actor_index: HashMap<usize, usize>,
-}
-
-/// Folds a queue's [`Enqueued`](crate::broker::messages::Enqueued) answer for the
-/// messages at batch positions `idx` into `routed`.
-fn count_enqueued(routed: &mut [Routed], idx: Vec<u32>, answer: crate::broker::messages::Enqueued) {
-    let mut refused = answer.refused.iter().copied().peekable();
-    for (j, i) in idx.into_iter().enumerate() {
-        let r = &mut routed[i as usize];
-        if refused.next_if_eq(&(j as u32)).is_some() {
-            if r.refused.is_none() {
-                r.refused = Some(answer.reason.clone().unwrap_or_else(|| {
-                    BrokerError::new(
-                        crate::error::ErrorCode::ResourceError,
-                        "a queue refused the message",
-                    )
-                }));
-            }
-        } else {
-            r.queues += 1;
-        }
-    }
-}
-
 impl Handler<Publish> for ExchangeActor {
     type Result = ();
 
     fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
-        let n = msg.messages.len();
-        let mut routed: Vec<Routed> = vec![Routed::default(); n];
-        let mut plan = Plan::default();
-        let mut hops_out = msg.hops;
-        hops_out.push(self.name.clone());
-        // Positions of unroutable messages, kept only when there is an alternate exchange.
-        let mut unroutable: Vec<u32> = Vec::new();
+        let mut dispatch = Dispatch::from_arc(self.name.clone(), msg);
         {
             let router = self.router.read().expect("router lock poisoned");
-            let mut hops = hops_out.clone();
-            let base = hops.len();
-            let mut queues = Vec::new();
-            let mut actors = Vec::new();
-            let mut scratch = router::RouteScratch::default();
-            for (i, m) in msg.messages.iter().enumerate() {
-                if let Err(e) = validate_message(m) {
-                    routed[i].refused = Some(e);
-                    continue;
-                }
-                queues.clear();
-                actors.clear();
-                hops.truncate(base);
-                router.resolve_all(m, &mut hops, &mut queues, &mut actors, &mut scratch);
-                if msg.dead_letter && !queues.is_empty() {
-                    let before = queues.len();
-                    queues.retain(|q: &QueueHandle| !is_cycle(m, q.name()));
-                    if queues.len() < before {
-                        tracing::warn!(exchange = %self.name, "dead-letter cycle detected: a message that died in a queue without being rejected would go back to it; it is dropped there");
-                        if queues.is_empty() && actors.is_empty() {
-                            continue;
-                        }
-                    }
-                }
-                if queues.is_empty() && actors.is_empty() {
-                    if self.alternate.is_some() {
-                        unroutable.push(i as u32);
-                    }
-                    continue;
-                }
-                for q in queues.drain(..) {
-                    let slot = *plan.queue_index.entry(q.key()).or_insert_with(|| {
-                        plan.queues.push((q.clone(), Vec::new(), Vec::new()));
-                        plan.queues.len() - 1
-                    });
-                    plan.queues[slot].1.push(m.clone());
-                    plan.queues[slot].2.push(i as u32);
-                }
-                for x in actors.drain(..) {
-                    let slot = *plan.actor_index.entry(x.key()).or_insert_with(|| {
-                        plan.actors.push((x.clone(), Vec::new(), Vec::new()));
-                        plan.actors.len() - 1
-                    });
-                    plan.actors[slot].1.push(m.clone());
-                    plan.actors[slot].2.push(i as u32);
-                }
+            for i in 0..dispatch.len() {
+                dispatch.resolve(i, |m, w| {
+                    router.resolve_all(m, &mut w.hops, &mut w.queues, &mut w.actors, &mut w.scratch)
+                });
             }
         }
-        // Send while still in handle(): the order of batches into each queue's mailbox
-        // is the order they reached this exchange.
-        let enqueues: Vec<_> = plan
-            .queues
-            .drain(..)
-            .map(|(q, messages, idx)| (q.enqueue(messages), idx))
-            .collect();
-        let mut forwards: Vec<_> = plan
-            .actors
-            .drain(..)
-            .map(|(x, messages, idx)| {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                x.publish_recipient().do_send(Publish {
-                    messages,
-                    hops: hops_out.clone(),
-                    reply: Some(tx),
-                    dead_letter: msg.dead_letter,
-                });
-                (rx, idx)
-            })
-            .collect();
-        if !unroutable.is_empty() {
-            if let Some(alt) = self.alternate(&hops_out) {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                alt.publish_recipient().do_send(Publish {
-                    messages: unroutable
-                        .iter()
-                        .map(|&i| msg.messages[i as usize].clone())
-                        .collect(),
-                    hops: hops_out,
-                    reply: Some(tx),
-                    dead_letter: msg.dead_letter,
-                });
-                forwards.push((rx, unroutable));
-            }
-        }
-        let reply = msg.reply;
-        // Awaiting the answers off the actor: the exchange keeps routing other batches
-        // meanwhile; the publisher's window bounds how many are in flight.
-        actix_rt::spawn(async move {
-            let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
-            for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
-                match res {
-                    Ok(Ok(answer)) => count_enqueued(&mut routed, idx, answer),
-                    // The queue was deleted while the batch was on its way: like a
-                    // message routed nowhere (RabbitMQ confirms it, returns it if
-                    // mandatory).
-                    Ok(Err(e)) if e.code() == crate::error::ErrorCode::NotFound => {}
-                    // Anything else means the message may not be stored: never
-                    // confirm it as if it were.
-                    Ok(Err(e)) => {
-                        for i in idx {
-                            routed[i as usize].merge(Routed {
-                                queues: 0,
-                                refused: Some(e.clone()),
-                            });
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-            for (rx, idx) in forwards {
-                if let Ok(Ok(answers)) = rx.await {
-                    for (i, r) in idx.into_iter().zip(answers) {
-                        routed[i as usize].merge(r);
-                    }
-                }
-            }
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(routed));
-            }
-        });
+        let alternate = if dispatch.has_unroutable() {
+            self.alternate(dispatch.hops())
+        } else {
+            None
+        };
+        dispatch.send(alternate);
     }
 }
 
@@ -458,16 +313,11 @@ impl Handler<AddBinding> for ExchangeActor {
     type Result = Result<(), BrokerError>;
 
     fn handle(&mut self, msg: AddBinding, _ctx: &mut Self::Context) -> Self::Result {
-        self.router
-            .write()
-            .expect("router lock poisoned")
-            .add(msg.destination, msg.routing_key, msg.arguments)
-            .map_err(|e| {
-                BrokerError::precondition(format!(
-                    "binding refused by exchange '{}': {e}",
-                    self.name
-                ))
-            })
+        self.router.write().expect("router lock poisoned").add(
+            msg.destination,
+            msg.routing_key,
+            msg.arguments,
+        )
     }
 }
 

@@ -1,18 +1,37 @@
 //! The bindings of one exchange and the resolution of a message to its destination
 //! queues, through bound exchanges, without duplicates or loops.
+//!
+//! Every call into the exchange's [`ExchangeType`] goes through `catch_unwind`: a user
+//! type that panics must fail its own exchange only. The router lock is shared with the
+//! exchanges bound to this one, so a panic unwinding through it would poison it for all
+//! of them (and a half-updated type would go on routing). Instead:
+//! * a panic in `validate_binding` or `route` (`&self`: the type's state is untouched)
+//!   fails that bind or that message with `INTERNAL_ERROR` naming the exchange and type;
+//! * a panic in `bind` or `unbind` (`&mut self`: the state may be half-updated) marks the
+//!   exchange broken: from then on its type is never called again, every message routed
+//!   through it is refused with `INTERNAL_ERROR`, binds are refused, unbinds only update
+//!   the bookkeeping. Deleting and redeclaring the exchange makes a fresh type instance.
 
 use super::kind::{Binding, DestinationId, ExchangeType};
 use super::{Destination, ExchangeHandle};
 use crate::broker::messages::BindTarget;
 use crate::broker::queue::QueueHandle;
+use crate::error::BrokerError;
 use crate::message::{FieldTable, Message};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, RwLock};
 
 /// An exchange's bindings and routing strategy.
 pub struct Router {
     /// The type's routing logic (and its own index of the bindings).
     kind: Box<dyn ExchangeType>,
+    /// The exchange's name, for errors and logs.
+    exchange: Arc<str>,
+    /// The exchange's type name, for errors and logs.
+    type_name: Arc<str>,
+    /// Set once the type panicked in `bind` or `unbind`: why the exchange is broken.
+    broken: Option<BrokerError>,
     /// Every binding, in the order added.
     bindings: Vec<Binding>,
     /// Destination slab, indexed by [`DestinationId`]; `None` marks a free slot.
@@ -31,14 +50,17 @@ pub struct RouteScratch {
     /// The type's output for the router being resolved.
     ids: Vec<DestinationId>,
     /// Bound exchanges still to visit.
-    pending: Vec<Arc<RwLock<Router>>>,
+    pub(super) pending: Vec<Arc<RwLock<Router>>>,
 }
 
 impl Router {
-    /// A router with no bindings.
-    pub fn new(kind: Box<dyn ExchangeType>) -> Self {
+    /// A router with no bindings for the exchange `exchange` of type `type_name`.
+    pub fn new(kind: Box<dyn ExchangeType>, exchange: &str, type_name: &str) -> Self {
         Router {
             kind,
+            exchange: Arc::from(exchange),
+            type_name: Arc::from(type_name),
+            broken: None,
             bindings: Vec::new(),
             destinations: Vec::new(),
             refs: Vec::new(),
@@ -57,15 +79,61 @@ impl Router {
         self.bindings.is_empty()
     }
 
-    /// Adds a binding; adding an existing one is a no-op. Errors come from the type's
-    /// `validate_binding`.
+    /// The error for a panic of the type in `what`, logged once here.
+    fn panicked(&self, what: &str, payload: Box<dyn std::any::Any + Send>) -> BrokerError {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".into());
+        tracing::error!(exchange = %self.exchange, kind = %self.type_name, call = what, panic = %why, "exchange type panicked");
+        BrokerError::internal(format!(
+            "exchange '{}' of type '{}' failed: its {what} panicked: {why}",
+            self.exchange, self.type_name
+        ))
+    }
+
+    /// Marks the exchange broken after a panic of its type in `what` (see the module doc).
+    fn break_down(&mut self, what: &str, payload: Box<dyn std::any::Any + Send>) -> BrokerError {
+        let e = self.panicked(what, payload);
+        self.broken = Some(BrokerError::internal(format!(
+            "exchange '{}' of type '{}' is out of order since its {what} panicked; delete \
+             and redeclare it",
+            self.exchange, self.type_name
+        )));
+        e
+    }
+
+    /// Why the exchange is out of order, if its type panicked in `bind` or `unbind`.
+    pub fn broken(&self) -> Option<&BrokerError> {
+        self.broken.as_ref()
+    }
+
+    /// Adds a binding; adding an existing one is a no-op. Refused with
+    /// `PRECONDITION_FAILED` when the type's `validate_binding` says no, with
+    /// `INTERNAL_ERROR` when the type panicked or the exchange is broken.
     pub fn add(
         &mut self,
         destination: Destination,
         routing_key: String,
         arguments: FieldTable,
-    ) -> Result<(), String> {
-        self.kind.validate_binding(&routing_key, &arguments)?;
+    ) -> Result<(), BrokerError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let kind = &self.kind;
+        match catch_unwind(AssertUnwindSafe(|| {
+            kind.validate_binding(&routing_key, &arguments)
+        })) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(BrokerError::precondition(format!(
+                    "binding refused by exchange '{}': {e}",
+                    self.exchange
+                )))
+            }
+            Err(payload) => return Err(self.panicked("validate_binding", payload)),
+        }
         let target = destination.target();
         if let Some(&id) = self.by_target.get(&target) {
             if self.bindings.iter().any(|b| {
@@ -102,9 +170,12 @@ impl Router {
             routing_key,
             arguments,
         };
-        self.kind.bind(&binding);
+        let kind = &mut self.kind;
+        let bound = catch_unwind(AssertUnwindSafe(|| kind.bind(&binding)));
+        // Kept even when bind panicked: the bookkeeping stays consistent, so that the
+        // binding can be removed like any other.
         self.bindings.push(binding);
-        Ok(())
+        bound.map_err(|payload| self.break_down("bind", payload))
     }
 
     /// Removes a binding; answers whether it existed.
@@ -123,7 +194,12 @@ impl Router {
             return false;
         };
         let binding = self.bindings.remove(pos);
-        self.kind.unbind(&binding);
+        if self.broken.is_none() {
+            let kind = &mut self.kind;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| kind.unbind(&binding))) {
+                self.break_down("unbind", payload);
+            }
+        }
         self.refs[id as usize] -= 1;
         if self.refs[id as usize] == 0 {
             self.destinations[id as usize] = None;
@@ -142,6 +218,10 @@ impl Router {
     /// by its caller's loop, so no thread ever waits for a router lock while holding one
     /// other than its own exchange's (nested read locks with a writer queued could
     /// otherwise deadlock across an exchange-to-exchange cycle).
+    ///
+    /// An error (the type panicked, or the exchange is broken) means the message cannot
+    /// be routed as it should: the caller refuses it rather than deliver it to part of
+    /// its destinations.
     pub fn resolve(
         &self,
         message: &Message,
@@ -149,10 +229,15 @@ impl Router {
         queues: &mut Vec<QueueHandle>,
         actors: &mut Vec<ExchangeHandle>,
         scratch: &mut RouteScratch,
-    ) {
+    ) -> Result<(), BrokerError> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
         let ids = &mut scratch.ids;
         ids.clear();
-        self.kind.route(message, &self.bindings, ids);
+        let (kind, bindings) = (&self.kind, &self.bindings);
+        catch_unwind(AssertUnwindSafe(|| kind.route(message, bindings, ids)))
+            .map_err(|payload| self.panicked("route", payload))?;
         if ids.len() > 1 {
             ids.sort_unstable();
             ids.dedup();
@@ -163,23 +248,17 @@ impl Router {
                     queues.push(q.clone());
                 }
                 Some(Some(Destination::Exchange(x))) => {
-                    if hops.iter().any(|h| **h == *x.name()) {
-                        continue;
-                    }
-                    hops.push(x.name_arc().clone());
-                    match &x.inner.router {
-                        Some(r) => scratch.pending.push(r.clone()),
-                        None => actors.push(x.clone()),
-                    }
+                    follow(x, hops, actors, &mut scratch.pending);
                 }
                 _ => {}
             }
         }
+        Ok(())
     }
 
     /// Resolves `message` from this router (already locked by the caller) and then
     /// through every bound exchange, each locked on its own and released before the
-    /// next.
+    /// next. Stops at the first error (see [`Router::resolve`]).
     pub fn resolve_all(
         &self,
         message: &Message,
@@ -187,12 +266,50 @@ impl Router {
         queues: &mut Vec<QueueHandle>,
         actors: &mut Vec<ExchangeHandle>,
         scratch: &mut RouteScratch,
-    ) {
+    ) -> Result<(), BrokerError> {
         scratch.pending.clear();
-        self.resolve(message, hops, queues, actors, scratch);
-        while let Some(next) = scratch.pending.pop() {
-            let r = next.read().expect("router lock poisoned");
-            r.resolve(message, hops, queues, actors, scratch);
+        self.resolve(message, hops, queues, actors, scratch)?;
+        resolve_pending(message, hops, queues, actors, scratch)
+    }
+}
+
+/// Follows a binding to the exchange `x`, unless the message already passed through it
+/// (`hops`): a built-in exchange's router joins `pending`, to be resolved by
+/// [`resolve_pending`]; a custom exchange actor joins `actors`, to be forwarded the
+/// message.
+pub(super) fn follow(
+    x: &ExchangeHandle,
+    hops: &mut Vec<Arc<str>>,
+    actors: &mut Vec<ExchangeHandle>,
+    pending: &mut Vec<Arc<RwLock<Router>>>,
+) {
+    if hops.iter().any(|h| **h == *x.name()) {
+        return;
+    }
+    hops.push(x.name_arc().clone());
+    match &x.inner.router {
+        Some(r) => pending.push(r.clone()),
+        None => actors.push(x.clone()),
+    }
+}
+
+/// Resolves `message` through the routers waiting in `scratch.pending` (and those they
+/// lead to), each locked on its own and released before the next.
+pub(super) fn resolve_pending(
+    message: &Message,
+    hops: &mut Vec<Arc<str>>,
+    queues: &mut Vec<QueueHandle>,
+    actors: &mut Vec<ExchangeHandle>,
+    scratch: &mut RouteScratch,
+) -> Result<(), BrokerError> {
+    while let Some(next) = scratch.pending.pop() {
+        // Every call into a type is caught, so the lock is never poisoned by one; the
+        // router's own code does not panic while holding it.
+        let r = next.read().expect("router lock poisoned");
+        if let Err(e) = r.resolve(message, hops, queues, actors, scratch) {
+            scratch.pending.clear();
+            return Err(e);
         }
     }
+    Ok(())
 }

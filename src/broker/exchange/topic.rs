@@ -8,6 +8,18 @@ use super::kind::{Binding, DestinationId, ExchangeType};
 use crate::message::Message;
 use std::collections::{HashMap, HashSet};
 
+/// Splits a routing key or binding pattern into its dot-separated words, RabbitMQ's way:
+/// the empty string has zero words (so only `#`-only patterns, and the empty pattern,
+/// match the empty key), while any other string has one more word than it has dots, some
+/// of them possibly empty (`"a."` is `["a", ""]`).
+fn words(s: &str) -> Vec<&str> {
+    if s.is_empty() {
+        Vec::new()
+    } else {
+        s.split('.').collect()
+    }
+}
+
 /// One trie node: the pattern prefix spelled by the path from the root.
 #[derive(Default, Debug)]
 struct Node {
@@ -114,7 +126,7 @@ impl Walk<'_, '_> {
 /// The binding patterns of a topic exchange, as a trie of dot-separated words.
 ///
 /// `*` matches exactly one word and `#` zero or more; words may be empty (`"a..b"` has
-/// three words, `""` has one). The same pattern and destination may be inserted several
+/// three words) but `""` has none (see [`words`]), as in RabbitMQ. The same pattern and destination may be inserted several
 /// times (bindings differing only by arguments) and stays until removed as many times.
 #[derive(Default, Debug)]
 pub struct TopicTrie {
@@ -131,7 +143,7 @@ impl TopicTrie {
     /// Adds one binding of `dest` with `pattern`.
     pub fn insert(&mut self, pattern: &str, dest: DestinationId) {
         let mut node = &mut self.root;
-        for word in pattern.split('.') {
+        for word in words(pattern) {
             node = match word {
                 "*" => node.star.get_or_insert_with(Default::default),
                 "#" => node.hash.get_or_insert_with(Default::default),
@@ -148,8 +160,7 @@ impl TopicTrie {
     /// Removes one binding of `dest` with `pattern`, pruning nodes left empty. Returns
     /// false (and changes nothing) when there is no such binding.
     pub fn remove(&mut self, pattern: &str, dest: DestinationId) -> bool {
-        let words: Vec<&str> = pattern.split('.').collect();
-        let removed = self.root.remove(&words, dest);
+        let removed = self.root.remove(&words(pattern), dest);
         if removed {
             self.len -= 1;
         }
@@ -160,7 +171,7 @@ impl TopicTrie {
     /// may be pushed more than once (once per matching pattern); callers dedup.
     pub fn matches(&self, key: &str, out: &mut Vec<DestinationId>) {
         let mut walk = Walk {
-            words: key.split('.').collect(),
+            words: words(key),
             seen: HashSet::new(),
             out,
         };
@@ -281,7 +292,8 @@ mod tests {
             ("#.a.#", "x.a.y", true),
             ("#.a.#", "x.y", false),
             // `*` with `#`.
-            ("*.#", "", true),
+            ("*.#", "", false),
+            ("#.*", "", false),
             ("*.#", "a.b", true),
             ("#.*", "a", true),
             ("#.*.*", "a", false),
@@ -294,8 +306,14 @@ mod tests {
             ("a.*.b", "a..b", true),
             ("a.b", "a..b", false),
             ("a.#.b", "a..b", true),
+            // The empty key has zero words (RabbitMQ): only `#`, `#.#`... and `""` match it.
             ("", "", true),
-            ("*", "", true),
+            ("*", "", false),
+            ("*.*", "", false),
+            ("#.#.*", "", false),
+            ("a", "", false),
+            ("", ".", false),
+            ("#", ".", true),
             ("", "a", false),
             ("*", "a", true),
             ("*", "a.b", false),
@@ -311,10 +329,7 @@ mod tests {
             trie.insert(pattern, 7);
             let got = !matched(&trie, key).is_empty();
             assert_eq!(got, expected, "pattern {pattern:?} key {key:?}");
-            let reference = reference_match(
-                &pattern.split('.').collect::<Vec<_>>(),
-                &key.split('.').collect::<Vec<_>>(),
-            );
+            let reference = reference_match(&words(pattern), &words(key));
             assert_eq!(
                 reference, expected,
                 "reference: pattern {pattern:?} key {key:?}"
@@ -352,11 +367,11 @@ mod tests {
         }
         assert_eq!(trie.len(), patterns.len());
         for key in &keys {
-            let key_words: Vec<&str> = key.split('.').collect();
+            let key_words = words(key);
             let expected: Vec<DestinationId> = patterns
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| reference_match(&p.split('.').collect::<Vec<_>>(), &key_words))
+                .filter(|(_, p)| reference_match(&words(p), &key_words))
                 .map(|(i, _)| i as DestinationId)
                 .collect();
             assert_eq!(matched(&trie, key), expected, "key {key:?}");

@@ -62,10 +62,16 @@ struct Waiting {
     /// Its accounted size (for length limits, and memory while in RAM); 32 bits keep
     /// an entry at 32 bytes, and no frame is that large.
     bytes: u32,
-    /// Delivered before (a recovered message).
-    redelivered: bool,
+    /// Deliveries before (a recovered message), saturated: 16 bits keep the entry at 32
+    /// bytes.
+    deliveries: u16,
     /// Recovered after a restart without its body: `expires` is not known yet.
     recovered: bool,
+}
+
+/// A delivery count as a backlog entry keeps it.
+fn saturate(deliveries: u32) -> u16 {
+    u16::try_from(deliveries).unwrap_or(u16::MAX)
 }
 
 /// A message leaving the backlog for the head.
@@ -75,8 +81,8 @@ pub struct Promoted {
     pub message: Arc<Message>,
     /// Its TTL deadline.
     pub expires: Millis,
-    /// Delivered before.
-    pub redelivered: bool,
+    /// Deliveries before (0 = never delivered).
+    pub deliveries: u32,
     /// Recovered after a restart without its body: its TTL (and delay, unless it was
     /// delivered before) start now, and `expires` means nothing.
     pub recovered: bool,
@@ -162,7 +168,7 @@ impl Backlog {
         &mut self,
         message: Arc<Message>,
         expires: Millis,
-        redelivered: bool,
+        deliveries: u32,
         packable: bool,
     ) {
         let bytes = message.accounted_size();
@@ -181,20 +187,20 @@ impl Backlog {
             body: body.unwrap_or(Body::Ram(message)),
             bytes: bytes as u32,
             expires,
-            redelivered,
+            deliveries: saturate(deliveries),
             recovered: false,
         });
     }
 
     /// Adds a message recovered without its body, stored under `id`, behind every
     /// other.
-    pub fn push_stored(&mut self, id: u64, size: u32, redelivered: bool) {
+    pub fn push_stored(&mut self, id: u64, size: u32, deliveries: u32) {
         self.bytes += size as usize;
         self.entries.push_back(Waiting {
             body: Body::Stored(id),
             bytes: size,
             expires: super::timers::NEVER,
-            redelivered,
+            deliveries: saturate(deliveries),
             recovered: true,
         });
     }
@@ -234,7 +240,7 @@ impl Backlog {
         Some(Promoted {
             message,
             expires: w.expires,
-            redelivered: w.redelivered,
+            deliveries: u32::from(w.deliveries),
             recovered: w.recovered,
         })
     }
@@ -340,7 +346,7 @@ mod tests {
     fn paged(n: u64) -> Backlog {
         let mut b = Backlog::new(4, true);
         for i in 1..=n {
-            b.push(msg(i), NEVER, false, false);
+            b.push(msg(i), NEVER, 0, false);
         }
         b.page_out(|m| body(m)[1..].parse().ok());
         b
@@ -356,7 +362,7 @@ mod tests {
         let mut b = Backlog::new(4, true);
         assert!(!b.takes(3));
         assert!(b.takes(4));
-        b.push(msg(1), NEVER, false, false);
+        b.push(msg(1), NEVER, 0, false);
         assert!(
             b.takes(0),
             "older messages wait: a new one goes behind them"
@@ -367,7 +373,7 @@ mod tests {
             !recovered_only.takes(4),
             "a priority queue starts no backlog"
         );
-        recovered_only.push_stored(1, 10, false);
+        recovered_only.push_stored(1, 10, 0);
         assert!(
             recovered_only.takes(0),
             "but new messages queue behind recovered ones"
@@ -377,8 +383,8 @@ mod tests {
     #[test]
     fn paged_out_messages_keep_no_body_in_memory_but_count_for_limits() {
         let mut b = Backlog::new(4, true);
-        b.push(msg(1), NEVER, false, false);
-        b.push(msg(2), NEVER, false, false);
+        b.push(msg(1), NEVER, 0, false);
+        b.push(msg(2), NEVER, 0, false);
         let size = b.bytes();
         assert_eq!(b.ram_bytes(), size);
         // Only message 2 is stored (1 is transient).
@@ -415,10 +421,10 @@ mod tests {
         let shared = msg(2);
         let _other_queue = shared.clone();
         let big = Arc::new(Message::new("", "q", vec![1u8; PACK_MAX_BODY + 1]));
-        b.push(msg(1), NEVER, false, true);
-        b.push(shared.clone(), 5, true, true);
-        b.push(big.clone(), NEVER, false, true);
-        b.push(msg(4), NEVER, false, false);
+        b.push(msg(1), NEVER, 0, true);
+        b.push(shared.clone(), 5, 1, true);
+        b.push(big.clone(), NEVER, 0, true);
+        b.push(msg(4), NEVER, 0, false);
         assert!(matches!(b.entries[0].body, Body::Packed(_)));
         assert!(
             matches!(b.entries[1].body, Body::Packed(_)),
@@ -432,8 +438,8 @@ mod tests {
         assert_eq!(*one.message, *msg(1));
         let two = b.promote(0).unwrap();
         assert_eq!(
-            (*two.message == *shared, two.expires, two.redelivered),
-            (true, 5, true)
+            (*two.message == *shared, two.expires, two.deliveries),
+            (true, 5, 1)
         );
         assert!(Arc::ptr_eq(&b.promote(1).unwrap().message, &big));
         assert!(b.promote(2).is_none(), "head full");

@@ -15,7 +15,11 @@
 //!   delivery limit: see [`QueueState::track_gone`]); deliveries that count as acked on
 //!   sending (auto-ack consumers and gets) are reported by [`Durable::on_delivered`];
 //! - the highest stored id handed out so far: `Delivered`, so that after a restart what
-//!   may have been delivered comes back marked redelivered;
+//!   may have been delivered comes back marked redelivered, delivered once;
+//! - the delivery count of every redelivery (a requeued message delivered again):
+//!   `DeliveryCounts`, so that `delivery_count` (and with it `x-delivery-limit`) goes on
+//!   across a restart instead of starting again, as in RabbitMQ's quorum queues. First
+//!   deliveries, the usual case, need no record: the watermark counts them;
 //! - a purge: `Purge`; the queue deleted: `DeleteQueue`.
 //!
 //! Everything a handler noted is appended in one batch by [`Durable::commit`], which the
@@ -85,6 +89,8 @@ pub struct Durable {
     acks: Vec<u64>,
     /// Highest store id delivered so far.
     delivered: u64,
+    /// (store id, deliveries so far) of the redeliveries since the last commit.
+    counts: Vec<(u64, u32)>,
     /// The highest id appended as `Delivered`.
     delivered_stored: u64,
     /// Completions of `Publish` batches not yet taken by the `Enqueue` answer.
@@ -208,11 +214,14 @@ impl Durable {
         for m in recovered.messages {
             self.remember(&m.message, m.id);
             self.next_id = self.next_id.max(m.id.saturating_add(1));
-            state.push_recovered(m.message, m.redelivered, now);
+            // A store that predates delivery counts (an embedder's) sets only the flag.
+            let deliveries = m.deliveries.max(u32::from(m.redelivered));
+            state.push_recovered(m.message, deliveries, now);
         }
         for p in &recovered.paged {
             self.next_id = self.next_id.max(p.id.saturating_add(1));
-            state.push_recovered_stored(p.id, p.size, p.redelivered);
+            let deliveries = p.deliveries.max(u32::from(p.redelivered));
+            state.push_recovered_stored(p.id, p.size, deliveries);
         }
         self.next_id = self.next_id.max(recovered.next_id);
         self.page_out(state);
@@ -308,8 +317,10 @@ impl Durable {
         pushed
     }
 
-    /// Notes deliveries handed out (to a consumer, or by a get): the watermark, and an
-    /// ack for each when they count as acked on sending (`auto_ack`).
+    /// Notes deliveries handed out (to a consumer, or by a get): the watermark, the
+    /// delivery count of each redelivery (a first delivery is covered by the
+    /// watermark, so the usual path notes nothing more), and an ack for each when they
+    /// count as acked on sending (`auto_ack`).
     pub fn on_delivered(&mut self, deliveries: &[Delivery], auto_ack: bool) {
         if self.target.is_none() {
             return;
@@ -324,6 +335,8 @@ impl Durable {
                 self.delivered = self.delivered.max(id);
                 if auto_ack {
                     self.acks.push(id);
+                } else if d.delivery_count > 1 {
+                    self.counts.push((id, d.delivery_count));
                 }
             }
         }
@@ -423,15 +436,23 @@ impl Durable {
         self.publishes.clear();
         self.positions.clear();
         self.acks.clear();
+        self.counts.clear();
         self.ids.clear();
         self.more_ids.clear();
     }
 
-    /// Adds the buffered `Ack` and `Delivered` records to `batch`.
+    /// Adds the buffered `DeliveryCounts`, `Ack` and `Delivered` records to `batch`
+    /// (counts before acks: a count after the ack of its message would linger).
     fn settled_records(&mut self, batch: &mut Vec<Record>) {
         let Some(t) = &self.target else {
             return;
         };
+        if !self.counts.is_empty() {
+            batch.push(Record::DeliveryCounts {
+                queue: t.queue.clone(),
+                counts: std::mem::take(&mut self.counts),
+            });
+        }
         if !self.acks.is_empty() {
             batch.push(Record::Ack {
                 queue: t.queue.clone(),

@@ -238,32 +238,33 @@ impl<C> QueueState<C> {
     /// Appends a message at the tail; its TTL counts from `since`.
     fn push_ready(&mut self, message: Arc<Message>, since: Millis) {
         let expires = self.ttl_deadline(&message, since);
-        self.push_tail(message, expires, false);
+        self.push_tail(message, expires, 0);
     }
 
-    /// Appends a message at the tail: to the head, or behind it when the backlog
-    /// takes it.
-    fn push_tail(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
+    /// Appends a message delivered `deliveries` times before (0 but for a recovered
+    /// one) at the tail: to the head, or behind it when the backlog takes it.
+    fn push_tail(&mut self, message: Arc<Message>, expires: Millis, deliveries: u32) {
         if self.backlog.takes(self.ready.len()) {
             // A persistent message of a durable queue is paged out to the store
             // instead of being packed.
             let packable = self.gone.is_none() || !message.properties.is_persistent();
-            self.backlog.push(message, expires, redelivered, packable);
+            self.backlog.push(message, expires, deliveries, packable);
         } else {
-            self.push_head(message, expires, redelivered);
+            self.push_head(message, expires, deliveries);
         }
     }
 
-    /// Appends a message to the head, where consumers get it.
-    fn push_head(&mut self, message: Arc<Message>, expires: Millis, redelivered: bool) {
+    /// Appends a message delivered `deliveries` times before to the head, where
+    /// consumers get it.
+    fn push_head(&mut self, message: Arc<Message>, expires: Millis, deliveries: u32) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let level = self.ready.level_of(&message);
         self.ready.push_back(Ready {
             seq,
             message,
-            redelivered,
-            delivery_count: 0,
+            redelivered: deliveries > 0,
+            delivery_count: deliveries,
             expires,
         });
         if expires != NEVER {

@@ -651,9 +651,9 @@ fn a_priority_queue_keeps_no_backlog() {
 fn messages_recovered_without_bodies_start_their_ttl_and_delay_at_the_head() {
     let mut q = QueueState::<()>::new(config(|c| c.message_ttl = Some(10)));
     q.enable_backlog(2);
-    q.push_recovered_stored(1, 100, false);
-    q.push_recovered_stored(2, 100, true);
-    q.push_recovered_stored(3, 100, false);
+    q.push_recovered_stored(1, 100, 0);
+    q.push_recovered_stored(2, 100, 1);
+    q.push_recovered_stored(3, 100, 0);
     assert_eq!((q.ready_len(), q.bytes()), (3, 0), "no body in memory");
     let read = q.refill(0).expect("the head needs them");
     assert_eq!(read.ids, [1, 2]);

@@ -268,3 +268,51 @@ fn publish_body_is_a_slice_of_the_frame() {
     let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
     assert!(range.contains(&(b.as_ptr() as usize)));
 }
+
+/// A `declare_queue` request whose argument `"a"` is `arrays` arrays nested in one
+/// another around the integer 1. Levels (section 4.2 of the spec): the outer map is 1,
+/// `"request"` and its array 2, the id and the op map 3, `"declare_queue"` and its array
+/// 4, the arguments map 5, the outermost array 6, so the integer sits at `arrays + 6`.
+fn nested_declare(arrays: usize) -> (ClientFrame<'static>, Bytes) {
+    let mut value = FieldValue::Int(1);
+    for _ in 0..arrays {
+        value = FieldValue::Array(vec![value]);
+    }
+    let frame = ClientFrame::Request(Request {
+        id: 1,
+        op: Op::DeclareQueue {
+            name: "q".into(),
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            passive: false,
+            arguments: FieldTable::from([("a".to_string(), value)]),
+        },
+    });
+    let mut out = BytesMut::new();
+    encode_client(&frame, &mut out).unwrap();
+    let body = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+    (frame, body)
+}
+
+#[test]
+fn nesting_is_accepted_down_to_level_64_and_refused_at_65() {
+    let (frame, body) = nested_declare(MAX_DEPTH - 6);
+    assert_eq!(
+        decode_client(&body).unwrap(),
+        frame,
+        "deepest value at level 64"
+    );
+    let (_, body) = nested_declare(MAX_DEPTH - 5);
+    let err = decode_client(&body).unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadFrame);
+    assert_eq!(err.message, "MessagePack nested deeper than 64 levels");
+    // An empty container is a value like any other: `[]` in place of the integer is
+    // accepted at level 64 and refused at level 65.
+    for (arrays, ok) in [(MAX_DEPTH - 6, true), (MAX_DEPTH - 5, false)] {
+        let mut body = nested_declare(arrays).1.to_vec();
+        assert_eq!(body.pop(), Some(0x01), "the integer is the last byte");
+        body.push(0x90);
+        assert_eq!(decode_client(&body).is_ok(), ok, "{arrays} arrays");
+    }
+}

@@ -17,6 +17,8 @@ const KIND_DELIVERED: u8 = 3;
 const KIND_PURGE: u8 = 4;
 const KIND_DELETE: u8 = 5;
 const KIND_MARK: u8 = 6;
+/// Added after the first version: older logs simply have none.
+const KIND_DELIVERY_COUNTS: u8 = 7;
 
 /// One decoded payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +71,11 @@ pub fn encode_record(buf: &mut Vec<u8>, record: &Record) -> Result<(), StorageEr
         Record::Delivered { queue, up_to } => {
             put_meta(buf, KIND_DELIVERED, &(&*queue.vhost, &*queue.name, up_to))
         }
+        Record::DeliveryCounts { queue, counts } => put_meta(
+            buf,
+            KIND_DELIVERY_COUNTS,
+            &(&*queue.vhost, &*queue.name, counts),
+        ),
         Record::Purge {
             queue,
             below,
@@ -151,6 +158,13 @@ pub fn decode(payload: &[u8]) -> Result<Entry, String> {
                 up_to,
             }
         }
+        KIND_DELIVERY_COUNTS => {
+            let (vhost, name, counts): (&str, &str, Vec<(u64, u32)>) = meta(m, "delivery counts")?;
+            Record::DeliveryCounts {
+                queue: q(vhost, name),
+                counts,
+            }
+        }
         KIND_PURGE => {
             let (vhost, name, below, except): (&str, &str, u64, Vec<u64>) = meta(m, "purge")?;
             Record::Purge {
@@ -220,6 +234,10 @@ mod tests {
         round_trip(Record::Delivered {
             queue: queue(),
             up_to: 7,
+        });
+        round_trip(Record::DeliveryCounts {
+            queue: queue(),
+            counts: vec![(3, 2), (9, 70_000)],
         });
         round_trip(Record::Purge {
             queue: queue(),

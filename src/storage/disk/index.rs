@@ -156,6 +156,16 @@ impl Index {
         self.replay.marks()
     }
 
+    /// Every queue's delivery counts of live messages, for the start of a new segment.
+    pub fn counts(&self) -> Vec<(QueueId, Vec<(u64, u32)>)> {
+        self.replay.counts()
+    }
+
+    /// How many times message `id` of `queue` may have been delivered.
+    pub fn deliveries(&self, queue: &QueueId, id: u64) -> u32 {
+        self.replay.deliveries(queue, id)
+    }
+
     /// Every queue's live messages with their locations, watermark and next id.
     pub fn queues(&self) -> impl Iterator<Item = (&QueueId, Vec<(u64, Loc)>, u64, u64)> + '_ {
         self.replay.queues()

@@ -75,6 +75,7 @@ pub fn recover(dir: &Path, index: &Index, head: usize) -> Result<Recovered, Stor
             .map(|(id, message)| RecoveredMessage {
                 id,
                 redelivered: id <= delivered,
+                deliveries: index.deliveries(queue, id),
                 message,
             })
             .collect();
@@ -83,6 +84,7 @@ pub fn recover(dir: &Path, index: &Index, head: usize) -> Result<Recovered, Stor
             .map(|(id, loc)| PagedMessage {
                 id: *id,
                 redelivered: *id <= delivered,
+                deliveries: index.deliveries(queue, *id),
                 size: loc.size,
             })
             .collect();

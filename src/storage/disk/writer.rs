@@ -271,7 +271,10 @@ impl Writer {
         frame::encode_with(&mut self.buf, |b| codec::encode_record(b, record))?;
         let (seg, off) = self.place(start)?;
         let loc = Loc::of(record, seg, off);
-        if !matches!(record, Record::Delivered { .. }) {
+        if !matches!(
+            record,
+            Record::Delivered { .. } | Record::DeliveryCounts { .. }
+        ) {
             self.reclaim_due = true;
         }
         self.index.apply_record(record, loc);
@@ -359,12 +362,23 @@ impl Writer {
         self.put_marks()
     }
 
-    /// Encodes a mark of every queue into the buffer (start of a new segment).
+    /// Encodes a mark of every queue, and the delivery counts of its live messages,
+    /// into the buffer (start of a new segment).
     fn put_marks(&mut self) -> Result<(), StorageError> {
         for (queue, next_id, delivered) in self.index.marks() {
             frame::encode_with(&mut self.buf, |b| {
                 codec::encode_mark(b, &queue, next_id, delivered)
             })?;
+        }
+        for (queue, counts) in self.index.counts() {
+            // Bounded records: a queue with many redelivered messages gets several.
+            for chunk in counts.chunks(4096) {
+                let record = Record::DeliveryCounts {
+                    queue: queue.clone(),
+                    counts: chunk.to_vec(),
+                };
+                frame::encode_with(&mut self.buf, |b| codec::encode_record(b, &record))?;
+            }
         }
         Ok(())
     }

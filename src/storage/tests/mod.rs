@@ -24,7 +24,8 @@ macro_rules! contract_suite {
                 message_content_round_trips_exactly,
                 ids_are_never_reused_after_everything_is_acked,
                 many_appends_all_complete_and_keep_their_order,
-                reads_answer_live_messages_by_id_even_after_compaction_and_restart
+                reads_answer_live_messages_by_id_even_after_compaction_and_restart,
+                delivery_counts_survive_restarts_rolls_and_reclamation
             );
         }
     };

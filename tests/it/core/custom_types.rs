@@ -2,10 +2,8 @@
 //! (through the `ExchangeType` trait), and a whole actor standing in as an exchange.
 
 use super::*;
-use actix::{Actor, ActorContext, Context, Handler};
-use actormq::broker::exchange::{Destination, ExchangeHandle};
-use actormq::broker::messages::{AddBinding, BindTarget, Publish, RemoveBinding, StopExchange};
-use actormq::broker::queue::QueueHandle;
+use actormq::broker::exchange::{Binding, DestinationId, ExchangeType};
+use actormq::{FieldTable, FieldValue};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -15,7 +13,7 @@ use std::sync::Arc;
 #[path = "../../../examples/custom_exchange.rs"]
 mod consistent_hash;
 
-use consistent_hash::{ConsistentHash, TYPE_NAME};
+use consistent_hash::{ConsistentHash, CountingExchange, COUNTING_TYPE, TYPE_NAME};
 
 fn hash_broker() -> TestBroker {
     TestBroker::from_builder(
@@ -154,100 +152,23 @@ async fn consistent_hash_unbinding_a_queue_moves_only_its_keys() {
     assert_eq!(moved_to.len(), 2, "{moved_to:?}");
 }
 
-/// A whole actor standing in as an exchange: it counts what passes through it and sends
-/// every message, whatever its key, to each queue bound to it.
-struct CountingExchange {
-    /// Messages seen, shared with the test.
-    seen: Arc<AtomicU64>,
-    /// The bound queues, by name.
-    queues: Vec<QueueHandle>,
-}
-
-impl Actor for CountingExchange {
-    type Context = Context<Self>;
-}
-
-impl Handler<Publish> for CountingExchange {
-    type Result = ();
-
-    fn handle(&mut self, msg: Publish, _ctx: &mut Self::Context) {
-        let n = msg.messages.len();
-        self.seen.fetch_add(n as u64, SeqCst);
-        // Sent now, in handle(), so that batches reach each queue in publish order.
-        let enqueues: Vec<_> = self
-            .queues
-            .iter()
-            .map(|q| q.enqueue(msg.messages.clone()))
-            .collect();
-        let reply = msg.reply;
-        actix_rt::spawn(async move {
-            let mut reached = 0;
-            for e in enqueues {
-                if let Ok(Ok(_)) = e.await {
-                    reached += 1;
-                }
-            }
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(vec![reached.into(); n]));
-            }
-        });
-    }
-}
-
-impl Handler<AddBinding> for CountingExchange {
-    type Result = Result<(), BrokerError>;
-
-    fn handle(&mut self, msg: AddBinding, _ctx: &mut Self::Context) -> Self::Result {
-        match msg.destination {
-            Destination::Queue(q) => {
-                if !self.queues.iter().any(|x| x.same(&q)) {
-                    self.queues.push(q);
-                }
-                Ok(())
-            }
-            Destination::Exchange(_) => Err(BrokerError::precondition(
-                "a counting exchange binds queues only",
-            )),
-        }
-    }
-}
-
-impl Handler<RemoveBinding> for CountingExchange {
-    type Result = bool;
-
-    fn handle(&mut self, msg: RemoveBinding, _ctx: &mut Self::Context) -> bool {
-        let before = self.queues.len();
-        self.queues
-            .retain(|q| !matches!(&msg.target, BindTarget::Queue(n) if n == q.name()));
-        self.queues.len() != before
-    }
-}
-
-impl Handler<StopExchange> for CountingExchange {
-    type Result = ();
-
-    fn handle(&mut self, _msg: StopExchange, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
+/// A broker with the example's counting exchange actor registered, counting into `seen`.
+fn counting_broker(seen: Arc<AtomicU64>) -> TestBroker {
+    TestBroker::from_builder(
+        Broker::builder()
+            .workers(2)
+            .exchange_actor(COUNTING_TYPE, move |spec, arbiter| {
+                Ok(CountingExchange::start(spec, arbiter, seen.clone()))
+            }),
+    )
 }
 
 #[tokio::test]
 async fn a_custom_exchange_actor_routes_what_is_published_to_it() {
     let seen = Arc::new(AtomicU64::new(0));
-    let counter = seen.clone();
-    let broker = TestBroker::from_builder(Broker::builder().workers(2).exchange_actor(
-        "x-counting",
-        move |spec, arbiter| {
-            let seen = counter.clone();
-            let addr = CountingExchange::start_in_arbiter(arbiter, move |_| CountingExchange {
-                seen,
-                queues: Vec::new(),
-            });
-            Ok(ExchangeHandle::from_actor(spec, addr))
-        },
-    ));
+    let broker = counting_broker(seen.clone());
     let s = broker.session();
-    s.declare_exchange("counter", "x-counting", &ExchangeOptions::new())
+    s.declare_exchange("counter", COUNTING_TYPE, &ExchangeOptions::new())
         .await
         .unwrap();
     declare_queues(&s, &["counted"]).await;
@@ -274,14 +195,172 @@ async fn a_custom_exchange_actor_routes_what_is_published_to_it() {
         drain(&s, "counted").await,
         ["direct-0", "direct-1", "direct-2", "via-front"]
     );
-    // A binding it refuses is refused to the client, with its reason.
+    // It follows exchange bindings through the same helper, loop guard included: a
+    // binding back to it from the exchange it reaches is skipped.
     s.declare_exchange("elsewhere", "direct", &ExchangeOptions::new())
         .await
         .unwrap();
+    declare_queues(&s, &["behind"]).await;
+    s.bind_queue("behind", "elsewhere", "k", FieldTable::new())
+        .await
+        .unwrap();
+    for (from, to, key) in [("counter", "elsewhere", ""), ("elsewhere", "counter", "k")] {
+        s.bind_exchange(to, from, key, FieldTable::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(publish(&s, "counter", "k", "around").await, 2);
+    assert_eq!(seen.load(SeqCst), 6, "seen once despite the loop");
+    assert_eq!(drain(&s, "counted").await, ["around"]);
+    assert_eq!(drain(&s, "behind").await, ["around"]);
+}
+
+/// The outcome of one publish: the number of queues reached, or the nack's error.
+async fn outcome(s: &Session, exchange: &str, key: &str, body: &str) -> Result<u32, BrokerError> {
+    let confirm = s
+        .publish(Message::new(exchange, key, body.to_string()))
+        .await?;
+    Ok(within("a confirm or nack", confirm).await?.queues)
+}
+
+#[tokio::test]
+async fn a_queue_refusal_through_a_custom_exchange_actor_is_a_nack() {
+    let broker = counting_broker(Arc::new(AtomicU64::new(0)));
+    let s = broker.session();
+    s.declare_exchange("counter", COUNTING_TYPE, &ExchangeOptions::new())
+        .await
+        .unwrap();
+    let small = QueueOptions::new()
+        .arg("x-max-length", FieldValue::Int(1))
+        .arg("x-overflow", "reject-publish");
+    s.declare_queue("small", &small).await.unwrap();
+    declare_queues(&s, &["roomy"]).await;
+    for q in ["small", "roomy"] {
+        s.bind_queue(q, "counter", "", FieldTable::new())
+            .await
+            .unwrap();
+    }
+    assert_eq!(outcome(&s, "counter", "", "first").await.unwrap(), 2);
+    // "small" is full: the publish is nacked, not confirmed, though "roomy" took it.
     let e = expect_code(
-        s.bind_exchange("elsewhere", "counter", "", FieldTable::new())
-            .await,
-        ErrorCode::PreconditionFailed,
+        outcome(&s, "counter", "", "second").await,
+        ErrorCode::ResourceError,
     );
-    assert!(e.message().contains("queues only"), "{e}");
+    assert!(e.message().contains("'small'"), "{e}");
+    assert_eq!(drain(&s, "small").await, ["first"]);
+    assert_eq!(drain(&s, "roomy").await, ["first", "second"]);
+}
+
+/// Panics in `route` for the routing key `"boom"` and in `bind` for the binding key
+/// `"boom"`; otherwise routes like a direct exchange.
+struct Fragile;
+
+impl ExchangeType for Fragile {
+    fn bind(&mut self, binding: &Binding) {
+        assert_ne!(binding.routing_key, "boom", "bind exploded");
+    }
+
+    fn route(&self, message: &Message, bindings: &[Binding], out: &mut Vec<DestinationId>) {
+        assert_ne!(message.routing_key, "boom", "route exploded");
+        out.extend(
+            bindings
+                .iter()
+                .filter(|b| b.routing_key == message.routing_key)
+                .map(|b| b.destination),
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_exchange_type_fails_its_own_exchange_only() {
+    let broker = TestBroker::from_builder(
+        Broker::builder()
+            .workers(2)
+            .exchange_type("x-fragile", || Box::new(Fragile)),
+    );
+    let s = broker.session();
+    s.declare_exchange("fragile", "x-fragile", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.declare_exchange("sturdy", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.declare_exchange("front", "fanout", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    declare_queues(&s, &["fq", "sq"]).await;
+    s.bind_queue("fq", "fragile", "k", FieldTable::new())
+        .await
+        .unwrap();
+    s.bind_queue("sq", "sturdy", "k", FieldTable::new())
+        .await
+        .unwrap();
+    for x in ["fragile", "sturdy"] {
+        s.bind_exchange(x, "front", "", FieldTable::new())
+            .await
+            .unwrap();
+    }
+
+    // A panic in route fails that message, named, directly or through another exchange;
+    // the message goes nowhere (not even to "sq" through "front").
+    for x in ["fragile", "front"] {
+        let e = expect_code(outcome(&s, x, "boom", "b").await, ErrorCode::InternalError);
+        for part in [
+            "'fragile'",
+            "'x-fragile'",
+            "route panicked",
+            "route exploded",
+        ] {
+            assert!(e.message().contains(part), "{part} not in: {e}");
+        }
+    }
+    // The exchange and the others carry on.
+    assert_eq!(outcome(&s, "fragile", "k", "1").await.unwrap(), 1);
+    assert_eq!(outcome(&s, "sturdy", "k", "2").await.unwrap(), 1);
+    assert_eq!(outcome(&s, "front", "k", "3").await.unwrap(), 2);
+    assert_eq!(drain(&s, "fq").await, ["1", "3"]);
+    assert_eq!(drain(&s, "sq").await, ["2", "3"]);
+
+    // A panic in bind: the type's state cannot be trusted, the exchange is out of
+    // order (binds and publishes refused, naming it) until it is declared anew.
+    let e = expect_code(
+        s.bind_queue("fq", "fragile", "boom", FieldTable::new())
+            .await,
+        ErrorCode::InternalError,
+    );
+    assert!(e.message().contains("bind panicked"), "{e}");
+    for x in ["fragile", "front"] {
+        let e = expect_code(outcome(&s, x, "k", "x").await, ErrorCode::InternalError);
+        assert!(
+            e.message()
+                .contains("'fragile' of type 'x-fragile' is out of order"),
+            "{e}"
+        );
+    }
+    expect_code(
+        s.bind_queue("fq", "fragile", "k2", FieldTable::new()).await,
+        ErrorCode::InternalError,
+    );
+    // Every other exchange still routes.
+    assert_eq!(outcome(&s, "sturdy", "k", "4").await.unwrap(), 1);
+    s.declare_exchange("other", "direct", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.bind_queue("sq", "other", "k", FieldTable::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome(&s, "other", "k", "5").await.unwrap(), 1);
+    assert_eq!(drain(&s, "sq").await, ["4", "5"]);
+    assert!(drain(&s, "fq").await.is_empty());
+
+    // Deleted and declared again, it has a fresh instance of its type.
+    s.delete_exchange("fragile", false).await.unwrap();
+    s.declare_exchange("fragile", "x-fragile", &ExchangeOptions::new())
+        .await
+        .unwrap();
+    s.bind_queue("fq", "fragile", "k", FieldTable::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome(&s, "fragile", "k", "6").await.unwrap(), 1);
+    assert_eq!(drain(&s, "fq").await, ["6"]);
 }

@@ -215,3 +215,27 @@ async fn transient_durables_accepts_durable_declares_in_memory_only() {
     assert_eq!(within("a confirm", confirm).await.unwrap().queues, 1);
     assert_eq!(drain(&s, "jobs").await, ["p"]);
 }
+
+#[tokio::test]
+async fn the_empty_name_is_the_default_exchange_and_never_a_queue() {
+    let broker = TestBroker::start();
+    let s = broker.session();
+    // The default exchange exists: a passive declare succeeds, any other is refused,
+    // even with its own settings, and it is ACCESS_REFUSED, not PRECONDITION_FAILED.
+    s.declare_exchange("", "direct", &ExchangeOptions::new().passive())
+        .await
+        .unwrap();
+    for kind in ["direct", "fanout"] {
+        let e = expect_code(
+            s.declare_exchange("", kind, &ExchangeOptions::new()).await,
+            ErrorCode::AccessRefused,
+        );
+        assert!(e.message().contains("default exchange"), "{e}");
+    }
+    // No queue is named "": a passive declare finds none.
+    let e = expect_code(
+        s.declare_queue("", &QueueOptions::new().passive()).await,
+        ErrorCode::NotFound,
+    );
+    assert!(e.message().contains("''"), "{e}");
+}

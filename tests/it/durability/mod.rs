@@ -9,9 +9,11 @@
 //!   transient messages do not.
 //! - [`alarm`]: the disk free limit blocks publishers like the memory watermark.
 //! - [`paging`]: long durable queues keep their bodies on disk.
+//! - [`counts`]: `delivery_count` and `x-delivery-limit` go on across restarts.
 
 mod alarm;
 mod corrupt;
+mod counts;
 mod crash;
 mod dormant;
 mod metadata;

@@ -21,13 +21,14 @@ impl<C> QueueState<C> {
         self.gone.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    /// Puts back a message recovered after a restart, at the tail, marked
-    /// `redelivered` if it may have been delivered before. Its TTL counts from `now`;
+    /// Puts back a message recovered after a restart, at the tail, with the number of
+    /// times it may have been delivered before (marked redelivered when not 0; its next
+    /// delivery counts one more). Its TTL counts from `now`;
     /// one with a delay that was never delivered waits its delay again (late rather
     /// than early). No length limit or dedup applies: it was accepted already.
-    pub fn push_recovered(&mut self, message: Arc<Message>, redelivered: bool, now: Millis) {
-        if let Some((message, expires)) = self.recovered_ready(message, redelivered, now) {
-            self.push_tail(message, expires, redelivered);
+    pub fn push_recovered(&mut self, message: Arc<Message>, deliveries: u32, now: Millis) {
+        if let Some((message, expires)) = self.recovered_ready(message, deliveries, now) {
+            self.push_tail(message, expires, deliveries);
         }
     }
 
@@ -36,11 +37,11 @@ impl<C> QueueState<C> {
     pub(super) fn recovered_ready(
         &mut self,
         message: Arc<Message>,
-        redelivered: bool,
+        deliveries: u32,
         now: Millis,
     ) -> Option<(Arc<Message>, Millis)> {
         let delay = message_delay(&message).unwrap_or(self.config.delivery_delay);
-        if delay > 0 && !redelivered {
+        if delay > 0 && deliveries == 0 {
             self.delayed.push(now.saturating_add(delay), message);
             return None;
         }

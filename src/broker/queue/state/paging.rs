@@ -21,8 +21,8 @@ impl<C> QueueState<C> {
     /// `id`, about `size` bytes), behind every other: it is read back when it gets
     /// near the head, and its TTL and delay start then (see
     /// [`QueueState::push_recovered`]).
-    pub fn push_recovered_stored(&mut self, id: u64, size: u32, redelivered: bool) {
-        self.backlog.push_stored(id, size, redelivered);
+    pub fn push_recovered_stored(&mut self, id: u64, size: u32, deliveries: u32) {
+        self.backlog.push_stored(id, size, deliveries);
     }
 
     /// Bytes of every ready message, in memory or not (for `x-max-length-bytes`).
@@ -46,9 +46,9 @@ impl<C> QueueState<C> {
     pub fn refill(&mut self, now: Millis) -> Option<ReadRequest> {
         while let Some(p) = self.backlog.promote(self.ready.len()) {
             if !p.recovered {
-                self.push_head(p.message, p.expires, p.redelivered);
-            } else if let Some((m, expires)) = self.recovered_ready(p.message, p.redelivered, now) {
-                self.push_head(m, expires, p.redelivered);
+                self.push_head(p.message, p.expires, p.deliveries);
+            } else if let Some((m, expires)) = self.recovered_ready(p.message, p.deliveries, now) {
+                self.push_head(m, expires, p.deliveries);
             }
         }
         self.backlog.read_request(self.ready.len())
