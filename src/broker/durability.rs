@@ -22,6 +22,7 @@
 use crate::broker::memory::MemoryGauge;
 use crate::broker::queue::durable::Durable;
 use crate::broker::queue::QueueSpec;
+use crate::definitions::{BrokerDefinitions, UserDefinition};
 use crate::error::{BrokerError, ErrorCode};
 use crate::storage::{
     disk_free, Completion, DiskStore, MessageStore, MetadataSnapshot, MetadataStore, QueueId,
@@ -229,11 +230,50 @@ impl Durability {
         }
     }
 
+    /// The broker-wide definitions the snapshot holds, once a broker has written them
+    /// (`seeded`); `None` for a new data directory (or no storage): the settings seed it.
+    pub fn stored_definitions(&self) -> Option<BrokerDefinitions> {
+        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        meta.store.as_ref()?;
+        if !meta.snapshot.seeded {
+            return None;
+        }
+        Some(BrokerDefinitions::new(
+            meta.snapshot.vhosts.keys().cloned(),
+            meta.snapshot
+                .users
+                .iter()
+                .cloned()
+                .map(UserDefinition::from),
+        ))
+    }
+
+    /// Saves the broker-wide definitions: the users, and the set of virtual hosts (an
+    /// empty part for a new one, a deleted one's part removed). From then on the
+    /// snapshot is authoritative (`seeded`). `None` without storage.
+    pub fn save_broker(&self, defs: &BrokerDefinitions) -> Option<Completion> {
+        let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+        meta.store.as_ref()?;
+        let snapshot = &mut meta.snapshot;
+        snapshot.seeded = true;
+        snapshot.users = defs.stored_users();
+        snapshot.vhosts.retain(|v, _| defs.has_vhost(v));
+        for v in defs.vhosts() {
+            snapshot.vhosts.entry(v.clone()).or_default();
+        }
+        let snapshot = meta.snapshot.clone();
+        meta.store.as_ref().map(|s| s.save(snapshot))
+    }
+
     /// Replaces `vhost`'s part of the snapshot with `stored` and saves the snapshot;
-    /// `None` when nothing changed (or there is no storage).
+    /// `None` when nothing changed (or there is no storage, or the virtual host was
+    /// deleted: a registry's last saves while it goes must not bring it back).
     pub fn save_vhost(&self, vhost: &str, stored: StoredVhost) -> Option<Completion> {
         let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
         meta.store.as_ref()?;
+        if meta.snapshot.seeded && !meta.snapshot.vhosts.contains_key(vhost) {
+            return None;
+        }
         let unchanged = match meta.snapshot.vhosts.get(vhost) {
             Some(v) => *v == stored,
             None => stored == StoredVhost::default(),

@@ -39,6 +39,7 @@ pub mod queue;
 pub mod queue_args;
 pub mod registry;
 
+use crate::definitions::{BrokerCommand, BrokerDefinitions, SharedDefinitions, UserDefinition};
 use crate::embed::Session;
 use crate::error::BrokerError;
 use crate::settings::BrokerSettings;
@@ -51,7 +52,7 @@ use memory::MemoryGauge;
 use registry::Registry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Starts brokers.
 ///
@@ -224,13 +225,30 @@ impl BrokerBuilder {
             Some(store) => Arc::new(Durability::with_store(store)),
             None => durability,
         };
-        let mut vhost_names = settings.vhosts.clone();
-        for v in durability.stored_vhosts() {
-            if !vhost_names.contains(&v) {
-                tracing::warn!(vhost = %v, "virtual host not in broker.vhosts but holds durable entities: created");
-                vhost_names.push(v);
+        // Virtual hosts and users are runtime definitions: a data directory that holds
+        // them is authoritative; `broker.vhosts` only seeds a new one.
+        let definitions = match durability.stored_definitions() {
+            Some(stored) => {
+                if settings.vhosts.iter().any(|v| !stored.has_vhost(v)) {
+                    tracing::info!("virtual hosts come from the data directory; broker.vhosts only seeds a new one");
+                }
+                stored
             }
-        }
+            None => {
+                let mut vhost_names = settings.vhosts.clone();
+                for v in durability.stored_vhosts() {
+                    if !vhost_names.contains(&v) {
+                        tracing::warn!(vhost = %v, "virtual host not in broker.vhosts but holds durable entities: created");
+                        vhost_names.push(v);
+                    }
+                }
+                let seeded = BrokerDefinitions::new(vhost_names, []);
+                // Written before any registry saves: from now on the store is authoritative.
+                drop(durability.save_broker(&seeded));
+                seeded
+            }
+        };
+        let vhost_names: Vec<String> = definitions.vhosts().cloned().collect();
         let thread = std::thread::Builder::new()
             .name("actormq-system".into())
             .spawn(move || {
@@ -268,10 +286,11 @@ impl BrokerBuilder {
         Ok(BrokerHandle {
             inner: Arc::new(HandleInner {
                 shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout_secs),
+                definitions: Arc::new(RwLock::new(definitions)),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 system,
                 ctx,
-                vhosts,
+                vhosts: RwLock::new(vhosts),
                 arbiters: Mutex::new(arbiters),
                 thread: Mutex::new(Some(thread)),
                 next_owner: AtomicU64::new(1),
@@ -289,8 +308,10 @@ struct HandleInner {
     system: System,
     /// Arbiters, exchange types, gauge.
     ctx: Arc<BrokerContext>,
-    /// Registry of each virtual host.
-    vhosts: HashMap<String, Addr<Registry>>,
+    /// The broker-wide definitions (virtual hosts, users), changed by commands.
+    definitions: SharedDefinitions,
+    /// Registry of each virtual host (in step with `definitions`).
+    vhosts: RwLock<HashMap<String, Addr<Registry>>>,
     /// The worker arbiters, joined on shutdown.
     arbiters: Mutex<Vec<Arbiter>>,
     /// The system thread, joined on shutdown.
@@ -320,18 +341,169 @@ impl BrokerHandle {
 
     /// The registry actor of `vhost`.
     pub fn registry(&self, vhost: &str) -> Result<Addr<Registry>, BrokerError> {
-        self.inner
-            .vhosts
+        self.registries()
             .get(vhost)
             .cloned()
             .ok_or_else(|| BrokerError::not_found("vhost", vhost, vhost))
     }
 
+    fn registries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Addr<Registry>>> {
+        self.inner.vhosts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The virtual hosts, sorted.
     pub fn vhosts(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.inner.vhosts.keys().cloned().collect();
+        let mut v: Vec<String> = self.registries().keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The broker-wide definitions (virtual hosts, users), shared: logins read them.
+    pub fn definitions(&self) -> SharedDefinitions {
+        self.inner.definitions.clone()
+    }
+
+    /// The users, by name.
+    pub fn users(&self) -> Vec<UserDefinition> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .users()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a virtual host at run time (an existing one is no change); answered once
+    /// it is saved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// broker.add_vhost("staging").await?;
+    /// assert!(broker.vhosts().contains(&"staging".to_string()));
+    /// let session = broker.session_in("staging")?;
+    /// session.declare_queue("jobs", &actormq::QueueOptions::new()).await?;
+    /// broker.delete_vhost("staging").await?;
+    /// assert!(broker.session_in("staging").is_err());
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_vhost(&self, name: &str) -> Result<(), BrokerError> {
+        let name = name.to_string();
+        let ctx = self.inner.ctx.clone();
+        self.change(BrokerCommand::AddVhost(name.clone()), move |me| {
+            let mut registries = me.inner.vhosts.write().unwrap_or_else(|p| p.into_inner());
+            registries
+                .entry(name.clone())
+                .or_insert_with(|| Registry::start(&name, ctx));
+        })
+        .await
+    }
+
+    /// Deletes a virtual host at run time: every queue in it (with its messages, on
+    /// disk too) and exchange, and every user's access to it. Sessions and connections
+    /// still open on it get errors from then on.
+    pub async fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
+        let mut registry = None;
+        let key = name.to_string();
+        self.change(BrokerCommand::DeleteVhost(key.clone()), |me| {
+            registry = me
+                .inner
+                .vhosts
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        })
+        .await?;
+        if let Some(r) = registry {
+            // Answered once every queue has deleted itself (its log records included).
+            let _ = r.send(registry::DeleteAll).await;
+        }
+        tracing::info!(vhost = %name, "virtual host deleted");
+        Ok(())
+    }
+
+    /// Creates or replaces a user (every virtual host it names must exist).
+    pub async fn put_user(&self, user: UserDefinition) -> Result<(), BrokerError> {
+        self.change(BrokerCommand::PutUser(user), |_| {}).await
+    }
+
+    /// Deletes a user. Connections already open as that user stay open (as in RabbitMQ
+    /// until they are closed); new logins are refused.
+    pub async fn delete_user(&self, name: &str) -> Result<(), BrokerError> {
+        self.change(BrokerCommand::DeleteUser(name.to_string()), |_| {})
+            .await
+    }
+
+    /// Lets `user` open `vhost`.
+    pub async fn set_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::SetPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        };
+        self.change(cmd, |_| {}).await
+    }
+
+    /// Takes `vhost` away from `user`.
+    pub async fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::ClearPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        };
+        self.change(cmd, |_| {}).await
+    }
+
+    /// Seeds `users` when the broker has none (a new data directory, or no storage),
+    /// and saves them. Not waited for: if the save is lost, the next start has no users
+    /// and seeds them again.
+    pub(crate) fn seed_users(&self, users: Vec<UserDefinition>) {
+        let mut defs = self
+            .inner
+            .definitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if defs.seed_users(users) {
+            drop(self.inner.ctx.durability.save_broker(&defs));
+        }
+    }
+
+    /// Applies a broker-wide command under the definitions' lock, runs `then` (starting
+    /// or removing actors) while still holding it, and answers once the change is saved.
+    async fn change(
+        &self,
+        cmd: BrokerCommand,
+        then: impl FnOnce(&Self),
+    ) -> Result<(), BrokerError> {
+        let saved = {
+            let mut defs = self
+                .inner
+                .definitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if !defs.apply(cmd)? {
+                return Ok(());
+            }
+            then(self);
+            self.inner.ctx.durability.save_broker(&defs)
+        };
+        Self::await_saved(saved).await
+    }
+
+    async fn await_saved(saved: Option<crate::storage::Completion>) -> Result<(), BrokerError> {
+        match saved {
+            Some(c) => c.await.map_err(|e| {
+                BrokerError::new(
+                    if e.is_disk_full() {
+                        crate::error::ErrorCode::ResourceError
+                    } else {
+                        crate::error::ErrorCode::InternalError
+                    },
+                    format!("cannot save the broker's definitions: {e}"),
+                )
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A fresh owner id for a connection or session.
@@ -363,12 +535,9 @@ impl BrokerHandle {
         if self.inner.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
-        let stopped = futures_util::future::join_all(
-            self.inner
-                .vhosts
-                .values()
-                .map(|r| r.send(registry::StopAll)),
-        );
+        let registries: Vec<Addr<Registry>> = self.registries().values().cloned().collect();
+        let stopped =
+            futures_util::future::join_all(registries.iter().map(|r| r.send(registry::StopAll)));
         match tokio::time::timeout(self.inner.shutdown_timeout, stopped).await {
             Ok(answers) => {
                 let lost = answers.iter().filter(|a| a.is_err()).count();
@@ -397,7 +566,7 @@ impl BrokerHandle {
             // what can be stopped from here without waiting on itself.
             if !self.inner.stopping.swap(true, Ordering::AcqRel) {
                 tracing::warn!("shutdown called from a broker thread: queues are not waited for");
-                for r in self.inner.vhosts.values() {
+                for r in self.registries().values() {
                     r.do_send(registry::StopAll);
                 }
                 Self::stop_threads(&self.inner);

@@ -148,6 +148,13 @@ pub struct ListExchanges;
 #[rtype(result = "Vec<BindingRecord>")]
 pub struct ListBindings;
 
+/// Deletes everything in the virtual host (the virtual host is being deleted): every
+/// queue deletes itself (its stored messages too), every exchange stops, then the
+/// registry; answered once the queues have.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct DeleteAll;
+
 /// Stops every exchange and queue actor of the virtual host (broker shutdown).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]

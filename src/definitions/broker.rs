@@ -119,6 +119,16 @@ impl BrokerDefinitions {
         self.users.get(name)
     }
 
+    /// Adds `users`, as they are (their permissions may name virtual hosts not created
+    /// yet), when no user is defined: how the settings seed a new broker.
+    pub fn seed_users(&mut self, users: Vec<UserDefinition>) -> bool {
+        if !self.users.is_empty() {
+            return false;
+        }
+        self.users = users.into_iter().map(|u| (u.name.clone(), u)).collect();
+        true
+    }
+
     /// The error `cmd` would fail with, if any.
     pub fn check(&self, cmd: &BrokerCommand) -> Result<(), BrokerError> {
         let no_vhost = |v: &str| BrokerError::not_found("vhost", v, v);

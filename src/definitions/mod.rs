@@ -20,6 +20,10 @@ mod command;
 mod tests;
 
 pub use broker::{BrokerCommand, BrokerDefinitions, UserDefinition};
+
+/// The broker's definitions, shared between the broker handle (which changes them by
+/// command) and the front ends (whose logins read them).
+pub type SharedDefinitions = std::sync::Arc<std::sync::RwLock<BrokerDefinitions>>;
 pub use command::{Applied, Command};
 
 use crate::broker::exchange::ExchangeSpec;

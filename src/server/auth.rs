@@ -5,12 +5,13 @@
 //! A failed login says ACCESS_REFUSED and nothing else: not whether the user exists,
 //! nor which check failed (that goes to the broker's log).
 
+use crate::definitions::{BrokerDefinitions, SharedDefinitions, UserDefinition};
 use crate::error::{clip, BrokerError};
 use crate::settings::{Settings, SettingsError, UserSettings};
 use pbkdf2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use pbkdf2::{Params, Pbkdf2};
-use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 
 /// PBKDF2 rounds for new hashes: SCRAM-SHA-256's minimum (RFC 7677), about a
 /// millisecond here, so hundreds of connections can log in at once.
@@ -44,16 +45,33 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
-/// The users a broker accepts.
+/// The users a broker accepts: a view of the broker's live user definitions.
 #[derive(Debug, Clone)]
 pub struct Users {
-    by_name: HashMap<String, UserSettings>,
+    defs: SharedDefinitions,
 }
 
 impl Users {
-    /// Users from the settings (and the users file it names); the default `guest` /
-    /// `guest`, loopback only, when none are configured.
+    /// A standalone table of the users in `settings` (see [`Users::seeds`]), for code
+    /// that has no broker (tests, tools).
     pub fn from_settings(settings: &Settings) -> Result<Users, SettingsError> {
+        let mut defs = BrokerDefinitions::default();
+        defs.seed_users(Self::seeds(settings)?);
+        Ok(Users {
+            defs: Arc::new(RwLock::new(defs)),
+        })
+    }
+
+    /// A view of a running broker's users: read at every login, so users and
+    /// permissions changed at run time apply to the next login at once.
+    pub fn live(defs: SharedDefinitions) -> Users {
+        Users { defs }
+    }
+
+    /// The users the settings (and the users file they name) declare; the default
+    /// `guest` / `guest`, loopback only, when none are. They seed a broker that has no
+    /// users yet (a new data directory); after that the users are runtime definitions.
+    pub fn seeds(settings: &Settings) -> Result<Vec<UserDefinition>, SettingsError> {
         let mut list = settings.users.clone();
         if let Some(path) = &settings.users_file {
             let cfg = config::Config::builder()
@@ -73,7 +91,7 @@ impl Users {
                 loopback_only: true,
             });
         }
-        let mut by_name = HashMap::new();
+        let mut seeds = Vec::new();
         for u in list {
             if PasswordHash::new(&u.password_hash).is_err() {
                 return Err(SettingsError(format!(
@@ -81,9 +99,24 @@ impl Users {
                     u.name
                 )));
             }
-            by_name.insert(u.name.clone(), u);
+            seeds.push(UserDefinition {
+                name: u.name,
+                password_hash: u.password_hash,
+                vhosts: u.vhosts.into_iter().collect(),
+                loopback_only: u.loopback_only,
+                tags: Vec::new(),
+            });
         }
-        Ok(Users { by_name })
+        Ok(seeds)
+    }
+
+    /// The user `name` as defined now.
+    fn user(&self, name: &str) -> Option<UserDefinition> {
+        self.defs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .user(name)
+            .cloned()
     }
 
     /// Checks a login: the user exists, the password matches, loopback-only users come
@@ -104,7 +137,7 @@ impl Users {
         // The client chose the name, and its length: clipped wherever it is shown.
         let shown = clip(user);
         let refused = || BrokerError::access_refused(format!("login refused for user '{shown}'"));
-        let Some(u) = self.by_name.get(user) else {
+        let Some(u) = self.user(user) else {
             tracing::warn!(user = %shown, %peer, "login refused: no such user");
             return Err(refused());
         };
@@ -122,12 +155,12 @@ impl Users {
     /// Checks that an authenticated `user` may open `vhost`.
     pub fn allowed(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
         let (user_shown, vhost_shown) = (clip(user), clip(vhost));
-        let Some(u) = self.by_name.get(user) else {
+        let Some(u) = self.user(user) else {
             return Err(BrokerError::access_refused(format!(
                 "login refused for user '{user_shown}'"
             )));
         };
-        if !u.vhosts.iter().any(|v| v == vhost) {
+        if !u.vhosts.contains(vhost) {
             tracing::warn!(user = %user_shown, vhost = %vhost_shown, "vhost access refused");
             return Err(BrokerError::access_refused(format!(
                 "access to vhost '{vhost_shown}' refused for user '{user_shown}'"

@@ -98,7 +98,10 @@ pub struct FrontEnd {
 impl FrontEnd {
     /// Front ends for `broker`, with the users of `settings` (and its `[server]` limits).
     pub fn new(broker: BrokerHandle, settings: Settings) -> Result<FrontEnd, ServerError> {
-        let users = Users::from_settings(&settings)?;
+        // The settings' users seed a broker that has none (a new data directory); after
+        // that users are runtime definitions, read live at every login.
+        broker.seed_users(Users::seeds(&settings)?);
+        let users = Users::live(broker.definitions());
         let (shutdown, _) = watch::channel(false);
         Ok(FrontEnd {
             shared: Arc::new(ServerShared {

@@ -356,6 +356,33 @@ impl Handler<ListBindings> for Registry {
     }
 }
 
+impl Handler<DeleteAll> for Registry {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _msg: DeleteAll, _ctx: &mut Self::Context) -> Self::Result {
+        for x in self.exchanges.values() {
+            x.stop();
+        }
+        let deleted: Vec<_> = self
+            .queues
+            .values()
+            .map(|q| {
+                q.handle.addr().send(DeleteSelf {
+                    if_unused: false,
+                    if_empty: false,
+                })
+            })
+            .collect();
+        self.queues.clear();
+        self.exchanges.clear();
+        self.directory.clear();
+        Box::pin(
+            actix::fut::wrap_future::<_, Self>(futures_util::future::join_all(deleted))
+                .map(|_, _act, ctx| ctx.stop()),
+        )
+    }
+}
+
 impl Handler<StopAll> for Registry {
     type Result = ResponseActFuture<Self, ()>;
 

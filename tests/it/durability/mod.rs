@@ -15,6 +15,7 @@ mod alarm;
 mod corrupt;
 mod counts;
 mod crash;
+mod definitions;
 mod dormant;
 mod metadata;
 mod paging;
