@@ -6,12 +6,24 @@
 //! ## Layout
 //! - [`message`]: messages, properties, typed header tables.
 //! - [`error`]: [`BrokerError`] and its stable [`ErrorCode`]s.
-//! - [`broker`]: the actor core — registry per virtual host, exchange actors and the
+//! - [`definitions`]: what the broker and each virtual host *are* (virtual hosts, users,
+//!   exchanges, queues, bindings), pure values changed only by commands; the seam of
+//!   the metadata snapshot and of replication.
+//! - [`broker`]: the actor core — registry per virtual host (applies definition
+//!   commands, runs the actors), exchange actors and the
 //!   [`ExchangeType`](broker::exchange::ExchangeType) trait, queue actors, the memory
-//!   watermark, and every actor message in [`broker::messages`].
+//!   watermark, durability, and every actor message in [`broker::messages`].
+//! - [`storage`]: the message store (memory and segmented disk log behind one trait) and
+//!   the metadata snapshot.
 //! - [`embed`]: the in-process API ([`Session`], [`Consumer`]).
 //! - [`options`]: declaration and consumer options, taken by both [`Session`] and
 //!   [`client::Client`].
+//! - [`protocol`]: the native wire protocol, a pure codec (no I/O, no actix).
+//! - [`server`]: the network front ends ([`server::FrontEnd`]: listeners on a running
+//!   broker, the registry of live connections, a shutdown that loses nothing), the
+//!   native connection actor and authentication.
+//! - [`client`]: the async Rust client of the native protocol.
+//! - [`perf`]: the load generator behind `actormq perf`.
 //! - [`settings`]: `Settings.toml` and environment overrides.
 
 pub mod broker;
