@@ -126,7 +126,7 @@ impl Walk<'_, '_> {
 /// The binding patterns of a topic exchange, as a trie of dot-separated words.
 ///
 /// `*` matches exactly one word and `#` zero or more; words may be empty (`"a..b"` has
-/// three words) but `""` has none (see [`words`]), as in RabbitMQ. The same pattern and destination may be inserted several
+/// three words) but `""` has none (see `words`), as in RabbitMQ. The same pattern and destination may be inserted several
 /// times (bindings differing only by arguments) and stays until removed as many times.
 #[derive(Default, Debug)]
 pub struct TopicTrie {
