@@ -23,7 +23,7 @@
 //!   broker, the registry of live connections, a shutdown that loses nothing), the
 //!   native connection actor and authentication.
 //! - [`client`]: the async Rust client of the native protocol.
-//! - [`perf`]: the load generator behind `actormq perf`.
+//! - `perf`: the load generator behind `actormq perf` (feature `cli`, on by default).
 //! - [`settings`]: `Settings.toml` and environment overrides.
 
 pub mod broker;
@@ -41,6 +41,7 @@ pub use message::{FieldTable, FieldValue, Message, Properties};
 pub use options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 pub use settings::Settings;
 pub mod client;
+#[cfg(feature = "cli")]
 pub mod perf;
 pub mod protocol;
 pub mod server;
