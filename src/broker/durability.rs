@@ -238,14 +238,16 @@ impl Durability {
         if !meta.snapshot.seeded {
             return None;
         }
-        Some(BrokerDefinitions::new(
-            meta.snapshot.vhosts.keys().cloned(),
-            meta.snapshot
-                .users
-                .iter()
-                .cloned()
-                .map(UserDefinition::from),
-        ))
+        let users = meta
+            .snapshot
+            .users
+            .iter()
+            .cloned()
+            .map(UserDefinition::from);
+        Some(
+            BrokerDefinitions::new(meta.snapshot.vhosts.keys().cloned(), users)
+                .with_users_seeded(meta.snapshot.users_seeded),
+        )
     }
 
     /// Saves the broker-wide definitions: the users, and the set of virtual hosts (an
@@ -256,6 +258,7 @@ impl Durability {
         meta.store.as_ref()?;
         let snapshot = &mut meta.snapshot;
         snapshot.seeded = true;
+        snapshot.users_seeded = defs.users_seeded();
         snapshot.users = defs.stored_users();
         snapshot.vhosts.retain(|v, _| defs.has_vhost(v));
         for v in defs.vhosts() {

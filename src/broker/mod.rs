@@ -288,6 +288,7 @@ impl BrokerBuilder {
                 shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout_secs),
                 definitions: Arc::new(RwLock::new(definitions)),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                stopped: tokio::sync::watch::channel(false).0,
                 system,
                 ctx,
                 vhosts: RwLock::new(vhosts),
@@ -302,8 +303,10 @@ impl BrokerBuilder {
 struct HandleInner {
     /// How long [`BrokerHandle::stop`] waits for the queues to write what they hold.
     shutdown_timeout: std::time::Duration,
-    /// Set by the first stop: later calls return at once.
+    /// Set by the first stop: later calls wait for `stopped`.
     stopping: std::sync::atomic::AtomicBool,
+    /// True once a stop has finished (threads joined, store closed).
+    stopped: tokio::sync::watch::Sender<bool>,
     /// The broker's actix system (stopped by `shutdown`).
     system: System,
     /// Arbiters, exchange types, gauge.
@@ -407,21 +410,24 @@ impl BrokerHandle {
     pub async fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
         let mut registry = None;
         let key = name.to_string();
-        self.change(BrokerCommand::DeleteVhost(key.clone()), |me| {
-            registry = me
-                .inner
-                .vhosts
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
-        })
-        .await?;
+        let changed = self
+            .change(BrokerCommand::DeleteVhost(key.clone()), |me| {
+                registry = me
+                    .inner
+                    .vhosts
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            })
+            .await;
+        // Even when the save failed the vhost is gone from the definitions: its actors
+        // must go too, or they would run unreachable.
         if let Some(r) = registry {
             // Answered once every queue has deleted itself (its log records included).
             let _ = r.send(registry::DeleteAll).await;
+            tracing::info!(vhost = %name, "virtual host deleted");
         }
-        tracing::info!(vhost = %name, "virtual host deleted");
-        Ok(())
+        changed
     }
 
     /// Creates or replaces a user (every virtual host it names must exist).
@@ -484,8 +490,11 @@ impl BrokerHandle {
             if !defs.apply(cmd)? {
                 return Ok(());
             }
+            // Saved (the snapshot gets the new vhost's part) before anyone can reach a
+            // new registry: its first save must find its part there.
+            let saved = self.inner.ctx.durability.save_broker(&defs);
             then(self);
-            self.inner.ctx.durability.save_broker(&defs)
+            saved
         };
         Self::await_saved(saved).await
     }
@@ -532,13 +541,23 @@ impl BrokerHandle {
     /// Close the front ends first (a [`ServerHandle`](crate::server::ServerHandle) does),
     /// so that their last acks reach the queues before this.
     pub async fn stop(&self) {
+        if self.on_broker_thread() {
+            // Stopping joins the broker's threads, this one among them: hand the whole
+            // stop to a plain thread and do not wait for it.
+            let me = self.clone();
+            std::thread::spawn(move || me.shutdown());
+            return;
+        }
+        let mut stopped = self.inner.stopped.subscribe();
         if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            // A stop is under way: done when it is (the data directory is closed then).
+            let _ = stopped.wait_for(|done| *done).await;
             return;
         }
         let registries: Vec<Addr<Registry>> = self.registries().values().cloned().collect();
-        let stopped =
+        let answered =
             futures_util::future::join_all(registries.iter().map(|r| r.send(registry::StopAll)));
-        match tokio::time::timeout(self.inner.shutdown_timeout, stopped).await {
+        match tokio::time::timeout(self.inner.shutdown_timeout, answered).await {
             Ok(answers) => {
                 let lost = answers.iter().filter(|a| a.is_err()).count();
                 if lost > 0 {
@@ -556,24 +575,18 @@ impl BrokerHandle {
         let inner = self.inner.clone();
         // Joining threads blocks: off the caller's runtime.
         let _ = std::thread::spawn(move || Self::stop_threads(&inner)).join();
+        self.inner.stopped.send_replace(true);
     }
 
-    /// The blocking form of [`stop`](Self::stop), for code that is not async (and for
-    /// `Drop`). Safe to call twice.
+    /// The blocking form of [`stop`](Self::stop), for code that is not async. Safe to
+    /// call twice. Called on one of the broker's own threads (inside an actor), it
+    /// starts the stop on a thread of its own and returns at once.
     pub fn shutdown(&self) {
+        let me = self.clone();
         if self.on_broker_thread() {
-            // The handshake needs the broker's threads, and this is one of them: stop
-            // what can be stopped from here without waiting on itself.
-            if !self.inner.stopping.swap(true, Ordering::AcqRel) {
-                tracing::warn!("shutdown called from a broker thread: queues are not waited for");
-                for r in self.registries().values() {
-                    r.do_send(registry::StopAll);
-                }
-                Self::stop_threads(&self.inner);
-            }
+            std::thread::spawn(move || me.shutdown());
             return;
         }
-        let me = self.clone();
         let waited =
             std::thread::spawn(move || {
                 match tokio::runtime::Builder::new_current_thread()
@@ -583,8 +596,9 @@ impl BrokerHandle {
                     Ok(rt) => rt.block_on(me.stop()),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the shutdown runtime");
-                        me.inner.stopping.store(true, Ordering::Release);
-                        Self::stop_threads(&me.inner);
+                        if !me.inner.stopping.swap(true, Ordering::AcqRel) {
+                            Self::stop_threads(&me.inner);
+                        }
                     }
                 }
             })
@@ -596,7 +610,7 @@ impl BrokerHandle {
 
     /// True on the broker's system thread or one of its worker arbiters (where the
     /// broker's actix `System` is the current one).
-    fn on_broker_thread(&self) -> bool {
+    pub(crate) fn on_broker_thread(&self) -> bool {
         System::try_current().is_some_and(|s| s.id() == self.inner.system.id())
     }
 

@@ -131,6 +131,9 @@ pub struct Registry {
     /// the type registered brings them back. A user's missing code never erases
     /// durable state.
     dormant: HashMap<String, String>,
+    /// Set when the virtual host is being deleted or the broker stops: from then on
+    /// nothing new is declared (its actors would outlive the registry).
+    closing: bool,
 }
 
 /// Lists the queues of a virtual host: (name, spec).
@@ -174,6 +177,7 @@ impl Registry {
                 directory: ExchangeDirectory::default(),
                 queues: HashMap::new(),
                 dormant: HashMap::new(),
+                closing: false,
             };
             r.predeclare();
             r
@@ -199,6 +203,14 @@ impl Registry {
             self.directory.insert(&name, h.clone());
             self.exchanges.insert(name, h);
         }
+    }
+
+    /// The refusal of a change while the virtual host closes.
+    fn closing_error(&self) -> BrokerError {
+        BrokerError::new(
+            ErrorCode::ConnectionForced,
+            format!("vhost '{}' is closing", self.vhost),
+        )
     }
 
     fn not_found(&self, kind: &str, name: &str) -> BrokerError {
@@ -267,6 +279,9 @@ impl Registry {
                 None => Ok(false),
             };
         }
+        if self.closing {
+            return Err(self.closing_error());
+        }
         if spec.durable {
             self.ctx.admit_durable("exchange", &spec.name)?;
         }
@@ -282,12 +297,30 @@ impl Registry {
     /// whole actor) and accept the arguments.
     fn start_exchange(&self, spec: &ExchangeSpec) -> Result<ExchangeHandle, BrokerError> {
         let arbiter = self.ctx.next_arbiter();
+        // A user's factory may panic: that fails this declare, never the registry.
+        let panicked = |what: &str| {
+            tracing::error!(vhost = %self.vhost, exchange = %spec.name, kind = %spec.kind, "exchange type panicked in {what}");
+            BrokerError::internal(format!(
+                "exchange '{}' of type '{}' failed: its {what} panicked",
+                spec.name, spec.kind
+            ))
+        };
         if let Some(factory) = self.ctx.exchange_actors.get(&spec.kind) {
-            return factory(spec.clone(), &arbiter).map_err(|e| {
-                BrokerError::precondition(format!("exchange '{}' refused: {e}", spec.name))
-            });
+            let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                factory(spec.clone(), &arbiter)
+            }));
+            return match started {
+                Ok(started) => started.map_err(|e| {
+                    BrokerError::precondition(format!("exchange '{}' refused: {e}", spec.name))
+                }),
+                Err(_) => Err(panicked("actor factory")),
+            };
         }
-        let Some(kind) = self.ctx.exchange_types.create(&spec.kind) else {
+        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.ctx.exchange_types.create(&spec.kind)
+        }))
+        .map_err(|_| panicked("factory"))?;
+        let Some(kind) = created else {
             let mut known = self.ctx.exchange_types.names();
             known.extend(self.ctx.exchange_actors.keys().cloned());
             known.sort();

@@ -81,6 +81,9 @@ pub struct BrokerDefinitions {
     vhosts: BTreeSet<String>,
     /// Users by name.
     users: BTreeMap<String, UserDefinition>,
+    /// The settings' users were seeded once: never again, even when every user has
+    /// been deleted since (as RabbitMQ creates its default user on first boot only).
+    users_seeded: bool,
 }
 
 fn valid_vhost(name: &str) -> bool {
@@ -96,7 +99,19 @@ impl BrokerDefinitions {
         BrokerDefinitions {
             vhosts: vhosts.into_iter().collect(),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
+            users_seeded: false,
         }
+    }
+
+    /// Marks the users as seeded already (they came from a data directory that was).
+    pub fn with_users_seeded(mut self, seeded: bool) -> Self {
+        self.users_seeded = seeded;
+        self
+    }
+
+    /// True once the settings' users have been seeded.
+    pub fn users_seeded(&self) -> bool {
+        self.users_seeded
     }
 
     /// The virtual hosts, sorted.
@@ -120,12 +135,16 @@ impl BrokerDefinitions {
     }
 
     /// Adds `users`, as they are (their permissions may name virtual hosts not created
-    /// yet), when no user is defined: how the settings seed a new broker.
+    /// yet), the first time only: how the settings seed a new broker. A user of the
+    /// same name already defined is kept. False when they were seeded before.
     pub fn seed_users(&mut self, users: Vec<UserDefinition>) -> bool {
-        if !self.users.is_empty() {
+        if self.users_seeded {
             return false;
         }
-        self.users = users.into_iter().map(|u| (u.name.clone(), u)).collect();
+        for u in users {
+            self.users.entry(u.name.clone()).or_insert(u);
+        }
+        self.users_seeded = true;
         true
     }
 

@@ -130,6 +130,10 @@ pub struct MetadataSnapshot {
     /// then on they come from this snapshot, and the settings no longer seed them.
     #[serde(default)]
     pub seeded: bool,
+    /// True once the settings' users were seeded here: they are not seeded again, even
+    /// when every user has been deleted.
+    #[serde(default)]
+    pub users_seeded: bool,
 }
 
 /// Reads the snapshot in `data_dir`; a missing file is an empty snapshot, a damaged

@@ -313,10 +313,32 @@ impl Dispatch {
                 }
             }
             for (rx, idx) in forwards {
-                if let Ok(Ok(answers)) = rx.await {
-                    for (i, r) in idx.into_iter().zip(answers) {
-                        routed[i as usize].merge(r);
-                    }
+                // An exchange that failed, stopped or answered short never confirms
+                // what it did not take: those messages are refused.
+                let (answers, failure) = match rx.await {
+                    Ok(Ok(answers)) => (
+                        answers,
+                        BrokerError::internal(
+                            "a bound exchange answered for fewer messages than it was sent",
+                        ),
+                    ),
+                    // Deleted while the batch was on its way: routed nowhere through
+                    // it, as for a queue deleted meanwhile.
+                    Ok(Err(e)) if e.code() == ErrorCode::NotFound => continue,
+                    Ok(Err(e)) => (Vec::new(), e),
+                    Err(_) => (
+                        Vec::new(),
+                        BrokerError::internal(
+                            "a bound exchange stopped before it answered for the message",
+                        ),
+                    ),
+                };
+                let mut answers = answers.into_iter();
+                for i in idx {
+                    let r = answers
+                        .next()
+                        .unwrap_or_else(|| Routed::refused(failure.clone()));
+                    routed[i as usize].merge(r);
                 }
             }
             if let Some(reply) = reply {

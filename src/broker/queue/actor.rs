@@ -421,7 +421,11 @@ impl Actor for QueueActor {
         self.watch_expires(ctx);
     }
 
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        if !self.deleted {
+            // Acks handed over since the last handler still count (and reach the log).
+            self.drain_inbox(ctx);
+        }
         // Nothing drains the inbox from now on: close it, so a cancel waiting in it (or
         // pushed later through a handle still held) resolves instead of hanging.
         self.inbox.close();

@@ -89,6 +89,12 @@ impl Registry {
         let vhost = self.vhost.clone();
         let mut adds = Vec::new();
         for cmd in VhostDefinitions::restore_commands(stored) {
+            // Checked before any actor starts: an actor of a definition left out would
+            // run undefined, and the next save would drop what it stores.
+            if let Err(e) = self.defs.check(&cmd) {
+                tracing::error!(vhost = %vhost, error = %e, ?cmd, "a stored definition does not apply: left out");
+                continue;
+            }
             match &cmd {
                 Command::DeclareExchange(spec) => {
                     let name = spec.name.clone();
@@ -157,9 +163,7 @@ impl Registry {
                 }
                 _ => {}
             }
-            if let Err(e) = self.defs.apply(cmd) {
-                tracing::error!(vhost = %vhost, error = %e, "a stored definition does not apply: left out");
-            }
+            self.defs.apply(cmd).expect("checked above");
         }
         tracing::info!(vhost = %vhost, exchanges = self.exchanges.len(), queues = self.queues.len(), bindings = self.defs.bindings().len(), dormant = self.dormant.len(), "durable entities restored");
         // Every binding in place before the registry answers anything.

@@ -75,14 +75,19 @@ impl Handler<DeclareQueue> for Registry {
                 server_named,
             };
             self.defs.check(&cmd)?;
-            if spec.durable {
+            // Exclusive queues are never stored: durable or not, they go with their owner.
+            if spec.durable && !spec.exclusive {
                 self.ctx.admit_durable("queue", &spec.name)?;
             }
+            // Every queue is bound to the default exchange by its name.
+            let default = self
+                .exchanges
+                .get("")
+                .cloned()
+                .ok_or_else(|| self.closing_error())?;
             let owner = spec.exclusive.then_some(msg.owner);
             let handle = self.start_queue(&spec, owner, msg.placement.as_ref(), ctx)?;
             let (_, durable) = self.apply(cmd).expect("checked above");
-            // Every queue is bound to the default exchange by its name.
-            let default = self.exchanges.get("").expect("default exchange").clone();
             tracing::debug!(vhost = %self.vhost, queue = %spec.name, "queue declared");
             let add = AddBinding {
                 destination: Destination::Queue(handle.clone()),
@@ -130,9 +135,19 @@ impl Handler<DeleteQueue> for Registry {
     fn handle(&mut self, msg: DeleteQueue, _ctx: &mut Self::Context) -> Self::Result {
         let handle = match self.queue_for(&msg.name, msg.owner) {
             Ok(q) => q.handle.clone(),
-            // Deleting a queue that does not exist succeeds, as in RabbitMQ.
+            // Deleting a queue that does not exist succeeds, as in RabbitMQ. One that is
+            // defined but has no actor (it could not start after a restart) loses its
+            // definition: its messages left in the log are dropped at the next start.
             Err(e) if e.code() == ErrorCode::NotFound => {
-                return AtomicResponse::new(Box::pin(fut::ready(Ok(0))))
+                let (removals, durable) = match self.queues.contains_key(&msg.name) {
+                    true => (Vec::new(), false),
+                    false => self.remove_queue(&msg.name),
+                };
+                let saved = durable.then(|| self.persist());
+                return AtomicResponse::new(Box::pin(
+                    async move { removed_then_saved(removals, saved).await.map(|()| 0) }
+                        .into_actor(self),
+                ));
             }
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
@@ -357,9 +372,12 @@ impl Handler<ListBindings> for Registry {
 }
 
 impl Handler<DeleteAll> for Registry {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = AtomicResponse<Self, ()>;
 
+    /// Atomic: no declare or bind is handled while the queues delete themselves, and
+    /// the registry stops right after (later requests find its mailbox closed).
     fn handle(&mut self, _msg: DeleteAll, _ctx: &mut Self::Context) -> Self::Result {
+        self.closing = true;
         for x in self.exchanges.values() {
             x.stop();
         }
@@ -376,20 +394,21 @@ impl Handler<DeleteAll> for Registry {
         self.queues.clear();
         self.exchanges.clear();
         self.directory.clear();
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             actix::fut::wrap_future::<_, Self>(futures_util::future::join_all(deleted))
                 .map(|_, _act, ctx| ctx.stop()),
-        )
+        ))
     }
 }
 
 impl Handler<StopAll> for Registry {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = AtomicResponse<Self, ()>;
 
     /// Stops the virtual host's actors and answers once every queue has written what it
     /// holds (its last acks and publishes are appended before it answers), so that the
     /// broker closes its store only after them.
     fn handle(&mut self, _msg: StopAll, _ctx: &mut Self::Context) -> Self::Result {
+        self.closing = true;
         for x in self.exchanges.values() {
             x.stop();
         }
@@ -402,9 +421,9 @@ impl Handler<StopAll> for Registry {
         self.queues.clear();
         self.exchanges.clear();
         self.directory.clear();
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             actix::fut::wrap_future::<_, Self>(futures_util::future::join_all(stopped))
                 .map(|_, _act, ctx| ctx.stop()),
-        )
+        ))
     }
 }

@@ -146,3 +146,21 @@ fn vhosts_and_users_change_at_run_time_and_survive_a_restart() {
     });
     server.shutdown();
 }
+
+/// Users deleted stay deleted: the settings seed the users of a new data directory once.
+#[test]
+fn deleted_users_are_not_seeded_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let server = start(dir.path(), &["/"]);
+    rt.block_on(server.broker().delete_user("guest")).unwrap();
+    assert!(server.broker().users().is_empty());
+    server.shutdown();
+    let server = start(dir.path(), &["/"]);
+    assert!(
+        server.broker().users().is_empty(),
+        "the default user came back: {:?}",
+        server.broker().users()
+    );
+    server.shutdown();
+}

@@ -171,3 +171,33 @@ fn an_embedded_ack_right_before_shutdown_stays_taken() {
         broker.shutdown();
     }
 }
+
+/// A shutdown asked for from inside the broker (on one of its own threads) neither
+/// panics nor hangs: it runs on a thread of its own, and the data directory is released.
+#[test]
+fn a_shutdown_from_a_broker_thread_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let broker = server.broker().clone();
+    server
+        .broker()
+        .context()
+        .next_arbiter()
+        .spawn(async move { broker.shutdown() });
+    // Released once the stop is done: a new broker can open the same directory.
+    let mut again = None;
+    crate::support::eventually_sync("the data directory is released", || {
+        let mut s = Settings::default();
+        s.server.bind = "127.0.0.1:0".into();
+        s.storage.data_dir = dir.path().to_path_buf();
+        s.storage.segment_size = super::SEGMENT_SIZE;
+        match ServerHandle::start(s) {
+            Ok(h) => {
+                again = Some(h);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    again.unwrap().shutdown();
+}
