@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+pub mod size;
+
 /// A typed table of header or argument values, ordered by key (deterministic encoding).
 pub type FieldTable = BTreeMap<String, FieldValue>;
 
@@ -198,10 +200,13 @@ impl<'de> Visitor<'de> for FieldValueVisitor {
         Ok(FieldValue::Bytes(Bytes::from(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FieldValue, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
         while let Some(v) = seq.next_element()? {
             out.push(v);
         }
+        // Growth by doubling may leave up to half the buffer unused; a held message is
+        // accounted for the slots it has ([`size`]), so it keeps no more.
+        out.shrink_to_fit();
         Ok(FieldValue::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
@@ -250,10 +255,18 @@ pub struct Properties {
 impl Properties {
     /// The one shared empty property set (no allocation per message).
     pub fn shared_empty() -> Arc<Properties> {
+        Self::empty_ref().clone()
+    }
+
+    fn empty_ref() -> &'static Arc<Properties> {
         static EMPTY: std::sync::OnceLock<Arc<Properties>> = std::sync::OnceLock::new();
-        EMPTY
-            .get_or_init(|| Arc::new(Properties::default()))
-            .clone()
+        EMPTY.get_or_init(|| Arc::new(Properties::default()))
+    }
+
+    /// True when `p` is the one shared empty set (no refcount traffic, unlike comparing
+    /// with [`Properties::shared_empty`]).
+    pub fn is_shared_empty(p: &Arc<Properties>) -> bool {
+        Arc::ptr_eq(p, Self::empty_ref())
     }
 
     /// `Arc`-wraps `p`, sharing the empty set when nothing is set.
@@ -329,9 +342,15 @@ impl Message {
         self.properties.headers.as_ref()?.get(key)
     }
 
-    /// Bytes of memory the message is accounted for against the memory watermark.
+    /// Bytes of memory the message is accounted for against the memory watermark: its
+    /// body, plus its properties and decoded headers when it has any of its own (a
+    /// table of tiny values takes tens of times its encoded size: see [`size`]).
+    /// Length limits (`x-max-length-bytes`) count the body alone, as RabbitMQ does.
     pub fn accounted_size(&self) -> usize {
-        self.body.len()
+        if Properties::is_shared_empty(&self.properties) {
+            return self.body.len();
+        }
+        self.body.len() + size::properties_size(&self.properties)
     }
 }
 

@@ -67,8 +67,8 @@ pub struct BrokerSettings {
     /// Seconds a shutdown waits for clients to be told and for queues to write what they
     /// hold before it stops the broker regardless (and logs what it cut off).
     pub shutdown_timeout_secs: u64,
-    /// Bytes of message bodies held in queues above which publishers are blocked;
-    /// 0 = no limit.
+    /// Bytes of messages (bodies, properties and decoded headers) held in queues above
+    /// which publishers are blocked; 0 = no limit.
     pub memory_high_watermark: u64,
     /// Virtual hosts created at start-up.
     pub vhosts: Vec<String>,
@@ -76,8 +76,9 @@ pub struct BrokerSettings {
     pub consumer_window: u32,
     /// Publish batches one connection or session may have in flight.
     pub publish_window: usize,
-    /// Ready messages above which a queue that has consumers slows its publishers to
-    /// the consumers' pace (its answers to publishes wait); 0 = never.
+    /// Messages (ready + unacked) at which a queue that has consumers stops answering
+    /// its publishers until it is down to half: they go at the consumers' pace, and
+    /// not at all while the consumers take nothing (see Settings.toml); 0 = never.
     pub queue_flow_threshold: usize,
 }
 

@@ -1,8 +1,11 @@
 //! The broker-wide memory high watermark, and the resource alarms that block publishers.
 //!
-//! Counts the bytes of message bodies held by queues (each queue's copy counted, so a
-//! fanout to four queues counts four times: conservative) plus the bytes publishers have
-//! reserved for batches still in flight. Above the watermark publishers are blocked
+//! Counts the bytes of messages held by queues, as [`crate::Message::accounted_size`]
+//! gives them: bodies, properties and decoded headers (a header table of tiny values
+//! takes tens of times its encoded size, and counting bodies alone let empty-bodied
+//! messages with large headers fill the machine unseen). Each queue's copy is counted,
+//! so a fanout to four queues counts four times: conservative. Plus the bytes
+//! publishers have reserved for batches still in flight. Above the watermark publishers are blocked
 //! until the level falls; consumers keep draining. Reserving before sending is what keeps
 //! the held bytes under the watermark plus one batch per publisher.
 //!

@@ -236,6 +236,10 @@ pub struct Publish {
     /// message rather than close a dead-letter cycle (see
     /// [`crate::broker::queue::dead_letter::is_cycle`]). False for every publisher.
     pub dead_letter: bool,
+    /// The connection or session that published the batch (None for dead letters):
+    /// a queue whose flow control holds publishers must not wait on that owner's own
+    /// acks, which sit unread behind its held publishes (see the queue actor's flow).
+    pub publisher: Option<OwnerId>,
 }
 
 /// A batch of routed messages for one queue. Sent with `send()`: the exchange awaits the
@@ -245,6 +249,8 @@ pub struct Publish {
 pub struct Enqueue {
     /// The messages, in order.
     pub messages: Vec<Arc<Message>>,
+    /// Who published them ([`Publish::publisher`]).
+    pub publisher: Option<OwnerId>,
 }
 
 /// A queue's answer to [`Enqueue`]: which messages it refused, if any. Duplicates
@@ -474,7 +480,8 @@ pub struct QueueStats {
     pub unacked: u64,
     /// Consumers attached.
     pub consumers: u32,
-    /// Bytes of bodies held (ready + unacked + delayed).
+    /// Bytes of memory held (ready + unacked + delayed): bodies, properties and
+    /// decoded headers, as the memory watermark counts them.
     pub bytes: u64,
     /// Messages waiting for their delay (`x-delay`, `x-delivery-delay`) to pass.
     pub delayed: u64,

@@ -344,6 +344,7 @@ impl Session {
             hops: Vec::new(),
             reply: Some(tx),
             dead_letter: false,
+            publisher: Some(self.owner),
         });
         let mut senders = Vec::with_capacity(messages.len());
         let mut confirms = Vec::with_capacity(messages.len());

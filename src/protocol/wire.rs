@@ -10,7 +10,6 @@ use crate::message::{FieldTable, Properties};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::cell::Cell;
 
 /// First frame of a connection, from the client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -400,9 +399,11 @@ pub struct DecodeError {
     pub message: String,
 }
 
-fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
-    let too_deep = Cell::new(false);
-    match value_len(body, 1, &too_deep) {
+/// Decodes `body`; with `budget`, a frame whose decoded structures would take more than
+/// that much memory is refused (RESOURCE_ERROR) before anything is allocated.
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8], budget: Option<usize>) -> Result<T, DecodeError> {
+    let mut walk = Walk::default();
+    match walk.value(body, 1) {
         Some(n) if n == body.len() => {}
         Some(n) => {
             return Err(DecodeError {
@@ -410,7 +411,7 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
                 message: format!("{} trailing bytes after the frame", body.len() - n),
             })
         }
-        None if too_deep.get() => {
+        None if walk.too_deep => {
             return Err(DecodeError {
                 code: ErrorCode::BadFrame,
                 message: format!("MessagePack nested deeper than {MAX_DEPTH} levels"),
@@ -423,6 +424,19 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
             })
         }
     }
+    if let Some(budget) = budget.filter(|b| walk.cost.0 > *b) {
+        return Err(DecodeError {
+            code: ErrorCode::ResourceError,
+            message: format!(
+                "a frame of {} bytes would take about {} bytes of memory decoded, more than \
+                 the {budget} allowed ({} KiB + {DECODE_RATIO} x its size): too many tiny \
+                 values (headers or arguments)",
+                body.len(),
+                walk.cost.0,
+                DECODE_FLOOR / 1024
+            ),
+        });
+    }
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     let value = T::deserialize(&mut de).map_err(|e| {
         let message = e.to_string();
@@ -434,67 +448,6 @@ fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
         DecodeError { code, message }
     })?;
     Ok(value)
-}
-
-/// The deepest level a value of a frame may sit at: the frame's outer map is at level 1
-/// and a value inside a map or an array at level L (key, value or element, empty
-/// containers and scalars alike) is at level L + 1. Deeper is refused, so that a hostile
-/// frame cannot exhaust the stack of a recursive decoder.
-const MAX_DEPTH: usize = 64;
-
-/// The length in bytes of the first MessagePack value in `b`, which sits at level `depth`
-/// (see [`MAX_DEPTH`]), or None when it is truncated, malformed or has a value deeper than
-/// [`MAX_DEPTH`] (then `too_deep` is set, to tell the cases apart). Walks markers only.
-fn value_len(b: &[u8], depth: usize, too_deep: &Cell<bool>) -> Option<usize> {
-    if depth > MAX_DEPTH {
-        too_deep.set(true);
-        return None;
-    }
-    let m = *b.first()?;
-    let be = |at: usize, n: usize| -> Option<usize> {
-        let s = b.get(at..at + n)?;
-        Some(s.iter().fold(0usize, |acc, x| (acc << 8) | *x as usize))
-    };
-    let items = |start: usize, count: usize, per_item: usize| -> Option<usize> {
-        let mut at = start;
-        for _ in 0..count * per_item {
-            at += value_len(b.get(at..)?, depth + 1, too_deep)?;
-        }
-        Some(at)
-    };
-    let fixed = |n: usize| (b.len() >= n).then_some(n);
-    let sized = |hdr: usize, len: usize| {
-        let end = hdr.checked_add(len)?;
-        (b.len() >= end).then_some(end)
-    };
-    match m {
-        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some(1),
-        0x80..=0x8f => items(1, (m & 0x0f) as usize, 2),
-        0x90..=0x9f => items(1, (m & 0x0f) as usize, 1),
-        0xa0..=0xbf => sized(1, (m & 0x1f) as usize),
-        0xc4 | 0xd9 => sized(2, be(1, 1)?),
-        0xc5 | 0xda => sized(3, be(1, 2)?),
-        0xc6 | 0xdb => sized(5, be(1, 4)?),
-        0xc7 => sized(3, be(1, 1)?),
-        0xc8 => sized(4, be(1, 2)?),
-        0xc9 => sized(6, be(1, 4)?),
-        0xca => fixed(5),
-        0xcb => fixed(9),
-        0xcc | 0xd0 => fixed(2),
-        0xcd | 0xd1 => fixed(3),
-        0xce | 0xd2 => fixed(5),
-        0xcf | 0xd3 => fixed(9),
-        0xd4 => fixed(3),
-        0xd5 => fixed(4),
-        0xd6 => fixed(6),
-        0xd7 => fixed(10),
-        0xd8 => fixed(18),
-        0xdc => items(3, be(1, 2)?, 1),
-        0xdd => items(5, be(1, 4)?, 1),
-        0xde => items(3, be(1, 2)?, 2),
-        0xdf => items(5, be(1, 4)?, 2),
-        0xc1 => None,
-    }
 }
 
 /// The id of a request frame whose operation could not be decoded (an unknown
@@ -511,14 +464,44 @@ pub fn request_id(body: &[u8]) -> Option<u64> {
     }
 }
 
+/// The sequence number of a publish frame that could not be decoded (one over the
+/// decoded-memory budget), so that it can be nacked rather than the connection closed.
+/// Reads the seq alone: the rest is skipped without being decoded.
+pub fn publish_seq(body: &[u8]) -> Option<u64> {
+    use serde::de::IgnoredAny;
+    #[derive(Deserialize)]
+    enum Only {
+        #[serde(rename = "publish")]
+        Publish(
+            u64,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+            IgnoredAny,
+        ),
+    }
+    match rmp_serde::from_slice::<Only>(body) {
+        Ok(Only::Publish(seq, ..)) => Some(seq),
+        Err(_) => None,
+    }
+}
+
 /// Decodes a client frame body.
+///
+/// A frame that would take more than [`decode_budget`] of memory decoded is refused with
+/// RESOURCE_ERROR, so no frame within the frame size limit costs the broker more than a
+/// small multiple of its size.
 pub fn decode_client(body: &[u8]) -> Result<ClientFrame<'_>, DecodeError> {
-    decode(body)
+    decode(body, Some(decode_budget(body.len())))
 }
 
 /// Decodes a server frame body.
+///
+/// No memory budget here: a client trusts its broker, whose deliveries carry what
+/// it accepted plus headers of its own (`x-death`).
 pub fn decode_server(body: &[u8]) -> Result<ServerFrame<'_>, DecodeError> {
-    decode(body)
+    decode(body, None)
 }
 
 fn encode<T: Serialize>(frame: &T, out: &mut BytesMut) -> Result<(), rmp_serde::encode::Error> {
@@ -614,6 +597,11 @@ pub fn properties_or_none(p: &Properties) -> Option<PropertiesRef<'_>> {
         Some(PropertiesRef::Borrowed(p))
     }
 }
+
+mod walk;
+
+use walk::Walk;
+pub use walk::{decode_budget, DECODE_FLOOR, DECODE_RATIO, MAX_DEPTH};
 
 #[cfg(test)]
 mod tests;

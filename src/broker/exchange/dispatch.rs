@@ -12,7 +12,7 @@
 
 use super::router::{follow, resolve_pending, RouteScratch};
 use super::{Destination, ExchangeHandle};
-use crate::broker::messages::{Enqueued, Publish, Routed};
+use crate::broker::messages::{Enqueued, OwnerId, Publish, Routed};
 use crate::broker::queue::dead_letter::is_cycle;
 use crate::broker::queue::QueueHandle;
 use crate::broker::queue_args::validate_message;
@@ -70,6 +70,8 @@ pub struct Dispatch {
     hops: Vec<Arc<str>>,
     /// True when a queue is dead-lettering the batch (cycle check).
     dead_letter: bool,
+    /// Who published the batch ([`Publish::publisher`]), passed on to queues and hops.
+    publisher: Option<OwnerId>,
     /// Where the outcome goes.
     reply: Option<Reply>,
     /// The outcome per message so far.
@@ -117,6 +119,7 @@ impl Dispatch {
         Dispatch {
             messages: publish.messages,
             dead_letter: publish.dead_letter,
+            publisher: publish.publisher,
             reply: publish.reply,
             routed: vec![Routed::default(); n],
             decided: vec![false; n],
@@ -258,7 +261,7 @@ impl Dispatch {
         let enqueues: Vec<_> = self
             .queues
             .drain(..)
-            .map(|(q, messages, idx)| (q.enqueue(messages), idx))
+            .map(|(q, messages, idx)| (q.enqueue_from(messages, self.publisher), idx))
             .collect();
         let mut forwards: Vec<_> = self
             .actors
@@ -270,6 +273,7 @@ impl Dispatch {
                     hops: self.hops.clone(),
                     reply: Some(tx),
                     dead_letter: self.dead_letter,
+                    publisher: self.publisher,
                 });
                 (rx, idx)
             })
@@ -287,6 +291,7 @@ impl Dispatch {
                 hops: self.hops,
                 reply: Some(tx),
                 dead_letter: self.dead_letter,
+                publisher: self.publisher,
             });
             forwards.push((rx, self.unroutable));
         }

@@ -31,8 +31,10 @@ use std::time::{Duration, Instant};
 mod effects;
 mod handlers;
 
-/// Longest a queue holds a publisher's answer while its backlog is over the flow
-/// threshold (see `flow_should_close`).
+/// Longest a queue holds the answer of a publisher that is also one of its consumers
+/// with acks, while the queue is over the flow threshold (see `flow_should_close`):
+/// that publisher's acks wait unread behind its held publishes, so an unbounded hold
+/// could lock it for good. Every other publisher is held until the flow reopens.
 const FLOW_MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Deliveries handed out per dispatch pass before the actor yields to the others on its
@@ -202,13 +204,33 @@ impl QueueActor {
         QueueHandle::new(name, addr, inbox)
     }
 
+    /// What the flow threshold bounds: the messages the queue holds for its consumers
+    /// and has not seen settled, ready (in memory or not) and delivered but unacked.
+    /// Unacked ones count: a consumer with no prefetch limit that never acks takes every
+    /// message at once and leaves none ready, yet the queue holds them all.
+    fn flow_depth(&self) -> usize {
+        self.state.ready_len() + self.state.unacked_len()
+    }
+
+    /// True when a queue with consumers holds `queue_flow_threshold` messages or more:
+    /// its publishers' answers then wait for the flow to reopen.
     fn flow_should_close(&self) -> bool {
         self.flow_threshold > 0
             && !self.state.consumers().is_empty()
-            && self.state.ready_len() >= self.flow_threshold
+            && self.flow_depth() >= self.flow_threshold
     }
 
-    /// Reopens the flow once the backlog is down to half the threshold, the consumers
+    /// True when `publisher` consumes from this queue with acks (see [`FLOW_MAX_HOLD`]).
+    fn acks_from(&self, publisher: Option<OwnerId>) -> bool {
+        publisher.is_some_and(|p| {
+            self.state
+                .consumers()
+                .iter()
+                .any(|c| c.owner == p && !c.auto_ack)
+        })
+    }
+
+    /// Reopens the flow once the depth is down to half the threshold, the consumers
     /// are gone, or the queue is deleted.
     fn update_flow(&mut self) {
         if *self.flow.borrow() {
@@ -216,7 +238,7 @@ impl QueueActor {
         }
         if self.deleted
             || self.state.consumers().is_empty()
-            || self.state.ready_len() <= self.flow_threshold / 2
+            || self.flow_depth() <= self.flow_threshold / 2
         {
             self.flow.send_replace(true);
         }

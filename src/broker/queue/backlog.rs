@@ -59,8 +59,9 @@ struct Waiting {
     body: Body,
     /// Its TTL deadline, fixed when it was published.
     expires: Millis,
-    /// Its accounted size (for length limits, and memory while in RAM); 32 bits keep
-    /// an entry at 32 bytes, and no frame is that large.
+    /// Its body's length (for length limits; the memory it is accounted for while in
+    /// RAM is computed from the message, which is at hand then); 32 bits keep an entry
+    /// at 32 bytes, and no frame is that large.
     bytes: u32,
     /// Deliveries before (a recovered message), saturated: 16 bits keep the entry at 32
     /// bytes.
@@ -106,9 +107,10 @@ pub struct Backlog {
     /// New messages may wait here (not in a queue with priorities).
     takes_new: bool,
     entries: VecDeque<Waiting>,
-    /// Accounted bytes of every entry.
+    /// Body bytes of every entry (for `x-max-length-bytes`).
     bytes: usize,
-    /// Accounted bytes of the entries with their body in memory.
+    /// Bytes of memory the entries with their body in memory are accounted for
+    /// ([`Message::accounted_size`]).
     ram_bytes: usize,
     /// Trailing entries not yet offered to [`Backlog::page_out`].
     fresh: usize,
@@ -145,12 +147,12 @@ impl Backlog {
         self.entries.is_empty()
     }
 
-    /// Accounted bytes of every waiting message (for `x-max-length-bytes`).
+    /// Body bytes of every waiting message (for `x-max-length-bytes`).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Accounted bytes of the waiting messages still in memory.
+    /// Bytes of memory the waiting messages still in memory are accounted for.
     pub fn ram_bytes(&self) -> usize {
         self.ram_bytes
     }
@@ -171,9 +173,9 @@ impl Backlog {
         deliveries: u32,
         packable: bool,
     ) {
-        let bytes = message.accounted_size();
+        let bytes = message.body.len();
         self.bytes += bytes;
-        self.ram_bytes += bytes;
+        self.ram_bytes += message.accounted_size();
         self.fresh += 1;
         let small = match Arc::strong_count(&message) {
             1 => bytes <= PACK_MAX_BODY,
@@ -212,8 +214,8 @@ impl Backlog {
         for w in self.entries.range_mut(from..) {
             if let Body::Ram(m) = &w.body {
                 if let Some(id) = stored_id(m) {
+                    self.ram_bytes -= m.accounted_size();
                     w.body = Body::Stored(id);
-                    self.ram_bytes -= w.bytes as usize;
                 }
             }
         }
@@ -231,12 +233,12 @@ impl Backlog {
         let w = self.entries.pop_front()?;
         self.fresh = self.fresh.min(self.entries.len());
         self.bytes -= w.bytes as usize;
-        self.ram_bytes -= w.bytes as usize;
         let message = match w.body {
             Body::Ram(m) => m,
             Body::Packed(len) => Arc::new(self.packed.unpack(len)),
             Body::Stored(_) => unreachable!("checked above"),
         };
+        self.ram_bytes -= message.accounted_size();
         Some(Promoted {
             message,
             expires: w.expires,
@@ -291,8 +293,8 @@ impl Backlog {
             };
             match pages.next_if(|(found, _)| *found == id) {
                 Some((_, m)) => {
+                    self.ram_bytes += m.accounted_size();
                     w.body = Body::Ram(m);
-                    self.ram_bytes += w.bytes as usize;
                     kept.push(w);
                 }
                 None => {

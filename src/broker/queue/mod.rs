@@ -172,7 +172,21 @@ impl QueueHandle {
     /// Sends a batch to the queue; resolves once it is enqueued, naming the messages the
     /// queue refused (a full `x-overflow` reject-publish queue).
     pub fn enqueue(&self, messages: Vec<Arc<Message>>) -> actix::dev::Request<QueueActor, Enqueue> {
-        self.inner.addr.send(Enqueue { messages })
+        self.enqueue_from(messages, None)
+    }
+
+    /// [`enqueue`](Self::enqueue), naming the connection or session that published the
+    /// batch (the queue's flow control treats a publisher that also consumes from it
+    /// with acks apart).
+    pub fn enqueue_from(
+        &self,
+        messages: Vec<Arc<Message>>,
+        publisher: Option<OwnerId>,
+    ) -> actix::dev::Request<QueueActor, Enqueue> {
+        self.inner.addr.send(Enqueue {
+            messages,
+            publisher,
+        })
     }
 
     /// True when both handles are the same queue actor.

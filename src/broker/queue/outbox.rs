@@ -124,6 +124,7 @@ impl DeadLetterOutbox {
                 hops: Vec::new(),
                 reply: Some(tx),
                 dead_letter: true,
+                publisher: None,
             });
             sent.push((rx, bytes));
         }

@@ -102,6 +102,9 @@ pub struct ReadyStore {
     /// Live messages in all levels.
     live: usize,
     /// Bytes of their bodies (for `x-max-length-bytes`).
+    body_bytes: usize,
+    /// Bytes of memory they are accounted for (bodies, properties, headers: see
+    /// [`Message::accounted_size`]), for the memory watermark.
     bytes: usize,
 }
 
@@ -112,6 +115,7 @@ impl ReadyStore {
             levels: (0..=max_priority).map(|_| Level::default()).collect(),
             nonempty: [0; 4],
             live: 0,
+            body_bytes: 0,
             bytes: 0,
         }
     }
@@ -126,9 +130,14 @@ impl ReadyStore {
         self.live == 0
     }
 
-    /// Bytes of ready bodies.
+    /// Bytes of memory the ready messages are accounted for.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of ready bodies alone (for `x-max-length-bytes`).
+    pub fn body_bytes(&self) -> usize {
+        self.body_bytes
     }
 
     /// The level of `m`: its `priority` property, capped at the highest level.
@@ -158,6 +167,7 @@ impl ReadyStore {
     pub fn push_back(&mut self, r: Ready) {
         let level = self.level_of(&r.message) as usize;
         self.bytes += r.message.accounted_size();
+        self.body_bytes += r.message.body.len();
         let l = &mut self.levels[level];
         debug_assert!(l.slots.back().is_none_or(|s| s.seq < r.seq));
         l.slots.push_back(r.into());
@@ -170,6 +180,7 @@ impl ReadyStore {
     pub fn insert(&mut self, r: Ready) {
         let level = self.level_of(&r.message) as usize;
         self.bytes += r.message.accounted_size();
+        self.body_bytes += r.message.body.len();
         let l = &mut self.levels[level];
         let pos = l.slots.partition_point(|s| s.seq < r.seq);
         l.slots.insert(pos, r.into());
@@ -192,6 +203,7 @@ impl ReadyStore {
         l.tidy();
         self.live -= 1;
         self.bytes -= r.message.accounted_size();
+        self.body_bytes -= r.message.body.len();
         self.mark(level);
         Some(r)
     }
@@ -211,6 +223,7 @@ impl ReadyStore {
         l.tidy();
         self.live -= 1;
         self.bytes -= r.message.accounted_size();
+        self.body_bytes -= r.message.body.len();
         self.mark(level as usize);
         Some(r)
     }
@@ -225,6 +238,7 @@ impl ReadyStore {
         self.nonempty = [0; 4];
         self.live = 0;
         self.bytes = 0;
+        self.body_bytes = 0;
         n
     }
 
@@ -301,7 +315,8 @@ mod tests {
         assert!(s.remove(0, 3).is_none(), "already gone");
         assert!(s.remove(0, 1).is_some());
         assert_eq!(s.len(), 3);
-        assert_eq!(s.bytes(), 6);
+        assert_eq!(s.body_bytes(), 6);
+        assert_eq!(s.bytes(), 3 * ready(0, None).message.accounted_size());
         assert_eq!(drain(&mut s), [2, 4, 5]);
     }
 

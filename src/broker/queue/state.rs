@@ -87,7 +87,7 @@ pub struct QueueState<C> {
     delayed: DelayQueue,
     /// Delivered, unsettled messages by delivery id.
     unacked: HashMap<u64, Unacked>,
-    /// Bytes of the unacked bodies.
+    /// Bytes of memory the unacked messages are accounted for.
     unacked_bytes: usize,
     /// Attached consumers.
     consumers: Consumers<C>,
@@ -155,7 +155,8 @@ impl<C> QueueState<C> {
         self.delayed.len()
     }
 
-    /// Bytes of bodies held: ready, delayed and unacked.
+    /// Bytes of memory held (bodies, properties and headers: see
+    /// [`Message::accounted_size`]): ready, delayed and unacked.
     pub fn bytes(&self) -> usize {
         self.ready.bytes() + self.backlog.ram_bytes() + self.delayed.bytes() + self.unacked_bytes
     }
@@ -201,7 +202,7 @@ impl<C> QueueState<C> {
     /// At (or over) a length limit, counting delayed messages too (reject-publish).
     fn is_full(&self) -> bool {
         let len = (self.ready_len() + self.delayed.len()) as u64;
-        let bytes = (self.ready_bytes() + self.delayed.bytes()) as u64;
+        let bytes = (self.ready_bytes() + self.delayed.body_bytes()) as u64;
         self.config.max_length.is_some_and(|m| len >= m)
             || self.config.max_length_bytes.is_some_and(|m| bytes >= m)
     }

@@ -398,7 +398,8 @@ fn reject_publish_refuses_when_full_and_reject_publish_dlx_dead_letters_too() {
     );
     assert_eq!(q.push(msg("out"), 0), Pushed::Refused, "delayed ones count");
     assert_eq!(dead_bodies(&mut q), [("out".into(), Reason::MaxLen)]);
-    assert_eq!(q.bytes(), 5);
+    let later = with("later", |m| *m = m.clone().with_header("x-delay", 10i64));
+    assert_eq!(q.bytes(), later.accounted_size());
 }
 
 // ---------------------------------------------------------------------- dead-lettering
@@ -482,7 +483,11 @@ fn delayed_messages_become_ready_when_due() {
         0,
     );
     assert_eq!((q.ready_len(), q.delayed_len()), (1, 2));
-    assert_eq!(q.bytes(), 20);
+    // Bodies (11 + 6 + 3 bytes) and the two header tables.
+    let headers = |b: &str, d: i64| {
+        with(b, |m| *m = m.clone().with_header("x-delay", d)).accounted_size() - b.len()
+    };
+    assert_eq!(q.bytes(), 20 + headers("header", 30) + headers("now", 0));
     assert_eq!(q.next_deadline(), Some(30));
     assert_eq!(q.promote_due(29, 100), 0);
     assert_eq!(q.promote_due(30, 100), 1);

@@ -123,14 +123,17 @@ pub struct DelayQueue {
     heap: BinaryHeap<Delayed>,
     /// Next arrival number.
     next: u64,
-    /// Bytes of bodies held.
+    /// Bytes of memory held (see [`Message::accounted_size`]).
     bytes: usize,
+    /// Bytes of bodies held (for `x-max-length-bytes`).
+    body_bytes: usize,
 }
 
 impl DelayQueue {
     /// Holds `message` until `due`.
     pub fn push(&mut self, due: Millis, message: Arc<Message>) {
         self.bytes += message.accounted_size();
+        self.body_bytes += message.body.len();
         let order = self.next;
         self.next += 1;
         self.heap.push(Delayed {
@@ -152,6 +155,7 @@ impl DelayQueue {
         }
         let d = self.heap.pop()?;
         self.bytes -= d.message.accounted_size();
+        self.body_bytes -= d.message.body.len();
         Some((d.due, d.message))
     }
 
@@ -165,9 +169,14 @@ impl DelayQueue {
         self.heap.is_empty()
     }
 
-    /// Bytes of bodies waiting.
+    /// Bytes of memory the waiting messages are accounted for.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of the waiting bodies (for `x-max-length-bytes`).
+    pub fn body_bytes(&self) -> usize {
+        self.body_bytes
     }
 
     /// Drops every waiting message; answers how many.
@@ -175,6 +184,7 @@ impl DelayQueue {
         let n = self.heap.len();
         self.heap.clear();
         self.bytes = 0;
+        self.body_bytes = 0;
         n
     }
 }

@@ -316,3 +316,114 @@ fn nesting_is_accepted_down_to_level_64_and_refused_at_65() {
         assert_eq!(decode_client(&body).is_ok(), ok, "{arrays} arrays");
     }
 }
+
+/// The body of a publish frame whose headers hold `header`.
+fn publish_with_header(header: FieldValue, body: &[u8]) -> Bytes {
+    let mut headers = FieldTable::new();
+    headers.insert("h".into(), header);
+    let frame = ClientFrame::Publish(PublishFrame {
+        seq: 1,
+        exchange: "",
+        routing_key: "q",
+        mandatory: false,
+        properties: Some(Box::new(Properties {
+            headers: Some(headers),
+            ..Default::default()
+        })),
+        body,
+    });
+    let mut out = BytesMut::new();
+    encode_client(&frame, &mut out).unwrap();
+    take_frame(&mut out, 1 << 30).unwrap().unwrap()
+}
+
+#[test]
+fn a_frame_packed_with_tiny_values_is_refused_before_it_is_decoded() {
+    // 1 MiB of nils: 1 byte each on the wire, a 40-byte slot each decoded.
+    let nils = FieldValue::Array(vec![FieldValue::Void; 1 << 20]);
+    let body = publish_with_header(nils, b"");
+    let e = decode_client(&body).unwrap_err();
+    assert_eq!(e.code, ErrorCode::ResourceError);
+    assert!(e.message.contains("too many tiny values"), "{}", e.message);
+    // The same in an empty nested table, as a request's arguments: refused too.
+    let mut args = FieldTable::new();
+    args.insert(
+        "a".into(),
+        FieldValue::Array(vec![FieldValue::Int(1); 1 << 18]),
+    );
+    let mut out = BytesMut::new();
+    let declare = ClientFrame::Request(Request {
+        id: 1,
+        op: Op::DeclareQueue {
+            name: "q".into(),
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            passive: false,
+            arguments: args,
+        },
+    });
+    encode_client(&declare, &mut out).unwrap();
+    let body = take_frame(&mut out, 1 << 30).unwrap().unwrap();
+    assert_eq!(
+        decode_client(&body).unwrap_err().code,
+        ErrorCode::ResourceError
+    );
+    // A client trusts its broker: server frames have no budget.
+    assert!(decode(
+        &publish_with_header(FieldValue::Array(vec![FieldValue::Void; 1 << 16]), b""),
+        None
+    )
+    .map(|_: ClientFrame<'_>| ())
+    .is_ok());
+}
+
+#[test]
+fn ordinary_frames_fit_the_budget() {
+    // A large body decodes to a slice of the frame: far within the budget.
+    let body = vec![7u8; 4 << 20];
+    let frame = publish_with_header(FieldValue::Str("v".into()), &body);
+    assert!(decode_client(&frame).is_ok());
+    // A few thousand small headers (more than any real table) in a small frame.
+    let mut t = FieldTable::new();
+    for i in 0..1000 {
+        t.insert(format!("key-{i}"), FieldValue::Str(format!("value-{i}")));
+    }
+    let frame = publish_with_header(FieldValue::Table(t), b"");
+    assert!(decode_client(&frame).is_ok());
+    // Strings of 32 bytes and up decode to under 4 times their size.
+    let strings = FieldValue::Array(vec![FieldValue::Str("s".repeat(32)); 100_000]);
+    let frame = publish_with_header(strings, b"");
+    assert!(frame.len() > 3 << 20);
+    assert!(decode_client(&frame).is_ok());
+}
+
+#[test]
+fn the_walk_cost_bounds_what_the_headers_really_decode_to() {
+    // Mixed, nested values: the decoded table's size (the accounting model) is what
+    // the walk charged for it, give or take the frame's own few fields.
+    let mut inner = FieldTable::new();
+    inner.insert("n".into(), FieldValue::Array(vec![FieldValue::Void; 300]));
+    inner.insert("s".into(), FieldValue::Str("x".repeat(70)));
+    let frame = publish_with_header(FieldValue::Table(inner), b"body");
+    let mut walk = Walk::default();
+    walk.value(&frame, 1).unwrap();
+    let ClientFrame::Publish(p) = decode_client(&frame).unwrap() else {
+        panic!("a publish")
+    };
+    let headers = crate::message::size::table_size(p.properties.unwrap().headers.as_ref().unwrap());
+    assert!(walk.cost.0 >= headers, "{} < {headers}", walk.cost.0);
+    // The frame's own structures (the publish and properties field arrays) on top.
+    assert!(walk.cost.0 < headers + 2048, "{} vs {headers}", walk.cost.0);
+}
+
+#[test]
+fn the_seq_of_a_refused_publish_is_read_without_decoding_it() {
+    let body = publish_with_header(FieldValue::Array(vec![FieldValue::Void; 1 << 20]), b"");
+    assert!(decode_client(&body).is_err());
+    assert_eq!(publish_seq(&body), Some(1));
+    let mut out = BytesMut::new();
+    encode_client(&ClientFrame::Heartbeat, &mut out).unwrap();
+    let heartbeat = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+    assert_eq!(publish_seq(&heartbeat), None);
+}

@@ -266,6 +266,13 @@ impl Connection {
             let raw = frames[i].clone();
             let frame = match decode_client(&raw) {
                 Ok(f) => f,
+                Err(e) if e.code == ErrorCode::ResourceError && self.session.is_some() => {
+                    // Too large decoded: refused, not necessarily fatal (publish.rs).
+                    self.send_batch(batch.take(), ctx);
+                    self.refuse_oversized(&raw, e, ctx);
+                    i += 1;
+                    continue;
+                }
                 Err(e) if e.code == ErrorCode::UnknownOperation && self.session.is_some() => {
                     self.send_batch(batch.take(), ctx);
                     // Name the request when its id can be read, so the client is not

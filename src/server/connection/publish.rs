@@ -72,25 +72,55 @@ impl Connection {
         let Ok(ClientFrame::Publish(p)) = decode_client(raw) else {
             return;
         };
-        if p.seq == 0 {
+        self.nack_publish(p.seq, e, ctx);
+    }
+
+    /// Nacks publish `seq` (an error without a request id when it asked for no confirm).
+    fn nack_publish(&mut self, seq: u64, e: &BrokerError, ctx: &mut Context<Self>) {
+        if seq == 0 {
             self.error(None, e);
             return;
         }
-        if !self.confirms.register(p.seq) {
+        if !self.confirms.register(seq) {
             self.fatal(
                 ErrorCode::PreconditionFailed,
-                format!("publish seq {} does not increase", p.seq),
+                format!("publish seq {seq} does not increase"),
                 ctx,
             );
             return;
         }
         self.frame(&ServerFrame::Nack {
-            seq: p.seq,
+            seq,
             code: e.code(),
             message: super::shown(e.message()),
         });
-        self.confirms.settle(p.seq, false);
+        self.confirms.settle(seq, false);
         self.advance_confirms();
+    }
+
+    /// Answers a frame refused before it was decoded because it would take too much
+    /// memory decoded (RESOURCE_ERROR): a publish is nacked and a request answered with
+    /// the error, the connection staying open; anything else is fatal.
+    pub(super) fn refuse_oversized(
+        &mut self,
+        raw: &Bytes,
+        e: DecodeError,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::warn!(peer = %self.peer, code = %e.code, message = %e.message, "frame refused");
+        let err = BrokerError::new(e.code, e.message);
+        if let Some(seq) = publish_seq(raw) {
+            self.publisher = true;
+            self.nack_publish(seq, &err, ctx);
+        } else if let Some(id) = request_id(raw) {
+            self.error(Some(id), &err);
+        } else {
+            self.fatal(
+                err.code(),
+                format!("cannot decode frame: {}", err.message()),
+                ctx,
+            );
+        }
     }
 
     pub(super) fn advance_confirms(&mut self) {
@@ -134,6 +164,7 @@ impl Connection {
             hops: Vec::new(),
             reply: Some(tx),
             dead_letter: false,
+            publisher: Some(self.owner),
         });
         let flow = self.flow.clone();
         let name = exchange.name().to_string();

@@ -38,7 +38,7 @@ impl Loc {
     pub fn of(record: &Record, seg: u64, off: u64) -> Loc {
         let size = match record {
             Record::Publish { message, .. } => {
-                u32::try_from(message.accounted_size()).unwrap_or(u32::MAX)
+                u32::try_from(message.body.len()).unwrap_or(u32::MAX)
             }
             _ => 0,
         };

@@ -1,6 +1,7 @@
 //! The Rust client (`actormq::client`) against a real broker on an ephemeral port.
 
 mod consume;
+mod flow_bound;
 mod heartbeat;
 mod ops;
 mod publish;

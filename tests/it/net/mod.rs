@@ -1,5 +1,6 @@
 //! The networked broker over real TCP: raw protocol bytes, connections, auth, limits.
 
 mod listeners;
+mod memory;
 mod pipeline;
 mod raw;

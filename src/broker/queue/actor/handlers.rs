@@ -14,6 +14,7 @@ impl Handler<Enqueue> for QueueActor {
             return Box::pin(async move { Err(e) });
         }
         let now = self.stamp();
+        let publisher = msg.publisher;
         let mut refused = Vec::new();
         for (i, m) in msg.messages.into_iter().enumerate() {
             if self.durable.push(&mut self.state, i as u32, m, now) == Pushed::Refused {
@@ -34,18 +35,25 @@ impl Handler<Enqueue> for QueueActor {
         };
         if self.flow_should_close() {
             // The answer (and with it the publisher's window) waits until the
-            // consumers have brought the backlog down: a fast producer is slowed to
-            // what the consumers take, instead of the broker filling up.
+            // consumers have brought the depth down to half the threshold: a fast
+            // producer is held to what the consumers take (nothing, if they never ack),
+            // instead of the broker filling up.
             self.flow
                 .send_if_modified(|open| std::mem::replace(open, false));
             let mut rx = self.flow.subscribe();
+            // Except for a publisher that also consumes here with acks: it cannot
+            // send its acks while its publish window is full, so an unbounded wait
+            // could lock it for good. Held at most FLOW_MAX_HOLD, it is slowed, never
+            // stuck (the one case the threshold does not bound: Settings.toml).
+            let own_acks = self.acks_from(publisher);
             return Box::pin(async move {
                 let answer = durable::confirm(stored, answer).await;
-                // Bounded: a connection that both publishes to this queue and consumes
-                // from it cannot read its own acks while its publish window is full,
-                // so an unbounded wait here could lock it for good. Held at most
-                // FLOW_MAX_HOLD, the publisher is slowed, never stuck.
-                let _ = tokio::time::timeout(FLOW_MAX_HOLD, rx.wait_for(|open| *open)).await;
+                let reopened = rx.wait_for(|open| *open);
+                if own_acks {
+                    let _ = tokio::time::timeout(FLOW_MAX_HOLD, reopened).await;
+                } else {
+                    let _ = reopened.await;
+                }
                 Ok(answer)
             });
         }

@@ -25,9 +25,10 @@ impl<C> QueueState<C> {
         self.backlog.push_stored(id, size, deliveries);
     }
 
-    /// Bytes of every ready message, in memory or not (for `x-max-length-bytes`).
+    /// Body bytes of every ready message, in memory or not (for `x-max-length-bytes`,
+    /// which counts bodies alone, as RabbitMQ's does).
     pub(super) fn ready_bytes(&self) -> usize {
-        self.ready.bytes() + self.backlog.bytes()
+        self.ready.body_bytes() + self.backlog.bytes()
     }
 
     /// Messages waiting in the backlog.
