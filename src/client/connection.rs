@@ -289,7 +289,10 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<Arc<Shared>, ClientErr
         .await
         .map_err(|_| {
             ClientError::io(
-                format!("connecting to {}", opts.addr),
+                format!(
+                    "connecting to {}",
+                    super::options::with_default_port(&opts.addr)
+                ),
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
             )
         })??;
@@ -327,8 +330,8 @@ const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 async fn handshake(
     opts: &ConnectOptions,
 ) -> Result<(TcpStream, ServerInfo, BytesMut), ClientError> {
-    let ctx = || format!("connecting to {}", opts.addr);
     let addr = super::options::with_default_port(&opts.addr);
+    let ctx = || format!("connecting to {addr}");
     let mut stream = TcpStream::connect(&addr)
         .await
         .map_err(|e| ClientError::io(ctx(), e))?;
@@ -351,7 +354,7 @@ async fn handshake(
         .map_err(|e| ClientError::io(ctx(), e))?;
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
-        if let Some(e) = foreign_greeting(&buf, &opts.addr) {
+        if let Some(e) = foreign_greeting(&buf, &addr) {
             return Err(e);
         }
         let frame = take_frame(&mut buf, HANDSHAKE_MAX_FRAME)
