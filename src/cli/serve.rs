@@ -14,27 +14,57 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
     let data_dir = &settings.storage.data_dir;
     let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
     tracing::info!(data_dir = %absolute.display(), "storage directory");
-    let server = ServerHandle::start(settings)?;
-    println!("actormq listening on {}", server.local_addr());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        ctrl_c.await?;
-        Ok::<(), std::io::Error>(())
-    })?;
+    // Handlers first: a SIGTERM sent as soon as the listening line appears must stop
+    // the broker gracefully, not kill it with the default action.
+    let stop = {
+        let _runtime = rt.enter();
+        StopSignals::install()?
+    };
+    let server = ServerHandle::start(settings)?;
+    println!("actormq listening on {}", server.local_addr());
+    rt.block_on(stop.wait());
     tracing::info!("shutting down");
     server.shutdown();
     Ok(())
+}
+
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (within a tokio runtime).
+    fn install() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Waits for either signal.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

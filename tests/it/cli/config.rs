@@ -72,7 +72,8 @@ fn serve_log(format: &str) -> (String, tempfile::TempDir) {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {err}");
     (err, dir)
 }
 
