@@ -5,56 +5,122 @@
 #   scripts/bench-vs-rabbitmq.sh              # every scenario, 3 rounds, 10 s each
 #   ROUNDS=1 DURATION=5 scripts/bench-vs-rabbitmq.sh 1 5   # quick: scenarios 1 and 5
 #
-# Installs RabbitMQ from Debian's packages when it is missing, starts it bound to
-# loopback only, starts `actormq serve` (release build), runs each scenario against
+# Installs RabbitMQ from Debian's packages when it is missing, then starts a RabbitMQ
+# node of its own: node name $RABBIT_NODE (default actormq-bench@localhost), AMQP port
+# $RABBIT_PORT (default 5673) and distribution port $RABBIT_PORT + 20000, on loopback,
+# with its data, logs and (empty) plugin list under $OUT. It never stops or touches
+# another node (a system rabbit@localhost keeps running). It starts `actormq serve`
+# (release build) on 127.0.0.1:$ACTORMQ_PORT (default 5680), runs each scenario against
 # both brokers alternating A B A B, and prints the medians and the ratio
 # actormq / RabbitMQ. Raw JSON reports go to $OUT (default target/bench-vs-rabbitmq).
+# Refuses to start when one of its ports is taken or its node already runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 OUT=${OUT:-target/bench-vs-rabbitmq}
+RABBIT_NODE=${RABBIT_NODE:-actormq-bench@localhost}
+RABBIT_PORT=${RABBIT_PORT:-5673}
+ACTORMQ_PORT=${ACTORMQ_PORT:-5680}
+ACTORMQ_ADDR=127.0.0.1:$ACTORMQ_PORT
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(1 1a 2 3 4 5 6 7)
+for s in "${SCENARIOS[@]}"; do
+  case "$s" in
+    1|1a|2|3|4|5|6|7) ;;
+    *) echo "bench-vs-rabbitmq.sh: no scenario '$s' (1 1a 2 3 4 5 6 7; see --help)" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+trap 'echo "bench-vs-rabbitmq.sh: failed at line $LINENO: $BASH_COMMAND (logs in $OUT)" >&2' ERR
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$ACTORMQ_PORT" "$RABBIT_PORT" "$((RABBIT_PORT + 20000))"; do
+  if port_taken "$port"; then
+    echo "bench-vs-rabbitmq.sh: 127.0.0.1:$port is already in use: stop what listens there, or" >&2
+    echo "set ACTORMQ_PORT / RABBIT_PORT (RabbitMQ also takes RABBIT_PORT + 20000)" >&2
+    exit 1
+  fi
+done
 
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
   echo "installing rabbitmq-server from Debian's packages..." >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
 fi
 
+echo "bench-vs-rabbitmq.sh: scenarios ${SCENARIOS[*]}; $ROUNDS round(s) of ${DURATION} s per broker;" >&2
+echo "  actormq on $ACTORMQ_ADDR, RabbitMQ node $RABBIT_NODE on 127.0.0.1:$RABBIT_PORT; output in $OUT" >&2
 echo "building actormq (release, with the amqp feature for lapin)..." >&2
 cargo build --release --features amqp -q
 BIN=target/release/actormq
 
-# RabbitMQ on loopback only, defaults otherwise (as for the reference numbers in docs/BENCHMARKS.md).
-export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODENAME=rabbit@localhost
-rabbitmqctl -q stop >/dev/null 2>&1 || true
-rabbitmq-server -detached >/dev/null 2>&1
-for _ in $(seq 120); do  # the node registers with epmd a few seconds after -detached
-  rabbitmqctl -q await_startup >/dev/null 2>&1 && break
-  sleep 0.5
-done
-RABBIT_PID=$(pgrep -f 'beam.smp.*rabbit' | head -1)
-
+# RabbitMQ: a node of our own, on loopback only, defaults otherwise (as for the
+# reference numbers in docs/BENCHMARKS.md). Everything it writes stays under $RABBIT_BASE.
+RABBIT_BASE="$OUT/rabbitmq"
+rm -rf "$RABBIT_BASE"
+mkdir -p "$RABBIT_BASE"
+echo "[]." >"$RABBIT_BASE/enabled_plugins"
+# Debian's rabbitmq-server runs the node as the rabbitmq user: let it write there.
+if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$RABBIT_BASE"; fi
+export RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_NODE_PORT="$RABBIT_PORT" RABBITMQ_DIST_PORT="$((RABBIT_PORT + 20000))" \
+  RABBITMQ_MNESIA_BASE="$RABBIT_BASE/mnesia" RABBITMQ_LOG_BASE="$RABBIT_BASE/log" \
+  RABBITMQ_PID_FILE="$RABBIT_BASE/rabbit.pid" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_BASE/enabled_plugins" \
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+rabbitmqctl_own() { rabbitmqctl -q -n "$RABBIT_NODE" "$@"; }
+if rabbitmqctl_own status >/dev/null 2>&1; then
+  echo "bench-vs-rabbitmq.sh: a node named $RABBIT_NODE already runs; stop it or set RABBIT_NODE" >&2
+  exit 1
+fi
+RABBIT_STARTED=
+ACTORMQ_PID=
 DATA=$(mktemp -d)
-# Keep the broker's data directory out of the working tree.
-export ACTORMQ__STORAGE__DATA_DIR="$DATA"
-grep -q '^\[storage\]' Settings.toml || unset ACTORMQ__STORAGE__DATA_DIR
-ACTORMQ_LOG="$OUT/actormq.log"
-ACTORMQ__STORAGE__DATA_DIR="$DATA" RUST_LOG=warn "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
-ACTORMQ_PID=$!
 cleanup() {
-  kill "$ACTORMQ_PID" 2>/dev/null || true
-  rabbitmqctl -q stop >/dev/null 2>&1 || true
+  if [ -n "$ACTORMQ_PID" ]; then kill "$ACTORMQ_PID" 2>/dev/null || true; fi
+  if [ -n "$RABBIT_STARTED" ]; then rabbitmqctl_own stop >/dev/null 2>&1 || true; fi
   rm -rf "$DATA"
 }
 trap cleanup EXIT
+rabbitmq-server -detached >"$RABBIT_BASE/start.log" 2>&1
+RABBIT_STARTED=1
+# The node registers with epmd a few seconds after -detached; a node that failed to
+# boot leaves no log of its own beyond $RABBIT_BASE/log. A minute at most.
+rabbit_up=
+deadline=$((SECONDS + 60))
+while [ $SECONDS -lt $deadline ]; do
+  if rabbitmqctl_own await_startup --timeout 5 >/dev/null 2>&1; then rabbit_up=1; break; fi
+  sleep 0.5
+done
+if [ -z "$rabbit_up" ]; then
+  echo "bench-vs-rabbitmq.sh: RabbitMQ node $RABBIT_NODE did not start within 60 s; see $RABBIT_BASE/log" >&2
+  exit 1
+fi
+RABBIT_PID=$(cat "$RABBIT_BASE/rabbit.pid" 2>/dev/null || pgrep -f "beam.smp.*$RABBIT_NODE" | head -1)
+
+# Keep the broker's data directory out of the working tree, and its port our own.
+ACTORMQ_LOG="$OUT/actormq.log"
+ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ACTORMQ_ADDR" RUST_LOG=warn \
+  "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
+ACTORMQ_PID=$!
+ready=
 for _ in $(seq 100); do  # wait for readiness (a request that succeeds), 10 s at most
-  "$BIN" declare-exchange bench.ready --type direct >/dev/null 2>&1 && break
+  kill -0 "$ACTORMQ_PID" 2>/dev/null || break
+  if "$BIN" declare-exchange bench.ready --type direct --server "$ACTORMQ_ADDR" >/dev/null 2>&1; then
+    ready=1; break
+  fi
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "bench-vs-rabbitmq.sh: actormq did not start on $ACTORMQ_ADDR; the end of $ACTORMQ_LOG:" >&2
+  tail -5 "$ACTORMQ_LOG" >&2
+  exit 1
+fi
 
 idle_actormq=$(awk '/VmRSS/ {print $2}' /proc/$ACTORMQ_PID/status)
 idle_rabbit=$(awk '/VmRSS/ {print $2}' /proc/$RABBIT_PID/status)
@@ -95,11 +161,11 @@ for s in "${SCENARIOS[@]}"; do
   dur=$DURATION; [ "$s" = 7 ] && dur=30
   for r in $(seq "$ROUNDS"); do
     echo "scenario $s round $r: actormq" >&2
-    "$BIN" perf $args --duration "$dur" --broker-pid "$ACTORMQ_PID" --json --prefix "bench$s" --delete-queues \
+    "$BIN" perf $args --server "$ACTORMQ_ADDR" --duration "$dur" --broker-pid "$ACTORMQ_PID" --json --prefix "bench$s" --delete-queues \
       >"$OUT/s$s-actormq-$r.json" 2>"$OUT/s$s-actormq-$r.log"
     echo "scenario $s round $r: rabbitmq" >&2
     "$BIN" perf $args --duration "$dur" --broker-pid "$RABBIT_PID" --json --prefix "bench$s" --delete-queues \
-      --amqp-url "amqp://guest:guest@127.0.0.1:5672/%2f" \
+      --amqp-url "amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f" \
       >"$OUT/s$s-rabbitmq-$r.json" 2>"$OUT/s$s-rabbitmq-$r.log"
   done
 done

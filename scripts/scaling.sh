@@ -4,29 +4,73 @@
 # message; idle CPU with 1,000 idle connections. Topic routing against the number of
 # bindings is `cargo bench --bench routing`.
 #
-#   scripts/scaling.sh            # DURATION=5 seconds per point by default
+#   scripts/scaling.sh                 # DURATION=5 seconds per point by default
+#   PORT=5690 SIZES="16 1024" DURATION=2 scripts/scaling.sh
+#
+# Builds the release binary, then starts its own broker (several times: a fresh one per
+# section) on 127.0.0.1:$PORT (default 5680) with a temporary data directory, and
+# measures it with `actormq perf`. Refuses to start when something already listens on
+# that port: it would measure that instead. The broker's and perf's output go to $OUT
+# (default target/scaling); any failure stops the script with a message saying what
+# failed and where its log is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+case "${1:-}" in
+  -h|--help) usage; exit 0 ;;
+  "") ;;
+  *) echo "scaling.sh: unexpected argument '$1' (it takes none; see --help)" >&2; exit 2 ;;
+esac
+
 DURATION=${DURATION:-5}
+PORT=${PORT:-5680}
+OUT=${OUT:-target/scaling}
+ADDR=127.0.0.1:$PORT
+if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+  echo "scaling.sh: something already listens on $ADDR (another broker?): stop it, or choose" >&2
+  echo "another port with PORT=..." >&2
+  exit 1
+fi
+mkdir -p "$OUT"
+LOG="$OUT/actormq.log"
+PERF_LOG="$OUT/perf.log"
+: >"$PERF_LOG"
+trap 'echo "scaling.sh: failed at line $LINENO: $BASH_COMMAND (broker log: $LOG, perf log: $PERF_LOG)" >&2' ERR
+
+echo "scaling.sh: building the release binary, then measuring a broker of its own on $ADDR" >&2
+echo "  (${DURATION} s per point; broker log $LOG, perf log $PERF_LOG)" >&2
 cargo build --release -q
 BIN=target/release/actormq
 DATA=$(mktemp -d)
-# Keep the broker's data directory out of the working tree.
-export ACTORMQ__STORAGE__DATA_DIR="$DATA"
-grep -q '^\[storage\]' Settings.toml || unset ACTORMQ__STORAGE__DATA_DIR
+# Keep the broker's data directory out of the working tree, and its port our own.
+export ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ADDR"
+PID=
 
 start() {
-  RUST_LOG=warn "$BIN" serve >/dev/null 2>&1 &
+  RUST_LOG=warn "$BIN" serve >>"$LOG" 2>&1 &
   PID=$!
-  for _ in $(seq 100); do "$BIN" declare-exchange scaling.ready --type direct >/dev/null 2>&1 && break; sleep 0.1; done
+  local ready=
+  for _ in $(seq 100); do
+    if ! kill -0 "$PID" 2>/dev/null; then break; fi
+    if "$BIN" declare-exchange scaling.ready --type direct --server "$ADDR" >/dev/null 2>&1; then
+      ready=1; break
+    fi
+    sleep 0.1
+  done
+  if [ -z "$ready" ]; then
+    echo "scaling.sh: the broker did not start on $ADDR; the end of its log ($LOG):" >&2
+    tail -5 "$LOG" >&2
+    exit 1
+  fi
   # Start-up reads whole log segments; the allocator hands those buffers back to the
   # OS within a moment. Measure RSS after that, not during it.
   sleep 1
 }
-stop() { kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true; }
+stop() { if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; fi; }
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
 field() { python3 -c "import json,sys; j=json.load(sys.stdin); print($1)"; }
-perf() { "$BIN" perf --duration "${D:-$DURATION}" --json --broker-pid "$PID" "$@" 2>/dev/null; }
+perf() { "$BIN" perf --server "$ADDR" --duration "${D:-$DURATION}" --json --broker-pid "$PID" "$@" 2>>"$PERF_LOG"; }
 trap 'stop; rm -rf "$DATA"' EXIT
 
 start
@@ -73,7 +117,7 @@ echo "per empty queue: $(( (after - before) * 1024 / 10000 )) bytes (10,000 queu
 stop
 start
 before=$(rss_kib "$PID")
-r=$("$BIN" perf --consumers 0 --rate 500000 --warmup 0 --duration 2 --json --prefix backlog 2>/dev/null)
+r=$("$BIN" perf --server "$ADDR" --consumers 0 --rate 500000 --warmup 0 --duration 2 --json --prefix backlog 2>>"$PERF_LOG")
 depth=$(echo "$r" | field 'j["queue_depth_end"]')
 after=$(rss_kib "$PID")
 echo "per queued 16 B message: $(( (after - before) * 1024 / depth )) bytes ($depth messages)"

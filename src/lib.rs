@@ -25,11 +25,13 @@
 //! - [`client`]: the async Rust client of the native protocol.
 //! - `perf`: the load generator behind `actormq perf` (feature `cli`, on by default).
 //! - [`settings`]: `Settings.toml` and environment overrides.
+//! - [`logging`]: the binary's log subscriber (text or JSON, colour on terminals).
 
 pub mod broker;
 pub mod definitions;
 pub mod embed;
 pub mod error;
+pub mod logging;
 pub mod message;
 pub mod options;
 pub mod settings;

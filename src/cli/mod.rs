@@ -1,5 +1,6 @@
-//! The `actormq` command line: argument types in [`args`], the client commands in
-//! [`commands`]. `serve` (and no subcommand) hands over to the server's own entry point.
+//! The `actormq` command line: argument types in [`args`] and [`flags`], the client
+//! commands in [`commands`], [`publish`] and [`consume`], message output in [`output`],
+//! credentials in [`password`], and `serve` (also what no subcommand means) in [`serve`].
 //!
 //! Exit status: 0 on success; 1 with `error: ...` on standard error otherwise, where a
 //! broker refusal reads `error: CODE - message` (e.g. `error: NOT_FOUND - no queue 'q'
@@ -7,10 +8,16 @@
 
 mod args;
 mod commands;
+mod consume;
+mod flags;
+mod output;
+mod password;
+mod publish;
+mod serve;
 
 use args::{Cli, Command};
-use clap::Parser;
-use std::io::{BufRead, Write};
+use clap::{CommandFactory, Parser};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Parses the command line, runs the command, reports the outcome as the exit status.
@@ -29,40 +36,46 @@ pub fn main() -> ExitCode {
 type Error = Box<dyn std::error::Error>;
 
 fn run(cli: Cli) -> Result<(), Error> {
-    let Cli {
-        server,
-        user,
-        password,
-        vhost,
-        command,
-    } = cli;
-    let command = match command {
-        None => return actormq::server::run_cli_serve(None),
-        Some(Command::Serve { config }) => return actormq::server::run_cli_serve(config),
-        Some(Command::HashPassword { secret }) => return hash_password(secret),
-        Some(Command::Perf(args)) => return perf(server, user, password, vhost, args),
-        Some(c) => c,
-    };
-    let options = actormq::client::ConnectOptions::new(server)
-        .credentials(user, password)
-        .vhost(vhost);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(commands::run(options, command))
+    let Cli { leading, command } = cli;
+    let mut command = command.unwrap_or(Command::Serve { config: None });
+    match command.conn_mut() {
+        Some(conn) => *conn = leading.fill(std::mem::take(conn)),
+        None => {
+            if let Some(flag) = leading.any_given() {
+                // `serve --server` used to be accepted and ignored: refuse it instead.
+                let what = match command {
+                    Command::Serve { .. } => "serve listens where server.bind says (Settings.toml or ACTORMQ__SERVER__BIND)",
+                    _ => "hash-password talks to no broker",
+                };
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!("{flag} is not a flag of this command: {what}"),
+                    )
+                    .exit();
+            }
+        }
+    }
+    match command {
+        Command::Serve { config } => serve::run(config),
+        Command::HashPassword { secret } => password::hash_password(secret),
+        Command::Perf { conn, args } => perf(password::connect_options(conn)?, args),
+        mut command => {
+            let conn = std::mem::take(command.conn_mut().expect("a client command"));
+            let options = password::connect_options(conn)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(commands::run(options, command))
+        }
+    }
 }
 
 /// `perf`: runs the load and prints the report (a table, or JSON with --json).
 fn perf(
-    server: String,
-    user: String,
-    password: String,
-    vhost: String,
+    options: actormq::client::ConnectOptions,
     args: actormq::perf::PerfArgs,
 ) -> Result<(), Error> {
-    let options = actormq::client::ConnectOptions::new(server)
-        .credentials(user, password)
-        .vhost(vhost);
     // One thread by default: the load generator must stay lean beside the broker on
     // few cores.
     let rt = if args.threads <= 1 {
@@ -88,22 +101,5 @@ fn perf(
     } else {
         print!("{}", report.table());
     }
-    Ok(())
-}
-
-/// `hash-password`: the argument, or the first line of standard input.
-fn hash_password(password: Option<String>) -> Result<(), Error> {
-    let password = match password {
-        Some(p) => p,
-        None => {
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            line.trim_end_matches(['\n', '\r']).to_string()
-        }
-    };
-    if password.is_empty() {
-        return Err("the password is empty".into());
-    }
-    println!("{}", actormq::server::auth::hash_password(&password));
     Ok(())
 }

@@ -289,7 +289,10 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<Arc<Shared>, ClientErr
         .await
         .map_err(|_| {
             ClientError::io(
-                format!("connecting to {}", opts.addr),
+                format!(
+                    "connecting to {}",
+                    super::options::with_default_port(&opts.addr)
+                ),
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
             )
         })??;
@@ -327,8 +330,9 @@ const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 async fn handshake(
     opts: &ConnectOptions,
 ) -> Result<(TcpStream, ServerInfo, BytesMut), ClientError> {
-    let ctx = || format!("connecting to {}", opts.addr);
-    let mut stream = TcpStream::connect(&opts.addr)
+    let addr = super::options::with_default_port(&opts.addr);
+    let ctx = || format!("connecting to {addr}");
+    let mut stream = TcpStream::connect(&addr)
         .await
         .map_err(|e| ClientError::io(ctx(), e))?;
     stream
@@ -350,6 +354,9 @@ async fn handshake(
         .map_err(|e| ClientError::io(ctx(), e))?;
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
+        if let Some(e) = foreign_greeting(&buf, &addr) {
+            return Err(e);
+        }
         let frame = take_frame(&mut buf, HANDSHAKE_MAX_FRAME)
             .map_err(|e| ClientError::Protocol(format!("during the handshake: {e}")))?;
         if let Some(frame) = frame {
@@ -384,6 +391,29 @@ async fn handshake(
             ));
         }
     }
+}
+
+/// Recognises a server that is not an actormq broker from the first bytes it sent.
+///
+/// A Welcome is well under [`HANDSHAKE_MAX_FRAME`], so its 4-byte big-endian length
+/// starts with two zero bytes. Anything else is another protocol: text such as
+/// `HTTP/1.1 400` or `AMQP\0\0\x09\x01` would otherwise read as a frame of ~1.2 GB.
+fn foreign_greeting(buf: &[u8], addr: &str) -> Option<ClientError> {
+    let first = buf.get(..2)?;
+    if first == [0, 0] {
+        return None;
+    }
+    let line = buf
+        .split(|b| *b == b'\n' || *b == b'\r' || *b == 0)
+        .next()
+        .unwrap_or_default();
+    let text = line.iter().take(80).all(|b| (0x20..0x7f).contains(b));
+    let said = (text && line.len() >= 2)
+        .then(|| String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned());
+    Some(ClientError::NotAnActormqServer {
+        addr: addr.to_string(),
+        said,
+    })
 }
 
 /// The writer task: writes the whole outbox at once whenever it has frames, sends a
@@ -430,4 +460,27 @@ async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, heartbeat: Dura
         }
     }
     let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{foreign_greeting, ClientError};
+
+    #[test]
+    fn a_server_speaking_another_protocol_is_named_as_such() {
+        let e = foreign_greeting(b"HTTP/1.1 400 Bad Request\r\n\r\n", "h:1").unwrap();
+        assert_eq!(
+            e.to_string(),
+            "h:1 is not an actormq server (it said \"HTTP/1.1 400 Bad Request\")"
+        );
+        let e = foreign_greeting(b"AMQP\0\0\x09\x01", "h:1").unwrap();
+        assert!(e.to_string().contains("\"AMQP\""), "{e}");
+        let e = foreign_greeting(&[0xff, 0xfe, 0, 1], "h:1").unwrap();
+        assert!(matches!(
+            e,
+            ClientError::NotAnActormqServer { said: None, .. }
+        ));
+        assert!(foreign_greeting(&[0, 0, 1, 0], "h:1").is_none(), "a frame");
+        assert!(foreign_greeting(b"H", "h:1").is_none(), "too early to tell");
+    }
 }

@@ -62,6 +62,23 @@ pub enum ClientError {
     /// frame, or a reply of the wrong kind.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server at the address does not speak actormq's protocol: its first bytes
+    /// are no frame a broker would send (an HTTP or AMQP server, say).
+    #[error("{addr} is not an actormq server{}", said_suffix(.said))]
+    NotAnActormqServer {
+        /// The address connected to.
+        addr: String,
+        /// The start of what it sent, when that reads as text (`HTTP/1.1 400 ...`).
+        said: Option<String>,
+    },
+}
+
+/// `" (it said \"...\")"` for the text a foreign server sent, if any.
+fn said_suffix(said: &Option<String>) -> String {
+    match said {
+        Some(text) => format!(" (it said {text:?})"),
+        None => String::new(),
+    }
 }
 
 impl ClientError {

@@ -56,7 +56,7 @@ pub use connection::ServerInfo;
 pub use consumer::{Consumer, Delivery, GetOk};
 pub use error::ClientError;
 pub use ops::QueueInfo;
-pub use options::{ConnectOptions, PublishOptions};
+pub use options::{with_default_port, ConnectOptions, PublishOptions, DEFAULT_PORT};
 pub use publish::{Confirmation, PublishConfirm, Returned};
 
 use crate::protocol::{properties_or_none, ClientFrame, Op, PublishFrame};

@@ -106,6 +106,37 @@ impl ConnectOptions {
     }
 }
 
+/// The port a broker listens on unless told otherwise (`server.bind`).
+pub const DEFAULT_PORT: u16 = 5680;
+
+/// `addr` with [`DEFAULT_PORT`] added when it names no port: `127.0.0.1` and
+/// `localhost` become `...:5680`, `::1` and `[::1]` become `[::1]:5680`; an address
+/// with a port is returned as it is.
+///
+/// ```
+/// use actormq::client::with_default_port;
+/// assert_eq!(with_default_port("127.0.0.1"), "127.0.0.1:5680");
+/// assert_eq!(with_default_port("broker:7000"), "broker:7000");
+/// ```
+pub fn with_default_port(addr: &str) -> String {
+    if let Some(rest) = addr.strip_prefix('[') {
+        // A bracketed IPv6 literal: a port follows the `]` if there is one.
+        return if rest.ends_with(']') {
+            format!("{addr}:{DEFAULT_PORT}")
+        } else {
+            addr.to_string()
+        };
+    }
+    if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+        return format!("[{addr}]:{DEFAULT_PORT}");
+    }
+    if addr.contains(':') {
+        addr.to_string()
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    }
+}
+
 /// Options of one publish.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishOptions {
@@ -164,5 +195,21 @@ impl PublishOptions {
     /// milliseconds after it arrives there (the `x-delay` header, on any exchange).
     pub fn delay(self, ms: u64) -> Self {
         self.header("x-delay", ms.min(i64::MAX as u64) as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn an_address_without_a_port_gets_the_default_one() {
+        assert_eq!(with_default_port("127.0.0.1"), "127.0.0.1:5680");
+        assert_eq!(with_default_port("localhost"), "localhost:5680");
+        assert_eq!(with_default_port("::1"), "[::1]:5680");
+        assert_eq!(with_default_port("[::1]"), "[::1]:5680");
+        assert_eq!(with_default_port("[::1]:7"), "[::1]:7");
+        assert_eq!(with_default_port("h:1"), "h:1");
+        assert_eq!(with_default_port("127.0.0.1:0"), "127.0.0.1:0");
     }
 }

@@ -74,13 +74,7 @@ impl Users {
     pub fn seeds(settings: &Settings) -> Result<Vec<UserDefinition>, SettingsError> {
         let mut list = settings.users.clone();
         if let Some(path) = &settings.users_file {
-            let cfg = config::Config::builder()
-                .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-                .build()
-                .map_err(|e| SettingsError(format!("users_file {}: {e}", path.display())))?;
-            let more: Vec<UserSettings> = cfg
-                .get("users")
-                .map_err(|e| SettingsError(format!("users_file {}: {e}", path.display())))?;
+            let more = crate::settings::load_users_file(path)?;
             list.extend(more);
         }
         if list.is_empty() {

@@ -21,7 +21,6 @@ use auth::Users;
 use bytes::BytesMut;
 pub use connections::{CloseConnection, ConnectionInfo, Connections};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -324,43 +323,11 @@ fn refuse_native(
     })
 }
 
-/// Installs the `tracing` subscriber: `RUST_LOG` when set, else `level`.
+/// Installs the `tracing` subscriber: `RUST_LOG` when set, else `level`; text lines,
+/// coloured only on a terminal (see [`crate::logging`]).
 pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Logs go to standard error, leaving standard output to the program's own output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// `actormq serve`: loads settings, starts the server, runs until SIGINT or SIGTERM,
-/// shuts down gracefully.
-pub fn run_cli_serve(config: Option<PathBuf>) -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::load(config.as_deref())?;
-    init_logging(&settings.log.level);
-    let server = ServerHandle::start(settings)?;
-    println!("actormq listening on {}", server.local_addr());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        ctrl_c.await?;
-        Ok::<(), std::io::Error>(())
-    })?;
-    tracing::info!("shutting down");
-    server.shutdown();
-    Ok(())
+    crate::logging::init(&crate::settings::LogSettings {
+        level: level.to_string(),
+        ..Default::default()
+    });
 }

@@ -1,72 +1,22 @@
-//! The `actormq` binary against a real broker: exit codes, output, argument typing.
+//! The first commands: declare, publish lines, consume, purge, delete, serve.
 
+use super::{deadline, fails, ok, ok_with, ready, run, run_cmd, BIN};
 use crate::support::{TestServer, DEADLINE};
 use actormq::client::{Client, ConnectOptions};
 use actormq::FieldValue;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_actormq");
-
-/// Runs `actormq --server ADDR ARGS...`, feeding `stdin` when given.
-fn run(server: &TestServer, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--server")
-        .arg(server.addr.to_string())
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary runs");
-    if let Some(input) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(input.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Runs and expects success; answers standard output.
-fn ok(server: &TestServer, args: &[&str]) -> String {
-    ok_with(server, args, None)
-}
-
-fn ok_with(server: &TestServer, args: &[&str], stdin: Option<&str>) -> String {
-    let out = run(server, args, stdin);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs and expects failure; answers standard error.
-fn fails(server: &TestServer, args: &[&str]) -> String {
-    let out = run(server, args, None);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    String::from_utf8(out.stderr).unwrap()
-}
-
-/// A generous --timeout, so a consume can never hang the test.
-fn deadline() -> String {
-    DEADLINE.as_secs().to_string()
-}
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 #[test]
 fn declare_queue_prints_it_and_passive_checks_existence() {
     let server = TestServer::start();
     assert_eq!(
         ok(&server, &["declare-queue", "jobs", "--durable"]),
-        "jobs\t0\t0\n"
+        "name: jobs\nmessages: 0\nconsumers: 0\n"
     );
     assert_eq!(
         ok(&server, &["declare-queue", "jobs", "--passive"]),
-        "jobs\t0\t0\n"
+        "name: jobs\nmessages: 0\nconsumers: 0\n"
     );
     let err = fails(&server, &["declare-queue", "missing", "--passive"]);
     assert!(err.starts_with("error: NOT_FOUND - "), "{err}");
@@ -122,10 +72,7 @@ fn lines_published_with_confirm_are_consumed_in_order() {
         ],
         Some("one\ntwo\r\n\nthree"),
     );
-    assert_eq!(
-        ok(&server, &["declare-queue", "q", "--passive"]),
-        "q\t4\t0\n"
-    );
+    assert_eq!(ready(&server, "q"), 4);
     let out = ok(
         &server,
         &[
@@ -139,11 +86,7 @@ fn lines_published_with_confirm_are_consumed_in_order() {
         ],
     );
     assert_eq!(out, "one\ntwo\n\nthree\n");
-    assert_eq!(
-        ok(&server, &["declare-queue", "q", "--passive"]),
-        "q\t0\t0\n",
-        "consumed messages are acked"
-    );
+    assert_eq!(ready(&server, "q"), 0, "consumed messages are acked");
 }
 
 #[test]
@@ -179,10 +122,7 @@ fn consume_stops_after_count_and_leaves_the_rest() {
         ),
         "c\nd\n"
     );
-    assert_eq!(
-        ok(&server, &["declare-queue", "q", "--passive"]),
-        "q\t1\t0\n"
-    );
+    assert_eq!(ready(&server, "q"), 1);
 }
 
 #[test]
@@ -296,22 +236,17 @@ fn headers_and_persistence_reach_the_message() {
 }
 
 #[test]
-fn wrong_credentials_exit_with_access_refused() {
-    let server = TestServer::start();
-    let err = fails(&server, &["--password", "nope", "declare-queue", "q"]);
-    assert!(err.starts_with("error: ACCESS_REFUSED"), "{err}");
-}
-
-#[test]
 fn hash_password_prints_a_phc_string_from_an_argument_or_stdin() {
-    let server = TestServer::start();
-    let from_arg = ok(&server, &["hash-password", "s3cret"]);
+    let from_arg = run_cmd(Command::new(BIN).args(["hash-password", "s3cret"]), None);
+    assert!(from_arg.status.success(), "{from_arg:?}");
+    let from_arg = String::from_utf8(from_arg.stdout).unwrap();
     assert!(from_arg.starts_with("$pbkdf2-sha256$"), "{from_arg}");
     assert!(
         actormq::server::auth::verify_password("s3cret", from_arg.trim_end()),
         "{from_arg}"
     );
-    let from_stdin = ok_with(&server, &["hash-password"], Some("s3cret\n"));
+    let from_stdin = run_cmd(Command::new(BIN).arg("hash-password"), Some(b"s3cret\n"));
+    let from_stdin = String::from_utf8(from_stdin.stdout).unwrap();
     assert!(
         actormq::server::auth::verify_password("s3cret", from_stdin.trim_end()),
         "{from_stdin}"
@@ -320,8 +255,12 @@ fn hash_password_prints_a_phc_string_from_an_argument_or_stdin() {
 
 #[test]
 fn serve_with_a_missing_config_file_fails_naming_it() {
-    let server = TestServer::start();
-    let err = fails(&server, &["serve", "--config", "/nonexistent/actormq.toml"]);
+    let out = run_cmd(
+        Command::new(BIN).args(["serve", "--config", "/nonexistent/actormq.toml"]),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("/nonexistent/actormq.toml"), "{err}");
 }
 
@@ -442,14 +381,13 @@ fn publish_expiration_removes_the_message_even_behind_the_head() {
     // No consumer: the expired message (second in line) must leave on its own.
     let end = std::time::Instant::now() + DEADLINE;
     loop {
-        let line = ok(&server, &["declare-queue", "ttl", "--passive"]);
-        let ready: u64 = line.split('\t').nth(1).unwrap().trim().parse().unwrap();
-        if ready == 1 {
+        let n = ready(&server, "ttl");
+        if n == 1 {
             break;
         }
         assert!(
             std::time::Instant::now() < end,
-            "expired message still queued: {line}"
+            "expired message still queued: {n} ready"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

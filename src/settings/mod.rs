@@ -2,7 +2,12 @@
 //! overrides `ACTORMQ__SECTION__KEY` (e.g. `ACTORMQ__SERVER__BIND=127.0.0.1:0`).
 //!
 //! Every key has a default, so an empty file (or none) is a working broker. An unknown
-//! key or a value of the wrong type is a start-up error that names the key.
+//! key or a bad value is a start-up error that names the `section.key`, the value and
+//! what is allowed (see `load.rs`).
+
+mod load;
+
+pub use load::load_users_file;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -177,14 +182,28 @@ pub struct LogSettings {
     /// `error`, `warn`, `info`, `debug` or `trace`, or a `tracing` filter directive;
     /// `RUST_LOG` wins when set.
     pub level: String,
+    /// `text` (human-readable lines) or `json` (one JSON object per line).
+    pub format: LogFormat,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             level: "info".to_string(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// How log lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only when standard error is a
+    /// terminal.
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log shippers.
+    Json,
 }
 
 /// One `[[users]]` entry.
@@ -216,8 +235,7 @@ impl Settings {
     /// Loads `path` (when given, it must exist; otherwise `./Settings.toml` when present),
     /// then the `ACTORMQ__...` environment overrides.
     pub fn load(path: Option<&Path>) -> Result<Settings, SettingsError> {
-        let mut builder = config::Config::builder();
-        match path {
+        let file = match path {
             Some(p) => {
                 if !p.exists() {
                     return Err(SettingsError(format!(
@@ -225,42 +243,38 @@ impl Settings {
                         p.display()
                     )));
                 }
-                builder =
-                    builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
+                Some(p.to_path_buf())
             }
-            None => {
-                let p = Path::new("Settings.toml");
-                if p.exists() {
-                    builder =
-                        builder.add_source(config::File::from(p).format(config::FileFormat::Toml));
-                }
+            None => Some(PathBuf::from("Settings.toml")).filter(|p| p.exists()),
+        };
+        let source = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| SettingsError(format!("{}: {e}", p.display())))?;
+                Some((p.display().to_string(), text))
             }
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("ACTORMQ")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("broker.vhosts"),
-        );
-        let cfg = builder.build().map_err(|e| SettingsError(e.to_string()))?;
-        let settings: Settings = cfg
-            .try_deserialize()
-            .map_err(|e| SettingsError(e.to_string()))?;
+            None => None,
+        };
+        let source = source.as_ref().map(|(o, t)| (o.as_str(), t.as_str()));
+        let settings = load::parse(source, std::env::vars())?;
         settings.check()?;
         Ok(settings)
     }
 
     /// Parses settings from TOML text (no environment overrides).
     pub fn from_toml(text: &str) -> Result<Settings, SettingsError> {
-        let cfg = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .build()
-            .map_err(|e| SettingsError(e.to_string()))?;
-        let settings: Settings = cfg
-            .try_deserialize()
-            .map_err(|e| SettingsError(e.to_string()))?;
+        let settings = load::parse(Some(("", text)), std::iter::empty())?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text, then applies `env` as if it were the
+    /// environment (`ACTORMQ__SECTION__KEY` pairs; others are ignored).
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let settings = load::parse(Some(("", text)), env)?;
         settings.check()?;
         Ok(settings)
     }
@@ -308,6 +322,7 @@ impl Settings {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(SettingsError("storage.data_dir must not be empty".into()));
         }
+        load::check_log_level(&self.log.level)?;
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError(format!(
                 "server.bind = '{}' is not a socket address such as 127.0.0.1:5680",
@@ -333,7 +348,7 @@ mod tests {
     fn the_request_timeout_is_bounded_and_shipped_with_its_default() {
         let e = Settings::from_toml("[server]\nrequest_timeout_ms = 0\n").unwrap_err();
         assert!(e.to_string().contains("server.request_timeout_ms"), "{e}");
-        let shipped = Settings::from_toml(include_str!("../Settings.toml")).unwrap();
+        let shipped = Settings::from_toml(include_str!("../../Settings.toml")).unwrap();
         assert_eq!(
             shipped.server.request_timeout_ms,
             ServerSettings::default().request_timeout_ms

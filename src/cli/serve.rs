@@ -1,0 +1,70 @@
+//! `actormq serve` (and no subcommand): loads the settings, installs logging, starts the
+//! server, runs until SIGINT or SIGTERM, shuts down gracefully.
+
+use super::Error;
+use actormq::server::ServerHandle;
+use actormq::Settings;
+use std::path::PathBuf;
+
+/// Runs the broker with the settings of `config` (or `./Settings.toml`).
+pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
+    let settings = Settings::load(config.as_deref())?;
+    actormq::logging::init(&settings.log);
+    // `./data` by default, relative to wherever the broker was started: say where.
+    let data_dir = &settings.storage.data_dir;
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.clone());
+    tracing::info!(data_dir = %absolute.display(), "storage directory");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Handlers first: a SIGTERM sent as soon as the listening line appears must stop
+    // the broker gracefully, not kill it with the default action.
+    let stop = {
+        let _runtime = rt.enter();
+        StopSignals::install()?
+    };
+    let server = ServerHandle::start(settings)?;
+    println!("actormq listening on {}", server.local_addr());
+    rt.block_on(stop.wait());
+    tracing::info!("shutting down");
+    server.shutdown();
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, listened for from the moment they are installed.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (within a tokio runtime).
+    fn install() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Waits for either signal.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
