@@ -373,10 +373,10 @@ impl AmqpConnection {
                 settle(self, r.delivery_tag, false, requeue(r.requeue), ctx)
             }
             basic::AMQPMethod::Qos(q) => {
-                // Per consumer for consumers started from now on (RabbitMQ's reading of
-                // global=false, and what kombu means by either flag: docs/AMQP.md).
+                // For new consumers and the channel's existing ones, `global` or not
+                // (docs/AMQP.md: the kombu / Celery reading).
                 if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.prefetch = q.prefetch_count as u32;
+                    st.core.set_prefetch(q.prefetch_count as u32);
                 }
                 self.method(
                     ch,
@@ -494,7 +494,7 @@ impl AmqpConnection {
         self.consumer_channels.insert(tag.clone(), ch);
         let options = ConsumerSpec {
             tag: tag.clone(),
-            prefetch: st.core.prefetch,
+            prefetch: st.core.prefetch(),
             auto_ack: c.no_ack,
             exclusive: c.exclusive,
             arguments: table_in(&c.arguments),

@@ -95,7 +95,7 @@ pub struct Channel {
     /// Queues this channel consumed or got from (released when it closes).
     touched: Vec<QueueHandle>,
     /// Prefetch given to consumers started from now on (AMQP `basic.qos`).
-    pub prefetch: u32,
+    prefetch: u32,
 }
 
 impl Channel {
@@ -299,6 +299,27 @@ impl Channel {
     pub fn touch(&mut self, q: &QueueHandle) {
         if !self.touched.iter().any(|t| t.same(q)) {
             self.touched.push(q.clone());
+        }
+    }
+
+    /// The prefetch new consumers get.
+    pub fn prefetch(&self) -> u32 {
+        self.prefetch
+    }
+
+    /// Sets the prefetch of consumers started from now on *and* of the ones this
+    /// channel already has (each of their queues is told, in order with this channel's
+    /// settlements). AMQP `basic.qos`: RabbitMQ's per-consumer reading for new
+    /// consumers, and the spec's "whole channel" for the existing ones, which kombu
+    /// relies on when Celery raises the prefetch while it holds ETA tasks.
+    pub fn set_prefetch(&mut self, prefetch: u32) {
+        self.prefetch = prefetch;
+        let mut told: Vec<&QueueHandle> = Vec::new();
+        for q in self.consumers.values().filter_map(|c| c.queue.as_ref()) {
+            if !told.iter().any(|t| t.same(q)) {
+                q.set_prefetch(self.owner, prefetch);
+                told.push(q);
+            }
         }
     }
 

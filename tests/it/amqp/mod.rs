@@ -251,6 +251,68 @@ async fn prefetch_bounds_unacked_deliveries() {
         .unwrap();
 }
 
+/// Passive-declares `q`: its ready count.
+async fn ready(ch: &Channel, q: &str) -> u32 {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+/// The kombu / Celery trap: a qos raised while the channel's consumer holds its only
+/// unacked delivery must reach that consumer (regression guard for docs/AMQP.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_qos_reaches_the_channels_existing_consumers() {
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "eta").await;
+    for _ in 0..5 {
+        ch.basic_publish(
+            "".into(),
+            "eta".into(),
+            BasicPublishOptions::default(),
+            b"task",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            "eta".into(),
+            "worker".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _held = within("1st", consumer.next()).await.unwrap().unwrap();
+    assert_eq!(ready(&ch, "eta").await, 4, "prefetch 1 holds the rest");
+    ch.basic_qos(3, BasicQosOptions { global: false })
+        .await
+        .unwrap();
+    let _b = within("2nd after the raise", consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let _c = within("3rd after the raise", consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ready(&ch, "eta").await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_queue_cancels_its_consumer() {
     let server = TestServer::start();
