@@ -11,22 +11,15 @@
 use super::codec::Incoming;
 use super::connection::{AmqpConnection, Phase, MAX_BACKLOG};
 use super::errors::AmqpError;
-use super::properties::properties_in;
 use crate::broker::exchange::ExchangeHandle;
-use crate::broker::messages::LookupExchange;
-use crate::channel::{Channel, Outbound, PublishOutcome};
+use crate::channel::{Channel, Outbound};
 use crate::error::BrokerError;
-use crate::message::{Message, Properties};
 use actix::prelude::*;
 use amq_protocol::protocol::basic::{self, AMQPProperties};
 use amq_protocol::protocol::{channel as chan, AMQPClass};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-/// Most messages in one `Publish` batch.
-const MAX_PUBLISH_BATCH: usize = 256;
 
 /// A command of a channel, in the order the client sent it.
 pub(super) enum Command {
@@ -38,9 +31,12 @@ pub(super) enum Command {
 
 /// A complete `basic.publish`: method, properties, body.
 pub(super) struct PublishCommand {
-    publish: basic::Publish,
-    properties: AMQPProperties,
-    body: Bytes,
+    /// The method.
+    pub publish: basic::Publish,
+    /// The content header's properties.
+    pub properties: AMQPProperties,
+    /// The body.
+    pub body: Bytes,
 }
 
 /// A `basic.publish` whose content is still arriving.
@@ -63,13 +59,15 @@ pub(super) struct ChannelState {
     /// Waiting for an answer (see the module documentation).
     pub busy: bool,
     /// Commands waiting behind a busy one.
-    pending: VecDeque<Command>,
+    pub pending: VecDeque<Command>,
     /// The publish being reassembled.
     content: Option<Content>,
     /// Publishes batched for one exchange.
-    batch: Option<(ExchangeHandle, Vec<Outbound>)>,
+    pub batch: Option<(ExchangeHandle, Vec<Outbound>)>,
     /// The last queue declared on this channel (AMQP's "" = that queue).
     pub last_queue: String,
+    /// Publishes of the open transaction (`tx.select`), routed at commit.
+    pub tx_publishes: Vec<PublishCommand>,
 }
 
 impl ChannelState {
@@ -82,6 +80,7 @@ impl ChannelState {
             content: None,
             batch: None,
             last_queue: String::new(),
+            tx_publishes: Vec::new(),
         }
     }
 
@@ -374,7 +373,15 @@ impl AmqpConnection {
             };
             self.backlog.fetch_sub(1, Ordering::AcqRel);
             match cmd {
-                Command::Publish(p) => self.publish(ch, *p, ctx),
+                Command::Publish(p) => {
+                    let st = self.channels.get_mut(&ch).expect("open");
+                    if st.core.transactional() {
+                        // Routed at tx.commit, dropped at tx.rollback.
+                        st.tx_publishes.push(*p);
+                    } else {
+                        self.publish(ch, *p, ctx);
+                    }
+                }
                 Command::Method(m) => {
                     let settles_only = matches!(
                         *m,
@@ -401,170 +408,6 @@ impl AmqpConnection {
         }
         if self.backlog.load(Ordering::Acquire) < MAX_BACKLOG {
             self.flow.notify.notify_waiters();
-        }
-    }
-
-    /// Adds one publish to the channel's batch (looking its exchange up first if needed).
-    fn publish(&mut self, ch: u16, cmd: PublishCommand, ctx: &mut Context<Self>) {
-        self.publisher = true;
-        let PublishCommand {
-            publish: p,
-            properties,
-            body,
-        } = cmd;
-        let name = p.exchange.as_str().to_string();
-        let same = self.channels[&ch]
-            .batch
-            .as_ref()
-            .is_some_and(|(x, items)| x.name() == name && items.len() < MAX_PUBLISH_BATCH);
-        if !same {
-            self.send_batch(ch, ctx);
-            let st = self.channels.get_mut(&ch).expect("open");
-            match st.core.cached_exchange(&name) {
-                Some(x) => st.batch = Some((x, Vec::new())),
-                None => {
-                    // Look it up, then handle this publish again.
-                    st.pending
-                        .push_front(Command::Publish(Box::new(PublishCommand {
-                            publish: p,
-                            properties,
-                            body,
-                        })));
-                    self.backlog.fetch_add(1, Ordering::AcqRel);
-                    self.lookup_exchange(ch, name, ctx);
-                    return;
-                }
-            }
-        }
-        if let Some(uid) = properties.user_id() {
-            if uid.as_str() != self.user {
-                let e = AmqpError::new(
-                    406,
-                    format!(
-                        "user_id property set to '{uid}' but authenticated user was '{}'",
-                        self.user
-                    ),
-                )
-                .on((60, 40));
-                self.channel_error(ch, e, ctx);
-                return;
-            }
-        }
-        let st = self.channels.get_mut(&ch).expect("open");
-        let seq = st.core.next_seq();
-        let (x, items) = st.batch.as_mut().expect("batch set above");
-        items.push(Outbound {
-            seq,
-            mandatory: p.mandatory,
-            message: Arc::new(Message {
-                exchange: x.name_arc().clone(),
-                routing_key: p.routing_key.as_str().to_string(),
-                properties: Properties::shared(Some(properties_in(&properties))),
-                body,
-            }),
-        });
-    }
-
-    fn lookup_exchange(&mut self, ch: u16, name: String, ctx: &mut Context<Self>) {
-        let registry = self.session.as_ref().expect("open").registry.clone();
-        let vhost = self.session.as_ref().expect("open").vhost.clone();
-        let fut = async move {
-            let x = registry
-                .send(LookupExchange { name: name.clone() })
-                .await??;
-            if x.spec().internal {
-                return Err(BrokerError::access_refused(format!(
-                    "cannot publish to internal exchange '{name}' in vhost '{vhost}'"
-                )));
-            }
-            Ok(x)
-        };
-        self.run(
-            ch,
-            (60, 40),
-            fut,
-            |act, ch, x, _ctx| {
-                if let Some(st) = act.channels.get_mut(&ch) {
-                    st.core.cache_exchange(x);
-                }
-            },
-            ctx,
-        );
-    }
-
-    /// Sends channel `ch`'s batch; its outcomes come back as confirms, nacks, returns.
-    pub(super) fn send_batch(&mut self, ch: u16, ctx: &mut Context<Self>) {
-        let Some(st) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        let Some((x, items)) = st.batch.take() else {
-            return;
-        };
-        if items.is_empty() {
-            return;
-        }
-        self.stats.add_published(items.len() as u64);
-        let gauge = self.shared.broker.memory().clone();
-        let fut = st.core.send_batch(&x, &items, &gauge, &self.flow);
-        let epoch = st.core.owner();
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(fut).map(move |res, act, _ctx| {
-                let Some(st) = act.channels.get_mut(&ch) else {
-                    return;
-                };
-                if st.core.owner() != epoch || st.closing {
-                    return;
-                }
-                if res.is_err() {
-                    st.core.forget_exchange(x.name());
-                }
-                let outcomes = st.core.on_published(&items, res);
-                for o in outcomes {
-                    act.publish_outcome(ch, &items, o);
-                }
-                act.flush();
-            }),
-        );
-    }
-
-    fn publish_outcome(&mut self, ch: u16, items: &[Outbound], o: PublishOutcome) {
-        match o {
-            PublishOutcome::Return { index } => {
-                let m = &items[index].message;
-                self.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                        reply_code: 312,
-                        reply_text: "NO_ROUTE".into(),
-                        exchange: super::properties::short(&m.exchange),
-                        routing_key: super::properties::short(&m.routing_key),
-                    })),
-                );
-                let props = super::properties::properties_out(&m.properties);
-                let fm = self.frame_max();
-                self.enc.content(&mut self.out, ch, props, &m.body, fm);
-            }
-            PublishOutcome::Nack { seq, error } => {
-                tracing::debug!(channel = ch, seq, %error, "publish nacked");
-                self.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: seq,
-                        multiple: false,
-                        requeue: false,
-                    })),
-                );
-            }
-            PublishOutcome::Error(e) => {
-                tracing::warn!(channel = ch, error = %e, "publish refused");
-            }
-            PublishOutcome::Confirm { seq } => self.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                    delivery_tag: seq,
-                    multiple: true,
-                })),
-            ),
         }
     }
 

@@ -7,11 +7,10 @@ use super::errors::AmqpError;
 use super::properties::{short, table_in};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
-use crate::broker::queue::{QueueHandle, QueueSpec};
-use crate::error::BrokerError;
+use crate::broker::queue::QueueSpec;
 use actix::prelude::*;
 use amq_protocol::protocol::{
-    access, basic, channel as chan, confirm, exchange as ex, queue as qu, AMQPClass,
+    access, channel as chan, confirm, exchange as ex, queue as qu, tx, AMQPClass,
 };
 
 impl AmqpConnection {
@@ -140,9 +139,15 @@ impl AmqpConnection {
             AMQPClass::Queue(qm) => self.queue_method(ch, method, qm, ctx),
             AMQPClass::Basic(bm) => self.basic_method(ch, method, bm, ctx),
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
-                if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.select_confirms();
+                let Some(st) = self.channels.get_mut(&ch) else {
+                    return;
+                };
+                if st.core.transactional() {
+                    let e = AmqpError::new(406, "cannot switch from tx to confirm mode");
+                    self.channel_error(ch, e.on(method), ctx);
+                    return;
                 }
+                st.core.select_confirms();
                 if !s.nowait {
                     self.method(
                         ch,
@@ -150,16 +155,7 @@ impl AmqpConnection {
                     );
                 }
             }
-            AMQPClass::Tx(_) => {
-                self.close_with(
-                    AmqpError::new(
-                        540,
-                        "transactions (tx.*) are not implemented; use publisher confirms",
-                    )
-                    .on(method),
-                    ctx,
-                );
-            }
+            AMQPClass::Tx(t) => self.tx_method(ch, method, t, ctx),
             other => {
                 let e = AmqpError::new(
                     503,
@@ -175,7 +171,7 @@ impl AmqpConnection {
     }
 
     /// The queue to use for `name`: AMQP's empty name means the channel's last declared.
-    fn queue_name(&self, ch: u16, name: &str) -> String {
+    pub(super) fn queue_name(&self, ch: u16, name: &str) -> String {
         if name.is_empty() {
             self.channels
                 .get(&ch)
@@ -338,218 +334,45 @@ impl AmqpConnection {
         }
     }
 
-    fn basic_method(
+    fn tx_method(
         &mut self,
         ch: u16,
         method: (u16, u16),
-        m: basic::AMQPMethod,
+        t: tx::AMQPMethod,
         ctx: &mut Context<Self>,
     ) {
-        let settle =
-            |act: &mut Self, tag: u64, multiple: bool, s: Settlement, ctx: &mut Context<Self>| {
-                let r = match act.channels.get_mut(&ch) {
-                    Some(st) => st.core.settle(tag, multiple, s),
-                    None => Ok(()),
-                };
-                if let Err(e) = r {
-                    act.channel_error(ch, AmqpError::from(e).on(method), ctx);
-                }
-            };
-        let requeue = |r: bool| {
-            if r {
-                Settlement::Requeue
-            } else {
-                Settlement::Discard
-            }
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
         };
-        match m {
-            basic::AMQPMethod::Ack(a) => {
-                settle(self, a.delivery_tag, a.multiple, Settlement::Ack, ctx)
-            }
-            basic::AMQPMethod::Nack(n) => {
-                settle(self, n.delivery_tag, n.multiple, requeue(n.requeue), ctx)
-            }
-            basic::AMQPMethod::Reject(r) => {
-                settle(self, r.delivery_tag, false, requeue(r.requeue), ctx)
-            }
-            basic::AMQPMethod::Qos(q) => {
-                // For new consumers and the channel's existing ones, `global` or not
-                // (docs/AMQP.md: the kombu / Celery reading).
-                if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.set_prefetch(q.prefetch_count as u32);
-                }
-                self.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
-                );
-            }
-            basic::AMQPMethod::Recover(_) => {
-                if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.recover();
-                }
-                self.method(
-                    ch,
-                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
-                );
-            }
-            basic::AMQPMethod::RecoverAsync(_) => {
-                if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.recover();
-                }
-            }
-            basic::AMQPMethod::Consume(c) => self.consume(ch, method, c, ctx),
-            basic::AMQPMethod::Cancel(c) => {
-                let tag = c.consumer_tag.to_string();
-                let chan_owner = self.channels.get(&ch).map(|s| s.core.owner());
-                let entry = match self.channels.get_mut(&ch) {
-                    Some(st) if st.core.has_consumer(&tag) => st.core.remove_consumer(&tag),
-                    _ => None,
-                };
-                if entry.is_some() {
-                    self.consumer_channels.remove(&tag);
-                }
-                let queue = entry.and_then(|e| e.queue);
-                let nowait = c.nowait;
-                let t2 = tag.clone();
-                self.run(
-                    ch,
-                    method,
-                    async move {
-                        if let (Some(q), Some(o)) = (queue, chan_owner) {
-                            // Through the queue's fast lane, in order with this channel's acks.
-                            let _ = q.cancel(o, &t2).await;
-                        }
-                        Ok(())
-                    },
-                    move |act, ch, (), _| {
-                        if !nowait {
-                            act.method(
-                                ch,
-                                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                                    consumer_tag: short(&tag),
-                                })),
-                            );
-                        }
-                    },
-                    ctx,
-                );
-            }
-            basic::AMQPMethod::Get(g) => {
-                let registry = self.session.as_ref().expect("open").registry.clone();
-                let name = self.queue_name(ch, g.queue.as_str());
-                let owner = self.owner;
-                let Some(chan_owner) = self.channels.get(&ch).map(|s| s.core.owner()) else {
+        match t {
+            tx::AMQPMethod::Select(_) => {
+                if st.core.confirming() {
+                    let e = AmqpError::new(406, "cannot switch from confirm to tx mode");
+                    self.channel_error(ch, e.on(method), ctx);
                     return;
-                };
-                let no_ack = g.no_ack;
-                self.run(
+                }
+                st.core.select_tx();
+                self.method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            tx::AMQPMethod::Commit(_) | tx::AMQPMethod::Rollback(_) if !st.core.transactional() => {
+                let e = AmqpError::new(406, "channel is not transactional");
+                self.channel_error(ch, e.on(method), ctx);
+            }
+            tx::AMQPMethod::Commit(_) => self.commit(ch, ctx),
+            tx::AMQPMethod::Rollback(_) => {
+                st.tx_publishes.clear();
+                st.core.rollback_settles();
+                self.method(
                     ch,
-                    method,
-                    async move {
-                        let q: QueueHandle = registry.send(LookupQueue { name, owner }).await??;
-                        let got = q
-                            .addr()
-                            .send(Get {
-                                owner: chan_owner,
-                                auto_ack: no_ack,
-                            })
-                            .await??;
-                        Ok((q, got))
-                    },
-                    move |act, ch, (q, got), _| act.got(ch, q, got, no_ack),
-                    ctx,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
                 );
             }
             other => {
-                let class = AMQPClass::Basic(other);
-                let e = AmqpError::new(503, "this basic method is sent by servers only")
+                let class = AMQPClass::Tx(other);
+                let e = AmqpError::new(503, "this tx method is sent by servers only")
                     .on((class.get_amqp_class_id(), class.get_amqp_method_id()));
                 self.close_with(e, ctx);
             }
         }
-    }
-
-    fn consume(&mut self, ch: u16, method: (u16, u16), c: basic::Consume, ctx: &mut Context<Self>) {
-        let registry = self.session.as_ref().expect("open").registry.clone();
-        let owner = self.owner;
-        let tag = if c.consumer_tag.as_str().is_empty() {
-            self.ctag_seq += 1;
-            format!("amq.ctag-{}-{}", owner.0, self.ctag_seq)
-        } else {
-            c.consumer_tag.to_string()
-        };
-        if self.consumer_channels.contains_key(&tag) {
-            self.close_with(
-                AmqpError::new(530, format!("attempt to reuse consumer tag '{tag}'")).on(method),
-                ctx,
-            );
-            return;
-        }
-        let name = self.queue_name(ch, c.queue.as_str());
-        let Some(st) = self.channels.get_mut(&ch) else {
-            return;
-        };
-        st.core.consumer_starting(&tag, c.no_ack);
-        let chan_owner = st.core.owner();
-        self.consumer_channels.insert(tag.clone(), ch);
-        let options = ConsumerSpec {
-            tag: tag.clone(),
-            prefetch: st.core.prefetch(),
-            auto_ack: c.no_ack,
-            exclusive: c.exclusive,
-            arguments: table_in(&c.arguments),
-        };
-        let window = self.shared.broker.context().consumer_window;
-        let addr = ctx.address();
-        let (deliver, cancelled) = (addr.clone().recipient(), addr.recipient());
-        let nowait = c.nowait;
-        let t2 = tag.clone();
-        let fut = async move {
-            let q: QueueHandle = registry.send(LookupQueue { name, owner }).await??;
-            q.addr()
-                .send(Consume {
-                    options,
-                    owner: chan_owner,
-                    deliver,
-                    cancelled: Some(cancelled),
-                    window,
-                })
-                .await??;
-            Ok::<_, BrokerError>(q)
-        };
-        // Errors are handled here (the consumer must be forgotten), not by `run`.
-        let fut = async move { Ok::<_, BrokerError>(fut.await) };
-        self.run(
-            ch,
-            method,
-            fut,
-            move |act, ch, res, ctx| match res {
-                Ok(q) => {
-                    let early = match act.channels.get_mut(&ch) {
-                        Some(st) => st.core.consumer_started(&t2, q),
-                        None => return,
-                    };
-                    if !nowait {
-                        act.method(
-                            ch,
-                            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                                consumer_tag: short(&t2),
-                            })),
-                        );
-                    }
-                    for d in early {
-                        act.write_deliver(ch, d);
-                    }
-                }
-                Err(e) => {
-                    if let Some(st) = act.channels.get_mut(&ch) {
-                        st.core.consumer_failed(&t2);
-                    }
-                    act.consumer_channels.remove(&t2);
-                    act.channel_error(ch, AmqpError::from(e).on(method), ctx);
-                }
-            },
-            ctx,
-        );
     }
 }

@@ -7,8 +7,10 @@
 //! - `io`: socket reader and writer tasks, protocol header, heartbeats both ways;
 //! - `connection`: the connection actor, its life and closes;
 //! - `handshake`: start / tune / open, PLAIN and AMQPLAIN, server properties;
-//! - `dispatch`: content reassembly and each channel's request pipeline, publishing;
-//! - `methods`: exchange, queue, basic and confirm methods onto broker messages;
+//! - `dispatch`: content reassembly and each channel's request pipeline;
+//! - `publish`: batches, exchange lookups, confirms / returns, transactions;
+//! - `methods`: channel, exchange, queue, confirm and tx methods onto broker messages;
+//! - `basic`: qos, consume, cancel, get, acks, recover;
 //! - `deliver`: deliveries, get answers, broker-side cancels;
 //! - `properties`: AMQP properties and tables ↔ actormq's;
 //! - `errors`: reply codes and texts.
@@ -17,6 +19,7 @@
 //! socket and routing between channels. Listeners open with
 //! [`crate::server::FrontEnd::listen_amqp`].
 
+mod basic;
 mod codec;
 mod connection;
 mod deliver;
@@ -26,6 +29,7 @@ mod handshake;
 mod io;
 mod methods;
 pub mod properties;
+mod publish;
 
 pub(crate) use connection::AmqpConnection;
 pub use handshake::server_properties;

@@ -35,7 +35,7 @@ use crate::broker::exchange::ExchangeHandle;
 use crate::broker::messages::{Deliver, OwnerId, Settlement};
 use crate::broker::queue::QueueHandle;
 use crate::error::BrokerError;
-use crate::server::tracking::{by_queue, Confirms, UnackedTags};
+use crate::server::tracking::{by_queue, Confirms, Unacked, UnackedTags};
 use std::collections::{HashMap, VecDeque};
 
 pub use publish::{Outbound, PublishOutcome};
@@ -96,6 +96,8 @@ pub struct Channel {
     touched: Vec<QueueHandle>,
     /// Prefetch given to consumers started from now on (AMQP `basic.qos`).
     prefetch: u32,
+    /// In a transaction (AMQP `tx.select`): settlements wait here for the commit.
+    tx: Option<Vec<(Settlement, Vec<Unacked>)>>,
 }
 
 impl Channel {
@@ -114,6 +116,7 @@ impl Channel {
             pending_settles: Vec::new(),
             touched: Vec::new(),
             prefetch: 0,
+            tx: None,
         }
     }
 
@@ -181,13 +184,51 @@ impl Channel {
                 "unknown delivery tag {tag}"
             )));
         };
+        if let Some(held) = &mut self.tx {
+            held.push((settlement, entries));
+            return Ok(());
+        }
+        self.hold(settlement, entries);
+        Ok(())
+    }
+
+    /// Queues settlements for the next flush, coalesced per queue and kind.
+    fn hold(&mut self, settlement: Settlement, entries: Vec<Unacked>) {
         for (queue, ids) in by_queue(entries) {
             match self.pending_settles.last_mut() {
                 Some((q, s, pending)) if q.same(&queue) && *s == settlement => pending.extend(ids),
                 _ => self.pending_settles.push((queue, settlement, ids)),
             }
         }
-        Ok(())
+    }
+
+    /// Starts transactions (AMQP `tx.select`): settlements wait for the commit.
+    pub fn select_tx(&mut self) {
+        if self.tx.is_none() {
+            self.tx = Some(Vec::new());
+        }
+    }
+
+    /// True once transactions are on.
+    pub fn transactional(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Commits the transaction's settlements (sent with the next flush); the channel
+    /// stays transactional.
+    pub fn commit_settles(&mut self) {
+        let held = self.tx.replace(Vec::new()).unwrap_or_default();
+        for (settlement, entries) in held {
+            self.hold(settlement, entries);
+        }
+    }
+
+    /// Rolls the transaction's settlements back: those deliveries are unacked again.
+    pub fn rollback_settles(&mut self) {
+        let held = self.tx.replace(Vec::new()).unwrap_or_default();
+        for (_, entries) in held {
+            self.unacked.restore(entries);
+        }
     }
 
     /// Requeues every unacked delivery (AMQP `basic.recover`; RabbitMQ requeues for

@@ -507,3 +507,53 @@ async fn server_named_queues_and_the_amq_exchanges_exist() {
     .await;
     assert_eq!(got.delivery.data, b"fan");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_hold_publishes_and_acks_until_commit() {
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "tx").await;
+    ch.tx_select().await.unwrap();
+    let publish = |body: &'static [u8]| {
+        let ch = ch.clone();
+        async move {
+            ch.basic_publish(
+                "".into(),
+                "tx".into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    publish(b"dropped").await;
+    ch.tx_rollback().await.unwrap();
+    assert_eq!(ready(&ch, "tx").await, 0, "rolled back");
+    publish(b"kept").await;
+    assert_eq!(ready(&ch, "tx").await, 0, "held until commit");
+    ch.tx_commit().await.unwrap();
+    assert_eq!(
+        ready(&ch, "tx").await,
+        1,
+        "in the queue once commit-ok came"
+    );
+    let got = ch
+        .basic_get("tx".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("the committed message");
+    assert_eq!(got.delivery.data, b"kept");
+    got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    ch.tx_rollback().await.unwrap();
+    // The ack was rolled back: the delivery is unacked again and can be acked.
+    ch.basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .unwrap();
+    ch.tx_commit().await.unwrap();
+    let other = conn.create_channel().await.unwrap();
+    ch.close(200, "bye".into()).await.unwrap();
+    assert_eq!(ready(&other, "tx").await, 0, "the committed ack removed it");
+}
