@@ -4,6 +4,7 @@
 use super::connection::AmqpConnection;
 use super::errors::AmqpError;
 use super::properties::{short, table_in};
+use super::reply_to::REPLY_TO;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueHandle;
 use crate::error::BrokerError;
@@ -73,6 +74,13 @@ impl AmqpConnection {
             basic::AMQPMethod::Consume(c) => self.consume(ch, method, c, ctx),
             basic::AMQPMethod::Cancel(c) => {
                 let tag = c.consumer_tag.to_string();
+                if let Some(st) = self.channels.get_mut(&ch) {
+                    if st.reply_to.as_ref().is_some_and(|(_, t)| *t == tag) {
+                        let (token, _) = st.reply_to.take().expect("checked");
+                        self.shared.direct_replies.remove(&token);
+                        self.consumer_channels.remove(&tag);
+                    }
+                }
                 let chan_owner = self.channels.get(&ch).map(|s| s.core.owner());
                 let entry = match self.channels.get_mut(&ch) {
                     Some(st) if st.core.has_consumer(&tag) => st.core.remove_consumer(&tag),
@@ -159,6 +167,10 @@ impl AmqpConnection {
             return;
         }
         let name = self.queue_name(ch, c.queue.as_str());
+        if name == REPLY_TO {
+            self.consume_replies(ch, method, tag, c, ctx);
+            return;
+        }
         let Some(st) = self.channels.get_mut(&ch) else {
             return;
         };
@@ -224,5 +236,44 @@ impl AmqpConnection {
             },
             ctx,
         );
+    }
+
+    /// Consumes from the direct reply-to pseudo-queue: no queue, a token.
+    fn consume_replies(
+        &mut self,
+        ch: u16,
+        method: (u16, u16),
+        tag: String,
+        c: basic::Consume,
+        ctx: &mut Context<Self>,
+    ) {
+        if !c.no_ack {
+            let e = AmqpError::new(406, "reply consumer cannot acknowledge");
+            self.channel_error(ch, e.on(method), ctx);
+            return;
+        }
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if st.reply_to.is_some() {
+            let e = AmqpError::new(406, "reply consumer already set");
+            self.channel_error(ch, e.on(method), ctx);
+            return;
+        }
+        self.ctag_seq += 1;
+        let token = format!("g{}.{}.{}", self.owner.0, st.core.owner().0, self.ctag_seq);
+        st.reply_to = Some((token.clone(), tag.clone()));
+        self.consumer_channels.insert(tag.clone(), ch);
+        self.shared
+            .direct_replies
+            .add(&token, ctx.address().recipient(), ch);
+        if !c.nowait {
+            self.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: short(&tag),
+                })),
+            );
+        }
     }
 }

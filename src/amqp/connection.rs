@@ -237,6 +237,9 @@ impl AmqpConnection {
     pub(super) fn release_all(&mut self) {
         for (_, mut ch) in self.channels.drain() {
             ch.core.release();
+            if let Some((token, _)) = ch.reply_to.take() {
+                self.shared.direct_replies.remove(&token);
+            }
         }
         self.consumer_channels.clear();
         self.backlog.store(0, Ordering::Release);
@@ -351,6 +354,8 @@ impl Handler<Inbound> for AmqpConnection {
 
     fn handle(&mut self, msg: Inbound, ctx: &mut Self::Context) -> Self::Result {
         if self.phase == Phase::Closing && !matches!(msg.0, AmqpRead::Frames(_)) {
+            // The client went (or broke the stream) while we waited for its close-ok.
+            self.close_socket(ctx);
             return Box::pin(async { false });
         }
         let span = self.span.clone();

@@ -4,6 +4,7 @@
 
 use super::connection::{AmqpConnection, Phase};
 use super::properties::{properties_out, short};
+use super::reply_to::DirectReply;
 use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
 use crate::broker::queue::QueueHandle;
 use crate::channel::DeliveryAction;
@@ -134,5 +135,47 @@ impl Handler<ConsumerCancelled> for AmqpConnection {
             );
             self.flush();
         }
+    }
+}
+
+impl Handler<DirectReply> for AmqpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: DirectReply, _ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let Some(st) = self.channels.get_mut(&msg.channel) else {
+            return;
+        };
+        let Some((token, tag)) = &st.reply_to else {
+            return;
+        };
+        if *token != msg.token {
+            return;
+        }
+        let tag = tag.clone();
+        let delivery_tag = st.core.untracked_tag();
+        self.stats.add_delivered(1);
+        let m = &msg.message;
+        self.method(
+            msg.channel,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: short(&tag),
+                delivery_tag,
+                redelivered: false,
+                exchange: short(&m.exchange),
+                routing_key: short(&m.routing_key),
+            })),
+        );
+        let fm = self.frame_max();
+        self.enc.content(
+            &mut self.out,
+            msg.channel,
+            properties_out(&m.properties),
+            &m.body,
+            fm,
+        );
+        self.flush();
     }
 }

@@ -68,6 +68,8 @@ pub(super) struct ChannelState {
     pub last_queue: String,
     /// Publishes of the open transaction (`tx.select`), routed at commit.
     pub tx_publishes: Vec<PublishCommand>,
+    /// The direct reply-to consumer of this channel: (token, consumer tag).
+    pub reply_to: Option<(String, String)>,
 }
 
 impl ChannelState {
@@ -81,6 +83,7 @@ impl ChannelState {
             batch: None,
             last_queue: String::new(),
             tx_publishes: Vec::new(),
+            reply_to: None,
         }
     }
 
@@ -466,6 +469,10 @@ impl AmqpConnection {
         st.content = None;
         self.backlog.fetch_sub(dropped, Ordering::AcqRel);
         let tags = st.core.release();
+        if let Some((token, tag)) = st.reply_to.take() {
+            self.shared.direct_replies.remove(&token);
+            self.consumer_channels.remove(&tag);
+        }
         for t in tags {
             self.consumer_channels.remove(&t);
         }
@@ -485,6 +492,10 @@ impl AmqpConnection {
     pub(super) fn forget_channel(&mut self, ch: u16) {
         if let Some(mut st) = self.channels.remove(&ch) {
             self.backlog.fetch_sub(st.waiting(), Ordering::AcqRel);
+            if let Some((token, tag)) = st.reply_to.take() {
+                self.shared.direct_replies.remove(&token);
+                self.consumer_channels.remove(&tag);
+            }
             for t in st.core.release() {
                 self.consumer_channels.remove(&t);
             }

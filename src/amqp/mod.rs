@@ -13,6 +13,7 @@
 //! - `basic`: qos, consume, cancel, get, acks, recover;
 //! - `deliver`: deliveries, get answers, broker-side cancels;
 //! - `properties`: AMQP properties and tables ↔ actormq's;
+//! - `reply_to`: direct reply-to (`amq.rabbitmq.reply-to`);
 //! - `errors`: reply codes and texts.
 //!
 //! Each AMQP channel is a [`crate::channel::Channel`]; the connection actor is codec,
@@ -30,6 +31,7 @@ mod io;
 mod methods;
 pub mod properties;
 mod publish;
+pub(crate) mod reply_to;
 
 pub(crate) use connection::AmqpConnection;
 pub use handshake::server_properties;

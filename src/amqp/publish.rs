@@ -6,6 +6,7 @@ use super::connection::AmqpConnection;
 use super::dispatch::{Command, PublishCommand};
 use super::errors::AmqpError;
 use super::properties::properties_in;
+use super::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::exchange::ExchangeHandle;
 use crate::broker::messages::LookupExchange;
 use crate::channel::{Outbound, PublishOutcome};
@@ -21,8 +22,38 @@ const MAX_PUBLISH_BATCH: usize = 256;
 
 impl AmqpConnection {
     /// Adds one publish to the channel's batch (looking its exchange up first if needed).
-    pub(super) fn publish(&mut self, ch: u16, cmd: PublishCommand, ctx: &mut Context<Self>) {
+    pub(super) fn publish(&mut self, ch: u16, mut cmd: PublishCommand, ctx: &mut Context<Self>) {
         self.publisher = true;
+        if cmd
+            .properties
+            .reply_to()
+            .as_ref()
+            .is_some_and(|r| r.as_str() == REPLY_TO)
+        {
+            // A request expecting a direct reply: name this channel's reply consumer.
+            let token = self.channels[&ch].reply_to.as_ref().map(|(t, _)| t.clone());
+            let Some(token) = token else {
+                let e = AmqpError::new(406, "fast reply consumer does not exist").on((60, 40));
+                self.channel_error(ch, e, ctx);
+                return;
+            };
+            cmd.properties = cmd
+                .properties
+                .clone()
+                .with_reply_to(super::properties::short(&format!(
+                    "{REPLY_TO_PREFIX}{token}"
+                )));
+        }
+        if cmd.publish.exchange.as_str().is_empty()
+            && cmd
+                .publish
+                .routing_key
+                .as_str()
+                .starts_with(REPLY_TO_PREFIX)
+        {
+            self.direct_reply(ch, cmd, ctx);
+            return;
+        }
         let name = cmd.publish.exchange.as_str().to_string();
         let same = self.channels[&ch]
             .batch
@@ -50,6 +81,43 @@ impl AmqpConnection {
         let seq = st.core.next_seq();
         let (x, items) = st.batch.as_mut().expect("batch set above");
         items.push(outbound(x, seq, cmd));
+    }
+
+    /// A reply to a direct reply-to requester: straight to its connection.
+    fn direct_reply(&mut self, ch: u16, cmd: PublishCommand, ctx: &mut Context<Self>) {
+        if let Err(e) = self.check_user_id(&cmd) {
+            self.channel_error(ch, e, ctx);
+            return;
+        }
+        // What was batched before this publish goes first (confirm order).
+        self.send_batch(ch, ctx);
+        let token = cmd.publish.routing_key.as_str()[REPLY_TO_PREFIX.len()..].to_string();
+        let mandatory = cmd.publish.mandatory;
+        let st = self.channels.get_mut(&ch).expect("open");
+        let seq = st.core.next_seq();
+        let item = Outbound {
+            seq,
+            mandatory,
+            message: Arc::new(Message {
+                exchange: Arc::from(""),
+                routing_key: cmd.publish.routing_key.as_str().to_string(),
+                properties: Properties::shared(Some(properties_in(&cmd.properties))),
+                body: cmd.body,
+            }),
+        };
+        self.stats.add_published(1);
+        let delivered = self
+            .shared
+            .direct_replies
+            .send(&token, item.message.clone());
+        let items = [item];
+        if !delivered && mandatory {
+            self.publish_outcome(ch, &items, PublishOutcome::Return { index: 0 });
+        }
+        let st = self.channels.get_mut(&ch).expect("open");
+        for o in st.core.confirm_now(seq) {
+            self.publish_outcome(ch, &items, o);
+        }
     }
 
     /// RabbitMQ's rule: a `user_id` property must name the authenticated user.

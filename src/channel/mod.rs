@@ -162,6 +162,14 @@ impl Channel {
         tag
     }
 
+    /// The next delivery tag for a delivery that is not a queue's (AMQP direct
+    /// reply-to): never tracked.
+    pub fn untracked_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+
     /// Unacked deliveries outstanding.
     pub fn unacked(&self) -> usize {
         self.unacked.len()

@@ -172,6 +172,19 @@ impl Channel {
         out
     }
 
+    /// Confirms one publish that was handled without an exchange (AMQP direct
+    /// reply-to); the confirm waits for earlier publishes, as always.
+    pub fn confirm_now(&mut self, seq: u64) -> Vec<PublishOutcome> {
+        let mut out = Vec::new();
+        if seq != 0 {
+            self.confirms.settle(seq, true);
+            if let Some(s) = self.confirms.advance() {
+                out.push(PublishOutcome::Confirm { seq: s });
+            }
+        }
+        out
+    }
+
     /// Nacks one publish that never reached an exchange (refused before routing).
     pub fn refuse(&mut self, seq: u64, error: BrokerError) -> Vec<PublishOutcome> {
         let mut out = Vec::new();

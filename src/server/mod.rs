@@ -44,6 +44,8 @@ pub(crate) struct ServerShared {
     pub closed: Notify,
     /// Set to true to stop every listener and close every connection.
     pub shutdown: watch::Sender<bool>,
+    /// AMQP direct reply-to consumers of every AMQP connection, by token.
+    pub direct_replies: crate::amqp::reply_to::DirectReplies,
 }
 
 impl ServerShared {
@@ -112,6 +114,7 @@ impl FrontEnd {
                 registry: Connections::default(),
                 closed: Notify::new(),
                 shutdown,
+                direct_replies: Default::default(),
             }),
         })
     }

@@ -557,3 +557,96 @@ async fn transactions_hold_publishes_and_acks_until_commit() {
     ch.close(200, "bye".into()).await.unwrap();
     assert_eq!(ready(&other, "tx").await, 0, "the committed ack removed it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_connections_are_listed_with_their_channels_and_can_be_closed() {
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let _a = conn.create_channel().await.unwrap();
+    let _b = conn.create_channel().await.unwrap();
+    let registry = server.handle().front_end().connections();
+    crate::support::eventually("listed with two channels", || async {
+        registry
+            .list()
+            .iter()
+            .any(|c| c.protocol == "amqp" && c.channels == 2 && c.user == "guest" && c.vhost == "/")
+    })
+    .await;
+    let id = registry
+        .list()
+        .into_iter()
+        .find(|c| c.protocol == "amqp")
+        .unwrap()
+        .id;
+    assert!(registry.close(&id.to_string(), "maintenance"));
+    crate::support::eventually("closed by the operator", || async {
+        !conn.status().connected()
+    })
+    .await;
+    crate::support::eventually("gone from the list", || async { registry.is_empty() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reply_to_carries_a_reply_without_a_queue() {
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let client = conn.create_channel().await.unwrap();
+    let service = conn.create_channel().await.unwrap();
+    declare(&service, "rpc").await;
+    let mut replies = client
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    client
+        .basic_publish(
+            "".into(),
+            "rpc".into(),
+            BasicPublishOptions::default(),
+            b"ping",
+            BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+        )
+        .await
+        .unwrap();
+    let request = within("the request", async {
+        loop {
+            if let Some(m) = service
+                .basic_get("rpc".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    let reply_to = request
+        .delivery
+        .properties
+        .reply_to()
+        .clone()
+        .expect("reply_to");
+    assert!(
+        reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+        "{reply_to}"
+    );
+    service
+        .basic_publish(
+            "".into(),
+            reply_to,
+            BasicPublishOptions::default(),
+            b"pong",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    let reply = within("the reply", replies.next()).await.unwrap().unwrap();
+    assert_eq!(reply.data, b"pong");
+}
