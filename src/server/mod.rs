@@ -407,19 +407,29 @@ pub fn run_cli_serve(config: Option<PathBuf>) -> Result<(), Box<dyn std::error::
     let settings = Settings::load(config.as_deref())?;
     init_logging(&settings.log.level);
     let server = ServerHandle::start(settings)?;
-    println!("actormq listening on {}", server.local_addr());
-    for a in server.amqp_addrs() {
-        println!("actormq AMQP listening on {a}");
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // The signal handlers are in place before the addresses are printed: whoever reads
+    // them may send SIGTERM at once.
+    let _guard = rt.enter();
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // The native address last: a reader may stop reading at that line, and a write
+        // to a closed pipe must not stop the broker (errors ignored).
+        for a in server.amqp_addrs() {
+            let _ = writeln!(out, "actormq AMQP listening on {a}");
+        }
+        let _ = writeln!(out, "actormq listening on {}", server.local_addr());
+        let _ = out.flush();
+    }
     rt.block_on(async {
-        let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
