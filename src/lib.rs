@@ -26,8 +26,12 @@
 //! - `perf`: the load generator behind `actormq perf` (feature `cli`, on by default).
 //! - [`settings`]: `Settings.toml` and environment overrides.
 //! - [`logging`]: the binary's log subscriber (text or JSON, colour on terminals).
+//! - [`channel`]: the protocol-neutral channel core every front end builds on.
+//! - [`amqp`]: the AMQP 0-9-1 front end (listener, codec, connection actor).
 
+pub mod amqp;
 pub mod broker;
+pub mod channel;
 pub mod definitions;
 pub mod embed;
 pub mod error;

@@ -24,7 +24,17 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
         StopSignals::install()?
     };
     let server = ServerHandle::start(settings)?;
-    println!("actormq listening on {}", server.local_addr());
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // The native address last: a reader may stop reading at that line, and a write
+        // to a closed pipe must not stop the broker (errors ignored).
+        for a in server.amqp_addrs() {
+            let _ = writeln!(out, "actormq AMQP listening on {a}");
+        }
+        let _ = writeln!(out, "actormq listening on {}", server.local_addr());
+        let _ = out.flush();
+    }
     rt.block_on(stop.wait());
     tracing::info!("shutting down");
     server.shutdown();

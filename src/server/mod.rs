@@ -9,7 +9,7 @@
 pub mod auth;
 mod connection;
 pub mod connections;
-mod io;
+pub(crate) mod io;
 mod listener;
 pub mod tracking;
 
@@ -43,6 +43,8 @@ pub(crate) struct ServerShared {
     pub closed: Notify,
     /// Set to true to stop every listener and close every connection.
     pub shutdown: watch::Sender<bool>,
+    /// AMQP direct reply-to consumers of every AMQP connection, by token.
+    pub direct_replies: crate::amqp::reply_to::DirectReplies,
 }
 
 impl ServerShared {
@@ -111,6 +113,7 @@ impl FrontEnd {
                 registry: Connections::default(),
                 closed: Notify::new(),
                 shutdown,
+                direct_replies: Default::default(),
             }),
         })
     }
@@ -133,6 +136,24 @@ impl FrontEnd {
             refuse_native,
         );
         tracing::info!(%addr, "native protocol listening");
+        Ok(addr)
+    }
+
+    /// Serves AMQP 0-9-1 on `listener` (already bound) until [`stop`](Self::stop);
+    /// returns the address it listens on.
+    pub fn listen_amqp(&self, listener: std::net::TcpListener) -> Result<SocketAddr, ServerError> {
+        let addr = prepare(&listener)?;
+        let start: listener::StartConnection = Arc::new(|socket, peer, shared| {
+            crate::amqp::AmqpConnection::start(socket, peer, shared);
+        });
+        listener::spawn(
+            listener,
+            self.shared.clone(),
+            "amqp",
+            start,
+            crate::amqp::refuse,
+        );
+        tracing::info!(%addr, "AMQP 0-9-1 listening");
         Ok(addr)
     }
 
@@ -203,12 +224,38 @@ fn bind(addr: &str) -> Result<std::net::TcpListener, ServerError> {
     })
 }
 
+/// Binds the AMQP listeners of `amqp.bind`. An IPv6 address that cannot be bound
+/// because the machine has no IPv6 loopback (or no IPv6 at all) is logged and skipped:
+/// the default lists `[::1]:5672` beside `127.0.0.1:5672`. Any other failure is fatal.
+fn bind_amqp(addrs: &[String]) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    let mut out = Vec::new();
+    for a in addrs {
+        match bind(a) {
+            Ok(l) => out.push(l),
+            Err(ServerError::Bind { addr, source })
+                if addr.starts_with('[')
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+                    )
+                    || source.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                        && addr.starts_with('[') =>
+            {
+                tracing::warn!(%addr, error = %source, "no IPv6 here: AMQP listener skipped");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// A running networked broker: the broker core and its native listener.
 ///
 /// ```no_run
 /// use actormq::{server::ServerHandle, Settings};
 /// let mut settings = Settings::default();
 /// settings.server.bind = "127.0.0.1:0".into();
+/// settings.amqp.bind = vec!["127.0.0.1:0".into()];
 /// let server = ServerHandle::start(settings).unwrap();
 /// println!("listening on {}", server.local_addr());
 /// server.shutdown();
@@ -216,6 +263,8 @@ fn bind(addr: &str) -> Result<std::net::TcpListener, ServerError> {
 pub struct ServerHandle {
     front: FrontEnd,
     local_addr: SocketAddr,
+    /// Where the AMQP listeners listen.
+    amqp_addrs: Vec<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -224,24 +273,28 @@ impl ServerHandle {
     pub fn start(settings: Settings) -> Result<ServerHandle, ServerError> {
         // Bound first: a port in use fails before the store is opened and recovered.
         let listener = bind(&settings.server.bind)?;
+        let amqp = bind_amqp(&settings.amqp.bind)?;
         let broker = Broker::builder()
             .settings(settings.broker.clone())
             .storage(settings.storage.options())
             .start()?;
-        Self::serve(broker, settings, listener)
+        Self::serve(broker, settings, listener, amqp)
     }
 
-    /// Serves the native protocol on `settings.server.bind` for a broker that is already
-    /// running (an embedded one, with its own exchange types).
+    /// Serves the native protocol on `settings.server.bind` (and AMQP on `amqp.bind`)
+    /// for a broker that is already running (an embedded one, with its own exchange
+    /// types).
     pub fn start_on(broker: BrokerHandle, settings: Settings) -> Result<ServerHandle, ServerError> {
         let listener = bind(&settings.server.bind)?;
-        Self::serve(broker, settings, listener)
+        let amqp = bind_amqp(&settings.amqp.bind)?;
+        Self::serve(broker, settings, listener, amqp)
     }
 
     fn serve(
         broker: BrokerHandle,
         settings: Settings,
         listener: std::net::TcpListener,
+        amqp: Vec<std::net::TcpListener>,
     ) -> Result<ServerHandle, ServerError> {
         let front = match FrontEnd::new(broker.clone(), settings) {
             Ok(f) => f,
@@ -251,7 +304,20 @@ impl ServerHandle {
             }
         };
         let local_addr = front.listen_native(listener)?;
-        Ok(ServerHandle { front, local_addr })
+        let mut amqp_addrs = Vec::new();
+        for l in amqp {
+            amqp_addrs.push(front.listen_amqp(l)?);
+        }
+        Ok(ServerHandle {
+            front,
+            local_addr,
+            amqp_addrs,
+        })
+    }
+
+    /// The addresses of the AMQP listeners (`amqp.bind`; empty when off).
+    pub fn amqp_addrs(&self) -> &[SocketAddr] {
+        &self.amqp_addrs
     }
 
     /// The address the listener is bound to (with the real port when bound to port 0).

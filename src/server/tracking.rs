@@ -64,6 +64,15 @@ impl<Q> UnackedTags<Q> {
         self.entries.remove(pos).map(|e| vec![e])
     }
 
+    /// Puts taken deliveries back (a rolled-back transaction's acks), keeping the tags
+    /// in order.
+    pub fn restore(&mut self, entries: Vec<Unacked<Q>>) {
+        for e in entries {
+            let at = self.entries.partition_point(|x| x.tag < e.tag);
+            self.entries.insert(at, e);
+        }
+    }
+
     /// Takes everything (the connection is closing).
     pub fn drain(&mut self) -> Vec<Unacked<Q>> {
         self.entries.drain(..).collect()
@@ -177,6 +186,24 @@ mod tests {
         assert!(u.take(9, false).is_none());
         assert_eq!(tags(&u.take(0, true).unwrap()), [5]);
         assert!(u.is_empty());
+        u.push(7, "q", 70);
+        u.restore(vec![
+            Unacked {
+                tag: 6,
+                queue: "q",
+                id: 60,
+            },
+            Unacked {
+                tag: 9,
+                queue: "q",
+                id: 90,
+            },
+        ]);
+        assert_eq!(
+            tags(&u.take(9, true).unwrap()),
+            [6, 7, 9],
+            "restored in tag order"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 pub struct Settings {
     /// The network front end.
     pub server: ServerSettings,
+    /// The AMQP 0-9-1 listener.
+    pub amqp: AmqpSettings,
     /// The broker core.
     pub broker: BrokerSettings,
     /// Logging.
@@ -59,6 +61,34 @@ impl Default for ServerSettings {
             max_connections: 10_000,
             max_write_buffer: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[amqp]`: the AMQP 0-9-1 listener (same users, vhosts, limits and alarms as the
+/// native one; heartbeats and `max_connections` come from `[server]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSettings {
+    /// Addresses to listen on; empty = no AMQP listener. An IPv6 address the machine
+    /// cannot bind (no `::1`) is logged and skipped.
+    pub bind: Vec<String>,
+    /// Largest frame offered in `connection.tune`, in bytes (RabbitMQ's default).
+    pub frame_max: u32,
+    /// Most channels per connection offered in `connection.tune`.
+    pub channel_max: u16,
+    /// Largest message body accepted, in bytes; a larger one closes the channel with
+    /// 406 PRECONDITION_FAILED, as RabbitMQ's `max_message_size` does.
+    pub max_message_size: u64,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        AmqpSettings {
+            bind: vec!["127.0.0.1:5672".to_string(), "[::1]:5672".to_string()],
+            frame_max: 131_072,
+            channel_max: 2047,
+            max_message_size: 128 * 1024 * 1024,
         }
     }
 }
@@ -291,6 +321,15 @@ impl Settings {
             return Err(SettingsError(
                 "server.request_timeout_ms must be at least 1".into(),
             ));
+        }
+        if self.amqp.frame_max < 4096 {
+            return Err(SettingsError(format!(
+                "amqp.frame_max = {} is below AMQP's minimum of 4096 bytes",
+                self.amqp.frame_max
+            )));
+        }
+        if self.amqp.channel_max == 0 {
+            return Err(SettingsError("amqp.channel_max must be at least 1".into()));
         }
         if self.broker.vhosts.is_empty() {
             return Err(SettingsError(

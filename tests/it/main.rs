@@ -2,6 +2,7 @@
 
 mod support;
 
+mod amqp;
 mod cli;
 mod client;
 mod net;

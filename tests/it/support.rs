@@ -32,6 +32,7 @@ impl TestServer {
         let data = tempfile::tempdir().expect("a temporary data directory");
         let mut s = Settings::default();
         s.server.bind = "127.0.0.1:0".into();
+        s.amqp.bind = vec!["127.0.0.1:0".into()];
         s.broker.workers = 2;
         s.storage.data_dir = data.path().to_path_buf();
         tweak(&mut s);

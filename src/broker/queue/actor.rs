@@ -277,6 +277,7 @@ impl QueueActor {
                     self.unknown_ids(unknown);
                 }
                 Control::Credit { consumer, amount } => self.state.return_credit(consumer, amount),
+                Control::Prefetch { owner, prefetch } => self.state.set_prefetch(owner, prefetch),
                 Control::Cancel { owner, tag, done } => {
                     let id = self
                         .state

@@ -42,6 +42,14 @@ pub enum Control {
     },
     /// The owner went: drop its consumers, requeue its unacked deliveries.
     Release(OwnerId),
+    /// A new prefetch for every consumer of `owner` (AMQP `basic.qos` on a channel
+    /// that already has consumers).
+    Prefetch {
+        /// Whose consumers.
+        owner: OwnerId,
+        /// Maximum unacked deliveries, 0 = unlimited.
+        prefetch: u32,
+    },
     /// Transport credit back to consumer `consumer`.
     Credit {
         /// The queue's consumer id.

@@ -153,6 +153,12 @@ impl QueueHandle {
         self.control(Control::Release(owner));
     }
 
+    /// Sets the prefetch of every consumer of `owner` (in order with its settlements);
+    /// a raise lets the queue deliver more at once.
+    pub fn set_prefetch(&self, owner: OwnerId, prefetch: u32) {
+        self.control(Control::Prefetch { owner, prefetch });
+    }
+
     /// Returns transport credit to consumer `consumer` through the fast lane.
     pub fn return_credit(&self, consumer: u64, amount: u32) {
         self.control(Control::Credit { consumer, amount });

@@ -302,6 +302,23 @@ impl<C> QueueState<C> {
         Some(slot)
     }
 
+    /// Sets the prefetch of every consumer of `owner` (a later `basic.qos` on an AMQP
+    /// channel reaches the consumers it already has).
+    pub fn set_prefetch(&mut self, owner: OwnerId, prefetch: u32) {
+        let ids: Vec<u64> = self
+            .consumers
+            .slots()
+            .iter()
+            .filter(|c| c.owner == owner)
+            .map(|c| c.id)
+            .collect();
+        for id in ids {
+            if let Some(c) = self.consumers.get_mut(id) {
+                c.prefetch = prefetch;
+            }
+        }
+    }
+
     /// Returns transport credit to a consumer.
     pub fn return_credit(&mut self, consumer: u64, amount: u32) {
         if let Some(c) = self.consumers.get_mut(consumer) {

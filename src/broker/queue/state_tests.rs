@@ -115,6 +115,23 @@ fn prefetch_limits_unacked_deliveries_and_acks_return_credit() {
 }
 
 #[test]
+fn a_raised_prefetch_reaches_the_owners_existing_consumers() {
+    let mut q = filled(5);
+    let c = q.add_consumer(consumer("c", A, 1, false));
+    let out = q.dispatch(100, 0);
+    assert_eq!(bodies(&out[0].1), ["m0"]);
+    q.return_credit(c, 1);
+    assert!(q.dispatch(100, 0).is_empty(), "prefetch 1 holds the rest");
+    q.set_prefetch(B, 10);
+    assert!(
+        q.dispatch(100, 0).is_empty(),
+        "another owner's qos changes nothing"
+    );
+    q.set_prefetch(A, 3);
+    assert_eq!(bodies(&q.dispatch(100, 0)[0].1), ["m1", "m2"]);
+}
+
+#[test]
 fn transport_window_bounds_auto_ack_consumers() {
     let mut q = filled(10);
     let mut c = consumer("c", A, 0, true);

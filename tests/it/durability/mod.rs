@@ -68,6 +68,7 @@ impl BrokerProcess {
             .args(["serve", "--config"])
             .arg(&config)
             .env("ACTORMQ__SERVER__BIND", "127.0.0.1:0")
+            .env("ACTORMQ__AMQP__BIND", "127.0.0.1:0")
             .env("ACTORMQ__STORAGE__DATA_DIR", root.join("data"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

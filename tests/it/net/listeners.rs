@@ -25,6 +25,7 @@ impl ExchangeType for Prefix {
 fn settings() -> Settings {
     let mut s = Settings::default();
     s.server.bind = "127.0.0.1:0".into();
+    s.amqp.bind = vec!["127.0.0.1:0".into()];
     s
 }
 

@@ -1,0 +1,181 @@
+//! Deliveries from queues to a connection's consumers (routed to their channel by
+//! consumer tag), `basic.get` answers, and broker-side cancels (`basic.cancel` to a
+//! client that announced `consumer_cancel_notify`).
+
+use super::connection::{AmqpConnection, Phase};
+use super::properties::{properties_out, short};
+use super::reply_to::DirectReply;
+use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
+use crate::broker::queue::QueueHandle;
+use crate::channel::DeliveryAction;
+use actix::prelude::*;
+use amq_protocol::protocol::{basic, AMQPClass};
+
+impl AmqpConnection {
+    /// Writes a `Deliver` batch on channel `ch` (tracked unless auto-acked).
+    pub(super) fn write_deliver(&mut self, ch: u16, msg: Deliver) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let (action, msg) = st.core.accept_delivery(msg);
+        let (DeliveryAction::Write { no_ack }, Some(msg)) = (action, msg) else {
+            return;
+        };
+        self.stats.add_delivered(msg.deliveries.len() as u64);
+        let fm = self.frame_max();
+        for d in &msg.deliveries {
+            let tag = match self.channels.get_mut(&ch) {
+                Some(st) => st.core.track(&msg.queue, d.id, no_ack),
+                None => return,
+            };
+            let m = &d.message;
+            self.enc.method(
+                &mut self.out,
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: short(&msg.consumer_tag),
+                    delivery_tag: tag,
+                    redelivered: d.redelivered,
+                    exchange: short(&m.exchange),
+                    routing_key: short(&m.routing_key),
+                })),
+            );
+            self.enc.content(
+                &mut self.out,
+                ch,
+                properties_out(&m.properties),
+                &m.body,
+                fm,
+            );
+        }
+        // The credit goes back to the queue once these bytes are on the socket.
+        self.out_credits.push(msg.credit);
+    }
+
+    /// Answers a `basic.get`.
+    pub(super) fn got(
+        &mut self,
+        ch: u16,
+        q: QueueHandle,
+        got: Option<(Delivery, u64)>,
+        no_ack: bool,
+    ) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        st.core.touch(&q);
+        let Some((d, left)) = got else {
+            self.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return;
+        };
+        let tag = st.core.track(&q, d.id, no_ack);
+        self.stats.add_delivered(1);
+        let m = &d.message;
+        self.method(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered: d.redelivered,
+                exchange: short(&m.exchange),
+                routing_key: short(&m.routing_key),
+                message_count: left.min(u32::MAX as u64) as u32,
+            })),
+        );
+        let fm = self.frame_max();
+        self.enc.content(
+            &mut self.out,
+            ch,
+            properties_out(&m.properties),
+            &m.body,
+            fm,
+        );
+    }
+}
+
+impl Handler<Deliver> for AmqpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            // Stopping: release requeues them. Hold the credit so no more come here.
+            self.held_credits.push(msg.credit);
+            return;
+        }
+        let Some(&ch) = self.consumer_channels.get(&*msg.consumer_tag) else {
+            // The channel closed: its release requeues what was on its way, and the
+            // consumer is gone at the queue, so the credit returned is moot.
+            return;
+        };
+        self.write_deliver(ch, msg);
+        self.flush();
+    }
+}
+
+impl Handler<ConsumerCancelled> for AmqpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConsumerCancelled, _ctx: &mut Self::Context) {
+        let Some(ch) = self.consumer_channels.remove(&*msg.consumer_tag) else {
+            return;
+        };
+        if let Some(st) = self.channels.get_mut(&ch) {
+            st.core.remove_consumer(&msg.consumer_tag);
+        }
+        tracing::debug!(channel = ch, tag = %msg.consumer_tag, reason = %msg.reason, "consumer cancelled by the broker");
+        if self.cancel_notify && self.phase != Phase::Closing {
+            self.method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                    consumer_tag: short(&msg.consumer_tag),
+                    nowait: true,
+                })),
+            );
+            self.flush();
+        }
+    }
+}
+
+impl Handler<DirectReply> for AmqpConnection {
+    type Result = ();
+
+    fn handle(&mut self, msg: DirectReply, _ctx: &mut Self::Context) {
+        if self.phase == Phase::Closing {
+            return;
+        }
+        let Some(st) = self.channels.get_mut(&msg.channel) else {
+            return;
+        };
+        let Some((token, tag)) = &st.reply_to else {
+            return;
+        };
+        if *token != msg.token {
+            return;
+        }
+        let tag = tag.clone();
+        let delivery_tag = st.core.untracked_tag();
+        self.stats.add_delivered(1);
+        let m = &msg.message;
+        self.method(
+            msg.channel,
+            AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                consumer_tag: short(&tag),
+                delivery_tag,
+                redelivered: false,
+                exchange: short(&m.exchange),
+                routing_key: short(&m.routing_key),
+            })),
+        );
+        let fm = self.frame_max();
+        self.enc.content(
+            &mut self.out,
+            msg.channel,
+            properties_out(&m.properties),
+            &m.body,
+            fm,
+        );
+        self.flush();
+    }
+}

@@ -1,0 +1,507 @@
+//! Frames to channel commands: content reassembly (method, header, body frames) with
+//! its limits, and each channel's request pipeline.
+//!
+//! A channel handles its commands in order. Publishes are batched (one `Publish` per
+//! exchange per read); acks are held and coalesced by the channel core; a method that
+//! needs another actor's answer (declare, consume, get, an exchange lookup) marks the
+//! channel busy, and the channel's later commands wait in its queue until the answer
+//! is written, while the connection's other channels go on. A connection-wide bound
+//! on waiting commands ([`MAX_BACKLOG`]) stops the reader when reached.
+
+use super::codec::Incoming;
+use super::connection::{AmqpConnection, Phase, MAX_BACKLOG};
+use super::errors::AmqpError;
+use crate::broker::exchange::ExchangeHandle;
+use crate::channel::{Channel, Outbound};
+use crate::error::BrokerError;
+use actix::prelude::*;
+use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::{channel as chan, AMQPClass};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+/// A command of a channel, in the order the client sent it.
+pub(super) enum Command {
+    /// A method without content.
+    Method(Box<AMQPClass>),
+    /// A complete `basic.publish` with its content.
+    Publish(Box<PublishCommand>),
+}
+
+/// A complete `basic.publish`: method, properties, body.
+pub(super) struct PublishCommand {
+    /// The method.
+    pub publish: basic::Publish,
+    /// The content header's properties.
+    pub properties: AMQPProperties,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A `basic.publish` whose content is still arriving.
+struct Content {
+    publish: basic::Publish,
+    /// Set by the content header.
+    header: Option<(AMQPProperties, u64)>,
+    /// Body frames so far.
+    parts: Vec<Bytes>,
+    /// Body bytes so far.
+    got: u64,
+}
+
+/// One open channel of a connection.
+pub(super) struct ChannelState {
+    /// The protocol-neutral core.
+    pub core: Channel,
+    /// `channel.close` sent by the server: only close / close-ok count now.
+    pub closing: bool,
+    /// Waiting for an answer (see the module documentation).
+    pub busy: bool,
+    /// Commands waiting behind a busy one.
+    pub pending: VecDeque<Command>,
+    /// The publish being reassembled.
+    content: Option<Content>,
+    /// Publishes batched for one exchange.
+    pub batch: Option<(ExchangeHandle, Vec<Outbound>)>,
+    /// The last queue declared on this channel (AMQP's "" = that queue).
+    pub last_queue: String,
+    /// Publishes of the open transaction (`tx.select`), routed at commit.
+    pub tx_publishes: Vec<PublishCommand>,
+    /// The direct reply-to consumer of this channel: (token, consumer tag).
+    pub reply_to: Option<(String, String)>,
+}
+
+impl ChannelState {
+    fn new(core: Channel) -> Self {
+        ChannelState {
+            core,
+            closing: false,
+            busy: false,
+            pending: VecDeque::new(),
+            content: None,
+            batch: None,
+            last_queue: String::new(),
+            tx_publishes: Vec::new(),
+            reply_to: None,
+        }
+    }
+
+    /// Commands waiting (for the connection's backlog count).
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn ids(m: &AMQPClass) -> (u16, u16) {
+    (m.get_amqp_class_id(), m.get_amqp_method_id())
+}
+
+impl AmqpConnection {
+    /// Handles the frames of one read.
+    pub(super) fn on_frames(&mut self, frames: Vec<Incoming>, ctx: &mut Context<Self>) {
+        let mut touched: Vec<u16> = Vec::new();
+        for f in frames {
+            if self.phase == Phase::Closing {
+                // Only the answer to our close matters now.
+                if let Incoming::Method(0, m) = f {
+                    if let AMQPClass::Connection(m) = *m {
+                        self.on_connection_method(m, ctx);
+                    }
+                }
+                continue;
+            }
+            match f {
+                Incoming::Heartbeat(0) => {}
+                Incoming::Heartbeat(ch) => {
+                    self.close_with(
+                        AmqpError::new(501, format!("heartbeat frame on channel {ch}")),
+                        ctx,
+                    );
+                }
+                Incoming::Method(0, m) => match *m {
+                    AMQPClass::Connection(m) => self.on_connection_method(m, ctx),
+                    other => {
+                        let e = AmqpError::new(503, "only connection methods on channel 0")
+                            .on(ids(&other));
+                        self.close_with(e, ctx);
+                    }
+                },
+                _ if self.phase != Phase::Running => {
+                    self.close_with(
+                        AmqpError::new(504, "channel frame before the connection is open"),
+                        ctx,
+                    );
+                }
+                Incoming::Method(ch, m) => {
+                    if self.on_channel_method(ch, *m, ctx) && !touched.contains(&ch) {
+                        touched.push(ch);
+                    }
+                }
+                Incoming::Header(ch, h) => {
+                    if self.on_header(ch, h.body_size, h.properties, ctx) && !touched.contains(&ch)
+                    {
+                        touched.push(ch);
+                    }
+                }
+                Incoming::Body(ch, b) => {
+                    if self.on_body(ch, b, ctx) && !touched.contains(&ch) {
+                        touched.push(ch);
+                    }
+                }
+            }
+        }
+        for ch in touched {
+            self.pump(ch, ctx);
+        }
+    }
+
+    /// A method on channel `ch`; true when a command was queued.
+    fn on_channel_method(&mut self, ch: u16, m: AMQPClass, ctx: &mut Context<Self>) -> bool {
+        if let AMQPClass::Channel(chan::AMQPMethod::Open(_)) = m {
+            if self.channels.contains_key(&ch) {
+                self.close_with(
+                    AmqpError::new(504, format!("second 'channel.open' seen on channel {ch}"))
+                        .on((20, 10)),
+                    ctx,
+                );
+            } else if ch > self.channel_max {
+                self.close_with(
+                    AmqpError::new(
+                        530,
+                        format!(
+                            "channel {ch} is above the negotiated channel_max {}",
+                            self.channel_max
+                        ),
+                    )
+                    .on((20, 10)),
+                    ctx,
+                );
+            } else {
+                let owner = self.shared.broker.new_owner();
+                self.channels
+                    .insert(ch, ChannelState::new(Channel::new(owner)));
+                self.stats
+                    .channels
+                    .store(self.channels.len() as u32, Ordering::Relaxed);
+                self.method(
+                    ch,
+                    AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
+                );
+            }
+            return false;
+        }
+        let Some(st) = self.channels.get_mut(&ch) else {
+            self.close_with(
+                AmqpError::new(504, format!("expected 'channel.open' on channel {ch}")).on(ids(&m)),
+                ctx,
+            );
+            return false;
+        };
+        if st.closing {
+            match m {
+                AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)) => self.forget_channel(ch),
+                AMQPClass::Channel(chan::AMQPMethod::Close(_)) => {
+                    self.method(
+                        ch,
+                        AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                    );
+                    self.forget_channel(ch);
+                }
+                _ => {}
+            }
+            return false;
+        }
+        if st.content.is_some() {
+            self.close_with(
+                AmqpError::new(
+                    505,
+                    format!("expected content on channel {ch}, got a method"),
+                )
+                .on(ids(&m)),
+                ctx,
+            );
+            return false;
+        }
+        if let AMQPClass::Basic(basic::AMQPMethod::Publish(p)) = m {
+            st.content = Some(Content {
+                publish: p,
+                header: None,
+                parts: Vec::new(),
+                got: 0,
+            });
+            return false;
+        }
+        st.pending.push_back(Command::Method(Box::new(m)));
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    fn on_header(
+        &mut self,
+        ch: u16,
+        size: u64,
+        properties: AMQPProperties,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let max = self.shared.settings.amqp.max_message_size;
+        let Some(st) = self.channels.get_mut(&ch) else {
+            self.close_with(
+                AmqpError::new(504, format!("content on closed channel {ch}")),
+                ctx,
+            );
+            return false;
+        };
+        if st.closing {
+            return false;
+        }
+        match &mut st.content {
+            Some(c) if c.header.is_none() => {
+                if size > max {
+                    st.content = None;
+                    self.channel_error(
+                        ch,
+                        AmqpError::new(
+                            406,
+                            format!("message size {size} is larger than configured max size {max}"),
+                        )
+                        .on((60, 40)),
+                        ctx,
+                    );
+                    return false;
+                }
+                c.header = Some((properties, size));
+                if size == 0 {
+                    return self.content_done(ch);
+                }
+                false
+            }
+            _ => {
+                self.close_with(
+                    AmqpError::new(505, format!("unexpected content header on channel {ch}")),
+                    ctx,
+                );
+                false
+            }
+        }
+    }
+
+    fn on_body(&mut self, ch: u16, b: Bytes, ctx: &mut Context<Self>) -> bool {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            self.close_with(
+                AmqpError::new(504, format!("content on closed channel {ch}")),
+                ctx,
+            );
+            return false;
+        };
+        if st.closing {
+            return false;
+        }
+        match &mut st.content {
+            Some(Content {
+                header: Some((_, size)),
+                parts,
+                got,
+                ..
+            }) => {
+                *got += b.len() as u64;
+                if *got > *size {
+                    let e = AmqpError::new(
+                        501,
+                        format!("body frames carry more than the {size} bytes announced"),
+                    );
+                    self.close_with(e, ctx);
+                    return false;
+                }
+                parts.push(b);
+                if *got == *size {
+                    return self.content_done(ch);
+                }
+                false
+            }
+            _ => {
+                self.close_with(
+                    AmqpError::new(505, format!("unexpected content body on channel {ch}")),
+                    ctx,
+                );
+                false
+            }
+        }
+    }
+
+    /// A publish's content is complete: queue it as a command.
+    fn content_done(&mut self, ch: u16) -> bool {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return false;
+        };
+        let Some(Content {
+            publish,
+            header: Some((properties, size)),
+            mut parts,
+            ..
+        }) = st.content.take()
+        else {
+            return false;
+        };
+        let body = if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            let mut b = BytesMut::with_capacity(size as usize);
+            for p in &parts {
+                b.extend_from_slice(p);
+            }
+            b.freeze()
+        };
+        st.pending
+            .push_back(Command::Publish(Box::new(PublishCommand {
+                publish,
+                properties,
+                body,
+            })));
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Runs channel `ch`'s queued commands until one has to wait.
+    pub(super) fn pump(&mut self, ch: u16, ctx: &mut Context<Self>) {
+        loop {
+            let Some(st) = self.channels.get_mut(&ch) else {
+                return;
+            };
+            if st.busy || st.closing {
+                break;
+            }
+            let Some(cmd) = st.pending.pop_front() else {
+                break;
+            };
+            self.backlog.fetch_sub(1, Ordering::AcqRel);
+            match cmd {
+                Command::Publish(p) => {
+                    let st = self.channels.get_mut(&ch).expect("open");
+                    if st.core.transactional() {
+                        // Routed at tx.commit, dropped at tx.rollback.
+                        st.tx_publishes.push(*p);
+                    } else {
+                        self.publish(ch, *p, ctx);
+                    }
+                }
+                Command::Method(m) => {
+                    let settles_only = matches!(
+                        *m,
+                        AMQPClass::Basic(
+                            basic::AMQPMethod::Ack(_)
+                                | basic::AMQPMethod::Nack(_)
+                                | basic::AMQPMethod::Reject(_)
+                        )
+                    );
+                    if !settles_only {
+                        // What the client sent before this method takes effect first.
+                        self.send_batch(ch, ctx);
+                        if let Some(st) = self.channels.get_mut(&ch) {
+                            st.core.flush_settles();
+                        }
+                    }
+                    self.channel_method(ch, *m, ctx);
+                }
+            }
+        }
+        self.send_batch(ch, ctx);
+        if let Some(st) = self.channels.get_mut(&ch) {
+            st.core.flush_settles();
+        }
+        if self.backlog.load(Ordering::Acquire) < MAX_BACKLOG {
+            self.flow.notify.notify_waiters();
+        }
+    }
+
+    /// Runs `fut` for channel `ch`, which waits (busy) until it is answered; then
+    /// `done` writes the answer, or the error closes the channel (or the connection).
+    pub(super) fn run<T: 'static>(
+        &mut self,
+        ch: u16,
+        method: (u16, u16),
+        fut: impl std::future::Future<Output = Result<T, BrokerError>> + 'static,
+        done: impl FnOnce(&mut Self, u16, T, &mut Context<Self>) + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        st.busy = true;
+        let epoch = st.core.owner();
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(fut).map(move |res, act, ctx| {
+                let alive = act
+                    .channels
+                    .get(&ch)
+                    .is_some_and(|s| s.core.owner() == epoch && !s.closing);
+                if !alive || act.phase == Phase::Closing {
+                    return;
+                }
+                if let Some(st) = act.channels.get_mut(&ch) {
+                    st.busy = false;
+                }
+                match res {
+                    Ok(v) => done(act, ch, v, ctx),
+                    Err(e) => act.channel_error(ch, AmqpError::from(e).on(method), ctx),
+                }
+                act.pump(ch, ctx);
+                act.flush();
+            }),
+        );
+    }
+
+    /// Closes channel `ch` with `e` (or the connection, for a connection-level code).
+    pub(super) fn channel_error(&mut self, ch: u16, e: AmqpError, ctx: &mut Context<Self>) {
+        if e.is_connection_level() {
+            self.close_with(e, ctx);
+            return;
+        }
+        tracing::info!(peer = %self.peer, channel = ch, code = e.code, text = %e.text, "closing channel");
+        // Publishes sent before the error still count.
+        self.send_batch(ch, ctx);
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        st.closing = true;
+        let dropped = st.pending.len();
+        st.pending.clear();
+        st.content = None;
+        self.backlog.fetch_sub(dropped, Ordering::AcqRel);
+        let tags = st.core.release();
+        if let Some((token, tag)) = st.reply_to.take() {
+            self.shared.direct_replies.remove(&token);
+            self.consumer_channels.remove(&tag);
+        }
+        for t in tags {
+            self.consumer_channels.remove(&t);
+        }
+        let (class_id, method_id) = e.method;
+        self.method(
+            ch,
+            AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
+                reply_code: e.code,
+                reply_text: e.short_text(),
+                class_id,
+                method_id,
+            })),
+        );
+    }
+
+    /// Forgets channel `ch` after its close handshake, releasing what it held.
+    pub(super) fn forget_channel(&mut self, ch: u16) {
+        if let Some(mut st) = self.channels.remove(&ch) {
+            self.backlog.fetch_sub(st.waiting(), Ordering::AcqRel);
+            if let Some((token, tag)) = st.reply_to.take() {
+                self.shared.direct_replies.remove(&token);
+                self.consumer_channels.remove(&tag);
+            }
+            for t in st.core.release() {
+                self.consumer_channels.remove(&t);
+            }
+        }
+        self.stats
+            .channels
+            .store(self.channels.len() as u32, Ordering::Relaxed);
+    }
+}

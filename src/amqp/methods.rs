@@ -1,0 +1,378 @@
+//! Channel methods mapped onto the broker's actor messages: exchange, queue, basic and
+//! confirm classes. Each answers with its `-ok` (unless `nowait`) or closes the channel
+//! with the error's reply code.
+
+use super::connection::AmqpConnection;
+use super::errors::AmqpError;
+use super::properties::{short, table_in};
+use crate::broker::exchange::ExchangeSpec;
+use crate::broker::messages::*;
+use crate::broker::queue::QueueSpec;
+use actix::prelude::*;
+use amq_protocol::protocol::{
+    access, channel as chan, confirm, exchange as ex, queue as qu, tx, AMQPClass,
+};
+
+impl AmqpConnection {
+    /// Handles one method of channel `ch` (in the channel's order).
+    pub(super) fn channel_method(&mut self, ch: u16, m: AMQPClass, ctx: &mut Context<Self>) {
+        let method = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        let registry = self.session.as_ref().expect("open").registry.clone();
+        let owner = self.owner;
+        match m {
+            AMQPClass::Channel(chan::AMQPMethod::Close(_)) => {
+                self.method(
+                    ch,
+                    AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                );
+                self.forget_channel(ch);
+            }
+            AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
+                self.method(
+                    ch,
+                    AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: f.active })),
+                );
+            }
+            AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)) => {}
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.method(
+                    ch,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+            }
+            AMQPClass::Exchange(ex::AMQPMethod::Declare(d)) => {
+                let mut arguments = table_in(&d.arguments);
+                let spec = ExchangeSpec {
+                    name: d.exchange.to_string(),
+                    kind: d.kind.to_string(),
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: std::mem::take(&mut arguments),
+                };
+                let passive = d.passive;
+                let nowait = d.nowait;
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(DeclareExchange { spec, passive }).await? },
+                    move |act, ch, (), _| {
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Exchange(ex::AMQPMethod::DeclareOk(ex::DeclareOk {})),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            AMQPClass::Exchange(ex::AMQPMethod::Delete(d)) => {
+                let name = d.exchange.to_string();
+                if let Some(st) = self.channels.get_mut(&ch) {
+                    st.core.forget_exchange(&name);
+                }
+                let (if_unused, nowait) = (d.if_unused, d.nowait);
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(DeleteExchange { name, if_unused }).await? },
+                    move |act, ch, (), _| {
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Exchange(ex::AMQPMethod::DeleteOk(ex::DeleteOk {})),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            AMQPClass::Exchange(ex::AMQPMethod::Bind(b)) => {
+                let bind = Bind {
+                    exchange: b.source.to_string(),
+                    target: BindTarget::Exchange(b.destination.to_string()),
+                    routing_key: b.routing_key.to_string(),
+                    arguments: table_in(&b.arguments),
+                    owner,
+                };
+                let nowait = b.nowait;
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(bind).await? },
+                    move |act, ch, (), _| {
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Exchange(ex::AMQPMethod::BindOk(ex::BindOk {})),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            AMQPClass::Exchange(ex::AMQPMethod::Unbind(b)) => {
+                let binding = Bind {
+                    exchange: b.source.to_string(),
+                    target: BindTarget::Exchange(b.destination.to_string()),
+                    routing_key: b.routing_key.to_string(),
+                    arguments: table_in(&b.arguments),
+                    owner,
+                };
+                let nowait = b.nowait;
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(Unbind { binding }).await? },
+                    move |act, ch, (), _| {
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Exchange(ex::AMQPMethod::UnbindOk(ex::UnbindOk {})),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            AMQPClass::Queue(qm) => self.queue_method(ch, method, qm, ctx),
+            AMQPClass::Basic(bm) => self.basic_method(ch, method, bm, ctx),
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                let Some(st) = self.channels.get_mut(&ch) else {
+                    return;
+                };
+                if st.core.transactional() {
+                    let e = AmqpError::new(406, "cannot switch from tx to confirm mode");
+                    self.channel_error(ch, e.on(method), ctx);
+                    return;
+                }
+                st.core.select_confirms();
+                if !s.nowait {
+                    self.method(
+                        ch,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+            }
+            AMQPClass::Tx(t) => self.tx_method(ch, method, t, ctx),
+            other => {
+                let e = AmqpError::new(
+                    503,
+                    format!(
+                        "method {}.{} is not valid from a client here",
+                        method.0, method.1
+                    ),
+                )
+                .on((other.get_amqp_class_id(), other.get_amqp_method_id()));
+                self.close_with(e, ctx);
+            }
+        }
+    }
+
+    /// The queue to use for `name`: AMQP's empty name means the channel's last declared.
+    pub(super) fn queue_name(&self, ch: u16, name: &str) -> String {
+        if name.is_empty() {
+            self.channels
+                .get(&ch)
+                .map(|s| s.last_queue.clone())
+                .unwrap_or_default()
+        } else {
+            name.to_string()
+        }
+    }
+
+    fn queue_method(
+        &mut self,
+        ch: u16,
+        method: (u16, u16),
+        m: qu::AMQPMethod,
+        ctx: &mut Context<Self>,
+    ) {
+        let registry = self.session.as_ref().expect("open").registry.clone();
+        let owner = self.owner;
+        match m {
+            qu::AMQPMethod::Declare(d) => {
+                let spec = QueueSpec {
+                    name: d.queue.to_string(),
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: table_in(&d.arguments),
+                };
+                let (passive, nowait) = (d.passive, d.nowait);
+                // New queues go on this connection's arbiter (DeclareQueue::placement).
+                let placement = Some(actix::Arbiter::current());
+                self.run(
+                    ch,
+                    method,
+                    async move {
+                        registry
+                            .send(DeclareQueue {
+                                spec,
+                                passive,
+                                owner,
+                                placement,
+                            })
+                            .await?
+                    },
+                    move |act, ch, d: QueueDeclared, _| {
+                        if let Some(st) = act.channels.get_mut(&ch) {
+                            st.last_queue = d.name.clone();
+                        }
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Queue(qu::AMQPMethod::DeclareOk(qu::DeclareOk {
+                                    queue: short(&d.name),
+                                    message_count: d.messages.min(u32::MAX as u64) as u32,
+                                    consumer_count: d.consumers,
+                                })),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            qu::AMQPMethod::Bind(b) => {
+                let bind = Bind {
+                    exchange: b.exchange.to_string(),
+                    target: BindTarget::Queue(self.queue_name(ch, b.queue.as_str())),
+                    routing_key: b.routing_key.to_string(),
+                    arguments: table_in(&b.arguments),
+                    owner,
+                };
+                let nowait = b.nowait;
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(bind).await? },
+                    move |act, ch, (), _| {
+                        if !nowait {
+                            act.method(ch, AMQPClass::Queue(qu::AMQPMethod::BindOk(qu::BindOk {})));
+                        }
+                    },
+                    ctx,
+                );
+            }
+            qu::AMQPMethod::Unbind(b) => {
+                let binding = Bind {
+                    exchange: b.exchange.to_string(),
+                    target: BindTarget::Queue(self.queue_name(ch, b.queue.as_str())),
+                    routing_key: b.routing_key.to_string(),
+                    arguments: table_in(&b.arguments),
+                    owner,
+                };
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(Unbind { binding }).await? },
+                    move |act, ch, (), _| {
+                        act.method(
+                            ch,
+                            AMQPClass::Queue(qu::AMQPMethod::UnbindOk(qu::UnbindOk {})),
+                        );
+                    },
+                    ctx,
+                );
+            }
+            qu::AMQPMethod::Purge(p) => {
+                let name = self.queue_name(ch, p.queue.as_str());
+                let nowait = p.nowait;
+                self.run(
+                    ch,
+                    method,
+                    async move { registry.send(PurgeQueue { name, owner }).await? },
+                    move |act, ch, n: u64, _| {
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Queue(qu::AMQPMethod::PurgeOk(qu::PurgeOk {
+                                    message_count: n.min(u32::MAX as u64) as u32,
+                                })),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            qu::AMQPMethod::Delete(d) => {
+                let name = self.queue_name(ch, d.queue.as_str());
+                let (if_unused, if_empty, nowait) = (d.if_unused, d.if_empty, d.nowait);
+                self.run(
+                    ch,
+                    method,
+                    async move {
+                        registry
+                            .send(DeleteQueue {
+                                name,
+                                if_unused,
+                                if_empty,
+                                owner,
+                            })
+                            .await?
+                    },
+                    move |act, ch, n: u64, _| {
+                        if !nowait {
+                            act.method(
+                                ch,
+                                AMQPClass::Queue(qu::AMQPMethod::DeleteOk(qu::DeleteOk {
+                                    message_count: n.min(u32::MAX as u64) as u32,
+                                })),
+                            );
+                        }
+                    },
+                    ctx,
+                );
+            }
+            other => {
+                let class = AMQPClass::Queue(other);
+                let e = AmqpError::new(503, "this queue method is sent by servers only")
+                    .on((class.get_amqp_class_id(), class.get_amqp_method_id()));
+                self.close_with(e, ctx);
+            }
+        }
+    }
+
+    fn tx_method(
+        &mut self,
+        ch: u16,
+        method: (u16, u16),
+        t: tx::AMQPMethod,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        match t {
+            tx::AMQPMethod::Select(_) => {
+                if st.core.confirming() {
+                    let e = AmqpError::new(406, "cannot switch from confirm to tx mode");
+                    self.channel_error(ch, e.on(method), ctx);
+                    return;
+                }
+                st.core.select_tx();
+                self.method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            tx::AMQPMethod::Commit(_) | tx::AMQPMethod::Rollback(_) if !st.core.transactional() => {
+                let e = AmqpError::new(406, "channel is not transactional");
+                self.channel_error(ch, e.on(method), ctx);
+            }
+            tx::AMQPMethod::Commit(_) => self.commit(ch, ctx),
+            tx::AMQPMethod::Rollback(_) => {
+                st.tx_publishes.clear();
+                st.core.rollback_settles();
+                self.method(
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
+            }
+            other => {
+                let class = AMQPClass::Tx(other);
+                let e = AmqpError::new(503, "this tx method is sent by servers only")
+                    .on((class.get_amqp_class_id(), class.get_amqp_method_id()));
+                self.close_with(e, ctx);
+            }
+        }
+    }
+}
