@@ -1,0 +1,163 @@
+//! The broker-wide definitions at run time: virtual hosts and users created, changed
+//! and deleted through the [`BrokerHandle`] by [`BrokerCommand`]s, saved before they are
+//! answered, with the registries of virtual hosts started and stopped to match.
+
+use super::{registry, BrokerHandle, Registry};
+use crate::definitions::{BrokerCommand, SharedDefinitions, UserDefinition};
+use crate::error::BrokerError;
+
+impl BrokerHandle {
+    /// The broker-wide definitions (virtual hosts, users), shared: logins read them.
+    pub fn definitions(&self) -> SharedDefinitions {
+        self.inner.definitions.clone()
+    }
+
+    /// The users, by name.
+    pub fn users(&self) -> Vec<UserDefinition> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .users()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a virtual host at run time (an existing one is no change); answered once
+    /// it is saved.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// broker.add_vhost("staging").await?;
+    /// assert!(broker.vhosts().contains(&"staging".to_string()));
+    /// let session = broker.session_in("staging")?;
+    /// session.declare_queue("jobs", &actormq::QueueOptions::new()).await?;
+    /// broker.delete_vhost("staging").await?;
+    /// assert!(broker.session_in("staging").is_err());
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn add_vhost(&self, name: &str) -> Result<(), BrokerError> {
+        let name = name.to_string();
+        let ctx = self.inner.ctx.clone();
+        self.change(BrokerCommand::AddVhost(name.clone()), move |me| {
+            let mut registries = me.inner.vhosts.write().unwrap_or_else(|p| p.into_inner());
+            registries
+                .entry(name.clone())
+                .or_insert_with(|| Registry::start(&name, ctx));
+        })
+        .await
+    }
+
+    /// Deletes a virtual host at run time: every queue in it (with its messages, on
+    /// disk too) and exchange, and every user's access to it. Sessions and connections
+    /// still open on it get errors from then on.
+    pub async fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
+        let mut registry = None;
+        let key = name.to_string();
+        let changed = self
+            .change(BrokerCommand::DeleteVhost(key.clone()), |me| {
+                registry = me
+                    .inner
+                    .vhosts
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            })
+            .await;
+        // Even when the save failed the vhost is gone from the definitions: its actors
+        // must go too, or they would run unreachable.
+        if let Some(r) = registry {
+            // Answered once every queue has deleted itself (its log records included).
+            let _ = r.send(registry::DeleteAll).await;
+            tracing::info!(vhost = %name, "virtual host deleted");
+        }
+        changed
+    }
+
+    /// Creates or replaces a user (every virtual host it names must exist).
+    pub async fn put_user(&self, user: UserDefinition) -> Result<(), BrokerError> {
+        self.change(BrokerCommand::PutUser(user), |_| {}).await
+    }
+
+    /// Deletes a user. Connections already open as that user stay open (as in RabbitMQ
+    /// until they are closed); new logins are refused.
+    pub async fn delete_user(&self, name: &str) -> Result<(), BrokerError> {
+        self.change(BrokerCommand::DeleteUser(name.to_string()), |_| {})
+            .await
+    }
+
+    /// Lets `user` open `vhost`.
+    pub async fn set_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::SetPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        };
+        self.change(cmd, |_| {}).await
+    }
+
+    /// Takes `vhost` away from `user`.
+    pub async fn clear_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::ClearPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+        };
+        self.change(cmd, |_| {}).await
+    }
+
+    /// Seeds `users` when the broker has none (a new data directory, or no storage),
+    /// and saves them. Not waited for: if the save is lost, the next start has no users
+    /// and seeds them again.
+    pub(crate) fn seed_users(&self, users: Vec<UserDefinition>) {
+        let mut defs = self
+            .inner
+            .definitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if defs.seed_users(users) {
+            drop(self.inner.ctx.durability.save_broker(&defs));
+        }
+    }
+
+    /// Applies a broker-wide command under the definitions' lock, runs `then` (starting
+    /// or removing actors) while still holding it, and answers once the change is saved.
+    async fn change(
+        &self,
+        cmd: BrokerCommand,
+        then: impl FnOnce(&Self),
+    ) -> Result<(), BrokerError> {
+        let saved = {
+            let mut defs = self
+                .inner
+                .definitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if !defs.apply(cmd)? {
+                return Ok(());
+            }
+            // Saved (the snapshot gets the new vhost's part) before anyone can reach a
+            // new registry: its first save must find its part there.
+            let saved = self.inner.ctx.durability.save_broker(&defs);
+            then(self);
+            saved
+        };
+        Self::await_saved(saved).await
+    }
+
+    async fn await_saved(saved: Option<crate::storage::Completion>) -> Result<(), BrokerError> {
+        match saved {
+            Some(c) => c.await.map_err(|e| {
+                BrokerError::new(
+                    if e.is_disk_full() {
+                        crate::error::ErrorCode::ResourceError
+                    } else {
+                        crate::error::ErrorCode::InternalError
+                    },
+                    format!("cannot save the broker's definitions: {e}"),
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+}
