@@ -143,7 +143,7 @@ pub struct ListQueues;
 
 /// Every running queue of a virtual host with its actor, for statistics (management
 /// API, metrics): read-only, so no exclusivity check; the caller asks each queue for
-/// its counts ([`GetStats`](super::messages::GetStats)) when it is asked.
+/// its counts ([`GetStats`]) when it is asked.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<(QueueSpec, QueueHandle)>")]
 pub struct ListQueueHandles;

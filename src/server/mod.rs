@@ -333,20 +333,32 @@ impl ServerHandle {
             }
         };
         let local_addr = front.listen_native(listener)?;
-        let mut amqp_addrs = Vec::new();
-        for l in amqp {
-            amqp_addrs.push(front.listen_amqp(l)?);
-        }
-        let mut http_addrs = Vec::new();
-        for l in http {
-            http_addrs.push(front.listen_http(l)?);
-        }
-        Ok(ServerHandle {
+        let mut server = ServerHandle {
             front,
             local_addr,
-            amqp_addrs,
-            http_addrs,
-        })
+            amqp_addrs: Vec::new(),
+            http_addrs: Vec::new(),
+        };
+        // Nothing half-started is left behind when a listener fails.
+        for l in amqp {
+            match server.front.listen_amqp(l) {
+                Ok(a) => server.amqp_addrs.push(a),
+                Err(e) => {
+                    server.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        for l in http {
+            match server.front.listen_http(l) {
+                Ok(a) => server.http_addrs.push(a),
+                Err(e) => {
+                    server.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(server)
     }
 
     /// The addresses of the AMQP listeners (`amqp.bind`; empty when off).

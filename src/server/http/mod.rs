@@ -42,7 +42,6 @@ impl FrontEnd {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(api.clone()))
-                .app_data(web::JsonConfig::default().limit(1024 * 1024))
                 .configure(routes)
                 .default_service(web::to(error::no_route))
         })

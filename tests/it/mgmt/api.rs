@@ -1,6 +1,6 @@
 //! Authentication, tags, the overview, health checks and connections.
 
-use super::http::{enc, server, Http};
+use super::http::{enc, http_addr, server, Http};
 use crate::support::eventually;
 use actormq::client::{Client, ConnectOptions};
 use actormq::ErrorCode;
@@ -126,4 +126,16 @@ async fn closing_a_connection_over_http_tells_its_client_why() {
     );
     let gone = http.delete("/api/connections/no%20such").await;
     assert_eq!(gone.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_front_end_stops_the_api() {
+    let server = server();
+    let addr = http_addr(&server);
+    assert_eq!(Http::guest(&server).get("/api/whoami").await.status, 200);
+    server.handle().stop().await;
+    eventually("the API no longer accepts connections", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
 }
