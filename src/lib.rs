@@ -21,7 +21,8 @@
 //! - [`protocol`]: the native wire protocol, a pure codec (no I/O, no actix).
 //! - [`server`]: the network front ends ([`server::FrontEnd`]: listeners on a running
 //!   broker, the registry of live connections, a shutdown that loses nothing), the
-//!   native connection actor and authentication.
+//!   native connection actor, authentication, and [`server::http`] (the management
+//!   HTTP API and Prometheus `/metrics`).
 //! - [`client`]: the async Rust client of the native protocol.
 //! - `perf`: the load generator behind `actormq perf` (feature `cli`, on by default).
 //! - [`settings`]: `Settings.toml` and environment overrides.

@@ -141,6 +141,13 @@ pub struct Registry {
 #[rtype(result = "Vec<(String, QueueSpec)>")]
 pub struct ListQueues;
 
+/// Every running queue of a virtual host with its actor, for statistics (management
+/// API, metrics): read-only, so no exclusivity check; the caller asks each queue for
+/// its counts ([`GetStats`]) when it is asked.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<(QueueSpec, QueueHandle)>")]
+pub struct ListQueueHandles;
+
 /// Lists the exchanges of a virtual host.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<ExchangeSpec>")]

@@ -32,6 +32,9 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
         for a in server.amqp_addrs() {
             let _ = writeln!(out, "actormq AMQP listening on {a}");
         }
+        for a in server.http_addrs() {
+            let _ = writeln!(out, "actormq management API on http://{a}/api/");
+        }
         let _ = writeln!(out, "actormq listening on {}", server.local_addr());
         let _ = out.flush();
     }

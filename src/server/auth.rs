@@ -83,6 +83,8 @@ impl Users {
                 password_hash: hash_password("guest"),
                 vhosts: vec!["/".into()],
                 loopback_only: true,
+                // RabbitMQ's guest is an administrator (of loopback only).
+                tags: vec!["administrator".into()],
             });
         }
         let mut seeds = Vec::new();
@@ -98,7 +100,7 @@ impl Users {
                 password_hash: u.password_hash,
                 vhosts: u.vhosts.into_iter().collect(),
                 loopback_only: u.loopback_only,
-                tags: Vec::new(),
+                tags: u.tags,
             });
         }
         Ok(seeds)
@@ -199,6 +201,7 @@ mod tests {
             password_hash: hash_password("pw"),
             vhosts: vec!["prod".into()],
             loopback_only: false,
+            tags: Vec::new(),
         });
         let users = Users::from_settings(&s).unwrap();
         users.authenticate("app", "pw", "prod", REMOTE).unwrap();
@@ -214,6 +217,7 @@ mod tests {
             password_hash: "plaintext".into(),
             vhosts: vec!["/".into()],
             loopback_only: false,
+            tags: Vec::new(),
         });
         let e = Users::from_settings(&s).unwrap_err();
         assert!(e.to_string().contains("'bob'"));

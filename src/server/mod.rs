@@ -9,6 +9,7 @@
 pub mod auth;
 mod connection;
 pub mod connections;
+pub mod http;
 pub(crate) mod io;
 mod listener;
 pub mod tracking;
@@ -45,6 +46,10 @@ pub(crate) struct ServerShared {
     pub shutdown: watch::Sender<bool>,
     /// AMQP direct reply-to consumers of every AMQP connection, by token.
     pub direct_replies: crate::amqp::reply_to::DirectReplies,
+    /// The HTTP (management) servers, stopped with the front end.
+    pub http: std::sync::Mutex<Vec<actix_web::dev::ServerHandle>>,
+    /// Every listener opened: protocol and address (shown by `/api/overview`).
+    pub listeners: std::sync::Mutex<Vec<(&'static str, SocketAddr)>>,
 }
 
 impl ServerShared {
@@ -52,6 +57,19 @@ impl ServerShared {
     pub(crate) fn connection_gone(&self) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
         self.closed.notify_waiters();
+    }
+
+    /// The HTTP servers (a plain list: only pushed and drained).
+    pub(crate) fn lock_http(&self) -> std::sync::MutexGuard<'_, Vec<actix_web::dev::ServerHandle>> {
+        self.http.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a listener for the overview.
+    pub(crate) fn record_listener(&self, protocol: &'static str, addr: SocketAddr) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((protocol, addr));
     }
 }
 
@@ -114,6 +132,8 @@ impl FrontEnd {
                 closed: Notify::new(),
                 shutdown,
                 direct_replies: Default::default(),
+                http: Default::default(),
+                listeners: Default::default(),
             }),
         })
     }
@@ -135,6 +155,7 @@ impl FrontEnd {
             start,
             refuse_native,
         );
+        self.shared.record_listener("native", addr);
         tracing::info!(%addr, "native protocol listening");
         Ok(addr)
     }
@@ -153,6 +174,7 @@ impl FrontEnd {
             start,
             crate::amqp::refuse,
         );
+        self.shared.record_listener("amqp", addr);
         tracing::info!(%addr, "AMQP 0-9-1 listening");
         Ok(addr)
     }
@@ -175,6 +197,7 @@ impl FrontEnd {
     /// what is cut off is logged. Safe to call twice.
     pub async fn stop(&self) {
         self.shared.shutdown.send_replace(true);
+        http::stop_all(&self.shared).await;
         let timeout = Duration::from_secs(self.shared.settings.broker.shutdown_timeout_secs);
         if tokio::time::timeout(timeout, self.all_closed())
             .await
@@ -265,20 +288,24 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     /// Where the AMQP listeners listen.
     amqp_addrs: Vec<SocketAddr>,
+    /// The management HTTP listeners' addresses (`[http] bind`).
+    http_addrs: Vec<SocketAddr>,
 }
 
 impl ServerHandle {
     /// Starts the broker core (recovering what `settings.storage.data_dir` holds) and
-    /// listens on `settings.server.bind`. Ready to accept connections when this returns.
+    /// listens on `settings.server.bind` and on each `settings.http.bind` (management
+    /// API). Ready to accept connections when this returns.
     pub fn start(settings: Settings) -> Result<ServerHandle, ServerError> {
         // Bound first: a port in use fails before the store is opened and recovered.
         let listener = bind(&settings.server.bind)?;
         let amqp = bind_amqp(&settings.amqp.bind)?;
+        let http = bind_http(&settings)?;
         let broker = Broker::builder()
             .settings(settings.broker.clone())
             .storage(settings.storage.options())
             .start()?;
-        Self::serve(broker, settings, listener, amqp)
+        Self::serve(broker, settings, listener, amqp, http)
     }
 
     /// Serves the native protocol on `settings.server.bind` (and AMQP on `amqp.bind`)
@@ -287,7 +314,8 @@ impl ServerHandle {
     pub fn start_on(broker: BrokerHandle, settings: Settings) -> Result<ServerHandle, ServerError> {
         let listener = bind(&settings.server.bind)?;
         let amqp = bind_amqp(&settings.amqp.bind)?;
-        Self::serve(broker, settings, listener, amqp)
+        let http = bind_http(&settings)?;
+        Self::serve(broker, settings, listener, amqp, http)
     }
 
     fn serve(
@@ -295,6 +323,7 @@ impl ServerHandle {
         settings: Settings,
         listener: std::net::TcpListener,
         amqp: Vec<std::net::TcpListener>,
+        http: Vec<std::net::TcpListener>,
     ) -> Result<ServerHandle, ServerError> {
         let front = match FrontEnd::new(broker.clone(), settings) {
             Ok(f) => f,
@@ -304,20 +333,42 @@ impl ServerHandle {
             }
         };
         let local_addr = front.listen_native(listener)?;
-        let mut amqp_addrs = Vec::new();
-        for l in amqp {
-            amqp_addrs.push(front.listen_amqp(l)?);
-        }
-        Ok(ServerHandle {
+        let mut server = ServerHandle {
             front,
             local_addr,
-            amqp_addrs,
-        })
+            amqp_addrs: Vec::new(),
+            http_addrs: Vec::new(),
+        };
+        // Nothing half-started is left behind when a listener fails.
+        for l in amqp {
+            match server.front.listen_amqp(l) {
+                Ok(a) => server.amqp_addrs.push(a),
+                Err(e) => {
+                    server.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        for l in http {
+            match server.front.listen_http(l) {
+                Ok(a) => server.http_addrs.push(a),
+                Err(e) => {
+                    server.shutdown();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(server)
     }
 
     /// The addresses of the AMQP listeners (`amqp.bind`; empty when off).
     pub fn amqp_addrs(&self) -> &[SocketAddr] {
         &self.amqp_addrs
+    }
+
+    /// The management HTTP API's addresses (none when `[http] bind` is empty).
+    pub fn http_addrs(&self) -> &[SocketAddr] {
+        &self.http_addrs
     }
 
     /// The address the listener is bound to (with the real port when bound to port 0).
@@ -366,6 +417,18 @@ impl ServerHandle {
             tracing::error!("the shutdown thread panicked");
         }
     }
+}
+
+/// Binds every `[http] bind` address (blank entries ignored).
+fn bind_http(settings: &Settings) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    settings
+        .http
+        .bind
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(bind)
+        .collect()
 }
 
 /// Tells a native client over the connection limit why, and closes.

@@ -22,6 +22,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// The broker core.
     pub broker: BrokerSettings,
+    /// The management HTTP API and Prometheus metrics.
+    pub http: HttpSettings,
     /// Logging.
     pub log: LogSettings,
     /// Durable storage: where durable entities and persistent messages are kept.
@@ -89,6 +91,23 @@ impl Default for AmqpSettings {
             frame_max: 131_072,
             channel_max: 2047,
             max_message_size: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[http]`: the management HTTP API (RabbitMQ's paths) and `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Addresses to listen on; empty = no HTTP listener. Blank entries are ignored (so
+    /// `ACTORMQ__HTTP__BIND=` turns it off).
+    pub bind: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            bind: vec!["127.0.0.1:15672".to_string()],
         }
     }
 }
@@ -250,6 +269,10 @@ pub struct UserSettings {
     /// Refuse the user from anywhere but loopback (RabbitMQ's rule for `guest`).
     #[serde(default)]
     pub loopback_only: bool,
+    /// RabbitMQ's user tags: `administrator`, `monitoring`, `management` decide what the
+    /// user may see and do in the management HTTP API; none = no access to it.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 fn default_vhosts() -> Vec<String> {

@@ -9,3 +9,4 @@ mod net;
 
 mod core;
 mod durability;
+mod mgmt;

@@ -33,6 +33,7 @@ impl TestServer {
         let mut s = Settings::default();
         s.server.bind = "127.0.0.1:0".into();
         s.amqp.bind = vec!["127.0.0.1:0".into()];
+        s.http.bind = Vec::new(); // the management API only where a test asks for it
         s.broker.workers = 2;
         s.storage.data_dir = data.path().to_path_buf();
         tweak(&mut s);

@@ -355,6 +355,22 @@ impl Handler<ListQueues> for Registry {
     }
 }
 
+impl Handler<ListQueueHandles> for Registry {
+    type Result = MessageResult<ListQueueHandles>;
+
+    fn handle(&mut self, _msg: ListQueueHandles, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.defs
+                .queues()
+                .filter_map(|spec| {
+                    let q = self.queues.get(&spec.name)?;
+                    Some((spec.clone(), q.handle.clone()))
+                })
+                .collect(),
+        )
+    }
+}
+
 impl Handler<ListExchanges> for Registry {
     type Result = MessageResult<ListExchanges>;
 

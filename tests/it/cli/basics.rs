@@ -272,6 +272,7 @@ fn no_subcommand_serves_until_sigterm() {
         .env("RUST_LOG", "error")
         .env("ACTORMQ__SERVER__BIND", "127.0.0.1:0")
         .env("ACTORMQ__AMQP__BIND", "127.0.0.1:0")
+        .env("ACTORMQ__HTTP__BIND", "127.0.0.1:0")
         .env("ACTORMQ__BROKER__WORKERS", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -49,6 +49,7 @@ fn serve_log(format: &str) -> (String, tempfile::TempDir) {
         .env_remove("RUST_LOG")
         .env("ACTORMQ__SERVER__BIND", "127.0.0.1:0")
         .env("ACTORMQ__AMQP__BIND", "127.0.0.1:0")
+        .env("ACTORMQ__HTTP__BIND", "127.0.0.1:0")
         .env("ACTORMQ__BROKER__WORKERS", "1")
         .env("ACTORMQ__LOG__FORMAT", format)
         .stdin(Stdio::null())

@@ -14,6 +14,7 @@ fn with_user() -> TestServer {
             password_hash: actormq::server::auth::hash_password("s3cret"),
             vhosts: vec!["/".into()],
             loopback_only: false,
+            tags: Vec::new(),
         }]
     })
 }

@@ -33,6 +33,7 @@ async fn a_permitted_but_missing_vhost_is_not_found() {
             password_hash: actormq::server::auth::hash_password("s3cret"),
             vhosts: vec!["/".into(), "/nowhere".into()],
             loopback_only: false,
+            tags: Vec::new(),
         })
     });
     let err = Client::connect(

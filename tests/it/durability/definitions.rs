@@ -14,6 +14,7 @@ fn start(dir: &Path, vhosts: &[&str]) -> ServerHandle {
     let mut s = Settings::default();
     s.server.bind = "127.0.0.1:0".into();
     s.amqp.bind = vec!["127.0.0.1:0".into()];
+    s.http.bind = Vec::new(); // the management API only where a test asks for it
     s.broker.workers = 2;
     s.broker.vhosts = vhosts.iter().map(|v| v.to_string()).collect();
     s.storage.data_dir = dir.to_path_buf();

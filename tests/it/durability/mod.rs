@@ -69,6 +69,7 @@ impl BrokerProcess {
             .arg(&config)
             .env("ACTORMQ__SERVER__BIND", "127.0.0.1:0")
             .env("ACTORMQ__AMQP__BIND", "127.0.0.1:0")
+            .env("ACTORMQ__HTTP__BIND", "127.0.0.1:0")
             .env("ACTORMQ__STORAGE__DATA_DIR", root.join("data"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

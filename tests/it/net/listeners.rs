@@ -26,6 +26,7 @@ fn settings() -> Settings {
     let mut s = Settings::default();
     s.server.bind = "127.0.0.1:0".into();
     s.amqp.bind = vec!["127.0.0.1:0".into()];
+    s.http.bind = Vec::new(); // the management API only where a test asks for it
     s
 }
 

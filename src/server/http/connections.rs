@@ -1,0 +1,127 @@
+//! `/api/connections[/{name}]`: the live connections of every listener, and closing
+//! one (its client is told CONNECTION_FORCED with the `X-Reason` header as reason).
+//! `administrator` and `monitoring` see them all; other management users their own.
+
+use super::access::Caller;
+use super::error::ApiError;
+use super::list::{paged, ListQuery};
+use super::overview::node_name;
+use super::Api;
+use crate::server::ConnectionInfo;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use std::time::UNIX_EPOCH;
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/connections", web::get().to(list))
+        .route("/api/vhosts/{vhost}/connections", web::get().to(list_vhost))
+        .service(
+            web::resource("/api/connections/{name}")
+                .route(web::get().to(get))
+                .route(web::delete().to(close)),
+        );
+}
+
+fn connection_json(c: &ConnectionInfo) -> Value {
+    let connected_at = c
+        .connected_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "name": c.name,
+        "id": c.id,
+        "node": node_name(),
+        "type": "network",
+        "state": "running",
+        "protocol": match c.protocol {
+            "amqp" => "AMQP 0-9-1",
+            other => other,
+        },
+        "user": c.user,
+        "vhost": c.vhost,
+        "peer_host": c.peer.ip().to_string(),
+        "peer_port": c.peer.port(),
+        "connected_at": connected_at,
+        "channels": c.channels,
+        "messages_published": c.published,
+        "messages_delivered": c.delivered,
+    })
+}
+
+fn visible(api: &Api, caller: &Caller) -> Vec<ConnectionInfo> {
+    api.shared
+        .registry
+        .list()
+        .into_iter()
+        .filter(|c| caller.sees_all() || c.user == caller.user.name)
+        .collect()
+}
+
+async fn list(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    paged(
+        visible(&api, &caller).iter().map(connection_json).collect(),
+        &query,
+    )
+}
+
+async fn list_vhost(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let vhost = path.into_inner().0;
+    caller.check_see(&vhost)?;
+    let items = visible(&api, &caller)
+        .iter()
+        .filter(|c| c.vhost == vhost)
+        .map(connection_json)
+        .collect();
+    paged(items, &query)
+}
+
+fn find(api: &Api, caller: &Caller, name: &str) -> Result<ConnectionInfo, ApiError> {
+    visible(api, caller)
+        .into_iter()
+        .find(|c| c.name == name || c.id.to_string() == name)
+        .ok_or_else(|| ApiError::not_found(format!("no connection '{name}'")))
+}
+
+async fn get(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    let c = find(&api, &caller, &path.into_inner().0)?;
+    Ok(HttpResponse::Ok().json(connection_json(&c)))
+}
+
+async fn close(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner().0;
+    let c = find(&api, &caller, &name)?;
+    if !(caller.is_admin() || c.user == caller.user.name) {
+        return Err(ApiError::forbidden(format!(
+            "closing connection '{name}' refused for user '{}'",
+            caller.user.name
+        )));
+    }
+    let reason = req
+        .headers()
+        .get("X-Reason")
+        .and_then(|v| v.to_str().ok())
+        .map(|r| r.chars().take(255).collect::<String>())
+        .unwrap_or_else(|| "Closed via management plugin".to_string());
+    if !api.shared.registry.close(&c.id.to_string(), &reason) {
+        return Err(ApiError::not_found(format!("no connection '{name}'")));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,357 @@
+//! Broker-wide definitions over HTTP: `/api/vhosts`, `/api/users`, `/api/permissions`.
+//! Reading needs a management tag (each sees the vhosts it may open; `monitoring` sees
+//! all); changing them needs `administrator`, as in RabbitMQ.
+
+use super::access::Caller;
+use super::error::{body, ApiError};
+use super::stats::{queues_in, Totals};
+use super::Api;
+use crate::definitions::UserDefinition;
+use crate::server::auth::hash_password;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use pbkdf2::password_hash::PasswordHash;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/vhosts", web::get().to(list_vhosts))
+        .service(
+            web::resource("/api/vhosts/{vhost}")
+                .route(web::get().to(get_vhost))
+                .route(web::put().to(put_vhost))
+                .route(web::delete().to(delete_vhost)),
+        )
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            web::get().to(vhost_permissions),
+        )
+        .route("/api/users", web::get().to(list_users))
+        .service(
+            web::resource("/api/users/{name}")
+                .route(web::get().to(get_user))
+                .route(web::put().to(put_user))
+                .route(web::delete().to(delete_user)),
+        )
+        .route(
+            "/api/users/{name}/permissions",
+            web::get().to(user_permissions),
+        )
+        .route("/api/permissions", web::get().to(list_permissions))
+        .service(
+            web::resource("/api/permissions/{vhost}/{user}")
+                .route(web::get().to(get_permission))
+                .route(web::put().to(put_permission))
+                .route(web::delete().to(delete_permission)),
+        );
+}
+
+async fn vhost_json(api: &Api, name: &str) -> Value {
+    let t = match queues_in(&api.shared.broker, name).await {
+        Ok(rows) => Totals::of(&rows),
+        Err(_) => Totals::default(),
+    };
+    json!({
+        "name": name,
+        "description": "",
+        "tags": [],
+        "tracing": false,
+        "messages": t.messages(),
+        "messages_ready": t.ready,
+        "messages_unacknowledged": t.unacked,
+    })
+}
+
+async fn list_vhosts(api: web::Data<Api>, caller: Caller) -> HttpResponse {
+    let mut out = Vec::new();
+    for v in api.shared.broker.vhosts() {
+        if caller.may_see(&v) {
+            out.push(vhost_json(&api, &v).await);
+        }
+    }
+    HttpResponse::Ok().json(out)
+}
+
+fn vhost_exists(api: &Api, name: &str) -> bool {
+    api.shared.broker.vhosts().iter().any(|v| v == name)
+}
+
+async fn get_vhost(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    let name = path.into_inner().0;
+    caller.check_see(&name)?;
+    if !vhost_exists(&api, &name) {
+        return Err(ApiError::not_found(format!("no vhost '{name}'")));
+    }
+    Ok(HttpResponse::Ok().json(vhost_json(&api, &name).await))
+}
+
+async fn put_vhost(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let name = path.into_inner().0;
+    let existed = vhost_exists(&api, &name);
+    api.shared.broker.add_vhost(&name).await?;
+    Ok(created_or_updated(existed))
+}
+
+async fn delete_vhost(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let name = path.into_inner().0;
+    if !vhost_exists(&api, &name) {
+        return Err(ApiError::not_found(format!("no vhost '{name}'")));
+    }
+    api.shared.broker.delete_vhost(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// 201 for a new object, 204 for one replaced, as RabbitMQ answers a PUT.
+pub(crate) fn created_or_updated(existed: bool) -> HttpResponse {
+    if existed {
+        HttpResponse::NoContent().finish()
+    } else {
+        HttpResponse::build(StatusCode::CREATED).finish()
+    }
+}
+
+fn user_json(u: &UserDefinition) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": "pbkdf2_sha256_phc",
+        "tags": u.tags,
+        "limits": {},
+    })
+}
+
+fn find_user(api: &Api, name: &str) -> Option<UserDefinition> {
+    api.shared
+        .broker
+        .users()
+        .into_iter()
+        .find(|u| u.name == name)
+}
+
+async fn list_users(api: web::Data<Api>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let users: Vec<Value> = api.shared.broker.users().iter().map(user_json).collect();
+    Ok(HttpResponse::Ok().json(users))
+}
+
+async fn get_user(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let name = path.into_inner().0;
+    let u =
+        find_user(&api, &name).ok_or_else(|| ApiError::not_found(format!("no user '{name}'")))?;
+    Ok(HttpResponse::Ok().json(user_json(&u)))
+}
+
+/// Tags as RabbitMQ accepts them: `"a,b"` or `["a", "b"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Tags {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Tags {
+    fn into_vec(self) -> Vec<String> {
+        let v = match self {
+            Tags::Text(s) => s.split(',').map(str::to_string).collect(),
+            Tags::List(v) => v,
+        };
+        v.into_iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+}
+
+/// The body of `PUT /api/users/{name}`.
+#[derive(Deserialize, Default)]
+struct UserBody {
+    /// A clear-text password (hashed here, never kept).
+    password: Option<String>,
+    /// A PHC string made by `actormq hash-password`.
+    password_hash: Option<String>,
+    /// The user's tags.
+    tags: Option<Tags>,
+}
+
+async fn put_user(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let name = path.into_inner().0;
+    let b: UserBody = body(&raw)?;
+    let existing = find_user(&api, &name);
+    let password_hash = match (b.password, b.password_hash) {
+        (Some(p), None) => hash_password(&p),
+        (None, Some(h)) => {
+            if PasswordHash::new(&h).is_err() {
+                return Err(ApiError::bad_request(
+                    "password_hash must be a PHC string (make one with `actormq hash-password`)",
+                ));
+            }
+            h
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either password or password_hash, not both",
+            ))
+        }
+        (None, None) => match &existing {
+            Some(u) => u.password_hash.clone(),
+            None => {
+                return Err(ApiError::bad_request(
+                    "a new user needs password or password_hash",
+                ))
+            }
+        },
+    };
+    let user = UserDefinition {
+        name: name.clone(),
+        password_hash,
+        tags: b.tags.map(Tags::into_vec).unwrap_or_default(),
+        vhosts: existing
+            .as_ref()
+            .map(|u| u.vhosts.clone())
+            .unwrap_or_default(),
+        loopback_only: existing.as_ref().is_some_and(|u| u.loopback_only),
+    };
+    api.shared.broker.put_user(user).await?;
+    Ok(created_or_updated(existing.is_some()))
+}
+
+async fn delete_user(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let name = path.into_inner().0;
+    api.shared.broker.delete_user(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A permission as RabbitMQ shows it. actormq's permission is all or nothing per
+/// vhost, so the three patterns are always `.*`.
+fn permission_json(user: &str, vhost: &str) -> Value {
+    json!({"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"})
+}
+
+fn permissions(api: &Api, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
+    let mut out = Vec::new();
+    for u in api.shared.broker.users() {
+        for v in &u.vhosts {
+            if keep(&u.name, v) {
+                out.push(permission_json(&u.name, v));
+            }
+        }
+    }
+    out
+}
+
+async fn list_permissions(api: web::Data<Api>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    Ok(HttpResponse::Ok().json(permissions(&api, |_, _| true)))
+}
+
+async fn vhost_permissions(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let vhost = path.into_inner().0;
+    Ok(HttpResponse::Ok().json(permissions(&api, |_, v| v == vhost)))
+}
+
+async fn user_permissions(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let user = path.into_inner().0;
+    Ok(HttpResponse::Ok().json(permissions(&api, |u, _| u == user)))
+}
+
+async fn get_permission(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let (vhost, user) = path.into_inner();
+    let found = permissions(&api, |u, v| u == user && v == vhost);
+    match found.into_iter().next() {
+        Some(p) => Ok(HttpResponse::Ok().json(p)),
+        None => Err(ApiError::not_found(format!(
+            "no permission for user '{user}' in vhost '{vhost}'"
+        ))),
+    }
+}
+
+/// The body of `PUT /api/permissions/{vhost}/{user}`.
+#[derive(Deserialize, Default)]
+struct PermissionBody {
+    configure: Option<String>,
+    write: Option<String>,
+    read: Option<String>,
+}
+
+async fn put_permission(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let (vhost, user) = path.into_inner();
+    let b: PermissionBody = body(&raw)?;
+    for (what, pattern) in [
+        ("configure", b.configure),
+        ("write", b.write),
+        ("read", b.read),
+    ] {
+        if let Some(p) = pattern {
+            if p != ".*" {
+                return Err(ApiError::bad_request(format!(
+                    "{what} = '{p}': actormq grants a vhost whole; only '.*' is supported"
+                )));
+            }
+        }
+    }
+    let existed = find_user(&api, &user).is_some_and(|u| u.vhosts.contains(&vhost));
+    api.shared.broker.set_permissions(&user, &vhost).await?;
+    Ok(created_or_updated(existed))
+}
+
+async fn delete_permission(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let (vhost, user) = path.into_inner();
+    api.shared.broker.clear_permissions(&user, &vhost).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

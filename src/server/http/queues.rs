@@ -1,0 +1,204 @@
+//! `/api/queues[/{vhost}[/{name}]]` and `/api/queues/{vhost}/{name}/contents`: queues
+//! with their counts (read from each queue actor when asked), declared, deleted and
+//! purged as RabbitMQ's management API does.
+
+use super::access::Caller;
+use super::defs::created_or_updated;
+use super::error::{body, ApiError};
+use super::list::{paged, ListQuery};
+use super::overview::node_name;
+use super::stats::{queues_in, queues_of, QueueRow};
+use super::Api;
+use crate::message::FieldTable;
+use crate::options::QueueOptions;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/queues", web::get().to(list_all))
+        .route("/api/queues/{vhost}", web::get().to(list_vhost))
+        .service(
+            web::resource("/api/queues/{vhost}/{name}")
+                .route(web::get().to(get_queue))
+                .route(web::put().to(put_queue))
+                .route(web::delete().to(delete_queue)),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            web::delete().to(purge_queue),
+        );
+}
+
+/// One queue in RabbitMQ's field names.
+fn queue_json(q: &QueueRow) -> Value {
+    let s = q.stats.unwrap_or_default();
+    json!({
+        "name": q.spec.name,
+        "vhost": q.vhost,
+        "durable": q.spec.durable,
+        "auto_delete": q.spec.auto_delete,
+        "exclusive": q.spec.exclusive,
+        "arguments": q.spec.arguments,
+        "type": "classic",
+        "state": if q.stats.is_some() { "running" } else { "down" },
+        "node": node_name(),
+        "messages": s.ready + s.unacked,
+        "messages_ready": s.ready,
+        "messages_unacknowledged": s.unacked,
+        "messages_delayed": s.delayed,
+        "message_bytes": s.bytes,
+        "consumers": s.consumers,
+    })
+}
+
+async fn list_all(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let vhosts: Vec<String> = api
+        .shared
+        .broker
+        .vhosts()
+        .into_iter()
+        .filter(|v| caller.may_see(v))
+        .collect();
+    let rows = queues_of(&api.shared.broker, &vhosts).await;
+    paged(rows.iter().map(queue_json).collect(), &query)
+}
+
+async fn list_vhost(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let vhost = path.into_inner().0;
+    caller.check_see(&vhost)?;
+    let rows = queues_in(&api.shared.broker, &vhost).await?;
+    paged(rows.iter().map(queue_json).collect(), &query)
+}
+
+async fn get_queue(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
+    caller.check_see(&vhost)?;
+    let rows = queues_in(&api.shared.broker, &vhost).await?;
+    let q = rows
+        .iter()
+        .find(|r| r.spec.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
+    Ok(HttpResponse::Ok().json(queue_json(q)))
+}
+
+/// The body of `PUT /api/queues/{vhost}/{name}`.
+#[derive(Deserialize)]
+#[serde(default)]
+struct QueueBody {
+    durable: bool,
+    auto_delete: bool,
+    exclusive: bool,
+    arguments: FieldTable,
+}
+
+impl Default for QueueBody {
+    fn default() -> Self {
+        // RabbitMQ's API declares durable queues unless told otherwise.
+        QueueBody {
+            durable: true,
+            auto_delete: false,
+            exclusive: false,
+            arguments: FieldTable::new(),
+        }
+    }
+}
+
+async fn put_queue(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
+    caller.check_change(&vhost)?;
+    let b: QueueBody = body(&raw)?;
+    if b.exclusive {
+        return Err(ApiError::bad_request(
+            "an exclusive queue belongs to a connection; it cannot be declared over HTTP",
+        ));
+    }
+    if name.is_empty() {
+        return Err(ApiError::bad_request(
+            "a queue declared over HTTP needs a name",
+        ));
+    }
+    let session = api.shared.broker.session_in(&vhost)?;
+    let existed = session
+        .declare_queue(
+            &name,
+            &QueueOptions {
+                passive: true,
+                ..QueueOptions::new()
+            },
+        )
+        .await
+        .is_ok();
+    let options = QueueOptions {
+        durable: b.durable,
+        auto_delete: b.auto_delete,
+        arguments: b.arguments,
+        ..QueueOptions::new()
+    };
+    session.declare_queue(&name, &options).await?;
+    Ok(created_or_updated(existed))
+}
+
+/// `if-empty` / `if-unused` of a DELETE.
+#[derive(Deserialize, Default)]
+struct DeleteQuery {
+    #[serde(rename = "if-empty", default)]
+    if_empty: bool,
+    #[serde(rename = "if-unused", default)]
+    if_unused: bool,
+}
+
+async fn delete_queue(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
+    caller.check_change(&vhost)?;
+    let session = api.shared.broker.session_in(&vhost)?;
+    // RabbitMQ answers 404 for a queue that is not there (AMQP's delete would not).
+    session
+        .declare_queue(
+            &name,
+            &QueueOptions {
+                passive: true,
+                ..QueueOptions::new()
+            },
+        )
+        .await?;
+    session
+        .delete_queue(&name, query.if_unused, query.if_empty)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn purge_queue(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
+    caller.check_change(&vhost)?;
+    let session = api.shared.broker.session_in(&vhost)?;
+    session.purge(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

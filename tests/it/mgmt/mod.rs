@@ -1,0 +1,7 @@
+//! The management HTTP API and `/metrics`, over real HTTP/1.1 against a real server
+//! with its HTTP listener on 127.0.0.1:0.
+
+mod api;
+mod http;
+mod metrics;
+mod objects;
