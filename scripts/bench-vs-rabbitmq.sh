@@ -105,7 +105,7 @@ RABBIT_PID=$(cat "$RABBIT_BASE/rabbit.pid" 2>/dev/null || pgrep -f "beam.smp.*$R
 
 # Keep the broker's data directory out of the working tree, and its port our own.
 ACTORMQ_LOG="$OUT/actormq.log"
-ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ACTORMQ_ADDR" ACTORMQ__AMQP__BIND="127.0.0.1:0" RUST_LOG=warn \
+ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ACTORMQ_ADDR" ACTORMQ__AMQP__BIND="127.0.0.1:0" ACTORMQ__HTTP__BIND="127.0.0.1:0" RUST_LOG=warn \
   "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
 ACTORMQ_PID=$!
 ready=

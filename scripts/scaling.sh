@@ -44,7 +44,7 @@ cargo build --release -q
 BIN=target/release/actormq
 DATA=$(mktemp -d)
 # Keep the broker's data directory out of the working tree, and its port our own.
-export ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ADDR" ACTORMQ__AMQP__BIND="127.0.0.1:0"
+export ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ADDR" ACTORMQ__AMQP__BIND="127.0.0.1:0" ACTORMQ__HTTP__BIND="127.0.0.1:0"
 PID=
 
 start() {

@@ -35,6 +35,7 @@ class Broker:
         e.update(
             ACTORMQ__SERVER__BIND="127.0.0.1:0",
             ACTORMQ__AMQP__BIND="127.0.0.1:0",
+            ACTORMQ__HTTP__BIND="127.0.0.1:0",
             ACTORMQ__BROKER__WORKERS="2",
             ACTORMQ__STORAGE__DATA_DIR=os.path.join(self.dir.name, "data"),
             RUST_LOG="warn",
