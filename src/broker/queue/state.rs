@@ -546,5 +546,5 @@ impl<C> QueueState<C> {
 }
 
 #[cfg(test)]
-#[path = "state_tests.rs"]
+#[path = "state_tests/mod.rs"]
 mod tests;
