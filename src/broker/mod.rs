@@ -386,7 +386,8 @@ impl BrokerHandle {
     /// once).
     ///
     /// Close the front ends first (a [`ServerHandle`](crate::server::ServerHandle) does),
-    /// so that their last acks reach the queues before this.
+    /// so that their last acks reach the queues before this. Await it on a tokio runtime
+    /// (its bound is a tokio timer); elsewhere call [`shutdown`](Self::shutdown).
     pub async fn stop(&self) {
         if self.on_broker_thread() {
             // Stopping joins the broker's threads, this one among them: hand the whole
