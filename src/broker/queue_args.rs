@@ -87,6 +87,35 @@ pub fn validate(spec: &QueueSpec) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// The queue types this broker runs (`x-queue-type`).
+pub const QUEUE_TYPES: &[&str] = &["classic"];
+
+/// Refuses a new queue whose `x-queue-type` is not built here. RabbitMQ users name
+/// `quorum` or `stream` expecting their semantics (replication, reading without
+/// removing); silently making a classic queue would let the first reader drain what the
+/// user thinks is a stream. Checked on new declares only: a durable queue stored by an
+/// older version that accepted any type keeps running (as the classic queue it always
+/// was) instead of failing to start.
+pub fn check_queue_type(spec: &QueueSpec) -> Result<(), BrokerError> {
+    let Some(v) = spec.arguments.get("x-queue-type") else {
+        return Ok(());
+    };
+    match v.as_str() {
+        Some(t) if QUEUE_TYPES.contains(&t) => Ok(()),
+        Some(t) => Err(BrokerError::precondition(format!(
+            "invalid arg 'x-queue-type' for queue '{}': queue type '{t}' is not supported; known types: {}",
+            spec.name,
+            QUEUE_TYPES.join(", ")
+        ))),
+        None => Err(BrokerError::precondition(format!(
+            "invalid arg 'x-queue-type' for queue '{}': expected a string, got {} {}",
+            spec.name,
+            v.type_name(),
+            v
+        ))),
+    }
+}
+
 /// What a queue does when a length limit is reached (`x-overflow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Overflow {
@@ -258,6 +287,20 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::PreconditionFailed);
         assert!(e.message().contains("'x-message-ttl'"), "{e}");
         assert!(e.message().contains("non-negative integer"), "{e}");
+    }
+
+    #[test]
+    fn only_built_queue_types_are_accepted() {
+        check_queue_type(&spec_with("x-queue-type", "classic".into())).unwrap();
+        check_queue_type(&spec_with("x-other", "quorum".into())).unwrap();
+        for t in ["quorum", "stream", "lazy"] {
+            let e = check_queue_type(&spec_with("x-queue-type", t.into())).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::PreconditionFailed);
+            assert!(e.message().contains(&format!("'{t}'")), "{e}");
+            assert!(e.message().contains("known types: classic"), "{e}");
+        }
+        let e = check_queue_type(&spec_with("x-queue-type", FieldValue::Int(1))).unwrap_err();
+        assert!(e.message().contains("expected a string"), "{e}");
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl Handler<DeclareQueue> for Registry {
             if msg.passive {
                 return Err(self.not_found("queue", &spec.name));
             }
+            crate::broker::queue_args::check_queue_type(&spec)?;
             let server_named = spec.name.is_empty();
             if server_named {
                 spec.name = format!("amq.gen-{}", self.ctx.unique_suffix());

@@ -239,3 +239,26 @@ async fn the_empty_name_is_the_default_exchange_and_never_a_queue() {
     );
     assert!(e.message().contains("''"), "{e}");
 }
+
+#[tokio::test]
+async fn a_queue_type_that_is_not_built_is_refused_naming_the_known_types() {
+    let broker = TestBroker::start();
+    let s = broker.session();
+    for t in ["quorum", "stream"] {
+        let e = expect_code(
+            s.declare_queue("q", &QueueOptions::new().arg("x-queue-type", t))
+                .await,
+            ErrorCode::PreconditionFailed,
+        );
+        assert!(e.message().contains(&format!("'{t}'")), "{e}");
+        assert!(e.message().contains("known types: classic"), "{e}");
+    }
+    // Nothing was created; the type that is built is accepted.
+    expect_code(
+        s.declare_queue("q", &QueueOptions::new().passive()).await,
+        ErrorCode::NotFound,
+    );
+    s.declare_queue("q", &QueueOptions::new().arg("x-queue-type", "classic"))
+        .await
+        .unwrap();
+}
