@@ -26,7 +26,7 @@ mod durable;
 mod handlers;
 mod policies;
 
-pub use policies::{ClearPolicy, PutPolicy, SnapshotDefinitions};
+pub use policies::{ClearPolicy, ListPolicies, PutPolicy, SnapshotDefinitions};
 
 /// The exchanges of one virtual host by name, readable without a message to the
 /// registry. Queues find their dead-letter exchange and exchanges their alternate

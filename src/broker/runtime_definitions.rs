@@ -145,6 +145,11 @@ impl BrokerHandle {
             .await?
     }
 
+    /// The policies and operator policies of `vhost`.
+    pub async fn policies(&self, vhost: &str) -> Result<Vec<Policy>, BrokerError> {
+        Ok(self.registry(vhost)?.send(registry::ListPolicies).await?)
+    }
+
     /// A copy of `vhost`'s definitions: exchanges, queues, bindings and policies.
     pub async fn vhost_definitions(&self, vhost: &str) -> Result<VhostDefinitions, BrokerError> {
         Ok(self

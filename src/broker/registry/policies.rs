@@ -32,6 +32,12 @@ pub struct ClearPolicy {
 #[rtype(result = "VhostDefinitions")]
 pub struct SnapshotDefinitions;
 
+/// The virtual host's policies and operator policies (cheaper than a whole
+/// [`SnapshotDefinitions`] for listings that only need what applies to each queue).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<Policy>")]
+pub struct ListPolicies;
+
 impl Registry {
     /// The settings queue `spec` runs with: its arguments merged with its policies.
     pub(super) fn queue_config(&self, spec: &QueueSpec) -> QueueConfig {
@@ -117,5 +123,13 @@ impl Handler<SnapshotDefinitions> for Registry {
 
     fn handle(&mut self, _msg: SnapshotDefinitions, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.defs.clone())
+    }
+}
+
+impl Handler<ListPolicies> for Registry {
+    type Result = MessageResult<ListPolicies>;
+
+    fn handle(&mut self, _msg: ListPolicies, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.defs.policies().cloned().collect())
     }
 }

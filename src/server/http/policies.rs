@@ -8,6 +8,7 @@ use super::access::Caller;
 use super::defs::created_or_updated;
 use super::error::{body, ApiError};
 use super::Api;
+use crate::definitions::policy::effective;
 use crate::definitions::{ApplyTo, Policy, PolicyKind};
 use crate::message::FieldTable;
 use actix_web::{web, HttpResponse};
@@ -54,9 +55,9 @@ pub(crate) async fn policies_in(
     vhost: &str,
     kind: PolicyKind,
 ) -> Result<Vec<Value>, ApiError> {
-    let defs = api.shared.broker.vhost_definitions(vhost).await?;
-    Ok(defs
-        .policies()
+    let policies = api.shared.broker.policies(vhost).await?;
+    Ok(policies
+        .iter()
         .filter(|p| p.kind == kind)
         .map(|p| policy_json(vhost, p))
         .collect())
@@ -89,10 +90,13 @@ async fn get_one(
     kind: PolicyKind,
 ) -> Result<HttpResponse, ApiError> {
     caller.check_see(&vhost)?;
-    let defs = api.shared.broker.vhost_definitions(&vhost).await?;
-    let p = defs.policy(kind, &name).ok_or_else(|| {
-        ApiError::not_found(format!("no {} '{name}' in vhost '{vhost}'", kind.label()))
-    })?;
+    let policies = api.shared.broker.policies(&vhost).await?;
+    let p = policies
+        .iter()
+        .find(|p| p.kind == kind && p.name == name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no {} '{name}' in vhost '{vhost}'", kind.label()))
+        })?;
     Ok(HttpResponse::Ok().json(policy_json(&vhost, p)))
 }
 
@@ -268,19 +272,22 @@ pub(crate) async fn queue_values(
     rows: &[super::stats::QueueRow],
     to_json: impl Fn(&super::stats::QueueRow) -> Value,
 ) -> Vec<Value> {
-    let mut defs: std::collections::HashMap<&str, Option<crate::definitions::VhostDefinitions>> =
+    let mut policies: std::collections::HashMap<&str, Vec<Policy>> =
         std::collections::HashMap::new();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        if !defs.contains_key(row.vhost.as_str()) {
-            let d = api.shared.broker.vhost_definitions(&row.vhost).await.ok();
-            defs.insert(row.vhost.as_str(), d);
+        if !policies.contains_key(row.vhost.as_str()) {
+            // A vhost deleted meanwhile: no policy applies.
+            let p = api
+                .shared
+                .broker
+                .policies(&row.vhost)
+                .await
+                .unwrap_or_default();
+            policies.insert(row.vhost.as_str(), p);
         }
         let mut v = to_json(row);
-        let effective = defs[row.vhost.as_str()]
-            .as_ref()
-            .map(|d| d.queue_policy(&row.spec.name))
-            .unwrap_or_default();
+        let effective = effective(&policies[row.vhost.as_str()], &row.spec.name, true);
         v["policy"] = json!(effective.policy);
         v["operator_policy"] = json!(effective.operator_policy);
         v["effective_policy_definition"] = json!(effective.definition);

@@ -224,3 +224,51 @@ fn policies_are_kept_across_a_restart() {
         assert_eq!(q["policy"], "cap");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_gives_an_exchange_its_alternate_exchange_unless_it_has_one() {
+    let server = server();
+    let http = Http::guest(&server);
+    for (x, kind) in [
+        ("main", "direct"),
+        ("own", "direct"),
+        ("ae", "fanout"),
+        ("ae2", "fanout"),
+    ] {
+        let body = match x {
+            "own" => r#"{"type":"direct","arguments":{"alternate-exchange":"ae2"}}"#.to_string(),
+            _ => format!(r#"{{"type":"{kind}"}}"#),
+        };
+        assert_eq!(
+            http.put(&format!("/api/exchanges/%2F/{x}"), &body)
+                .await
+                .status,
+            201
+        );
+    }
+    for (q, x) in [("unrouted", "ae"), ("unrouted2", "ae2")] {
+        assert_eq!(
+            http.put(&format!("/api/queues/%2F/{q}"), "{}").await.status,
+            201
+        );
+        let bind = http
+            .post(&format!("/api/bindings/%2F/e/{x}/q/{q}"), "{}")
+            .await;
+        assert_eq!(bind.status, 201);
+    }
+    let p = r#"{"pattern":"^(main|own)$","definition":{"alternate-exchange":"ae"},"apply-to":"exchanges"}"#;
+    assert_eq!(http.put("/api/policies/%2F/ae", p).await.status, 201);
+    let client = Client::connect(ConnectOptions::new(server.addr.to_string()).confirms(true))
+        .await
+        .unwrap();
+    for x in ["main", "own"] {
+        let confirm = client.publish(x, "nowhere", "lost?").await.unwrap();
+        tokio::time::timeout(DEADLINE, confirm)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // The exchange's own argument wins over the policy.
+    assert_eq!(queue(&http, "unrouted").await["messages_ready"], 1);
+    assert_eq!(queue(&http, "unrouted2").await["messages_ready"], 1);
+}
