@@ -143,13 +143,9 @@ pub async fn list(
         Value::Array(rows) => rows,
         other => return Err(format!("expected a list from the API, got {other}").into()),
     };
-    if matches!(kind, ListKind::Users | ListKind::Vhosts) {
-        if let Some(v) = vhost {
-            // The API lists them all; keep the vhost asked for.
-            if kind == ListKind::Vhosts {
-                rows.retain(|r| r["name"] == v);
-            }
-        }
+    if let (ListKind::Vhosts, Some(v)) = (kind, vhost) {
+        // The API lists every vhost the user may see: keep the one asked for.
+        rows.retain(|r| r["name"] == v);
     }
     let mut out = std::io::stdout().lock();
     match format {
