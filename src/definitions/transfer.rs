@@ -210,6 +210,13 @@ pub fn plan(
             defs.insert(vhost.clone(), d);
         }
         let d = defs.get_mut(&vhost).expect("inserted");
+        if let Command::DeclareQueue { spec, .. } = &cmd {
+            // As a declare: a new queue must be of a type built here.
+            if d.queue(&spec.name).is_none() {
+                crate::broker::queue_args::check_queue_type(spec)
+                    .map_err(|e| refused(what.clone(), e.message()))?;
+            }
+        }
         d.check(&cmd).map_err(|e| refused(what, e))?;
         d.apply(cmd.clone()).expect("checked");
         out.vhosts.entry(vhost).or_default().push(cmd);

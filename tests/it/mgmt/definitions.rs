@@ -117,6 +117,11 @@ async fn an_import_with_a_bad_item_names_it_and_applies_nothing() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("queue 'q'"), "{}", r.text());
     assert_eq!(http.get("/api/queues/%2F/q").await.status, 404);
+    let quorum =
+        json!({"queues": [{"name": "qq", "vhost": "/", "arguments": {"x-queue-type": "quorum"}}]});
+    let r = http.post("/api/definitions", &quorum.to_string()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("queue 'qq'"), "{}", r.text());
     assert_eq!(http.post("/api/definitions", "{not json").await.status, 400);
 }
 
