@@ -1,7 +1,7 @@
 //! The operating commands (`list`, `status`, users, vhosts, permissions, policies,
 //! definitions, `close-connection`) against a real broker's management API.
 
-use super::{ok, run_cmd, BIN};
+use super::{ok, run, run_cmd, BIN};
 use crate::support::{eventually_sync, TestServer};
 use serde_json::{json, Value};
 use std::process::{Command, Output};
@@ -266,4 +266,29 @@ fn status_reports_the_broker_and_close_connection_closes_one() {
         admin_json(&server, &["list", "connections"]) == json!([])
     });
     drop(client);
+}
+
+#[test]
+fn the_api_address_comes_from_the_settings_and_server_is_refused() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("Settings.toml");
+    let bind = server.handle().http_addrs()[0];
+    std::fs::write(&config, format!("[http]\nbind = [\"{bind}\"]\n")).unwrap();
+    let out = run_cmd(
+        Command::new(BIN)
+            .args(["list", "vhosts", "--format", "json", "--config"])
+            .arg(&config),
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let vhosts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(vhosts[0]["name"], "/");
+    // `--server` is the native protocol's address: refused, saying what to give.
+    let out = run(&server, &["list", "queues"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--http-url"),
+        "{out:?}"
+    );
 }

@@ -272,3 +272,29 @@ async fn a_policy_gives_an_exchange_its_alternate_exchange_unless_it_has_one() {
     assert_eq!(queue(&http, "unrouted").await["messages_ready"], 1);
     assert_eq!(queue(&http, "unrouted2").await["messages_ready"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_and_expires_policies_apply_to_running_queues() {
+    let server = server();
+    let http = Http::guest(&server);
+    for q in ["ttl.q", "exp.q"] {
+        assert_eq!(
+            http.put(&format!("/api/queues/%2F/{q}"), "{}").await.status,
+            201
+        );
+    }
+    let ttl = r#"{"pattern":"^ttl\\.","definition":{"message-ttl":50},"apply-to":"queues"}"#;
+    assert_eq!(http.put("/api/policies/%2F/ttl", ttl).await.status, 201);
+    publish(&server, "ttl.q", 3).await;
+    eventually("messages published under the TTL policy expire", || async {
+        queue(&http, "ttl.q").await["messages"] == 0
+    })
+    .await;
+    let exp = r#"{"pattern":"^exp\\.","definition":{"expires":100},"apply-to":"queues"}"#;
+    assert_eq!(http.put("/api/policies/%2F/exp", exp).await.status, 201);
+    eventually("the unused queue expires under the policy", || async {
+        http.get("/api/queues/%2F/exp.q").await.status == 404
+    })
+    .await;
+    assert_eq!(http.get("/api/queues/%2F/ttl.q").await.status, 200);
+}
