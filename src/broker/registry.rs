@@ -24,6 +24,9 @@ use std::sync::{Arc, RwLock};
 
 mod durable;
 mod handlers;
+mod policies;
+
+pub use policies::{ClearPolicy, ListPolicies, PutPolicy, SnapshotDefinitions};
 
 /// The exchanges of one virtual host by name, readable without a message to the
 /// registry. Queues find their dead-letter exchange and exchanges their alternate
@@ -293,6 +296,7 @@ impl Registry {
             self.ctx.admit_durable("exchange", &spec.name)?;
         }
         let handle = self.start_exchange(&spec)?;
+        self.apply_exchange_policy(&spec, &handle);
         let applied = self.defs.apply(cmd).expect("checked above");
         tracing::debug!(vhost = %self.vhost, exchange = %spec.name, kind = %spec.kind, "exchange declared");
         self.directory.insert(&spec.name, handle.clone());
@@ -421,7 +425,10 @@ impl Registry {
         placement: Option<&ArbiterHandle>,
         ctx: &mut Context<Self>,
     ) -> Result<QueueHandle, BrokerError> {
-        let config = QueueConfig::from_spec(spec)?;
+        // The declare arguments are checked as given; the queue runs with them merged
+        // with the policies that apply to it.
+        QueueConfig::from_spec(spec)?;
+        let config = self.queue_config(spec);
         let incarnation = self.ctx.next_incarnation();
         let arbiter = placement
             .cloned()

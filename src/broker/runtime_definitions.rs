@@ -3,7 +3,9 @@
 //! answered, with the registries of virtual hosts started and stopped to match.
 
 use super::{registry, BrokerHandle, Registry};
-use crate::definitions::{BrokerCommand, SharedDefinitions, UserDefinition};
+use crate::definitions::{
+    BrokerCommand, Policy, PolicyKind, SharedDefinitions, UserDefinition, VhostDefinitions,
+};
 use crate::error::BrokerError;
 
 impl BrokerHandle {
@@ -104,6 +106,56 @@ impl BrokerHandle {
             vhost: vhost.to_string(),
         };
         self.change(cmd, |_| {}).await
+    }
+
+    /// Sets a policy or operator policy in `vhost` (replacing the one of that kind and
+    /// name); answered once the queues and exchanges it applies to have taken it and
+    /// it is saved. Answers true when it is new.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// use actormq::definitions::{ApplyTo, Policy, PolicyKind};
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// let mut definition = actormq::FieldTable::new();
+    /// definition.insert("max-length".into(), actormq::FieldValue::Int(2));
+    /// let cap = Policy::new(PolicyKind::Policy, "cap", "^jobs", ApplyTo::Queues, 0, definition)?;
+    /// assert!(broker.put_policy("/", cap).await?);
+    /// let defs = broker.vhost_definitions("/").await?;
+    /// assert_eq!(defs.queue_policy("jobs.eu").policy.as_deref(), Some("cap"));
+    /// broker.clear_policy("/", PolicyKind::Policy, "cap").await?;
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn put_policy(&self, vhost: &str, policy: Policy) -> Result<bool, BrokerError> {
+        self.registry(vhost)?
+            .send(registry::PutPolicy(policy))
+            .await?
+    }
+
+    /// Clears a policy or operator policy of `vhost` (NOT_FOUND when there is none).
+    pub async fn clear_policy(
+        &self,
+        vhost: &str,
+        kind: PolicyKind,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        let name = name.to_string();
+        self.registry(vhost)?
+            .send(registry::ClearPolicy { kind, name })
+            .await?
+    }
+
+    /// The policies and operator policies of `vhost`.
+    pub async fn policies(&self, vhost: &str) -> Result<Vec<Policy>, BrokerError> {
+        Ok(self.registry(vhost)?.send(registry::ListPolicies).await?)
+    }
+
+    /// A copy of `vhost`'s definitions: exchanges, queues, bindings and policies.
+    pub async fn vhost_definitions(&self, vhost: &str) -> Result<VhostDefinitions, BrokerError> {
+        Ok(self
+            .registry(vhost)?
+            .send(registry::SnapshotDefinitions)
+            .await?)
     }
 
     /// Seeds `users` when the broker has none (a new data directory, or no storage),

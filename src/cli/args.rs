@@ -4,6 +4,7 @@ use super::flags::{
     parse_key_value, parse_queue_name, parse_secs, AckMode, ConnFlags, Format, KeyValue,
     LeadingConnFlags, PropertyFlags, Split,
 };
+use super::mgmt::MgmtCommand;
 use clap::{ArgGroup, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -174,6 +175,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Operating commands, over the management HTTP API.
+    #[command(flatten)]
+    Mgmt(MgmtCommand),
     /// Print a PBKDF2 hash of a password for a `[[users]]` entry of Settings.toml.
     HashPassword {
         /// The password; else prompted for (without echo) when standard input is a
@@ -256,7 +260,7 @@ impl Command {
             | Command::Get { conn, .. } => Some(conn),
             Command::Bind(b) | Command::Unbind(b) => Some(&mut b.conn),
             Command::Publish(p) => Some(&mut p.conn),
-            Command::Serve { .. } | Command::HashPassword { .. } => None,
+            Command::Serve { .. } | Command::HashPassword { .. } | Command::Mgmt(_) => None,
         }
     }
 }

@@ -111,7 +111,10 @@ async fn execute(client: &Client, command: Command) -> Result<(), Error> {
             format,
             ..
         } => consume::get(client, &queue, ack_mode, format).await?,
-        Command::Serve { .. } | Command::HashPassword { .. } | Command::Perf { .. } => {
+        Command::Serve { .. }
+        | Command::HashPassword { .. }
+        | Command::Perf { .. }
+        | Command::Mgmt(_) => {
             unreachable!("handled before connecting")
         }
     }

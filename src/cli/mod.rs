@@ -10,6 +10,7 @@ mod args;
 mod commands;
 mod consume;
 mod flags;
+mod mgmt;
 mod output;
 mod password;
 mod publish;
@@ -38,6 +39,14 @@ type Error = Box<dyn std::error::Error>;
 fn run(cli: Cli) -> Result<(), Error> {
     let Cli { leading, command } = cli;
     let mut command = command.unwrap_or(Command::Serve { config: None });
+    if let Command::Mgmt(mut m) = command {
+        return run_mgmt(leading, &mut m).and_then(|()| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(mgmt::run(m))
+        });
+    }
     match command.conn_mut() {
         Some(conn) => *conn = leading.fill(std::mem::take(conn)),
         None => {
@@ -69,6 +78,20 @@ fn run(cli: Cli) -> Result<(), Error> {
             rt.block_on(commands::run(options, command))
         }
     }
+}
+
+/// Gives an operating command the connection flags given before it (but --server: the
+/// management API is at --http-url).
+fn run_mgmt(leading: flags::LeadingConnFlags, m: &mut mgmt::MgmtCommand) -> Result<(), Error> {
+    if leading.server.is_some() {
+        return Err("--server names the native protocol's address: operating commands talk to the management API, give --http-url".into());
+    }
+    let f = m.flags_mut();
+    f.user = f.user.take().or(leading.user);
+    f.password = f.password.take().or(leading.password);
+    f.password_file = f.password_file.take().or(leading.password_file);
+    f.vhost = f.vhost.take().or(leading.vhost);
+    Ok(())
 }
 
 /// `perf`: runs the load and prints the report (a table, or JSON with --json).

@@ -35,7 +35,7 @@ pub fn connect_options(conn: ConnFlags) -> Result<ConnectOptions, Error> {
 
 /// The password, from the first of: `--password`, `--password-file`, `ACTORMQ_PASSWORD`;
 /// else `guest` for the user guest; else a prompt when standard input is a terminal.
-fn password(conn: &ConnFlags, user: &str) -> Result<String, Error> {
+pub(crate) fn password(conn: &ConnFlags, user: &str) -> Result<String, Error> {
     if let Some(p) = &conn.password {
         return Ok(p.clone());
     }

@@ -2,6 +2,7 @@
 //! Each rule (reserved names, equivalence on redeclare, `if-unused`, the cascade of an
 //! auto-delete exchange) is written here once.
 
+use super::policy::{no_policy, Policy, PolicyKind};
 use super::{predeclared, VhostDefinitions};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::BindTarget;
@@ -40,6 +41,16 @@ pub enum Command {
     Bind(BindingRecord),
     /// Removes a binding (a missing one is no change).
     Unbind(BindingRecord),
+    /// Sets a policy or operator policy (validated when made: see [`Policy::new`]),
+    /// replacing the one of that kind and name.
+    SetPolicy(Policy),
+    /// Clears a policy or operator policy (a missing one is NOT_FOUND, as in RabbitMQ).
+    ClearPolicy {
+        /// Policy or operator policy.
+        kind: PolicyKind,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What a command changed.
@@ -56,12 +67,16 @@ pub struct Applied {
     pub removed_queues: Vec<QueueSpec>,
     /// A durable definition changed: the snapshot must be saved.
     pub durable_changed: bool,
+    /// A policy was set, changed or cleared: what applies to each queue and exchange
+    /// must be worked out again.
+    pub policies_changed: bool,
 }
 
 impl Applied {
     /// True when nothing changed.
     pub fn is_noop(&self) -> bool {
         !self.created
+            && !self.policies_changed
             && self.removed_bindings.is_empty()
             && self.removed_exchanges.is_empty()
             && self.removed_queues.is_empty()
@@ -152,7 +167,11 @@ pub(super) fn check(defs: &VhostDefinitions, cmd: &Command) -> Result<(), Broker
             }
             Ok(())
         }
-        Command::DeleteQueue { .. } => Ok(()),
+        Command::DeleteQueue { .. } | Command::SetPolicy(_) => Ok(()),
+        Command::ClearPolicy { kind, name } => match defs.policy(*kind, name) {
+            Some(_) => Ok(()),
+            None => Err(no_policy(*kind, name, vhost)),
+        },
         Command::Bind(b) | Command::Unbind(b) => {
             if b.exchange.is_empty() {
                 return Err(default_exchange_refused());
@@ -214,6 +233,21 @@ pub(super) fn apply(defs: &mut VhostDefinitions, cmd: Command) -> Applied {
         Command::Unbind(b) => {
             let sources = unbind_where(defs, |r| *r == b, &mut applied);
             auto_delete(defs, sources, &mut applied);
+        }
+        Command::SetPolicy(p) => {
+            let key = (p.kind, p.name.clone());
+            if defs.policies.get(&key) != Some(&p) {
+                applied.created = !defs.policies.contains_key(&key);
+                applied.policies_changed = true;
+                applied.durable_changed = true;
+                defs.policies.insert(key, p);
+            }
+        }
+        Command::ClearPolicy { kind, name } => {
+            if defs.policies.remove(&(kind, name)).is_some() {
+                applied.policies_changed = true;
+                applied.durable_changed = true;
+            }
         }
     }
     applied

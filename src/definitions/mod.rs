@@ -16,10 +16,14 @@
 
 mod broker;
 mod command;
+pub mod format;
+pub mod policy;
 #[cfg(test)]
 mod tests;
+pub mod transfer;
 
 pub use broker::{BrokerCommand, BrokerDefinitions, UserDefinition};
+pub use policy::{ApplyTo, Effective, Policy, PolicyKind};
 
 /// The broker's definitions, shared between the broker handle (which changes them by
 /// command) and the front ends (whose logins read them).
@@ -31,8 +35,9 @@ use crate::broker::messages::BindTarget;
 use crate::broker::queue::QueueSpec;
 use crate::broker::registry::BindingRecord;
 use crate::error::BrokerError;
+use crate::message::FieldTable;
 use crate::storage::{
-    StoredBinding, StoredBindingTarget, StoredExchange, StoredQueue, StoredVhost,
+    StoredBinding, StoredBindingTarget, StoredExchange, StoredPolicy, StoredQueue, StoredVhost,
 };
 use std::collections::BTreeMap;
 
@@ -64,6 +69,8 @@ pub struct VhostDefinitions {
     /// Explicit bindings, in the order they were made (the default exchange's implicit
     /// binding of every queue is not listed, as in RabbitMQ).
     bindings: Vec<BindingRecord>,
+    /// Policies and operator policies, by kind and name.
+    policies: BTreeMap<(PolicyKind, String), Policy>,
 }
 
 impl VhostDefinitions {
@@ -82,7 +89,34 @@ impl VhostDefinitions {
             exchanges,
             queues: BTreeMap::new(),
             bindings: Vec::new(),
+            policies: BTreeMap::new(),
         }
+    }
+
+    /// The policy or operator policy `name`, if set.
+    pub fn policy(&self, kind: PolicyKind, name: &str) -> Option<&Policy> {
+        self.policies.get(&(kind, name.to_string()))
+    }
+
+    /// Every policy and operator policy (policies first, each kind by name).
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
+    /// What the policies give the queue `name`.
+    pub fn queue_policy(&self, name: &str) -> Effective {
+        policy::effective(self.policies.values(), name, true)
+    }
+
+    /// What the policies give the exchange `name`.
+    pub fn exchange_policy(&self, name: &str) -> Effective {
+        policy::effective(self.policies.values(), name, false)
+    }
+
+    /// The arguments queue `spec` acts on: its own, with its policies merged in
+    /// (see [`policy::queue_arguments`]).
+    pub fn queue_effective_arguments(&self, spec: &QueueSpec) -> FieldTable {
+        policy::queue_arguments(&spec.arguments, &self.queue_policy(&spec.name))
     }
 
     /// The virtual host's name.
@@ -186,17 +220,49 @@ impl VhostDefinitions {
                 arguments: b.arguments.clone(),
             })
             .collect();
+        let policies = self
+            .policies
+            .values()
+            .map(|p| StoredPolicy {
+                name: p.name.clone(),
+                operator: p.kind == PolicyKind::Operator,
+                pattern: p.pattern.clone(),
+                apply_to: p.apply_to.as_str().to_string(),
+                priority: p.priority,
+                definition: p.definition.clone(),
+            })
+            .collect();
         StoredVhost {
             exchanges,
             queues,
             bindings,
+            policies,
         }
     }
 
-    /// The commands that rebuild what a stored snapshot describes, in order: exchanges,
-    /// queues, then bindings.
+    /// The commands that rebuild what a stored snapshot describes, in order: policies
+    /// (so that queues start with what applies to them), exchanges, queues, then
+    /// bindings. A stored policy that no longer validates is logged and left out.
     pub fn restore_commands(stored: StoredVhost) -> Vec<Command> {
         let mut commands = Vec::new();
+        for p in stored.policies {
+            let kind = if p.operator {
+                PolicyKind::Operator
+            } else {
+                PolicyKind::Policy
+            };
+            let made = ApplyTo::parse(&p.apply_to)
+                .map_err(BrokerError::precondition)
+                .and_then(|to| {
+                    Policy::new(kind, &p.name, &p.pattern, to, p.priority, p.definition)
+                });
+            match made {
+                Ok(policy) => commands.push(Command::SetPolicy(policy)),
+                Err(e) => {
+                    tracing::error!(policy = %p.name, error = %e, "a stored policy does not apply: left out")
+                }
+            }
+        }
         for x in stored.exchanges {
             commands.push(Command::DeclareExchange(ExchangeSpec {
                 name: x.name,

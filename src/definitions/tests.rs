@@ -265,3 +265,51 @@ fn a_refused_command_changes_nothing() {
         assert_eq!(d, before);
     }
 }
+
+#[test]
+fn policies_are_commands_stored_and_restored() {
+    use crate::definitions::{ApplyTo, Policy, PolicyKind};
+    use crate::message::FieldValue;
+    let mut d = VhostDefinitions::new("/");
+    let mut definition = crate::message::FieldTable::new();
+    definition.insert("max-length".into(), FieldValue::Int(5));
+    let p = Policy::new(
+        PolicyKind::Policy,
+        "cap",
+        "^q",
+        ApplyTo::Queues,
+        1,
+        definition,
+    )
+    .unwrap();
+    let applied = d.apply(Command::SetPolicy(p.clone())).unwrap();
+    assert!(applied.created && applied.policies_changed && applied.durable_changed);
+    assert!(d.apply(Command::SetPolicy(p.clone())).unwrap().is_noop());
+    let mut q = QueueSpec::new("q1");
+    q.durable = true;
+    d.apply(Command::DeclareQueue {
+        spec: q.clone(),
+        server_named: false,
+    })
+    .unwrap();
+    assert_eq!(
+        d.queue_effective_arguments(&q)["x-max-length"],
+        FieldValue::Int(5)
+    );
+    // The snapshot brings the policy back first, so restored queues start with it.
+    let restored = VhostDefinitions::restore_commands(d.durable());
+    assert!(matches!(&restored[0], Command::SetPolicy(r) if *r == p));
+    let mut again = VhostDefinitions::new("/");
+    for cmd in restored {
+        again.apply(cmd).unwrap();
+    }
+    assert_eq!(again, d);
+    let clear = Command::ClearPolicy {
+        kind: PolicyKind::Policy,
+        name: "cap".into(),
+    };
+    assert!(d.apply(clear.clone()).unwrap().policies_changed);
+    let err = d.apply(clear).unwrap_err();
+    assert_eq!(err.code(), crate::error::ErrorCode::NotFound);
+    assert!(d.policies().next().is_none());
+}

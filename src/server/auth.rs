@@ -37,8 +37,12 @@ pub fn hash_password(password: &str) -> String {
         .to_string()
 }
 
-/// True when `password` matches the PHC string `hash`.
+/// True when `password` matches the PHC string `hash` (ours, or a RabbitMQ SHA-256 hash
+/// imported with the definitions: see `crate::definitions::format`).
 pub fn verify_password(password: &str, hash: &str) -> bool {
+    if crate::definitions::format::is_rabbit_hash(hash) {
+        return crate::definitions::format::verify_rabbit_hash(password, hash);
+    }
     match PasswordHash::new(hash) {
         Ok(parsed) => Pbkdf2.verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,

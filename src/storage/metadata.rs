@@ -97,6 +97,29 @@ pub struct StoredVhost {
     /// Bindings whose source and destination are both durable.
     #[serde(default)]
     pub bindings: Vec<StoredBinding>,
+    /// Policies and operator policies.
+    #[serde(default)]
+    pub policies: Vec<StoredPolicy>,
+}
+
+/// A policy or operator policy (see [`crate::definitions::Policy`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    /// Its name.
+    pub name: String,
+    /// An operator policy (else a policy).
+    #[serde(default)]
+    pub operator: bool,
+    /// The regular expression on names.
+    pub pattern: String,
+    /// `queues`, `exchanges` or `all`.
+    pub apply_to: String,
+    /// Higher wins.
+    #[serde(default)]
+    pub priority: i64,
+    /// RabbitMQ's definition keys.
+    #[serde(default)]
+    pub definition: FieldTable,
 }
 
 /// A user created at run time.
@@ -283,13 +306,21 @@ mod tests {
                 name: "jobs".into(),
                 durable: true,
                 auto_delete: false,
-                arguments: args,
+                arguments: args.clone(),
             }],
             bindings: vec![StoredBinding {
                 source: "orders".into(),
                 destination: StoredBindingTarget::Queue("jobs".into()),
                 routing_key: "order.*".into(),
                 arguments: FieldTable::new(),
+            }],
+            policies: vec![StoredPolicy {
+                name: "cap".into(),
+                operator: false,
+                pattern: "^jobs$".into(),
+                apply_to: "queues".into(),
+                priority: 1,
+                definition: args.clone(),
             }],
         };
         let mut s = MetadataSnapshot::default();

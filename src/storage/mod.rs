@@ -75,7 +75,7 @@ pub use fsutil::disk_free;
 pub use memory::MemoryStore;
 pub use metadata::{
     MetadataSnapshot, MetadataStore, StoredBinding, StoredBindingTarget, StoredExchange,
-    StoredQueue, StoredUser, StoredVhost,
+    StoredPolicy, StoredQueue, StoredUser, StoredVhost,
 };
 pub use options::{FsyncPolicy, StorageOptions};
 pub use record::{PagedMessage, QueueId, Record, Recovered, RecoveredMessage, RecoveredQueue};

@@ -144,7 +144,16 @@ struct HandleInner {
     /// Present for built-in exchange actors: lets a bound exchange resolve through this
     /// one synchronously.
     router: Option<Arc<RwLock<Router>>>,
+    /// Present for built-in exchange actors: where a policy's alternate exchange goes.
+    set_alternate: Option<Recipient<SetAlternate>>,
 }
+
+/// The alternate exchange of a built-in exchange from now on (a policy changed it; the
+/// exchange's own `alternate-exchange` argument, when it has one, is what the registry
+/// sends, as the argument wins over a policy).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct SetAlternate(pub Option<String>);
 
 impl ExchangeHandle {
     /// A handle to a user actor standing in as an exchange: it must handle the same
@@ -167,13 +176,17 @@ impl ExchangeHandle {
                 remove_binding: addr.clone().recipient(),
                 stop: addr.recipient(),
                 router: None,
+                set_alternate: None,
             }),
         }
     }
 
     fn builtin(spec: ExchangeSpec, addr: Addr<ExchangeActor>, router: Arc<RwLock<Router>>) -> Self {
+        let set_alternate = addr.clone().recipient();
         let mut h = Self::from_actor(spec, addr);
-        Arc::get_mut(&mut h.inner).expect("fresh handle").router = Some(router);
+        let inner = Arc::get_mut(&mut h.inner).expect("fresh handle");
+        inner.router = Some(router);
+        inner.set_alternate = Some(set_alternate);
         h
     }
 
@@ -210,6 +223,14 @@ impl ExchangeHandle {
     /// Removes a binding; answers whether it existed.
     pub async fn remove_binding(&self, b: RemoveBinding) -> Result<bool, BrokerError> {
         Ok(self.inner.remove_binding.send(b).await?)
+    }
+
+    /// Sets the alternate exchange of a built-in exchange (a user's exchange actor
+    /// has no such setting: ignored).
+    pub fn set_alternate(&self, name: Option<String>) {
+        if let Some(r) = &self.inner.set_alternate {
+            r.do_send(SetAlternate(name));
+        }
     }
 
     /// Stops the exchange actor.
@@ -330,6 +351,18 @@ impl Handler<RemoveBinding> for ExchangeActor {
             &msg.routing_key,
             &msg.arguments,
         )
+    }
+}
+
+impl Handler<SetAlternate> for ExchangeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAlternate, _ctx: &mut Self::Context) {
+        let name = msg.0.map(|n| Arc::from(n.as_str()));
+        if name != self.alternate {
+            self.alternate = name;
+            self.alternate_handle = None;
+        }
     }
 }
 

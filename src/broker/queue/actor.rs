@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 
 mod effects;
 mod handlers;
+mod reconfigure;
+
+pub use reconfigure::Reconfigure;
 
 /// Longest a queue holds the answer of a publisher that is also one of its consumers
 /// with acks, while the queue is over the flow threshold (see `flow_should_close`):
@@ -126,6 +129,9 @@ pub struct QueueActor {
     timer: Option<(Millis, SpawnHandle)>,
     /// Dead letters on their way out (when the queue has a dead-letter exchange).
     outbox: Option<DeadLetterOutbox>,
+    /// The virtual host's exchanges: for an outbox made when a policy gives the queue
+    /// a dead-letter exchange.
+    exchanges: ExchangeDirectory,
     /// Last time the queue was used: a consumer left, a get, a declare (`x-expires`).
     last_used: Instant,
     /// The `x-expires` check, while armed.
@@ -167,7 +173,7 @@ impl QueueActor {
                     exchange: Arc::from(x.as_str()),
                     routing_key: init.config.dead_letter_routing_key.clone(),
                 };
-                DeadLetterOutbox::new(init.name.clone(), target, init.exchanges)
+                DeadLetterOutbox::new(init.name.clone(), target, init.exchanges.clone())
             });
             let now = Instant::now();
             let mut state = QueueState::new(init.config);
@@ -192,6 +198,7 @@ impl QueueActor {
                 epoch: now,
                 timer: None,
                 outbox,
+                exchanges: init.exchanges,
                 last_used: now,
                 expires_check: None,
                 had_consumers: false,

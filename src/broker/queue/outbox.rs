@@ -69,6 +69,14 @@ impl DeadLetterOutbox {
         }
     }
 
+    /// Dead-letters to `target` from now on (a policy changed the queue's dead-letter
+    /// exchange); those already rewritten keep their `x-death`.
+    pub fn retarget(&mut self, target: Target) {
+        self.target = target;
+        self.exchange = None;
+        self.warned = false;
+    }
+
     /// Bytes of dead letters held here (waiting or in flight).
     pub fn held_bytes(&self) -> usize {
         self.waiting_bytes + self.inflight_bytes

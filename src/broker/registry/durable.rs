@@ -106,6 +106,7 @@ impl Registry {
                     } else {
                         match self.start_exchange(spec) {
                             Ok(h) => {
+                                self.apply_exchange_policy(spec, &h);
                                 self.directory.insert(&name, h.clone());
                                 self.exchanges.insert(name, h);
                             }

@@ -243,3 +243,37 @@ fn declare_exchange_requires_a_type_and_publish_a_routing_key() {
     let bad_arg = Cli::try_parse_from(["actormq", "declare-queue", "q", "--arg", "oops"]);
     assert!(bad_arg.is_err());
 }
+
+#[test]
+fn the_command_line_definition_is_consistent() {
+    // clap checks every subcommand's arguments only when that subcommand is parsed:
+    // check them all at once (a duplicate flag name fails here, not in a user's hands).
+    use clap::CommandFactory;
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn operating_commands_take_leading_and_trailing_flags() {
+    let cli = parse(&[
+        "--user",
+        "ops",
+        "list",
+        "queues",
+        "--vhost",
+        "prod",
+        "--columns",
+        "name,messages",
+    ]);
+    assert_eq!(cli.leading.user.as_deref(), Some("ops"));
+    let Some(Command::Mgmt(super::super::mgmt::MgmtCommand::List { flags, columns, .. })) =
+        cli.command
+    else {
+        panic!("not a list command");
+    };
+    assert_eq!(flags.vhost.as_deref(), Some("prod"));
+    assert_eq!(columns, ["name", "messages"]);
+    assert_eq!(
+        refused(&["list", "nothing"]),
+        clap::error::ErrorKind::InvalidValue
+    );
+}

@@ -9,12 +9,14 @@
 
 mod access;
 mod connections;
+mod definitions;
 mod defs;
 mod error;
 mod exchanges;
 mod list;
 mod metrics;
 mod overview;
+mod policies;
 pub mod prometheus;
 mod queues;
 mod stats;
@@ -95,5 +97,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .configure(defs::routes)
         .configure(queues::routes)
         .configure(exchanges::routes)
-        .configure(connections::routes);
+        .configure(connections::routes)
+        .configure(policies::routes)
+        .configure(definitions::routes);
 }

@@ -7,6 +7,7 @@ use super::defs::created_or_updated;
 use super::error::{body, ApiError};
 use super::list::{paged, ListQuery};
 use super::overview::node_name;
+use super::policies::queue_values;
 use super::stats::{queues_in, queues_of, QueueRow};
 use super::Api;
 use crate::message::FieldTable;
@@ -65,7 +66,7 @@ async fn list_all(
         .filter(|v| caller.may_see(v))
         .collect();
     let rows = queues_of(&api.shared.broker, &vhosts).await;
-    paged(rows.iter().map(queue_json).collect(), &query)
+    paged(queue_values(&api, &rows, queue_json).await, &query)
 }
 
 async fn list_vhost(
@@ -77,7 +78,7 @@ async fn list_vhost(
     let vhost = path.into_inner().0;
     caller.check_see(&vhost)?;
     let rows = queues_in(&api.shared.broker, &vhost).await?;
-    paged(rows.iter().map(queue_json).collect(), &query)
+    paged(queue_values(&api, &rows, queue_json).await, &query)
 }
 
 async fn get_queue(
@@ -92,7 +93,8 @@ async fn get_queue(
         .iter()
         .find(|r| r.spec.name == name)
         .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
-    Ok(HttpResponse::Ok().json(queue_json(q)))
+    let q = queue_values(&api, std::slice::from_ref(q), queue_json).await;
+    Ok(HttpResponse::Ok().json(&q[0]))
 }
 
 /// The body of `PUT /api/queues/{vhost}/{name}`.

@@ -6,6 +6,7 @@ mod basics;
 mod config;
 mod connect;
 mod get_consume;
+mod mgmt;
 mod publish;
 
 use crate::support::{TestServer, DEADLINE};

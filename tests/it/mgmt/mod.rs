@@ -2,6 +2,8 @@
 //! with its HTTP listener on 127.0.0.1:0.
 
 mod api;
+mod definitions;
 mod http;
 mod metrics;
 mod objects;
+mod policies;

@@ -5,9 +5,22 @@ use super::QueueState;
 use crate::broker::messages::Settlement;
 use crate::broker::queue::dead_letter::Reason;
 use crate::broker::queue::timers::Millis;
-use crate::broker::queue_args::Overflow;
+use crate::broker::queue_args::{Overflow, QueueConfig};
 
 impl<C> QueueState<C> {
+    /// Takes new settings while the queue runs (a policy changed what applies to it).
+    /// What the queue's structures were built for stays: priorities, single active
+    /// consumer, the dedup window (no policy key sets them). A lower length limit
+    /// applies at once (drop-head drops the oldest, as RabbitMQ does on a policy
+    /// change); a new TTL applies to messages enqueued from now on.
+    pub fn reconfigure(&mut self, mut config: QueueConfig) {
+        config.max_priority = self.config.max_priority;
+        config.single_active_consumer = self.config.single_active_consumer;
+        config.dedup_window = self.config.dedup_window;
+        self.config = config;
+        self.enforce_limits();
+    }
+
     /// Makes visible at most `limit` delayed messages due at `now`; answers how many.
     /// Their TTL counts from when they were due.
     pub fn promote_due(&mut self, now: Millis, limit: usize) -> usize {

@@ -191,3 +191,23 @@ fn a_message_delivered_more_than_the_limit_is_dead_lettered_not_requeued() {
     assert_eq!(dead_bodies(&mut q), [("m0".into(), Reason::DeliveryLimit)]);
     assert_eq!(q.bytes(), 0);
 }
+
+// ------------------------------------------------------------------ live settings
+
+#[test]
+fn a_policy_lowering_the_limit_drops_the_oldest_at_once_and_keeps_the_structure() {
+    let mut q = filled_with(config(|c| c.max_priority = 5), 5);
+    let mut lower = dlx();
+    lower.max_length = Some(2);
+    lower.max_priority = 0;
+    q.reconfigure(lower);
+    assert_eq!(q.ready_len(), 2);
+    assert_eq!(dead_bodies(&mut q).len(), 3);
+    assert_eq!(q.config().max_priority, 5, "built with priorities: kept");
+    assert_eq!(q.config().max_length, Some(2));
+    // Cleared: the queue grows again.
+    q.reconfigure(QueueConfig::default());
+    q.push(msg("more"), 0);
+    q.push(msg("again"), 0);
+    assert_eq!(q.ready_len(), 4);
+}
