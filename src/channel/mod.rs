@@ -258,9 +258,11 @@ impl Channel {
         self.flush_settles();
     }
 
-    /// Hands the held settlements to their queues, one message per queue and kind.
-    /// Called before a publish batch is sent and before any request, so settlements take
-    /// effect before whatever the client sent after them.
+    /// Hands the held settlements to their queues, one message per queue and kind: a
+    /// consumer acking each delivery of a read frees its credit in one step, and the
+    /// queue refills it with one batch rather than one message at a time. Called before
+    /// a publish batch is sent and before any request, so settlements take effect
+    /// before whatever the client sent after them.
     pub fn flush_settles(&mut self) {
         for (queue, settlement, ids) in self.pending_settles.drain(..) {
             queue.settle(self.owner, ids, settlement);
