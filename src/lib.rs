@@ -15,20 +15,24 @@
 //!   watermark, durability, and every actor message in [`broker::messages`].
 //! - [`storage`]: the message store (memory and segmented disk log behind one trait) and
 //!   the metadata snapshot.
-//! - [`embed`]: the in-process API ([`Session`], [`Consumer`]).
+//! - [`channel`]: the protocol-neutral channel core, a plain struct holding every rule
+//!   of a client channel once (exchange cache, publish window and outcomes, confirms,
+//!   delivery tags, settlements, consumers, prefetch, release): the native connection
+//!   and a [`Session`] are one channel each, an AMQP connection N.
+//! - [`embed`]: the in-process API ([`Session`], one channel; [`Consumer`]).
 //! - [`options`]: declaration and consumer options, taken by both [`Session`] and
 //!   [`client::Client`].
 //! - [`protocol`]: the native wire protocol, a pure codec (no I/O, no actix).
 //! - [`server`]: the network front ends ([`server::FrontEnd`]: listeners on a running
 //!   broker, the registry of live connections, a shutdown that loses nothing), the
-//!   native connection actor, authentication, and [`server::http`] (the management
-//!   HTTP API and Prometheus `/metrics`).
+//!   native connection actor (codec + socket + one channel), authentication, and
+//!   [`server::http`] (the management HTTP API and Prometheus `/metrics`).
 //! - [`client`]: the async Rust client of the native protocol.
 //! - `perf`: the load generator behind `actormq perf` (feature `cli`, on by default).
 //! - [`settings`]: `Settings.toml` and environment overrides.
 //! - [`logging`]: the binary's log subscriber (text or JSON, colour on terminals).
-//! - [`channel`]: the protocol-neutral channel core every front end builds on.
-//! - [`amqp`]: the AMQP 0-9-1 front end (listener, codec, connection actor).
+//! - [`amqp`]: the AMQP 0-9-1 front end (listener, codec, connection actor with N
+//!   channels).
 
 pub mod amqp;
 pub mod broker;

@@ -8,8 +8,7 @@ use super::errors::AmqpError;
 use super::properties::properties_in;
 use super::reply_to::{REPLY_TO, REPLY_TO_PREFIX};
 use crate::broker::exchange::ExchangeHandle;
-use crate::broker::messages::LookupExchange;
-use crate::channel::{Outbound, PublishOutcome};
+use crate::channel::{lookup_exchange, Outbound, PublishOutcome};
 use crate::error::BrokerError;
 use crate::message::{Message, Properties};
 use actix::prelude::*;
@@ -155,15 +154,7 @@ impl AmqpConnection {
         let lookups = async move {
             let mut found = Vec::new();
             for name in names {
-                let x = registry
-                    .send(LookupExchange { name: name.clone() })
-                    .await??;
-                if x.spec().internal {
-                    return Err(BrokerError::access_refused(format!(
-                        "cannot publish to internal exchange '{name}' in vhost '{vhost}'"
-                    )));
-                }
-                found.push(x);
+                found.push(lookup_exchange(&registry, &name, &vhost).await?);
             }
             Ok(found)
         };
@@ -260,17 +251,7 @@ impl AmqpConnection {
     fn lookup_exchange(&mut self, ch: u16, name: String, ctx: &mut Context<Self>) {
         let registry = self.session.as_ref().expect("open").registry.clone();
         let vhost = self.session.as_ref().expect("open").vhost.clone();
-        let fut = async move {
-            let x = registry
-                .send(LookupExchange { name: name.clone() })
-                .await??;
-            if x.spec().internal {
-                return Err(BrokerError::access_refused(format!(
-                    "cannot publish to internal exchange '{name}' in vhost '{vhost}'"
-                )));
-            }
-            Ok(x)
-        };
+        let fut = lookup_exchange(&registry, &name, &vhost);
         self.run(
             ch,
             (60, 40),
@@ -306,9 +287,6 @@ impl AmqpConnection {
                 };
                 if st.core.owner() != epoch || st.closing {
                     return;
-                }
-                if res.is_err() {
-                    st.core.forget_exchange(x.name());
                 }
                 let outcomes = st.core.on_published(&items, res);
                 for o in outcomes {

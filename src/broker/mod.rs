@@ -340,7 +340,12 @@ impl BrokerHandle {
     /// A session on `vhost`.
     pub fn session_in(&self, vhost: &str) -> Result<Session, BrokerError> {
         let registry = self.registry(vhost)?;
-        Ok(Session::new(self.clone(), registry, self.new_owner()))
+        Ok(Session::new(
+            self.clone(),
+            registry,
+            vhost,
+            self.new_owner(),
+        ))
     }
 
     /// The registry actor of `vhost`.

@@ -1,44 +1,54 @@
 //! The protocol-neutral channel core: every rule of a client channel that does not
 //! depend on the wire, kept once, for every front end.
 //!
-//! A [`Channel`] is a plain struct owned by a connection actor (one per AMQP channel; the
-//! native connection and `embed::Session` are one channel each, once ported). It owns:
+//! A [`Channel`] is a plain struct owned by a connection actor: one per AMQP channel;
+//! the native connection is codec + socket + one channel whose owner is the
+//! connection's; an `embed::Session` is one channel. It owns:
 //! - its own [`OwnerId`]: the owner of its consumers and unacked deliveries at the
 //!   queues, so closing one AMQP channel requeues that channel's deliveries only and
 //!   leaves the connection's other channels alone. Exclusive queues belong to the
 //!   *connection* (AMQP scopes them so), so declares and lookups name the connection's
 //!   owner; consume, get, settle and release name the channel's;
-//! - the exchange cache, the publish window and memory reservation, confirm sequence
-//!   numbers and the mapping of routing outcomes to confirm / nack / return
-//!   ([`publish`]);
+//! - the exchange cache and the lookup for publishing (an internal exchange refused),
+//!   the publish window slot and memory reservation of each batch, confirm sequence
+//!   numbers (chosen by the channel, or by the client through
+//!   [`Channel::register_seq`]) and the mapping of each message's [`Fate`] to confirm /
+//!   nack / return ([`publish`]);
 //! - delivery tags and unacked deliveries, ack coalescing per queue with "settlements
 //!   take effect before later publishes" (a batch is sent only after the settlements
 //!   read before it), consumers, recently cancelled consumers, the prefetch given to
 //!   new consumers;
-//! - the release of everything when it closes.
+//! - the release of everything when it closes ([`Channel::release`]; with the owner's
+//!   exclusive queues, [`Channel::close_connection`]).
+//!
+//! What each front end keeps is its wire: decoding publishes into [`Outbound`]s and
+//! batching them per exchange, writing the [`PublishOutcome`]s of
+//! [`Channel::on_published`], writing the deliveries [`Channel::accept_delivery`]
+//! accepts with the tags of [`Channel::track`], handing acks to [`Channel::settle`] and
+//! calling [`Channel::flush_settles`] before any request. `embed::Session` publishes
+//! through [`Channel::send_batch_with`] (its window is a semaphore shared by the tasks
+//! that use it) and resolves one confirm per message from [`fates`]; its consumers are
+//! streams whose messages settle by queue id, so it uses no delivery tags.
 //!
 //! Deliveries reach a connection as `Deliver` messages naming the consumer tag; consumer
-//! tags are unique per connection, so the connection keeps a tag → channel map and hands
-//! each `Deliver` to the channel's [`Channel::accept_delivery`]. No actor per channel:
-//! one hop less per delivery, and the queues keep holding a plain `Recipient<Deliver>`.
-//!
-//! Porting the native connection and `embed::Session` onto this core needs: their
-//! publish path calling [`Channel::send_batch`] / [`Channel::on_published`] (the native
-//! one keeps its client-chosen `seq`s through [`Channel::register_seq`]), their
-//! deliveries through [`Channel::accept_delivery`] and [`Channel::track`], their acks
-//! through [`Channel::settle`], and `stopped` calling [`Channel::release`]. The native
-//! connection would keep one channel whose owner is the connection's.
+//! tags are unique per connection, so the connection keeps a tag → channel map (the
+//! native connection's one channel has them all) and hands each `Deliver` to the
+//! channel's [`Channel::accept_delivery`]. No actor per channel: one hop less per
+//! delivery, and the queues keep holding a plain `Recipient<Deliver>`.
 
 pub mod publish;
+pub mod tracking;
 
 use crate::broker::exchange::ExchangeHandle;
-use crate::broker::messages::{Deliver, OwnerId, Settlement};
+use crate::broker::messages::{Deliver, OwnerGone, OwnerId, Settlement};
 use crate::broker::queue::QueueHandle;
+use crate::broker::registry::Registry;
 use crate::error::BrokerError;
-use crate::server::tracking::{by_queue, Confirms, Unacked, UnackedTags};
+use actix::Addr;
 use std::collections::{HashMap, VecDeque};
+use tracking::{by_queue, Confirms, Unacked, UnackedTags};
 
-pub use publish::{Outbound, PublishOutcome};
+pub use publish::{fates, lookup_exchange, Fate, FlowSlot, Outbound, PublishOutcome};
 
 /// How many cancelled consumer tags a channel remembers.
 const RECENTLY_CANCELLED: usize = 64;
@@ -248,9 +258,11 @@ impl Channel {
         self.flush_settles();
     }
 
-    /// Hands the held settlements to their queues, one message per queue and kind.
-    /// Called before a publish batch is sent and before any request, so settlements take
-    /// effect before whatever the client sent after them.
+    /// Hands the held settlements to their queues, one message per queue and kind: a
+    /// consumer acking each delivery of a read frees its credit in one step, and the
+    /// queue refills it with one batch rather than one message at a time. Called before
+    /// a publish batch is sent and before any request, so settlements take effect
+    /// before whatever the client sent after them.
     pub fn flush_settles(&mut self) {
         for (queue, settlement, ids) in self.pending_settles.drain(..) {
             queue.settle(self.owner, ids, settlement);
@@ -385,4 +397,16 @@ impl Channel {
         self.unacked.drain();
         self.consumers.drain().map(|(t, _)| t).collect()
     }
+
+    /// Closes a channel that is all of its connection (the native connection, an
+    /// `embed::Session`): [`release`](Channel::release), then the registry deletes the
+    /// exclusive queues of its owner. (An AMQP connection releases each channel and
+    /// sends this for its own owner, which its channels' owners are not.)
+    pub fn close_connection(&mut self, registry: &Addr<Registry>) {
+        self.release();
+        registry.do_send(OwnerGone(self.owner));
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,16 +1,18 @@
-//! The publish path of a channel: confirm sequence numbers, one `Publish` batch per
-//! exchange, the memory reservation and window accounting around it, and the mapping of
-//! routing outcomes to what the client is told: a confirm over the acked prefix, a nack
-//! of its own for a refused message, a return (312 NO_ROUTE) for an unroutable mandatory
-//! one.
+//! The publish path of a channel: looking an exchange up for publishing, confirm
+//! sequence numbers, one `Publish` batch per exchange, the memory reservation and window
+//! slot held while it is in flight, and the fate of each message ([`fates`]) turned into
+//! what the client is told: a confirm over the acked prefix, a nack of its own for a
+//! refused message, a return (312 NO_ROUTE) for an unroutable mandatory one.
 
 use super::Channel;
 use crate::broker::exchange::ExchangeHandle;
 use crate::broker::memory::MemoryGauge;
-use crate::broker::messages::{Publish, Routed};
-use crate::error::{BrokerError, ErrorCode};
+use crate::broker::messages::{LookupExchange, Publish, Routed};
+use crate::broker::registry::Registry;
+use crate::error::{clip, BrokerError, ErrorCode};
 use crate::message::Message;
 use crate::server::io::Flow;
+use actix::Addr;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,6 +52,104 @@ pub enum PublishOutcome {
     },
 }
 
+/// What became of one message of a batch: the one rule every front end follows,
+/// whatever it then tells its client (see [`fates`]).
+#[derive(Debug, PartialEq)]
+pub enum Fate {
+    /// Taken by `queues` queues (maybe none).
+    Taken {
+        /// How many queues hold it now.
+        queues: u32,
+        /// Mandatory and in no queue: it goes back to the publisher (312 NO_ROUTE).
+        returned: bool,
+    },
+    /// Refused by a queue on its way (x-overflow reject-publish, an unreadable
+    /// `expiration`...), or the whole batch failed: a nack.
+    Refused(BrokerError),
+}
+
+/// The fate of each of `items`, in order, from the exchange's answer to their batch.
+pub fn fates(
+    items: &[Outbound],
+    routed: Result<Vec<Routed>, BrokerError>,
+) -> impl Iterator<Item = Fate> + '_ {
+    let (mut each, failed) = match routed {
+        Ok(r) => (r.into_iter(), None),
+        Err(e) => (Vec::new().into_iter(), Some(e)),
+    };
+    items.iter().map_while(move |o| {
+        if let Some(e) = &failed {
+            return Some(Fate::Refused(e.clone()));
+        }
+        let r = each.next()?;
+        Some(match r.refused {
+            Some(e) => Fate::Refused(e),
+            None => Fate::Taken {
+                queues: r.queues,
+                returned: r.queues == 0 && o.mandatory,
+            },
+        })
+    })
+}
+
+/// Looks exchange `name` up for publishing. An internal exchange takes no publishes
+/// from clients (ACCESS_REFUSED), as in RabbitMQ.
+pub fn lookup_exchange(
+    registry: &Addr<Registry>,
+    name: &str,
+    vhost: &str,
+) -> impl Future<Output = Result<ExchangeHandle, BrokerError>> + Send + 'static {
+    let lookup = registry.send(LookupExchange {
+        name: name.to_string(),
+    });
+    let refused = format!(
+        "cannot publish to internal exchange '{}' in vhost '{}'",
+        clip(name),
+        clip(vhost)
+    );
+    async move {
+        let x = lookup.await??;
+        if x.spec().internal {
+            return Err(BrokerError::access_refused(refused));
+        }
+        Ok(x)
+    }
+}
+
+/// A slot of a connection's publish window ([`Flow::inflight`]): taken when a batch is
+/// sent, given back when it is dropped.
+pub struct FlowSlot(Arc<Flow>);
+
+impl FlowSlot {
+    /// Takes a slot of `flow`'s window.
+    pub fn take(flow: &Arc<Flow>) -> Self {
+        flow.inflight.fetch_add(1, Ordering::AcqRel);
+        FlowSlot(flow.clone())
+    }
+}
+
+impl Drop for FlowSlot {
+    fn drop(&mut self) {
+        self.0.batch_done();
+    }
+}
+
+/// What a batch in flight holds: its bytes reserved against the memory watermark and
+/// its window slot. Given back when dropped: when the exchange answered, and also when
+/// the one waiting for the answer stopped first (a connection closed mid-publish), so
+/// nothing stays reserved for a batch nobody waits for.
+struct InFlight<S> {
+    gauge: Arc<MemoryGauge>,
+    bytes: usize,
+    _slot: S,
+}
+
+impl<S> Drop for InFlight<S> {
+    fn drop(&mut self) {
+        self.gauge.sub(self.bytes);
+    }
+}
+
 impl Channel {
     /// Turns publisher confirms on (AMQP `confirm.select`).
     pub fn select_confirms(&mut self) {
@@ -77,28 +177,45 @@ impl Channel {
         self.confirms.register(seq)
     }
 
-    /// Sends one batch to `exchange` within the publish window: settlements read before
-    /// these publishes go first (a crash after the publishes' confirm must not bring
-    /// back a message whose ack the client counts as done), the bytes are reserved
-    /// against the memory watermark, one window slot is taken. The returned future
-    /// resolves with the routing outcomes once the exchange answered, having given the
-    /// reservation and the slot back; hand them to [`Channel::on_published`].
+    /// Sends one batch to `exchange` within the connection's publish window `flow`
+    /// (see [`send_batch_with`](Channel::send_batch_with)).
     pub fn send_batch(
         &mut self,
         exchange: &ExchangeHandle,
         items: &[Outbound],
         gauge: &Arc<MemoryGauge>,
         flow: &Arc<Flow>,
-    ) -> impl Future<Output = Result<Vec<Routed>, BrokerError>> + 'static {
+    ) -> impl Future<Output = Result<Vec<Routed>, BrokerError>> + Send + 'static {
+        self.send_batch_with(exchange, items, gauge, FlowSlot::take(flow))
+    }
+
+    /// Sends one batch to `exchange` holding `slot`, a slot of the sender's publish
+    /// window: settlements read before these publishes go first (a crash after the
+    /// publishes' confirm must not bring back a message whose ack the client counts as
+    /// done), and the bytes are reserved against the memory watermark. The returned
+    /// future resolves with the routing outcomes once the exchange answered, having
+    /// given the reservation and the slot back; hand them to
+    /// [`Channel::on_published`] (or [`fates`]).
+    pub fn send_batch_with<S: Send + 'static>(
+        &mut self,
+        exchange: &ExchangeHandle,
+        items: &[Outbound],
+        gauge: &Arc<MemoryGauge>,
+        slot: S,
+    ) -> impl Future<Output = Result<Vec<Routed>, BrokerError>> + Send + 'static {
         self.flush_settles();
         let bytes: usize = items.iter().map(|o| o.message.accounted_size()).sum();
         // Reserve before sending: held + in flight stays under the watermark plus one
         // batch per publisher.
         gauge.add(bytes);
-        flow.inflight.fetch_add(1, Ordering::AcqRel);
+        let held = InFlight {
+            gauge: gauge.clone(),
+            bytes,
+            _slot: slot,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // do_send: the publish window (Flow::inflight) bounds what is in flight, and a
-        // reply channel guarantees the batch is handled even if the channel closes.
+        // do_send: the publish window bounds what is in flight, and a reply channel
+        // guarantees the batch is handled even if the channel closes.
         exchange.publish_recipient().do_send(Publish {
             messages: items.iter().map(|o| o.message.clone()).collect(),
             hops: Vec::new(),
@@ -109,63 +226,51 @@ impl Channel {
             // channel of the same connection is not recognised yet: see docs/AMQP.md.)
             publisher: Some(self.owner),
         });
-        let gauge = gauge.clone();
-        let flow = flow.clone();
         let name = exchange.name().to_string();
         async move {
             let r = rx.await;
-            gauge.sub(bytes);
-            flow.batch_done();
+            drop(held);
             match r {
                 Ok(r) => r,
                 Err(_) => Err(BrokerError::new(
                     ErrorCode::NotFound,
-                    format!("exchange '{name}' went away while publishing"),
+                    format!("exchange '{}' went away while publishing", clip(&name)),
                 )),
             }
         }
     }
 
-    /// Maps a batch's routing outcomes to what the client is told.
+    /// Maps a batch's routing outcomes to what the client is told. A failed batch also
+    /// drops its exchange from the cache (it may have gone: the next publish looks it
+    /// up again).
     pub fn on_published(
         &mut self,
         items: &[Outbound],
         routed: Result<Vec<Routed>, BrokerError>,
     ) -> Vec<PublishOutcome> {
+        let failed = routed.is_err();
+        if let (true, Some(o)) = (failed, items.first()) {
+            self.exchanges.remove(&*o.message.exchange);
+        }
         let mut out = Vec::new();
-        match routed {
-            Ok(outcomes) => {
-                for (index, (o, r)) in items.iter().zip(outcomes).enumerate() {
-                    if let Some(e) = r.refused {
-                        if o.seq != 0 {
-                            self.confirms.settle(o.seq, false);
-                            out.push(PublishOutcome::Nack {
-                                seq: o.seq,
-                                error: e,
-                            });
-                        } else if e.code() != ErrorCode::ResourceError {
-                            out.push(PublishOutcome::Error(e));
-                        }
-                        continue;
+        for (index, (o, fate)) in items.iter().zip(fates(items, routed)).enumerate() {
+            match fate {
+                Fate::Refused(error) => {
+                    if o.seq != 0 {
+                        self.confirms.settle(o.seq, false);
+                        out.push(PublishOutcome::Nack { seq: o.seq, error });
+                    } else if failed || error.code() != ErrorCode::ResourceError {
+                        // Without confirms a full queue drops it silently, as
+                        // RabbitMQ does; anything else is reported.
+                        out.push(PublishOutcome::Error(error));
                     }
-                    if r.queues == 0 && o.mandatory {
+                }
+                Fate::Taken { returned, .. } => {
+                    if returned {
                         out.push(PublishOutcome::Return { index });
                     }
                     if o.seq != 0 {
                         self.confirms.settle(o.seq, true);
-                    }
-                }
-            }
-            Err(e) => {
-                for o in items {
-                    if o.seq != 0 {
-                        self.confirms.settle(o.seq, false);
-                        out.push(PublishOutcome::Nack {
-                            seq: o.seq,
-                            error: e.clone(),
-                        });
-                    } else {
-                        out.push(PublishOutcome::Error(e.clone()));
                     }
                 }
             }
@@ -189,7 +294,8 @@ impl Channel {
         out
     }
 
-    /// Nacks one publish that never reached an exchange (refused before routing).
+    /// Nacks one publish that never reached an exchange (refused before routing); its
+    /// `seq` must be registered.
     pub fn refuse(&mut self, seq: u64, error: BrokerError) -> Vec<PublishOutcome> {
         let mut out = Vec::new();
         if seq != 0 {
@@ -200,63 +306,5 @@ impl Channel {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::broker::messages::OwnerId;
-
-    fn item(seq: u64, mandatory: bool) -> Outbound {
-        Outbound {
-            seq,
-            mandatory,
-            message: Arc::new(Message::new("x", "k", "b")),
-        }
-    }
-
-    #[test]
-    fn outcomes_map_to_returns_nacks_and_one_confirm() {
-        let mut ch = Channel::new(OwnerId(1));
-        ch.select_confirms();
-        let items: Vec<Outbound> = (0..3)
-            .map(|i| item(ch.next_seq(), i == 1))
-            .collect::<Vec<_>>();
-        let refused = BrokerError::new(ErrorCode::ResourceError, "full");
-        let out = ch.on_published(
-            &items,
-            Ok(vec![
-                Routed::to(1),
-                Routed::to(0),
-                Routed::refused(refused.clone()),
-            ]),
-        );
-        assert_eq!(
-            out,
-            vec![
-                PublishOutcome::Return { index: 1 },
-                PublishOutcome::Nack {
-                    seq: 3,
-                    error: refused
-                },
-                PublishOutcome::Confirm { seq: 2 },
-            ]
-        );
-    }
-
-    #[test]
-    fn without_confirms_a_full_queue_is_silent_and_sequence_is_zero() {
-        let mut ch = Channel::new(OwnerId(1));
-        let items = vec![item(ch.next_seq(), false)];
-        assert_eq!(items[0].seq, 0);
-        let out = ch.on_published(
-            &items,
-            Ok(vec![Routed::refused(BrokerError::new(
-                ErrorCode::ResourceError,
-                "full",
-            ))]),
-        );
-        assert!(out.is_empty());
     }
 }

@@ -1,5 +1,12 @@
-//! [`Session`]: an owner of exclusive queues and unacked deliveries, with a publish
-//! window; dropped, it releases them like a closed connection.
+//! [`Session`]: one channel of the channel core ([`crate::channel`]) used in-process:
+//! owner of exclusive queues and unacked deliveries, with a publish window; dropped, it
+//! releases them like a closed connection.
+//!
+//! The channel holds the exchange cache, sends the publish batches (memory reservation,
+//! window slot, settlements first) and decides each message's fate; the session turns
+//! fates into one [`Confirm`] per message. Its consumers hand [`Received`] values to
+//! the application, which settle by queue id, so the channel's delivery tags are not
+//! used here.
 
 use super::consumer::{Consumer, Received};
 use crate::broker::exchange::{ExchangeHandle, ExchangeSpec};
@@ -7,14 +14,14 @@ use crate::broker::messages::*;
 use crate::broker::queue::{QueueHandle, QueueSpec};
 use crate::broker::registry::{BindingRecord, ListBindings, ListExchanges, ListQueues, Registry};
 use crate::broker::BrokerHandle;
-use crate::error::{BrokerError, ErrorCode};
+use crate::channel::{fates, lookup_exchange, Channel, Fate, Outbound};
+use crate::error::BrokerError;
 use crate::message::{FieldTable, Message};
 use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 use actix::prelude::*;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -65,31 +72,43 @@ impl Future for Confirm {
 pub struct Session {
     broker: BrokerHandle,
     registry: Addr<Registry>,
+    /// The virtual host's name (errors).
+    vhost: String,
     owner: OwnerId,
-    /// Exchanges looked up so far (a stale entry is dropped when its actor is gone).
-    exchanges: Mutex<HashMap<String, ExchangeHandle>>,
-    /// Publish batches in flight.
+    /// The session's channel: exchange cache, publish path, queues touched. Locked
+    /// once per publish batch, consume or get, never across an await.
+    channel: Mutex<Channel>,
+    /// Publish batches in flight: a permit is the window slot of one batch (callers on
+    /// many tasks share one session, so the window is a semaphore, not a counter).
     window: Arc<Semaphore>,
-    /// Queues this session consumed from or got from, released when it drops.
-    touched: Mutex<Vec<QueueHandle>>,
 }
 
 impl Session {
-    pub(crate) fn new(broker: BrokerHandle, registry: Addr<Registry>, owner: OwnerId) -> Self {
+    pub(crate) fn new(
+        broker: BrokerHandle,
+        registry: Addr<Registry>,
+        vhost: &str,
+        owner: OwnerId,
+    ) -> Self {
         let window = Arc::new(Semaphore::new(broker.context().publish_window));
         Session {
             broker,
             registry,
+            vhost: vhost.to_string(),
             owner,
-            exchanges: Mutex::new(HashMap::new()),
+            channel: Mutex::new(Channel::new(owner)),
             window,
-            touched: Mutex::new(Vec::new()),
         }
     }
 
     /// The session's owner id (owner of its exclusive queues and unacked deliveries).
     pub fn owner(&self) -> OwnerId {
         self.owner
+    }
+
+    fn channel(&self) -> MutexGuard<'_, Channel> {
+        // The channel's state stays consistent across a panic elsewhere: go on with it.
+        self.channel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Declares an exchange of type `kind` (`direct`, `fanout`, `topic`, `headers`, or
@@ -111,7 +130,7 @@ impl Session {
 
     /// Deletes an exchange.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
-        self.exchanges.lock().expect("poisoned").remove(name);
+        self.channel().forget_exchange(name);
         self.registry
             .send(DeleteExchange {
                 name: name.to_string(),
@@ -276,26 +295,11 @@ impl Session {
     }
 
     async fn exchange(&self, name: &str) -> Result<ExchangeHandle, BrokerError> {
-        if let Some(x) = self.exchanges.lock().expect("poisoned").get(name) {
-            if x.is_alive() {
-                return Ok(x.clone());
-            }
+        if let Some(x) = self.channel().cached_exchange(name) {
+            return Ok(x);
         }
-        let x = self
-            .registry
-            .send(LookupExchange {
-                name: name.to_string(),
-            })
-            .await??;
-        if x.spec().internal {
-            return Err(BrokerError::access_refused(format!(
-                "cannot publish to internal exchange '{name}'"
-            )));
-        }
-        self.exchanges
-            .lock()
-            .expect("poisoned")
-            .insert(name.to_string(), x.clone());
+        let x = lookup_exchange(&self.registry, name, &self.vhost).await?;
+        self.channel().cache_exchange(x.clone());
         Ok(x)
     }
 
@@ -327,7 +331,7 @@ impl Session {
             return Err(BrokerError::precondition("a batch goes to one exchange"));
         }
         let exchange = self.exchange(&exchange_name).await?;
-        let gauge = self.broker.memory().clone();
+        let gauge = self.broker.memory();
         gauge.wait_unblocked().await;
         let permit = self
             .window
@@ -335,68 +339,43 @@ impl Session {
             .acquire_owned()
             .await
             .map_err(|_| BrokerError::shutting_down())?;
-        let bytes: usize = messages.iter().map(|m| m.accounted_size()).sum();
-        gauge.add(bytes);
-        let messages: Vec<Arc<Message>> = messages.into_iter().map(Arc::new).collect();
-        let (tx, rx) = oneshot::channel();
-        exchange.publish_recipient().do_send(Publish {
-            messages: messages.clone(),
-            hops: Vec::new(),
-            reply: Some(tx),
-            dead_letter: false,
-            publisher: Some(self.owner),
-        });
-        let mut senders = Vec::with_capacity(messages.len());
-        let mut confirms = Vec::with_capacity(messages.len());
-        for _ in 0..messages.len() {
+        let items: Vec<Outbound> = messages
+            .into_iter()
+            .map(|m| Outbound {
+                seq: 0,
+                mandatory,
+                message: Arc::new(m),
+            })
+            .collect();
+        let answer = self
+            .channel()
+            .send_batch_with(&exchange, &items, gauge, permit);
+        let mut senders = Vec::with_capacity(items.len());
+        let mut confirms = Vec::with_capacity(items.len());
+        for _ in 0..items.len() {
             let (t, r) = oneshot::channel();
             senders.push(t);
             confirms.push(Confirm { rx: r });
         }
-        let name = exchange_name.to_string();
-        let vhost_registry = self.registry.clone();
         // The answer is awaited on a broker thread, not in the caller's future: the
         // window and the memory reservation are released when the exchange answers,
         // whether or not the application ever awaits its confirms.
         self.broker.context().next_arbiter().spawn(async move {
-            let result = rx.await;
-            gauge.sub(bytes);
-            drop(permit);
-            let _ = vhost_registry;
-            match result {
-                Ok(Ok(routed)) => {
-                    for ((s, m), r) in senders.into_iter().zip(messages).zip(routed) {
-                        if let Some(e) = r.refused {
-                            // A nack: a queue refused it (x-overflow reject-publish).
-                            let _ = s.send(Err(e));
-                            continue;
-                        }
-                        let n = r.queues;
-                        let returned = (n == 0 && mandatory).then(|| Returned {
+            let routed = answer.await;
+            for ((s, o), fate) in senders.into_iter().zip(&items).zip(fates(&items, routed)) {
+                let _ = s.send(match fate {
+                    // A nack: a queue refused it (x-overflow reject-publish), or the
+                    // batch failed.
+                    Fate::Refused(e) => Err(e),
+                    Fate::Taken { queues, returned } => Ok(Confirmation {
+                        queues,
+                        returned: returned.then(|| Returned {
                             code: 312,
                             reason: "NO_ROUTE".into(),
-                            message: m,
-                        });
-                        let _ = s.send(Ok(Confirmation {
-                            queues: n,
-                            returned,
-                        }));
-                    }
-                }
-                Ok(Err(e)) => {
-                    for s in senders {
-                        let _ = s.send(Err(e.clone()));
-                    }
-                }
-                Err(_) => {
-                    let e = BrokerError::new(
-                        ErrorCode::NotFound,
-                        format!("exchange '{name}' went away before answering"),
-                    );
-                    for s in senders {
-                        let _ = s.send(Err(e.clone()));
-                    }
-                }
+                            message: o.message.clone(),
+                        }),
+                    }),
+                });
             }
         });
         Ok(confirms)
@@ -409,7 +388,7 @@ impl Session {
         options: &ConsumeOptions,
     ) -> Result<Consumer, BrokerError> {
         let q = self.lookup_queue(queue).await?;
-        self.touch(&q);
+        self.channel().touch(&q);
         Consumer::start(
             q,
             options.into(),
@@ -430,7 +409,7 @@ impl Session {
         cancelled: Option<Recipient<ConsumerCancelled>>,
     ) -> Result<Arc<str>, BrokerError> {
         let q = self.lookup_queue(queue).await?;
-        self.touch(&q);
+        self.channel().touch(&q);
         q.addr()
             .send(Consume {
                 options: options.into(),
@@ -458,7 +437,7 @@ impl Session {
     /// Pulls one message from `queue`, if there is one.
     pub async fn get(&self, queue: &str, auto_ack: bool) -> Result<Option<Received>, BrokerError> {
         let q = self.lookup_queue(queue).await?;
-        self.touch(&q);
+        self.channel().touch(&q);
         let got = q
             .addr()
             .send(Get {
@@ -468,20 +447,10 @@ impl Session {
             .await??;
         Ok(got.map(|(d, _)| Received::new(d, q, self.owner, auto_ack)))
     }
-
-    fn touch(&self, q: &QueueHandle) {
-        let mut t = self.touched.lock().expect("poisoned");
-        if !t.iter().any(|x| x.same(q)) {
-            t.push(q.clone());
-        }
-    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for q in self.touched.lock().expect("poisoned").drain(..) {
-            q.release(self.owner);
-        }
-        self.registry.do_send(OwnerGone(self.owner));
+        self.channel().close_connection(&self.registry);
     }
 }

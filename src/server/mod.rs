@@ -12,7 +12,6 @@ pub mod connections;
 pub mod http;
 pub(crate) mod io;
 mod listener;
-pub mod tracking;
 
 use crate::broker::{Broker, BrokerHandle};
 use crate::error::ErrorCode;

@@ -1,7 +1,10 @@
-//! Deliveries from queues to this connection's consumers, and broker-side cancels.
+//! Deliveries from queues to this connection's consumers (through its channel, which
+//! decides what becomes of each batch and gives the delivery tags), and broker-side
+//! cancels.
 
 use super::Connection;
-use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery, Settlement};
+use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
+use crate::channel::DeliveryAction;
 use crate::protocol::wire::{properties_or_none, DeliverFrame, ServerFrame};
 use actix::prelude::*;
 use std::borrow::Cow;
@@ -25,40 +28,13 @@ pub(super) fn deliver_frame<'a>(
     }
 }
 
-impl Handler<Deliver> for Connection {
-    type Result = ();
-
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
-        let no_ack = match self.consumers.get(&*msg.consumer_tag) {
-            Some(c) => c.no_ack,
-            None => {
-                let auto_acked = self
-                    .recently_cancelled
-                    .iter()
-                    .any(|(t, no_ack)| **t == *msg.consumer_tag && *no_ack);
-                if !auto_acked {
-                    // Cancelled meanwhile: give unacked deliveries back at once.
-                    let ids: Vec<u64> = msg.deliveries.iter().map(|d| d.id).collect();
-                    msg.queue.settle(self.owner, ids, Settlement::Requeue);
-                    return;
-                }
-                // Auto-acked ones already left the queue: they are the client's.
-                true
-            }
-        };
-        if self.closing {
-            // Stopping: Release (in `stopped`) requeues them. Hold the credit: returned,
-            // it would only bring more deliveries to a connection that cannot take them.
-            self.held_credits.push(msg.credit);
-            return;
-        }
+impl Connection {
+    /// Writes a `Deliver` batch the channel accepted, with the channel's delivery tags
+    /// (tracked for settlement unless auto-acked).
+    pub(super) fn write_deliver(&mut self, msg: Deliver, no_ack: bool) {
         self.stats.add_delivered(msg.deliveries.len() as u64);
         for d in &msg.deliveries {
-            let tag = self.next_tag;
-            self.next_tag += 1;
-            if !no_ack {
-                self.unacked.push(tag, msg.queue.clone(), d.id);
-            }
+            let tag = self.channel.track(&msg.queue, d.id, no_ack);
             self.frame(&ServerFrame::Deliver(deliver_frame(
                 &msg.consumer_tag,
                 tag,
@@ -67,6 +43,26 @@ impl Handler<Deliver> for Connection {
         }
         // The credit goes back to the queue once these bytes are on the socket.
         self.out_credits.push(msg.credit);
+    }
+}
+
+impl Handler<Deliver> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Self::Context) {
+        // The connection's one channel has every consumer tag: it takes the batch, or
+        // (a consumer cancelled meanwhile) gives unacked deliveries back at once.
+        let (action, msg) = self.channel.accept_delivery(msg);
+        let (DeliveryAction::Write { no_ack }, Some(msg)) = (action, msg) else {
+            return;
+        };
+        if self.closing {
+            // Stopping: Release (in `stopped`) requeues them. Hold the credit: returned,
+            // it would only bring more deliveries to a connection that cannot take them.
+            self.held_credits.push(msg.credit);
+            return;
+        }
+        self.write_deliver(msg, no_ack);
         self.flush();
     }
 }
@@ -75,8 +71,7 @@ impl Handler<ConsumerCancelled> for Connection {
     type Result = ();
 
     fn handle(&mut self, msg: ConsumerCancelled, _ctx: &mut Self::Context) {
-        if let Some(c) = self.consumers.remove(&*msg.consumer_tag) {
-            self.remember_cancelled(msg.consumer_tag.to_string(), c.no_ack);
+        if self.channel.remove_consumer(&msg.consumer_tag).is_some() {
             self.frame(&ServerFrame::ConsumerCancelled {
                 consumer_tag: msg.consumer_tag.to_string(),
                 reason: msg.reason,

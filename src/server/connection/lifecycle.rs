@@ -63,13 +63,14 @@ impl Actor for Connection {
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         // Acks that arrived before the close count; then cancel consumers and requeue
         // every unacked delivery: nothing is lost when a client goes, cleanly or not.
-        self.flush_settles();
-        for q in self.touched.drain(..) {
-            q.release(self.owner);
-        }
-        if let Some(s) = &self.session {
-            s.registry.do_send(OwnerGone(self.owner));
-            tracing::info!(peer = %self.peer, user = %s.user, "connection closed");
+        match &self.session {
+            Some(s) => {
+                self.channel.close_connection(&s.registry);
+                tracing::info!(peer = %self.peer, user = %s.user, "connection closed");
+            }
+            None => {
+                self.channel.release();
+            }
         }
         self.shared.registry.remove(self.owner.0);
         self.shared.connection_gone();
@@ -88,7 +89,7 @@ impl Handler<Inbound> for Connection {
         match msg.0 {
             ReadEvent::Frames(frames) => {
                 self.on_frames(frames, 0, ctx);
-                self.flush_settles();
+                self.channel.flush_settles();
                 self.flush();
             }
             ReadEvent::Invalid(e) => {

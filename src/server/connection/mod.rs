@@ -1,29 +1,32 @@
 //! The connection actor: one per socket, the only place where wire frames become broker
 //! messages and broker messages become frames.
 //!
+//! A native connection is codec + socket + one [`Channel`] whose owner is the
+//! connection's: every rule of publishing, delivering and settling lives in the channel
+//! core; this actor decodes frames, calls the channel, and encodes its answers.
+//!
 //! Life of a connection: the reader task hands over the frames of each socket read
 //! ([`Inbound`]); the first must be a Hello (authentication, vhost). Requests go to the
 //! vhost's registry or a queue and are answered by id; publishes are grouped per
-//! exchange into one `Publish` batch each; deliveries from queues ([`Deliver`]) get
-//! connection-wide delivery tags and are written in one chunk per batch. The answer to
-//! `Inbound` resolves only when the publish window and the write buffer have room (and,
-//! for publishers, when memory is not blocked): until then the reader does not read, so
-//! TCP pushes back on the client.
+//! exchange into one `Publish` batch each; deliveries from queues ([`Deliver`]) go to
+//! the channel (the only one: every consumer tag maps to it), which gives them delivery
+//! tags, and are written in one chunk per batch. The answer to `Inbound` resolves only
+//! when the publish window and the write buffer have room (and, for publishers, when
+//! memory is not blocked): until then the reader does not read, so TCP pushes back on
+//! the client.
 
 use super::connections::{CloseConnection, ConnectionStats};
 use super::io::{self, Flow, ReadEvent, WriterHandle};
-use super::tracking::{by_queue, Confirms, UnackedTags};
 use super::ServerShared;
 use crate::broker::exchange::ExchangeHandle;
 use crate::broker::messages::*;
-use crate::broker::queue::QueueHandle;
 use crate::broker::registry::Registry;
+use crate::channel::{Channel, Outbound};
 use crate::error::{clip, BrokerError, ErrorCode};
 use crate::message::Message;
 use crate::protocol::wire::*;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,23 +52,12 @@ struct Session {
     user: String,
 }
 
-/// A consumer of this connection.
-struct ConsumerEntry {
-    queue: QueueHandle,
-    no_ack: bool,
-}
-
-/// A message decoded from a publish frame, waiting to be batched.
-struct Outbound {
-    seq: u64,
-    mandatory: bool,
-    message: Arc<Message>,
-}
-
 /// One client connection.
 pub struct Connection {
-    /// Owner of this connection's exclusive queues and unacked deliveries.
+    /// Owner of this connection's exclusive queues, and of its channel.
     owner: OwnerId,
+    /// The connection's one channel: consumers, deliveries, settlements, publishes.
+    channel: Channel,
     /// The client's address.
     peer: SocketAddr,
     /// Broker, users, settings.
@@ -82,38 +74,20 @@ pub struct Connection {
     flow: Arc<Flow>,
     /// The socket, until `started` splits it.
     socket: Option<tokio::net::TcpStream>,
-    /// Exchanges published to, by name.
-    exchanges: HashMap<String, ExchangeHandle>,
-    /// Publish sequence numbers awaiting confirms.
-    confirms: Confirms,
-    /// Consumers by tag.
-    consumers: HashMap<String, ConsumerEntry>,
     /// This actor's address, for consumer recipients.
     self_addr: Option<Addr<Connection>>,
     /// Tags generated for consumers without one.
     ctag_seq: u64,
-    /// Next delivery tag.
-    next_tag: u64,
-    /// Unacked deliveries by tag.
-    unacked: UnackedTags,
-    /// Queues this connection consumed or got from (released when it closes).
-    touched: Vec<QueueHandle>,
     /// True once closing: no more frames are processed.
     closing: bool,
     /// This connection published at least once (memory blocking applies to it).
     publisher: bool,
-    /// Consumers cancelled lately, with their `no_ack` flag: deliveries already on
-    /// their way when the cancel happened are still handled right (requeued, or
-    /// written when auto-acked). Bounded to the last [`RECENTLY_CANCELLED`].
-    recently_cancelled: std::collections::VecDeque<(String, bool)>,
     /// Span of this connection, entered while handling its messages.
     span: tracing::Span,
     /// Credit of deliveries that arrived once the connection was closing: held, never
     /// returned, so no queue sends more here; dropped with the actor, after `stopped`
     /// has released (requeued) everything this connection held.
     held_credits: Vec<Credit>,
-    /// Settlements decoded from the current read, not yet sent: (queue, kind, ids).
-    pending_settles: Vec<(QueueHandle, Settlement, Vec<u64>)>,
     /// Counters the connection registry reads when an operator lists connections.
     stats: Arc<ConnectionStats>,
 }
@@ -121,9 +95,6 @@ pub struct Connection {
 /// Most messages in one `Publish` batch: big enough to amortise the hop, small enough
 /// that no actor works on one batch long while others wait on the same thread.
 const MAX_PUBLISH_BATCH: usize = 256;
-
-/// How many cancelled consumer tags a connection remembers.
-const RECENTLY_CANCELLED: usize = 64;
 
 /// Most bytes of an error message logged or sent: the parts a client controls are
 /// clipped where the message is made ([`clip`]); this catches what they missed.
@@ -161,6 +132,7 @@ impl Connection {
             );
             Connection {
                 owner,
+                channel: Channel::new(owner),
                 peer,
                 shared,
                 session: None,
@@ -169,19 +141,11 @@ impl Connection {
                 writer: None,
                 flow,
                 socket: Some(socket),
-                exchanges: HashMap::new(),
-                confirms: Confirms::default(),
-                consumers: HashMap::new(),
                 self_addr: None,
                 ctag_seq: 0,
-                next_tag: 1,
-                unacked: UnackedTags::default(),
-                touched: Vec::new(),
                 closing: false,
                 publisher: false,
-                recently_cancelled: std::collections::VecDeque::new(),
                 span: tracing::info_span!("conn", id = owner.0, %peer),
-                pending_settles: Vec::new(),
                 held_credits: Vec::new(),
                 stats,
             }
@@ -323,7 +287,7 @@ impl Connection {
                                         }
                                     }
                                 }
-                                act.flush_settles();
+                                act.channel.flush_settles();
                                 act.flush();
                             },
                         ));
@@ -342,29 +306,16 @@ impl Connection {
             match frame {
                 ClientFrame::Publish(p) => {
                     self.publisher = true;
-                    if p.seq != 0 && !self.confirms.register(p.seq) {
-                        self.send_batch(batch.take(), ctx);
-                        self.fatal(
-                            ErrorCode::PreconditionFailed,
-                            format!("publish seq {} does not increase", p.seq),
-                            ctx,
-                        );
-                        return;
-                    }
                     let same = batch.as_ref().is_some_and(|(x, items)| {
                         x.name() == p.exchange && items.len() < MAX_PUBLISH_BATCH
                     });
                     if !same {
                         self.send_batch(batch.take(), ctx);
-                        match self.cached_exchange(p.exchange) {
+                        match self.channel.cached_exchange(p.exchange) {
                             Some(x) => batch = Some((x, Vec::new())),
                             None => {
                                 // Look the exchange up, pausing this connection (ctx.wait)
                                 // so that frames keep their order; then go on from here.
-                                if p.seq != 0 {
-                                    // Registered above; the retry will register it again.
-                                    self.confirms.unregister_last(p.seq);
-                                }
                                 self.lookup_then_continue(p.exchange.to_string(), frames, i, ctx);
                                 return;
                             }
@@ -380,14 +331,19 @@ impl Connection {
                                 clip(user)
                             ));
                             self.send_batch(batch.take(), ctx);
-                            if p.seq != 0 {
-                                // refuse_publish registers the seq itself.
-                                self.confirms.unregister_last(p.seq);
-                            }
                             self.refuse_publish(&raw, &e, ctx);
                             i += 1;
                             continue;
                         }
+                    }
+                    if p.seq != 0 && !self.channel.register_seq(p.seq) {
+                        self.send_batch(batch.take(), ctx);
+                        self.fatal(
+                            ErrorCode::PreconditionFailed,
+                            format!("publish seq {} does not increase", p.seq),
+                            ctx,
+                        );
+                        return;
                     }
                     let (x, items) = batch.as_mut().expect("batch set above");
                     items.push(Outbound {
@@ -406,12 +362,12 @@ impl Connection {
                 ClientFrame::Request(r) => {
                     self.send_batch(batch.take(), ctx);
                     // Settlements sent before this request take effect before it.
-                    self.flush_settles();
+                    self.channel.flush_settles();
                     let fut = self.request(r, ctx);
                     // Later frames wait for this request (ordered, like an AMQP channel).
                     ctx.wait(fut.map(move |_, act, ctx| {
                         act.on_frames(frames, i + 1, ctx);
-                        act.flush_settles();
+                        act.channel.flush_settles();
                         act.flush();
                     }));
                     return;
@@ -460,49 +416,18 @@ impl Connection {
         }
     }
 
+    /// Settles delivery `tag` (or up to it); held until the read is done, so the
+    /// settlements of one read reach each queue as one message (see
+    /// [`Channel::flush_settles`]).
     fn settle(&mut self, tag: u64, multiple: bool, settlement: Settlement) {
-        let Some(entries) = self.unacked.take(tag, multiple) else {
-            self.error(
-                None,
-                &BrokerError::precondition(format!("unknown delivery tag {tag}")),
-            );
-            return;
-        };
-        for (queue, ids) in by_queue(entries) {
-            // Coalesced with the other settlements of this read (see flush_settles).
-            match self.pending_settles.last_mut() {
-                Some((q, s, pending)) if q.same(&queue) && *s == settlement => pending.extend(ids),
-                _ => self.pending_settles.push((queue, settlement, ids)),
-            }
+        if let Err(e) = self.channel.settle(tag, multiple, settlement) {
+            self.error(None, &e);
         }
-    }
-
-    /// Hands the settlements gathered from one read to their queues, one message per
-    /// queue and kind: a consumer acking each delivery then frees its credit in one
-    /// step, and the queue refills it with one batch rather than one message at a time.
-    pub(super) fn flush_settles(&mut self) {
-        for (queue, settlement, ids) in self.pending_settles.drain(..) {
-            queue.settle(self.owner, ids, settlement);
-        }
-    }
-
-    /// Remembers a cancelled consumer for deliveries still on their way.
-    fn remember_cancelled(&mut self, tag: String, no_ack: bool) {
-        if self.recently_cancelled.len() == RECENTLY_CANCELLED {
-            self.recently_cancelled.pop_front();
-        }
-        self.recently_cancelled.push_back((tag, no_ack));
     }
 
     /// How long a request may hold this connection's later frames.
     fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.shared.settings.server.request_timeout_ms.max(1))
-    }
-
-    fn touch(&mut self, q: &QueueHandle) {
-        if !self.touched.iter().any(|t| t.same(q)) {
-            self.touched.push(q.clone());
-        }
     }
 }
 

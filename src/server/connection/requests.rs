@@ -6,7 +6,7 @@
 //! `server.request_timeout_ms` (see [`super::bounded`]).
 
 use super::bounded::{bounded, detached, op_name};
-use super::{Connection, ConsumerEntry};
+use super::Connection;
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
 use crate::broker::queue::{QueueHandle, QueueSpec};
@@ -87,7 +87,7 @@ impl Connection {
                 )
             }
             Op::DeleteExchange { name, if_unused } => {
-                self.exchanges.remove(&name);
+                self.channel.forget_exchange(&name);
                 op(
                     req,
                     async move { registry.send(DeleteExchange { name, if_unused }).await? },
@@ -243,15 +243,17 @@ impl Connection {
                 arguments,
             ),
             Op::Cancel { consumer_tag } => {
-                let Some(entry) = self.consumers.remove(&consumer_tag) else {
-                    // Cancelling an unknown consumer is not an error (AMQP).
+                // Cancelling an unknown consumer is not an error (AMQP).
+                let Some(queue) = self
+                    .channel
+                    .remove_consumer(&consumer_tag)
+                    .and_then(|c| c.queue)
+                else {
                     return Box::pin(
                         actix::fut::ready(())
                             .map(move |_, act: &mut Connection, _| act.reply(id, ReplyBody::Ok)),
                     );
                 };
-                let queue = entry.queue;
-                self.remember_cancelled(consumer_tag.clone(), entry.no_ack);
                 op(
                     req,
                     async move {
@@ -319,7 +321,7 @@ impl Connection {
         } else {
             tag
         };
-        if self.consumers.contains_key(&tag) {
+        if self.channel.has_consumer(&tag) {
             let e = BrokerError::not_allowed(format!(
                 "consumer tag '{}' is already in use on this connection",
                 clip(&tag)
@@ -329,6 +331,7 @@ impl Connection {
                     .map(move |_, act: &mut Connection, _| act.error(Some(id), &e)),
             );
         }
+        let consumer = tag.clone();
         let options = ConsumerSpec {
             tag: tag.clone(),
             prefetch,
@@ -359,32 +362,44 @@ impl Connection {
             tracing::warn!(queue = %q.name(), consumer = %clip(&tag), "a consume answered after its timeout: consumer detached");
             drop(q.cancel(owner, &tag));
         };
-        op(req, detached(work, undo), move |act, (q, tag), _| {
-            act.touch(&q);
-            act.consumers
-                .insert(tag.to_string(), ConsumerEntry { queue: q, no_ack });
-            // Written before any delivery: deliveries wait in the mailbox while this
-            // request holds the connection (ctx.wait).
-            act.reply(
-                id,
-                ReplyBody::ConsumeOk {
-                    consumer_tag: tag.to_string(),
+        // Known to the channel from now on: a delivery that beats the answer is held
+        // for it, not requeued (none can while this request holds the connection, but
+        // the channel does not rely on that).
+        self.channel.consumer_starting(&tag, no_ack);
+        let Req { what, limit, .. } = req;
+        Box::pin(
+            wrap_future::<_, Connection>(bounded(what, limit, detached(work, undo))).map(
+                move |res, act, _| match res {
+                    Ok((q, tag)) => {
+                        let early = act.channel.consumer_started(&tag, q);
+                        // Written before any delivery: deliveries wait in the mailbox
+                        // while this request holds the connection (ctx.wait).
+                        act.reply(
+                            id,
+                            ReplyBody::ConsumeOk {
+                                consumer_tag: tag.to_string(),
+                            },
+                        );
+                        for msg in early {
+                            act.write_deliver(msg, no_ack);
+                        }
+                    }
+                    Err(e) => {
+                        act.channel.consumer_failed(&consumer);
+                        act.error(Some(id), &e);
+                    }
                 },
-            );
-        })
+            ),
+        )
     }
 
     fn got(&mut self, id: u64, q: QueueHandle, got: Option<(Delivery, u64)>, no_ack: bool) {
-        self.touch(&q);
+        self.channel.touch(&q);
         match got {
             None => self.reply(id, ReplyBody::GetEmpty),
             Some((d, left)) => {
                 self.stats.add_delivered(1);
-                let tag = self.next_tag;
-                self.next_tag += 1;
-                if !no_ack {
-                    self.unacked.push(tag, q.clone(), d.id);
-                }
+                let tag = self.channel.track(&q, d.id, no_ack);
                 let delivery = super::delivery::deliver_frame("", tag, &d);
                 self.frame(&ServerFrame::Reply {
                     id,

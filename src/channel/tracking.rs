@@ -1,4 +1,4 @@
-//! Per-connection bookkeeping, pure and unit-tested: delivery tags of unacked deliveries
+//! A channel's bookkeeping, pure and unit-tested: delivery tags of unacked deliveries
 //! and the publish confirms still outstanding.
 
 use crate::broker::queue::QueueHandle;
@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 /// One unacked delivery: which queue holds it and under which id.
 #[derive(Debug, Clone)]
 pub struct Unacked<Q = QueueHandle> {
-    /// The connection's delivery tag.
+    /// The channel's delivery tag.
     pub tag: u64,
     /// The queue.
     pub queue: Q,
@@ -15,7 +15,7 @@ pub struct Unacked<Q = QueueHandle> {
     pub id: u64,
 }
 
-/// Unacked deliveries of a connection, by increasing delivery tag.
+/// Unacked deliveries of a channel, by increasing delivery tag.
 #[derive(Debug)]
 pub struct UnackedTags<Q = QueueHandle> {
     entries: VecDeque<Unacked<Q>>,
@@ -73,7 +73,7 @@ impl<Q> UnackedTags<Q> {
         }
     }
 
-    /// Takes everything (the connection is closing).
+    /// Takes everything (the channel is closing).
     pub fn drain(&mut self) -> Vec<Unacked<Q>> {
         self.entries.drain(..).collect()
     }
@@ -120,15 +120,6 @@ impl Confirms {
         self.last_seq = seq;
         self.pending.push_back((seq, Settled::No));
         true
-    }
-
-    /// Forgets `seq` if it is the last one registered (its publish will be registered
-    /// again when retried).
-    pub fn unregister_last(&mut self, seq: u64) {
-        if self.pending.back().is_some_and(|(s, _)| *s == seq) {
-            self.pending.pop_back();
-            self.last_seq = self.pending.back().map_or(seq - 1, |(s, _)| *s);
-        }
     }
 
     /// Marks `seq` acked (`ok`) or nacked.
