@@ -124,7 +124,7 @@ impl AmqpConnection {
                 self.run(
                     ch,
                     method,
-                    async move { registry.send(Unbind { binding }).await? },
+                    async move { unbind_idempotent(registry.send(Unbind { binding }).await?) },
                     move |act, ch, (), _| {
                         if !nowait {
                             act.method(
@@ -266,7 +266,7 @@ impl AmqpConnection {
                 self.run(
                     ch,
                     method,
-                    async move { registry.send(Unbind { binding }).await? },
+                    async move { unbind_idempotent(registry.send(Unbind { binding }).await?) },
                     move |act, ch, (), _| {
                         act.method(
                             ch,
@@ -374,5 +374,17 @@ impl AmqpConnection {
                 self.close_with(e, ctx);
             }
         }
+    }
+}
+
+/// RabbitMQ 3.x answers unbind-ok when the binding, its source or its destination is
+/// already gone (clients clean up in any order after auto-deletes): only other errors
+/// close the channel.
+fn unbind_idempotent(
+    r: Result<(), crate::error::BrokerError>,
+) -> Result<(), crate::error::BrokerError> {
+    match r {
+        Err(e) if e.code() == crate::error::ErrorCode::NotFound => Ok(()),
+        r => r,
     }
 }
