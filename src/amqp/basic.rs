@@ -3,7 +3,7 @@
 
 use super::connection::AmqpConnection;
 use super::errors::AmqpError;
-use super::properties::{short, table_in};
+use super::properties::{args_in, short};
 use super::reply_to::REPLY_TO;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueHandle;
@@ -182,7 +182,7 @@ impl AmqpConnection {
             prefetch: st.core.prefetch(),
             auto_ack: c.no_ack,
             exclusive: c.exclusive,
-            arguments: table_in(&c.arguments),
+            arguments: args_in(&c.arguments),
         };
         let window = self.shared.broker.context().consumer_window;
         let addr = ctx.address();

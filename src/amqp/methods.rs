@@ -4,7 +4,7 @@
 
 use super::connection::AmqpConnection;
 use super::errors::AmqpError;
-use super::properties::{short, table_in};
+use super::properties::{args_in, short};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueSpec;
@@ -41,7 +41,7 @@ impl AmqpConnection {
                 );
             }
             AMQPClass::Exchange(ex::AMQPMethod::Declare(d)) => {
-                let mut arguments = table_in(&d.arguments);
+                let mut arguments = args_in(&d.arguments);
                 let spec = ExchangeSpec {
                     name: d.exchange.to_string(),
                     kind: d.kind.to_string(),
@@ -93,7 +93,7 @@ impl AmqpConnection {
                     exchange: b.source.to_string(),
                     target: BindTarget::Exchange(b.destination.to_string()),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 let nowait = b.nowait;
@@ -117,7 +117,7 @@ impl AmqpConnection {
                     exchange: b.source.to_string(),
                     target: BindTarget::Exchange(b.destination.to_string()),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 let nowait = b.nowait;
@@ -198,7 +198,7 @@ impl AmqpConnection {
                     durable: d.durable,
                     exclusive: d.exclusive,
                     auto_delete: d.auto_delete,
-                    arguments: table_in(&d.arguments),
+                    arguments: args_in(&d.arguments),
                 };
                 let (passive, nowait) = (d.passive, d.nowait);
                 // New queues go on this connection's arbiter (DeclareQueue::placement).
@@ -239,7 +239,7 @@ impl AmqpConnection {
                     exchange: b.exchange.to_string(),
                     target: BindTarget::Queue(self.queue_name(ch, b.queue.as_str())),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 let nowait = b.nowait;
@@ -260,7 +260,7 @@ impl AmqpConnection {
                     exchange: b.exchange.to_string(),
                     target: BindTarget::Queue(self.queue_name(ch, b.queue.as_str())),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 self.run(

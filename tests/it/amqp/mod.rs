@@ -2,6 +2,7 @@
 //! paths and by raw frames for the error paths (`raw`).
 
 mod raw;
+mod tables;
 
 use crate::support::{TestServer, DEADLINE};
 use futures_util::StreamExt;
