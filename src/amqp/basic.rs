@@ -27,6 +27,9 @@ impl AmqpConnection {
                 };
                 if let Err(e) = r {
                     act.channel_error(ch, AmqpError::from(e).on(method), ctx);
+                } else {
+                    // Room under a shared limit (basic.qos global=true) for held ones.
+                    act.write_held(ch);
                 }
             };
         let requeue = |r: bool| {
@@ -47,20 +50,27 @@ impl AmqpConnection {
                 settle(self, r.delivery_tag, false, requeue(r.requeue), ctx)
             }
             basic::AMQPMethod::Qos(q) => {
-                // For new consumers and the channel's existing ones, `global` or not
-                // (docs/AMQP.md: the kombu / Celery reading).
                 if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.set_prefetch(q.prefetch_count as u32);
+                    if q.global {
+                        // RabbitMQ's reading: one limit shared by the channel's consumers.
+                        st.global_prefetch = q.prefetch_count as u32;
+                    } else {
+                        // Per consumer, for new consumers and the channel's existing
+                        // ones (docs/AMQP.md: the kombu / Celery reading).
+                        st.core.set_prefetch(q.prefetch_count as u32);
+                    }
                 }
                 self.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
                 );
+                self.write_held(ch);
             }
             basic::AMQPMethod::Recover(_) => {
                 if let Some(st) = self.channels.get_mut(&ch) {
                     st.core.recover();
                 }
+                self.write_held(ch);
                 self.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
@@ -223,7 +233,7 @@ impl AmqpConnection {
                         );
                     }
                     for d in early {
-                        act.write_deliver(ch, d);
+                        act.deliver_or_hold(ch, d);
                     }
                 }
                 Err(e) => {

@@ -109,7 +109,7 @@ impl Handler<Deliver> for AmqpConnection {
             // consumer is gone at the queue, so the credit returned is moot.
             return;
         };
-        self.write_deliver(ch, msg);
+        self.deliver_or_hold(ch, msg);
         self.flush();
     }
 }

@@ -12,6 +12,7 @@ use super::codec::Incoming;
 use super::connection::{AmqpConnection, Phase, MAX_BACKLOG};
 use super::errors::AmqpError;
 use crate::broker::exchange::ExchangeHandle;
+use crate::broker::messages::{Credit, Deliver};
 use crate::channel::{Channel, Outbound};
 use crate::error::BrokerError;
 use actix::prelude::*;
@@ -78,6 +79,14 @@ pub(super) struct ChannelState {
     /// after it (a `queue.delete` answers delete-ok before its consumers' cancels, as
     /// RabbitMQ does).
     pub deferred_cancels: Vec<String>,
+    /// Deliveries not written yet: the channel is paused (`channel.flow`) or at its
+    /// shared limit (`basic.qos global=true`). Their transport credit is held with
+    /// them, so a queue stops sending once its window is here.
+    pub held: VecDeque<Deliver>,
+    /// `channel.flow(active=false)` received and not yet undone.
+    pub flow_paused: bool,
+    /// The channel-wide limit of unacked deliveries (`basic.qos global=true`), 0 = none.
+    pub global_prefetch: u32,
 }
 
 impl ChannelState {
@@ -95,6 +104,9 @@ impl ChannelState {
             publishes_in_flight: 0,
             wait_publishes: false,
             deferred_cancels: Vec::new(),
+            held: VecDeque::new(),
+            flow_paused: false,
+            global_prefetch: 0,
         }
     }
 
@@ -479,6 +491,57 @@ impl AmqpConnection {
                 act.flush();
             }),
         );
+    }
+
+    /// Writes a delivery for channel `ch`, or holds it while the channel is paused or at
+    /// its shared limit (behind any held before it, in order).
+    pub(super) fn deliver_or_hold(&mut self, ch: u16, msg: Deliver) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if st.held.is_empty() && !st.flow_paused && st.global_prefetch == 0 {
+            self.write_deliver(ch, msg);
+            return;
+        }
+        st.held.push_back(msg);
+        self.write_held(ch);
+    }
+
+    /// Writes the held deliveries of channel `ch` that its flow and shared limit allow
+    /// (after a `channel.flow(true)`, an ack, a raised `basic.qos global=true`).
+    pub(super) fn write_held(&mut self, ch: u16) {
+        loop {
+            let Some(st) = self.channels.get_mut(&ch) else {
+                return;
+            };
+            if st.flow_paused {
+                return;
+            }
+            let Some(mut msg) = st.held.pop_front() else {
+                return;
+            };
+            if st.global_prefetch > 0 {
+                let room = (st.global_prefetch as usize).saturating_sub(st.core.unacked());
+                if room == 0 {
+                    st.held.push_front(msg);
+                    return;
+                }
+                if msg.deliveries.len() > room {
+                    // Write what fits; the rest keeps the batch's credit until written.
+                    let rest = msg.deliveries.split_off(room);
+                    let first = Deliver {
+                        consumer_tag: msg.consumer_tag.clone(),
+                        queue: msg.queue.clone(),
+                        deliveries: std::mem::replace(&mut msg.deliveries, rest),
+                        credit: Credit::none(),
+                    };
+                    st.held.push_front(msg);
+                    self.write_deliver(ch, first);
+                    continue;
+                }
+            }
+            self.write_deliver(ch, msg);
+        }
     }
 
     /// Tells the client its consumer `tag` on channel `ch` was cancelled by the broker

@@ -28,10 +28,16 @@ impl AmqpConnection {
                 self.forget_channel(ch);
             }
             AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
+                // Paused: deliveries wait in the channel (holding their queues' credit)
+                // until flow is active again; publishes and gets go on, as in RabbitMQ.
+                if let Some(st) = self.channels.get_mut(&ch) {
+                    st.flow_paused = !f.active;
+                }
                 self.method(
                     ch,
                     AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: f.active })),
                 );
+                self.write_held(ch);
             }
             AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)) => {}
             AMQPClass::Access(access::AMQPMethod::Request(_)) => {
