@@ -194,6 +194,10 @@ impl AmqpConnection {
             exclusive: c.exclusive,
             arguments: args_in(&c.arguments),
         };
+        let (qname, vhost) = (
+            name.clone(),
+            self.session.as_ref().expect("open").vhost.clone(),
+        );
         let window = self.shared.broker.context().consumer_window;
         let addr = ctx.address();
         let (deliver, cancelled) = (addr.clone().recipient(), addr.recipient());
@@ -241,7 +245,7 @@ impl AmqpConnection {
                         st.core.consumer_failed(&t2);
                     }
                     act.consumer_channels.remove(&t2);
-                    act.channel_error(ch, AmqpError::from(e).on(method), ctx);
+                    act.channel_error(ch, consume_error(e, &qname, &vhost).on(method), ctx);
                 }
             },
             ctx,
@@ -285,5 +289,22 @@ impl AmqpConnection {
                 })),
             );
         }
+    }
+}
+
+/// RabbitMQ's answer to a consume that an exclusive consumer prevents (one already on
+/// the queue, or an exclusive one asked while others are there): 403 "in exclusive
+/// use", where the broker says RESOURCE_LOCKED.
+fn consume_error(e: BrokerError, queue: &str, vhost: &str) -> AmqpError {
+    let exclusive = e.code() == crate::error::ErrorCode::ResourceLocked
+        && (e.message().contains("exclusive consumer")
+            || e.message().contains("exclusive consume refused"));
+    if exclusive {
+        AmqpError::new(
+            403,
+            format!("queue '{queue}' in vhost '{vhost}' in exclusive use"),
+        )
+    } else {
+        AmqpError::from(e)
     }
 }
