@@ -314,6 +314,7 @@ impl AmqpConnection {
                                 name,
                                 if_unused,
                                 if_empty,
+                                ready_only: true,
                                 owner,
                             })
                             .await?

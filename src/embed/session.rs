@@ -150,6 +150,7 @@ impl Session {
                 name: name.to_string(),
                 if_unused,
                 if_empty,
+                ready_only: false,
                 owner: self.owner,
             })
             .await?

@@ -122,3 +122,44 @@ async fn an_immediate_publish_closes_the_connection_with_not_implemented() {
         .to_string();
     assert!(err.contains("NOT_IMPLEMENTED - immediate=true"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_empty_counts_ready_messages_only() {
+    // aio-pika deletes with if_empty=true by default, often holding an unacked get.
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let ch = conn.create_channel().await.unwrap();
+    for q in ["held", "ready"] {
+        declare(&ch, q).await;
+        ch.basic_publish(
+            "".into(),
+            q.into(),
+            BasicPublishOptions::default(),
+            b"m",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let _unacked = ch
+        .basic_get("held".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("one");
+    let if_empty = QueueDeleteOptions {
+        if_empty: true,
+        ..Default::default()
+    };
+    ch.queue_delete("held".into(), if_empty)
+        .await
+        .expect("one unacked, none ready: empty as RabbitMQ reads it");
+    let err = ch
+        .queue_delete("ready".into(), if_empty)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PRECONDITION_FAILED - queue 'ready' in vhost '/' not empty"),
+        "{err}"
+    );
+}
