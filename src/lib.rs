@@ -48,7 +48,7 @@ pub mod settings;
 pub use broker::{Broker, BrokerBuilder, BrokerHandle};
 pub use embed::{Confirm, Confirmation, Consumer, Received, Session};
 pub use error::{BrokerError, ErrorCode};
-pub use message::{FieldTable, FieldValue, Message, Properties};
+pub use message::{FieldTable, FieldValue, Message, Properties, TypedValue};
 pub use options::{ConsumeOptions, ExchangeOptions, QueueOptions};
 pub use settings::Settings;
 pub mod client;

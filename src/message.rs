@@ -14,6 +14,9 @@ use std::fmt;
 use std::sync::Arc;
 
 pub mod size;
+mod typed;
+
+pub use typed::TypedValue;
 
 /// A typed table of header or argument values, ordered by key (deterministic encoding).
 pub type FieldTable = BTreeMap<String, FieldValue>;
@@ -39,6 +42,10 @@ pub enum FieldValue {
     Array(Vec<FieldValue>),
     /// A nested table.
     Table(FieldTable),
+    /// An AMQP value whose wire type the variants above would lose (an integer width,
+    /// a 32-bit float, a decimal, a timestamp, a non-UTF-8 long string): a MessagePack
+    /// ext value (docs/PROTOCOL.md).
+    Typed(TypedValue),
 }
 
 impl FieldValue {
@@ -54,7 +61,24 @@ impl FieldValue {
     pub fn as_int(&self) -> Option<i64> {
         match self {
             FieldValue::Int(i) => Some(*i),
+            FieldValue::Typed(t) => t.as_int(),
             _ => None,
+        }
+    }
+
+    /// The value by meaning, without its AMQP wire type: integers as [`FieldValue::Int`],
+    /// floats and decimals as [`FieldValue::Float`], a non-UTF-8 string as bytes. Used
+    /// where values are compared (the headers exchange), as RabbitMQ compares by type
+    /// class.
+    pub fn plain(&self) -> FieldValue {
+        match self {
+            FieldValue::Typed(TypedValue::F32(f)) => FieldValue::Float(*f as f64),
+            FieldValue::Typed(TypedValue::Decimal { scale, value }) => {
+                FieldValue::Float(*value as f64 / 10f64.powi(*scale as i32))
+            }
+            FieldValue::Typed(TypedValue::BinaryStr(b)) => FieldValue::Bytes(b.clone()),
+            FieldValue::Typed(t) => FieldValue::Int(t.as_int().unwrap_or(i64::MAX)),
+            other => other.clone(),
         }
     }
 
@@ -77,6 +101,7 @@ impl FieldValue {
             FieldValue::Bytes(_) => "bytes",
             FieldValue::Array(_) => "array",
             FieldValue::Table(_) => "table",
+            FieldValue::Typed(t) => t.type_name(),
         }
     }
 
@@ -134,6 +159,7 @@ impl fmt::Display for FieldValue {
             FieldValue::Bytes(b) => write!(f, "<{} bytes>", b.len()),
             FieldValue::Array(a) => write!(f, "<array of {}>", a.len()),
             FieldValue::Table(t) => write!(f, "<table of {}>", t.len()),
+            FieldValue::Typed(t) => write!(f, "{t}"),
         }
     }
 }
@@ -149,6 +175,13 @@ impl Serialize for FieldValue {
             FieldValue::Bytes(b) => s.serialize_bytes(b),
             FieldValue::Array(a) => a.serialize(s),
             FieldValue::Table(t) => t.serialize(s),
+            FieldValue::Typed(t) => {
+                let (code, payload) = t.to_ext();
+                s.serialize_newtype_struct(
+                    rmp_serde::MSGPACK_EXT_STRUCT_NAME,
+                    &(code, serde_bytes::ByteBuf::from(payload)),
+                )
+            }
         }
     }
 }
@@ -208,6 +241,13 @@ impl<'de> Visitor<'de> for FieldValueVisitor {
         // accounted for the slots it has ([`size`]), so it keeps no more.
         out.shrink_to_fit();
         Ok(FieldValue::Array(out))
+    }
+    /// A MessagePack ext value: one of the typed values of [`TypedValue`].
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<FieldValue, D::Error> {
+        let (code, payload): (i8, serde_bytes::ByteBuf) = Deserialize::deserialize(d)?;
+        TypedValue::from_ext(code, &payload)
+            .map(FieldValue::Typed)
+            .map_err(de::Error::custom)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldValue, A::Error> {
         let mut out = FieldTable::new();

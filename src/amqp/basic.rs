@@ -3,7 +3,7 @@
 
 use super::connection::AmqpConnection;
 use super::errors::AmqpError;
-use super::properties::{short, table_in};
+use super::properties::{args_in, short};
 use super::reply_to::REPLY_TO;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueHandle;
@@ -27,6 +27,9 @@ impl AmqpConnection {
                 };
                 if let Err(e) = r {
                     act.channel_error(ch, AmqpError::from(e).on(method), ctx);
+                } else {
+                    // Room under a shared limit (basic.qos global=true) for held ones.
+                    act.write_held(ch);
                 }
             };
         let requeue = |r: bool| {
@@ -47,20 +50,27 @@ impl AmqpConnection {
                 settle(self, r.delivery_tag, false, requeue(r.requeue), ctx)
             }
             basic::AMQPMethod::Qos(q) => {
-                // For new consumers and the channel's existing ones, `global` or not
-                // (docs/AMQP.md: the kombu / Celery reading).
                 if let Some(st) = self.channels.get_mut(&ch) {
-                    st.core.set_prefetch(q.prefetch_count as u32);
+                    if q.global {
+                        // RabbitMQ's reading: one limit shared by the channel's consumers.
+                        st.global_prefetch = q.prefetch_count as u32;
+                    } else {
+                        // Per consumer, for new consumers and the channel's existing
+                        // ones (docs/AMQP.md: the kombu / Celery reading).
+                        st.core.set_prefetch(q.prefetch_count as u32);
+                    }
                 }
                 self.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
                 );
+                self.write_held(ch);
             }
             basic::AMQPMethod::Recover(_) => {
                 if let Some(st) = self.channels.get_mut(&ch) {
                     st.core.recover();
                 }
+                self.write_held(ch);
                 self.method(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
@@ -182,8 +192,12 @@ impl AmqpConnection {
             prefetch: st.core.prefetch(),
             auto_ack: c.no_ack,
             exclusive: c.exclusive,
-            arguments: table_in(&c.arguments),
+            arguments: args_in(&c.arguments),
         };
+        let (qname, vhost) = (
+            name.clone(),
+            self.session.as_ref().expect("open").vhost.clone(),
+        );
         let window = self.shared.broker.context().consumer_window;
         let addr = ctx.address();
         let (deliver, cancelled) = (addr.clone().recipient(), addr.recipient());
@@ -223,7 +237,7 @@ impl AmqpConnection {
                         );
                     }
                     for d in early {
-                        act.write_deliver(ch, d);
+                        act.deliver_or_hold(ch, d);
                     }
                 }
                 Err(e) => {
@@ -231,7 +245,7 @@ impl AmqpConnection {
                         st.core.consumer_failed(&t2);
                     }
                     act.consumer_channels.remove(&t2);
-                    act.channel_error(ch, AmqpError::from(e).on(method), ctx);
+                    act.channel_error(ch, consume_error(e, &qname, &vhost).on(method), ctx);
                 }
             },
             ctx,
@@ -275,5 +289,22 @@ impl AmqpConnection {
                 })),
             );
         }
+    }
+}
+
+/// RabbitMQ's answer to a consume that an exclusive consumer prevents (one already on
+/// the queue, or an exclusive one asked while others are there): 403 "in exclusive
+/// use", where the broker says RESOURCE_LOCKED.
+fn consume_error(e: BrokerError, queue: &str, vhost: &str) -> AmqpError {
+    let exclusive = e.code() == crate::error::ErrorCode::ResourceLocked
+        && (e.message().contains("exclusive consumer")
+            || e.message().contains("exclusive consume refused"));
+    if exclusive {
+        AmqpError::new(
+            403,
+            format!("queue '{queue}' in vhost '{vhost}' in exclusive use"),
+        )
+    } else {
+        AmqpError::from(e)
     }
 }

@@ -109,7 +109,7 @@ impl Handler<Deliver> for AmqpConnection {
             // consumer is gone at the queue, so the credit returned is moot.
             return;
         };
-        self.write_deliver(ch, msg);
+        self.deliver_or_hold(ch, msg);
         self.flush();
     }
 }
@@ -126,13 +126,7 @@ impl Handler<ConsumerCancelled> for AmqpConnection {
         }
         tracing::debug!(channel = ch, tag = %msg.consumer_tag, reason = %msg.reason, "consumer cancelled by the broker");
         if self.cancel_notify && self.phase != Phase::Closing {
-            self.method(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                    consumer_tag: short(&msg.consumer_tag),
-                    nowait: true,
-                })),
-            );
+            self.notify_cancelled(ch, msg.consumer_tag.to_string());
             self.flush();
         }
     }

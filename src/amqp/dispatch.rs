@@ -12,6 +12,7 @@ use super::codec::Incoming;
 use super::connection::{AmqpConnection, Phase, MAX_BACKLOG};
 use super::errors::AmqpError;
 use crate::broker::exchange::ExchangeHandle;
+use crate::broker::messages::{Credit, Deliver};
 use crate::channel::{Channel, Outbound};
 use crate::error::BrokerError;
 use actix::prelude::*;
@@ -70,6 +71,22 @@ pub(super) struct ChannelState {
     pub tx_publishes: Vec<PublishCommand>,
     /// The direct reply-to consumer of this channel: (token, consumer tag).
     pub reply_to: Option<(String, String)>,
+    /// Publish batches sent to exchanges and not yet answered.
+    pub publishes_in_flight: usize,
+    /// A method waits for [`Self::publishes_in_flight`] to reach 0 (see `pump`).
+    pub wait_publishes: bool,
+    /// Broker-side cancels that arrived while the channel waited for an answer: sent
+    /// after it (a `queue.delete` answers delete-ok before its consumers' cancels, as
+    /// RabbitMQ does).
+    pub deferred_cancels: Vec<String>,
+    /// Deliveries not written yet: the channel is paused (`channel.flow`) or at its
+    /// shared limit (`basic.qos global=true`). Their transport credit is held with
+    /// them, so a queue stops sending once its window is here.
+    pub held: VecDeque<Deliver>,
+    /// `channel.flow(active=false)` received and not yet undone.
+    pub flow_paused: bool,
+    /// The channel-wide limit of unacked deliveries (`basic.qos global=true`), 0 = none.
+    pub global_prefetch: u32,
 }
 
 impl ChannelState {
@@ -84,6 +101,12 @@ impl ChannelState {
             last_queue: String::new(),
             tx_publishes: Vec::new(),
             reply_to: None,
+            publishes_in_flight: 0,
+            wait_publishes: false,
+            deferred_cancels: Vec::new(),
+            held: VecDeque::new(),
+            flow_paused: false,
+            global_prefetch: 0,
         }
     }
 
@@ -224,6 +247,11 @@ impl AmqpConnection {
             return false;
         }
         if let AMQPClass::Basic(basic::AMQPMethod::Publish(p)) = m {
+            if p.immediate {
+                // RabbitMQ 3 dropped `immediate` and closes the connection, as here.
+                self.close_with(AmqpError::new(540, "immediate=true").on((60, 40)), ctx);
+                return false;
+            }
             st.content = Some(Content {
                 publish: p,
                 header: None,
@@ -368,7 +396,7 @@ impl AmqpConnection {
             let Some(st) = self.channels.get_mut(&ch) else {
                 return;
             };
-            if st.busy || st.closing {
+            if st.busy || st.closing || st.wait_publishes {
                 break;
             }
             let Some(cmd) = st.pending.pop_front() else {
@@ -395,10 +423,17 @@ impl AmqpConnection {
                         )
                     );
                     if !settles_only {
-                        // What the client sent before this method takes effect first.
+                        // What the client sent before this method takes effect first:
+                        // its publishes are in their queues before a get, declare, purge
+                        // or consume looks at them (RabbitMQ's order on a channel).
                         self.send_batch(ch, ctx);
-                        if let Some(st) = self.channels.get_mut(&ch) {
-                            st.core.flush_settles();
+                        let st = self.channels.get_mut(&ch).expect("open");
+                        st.core.flush_settles();
+                        if st.publishes_in_flight > 0 {
+                            st.wait_publishes = true;
+                            st.pending.push_front(Command::Method(m));
+                            self.backlog.fetch_add(1, Ordering::AcqRel);
+                            break;
                         }
                     }
                     self.channel_method(ch, *m, ctx);
@@ -445,9 +480,89 @@ impl AmqpConnection {
                     Ok(v) => done(act, ch, v, ctx),
                     Err(e) => act.channel_error(ch, AmqpError::from(e).on(method), ctx),
                 }
+                let deferred = match act.channels.get_mut(&ch) {
+                    Some(st) if !st.closing => std::mem::take(&mut st.deferred_cancels),
+                    _ => Vec::new(),
+                };
+                for tag in deferred {
+                    act.notify_cancelled(ch, tag);
+                }
                 act.pump(ch, ctx);
                 act.flush();
             }),
+        );
+    }
+
+    /// Writes a delivery for channel `ch`, or holds it while the channel is paused or at
+    /// its shared limit (behind any held before it, in order).
+    pub(super) fn deliver_or_hold(&mut self, ch: u16, msg: Deliver) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if st.held.is_empty() && !st.flow_paused && st.global_prefetch == 0 {
+            self.write_deliver(ch, msg);
+            return;
+        }
+        st.held.push_back(msg);
+        self.write_held(ch);
+    }
+
+    /// Writes the held deliveries of channel `ch` that its flow and shared limit allow
+    /// (after a `channel.flow(true)`, an ack, a raised `basic.qos global=true`).
+    pub(super) fn write_held(&mut self, ch: u16) {
+        loop {
+            let Some(st) = self.channels.get_mut(&ch) else {
+                return;
+            };
+            if st.flow_paused {
+                return;
+            }
+            let Some(mut msg) = st.held.pop_front() else {
+                return;
+            };
+            if st.global_prefetch > 0 {
+                let room = (st.global_prefetch as usize).saturating_sub(st.core.unacked());
+                if room == 0 {
+                    st.held.push_front(msg);
+                    return;
+                }
+                if msg.deliveries.len() > room {
+                    // Write what fits; the rest keeps the batch's credit until written.
+                    let rest = msg.deliveries.split_off(room);
+                    let first = Deliver {
+                        consumer_tag: msg.consumer_tag.clone(),
+                        queue: msg.queue.clone(),
+                        deliveries: std::mem::replace(&mut msg.deliveries, rest),
+                        credit: Credit::none(),
+                    };
+                    st.held.push_front(msg);
+                    self.write_deliver(ch, first);
+                    continue;
+                }
+            }
+            self.write_deliver(ch, msg);
+        }
+    }
+
+    /// Tells the client its consumer `tag` on channel `ch` was cancelled by the broker
+    /// (its queue went), after the answer the channel waits for, if any.
+    pub(super) fn notify_cancelled(&mut self, ch: u16, tag: String) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if st.closing {
+            return;
+        }
+        if st.busy {
+            st.deferred_cancels.push(tag);
+            return;
+        }
+        self.method(
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                consumer_tag: super::properties::short(&tag),
+                nowait: true,
+            })),
         );
     }
 

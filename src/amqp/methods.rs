@@ -4,7 +4,7 @@
 
 use super::connection::AmqpConnection;
 use super::errors::AmqpError;
-use super::properties::{short, table_in};
+use super::properties::{args_in, short};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueSpec;
@@ -28,10 +28,16 @@ impl AmqpConnection {
                 self.forget_channel(ch);
             }
             AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
+                // Paused: deliveries wait in the channel (holding their queues' credit)
+                // until flow is active again; publishes and gets go on, as in RabbitMQ.
+                if let Some(st) = self.channels.get_mut(&ch) {
+                    st.flow_paused = !f.active;
+                }
                 self.method(
                     ch,
                     AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: f.active })),
                 );
+                self.write_held(ch);
             }
             AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)) => {}
             AMQPClass::Access(access::AMQPMethod::Request(_)) => {
@@ -41,7 +47,7 @@ impl AmqpConnection {
                 );
             }
             AMQPClass::Exchange(ex::AMQPMethod::Declare(d)) => {
-                let mut arguments = table_in(&d.arguments);
+                let mut arguments = args_in(&d.arguments);
                 let spec = ExchangeSpec {
                     name: d.exchange.to_string(),
                     kind: d.kind.to_string(),
@@ -93,7 +99,7 @@ impl AmqpConnection {
                     exchange: b.source.to_string(),
                     target: BindTarget::Exchange(b.destination.to_string()),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 let nowait = b.nowait;
@@ -117,14 +123,14 @@ impl AmqpConnection {
                     exchange: b.source.to_string(),
                     target: BindTarget::Exchange(b.destination.to_string()),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 let nowait = b.nowait;
                 self.run(
                     ch,
                     method,
-                    async move { registry.send(Unbind { binding }).await? },
+                    async move { unbind_idempotent(registry.send(Unbind { binding }).await?) },
                     move |act, ch, (), _| {
                         if !nowait {
                             act.method(
@@ -198,7 +204,7 @@ impl AmqpConnection {
                     durable: d.durable,
                     exclusive: d.exclusive,
                     auto_delete: d.auto_delete,
-                    arguments: table_in(&d.arguments),
+                    arguments: args_in(&d.arguments),
                 };
                 let (passive, nowait) = (d.passive, d.nowait);
                 // New queues go on this connection's arbiter (DeclareQueue::placement).
@@ -239,7 +245,7 @@ impl AmqpConnection {
                     exchange: b.exchange.to_string(),
                     target: BindTarget::Queue(self.queue_name(ch, b.queue.as_str())),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 let nowait = b.nowait;
@@ -260,13 +266,13 @@ impl AmqpConnection {
                     exchange: b.exchange.to_string(),
                     target: BindTarget::Queue(self.queue_name(ch, b.queue.as_str())),
                     routing_key: b.routing_key.to_string(),
-                    arguments: table_in(&b.arguments),
+                    arguments: args_in(&b.arguments),
                     owner,
                 };
                 self.run(
                     ch,
                     method,
-                    async move { registry.send(Unbind { binding }).await? },
+                    async move { unbind_idempotent(registry.send(Unbind { binding }).await?) },
                     move |act, ch, (), _| {
                         act.method(
                             ch,
@@ -308,6 +314,7 @@ impl AmqpConnection {
                                 name,
                                 if_unused,
                                 if_empty,
+                                ready_only: true,
                                 owner,
                             })
                             .await?
@@ -374,5 +381,17 @@ impl AmqpConnection {
                 self.close_with(e, ctx);
             }
         }
+    }
+}
+
+/// RabbitMQ 3.x answers unbind-ok when the binding, its source or its destination is
+/// already gone (clients clean up in any order after auto-deletes): only other errors
+/// close the channel.
+fn unbind_idempotent(
+    r: Result<(), crate::error::BrokerError>,
+) -> Result<(), crate::error::BrokerError> {
+    match r {
+        Err(e) if e.code() == crate::error::ErrorCode::NotFound => Ok(()),
+        r => r,
     }
 }

@@ -1,22 +1,26 @@
 //! AMQP basic properties and field tables ↔ actormq's [`Properties`] and
 //! [`FieldTable`], so a message crosses protocols with its properties and headers.
 //!
-//! Values map by meaning: every integer width to `Int`, both float widths to `Float`,
-//! short and long strings to `Str` (a long string that is not UTF-8 to `Bytes`), byte
-//! arrays to `Bytes`, arrays and tables recursively, void to `Void`. A timestamp inside
-//! a table becomes `Int` (seconds) and a decimal becomes `Float`: actormq's tables have
-//! no types of their own for them (see docs/AMQP.md). Going out, `Int` is written as a
-//! signed 64-bit (`l`), `Str` as a long string (`S`), `Bytes` as a byte array (`x`), as
-//! RabbitMQ writes the values it generates itself.
+//! Headers are lossless: every AMQP field type as RabbitMQ reads it comes back as it
+//! was written. A value with a plain actormq variant maps to it (`t` bool, `l` 64-bit
+//! integer, `d` double, `S` UTF-8 long string, `x` byte array, `A` array, `F` table,
+//! `V` void); the others (`b B s u I i` integer widths, `f` float, `D` decimal, `T`
+//! timestamp, an `S` that is not UTF-8) map to [`FieldValue::Typed`], which the message
+//! store and the native protocol keep as MessagePack ext values (docs/PROTOCOL.md).
+//! A value from a native client maps out by its variant (`Int` as `l`, `Str` as `S`).
+//!
+//! Method arguments (declare, bind, consume) are read by meaning instead ([`args_in`]):
+//! the broker interprets them, and an `x-expires` is the same number whichever width
+//! the client chose.
 
-use crate::message::{FieldTable, FieldValue, Properties};
+use crate::message::{FieldTable, FieldValue, Properties, TypedValue};
 use amq_protocol::protocol::basic::AMQPProperties;
 use amq_protocol::types::{
-    AMQPValue, FieldArray, FieldTable as AmqpTable, LongString, ShortString,
+    AMQPValue, DecimalValue, FieldArray, FieldTable as AmqpTable, LongString, ShortString,
 };
 use bytes::Bytes;
 
-/// An AMQP table as an actormq table.
+/// An AMQP table as an actormq table, every value with its wire type.
 pub fn table_in(t: &AmqpTable) -> FieldTable {
     t.inner()
         .iter()
@@ -24,28 +28,50 @@ pub fn table_in(t: &AmqpTable) -> FieldTable {
         .collect()
 }
 
+/// An AMQP table of method arguments, values by meaning ([`FieldValue::plain`]).
+pub fn args_in(t: &AmqpTable) -> FieldTable {
+    t.inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), plain_deep(value_in(v))))
+        .collect()
+}
+
+fn plain_deep(v: FieldValue) -> FieldValue {
+    match v {
+        FieldValue::Array(a) => FieldValue::Array(a.into_iter().map(plain_deep).collect()),
+        FieldValue::Table(t) => {
+            FieldValue::Table(t.into_iter().map(|(k, v)| (k, plain_deep(v))).collect())
+        }
+        FieldValue::Typed(_) => v.plain(),
+        other => other,
+    }
+}
+
 fn value_in(v: &AMQPValue) -> FieldValue {
+    let typed = |t| FieldValue::Typed(t);
     match v {
         AMQPValue::Boolean(b) => FieldValue::Bool(*b),
-        AMQPValue::ShortShortInt(i) => FieldValue::Int(*i as i64),
-        AMQPValue::ShortShortUInt(i) => FieldValue::Int(*i as i64),
-        AMQPValue::ShortInt(i) => FieldValue::Int(*i as i64),
-        AMQPValue::ShortUInt(i) => FieldValue::Int(*i as i64),
-        AMQPValue::LongInt(i) => FieldValue::Int(*i as i64),
-        AMQPValue::LongUInt(i) => FieldValue::Int(*i as i64),
+        AMQPValue::ShortShortInt(i) => typed(TypedValue::I8(*i)),
+        AMQPValue::ShortShortUInt(i) => typed(TypedValue::U8(*i)),
+        AMQPValue::ShortInt(i) => typed(TypedValue::I16(*i)),
+        AMQPValue::ShortUInt(i) => typed(TypedValue::U16(*i)),
+        AMQPValue::LongInt(i) => typed(TypedValue::I32(*i)),
+        AMQPValue::LongUInt(i) => typed(TypedValue::U32(*i)),
         AMQPValue::LongLongInt(i) => FieldValue::Int(*i),
-        AMQPValue::Float(f) => FieldValue::Float(*f as f64),
+        AMQPValue::Float(f) => typed(TypedValue::F32(*f)),
         AMQPValue::Double(f) => FieldValue::Float(*f),
-        AMQPValue::DecimalValue(d) => {
-            FieldValue::Float(d.value as f64 / 10f64.powi(d.scale as i32))
-        }
+        AMQPValue::DecimalValue(d) => typed(TypedValue::Decimal {
+            scale: d.scale,
+            value: d.value,
+        }),
+        // Not an AMQP wire type (amq-protocol's own): a string.
         AMQPValue::ShortString(s) => FieldValue::Str(s.as_str().to_string()),
         AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
             Ok(s) => FieldValue::Str(s.to_string()),
-            Err(_) => FieldValue::Bytes(Bytes::copy_from_slice(s.as_bytes())),
+            Err(_) => typed(TypedValue::BinaryStr(Bytes::copy_from_slice(s.as_bytes()))),
         },
         AMQPValue::FieldArray(a) => FieldValue::Array(a.as_slice().iter().map(value_in).collect()),
-        AMQPValue::Timestamp(t) => FieldValue::Int(*t as i64),
+        AMQPValue::Timestamp(t) => typed(TypedValue::Timestamp(*t)),
         AMQPValue::FieldTable(t) => FieldValue::Table(table_in(t)),
         AMQPValue::ByteArray(b) => FieldValue::Bytes(Bytes::copy_from_slice(b.as_slice())),
         AMQPValue::Void => FieldValue::Void,
@@ -79,6 +105,21 @@ fn value_out(v: &FieldValue) -> AMQPValue {
             a.iter().map(value_out).collect::<Vec<_>>(),
         )),
         FieldValue::Table(t) => AMQPValue::FieldTable(table_out(t)),
+        FieldValue::Typed(t) => match t {
+            TypedValue::I8(v) => AMQPValue::ShortShortInt(*v),
+            TypedValue::U8(v) => AMQPValue::ShortShortUInt(*v),
+            TypedValue::I16(v) => AMQPValue::ShortInt(*v),
+            TypedValue::U16(v) => AMQPValue::ShortUInt(*v),
+            TypedValue::I32(v) => AMQPValue::LongInt(*v),
+            TypedValue::U32(v) => AMQPValue::LongUInt(*v),
+            TypedValue::F32(v) => AMQPValue::Float(*v),
+            TypedValue::Decimal { scale, value } => AMQPValue::DecimalValue(DecimalValue {
+                scale: *scale,
+                value: *value,
+            }),
+            TypedValue::Timestamp(v) => AMQPValue::Timestamp(*v),
+            TypedValue::BinaryStr(b) => AMQPValue::LongString(LongString::from(b.to_vec())),
+        },
     }
 }
 
@@ -163,7 +204,6 @@ pub fn properties_out(p: &Properties) -> AMQPProperties {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol::types::DecimalValue;
 
     #[test]
     fn properties_round_trip_through_actormq() {
@@ -197,12 +237,65 @@ mod tests {
         assert_eq!(properties_out(&properties_in(&p)), p);
     }
 
+    /// Every AMQP field type as RabbitMQ reads it, nested in arrays and tables.
+    pub(crate) fn every_type() -> AmqpTable {
+        let mut inner = AmqpTable::default();
+        inner.insert("v".into(), AMQPValue::Void);
+        inner.insert("b".into(), AMQPValue::ShortShortInt(-5));
+        let scalars = vec![
+            AMQPValue::Boolean(true),
+            AMQPValue::ShortShortInt(-128),
+            AMQPValue::ShortShortUInt(255),
+            AMQPValue::ShortInt(-32768),
+            AMQPValue::ShortUInt(65535),
+            AMQPValue::LongInt(i32::MIN),
+            AMQPValue::LongUInt(u32::MAX),
+            AMQPValue::LongLongInt(i64::MIN),
+            AMQPValue::Float(1.25),
+            AMQPValue::Double(-2.5e300),
+            AMQPValue::DecimalValue(DecimalValue {
+                scale: 2,
+                value: 12345,
+            }),
+            AMQPValue::LongString("text".into()),
+            AMQPValue::LongString(LongString::from(vec![0xffu8, 0xfe, 0])),
+            AMQPValue::Timestamp(1_700_000_000),
+            AMQPValue::ByteArray(vec![0u8, 1, 255].into()),
+            AMQPValue::Void,
+        ];
+        let mut t = AmqpTable::default();
+        for (i, v) in scalars.iter().enumerate() {
+            t.insert(format!("k{i}").as_str().into(), v.clone());
+        }
+        let mut nested = scalars;
+        nested.push(AMQPValue::FieldTable(inner.clone()));
+        nested.push(AMQPValue::FieldArray(vec![AMQPValue::LongInt(1)].into()));
+        t.insert("array".into(), AMQPValue::FieldArray(nested.into()));
+        t.insert("table".into(), AMQPValue::FieldTable(inner));
+        t
+    }
+
     #[test]
-    fn narrower_types_read_by_meaning() {
+    fn every_field_type_round_trips_unchanged() {
+        let t = every_type();
+        assert_eq!(table_out(&table_in(&t)), t);
+    }
+
+    #[test]
+    fn every_field_type_survives_the_message_store_encoding() {
+        // What the store and the native protocol write (MessagePack) and read back.
+        let native = table_in(&every_type());
+        let bytes = rmp_serde::to_vec(&native).unwrap();
+        let back: FieldTable = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, native);
+        assert_eq!(table_out(&back), every_type());
+    }
+
+    #[test]
+    fn arguments_read_by_meaning() {
         let mut h = AmqpTable::default();
         h.insert("i".into(), AMQPValue::LongInt(7));
         h.insert("u".into(), AMQPValue::ShortShortUInt(200));
-        h.insert("ts".into(), AMQPValue::Timestamp(5));
         h.insert(
             "d".into(),
             AMQPValue::DecimalValue(DecimalValue {
@@ -211,10 +304,9 @@ mod tests {
             }),
         );
         h.insert("ss".into(), AMQPValue::ShortString("x".into()));
-        let t = table_in(&h);
+        let t = args_in(&h);
         assert_eq!(t["i"], FieldValue::Int(7));
         assert_eq!(t["u"], FieldValue::Int(200));
-        assert_eq!(t["ts"], FieldValue::Int(5));
         assert_eq!(t["d"], FieldValue::Float(1.5));
         assert_eq!(t["ss"], FieldValue::Str("x".into()));
     }

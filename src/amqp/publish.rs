@@ -280,17 +280,24 @@ impl AmqpConnection {
         let gauge = self.shared.broker.memory().clone();
         let fut = st.core.send_batch(&x, &items, &gauge, &self.flow);
         let epoch = st.core.owner();
+        st.publishes_in_flight += 1;
         ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(fut).map(move |res, act, _ctx| {
+            actix::fut::wrap_future::<_, Self>(fut).map(move |res, act, ctx| {
                 let Some(st) = act.channels.get_mut(&ch) else {
                     return;
                 };
                 if st.core.owner() != epoch || st.closing {
                     return;
                 }
+                st.publishes_in_flight -= 1;
+                // The method waiting behind these publishes runs after their outcomes.
+                let resume = st.publishes_in_flight == 0 && std::mem::take(&mut st.wait_publishes);
                 let outcomes = st.core.on_published(&items, res);
                 for o in outcomes {
                     act.publish_outcome(ch, &items, o);
+                }
+                if resume {
+                    act.pump(ch, ctx);
                 }
                 act.flush();
             }),

@@ -81,6 +81,9 @@ pub struct DeleteQueue {
     pub if_unused: bool,
     /// Refuse while the queue holds messages.
     pub if_empty: bool,
+    /// `if_empty` counts ready messages only, as RabbitMQ does (AMQP); otherwise
+    /// unacked and delayed ones count too.
+    pub ready_only: bool,
     /// Who asks (an exclusive queue may be deleted by its owner only).
     pub owner: OwnerId,
 }

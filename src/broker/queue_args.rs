@@ -229,7 +229,7 @@ impl QueueConfig {
 pub fn consumer_priority(arguments: &FieldTable, queue: &str) -> Result<i64, BrokerError> {
     match arguments.get("x-priority") {
         None => Ok(0),
-        Some(FieldValue::Int(p)) => Ok(*p),
+        Some(v) if v.as_int().is_some() => Ok(v.as_int().unwrap_or_default()),
         Some(v) => Err(BrokerError::precondition(format!(
             "invalid arg 'x-priority' for a consumer of queue '{queue}': expected an integer, got {} {}",
             v.type_name(),
@@ -260,7 +260,8 @@ pub fn validate_message(m: &Message) -> Result<(), BrokerError> {
         }
     }
     match m.header("x-delay") {
-        None | Some(FieldValue::Int(_)) => Ok(()),
+        None => Ok(()),
+        Some(v) if v.as_int().is_some() => Ok(()),
         Some(v) => Err(BrokerError::precondition(format!(
             "invalid header 'x-delay': expected an integer number of milliseconds, got {} {}",
             v.type_name(),

@@ -89,6 +89,7 @@ fn field_json(v: &FieldValue) -> Value {
         FieldValue::Bytes(b) => Value::from(base64(b)),
         FieldValue::Array(a) => Value::Array(a.iter().map(field_json).collect()),
         FieldValue::Table(t) => table_json(t),
+        FieldValue::Typed(_) => field_json(&v.plain()),
     }
 }
 

@@ -169,6 +169,7 @@ impl Session {
                 name: name.to_string(),
                 if_unused,
                 if_empty,
+                ready_only: false,
                 owner: self.owner,
             })
             .await?

@@ -37,6 +37,8 @@ fn value_heap(v: &FieldValue) -> usize {
         FieldValue::Bytes(b) => heap(b.len()),
         FieldValue::Array(a) => heap(a.len() * SLOT) + a.iter().map(value_heap).sum::<usize>(),
         FieldValue::Table(t) => table_size(t),
+        FieldValue::Typed(crate::message::TypedValue::BinaryStr(b)) => heap(b.len()),
+        FieldValue::Typed(_) => 0,
     }
 }
 

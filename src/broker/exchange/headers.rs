@@ -94,7 +94,8 @@ pub fn headers_match(binding_args: &FieldTable, headers: Option<&FieldTable>) ->
         |(key, expected): (&String, &FieldValue)| match headers.and_then(|h| h.get(key)) {
             None => false,
             Some(_) if *expected == FieldValue::Void => true,
-            Some(actual) => actual == expected,
+            // By meaning: an AMQP 'I' 5 matches an 'l' 5, as in RabbitMQ.
+            Some(actual) => actual.plain() == expected.plain(),
         };
     match mode {
         XMatch::All | XMatch::AllWithX => considered.all(arg_matches),

@@ -490,6 +490,8 @@ pub struct DeleteSelf {
     pub if_unused: bool,
     /// Refuse while messages are held.
     pub if_empty: bool,
+    /// `if_empty` counts ready messages only (see [`DeleteQueue::ready_only`]).
+    pub ready_only: bool,
 }
 
 /// Stops the queue without deleting anything durable (broker shutdown).

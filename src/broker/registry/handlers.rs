@@ -160,6 +160,7 @@ impl Handler<DeleteQueue> for Registry {
                     .send(DeleteSelf {
                         if_unused: msg.if_unused,
                         if_empty: msg.if_empty,
+                        ready_only: msg.ready_only,
                     })
                     .await?
             }
@@ -302,6 +303,7 @@ impl Handler<OwnerGone> for Registry {
             handle.addr().do_send(DeleteSelf {
                 if_unused: false,
                 if_empty: false,
+                ready_only: false,
             });
             let (r, d) = self.remove_queue(name);
             removals.extend(r);
@@ -405,6 +407,7 @@ impl Handler<DeleteAll> for Registry {
                 q.handle.addr().send(DeleteSelf {
                     if_unused: false,
                     if_empty: false,
+                    ready_only: false,
                 })
             })
             .collect();

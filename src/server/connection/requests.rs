@@ -147,6 +147,7 @@ impl Connection {
                             name,
                             if_unused,
                             if_empty,
+                            ready_only: false,
                             owner,
                         })
                         .await?

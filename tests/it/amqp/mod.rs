@@ -1,7 +1,10 @@
 //! The AMQP 0-9-1 listener, driven by lapin (a client no one here wrote) for the main
 //! paths and by raw frames for the error paths (`raw`).
 
+mod compat;
+mod flow;
 mod raw;
+mod tables;
 
 use crate::support::{TestServer, DEADLINE};
 use futures_util::StreamExt;

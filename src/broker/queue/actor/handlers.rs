@@ -321,7 +321,11 @@ impl Handler<DeleteSelf> for QueueActor {
                 self.state.consumers().len()
             )));
         }
-        let held = self.state.ready_len() + self.state.unacked_len() + self.state.delayed_len();
+        let held = if msg.ready_only {
+            self.state.ready_len()
+        } else {
+            self.state.ready_len() + self.state.unacked_len() + self.state.delayed_len()
+        };
         if msg.if_empty && held > 0 {
             self.dispatch(ctx);
             return Err(BrokerError::precondition(format!(
