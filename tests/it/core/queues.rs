@@ -92,8 +92,11 @@ async fn delete_if_unused_and_if_empty_refuse_while_the_condition_fails() {
 
     drop(consumer);
     // The consumer is gone, but the message it was sent is not: the queue is not empty.
-    eventually("the consumer detached", || async {
-        s.queue_stats("busy").await.unwrap().consumers == 0
+    // Its unacked delivery goes back to the queue when the dropped consumer's buffer is
+    // released, which may come after the detach: wait for both.
+    eventually("the consumer detached and its delivery requeued", || async {
+        let stats = s.queue_stats("busy").await.unwrap();
+        stats.consumers == 0 && stats.ready == 1
     })
     .await;
     let e = expect_code(
