@@ -151,6 +151,32 @@ pub fn start_at(
     })
 }
 
+/// Consumer arguments as the AMQP front end hands them on: an AMQP timestamp given as
+/// `x-stream-offset` (RabbitMQ's way to start at a point in time) becomes
+/// `{"timestamp": seconds}`, since actormq's tables read every AMQP integer and
+/// timestamp alike as `Int`, which here means an offset.
+pub fn amqp_consume_arguments(
+    mut args: FieldTable,
+    raw: &amq_protocol::types::FieldTable,
+) -> FieldTable {
+    let stamp = raw
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == "x-stream-offset")
+        .and_then(|(_, v)| match v {
+            amq_protocol::types::AMQPValue::Timestamp(t) => Some(*t),
+            _ => None,
+        });
+    if let Some(t) = stamp {
+        let secs = FieldValue::Int(i64::try_from(t).unwrap_or(i64::MAX));
+        args.insert(
+            "x-stream-offset".into(),
+            FieldValue::Table(FieldTable::from([("timestamp".to_string(), secs)])),
+        );
+    }
+    args
+}
+
 /// Reads `x-stream-consumer-name` (a non-empty string), if given.
 pub fn consumer_name(args: &FieldTable, queue: &str) -> Result<Option<String>, BrokerError> {
     match args.get(CONSUMER_NAME) {

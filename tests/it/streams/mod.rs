@@ -2,6 +2,8 @@
 //! from any offset, retention, named consumers' stored offsets across a restart, and
 //! RabbitMQ's refusals. Over TCP with the native client against a real broker.
 
+mod amqp;
+mod crash;
 mod embed;
 mod offsets;
 mod queues;
