@@ -5,6 +5,7 @@
 mod amqp;
 mod crash;
 mod embed;
+mod mgmt;
 mod offsets;
 mod queues;
 
