@@ -7,6 +7,7 @@ mod crash;
 mod embed;
 mod mgmt;
 mod offsets;
+mod perf;
 mod queues;
 
 use crate::support::{TestServer, DEADLINE};
