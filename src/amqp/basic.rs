@@ -192,7 +192,10 @@ impl AmqpConnection {
             prefetch: st.core.prefetch(),
             auto_ack: c.no_ack,
             exclusive: c.exclusive,
-            arguments: args_in(&c.arguments),
+            arguments: crate::broker::stream::args::amqp_consume_arguments(
+                args_in(&c.arguments),
+                &c.arguments,
+            ),
         };
         let (qname, vhost) = (
             name.clone(),

@@ -39,6 +39,7 @@ pub mod queue;
 pub mod queue_args;
 pub mod registry;
 mod runtime_definitions;
+pub mod stream;
 
 use crate::definitions::{BrokerDefinitions, SharedDefinitions};
 use crate::embed::Session;

@@ -88,12 +88,12 @@ pub fn validate(spec: &QueueSpec) -> Result<(), BrokerError> {
 }
 
 /// The queue types this broker runs (`x-queue-type`).
-pub const QUEUE_TYPES: &[&str] = &["classic"];
+pub const QUEUE_TYPES: &[&str] = &["classic", "stream"];
 
-/// Refuses a new queue whose `x-queue-type` is not built here. RabbitMQ users name
-/// `quorum` or `stream` expecting their semantics (replication, reading without
-/// removing); silently making a classic queue would let the first reader drain what the
-/// user thinks is a stream. Checked on new declares only: a durable queue stored by an
+/// Refuses a new queue whose `x-queue-type` is not built here, and a stream that is not
+/// durable or is exclusive or auto-delete (see [`crate::broker::stream::args`]).
+/// RabbitMQ users name `quorum` expecting its semantics (replication); silently making
+/// a classic queue would hide that it has none. Checked on new declares only: a durable queue stored by an
 /// older version that accepted any type keeps running (as the classic queue it always
 /// was) instead of failing to start.
 pub fn check_queue_type(spec: &QueueSpec) -> Result<(), BrokerError> {
@@ -101,6 +101,13 @@ pub fn check_queue_type(spec: &QueueSpec) -> Result<(), BrokerError> {
         return Ok(());
     };
     match v.as_str() {
+        Some("stream") => crate::broker::stream::args::validate(
+            &spec.name,
+            spec.durable,
+            spec.exclusive,
+            spec.auto_delete,
+            &spec.arguments,
+        ),
         Some(t) if QUEUE_TYPES.contains(&t) => Ok(()),
         Some(t) => Err(BrokerError::precondition(format!(
             "invalid arg 'x-queue-type' for queue '{}': queue type '{t}' is not supported; known types: {}",
@@ -114,6 +121,14 @@ pub fn check_queue_type(spec: &QueueSpec) -> Result<(), BrokerError> {
             v
         ))),
     }
+}
+
+/// True when `spec` declares a stream queue (`x-queue-type = "stream"`).
+pub fn is_stream(spec: &QueueSpec) -> bool {
+    spec.arguments
+        .get("x-queue-type")
+        .and_then(FieldValue::as_str)
+        == Some("stream")
 }
 
 /// What a queue does when a length limit is reached (`x-overflow`).
@@ -294,11 +309,17 @@ mod tests {
     fn only_built_queue_types_are_accepted() {
         check_queue_type(&spec_with("x-queue-type", "classic".into())).unwrap();
         check_queue_type(&spec_with("x-other", "quorum".into())).unwrap();
-        for t in ["quorum", "stream", "lazy"] {
+        let mut stream = spec_with("x-queue-type", "stream".into());
+        stream.durable = true;
+        check_queue_type(&stream).unwrap();
+        stream.durable = false;
+        let e = check_queue_type(&stream).unwrap_err();
+        assert!(e.message().contains("'non-durable'"), "{e}");
+        for t in ["quorum", "lazy"] {
             let e = check_queue_type(&spec_with("x-queue-type", t.into())).unwrap_err();
             assert_eq!(e.code(), ErrorCode::PreconditionFailed);
             assert!(e.message().contains(&format!("'{t}'")), "{e}");
-            assert!(e.message().contains("known types: classic"), "{e}");
+            assert!(e.message().contains("known types: classic, stream"), "{e}");
         }
         let e = check_queue_type(&spec_with("x-queue-type", FieldValue::Int(1))).unwrap_err();
         assert!(e.message().contains("expected a string"), "{e}");

@@ -428,7 +428,15 @@ impl Registry {
         // The declare arguments are checked as given; the queue runs with them merged
         // with the policies that apply to it.
         QueueConfig::from_spec(spec)?;
-        let config = self.queue_config(spec);
+        let stream = crate::broker::queue_args::is_stream(spec)
+            .then(|| crate::broker::stream::open(&self.ctx.durability, &self.vhost, spec))
+            .transpose()?;
+        // A stream acts on its own arguments; the classic body stays inert.
+        let config = match stream {
+            Some(_) => QueueConfig::default(),
+            None => self.queue_config(spec),
+        };
+        let is_stream = stream.is_some();
         let incarnation = self.ctx.next_incarnation();
         let arbiter = placement
             .cloned()
@@ -445,9 +453,12 @@ impl Registry {
                 flow_threshold: self.ctx.queue_flow_threshold,
                 config,
                 exchanges: self.directory.clone(),
+                stream,
             },
         );
-        self.attach_storage(&handle, spec);
+        if !is_stream {
+            self.attach_storage(&handle, spec);
+        }
         self.queues.insert(
             spec.name.clone(),
             QueueEntry {

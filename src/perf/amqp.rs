@@ -40,6 +40,30 @@ fn err(e: lapin::Error) -> String {
     e.to_string()
 }
 
+/// Declare arguments: `x-queue-type = stream` for a stream run (RabbitMQ's name).
+fn queue_args(stream: bool) -> FieldTable {
+    let mut t = FieldTable::default();
+    if stream {
+        t.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("stream".into()),
+        );
+    }
+    t
+}
+
+/// Consume arguments: a stream is read from `first`.
+fn consume_args(stream: bool) -> FieldTable {
+    let mut t = FieldTable::default();
+    if stream {
+        t.insert(
+            "x-stream-offset".into(),
+            lapin::types::AMQPValue::LongString("first".into()),
+        );
+    }
+    t
+}
+
 impl Driver for Amqp {
     type Conn = AmqpConn;
     type Producer = AmqpProducer;
@@ -73,10 +97,10 @@ impl Driver for Amqp {
                     continue;
                 }
                 let opts = QueueDeclareOptions {
-                    durable,
+                    durable: durable || topo.stream,
                     ..Default::default()
                 };
-                ch.queue_declare(q.as_str().into(), opts, FieldTable::default())
+                ch.queue_declare(q.as_str().into(), opts, queue_args(topo.stream))
                     .await
                     .map_err(err)?;
                 ch.queue_bind(
@@ -178,16 +202,17 @@ impl Conn for AmqpConn {
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        stream: bool,
         declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<AmqpConsumer, String>> {
         Box::pin(async move {
             let ch = self.conn.create_channel().await.map_err(err)?;
             if let Some(d) = declare {
                 let opts = QueueDeclareOptions {
-                    durable: d.durable,
+                    durable: d.durable || stream,
                     ..Default::default()
                 };
-                ch.queue_declare(queue.into(), opts, FieldTable::default())
+                ch.queue_declare(queue.into(), opts, queue_args(stream))
                     .await
                     .map_err(err)?;
                 ch.queue_bind(
@@ -216,7 +241,7 @@ impl Conn for AmqpConn {
                         no_ack: auto_ack,
                         ..Default::default()
                     },
-                    FieldTable::default(),
+                    consume_args(stream),
                 )
                 .await
                 .map_err(err)?;

@@ -18,6 +18,9 @@ pub struct Topology {
     pub queues: Vec<String>,
     /// The exchange type.
     pub kind: PerfExchange,
+    /// Stream queues (`--stream`): durable, `x-queue-type = stream`, each consumer
+    /// reading from `first`.
+    pub stream: bool,
 }
 
 impl Topology {
@@ -29,6 +32,7 @@ impl Topology {
                 .map(|i| format!("{}.q{i}", a.prefix))
                 .collect(),
             kind: a.exchange_type,
+            stream: a.stream,
         }
     }
 
@@ -104,12 +108,14 @@ pub trait Conn: Send + Sync + 'static {
     /// The consumer type.
     type Consumer: Consumer;
     /// Starts a consumer on `queue`, declaring and binding the queue first when
-    /// `declare` says how.
+    /// `declare` says how; with `stream`, the queue is a stream and the consumer reads
+    /// it from `first`.
     fn consume<'a>(
         &'a self,
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        stream: bool,
         declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<Self::Consumer, String>>;
 }

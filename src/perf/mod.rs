@@ -119,6 +119,11 @@ pub struct PerfArgs {
     /// behind does not cost the broker anything during whatever runs next.
     #[arg(long)]
     pub delete_queues: bool,
+    /// Stream queues (`x-queue-type = stream`, durable): publishes are appended
+    /// (confirmed once on disk with --confirm), every consumer reads its stream from
+    /// `first` (each consumer of one queue reads all of it).
+    #[arg(long)]
+    pub stream: bool,
 }
 
 impl Default for PerfArgs {
@@ -233,7 +238,9 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
     // Queues that get a consumer are declared by it (on its connection).
     let by_consumers = args.consumers.min(topo.queues.len());
     if !args.predeclared {
-        driver.setup(&topo, args.persistent, by_consumers).await?;
+        driver
+            .setup(&topo, args.persistent || args.stream, by_consumers)
+            .await?;
     }
 
     let counters = Arc::new(Counters::default());
@@ -266,10 +273,10 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         let declare = (c < topo.queues.len() && !args.predeclared).then_some(driver::Declare {
             exchange: &topo.exchange,
             binding_key: &key,
-            durable: args.persistent,
+            durable: args.persistent || args.stream,
         });
         let mut consumer = conns[c % conns.len()]
-            .consume(&queue, args.prefetch, args.auto_ack, declare)
+            .consume(&queue, args.prefetch, args.auto_ack, args.stream, declare)
             .await?;
         let counters = counters.clone();
         let mut stop_rx = stop_rx.clone();

@@ -26,6 +26,19 @@ fn err(e: client::ClientError) -> String {
     e.to_string()
 }
 
+/// The declare options of a run's queues.
+fn queue_options(durable: bool, stream: bool) -> QueueOptions {
+    let opts = QueueOptions {
+        durable: durable || stream,
+        ..Default::default()
+    };
+    if stream {
+        opts.arg("x-queue-type", "stream")
+    } else {
+        opts
+    }
+}
+
 impl Driver for Native {
     type Conn = Client;
     type Producer = NativeProducer;
@@ -46,11 +59,9 @@ impl Driver for Native {
                 if i < first_declared {
                     continue;
                 }
-                let opts = QueueOptions {
-                    durable,
-                    ..Default::default()
-                };
-                c.declare_queue(q, &opts).await.map_err(err)?;
+                c.declare_queue(q, &queue_options(durable, topo.stream))
+                    .await
+                    .map_err(err)?;
                 c.bind_queue(q, &topo.exchange, &topo.binding_key(i), Default::default())
                     .await
                     .map_err(err)?;
@@ -147,24 +158,26 @@ impl Conn for Client {
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        stream: bool,
         declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<NativeConsumer, String>> {
         Box::pin(async move {
             if let Some(d) = declare {
-                let opts = QueueOptions {
-                    durable: d.durable,
-                    ..Default::default()
-                };
-                self.declare_queue(queue, &opts).await.map_err(err)?;
+                self.declare_queue(queue, &queue_options(d.durable, stream))
+                    .await
+                    .map_err(err)?;
                 self.bind_queue(queue, d.exchange, d.binding_key, Default::default())
                     .await
                     .map_err(err)?;
             }
-            let opts = ConsumeOptions {
+            let mut opts = ConsumeOptions {
                 prefetch,
                 no_ack: auto_ack,
                 ..Default::default()
             };
+            if stream {
+                opts = opts.arg("x-stream-offset", "first");
+            }
             let consumer = self.consume(queue, &opts).await.map_err(err)?;
             Ok(NativeConsumer {
                 client: self.clone(),

@@ -64,6 +64,7 @@ pub mod metadata;
 pub mod options;
 pub mod record;
 pub(crate) mod replay;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

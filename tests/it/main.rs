@@ -10,3 +10,4 @@ mod net;
 mod core;
 mod durability;
 mod mgmt;
+mod streams;

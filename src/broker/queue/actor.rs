@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 mod effects;
 mod handlers;
 mod reconfigure;
+mod stream;
 
 pub use reconfigure::Reconfigure;
 
@@ -83,6 +84,8 @@ pub(crate) struct QueueInit {
     pub config: QueueConfig,
     /// The virtual host's exchanges (for dead-lettering).
     pub exchanges: ExchangeDirectory,
+    /// Set for a stream queue: its log and settings.
+    pub stream: Option<crate::broker::stream::StreamInit>,
 }
 
 /// One queue.
@@ -149,6 +152,8 @@ pub struct QueueActor {
     /// Those of them released (connection closed) while waiting: their `get`s answer
     /// empty.
     released_waiters: HashSet<OwnerId>,
+    /// Set for a stream queue: the handlers hand their work to it (see [`stream`]).
+    stream: Option<stream::Stream>,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -206,6 +211,9 @@ impl QueueActor {
                 paged_in: Arc::default(),
                 waiting_gets: HashMap::new(),
                 released_waiters: HashSet::new(),
+                stream: init
+                    .stream
+                    .map(|s| Box::new(crate::broker::stream::StreamState::new(s))),
             }
         });
         QueueHandle::new(name, addr, inbox)
@@ -267,6 +275,9 @@ impl QueueActor {
     /// Applies the acks, credit, cancels and releases waiting in the inbox; true if
     /// there were any.
     fn drain_inbox(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.stream.is_some() {
+            return self.stream_drain_inbox();
+        }
         let items = self.inbox.take();
         if items.is_empty() {
             return false;
@@ -413,7 +424,10 @@ impl QueueActor {
             return 0;
         }
         self.deleted = true;
-        let count = (self.state.ready_len() + self.state.delayed_len()) as u64;
+        let mut count = (self.state.ready_len() + self.state.delayed_len()) as u64;
+        if self.stream.is_some() {
+            count = self.stream_delete(reason);
+        }
         self.gauge.sub(self.accounted);
         self.accounted = 0;
         for c in self.state.consumers() {
@@ -448,7 +462,11 @@ impl Actor for QueueActor {
             ctx.address(),
             self.inbox.clone(),
         ));
-        self.watch_expires(ctx);
+        if self.stream.is_some() {
+            self.start_stream(ctx);
+        } else {
+            self.watch_expires(ctx);
+        }
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -459,6 +477,7 @@ impl Actor for QueueActor {
         // Nothing drains the inbox from now on: close it, so a cancel waiting in it (or
         // pushed later through a handle still held) resolves instead of hanging.
         self.inbox.close();
+        self.stream_stop();
         // Acks drained by the last handler (broker shutdown) still reach the log.
         self.durable.commit(&mut self.state);
         if !self.deleted {

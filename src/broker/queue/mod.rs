@@ -6,7 +6,10 @@
 //! [`dead_letter`] (`x-death`, cycles) and [`dedup`]. [`actor`] wires it to actix: it
 //! accounts memory, sends deliveries to consumers' `Recipient<Deliver>`, arms one timer
 //! for the earliest deadline, republishes dead letters through [`outbox`], and tells
-//! the registry when it deletes itself (auto-delete, `x-expires`).
+//! the registry when it deletes itself (auto-delete, `x-expires`). A stream queue
+//! (`x-queue-type = "stream"`) runs in the same actor with a
+//! [`StreamState`](crate::broker::stream::StreamState) body instead (see
+//! [`crate::broker::stream`]).
 //!
 //! Where each queue argument is acted on:
 //!

@@ -34,6 +34,10 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 /// One queue in RabbitMQ's field names.
 fn queue_json(q: &QueueRow) -> Value {
     let s = q.stats.unwrap_or_default();
+    let stream = crate::broker::queue_args::is_stream(&q.spec);
+    // A stream's `ready` is its log's length; its unacked deliveries are not extra
+    // messages (docs/STREAMS.md).
+    let messages = if stream { s.ready } else { s.ready + s.unacked };
     json!({
         "name": q.spec.name,
         "vhost": q.vhost,
@@ -41,10 +45,10 @@ fn queue_json(q: &QueueRow) -> Value {
         "auto_delete": q.spec.auto_delete,
         "exclusive": q.spec.exclusive,
         "arguments": q.spec.arguments,
-        "type": "classic",
+        "type": if stream { "stream" } else { "classic" },
         "state": if q.stats.is_some() { "running" } else { "down" },
         "node": node_name(),
-        "messages": s.ready + s.unacked,
+        "messages": messages,
         "messages_ready": s.ready,
         "messages_unacknowledged": s.unacked,
         "messages_delayed": s.delayed,

@@ -3,7 +3,7 @@
 
 mod api;
 mod definitions;
-mod http;
+pub(crate) mod http;
 mod metrics;
 mod objects;
 mod policies;

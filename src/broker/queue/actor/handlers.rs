@@ -13,6 +13,9 @@ impl Handler<Enqueue> for QueueActor {
             let e = self.not_found();
             return Box::pin(async move { Err(e) });
         }
+        if self.stream.is_some() {
+            return self.stream_enqueue(msg, ctx);
+        }
         let now = self.stamp();
         let publisher = msg.publisher;
         let mut refused = Vec::new();
@@ -68,6 +71,9 @@ impl Handler<Consume> for QueueActor {
         self.drain_inbox(ctx);
         if self.deleted {
             return Err(self.not_found());
+        }
+        if self.stream.is_some() {
+            return self.stream_consume(msg, ctx);
         }
         let priority = consumer_priority(&msg.options.arguments, &self.name)?;
         let exclusive_attached = self
@@ -127,6 +133,12 @@ impl Handler<Cancel> for QueueActor {
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         self.drain_inbox(ctx);
+        if let Some(s) = self.stream.as_mut() {
+            if s.cancel(msg.owner, &msg.tag) {
+                s.flush_offsets();
+            }
+            return Ok(());
+        }
         let id = self
             .state
             .consumers()
@@ -151,6 +163,10 @@ impl Handler<Settle> for QueueActor {
 
     fn handle(&mut self, msg: Settle, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
+        if let Some(s) = self.stream.as_mut() {
+            s.settle(msg.owner, &msg.ids, msg.settlement);
+            return self.stream_dispatch(ctx);
+        }
         let now = self.now();
         let unknown = self.state.settle(msg.owner, &msg.ids, msg.settlement, now);
         self.unknown_ids(unknown);
@@ -212,6 +228,17 @@ impl Handler<Get> for QueueActor {
     type Result = ResponseActFuture<Self, GetResult>;
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
+        if self.stream.is_some() {
+            // RabbitMQ refuses basic.get on a stream with NOT_IMPLEMENTED (540, which
+            // UNKNOWN_OPERATION maps to): reading is by offset, with a consumer.
+            return Box::pin(actix::fut::ready(Err(BrokerError::new(
+                ErrorCode::UnknownOperation,
+                format!(
+                    "basic.get is not supported by stream queue '{}' in vhost '{}': consume with an x-stream-offset instead",
+                    self.name, self.vhost
+                ),
+            ))));
+        }
         let got = self.get(&msg, ctx);
         if !matches!(got, Ok(None)) || self.state.ready_len() == 0 {
             return Box::pin(actix::fut::ready(got));
@@ -242,6 +269,12 @@ impl Handler<Release> for QueueActor {
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
+        if let Some(s) = self.stream.as_mut() {
+            if s.release(msg.0) > 0 {
+                s.flush_offsets();
+            }
+            return self.stream_dispatch(ctx);
+        }
         self.note_release(msg.0);
         let now = self.now();
         let removed = self.state.release(msg.0, now);
@@ -257,6 +290,10 @@ impl Handler<ReturnCredit> for QueueActor {
 
     fn handle(&mut self, msg: ReturnCredit, ctx: &mut Self::Context) {
         self.drain_inbox(ctx);
+        if let Some(s) = self.stream.as_mut() {
+            s.return_credit(msg.consumer, msg.amount);
+            return self.stream_dispatch(ctx);
+        }
         self.state.return_credit(msg.consumer, msg.amount);
         self.dispatch(ctx);
     }
@@ -266,6 +303,12 @@ impl Handler<GetStats> for QueueActor {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _msg: GetStats, ctx: &mut Self::Context) -> Self::Result {
+        if self.stream.is_some() {
+            if self.drain_inbox(ctx) {
+                self.stream_dispatch(ctx);
+            }
+            return MessageResult(self.stream_stats());
+        }
         if self.drain_inbox(ctx) {
             self.dispatch(ctx);
         }
@@ -291,6 +334,12 @@ impl Handler<Purge> for QueueActor {
     type Result = Result<u64, BrokerError>;
 
     fn handle(&mut self, _msg: Purge, ctx: &mut Self::Context) -> Self::Result {
+        if self.stream.is_some() {
+            return Err(BrokerError::precondition(format!(
+                "purge is not supported by stream queue '{}' in vhost '{}': retention removes old segments",
+                self.name, self.vhost
+            )));
+        }
         if self.drain_inbox(ctx) {
             self.dispatch_ready(ctx);
         }
@@ -311,6 +360,22 @@ impl Handler<DeleteSelf> for QueueActor {
         self.drain_inbox(ctx);
         if self.deleted {
             return Err(self.not_found());
+        }
+        if let Some(s) = self.stream.as_ref() {
+            let (consumers, len) = (s.consumers().len(), s.log().len());
+            if msg.if_unused && consumers > 0 {
+                return Err(BrokerError::precondition(format!(
+                    "queue '{}' in vhost '{}' in use: it has {consumers} consumer(s)",
+                    self.name, self.vhost
+                )));
+            }
+            if msg.if_empty && len > 0 {
+                return Err(BrokerError::precondition(format!(
+                    "queue '{}' in vhost '{}' not empty: it holds {len} message(s)",
+                    self.name, self.vhost,
+                )));
+            }
+            return Ok(self.delete(ctx, "deleted"));
         }
         if msg.if_unused && !self.state.consumers().is_empty() {
             self.dispatch(ctx);
@@ -366,6 +431,12 @@ impl Handler<Wake> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Wake, ctx: &mut Self::Context) {
+        if self.stream.is_some() {
+            if self.drain_inbox(ctx) {
+                self.stream_dispatch(ctx);
+            }
+            return;
+        }
         if self.drain_inbox(ctx) {
             self.dispatch(ctx);
         }

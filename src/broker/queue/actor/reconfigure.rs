@@ -13,7 +13,9 @@ impl Handler<Reconfigure> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
-        if self.deleted {
+        // A stream's settings are its own declare arguments (docs/STREAMS.md):
+        // classic-queue policies do not apply to it.
+        if self.deleted || self.stream.is_some() {
             return;
         }
         let config = msg.0;

@@ -1,0 +1,229 @@
+//! The queue actor's stream side: when the queue is a stream, its handlers hand their
+//! work to the [`StreamState`] here instead of the classic [`QueueState`] (one branch
+//! per actor message; the classic path is unchanged). Deliveries go out as they do for
+//! a classic queue ([`Deliver`] with transport [`Credit`]), so every front end consumes
+//! from a stream unchanged.
+
+use super::*;
+use crate::broker::stream::args::{self as stream_args};
+use crate::broker::stream::{NewStreamConsumer, StreamState};
+
+/// How often a stream applies `x-max-age` and stores changed consumer offsets.
+const STREAM_TICK: Duration = Duration::from_secs(1);
+
+/// The stream body of a queue actor.
+pub(crate) type Stream = Box<StreamState<ConsumerHandle>>;
+
+impl QueueActor {
+    fn stream(&mut self) -> &mut StreamState<ConsumerHandle> {
+        self.stream.as_mut().expect("a stream queue")
+    }
+
+    /// Started: the retention and offset-store tick.
+    pub(super) fn start_stream(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(STREAM_TICK, |act, ctx| {
+            if act.deleted {
+                return;
+            }
+            let s = act.stream();
+            s.enforce_retention(crate::storage::stream::now_millis());
+            s.flush_offsets();
+            act.stream_dispatch(ctx);
+        });
+    }
+
+    /// Appends the batch; the answer (the publisher's confirm) waits for the disk.
+    pub(super) fn stream_enqueue(
+        &mut self,
+        msg: Enqueue,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Enqueued, BrokerError>> {
+        let stored = self.stream().append(msg.messages);
+        self.stream_dispatch(ctx);
+        let name = self.name.clone();
+        Box::pin(async move {
+            stored.await.map_err(|e| {
+                tracing::error!(queue = %name, error = %e, "stream append failed");
+                BrokerError::new(
+                    ErrorCode::InternalError,
+                    format!("stream '{name}' could not store the messages: {e}"),
+                )
+            })?;
+            Ok(Enqueued::default())
+        })
+    }
+
+    /// Attaches a consumer at its `x-stream-offset` (or its stored offset).
+    pub(super) fn stream_consume(
+        &mut self,
+        msg: Consume,
+        ctx: &mut Context<Self>,
+    ) -> Result<Arc<str>, BrokerError> {
+        let q = self.name.clone();
+        if msg.options.auto_ack {
+            return Err(BrokerError::precondition(format!(
+                "no-ack consume is not supported by stream queue '{q}': consumers acknowledge (acks are flow credit)"
+            )));
+        }
+        if msg.options.prefetch == 0 {
+            return Err(BrokerError::precondition(format!(
+                "consumer prefetch count is not set for stream queue '{q}': a stream consumer needs a prefetch (basic.qos)"
+            )));
+        }
+        let start = stream_args::start_at(
+            &msg.options.arguments,
+            &q,
+            crate::storage::stream::now_millis(),
+        )?;
+        let name = stream_args::consumer_name(&msg.options.arguments, &q)?;
+        let tag: Arc<str> = if msg.options.tag.is_empty() {
+            self.tag_seq += 1;
+            Arc::from(format!("amq.ctag-{}-{}", self.incarnation, self.tag_seq))
+        } else {
+            Arc::from(msg.options.tag.as_str())
+        };
+        let s = self.stream();
+        if s.consumers()
+            .iter()
+            .any(|c| c.owner == msg.owner && c.tag == tag)
+        {
+            return Err(BrokerError::not_allowed(format!(
+                "consumer tag '{tag}' is already in use on queue '{q}'"
+            )));
+        }
+        let (_, offset) = s.add_consumer(NewStreamConsumer {
+            tag: tag.clone(),
+            owner: msg.owner,
+            handle: ConsumerHandle {
+                deliver: msg.deliver,
+                cancelled: msg.cancelled,
+            },
+            prefetch: msg.options.prefetch,
+            window: msg.window,
+            start,
+            name,
+        })?;
+        tracing::debug!(queue = %q, consumer = %tag, offset, "stream consumer attached");
+        self.stream_dispatch(ctx);
+        Ok(tag)
+    }
+
+    /// Hands consumers with credit what they have not read yet.
+    pub(super) fn stream_dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.deleted {
+            return;
+        }
+        let handle = self.handle.clone();
+        let s = self.stream.as_mut().expect("a stream queue");
+        let batches = s.dispatch(DISPATCH_CHUNK);
+        let handed: usize = batches.iter().map(|(_, d)| d.len()).sum();
+        let mut gone = Vec::new();
+        for (idx, deliveries) in batches {
+            let c = s.consumer_at(idx);
+            if !c.handle.deliver.connected() {
+                gone.push(c.id);
+                continue;
+            }
+            // do_send: prefetch and the transport window bound what is in flight.
+            c.handle.deliver.do_send(Deliver {
+                consumer_tag: c.tag.clone(),
+                queue: handle.clone().expect("queue handle set in started"),
+                credit: Credit {
+                    queue: handle.clone(),
+                    consumer: c.id,
+                    amount: deliveries.len() as u32,
+                },
+                deliveries,
+            });
+        }
+        for id in gone {
+            s.drop_consumer(id);
+        }
+        if handed >= DISPATCH_CHUNK && !self.dispatch_scheduled {
+            // Yield to the other actors of the arbiter, then go on.
+            self.dispatch_scheduled = true;
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(tokio::task::yield_now()).map(|_, act, ctx| {
+                    act.dispatch_scheduled = false;
+                    act.stream_dispatch(ctx);
+                }),
+            );
+        }
+    }
+
+    /// Applies the inbox (settlements, credit, cancels, releases) to the stream.
+    pub(super) fn stream_drain_inbox(&mut self) -> bool {
+        let items = self.inbox.take();
+        if items.is_empty() {
+            return false;
+        }
+        let s = self.stream();
+        let mut left = false;
+        for item in items {
+            match item {
+                Control::Settle {
+                    owner,
+                    ids,
+                    settlement,
+                } => {
+                    let unknown = s.settle(owner, &ids, settlement);
+                    if !unknown.is_empty() {
+                        tracing::debug!(ids = ?unknown, "stream settlement of deliveries not held");
+                    }
+                }
+                Control::Credit { consumer, amount } => s.return_credit(consumer, amount),
+                Control::Prefetch { owner, prefetch } => s.set_prefetch(owner, prefetch),
+                Control::Cancel { owner, tag, done } => {
+                    left |= s.cancel(owner, &tag);
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                Control::Release(owner) => left |= s.release(owner) > 0,
+            }
+        }
+        if left {
+            // A consumer left: what it acked is stored now, not at the next tick.
+            s.flush_offsets();
+        }
+        true
+    }
+
+    /// A stream's counts: `ready` is the log's length (what a consumer from `first`
+    /// would read).
+    pub(super) fn stream_stats(&mut self) -> QueueStats {
+        let s = self.stream();
+        QueueStats {
+            ready: s.log().len(),
+            unacked: s.unacked_len() as u64,
+            consumers: s.consumers().len() as u32,
+            bytes: s.log().bytes(),
+            delayed: 0,
+        }
+    }
+
+    /// The queue (a stream) is deleted: cancel its consumers, remove its directory.
+    pub(super) fn stream_delete(&mut self, reason: &str) -> u64 {
+        let name = self.name.clone();
+        let s = self.stream();
+        for c in s.consumers() {
+            if let Some(r) = &c.handle.cancelled {
+                r.do_send(ConsumerCancelled {
+                    consumer_tag: c.tag.clone(),
+                    reason: format!("queue '{name}' was deleted ({reason})"),
+                });
+            }
+        }
+        let n = s.log().len();
+        s.log_mut().delete();
+        n
+    }
+
+    /// Broker shutdown: store the offsets, let the writer finish.
+    pub(super) fn stream_stop(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            s.flush_offsets();
+            s.log_mut().close();
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Stream queues (`x-queue-type = "stream"`): an append-only log read without removing,
+//! each consumer at its own offset. See docs/STREAMS.md.
+//!
+//! A stream runs inside the ordinary queue actor (same [`QueueHandle`], so exchanges,
+//! bindings and every front end reach it unchanged): the actor hands publish, consume,
+//! settle and credit to a [`StreamState`] when it has one. [`StreamState`] is the pure
+//! bookkeeping (consumers, their offsets and credit, named consumers' stored offsets,
+//! retention) over a [`StreamLog`](crate::storage::stream::StreamLog), tested without
+//! actix; [`args`] parses the arguments.
+//!
+//! [`QueueHandle`]: crate::broker::queue::QueueHandle
+
+pub mod args;
+
+use crate::broker::messages::{Delivery, OwnerId, Settlement};
+use crate::error::BrokerError;
+use crate::storage::stream::{now_millis, StreamLog};
+use crate::storage::Completion;
+use args::{StartAt, StreamConfig};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What the actor gives a new stream: its log (opened and recovered) and settings.
+pub struct StreamInit {
+    /// The log.
+    pub log: StreamLog,
+    /// Retention and segment size.
+    pub config: StreamConfig,
+}
+
+/// A consumer's options, as the stream needs them.
+pub struct NewStreamConsumer<H> {
+    /// Its tag.
+    pub tag: Arc<str>,
+    /// Who consumes.
+    pub owner: OwnerId,
+    /// How the actor reaches it.
+    pub handle: H,
+    /// Most unacked deliveries (> 0).
+    pub prefetch: u32,
+    /// Most deliveries in transit.
+    pub window: u32,
+    /// Where it starts (`None`: its stored offset if named, else `next`).
+    pub start: Option<StartAt>,
+    /// `x-stream-consumer-name`.
+    pub name: Option<String>,
+}
+
+/// One consumer of a stream.
+pub struct StreamConsumer<H> {
+    /// The stream's id of the consumer (for transport credit).
+    pub id: u64,
+    /// Its tag.
+    pub tag: Arc<str>,
+    /// Who consumes.
+    pub owner: OwnerId,
+    /// How the actor reaches it.
+    pub handle: H,
+    prefetch: u32,
+    window: u32,
+    in_flight: u32,
+    /// Delivery id -> offset, of deliveries not yet settled.
+    unacked: BTreeMap<u64, u64>,
+    /// The next offset to deliver.
+    next: u64,
+    name: Option<String>,
+}
+
+/// A stream's consumers and offsets over its log.
+pub struct StreamState<H> {
+    log: StreamLog,
+    config: StreamConfig,
+    consumers: Vec<StreamConsumer<H>>,
+    next_consumer: u64,
+    next_delivery: u64,
+    /// Named consumers' stored offsets: the next offset each is to read.
+    offsets: BTreeMap<String, u64>,
+    offsets_dirty: bool,
+    /// Deliveries of consumers cancelled while unacked: id -> (owner, name, offset),
+    /// so a late ack still advances a named consumer's offset.
+    orphans: HashMap<u64, (OwnerId, Option<String>, u64)>,
+}
+
+impl<H> StreamState<H> {
+    /// A stream over `init.log`, with the named consumers' offsets the log recovered.
+    pub fn new(init: StreamInit) -> Self {
+        let offsets = init.log.recovered_offsets().clone();
+        StreamState {
+            log: init.log,
+            config: init.config,
+            consumers: Vec::new(),
+            next_consumer: 0,
+            next_delivery: 0,
+            offsets,
+            offsets_dirty: false,
+            orphans: HashMap::new(),
+        }
+    }
+
+    /// The log.
+    pub fn log(&self) -> &StreamLog {
+        &self.log
+    }
+
+    /// The log, to close or delete it.
+    pub fn log_mut(&mut self) -> &mut StreamLog {
+        &mut self.log
+    }
+
+    /// The consumers.
+    pub fn consumers(&self) -> &[StreamConsumer<H>] {
+        &self.consumers
+    }
+
+    /// Deliveries not yet settled, across consumers.
+    pub fn unacked_len(&self) -> usize {
+        self.consumers
+            .iter()
+            .map(|c| c.unacked.len())
+            .sum::<usize>()
+            + self.orphans.len()
+    }
+
+    /// Appends a chunk; the completion resolves once it is on disk.
+    pub fn append(&mut self, messages: Vec<Arc<crate::message::Message>>) -> Completion {
+        let c = self.log.append(messages);
+        self.enforce_retention(now_millis());
+        c
+    }
+
+    /// Removes segments outside retention; consumers behind the new first offset move
+    /// on to it.
+    pub fn enforce_retention(&mut self, now: i64) {
+        if self
+            .log
+            .trim(self.config.max_bytes, self.config.max_age_ms, now)
+            > 0
+        {
+            let first = self.log.first_offset();
+            for c in &mut self.consumers {
+                c.next = c.next.max(first);
+            }
+        }
+    }
+
+    fn resolve(&self, start: StartAt) -> u64 {
+        let first = self.log.first_offset();
+        let next = self.log.next_offset();
+        match start {
+            StartAt::First => first,
+            StartAt::Last => self.log.last_chunk(),
+            StartAt::Next => next,
+            StartAt::Offset(o) => o.clamp(first, next),
+            StartAt::Timestamp(t) => self.log.offset_at(t),
+        }
+    }
+
+    /// Attaches a consumer; answers its id and the offset it starts at.
+    pub fn add_consumer(&mut self, c: NewStreamConsumer<H>) -> Result<(u64, u64), BrokerError> {
+        let start = match (c.start, &c.name) {
+            (Some(s), _) => self.resolve(s),
+            (None, Some(name)) => match self.offsets.get(name) {
+                Some(o) => (*o).clamp(self.log.first_offset(), self.log.next_offset()),
+                None => self.resolve(StartAt::Next),
+            },
+            (None, None) => self.resolve(StartAt::Next),
+        };
+        self.next_consumer += 1;
+        let id = self.next_consumer;
+        self.consumers.push(StreamConsumer {
+            id,
+            tag: c.tag,
+            owner: c.owner,
+            handle: c.handle,
+            prefetch: c.prefetch,
+            window: c.window.max(1),
+            in_flight: 0,
+            unacked: BTreeMap::new(),
+            next: start,
+            name: c.name,
+        });
+        Ok((id, start))
+    }
+
+    /// Hands each consumer with credit the records it has not had, up to `max` in all;
+    /// answers (consumer index, deliveries).
+    pub fn dispatch(&mut self, max: usize) -> Vec<(usize, Vec<Delivery>)> {
+        let end = self.log.next_offset();
+        let first = self.log.first_offset();
+        let mut out = Vec::new();
+        let mut budget = max;
+        for (i, c) in self.consumers.iter_mut().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            c.next = c.next.max(first);
+            let by_prefetch = c.prefetch.saturating_sub(c.unacked.len() as u32);
+            let by_window = c.window.saturating_sub(c.in_flight);
+            let credit = (by_prefetch.min(by_window) as u64)
+                .min(end.saturating_sub(c.next))
+                .min(budget as u64);
+            if credit == 0 {
+                continue;
+            }
+            let mut batch = Vec::with_capacity(credit as usize);
+            for o in c.next..c.next + credit {
+                let r = self.log.get(o).expect("retained offset");
+                self.next_delivery += 1;
+                c.unacked.insert(self.next_delivery, o);
+                batch.push(Delivery {
+                    id: self.next_delivery,
+                    redelivered: false,
+                    delivery_count: 1,
+                    message: r.message.clone(),
+                });
+            }
+            c.next += credit;
+            c.in_flight += credit as u32;
+            budget -= credit as usize;
+            out.push((i, batch));
+        }
+        out
+    }
+
+    /// The consumer at `idx` (as answered by [`Self::dispatch`]).
+    pub fn consumer_at(&self, idx: usize) -> &StreamConsumer<H> {
+        &self.consumers[idx]
+    }
+
+    fn note_acked(&mut self, name: &Option<String>, offset: u64) {
+        if let Some(name) = name {
+            let e = self.offsets.entry(name.clone()).or_insert(0);
+            if offset + 1 > *e {
+                *e = offset + 1;
+                self.offsets_dirty = true;
+            }
+        }
+    }
+
+    /// Settles deliveries of `owner`: every settlement returns prefetch credit; an ack
+    /// of a named consumer's delivery advances its stored offset. Nothing is removed
+    /// (nack and reject, with requeue or not, are credit only). Answers the ids this
+    /// owner does not hold.
+    pub fn settle(&mut self, owner: OwnerId, ids: &[u64], settlement: Settlement) -> Vec<u64> {
+        let mut unknown = Vec::new();
+        for id in ids {
+            let held = self
+                .consumers
+                .iter_mut()
+                .filter(|c| c.owner == owner)
+                .find_map(|c| c.unacked.remove(id).map(|o| (c.name.clone(), o)));
+            let held = held.or_else(|| match self.orphans.get(id) {
+                Some((o, ..)) if *o == owner => self.orphans.remove(id).map(|(_, n, o)| (n, o)),
+                _ => None,
+            });
+            match held {
+                Some((name, o)) if settlement == Settlement::Ack => self.note_acked(&name, o),
+                Some(_) => {}
+                None => unknown.push(*id),
+            }
+        }
+        unknown
+    }
+
+    /// Returns transport credit to consumer `id`.
+    pub fn return_credit(&mut self, id: u64, amount: u32) {
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.id == id) {
+            c.in_flight = c.in_flight.saturating_sub(amount);
+        }
+    }
+
+    /// Sets the prefetch of every consumer of `owner` (0 is kept as 1: a stream
+    /// consumer always has a limit).
+    pub fn set_prefetch(&mut self, owner: OwnerId, prefetch: u32) {
+        for c in self.consumers.iter_mut().filter(|c| c.owner == owner) {
+            c.prefetch = prefetch.max(1);
+        }
+    }
+
+    /// Detaches consumer `tag` of `owner`; its unacked deliveries can still be acked.
+    /// Answers whether it was attached.
+    pub fn cancel(&mut self, owner: OwnerId, tag: &str) -> bool {
+        let Some(i) = self
+            .consumers
+            .iter()
+            .position(|c| c.owner == owner && *c.tag == *tag)
+        else {
+            return false;
+        };
+        let c = self.consumers.remove(i);
+        for (id, o) in c.unacked {
+            self.orphans.insert(id, (owner, c.name.clone(), o));
+        }
+        true
+    }
+
+    /// Drops consumer `id` (its recipient is gone) with its unacked deliveries.
+    pub fn drop_consumer(&mut self, id: u64) -> Option<StreamConsumer<H>> {
+        let i = self.consumers.iter().position(|c| c.id == id)?;
+        Some(self.consumers.remove(i))
+    }
+
+    /// The owner went: its consumers and unacked deliveries are dropped (nothing to
+    /// requeue: a stream keeps every record). Answers how many consumers it had.
+    pub fn release(&mut self, owner: OwnerId) -> usize {
+        let before = self.consumers.len();
+        self.consumers.retain(|c| c.owner != owner);
+        self.orphans.retain(|_, (o, ..)| *o != owner);
+        before - self.consumers.len()
+    }
+
+    /// Hands the log the named consumers' offsets if they changed since the last call
+    /// (the actor calls it on a timer and when a consumer leaves: coalesced writes).
+    pub fn flush_offsets(&mut self) {
+        if std::mem::take(&mut self.offsets_dirty) {
+            self.log.store_offsets(&self.offsets);
+        }
+    }
+
+    /// The stored offset of the named consumer `name`.
+    pub fn stored_offset(&self, name: &str) -> Option<u64> {
+        self.offsets.get(name).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Opens the log of stream `spec` in `vhost`: on disk under
+/// `data_dir/streams/<vhost>/<name>/` when the broker has storage, in memory otherwise.
+pub fn open(
+    durability: &crate::broker::durability::Durability,
+    vhost: &str,
+    spec: &crate::broker::queue::QueueSpec,
+) -> Result<StreamInit, BrokerError> {
+    use crate::storage::stream::dir_name;
+    let config = StreamConfig::from_arguments(&spec.arguments);
+    let log = match durability.options() {
+        Some(o) => {
+            let dir = o
+                .data_dir
+                .join("streams")
+                .join(dir_name(vhost))
+                .join(dir_name(&spec.name));
+            StreamLog::open(&dir, config.max_segment_bytes).map_err(|e| {
+                tracing::error!(vhost, stream = %spec.name, error = %e, "cannot open a stream log");
+                BrokerError::new(
+                    crate::error::ErrorCode::InternalError,
+                    format!("cannot open the log of stream '{}': {e}", spec.name),
+                )
+            })?
+        }
+        None => StreamLog::memory(config.max_segment_bytes),
+    };
+    Ok(StreamInit { log, config })
+}

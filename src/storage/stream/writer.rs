@@ -1,0 +1,177 @@
+//! The writer thread of one stream: the only code that writes its directory.
+//!
+//! One turn of its loop: block for a command, drain every command queued behind it,
+//! write the appends of the group to their segment files, fsync once (and the
+//! directory when a segment file was created), then resolve every completion of the
+//! group: group commit, so a confirm means "on disk" without an fsync per message.
+//! Segment removals (retention) and the consumer offsets file are handled after the
+//! group's appends; of several offsets snapshots queued, only the last is written.
+//!
+//! A failed write or fsync fails every later append (the file's state is unknown), as
+//! the message log's writer does.
+
+use crate::storage::completion::Completer;
+use crate::storage::disk::frame;
+use crate::storage::error::StorageError;
+use crate::storage::fsutil::sync_dir;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+/// What the stream's actor sends its writer.
+pub enum Command {
+    /// Append encoded frames to the segment that starts at `segment`.
+    Append {
+        /// The first offset of the segment (its file name).
+        segment: u64,
+        /// The frames.
+        bytes: Vec<u8>,
+        /// Resolved once written and fsynced.
+        done: Completer,
+    },
+    /// Remove the segment file that starts at this offset (retention).
+    Remove(u64),
+    /// Replace the consumer offsets file with these bytes (a framed snapshot).
+    Offsets(Vec<u8>),
+}
+
+/// The file name of the segment that starts at `first`.
+pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+/// The stored consumer offsets.
+pub fn offsets_path(dir: &Path) -> PathBuf {
+    dir.join("offsets")
+}
+
+struct Writer {
+    dir: PathBuf,
+    /// The segment being appended to: its first offset and open file.
+    active: Option<(u64, File)>,
+    /// Set after a failed write or fsync.
+    failed: Option<Arc<StorageError>>,
+}
+
+impl Writer {
+    fn file_for(&mut self, segment: u64) -> Result<(&mut File, bool), StorageError> {
+        let mut created = false;
+        if self.active.as_ref().map(|(s, _)| *s) != Some(segment) {
+            if let Some((_, f)) = self.active.take() {
+                f.sync_data()
+                    .map_err(|e| StorageError::io("syncing segment", &self.dir, e))?;
+            }
+            let path = segment_path(&self.dir, segment);
+            created = !path.exists();
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| StorageError::io("opening segment", &path, e))?;
+            self.active = Some((segment, f));
+        }
+        Ok((&mut self.active.as_mut().expect("just set").1, created))
+    }
+
+    fn write_group(&mut self, appends: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+        if let Some(e) = &self.failed {
+            return Err(StorageError::Failed(e.clone()));
+        }
+        let mut new_file = false;
+        for (segment, bytes) in appends {
+            let dir = self.dir.clone();
+            let (f, created) = self.file_for(*segment)?;
+            new_file |= created;
+            f.write_all(bytes)
+                .map_err(|e| StorageError::io("writing stream segment", &dir, e))?;
+        }
+        if let Some((_, f)) = &self.active {
+            f.sync_data()
+                .map_err(|e| StorageError::io("syncing stream segment", &self.dir, e))?;
+        }
+        if new_file {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn write_offsets(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        let tmp = self.dir.join("offsets.tmp");
+        let mut f =
+            File::create(&tmp).map_err(|e| StorageError::io("creating offsets", &tmp, e))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| StorageError::io("writing offsets", &tmp, e))?;
+        let path = offsets_path(&self.dir);
+        std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("renaming offsets", &path, e))?;
+        sync_dir(&self.dir)
+    }
+}
+
+/// Frames a consumer offsets snapshot (MessagePack map name -> offset).
+pub fn encode_offsets(
+    offsets: &std::collections::BTreeMap<String, u64>,
+) -> Result<Vec<u8>, StorageError> {
+    let mut buf = Vec::new();
+    frame::encode_with(&mut buf, |b| {
+        rmp_serde::encode::write(b, offsets).map_err(|e| StorageError::Encode(e.to_string()))
+    })?;
+    Ok(buf)
+}
+
+/// Runs the writer until every sender is gone.
+pub fn run(dir: PathBuf, rx: Receiver<Command>) {
+    let mut w = Writer {
+        dir,
+        active: None,
+        failed: None,
+    };
+    while let Ok(first) = rx.recv() {
+        let mut appends = Vec::new();
+        let mut done = Vec::new();
+        let mut removes = Vec::new();
+        let mut offsets = None;
+        for cmd in std::iter::once(first).chain(rx.try_iter()) {
+            match cmd {
+                Command::Append {
+                    segment,
+                    bytes,
+                    done: d,
+                } => {
+                    appends.push((segment, bytes));
+                    done.push(d);
+                }
+                Command::Remove(s) => removes.push(s),
+                Command::Offsets(b) => offsets = Some(b),
+            }
+        }
+        if !appends.is_empty() {
+            let result = w.write_group(&appends);
+            if let Err(e) = &result {
+                if w.failed.is_none() {
+                    tracing::error!(dir = %w.dir.display(), error = %e, "stream write failed: later appends are refused");
+                    w.failed = Some(Arc::new(e.clone()));
+                }
+            }
+            for d in done {
+                d.complete(result.clone());
+            }
+        }
+        for s in removes {
+            let path = segment_path(&w.dir, s);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stream segment");
+            }
+        }
+        if let Some(b) = offsets {
+            if let Err(e) = w.write_offsets(&b) {
+                tracing::error!(dir = %w.dir.display(), error = %e, "cannot store the consumer offsets");
+            }
+        }
+    }
+    if let Some((_, f)) = w.active.take() {
+        let _ = f.sync_data();
+    }
+}
