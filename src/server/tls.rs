@@ -166,3 +166,53 @@ impl Tls {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_cert(dir: &Path, cn: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    fn settings(dir: &Path) -> TlsSettings {
+        TlsSettings {
+            cert_file: Some(dir.join("cert.pem")),
+            key_file: Some(dir.join("key.pem")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_swaps_the_certificate_and_a_broken_file_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cert(dir.path(), "first");
+        let tls = Tls::load(&settings(dir.path())).unwrap();
+        let before = Arc::as_ptr(&tls.current.read().unwrap());
+        write_cert(dir.path(), "second");
+        tls.reload().unwrap();
+        let after = Arc::as_ptr(&tls.current.read().unwrap());
+        assert_ne!(before, after, "a new configuration for new connections");
+        std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+        let e = tls.reload().unwrap_err();
+        assert!(e.contains("key.pem"), "{e}");
+        assert_eq!(Arc::as_ptr(&tls.current.read().unwrap()), after);
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = server_config(&settings(dir.path())).unwrap_err();
+        assert!(e.contains("cert.pem"), "{e}");
+        std::fs::write(dir.path().join("cert.pem"), "").unwrap();
+        let e = server_config(&settings(dir.path())).unwrap_err();
+        assert!(e.contains("no certificate"), "{e}");
+    }
+}

@@ -78,3 +78,21 @@ impl TlsSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::settings::Settings;
+
+    #[test]
+    fn a_tls_listener_needs_a_certificate_and_peer_verification_a_ca() {
+        let e = Settings::from_toml("[server]\ntls_bind = \"127.0.0.1:5681\"").unwrap_err();
+        assert!(e.to_string().contains("tls.cert_file"), "{e}");
+        let peer = "[amqp]\ntls_bind = [\"127.0.0.1:5671\"]\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nverify = \"peer\"";
+        let e = Settings::from_toml(peer).unwrap_err();
+        assert!(e.to_string().contains("tls.ca_file"), "{e}");
+        let e = Settings::from_toml("[tls]\nverify = \"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("tls.verify"), "{e}");
+        let s = Settings::from_toml("[tls]\ncert_file = \"c\"").unwrap();
+        assert!(!s.tls_enabled(), "no listener, no check");
+    }
+}
