@@ -40,6 +40,8 @@ pub mod channel;
 pub mod definitions;
 pub mod embed;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod message;
 pub mod options;

@@ -110,7 +110,7 @@ pub struct AmqpConnection {
     /// Publish window and write-buffer counters shared with the socket tasks.
     pub(super) flow: Arc<Flow>,
     /// The socket until `started` splits it.
-    socket: Option<tokio::net::TcpStream>,
+    socket: Option<crate::server::stream::ServerStream>,
     /// True once this connection published (memory blocking applies to it).
     pub(super) publisher: bool,
     /// Counters for the registry of connections.
@@ -124,7 +124,7 @@ pub struct AmqpConnection {
 impl AmqpConnection {
     /// Starts a connection actor for `socket` on the current arbiter.
     pub(crate) fn start(
-        socket: tokio::net::TcpStream,
+        socket: crate::server::stream::ServerStream,
         peer: SocketAddr,
         shared: Arc<ServerShared>,
     ) -> Addr<AmqpConnection> {

@@ -5,7 +5,6 @@
 
 use super::connection::{AmqpConnection, Phase, Session};
 use super::errors::AmqpError;
-use crate::error::BrokerError;
 use actix::prelude::*;
 use amq_protocol::protocol::connection as conn;
 use amq_protocol::protocol::AMQPClass;
@@ -163,10 +162,9 @@ impl AmqpConnection {
         let shared = self.shared.clone();
         let ip = self.peer.ip();
         let u = user.clone();
-        let check = tokio::task::spawn_blocking(move || shared.users.login(&u, &password, ip));
+        let check = crate::server::auth::login_slowed(shared, u, password, ip);
         ctx.spawn(actix::fut::wrap_future::<_, Self>(check).map(
             move |res, act, ctx| {
-                let res = res.unwrap_or_else(|_| Err(BrokerError::internal("the login check failed")));
                 if act.phase != Phase::Login {
                     return;
                 }
@@ -241,10 +239,17 @@ impl AmqpConnection {
             );
             return;
         }
-        tracing::info!(peer = %self.peer, user = %self.user, %vhost, "AMQP connection opened");
-        self.shared
+        let limits = &self.shared.settings.server;
+        if let Err(m) = self
+            .shared
             .registry
-            .opened(self.owner.0, &self.user, &vhost);
+            .opened(self.owner.0, &self.user, &vhost, limits)
+        {
+            tracing::warn!(peer = %self.peer, "AMQP connection refused: {m}");
+            self.close_with(AmqpError::new(530, m), ctx);
+            return;
+        }
+        tracing::info!(peer = %self.peer, user = %self.user, %vhost, "AMQP connection opened");
         self.session = Some(Session { registry, vhost });
         self.phase = Phase::Running;
         self.method(

@@ -7,12 +7,12 @@
 use super::codec::{take_frame, CodecError, Incoming, PROTOCOL_HEADER};
 use crate::broker::messages::Credit;
 use crate::server::io::Flow;
+use crate::server::stream::{ServerReadHalf as OwnedReadHalf, ServerWriteHalf as OwnedWriteHalf};
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

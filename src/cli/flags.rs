@@ -25,6 +25,19 @@ pub struct ConnFlags {
     /// Virtual host [default: /].
     #[arg(long)]
     pub vhost: Option<String>,
+    /// Connect with TLS (to the broker's `server.tls_bind`; the port defaults to 5681).
+    /// Implied by --ca-file.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) the broker's certificate must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for a broker with `tls.verify = "peer"`.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --cert-file.
+    #[arg(long, value_name = "FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The same flags before the subcommand (`actormq --server H:P purge q`): hidden from
@@ -70,6 +83,7 @@ impl LeadingConnFlags {
             password: flags.password.or(self.password),
             password_file: flags.password_file.or(self.password_file),
             vhost: flags.vhost.or(self.vhost),
+            ..flags
         }
     }
 }

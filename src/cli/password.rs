@@ -18,19 +18,34 @@ const DEFAULT_USER: &str = "guest";
 
 /// The client's options for these flags, the password resolved (see [`password`]).
 pub fn connect_options(conn: ConnFlags) -> Result<ConnectOptions, Error> {
+    let tls = conn.tls || conn.ca_file.is_some();
+    let port = if tls {
+        actormq::client::DEFAULT_TLS_PORT
+    } else {
+        actormq::client::DEFAULT_PORT
+    };
     let server = conn
         .server
         .clone()
-        .unwrap_or_else(|| format!("127.0.0.1:{}", actormq::client::DEFAULT_PORT));
+        .unwrap_or_else(|| format!("127.0.0.1:{port}"));
     let user = conn
         .user
         .clone()
         .unwrap_or_else(|| DEFAULT_USER.to_string());
     let password = password(&conn, &user)?;
     let vhost = conn.vhost.unwrap_or_else(|| "/".to_string());
-    Ok(ConnectOptions::new(server)
-        .credentials(user, password)
-        .vhost(vhost))
+    let tls = tls.then(|| actormq::client::TlsOptions {
+        ca_file: conn.ca_file.clone(),
+        cert_file: conn.cert_file.clone(),
+        key_file: conn.key_file.clone(),
+        server_name: None,
+    });
+    Ok(ConnectOptions {
+        tls,
+        ..ConnectOptions::new(server)
+            .credentials(user, password)
+            .vhost(vhost)
+    })
 }
 
 /// The password, from the first of: `--password`, `--password-file`, `ACTORMQ_PASSWORD`;

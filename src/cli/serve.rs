@@ -32,6 +32,12 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
         for a in server.amqp_addrs() {
             let _ = writeln!(out, "actormq AMQP listening on {a}");
         }
+        for a in server.amqps_addrs() {
+            let _ = writeln!(out, "actormq AMQPS listening on {a}");
+        }
+        if let Some(a) = server.native_tls_addr() {
+            let _ = writeln!(out, "actormq TLS listening on {a}");
+        }
         for a in server.http_addrs() {
             let _ = writeln!(out, "actormq management API on http://{a}/api/");
         }

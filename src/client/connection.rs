@@ -11,6 +11,7 @@ use super::error::ClientError;
 use super::options::ConnectOptions;
 use super::publish::ConfirmTracker;
 use super::reader::Reply;
+use super::tls::ClientStream;
 use super::Delivery;
 use crate::error::ErrorCode;
 use crate::protocol::{
@@ -22,8 +23,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+
+/// The writing half of the socket.
+type OwnedWriteHalf = crate::server::stream::WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>;
 use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 
 /// What the broker said about itself in its Welcome.
@@ -289,10 +292,7 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<Arc<Shared>, ClientErr
         .await
         .map_err(|_| {
             ClientError::io(
-                format!(
-                    "connecting to {}",
-                    super::options::with_default_port(&opts.addr)
-                ),
+                format!("connecting to {}", opts.full_addr()),
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "handshake timed out"),
             )
         })??;
@@ -329,15 +329,18 @@ const HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
 
 async fn handshake(
     opts: &ConnectOptions,
-) -> Result<(TcpStream, ServerInfo, BytesMut), ClientError> {
-    let addr = super::options::with_default_port(&opts.addr);
+) -> Result<(ClientStream, ServerInfo, BytesMut), ClientError> {
+    let addr = opts.full_addr();
     let ctx = || format!("connecting to {addr}");
-    let mut stream = TcpStream::connect(&addr)
+    let tcp = TcpStream::connect(&addr)
         .await
         .map_err(|e| ClientError::io(ctx(), e))?;
-    stream
-        .set_nodelay(true)
+    tcp.set_nodelay(true)
         .map_err(|e| ClientError::io(ctx(), e))?;
+    let mut stream = match &opts.tls {
+        Some(tls) => super::tls::connect(tcp, &addr, tls).await?,
+        None => ClientStream::Plain(tcp),
+    };
     let mut out = BytesMut::new();
     let hello = ClientFrame::Hello(Hello {
         version: PROTOCOL_VERSION,

@@ -49,6 +49,7 @@ mod ops;
 mod options;
 mod publish;
 mod reader;
+mod tls;
 
 /// The declaration and consumer options, shared with the embedding API ([`crate::options`]).
 pub use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
@@ -58,6 +59,7 @@ pub use error::ClientError;
 pub use ops::QueueInfo;
 pub use options::{with_default_port, ConnectOptions, PublishOptions, DEFAULT_PORT};
 pub use publish::{Confirmation, PublishConfirm, Returned};
+pub use tls::{TlsOptions, DEFAULT_TLS_PORT};
 
 use crate::protocol::{properties_or_none, ClientFrame, Op, PublishFrame};
 use connection::{OnReply, Shared};

@@ -27,8 +27,8 @@ pub struct ConnectOptions {
     /// User name, checked against the broker's `[[users]]`. Default `guest`, which a
     /// broker with no users configured accepts from loopback only.
     pub user: String,
-    /// Password, sent in the Hello frame (the protocol has no TLS: keep it on a trusted
-    /// network). Default `guest`.
+    /// Password, sent in the Hello frame: in clear unless [`tls`](Self::tls) is set.
+    /// Default `guest`.
     pub password: String,
     /// Virtual host to open; NOT_FOUND at connect if the broker has no such vhost.
     /// Default `/`.
@@ -58,6 +58,9 @@ pub struct ConnectOptions {
     /// [`Client::connect`](super::Client::connect) fails with a timed-out I/O error.
     /// Default 10 s.
     pub connect_timeout: Duration,
+    /// TLS to the broker's TLS listener (`server.tls_bind`, port 5681 by convention);
+    /// `None` = plain TCP. Default `None`.
+    pub tls: Option<super::TlsOptions>,
 }
 
 impl Default for ConnectOptions {
@@ -73,6 +76,7 @@ impl Default for ConnectOptions {
             max_unconfirmed: 4096,
             max_write_buffer: 4 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -84,6 +88,47 @@ impl ConnectOptions {
             addr: addr.into(),
             ..Default::default()
         }
+    }
+
+    /// Options from an `actormq://` or `actormqs://` URL:
+    /// `actormqs://user:password@host:port/vhost`, every part but the host optional
+    /// (percent-escaped as in AMQP URIs: `%2f` is `/`). `actormqs` means TLS (port 5681
+    /// by default), trusting `ca_file`; without it, use [`ConnectOptions::tls`] to name
+    /// the CA.
+    ///
+    /// ```
+    /// use actormq::client::ConnectOptions;
+    /// let o = ConnectOptions::from_url("actormqs://app:s3cret@broker.example/%2fprod", Some("ca.pem".into())).unwrap();
+    /// assert_eq!(o.addr, "broker.example:5681");
+    /// assert_eq!((o.user.as_str(), o.vhost.as_str()), ("app", "/prod"));
+    /// assert!(o.tls.is_some());
+    /// ```
+    pub fn from_url(url: &str, ca_file: Option<std::path::PathBuf>) -> Result<Self, String> {
+        let parts = super::tls::parse_url(url)?;
+        let mut o = ConnectOptions::new(parts.addr);
+        if let Some((u, p)) = parts.credentials {
+            o = o.credentials(u, p);
+        }
+        if let Some(v) = parts.vhost {
+            o.vhost = v;
+        }
+        if parts.tls {
+            o.tls = Some(super::TlsOptions {
+                ca_file,
+                ..Default::default()
+            });
+        }
+        Ok(o)
+    }
+
+    /// The address with the default port of plain or TLS connections added when it
+    /// names none.
+    pub(crate) fn full_addr(&self) -> String {
+        let port = match self.tls {
+            Some(_) => super::DEFAULT_TLS_PORT,
+            None => DEFAULT_PORT,
+        };
+        with_port(&self.addr, port)
     }
 
     /// Sets the user and password.
@@ -119,21 +164,26 @@ pub const DEFAULT_PORT: u16 = 5680;
 /// assert_eq!(with_default_port("broker:7000"), "broker:7000");
 /// ```
 pub fn with_default_port(addr: &str) -> String {
+    with_port(addr, DEFAULT_PORT)
+}
+
+/// `addr` with `port` added when it names none (see [`with_default_port`]).
+pub(crate) fn with_port(addr: &str, port: u16) -> String {
     if let Some(rest) = addr.strip_prefix('[') {
         // A bracketed IPv6 literal: a port follows the `]` if there is one.
         return if rest.ends_with(']') {
-            format!("{addr}:{DEFAULT_PORT}")
+            format!("{addr}:{port}")
         } else {
             addr.to_string()
         };
     }
     if addr.parse::<std::net::Ipv6Addr>().is_ok() {
-        return format!("[{addr}]:{DEFAULT_PORT}");
+        return format!("[{addr}]:{port}");
     }
     if addr.contains(':') {
         addr.to_string()
     } else {
-        format!("{addr}:{DEFAULT_PORT}")
+        format!("{addr}:{port}")
     }
 }
 

@@ -20,7 +20,9 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+/// The reading half of the socket.
+type OwnedReadHalf =
+    crate::server::stream::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// A reply, owned (the wire's borrows the read buffer).
 #[derive(Debug)]

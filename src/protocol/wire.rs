@@ -601,7 +601,7 @@ pub fn properties_or_none(p: &Properties) -> Option<PropertiesRef<'_>> {
 mod walk;
 
 use walk::Walk;
-pub use walk::{decode_budget, DECODE_FLOOR, DECODE_RATIO, MAX_DEPTH};
+pub use walk::{decode_budget, walk_value, DECODE_FLOOR, DECODE_RATIO, MAX_DEPTH};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,13 @@
 //! rule that the default `guest` user may connect from loopback only.
 //!
 //! A failed login says ACCESS_REFUSED and nothing else: not whether the user exists,
-//! nor which check failed (that goes to the broker's log).
+//! nor which check failed (that goes to the broker's log). Failed logins slow the
+//! next attempts from the same address (`throttle`).
+
+mod throttle;
+
+pub(crate) use throttle::login_slowed;
+pub use throttle::LoginThrottle;
 
 use crate::definitions::{BrokerDefinitions, SharedDefinitions, UserDefinition};
 use crate::error::{clip, BrokerError};

@@ -116,12 +116,47 @@ impl Connections {
         self.lock().insert(id, entry);
     }
 
-    /// Records who the connection authenticated as, and where.
-    pub(crate) fn opened(&self, id: u64, user: &str, vhost: &str) {
-        if let Some(e) = self.lock().get_mut(&id) {
+    /// Records who the connection authenticated as, and where, unless that would pass
+    /// `limits` (connections per vhost, per user; 0 = none): then the refusal, in
+    /// RabbitMQ's words, for the client (NOT_ALLOWED, 530 over AMQP), and the
+    /// connection stays unopened. Checked and recorded under one lock, so connections
+    /// opening at once cannot both take the last place.
+    pub(crate) fn opened(
+        &self,
+        id: u64,
+        user: &str,
+        vhost: &str,
+        limits: &crate::settings::ServerSettings,
+    ) -> Result<(), String> {
+        let mut by_id = self.lock();
+        let (per_vhost, per_user) = (
+            limits.max_connections_per_vhost,
+            limits.max_connections_per_user,
+        );
+        if per_vhost > 0 {
+            let n = by_id.values().filter(|e| e.vhost == vhost).count();
+            if n >= per_vhost {
+                return Err(format!(
+                    "access to vhost '{}' refused for user '{}': connection limit ({per_vhost}) is reached",
+                    crate::error::clip(vhost),
+                    crate::error::clip(user)
+                ));
+            }
+        }
+        if per_user > 0 {
+            let n = by_id.values().filter(|e| e.user == user).count();
+            if n >= per_user {
+                return Err(format!(
+                    "Connection refused for user '{}'. User connection limit ({per_user}) is reached",
+                    crate::error::clip(user)
+                ));
+            }
+        }
+        if let Some(e) = by_id.get_mut(&id) {
             e.user = user.to_string();
             e.vhost = vhost.to_string();
         }
+        Ok(())
     }
 
     /// Forgets a connection that stopped.

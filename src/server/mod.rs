@@ -12,6 +12,9 @@ pub mod connections;
 pub mod http;
 pub(crate) mod io;
 mod listener;
+pub mod stream;
+pub(crate) mod tls;
+mod tls_listen;
 
 use crate::broker::{Broker, BrokerHandle};
 use crate::error::ErrorCode;
@@ -49,6 +52,10 @@ pub(crate) struct ServerShared {
     pub http: std::sync::Mutex<Vec<actix_web::dev::ServerHandle>>,
     /// Every listener opened: protocol and address (shown by `/api/overview`).
     pub listeners: std::sync::Mutex<Vec<(&'static str, SocketAddr)>>,
+    /// The TLS listeners' certificate (loaded when `[tls]` names one).
+    pub tls: Option<Arc<tls::Tls>>,
+    /// Failed logins per client address, which slow that address's next attempts.
+    pub login_throttle: auth::LoginThrottle,
 }
 
 impl ServerShared {
@@ -81,6 +88,9 @@ pub enum ServerError {
     /// The broker core did not start.
     #[error("broker: {0}")]
     Broker(#[from] crate::error::BrokerError),
+    /// The TLS certificate, key or CA could not be loaded (or is not configured).
+    #[error("tls: {0}")]
+    Tls(String),
     /// The listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -121,6 +131,12 @@ impl FrontEnd {
         broker.seed_users(Users::seeds(&settings)?);
         let users = Users::live(broker.definitions());
         let (shutdown, _) = watch::channel(false);
+        let tls = match settings.tls.cert_file {
+            Some(_) => Some(Arc::new(
+                tls::Tls::load(&settings.tls).map_err(ServerError::Tls)?,
+            )),
+            None => None,
+        };
         Ok(FrontEnd {
             shared: Arc::new(ServerShared {
                 broker,
@@ -133,6 +149,8 @@ impl FrontEnd {
                 direct_replies: Default::default(),
                 http: Default::default(),
                 listeners: Default::default(),
+                tls,
+                login_throttle: Default::default(),
             }),
         })
     }
@@ -153,6 +171,7 @@ impl FrontEnd {
             "native",
             start,
             refuse_native,
+            None,
         );
         self.shared.record_listener("native", addr);
         tracing::info!(%addr, "native protocol listening");
@@ -172,6 +191,7 @@ impl FrontEnd {
             "amqp",
             start,
             crate::amqp::refuse,
+            None,
         );
         self.shared.record_listener("amqp", addr);
         tracing::info!(%addr, "AMQP 0-9-1 listening");
@@ -289,6 +309,10 @@ pub struct ServerHandle {
     amqp_addrs: Vec<SocketAddr>,
     /// The management HTTP listeners' addresses (`[http] bind`).
     http_addrs: Vec<SocketAddr>,
+    /// The native TLS listener's address (`server.tls_bind`), when there is one.
+    native_tls_addr: Option<SocketAddr>,
+    /// The AMQPS listeners' addresses (`amqp.tls_bind`).
+    amqps_addrs: Vec<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -324,6 +348,7 @@ impl ServerHandle {
         amqp: Vec<std::net::TcpListener>,
         http: Vec<std::net::TcpListener>,
     ) -> Result<ServerHandle, ServerError> {
+        let tls_binds = tls_listen::TlsBinds::of(&settings);
         let front = match FrontEnd::new(broker.clone(), settings) {
             Ok(f) => f,
             Err(e) => {
@@ -337,6 +362,8 @@ impl ServerHandle {
             local_addr,
             amqp_addrs: Vec::new(),
             http_addrs: Vec::new(),
+            native_tls_addr: None,
+            amqps_addrs: Vec::new(),
         };
         // Nothing half-started is left behind when a listener fails.
         for l in amqp {
@@ -347,6 +374,10 @@ impl ServerHandle {
                     return Err(e);
                 }
             }
+        }
+        if let Err(e) = server.open_tls(tls_binds) {
+            server.shutdown();
+            return Err(e);
         }
         for l in http {
             match server.front.listen_http(l) {

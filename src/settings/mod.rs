@@ -6,8 +6,10 @@
 //! what is allowed (see `load.rs`).
 
 mod load;
+mod tls;
 
 pub use load::load_users_file;
+pub use tls::{TlsSettings, TlsVerify};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// The management HTTP API and Prometheus metrics.
     pub http: HttpSettings,
+    /// Certificate, key and client-certificate policy of the TLS listeners.
+    pub tls: TlsSettings,
     /// Logging.
     pub log: LogSettings,
     /// Durable storage: where durable entities and persistent messages are kept.
@@ -46,6 +50,13 @@ pub struct ServerSettings {
     pub heartbeat_secs: u16,
     /// Connections accepted at once; more are refused with RESOURCE_ERROR.
     pub max_connections: usize,
+    /// Connections open at once to one virtual host (either protocol); 0 = no limit.
+    pub max_connections_per_vhost: usize,
+    /// Connections open at once by one user (either protocol); 0 = no limit.
+    pub max_connections_per_user: usize,
+    /// Address of the native protocol's TLS listener (`[tls]` says with what
+    /// certificate); empty = none. The conventional port is 5681.
+    pub tls_bind: String,
     /// Bytes of replies and deliveries buffered for one connection before the broker
     /// stops reading its requests.
     pub max_write_buffer: usize,
@@ -61,6 +72,9 @@ impl Default for ServerSettings {
             max_frame_size: 16 * 1024 * 1024,
             heartbeat_secs: 60,
             max_connections: 10_000,
+            max_connections_per_vhost: 0,
+            max_connections_per_user: 0,
+            tls_bind: String::new(),
             max_write_buffer: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
         }
@@ -75,6 +89,9 @@ pub struct AmqpSettings {
     /// Addresses to listen on; empty = no AMQP listener. An IPv6 address the machine
     /// cannot bind (no `::1`) is logged and skipped.
     pub bind: Vec<String>,
+    /// Addresses of the AMQPS (AMQP over TLS) listeners; empty = none. The
+    /// conventional port is 5671.
+    pub tls_bind: Vec<String>,
     /// Largest frame offered in `connection.tune`, in bytes (RabbitMQ's default).
     pub frame_max: u32,
     /// Most channels per connection offered in `connection.tune`.
@@ -88,6 +105,7 @@ impl Default for AmqpSettings {
     fn default() -> Self {
         AmqpSettings {
             bind: vec!["127.0.0.1:5672".to_string(), "[::1]:5672".to_string()],
+            tls_bind: Vec::new(),
             frame_max: 131_072,
             channel_max: 2047,
             max_message_size: 128 * 1024 * 1024,
@@ -332,6 +350,12 @@ impl Settings {
         Ok(settings)
     }
 
+    /// True when a TLS listener is configured (`server.tls_bind` or `amqp.tls_bind`).
+    pub fn tls_enabled(&self) -> bool {
+        !self.server.tls_bind.trim().is_empty()
+            || self.amqp.tls_bind.iter().any(|a| !a.trim().is_empty())
+    }
+
     /// Checks values serde cannot.
     fn check(&self) -> Result<(), SettingsError> {
         if self.server.max_frame_size < 4096 {
@@ -385,6 +409,7 @@ impl Settings {
             return Err(SettingsError("storage.data_dir must not be empty".into()));
         }
         load::check_log_level(&self.log.level)?;
+        self.tls.check(self.tls_enabled())?;
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError(format!(
                 "server.bind = '{}' is not a socket address such as 127.0.0.1:5680",

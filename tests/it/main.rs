@@ -6,6 +6,7 @@ mod amqp;
 mod cli;
 mod client;
 mod net;
+mod security;
 
 mod core;
 mod durability;

@@ -27,6 +27,16 @@ pub fn decode_budget(len: usize) -> usize {
 /// frame cannot exhaust the stack of a recursive decoder.
 pub const MAX_DEPTH: usize = 64;
 
+/// Walks the first MessagePack value of `b` as a frame's (at level 1): its length
+/// (None when truncated, malformed or too deep) and its decoded cost. For the fuzz
+/// targets (`fuzz/`), which must reach the walk without the decoder behind it.
+#[doc(hidden)]
+pub fn walk_value(b: &[u8]) -> (Option<usize>, usize) {
+    let mut walk = Walk::default();
+    let n = walk.value(b, 1);
+    (n, walk.cost.0)
+}
+
 /// A walk over MessagePack markers that checks a value's structure and sums what it
 /// would take decoded ([`Cost`]).
 #[derive(Default)]

@@ -73,7 +73,7 @@ pub struct Connection {
     /// Publish window and write-buffer counters shared with the socket tasks.
     flow: Arc<Flow>,
     /// The socket, until `started` splits it.
-    socket: Option<tokio::net::TcpStream>,
+    socket: Option<crate::server::stream::ServerStream>,
     /// This actor's address, for consumer recipients.
     self_addr: Option<Addr<Connection>>,
     /// Tags generated for consumers without one.
@@ -108,7 +108,7 @@ pub(super) fn shown(message: &str) -> String {
 impl Connection {
     /// Starts a connection actor for `socket` on the current arbiter.
     pub(crate) fn start(
-        socket: tokio::net::TcpStream,
+        socket: crate::server::stream::ServerStream,
         peer: SocketAddr,
         shared: Arc<ServerShared>,
     ) -> Addr<Connection> {
@@ -269,14 +269,8 @@ impl Connection {
                         let shared = self.shared.clone();
                         let ip = self.peer.ip();
                         let (user, password) = (h.user.clone(), h.password.clone());
-                        let check = tokio::task::spawn_blocking(move || {
-                            shared.users.login(&user, &password, ip)
-                        });
-                        let check = bounded::bounded("hello", self.request_timeout(), async {
-                            check.await.unwrap_or_else(|_| {
-                                Err(BrokerError::internal("the login check failed"))
-                            })
-                        });
+                        let check = crate::server::auth::login_slowed(shared, user, password, ip);
+                        let check = bounded::bounded("hello", self.request_timeout(), check);
                         ctx.wait(actix::fut::wrap_future::<_, Self>(check).map(
                             move |res, act, ctx| {
                                 match res {

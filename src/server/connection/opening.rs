@@ -49,8 +49,17 @@ impl Connection {
             Some(c) => c.min(server_hb),
             None => server_hb,
         };
+        let limits = &self.shared.settings.server;
+        if let Err(m) = self
+            .shared
+            .registry
+            .opened(self.owner.0, &h.user, &h.vhost, limits)
+        {
+            tracing::warn!(peer = %self.peer, "connection refused: {m}");
+            self.fatal(ErrorCode::NotAllowed, m, ctx);
+            return false;
+        }
         tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %clip(&h.client), "connection opened");
-        self.shared.registry.opened(self.owner.0, &h.user, &h.vhost);
         self.stats.channels.store(1, Ordering::Relaxed);
         self.session = Some(Session {
             registry,

@@ -1,0 +1,95 @@
+//! Connection limits (per user, per vhost) in both protocols, AMQP's channel_max, and
+//! failed logins.
+
+use super::amqp_raw;
+use crate::support::TestServer;
+use actormq::client::{Client, ConnectOptions};
+use actormq::ErrorCode;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_connection_limit_refuses_with_not_allowed() {
+    let server = TestServer::with(|s| s.server.max_connections_per_user = 1);
+    let first = Client::connect(ConnectOptions::new(server.addr.to_string()))
+        .await
+        .expect("the first connection of guest");
+    let e = Client::connect(ConnectOptions::new(server.addr.to_string()))
+        .await
+        .expect_err("a second connection of guest is over the limit");
+    assert_eq!(e.code(), Some(ErrorCode::NotAllowed), "{e}");
+    assert!(
+        e.to_string()
+            .contains("Connection refused for user 'guest'. User connection limit (1) is reached"),
+        "{e}"
+    );
+    // Closing the first makes room.
+    first.close().await.unwrap();
+    crate::support::eventually("the first connection is gone", || {
+        let n = server.handle().front_end().connections().len();
+        async move { n == 0 }
+    })
+    .await;
+    Client::connect(ConnectOptions::new(server.addr.to_string()))
+        .await
+        .expect("room again once the first closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_vhost_connection_limit_closes_amqp_with_530_in_rabbitmq_words() {
+    let server = TestServer::with(|s| s.server.max_connections_per_vhost = 1);
+    // The native connection takes the vhost's one place.
+    let _native = Client::connect(ConnectOptions::new(server.addr.to_string()))
+        .await
+        .expect("the first connection to /");
+    let mut s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
+        .await
+        .unwrap();
+    let answer = amqp_raw::handshake(&mut s, 2047).await;
+    let (code, text) = amqp_raw::close_of(&answer);
+    assert_eq!(code, 530);
+    assert_eq!(
+        text,
+        "NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (1) is reached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_above_the_negotiated_channel_max_closes_with_530() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start();
+    let mut s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
+        .await
+        .unwrap();
+    let answer = amqp_raw::handshake(&mut s, 4).await;
+    assert_eq!(&answer[..4], &[0, 10, 0, 41], "connection.open-ok");
+    // channel.open on channel 4 is allowed, on 5 not.
+    s.write_all(&amqp_raw::method(4, 20, 10, &[0]))
+        .await
+        .unwrap();
+    let (_, ch, p) = amqp_raw::frame(&mut s).await;
+    assert_eq!((ch, &p[..4]), (4, &[0, 20, 0, 11][..]), "channel.open-ok");
+    s.write_all(&amqp_raw::method(5, 20, 10, &[0]))
+        .await
+        .unwrap();
+    let (_, ch, p) = amqp_raw::frame(&mut s).await;
+    assert_eq!(ch, 0);
+    let (code, text) = amqp_raw::close_of(&p);
+    assert_eq!(code, 530, "{text}");
+    assert!(text.contains("channel_max 4"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_refused_and_a_right_password_still_gets_in() {
+    let server = TestServer::start();
+    for _ in 0..3 {
+        let e = Client::connect(
+            ConnectOptions::new(server.addr.to_string()).credentials("guest", "wrong"),
+        )
+        .await
+        .expect_err("a wrong password is refused");
+        assert_eq!(e.code(), Some(ErrorCode::AccessRefused), "{e}");
+    }
+    // Slowed, not locked out: the right password gets in (and clears the record).
+    Client::connect(ConnectOptions::new(server.addr.to_string()))
+        .await
+        .expect("the right password still logs in");
+}
