@@ -21,7 +21,7 @@
 //! [`crate::server::FrontEnd::listen_amqp`].
 
 mod basic;
-mod codec;
+pub(crate) mod codec;
 mod connection;
 mod deliver;
 mod dispatch;
