@@ -4,6 +4,13 @@
 #
 #   scripts/bench-vs-rabbitmq.sh              # every scenario, 3 rounds, 10 s each
 #   ROUNDS=1 DURATION=5 scripts/bench-vs-rabbitmq.sh 1 5   # quick: scenarios 1 and 5
+#   CLIENTS="lapin raw" scripts/bench-vs-rabbitmq.sh 1     # AMQP through a second client too
+#
+# Each scenario runs against actormq's native protocol, actormq's AMQP 0-9-1 port
+# ($ACTORMQ_AMQP_PORT, default 5681) and RabbitMQ, the two AMQP ones through the same
+# client: lapin, and with CLIENTS="lapin raw" also `--amqp-client raw`, the tool's own
+# lean AMQP client (lapin runs a thread per connection and can be what sets the rate;
+# the client CPU columns show it).
 #
 # Installs RabbitMQ from Debian's packages when it is missing, then starts a RabbitMQ
 # node of its own: node name $RABBIT_NODE (default actormq-bench@localhost), AMQP port
@@ -11,8 +18,7 @@
 # with its data, logs and (empty) plugin list under $OUT. It never stops or touches
 # another node (a system rabbit@localhost keeps running). It starts `actormq serve`
 # (release build) on 127.0.0.1:$ACTORMQ_PORT (default 5680), runs each scenario against
-# both brokers alternating A B A B, and prints the medians and the ratio
-# actormq / RabbitMQ. Raw JSON reports go to $OUT (default target/bench-vs-rabbitmq).
+# the brokers in turn each round, and prints the medians and the ratios. Raw JSON reports go to $OUT (default target/bench-vs-rabbitmq).
 # Refuses to start when one of its ports is taken or its node already runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +34,14 @@ RABBIT_NODE=${RABBIT_NODE:-actormq-bench@localhost}
 RABBIT_PORT=${RABBIT_PORT:-5673}
 ACTORMQ_PORT=${ACTORMQ_PORT:-5680}
 ACTORMQ_ADDR=127.0.0.1:$ACTORMQ_PORT
+ACTORMQ_AMQP_PORT=${ACTORMQ_AMQP_PORT:-5681}
+CLIENTS=${CLIENTS:-lapin}
+for c in $CLIENTS; do
+  case "$c" in
+    lapin|raw) ;;
+    *) echo "bench-vs-rabbitmq.sh: no AMQP client '$c' (CLIENTS: lapin, raw)" >&2; exit 2 ;;
+  esac
+done
 SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(1 1a 2 3 4 5 6 7)
 for s in "${SCENARIOS[@]}"; do
@@ -41,10 +55,10 @@ OUT=$(cd "$OUT" && pwd)
 trap 'echo "bench-vs-rabbitmq.sh: failed at line $LINENO: $BASH_COMMAND (logs in $OUT)" >&2' ERR
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$ACTORMQ_PORT" "$RABBIT_PORT" "$((RABBIT_PORT + 20000))"; do
+for port in "$ACTORMQ_PORT" "$ACTORMQ_AMQP_PORT" "$RABBIT_PORT" "$((RABBIT_PORT + 20000))"; do
   if port_taken "$port"; then
     echo "bench-vs-rabbitmq.sh: 127.0.0.1:$port is already in use: stop what listens there, or" >&2
-    echo "set ACTORMQ_PORT / RABBIT_PORT (RabbitMQ also takes RABBIT_PORT + 20000)" >&2
+    echo "set ACTORMQ_PORT / ACTORMQ_AMQP_PORT / RABBIT_PORT (RabbitMQ also takes RABBIT_PORT + 20000)" >&2
     exit 1
   fi
 done
@@ -105,7 +119,7 @@ RABBIT_PID=$(cat "$RABBIT_BASE/rabbit.pid" 2>/dev/null || pgrep -f "beam.smp.*$R
 
 # Keep the broker's data directory out of the working tree, and its port our own.
 ACTORMQ_LOG="$OUT/actormq.log"
-ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ACTORMQ_ADDR" ACTORMQ__AMQP__BIND="127.0.0.1:0" ACTORMQ__HTTP__BIND="127.0.0.1:0" RUST_LOG=warn \
+ACTORMQ__STORAGE__DATA_DIR="$DATA" ACTORMQ__SERVER__BIND="$ACTORMQ_ADDR" ACTORMQ__AMQP__BIND="127.0.0.1:$ACTORMQ_AMQP_PORT" ACTORMQ__HTTP__BIND="127.0.0.1:0" RUST_LOG=warn \
   "$BIN" serve >"$ACTORMQ_LOG" 2>&1 &
 ACTORMQ_PID=$!
 ready=
@@ -156,49 +170,61 @@ scenario_name() {
   esac
 }
 
+ACTORMQ_URL="amqp://guest:guest@127.0.0.1:$ACTORMQ_AMQP_PORT/%2f"
+RABBIT_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f"
+# One run: name, broker pid, then the perf arguments that pick the broker.
+run_one() {
+  local name=$1 pid=$2; shift 2
+  echo "scenario $s round $r: $name" >&2
+  "$BIN" perf $args "$@" --duration "$dur" --broker-pid "$pid" --json --prefix "bench$s" --delete-queues \
+    >"$OUT/s$s-$name-$r.json" 2>"$OUT/s$s-$name-$r.log"
+}
 for s in "${SCENARIOS[@]}"; do
   args=$(scenario_args "$s")
   dur=$DURATION; [ "$s" = 7 ] && dur=30
   for r in $(seq "$ROUNDS"); do
-    echo "scenario $s round $r: actormq" >&2
-    "$BIN" perf $args --server "$ACTORMQ_ADDR" --duration "$dur" --broker-pid "$ACTORMQ_PID" --json --prefix "bench$s" --delete-queues \
-      >"$OUT/s$s-actormq-$r.json" 2>"$OUT/s$s-actormq-$r.log"
-    echo "scenario $s round $r: rabbitmq" >&2
-    "$BIN" perf $args --duration "$dur" --broker-pid "$RABBIT_PID" --json --prefix "bench$s" --delete-queues \
-      --amqp-url "amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f" \
-      >"$OUT/s$s-rabbitmq-$r.json" 2>"$OUT/s$s-rabbitmq-$r.log"
+    run_one native "$ACTORMQ_PID" --server "$ACTORMQ_ADDR"
+    for c in $CLIENTS; do
+      run_one "amqp-$c" "$ACTORMQ_PID" --amqp-url "$ACTORMQ_URL" --amqp-client "$c"
+      run_one "rabbitmq-$c" "$RABBIT_PID" --amqp-url "$RABBIT_URL" --amqp-client "$c"
+    done
   done
 done
 
-python3 - "$OUT" "$idle_actormq" "$idle_rabbit" "${SCENARIOS[@]}" <<'PY'
+python3 - "$OUT" "$idle_actormq" "$idle_rabbit" "$CLIENTS" "${SCENARIOS[@]}" <<'PY'
 import json, statistics, sys, glob, os
-out, idle_a, idle_r, scen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+out, idle_a, idle_r, clients, scen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(), sys.argv[5:]
 def load(s, who):
     return [json.load(open(f)) for f in sorted(glob.glob(f"{out}/s{s}-{who}-*.json"))]
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
-def fmt(x, unit=""):
+def fmt(x):
     if x is None: return "-"
-    return f"{x:,.0f}{unit}"
-rows = []
-for s in scen:
-    a, r = load(s, "actormq"), load(s, "rabbitmq")
-    if not a or not r: continue
-    metrics = [("consumed/s", lambda j: j["consumed_per_sec"], True)]
-    if s == "4": metrics = [("confirmed/s", lambda j: j["confirmed_per_sec"], True)]
-    if s == "5": metrics = [("p50 µs", lambda j: j["latency_us"]["p50"], False),
-                            ("p99 µs", lambda j: j["latency_us"]["p99"], False),
-                            ("p99.9 µs", lambda j: j["latency_us"]["p999"], False)]
-    if s in ("6", "7"): metrics.append(("peak RSS MiB", lambda j: (j["broker_peak_rss"] or 0) / 1048576, False))
-    if s == "7": metrics.append(("depth at end", lambda j: j["queue_depth_end"], False))
-    for name, f, higher_better in metrics:
-        ma, mr = med([f(j) for j in a]), med([f(j) for j in r])
-        ratio = (ma / mr) if (ma is not None and mr) else None
-        rows.append((s, name, ma, mr, ratio))
-print(f"\nactormq vs RabbitMQ, medians of rounds, {os.uname().nodename}, {os.cpu_count()} cores")
-print(f"{'sc':<3} {'metric':<14} {'actormq':>14} {'RabbitMQ':>14} {'ratio':>8}")
-for s, name, ma, mr, ratio in rows:
-    print(f"{s:<3} {name:<14} {fmt(ma):>14} {fmt(mr):>14} {('%.2fx' % ratio) if ratio else '-':>8}")
-print(f"idle RSS: actormq {idle_a/1024:.1f} MiB, RabbitMQ {idle_r/1024:.1f} MiB")
+    return f"{x:,.0f}"
+def ratio(a, b):
+    return f"{a / b:.2f}x" if (a is not None and b) else "-"
+def cpu(runs):
+    b, c = med([j.get("broker_cpu_cores") for j in runs]), med([j.get("client_cpu_cores") for j in runs])
+    return f"{b:.2f}/{c:.2f}" if b is not None and c is not None else "-"
+print(f"\nactormq (native, AMQP) vs RabbitMQ, medians of rounds, {os.uname().nodename}, {os.cpu_count()} cores")
+print("CPU columns: broker/client cores. AMQP ratios: actormq's AMQP port / RabbitMQ, and / actormq native.")
+for client in clients:
+    print(f"\nAMQP client: {client}")
+    print(f"{'sc':<3} {'metric':<13} {'native':>11} {'AMQP':>11} {'RabbitMQ':>11} {'AMQP/RMQ':>9} {'AMQP/nat':>9} {'native CPU':>11} {'AMQP CPU':>11} {'RMQ CPU':>11}")
+    for s in scen:
+        n, a, r = load(s, "native"), load(s, f"amqp-{client}"), load(s, f"rabbitmq-{client}")
+        if not n or not a or not r: continue
+        metrics = [("consumed/s", lambda j: j["consumed_per_sec"])]
+        if s == "4": metrics = [("confirmed/s", lambda j: j["confirmed_per_sec"])]
+        if s == "5": metrics = [("p50 µs", lambda j: j["latency_us"]["p50"]),
+                                ("p99 µs", lambda j: j["latency_us"]["p99"]),
+                                ("p99.9 µs", lambda j: j["latency_us"]["p999"])]
+        if s in ("6", "7"): metrics.append(("peak RSS MiB", lambda j: (j["broker_peak_rss"] or 0) / 1048576))
+        if s == "7": metrics.append(("depth at end", lambda j: j["queue_depth_end"]))
+        for i, (name, f) in enumerate(metrics):
+            mn, ma, mr = (med([f(j) for j in x]) for x in (n, a, r))
+            cpus = (cpu(n), cpu(a), cpu(r)) if i == 0 else ("", "", "")
+            print(f"{s:<3} {name:<13} {fmt(mn):>11} {fmt(ma):>11} {fmt(mr):>11} {ratio(ma, mr):>9} {ratio(ma, mn):>9} {cpus[0]:>11} {cpus[1]:>11} {cpus[2]:>11}")
+print(f"\nidle RSS: actormq {idle_a/1024:.1f} MiB, RabbitMQ {idle_r/1024:.1f} MiB")
 PY

@@ -11,7 +11,7 @@ use amq_protocol::frame::{gen_frame, AMQPContentHeader, AMQPFrame, WriteContext}
 use amq_protocol::protocol::{basic::AMQPProperties, constants, AMQPClass};
 use amq_protocol::types::generation::{gen_id, gen_long_uint, gen_short_short_uint};
 use amq_protocol::types::parsing::{parse_id, parse_long_uint, parse_short_short_uint};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The protocol header a 0-9-1 client sends first, and what a wrong one gets back.
 pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -95,12 +95,13 @@ pub fn take_frame(buf: &mut BytesMut, frame_max: usize) -> Result<Option<Incomin
     if end != constants::FRAME_END {
         return Err(CodecError::BadEnd(end));
     }
-    let mut frame = buf.split_to(total).freeze();
-    let payload = frame.split_off(7).slice(..size as usize);
     let malformed = |what| CodecError::Malformed { what, channel };
-    Ok(Some(match kind {
+    let body = 7..7 + size as usize;
+    // Methods and headers are parsed in place (no `Bytes` per frame: freezing a slice
+    // of the read buffer costs an atomic count each); only bodies are kept as slices.
+    let frame = match kind {
         constants::FRAME_METHOD => {
-            let (left, m) = amq_protocol::protocol::parse_class(&payload[..])
+            let (left, m) = amq_protocol::protocol::parse_class(&buf[body])
                 .map_err(|_| malformed("a method"))?;
             if !left.is_empty() {
                 return Err(malformed("a method"));
@@ -108,17 +109,22 @@ pub fn take_frame(buf: &mut BytesMut, frame_max: usize) -> Result<Option<Incomin
             Incoming::Method(channel, Box::new(m))
         }
         constants::FRAME_HEADER => {
-            let (left, h) = amq_protocol::frame::parsing::parse_content_header(&payload[..])
+            let (left, h) = amq_protocol::frame::parsing::parse_content_header(&buf[body])
                 .map_err(|_| malformed("a content header"))?;
             if !left.is_empty() {
                 return Err(malformed("a content header"));
             }
             Incoming::Header(channel, Box::new(h))
         }
-        constants::FRAME_BODY => Incoming::Body(channel, payload),
+        constants::FRAME_BODY => {
+            let frame = buf.split_to(total).freeze();
+            return Ok(Some(Incoming::Body(channel, frame.slice(body))));
+        }
         constants::FRAME_HEARTBEAT => Incoming::Heartbeat(channel),
         other => return Err(CodecError::UnknownType(other)),
-    }))
+    };
+    buf.advance(total);
+    Ok(Some(frame))
 }
 
 /// Writes frames into a connection's output buffer.
@@ -173,10 +179,124 @@ impl Encoder {
         }
     }
 
+    /// One delivery's frames (`basic.deliver`, content header, body frames), written
+    /// straight into `out`: the crate's generator needs owned `ShortString`s (three
+    /// allocations) and a scratch copy per frame, which made the encoding the larger
+    /// part of a delivery's cost. Names longer than a short string are cut at 255
+    /// bytes, as [`super::properties`] does. `properties`: None = none set.
+    #[allow(clippy::too_many_arguments)]
+    pub fn deliver(
+        &mut self,
+        out: &mut BytesMut,
+        channel: u16,
+        head: &DeliverHead<'_>,
+        properties: Option<&AMQPProperties>,
+        body: &[u8],
+        frame_max: usize,
+    ) {
+        let chunk = frame_max.saturating_sub(FRAME_OVERHEAD).max(1);
+        out.reserve(
+            2 * FRAME_OVERHEAD
+                + 40
+                + head.consumer_tag.len().min(255)
+                + head.exchange.len().min(255)
+                + head.routing_key.len().min(255)
+                + body.len()
+                + body.len().div_ceil(chunk) * FRAME_OVERHEAD,
+        );
+        let at = begin_frame(out, constants::FRAME_METHOD, channel);
+        out.put_u16(60);
+        out.put_u16(60);
+        put_short(out, head.consumer_tag);
+        out.put_u64(head.delivery_tag);
+        out.put_u8(u8::from(head.redelivered));
+        put_short(out, head.exchange);
+        put_short(out, head.routing_key);
+        end_frame(out, at);
+        self.content_header(out, channel, body.len() as u64, properties);
+        for part in body.chunks(chunk) {
+            body_frame(out, channel, part);
+        }
+    }
+
+    /// A content header frame (class basic).
+    fn content_header(
+        &mut self,
+        out: &mut BytesMut,
+        channel: u16,
+        body_size: u64,
+        properties: Option<&AMQPProperties>,
+    ) {
+        let at = begin_frame(out, constants::FRAME_HEADER, channel);
+        out.put_u16(60);
+        out.put_u16(0);
+        out.put_u64(body_size);
+        match properties {
+            None => out.put_u16(0),
+            Some(p) => {
+                self.scratch.clear();
+                let buf = std::mem::take(&mut self.scratch);
+                match amq_protocol::protocol::basic::gen_properties(p)(WriteContext::from(buf)) {
+                    Ok(ctx) => {
+                        let (buf, _) = ctx.into_inner();
+                        out.extend_from_slice(&buf);
+                        self.scratch = buf;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, "cannot encode AMQP properties");
+                        out.put_u16(0);
+                    }
+                }
+            }
+        }
+        end_frame(out, at);
+    }
+
     /// A heartbeat frame.
     pub fn heartbeat(&mut self, out: &mut BytesMut) {
         self.frame(out, &AMQPFrame::Heartbeat);
     }
+}
+
+/// The fields of a `basic.deliver` method.
+pub struct DeliverHead<'a> {
+    /// The consumer's tag.
+    pub consumer_tag: &'a str,
+    /// The channel's delivery tag.
+    pub delivery_tag: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// The exchange it was published to.
+    pub exchange: &'a str,
+    /// Its routing key.
+    pub routing_key: &'a str,
+}
+
+/// Writes a frame's type, channel and a size to be filled in by [`end_frame`]; answers
+/// where the size goes.
+fn begin_frame(out: &mut BytesMut, kind: u8, channel: u16) -> usize {
+    out.put_u8(kind);
+    out.put_u16(channel);
+    let at = out.len();
+    out.put_u32(0);
+    at
+}
+
+/// Fills in the size of the frame begun at `at` and ends it.
+fn end_frame(out: &mut BytesMut, at: usize) {
+    let size = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&size.to_be_bytes());
+    out.put_u8(constants::FRAME_END);
+}
+
+/// A short string: at most 255 bytes, cut at a character boundary.
+fn put_short(out: &mut BytesMut, v: &str) {
+    let mut end = v.len().min(255);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u8(end as u8);
+    out.extend_from_slice(&v.as_bytes()[..end]);
 }
 
 /// One body frame, written straight into `out` with the crate's field generators (its
@@ -256,6 +376,42 @@ mod tests {
         }
         assert_eq!(header, Some(10_000));
         assert_eq!(got, body);
+    }
+
+    #[test]
+    fn a_hand_written_delivery_is_what_the_crate_writes() {
+        use amq_protocol::protocol::basic;
+        let mut enc = Encoder::default();
+        let body = vec![5u8; 9000];
+        let long_key = "k".repeat(300);
+        let props = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_delivery_mode(2);
+        for (props, key) in [(None, "rk"), (Some(props), long_key.as_str())] {
+            let mut fast = BytesMut::new();
+            let head = DeliverHead {
+                consumer_tag: "ctag-1",
+                delivery_tag: 42,
+                redelivered: true,
+                exchange: "x",
+                routing_key: key,
+            };
+            enc.deliver(&mut fast, 7, &head, props.as_ref(), &body, 4096);
+            let mut slow = BytesMut::new();
+            enc.method(
+                &mut slow,
+                7,
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: "ctag-1".into(),
+                    delivery_tag: 42,
+                    redelivered: true,
+                    exchange: "x".into(),
+                    routing_key: key[..key.len().min(255)].into(),
+                })),
+            );
+            enc.content(&mut slow, 7, props.unwrap_or_default(), &body, 4096);
+            assert_eq!(fast, slow);
+        }
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! consumer tag), `basic.get` answers, and broker-side cancels (`basic.cancel` to a
 //! client that announced `consumer_cancel_notify`).
 
+use super::codec::DeliverHead;
 use super::connection::{AmqpConnection, Phase};
 use super::properties::{properties_out, short};
 use super::reply_to::DirectReply;
 use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
 use crate::broker::queue::QueueHandle;
 use crate::channel::DeliveryAction;
+use crate::message::Properties;
 use actix::prelude::*;
 use amq_protocol::protocol::{basic, AMQPClass};
 
@@ -23,30 +25,23 @@ impl AmqpConnection {
         };
         self.stats.add_delivered(msg.deliveries.len() as u64);
         let fm = self.frame_max();
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
         for d in &msg.deliveries {
-            let tag = match self.channels.get_mut(&ch) {
-                Some(st) => st.core.track(&msg.queue, d.id, no_ack),
-                None => return,
-            };
+            let tag = st.core.track(&msg.queue, d.id, no_ack);
             let m = &d.message;
-            self.enc.method(
-                &mut self.out,
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: short(&msg.consumer_tag),
-                    delivery_tag: tag,
-                    redelivered: d.redelivered,
-                    exchange: short(&m.exchange),
-                    routing_key: short(&m.routing_key),
-                })),
-            );
-            self.enc.content(
-                &mut self.out,
-                ch,
-                properties_out(&m.properties),
-                &m.body,
-                fm,
-            );
+            let head = DeliverHead {
+                consumer_tag: &msg.consumer_tag,
+                delivery_tag: tag,
+                redelivered: d.redelivered,
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
+            };
+            let props = (!Properties::is_shared_empty(&m.properties))
+                .then(|| properties_out(&m.properties));
+            self.enc
+                .deliver(&mut self.out, ch, &head, props.as_ref(), &m.body, fm);
         }
         // The credit goes back to the queue once these bytes are on the socket.
         self.out_credits.push(msg.credit);

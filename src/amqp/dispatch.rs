@@ -203,7 +203,7 @@ impl AmqpConnection {
             } else {
                 let owner = self.shared.broker.new_owner();
                 self.channels
-                    .insert(ch, ChannelState::new(Channel::new(owner)));
+                    .insert(ch, Box::new(ChannelState::new(Channel::new(owner))));
                 self.stats
                     .channels
                     .store(self.channels.len() as u32, Ordering::Relaxed);

@@ -214,9 +214,8 @@ impl AmqpConnection {
             .frame_max
             .store(frame_max as usize, Ordering::Release);
         // The client's value is the agreed one (it saw ours in tune).
-        self.tuned
-            .heartbeat_secs
-            .store(t.heartbeat as u64, Ordering::Release);
+        self.flow
+            .set_heartbeat(std::time::Duration::from_secs(t.heartbeat.into()));
         self.phase = Phase::Open;
     }
 

@@ -1,44 +1,54 @@
-//! The socket halves of an AMQP connection, with the heartbeats in them (an actor
-//! interval would stop while the actor waits): the reader checks the protocol header,
-//! cuts frames, and reports a peer silent for two heartbeat intervals; the writer writes
-//! what the actor queued, bounded in bytes through [`Flow`], and sends a heartbeat when
-//! it has written nothing for half an interval.
+//! The AMQP side of the socket tasks, which are the native protocol's
+//! ([`crate::server::io`]): the protocol header read before them, the framing they cut
+//! with (`frame_max` as negotiated), and what the reader reports. Heartbeats are the
+//! shared tasks' own, started through [`Flow::set_heartbeat`] once `connection.tune-ok`
+//! agreed the interval; a silent peer gets no last word (RabbitMQ just closes).
 
-use super::codec::{take_frame, CodecError, Incoming, PROTOCOL_HEADER};
-use crate::broker::messages::Credit;
-use crate::server::io::Flow;
-use crate::server::stream::{ServerReadHalf as OwnedReadHalf, ServerWriteHalf as OwnedWriteHalf};
+use super::codec::{take_frame, CodecError, Encoder, Incoming, PROTOCOL_HEADER};
+use crate::server::io::{self as shared, Flow, Framing, Read, WriterHandle};
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Values negotiated in `connection.tune-ok`, read by the socket tasks.
+pub use crate::server::io::WriterHandle as Writer;
+
+/// Values negotiated in `connection.tune-ok`, read by the reader.
 #[derive(Debug)]
 pub struct Tuned {
     /// Largest frame, overhead included.
     pub frame_max: AtomicUsize,
-    /// Heartbeat interval in seconds; 0 = off.
-    pub heartbeat_secs: AtomicU64,
 }
 
 impl Tuned {
-    /// Before the tune: `frame_max` as offered, no heartbeats.
+    /// Before the tune: `frame_max` as offered.
     pub fn new(frame_max: usize) -> Self {
         Tuned {
             frame_max: AtomicUsize::new(frame_max),
-            heartbeat_secs: AtomicU64::new(0),
         }
     }
+}
 
-    fn heartbeat(&self) -> Option<Duration> {
-        match self.heartbeat_secs.load(Ordering::Acquire) {
-            0 => None,
-            s => Some(Duration::from_secs(s)),
-        }
+/// AMQP 0-9-1 frames, within the negotiated `frame_max`.
+pub struct AmqpFraming(pub Arc<Tuned>);
+
+impl Framing for AmqpFraming {
+    type Frame = Incoming;
+    type Error = CodecError;
+
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, CodecError> {
+        take_frame(buf, self.0.frame_max.load(Ordering::Relaxed))
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        Encoder::default().heartbeat(&mut out);
+        out.freeze()
+    }
+
+    fn silent(&self, _limit: Duration) -> Option<Bytes> {
+        None
     }
 }
 
@@ -50,7 +60,7 @@ pub enum AmqpRead {
     Frames(Vec<Incoming>),
     /// The stream broke the framing: close with the error's code.
     Invalid(CodecError),
-    /// Nothing arrived for two heartbeat intervals.
+    /// Nothing arrived for two heartbeat intervals (the socket is being closed).
     Silent(Duration),
     /// The peer closed the socket.
     Eof,
@@ -58,17 +68,33 @@ pub enum AmqpRead {
     Failed(std::io::Error),
 }
 
-const MIN_READ: usize = 8 * 1024;
-const MAX_READ: usize = 64 * 1024;
+impl From<Read<Incoming, CodecError>> for AmqpRead {
+    fn from(r: Read<Incoming, CodecError>) -> Self {
+        match r {
+            Read::Frames(f) => AmqpRead::Frames(f),
+            Read::Invalid(e) => AmqpRead::Invalid(e),
+            Read::Silent(d) => AmqpRead::Silent(d),
+            Read::Eof { .. } => AmqpRead::Eof,
+            Read::Failed(e) => AmqpRead::Failed(e),
+        }
+    }
+}
 
-/// Reads the protocol header, then frames, handing each read's frames to `deliver`,
+/// Reads the protocol header (a wrong one is refused as soon as it cannot become the
+/// right one), then frames with the shared reader, handing each read to `deliver`,
 /// which resolves when the connection is ready for more (false = stop).
-pub async fn read_loop<F, Fut>(mut half: OwnedReadHalf, tuned: Arc<Tuned>, mut deliver: F)
-where
+pub async fn read_loop<R, F, Fut>(
+    mut half: R,
+    tuned: Arc<Tuned>,
+    flow: Arc<Flow>,
+    writer: WriterHandle,
+    mut deliver: F,
+) where
+    R: AsyncRead + Unpin,
     F: FnMut(AmqpRead) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let mut buf = BytesMut::with_capacity(MIN_READ);
+    let mut buf = BytesMut::with_capacity(shared::MIN_READ);
     while buf.len() < PROTOCOL_HEADER.len() {
         match half.read_buf(&mut buf).await {
             Ok(0) => {
@@ -76,7 +102,6 @@ where
                 return;
             }
             Ok(_) => {
-                // A wrong header is refused as soon as it cannot become the right one.
                 let n = buf.len().min(PROTOCOL_HEADER.len());
                 if buf[..n] != PROTOCOL_HEADER[..n] {
                     deliver(AmqpRead::Header(false)).await;
@@ -93,172 +118,17 @@ where
     if !deliver(AmqpRead::Header(true)).await {
         return;
     }
-    let mut chunk = MIN_READ;
-    loop {
-        let mut frames = Vec::new();
-        let frame_max = tuned.frame_max.load(Ordering::Acquire);
-        loop {
-            match take_frame(&mut buf, frame_max) {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(e) => {
-                    if !frames.is_empty() {
-                        deliver(AmqpRead::Frames(frames)).await;
-                    }
-                    deliver(AmqpRead::Invalid(e)).await;
-                    return;
-                }
-            }
-        }
-        if !frames.is_empty() && !deliver(AmqpRead::Frames(frames)).await {
-            return;
-        }
-        if buf.capacity() - buf.len() < chunk / 8 {
-            buf.reserve(chunk);
-        }
-        let room = buf.capacity() - buf.len();
-        let read = half.read_buf(&mut buf);
-        // Only time spent waiting on the socket counts as silence; time the actor holds
-        // the reader back (backpressure) does not.
-        let n = match tuned.heartbeat() {
-            Some(hb) => match tokio::time::timeout(hb * 2, read).await {
-                Ok(r) => r,
-                Err(_) => {
-                    deliver(AmqpRead::Silent(hb * 2)).await;
-                    return;
-                }
-            },
-            None => read.await,
-        };
-        match n {
-            Ok(0) => {
-                deliver(AmqpRead::Eof).await;
-                return;
-            }
-            Ok(n) => {
-                if n == room {
-                    chunk = (chunk * 2).min(MAX_READ);
-                }
-            }
-            Err(e) => {
-                deliver(AmqpRead::Failed(e)).await;
-                return;
-            }
-        }
-    }
+    let framing = AmqpFraming(tuned);
+    shared::read_frames(half, buf, framing, flow, writer, |r| deliver(r.into())).await
 }
 
-/// What the writer task receives.
-pub enum Outgoing {
-    /// Bytes to write, and the delivery credit to return once they are written.
-    Data(Bytes, Vec<Credit>),
-    /// Write everything queued, then close the socket.
-    Close,
-}
-
-/// Sends to the writer task, counting queued bytes.
-#[derive(Clone)]
-pub struct Writer {
-    tx: mpsc::UnboundedSender<Outgoing>,
-    flow: Arc<Flow>,
-}
-
-impl Writer {
-    /// Queues bytes (and credit released once they are written).
-    pub fn send(&self, bytes: Bytes, credits: Vec<Credit>) {
-        self.flow
-            .queued_bytes
-            .fetch_add(bytes.len(), Ordering::AcqRel);
-        // Unbounded channel, bounded in bytes by `Flow` (the reader stops) and in
-        // deliveries by consumer credit.
-        let _ = self.tx.send(Outgoing::Data(bytes, credits));
-    }
-
-    /// Flushes and closes the socket.
-    pub fn close(&self) {
-        let _ = self.tx.send(Outgoing::Close);
-    }
-}
-
-/// A write that makes no progress for this long means the peer stopped reading.
-const WRITE_STALL: Duration = Duration::from_secs(30);
-
-async fn write(half: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_STALL, half.write_all(bytes)).await,
-        Ok(Ok(()))
-    )
-}
-
-/// Starts the writer task; `gone` runs when it ends (socket gone or stalled).
+/// Starts the writer task (AMQP heartbeats); `gone` runs when it ends.
 pub fn spawn_writer(
-    mut half: OwnedWriteHalf,
+    half: impl tokio::io::AsyncWrite + Unpin + 'static,
     flow: Arc<Flow>,
-    tuned: Arc<Tuned>,
-    heartbeat_frame: Bytes,
+    tuned: &Arc<Tuned>,
     gone: impl FnOnce() + 'static,
 ) -> Writer {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
-    let f2 = flow.clone();
-    actix_rt::spawn(async move {
-        let mut batch = BytesMut::new();
-        let mut last_write = Instant::now();
-        'outer: loop {
-            let first = match tuned.heartbeat() {
-                Some(hb) => {
-                    let due = last_write + hb / 2;
-                    tokio::select! {
-                        item = rx.recv() => item,
-                        _ = tokio::time::sleep_until(due) => {
-                            if !write(&mut half, &heartbeat_frame).await {
-                                break;
-                            }
-                            last_write = Instant::now();
-                            continue;
-                        }
-                    }
-                }
-                None => rx.recv().await,
-            };
-            let Some(first) = first else { break };
-            let mut closing = false;
-            let mut credits: Vec<Credit> = Vec::new();
-            let mut next = Some(first);
-            // Gather whatever is queued into one write.
-            while let Some(item) = next.take() {
-                match item {
-                    Outgoing::Data(bytes, c) => {
-                        batch.extend_from_slice(&bytes);
-                        credits.extend(c);
-                    }
-                    Outgoing::Close => closing = true,
-                }
-                if closing || batch.len() >= 256 * 1024 {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            if !batch.is_empty() {
-                let n = batch.len();
-                if !write(&mut half, &batch).await {
-                    break 'outer;
-                }
-                batch.clear();
-                f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-                last_write = Instant::now();
-            }
-            // Written: the consumers may have more.
-            drop(credits);
-            f2.notify.notify_waiters();
-            if closing {
-                let _ = tokio::time::timeout(WRITE_STALL, half.shutdown()).await;
-                break;
-            }
-        }
-        rx.close();
-        f2.closed.store(true, Ordering::Release);
-        f2.notify.notify_waiters();
-        gone();
-    });
-    Writer { tx, flow }
+    let beat = AmqpFraming(tuned.clone()).heartbeat();
+    shared::spawn_writer_with(half, flow, beat, gone)
 }

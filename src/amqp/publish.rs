@@ -353,7 +353,7 @@ fn outbound(x: &ExchangeHandle, seq: u64, c: PublishCommand) -> Outbound {
         mandatory: c.publish.mandatory,
         message: Arc::new(Message {
             exchange: x.name_arc().clone(),
-            routing_key: c.publish.routing_key.as_str().to_string(),
+            routing_key: String::from(c.publish.routing_key),
             properties: Properties::shared(Some(properties_in(&c.properties))),
             body: c.body,
         }),

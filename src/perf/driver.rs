@@ -91,6 +91,11 @@ pub trait Driver: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), String>>;
     /// Opens a connection for consumers.
     fn connect(&self) -> BoxFuture<'_, Result<Self::Conn, String>>;
+    /// Opens an idle connection as an application holds one (`--idle-connections`):
+    /// with AMQP, one channel open on it.
+    fn idle(&self) -> BoxFuture<'_, Result<Box<dyn Send>, String>> {
+        Box::pin(async move { Ok(Box::new(self.connect().await?) as Box<dyn Send>) })
+    }
     /// Opens a publishing connection.
     fn producer(
         &self,

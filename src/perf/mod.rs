@@ -14,6 +14,8 @@ mod amqp;
 mod driver;
 mod native;
 mod procstat;
+#[cfg(feature = "amqp")]
+mod raw;
 
 use crate::client::ConnectOptions;
 pub use driver::{Conn, Consumer, Driver, Producer, Received, Topology};
@@ -37,6 +39,16 @@ pub enum PerfExchange {
     Fanout,
     /// Each message to one queue through a `key.#` pattern.
     Topic,
+}
+
+/// The AMQP client `actormq perf --amqp-url` measures with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmqpClient {
+    /// The lapin crate.
+    Lapin,
+    /// The tool's own lean client.
+    Raw,
 }
 
 /// The options of `actormq perf` (names fixed: scripts rely on them).
@@ -107,6 +119,11 @@ pub struct PerfArgs {
     /// amqp://guest:guest@127.0.0.1:5672/%2f (needs the `amqp` cargo feature).
     #[arg(long)]
     pub amqp_url: Option<String>,
+    /// The AMQP client of `--amqp-url`: lapin (a thread per connection), or `raw`, a
+    /// lean client of the tool's own built like actormq's native client (to tell
+    /// what the broker costs from what lapin costs).
+    #[arg(long, value_enum, default_value = "lapin")]
+    pub amqp_client: AmqpClient,
     /// Prefix of the exchange and queue names the tool declares.
     #[arg(long, default_value = "perf")]
     pub prefix: String,
@@ -226,6 +243,10 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
 /// Runs the workload against the AMQP 0-9-1 broker at `url` (RabbitMQ) through lapin.
 #[cfg(feature = "amqp")]
 pub async fn run_amqp(args: PerfArgs, url: String) -> Result<PerfReport, String> {
+    if args.amqp_client == AmqpClient::Raw {
+        let driver = Arc::new(raw::Raw::new(&url)?);
+        return run_with(args, driver).await;
+    }
     let driver = Arc::new(amqp::Amqp::new(url));
     run_with(args, driver).await
 }
@@ -253,7 +274,7 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
 
     let mut idle = Vec::with_capacity(args.idle_connections);
     for _ in 0..args.idle_connections {
-        idle.push(driver.connect().await?);
+        idle.push(driver.idle().await?);
     }
 
     // Consumers first, so nothing piles up before they attach.
@@ -343,6 +364,7 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         let keys: Vec<String> = (0..topo.queues.len())
             .map(|i| topo.routing_key(i))
             .collect();
+        let mut stop_rx = stop_rx.clone();
         producers.push(tokio::spawn(async move {
             let mut body = vec![0u8; size];
             let mut inflight = FuturesUnordered::new();
@@ -354,10 +376,14 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
                 let sent = epoch.elapsed().as_nanos() as u64;
                 body[..8].copy_from_slice(&sent.to_le_bytes());
                 k = (k + 1) % keys.len();
-                let confirm = match producer
-                    .publish(&topo.exchange, &keys[k], &body, persistent)
-                    .await
-                {
+                // A publish waiting for room (the broker holds a publisher back while
+                // its queues are over their flow threshold, as after the consumers
+                // stopped) must not keep the run from ending.
+                let published = tokio::select! {
+                    r = producer.publish(&topo.exchange, &keys[k], &body, persistent) => r,
+                    _ = stop_rx.wait_for(|s| *s) => break,
+                };
+                let confirm = match published {
                     Ok(c) => c,
                     Err(_) => break,
                 };

@@ -1,6 +1,8 @@
-//! The socket halves of a connection: a reader task that cuts frames and hands them to
-//! the connection actor one read at a time (waiting for the actor's go-ahead, which is
-//! how backpressure reaches TCP), and a writer task with a byte-bounded queue.
+//! The socket halves of a connection, for both front ends (native and AMQP 0-9-1; each
+//! brings its [`Framing`]): a reader task that cuts frames and hands them to the
+//! connection actor one read at a time (waiting for the actor's go-ahead, which is how
+//! backpressure reaches TCP), and a writer task with a byte-bounded queue that writes
+//! whatever piled up in one syscall.
 //!
 //! actix's `FramedWrite` watermarks never trigger on tokio sockets (docs/ARCHITECTURE.md), so the
 //! write side bounds itself: the bytes queued are counted in [`Flow`] and the reader does
@@ -8,10 +10,11 @@
 //!
 //! Heartbeats live here too, not in the connection actor: a request pauses the actor
 //! (it holds the frames after it), and heartbeats must go on whatever it waits for
-//! (issue 16). Once Hello has agreed the interval `H` ([`Flow::set_heartbeat`]), the
-//! writer sends a heartbeat whenever it has written nothing for `H/2`, and the reader
-//! closes the connection (fatal `HEARTBEAT_TIMEOUT`, written through the writer) when
-//! a read has waited `2H` for a byte. The reader only times reads it is actually
+//! (issue 16). Once the handshake has agreed the interval `H` ([`Flow::set_heartbeat`]),
+//! the writer sends a heartbeat whenever it has written nothing for `H/2`, and the
+//! reader closes the connection (after the framing's last word, e.g. the native fatal
+//! `HEARTBEAT_TIMEOUT`, written through the writer) when a read has waited `2H` for a
+//! byte. The reader only times reads it is actually
 //! doing: while it is held back (backpressure) the client's heartbeats wait unread in
 //! the socket, and their absence proves nothing.
 
@@ -135,29 +138,53 @@ impl WriterHandle {
     pub fn close(&self) {
         let _ = self.tx.send(Outgoing::Close);
     }
+}
 
-    /// Writes a fatal error frame, then closes the socket (for the socket tasks, which
-    /// cannot wait for the connection actor).
-    pub fn fatal(&self, code: ErrorCode, message: String) {
+/// A wire protocol's framing, as the socket tasks need it.
+pub trait Framing: 'static {
+    /// A frame cut from the stream.
+    type Frame;
+    /// Why the stream cannot be framed.
+    type Error;
+    /// Takes one frame off the front of `buf`: `Ok(None)` when more bytes are needed.
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Frame>, Self::Error>;
+    /// One encoded heartbeat frame.
+    fn heartbeat(&self) -> Bytes;
+    /// What to write to a peer silent for `limit` before closing, if anything.
+    fn silent(&self, limit: Duration) -> Option<Bytes>;
+}
+
+/// The native protocol's framing (docs/PROTOCOL.md).
+pub struct NativeFraming {
+    /// Largest frame accepted.
+    pub max_frame: usize,
+}
+
+impl Framing for NativeFraming {
+    type Frame = Bytes;
+    type Error = FrameError;
+
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        take_frame(buf, self.max_frame)
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        encode_server(&ServerFrame::Heartbeat, &mut out).expect("a heartbeat encodes");
+        out.freeze()
+    }
+
+    fn silent(&self, limit: Duration) -> Option<Bytes> {
         let mut out = BytesMut::new();
         let frame = ServerFrame::Error {
             id: None,
-            code,
-            message,
+            code: ErrorCode::HeartbeatTimeout,
+            message: format!("missed heartbeats from the client for {limit:?}"),
             fatal: true,
         };
-        if encode_server(&frame, &mut out).is_ok() {
-            self.send(out.freeze(), Vec::new());
-        }
-        self.close();
+        encode_server(&frame, &mut out).ok()?;
+        Some(out.freeze())
     }
-}
-
-/// One encoded server heartbeat frame.
-fn heartbeat_frame() -> Bytes {
-    let mut out = BytesMut::new();
-    encode_server(&ServerFrame::Heartbeat, &mut out).expect("a heartbeat encodes");
-    out.freeze()
 }
 
 /// Waits for the writer's next item; meanwhile, with heartbeats on, writes a heartbeat
@@ -194,11 +221,24 @@ async fn next_outgoing<W: AsyncWrite + Unpin>(
 #[rtype(result = "()")]
 pub struct WriterGone;
 
-/// Starts the writer task on the current arbiter; `gone` hears when it ends.
+/// Starts the native protocol's writer task on the current arbiter; `gone` hears when
+/// it ends.
 pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
-    mut half: W,
+    half: W,
     flow: std::sync::Arc<Flow>,
     gone: actix::Recipient<WriterGone>,
+) -> WriterHandle {
+    let beat = NativeFraming { max_frame: 0 }.heartbeat();
+    spawn_writer_with(half, flow, beat, move || gone.do_send(WriterGone))
+}
+
+/// Starts a writer task on the current arbiter that writes `beat` as its heartbeat;
+/// `gone` runs when it ends (socket gone or stalled).
+pub fn spawn_writer_with<W: AsyncWrite + Unpin + 'static>(
+    mut half: W,
+    flow: std::sync::Arc<Flow>,
+    beat: Bytes,
+    gone: impl FnOnce() + 'static,
 ) -> WriterHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let f2 = flow.clone();
@@ -206,7 +246,6 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     actix_rt::spawn(async move {
         let mut batch = BytesMut::new();
         let mut credits: Vec<Credit> = Vec::new();
-        let beat = heartbeat_frame();
         'outer: while let Some(first) = next_outgoing(&mut rx, &mut hb, &mut half, &beat).await {
             let mut closing = false;
             let mut next = Some(first);
@@ -255,17 +294,17 @@ pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
         rx.close();
         f2.closed.store(true, Ordering::Release);
         f2.notify.notify_waiters();
-        gone.do_send(WriterGone);
+        gone();
     });
     WriterHandle { tx, flow }
 }
 
 /// What the reader task reports to the connection actor.
-pub enum ReadEvent {
+pub enum Read<F, E> {
     /// Complete frames from one read.
-    Frames(Vec<Bytes>),
+    Frames(Vec<F>),
     /// The stream broke the framing (oversized or empty frame): fatal.
-    Invalid(FrameError),
+    Invalid(E),
     /// The peer closed (cleanly, or mid-frame with `partial` bytes pending).
     Eof {
         /// Bytes of an incomplete frame left unread.
@@ -274,12 +313,16 @@ pub enum ReadEvent {
     /// A socket error.
     Failed(std::io::Error),
     /// Nothing came for this long (twice the heartbeat interval) while the reader was
-    /// reading; the reader has already written the fatal error and closed the writer.
+    /// reading; the reader has already written the framing's last word
+    /// ([`Framing::silent`]) and closed the writer.
     Silent(Duration),
 }
 
+/// What the native reader reports.
+pub type ReadEvent = Read<Bytes, FrameError>;
+
 /// Smallest and largest read buffer reservation.
-const MIN_READ: usize = 8 * 1024;
+pub(crate) const MIN_READ: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// Reads one chunk into `buf`; with heartbeats on, gives up after `2H` without a byte
@@ -306,19 +349,42 @@ async fn read_chunk<R: AsyncRead + Unpin>(
     }
 }
 
-/// Reads frames off `half` and delivers them with `deliver`, which resolves when the
-/// connection is ready for more (false = stop reading). A peer silent for twice the
+/// Reads native frames off `half` and delivers them with `deliver`, which resolves when
+/// the connection is ready for more (false = stop reading). A peer silent for twice the
 /// heartbeat interval (set in `flow`) gets a fatal `HEARTBEAT_TIMEOUT` through
-/// `writer`, then `deliver` hears [`ReadEvent::Silent`].
+/// `writer`, then `deliver` hears [`Read::Silent`].
 pub async fn read_loop<R, F, Fut>(
-    mut half: R,
+    half: R,
     max_frame: usize,
+    flow: std::sync::Arc<Flow>,
+    writer: WriterHandle,
+    deliver: F,
+) where
+    R: AsyncRead + Unpin,
+    F: FnMut(ReadEvent) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let framing = NativeFraming { max_frame };
+    let buf = BytesMut::with_capacity(MIN_READ);
+    read_frames(half, buf, framing, flow, writer, deliver).await
+}
+
+/// Reads frames off `half` with `framing` (after the bytes already in `buf`) and
+/// delivers them with `deliver`, which resolves when the connection is ready for more
+/// (false = stop reading). A peer silent for twice the heartbeat interval (set in
+/// `flow`) gets [`Framing::silent`] through `writer`, then `deliver` hears
+/// [`Read::Silent`].
+pub async fn read_frames<R, C, F, Fut>(
+    mut half: R,
+    mut buf: BytesMut,
+    mut framing: C,
     flow: std::sync::Arc<Flow>,
     writer: WriterHandle,
     mut deliver: F,
 ) where
     R: AsyncRead + Unpin,
-    F: FnMut(ReadEvent) -> Fut,
+    C: Framing,
+    F: FnMut(Read<C::Frame, C::Error>) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let mut hb = flow.heartbeat.subscribe();
@@ -326,8 +392,24 @@ pub async fn read_loop<R, F, Fut>(
     // reads 64 KiB at a time (few syscalls), while a connection that only consumes
     // (acks, a few bytes each) keeps 8 KiB instead of 64 resident.
     let mut chunk = MIN_READ;
-    let mut buf = BytesMut::with_capacity(chunk);
     loop {
+        let mut frames = Vec::new();
+        loop {
+            match framing.take(&mut buf) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => {
+                    if !frames.is_empty() {
+                        deliver(Read::Frames(frames)).await;
+                    }
+                    deliver(Read::Invalid(e)).await;
+                    return;
+                }
+            }
+        }
+        if !frames.is_empty() && !deliver(Read::Frames(frames)).await {
+            return;
+        }
         if buf.capacity() - buf.len() < chunk / 8 {
             buf.reserve(chunk);
         }
@@ -335,7 +417,7 @@ pub async fn read_loop<R, F, Fut>(
         let n = match read_chunk(&mut half, &mut buf, &mut hb).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
-                deliver(ReadEvent::Failed(e)).await;
+                deliver(Read::Failed(e)).await;
                 return;
             }
             Err(limit) => {
@@ -343,37 +425,20 @@ pub async fn read_loop<R, F, Fut>(
                     silent_ms = limit.as_millis() as u64,
                     "missed heartbeats: closing"
                 );
-                writer.fatal(
-                    ErrorCode::HeartbeatTimeout,
-                    format!("missed heartbeats from the client for {limit:?}"),
-                );
-                deliver(ReadEvent::Silent(limit)).await;
+                if let Some(last) = framing.silent(limit) {
+                    writer.send(last, Vec::new());
+                }
+                writer.close();
+                deliver(Read::Silent(limit)).await;
                 return;
             }
         };
         if n == 0 {
-            deliver(ReadEvent::Eof { partial: buf.len() }).await;
+            deliver(Read::Eof { partial: buf.len() }).await;
             return;
         }
         if n == room {
             chunk = (chunk * 2).min(MAX_READ);
-        }
-        let mut frames = Vec::new();
-        loop {
-            match take_frame(&mut buf, max_frame) {
-                Ok(Some(f)) => frames.push(f),
-                Ok(None) => break,
-                Err(e) => {
-                    if !frames.is_empty() {
-                        deliver(ReadEvent::Frames(frames)).await;
-                    }
-                    deliver(ReadEvent::Invalid(e)).await;
-                    return;
-                }
-            }
-        }
-        if !frames.is_empty() && !deliver(ReadEvent::Frames(frames)).await {
-            return;
         }
     }
 }
