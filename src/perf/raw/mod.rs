@@ -169,9 +169,15 @@ impl Conn for RawConsumers {
         queue: &'a str,
         prefetch: u32,
         auto_ack: bool,
+        stream: bool,
         declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<RawConsumer, String>> {
         Box::pin(async move {
+            if stream {
+                return Err(
+                    "the raw AMQP client does not run --stream; use --amqp-client lapin".into(),
+                );
+            }
             let c = &self.conn;
             let ch = c.channel().await?;
             if let Some(d) = declare {

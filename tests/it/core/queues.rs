@@ -94,10 +94,13 @@ async fn delete_if_unused_and_if_empty_refuse_while_the_condition_fails() {
     // The consumer is gone, but the message it was sent is not: the queue is not empty.
     // Its unacked delivery goes back to the queue when the dropped consumer's buffer is
     // released, which may come after the detach: wait for both.
-    eventually("the consumer detached and its delivery requeued", || async {
-        let stats = s.queue_stats("busy").await.unwrap();
-        stats.consumers == 0 && stats.ready == 1
-    })
+    eventually(
+        "the consumer detached and its delivery requeued",
+        || async {
+            let stats = s.queue_stats("busy").await.unwrap();
+            stats.consumers == 0 && stats.ready == 1
+        },
+    )
     .await;
     let e = expect_code(
         s.delete_queue("busy", true, true).await,
