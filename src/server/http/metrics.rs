@@ -12,7 +12,7 @@ use actix_web::{web, HttpResponse};
 pub(crate) async fn metrics(api: web::Data<Api>) -> HttpResponse {
     let broker = &api.shared.broker;
     let vhosts = broker.vhosts();
-    let queues = queues_of(broker, &vhosts).await;
+    let queues = queues_of(&api, &vhosts).await;
     let connections = api.shared.registry.list();
     let memory = broker.memory();
     let mut e = Exposition::new();
