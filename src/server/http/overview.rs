@@ -54,6 +54,10 @@ async fn overview(
         .into_iter()
         .filter(|c| caller.sees_all() || c.user == caller.user.name)
         .collect();
+    // A reading of each connection too, so that their rates are ready when listed.
+    for c in &connections {
+        super::connections::connection_json(&api, c);
+    }
     let listeners: Vec<Value> = api
         .shared
         .listeners

@@ -55,7 +55,7 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body, headers) {
-  const init = { method, headers: Object.assign({ Authorization: "Basic " + auth }, headers || {}) };
+  const init = { method, headers: Object.assign({ Authorization: "Basic " + auth, "X-Requested-With": "XMLHttpRequest" }, headers || {}) };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -157,7 +157,7 @@ pages.overview = async function () {
   const [o, nodes, health] = await Promise.all([
     api("GET", "/api/overview?msg_rates_age=600&lengths_age=600"),
     api("GET", "/api/nodes"),
-    fetch("/api/health/checks/alarms", { headers: { Authorization: "Basic " + auth } }).then((r) => r.json()),
+    fetch("/api/health/checks/alarms", { headers: { Authorization: "Basic " + auth, "X-Requested-With": "XMLHttpRequest" } }).then((r) => r.json()),
   ]);
   const t = o.object_totals, q = o.queue_totals, m = o.message_stats;
   const stat = (k, v, id) => h("div", { class: "stat", id }, h("div", { class: "v" }, v), h("div", { class: "k" }, k));
@@ -527,7 +527,7 @@ document.getElementById("login-form").addEventListener("submit", async (ev) => {
   const password = document.getElementById("login-password").value;
   // btoa takes Latin-1: encode UTF-8 first so any name and password work.
   auth = btoa(String.fromCharCode(...new TextEncoder().encode(user + ":" + password)));
-  const res = await fetch("/api/whoami", { headers: { Authorization: "Basic " + auth } });
+  const res = await fetch("/api/whoami", { headers: { Authorization: "Basic " + auth, "X-Requested-With": "XMLHttpRequest" } });
   if (!res.ok) {
     const body = await res.json().catch(() => ({}));
     logout(body.reason || "Login refused (HTTP " + res.status + ").");
