@@ -22,9 +22,10 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const TARGET = process.env.CARGO_TARGET_DIR || join(ROOT, "target");
-const BIN = process.env.ACTORMQ_BIN || join(TARGET, "debug", "actormq");
-const PW_DIR = process.env.PLAYWRIGHT_DIR || join(TARGET, "browser-test");
+// Relative paths (CI's default target dir is `target`) are taken from the repository.
+const TARGET = resolve(ROOT, process.env.CARGO_TARGET_DIR || "target");
+const BIN = resolve(ROOT, process.env.ACTORMQ_BIN || join(TARGET, "debug", "actormq"));
+const PW_DIR = resolve(ROOT, process.env.PLAYWRIGHT_DIR || join(TARGET, "browser-test"));
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.SCREENSHOTS ? resolve(process.env.SCREENSHOTS) : null;
 const DEADLINE_MS = 20000;
