@@ -156,6 +156,13 @@ async function main() {
     await page.click('#nav a[data-page="queues"]');
     await waitText(page, 'tr[data-queue="ui-test"] td.q-ready', "3");
     await shot(page, "queues");
+    // The list is paged and filtered by the server.
+    await page.fill("#queue-filter-name", "no-such-queue");
+    await page.click('#queue-filter button[type="submit"]');
+    await page.waitForSelector("#queues-table td >> text=No queues.");
+    await page.fill("#queue-filter-name", "ui-");
+    await page.click('#queue-filter button[type="submit"]');
+    await waitText(page, 'tr[data-queue="ui-test"] td.q-ready', "3");
 
     // Publish through the page.
     await page.click('tr[data-queue="ui-test"] a.queue-link');

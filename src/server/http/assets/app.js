@@ -214,8 +214,36 @@ function vhostSelect(vhosts, id) {
   return h("select", { id, name: "vhost" }, vhosts.map((v) => h("option", { value: v.name }, v.name)));
 }
 
+// The queues page shows one page of the list (a broker may have thousands of queues).
+const queueView = { page: 1, name: "" };
+const QUEUES_PER_PAGE = 50;
+
 pages.queues = async function () {
-  const [queues, vhosts] = await Promise.all([api("GET", "/api/queues?sort=name"), api("GET", "/api/vhosts")]);
+  const query = `page=${queueView.page}&page_size=${QUEUES_PER_PAGE}&sort=name&name=${enc(queueView.name)}`;
+  let listed;
+  try {
+    listed = await api("GET", "/api/queues?" + query);
+  } catch (e) {
+    // Past the last page (queues went away): back to the first.
+    if (queueView.page === 1 || e.status !== 400) throw e;
+    queueView.page = 1;
+    return pages.queues();
+  }
+  const queues = listed.items;
+  const vhosts = await api("GET", "/api/vhosts");
+  const filter = h("form", { class: "inline", id: "queue-filter" },
+    h("input", { id: "queue-filter-name", placeholder: "name contains", value: queueView.name }),
+    h("button", { type: "submit" }, "Filter"),
+    h("button", { type: "button", disabled: queueView.page <= 1, onclick: () => { queueView.page -= 1; refresh(true); } }, "Previous"),
+    h("span", { class: "muted", id: "queue-page" }, `page ${listed.page} of ${Math.max(1, listed.page_count)}, ${listed.filtered_count} of ${listed.total_count} queues`),
+    h("button", { type: "button", disabled: listed.page >= listed.page_count, onclick: () => { queueView.page += 1; refresh(true); } }, "Next"));
+  filter.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    queueView.name = document.getElementById("queue-filter-name").value;
+    queueView.page = 1;
+    document.activeElement.blur();
+    refresh(true);
+  });
   const declare = h("form", { class: "inline", id: "declare-queue" },
     vhostSelect(vhosts, "declare-queue-vhost"),
     h("input", { id: "declare-queue-name", placeholder: "queue name", required: true }),
@@ -231,6 +259,7 @@ pages.queues = async function () {
   return [
     h("h2", {}, "Queues"),
     h("div", { class: "card" }, declare),
+    h("div", { class: "card" }, filter),
     table([
       { title: "Virtual host", value: (q) => q.vhost },
       { title: "Name", value: (q) => h("a", { href: `#queue/${enc(q.vhost)}/${enc(q.name)}`, class: "queue-link" }, q.name) },
