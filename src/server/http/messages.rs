@@ -167,6 +167,15 @@ async fn publish(
             )))
         }
     };
+    // As over AMQP: a message may not claim to come from another user.
+    if let Some(uid) = b.properties.user_id.as_deref() {
+        if uid != caller.user.name {
+            return Err(ApiError::bad_request(format!(
+                "user_id property set to '{uid}' but authenticated user was '{}'",
+                caller.user.name
+            )));
+        }
+    }
     let exchange = if name == "amq.default" { "" } else { &name };
     let message = Message::new(exchange, &b.routing_key, payload).with_properties(b.properties);
     let session = api.shared.broker.session_in(&vhost)?;

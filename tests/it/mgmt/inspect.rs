@@ -228,6 +228,11 @@ async fn messages_are_published_and_got_over_http_as_rabbitmq_does() {
     assert_eq!(r.json()["routed"], false);
     let bad = publish(r#"{"routing_key":"peek","payload":"x","payload_encoding":"hex"}"#).await;
     assert_eq!(bad.status, 400);
+    // As over AMQP, a message may not claim another user.
+    let spoof =
+        publish(r#"{"routing_key":"peek","payload":"x","properties":{"user_id":"admin"}}"#).await;
+    assert_eq!(spoof.status, 400, "{}", spoof.text());
+    assert!(spoof.text().contains("authenticated user was 'guest'"));
     let missing = http
         .post(
             "/api/exchanges/%2F/no-such-exchange/publish",
