@@ -196,6 +196,17 @@ async function main() {
     await shot(page, "connections");
     await page.click('#nav a[data-page="users"]');
     await page.waitForSelector("#users-table td >> text=guest");
+    // Definitions: exported as a download, imported from a file (a new vhost in it).
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-definitions")]);
+    if (!download.suggestedFilename().endsWith(".json")) fail("the export is not a JSON file");
+    await page.setInputFiles("#import-file", {
+      name: "defs.json", mimeType: "application/json",
+      buffer: Buffer.from(JSON.stringify({ vhosts: [{ name: "imported-from-ui" }] })),
+    });
+    await page.click('#import-definitions button[type="submit"]');
+    await waitText(page, "#notice", "Definitions imported.");
+    const vhosts = await api(base, "GET", "/api/vhosts");
+    if (!vhosts.some((v) => v.name === "imported-from-ui")) fail("the imported vhost is not there");
     await shot(page, "users");
 
     if (errors.length) fail("errors in the page: " + errors.join("; "));

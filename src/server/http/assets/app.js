@@ -474,6 +474,23 @@ pages.users = async function () {
     const v = document.getElementById("add-vhost-name").value;
     act("Add virtual host " + v, () => api("PUT", `/api/vhosts/${enc(v)}`));
   });
+  const importForm = h("form", { class: "inline", id: "import-definitions" },
+    h("input", { type: "file", id: "import-file", accept: "application/json,.json", required: true }),
+    h("button", { type: "submit" }, "Import definitions"));
+  importForm.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const file = document.getElementById("import-file").files[0];
+    act("Import definitions", async () => {
+      await api("POST", "/api/definitions", JSON.parse(await file.text()));
+      return "Definitions imported.";
+    });
+  });
+  const exportButton = h("button", { id: "export-definitions", onclick: () => act("Export definitions", async () => {
+    const defs = await api("GET", "/api/definitions");
+    const link = h("a", { href: URL.createObjectURL(new Blob([JSON.stringify(defs, null, 2)], { type: "application/json" })), download: "actormq-definitions.json" });
+    link.click();
+    return "Definitions exported.";
+  }) }, "Export definitions");
   return [
     h("h2", {}, "Users"),
     h("div", { class: "card" }, add),
@@ -498,6 +515,8 @@ pages.users = async function () {
       { title: "Publish", value: (v) => fmtRate(rate(v.message_stats, "publish")), num: true },
       { title: "Deliver", value: (v) => fmtRate(rate(v.message_stats, "deliver_get")), num: true },
     ], vhosts),
+    h("h3", {}, "Definitions"),
+    h("div", { class: "card" }, h("p", { class: "muted" }, "Users, virtual hosts, permissions, policies, queues, exchanges and bindings, in RabbitMQ's definitions format."), exportButton, " ", importForm),
   ];
 };
 
