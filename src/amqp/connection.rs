@@ -174,6 +174,9 @@ impl AmqpConnection {
                 stats.clone(),
                 ctx.address().recipient(),
             );
+            shared
+                .registry
+                .set_channel_source(owner.0, ctx.address().recipient());
             AmqpConnection {
                 owner,
                 peer,

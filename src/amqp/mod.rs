@@ -14,7 +14,8 @@
 //! - `deliver`: deliveries, get answers, broker-side cancels;
 //! - `properties`: AMQP properties and tables ↔ actormq's;
 //! - `reply_to`: direct reply-to (`amq.rabbitmq.reply-to`);
-//! - `errors`: reply codes and texts.
+//! - `errors`: reply codes and texts;
+//! - `info`: the channels as the management API lists them (read-only).
 //!
 //! Each AMQP channel is a [`crate::channel::Channel`]; the connection actor is codec,
 //! socket and routing between channels. Listeners open with
@@ -27,6 +28,7 @@ mod deliver;
 mod dispatch;
 pub mod errors;
 mod handshake;
+mod info;
 mod io;
 mod methods;
 pub mod properties;

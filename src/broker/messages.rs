@@ -488,9 +488,61 @@ pub struct QueueStats {
     pub bytes: u64,
     /// Messages waiting for their delay (`x-delay`, `x-delivery-delay`) to pass.
     pub delayed: u64,
+    /// What the queue has done since it started (for rates).
+    pub counts: MessageCounts,
+}
+
+/// Totals of what a queue did since it started: plain counters the queue actor bumps
+/// as it works (no message is sent for them); the management API turns two readings
+/// into rates. RabbitMQ's `message_stats` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageCounts {
+    /// Messages enqueued (ready or delayed; not duplicates, not refused ones).
+    pub publish: u64,
+    /// Deliveries to consumers that ack.
+    pub deliver: u64,
+    /// Deliveries to auto-ack consumers.
+    pub deliver_no_ack: u64,
+    /// Messages fetched with `get` that must be acked.
+    pub get: u64,
+    /// Messages fetched with an auto-ack `get`.
+    pub get_no_ack: u64,
+    /// Deliveries and gets of messages delivered before.
+    pub redeliver: u64,
+    /// Deliveries acked.
+    pub ack: u64,
+}
+
+impl MessageCounts {
+    /// Every delivery and get (RabbitMQ's `deliver_get`).
+    pub fn deliver_get(&self) -> u64 {
+        self.deliver + self.deliver_no_ack + self.get + self.get_no_ack
+    }
 }
 
 /// Asks a queue for its counts.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "QueueStats")]
 pub struct GetStats;
+
+/// One consumer of a queue, as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Its tag.
+    pub tag: String,
+    /// The channel (or native connection) it belongs to.
+    pub owner: OwnerId,
+    /// Maximum unacked deliveries, 0 = unlimited.
+    pub prefetch: u32,
+    /// False for an auto-ack consumer.
+    pub ack_required: bool,
+    /// False for a waiting consumer of a single-active-consumer queue.
+    pub active: bool,
+    /// `x-priority`.
+    pub priority: i64,
+}
+
+/// Asks a queue for its consumers (read-only, for the management API).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<ConsumerInfo>")]
+pub struct ListConsumers;

@@ -151,6 +151,11 @@ pub struct ListQueues;
 #[rtype(result = "Vec<(QueueSpec, QueueHandle)>")]
 pub struct ListQueueHandles;
 
+/// Every running exchange of a virtual host (handles), for statistics: read-only.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<ExchangeHandle>")]
+pub struct ListExchangeHandles;
+
 /// Lists the exchanges of a virtual host.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<ExchangeSpec>")]

@@ -45,6 +45,32 @@ impl ConnectionStats {
     }
 }
 
+/// One channel of a connection, as `/api/channels` shows it: read from the
+/// connection actor when asked ([`ListChannels`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel number.
+    pub number: u16,
+    /// The owner of its consumers and deliveries at the queues.
+    pub owner: crate::broker::messages::OwnerId,
+    /// Consumers on it.
+    pub consumers: u32,
+    /// Deliveries not yet acked.
+    pub unacked: u64,
+    /// The prefetch given to its new consumers (`basic.qos`).
+    pub prefetch: u32,
+    /// Publisher confirms are on.
+    pub confirm: bool,
+    /// In a transaction.
+    pub transactional: bool,
+}
+
+/// Asks a connection for its channels (a read-only query; connections without channels
+/// of their own, like the native one, do not register for it).
+#[derive(actix::Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<ChannelInfo>")]
+pub struct ListChannels;
+
 /// What a listing shows of one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
@@ -80,6 +106,8 @@ struct Entry {
     connected_at: SystemTime,
     stats: Arc<ConnectionStats>,
     close: Recipient<CloseConnection>,
+    /// Where to ask for its channels, when it has several.
+    channels: Option<Recipient<ListChannels>>,
 }
 
 /// The live connections of a broker's front ends.
@@ -112,8 +140,24 @@ impl Connections {
             connected_at: SystemTime::now(),
             stats,
             close,
+            channels: None,
         };
         self.lock().insert(id, entry);
+    }
+
+    /// Lets the management API ask connection `id` for its channels.
+    pub(crate) fn set_channel_source(&self, id: u64, source: Recipient<ListChannels>) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.channels = Some(source);
+        }
+    }
+
+    /// The connections that answer [`ListChannels`], by id.
+    pub fn channel_sources(&self) -> Vec<(u64, Recipient<ListChannels>)> {
+        self.lock()
+            .iter()
+            .filter_map(|(id, e)| Some((*id, e.channels.clone()?)))
+            .collect()
     }
 
     /// Records who the connection authenticated as, and where, unless that would pass

@@ -118,4 +118,10 @@ pub trait MessageStore: Send + Sync + 'static {
     /// answer; the order is that of `ids`. Like `append`, it never blocks on I/O: the
     /// read runs where the store's I/O runs, after every append queued before it.
     fn read(&self, queue: &QueueId, ids: Vec<u64>) -> Completion<Pages>;
+
+    /// How many fsyncs the store made and how long they took (`/metrics`); `None` for
+    /// a store that does not fsync or does not count.
+    fn sync_stats(&self) -> Option<disk::latency::SyncStats> {
+        None
+    }
 }

@@ -194,6 +194,15 @@ impl Dispatch {
         !self.unroutable.is_empty() || self.decided.iter().any(|d| !d)
     }
 
+    /// How many messages of the batch were routed to some queue or exchange (so far):
+    /// decided, not refused, not unroutable.
+    pub(super) fn routed_len(&self) -> usize {
+        let refused = self.routed.iter().filter(|r| r.refused.is_some()).count();
+        let undecided = self.decided.iter().filter(|d| !**d).count();
+        self.len()
+            .saturating_sub(refused + undecided + self.unroutable.len())
+    }
+
     /// Resolves message `i` with `resolve`, which fills the work buffers (or fails, which
     /// refuses the message), then files it under every destination reached.
     pub(super) fn resolve<F>(&mut self, i: usize, resolve: F)

@@ -45,6 +45,7 @@ use crate::broker::registry::ExchangeDirectory;
 use crate::error::BrokerError;
 use crate::message::FieldTable;
 use actix::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The name and settings of an exchange, as declared.
@@ -146,6 +147,30 @@ struct HandleInner {
     router: Option<Arc<RwLock<Router>>>,
     /// Present for built-in exchange actors: where a policy's alternate exchange goes.
     set_alternate: Option<Recipient<SetAlternate>>,
+    /// What the exchange actor routed (built-in actors only; zero for custom ones).
+    counters: Arc<ExchangeCounters>,
+}
+
+/// Totals of one exchange, bumped by its actor once per batch (relaxed atomics, one
+/// writer) and read by the management API when asked, to make rates.
+#[derive(Debug, Default)]
+pub struct ExchangeCounters {
+    /// Messages published to the exchange (RabbitMQ's `publish_in`).
+    publish_in: AtomicU64,
+    /// Of those, messages routed to at least one queue or exchange (`publish_out`).
+    publish_out: AtomicU64,
+}
+
+impl ExchangeCounters {
+    /// Messages published to the exchange so far.
+    pub fn publish_in(&self) -> u64 {
+        self.publish_in.load(Ordering::Relaxed)
+    }
+
+    /// Messages it routed somewhere so far.
+    pub fn publish_out(&self) -> u64 {
+        self.publish_out.load(Ordering::Relaxed)
+    }
 }
 
 /// The alternate exchange of a built-in exchange from now on (a policy changed it; the
@@ -177,17 +202,29 @@ impl ExchangeHandle {
                 stop: addr.recipient(),
                 router: None,
                 set_alternate: None,
+                counters: Arc::default(),
             }),
         }
     }
 
-    fn builtin(spec: ExchangeSpec, addr: Addr<ExchangeActor>, router: Arc<RwLock<Router>>) -> Self {
+    fn builtin(
+        spec: ExchangeSpec,
+        addr: Addr<ExchangeActor>,
+        router: Arc<RwLock<Router>>,
+        counters: Arc<ExchangeCounters>,
+    ) -> Self {
         let set_alternate = addr.clone().recipient();
         let mut h = Self::from_actor(spec, addr);
         let inner = Arc::get_mut(&mut h.inner).expect("fresh handle");
         inner.router = Some(router);
         inner.set_alternate = Some(set_alternate);
+        inner.counters = counters;
         h
+    }
+
+    /// What the exchange routed so far (always zero for a custom exchange actor).
+    pub fn counters(&self) -> &ExchangeCounters {
+        &self.inner.counters
     }
 
     /// The exchange's name.
@@ -258,14 +295,17 @@ impl ExchangeHandle {
             .and_then(|v| v.as_str())
             .map(Arc::from);
         let r2 = router.clone();
+        let counters = Arc::new(ExchangeCounters::default());
+        let c2 = counters.clone();
         let addr = ExchangeActor::start_in_arbiter(arbiter, move |_| ExchangeActor {
             name,
             router: r2,
             alternate,
             alternate_handle: None,
             directory,
+            counters: c2,
         });
-        Self::builtin(spec, addr, router)
+        Self::builtin(spec, addr, router, counters)
     }
 }
 
@@ -281,6 +321,8 @@ pub struct ExchangeActor {
     alternate_handle: Option<ExchangeHandle>,
     /// The virtual host's exchanges by name, to find the alternate exchange.
     directory: ExchangeDirectory,
+    /// Totals for the management API, shared with the handle.
+    counters: Arc<ExchangeCounters>,
 }
 
 impl ExchangeActor {
@@ -326,6 +368,11 @@ impl Handler<Publish> for ExchangeActor {
         } else {
             None
         };
+        let c = &self.counters;
+        c.publish_in
+            .fetch_add(dispatch.len() as u64, Ordering::Relaxed);
+        c.publish_out
+            .fetch_add(dispatch.routed_len() as u64, Ordering::Relaxed);
         dispatch.send(alternate);
     }
 }

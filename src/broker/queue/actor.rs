@@ -17,8 +17,8 @@ use super::timers::Millis;
 use super::QueueHandle;
 use crate::broker::memory::MemoryGauge;
 use crate::broker::messages::{
-    Cancel, Consume, ConsumerCancelled, Credit, Deliver, Delivery, Enqueue, Enqueued, Get,
-    GetStats, OwnerId, QueueGone, QueueStats, Release, ReturnCredit, Settle,
+    Cancel, Consume, ConsumerCancelled, ConsumerInfo, Credit, Deliver, Delivery, Enqueue, Enqueued,
+    Get, GetStats, ListConsumers, OwnerId, QueueGone, QueueStats, Release, ReturnCredit, Settle,
 };
 use crate::broker::queue_args::{consumer_priority, QueueConfig};
 use crate::broker::registry::ExchangeDirectory;

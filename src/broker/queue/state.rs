@@ -24,7 +24,7 @@ use super::dead_letter::Reason;
 use super::dedup::DedupWindow;
 use super::ready::{Ready, ReadyStore};
 use super::timers::{DeadlineHeap, DelayQueue, Millis, NEVER};
-use crate::broker::messages::{Delivery, OwnerId, Settlement};
+use crate::broker::messages::{Delivery, MessageCounts, OwnerId, Settlement};
 use crate::broker::queue_args::{message_delay, message_ttl, Overflow, QueueConfig};
 use crate::message::Message;
 use std::collections::HashMap;
@@ -106,6 +106,8 @@ pub struct QueueState<C> {
     /// Messages that left the queue for good, until the durable side takes them
     /// (tracked for durable queues only: see [`QueueState::track_gone`]).
     gone: Option<Vec<Arc<Message>>>,
+    /// What the queue did so far (read by `GetStats`, for rates).
+    counts: MessageCounts,
 }
 
 impl<C> Default for QueueState<C> {
@@ -131,8 +133,19 @@ impl<C> QueueState<C> {
             next_delivery: 1,
             dead: Vec::new(),
             gone: None,
+            counts: MessageCounts::default(),
             config,
         }
+    }
+
+    /// The single active consumer's id, when the queue has one.
+    pub fn active_consumer(&self) -> Option<u64> {
+        self.consumers.active()
+    }
+
+    /// What the queue did since it started.
+    pub fn counts(&self) -> MessageCounts {
+        self.counts
     }
 
     /// The queue's settings.
@@ -227,6 +240,7 @@ impl<C> QueueState<C> {
         if let (Some(w), Some(id)) = (&mut self.dedup, &dedup_id) {
             w.record(id, now);
         }
+        self.counts.publish += 1;
         let delay = message_delay(&message).unwrap_or(self.config.delivery_delay);
         if delay > 0 {
             self.delayed.push(now.saturating_add(delay), message);
@@ -351,6 +365,16 @@ impl<C> QueueState<C> {
         let id = self.next_delivery;
         self.next_delivery += 1;
         let delivery_count = r.delivery_count.saturating_add(1);
+        let c = &mut self.counts;
+        match (consumer.is_some(), auto_ack) {
+            (true, false) => c.deliver += 1,
+            (true, true) => c.deliver_no_ack += 1,
+            (false, false) => c.get += 1,
+            (false, true) => c.get_no_ack += 1,
+        }
+        if r.redelivered {
+            c.redeliver += 1;
+        }
         if !auto_ack {
             let timeout_at = self
                 .config
@@ -513,6 +537,7 @@ impl<C> QueueState<C> {
         }
         match settlement {
             Settlement::Ack => {
+                self.counts.ack += 1;
                 if let Some(gone) = &mut self.gone {
                     gone.push(u.message);
                 }

@@ -374,6 +374,14 @@ impl Handler<ListQueueHandles> for Registry {
     }
 }
 
+impl Handler<ListExchangeHandles> for Registry {
+    type Result = MessageResult<ListExchangeHandles>;
+
+    fn handle(&mut self, _msg: ListExchangeHandles, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.exchanges.values().cloned().collect())
+    }
+}
+
 impl Handler<ListExchanges> for Registry {
     type Result = MessageResult<ListExchanges>;
 

@@ -91,6 +91,16 @@ impl FromRequest for Caller {
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    // The web UI says it is a script: its 401s must not open the browser's own
+    // credentials dialog (the page has a login form).
+    let script = req.headers().contains_key("x-requested-with");
+    check_credentials(req).map_err(|mut e| {
+        e.challenge = !script;
+        e
+    })
+}
+
+fn check_credentials(req: &HttpRequest) -> Result<Caller, ApiError> {
     let api = req
         .app_data::<web::Data<Api>>()
         .ok_or_else(|| ApiError::bad_request("no management state"))?;

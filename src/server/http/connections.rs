@@ -6,23 +6,34 @@ use super::access::Caller;
 use super::error::ApiError;
 use super::list::{paged, ListQuery};
 use super::overview::node_name;
+use super::rates::{self, field, Counts, Kind};
+use super::routing::Routes;
 use super::Api;
 use crate::server::ConnectionInfo;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use std::time::UNIX_EPOCH;
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/connections", web::get().to(list))
-        .route("/api/vhosts/{vhost}/connections", web::get().to(list_vhost))
-        .service(
-            web::resource("/api/connections/{name}")
-                .route(web::get().to(get))
-                .route(web::delete().to(close)),
-        );
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/connections", list)
+        .get("/api/vhosts/{vhost}/connections", list_vhost)
+        .get("/api/connections/{name}", get)
+        .delete("/api/connections/{name}", close);
 }
 
-fn connection_json(c: &ConnectionInfo) -> Value {
+/// A connection's totals by [`rates::FIELDS`].
+fn connection_counts(c: &ConnectionInfo) -> Counts {
+    let mut counts = [0; rates::FIELDS.len()];
+    counts[field::PUBLISH] = c.published;
+    counts[field::DELIVER_GET] = c.delivered;
+    counts
+}
+
+pub(crate) fn connection_json(api: &Api, c: &ConnectionInfo) -> Value {
+    let counts = connection_counts(c);
+    let rates = api
+        .rates
+        .observe(Kind::Connection, &c.vhost, &c.id.to_string(), counts);
     let connected_at = c
         .connected_at
         .duration_since(UNIX_EPOCH)
@@ -45,10 +56,11 @@ fn connection_json(c: &ConnectionInfo) -> Value {
         "channels": c.channels,
         "messages_published": c.published,
         "messages_delivered": c.delivered,
+        "message_stats": rates::message_stats(Kind::Connection.fields(), &counts, &rates),
     })
 }
 
-fn visible(api: &Api, caller: &Caller) -> Vec<ConnectionInfo> {
+pub(crate) fn visible(api: &Api, caller: &Caller) -> Vec<ConnectionInfo> {
     api.shared
         .registry
         .list()
@@ -63,7 +75,10 @@ async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     paged(
-        visible(&api, &caller).iter().map(connection_json).collect(),
+        visible(&api, &caller)
+            .iter()
+            .map(|c| connection_json(&api, c))
+            .collect(),
         &query,
     )
 }
@@ -79,7 +94,7 @@ async fn list_vhost(
     let items = visible(&api, &caller)
         .iter()
         .filter(|c| c.vhost == vhost)
-        .map(connection_json)
+        .map(|c| connection_json(&api, c))
         .collect();
     paged(items, &query)
 }
@@ -97,7 +112,7 @@ async fn get(
     path: web::Path<(String,)>,
 ) -> Result<HttpResponse, ApiError> {
     let c = find(&api, &caller, &path.into_inner().0)?;
-    Ok(HttpResponse::Ok().json(connection_json(&c)))
+    Ok(HttpResponse::Ok().json(connection_json(&api, &c)))
 }
 
 async fn close(

@@ -6,6 +6,7 @@
 
 use super::access::Caller;
 use super::error::ApiError;
+use super::routing::Routes;
 use super::Api;
 use crate::broker::messages::BindTarget;
 use crate::definitions::format::DefinitionsFile;
@@ -16,17 +17,11 @@ use crate::options::{ExchangeOptions, QueueOptions};
 use actix_web::{web, HttpResponse};
 use std::collections::HashMap;
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/definitions")
-            .route(web::get().to(export_all))
-            .route(web::post().to(import_all)),
-    )
-    .service(
-        web::resource("/api/definitions/{vhost}")
-            .route(web::get().to(export_one))
-            .route(web::post().to(import_one)),
-    );
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/definitions", export_all)
+        .post("/api/definitions", import_all)
+        .get("/api/definitions/{vhost}", export_one)
+        .post("/api/definitions/{vhost}", import_one);
 }
 
 fn header(file: &mut DefinitionsFile) {

@@ -4,7 +4,9 @@
 
 use super::access::Caller;
 use super::error::{body, ApiError};
-use super::stats::{queues_in, Totals};
+use super::list::{paged, ListQuery};
+use super::routing::Routes;
+use super::stats::vhost_summary;
 use super::Api;
 use crate::definitions::UserDefinition;
 use crate::server::auth::hash_password;
@@ -14,43 +16,26 @@ use pbkdf2::password_hash::PasswordHash;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/vhosts", web::get().to(list_vhosts))
-        .service(
-            web::resource("/api/vhosts/{vhost}")
-                .route(web::get().to(get_vhost))
-                .route(web::put().to(put_vhost))
-                .route(web::delete().to(delete_vhost)),
-        )
-        .route(
-            "/api/vhosts/{vhost}/permissions",
-            web::get().to(vhost_permissions),
-        )
-        .route("/api/users", web::get().to(list_users))
-        .service(
-            web::resource("/api/users/{name}")
-                .route(web::get().to(get_user))
-                .route(web::put().to(put_user))
-                .route(web::delete().to(delete_user)),
-        )
-        .route(
-            "/api/users/{name}/permissions",
-            web::get().to(user_permissions),
-        )
-        .route("/api/permissions", web::get().to(list_permissions))
-        .service(
-            web::resource("/api/permissions/{vhost}/{user}")
-                .route(web::get().to(get_permission))
-                .route(web::put().to(put_permission))
-                .route(web::delete().to(delete_permission)),
-        );
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/vhosts", list_vhosts)
+        .get("/api/vhosts/{vhost}", get_vhost)
+        .put("/api/vhosts/{vhost}", put_vhost)
+        .delete("/api/vhosts/{vhost}", delete_vhost)
+        .get("/api/vhosts/{vhost}/permissions", vhost_permissions)
+        .get("/api/users", list_users)
+        .get("/api/users/{name}", get_user)
+        .put("/api/users/{name}", put_user)
+        .delete("/api/users/{name}", delete_user)
+        .get("/api/users/{name}/permissions", user_permissions)
+        .get("/api/permissions", list_permissions)
+        .get("/api/permissions/{vhost}/{user}", get_permission)
+        .put("/api/permissions/{vhost}/{user}", put_permission)
+        .delete("/api/permissions/{vhost}/{user}", delete_permission);
 }
 
 async fn vhost_json(api: &Api, name: &str) -> Value {
-    let t = match queues_in(&api.shared.broker, name).await {
-        Ok(rows) => Totals::of(&rows),
-        Err(_) => Totals::default(),
-    };
+    let s = vhost_summary(api, name).await.unwrap_or_default();
+    let t = s.totals;
     json!({
         "name": name,
         "description": "",
@@ -59,17 +44,22 @@ async fn vhost_json(api: &Api, name: &str) -> Value {
         "messages": t.messages(),
         "messages_ready": t.ready,
         "messages_unacknowledged": t.unacked,
+        "message_stats": s.message_stats(),
     })
 }
 
-async fn list_vhosts(api: web::Data<Api>, caller: Caller) -> HttpResponse {
+async fn list_vhosts(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let mut out = Vec::new();
     for v in api.shared.broker.vhosts() {
         if caller.may_see(&v) {
             out.push(vhost_json(&api, &v).await);
         }
     }
-    HttpResponse::Ok().json(out)
+    paged(out, &query)
 }
 
 fn vhost_exists(api: &Api, name: &str) -> bool {
@@ -142,10 +132,14 @@ fn find_user(api: &Api, name: &str) -> Option<UserDefinition> {
         .find(|u| u.name == name)
 }
 
-async fn list_users(api: web::Data<Api>, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn list_users(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.check_admin()?;
     let users: Vec<Value> = api.shared.broker.users().iter().map(user_json).collect();
-    Ok(HttpResponse::Ok().json(users))
+    paged(users, &query)
 }
 
 async fn get_user(
@@ -269,9 +263,13 @@ fn permissions(api: &Api, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
     out
 }
 
-async fn list_permissions(api: web::Data<Api>, caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn list_permissions(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.check_admin()?;
-    Ok(HttpResponse::Ok().json(permissions(&api, |_, _| true)))
+    paged(permissions(&api, |_, _| true), &query)
 }
 
 async fn vhost_permissions(

@@ -15,6 +15,9 @@ pub(crate) struct ApiError {
     pub error: &'static str,
     /// What went wrong, for a human.
     pub reason: String,
+    /// A 401 asks for credentials (`WWW-Authenticate`), unless the caller is a script
+    /// page (`X-Requested-With`), for which a browser would pop up its own dialog.
+    pub challenge: bool,
 }
 
 impl ApiError {
@@ -24,6 +27,7 @@ impl ApiError {
             status,
             error,
             reason: reason.into(),
+            challenge: true,
         }
     }
 
@@ -84,7 +88,7 @@ impl ResponseError for ApiError {
             tracing::debug!(status = %self.status, reason = %self.reason, "management API refused a request");
         }
         let mut res = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED && self.challenge {
             res.insert_header((
                 header::WWW_AUTHENTICATE,
                 "Basic realm=\"actormq management\"",

@@ -6,8 +6,10 @@ use super::access::Caller;
 use super::defs::created_or_updated;
 use super::error::{body, ApiError};
 use super::list::{paged, ListQuery};
+use super::rates::{self, Kind};
+use super::routing::Routes;
+use super::stats::{exchanges_in, ExchangeRow};
 use super::Api;
-use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::BindTarget;
 use crate::broker::registry::BindingRecord;
 use crate::message::FieldTable;
@@ -17,25 +19,38 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/exchanges", web::get().to(list_all))
-        .route("/api/exchanges/{vhost}", web::get().to(list_vhost))
-        .service(
-            web::resource("/api/exchanges/{vhost}/{name}")
-                .route(web::get().to(get_exchange))
-                .route(web::put().to(put_exchange))
-                .route(web::delete().to(delete_exchange)),
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/exchanges", list_all)
+        .get("/api/exchanges/{vhost}", list_vhost)
+        .get("/api/exchanges/{vhost}/{name}", get_exchange)
+        .put("/api/exchanges/{vhost}/{name}", put_exchange)
+        .delete("/api/exchanges/{vhost}/{name}", delete_exchange)
+        .get(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            bindings_from,
         )
-        .route("/api/bindings", web::get().to(bindings_all))
-        .route("/api/bindings/{vhost}", web::get().to(bindings_vhost))
-        .service(
-            web::resource("/api/bindings/{vhost}/e/{source}/{kind}/{destination}")
-                .route(web::get().to(bindings_between))
-                .route(web::post().to(bind)),
+        .get(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            bindings_to,
         )
-        .route(
+        .get("/api/queues/{vhost}/{name}/bindings", queue_bindings)
+        .get("/api/bindings", bindings_all)
+        .get("/api/bindings/{vhost}", bindings_vhost)
+        .get(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            bindings_between,
+        )
+        .post(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            bind,
+        )
+        .get(
             "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
-            web::delete().to(unbind),
+            binding_by_props,
+        )
+        .delete(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            unbind,
         );
 }
 
@@ -48,27 +63,26 @@ fn exchange_name(path_name: String) -> String {
     }
 }
 
-fn exchange_json(vhost: &str, x: &ExchangeSpec) -> Value {
+fn exchange_json(x: &ExchangeRow) -> Value {
+    let spec = &x.spec;
     json!({
-        "name": x.name,
-        "vhost": vhost,
-        "type": x.kind,
-        "durable": x.durable,
-        "auto_delete": x.auto_delete,
-        "internal": x.internal,
-        "arguments": x.arguments,
+        "name": spec.name,
+        "vhost": x.vhost,
+        "type": spec.kind,
+        "durable": spec.durable,
+        "auto_delete": spec.auto_delete,
+        "internal": spec.internal,
+        "arguments": spec.arguments,
+        "message_stats": rates::message_stats(Kind::Exchange.fields(), &x.counts, &x.rates),
     })
 }
 
-async fn exchanges_in(api: &Api, vhost: &str) -> Result<Vec<Value>, ApiError> {
-    let mut xs = api
-        .shared
-        .broker
-        .session_in(vhost)?
-        .list_exchanges()
-        .await?;
-    xs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(xs.iter().map(|x| exchange_json(vhost, x)).collect())
+async fn exchanges_json(api: &Api, vhost: &str) -> Result<Vec<Value>, ApiError> {
+    Ok(exchanges_in(api, vhost)
+        .await?
+        .iter()
+        .map(exchange_json)
+        .collect())
 }
 
 async fn list_all(
@@ -79,7 +93,7 @@ async fn list_all(
     let mut all = Vec::new();
     for v in api.shared.broker.vhosts() {
         if caller.may_see(&v) {
-            all.extend(exchanges_in(&api, &v).await.unwrap_or_default());
+            all.extend(exchanges_json(&api, &v).await.unwrap_or_default());
         }
     }
     paged(all, &query)
@@ -93,7 +107,7 @@ async fn list_vhost(
 ) -> Result<HttpResponse, ApiError> {
     let vhost = path.into_inner().0;
     caller.check_see(&vhost)?;
-    paged(exchanges_in(&api, &vhost).await?, &query)
+    paged(exchanges_json(&api, &vhost).await?, &query)
 }
 
 async fn get_exchange(
@@ -104,7 +118,7 @@ async fn get_exchange(
     let (vhost, name) = path.into_inner();
     let name = exchange_name(name);
     caller.check_see(&vhost)?;
-    exchanges_in(&api, &vhost)
+    exchanges_json(&api, &vhost)
         .await?
         .into_iter()
         .find(|x| x["name"] == name.as_str())
@@ -226,7 +240,11 @@ async fn bindings_in(api: &Api, vhost: &str) -> Result<Vec<BindingRecord>, ApiEr
     Ok(api.shared.broker.session_in(vhost)?.list_bindings().await?)
 }
 
-async fn bindings_all(api: web::Data<Api>, caller: Caller) -> HttpResponse {
+async fn bindings_all(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let mut all = Vec::new();
     for v in api.shared.broker.vhosts() {
         if caller.may_see(&v) {
@@ -234,19 +252,102 @@ async fn bindings_all(api: web::Data<Api>, caller: Caller) -> HttpResponse {
             all.extend(bs.iter().map(|b| binding_json(&v, b)));
         }
     }
-    HttpResponse::Ok().json(all)
+    paged(all, &query)
+}
+
+/// The bindings of `vhost` that `keep` accepts, as a (paged) list.
+async fn bindings_where(
+    api: &Api,
+    caller: &Caller,
+    vhost: &str,
+    query: &ListQuery,
+    keep: impl Fn(&BindingRecord) -> bool,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_see(vhost)?;
+    let bs = bindings_in(api, vhost).await?;
+    let out: Vec<Value> = bs
+        .iter()
+        .filter(|b| keep(b))
+        .map(|b| binding_json(vhost, b))
+        .collect();
+    paged(out, query)
 }
 
 async fn bindings_vhost(
     api: web::Data<Api>,
     caller: Caller,
     path: web::Path<(String,)>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let vhost = path.into_inner().0;
+    bindings_where(&api, &caller, &vhost, &query, |_| true).await
+}
+
+async fn bindings_from(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
+    let name = exchange_name(name);
+    bindings_where(&api, &caller, &vhost, &query, |b| b.exchange == name).await
+}
+
+async fn bindings_to(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
+    let t = BindTarget::Exchange(name);
+    bindings_where(&api, &caller, &vhost, &query, |b| b.target == t).await
+}
+
+/// A queue's bindings: the default exchange's implicit one first, as RabbitMQ lists it.
+async fn queue_bindings(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, name) = path.into_inner();
     caller.check_see(&vhost)?;
-    let bs = bindings_in(&api, &vhost).await?;
-    let out: Vec<Value> = bs.iter().map(|b| binding_json(&vhost, b)).collect();
+    let mut out = vec![json!({
+        "source": "",
+        "vhost": vhost,
+        "destination": name,
+        "destination_type": "queue",
+        "routing_key": name,
+        "arguments": {},
+        "properties_key": name,
+    })];
+    let t = BindTarget::Queue(name);
+    out.extend(
+        bindings_in(&api, &vhost)
+            .await?
+            .iter()
+            .filter(|b| b.target == t)
+            .map(|b| binding_json(&vhost, b)),
+    );
     Ok(HttpResponse::Ok().json(out))
+}
+
+async fn binding_by_props(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String, String, String, String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (vhost, source, kind, destination, props) = path.into_inner();
+    caller.check_see(&vhost)?;
+    let t = target(&kind, destination)?;
+    let source = exchange_name(source);
+    bindings_in(&api, &vhost)
+        .await?
+        .iter()
+        .find(|b| b.exchange == source && b.target == t && props_key(b) == props)
+        .map(|b| HttpResponse::Ok().json(binding_json(&vhost, b)))
+        .ok_or_else(|| ApiError::not_found(format!("no binding '{props}' from '{source}'")))
 }
 
 /// `q` or `e` in a binding path: the destination.

@@ -8,29 +8,42 @@
 //! connections' atomics) when a request asks for it, as DESIGN.md's "Statistics" says.
 
 mod access;
+mod channels;
 mod connections;
 mod definitions;
 mod defs;
 mod error;
 mod exchanges;
+mod health;
 mod list;
+mod messages;
 mod metrics;
+mod nodes;
 mod overview;
 mod policies;
 pub mod prometheus;
 mod queues;
+mod rates;
+mod routing;
 mod stats;
+mod ui;
 
 use super::{prepare, FrontEnd, ServerError, ServerShared};
 use actix_web::{web, App, HttpServer};
+use routing::Routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What every handler gets: the front ends' shared state.
 #[derive(Clone)]
 pub(crate) struct Api {
     /// Broker, users, connections, settings.
     pub shared: Arc<ServerShared>,
+    /// Previous readings of every object, to make rates, and the history of totals.
+    pub rates: Arc<rates::Rates>,
+    /// When this HTTP front end started (the node's uptime as `/api/nodes` shows it).
+    pub started: Instant,
 }
 
 impl FrontEnd {
@@ -40,11 +53,13 @@ impl FrontEnd {
         let addr = prepare(&listener)?;
         let api = Api {
             shared: self.shared.clone(),
+            rates: Arc::default(),
+            started: Instant::now(),
         };
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(api.clone()))
-                .configure(routes)
+                .configure(|cfg| register(&mut Routes::on(cfg)))
                 .default_service(web::to(error::no_route))
         })
         // One worker: the API is light next to the broker, which owns the cores.
@@ -84,20 +99,33 @@ pub(crate) async fn stop_all(shared: &ServerShared) {
     }
 }
 
-/// Every route served.
-fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics::metrics))
-        .route("/api/overview", web::get().to(overview::overview))
-        .route("/api/whoami", web::get().to(overview::whoami))
-        .route("/api/health/checks/alarms", web::get().to(overview::alarms))
-        .route(
-            "/api/aliveness-test/{vhost}",
-            web::get().to(overview::aliveness),
-        )
-        .configure(defs::routes)
-        .configure(queues::routes)
-        .configure(exchanges::routes)
-        .configure(connections::routes)
-        .configure(policies::routes)
-        .configure(definitions::routes);
+/// Every route served, as (method, path) with actix's `{param}` placeholders: the
+/// router's own table (recorded as it is built), for documentation and the test that
+/// keeps `docs/openapi.yaml` in step with it.
+///
+/// ```
+/// let routes = actormq::server::http::served_routes();
+/// assert!(routes.contains(&("GET", "/api/overview")));
+/// ```
+pub fn served_routes() -> Vec<(&'static str, &'static str)> {
+    let mut r = Routes::recording();
+    register(&mut r);
+    r.into_list()
+}
+
+/// Every route served. Another area adds its module's `routes` here.
+fn register(r: &mut Routes) {
+    r.get("/metrics", metrics::metrics);
+    ui::routes(r);
+    overview::routes(r);
+    health::routes(r);
+    nodes::routes(r);
+    defs::routes(r);
+    queues::routes(r);
+    messages::routes(r);
+    exchanges::routes(r);
+    connections::routes(r);
+    channels::routes(r);
+    policies::routes(r);
+    definitions::routes(r);
 }

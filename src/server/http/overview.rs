@@ -1,32 +1,52 @@
-//! `/api/overview`, `/api/whoami`, and the health checks: what a dashboard or a load
-//! balancer asks first.
+//! `/api/overview` and `/api/whoami`: what a dashboard asks first. The overview's
+//! totals are summed over every virtual host the caller may see; with
+//! `msg_rates_age` / `lengths_age` (seconds) it carries RabbitMQ's `samples` (newest
+//! first) from the history of totals (see `rates`), which the UI plots.
 
 use super::access::Caller;
-use super::error::ApiError;
-use super::stats::{queues_of, Totals};
+use super::rates::{self, HistoryPoint};
+use super::routing::Routes;
+use super::stats::{vhost_summary, Summary};
 use super::Api;
-use crate::message::Message;
-use crate::options::QueueOptions;
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use std::time::Duration;
 
-/// RabbitMQ's overview: product, totals of objects and messages, listeners.
-pub(crate) async fn overview(api: web::Data<Api>, caller: Caller) -> HttpResponse {
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/overview", overview).get("/api/whoami", whoami);
+}
+
+/// The query of `/api/overview`: how far back the samples go, in seconds.
+#[derive(Deserialize, Default)]
+struct OverviewQuery {
+    msg_rates_age: Option<u64>,
+    lengths_age: Option<u64>,
+}
+
+/// RabbitMQ's overview: product, totals of objects and messages, rates, listeners.
+async fn overview(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<OverviewQuery>,
+) -> HttpResponse {
     let broker = &api.shared.broker;
-    let vhosts: Vec<String> = broker
-        .vhosts()
-        .into_iter()
-        .filter(|v| caller.may_see(v))
-        .collect();
-    let queues = queues_of(broker, &vhosts).await;
-    let totals = Totals::of(&queues);
-    let mut exchanges = 0usize;
-    for v in &vhosts {
-        if let Ok(s) = broker.session_in(v) {
-            exchanges += s.list_exchanges().await.map_or(0, |x| x.len());
-        }
+    // Every vhost is read (the history covers them all); the caller sees its own.
+    let all = broker.vhosts();
+    let mut summaries = Vec::with_capacity(all.len());
+    for v in &all {
+        summaries.push((v.clone(), vhost_summary(&api, v).await.unwrap_or_default()));
     }
+    let depths: Vec<(String, u64, u64)> = summaries
+        .iter()
+        .map(|(v, s)| (v.clone(), s.totals.ready, s.totals.unacked))
+        .collect();
+    api.rates.record(&depths);
+    let mut total = Summary::default();
+    for (_, s) in summaries.iter().filter(|(v, _)| caller.may_see(v)) {
+        total.add(s);
+    }
+    let totals = total.totals;
     let connections: Vec<_> = api
         .shared
         .registry
@@ -34,8 +54,10 @@ pub(crate) async fn overview(api: web::Data<Api>, caller: Caller) -> HttpRespons
         .into_iter()
         .filter(|c| caller.sees_all() || c.user == caller.user.name)
         .collect();
-    let published: u64 = connections.iter().map(|c| c.published).sum();
-    let delivered: u64 = connections.iter().map(|c| c.delivered).sum();
+    // A reading of each connection too, so that their rates are ready when listed.
+    for c in &connections {
+        super::connections::connection_json(&api, c);
+    }
     let listeners: Vec<Value> = api
         .shared
         .listeners
@@ -51,32 +73,70 @@ pub(crate) async fn overview(api: web::Data<Api>, caller: Caller) -> HttpRespons
             })
         })
         .collect();
+    let mut message_stats = total.message_stats();
+    let mut queue_totals = json!({
+        "messages": totals.messages(),
+        "messages_ready": totals.ready,
+        "messages_unacknowledged": totals.unacked,
+    });
+    let history = |age: u64| {
+        api.rates
+            .history(Duration::from_secs(age), |v| caller.may_see(v))
+    };
+    if let Some(age) = query.msg_rates_age {
+        add_rate_samples(&mut message_stats, &history(age));
+    }
+    if let Some(age) = query.lengths_age {
+        add_length_samples(&mut queue_totals, &history(age));
+    }
     HttpResponse::Ok().json(json!({
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "actormq",
         "product_version": env!("CARGO_PKG_VERSION"),
         "rabbitmq_version": env!("CARGO_PKG_VERSION"),
+        "rates_mode": "basic",
         "node": node_name(),
         "cluster_name": node_name(),
         "object_totals": {
             "connections": connections.len(),
             "channels": connections.iter().map(|c| u64::from(c.channels)).sum::<u64>(),
-            "exchanges": exchanges,
-            "queues": queues.len(),
+            "exchanges": total.exchanges,
+            "queues": total.queues,
             "consumers": totals.consumers,
         },
-        "queue_totals": {
-            "messages": totals.messages(),
-            "messages_ready": totals.ready,
-            "messages_unacknowledged": totals.unacked,
-        },
-        // Totals of the connections open now (a closed connection's counts go with it).
-        "message_stats": {
-            "publish": published,
-            "deliver_get": delivered,
-        },
+        "queue_totals": queue_totals,
+        "message_stats": message_stats,
         "listeners": listeners,
     }))
+}
+
+/// `samples` of each rate: the accumulated totals, newest first (RabbitMQ's shape;
+/// a plot takes differences of neighbours over their time apart).
+fn add_rate_samples(stats: &mut Value, points: &[HistoryPoint]) {
+    for f in rates::TOTAL_FIELDS {
+        let samples: Vec<Value> = points
+            .iter()
+            .map(|p| json!({"timestamp": p.at_ms, "sample": p.totals[f].round() as u64}))
+            .collect();
+        stats[format!("{}_details", rates::FIELDS[f])]["samples"] = Value::Array(samples);
+    }
+}
+
+/// `samples` of the depths, newest first.
+fn add_length_samples(totals: &mut Value, points: &[HistoryPoint]) {
+    type Of = fn(&HistoryPoint) -> u64;
+    let series: [(&str, Of); 3] = [
+        ("messages", |p| p.ready + p.unacked),
+        ("messages_ready", |p| p.ready),
+        ("messages_unacknowledged", |p| p.unacked),
+    ];
+    for (name, of) in series {
+        let samples: Vec<Value> = points
+            .iter()
+            .map(|p| json!({"timestamp": p.at_ms, "sample": of(p)}))
+            .collect();
+        totals[format!("{name}_details")] = json!({ "samples": samples });
+    }
 }
 
 /// The node's name, as RabbitMQ shows `rabbit@host`.
@@ -86,57 +146,9 @@ pub(crate) fn node_name() -> String {
 }
 
 /// Who the credentials belong to, and their tags.
-pub(crate) async fn whoami(caller: Caller) -> HttpResponse {
+async fn whoami(caller: Caller) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": caller.user.name,
         "tags": caller.user.tags,
     }))
-}
-
-/// 200 when no resource alarm is in effect, 503 naming them otherwise.
-pub(crate) async fn alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
-    let memory = api.shared.broker.memory();
-    let mut alarms = Vec::new();
-    if memory.disk_alarm() {
-        alarms.push(
-            json!({"resource": "disk", "node": node_name(), "reason": memory.blocked_reason()}),
-        );
-    } else if memory.is_blocked() {
-        alarms.push(
-            json!({"resource": "memory", "node": node_name(), "reason": memory.blocked_reason()}),
-        );
-    }
-    if alarms.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ok"}))
-    } else {
-        HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(json!({
-            "status": "failed",
-            "reason": "resource alarm(s) in effect",
-            "alarms": alarms,
-        }))
-    }
-}
-
-/// Declares `aliveness-test` in the vhost, publishes a message to it and gets it back.
-pub(crate) async fn aliveness(
-    api: web::Data<Api>,
-    caller: Caller,
-    path: web::Path<(String,)>,
-) -> Result<HttpResponse, ApiError> {
-    let vhost = path.into_inner().0;
-    caller.check_change(&vhost)?;
-    let session = api.shared.broker.session_in(&vhost)?;
-    const QUEUE: &str = "aliveness-test";
-    session.declare_queue(QUEUE, &QueueOptions::new()).await?;
-    session
-        .publish(Message::new("", QUEUE, "test_message"))
-        .await?
-        .await?;
-    match session.get(QUEUE, true).await? {
-        Some(m) if &m.message.body[..] == b"test_message" => {
-            Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
-        }
-        _ => Ok(HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
-            .json(json!({"status": "failed", "reason": "the test message did not come back"}))),
-    }
 }

@@ -7,6 +7,7 @@
 use super::access::Caller;
 use super::defs::created_or_updated;
 use super::error::{body, ApiError};
+use super::routing::Routes;
 use super::Api;
 use crate::definitions::policy::effective;
 use crate::definitions::{ApplyTo, Policy, PolicyKind};
@@ -15,26 +16,17 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/policies", web::get().to(list_all_policies))
-        .route("/api/policies/{vhost}", web::get().to(list_vhost_policies))
-        .service(
-            web::resource("/api/policies/{vhost}/{name}")
-                .route(web::get().to(get_policy))
-                .route(web::put().to(put_policy))
-                .route(web::delete().to(delete_policy)),
-        )
-        .route("/api/operator-policies", web::get().to(list_all_operator))
-        .route(
-            "/api/operator-policies/{vhost}",
-            web::get().to(list_vhost_operator),
-        )
-        .service(
-            web::resource("/api/operator-policies/{vhost}/{name}")
-                .route(web::get().to(get_operator))
-                .route(web::put().to(put_operator))
-                .route(web::delete().to(delete_operator)),
-        );
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/policies", list_all_policies)
+        .get("/api/policies/{vhost}", list_vhost_policies)
+        .get("/api/policies/{vhost}/{name}", get_policy)
+        .put("/api/policies/{vhost}/{name}", put_policy)
+        .delete("/api/policies/{vhost}/{name}", delete_policy)
+        .get("/api/operator-policies", list_all_operator)
+        .get("/api/operator-policies/{vhost}", list_vhost_operator)
+        .get("/api/operator-policies/{vhost}/{name}", get_operator)
+        .put("/api/operator-policies/{vhost}/{name}", put_operator)
+        .delete("/api/operator-policies/{vhost}/{name}", delete_operator);
 }
 
 /// A policy in RabbitMQ's field names.

@@ -16,6 +16,9 @@ pub enum Kind {
     Gauge,
     /// A total that only grows (its name ends in `_total`).
     Counter,
+    /// Counts of observations in cumulative buckets (`_bucket{le=...}`, `_sum`,
+    /// `_count`).
+    Histogram,
 }
 
 /// A page of metrics being written.
@@ -38,6 +41,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Gauge => "gauge",
             Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
         };
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.out, "# HELP {name} {help}");
@@ -47,6 +51,35 @@ impl Exposition {
 
     /// One sample of the current family.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) -> &mut Self {
+        self.sample_value(name, labels, &value.to_string())
+    }
+
+    /// One sample with a fractional value (seconds, bounds).
+    pub fn sample_f64(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
+        self.sample_value(name, labels, &float(value))
+    }
+
+    /// A histogram family: `buckets` are (upper bound, cumulative count) without the
+    /// `+Inf` one, which is `count`.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: &[(f64, u64)],
+        count: u64,
+        sum: f64,
+    ) -> &mut Self {
+        self.family(name, Kind::Histogram, help);
+        let bucket = format!("{name}_bucket");
+        for (le, n) in buckets {
+            self.sample(&bucket, &[("le", &float(*le))], *n);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], count)
+            .sample_f64(&format!("{name}_sum"), &[], sum)
+            .sample(&format!("{name}_count"), &[], count)
+    }
+
+    fn sample_value(&mut self, name: &str, labels: &[(&str, &str)], value: &str) -> &mut Self {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -61,7 +94,9 @@ impl Exposition {
             }
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {value}");
+        self.out.push(' ');
+        self.out.push_str(value);
+        self.out.push('\n');
         self
     }
 
@@ -73,6 +108,17 @@ impl Exposition {
     /// The finished page.
     pub fn finish(self) -> String {
         self.out
+    }
+}
+
+/// A float as the format writes it (`NaN`, `+Inf`, `-Inf`, or plain decimal).
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        v.to_string()
     }
 }
 
@@ -105,6 +151,18 @@ mod tests {
             e.finish(),
             "# HELP up_total Things.\n# TYPE up_total counter\nup_total 3\n\
              # HELP depth Ready messages.\n# TYPE depth gauge\ndepth{vhost=\"/\",queue=\"q\"} 7\n"
+        );
+    }
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_a_sum_and_a_count() {
+        let mut e = Exposition::new();
+        e.histogram("lat_seconds", "Latency.", &[(0.001, 2), (0.01, 3)], 4, 1.5);
+        assert_eq!(
+            e.finish(),
+            "# HELP lat_seconds Latency.\n# TYPE lat_seconds histogram\n\
+             lat_seconds_bucket{le=\"0.001\"} 2\nlat_seconds_bucket{le=\"0.01\"} 3\n\
+             lat_seconds_bucket{le=\"+Inf\"} 4\nlat_seconds_sum 1.5\nlat_seconds_count 4\n"
         );
     }
 

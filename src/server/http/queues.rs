@@ -8,6 +8,8 @@ use super::error::{body, ApiError};
 use super::list::{paged, ListQuery};
 use super::overview::node_name;
 use super::policies::queue_values;
+use super::rates::{self, Kind};
+use super::routing::Routes;
 use super::stats::{queues_in, queues_of, QueueRow};
 use super::Api;
 use crate::message::FieldTable;
@@ -16,19 +18,13 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/queues", web::get().to(list_all))
-        .route("/api/queues/{vhost}", web::get().to(list_vhost))
-        .service(
-            web::resource("/api/queues/{vhost}/{name}")
-                .route(web::get().to(get_queue))
-                .route(web::put().to(put_queue))
-                .route(web::delete().to(delete_queue)),
-        )
-        .route(
-            "/api/queues/{vhost}/{name}/contents",
-            web::delete().to(purge_queue),
-        );
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/queues", list_all)
+        .get("/api/queues/{vhost}", list_vhost)
+        .get("/api/queues/{vhost}/{name}", get_queue)
+        .put("/api/queues/{vhost}/{name}", put_queue)
+        .delete("/api/queues/{vhost}/{name}", delete_queue)
+        .delete("/api/queues/{vhost}/{name}/contents", purge_queue);
 }
 
 /// One queue in RabbitMQ's field names.
@@ -54,6 +50,8 @@ fn queue_json(q: &QueueRow) -> Value {
         "messages_delayed": s.delayed,
         "message_bytes": s.bytes,
         "consumers": s.consumers,
+        "memory": s.bytes,
+        "message_stats": rates::message_stats(Kind::Queue.fields(), &q.counts, &q.rates),
     })
 }
 
@@ -69,7 +67,7 @@ async fn list_all(
         .into_iter()
         .filter(|v| caller.may_see(v))
         .collect();
-    let rows = queues_of(&api.shared.broker, &vhosts).await;
+    let rows = queues_of(&api, &vhosts).await;
     paged(queue_values(&api, &rows, queue_json).await, &query)
 }
 
@@ -81,7 +79,7 @@ async fn list_vhost(
 ) -> Result<HttpResponse, ApiError> {
     let vhost = path.into_inner().0;
     caller.check_see(&vhost)?;
-    let rows = queues_in(&api.shared.broker, &vhost).await?;
+    let rows = queues_in(&api, &vhost).await?;
     paged(queue_values(&api, &rows, queue_json).await, &query)
 }
 
@@ -92,7 +90,7 @@ async fn get_queue(
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
     caller.check_see(&vhost)?;
-    let rows = queues_in(&api.shared.broker, &vhost).await?;
+    let rows = queues_in(&api, &vhost).await?;
     let q = rows
         .iter()
         .find(|r| r.spec.name == name)

@@ -1,12 +1,17 @@
 //! Reading counts from the actors when a request asks: every queue of a virtual host
-//! with its counts (one `GetStats` per queue, all in flight at once), and totals.
+//! with its counts (one `GetStats` per queue, all in flight at once), every exchange
+//! with its routing totals (atomics on its handle), their rates (see `rates`), and the
+//! totals of a virtual host.
 
 use super::error::ApiError;
+use super::rates::{self, field, Counts, Kind, PerSec};
+use super::Api;
+use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::{GetStats, QueueStats};
 use crate::broker::queue::QueueSpec;
-use crate::broker::registry::ListQueueHandles;
-use crate::broker::BrokerHandle;
+use crate::broker::registry::{ListExchangeHandles, ListQueueHandles};
 use futures_util::future::join_all;
+use std::collections::HashMap;
 
 /// One queue as a listing shows it.
 pub(crate) struct QueueRow {
@@ -16,23 +21,46 @@ pub(crate) struct QueueRow {
     pub spec: QueueSpec,
     /// Its counts; `None` when the queue went away while being asked.
     pub stats: Option<QueueStats>,
+    /// Its totals by [`rates::FIELDS`].
+    pub counts: Counts,
+    /// Its rates.
+    pub rates: PerSec,
 }
 
-/// Every queue of `vhost` with its counts, by name.
-pub(crate) async fn queues_in(
-    broker: &BrokerHandle,
-    vhost: &str,
-) -> Result<Vec<QueueRow>, ApiError> {
-    let registry = broker.registry(vhost)?;
+/// A queue's totals by [`rates::FIELDS`].
+fn queue_counts(s: &QueueStats) -> Counts {
+    let c = &s.counts;
+    let mut out = [0; rates::FIELDS.len()];
+    out[field::PUBLISH] = c.publish;
+    out[field::DELIVER] = c.deliver;
+    out[field::DELIVER_NO_ACK] = c.deliver_no_ack;
+    out[field::GET] = c.get;
+    out[field::GET_NO_ACK] = c.get_no_ack;
+    out[field::DELIVER_GET] = c.deliver_get();
+    out[field::REDELIVER] = c.redeliver;
+    out[field::ACK] = c.ack;
+    out
+}
+
+/// Every queue of `vhost` with its counts and rates, by name.
+pub(crate) async fn queues_in(api: &Api, vhost: &str) -> Result<Vec<QueueRow>, ApiError> {
+    let registry = api.shared.broker.registry(vhost)?;
     let handles = registry.send(ListQueueHandles).await?;
     let stats = join_all(handles.iter().map(|(_, q)| q.addr().send(GetStats))).await;
     let mut rows: Vec<QueueRow> = handles
         .into_iter()
         .zip(stats)
-        .map(|((spec, _), s)| QueueRow {
-            vhost: vhost.to_string(),
-            spec,
-            stats: s.ok(),
+        .map(|((spec, _), s)| {
+            let stats = s.ok();
+            let counts = stats.as_ref().map(queue_counts).unwrap_or_default();
+            let rates = api.rates.observe(Kind::Queue, vhost, &spec.name, counts);
+            QueueRow {
+                vhost: vhost.to_string(),
+                spec,
+                stats,
+                counts,
+                rates,
+            }
         })
         .collect();
     rows.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
@@ -40,9 +68,48 @@ pub(crate) async fn queues_in(
 }
 
 /// Every queue of every virtual host in `vhosts` (a vhost deleted meanwhile is skipped).
-pub(crate) async fn queues_of(broker: &BrokerHandle, vhosts: &[String]) -> Vec<QueueRow> {
-    let per_vhost = join_all(vhosts.iter().map(|v| queues_in(broker, v))).await;
+pub(crate) async fn queues_of(api: &Api, vhosts: &[String]) -> Vec<QueueRow> {
+    let per_vhost = join_all(vhosts.iter().map(|v| queues_in(api, v))).await;
     per_vhost.into_iter().flatten().flatten().collect()
+}
+
+/// One exchange as a listing shows it.
+pub(crate) struct ExchangeRow {
+    /// Its virtual host.
+    pub vhost: String,
+    /// Its definition.
+    pub spec: ExchangeSpec,
+    /// Its totals by [`rates::FIELDS`] (zero for a dormant or custom exchange).
+    pub counts: Counts,
+    /// Its rates.
+    pub rates: PerSec,
+}
+
+/// Every exchange of `vhost` (dormant ones too) with its totals and rates, by name.
+pub(crate) async fn exchanges_in(api: &Api, vhost: &str) -> Result<Vec<ExchangeRow>, ApiError> {
+    let broker = &api.shared.broker;
+    let specs = broker.session_in(vhost)?.list_exchanges().await?;
+    let handles = broker.registry(vhost)?.send(ListExchangeHandles).await?;
+    let by_name: HashMap<&str, _> = handles.iter().map(|h| (h.name(), h)).collect();
+    let mut rows: Vec<ExchangeRow> = specs
+        .into_iter()
+        .map(|spec| {
+            let mut counts = [0; rates::FIELDS.len()];
+            if let Some(h) = by_name.get(spec.name.as_str()) {
+                counts[field::PUBLISH_IN] = h.counters().publish_in();
+                counts[field::PUBLISH_OUT] = h.counters().publish_out();
+            }
+            let rates = api.rates.observe(Kind::Exchange, vhost, &spec.name, counts);
+            ExchangeRow {
+                vhost: vhost.to_string(),
+                spec,
+                counts,
+                rates,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    Ok(rows)
 }
 
 /// Message totals of some queues.
@@ -75,4 +142,68 @@ impl Totals {
     pub fn messages(&self) -> u64 {
         self.ready + self.unacked
     }
+}
+
+/// Everything a virtual host's or the node's summary shows.
+#[derive(Default)]
+pub(crate) struct Summary {
+    /// Depths and consumers.
+    pub totals: Totals,
+    /// Queues.
+    pub queues: usize,
+    /// Exchanges.
+    pub exchanges: usize,
+    /// Message totals of the objects alive (publishes at exchanges, the rest at queues).
+    pub counts: Counts,
+    /// Rates: sums of the objects' rates.
+    pub rates: PerSec,
+}
+
+impl Summary {
+    /// The summary of `queues` and `exchanges`.
+    pub fn of(queues: &[QueueRow], exchanges: &[ExchangeRow]) -> Summary {
+        let mut s = Summary {
+            totals: Totals::of(queues),
+            queues: queues.len(),
+            exchanges: exchanges.len(),
+            ..Summary::default()
+        };
+        for q in queues {
+            rates::add(&mut s.rates, &rates::totals_of(Kind::Queue, &q.rates));
+            for f in rates::TOTAL_FIELDS.iter().filter(|f| **f != field::PUBLISH) {
+                s.counts[*f] += q.counts[*f];
+            }
+        }
+        for x in exchanges {
+            rates::add(&mut s.rates, &rates::totals_of(Kind::Exchange, &x.rates));
+            s.counts[field::PUBLISH] += x.counts[field::PUBLISH_IN];
+        }
+        s
+    }
+
+    /// Adds another summary (another virtual host).
+    pub fn add(&mut self, o: &Summary) {
+        self.totals.ready += o.totals.ready;
+        self.totals.unacked += o.totals.unacked;
+        self.totals.consumers += o.totals.consumers;
+        self.totals.bytes += o.totals.bytes;
+        self.queues += o.queues;
+        self.exchanges += o.exchanges;
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        rates::add(&mut self.rates, &o.rates);
+    }
+
+    /// RabbitMQ's `message_stats` of a virtual host or the node.
+    pub fn message_stats(&self) -> serde_json::Value {
+        rates::message_stats(&rates::TOTAL_FIELDS, &self.counts, &self.rates)
+    }
+}
+
+/// The summary of one virtual host (its queues and exchanges read now).
+pub(crate) async fn vhost_summary(api: &Api, vhost: &str) -> Result<Summary, ApiError> {
+    let (queues, exchanges) =
+        futures_util::future::join(queues_in(api, vhost), exchanges_in(api, vhost)).await;
+    Ok(Summary::of(&queues?, &exchanges?))
 }

@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod frame;
 pub mod index;
+pub mod latency;
 pub mod pager;
 pub mod prepare;
 pub mod recovery;
@@ -163,6 +164,10 @@ impl DiskStore {
 }
 
 impl MessageStore for DiskStore {
+    fn sync_stats(&self) -> Option<latency::SyncStats> {
+        Some(self.shared.sync_latency.snapshot(self.sync_count()))
+    }
+
     fn append(&self, batch: Vec<Record>, sync: bool) -> Completion {
         if let Some(e) = self.failure() {
             return Completion::ready(Err(StorageError::Failed(Arc::new(e))));

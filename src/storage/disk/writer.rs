@@ -81,6 +81,8 @@ pub enum Command {
 pub struct Shared {
     /// fdatasync calls on segments so far (group commits and rolls).
     pub syncs: AtomicU64,
+    /// How long those fdatasync calls took.
+    pub sync_latency: super::latency::SyncLatency,
     /// Segments deleted by reclamation so far.
     pub reclaimed: AtomicU64,
     /// The error that stopped the writer, if any.
@@ -412,7 +414,9 @@ impl Writer {
 
     fn sync(&mut self) -> Result<(), StorageError> {
         self.injected_fault()?;
+        let started = Instant::now();
         self.active.sync()?;
+        self.shared.sync_latency.record(started.elapsed());
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         self.last_sync = Instant::now();
         Ok(())

@@ -51,6 +51,19 @@ async fn credentials_and_tags_decide_access() {
         .get("/api/overview")
         .await;
     assert_eq!(r.status, 401);
+    // A script page (the web UI) is refused without a challenge: a browser would
+    // otherwise open its own credentials dialog over the page's login form.
+    let r = Http::new(&server)
+        .user("guest", "wrong")
+        .send(
+            "GET",
+            "/api/whoami",
+            &[("X-Requested-With", "XMLHttpRequest")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), None);
 
     let admin = Http::guest(&server);
     let created = admin

@@ -4,6 +4,7 @@
 use super::http::{server, Http};
 use crate::support::{eventually, DEADLINE};
 use actormq::client::{Client, ConnectOptions, QueueOptions};
+use prometheus_parse::{Scrape, Value};
 use std::collections::{HashMap, HashSet};
 
 /// One sample: name, labels, value.
@@ -13,6 +14,7 @@ type Sample = (String, Vec<(String, String)>, f64);
 /// the family's samples, samples `name{k="v",...} value`, nothing else.
 fn parse(text: &str) -> Result<Vec<Sample>, String> {
     let mut typed: HashSet<String> = HashSet::new();
+    let mut histograms: HashSet<String> = HashSet::new();
     let mut helped: HashSet<String> = HashSet::new();
     let mut samples = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -36,11 +38,19 @@ fn parse(text: &str) -> Result<Vec<Sample>, String> {
             if !typed.insert(name.to_string()) {
                 return Err(at("second TYPE"));
             }
+            if kind == "histogram" {
+                histograms.insert(name.to_string());
+            }
         } else if line.starts_with('#') || line.is_empty() {
             return Err(at("unexpected comment or blank line"));
         } else {
             let (name, labels, value) = sample(line).map_err(|e| at(&e))?;
-            if !typed.contains(&name) {
+            // A histogram's samples are its name with _bucket, _sum or _count.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| histograms.contains(*f)))
+                .unwrap_or(&name);
+            if !typed.contains(family) {
                 return Err(at("sample before its TYPE"));
             }
             samples.push((name, labels, value));
@@ -194,4 +204,103 @@ async fn metrics_are_valid_prometheus_text_with_per_queue_series() {
         ) == Some(2.0)
     })
     .await;
+}
+
+/// The value of the sample of `name` whose labels include `labels`, as the
+/// prometheus-parse crate read it.
+fn scraped<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> Option<&'a Value> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| &s.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_parser_reads_every_family() {
+    let server = server();
+    let http = Http::guest(&server);
+    assert_eq!(http.put("/api/queues/%2F/stored", "{}").await.status, 201);
+    // A persistent message in a durable queue: the message log fsyncs.
+    let r = http
+        .post(
+            "/api/exchanges/%2F/amq.default/publish",
+            r#"{"routing_key":"stored","payload":"x","payload_encoding":"string","properties":{"delivery_mode":2}}"#,
+        )
+        .await;
+    assert_eq!(r.json()["routed"], true, "{}", r.text());
+    let got = http
+        .post(
+            "/api/queues/%2F/stored/get",
+            r#"{"count":1,"ackmode":"ack_requeue_true"}"#,
+        )
+        .await;
+    assert_eq!(got.status, 200);
+    let _client = Client::connect(ConnectOptions::new(server.addr.to_string()))
+        .await
+        .unwrap();
+
+    let text = http.get("/metrics").await.text();
+    // The strict reading first (every line well formed), then the crate's.
+    parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parsed");
+    // Nothing skipped: every sample line is in a sample (a histogram's buckets fold
+    // into one).
+    let lines = text.lines().filter(|l| !l.starts_with('#')).count();
+    let buckets = text
+        .lines()
+        .filter(|l| l.starts_with("actormq_store_fsync_seconds_bucket"))
+        .count();
+    assert_eq!(scrape.samples.len(), lines - buckets + 1, "{text}");
+    let families = text.lines().filter(|l| l.starts_with("# HELP")).count();
+    assert_eq!(scrape.docs.len(), families);
+
+    let q = [("vhost", "/"), ("queue", "stored")];
+    assert_eq!(
+        scraped(&scrape, "actormq_queue_messages_ready", &q),
+        Some(&Value::Gauge(1.0))
+    );
+    assert_eq!(
+        scraped(&scrape, "actormq_queue_published_total", &q),
+        Some(&Value::Counter(1.0))
+    );
+    assert_eq!(
+        scraped(&scrape, "actormq_queue_delivered_total", &q),
+        Some(&Value::Counter(1.0))
+    );
+    assert_eq!(
+        scraped(&scrape, "actormq_queue_redelivered_total", &q),
+        Some(&Value::Counter(0.0))
+    );
+    assert_eq!(
+        scraped(
+            &scrape,
+            "actormq_exchange_published_in_total",
+            &[("vhost", "/"), ("exchange", "")]
+        ),
+        Some(&Value::Counter(1.0))
+    );
+    assert_eq!(
+        scraped(
+            &scrape,
+            "actormq_connection_channels",
+            &[("protocol", "native")]
+        ),
+        Some(&Value::Gauge(1.0))
+    );
+    match scraped(&scrape, "actormq_store_fsyncs_total", &[]) {
+        Some(Value::Counter(n)) => assert!(*n >= 1.0, "{n} fsyncs"),
+        other => panic!("actormq_store_fsyncs_total: {other:?}"),
+    }
+    match scraped(&scrape, "actormq_store_fsync_seconds", &[]) {
+        Some(Value::Histogram(b)) => {
+            assert_eq!(b.len(), 13, "12 bounds and +Inf: {b:?}");
+            assert!(b
+                .windows(2)
+                .all(|w| w[0].less_than < w[1].less_than && w[0].count <= w[1].count));
+            assert_eq!(b[12].less_than, f64::INFINITY);
+            assert!(b[12].count >= 1.0);
+        }
+        other => panic!("actormq_store_fsync_seconds: {other:?}"),
+    }
 }

@@ -4,6 +4,9 @@
 mod api;
 mod definitions;
 pub(crate) mod http;
+mod inspect;
 mod metrics;
 mod objects;
+mod openapi;
 mod policies;
+mod rates;

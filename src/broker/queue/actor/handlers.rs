@@ -318,7 +318,30 @@ impl Handler<GetStats> for QueueActor {
             consumers: self.state.consumers().len() as u32,
             bytes: self.state.bytes() as u64,
             delayed: self.state.delayed_len() as u64,
+            counts: self.state.counts(),
         })
+    }
+}
+
+impl Handler<ListConsumers> for QueueActor {
+    type Result = MessageResult<ListConsumers>;
+
+    fn handle(&mut self, _msg: ListConsumers, _ctx: &mut Self::Context) -> Self::Result {
+        let active = self.state.active_consumer();
+        MessageResult(
+            self.state
+                .consumers()
+                .iter()
+                .map(|c| ConsumerInfo {
+                    tag: c.tag.to_string(),
+                    owner: c.owner,
+                    prefetch: c.prefetch,
+                    ack_required: !c.auto_ack,
+                    active: active.is_none_or(|a| a == c.id),
+                    priority: c.priority,
+                })
+                .collect(),
+        )
     }
 }
 

@@ -199,6 +199,8 @@ impl QueueActor {
             consumers: s.consumers().len() as u32,
             bytes: s.log().bytes(),
             delayed: 0,
+            // Streams keep no rate counters yet: their rates show as 0.
+            counts: Default::default(),
         }
     }
 

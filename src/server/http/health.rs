@@ -1,0 +1,114 @@
+//! Health checks as RabbitMQ's: 200 `{"status": "ok"}` when healthy, 503 with
+//! `{"status": "failed", "reason": ...}` otherwise, for load balancers and probes.
+
+use super::access::Caller;
+use super::error::ApiError;
+use super::overview::node_name;
+use super::routing::Routes;
+use super::Api;
+use crate::message::Message;
+use crate::options::QueueOptions;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+pub(crate) fn routes(r: &mut Routes) {
+    r.get("/api/health/checks/alarms", alarms)
+        .get("/api/health/checks/local-alarms", local_alarms)
+        .get("/api/health/checks/port-listener/{port}", port_listener)
+        .get("/api/aliveness-test/{vhost}", aliveness);
+}
+
+/// The resource alarms in effect: memory and disk.
+pub(crate) fn alarms_in_effect(api: &Api) -> Vec<Value> {
+    let memory = api.shared.broker.memory();
+    let mut alarms = Vec::new();
+    if memory.disk_alarm() {
+        alarms.push(
+            json!({"resource": "disk", "node": node_name(), "reason": memory.blocked_reason()}),
+        );
+    } else if memory.is_blocked() {
+        alarms.push(
+            json!({"resource": "memory", "node": node_name(), "reason": memory.blocked_reason()}),
+        );
+    }
+    alarms
+}
+
+fn failed(body: Value) -> HttpResponse {
+    HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(body)
+}
+
+fn alarm_answer(api: &Api, reason: &str) -> HttpResponse {
+    let alarms = alarms_in_effect(api);
+    if alarms.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
+    } else {
+        failed(json!({"status": "failed", "reason": reason, "alarms": alarms}))
+    }
+}
+
+/// 200 when no resource alarm is in effect, 503 naming them otherwise.
+async fn alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
+    alarm_answer(&api, "There are alarms in effect in the cluster")
+}
+
+/// The same for this node (a single node: the same answer, RabbitMQ's words).
+async fn local_alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
+    alarm_answer(&api, "There are alarms in effect on the node")
+}
+
+/// 200 when a listener of any protocol is on `port`, 503 listing the ports otherwise.
+async fn port_listener(
+    api: web::Data<Api>,
+    _caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    let raw = path.into_inner().0;
+    let port: u16 = raw
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("'{raw}' is not a port number")))?;
+    let ports: Vec<u16> = api
+        .shared
+        .listeners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(_, a)| a.port())
+        .collect();
+    if ports.contains(&port) {
+        Ok(HttpResponse::Ok().json(json!({"status": "ok", "port": port})))
+    } else {
+        Ok(failed(json!({
+            "status": "failed",
+            "reason": "No active listener",
+            "missing": port,
+            "ports": ports,
+        })))
+    }
+}
+
+/// Declares `aliveness-test` in the vhost, publishes a message to it and gets it back.
+async fn aliveness(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    let vhost = path.into_inner().0;
+    caller.check_change(&vhost)?;
+    let session = api.shared.broker.session_in(&vhost)?;
+    const QUEUE: &str = "aliveness-test";
+    session.declare_queue(QUEUE, &QueueOptions::new()).await?;
+    session
+        .publish(Message::new("", QUEUE, "test_message"))
+        .await?
+        .await?;
+    match session.get(QUEUE, true).await? {
+        Some(m) if &m.message.body[..] == b"test_message" => {
+            Ok(HttpResponse::Ok().json(json!({"status": "ok"})))
+        }
+        _ => Ok(failed(
+            json!({"status": "failed", "reason": "the test message did not come back"}),
+        )),
+    }
+}
