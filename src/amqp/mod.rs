@@ -8,6 +8,7 @@
 //! - `connection`: the connection actor, its life and closes;
 //! - `handshake`: start / tune / open, PLAIN and AMQPLAIN, server properties;
 //! - `dispatch`: content reassembly and each channel's request pipeline;
+//! - `held`: deliveries held back by `channel.flow` and a channel's shared prefetch;
 //! - `publish`: batches, exchange lookups, confirms / returns, transactions;
 //! - `methods`: channel, exchange, queue, confirm and tx methods onto broker messages;
 //! - `basic`: qos, consume, cancel, get, acks, recover;
@@ -28,6 +29,7 @@ mod deliver;
 mod dispatch;
 pub mod errors;
 mod handshake;
+mod held;
 mod info;
 mod io;
 mod methods;

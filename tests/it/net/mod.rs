@@ -4,3 +4,4 @@ mod listeners;
 mod memory;
 mod pipeline;
 mod raw;
+mod raw_peers;
