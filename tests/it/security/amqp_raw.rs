@@ -59,6 +59,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, channel_max
     s.write_all(&method(0, 10, 11, &args)).await.unwrap();
     let (_, _, p) = frame(s).await;
     assert_eq!(&p[..4], &[0, 10, 0, 30], "connection.tune");
+    let frame_max = u32::from_be_bytes([p[6], p[7], p[8], p[9]]);
+    assert_eq!(frame_max, 131_072, "RabbitMQ's default frame_max");
     let mut args = channel_max.to_be_bytes().to_vec();
     args.extend_from_slice(&131_072u32.to_be_bytes());
     args.extend_from_slice(&0u16.to_be_bytes());
