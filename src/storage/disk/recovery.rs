@@ -296,6 +296,7 @@ pub struct Opened {
 /// a torn tail, and picks (or creates) the active segment. The recovered state holds
 /// the bodies of the first `head` messages of each queue.
 pub fn open_log(dir: &Path, segment_size: u64, head: usize) -> Result<Opened, StorageError> {
+    segment::remove_unfinished(dir)?;
     let mut segments = segment::list(dir)?;
     let mut max_seq = segments.last().map_or(0, |(s, _)| *s);
     // Trailing segments with nothing written: keep the first one as the active segment.

@@ -42,8 +42,8 @@ pub fn header(seq: u64) -> [u8; HEADER_LEN as usize] {
     h
 }
 
-/// The segments in `dir`, sequence numbers increasing. Removes leftover `.tmp` files
-/// (a preparation cut short by a crash).
+/// The segments in `dir`, sequence numbers increasing. A `.seg.tmp` file is skipped: on
+/// a running store it is the preparer's next segment, being written.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     let mut out = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
@@ -51,16 +51,31 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
         let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".seg.tmp") {
-            let path = entry.path();
-            tracing::info!(file = %path.display(), "removing an unfinished segment");
-            fs::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
-        } else if let Some(seq) = parse_name(name) {
+        if let Some(seq) = parse_name(name) {
             out.push((seq, entry.path()));
         }
     }
     out.sort_by_key(|(seq, _)| *seq);
     Ok(out)
+}
+
+/// Removes leftover `.seg.tmp` files (a preparation cut short by a crash). Only at
+/// recovery, before the preparer runs: on a running store one of them is being written.
+pub fn remove_unfinished(dir: &Path) -> Result<(), StorageError> {
+    let entries = fs::read_dir(dir).map_err(|e| StorageError::io("listing", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("listing", dir, e))?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".seg.tmp"))
+        {
+            let path = entry.path();
+            tracing::info!(file = %path.display(), "removing an unfinished segment");
+            fs::remove_file(&path).map_err(|e| StorageError::io("removing", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates segment `seq` of `size` bytes in `dir`: header, zeros, fsynced, renamed into
@@ -190,8 +205,17 @@ mod tests {
         assert_eq!(data.len(), 8192);
         assert_eq!(&data[..16], &header(3));
         assert!(data[16..].iter().all(|b| *b == 0));
+        // Listing skips a `.tmp` (on a running store, the segment being prepared) and
+        // leaves it; only recovery removes it.
         let listed = list(dir.path()).unwrap();
-        assert_eq!(listed, vec![(3, path)]);
+        assert_eq!(listed, vec![(3, path.clone())]);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "tmp kept by list"
+        );
+        remove_unfinished(dir.path()).unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![(3, path)]);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "tmp removed");
     }
 }
