@@ -40,6 +40,7 @@ pub mod queue_args;
 pub mod registry;
 mod runtime_definitions;
 pub mod stream;
+pub mod superstream;
 
 use crate::definitions::{BrokerDefinitions, SharedDefinitions};
 use crate::embed::Session;

@@ -105,7 +105,8 @@ pub struct ExchangeTypes {
 }
 
 impl ExchangeTypes {
-    /// The four built-in types: `direct`, `fanout`, `topic`, `headers`.
+    /// The built-in types: `direct`, `fanout`, `topic`, `headers`, and `x-super-stream`
+    /// (hash routing over a super stream's partitions).
     pub fn with_builtins() -> Self {
         let mut types = ExchangeTypes {
             factories: HashMap::new(),
@@ -116,6 +117,9 @@ impl ExchangeTypes {
         types.register("fanout", || Box::new(super::fanout::FanoutExchange));
         types.register("topic", || Box::new(super::topic::TopicExchange::default()));
         types.register("headers", || Box::new(super::headers::HeadersExchange));
+        types.register(crate::broker::superstream::EXCHANGE_TYPE, || {
+            Box::new(crate::broker::superstream::SuperStreamExchange::default())
+        });
         types
     }
 

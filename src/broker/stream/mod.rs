@@ -11,6 +11,7 @@
 //! [`QueueHandle`]: crate::broker::queue::QueueHandle
 
 pub mod args;
+pub mod group;
 
 use crate::broker::messages::{Delivery, OwnerId, Settlement};
 use crate::error::BrokerError;
@@ -26,6 +27,9 @@ pub struct StreamInit {
     pub log: StreamLog,
     /// Retention and segment size.
     pub config: StreamConfig,
+    /// The partition index of a super stream's partition (queue argument
+    /// `x-stream-partition-order`): picks the active member of each consumer group.
+    pub partition: Option<u32>,
 }
 
 /// A consumer's options, as the stream needs them.
@@ -64,6 +68,12 @@ pub struct StreamConsumer<H> {
     /// The next offset to deliver.
     next: u64,
     name: Option<String>,
+    /// A member of the consumer group `name` (`x-single-active-consumer`).
+    single_active: bool,
+    /// False for a waiting member of a group: it is given nothing.
+    active: bool,
+    /// Offsets below this went to the group's previous holder: delivered as redelivered.
+    redeliver_below: u64,
 }
 
 /// A stream's consumers and offsets over its log.
@@ -79,6 +89,8 @@ pub struct StreamState<H> {
     /// Deliveries of consumers cancelled while unacked: id -> (owner, name, offset),
     /// so a late ack still advances a named consumer's offset.
     orphans: HashMap<u64, (OwnerId, Option<String>, u64)>,
+    /// Consumer groups (single active consumer per group).
+    groups: group::Groups,
 }
 
 impl<H> StreamState<H> {
@@ -94,6 +106,7 @@ impl<H> StreamState<H> {
             offsets,
             offsets_dirty: false,
             orphans: HashMap::new(),
+            groups: group::Groups::new(init.partition),
         }
     }
 
@@ -178,6 +191,9 @@ impl<H> StreamState<H> {
             unacked: BTreeMap::new(),
             next: start,
             name: c.name,
+            single_active: false,
+            active: true,
+            redeliver_below: 0,
         });
         Ok((id, start))
     }
@@ -192,6 +208,9 @@ impl<H> StreamState<H> {
         for (i, c) in self.consumers.iter_mut().enumerate() {
             if budget == 0 {
                 break;
+            }
+            if !c.active {
+                continue;
             }
             c.next = c.next.max(first);
             let by_prefetch = c.prefetch.saturating_sub(c.unacked.len() as u32);
@@ -209,8 +228,8 @@ impl<H> StreamState<H> {
                 c.unacked.insert(self.next_delivery, o);
                 batch.push(Delivery {
                     id: self.next_delivery,
-                    redelivered: false,
-                    delivery_count: 1,
+                    redelivered: o < c.redeliver_below,
+                    delivery_count: 1 + u32::from(o < c.redeliver_below),
                     message: r.message.clone(),
                 });
             }
@@ -259,6 +278,7 @@ impl<H> StreamState<H> {
                 None => unknown.push(*id),
             }
         }
+        self.commit_groups(owner);
         unknown
     }
 
@@ -287,24 +307,33 @@ impl<H> StreamState<H> {
         else {
             return false;
         };
+        let group = self.before_leave(i);
         let c = self.consumers.remove(i);
         for (id, o) in c.unacked {
             self.orphans.insert(id, (owner, c.name.clone(), o));
         }
+        self.rebalance(group);
         true
     }
 
     /// Drops consumer `id` (its recipient is gone) with its unacked deliveries.
     pub fn drop_consumer(&mut self, id: u64) -> Option<StreamConsumer<H>> {
         let i = self.consumers.iter().position(|c| c.id == id)?;
-        Some(self.consumers.remove(i))
+        let group = self.before_leave(i);
+        let c = self.consumers.remove(i);
+        self.rebalance(group);
+        Some(c)
     }
 
     /// The owner went: its consumers and unacked deliveries are dropped (nothing to
     /// requeue: a stream keeps every record). Answers how many consumers it had.
     pub fn release(&mut self, owner: OwnerId) -> usize {
         let before = self.consumers.len();
+        let groups = self.before_release(owner);
         self.consumers.retain(|c| c.owner != owner);
+        for g in groups {
+            self.rebalance(Some(g));
+        }
         self.orphans.retain(|_, (o, ..)| *o != owner);
         before - self.consumers.len()
     }
@@ -352,5 +381,10 @@ pub fn open(
         }
         None => StreamLog::memory(config.max_segment_bytes),
     };
-    Ok(StreamInit { log, config })
+    let partition = group::partition_of_queue(&spec.arguments);
+    Ok(StreamInit {
+        log,
+        config,
+        partition,
+    })
 }

@@ -12,6 +12,7 @@ fn state(segment: u64, max_bytes: Option<u64>) -> StreamState<()> {
             max_age_ms: None,
             max_segment_bytes: segment,
         },
+        partition: None,
     })
 }
 

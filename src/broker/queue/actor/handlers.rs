@@ -327,6 +327,22 @@ impl Handler<ListConsumers> for QueueActor {
     type Result = MessageResult<ListConsumers>;
 
     fn handle(&mut self, _msg: ListConsumers, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(s) = self.stream.as_ref() {
+            // A stream consumer always acks; `active` is false for a waiting group member.
+            return MessageResult(
+                s.consumers()
+                    .iter()
+                    .map(|c| ConsumerInfo {
+                        tag: c.tag.to_string(),
+                        owner: c.owner,
+                        prefetch: c.prefetch(),
+                        ack_required: true,
+                        active: c.is_active(),
+                        priority: 0,
+                    })
+                    .collect(),
+            );
+        }
         let active = self.state.active_consumer();
         MessageResult(
             self.state

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::broker::stream::args::{self as stream_args};
+use crate::broker::stream::group;
 use crate::broker::stream::{NewStreamConsumer, StreamState};
 
 /// How often a stream applies `x-max-age` and stores changed consumer offsets.
@@ -76,6 +77,7 @@ impl QueueActor {
             crate::storage::stream::now_millis(),
         )?;
         let name = stream_args::consumer_name(&msg.options.arguments, &q)?;
+        let grouped = group::single_active(&msg.options.arguments, name.as_deref(), &q)?;
         let tag: Arc<str> = if msg.options.tag.is_empty() {
             self.tag_seq += 1;
             Arc::from(format!("amq.ctag-{}-{}", self.incarnation, self.tag_seq))
@@ -91,7 +93,7 @@ impl QueueActor {
                 "consumer tag '{tag}' is already in use on queue '{q}'"
             )));
         }
-        let (_, offset) = s.add_consumer(NewStreamConsumer {
+        let (id, offset) = s.add_consumer(NewStreamConsumer {
             tag: tag.clone(),
             owner: msg.owner,
             handle: ConsumerHandle {
@@ -103,7 +105,10 @@ impl QueueActor {
             start,
             name,
         })?;
-        tracing::debug!(queue = %q, consumer = %tag, offset, "stream consumer attached");
+        if grouped {
+            s.join_group(id);
+        }
+        tracing::debug!(queue = %q, consumer = %tag, offset, grouped, "stream consumer attached");
         self.stream_dispatch(ctx);
         Ok(tag)
     }
