@@ -112,6 +112,34 @@ impl Client {
         expect_ok(self.call(op).await?)
     }
 
+    /// Declares a super stream in one request (its exchange, partition streams and
+    /// bindings); see docs/STREAMS.md.
+    pub async fn declare_super_stream(
+        &self,
+        spec: &crate::broker::superstream::SuperStreamSpec,
+    ) -> Result<(), ClientError> {
+        use crate::broker::superstream::Partitions;
+        let (partitions, binding_keys) = match &spec.partitions {
+            Partitions::Count(n) => (*n, Vec::new()),
+            Partitions::Keys(keys) => (0, keys.clone()),
+        };
+        let op = Op::DeclareSuperStream {
+            name: spec.name.clone(),
+            partitions,
+            binding_keys,
+            arguments: spec.arguments.clone(),
+        };
+        expect_ok(self.call(op).await?)
+    }
+
+    /// Deletes a super stream: its partition streams (with their records) and exchange.
+    pub async fn delete_super_stream(&self, name: &str) -> Result<(), ClientError> {
+        let op = Op::DeleteSuperStream {
+            name: name.to_string(),
+        };
+        expect_ok(self.call(op).await?)
+    }
+
     /// Deletes an exchange (with `if_unused`, only while it has no bindings).
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), ClientError> {
         let op = Op::DeleteExchange {

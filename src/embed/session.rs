@@ -265,6 +265,38 @@ impl Session {
         }
     }
 
+    /// Declares a super stream (a partitioned stream): its exchange, its partition
+    /// streams and their bindings, in one call; answers the partitions in order.
+    /// Declaring it again with the same layout changes nothing. See docs/STREAMS.md.
+    ///
+    /// ```no_run
+    /// # async fn f(session: &actormq::Session) -> Result<(), actormq::BrokerError> {
+    /// use actormq::broker::superstream::SuperStreamSpec;
+    /// let parts = session
+    ///     .declare_super_stream(&SuperStreamSpec::with_partitions("invoices", 3))
+    ///     .await?;
+    /// assert_eq!(parts, ["invoices-0", "invoices-1", "invoices-2"]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn declare_super_stream(
+        &self,
+        spec: &crate::broker::superstream::SuperStreamSpec,
+    ) -> Result<Vec<String>, BrokerError> {
+        crate::broker::superstream::declare(&self.registry, self.owner, spec).await
+    }
+
+    /// Deletes a super stream: its partition streams (with their records) and its
+    /// exchange; answers the partitions deleted.
+    pub async fn delete_super_stream(&self, name: &str) -> Result<Vec<String>, BrokerError> {
+        self.channel().forget_exchange(name);
+        crate::broker::superstream::delete(&self.registry, &self.vhost, self.owner, name).await
+    }
+
+    /// The partition streams of a super stream, in partition order.
+    pub async fn super_stream_partitions(&self, name: &str) -> Result<Vec<String>, BrokerError> {
+        crate::broker::superstream::partitions(&self.registry, &self.vhost, name).await
+    }
+
     /// Lists the queues of the session's virtual host.
     pub async fn list_queues(&self) -> Result<Vec<(String, QueueSpec)>, BrokerError> {
         Ok(self.registry.send(ListQueues).await?)

@@ -168,6 +168,27 @@ pub enum Op {
     },
     /// Close the connection cleanly (the reply is the last frame).
     Close,
+    /// Declare a super stream in one operation: its exchange, its partition streams and
+    /// their bindings (docs/STREAMS.md). Exactly one of `partitions` (> 0) and
+    /// `binding_keys` (non-empty) is given.
+    DeclareSuperStream {
+        /// Name of the super stream and its exchange.
+        name: String,
+        /// N partitions `name-0` .. `name-N-1`, routed by the hash of the routing key.
+        #[serde(default)]
+        partitions: u32,
+        /// One partition `name-KEY` per key, routed by the key.
+        #[serde(default)]
+        binding_keys: Vec<String>,
+        /// Arguments of every partition stream.
+        #[serde(default)]
+        arguments: FieldTable,
+    },
+    /// Delete a super stream: its partition streams and its exchange.
+    DeleteSuperStream {
+        /// Name.
+        name: String,
+    },
 }
 
 /// A published message. `seq` > 0 asks for a confirm naming it.

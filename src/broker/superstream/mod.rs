@@ -92,6 +92,30 @@ impl SuperStreamSpec {
         }
     }
 
+    /// The spec a native `declare_super_stream` request gives: exactly one of a
+    /// partition count (> 0) and binding keys (non-empty).
+    pub fn from_wire(
+        name: String,
+        partitions: u32,
+        binding_keys: Vec<String>,
+        arguments: FieldTable,
+    ) -> Result<Self, BrokerError> {
+        let partitions = match (partitions, binding_keys.is_empty()) {
+            (n, true) if n > 0 => Partitions::Count(n),
+            (0, false) => Partitions::Keys(binding_keys),
+            _ => {
+                return Err(BrokerError::precondition(format!(
+                    "invalid super stream '{name}': give either partitions (> 0) or binding keys, not both"
+                )))
+            }
+        };
+        Ok(SuperStreamSpec {
+            name,
+            partitions,
+            arguments,
+        })
+    }
+
     /// Refuses an empty name, no partitions, too many, or empty or repeated keys.
     pub fn validate(&self) -> Result<(), BrokerError> {
         let bad = |why: String| {

@@ -215,6 +215,41 @@ pub enum MgmtCommand {
         #[arg(long)]
         operator: bool,
     },
+    /// Declare a super stream (a partitioned stream) in --vhost [default: /]: its
+    /// exchange, partition streams and bindings, as `rabbitmq-streams
+    /// add_super_stream` (e.g. `add-super-stream invoices --partitions 3`).
+    #[command(group(clap::ArgGroup::new("layout").required(true).args(["partitions", "binding_keys"])))]
+    AddSuperStream {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+        /// Its name.
+        name: String,
+        /// N partitions NAME-0 .. NAME-N-1, routed by the hash of the routing key.
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// One partition NAME-KEY per key (comma-separated), routed by the key.
+        #[arg(long, value_delimiter = ',')]
+        binding_keys: Vec<String>,
+        /// Retention by size of each partition (x-max-length-bytes).
+        #[arg(long)]
+        max_length_bytes: Option<u64>,
+        /// Retention by age of each partition (x-max-age, e.g. 7D, 12h).
+        #[arg(long)]
+        max_age: Option<String>,
+        /// Segment size of each partition (x-stream-max-segment-size-bytes).
+        #[arg(long)]
+        stream_max_segment_size_bytes: Option<u64>,
+    },
+    /// Delete a super stream of --vhost [default: /]: its partition streams (with their
+    /// records) and its exchange.
+    DeleteSuperStream {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+        /// Its name.
+        name: String,
+    },
     /// Clear a policy (or with --operator an operator policy) of --vhost [default: /].
     ClearPolicy {
         /// Management API.
@@ -244,6 +279,8 @@ impl MgmtCommand {
             | MgmtCommand::ExportDefinitions { flags, .. }
             | MgmtCommand::ImportDefinitions { flags, .. }
             | MgmtCommand::SetPolicy { flags, .. }
+            | MgmtCommand::AddSuperStream { flags, .. }
+            | MgmtCommand::DeleteSuperStream { flags, .. }
             | MgmtCommand::ClearPolicy { flags, .. } => flags,
         }
     }

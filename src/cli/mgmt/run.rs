@@ -165,6 +165,37 @@ pub async fn run(mut command: MgmtCommand) -> Result<(), Error> {
             let path = format!("/api/{kind}/{in_vhost}/{}", enc(&name));
             api.call("PUT", &path, Some(&body)).await?;
         }
+        MgmtCommand::AddSuperStream {
+            name,
+            partitions,
+            binding_keys,
+            max_length_bytes,
+            max_age,
+            stream_max_segment_size_bytes,
+            ..
+        } => {
+            let mut arguments = serde_json::Map::new();
+            if let Some(n) = max_length_bytes {
+                arguments.insert("x-max-length-bytes".into(), json!(n));
+            }
+            if let Some(a) = max_age {
+                arguments.insert("x-max-age".into(), json!(a));
+            }
+            if let Some(n) = stream_max_segment_size_bytes {
+                arguments.insert("x-stream-max-segment-size-bytes".into(), json!(n));
+            }
+            let mut body = json!({ "arguments": arguments });
+            match partitions {
+                Some(n) => body["partitions"] = json!(n),
+                None => body["binding-keys"] = json!(binding_keys),
+            }
+            let path = format!("/api/stream/super-streams/{in_vhost}/{}", enc(&name));
+            api.call("PUT", &path, Some(&body)).await?;
+        }
+        MgmtCommand::DeleteSuperStream { name, .. } => {
+            let path = format!("/api/stream/super-streams/{in_vhost}/{}", enc(&name));
+            api.call("DELETE", &path, None).await?;
+        }
         MgmtCommand::ClearPolicy { name, operator, .. } => {
             let kind = if operator {
                 "operator-policies"

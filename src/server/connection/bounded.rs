@@ -105,6 +105,8 @@ pub(crate) fn op_name(op: &Op) -> &'static str {
         Op::Cancel { .. } => "cancel",
         Op::Get { .. } => "get",
         Op::Close => "close",
+        Op::DeclareSuperStream { .. } => "declare_super_stream",
+        Op::DeleteSuperStream { .. } => "delete_super_stream",
     }
 }
 

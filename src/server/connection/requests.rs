@@ -293,6 +293,39 @@ impl Connection {
                     act.got(id, q, got, no_ack)
                 })
             }
+            Op::DeclareSuperStream {
+                name,
+                partitions,
+                binding_keys,
+                arguments,
+            } => {
+                let spec = crate::broker::superstream::SuperStreamSpec::from_wire(
+                    name,
+                    partitions,
+                    binding_keys,
+                    arguments,
+                );
+                op(
+                    req,
+                    async move {
+                        crate::broker::superstream::declare(&registry, owner, &spec?).await?;
+                        Ok(())
+                    },
+                    ok(id),
+                )
+            }
+            Op::DeleteSuperStream { name } => {
+                self.channel.forget_exchange(&name);
+                let vhost = self.session.as_ref().expect("open").vhost.clone();
+                op(
+                    req,
+                    async move {
+                        crate::broker::superstream::delete(&registry, &vhost, owner, &name).await?;
+                        Ok(())
+                    },
+                    ok(id),
+                )
+            }
             Op::Close => Box::pin(actix::fut::ready(()).map(
                 move |_, act: &mut Connection, ctx| {
                     act.reply(id, ReplyBody::Ok);

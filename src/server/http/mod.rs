@@ -26,6 +26,7 @@ mod queues;
 mod rates;
 mod routing;
 mod stats;
+mod superstreams;
 mod ui;
 
 use super::{prepare, FrontEnd, ServerError, ServerShared};
@@ -128,4 +129,5 @@ fn register(r: &mut Routes) {
     channels::routes(r);
     policies::routes(r);
     definitions::routes(r);
+    superstreams::routes(r);
 }

@@ -5,10 +5,12 @@
 mod amqp;
 mod crash;
 mod embed;
+mod groups;
 mod mgmt;
 mod offsets;
 mod perf;
 mod queues;
+mod superstream;
 
 use crate::support::{TestServer, DEADLINE};
 use actormq::client::{Client, ConnectOptions, ConsumeOptions, Consumer, Delivery, QueueOptions};
