@@ -326,3 +326,37 @@ async fn amqp_consumers_form_a_group_with_consume_arguments() {
     wait_all_received(&log, 60).await;
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_member_hands_its_partitions_over_at_once() {
+    let server = server();
+    let http = Http::guest(&server);
+    let admin = connect(&server).await;
+    admin
+        .declare_super_stream(&SuperStreamSpec::with_partitions(
+            "orders",
+            PARTITIONS as u32,
+        ))
+        .await
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let _a = member(&server, "a", log.clone()).await;
+    let b = connect(&server).await;
+    let mut bs = Vec::new();
+    for p in 0..PARTITIONS {
+        let q = format!("orders-{p}");
+        bs.push(
+            b.consume(&q, &member_options(format!("b-{p}")))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_balanced(&http, &[("a", 3), ("b", 3)]).await;
+    for c in &mut bs {
+        c.cancel().await.unwrap();
+    }
+    // b's connection stays open: the cancels alone hand its partitions to a.
+    wait_balanced(&http, &[("a", 6)]).await;
+    publish_keys(&admin, 0, 30).await;
+    wait_all_received(&log, 30).await;
+}

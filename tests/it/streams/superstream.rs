@@ -204,6 +204,16 @@ async fn the_cli_adds_and_deletes_a_key_routed_super_stream_over_the_http_api() 
         .unwrap();
     assert_eq!(super::bodies(&take(&mut reader, 1).await), ["e"]);
     reader.cancel().await.unwrap();
+    // Both layouts over HTTP: 400 naming the rule, nothing declared.
+    let r = http
+        .put(
+            "/api/stream/super-streams/%2F/both",
+            r#"{"partitions": 2, "binding-keys": ["a"]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not both"), "{}", r.text());
+    assert_eq!(http.get("/api/exchanges/%2F/both").await.status, 404);
     // Neither or both layouts: refused by the command line.
     let (ok, err) = cli(&["add-super-stream", "x"]);
     assert!(!ok && err.contains("--partitions"), "{err}");

@@ -136,6 +136,8 @@ impl Handler<Cancel> for QueueActor {
         if let Some(s) = self.stream.as_mut() {
             if s.cancel(msg.owner, &msg.tag) {
                 s.flush_offsets();
+                // A consumer group's next member may have taken over.
+                self.stream_dispatch(ctx);
             }
             return Ok(());
         }

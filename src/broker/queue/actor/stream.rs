@@ -141,8 +141,14 @@ impl QueueActor {
                 deliveries,
             });
         }
+        let dropped = !gone.is_empty();
         for id in gone {
             s.drop_consumer(id);
+        }
+        if dropped && s.consumers().iter().any(|c| c.is_active()) {
+            // A group member that took over from a dropped one reads now (each pass
+            // drops at least one consumer, so this ends).
+            return self.stream_dispatch(ctx);
         }
         if handed >= DISPATCH_CHUNK && !self.dispatch_scheduled {
             // Yield to the other actors of the arbiter, then go on.
