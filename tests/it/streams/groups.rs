@@ -360,3 +360,63 @@ async fn a_cancelled_member_hands_its_partitions_over_at_once() {
     publish_keys(&admin, 0, 30).await;
     wait_all_received(&log, 30).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_at_its_first_unacked_offset_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_path_buf();
+    let start = || {
+        let dir = dir.clone();
+        TestServer::with(move |s| s.storage.data_dir = dir)
+    };
+    {
+        let server = start();
+        let c = connect(&server).await;
+        c.declare_super_stream(&SuperStreamSpec::with_partitions("orders", 2))
+            .await
+            .unwrap();
+        for i in 0..6 {
+            let confirm = c.publish("", "orders-0", format!("m{i}")).await.unwrap();
+            within("a confirm", confirm).await.unwrap();
+        }
+        let mut m = c
+            .consume("orders-0", &member_options("a-0".into()))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            got.push(within("a delivery", m.next()).await.unwrap().unwrap());
+        }
+        // Acked out of order, 2 never: the group's offset stays at 2.
+        for i in [0, 1, 3, 4] {
+            got[i].ack().unwrap();
+        }
+        c.close().await.unwrap();
+    }
+    let server = start();
+    let c = connect(&server).await;
+    let mut m = c
+        .consume("orders-0", &member_options("b-0".into()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let d = within("a delivery", m.next()).await.unwrap().unwrap();
+        d.ack().unwrap();
+        got.push(d);
+    }
+    assert_eq!(
+        super::offsets(&got),
+        [2, 3, 4, 5],
+        "at least once: nothing skipped"
+    );
+    // The exchange type came back with the exchange: keys still route by hash
+    // (murmur3("hello") % 2 == 1).
+    within("confirm", c.publish("orders", "hello", "h").await.unwrap())
+        .await
+        .unwrap();
+    let info = c
+        .declare_queue("orders-1", &super::stream().passive())
+        .await;
+    assert_eq!(info.unwrap().messages, 1);
+}
