@@ -37,6 +37,7 @@
 pub mod amqp;
 pub mod broker;
 pub mod channel;
+pub mod cluster;
 pub mod definitions;
 pub mod embed;
 pub mod error;

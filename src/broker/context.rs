@@ -41,6 +41,9 @@ pub struct BrokerContext {
     /// only ([`BrokerBuilder::transient_durables`](crate::BrokerBuilder::transient_durables)).
     /// Off by default: durable must mean on disk.
     pub transient_durables: bool,
+    /// The cluster this broker is a node of (definitions changes go through its log);
+    /// `None` on a single node.
+    pub cluster: Option<Arc<dyn crate::cluster::ClusterHook>>,
 }
 
 impl BrokerContext {
@@ -67,6 +70,7 @@ impl BrokerContext {
             queue_flow_threshold,
             durability: Arc::new(Durability::disabled()),
             transient_durables: false,
+            cluster: None,
         }
     }
 
@@ -79,6 +83,12 @@ impl BrokerContext {
     /// True when `kind` names a registered exchange type or exchange actor.
     pub fn knows_exchange_type(&self, kind: &str) -> bool {
         self.exchange_actors.contains_key(kind) || self.exchange_types.contains(kind)
+    }
+
+    /// The context of a node of `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<dyn crate::cluster::ClusterHook>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The context accepting (or not) durable declares without storage.

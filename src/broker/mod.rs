@@ -95,6 +95,8 @@ pub struct BrokerBuilder {
     storage: Option<StorageOptions>,
     /// Accept durable declares without storage (in memory only).
     transient_durables: bool,
+    /// The cluster this broker is a node of, if any.
+    cluster: Option<Arc<dyn crate::cluster::ClusterHook>>,
     /// A message store to use instead of opening one (unit tests: failing stores).
     #[cfg(test)]
     test_store: Option<Arc<dyn crate::storage::MessageStore>>,
@@ -108,6 +110,7 @@ impl BrokerBuilder {
             actors: HashMap::new(),
             storage: None,
             transient_durables: false,
+            cluster: None,
             #[cfg(test)]
             test_store: None,
         }
@@ -167,6 +170,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Makes the broker a node of a cluster: definitions changes are committed through
+    /// `cluster`'s log before they apply (see [`crate::cluster`]).
+    pub fn cluster(mut self, cluster: Arc<dyn crate::cluster::ClusterHook>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
     /// Replaces the settings.
     pub fn settings(mut self, settings: BrokerSettings) -> Self {
         self.settings = settings;
@@ -217,6 +227,7 @@ impl BrokerBuilder {
         let types = self.types;
         let actors = self.actors;
         let transient_durables = self.transient_durables;
+        let cluster = self.cluster;
         let gauge = Arc::new(MemoryGauge::new(settings.memory_high_watermark as usize));
         // Storage is opened and recovered here, before any actor runs.
         let durability = Arc::new(match self.storage {
@@ -270,7 +281,8 @@ impl BrokerBuilder {
                             settings.queue_flow_threshold,
                         )
                         .with_durability(durability)
-                        .with_transient_durables(transient_durables),
+                        .with_transient_durables(transient_durables)
+                        .with_cluster(cluster),
                     );
                     let vhosts: HashMap<String, Addr<Registry>> = vhost_names
                         .iter()

@@ -25,8 +25,10 @@ use std::sync::{Arc, RwLock};
 mod durable;
 mod handlers;
 mod policies;
+mod replicated;
 
 pub use policies::{ClearPolicy, ListPolicies, PutPolicy, SnapshotDefinitions};
+pub use replicated::Local;
 
 /// The exchanges of one virtual host by name, readable without a message to the
 /// registry. Queues find their dead-letter exchange and exchanges their alternate
@@ -433,13 +435,18 @@ impl Registry {
         // The declare arguments are checked as given; the queue runs with them merged
         // with the policies that apply to it.
         QueueConfig::from_spec(spec)?;
-        let stream = crate::broker::queue_args::is_stream(spec)
+        // In a cluster a queue's messages live on its home node; elsewhere it is a
+        // stand-in that refuses publishes and consumers, naming the home.
+        let remote = (self.ctx.cluster.as_ref())
+            .and_then(|c| c.remote_home(&self.vhost, &spec.name))
+            .filter(|_| !spec.exclusive);
+        let stream = (remote.is_none() && crate::broker::queue_args::is_stream(spec))
             .then(|| crate::broker::stream::open(&self.ctx.durability, &self.vhost, spec))
             .transpose()?;
         // A stream acts on its own arguments; the classic body stays inert.
-        let config = match stream {
-            Some(_) => QueueConfig::default(),
-            None => self.queue_config(spec),
+        let config = match (&stream, &remote) {
+            (None, None) => self.queue_config(spec),
+            _ => QueueConfig::default(),
         };
         let is_stream = stream.is_some();
         let incarnation = self.ctx.next_incarnation();
@@ -452,16 +459,17 @@ impl Registry {
                 name: Arc::from(spec.name.as_str()),
                 vhost: self.vhost.clone(),
                 incarnation,
-                auto_delete: spec.auto_delete,
+                auto_delete: spec.auto_delete && remote.is_none(),
                 gauge: self.ctx.gauge.clone(),
                 registry: ctx.address().recipient(),
                 flow_threshold: self.ctx.queue_flow_threshold,
                 config,
                 exchanges: self.directory.clone(),
                 stream,
+                remote: remote.clone().map(Arc::from),
             },
         );
-        if !is_stream {
+        if !is_stream && remote.is_none() {
             self.attach_storage(&handle, spec);
         }
         self.queues.insert(

@@ -41,52 +41,27 @@ impl BrokerHandle {
     /// # Ok(()) }
     /// ```
     pub async fn add_vhost(&self, name: &str) -> Result<(), BrokerError> {
-        let name = name.to_string();
-        let ctx = self.inner.ctx.clone();
-        self.change(BrokerCommand::AddVhost(name.clone()), move |me| {
-            let mut registries = me.inner.vhosts.write().unwrap_or_else(|p| p.into_inner());
-            registries
-                .entry(name.clone())
-                .or_insert_with(|| Registry::start(&name, ctx));
-        })
-        .await
+        self.broker_change(BrokerCommand::AddVhost(name.to_string()))
+            .await
     }
 
     /// Deletes a virtual host at run time: every queue in it (with its messages, on
     /// disk too) and exchange, and every user's access to it. Sessions and connections
     /// still open on it get errors from then on.
     pub async fn delete_vhost(&self, name: &str) -> Result<(), BrokerError> {
-        let mut registry = None;
-        let key = name.to_string();
-        let changed = self
-            .change(BrokerCommand::DeleteVhost(key.clone()), |me| {
-                registry = me
-                    .inner
-                    .vhosts
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
-            })
-            .await;
-        // Even when the save failed the vhost is gone from the definitions: its actors
-        // must go too, or they would run unreachable.
-        if let Some(r) = registry {
-            // Answered once every queue has deleted itself (its log records included).
-            let _ = r.send(registry::DeleteAll).await;
-            tracing::info!(vhost = %name, "virtual host deleted");
-        }
-        changed
+        self.broker_change(BrokerCommand::DeleteVhost(name.to_string()))
+            .await
     }
 
     /// Creates or replaces a user (every virtual host it names must exist).
     pub async fn put_user(&self, user: UserDefinition) -> Result<(), BrokerError> {
-        self.change(BrokerCommand::PutUser(user), |_| {}).await
+        self.broker_change(BrokerCommand::PutUser(user)).await
     }
 
     /// Deletes a user. Connections already open as that user stay open (as in RabbitMQ
     /// until they are closed); new logins are refused.
     pub async fn delete_user(&self, name: &str) -> Result<(), BrokerError> {
-        self.change(BrokerCommand::DeleteUser(name.to_string()), |_| {})
+        self.broker_change(BrokerCommand::DeleteUser(name.to_string()))
             .await
     }
 
@@ -96,7 +71,7 @@ impl BrokerHandle {
             user: user.to_string(),
             vhost: vhost.to_string(),
         };
-        self.change(cmd, |_| {}).await
+        self.broker_change(cmd).await
     }
 
     /// Takes `vhost` away from `user`.
@@ -105,7 +80,56 @@ impl BrokerHandle {
             user: user.to_string(),
             vhost: vhost.to_string(),
         };
-        self.change(cmd, |_| {}).await
+        self.broker_change(cmd).await
+    }
+
+    /// A broker-wide change: in a cluster committed through its log (and answered once
+    /// applied here), on a single node applied at once.
+    async fn broker_change(&self, cmd: BrokerCommand) -> Result<(), BrokerError> {
+        match &self.inner.ctx.cluster {
+            Some(c) => c.propose(crate::cluster::Op::of_broker(cmd)).await?.done(),
+            None => self.apply_broker_command(cmd).await,
+        }
+    }
+
+    /// Applies a broker-wide command here, starting or stopping registries to match:
+    /// on a single node at once, in a cluster once committed.
+    pub(crate) async fn apply_broker_command(&self, cmd: BrokerCommand) -> Result<(), BrokerError> {
+        match cmd {
+            BrokerCommand::AddVhost(name) => {
+                let ctx = self.inner.ctx.clone();
+                self.change(BrokerCommand::AddVhost(name.clone()), move |me| {
+                    let mut registries = me.inner.vhosts.write().unwrap_or_else(|p| p.into_inner());
+                    registries
+                        .entry(name.clone())
+                        .or_insert_with(|| Registry::start(&name, ctx));
+                })
+                .await
+            }
+            BrokerCommand::DeleteVhost(name) => {
+                let mut registry = None;
+                let changed = self
+                    .change(BrokerCommand::DeleteVhost(name.clone()), |me| {
+                        registry = me
+                            .inner
+                            .vhosts
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&name);
+                    })
+                    .await;
+                // Even when the save failed the vhost is gone from the definitions: its
+                // actors must go too, or they would run unreachable.
+                if let Some(r) = registry {
+                    // Answered once every queue has deleted itself (its log records
+                    // included).
+                    let _ = r.send(registry::DeleteAll).await;
+                    tracing::info!(vhost = %name, "virtual host deleted");
+                }
+                changed
+            }
+            cmd => self.change(cmd, |_| {}).await,
+        }
     }
 
     /// Sets a policy or operator policy in `vhost` (replacing the one of that kind and

@@ -36,6 +36,10 @@ pub enum Command {
         #[command(flatten)]
         args: actormq::perf::PerfArgs,
     },
+    /// A cluster's status and membership (docs/CLUSTERING.md), asked of a node's
+    /// cluster port.
+    #[command(subcommand)]
+    Cluster(super::cluster::ClusterCommand),
     /// Run the broker (the default). Reads ./Settings.toml when present; the listening
     /// address is `server.bind` there (or ACTORMQ__SERVER__BIND).
     Serve {
@@ -260,7 +264,10 @@ impl Command {
             | Command::Get { conn, .. } => Some(conn),
             Command::Bind(b) | Command::Unbind(b) => Some(&mut b.conn),
             Command::Publish(p) => Some(&mut p.conn),
-            Command::Serve { .. } | Command::HashPassword { .. } | Command::Mgmt(_) => None,
+            Command::Serve { .. }
+            | Command::HashPassword { .. }
+            | Command::Mgmt(_)
+            | Command::Cluster(_) => None,
         }
     }
 }

@@ -114,7 +114,8 @@ async fn execute(client: &Client, command: Command) -> Result<(), Error> {
         Command::Serve { .. }
         | Command::HashPassword { .. }
         | Command::Perf { .. }
-        | Command::Mgmt(_) => {
+        | Command::Mgmt(_)
+        | Command::Cluster(_) => {
             unreachable!("handled before connecting")
         }
     }

@@ -7,6 +7,7 @@
 //! in vhost '/'`); 2 for a command line clap refuses.
 
 mod args;
+mod cluster;
 mod commands;
 mod consume;
 mod flags;
@@ -54,6 +55,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 // `serve --server` used to be accepted and ignored: refuse it instead.
                 let what = match command {
                     Command::Serve { .. } => "serve listens where server.bind says (Settings.toml or ACTORMQ__SERVER__BIND)",
+                    Command::Cluster(_) => "cluster asks a node's cluster port (--node)",
                     _ => "hash-password talks to no broker",
                 };
                 Cli::command()
@@ -67,6 +69,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     }
     match command {
         Command::Serve { config } => serve::run(config),
+        Command::Cluster(c) => cluster::run(c),
         Command::HashPassword { secret } => password::hash_password(secret),
         Command::Perf { conn, args } => perf(password::connect_options(conn)?, args),
         mut command => {

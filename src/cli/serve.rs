@@ -2,6 +2,7 @@
 //! server, runs until SIGINT or SIGTERM, shuts down gracefully.
 
 use super::Error;
+use actormq::cluster::ClusterNode;
 use actormq::server::ServerHandle;
 use actormq::Settings;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
         let _runtime = rt.enter();
         StopSignals::install()?
     };
-    let server = ServerHandle::start(settings)?;
+    let (server, cluster) = start(settings)?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -38,6 +39,9 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
         if let Some(a) = server.native_tls_addr() {
             let _ = writeln!(out, "actormq TLS listening on {a}");
         }
+        if let Some(c) = &cluster {
+            let _ = writeln!(out, "actormq cluster port on {}", c.local_addr());
+        }
         for a in server.http_addrs() {
             let _ = writeln!(out, "actormq management API on http://{a}/api/");
         }
@@ -46,8 +50,37 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
     }
     rt.block_on(stop.wait());
     tracing::info!("shutting down");
+    // Raft first: no committed change may be marked applied once the broker is gone.
+    if let Some(c) = cluster {
+        c.shutdown();
+    }
     server.shutdown();
     Ok(())
+}
+
+/// Starts the server: a single node, or (with `[cluster]`) a node of a cluster, whose
+/// broker commits definitions changes through the cluster's log.
+fn start(settings: Settings) -> Result<(ServerHandle, Option<ClusterNode>), Error> {
+    let Some(cs) = settings.cluster.clone() else {
+        return Ok((ServerHandle::start(settings)?, None));
+    };
+    let mut node = ClusterNode::prepare(&cs, &settings.storage.data_dir)?;
+    let broker = actormq::Broker::builder()
+        .settings(settings.broker.clone())
+        .storage(settings.storage.options())
+        .cluster(node.hook())
+        .start()?;
+    if let Err(e) = node.start(broker.clone()) {
+        broker.shutdown();
+        return Err(e.into());
+    }
+    match ServerHandle::start_on(broker, settings) {
+        Ok(server) => Ok((server, Some(node))),
+        Err(e) => {
+            node.shutdown();
+            Err(e.into())
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are installed.

@@ -36,6 +36,8 @@ pub struct Settings {
     pub users: Vec<UserSettings>,
     /// A TOML file with more `[[users]]` entries, read at start-up.
     pub users_file: Option<PathBuf>,
+    /// `[cluster]`: this node in a cluster (docs/CLUSTERING.md); absent = a single node.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// `[server]`: the native protocol listener.
@@ -358,6 +360,9 @@ impl Settings {
 
     /// Checks values serde cannot.
     fn check(&self) -> Result<(), SettingsError> {
+        if let Some(c) = &self.cluster {
+            c.check().map_err(SettingsError)?;
+        }
         if self.server.max_frame_size < 4096 {
             return Err(SettingsError(format!(
                 "server.max_frame_size = {} is below the minimum of 4096 bytes",

@@ -5,6 +5,7 @@ mod support;
 mod amqp;
 mod cli;
 mod client;
+mod cluster;
 mod net;
 mod security;
 

@@ -86,6 +86,8 @@ pub(crate) struct QueueInit {
     pub exchanges: ExchangeDirectory,
     /// Set for a stream queue: its log and settings.
     pub stream: Option<crate::broker::stream::StreamInit>,
+    /// Set on a cluster node that is not the queue's home: where its messages live.
+    pub remote: Option<Arc<str>>,
 }
 
 /// One queue.
@@ -154,6 +156,9 @@ pub struct QueueActor {
     released_waiters: HashSet<OwnerId>,
     /// Set for a stream queue: the handlers hand their work to it (see [`stream`]).
     stream: Option<stream::Stream>,
+    /// Set on a cluster node that is not the queue's home (where its messages live, as
+    /// a sentence): publishes, consumers and gets are refused naming it.
+    remote: Option<Arc<str>>,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -214,6 +219,7 @@ impl QueueActor {
                 stream: init
                     .stream
                     .map(|s| Box::new(crate::broker::stream::StreamState::new(s))),
+                remote: init.remote,
             }
         });
         QueueHandle::new(name, addr, inbox)
@@ -321,6 +327,21 @@ impl QueueActor {
             self.maybe_auto_delete(ctx);
         }
         true
+    }
+
+    /// The refusal of a publish, consumer or get on a cluster node that is not the
+    /// queue's home: forwarding between nodes is not built, and nothing may be taken
+    /// here that would be lost to the queue's real consumers.
+    fn remote_error(&self) -> Option<BrokerError> {
+        self.remote.as_ref().map(|home| {
+            BrokerError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "queue '{}' in vhost '{}' {home}: publish to it and consume from it there (this node does not forward)",
+                    self.name, self.vhost
+                ),
+            )
+        })
     }
 
     fn not_found(&self) -> BrokerError {

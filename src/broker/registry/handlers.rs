@@ -3,10 +3,14 @@
 
 use super::*;
 
-impl Handler<DeclareExchange> for Registry {
-    type Result = ResponseFuture<Result<(), BrokerError>>;
-
-    fn handle(&mut self, msg: DeclareExchange, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `DeclareExchange` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn declare_exchange_now(
+        &mut self,
+        msg: DeclareExchange,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(), BrokerError>> {
         let result = self.declare_exchange(msg);
         // A new durable exchange is answered once it is saved.
         let saved = matches!(result, Ok(true)).then(|| self.persist());
@@ -20,10 +24,14 @@ impl Handler<DeclareExchange> for Registry {
     }
 }
 
-impl Handler<DeleteExchange> for Registry {
-    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
-
-    fn handle(&mut self, msg: DeleteExchange, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `DeleteExchange` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn delete_exchange_now(
+        &mut self,
+        msg: DeleteExchange,
+        _ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<(), BrokerError>> {
         // Deleting an exchange that does not exist succeeds, as in RabbitMQ.
         let (removals, durable) = match self.apply(Command::DeleteExchange {
             name: msg.name,
@@ -39,10 +47,14 @@ impl Handler<DeleteExchange> for Registry {
     }
 }
 
-impl Handler<DeclareQueue> for Registry {
-    type Result = AtomicResponse<Self, Result<QueueDeclared, BrokerError>>;
-
-    fn handle(&mut self, msg: DeclareQueue, ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `DeclareQueue` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn declare_queue_now(
+        &mut self,
+        msg: DeclareQueue,
+        ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<QueueDeclared, BrokerError>> {
         type Declared = (QueueHandle, Option<(ExchangeHandle, AddBinding)>, bool);
         let (stale, stale_durable) = self.forget_if_stopped(&msg.spec.name);
         let result = (|| -> Result<Declared, BrokerError> {
@@ -67,8 +79,10 @@ impl Handler<DeclareQueue> for Registry {
                 return Err(self.not_found("queue", &spec.name));
             }
             crate::broker::queue_args::check_queue_type(&spec)?;
-            let server_named = spec.name.is_empty();
-            if server_named {
+            // A server-named queue committed by the cluster arrives named.
+            let server_named = spec.name.is_empty()
+                || (msg.owner == crate::cluster::LOG_OWNER && spec.name.starts_with("amq.gen-"));
+            if spec.name.is_empty() {
                 spec.name = format!("amq.gen-{}", self.ctx.unique_suffix());
             }
             let cmd = Command::DeclareQueue {
@@ -130,10 +144,14 @@ impl Handler<DeclareQueue> for Registry {
     }
 }
 
-impl Handler<DeleteQueue> for Registry {
-    type Result = AtomicResponse<Self, Result<u64, BrokerError>>;
-
-    fn handle(&mut self, msg: DeleteQueue, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `DeleteQueue` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn delete_queue_now(
+        &mut self,
+        msg: DeleteQueue,
+        _ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<u64, BrokerError>> {
         let handle = match self.queue_for(&msg.name, msg.owner) {
             Ok(q) => q.handle.clone(),
             // Deleting a queue that does not exist succeeds, as in RabbitMQ. One that is
@@ -193,10 +211,14 @@ impl Handler<PurgeQueue> for Registry {
     }
 }
 
-impl Handler<Bind> for Registry {
-    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
-
-    fn handle(&mut self, msg: Bind, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `Bind` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn bind_now(
+        &mut self,
+        msg: Bind,
+        _ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<(), BrokerError>> {
         let record = BindingRecord::from_bind(&msg);
         let cmd = Command::Bind(record);
         let prepared = (|| -> Result<(ExchangeHandle, Destination), BrokerError> {
@@ -244,10 +266,14 @@ impl Handler<Bind> for Registry {
     }
 }
 
-impl Handler<Unbind> for Registry {
-    type Result = AtomicResponse<Self, Result<(), BrokerError>>;
-
-    fn handle(&mut self, msg: Unbind, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `Unbind` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn unbind_now(
+        &mut self,
+        msg: Unbind,
+        _ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<(), BrokerError>> {
         let b = msg.binding;
         let cmd = Command::Unbind(BindingRecord::from_bind(&b));
         let checked = (|| -> Result<(), BrokerError> {
@@ -330,6 +356,8 @@ impl Handler<QueueGone> for Registry {
             .get(&*msg.name)
             .is_some_and(|q| q.incarnation == msg.incarnation);
         let (removals, durable) = if current {
+            // In a cluster the other nodes forget it too (auto-delete, x-expires).
+            self.replicate_gone(&msg.name);
             self.remove_queue(&msg.name)
         } else {
             (Vec::new(), false)

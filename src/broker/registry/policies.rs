@@ -98,18 +98,26 @@ impl Registry {
     }
 }
 
-impl Handler<PutPolicy> for Registry {
-    type Result = ResponseFuture<Result<bool, BrokerError>>;
-
-    fn handle(&mut self, msg: PutPolicy, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `PutPolicy` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn put_policy_now(
+        &mut self,
+        msg: PutPolicy,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<bool, BrokerError>> {
         self.change_policy(Command::SetPolicy(msg.0))
     }
 }
 
-impl Handler<ClearPolicy> for Registry {
-    type Result = ResponseFuture<Result<(), BrokerError>>;
-
-    fn handle(&mut self, msg: ClearPolicy, _ctx: &mut Self::Context) -> Self::Result {
+impl Registry {
+    /// Applies a `ClearPolicy` here at once: on a single node, or once the cluster has
+    /// committed it (the public handler is in `replicated.rs`).
+    pub(super) fn clear_policy_now(
+        &mut self,
+        msg: ClearPolicy,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(), BrokerError>> {
         let changed = self.change_policy(Command::ClearPolicy {
             kind: msg.kind,
             name: msg.name,

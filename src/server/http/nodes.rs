@@ -1,4 +1,5 @@
-//! `/api/nodes[/{name}]`: the one node, as RabbitMQ describes a node: uptime, memory
+//! `/api/nodes[/{name}]`: this node (in a cluster, every member: see `list`), as
+//! RabbitMQ describes a node: uptime, memory
 //! against its watermark, disk free against its limit, file descriptors and sockets.
 //! Every figure is read when asked (a `statvfs`, a count of `/proc/self/fd`).
 
@@ -77,8 +78,32 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * page)
 }
 
+/// The node list: this node; in a cluster, every member, this node's entry with its
+/// figures and the others' with what the membership says of them (id, cluster
+/// address, voter or learner, leader).
 async fn list(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
-    HttpResponse::Ok().json(vec![node_json(&api)])
+    let me = node_json(&api);
+    let Some(cluster) = api.shared.broker.context().cluster.clone() else {
+        return HttpResponse::Ok().json(vec![me]);
+    };
+    let nodes: Vec<Value> = cluster
+        .nodes_json()
+        .into_iter()
+        .map(|mut n| {
+            if n["this_node"] == true {
+                let mut full = me.clone();
+                for key in ["id", "cluster_address", "membership", "leader"] {
+                    full[key] = n[key].take();
+                }
+                full
+            } else {
+                n.as_object_mut().map(|o| o.remove("this_node"));
+                n["type"] = json!("disc");
+                n
+            }
+        })
+        .collect();
+    HttpResponse::Ok().json(nodes)
 }
 
 async fn get(

@@ -66,6 +66,11 @@ impl Http {
         }
     }
 
+    /// At `addr` (a broker in another process), without credentials.
+    pub fn at(addr: SocketAddr) -> Http {
+        Http { addr, auth: None }
+    }
+
     /// With these credentials.
     pub fn user(mut self, name: &str, password: &str) -> Http {
         self.auth = Some((name.into(), password.into()));

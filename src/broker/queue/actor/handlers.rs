@@ -16,6 +16,16 @@ impl Handler<Enqueue> for QueueActor {
         if self.stream.is_some() {
             return self.stream_enqueue(msg, ctx);
         }
+        if let Some(e) = self.remote_error() {
+            // Every message refused (the publisher gets a nack or a channel error).
+            let refused = (0..msg.messages.len() as u32).collect();
+            return Box::pin(async move {
+                Ok(Enqueued {
+                    refused,
+                    reason: Some(e),
+                })
+            });
+        }
         let now = self.stamp();
         let publisher = msg.publisher;
         let mut refused = Vec::new();
@@ -74,6 +84,9 @@ impl Handler<Consume> for QueueActor {
         }
         if self.stream.is_some() {
             return self.stream_consume(msg, ctx);
+        }
+        if let Some(e) = self.remote_error() {
+            return Err(e);
         }
         let priority = consumer_priority(&msg.options.arguments, &self.name)?;
         let exclusive_attached = self
@@ -230,6 +243,9 @@ impl Handler<Get> for QueueActor {
     type Result = ResponseActFuture<Self, GetResult>;
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(e) = self.remote_error() {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
         if self.stream.is_some() {
             // RabbitMQ refuses basic.get on a stream with NOT_IMPLEMENTED (540, which
             // UNKNOWN_OPERATION maps to): reading is by offset, with a consumer.

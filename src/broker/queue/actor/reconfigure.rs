@@ -15,7 +15,7 @@ impl Handler<Reconfigure> for QueueActor {
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
         // A stream's settings are its own declare arguments (docs/STREAMS.md):
         // classic-queue policies do not apply to it.
-        if self.deleted || self.stream.is_some() {
+        if self.deleted || self.stream.is_some() || self.remote.is_some() {
             return;
         }
         let config = msg.0;

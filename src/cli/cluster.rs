@@ -1,0 +1,81 @@
+//! `actormq cluster ...`: asks a node's cluster port (`cluster.bind`) for the cluster's
+//! status, or to add or remove a node (forwarded to the leader by the node asked).
+
+use super::Error;
+use actormq::cluster::{ask, Answer, Question};
+use clap::Subcommand;
+use std::time::Duration;
+
+/// The cluster subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, the leader, each node's log and applied indexes and its lag behind
+    /// the leader; `--json` for a JSON object.
+    Status {
+        /// A node's cluster address (`cluster.bind`).
+        #[arg(long, default_value = "127.0.0.1:25672")]
+        node: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds node ID at cluster address ADDR: caught up as a learner, then a voter.
+    AddNode {
+        /// A node's cluster address (`cluster.bind`).
+        #[arg(long, default_value = "127.0.0.1:25672")]
+        node: String,
+        /// The new node's `cluster.node_id`.
+        id: u64,
+        /// The new node's cluster address.
+        addr: String,
+    },
+    /// Removes node ID from the cluster.
+    RemoveNode {
+        /// A node's cluster address (`cluster.bind`).
+        #[arg(long, default_value = "127.0.0.1:25672")]
+        node: String,
+        /// The node's `cluster.node_id`.
+        id: u64,
+    },
+}
+
+/// Runs a cluster subcommand.
+pub fn run(cmd: ClusterCommand) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (node, question, json) = match cmd {
+        ClusterCommand::Status { node, json } => (node, Question::Status, json),
+        ClusterCommand::AddNode { node, id, addr } => (node, Question::AddNode { id, addr }, false),
+        ClusterCommand::RemoveNode { node, id } => (node, Question::RemoveNode { id }, false),
+    };
+    let answer = rt.block_on(ask(&node, question, Duration::from_secs(90)))?;
+    match answer {
+        Answer::Done => println!("ok"),
+        Answer::Status(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+        Answer::Status(s) => {
+            let leader = s
+                .leader
+                .map_or_else(|| "none".to_string(), |l| l.to_string());
+            println!("leader: {leader}");
+            println!(
+                "{:<6} {:<22} {:<12} {:>6} {:>9} {:>9} {:>5}",
+                "id", "address", "role", "term", "log", "applied", "lag"
+            );
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            for (v, lag) in s.nodes {
+                println!(
+                    "{:<6} {:<22} {:<12} {:>6} {:>9} {:>9} {:>5}",
+                    v.id,
+                    v.addr,
+                    v.role,
+                    v.term,
+                    opt(v.last_log_index),
+                    opt(v.applied_index),
+                    opt(lag)
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! The Raft log and vote on disk, under `data_dir/raft/`.
+//!
+//! `log`: one record per entry, `[len u32 LE][crc32 u32 LE][MessagePack entry]`,
+//! appended and fsynced before openraft is told they are flushed. Opening reads every
+//! record and truncates the file at the first short or corrupt one (a torn tail: the
+//! append that was cut never reported flushed, so no one counted on it). Truncation
+//! (a new leader's log wins over this one's tail) and purging rewrite the file whole,
+//! to a temporary file renamed over the old one: both are rare and the definitions log
+//! is small. `vote`: the last vote, written the same way (temporary file, fsync,
+//! rename). Entries are also kept in memory: the definitions log is small, and reads
+//! (replication to followers) must be fast.
+
+use super::types::{NodeId, TypeConfig};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, StorageError, Vote,
+};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+fn io(subject: ErrorSubject<NodeId>, verb: ErrorVerb, e: std::io::Error) -> StorageError<NodeId> {
+    StorageError::from_io_error(subject, verb, e)
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Writes `bytes` to `path` through a temporary file: fsynced, renamed, and the
+/// directory fsynced, so a crash leaves the old or the new content, never a mix.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// One record's bytes.
+fn record(entry: &Entry<TypeConfig>) -> std::io::Result<Vec<u8>> {
+    let body = rmp_serde::to_vec(entry).map_err(invalid)?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads the records of `bytes`: the entries, and the length of the valid prefix.
+fn parse(bytes: &[u8]) -> (Vec<Entry<TypeConfig>>, usize) {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if crc32fast::hash(body) != crc {
+            break;
+        }
+        match rmp_serde::from_slice(body) {
+            Ok(e) => entries.push(e),
+            Err(_) => break,
+        }
+        at += 8 + len;
+    }
+    (entries, at)
+}
+
+/// What the log holds, shared by the store and its readers.
+#[derive(Default)]
+struct Inner {
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    last_purged: Option<LogId<NodeId>>,
+    vote: Option<Vote<NodeId>>,
+}
+
+/// The on-disk log (cheap to clone: readers share it).
+#[derive(Clone)]
+pub struct LogStore {
+    dir: PathBuf,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// What `purged` records: the last purged log id, kept beside the log.
+const PURGED: &str = "purged";
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, truncating a torn tail.
+    pub fn open(dir: &Path) -> std::io::Result<LogStore> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("log");
+        let mut bytes = Vec::new();
+        if path.exists() {
+            File::open(&path)?.read_to_end(&mut bytes)?;
+        }
+        let (entries, valid) = parse(&bytes);
+        if valid < bytes.len() {
+            tracing::warn!(path = %path.display(), kept = valid, dropped = bytes.len() - valid, "raft log: torn tail truncated");
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(valid as u64)?;
+            f.sync_all()?;
+        }
+        let read = |name: &str| -> std::io::Result<Option<Vec<u8>>> {
+            match std::fs::read(dir.join(name)) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let vote = read("vote")?
+            .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
+            .transpose()?;
+        let last_purged = read(PURGED)?
+            .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
+            .transpose()?
+            .flatten();
+        let inner = Inner {
+            entries: entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            last_purged,
+            vote,
+        };
+        Ok(LogStore {
+            dir: dir.to_path_buf(),
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rewrites the log file from the entries in memory.
+    fn rewrite(&self, inner: &Inner) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for e in inner.entries.values() {
+            bytes.extend(record(e)?);
+        }
+        write_atomic(&self.dir.join("log"), &bytes)
+    }
+
+    /// Appends `entries` to the file and fsyncs it.
+    fn append_file(&self, entries: &[Entry<TypeConfig>]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for e in entries {
+            bytes.extend(record(e)?);
+        }
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("log"))?;
+        f.write_all(&bytes)?;
+        f.sync_data()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let inner = self.lock();
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let inner = self.lock();
+        let last = inner.entries.values().next_back().map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last.or(inner.last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let bytes = rmp_serde::to_vec(vote)
+            .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, invalid(e)))?;
+        write_atomic(&self.dir.join("vote"), &bytes)
+            .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(self.lock().vote)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let written = self.append_file(&entries);
+        if written.is_ok() {
+            let mut inner = self.lock();
+            for e in entries {
+                inner.entries.insert(e.log_id.index, e);
+            }
+        }
+        let failed = written
+            .as_ref()
+            .err()
+            .map(|e| std::io::Error::new(e.kind(), e.to_string()));
+        callback.log_io_completed(written);
+        match failed {
+            Some(e) => Err(io(ErrorSubject::Logs, ErrorVerb::Write, e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        let _ = inner.entries.split_off(&log_id.index);
+        self.rewrite(&inner)
+            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        let bytes = rmp_serde::to_vec(&Some(log_id))
+            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, invalid(e)))?;
+        // The purge mark first: a crash between the two leaves entries the mark says
+        // are gone, which reads ignore.
+        write_atomic(&self.dir.join(PURGED), &bytes)
+            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        inner.last_purged = Some(log_id);
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        self.rewrite(&inner)
+            .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        store.append_file(&[entry(1), entry(2)]).unwrap();
+        // Half a record: an append cut by a crash.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("log"))
+            .unwrap();
+        let third = record(&entry(3)).unwrap();
+        f.write_all(&third[..third.len() / 2]).unwrap();
+        drop(f);
+        let reopened = LogStore::open(dir.path()).unwrap();
+        let indexes: Vec<u64> = reopened.lock().entries.keys().copied().collect();
+        assert_eq!(indexes, vec![1, 2]);
+        let len = std::fs::metadata(dir.path().join("log")).unwrap().len();
+        assert_eq!(len as usize, record(&entry(1)).unwrap().len() * 2);
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        store.append_file(&[entry(1), entry(2)]).unwrap();
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let reopened = LogStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.lock().entries.len(), 1);
+    }
+}

@@ -1,0 +1,286 @@
+//! A cluster of actormq nodes with replicated definitions, on openraft.
+//!
+//! Every definitions change (virtual hosts, users, permissions, policies, exchanges,
+//! queues, bindings) made on any node is an [`Op`] in one Raft log shared by all nodes.
+//! A node that is not the leader forwards its change to the leader; once committed,
+//! every node applies it to its own registries through the same path a single node
+//! takes, and starts or stops its own actors for it. The client is answered once its
+//! own node has applied the change. Exclusive queues (and their bindings) stay local
+//! to their connection's node and are never replicated. A queue's messages live on its
+//! home node (the one that declared it, as RabbitMQ's classic queues): elsewhere the
+//! queue is a stand-in that refuses publishes (a nack) and consumers with NOT_ALLOWED
+//! naming the home node; forwarding is the next phase. docs/CLUSTERING.md has the
+//! whole design and its faults.
+//!
+//! Without `[cluster]` none of this runs: the broker has no cluster hook and applies
+//! each change at once, as it always did.
+//!
+//! - `settings`: `[cluster]`.
+//! - `op`: the replicated change and the broker's hook.
+//! - `types`: openraft's type configuration, the entry and the snapshot.
+//! - `log_store`: the log and vote on disk. `state_machine`: applying entries.
+//! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
+//! - `node`: proposals, forwarding, membership, status. `snapshot`: installing one.
+
+mod log_store;
+mod network;
+mod node;
+mod op;
+mod rpc;
+mod server;
+mod settings;
+mod snapshot;
+mod state_machine;
+mod types;
+
+pub use op::{ClusterHook, Op, Outcome, Proposal};
+pub use rpc::{ClusterStatus, NodeView};
+pub use settings::{ClusterSettings, SeedNode};
+pub use state_machine::LOG_OWNER;
+pub use types::NodeId;
+
+use crate::broker::BrokerHandle;
+use crate::error::BrokerError;
+use network::{Link, Network};
+use node::{Core, Hook};
+use rpc::{Reply, Rpc};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn failed(what: &str, e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::internal(format!("cluster: {what}: {e}"))
+}
+
+/// This node of a cluster: its runtime, its cluster port, its Raft instance.
+///
+/// Made in two steps because the broker and the Raft instance need each other: the
+/// broker is started with [`hook`](Self::hook), then [`start`](Self::start) attaches
+/// it and starts Raft (which may apply committed entries to it at once).
+pub struct ClusterNode {
+    core: Arc<Core>,
+    runtime: Option<tokio::runtime::Runtime>,
+    listener: Option<std::net::TcpListener>,
+    local_addr: SocketAddr,
+}
+
+impl ClusterNode {
+    /// Opens `data_dir/raft` and binds the cluster port.
+    pub fn prepare(
+        settings: &ClusterSettings,
+        data_dir: &Path,
+    ) -> Result<ClusterNode, BrokerError> {
+        let dir = data_dir.join("raft");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed(&format!("cannot create {}", dir.display()), e))?;
+        let applied = state_machine::Applied::load(&dir.join("state"))
+            .map_err(|e| failed("cannot read data_dir/raft/state", e))?;
+        let listener = std::net::TcpListener::bind(&settings.bind)
+            .map_err(|e| failed(&format!("cannot listen on {}", settings.bind), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| failed("cluster port", e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| failed("cluster port", e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("actormq-cluster")
+            .enable_all()
+            .build()
+            .map_err(|e| failed("cannot start the cluster runtime", e))?;
+        let core = Arc::new(Core::new(
+            settings.clone(),
+            dir,
+            applied,
+            runtime.handle().clone(),
+        ));
+        Ok(ClusterNode {
+            core,
+            runtime: Some(runtime),
+            listener: Some(listener),
+            local_addr,
+        })
+    }
+
+    /// What the broker is started with ([`crate::BrokerBuilder::cluster`]).
+    pub fn hook(&self) -> Arc<dyn ClusterHook> {
+        Arc::new(Hook(self.core.clone()))
+    }
+
+    /// The address the cluster port listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Attaches `broker`, starts Raft and the cluster port, and (in the background)
+    /// forms or joins the cluster.
+    pub fn start(&mut self, broker: BrokerHandle) -> Result<(), BrokerError> {
+        self.core.attach(broker);
+        let s = &self.core.settings;
+        let config = openraft::Config {
+            cluster_name: "actormq".into(),
+            election_timeout_min: s.election_timeout_min_ms,
+            election_timeout_max: s.election_timeout_max_ms,
+            heartbeat_interval: s.heartbeat_ms,
+            install_snapshot_timeout: 10_000,
+            // The definitions log is small: it is kept whole, and a node that joins
+            // is sent it from the start (a snapshot is sent only if it was purged).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| failed("settings", e))?;
+        let log = log_store::LogStore::open(&self.core.dir)
+            .map_err(|e| failed("cannot open data_dir/raft/log", e))?;
+        let sm = state_machine::StateMachine {
+            core: self.core.clone(),
+        };
+        let runtime = self.runtime.as_ref().expect("running");
+        let id = self.core.id;
+        let raft = runtime
+            .block_on(openraft::Raft::new(id, Arc::new(config), Network, log, sm))
+            .map_err(|e| failed("cannot start raft", e))?;
+        self.core.set_raft(raft);
+        let listener = self.listener.take().expect("started once");
+        let core = self.core.clone();
+        runtime.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => server::serve(l, core).await,
+                Err(e) => tracing::error!(error = %e, "cluster port: cannot listen"),
+            }
+        });
+        runtime.spawn(bootstrap(self.core.clone()));
+        tracing::info!(node = id, addr = %self.local_addr, "cluster node started");
+        Ok(())
+    }
+
+    /// Stops Raft and the cluster runtime (the broker is stopped by its owner).
+    pub fn shutdown(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            let core = self.core.clone();
+            rt.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), core.raft().shutdown()).await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Forms or joins the cluster when this node's log is empty (see docs/CLUSTERING.md):
+/// - seeds name a cluster that exists (a seed answers with members): when this node
+///   is not among them, it asks that seed to add it; else it waits for the leader;
+/// - none does: the lowest id among the seeds and this node initializes the cluster
+///   with them all as voters, once every seed answers; the others wait for it;
+/// - no seeds at all: the node waits to be added (`actormq cluster add-node`).
+///
+/// Idempotent: a node whose log holds anything never initializes again.
+async fn bootstrap(core: Arc<Core>) {
+    let members = core.settings.members();
+    let joiner = core.settings.seeds.is_empty();
+    let mut asked_to_join = false;
+    loop {
+        match core.raft().is_initialized().await {
+            Ok(false) => {}
+            _ => return,
+        }
+        if joiner {
+            return;
+        }
+        let mut all_answer = true;
+        let mut existing = None;
+        for (id, addr) in members.iter().filter(|(id, _)| **id != core.id) {
+            match core
+                .link(addr)
+                .call(&Rpc::Local, Duration::from_secs(1))
+                .await
+            {
+                Ok(Reply::Local(v)) if !v.voters.is_empty() => {
+                    existing = Some((*id, addr.clone(), v))
+                }
+                Ok(Reply::Local(_)) => {}
+                _ => all_answer = false,
+            }
+        }
+        match existing {
+            Some((seed, addr, view)) => {
+                let member = view
+                    .voters
+                    .iter()
+                    .chain(&view.learners)
+                    .any(|(v, _)| *v == core.id);
+                if !member && !asked_to_join {
+                    tracing::info!(seed, "cluster: joining the existing cluster");
+                    let rpc = Rpc::AddNode {
+                        id: core.id,
+                        addr: core.addr.clone(),
+                    };
+                    match core.link(&addr).call(&rpc, Duration::from_secs(60)).await {
+                        Ok(Reply::Membership(Ok(()))) => asked_to_join = true,
+                        other => {
+                            tracing::warn!(seed, answer = ?other, "cluster: joining failed; retrying")
+                        }
+                    }
+                }
+            }
+            None if all_answer && members.keys().next() == Some(&core.id) => {
+                let nodes: std::collections::BTreeMap<u64, openraft::BasicNode> = members
+                    .iter()
+                    .map(|(id, addr)| (*id, openraft::BasicNode::new(addr)))
+                    .collect();
+                match core.raft().initialize(nodes).await {
+                    Ok(()) => tracing::info!(members = ?members, "cluster: formed"),
+                    Err(e) => tracing::info!(error = %e, "cluster: not initialized here"),
+                }
+                return;
+            }
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asks the node at `addr` (its cluster port) one question: for `actormq cluster`.
+pub async fn ask(addr: &str, rpc_kind: Question, timeout: Duration) -> Result<Answer, BrokerError> {
+    let rpc = match rpc_kind {
+        Question::Status => Rpc::Status,
+        Question::AddNode { id, addr } => Rpc::AddNode { id, addr },
+        Question::RemoveNode { id } => Rpc::RemoveNode { id },
+    };
+    let link = Link::new(addr);
+    match link.call(&rpc, timeout).await {
+        Ok(Reply::Status(s)) => Ok(Answer::Status(s)),
+        Ok(Reply::Membership(r)) => r.map(|()| Answer::Done),
+        Ok(other) => Err(failed("unexpected reply", format!("{other:?}"))),
+        Err(e) => Err(failed(&format!("cannot ask {addr}"), e)),
+    }
+}
+
+/// A question `actormq cluster` asks a node.
+#[derive(Debug, Clone)]
+pub enum Question {
+    /// Members, leader, log indexes and lag.
+    Status,
+    /// Adds a node.
+    AddNode {
+        /// Its id.
+        id: NodeId,
+        /// Its cluster address.
+        addr: String,
+    },
+    /// Removes a node.
+    RemoveNode {
+        /// Its id.
+        id: NodeId,
+    },
+}
+
+/// What a node answered.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The cluster's status.
+    Status(ClusterStatus),
+    /// The change was made.
+    Done,
+}

@@ -1,0 +1,167 @@
+//! The client side of the cluster port: [`Link`], one connection to a peer used one
+//! request at a time (with request ids, reopened after any failure), and openraft's
+//! network on top of it.
+
+use super::rpc::{read_frame, write_frame, Reply, Rpc};
+use super::types::{NodeId, TypeConfig};
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Snapshot, Vote};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One connection to a peer's cluster port.
+pub struct Link {
+    addr: String,
+    conn: tokio::sync::Mutex<Option<TcpStream>>,
+    next_id: AtomicU64,
+}
+
+impl Link {
+    /// A link to `addr` (connected on first use).
+    pub fn new(addr: &str) -> Link {
+        Link {
+            addr: addr.to_string(),
+            conn: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Sends `rpc` and waits for its answer, at most `timeout`. Any failure drops the
+    /// connection: the next call opens a new one.
+    pub async fn call(&self, rpc: &Rpc, timeout: Duration) -> std::io::Result<Reply> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+            let _ = stream.set_nodelay(true);
+            *conn = Some(stream);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = conn.as_mut().expect("connected above");
+        let exchange = async {
+            write_frame(stream, id, rpc).await?;
+            loop {
+                match read_frame::<_, Reply>(stream).await? {
+                    Some((got, reply)) if got == id => return Ok(reply),
+                    // The late answer of a request that timed out: skipped.
+                    Some(_) => continue,
+                    None => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the peer closed the connection",
+                        ))
+                    }
+                }
+            }
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from {} within {timeout:?}", self.addr),
+            )),
+        };
+        if result.is_err() {
+            *conn = None;
+        }
+        result
+    }
+}
+
+/// Makes openraft's clients: one [`Link`] each.
+pub struct Network;
+
+/// openraft's client for one peer.
+pub struct Peer {
+    link: Link,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            link: Link::new(&node.addr),
+        }
+    }
+}
+
+type RpcResult<T> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+fn unreachable<E: std::error::Error>(e: std::io::Error) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&e))
+}
+
+fn remote<E: std::error::Error>(message: String) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(message)))
+}
+
+fn unexpected(reply: Reply) -> String {
+    format!("unexpected cluster reply {reply:?}")
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self.link.call(&Rpc::Append(rpc), option.hard_ttl()).await {
+            Ok(Reply::Append(Ok(r))) => Ok(r),
+            Ok(Reply::Append(Err(e))) => Err(remote(e)),
+            Ok(other) => Err(remote(unexpected(other))),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        match self.link.call(&Rpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(Reply::Vote(Ok(r))) => Ok(r),
+            Ok(Reply::Vote(Err(e))) => Err(remote(e)),
+            Ok(other) => Err(remote(unexpected(other))),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let rpc = Rpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: *snapshot.snapshot,
+        };
+        match self.link.call(&rpc, option.hard_ttl()).await {
+            Ok(Reply::Snapshot(Ok(r))) => Ok(r),
+            Ok(Reply::Snapshot(Err(e))) => Err(StreamingError::Network(NetworkError::new(
+                &std::io::Error::other(e),
+            ))),
+            Ok(other) => Err(StreamingError::Network(NetworkError::new(
+                &std::io::Error::other(unexpected(other)),
+            ))),
+            Err(e) => Err(StreamingError::Unreachable(Unreachable::new(&e))),
+        }
+    }
+}

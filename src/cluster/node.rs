@@ -1,0 +1,443 @@
+//! One node of the cluster: its Raft instance, the proposals waiting for their entry
+//! to apply here, forwarding to the leader, membership changes and status.
+
+use super::network::Link;
+use super::op::{ClusterHook, Op, Outcome, Proposal};
+use super::rpc::{ClusterStatus, NodeView, Reply, Rpc, WriteError};
+use super::settings::ClusterSettings;
+use super::state_machine::Applied;
+use super::types::{DefinitionsSnapshot, NodeId, Request, TypeConfig};
+use crate::broker::BrokerHandle;
+use crate::error::{BrokerError, ErrorCode};
+use crate::storage::StoredUser;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// How long a membership change may take (a new node is caught up first).
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one node's answer to a status question may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shared state of this node.
+pub struct Core {
+    /// This node's id.
+    pub(super) id: NodeId,
+    /// Where the others reach it.
+    pub(super) addr: String,
+    /// `data_dir/raft`.
+    pub(super) dir: PathBuf,
+    pub(super) settings: ClusterSettings,
+    broker: OnceLock<BrokerHandle>,
+    raft: OnceLock<Raft<TypeConfig>>,
+    applied: Mutex<Applied>,
+    /// Proposals of this node waiting for their entry to apply here, by request id.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    next_id: AtomicU64,
+    /// The cluster's own runtime: every network use happens on it.
+    pub(super) rt: tokio::runtime::Handle,
+    /// Connections for forwarded writes and questions, by address.
+    links: Mutex<HashMap<String, Arc<Link>>>,
+}
+
+fn no_leader(what: &str) -> BrokerError {
+    BrokerError::new(
+        ErrorCode::ResourceError,
+        format!("cluster: {what}: no leader is reachable (a majority of the nodes must be up); the change was not made"),
+    )
+}
+
+fn raft_error(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::internal(format!("cluster: {e}"))
+}
+
+impl Core {
+    pub(super) fn new(
+        settings: ClusterSettings,
+        dir: PathBuf,
+        applied: Applied,
+        rt: tokio::runtime::Handle,
+    ) -> Core {
+        // Request ids start from the clock: an entry proposed before a restart and
+        // applied again after it never answers a new proposal.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Core {
+            id: settings.node_id,
+            addr: settings.advertised().to_string(),
+            dir,
+            settings,
+            broker: OnceLock::new(),
+            raft: OnceLock::new(),
+            applied: Mutex::new(applied),
+            waiters: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(seed),
+            rt,
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(super) fn attach(&self, broker: BrokerHandle) {
+        let _ = self.broker.set(broker);
+    }
+
+    pub(super) fn set_raft(&self, raft: Raft<TypeConfig>) {
+        let _ = self.raft.set(raft);
+    }
+
+    pub(super) fn raft(&self) -> &Raft<TypeConfig> {
+        self.raft.get().expect("raft started")
+    }
+
+    /// What the state machine keeps beside the definitions.
+    pub(super) fn applied(&self) -> MutexGuard<'_, Applied> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn state_path(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub(super) fn broker(&self) -> BrokerHandle {
+        self.broker
+            .get()
+            .expect("broker attached before raft")
+            .clone()
+    }
+
+    /// Answers this node's proposal `id` (if it is still waited for).
+    pub(super) fn answer(&self, id: u64, outcome: Outcome) {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    pub(super) fn link(&self, addr: &str) -> Arc<Link> {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(Link::new(addr)))
+            .clone()
+    }
+
+    /// The address of member `id`, as the membership records it.
+    fn node_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.raft().metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    /// The definitions as a snapshot: every virtual host's durable part, the users,
+    /// the queues' homes.
+    pub(super) async fn definitions_snapshot(&self) -> DefinitionsSnapshot {
+        let broker = self.broker();
+        let mut vhosts = BTreeMap::new();
+        for v in broker.vhosts() {
+            if let Ok(defs) = broker.vhost_definitions(&v).await {
+                vhosts.insert(v, defs.durable());
+            }
+        }
+        DefinitionsSnapshot {
+            vhosts,
+            users: broker.users().iter().map(StoredUser::from).collect(),
+            homes: self.applied().homes.clone(),
+        }
+    }
+
+    /// Commits `req`: on the leader directly, elsewhere forwarded to it; retried
+    /// while no leader is known or the one asked is no longer it, until the commit
+    /// timeout.
+    async fn write(&self, req: Request) -> Result<(), BrokerError> {
+        let timeout = Duration::from_millis(self.settings.commit_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let leader = self.raft().current_leader().await;
+            match leader {
+                Some(l) if l == self.id => match self.raft().client_write(req.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                    Err(e) => return Err(raft_error(e)),
+                },
+                Some(l) => {
+                    if let Some(addr) = self.node_addr(l) {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match self.link(&addr).call(&Rpc::Write(req.clone()), left).await {
+                            Ok(Reply::Write(Ok(()))) => return Ok(()),
+                            Ok(Reply::Write(Err(WriteError::Failed(e)))) => return Err(e),
+                            Ok(Reply::Write(Err(WriteError::NotLeader(_)))) => {}
+                            Ok(other) => {
+                                return Err(raft_error(format!("unexpected reply {other:?}")))
+                            }
+                            // Retried: a change applies idempotently, and only the
+                            // first application answers this proposal.
+                            Err(e) => {
+                                tracing::debug!(leader = l, error = %e, "cluster: forwarding a change failed; retrying")
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_leader("definitions change"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A forwarded write, on the node asked: committed here if this node leads.
+    pub(super) async fn write_here(&self, req: Request) -> Result<(), WriteError> {
+        match self.raft().client_write(req).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(WriteError::Failed(raft_error(e))),
+        }
+    }
+
+    /// This node's own view.
+    pub(super) fn local_view(&self) -> NodeView {
+        let m = self.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let addr_of = |id: NodeId| {
+            membership
+                .get_node(&id)
+                .map_or_else(String::new, |n| n.addr.clone())
+        };
+        NodeView {
+            id: self.id,
+            addr: self.addr.clone(),
+            role: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            }
+            .to_string(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            voters: membership.voter_ids().map(|id| (id, addr_of(id))).collect(),
+            learners: membership
+                .learner_ids()
+                .map(|id| (id, addr_of(id)))
+                .collect(),
+        }
+    }
+
+    /// The cluster's status: every member asked for its own view.
+    pub(super) async fn status(&self) -> ClusterStatus {
+        let me = self.local_view();
+        let mut members: BTreeMap<NodeId, String> = me.voters.iter().cloned().collect();
+        members.extend(me.learners.iter().cloned());
+        let mut views = Vec::new();
+        for (id, addr) in members {
+            let view = if id == self.id {
+                me.clone()
+            } else {
+                match self.link(&addr).call(&Rpc::Local, STATUS_TIMEOUT).await {
+                    Ok(Reply::Local(v)) => v,
+                    _ => NodeView {
+                        id,
+                        addr,
+                        role: "unreachable".into(),
+                        ..NodeView::default()
+                    },
+                }
+            };
+            views.push(view);
+        }
+        let leader = me.leader;
+        let leader_last = views
+            .iter()
+            .find(|v| Some(v.id) == leader)
+            .and_then(|v| v.last_log_index);
+        let nodes = views
+            .into_iter()
+            .map(|v| {
+                let lag = match (leader_last, v.last_log_index) {
+                    (Some(l), Some(n)) => Some(l.saturating_sub(n)),
+                    _ => None,
+                };
+                (v, lag)
+            })
+            .collect();
+        ClusterStatus { leader, nodes }
+    }
+
+    /// Adds node `id` at `addr`: as a learner until caught up, then as a voter. On a
+    /// follower, forwarded to the leader.
+    pub(super) async fn add_node(&self, id: NodeId, addr: String) -> Result<(), BrokerError> {
+        if let Some(reply) = self
+            .forward_membership(Rpc::AddNode {
+                id,
+                addr: addr.clone(),
+            })
+            .await?
+        {
+            return reply;
+        }
+        let raft = self.raft();
+        raft.add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map_err(raft_error)?;
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(raft_error)?;
+        tracing::info!(node = id, "cluster: node added");
+        Ok(())
+    }
+
+    /// Removes voter `id` (it stops receiving the log). On a follower, forwarded.
+    pub(super) async fn remove_node(&self, id: NodeId) -> Result<(), BrokerError> {
+        if let Some(reply) = self.forward_membership(Rpc::RemoveNode { id }).await? {
+            return reply;
+        }
+        let m = self.local_view();
+        if !m.voters.iter().any(|(v, _)| *v == id) && !m.learners.iter().any(|(v, _)| *v == id) {
+            return Err(BrokerError::not_found("cluster node", &id.to_string(), "-"));
+        }
+        let raft = self.raft();
+        if m.learners.iter().any(|(v, _)| *v == id) {
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(raft_error)?;
+        } else {
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(raft_error)?;
+        }
+        tracing::info!(node = id, "cluster: node removed");
+        Ok(())
+    }
+
+    /// Sends a membership change to the leader when this node is not it: the
+    /// leader's answer, or `None` to make the change here.
+    async fn forward_membership(
+        &self,
+        rpc: Rpc,
+    ) -> Result<Option<Result<(), BrokerError>>, BrokerError> {
+        let leader = self.raft().current_leader().await;
+        match leader {
+            Some(l) if l == self.id => Ok(None),
+            Some(l) => {
+                let addr = self
+                    .node_addr(l)
+                    .ok_or_else(|| no_leader("membership change"))?;
+                match self.link(&addr).call(&rpc, MEMBERSHIP_TIMEOUT).await {
+                    Ok(Reply::Membership(r)) => Ok(Some(r)),
+                    Ok(other) => Err(raft_error(format!("unexpected reply {other:?}"))),
+                    Err(e) => Err(raft_error(format!(
+                        "the leader (node {l}) did not answer: {e}"
+                    ))),
+                }
+            }
+            None => Err(no_leader("membership change")),
+        }
+    }
+}
+
+/// The broker's view of the cluster: proposals, homes, nodes.
+pub struct Hook(pub(super) Arc<Core>);
+
+impl ClusterHook for Hook {
+    fn node_id(&self) -> u64 {
+        self.0.id
+    }
+
+    fn propose(&self, op: Op) -> Proposal {
+        let core = self.0.clone();
+        let id = core.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        core.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let req = Request {
+            origin: core.id,
+            id,
+            op,
+        };
+        let timeout = Duration::from_millis(core.settings.commit_timeout_ms);
+        // On the cluster's runtime: its connections live there.
+        let task = core.rt.clone().spawn(async move {
+            if let Err(e) = core.write(req).await {
+                core.forget(id);
+                return Err(e);
+            }
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                _ => {
+                    core.forget(id);
+                    Err(BrokerError::new(
+                        ErrorCode::ResourceError,
+                        format!("cluster: the change was committed but not applied on node {} within {timeout:?}", core.id),
+                    ))
+                }
+            }
+        });
+        Box::pin(async move {
+            task.await
+                .map_err(|e| BrokerError::internal(format!("cluster: proposal task failed: {e}")))?
+        })
+    }
+
+    fn remote_home(&self, vhost: &str, queue: &str) -> Option<String> {
+        let home = *self.0.applied().homes.get(vhost)?.get(queue)?;
+        if home == self.0.id {
+            return None;
+        }
+        let addr = self
+            .0
+            .raft
+            .get()
+            .and_then(|_| self.0.node_addr(home))
+            .unwrap_or_else(|| "unknown address".into());
+        Some(format!("lives on node {home} ({addr})"))
+    }
+
+    fn nodes_json(&self) -> Vec<serde_json::Value> {
+        let me = self.0.local_view();
+        let mut members: BTreeMap<NodeId, (String, &str)> = BTreeMap::new();
+        for (id, addr) in &me.voters {
+            members.insert(*id, (addr.clone(), "voter"));
+        }
+        for (id, addr) in &me.learners {
+            members.insert(*id, (addr.clone(), "learner"));
+        }
+        members
+            .into_iter()
+            .map(|(id, (addr, kind))| {
+                serde_json::json!({
+                    "name": format!("node{id}@{addr}"),
+                    "id": id,
+                    "cluster_address": addr,
+                    "membership": kind,
+                    "leader": me.leader == Some(id),
+                    "this_node": id == me.id,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,182 @@
+//! What the cluster replicates: one definitions change ([`Op`]) per log entry, in the
+//! metadata store's own serde forms (the `Stored*` types), so the log and the snapshot
+//! speak the format the data directory already keeps; and the broker's side of the
+//! seam ([`ClusterHook`]): how the registry and the broker handle hand a change to the
+//! cluster instead of applying it at once.
+
+use crate::broker::messages::QueueDeclared;
+use crate::definitions::{BrokerCommand, UserDefinition};
+use crate::error::BrokerError;
+use crate::storage::{StoredBinding, StoredExchange, StoredPolicy, StoredQueue, StoredUser};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+
+/// One replicated definitions change. A virtual host's changes name it; broker-wide
+/// ones (virtual hosts, users, permissions) do not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Declares an exchange (durable or not: every node runs it).
+    DeclareExchange {
+        vhost: String,
+        exchange: StoredExchange,
+    },
+    /// Deletes an exchange (checked against `if_unused` again on every node).
+    DeleteExchange {
+        vhost: String,
+        name: String,
+        if_unused: bool,
+    },
+    /// Declares a queue whose messages live on node `home` (the declaring node).
+    DeclareQueue {
+        vhost: String,
+        queue: StoredQueue,
+        server_named: bool,
+        home: u64,
+    },
+    /// Deletes a queue (its conditions were checked on its home node before).
+    DeleteQueue { vhost: String, name: String },
+    /// Adds a binding.
+    Bind {
+        vhost: String,
+        binding: StoredBinding,
+    },
+    /// Removes a binding.
+    Unbind {
+        vhost: String,
+        binding: StoredBinding,
+    },
+    /// Sets a policy or operator policy.
+    SetPolicy { vhost: String, policy: StoredPolicy },
+    /// Clears a policy or operator policy.
+    ClearPolicy {
+        vhost: String,
+        operator: bool,
+        name: String,
+    },
+    /// Creates a virtual host.
+    AddVhost(String),
+    /// Deletes a virtual host with everything in it.
+    DeleteVhost(String),
+    /// Creates or replaces a user.
+    PutUser(StoredUser),
+    /// Deletes a user.
+    DeleteUser(String),
+    /// Lets a user open a virtual host.
+    SetPermissions { user: String, vhost: String },
+    /// Takes a virtual host away from a user.
+    ClearPermissions { user: String, vhost: String },
+}
+
+impl Op {
+    /// The replicated form of a broker-wide command.
+    pub fn of_broker(cmd: BrokerCommand) -> Op {
+        match cmd {
+            BrokerCommand::AddVhost(v) => Op::AddVhost(v),
+            BrokerCommand::DeleteVhost(v) => Op::DeleteVhost(v),
+            BrokerCommand::PutUser(u) => Op::PutUser(StoredUser::from(&u)),
+            BrokerCommand::DeleteUser(u) => Op::DeleteUser(u),
+            BrokerCommand::SetPermissions { user, vhost } => Op::SetPermissions { user, vhost },
+            BrokerCommand::ClearPermissions { user, vhost } => Op::ClearPermissions { user, vhost },
+        }
+    }
+
+    /// The broker-wide command this is, if it is one.
+    pub fn broker_command(&self) -> Option<BrokerCommand> {
+        Some(match self.clone() {
+            Op::AddVhost(v) => BrokerCommand::AddVhost(v),
+            Op::DeleteVhost(v) => BrokerCommand::DeleteVhost(v),
+            Op::PutUser(u) => BrokerCommand::PutUser(UserDefinition::from(u)),
+            Op::DeleteUser(u) => BrokerCommand::DeleteUser(u),
+            Op::SetPermissions { user, vhost } => BrokerCommand::SetPermissions { user, vhost },
+            Op::ClearPermissions { user, vhost } => BrokerCommand::ClearPermissions { user, vhost },
+            _ => return None,
+        })
+    }
+}
+
+/// What applying an [`Op`] answered on the node that proposed it: the answer its
+/// client gets.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A change with no value (exchanges, bindings, broker-wide changes).
+    Done(Result<(), BrokerError>),
+    /// A queue declared.
+    Declared(Result<QueueDeclared, BrokerError>),
+    /// A queue deleted, with the messages it held here.
+    Deleted(Result<u64, BrokerError>),
+    /// A policy set: whether it is new.
+    Policy(Result<bool, BrokerError>),
+}
+
+fn mismatch(o: Outcome) -> BrokerError {
+    BrokerError::internal(format!("cluster: unexpected outcome {o:?}"))
+}
+
+impl Outcome {
+    /// As the answer of a change with no value.
+    pub fn done(self) -> Result<(), BrokerError> {
+        match self {
+            Outcome::Done(r) => r,
+            Outcome::Policy(r) => r.map(|_| ()),
+            Outcome::Deleted(r) => r.map(|_| ()),
+            o => Err(mismatch(o)),
+        }
+    }
+
+    /// As the answer of a queue declare.
+    pub fn declared(self) -> Result<QueueDeclared, BrokerError> {
+        match self {
+            Outcome::Declared(r) => r,
+            o => Err(mismatch(o)),
+        }
+    }
+
+    /// As the answer of a queue delete.
+    pub fn deleted(self) -> Result<u64, BrokerError> {
+        match self {
+            Outcome::Deleted(r) => r,
+            o => Err(mismatch(o)),
+        }
+    }
+
+    /// As the answer of a policy set.
+    pub fn policy(self) -> Result<bool, BrokerError> {
+        match self {
+            Outcome::Policy(r) => r,
+            o => Err(mismatch(o)),
+        }
+    }
+}
+
+/// A proposal's answer, to await.
+pub type Proposal = Pin<Box<dyn Future<Output = Result<Outcome, BrokerError>> + Send>>;
+
+/// The cluster as the broker sees it. Set on a broker started in a cluster
+/// ([`BrokerBuilder::cluster`](crate::BrokerBuilder::cluster)); absent, every change is
+/// applied at once, as on a single node.
+pub trait ClusterHook: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> u64;
+    /// Commits `op` through the cluster's log; resolves once this node has applied it,
+    /// with what applying it here answered.
+    fn propose(&self, op: Op) -> Proposal;
+    /// Where the messages of queue `queue` of `vhost` live when that is another node
+    /// (a sentence naming it, for errors); `None` when they live here.
+    fn remote_home(&self, vhost: &str, queue: &str) -> Option<String>;
+    /// The cluster's nodes for `/api/nodes`: one JSON object each.
+    fn nodes_json(&self) -> Vec<serde_json::Value>;
+}
+
+impl Outcome {
+    /// The refusal, if the change did not apply.
+    pub fn error(&self) -> Option<BrokerError> {
+        match self {
+            Outcome::Done(Err(e))
+            | Outcome::Declared(Err(e))
+            | Outcome::Deleted(Err(e))
+            | Outcome::Policy(Err(e)) => Some(e.clone()),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The node-to-node protocol on the cluster port: the project's own framing, as the
+//! native protocol's (a `u32` big-endian length, then MessagePack through rmp-serde).
+//! Each frame carries a request id; the answer carries the same id. One connection per
+//! peer and purpose, one request at a time on it; a broken connection is dropped and
+//! opened again on the next request.
+
+use super::types::{DefinitionsSnapshot, NodeId, Request, TypeConfig};
+use crate::error::BrokerError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{SnapshotMeta, Vote};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The largest frame accepted (a snapshot of many definitions fits).
+pub const MAX_FRAME: usize = 256 << 20;
+
+/// A request from one node (or the CLI) to another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Rpc {
+    /// Raft: append entries (and heartbeats).
+    Append(AppendEntriesRequest<TypeConfig>),
+    /// Raft: a vote request.
+    Vote(VoteRequest<NodeId>),
+    /// Raft: a whole snapshot.
+    Snapshot {
+        /// The leader's vote.
+        vote: Vote<NodeId>,
+        /// What the snapshot is of.
+        meta: SnapshotMeta<NodeId, openraft::BasicNode>,
+        /// The definitions.
+        data: DefinitionsSnapshot,
+    },
+    /// A definitions change proposed on a follower, forwarded to the leader.
+    Write(Request),
+    /// This node's own view: id, role, leader, log and applied indexes.
+    Local,
+    /// The cluster's status, as `actormq cluster status` prints it.
+    Status,
+    /// Adds a node (learner, caught up, then voter).
+    AddNode {
+        /// Its id.
+        id: NodeId,
+        /// Its cluster address.
+        addr: String,
+    },
+    /// Removes a voter.
+    RemoveNode {
+        /// Its id.
+        id: NodeId,
+    },
+}
+
+/// One node's own view of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Its id.
+    pub id: NodeId,
+    /// Its cluster address.
+    pub addr: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `unreachable`.
+    pub role: String,
+    /// The leader it knows.
+    pub leader: Option<NodeId>,
+    /// Its current term.
+    pub term: u64,
+    /// The index of the last entry in its log.
+    pub last_log_index: Option<u64>,
+    /// The index of the last entry it applied.
+    pub applied_index: Option<u64>,
+    /// The voters, by id and address.
+    pub voters: Vec<(NodeId, String)>,
+    /// The learners (being caught up), by id and address.
+    pub learners: Vec<(NodeId, String)>,
+}
+
+/// The cluster's status: each member's view and its lag behind the leader's log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The leader, if one is known.
+    pub leader: Option<NodeId>,
+    /// Every member (voters and learners), with its lag in entries behind the
+    /// leader's last log index (`None` when it or the leader could not be asked).
+    pub nodes: Vec<(NodeView, Option<u64>)>,
+}
+
+/// An answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// To [`Rpc::Append`]; an error is the remote Raft's, as text.
+    Append(Result<AppendEntriesResponse<NodeId>, String>),
+    /// To [`Rpc::Vote`].
+    Vote(Result<VoteResponse<NodeId>, String>),
+    /// To [`Rpc::Snapshot`].
+    Snapshot(Result<SnapshotResponse<NodeId>, String>),
+    /// To [`Rpc::Write`]: committed (and applied on the leader), or why not.
+    Write(Result<(), WriteError>),
+    /// To [`Rpc::Local`].
+    Local(NodeView),
+    /// To [`Rpc::Status`].
+    Status(ClusterStatus),
+    /// To a membership change.
+    Membership(Result<(), BrokerError>),
+}
+
+/// Why a forwarded write was not committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WriteError {
+    /// The node asked is not the leader (it names the one it knows): try there. The
+    /// entry was not appended.
+    NotLeader(Option<NodeId>),
+    /// Anything else (the entry may or may not have been committed).
+    Failed(BrokerError),
+}
+
+/// Writes one frame: `(id, value)`.
+pub async fn write_frame<W, T>(w: &mut W, id: u64, value: &T) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = rmp_serde::to_vec(&(id, value))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    if body.len() > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "cluster frame of {} bytes is larger than {MAX_FRAME}",
+                body.len()
+            ),
+        ));
+    }
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame).await?;
+    w.flush().await
+}
+
+/// Reads one frame: `(id, value)`; `None` at a clean end of the stream.
+pub async fn read_frame<R, T>(r: &mut R) -> std::io::Result<Option<(u64, T)>>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("cluster frame of {len} bytes is larger than {MAX_FRAME}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    rmp_serde::from_slice(&body).map(Some).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad cluster frame: {e}"),
+        )
+    })
+}

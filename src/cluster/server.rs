@@ -1,0 +1,62 @@
+//! The cluster port's listener: each connection's requests answered in order, by the
+//! Raft instance (appends, votes, snapshots) or by the node (forwarded writes,
+//! status, membership changes).
+
+use super::node::Core;
+use super::rpc::{read_frame, write_frame, Reply, Rpc};
+use openraft::Snapshot;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accepts connections until the runtime stops.
+pub(super) async fn serve(listener: TcpListener, core: Arc<Core>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let core = core.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, core).await {
+                        tracing::debug!(%peer, error = %e, "cluster connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster port: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: TcpStream, core: Arc<Core>) -> std::io::Result<()> {
+    while let Some((id, rpc)) = read_frame::<_, Rpc>(&mut stream).await? {
+        let reply = answer(&core, rpc).await;
+        write_frame(&mut stream, id, &reply).await?;
+    }
+    Ok(())
+}
+
+async fn answer(core: &Core, rpc: Rpc) -> Reply {
+    let raft = core.raft();
+    match rpc {
+        Rpc::Append(r) => Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
+        Rpc::Vote(r) => Reply::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
+        Rpc::Snapshot { vote, meta, data } => {
+            let snapshot = Snapshot {
+                meta,
+                snapshot: Box::new(data),
+            };
+            Reply::Snapshot(
+                raft.install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        }
+        Rpc::Write(req) => Reply::Write(core.write_here(req).await),
+        Rpc::Local => Reply::Local(core.local_view()),
+        Rpc::Status => Reply::Status(core.status().await),
+        Rpc::AddNode { id, addr } => Reply::Membership(core.add_node(id, addr).await),
+        Rpc::RemoveNode { id } => Reply::Membership(core.remove_node(id).await),
+    }
+}

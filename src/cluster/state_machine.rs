@@ -1,0 +1,401 @@
+//! The replicated state machine: the broker's definitions. Applying a committed entry
+//! hands its change to this node's registry (or the broker, for virtual hosts and
+//! users) as a [`Local`] message, exactly the path a single node takes, so every node
+//! starts and stops its own actors for it. The proposing node's client is answered
+//! with what applying the entry answered here.
+//!
+//! What is kept beside the definitions (`data_dir/raft/state`, written whole after
+//! each applied batch): the last applied log id, the membership, and each queue's home
+//! node. The definitions themselves are the metadata store's, saved by the registries
+//! before they answer; so after a crash at most the entries of the last batch are
+//! applied again, and each change applies idempotently (a redeclare, a repeated delete
+//! or bind changes nothing).
+
+use super::log_store::write_atomic;
+use super::node::Core;
+use super::op::{Op, Outcome};
+use super::types::{DefinitionsSnapshot, Homes, NodeId, Response, TypeConfig};
+use crate::broker::exchange::ExchangeSpec;
+use crate::broker::messages::{
+    Bind, BindTarget, DeclareExchange, DeclareQueue, DeleteExchange, DeleteQueue, Unbind,
+};
+use crate::broker::queue::QueueSpec;
+use crate::broker::registry::{ClearPolicy, Local, PutPolicy};
+use crate::broker::BrokerHandle;
+use crate::definitions::{ApplyTo, Policy, PolicyKind};
+use crate::error::BrokerError;
+use crate::storage::{StoredBinding, StoredBindingTarget};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The owner the cluster's log applies changes as (no connection has it: owners are
+/// numbered from 1). It names no exclusive queue, and a server-named queue it declares
+/// arrives already named.
+pub const LOG_OWNER: crate::broker::messages::OwnerId = crate::broker::messages::OwnerId(0);
+
+/// What the state machine keeps beside the definitions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Applied {
+    /// The last applied entry.
+    pub last_applied: Option<LogId<NodeId>>,
+    /// The membership as of the last applied membership entry.
+    pub membership: StoredMembership<NodeId, openraft::BasicNode>,
+    /// Each replicated queue's home node.
+    pub homes: Homes,
+}
+
+fn io(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        std::io::Error::other(e.to_string()),
+    )
+}
+
+impl Applied {
+    /// Reads `path` (nothing applied when it does not exist).
+    pub fn load(path: &std::path::Path) -> std::io::Result<Applied> {
+        match std::fs::read(path) {
+            Ok(b) => rmp_serde::from_slice(&b)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Applied::default()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The state machine openraft drives.
+pub struct StateMachine {
+    pub(super) core: Arc<Core>,
+}
+
+/// Applies one change to this node's broker; answers what it answered.
+pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
+    if let Some(cmd) = op.broker_command() {
+        return Outcome::Done(broker.apply_broker_command(cmd).await);
+    }
+    let vhost = match &op {
+        Op::DeclareExchange { vhost, .. }
+        | Op::DeleteExchange { vhost, .. }
+        | Op::DeclareQueue { vhost, .. }
+        | Op::DeleteQueue { vhost, .. }
+        | Op::Bind { vhost, .. }
+        | Op::Unbind { vhost, .. }
+        | Op::SetPolicy { vhost, .. }
+        | Op::ClearPolicy { vhost, .. } => vhost.clone(),
+        _ => unreachable!("broker-wide commands are applied above"),
+    };
+    let registry = match broker.registry(&vhost) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Done(Err(e)),
+    };
+    let gone = |e: actix::MailboxError| BrokerError::from(e);
+    match op {
+        Op::DeclareExchange { exchange: x, .. } => {
+            let spec = ExchangeSpec {
+                name: x.name,
+                kind: x.kind,
+                durable: x.durable,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments,
+            };
+            let msg = DeclareExchange {
+                spec,
+                passive: false,
+            };
+            Outcome::Done(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::DeleteExchange {
+            name, if_unused, ..
+        } => {
+            let msg = DeleteExchange { name, if_unused };
+            Outcome::Done(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::DeclareQueue { queue: q, .. } => {
+            let msg = DeclareQueue {
+                spec: QueueSpec {
+                    name: q.name,
+                    durable: q.durable,
+                    exclusive: false,
+                    auto_delete: q.auto_delete,
+                    arguments: q.arguments,
+                },
+                passive: false,
+                owner: LOG_OWNER,
+                placement: None,
+            };
+            Outcome::Declared(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::DeleteQueue { name, .. } => {
+            let msg = DeleteQueue {
+                name,
+                if_unused: false,
+                if_empty: false,
+                ready_only: false,
+                owner: LOG_OWNER,
+            };
+            Outcome::Deleted(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::Bind { binding, .. } => {
+            let msg = bind_of(binding);
+            Outcome::Done(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::Unbind { binding, .. } => {
+            let msg = Unbind {
+                binding: bind_of(binding),
+            };
+            Outcome::Done(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::SetPolicy { policy: p, .. } => {
+            let kind = if p.operator {
+                PolicyKind::Operator
+            } else {
+                PolicyKind::Policy
+            };
+            let made = ApplyTo::parse(&p.apply_to)
+                .map_err(BrokerError::precondition)
+                .and_then(|to| {
+                    Policy::new(kind, &p.name, &p.pattern, to, p.priority, p.definition)
+                });
+            let policy = match made {
+                Ok(p) => p,
+                Err(e) => return Outcome::Policy(Err(e)),
+            };
+            let msg = PutPolicy(policy);
+            Outcome::Policy(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        Op::ClearPolicy { operator, name, .. } => {
+            let kind = if operator {
+                PolicyKind::Operator
+            } else {
+                PolicyKind::Policy
+            };
+            let msg = ClearPolicy { kind, name };
+            Outcome::Done(
+                registry
+                    .send(Local(msg))
+                    .await
+                    .map_err(gone)
+                    .and_then(|r| r),
+            )
+        }
+        _ => unreachable!("broker-wide commands are applied above"),
+    }
+}
+
+fn bind_of(b: StoredBinding) -> Bind {
+    Bind {
+        exchange: b.source,
+        target: match b.destination {
+            StoredBindingTarget::Queue(q) => BindTarget::Queue(q),
+            StoredBindingTarget::Exchange(x) => BindTarget::Exchange(x),
+        },
+        routing_key: b.routing_key,
+        arguments: b.arguments,
+        owner: LOG_OWNER,
+    }
+}
+
+/// Notes where a queue's messages live before its declare applies (the registry asks
+/// while it starts the queue), and forgets deleted ones.
+fn note_homes(homes: &mut Homes, op: &Op) {
+    match op {
+        Op::DeclareQueue {
+            vhost, queue, home, ..
+        } => {
+            homes
+                .entry(vhost.clone())
+                .or_default()
+                .entry(queue.name.clone())
+                .or_insert(*home);
+        }
+        Op::DeleteVhost(vhost) => {
+            homes.remove(vhost);
+        }
+        _ => {}
+    }
+}
+
+impl StateMachine {
+    // openraft's own error type, as its traits require.
+    #[allow(clippy::result_large_err)]
+    fn save(&self) -> Result<(), StorageError<NodeId>> {
+        let bytes = {
+            let applied = self.core.applied();
+            rmp_serde::to_vec(&*applied).map_err(|e| io(ErrorVerb::Write, e))?
+        };
+        write_atomic(&self.core.state_path(), &bytes).map_err(|e| io(ErrorVerb::Write, e))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let data = self.core.definitions_snapshot().await;
+        let (last, membership) = {
+            let a = self.core.applied();
+            (a.last_applied, a.membership.clone())
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: format!("{}-{}", self.core.id, last.map_or(0, |l| l.index)),
+        };
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StorageError<NodeId>,
+    > {
+        let a = self.core.applied();
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let broker = self.core.broker();
+        let mut answers = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let response = match entry.payload {
+                EntryPayload::Blank => Response { error: None },
+                EntryPayload::Membership(m) => {
+                    self.core.applied().membership = StoredMembership::new(Some(log_id), m);
+                    Response { error: None }
+                }
+                EntryPayload::Normal(req) => {
+                    note_homes(&mut self.core.applied().homes, &req.op);
+                    let deleted_queue = match &req.op {
+                        Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
+                        _ => None,
+                    };
+                    let outcome = apply_op(&broker, req.op).await;
+                    if let Some((vhost, name)) = deleted_queue {
+                        if let Some(qs) = self.core.applied().homes.get_mut(&vhost) {
+                            qs.remove(&name);
+                        }
+                    }
+                    let error = outcome.error();
+                    if let Some(e) = &error {
+                        tracing::debug!(index = log_id.index, error = %e, "cluster: a committed change did not apply here");
+                    }
+                    if req.origin == self.core.id {
+                        self.core.answer(req.id, outcome);
+                    }
+                    Response { error }
+                }
+            };
+            self.core.applied().last_applied = Some(log_id);
+            answers.push(response);
+        }
+        self.save()?;
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachine {
+            core: self.core.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<DefinitionsSnapshot>, StorageError<NodeId>> {
+        Ok(Box::default())
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
+        snapshot: Box<DefinitionsSnapshot>,
+    ) -> Result<(), StorageError<NodeId>> {
+        tracing::info!(snapshot = %meta, "cluster: installing a snapshot of the definitions");
+        let broker = self.core.broker();
+        let snapshot = *snapshot;
+        {
+            let mut a = self.core.applied();
+            a.homes = snapshot.homes.clone();
+        }
+        for op in super::snapshot::ops_to_reach(&broker, &snapshot).await {
+            if let Some(e) = apply_op(&broker, op).await.error() {
+                tracing::warn!(error = %e, "cluster: a snapshot change did not apply here");
+            }
+        }
+        {
+            let mut a = self.core.applied();
+            a.last_applied = meta.last_log_id;
+            a.membership = meta.last_membership.clone();
+        }
+        self.save()
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let mut builder = self.get_snapshot_builder().await;
+        builder.build_snapshot().await.map(Some)
+    }
+}

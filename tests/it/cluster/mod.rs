@@ -1,0 +1,275 @@
+//! Clusters (issue 17, first phase): `actormq serve` processes on loopback, each with
+//! its own data directory, forming a cluster on openraft with replicated definitions.
+//!
+//! - [`replication`]: a change on a follower reaches every node; a publish to a queue
+//!   whose messages live on another node is refused, naming it.
+//! - [`failover`]: kill -9 the leader, a new one is elected and takes changes; the
+//!   killed node restarts and catches up.
+//! - [`membership`]: `actormq cluster add-node` / `remove-node` / `status`.
+
+mod failover;
+mod measure;
+mod membership;
+mod replication;
+
+use crate::mgmt::http::Http;
+use crate::support::DEADLINE;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_actormq");
+
+/// A loopback port free when asked, for a cluster address (the node binds it a moment
+/// later, and seeds must name it before). Picked below the kernel's ephemeral range
+/// (32768 and up by default), where the tests' other listeners (bound to port 0) never
+/// land; distinct picks come from a counter mixed with the process id.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((std::process::id().wrapping_mul(7919) + n * 104_729) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One node: `actormq serve` with `[cluster]`, killed (SIGKILL) when dropped.
+pub struct Node {
+    pub id: u64,
+    /// Its cluster address.
+    pub cluster: String,
+    /// Its native protocol address.
+    pub native: String,
+    /// Its AMQP 0-9-1 address.
+    pub amqp: String,
+    /// Its management API.
+    pub http: SocketAddr,
+    root: PathBuf,
+    seeds: Vec<(u64, String)>,
+    child: Option<Child>,
+    _stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Node {
+    /// Starts node `id` under `root` (its data directory `root/data`) with cluster
+    /// address `cluster` and these seeds (none: it waits to be added).
+    pub fn start(root: &Path, id: u64, cluster: &str, seeds: &[(u64, String)]) -> Node {
+        let mut node = Node {
+            id,
+            cluster: cluster.to_string(),
+            native: String::new(),
+            amqp: String::new(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            root: root.to_path_buf(),
+            seeds: seeds.to_vec(),
+            child: None,
+            _stdout: None,
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(&self.root).unwrap();
+        let seeds: Vec<String> = self
+            .seeds
+            .iter()
+            .map(|(id, a)| format!("{{ id = {id}, address = \"{a}\" }}"))
+            .collect();
+        let config = self.root.join("actormq.toml");
+        // Node 0: a single node, no [cluster] (for comparisons).
+        let cluster = match self.id {
+            0 => String::new(),
+            id => format!(
+                "[cluster]\nnode_id = {id}\nbind = \"{}\"\nseeds = [{}]\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nheartbeat_ms = 150\n",
+                self.cluster,
+                seeds.join(", ")
+            ),
+        };
+        std::fs::write(&config, format!("[broker]\nworkers = 1\n\n{cluster}")).unwrap();
+        let n = std::fs::read_dir(&self.root)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let log = self.root.join(format!("node-{n}.log"));
+        let mut child = Command::new(BIN)
+            .current_dir(&self.root)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("ACTORMQ__SERVER__BIND", "127.0.0.1:0")
+            .env("ACTORMQ__AMQP__BIND", "127.0.0.1:0")
+            .env("ACTORMQ__HTTP__BIND", "127.0.0.1:0")
+            .env("ACTORMQ__STORAGE__DATA_DIR", self.root.join("data"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the binary runs");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).expect("the node's output") == 0 {
+                let _ = child.wait();
+                panic!(
+                    "node {} exited before listening; its log:\n{}",
+                    self.id,
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let l = line.trim();
+            if let Some(a) = l.strip_prefix("actormq AMQP listening on ") {
+                self.amqp = a.to_string();
+            }
+            if let Some(a) = l.strip_prefix("actormq management API on http://") {
+                self.http = a.trim_end_matches("/api/").parse().unwrap();
+            }
+            if let Some(a) = l.strip_prefix("actormq listening on ") {
+                self.native = a.to_string();
+                break;
+            }
+        }
+        self.child = Some(child);
+        self._stdout = Some(stdout);
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("reaped");
+        }
+    }
+
+    /// Starts the node again on the same data directory and cluster address.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// The management API as `guest`.
+    pub fn api(&self) -> Http {
+        Http::at(self.http).user("guest", "guest")
+    }
+
+    /// `actormq cluster ARGS --node <this node>`: its standard output, or its error.
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(BIN)
+            .arg("cluster")
+            .args(args)
+            .args(["--node", &self.cluster])
+            .output()
+            .expect("the binary runs");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The cluster status this node gives (`cluster status --json`), if it answers.
+    pub fn status(&self) -> Option<Value> {
+        self.cli(&["status", "--json"])
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+    }
+
+    /// The definitions this node exports, reduced to what must be equal on every
+    /// node: vhosts, exchanges, queues, bindings, policies, and users by name and tags
+    /// (each node seeds its own `guest`, with its own salt).
+    pub async fn definitions(&self) -> Value {
+        let mut d = self.api().get("/api/definitions").await.json();
+        let users: Vec<Value> = d["users"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| serde_json::json!({"name": u["name"], "tags": u["tags"]}))
+            .collect();
+        serde_json::json!({
+            "vhosts": d["vhosts"].take(),
+            "exchanges": d["exchanges"].take(),
+            "queues": d["queues"].take(),
+            "bindings": d["bindings"].take(),
+            "policies": d["policies"].take(),
+            "users": users,
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three nodes on loopback, ids 1 to 3, each in its own directory under `root`.
+pub fn three_nodes(root: &Path) -> Vec<Node> {
+    let seeds: Vec<(u64, String)> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    // Started one after the other: each waits only for its own listening line, and the
+    // cluster forms in the background once all three answer.
+    seeds
+        .iter()
+        .map(|(id, addr)| Node::start(&root.join(format!("n{id}")), *id, addr, &seeds))
+        .collect()
+}
+
+/// Polls `cond` (sync) until it gives a value or the deadline passes.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < end, "not within {deadline:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The leader's id once `node` knows one and every live member agrees on it.
+pub fn leader(nodes: &[&Node]) -> u64 {
+    wait_for("a leader every node agrees on", DEADLINE * 2, || {
+        let ids: Vec<Option<u64>> = nodes
+            .iter()
+            .map(|n| n.status().and_then(|s| s["leader"].as_u64()))
+            .collect();
+        let first = ids[0]?;
+        ids.iter().all(|i| *i == Some(first)).then_some(first)
+    })
+}
+
+/// Waits until every node's definitions equal the first's and `check` holds on them.
+pub async fn converged(nodes: &[&Node], check: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + DEADLINE * 2;
+    loop {
+        let mut all = Vec::new();
+        for n in nodes {
+            all.push(n.definitions().await);
+        }
+        if check(&all[0]) && all.iter().all(|d| *d == all[0]) {
+            return all.swap_remove(0);
+        }
+        assert!(
+            Instant::now() < end,
+            "definitions did not converge: {}",
+            serde_json::to_string_pretty(&all).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// True when the export lists an entity of `kind` (`queues`, `exchanges`, `users`)
+/// named `name`.
+pub fn has(defs: &Value, kind: &str, name: &str) -> bool {
+    defs[kind]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|e| e["name"] == name))
+}
