@@ -31,6 +31,8 @@ mod server;
 mod settings;
 mod snapshot;
 mod state_machine;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use op::{ClusterHook, Op, Outcome, Proposal};

@@ -37,7 +37,7 @@ pub(super) async fn ops_to_reach(broker: &BrokerHandle, snap: &DefinitionsSnapsh
     ops
 }
 
-fn vhost_ops(
+pub(super) fn vhost_ops(
     vhost: &str,
     have: &StoredVhost,
     want: &StoredVhost,

@@ -1,0 +1,167 @@
+//! Unit tests of the cluster's pure parts: settings, the replicated change's forms,
+//! the wire frames, and the changes a snapshot installs.
+
+use super::op::Op;
+use super::rpc::{read_frame, write_frame, NodeView, Reply, Rpc};
+use super::settings::ClusterSettings;
+use super::snapshot::vhost_ops;
+use super::types::DefinitionsSnapshot;
+use crate::definitions::{BrokerCommand, UserDefinition};
+use crate::storage::{StoredBinding, StoredBindingTarget, StoredQueue, StoredVhost};
+
+fn settings(text: &str) -> ClusterSettings {
+    toml::from_str(text).expect("valid [cluster]")
+}
+
+#[test]
+fn cluster_settings_have_defaults_and_the_members_include_this_node() {
+    let s = settings("node_id = 2\nbind = \"127.0.0.1:25673\"\nseeds = [{ id = 1, address = \"127.0.0.1:25672\" }]");
+    assert_eq!(s.heartbeat_ms, 250);
+    assert_eq!(
+        (s.election_timeout_min_ms, s.election_timeout_max_ms),
+        (1000, 2000)
+    );
+    assert!(s.check().is_ok());
+    let members: Vec<_> = s.members().into_iter().collect();
+    assert_eq!(
+        members,
+        vec![
+            (1, "127.0.0.1:25672".to_string()),
+            (2, "127.0.0.1:25673".to_string())
+        ]
+    );
+}
+
+#[test]
+fn bad_cluster_settings_are_refused_naming_the_key() {
+    let e = settings("node_id = 1\nheartbeat_ms = 2000")
+        .check()
+        .unwrap_err();
+    assert!(e.contains("cluster.election_timeout_min_ms"), "{e}");
+    let e = settings("node_id = 1\nelection_timeout_max_ms = 900")
+        .check()
+        .unwrap_err();
+    assert!(e.contains("cluster.election_timeout_max_ms"), "{e}");
+    let e = settings("node_id = 1\nseeds = [{ id = 1, address = \"10.0.0.9:1\" }]")
+        .check()
+        .unwrap_err();
+    assert!(e.contains("cluster.seeds"), "{e}");
+    assert!(toml::from_str::<ClusterSettings>("node_id = 1\nport = 3").is_err());
+}
+
+#[test]
+fn broker_commands_round_trip_through_their_replicated_form() {
+    let user = UserDefinition {
+        name: "alice".into(),
+        password_hash: "$pbkdf2-sha256$x".into(),
+        vhosts: ["/".to_string()].into_iter().collect(),
+        loopback_only: false,
+        tags: vec!["monitoring".into()],
+    };
+    for cmd in [
+        BrokerCommand::AddVhost("v".into()),
+        BrokerCommand::DeleteVhost("v".into()),
+        BrokerCommand::PutUser(user),
+        BrokerCommand::DeleteUser("alice".into()),
+        BrokerCommand::SetPermissions {
+            user: "alice".into(),
+            vhost: "/".into(),
+        },
+        BrokerCommand::ClearPermissions {
+            user: "alice".into(),
+            vhost: "/".into(),
+        },
+    ] {
+        let op = Op::of_broker(cmd.clone());
+        let bytes = rmp_serde::to_vec(&op).unwrap();
+        let back: Op = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(back.broker_command(), Some(cmd));
+    }
+    let vhost_op = Op::DeleteQueue {
+        vhost: "/".into(),
+        name: "q".into(),
+    };
+    assert_eq!(vhost_op.broker_command(), None);
+}
+
+#[tokio::test]
+async fn frames_round_trip_and_an_oversized_length_is_refused() {
+    let (mut a, mut b) = tokio::io::duplex(1 << 16);
+    write_frame(&mut a, 7, &Rpc::Local).await.unwrap();
+    let (id, rpc): (u64, Rpc) = read_frame(&mut b).await.unwrap().expect("a frame");
+    assert_eq!(id, 7);
+    assert!(matches!(rpc, Rpc::Local));
+    let view = NodeView {
+        id: 3,
+        role: "leader".into(),
+        ..NodeView::default()
+    };
+    write_frame(&mut b, 8, &Reply::Local(view.clone()))
+        .await
+        .unwrap();
+    let (id, reply): (u64, Reply) = read_frame(&mut a).await.unwrap().unwrap();
+    assert_eq!(id, 8);
+    assert!(matches!(reply, Reply::Local(v) if v == view));
+    use tokio::io::AsyncWriteExt;
+    a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let e = read_frame::<_, Rpc>(&mut b).await.unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+    drop(a);
+    assert!(read_frame::<_, Rpc>(&mut b).await.unwrap().is_none());
+}
+
+fn queue(name: &str) -> StoredQueue {
+    StoredQueue {
+        name: name.into(),
+        durable: true,
+        auto_delete: false,
+        arguments: Default::default(),
+    }
+}
+
+#[test]
+fn a_snapshot_deletes_what_it_lacks_before_declaring_what_it_has() {
+    let binding = StoredBinding {
+        source: "amq.direct".into(),
+        destination: StoredBindingTarget::Queue("old".into()),
+        routing_key: "k".into(),
+        arguments: Default::default(),
+    };
+    let have = StoredVhost {
+        queues: vec![queue("old"), queue("kept")],
+        bindings: vec![binding.clone()],
+        ..Default::default()
+    };
+    let want = StoredVhost {
+        queues: vec![queue("kept"), queue("new")],
+        ..Default::default()
+    };
+    let mut snap = DefinitionsSnapshot::default();
+    snap.homes
+        .entry("/".into())
+        .or_default()
+        .insert("new".into(), 2);
+    let mut ops = Vec::new();
+    vhost_ops("/", &have, &want, &snap, &mut ops);
+    assert_eq!(
+        ops[..2],
+        [
+            Op::Unbind {
+                vhost: "/".into(),
+                binding
+            },
+            Op::DeleteQueue {
+                vhost: "/".into(),
+                name: "old".into()
+            },
+        ]
+    );
+    let declared: Vec<(String, u64)> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::DeclareQueue { queue, home, .. } => Some((queue.name.clone(), *home)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(declared, vec![("kept".into(), 0), ("new".into(), 2)]);
+}
