@@ -5,7 +5,8 @@
 #   - `openssl s_client` on the AMQPS port: the chain verifies, and AMQP's
 #     connection.start comes back over TLS after the protocol header;
 #   - `openssl s_client -tls1_1` is refused (TLS 1.2 and 1.3 only);
-#   - the actormq CLI declares a queue over the native TLS port (--tls --ca-file).
+#   - the actormq CLI declares a queue over the native TLS port (--tls --ca-file);
+#   - `curl --cacert` GETs /api/overview from the HTTPS management listener.
 # Usage: scripts/tls-check.sh [path/to/actormq]
 set -euo pipefail
 bin="${1:-${CARGO_TARGET_DIR:-target}/debug/actormq}"
@@ -29,21 +30,23 @@ openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
 
 ACTORMQ__SERVER__BIND=127.0.0.1:0 ACTORMQ__AMQP__BIND=127.0.0.1:0 ACTORMQ__HTTP__BIND=127.0.0.1:0 \
 ACTORMQ__SERVER__TLS_BIND=127.0.0.1:0 ACTORMQ__AMQP__TLS_BIND=127.0.0.1:0 \
+ACTORMQ__HTTP__TLS_BIND=127.0.0.1:0 \
 ACTORMQ__TLS__CERT_FILE="$dir/server.pem" ACTORMQ__TLS__KEY_FILE="$dir/server.key" \
 ACTORMQ__STORAGE__DATA_DIR="$dir/data" \
   "$bin" serve > "$dir/broker.log" 2>&1 &
 broker=$!
 
 # The listeners' ephemeral ports, from the lines `serve` prints.
-amqps="" native=""
+amqps="" native="" https=""
 for _ in $(seq 1 200); do
   amqps="$(sed -n 's/^actormq AMQPS listening on //p' "$dir/broker.log" | head -1)" || true
   native="$(sed -n 's/^actormq TLS listening on //p' "$dir/broker.log" | head -1)" || true
-  [ -n "$amqps" ] && [ -n "$native" ] && break
+  https="$(sed -n 's|^actormq management API on https://\([^/]*\)/api/$|\1|p' "$dir/broker.log" | head -1)" || true
+  [ -n "$amqps" ] && [ -n "$native" ] && grep -q '^actormq listening on' "$dir/broker.log" && break
   kill -0 "$broker" 2>/dev/null || fail "the broker exited"
   sleep 0.1
 done
-[ -n "$amqps" ] && [ -n "$native" ] || fail "no TLS listener in the log"
+[ -n "$amqps" ] && [ -n "$native" ] && [ -n "$https" ] || fail "no TLS listener in the log"
 
 # AMQPS: verified chain, then connection.start (it offers PLAIN) over TLS.
 out="$( (printf 'AMQP\000\000\011\001'; sleep 2) | timeout 20 openssl s_client -connect "$amqps" \
@@ -67,3 +70,10 @@ echo "tls-check: TLS 1.2 accepted, TLS 1.1 refused"
 "$bin" declare-queue --server "$native" --tls --ca-file "$dir/ca.pem" tls-check-queue \
   || fail "the CLI could not declare a queue over TLS"
 echo "tls-check: the CLI declared a queue over the native TLS listener"
+
+# HTTPS management: curl verifies the chain against the CA and gets the overview.
+port="${https##*:}"
+out="$(timeout 20 curl -sS --fail --cacert "$dir/ca.pem" -u guest:guest \
+  "https://localhost:$port/api/overview" 2>&1)" || fail "curl over HTTPS failed: $out"
+echo "$out" | grep -q '"management_version"\|"rabbitmq_version"' || fail "no overview over HTTPS: $out"
+echo "tls-check: curl --cacert got /api/overview from the HTTPS listener"

@@ -108,6 +108,9 @@ pub struct AmqpConnection {
     pub(super) phase: Phase,
     /// The authenticated user (set at start-ok).
     pub(super) user: String,
+    /// The user a verified client certificate names (EXTERNAL), or why it names none;
+    /// `None` without one.
+    pub(super) cert_user: Option<Result<String, String>>,
     /// Set by `connection.open`.
     pub(super) session: Option<Session>,
     /// The client announced `consumer_cancel_notify`: tell it when a queue cancels.
@@ -165,6 +168,9 @@ impl AmqpConnection {
         let local = socket.local_addr().ok();
         let stats = Arc::new(ConnectionStats::default());
         let frame_max = shared.settings.amqp.frame_max as usize;
+        let cert_user = socket
+            .peer_certificate()
+            .map(|der| crate::server::auth::cert_user(der, &shared.settings.tls));
         AmqpConnection::create(move |ctx| {
             shared.registry.register(
                 owner.0,
@@ -182,6 +188,7 @@ impl AmqpConnection {
                 peer,
                 phase: Phase::Header,
                 user: String::new(),
+                cert_user,
                 session: None,
                 cancel_notify: false,
                 blocked_notify: false,

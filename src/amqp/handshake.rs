@@ -1,5 +1,6 @@
 //! The connection handshake: start (server properties, capabilities), start-ok with
-//! PLAIN or AMQPLAIN against the front end's users, tune / tune-ok (frame_max,
+//! PLAIN or AMQPLAIN against the front end's users (or EXTERNAL, the TLS client
+//! certificate's name, on a connection that has a verified one), tune / tune-ok (frame_max,
 //! channel_max, heartbeat), open (vhost and permissions); and the connection-level
 //! methods after it (close, close-ok, update-secret).
 
@@ -83,6 +84,17 @@ fn has_capability(props: &FieldTable, name: &str) -> bool {
 }
 
 impl AmqpConnection {
+    /// The mechanisms offered: EXTERNAL first on a connection whose client certificate
+    /// was verified (as RabbitMQ's rabbitmq_auth_mechanism_ssl offers it, only there),
+    /// then PLAIN and AMQPLAIN.
+    fn mechanisms(&self) -> &'static str {
+        if self.cert_user.is_some() {
+            "EXTERNAL PLAIN AMQPLAIN"
+        } else {
+            "PLAIN AMQPLAIN"
+        }
+    }
+
     /// Sends `connection.start` (after a correct protocol header).
     pub(super) fn send_start(&mut self) {
         self.phase = Phase::Start;
@@ -92,7 +104,7 @@ impl AmqpConnection {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: server_properties(),
-                mechanisms: "PLAIN AMQPLAIN".into(),
+                mechanisms: self.mechanisms().into(),
                 locales: "en_US".into(),
             })),
         );
@@ -142,6 +154,19 @@ impl AmqpConnection {
         self.cancel_notify = has_capability(&ok.client_properties, "consumer_cancel_notify");
         self.blocked_notify = has_capability(&ok.client_properties, "connection.blocked");
         let mechanism = ok.mechanism.as_str().to_string();
+        if mechanism == crate::server::auth::EXTERNAL {
+            // No password to hash: the certificate was checked in the TLS handshake.
+            let ip = self.peer.ip();
+            match self
+                .shared
+                .users
+                .login_external(self.cert_user.as_ref(), ip)
+            {
+                Ok(user) => self.logged_in(user),
+                Err(e) => self.close_with(AmqpError::new(403, e.message().to_string()), ctx),
+            }
+            return;
+        }
         let Some((user, password)) = credentials(&mechanism, ok.response.as_bytes()) else {
             let e = if mechanism == "PLAIN" || mechanism == "AMQPLAIN" {
                 AmqpError::new(403, format!("malformed {mechanism} response"))
@@ -149,7 +174,9 @@ impl AmqpConnection {
                 AmqpError::new(
                     403,
                     format!(
-                        "unsupported authentication mechanism '{mechanism}'; use PLAIN or AMQPLAIN"
+                        "unsupported authentication mechanism '{}'; use {}",
+                        crate::error::clip(&mechanism),
+                        self.mechanisms()
                     ),
                 )
             };
@@ -176,21 +203,25 @@ impl AmqpConnection {
                         ),
                         ctx,
                     ),
-                    Ok(()) => {
-                        act.user = user;
-                        act.phase = Phase::Tune;
-                        let amqp = &act.shared.settings.amqp;
-                        let tune = conn::Tune {
-                            channel_max: amqp.channel_max,
-                            frame_max: amqp.frame_max,
-                            heartbeat: act.shared.settings.server.heartbeat_secs,
-                        };
-                        act.method(0, AMQPClass::Connection(conn::AMQPMethod::Tune(tune)));
-                    }
+                    Ok(()) => act.logged_in(user),
                 }
                 act.flush();
             },
         ));
+    }
+
+    /// Authenticated as `user`: on to tune.
+    fn logged_in(&mut self, user: String) {
+        self.user = user;
+        self.phase = Phase::Tune;
+        let amqp = &self.shared.settings.amqp;
+        let tune = conn::Tune {
+            channel_max: amqp.channel_max,
+            frame_max: amqp.frame_max,
+            heartbeat: self.shared.settings.server.heartbeat_secs,
+        };
+        self.method(0, AMQPClass::Connection(conn::AMQPMethod::Tune(tune)));
+        self.flush();
     }
 
     fn tune_ok(&mut self, t: conn::TuneOk, ctx: &mut Context<Self>) {

@@ -32,7 +32,9 @@ pub struct ConnFlags {
     /// CA certificates (PEM) the broker's certificate must chain to.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Client certificate (PEM), for a broker with `tls.verify = "peer"`.
+    /// Client certificate (PEM), for a broker with `tls.verify = "peer"`. Implies
+    /// --tls. With no password given (--password, --password-file, ACTORMQ_PASSWORD),
+    /// logs in as the user the certificate names (the EXTERNAL mechanism).
     #[arg(long, value_name = "FILE", requires = "key_file")]
     pub cert_file: Option<PathBuf>,
     /// The private key (PEM) of --cert-file.

@@ -18,7 +18,7 @@ const DEFAULT_USER: &str = "guest";
 
 /// The client's options for these flags, the password resolved (see [`password`]).
 pub fn connect_options(conn: ConnFlags) -> Result<ConnectOptions, Error> {
-    let tls = conn.tls || conn.ca_file.is_some();
+    let tls = conn.tls || conn.ca_file.is_some() || conn.cert_file.is_some();
     let port = if tls {
         actormq::client::DEFAULT_TLS_PORT
     } else {
@@ -32,7 +32,17 @@ pub fn connect_options(conn: ConnFlags) -> Result<ConnectOptions, Error> {
         .user
         .clone()
         .unwrap_or_else(|| DEFAULT_USER.to_string());
-    let password = password(&conn, &user)?;
+    // A client certificate and no password: log in as the certificate's user
+    // (EXTERNAL), as RabbitMQ's clients do with rabbitmq_auth_mechanism_ssl.
+    let external = conn.cert_file.is_some()
+        && conn.password.is_none()
+        && conn.password_file.is_none()
+        && std::env::var_os(PASSWORD_VAR).is_none();
+    let password = if external {
+        String::new()
+    } else {
+        password(&conn, &user)?
+    };
     let vhost = conn.vhost.unwrap_or_else(|| "/".to_string());
     let tls = tls.then(|| actormq::client::TlsOptions {
         ca_file: conn.ca_file.clone(),
@@ -42,6 +52,7 @@ pub fn connect_options(conn: ConnFlags) -> Result<ConnectOptions, Error> {
     });
     Ok(ConnectOptions {
         tls,
+        external,
         ..ConnectOptions::new(server)
             .credentials(user, password)
             .vhost(vhost)

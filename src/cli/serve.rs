@@ -45,6 +45,9 @@ pub fn run(config: Option<PathBuf>) -> Result<(), Error> {
         for a in server.http_addrs() {
             let _ = writeln!(out, "actormq management API on http://{a}/api/");
         }
+        for a in server.https_addrs() {
+            let _ = writeln!(out, "actormq management API on https://{a}/api/");
+        }
         let _ = writeln!(out, "actormq listening on {}", server.local_addr());
         let _ = out.flush();
     }

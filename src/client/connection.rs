@@ -342,13 +342,20 @@ async fn handshake(
         None => ClientStream::Plain(tcp),
     };
     let mut out = BytesMut::new();
+    let (user, password, mechanism) = if opts.external {
+        let external = crate::server::auth::EXTERNAL.to_string();
+        (String::new(), String::new(), Some(external))
+    } else {
+        (opts.user.clone(), opts.password.clone(), None)
+    };
     let hello = ClientFrame::Hello(Hello {
         version: PROTOCOL_VERSION,
-        user: opts.user.clone(),
-        password: opts.password.clone(),
+        user,
+        password,
         vhost: opts.vhost.clone(),
         client: opts.client_name.clone(),
         heartbeat_secs: opts.heartbeat_secs,
+        mechanism,
     });
     encode_client(&hello, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
     stream

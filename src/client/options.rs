@@ -61,6 +61,11 @@ pub struct ConnectOptions {
     /// TLS to the broker's TLS listener (`server.tls_bind`, port 5681 by convention);
     /// `None` = plain TCP. Default `None`.
     pub tls: Option<super::TlsOptions>,
+    /// Log in with the EXTERNAL mechanism: as the user the TLS client certificate
+    /// ([`TlsOptions::cert_file`](super::TlsOptions::cert_file)) names, with no
+    /// password; `user` and `password` are not sent. Needs TLS and a broker with
+    /// `tls.verify = "peer"`. Default `false`.
+    pub external: bool,
 }
 
 impl Default for ConnectOptions {
@@ -77,6 +82,7 @@ impl Default for ConnectOptions {
             max_write_buffer: 4 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             tls: None,
+            external: false,
         }
     }
 }
@@ -135,6 +141,12 @@ impl ConnectOptions {
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = user.into();
         self.password = password.into();
+        self
+    }
+
+    /// Logs in with the TLS client certificate (EXTERNAL) instead of a password.
+    pub fn external(mut self) -> Self {
+        self.external = true;
         self
     }
 

@@ -26,6 +26,11 @@ pub struct Hello {
     pub client: String,
     /// Heartbeat interval the client wants in seconds (None = the server's; 0 = off).
     pub heartbeat_secs: Option<u16>,
+    /// The login mechanism: `None` (not sent) = user and password; `"EXTERNAL"` = the
+    /// user the TLS client certificate names, `user` and `password` ignored (see
+    /// PROTOCOL.md §5.1). Last and optional, so a six-element hello stays valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mechanism: Option<String>,
 }
 
 /// A request: every operation that gets a reply. `id` is chosen by the client and named

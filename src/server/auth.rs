@@ -6,7 +6,11 @@
 //! nor which check failed (that goes to the broker's log). Failed logins slow the
 //! next attempts from the same address (`throttle`).
 
+mod external;
 mod throttle;
+
+pub(crate) use external::cert_user;
+pub use external::EXTERNAL;
 
 pub(crate) use throttle::login_slowed;
 pub use throttle::LoginThrottle;

@@ -313,6 +313,8 @@ pub struct ServerHandle {
     native_tls_addr: Option<SocketAddr>,
     /// The AMQPS listeners' addresses (`amqp.tls_bind`).
     amqps_addrs: Vec<SocketAddr>,
+    /// The HTTPS management listeners' addresses (`http.tls_bind`).
+    https_addrs: Vec<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -364,6 +366,7 @@ impl ServerHandle {
             http_addrs: Vec::new(),
             native_tls_addr: None,
             amqps_addrs: Vec::new(),
+            https_addrs: Vec::new(),
         };
         // Nothing half-started is left behind when a listener fails.
         for l in amqp {

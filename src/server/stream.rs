@@ -26,6 +26,22 @@ pub enum Stream<T> {
 /// What the broker's listeners hand a connection.
 pub type ServerStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
 
+impl ServerStream {
+    /// The client's certificate (the leaf), when the TLS listener asked for one and its
+    /// verifier accepted it (rustls keeps no unverified certificate).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t
+                .get_ref()
+                .1
+                .peer_certificates()?
+                .first()
+                .map(|c| c.as_ref()),
+        }
+    }
+}
+
 /// The reading half of a [`Stream`].
 pub enum ReadHalf<T> {
     /// Plain TCP.

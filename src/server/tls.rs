@@ -113,6 +113,21 @@ impl Tls {
         tokio_rustls::TlsAcceptor::from(config)
     }
 
+    /// A server configuration for the HTTPS listeners: the client-certificate policy
+    /// of now, and a certificate that follows every reload. actix-web takes one fixed
+    /// `ServerConfig` per listener, so the certificate is looked up per handshake in
+    /// the configuration in force ([`Following`]) instead.
+    pub(crate) fn following(self: &Arc<Self>) -> ServerConfig {
+        let mut config = (*self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+        .clone();
+        config.cert_resolver = Arc::new(Following(self.clone()));
+        config
+    }
+
     /// How long a handshake may take.
     pub(crate) fn handshake_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.settings.handshake_timeout_secs)
@@ -167,6 +182,32 @@ impl Tls {
     }
 }
 
+/// Resolves a handshake's certificate with the configuration in force now (so that a
+/// SIGHUP reload reaches listeners that hold a configuration of their own).
+#[derive(Debug)]
+struct Following(Arc<Tls>);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Following {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let config = self
+            .0
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        config.cert_resolver.resolve(hello)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +245,52 @@ mod tests {
         let e = tls.reload().unwrap_err();
         assert!(e.contains("key.pem"), "{e}");
         assert_eq!(Arc::as_ptr(&tls.current.read().unwrap()), after);
+    }
+
+    /// Runs a handshake in memory between `server` and a client trusting only
+    /// `trusted` (a PEM certificate); true when it completes.
+    fn handshake_trusting(server: ServerConfig, trusted: &Path) -> bool {
+        let roots = load_roots(trusted).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            if s.read_tls(&mut &buf[..]).is_err() || s.process_new_packets().is_err() {
+                return false;
+            }
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            if c.read_tls(&mut &buf[..]).is_err() || c.process_new_packets().is_err() {
+                return false;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return true;
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn a_following_configuration_presents_the_reloaded_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cert(dir.path(), "first");
+        let first = dir.path().join("first.pem");
+        std::fs::copy(dir.path().join("cert.pem"), &first).unwrap();
+        let tls = Arc::new(Tls::load(&settings(dir.path())).unwrap());
+        let https = tls.following();
+        assert!(handshake_trusting(https.clone(), &first));
+        write_cert(dir.path(), "second");
+        tls.reload().unwrap();
+        // The listener's configuration was made before the reload, and yet:
+        assert!(!handshake_trusting(https.clone(), &first));
+        assert!(handshake_trusting(https, &dir.path().join("cert.pem")));
     }
 
     #[test]

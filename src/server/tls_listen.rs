@@ -1,5 +1,6 @@
 //! Opening the TLS listeners: the native protocol over TLS (`server.tls_bind`,
-//! conventionally port 5681) and AMQPS (`amqp.tls_bind`, port 5671), on a front end
+//! conventionally port 5681), AMQPS (`amqp.tls_bind`, port 5671) and the management
+//! API over HTTPS (`http.tls_bind`, port 15671; see `http`), on a front end
 //! whose `[tls]` section names a certificate and key.
 
 use super::{bind, bind_amqp, listener, prepare, FrontEnd, ServerError, ServerHandle};
@@ -12,25 +13,31 @@ use std::sync::Arc;
 pub(super) struct TlsBinds {
     native: Option<String>,
     amqp: Vec<String>,
+    http: Vec<String>,
+}
+
+/// The non-blank addresses of a list setting.
+fn addresses(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 impl TlsBinds {
     pub(super) fn of(settings: &Settings) -> TlsBinds {
         let native = Some(settings.server.tls_bind.trim().to_string()).filter(|a| !a.is_empty());
-        let amqp = settings
-            .amqp
-            .tls_bind
-            .iter()
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        TlsBinds { native, amqp }
+        TlsBinds {
+            native,
+            amqp: addresses(&settings.amqp.tls_bind),
+            http: addresses(&settings.http.tls_bind),
+        }
     }
 }
 
 impl FrontEnd {
     /// The TLS configuration, or the error saying none is configured.
-    fn tls(&self) -> Result<Arc<super::tls::Tls>, ServerError> {
+    pub(super) fn tls(&self) -> Result<Arc<super::tls::Tls>, ServerError> {
         let tls = self.shared.tls.clone().ok_or_else(|| {
             ServerError::Tls("a TLS listener needs tls.cert_file and tls.key_file".into())
         })?;
@@ -102,12 +109,21 @@ impl ServerHandle {
             let addr = self.front.listen_amqp_tls(l)?;
             self.amqps_addrs.push(addr);
         }
+        for addr in &binds.http {
+            let addr = self.front.listen_https(bind(addr)?)?;
+            self.https_addrs.push(addr);
+        }
         Ok(())
     }
 
     /// The native TLS listener's address (`server.tls_bind`; `None` when off).
     pub fn native_tls_addr(&self) -> Option<SocketAddr> {
         self.native_tls_addr
+    }
+
+    /// The HTTPS management listeners' addresses (`http.tls_bind`; empty when off).
+    pub fn https_addrs(&self) -> &[SocketAddr] {
+        &self.https_addrs
     }
 
     /// The AMQPS listeners' addresses (`amqp.tls_bind`; empty when off).

@@ -18,7 +18,13 @@ const ENV_PREFIX: &str = "ACTORMQ__";
 /// Separator of the key path in an override's name.
 const ENV_SEPARATOR: &str = "__";
 /// Keys whose override is a comma-separated list.
-const LIST_KEYS: &[&str] = &["broker.vhosts", "amqp.bind", "amqp.tls_bind", "http.bind"];
+const LIST_KEYS: &[&str] = &[
+    "broker.vhosts",
+    "amqp.bind",
+    "amqp.tls_bind",
+    "http.bind",
+    "http.tls_bind",
+];
 
 /// Parses `source` (`(origin, text)`, the origin, when not empty, naming the file in
 /// errors; `None` = no file),

@@ -9,7 +9,7 @@ mod load;
 mod tls;
 
 pub use load::load_users_file;
-pub use tls::{TlsSettings, TlsVerify};
+pub use tls::{CertLoginFrom, SanType, TlsSettings, TlsVerify};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -122,12 +122,16 @@ pub struct HttpSettings {
     /// Addresses to listen on; empty = no HTTP listener. Blank entries are ignored (so
     /// `ACTORMQ__HTTP__BIND=` turns it off).
     pub bind: Vec<String>,
+    /// Addresses of the same API over TLS (HTTPS, RabbitMQ's port 15671), with the
+    /// `[tls]` certificate; empty = none.
+    pub tls_bind: Vec<String>,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         HttpSettings {
             bind: vec!["127.0.0.1:15672".to_string()],
+            tls_bind: Vec::new(),
         }
     }
 }
@@ -352,10 +356,12 @@ impl Settings {
         Ok(settings)
     }
 
-    /// True when a TLS listener is configured (`server.tls_bind` or `amqp.tls_bind`).
+    /// True when a TLS listener is configured (`server.tls_bind`, `amqp.tls_bind` or
+    /// `http.tls_bind`).
     pub fn tls_enabled(&self) -> bool {
         !self.server.tls_bind.trim().is_empty()
             || self.amqp.tls_bind.iter().any(|a| !a.trim().is_empty())
+            || self.http.tls_bind.iter().any(|a| !a.trim().is_empty())
     }
 
     /// Checks values serde cannot.

@@ -1,5 +1,5 @@
 //! `[tls]`: the certificate, key and client-certificate policy shared by every TLS
-//! listener (`server.tls_bind`, `amqp.tls_bind`), as RabbitMQ's `ssl_options` are shared
+//! listener (`server.tls_bind`, `amqp.tls_bind`, `http.tls_bind`), as RabbitMQ's `ssl_options` are shared
 //! by its listeners. Read from PEM files at start-up and again on SIGHUP.
 
 use super::SettingsError;
@@ -24,6 +24,15 @@ pub struct TlsSettings {
     pub fail_if_no_peer_cert: bool,
     /// Seconds a client has to finish the TLS handshake before the socket is dropped.
     pub handshake_timeout_secs: u64,
+    /// Which name of a verified client certificate the EXTERNAL mechanism logs in as
+    /// (RabbitMQ's `ssl_cert_login_from`).
+    pub cert_login_from: CertLoginFrom,
+    /// With `cert_login_from = "subject_alternative_name"`: the kind of SAN (RabbitMQ's
+    /// `ssl_cert_login_san_type`).
+    pub cert_login_san_type: SanType,
+    /// With `cert_login_from = "subject_alternative_name"`: which SAN of that kind,
+    /// from 0 (RabbitMQ's `ssl_cert_login_san_index`).
+    pub cert_login_san_index: usize,
 }
 
 impl Default for TlsSettings {
@@ -35,8 +44,33 @@ impl Default for TlsSettings {
             verify: TlsVerify::None,
             fail_if_no_peer_cert: false,
             handshake_timeout_secs: 10,
+            cert_login_from: CertLoginFrom::CommonName,
+            cert_login_san_type: SanType::Dns,
+            cert_login_san_index: 0,
         }
     }
+}
+
+/// `tls.cert_login_from`: the certificate name a user is taken from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CertLoginFrom {
+    /// The subject's common name (CN).
+    CommonName,
+    /// A subject alternative name (see `cert_login_san_type`).
+    SubjectAlternativeName,
+}
+
+/// `tls.cert_login_san_type`: the kind of subject alternative name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SanType {
+    /// A DNS name.
+    Dns,
+    /// An e-mail address (rfc822Name).
+    Email,
+    /// A URI.
+    Uri,
 }
 
 /// `tls.verify`: RabbitMQ's `verify_none` / `verify_peer`.
@@ -62,7 +96,7 @@ impl TlsSettings {
         }
         if self.cert_file.is_none() || self.key_file.is_none() {
             return Err(SettingsError(
-                "tls.cert_file and tls.key_file are needed when server.tls_bind or amqp.tls_bind is set".into(),
+                "tls.cert_file and tls.key_file are needed when server.tls_bind, amqp.tls_bind or http.tls_bind is set".into(),
             ));
         }
         if self.verify == TlsVerify::Peer && self.ca_file.is_none() {

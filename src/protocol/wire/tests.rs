@@ -32,6 +32,7 @@ fn every_client_frame_round_trips() {
             vhost: "/".into(),
             client: "t".into(),
             heartbeat_secs: Some(10),
+            mechanism: None,
         }),
         publish(b"hello"),
         ClientFrame::Request(Request {
@@ -426,4 +427,32 @@ fn the_seq_of_a_refused_publish_is_read_without_decoding_it() {
     encode_client(&ClientFrame::Heartbeat, &mut out).unwrap();
     let heartbeat = take_frame(&mut out, 1 << 20).unwrap().unwrap();
     assert_eq!(publish_seq(&heartbeat), None);
+}
+
+#[test]
+fn a_hello_names_its_mechanism_only_when_it_has_one() {
+    let plain = Hello {
+        version: 1,
+        user: "u".into(),
+        password: "p".into(),
+        vhost: "/".into(),
+        client: "t".into(),
+        heartbeat_secs: None,
+        mechanism: None,
+    };
+    let mut out = BytesMut::new();
+    encode_client(&ClientFrame::Hello(plain.clone()), &mut out).unwrap();
+    let six = out.clone();
+    let external = Hello {
+        mechanism: Some("EXTERNAL".into()),
+        ..plain.clone()
+    };
+    let mut out = BytesMut::new();
+    encode_client(&ClientFrame::Hello(external.clone()), &mut out).unwrap();
+    assert!(out.len() > six.len(), "the seventh element is sent");
+    let frame = |b: &BytesMut| crate::protocol::frame::take_frame(&mut b.clone(), 1 << 20);
+    let f = frame(&six).unwrap().unwrap();
+    assert_eq!(decode_client(&f).unwrap(), ClientFrame::Hello(plain));
+    let f = frame(&out).unwrap().unwrap();
+    assert_eq!(decode_client(&f).unwrap(), ClientFrame::Hello(external));
 }

@@ -90,6 +90,9 @@ pub struct Connection {
     held_credits: Vec<Credit>,
     /// Counters the connection registry reads when an operator lists connections.
     stats: Arc<ConnectionStats>,
+    /// The user a verified TLS client certificate names (EXTERNAL), or why it names
+    /// none; `None` without one.
+    cert_user: Option<Result<String, String>>,
 }
 
 /// Most messages in one `Publish` batch: big enough to amortise the hop, small enough
@@ -121,6 +124,9 @@ impl Connection {
         let stats = Arc::new(ConnectionStats::default());
         let registry = shared.clone();
         let st = stats.clone();
+        let cert_user = socket
+            .peer_certificate()
+            .map(|der| crate::server::auth::cert_user(der, &shared.settings.tls));
         Connection::create(move |ctx| {
             registry.registry.register(
                 owner.0,
@@ -148,6 +154,7 @@ impl Connection {
                 span: tracing::info_span!("conn", id = owner.0, %peer),
                 held_credits: Vec::new(),
                 stats,
+                cert_user,
             }
         })
     }
@@ -260,6 +267,14 @@ impl Connection {
                         // The version first (PROTOCOL.md §2.2): a client of another
                         // version is told so whatever its credentials.
                         if !self.version_ok(&h, ctx) {
+                            return;
+                        }
+                        if h.mechanism.is_some() {
+                            // EXTERNAL: the certificate was checked in the TLS
+                            // handshake; no password to hash, nothing to wait for.
+                            if self.external_hello(h, ctx) {
+                                self.on_frames(frames, i + 1, ctx);
+                            }
                             return;
                         }
                         // The password hash check costs about a millisecond of CPU:

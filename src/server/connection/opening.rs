@@ -27,6 +27,36 @@ impl Connection {
         false
     }
 
+    /// A hello asking for a login mechanism (PROTOCOL.md §5.1): EXTERNAL logs in as
+    /// the user the verified client certificate names, then opens the session as
+    /// [`hello`](Self::hello) does; false (and the connection closing) otherwise.
+    pub(super) fn external_hello(&mut self, mut h: Hello, ctx: &mut Context<Self>) -> bool {
+        let mechanism = h.mechanism.as_deref().unwrap_or_default();
+        if mechanism != crate::server::auth::EXTERNAL {
+            let m = format!(
+                "unsupported authentication mechanism '{}'; use EXTERNAL, or none for user and password",
+                clip(mechanism)
+            );
+            self.fatal(ErrorCode::AccessRefused, m, ctx);
+            return false;
+        }
+        let ip = self.peer.ip();
+        match self
+            .shared
+            .users
+            .login_external(self.cert_user.as_ref(), ip)
+        {
+            Ok(user) => {
+                h.user = user;
+                self.hello(h, ctx)
+            }
+            Err(e) => {
+                self.fatal(e.code(), e.message().to_string(), ctx);
+                false
+            }
+        }
+    }
+
     /// Opens the session after a successful login (the version was checked before):
     /// vhost, permissions, heartbeats, Welcome.
     pub(super) fn hello(&mut self, h: Hello, ctx: &mut Context<Self>) -> bool {

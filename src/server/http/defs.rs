@@ -115,10 +115,12 @@ pub(crate) fn created_or_updated(existed: bool) -> HttpResponse {
 }
 
 fn user_json(u: &UserDefinition) -> Value {
+    // In the form the definitions export writes (a RabbitMQ hash as RabbitMQ shows it).
+    let (hash, algorithm) = crate::definitions::format::export_hash(&u.password_hash);
     json!({
         "name": u.name,
-        "password_hash": u.password_hash,
-        "hashing_algorithm": "pbkdf2_sha256_phc",
+        "password_hash": hash,
+        "hashing_algorithm": algorithm,
         "tags": u.tags,
         "limits": {},
     })
@@ -180,8 +182,12 @@ impl Tags {
 struct UserBody {
     /// A clear-text password (hashed here, never kept).
     password: Option<String>,
-    /// A PHC string made by `actormq hash-password`.
+    /// A PHC string made by `actormq hash-password`, or a RabbitMQ hash (base64 of
+    /// salt and SHA-256) with `hashing_algorithm`.
     password_hash: Option<String>,
+    /// `rabbit_password_hashing_sha256` (RabbitMQ's default, also taken when a
+    /// non-PHC hash comes without it) or `pbkdf2_sha256_phc`.
+    hashing_algorithm: Option<String>,
     /// The user's tags.
     tags: Option<Tags>,
 }
@@ -199,12 +205,14 @@ async fn put_user(
     let password_hash = match (b.password, b.password_hash) {
         (Some(p), None) => hash_password(&p),
         (None, Some(h)) => {
-            if PasswordHash::new(&h).is_err() {
-                return Err(ApiError::bad_request(
-                    "password_hash must be a PHC string (make one with `actormq hash-password`)",
-                ));
-            }
-            h
+            // As RabbitMQ: a hash without an algorithm is in the broker's default
+            // one, RabbitMQ's salted SHA-256 (ours when it is a PHC string).
+            let algorithm = b.hashing_algorithm.as_deref().or_else(|| {
+                PasswordHash::new(&h)
+                    .is_err()
+                    .then_some(crate::definitions::format::RABBIT_SHA256)
+            });
+            crate::definitions::format::import_hash(&h, algorithm).map_err(ApiError::bad_request)?
         }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(

@@ -51,7 +51,24 @@ impl FrontEnd {
     /// Serves the management HTTP API and `/metrics` on `listener` (already bound) until
     /// [`stop`](Self::stop); returns the address it listens on.
     pub fn listen_http(&self, listener: std::net::TcpListener) -> Result<SocketAddr, ServerError> {
+        self.serve_http(listener, None)
+    }
+
+    /// Serves the same API over TLS (HTTPS) on `listener`, with the `[tls]` certificate
+    /// (re-read on SIGHUP, as for the other TLS listeners); a TLS error if `[tls]`
+    /// names no certificate.
+    pub fn listen_https(&self, listener: std::net::TcpListener) -> Result<SocketAddr, ServerError> {
+        let tls = self.tls()?;
+        self.serve_http(listener, Some(tls.following()))
+    }
+
+    fn serve_http(
+        &self,
+        listener: std::net::TcpListener,
+        tls: Option<tokio_rustls::rustls::ServerConfig>,
+    ) -> Result<SocketAddr, ServerError> {
         let addr = prepare(&listener)?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let api = Api {
             shared: self.shared.clone(),
             rates: Arc::default(),
@@ -67,15 +84,18 @@ impl FrontEnd {
         .workers(1)
         // The broker handles SIGINT / SIGTERM (FrontEnd::stop stops this server).
         .disable_signals()
-        .shutdown_timeout(self.shared.settings.broker.shutdown_timeout_secs)
-        .listen(listener)
+        .shutdown_timeout(self.shared.settings.broker.shutdown_timeout_secs);
+        let server = match tls {
+            None => server.listen(listener),
+            Some(config) => server.listen_rustls_0_23(listener, config),
+        }
         .map_err(|source| ServerError::Bind {
             addr: addr.to_string(),
             source,
         })?
         .run();
         self.shared.lock_http().push(server.handle());
-        self.shared.record_listener("http", addr);
+        self.shared.record_listener(scheme, addr);
         // The server future starts the accept thread and the worker, on the broker's
         // System (the worker becomes one of its arbiters), and ends when stopped.
         self.shared
@@ -87,7 +107,7 @@ impl FrontEnd {
                     tracing::error!(error = %e, "management HTTP server failed");
                 }
             });
-        tracing::info!(%addr, "management HTTP API listening");
+        tracing::info!(%addr, scheme, "management HTTP API listening");
         Ok(addr)
     }
 }

@@ -166,6 +166,7 @@ impl Raw {
             vhost: "/".into(),
             client: "flow-bound".into(),
             heartbeat_secs: Some(0),
+            mechanism: None,
         }))
         .await;
         r.next_frame().await;

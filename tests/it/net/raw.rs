@@ -26,6 +26,7 @@ pub(super) fn hello(user: &str, password: &str) -> ClientFrame<'static> {
         vhost: "/".into(),
         client: "raw-test".into(),
         heartbeat_secs: None,
+        mechanism: None,
     })
 }
 

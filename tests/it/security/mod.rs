@@ -1,7 +1,10 @@
-//! Security: TLS on the native and AMQP listeners (certificates made in the test with
-//! rcgen), connection limits, and the refusals of failed logins.
+//! Security: TLS on the native, AMQP and HTTP listeners (certificates made in the test
+//! with rcgen), the EXTERNAL mechanism, limits, and the refusals of failed logins.
 
 pub(crate) mod amqp_raw;
+mod external;
+mod https;
 mod limits;
 mod pki;
 mod tls;
+mod user_hash;

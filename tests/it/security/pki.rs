@@ -34,8 +34,9 @@ fn leaf(ca: &Ca, cn: &str, names: &[&str]) -> (String, String) {
 }
 
 impl Pki {
-    /// Makes the files: ca.pem, server.pem/.key, client.pem/.key, other-ca.pem,
-    /// stranger.pem/.key (a client certificate of the other CA).
+    /// Makes the files: ca.pem, server.pem/.key, client.pem/.key (CN "app"),
+    /// ghost.pem/.key (CN "ghost"), other-ca.pem, stranger.pem/.key (a client
+    /// certificate of the other CA).
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
@@ -49,6 +50,10 @@ impl Pki {
         let (c, k) = leaf(&ours, "app", &["app"]);
         write("client.pem", &c);
         write("client.key", &k);
+        // A certificate of our CA for a user the broker does not have (EXTERNAL).
+        let (c, k) = leaf(&ours, "ghost", &["ghost"]);
+        write("ghost.pem", &c);
+        write("ghost.key", &k);
         let (c, k) = leaf(&other, "stranger", &["stranger"]);
         write("stranger.pem", &c);
         write("stranger.key", &k);
@@ -66,4 +71,40 @@ impl Pki {
         s.tls.cert_file = Some(self.path("server.pem"));
         s.tls.key_file = Some(self.path("server.key"));
     }
+}
+
+/// A tokio-rustls client trusting this PKI's CA, with the client certificate `name`
+/// (`name.pem` / `name.key`) when given: for protocols the crate's client does not
+/// speak (AMQP, HTTPS).
+pub fn connector(pki: &Pki, name: Option<&str>) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    #[allow(deprecated)] // ring: the provider the broker uses
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match name {
+        None => builder.with_no_client_auth(),
+        Some(n) => {
+            let certs = CertificateDer::pem_file_iter(pki.path(&format!("{n}.pem")))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{n}.key"))).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+    };
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The name the server certificate is for.
+pub fn localhost() -> rustls_pki_types::ServerName<'static> {
+    rustls_pki_types::ServerName::try_from("localhost").unwrap()
 }
