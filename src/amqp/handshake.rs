@@ -270,10 +270,11 @@ impl AmqpConnection {
             return;
         }
         let limits = &self.shared.settings.server;
-        if let Err(m) = self
-            .shared
-            .registry
-            .opened(self.owner.0, &self.user, &vhost, limits)
+        let vhost_limit = self.shared.broker.vhost_limits(&vhost).max_connections;
+        if let Err(m) =
+            self.shared
+                .registry
+                .opened(self.owner.0, &self.user, &vhost, limits, vhost_limit)
         {
             tracing::warn!(peer = %self.peer, "AMQP connection refused: {m}");
             self.close_with(AmqpError::new(530, m), ctx);

@@ -44,6 +44,8 @@ pub struct BrokerContext {
     /// The cluster this broker is a node of (definitions changes go through its log);
     /// `None` on a single node.
     pub cluster: Option<Arc<dyn crate::cluster::ClusterHook>>,
+    /// The broker-wide definitions, for the vhost limits registries check.
+    pub definitions: crate::definitions::SharedDefinitions,
 }
 
 impl BrokerContext {
@@ -71,6 +73,34 @@ impl BrokerContext {
             durability: Arc::new(Durability::disabled()),
             transient_durables: false,
             cluster: None,
+            definitions: Arc::default(),
+        }
+    }
+
+    /// The context reading vhost limits from `definitions`.
+    pub fn with_definitions(mut self, definitions: crate::definitions::SharedDefinitions) -> Self {
+        self.definitions = definitions;
+        self
+    }
+
+    /// Refuses a new queue in `vhost` when it has `queues` already and its `max-queues`
+    /// limit says no more, in RabbitMQ's words (PRECONDITION_FAILED).
+    pub fn admit_queue(&self, vhost: &str, queues: usize, name: &str) -> Result<(), BrokerError> {
+        let limits = self
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .vhost_limits(vhost);
+        match limits.max_queues {
+            Some(max) if queues >= max as usize => {
+                tracing::warn!(vhost, queue = %crate::error::clip(name), max, "queue refused: vhost queue limit reached");
+                Err(BrokerError::precondition(format!(
+                    "cannot declare queue '{}': queue limit in vhost '{}' ({max}) is reached",
+                    crate::error::clip(name),
+                    crate::error::clip(vhost)
+                )))
+            }
+            _ => Ok(()),
         }
     }
 

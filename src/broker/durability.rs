@@ -246,7 +246,8 @@ impl Durability {
             .map(UserDefinition::from);
         Some(
             BrokerDefinitions::new(meta.snapshot.vhosts.keys().cloned(), users)
-                .with_users_seeded(meta.snapshot.users_seeded),
+                .with_users_seeded(meta.snapshot.users_seeded)
+                .with_limits(meta.snapshot.vhost_limits.clone()),
         )
     }
 
@@ -260,6 +261,7 @@ impl Durability {
         snapshot.seeded = true;
         snapshot.users_seeded = defs.users_seeded();
         snapshot.users = defs.stored_users();
+        snapshot.vhost_limits = defs.all_vhost_limits().clone();
         snapshot.vhosts.retain(|v, _| defs.has_vhost(v));
         for v in defs.vhosts() {
             snapshot.vhosts.entry(v.clone()).or_default();

@@ -263,6 +263,8 @@ impl BrokerBuilder {
             }
         };
         let vhost_names: Vec<String> = definitions.vhosts().cloned().collect();
+        let definitions = Arc::new(RwLock::new(definitions));
+        let shared_definitions = definitions.clone();
         let thread = std::thread::Builder::new()
             .name("actormq-system".into())
             .spawn(move || {
@@ -282,7 +284,8 @@ impl BrokerBuilder {
                         )
                         .with_durability(durability)
                         .with_transient_durables(transient_durables)
-                        .with_cluster(cluster),
+                        .with_cluster(cluster)
+                        .with_definitions(shared_definitions),
                     );
                     let vhosts: HashMap<String, Addr<Registry>> = vhost_names
                         .iter()
@@ -301,7 +304,7 @@ impl BrokerBuilder {
         Ok(BrokerHandle {
             inner: Arc::new(HandleInner {
                 shutdown_timeout: std::time::Duration::from_secs(shutdown_timeout_secs),
-                definitions: Arc::new(RwLock::new(definitions)),
+                definitions,
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 stopped: tokio::sync::watch::channel(false).0,
                 system,

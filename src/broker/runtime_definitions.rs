@@ -237,3 +237,55 @@ impl BrokerHandle {
         }
     }
 }
+
+/// Virtual host limits (RabbitMQ's `vhost-limits`: see [`crate::definitions::limits`]).
+impl BrokerHandle {
+    /// The limits of `vhost` (all `None` when it has none).
+    pub fn vhost_limits(&self, vhost: &str) -> crate::definitions::VhostLimits {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .vhost_limits(vhost)
+    }
+
+    /// Every virtual host that has limits, with them.
+    pub fn all_vhost_limits(&self) -> Vec<(String, crate::definitions::VhostLimits)> {
+        let defs = self
+            .inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let all = defs.all_vhost_limits();
+        all.iter().map(|(v, l)| (v.clone(), *l)).collect()
+    }
+
+    /// Replaces the limits of `vhost` (empty ones clear them); saved before it is
+    /// answered. They apply to the next connection and the next queue declared:
+    /// nothing open or declared already is closed or deleted, as in RabbitMQ.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// use actormq::definitions::VhostLimits;
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// let one = VhostLimits { max_queues: Some(1), ..Default::default() };
+    /// broker.set_vhost_limits("/", one).await?;
+    /// let session = broker.session();
+    /// session.declare_queue("a", &actormq::QueueOptions::new()).await?;
+    /// let e = session.declare_queue("b", &actormq::QueueOptions::new()).await.unwrap_err();
+    /// assert!(e.message().contains("queue limit in vhost '/' (1) is reached"));
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_vhost_limits(
+        &self,
+        vhost: &str,
+        limits: crate::definitions::VhostLimits,
+    ) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::SetVhostLimits {
+            vhost: vhost.to_string(),
+            limits,
+        };
+        self.change(cmd, |_| {}).await
+    }
+}

@@ -66,6 +66,11 @@ pub enum Op {
     SetPermissions { user: String, vhost: String },
     /// Takes a virtual host away from a user.
     ClearPermissions { user: String, vhost: String },
+    /// Replaces a virtual host's limits (last: older logs decode unchanged).
+    SetVhostLimits {
+        vhost: String,
+        limits: crate::definitions::VhostLimits,
+    },
 }
 
 impl Op {
@@ -78,6 +83,7 @@ impl Op {
             BrokerCommand::DeleteUser(u) => Op::DeleteUser(u),
             BrokerCommand::SetPermissions { user, vhost } => Op::SetPermissions { user, vhost },
             BrokerCommand::ClearPermissions { user, vhost } => Op::ClearPermissions { user, vhost },
+            BrokerCommand::SetVhostLimits { vhost, limits } => Op::SetVhostLimits { vhost, limits },
         }
     }
 
@@ -90,6 +96,7 @@ impl Op {
             Op::DeleteUser(u) => BrokerCommand::DeleteUser(u),
             Op::SetPermissions { user, vhost } => BrokerCommand::SetPermissions { user, vhost },
             Op::ClearPermissions { user, vhost } => BrokerCommand::ClearPermissions { user, vhost },
+            Op::SetVhostLimits { vhost, limits } => BrokerCommand::SetVhostLimits { vhost, limits },
             _ => return None,
         })
     }

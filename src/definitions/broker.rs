@@ -72,6 +72,13 @@ pub enum BrokerCommand {
         /// The virtual host.
         vhost: String,
     },
+    /// Replaces a virtual host's limits (empty ones clear them all).
+    SetVhostLimits {
+        /// The virtual host.
+        vhost: String,
+        /// Its limits from now on.
+        limits: super::VhostLimits,
+    },
 }
 
 /// The broker-wide definitions.
@@ -84,6 +91,8 @@ pub struct BrokerDefinitions {
     /// The settings' users were seeded once: never again, even when every user has
     /// been deleted since (as RabbitMQ creates its default user on first boot only).
     users_seeded: bool,
+    /// Limits of the virtual hosts that have any.
+    limits: BTreeMap<String, super::VhostLimits>,
 }
 
 fn valid_vhost(name: &str) -> bool {
@@ -100,6 +109,7 @@ impl BrokerDefinitions {
             vhosts: vhosts.into_iter().collect(),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             users_seeded: false,
+            limits: BTreeMap::new(),
         }
     }
 
@@ -107,6 +117,22 @@ impl BrokerDefinitions {
     pub fn with_users_seeded(mut self, seeded: bool) -> Self {
         self.users_seeded = seeded;
         self
+    }
+
+    /// With these vhost limits (restored from the metadata snapshot).
+    pub fn with_limits(mut self, limits: BTreeMap<String, super::VhostLimits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits of `vhost` (none set: all `None`).
+    pub fn vhost_limits(&self, vhost: &str) -> super::VhostLimits {
+        self.limits.get(vhost).copied().unwrap_or_default()
+    }
+
+    /// Every virtual host that has limits, with them.
+    pub fn all_vhost_limits(&self) -> &BTreeMap<String, super::VhostLimits> {
+        &self.limits
     }
 
     /// True once the settings' users have been seeded.
@@ -183,6 +209,10 @@ impl BrokerDefinitions {
                 }
                 Ok(())
             }
+            BrokerCommand::SetVhostLimits { vhost, .. } if !self.vhosts.contains(vhost) => {
+                Err(no_vhost(vhost))
+            }
+            BrokerCommand::SetVhostLimits { .. } => Ok(()),
         }
     }
 
@@ -196,6 +226,7 @@ impl BrokerDefinitions {
                 for u in self.users.values_mut() {
                     u.vhosts.remove(&v);
                 }
+                self.limits.remove(&v);
                 self.vhosts.remove(&v)
             }
             BrokerCommand::PutUser(u) => self.users.insert(u.name.clone(), u.clone()) != Some(u),
@@ -208,6 +239,12 @@ impl BrokerDefinitions {
                 .users
                 .get_mut(&user)
                 .is_some_and(|u| u.vhosts.remove(&vhost)),
+            BrokerCommand::SetVhostLimits { vhost, limits } if limits.is_empty() => {
+                self.limits.remove(&vhost).is_some()
+            }
+            BrokerCommand::SetVhostLimits { vhost, limits } => {
+                self.limits.insert(vhost, limits) != Some(limits)
+            }
         })
     }
 

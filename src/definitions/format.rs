@@ -56,7 +56,8 @@ pub struct DefinitionsFile {
     /// Topic permissions (none here; RabbitMQ's are ignored on import).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic_permissions: Option<Vec<Value>>,
-    /// Runtime parameters (none here; ignored on import).
+    /// Runtime parameters: the `vhost-limits` ones are read and written (see
+    /// [`super::limits`]); others are ignored on import.
     pub parameters: Vec<Value>,
     /// Global parameters (none here; ignored on import).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -17,12 +17,14 @@
 mod broker;
 mod command;
 pub mod format;
+pub mod limits;
 pub mod policy;
 #[cfg(test)]
 mod tests;
 pub mod transfer;
 
 pub use broker::{BrokerCommand, BrokerDefinitions, UserDefinition};
+pub use limits::VhostLimits;
 pub use policy::{ApplyTo, Effective, Policy, PolicyKind};
 
 /// The broker's definitions, shared between the broker handle (which changes them by

@@ -114,6 +114,31 @@ pub fn export_broker(file: &mut DefinitionsFile, broker: &BrokerDefinitions) {
     );
     file.topic_permissions = Some(Vec::new());
     file.global_parameters = Some(Vec::new());
+    for (vhost, limits) in broker.all_vhost_limits() {
+        file.parameters.push(serde_json::json!({
+            "vhost": vhost,
+            "component": super::limits::COMPONENT,
+            "name": "limits",
+            "value": limits.to_json(),
+        }));
+    }
+}
+
+/// The vhost limits of a file's `parameters` (RabbitMQ's component `vhost-limits`), as
+/// commands; other parameters are not read.
+fn limit_commands(parameters: &[serde_json::Value]) -> Result<Vec<BrokerCommand>, BrokerError> {
+    let mut out = Vec::new();
+    for p in parameters {
+        if p["component"] != super::limits::COMPONENT {
+            continue;
+        }
+        let vhost = p["vhost"].as_str().unwrap_or_default().to_string();
+        let what = format!("vhost-limits of vhost '{}'", crate::error::clip(&vhost));
+        let limits =
+            super::VhostLimits::from_json(&p["value"]).map_err(|e| refused(what.clone(), e))?;
+        out.push(BrokerCommand::SetVhostLimits { vhost, limits });
+    }
+    Ok(out)
 }
 
 /// What an import amounts to: broker-wide commands first, then each vhost's.
@@ -188,6 +213,17 @@ pub fn plan(
                 user: p.user.clone(),
                 vhost: p.vhost.clone(),
             };
+            b.check(&cmd).map_err(|e| refused(what, e))?;
+            b.apply(cmd.clone()).expect("checked");
+            out.broker.push(cmd);
+        }
+    }
+    if into.is_none() {
+        for cmd in limit_commands(&file.parameters)? {
+            let BrokerCommand::SetVhostLimits { vhost, .. } = &cmd else {
+                unreachable!("limit commands only");
+            };
+            let what = format!("vhost-limits of vhost '{}'", crate::error::clip(vhost));
             b.check(&cmd).map_err(|e| refused(what, e))?;
             b.apply(cmd.clone()).expect("checked");
             out.broker.push(cmd);

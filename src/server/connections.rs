@@ -171,13 +171,20 @@ impl Connections {
         user: &str,
         vhost: &str,
         limits: &crate::settings::ServerSettings,
+        vhost_limit: Option<u32>,
     ) -> Result<(), String> {
         let mut by_id = self.lock();
         let (per_vhost, per_user) = (
             limits.max_connections_per_vhost,
             limits.max_connections_per_user,
         );
-        if per_vhost > 0 {
+        // The vhost's own `max-connections` (0 included: no connection) overrides the
+        // broker-wide default, where 0 means no limit.
+        let per_vhost = match vhost_limit {
+            Some(n) => Some(n as usize),
+            None => (per_vhost > 0).then_some(per_vhost),
+        };
+        if let Some(per_vhost) = per_vhost {
             let n = by_id.values().filter(|e| e.vhost == vhost).count();
             if n >= per_vhost {
                 return Err(format!(

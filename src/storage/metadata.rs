@@ -157,6 +157,9 @@ pub struct MetadataSnapshot {
     /// when every user has been deleted.
     #[serde(default)]
     pub users_seeded: bool,
+    /// Virtual host limits (`max-connections`, `max-queues`), of the vhosts that have any.
+    #[serde(default)]
+    pub vhost_limits: BTreeMap<String, crate::definitions::VhostLimits>,
 }
 
 /// Reads the snapshot in `data_dir`; a missing file is an empty snapshot, a damaged

@@ -90,6 +90,8 @@ impl Registry {
                 server_named,
             };
             self.defs.check(&cmd)?;
+            let queues = self.defs.queues().count();
+            self.ctx.admit_queue(&self.vhost, queues, &spec.name)?;
             // Exclusive queues are never stored: durable or not, they go with their owner.
             if spec.durable && !spec.exclusive {
                 self.ctx.admit_durable("queue", &spec.name)?;

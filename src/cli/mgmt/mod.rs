@@ -261,6 +261,22 @@ pub enum MgmtCommand {
         #[arg(long)]
         operator: bool,
     },
+    /// Set the limits of --vhost [default: /] as rabbitmqctl set_vhost_limits does: a
+    /// JSON object such as `'{"max-connections": 100, "max-queues": 500}'` that replaces
+    /// them (a limit it does not name is cleared; a negative value is no limit).
+    SetVhostLimits {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+        /// The limits, a JSON object.
+        definition: String,
+    },
+    /// Clear every limit of --vhost [default: /] (rabbitmqctl clear_vhost_limits).
+    ClearVhostLimits {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+    },
 }
 
 impl MgmtCommand {
@@ -281,7 +297,9 @@ impl MgmtCommand {
             | MgmtCommand::SetPolicy { flags, .. }
             | MgmtCommand::AddSuperStream { flags, .. }
             | MgmtCommand::DeleteSuperStream { flags, .. }
-            | MgmtCommand::ClearPolicy { flags, .. } => flags,
+            | MgmtCommand::ClearPolicy { flags, .. }
+            | MgmtCommand::SetVhostLimits { flags, .. }
+            | MgmtCommand::ClearVhostLimits { flags, .. } => flags,
         }
     }
 }

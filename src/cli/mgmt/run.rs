@@ -205,6 +205,27 @@ pub async fn run(mut command: MgmtCommand) -> Result<(), Error> {
             let path = format!("/api/{kind}/{in_vhost}/{}", enc(&name));
             api.call("DELETE", &path, None).await?;
         }
+        MgmtCommand::SetVhostLimits { definition, .. } => {
+            let limits: Value = serde_json::from_str(&definition)
+                .map_err(|e| format!("the limits are not a JSON object: {e}"))?;
+            // Checked whole before anything is sent: all or nothing.
+            actormq::definitions::VhostLimits::from_json(&limits)?;
+            let limits = limits.as_object().expect("checked: an object");
+            // One PUT per limit named, a DELETE for the others: the set replaces them.
+            for name in actormq::definitions::limits::NAMES {
+                let path = format!("/api/vhost-limits/{in_vhost}/{name}");
+                match limits.get(name) {
+                    Some(v) => api.call("PUT", &path, Some(&json!({ "value": v }))).await?,
+                    None => api.call("DELETE", &path, None).await?,
+                };
+            }
+        }
+        MgmtCommand::ClearVhostLimits { .. } => {
+            for name in actormq::definitions::limits::NAMES {
+                let path = format!("/api/vhost-limits/{in_vhost}/{name}");
+                api.call("DELETE", &path, None).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -80,10 +80,11 @@ impl Connection {
             None => server_hb,
         };
         let limits = &self.shared.settings.server;
-        if let Err(m) = self
-            .shared
-            .registry
-            .opened(self.owner.0, &h.user, &h.vhost, limits)
+        let vhost_limit = self.shared.broker.vhost_limits(&h.vhost).max_connections;
+        if let Err(m) =
+            self.shared
+                .registry
+                .opened(self.owner.0, &h.user, &h.vhost, limits, vhost_limit)
         {
             tracing::warn!(peer = %self.peer, "connection refused: {m}");
             self.fatal(ErrorCode::NotAllowed, m, ctx);

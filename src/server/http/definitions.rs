@@ -152,6 +152,9 @@ async fn apply_broker(api: &Api, cmd: BrokerCommand) -> Result<(), BrokerError> 
         BrokerCommand::SetPermissions { user, vhost } => {
             broker.set_permissions(&user, &vhost).await
         }
+        BrokerCommand::SetVhostLimits { vhost, limits } => {
+            broker.set_vhost_limits(&vhost, limits).await
+        }
         other => unreachable!("an import plans no {other:?}"),
     }
 }

@@ -15,6 +15,7 @@ mod defs;
 mod error;
 mod exchanges;
 mod health;
+mod limits;
 mod list;
 mod messages;
 mod metrics;
@@ -150,4 +151,5 @@ fn register(r: &mut Routes) {
     policies::routes(r);
     definitions::routes(r);
     superstreams::routes(r);
+    limits::routes(r);
 }

@@ -8,3 +8,4 @@ mod limits;
 mod pki;
 mod tls;
 mod user_hash;
+mod vhost_limits;
