@@ -176,6 +176,18 @@ impl AmqpConnection {
             );
             return;
         }
+        let max = self.shared.settings.limits.consumer_max_per_channel;
+        let count = self
+            .channels
+            .get(&ch)
+            .map_or(0, |st| st.core.consumer_count());
+        if max > 0 && count >= max {
+            // RabbitMQ's consumer_max_per_channel: a connection error, in its words.
+            let m = format!("reached maximum ({max}) of consumers per channel");
+            tracing::warn!(peer = %self.peer, channel = ch, "consume refused: {m}");
+            self.close_with(AmqpError::new(530, m).on(method), ctx);
+            return;
+        }
         let name = self.queue_name(ch, c.queue.as_str());
         if name == REPLY_TO {
             self.consume_replies(ch, method, tag, c, ctx);

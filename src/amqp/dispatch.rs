@@ -273,6 +273,10 @@ impl AmqpConnection {
         ctx: &mut Context<Self>,
     ) -> bool {
         let max = self.shared.settings.amqp.max_message_size;
+        let header_limit = properties.headers().as_ref().and_then(|h| {
+            let shape = super::limits::amqp_table_shape(h);
+            crate::message::shape::check_headers(shape, &self.shared.settings.limits).err()
+        });
         let Some(st) = self.channels.get_mut(&ch) else {
             self.close_with(
                 AmqpError::new(504, format!("content on closed channel {ch}")),
@@ -296,6 +300,12 @@ impl AmqpConnection {
                         .on((60, 40)),
                         ctx,
                     );
+                    return false;
+                }
+                if let Some(m) = header_limit {
+                    st.content = None;
+                    tracing::warn!(peer = %self.peer, "publish refused: {m}");
+                    self.channel_error(ch, AmqpError::new(406, m).on((60, 40)), ctx);
                     return false;
                 }
                 c.header = Some((properties, size));

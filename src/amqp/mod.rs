@@ -32,6 +32,7 @@ mod handshake;
 mod held;
 mod info;
 mod io;
+mod limits;
 mod methods;
 pub mod properties;
 mod publish;

@@ -295,6 +295,11 @@ impl Channel {
 
     // ------------------------------------------------------------ consumers
 
+    /// Consumers of this channel now (starting ones included).
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
     /// True when `tag` names a consumer of this channel.
     pub fn has_consumer(&self, tag: &str) -> bool {
         self.consumers.contains_key(tag)

@@ -5,9 +5,11 @@
 //! key or a bad value is a start-up error that names the `section.key`, the value and
 //! what is allowed (see `load.rs`).
 
+mod limits;
 mod load;
 mod tls;
 
+pub use limits::LimitsSettings;
 pub use load::load_users_file;
 pub use tls::{CertLoginFrom, SanType, TlsSettings, TlsVerify};
 
@@ -28,6 +30,8 @@ pub struct Settings {
     pub http: HttpSettings,
     /// Certificate, key and client-certificate policy of the TLS listeners.
     pub tls: TlsSettings,
+    /// Consumers per channel, headers' depth and size.
+    pub limits: LimitsSettings,
     /// Logging.
     pub log: LogSettings,
     /// Durable storage: where durable entities and persistent messages are kept.
@@ -421,6 +425,7 @@ impl Settings {
         }
         load::check_log_level(&self.log.level)?;
         self.tls.check(self.tls_enabled())?;
+        self.limits.check()?;
         if self.server.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(SettingsError(format!(
                 "server.bind = '{}' is not a socket address such as 127.0.0.1:5680",

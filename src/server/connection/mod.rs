@@ -345,6 +345,17 @@ impl Connection {
                             continue;
                         }
                     }
+                    if let Some(h) = p.properties.as_ref().and_then(|pr| pr.headers.as_ref()) {
+                        let shape = crate::message::shape::table_shape(h);
+                        let limits = &self.shared.settings.limits;
+                        if let Err(m) = crate::message::shape::check_headers(shape, limits) {
+                            tracing::warn!(peer = %self.peer, "publish refused: {m}");
+                            self.send_batch(batch.take(), ctx);
+                            self.refuse_publish(&raw, &BrokerError::precondition(m), ctx);
+                            i += 1;
+                            continue;
+                        }
+                    }
                     if p.seq != 0 && !self.channel.register_seq(p.seq) {
                         self.send_batch(batch.take(), ctx);
                         self.fatal(

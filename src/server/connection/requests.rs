@@ -355,11 +355,18 @@ impl Connection {
         } else {
             tag
         };
-        if self.channel.has_consumer(&tag) {
-            let e = BrokerError::not_allowed(format!(
-                "consumer tag '{}' is already in use on this connection",
-                clip(&tag)
-            ));
+        let max = self.shared.settings.limits.consumer_max_per_channel;
+        let over = max > 0 && self.channel.consumer_count() >= max;
+        if over || self.channel.has_consumer(&tag) {
+            let e = BrokerError::not_allowed(if over {
+                // RabbitMQ's words for its consumer_max_per_channel.
+                format!("reached maximum ({max}) of consumers per channel")
+            } else {
+                format!(
+                    "consumer tag '{}' is already in use on this connection",
+                    clip(&tag)
+                )
+            });
             return Box::pin(
                 actix::fut::ready(())
                     .map(move |_, act: &mut Connection, _| act.error(Some(id), &e)),

@@ -2,6 +2,7 @@
 //! with rcgen), the EXTERNAL mechanism, limits, and the refusals of failed logins.
 
 pub(crate) mod amqp_raw;
+mod channel_limits;
 mod external;
 mod https;
 mod limits;
