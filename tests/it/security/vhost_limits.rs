@@ -238,3 +238,36 @@ async fn limits_travel_with_the_definitions_and_the_cli_sets_them() {
         r.text()
     );
 }
+
+#[test]
+fn limits_are_kept_across_a_restart() {
+    use actormq::definitions::VhostLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = actormq::Settings::default();
+    settings.storage.data_dir = dir.path().to_path_buf();
+    let start = || {
+        actormq::Broker::builder()
+            .workers(1)
+            .storage(settings.storage.options())
+            .start()
+            .expect("the broker starts on its data directory")
+    };
+    let limits = VhostLimits {
+        max_connections: Some(3),
+        max_queues: Some(0),
+    };
+    let broker = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(broker.set_vhost_limits("/", limits)).unwrap();
+    broker.shutdown();
+    let broker = start();
+    assert_eq!(
+        broker.vhost_limits("/"),
+        limits,
+        "restored from the snapshot"
+    );
+    broker.shutdown();
+}
