@@ -158,6 +158,11 @@ fn a_stream_much_larger_than_its_tail_cache_replays_from_first_in_order() {
         publish(&mut s, 100);
     }
     s.log.evict();
+    let cached = s.ram_bytes();
+    assert!(
+        cached > 0 && cached < 8 * 1024,
+        "the tail is counted, bounded: {cached}"
+    );
     assert!(
         s.log().tail_first() > 3_000,
         "most records are only on disk"
