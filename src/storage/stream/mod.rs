@@ -296,8 +296,8 @@ impl StreamLog {
         self.next
     }
 
-    /// The first offset of the last chunk (the last batch appended, or after a
-    /// restart the start of the last segment).
+    /// The first offset of the last chunk (the last batch appended; after a restart,
+    /// the first record of the last millisecond that had appends).
     pub fn last_chunk(&self) -> u64 {
         self.last_chunk.max(self.first_offset())
     }

@@ -24,6 +24,9 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<(), StorageErro
         .collect();
     firsts.sort_unstable();
     let mut cut = false;
+    // The last chunk's start: records of one append share its timestamp, so the
+    // last change of timestamp (appends within one millisecond merge).
+    let mut chunk = (0u64, None);
     for first in firsts {
         let path = writer::segment_path(dir, first);
         if cut || (!log.segments.is_empty() && first != log.next) {
@@ -44,6 +47,9 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<(), StorageErro
             match frame::read_at(&data, off) {
                 FrameAt::Good { payload, next } => match super::codec::header(payload) {
                     Ok((o, ts)) if o == log.next => {
+                        if chunk.1 != Some(ts) {
+                            chunk = (o, Some(ts));
+                        }
                         seg.push(o, ts, (next - off) as u64);
                         log.next += 1;
                         log.last_timestamp = ts;
@@ -83,6 +89,6 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<(), StorageErro
     if log.segments.is_empty() {
         log.segments.push_back(Segment::new(0));
     }
-    log.last_chunk = log.segments.back().map_or(0, |s| s.first);
+    log.last_chunk = chunk.0;
     Ok(())
 }

@@ -201,6 +201,23 @@ fn a_timestamp_start_lands_on_its_chunk_through_the_sparse_index() {
 }
 
 #[test]
+fn last_after_a_reopen_is_the_last_chunk_not_the_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+        log.append(msgs(5, "a")).wait().unwrap();
+        let before = now_millis();
+        while now_millis() == before {
+            std::hint::spin_loop();
+        }
+        log.append(msgs(3, "b")).wait().unwrap();
+    }
+    let log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(log.segments.len(), 1);
+    assert_eq!(log.last_chunk(), 5);
+}
+
+#[test]
 fn directory_names_are_escaped() {
     assert_eq!(dir_name("/"), "%2F");
     assert_eq!(dir_name("orders.v1"), "orders.v1");
