@@ -109,6 +109,7 @@ fn retention_moves_a_consumer_behind_the_first_offset_on() {
 fn disk_state(dir: &std::path::Path, segment: u64, max_bytes: Option<u64>) -> StreamState<()> {
     let mut log = StreamLog::open(dir, segment).unwrap();
     log.set_tail_budget(1024);
+    log.set_block_budget(64 * 1024);
     StreamState::new(StreamInit {
         log,
         partition: None,

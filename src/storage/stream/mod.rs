@@ -11,6 +11,7 @@
 //! [`reader`], off the queue actor. A broker without storage keeps the whole log in the
 //! tail cache (memory only).
 
+pub mod cache;
 pub mod codec;
 pub mod reader;
 mod recover;
@@ -98,6 +99,8 @@ struct Disk {
     tx: Option<mpsc::Sender<writer::Command>>,
     thread: Option<JoinHandle<()>>,
     written: Written,
+    /// Decoded blocks shared by the readers.
+    cache: Arc<cache::BlockCache>,
 }
 
 /// An append-only log of one stream: the records are in the segment files; memory
@@ -182,6 +185,7 @@ impl StreamLog {
             tx: Some(tx),
             thread: Some(thread),
             written,
+            cache: Arc::new(cache::BlockCache::new(cache::CACHE_BYTES)),
         });
         Ok(log)
     }
@@ -191,6 +195,13 @@ impl StreamLog {
     pub fn set_tail_budget(&mut self, bytes: u64) {
         self.tail_budget = bytes;
         self.evict();
+    }
+
+    /// Sets how many bytes of decoded blocks the readers share (drops those held).
+    pub fn set_block_budget(&mut self, bytes: u64) {
+        if let Some(d) = &mut self.disk {
+            d.cache = Arc::new(cache::BlockCache::new(bytes));
+        }
     }
 
     /// Appends `messages` as one chunk, each with its offset in the `x-stream-offset`
@@ -271,14 +282,16 @@ impl StreamLog {
         self.next - self.tail.len() as u64
     }
 
-    /// Bytes the log holds in memory: the tail cache and the sparse index.
+    /// Bytes the log holds in memory: the tail cache, the sparse index and the
+    /// decoded blocks shared by readers.
     pub fn ram_bytes(&self) -> u64 {
+        let blocks = self.disk.as_ref().map_or(0, |d| d.cache.bytes());
         let index: usize = self
             .segments
             .iter()
             .map(|s| s.index.capacity() * std::mem::size_of::<IndexEntry>())
             .sum();
-        self.tail_bytes + index as u64
+        self.tail_bytes + index as u64 + blocks
     }
 
     /// Entries of the sparse index, across segments.
@@ -353,6 +366,7 @@ impl StreamLog {
             max_records: usize::MAX,
             max_bytes: usize::MAX,
             min_timestamp: None,
+            cache: d.cache.clone(),
         })
     }
 
@@ -410,6 +424,9 @@ impl StreamLog {
             }
         }
         let first = self.first_offset();
+        if let Some(d) = &self.disk {
+            d.cache.trim(first);
+        }
         while self.tail_first() < first {
             let r = self.tail.pop_front().expect("below first: not empty");
             self.tail_bytes -= record_size(&r);

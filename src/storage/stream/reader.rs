@@ -4,10 +4,12 @@
 //! A segment is mapped whole (read-only `mmap`) and held as one [`Bytes`]; every record
 //! read from it is decoded with [`codec::decode_shared`], so its body is a slice of the
 //! mapping: the page cache's bytes, never copied in user space until the connection
-//! encodes the delivery for its socket. The [`Cursor`] keeps the mapping and the file
+//! encodes the delivery for its socket. Records are decoded in blocks shared by the
+//! stream's readers ([`super::cache`]). The [`Cursor`] keeps the mapping and the file
 //! position, so a consumer reading on does not search the index again; a mapping of
 //! the active segment is taken again when the file has grown past it.
 
+use super::cache::{Block, BlockCache};
 use super::codec;
 use super::writer::segment_path;
 use super::StreamRecord;
@@ -71,6 +73,8 @@ pub struct ReadRequest {
     pub max_bytes: usize,
     /// Skip records appended before this time (ms; a timestamp start not yet reached).
     pub min_timestamp: Option<i64>,
+    /// The stream's decoded blocks, shared by its readers.
+    pub cache: Arc<BlockCache>,
 }
 
 /// What a read found.
@@ -142,7 +146,75 @@ fn corrupt(dir: &Path, segment: u64, reason: String) -> ReadError {
     })
 }
 
-/// Reads what `req` asks for. Blocks on the files: run it off the actor.
+/// A decoded block ends after this many bytes of bodies or records.
+const BLOCK_BYTES: usize = 256 * 1024;
+const BLOCK_RECORDS: usize = 2048;
+
+/// Decodes the records from `cur` on (below `end`) into a block, within one segment;
+/// moves `cur` to the next segment when it starts at `cur`.
+fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>, ReadError> {
+    let mut remapped = false;
+    loop {
+        let map = match &cur.map {
+            Some(m) => m.clone(),
+            None => {
+                let m = map_segment(dir, cur.segment)?;
+                cur.map = Some(m.clone());
+                m
+            }
+        };
+        let mut block = Block {
+            start: cur.offset,
+            segment: cur.segment,
+            map: map.clone(),
+            records: Vec::new(),
+            positions: vec![cur.pos],
+            bytes: 0,
+        };
+        let mut pos = cur.pos;
+        let mut body_bytes = 0;
+        while block.end() < end && body_bytes < BLOCK_BYTES && block.records.len() < BLOCK_RECORDS {
+            let FrameAt::Good { payload, next } = frame::read_at(&map, pos) else {
+                break;
+            };
+            let (offset, timestamp, message) =
+                codec::decode_shared(&map, payload).map_err(|e| corrupt(dir, cur.segment, e))?;
+            if offset != block.end() {
+                return Err(corrupt(
+                    dir,
+                    cur.segment,
+                    format!("record {offset} where {} was expected", block.end()),
+                ));
+            }
+            body_bytes += message.body.len();
+            block.bytes +=
+                (message.accounted_size() + std::mem::size_of::<crate::message::Message>()) as u64;
+            block.records.push(StreamRecord { timestamp, message });
+            pos = next;
+            block.positions.push(pos);
+        }
+        if !block.records.is_empty() || block.end() >= end {
+            return Ok(Some(block));
+        }
+        if segment_path(dir, cur.offset).exists() {
+            // The segment ended where the next one starts.
+            *cur = Cursor::new(cur.offset, 0, cur.offset);
+        } else if !remapped {
+            // The active segment grew since it was mapped.
+            cur.map = None;
+            remapped = true;
+        } else {
+            return Err(corrupt(
+                dir,
+                cur.segment,
+                format!("no record {} at {}", cur.offset, cur.pos),
+            ));
+        }
+    }
+}
+
+/// Reads what `req` asks for, through the stream's shared blocks. Blocks on the
+/// files: run it off the actor.
 pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
     let dir = req.dir;
     let mut cur = req.cursor;
@@ -150,61 +222,45 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
     let mut first = req.from.max(cur.offset);
     let mut bytes = 0usize;
     let mut min_ts = req.min_timestamp;
-    let mut remapped = false;
     while cur.offset < req.end && records.len() < req.max_records && bytes < req.max_bytes {
-        let map = match &cur.map {
-            Some(m) => m.clone(),
+        let block = match req.cache.find(cur.offset) {
+            Some(b) => b,
             None => {
-                let m = map_segment(&dir, cur.segment)?;
-                cur.map = Some(m.clone());
-                m
+                let Some(b) = decode_block(&dir, &mut cur, req.end)? else {
+                    break;
+                };
+                let b = Arc::new(b);
+                req.cache.insert(b.clone());
+                b
             }
         };
-        match frame::read_at(&map, cur.pos) {
-            FrameAt::Good { payload, next } => {
-                let (offset, ts) =
-                    codec::header(payload).map_err(|e| corrupt(&dir, cur.segment, e))?;
-                if offset != cur.offset {
-                    return Err(corrupt(
-                        &dir,
-                        cur.segment,
-                        format!("record {offset} where {} was expected", cur.offset),
-                    ));
+        let mut i = (cur.offset - block.start) as usize;
+        while i < block.records.len() && records.len() < req.max_records && bytes < req.max_bytes {
+            let offset = block.start + i as u64;
+            let r = &block.records[i];
+            i += 1;
+            if offset >= req.from && min_ts.is_none_or(|t| r.timestamp >= t) {
+                min_ts = None;
+                if records.is_empty() {
+                    first = offset;
                 }
-                let wanted = offset >= req.from && min_ts.is_none_or(|t| ts >= t);
-                if wanted {
-                    min_ts = None;
-                    let (_, timestamp, message) = codec::decode_shared(&map, payload)
-                        .map_err(|e| corrupt(&dir, cur.segment, e))?;
-                    if records.is_empty() {
-                        first = offset;
-                    }
-                    bytes += message.body.len();
-                    records.push(StreamRecord { timestamp, message });
-                } else if records.is_empty() {
-                    first = offset + 1;
-                }
-                cur.pos = next;
-                cur.offset += 1;
-                remapped = false;
-            }
-            _ if segment_path(&dir, cur.offset).exists() => {
-                // The segment ended where the next one starts.
-                cur = Cursor::new(cur.offset, 0, cur.offset);
-            }
-            _ if !remapped => {
-                // The active segment grew since it was mapped.
-                cur.map = None;
-                remapped = true;
-            }
-            other => {
-                return Err(corrupt(
-                    &dir,
-                    cur.segment,
-                    format!("no record {} at {}: {other:?}", cur.offset, cur.pos),
-                ))
+                bytes += r.message.body.len();
+                records.push(r.clone());
+            } else if records.is_empty() {
+                first = offset + 1;
             }
         }
+        let map = if cur.segment == block.segment {
+            cur.map.take().filter(|m| m.len() >= block.map.len())
+        } else {
+            None
+        };
+        cur = Cursor {
+            segment: block.segment,
+            pos: block.positions[i],
+            offset: block.start + i as u64,
+            map: Some(map.unwrap_or_else(|| block.map.clone())),
+        };
     }
     Ok(ReadBatch {
         first,

@@ -201,6 +201,28 @@ fn a_timestamp_start_lands_on_its_chunk_through_the_sparse_index() {
 }
 
 #[test]
+fn readers_of_the_same_records_share_one_decoded_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    log.set_tail_budget(0);
+    log.append(msgs(500, "a")).wait().unwrap();
+    log.evict();
+    let read = |from: u64, n: usize| {
+        let mut req = log.read_from(from, None).unwrap();
+        req.max_records = n;
+        reader::read(req).unwrap()
+    };
+    let a = read(100, 100);
+    let b = read(0, 300);
+    assert_eq!((a.first, b.first), (100, 0));
+    // Same bytes of the same mapping: decoded once, not once per reader.
+    let (x, y) = (&a.records[50].message.body, &b.records[150].message.body);
+    assert_eq!(x, y);
+    assert_eq!(x.as_ptr(), y.as_ptr());
+    assert!(log.ram_bytes() > 0, "the shared blocks are counted");
+}
+
+#[test]
 fn last_after_a_reopen_is_the_last_chunk_not_the_last_segment() {
     let dir = tempfile::tempdir().unwrap();
     {
