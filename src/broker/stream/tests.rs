@@ -216,3 +216,29 @@ fn retention_on_disk_removes_whole_segments_and_readers_move_on() {
         "out of order"
     );
 }
+
+#[test]
+fn a_read_that_retention_overtook_is_dropped_and_the_consumer_goes_on_from_the_first_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_state(dir.path(), 4 * 1024, None);
+    for _ in 0..20 {
+        publish(&mut s, 50);
+    }
+    s.log.evict();
+    s.add_consumer(consumer(1, Some(StartAt::First), None))
+        .unwrap();
+    assert!(s.dispatch(100).is_empty(), "offset 0 is only on disk");
+    let reads = s.take_reads();
+    assert_eq!(reads.len(), 1);
+    // Retention removes segments while the read is in flight.
+    s.config.max_bytes = Some(8 * 1024);
+    s.enforce_retention(now_millis());
+    let first = s.log().first_offset();
+    assert!(first > 0);
+    for (id, req) in reads {
+        let r = crate::storage::stream::reader::read(req);
+        s.read_done(id, r);
+    }
+    let got = drain(&mut s, 1, 3);
+    assert_eq!(got[0], first as i64, "the stale read was dropped");
+}
