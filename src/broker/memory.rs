@@ -4,7 +4,9 @@
 //! gives them: bodies, properties and decoded headers (a header table of tiny values
 //! takes tens of times its encoded size, and counting bodies alone let empty-bodied
 //! messages with large headers fill the machine unseen). Each queue's copy is counted,
-//! so a fanout to four queues counts four times: conservative. Plus the bytes
+//! so a fanout to four queues counts four times: conservative. A stream queue counts
+//! what it keeps in memory (its tail cache of the newest records, its sparse index and
+//! its consumers' read-ahead), not the records that are only in its files. Plus the bytes
 //! publishers have reserved for batches still in flight. Above the watermark publishers are blocked
 //! until the level falls; consumers keep draining. Reserving before sending is what keeps
 //! the held bytes under the watermark plus one batch per publisher.

@@ -202,7 +202,7 @@ impl<H> StreamState<H> {
             .copied()
             .unwrap_or(0);
         let c = &mut self.consumers[chosen];
-        c.next = stored.unwrap_or(c.next).clamp(first, end);
+        c.reset_to(stored.unwrap_or(c.next).clamp(first, end));
         c.redeliver_below = below;
         c.active = true;
         tracing::debug!(group = %group, consumer = %c.tag, offset = c.next, "group member is active");

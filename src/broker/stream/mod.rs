@@ -12,13 +12,15 @@
 
 pub mod args;
 pub mod group;
+mod reads;
 
-use crate::broker::messages::{Delivery, OwnerId, Settlement};
+use crate::broker::messages::{OwnerId, Settlement};
 use crate::error::BrokerError;
-use crate::storage::stream::{now_millis, StreamLog};
+use crate::storage::stream::reader::{Cursor, ReadRequest};
+use crate::storage::stream::{now_millis, StreamLog, StreamRecord};
 use crate::storage::Completion;
 use args::{StartAt, StreamConfig};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// What the actor gives a new stream: its log (opened and recovered) and settings.
@@ -74,6 +76,18 @@ pub struct StreamConsumer<H> {
     active: bool,
     /// Offsets below this went to the group's previous holder: delivered as redelivered.
     redeliver_below: u64,
+    /// Records read from the files, from `next` on (read-ahead within the prefetch).
+    ahead: VecDeque<StreamRecord>,
+    /// Accounted bytes of `ahead`.
+    ahead_bytes: u64,
+    /// A read of the files from this offset is in flight for this consumer.
+    reading: Option<u64>,
+    /// A read failed: no other until the next tick.
+    read_failed: bool,
+    /// Where the last read stopped, to go on without the index.
+    cursor: Option<Cursor>,
+    /// A timestamp start not reached yet: older records are skipped.
+    min_timestamp: Option<i64>,
 }
 
 /// A stream's consumers and offsets over its log.
@@ -91,6 +105,8 @@ pub struct StreamState<H> {
     orphans: HashMap<u64, (OwnerId, Option<String>, u64)>,
     /// Consumer groups (single active consumer per group).
     groups: group::Groups,
+    /// Reads of the files to run off the actor: (consumer id, request).
+    reads: Vec<(u64, ReadRequest)>,
 }
 
 impl<H> StreamState<H> {
@@ -107,6 +123,7 @@ impl<H> StreamState<H> {
             offsets_dirty: false,
             orphans: HashMap::new(),
             groups: group::Groups::new(init.partition),
+            reads: Vec::new(),
         }
     }
 
@@ -151,29 +168,37 @@ impl<H> StreamState<H> {
         {
             let first = self.log.first_offset();
             for c in &mut self.consumers {
-                c.next = c.next.max(first);
+                c.skip_to(first);
             }
         }
     }
 
-    fn resolve(&self, start: StartAt) -> u64 {
+    /// The offset a start resolves to, and the timestamp older records are skipped
+    /// by (a timestamp start between two index entries).
+    fn resolve(&self, start: StartAt) -> (u64, Option<i64>) {
         let first = self.log.first_offset();
         let next = self.log.next_offset();
         match start {
-            StartAt::First => first,
-            StartAt::Last => self.log.last_chunk(),
-            StartAt::Next => next,
-            StartAt::Offset(o) => o.clamp(first, next),
-            StartAt::Timestamp(t) => self.log.offset_at(t),
+            StartAt::First => (first, None),
+            StartAt::Last => (self.log.last_chunk(), None),
+            StartAt::Next => (next, None),
+            StartAt::Offset(o) => (o.clamp(first, next), None),
+            StartAt::Timestamp(t) => match self.log.offset_at(t) {
+                (o, true) => (o, Some(t)),
+                (o, false) => (o, None),
+            },
         }
     }
 
     /// Attaches a consumer; answers its id and the offset it starts at.
     pub fn add_consumer(&mut self, c: NewStreamConsumer<H>) -> Result<(u64, u64), BrokerError> {
-        let start = match (c.start, &c.name) {
+        let (start, min_timestamp) = match (c.start, &c.name) {
             (Some(s), _) => self.resolve(s),
             (None, Some(name)) => match self.offsets.get(name) {
-                Some(o) => (*o).clamp(self.log.first_offset(), self.log.next_offset()),
+                Some(o) => (
+                    (*o).clamp(self.log.first_offset(), self.log.next_offset()),
+                    None,
+                ),
                 None => self.resolve(StartAt::Next),
             },
             (None, None) => self.resolve(StartAt::Next),
@@ -194,51 +219,14 @@ impl<H> StreamState<H> {
             single_active: false,
             active: true,
             redeliver_below: 0,
+            ahead: VecDeque::new(),
+            ahead_bytes: 0,
+            reading: None,
+            read_failed: false,
+            cursor: None,
+            min_timestamp,
         });
         Ok((id, start))
-    }
-
-    /// Hands each consumer with credit the records it has not had, up to `max` in all;
-    /// answers (consumer index, deliveries).
-    pub fn dispatch(&mut self, max: usize) -> Vec<(usize, Vec<Delivery>)> {
-        let end = self.log.next_offset();
-        let first = self.log.first_offset();
-        let mut out = Vec::new();
-        let mut budget = max;
-        for (i, c) in self.consumers.iter_mut().enumerate() {
-            if budget == 0 {
-                break;
-            }
-            if !c.active {
-                continue;
-            }
-            c.next = c.next.max(first);
-            let by_prefetch = c.prefetch.saturating_sub(c.unacked.len() as u32);
-            let by_window = c.window.saturating_sub(c.in_flight);
-            let credit = (by_prefetch.min(by_window) as u64)
-                .min(end.saturating_sub(c.next))
-                .min(budget as u64);
-            if credit == 0 {
-                continue;
-            }
-            let mut batch = Vec::with_capacity(credit as usize);
-            for o in c.next..c.next + credit {
-                let r = self.log.get(o).expect("retained offset");
-                self.next_delivery += 1;
-                c.unacked.insert(self.next_delivery, o);
-                batch.push(Delivery {
-                    id: self.next_delivery,
-                    redelivered: o < c.redeliver_below,
-                    delivery_count: 1 + u32::from(o < c.redeliver_below),
-                    message: r.message.clone(),
-                });
-            }
-            c.next += credit;
-            c.in_flight += credit as u32;
-            budget -= credit as usize;
-            out.push((i, batch));
-        }
-        out
     }
 
     /// The consumer at `idx` (as answered by [`Self::dispatch`]).

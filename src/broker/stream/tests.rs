@@ -2,6 +2,7 @@
 //! of named consumers advance their stored offset, retention moves consumers on.
 
 use super::*;
+use crate::broker::messages::Delivery;
 use crate::message::{FieldValue, Message};
 
 fn state(segment: u64, max_bytes: Option<u64>) -> StreamState<()> {
@@ -102,4 +103,142 @@ fn retention_moves_a_consumer_behind_the_first_offset_on() {
     assert!(first > 0);
     let out = s.dispatch(100);
     assert_eq!(offsets(&out[0].1)[0], first as i64);
+}
+
+/// A stream on disk with a tiny tail cache: consumers behind it are fed from the files.
+fn disk_state(dir: &std::path::Path, segment: u64, max_bytes: Option<u64>) -> StreamState<()> {
+    let mut log = StreamLog::open(dir, segment).unwrap();
+    log.set_tail_budget(1024);
+    log.set_block_budget(64 * 1024);
+    StreamState::new(StreamInit {
+        log,
+        partition: None,
+        config: StreamConfig {
+            max_bytes,
+            max_age_ms: None,
+            max_segment_bytes: segment,
+        },
+    })
+}
+
+/// Reads everything a consumer of `owner` is handed, acking as it goes, until `n`.
+fn drain(s: &mut StreamState<()>, owner: u64, n: usize) -> Vec<i64> {
+    let mut got = Vec::new();
+    let mut idle = 0;
+    while got.len() < n {
+        let out = s.dispatch(1000);
+        let reads = s.run_reads();
+        let mine = out
+            .iter()
+            .any(|(i, _)| s.consumer_at(*i).owner == OwnerId(owner));
+        if !mine && reads == 0 {
+            idle += 1;
+            assert!(idle < 3, "stuck at {} of {n}", got.len());
+            continue;
+        }
+        idle = 0;
+        for (i, d) in out {
+            let id = s.consumer_at(i).id;
+            if s.consumer_at(i).owner != OwnerId(owner) {
+                continue;
+            }
+            got.extend(offsets(&d));
+            let ids: Vec<u64> = d.iter().map(|d| d.id).collect();
+            s.settle(OwnerId(owner), &ids, Settlement::Ack);
+            s.return_credit(id, ids.len() as u32);
+        }
+    }
+    got
+}
+
+#[test]
+fn a_stream_much_larger_than_its_tail_cache_replays_from_first_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_state(dir.path(), 16 * 1024, None);
+    for _ in 0..40 {
+        publish(&mut s, 100);
+    }
+    s.log.evict();
+    let cached = s.ram_bytes();
+    assert!(
+        cached > 0 && cached < 8 * 1024,
+        "the tail is counted, bounded: {cached}"
+    );
+    assert!(
+        s.log().tail_first() > 3_000,
+        "most records are only on disk"
+    );
+    s.add_consumer(consumer(1, Some(StartAt::First), Some("app")))
+        .unwrap();
+    let all = drain(&mut s, 1, 4_000);
+    assert!(all == (0..4_000).collect::<Vec<i64>>(), "out of order");
+    s.add_consumer(consumer(2, Some(StartAt::Offset(1234)), None))
+        .unwrap();
+    assert!(s.ram_bytes() < 256 * 1024, "{} bytes in RAM", s.ram_bytes());
+    let second = drain(&mut s, 2, 4_000 - 1234);
+    assert!(
+        second == (1234..4_000).collect::<Vec<i64>>(),
+        "out of order"
+    );
+    assert_eq!(s.stored_offset("app"), Some(4_000));
+    // After a restart, from the files alone.
+    s.flush_offsets();
+    s.log_mut().close();
+    drop(s);
+    let mut s = disk_state(dir.path(), 16 * 1024, None);
+    assert_eq!(s.stored_offset("app"), Some(4_000));
+    s.add_consumer(consumer(3, Some(StartAt::First), None))
+        .unwrap();
+    let again = drain(&mut s, 3, 4_000);
+    assert!(again == (0..4_000).collect::<Vec<i64>>(), "out of order");
+}
+
+#[test]
+fn retention_on_disk_removes_whole_segments_and_readers_move_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_state(dir.path(), 4 * 1024, Some(16 * 1024));
+    s.add_consumer(consumer(1, Some(StartAt::First), None))
+        .unwrap();
+    for _ in 0..30 {
+        publish(&mut s, 50);
+    }
+    let first = s.log().first_offset();
+    assert!(first > 0, "segments were removed");
+    // The removal of segment 0 was queued before the last publish, whose confirm
+    // comes after the writer's turn that removed it.
+    publish(&mut s, 1);
+    let path = crate::storage::stream::writer::segment_path(dir.path(), 0);
+    assert!(!path.exists(), "the first segment's file is gone");
+    let first = s.log().first_offset();
+    let got = drain(&mut s, 1, (1_501 - first) as usize);
+    assert!(
+        got == (first as i64..1_501).collect::<Vec<i64>>(),
+        "out of order"
+    );
+}
+
+#[test]
+fn a_read_that_retention_overtook_is_dropped_and_the_consumer_goes_on_from_the_first_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_state(dir.path(), 4 * 1024, None);
+    for _ in 0..20 {
+        publish(&mut s, 50);
+    }
+    s.log.evict();
+    s.add_consumer(consumer(1, Some(StartAt::First), None))
+        .unwrap();
+    assert!(s.dispatch(100).is_empty(), "offset 0 is only on disk");
+    let reads = s.take_reads();
+    assert_eq!(reads.len(), 1);
+    // Retention removes segments while the read is in flight.
+    s.config.max_bytes = Some(8 * 1024);
+    s.enforce_retention(now_millis());
+    let first = s.log().first_offset();
+    assert!(first > 0);
+    for (id, req) in reads {
+        let r = crate::storage::stream::reader::read(req);
+        s.read_done(id, r);
+    }
+    let got = drain(&mut s, 1, 3);
+    assert_eq!(got[0], first as i64, "the stale read was dropped");
 }

@@ -39,13 +39,37 @@ pub fn encode(
 /// One decoded record: its offset, timestamp and message.
 pub type Decoded = (u64, i64, Arc<Message>);
 
-/// Decodes a frame's payload.
+/// Decodes a frame's payload (the body copied out of it).
 pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
+    decode_with(payload, Bytes::copy_from_slice)
+}
+
+/// Decodes a frame's payload that lies inside `whole` (a mapped segment): the body is
+/// a slice of `whole`, not a copy, so a replay hands the socket writer the page cache's
+/// bytes.
+pub fn decode_shared(whole: &Bytes, payload: &[u8]) -> Result<Decoded, String> {
+    decode_with(payload, |b| {
+        if b.is_empty() {
+            Bytes::new()
+        } else {
+            whole.slice_ref(b)
+        }
+    })
+}
+
+/// The offset and timestamp of a record, without decoding the rest (recovery and
+/// skipping ahead read only these).
+pub fn header(payload: &[u8]) -> Result<(u64, i64), String> {
     if payload.len() < 20 {
         return Err(format!("record of {} bytes is too short", payload.len()));
     }
     let offset = u64::from_le_bytes(payload[0..8].try_into().expect("8 bytes"));
     let timestamp = i64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+    Ok((offset, timestamp))
+}
+
+fn decode_with(payload: &[u8], body: impl FnOnce(&[u8]) -> Bytes) -> Result<Decoded, String> {
+    let (offset, timestamp) = header(payload)?;
     let meta_len = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
     if meta_len > payload.len() - 20 {
         return Err(format!("meta of {meta_len} bytes runs past its record"));
@@ -57,7 +81,7 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
         exchange: Arc::from(exchange),
         routing_key,
         properties: Properties::shared(Some(properties)),
-        body: Bytes::copy_from_slice(&payload[20 + meta_len..]),
+        body: body(&payload[20 + meta_len..]),
     };
     Ok((offset, timestamp, Arc::new(message)))
 }
@@ -80,5 +104,13 @@ mod tests {
         let (o, t, back) = decode(payload).unwrap();
         assert_eq!((o, t), (42, 1_700_000_000_000));
         assert_eq!(*back, m);
+        let whole = Bytes::from(buf.clone());
+        let (o, _, shared) = decode_shared(&whole, &whole[8..]).unwrap();
+        assert_eq!((o, &*shared), (42, &m));
+        assert_eq!(
+            shared.body.as_ptr(),
+            whole[whole.len() - 4..].as_ptr(),
+            "a slice, not a copy"
+        );
     }
 }

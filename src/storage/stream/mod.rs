@@ -5,22 +5,37 @@
 //! ([`writer`]) in groups; [`StreamLog::open`] recovers the directory, cutting a torn
 //! tail at the last good frame. Retention removes whole segments from the front.
 //!
-//! The retained records are also held in memory (the bodies shared with the deliveries
-//! that carry them), so reads never touch the disk; retention bounds what is held. A
-//! broker without storage keeps the same log in memory only.
+//! Memory holds only a sparse index per segment (an entry every [`INDEX_SPACING`] bytes:
+//! offset, timestamp, file position) and a bounded tail cache of the newest records,
+//! for consumers at the head. A consumer behind the tail reads the files through
+//! [`reader`], off the queue actor. A broker without storage keeps the whole log in the
+//! tail cache (memory only).
 
+pub mod cache;
 pub mod codec;
+pub mod reader;
+mod recover;
 pub mod writer;
 
 use crate::message::Message;
 use crate::storage::completion::Completion;
 use crate::storage::disk::frame::{self, FrameAt};
 use crate::storage::error::StorageError;
+use reader::{Cursor, ReadRequest};
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use writer::Written;
+
+/// A sparse index entry is added once a segment has grown this many bytes past the
+/// previous one: a 100-million-record stream of small messages needs ~10 GB of frames,
+/// so ~80 000 entries of 24 bytes (about 2 MiB).
+pub const INDEX_SPACING: u64 = 128 * 1024;
+
+/// Default bytes of the newest records a stream keeps in memory ([`StreamLog::set_tail_budget`]).
+pub const DEFAULT_TAIL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// One retained record.
 #[derive(Debug, Clone)]
@@ -31,24 +46,74 @@ pub struct StreamRecord {
     pub message: Arc<Message>,
 }
 
-/// A segment: records from `first` on, and the bytes of its frames.
+/// Where a record starts in its segment file: an entry of the sparse index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexEntry {
+    offset: u64,
+    timestamp: i64,
+    pos: u64,
+}
+
+/// A segment: its first offset, its sparse index, the bytes of its frames (the file
+/// position of the next append) and the timestamp of its newest record.
 #[derive(Debug)]
 struct Segment {
     first: u64,
-    records: Vec<StreamRecord>,
+    index: Vec<IndexEntry>,
     bytes: u64,
+    last_timestamp: Option<i64>,
+}
+
+impl Segment {
+    fn new(first: u64) -> Self {
+        Segment {
+            first,
+            index: Vec::new(),
+            bytes: 0,
+            last_timestamp: None,
+        }
+    }
+
+    /// Notes a record of `len` bytes at the segment's end, indexing it if far enough
+    /// from the previous entry.
+    fn push(&mut self, offset: u64, timestamp: i64, len: u64) {
+        if self
+            .index
+            .last()
+            .is_none_or(|e| self.bytes >= e.pos + INDEX_SPACING)
+        {
+            self.index.push(IndexEntry {
+                offset,
+                timestamp,
+                pos: self.bytes,
+            });
+        }
+        self.bytes += len;
+        self.last_timestamp = Some(timestamp);
+    }
 }
 
 /// The disk side of a log: its directory and writer thread.
 struct Disk {
-    dir: PathBuf,
+    dir: Arc<Path>,
     tx: Option<mpsc::Sender<writer::Command>>,
     thread: Option<JoinHandle<()>>,
+    written: Written,
+    /// Decoded blocks shared by the readers.
+    cache: Arc<cache::BlockCache>,
 }
 
-/// An append-only log of one stream.
+/// An append-only log of one stream: the records are in the segment files; memory
+/// holds the sparse index of each segment and a bounded tail cache of the newest
+/// records (all records for a log without storage).
 pub struct StreamLog {
     segments: VecDeque<Segment>,
+    /// The newest records, offsets `next - tail.len()` ..`next`.
+    tail: VecDeque<StreamRecord>,
+    /// Accounted bytes of `tail`.
+    tail_bytes: u64,
+    /// `tail` is trimmed (of records already written) down to this.
+    tail_budget: u64,
     /// The offset the next append gets.
     next: u64,
     /// The first offset of the last appended batch (`x-stream-offset` = `last`).
@@ -60,7 +125,6 @@ pub struct StreamLog {
     /// The consumer offsets found at open.
     recovered_offsets: BTreeMap<String, u64>,
     disk: Option<Disk>,
-    /// Scratch buffer for encoding.
     last_timestamp: i64,
 }
 
@@ -78,15 +142,18 @@ fn corrupt(path: &Path, reason: String) -> StorageError {
     }
 }
 
+fn record_size(r: &StreamRecord) -> u64 {
+    (r.message.accounted_size() + std::mem::size_of::<Message>()) as u64
+}
+
 impl StreamLog {
     /// An empty log held in memory only (a broker without storage).
     pub fn memory(max_segment_bytes: u64) -> Self {
         StreamLog {
-            segments: VecDeque::from([Segment {
-                first: 0,
-                records: Vec::new(),
-                bytes: 0,
-            }]),
+            segments: VecDeque::from([Segment::new(0)]),
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            tail_budget: DEFAULT_TAIL_BYTES,
             next: 0,
             last_chunk: 0,
             bytes: 0,
@@ -97,104 +164,44 @@ impl StreamLog {
         }
     }
 
-    /// Opens (creating it if missing) the log in `dir`, recovering what it holds: a
-    /// torn or corrupt tail is cut at the last good frame (and any later segment
-    /// file removed). Blocks while it reads.
+    /// Opens (creating it if missing) the log in `dir`, recovering what it holds: each
+    /// segment's frames are checked and indexed (bodies are not kept), a torn or
+    /// corrupt tail is cut at the last good frame (and any later segment file
+    /// removed). Blocks while it scans.
     pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating stream", dir, e))?;
         let mut log = Self::memory(max_segment_bytes);
-        log.segments.clear();
-        let mut firsts: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(|e| StorageError::io("listing stream", dir, e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse().ok()
-            })
-            .collect();
-        firsts.sort_unstable();
-        let mut cut = false;
-        for first in firsts {
-            let path = writer::segment_path(dir, first);
-            if cut || (!log.segments.is_empty() && first != log.next) {
-                tracing::error!(path = %path.display(), "stream segment after a cut or a gap: removed");
-                std::fs::remove_file(&path)
-                    .map_err(|e| StorageError::io("removing segment", &path, e))?;
-                cut = true;
-                continue;
-            }
-            let data =
-                std::fs::read(&path).map_err(|e| StorageError::io("reading segment", &path, e))?;
-            let mut seg = Segment {
-                first,
-                records: Vec::new(),
-                bytes: 0,
-            };
-            log.next = first;
-            let mut off = 0;
-            loop {
-                match frame::read_at(&data, off) {
-                    FrameAt::Good { payload, next } => match codec::decode(payload) {
-                        Ok((o, ts, m)) if o == log.next => {
-                            seg.records.push(StreamRecord {
-                                timestamp: ts,
-                                message: m,
-                            });
-                            seg.bytes += (next - off) as u64;
-                            log.next += 1;
-                            log.last_timestamp = ts;
-                            off = next;
-                        }
-                        Ok((o, ..)) => {
-                            tracing::error!(path = %path.display(), offset = o, expected = log.next, "stream record out of sequence: log cut here");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(path = %path.display(), error = %e, "undecodable stream record: log cut here");
-                            break;
-                        }
-                    },
-                    FrameAt::End if off >= data.len() => break,
-                    other => {
-                        tracing::warn!(path = %path.display(), at = off, ?other, "torn stream tail cut at the last good frame");
-                        break;
-                    }
-                }
-            }
-            if off < data.len() {
-                cut = true;
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| StorageError::io("opening segment", &path, e))?;
-                f.set_len(off as u64)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| StorageError::io("cutting segment", &path, e))?;
-            }
-            log.bytes += seg.bytes;
-            log.segments.push_back(seg);
-        }
-        if log.segments.is_empty() {
-            log.segments.push_back(Segment {
-                first: 0,
-                records: Vec::new(),
-                bytes: 0,
-            });
-        }
-        log.last_chunk = log.segments.back().map_or(0, |s| s.first);
+        recover::recover(&mut log, dir)?;
         log.recovered_offsets = read_offsets(dir)?;
         let (tx, rx) = mpsc::channel();
         let d = dir.to_path_buf();
+        let written = Written::new(log.next);
+        let w = written.clone();
         let thread = std::thread::Builder::new()
             .name("stream-writer".into())
-            .spawn(move || writer::run(d, rx))
+            .spawn(move || writer::run(d, rx, w))
             .map_err(|e| StorageError::io("starting the stream writer", dir, e))?;
         log.disk = Some(Disk {
-            dir: dir.to_path_buf(),
+            dir: Arc::from(dir),
             tx: Some(tx),
             thread: Some(thread),
+            written,
+            cache: Arc::new(cache::BlockCache::new(cache::CACHE_BYTES)),
         });
         Ok(log)
+    }
+
+    /// Sets how many bytes of the newest records stay in memory (at least the records
+    /// not yet written stay). No effect on a log without storage, which holds all.
+    pub fn set_tail_budget(&mut self, bytes: u64) {
+        self.tail_budget = bytes;
+        self.evict();
+    }
+
+    /// Sets how many bytes of decoded blocks the readers share (drops those held).
+    pub fn set_block_budget(&mut self, bytes: u64) {
+        if let Some(d) = &mut self.disk {
+            d.cache = Arc::new(cache::BlockCache::new(bytes));
+        }
     }
 
     /// Appends `messages` as one chunk, each with its offset in the `x-stream-offset`
@@ -213,14 +220,10 @@ impl StreamLog {
         for m in messages {
             if self.segments.back().expect("a segment").bytes >= self.max_segment_bytes {
                 if !buf.is_empty() {
-                    pending.push((segment, std::mem::take(&mut buf)));
+                    pending.push((segment, std::mem::take(&mut buf), self.next));
                 }
                 segment = self.next;
-                self.segments.push_back(Segment {
-                    first: self.next,
-                    records: Vec::new(),
-                    bytes: 0,
-                });
+                self.segments.push_back(Segment::new(self.next));
             }
             let mut m = Arc::unwrap_or_clone(m);
             m = m.with_header("x-stream-offset", self.next as i64);
@@ -228,32 +231,72 @@ impl StreamLog {
                 Ok(n) => n as u64,
                 Err(e) => return Completion::ready(Err(e)),
             };
-            let seg = self.segments.back_mut().expect("a segment");
-            seg.bytes += n;
+            self.segments
+                .back_mut()
+                .expect("a segment")
+                .push(self.next, now, n);
             self.bytes += n;
-            seg.records.push(StreamRecord {
+            let r = StreamRecord {
                 timestamp: now,
                 message: Arc::new(m),
-            });
+            };
+            self.tail_bytes += record_size(&r);
+            self.tail.push_back(r);
             self.next += 1;
         }
-        pending.push((segment, buf));
+        pending.push((segment, buf, self.next));
+        self.evict();
         let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
             return Completion::ready(Ok(()));
         };
         let mut last = Completion::ready(Ok(()));
-        for (segment, bytes) in pending {
+        for (segment, bytes, end) in pending {
             let (done, c) = Completion::pending();
             // The writer handles its commands in order: the last completion resolves
             // after every earlier one.
             let _ = tx.send(writer::Command::Append {
                 segment,
                 bytes,
+                end,
                 done,
             });
             last = c;
         }
         last
+    }
+
+    /// Drops the oldest cached records above the budget, if the files hold them.
+    pub fn evict(&mut self) {
+        let Some(d) = &self.disk else {
+            return;
+        };
+        let written = d.written.get();
+        while self.tail_bytes > self.tail_budget && self.tail_first() < written {
+            let r = self.tail.pop_front().expect("over budget: not empty");
+            self.tail_bytes -= record_size(&r);
+        }
+    }
+
+    /// The first offset held in the tail cache (`next_offset` when it is empty).
+    pub fn tail_first(&self) -> u64 {
+        self.next - self.tail.len() as u64
+    }
+
+    /// Bytes the log holds in memory: the tail cache, the sparse index and the
+    /// decoded blocks shared by readers.
+    pub fn ram_bytes(&self) -> u64 {
+        let blocks = self.disk.as_ref().map_or(0, |d| d.cache.bytes());
+        let index: usize = self
+            .segments
+            .iter()
+            .map(|s| s.index.capacity() * std::mem::size_of::<IndexEntry>())
+            .sum();
+        self.tail_bytes + index as u64 + blocks
+    }
+
+    /// Entries of the sparse index, across segments.
+    pub fn index_len(&self) -> usize {
+        self.segments.iter().map(|s| s.index.len()).sum()
     }
 
     /// The first retained offset.
@@ -266,8 +309,8 @@ impl StreamLog {
         self.next
     }
 
-    /// The first offset of the last chunk (the last batch appended, or after a
-    /// restart the start of the last segment).
+    /// The first offset of the last chunk (the last batch appended; after a restart,
+    /// the first record of the last millisecond that had appends).
     pub fn last_chunk(&self) -> u64 {
         self.last_chunk.max(self.first_offset())
     }
@@ -287,23 +330,74 @@ impl StreamLog {
         self.bytes
     }
 
-    /// The record at `offset`, if retained.
+    /// The record at `offset`, if it is in the tail cache.
     pub fn get(&self, offset: u64) -> Option<&StreamRecord> {
-        let i = self.segments.partition_point(|s| s.first <= offset);
-        let seg = self.segments.get(i.checked_sub(1)?)?;
-        seg.records.get((offset - seg.first) as usize)
+        if offset < self.first_offset() {
+            return None;
+        }
+        self.tail
+            .get(offset.checked_sub(self.tail_first())? as usize)
     }
 
-    /// The first offset appended at or after `timestamp` (ms since the epoch); the
-    /// next offset when none is.
-    pub fn offset_at(&self, timestamp: i64) -> u64 {
-        for seg in &self.segments {
-            let i = seg.records.partition_point(|r| r.timestamp < timestamp);
-            if i < seg.records.len() {
-                return seg.first + i as u64;
+    /// A read of the files from `from` on (`None` for a log without storage, or when
+    /// `from` is not retained): the cursor at the index entry at or before it.
+    pub fn read_from(&self, from: u64, cursor: Option<Cursor>) -> Option<ReadRequest> {
+        let d = self.disk.as_ref()?;
+        if from < self.first_offset() || from >= self.next {
+            return None;
+        }
+        let cursor = match cursor {
+            Some(c) if c.offset == from && c.segment >= self.first_offset() => c,
+            _ => {
+                let i = self.segments.partition_point(|s| s.first <= from);
+                let seg = &self.segments[i.checked_sub(1)?];
+                let j = seg.index.partition_point(|e| e.offset <= from);
+                match j.checked_sub(1).map(|j| seg.index[j]) {
+                    Some(e) => Cursor::new(seg.first, e.pos as usize, e.offset),
+                    None => Cursor::new(seg.first, 0, seg.first),
+                }
+            }
+        };
+        Some(ReadRequest {
+            dir: d.dir.clone(),
+            cursor,
+            from,
+            end: d.written.get().min(self.next),
+            max_records: usize::MAX,
+            max_bytes: usize::MAX,
+            min_timestamp: None,
+            cache: d.cache.clone(),
+        })
+    }
+
+    /// Where a reader from `timestamp` (ms since the epoch) starts: the first offset
+    /// appended at or after it, exactly when the tail cache (or the first index entry)
+    /// tells it, with `true` when the reader must still skip older records from there
+    /// (the start lies between two entries of the sparse index). The next offset when
+    /// nothing is that recent.
+    pub fn offset_at(&self, timestamp: i64) -> (u64, bool) {
+        let first = self.first_offset();
+        if let Some(front) = self.tail.front() {
+            if self.tail_first() <= first || front.timestamp < timestamp {
+                let i = self.tail.partition_point(|r| r.timestamp < timestamp);
+                return ((self.tail_first() + i as u64).max(first), false);
             }
         }
-        self.next
+        let mut best = None;
+        for seg in &self.segments {
+            let i = seg.index.partition_point(|e| e.timestamp < timestamp);
+            if i > 0 {
+                best = Some(seg.index[i - 1].offset);
+            }
+            if i < seg.index.len() {
+                break;
+            }
+        }
+        match best {
+            Some(o) if self.disk.is_some() => (o.max(first), true),
+            Some(_) => (self.next, false),
+            None => (first, false),
+        }
     }
 
     /// Removes whole segments from the front while the log is above `max_bytes` or
@@ -316,9 +410,8 @@ impl StreamLog {
             let too_big = max_bytes.is_some_and(|m| self.bytes > m);
             let too_old = max_age_ms.is_some_and(|age| {
                 front
-                    .records
-                    .last()
-                    .is_none_or(|r| r.timestamp < now.saturating_sub(age as i64))
+                    .last_timestamp
+                    .is_none_or(|t| t < now.saturating_sub(age as i64))
             });
             if !too_big && !too_old {
                 break;
@@ -329,6 +422,14 @@ impl StreamLog {
             if let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) {
                 let _ = tx.send(writer::Command::Remove(seg.first));
             }
+        }
+        let first = self.first_offset();
+        if let Some(d) = &self.disk {
+            d.cache.trim(first);
+        }
+        while self.tail_first() < first {
+            let r = self.tail.pop_front().expect("below first: not empty");
+            self.tail_bytes -= record_size(&r);
         }
         removed
     }
@@ -371,6 +472,8 @@ impl StreamLog {
             }
         }
         self.segments.clear();
+        self.tail.clear();
+        self.tail_bytes = 0;
     }
 }
 

@@ -9,8 +9,42 @@ fn msgs(n: usize, tag: &str) -> Vec<Arc<Message>> {
         .collect()
 }
 
+/// Reads the record at `o` from the files (or the tail cache when it holds it).
+fn record(log: &StreamLog, o: u64) -> StreamRecord {
+    if let Some(r) = log.get(o) {
+        return r.clone();
+    }
+    let mut req = log.read_from(o, None).expect("retained");
+    req.max_records = 1;
+    let b = reader::read(req).unwrap();
+    assert_eq!(b.first, o);
+    b.records[0].clone()
+}
+
 fn body(log: &StreamLog, o: u64) -> String {
-    String::from_utf8(log.get(o).expect("retained").message.body.to_vec()).unwrap()
+    String::from_utf8(record(log, o).message.body.to_vec()).unwrap()
+}
+
+/// Every record from `from` on, read from the files in reads of `step` records.
+fn read_all(log: &StreamLog, from: u64, step: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    let mut cursor = None;
+    while let Some(mut req) = log.read_from(next, cursor.take()) {
+        req.max_records = step;
+        let b = reader::read(req).unwrap();
+        assert_eq!(b.first, next);
+        assert!(!b.records.is_empty(), "a read below the end finds records");
+        for (i, r) in b.records.iter().enumerate() {
+            out.push((
+                b.first + i as u64,
+                String::from_utf8(r.message.body.to_vec()).unwrap(),
+            ));
+        }
+        next = b.first + b.records.len() as u64;
+        cursor = Some(b.cursor);
+    }
+    out
 }
 
 #[test]
@@ -29,12 +63,7 @@ fn appends_come_back_after_a_reopen_with_contiguous_offsets() {
     let log = StreamLog::open(dir.path(), 200).unwrap();
     assert_eq!((log.first_offset(), log.next_offset()), (0, 10));
     assert_eq!(body(&log, 7), "b-2");
-    let h = log
-        .get(7)
-        .unwrap()
-        .message
-        .header("x-stream-offset")
-        .cloned();
+    let h = record(&log, 7).message.header("x-stream-offset").cloned();
     assert_eq!(h, Some(crate::message::FieldValue::Int(7)));
     assert!(log.segments.len() > 1, "small segments roll");
     assert_eq!(log.recovered_offsets().get("c1"), Some(&7));
@@ -73,7 +102,7 @@ fn retention_removes_whole_segments_and_moves_the_first_offset() {
     let removed = log.trim(Some(150), None, now_millis());
     assert!(removed > 0 && removed < segments, "{removed} of {segments}");
     assert!(log.first_offset() > 0);
-    assert!(log.get(0).is_none());
+    assert!(log.get(0).is_none() && log.read_from(0, None).is_none());
     let first = log.first_offset();
     log.close();
     let log = StreamLog::open(dir.path(), 100).unwrap();
@@ -82,7 +111,132 @@ fn retention_removes_whole_segments_and_moves_the_first_offset() {
     let mut log = log;
     log.trim(None, Some(0), now_millis() + 86_400_000);
     assert_eq!(log.segments.len(), 1);
-    assert_eq!(log.offset_at(0), log.first_offset());
+    assert_eq!(log.offset_at(0), (log.first_offset(), false));
+}
+
+#[test]
+fn a_log_much_larger_than_its_tail_cache_reads_back_in_order_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 64 * 1024).unwrap();
+    log.set_tail_budget(4 * 1024);
+    for b in 0..50 {
+        log.append(msgs(200, &format!("b{b}"))).wait().unwrap();
+    }
+    log.evict();
+    assert_eq!(log.next_offset(), 10_000);
+    assert!(
+        log.tail_first() > 9_000,
+        "the tail holds only the newest records"
+    );
+    assert!(
+        log.ram_bytes() < 64 * 1024,
+        "{} bytes in RAM",
+        log.ram_bytes()
+    );
+    let want: Vec<(u64, String)> = (0..10_000u64)
+        .map(|o| (o, format!("b{}-{}", o / 200, o % 200)))
+        .collect();
+    assert_eq!(read_all(&log, 0, 333), want);
+    assert_eq!(read_all(&log, 4_321, 1000), want[4_321..].to_vec());
+    // Reopened: only the sparse index is rebuilt, and the same records come back.
+    log.close();
+    drop(log);
+    let log = StreamLog::open(dir.path(), 64 * 1024).unwrap();
+    assert_eq!((log.first_offset(), log.next_offset()), (0, 10_000));
+    assert!(
+        log.index_len() > 1 && log.index_len() < 100,
+        "{}",
+        log.index_len()
+    );
+    assert_eq!(read_all(&log, 0, 777), want);
+    assert_eq!(body(&log, 9_999), "b49-199");
+    let h = record(&log, 5_000)
+        .message
+        .header("x-stream-offset")
+        .cloned();
+    assert_eq!(h, Some(crate::message::FieldValue::Int(5_000)));
+}
+
+#[test]
+fn a_timestamp_start_lands_on_its_chunk_through_the_sparse_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 30).unwrap();
+    log.set_tail_budget(0);
+    // Three chunks of ~200 KiB each (several index entries each), a millisecond apart.
+    let mut starts = Vec::new();
+    for c in 0..3 {
+        let before = now_millis();
+        while now_millis() == before {
+            std::hint::spin_loop();
+        }
+        starts.push((log.next_offset(), now_millis()));
+        let big: Vec<Arc<Message>> = (0..200)
+            .map(|i| {
+                Arc::new(Message::new(
+                    "",
+                    "s",
+                    format!("c{c}-{i}-{}", "x".repeat(1000)),
+                ))
+            })
+            .collect();
+        log.append(big).wait().unwrap();
+    }
+    log.evict();
+    assert_eq!(log.tail_first(), log.next_offset(), "nothing cached");
+    for (o, ts) in &starts {
+        let (at, skip) = log.offset_at(*ts);
+        assert!(at <= *o, "{at} > {o}");
+        let mut req = log.read_from(at, None).unwrap();
+        req.max_records = 1;
+        if skip {
+            req.min_timestamp = Some(*ts);
+        }
+        let b = reader::read(req).unwrap();
+        assert_eq!(b.first, *o, "the first record at or after the chunk's time");
+        assert!(b.records[0].timestamp >= *ts);
+    }
+    assert_eq!(log.offset_at(0), (0, false));
+    let (at, skip) = log.offset_at(i64::MAX);
+    assert!(skip || at == log.next_offset());
+}
+
+#[test]
+fn readers_of_the_same_records_share_one_decoded_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    log.set_tail_budget(0);
+    log.append(msgs(500, "a")).wait().unwrap();
+    log.evict();
+    let read = |from: u64, n: usize| {
+        let mut req = log.read_from(from, None).unwrap();
+        req.max_records = n;
+        reader::read(req).unwrap()
+    };
+    let a = read(100, 100);
+    let b = read(0, 300);
+    assert_eq!((a.first, b.first), (100, 0));
+    // Same bytes of the same mapping: decoded once, not once per reader.
+    let (x, y) = (&a.records[50].message.body, &b.records[150].message.body);
+    assert_eq!(x, y);
+    assert_eq!(x.as_ptr(), y.as_ptr());
+    assert!(log.ram_bytes() > 0, "the shared blocks are counted");
+}
+
+#[test]
+fn last_after_a_reopen_is_the_last_chunk_not_the_last_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+        log.append(msgs(5, "a")).wait().unwrap();
+        let before = now_millis();
+        while now_millis() == before {
+            std::hint::spin_loop();
+        }
+        log.append(msgs(3, "b")).wait().unwrap();
+    }
+    let log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(log.segments.len(), 1);
+    assert_eq!(log.last_chunk(), 5);
 }
 
 #[test]

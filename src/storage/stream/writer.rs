@@ -7,6 +7,10 @@
 //! Segment removals (retention) and the consumer offsets file are handled after the
 //! group's appends; of several offsets snapshots queued, only the last is written.
 //!
+//! After each group's write (before its fsync) the writer publishes the offset up to
+//! which the files hold every record ([`Written`]): readers of the files read only
+//! below it, and the tail cache drops only records below it.
+//!
 //! A failed write or fsync fails every later append (the file's state is unknown), as
 //! the message log's writer does.
 
@@ -17,8 +21,30 @@ use crate::storage::fsutil::sync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+
+/// The offset below which every record is in the segment files (shared by the writer,
+/// which raises it, and the log and its readers).
+#[derive(Debug, Clone, Default)]
+pub struct Written(Arc<AtomicU64>);
+
+impl Written {
+    /// Starts at `offset` (what recovery found).
+    pub fn new(offset: u64) -> Self {
+        Written(Arc::new(AtomicU64::new(offset)))
+    }
+
+    /// The offset below which the files hold every record.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, offset: u64) {
+        self.0.fetch_max(offset, Ordering::AcqRel);
+    }
+}
 
 /// What the stream's actor sends its writer.
 pub enum Command {
@@ -28,6 +54,8 @@ pub enum Command {
         segment: u64,
         /// The frames.
         bytes: Vec<u8>,
+        /// The offset after the last of these frames.
+        end: u64,
         /// Resolved once written and fsynced.
         done: Completer,
     },
@@ -75,7 +103,12 @@ impl Writer {
         Ok((&mut self.active.as_mut().expect("just set").1, created))
     }
 
-    fn write_group(&mut self, appends: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+    fn write_group(
+        &mut self,
+        appends: &[(u64, Vec<u8>)],
+        end: u64,
+        written: &Written,
+    ) -> Result<(), StorageError> {
         if let Some(e) = &self.failed {
             return Err(StorageError::Failed(e.clone()));
         }
@@ -87,6 +120,8 @@ impl Writer {
             f.write_all(bytes)
                 .map_err(|e| StorageError::io("writing stream segment", &dir, e))?;
         }
+        // Written (in the page cache): readers may read it; the confirm waits for the fsync.
+        written.set(end);
         if let Some((_, f)) = &self.active {
             f.sync_data()
                 .map_err(|e| StorageError::io("syncing stream segment", &self.dir, e))?;
@@ -122,7 +157,7 @@ pub fn encode_offsets(
 }
 
 /// Runs the writer until every sender is gone.
-pub fn run(dir: PathBuf, rx: Receiver<Command>) {
+pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
     let mut w = Writer {
         dir,
         active: None,
@@ -133,13 +168,16 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>) {
         let mut done = Vec::new();
         let mut removes = Vec::new();
         let mut offsets = None;
+        let mut end = 0;
         for cmd in std::iter::once(first).chain(rx.try_iter()) {
             match cmd {
                 Command::Append {
                     segment,
                     bytes,
+                    end: e,
                     done: d,
                 } => {
+                    end = end.max(e);
                     appends.push((segment, bytes));
                     done.push(d);
                 }
@@ -148,7 +186,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>) {
             }
         }
         if !appends.is_empty() {
-            let result = w.write_group(&appends);
+            let result = w.write_group(&appends, end, &written);
             if let Err(e) = &result {
                 if w.failed.is_none() {
                     tracing::error!(dir = %w.dir.display(), error = %e, "stream write failed: later appends are refused");

@@ -83,7 +83,9 @@ impl QueueActor {
 
     /// Brings the gauge level with what the queue holds.
     pub(super) fn reconcile_gauge(&mut self) {
-        let held = self.state.bytes() + self.outbox.as_ref().map_or(0, |o| o.held_bytes());
+        let held = self.state.bytes()
+            + self.outbox.as_ref().map_or(0, |o| o.held_bytes())
+            + self.stream.as_ref().map_or(0, |s| s.ram_bytes() as usize);
         if held > self.accounted {
             self.gauge.add(held - self.accounted);
         } else {

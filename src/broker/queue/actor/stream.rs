@@ -29,6 +29,7 @@ impl QueueActor {
             let s = act.stream();
             s.enforce_retention(crate::storage::stream::now_millis());
             s.flush_offsets();
+            s.retry_failed_reads();
             act.stream_dispatch(ctx);
         });
     }
@@ -145,7 +146,30 @@ impl QueueActor {
         for id in gone {
             s.drop_consumer(id);
         }
-        if dropped && s.consumers().iter().any(|c| c.is_active()) {
+        for (id, req) in s.take_reads() {
+            // The files are read on a blocking thread; the actor goes on.
+            let read =
+                tokio::task::spawn_blocking(move || crate::storage::stream::reader::read(req));
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(read).map(move |result, act, ctx| {
+                    if act.deleted {
+                        return;
+                    }
+                    let result = result.unwrap_or_else(|e| {
+                        Err(crate::storage::stream::reader::ReadError::Storage(
+                            crate::storage::StorageError::Encode(format!(
+                                "stream read task failed: {e}"
+                            )),
+                        ))
+                    });
+                    act.stream().read_done(id, result);
+                    act.stream_dispatch(ctx);
+                }),
+            );
+        }
+        let again = dropped && s.consumers().iter().any(|c| c.is_active());
+        self.reconcile_gauge();
+        if again {
             // A group member that took over from a dropped one reads now (each pass
             // drops at least one consumer, so this ends).
             return self.stream_dispatch(ctx);

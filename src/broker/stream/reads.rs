@@ -1,0 +1,186 @@
+//! Where a stream consumer's records come from: its read-ahead (records read from the
+//! segment files off the actor), the log's tail cache (consumers at the head), or a new
+//! read of the files, queued for the actor to run on a blocking thread
+//! ([`StreamState::take_reads`], answered with [`StreamState::read_done`]). The actor
+//! never touches the files itself.
+
+use super::{StreamConsumer, StreamState};
+use crate::broker::messages::Delivery;
+use crate::storage::stream::reader::{ReadBatch, ReadError};
+use crate::storage::stream::StreamRecord;
+
+/// At most this many bytes of bodies per read (the read-ahead of one consumer).
+const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
+
+fn accounted(r: &StreamRecord) -> u64 {
+    (r.message.accounted_size() + std::mem::size_of::<crate::message::Message>()) as u64
+}
+
+impl<H> StreamConsumer<H> {
+    /// Moves the consumer on to `first` if it is behind (retention removed its records).
+    pub(super) fn skip_to(&mut self, first: u64) {
+        if self.next >= first {
+            return;
+        }
+        self.next = first;
+        self.ahead.clear();
+        self.ahead_bytes = 0;
+        self.cursor = None;
+    }
+
+    /// Moves the consumer to `offset` (a group member taking over), forgetting what it
+    /// read ahead.
+    pub(super) fn reset_to(&mut self, offset: u64) {
+        self.next = offset;
+        self.ahead.clear();
+        self.ahead_bytes = 0;
+        self.cursor = None;
+    }
+
+    fn credit(&self) -> u64 {
+        let by_prefetch = self.prefetch.saturating_sub(self.unacked.len() as u32);
+        let by_window = self.window.saturating_sub(self.in_flight);
+        by_prefetch.min(by_window) as u64
+    }
+}
+
+impl<H> StreamState<H> {
+    /// Hands each consumer with credit the records it has not had, up to `max` in all;
+    /// answers (consumer index, deliveries). Consumers behind the tail cache get a read
+    /// of the files queued instead (see [`Self::take_reads`]).
+    pub fn dispatch(&mut self, max: usize) -> Vec<(usize, Vec<Delivery>)> {
+        self.log.evict();
+        let end = self.log.next_offset();
+        let first = self.log.first_offset();
+        let tail_first = self.log.tail_first();
+        let mut out = Vec::new();
+        let mut budget = max as u64;
+        for (i, c) in self.consumers.iter_mut().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            if !c.active {
+                continue;
+            }
+            c.skip_to(first);
+            let credit = c.credit().min(budget);
+            if credit == 0 || c.next >= end {
+                continue;
+            }
+            let mut batch = Vec::new();
+            while (batch.len() as u64) < credit {
+                let record = if let Some(r) = c.ahead.pop_front() {
+                    c.ahead_bytes -= accounted(&r);
+                    r
+                } else if c.next >= tail_first && c.next < end {
+                    self.log.get(c.next).expect("in the tail cache").clone()
+                } else {
+                    break;
+                };
+                let offset = c.next;
+                c.next += 1;
+                if c.min_timestamp.is_some_and(|t| record.timestamp < t) {
+                    continue;
+                }
+                c.min_timestamp = None;
+                self.next_delivery += 1;
+                c.unacked.insert(self.next_delivery, offset);
+                let again = offset < c.redeliver_below;
+                batch.push(Delivery {
+                    id: self.next_delivery,
+                    redelivered: again,
+                    delivery_count: 1 + u32::from(again),
+                    message: record.message,
+                });
+            }
+            if c.ahead.is_empty() && c.next < tail_first && c.reading.is_none() && !c.read_failed {
+                if let Some(mut req) = self.log.read_from(c.next, c.cursor.take()) {
+                    // Read ahead up to the consumer's prefetch, within a byte bound.
+                    req.max_records = c.prefetch.min(c.window).max(1) as usize;
+                    req.max_bytes = READ_AHEAD_BYTES;
+                    req.min_timestamp = c.min_timestamp;
+                    c.reading = Some(c.next);
+                    self.reads.push((c.id, req));
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            c.in_flight += batch.len() as u32;
+            budget -= batch.len() as u64;
+            out.push((i, batch));
+        }
+        out
+    }
+
+    /// The reads of the files queued by [`Self::dispatch`]: (consumer id, request).
+    pub fn take_reads(&mut self) -> Vec<(u64, crate::storage::stream::reader::ReadRequest)> {
+        std::mem::take(&mut self.reads)
+    }
+
+    /// A read for consumer `id` finished: its records become the consumer's read-ahead.
+    pub fn read_done(&mut self, id: u64, result: Result<ReadBatch, ReadError>) {
+        let first = self.log.first_offset();
+        let Some(c) = self.consumers.iter_mut().find(|c| c.id == id) else {
+            return;
+        };
+        let from = c.reading.take();
+        c.skip_to(first);
+        if from != Some(c.next) {
+            // Retention or a group handover moved the consumer while it read.
+            c.cursor = None;
+            return;
+        }
+        match result {
+            Ok(batch) => {
+                if batch.first > c.next {
+                    // Records before a timestamp start were skipped.
+                    c.next = batch.first;
+                }
+                if !batch.records.is_empty() {
+                    c.min_timestamp = None;
+                }
+                c.cursor = Some(batch.cursor);
+                for r in batch.records {
+                    c.ahead_bytes += accounted(&r);
+                    c.ahead.push_back(r);
+                }
+            }
+            Err(ReadError::Gone(segment)) => {
+                // Retention removed the segment: go on from the new first offset.
+                tracing::debug!(consumer = id, segment, "stream segment gone while read");
+                c.cursor = None;
+            }
+            Err(e) => {
+                tracing::error!(consumer = id, offset = c.next, error = %e, "cannot read the stream's files; retrying in a second");
+                c.cursor = None;
+                c.read_failed = true;
+            }
+        }
+    }
+
+    /// Lets consumers whose read failed try again (the actor's tick).
+    pub fn retry_failed_reads(&mut self) {
+        for c in &mut self.consumers {
+            c.read_failed = false;
+        }
+    }
+
+    /// Bytes the stream holds in memory: the log's tail cache and index, and the
+    /// consumers' read-ahead (what the memory watermark counts).
+    pub fn ram_bytes(&self) -> u64 {
+        self.log.ram_bytes() + self.consumers.iter().map(|c| c.ahead_bytes).sum::<u64>()
+    }
+
+    /// Runs every queued read here, blocking (tests without an actor).
+    #[cfg(test)]
+    pub fn run_reads(&mut self) -> usize {
+        let reads = self.take_reads();
+        let n = reads.len();
+        for (id, req) in reads {
+            let r = crate::storage::stream::reader::read(req);
+            self.read_done(id, r);
+        }
+        n
+    }
+}

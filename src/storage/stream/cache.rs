@@ -1,0 +1,128 @@
+//! Decoded blocks of a stream's files, shared by its readers: consumers reading the
+//! same part of a stream (four replays from `first`, say) decode each record once.
+//!
+//! A block is a run of consecutive records of one segment, decoded by the first reader
+//! that needed them (their bodies slices of the segment's mapping), kept with each
+//! record's file position. A reader whose offset falls inside a block takes its
+//! records from there and goes on at the block's end, so readers that started at
+//! different offsets fall onto the same block boundaries after their first block.
+//! Records never change once written, so a block stays valid until retention removes
+//! its segment ([`BlockCache::trim`]); the oldest blocks go first beyond the budget.
+
+use super::StreamRecord;
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Bytes of decoded blocks a stream keeps (accounted message bytes).
+pub const CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Consecutive decoded records of one segment.
+#[derive(Debug)]
+pub struct Block {
+    /// The offset of `records[0]`.
+    pub start: u64,
+    /// The segment (its first offset) they are in.
+    pub segment: u64,
+    /// The segment's mapping, to go on reading after the block.
+    pub map: Bytes,
+    /// The records.
+    pub records: Vec<StreamRecord>,
+    /// The file position of each record, and after the last one.
+    pub positions: Vec<usize>,
+    /// Accounted bytes of the records.
+    pub bytes: u64,
+}
+
+impl Block {
+    /// The offset after the block's last record.
+    pub fn end(&self) -> u64 {
+        self.start + self.records.len() as u64
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    blocks: BTreeMap<u64, Arc<Block>>,
+    order: VecDeque<u64>,
+    bytes: u64,
+}
+
+/// The shared blocks of one stream.
+#[derive(Default)]
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    bytes: AtomicU64,
+    budget: u64,
+}
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlockCache({} bytes)", self.bytes())
+    }
+}
+
+impl BlockCache {
+    /// An empty cache holding up to `budget` accounted bytes.
+    pub fn new(budget: u64) -> Self {
+        BlockCache {
+            budget,
+            ..Default::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The block holding `offset`, if cached.
+    pub fn find(&self, offset: u64) -> Option<Arc<Block>> {
+        let inner = self.lock();
+        let (_, b) = inner.blocks.range(..=offset).next_back()?;
+        (offset < b.end()).then(|| b.clone())
+    }
+
+    /// Keeps `block` (unless one starting at the same offset is there), dropping the
+    /// oldest beyond the budget.
+    pub fn insert(&self, block: Arc<Block>) {
+        if block.records.is_empty() {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.blocks.contains_key(&block.start) {
+            return;
+        }
+        inner.bytes += block.bytes;
+        inner.order.push_back(block.start);
+        inner.blocks.insert(block.start, block);
+        while inner.bytes > self.budget && inner.order.len() > 1 {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = inner.blocks.remove(&old) {
+                inner.bytes -= b.bytes;
+            }
+        }
+        self.bytes.store(inner.bytes, Ordering::Relaxed);
+    }
+
+    /// Drops the blocks below `first` (retention removed their segments).
+    pub fn trim(&self, first: u64) {
+        let mut inner = self.lock();
+        let gone: Vec<u64> = inner.blocks.range(..first).map(|(k, _)| *k).collect();
+        for k in gone {
+            if let Some(b) = inner.blocks.remove(&k) {
+                inner.bytes -= b.bytes;
+            }
+        }
+        let Inner { blocks, order, .. } = &mut *inner;
+        order.retain(|k| blocks.contains_key(k));
+        self.bytes.store(inner.bytes, Ordering::Relaxed);
+    }
+
+    /// Accounted bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}

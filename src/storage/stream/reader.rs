@@ -1,0 +1,270 @@
+//! Reading a stream's records back from its segment files, off the queue actor (the
+//! actor hands a [`ReadRequest`] to a blocking thread and gets a [`ReadBatch`] back).
+//!
+//! A segment is mapped whole (read-only `mmap`) and held as one [`Bytes`]; every record
+//! read from it is decoded with [`codec::decode_shared`], so its body is a slice of the
+//! mapping: the page cache's bytes, never copied in user space until the connection
+//! encodes the delivery for its socket. Records are decoded in blocks shared by the
+//! stream's readers ([`super::cache`]). The [`Cursor`] keeps the mapping and the file
+//! position, so a consumer reading on does not search the index again; a mapping of
+//! the active segment is taken again when the file has grown past it.
+
+use super::cache::{Block, BlockCache};
+use super::codec;
+use super::writer::segment_path;
+use super::StreamRecord;
+use crate::storage::disk::frame::{self, FrameAt};
+use crate::storage::error::StorageError;
+use bytes::Bytes;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a reader is in a stream's files.
+#[derive(Clone)]
+pub struct Cursor {
+    /// The first offset of the segment (its file name).
+    pub segment: u64,
+    /// The file position of the record at `offset`.
+    pub pos: usize,
+    /// The offset of the record at `pos`.
+    pub offset: u64,
+    /// The segment's mapping, when already taken.
+    map: Option<Bytes>,
+}
+
+impl Cursor {
+    /// A cursor at `pos` of segment `segment`, where record `offset` starts.
+    pub fn new(segment: u64, pos: usize, offset: u64) -> Self {
+        Cursor {
+            segment,
+            pos,
+            offset,
+            map: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("segment", &self.segment)
+            .field("pos", &self.pos)
+            .field("offset", &self.offset)
+            .field("mapped", &self.map.as_ref().map(|m| m.len()))
+            .finish()
+    }
+}
+
+/// One read: from `cursor` on, the records from offset `from` (below `end`), at most
+/// `max_records` of them and about `max_bytes` of bodies.
+#[derive(Debug)]
+pub struct ReadRequest {
+    /// The stream's directory.
+    pub dir: Arc<Path>,
+    /// Where to start scanning (at or before `from`).
+    pub cursor: Cursor,
+    /// The first offset wanted.
+    pub from: u64,
+    /// Read only below this offset (what the files are known to hold).
+    pub end: u64,
+    /// At most this many records.
+    pub max_records: usize,
+    /// Stop once the bodies read reach this many bytes.
+    pub max_bytes: usize,
+    /// Skip records appended before this time (ms; a timestamp start not yet reached).
+    pub min_timestamp: Option<i64>,
+    /// The stream's decoded blocks, shared by its readers.
+    pub cache: Arc<BlockCache>,
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub struct ReadBatch {
+    /// The offset of `records[0]` (or, when empty, where the read stopped).
+    pub first: u64,
+    /// Contiguous records from `first` on.
+    pub records: Vec<StreamRecord>,
+    /// Where the next read goes on.
+    pub cursor: Cursor,
+}
+
+/// Why a read failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The segment file is gone (retention removed it): look the offset up again.
+    Gone(u64),
+    /// The file could not be read, or holds something else than expected.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Gone(s) => write!(f, "segment {s} was removed"),
+            ReadError::Storage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+fn map_segment(dir: &Path, segment: u64) -> Result<Bytes, ReadError> {
+    let path = segment_path(dir, segment);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ReadError::Gone(segment)),
+        Err(e) => {
+            return Err(ReadError::Storage(StorageError::io(
+                "opening segment",
+                &path,
+                e,
+            )))
+        }
+    };
+    map_file(&file, &path).map_err(ReadError::Storage)
+}
+
+/// Maps `file` read-only, whole, as [`Bytes`] (empty for an empty file).
+pub fn map_file(file: &std::fs::File, path: &Path) -> Result<Bytes, StorageError> {
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io("reading segment size", path, e))?
+        .len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: segment files are only appended to while the broker runs (truncated only
+    // by recovery, before any reader exists) and removed by unlinking, which leaves an
+    // existing mapping valid; the mapped bytes are never written through this mapping.
+    let map = unsafe { memmap2::Mmap::map(file) }
+        .map_err(|e| StorageError::io("mapping segment", path, e))?;
+    Ok(Bytes::from_owner(map))
+}
+
+fn corrupt(dir: &Path, segment: u64, reason: String) -> ReadError {
+    ReadError::Storage(StorageError::Corrupt {
+        path: segment_path(dir, segment),
+        reason,
+    })
+}
+
+/// A decoded block ends after this many bytes of bodies or records.
+const BLOCK_BYTES: usize = 256 * 1024;
+const BLOCK_RECORDS: usize = 2048;
+
+/// Decodes the records from `cur` on (below `end`) into a block, within one segment;
+/// moves `cur` to the next segment when it starts at `cur`.
+fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>, ReadError> {
+    let mut remapped = false;
+    loop {
+        let map = match &cur.map {
+            Some(m) => m.clone(),
+            None => {
+                let m = map_segment(dir, cur.segment)?;
+                cur.map = Some(m.clone());
+                m
+            }
+        };
+        let mut block = Block {
+            start: cur.offset,
+            segment: cur.segment,
+            map: map.clone(),
+            records: Vec::new(),
+            positions: vec![cur.pos],
+            bytes: 0,
+        };
+        let mut pos = cur.pos;
+        let mut body_bytes = 0;
+        while block.end() < end && body_bytes < BLOCK_BYTES && block.records.len() < BLOCK_RECORDS {
+            let FrameAt::Good { payload, next } = frame::read_at(&map, pos) else {
+                break;
+            };
+            let (offset, timestamp, message) =
+                codec::decode_shared(&map, payload).map_err(|e| corrupt(dir, cur.segment, e))?;
+            if offset != block.end() {
+                return Err(corrupt(
+                    dir,
+                    cur.segment,
+                    format!("record {offset} where {} was expected", block.end()),
+                ));
+            }
+            body_bytes += message.body.len();
+            block.bytes +=
+                (message.accounted_size() + std::mem::size_of::<crate::message::Message>()) as u64;
+            block.records.push(StreamRecord { timestamp, message });
+            pos = next;
+            block.positions.push(pos);
+        }
+        if !block.records.is_empty() || block.end() >= end {
+            return Ok(Some(block));
+        }
+        if segment_path(dir, cur.offset).exists() {
+            // The segment ended where the next one starts.
+            *cur = Cursor::new(cur.offset, 0, cur.offset);
+        } else if !remapped {
+            // The active segment grew since it was mapped.
+            cur.map = None;
+            remapped = true;
+        } else {
+            return Err(corrupt(
+                dir,
+                cur.segment,
+                format!("no record {} at {}", cur.offset, cur.pos),
+            ));
+        }
+    }
+}
+
+/// Reads what `req` asks for, through the stream's shared blocks. Blocks on the
+/// files: run it off the actor.
+pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
+    let dir = req.dir;
+    let mut cur = req.cursor;
+    let mut records = Vec::new();
+    let mut first = req.from.max(cur.offset);
+    let mut bytes = 0usize;
+    let mut min_ts = req.min_timestamp;
+    while cur.offset < req.end && records.len() < req.max_records && bytes < req.max_bytes {
+        let block = match req.cache.find(cur.offset) {
+            Some(b) => b,
+            None => {
+                let Some(b) = decode_block(&dir, &mut cur, req.end)? else {
+                    break;
+                };
+                let b = Arc::new(b);
+                req.cache.insert(b.clone());
+                b
+            }
+        };
+        let mut i = (cur.offset - block.start) as usize;
+        while i < block.records.len() && records.len() < req.max_records && bytes < req.max_bytes {
+            let offset = block.start + i as u64;
+            let r = &block.records[i];
+            i += 1;
+            if offset >= req.from && min_ts.is_none_or(|t| r.timestamp >= t) {
+                min_ts = None;
+                if records.is_empty() {
+                    first = offset;
+                }
+                bytes += r.message.body.len();
+                records.push(r.clone());
+            } else if records.is_empty() {
+                first = offset + 1;
+            }
+        }
+        let map = if cur.segment == block.segment {
+            cur.map.take().filter(|m| m.len() >= block.map.len())
+        } else {
+            None
+        };
+        cur = Cursor {
+            segment: block.segment,
+            pos: block.positions[i],
+            offset: block.start + i as u64,
+            map: Some(map.unwrap_or_else(|| block.map.clone())),
+        };
+    }
+    Ok(ReadBatch {
+        first,
+        records,
+        cursor: cur,
+    })
+}
