@@ -330,6 +330,14 @@ impl Connection {
                             continue;
                         }
                     }
+                    let x = &batch.as_ref().expect("batch set above").0;
+                    if let Err(e) = self.channel.may_publish(x, p.routing_key) {
+                        // Refused (write permission): this publish only.
+                        self.send_batch(batch.take(), ctx);
+                        self.refuse_publish(&raw, &e, ctx);
+                        i += 1;
+                        continue;
+                    }
                     if p.seq != 0 && !self.channel.register_seq(p.seq) {
                         self.send_batch(batch.take(), ctx);
                         self.fatal(
