@@ -1,7 +1,9 @@
 //! Security: TLS on the native and AMQP listeners (certificates made in the test with
-//! rcgen), connection limits, and the refusals of failed logins.
+//! rcgen), connection limits, the refusals of failed logins, and permissions.
 
 pub(crate) mod amqp_raw;
 mod limits;
+mod permissions;
+mod permissions_http;
 mod pki;
 mod tls;
