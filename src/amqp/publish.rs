@@ -64,6 +64,12 @@ impl AmqpConnection {
             match st.core.cached_exchange(&name) {
                 Some(x) => st.batch = Some((x, Vec::new())),
                 None => {
+                    // Permission first, as RabbitMQ: a refused publish to a missing
+                    // exchange is ACCESS_REFUSED, not NOT_FOUND.
+                    if let Err(e) = st.core.may_write_exchange(&name) {
+                        self.channel_error(ch, AmqpError::from(e).on((60, 40)), ctx);
+                        return;
+                    }
                     // Look it up, then handle this publish again.
                     st.pending.push_front(Command::Publish(Box::new(cmd)));
                     self.backlog.fetch_add(1, Ordering::AcqRel);

@@ -358,6 +358,8 @@ impl Session {
         if let Some(x) = self.channel().cached_exchange(name) {
             return Ok(x);
         }
+        // Permission first, as RabbitMQ: refused before "no such exchange".
+        self.channel().may_write_exchange(name)?;
         let x = lookup_exchange(&self.registry, name, &self.vhost).await?;
         self.channel().cache_exchange(x.clone());
         Ok(x)

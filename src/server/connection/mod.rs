@@ -308,6 +308,13 @@ impl Connection {
                         match self.channel.cached_exchange(p.exchange) {
                             Some(x) => batch = Some((x, Vec::new())),
                             None => {
+                                // Permission first, as RabbitMQ: a refused publish to a
+                                // missing exchange is ACCESS_REFUSED, not NOT_FOUND.
+                                if let Err(e) = self.channel.may_write_exchange(p.exchange) {
+                                    self.refuse_publish(&raw, &e, ctx);
+                                    i += 1;
+                                    continue;
+                                }
                                 // Look the exchange up, pausing this connection (ctx.wait)
                                 // so that frames keep their order; then go on from here.
                                 self.lookup_then_continue(p.exchange.to_string(), frames, i, ctx);

@@ -114,6 +114,11 @@ async fn native_operations_are_checked_and_the_connection_goes_on() {
         c.publish("", "jobs", b"x").await.unwrap().await,
         &format!("write access to exchange 'amq.default' {who}"),
     );
+    // The permission comes first, as in RabbitMQ: not "no exchange 'nope'".
+    refused(
+        c.publish("nope", "k", b"x").await.unwrap().await,
+        &format!("write access to exchange 'nope' {who}"),
+    );
     // Get, consume, purge: read on the queue; delete: configure.
     assert!(c.get("ann-q", true).await.unwrap().is_some());
     refused(
