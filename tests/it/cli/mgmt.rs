@@ -189,6 +189,24 @@ fn users_vhosts_and_permissions_are_managed() {
             &json!({"user": "ann", "vhost": "prod", "configure": ".*", "write": ".*", "read": "^ann-"}),
         ]
     );
+    admin(
+        &server,
+        &[
+            "set-topic-permissions",
+            "ann",
+            "amq.topic",
+            "^{username}\\.",
+            ".*",
+        ],
+    );
+    let topics = admin_json(&server, &["list", "topic-permissions", "--vhost", "/"]);
+    assert_eq!(
+        topics,
+        json!([{"user": "ann", "vhost": "/", "exchange": "amq.topic", "write": "^{username}\\.", "read": ".*"}])
+    );
+    admin(&server, &["clear-topic-permissions", "ann", "amq.topic"]);
+    let topics = admin_json(&server, &["list", "topic-permissions"]);
+    assert_eq!(topics, json!([]));
     let refused = admin_run(&server, &["set-permissions", "ann", "(", ".*", ".*"]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(
