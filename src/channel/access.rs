@@ -403,6 +403,30 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// A super stream declare: what declaring its exchange, each partition stream and
+    /// each binding needs (configure on them, write on the streams, read on the
+    /// exchange).
+    pub fn may_declare_super_stream(
+        &mut self,
+        spec: &crate::broker::superstream::SuperStreamSpec,
+    ) -> Result<(), BrokerError> {
+        self.may_declare_exchange(&spec.exchange(), false)?;
+        for p in spec.layout() {
+            self.may_declare_queue(&spec.queue(&p), false)?;
+            let target = BindTarget::Queue(p.queue.clone());
+            // A super stream's exchange is not a topic exchange: no topic check.
+            let _ = self.may_bind(&spec.name, &target, &p.binding_key)?;
+        }
+        Ok(())
+    }
+
+    /// A super stream delete: configure on its exchange.
+    pub fn may_delete_super_stream(&mut self, name: &str) -> Result<(), BrokerError> {
+        self.may_delete_exchange(name)
+    }
+}
+
 /// A name of the form the registry gives a server-named queue, to check a declare
 /// without a name against (the registry picks the real one).
 fn server_name_sample() -> String {

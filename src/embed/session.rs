@@ -309,12 +309,14 @@ impl Session {
         &self,
         spec: &crate::broker::superstream::SuperStreamSpec,
     ) -> Result<Vec<String>, BrokerError> {
+        self.channel().may_declare_super_stream(spec)?;
         crate::broker::superstream::declare(&self.registry, self.owner, spec).await
     }
 
     /// Deletes a super stream: its partition streams (with their records) and its
     /// exchange; answers the partitions deleted.
     pub async fn delete_super_stream(&self, name: &str) -> Result<Vec<String>, BrokerError> {
+        self.channel().may_delete_super_stream(name)?;
         self.channel().forget_exchange(name);
         crate::broker::superstream::delete(&self.registry, &self.vhost, self.owner, name).await
     }

@@ -375,6 +375,9 @@ impl Connection {
                     binding_keys,
                     arguments,
                 );
+                if let Ok(s) = &spec {
+                    authorize!(id, self.channel.may_declare_super_stream(s));
+                }
                 op(
                     req,
                     async move {
@@ -385,6 +388,7 @@ impl Connection {
                 )
             }
             Op::DeleteSuperStream { name } => {
+                authorize!(id, self.channel.may_delete_super_stream(&name));
                 self.channel.forget_exchange(&name);
                 let vhost = self.session.as_ref().expect("open").vhost.clone();
                 op(
