@@ -202,8 +202,14 @@ impl AmqpConnection {
                 );
             } else {
                 let owner = self.shared.broker.new_owner();
-                self.channels
-                    .insert(ch, Box::new(ChannelState::new(Channel::new(owner))));
+                let mut core = Channel::new(owner);
+                let vhost = self.session.as_ref().map(|s| s.vhost.as_str());
+                core.set_access(crate::channel::Access::new(
+                    self.shared.broker.definitions(),
+                    &self.user,
+                    vhost.unwrap_or_default(),
+                ));
+                self.channels.insert(ch, Box::new(ChannelState::new(core)));
                 self.stats
                     .channels
                     .store(self.channels.len() as u32, Ordering::Relaxed);

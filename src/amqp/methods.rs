@@ -8,6 +8,7 @@ use super::properties::{args_in, short};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
 use crate::broker::queue::QueueSpec;
+use crate::channel::TopicGate;
 use actix::prelude::*;
 use amq_protocol::protocol::{
     access, channel as chan, confirm, exchange as ex, queue as qu, tx, AMQPClass,
@@ -19,6 +20,13 @@ impl AmqpConnection {
         let method = (m.get_amqp_class_id(), m.get_amqp_method_id());
         let registry = self.session.as_ref().expect("open").registry.clone();
         let owner = self.owner;
+        let gate = match self.authorize(ch, &m) {
+            Ok(gate) => gate,
+            Err(e) => {
+                self.channel_error(ch, AmqpError::from(e).on(method), ctx);
+                return;
+            }
+        };
         match m {
             AMQPClass::Channel(chan::AMQPMethod::Close(_)) => {
                 self.method(
@@ -106,7 +114,13 @@ impl AmqpConnection {
                 self.run(
                     ch,
                     method,
-                    async move { registry.send(bind).await? },
+                    {
+                        let gate = gate.enforce(&registry);
+                        async move {
+                            gate.await?;
+                            registry.send(bind).await?
+                        }
+                    },
                     move |act, ch, (), _| {
                         if !nowait {
                             act.method(
@@ -130,7 +144,13 @@ impl AmqpConnection {
                 self.run(
                     ch,
                     method,
-                    async move { unbind_idempotent(registry.send(Unbind { binding }).await?) },
+                    {
+                        let gate = gate.enforce(&registry);
+                        async move {
+                            gate.await?;
+                            unbind_idempotent(registry.send(Unbind { binding }).await?)
+                        }
+                    },
                     move |act, ch, (), _| {
                         if !nowait {
                             act.method(
@@ -142,7 +162,7 @@ impl AmqpConnection {
                     ctx,
                 );
             }
-            AMQPClass::Queue(qm) => self.queue_method(ch, method, qm, ctx),
+            AMQPClass::Queue(qm) => self.queue_method(ch, method, qm, gate, ctx),
             AMQPClass::Basic(bm) => self.basic_method(ch, method, bm, ctx),
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 let Some(st) = self.channels.get_mut(&ch) else {
@@ -193,6 +213,7 @@ impl AmqpConnection {
         ch: u16,
         method: (u16, u16),
         m: qu::AMQPMethod,
+        gate: TopicGate,
         ctx: &mut Context<Self>,
     ) {
         let registry = self.session.as_ref().expect("open").registry.clone();
@@ -252,7 +273,13 @@ impl AmqpConnection {
                 self.run(
                     ch,
                     method,
-                    async move { registry.send(bind).await? },
+                    {
+                        let gate = gate.enforce(&registry);
+                        async move {
+                            gate.await?;
+                            registry.send(bind).await?
+                        }
+                    },
                     move |act, ch, (), _| {
                         if !nowait {
                             act.method(ch, AMQPClass::Queue(qu::AMQPMethod::BindOk(qu::BindOk {})));
@@ -272,7 +299,13 @@ impl AmqpConnection {
                 self.run(
                     ch,
                     method,
-                    async move { unbind_idempotent(registry.send(Unbind { binding }).await?) },
+                    {
+                        let gate = gate.enforce(&registry);
+                        async move {
+                            gate.await?;
+                            unbind_idempotent(registry.send(Unbind { binding }).await?)
+                        }
+                    },
                     move |act, ch, (), _| {
                         act.method(
                             ch,

@@ -22,6 +22,7 @@
 //! socket and routing between channels. Listeners open with
 //! [`crate::server::FrontEnd::listen_amqp`].
 
+mod authz;
 mod basic;
 pub(crate) mod codec;
 mod connection;

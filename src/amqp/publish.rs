@@ -64,6 +64,12 @@ impl AmqpConnection {
             match st.core.cached_exchange(&name) {
                 Some(x) => st.batch = Some((x, Vec::new())),
                 None => {
+                    // Permission first, as RabbitMQ: a refused publish to a missing
+                    // exchange is ACCESS_REFUSED, not NOT_FOUND.
+                    if let Err(e) = st.core.may_write_exchange(&name) {
+                        self.channel_error(ch, AmqpError::from(e).on((60, 40)), ctx);
+                        return;
+                    }
                     // Look it up, then handle this publish again.
                     st.pending.push_front(Command::Publish(Box::new(cmd)));
                     self.backlog.fetch_add(1, Ordering::AcqRel);
@@ -77,6 +83,11 @@ impl AmqpConnection {
             return;
         }
         let st = self.channels.get_mut(&ch).expect("open");
+        let x = &st.batch.as_ref().expect("batch set above").0;
+        if let Err(e) = st.core.may_publish(x, cmd.publish.routing_key.as_str()) {
+            self.channel_error(ch, AmqpError::from(e).on((60, 40)), ctx);
+            return;
+        }
         let seq = st.core.next_seq();
         let (x, items) = st.batch.as_mut().expect("batch set above");
         items.push(outbound(x, seq, cmd));
@@ -86,6 +97,12 @@ impl AmqpConnection {
     fn direct_reply(&mut self, ch: u16, cmd: PublishCommand, ctx: &mut Context<Self>) {
         if let Err(e) = self.check_user_id(&cmd) {
             self.channel_error(ch, e, ctx);
+            return;
+        }
+        // Published to the default exchange: write on it, as any publish.
+        let st = self.channels.get_mut(&ch).expect("open");
+        if let Err(e) = st.core.may_write_exchange("") {
+            self.channel_error(ch, AmqpError::from(e).on((60, 40)), ctx);
             return;
         }
         // What was batched before this publish goes first (confirm order).
@@ -193,6 +210,16 @@ impl AmqpConnection {
         };
         for x in found {
             st.core.cache_exchange(x);
+        }
+        // Permissions before anything of the transaction takes effect.
+        for c in &held {
+            let Some(x) = st.core.cached_exchange(c.publish.exchange.as_str()) else {
+                continue; // NOT_FOUND below
+            };
+            if let Err(e) = st.core.may_publish(&x, c.publish.routing_key.as_str()) {
+                self.channel_error(ch, AmqpError::from(e).on((60, 40)), ctx);
+                return;
+            }
         }
         // Settlements first, as everywhere: then the publishes.
         st.core.commit_settles();

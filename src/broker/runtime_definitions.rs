@@ -4,7 +4,8 @@
 
 use super::{registry, BrokerHandle, Registry};
 use crate::definitions::{
-    BrokerCommand, Policy, PolicyKind, SharedDefinitions, UserDefinition, VhostDefinitions,
+    BrokerCommand, Permission, Policy, PolicyKind, SharedDefinitions, TopicPermission,
+    UserDefinition, VhostDefinitions,
 };
 use crate::error::BrokerError;
 
@@ -53,6 +54,47 @@ impl BrokerHandle {
             .await
     }
 
+    /// A session on `vhost` acting as `user`: it may do what the user's permissions
+    /// allow (ACCESS_REFUSED naming permission, resource, vhost and user otherwise),
+    /// as the user's client connections. The management API acts through these.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// use actormq::definitions::{Permission, UserDefinition};
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// let hash = actormq::server::auth::hash_password("pw");
+    /// broker.put_user(UserDefinition::new("ann", &hash, [], false, Vec::new())).await?;
+    /// assert!(broker.session_as("/", "ann").is_err()); // no permission in "/"
+    /// broker.set_user_permissions("ann", "/", Permission::new("^ann-", ".*", ".*")?).await?;
+    /// let session = broker.session_as("/", "ann")?;
+    /// session.declare_queue("ann-jobs", &actormq::QueueOptions::new()).await?;
+    /// let e = session.declare_queue("jobs", &actormq::QueueOptions::new()).await.unwrap_err();
+    /// assert_eq!(e.code(), actormq::ErrorCode::AccessRefused);
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn session_as(&self, vhost: &str, user: &str) -> Result<crate::Session, BrokerError> {
+        // An unknown vhost is NOT_FOUND, whoever asks.
+        let session = self.session_in(vhost)?;
+        let has = self
+            .inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .user(user)
+            .is_some_and(|u| u.vhosts.contains(vhost));
+        if !has {
+            tracing::warn!(%user, %vhost, "vhost access refused");
+            return Err(BrokerError::access_refused(format!(
+                "access to vhost '{}' refused for user '{}'",
+                crate::error::clip(vhost),
+                crate::error::clip(user)
+            )));
+        }
+        let access = crate::channel::Access::new(self.definitions(), user, vhost);
+        Ok(session.with_access(access))
+    }
+
     /// Creates or replaces a user (every virtual host it names must exist).
     pub async fn put_user(&self, user: UserDefinition) -> Result<(), BrokerError> {
         self.broker_change(BrokerCommand::PutUser(user)).await
@@ -65,11 +107,71 @@ impl BrokerHandle {
             .await
     }
 
-    /// Lets `user` open `vhost`.
+    /// Lets `user` open `vhost` and do anything there (`.*` x3).
     pub async fn set_permissions(&self, user: &str, vhost: &str) -> Result<(), BrokerError> {
+        self.set_user_permissions(user, vhost, Permission::all())
+            .await
+    }
+
+    /// Sets what `user` may do in `vhost` (RabbitMQ's `set_permissions`): applies to
+    /// the connections and sessions already open as that user at their next operation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// use actormq::definitions::{Permission, UserDefinition};
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// let hash = actormq::server::auth::hash_password("pw");
+    /// broker.put_user(UserDefinition::new("ann", &hash, [], false, Vec::new())).await?;
+    /// let only_own = Permission::new("^ann\\.", "^ann\\.", "^ann\\.")?;
+    /// broker.set_user_permissions("ann", "/", only_own.clone()).await?;
+    /// let ann = broker.users().into_iter().find(|u| u.name == "ann").unwrap();
+    /// assert_eq!(ann.permission("/"), Some(only_own));
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_user_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        permission: Permission,
+    ) -> Result<(), BrokerError> {
         let cmd = BrokerCommand::SetPermissions {
             user: user.to_string(),
             vhost: vhost.to_string(),
+            permission,
+        };
+        self.change(cmd, |_| {}).await
+    }
+
+    /// Sets `user`'s topic permission on `exchange` of `vhost` (RabbitMQ's
+    /// `set_topic_permissions`).
+    pub async fn set_topic_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        permission: TopicPermission,
+    ) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::SetTopicPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            exchange: exchange.to_string(),
+            permission,
+        };
+        self.change(cmd, |_| {}).await
+    }
+
+    /// Clears `user`'s topic permissions in `vhost`: on `exchange`, or every one.
+    pub async fn clear_topic_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let cmd = BrokerCommand::ClearTopicPermissions {
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            exchange: exchange.map(str::to_string),
         };
         self.broker_change(cmd).await
     }

@@ -36,6 +36,7 @@
 //! channel's [`Channel::accept_delivery`]. No actor per channel: one hop less per
 //! delivery, and the queues keep holding a plain `Recipient<Deliver>`.
 
+pub mod access;
 pub mod publish;
 pub mod tracking;
 
@@ -48,6 +49,7 @@ use actix::Addr;
 use std::collections::{HashMap, VecDeque};
 use tracking::{by_queue, Confirms, Unacked, UnackedTags};
 
+pub use access::{Access, TopicGate};
 pub use publish::{fates, lookup_exchange, Fate, FlowSlot, Outbound, PublishOutcome};
 
 /// How many cancelled consumer tags a channel remembers.
@@ -108,6 +110,8 @@ pub struct Channel {
     prefetch: u32,
     /// In a transaction (AMQP `tx.select`): settlements wait here for the commit.
     tx: Option<Vec<(Settlement, Vec<Unacked>)>>,
+    /// The user's permissions, checked on every operation (None: trusted).
+    access: Option<access::Access>,
 }
 
 impl Channel {
@@ -127,6 +131,7 @@ impl Channel {
             touched: Vec::new(),
             prefetch: 0,
             tx: None,
+            access: None,
         }
     }
 

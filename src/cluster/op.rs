@@ -5,7 +5,7 @@
 //! cluster instead of applying it at once.
 
 use crate::broker::messages::QueueDeclared;
-use crate::definitions::{BrokerCommand, UserDefinition};
+use crate::definitions::{BrokerCommand, Permission, TopicPermission, UserDefinition};
 use crate::error::BrokerError;
 use crate::storage::{StoredBinding, StoredExchange, StoredPolicy, StoredQueue, StoredUser};
 use serde::{Deserialize, Serialize};
@@ -62,14 +62,34 @@ pub enum Op {
     PutUser(StoredUser),
     /// Deletes a user.
     DeleteUser(String),
-    /// Lets a user open a virtual host.
-    SetPermissions { user: String, vhost: String },
+    /// Sets a user's permission in a virtual host: configure, write and read patterns
+    /// (an entry without them, written before patterns existed, is `.*` x3).
+    SetPermissions {
+        user: String,
+        vhost: String,
+        #[serde(default)]
+        patterns: Option<(String, String, String)>,
+    },
     /// Takes a virtual host away from a user.
     ClearPermissions { user: String, vhost: String },
-    /// Replaces a virtual host's limits (last: older logs decode unchanged).
+    /// Replaces a virtual host's limits.
     SetVhostLimits {
         vhost: String,
         limits: crate::definitions::VhostLimits,
+    },
+    /// Sets a user's topic permission on an exchange.
+    SetTopicPermissions {
+        user: String,
+        vhost: String,
+        exchange: String,
+        write: String,
+        read: String,
+    },
+    /// Clears a user's topic permissions in a virtual host (one exchange's, or all).
+    ClearTopicPermissions {
+        user: String,
+        vhost: String,
+        exchange: Option<String>,
     },
 }
 
@@ -81,9 +101,42 @@ impl Op {
             BrokerCommand::DeleteVhost(v) => Op::DeleteVhost(v),
             BrokerCommand::PutUser(u) => Op::PutUser(StoredUser::from(&u)),
             BrokerCommand::DeleteUser(u) => Op::DeleteUser(u),
-            BrokerCommand::SetPermissions { user, vhost } => Op::SetPermissions { user, vhost },
+            BrokerCommand::SetPermissions {
+                user,
+                vhost,
+                permission: p,
+            } => Op::SetPermissions {
+                user,
+                vhost,
+                patterns: Some((
+                    p.configure.as_str().to_string(),
+                    p.write.as_str().to_string(),
+                    p.read.as_str().to_string(),
+                )),
+            },
             BrokerCommand::ClearPermissions { user, vhost } => Op::ClearPermissions { user, vhost },
             BrokerCommand::SetVhostLimits { vhost, limits } => Op::SetVhostLimits { vhost, limits },
+            BrokerCommand::SetTopicPermissions {
+                user,
+                vhost,
+                exchange,
+                permission,
+            } => Op::SetTopicPermissions {
+                user,
+                vhost,
+                exchange,
+                write: permission.write,
+                read: permission.read,
+            },
+            BrokerCommand::ClearTopicPermissions {
+                user,
+                vhost,
+                exchange,
+            } => Op::ClearTopicPermissions {
+                user,
+                vhost,
+                exchange,
+            },
         }
     }
 
@@ -94,9 +147,44 @@ impl Op {
             Op::DeleteVhost(v) => BrokerCommand::DeleteVhost(v),
             Op::PutUser(u) => BrokerCommand::PutUser(UserDefinition::from(u)),
             Op::DeleteUser(u) => BrokerCommand::DeleteUser(u),
-            Op::SetPermissions { user, vhost } => BrokerCommand::SetPermissions { user, vhost },
+            Op::SetPermissions {
+                user,
+                vhost,
+                patterns,
+            } => BrokerCommand::SetPermissions {
+                user,
+                vhost,
+                // Validated before it was proposed; a pattern that no longer compiles
+                // grants nothing rather than everything.
+                permission: match patterns {
+                    None => Permission::all(),
+                    Some((c, w, r)) => Permission::new(&c, &w, &r)
+                        .unwrap_or_else(|_| Permission::new("", "", "").expect("compiles")),
+                },
+            },
             Op::ClearPermissions { user, vhost } => BrokerCommand::ClearPermissions { user, vhost },
             Op::SetVhostLimits { vhost, limits } => BrokerCommand::SetVhostLimits { vhost, limits },
+            Op::SetTopicPermissions {
+                user,
+                vhost,
+                exchange,
+                write,
+                read,
+            } => BrokerCommand::SetTopicPermissions {
+                user,
+                vhost,
+                exchange,
+                permission: TopicPermission { write, read },
+            },
+            Op::ClearTopicPermissions {
+                user,
+                vhost,
+                exchange,
+            } => BrokerCommand::ClearTopicPermissions {
+                user,
+                vhost,
+                exchange,
+            },
             _ => return None,
         })
     }

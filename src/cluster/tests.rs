@@ -6,7 +6,7 @@ use super::rpc::{read_frame, write_frame, NodeView, Reply, Rpc};
 use super::settings::ClusterSettings;
 use super::snapshot::vhost_ops;
 use super::types::DefinitionsSnapshot;
-use crate::definitions::{BrokerCommand, UserDefinition};
+use crate::definitions::{BrokerCommand, Permission, TopicPermission, UserDefinition};
 use crate::storage::{StoredBinding, StoredBindingTarget, StoredQueue, StoredVhost};
 
 fn settings(text: &str) -> ClusterSettings {
@@ -51,13 +51,13 @@ fn bad_cluster_settings_are_refused_naming_the_key() {
 
 #[test]
 fn broker_commands_round_trip_through_their_replicated_form() {
-    let user = UserDefinition {
-        name: "alice".into(),
-        password_hash: "$pbkdf2-sha256$x".into(),
-        vhosts: ["/".to_string()].into_iter().collect(),
-        loopback_only: false,
-        tags: vec!["monitoring".into()],
-    };
+    let user = UserDefinition::new(
+        "alice",
+        "$pbkdf2-sha256$x",
+        ["/".to_string()],
+        false,
+        vec!["monitoring".into()],
+    );
     for cmd in [
         BrokerCommand::AddVhost("v".into()),
         BrokerCommand::DeleteVhost("v".into()),
@@ -66,6 +66,18 @@ fn broker_commands_round_trip_through_their_replicated_form() {
         BrokerCommand::SetPermissions {
             user: "alice".into(),
             vhost: "/".into(),
+            permission: Permission::new("^a-", "", ".*").unwrap(),
+        },
+        BrokerCommand::SetTopicPermissions {
+            user: "alice".into(),
+            vhost: "/".into(),
+            exchange: "amq.topic".into(),
+            permission: TopicPermission::new("^{username}\\.", ".*").unwrap(),
+        },
+        BrokerCommand::ClearTopicPermissions {
+            user: "alice".into(),
+            vhost: "/".into(),
+            exchange: None,
         },
         BrokerCommand::ClearPermissions {
             user: "alice".into(),

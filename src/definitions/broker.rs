@@ -3,10 +3,41 @@
 //! are runtime definitions: created and deleted without a restart, kept in the metadata
 //! snapshot. `Settings.toml` only seeds a new data directory (or a broker without
 //! storage), as RabbitMQ's default user and vhost are created on first boot only.
+//!
+//! Every change that does something bumps the [`Generation`]: open channels compare it
+//! (one atomic load) before using the permission decisions they cached, so a change
+//! applies to connections already open without a lock or a regex per publish.
 
+use super::permissions::{Permission, TopicPermission};
 use crate::error::BrokerError;
-use crate::storage::StoredUser;
+use crate::storage::{StoredPermission, StoredTopicPermission, StoredUser};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A counter of changes to the broker-wide definitions, shared by every clone of the
+/// definitions and read without their lock.
+#[derive(Debug, Clone, Default)]
+pub struct Generation(Arc<AtomicU64>);
+
+impl Generation {
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl PartialEq for Generation {
+    /// Not part of what the definitions *are*: two equal definitions may have seen
+    /// different numbers of changes.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 /// One user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,23 +46,104 @@ pub struct UserDefinition {
     pub name: String,
     /// A PHC string (PBKDF2-SHA256, salted), never the password.
     pub password_hash: String,
-    /// Virtual hosts the user may open.
+    /// Virtual hosts the user has permissions in (may open).
     pub vhosts: BTreeSet<String>,
+    /// The patterns of the virtual hosts of `vhosts` where they are not `.*` three
+    /// times (a vhost of `vhosts` missing here is `.*` x3: grants made before
+    /// patterns existed read back so).
+    pub permissions: BTreeMap<String, Permission>,
+    /// Topic permissions by (virtual host, exchange).
+    pub topic_permissions: BTreeMap<(String, String), TopicPermission>,
     /// Refused from anywhere but loopback (RabbitMQ's rule for `guest`).
     pub loopback_only: bool,
     /// RabbitMQ's user tags (`administrator`, `monitoring`, `management`, ...).
     pub tags: Vec<String>,
 }
 
-impl From<StoredUser> for UserDefinition {
-    fn from(u: StoredUser) -> Self {
+impl UserDefinition {
+    /// A user with a full grant (`.*` x3) on each of `vhosts`, no topic permissions.
+    pub fn new(
+        name: &str,
+        password_hash: &str,
+        vhosts: impl IntoIterator<Item = String>,
+        loopback_only: bool,
+        tags: Vec<String>,
+    ) -> Self {
         UserDefinition {
-            name: u.name,
-            password_hash: u.password_hash,
-            vhosts: u.vhosts.into_iter().collect(),
-            loopback_only: u.loopback_only,
-            tags: u.tags,
+            name: name.to_string(),
+            password_hash: password_hash.to_string(),
+            vhosts: vhosts.into_iter().collect(),
+            permissions: BTreeMap::new(),
+            topic_permissions: BTreeMap::new(),
+            loopback_only,
+            tags,
         }
+    }
+
+    /// The user's permission in `vhost`, if it has one.
+    pub fn permission(&self, vhost: &str) -> Option<Permission> {
+        if !self.vhosts.contains(vhost) {
+            return None;
+        }
+        Some(
+            self.permissions
+                .get(vhost)
+                .cloned()
+                .unwrap_or_else(Permission::all),
+        )
+    }
+
+    /// Sets the user's permission in `vhost`; answers whether it changed.
+    fn grant(&mut self, vhost: String, permission: Permission) -> bool {
+        let before = self.permission(&vhost);
+        if permission.is_all() {
+            self.permissions.remove(&vhost);
+        } else {
+            self.permissions.insert(vhost.clone(), permission.clone());
+        }
+        self.vhosts.insert(vhost);
+        before.as_ref() != Some(&permission)
+    }
+
+    /// Takes the user's permission in `vhost` away; answers whether it had one.
+    fn revoke(&mut self, vhost: &str) -> bool {
+        self.permissions.remove(vhost);
+        self.vhosts.remove(vhost)
+    }
+
+    /// The topic permissions of the user in `vhost`, by exchange.
+    pub fn topic_permissions_in<'a>(
+        &'a self,
+        vhost: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a TopicPermission)> + 'a {
+        self.topic_permissions
+            .iter()
+            .filter(move |((v, _), _)| v == vhost)
+            .map(|((_, x), t)| (x.as_str(), t))
+    }
+}
+
+impl From<StoredUser> for UserDefinition {
+    /// A stored pattern that no longer compiles is logged and read as `^$` (nothing):
+    /// a grant is never widened by a damaged record.
+    fn from(u: StoredUser) -> Self {
+        let mut user =
+            UserDefinition::new(&u.name, &u.password_hash, u.vhosts, u.loopback_only, u.tags);
+        for p in u.permissions {
+            let permission = Permission::new(&p.configure, &p.write, &p.read).unwrap_or_else(|e| {
+                tracing::error!(user = %u.name, vhost = %p.vhost, error = %e, "a stored permission does not compile: read as no access");
+                Permission::new("", "", "").expect("empty patterns compile")
+            });
+            user.grant(p.vhost, permission);
+        }
+        for t in u.topic_permissions {
+            let topic = TopicPermission::new(&t.write, &t.read).unwrap_or_else(|e| {
+                tracing::error!(user = %u.name, vhost = %t.vhost, exchange = %t.exchange, error = %e, "a stored topic permission does not compile: read as no access");
+                TopicPermission { write: String::new(), read: String::new() }
+            });
+            user.topic_permissions.insert((t.vhost, t.exchange), topic);
+        }
+        user
     }
 }
 
@@ -43,6 +155,26 @@ impl From<&UserDefinition> for StoredUser {
             vhosts: u.vhosts.iter().cloned().collect(),
             loopback_only: u.loopback_only,
             tags: u.tags.clone(),
+            permissions: u
+                .permissions
+                .iter()
+                .map(|(vhost, p)| StoredPermission {
+                    vhost: vhost.clone(),
+                    configure: p.configure.as_str().to_string(),
+                    write: p.write.as_str().to_string(),
+                    read: p.read.as_str().to_string(),
+                })
+                .collect(),
+            topic_permissions: u
+                .topic_permissions
+                .iter()
+                .map(|((vhost, exchange), t)| StoredTopicPermission {
+                    vhost: vhost.clone(),
+                    exchange: exchange.clone(),
+                    write: t.write.clone(),
+                    read: t.read.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -58,12 +190,14 @@ pub enum BrokerCommand {
     PutUser(UserDefinition),
     /// Deletes a user (a missing one is NOT_FOUND, as `rabbitmqctl delete_user` says).
     DeleteUser(String),
-    /// Lets `user` open `vhost`.
+    /// Sets what `user` may do in `vhost` (and so lets it open `vhost`).
     SetPermissions {
         /// The user.
         user: String,
         /// The virtual host.
         vhost: String,
+        /// The three patterns.
+        permission: Permission,
     },
     /// Takes `vhost` away from `user`.
     ClearPermissions {
@@ -79,6 +213,26 @@ pub enum BrokerCommand {
         /// Its limits from now on.
         limits: super::VhostLimits,
     },
+    /// Sets `user`'s topic permission on `exchange` of `vhost`.
+    SetTopicPermissions {
+        /// The user.
+        user: String,
+        /// The virtual host.
+        vhost: String,
+        /// The (topic) exchange.
+        exchange: String,
+        /// The two patterns.
+        permission: TopicPermission,
+    },
+    /// Clears `user`'s topic permissions in `vhost`: on `exchange`, or on all of them.
+    ClearTopicPermissions {
+        /// The user.
+        user: String,
+        /// The virtual host.
+        vhost: String,
+        /// One exchange; None = every one.
+        exchange: Option<String>,
+    },
 }
 
 /// The broker-wide definitions.
@@ -93,6 +247,8 @@ pub struct BrokerDefinitions {
     users_seeded: bool,
     /// Limits of the virtual hosts that have any.
     limits: BTreeMap<String, super::VhostLimits>,
+    /// Bumped by every change (see the module documentation).
+    generation: Generation,
 }
 
 fn valid_vhost(name: &str) -> bool {
@@ -110,7 +266,13 @@ impl BrokerDefinitions {
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             users_seeded: false,
             limits: BTreeMap::new(),
+            generation: Generation::default(),
         }
+    }
+
+    /// The change counter, shared: read it without the definitions' lock.
+    pub fn generation(&self) -> &Generation {
+        &self.generation
     }
 
     /// Marks the users as seeded already (they came from a data directory that was).
@@ -171,6 +333,7 @@ impl BrokerDefinitions {
             self.users.entry(u.name.clone()).or_insert(u);
         }
         self.users_seeded = true;
+        self.generation.bump();
         true
     }
 
@@ -199,8 +362,10 @@ impl BrokerDefinitions {
             }
             BrokerCommand::DeleteUser(u) if !self.users.contains_key(u) => Err(no_user(u)),
             BrokerCommand::DeleteUser(_) => Ok(()),
-            BrokerCommand::SetPermissions { user, vhost }
-            | BrokerCommand::ClearPermissions { user, vhost } => {
+            BrokerCommand::SetPermissions { user, vhost, .. }
+            | BrokerCommand::ClearPermissions { user, vhost }
+            | BrokerCommand::SetTopicPermissions { user, vhost, .. }
+            | BrokerCommand::ClearTopicPermissions { user, vhost, .. } => {
                 if !self.users.contains_key(user) {
                     return Err(no_user(user));
                 }
@@ -220,32 +385,60 @@ impl BrokerDefinitions {
     /// nothing changed.
     pub fn apply(&mut self, cmd: BrokerCommand) -> Result<bool, BrokerError> {
         self.check(&cmd)?;
-        Ok(match cmd {
+        let changed = match cmd {
             BrokerCommand::AddVhost(v) => self.vhosts.insert(v),
             BrokerCommand::DeleteVhost(v) => {
                 for u in self.users.values_mut() {
-                    u.vhosts.remove(&v);
+                    u.revoke(&v);
+                    u.topic_permissions.retain(|(tv, _), _| *tv != v);
                 }
                 self.limits.remove(&v);
                 self.vhosts.remove(&v)
             }
             BrokerCommand::PutUser(u) => self.users.insert(u.name.clone(), u.clone()) != Some(u),
             BrokerCommand::DeleteUser(u) => self.users.remove(&u).is_some(),
-            BrokerCommand::SetPermissions { user, vhost } => self
+            BrokerCommand::SetPermissions {
+                user,
+                vhost,
+                permission,
+            } => self
                 .users
                 .get_mut(&user)
-                .is_some_and(|u| u.vhosts.insert(vhost)),
-            BrokerCommand::ClearPermissions { user, vhost } => self
-                .users
-                .get_mut(&user)
-                .is_some_and(|u| u.vhosts.remove(&vhost)),
+                .is_some_and(|u| u.grant(vhost, permission)),
+            BrokerCommand::ClearPermissions { user, vhost } => {
+                self.users.get_mut(&user).is_some_and(|u| u.revoke(&vhost))
+            }
+            BrokerCommand::SetTopicPermissions {
+                user,
+                vhost,
+                exchange,
+                permission,
+            } => self.users.get_mut(&user).is_some_and(|u| {
+                u.topic_permissions
+                    .insert((vhost, exchange), permission.clone())
+                    != Some(permission)
+            }),
+            BrokerCommand::ClearTopicPermissions {
+                user,
+                vhost,
+                exchange,
+            } => self.users.get_mut(&user).is_some_and(|u| {
+                let before = u.topic_permissions.len();
+                u.topic_permissions
+                    .retain(|(v, x), _| *v != vhost || exchange.as_ref().is_some_and(|e| e != x));
+                u.topic_permissions.len() != before
+            }),
             BrokerCommand::SetVhostLimits { vhost, limits } if limits.is_empty() => {
                 self.limits.remove(&vhost).is_some()
             }
             BrokerCommand::SetVhostLimits { vhost, limits } => {
                 self.limits.insert(vhost, limits) != Some(limits)
             }
-        })
+        };
+        if changed {
+            self.generation.bump();
+        }
+        Ok(changed)
     }
 
     /// The users as the metadata store keeps them.
@@ -255,66 +448,5 @@ impl BrokerDefinitions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::ErrorCode;
-
-    fn user(name: &str, vhosts: &[&str]) -> UserDefinition {
-        UserDefinition {
-            name: name.into(),
-            password_hash: "$pbkdf2-sha256$i=1,l=32$c2FsdA$aGFzaA".into(),
-            vhosts: vhosts.iter().map(|v| v.to_string()).collect(),
-            loopback_only: false,
-            tags: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn vhosts_and_users_change_only_through_checked_commands() {
-        let mut d = BrokerDefinitions::new(["/".to_string()], []);
-        assert!(d.apply(BrokerCommand::AddVhost("prod".into())).unwrap());
-        assert!(!d.apply(BrokerCommand::AddVhost("prod".into())).unwrap());
-        let err = d
-            .apply(BrokerCommand::PutUser(user("ann", &["nope"])))
-            .unwrap_err();
-        assert_eq!(err.code(), ErrorCode::NotFound);
-        assert!(d
-            .apply(BrokerCommand::PutUser(user("ann", &["/"])))
-            .unwrap());
-        assert!(!d
-            .apply(BrokerCommand::PutUser(user("ann", &["/"])))
-            .unwrap());
-        let grant = BrokerCommand::SetPermissions {
-            user: "ann".into(),
-            vhost: "prod".into(),
-        };
-        assert!(d.apply(grant).unwrap());
-        assert!(d.user("ann").unwrap().vhosts.contains("prod"));
-        // Deleting a vhost takes it from every user.
-        assert!(d.apply(BrokerCommand::DeleteVhost("prod".into())).unwrap());
-        assert!(!d.user("ann").unwrap().vhosts.contains("prod"));
-        let before = d.clone();
-        for bad in [
-            BrokerCommand::DeleteVhost("prod".into()),
-            BrokerCommand::DeleteUser("bob".into()),
-            BrokerCommand::AddVhost(String::new()),
-            BrokerCommand::ClearPermissions {
-                user: "bob".into(),
-                vhost: "/".into(),
-            },
-        ] {
-            assert!(d.apply(bad).is_err());
-            assert_eq!(d, before);
-        }
-    }
-
-    #[test]
-    fn stored_users_round_trip() {
-        let mut d = BrokerDefinitions::new(["/".to_string()], []);
-        let mut u = user("ann", &["/"]);
-        u.tags = vec!["administrator".into()];
-        d.apply(BrokerCommand::PutUser(u.clone())).unwrap();
-        let stored = d.stored_users();
-        assert_eq!(UserDefinition::from(stored[0].clone()), u);
-    }
-}
+#[path = "broker_tests.rs"]
+mod tests;

@@ -53,9 +53,9 @@ pub struct DefinitionsFile {
     /// Permissions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permissions: Option<Vec<PermissionItem>>,
-    /// Topic permissions (none here; RabbitMQ's are ignored on import).
+    /// Topic permissions.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub topic_permissions: Option<Vec<Value>>,
+    pub topic_permissions: Option<Vec<TopicPermissionItem>>,
     /// Runtime parameters: the `vhost-limits` ones are read and written (see
     /// [`super::limits`]); others are ignored on import.
     pub parameters: Vec<Value>,
@@ -143,7 +143,24 @@ pub struct VhostItem {
     pub tags: Vec<String>,
 }
 
-/// One user's permission on one vhost (all or nothing here: `.*`).
+/// One user's topic permission on one exchange of one vhost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopicPermissionItem {
+    /// The user.
+    pub user: String,
+    /// The vhost.
+    pub vhost: String,
+    /// The (topic) exchange.
+    pub exchange: String,
+    /// Write pattern (routing keys).
+    #[serde(default)]
+    pub write: String,
+    /// Read pattern (binding keys).
+    #[serde(default)]
+    pub read: String,
+}
+
+/// One user's permission on one vhost: RabbitMQ's three patterns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PermissionItem {
     /// The user.

@@ -18,13 +18,17 @@ mod broker;
 mod command;
 pub mod format;
 pub mod limits;
+pub mod permissions;
 pub mod policy;
 #[cfg(test)]
 mod tests;
 pub mod transfer;
 
-pub use broker::{BrokerCommand, BrokerDefinitions, UserDefinition};
+pub use broker::{BrokerCommand, BrokerDefinitions, Generation, UserDefinition};
 pub use limits::VhostLimits;
+pub use permissions::{
+    expand_topic_variables, Pattern, Perm, Permission, TopicPermission, TopicVariables,
+};
 pub use policy::{ApplyTo, Effective, Policy, PolicyKind};
 
 /// The broker's definitions, shared between the broker handle (which changes them by

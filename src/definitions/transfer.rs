@@ -9,8 +9,8 @@ use super::format::{
     export_hash, import_hash, BindingItem, DefinitionsFile, ExchangeItem, PolicyItem, QueueItem,
 };
 use super::{
-    predeclared, ApplyTo, BrokerCommand, BrokerDefinitions, Command, Policy, PolicyKind,
-    UserDefinition, VhostDefinitions,
+    predeclared, ApplyTo, BrokerCommand, BrokerDefinitions, Command, Permission, Policy,
+    PolicyKind, TopicPermission, UserDefinition, VhostDefinitions,
 };
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::BindTarget;
@@ -81,6 +81,7 @@ pub fn export_vhost(file: &mut DefinitionsFile, defs: &VhostDefinitions, with_vh
 pub fn export_broker(file: &mut DefinitionsFile, broker: &BrokerDefinitions) {
     let mut users = Vec::new();
     let mut permissions = Vec::new();
+    let mut topic_permissions = Vec::new();
     for u in broker.users() {
         let (password_hash, algorithm) = export_hash(&u.password_hash);
         users.push(super::format::UserItem {
@@ -91,17 +92,28 @@ pub fn export_broker(file: &mut DefinitionsFile, broker: &BrokerDefinitions) {
             limits: serde_json::json!({}),
         });
         for v in &u.vhosts {
+            let p = u.permission(v).expect("a vhost of the user");
             permissions.push(super::format::PermissionItem {
                 user: u.name.clone(),
                 vhost: v.clone(),
-                configure: ".*".into(),
-                write: ".*".into(),
-                read: ".*".into(),
+                configure: p.configure.as_str().to_string(),
+                write: p.write.as_str().to_string(),
+                read: p.read.as_str().to_string(),
+            });
+        }
+        for ((vhost, exchange), t) in &u.topic_permissions {
+            topic_permissions.push(super::format::TopicPermissionItem {
+                user: u.name.clone(),
+                vhost: vhost.clone(),
+                exchange: exchange.clone(),
+                write: t.write.clone(),
+                read: t.read.clone(),
             });
         }
     }
     file.users = Some(users);
     file.permissions = Some(permissions);
+    file.topic_permissions = Some(topic_permissions);
     file.vhosts = Some(
         broker
             .vhosts()
@@ -112,7 +124,6 @@ pub fn export_broker(file: &mut DefinitionsFile, broker: &BrokerDefinitions) {
             })
             .collect(),
     );
-    file.topic_permissions = Some(Vec::new());
     file.global_parameters = Some(Vec::new());
     for (vhost, limits) in broker.all_vhost_limits() {
         file.parameters.push(serde_json::json!({
@@ -144,7 +155,7 @@ fn limit_commands(parameters: &[serde_json::Value]) -> Result<Vec<BrokerCommand>
 /// What an import amounts to: broker-wide commands first, then each vhost's.
 #[derive(Debug, Default)]
 pub struct ImportPlan {
-    /// Vhosts, users, permissions (in that order).
+    /// Vhosts, users, permissions, topic permissions (in that order).
     pub broker: Vec<BrokerCommand>,
     /// Per vhost: policies, exchanges, queues, bindings (in that order).
     pub vhosts: BTreeMap<String, Vec<Command>>,
@@ -185,33 +196,45 @@ pub fn plan(
             let what = format!("user '{}'", u.name);
             let hash = import_hash(&u.password_hash, u.hashing_algorithm.as_deref())
                 .map_err(|e| refused(what.clone(), e))?;
-            let existing = b.user(&u.name);
-            let cmd = BrokerCommand::PutUser(UserDefinition {
-                name: u.name.clone(),
-                password_hash: hash,
-                vhosts: existing.map(|e| e.vhosts.clone()).unwrap_or_default(),
-                loopback_only: existing.is_some_and(|e| e.loopback_only),
-                tags: u.tags.to_vec(),
-            });
+            // An existing user keeps its grants (the file's permissions come next).
+            let user = match b.user(&u.name) {
+                Some(e) => UserDefinition {
+                    password_hash: hash,
+                    tags: u.tags.to_vec(),
+                    ..e.clone()
+                },
+                None => UserDefinition::new(&u.name, &hash, [], false, u.tags.to_vec()),
+            };
+            let cmd = BrokerCommand::PutUser(user);
             b.check(&cmd).map_err(|e| refused(what, e))?;
             b.apply(cmd.clone()).expect("checked");
             out.broker.push(cmd);
         }
         for p in file.permissions.iter().flatten() {
             let what = format!("permission of user '{}' on vhost '{}'", p.user, p.vhost);
-            let patterns = [&p.configure, &p.write, &p.read];
-            if patterns.iter().all(|s| s.is_empty()) {
-                continue;
-            }
-            if !patterns.iter().all(|s| *s == ".*") {
-                return Err(refused(
-                    what,
-                    "actormq grants a vhost whole: configure, write and read must all be '.*'",
-                ));
-            }
+            let permission = Permission::new(&p.configure, &p.write, &p.read)
+                .map_err(|e| refused(what.clone(), e.message()))?;
             let cmd = BrokerCommand::SetPermissions {
                 user: p.user.clone(),
                 vhost: p.vhost.clone(),
+                permission,
+            };
+            b.check(&cmd).map_err(|e| refused(what, e))?;
+            b.apply(cmd.clone()).expect("checked");
+            out.broker.push(cmd);
+        }
+        for t in file.topic_permissions.iter().flatten() {
+            let what = format!(
+                "topic permission of user '{}' on exchange '{}' of vhost '{}'",
+                t.user, t.exchange, t.vhost
+            );
+            let permission = TopicPermission::new(&t.write, &t.read)
+                .map_err(|e| refused(what.clone(), e.message()))?;
+            let cmd = BrokerCommand::SetTopicPermissions {
+                user: t.user.clone(),
+                vhost: t.vhost.clone(),
+                exchange: t.exchange.clone(),
+                permission,
             };
             b.check(&cmd).map_err(|e| refused(what, e))?;
             b.apply(cmd.clone()).expect("checked");

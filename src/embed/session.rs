@@ -101,6 +101,13 @@ impl Session {
         }
     }
 
+    /// This session checks the permissions of `access` on every operation, as a
+    /// client connection of that user would (the management API acts so).
+    pub(crate) fn with_access(self, access: crate::channel::Access) -> Self {
+        self.channel().set_access(access);
+        self
+    }
+
     /// The session's owner id (owner of its exclusive queues and unacked deliveries).
     pub fn owner(&self) -> OwnerId {
         self.owner
@@ -120,9 +127,12 @@ impl Session {
         kind: &str,
         options: &ExchangeOptions,
     ) -> Result<(), BrokerError> {
+        let spec = options.to_spec(name, kind);
+        self.channel()
+            .may_declare_exchange(&spec, options.passive)?;
         self.registry
             .send(DeclareExchange {
-                spec: options.to_spec(name, kind),
+                spec,
                 passive: options.passive,
             })
             .await?
@@ -130,6 +140,7 @@ impl Session {
 
     /// Deletes an exchange.
     pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), BrokerError> {
+        self.channel().may_delete_exchange(name)?;
         self.channel().forget_exchange(name);
         self.registry
             .send(DeleteExchange {
@@ -147,9 +158,11 @@ impl Session {
         name: &str,
         options: &QueueOptions,
     ) -> Result<QueueDeclared, BrokerError> {
+        let spec = options.to_spec(name);
+        self.channel().may_declare_queue(&spec, options.passive)?;
         self.registry
             .send(DeclareQueue {
-                spec: options.to_spec(name),
+                spec,
                 passive: options.passive,
                 owner: self.owner,
                 placement: None,
@@ -164,6 +177,7 @@ impl Session {
         if_unused: bool,
         if_empty: bool,
     ) -> Result<u64, BrokerError> {
+        self.channel().may_delete_queue(name)?;
         self.registry
             .send(DeleteQueue {
                 name: name.to_string(),
@@ -177,6 +191,7 @@ impl Session {
 
     /// Removes the ready messages of a queue; answers how many.
     pub async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.channel().may_read_queue(queue)?;
         self.registry
             .send(PurgeQueue {
                 name: queue.to_string(),
@@ -201,6 +216,7 @@ impl Session {
             routing_key,
             arguments,
         );
+        self.authorize_bind(&bind).await?;
         self.registry.send(bind).await?
     }
 
@@ -218,6 +234,7 @@ impl Session {
             routing_key,
             arguments,
         );
+        self.authorize_bind(&binding).await?;
         self.registry.send(Unbind { binding }).await?
     }
 
@@ -233,6 +250,7 @@ impl Session {
     ) -> Result<(), BrokerError> {
         let target = BindTarget::Exchange(destination.into());
         let bind = self.binding(source, target, routing_key, arguments);
+        self.authorize_bind(&bind).await?;
         self.registry.send(bind).await?
     }
 
@@ -246,7 +264,16 @@ impl Session {
     ) -> Result<(), BrokerError> {
         let target = BindTarget::Exchange(destination.into());
         let binding = self.binding(source, target, routing_key, arguments);
+        self.authorize_bind(&binding).await?;
         self.registry.send(Unbind { binding }).await?
+    }
+
+    /// The permission check of a bind or unbind (with its topic part).
+    async fn authorize_bind(&self, b: &Bind) -> Result<(), BrokerError> {
+        let gate = self
+            .channel()
+            .may_bind(&b.exchange, &b.target, &b.routing_key)?;
+        gate.enforce(&self.registry).await
     }
 
     fn binding(
@@ -282,12 +309,14 @@ impl Session {
         &self,
         spec: &crate::broker::superstream::SuperStreamSpec,
     ) -> Result<Vec<String>, BrokerError> {
+        self.channel().may_declare_super_stream(spec)?;
         crate::broker::superstream::declare(&self.registry, self.owner, spec).await
     }
 
     /// Deletes a super stream: its partition streams (with their records) and its
     /// exchange; answers the partitions deleted.
     pub async fn delete_super_stream(&self, name: &str) -> Result<Vec<String>, BrokerError> {
+        self.channel().may_delete_super_stream(name)?;
         self.channel().forget_exchange(name);
         crate::broker::superstream::delete(&self.registry, &self.vhost, self.owner, name).await
     }
@@ -331,6 +360,8 @@ impl Session {
         if let Some(x) = self.channel().cached_exchange(name) {
             return Ok(x);
         }
+        // Permission first, as RabbitMQ: refused before "no such exchange".
+        self.channel().may_write_exchange(name)?;
         let x = lookup_exchange(&self.registry, name, &self.vhost).await?;
         self.channel().cache_exchange(x.clone());
         Ok(x)
@@ -364,6 +395,12 @@ impl Session {
             return Err(BrokerError::precondition("a batch goes to one exchange"));
         }
         let exchange = self.exchange(&exchange_name).await?;
+        {
+            let mut channel = self.channel();
+            for m in &messages {
+                channel.may_publish(&exchange, &m.routing_key)?;
+            }
+        }
         let gauge = self.broker.memory();
         gauge.wait_unblocked().await;
         let permit = self
@@ -420,6 +457,7 @@ impl Session {
         queue: &str,
         options: &ConsumeOptions,
     ) -> Result<Consumer, BrokerError> {
+        self.channel().may_read_queue(queue)?;
         let q = self.lookup_queue(queue).await?;
         self.channel().touch(&q);
         Consumer::start(
@@ -441,6 +479,7 @@ impl Session {
         deliver: Recipient<Deliver>,
         cancelled: Option<Recipient<ConsumerCancelled>>,
     ) -> Result<Arc<str>, BrokerError> {
+        self.channel().may_read_queue(queue)?;
         let q = self.lookup_queue(queue).await?;
         self.channel().touch(&q);
         q.addr()
@@ -469,6 +508,7 @@ impl Session {
 
     /// Pulls one message from `queue`, if there is one.
     pub async fn get(&self, queue: &str, auto_ack: bool) -> Result<Option<Received>, BrokerError> {
+        self.channel().may_read_queue(queue)?;
         let q = self.lookup_queue(queue).await?;
         self.channel().touch(&q);
         let got = q

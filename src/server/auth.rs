@@ -109,13 +109,13 @@ impl Users {
                     u.name
                 )));
             }
-            seeds.push(UserDefinition {
-                name: u.name,
-                password_hash: u.password_hash,
-                vhosts: u.vhosts.into_iter().collect(),
-                loopback_only: u.loopback_only,
-                tags: u.tags,
-            });
+            seeds.push(UserDefinition::new(
+                &u.name,
+                &u.password_hash,
+                u.vhosts,
+                u.loopback_only,
+                u.tags,
+            ));
         }
         Ok(seeds)
     }

@@ -138,6 +138,39 @@ pub struct StoredUser {
     /// User tags (`administrator`, `monitoring`, ...).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The patterns of the virtual hosts of `vhosts` where they are not `.*` x3 (a
+    /// record written before patterns existed has none: its grants read as `.*` x3).
+    #[serde(default)]
+    pub permissions: Vec<StoredPermission>,
+    /// Topic permissions.
+    #[serde(default)]
+    pub topic_permissions: Vec<StoredTopicPermission>,
+}
+
+/// A user's permission patterns in one virtual host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPermission {
+    /// The virtual host.
+    pub vhost: String,
+    /// Configure pattern.
+    pub configure: String,
+    /// Write pattern.
+    pub write: String,
+    /// Read pattern.
+    pub read: String,
+}
+
+/// A user's topic permission on one exchange of one virtual host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTopicPermission {
+    /// The virtual host.
+    pub vhost: String,
+    /// The exchange.
+    pub exchange: String,
+    /// Write pattern (routing keys published with).
+    pub write: String,
+    /// Read pattern (binding keys bound with).
+    pub read: String,
 }
 
 /// Everything durable but the messages.
@@ -334,6 +367,18 @@ mod tests {
             vhosts: vec!["/".into()],
             loopback_only: false,
             tags: vec!["administrator".into()],
+            permissions: vec![StoredPermission {
+                vhost: "/".into(),
+                configure: "^app\\.".into(),
+                write: ".*".into(),
+                read: "".into(),
+            }],
+            topic_permissions: vec![StoredTopicPermission {
+                vhost: "/".into(),
+                exchange: "amq.topic".into(),
+                write: "^{username}\\.".into(),
+                read: ".*".into(),
+            }],
         });
         s.seeded = true;
         s

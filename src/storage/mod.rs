@@ -76,7 +76,7 @@ pub use fsutil::disk_free;
 pub use memory::MemoryStore;
 pub use metadata::{
     MetadataSnapshot, MetadataStore, StoredBinding, StoredBindingTarget, StoredExchange,
-    StoredPolicy, StoredQueue, StoredUser, StoredVhost,
+    StoredPermission, StoredPolicy, StoredQueue, StoredTopicPermission, StoredUser, StoredVhost,
 };
 pub use options::{FsyncPolicy, StorageOptions};
 pub use record::{PagedMessage, QueueId, Record, Recovered, RecoveredMessage, RecoveredQueue};

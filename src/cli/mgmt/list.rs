@@ -29,6 +29,10 @@ fn path(kind: ListKind, vhost: Option<&str>) -> String {
         (ListKind::Policies, None) => "/api/policies".into(),
         (ListKind::OperatorPolicies, Some(v)) => format!("/api/operator-policies/{v}"),
         (ListKind::OperatorPolicies, None) => "/api/operator-policies".into(),
+        (ListKind::Permissions, Some(v)) => format!("/api/vhosts/{v}/permissions"),
+        (ListKind::Permissions, None) => "/api/permissions".into(),
+        (ListKind::TopicPermissions, Some(v)) => format!("/api/vhosts/{v}/topic-permissions"),
+        (ListKind::TopicPermissions, None) => "/api/topic-permissions".into(),
     }
 }
 
@@ -69,6 +73,8 @@ fn default_columns(kind: ListKind) -> &'static [&'static str] {
             "prefetch_count",
         ],
         ListKind::Users => &["name", "tags"],
+        ListKind::Permissions => &["user", "vhost", "configure", "write", "read"],
+        ListKind::TopicPermissions => &["user", "vhost", "exchange", "write", "read"],
         ListKind::Vhosts => &["name", "messages"],
         ListKind::Policies | ListKind::OperatorPolicies => &[
             "vhost",

@@ -60,6 +60,10 @@ pub enum ListKind {
     Policies,
     /// Operator policies.
     OperatorPolicies,
+    /// Permissions: configure, write and read patterns per user and vhost.
+    Permissions,
+    /// Topic permissions: write and read patterns per user, vhost and exchange.
+    TopicPermissions,
 }
 
 /// How `list` and `status` print.
@@ -159,8 +163,10 @@ pub enum MgmtCommand {
         /// Its name.
         name: String,
     },
-    /// Let a user open --vhost [default: /]. actormq grants a vhost whole: the three
-    /// patterns, when given, must be `.*`.
+    /// Set what a user may do in --vhost [default: /]: RabbitMQ's configure, write and
+    /// read regular expressions on queue and exchange names (matched anywhere in the
+    /// name: anchor with ^ and $; '' allows nothing), positional as `rabbitmqctl
+    /// set_permissions USER CONF WRITE READ` or as flags; each defaults to '.*'.
     SetPermissions {
         /// Management API.
         #[command(flatten)]
@@ -168,9 +174,58 @@ pub enum MgmtCommand {
         /// The user.
         #[arg(value_name = "USER")]
         grantee: String,
-        /// Configure, write and read patterns (RabbitMQ's; only `.*` is accepted).
-        #[arg(num_args = 0..=3)]
+        /// Configure, write and read patterns, in this order.
+        #[arg(num_args = 0..=3, conflicts_with_all = ["configure", "write", "read"])]
         patterns: Vec<String>,
+        /// Names the user may declare and delete [default: .*].
+        #[arg(long, allow_hyphen_values = true)]
+        configure: Option<String>,
+        /// Names the user may publish to and bind [default: .*].
+        #[arg(long, allow_hyphen_values = true)]
+        write: Option<String>,
+        /// Names the user may consume from, get from, purge and bind from [default: .*].
+        #[arg(long, allow_hyphen_values = true)]
+        read: Option<String>,
+    },
+    /// Take --vhost [default: /] away from a user (all three patterns).
+    ClearPermissions {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+        /// The user.
+        #[arg(value_name = "USER")]
+        grantee: String,
+    },
+    /// Set a user's topic permission on a topic exchange of --vhost [default: /]:
+    /// regular expressions on the routing keys it may publish with (write) and the
+    /// binding keys it may bind with (read); {username}, {vhost} and {client_id} are
+    /// replaced by the connection's values.
+    SetTopicPermissions {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+        /// The user.
+        #[arg(value_name = "USER")]
+        grantee: String,
+        /// The topic exchange.
+        exchange: String,
+        /// Routing keys it may publish with.
+        #[arg(allow_hyphen_values = true)]
+        write: String,
+        /// Binding keys it may bind with.
+        #[arg(allow_hyphen_values = true)]
+        read: String,
+    },
+    /// Clear a user's topic permissions in --vhost [default: /]: on EXCHANGE, or all.
+    ClearTopicPermissions {
+        /// Management API.
+        #[command(flatten)]
+        flags: MgmtFlags,
+        /// The user.
+        #[arg(value_name = "USER")]
+        grantee: String,
+        /// Only this exchange's.
+        exchange: Option<String>,
     },
     /// Write the definitions (users, vhosts, permissions, policies, queues, exchanges,
     /// bindings) in RabbitMQ's format to FILE (`-` = standard output); with --vhost,
@@ -292,6 +347,9 @@ impl MgmtCommand {
             | MgmtCommand::AddVhost { flags, .. }
             | MgmtCommand::DeleteVhost { flags, .. }
             | MgmtCommand::SetPermissions { flags, .. }
+            | MgmtCommand::ClearPermissions { flags, .. }
+            | MgmtCommand::SetTopicPermissions { flags, .. }
+            | MgmtCommand::ClearTopicPermissions { flags, .. }
             | MgmtCommand::ExportDefinitions { flags, .. }
             | MgmtCommand::ImportDefinitions { flags, .. }
             | MgmtCommand::SetPolicy { flags, .. }

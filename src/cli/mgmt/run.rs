@@ -116,12 +116,47 @@ pub async fn run(mut command: MgmtCommand) -> Result<(), Error> {
                 .await?;
         }
         MgmtCommand::SetPermissions {
-            grantee, patterns, ..
+            grantee,
+            patterns,
+            configure,
+            write,
+            read,
+            ..
         } => {
-            let p = |i: usize| patterns.get(i).cloned().unwrap_or_else(|| ".*".into());
+            let flags = [configure, write, read];
+            let p = |i: usize| {
+                flags[i]
+                    .clone()
+                    .or_else(|| patterns.get(i).cloned())
+                    .unwrap_or_else(|| ".*".into())
+            };
             let body = json!({"configure": p(0), "write": p(1), "read": p(2)});
             let path = format!("/api/permissions/{in_vhost}/{}", enc(&grantee));
             api.call("PUT", &path, Some(&body)).await?;
+        }
+        MgmtCommand::ClearPermissions { grantee, .. } => {
+            let path = format!("/api/permissions/{in_vhost}/{}", enc(&grantee));
+            api.call("DELETE", &path, None).await?;
+        }
+        MgmtCommand::SetTopicPermissions {
+            grantee,
+            exchange,
+            write,
+            read,
+            ..
+        } => {
+            let body = json!({"exchange": exchange, "write": write, "read": read});
+            let path = format!("/api/topic-permissions/{in_vhost}/{}", enc(&grantee));
+            api.call("PUT", &path, Some(&body)).await?;
+        }
+        MgmtCommand::ClearTopicPermissions {
+            grantee, exchange, ..
+        } => {
+            let mut path = format!("/api/topic-permissions/{in_vhost}/{}", enc(&grantee));
+            if let Some(x) = exchange {
+                path.push_str(&format!("?exchange={}", enc(&x)));
+            }
+            api.call("DELETE", &path, None).await?;
         }
         MgmtCommand::ExportDefinitions { file, .. } => {
             let path = match &vhost {

@@ -323,6 +323,13 @@ impl Connection {
                         match self.channel.cached_exchange(p.exchange) {
                             Some(x) => batch = Some((x, Vec::new())),
                             None => {
+                                // Permission first, as RabbitMQ: a refused publish to a
+                                // missing exchange is ACCESS_REFUSED, not NOT_FOUND.
+                                if let Err(e) = self.channel.may_write_exchange(p.exchange) {
+                                    self.refuse_publish(&raw, &e, ctx);
+                                    i += 1;
+                                    continue;
+                                }
                                 // Look the exchange up, pausing this connection (ctx.wait)
                                 // so that frames keep their order; then go on from here.
                                 self.lookup_then_continue(p.exchange.to_string(), frames, i, ctx);
@@ -355,6 +362,14 @@ impl Connection {
                             i += 1;
                             continue;
                         }
+                    }
+                    let x = &batch.as_ref().expect("batch set above").0;
+                    if let Err(e) = self.channel.may_publish(x, p.routing_key) {
+                        // Refused (write permission): this publish only.
+                        self.send_batch(batch.take(), ctx);
+                        self.refuse_publish(&raw, &e, ctx);
+                        i += 1;
+                        continue;
                     }
                     if p.seq != 0 && !self.channel.register_seq(p.seq) {
                         self.send_batch(batch.take(), ctx);

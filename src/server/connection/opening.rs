@@ -92,6 +92,11 @@ impl Connection {
         }
         tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %clip(&h.client), "connection opened");
         self.stats.channels.store(1, Ordering::Relaxed);
+        self.channel.set_access(crate::channel::Access::new(
+            self.shared.broker.definitions(),
+            &h.user,
+            &h.vhost,
+        ));
         self.session = Some(Session {
             registry,
             vhost: h.vhost,

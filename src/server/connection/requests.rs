@@ -46,6 +46,22 @@ fn ok(id: u64) -> impl FnOnce(&mut Connection, (), &mut Context<Connection>) {
     move |act, (), _| act.reply(id, ReplyBody::Ok)
 }
 
+/// Answers request `id` with `e` (a permission refused) without doing anything: the
+/// connection goes on.
+fn refused(id: u64, e: BrokerError) -> LocalBoxActorFuture<Connection, ()> {
+    Box::pin(actix::fut::ready(()).map(move |_, act: &mut Connection, _| act.error(Some(id), &e)))
+}
+
+/// Returns the refusal of request `$id` when the permission check `$check` fails.
+macro_rules! authorize {
+    ($id:expr, $check:expr) => {
+        match $check {
+            Ok(v) => v,
+            Err(e) => return refused($id, e),
+        }
+    };
+}
+
 impl Connection {
     /// Starts request `r`; the connection waits for the returned future before it
     /// processes the next frame.
@@ -80,6 +96,7 @@ impl Connection {
                     internal,
                     arguments,
                 };
+                authorize!(id, self.channel.may_declare_exchange(&spec, passive));
                 op(
                     req,
                     async move { registry.send(DeclareExchange { spec, passive }).await? },
@@ -87,6 +104,7 @@ impl Connection {
                 )
             }
             Op::DeleteExchange { name, if_unused } => {
+                authorize!(id, self.channel.may_delete_exchange(&name));
                 self.channel.forget_exchange(&name);
                 op(
                     req,
@@ -111,6 +129,7 @@ impl Connection {
                     auto_delete,
                     arguments,
                 };
+                authorize!(id, self.channel.may_declare_queue(&spec, passive));
                 op(
                     req,
                     async move {
@@ -139,26 +158,32 @@ impl Connection {
                 name,
                 if_unused,
                 if_empty,
-            } => op(
-                req,
-                async move {
-                    registry
-                        .send(DeleteQueue {
-                            name,
-                            if_unused,
-                            if_empty,
-                            ready_only: false,
-                            owner,
-                        })
-                        .await?
-                },
-                move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
-            ),
-            Op::PurgeQueue { name } => op(
-                req,
-                async move { registry.send(PurgeQueue { name, owner }).await? },
-                move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
-            ),
+            } => {
+                authorize!(id, self.channel.may_delete_queue(&name));
+                op(
+                    req,
+                    async move {
+                        registry
+                            .send(DeleteQueue {
+                                name,
+                                if_unused,
+                                if_empty,
+                                ready_only: false,
+                                owner,
+                            })
+                            .await?
+                    },
+                    move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
+                )
+            }
+            Op::PurgeQueue { name } => {
+                authorize!(id, self.channel.may_read_queue(&name));
+                op(
+                    req,
+                    async move { registry.send(PurgeQueue { name, owner }).await? },
+                    move |act, n, _| act.reply(id, ReplyBody::MessageCount { messages: n }),
+                )
+            }
             Op::Bind {
                 exchange,
                 queue,
@@ -172,7 +197,20 @@ impl Connection {
                     arguments,
                     owner,
                 };
-                op(req, async move { registry.send(b).await? }, ok(id))
+                let gate = authorize!(
+                    id,
+                    self.channel
+                        .may_bind(&b.exchange, &b.target, &b.routing_key)
+                );
+                let gate = gate.enforce(&registry);
+                op(
+                    req,
+                    async move {
+                        gate.await?;
+                        registry.send(b).await?
+                    },
+                    ok(id),
+                )
             }
             Op::Unbind {
                 exchange,
@@ -187,9 +225,18 @@ impl Connection {
                     arguments,
                     owner,
                 };
+                let gate = authorize!(
+                    id,
+                    self.channel
+                        .may_bind(&binding.exchange, &binding.target, &binding.routing_key)
+                );
+                let gate = gate.enforce(&registry);
                 op(
                     req,
-                    async move { registry.send(Unbind { binding }).await? },
+                    async move {
+                        gate.await?;
+                        registry.send(Unbind { binding }).await?
+                    },
                     ok(id),
                 )
             }
@@ -206,7 +253,20 @@ impl Connection {
                     arguments,
                     owner,
                 };
-                op(req, async move { registry.send(b).await? }, ok(id))
+                let gate = authorize!(
+                    id,
+                    self.channel
+                        .may_bind(&b.exchange, &b.target, &b.routing_key)
+                );
+                let gate = gate.enforce(&registry);
+                op(
+                    req,
+                    async move {
+                        gate.await?;
+                        registry.send(b).await?
+                    },
+                    ok(id),
+                )
             }
             Op::UnbindExchange {
                 source,
@@ -221,9 +281,18 @@ impl Connection {
                     arguments,
                     owner,
                 };
+                let gate = authorize!(
+                    id,
+                    self.channel
+                        .may_bind(&binding.exchange, &binding.target, &binding.routing_key)
+                );
+                let gate = gate.enforce(&registry);
                 op(
                     req,
-                    async move { registry.send(Unbind { binding }).await? },
+                    async move {
+                        gate.await?;
+                        registry.send(Unbind { binding }).await?
+                    },
                     ok(id),
                 )
             }
@@ -267,6 +336,7 @@ impl Connection {
                 )
             }
             Op::Get { queue, no_ack } => {
+                authorize!(id, self.channel.may_read_queue(&queue));
                 let work = async move {
                     let q: QueueHandle =
                         registry.send(LookupQueue { name: queue, owner }).await??;
@@ -305,6 +375,9 @@ impl Connection {
                     binding_keys,
                     arguments,
                 );
+                if let Ok(s) = &spec {
+                    authorize!(id, self.channel.may_declare_super_stream(s));
+                }
                 op(
                     req,
                     async move {
@@ -315,6 +388,7 @@ impl Connection {
                 )
             }
             Op::DeleteSuperStream { name } => {
+                authorize!(id, self.channel.may_delete_super_stream(&name));
                 self.channel.forget_exchange(&name);
                 let vhost = self.session.as_ref().expect("open").vhost.clone();
                 op(
@@ -349,6 +423,7 @@ impl Connection {
         let registry = self.session.as_ref().expect("open").registry.clone();
         let owner = self.owner;
         let id = req.id;
+        authorize!(id, self.channel.may_read_queue(&queue));
         let tag = if tag.is_empty() {
             self.ctag_seq += 1;
             format!("ctag-{}-{}", owner.0, self.ctag_seq)

@@ -3,6 +3,8 @@
 //! everything (every vhost, every connection); `management` (and `policymaker`) may see
 //! and change the objects of the virtual hosts it may open; a user with none of these
 //! tags may not use the API at all (403), as RabbitMQ's "Not management user".
+//! Operations on resources are then checked against the caller's permissions
+//! ([`Caller::session`]).
 
 use super::error::ApiError;
 use super::Api;
@@ -61,6 +63,14 @@ impl Caller {
         } else {
             Err(self.refused(&format!("changes in vhost '{vhost}'")))
         }
+    }
+
+    /// A session acting as the caller, for the operations on resources (declare,
+    /// delete, bind, publish, get, purge): the caller's permissions apply to them as
+    /// to its client connections, as RabbitMQ's management plugin acts through a
+    /// channel of the user. `administrator` is no exception.
+    pub fn session(&self, api: &Api, vhost: &str) -> Result<crate::Session, ApiError> {
+        Ok(api.shared.broker.session_as(vhost, &self.user.name)?)
     }
 
     /// Refuses unless `administrator` (users, vhosts, permissions).

@@ -149,8 +149,20 @@ async fn apply_broker(api: &Api, cmd: BrokerCommand) -> Result<(), BrokerError> 
     match cmd {
         BrokerCommand::AddVhost(v) => broker.add_vhost(&v).await,
         BrokerCommand::PutUser(u) => broker.put_user(u).await,
-        BrokerCommand::SetPermissions { user, vhost } => {
-            broker.set_permissions(&user, &vhost).await
+        BrokerCommand::SetPermissions {
+            user,
+            vhost,
+            permission,
+        } => broker.set_user_permissions(&user, &vhost, permission).await,
+        BrokerCommand::SetTopicPermissions {
+            user,
+            vhost,
+            exchange,
+            permission,
+        } => {
+            broker
+                .set_topic_permissions(&user, &vhost, &exchange, permission)
+                .await
         }
         BrokerCommand::SetVhostLimits { vhost, limits } => {
             broker.set_vhost_limits(&vhost, limits).await

@@ -1,4 +1,5 @@
-//! Broker-wide definitions over HTTP: `/api/vhosts`, `/api/users`, `/api/permissions`.
+//! Broker-wide definitions over HTTP: `/api/vhosts`, `/api/users` (permissions are in
+//! `permissions`).
 //! Reading needs a management tag (each sees the vhosts it may open; `monitoring` sees
 //! all); changing them needs `administrator`, as in RabbitMQ.
 
@@ -21,16 +22,10 @@ pub(crate) fn routes(r: &mut Routes) {
         .get("/api/vhosts/{vhost}", get_vhost)
         .put("/api/vhosts/{vhost}", put_vhost)
         .delete("/api/vhosts/{vhost}", delete_vhost)
-        .get("/api/vhosts/{vhost}/permissions", vhost_permissions)
         .get("/api/users", list_users)
         .get("/api/users/{name}", get_user)
         .put("/api/users/{name}", put_user)
-        .delete("/api/users/{name}", delete_user)
-        .get("/api/users/{name}/permissions", user_permissions)
-        .get("/api/permissions", list_permissions)
-        .get("/api/permissions/{vhost}/{user}", get_permission)
-        .put("/api/permissions/{vhost}/{user}", put_permission)
-        .delete("/api/permissions/{vhost}/{user}", delete_permission);
+        .delete("/api/users/{name}", delete_user);
 }
 
 async fn vhost_json(api: &Api, name: &str) -> Value {
@@ -88,6 +83,14 @@ async fn put_vhost(
     let name = path.into_inner().0;
     let existed = vhost_exists(&api, &name);
     api.shared.broker.add_vhost(&name).await?;
+    if !existed && !caller.user.vhosts.contains(&name) {
+        // RabbitMQ's management plugin grants the creator full permissions on a new
+        // vhost, so that it can go on to declare things in it.
+        api.shared
+            .broker
+            .set_permissions(&caller.user.name, &name)
+            .await?;
+    }
     Ok(created_or_updated(existed))
 }
 
@@ -126,7 +129,7 @@ fn user_json(u: &UserDefinition) -> Value {
     })
 }
 
-fn find_user(api: &Api, name: &str) -> Option<UserDefinition> {
+pub(crate) fn find_user(api: &Api, name: &str) -> Option<UserDefinition> {
     api.shared
         .broker
         .users()
@@ -228,15 +231,15 @@ async fn put_user(
             }
         },
     };
-    let user = UserDefinition {
-        name: name.clone(),
-        password_hash,
-        tags: b.tags.map(Tags::into_vec).unwrap_or_default(),
-        vhosts: existing
-            .as_ref()
-            .map(|u| u.vhosts.clone())
-            .unwrap_or_default(),
-        loopback_only: existing.as_ref().is_some_and(|u| u.loopback_only),
+    let tags = b.tags.map(Tags::into_vec).unwrap_or_default();
+    // An existing user keeps its permissions and origin rule.
+    let user = match existing.clone() {
+        Some(u) => UserDefinition {
+            password_hash,
+            tags,
+            ..u
+        },
+        None => UserDefinition::new(&name, &password_hash, [], false, tags),
     };
     api.shared.broker.put_user(user).await?;
     Ok(created_or_updated(existing.is_some()))
@@ -250,114 +253,5 @@ async fn delete_user(
     caller.check_admin()?;
     let name = path.into_inner().0;
     api.shared.broker.delete_user(&name).await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-/// A permission as RabbitMQ shows it. actormq's permission is all or nothing per
-/// vhost, so the three patterns are always `.*`.
-fn permission_json(user: &str, vhost: &str) -> Value {
-    json!({"user": user, "vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"})
-}
-
-fn permissions(api: &Api, keep: impl Fn(&str, &str) -> bool) -> Vec<Value> {
-    let mut out = Vec::new();
-    for u in api.shared.broker.users() {
-        for v in &u.vhosts {
-            if keep(&u.name, v) {
-                out.push(permission_json(&u.name, v));
-            }
-        }
-    }
-    out
-}
-
-async fn list_permissions(
-    api: web::Data<Api>,
-    caller: Caller,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    caller.check_admin()?;
-    paged(permissions(&api, |_, _| true), &query)
-}
-
-async fn vhost_permissions(
-    api: web::Data<Api>,
-    caller: Caller,
-    path: web::Path<(String,)>,
-) -> Result<HttpResponse, ApiError> {
-    caller.check_admin()?;
-    let vhost = path.into_inner().0;
-    Ok(HttpResponse::Ok().json(permissions(&api, |_, v| v == vhost)))
-}
-
-async fn user_permissions(
-    api: web::Data<Api>,
-    caller: Caller,
-    path: web::Path<(String,)>,
-) -> Result<HttpResponse, ApiError> {
-    caller.check_admin()?;
-    let user = path.into_inner().0;
-    Ok(HttpResponse::Ok().json(permissions(&api, |u, _| u == user)))
-}
-
-async fn get_permission(
-    api: web::Data<Api>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    caller.check_admin()?;
-    let (vhost, user) = path.into_inner();
-    let found = permissions(&api, |u, v| u == user && v == vhost);
-    match found.into_iter().next() {
-        Some(p) => Ok(HttpResponse::Ok().json(p)),
-        None => Err(ApiError::not_found(format!(
-            "no permission for user '{user}' in vhost '{vhost}'"
-        ))),
-    }
-}
-
-/// The body of `PUT /api/permissions/{vhost}/{user}`.
-#[derive(Deserialize, Default)]
-struct PermissionBody {
-    configure: Option<String>,
-    write: Option<String>,
-    read: Option<String>,
-}
-
-async fn put_permission(
-    api: web::Data<Api>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
-    raw: web::Bytes,
-) -> Result<HttpResponse, ApiError> {
-    caller.check_admin()?;
-    let (vhost, user) = path.into_inner();
-    let b: PermissionBody = body(&raw)?;
-    for (what, pattern) in [
-        ("configure", b.configure),
-        ("write", b.write),
-        ("read", b.read),
-    ] {
-        if let Some(p) = pattern {
-            if p != ".*" {
-                return Err(ApiError::bad_request(format!(
-                    "{what} = '{p}': actormq grants a vhost whole; only '.*' is supported"
-                )));
-            }
-        }
-    }
-    let existed = find_user(&api, &user).is_some_and(|u| u.vhosts.contains(&vhost));
-    api.shared.broker.set_permissions(&user, &vhost).await?;
-    Ok(created_or_updated(existed))
-}
-
-async fn delete_permission(
-    api: web::Data<Api>,
-    caller: Caller,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    caller.check_admin()?;
-    let (vhost, user) = path.into_inner();
-    api.shared.broker.clear_permissions(&user, &vhost).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -53,10 +53,17 @@ impl ApiError {
 }
 
 impl From<BrokerError> for ApiError {
+    /// ACCESS_REFUSED (a permission, a reserved name) is 401 `not_authorised`, as
+    /// RabbitMQ's management plugin answers a refused channel operation; the client
+    /// is not asked for other credentials (the ones it gave are right).
     fn from(e: BrokerError) -> Self {
+        if e.code() == ErrorCode::AccessRefused {
+            let mut refused = ApiError::unauthorized(e.to_string());
+            refused.challenge = false;
+            return refused;
+        }
         let (status, error) = match e.code() {
             ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorCode::AccessRefused => (StatusCode::FORBIDDEN, "not_authorised"),
             ErrorCode::PreconditionFailed
             | ErrorCode::ResourceLocked
             | ErrorCode::NotAllowed

@@ -164,7 +164,7 @@ async fn put_exchange(
     if b.kind.is_empty() {
         return Err(ApiError::bad_request("the exchange's \"type\" is required"));
     }
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     let existed = exists(&session, &name).await;
     let options = ExchangeOptions {
         durable: b.durable,
@@ -200,7 +200,7 @@ async fn delete_exchange(
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
     caller.check_change(&vhost)?;
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     if !exists(&session, &name).await {
         return Err(ApiError::not_found(format!(
             "no exchange '{name}' in vhost '{vhost}'"
@@ -396,7 +396,7 @@ async fn bind(
     let (vhost, source, kind, destination) = path.into_inner();
     caller.check_change(&vhost)?;
     let b: BindBody = body(&raw)?;
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     match target(&kind, destination)? {
         BindTarget::Queue(q) => {
             session
@@ -425,7 +425,7 @@ async fn unbind(
         .into_iter()
         .find(|b| b.exchange == source && b.target == t && props_key(b) == props)
         .ok_or_else(|| ApiError::not_found(format!("no binding '{props}' from '{source}'")))?;
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     match found.target {
         BindTarget::Queue(q) => {
             session

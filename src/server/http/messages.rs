@@ -91,7 +91,7 @@ async fn get(
             "count must be between 1 and {MAX_GET}"
         )));
     }
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     let auto_ack = b.ackmode == AckMode::AckRequeueFalse;
     let mut got = Vec::new();
     // All are held until the end, so that a requeued message is not got twice.
@@ -178,7 +178,7 @@ async fn publish(
     }
     let exchange = if name == "amq.default" { "" } else { &name };
     let message = Message::new(exchange, &b.routing_key, payload).with_properties(b.properties);
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     let confirmation = session.publish(message).await?.await?;
     Ok(HttpResponse::Ok().json(json!({ "routed": confirmation.queues > 0 })))
 }

@@ -21,6 +21,7 @@ mod messages;
 mod metrics;
 mod nodes;
 mod overview;
+mod permissions;
 mod policies;
 pub mod prometheus;
 mod queues;
@@ -143,6 +144,7 @@ fn register(r: &mut Routes) {
     health::routes(r);
     nodes::routes(r);
     defs::routes(r);
+    permissions::routes(r);
     queues::routes(r);
     messages::routes(r);
     exchanges::routes(r);

@@ -140,7 +140,7 @@ async fn put_queue(
             "a queue declared over HTTP needs a name",
         ));
     }
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     let existed = session
         .declare_queue(
             &name,
@@ -178,7 +178,7 @@ async fn delete_queue(
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
     caller.check_change(&vhost)?;
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     // RabbitMQ answers 404 for a queue that is not there (AMQP's delete would not).
     session
         .declare_queue(
@@ -202,7 +202,7 @@ async fn purge_queue(
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
     caller.check_change(&vhost)?;
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     session.purge(&name).await?;
     Ok(HttpResponse::NoContent().finish())
 }

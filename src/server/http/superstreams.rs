@@ -61,7 +61,7 @@ async fn put_super_stream(
                 "a super stream needs either 'partitions' (a count) or 'binding-keys', not both",
             )),
         };
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     let existed = session.super_stream_partitions(&name).await.is_ok();
     let spec = SuperStreamSpec {
         name,
@@ -95,7 +95,7 @@ async fn delete_super_stream(
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
     caller.check_change(&vhost)?;
-    let session = api.shared.broker.session_in(&vhost)?;
+    let session = caller.session(&api, &vhost)?;
     session.delete_super_stream(&name).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -162,8 +162,57 @@ fn users_vhosts_and_permissions_are_managed() {
         .find(|u| u["name"] == "ann")
         .unwrap();
     assert_eq!(ann["tags"], json!(["monitoring", "policymaker"]));
-    let refused = admin_run(&server, &["set-permissions", "ann", "^x$", ".*", ".*"]);
+    // RabbitMQ's patterns, positional as rabbitmqctl's or as flags.
+    admin(&server, &["set-permissions", "ann", "^x$", ".*", ""]);
+    admin(
+        &server,
+        &[
+            "set-permissions",
+            "ann",
+            "--vhost",
+            "prod",
+            "--read",
+            "^ann-",
+        ],
+    );
+    let perms = admin_json(&server, &["list", "permissions"]);
+    let of_ann: Vec<&Value> = perms
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["user"] == "ann")
+        .collect();
+    assert_eq!(
+        of_ann,
+        vec![
+            &json!({"user": "ann", "vhost": "/", "configure": "^x$", "write": ".*", "read": ""}),
+            &json!({"user": "ann", "vhost": "prod", "configure": ".*", "write": ".*", "read": "^ann-"}),
+        ]
+    );
+    admin(
+        &server,
+        &[
+            "set-topic-permissions",
+            "ann",
+            "amq.topic",
+            "^{username}\\.",
+            ".*",
+        ],
+    );
+    let topics = admin_json(&server, &["list", "topic-permissions", "--vhost", "/"]);
+    assert_eq!(
+        topics,
+        json!([{"user": "ann", "vhost": "/", "exchange": "amq.topic", "write": "^{username}\\.", "read": ".*"}])
+    );
+    admin(&server, &["clear-topic-permissions", "ann", "amq.topic"]);
+    let topics = admin_json(&server, &["list", "topic-permissions"]);
+    assert_eq!(topics, json!([]));
+    let refused = admin_run(&server, &["set-permissions", "ann", "(", ".*", ".*"]);
     assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("invalid configure pattern"),
+        "{refused:?}"
+    );
     admin(&server, &["delete-user", "ann"]);
     let again = admin_run(&server, &["delete-user", "ann"]);
     assert_eq!(again.status.code(), Some(1));

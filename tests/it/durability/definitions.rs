@@ -38,13 +38,13 @@ async fn connect(
 }
 
 fn app_user(password: &str, vhosts: &[&str]) -> UserDefinition {
-    UserDefinition {
-        name: "app".into(),
-        password_hash: hash_password(password),
-        vhosts: vhosts.iter().map(|v| v.to_string()).collect(),
-        loopback_only: false,
-        tags: vec!["management".into()],
-    }
+    UserDefinition::new(
+        "app",
+        &hash_password(password),
+        vhosts.iter().map(|v| v.to_string()),
+        false,
+        vec!["management".into()],
+    )
 }
 
 #[test]

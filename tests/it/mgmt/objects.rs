@@ -151,9 +151,14 @@ async fn vhosts_users_and_permissions_round_trip() {
     assert_eq!(u["tags"][0], "management");
     assert!(u["password_hash"].as_str().unwrap().starts_with("$pbkdf2"));
     let bad = admin
-        .put("/api/permissions/staging/ops", r#"{"configure":"^x$"}"#)
+        .put("/api/permissions/staging/ops", r#"{"configure":"("}"#)
         .await;
     assert_eq!(bad.status, 400);
+    assert!(
+        bad.text().contains("invalid configure pattern"),
+        "{}",
+        bad.text()
+    );
     let r = admin
         .put(
             "/api/permissions/staging/ops",

@@ -22,13 +22,13 @@ async fn server(pki: &Pki) -> TestServer {
     server
         .handle()
         .broker()
-        .put_user(UserDefinition {
-            name: "app".into(),
-            password_hash: String::new(),
-            vhosts: ["/".to_string()].into(),
-            loopback_only: false,
-            tags: Vec::new(),
-        })
+        .put_user(UserDefinition::new(
+            "app",
+            "",
+            ["/".to_string()],
+            false,
+            Vec::new(),
+        ))
         .await
         .unwrap();
     server

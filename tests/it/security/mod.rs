@@ -1,11 +1,14 @@
 //! Security: TLS on the native, AMQP and HTTP listeners (certificates made in the test
-//! with rcgen), the EXTERNAL mechanism, limits, and the refusals of failed logins.
+//! with rcgen), the EXTERNAL mechanism, limits, the refusals of failed logins, and
+//! permissions.
 
 pub(crate) mod amqp_raw;
 mod channel_limits;
 mod external;
 mod https;
 mod limits;
+mod permissions;
+mod permissions_http;
 mod pki;
 mod tls;
 mod user_hash;
