@@ -34,7 +34,7 @@ pub fn amqp_frames(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     while let Ok(Some(frame)) = take_frame(&mut buf, 131_072) {
         if let Incoming::Header(_, h) = frame {
-            let _ = crate::amqp::properties::properties_in(&h.properties);
+            let _ = crate::amqp::properties::properties_in(&h.properties());
         }
     }
 }

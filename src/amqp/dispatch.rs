@@ -10,15 +10,17 @@
 
 use super::codec::Incoming;
 use super::connection::{AmqpConnection, Phase, MAX_BACKLOG};
+pub(super) use super::content::PublishCommand;
+use super::content::{self, Content};
 use super::errors::AmqpError;
 use crate::broker::exchange::ExchangeHandle;
-use crate::broker::messages::Deliver;
+use crate::broker::messages::{Deliver, Settlement};
 use crate::channel::{Channel, Outbound};
 use crate::error::BrokerError;
 use actix::prelude::*;
 use amq_protocol::protocol::basic::{self, AMQPProperties};
 use amq_protocol::protocol::{channel as chan, AMQPClass};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
@@ -28,27 +30,6 @@ pub(super) enum Command {
     Method(Box<AMQPClass>),
     /// A complete `basic.publish` with its content.
     Publish(Box<PublishCommand>),
-}
-
-/// A complete `basic.publish`: method, properties, body.
-pub(super) struct PublishCommand {
-    /// The method.
-    pub publish: basic::Publish,
-    /// The content header's properties.
-    pub properties: AMQPProperties,
-    /// The body.
-    pub body: Bytes,
-}
-
-/// A `basic.publish` whose content is still arriving.
-struct Content {
-    publish: basic::Publish,
-    /// Set by the content header.
-    header: Option<(AMQPProperties, u64)>,
-    /// Body frames so far.
-    parts: Vec<Bytes>,
-    /// Body bytes so far.
-    got: u64,
 }
 
 /// One open channel of a connection.
@@ -114,6 +95,15 @@ impl ChannelState {
     pub fn waiting(&self) -> usize {
         self.pending.len()
     }
+
+    /// Nothing waits before a new command: it may run at once, in order.
+    fn idle(&self) -> bool {
+        !self.busy
+            && !self.closing
+            && !self.wait_publishes
+            && self.content.is_none()
+            && self.pending.is_empty()
+    }
 }
 
 fn ids(m: &AMQPClass) -> (u16, u16) {
@@ -125,6 +115,20 @@ impl AmqpConnection {
     pub(super) fn on_frames(&mut self, frames: Vec<Incoming>, ctx: &mut Context<Self>) {
         let mut touched: Vec<u16> = Vec::new();
         for f in frames {
+            // The hot methods' own variants, on channel 0, are what they are: methods.
+            let f = match f {
+                Incoming::Publish(0, p) => {
+                    Incoming::Method(0, Box::new(AMQPClass::Basic(basic::AMQPMethod::Publish(p))))
+                }
+                Incoming::Ack(0, delivery_tag, multiple) => Incoming::Method(
+                    0,
+                    Box::new(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag,
+                        multiple,
+                    }))),
+                ),
+                f => f,
+            };
             if self.phase == Phase::Closing {
                 // Only the answer to our close matters now.
                 if let Incoming::Method(0, m) = f {
@@ -158,6 +162,16 @@ impl AmqpConnection {
                 }
                 Incoming::Method(ch, m) => {
                     if self.on_channel_method(ch, *m, ctx) && !touched.contains(&ch) {
+                        touched.push(ch);
+                    }
+                }
+                Incoming::Publish(ch, p) => {
+                    if self.on_publish(ch, p, ctx) && !touched.contains(&ch) {
+                        touched.push(ch);
+                    }
+                }
+                Incoming::Ack(ch, tag, multiple) => {
+                    if self.on_ack(ch, tag, multiple, ctx) && !touched.contains(&ch) {
                         touched.push(ch);
                     }
                 }
@@ -258,12 +272,7 @@ impl AmqpConnection {
                 self.close_with(AmqpError::new(540, "immediate=true").on((60, 40)), ctx);
                 return false;
             }
-            st.content = Some(Content {
-                publish: p,
-                header: None,
-                parts: Vec::new(),
-                got: 0,
-            });
+            st.content = Some(Content::new(p));
             return false;
         }
         st.pending.push_back(Command::Method(Box::new(m)));
@@ -271,18 +280,56 @@ impl AmqpConnection {
         true
     }
 
+    /// `basic.publish` (read in place); true when a command was queued.
+    fn on_publish(&mut self, ch: u16, p: basic::Publish, ctx: &mut Context<Self>) -> bool {
+        match self.channels.get_mut(&ch) {
+            Some(st) if !st.closing && st.content.is_none() && !p.immediate => {
+                st.content = Some(Content::new(p));
+                false
+            }
+            // Anything unusual the general path answers.
+            _ => self.on_channel_method(ch, AMQPClass::Basic(basic::AMQPMethod::Publish(p)), ctx),
+        }
+    }
+
+    /// `basic.ack` (read in place): settled at once when nothing waits before it on
+    /// its channel (the common case: no boxed method, no command queued); else queued
+    /// in order like any method. True when the channel needs a pump.
+    fn on_ack(&mut self, ch: u16, tag: u64, multiple: bool, ctx: &mut Context<Self>) -> bool {
+        match self.channels.get_mut(&ch) {
+            Some(st) if st.idle() => {
+                let r = st.core.settle(tag, multiple, Settlement::Ack);
+                match r {
+                    Ok(()) => self.write_held(ch),
+                    Err(e) => self.channel_error(ch, AmqpError::from(e).on((60, 80)), ctx),
+                }
+                true
+            }
+            _ => {
+                let m = basic::Ack {
+                    delivery_tag: tag,
+                    multiple,
+                };
+                self.on_channel_method(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(m)), ctx)
+            }
+        }
+    }
+
     fn on_header(
         &mut self,
         ch: u16,
         size: u64,
-        properties: AMQPProperties,
+        properties: Option<Box<AMQPProperties>>,
         ctx: &mut Context<Self>,
     ) -> bool {
         let max = self.shared.settings.amqp.max_message_size;
-        let header_limit = properties.headers().as_ref().and_then(|h| {
-            let shape = super::limits::amqp_table_shape(h);
-            crate::message::shape::check_headers(shape, &self.shared.settings.limits).err()
-        });
+        let header_limit = properties
+            .as_ref()
+            .and_then(|p| p.headers().as_ref())
+            .and_then(|h| {
+                let shape = super::limits::amqp_table_shape(h);
+                crate::message::shape::check_headers(shape, &self.shared.settings.limits).err()
+            });
         let Some(st) = self.channels.get_mut(&ch) else {
             self.close_with(
                 AmqpError::new(504, format!("content on closed channel {ch}")),
@@ -293,38 +340,17 @@ impl AmqpConnection {
         if st.closing {
             return false;
         }
-        match &mut st.content {
-            Some(c) if c.header.is_none() => {
-                if size > max {
-                    st.content = None;
-                    self.channel_error(
-                        ch,
-                        AmqpError::new(
-                            406,
-                            format!("message size {size} is larger than configured max size {max}"),
-                        )
-                        .on((60, 40)),
-                        ctx,
-                    );
-                    return false;
-                }
-                if let Some(m) = header_limit {
-                    st.content = None;
-                    tracing::warn!(peer = %self.peer, "publish refused: {m}");
-                    self.channel_error(ch, AmqpError::new(406, m).on((60, 40)), ctx);
-                    return false;
-                }
-                c.header = Some((properties, size));
-                if size == 0 {
-                    return self.content_done(ch);
-                }
-                false
-            }
-            _ => {
-                self.close_with(
-                    AmqpError::new(505, format!("unexpected content header on channel {ch}")),
-                    ctx,
-                );
+        if let Some(m) = header_limit.filter(|_| content::awaits_header(&st.content)) {
+            st.content = None;
+            tracing::warn!(peer = %self.peer, "publish refused: {m}");
+            self.channel_error(ch, AmqpError::new(406, m).on((60, 40)), ctx);
+            return false;
+        }
+        match content::on_header(&mut st.content, ch, size, properties, max) {
+            Ok(None) => false,
+            Ok(Some(cmd)) => self.content_done(ch, cmd, ctx),
+            Err(e) => {
+                self.channel_error(ch, e, ctx);
                 false
             }
         }
@@ -341,67 +367,28 @@ impl AmqpConnection {
         if st.closing {
             return false;
         }
-        match &mut st.content {
-            Some(Content {
-                header: Some((_, size)),
-                parts,
-                got,
-                ..
-            }) => {
-                *got += b.len() as u64;
-                if *got > *size {
-                    let e = AmqpError::new(
-                        501,
-                        format!("body frames carry more than the {size} bytes announced"),
-                    );
-                    self.close_with(e, ctx);
-                    return false;
-                }
-                parts.push(b);
-                if *got == *size {
-                    return self.content_done(ch);
-                }
-                false
-            }
-            _ => {
-                self.close_with(
-                    AmqpError::new(505, format!("unexpected content body on channel {ch}")),
-                    ctx,
-                );
+        match content::on_body(&mut st.content, ch, b) {
+            Ok(None) => false,
+            Ok(Some(cmd)) => self.content_done(ch, cmd, ctx),
+            Err(e) => {
+                self.channel_error(ch, e, ctx);
                 false
             }
         }
     }
 
-    /// A publish's content is complete: queue it as a command.
-    fn content_done(&mut self, ch: u16) -> bool {
+    /// A publish's content is complete: into the channel's batch at once when nothing
+    /// waits before it (the common case), else queued as a command. True when the
+    /// channel needs a pump (which sends the batch).
+    fn content_done(&mut self, ch: u16, cmd: PublishCommand, ctx: &mut Context<Self>) -> bool {
         let Some(st) = self.channels.get_mut(&ch) else {
             return false;
         };
-        let Some(Content {
-            publish,
-            header: Some((properties, size)),
-            mut parts,
-            ..
-        }) = st.content.take()
-        else {
-            return false;
-        };
-        let body = if parts.len() == 1 {
-            parts.pop().expect("one part")
-        } else {
-            let mut b = BytesMut::with_capacity(size as usize);
-            for p in &parts {
-                b.extend_from_slice(p);
-            }
-            b.freeze()
-        };
-        st.pending
-            .push_back(Command::Publish(Box::new(PublishCommand {
-                publish,
-                properties,
-                body,
-            })));
+        if st.idle() && !st.core.transactional() {
+            self.publish(ch, cmd, ctx);
+            return true;
+        }
+        st.pending.push_back(Command::Publish(Box::new(cmd)));
         self.backlog.fetch_add(1, Ordering::AcqRel);
         true
     }

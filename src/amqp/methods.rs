@@ -55,6 +55,19 @@ impl AmqpConnection {
                 );
             }
             AMQPClass::Exchange(ex::AMQPMethod::Declare(d)) => {
+                // RabbitMQ checks the type first, and an unknown one is a hard error
+                // (a passive declare names no type to check).
+                if !d.passive
+                    && !self
+                        .shared
+                        .broker
+                        .context()
+                        .knows_exchange_type(d.kind.as_str())
+                {
+                    let e = AmqpError::new(503, format!("unknown exchange type '{}'", d.kind));
+                    self.close_with(e.on(method), ctx);
+                    return;
+                }
                 let mut arguments = args_in(&d.arguments);
                 let spec = ExchangeSpec {
                     name: d.exchange.to_string(),

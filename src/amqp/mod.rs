@@ -7,7 +7,8 @@
 //! - `io`: socket reader and writer tasks, protocol header, heartbeats both ways;
 //! - `connection`: the connection actor, its life and closes;
 //! - `handshake`: start / tune / open, PLAIN and AMQPLAIN, server properties;
-//! - `dispatch`: content reassembly and each channel's request pipeline;
+//! - `content`: content reassembly (publish, header, body frames), pure;
+//! - `dispatch`: frames to channels, each channel's request pipeline;
 //! - `held`: deliveries held back by `channel.flow` and a channel's shared prefetch;
 //! - `publish`: batches, exchange lookups, confirms / returns, transactions;
 //! - `methods`: channel, exchange, queue, confirm and tx methods onto broker messages;
@@ -26,6 +27,7 @@ mod authz;
 mod basic;
 pub(crate) mod codec;
 mod connection;
+mod content;
 mod deliver;
 mod dispatch;
 pub mod errors;

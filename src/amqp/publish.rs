@@ -12,7 +12,8 @@ use crate::channel::{lookup_exchange, Outbound, PublishOutcome};
 use crate::error::BrokerError;
 use crate::message::{Message, Properties};
 use actix::prelude::*;
-use amq_protocol::protocol::{basic, tx, AMQPClass};
+use amq_protocol::protocol::basic::{self, AMQPProperties};
+use amq_protocol::protocol::{tx, AMQPClass};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -23,12 +24,7 @@ impl AmqpConnection {
     /// Adds one publish to the channel's batch (looking its exchange up first if needed).
     pub(super) fn publish(&mut self, ch: u16, mut cmd: PublishCommand, ctx: &mut Context<Self>) {
         self.publisher = true;
-        if cmd
-            .properties
-            .reply_to()
-            .as_ref()
-            .is_some_and(|r| r.as_str() == REPLY_TO)
-        {
+        if cmd.reply_to() == Some(REPLY_TO) {
             // A request expecting a direct reply: name this channel's reply consumer.
             let token = self.channels[&ch].reply_to.as_ref().map(|(t, _)| t.clone());
             let Some(token) = token else {
@@ -36,12 +32,10 @@ impl AmqpConnection {
                 self.channel_error(ch, e, ctx);
                 return;
             };
-            cmd.properties = cmd
-                .properties
-                .clone()
-                .with_reply_to(super::properties::short(&format!(
-                    "{REPLY_TO_PREFIX}{token}"
-                )));
+            let props = cmd.properties.take().map(|p| *p).unwrap_or_default();
+            cmd.properties = Some(Box::new(props.with_reply_to(super::properties::short(
+                &format!("{REPLY_TO_PREFIX}{token}"),
+            ))));
         }
         if cmd.publish.exchange.as_str().is_empty()
             && cmd
@@ -53,13 +47,12 @@ impl AmqpConnection {
             self.direct_reply(ch, cmd, ctx);
             return;
         }
-        let name = cmd.publish.exchange.as_str().to_string();
-        let same = self.channels[&ch]
-            .batch
-            .as_ref()
-            .is_some_and(|(x, items)| x.name() == name && items.len() < MAX_PUBLISH_BATCH);
+        let same = self.channels[&ch].batch.as_ref().is_some_and(|(x, items)| {
+            x.name() == cmd.publish.exchange.as_str() && items.len() < MAX_PUBLISH_BATCH
+        });
         if !same {
             self.send_batch(ch, ctx);
+            let name = cmd.publish.exchange.as_str().to_string();
             let st = self.channels.get_mut(&ch).expect("open");
             match st.core.cached_exchange(&name) {
                 Some(x) => st.batch = Some((x, Vec::new())),
@@ -117,7 +110,7 @@ impl AmqpConnection {
             message: Arc::new(Message {
                 exchange: Arc::from(""),
                 routing_key: cmd.publish.routing_key.as_str().to_string(),
-                properties: Properties::shared(Some(properties_in(&cmd.properties))),
+                properties: shared_properties(&cmd.properties),
                 body: cmd.body,
             }),
         };
@@ -138,8 +131,8 @@ impl AmqpConnection {
 
     /// RabbitMQ's rule: a `user_id` property must name the authenticated user.
     fn check_user_id(&self, cmd: &PublishCommand) -> Result<(), AmqpError> {
-        match cmd.properties.user_id() {
-            Some(uid) if uid.as_str() != self.user => Err(AmqpError::new(
+        match cmd.user_id() {
+            Some(uid) if uid != self.user => Err(AmqpError::new(
                 406,
                 format!(
                     "user_id property set to '{uid}' but authenticated user was '{}'",
@@ -381,8 +374,16 @@ fn outbound(x: &ExchangeHandle, seq: u64, c: PublishCommand) -> Outbound {
         message: Arc::new(Message {
             exchange: x.name_arc().clone(),
             routing_key: String::from(c.publish.routing_key),
-            properties: Properties::shared(Some(properties_in(&c.properties))),
+            properties: shared_properties(&c.properties),
             body: c.body,
         }),
+    }
+}
+
+/// A publish's properties as actormq's, the one shared empty set when none is set.
+fn shared_properties(p: &Option<Box<AMQPProperties>>) -> Arc<Properties> {
+    match p {
+        None => Properties::shared_empty(),
+        Some(p) => Properties::shared(Some(properties_in(p))),
     }
 }

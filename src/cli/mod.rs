@@ -116,10 +116,7 @@ fn perf(
     };
     let json = args.json;
     let report = match args.amqp_url.clone() {
-        #[cfg(feature = "amqp")]
         Some(url) => rt.block_on(actormq::perf::run_amqp(args, url))?,
-        #[cfg(not(feature = "amqp"))]
-        Some(_) => return Err("--amqp-url needs a build with `--features amqp`".into()),
         None => rt.block_on(actormq::perf::run(args, options))?,
     };
     if json {

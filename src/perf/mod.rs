@@ -14,7 +14,6 @@ mod amqp;
 mod driver;
 mod native;
 mod procstat;
-#[cfg(feature = "amqp")]
 mod raw;
 
 use crate::client::ConnectOptions;
@@ -115,8 +114,8 @@ pub struct PerfArgs {
     /// measure memory per connection and idle CPU).
     #[arg(long, default_value_t = 0)]
     pub idle_connections: usize,
-    /// Measure an AMQP 0-9-1 broker (RabbitMQ) at this URL instead, through lapin, e.g.
-    /// amqp://guest:guest@127.0.0.1:5672/%2f (needs the `amqp` cargo feature).
+    /// Measure an AMQP 0-9-1 broker (RabbitMQ) at this URL instead, e.g.
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (lapin needs the `amqp` cargo feature).
     #[arg(long)]
     pub amqp_url: Option<String>,
     /// The AMQP client of `--amqp-url`: lapin (a thread per connection), or `raw`, a
@@ -240,15 +239,24 @@ pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, 
     run_with(args, driver).await
 }
 
-/// Runs the workload against the AMQP 0-9-1 broker at `url` (RabbitMQ) through lapin.
-#[cfg(feature = "amqp")]
+/// Runs the workload against the AMQP 0-9-1 broker at `url` (RabbitMQ) through the
+/// client `args.amqp_client` names. The raw client is always built (it needs nothing
+/// beyond the AMQP codec the broker has); lapin only with the `amqp` feature.
 pub async fn run_amqp(args: PerfArgs, url: String) -> Result<PerfReport, String> {
     if args.amqp_client == AmqpClient::Raw {
         let driver = Arc::new(raw::Raw::new(&url)?);
         return run_with(args, driver).await;
     }
-    let driver = Arc::new(amqp::Amqp::new(url));
-    run_with(args, driver).await
+    #[cfg(feature = "amqp")]
+    {
+        let driver = Arc::new(amqp::Amqp::new(url));
+        run_with(args, driver).await
+    }
+    #[cfg(not(feature = "amqp"))]
+    Err(
+        "--amqp-client lapin needs a build with `--features amqp` (or use --amqp-client raw)"
+            .into(),
+    )
 }
 
 /// Runs the workload through `driver`, the same way for every broker. Progress lines go

@@ -4,7 +4,8 @@
 //! `x-death` is an array of tables, most recent death first. Each table has `queue`,
 //! `reason` (`rejected`, `expired`, `maxlen`, `delivery_limit`), `count`, `exchange`
 //! (where the message had been published), `routing-keys` (an array) and `time`
-//! (seconds since the Unix epoch), plus `original-expiration` when the message had a
+//! (seconds since the Unix epoch, a timestamp: AMQP's field type `T`, as RabbitMQ
+//! writes it), plus `original-expiration` when the message had a
 //! per-message TTL (which is removed, so it does not expire again in the dead-letter
 //! queue). A message dying again in the same queue for the same reason increments that
 //! entry's `count` and moves it to the front. `x-first-death-{queue,reason,exchange}` are
@@ -15,7 +16,7 @@
 //! ever stop it, so it is dropped. A cycle with a rejection in it is a client's choice
 //! (a retry loop) and is allowed.
 
-use crate::message::{FieldTable, FieldValue, Message};
+use crate::message::{FieldTable, FieldValue, Message, TypedValue};
 use std::sync::Arc;
 
 /// Why a message was dead-lettered.
@@ -98,7 +99,11 @@ pub fn dead_letter(
             t.insert("count".into(), FieldValue::Int(1));
             t.insert("reason".into(), reason.as_str().into());
             t.insert("queue".into(), queue.into());
-            t.insert("time".into(), FieldValue::Int(now_secs));
+            let secs = u64::try_from(now_secs).unwrap_or(0);
+            t.insert(
+                "time".into(),
+                FieldValue::Typed(TypedValue::Timestamp(secs)),
+            );
             t.insert("exchange".into(), FieldValue::Str(m.exchange.to_string()));
             t.insert(
                 "routing-keys".into(),
@@ -182,7 +187,7 @@ mod tests {
         assert_eq!(get(e, "reason"), &FieldValue::from("expired"));
         assert_eq!(get(e, "count"), &FieldValue::Int(1));
         assert_eq!(get(e, "exchange"), &FieldValue::from("orders"));
-        assert_eq!(get(e, "time"), &FieldValue::Int(7));
+        assert_eq!(get(e, "time"), &FieldValue::Typed(TypedValue::Timestamp(7)));
         assert_eq!(get(e, "original-expiration"), &FieldValue::from("500"));
         assert_eq!(
             get(e, "routing-keys"),
@@ -203,7 +208,11 @@ mod tests {
         assert_eq!(ds.len(), 2);
         assert_eq!(get(&ds[0], "queue"), &FieldValue::from("work"));
         assert_eq!(get(&ds[0], "count"), &FieldValue::Int(2));
-        assert_eq!(get(&ds[0], "time"), &FieldValue::Int(1), "first time kept");
+        assert_eq!(
+            get(&ds[0], "time"),
+            &FieldValue::Typed(TypedValue::Timestamp(1)),
+            "first time kept"
+        );
         assert_eq!(get(&ds[1], "queue"), &FieldValue::from("retry"));
         assert_eq!(c.header("x-first-death-reason"), Some(&"rejected".into()));
         assert_eq!(c.header("x-last-death-queue"), Some(&"work".into()));

@@ -468,6 +468,13 @@ fn route(shared: &Shared, f: Incoming) -> bool {
                 }
             }
         }
+        Incoming::Ack(ch, tag, multiple) => {
+            if let Some(c) = sinks.get_mut(&ch).and_then(|s| s.confirms.as_mut()) {
+                c.settle(tag, multiple, true);
+            }
+        }
+        // A server sends no basic.publish.
+        Incoming::Publish(..) => {}
         Incoming::Header(ch, h) => {
             if let Some(s) = sinks.get_mut(&ch) {
                 if let Some(p) = &mut s.partial {

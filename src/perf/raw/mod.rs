@@ -7,6 +7,7 @@ mod conn;
 use super::driver::{BoxFuture, Conn, Consumer, Declare, Driver, Producer, Received, Topology};
 use amq_protocol::protocol::basic::{self, AMQPProperties};
 use amq_protocol::protocol::{exchange, queue, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
 use conn::RawConn;
 use futures_util::FutureExt;
 use std::sync::Arc;
@@ -43,6 +44,30 @@ fn declare_queue(name: &str, durable: bool, passive: bool) -> AMQPClass {
     }))
 }
 
+/// A stream queue's declare: durable, `x-queue-type = stream` (RabbitMQ's name).
+fn declare_stream(name: &str) -> AMQPClass {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+        queue: name.into(),
+        durable: true,
+        arguments,
+        ..Default::default()
+    }))
+}
+
+/// The declare of a run's queue: a stream with `--stream`.
+fn declare_for(name: &str, durable: bool, stream: bool) -> AMQPClass {
+    if stream {
+        declare_stream(name)
+    } else {
+        declare_queue(name, durable, false)
+    }
+}
+
 fn bind(q: &str, x: &str, key: &str) -> AMQPClass {
     AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
         queue: q.into(),
@@ -57,6 +82,18 @@ fn delete_queue(q: &str) -> AMQPClass {
         queue: q.into(),
         ..Default::default()
     }))
+}
+
+/// Consume arguments: a stream is read from `first` (each consumer reads all of it).
+fn consume_args(stream: bool) -> FieldTable {
+    let mut t = FieldTable::default();
+    if stream {
+        t.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("first".into()),
+        );
+    }
+    t
 }
 
 impl Driver for Raw {
@@ -85,7 +122,7 @@ impl Driver for Raw {
                 if i < first_declared {
                     continue;
                 }
-                c.call(ch, declare_queue(q, durable, false)).await?;
+                c.call(ch, declare_for(q, durable, topo.stream)).await?;
                 c.call(ch, bind(q, &topo.exchange, &topo.binding_key(i)))
                     .await?;
             }
@@ -173,15 +210,14 @@ impl Conn for RawConsumers {
         declare: Option<Declare<'a>>,
     ) -> BoxFuture<'a, Result<RawConsumer, String>> {
         Box::pin(async move {
-            if stream {
-                return Err(
-                    "the raw AMQP client does not run --stream; use --amqp-client lapin".into(),
-                );
+            if stream && auto_ack {
+                // A stream consumer needs acks (its credit), in RabbitMQ as here.
+                return Err("--stream needs acks: drop --auto-ack".into());
             }
             let c = &self.conn;
             let ch = c.channel().await?;
             if let Some(d) = declare {
-                c.call(ch, declare_queue(queue, d.durable, false)).await?;
+                c.call(ch, declare_for(queue, d.durable, stream)).await?;
                 c.call(ch, bind(queue, d.exchange, d.binding_key)).await?;
             }
             if !auto_ack {
@@ -200,6 +236,7 @@ impl Conn for RawConsumers {
                     basic::Consume {
                         queue: queue.into(),
                         no_ack: auto_ack,
+                        arguments: consume_args(stream),
                         ..Default::default()
                     },
                 )

@@ -4,6 +4,7 @@
 mod compat;
 mod features;
 mod flow;
+mod perf;
 mod raw;
 mod tables;
 

@@ -67,3 +67,39 @@ async fn a_method_on_an_unopened_channel_is_a_channel_error_504() {
     assert_eq!(ch, 0);
     assert_eq!(close_of(&p).0, 504);
 }
+
+/// A short string as AMQP writes it.
+fn short(s: &str) -> Vec<u8> {
+    let mut v = vec![s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_exchange_type_closes_the_connection_with_503_in_rabbitmqs_words() {
+    let server = TestServer::start();
+    let mut s = open(&server).await;
+    handshake(&mut s).await;
+    s.write_all(&method(1, 20, 10, &[0])).await.unwrap();
+    let (_, ch, p) = frame(&mut s).await;
+    assert_eq!((ch, &p[..4]), (1, &[0u8, 20, 0, 11][..]), "channel.open-ok");
+    // exchange.declare(ticket 0, "x1", type "no-such-type", no flags, no arguments).
+    let mut args = 0u16.to_be_bytes().to_vec();
+    args.extend(short("x1"));
+    args.extend(short("no-such-type"));
+    args.push(0);
+    args.extend_from_slice(&0u32.to_be_bytes());
+    s.write_all(&method(1, 40, 10, &args)).await.unwrap();
+    let (t, ch, p) = frame(&mut s).await;
+    assert_eq!((t, ch), (1, 0), "connection.close, not channel.close");
+    assert_eq!(
+        close_of(&p),
+        (
+            503,
+            "COMMAND_INVALID - unknown exchange type 'no-such-type'".to_string()
+        )
+    );
+    // It names exchange.declare (class 40, method 10) after the reply text.
+    let text_len = p[6] as usize;
+    assert_eq!(&p[7 + text_len..7 + text_len + 4], &[0, 40, 0, 10]);
+}

@@ -123,3 +123,120 @@ async fn every_field_type_crosses_amqp_and_native_unchanged() {
     assert_eq!(back.delivery.properties, properties());
     assert_eq!(back.delivery.data, b"body");
 }
+
+/// The `time` of a delivery's first `x-death` entry, as AMQP carried it.
+fn death_time(props: &BasicProperties) -> AMQPValue {
+    let headers = props.headers().as_ref().expect("headers");
+    let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+        panic!("no x-death array: {headers:?}");
+    };
+    let Some(AMQPValue::FieldTable(first)) = deaths.as_slice().first() else {
+        panic!("no x-death entry: {deaths:?}");
+    };
+    first.inner()["time"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_death_time_is_a_timestamp_over_amqp_and_natively() {
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "dead").await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString("dead".into()),
+    );
+    ch.queue_declare("work".into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "work".into(),
+                BasicPublishOptions::default(),
+                b"job",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        within("confirm", c).await.unwrap();
+    }
+    for _ in 0..2 {
+        let got = ch
+            .basic_get("work".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("a job");
+        ch.basic_reject(
+            got.delivery.delivery_tag,
+            BasicRejectOptions { requeue: false },
+        )
+        .await
+        .unwrap();
+    }
+    // Over AMQP: field type 'T', seconds since the epoch, as RabbitMQ writes it.
+    let got = within("the first dead letter", async {
+        loop {
+            if let Some(m) = ch
+                .basic_get("dead".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    match death_time(&got.delivery.properties) {
+        AMQPValue::Timestamp(t) => assert!(t > 1_700_000_000 && t <= now + 1, "{t}"),
+        other => panic!("x-death time is not a timestamp: {other:?}"),
+    }
+    // Natively: a typed timestamp too.
+    let client = actormq::client::Client::connect(actormq::client::ConnectOptions::new(
+        server.addr.to_string(),
+    ))
+    .await
+    .unwrap();
+    let native = within("the second dead letter", async {
+        loop {
+            if let Some(m) = client.get("dead", true).await.unwrap() {
+                return m;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let headers = native
+        .delivery
+        .properties
+        .headers
+        .as_ref()
+        .expect("headers");
+    let Some(actormq::FieldValue::Array(deaths)) = headers.get("x-death") else {
+        panic!("no x-death: {headers:?}");
+    };
+    let Some(actormq::FieldValue::Table(first)) = deaths.first() else {
+        panic!("no x-death entry: {deaths:?}");
+    };
+    assert!(
+        matches!(
+            first.get("time"),
+            Some(actormq::FieldValue::Typed(actormq::TypedValue::Timestamp(t))) if *t > 1_700_000_000
+        ),
+        "{first:?}"
+    );
+}

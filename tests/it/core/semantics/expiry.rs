@@ -50,7 +50,10 @@ async fn a_queue_ttl_dead_letters_expired_messages_with_an_x_death_header() {
         field(&d[0], "routing-keys"),
         &FieldValue::Array(vec!["work".into()])
     );
-    assert!(matches!(field(&d[0], "time"), FieldValue::Int(t) if *t > 0));
+    assert!(matches!(
+        field(&d[0], "time"),
+        FieldValue::Typed(actormq::TypedValue::Timestamp(t)) if *t > 0
+    ));
     assert_eq!(
         r.message.header("x-first-death-reason"),
         Some(&FieldValue::from("expired"))

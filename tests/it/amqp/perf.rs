@@ -1,0 +1,62 @@
+//! `actormq perf --amqp-client raw` end to end against actormq's AMQP port (smoke runs,
+//! not measurements): the lean client runs the same workloads as lapin, streams
+//! included.
+
+use super::amqp_url;
+use crate::support::TestServer;
+use actormq::perf::{run_amqp, AmqpClient, PerfArgs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_client_runs_a_stream_with_confirms_and_reads_it_from_first() {
+    let server = TestServer::start();
+    let url = amqp_url(&server);
+    let args = PerfArgs {
+        stream: true,
+        confirm: true,
+        consumers: 2,
+        queues: 1,
+        duration: 1,
+        warmup: 0,
+        size: 64,
+        amqp_url: Some(url.clone()),
+        amqp_client: AmqpClient::Raw,
+        ..Default::default()
+    };
+    let report = run_amqp(args, url).await.unwrap();
+    assert_eq!(report.publish_failures, 0);
+    assert!(report.confirmed_per_sec > 0.0, "{}", report.table());
+    assert!(report.consumed_per_sec > 0.0, "{}", report.table());
+    assert!(report.queue_depth_end > 0, "a stream keeps what was read");
+    let client = actormq::client::Client::connect(actormq::client::ConnectOptions::new(
+        server.addr.to_string(),
+    ))
+    .await
+    .unwrap();
+    let info = client
+        .declare_queue(
+            "perf.q0",
+            &actormq::client::QueueOptions::durable().arg("x-queue-type", "stream"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.messages, report.queue_depth_end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_client_refuses_a_stream_without_acks_with_the_reason() {
+    let server = TestServer::start();
+    let url = amqp_url(&server);
+    let args = PerfArgs {
+        stream: true,
+        auto_ack: true,
+        duration: 1,
+        warmup: 0,
+        amqp_url: Some(url.clone()),
+        amqp_client: AmqpClient::Raw,
+        ..Default::default()
+    };
+    let Err(e) = run_amqp(args, url).await else {
+        panic!("a stream run without acks was not refused");
+    };
+    assert!(e.contains("--stream needs acks"), "{e}");
+}
