@@ -10,6 +10,8 @@
 
 use super::codec::Incoming;
 use super::connection::{AmqpConnection, Phase, MAX_BACKLOG};
+pub(super) use super::content::PublishCommand;
+use super::content::{self, Content, Step};
 use super::errors::AmqpError;
 use crate::broker::exchange::ExchangeHandle;
 use crate::broker::messages::Deliver;
@@ -18,7 +20,7 @@ use crate::error::BrokerError;
 use actix::prelude::*;
 use amq_protocol::protocol::basic::{self, AMQPProperties};
 use amq_protocol::protocol::{channel as chan, AMQPClass};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
@@ -28,27 +30,6 @@ pub(super) enum Command {
     Method(Box<AMQPClass>),
     /// A complete `basic.publish` with its content.
     Publish(Box<PublishCommand>),
-}
-
-/// A complete `basic.publish`: method, properties, body.
-pub(super) struct PublishCommand {
-    /// The method.
-    pub publish: basic::Publish,
-    /// The content header's properties.
-    pub properties: AMQPProperties,
-    /// The body.
-    pub body: Bytes,
-}
-
-/// A `basic.publish` whose content is still arriving.
-struct Content {
-    publish: basic::Publish,
-    /// Set by the content header.
-    header: Option<(AMQPProperties, u64)>,
-    /// Body frames so far.
-    parts: Vec<Bytes>,
-    /// Body bytes so far.
-    got: u64,
 }
 
 /// One open channel of a connection.
@@ -252,12 +233,7 @@ impl AmqpConnection {
                 self.close_with(AmqpError::new(540, "immediate=true").on((60, 40)), ctx);
                 return false;
             }
-            st.content = Some(Content {
-                publish: p,
-                header: None,
-                parts: Vec::new(),
-                got: 0,
-            });
+            st.content = Some(Content::new(p));
             return false;
         }
         st.pending.push_back(Command::Method(Box::new(m)));
@@ -283,35 +259,8 @@ impl AmqpConnection {
         if st.closing {
             return false;
         }
-        match &mut st.content {
-            Some(c) if c.header.is_none() => {
-                if size > max {
-                    st.content = None;
-                    self.channel_error(
-                        ch,
-                        AmqpError::new(
-                            406,
-                            format!("message size {size} is larger than configured max size {max}"),
-                        )
-                        .on((60, 40)),
-                        ctx,
-                    );
-                    return false;
-                }
-                c.header = Some((properties, size));
-                if size == 0 {
-                    return self.content_done(ch);
-                }
-                false
-            }
-            _ => {
-                self.close_with(
-                    AmqpError::new(505, format!("unexpected content header on channel {ch}")),
-                    ctx,
-                );
-                false
-            }
-        }
+        let step = content::on_header(&mut st.content, ch, properties, size, max);
+        self.content_step(ch, step, ctx)
     }
 
     fn on_body(&mut self, ch: u16, b: Bytes, ctx: &mut Context<Self>) -> bool {
@@ -325,69 +274,32 @@ impl AmqpConnection {
         if st.closing {
             return false;
         }
-        match &mut st.content {
-            Some(Content {
-                header: Some((_, size)),
-                parts,
-                got,
-                ..
-            }) => {
-                *got += b.len() as u64;
-                if *got > *size {
-                    let e = AmqpError::new(
-                        501,
-                        format!("body frames carry more than the {size} bytes announced"),
-                    );
-                    self.close_with(e, ctx);
+        let step = content::on_body(&mut st.content, ch, b);
+        self.content_step(ch, step, ctx)
+    }
+
+    /// Acts on a content frame's outcome: a complete publish is queued as a command
+    /// (true), an error closes the channel or the connection.
+    fn content_step(&mut self, ch: u16, step: Step, ctx: &mut Context<Self>) -> bool {
+        match step {
+            Step::Wait => false,
+            Step::Done(cmd) => {
+                let Some(st) = self.channels.get_mut(&ch) else {
                     return false;
-                }
-                parts.push(b);
-                if *got == *size {
-                    return self.content_done(ch);
-                }
+                };
+                st.pending.push_back(Command::Publish(cmd));
+                self.backlog.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Step::Channel(e) => {
+                self.channel_error(ch, e, ctx);
                 false
             }
-            _ => {
-                self.close_with(
-                    AmqpError::new(505, format!("unexpected content body on channel {ch}")),
-                    ctx,
-                );
+            Step::Connection(e) => {
+                self.close_with(e, ctx);
                 false
             }
         }
-    }
-
-    /// A publish's content is complete: queue it as a command.
-    fn content_done(&mut self, ch: u16) -> bool {
-        let Some(st) = self.channels.get_mut(&ch) else {
-            return false;
-        };
-        let Some(Content {
-            publish,
-            header: Some((properties, size)),
-            mut parts,
-            ..
-        }) = st.content.take()
-        else {
-            return false;
-        };
-        let body = if parts.len() == 1 {
-            parts.pop().expect("one part")
-        } else {
-            let mut b = BytesMut::with_capacity(size as usize);
-            for p in &parts {
-                b.extend_from_slice(p);
-            }
-            b.freeze()
-        };
-        st.pending
-            .push_back(Command::Publish(Box::new(PublishCommand {
-                publish,
-                properties,
-                body,
-            })));
-        self.backlog.fetch_add(1, Ordering::AcqRel);
-        true
     }
 
     /// Runs channel `ch`'s queued commands until one has to wait.

@@ -25,6 +25,7 @@
 mod basic;
 pub(crate) mod codec;
 mod connection;
+pub(crate) mod content;
 mod deliver;
 mod dispatch;
 pub mod errors;
