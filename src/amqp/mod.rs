@@ -27,6 +27,7 @@ pub(crate) mod codec;
 mod connection;
 pub(crate) mod content;
 mod deliver;
+mod depth;
 mod dispatch;
 pub mod errors;
 mod handshake;

@@ -447,3 +447,33 @@ async fn a_consumer_that_never_reads_leaves_memory_bounded_and_clients_served() 
     );
     drop(deaf);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_tables_before_login_are_refused_and_the_broker_goes_on() {
+    let serve = Serve::start(10_000);
+    let client = serve.client().await;
+    // connection.start-ok whose client properties nest 500 arrays (2.5 KB): it used to
+    // overflow the stack of the thread parsing it, aborting the broker.
+    let mut nested = b"V".to_vec();
+    for _ in 0..500 {
+        let mut outer = vec![b'A'];
+        outer.extend_from_slice(&(nested.len() as u32).to_be_bytes());
+        outer.extend(nested);
+        nested = outer;
+    }
+    let mut args = (nested.len() as u32 + 2).to_be_bytes().to_vec();
+    args.extend_from_slice(&[1, b'k']);
+    args.extend(nested);
+    args.extend_from_slice(b"\x05PLAIN\0\0\0\x0c\0guest\0guest\x05en_US");
+    let mut s = TcpStream::connect(serve.amqp).await.unwrap();
+    s.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+    amqp_raw::frame(&mut s).await;
+    s.write_all(&amqp_raw::method(0, 10, 11, &args))
+        .await
+        .unwrap();
+    let (_, _, p) = amqp_raw::frame(&mut s).await;
+    let (code, text) = amqp_raw::close_of(&p);
+    assert_eq!(code, 502, "{text}");
+    closed_by_broker(s).await;
+    round_trip(&client, "q", 10).await;
+}
