@@ -31,5 +31,17 @@ pub fn init(settings: &LogSettings) {
 
 /// `RUST_LOG` when it is set (and valid), else `level`.
 fn filter(level: &str) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level))
+    let builder = EnvFilter::builder().with_regex(false);
+    builder
+        .try_from_env()
+        .unwrap_or_else(|_| builder.parse_lossy(level))
+}
+
+/// Parses a filter as the broker's log uses it: span field values match literally,
+/// not as regular expressions, whose compilation can take seconds for a few hundred
+/// bytes of `log.level` (found by the `settings` fuzz target).
+pub(crate) fn parse_filter(
+    level: &str,
+) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    EnvFilter::builder().with_regex(false).parse(level)
 }

@@ -127,6 +127,12 @@ pub fn take_frame(buf: &mut BytesMut, frame_max: usize) -> Result<Option<Incomin
     let body = 7..7 + size as usize;
     // Methods and headers are parsed in place (no `Bytes` per frame: freezing a slice
     // of the read buffer costs an atomic count each); only bodies are kept as slices.
+    if (kind == constants::FRAME_METHOD || kind == constants::FRAME_HEADER)
+        && super::depth::too_deep(&buf[body.clone()])
+    {
+        // The crate's parsers recurse per level: refuse before they run out of stack.
+        return Err(malformed("a frame nesting field tables too deeply"));
+    }
     let frame = match kind {
         constants::FRAME_METHOD => {
             if let Some(f) = hot_method(channel, &buf[body.clone()]) {
@@ -582,6 +588,38 @@ mod tests {
             enc.content(&mut slow, 7, props.unwrap_or_default(), &body, 4096);
             assert_eq!(fast, slow);
         }
+    }
+
+    /// A `connection.start-ok` whose client properties nest `depth` arrays.
+    fn deep_start_ok(depth: usize) -> BytesMut {
+        let mut v = b"V".to_vec();
+        for _ in 0..depth {
+            let mut outer = vec![b'A'];
+            outer.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            outer.extend(v);
+            v = outer;
+        }
+        let mut args = vec![];
+        args.extend_from_slice(&(v.len() as u32 + 2).to_be_bytes());
+        args.extend_from_slice(&[1, b'k']);
+        args.extend(v);
+        args.extend_from_slice(b"\x05PLAIN\0\0\0\x0c\0guest\0guest\x05en_US");
+        let mut f = vec![1, 0, 0];
+        f.extend_from_slice(&(args.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(&[0, 10, 0, 11]);
+        f.extend(args);
+        f.push(0xCE);
+        BytesMut::from(&f[..])
+    }
+
+    #[test]
+    fn deeply_nested_tables_are_refused_before_parsing() {
+        // 500 levels overflowed the stack of the parsing thread (the broker aborted).
+        let e = take_frame(&mut deep_start_ok(500), 131_072).unwrap_err();
+        assert_eq!(e.reply_code(), 502, "{e}");
+        // Moderate nesting still parses.
+        let f = take_frame(&mut deep_start_ok(20), 131_072).unwrap();
+        assert!(matches!(f, Some(Incoming::Method(0, _))), "{f:?}");
     }
 
     #[test]

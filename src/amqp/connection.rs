@@ -364,10 +364,12 @@ impl Actor for AmqpConnection {
                 }
             });
         }
-        // A client that never finishes the handshake is dropped.
-        ctx.run_later(Duration::from_secs(30), |act, ctx| {
+        // A client that has not finished the handshake (login and `connection.open`)
+        // within the handshake timeout is dropped, as by RabbitMQ's handshake_timeout.
+        let limit = self.shared.settings.server.handshake_timeout_ms;
+        ctx.run_later(Duration::from_millis(limit), move |act, ctx| {
             if act.session.is_none() && act.phase != Phase::Closing {
-                tracing::warn!(peer = %act.peer, "no connection.open within 30 s");
+                tracing::warn!(peer = %act.peer, timeout_ms = limit, "handshake timeout: no connection.open in time, socket dropped");
                 act.close_socket(ctx);
             }
         });

@@ -208,6 +208,11 @@ impl FrontEnd {
         &self.shared.registry
     }
 
+    /// Failed logins per client address (native, AMQP and HTTP basic auth alike).
+    pub fn login_throttle(&self) -> &auth::LoginThrottle {
+        &self.shared.login_throttle
+    }
+
     /// Shuts down without losing what the broker has taken: stops every listener, tells
     /// every client (CONNECTION_FORCED), waits until each connection has handed its last
     /// acks to the queues and closed, then stops the broker ([`BrokerHandle::stop`]:

@@ -131,7 +131,7 @@ pub(super) fn check_log_level(level: &str) -> Result<(), SettingsError> {
             LOG_LEVELS.join(", ")
         )));
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+    if let Err(e) = crate::logging::parse_filter(level) {
         return Err(SettingsError(format!(
             "log.level: '{level}' is not a valid filter: {e}"
         )));

@@ -69,6 +69,11 @@ pub struct ServerSettings {
     /// Longest a request may hold its connection's later frames, in milliseconds: past
     /// it the request fails with INTERNAL_ERROR and the connection goes on. At least 1.
     pub request_timeout_ms: u64,
+    /// Longest a socket may take from accept to a successful login, in milliseconds
+    /// (native `hello`, AMQP `connection.open`), both protocols: past it the socket is
+    /// dropped and logged with the peer address (RabbitMQ's `handshake_timeout`). At
+    /// least 1.
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -83,6 +88,7 @@ impl Default for ServerSettings {
             tls_bind: String::new(),
             max_write_buffer: 4 * 1024 * 1024,
             request_timeout_ms: 30_000,
+            handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -378,6 +384,11 @@ impl Settings {
                 "server.max_frame_size = {} is below the minimum of 4096 bytes",
                 self.server.max_frame_size
             )));
+        }
+        if self.server.handshake_timeout_ms == 0 {
+            return Err(SettingsError(
+                "server.handshake_timeout_ms must be at least 1".into(),
+            ));
         }
         if self.server.request_timeout_ms == 0 {
             return Err(SettingsError(

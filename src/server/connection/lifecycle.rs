@@ -39,12 +39,14 @@ impl Actor for Connection {
                 }
             });
         }
-        // A client that connects and never says hello is dropped.
-        ctx.run_later(Duration::from_secs(30), |act, ctx| {
+        // A client that has not logged in within the handshake timeout is dropped
+        // (`fatal` logs it with the peer address).
+        let limit = self.shared.settings.server.handshake_timeout_ms;
+        ctx.run_later(Duration::from_millis(limit), move |act, ctx| {
             if act.session.is_none() && !act.closing {
                 act.fatal(
                     ErrorCode::ConnectionForced,
-                    "no hello within 30 s".into(),
+                    format!("not logged in within the handshake timeout ({limit} ms)"),
                     ctx,
                 );
             }

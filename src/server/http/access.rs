@@ -9,11 +9,12 @@
 use super::error::ApiError;
 use super::Api;
 use crate::definitions::UserDefinition;
+use crate::server::auth::login_slowed;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest};
 use base64ct::{Base64, Encoding};
-use std::future::{ready, Ready};
+use futures_util::future::LocalBoxFuture;
 
 /// An authenticated user with a management tag.
 #[derive(Debug, Clone)]
@@ -93,24 +94,28 @@ const MANAGEMENT_TAGS: [&str; 4] = ["administrator", "monitoring", "policymaker"
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await })
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+async fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     // The web UI says it is a script: its 401s must not open the browser's own
     // credentials dialog (the page has a login form).
     let script = req.headers().contains_key("x-requested-with");
-    check_credentials(req).map_err(|mut e| {
+    check_credentials(req).await.map_err(|mut e| {
         e.challenge = !script;
         e
     })
 }
 
-fn check_credentials(req: &HttpRequest) -> Result<Caller, ApiError> {
+/// Checks the request's basic-auth credentials through the same per-address throttle
+/// as the native and AMQP logins (`server::auth::login_slowed`): a password guesser
+/// is slowed whichever port it uses, and the hashing runs off the HTTP workers.
+async fn check_credentials(req: &HttpRequest) -> Result<Caller, ApiError> {
     let api = req
         .app_data::<web::Data<Api>>()
         .ok_or_else(|| ApiError::bad_request("no management state"))?;
@@ -124,9 +129,8 @@ fn check_credentials(req: &HttpRequest) -> Result<Caller, ApiError> {
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    api.shared
-        .users
-        .login(&name, &password, peer)
+    login_slowed(api.shared.clone(), name.clone(), password, peer)
+        .await
         .map_err(|e| ApiError::unauthorized(e.message().to_string()))?;
     let user = api
         .shared

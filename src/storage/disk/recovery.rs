@@ -246,21 +246,39 @@ fn replay_segments(
             &data,
             tail == Some(seq),
             report,
-            &mut |entry, off| {
-                let loc = match &entry {
-                    Entry::Record(r) => Loc::of(r, seq, off as u64),
-                    Entry::Mark { .. } => Loc {
-                        seg: seq,
-                        off: off as u64,
-                        size: 0,
-                    },
-                };
-                index.apply(&entry, loc);
-            },
+            &mut |entry, off| index_entry(index, seq, &entry, off),
         );
         scans.push((seq, scan));
     }
     Ok(scans)
+}
+
+/// Indexes one entry found at `off` of segment `seq`.
+fn index_entry(index: &mut Index, seq: u64, entry: &Entry, off: usize) {
+    let loc = match entry {
+        Entry::Record(r) => Loc::of(r, seq, off as u64),
+        Entry::Mark { .. } => Loc {
+            seg: seq,
+            off: off as u64,
+            size: 0,
+        },
+    };
+    index.apply(entry, loc);
+}
+
+/// Replays the bytes of one segment file (header included) into a fresh index as
+/// recovery does at open, touching no file: `tail` says whether it is the last segment
+/// (where damage at the end is a torn tail). For the fuzzer (`actormq::fuzzing`).
+#[doc(hidden)]
+pub fn replay_bytes(seq: u64, data: &[u8], tail: bool) -> (Index, RecoveryReport) {
+    let mut index = Index::default();
+    let mut report = RecoveryReport::default();
+    index.add_segment(seq);
+    let path = Path::new("fuzzed.seg");
+    scan_segment(path, seq, data, tail, &mut report, &mut |entry, off| {
+        index_entry(&mut index, seq, &entry, off)
+    });
+    (index, report)
 }
 
 /// Reads `segments` of `dir` (all of the log, the active one included) without

@@ -93,3 +93,28 @@ async fn failed_logins_are_refused_and_a_right_password_still_gets_in() {
         .await
         .expect("the right password still logs in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_basic_auth_failures_go_through_the_shared_login_throttle() {
+    use crate::mgmt::http::{server, Http};
+    let server = server();
+    let throttle = || server.handle().front_end().login_throttle();
+    assert!(throttle().is_empty());
+    let wrong = Http::new(&server).user("guest", "wrong");
+    for _ in 0..2 {
+        assert_eq!(wrong.get("/api/overview").await.status, 401);
+    }
+    assert_eq!(
+        throttle().len(),
+        1,
+        "the failures are remembered for 127.0.0.1"
+    );
+    // A native failure from the same address counts against the same record.
+    Client::connect(ConnectOptions::new(server.addr.to_string()).credentials("guest", "bad"))
+        .await
+        .expect_err("a wrong password is refused");
+    assert_eq!(throttle().len(), 1);
+    // Slowed, not locked out: the right password gets in, over HTTP, and clears it.
+    assert_eq!(Http::guest(&server).get("/api/overview").await.status, 200);
+    assert!(throttle().is_empty(), "a success forgets the address");
+}

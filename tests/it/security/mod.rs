@@ -1,10 +1,11 @@
 //! Security: TLS on the native, AMQP and HTTP listeners (certificates made in the test
-//! with rcgen), the EXTERNAL mechanism, limits, the refusals of failed logins, and
-//! permissions.
+//! with rcgen), the EXTERNAL mechanism, limits, the refusals of failed logins,
+//! permissions, and hostile clients.
 
 pub(crate) mod amqp_raw;
 mod channel_limits;
 mod external;
+mod hostile;
 mod https;
 mod limits;
 mod permissions;
