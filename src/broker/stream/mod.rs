@@ -203,6 +203,13 @@ impl<H> StreamState<H> {
             },
             (None, None) => self.resolve(StartAt::Next),
         };
+        if let Some(name) = c.name.as_ref().filter(|n| !self.offsets.contains_key(*n)) {
+            // A name seen for the first time stores where it starts, so a crash before
+            // its first ack is stored resumes it there, not at `next` past what it
+            // never read (at least once).
+            self.offsets.insert(name.clone(), start);
+            self.offsets_dirty = true;
+        }
         self.next_consumer += 1;
         let id = self.next_consumer;
         self.consumers.push(StreamConsumer {

@@ -92,6 +92,22 @@ fn a_named_consumer_resumes_after_its_highest_ack() {
 }
 
 #[test]
+fn a_new_name_stores_its_start_before_any_ack() {
+    let mut s = state(1 << 20, None);
+    publish(&mut s, 10);
+    s.add_consumer(consumer(1, Some(StartAt::Offset(4)), Some("fresh")))
+        .unwrap();
+    assert_eq!(
+        s.stored_offset("fresh"),
+        Some(4),
+        "a crash now resumes at 4"
+    );
+    s.release(OwnerId(1));
+    let (_, start) = s.add_consumer(consumer(2, None, Some("fresh"))).unwrap();
+    assert_eq!(start, 4, "not next (10): nothing unread is skipped");
+}
+
+#[test]
 fn retention_moves_a_consumer_behind_the_first_offset_on() {
     let mut s = state(64, Some(200));
     s.add_consumer(consumer(1, Some(StartAt::First), None))

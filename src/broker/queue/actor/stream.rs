@@ -109,6 +109,8 @@ impl QueueActor {
         if grouped {
             s.join_group(id);
         }
+        // A new name's start is stored at once (written before later appends).
+        s.flush_offsets();
         tracing::debug!(queue = %q, consumer = %tag, offset, grouped, "stream consumer attached");
         self.stream_dispatch(ctx);
         Ok(tag)
