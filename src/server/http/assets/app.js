@@ -479,9 +479,11 @@ pages.users = async function () {
     h("button", { type: "submit" }, "Import definitions"));
   importForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const file = document.getElementById("import-file").files[0];
+    const input = document.getElementById("import-file");
+    const file = input.files[0];
     act("Import definitions", async () => {
       await api("POST", "/api/definitions", JSON.parse(await file.text()));
+      input.value = "";
       return "Definitions imported.";
     });
   });
@@ -529,15 +531,24 @@ function route() {
 
 // Redraws the current page; keeps focus and typed values by skipping the redraw while
 // the user is typing in a form.
+// True while the user has chosen a file that no form has sent yet: a refresh would
+// replace the form and lose the choice.
+function fileChosen() {
+  return [...document.querySelectorAll("#page input[type=file]")].some((i) => i.files && i.files.length);
+}
+
 async function refresh(force) {
   const { page, args } = route();
   const active = document.activeElement;
   if (!force && active && active.closest && active.closest("form") && ["INPUT", "TEXTAREA", "SELECT"].includes(active.tagName)) return;
+  if (!force && fileChosen()) return;
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.dataset.page === page || (page === "queue" && a.dataset.page === "queues"));
   }
   try {
     const content = await pages[page](...args);
+    // A file chosen while the page loaded (the load is asynchronous) is kept too.
+    if (!force && fileChosen()) return;
     const el = document.getElementById("page");
     el.replaceChildren(...content);
     el.dataset.page = page;
