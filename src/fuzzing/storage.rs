@@ -69,7 +69,11 @@ pub fn disk_recovery(data: &[u8]) {
         seg[start..end].fill(0);
         let (_, again) = replay_bytes(1, &seg, true);
         assert!(again.truncated.is_empty(), "a zeroed tail is clean");
-        assert_eq!(again.records, report.records, "the same records");
+        // Zeroing adds nothing. It can take a record away only when a damaged frame
+        // whose checksum covers the zeroed bytes becomes whole and hides the record
+        // inside it (the fuzzer writes such checksums; the writer never overlaps
+        // frames), so only "no more" holds for every input.
+        assert!(again.records <= report.records, "zeroing added records");
     }
     let _ = replay_bytes(1, &seg, false);
 }
