@@ -20,7 +20,7 @@ use crate::broker::messages::{
     Bind, BindTarget, DeclareExchange, DeclareQueue, DeleteExchange, DeleteQueue, Unbind,
 };
 use crate::broker::queue::QueueSpec;
-use crate::broker::registry::{ClearPolicy, Local, PutPolicy};
+use crate::broker::registry::{ClearPolicy, Local, PutPolicy, Registry};
 use crate::broker::BrokerHandle;
 use crate::definitions::{ApplyTo, Policy, PolicyKind};
 use crate::error::BrokerError;
@@ -74,6 +74,16 @@ pub struct StateMachine {
     pub(super) core: Arc<Core>,
 }
 
+/// Hands a committed change to the vhost's registry, to apply here.
+async fn local<M, T>(registry: &actix::Addr<Registry>, msg: M) -> Result<T, BrokerError>
+where
+    M: actix::Message<Result = Result<T, BrokerError>> + Send + 'static,
+    T: Send + 'static,
+    Registry: actix::Handler<Local<M>>,
+{
+    registry.send(Local(msg)).await.map_err(BrokerError::from)?
+}
+
 /// Applies one change to this node's broker; answers what it answered.
 pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
     if let Some(cmd) = op.broker_command() {
@@ -94,7 +104,6 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
         Ok(r) => r,
         Err(e) => return Outcome::Done(Err(e)),
     };
-    let gone = |e: actix::MailboxError| BrokerError::from(e);
     match op {
         Op::DeclareExchange { exchange: x, .. } => {
             let spec = ExchangeSpec {
@@ -109,25 +118,13 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
                 spec,
                 passive: false,
             };
-            Outcome::Done(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Done(local(&registry, msg).await)
         }
         Op::DeleteExchange {
             name, if_unused, ..
         } => {
             let msg = DeleteExchange { name, if_unused };
-            Outcome::Done(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Done(local(&registry, msg).await)
         }
         Op::DeclareQueue { queue: q, .. } => {
             let msg = DeclareQueue {
@@ -142,13 +139,7 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
                 owner: LOG_OWNER,
                 placement: None,
             };
-            Outcome::Declared(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Declared(local(&registry, msg).await)
         }
         Op::DeleteQueue { name, .. } => {
             let msg = DeleteQueue {
@@ -158,35 +149,17 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
                 ready_only: false,
                 owner: LOG_OWNER,
             };
-            Outcome::Deleted(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Deleted(local(&registry, msg).await)
         }
         Op::Bind { binding, .. } => {
             let msg = bind_of(binding);
-            Outcome::Done(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Done(local(&registry, msg).await)
         }
         Op::Unbind { binding, .. } => {
             let msg = Unbind {
                 binding: bind_of(binding),
             };
-            Outcome::Done(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Done(local(&registry, msg).await)
         }
         Op::SetPolicy { policy: p, .. } => {
             let kind = if p.operator {
@@ -204,13 +177,7 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
                 Err(e) => return Outcome::Policy(Err(e)),
             };
             let msg = PutPolicy(policy);
-            Outcome::Policy(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Policy(local(&registry, msg).await)
         }
         Op::ClearPolicy { operator, name, .. } => {
             let kind = if operator {
@@ -219,13 +186,7 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
                 PolicyKind::Policy
             };
             let msg = ClearPolicy { kind, name };
-            Outcome::Done(
-                registry
-                    .send(Local(msg))
-                    .await
-                    .map_err(gone)
-                    .and_then(|r| r),
-            )
+            Outcome::Done(local(&registry, msg).await)
         }
         _ => unreachable!("broker-wide commands are applied above"),
     }
