@@ -141,18 +141,31 @@ async fn cycle(
     let mut events = 0u64;
     let opts = PublishOptions::default().persistent();
     let mut confirmed = 0;
+    // The highest id confirmed in this cycle, and the earliest ack sent in it: the
+    // kill also waits until an ack and a held delivery are durable, so that every
+    // round puts each rule to the test whatever the machine's timing.
+    let mut max_confirmed = 0u64;
+    let mut first_ack_after: Option<u64> = None;
     let stalled = tokio::time::Instant::now() + crate::support::DEADLINE;
     while events < after + MAX_EXTRA_EVENTS {
         let can_publish = confirms.len() < WINDOW;
         // The kill waits for a few confirms of this cycle, so that there is something
         // that must survive it.
-        let may_kill = events >= after && confirmed >= min_confirmed;
+        let may_kill = events >= after
+            && confirmed >= min_confirmed
+            && first_ack_after.is_some_and(|a| max_confirmed > a)
+            && unacked.iter().any(|d| {
+                model.messages[&id_of(&d.body)]
+                    .delivered_before
+                    .is_some_and(|b| max_confirmed >= b)
+            });
         tokio::select! {
             Some(res) = confirms.next(), if !confirms.is_empty() => {
                 let (id, r): (u64, Result<Confirmation, ClientError>) = res;
                 r.unwrap_or_else(|e| panic!("publish {id} refused: {e}"));
                 model.messages.get_mut(&id).expect("published").confirmed = true;
                 confirmed += 1;
+                max_confirmed = max_confirmed.max(id);
             }
             _ = tokio::time::sleep_until(stalled) => panic!("the traffic stalled"),
             d = consumer.next() => {
@@ -168,6 +181,7 @@ async fn cycle(
                 if rng.chance(70) {
                     d.ack().expect("ack sent");
                     model.messages.get_mut(&id).expect("known").acked_after = Some(model.last_sent);
+                    first_ack_after.get_or_insert(model.last_sent);
                     events += 1;
                     if kill_at == KillAt::Ack && may_kill {
                         break;
@@ -182,6 +196,7 @@ async fn cycle(
                     let id = id_of(&d.body);
                     d.ack().expect("ack sent");
                     model.messages.get_mut(&id).expect("known").acked_after = Some(model.last_sent);
+                    first_ack_after.get_or_insert(model.last_sent);
                 }
             }
             res = publish_next(&client, model.last_sent + 1, &opts), if can_publish => {
