@@ -224,8 +224,15 @@ impl Durability {
     /// The durable side for a new queue `spec` of `vhost`; inert unless it is stored.
     pub fn durable_for(&self, vhost: &str, spec: &QueueSpec) -> Durable {
         match (self.stores(spec), self.store()) {
-            (true, Some(store)) => Durable::new(store, QueueId::new(vhost, &spec.name))
-                .with_ram_messages(self.ram_messages()),
+            (true, Some(store)) => {
+                let d = Durable::new(store, QueueId::new(vhost, &spec.name))
+                    .with_ram_messages(self.ram_messages());
+                if crate::broker::queue::quorum::is_quorum(spec) {
+                    d.keeping_all()
+                } else {
+                    d
+                }
+            }
             _ => Durable::default(),
         }
     }

@@ -44,6 +44,11 @@ const KNOWN: &[(&str, Expect)] = &[
     ("x-consumer-timeout", Expect::Positive),
     ("x-dedup-window", Expect::Positive),
     ("x-single-active-consumer", Expect::Bool),
+    ("x-quorum-initial-group-size", Expect::Positive),
+    (
+        "x-dead-letter-strategy",
+        Expect::OneOf(&["at-most-once", "at-least-once"]),
+    ),
 ];
 
 /// Checks the known arguments of `spec`.
@@ -88,15 +93,16 @@ pub fn validate(spec: &QueueSpec) -> Result<(), BrokerError> {
 }
 
 /// The queue types this broker runs (`x-queue-type`).
-pub const QUEUE_TYPES: &[&str] = &["classic", "stream"];
+pub const QUEUE_TYPES: &[&str] = &["classic", "quorum", "stream"];
 
-/// Refuses a new queue whose `x-queue-type` is not built here, and a stream that is not
-/// durable or is exclusive or auto-delete (see [`crate::broker::stream::args`]).
-/// RabbitMQ users name `quorum` expecting its semantics (replication); silently making
-/// a classic queue would hide that it has none. Checked on new declares only: a durable queue stored by an
-/// older version that accepted any type keeps running (as the classic queue it always
-/// was) instead of failing to start.
-pub fn check_queue_type(spec: &QueueSpec) -> Result<(), BrokerError> {
+/// Refuses a new queue (of `vhost`) whose `x-queue-type` is not built here, a stream
+/// that is not durable or is exclusive or auto-delete (see
+/// [`crate::broker::stream::args`]), and a quorum queue that breaks RabbitMQ's rules
+/// for one (see [`crate::broker::queue::quorum`]). Silently making a classic queue of
+/// an unknown type would hide that it lacks the semantics its user asked for. Checked
+/// on new declares only: a durable queue stored by an older version that accepted any
+/// type keeps running (as the classic queue it always was) instead of failing to start.
+pub fn check_queue_type(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     let Some(v) = spec.arguments.get("x-queue-type") else {
         return Ok(());
     };
@@ -108,6 +114,7 @@ pub fn check_queue_type(spec: &QueueSpec) -> Result<(), BrokerError> {
             spec.auto_delete,
             &spec.arguments,
         ),
+        Some("quorum") => crate::broker::queue::quorum::validate(vhost, spec),
         Some(t) if QUEUE_TYPES.contains(&t) => Ok(()),
         Some(t) => Err(BrokerError::precondition(format!(
             "invalid arg 'x-queue-type' for queue '{}': queue type '{t}' is not supported; known types: {}",
@@ -185,6 +192,9 @@ pub struct QueueConfig {
     pub dedup_window: Option<u64>,
     /// `x-single-active-consumer`.
     pub single_active_consumer: bool,
+    /// `x-queue-type = quorum`: every message is stored and redeliveries carry
+    /// `x-delivery-count` (see [`crate::broker::queue::quorum`]).
+    pub quorum: bool,
 }
 
 impl QueueConfig {
@@ -224,6 +234,7 @@ impl QueueConfig {
                 .get("x-single-active-consumer")
                 .and_then(FieldValue::as_bool)
                 .unwrap_or(false),
+            quorum: crate::broker::queue::quorum::is_quorum_args(args),
         }
     }
 
@@ -307,21 +318,26 @@ mod tests {
 
     #[test]
     fn only_built_queue_types_are_accepted() {
-        check_queue_type(&spec_with("x-queue-type", "classic".into())).unwrap();
-        check_queue_type(&spec_with("x-other", "quorum".into())).unwrap();
-        let mut stream = spec_with("x-queue-type", "stream".into());
-        stream.durable = true;
-        check_queue_type(&stream).unwrap();
-        stream.durable = false;
-        let e = check_queue_type(&stream).unwrap_err();
-        assert!(e.message().contains("'non-durable'"), "{e}");
-        for t in ["quorum", "lazy"] {
-            let e = check_queue_type(&spec_with("x-queue-type", t.into())).unwrap_err();
+        check_queue_type("/", &spec_with("x-queue-type", "classic".into())).unwrap();
+        check_queue_type("/", &spec_with("x-other", "lazy".into())).unwrap();
+        for t in ["stream", "quorum"] {
+            let mut s = spec_with("x-queue-type", t.into());
+            s.durable = true;
+            check_queue_type("/", &s).unwrap();
+            s.durable = false;
+            let e = check_queue_type("/", &s).unwrap_err();
+            assert!(e.message().contains("'non-durable'"), "{e}");
+        }
+        for t in ["lazy", "mirrored"] {
+            let e = check_queue_type("/", &spec_with("x-queue-type", t.into())).unwrap_err();
             assert_eq!(e.code(), ErrorCode::PreconditionFailed);
             assert!(e.message().contains(&format!("'{t}'")), "{e}");
-            assert!(e.message().contains("known types: classic, stream"), "{e}");
+            assert!(
+                e.message().contains("known types: classic, quorum, stream"),
+                "{e}"
+            );
         }
-        let e = check_queue_type(&spec_with("x-queue-type", FieldValue::Int(1))).unwrap_err();
+        let e = check_queue_type("/", &spec_with("x-queue-type", FieldValue::Int(1))).unwrap_err();
         assert!(e.message().contains("expected a string"), "{e}");
     }
 

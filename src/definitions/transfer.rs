@@ -272,7 +272,7 @@ pub fn plan(
         if let Command::DeclareQueue { spec, .. } = &cmd {
             // As a declare: a new queue must be of a type built here.
             if d.queue(&spec.name).is_none() {
-                crate::broker::queue_args::check_queue_type(spec)
+                crate::broker::queue_args::check_queue_type(&vhost, spec)
                     .map_err(|e| refused(what.clone(), e.message()))?;
             }
         }

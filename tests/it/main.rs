@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod cluster;
 mod net;
+mod quorum;
 mod security;
 
 mod core;

@@ -367,9 +367,15 @@ impl QueueActor {
             }
             let handed: usize = batches.iter().map(|(_, d)| d.len()).sum();
             let mut gone = Vec::new();
-            for (idx, deliveries) in batches {
+            let quorum = self.state.config().quorum;
+            for (idx, mut deliveries) in batches {
                 let slot = self.state.consumer_at(idx);
                 self.durable.on_delivered(&deliveries, slot.auto_ack);
+                if quorum {
+                    deliveries
+                        .iter_mut()
+                        .for_each(super::quorum::mark_redelivery);
+                }
                 if !slot.handle.deliver.connected() {
                     gone.push(slot.id);
                     continue;

@@ -3,7 +3,7 @@
 //! [`Durable`] and calls a few hooks; for a transient queue (or a broker without
 //! storage) every hook is a no-op, so transient queues never touch the disk, and
 //! transient messages (`delivery_mode` other than 2) never do either, even in a durable
-//! queue.
+//! queue, but for a quorum queue, which stores them all ([`Durable::keeping_all`]).
 //!
 //! What is appended (see [`crate::storage::Record`]):
 //! - a persistent message entering the queue ([`Durable::push`]): `Publish`, with
@@ -97,6 +97,8 @@ pub struct Durable {
     stored: Option<Stored>,
     /// `storage.queue_ram_messages`: the head the queue keeps in memory.
     ram_messages: usize,
+    /// Store transient messages too (a quorum queue: see [`Durable::keeping_all`]).
+    all: bool,
 }
 
 /// The completion of the `Publish` records of one `Enqueue`: what its answer waits for.
@@ -156,6 +158,11 @@ fn is_persistent(m: &Message) -> bool {
     m.properties.is_persistent()
 }
 
+/// True when a queue that stores `all` messages or only persistent ones stores `m`.
+fn kept(all: bool, m: &Message) -> bool {
+    all || is_persistent(m)
+}
+
 fn key(m: &Arc<Message>) -> usize {
     Arc::as_ptr(m) as usize
 }
@@ -174,6 +181,13 @@ impl Durable {
     /// `storage.queue_ram_messages`.
     pub fn with_ram_messages(mut self, n: usize) -> Self {
         self.ram_messages = n;
+        self
+    }
+
+    /// Stores every message, whatever its `delivery_mode`: a quorum queue's confirm
+    /// always means "on disk" (RabbitMQ's quorum queues ignore the flag likewise).
+    pub fn keeping_all(mut self) -> Self {
+        self.all = true;
         self
     }
 
@@ -230,13 +244,8 @@ impl Durable {
     /// Lets the persistent messages that entered the backlog drop their bodies: they
     /// are (or are being) stored, and are read back by id.
     fn page_out<C>(&mut self, state: &mut QueueState<C>) {
-        state.page_out(|m| {
-            if is_persistent(m) {
-                self.forget(m)
-            } else {
-                None
-            }
-        });
+        let all = self.all;
+        state.page_out(|m| if kept(all, m) { self.forget(m) } else { None });
     }
 
     /// The read that brings back the bodies the head needs next, if any.
@@ -299,7 +308,7 @@ impl Durable {
         message: Arc<Message>,
         now: Millis,
     ) -> Pushed {
-        if self.target.is_none() || !is_persistent(&message) {
+        if self.target.is_none() || !kept(self.all, &message) {
             return state.push(message, now);
         }
         let pushed = state.push(message.clone(), now);
@@ -325,7 +334,8 @@ impl Durable {
         if self.target.is_none() {
             return;
         }
-        for d in deliveries.iter().filter(|d| is_persistent(&d.message)) {
+        let all = self.all;
+        for d in deliveries.iter().filter(|d| kept(all, &d.message)) {
             let id = if auto_ack {
                 self.forget(&d.message)
             } else {
@@ -350,7 +360,7 @@ impl Durable {
             return;
         }
         for m in state.take_gone() {
-            if is_persistent(&m) {
+            if kept(self.all, &m) {
                 if let Some(id) = self.forget(&m) {
                     self.acks.push(id);
                 }

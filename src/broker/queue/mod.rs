@@ -9,7 +9,8 @@
 //! the registry when it deletes itself (auto-delete, `x-expires`). A stream queue
 //! (`x-queue-type = "stream"`) runs in the same actor with a
 //! [`StreamState`](crate::broker::stream::StreamState) body instead (see
-//! [`crate::broker::stream`]).
+//! [`crate::broker::stream`]). A quorum queue (`x-queue-type = "quorum"`) is a
+//! classic body that stores every message and marks redeliveries (see [`quorum`]).
 //!
 //! Where each queue argument is acted on:
 //!
@@ -35,6 +36,7 @@ pub mod durable;
 pub mod inbox;
 pub mod outbox;
 pub mod packed;
+pub mod quorum;
 pub mod ready;
 pub mod state;
 pub mod timers;

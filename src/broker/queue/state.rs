@@ -262,7 +262,9 @@ impl<C> QueueState<C> {
         if self.backlog.takes(self.ready.len()) {
             // A persistent message of a durable queue is paged out to the store
             // instead of being packed.
-            let packable = self.gone.is_none() || !message.properties.is_persistent();
+            // A quorum queue stores every message.
+            let packable =
+                self.gone.is_none() || !(self.config.quorum || message.properties.is_persistent());
             self.backlog.push(message, expires, deliveries, packable);
         } else {
             self.push_head(message, expires, deliveries);

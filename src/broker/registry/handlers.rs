@@ -78,7 +78,7 @@ impl Registry {
             if msg.passive {
                 return Err(self.not_found("queue", &spec.name));
             }
-            crate::broker::queue_args::check_queue_type(&spec)?;
+            crate::broker::queue_args::check_queue_type(&self.vhost, &spec)?;
             // A server-named queue committed by the cluster arrives named.
             let server_named = spec.name.is_empty()
                 || (msg.owner == crate::cluster::LOG_OWNER && spec.name.starts_with("amq.gen-"));

@@ -132,7 +132,7 @@ impl Registry {
         }
         let mut spec = spec.clone();
         let checked = (|| -> Result<Op, BrokerError> {
-            check_queue_type(&spec)?;
+            check_queue_type(&self.vhost, &spec)?;
             Config::from_spec(&spec)?;
             let server_named = spec.name.is_empty();
             if server_named {

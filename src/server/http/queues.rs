@@ -27,6 +27,17 @@ pub(crate) fn routes(r: &mut Routes) {
         .delete("/api/queues/{vhost}/{name}/contents", purge_queue);
 }
 
+/// The queue's type as RabbitMQ's API names it.
+fn queue_type(spec: &crate::broker::queue::QueueSpec) -> &'static str {
+    if crate::broker::queue_args::is_stream(spec) {
+        "stream"
+    } else if crate::broker::queue::quorum::is_quorum(spec) {
+        "quorum"
+    } else {
+        "classic"
+    }
+}
+
 /// One queue in RabbitMQ's field names.
 fn queue_json(q: &QueueRow) -> Value {
     let s = q.stats.unwrap_or_default();
@@ -41,7 +52,7 @@ fn queue_json(q: &QueueRow) -> Value {
         "auto_delete": q.spec.auto_delete,
         "exclusive": q.spec.exclusive,
         "arguments": q.spec.arguments,
-        "type": if stream { "stream" } else { "classic" },
+        "type": queue_type(&q.spec),
         "state": if q.stats.is_some() { "running" } else { "down" },
         "node": node_name(),
         "messages": messages,

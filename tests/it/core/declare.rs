@@ -245,13 +245,17 @@ async fn a_queue_type_that_is_not_built_is_refused_naming_the_known_types() {
     let broker = TestBroker::start();
     let s = broker.session();
     let e = expect_code(
-        s.declare_queue("q", &QueueOptions::new().arg("x-queue-type", "quorum"))
+        s.declare_queue("q", &QueueOptions::new().arg("x-queue-type", "lazy"))
             .await,
         ErrorCode::PreconditionFailed,
     );
-    assert!(e.message().contains("'quorum'"), "{e}");
-    assert!(e.message().contains("known types: classic, stream"), "{e}");
-    // A stream is built, and always durable (tests/it/streams).
+    assert!(e.message().contains("'lazy'"), "{e}");
+    assert!(
+        e.message().contains("known types: classic, quorum, stream"),
+        "{e}"
+    );
+    // A stream is built, and always durable (tests/it/streams); so is a quorum queue
+    // (tests/it/quorum).
     let e = expect_code(
         s.declare_queue("q", &QueueOptions::new().arg("x-queue-type", "stream"))
             .await,

@@ -117,11 +117,17 @@ async fn an_import_with_a_bad_item_names_it_and_applies_nothing() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("queue 'q'"), "{}", r.text());
     assert_eq!(http.get("/api/queues/%2F/q").await.status, 404);
-    let quorum =
-        json!({"queues": [{"name": "qq", "vhost": "/", "arguments": {"x-queue-type": "quorum"}}]});
+    // A new queue is checked as a declare is: a quorum queue must be durable.
+    let quorum = json!({"queues": [{"name": "qq", "vhost": "/", "durable": false,
+                                    "arguments": {"x-queue-type": "quorum"}}]});
     let r = http.post("/api/definitions", &quorum.to_string()).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("queue 'qq'"), "{}", r.text());
+    assert!(
+        r.text()
+            .contains("invalid property 'non-durable' for queue 'qq' in vhost '/'"),
+        "{}",
+        r.text()
+    );
     assert_eq!(http.post("/api/definitions", "{not json").await.status, 400);
 }
 

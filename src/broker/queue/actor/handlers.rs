@@ -228,9 +228,12 @@ impl QueueActor {
             self.refill(ctx);
             got = self.state.get(msg.owner, msg.auto_ack, now);
         }
-        if let Some((d, _)) = &got {
+        if let Some((d, _)) = &mut got {
             self.durable
                 .on_delivered(std::slice::from_ref(d), msg.auto_ack);
+            if self.state.config().quorum {
+                crate::broker::queue::quorum::mark_redelivery(d);
+            }
         }
         self.after(ctx);
         Ok(got)
