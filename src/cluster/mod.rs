@@ -21,11 +21,13 @@
 //! - `log_store`: the log and vote on disk. `state_machine`: applying entries.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: installing one.
+//! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
 
 mod log_store;
 mod network;
 mod node;
 mod op;
+pub mod quorum;
 mod rpc;
 mod server;
 mod settings;

@@ -133,6 +133,7 @@ impl Registry {
         let mut spec = spec.clone();
         let checked = (|| -> Result<Op, BrokerError> {
             check_queue_type(&self.vhost, &spec)?;
+            crate::broker::queue::quorum::refuse_in_cluster(&self.vhost, &spec)?;
             Config::from_spec(&spec)?;
             let server_named = spec.name.is_empty();
             if server_named {
