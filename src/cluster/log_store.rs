@@ -9,12 +9,17 @@
 //! is small. `vote`: the last vote, written the same way (temporary file, fsync,
 //! rename). Entries are also kept in memory: the definitions log is small, and reads
 //! (replication to followers) must be fast.
+//!
+//! Generic over the Raft type configuration: the definitions log and each quorum
+//! queue group's log (one directory per group) use the same records.
 
 use super::types::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, StorageError, Vote,
+    Entry, ErrorSubject, ErrorVerb, LogId, LogState, RaftLogReader, RaftTypeConfig, StorageError,
+    Vote,
 };
+use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -47,8 +52,21 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What a log of entries of `C` needs: entries it can write, read back and hand out.
+pub trait Logged: RaftTypeConfig<NodeId = NodeId, Entry = Entry<Self>> + Sized {}
+
+impl<C> Logged for C
+where
+    C: RaftTypeConfig<NodeId = NodeId, Entry = Entry<C>>,
+    Entry<C>: Serialize + DeserializeOwned + Clone,
+{
+}
+
 /// One record's bytes.
-fn record(entry: &Entry<TypeConfig>) -> std::io::Result<Vec<u8>> {
+fn record<C: Logged>(entry: &Entry<C>) -> std::io::Result<Vec<u8>>
+where
+    Entry<C>: Serialize,
+{
     let body = rmp_serde::to_vec(entry).map_err(invalid)?;
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -58,7 +76,10 @@ fn record(entry: &Entry<TypeConfig>) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads the records of `bytes`: the entries, and the length of the valid prefix.
-fn parse(bytes: &[u8]) -> (Vec<Entry<TypeConfig>>, usize) {
+fn parse<C: Logged>(bytes: &[u8]) -> (Vec<Entry<C>>, usize)
+where
+    Entry<C>: DeserializeOwned,
+{
     let mut entries = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= 8 {
@@ -80,33 +101,44 @@ fn parse(bytes: &[u8]) -> (Vec<Entry<TypeConfig>>, usize) {
 }
 
 /// What the log holds, shared by the store and its readers.
-#[derive(Default)]
-struct Inner {
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+struct Inner<C: Logged> {
+    entries: BTreeMap<u64, Entry<C>>,
     last_purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
 }
 
 /// The on-disk log (cheap to clone: readers share it).
-#[derive(Clone)]
-pub struct LogStore {
+pub struct LogStore<C: Logged = TypeConfig> {
     dir: PathBuf,
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Mutex<Inner<C>>>,
+}
+
+impl<C: Logged> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            dir: self.dir.clone(),
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 /// What `purged` records: the last purged log id, kept beside the log.
 const PURGED: &str = "purged";
 
-impl LogStore {
+impl<C> LogStore<C>
+where
+    C: Logged,
+    Entry<C>: Serialize + DeserializeOwned + Clone,
+{
     /// Opens (or creates) the log in `dir`, truncating a torn tail.
-    pub fn open(dir: &Path) -> std::io::Result<LogStore> {
+    pub fn open(dir: &Path) -> std::io::Result<LogStore<C>> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("log");
         let mut bytes = Vec::new();
         if path.exists() {
             File::open(&path)?.read_to_end(&mut bytes)?;
         }
-        let (entries, valid) = parse(&bytes);
+        let (entries, valid) = parse::<C>(&bytes);
         if valid < bytes.len() {
             tracing::warn!(path = %path.display(), kept = valid, dropped = bytes.len() - valid, "raft log: torn tail truncated");
             let f = OpenOptions::new().write(true).open(&path)?;
@@ -138,12 +170,12 @@ impl LogStore {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<C>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Rewrites the log file from the entries in memory.
-    fn rewrite(&self, inner: &Inner) -> std::io::Result<()> {
+    fn rewrite(&self, inner: &Inner<C>) -> std::io::Result<()> {
         let mut bytes = Vec::new();
         for e in inner.entries.values() {
             bytes.extend(record(e)?);
@@ -152,7 +184,7 @@ impl LogStore {
     }
 
     /// Appends `entries` to the file and fsyncs it.
-    fn append_file(&self, entries: &[Entry<TypeConfig>]) -> std::io::Result<()> {
+    fn append_file(&self, entries: &[Entry<C>]) -> std::io::Result<()> {
         let mut bytes = Vec::new();
         for e in entries {
             bytes.extend(record(e)?);
@@ -166,20 +198,28 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C> RaftLogReader<C> for LogStore<C>
+where
+    C: Logged,
+    Entry<C>: Serialize + DeserializeOwned + Clone,
+{
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+    ) -> StorageResult<Vec<Entry<C>>> {
         let inner = self.lock();
         Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<C> RaftLogStorage<C> for LogStore<C>
+where
+    C: Logged,
+    Entry<C>: Serialize + DeserializeOwned + Clone,
+{
+    type LogReader = LogStore<C>;
 
-    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+    async fn get_log_state(&mut self) -> StorageResult<LogState<C>> {
         let inner = self.lock();
         let last = inner.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
@@ -205,9 +245,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().vote)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> StorageResult<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I: IntoIterator<Item = Entry<C>> + Send,
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
@@ -276,7 +316,7 @@ mod tests {
         let third = record(&entry(3)).unwrap();
         f.write_all(&third[..third.len() / 2]).unwrap();
         drop(f);
-        let reopened = LogStore::open(dir.path()).unwrap();
+        let reopened: LogStore = LogStore::open(dir.path()).unwrap();
         let indexes: Vec<u64> = reopened.lock().entries.keys().copied().collect();
         assert_eq!(indexes, vec![1, 2]);
         let len = std::fs::metadata(dir.path().join("log")).unwrap().len();
@@ -293,7 +333,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let reopened = LogStore::open(dir.path()).unwrap();
+        let reopened: LogStore = LogStore::open(dir.path()).unwrap();
         assert_eq!(reopened.lock().entries.len(), 1);
     }
 }

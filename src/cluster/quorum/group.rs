@@ -1,0 +1,217 @@
+//! One quorum queue's Raft group: openraft's type configuration for a queue group
+//! ([`QueueTypes`]), the message as the group's log carries it ([`StoredMessage`]),
+//! and the group's state machine storage ([`GroupStateMachine`]): the pure
+//! [`QueueMachine`] applied in log order, its snapshot the machine itself. The log of
+//! a group is the definitions log's format (`src/cluster/log_store.rs`), one directory per group, so a queue's
+//! entries are fsynced (one fsync per appended batch: many publishes per entry, many
+//! entries per append) before openraft counts them.
+
+use super::machine::{Command, DeadReason, Limits, QueueMachine, Weighed};
+use crate::cluster::NodeId;
+use crate::message::{Message, Properties};
+use bytes::Bytes;
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+
+/// A message as a queue group's log carries it (the broker's [`Message`] shares its
+/// parts; this is its owned, serializable form).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: Properties,
+    /// Its body.
+    pub body: Bytes,
+}
+
+impl From<&Message> for StoredMessage {
+    fn from(m: &Message) -> Self {
+        StoredMessage {
+            exchange: m.exchange.to_string(),
+            routing_key: m.routing_key.clone(),
+            properties: (*m.properties).clone(),
+            body: m.body.clone(),
+        }
+    }
+}
+
+impl StoredMessage {
+    /// The broker's form, to deliver.
+    pub fn to_message(&self) -> Message {
+        Message::new(&self.exchange, &self.routing_key, self.body.clone())
+            .with_properties(self.properties.clone())
+    }
+}
+
+impl Weighed for StoredMessage {
+    fn body_len(&self) -> usize {
+        self.body.len()
+    }
+}
+
+/// What applying one entry answered, the same on every member: the proposer answers
+/// its publishers (confirm, or nack for a refused one) and the leader dead-letters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupResponse {
+    /// Per enqueued message: its id, `None` when refused (reject-publish).
+    pub enqueued: Vec<Option<u64>>,
+    /// Messages that died applying the entry.
+    pub dead: Vec<(StoredMessage, DeadReason)>,
+    /// Messages purged.
+    pub purged: u64,
+}
+
+/// The snapshot of a group: the machine as of the last applied entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    /// The queue.
+    pub machine: QueueMachine<StoredMessage>,
+}
+
+openraft::declare_raft_types!(
+    /// A quorum queue group's Raft type configuration.
+    pub QueueTypes:
+        D = Command<StoredMessage>,
+        R = GroupResponse,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = Entry<QueueTypes>,
+        SnapshotData = GroupSnapshot,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// What a group's member holds: the queue and what openraft must know of it.
+#[derive(Debug)]
+struct State {
+    machine: QueueMachine<StoredMessage>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+}
+
+/// The state machine storage of one group member. Cheap to clone: the snapshot
+/// builder and the member's reader (the leader's dispatch) share it.
+#[derive(Clone)]
+pub struct GroupStateMachine {
+    state: Arc<Mutex<State>>,
+    limits: Limits,
+}
+
+impl GroupStateMachine {
+    /// An empty queue with `limits` (a member rebuilds it from its log or a snapshot).
+    pub fn new(limits: Limits) -> Self {
+        GroupStateMachine {
+            state: Arc::new(Mutex::new(State {
+                machine: QueueMachine::new(limits.clone()),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            })),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the queue as applied here (the leader picks the next deliveries from it).
+    pub fn read<T>(&self, f: impl FnOnce(&QueueMachine<StoredMessage>) -> T) -> T {
+        f(&self.lock().machine)
+    }
+}
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
+        let s = self.lock();
+        let meta = SnapshotMeta {
+            last_log_id: s.last_applied,
+            last_membership: s.membership.clone(),
+            snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
+        };
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(GroupSnapshot {
+                machine: s.machine.clone(),
+            }),
+        })
+    }
+}
+
+impl RaftStateMachine<QueueTypes> for GroupStateMachine {
+    type SnapshotBuilder = GroupStateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let s = self.lock();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<GroupResponse>>
+    where
+        I: IntoIterator<Item = Entry<QueueTypes>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut s = self.lock();
+        let mut answers = Vec::new();
+        for entry in entries {
+            let response = match entry.payload {
+                EntryPayload::Blank => GroupResponse::default(),
+                EntryPayload::Membership(m) => {
+                    s.membership = StoredMembership::new(Some(entry.log_id), m);
+                    GroupResponse::default()
+                }
+                EntryPayload::Normal(command) => {
+                    let a = s.machine.apply(command);
+                    GroupResponse {
+                        enqueued: a.enqueued,
+                        dead: a.dead,
+                        purged: a.purged,
+                    }
+                }
+            };
+            s.last_applied = Some(entry.log_id);
+            answers.push(response);
+        }
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<GroupSnapshot>> {
+        Ok(Box::new(GroupSnapshot {
+            machine: QueueMachine::new(self.limits.clone()),
+        }))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<GroupSnapshot>,
+    ) -> StorageResult<()> {
+        let mut s = self.lock();
+        s.machine = snapshot.machine;
+        s.last_applied = meta.last_log_id;
+        s.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<QueueTypes>>> {
+        self.build_snapshot().await.map(Some)
+    }
+}
+
+#[cfg(test)]
+#[path = "group_tests.rs"]
+mod tests;

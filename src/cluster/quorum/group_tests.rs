@@ -1,0 +1,256 @@
+//! A real openraft group of three members in one process (an in-memory network, the
+//! logs on disk): publishes batched into entries, deliveries and acks replicated, the
+//! leader shut down, a new leader returns what the old one delivered and nobody acked,
+//! and a member reopened from its disk log reaches the same queue.
+
+use super::*;
+use crate::cluster::log_store::LogStore;
+use crate::cluster::quorum::machine::{ConsumerKey, Settle};
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{Raft, Vote};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+type Members = Arc<Mutex<BTreeMap<NodeId, Raft<QueueTypes>>>>;
+
+/// Routes each call to the member's Raft in this process; a member not in the map is
+/// unreachable (shut down).
+#[derive(Clone, Default)]
+struct Router {
+    members: Members,
+}
+
+struct Client {
+    target: NodeId,
+    members: Members,
+}
+
+impl RaftNetworkFactory<QueueTypes> for Router {
+    type Network = Client;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Client {
+        Client {
+            target,
+            members: self.members.clone(),
+        }
+    }
+}
+
+type RpcResult<T> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+impl Client {
+    fn raft(&self) -> Option<Raft<QueueTypes>> {
+        self.members.lock().unwrap().get(&self.target).cloned()
+    }
+}
+
+fn down() -> Unreachable {
+    Unreachable::new(&std::io::Error::other("member down"))
+}
+
+fn failed<E: std::error::Error>(e: impl std::fmt::Display) -> RPCError<NodeId, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
+}
+
+impl RaftNetwork<QueueTypes> for Client {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<QueueTypes>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let raft = self.raft().ok_or_else(|| RPCError::Unreachable(down()))?;
+        raft.append_entries(rpc).await.map_err(failed)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        let raft = self.raft().ok_or_else(|| RPCError::Unreachable(down()))?;
+        raft.vote(rpc).await.map_err(failed)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<QueueTypes>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<QueueTypes, Fatal<NodeId>>> {
+        let raft = self
+            .raft()
+            .ok_or_else(|| StreamingError::Unreachable(down()))?;
+        raft.install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| {
+                StreamingError::Network(NetworkError::new(&std::io::Error::other(e.to_string())))
+            })
+    }
+}
+
+fn config() -> Arc<openraft::Config> {
+    Arc::new(
+        openraft::Config {
+            cluster_name: "q".into(),
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            heartbeat_interval: 100,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+/// Starts member `id` on its log under `root/id`; answers its state machine.
+async fn start(root: &std::path::Path, id: NodeId, router: &Router) -> GroupStateMachine {
+    let log: LogStore<QueueTypes> = LogStore::open(&root.join(id.to_string())).unwrap();
+    let sm = GroupStateMachine::new(Limits::default());
+    let raft = Raft::new(id, config(), router.clone(), log, sm.clone())
+        .await
+        .unwrap();
+    router.members.lock().unwrap().insert(id, raft);
+    sm
+}
+
+fn raft(router: &Router, id: NodeId) -> Raft<QueueTypes> {
+    router.members.lock().unwrap()[&id].clone()
+}
+
+/// Waits (the suite's way: a condition and a generous deadline) for a leader among
+/// `among`; answers it.
+async fn leader(router: &Router, among: &[NodeId]) -> NodeId {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        for id in among {
+            let m = raft(router, *id).metrics().borrow().clone();
+            if m.current_leader == Some(*id) && among.contains(id) {
+                return *id;
+            }
+        }
+        assert!(Instant::now() < end, "no leader among {among:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `sm` has applied up to `index`.
+async fn applied(router: &Router, id: NodeId, index: u64) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = raft(router, id).metrics().borrow().clone();
+        if m.last_applied.is_some_and(|l| l.index >= index) {
+            return;
+        }
+        assert!(Instant::now() < end, "member {id} did not apply {index}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn msg(i: u64) -> StoredMessage {
+    StoredMessage::from(&Message::new("", "q", i.to_be_bytes().to_vec()))
+}
+
+fn body(m: &StoredMessage) -> u64 {
+    u64::from_be_bytes(m.body[..8].try_into().unwrap())
+}
+
+/// The ready queue of `sm`: (message number, earlier deliveries), in order.
+fn ready(sm: &GroupStateMachine) -> Vec<(u64, u32)> {
+    sm.read(|q| {
+        q.peek(usize::MAX)
+            .map(|r| (body(r.message), r.deliveries))
+            .collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_redelivers_what_was_not_acked_and_never_what_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let mut machines = BTreeMap::new();
+    for id in 1..=3 {
+        machines.insert(id, start(dir.path(), id, &router).await);
+    }
+    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
+        .collect();
+    raft(&router, 1).initialize(nodes).await.unwrap();
+    let first = leader(&router, &[1, 2, 3]).await;
+
+    // 50 publishes in 5 entries: ids in publish order.
+    let mut ids = Vec::new();
+    for batch in 0..5u64 {
+        let messages = (1..=10).map(|i| msg(batch * 10 + i)).collect();
+        let r = raft(&router, first)
+            .client_write(Command::Enqueue(messages))
+            .await
+            .unwrap();
+        ids.extend(r.data.enqueued.into_iter().map(Option::unwrap));
+    }
+    assert_eq!(ids, (1..=50).collect::<Vec<u64>>());
+    // The leader hands out 1..=20 and 1..=10 are acked.
+    let to = ConsumerKey {
+        node: first,
+        consumer: 1,
+    };
+    let w = |c| async { raft(&router, first).client_write(c).await.unwrap() };
+    w(Command::Deliver {
+        to,
+        ids: (1..=20).collect(),
+    })
+    .await;
+    let last = w(Command::Settle {
+        ids: (1..=10).collect(),
+        how: Settle::Ack,
+    })
+    .await
+    .log_id
+    .index;
+
+    // The leader goes; the others elect a new one, which gives back what the old
+    // leader's consumers held.
+    let gone = router.members.lock().unwrap().remove(&first).unwrap();
+    gone.shutdown().await.unwrap();
+    let rest: Vec<NodeId> = (1..=3).filter(|id| *id != first).collect();
+    let second = leader(&router, &rest).await;
+    applied(&router, second, last).await;
+    let r = raft(&router, second)
+        .client_write(Command::Return {
+            keep_node: Some(second),
+            consumer: None,
+        })
+        .await
+        .unwrap();
+    let expected: Vec<(u64, u32)> = (11..=50).map(|i| (i, u32::from(i <= 20))).collect();
+    assert_eq!(
+        ready(&machines[&second]),
+        expected,
+        "order kept, 1..=10 gone"
+    );
+    for id in &rest {
+        applied(&router, *id, r.log_id.index).await;
+        assert_eq!(ready(&machines[id]), expected, "member {id}");
+    }
+
+    // The old leader comes back from its disk log and catches up to the same queue.
+    let back = start(dir.path(), first, &router).await;
+    applied(&router, first, r.log_id.index).await;
+    assert_eq!(
+        ready(&back),
+        expected,
+        "member {first} rebuilt from its log"
+    );
+    let members: BTreeSet<NodeId> = router.members.lock().unwrap().keys().copied().collect();
+    for id in members {
+        raft(&router, id).shutdown().await.unwrap();
+    }
+}
