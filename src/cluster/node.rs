@@ -43,6 +43,8 @@ pub struct Core {
     pub(super) rt: tokio::runtime::Handle,
     /// Connections for forwarded writes and questions, by address.
     links: Mutex<HashMap<String, Arc<Link>>>,
+    /// The quorum queue groups this node is a member of.
+    pub(super) groups: super::quorum::wire::Groups,
 }
 
 fn no_leader(what: &str) -> BrokerError {
@@ -80,6 +82,7 @@ impl Core {
             next_id: AtomicU64::new(seed),
             rt,
             links: Mutex::new(HashMap::new()),
+            groups: Default::default(),
         }
     }
 

@@ -50,6 +50,13 @@ pub enum Rpc {
         /// Its id.
         id: NodeId,
     },
+    /// A quorum queue group's Raft traffic (see [`super::quorum::wire`]).
+    Group {
+        /// The group.
+        group: super::quorum::wire::GroupId,
+        /// The request.
+        rpc: super::quorum::wire::GroupRpc,
+    },
 }
 
 /// One node's own view of the cluster.
@@ -102,6 +109,8 @@ pub enum Reply {
     Status(ClusterStatus),
     /// To a membership change.
     Membership(Result<(), BrokerError>),
+    /// To [`Rpc::Group`].
+    Group(super::quorum::wire::GroupReply),
 }
 
 /// Why a forwarded write was not committed.

@@ -58,5 +58,6 @@ async fn answer(core: &Core, rpc: Rpc) -> Reply {
         Rpc::Status => Reply::Status(core.status().await),
         Rpc::AddNode { id, addr } => Reply::Membership(core.add_node(id, addr).await),
         Rpc::RemoveNode { id } => Reply::Membership(core.remove_node(id).await),
+        Rpc::Group { group, rpc } => Reply::Group(core.groups.answer(group, rpc).await),
     }
 }

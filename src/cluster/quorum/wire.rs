@@ -1,0 +1,213 @@
+//! Quorum queue groups on the cluster port: each group's Raft traffic travels in the
+//! cluster protocol's frames as `Rpc::Group { group, rpc }`, so every group of a node
+//! shares its one cluster port (and whatever transport security the port has). A node
+//! answers through its [`Groups`]: the groups it is a member of, by id; a group it
+//! does not run (not started yet, or deleted) answers [`GroupReply::NoGroup`], which the
+//! sender takes as the member being unreachable, so openraft backs off and retries.
+//!
+//! [`GroupNetwork`] is openraft's network for one group, on the cluster's [`Link`]
+//! request API (one link per peer and group).
+
+use super::group::{GroupSnapshot, QueueTypes};
+use crate::cluster::network::Link;
+use crate::cluster::rpc::{Reply, Rpc};
+use crate::cluster::NodeId;
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+/// A quorum queue group's id: the same on every node (the index of the committed
+/// declare that made the queue, for instance).
+pub type GroupId = u64;
+
+/// One Raft request of a group.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum GroupRpc {
+    /// Append entries (and heartbeats).
+    Append(AppendEntriesRequest<QueueTypes>),
+    /// A vote request.
+    Vote(VoteRequest<NodeId>),
+    /// A whole snapshot.
+    Snapshot {
+        /// The leader's vote.
+        vote: Vote<NodeId>,
+        /// What it is of.
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        /// The queue.
+        data: GroupSnapshot,
+    },
+}
+
+/// The answer to a [`GroupRpc`]; a Raft error travels as text.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum GroupReply {
+    /// To [`GroupRpc::Append`].
+    Append(Result<AppendEntriesResponse<NodeId>, String>),
+    /// To [`GroupRpc::Vote`].
+    Vote(Result<VoteResponse<NodeId>, String>),
+    /// To [`GroupRpc::Snapshot`].
+    Snapshot(Result<SnapshotResponse<NodeId>, String>),
+    /// This node runs no member of the group.
+    NoGroup(GroupId),
+}
+
+/// The groups this node is a member of.
+#[derive(Default)]
+pub struct Groups {
+    rafts: Mutex<HashMap<GroupId, Raft<QueueTypes>>>,
+}
+
+impl Groups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Raft<QueueTypes>>> {
+        self.rafts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `raft` as this node's member of `group`.
+    pub fn insert(&self, group: GroupId, raft: Raft<QueueTypes>) {
+        self.lock().insert(group, raft);
+    }
+
+    /// Stops answering for `group`; answers its Raft (to shut down).
+    pub fn remove(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
+        self.lock().remove(&group)
+    }
+
+    /// This node's member of `group`.
+    pub fn get(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
+        self.lock().get(&group).cloned()
+    }
+
+    /// Answers one request for `group` (the cluster port's listener calls this).
+    pub async fn answer(&self, group: GroupId, rpc: GroupRpc) -> GroupReply {
+        let Some(raft) = self.get(group) else {
+            return GroupReply::NoGroup(group);
+        };
+        let text = |e: &dyn std::fmt::Display| e.to_string();
+        match rpc {
+            GroupRpc::Append(r) => {
+                GroupReply::Append(raft.append_entries(r).await.map_err(|e| text(&e)))
+            }
+            GroupRpc::Vote(r) => GroupReply::Vote(raft.vote(r).await.map_err(|e| text(&e))),
+            GroupRpc::Snapshot { vote, meta, data } => {
+                let snapshot = Snapshot {
+                    meta,
+                    snapshot: Box::new(data),
+                };
+                GroupReply::Snapshot(
+                    raft.install_full_snapshot(vote, snapshot)
+                        .await
+                        .map_err(|e| text(&e)),
+                )
+            }
+        }
+    }
+}
+
+/// openraft's network for one group: a [`Link`] to each peer's cluster port.
+pub struct GroupNetwork {
+    /// The group.
+    pub group: GroupId,
+}
+
+/// openraft's client for one peer of one group.
+pub struct GroupPeer {
+    group: GroupId,
+    link: Link,
+}
+
+impl RaftNetworkFactory<QueueTypes> for GroupNetwork {
+    type Network = GroupPeer;
+
+    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupPeer {
+        GroupPeer {
+            group: self.group,
+            link: Link::new(&node.addr),
+        }
+    }
+}
+
+type RpcResult<T> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId>>>;
+
+fn unreachable(e: impl std::fmt::Display) -> Unreachable {
+    Unreachable::new(&std::io::Error::other(e.to_string()))
+}
+
+fn network(e: impl std::fmt::Display) -> NetworkError {
+    NetworkError::new(&std::io::Error::other(e.to_string()))
+}
+
+impl GroupPeer {
+    /// Sends `rpc`; a peer without the group is unreachable for it.
+    async fn call(&self, rpc: GroupRpc, option: &RPCOption) -> Result<GroupReply, Unreachable> {
+        let rpc = Rpc::Group {
+            group: self.group,
+            rpc,
+        };
+        match self.link.call(&rpc, option.hard_ttl()).await {
+            Ok(Reply::Group(GroupReply::NoGroup(g))) => {
+                Err(unreachable(format!("the peer runs no member of group {g}")))
+            }
+            Ok(Reply::Group(r)) => Ok(r),
+            Ok(other) => Err(unreachable(format!("unexpected cluster reply {other:?}"))),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}
+
+impl RaftNetwork<QueueTypes> for GroupPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<QueueTypes>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self.call(GroupRpc::Append(rpc), &option).await {
+            Ok(GroupReply::Append(Ok(r))) => Ok(r),
+            Ok(other) => Err(RPCError::Network(network(format!("{other:?}")))),
+            Err(e) => Err(RPCError::Unreachable(e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        match self.call(GroupRpc::Vote(rpc), &option).await {
+            Ok(GroupReply::Vote(Ok(r))) => Ok(r),
+            Ok(other) => Err(RPCError::Network(network(format!("{other:?}")))),
+            Err(e) => Err(RPCError::Unreachable(e)),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<QueueTypes>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<QueueTypes, Fatal<NodeId>>> {
+        let rpc = GroupRpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: *snapshot.snapshot,
+        };
+        match self.call(rpc, &option).await {
+            Ok(GroupReply::Snapshot(Ok(r))) => Ok(r),
+            Ok(other) => Err(StreamingError::Network(network(format!("{other:?}")))),
+            Err(e) => Err(StreamingError::Unreachable(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

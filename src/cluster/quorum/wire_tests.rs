@@ -1,0 +1,244 @@
+//! Two quorum queue groups over the same three cluster ports (real TCP, the cluster
+//! protocol's frames, [`Link`]), answered through each node's [`Groups`]: both groups
+//! commit independently, and when one node stops running its members, each group goes
+//! on with the other two, the new leader of the first returning what the old one had
+//! delivered and nobody acked.
+
+use super::*;
+use crate::cluster::log_store::LogStore;
+use crate::cluster::quorum::group::{GroupStateMachine, StoredMessage};
+use crate::cluster::quorum::machine::{Command, ConsumerKey, Limits, Settle};
+use crate::cluster::rpc::{read_frame, write_frame};
+use crate::message::Message;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One node: its cluster port (answering group traffic only) and its groups.
+struct Node {
+    addr: String,
+    groups: Arc<Groups>,
+    machines: BTreeMap<GroupId, GroupStateMachine>,
+}
+
+async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            while let Ok(Some((id, rpc))) = read_frame::<_, Rpc>(&mut stream).await {
+                let reply = match rpc {
+                    Rpc::Group { group, rpc } => Reply::Group(groups.answer(group, rpc).await),
+                    other => panic!("only group traffic here: {other:?}"),
+                };
+                if write_frame(&mut stream, id, &reply).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn config() -> std::sync::Arc<openraft::Config> {
+    std::sync::Arc::new(
+        openraft::Config {
+            cluster_name: "q".into(),
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            heartbeat_interval: 100,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+fn msg(tag: u64, i: u64) -> StoredMessage {
+    let body = [tag.to_be_bytes(), i.to_be_bytes()].concat();
+    StoredMessage::from(&Message::new("", "q", body))
+}
+
+/// (tag, number, earlier deliveries) of the ready messages of `sm`.
+fn ready(sm: &GroupStateMachine) -> Vec<(u64, u64, u32)> {
+    sm.read(|q| {
+        q.peek(usize::MAX)
+            .map(|r| {
+                let b = &r.message.body;
+                let tag = u64::from_be_bytes(b[..8].try_into().unwrap());
+                let n = u64::from_be_bytes(b[8..16].try_into().unwrap());
+                (tag, n, r.deliveries)
+            })
+            .collect()
+    })
+}
+
+/// Waits for a member of `group` among `nodes` that leads it; answers its index.
+async fn leader(nodes: &[Node], among: &[usize], group: GroupId) -> usize {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        for i in among {
+            if let Some(r) = nodes[*i].groups.get(group) {
+                let m = r.metrics().borrow().clone();
+                if m.current_leader == Some(m.id) {
+                    return *i;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "no leader of group {group}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until node `i`'s member of `group` applied `index`.
+async fn applied(nodes: &[Node], i: usize, group: GroupId, index: u64) {
+    let end = Instant::now() + Duration::from_secs(20);
+    let raft = nodes[i].groups.get(group).unwrap();
+    loop {
+        let m = raft.metrics().borrow().clone();
+        if m.last_applied.is_some_and(|l| l.index >= index) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "node {i} did not apply {index} of {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_groups_share_the_cluster_ports_and_survive_a_node_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let groups = Arc::new(Groups::default());
+        tokio::spawn(serve(listener, groups.clone()));
+        nodes.push(Node {
+            addr,
+            groups,
+            machines: BTreeMap::new(),
+        });
+    }
+    let members: BTreeMap<NodeId, BasicNode> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (i as NodeId + 1, BasicNode::new(&n.addr)))
+        .collect();
+    for group in [1, 2] {
+        for (i, node) in nodes.iter_mut().enumerate() {
+            let id = i as NodeId + 1;
+            let log: LogStore<QueueTypes> =
+                LogStore::open(&dir.path().join(format!("{id}/{group}"))).unwrap();
+            let sm = GroupStateMachine::new(Limits::default());
+            let raft = Raft::new(id, config(), GroupNetwork { group }, log, sm.clone())
+                .await
+                .unwrap();
+            node.groups.insert(group, raft);
+            node.machines.insert(group, sm);
+        }
+        nodes[0]
+            .groups
+            .get(group)
+            .unwrap()
+            .initialize(members.clone())
+            .await
+            .unwrap();
+    }
+    let all = [0, 1, 2];
+    let write = |i: usize, group: GroupId, c: Command<StoredMessage>| {
+        let raft = nodes[i].groups.get(group).unwrap();
+        async move { raft.client_write(c).await.unwrap() }
+    };
+
+    let l1 = leader(&nodes, &all, 1).await;
+    for batch in 0..3 {
+        let ms = (1..=10).map(|i| msg(1, batch * 10 + i)).collect();
+        write(l1, 1, Command::Enqueue(ms)).await;
+    }
+    let l2 = leader(&nodes, &all, 2).await;
+    let r = write(
+        l2,
+        2,
+        Command::Enqueue((1..=5).map(|i| msg(2, i)).collect()),
+    )
+    .await;
+    assert_eq!(
+        r.data.enqueued,
+        [Some(1), Some(2), Some(3), Some(4), Some(5)]
+    );
+    let to = ConsumerKey {
+        node: l1 as NodeId + 1,
+        consumer: 1,
+    };
+    write(
+        l1,
+        1,
+        Command::Deliver {
+            to,
+            ids: (1..=10).collect(),
+        },
+    )
+    .await;
+    let acked = write(
+        l1,
+        1,
+        Command::Settle {
+            ids: (1..=5).collect(),
+            how: Settle::Ack,
+        },
+    )
+    .await
+    .log_id
+    .index;
+
+    // Group 1's leader node stops running its members (both groups).
+    for group in [1, 2] {
+        let raft = nodes[l1].groups.remove(group).unwrap();
+        raft.shutdown().await.unwrap();
+    }
+    let rest: Vec<usize> = all.into_iter().filter(|i| *i != l1).collect();
+    let n1 = leader(&nodes, &rest, 1).await;
+    applied(&nodes, n1, 1, acked).await;
+    let back = write(
+        n1,
+        1,
+        Command::Return {
+            keep_node: Some(n1 as NodeId + 1),
+            consumer: None,
+        },
+    )
+    .await
+    .log_id
+    .index;
+    let expected: Vec<(u64, u64, u32)> = (6..=30).map(|i| (1, i, u32::from(i <= 10))).collect();
+    for i in &rest {
+        applied(&nodes, *i, 1, back).await;
+        assert_eq!(
+            ready(&nodes[*i].machines[&1]),
+            expected,
+            "node {i}, group 1"
+        );
+    }
+    // Group 2 commits with the two members left, its queue untouched by group 1's.
+    let n2 = leader(&nodes, &rest, 2).await;
+    let r = write(n2, 2, Command::Enqueue(vec![msg(2, 6)])).await;
+    assert_eq!(r.data.enqueued, [Some(6)]);
+    let expected2: Vec<(u64, u64, u32)> = (1..=6).map(|i| (2, i, 0)).collect();
+    for i in &rest {
+        applied(&nodes, *i, 2, r.log_id.index).await;
+        assert_eq!(
+            ready(&nodes[*i].machines[&2]),
+            expected2,
+            "node {i}, group 2"
+        );
+    }
+    for n in &nodes {
+        for group in [1, 2] {
+            if let Some(r) = n.groups.remove(group) {
+                r.shutdown().await.unwrap();
+            }
+        }
+    }
+}
