@@ -45,7 +45,7 @@ fn queue_json(q: &QueueRow) -> Value {
     // A stream's `ready` is its log's length; its unacked deliveries are not extra
     // messages (docs/STREAMS.md).
     let messages = if stream { s.ready } else { s.ready + s.unacked };
-    json!({
+    let mut row = json!({
         "name": q.spec.name,
         "vhost": q.vhost,
         "durable": q.spec.durable,
@@ -63,7 +63,15 @@ fn queue_json(q: &QueueRow) -> Value {
         "consumers": s.consumers,
         "memory": s.bytes,
         "message_stats": rates::message_stats(Kind::Queue.fields(), &q.counts, &q.rates),
-    })
+    });
+    if crate::broker::queue::quorum::is_quorum(&q.spec) {
+        // RabbitMQ's fields for a quorum queue; its only member is this node (a
+        // cluster refuses quorum queues until they are replicated).
+        row["leader"] = json!(node_name());
+        row["members"] = json!([node_name()]);
+        row["online"] = json!([node_name()]);
+    }
+    row
 }
 
 async fn list_all(

@@ -88,6 +88,9 @@ async fn the_native_client_declares_a_quorum_queue_and_breaking_its_rules_is_ref
     let q = http.get("/api/queues/%2F/orders").await.json();
     assert_eq!(q["type"], "quorum", "{q}");
     assert_eq!(q["durable"], true);
+    // RabbitMQ's quorum fields: this node leads and is the only member.
+    assert_eq!(q["leader"], q["node"], "{q}");
+    assert_eq!(q["members"], serde_json::json!([q["node"].clone()]), "{q}");
     assert_eq!(http.get("/api/queues/%2F/bad").await.status, 404);
 }
 
