@@ -44,7 +44,7 @@ pub struct Core {
     /// Connections for forwarded writes and questions, by address.
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// The quorum queue groups this node is a member of.
-    pub(super) groups: super::quorum::wire::Groups,
+    pub(super) groups: Arc<super::quorum::wire::Groups>,
 }
 
 fn no_leader(what: &str) -> BrokerError {

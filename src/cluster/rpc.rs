@@ -57,6 +57,14 @@ pub enum Rpc {
         /// The request.
         rpc: super::quorum::wire::GroupRpc,
     },
+    /// Publishes (or another command) for a quorum queue group, forwarded to the node
+    /// whose member leads it.
+    GroupWrite {
+        /// The group.
+        group: super::quorum::wire::GroupId,
+        /// The command to commit.
+        command: super::quorum::machine::Command<super::quorum::group::StoredMessage>,
+    },
 }
 
 /// One node's own view of the cluster.
@@ -111,6 +119,8 @@ pub enum Reply {
     Membership(Result<(), BrokerError>),
     /// To [`Rpc::Group`].
     Group(super::quorum::wire::GroupReply),
+    /// To [`Rpc::GroupWrite`]: committed and applied on the leader, or why not.
+    GroupWrite(Result<super::quorum::group::GroupResponse, super::quorum::wire::GroupWriteError>),
 }
 
 /// Why a forwarded write was not committed.

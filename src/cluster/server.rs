@@ -59,5 +59,8 @@ async fn answer(core: &Core, rpc: Rpc) -> Reply {
         Rpc::AddNode { id, addr } => Reply::Membership(core.add_node(id, addr).await),
         Rpc::RemoveNode { id } => Reply::Membership(core.remove_node(id).await),
         Rpc::Group { group, rpc } => Reply::Group(core.groups.answer(group, rpc).await),
+        Rpc::GroupWrite { group, command } => {
+            Reply::GroupWrite(core.groups.write(group, command).await)
+        }
     }
 }

@@ -60,6 +60,16 @@ pub enum GroupReply {
     NoGroup(GroupId),
 }
 
+/// Why a write sent to a node was not committed there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum GroupWriteError {
+    /// The node's member does not lead (or the node runs none): the leader's cluster
+    /// address when known. Nothing was appended.
+    NotLeader(Option<String>),
+    /// Anything else (the entry may or may not have been committed).
+    Failed(String),
+}
+
 /// The groups this node is a member of.
 #[derive(Default)]
 pub struct Groups {
@@ -84,6 +94,25 @@ impl Groups {
     /// This node's member of `group`.
     pub fn get(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
         self.lock().get(&group).cloned()
+    }
+
+    /// Writes `command` to `group` if this node's member leads it (a publish forwarded
+    /// from another node): answered once committed and applied here.
+    pub async fn write(
+        &self,
+        group: GroupId,
+        command: super::machine::Command<super::group::StoredMessage>,
+    ) -> Result<super::group::GroupResponse, GroupWriteError> {
+        let Some(raft) = self.get(group) else {
+            return Err(GroupWriteError::NotLeader(None));
+        };
+        match raft.client_write(command).await {
+            Ok(r) => Ok(r.data),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(f),
+            )) => Err(GroupWriteError::NotLeader(f.leader_node.map(|n| n.addr))),
+            Err(e) => Err(GroupWriteError::Failed(e.to_string())),
+        }
     }
 
     /// Answers one request for `group` (the cluster port's listener calls this).

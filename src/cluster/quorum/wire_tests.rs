@@ -28,6 +28,9 @@ async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
             while let Ok(Some((id, rpc))) = read_frame::<_, Rpc>(&mut stream).await {
                 let reply = match rpc {
                     Rpc::Group { group, rpc } => Reply::Group(groups.answer(group, rpc).await),
+                    Rpc::GroupWrite { group, command } => {
+                        Reply::GroupWrite(groups.write(group, command).await)
+                    }
                     other => panic!("only group traffic here: {other:?}"),
                 };
                 if write_frame(&mut stream, id, &reply).await.is_err() {
@@ -106,9 +109,8 @@ async fn applied(nodes: &[Node], i: usize, group: GroupId, index: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_groups_share_the_cluster_ports_and_survive_a_node_leaving() {
-    let dir = tempfile::tempdir().unwrap();
+/// Three nodes, each running a member of every group of `groups`, initialized.
+async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -126,11 +128,11 @@ async fn two_groups_share_the_cluster_ports_and_survive_a_node_leaving() {
         .enumerate()
         .map(|(i, n)| (i as NodeId + 1, BasicNode::new(&n.addr)))
         .collect();
-    for group in [1, 2] {
+    for group in group_ids.iter().copied() {
         for (i, node) in nodes.iter_mut().enumerate() {
             let id = i as NodeId + 1;
             let log: LogStore<QueueTypes> =
-                LogStore::open(&dir.path().join(format!("{id}/{group}"))).unwrap();
+                LogStore::open(&dir.join(format!("{id}/{group}"))).unwrap();
             let sm = GroupStateMachine::new(Limits::default());
             let raft = Raft::new(id, config(), GroupNetwork { group }, log, sm.clone())
                 .await
@@ -146,6 +148,13 @@ async fn two_groups_share_the_cluster_ports_and_survive_a_node_leaving() {
             .await
             .unwrap();
     }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_groups_share_the_cluster_ports_and_survive_a_node_leaving() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &[1, 2]).await;
     let all = [0, 1, 2];
     let write = |i: usize, group: GroupId, c: Command<StoredMessage>| {
         let raft = nodes[i].groups.get(group).unwrap();
@@ -239,6 +248,73 @@ async fn two_groups_share_the_cluster_ports_and_survive_a_node_leaving() {
             if let Some(r) = n.groups.remove(group) {
                 r.shutdown().await.unwrap();
             }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_on_a_follower_are_batched_forwarded_and_confirmed_across_a_leader_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = 7;
+    let nodes = three_nodes(dir.path(), &[group]).await;
+    let all = [0, 1, 2];
+    let first = leader(&nodes, &all, group).await;
+    let here = (first + 1) % 3;
+    let publisher = super::super::publisher::Publisher::start(group, nodes[here].groups.clone());
+
+    // 2000 publishes at once on a follower: forwarded, batched, confirmed in order.
+    const N: u64 = 2000;
+    let confirms: Vec<_> = (1..=N).map(|i| publisher.publish(msg(7, i))).collect();
+    let ids: Vec<u64> = futures_util::future::join_all(confirms)
+        .await
+        .into_iter()
+        .map(|r| r.expect("confirmed").expect("accepted"))
+        .collect();
+    assert_eq!(ids, (1..=N).collect::<Vec<u64>>(), "ids in publish order");
+    let m = nodes[first]
+        .groups
+        .get(group)
+        .unwrap()
+        .metrics()
+        .borrow()
+        .clone();
+    let entries = m.last_log_index.unwrap();
+    eprintln!("{N} publishes from a follower in {entries} log entries (with the initial ones)");
+    assert!(
+        entries < N / 10,
+        "{N} publishes took {entries} entries: not batched"
+    );
+
+    // The leader's node goes; the next publishes find the new leader.
+    let raft = nodes[first].groups.remove(group).unwrap();
+    raft.shutdown().await.unwrap();
+    let confirms: Vec<_> = (N + 1..=N + 100)
+        .map(|i| publisher.publish(msg(7, i)))
+        .collect();
+    let ids: Vec<u64> = futures_util::future::join_all(confirms)
+        .await
+        .into_iter()
+        .map(|r| r.expect("confirmed after the failover").expect("accepted"))
+        .collect();
+    assert_eq!(ids, (N + 1..=N + 100).collect::<Vec<u64>>());
+    let rest: Vec<usize> = all.into_iter().filter(|i| *i != first).collect();
+    let second = leader(&nodes, &rest, group).await;
+    let last = nodes[second]
+        .groups
+        .get(group)
+        .unwrap()
+        .metrics()
+        .borrow()
+        .last_log_index
+        .unwrap();
+    let expected: Vec<(u64, u64, u32)> = (1..=N + 100).map(|i| (7, i, 0)).collect();
+    for i in &rest {
+        applied(&nodes, *i, group, last).await;
+        assert_eq!(ready(&nodes[*i].machines[&group]), expected, "node {i}");
+    }
+    for n in &nodes {
+        if let Some(r) = n.groups.remove(group) {
+            r.shutdown().await.unwrap();
         }
     }
 }
