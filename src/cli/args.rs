@@ -38,8 +38,7 @@ pub enum Command {
     },
     /// A cluster's status and membership (docs/CLUSTERING.md), asked of a node's
     /// cluster port.
-    #[command(subcommand)]
-    Cluster(super::cluster::ClusterCommand),
+    Cluster(super::cluster::ClusterArgs),
     /// Run the broker (the default). Reads ./Settings.toml when present; the listening
     /// address is `server.bind` there (or ACTORMQ__SERVER__BIND).
     Serve {

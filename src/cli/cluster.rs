@@ -1,10 +1,35 @@
 //! `actormq cluster ...`: asks a node's cluster port (`cluster.bind`) for the cluster's
 //! status, or to add or remove a node (forwarded to the leader by the node asked).
+//! The port answers only a client that proves the cluster's secret (and, with
+//! `cluster.tls`, presents a certificate of the cluster's CA): the secret comes from
+//! `--secret` / `ACTORMQ__CLUSTER__SECRET`, or with TLS from a node's settings file
+//! (`--config`).
 
 use super::Error;
-use actormq::cluster::{ask, Answer, Question};
-use clap::Subcommand;
+use actormq::cluster::{ask, Answer, Question, Transport};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// `actormq cluster [--config FILE | --secret S] <command>`.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// A node's settings file: its `[cluster]` secret and, with `cluster.tls`, its
+    /// `[tls]` certificate, key and CA (environment overrides apply).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The cluster secret (without `--config`).
+    #[arg(
+        long,
+        env = "ACTORMQ__CLUSTER__SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    secret: Option<String>,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
 
 /// The cluster subcommands.
 #[derive(Debug, Subcommand)]
@@ -39,8 +64,22 @@ pub enum ClusterCommand {
     },
 }
 
+/// The transport `args` describe.
+fn transport(args: &ClusterArgs) -> Result<Transport, Error> {
+    let Some(path) = &args.config else {
+        return Ok(Transport::plain(args.secret.as_deref().unwrap_or("")));
+    };
+    let settings = actormq::Settings::load(Some(path))?;
+    let Some(cluster) = &settings.cluster else {
+        return Err(format!("{}: no [cluster] section", path.display()).into());
+    };
+    Ok(Transport::new(cluster, &settings.tls)?)
+}
+
 /// Runs a cluster subcommand.
-pub fn run(cmd: ClusterCommand) -> Result<(), Error> {
+pub fn run(args: ClusterArgs) -> Result<(), Error> {
+    let transport = Arc::new(transport(&args)?);
+    let cmd = args.command;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -49,7 +88,7 @@ pub fn run(cmd: ClusterCommand) -> Result<(), Error> {
         ClusterCommand::AddNode { node, id, addr } => (node, Question::AddNode { id, addr }, false),
         ClusterCommand::RemoveNode { node, id } => (node, Question::RemoveNode { id }, false),
     };
-    let answer = rt.block_on(ask(&node, question, Duration::from_secs(90)))?;
+    let answer = rt.block_on(ask(transport, &node, question, Duration::from_secs(90)))?;
     match answer {
         Answer::Done => println!("ok"),
         Answer::Status(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),

@@ -67,7 +67,7 @@ fn start(settings: Settings) -> Result<(ServerHandle, Option<ClusterNode>), Erro
     let Some(cs) = settings.cluster.clone() else {
         return Ok((ServerHandle::start(settings)?, None));
     };
-    let mut node = ClusterNode::prepare(&cs, &settings.storage.data_dir)?;
+    let mut node = ClusterNode::prepare(&cs, &settings.tls, &settings.storage.data_dir)?;
     let broker = actormq::Broker::builder()
         .settings(settings.broker.clone())
         .storage(settings.storage.options())

@@ -19,6 +19,7 @@
 //! - `op`: the replicated change and the broker's hook.
 //! - `types`: openraft's type configuration, the entry and the snapshot.
 //! - `log_store`: the log and vote on disk. `state_machine`: applying entries.
+//! - `transport`: TLS and the cluster secret's proof on every connection.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: installing one.
 //! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
@@ -35,12 +36,14 @@ mod snapshot;
 mod state_machine;
 #[cfg(test)]
 mod tests;
+mod transport;
 mod types;
 
 pub use op::{ClusterHook, Op, Outcome, Proposal};
 pub use rpc::{ClusterStatus, NodeView};
-pub use settings::{ClusterSettings, SeedNode};
+pub use settings::{ClusterSettings, Secret, SeedNode};
 pub use state_machine::LOG_OWNER;
+pub use transport::Transport;
 pub use types::NodeId;
 
 use crate::broker::BrokerHandle;
@@ -70,11 +73,14 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Opens `data_dir/raft` and binds the cluster port.
+    /// Opens `data_dir/raft` and binds the cluster port; `tls` is used when
+    /// `settings.tls` is set.
     pub fn prepare(
         settings: &ClusterSettings,
+        tls: &crate::settings::TlsSettings,
         data_dir: &Path,
     ) -> Result<ClusterNode, BrokerError> {
+        let transport = Arc::new(Transport::new(settings, tls).map_err(|e| failed("tls", e))?);
         let dir = data_dir.join("raft");
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed(&format!("cannot create {}", dir.display()), e))?;
@@ -99,6 +105,7 @@ impl ClusterNode {
             dir,
             applied,
             runtime.handle().clone(),
+            transport,
         ));
         Ok(ClusterNode {
             core,
@@ -144,7 +151,13 @@ impl ClusterNode {
         let runtime = self.runtime.as_ref().expect("running");
         let id = self.core.id;
         let raft = runtime
-            .block_on(openraft::Raft::new(id, Arc::new(config), Network, log, sm))
+            .block_on(openraft::Raft::new(
+                id,
+                Arc::new(config),
+                Network(self.core.transport.clone()),
+                log,
+                sm,
+            ))
             .map_err(|e| failed("cannot start raft", e))?;
         self.core.set_raft(raft);
         let listener = self.listener.take().expect("started once");
@@ -245,14 +258,20 @@ async fn bootstrap(core: Arc<Core>) {
     }
 }
 
-/// Asks the node at `addr` (its cluster port) one question: for `actormq cluster`.
-pub async fn ask(addr: &str, rpc_kind: Question, timeout: Duration) -> Result<Answer, BrokerError> {
+/// Asks the node at `addr` (its cluster port) one question, through `transport`
+/// (which must prove the cluster's secret): for `actormq cluster`.
+pub async fn ask(
+    transport: Arc<Transport>,
+    addr: &str,
+    rpc_kind: Question,
+    timeout: Duration,
+) -> Result<Answer, BrokerError> {
     let rpc = match rpc_kind {
         Question::Status => Rpc::Status,
         Question::AddNode { id, addr } => Rpc::AddNode { id, addr },
         Question::RemoveNode { id } => Rpc::RemoveNode { id },
     };
-    let link = Link::new(addr);
+    let link = Link::new(addr, transport);
     match link.call(&rpc, timeout).await {
         Ok(Reply::Status(s)) => Ok(Answer::Status(s)),
         Ok(Reply::Membership(r)) => r.map(|()| Answer::Done),

@@ -1,8 +1,10 @@
 //! The client side of the cluster port: [`Link`], one connection to a peer used one
 //! request at a time (with request ids, reopened after any failure), and openraft's
-//! network on top of it.
+//! network on top of it. Connections are opened by the [`Transport`] (TLS and the
+//! secret's proof), so nothing here sends a frame to an unproven peer.
 
 use super::rpc::{read_frame, write_frame, Reply, Rpc};
+use super::transport::{Conn, Transport};
 use super::types::{NodeId, TypeConfig};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -14,24 +16,23 @@ use openraft::raft::{
 use openraft::{BasicNode, Snapshot, Vote};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-
-/// How long opening a connection to a peer may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// One connection to a peer's cluster port.
 pub struct Link {
     addr: String,
-    conn: tokio::sync::Mutex<Option<TcpStream>>,
+    transport: Arc<Transport>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     next_id: AtomicU64,
 }
 
 impl Link {
-    /// A link to `addr` (connected on first use).
-    pub fn new(addr: &str) -> Link {
+    /// A link to `addr` through `transport` (connected on first use).
+    pub fn new(addr: &str, transport: Arc<Transport>) -> Link {
         Link {
             addr: addr.to_string(),
+            transport,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
         }
@@ -42,12 +43,11 @@ impl Link {
     pub async fn call(&self, rpc: &Rpc, timeout: Duration) -> std::io::Result<Reply> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                })??;
-            let _ = stream.set_nodelay(true);
+            let stream = self.transport.connect(&self.addr).await.inspect_err(|e| {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    tracing::warn!(peer = %self.addr, error = %e, "cluster: peer refused");
+                }
+            })?;
             *conn = Some(stream);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -82,8 +82,8 @@ impl Link {
     }
 }
 
-/// Makes openraft's clients: one [`Link`] each.
-pub struct Network;
+/// Makes openraft's clients: one [`Link`] each, through this node's transport.
+pub struct Network(pub Arc<Transport>);
 
 /// openraft's client for one peer.
 pub struct Peer {
@@ -95,7 +95,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Peer {
         Peer {
-            link: Link::new(&node.addr),
+            link: Link::new(&node.addr, self.0.clone()),
         }
     }
 }

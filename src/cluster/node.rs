@@ -6,6 +6,7 @@ use super::op::{ClusterHook, Op, Outcome, Proposal};
 use super::rpc::{ClusterStatus, NodeView, Reply, Rpc, WriteError};
 use super::settings::ClusterSettings;
 use super::state_machine::Applied;
+use super::transport::Transport;
 use super::types::{DefinitionsSnapshot, NodeId, Request, TypeConfig};
 use crate::broker::BrokerHandle;
 use crate::error::{BrokerError, ErrorCode};
@@ -45,6 +46,8 @@ pub struct Core {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// The quorum queue groups this node is a member of.
     pub(super) groups: Arc<super::quorum::wire::Groups>,
+    /// How connections to peers are opened and accepted.
+    pub(super) transport: Arc<Transport>,
 }
 
 fn no_leader(what: &str) -> BrokerError {
@@ -64,6 +67,7 @@ impl Core {
         dir: PathBuf,
         applied: Applied,
         rt: tokio::runtime::Handle,
+        transport: Arc<Transport>,
     ) -> Core {
         // Request ids start from the clock: an entry proposed before a restart and
         // applied again after it never answers a new proposal.
@@ -82,7 +86,8 @@ impl Core {
             next_id: AtomicU64::new(seed),
             rt,
             links: Mutex::new(HashMap::new()),
-            groups: Default::default(),
+            groups: Arc::new(super::quorum::wire::Groups::new(transport.clone())),
+            transport,
         }
     }
 
@@ -138,7 +143,7 @@ impl Core {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(Link::new(addr)))
+            .or_insert_with(|| Arc::new(Link::new(addr, self.transport.clone())))
             .clone()
     }
 

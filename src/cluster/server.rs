@@ -1,21 +1,25 @@
 //! The cluster port's listener: each connection's requests answered in order, by the
 //! Raft instance (appends, votes, snapshots) or by the node (forwarded writes,
-//! status, membership changes).
+//! status, membership changes). A connection is handed to [`connection`] only once
+//! the transport has taken it through TLS and the secret's proof.
 
 use super::node::Core;
 use super::rpc::{read_frame, write_frame, Reply, Rpc};
+use super::transport::Conn;
 use openraft::Snapshot;
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Accepts connections until the runtime stops.
 pub(super) async fn serve(listener: TcpListener, core: Arc<Core>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
                 let core = core.clone();
                 tokio::spawn(async move {
+                    let Some(stream) = core.transport.accept(stream, peer).await else {
+                        return;
+                    };
                     if let Err(e) = connection(stream, core).await {
                         tracing::debug!(%peer, error = %e, "cluster connection closed");
                     }
@@ -29,7 +33,7 @@ pub(super) async fn serve(listener: TcpListener, core: Arc<Core>) {
     }
 }
 
-async fn connection(mut stream: TcpStream, core: Arc<Core>) -> std::io::Result<()> {
+async fn connection(mut stream: Conn, core: Arc<Core>) -> std::io::Result<()> {
     while let Some((id, rpc)) = read_frame::<_, Rpc>(&mut stream).await? {
         let reply = answer(&core, rpc).await;
         write_frame(&mut stream, id, &reply).await?;

@@ -10,6 +10,8 @@
 //!   { id = 2, address = "127.0.0.1:25673" },
 //!   { id = 3, address = "127.0.0.1:25674" },
 //! ]
+//! secret = "a long random string, the same on every node"   # or ACTORMQ__CLUSTER__SECRET
+//! tls = true                                                 # mutual TLS with [tls]
 //! ```
 
 use serde::Deserialize;
@@ -56,7 +58,53 @@ pub struct ClusterSettings {
     /// before the client is told it failed (milliseconds).
     #[serde(default = "default_commit_timeout")]
     pub commit_timeout_ms: u64,
+    /// The secret every node (and `actormq cluster`) proves it knows before the
+    /// cluster port reads anything from it (an HMAC challenge-response; it is never
+    /// sent). At least 16 bytes unless `bind` is a loopback address. Best set from the
+    /// environment (`ACTORMQ__CLUSTER__SECRET`) rather than written in the file.
+    #[serde(default)]
+    pub secret: Secret,
+    /// TLS on the cluster port, with the `[tls]` certificate and key, both ways: each
+    /// node presents its certificate and verifies its peer's against `tls.ca_file`.
+    #[serde(default)]
+    pub tls: bool,
 }
+
+/// `cluster.secret`: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret (for tests and embedding).
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// Its bytes, to key the handshake's HMAC.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when not set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// The shortest secret accepted on a cluster port other nodes can reach.
+pub const MIN_SECRET: usize = 16;
 
 fn default_bind() -> String {
     "127.0.0.1:25672".into()
@@ -84,8 +132,26 @@ impl ClusterSettings {
         }
     }
 
+    /// True when the cluster port is bound to a loopback address only (nothing off
+    /// this machine can reach it).
+    pub fn loopback_only(&self) -> bool {
+        let host = self.bind.rsplit_once(':').map_or(&*self.bind, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// Checks what deserialization cannot: an error names the key.
     pub fn check(&self) -> Result<(), String> {
+        if self.secret.len() < MIN_SECRET && !self.loopback_only() {
+            return Err(format!(
+                "cluster.secret is {} bytes; at least {MIN_SECRET} are needed when cluster.bind ('{}') is not a loopback address: set the same long random secret on every node (cluster.secret or ACTORMQ__CLUSTER__SECRET, e.g. from `openssl rand -hex 32`)",
+                self.secret.len(),
+                self.bind
+            ));
+        }
         if self.heartbeat_ms == 0 || self.election_timeout_min_ms <= self.heartbeat_ms {
             return Err(format!(
                 "cluster.election_timeout_min_ms ({}) must be greater than cluster.heartbeat_ms ({}), which must not be 0",

@@ -50,6 +50,26 @@ fn bad_cluster_settings_are_refused_naming_the_key() {
 }
 
 #[test]
+fn a_short_secret_is_refused_unless_the_port_is_loopback_only() {
+    let exposed = "node_id = 1\nbind = \"0.0.0.0:25672\"";
+    let e = settings(exposed).check().unwrap_err();
+    assert!(e.contains("cluster.secret is 0 bytes"), "{e}");
+    assert!(e.contains("ACTORMQ__CLUSTER__SECRET"), "{e}");
+    let short = format!("{exposed}\nsecret = \"fifteen-bytes!!\"");
+    assert!(settings(&short).check().is_err());
+    let long = format!("{exposed}\nsecret = \"sixteen-bytes!!!\"");
+    assert!(settings(&long).check().is_ok());
+    for loopback in ["127.0.0.1:25672", "[::1]:25672", "localhost:25672"] {
+        let s = settings(&format!("node_id = 1\nbind = \"{loopback}\""));
+        assert!(s.loopback_only(), "{loopback}");
+        assert!(s.check().is_ok(), "{loopback}");
+    }
+    // The secret never shows in Debug output (settings may be logged).
+    let s = settings(&long);
+    assert!(!format!("{s:?}").contains("sixteen"), "{s:?}");
+}
+
+#[test]
 fn broker_commands_round_trip_through_their_replicated_form() {
     let user = UserDefinition::new(
         "alice",

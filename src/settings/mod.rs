@@ -378,6 +378,12 @@ impl Settings {
     fn check(&self) -> Result<(), SettingsError> {
         if let Some(c) = &self.cluster {
             c.check().map_err(SettingsError)?;
+            let t = &self.tls;
+            if c.tls && (t.cert_file.is_none() || t.key_file.is_none() || t.ca_file.is_none()) {
+                return Err(SettingsError(
+                    "cluster.tls needs tls.cert_file, tls.key_file and tls.ca_file (nodes present their certificate and verify their peer's against the CA)".into(),
+                ));
+            }
         }
         if self.server.max_frame_size < 4096 {
             return Err(SettingsError(format!(

@@ -133,7 +133,7 @@ async fn write(
         };
         let link = links
             .entry(addr.clone())
-            .or_insert_with(|| Arc::new(Link::new(&addr)))
+            .or_insert_with(|| Arc::new(Link::new(&addr, groups.transport())))
             .clone();
         let rpc = Rpc::GroupWrite {
             group,

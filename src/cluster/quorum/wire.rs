@@ -11,6 +11,7 @@
 use super::group::{GroupSnapshot, QueueTypes};
 use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
+use crate::cluster::transport::Transport;
 use crate::cluster::NodeId;
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
@@ -23,7 +24,7 @@ use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A quorum queue group's id: the same on every node (the index of the committed
 /// declare that made the queue, for instance).
@@ -70,13 +71,27 @@ pub enum GroupWriteError {
     Failed(String),
 }
 
-/// The groups this node is a member of.
-#[derive(Default)]
+/// The groups this node is a member of, and the transport their traffic to peers
+/// goes through (the cluster port's TLS and secret).
 pub struct Groups {
     rafts: Mutex<HashMap<GroupId, Raft<QueueTypes>>>,
+    transport: Arc<Transport>,
 }
 
 impl Groups {
+    /// No groups yet; links to peers through `transport`.
+    pub fn new(transport: Arc<Transport>) -> Groups {
+        Groups {
+            rafts: Default::default(),
+            transport,
+        }
+    }
+
+    /// The transport links to peers are opened with.
+    pub fn transport(&self) -> Arc<Transport> {
+        self.transport.clone()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Raft<QueueTypes>>> {
         self.rafts.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -145,6 +160,8 @@ impl Groups {
 pub struct GroupNetwork {
     /// The group.
     pub group: GroupId,
+    /// How links to peers are opened (the node's cluster transport).
+    pub transport: Arc<Transport>,
 }
 
 /// openraft's client for one peer of one group.
@@ -159,7 +176,7 @@ impl RaftNetworkFactory<QueueTypes> for GroupNetwork {
     async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupPeer {
         GroupPeer {
             group: self.group,
-            link: Link::new(&node.addr),
+            link: Link::new(&node.addr, self.transport.clone()),
         }
     }
 }

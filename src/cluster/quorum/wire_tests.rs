@@ -9,6 +9,7 @@ use crate::cluster::log_store::LogStore;
 use crate::cluster::quorum::group::{GroupStateMachine, StoredMessage};
 use crate::cluster::quorum::machine::{Command, ConsumerKey, Limits, Settle};
 use crate::cluster::rpc::{read_frame, write_frame};
+use crate::cluster::transport::Transport;
 use crate::message::Message;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,9 +23,12 @@ struct Node {
 }
 
 async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
-    while let Ok((mut stream, _)) = listener.accept().await {
+    while let Ok((stream, peer)) = listener.accept().await {
         let groups = groups.clone();
         tokio::spawn(async move {
+            let Some(mut stream) = groups.transport().accept(stream, peer).await else {
+                return;
+            };
             while let Ok(Some((id, rpc))) = read_frame::<_, Rpc>(&mut stream).await {
                 let reply = match rpc {
                     Rpc::Group { group, rpc } => Reply::Group(groups.answer(group, rpc).await),
@@ -115,7 +119,9 @@ async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> 
     for _ in 0..3 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let groups = Arc::new(Groups::default());
+        let groups = Arc::new(Groups::new(Arc::new(Transport::plain(
+            "the wire test's cluster secret",
+        ))));
         tokio::spawn(serve(listener, groups.clone()));
         nodes.push(Node {
             addr,
@@ -134,9 +140,18 @@ async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> 
             let log: LogStore<QueueTypes> =
                 LogStore::open(&dir.join(format!("{id}/{group}"))).unwrap();
             let sm = GroupStateMachine::new(Limits::default());
-            let raft = Raft::new(id, config(), GroupNetwork { group }, log, sm.clone())
-                .await
-                .unwrap();
+            let raft = Raft::new(
+                id,
+                config(),
+                GroupNetwork {
+                    group,
+                    transport: node.groups.transport(),
+                },
+                log,
+                sm.clone(),
+            )
+            .await
+            .unwrap();
             node.groups.insert(group, raft);
             node.machines.insert(group, sm);
         }

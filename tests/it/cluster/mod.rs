@@ -6,11 +6,13 @@
 //! - [`failover`]: kill -9 the leader, a new one is elected and takes changes; the
 //!   killed node restarts and catches up.
 //! - [`membership`]: `actormq cluster add-node` / `remove-node` / `status`.
+//! - [`security`]: the cluster secret's handshake and mutual TLS on the cluster port.
 
 mod failover;
 mod measure;
 mod membership;
 mod replication;
+mod security;
 
 use crate::mgmt::http::Http;
 use crate::support::DEADLINE;
@@ -22,6 +24,8 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_actormq");
+/// The cluster secret the test nodes share.
+pub const SECRET: &str = "the-test-cluster-secret-0123456789";
 
 /// A loopback port free when asked, for a cluster address (the node binds it a moment
 /// later, and seeds must name it before). Picked below the kernel's ephemeral range
@@ -52,6 +56,9 @@ pub struct Node {
     pub http: SocketAddr,
     root: PathBuf,
     seeds: Vec<(u64, String)>,
+    /// More `[cluster]` keys (the secret by default), and more sections.
+    cluster_extra: String,
+    sections: String,
     child: Option<Child>,
     _stdout: Option<BufReader<ChildStdout>>,
 }
@@ -60,6 +67,26 @@ impl Node {
     /// Starts node `id` under `root` (its data directory `root/data`) with cluster
     /// address `cluster` and these seeds (none: it waits to be added).
     pub fn start(root: &Path, id: u64, cluster: &str, seeds: &[(u64, String)]) -> Node {
+        Node::start_with(
+            root,
+            id,
+            cluster,
+            seeds,
+            &format!("secret = \"{SECRET}\""),
+            "",
+        )
+    }
+
+    /// [`Node::start`] with `cluster_extra` as more `[cluster]` lines (which must set
+    /// the secret) and `sections` after it (`[tls]`, ...).
+    pub fn start_with(
+        root: &Path,
+        id: u64,
+        cluster: &str,
+        seeds: &[(u64, String)],
+        cluster_extra: &str,
+        sections: &str,
+    ) -> Node {
         let mut node = Node {
             id,
             cluster: cluster.to_string(),
@@ -68,6 +95,8 @@ impl Node {
             http: "0.0.0.0:0".parse().unwrap(),
             root: root.to_path_buf(),
             seeds: seeds.to_vec(),
+            cluster_extra: cluster_extra.to_string(),
+            sections: sections.to_string(),
             child: None,
             _stdout: None,
         };
@@ -87,12 +116,17 @@ impl Node {
         let cluster = match self.id {
             0 => String::new(),
             id => format!(
-                "[cluster]\nnode_id = {id}\nbind = \"{}\"\nseeds = [{}]\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nheartbeat_ms = 150\n",
+                "[cluster]\nnode_id = {id}\nbind = \"{}\"\nseeds = [{}]\nelection_timeout_min_ms = 600\nelection_timeout_max_ms = 1200\nheartbeat_ms = 150\n{}\n",
                 self.cluster,
-                seeds.join(", ")
+                seeds.join(", "),
+                self.cluster_extra
             ),
         };
-        std::fs::write(&config, format!("[broker]\nworkers = 1\n\n{cluster}")).unwrap();
+        std::fs::write(
+            &config,
+            format!("[broker]\nworkers = 1\n\n{cluster}\n{}", self.sections),
+        )
+        .unwrap();
         let n = std::fs::read_dir(&self.root)
             .map(|d| d.count())
             .unwrap_or(0);
@@ -153,6 +187,23 @@ impl Node {
         self.spawn();
     }
 
+    /// Its settings file (what `actormq cluster --config` reads).
+    pub fn config(&self) -> PathBuf {
+        self.root.join("actormq.toml")
+    }
+
+    /// What it logged (standard error) in all its runs.
+    pub fn logs(&self) -> String {
+        let mut runs: Vec<_> = std::fs::read_dir(&self.root)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        runs.retain(|p| p.extension().is_some_and(|x| x == "log"));
+        runs.sort();
+        runs.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect()
+    }
+
     /// The management API as `guest`.
     pub fn api(&self) -> Http {
         Http::at(self.http).user("guest", "guest")
@@ -162,6 +213,8 @@ impl Node {
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(BIN)
             .arg("cluster")
+            .arg("--config")
+            .arg(self.config())
             .args(args)
             .args(["--node", &self.cluster])
             .output()

@@ -10,7 +10,7 @@ mod https;
 mod limits;
 mod permissions;
 mod permissions_http;
-mod pki;
+pub(crate) mod pki;
 mod tls;
 mod user_hash;
 mod vhost_limits;
