@@ -53,6 +53,7 @@ use node::{Core, Hook};
 use rpc::{Reply, Rpc};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,7 +160,16 @@ impl ClusterNode {
                 sm,
             ))
             .map_err(|e| failed("cannot start raft", e))?;
+        let fresh = !runtime
+            .block_on(raft.is_initialized())
+            .map_err(|e| failed("cannot start raft", e))?;
         self.core.set_raft(raft);
+        // An empty log with seeds: maybe a voter that lost its data directory. It
+        // grants no vote until `bootstrap` has asked the seeds (and, if so, until it
+        // has caught up).
+        if fresh && !s.seeds.is_empty() {
+            self.core.catching_up.store(true, Ordering::Release);
+        }
         let listener = self.listener.take().expect("started once");
         let core = self.core.clone();
         runtime.spawn(async move {
@@ -187,7 +197,9 @@ impl ClusterNode {
 
 /// Forms or joins the cluster when this node's log is empty (see docs/CLUSTERING.md):
 /// - seeds name a cluster that exists (a seed answers with members): when this node
-///   is not among them, it asks that seed to add it; else it waits for the leader;
+///   is not among them, it asks that seed to add it; when it is, and that cluster has
+///   committed entries, this node lost its log (its data directory): it catches up
+///   before it votes again ([`catch_up`]); else it waits for the leader;
 /// - none does: the lowest id among the seeds and this node initializes the cluster
 ///   with them all as voters, once every seed answers; the others wait for it;
 /// - no seeds at all: the node waits to be added (`actormq cluster add-node`).
@@ -197,9 +209,11 @@ async fn bootstrap(core: Arc<Core>) {
     let members = core.settings.members();
     let joiner = core.settings.seeds.is_empty();
     let mut asked_to_join = false;
+    let no_vote_hold = |core: &Core| core.catching_up.store(false, Ordering::Release);
     loop {
         match core.raft().is_initialized().await {
             Ok(false) => {}
+            _ if core.catching_up.load(Ordering::Acquire) => {}
             _ => return,
         }
         if joiner {
@@ -222,11 +236,18 @@ async fn bootstrap(core: Arc<Core>) {
         }
         match existing {
             Some((seed, addr, view)) => {
-                let member = view
-                    .voters
-                    .iter()
-                    .chain(&view.learners)
-                    .any(|(v, _)| *v == core.id);
+                let voter = view.voters.iter().any(|(v, _)| *v == core.id);
+                let member = voter || view.learners.iter().any(|(v, _)| *v == core.id);
+                match view.applied_index {
+                    Some(target) if voter && target >= 1 => {
+                        if core.catching_up.load(Ordering::Acquire) {
+                            tracing::warn!(seed, target, "cluster: this node is a voter with an empty log (its data directory was lost?): it catches up from the leader and votes only then");
+                            tokio::spawn(catch_up(core.clone(), target));
+                        }
+                        return;
+                    }
+                    _ => no_vote_hold(&core),
+                }
                 if !member && !asked_to_join {
                     tracing::info!(seed, "cluster: joining the existing cluster");
                     let rpc = Rpc::AddNode {
@@ -241,20 +262,41 @@ async fn bootstrap(core: Arc<Core>) {
                     }
                 }
             }
-            None if all_answer && members.keys().next() == Some(&core.id) => {
-                let nodes: std::collections::BTreeMap<u64, openraft::BasicNode> = members
-                    .iter()
-                    .map(|(id, addr)| (*id, openraft::BasicNode::new(addr)))
-                    .collect();
-                match core.raft().initialize(nodes).await {
-                    Ok(()) => tracing::info!(members = ?members, "cluster: formed"),
-                    Err(e) => tracing::info!(error = %e, "cluster: not initialized here"),
+            None if all_answer => {
+                no_vote_hold(&core);
+                if members.keys().next() == Some(&core.id) {
+                    let nodes: std::collections::BTreeMap<u64, openraft::BasicNode> = members
+                        .iter()
+                        .map(|(id, addr)| (*id, openraft::BasicNode::new(addr)))
+                        .collect();
+                    match core.raft().initialize(nodes).await {
+                        Ok(()) => tracing::info!(members = ?members, "cluster: formed"),
+                        Err(e) => tracing::info!(error = %e, "cluster: not initialized here"),
+                    }
+                    return;
                 }
-                return;
             }
             None => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Holds this node's vote until it has applied `target` (what a seed had applied when
+/// this node came back with an empty log): every entry committed before is then in
+/// its log, and its vote is the current leader's, so voting is safe again.
+async fn catch_up(core: Arc<Core>, target: u64) {
+    loop {
+        let applied = core.raft().metrics().borrow().last_applied.map(|l| l.index);
+        if applied.is_some_and(|a| a >= target) {
+            core.catching_up.store(false, Ordering::Release);
+            tracing::info!(
+                applied = target,
+                "cluster: caught up after an empty log; voting again"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -38,16 +38,27 @@ impl Link {
         }
     }
 
-    /// Sends `rpc` and waits for its answer, at most `timeout`. Any failure drops the
-    /// connection: the next call opens a new one.
+    /// Sends `rpc` and waits for its answer, at most `timeout` (opening the
+    /// connection included: a peer that accepts no handshake, being frozen or still
+    /// starting, must not hold a heartbeat longer than its time to live). Any failure
+    /// drops the connection: the next call opens a new one.
     pub async fn call(&self, rpc: &Rpc, timeout: Duration) -> std::io::Result<Reply> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
-            let stream = self.transport.connect(&self.addr).await.inspect_err(|e| {
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    tracing::warn!(peer = %self.addr, error = %e, "cluster: peer refused");
-                }
-            })?;
+            let stream = tokio::time::timeout_at(deadline, self.transport.connect(&self.addr))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no handshake with {} within {timeout:?}", self.addr),
+                    )
+                })?
+                .inspect_err(|e| {
+                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                        tracing::warn!(peer = %self.addr, error = %e, "cluster: peer refused");
+                    }
+                })?;
             *conn = Some(stream);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -68,7 +79,7 @@ impl Link {
                 }
             }
         };
-        let result = match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -48,6 +48,10 @@ pub struct Core {
     pub(super) groups: Arc<super::quorum::wire::Groups>,
     /// How connections to peers are opened and accepted.
     pub(super) transport: Arc<Transport>,
+    /// Set while this node, a voter that came back with an empty log (its data
+    /// directory lost), has not caught up: it grants no vote then, so that neither
+    /// its forgotten vote nor its missing entries can elect a leader without them.
+    pub(super) catching_up: std::sync::atomic::AtomicBool,
 }
 
 fn no_leader(what: &str) -> BrokerError {
@@ -88,6 +92,7 @@ impl Core {
             links: Mutex::new(HashMap::new()),
             groups: Arc::new(super::quorum::wire::Groups::new(transport.clone())),
             transport,
+            catching_up: Default::default(),
         }
     }
 

@@ -45,6 +45,12 @@ async fn answer(core: &Core, rpc: Rpc) -> Reply {
     let raft = core.raft();
     match rpc {
         Rpc::Append(r) => Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
+        Rpc::Vote(_) if core.catching_up.load(std::sync::atomic::Ordering::Acquire) => {
+            Reply::Vote(Err(format!(
+                "node {} lost its log and grants no vote until it has caught up",
+                core.id
+            )))
+        }
         Rpc::Vote(r) => Reply::Vote(raft.vote(r).await.map_err(|e| e.to_string())),
         Rpc::Snapshot { vote, meta, data } => {
             let snapshot = Snapshot {

@@ -7,8 +7,10 @@
 //!   killed node restarts and catches up.
 //! - [`membership`]: `actormq cluster add-node` / `remove-node` / `status`.
 //! - [`security`]: the cluster secret's handshake and mutual TLS on the cluster port.
+//! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
 
 mod failover;
+mod faults;
 mod measure;
 mod membership;
 mod replication;
@@ -139,7 +141,7 @@ impl Node {
             .env("ACTORMQ__AMQP__BIND", "127.0.0.1:0")
             .env("ACTORMQ__HTTP__BIND", "127.0.0.1:0")
             .env("ACTORMQ__STORAGE__DATA_DIR", self.root.join("data"))
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,actormq::cluster=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -185,6 +187,28 @@ impl Node {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Sends `sig` to the running process (SIGSTOP, SIGCONT, SIGTERM).
+    pub fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().expect("running");
+        // SAFETY: kill(2) with the pid of a child this test started and has not reaped.
+        let r = unsafe { libc::kill(c.id() as i32, sig) };
+        assert_eq!(r, 0, "kill({}, {sig})", c.id());
+    }
+
+    /// Stops the process gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.wait().expect("reaped");
+        }
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
     }
 
     /// Its settings file (what `actormq cluster --config` reads).

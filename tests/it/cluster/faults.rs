@@ -1,0 +1,176 @@
+//! Faults on real processes: the leader frozen (SIGSTOP) past the election timeout
+//! then thawed, the whole cluster restarted, a follower's data directory lost. After
+//! each, every node's definitions are equal and hold every acknowledged change.
+
+use super::{converged, has, leader, three_nodes, wait_for, Node};
+use crate::support::DEADLINE;
+use serde_json::Value;
+use std::time::Instant;
+use tokio::task::block_in_place;
+
+/// Declares durable queue `name` on `node`, retrying while the cluster has no leader
+/// (each try waits up to the commit timeout).
+async fn declare(node: &Node, name: &str) {
+    let end = Instant::now() + DEADLINE * 2;
+    loop {
+        let s = node
+            .api()
+            .put(&format!("/api/queues/%2F/{name}"), r#"{"durable":true}"#)
+            .await
+            .status;
+        if (200..300).contains(&s) {
+            return;
+        }
+        assert!(Instant::now() < end, "declaring {name}: HTTP {s}");
+    }
+}
+
+/// Node `id`'s own entry in a status.
+fn view_of(status: &Value, id: u64) -> Option<Value> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n[0]["id"] == id)
+        .map(|n| n[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_then_steps_down_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    let old = block_in_place(|| leader(&all));
+    let at = nodes.iter().position(|n| n.id == old).unwrap();
+    let old_term = block_in_place(|| nodes[at].status())
+        .and_then(|s| view_of(&s, old))
+        .and_then(|v| v["term"].as_u64())
+        .expect("the leader's term");
+    declare(&nodes[at], "before").await;
+    converged(&all, |d| has(d, "queues", "before")).await;
+
+    nodes[at].signal(libc::SIGSTOP);
+    let survivors: Vec<_> = nodes.iter().filter(|n| n.id != old).collect();
+    // The two elect one of them: the frozen leader's silence outlasted the timeout.
+    let new = block_in_place(|| {
+        wait_for("a new leader among the two", DEADLINE * 2, || {
+            let l = survivors[0].status()?["leader"].as_u64()?;
+            (l != old).then_some(l)
+        })
+    });
+    declare(survivors[1], "during").await;
+    nodes[at].signal(libc::SIGCONT);
+
+    // The old leader hears the new term, follows, and is sent what it missed.
+    block_in_place(|| {
+        wait_for("the old leader follows the new one", DEADLINE * 2, || {
+            let s = nodes[at].status()?;
+            let me = view_of(&s, old)?;
+            (s["leader"] == new && me["role"] == "follower" && me["term"].as_u64()? > old_term)
+                .then_some(())
+        })
+    });
+    converged(&all, |d| {
+        has(d, "queues", "before") && has(d, "queues", "during")
+    })
+    .await;
+    declare(&nodes[at], "after").await;
+    converged(&all, |d| has(d, "queues", "after")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_cluster_restarts_with_its_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = block_in_place(|| three_nodes(dir.path()));
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        block_in_place(|| leader(&all));
+    }
+    let api = nodes[1].api();
+    let x = api
+        .put(
+            "/api/exchanges/%2F/ledger",
+            r#"{"type":"direct","durable":true}"#,
+        )
+        .await;
+    assert_eq!(x.status, 201);
+    declare(&nodes[2], "books").await;
+    let b = api
+        .post(
+            "/api/bindings/%2F/e/ledger/q/books",
+            r#"{"routing_key":"k"}"#,
+        )
+        .await;
+    assert!((200..300).contains(&b.status), "HTTP {}", b.status);
+    let before = {
+        let all: Vec<_> = nodes.iter().collect();
+        converged(&all, |d| {
+            has(d, "queues", "books") && has(d, "exchanges", "ledger")
+        })
+        .await
+    };
+
+    // All three go down (one stopped gracefully, two killed), then come back.
+    nodes[0].stop();
+    for n in nodes.iter_mut().skip(1) {
+        n.kill9();
+    }
+    for n in nodes.iter_mut() {
+        block_in_place(|| n.restart());
+    }
+    let all: Vec<_> = nodes.iter().collect();
+    block_in_place(|| leader(&all));
+    let after = converged(&all, |d| has(d, "queues", "books")).await;
+    assert_eq!(
+        after, before,
+        "the definitions survived the restart unchanged"
+    );
+    declare(&nodes[0], "new").await;
+    converged(&all, |d| has(d, "queues", "new")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_lost_its_data_directory_rejoins_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = block_in_place(|| three_nodes(dir.path()));
+    let old = {
+        let all: Vec<_> = nodes.iter().collect();
+        block_in_place(|| leader(&all))
+    };
+    let at = nodes.iter().position(|n| n.id != old).unwrap();
+    declare(&nodes[at], "kept").await;
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        converged(&all, |d| has(d, "queues", "kept")).await;
+    }
+
+    nodes[at].kill9();
+    std::fs::remove_dir_all(nodes[at].data_dir()).unwrap();
+    let other = nodes.iter().position(|n| n.id != nodes[at].id).unwrap();
+    declare(&nodes[other], "while-away").await;
+    block_in_place(|| nodes[at].restart());
+
+    let all: Vec<_> = nodes.iter().collect();
+    converged(&all, |d| {
+        has(d, "queues", "kept") && has(d, "queues", "while-away")
+    })
+    .await;
+    block_in_place(|| {
+        wait_for("the emptied node has no lag", DEADLINE, || {
+            let s = nodes[at].status()?;
+            let v = s["nodes"].as_array()?.clone();
+            (v.len() == 3 && v.iter().all(|n| n[1] == 0)).then_some(())
+        })
+    });
+    // It knew it had lost its log (and held its vote), and no leader fell over it.
+    let logs = nodes[at].logs();
+    assert!(logs.contains("voter with an empty log"), "{logs}");
+    assert!(logs.contains("voting again"), "{logs}");
+    for n in &nodes {
+        assert!(
+            !n.logs().contains("panicked"),
+            "node {}: {}",
+            n.id,
+            n.logs()
+        );
+    }
+}
