@@ -23,7 +23,10 @@
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: installing one.
 //! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
+//! - `drift`: transient definitions over restarts, definitions from before joining,
+//!   a removed node's restart.
 
+mod drift;
 mod log_store;
 mod network;
 mod node;
@@ -151,6 +154,28 @@ impl ClusterNode {
         };
         let runtime = self.runtime.as_ref().expect("running");
         let id = self.core.id;
+        if let Some(why) = runtime.block_on(drift::removed(&self.core)) {
+            return Err(failed("refusing to start", why));
+        }
+        // Before Raft applies anything new: the state the log left here, transient
+        // entities included.
+        runtime.block_on(drift::restore_transient(&self.core));
+        let pre_path = self.core.dir.join("pre-cluster");
+        let pre_cluster = match std::fs::read(&pre_path) {
+            Ok(b) => {
+                rmp_serde::from_slice(&b).map_err(|e| failed("data_dir/raft/pre-cluster", e))?
+            }
+            Err(_) if self.core.applied().last_applied.is_none() => {
+                let ops = runtime.block_on(drift::pre_cluster_ops(&self.core));
+                if !ops.is_empty() {
+                    let bytes = rmp_serde::to_vec(&ops).map_err(|e| failed("pre-cluster", e))?;
+                    log_store::write_atomic(&pre_path, &bytes)
+                        .map_err(|e| failed("cannot write data_dir/raft/pre-cluster", e))?;
+                }
+                ops
+            }
+            Err(_) => Vec::new(),
+        };
         let raft = runtime
             .block_on(openraft::Raft::new(
                 id,
@@ -179,6 +204,14 @@ impl ClusterNode {
             }
         });
         runtime.spawn(bootstrap(self.core.clone()));
+        runtime.spawn(drift::drop_own_transient_queues(self.core.clone()));
+        if !pre_cluster.is_empty() {
+            runtime.spawn(drift::propose_pre_cluster(
+                self.core.clone(),
+                pre_path,
+                pre_cluster,
+            ));
+        }
         tracing::info!(node = id, addr = %self.local_addr, "cluster node started");
         Ok(())
     }

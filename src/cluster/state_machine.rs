@@ -47,6 +47,10 @@ pub struct Applied {
     pub membership: StoredMembership<NodeId, openraft::BasicNode>,
     /// Each replicated queue's home node.
     pub homes: Homes,
+    /// The transient definitions applied (the metadata store forgets them on a
+    /// restart; see `drift`).
+    #[serde(default)]
+    pub transient: super::drift::Transient,
 }
 
 fn io(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -293,7 +297,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
                         _ => None,
                     };
+                    let op = req.op.clone();
                     let outcome = apply_op(&broker, req.op).await;
+                    if outcome.error().is_none() {
+                        super::drift::note_transient(&mut self.core.applied().transient, &op);
+                    }
                     if let Some((vhost, name)) = deleted_queue {
                         if let Some(qs) = self.core.applied().homes.get_mut(&vhost) {
                             qs.remove(&name);

@@ -197,3 +197,75 @@ fn a_snapshot_deletes_what_it_lacks_before_declaring_what_it_has() {
         .collect();
     assert_eq!(declared, vec![("kept".into(), 0), ("new".into(), 2)]);
 }
+
+#[test]
+fn transient_definitions_are_recorded_until_deleted() {
+    use super::drift::{note_transient, Transient};
+    use crate::storage::StoredExchange;
+    let exchange = |name: &str, durable: bool| Op::DeclareExchange {
+        vhost: "/".into(),
+        exchange: StoredExchange {
+            name: name.into(),
+            kind: "fanout".into(),
+            durable,
+            auto_delete: false,
+            internal: false,
+            arguments: Default::default(),
+        },
+    };
+    let queue = |name: &str, durable: bool| Op::DeclareQueue {
+        vhost: "/".into(),
+        queue: StoredQueue {
+            name: name.into(),
+            durable,
+            auto_delete: false,
+            arguments: Default::default(),
+        },
+        server_named: false,
+        home: 1,
+    };
+    let bind = |source: &str, q: &str| Op::Bind {
+        vhost: "/".into(),
+        binding: StoredBinding {
+            source: source.into(),
+            destination: StoredBindingTarget::Queue(q.into()),
+            routing_key: String::new(),
+            arguments: Default::default(),
+        },
+    };
+    let mut t = Transient::new();
+    for op in [
+        exchange("durable-x", true),
+        queue("durable-q", true),
+        bind("durable-x", "durable-q"),
+    ] {
+        note_transient(&mut t, &op);
+    }
+    assert!(t.is_empty(), "durable definitions are the metadata store's");
+    for op in [
+        exchange("tx", false),
+        queue("tq", false),
+        bind("tx", "tq"),
+        bind("durable-x", "tq"),
+        bind("durable-x", "durable-q"),
+    ] {
+        note_transient(&mut t, &op);
+    }
+    let v = &t["/"];
+    assert_eq!(v.exchanges.len(), 1);
+    assert_eq!(v.queues.len(), 1);
+    assert_eq!(v.bindings.len(), 2, "bindings with a transient end only");
+    note_transient(
+        &mut t,
+        &Op::DeleteQueue {
+            vhost: "/".into(),
+            name: "tq".into(),
+        },
+    );
+    assert!(
+        t["/"].bindings.is_empty(),
+        "the queue's bindings went with it"
+    );
+    note_transient(&mut t, &Op::DeleteVhost("/".into()));
+    assert!(t.is_empty());
+}

@@ -52,7 +52,18 @@ async fn a_node_is_added_then_removed() {
             (members(&nodes[0])? == [1, 2, 3]).then_some(())
         })
     });
-    drop(fourth);
+    // Restarted with seeds, the removed node does not ask to join again: it refuses
+    // to start, saying why and what to do.
+    let mut fourth = fourth;
+    let seeds: Vec<(u64, String)> = nodes
+        .iter()
+        .map(|n| (n.id, n.cluster.clone()))
+        .chain([(4, addr.clone())])
+        .collect();
+    let log = block_in_place(|| fourth.try_restart_with(&seeds)).unwrap_err();
+    assert!(log.contains("was removed from the cluster"), "{log}");
+    assert!(log.contains("data_dir/raft"), "{log}");
+    assert_eq!(block_in_place(|| members(&nodes[0])), Some(vec![1, 2, 3]));
     // The three go on taking changes.
     let status = nodes[2]
         .api()

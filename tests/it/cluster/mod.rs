@@ -7,8 +7,10 @@
 //!   killed node restarts and catches up.
 //! - [`membership`]: `actormq cluster add-node` / `remove-node` / `status`.
 //! - [`security`]: the cluster secret's handshake and mutual TLS on the cluster port.
+//! - [`drift`]: transient definitions over a restart, definitions from before joining.
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
 
+mod drift;
 mod failover;
 mod faults;
 mod measure;
@@ -107,6 +109,13 @@ impl Node {
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("node {} exited before listening; its log:\n{log}", self.id);
+        }
+    }
+
+    /// Starts the process; its log if it exits before listening.
+    fn try_spawn(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.root).unwrap();
         let seeds: Vec<String> = self
             .seeds
@@ -153,11 +162,7 @@ impl Node {
             line.clear();
             if stdout.read_line(&mut line).expect("the node's output") == 0 {
                 let _ = child.wait();
-                panic!(
-                    "node {} exited before listening; its log:\n{}",
-                    self.id,
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
+                return Err(std::fs::read_to_string(&log).unwrap_or_default());
             }
             let l = line.trim();
             if let Some(a) = l.strip_prefix("actormq AMQP listening on ") {
@@ -173,6 +178,7 @@ impl Node {
         }
         self.child = Some(child);
         self._stdout = Some(stdout);
+        Ok(())
     }
 
     /// SIGKILL, and waits for the process to be gone.
@@ -187,6 +193,13 @@ impl Node {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Starts the node again with `seeds`: its log if it refuses to start.
+    pub fn try_restart_with(&mut self, seeds: &[(u64, String)]) -> Result<(), String> {
+        self.kill9();
+        self.seeds = seeds.to_vec();
+        self.try_spawn()
     }
 
     /// Sends `sig` to the running process (SIGSTOP, SIGCONT, SIGTERM).

@@ -1,0 +1,170 @@
+//! Drift: what the log alone would let differ between nodes. A restarted node keeps
+//! the cluster's transient definitions (and its own transient queues are deleted, as
+//! RabbitMQ's die with their node); a node's definitions from before it joined are
+//! declared to the cluster. (A removed node's restart: `membership`.)
+
+use super::{converged, free_port, has, leader, three_nodes, Node};
+use crate::support::DEADLINE;
+use std::time::Instant;
+use tokio::task::block_in_place;
+
+/// Waits until GET `path` answers `want` on every node.
+async fn everywhere(nodes: &[&Node], path: &str, want: u16) {
+    let end = Instant::now() + DEADLINE * 2;
+    loop {
+        let mut got = Vec::new();
+        for n in nodes {
+            got.push(n.api().get(path).await.status);
+        }
+        if got.iter().all(|s| *s == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "GET {path}: {got:?}, not {want} everywhere"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn created(status: u16, what: &str) {
+    assert!((200..300).contains(&status), "{what}: HTTP {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_transient_definitions_and_its_own_transient_queues_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = block_in_place(|| three_nodes(dir.path()));
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        block_in_place(|| leader(&all));
+    }
+    let (a, b) = (nodes[0].api(), nodes[1].api());
+    created(
+        a.put(
+            "/api/exchanges/%2F/tx",
+            r#"{"type":"fanout","durable":false}"#,
+        )
+        .await
+        .status,
+        "transient exchange",
+    );
+    created(
+        a.put("/api/queues/%2F/tq-a", r#"{"durable":false}"#)
+            .await
+            .status,
+        "transient queue homed on node 1",
+    );
+    created(
+        b.put("/api/queues/%2F/tq-b", r#"{"durable":false}"#)
+            .await
+            .status,
+        "transient queue homed on node 2",
+    );
+    for q in ["tq-a", "tq-b"] {
+        created(
+            a.post(
+                &format!("/api/bindings/%2F/e/tx/q/{q}"),
+                r#"{"routing_key":""}"#,
+            )
+            .await
+            .status,
+            "binding",
+        );
+    }
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        everywhere(&all, "/api/queues/%2F/tq-b", 200).await;
+        everywhere(&all, "/api/bindings/%2F/e/tx/q/tq-a", 200).await;
+    }
+
+    block_in_place(|| nodes[1].restart());
+    let all: Vec<_> = nodes.iter().collect();
+    // Node 2's own transient queue died with it, everywhere; the rest is kept on
+    // every node, node 2 included.
+    everywhere(&all, "/api/queues/%2F/tq-b", 404).await;
+    everywhere(&all, "/api/exchanges/%2F/tx", 200).await;
+    everywhere(&all, "/api/queues/%2F/tq-a", 200).await;
+    for n in &all {
+        let bindings = n.api().get("/api/bindings/%2F/e/tx/q/tq-a").await.json();
+        assert_eq!(bindings.as_array().map(Vec::len), Some(1), "node {}", n.id);
+    }
+    // A publish to tx on the restarted node routes to tq-a: refused there, naming its
+    // home (as for any queue of another node), which shows the route was restored.
+    let r = nodes[1]
+        .api()
+        .post(
+            "/api/exchanges/%2F/tx/publish",
+            r#"{"properties":{},"routing_key":"","payload":"hi","payload_encoding":"string"}"#,
+        )
+        .await;
+    let text = r.json().to_string();
+    assert!(
+        text.contains("tq-a") && text.contains("node 1"),
+        "HTTP {}: {text}",
+        r.status
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_a_node_held_before_joining_are_declared_to_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        block_in_place(|| leader(&all));
+    }
+    // A single broker (no [cluster]) with a queue, a binding and a message.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut fourth = block_in_place(|| Node::start(&dir.path().join("n4"), 0, &addr, &[]));
+    let api = fourth.api();
+    created(
+        api.put("/api/queues/%2F/legacy", r#"{"durable":true}"#)
+            .await
+            .status,
+        "queue",
+    );
+    created(
+        api.post(
+            "/api/bindings/%2F/e/amq.topic/q/legacy",
+            r#"{"routing_key":"old.#"}"#,
+        )
+        .await
+        .status,
+        "binding",
+    );
+    let r = api
+        .post(
+            "/api/exchanges/%2F/amq.default/publish",
+            r#"{"properties":{"delivery_mode":2},"routing_key":"legacy","payload":"kept","payload_encoding":"string"}"#,
+        )
+        .await;
+    created(r.status, "publish");
+
+    // It becomes node 4 (no seeds: it waits to be added) and is added.
+    fourth.kill9();
+    fourth.id = 4;
+    block_in_place(|| fourth.restart());
+    let added = block_in_place(|| nodes[0].cli(&["add-node", "4", &addr]));
+    assert_eq!(added.unwrap().trim(), "ok");
+    let all: Vec<_> = nodes.iter().chain([&fourth]).collect();
+    let defs = converged(&all, |d| has(d, "queues", "legacy")).await;
+    assert!(
+        defs["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["source"] == "amq.topic" && b["destination"] == "legacy"),
+        "{defs}"
+    );
+    // Its message is still there, on its home.
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let q = fourth.api().get("/api/queues/%2F/legacy").await.json();
+        if q["messages"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "the message is gone: {q}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
