@@ -227,6 +227,54 @@ impl Core {
         }
     }
 
+    /// On the leader: the index every change committed so far is at or before,
+    /// once a quorum confirmed it still leads. Elsewhere: the leader it knows.
+    pub(super) async fn read_index(&self) -> Result<Option<u64>, Option<NodeId>> {
+        match self.raft().get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map(|l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(f.leader_id)
+            }
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Waits until this node has applied what the leader had committed when asked.
+    async fn barrier(&self) -> Result<(), BrokerError> {
+        let timeout = Duration::from_millis(self.settings.commit_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let index = loop {
+            let asked = match self.raft().current_leader().await {
+                Some(l) if l == self.id => self.read_index().await.ok(),
+                Some(l) => match self.node_addr(l) {
+                    Some(addr) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match self.link(&addr).call(&Rpc::ReadIndex, left).await {
+                            Ok(Reply::ReadIndex(Ok(i))) => Some(i),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            if let Some(i) = asked {
+                break i;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(no_leader("reading the definitions"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft()
+            .wait(Some(left))
+            .applied_index_at_least(index, "barrier")
+            .await
+            .map(|_| ())
+            .map_err(|_| no_leader("catching up with the leader"))
+    }
+
     /// This node's own view.
     pub(super) fn local_view(&self) -> NodeView {
         let m = self.raft().metrics().borrow().clone();
@@ -413,6 +461,18 @@ impl ClusterHook for Hook {
         Box::pin(async move {
             task.await
                 .map_err(|e| BrokerError::internal(format!("cluster: proposal task failed: {e}")))?
+        })
+    }
+
+    fn barrier(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BrokerError>> + Send>> {
+        let core = self.0.clone();
+        // On the cluster's runtime: its connections live there.
+        let task = core.rt.clone().spawn(async move { core.barrier().await });
+        Box::pin(async move {
+            task.await
+                .map_err(|e| BrokerError::internal(format!("cluster: barrier task failed: {e}")))?
         })
     }
 

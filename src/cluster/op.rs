@@ -261,6 +261,13 @@ pub trait ClusterHook: Send + Sync + 'static {
     fn remote_home(&self, vhost: &str, queue: &str) -> Option<String>;
     /// The cluster's nodes for `/api/nodes`: one JSON object each.
     fn nodes_json(&self) -> Vec<serde_json::Value>;
+    /// Resolves once this node has applied every change committed before the call (a
+    /// read index from the leader): what an answer made from this node's own
+    /// definitions, without a proposal, waits for, so that a lagging node does not
+    /// answer "exists" for what the cluster has deleted. Immediate by default.
+    fn barrier(&self) -> Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl Outcome {

@@ -65,6 +65,9 @@ pub enum Rpc {
         /// The command to commit.
         command: super::quorum::machine::Command<super::quorum::group::StoredMessage>,
     },
+    /// The leader's read index: the last log index committed when asked, confirmed by
+    /// a quorum that it still leads.
+    ReadIndex,
 }
 
 /// One node's own view of the cluster.
@@ -121,6 +124,9 @@ pub enum Reply {
     Group(super::quorum::wire::GroupReply),
     /// To [`Rpc::GroupWrite`]: committed and applied on the leader, or why not.
     GroupWrite(Result<super::quorum::group::GroupResponse, super::quorum::wire::GroupWriteError>),
+    /// To [`Rpc::ReadIndex`]: the index, or why the node asked cannot give one (it
+    /// names the leader it knows).
+    ReadIndex(Result<Option<u64>, Option<NodeId>>),
 }
 
 /// Why a forwarded write was not committed.

@@ -72,5 +72,6 @@ async fn answer(core: &Core, rpc: Rpc) -> Reply {
         Rpc::GroupWrite { group, command } => {
             Reply::GroupWrite(core.groups.write(group, command).await)
         }
+        Rpc::ReadIndex => Reply::ReadIndex(core.read_index().await),
     }
 }

@@ -9,6 +9,11 @@
 //! the change. A proposal is awaited outside the registry's atomic section: the
 //! registry keeps serving while the log commits, and the committed entry reaches it as
 //! an ordinary [`Local`] message.
+//!
+//! A queue declare answered from this node's own definitions (it exists, or passive)
+//! and a delete of a queue unknown here first wait for the cluster's barrier
+//! ([`AfterBarrier`]): a node that lags must not answer "exists" for what the cluster
+//! has deleted.
 
 use super::*;
 use crate::broker::queue_args::{check_queue_type, QueueConfig as Config};
@@ -295,13 +300,58 @@ impl Handler<DeleteExchange> for Registry {
     }
 }
 
+/// A queue change sent again to the registry once the cluster's barrier has passed:
+/// handled as its message, with no second barrier.
+pub struct AfterBarrier<M>(pub M);
+
+impl<M: Message> Message for AfterBarrier<M> {
+    type Result = M::Result;
+}
+
+/// Waits for the cluster's barrier (this node has applied everything committed
+/// before), then hands `msg` back to the registry: a redeclare that would be answered
+/// from this node's own definitions ("exists", no proposal), or a delete of a queue it
+/// does not know, is then answered from up-to-date ones.
+fn after_barrier<M, R>(
+    c: std::sync::Arc<dyn crate::cluster::ClusterHook>,
+    addr: Addr<Registry>,
+    msg: M,
+) -> ResponseFuture<Result<R, BrokerError>>
+where
+    M: Message<Result = Result<R, BrokerError>> + Send + 'static,
+    R: Send + 'static,
+    Registry: Handler<AfterBarrier<M>>,
+{
+    Box::pin(async move {
+        c.barrier().await?;
+        addr.send(AfterBarrier(msg))
+            .await
+            .map_err(|_| BrokerError::internal("the virtual host's registry stopped"))?
+    })
+}
+
 impl Handler<DeclareQueue> for Registry {
     type Result = Gated<Result<QueueDeclared, BrokerError>>;
 
     fn handle(&mut self, msg: DeclareQueue, ctx: &mut Self::Context) -> Self::Result {
-        match self.gate_declare_queue(&msg) {
+        match (self.gate_declare_queue(&msg), self.cluster()) {
+            (Some(f), _) => Gated::Committed(f),
+            // A passive declare is a read: it waits too.
+            (None, Some(c)) if !msg.spec.exclusive => {
+                Gated::Committed(after_barrier(c, ctx.address(), msg))
+            }
+            (None, _) => Gated::Now(self.declare_queue_now(msg, ctx)),
+        }
+    }
+}
+
+impl Handler<AfterBarrier<DeclareQueue>> for Registry {
+    type Result = Gated<Result<QueueDeclared, BrokerError>>;
+
+    fn handle(&mut self, msg: AfterBarrier<DeclareQueue>, ctx: &mut Self::Context) -> Self::Result {
+        match self.gate_declare_queue(&msg.0) {
             Some(f) => Gated::Committed(f),
-            None => Gated::Now(self.declare_queue_now(msg, ctx)),
+            None => Gated::Now(self.declare_queue_now(msg.0, ctx)),
         }
     }
 }
@@ -310,9 +360,23 @@ impl Handler<DeleteQueue> for Registry {
     type Result = Gated<Result<u64, BrokerError>>;
 
     fn handle(&mut self, msg: DeleteQueue, ctx: &mut Self::Context) -> Self::Result {
-        match self.gate_delete_queue(&msg) {
+        match (self.gate_delete_queue(&msg), self.cluster()) {
+            (Some(f), _) => Gated::Committed(f),
+            (None, Some(c)) if !self.queues.contains_key(&msg.name) => {
+                Gated::Committed(after_barrier(c, ctx.address(), msg))
+            }
+            (None, _) => Gated::Now(self.delete_queue_now(msg, ctx)),
+        }
+    }
+}
+
+impl Handler<AfterBarrier<DeleteQueue>> for Registry {
+    type Result = Gated<Result<u64, BrokerError>>;
+
+    fn handle(&mut self, msg: AfterBarrier<DeleteQueue>, ctx: &mut Self::Context) -> Self::Result {
+        match self.gate_delete_queue(&msg.0) {
             Some(f) => Gated::Committed(f),
-            None => Gated::Now(self.delete_queue_now(msg, ctx)),
+            None => Gated::Now(self.delete_queue_now(msg.0, ctx)),
         }
     }
 }

@@ -174,3 +174,46 @@ async fn a_follower_that_lost_its_data_directory_rejoins_and_catches_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thawed_follower_answers_a_redeclare_from_the_cluster_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    let l = block_in_place(|| leader(&all));
+    let leader_node = nodes.iter().find(|n| n.id == l).unwrap();
+    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    declare(leader_node, "q").await;
+    converged(&all, |d| has(d, "queues", "q")).await;
+
+    let third = nodes
+        .iter()
+        .find(|n| n.id != l && n.id != follower.id)
+        .unwrap();
+
+    // The follower misses the delete; then the two others freeze, so nothing can
+    // bring it up to date while it is asked.
+    follower.signal(libc::SIGSTOP);
+    let s = leader_node.api().delete("/api/queues/%2F/q").await.status;
+    assert_eq!(s, 204);
+    leader_node.signal(libc::SIGSTOP);
+    third.signal(libc::SIGSTOP);
+    follower.signal(libc::SIGCONT);
+    let api = follower.api();
+    let mut redeclare = tokio::spawn(async move {
+        api.put("/api/queues/%2F/q", r#"{"durable":true}"#)
+            .await
+            .status
+    });
+    // A stale answer would come now, from the follower's own definitions; the right
+    // one waits for the cluster (given a moment to show which it is).
+    let waited = std::time::Duration::from_secs(2);
+    if let Ok(done) = tokio::time::timeout(waited, &mut redeclare).await {
+        panic!("answered without the cluster: HTTP {:?}", done.unwrap());
+    }
+    leader_node.signal(libc::SIGCONT);
+    third.signal(libc::SIGCONT);
+    // Once the others are back: created again (201), not found "existing" (204).
+    assert_eq!(redeclare.await.unwrap(), 201);
+    converged(&all, |d| has(d, "queues", "q")).await;
+}
