@@ -153,6 +153,14 @@ step=0
 while [ "$(date +%s)" -lt "$end" ]; do
   step=$((step + 1))
   [ -n "$fault" ] && [ "$step" -ge "$heal_at" ] && heal
+  # A node that exits by itself is a failure of the run.
+  for i in $(seq 1 "$count"); do
+    if [ "${state[$i]}" != down ] && ! kill -0 "${pid[$i]}" 2>/dev/null; then
+      echo "chaos: FAILED (seed $seed): node $i (pid ${pid[$i]}) exited by itself at step $step; its log: $dir/n$i/node.log" >&2
+      tail -5 "$dir/n$i/node.log" >&2
+      exit 1
+    fi
+  done
   r=$((RANDOM % 20))
   if [ "$r" -lt 16 ] || [ -n "$fault" ]; then
     # A definitions change on a node that is up.
@@ -172,7 +180,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
       *" none"|*" 404") ;;
       *) unknown=$((unknown + 1)); expect[$q]=unknown ;;
     esac
-    echo "step $step: $want $q on node $n: HTTP $s" >>"$dir/history"
+    echo "$(date +%T.%N | cut -c1-12) step $step: $want $q on node $n: HTTP $s" >>"$dir/history"
   else
     n=$((RANDOM % count + 1)); kind=$((RANDOM % (netns == 1 ? 4 : 3)))
     case "$kind" in
@@ -183,7 +191,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
          fault=part; ip link set "amqc$n" down; state[$n]=cut; faults_part=$((faults_part + 1)) ;;
     esac
     fault_node=$n; heal_at=$((step + 3 + RANDOM % 12))
-    echo "step $step: fault $fault on node $n (healed at step $heal_at)" >>"$dir/history"
+    echo "$(date +%T.%N | cut -c1-12) step $step: fault $fault on node $n (pid ${pid[$n]}, healed at step $heal_at)" >>"$dir/history"
   fi
 done
 [ -n "$fault" ] && heal
