@@ -35,6 +35,13 @@ impl AmqpConnection {
                 );
                 self.forget_channel(ch);
             }
+            AMQPClass::Channel(chan::AMQPMethod::Flow(f))
+                if !f.active && !self.shared.settings.amqp.channel_flow_pause =>
+            {
+                // RabbitMQ 3.x refuses to be paused by a client, with a hard error; clients'
+                // suites (amqp091-go's consume-flow test) accept only that answer.
+                self.close_with(AmqpError::new(540, "active=false").on(method), ctx);
+            }
             AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
                 // Paused: deliveries wait in the channel (holding their queues' credit)
                 // until flow is active again; publishes and gets go on, as in RabbitMQ.
