@@ -30,6 +30,8 @@ sys.path.insert(0, os.getcwd())
 
 import tests.docker_client as dc  # noqa: E402  (the suite's module, patched below)
 
+_DockerClient = dc.DockerClient  # the suite's own, for its port parsing
+
 BIN = os.environ.get("ACTORMQ_BIN", "actormq")
 CERTS = os.environ.get("ACTORMQ_SUITE_CERTS")
 DEADLINE = 30.0
@@ -139,7 +141,7 @@ class _Client:
             shutil.rmtree(b.dir, ignore_errors=True)
 
     def _parse_ports(self, info):
-        return dc.DockerClient._parse_ports(self, info)
+        return _DockerClient._parse_ports(self, info)
 
     def _request(self, method, path, body=None):
         # `rabbitmqctl stop_app` / `start_app` through Docker's exec API.

@@ -14,6 +14,16 @@ use std::time::Duration;
 /// it (RabbitMQ's closing timeout).
 const CLIENT_CLOSE_GRACE: Duration = Duration::from_secs(30);
 
+/// How long close-ok waits after the client's close. RabbitMQ answers only once every
+/// channel process of the connection has stopped, never at once, and aiormq (so
+/// aio-pika's robust connections) relies on that gap: its `close(exc)` races its
+/// reader's own close after close-ok, and an immediate close-ok makes the reader win,
+/// so the close reason is lost (aiormq's test_closing_waiter_cancellation) and aio-pika
+/// restores channels on the closed connection, logging errors (aio-pika's
+/// test_create_channels_during_reconnect). 1 ms was enough in those suites; 2 ms
+/// leaves room on a loaded machine.
+const CLOSE_OK_DELAY: Duration = Duration::from_millis(2);
+
 impl AmqpConnection {
     /// Closes the connection with `connection.close` (a hard error or a forced close);
     /// the socket closes once the client answers close-ok, or after a grace period.
@@ -38,9 +48,21 @@ impl AmqpConnection {
         ctx.run_later(Duration::from_secs(2), |act, ctx| act.close_socket(ctx));
     }
 
+    /// Writes the close-ok that [`Self::await_client_close`] deferred, once.
+    fn write_close_ok(&mut self) {
+        if std::mem::take(&mut self.close_ok_pending) {
+            self.method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+            );
+            self.flush();
+        }
+    }
+
     /// Flushes, closes the socket and stops.
     pub(super) fn close_socket(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Closing;
+        self.write_close_ok();
         self.flush();
         if let Some(w) = &self.writer {
             w.close();
@@ -48,7 +70,8 @@ impl AmqpConnection {
         ctx.stop();
     }
 
-    /// After close-ok to the client's `connection.close`: the client closes the socket
+    /// Answers the client's `connection.close` with close-ok (after [`CLOSE_OK_DELAY`]);
+    /// then the client closes the socket
     /// (the spec's order, and RabbitMQ's, which waits up to 30 s). Closing it here
     /// first races the close-ok: a client that reads the end of the stream before it
     /// has handled close-ok reports a broken connection, not a clean close (amqp091-go
@@ -56,9 +79,11 @@ impl AmqpConnection {
     /// connection's exclusive queues and its place in the connection limits go now.
     pub(super) fn await_client_close(&mut self, ctx: &mut Context<Self>) {
         self.phase = Phase::Closing;
-        self.close_ok_sent = true;
+        self.client_closed = true;
         self.flush();
         self.end_session();
+        self.close_ok_pending = true;
+        ctx.run_later(CLOSE_OK_DELAY, |act, _| act.write_close_ok());
         ctx.run_later(CLIENT_CLOSE_GRACE, |act, ctx| {
             tracing::debug!(peer = %act.peer, "client kept the socket open after close-ok: closing it");
             act.close_socket(ctx);

@@ -151,9 +151,11 @@ pub struct AmqpConnection {
     pub(super) held_credits: Vec<Credit>,
     /// Span of this connection.
     pub(super) span: tracing::Span,
-    /// `connection.close-ok` answered the client's close: the socket is the client's
-    /// to close now.
-    pub(super) close_ok_sent: bool,
+    /// The client sent `connection.close` (answered with close-ok): the socket is the
+    /// client's to close now.
+    pub(super) client_closed: bool,
+    /// The close-ok answering the client's close is still to be written.
+    pub(super) close_ok_pending: bool,
     /// The session's end was reported (exclusive queues, registry entry).
     pub(super) session_ended: bool,
 }
@@ -216,7 +218,8 @@ impl AmqpConnection {
                 stats,
                 held_credits: Vec::new(),
                 span: tracing::info_span!("amqp", id = owner.0, %peer),
-                close_ok_sent: false,
+                client_closed: false,
+                close_ok_pending: false,
                 session_ended: false,
                 shared,
             }
@@ -424,7 +427,7 @@ impl Handler<Shutdown> for AmqpConnection {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
-        if self.close_ok_sent {
+        if self.client_closed {
             // Closed already: no need to wait for the client any longer.
             self.close_socket(ctx);
             return;

@@ -61,6 +61,17 @@ impl AmqpConnection {
                     AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
                 );
             }
+            AMQPClass::Exchange(ex::AMQPMethod::Declare(d))
+                if d.passive && d.exchange.as_str().is_empty() =>
+            {
+                // RabbitMQ refuses the default exchange to passive declares too (aiormq's
+                // test_channel_closed_reuse expects the 403); the native protocol, whose
+                // clients were written for actormq, answers it as existing.
+                let e = crate::error::BrokerError::access_refused(
+                    "operation not permitted on the default exchange",
+                );
+                self.channel_error(ch, AmqpError::from(e).on(method), ctx);
+            }
             AMQPClass::Exchange(ex::AMQPMethod::Declare(d)) => {
                 // RabbitMQ checks the type first, and an unknown one is a hard error
                 // (a passive declare names no type to check).

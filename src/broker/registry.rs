@@ -288,13 +288,6 @@ impl Registry {
     fn declare_exchange(&mut self, msg: DeclareExchange) -> Result<bool, BrokerError> {
         let spec = msg.spec;
         if msg.passive {
-            if spec.name.is_empty() {
-                // As RabbitMQ: the default exchange is refused to passive declares too
-                // (aiormq's test_channel_closed_reuse relies on the 403).
-                return Err(BrokerError::access_refused(
-                    "operation not permitted on the default exchange",
-                ));
-            }
             // A dormant exchange exists: a passive declare only asks that.
             return match self.defs.exchange(&spec.name) {
                 Some(_) => Ok(false),
