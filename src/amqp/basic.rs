@@ -66,6 +66,12 @@ impl AmqpConnection {
                 );
                 self.write_held(ch);
             }
+            basic::AMQPMethod::Recover(basic::Recover { requeue: false })
+            | basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue: false }) => {
+                // The spec's requeue=false (redeliver to the same consumer) is not served,
+                // and RabbitMQ 3.x says so with a hard error rather than requeueing anyway.
+                self.close_with(AmqpError::new(540, "requeue=false").on(method), ctx);
+            }
             basic::AMQPMethod::Recover(_) => {
                 if let Some(st) = self.channels.get_mut(&ch) {
                     st.core.recover();

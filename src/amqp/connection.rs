@@ -10,7 +10,7 @@ use super::codec::{Encoder, PROTOCOL_HEADER};
 use super::dispatch::ChannelState;
 use super::errors::AmqpError;
 use super::io::{self, AmqpRead, Tuned, Writer};
-use crate::broker::messages::{Credit, OwnerGone, OwnerId};
+use crate::broker::messages::{Credit, OwnerId};
 use crate::broker::registry::Registry;
 use crate::server::connections::{CloseConnection, ConnectionStats};
 use crate::server::io::Flow;
@@ -151,6 +151,13 @@ pub struct AmqpConnection {
     pub(super) held_credits: Vec<Credit>,
     /// Span of this connection.
     pub(super) span: tracing::Span,
+    /// The client sent `connection.close` (answered with close-ok): the socket is the
+    /// client's to close now.
+    pub(super) client_closed: bool,
+    /// The close-ok answering the client's close is still to be written.
+    pub(super) close_ok_pending: bool,
+    /// The session's end was reported (exclusive queues, registry entry).
+    pub(super) session_ended: bool,
 }
 
 impl AmqpConnection {
@@ -211,6 +218,9 @@ impl AmqpConnection {
                 stats,
                 held_credits: Vec::new(),
                 span: tracing::info_span!("amqp", id = owner.0, %peer),
+                client_closed: false,
+                close_ok_pending: false,
+                session_ended: false,
                 shared,
             }
         })
@@ -240,39 +250,6 @@ impl AmqpConnection {
         if let Some(w) = &self.writer {
             w.send(bytes, credits);
         }
-    }
-
-    /// Closes the connection with `connection.close` (a hard error or a forced close);
-    /// the socket closes once the client answers close-ok, or after a grace period.
-    pub(super) fn close_with(&mut self, e: AmqpError, ctx: &mut Context<Self>) {
-        if self.phase == Phase::Closing {
-            return;
-        }
-        tracing::warn!(peer = %self.peer, code = e.code, text = %e.text, "closing AMQP connection");
-        let (class_id, method_id) = e.method;
-        self.method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                reply_code: e.code,
-                reply_text: e.short_text(),
-                class_id,
-                method_id,
-            })),
-        );
-        self.phase = Phase::Closing;
-        self.release_all();
-        self.flush();
-        ctx.run_later(Duration::from_secs(2), |act, ctx| act.close_socket(ctx));
-    }
-
-    /// Flushes, closes the socket and stops.
-    pub(super) fn close_socket(&mut self, ctx: &mut Context<Self>) {
-        self.phase = Phase::Closing;
-        self.flush();
-        if let Some(w) = &self.writer {
-            w.close();
-        }
-        ctx.stop();
     }
 
     /// Releases every channel (settlements read so far count; unacked requeued).
@@ -386,11 +363,7 @@ impl Actor for AmqpConnection {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.release_all();
-        if let Some(s) = &self.session {
-            s.registry.do_send(OwnerGone(self.owner));
-            tracing::info!(peer = %self.peer, user = %self.user, "AMQP connection closed");
-        }
-        self.shared.registry.remove(self.owner.0);
+        self.end_session();
         self.shared.connection_gone();
     }
 }
@@ -454,6 +427,11 @@ impl Handler<Shutdown> for AmqpConnection {
     type Result = ();
 
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        if self.client_closed {
+            // Closed already: no need to wait for the client any longer.
+            self.close_socket(ctx);
+            return;
+        }
         self.close_with(
             AmqpError::new(
                 320,

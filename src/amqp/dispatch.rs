@@ -202,12 +202,16 @@ impl AmqpConnection {
                         .on((20, 10)),
                     ctx,
                 );
-            } else if ch > self.channel_max {
+            } else if self.channel_max != 0 && self.channels.len() >= usize::from(self.channel_max)
+            {
+                // As RabbitMQ, channel_max bounds how many channels are open, not their
+                // numbers (aiormq's suite opens channel 65535 under channel_max 2047).
                 self.close_with(
                     AmqpError::new(
                         530,
                         format!(
-                            "channel {ch} is above the negotiated channel_max {}",
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.len(),
                             self.channel_max
                         ),
                     )

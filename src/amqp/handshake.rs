@@ -126,14 +126,13 @@ impl AmqpConnection {
                 );
             }
             (Phase::Closing, conn::AMQPMethod::CloseOk(_)) => self.close_socket(ctx),
+            // Answered already: later closes (a client closing from several threads at
+            // once) are ignored, as RabbitMQ ignores methods on a closing connection.
+            (Phase::Closing, conn::AMQPMethod::Close(_)) if self.client_closed => {}
             (_, conn::AMQPMethod::Close(c)) => {
                 tracing::debug!(peer = %self.peer, code = c.reply_code, text = %c.reply_text, "client closes the connection");
                 self.release_all();
-                self.method(
-                    0,
-                    AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
-                );
-                self.close_socket(ctx);
+                self.await_client_close(ctx);
             }
             (Phase::Closing, _) => {}
             (_, other) => {

@@ -35,6 +35,13 @@ impl AmqpConnection {
                 );
                 self.forget_channel(ch);
             }
+            AMQPClass::Channel(chan::AMQPMethod::Flow(f))
+                if !f.active && !self.shared.settings.amqp.channel_flow_pause =>
+            {
+                // RabbitMQ 3.x refuses to be paused by a client, with a hard error; clients'
+                // suites (amqp091-go's consume-flow test) accept only that answer.
+                self.close_with(AmqpError::new(540, "active=false").on(method), ctx);
+            }
             AMQPClass::Channel(chan::AMQPMethod::Flow(f)) => {
                 // Paused: deliveries wait in the channel (holding their queues' credit)
                 // until flow is active again; publishes and gets go on, as in RabbitMQ.
@@ -53,6 +60,17 @@ impl AmqpConnection {
                     ch,
                     AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
                 );
+            }
+            AMQPClass::Exchange(ex::AMQPMethod::Declare(d))
+                if d.passive && d.exchange.as_str().is_empty() =>
+            {
+                // RabbitMQ refuses the default exchange to passive declares too (aiormq's
+                // test_channel_closed_reuse expects the 403); the native protocol, whose
+                // clients were written for actormq, answers it as existing.
+                let e = crate::error::BrokerError::access_refused(
+                    "operation not permitted on the default exchange",
+                );
+                self.channel_error(ch, AmqpError::from(e).on(method), ctx);
             }
             AMQPClass::Exchange(ex::AMQPMethod::Declare(d)) => {
                 // RabbitMQ checks the type first, and an unknown one is a hard error

@@ -25,6 +25,7 @@
 
 mod authz;
 mod basic;
+mod closing;
 pub(crate) mod codec;
 mod connection;
 pub(crate) mod content;

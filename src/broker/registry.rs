@@ -268,12 +268,19 @@ impl Registry {
             .filter(|q| q.handle.is_alive())
             .ok_or_else(|| self.not_found("queue", name))?;
         match q.owner {
-            Some(o) if o != owner => Err(BrokerError::locked(format!(
-                "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'",
-                self.vhost
-            ))),
+            Some(o) if o != owner => Err(self.locked(name)),
             _ => Ok(q),
         }
+    }
+
+    /// RESOURCE_LOCKED on queue `name`, in RabbitMQ's words (3.8 on), which name both
+    /// causes: another connection's exclusive queue, or a redeclare whose `exclusive`
+    /// differs from the queue's.
+    pub(super) fn locked(&self, name: &str) -> BrokerError {
+        BrokerError::locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            self.vhost
+        ))
     }
 
     /// Declares an exchange: answers whether a durable definition changed (the snapshot

@@ -111,6 +111,11 @@ pub struct AmqpSettings {
     /// Largest message body accepted, in bytes; a larger one closes the channel with
     /// 406 PRECONDITION_FAILED, as RabbitMQ's `max_message_size` does.
     pub max_message_size: u64,
+    /// `channel.flow active=false` pauses the channel's deliveries (the spec's
+    /// reading) instead of closing the connection with 540 NOT_IMPLEMENTED as
+    /// RabbitMQ 3.x does. Off by default: clients' own suites (amqp091-go) expect
+    /// RabbitMQ's refusal.
+    pub channel_flow_pause: bool,
 }
 
 impl Default for AmqpSettings {
@@ -121,6 +126,7 @@ impl Default for AmqpSettings {
             frame_max: 131_072,
             channel_max: 2047,
             max_message_size: 128 * 1024 * 1024,
+            channel_flow_pause: false,
         }
     }
 }

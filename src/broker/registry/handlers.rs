@@ -62,6 +62,11 @@ impl Registry {
             if let Some(existing) = self.queues.get(&spec.name) {
                 let existing = existing.clone();
                 self.queue_for(&spec.name, msg.owner)?;
+                if !msg.passive && spec.exclusive != existing.owner.is_some() {
+                    // RabbitMQ checks exclusivity before the other properties, strictly:
+                    // 405, not 406 (aiormq's test_exclusive_queue_locked expects it).
+                    return Err(self.locked(&spec.name));
+                }
                 if !msg.passive {
                     // Equivalent to the definition, or PRECONDITION_FAILED naming the
                     // difference.

@@ -6,6 +6,7 @@ mod features;
 mod flow;
 mod perf;
 mod raw;
+mod suites;
 mod tables;
 
 use crate::support::{TestServer, DEADLINE};
