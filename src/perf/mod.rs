@@ -188,6 +188,10 @@ pub struct PerfReport {
     pub queue_depth_end: u64,
     /// Broker CPU over the measured window, in cores.
     pub broker_cpu_cores: Option<f64>,
+    /// Broker CPU per message in the measured window, in microseconds: per consumed
+    /// message, or per confirmed (else published) one when nothing was consumed. The
+    /// figure to compare when the client, not the broker, sets the rate.
+    pub broker_us_per_msg: Option<f64>,
     /// Highest broker RSS sampled, bytes.
     pub broker_peak_rss: Option<u64>,
     /// This tool's CPU over the measured window, in cores.
@@ -497,14 +501,20 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         (Some(a), Some(b)) => Some((b.cpu.saturating_sub(a.cpu)).as_secs_f64() / secs),
         _ => None,
     };
+    let broker_cpu_cores = cores(broker0, broker1);
+    let per_sec = [end.2 - start.2, end.1 - start.1, end.0 - start.0]
+        .into_iter()
+        .find(|n| *n > 0)
+        .map(|n| n as f64 / secs);
     Ok(PerfReport {
+        broker_us_per_msg: broker_cpu_cores.zip(per_sec).map(|(c, r)| c / r * 1e6),
         published_per_sec: (end.0 - start.0) as f64 / secs,
         confirmed_per_sec: (end.1 - start.1) as f64 / secs,
         consumed_per_sec: (end.2 - start.2) as f64 / secs,
         latency_us: lat,
         confirm_latency_us: conf,
         queue_depth_end,
-        broker_cpu_cores: cores(broker0, broker1),
+        broker_cpu_cores,
         broker_peak_rss: peak_rss,
         client_cpu_cores: cores(client0, client1),
         publish_failures: counters.failed.load(Ordering::Relaxed),
@@ -559,6 +569,9 @@ impl PerfReport {
         s.push_str(&format!("queue depth at end {}\n", self.queue_depth_end));
         if let Some(c) = self.broker_cpu_cores {
             s.push_str(&format!("broker CPU    {c:.2} cores\n"));
+        }
+        if let Some(u) = self.broker_us_per_msg {
+            s.push_str(&format!("broker CPU    {u:.2} µs per message\n"));
         }
         if let Some(r) = self.broker_peak_rss {
             s.push_str(&format!(

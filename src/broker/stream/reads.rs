@@ -7,14 +7,9 @@
 use super::{StreamConsumer, StreamState};
 use crate::broker::messages::Delivery;
 use crate::storage::stream::reader::{ReadBatch, ReadError};
-use crate::storage::stream::StreamRecord;
 
 /// At most this many bytes of bodies per read (the read-ahead of one consumer).
 const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
-
-fn accounted(r: &StreamRecord) -> u64 {
-    (r.message.accounted_size() + std::mem::size_of::<crate::message::Message>()) as u64
-}
 
 impl<H> StreamConsumer<H> {
     /// Moves the consumer on to `first` if it is behind (retention removed its records).
@@ -70,7 +65,7 @@ impl<H> StreamState<H> {
             let mut batch = Vec::new();
             while (batch.len() as u64) < credit {
                 let record = if let Some(r) = c.ahead.pop_front() {
-                    c.ahead_bytes -= accounted(&r);
+                    c.ahead_bytes -= r.size;
                     r
                 } else if c.next >= tail_first && c.next < end {
                     self.log.get(c.next).expect("in the tail cache").clone()
@@ -142,7 +137,7 @@ impl<H> StreamState<H> {
                 }
                 c.cursor = Some(batch.cursor);
                 for r in batch.records {
-                    c.ahead_bytes += accounted(&r);
+                    c.ahead_bytes += r.size;
                     c.ahead.push_back(r);
                 }
             }

@@ -41,14 +41,19 @@ pub type Decoded = (u64, i64, Arc<Message>);
 
 /// Decodes a frame's payload (the body copied out of it).
 pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
-    decode_with(payload, Bytes::copy_from_slice)
+    decode_with(payload, &mut None, Bytes::copy_from_slice)
 }
 
 /// Decodes a frame's payload that lies inside `whole` (a mapped segment): the body is
 /// a slice of `whole`, not a copy, so a replay hands the socket writer the page cache's
-/// bytes.
-pub fn decode_shared(whole: &Bytes, payload: &[u8]) -> Result<Decoded, String> {
-    decode_with(payload, |b| {
+/// bytes. `exchange` is the exchange name of the record decoded before: a run of
+/// records published to one exchange shares one allocation of its name.
+pub fn decode_shared(
+    whole: &Bytes,
+    payload: &[u8],
+    exchange: &mut Option<Arc<str>>,
+) -> Result<Decoded, String> {
+    decode_with(payload, exchange, |b| {
         if b.is_empty() {
             Bytes::new()
         } else {
@@ -68,7 +73,11 @@ pub fn header(payload: &[u8]) -> Result<(u64, i64), String> {
     Ok((offset, timestamp))
 }
 
-fn decode_with(payload: &[u8], body: impl FnOnce(&[u8]) -> Bytes) -> Result<Decoded, String> {
+fn decode_with(
+    payload: &[u8],
+    last_exchange: &mut Option<Arc<str>>,
+    body: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<Decoded, String> {
     let (offset, timestamp) = header(payload)?;
     let meta_len = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
     if meta_len > payload.len() - 20 {
@@ -77,8 +86,12 @@ fn decode_with(payload: &[u8], body: impl FnOnce(&[u8]) -> Bytes) -> Result<Deco
     let (exchange, routing_key, properties): (&str, String, Properties) =
         rmp_serde::from_slice(&payload[20..20 + meta_len])
             .map_err(|e| format!("bad stream record: {e}"))?;
+    let exchange = match last_exchange {
+        Some(x) if **x == *exchange => x.clone(),
+        _ => last_exchange.insert(Arc::from(exchange)).clone(),
+    };
     let message = Message {
-        exchange: Arc::from(exchange),
+        exchange,
         routing_key,
         properties: Properties::shared(Some(properties)),
         body: body(&payload[20 + meta_len..]),
@@ -105,8 +118,14 @@ mod tests {
         assert_eq!((o, t), (42, 1_700_000_000_000));
         assert_eq!(*back, m);
         let whole = Bytes::from(buf.clone());
-        let (o, _, shared) = decode_shared(&whole, &whole[8..]).unwrap();
+        let mut exchange = None;
+        let (o, _, shared) = decode_shared(&whole, &whole[8..], &mut exchange).unwrap();
         assert_eq!((o, &*shared), (42, &m));
+        let (_, _, again) = decode_shared(&whole, &whole[8..], &mut exchange).unwrap();
+        assert!(
+            Arc::ptr_eq(&shared.exchange, &again.exchange),
+            "one exchange name for a run of records"
+        );
         assert_eq!(
             shared.body.as_ptr(),
             whole[whole.len() - 4..].as_ptr(),

@@ -173,12 +173,13 @@ fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>,
         };
         let mut pos = cur.pos;
         let mut body_bytes = 0;
+        let mut exchange = None;
         while block.end() < end && body_bytes < BLOCK_BYTES && block.records.len() < BLOCK_RECORDS {
             let FrameAt::Good { payload, next } = frame::read_at(&map, pos) else {
                 break;
             };
-            let (offset, timestamp, message) =
-                codec::decode_shared(&map, payload).map_err(|e| corrupt(dir, cur.segment, e))?;
+            let (offset, timestamp, message) = codec::decode_shared(&map, payload, &mut exchange)
+                .map_err(|e| corrupt(dir, cur.segment, e))?;
             if offset != block.end() {
                 return Err(corrupt(
                     dir,
@@ -187,9 +188,9 @@ fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>,
                 ));
             }
             body_bytes += message.body.len();
-            block.bytes +=
-                (message.accounted_size() + std::mem::size_of::<crate::message::Message>()) as u64;
-            block.records.push(StreamRecord { timestamp, message });
+            let record = StreamRecord::new(timestamp, message);
+            block.bytes += record.size;
+            block.records.push(record);
             pos = next;
             block.positions.push(pos);
         }
