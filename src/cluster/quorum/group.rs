@@ -214,4 +214,4 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
 
 #[cfg(test)]
 #[path = "group_tests.rs"]
-mod tests;
+pub(super) mod tests;

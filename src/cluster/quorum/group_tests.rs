@@ -96,7 +96,8 @@ impl RaftNetwork<QueueTypes> for Client {
     }
 }
 
-fn config() -> Arc<openraft::Config> {
+/// Fast elections for tests; also used by the wire tests.
+pub(in crate::cluster::quorum) fn config() -> Arc<openraft::Config> {
     Arc::new(
         openraft::Config {
             cluster_name: "q".into(),

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::cluster::log_store::LogStore;
+use crate::cluster::quorum::group::tests::config;
 use crate::cluster::quorum::group::{GroupStateMachine, StoredMessage};
 use crate::cluster::quorum::machine::{Command, ConsumerKey, Limits, Settle};
 use crate::cluster::rpc::{read_frame, write_frame};
@@ -43,21 +44,6 @@ async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
             }
         });
     }
-}
-
-fn config() -> std::sync::Arc<openraft::Config> {
-    std::sync::Arc::new(
-        openraft::Config {
-            cluster_name: "q".into(),
-            election_timeout_min: 300,
-            election_timeout_max: 600,
-            heartbeat_interval: 100,
-            snapshot_policy: openraft::SnapshotPolicy::Never,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap(),
-    )
 }
 
 fn msg(tag: u64, i: u64) -> StoredMessage {
