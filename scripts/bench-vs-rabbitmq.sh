@@ -5,6 +5,7 @@
 #   scripts/bench-vs-rabbitmq.sh              # every scenario, 3 rounds, 10 s each
 #   ROUNDS=1 DURATION=5 scripts/bench-vs-rabbitmq.sh 1 5   # quick: scenarios 1 and 5
 #   CLIENTS="lapin raw" scripts/bench-vs-rabbitmq.sh 1     # AMQP through a second client too
+#   ACTORMQ_BIN=/path/to/actormq scripts/bench-vs-rabbitmq.sh  # a release build (--features amqp) kept aside
 #
 # Each scenario runs against actormq's native protocol, actormq's AMQP 0-9-1 port
 # ($ACTORMQ_AMQP_PORT, default 5681) and RabbitMQ, the two AMQP ones through the same
@@ -70,9 +71,15 @@ fi
 
 echo "bench-vs-rabbitmq.sh: scenarios ${SCENARIOS[*]}; $ROUNDS round(s) of ${DURATION} s per broker;" >&2
 echo "  actormq on $ACTORMQ_ADDR, RabbitMQ node $RABBIT_NODE on 127.0.0.1:$RABBIT_PORT; output in $OUT" >&2
-echo "building actormq (release, with the amqp feature for lapin)..." >&2
-cargo build --release --features amqp -q
-BIN=target/release/actormq
+if [ -n "${ACTORMQ_BIN:-}" ]; then
+  # A binary built before (release, `--features amqp`): to measure a build kept aside.
+  BIN=$ACTORMQ_BIN
+  echo "using $BIN (ACTORMQ_BIN)" >&2
+else
+  echo "building actormq (release, with the amqp feature for lapin)..." >&2
+  cargo build --release --features amqp -q
+  BIN=target/release/actormq
+fi
 
 # RabbitMQ: a node of our own, on loopback only, defaults otherwise (as for the
 # reference numbers in docs/BENCHMARKS.md). Everything it writes stays under $RABBIT_BASE.
