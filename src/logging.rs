@@ -32,9 +32,10 @@ pub fn init(settings: &LogSettings) {
 /// `RUST_LOG` when it is set (and valid), else `level`.
 fn filter(level: &str) -> EnvFilter {
     let builder = EnvFilter::builder().with_regex(false);
-    builder
-        .try_from_env()
-        .unwrap_or_else(|_| builder.parse_lossy(level))
+    std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|env| builder.parse(without_repeats(&env)).ok())
+        .unwrap_or_else(|| builder.parse_lossy(without_repeats(level)))
 }
 
 /// Parses a filter as the broker's log uses it: span field values match literally,
@@ -43,5 +44,58 @@ fn filter(level: &str) -> EnvFilter {
 pub(crate) fn parse_filter(
     level: &str,
 ) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
-    EnvFilter::builder().with_regex(false).parse(level)
+    EnvFilter::builder()
+        .with_regex(false)
+        .parse(without_repeats(level))
+}
+
+/// `level` with each directive that a later one selects again (same target, span and
+/// field values) left out: the later one wins, as it does in `tracing`.
+///
+/// Why: tracing-subscriber 0.3 orders two such directives with a literal field value
+/// (`[{user=bob}]=debug,[{user=bob}]=info`) as equal without holding them equal, and
+/// its debug assertion then aborts a debug build of the broker at start (found by the
+/// `settings` fuzz target). Release builds only kept the later one.
+fn without_repeats(level: &str) -> String {
+    let builder = EnvFilter::builder().with_regex(false);
+    let mut kept: Vec<(String, &str)> = Vec::new();
+    for piece in level.split(',').filter(|p| !p.is_empty()) {
+        // One directive alone cannot meet its double; its canonical form without the
+        // level is what `tracing` compares. A piece it refuses is kept for the whole
+        // parse to refuse (or skip, when lossy), under a key no directive has.
+        let key = match builder.parse(piece) {
+            Ok(one) => {
+                let shown = one.to_string();
+                shown
+                    .rsplit_once('=')
+                    .map_or_else(String::new, |(selector, _)| selector.to_string())
+            }
+            Err(_) => format!("\0{piece}"),
+        };
+        kept.retain(|(k, _)| *k != key);
+        kept.push((key, piece));
+    }
+    let pieces: Vec<&str> = kept.iter().map(|(_, p)| *p).collect();
+    pieces.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directive_repeated_for_the_same_field_value_keeps_the_last() {
+        assert_eq!(
+            without_repeats("[{user=bob}]=debug,info,[{user=bob}]=warn"),
+            "info,[{user=bob}]=warn"
+        );
+        // Before: a debug build aborted here, inside tracing-subscriber.
+        let f = parse_filter("[{user=bob}]=debug,[{user=bob}]=info").unwrap();
+        assert_eq!(f.to_string(), "[{user=bob}]=info");
+        assert_eq!(without_repeats("actormq=debug,info"), "actormq=debug,info");
+        assert!(
+            parse_filter("a=nolevel").is_err(),
+            "a bad directive is still refused"
+        );
+    }
 }
