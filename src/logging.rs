@@ -59,7 +59,10 @@ pub(crate) fn parse_filter(
 fn without_repeats(level: &str) -> String {
     let builder = EnvFilter::builder().with_regex(false);
     let mut kept: Vec<(String, &str)> = Vec::new();
-    for piece in level.split(',').filter(|p| !p.is_empty()) {
+    // Trimmed here: tracing-subscriber 0.3.23 walks a directive trimmed but slices it
+    // untrimmed, so a leading space before a multi-byte character panicked in any
+    // build (`" -Кӌ["`, found by the `settings` fuzz target).
+    for piece in level.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         // One directive alone cannot meet its double; its canonical form without the
         // level is what `tracing` compares. A piece it refuses is kept for the whole
         // parse to refuse (or skip, when lossy), under a key no directive has.
@@ -84,7 +87,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_directive_repeated_for_the_same_field_value_keeps_the_last() {
+    fn repeated_directives_keep_the_last_and_pieces_are_trimmed() {
         assert_eq!(
             without_repeats("[{user=bob}]=debug,info,[{user=bob}]=warn"),
             "info,[{user=bob}]=warn"
@@ -96,6 +99,12 @@ mod tests {
         assert!(
             parse_filter("a=nolevel").is_err(),
             "a bad directive is still refused"
+        );
+        // Before: a panic inside tracing-subscriber, in release builds too.
+        assert!(parse_filter(" -\u{41a}\u{4cc}[,x").is_err());
+        assert_eq!(
+            without_repeats(" actormq=debug , info"),
+            "actormq=debug,info"
         );
     }
 }
