@@ -190,27 +190,8 @@ impl Connection {
                 routing_key,
                 arguments,
             } => {
-                let b = Bind {
-                    exchange,
-                    target: BindTarget::Queue(queue),
-                    routing_key,
-                    arguments,
-                    owner,
-                };
-                let gate = authorize!(
-                    id,
-                    self.channel
-                        .may_bind(&b.exchange, &b.target, &b.routing_key)
-                );
-                let gate = gate.enforce(&registry);
-                op(
-                    req,
-                    async move {
-                        gate.await?;
-                        registry.send(b).await?
-                    },
-                    ok(id),
-                )
+                let target = BindTarget::Queue(queue);
+                self.binding(req, exchange, target, routing_key, arguments, true)
             }
             Op::Unbind {
                 exchange,
@@ -218,27 +199,8 @@ impl Connection {
                 routing_key,
                 arguments,
             } => {
-                let binding = Bind {
-                    exchange,
-                    target: BindTarget::Queue(queue),
-                    routing_key,
-                    arguments,
-                    owner,
-                };
-                let gate = authorize!(
-                    id,
-                    self.channel
-                        .may_bind(&binding.exchange, &binding.target, &binding.routing_key)
-                );
-                let gate = gate.enforce(&registry);
-                op(
-                    req,
-                    async move {
-                        gate.await?;
-                        registry.send(Unbind { binding }).await?
-                    },
-                    ok(id),
-                )
+                let target = BindTarget::Queue(queue);
+                self.binding(req, exchange, target, routing_key, arguments, false)
             }
             Op::BindExchange {
                 source,
@@ -246,27 +208,8 @@ impl Connection {
                 routing_key,
                 arguments,
             } => {
-                let b = Bind {
-                    exchange: source,
-                    target: BindTarget::Exchange(destination),
-                    routing_key,
-                    arguments,
-                    owner,
-                };
-                let gate = authorize!(
-                    id,
-                    self.channel
-                        .may_bind(&b.exchange, &b.target, &b.routing_key)
-                );
-                let gate = gate.enforce(&registry);
-                op(
-                    req,
-                    async move {
-                        gate.await?;
-                        registry.send(b).await?
-                    },
-                    ok(id),
-                )
+                let target = BindTarget::Exchange(destination);
+                self.binding(req, source, target, routing_key, arguments, true)
             }
             Op::UnbindExchange {
                 source,
@@ -274,27 +217,8 @@ impl Connection {
                 routing_key,
                 arguments,
             } => {
-                let binding = Bind {
-                    exchange: source,
-                    target: BindTarget::Exchange(destination),
-                    routing_key,
-                    arguments,
-                    owner,
-                };
-                let gate = authorize!(
-                    id,
-                    self.channel
-                        .may_bind(&binding.exchange, &binding.target, &binding.routing_key)
-                );
-                let gate = gate.enforce(&registry);
-                op(
-                    req,
-                    async move {
-                        gate.await?;
-                        registry.send(Unbind { binding }).await?
-                    },
-                    ok(id),
-                )
+                let target = BindTarget::Exchange(destination);
+                self.binding(req, source, target, routing_key, arguments, false)
             }
             Op::Consume {
                 queue,
@@ -526,5 +450,46 @@ impl Connection {
                 });
             }
         }
+    }
+
+    /// A queue or exchange binding made (`bind`) or removed: the same permission
+    /// check (write on the destination, read on the source, and the topic
+    /// permission for a topic exchange) and the same answer for all four requests.
+    fn binding(
+        &mut self,
+        req: Req,
+        exchange: String,
+        target: BindTarget,
+        routing_key: String,
+        arguments: crate::message::FieldTable,
+        bind: bool,
+    ) -> LocalBoxActorFuture<Self, ()> {
+        let id = req.id;
+        let registry = self.session.as_ref().expect("open").registry.clone();
+        let binding = Bind {
+            exchange,
+            target,
+            routing_key,
+            arguments,
+            owner: self.owner,
+        };
+        let gate = authorize!(
+            id,
+            self.channel
+                .may_bind(&binding.exchange, &binding.target, &binding.routing_key)
+        );
+        let gate = gate.enforce(&registry);
+        op(
+            req,
+            async move {
+                gate.await?;
+                if bind {
+                    registry.send(binding).await?
+                } else {
+                    registry.send(Unbind { binding }).await?
+                }
+            },
+            ok(id),
+        )
     }
 }
