@@ -82,6 +82,19 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
             "invalid arg 'x-overflow' with value 'reject-publish-dlx' for {resource}"
         )));
     }
+    // Accepting it would promise that no dead-lettered message is lost, while
+    // dead-lettering here is at-most-once: refuse rather than downgrade silently.
+    if spec
+        .arguments
+        .get("x-dead-letter-strategy")
+        .and_then(FieldValue::as_str)
+        == Some("at-least-once")
+    {
+        return Err(BrokerError::precondition(format!(
+            "invalid arg 'x-dead-letter-strategy' with value 'at-least-once' for {resource}: \
+             at-least-once dead-lettering is not supported yet (use 'at-most-once')"
+        )));
+    }
     Ok(())
 }
 
@@ -178,6 +191,13 @@ mod tests {
         );
         s.arguments
             .insert("x-overflow".into(), "reject-publish".into());
+        s.arguments
+            .insert("x-dead-letter-strategy".into(), "at-least-once".into());
+        let e = validate("/", &s).unwrap_err();
+        assert!(e.message().contains("with value 'at-least-once'"), "{e}");
+        s.arguments
+            .insert("x-dead-letter-strategy".into(), "at-most-once".into());
+        validate("/", &s).unwrap();
         for (k, v) in [
             ("x-delivery-limit", FieldValue::Int(3)),
             ("x-message-ttl", FieldValue::Int(1000)),
