@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
 done
 command -v jq >/dev/null || { echo "chaos: needs jq" >&2; exit 2; }
 [ -x "$bin" ] || { echo "chaos: no binary at $bin (cargo build first, or --bin)" >&2; exit 2; }
-bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+bin="$(readlink -f "$bin")"
 RANDOM=$seed
 echo "chaos: seed $seed, duration ${duration}s, $count nodes, netns $netns (replay: $0 --seed $seed --duration $duration --nodes $count$([ $netns = 1 ] && echo ' --netns'))"
 
@@ -49,6 +49,11 @@ declare -a pid addr http state
 ok=0
 
 cleanup() {
+  # Only the script itself cleans up. A node is started as `cmd &`: until bash execs
+  # the binary, that child is a copy of this shell, EXIT trap included, and a fault
+  # sent then (a restart's SIGTERM right after a heal) ran this function in the child,
+  # which killed -9 every other node from its copy of `pid` (seed 72692, step 175).
+  [ "$BASHPID" = "$$" ] || return 0
   for i in $(seq 1 "$count"); do
     [ -n "${pid[$i]:-}" ] && { kill -CONT "${pid[$i]}" 2>/dev/null || true; kill -9 "${pid[$i]}" 2>/dev/null || true; }
   done
@@ -113,6 +118,12 @@ start() {
     "${run[@]}" "$bin" serve --config "$dir/n$i/actormq.toml" >>"$dir/n$i/out.log" 2>>"$dir/n$i/node.log" &
   pid[$i]=$!
   state[$i]=up
+  # A fault must hit the broker, not the shell that is about to exec it: wait (up to
+  # 5 s) until the process runs the binary (`ip netns exec` execs it too).
+  local end=$(( $(date +%s) + 5 ))
+  while [ "$(readlink "/proc/${pid[$i]}/exe" 2>/dev/null)" != "$bin" ] && [ "$(date +%s)" -lt "$end" ]; do
+    sleep 0.01
+  done
 }
 api() { # METHOD NODE PATH [BODY]: the HTTP status; 000 when no answer came, "none"
   # when nothing was sent (the node was not listening)
