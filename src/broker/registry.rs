@@ -22,6 +22,7 @@ use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+mod barrier;
 mod durable;
 mod handlers;
 mod policies;

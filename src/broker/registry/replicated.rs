@@ -13,7 +13,7 @@
 //! A queue declare answered from this node's own definitions (it exists, or passive)
 //! and a delete of a queue unknown here first wait for the cluster's barrier
 //! ([`AfterBarrier`]): a node that lags must not answer "exists" for what the cluster
-//! has deleted.
+//! has deleted. The same reads of exchanges and bindings are decided in `barrier`.
 
 use super::*;
 use crate::broker::queue_args::{check_queue_type, QueueConfig as Config};
@@ -91,12 +91,12 @@ fn stored_binding(b: &BindingRecord) -> StoredBinding {
 
 impl Registry {
     /// The cluster, when this broker is in one.
-    fn cluster(&self) -> Option<Arc<dyn crate::cluster::ClusterHook>> {
+    pub(super) fn cluster(&self) -> Option<Arc<dyn crate::cluster::ClusterHook>> {
         self.ctx.cluster.clone()
     }
 
     /// True when queue `name` is exclusive to a connection (local, never replicated).
-    fn is_exclusive(&self, name: &str) -> bool {
+    pub(super) fn is_exclusive(&self, name: &str) -> bool {
         self.queues.get(name).is_some_and(|q| q.owner.is_some())
     }
 
@@ -256,6 +256,21 @@ impl Handler<DeclareExchange> for Registry {
     type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: DeclareExchange, ctx: &mut Self::Context) -> Self::Result {
+        match self.declare_exchange_reads(&msg) {
+            Some(c) => after_barrier(c, ctx.address(), msg),
+            None => self.declare_exchange_gated(msg, ctx),
+        }
+    }
+}
+
+impl Registry {
+    /// A `DeclareExchange` past its barrier (if it needed one): a new exchange is
+    /// proposed, anything else is answered here.
+    pub(super) fn declare_exchange_gated(
+        &mut self,
+        msg: DeclareExchange,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<(), BrokerError>> {
         if let Some(c) = self.cluster() {
             let new = self.defs.exchange(&msg.spec.name).is_none();
             // An unknown type is refused here at once, as on a single node.
@@ -279,6 +294,21 @@ impl Handler<DeleteExchange> for Registry {
     type Result = Gated<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: DeleteExchange, ctx: &mut Self::Context) -> Self::Result {
+        match self.delete_exchange_reads(&msg) {
+            Some(c) => Gated::Committed(after_barrier(c, ctx.address(), msg)),
+            None => self.delete_exchange_gated(msg, ctx),
+        }
+    }
+}
+
+impl Registry {
+    /// A `DeleteExchange` past its barrier (if it needed one): an exchange known here
+    /// is deleted through the log, an unknown one is answered here.
+    pub(super) fn delete_exchange_gated(
+        &mut self,
+        msg: DeleteExchange,
+        ctx: &mut Context<Self>,
+    ) -> Gated<Result<(), BrokerError>> {
         if let Some(c) = self.cluster() {
             if self.defs.exchange(&msg.name).is_some() && !predeclared(&msg.name) {
                 let cmd = Command::DeleteExchange {
@@ -312,7 +342,7 @@ impl<M: Message> Message for AfterBarrier<M> {
 /// before), then hands `msg` back to the registry: a redeclare that would be answered
 /// from this node's own definitions ("exists", no proposal), or a delete of a queue it
 /// does not know, is then answered from up-to-date ones.
-fn after_barrier<M, R>(
+pub(super) fn after_barrier<M, R>(
     c: std::sync::Arc<dyn crate::cluster::ClusterHook>,
     addr: Addr<Registry>,
     msg: M,
@@ -385,11 +415,9 @@ impl Handler<Bind> for Registry {
     type Result = Gated<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: Bind, ctx: &mut Self::Context) -> Self::Result {
-        let gate = self.gate_binding(&BindingRecord::from_bind(&msg), true);
-        match (gate, self.cluster()) {
-            (Some(Ok(op)), Some(c)) => Gated::Committed(committed(c.propose(op), Outcome::done)),
-            (Some(Err(e)), _) => Gated::Committed(refused(e)),
-            _ => Gated::Now(self.bind_now(msg, ctx)),
+        match self.binding_reads(&msg, true) {
+            Some(c) => Gated::Committed(after_barrier(c, ctx.address(), msg)),
+            None => self.bind_gated(msg, ctx),
         }
     }
 }
@@ -398,6 +426,35 @@ impl Handler<Unbind> for Registry {
     type Result = Gated<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: Unbind, ctx: &mut Self::Context) -> Self::Result {
+        match self.binding_reads(&msg.binding, false) {
+            Some(c) => Gated::Committed(after_barrier(c, ctx.address(), msg)),
+            None => self.unbind_gated(msg, ctx),
+        }
+    }
+}
+
+impl Registry {
+    /// A `Bind` past its barrier (if it needed one): proposed when it changes
+    /// something, refused or answered here otherwise.
+    pub(super) fn bind_gated(
+        &mut self,
+        msg: Bind,
+        ctx: &mut Context<Self>,
+    ) -> Gated<Result<(), BrokerError>> {
+        let gate = self.gate_binding(&BindingRecord::from_bind(&msg), true);
+        match (gate, self.cluster()) {
+            (Some(Ok(op)), Some(c)) => Gated::Committed(committed(c.propose(op), Outcome::done)),
+            (Some(Err(e)), _) => Gated::Committed(refused(e)),
+            _ => Gated::Now(self.bind_now(msg, ctx)),
+        }
+    }
+
+    /// An `Unbind` past its barrier (if it needed one), as [`Self::bind_gated`].
+    pub(super) fn unbind_gated(
+        &mut self,
+        msg: Unbind,
+        ctx: &mut Context<Self>,
+    ) -> Gated<Result<(), BrokerError>> {
         let gate = self.gate_binding(&BindingRecord::from_bind(&msg.binding), false);
         match (gate, self.cluster()) {
             (Some(Ok(op)), Some(c)) => Gated::Committed(committed(c.propose(op), Outcome::done)),

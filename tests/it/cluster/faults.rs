@@ -1,9 +1,13 @@
 //! Faults on real processes: the leader frozen (SIGSTOP) past the election timeout
-//! then thawed, the whole cluster restarted, a follower's data directory lost. After
-//! each, every node's definitions are equal and hold every acknowledged change.
+//! then thawed, the whole cluster restarted, a follower's data directory lost, a
+//! follower thawed while the others are frozen (its reads of queues, exchanges and
+//! bindings wait for the cluster). After each, every node's definitions are equal and
+//! hold every acknowledged change.
 
 use super::{converged, has, leader, three_nodes, wait_for, Node};
 use crate::support::DEADLINE;
+use actormq::client::{Client, ConnectOptions};
+use actormq::message::FieldTable;
 use serde_json::Value;
 use std::time::Instant;
 use tokio::task::block_in_place;
@@ -216,4 +220,122 @@ async fn a_thawed_follower_answers_a_redeclare_from_the_cluster_state() {
     // Once the others are back: created again (201), not found "existing" (204).
     assert_eq!(redeclare.await.unwrap(), 201);
     converged(&all, |d| has(d, "queues", "q")).await;
+}
+
+/// True when the export lists a binding from exchange `source` to queue `queue` with
+/// `key`.
+fn bound(defs: &Value, source: &str, queue: &str, key: &str) -> bool {
+    defs["bindings"].as_array().is_some_and(|a| {
+        a.iter().any(|b| {
+            b["source"] == source
+                && b["destination"] == queue
+                && b["destination_type"] == "queue"
+                && b["routing_key"] == key
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thawed_follower_answers_exchange_and_binding_reads_from_the_cluster_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    let l = block_in_place(|| leader(&all));
+    let leader_node = nodes.iter().find(|n| n.id == l).unwrap();
+    let follower = nodes.iter().find(|n| n.id != l).unwrap();
+    let third = nodes
+        .iter()
+        .find(|n| n.id != l && n.id != follower.id)
+        .unwrap();
+    let on_leader = leader_node.api();
+    let direct = r#"{"type":"direct","durable":true}"#;
+    for x in ["gone", "routes"] {
+        let s = on_leader
+            .put(&format!("/api/exchanges/%2F/{x}"), direct)
+            .await;
+        assert_eq!(s.status, 201, "exchange {x}");
+    }
+    declare(leader_node, "jobs").await;
+    let b = on_leader
+        .post(
+            "/api/bindings/%2F/e/routes/q/jobs",
+            r#"{"routing_key":"unbound"}"#,
+        )
+        .await;
+    assert_eq!(b.status, 201);
+    converged(&all, |d| {
+        has(d, "exchanges", "gone") && bound(d, "routes", "jobs", "unbound")
+    })
+    .await;
+
+    // The follower misses four changes, then the two others freeze.
+    follower.signal(libc::SIGSTOP);
+    assert_eq!(
+        on_leader.delete("/api/exchanges/%2F/gone").await.status,
+        204
+    );
+    let s = on_leader.put("/api/exchanges/%2F/fresh", direct).await;
+    assert_eq!(s.status, 201);
+    declare(leader_node, "late").await;
+    let s = on_leader
+        .delete("/api/bindings/%2F/e/routes/q/jobs/unbound")
+        .await;
+    assert_eq!(s.status, 204);
+    leader_node.signal(libc::SIGSTOP);
+    third.signal(libc::SIGSTOP);
+    follower.signal(libc::SIGCONT);
+
+    // Each read would be answered at once from the follower's stale definitions: the
+    // exchange 'gone' as existing (204, not made again), 'fresh' as deleted though
+    // unknown (nothing proposed), queue 'late' as NOT_FOUND, the binding as there.
+    let api = follower.api();
+    let redeclare =
+        tokio::spawn(async move { api.put("/api/exchanges/%2F/gone", direct).await.status });
+    let api = follower.api();
+    let bind_late = tokio::spawn(async move {
+        api.post(
+            "/api/bindings/%2F/e/routes/q/late",
+            r#"{"routing_key":"k"}"#,
+        )
+        .await
+        .status
+    });
+    let native = |n: &Node| ConnectOptions::new(n.native.clone());
+    let client = Client::connect(native(follower)).await.unwrap();
+    let delete_fresh = tokio::spawn(async move { client.delete_exchange("fresh", false).await });
+    let client = Client::connect(native(follower)).await.unwrap();
+    let rebind = tokio::spawn(async move {
+        client
+            .bind_queue("jobs", "routes", "unbound", FieldTable::new())
+            .await
+    });
+    let waited = std::time::Duration::from_secs(2);
+    tokio::time::sleep(waited).await;
+    for (what, done) in [
+        ("redeclare of 'gone'", redeclare.is_finished()),
+        ("bind to 'late'", bind_late.is_finished()),
+        ("delete of 'fresh'", delete_fresh.is_finished()),
+        ("rebind of 'unbound'", rebind.is_finished()),
+    ] {
+        assert!(!done, "{what} was answered without the cluster");
+    }
+    leader_node.signal(libc::SIGCONT);
+    third.signal(libc::SIGCONT);
+
+    // Answered from the cluster's state once the others are back.
+    assert_eq!(redeclare.await.unwrap(), 201, "'gone' is declared again");
+    assert_eq!(
+        bind_late.await.unwrap(),
+        201,
+        "'late' exists in the cluster"
+    );
+    delete_fresh.await.unwrap().expect("'fresh' deleted");
+    rebind.await.unwrap().expect("bound again");
+    converged(&all, |d| {
+        has(d, "exchanges", "gone")
+            && !has(d, "exchanges", "fresh")
+            && bound(d, "routes", "late", "k")
+            && bound(d, "routes", "jobs", "unbound")
+    })
+    .await;
 }
