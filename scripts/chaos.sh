@@ -59,7 +59,12 @@ cleanup() {
   done
   wait 2>/dev/null || true
   if [ "$netns" = 1 ]; then
-    for i in $(seq 1 "$count"); do ip netns del "amqchaos$i" 2>/dev/null || true; done
+    # The host end of each veth too: a deleted namespace's link can outlive it (seen
+    # here), and the next run's `ip link add` would then fail with "File exists".
+    for i in $(seq 1 "$count"); do
+      ip netns del "amqchaos$i" 2>/dev/null || true
+      ip link del "amqc$i" 2>/dev/null || true
+    done
     ip link del amqchaosbr 2>/dev/null || true
   fi
   if [ "$ok" = 1 ]; then rm -rf "$dir"; else echo "chaos: logs kept in $dir" >&2; fi

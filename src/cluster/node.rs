@@ -61,6 +61,16 @@ fn no_leader(what: &str) -> BrokerError {
     )
 }
 
+/// A change this node, the leader, appended but could not commit in time: a majority
+/// did not answer. Unlike [`no_leader`], it may still commit, if they answer before
+/// another leader is elected.
+fn not_committed(timeout: Duration) -> BrokerError {
+    BrokerError::new(
+        ErrorCode::ResourceError,
+        format!("cluster: definitions change: not committed within {timeout:?}: this node leads but a majority of the nodes does not answer it; the change is made only if they answer before another leader is elected"),
+    )
+}
+
 fn raft_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::internal(format!("cluster: {e}"))
 }
@@ -184,11 +194,19 @@ impl Core {
         loop {
             let leader = self.raft().current_leader().await;
             match leader {
-                Some(l) if l == self.id => match self.raft().client_write(req.clone()).await {
-                    Ok(_) => return Ok(()),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                    Err(e) => return Err(raft_error(e)),
-                },
+                // Bounded: a leader cut off from the majority still leads (openraft
+                // does not step down on silence), and its write would wait for the
+                // network to heal.
+                Some(l) if l == self.id => {
+                    match tokio::time::timeout_at(deadline, self.raft().client_write(req.clone()))
+                        .await
+                    {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                        Ok(Err(e)) => return Err(raft_error(e)),
+                        Err(_) => return Err(not_committed(timeout)),
+                    }
+                }
                 Some(l) => {
                     if let Some(addr) = self.node_addr(l) {
                         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -9,12 +9,14 @@
 //! - [`security`]: the cluster secret's handshake and mutual TLS on the cluster port.
 //! - [`drift`]: transient definitions over a restart, definitions from before joining.
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
+//! - [`partition`]: the leader cut off from the others (network namespaces, as root).
 
 mod drift;
 mod failover;
 mod faults;
 mod measure;
 mod membership;
+mod partition;
 mod replication;
 mod security;
 
@@ -63,6 +65,8 @@ pub struct Node {
     /// More `[cluster]` keys (the secret by default), and more sections.
     cluster_extra: String,
     sections: String,
+    /// The network namespace it runs in (`ip netns exec`), if any.
+    netns: Option<String>,
     child: Option<Child>,
     _stdout: Option<BufReader<ChildStdout>>,
 }
@@ -101,6 +105,35 @@ impl Node {
             seeds: seeds.to_vec(),
             cluster_extra: cluster_extra.to_string(),
             sections: sections.to_string(),
+            netns: None,
+            child: None,
+            _stdout: None,
+        };
+        node.spawn();
+        node
+    }
+
+    /// [`Node::start_with`] inside network namespace `netns` (root; `partition`):
+    /// its listeners on the namespace's loopback, its cluster port on `cluster`.
+    pub fn start_in(
+        netns: &str,
+        root: &Path,
+        id: u64,
+        cluster: &str,
+        seeds: &[(u64, String)],
+        cluster_extra: &str,
+    ) -> Node {
+        let mut node = Node {
+            id,
+            cluster: cluster.to_string(),
+            native: String::new(),
+            amqp: String::new(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            root: root.to_path_buf(),
+            seeds: seeds.to_vec(),
+            cluster_extra: cluster_extra.to_string(),
+            sections: String::new(),
+            netns: Some(netns.to_string()),
             child: None,
             _stdout: None,
         };
@@ -142,7 +175,16 @@ impl Node {
             .map(|d| d.count())
             .unwrap_or(0);
         let log = self.root.join(format!("node-{n}.log"));
-        let mut child = Command::new(BIN)
+        // `ip netns exec` execs the binary: the child is the broker itself.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .current_dir(&self.root)
             .args(["serve", "--config"])
             .arg(&config)
