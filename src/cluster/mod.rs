@@ -204,6 +204,7 @@ impl ClusterNode {
             }
         });
         runtime.spawn(bootstrap(self.core.clone()));
+        runtime.spawn(transport::watch_sighup(self.core.transport.clone()));
         runtime.spawn(drift::drop_own_transient_queues(self.core.clone()));
         if !pre_cluster.is_empty() {
             runtime.spawn(drift::propose_pre_cluster(

@@ -19,6 +19,10 @@
 //! that fails (a wrong magic, such as a Raft frame sent without the handshake, a wrong
 //! MAC, a TLS failure, or silence past `tls.handshake_timeout_secs`) is logged with
 //! its address and disconnected.
+//!
+//! SIGHUP re-reads the `[tls]` certificate, key and CA files, as the other listeners
+//! do ([`watch_sighup`]): connections opened or accepted afterwards use them, the open
+//! ones keep theirs, and a file that does not load leaves the configuration in force.
 
 use super::settings::ClusterSettings;
 use crate::server::tls::{load_certs, load_key, load_roots, provider, VERSIONS};
@@ -28,7 +32,7 @@ use rand_core::RngCore;
 use sha2::Sha256;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -57,7 +61,10 @@ struct ClusterTls {
 /// How this node opens and accepts cluster connections.
 pub struct Transport {
     secret: Vec<u8>,
-    tls: Option<ClusterTls>,
+    /// With `cluster.tls`: the configuration in force (replaced by [`Self::reload`]).
+    tls: Option<RwLock<Arc<ClusterTls>>>,
+    /// The `[tls]` files, read again on reload.
+    tls_settings: TlsSettings,
     handshake_timeout: Duration,
 }
 
@@ -81,12 +88,31 @@ impl Transport {
         Ok(Transport {
             secret: cluster.secret.as_bytes().to_vec(),
             tls: if cluster.tls {
-                Some(tls_pair(tls)?)
+                Some(RwLock::new(Arc::new(tls_pair(tls)?)))
             } else {
                 None
             },
+            tls_settings: tls.clone(),
             handshake_timeout: Duration::from_secs(tls.handshake_timeout_secs.max(1)),
         })
+    }
+
+    /// The TLS configuration in force, when the port speaks TLS.
+    fn current_tls(&self) -> Option<Arc<ClusterTls>> {
+        let t = self.tls.as_ref()?;
+        Some(t.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Re-reads the `[tls]` files for the connections made from now on: `Ok(false)`
+    /// without `cluster.tls`; on an error the configuration in force stays (a
+    /// half-written file must not cut the cluster apart).
+    pub fn reload(&self) -> Result<bool, String> {
+        let Some(t) = &self.tls else {
+            return Ok(false);
+        };
+        let fresh = tls_pair(&self.tls_settings)?;
+        *t.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(true)
     }
 
     /// A plain transport proving `secret` (the CLI without `--config`, and tests).
@@ -94,6 +120,7 @@ impl Transport {
         Transport {
             secret: secret.as_bytes().to_vec(),
             tls: None,
+            tls_settings: TlsSettings::default(),
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -105,7 +132,7 @@ impl Transport {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         let _ = tcp.set_nodelay(true);
         let work = async {
-            let mut conn: Conn = match &self.tls {
+            let mut conn: Conn = match self.current_tls() {
                 None => Box::new(tcp),
                 Some(t) => {
                     let name = server_name(addr)?;
@@ -130,7 +157,7 @@ impl Transport {
     pub async fn accept(&self, tcp: TcpStream, peer: SocketAddr) -> Option<Conn> {
         let _ = tcp.set_nodelay(true);
         let work = async {
-            let mut conn: Conn = match &self.tls {
+            let mut conn: Conn = match self.current_tls() {
                 None => Box::new(tcp),
                 Some(t) => Box::new(t.acceptor.accept(tcp).await?),
             };
@@ -222,6 +249,28 @@ impl Transport {
     }
 }
 
+/// Reloads `transport`'s TLS files on every SIGHUP, for as long as the cluster's
+/// runtime runs (nothing to do without `cluster.tls`).
+pub(super) async fn watch_sighup(transport: Arc<Transport>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if transport.tls.is_none() {
+        return;
+    }
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP: the cluster port's TLS certificates will not be reloaded");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match transport.reload() {
+            Ok(_) => tracing::info!("SIGHUP: the cluster port's TLS certificate, key and CA reloaded for new connections"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: the cluster port's TLS reload failed; the previous certificate stays in use"),
+        }
+    }
+}
+
 fn nonce() -> [u8; NONCE] {
     let mut n = [0u8; NONCE];
     rand_core::OsRng.fill_bytes(&mut n);
@@ -281,7 +330,7 @@ fn tls_pair(tls: &TlsSettings) -> Result<ClusterTls, String> {
 mod tests {
     use super::*;
 
-    async fn pair(server: Transport, client: Transport) -> (io::Result<Conn>, Option<Conn>) {
+    async fn pair(server: &Transport, client: &Transport) -> (io::Result<Conn>, Option<Conn>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let accept = async {
@@ -294,8 +343,8 @@ mod tests {
     #[tokio::test]
     async fn the_same_secret_passes_and_frames_follow() {
         let (c, s) = pair(
-            Transport::plain("0123456789abcdef"),
-            Transport::plain("0123456789abcdef"),
+            &Transport::plain("0123456789abcdef"),
+            &Transport::plain("0123456789abcdef"),
         )
         .await;
         let (mut c, mut s) = (c.unwrap(), s.unwrap());
@@ -308,14 +357,85 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_secret_is_refused_on_both_sides() {
         let (c, s) = pair(
-            Transport::plain("0123456789abcdef"),
-            Transport::plain("fedcba9876543210"),
+            &Transport::plain("0123456789abcdef"),
+            &Transport::plain("fedcba9876543210"),
         )
         .await;
         assert!(s.is_none());
         let e = c.err().expect("the client is refused");
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
         assert!(e.to_string().contains("cluster.secret"), "{e}");
+    }
+
+    /// Writes `ca.pem` (a new CA named `ca_name`), and `cert.pem` / `key.pem` (its
+    /// certificate for 127.0.0.1) into `dir`.
+    fn write_pki(dir: &std::path::Path, ca_name: &str) {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, ca_name);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+
+    /// A transport with `cluster.tls` on the files of `dir`.
+    fn tls_transport(dir: &std::path::Path) -> Transport {
+        let settings = TlsSettings {
+            cert_file: Some(dir.join("cert.pem")),
+            key_file: Some(dir.join("key.pem")),
+            ca_file: Some(dir.join("ca.pem")),
+            ..Default::default()
+        };
+        Transport {
+            secret: b"0123456789abcdef".to_vec(),
+            tls: Some(RwLock::new(Arc::new(tls_pair(&settings).unwrap()))),
+            tls_settings: settings,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn copy_pki(from: &std::path::Path, to: &std::path::Path) {
+        for f in ["ca.pem", "cert.pem", "key.pem"] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_serves_new_connections_with_the_new_files_and_a_broken_file_keeps_the_old() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write_pki(a.path(), "first CA");
+        copy_pki(a.path(), b.path());
+        let (server, client) = (tls_transport(a.path()), tls_transport(b.path()));
+        let joined = |r: (io::Result<Conn>, Option<Conn>)| r.0.is_ok() && r.1.is_some();
+        assert!(joined(pair(&server, &client).await));
+
+        std::fs::write(a.path().join("key.pem"), "not a key").unwrap();
+        let e = server.reload().unwrap_err();
+        assert!(e.contains("key.pem"), "{e}");
+        assert!(
+            joined(pair(&server, &client).await),
+            "the old files stay in use"
+        );
+
+        // A new CA on one side only: the two no longer trust each other.
+        write_pki(a.path(), "second CA");
+        assert_eq!(server.reload(), Ok(true));
+        assert!(
+            !joined(pair(&server, &client).await),
+            "the new files are used"
+        );
+        copy_pki(a.path(), b.path());
+        assert_eq!(client.reload(), Ok(true));
+        assert!(joined(pair(&server, &client).await));
+        assert_eq!(Transport::plain("0123456789abcdef").reload(), Ok(false));
     }
 
     #[test]

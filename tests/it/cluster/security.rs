@@ -210,4 +210,25 @@ async fn a_cluster_over_mutual_tls_forms_and_replicates() {
                 .then_some(())
         })
     });
+
+    // SIGHUP re-reads the certificate files (the same ones here; the swap itself is
+    // the transport's unit test): logged, the node keeps running, and new TLS
+    // connections to it (the CLI's) and the log's traffic go on.
+    nodes[0].signal(libc::SIGHUP);
+    block_in_place(|| {
+        wait_for("the reload is logged", DEADLINE, || {
+            nodes[0]
+                .logs()
+                .contains("the cluster port's TLS certificate, key and CA reloaded")
+                .then_some(())
+        })
+    });
+    assert!(block_in_place(|| nodes[0].status()).is_some());
+    let s = nodes[1]
+        .api()
+        .put("/api/queues/%2F/after-reload", r#"{"durable":true}"#)
+        .await
+        .status;
+    assert_eq!(s, 201);
+    converged(&all, |d| has(d, "queues", "after-reload")).await;
 }
