@@ -1,27 +1,35 @@
 #!/usr/bin/env bash
 # A randomized fault run against a cluster of real `actormq serve` processes: a stream
 # of definitions changes (durable queues declared and deleted through the management
-# API of random nodes) while random nodes are killed (-9), frozen (SIGSTOP, then
+# API of random nodes; with --bindings also durable exchanges declared and deleted and
+# queues bound to them) while random nodes are killed (-9), frozen (SIGSTOP, then
 # SIGCONT), restarted gracefully, and, with --netns, the leader cut off from the
 # others (each node in its own network namespace, joined by veth to a bridge; the
 # leader's link is set down, then up). One fault at a time, so a majority stays up.
 #
 # At the end every fault is healed and the run checks that
 #   - every node's /api/definitions export is the same (users by name and tags), and
-#   - every change the client saw acknowledged holds: a queue last declared with an
-#     answer (201 created, 204 existed) is present, one last deleted (204) is absent.
-#     A queue that ever had a change without an answer (a timeout, an error) is not
-#     checked: that change may commit later (Raft keeps a dead leader's entry).
+#   - every change the client saw acknowledged holds: a queue (or exchange) last
+#     declared with an answer (201 created, 204 existed) is present, one last deleted
+#     (204) is absent; a binding acknowledged (201) is present unless its exchange or
+#     queue was deleted (204) after it. A queue or exchange that ever had a change
+#     without an answer (a timeout, an error) is not checked, nor are its bindings:
+#     that change may commit later (Raft keeps a dead leader's entry).
 #
-# The seed is printed; the same seed replays the same choices (timings differ).
+# The seed is printed; the same seed replays the same choices (timings differ). With
+# --steps the run ends after that many steps instead of after --duration, so a seed
+# replays the same steps whatever the machine's speed. --bindings draws more choices:
+# a seed gives another run with it than without it.
 #
-# Usage: scripts/chaos.sh [--seed N] [--duration SECS] [--nodes N] [--netns]
-#                         [--bin path/to/actormq] [--port-base P]
+# Usage: scripts/chaos.sh [--seed N] [--duration SECS | --steps N] [--nodes N] [--netns]
+#                         [--bindings] [--bin path/to/actormq] [--port-base P]
 #   --netns needs root and `ip netns`; without it the nodes run on loopback.
 set -euo pipefail
 
 seed=$(( $(date +%s) % 100000 ))
 duration=60
+steps=0
+bindings=0
 count=3
 netns=0
 bin="${CARGO_TARGET_DIR:-target}/debug/actormq"
@@ -30,6 +38,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --seed) seed="$2"; shift 2 ;;
     --duration) duration="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --bindings) bindings=1; shift ;;
     --nodes) count="$2"; shift 2 ;;
     --netns) netns=1; shift ;;
     --bin) bin="$2"; shift 2 ;;
@@ -41,7 +51,8 @@ command -v jq >/dev/null || { echo "chaos: needs jq" >&2; exit 2; }
 [ -x "$bin" ] || { echo "chaos: no binary at $bin (cargo build first, or --bin)" >&2; exit 2; }
 bin="$(readlink -f "$bin")"
 RANDOM=$seed
-echo "chaos: seed $seed, duration ${duration}s, $count nodes, netns $netns (replay: $0 --seed $seed --duration $duration --nodes $count$([ $netns = 1 ] && echo ' --netns'))"
+if [ "$steps" -gt 0 ]; then length="--steps $steps"; else length="--duration $duration"; fi
+echo "chaos: seed $seed, $length, $count nodes, netns $netns, bindings $bindings (replay: $0 --seed $seed $length --nodes $count$([ $netns = 1 ] && echo ' --netns')$([ $bindings = 1 ] && echo ' --bindings'))"
 
 dir="$(mktemp -d /tmp/actormq-chaos.XXXXXX)"
 export ACTORMQ__CLUSTER__SECRET="chaos-secret-$seed-0123456789abcdef"
@@ -54,10 +65,13 @@ cleanup() {
   # sent then (a restart's SIGTERM right after a heal) ran this function in the child,
   # which killed -9 every other node from its copy of `pid` (seed 72692, step 175).
   [ "$BASHPID" = "$$" ] || return 0
-  for i in $(seq 1 "$count"); do
-    [ -n "${pid[$i]:-}" ] && { kill -CONT "${pid[$i]}" 2>/dev/null || true; kill -9 "${pid[$i]}" 2>/dev/null || true; }
-  done
-  wait 2>/dev/null || true
+  {
+    for i in $(seq 1 "$count"); do
+      [ -n "${pid[$i]:-}" ] && { kill -CONT "${pid[$i]}" || true; kill -9 "${pid[$i]}" || true; }
+    done
+    # (bash reports each job it reaps here as "Killed": not news.)
+    wait || true
+  } 2>/dev/null
   if [ "$netns" = 1 ]; then
     # The host end of each veth too: a deleted namespace's link can outlive it (seen
     # here), and the next run's `ip link add` would then fail with "File exists".
@@ -67,7 +81,7 @@ cleanup() {
     done
     ip link del amqchaosbr 2>/dev/null || true
   fi
-  if [ "$ok" = 1 ]; then rm -rf "$dir"; else echo "chaos: logs kept in $dir" >&2; fi
+  if [ "$ok" = 1 ] && [ -z "${CHAOS_KEEP:-}" ]; then rm -rf "$dir"; else echo "chaos: logs kept in $dir" >&2; fi
 }
 trap cleanup EXIT
 
@@ -153,7 +167,7 @@ wait_until() { # SECONDS COMMAND...: polls until the command succeeds
 has_leader() { [ -n "$(leader 1)" ]; }
 wait_until 60 has_leader || { echo "chaos: no leader formed" >&2; exit 1; }
 
-declare -A expect
+declare -A expect xexpect bexpect
 acked=0; unknown=0; reads=0; faults_kill=0; faults_stop=0; faults_restart=0; faults_part=0
 fault=""; fault_node=0; heal_at=0
 heal() {
@@ -164,9 +178,36 @@ heal() {
   esac
   fault=""
 }
+# An exchange or binding change (--bindings) on node $1, queue $2 for a binding.
+xop() {
+  local n=$1 q=$2 x s want k
+  x="x$((RANDOM % 8))"
+  case $((RANDOM % 4)) in
+    0|1) s=$(api PUT "$n" "/api/exchanges/%2F/$x" '{"type":"direct","durable":true}'); want=present ;;
+    2) s=$(api DELETE "$n" "/api/exchanges/%2F/$x"); want=absent ;;
+    # From the first 8 queues, so that both ends often exist.
+    *) q="q$((RANDOM % 8))"
+       s=$(api POST "$n" "/api/bindings/%2F/e/$x/q/$q" '{"routing_key":"k"}'); want=bound ;;
+  esac
+  k="$x>$q"
+  case "$want $s" in
+    "present 204") reads=$((reads + 1)); acked=$((acked + 1)); [ "${xexpect[$x]:-}" = unknown ] || xexpect[$x]=present ;;
+    "bound 2"??) acked=$((acked + 1)); [ "${bexpect[$k]:-}" = unknown ] || bexpect[$k]=present ;;
+    "absent 2"??) acked=$((acked + 1)); [ "${xexpect[$x]:-}" = unknown ] || xexpect[$x]=absent
+      for b in "${!bexpect[@]}"; do
+        [ "${b%%>*}" = "$x" ] && [ "${bexpect[$b]}" != unknown ] && bexpect[$b]=absent
+      done ;;
+    *" 2"??) acked=$((acked + 1)); [ "${xexpect[$x]:-}" = unknown ] || xexpect[$x]=present ;;
+    *" none"|*" 404") ;;
+    "bound "*) unknown=$((unknown + 1)); bexpect[$k]=unknown ;;
+    *) unknown=$((unknown + 1)); xexpect[$x]=unknown ;;
+  esac
+  echo "$(date +%T.%N | cut -c1-12) step $step: $want $([ $want = bound ] && echo "$k" || echo "$x") on node $n: HTTP $s" >>"$dir/history"
+}
 end=$(( $(date +%s) + duration ))
 step=0
-while [ "$(date +%s)" -lt "$end" ]; do
+going() { if [ "$steps" -gt 0 ]; then [ "$step" -lt "$steps" ]; else [ "$(date +%s)" -lt "$end" ]; fi; }
+while going; do
   step=$((step + 1))
   [ -n "$fault" ] && [ "$step" -ge "$heal_at" ] && heal
   # A node that exits by itself is a failure of the run.
@@ -182,6 +223,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
     # A definitions change on a node that is up.
     n=$((RANDOM % count + 1)); q="q$((RANDOM % 40))"
     if [ "${state[$n]}" != up ]; then continue; fi
+    if [ "$bindings" = 1 ] && [ $((RANDOM % 3)) = 0 ]; then xop "$n" "$q"; continue; fi
     if [ $((RANDOM % 10)) -lt 7 ]; then
       s=$(api PUT "$n" "/api/queues/%2F/$q" '{"durable":true}'); want=present
     else
@@ -191,7 +233,12 @@ while [ "$(date +%s)" -lt "$end" ]; do
       # 204 to a declare: the queue existed (the node answers after a read barrier,
       # so from the cluster's state, not a lagging one of its own).
       "present 204") reads=$((reads + 1)); acked=$((acked + 1)); [ "${expect[$q]:-}" = unknown ] || expect[$q]=present ;;
-      *" 2"??) acked=$((acked + 1)); [ "${expect[$q]:-}" = unknown ] || expect[$q]=$want ;;
+      *" 2"??) acked=$((acked + 1)); [ "${expect[$q]:-}" = unknown ] || expect[$q]=$want
+        if [ "$want" = absent ]; then
+          for b in "${!bexpect[@]}"; do
+            [ "${b#*>}" = "$q" ] && [ "${bexpect[$b]}" != unknown ] && bexpect[$b]=absent
+          done
+        fi ;;
       # Refused before anything was proposed: not listening, or no such queue there.
       *" none"|*" 404") ;;
       *) unknown=$((unknown + 1)); expect[$q]=unknown ;;
@@ -233,7 +280,25 @@ for q in "${!expect[@]}"; do
     echo "chaos: queue $q should be ${expect[$q]} (last acknowledged change), is not" >&2; bad=1
   fi
 done
-echo "chaos: seed $seed: $step steps, $acked changes acknowledged, $unknown without an answer, $reads of them redeclares of an existing queue; faults: $faults_kill kill -9, $faults_stop SIGSTOP, $faults_restart restart, $faults_part leader partition; $checked queues checked, definitions equal on $count nodes"
+xchecked=0; bchecked=0
+for x in "${!xexpect[@]}"; do
+  [ "${xexpect[$x]}" = unknown ] && continue
+  xchecked=$((xchecked + 1))
+  there=$(jq --arg x "$x" '[.exchanges[] | select(.name == $x)] | length' <<<"$final")
+  if { [ "${xexpect[$x]}" = present ] && [ "$there" != 1 ]; } || { [ "${xexpect[$x]}" = absent ] && [ "$there" != 0 ]; }; then
+    echo "chaos: exchange $x should be ${xexpect[$x]} (last acknowledged change), is not" >&2; bad=1
+  fi
+done
+for b in "${!bexpect[@]}"; do
+  x="${b%%>*}"; q="${b#*>}"
+  { [ "${bexpect[$b]}" = unknown ] || [ "${xexpect[$x]:-}" = unknown ] || [ "${expect[$q]:-}" = unknown ]; } && continue
+  bchecked=$((bchecked + 1))
+  there=$(jq --arg x "$x" --arg q "$q" '[.bindings[] | select(.source == $x and .destination == $q and .destination_type == "queue" and .routing_key == "k")] | length' <<<"$final")
+  if { [ "${bexpect[$b]}" = present ] && [ "$there" != 1 ]; } || { [ "${bexpect[$b]}" = absent ] && [ "$there" != 0 ]; }; then
+    echo "chaos: binding $x -> $q should be ${bexpect[$b]} (last acknowledged change), is not" >&2; bad=1
+  fi
+done
+echo "chaos: seed $seed: $step steps, $acked changes acknowledged, $unknown without an answer, $reads of them redeclares of an existing queue or exchange; faults: $faults_kill kill -9, $faults_stop SIGSTOP, $faults_restart restart, $faults_part leader partition; checked: $checked queues, $xchecked exchanges, $bchecked bindings; definitions equal on $count nodes"
 if [ "$bad" = 1 ]; then echo "chaos: FAILED (seed $seed)" >&2; exit 1; fi
 ok=1
 echo "chaos: OK"
