@@ -1,4 +1,5 @@
-//! Which exchange and binding changes are reads, answered after the cluster's barrier.
+//! Reads after the cluster's barrier: the wait itself, and which exchange and binding
+//! changes are reads.
 //!
 //! In a cluster a change that would alter nothing here is answered from this node's
 //! own definitions, without a proposal: a redeclare or passive declare of an exchange
@@ -8,16 +9,47 @@
 //! cut off) would answer those from stale definitions: "exists" for an exchange the
 //! cluster deleted, "deleted" for one it declared meanwhile, NOT_FOUND for a queue it
 //! has. So they first wait for the barrier (this node has applied everything the
-//! leader had committed) and are then handled again, with no second barrier; the
-//! queues' equivalent is in `replicated`.
+//! leader had committed) and are then handled again, with no second barrier. The
+//! queues' reads (a queue declare answered "exists", or passive; a delete of a queue
+//! unknown here) wait the same way, decided in `replicated`.
 //!
 //! The predeclared exchanges (`""`, `amq.*`) exist on every node from the start and
 //! are never deleted: reading them needs no barrier.
 
-use super::replicated::{AfterBarrier, Gated};
+use super::replicated::Gated;
 use super::*;
 use crate::cluster::ClusterHook;
 use crate::definitions::predeclared;
+
+/// A change sent again to the registry once the cluster's barrier has passed:
+/// handled as its message, with no second barrier.
+pub struct AfterBarrier<M>(pub M);
+
+impl<M: Message> Message for AfterBarrier<M> {
+    type Result = M::Result;
+}
+
+/// Waits for the cluster's barrier (this node has applied everything committed
+/// before), then hands `msg` back to the registry: a read that would be answered from
+/// this node's own definitions (see the module's doc) is then answered from
+/// up-to-date ones.
+pub(super) fn after_barrier<M, R>(
+    c: std::sync::Arc<dyn crate::cluster::ClusterHook>,
+    addr: Addr<Registry>,
+    msg: M,
+) -> ResponseFuture<Result<R, BrokerError>>
+where
+    M: Message<Result = Result<R, BrokerError>> + Send + 'static,
+    R: Send + 'static,
+    Registry: Handler<AfterBarrier<M>>,
+{
+    Box::pin(async move {
+        c.barrier().await?;
+        addr.send(AfterBarrier(msg))
+            .await
+            .map_err(|_| BrokerError::internal("the virtual host's registry stopped"))?
+    })
+}
 
 impl Registry {
     /// True when exchange `name` may differ between this node and the cluster.
@@ -98,5 +130,27 @@ impl Handler<AfterBarrier<Unbind>> for Registry {
 
     fn handle(&mut self, msg: AfterBarrier<Unbind>, ctx: &mut Self::Context) -> Self::Result {
         self.unbind_gated(msg.0, ctx)
+    }
+}
+
+impl Handler<AfterBarrier<DeclareQueue>> for Registry {
+    type Result = Gated<Result<QueueDeclared, BrokerError>>;
+
+    fn handle(&mut self, msg: AfterBarrier<DeclareQueue>, ctx: &mut Self::Context) -> Self::Result {
+        match self.gate_declare_queue(&msg.0) {
+            Some(f) => Gated::Committed(f),
+            None => Gated::Now(self.declare_queue_now(msg.0, ctx)),
+        }
+    }
+}
+
+impl Handler<AfterBarrier<DeleteQueue>> for Registry {
+    type Result = Gated<Result<u64, BrokerError>>;
+
+    fn handle(&mut self, msg: AfterBarrier<DeleteQueue>, ctx: &mut Self::Context) -> Self::Result {
+        match self.gate_delete_queue(&msg.0) {
+            Some(f) => Gated::Committed(f),
+            None => Gated::Now(self.delete_queue_now(msg.0, ctx)),
+        }
     }
 }

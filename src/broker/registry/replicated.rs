@@ -12,9 +12,11 @@
 //!
 //! A queue declare answered from this node's own definitions (it exists, or passive)
 //! and a delete of a queue unknown here first wait for the cluster's barrier
-//! ([`AfterBarrier`]): a node that lags must not answer "exists" for what the cluster
-//! has deleted. The same reads of exchanges and bindings are decided in `barrier`.
+//! (`AfterBarrier`): a node that lags must not answer "exists" for what the cluster
+//! has deleted (`barrier` has the barrier and the same reads of exchanges and
+//! bindings).
 
+use super::barrier::after_barrier;
 use super::*;
 use crate::broker::queue_args::{check_queue_type, QueueConfig as Config};
 use crate::cluster::{Op, Outcome, Proposal};
@@ -122,7 +124,7 @@ impl Registry {
 
     /// The proposal of a new queue, checked here first: `None` when it is applied here
     /// at once (no cluster, passive, exclusive, or already declared).
-    fn gate_declare_queue(
+    pub(super) fn gate_declare_queue(
         &mut self,
         msg: &DeclareQueue,
     ) -> Option<ResponseFuture<Result<QueueDeclared, BrokerError>>> {
@@ -171,7 +173,7 @@ impl Registry {
 
     /// The proposal of a queue delete: its conditions are checked on its home node
     /// (where its consumers and messages are), then every node deletes it.
-    fn gate_delete_queue(
+    pub(super) fn gate_delete_queue(
         &mut self,
         msg: &DeleteQueue,
     ) -> Option<ResponseFuture<Result<u64, BrokerError>>> {
@@ -330,36 +332,6 @@ impl Registry {
     }
 }
 
-/// A queue change sent again to the registry once the cluster's barrier has passed:
-/// handled as its message, with no second barrier.
-pub struct AfterBarrier<M>(pub M);
-
-impl<M: Message> Message for AfterBarrier<M> {
-    type Result = M::Result;
-}
-
-/// Waits for the cluster's barrier (this node has applied everything committed
-/// before), then hands `msg` back to the registry: a redeclare that would be answered
-/// from this node's own definitions ("exists", no proposal), or a delete of a queue it
-/// does not know, is then answered from up-to-date ones.
-pub(super) fn after_barrier<M, R>(
-    c: std::sync::Arc<dyn crate::cluster::ClusterHook>,
-    addr: Addr<Registry>,
-    msg: M,
-) -> ResponseFuture<Result<R, BrokerError>>
-where
-    M: Message<Result = Result<R, BrokerError>> + Send + 'static,
-    R: Send + 'static,
-    Registry: Handler<AfterBarrier<M>>,
-{
-    Box::pin(async move {
-        c.barrier().await?;
-        addr.send(AfterBarrier(msg))
-            .await
-            .map_err(|_| BrokerError::internal("the virtual host's registry stopped"))?
-    })
-}
-
 impl Handler<DeclareQueue> for Registry {
     type Result = Gated<Result<QueueDeclared, BrokerError>>;
 
@@ -375,17 +347,6 @@ impl Handler<DeclareQueue> for Registry {
     }
 }
 
-impl Handler<AfterBarrier<DeclareQueue>> for Registry {
-    type Result = Gated<Result<QueueDeclared, BrokerError>>;
-
-    fn handle(&mut self, msg: AfterBarrier<DeclareQueue>, ctx: &mut Self::Context) -> Self::Result {
-        match self.gate_declare_queue(&msg.0) {
-            Some(f) => Gated::Committed(f),
-            None => Gated::Now(self.declare_queue_now(msg.0, ctx)),
-        }
-    }
-}
-
 impl Handler<DeleteQueue> for Registry {
     type Result = Gated<Result<u64, BrokerError>>;
 
@@ -396,17 +357,6 @@ impl Handler<DeleteQueue> for Registry {
                 Gated::Committed(after_barrier(c, ctx.address(), msg))
             }
             (None, _) => Gated::Now(self.delete_queue_now(msg, ctx)),
-        }
-    }
-}
-
-impl Handler<AfterBarrier<DeleteQueue>> for Registry {
-    type Result = Gated<Result<u64, BrokerError>>;
-
-    fn handle(&mut self, msg: AfterBarrier<DeleteQueue>, ctx: &mut Self::Context) -> Self::Result {
-        match self.gate_delete_queue(&msg.0) {
-            Some(f) => Gated::Committed(f),
-            None => Gated::Now(self.delete_queue_now(msg.0, ctx)),
         }
     }
 }
