@@ -233,6 +233,7 @@ impl AmqpConnection {
                     deliver,
                     cancelled: Some(cancelled),
                     window,
+                    accepts_stored: false,
                 })
                 .await??;
             Ok::<_, BrokerError>(q)

@@ -309,8 +309,14 @@ pub struct Delivery {
     pub redelivered: bool,
     /// How many times the message has been delivered, this delivery included.
     pub delivery_count: u32,
-    /// The message, shared with every other queue it reached.
+    /// The message, shared with every other queue it reached. Empty when `stored` is
+    /// set: then that is the message.
     pub message: Arc<Message>,
+    /// A stream record read back from its segment file, as it is stored, handed only
+    /// to a consumer that asked for such ([`Consume::accepts_stored`]): a native
+    /// connection copies its bytes into the deliver frame, so a replay neither decodes
+    /// nor encodes the message's properties.
+    pub stored: Option<Arc<crate::storage::stream::codec::StoredMessage>>,
 }
 
 /// A batch of deliveries to one consumer.
@@ -419,6 +425,10 @@ pub struct Consume {
     pub cancelled: Option<Recipient<ConsumerCancelled>>,
     /// Maximum deliveries in transit (delivered, credit not yet returned).
     pub window: u32,
+    /// The consumer writes native deliver frames and takes a stream's records as they
+    /// are stored ([`Delivery::stored`], its `message` empty); others are given decoded
+    /// messages only.
+    pub accepts_stored: bool,
 }
 
 /// Detaches a consumer. Its unacked deliveries stay with the owner and can still be

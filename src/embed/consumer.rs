@@ -185,6 +185,7 @@ impl Consumer {
                 deliver: bridge.clone().recipient(),
                 cancelled: Some(bridge.clone().recipient()),
                 window,
+                accepts_stored: false,
             })
             .await;
         let tag = match tag {

@@ -489,6 +489,7 @@ impl Session {
                 deliver,
                 cancelled,
                 window: self.broker.context().consumer_window,
+                accepts_stored: false,
             })
             .await?
     }

@@ -231,6 +231,7 @@ mod tests {
             redelivered: false,
             delivery_count: 1,
             message: m.clone(),
+            stored: None,
         };
         mark_redelivery(&mut first);
         assert!(
@@ -242,6 +243,7 @@ mod tests {
             redelivered: true,
             delivery_count: 3,
             message: m.clone(),
+            stored: None,
         };
         mark_redelivery(&mut third);
         assert_eq!(

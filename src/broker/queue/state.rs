@@ -413,6 +413,7 @@ impl<C> QueueState<C> {
             redelivered: r.redelivered,
             delivery_count,
             message: r.message,
+            stored: None,
         }
     }
 

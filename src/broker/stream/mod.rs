@@ -50,6 +50,8 @@ pub struct NewStreamConsumer<H> {
     pub start: Option<StartAt>,
     /// `x-stream-consumer-name`.
     pub name: Option<String>,
+    /// It takes records read from the files as stored ([`crate::broker::messages::Consume::accepts_stored`]).
+    pub accepts_stored: bool,
 }
 
 /// One consumer of a stream.
@@ -88,6 +90,8 @@ pub struct StreamConsumer<H> {
     cursor: Option<Cursor>,
     /// A timestamp start not reached yet: older records are skipped.
     min_timestamp: Option<i64>,
+    /// Takes records as stored (else its reads decode them).
+    accepts_stored: bool,
 }
 
 /// A stream's consumers and offsets over its log.
@@ -232,6 +236,7 @@ impl<H> StreamState<H> {
             read_failed: false,
             cursor: None,
             min_timestamp,
+            accepts_stored: c.accepts_stored,
         });
         Ok((id, start))
     }

@@ -6,7 +6,19 @@
 
 use super::{StreamConsumer, StreamState};
 use crate::broker::messages::Delivery;
+use crate::message::Message;
 use crate::storage::stream::reader::{ReadBatch, ReadError};
+use crate::storage::stream::RecordMessage;
+use std::sync::{Arc, OnceLock};
+
+/// The `message` of a delivery that carries its record as stored: one shared empty
+/// message, no allocation per delivery.
+fn empty_message() -> Arc<Message> {
+    static EMPTY: OnceLock<Arc<Message>> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| Arc::new(Message::new("", "", "")))
+        .clone()
+}
 
 /// At most this many bytes of bodies per read (the read-ahead of one consumer).
 const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
@@ -78,6 +90,18 @@ impl<H> StreamState<H> {
                     continue;
                 }
                 c.min_timestamp = None;
+                let (message, stored) = match record.message {
+                    RecordMessage::Decoded(m) => (m, None),
+                    RecordMessage::Stored(s) if c.accepts_stored => (empty_message(), Some(s)),
+                    RecordMessage::Stored(s) => match s.message(&mut None) {
+                        // Decoded by the consumer's own read: at hand.
+                        Ok(m) => (m.clone(), None),
+                        Err(e) => {
+                            tracing::error!(consumer = c.id, offset, error = %e, "stream record undecodable: skipped");
+                            continue;
+                        }
+                    },
+                };
                 self.next_delivery += 1;
                 c.unacked.insert(self.next_delivery, offset);
                 let again = offset < c.redeliver_below;
@@ -85,7 +109,8 @@ impl<H> StreamState<H> {
                     id: self.next_delivery,
                     redelivered: again,
                     delivery_count: 1 + u32::from(again),
-                    message: record.message,
+                    message,
+                    stored,
                 });
             }
             if c.ahead.is_empty() && c.next < tail_first && c.reading.is_none() && !c.read_failed {
@@ -94,6 +119,7 @@ impl<H> StreamState<H> {
                     req.max_records = c.prefetch.min(c.window).max(1) as usize;
                     req.max_bytes = READ_AHEAD_BYTES;
                     req.min_timestamp = c.min_timestamp;
+                    req.decode = !c.accepts_stored;
                     c.reading = Some(c.next);
                     self.reads.push((c.id, req));
                 }

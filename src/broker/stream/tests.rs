@@ -33,12 +33,24 @@ fn consumer(owner: u64, start: Option<StartAt>, name: Option<&str>) -> NewStream
         window: 100,
         start,
         name: name.map(str::to_string),
+        accepts_stored: false,
+    }
+}
+
+/// The message of a delivery: decoded from its stored form when it carries one.
+fn message_of(d: &Delivery) -> Arc<Message> {
+    match &d.stored {
+        Some(s) => {
+            assert!(d.message.body.is_empty(), "the stored form is the message");
+            s.message(&mut None).unwrap().clone()
+        }
+        None => d.message.clone(),
     }
 }
 
 fn offsets(d: &[Delivery]) -> Vec<i64> {
     d.iter()
-        .map(|d| match d.message.header("x-stream-offset") {
+        .map(|d| match message_of(d).header("x-stream-offset") {
             Some(FieldValue::Int(o)) => *o,
             other => panic!("no offset header: {other:?}"),
         })
@@ -139,6 +151,12 @@ fn disk_state(dir: &std::path::Path, segment: u64, max_bytes: Option<u64>) -> St
 
 /// Reads everything a consumer of `owner` is handed, acking as it goes, until `n`.
 fn drain(s: &mut StreamState<()>, owner: u64, n: usize) -> Vec<i64> {
+    drain_counting(s, owner, n).0
+}
+
+/// As [`drain`], with how many deliveries came as stored records.
+fn drain_counting(s: &mut StreamState<()>, owner: u64, n: usize) -> (Vec<i64>, usize) {
+    let mut stored = 0;
     let mut got = Vec::new();
     let mut idle = 0;
     while got.len() < n {
@@ -159,12 +177,13 @@ fn drain(s: &mut StreamState<()>, owner: u64, n: usize) -> Vec<i64> {
                 continue;
             }
             got.extend(offsets(&d));
+            stored += d.iter().filter(|d| d.stored.is_some()).count();
             let ids: Vec<u64> = d.iter().map(|d| d.id).collect();
             s.settle(OwnerId(owner), &ids, Settlement::Ack);
             s.return_credit(id, ids.len() as u32);
         }
     }
-    got
+    (got, stored)
 }
 
 #[test]
@@ -184,18 +203,24 @@ fn a_stream_much_larger_than_its_tail_cache_replays_from_first_in_order() {
         s.log().tail_first() > 3_000,
         "most records are only on disk"
     );
-    s.add_consumer(consumer(1, Some(StartAt::First), Some("app")))
-        .unwrap();
-    let all = drain(&mut s, 1, 4_000);
+    // A consumer that takes stored records (a native connection) and one that does not.
+    s.add_consumer(NewStreamConsumer {
+        accepts_stored: true,
+        ..consumer(1, Some(StartAt::First), Some("app"))
+    })
+    .unwrap();
+    let (all, stored) = drain_counting(&mut s, 1, 4_000);
     assert!(all == (0..4_000).collect::<Vec<i64>>(), "out of order");
+    assert!(stored > 3_000, "read from the files as stored: {stored}");
     s.add_consumer(consumer(2, Some(StartAt::Offset(1234)), None))
         .unwrap();
     assert!(s.ram_bytes() < 256 * 1024, "{} bytes in RAM", s.ram_bytes());
-    let second = drain(&mut s, 2, 4_000 - 1234);
+    let (second, stored) = drain_counting(&mut s, 2, 4_000 - 1234);
     assert!(
         second == (1234..4_000).collect::<Vec<i64>>(),
         "out of order"
     );
+    assert_eq!(stored, 0, "decoded for a consumer that cannot take them");
     assert_eq!(s.stored_offset("app"), Some(4_000));
     // After a restart, from the files alone.
     s.flush_offsets();

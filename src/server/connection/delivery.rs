@@ -5,7 +5,7 @@
 use super::Connection;
 use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
 use crate::channel::DeliveryAction;
-use crate::protocol::wire::{properties_or_none, DeliverFrame, ServerFrame};
+use crate::protocol::wire::{encode_deliver_stored, properties_or_none, DeliverFrame, ServerFrame};
 use actix::prelude::*;
 use std::borrow::Cow;
 
@@ -35,6 +35,24 @@ impl Connection {
         self.stats.add_delivered(msg.deliveries.len() as u64);
         for d in &msg.deliveries {
             let tag = self.channel.track(&msg.queue, d.id, no_ack);
+            if let Some(s) = &d.stored {
+                // A stream record as stored: its exchange, routing key and properties
+                // are copied into the frame as they are (the same bytes as encoded).
+                let (again, count) = (d.redelivered, d.delivery_count);
+                let (fields, body) = (s.fields(), s.body());
+                if let Err(e) = encode_deliver_stored(
+                    &mut self.out,
+                    &msg.consumer_tag,
+                    tag,
+                    again,
+                    count,
+                    fields,
+                    body,
+                ) {
+                    tracing::error!(error = %e, "cannot encode a server frame");
+                }
+                continue;
+            }
             self.frame(&ServerFrame::Deliver(deliver_frame(
                 &msg.consumer_tag,
                 tag,

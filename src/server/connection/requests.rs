@@ -392,6 +392,7 @@ impl Connection {
                     deliver,
                     cancelled: Some(cancelled),
                     window,
+                    accepts_stored: true,
                 })
                 .await??;
             Ok((q, tag))

@@ -4,12 +4,18 @@
 //! the message log's publish records. The offset is stored so that recovery can check
 //! that the log is contiguous; the timestamp (milliseconds since the Unix epoch, when the
 //! broker appended it) serves `x-stream-offset` timestamps and `x-max-age`.
+//!
+//! `meta`'s three values are exactly what the native protocol's deliver frame carries
+//! for them, so a record read back is kept as it is stored ([`StoredMessage`]) and
+//! decoded only for a consumer that needs a [`Message`] (AMQP, embedded).
 
 use crate::message::{Message, Properties};
+use crate::protocol::wire::STORED_META_HEAD;
 use crate::storage::disk::frame;
 use crate::storage::error::StorageError;
 use bytes::Bytes;
-use std::sync::Arc;
+use serde::Deserialize;
+use std::sync::{Arc, OnceLock};
 
 /// Appends the frame of one record to `buf`; answers the frame's length.
 pub fn encode(
@@ -44,22 +50,135 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
     decode_with(payload, &mut None, Bytes::copy_from_slice)
 }
 
-/// Decodes a frame's payload that lies inside `whole` (a mapped segment): the body is
-/// a slice of `whole`, not a copy, so a replay hands the socket writer the page cache's
-/// bytes. `exchange` is the exchange name of the record decoded before: a run of
-/// records published to one exchange shares one allocation of its name.
-pub fn decode_shared(
-    whole: &Bytes,
-    payload: &[u8],
-    exchange: &mut Option<Arc<str>>,
-) -> Result<Decoded, String> {
-    decode_with(payload, exchange, |b| {
-        if b.is_empty() {
-            Bytes::new()
-        } else {
-            whole.slice_ref(b)
+/// A record's message as its segment stores it: the MessagePack of its exchange,
+/// routing key and properties (the meta array's values, its header left out), then its
+/// body, one slice of the segment's mapping. A consumer writing native deliver frames
+/// copies it into them as it is ([`crate::protocol::encode_deliver_stored`]); others
+/// take [`StoredMessage::message`], decoded once however many read it.
+pub struct StoredMessage {
+    /// The three values, then the body.
+    bytes: Bytes,
+    /// Bytes of the three values.
+    fields_len: usize,
+    decoded: OnceLock<Arc<Message>>,
+}
+
+impl std::fmt::Debug for StoredMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredMessage")
+            .field("fields", &self.fields_len)
+            .field("body", &self.body().len())
+            .field("decoded", &self.decoded.get().is_some())
+            .finish()
+    }
+}
+
+impl StoredMessage {
+    /// The exchange, routing key and properties: three MessagePack values.
+    pub fn fields(&self) -> &[u8] {
+        &self.bytes[..self.fields_len]
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes[self.fields_len..]
+    }
+
+    /// Bytes held: the three values and the body.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Never true: a stored message has its three values at least.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The message, if already decoded.
+    pub fn decoded(&self) -> Option<&Arc<Message>> {
+        self.decoded.get()
+    }
+
+    /// The message, decoded on the first call (its body a slice of the mapping, not a
+    /// copy). `exchange` is the exchange name of the record decoded before: a run of
+    /// records published to one exchange shares one allocation of its name.
+    pub fn message(&self, exchange: &mut Option<Arc<str>>) -> Result<&Arc<Message>, String> {
+        if let Some(m) = self.decoded.get() {
+            return Ok(m);
         }
-    })
+        let bad = |e: rmp_serde::decode::Error| format!("bad stream record: {e}");
+        // The three values one after the other, as the array held them.
+        let mut de = rmp_serde::Deserializer::from_read_ref(self.fields());
+        let exchange_name = <&str>::deserialize(&mut de).map_err(bad)?;
+        let routing_key = String::deserialize(&mut de).map_err(bad)?;
+        let properties = Properties::deserialize(&mut de).map_err(bad)?;
+        let message = Message {
+            exchange: shared_name(exchange, exchange_name),
+            routing_key,
+            properties: Properties::shared(Some(properties)),
+            body: self.bytes.slice(self.fields_len..),
+        };
+        // Two readers decoding at once both succeed; the first one set is kept.
+        Ok(self.decoded.get_or_init(|| Arc::new(message)))
+    }
+}
+
+fn shared_name(last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
+    match last {
+        Some(x) if **x == *name => x.clone(),
+        _ => last.insert(Arc::from(name)).clone(),
+    }
+}
+
+/// Reads the record of a frame's payload that lies inside `whole` (a mapped segment)
+/// without decoding its message: the meta's structure is checked (an array of three
+/// complete MessagePack values, two strings and the properties' array), its values are
+/// not parsed.
+pub fn stored(whole: &Bytes, payload: &[u8]) -> Result<(u64, i64, StoredMessage), String> {
+    let (offset, timestamp) = header(payload)?;
+    let meta_len = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
+    if meta_len > payload.len() - 20 {
+        return Err(format!("meta of {meta_len} bytes runs past its record"));
+    }
+    let meta = &payload[20..20 + meta_len];
+    check_meta(meta).map_err(|e| format!("bad stream record {offset}: {e}"))?;
+    let bytes = whole.slice_ref(&payload[21..]);
+    Ok((
+        offset,
+        timestamp,
+        StoredMessage {
+            bytes,
+            fields_len: meta_len - 1,
+            decoded: OnceLock::new(),
+        },
+    ))
+}
+
+/// Checks that `meta` is `[str, str, array of 13]` of complete values, taking
+/// nothing apart: what a deliver frame may carry without it being decoded.
+fn check_meta(meta: &[u8]) -> Result<(), String> {
+    let is_str = |m: u8| matches!(m, 0xa0..=0xbf | 0xd9..=0xdb);
+    if meta.first() != Some(&STORED_META_HEAD) {
+        return Err("meta is not an array of three values".into());
+    }
+    let mut at = 1;
+    for (i, what) in ["exchange", "routing key", "properties"].iter().enumerate() {
+        let rest = &meta[at..];
+        let ok = match (i, rest.first()) {
+            (2, Some(m)) => *m == 0x9d,
+            (_, Some(m)) => is_str(*m),
+            (_, None) => false,
+        };
+        let len = crate::protocol::wire::walk_value(rest).0.filter(|_| ok);
+        let Some(len) = len else {
+            return Err(format!("its {what} is not a well-formed value of its type"));
+        };
+        at += len;
+    }
+    if at != meta.len() {
+        return Err(format!("{} bytes after its three values", meta.len() - at));
+    }
+    Ok(())
 }
 
 /// The offset and timestamp of a record, without decoding the rest (recovery and
@@ -86,10 +205,7 @@ fn decode_with(
     let (exchange, routing_key, properties): (&str, String, Properties) =
         rmp_serde::from_slice(&payload[20..20 + meta_len])
             .map_err(|e| format!("bad stream record: {e}"))?;
-    let exchange = match last_exchange {
-        Some(x) if **x == *exchange => x.clone(),
-        _ => last_exchange.insert(Arc::from(exchange)).clone(),
-    };
+    let exchange = shared_name(last_exchange, exchange);
     let message = Message {
         exchange,
         routing_key,
@@ -119,17 +235,84 @@ mod tests {
         assert_eq!(*back, m);
         let whole = Bytes::from(buf.clone());
         let mut exchange = None;
-        let (o, _, shared) = decode_shared(&whole, &whole[8..], &mut exchange).unwrap();
-        assert_eq!((o, &*shared), (42, &m));
-        let (_, _, again) = decode_shared(&whole, &whole[8..], &mut exchange).unwrap();
+        let (o, t, stored) = stored(&whole, &whole[8..]).unwrap();
+        assert_eq!((o, t), (42, 1_700_000_000_000));
+        assert_eq!(stored.body(), b"body");
+        assert_eq!(
+            stored.body().as_ptr(),
+            whole[whole.len() - 4..].as_ptr(),
+            "a slice, not a copy"
+        );
+        assert!(stored.decoded().is_none(), "not decoded until asked");
+        let shared = stored.message(&mut exchange).unwrap().clone();
+        assert_eq!(*shared, m);
+        assert!(
+            Arc::ptr_eq(&shared, stored.decoded().unwrap()),
+            "decoded once"
+        );
+        assert_eq!(shared.body.as_ptr(), stored.body().as_ptr());
+        let (_, _, again) = super::stored(&whole, &whole[8..]).unwrap();
+        let again = again.message(&mut exchange).unwrap();
         assert!(
             Arc::ptr_eq(&shared.exchange, &again.exchange),
             "one exchange name for a run of records"
         );
-        assert_eq!(
-            shared.body.as_ptr(),
-            whole[whole.len() - 4..].as_ptr(),
-            "a slice, not a copy"
-        );
+        // The stored values are what a deliver frame carries for the message.
+        let mut want = rmp_serde::to_vec(&(&*m.exchange, &m.routing_key, &*m.properties)).unwrap();
+        want.remove(0);
+        assert_eq!(stored.fields(), &want[..]);
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+
+    fn payload(meta: &[u8], body: &[u8]) -> Bytes {
+        let mut p = Vec::new();
+        p.extend_from_slice(&7u64.to_le_bytes());
+        p.extend_from_slice(&1i64.to_le_bytes());
+        p.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        p.extend_from_slice(meta);
+        p.extend_from_slice(body);
+        Bytes::from(p)
+    }
+
+    #[test]
+    fn a_stored_record_whose_meta_is_not_three_values_of_their_types_is_refused() {
+        let props = rmp_serde::to_vec(&Properties::default()).unwrap();
+        let good = [&[0x93, 0xa1, b'x', 0xa0][..], &props].concat();
+        let p = payload(&good, b"b");
+        let (_, _, s) = stored(&p, &p).unwrap();
+        assert_eq!((s.fields(), s.body()), (&good[1..], &b"b"[..]));
+        let bad: Vec<(Vec<u8>, &str)> = vec![
+            (vec![], "not an array of three"),
+            (
+                [&[0x92, 0xa1, b'x', 0xa0][..], &props].concat(),
+                "not an array of three",
+            ),
+            ([&[0x93, 0x01, 0xa0][..], &props].concat(), "its exchange"),
+            (
+                [&[0x93, 0xa1, b'x', 0xc0][..], &props].concat(),
+                "its routing key",
+            ),
+            (vec![0x93, 0xa1, b'x', 0xa0, 0x90], "its properties"),
+            (
+                [&[0x93, 0xa1, b'x', 0xa0][..], &props[..props.len() - 1]].concat(),
+                "its properties",
+            ),
+            ([&good[..], &[0xc0][..]].concat(), "1 bytes after"),
+            (vec![0x93, 0xa5, b'x'], "its exchange"),
+        ];
+        for (meta, want) in bad {
+            let p = payload(&meta, b"");
+            let e = stored(&p, &p).unwrap_err();
+            assert!(e.contains(want) && e.contains("record 7"), "{meta:x?}: {e}");
+        }
+        // A meta length past the record.
+        let mut p = payload(&good, b"").to_vec();
+        p[16] = 200;
+        let p = Bytes::from(p);
+        assert!(stored(&p, &p).unwrap_err().contains("runs past"));
     }
 }

@@ -2,17 +2,19 @@
 //! actor hands a [`ReadRequest`] to a blocking thread and gets a [`ReadBatch`] back).
 //!
 //! A segment is mapped whole (read-only `mmap`) and held as one [`Bytes`]; every record
-//! read from it is decoded with [`codec::decode_shared`], so its body is a slice of the
-//! mapping: the page cache's bytes, never copied in user space until the connection
-//! encodes the delivery for its socket. Records are decoded in blocks shared by the
-//! stream's readers ([`super::cache`]). The [`Cursor`] keeps the mapping and the file
+//! read from it is kept as stored ([`codec::stored`]): its meta and body are a slice of
+//! the mapping, the page cache's bytes, never copied in user space until the connection
+//! writes the delivery for its socket, and its message is decoded only for a reader
+//! that asks for it ([`ReadRequest::decode`]: AMQP and embedded consumers; a native
+//! connection copies the stored bytes into its frames). Records are read in blocks
+//! shared by the stream's readers ([`super::cache`]). The [`Cursor`] keeps the mapping and the file
 //! position, so a consumer reading on does not search the index again; a mapping of
 //! the active segment is taken again when the file has grown past it.
 
 use super::cache::{Block, BlockCache};
 use super::codec;
 use super::writer::segment_path;
-use super::StreamRecord;
+use super::{RecordMessage, StreamRecord};
 use crate::storage::disk::frame::{self, FrameAt};
 use crate::storage::error::StorageError;
 use bytes::Bytes;
@@ -73,8 +75,10 @@ pub struct ReadRequest {
     pub max_bytes: usize,
     /// Skip records appended before this time (ms; a timestamp start not yet reached).
     pub min_timestamp: Option<i64>,
-    /// The stream's decoded blocks, shared by its readers.
+    /// The stream's blocks, shared by its readers.
     pub cache: Arc<BlockCache>,
+    /// Decode each record's message (for a consumer that cannot take stored ones).
+    pub decode: bool,
 }
 
 /// What a read found.
@@ -173,13 +177,12 @@ fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>,
         };
         let mut pos = cur.pos;
         let mut body_bytes = 0;
-        let mut exchange = None;
         while block.end() < end && body_bytes < BLOCK_BYTES && block.records.len() < BLOCK_RECORDS {
             let FrameAt::Good { payload, next } = frame::read_at(&map, pos) else {
                 break;
             };
-            let (offset, timestamp, message) = codec::decode_shared(&map, payload, &mut exchange)
-                .map_err(|e| corrupt(dir, cur.segment, e))?;
+            let (offset, timestamp, message) =
+                codec::stored(&map, payload).map_err(|e| corrupt(dir, cur.segment, e))?;
             if offset != block.end() {
                 return Err(corrupt(
                     dir,
@@ -187,8 +190,8 @@ fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>,
                     format!("record {offset} where {} was expected", block.end()),
                 ));
             }
-            body_bytes += message.body.len();
-            let record = StreamRecord::new(timestamp, message);
+            body_bytes += message.body().len();
+            let record = StreamRecord::stored(timestamp, message);
             block.bytes += record.size;
             block.records.push(record);
             pos = next;
@@ -223,6 +226,7 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
     let mut first = req.from.max(cur.offset);
     let mut bytes = 0usize;
     let mut min_ts = req.min_timestamp;
+    let mut exchange = None;
     while cur.offset < req.end && records.len() < req.max_records && bytes < req.max_bytes {
         let block = match req.cache.find(cur.offset) {
             Some(b) => b,
@@ -245,8 +249,17 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                 if records.is_empty() {
                     first = offset;
                 }
-                bytes += r.message.body.len();
-                records.push(r.clone());
+                bytes += r.message.body().len();
+                let mut r = r.clone();
+                if req.decode {
+                    if let RecordMessage::Stored(s) = &r.message {
+                        let m = s
+                            .message(&mut exchange)
+                            .map_err(|e| corrupt(&dir, block.segment, e))?;
+                        r.size += super::decoded_size(m);
+                    }
+                }
+                records.push(r);
             } else if records.is_empty() {
                 first = offset + 1;
             }

@@ -22,7 +22,12 @@ fn record(log: &StreamLog, o: u64) -> StreamRecord {
 }
 
 fn body(log: &StreamLog, o: u64) -> String {
-    String::from_utf8(record(log, o).message.body.to_vec()).unwrap()
+    String::from_utf8(record(log, o).message.body().to_vec()).unwrap()
+}
+
+/// The decoded message of a record (a read decodes unless told not to).
+fn message(r: &StreamRecord) -> Arc<Message> {
+    r.message.decoded().expect("decoded").clone()
 }
 
 /// Every record from `from` on, read from the files in reads of `step` records.
@@ -38,7 +43,7 @@ fn read_all(log: &StreamLog, from: u64, step: usize) -> Vec<(u64, String)> {
         for (i, r) in b.records.iter().enumerate() {
             out.push((
                 b.first + i as u64,
-                String::from_utf8(r.message.body.to_vec()).unwrap(),
+                String::from_utf8(r.message.body().to_vec()).unwrap(),
             ));
         }
         next = b.first + b.records.len() as u64;
@@ -63,7 +68,7 @@ fn appends_come_back_after_a_reopen_with_contiguous_offsets() {
     let log = StreamLog::open(dir.path(), 200).unwrap();
     assert_eq!((log.first_offset(), log.next_offset()), (0, 10));
     assert_eq!(body(&log, 7), "b-2");
-    let h = record(&log, 7).message.header("x-stream-offset").cloned();
+    let h = message(&record(&log, 7)).header("x-stream-offset").cloned();
     assert_eq!(h, Some(crate::message::FieldValue::Int(7)));
     assert!(log.segments.len() > 1, "small segments roll");
     assert_eq!(log.recovered_offsets().get("c1"), Some(&7));
@@ -150,8 +155,7 @@ fn a_log_much_larger_than_its_tail_cache_reads_back_in_order_from_the_files() {
     );
     assert_eq!(read_all(&log, 0, 777), want);
     assert_eq!(body(&log, 9_999), "b49-199");
-    let h = record(&log, 5_000)
-        .message
+    let h = message(&record(&log, 5_000))
         .header("x-stream-offset")
         .cloned();
     assert_eq!(h, Some(crate::message::FieldValue::Int(5_000)));
@@ -207,18 +211,40 @@ fn readers_of_the_same_records_share_one_decoded_block() {
     log.set_tail_budget(0);
     log.append(msgs(500, "a")).wait().unwrap();
     log.evict();
-    let read = |from: u64, n: usize| {
+    let read = |from: u64, n: usize, decode: bool| {
         let mut req = log.read_from(from, None).unwrap();
         req.max_records = n;
+        req.decode = decode;
         reader::read(req).unwrap()
     };
-    let a = read(100, 100);
-    let b = read(0, 300);
+    let a = read(100, 100, false);
+    assert!(
+        a.records.iter().all(|r| r.message.decoded().is_none()),
+        "kept as stored"
+    );
+    let b = read(0, 300, true);
     assert_eq!((a.first, b.first), (100, 0));
-    // Same bytes of the same mapping: decoded once, not once per reader.
-    let (x, y) = (&a.records[50].message.body, &b.records[150].message.body);
+    // Same bytes of the same mapping: read once, not once per reader.
+    let (x, y) = (a.records[50].message.body(), b.records[150].message.body());
     assert_eq!(x, y);
     assert_eq!(x.as_ptr(), y.as_ptr());
+    // The second reader decoded the records it took, once for both.
+    let (RecordMessage::Stored(x), RecordMessage::Stored(y)) =
+        (&a.records[50].message, &b.records[150].message)
+    else {
+        panic!("records read from the files are stored ones");
+    };
+    assert!(Arc::ptr_eq(x, y));
+    let m = x.decoded().expect("decoded by the second read");
+    assert_eq!(&m.body[..], b"a-150");
+    assert_eq!(
+        m.header("x-stream-offset").and_then(|v| v.as_int()),
+        Some(150)
+    );
+    assert!(
+        b.records[150].size > a.records[50].size,
+        "a decoded record is accounted for its message too"
+    );
     assert!(log.ram_bytes() > 0, "the shared blocks are counted");
 }
 

@@ -10,6 +10,7 @@ mod mgmt;
 mod offsets;
 mod perf;
 mod queues;
+mod replay;
 mod superstream;
 
 use crate::support::{TestServer, DEADLINE};

@@ -105,6 +105,7 @@ impl QueueActor {
             window: msg.window,
             start,
             name,
+            accepts_stored: msg.accepts_stored,
         })?;
         if grouped {
             s.join_group(id);

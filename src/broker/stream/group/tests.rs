@@ -35,6 +35,7 @@ fn join(s: &mut StreamState<()>, owner: u64) -> u64 {
             window: 100,
             start: Some(StartAt::First),
             name: Some("g".into()),
+            accepts_stored: false,
         })
         .unwrap();
     s.join_group(id);

@@ -1,0 +1,180 @@
+//! A deliver frame around a message whose exchange, routing key and properties are
+//! already MessagePack: a stream record read from its segment files stores them exactly
+//! as the deliver frame carries them (docs/STREAMS.md, "Storage"), so a replay copies
+//! those bytes into the frame instead of decoding them into a `Message` (five
+//! allocations and a parse per record) and encoding them again.
+//!
+//! The frame written is byte for byte the one [`encode_server`](super::encode_server)
+//! writes for the same delivery (tested below against it), so clients cannot tell the
+//! two paths apart.
+
+use super::super::frame::put_frame;
+use bytes::{BufMut, BytesMut};
+
+/// `{"deliver": [` with the deliver frame's eight fields: a map of one entry (the
+/// variant), its name, and the array header of [`DeliverFrame`](super::DeliverFrame).
+const DELIVER_HEAD: &[u8] = b"\x81\xa7deliver\x98";
+
+/// The header of a stored record's meta: a MessagePack array of three values (exchange,
+/// routing key, properties).
+pub const STORED_META_HEAD: u8 = 0x93;
+
+/// Appends a `deliver` frame (with its length prefix) to `out`, its exchange, routing
+/// key and properties taken as they are from `fields`: those three MessagePack values,
+/// one after the other, as a stream record stores them after [`STORED_META_HEAD`]. The
+/// frame is the one the message would be encoded to, with one exception that no stored
+/// record has: empty properties, which an encoded frame sends as nil and this one as
+/// the array of nils stored (the same to a client). A stored record's properties always
+/// hold its `x-stream-offset` header. Only the body is copied besides: the one copy of
+/// a replayed body in user space.
+///
+/// ```
+/// use actormq::protocol::frame::take_frame;
+/// use actormq::protocol::{decode_server, encode_deliver_stored, ServerFrame};
+/// use bytes::BytesMut;
+/// // exchange "x", routing key "k", properties with only `delivery_mode` 2 set
+/// let mut fields = vec![0xa1, b'x', 0xa1, b'k', 0x9d, 0xc0, 0xc0, 0xc0, 0x02];
+/// fields.extend_from_slice(&[0xc0; 9]);
+/// let mut out = BytesMut::new();
+/// encode_deliver_stored(&mut out, "ctag", 7, false, 1, &fields, b"body").unwrap();
+/// let body = take_frame(&mut out, 1 << 20).unwrap().unwrap();
+/// let ServerFrame::Deliver(d) = decode_server(&body).unwrap() else { panic!() };
+/// assert_eq!((&*d.exchange, &*d.routing_key, d.body), ("x", "k", &b"body"[..]));
+/// assert_eq!(d.properties.unwrap().delivery_mode, Some(2));
+/// ```
+pub fn encode_deliver_stored(
+    out: &mut BytesMut,
+    consumer_tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    delivery_count: u32,
+    fields: &[u8],
+    body: &[u8],
+) -> Result<(), rmp_serde::encode::Error> {
+    put_frame(out, |b| {
+        b.reserve(DELIVER_HEAD.len() + consumer_tag.len() + 24 + fields.len() + body.len());
+        b.extend_from_slice(DELIVER_HEAD);
+        // Each field through the same serializer the struct's encoding uses, so their
+        // markers (fixstr / str8, the width of an integer) are the same.
+        let mut w = b.writer();
+        rmp_serde::encode::write(&mut w, consumer_tag)?;
+        rmp_serde::encode::write(&mut w, &delivery_tag)?;
+        rmp_serde::encode::write(&mut w, &redelivered)?;
+        rmp_serde::encode::write(&mut w, &delivery_count)?;
+        let b = w.into_inner();
+        b.extend_from_slice(fields);
+        rmp_serde::encode::write(&mut b.writer(), serde_bytes::Bytes::new(body))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{encode_server, DeliverFrame, PropertiesRef, ServerFrame};
+    use super::*;
+    use crate::message::{FieldTable, FieldValue, Properties, TypedValue};
+    use std::borrow::Cow;
+
+    /// The stored meta of a record, as the stream codec writes it.
+    fn meta(exchange: &str, routing_key: &str, p: &Properties) -> Vec<u8> {
+        let v = rmp_serde::to_vec(&(exchange, &routing_key.to_string(), p)).unwrap();
+        assert_eq!(v[0], STORED_META_HEAD);
+        v
+    }
+
+    fn rich() -> Properties {
+        let mut inner = FieldTable::new();
+        inner.insert("n".into(), FieldValue::Int(-3));
+        let mut h = FieldTable::new();
+        h.insert("x-stream-offset".into(), FieldValue::Int(123_456_789));
+        h.insert("s".into(), FieldValue::Str("é".repeat(40)));
+        h.insert("f".into(), FieldValue::Float(1.25));
+        h.insert("b".into(), FieldValue::Bool(true));
+        h.insert("v".into(), FieldValue::Void);
+        h.insert("bin".into(), FieldValue::Bytes(vec![0, 1, 2].into()));
+        h.insert(
+            "a".into(),
+            FieldValue::Array(vec![FieldValue::Int(1), FieldValue::Table(inner.clone())]),
+        );
+        h.insert("t".into(), FieldValue::Table(inner));
+        h.insert("i8".into(), FieldValue::Typed(TypedValue::I8(-1)));
+        h.insert(
+            "ts".into(),
+            FieldValue::Typed(TypedValue::Timestamp(1 << 40)),
+        );
+        h.insert(
+            "d".into(),
+            FieldValue::Typed(TypedValue::Decimal {
+                scale: 2,
+                value: 314,
+            }),
+        );
+        Properties {
+            content_type: Some("application/json".into()),
+            content_encoding: Some("gzip".into()),
+            headers: Some(h),
+            delivery_mode: Some(2),
+            priority: Some(9),
+            correlation_id: Some("c".repeat(300)),
+            reply_to: Some("amq.rabbitmq.reply-to".into()),
+            expiration: Some("60000".into()),
+            message_id: Some("m-1".into()),
+            timestamp: Some(u64::MAX),
+            kind: Some("order.created".into()),
+            user_id: Some("guest".into()),
+            app_id: Some("app".into()),
+        }
+    }
+
+    #[test]
+    fn a_spliced_frame_is_byte_for_byte_the_encoded_one() {
+        let mut only_offset = Properties::default();
+        only_offset
+            .headers
+            .get_or_insert_with(FieldTable::new)
+            .insert("x-stream-offset".into(), FieldValue::Int(0));
+        let long_key = "k".repeat(70_000);
+        let tags = ["", "amq.ctag-1", &"t".repeat(40), &"u".repeat(300)];
+        let bodies: [Vec<u8>; 5] = [
+            vec![],
+            vec![7],
+            vec![1; 200],
+            vec![2; 1024],
+            vec![3; 70_000],
+        ];
+        let mut n = 0;
+        for p in [only_offset, rich()] {
+            for (exchange, key) in [("", "q"), ("orders", long_key.as_str())] {
+                let m = meta(exchange, key, &p);
+                for tag in tags {
+                    for body in &bodies {
+                        for (dtag, again, count) in [
+                            (1u64, false, 1u32),
+                            (300, true, 2),
+                            (u64::MAX, true, u32::MAX),
+                        ] {
+                            let want_frame = ServerFrame::Deliver(DeliverFrame {
+                                consumer_tag: Cow::Borrowed(tag),
+                                delivery_tag: dtag,
+                                redelivered: again,
+                                delivery_count: count,
+                                exchange: Cow::Borrowed(exchange),
+                                routing_key: Cow::Borrowed(key),
+                                properties: Some(PropertiesRef::Borrowed(&p)),
+                                body,
+                            });
+                            let mut want = BytesMut::new();
+                            encode_server(&want_frame, &mut want).unwrap();
+                            let mut got = BytesMut::from(&b"before"[..]);
+                            encode_deliver_stored(&mut got, tag, dtag, again, count, &m[1..], body)
+                                .unwrap();
+                            assert_eq!(&got[..6], b"before", "appends");
+                            assert!(got[6..] == want[..], "tag {tag:?}, body {}", body.len());
+                            n += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(n, 2 * 2 * 4 * 5 * 3);
+    }
+}
