@@ -1,8 +1,9 @@
-//! Decoded blocks of a stream's files, shared by its readers: consumers reading the
-//! same part of a stream (four replays from `first`, say) decode each record once.
+//! Blocks of a stream's records read from its files, shared by its readers: consumers
+//! reading the same part of a stream (four replays from `first`, say) read each record
+//! once (and decode it at most once: see [`super::codec::StoredMessage`]).
 //!
-//! A block is a run of consecutive records of one segment, decoded by the first reader
-//! that needed them (their bodies slices of the segment's mapping), kept with each
+//! A block is a run of consecutive records of one segment, read by the first reader
+//! that needed them (kept as stored: slices of the segment's mapping), kept with each
 //! record's file position. A reader whose offset falls inside a block takes its
 //! records from there and goes on at the block's end, so readers that started at
 //! different offsets fall onto the same block boundaries after their first block.
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Bytes of decoded blocks a stream keeps (accounted message bytes).
+/// Bytes of blocks a stream keeps (accounted record bytes).
 pub const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Consecutive decoded records of one segment.

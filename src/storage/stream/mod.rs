@@ -15,6 +15,7 @@ pub mod cache;
 pub mod codec;
 pub mod reader;
 mod recover;
+pub mod verified;
 pub mod writer;
 
 use crate::message::Message;
@@ -161,7 +162,7 @@ struct Disk {
     tx: Option<mpsc::Sender<writer::Command>>,
     thread: Option<JoinHandle<()>>,
     written: Written,
-    /// Decoded blocks shared by the readers.
+    /// Blocks of records shared by the readers.
     cache: Arc<cache::BlockCache>,
 }
 
@@ -188,6 +189,8 @@ pub struct StreamLog {
     recovered_offsets: BTreeMap<String, u64>,
     disk: Option<Disk>,
     last_timestamp: i64,
+    /// How far each segment's checksums were verified (by recovery or a first read).
+    verified: Arc<verified::Verified>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -219,6 +222,7 @@ impl StreamLog {
             recovered_offsets: BTreeMap::new(),
             disk: None,
             last_timestamp: 0,
+            verified: Arc::default(),
         }
     }
 
@@ -255,7 +259,7 @@ impl StreamLog {
         self.evict();
     }
 
-    /// Sets how many bytes of decoded blocks the readers share (drops those held).
+    /// Sets how many bytes of blocks the readers share (drops those held).
     pub fn set_block_budget(&mut self, bytes: u64) {
         if let Some(d) = &mut self.disk {
             d.cache = Arc::new(cache::BlockCache::new(bytes));
@@ -338,7 +342,7 @@ impl StreamLog {
     }
 
     /// Bytes the log holds in memory: the tail cache, the sparse index and the
-    /// decoded blocks shared by readers.
+    /// blocks shared by readers.
     pub fn ram_bytes(&self) -> u64 {
         let blocks = self.disk.as_ref().map_or(0, |d| d.cache.bytes());
         let index: usize = self
@@ -423,6 +427,7 @@ impl StreamLog {
             min_timestamp: None,
             cache: d.cache.clone(),
             decode: true,
+            verified: self.verified.clone(),
         })
     }
 
@@ -483,6 +488,7 @@ impl StreamLog {
         if let Some(d) = &self.disk {
             d.cache.trim(first);
         }
+        self.verified.trim(first);
         while self.tail_first() < first {
             let r = self.tail.pop_front().expect("below first: not empty");
             self.tail_bytes -= r.size;

@@ -13,6 +13,7 @@
 
 use super::cache::{Block, BlockCache};
 use super::codec;
+use super::verified::Verified;
 use super::writer::segment_path;
 use super::{RecordMessage, StreamRecord};
 use crate::storage::disk::frame::{self, FrameAt};
@@ -79,6 +80,9 @@ pub struct ReadRequest {
     pub cache: Arc<BlockCache>,
     /// Decode each record's message (for a consumer that cannot take stored ones).
     pub decode: bool,
+    /// How far the stream's segments were verified: frames there are read without
+    /// their checksum, others are checked and noted.
+    pub verified: Arc<Verified>,
 }
 
 /// What a read found.
@@ -150,13 +154,18 @@ fn corrupt(dir: &Path, segment: u64, reason: String) -> ReadError {
     })
 }
 
-/// A decoded block ends after this many bytes of bodies or records.
+/// A block ends after this many bytes of bodies or records.
 const BLOCK_BYTES: usize = 256 * 1024;
 const BLOCK_RECORDS: usize = 2048;
 
-/// Decodes the records from `cur` on (below `end`) into a block, within one segment;
+/// Reads the records from `cur` on (below `end`) into a block, within one segment;
 /// moves `cur` to the next segment when it starts at `cur`.
-fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>, ReadError> {
+fn decode_block(
+    dir: &Path,
+    cur: &mut Cursor,
+    end: u64,
+    verified: &Verified,
+) -> Result<Option<Block>, ReadError> {
     let mut remapped = false;
     loop {
         let map = match &cur.map {
@@ -177,8 +186,14 @@ fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>,
         };
         let mut pos = cur.pos;
         let mut body_bytes = 0;
+        let checked_below = verified.upto(cur.segment);
         while block.end() < end && body_bytes < BLOCK_BYTES && block.records.len() < BLOCK_RECORDS {
-            let FrameAt::Good { payload, next } = frame::read_at(&map, pos) else {
+            let at = if pos < checked_below {
+                frame::read_verified(&map, pos)
+            } else {
+                frame::read_at(&map, pos)
+            };
+            let FrameAt::Good { payload, next } = at else {
                 break;
             };
             let (offset, timestamp, message) =
@@ -198,6 +213,7 @@ fn decode_block(dir: &Path, cur: &mut Cursor, end: u64) -> Result<Option<Block>,
             block.positions.push(pos);
         }
         if !block.records.is_empty() || block.end() >= end {
+            verified.verified(cur.segment, cur.pos, pos);
             return Ok(Some(block));
         }
         if segment_path(dir, cur.offset).exists() {
@@ -231,7 +247,7 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
         let block = match req.cache.find(cur.offset) {
             Some(b) => b,
             None => {
-                let Some(b) = decode_block(&dir, &mut cur, req.end)? else {
+                let Some(b) = decode_block(&dir, &mut cur, req.end, &req.verified)? else {
                     break;
                 };
                 let b = Arc::new(b);

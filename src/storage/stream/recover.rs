@@ -1,5 +1,6 @@
 //! Opening a stream's directory: each segment is mapped and its frames checked in
-//! order (length, checksum, contiguous offsets), building the segment's sparse index
+//! order (length, checksum, contiguous offsets; noted in [`super::verified`] so reads
+//! do not check the checksums again), building the segment's sparse index
 //! from the record headers alone: no body is decoded or kept. A torn or corrupt frame
 //! cuts the log there (the file is truncated and every later segment removed): such a
 //! record was never confirmed, since a confirm waits for the fsync of everything
@@ -73,6 +74,8 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<(), StorageErro
         }
         let len = data.len();
         drop(data);
+        // Every frame kept was checked: reads of them need not check again.
+        log.verified.verified(first, 0, off);
         if off < len {
             cut = true;
             let f = std::fs::OpenOptions::new()

@@ -271,3 +271,51 @@ fn directory_names_are_escaped() {
     assert_eq!(dir_name("orders.v1"), "orders.v1");
     assert_eq!(dir_name(".."), "%2E.");
 }
+
+/// Overwrites the first `from` in the stream's only segment file with `to` (same length).
+fn patch_segment(dir: &std::path::Path, from: &[u8], to: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let path = writer::segment_path(dir, 0);
+    let data = std::fs::read(&path).unwrap();
+    let at = data
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the bytes are in the file");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(to).unwrap();
+}
+
+#[test]
+fn a_frame_is_checked_on_its_first_read_and_by_recovery_not_on_rereads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    log.set_tail_budget(0);
+    log.append(msgs(300, "a")).wait().unwrap();
+    log.evict();
+    let read = |log: &StreamLog, from: u64| {
+        let mut req = log.read_from(from, None).unwrap();
+        req.max_records = 300;
+        reader::read(req)
+    };
+    // Appended in this run, never read: the first read checks every frame's CRC.
+    patch_segment(dir.path(), b"a-100", b"a-1X0");
+    match read(&log, 0) {
+        Err(reader::ReadError::Storage(StorageError::Corrupt { reason, .. })) => {
+            assert!(reason.contains("no record 100"), "{reason}")
+        }
+        other => panic!("a damaged frame read first: {other:?}"),
+    }
+    patch_segment(dir.path(), b"a-1X0", b"a-100");
+    assert_eq!(read_all(&log, 0, 300).len(), 300, "read once: verified");
+    // Damaged after its first read: a re-read (its block no longer shared) trusts it.
+    patch_segment(dir.path(), b"a-100", b"a-1X0");
+    log.set_block_budget(1 << 20);
+    let b = read(&log, 100).unwrap();
+    assert_eq!(b.records[0].message.body(), b"a-1X0", "not checked again");
+    // Recovery checks every frame again: the log is cut before the damaged one.
+    log.close();
+    drop(log);
+    let log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(log.next_offset(), 100);
+}
