@@ -13,6 +13,7 @@
 pub mod args;
 pub mod group;
 mod reads;
+mod unacked;
 
 use crate::broker::messages::{OwnerId, Settlement};
 use crate::error::BrokerError;
@@ -68,7 +69,7 @@ pub struct StreamConsumer<H> {
     window: u32,
     in_flight: u32,
     /// Delivery id -> offset, of deliveries not yet settled.
-    unacked: BTreeMap<u64, u64>,
+    unacked: unacked::Unacked,
     /// The next offset to deliver.
     next: u64,
     name: Option<String>,
@@ -224,7 +225,7 @@ impl<H> StreamState<H> {
             prefetch: c.prefetch,
             window: c.window.max(1),
             in_flight: 0,
-            unacked: BTreeMap::new(),
+            unacked: unacked::Unacked::default(),
             next: start,
             name: c.name,
             single_active: false,
@@ -267,7 +268,7 @@ impl<H> StreamState<H> {
                 .consumers
                 .iter_mut()
                 .filter(|c| c.owner == owner)
-                .find_map(|c| c.unacked.remove(id).map(|o| (c.name.clone(), o)));
+                .find_map(|c| c.unacked.remove(*id).map(|o| (c.name.clone(), o)));
             let held = held.or_else(|| match self.orphans.get(id) {
                 Some((o, ..)) if *o == owner => self.orphans.remove(id).map(|(_, n, o)| (n, o)),
                 _ => None,

@@ -52,19 +52,58 @@ pub fn encode_deliver_stored(
     body: &[u8],
 ) -> Result<(), rmp_serde::encode::Error> {
     put_frame(out, |b| {
-        b.reserve(DELIVER_HEAD.len() + consumer_tag.len() + 24 + fields.len() + body.len());
+        b.reserve(DELIVER_HEAD.len() + consumer_tag.len() + 32 + fields.len() + body.len());
         b.extend_from_slice(DELIVER_HEAD);
-        // Each field through the same serializer the struct's encoding uses, so their
-        // markers (fixstr / str8, the width of an integer) are the same.
-        let mut w = b.writer();
-        rmp_serde::encode::write(&mut w, consumer_tag)?;
-        rmp_serde::encode::write(&mut w, &delivery_tag)?;
-        rmp_serde::encode::write(&mut w, &redelivered)?;
-        rmp_serde::encode::write(&mut w, &delivery_count)?;
-        let b = w.into_inner();
+        // The markers rmp-serde writes for these fields (the smallest that fits), by
+        // hand: through the serializer they were ~3% of a replay's broker CPU. The test
+        // below holds them to the encoder's bytes.
+        put_len(b, consumer_tag.len(), [0xd9, 0xda, 0xdb], Some(0xa0));
+        b.extend_from_slice(consumer_tag.as_bytes());
+        put_uint(b, delivery_tag);
+        b.put_u8(if redelivered { 0xc3 } else { 0xc2 });
+        put_uint(b, u64::from(delivery_count));
         b.extend_from_slice(fields);
-        rmp_serde::encode::write(&mut b.writer(), serde_bytes::Bytes::new(body))
+        put_len(b, body.len(), [0xc4, 0xc5, 0xc6], None);
+        b.extend_from_slice(body);
+        Ok(())
     })
+}
+
+/// A string's or binary's header: a fix marker (`fix | len`) below 32 when it has one,
+/// else the 8-, 16- or 32-bit length form.
+fn put_len(b: &mut BytesMut, len: usize, sized: [u8; 3], fix: Option<u8>) {
+    match (len, fix) {
+        (0..=31, Some(fix)) => b.put_u8(fix | len as u8),
+        (0..=0xff, _) => b.put_slice(&[sized[0], len as u8]),
+        (0x100..=0xffff, _) => {
+            b.put_u8(sized[1]);
+            b.put_u16(len as u16);
+        }
+        _ => {
+            b.put_u8(sized[2]);
+            b.put_u32(len as u32);
+        }
+    }
+}
+
+/// An unsigned integer in its smallest form.
+fn put_uint(b: &mut BytesMut, n: u64) {
+    match n {
+        0..=0x7f => b.put_u8(n as u8),
+        0x80..=0xff => b.put_slice(&[0xcc, n as u8]),
+        0x100..=0xffff => {
+            b.put_u8(0xcd);
+            b.put_u16(n as u16);
+        }
+        0x1_0000..=0xffff_ffff => {
+            b.put_u8(0xce);
+            b.put_u32(n as u32);
+        }
+        _ => {
+            b.put_u8(0xcf);
+            b.put_u64(n);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,7 +172,14 @@ mod tests {
             .get_or_insert_with(FieldTable::new)
             .insert("x-stream-offset".into(), FieldValue::Int(0));
         let long_key = "k".repeat(70_000);
-        let tags = ["", "amq.ctag-1", &"t".repeat(40), &"u".repeat(300)];
+        let tags = [
+            "",
+            "amq.ctag-1",
+            &"t".repeat(31),
+            &"t".repeat(40),
+            &"u".repeat(300),
+            &"v".repeat(70_000),
+        ];
         let bodies: [Vec<u8>; 5] = [
             vec![],
             vec![7],
@@ -149,8 +195,12 @@ mod tests {
                     for body in &bodies {
                         for (dtag, again, count) in [
                             (1u64, false, 1u32),
-                            (300, true, 2),
-                            (u64::MAX, true, u32::MAX),
+                            (127, false, 128),
+                            (200, true, 2),
+                            (300, true, 70_000),
+                            (70_000, false, u32::MAX),
+                            (1 << 40, true, 255),
+                            (u64::MAX, true, 256),
                         ] {
                             let want_frame = ServerFrame::Deliver(DeliverFrame {
                                 consumer_tag: Cow::Borrowed(tag),
@@ -175,6 +225,6 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 2 * 2 * 4 * 5 * 3);
+        assert_eq!(n, 2 * 2 * 6 * 5 * 7);
     }
 }

@@ -131,9 +131,8 @@ fn shared_name(last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
 }
 
 /// Reads the record of a frame's payload that lies inside `whole` (a mapped segment)
-/// without decoding its message: the meta's structure is checked (an array of three
-/// complete MessagePack values, two strings and the properties' array), its values are
-/// not parsed.
+/// without decoding its message: the meta's shape is checked ([`check_meta`]), its
+/// values are not parsed.
 pub fn stored(whole: &Bytes, payload: &[u8]) -> Result<(u64, i64, StoredMessage), String> {
     let (offset, timestamp) = header(payload)?;
     let meta_len = u32::from_le_bytes(payload[16..20].try_into().expect("4 bytes")) as usize;
@@ -154,31 +153,45 @@ pub fn stored(whole: &Bytes, payload: &[u8]) -> Result<(u64, i64, StoredMessage)
     ))
 }
 
-/// Checks that `meta` is `[str, str, array of 13]` of complete values, taking
-/// nothing apart: what a deliver frame may carry without it being decoded.
+/// Checks that `meta` is `[str, str, array of 13]`, each string within the meta and
+/// room left for the 13 values, by their markers and lengths alone: what a deliver
+/// frame may carry without the values being parsed. A full walk of the values cost ~4%
+/// of a replay's broker CPU; the bytes are the writer's own under a verified CRC.
 fn check_meta(meta: &[u8]) -> Result<(), String> {
-    let is_str = |m: u8| matches!(m, 0xa0..=0xbf | 0xd9..=0xdb);
     if meta.first() != Some(&STORED_META_HEAD) {
         return Err("meta is not an array of three values".into());
     }
     let mut at = 1;
-    for (i, what) in ["exchange", "routing key", "properties"].iter().enumerate() {
-        let rest = &meta[at..];
-        let ok = match (i, rest.first()) {
-            (2, Some(m)) => *m == 0x9d,
-            (_, Some(m)) => is_str(*m),
-            (_, None) => false,
-        };
-        let len = crate::protocol::wire::walk_value(rest).0.filter(|_| ok);
-        let Some(len) = len else {
-            return Err(format!("its {what} is not a well-formed value of its type"));
-        };
+    for what in ["exchange", "routing key"] {
+        let len = str_len(&meta[at..])
+            .ok_or_else(|| format!("its {what} is not a string within its meta"))?;
         at += len;
     }
-    if at != meta.len() {
-        return Err(format!("{} bytes after its three values", meta.len() - at));
+    // The properties: an array of 13, each value one byte at least.
+    if meta.get(at) != Some(&0x9d) || meta.len() - at < 14 {
+        return Err("its properties are not an array of 13 values within its meta".into());
     }
     Ok(())
+}
+
+/// The length (marker included) of the MessagePack string at the start of `b`, if it is
+/// one that `b` holds whole.
+fn str_len(b: &[u8]) -> Option<usize> {
+    let be = |n: usize| -> Option<usize> {
+        Some(
+            b.get(1..1 + n)?
+                .iter()
+                .fold(0usize, |acc, x| (acc << 8) | *x as usize),
+        )
+    };
+    let len = match *b.first()? {
+        m @ 0xa0..=0xbf => 1 + (m & 0x1f) as usize,
+        0xd9 => 2 + be(1)?,
+        0xda => 3 + be(2)?,
+        0xdb => 5 + be(4)?,
+        _ => return None,
+    };
+    (len <= b.len()).then_some(len)
 }
 
 /// The offset and timestamp of a record, without decoding the rest (recovery and
@@ -279,7 +292,7 @@ mod check_tests {
     }
 
     #[test]
-    fn a_stored_record_whose_meta_is_not_three_values_of_their_types_is_refused() {
+    fn a_stored_record_whose_meta_is_not_two_strings_and_a_properties_array_is_refused() {
         let props = rmp_serde::to_vec(&Properties::default()).unwrap();
         let good = [&[0x93, 0xa1, b'x', 0xa0][..], &props].concat();
         let p = payload(&good, b"b");
@@ -301,9 +314,16 @@ mod check_tests {
                 [&[0x93, 0xa1, b'x', 0xa0][..], &props[..props.len() - 1]].concat(),
                 "its properties",
             ),
-            ([&good[..], &[0xc0][..]].concat(), "1 bytes after"),
+            (
+                [&[0x93, 0xda, 0, 200, b'x', b'y', 0xa0][..], &props].concat(),
+                "its exchange",
+            ),
             (vec![0x93, 0xa5, b'x'], "its exchange"),
         ];
+        // A str16 exchange is a string too.
+        let long = [&[0x93, 0xda, 0, 2, b'x', b'y', 0xa0][..], &props].concat();
+        let p = payload(&long, b"");
+        assert_eq!(stored(&p, &p).unwrap().2.fields(), &long[1..]);
         for (meta, want) in bad {
             let p = payload(&meta, b"");
             let e = stored(&p, &p).unwrap_err();
