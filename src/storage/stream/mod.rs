@@ -14,6 +14,7 @@
 pub mod cache;
 pub mod codec;
 pub mod reader;
+mod record;
 mod recover;
 pub mod verified;
 pub mod writer;
@@ -30,6 +31,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use writer::Written;
 
+pub use record::{RecordMessage, StreamRecord};
+
 /// A sparse index entry is added once a segment has grown this many bytes past the
 /// previous one: a 100-million-record stream of small messages needs ~10 GB of frames,
 /// so ~80 000 entries of 24 bytes (about 2 MiB).
@@ -37,77 +40,6 @@ pub const INDEX_SPACING: u64 = 128 * 1024;
 
 /// Default bytes of the newest records a stream keeps in memory ([`StreamLog::set_tail_budget`]).
 pub const DEFAULT_TAIL_BYTES: u64 = 4 * 1024 * 1024;
-
-/// One retained record.
-#[derive(Debug, Clone)]
-pub struct StreamRecord {
-    /// When the broker appended it, in milliseconds since the Unix epoch.
-    pub timestamp: i64,
-    /// The message, with its `x-stream-offset` header.
-    pub message: RecordMessage,
-    /// Bytes of memory it is accounted for, worked out once: the tail cache, the
-    /// shared blocks and every consumer's read-ahead count it as it comes and goes,
-    /// and walking its headers each time cost ~5% of a replay's CPU.
-    pub size: u64,
-}
-
-/// A record's message: decoded, or as its segment stores it.
-#[derive(Debug, Clone)]
-pub enum RecordMessage {
-    /// Appended in this run (the tail cache), or held in memory only.
-    Decoded(Arc<Message>),
-    /// Read back from a segment file: decoded only for a consumer that needs a
-    /// [`Message`] (see [`codec::StoredMessage`]).
-    Stored(Arc<codec::StoredMessage>),
-}
-
-impl RecordMessage {
-    /// The body.
-    pub fn body(&self) -> &[u8] {
-        match self {
-            RecordMessage::Decoded(m) => &m.body,
-            RecordMessage::Stored(s) => s.body(),
-        }
-    }
-
-    /// The message, if decoded.
-    pub fn decoded(&self) -> Option<&Arc<Message>> {
-        match self {
-            RecordMessage::Decoded(m) => Some(m),
-            RecordMessage::Stored(s) => s.decoded(),
-        }
-    }
-}
-
-impl StreamRecord {
-    /// A record of `message` appended at `timestamp`.
-    pub fn new(timestamp: i64, message: Arc<Message>) -> Self {
-        let size = decoded_size(&message);
-        StreamRecord {
-            timestamp,
-            message: RecordMessage::Decoded(message),
-            size,
-        }
-    }
-
-    /// A record read back from a segment, kept as stored: accounted for the bytes it
-    /// holds (its three values and body) and its own two allocations.
-    pub fn stored(timestamp: i64, message: codec::StoredMessage) -> Self {
-        let size = (message.len()
-            + std::mem::size_of::<codec::StoredMessage>()
-            + std::mem::size_of::<StreamRecord>()) as u64;
-        StreamRecord {
-            timestamp,
-            message: RecordMessage::Stored(Arc::new(message)),
-            size,
-        }
-    }
-}
-
-/// What a decoded message is accounted for.
-fn decoded_size(m: &Message) -> u64 {
-    (m.accounted_size() + std::mem::size_of::<Message>()) as u64
-}
 
 /// Where a record starts in its segment file: an entry of the sparse index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -272,7 +272,7 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                         let m = s
                             .message(&mut exchange)
                             .map_err(|e| corrupt(&dir, block.segment, e))?;
-                        r.size += super::decoded_size(m);
+                        r.size += super::record::decoded_size(m);
                     }
                 }
                 records.push(r);
