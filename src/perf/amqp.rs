@@ -41,13 +41,13 @@ fn err(e: lapin::Error) -> String {
     e.to_string()
 }
 
-/// Declare arguments: `x-queue-type = stream` for a stream run (RabbitMQ's name).
-fn queue_args(stream: bool) -> FieldTable {
+/// Declare arguments: the `x-queue-type` of a quorum queue or stream.
+fn queue_args(queue_type: Option<&str>) -> FieldTable {
     let mut t = FieldTable::default();
-    if stream {
+    if let Some(qt) = queue_type {
         t.insert(
             "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("stream".into()),
+            lapin::types::AMQPValue::LongString(qt.into()),
         );
     }
     t
@@ -98,10 +98,10 @@ impl Driver for Amqp {
                     continue;
                 }
                 let opts = QueueDeclareOptions {
-                    durable: durable || topo.stream,
+                    durable: durable || topo.queue_type.is_some(),
                     ..Default::default()
                 };
-                ch.queue_declare(q.as_str().into(), opts, queue_args(topo.stream))
+                ch.queue_declare(q.as_str().into(), opts, queue_args(topo.queue_type))
                     .await
                     .map_err(err)?;
                 ch.queue_bind(
@@ -215,10 +215,10 @@ impl Conn for AmqpConn {
             let ch = self.conn.create_channel().await.map_err(err)?;
             if let Some(d) = declare {
                 let opts = QueueDeclareOptions {
-                    durable: d.durable || stream,
+                    durable: d.durable || d.queue_type.is_some(),
                     ..Default::default()
                 };
-                ch.queue_declare(queue.into(), opts, queue_args(stream))
+                ch.queue_declare(queue.into(), opts, queue_args(d.queue_type))
                     .await
                     .map_err(err)?;
                 ch.queue_bind(
@@ -312,6 +312,10 @@ impl Producer for AmqpProducer {
             while let Some(Some(())) = self.sending.next().now_or_never() {}
             Ok(None)
         })
+    }
+
+    fn closed(&self) -> bool {
+        !self.ch.status().connected()
     }
 }
 

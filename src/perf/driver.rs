@@ -2,7 +2,7 @@
 //! and an AMQP 0-9-1 broker (RabbitMQ) the same way: set up the topology, open
 //! connections, publish with or without confirms, consume with acks, read queue depth.
 
-use super::{PerfArgs, PerfExchange};
+use super::{PerfArgs, PerfExchange, QueueType};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,6 +21,8 @@ pub struct Topology {
     /// Stream queues (`--stream`): durable, `x-queue-type = stream`, each consumer
     /// reading from `first`.
     pub stream: bool,
+    /// The `x-queue-type` of the queues, none for a classic queue.
+    pub queue_type: Option<&'static str>,
 }
 
 impl Topology {
@@ -32,8 +34,23 @@ impl Topology {
                 .map(|i| format!("{}.q{i}", a.prefix))
                 .collect(),
             kind: a.exchange_type,
-            stream: a.stream,
+            stream: a.stream || a.queue_type == QueueType::Stream,
+            queue_type: if a.stream {
+                Some("stream")
+            } else {
+                match a.queue_type {
+                    QueueType::Classic => None,
+                    QueueType::Quorum => Some("quorum"),
+                    QueueType::Stream => Some("stream"),
+                }
+            },
         }
+    }
+
+    /// Whether the queues are durable: quorum queues and streams always are (brokers
+    /// refuse them otherwise), classic ones when the messages are persistent.
+    pub fn durable(&self, persistent: bool) -> bool {
+        persistent || self.queue_type.is_some()
     }
 
     /// The exchange type's name.
@@ -134,6 +151,8 @@ pub struct Declare<'a> {
     pub binding_key: &'a str,
     /// A durable queue.
     pub durable: bool,
+    /// Its `x-queue-type`, none for a classic queue.
+    pub queue_type: Option<&'a str>,
 }
 
 /// A publisher.
@@ -147,6 +166,11 @@ pub trait Producer: Send + 'static {
         body: &'a [u8],
         persistent: bool,
     ) -> BoxFuture<'a, Result<Option<BoxFuture<'static, bool>>, String>>;
+    /// True once the connection (or its channel) failed: a confirm that then resolves
+    /// false was lost with it, not refused by the broker.
+    fn closed(&self) -> bool {
+        false
+    }
 }
 
 /// A consumer.

@@ -8,197 +8,34 @@
 //! growing backlog; the queue depth left at the end is reported beside them. Given the
 //! broker's pid, its CPU and peak RSS are sampled too, and the tool reports its own CPU
 //! so that a saturated client is visible.
+//!
+//! Given a cluster's nodes (`--server a,b,c`, `--amqp-url u1,u2,u3`), connections are
+//! spread over them in turn; `--failover` measures what a node's death costs a
+//! publisher instead (see `failover`).
 
 #[cfg(feature = "amqp")]
 mod amqp;
+mod args;
 mod driver;
+mod failover;
 mod native;
 mod procstat;
 mod raw;
+mod report;
 
 use crate::client::ConnectOptions;
+pub use args::{servers, AmqpClient, PerfArgs, PerfExchange, QueueType};
 pub use driver::{Conn, Consumer, Driver, Producer, Received, Topology};
+pub use failover::{FailoverReport, HistoryCheck, Watch};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+pub use report::{Latency, PerfReport};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use procstat::{sample, ProcSample};
-
-/// Exchange types the tool can set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PerfExchange {
-    /// Each message to one queue (round-robin over the queues).
-    Direct,
-    /// Each message to every queue.
-    Fanout,
-    /// Each message to one queue through a `key.#` pattern.
-    Topic,
-}
-
-/// The AMQP client `actormq perf --amqp-url` measures with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AmqpClient {
-    /// The lapin crate.
-    Lapin,
-    /// The tool's own lean client.
-    Raw,
-}
-
-/// The options of `actormq perf` (names fixed: scripts rely on them).
-#[derive(Debug, Clone, clap::Args, Serialize)]
-pub struct PerfArgs {
-    /// Publishing connections.
-    #[arg(long, default_value_t = 1)]
-    pub producers: usize,
-    /// Consumers (spread over the queues, round-robin).
-    #[arg(long, default_value_t = 1)]
-    pub consumers: usize,
-    /// Queues bound to the exchange.
-    #[arg(long, default_value_t = 1)]
-    pub queues: usize,
-    /// Exchange type.
-    #[arg(long, value_enum, default_value = "direct")]
-    pub exchange_type: PerfExchange,
-    /// Body size in bytes (at least 8: the send timestamp).
-    #[arg(long, default_value_t = 16)]
-    pub size: usize,
-    /// Total publish rate in messages per second; 0 = as fast as the broker allows.
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Total consume rate limit in messages per second; 0 = unlimited.
-    #[arg(long, default_value_t = 0)]
-    pub consumer_rate: u64,
-    /// Measured seconds (after the warm-up).
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
-    /// Warm-up seconds, not measured.
-    #[arg(long, default_value_t = 1)]
-    pub warmup: u64,
-    /// Ask for publisher confirms.
-    #[arg(long)]
-    pub confirm: bool,
-    /// Unconfirmed publishes outstanding per producer.
-    #[arg(long, default_value_t = 1000)]
-    pub confirm_window: usize,
-    /// Persistent messages in durable queues.
-    #[arg(long)]
-    pub persistent: bool,
-    /// Consumer prefetch.
-    #[arg(long, default_value_t = 100)]
-    pub prefetch: u32,
-    /// Consume without acks.
-    #[arg(long)]
-    pub auto_ack: bool,
-    /// Ack every N deliveries with one multiple ack (1 = ack each).
-    #[arg(long, default_value_t = 1)]
-    pub multi_ack: u64,
-    /// Consumer connections (consumers spread over them); default one per consumer.
-    #[arg(long)]
-    pub connections: Option<usize>,
-    /// The broker's pid, to report its CPU and peak RSS.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Threads of the load generator's runtime (1 = current-thread, the leanest).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    /// Extra connections opened before the run that do nothing but stay open (to
-    /// measure memory per connection and idle CPU).
-    #[arg(long, default_value_t = 0)]
-    pub idle_connections: usize,
-    /// Measure an AMQP 0-9-1 broker (RabbitMQ) at this URL instead, e.g.
-    /// amqp://guest:guest@127.0.0.1:5672/%2f (lapin needs the `amqp` cargo feature).
-    #[arg(long)]
-    pub amqp_url: Option<String>,
-    /// The AMQP client of `--amqp-url`: lapin (a thread per connection), or `raw`, a
-    /// lean client of the tool's own built like actormq's native client (to tell
-    /// what the broker costs from what lapin costs).
-    #[arg(long, value_enum, default_value = "lapin")]
-    pub amqp_client: AmqpClient,
-    /// Prefix of the exchange and queue names the tool declares.
-    #[arg(long, default_value = "perf")]
-    pub prefix: String,
-    /// Use the queues an earlier run left (same --prefix, --queues): nothing is deleted
-    /// or declared. With --producers 0, measures draining a backlog (a lazy queue read
-    /// back from disk, for instance).
-    #[arg(long)]
-    pub predeclared: bool,
-    /// Delete the queues at the end (after the depth is read), so that a backlog left
-    /// behind does not cost the broker anything during whatever runs next.
-    #[arg(long)]
-    pub delete_queues: bool,
-    /// Stream queues (`x-queue-type = stream`, durable): publishes are appended
-    /// (confirmed once on disk with --confirm), every consumer reads its stream from
-    /// `first` (each consumer of one queue reads all of it).
-    #[arg(long)]
-    pub stream: bool,
-}
-
-impl Default for PerfArgs {
-    fn default() -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            a: PerfArgs,
-        }
-        Wrap::parse_from(["perf"]).a
-    }
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Latency {
-    /// Median.
-    pub p50: u64,
-    /// 95th percentile.
-    pub p95: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// 99.9th percentile.
-    pub p999: u64,
-    /// Maximum.
-    pub max: u64,
-}
-
-/// What one run measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct PerfReport {
-    /// The options of the run.
-    pub options: PerfArgs,
-    /// Publishes per second in the measured window.
-    pub published_per_sec: f64,
-    /// Confirms per second in the measured window.
-    pub confirmed_per_sec: f64,
-    /// Deliveries consumed per second in the measured window.
-    pub consumed_per_sec: f64,
-    /// End-to-end latency (publish to consume) in the measured window.
-    pub latency_us: Latency,
-    /// Confirm latency (publish to confirm) when confirms were on.
-    pub confirm_latency_us: Option<Latency>,
-    /// Messages left in the queues at the end.
-    pub queue_depth_end: u64,
-    /// Broker CPU over the measured window, in cores.
-    pub broker_cpu_cores: Option<f64>,
-    /// Broker CPU per message in the measured window, in microseconds: per consumed
-    /// message, or per confirmed (else published) one when nothing was consumed. The
-    /// figure to compare when the client, not the broker, sets the rate.
-    pub broker_us_per_msg: Option<f64>,
-    /// Highest broker RSS sampled, bytes.
-    pub broker_peak_rss: Option<u64>,
-    /// This tool's CPU over the measured window, in cores.
-    pub client_cpu_cores: Option<f64>,
-    /// Publishes the broker refused (nacks) or returned.
-    pub publish_failures: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -208,6 +45,7 @@ struct Counters {
     failed: AtomicU64,
 }
 
+/// A latency histogram, 1 µs to 60 s, 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
@@ -237,42 +75,100 @@ async fn pace(rate: u64, count: u64, started: Instant) {
     }
 }
 
-/// Runs the workload against the actormq broker at `connect` and reports.
+/// Runs the workload against the actormq broker at `connect` (its `addr` may list a
+/// cluster's nodes, `a,b,c`) and reports.
 pub async fn run(args: PerfArgs, connect: ConnectOptions) -> Result<PerfReport, String> {
-    let driver = Arc::new(native::Native::new(connect));
-    run_with(args, driver).await
+    run_watching(args, connect, Arc::default()).await
 }
 
-/// Runs the workload against the AMQP 0-9-1 broker at `url` (RabbitMQ) through the
-/// client `args.amqp_client` names. The raw client is always built (it needs nothing
-/// beyond the AMQP codec the broker has); lapin only with the `amqp` feature.
+/// [`run`], with a failover run (`--failover`) seen and stoppable through `watch`.
+pub async fn run_watching(
+    args: PerfArgs,
+    connect: ConnectOptions,
+    watch: Arc<Watch>,
+) -> Result<PerfReport, String> {
+    let drivers = servers(&connect.addr)?
+        .into_iter()
+        .map(|addr| {
+            Arc::new(native::Native::new(ConnectOptions {
+                addr,
+                ..connect.clone()
+            }))
+        })
+        .collect();
+    run_on(args, drivers, watch).await
+}
+
+/// Runs the workload against the AMQP 0-9-1 broker at `url` (RabbitMQ; a cluster's
+/// nodes as `u1,u2,u3`) through the client `args.amqp_client` names. The raw client is
+/// always built (it needs nothing beyond the AMQP codec the broker has); lapin only
+/// with the `amqp` feature.
 pub async fn run_amqp(args: PerfArgs, url: String) -> Result<PerfReport, String> {
+    run_amqp_watching(args, url, Arc::default()).await
+}
+
+/// [`run_amqp`], with a failover run (`--failover`) seen and stoppable through `watch`.
+pub async fn run_amqp_watching(
+    args: PerfArgs,
+    url: String,
+    watch: Arc<Watch>,
+) -> Result<PerfReport, String> {
+    let urls = servers(&url)?;
     if args.amqp_client == AmqpClient::Raw {
-        let driver = Arc::new(raw::Raw::new(&url)?);
-        return run_with(args, driver).await;
+        let drivers = urls
+            .iter()
+            .map(|u| raw::Raw::new(u).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        return run_on(args, drivers, watch).await;
     }
     #[cfg(feature = "amqp")]
     {
-        let driver = Arc::new(amqp::Amqp::new(url));
-        run_with(args, driver).await
+        let drivers = urls
+            .into_iter()
+            .map(|u| Arc::new(amqp::Amqp::new(u)))
+            .collect();
+        run_on(args, drivers, watch).await
     }
     #[cfg(not(feature = "amqp"))]
-    Err(
-        "--amqp-client lapin needs a build with `--features amqp` (or use --amqp-client raw)"
-            .into(),
-    )
+    {
+        let _ = watch;
+        Err(
+            "--amqp-client lapin needs a build with `--features amqp` (or use --amqp-client raw)"
+                .into(),
+        )
+    }
 }
 
 /// Runs the workload through `driver`, the same way for every broker. Progress lines go
 /// to standard error once a second.
 pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfReport, String> {
+    run_on(args, vec![driver], Arc::default()).await
+}
+
+/// Runs the workload (or with `--failover`, the failover run) over a cluster's nodes,
+/// one driver each: producer `p` connects to node `p`, consumer connection `c` to node
+/// `producers + c` (modulo their number); the first node sets up the queues and
+/// answers the depth readings.
+pub async fn run_on<D: Driver>(
+    args: PerfArgs,
+    drivers: Vec<Arc<D>>,
+    watch: Arc<Watch>,
+) -> Result<PerfReport, String> {
+    if drivers.is_empty() {
+        return Err("no server to measure".into());
+    }
+    if args.failover {
+        return failover::run(args, drivers, watch).await;
+    }
+    let driver = drivers[0].clone();
+    let node = |k: usize| drivers[k % drivers.len()].clone();
     let topo = Arc::new(Topology::new(&args));
     let size = args.size.max(8);
     // Queues that get a consumer are declared by it (on its connection).
     let by_consumers = args.consumers.min(topo.queues.len());
     if !args.predeclared {
         driver
-            .setup(&topo, args.persistent || args.stream, by_consumers)
+            .setup(&topo, topo.durable(args.persistent), by_consumers)
             .await?;
     }
 
@@ -295,8 +191,8 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         .unwrap_or(args.consumers)
         .clamp(1, args.consumers.max(1));
     let mut conns = Vec::new();
-    for _ in 0..n_conns.min(args.consumers) {
-        conns.push(driver.connect().await?);
+    for i in 0..n_conns.min(args.consumers) {
+        conns.push(node(args.producers + i).connect().await?);
     }
     let mut tasks = Vec::new();
     for c in 0..args.consumers {
@@ -306,10 +202,11 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         let declare = (c < topo.queues.len() && !args.predeclared).then_some(driver::Declare {
             exchange: &topo.exchange,
             binding_key: &key,
-            durable: args.persistent || args.stream,
+            durable: topo.durable(args.persistent),
+            queue_type: topo.queue_type,
         });
         let mut consumer = conns[c % conns.len()]
-            .consume(&queue, args.prefetch, args.auto_ack, args.stream, declare)
+            .consume(&queue, args.prefetch, args.auto_ack, topo.stream, declare)
             .await?;
         let counters = counters.clone();
         let mut stop_rx = stop_rx.clone();
@@ -362,7 +259,7 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
 
     let mut producers = Vec::new();
     for p in 0..args.producers {
-        let mut producer = driver
+        let mut producer = node(p)
             .producer(args.confirm, args.confirm_window.max(1))
             .await?;
         let topo = topo.clone();
@@ -518,6 +415,7 @@ pub async fn run_with<D: Driver>(args: PerfArgs, driver: Arc<D>) -> Result<PerfR
         broker_peak_rss: peak_rss,
         client_cpu_cores: cores(client0, client1),
         publish_failures: counters.failed.load(Ordering::Relaxed),
+        failover: None,
         options: args,
     })
 }
@@ -538,61 +436,5 @@ fn settle(
         }
     } else {
         counters.failed.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl PerfReport {
-    /// The human-readable table.
-    pub fn table(&self) -> String {
-        let o = &self.options;
-        let mut s = String::new();
-        s.push_str(&format!(
-            "producers {} consumers {} queues {} exchange {:?} size {} B rate {} confirm {} persistent {} prefetch {} auto-ack {} multi-ack {}\n",
-            o.producers, o.consumers, o.queues, o.exchange_type, o.size, o.rate, o.confirm, o.persistent, o.prefetch, o.auto_ack, o.multi_ack
-        ));
-        s.push_str(&format!("published/s   {:>12.0}\n", self.published_per_sec));
-        if o.confirm {
-            s.push_str(&format!("confirmed/s   {:>12.0}\n", self.confirmed_per_sec));
-        }
-        s.push_str(&format!("consumed/s    {:>12.0}\n", self.consumed_per_sec));
-        let l = &self.latency_us;
-        s.push_str(&format!(
-            "latency µs    p50 {} p95 {} p99 {} p99.9 {} max {}\n",
-            l.p50, l.p95, l.p99, l.p999, l.max
-        ));
-        if let Some(c) = &self.confirm_latency_us {
-            s.push_str(&format!(
-                "confirm µs    p50 {} p95 {} p99 {} p99.9 {} max {}\n",
-                c.p50, c.p95, c.p99, c.p999, c.max
-            ));
-        }
-        s.push_str(&format!("queue depth at end {}\n", self.queue_depth_end));
-        if let Some(c) = self.broker_cpu_cores {
-            s.push_str(&format!("broker CPU    {c:.2} cores\n"));
-        }
-        if let Some(u) = self.broker_us_per_msg {
-            s.push_str(&format!("broker CPU    {u:.2} µs per message\n"));
-        }
-        if let Some(r) = self.broker_peak_rss {
-            s.push_str(&format!(
-                "broker peak RSS {:.1} MiB\n",
-                r as f64 / 1048576.0
-            ));
-        }
-        if let Some(c) = self.client_cpu_cores {
-            s.push_str(&format!("perf client CPU {c:.2} cores\n"));
-        }
-        if self.publish_failures > 0 {
-            s.push_str(&format!(
-                "publish failures (nacks, returns) {}\n",
-                self.publish_failures
-            ));
-        }
-        s
-    }
-
-    /// The JSON report.
-    pub fn json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serializes")
     }
 }

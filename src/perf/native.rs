@@ -26,16 +26,15 @@ fn err(e: client::ClientError) -> String {
     e.to_string()
 }
 
-/// The declare options of a run's queues.
-fn queue_options(durable: bool, stream: bool) -> QueueOptions {
+/// The declare options of a run's queues: a quorum queue or stream is always durable.
+fn queue_options(durable: bool, queue_type: Option<&str>) -> QueueOptions {
     let opts = QueueOptions {
-        durable: durable || stream,
+        durable: durable || queue_type.is_some(),
         ..Default::default()
     };
-    if stream {
-        opts.arg("x-queue-type", "stream")
-    } else {
-        opts
+    match queue_type {
+        Some(t) => opts.arg("x-queue-type", t),
+        None => opts,
     }
 }
 
@@ -59,7 +58,7 @@ impl Driver for Native {
                 if i < first_declared {
                     continue;
                 }
-                c.declare_queue(q, &queue_options(durable, topo.stream))
+                c.declare_queue(q, &queue_options(durable, topo.queue_type))
                     .await
                     .map_err(err)?;
                 c.bind_queue(q, &topo.exchange, &topo.binding_key(i), Default::default())
@@ -163,7 +162,7 @@ impl Conn for Client {
     ) -> BoxFuture<'a, Result<NativeConsumer, String>> {
         Box::pin(async move {
             if let Some(d) = declare {
-                self.declare_queue(queue, &queue_options(d.durable, stream))
+                self.declare_queue(queue, &queue_options(d.durable, d.queue_type))
                     .await
                     .map_err(err)?;
                 self.bind_queue(queue, d.exchange, d.binding_key, Default::default())
@@ -219,6 +218,10 @@ impl Producer for NativeProducer {
                     .boxed()
             }))
         })
+    }
+
+    fn closed(&self) -> bool {
+        self.client.closed_reason().is_some()
     }
 }
 

@@ -346,6 +346,15 @@ impl RawConn {
         });
     }
 
+    /// True while channel `ch` is open (the broker has not closed it).
+    pub fn has_channel(&self, ch: u16) -> bool {
+        self.shared
+            .sinks
+            .lock()
+            .expect("poisoned")
+            .contains_key(&ch)
+    }
+
     /// True once the connection failed or closed.
     pub fn closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)

@@ -44,12 +44,12 @@ fn declare_queue(name: &str, durable: bool, passive: bool) -> AMQPClass {
     }))
 }
 
-/// A stream queue's declare: durable, `x-queue-type = stream` (RabbitMQ's name).
-fn declare_stream(name: &str) -> AMQPClass {
+/// A quorum queue's or stream's declare: durable, with its `x-queue-type`.
+fn declare_typed(name: &str, queue_type: &str) -> AMQPClass {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
-        AMQPValue::LongString("stream".into()),
+        AMQPValue::LongString(queue_type.into()),
     );
     AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
         queue: name.into(),
@@ -59,12 +59,11 @@ fn declare_stream(name: &str) -> AMQPClass {
     }))
 }
 
-/// The declare of a run's queue: a stream with `--stream`.
-fn declare_for(name: &str, durable: bool, stream: bool) -> AMQPClass {
-    if stream {
-        declare_stream(name)
-    } else {
-        declare_queue(name, durable, false)
+/// The declare of a run's queue, of its `--queue-type`.
+fn declare_for(name: &str, durable: bool, queue_type: Option<&str>) -> AMQPClass {
+    match queue_type {
+        Some(t) => declare_typed(name, t),
+        None => declare_queue(name, durable, false),
     }
 }
 
@@ -122,7 +121,7 @@ impl Driver for Raw {
                 if i < first_declared {
                     continue;
                 }
-                c.call(ch, declare_for(q, durable, topo.stream)).await?;
+                c.call(ch, declare_for(q, durable, topo.queue_type)).await?;
                 c.call(ch, bind(q, &topo.exchange, &topo.binding_key(i)))
                     .await?;
             }
@@ -217,7 +216,8 @@ impl Conn for RawConsumers {
             let c = &self.conn;
             let ch = c.channel().await?;
             if let Some(d) = declare {
-                c.call(ch, declare_for(queue, d.durable, stream)).await?;
+                c.call(ch, declare_for(queue, d.durable, d.queue_type))
+                    .await?;
                 c.call(ch, bind(queue, d.exchange, d.binding_key)).await?;
             }
             if !auto_ack {
@@ -276,6 +276,10 @@ impl Producer for RawProducer {
                 .await?;
             Ok(confirm.map(|rx| rx.map(|r| r.unwrap_or(false)).boxed()))
         })
+    }
+
+    fn closed(&self) -> bool {
+        self.conn.closed() || !self.conn.has_channel(self.ch)
     }
 }
 

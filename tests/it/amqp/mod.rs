@@ -5,6 +5,7 @@ mod compat;
 mod features;
 mod flow;
 mod perf;
+mod perf_failover;
 mod raw;
 mod suites;
 mod tables;

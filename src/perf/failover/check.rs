@@ -1,0 +1,62 @@
+//! The end of a failover run: the queue consumed to its end, each id set against the
+//! confirmed ones.
+
+use super::history::{self, History, HistoryCheck};
+use crate::perf::driver::{Conn, Consumer, Driver};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Consumes the queue to its end on the first server (from `at`) that serves it,
+/// recording each id; answers the depth read before.
+pub async fn check_queue<D: Driver>(
+    drivers: &[Arc<D>],
+    at: usize,
+    queue: &str,
+    history: &mut History,
+    published: u64,
+    idle: Duration,
+) -> (u64, Result<HistoryCheck, String>) {
+    let mut last = String::from("no server");
+    for k in 0..drivers.len() {
+        let d = &drivers[(at + k) % drivers.len()];
+        let depth = d.depth(std::slice::from_ref(&queue.to_string())).await;
+        match consume_all(d.as_ref(), queue, depth, history, published, idle).await {
+            Ok(()) => return (depth, Ok(history.check())),
+            Err(e) => last = e,
+        }
+    }
+    (0, Err(last))
+}
+
+async fn consume_all<D: Driver>(
+    d: &D,
+    queue: &str,
+    depth: u64,
+    history: &mut History,
+    published: u64,
+    idle: Duration,
+) -> Result<(), String> {
+    let conn = d.connect().await?;
+    let mut consumer = conn.consume(queue, 1000, false, false, None).await?;
+    let mut got = 0;
+    while got < depth {
+        match tokio::time::timeout(idle, consumer.next()).await {
+            Ok(Some(r)) => {
+                history.consumed(history::id_of(&r.body), published);
+                got += 1;
+                if got % 250 == 0 || got == depth {
+                    consumer.ack(r.tag, true);
+                }
+            }
+            Ok(None) => return Err(format!("the consumer ended after {got} of {depth}")),
+            Err(_) => {
+                return Err(format!(
+                    "nothing delivered for {idle:?} after {got} of {depth}"
+                ))
+            }
+        }
+    }
+    // The last acks go out before the connection closes.
+    tokio::task::yield_now().await;
+    Ok(())
+}
