@@ -29,6 +29,8 @@ pub struct Gaps {
     open: Option<Instant>,
     /// Each failure's gap, in order.
     pub failovers: Vec<Duration>,
+    /// When the first failure's gap ended (its first confirm).
+    pub recovered_at: Option<Instant>,
     /// The longest gap between two confirms, and where it began and ended.
     pub max: Option<(Duration, Instant, Instant)>,
 }
@@ -44,8 +46,15 @@ impl Gaps {
         }
         if let Some(from) = self.open.take() {
             self.failovers.push(now.saturating_duration_since(from));
+            self.recovered_at.get_or_insert(now);
         }
         self.last = Some(now);
+    }
+
+    /// How long a failure has gone without a confirm after it, at `end` (none when
+    /// every failure was followed by a confirm).
+    pub fn unrecovered(&self, end: Instant) -> Option<Duration> {
+        self.open.map(|from| end.saturating_duration_since(from))
     }
 
     /// The connection failed at `now`; a second failure before the next confirm is
@@ -161,6 +170,8 @@ mod tests {
         g.confirm(ms(1210));
         g.confirm(ms(1220));
         assert_eq!(g.failovers, vec![Duration::from_millis(1200)]);
+        assert_eq!(g.recovered_at, Some(ms(1210)));
+        assert_eq!(g.unrecovered(ms(1230)), None);
         let (gap, from, to) = g.max.unwrap();
         assert_eq!(
             (gap, from, to),
@@ -172,6 +183,10 @@ mod tests {
         assert_eq!(g.failovers.len(), 2);
         assert_eq!(g.failovers[1], Duration::from_millis(180));
         assert_eq!(g.max.unwrap().0, Duration::from_millis(1200));
+        assert_eq!(g.recovered_at, Some(ms(1210)), "the first failover's end");
+        // A failure nothing was confirmed after runs to the end of the run.
+        g.fail(ms(1500));
+        assert_eq!(g.unrecovered(ms(9400)), Some(Duration::from_millis(8000)));
     }
 
     #[test]

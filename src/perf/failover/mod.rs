@@ -80,6 +80,12 @@ pub struct FailoverReport {
     pub failover_ms: Option<f64>,
     /// Every failure's, ms.
     pub failovers_ms: Vec<f64>,
+    /// When the first failure's failover ended: its first confirm (Unix ms), to set
+    /// beside the time of a kill.
+    pub recovered_unix_ms: Option<u64>,
+    /// A failure no confirm followed before the run ended: ms from the last confirm
+    /// before it to the end of the run (the failover took longer than that).
+    pub unrecovered_ms: Option<f64>,
     /// The longest time between two confirms, ms.
     pub max_confirm_gap_ms: f64,
     /// When that gap began and ended (Unix ms), to set beside the time of a kill.
@@ -128,6 +134,8 @@ struct Book {
     outstanding: BTreeSet<u64>,
     retry: VecDeque<u64>,
     next_id: u64,
+    /// The last positive confirm, or the connection's start when none came since.
+    progress_at: Option<Instant>,
 }
 
 impl Book {
@@ -136,7 +144,9 @@ impl Book {
             return; // counted lost already, and published again
         }
         if ok {
-            self.gaps.confirm(Instant::now());
+            let now = Instant::now();
+            self.progress_at = Some(now);
+            self.gaps.confirm(now);
             if self.history.confirm(id) {
                 self.report.confirmed += 1;
                 watch.confirmed.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +217,10 @@ pub async fn run<D: Driver>(
             return Err(format!("no server could set up the queue: {e}"));
         }
     }
-    let mut book = Book::default();
+    let mut book = Book {
+        progress_at: Some(Instant::now()),
+        ..Default::default()
+    };
     let mut latency = histogram();
     let mut producer = Some(drivers[at].producer(true, window).await?);
     let mut inflight = Inflight::new();
@@ -269,6 +282,12 @@ pub async fn run<D: Driver>(
         if failed.is_none() && p.closed() {
             failed = Some("the connection closed".into());
         }
+        // Nacks alone are no progress: a channel that refuses everything for as long as
+        // a missing confirm would take counts as failed too (RabbitMQ 3.10 kept nacking
+        // every publish on a channel opened while the queue had no leader).
+        if failed.is_none() && book.progress_at.is_some_and(|t| t.elapsed() > timeout) {
+            failed = Some(format!("no positive confirm for {timeout:?}"));
+        }
         if let Some(why) = failed {
             eprintln!("perf: publisher connection failed: {why}; moving to the next server");
             book.fail(why, &clock);
@@ -281,6 +300,7 @@ pub async fn run<D: Driver>(
             match reconnect(&drivers, &mut at, timeout, window).await {
                 Ok(p) => {
                     producer = Some(p);
+                    book.progress_at = Some(Instant::now());
                     book.report.reconnects += 1;
                     watch.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -322,6 +342,7 @@ pub async fn run<D: Driver>(
         )
         .await;
     }
+    let ended = Instant::now();
     book.report.unconfirmed_at_end = book.outstanding.len() as u64 + book.retry.len() as u64;
     drop(producer);
     let published_ids = book.next_id;
@@ -341,6 +362,7 @@ pub async fn run<D: Driver>(
         clock,
         latency,
         secs,
+        ended,
         depth,
         check,
     )

@@ -3,7 +3,7 @@
 use super::history::{self, Gaps, HistoryCheck};
 use super::{Clock, FailoverReport};
 use crate::perf::{percentiles, Latency, PerfArgs, PerfReport};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The report of a run: the publisher's counts in `f`, the gaps, the check.
 #[allow(clippy::too_many_arguments)]
@@ -14,12 +14,15 @@ pub fn finish(
     clock: Clock,
     latency: hdrhistogram::Histogram<u64>,
     secs: f64,
+    end: Instant,
     depth: u64,
     check: Result<HistoryCheck, String>,
 ) -> Result<PerfReport, String> {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     f.failovers_ms = gaps.failovers.iter().map(|d| ms(*d)).collect();
     f.failover_ms = f.failovers_ms.first().copied();
+    f.recovered_unix_ms = gaps.recovered_at.map(|t| clock.unix_ms(t));
+    f.unrecovered_ms = gaps.unrecovered(end).map(ms);
     if let Some((gap, from, to)) = gaps.max {
         f.max_confirm_gap_ms = ms(gap);
         f.max_gap_from_unix_ms = clock.unix_ms(from);
@@ -75,7 +78,12 @@ impl FailoverReport {
             Some(f) => s.push_str(&format!(
                 "failover      {f:.0} ms (last confirm before the failure to the first after)\n"
             )),
-            None => s.push_str("failover      - (the publisher's connection never failed)\n"),
+            None => match self.unrecovered_ms {
+                Some(u) => s.push_str(&format!(
+                "failover      over {u:.0} ms (no confirm after the failure before the run ended)\n"
+            )),
+                None => s.push_str("failover      - (the publisher's connection never failed)\n"),
+            },
         }
         s.push_str(&format!(
             "longest confirm gap {:.0} ms\n",
