@@ -448,12 +448,16 @@ impl Registry {
         let remote = (self.ctx.cluster.as_ref())
             .and_then(|c| c.remote_home(&self.vhost, &spec.name))
             .filter(|_| !spec.exclusive);
+        // A quorum queue in a cluster: its messages are its Raft group's.
+        let replica = (self.ctx.cluster.as_ref())
+            .filter(|_| crate::broker::queue::quorum::is_quorum(spec))
+            .and_then(|c| c.quorum_group(&self.vhost, &spec.name));
         let stream = (remote.is_none() && crate::broker::queue_args::is_stream(spec))
             .then(|| crate::broker::stream::open(&self.ctx.durability, &self.vhost, spec))
             .transpose()?;
         // A stream acts on its own arguments; the classic body stays inert.
         let config = match (&stream, &remote) {
-            (None, None) => self.queue_config(spec),
+            (None, None) if replica.is_none() => self.queue_config(spec),
             _ => QueueConfig::default(),
         };
         let is_stream = stream.is_some();
@@ -475,9 +479,10 @@ impl Registry {
                 exchanges: self.directory.clone(),
                 stream,
                 remote: remote.clone().map(Arc::from),
+                replica: replica.clone(),
             },
         );
-        if !is_stream && remote.is_none() {
+        if !is_stream && remote.is_none() && replica.is_none() {
             self.attach_storage(&handle, spec);
         }
         self.queues.insert(

@@ -9,8 +9,9 @@
 //! to their connection's node and are never replicated. A queue's messages live on its
 //! home node (the one that declared it, as RabbitMQ's classic queues): elsewhere the
 //! queue is a stand-in that refuses publishes (a nack) and consumers with NOT_ALLOWED
-//! naming the home node; forwarding is the next phase. docs/CLUSTERING.md has the
-//! whole design and its faults.
+//! naming the home node; forwarding is the next phase. A quorum queue is replicated in
+//! a Raft group of its own ([`quorum`]). docs/CLUSTERING.md has the whole design and
+//! its faults.
 //!
 //! Without `[cluster]` none of this runs: the broker has no cluster hook and applies
 //! each change at once, as it always did.
@@ -176,6 +177,9 @@ impl ClusterNode {
             }
             Err(_) => Vec::new(),
         };
+        // Before the definitions log applies anything new (which may start or stop
+        // members too).
+        runtime.block_on(start_groups(self.core.clone()));
         let raft = runtime
             .block_on(openraft::Raft::new(
                 id,
@@ -222,6 +226,7 @@ impl ClusterNode {
         if let Some(rt) = self.runtime.take() {
             let core = self.core.clone();
             rt.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), core.quorum.shutdown()).await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), core.raft().shutdown()).await;
             });
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -313,6 +318,26 @@ async fn bootstrap(core: Arc<Core>) {
             None => {}
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts this node's members of the quorum queue groups its applied state lists (a
+/// restart), and removes the directories of groups it no longer has.
+async fn start_groups(core: Arc<Core>) {
+    let mine: Vec<quorum::runtime::GroupInfo> = core
+        .applied()
+        .groups
+        .values()
+        .flat_map(|qs| qs.values())
+        .filter(|g| g.members.contains_key(&core.id))
+        .cloned()
+        .collect();
+    core.quorum
+        .remove_strays(&mine.iter().map(|g| g.id).collect());
+    for g in mine {
+        if let Err(e) = core.quorum.start(&g).await {
+            tracing::error!(group = g.id, error = %e, "quorum queue: cannot start this node's group member");
+        }
     }
 }
 

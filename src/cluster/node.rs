@@ -46,6 +46,9 @@ pub struct Core {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// The quorum queue groups this node is a member of.
     pub(super) groups: Arc<super::quorum::wire::Groups>,
+    /// This node's members of those groups (started and stopped by the definitions
+    /// log's declares and deletes of quorum queues).
+    pub(super) quorum: Arc<super::quorum::runtime::Members>,
     /// How connections to peers are opened and accepted.
     pub(super) transport: Arc<Transport>,
     /// Set while this node, a voter that came back with an empty log (its data
@@ -71,6 +74,22 @@ fn not_committed(timeout: Duration) -> BrokerError {
     )
 }
 
+/// The Raft timing of a quorum queue group: the cluster's own; its log is kept whole
+/// for now (no snapshots are taken).
+fn group_config(s: &ClusterSettings) -> Arc<openraft::Config> {
+    let config = openraft::Config {
+        cluster_name: "actormq-queue".into(),
+        election_timeout_min: s.election_timeout_min_ms,
+        election_timeout_max: s.election_timeout_max_ms,
+        heartbeat_interval: s.heartbeat_ms,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    };
+    // The same values passed the cluster's own validation at start.
+    Arc::new(config.validate().unwrap_or_default())
+}
+
 fn raft_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::internal(format!("cluster: {e}"))
 }
@@ -88,6 +107,14 @@ impl Core {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
+        let groups = Arc::new(super::quorum::wire::Groups::new(transport.clone()));
+        let quorum = Arc::new(super::quorum::runtime::Members::new(
+            settings.node_id,
+            dir.join("queues"),
+            group_config(&settings),
+            groups.clone(),
+            rt.clone(),
+        ));
         Core {
             id: settings.node_id,
             addr: settings.advertised().to_string(),
@@ -100,7 +127,8 @@ impl Core {
             next_id: AtomicU64::new(seed),
             rt,
             links: Mutex::new(HashMap::new()),
-            groups: Arc::new(super::quorum::wire::Groups::new(transport.clone())),
+            groups,
+            quorum,
             transport,
             catching_up: Default::default(),
         }
@@ -494,7 +522,29 @@ impl ClusterHook for Hook {
         })
     }
 
+    fn quorum_group(
+        &self,
+        vhost: &str,
+        queue: &str,
+    ) -> Option<Arc<super::quorum::runtime::QueueGroup>> {
+        let info = self.0.applied().groups.get(vhost)?.get(queue)?.clone();
+        Some(Arc::new(super::quorum::runtime::QueueGroup::new(
+            info,
+            self.0.quorum.clone(),
+        )))
+    }
+
     fn remote_home(&self, vhost: &str, queue: &str) -> Option<String> {
+        // A quorum queue lives on its group's members, and is served on every node.
+        if self
+            .0
+            .applied()
+            .groups
+            .get(vhost)
+            .is_some_and(|qs| qs.contains_key(queue))
+        {
+            return None;
+        }
         let home = *self.0.applied().homes.get(vhost)?.get(queue)?;
         if home == self.0.id {
             return None;

@@ -261,6 +261,15 @@ pub trait ClusterHook: Send + Sync + 'static {
     fn remote_home(&self, vhost: &str, queue: &str) -> Option<String>;
     /// The cluster's nodes for `/api/nodes`: one JSON object each.
     fn nodes_json(&self) -> Vec<serde_json::Value>;
+    /// The Raft group of queue `queue` of `vhost` when it is a quorum queue: its
+    /// queue actor publishes through it and serves consumers from it. None by default.
+    fn quorum_group(
+        &self,
+        _vhost: &str,
+        _queue: &str,
+    ) -> Option<std::sync::Arc<super::quorum::runtime::QueueGroup>> {
+        None
+    }
     /// Resolves once this node has applied every change committed before the call (a
     /// read index from the leader): what an answer made from this node's own
     /// definitions, without a proposal, waits for, so that a lagging node does not

@@ -14,6 +14,7 @@
 use super::log_store::write_atomic;
 use super::node::Core;
 use super::op::{Op, Outcome};
+use super::quorum::runtime::{limits_of, place, GroupInfo};
 use super::types::{DefinitionsSnapshot, Homes, NodeId, Response, TypeConfig};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::{
@@ -51,6 +52,9 @@ pub struct Applied {
     /// restart; see `drift`).
     #[serde(default)]
     pub transient: super::drift::Transient,
+    /// Each quorum queue's Raft group (its id, members and limits).
+    #[serde(default)]
+    pub groups: super::quorum::runtime::QueueGroups,
 }
 
 fn io(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -241,6 +245,81 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// Before a quorum queue's declare applies: its group, made from the applied
+    /// state at `index` (so the same on every node) and noted for the queue actor to
+    /// find. Answers the group when this entry made it.
+    fn note_group(&self, index: u64, op: &Op) -> Option<GroupInfo> {
+        let Op::DeclareQueue { vhost, queue, .. } = op else {
+            return None;
+        };
+        if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
+            return None;
+        }
+        let mut a = self.core.applied();
+        if a.groups
+            .get(vhost)
+            .is_some_and(|q| q.contains_key(&queue.name))
+        {
+            return None;
+        }
+        let m = a.membership.membership().clone();
+        let voters = m
+            .voter_ids()
+            .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
+            .collect();
+        let size = crate::broker::queue::quorum::initial_group_size(&queue.arguments);
+        let info = GroupInfo {
+            id: index,
+            members: place(&voters, &a.groups, size),
+            limits: limits_of(&queue.arguments),
+        };
+        a.groups
+            .entry(vhost.clone())
+            .or_default()
+            .insert(queue.name.clone(), info.clone());
+        Some(info)
+    }
+
+    /// After an entry applied: starts this node's member of a group it made (or
+    /// forgets the group if the declare was refused here), stops and removes the
+    /// members of deleted quorum queues.
+    async fn run_groups(&self, op: &Op, new_group: Option<GroupInfo>, applied: bool) {
+        if let (Some(info), Op::DeclareQueue { vhost, queue, .. }) = (new_group, op) {
+            if !applied {
+                if let Some(qs) = self.core.applied().groups.get_mut(vhost) {
+                    qs.remove(&queue.name);
+                }
+                return;
+            }
+            if let Err(e) = self.core.quorum.start(&info).await {
+                tracing::error!(group = info.id, queue = %queue.name, error = %e, "quorum queue: cannot start this node's group member");
+            }
+            return;
+        }
+        let gone: Vec<GroupInfo> = {
+            let mut a = self.core.applied();
+            match op {
+                Op::DeleteQueue { vhost, name } => a
+                    .groups
+                    .get_mut(vhost)
+                    .and_then(|qs| qs.remove(name))
+                    .into_iter()
+                    .collect(),
+                Op::DeleteVhost(vhost) => a
+                    .groups
+                    .remove(vhost)
+                    .map(|qs| qs.into_values().collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        for g in gone {
+            self.core.quorum.stop(g.id);
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let data = self.core.definitions_snapshot().await;
@@ -293,6 +372,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(req) => {
                     note_homes(&mut self.core.applied().homes, &req.op);
+                    let new_group = self.note_group(log_id.index, &req.op);
                     let deleted_queue = match &req.op {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
                         _ => None,
@@ -307,6 +387,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             qs.remove(&name);
                         }
                     }
+                    self.run_groups(&op, new_group, outcome.error().is_none())
+                        .await;
                     let error = outcome.error();
                     if let Some(e) = &error {
                         tracing::debug!(index = log_id.index, error = %e, "cluster: a committed change did not apply here");

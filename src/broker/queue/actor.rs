@@ -31,9 +31,11 @@ use std::time::{Duration, Instant};
 mod effects;
 mod handlers;
 mod reconfigure;
+mod replica;
 mod stream;
 
 pub use reconfigure::Reconfigure;
+pub use replica::GroupChanged;
 
 /// Longest a queue holds the answer of a publisher that is also one of its consumers
 /// with acks, while the queue is over the flow threshold (see `flow_should_close`):
@@ -88,6 +90,8 @@ pub(crate) struct QueueInit {
     pub stream: Option<crate::broker::stream::StreamInit>,
     /// Set on a cluster node that is not the queue's home: where its messages live.
     pub remote: Option<Arc<str>>,
+    /// Set for a quorum queue in a cluster: its Raft group (see [`replica`]).
+    pub replica: Option<Arc<crate::cluster::quorum::runtime::QueueGroup>>,
 }
 
 /// One queue.
@@ -159,6 +163,9 @@ pub struct QueueActor {
     /// Set on a cluster node that is not the queue's home (where its messages live, as
     /// a sentence): publishes, consumers and gets are refused naming it.
     remote: Option<Arc<str>>,
+    /// Set for a quorum queue in a cluster: the handlers hand their work to it (see
+    /// [`replica`]).
+    replica: Option<Box<replica::Replica>>,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -220,6 +227,7 @@ impl QueueActor {
                     .stream
                     .map(|s| Box::new(crate::broker::stream::StreamState::new(s))),
                 remote: init.remote,
+                replica: init.replica.map(replica::Replica::new),
             }
         });
         QueueHandle::new(name, addr, inbox)
@@ -283,6 +291,9 @@ impl QueueActor {
     fn drain_inbox(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.stream.is_some() {
             return self.stream_drain_inbox();
+        }
+        if self.replica.is_some() {
+            return self.replica_drain_inbox();
         }
         let items = self.inbox.take();
         if items.is_empty() {
@@ -455,6 +466,9 @@ impl QueueActor {
         if self.stream.is_some() {
             count = self.stream_delete(reason);
         }
+        if self.replica.is_some() {
+            count = self.replica_delete(reason);
+        }
         self.gauge.sub(self.accounted);
         self.accounted = 0;
         for c in self.state.consumers() {
@@ -491,6 +505,8 @@ impl Actor for QueueActor {
         ));
         if self.stream.is_some() {
             self.start_stream(ctx);
+        } else if self.replica.is_some() {
+            self.start_replica(ctx);
         } else {
             self.watch_expires(ctx);
         }

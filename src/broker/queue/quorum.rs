@@ -15,9 +15,9 @@
 //!   was delivered before), which consumers use to spot poison messages before
 //!   `x-delivery-limit` dead-letters (or drops) them ([`mark_redelivery`]).
 //!
-//! In a cluster a new quorum queue is refused ([`refuse_in_cluster`]) until each one
-//! runs as its own Raft group (the replicated state machine is
-//! [`crate::cluster::quorum::machine`]; docs/CLUSTERING.md has what is left).
+//! In a cluster a quorum queue is its own Raft group instead (the queue actor's
+//! replicated side, `actor/replica.rs`, on [`crate::cluster::quorum`]): everything
+//! above but the storage holds there too, and docs/CLUSTERING.md has the design.
 
 use crate::broker::messages::Delivery;
 use crate::broker::queue::QueueSpec;
@@ -96,20 +96,6 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
         )));
     }
     Ok(())
-}
-
-/// Refuses a new quorum queue in a cluster: its replication (a Raft group per queue,
-/// docs/CLUSTERING.md) is not built yet, and a quorum queue whose messages live on one
-/// node would break its promise (a confirm = a majority has it) without a word. A
-/// classic queue in a cluster lives on the node that declares it, as documented.
-pub fn refuse_in_cluster(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
-    if !is_quorum(spec) {
-        return Ok(());
-    }
-    Err(BrokerError::precondition(format!(
-        "invalid arg 'x-queue-type' for queue '{}' in vhost '{vhost}': quorum queues are not replicated across a cluster yet (a confirm could not mean a majority has the message); in a cluster declare a classic queue, or run the quorum queue on a single node",
-        spec.name
-    )))
 }
 
 /// The number of members a quorum queue asks for (`x-quorum-initial-group-size`, 3 by
@@ -213,14 +199,6 @@ mod tests {
         validate("/", &s).unwrap();
         assert_eq!(initial_group_size(&s.arguments), 5);
         assert_eq!(initial_group_size(&FieldTable::new()), 3);
-    }
-
-    #[test]
-    fn a_cluster_refuses_a_quorum_queue_until_it_is_replicated() {
-        refuse_in_cluster("/", &QueueSpec::new("classic")).unwrap();
-        let e = refuse_in_cluster("/", &quorum("q")).unwrap_err();
-        assert_eq!(e.code(), ErrorCode::PreconditionFailed);
-        assert!(e.message().starts_with("invalid arg 'x-queue-type' for queue 'q' in vhost '/': quorum queues are not replicated"), "{e}");
     }
 
     #[test]

@@ -140,7 +140,9 @@ impl Registry {
         let mut spec = spec.clone();
         let checked = (|| -> Result<Op, BrokerError> {
             check_queue_type(&self.vhost, &spec)?;
-            crate::broker::queue::quorum::refuse_in_cluster(&self.vhost, &spec)?;
+            if crate::broker::queue::quorum::is_quorum(&spec) {
+                crate::broker::queue::quorum::validate(&self.vhost, &spec)?;
+            }
             Config::from_spec(&spec)?;
             let server_named = spec.name.is_empty();
             if server_named {

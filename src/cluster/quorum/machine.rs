@@ -90,6 +90,9 @@ pub enum Command<M> {
     },
     /// Every ready message goes (checked-out ones stay).
     Purge,
+    /// Several of the leader's commands in one entry, applied in order (its
+    /// deliveries and settlements made while the previous entry committed).
+    Batch(Vec<Command<M>>),
 }
 
 /// Why a message left the queue dead.
@@ -187,6 +190,12 @@ impl<M: Clone + Weighed> QueueMachine<M> {
         self.checked_out.len()
     }
 
+    /// Who holds checked-out message `id` (the leader checks a committed `Deliver`
+    /// took effect before it sends the message).
+    pub fn holder(&self, id: u64) -> Option<ConsumerKey> {
+        self.checked_out.get(&id).map(|(c, _)| *c)
+    }
+
     /// The first `n` ready messages, in queue order: what the leader may hand out next.
     pub fn peek(&self, n: usize) -> impl Iterator<Item = Ready<'_, M>> {
         self.ready.iter().take(n).map(|(id, h)| Ready {
@@ -254,6 +263,14 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 out.purged = self.ready.len() as u64;
                 self.ready.clear();
                 self.ready_bytes = 0;
+            }
+            Command::Batch(commands) => {
+                for c in commands {
+                    let a = self.apply(c);
+                    out.enqueued.extend(a.enqueued);
+                    out.dead.extend(a.dead);
+                    out.purged += a.purged;
+                }
             }
         }
         out

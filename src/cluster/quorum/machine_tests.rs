@@ -232,3 +232,31 @@ fn every_member_and_a_member_restored_from_a_snapshot_reach_the_same_queue() {
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "seed {seed}");
     }
 }
+
+#[test]
+fn a_batch_of_commands_is_the_commands_one_after_the_other() {
+    let limits = Limits {
+        max_length: Some(20),
+        delivery_limit: Some(2),
+        ..Limits::default()
+    };
+    for seed in 0..20 {
+        let log = random_log(seed, 200);
+        let mut one_by_one = QueueMachine::new(limits.clone());
+        let mut answers = Applied {
+            enqueued: Vec::new(),
+            dead: Vec::new(),
+            purged: 0,
+        };
+        for c in &log {
+            let a = one_by_one.apply(c.clone());
+            answers.enqueued.extend(a.enqueued);
+            answers.dead.extend(a.dead);
+            answers.purged += a.purged;
+        }
+        let mut batched = QueueMachine::new(limits.clone());
+        let a = batched.apply(Command::Batch(log));
+        assert_eq!(batched, one_by_one, "seed {seed}");
+        assert_eq!(a, answers, "seed {seed}: the answers, merged");
+    }
+}

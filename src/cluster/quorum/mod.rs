@@ -3,11 +3,13 @@
 //! type configuration and the state machine storage, tested as a real three-member
 //! group in one process), its traffic multiplexed over the cluster port by group id
 //! ([`wire`]), publishes batched into entries and forwarded to the leader
-//! ([`publisher`]). What is left of the runtime (starting groups on declare, placement,
-//! the broker's queue actor on top, consumers on the leader's node) is in
-//! docs/CLUSTERING.md ("Quorum queues").
+//! ([`publisher`]), and each node's members started and stopped with the queue's
+//! declare and delete, placed the same on every node ([`runtime`]). The broker's
+//! queue actor serves the queue on top (`src/broker/queue/actor/replica.rs`);
+//! docs/CLUSTERING.md ("Quorum queues") has the design.
 
 pub mod group;
 pub mod machine;
 pub mod publisher;
+pub mod runtime;
 pub mod wire;

@@ -38,8 +38,15 @@ impl Publisher {
     /// Starts the batcher of `group` (on the current tokio runtime); this node's member
     /// (if any) is found in `groups`, other members through their cluster ports.
     pub fn start(group: GroupId, groups: Arc<Groups>) -> Publisher {
+        Publisher::start_for(group, groups, Vec::new())
+    }
+
+    /// [`start`](Self::start) on a node that may run no member of the group: while no
+    /// leader is known, the writes ask the `members`' cluster addresses in turn (a
+    /// member that does not lead answers with the leader's address).
+    pub fn start_for(group: GroupId, groups: Arc<Groups>, members: Vec<String>) -> Publisher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batcher(group, groups, rx));
+        tokio::spawn(batcher(group, groups, members, rx));
         Publisher { tx }
     }
 
@@ -64,6 +71,7 @@ impl Publisher {
 async fn batcher(
     group: GroupId,
     groups: Arc<Groups>,
+    members: Vec<String>,
     mut rx: mpsc::UnboundedReceiver<(StoredMessage, Waiter)>,
 ) {
     let mut links: HashMap<String, Arc<Link>> = HashMap::new();
@@ -76,7 +84,14 @@ async fn batcher(
             }
         }
         let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let written = write(group, &groups, &mut links, Command::Enqueue(messages)).await;
+        let written = write(
+            group,
+            &groups,
+            &members,
+            &mut links,
+            Command::Enqueue(messages),
+        )
+        .await;
         match written {
             Ok(r) => {
                 for (w, id) in waiters.into_iter().zip(r.enqueued) {
@@ -102,11 +117,13 @@ fn failed(group: GroupId, e: impl std::fmt::Display) -> BrokerError {
 async fn write(
     group: GroupId,
     groups: &Groups,
+    members: &[String],
     links: &mut HashMap<String, Arc<Link>>,
     command: Command<StoredMessage>,
 ) -> Result<GroupResponse, BrokerError> {
     let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
     let mut leader_addr: Option<String> = None;
+    let mut asked = 0usize;
     loop {
         if tokio::time::Instant::now() > deadline {
             return Err(BrokerError::new(
@@ -123,6 +140,11 @@ async fn write(
                 Err(e) => return Err(failed(group, e)),
             },
             (Some(addr), _) => Some(addr.clone()),
+            // No member here: a member knows the leader.
+            (None, None) if !members.is_empty() => {
+                asked += 1;
+                Some(members[asked % members.len()].clone())
+            }
             (None, None) => None,
         };
         let Some(addr) = target else {

@@ -10,6 +10,8 @@
 //! - [`drift`]: transient definitions over a restart, definitions from before joining.
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
 //! - [`partition`]: the leader cut off from the others (network namespaces, as root).
+//! - [`quorum`]: quorum queues replicated in their own Raft groups: kill -9 of a
+//!   group's leader mid-stream, consumes refused off the leader, group lifecycle.
 
 mod drift;
 mod failover;
@@ -17,6 +19,7 @@ mod faults;
 mod measure;
 mod membership;
 mod partition;
+mod quorum;
 mod replication;
 mod security;
 

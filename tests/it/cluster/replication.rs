@@ -115,22 +115,6 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
         "AMQP publish to a queue of another node: {confirm:?}"
     );
 
-    // A quorum queue is refused in a cluster until its replication exists (a confirm
-    // must mean a majority has the message), naming why.
-    let q = api
-        .put(
-            "/api/queues/%2F/qq",
-            r#"{"durable":true,"arguments":{"x-queue-type":"quorum"}}"#,
-        )
-        .await;
-    assert_eq!(q.status, 400, "{}", q.text());
-    assert!(
-        q.text()
-            .contains("quorum queues are not replicated across a cluster yet"),
-        "{}",
-        q.text()
-    );
-
     // A delete on another node removes it everywhere.
     ok(
         other.api().delete("/api/queues/%2F/jobs").await.status,

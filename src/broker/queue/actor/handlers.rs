@@ -16,6 +16,9 @@ impl Handler<Enqueue> for QueueActor {
         if self.stream.is_some() {
             return self.stream_enqueue(msg, ctx);
         }
+        if self.replica.is_some() {
+            return self.replica_enqueue(msg);
+        }
         if let Some(e) = self.remote_error() {
             // Every message refused (the publisher gets a nack or a channel error).
             let refused = (0..msg.messages.len() as u32).collect();
@@ -84,6 +87,9 @@ impl Handler<Consume> for QueueActor {
         }
         if self.stream.is_some() {
             return self.stream_consume(msg, ctx);
+        }
+        if self.replica.is_some() {
+            return self.replica_consume(msg, ctx);
         }
         if let Some(e) = self.remote_error() {
             return Err(e);
@@ -154,6 +160,11 @@ impl Handler<Cancel> for QueueActor {
             }
             return Ok(());
         }
+        if self.replica.is_some() {
+            self.replica_cancel(msg.owner, &msg.tag);
+            self.replica_dispatch(ctx);
+            return Ok(());
+        }
         let id = self
             .state
             .consumers()
@@ -181,6 +192,10 @@ impl Handler<Settle> for QueueActor {
         if let Some(s) = self.stream.as_mut() {
             s.settle(msg.owner, &msg.ids, msg.settlement);
             return self.stream_dispatch(ctx);
+        }
+        if self.replica.is_some() {
+            self.replica_settle(msg.owner, &msg.ids, msg.settlement);
+            return self.replica_dispatch(ctx);
         }
         let now = self.now();
         let unknown = self.state.settle(msg.owner, &msg.ids, msg.settlement, now);
@@ -249,6 +264,10 @@ impl Handler<Get> for QueueActor {
         if let Some(e) = self.remote_error() {
             return Box::pin(actix::fut::ready(Err(e)));
         }
+        if self.replica.is_some() {
+            self.drain_inbox(ctx);
+            return self.replica_get(msg, ctx);
+        }
         if self.stream.is_some() {
             // RabbitMQ refuses basic.get on a stream with NOT_IMPLEMENTED (540, which
             // UNKNOWN_OPERATION maps to): reading is by offset, with a consumer.
@@ -296,6 +315,10 @@ impl Handler<Release> for QueueActor {
             }
             return self.stream_dispatch(ctx);
         }
+        if self.replica.is_some() {
+            self.replica_release(msg.0);
+            return self.replica_dispatch(ctx);
+        }
         self.note_release(msg.0);
         let now = self.now();
         let removed = self.state.release(msg.0, now);
@@ -315,6 +338,10 @@ impl Handler<ReturnCredit> for QueueActor {
             s.return_credit(msg.consumer, msg.amount);
             return self.stream_dispatch(ctx);
         }
+        if self.replica.is_some() {
+            self.replica_credit(msg.consumer, msg.amount);
+            return self.replica_dispatch(ctx);
+        }
         self.state.return_credit(msg.consumer, msg.amount);
         self.dispatch(ctx);
     }
@@ -329,6 +356,12 @@ impl Handler<GetStats> for QueueActor {
                 self.stream_dispatch(ctx);
             }
             return MessageResult(self.stream_stats());
+        }
+        if self.replica.is_some() {
+            if self.drain_inbox(ctx) {
+                self.replica_dispatch(ctx);
+            }
+            return MessageResult(self.replica_stats());
         }
         if self.drain_inbox(ctx) {
             self.dispatch(ctx);
@@ -348,6 +381,9 @@ impl Handler<ListConsumers> for QueueActor {
     type Result = MessageResult<ListConsumers>;
 
     fn handle(&mut self, _msg: ListConsumers, _ctx: &mut Self::Context) -> Self::Result {
+        if self.replica.is_some() {
+            return MessageResult(self.replica_consumers());
+        }
         if let Some(s) = self.stream.as_ref() {
             // A stream consumer always acks; `active` is false for a waiting group member.
             return MessageResult(
@@ -391,9 +427,19 @@ impl Handler<Touch> for QueueActor {
 }
 
 impl Handler<Purge> for QueueActor {
-    type Result = Result<u64, BrokerError>;
+    type Result = ResponseActFuture<Self, Result<u64, BrokerError>>;
 
     fn handle(&mut self, _msg: Purge, ctx: &mut Self::Context) -> Self::Result {
+        if self.replica.is_some() && !self.deleted {
+            self.drain_inbox(ctx);
+            return self.replica_purge(ctx);
+        }
+        Box::pin(actix::fut::ready(self.purge(ctx)))
+    }
+}
+
+impl QueueActor {
+    fn purge(&mut self, ctx: &mut Context<Self>) -> Result<u64, BrokerError> {
         if self.stream.is_some() {
             return Err(BrokerError::precondition(format!(
                 "purge is not supported by stream queue '{}' in vhost '{}': retention removes old segments",
@@ -432,6 +478,27 @@ impl Handler<DeleteSelf> for QueueActor {
             if msg.if_empty && len > 0 {
                 return Err(BrokerError::precondition(format!(
                     "queue '{}' in vhost '{}' not empty: it holds {len} message(s)",
+                    self.name, self.vhost,
+                )));
+            }
+            return Ok(self.delete(ctx, "deleted"));
+        }
+        if self.replica.is_some() {
+            let s = self.replica_stats();
+            if msg.if_unused && s.consumers > 0 {
+                return Err(BrokerError::precondition(format!(
+                    "queue '{}' in vhost '{}' in use: it has {} consumer(s)",
+                    self.name, self.vhost, s.consumers
+                )));
+            }
+            let held = if msg.ready_only {
+                s.ready
+            } else {
+                s.ready + s.unacked
+            };
+            if msg.if_empty && held > 0 {
+                return Err(BrokerError::precondition(format!(
+                    "queue '{}' in vhost '{}' not empty: it holds {held} message(s)",
                     self.name, self.vhost,
                 )));
             }
@@ -491,6 +558,12 @@ impl Handler<Wake> for QueueActor {
     type Result = ();
 
     fn handle(&mut self, _msg: Wake, ctx: &mut Self::Context) {
+        if self.replica.is_some() {
+            if self.drain_inbox(ctx) {
+                self.replica_dispatch(ctx);
+            }
+            return;
+        }
         if self.stream.is_some() {
             if self.drain_inbox(ctx) {
                 self.stream_dispatch(ctx);

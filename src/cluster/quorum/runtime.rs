@@ -1,0 +1,371 @@
+//! The runtime of quorum queue groups on one cluster node: where a new group's members
+//! go ([`place`]), this node's running members ([`Members`]: started when the
+//! committed declare applies here or at start-up, stopped and removed with the queue),
+//! and [`QueueGroup`], the group as the broker's queue actor uses it (publish through
+//! the leader, write the leader's own commands, read the applied queue, watch the
+//! leadership).
+//!
+//! Everything that decides (the group id, the members, the limits) is computed from
+//! the replicated definitions at the declare's log index, so every node computes the
+//! same group without talking; the group's first membership is written by its lowest
+//! member only, so no two nodes initialize different ones.
+
+use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
+use super::machine::{Command, Limits, QueueMachine};
+use super::publisher::Publisher;
+use super::wire::{GroupId, GroupNetwork, GroupWriteError, Groups};
+use crate::cluster::log_store::LogStore;
+use crate::cluster::NodeId;
+use crate::error::{BrokerError, ErrorCode};
+use crate::message::{FieldTable, FieldValue};
+use openraft::{BasicNode, Raft, RaftMetrics};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// A quorum queue's group, as the definitions log's applied state records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group's id: the log index of the committed declare (unique, and the same
+    /// on every node).
+    pub id: GroupId,
+    /// The members: node id → cluster address.
+    pub members: BTreeMap<NodeId, String>,
+    /// The queue's limits, from its declare arguments.
+    pub limits: Limits,
+}
+
+/// Every quorum queue's group: virtual host → queue → group.
+pub type QueueGroups = BTreeMap<String, BTreeMap<String, GroupInfo>>;
+
+/// The members of a new group of `size` (`x-quorum-initial-group-size`, capped by the
+/// cluster's size): the voters that are members of the fewest groups first, ties by
+/// id. A pure function of replicated state, so every node places it the same.
+pub fn place(
+    voters: &BTreeMap<NodeId, String>,
+    groups: &QueueGroups,
+    size: u64,
+) -> BTreeMap<NodeId, String> {
+    let mut load: BTreeMap<NodeId, usize> = voters.keys().map(|id| (*id, 0)).collect();
+    for g in groups.values().flat_map(|qs| qs.values()) {
+        for id in g.members.keys() {
+            if let Some(n) = load.get_mut(id) {
+                *n += 1;
+            }
+        }
+    }
+    let mut order: Vec<(usize, NodeId)> = load.into_iter().map(|(id, n)| (n, id)).collect();
+    order.sort();
+    order
+        .into_iter()
+        .take(size as usize)
+        .map(|(_, id)| (id, voters[&id].clone()))
+        .collect()
+}
+
+/// The limits the machine enforces, from the queue's declare arguments.
+pub fn limits_of(args: &FieldTable) -> Limits {
+    let int = |k: &str| {
+        args.get(k)
+            .and_then(FieldValue::as_int)
+            .and_then(|n| u64::try_from(n).ok())
+    };
+    Limits {
+        max_length: int("x-max-length"),
+        max_length_bytes: int("x-max-length-bytes"),
+        reject_publish: args.get("x-overflow").and_then(FieldValue::as_str)
+            == Some("reject-publish"),
+        delivery_limit: int("x-delivery-limit"),
+    }
+}
+
+/// This node's members of quorum queue groups.
+pub struct Members {
+    id: NodeId,
+    /// `data_dir/raft/queues`: one directory per group.
+    dir: PathBuf,
+    config: Arc<openraft::Config>,
+    groups: Arc<Groups>,
+    machines: Mutex<HashMap<GroupId, GroupStateMachine>>,
+    /// The cluster's runtime: every group's Raft and network runs there.
+    rt: tokio::runtime::Handle,
+}
+
+impl Members {
+    /// No members yet; groups' logs under `dir`, their Raft timing `config`.
+    pub fn new(
+        id: NodeId,
+        dir: PathBuf,
+        config: Arc<openraft::Config>,
+        groups: Arc<Groups>,
+        rt: tokio::runtime::Handle,
+    ) -> Members {
+        Members {
+            id,
+            dir,
+            config,
+            groups,
+            machines: Mutex::default(),
+            rt,
+        }
+    }
+
+    fn machines(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, GroupStateMachine>> {
+        self.machines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The directory of `group`'s log.
+    pub fn dir_of(&self, group: GroupId) -> PathBuf {
+        self.dir.join(group.to_string())
+    }
+
+    /// Starts this node's member of `info` (on the cluster's runtime) if this node is
+    /// one and it is not running; the lowest member writes the first membership.
+    /// Idempotent: a restart reopens the log and goes on from it.
+    pub async fn start(&self, info: &GroupInfo) -> Result<(), BrokerError> {
+        if !info.members.contains_key(&self.id) || self.groups.get(info.id).is_some() {
+            return Ok(());
+        }
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            BrokerError::internal(format!("quorum queue group {}: {what}: {e}", info.id))
+        };
+        let log: LogStore<QueueTypes> =
+            LogStore::open(&self.dir_of(info.id)).map_err(|e| failed("cannot open its log", &e))?;
+        let sm = GroupStateMachine::new(info.limits.clone());
+        let network = GroupNetwork {
+            group: info.id,
+            transport: self.groups.transport(),
+        };
+        let raft = Raft::new(self.id, self.config.clone(), network, log, sm.clone())
+            .await
+            .map_err(|e| failed("cannot start raft", &e))?;
+        let fresh = !raft.is_initialized().await.unwrap_or(true);
+        self.machines().insert(info.id, sm);
+        self.groups.insert(info.id, raft.clone());
+        if fresh && info.members.keys().next() == Some(&self.id) {
+            let nodes: BTreeMap<NodeId, BasicNode> = info
+                .members
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            if let Err(e) = raft.initialize(nodes).await {
+                tracing::info!(group = info.id, error = %e, "quorum queue group: not initialized here");
+            }
+        }
+        tracing::info!(group = info.id, members = ?info.members.keys().collect::<Vec<_>>(), "quorum queue group member started");
+        Ok(())
+    }
+
+    /// Stops this node's member of `group` (if any) and removes its log directory:
+    /// the queue was deleted.
+    pub fn stop(&self, group: GroupId) {
+        self.machines().remove(&group);
+        let raft = self.groups.remove(group);
+        let dir = self.dir_of(group);
+        self.rt.spawn(async move {
+            if let Some(raft) = raft {
+                let _ = raft.shutdown().await;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(group, "quorum queue group member stopped and removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(group, dir = %dir.display(), error = %e, "quorum queue group: cannot remove its directory")
+                }
+            }
+        });
+    }
+
+    /// Removes the directories of groups this node is no longer a member of (a crash
+    /// between a delete and the removal).
+    pub fn remove_strays(&self, keep: &BTreeSet<GroupId>) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let stray = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<GroupId>().ok())
+                .is_some_and(|g| !keep.contains(&g));
+            if stray {
+                tracing::info!(dir = %e.path().display(), "quorum queue group: removing the directory of a deleted queue");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// Shuts every member down (the node stops).
+    pub async fn shutdown(&self) {
+        let ids: Vec<GroupId> = self.machines().keys().copied().collect();
+        for id in ids {
+            if let Some(raft) = self.groups.remove(id) {
+                let _ = raft.shutdown().await;
+            }
+        }
+    }
+
+    /// The ids of the groups this node runs a member of.
+    pub fn running(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self.machines().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// One quorum queue's group as its queue actor uses it (on any node, a member or not).
+pub struct QueueGroup {
+    info: GroupInfo,
+    members: Arc<Members>,
+    publisher: OnceLock<Publisher>,
+}
+
+impl QueueGroup {
+    /// The group `info` seen through this node's `members`.
+    pub fn new(info: GroupInfo, members: Arc<Members>) -> QueueGroup {
+        QueueGroup {
+            info,
+            members,
+            publisher: OnceLock::new(),
+        }
+    }
+
+    /// The group's id.
+    pub fn id(&self) -> GroupId {
+        self.info.id
+    }
+
+    /// This node's id (consumers served here are checked out to it).
+    pub fn node_id(&self) -> NodeId {
+        self.members.id
+    }
+
+    /// The members' ids.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        self.info.members.keys().copied().collect()
+    }
+
+    fn raft(&self) -> Option<Raft<QueueTypes>> {
+        self.members.groups.get(self.info.id)
+    }
+
+    /// Publishes `messages` in order; each answer comes once its entry is committed
+    /// (a majority has it on disk): its id, or `None` when reject-publish refused it.
+    pub fn publish(
+        &self,
+        messages: Vec<StoredMessage>,
+    ) -> impl std::future::Future<Output = Vec<Result<Option<u64>, BrokerError>>> + Send {
+        let publisher = self.publisher.get_or_init(|| {
+            let _rt = self.members.rt.enter();
+            let addrs = self.info.members.values().cloned().collect();
+            Publisher::start_for(self.info.id, self.members.groups.clone(), addrs)
+        });
+        let answers: Vec<_> = messages.into_iter().map(|m| publisher.publish(m)).collect();
+        futures_util::future::join_all(answers)
+    }
+
+    /// Writes one of the leader's commands (deliveries, settlements, returns, purge)
+    /// through this node's member: refused unless it leads (they concern consumers
+    /// served here, and must never be committed through another leader).
+    pub fn write(
+        &self,
+        command: Command<StoredMessage>,
+    ) -> impl std::future::Future<Output = Result<GroupResponse, BrokerError>> + Send {
+        let groups = self.members.groups.clone();
+        let group = self.info.id;
+        let task = self
+            .members
+            .rt
+            .spawn(async move { groups.write(group, command).await });
+        async move {
+            match task.await {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(GroupWriteError::NotLeader(_))) => Err(BrokerError::new(
+                    ErrorCode::NotAllowed,
+                    format!("quorum queue group {group}: this node no longer leads it"),
+                )),
+                Ok(Err(GroupWriteError::Failed(e))) => Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: {e}"
+                ))),
+                Err(e) => Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: write task failed: {e}"
+                ))),
+            }
+        }
+    }
+
+    /// The leader this node's member knows (`None` on a node that is no member, or
+    /// during an election).
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft()?.metrics().borrow().current_leader
+    }
+
+    /// The member's metrics, to watch leadership and applied entries (`None` while
+    /// this node runs no member).
+    pub fn metrics(&self) -> Option<tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>> {
+        Some(self.raft()?.metrics())
+    }
+
+    /// Reads the queue as applied by this node's member.
+    pub fn read<T>(&self, f: impl FnOnce(&QueueMachine<StoredMessage>) -> T) -> Option<T> {
+        let sm = self.members.machines().get(&self.info.id).cloned()?;
+        Some(sm.read(f))
+    }
+
+    /// A member as errors name it: `node 2 (127.0.0.1:25673)`.
+    pub fn describe(&self, node: NodeId) -> String {
+        match self.info.members.get(&node) {
+            Some(addr) => format!("node {node} ({addr})"),
+            None => format!("node {node}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(n: u64) -> BTreeMap<NodeId, String> {
+        (1..=n).map(|id| (id, format!("n{id}"))).collect()
+    }
+
+    fn group(id: GroupId, members: &[NodeId]) -> GroupInfo {
+        GroupInfo {
+            id,
+            members: members.iter().map(|m| (*m, format!("n{m}"))).collect(),
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn placement_is_least_loaded_first_and_capped_by_the_cluster() {
+        let mut groups = QueueGroups::new();
+        assert_eq!(
+            place(&voters(3), &groups, 5)
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let vhost = groups.entry("/".into()).or_default();
+        vhost.insert("a".into(), group(10, &[1, 2]));
+        vhost.insert("b".into(), group(11, &[1, 3]));
+        // Loads: 1 → 2, 2 → 1, 3 → 1, 4 → 0.
+        let placed = place(&voters(4), &groups, 2);
+        assert_eq!(placed.keys().copied().collect::<Vec<_>>(), [2, 4]);
+    }
+
+    #[test]
+    fn limits_come_from_the_declare_arguments() {
+        let mut args = FieldTable::new();
+        args.insert("x-max-length".into(), FieldValue::Int(10));
+        args.insert("x-overflow".into(), "reject-publish".into());
+        args.insert("x-delivery-limit".into(), FieldValue::Int(3));
+        let l = limits_of(&args);
+        assert_eq!(l.max_length, Some(10));
+        assert!(l.reject_publish);
+        assert_eq!(l.delivery_limit, Some(3));
+        assert_eq!(l.max_length_bytes, None);
+    }
+}
