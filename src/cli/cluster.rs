@@ -102,6 +102,7 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
                 "id", "address", "role", "term", "log", "applied", "lag"
             );
             let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+            let mut all_groups = Vec::new();
             for (v, lag) in s.nodes {
                 println!(
                     "{:<6} {:<22} {:<12} {:>6} {:>9} {:>9} {:>5}",
@@ -113,6 +114,26 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
                     opt(v.applied_index),
                     opt(lag)
                 );
+                all_groups.extend(v.groups.iter().map(|g| (v.id, g.clone())));
+            }
+            if !all_groups.is_empty() {
+                println!("quorum queue groups (each node's member):");
+                println!(
+                    "{:<8} {:<6} {:<12} {:>6} {:>9} {:>9}",
+                    "group", "node", "role", "leader", "log", "applied"
+                );
+                all_groups.sort_by_key(|(node, g)| (g.id, *node));
+                for (node, g) in all_groups {
+                    println!(
+                        "{:<8} {:<6} {:<12} {:>6} {:>9} {:>9}",
+                        g.id,
+                        node,
+                        g.role,
+                        opt(g.leader),
+                        opt(g.last_log_index),
+                        opt(g.applied_index)
+                    );
+                }
             }
         }
     }

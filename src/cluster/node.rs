@@ -90,6 +90,17 @@ fn group_config(s: &ClusterSettings) -> Arc<openraft::Config> {
     Arc::new(config.validate().unwrap_or_default())
 }
 
+fn role_name(state: ServerState) -> String {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+    .to_string()
+}
+
 fn raft_error(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::internal(format!("cluster: {e}"))
 }
@@ -333,14 +344,7 @@ impl Core {
         NodeView {
             id: self.id,
             addr: self.addr.clone(),
-            role: match m.state {
-                ServerState::Leader => "leader",
-                ServerState::Follower => "follower",
-                ServerState::Candidate => "candidate",
-                ServerState::Learner => "learner",
-                ServerState::Shutdown => "shutdown",
-            }
-            .to_string(),
+            role: role_name(m.state),
             leader: m.current_leader,
             term: m.current_term,
             last_log_index: m.last_log_index,
@@ -349,6 +353,21 @@ impl Core {
             learners: membership
                 .learner_ids()
                 .map(|id| (id, addr_of(id)))
+                .collect(),
+            groups: self
+                .groups
+                .ids()
+                .into_iter()
+                .filter_map(|g| {
+                    let m = self.groups.get(g)?.metrics().borrow().clone();
+                    Some(super::rpc::GroupView {
+                        id: g,
+                        role: role_name(m.state),
+                        leader: m.current_leader,
+                        last_log_index: m.last_log_index,
+                        applied_index: m.last_applied.map(|l| l.index),
+                    })
+                })
                 .collect(),
         }
     }

@@ -91,6 +91,24 @@ pub struct NodeView {
     pub voters: Vec<(NodeId, String)>,
     /// The learners (being caught up), by id and address.
     pub learners: Vec<(NodeId, String)>,
+    /// Its members of quorum queue groups.
+    #[serde(default)]
+    pub groups: Vec<GroupView>,
+}
+
+/// One node's member of a quorum queue's group, for `actormq cluster status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// The group's id (the log index of the queue's declare).
+    pub id: u64,
+    /// This member's role (`leader`, `follower`, ...).
+    pub role: String,
+    /// The group's leader as this member knows it.
+    pub leader: Option<NodeId>,
+    /// The index of the last entry in this member's log.
+    pub last_log_index: Option<u64>,
+    /// The index of the last entry it applied.
+    pub applied_index: Option<u64>,
 }
 
 /// The cluster's status: each member's view and its lag behind the leader's log.

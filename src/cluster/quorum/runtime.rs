@@ -313,6 +313,14 @@ impl QueueGroup {
         Some(sm.read(f))
     }
 
+    /// A member as the management API names nodes: `node2@127.0.0.1:25673`.
+    pub fn node_name(&self, node: NodeId) -> String {
+        match self.info.members.get(&node) {
+            Some(addr) => format!("node{node}@{addr}"),
+            None => format!("node{node}"),
+        }
+    }
+
     /// A member as errors name it: `node 2 (127.0.0.1:25673)`.
     pub fn describe(&self, node: NodeId) -> String {
         match self.info.members.get(&node) {

@@ -106,6 +106,13 @@ impl Groups {
         self.lock().remove(&group)
     }
 
+    /// The groups this node runs a member of, by id.
+    pub fn ids(&self) -> Vec<GroupId> {
+        let mut ids: Vec<GroupId> = self.lock().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// This node's member of `group`.
     pub fn get(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
         self.lock().get(&group).cloned()

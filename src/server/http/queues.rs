@@ -65,13 +65,39 @@ fn queue_json(q: &QueueRow) -> Value {
         "message_stats": rates::message_stats(Kind::Queue.fields(), &q.counts, &q.rates),
     });
     if crate::broker::queue::quorum::is_quorum(&q.spec) {
-        // RabbitMQ's fields for a quorum queue; its only member is this node (a
-        // cluster refuses quorum queues until they are replicated).
+        // RabbitMQ's fields for a quorum queue; on a single broker its only member is
+        // this node (in a cluster, `with_group` puts its group's).
         row["leader"] = json!(node_name());
         row["members"] = json!([node_name()]);
         row["online"] = json!([node_name()]);
     }
     row
+}
+
+/// In a cluster, a quorum queue's `leader`, `members` and `online` are its Raft
+/// group's (node names as `/api/nodes` gives them; the leader as this node's member
+/// knows it, null during an election or on a node that is no member), and its counts
+/// are the group's queue as applied here.
+fn with_group(api: &Api, mut rows: Vec<Value>) -> Vec<Value> {
+    let Some(cluster) = api.shared.broker.context().cluster.clone() else {
+        return rows;
+    };
+    for row in &mut rows {
+        let (Some(vhost), Some(name)) = (row["vhost"].as_str(), row["name"].as_str()) else {
+            continue;
+        };
+        let Some(g) = cluster.quorum_group(vhost, name) else {
+            continue;
+        };
+        let members: Vec<String> = g.member_ids().into_iter().map(|m| g.node_name(m)).collect();
+        let leader = g.leader().map(|l| g.node_name(l));
+        row["node"] = json!(leader);
+        row["leader"] = json!(leader);
+        row["online"] = json!(members);
+        row["members"] = json!(members);
+        row["group"] = json!(g.id());
+    }
+    rows
 }
 
 async fn list_all(
@@ -87,7 +113,10 @@ async fn list_all(
         .filter(|v| caller.may_see(v))
         .collect();
     let rows = queues_of(&api, &vhosts).await;
-    paged(queue_values(&api, &rows, queue_json).await, &query)
+    paged(
+        with_group(&api, queue_values(&api, &rows, queue_json).await),
+        &query,
+    )
 }
 
 async fn list_vhost(
@@ -99,7 +128,10 @@ async fn list_vhost(
     let vhost = path.into_inner().0;
     caller.check_see(&vhost)?;
     let rows = queues_in(&api, &vhost).await?;
-    paged(queue_values(&api, &rows, queue_json).await, &query)
+    paged(
+        with_group(&api, queue_values(&api, &rows, queue_json).await),
+        &query,
+    )
 }
 
 async fn get_queue(
@@ -114,7 +146,10 @@ async fn get_queue(
         .iter()
         .find(|r| r.spec.name == name)
         .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
-    let q = queue_values(&api, std::slice::from_ref(q), queue_json).await;
+    let q = with_group(
+        &api,
+        queue_values(&api, std::slice::from_ref(q), queue_json).await,
+    );
     Ok(HttpResponse::Ok().json(&q[0]))
 }
 

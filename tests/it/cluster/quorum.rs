@@ -401,6 +401,38 @@ async fn a_follower_refuses_a_consume_naming_the_leader_and_a_delete_leaves_no_g
         [true, true, false],
         "reject-publish nacks the third"
     );
+    // Every member's API shows the group: its leader, members, and the count of its
+    // applied queue.
+    for n in &nodes {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let q = n.api().get("/api/queues/%2F/capped").await.json();
+            let leader_ok = q["leader"]
+                .as_str()
+                .is_some_and(|l| l.starts_with(&format!("node{led}@")));
+            if leader_ok && q["messages"] == 2 {
+                assert_eq!(q["members"].as_array().map(Vec::len), Some(3), "{q}");
+                assert_eq!(q["group"], group.parse::<u64>().unwrap(), "{q}");
+                break;
+            }
+            assert!(Instant::now() < end, "node {}: {q}", n.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // `actormq cluster status` lists each node's member of the group.
+    let status = block_in_place(|| nodes[0].status()).expect("status");
+    let listed: Vec<u64> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            n[0]["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["id"] == group.parse::<u64>().unwrap()))
+        })
+        .map(|n| n[0]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, [1, 2, 3], "{status}");
 
     // A delete on any node stops every member and removes its directory.
     let r = nodes[2].api().delete("/api/queues/%2F/capped").await;
