@@ -330,6 +330,23 @@ async fn a_quorum_queue_loses_no_confirmed_message_when_its_leader_is_killed() {
         );
         last = Some(*n);
     }
+
+    // The killed node restarts its member from its log and catches up with the group.
+    block_in_place(|| nodes[at].restart());
+    block_in_place(|| {
+        wait_for("the restarted member caught up", DEADLINE, || {
+            let s = nodes[at].status()?;
+            let group_of = |id: u64| -> Option<serde_json::Value> {
+                let n = s["nodes"].as_array()?.iter().find(|n| n[0]["id"] == id)?;
+                Some(n[0]["groups"][0].clone())
+            };
+            let (mine, leader) = (group_of(old)?, group_of(new)?);
+            (mine["leader"] == new
+                && mine["applied_index"].as_u64().is_some()
+                && mine["applied_index"] == leader["last_log_index"])
+                .then_some(())
+        })
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,17 +454,21 @@ async fn a_follower_refuses_a_consume_naming_the_leader_and_a_delete_leaves_no_g
     // A delete on any node stops every member and removes its directory.
     let r = nodes[2].api().delete("/api/queues/%2F/capped").await;
     assert!((200..300).contains(&r.status), "delete: {}", r.text());
+    // The member logs once its Raft has shut down and its directory is gone.
     block_in_place(|| {
-        wait_for("no group directory left", DEADLINE, || {
-            nodes.iter().all(|n| groups(n).is_empty()).then_some(())
-        })
+        wait_for(
+            "every member stopped, no group directory left",
+            DEADLINE,
+            || {
+                nodes
+                    .iter()
+                    .all(|n| {
+                        groups(n).is_empty()
+                            && n.logs()
+                                .contains("quorum queue group member stopped and removed")
+                    })
+                    .then_some(())
+            },
+        )
     });
-    for n in &nodes {
-        assert!(
-            n.logs()
-                .contains("quorum queue group member stopped and removed"),
-            "node {} stopped group {group}",
-            n.id
-        );
-    }
 }
