@@ -301,6 +301,12 @@ impl QueueGroup {
         self.raft()?.metrics().borrow().current_leader
     }
 
+    /// The current term as this node's member knows it (0 on a node that is no
+    /// member).
+    pub fn term(&self) -> u64 {
+        self.raft().map_or(0, |r| r.metrics().borrow().current_term)
+    }
+
     /// The member's metrics, to watch leadership and applied entries (`None` while
     /// this node runs no member).
     pub fn metrics(&self) -> Option<tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>> {

@@ -101,6 +101,10 @@ pub(crate) struct Replica {
     /// This node leads and has returned the checkouts of earlier leaders.
     serving: bool,
     taking_over: bool,
+    /// The term the last takeover was made in: a later term while this node still
+    /// leads means another leader may have led in between (and returned or handed
+    /// out checkouts), so this node takes over again.
+    term: u64,
 }
 
 impl Replica {
@@ -115,6 +119,7 @@ impl Replica {
             busy: false,
             serving: false,
             taking_over: false,
+            term: 0,
         })
     }
 
@@ -508,12 +513,17 @@ impl QueueActor {
         }
         let name = self.name.clone();
         let r = self.replica();
-        if r.leads() {
+        let term = r.group.term();
+        // Leading again in a later term, with the change in between unseen (the
+        // metrics are coalesced): what this node served is stale.
+        let stale = r.leads() && (r.serving || r.taking_over) && term != r.term;
+        if r.leads() && !stale {
             if !r.serving && !r.taking_over {
                 // Every checkout of an earlier leader (or of this node's own consumers
                 // of an earlier term) comes back, marked, before anything is served.
                 tracing::info!(queue = %name, group = r.group.id(), "quorum queue: this node leads its group; returning earlier checkouts");
                 r.taking_over = true;
+                r.term = term;
                 r.cmds.push_front(Cmd::Return(None));
             }
         } else if r.serving || r.taking_over || !r.consumers.is_empty() {
@@ -567,7 +577,9 @@ impl QueueActor {
                     for cmd in cmds {
                         act.replica_done(cmd, result.clone());
                     }
-                    act.replica_dispatch(ctx);
+                    // A takeover's end (or a term that moved meanwhile) is seen now,
+                    // not at the group's next change.
+                    act.replica_changed(ctx);
                 }
             }),
         );
@@ -613,7 +625,7 @@ impl QueueActor {
         match cmd {
             Cmd::Return(None) => {
                 r.taking_over = false;
-                r.serving = result.is_ok() && r.leads();
+                r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
             }
             Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
             Cmd::Purge(tx) => {
