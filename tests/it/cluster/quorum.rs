@@ -419,6 +419,20 @@ async fn a_follower_refuses_a_consume_naming_the_leader_and_a_delete_leaves_no_g
         [true, true, false],
         "reject-publish nacks the third"
     );
+    // The native protocol's confirm says the same, naming why.
+    let native = actormq::client::Client::connect(actormq::client::ConnectOptions::new(
+        follower.native.clone(),
+    ))
+    .await
+    .unwrap();
+    let refused = native
+        .publish("", "capped", "3")
+        .await
+        .unwrap()
+        .await
+        .expect_err("the full queue refuses it")
+        .to_string();
+    assert!(refused.contains("is full"), "{refused}");
     // Every member's API shows the group: its leader, members, and the count of its
     // applied queue.
     for n in &nodes {
