@@ -74,8 +74,14 @@ fn not_committed(timeout: Duration) -> BrokerError {
     )
 }
 
-/// The Raft timing of a quorum queue group: the cluster's own; its log is kept whole
-/// for now (no snapshots are taken).
+/// Entries of a quorum queue group's log between two snapshots of its queue (each
+/// kept on disk in the group's directory; the log is purged behind it).
+const GROUP_SNAPSHOT_EVERY: u64 = 500;
+
+/// The Raft timing of a quorum queue group: the cluster's own. Its log is purged
+/// behind a snapshot of the queue every [`GROUP_SNAPSHOT_EVERY`] entries (keeping the
+/// last 100, for followers a little behind), so neither memory nor the log file grows
+/// with the queue's history.
 fn group_config(s: &ClusterSettings) -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "actormq-queue".into(),
@@ -83,7 +89,8 @@ fn group_config(s: &ClusterSettings) -> Arc<openraft::Config> {
         election_timeout_max: s.election_timeout_max_ms,
         heartbeat_interval: s.heartbeat_ms,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(GROUP_SNAPSHOT_EVERY),
+        max_in_snapshot_log_to_keep: 100,
         ..Default::default()
     };
     // The same values passed the cluster's own validation at start.

@@ -102,6 +102,15 @@ struct State {
 pub struct GroupStateMachine {
     state: Arc<Mutex<State>>,
     limits: Limits,
+    /// Where a snapshot is kept (`<group dir>/snapshot`), when it is kept on disk.
+    snapshot_path: Option<std::path::PathBuf>,
+}
+
+/// A snapshot as kept on disk: what it covers, and the queue.
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    snapshot: GroupSnapshot,
 }
 
 impl GroupStateMachine {
@@ -114,7 +123,59 @@ impl GroupStateMachine {
                 membership: StoredMembership::default(),
             })),
             limits,
+            snapshot_path: None,
         }
+    }
+
+    /// The member's state machine keeping its snapshots in `dir` (the group's
+    /// directory, beside its log), starting from the snapshot found there: the log
+    /// is purged behind a snapshot only once it is on disk, so a restart reads the
+    /// snapshot, then replays the log after it.
+    pub fn open(limits: Limits, dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut sm = GroupStateMachine::new(limits);
+        let path = dir.join("snapshot");
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let d: OnDisk = rmp_serde::from_slice(&b).map_err(|e| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                })?;
+                let mut s = sm.lock();
+                s.machine = d.snapshot.machine;
+                s.last_applied = d.meta.last_log_id;
+                s.membership = d.meta.last_membership;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        sm.snapshot_path = Some(path);
+        Ok(sm)
+    }
+
+    /// Keeps `snapshot` on disk (temporary file, fsync, rename), if this member keeps
+    /// its snapshots there.
+    // openraft's own error type, as its traits require.
+    #[allow(clippy::result_large_err)]
+    fn keep(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: &GroupSnapshot,
+    ) -> StorageResult<()> {
+        let Some(path) = &self.snapshot_path else {
+            return Ok(());
+        };
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Snapshot(Some(meta.signature())),
+                openraft::ErrorVerb::Write,
+                std::io::Error::other(e.to_string()),
+            )
+        };
+        let bytes = rmp_serde::to_vec(&OnDisk {
+            meta: meta.clone(),
+            snapshot: snapshot.clone(),
+        })
+        .map_err(|e| failed(&e))?;
+        crate::cluster::log_store::write_atomic(path, &bytes).map_err(|e| failed(&e))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -131,17 +192,23 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
-        let s = self.lock();
-        let meta = SnapshotMeta {
-            last_log_id: s.last_applied,
-            last_membership: s.membership.clone(),
-            snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
+        let (meta, snapshot) = {
+            let s = self.lock();
+            let meta = SnapshotMeta {
+                last_log_id: s.last_applied,
+                last_membership: s.membership.clone(),
+                snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
+            };
+            let snapshot = GroupSnapshot {
+                machine: s.machine.clone(),
+            };
+            (meta, snapshot)
         };
+        // On disk before openraft purges the log behind it.
+        self.keep(&meta, &snapshot)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(GroupSnapshot {
-                machine: s.machine.clone(),
-            }),
+            snapshot: Box::new(snapshot),
         })
     }
 }
@@ -200,6 +267,7 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<GroupSnapshot>,
     ) -> StorageResult<()> {
+        self.keep(meta, &snapshot)?;
         let mut s = self.lock();
         s.machine = snapshot.machine;
         s.last_applied = meta.last_log_id;

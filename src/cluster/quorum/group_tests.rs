@@ -255,3 +255,94 @@ async fn a_new_leader_redelivers_what_was_not_acked_and_never_what_was() {
         raft(&router, id).shutdown().await.unwrap();
     }
 }
+
+/// Member `id` keeping snapshots on disk, with a snapshot every 5 entries and no
+/// entry kept behind it.
+async fn start_snapshotting(
+    root: &std::path::Path,
+    id: NodeId,
+    router: &Router,
+) -> GroupStateMachine {
+    let dir = root.join(id.to_string());
+    let log: LogStore<QueueTypes> = LogStore::open(&dir).unwrap();
+    let sm = GroupStateMachine::open(Limits::default(), &dir).unwrap();
+    let mut c = (*config()).clone();
+    c.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(5);
+    c.max_in_snapshot_log_to_keep = 0;
+    let raft = Raft::new(
+        id,
+        Arc::new(c.validate().unwrap()),
+        router.clone(),
+        log,
+        sm.clone(),
+    )
+    .await
+    .unwrap();
+    router.members.lock().unwrap().insert(id, raft);
+    sm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_purged_behind_a_snapshot_on_disk_and_a_restart_reads_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    for id in 1..=3 {
+        start_snapshotting(dir.path(), id, &router).await;
+    }
+    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
+        .collect();
+    raft(&router, 1).initialize(nodes).await.unwrap();
+    let first = leader(&router, &[1, 2, 3]).await;
+    let mut last = 0;
+    for i in 1..=30 {
+        last = raft(&router, first)
+            .client_write(Command::Enqueue(vec![msg(i)]))
+            .await
+            .unwrap()
+            .log_id
+            .index;
+    }
+    // Every member snapshots and purges behind it.
+    let end = Instant::now() + Duration::from_secs(20);
+    for id in 1..=3 {
+        applied(&router, id, last).await;
+        loop {
+            let m = raft(&router, id).metrics().borrow().clone();
+            if m.purged.is_some_and(|p| p.index >= 25) {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "member {id} did not purge: {:?}",
+                m.purged
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(dir.path().join(id.to_string()).join("snapshot").exists());
+    }
+    // All three stop and start again from their directories: the snapshot, then the
+    // log after it, give the same queue.
+    let all: Vec<Raft<QueueTypes>> = std::mem::take(&mut *router.members.lock().unwrap())
+        .into_values()
+        .collect();
+    for r in all {
+        r.shutdown().await.unwrap();
+    }
+    let mut machines = BTreeMap::new();
+    for id in 1..=3 {
+        machines.insert(id, start_snapshotting(dir.path(), id, &router).await);
+    }
+    let second = leader(&router, &[1, 2, 3]).await;
+    let more = raft(&router, second)
+        .client_write(Command::Enqueue(vec![msg(31)]))
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    for (id, sm) in &machines {
+        applied(&router, *id, more).await;
+        let got: Vec<u64> = ready(sm).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(got, (1..=31).collect::<Vec<u64>>(), "member {id}");
+    }
+}

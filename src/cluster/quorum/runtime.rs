@@ -132,7 +132,8 @@ impl Members {
         };
         let log: LogStore<QueueTypes> =
             LogStore::open(&self.dir_of(info.id)).map_err(|e| failed("cannot open its log", &e))?;
-        let sm = GroupStateMachine::new(info.limits.clone());
+        let sm = GroupStateMachine::open(info.limits.clone(), &self.dir_of(info.id))
+            .map_err(|e| failed("cannot read its snapshot", &e))?;
         let network = GroupNetwork {
             group: info.id,
             transport: self.groups.transport(),
