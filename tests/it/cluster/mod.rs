@@ -11,7 +11,8 @@
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
 //! - [`partition`]: the leader cut off from the others (network namespaces, as root).
 //! - [`quorum`]: quorum queues replicated in their own Raft groups: kill -9 of a
-//!   group's leader mid-stream, consumes refused off the leader, group lifecycle.
+//!   group's leader mid-stream, consumes refused off the leader, group lifecycle;
+//!   [`quorum_freeze`]: SIGSTOP of a group's leader.
 
 mod drift;
 mod failover;
@@ -20,6 +21,7 @@ mod measure;
 mod membership;
 mod partition;
 mod quorum;
+mod quorum_freeze;
 mod replication;
 mod security;
 

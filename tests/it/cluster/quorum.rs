@@ -3,8 +3,7 @@
 //! kill -9 of the leader mid-stream loses no confirmed message, delivers nothing acked
 //! before it again, keeps the first deliveries in publish order and marks the
 //! redeliveries. A consume on a follower is refused naming the leader; a delete leaves
-//! no group directory behind; a leader frozen past the election timeout is replaced,
-//! and cancels its consumers once thawed.
+//! no group directory behind ([`super::quorum_freeze`]: a frozen leader).
 
 use super::{leader, three_nodes, wait_for, Node};
 use crate::support::DEADLINE;
@@ -20,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 
-async fn connect(node: &Node) -> Connection {
+pub(super) async fn connect(node: &Node) -> Connection {
     Connection::connect(
         &format!("amqp://guest:guest@{}/%2f", node.amqp),
         ConnectionProperties::default(),
@@ -29,7 +28,7 @@ async fn connect(node: &Node) -> Connection {
     .expect("lapin connects")
 }
 
-async fn declare_quorum(node: &Node, name: &str, extra: &str) {
+pub(super) async fn declare_quorum(node: &Node, name: &str, extra: &str) {
     let body = format!(r#"{{"durable":true,"arguments":{{"x-queue-type":"quorum"{extra}}}}}"#);
     let r = node
         .api()
@@ -40,7 +39,7 @@ async fn declare_quorum(node: &Node, name: &str, extra: &str) {
 
 /// Tries a consume on `node`: the channel and consumer when it leads the group, else
 /// the leader the refusal names (`None` while there is none).
-async fn try_consume(
+pub(super) async fn try_consume(
     node: &Node,
     queue: &str,
     prefetch: u16,
@@ -74,7 +73,7 @@ async fn try_consume(
 }
 
 /// A consumer on the group's leader among `nodes` (found through the refusals).
-async fn consume_on_leader(
+pub(super) async fn consume_on_leader(
     nodes: &[&Node],
     queue: &str,
     prefetch: u16,
@@ -104,7 +103,7 @@ async fn consume_on_leader(
     }
 }
 
-fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
+pub(super) fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
     d.properties.headers().as_ref().and_then(|h| {
         h.inner()
             .iter()
@@ -486,101 +485,4 @@ async fn a_follower_refuses_a_consume_naming_the_leader_and_a_delete_leaves_no_g
             },
         )
     });
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_group_leader_is_replaced_and_cancels_its_consumers_when_thawed() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = block_in_place(|| three_nodes(dir.path()));
-    let all: Vec<_> = nodes.iter().collect();
-    block_in_place(|| leader(&all));
-    declare_quorum(&nodes[0], "frozen", "").await;
-    let (old, _conn, mut consumer) = consume_on_leader(&all, "frozen", 100).await;
-    let follower = nodes.iter().find(|n| n.id != old).unwrap();
-    let pconn = connect(follower).await;
-    let pch = pconn.create_channel().await.unwrap();
-    pch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for n in 0..10u64 {
-        let c = pch
-            .basic_publish(
-                "".into(),
-                "frozen".into(),
-                BasicPublishOptions::default(),
-                n.to_string().as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(c.is_ack(), "publish {n} confirmed");
-    }
-    // 0..5 acked, 5..10 held.
-    for n in 0..10u64 {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
-        assert_eq!(std::str::from_utf8(&d.data).unwrap(), n.to_string());
-        if n < 5 {
-            d.ack(BasicAckOptions::default()).await.unwrap();
-        }
-    }
-    let leader_node = nodes.iter().find(|n| n.id == old).unwrap();
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let q = leader_node.api().get("/api/queues/%2F/frozen").await.json();
-        if q["messages_unacknowledged"] == 5 && q["messages"] == 5 {
-            break;
-        }
-        assert!(Instant::now() < end, "acks not committed: {q}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // Frozen past the election timeout: the others elect a leader, which redelivers
-    // what was held (marked) and nothing that was acked.
-    leader_node.signal(libc::SIGSTOP);
-    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != old).collect();
-    let (new, _conn2, mut consumer2) = consume_on_leader(&survivors, "frozen", 100).await;
-    let mut again = Vec::new();
-    for _ in 0..5 {
-        let d = tokio::time::timeout(DEADLINE, consumer2.next())
-            .await
-            .expect("a redelivery")
-            .unwrap()
-            .unwrap();
-        assert!(d.redelivered, "marked");
-        assert_eq!(delivery_count(&d), Some(1));
-        again.push(std::str::from_utf8(&d.data).unwrap().to_string());
-        d.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    assert_eq!(again, ["5", "6", "7", "8", "9"]);
-
-    // Thawed, the old leader hears the later term: its consumer is cancelled, and a
-    // consume there is refused naming the new leader.
-    leader_node.signal(libc::SIGCONT);
-    let ended = tokio::time::timeout(DEADLINE, async {
-        while let Some(d) = consumer.next().await {
-            if d.is_err() {
-                break;
-            }
-        }
-    })
-    .await;
-    assert!(ended.is_ok(), "the old leader's consumer is cancelled");
-    let end = Instant::now() + DEADLINE;
-    loop {
-        match try_consume(leader_node, "frozen", 10).await {
-            Err(Some(l)) if l == new => break,
-            other => assert!(
-                Instant::now() < end,
-                "the old leader refuses naming node {new}: {:?}",
-                other.err()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

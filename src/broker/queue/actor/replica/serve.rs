@@ -1,0 +1,499 @@
+//! The replicated side's work in the queue actor: following the group, publishing,
+//! consumers and gets on the leader, the leader's commands written one entry at a
+//! time and acted on once committed (see the parent module).
+
+use super::*;
+
+impl QueueActor {
+    fn replica(&mut self) -> &mut Replica {
+        self.replica.as_mut().expect("a replicated queue")
+    }
+
+    /// Started: follows the group's leadership and applied entries (a task sends
+    /// [`GroupChanged`] on each change, at most one every few milliseconds).
+    pub(in crate::broker::queue::actor) fn start_replica(&mut self, ctx: &mut Context<Self>) {
+        let group = self.replica().group.clone();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            let mut rx = loop {
+                if !addr.connected() {
+                    return;
+                }
+                if let Some(rx) = group.metrics() {
+                    break rx;
+                }
+                // This node's member is not started yet (a restart), or this node is
+                // no member at all.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            loop {
+                addr.do_send(GroupChanged);
+                if rx.changed().await.is_err() || !addr.connected() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+
+    /// The refusal of a consumer or a get on a node that does not lead the group.
+    fn not_leader(&self) -> BrokerError {
+        let r = self.replica.as_ref().expect("a replicated queue");
+        let q = format!("queue '{}' in vhost '{}'", self.name, self.vhost);
+        let message = match r.group.leader() {
+            Some(l) => format!(
+                "{q} is a quorum queue led by {}: consume from it on that node (consumers are not forwarded to the leader yet)",
+                r.group.describe(l)
+            ),
+            None => format!(
+                "{q} is a quorum queue with no leader known on this node (an election, or this node is not one of its members {:?}): consume from it on its leader",
+                r.group.member_ids()
+            ),
+        };
+        BrokerError::new(ErrorCode::NotAllowed, message)
+    }
+
+    /// A publish: the answer waits for the commit.
+    pub(in crate::broker::queue::actor) fn replica_enqueue(
+        &mut self,
+        msg: Enqueue,
+    ) -> ResponseFuture<Result<Enqueued, BrokerError>> {
+        let stored: Vec<StoredMessage> = msg
+            .messages
+            .iter()
+            .map(|m| StoredMessage::from(&**m))
+            .collect();
+        let answers = self.replica().group.publish(stored);
+        let full = BrokerError::new(
+            ErrorCode::ResourceError,
+            format!(
+                "queue '{}' in vhost '{}' is full: message refused (x-overflow reject-publish)",
+                self.name, self.vhost
+            ),
+        );
+        Box::pin(async move {
+            let mut answer = Enqueued::default();
+            for (i, a) in answers.await.into_iter().enumerate() {
+                let why = match a {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => full.clone(),
+                    Err(e) => e,
+                };
+                answer.refused.push(i as u32);
+                answer.reason.get_or_insert(why);
+            }
+            Ok(answer)
+        })
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_consume(
+        &mut self,
+        msg: Consume,
+        ctx: &mut Context<Self>,
+    ) -> Result<Arc<str>, BrokerError> {
+        if !self.replica().leads() {
+            return Err(self.not_leader());
+        }
+        let (name, vhost) = (self.name.clone(), self.vhost.clone());
+        let r = self.replica();
+        if msg.options.exclusive && !r.consumers.is_empty() {
+            return Err(BrokerError::locked(format!(
+                "queue '{name}' in vhost '{vhost}' already has consumers: exclusive consume refused"
+            )));
+        }
+        let id = r.next_consumer;
+        r.next_consumer += 1;
+        let tag: Arc<str> = if msg.options.tag.is_empty() {
+            Arc::from(format!("amq.ctag-{}-{id}", self.incarnation))
+        } else {
+            Arc::from(msg.options.tag.as_str())
+        };
+        let r = self.replica();
+        if r.consumers
+            .iter()
+            .any(|c| c.owner == msg.owner && c.tag == tag)
+        {
+            return Err(BrokerError::not_allowed(format!(
+                "consumer tag '{tag}' is already in use on queue '{name}'"
+            )));
+        }
+        r.consumers.push(Consumer {
+            id,
+            tag: tag.clone(),
+            owner: msg.owner,
+            handle: ConsumerHandle {
+                deliver: msg.deliver,
+                cancelled: msg.cancelled,
+            },
+            prefetch: msg.options.prefetch,
+            auto_ack: msg.options.auto_ack,
+            window: msg.window,
+            unacked: 0,
+            inflight: 0,
+        });
+        self.replica_dispatch(ctx);
+        Ok(tag)
+    }
+
+    /// A `basic.get` on the leader: the head, once its `Deliver` is committed.
+    pub(in crate::broker::queue::actor) fn replica_get(
+        &mut self,
+        msg: Get,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
+        if !self.replica().leads() || !self.replica().serving {
+            let e = self.not_leader();
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let r = self.replica();
+        let pending = &r.pending;
+        let head = r.group.read(|q| {
+            q.peek(usize::MAX)
+                .find(|m| !pending.contains(&m.id))
+                .map(|m| (m.id, Arc::new(m.message.to_message()), m.deliveries))
+        });
+        let Some(Some(picked)) = head else {
+            return Box::pin(actix::fut::ready(Ok(None)));
+        };
+        let consumer = r.next_consumer;
+        r.next_consumer += 1;
+        r.pending.insert(picked.0);
+        let (tx, rx) = oneshot::channel();
+        r.cmds.push_back(Cmd::Get {
+            consumer,
+            owner: msg.owner,
+            auto_ack: msg.auto_ack,
+            picked,
+            answer: tx,
+        });
+        self.replica_pump(ctx);
+        Box::pin(actix::fut::wrap_future::<_, Self>(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(BrokerError::internal(
+                    "quorum queue: the get was not committed",
+                ))
+            })
+        }))
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_purge(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<u64, BrokerError>> {
+        if !self.replica().leads() {
+            let e = self.not_leader();
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.replica().cmds.push_back(Cmd::Purge(tx));
+        self.replica_pump(ctx);
+        Box::pin(actix::fut::wrap_future::<_, Self>(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(BrokerError::internal(
+                    "quorum queue: the purge was not committed",
+                ))
+            })
+        }))
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_settle(
+        &mut self,
+        owner: OwnerId,
+        ids: &[u64],
+        s: Settlement,
+    ) {
+        self.replica().settle(owner, ids, s);
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_credit(&mut self, consumer: u64, amount: u32) {
+        if let Some(c) = self
+            .replica()
+            .consumers
+            .iter_mut()
+            .find(|c| c.id == consumer)
+        {
+            c.window = c.window.saturating_add(amount);
+        }
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_release(&mut self, owner: OwnerId) {
+        self.replica().release(owner);
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_cancel(&mut self, owner: OwnerId, tag: &str) {
+        self.replica().cancel(owner, tag);
+    }
+
+    /// Applies the inbox (settlements, credit, cancels, releases).
+    pub(in crate::broker::queue::actor) fn replica_drain_inbox(&mut self) -> bool {
+        let items = self.inbox.take();
+        if items.is_empty() {
+            return false;
+        }
+        let r = self.replica();
+        for item in items {
+            match item {
+                Control::Settle {
+                    owner,
+                    ids,
+                    settlement,
+                } => r.settle(owner, &ids, settlement),
+                Control::Credit { consumer, amount } => {
+                    if let Some(c) = r.consumers.iter_mut().find(|c| c.id == consumer) {
+                        c.window = c.window.saturating_add(amount);
+                    }
+                }
+                Control::Prefetch { owner, prefetch } => r
+                    .consumers
+                    .iter_mut()
+                    .filter(|c| c.owner == owner)
+                    .for_each(|c| c.prefetch = prefetch),
+                Control::Cancel { owner, tag, done } => {
+                    r.cancel(owner, &tag);
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+                Control::Release(owner) => {
+                    r.release(owner);
+                }
+            }
+        }
+        true
+    }
+
+    /// Picks what consumers can take and writes the next command.
+    pub(in crate::broker::queue::actor) fn replica_dispatch(&mut self, ctx: &mut Context<Self>) {
+        if self.deleted {
+            return;
+        }
+        self.replica().pick();
+        self.replica_pump(ctx);
+    }
+
+    /// Leadership or the applied queue changed.
+    pub(in crate::broker::queue::actor) fn replica_changed(&mut self, ctx: &mut Context<Self>) {
+        if self.deleted {
+            return;
+        }
+        let name = self.name.clone();
+        let r = self.replica();
+        let term = r.group.term();
+        // Leading again in a later term, with the change in between unseen (the
+        // metrics are coalesced): what this node served is stale.
+        let stale = r.leads() && (r.serving || r.taking_over) && term != r.term;
+        if r.leads() && !stale {
+            if !r.serving && !r.taking_over {
+                // Every checkout of an earlier leader (or of this node's own consumers
+                // of an earlier term) comes back, marked, before anything is served.
+                tracing::info!(queue = %name, group = r.group.id(), "quorum queue: this node leads its group; returning earlier checkouts");
+                r.taking_over = true;
+                r.term = term;
+                r.cmds.push_front(Cmd::Return(None));
+            }
+        } else if r.serving || r.taking_over || !r.consumers.is_empty() {
+            tracing::info!(queue = %name, group = r.group.id(), leader = ?r.group.leader(), "quorum queue: this node no longer leads its group; its consumers are cancelled");
+            r.serving = false;
+            r.out.clear();
+            r.cmds.retain(|c| matches!(c, Cmd::Return(None)));
+            r.pending.clear();
+            let leader = r.group.leader().map(|l| r.group.describe(l));
+            for c in r.consumers.drain(..) {
+                if let Some(to) = &c.handle.cancelled {
+                    to.do_send(ConsumerCancelled {
+                        consumer_tag: c.tag.clone(),
+                        reason: format!(
+                            "quorum queue '{name}': this node no longer leads it (leader: {})",
+                            leader.as_deref().unwrap_or("unknown")
+                        ),
+                    });
+                }
+            }
+        }
+        self.replica_dispatch(ctx);
+    }
+
+    /// Writes the next command, if none is in flight.
+    fn replica_pump(&mut self, ctx: &mut Context<Self>) {
+        let r = self.replica();
+        if r.busy {
+            return;
+        }
+        if r.cmds.is_empty() {
+            return;
+        }
+        // Everything waiting makes one entry: one commit per round trip, whatever
+        // the number of deliveries and settlements.
+        let cmds: Vec<Cmd> = r.cmds.drain(..).collect();
+        let mut commands: Vec<Command<StoredMessage>> = cmds.iter().map(|c| r.command(c)).collect();
+        let command = match commands.len() {
+            1 => commands.pop().expect("one"),
+            _ => Command::Batch(commands),
+        };
+        r.busy = true;
+        let write = r.group.write(command);
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(write).map(move |result, act, ctx| {
+                act.replica().busy = false;
+                if let Err(e) = &result {
+                    tracing::warn!(queue = %act.name, error = %e, "quorum queue: the leader's commands were not committed");
+                }
+                if !act.deleted {
+                    for cmd in cmds {
+                        act.replica_done(cmd, result.clone());
+                    }
+                    // A takeover's end (or a term that moved meanwhile) is seen now,
+                    // not at the group's next change.
+                    act.replica_changed(ctx);
+                }
+            }),
+        );
+    }
+}
+
+impl QueueActor {
+    /// A command was committed (or not).
+    fn replica_done(&mut self, cmd: Cmd, result: Result<GroupResponse, BrokerError>) {
+        let handle = self.handle.clone();
+        let r = self.replica();
+        match cmd {
+            Cmd::Return(None) => {
+                r.taking_over = false;
+                r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
+            }
+            Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
+            Cmd::Purge(tx) => {
+                let _ = tx.send(result.map(|g| g.purged));
+            }
+            Cmd::Get {
+                consumer,
+                owner,
+                auto_ack,
+                picked,
+                answer,
+            } => {
+                r.pending.remove(&picked.0);
+                let key = r.key(consumer);
+                let held =
+                    result.is_ok() && r.group.read(|q| q.holder(picked.0)) == Some(Some(key));
+                if !held {
+                    let _ = answer.send(Ok(None));
+                    return;
+                }
+                let left = r.group.read(|q| q.ready_len() as u64).unwrap_or(0);
+                if auto_ack {
+                    r.cmds.push_back(Cmd::Settle {
+                        ids: vec![picked.0],
+                        how: How::Ack,
+                    });
+                } else {
+                    r.out.insert(picked.0, Out { consumer, owner });
+                }
+                let _ = answer.send(Ok(Some((delivery(picked), left))));
+            }
+            Cmd::Deliver { consumer, picked } => {
+                let asked = picked.len();
+                for p in &picked {
+                    r.pending.remove(&p.0);
+                }
+                let key = r.key(consumer);
+                let held: Vec<Picked> = match result {
+                    Ok(_) => picked
+                        .into_iter()
+                        .filter(|p| r.group.read(|q| q.holder(p.0)) == Some(Some(key)))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let Some(at) = r.consumers.iter().position(|c| c.id == consumer) else {
+                    if !held.is_empty() {
+                        // Cancelled meanwhile: what it was given goes back.
+                        r.cmds.push_back(Cmd::Return(Some(key)));
+                    }
+                    return;
+                };
+                let c = &mut r.consumers[at];
+                c.inflight = c.inflight.saturating_sub(asked);
+                if held.is_empty() {
+                    return;
+                }
+                if !c.handle.deliver.connected() {
+                    r.consumers.remove(at);
+                    r.cmds.push_back(Cmd::Return(Some(key)));
+                    r.give_back(|o| o.consumer == consumer);
+                    return;
+                }
+                let ids: Vec<u64> = held.iter().map(|p| p.0).collect();
+                let n = held.len() as u32;
+                c.window = c.window.saturating_sub(n);
+                let (tag, deliver, auto_ack, owner) =
+                    (c.tag.clone(), c.handle.deliver.clone(), c.auto_ack, c.owner);
+                if auto_ack {
+                    r.cmds.push_back(Cmd::Settle { ids, how: How::Ack });
+                } else {
+                    c.unacked += ids.len();
+                    for id in ids {
+                        r.out.insert(id, Out { consumer, owner });
+                    }
+                }
+                // do_send: prefetch and the transport window bound what is in flight.
+                deliver.do_send(Deliver {
+                    consumer_tag: tag,
+                    queue: handle.clone().expect("queue handle set in started"),
+                    deliveries: held.into_iter().map(delivery).collect(),
+                    credit: Credit {
+                        queue: handle,
+                        consumer,
+                        amount: n,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Counts from the group's applied queue (zero on a node that is no member).
+    pub(in crate::broker::queue::actor) fn replica_stats(&mut self) -> QueueStats {
+        let r = self.replica();
+        let (ready, unacked) = r
+            .group
+            .read(|q| (q.ready_len() as u64, q.checked_out_len() as u64))
+            .unwrap_or((0, 0));
+        QueueStats {
+            ready,
+            unacked,
+            consumers: r.consumers.len() as u32,
+            bytes: 0,
+            delayed: 0,
+            counts: Default::default(),
+        }
+    }
+
+    pub(in crate::broker::queue::actor) fn replica_consumers(&self) -> Vec<ConsumerInfo> {
+        let r = self.replica.as_ref().expect("a replicated queue");
+        r.consumers
+            .iter()
+            .map(|c| ConsumerInfo {
+                tag: c.tag.to_string(),
+                owner: c.owner,
+                prefetch: c.prefetch,
+                ack_required: !c.auto_ack,
+                active: true,
+                priority: 0,
+            })
+            .collect()
+    }
+
+    /// The queue was deleted: its consumers are told; answers the ready count.
+    pub(in crate::broker::queue::actor) fn replica_delete(&mut self, reason: &str) -> u64 {
+        let name = self.name.clone();
+        let r = self.replica();
+        for c in r.consumers.drain(..) {
+            if let Some(to) = &c.handle.cancelled {
+                to.do_send(ConsumerCancelled {
+                    consumer_tag: c.tag.clone(),
+                    reason: format!("queue '{name}' was deleted ({reason})"),
+                });
+            }
+        }
+        r.group.read(|q| q.ready_len() as u64).unwrap_or(0)
+    }
+}

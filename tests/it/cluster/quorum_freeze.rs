@@ -1,0 +1,109 @@
+//! A quorum queue's group leader frozen (SIGSTOP) past the election timeout: the new
+//! leader redelivers what the frozen one's consumer held, marked, and nothing acked;
+//! thawed, the old leader cancels its consumer and refuses consumes naming the new one.
+
+use super::quorum::{connect, consume_on_leader, declare_quorum, delivery_count, try_consume};
+use super::{leader, three_nodes, Node};
+use crate::support::DEADLINE;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::BasicProperties;
+use std::time::{Duration, Instant};
+use tokio::task::block_in_place;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_group_leader_is_replaced_and_cancels_its_consumers_when_thawed() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    block_in_place(|| leader(&all));
+    declare_quorum(&nodes[0], "frozen", "").await;
+    let (old, _conn, mut consumer) = consume_on_leader(&all, "frozen", 100).await;
+    let follower = nodes.iter().find(|n| n.id != old).unwrap();
+    let pconn = connect(follower).await;
+    let pch = pconn.create_channel().await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for n in 0..10u64 {
+        let c = pch
+            .basic_publish(
+                "".into(),
+                "frozen".into(),
+                BasicPublishOptions::default(),
+                n.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(c.is_ack(), "publish {n} confirmed");
+    }
+    // 0..5 acked, 5..10 held.
+    for n in 0..10u64 {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        assert_eq!(std::str::from_utf8(&d.data).unwrap(), n.to_string());
+        if n < 5 {
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    let leader_node = nodes.iter().find(|n| n.id == old).unwrap();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let q = leader_node.api().get("/api/queues/%2F/frozen").await.json();
+        if q["messages_unacknowledged"] == 5 && q["messages"] == 5 {
+            break;
+        }
+        assert!(Instant::now() < end, "acks not committed: {q}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Frozen past the election timeout: the others elect a leader, which redelivers
+    // what was held (marked) and nothing that was acked.
+    leader_node.signal(libc::SIGSTOP);
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != old).collect();
+    let (new, _conn2, mut consumer2) = consume_on_leader(&survivors, "frozen", 100).await;
+    let mut again = Vec::new();
+    for _ in 0..5 {
+        let d = tokio::time::timeout(DEADLINE, consumer2.next())
+            .await
+            .expect("a redelivery")
+            .unwrap()
+            .unwrap();
+        assert!(d.redelivered, "marked");
+        assert_eq!(delivery_count(&d), Some(1));
+        again.push(std::str::from_utf8(&d.data).unwrap().to_string());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(again, ["5", "6", "7", "8", "9"]);
+
+    // Thawed, the old leader hears the later term: its consumer is cancelled, and a
+    // consume there is refused naming the new leader.
+    leader_node.signal(libc::SIGCONT);
+    let ended = tokio::time::timeout(DEADLINE, async {
+        while let Some(d) = consumer.next().await {
+            if d.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the old leader's consumer is cancelled");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match try_consume(leader_node, "frozen", 10).await {
+            Err(Some(l)) if l == new => break,
+            other => assert!(
+                Instant::now() < end,
+                "the old leader refuses naming node {new}: {:?}",
+                other.err()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
