@@ -241,6 +241,7 @@ fn delivery((id, message, earlier): Picked) -> Delivery {
         redelivered: earlier > 0,
         delivery_count: earlier + 1,
         message,
+        stored: None,
     };
     crate::broker::queue::quorum::mark_redelivery(&mut d);
     d
