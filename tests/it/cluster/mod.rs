@@ -100,22 +100,7 @@ impl Node {
         cluster_extra: &str,
         sections: &str,
     ) -> Node {
-        let mut node = Node {
-            id,
-            cluster: cluster.to_string(),
-            native: String::new(),
-            amqp: String::new(),
-            http: "0.0.0.0:0".parse().unwrap(),
-            root: root.to_path_buf(),
-            seeds: seeds.to_vec(),
-            cluster_extra: cluster_extra.to_string(),
-            sections: sections.to_string(),
-            netns: None,
-            child: None,
-            _stdout: None,
-        };
-        node.spawn();
-        node
+        Node::spawned(root, id, cluster, seeds, cluster_extra, sections, None)
     }
 
     /// [`Node::start_with`] inside network namespace `netns` (root; `partition`):
@@ -128,6 +113,18 @@ impl Node {
         seeds: &[(u64, String)],
         cluster_extra: &str,
     ) -> Node {
+        Node::spawned(root, id, cluster, seeds, cluster_extra, "", Some(netns))
+    }
+
+    fn spawned(
+        root: &Path,
+        id: u64,
+        cluster: &str,
+        seeds: &[(u64, String)],
+        cluster_extra: &str,
+        sections: &str,
+        netns: Option<&str>,
+    ) -> Node {
         let mut node = Node {
             id,
             cluster: cluster.to_string(),
@@ -137,8 +134,8 @@ impl Node {
             root: root.to_path_buf(),
             seeds: seeds.to_vec(),
             cluster_extra: cluster_extra.to_string(),
-            sections: String::new(),
-            netns: Some(netns.to_string()),
+            sections: sections.to_string(),
+            netns: netns.map(str::to_string),
             child: None,
             _stdout: None,
         };
