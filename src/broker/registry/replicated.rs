@@ -64,6 +64,9 @@ fn committed<R: Send + 'static>(
     Box::pin(async move { read(proposal.await?) })
 }
 
+/// How long a quorum queue's declare waits for its group's first leader.
+const FIRST_ELECTION: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn refused<R: Send + 'static>(e: BrokerError) -> ResponseFuture<Result<R, BrokerError>> {
     Box::pin(async move { Err(e) })
 }
@@ -142,6 +145,7 @@ impl Registry {
             check_queue_type(&self.vhost, &spec)?;
             if crate::broker::queue::quorum::is_quorum(&spec) {
                 crate::broker::queue::quorum::validate(&self.vhost, &spec)?;
+                crate::broker::queue::quorum::validate_replicated(&self.vhost, &spec)?;
             }
             Config::from_spec(&spec)?;
             let server_named = spec.name.is_empty();
@@ -168,6 +172,22 @@ impl Registry {
             })
         })();
         Some(match checked {
+            Ok(op) if crate::broker::queue::quorum::is_quorum(&spec) => {
+                let declared = committed(c.propose(op), Outcome::declared);
+                let (vhost, name) = (self.vhost.to_string(), spec.name.clone());
+                Box::pin(async move {
+                    let d = declared.await?;
+                    // As RabbitMQ answers once the queue's Raft cluster has a leader:
+                    // a consume right after the declare finds one (not a refusal
+                    // during the group's first election).
+                    if let Some(g) = c.quorum_group(&vhost, &name) {
+                        if !g.leader_known(FIRST_ELECTION).await {
+                            tracing::warn!(queue = %name, vhost = %vhost, "cluster: the new quorum queue's group has no leader yet; declared anyway");
+                        }
+                    }
+                    Ok(d)
+                })
+            }
             Ok(op) => committed(c.propose(op), Outcome::declared),
             Err(e) => refused(e),
         })

@@ -302,6 +302,27 @@ impl QueueGroup {
         self.raft()?.metrics().borrow().current_leader
     }
 
+    /// Waits until this node's member knows a leader (the member may still be
+    /// starting): false after `timeout`, or at once on a node that is no member.
+    pub async fn leader_known(&self, timeout: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        if !self.info.members.contains_key(&self.members.id) {
+            return false;
+        }
+        let mut rx = loop {
+            if let Some(rx) = self.metrics() {
+                break rx;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        tokio::time::timeout_at(end, rx.wait_for(|m| m.current_leader.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     /// The current term as this node's member knows it (0 on a node that is no
     /// member).
     pub fn term(&self) -> u64 {

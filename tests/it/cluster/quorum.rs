@@ -361,6 +361,20 @@ async fn a_follower_refuses_a_consume_naming_the_leader_and_a_delete_leaves_no_g
         r#","x-max-length":2,"x-overflow":"reject-publish""#,
     )
     .await;
+    // Dead-lettering is not replicated yet: refused, not silently dropped.
+    let r = nodes[2]
+        .api()
+        .put(
+            "/api/queues/%2F/dlx",
+            r#"{"durable":true,"arguments":{"x-queue-type":"quorum","x-dead-letter-exchange":"dead"}}"#,
+        )
+        .await;
+    assert!(
+        r.status == 400 && r.text().contains("invalid arg 'x-dead-letter-exchange'"),
+        "{} {}",
+        r.status,
+        r.text()
+    );
     // Each node runs a member: one directory per group under data_dir/raft/queues.
     let groups = |n: &Node| -> Vec<String> {
         std::fs::read_dir(n.data_dir().join("raft").join("queues"))
