@@ -119,7 +119,11 @@ fn stored_record(payload: &[u8]) {
         .unwrap()
         .expect("a whole frame");
     let Ok(ServerFrame::Deliver(d)) = decode_server(&body) else {
-        panic!("a deliver frame of a stored record decodes");
+        panic!(
+            "a deliver frame of a stored record decodes: {:?} {:?}",
+            decode_server(&body).err(),
+            m
+        );
     };
     assert_eq!(
         (&*d.exchange, &*d.routing_key, d.body),

@@ -196,8 +196,13 @@ fn decode_block(
             let FrameAt::Good { payload, next } = at else {
                 break;
             };
+            let read = if pos < checked_below {
+                codec::stored_reread
+            } else {
+                codec::stored
+            };
             let (offset, timestamp, message) =
-                codec::stored(&map, payload).map_err(|e| corrupt(dir, cur.segment, e))?;
+                read(&map, payload).map_err(|e| corrupt(dir, cur.segment, e))?;
             if offset != block.end() {
                 return Err(corrupt(
                     dir,
