@@ -111,7 +111,14 @@ fn stored_record(payload: &[u8]) {
         return;
     };
     let (o, _, decoded) = stream_codec::decode(payload).expect("decodes as stored");
-    assert_eq!((o, &**m), (offset, &*decoded), "stored and decoded agree");
+    assert_eq!(o, offset);
+    // Compared encoded: a NaN in a header is not equal to itself.
+    let encoded = |m: &crate::message::Message| {
+        let mut out = Vec::new();
+        stream_codec::encode(&mut out, o, 0, m).expect("encodes");
+        out
+    };
+    assert_eq!(encoded(m), encoded(&decoded), "stored and decoded agree");
     let mut out = bytes::BytesMut::new();
     encode_deliver_stored(&mut out, "t", 1, false, 1, stored.fields(), stored.body())
         .expect("encodes");
@@ -132,5 +139,6 @@ fn stored_record(payload: &[u8]) {
     // An empty set travels as nil when encoded, as an array of nils when copied: the
     // same to a client.
     let got = d.properties.map(|p| p.into_owned()).unwrap_or_default();
-    assert_eq!(got, *m.properties);
+    let bytes = |p: &crate::message::Properties| rmp_serde::to_vec(p).expect("encodes");
+    assert_eq!(bytes(&got), bytes(&m.properties));
 }
