@@ -16,16 +16,21 @@ pub async fn check_queue<D: Driver>(
     published: u64,
     idle: Duration,
 ) -> (u64, Result<HistoryCheck, String>) {
-    let mut last = String::from("no server");
+    // Every server's refusal, in the order tried: the last alone (often the killed
+    // node's "connection refused") hides why the live ones could not serve.
+    let mut refusals = Vec::new();
     for k in 0..drivers.len() {
         let d = &drivers[(at + k) % drivers.len()];
         let depth = d.depth(std::slice::from_ref(&queue.to_string())).await;
         match consume_all(d.as_ref(), queue, depth, history, published, idle).await {
             Ok(()) => return (depth, Ok(history.check())),
-            Err(e) => last = e,
+            Err(e) => refusals.push(format!("server {}: {e}", (at + k) % drivers.len() + 1)),
         }
     }
-    (0, Err(last))
+    if refusals.is_empty() {
+        refusals.push("no server".into());
+    }
+    (0, Err(refusals.join("; ")))
 }
 
 async fn consume_all<D: Driver>(
