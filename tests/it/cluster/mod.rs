@@ -12,7 +12,8 @@
 //! - [`partition`]: the leader cut off from the others (network namespaces, as root).
 //! - [`quorum`]: quorum queues replicated in their own Raft groups: kill -9 of a
 //!   group's leader mid-stream, consumes refused off the leader, group lifecycle;
-//!   [`quorum_freeze`]: SIGSTOP of a group's leader.
+//!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
+//!   cluster restarted, a member's data directory lost.
 
 mod drift;
 mod failover;
@@ -22,6 +23,7 @@ mod membership;
 mod partition;
 mod quorum;
 mod quorum_freeze;
+mod quorum_restart;
 mod replication;
 mod security;
 
