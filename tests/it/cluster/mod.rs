@@ -9,6 +9,7 @@
 //! - [`security`]: the cluster secret's handshake and mutual TLS on the cluster port.
 //! - [`drift`]: transient definitions over a restart, definitions from before joining.
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
+//! - [`five`]: five nodes, two killed at once; quorum groups of 3 and 5 over them.
 //! - [`partition`]: the leader cut off from the others (network namespaces, as root).
 //! - [`quorum`]: quorum queues replicated in their own Raft groups: kill -9 of a
 //!   group's leader mid-stream, consumes refused off the leader, group lifecycle;
@@ -18,6 +19,7 @@
 mod drift;
 mod failover;
 mod faults;
+mod five;
 mod measure;
 mod membership;
 mod partition;
@@ -347,7 +349,12 @@ impl Drop for Node {
 
 /// Three nodes on loopback, ids 1 to 3, each in its own directory under `root`.
 pub fn three_nodes(root: &Path) -> Vec<Node> {
-    let seeds: Vec<(u64, String)> = (1..=3)
+    cluster_of(root, 3)
+}
+
+/// `count` nodes on loopback, ids 1 to `count`, each in its own directory under `root`.
+pub fn cluster_of(root: &Path, count: u64) -> Vec<Node> {
+    let seeds: Vec<(u64, String)> = (1..=count)
         .map(|id| (id, format!("127.0.0.1:{}", free_port())))
         .collect();
     // Started one after the other: each waits only for its own listening line, and the
