@@ -10,7 +10,8 @@
 //! - [`drift`]: transient definitions over a restart, definitions from before joining.
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
 //! - [`five`]: five nodes, two killed at once; quorum groups of 3 and 5 over them.
-//! - [`partition`]: the leader cut off from the others (network namespaces, as root).
+//! - [`partition`]: the leader cut off from the others (network namespaces, as root);
+//!   [`partition_quorum`]: a quorum group's leader cut off.
 //! - [`quorum`]: quorum queues replicated in their own Raft groups: kill -9 of a
 //!   group's leader mid-stream, consumes refused off the leader, group lifecycle;
 //!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
@@ -23,6 +24,7 @@ mod five;
 mod measure;
 mod membership;
 mod partition;
+mod partition_quorum;
 mod quorum;
 mod quorum_freeze;
 mod quorum_restart;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio::task::block_in_place;
 
 /// Runs `ip ARGS`: its error output when it fails.
-fn ip(args: &[&str]) -> Result<(), String> {
+pub(super) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()
@@ -38,15 +38,16 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 /// Three network namespaces joined by a bridge, removed when dropped. Names and subnet
-/// come from the process id, so that two test runs on one machine do not meet.
-struct Net {
+/// come from the process id and a counter, so that two tests, or two test runs on one
+/// machine, do not meet.
+pub(super) struct Net {
     tag: u32,
     /// The nodes' addresses on the bridge, `10.78.<tag % 250>.<i>`.
     ips: Vec<String>,
 }
 
 impl Net {
-    fn namespace(&self, i: usize) -> String {
+    pub(super) fn namespace(&self, i: usize) -> String {
         format!("amqt{}n{i}", self.tag)
     }
 
@@ -55,17 +56,20 @@ impl Net {
     }
 
     /// The host side of node `i`'s link.
-    fn link(&self, i: usize) -> String {
+    pub(super) fn link(&self, i: usize) -> String {
         format!("amqt{}v{i}", self.tag)
     }
 
     /// Sets it up, or says why it cannot be.
-    fn setup() -> Result<Net, String> {
+    pub(super) fn setup() -> Result<Net, String> {
         // SAFETY: geteuid(2) has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root".into());
         }
-        let tag = std::process::id() % 100_000;
+        // Tests of one run differ by a counter, since they share the process id.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() % 10_000) * 8 + n % 8;
         let subnet = format!("10.78.{}", tag % 250);
         let net = Net {
             tag,
@@ -114,7 +118,7 @@ impl Drop for Net {
 
 /// Runs the future `f` makes on a new thread inside namespace `ns`: a socket belongs to
 /// the namespace of the thread that opened it.
-async fn in_ns<T, F, Fut>(ns: String, f: F) -> T
+pub(super) async fn in_ns<T, F, Fut>(ns: String, f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -136,18 +140,28 @@ where
 }
 
 /// One node of the test: the node and its namespace.
-struct At<'a> {
-    node: &'a Node,
-    ns: String,
+pub(super) struct At<'a> {
+    pub(super) node: &'a Node,
+    pub(super) ns: String,
 }
 
 impl At<'_> {
     /// The HTTP status of `method path [body]` on this node, sent from its namespace.
-    async fn status(&self, method: &'static str, path: &str, body: Option<&str>) -> u16 {
+    pub(super) async fn status(&self, method: &'static str, path: &str, body: Option<&str>) -> u16 {
         let api: Http = self.node.api();
         let (path, body) = (path.to_string(), body.map(str::to_string));
         in_ns(self.ns.clone(), move || async move {
             api.send(method, &path, &[], body.as_deref()).await.status
+        })
+        .await
+    }
+
+    /// The JSON body of `GET path` on this node, sent from its namespace.
+    pub(super) async fn json(&self, path: &str) -> Value {
+        let api: Http = self.node.api();
+        let path = path.to_string();
+        in_ns(self.ns.clone(), move || async move {
+            api.get(&path).await.json()
         })
         .await
     }
@@ -175,7 +189,7 @@ impl At<'_> {
     }
 
     /// The leader this node reports, and its own role.
-    fn view(&self) -> Option<(u64, String)> {
+    pub(super) fn view(&self) -> Option<(u64, String)> {
         let s = self.node.status()?;
         let me = s["nodes"]
             .as_array()?
@@ -205,51 +219,69 @@ async fn converged(nodes: &[At<'_>], check: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-const DURABLE: Option<&str> = Some(r#"{"durable":true}"#);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_leader_takes_no_change_and_rejoins_when_healed() {
-    let net = match block_in_place(Net::setup) {
-        Ok(net) => net,
+/// The network, or `None` after saying on standard error why `test` checks nothing.
+pub(super) fn net_or_skip(test: &str) -> Option<Net> {
+    match block_in_place(Net::setup) {
+        Ok(net) => Some(net),
         Err(why) => {
             // Past the test harness's capture: a skip must be seen.
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED cluster::partition (needs root and `ip netns`): {why}"
+                "SKIPPED {test} (needs root and `ip netns`): {why}"
             );
-            return;
+            None
         }
-    };
-    let dir = tempfile::tempdir().unwrap();
+    }
+}
+
+/// Three nodes, each in its namespace, their cluster ports on the bridge. A change
+/// that cannot commit fails after 3 s here, not the default 10.
+pub(super) fn start_nodes(net: &Net, dir: &std::path::Path) -> Vec<Node> {
     let seeds: Vec<(u64, String)> = (1..=3)
         .map(|i| (i as u64, format!("{}:25672", net.ips[i - 1])))
         .collect();
-    // A change that cannot commit fails after 3 s here, not the default 10.
     let extra = format!("secret = \"{SECRET}\"\ncommit_timeout_ms = 3000");
-    let nodes: Vec<Node> = block_in_place(|| {
-        seeds
-            .iter()
-            .map(|(id, addr)| {
-                let ns = net.namespace(*id as usize);
-                let root = dir.path().join(format!("n{id}"));
-                Node::start_in(&ns, &root, *id, addr, &seeds, &extra)
-            })
-            .collect()
-    });
-    let at: Vec<At> = nodes
+    seeds
+        .iter()
+        .map(|(id, addr)| {
+            let ns = net.namespace(*id as usize);
+            let root = dir.join(format!("n{id}"));
+            Node::start_in(&ns, &root, *id, addr, &seeds, &extra)
+        })
+        .collect()
+}
+
+/// Each node with its namespace.
+pub(super) fn placed<'a>(net: &Net, nodes: &'a [Node]) -> Vec<At<'a>> {
+    nodes
         .iter()
         .map(|n| At {
             node: n,
             ns: net.namespace(n.id as usize),
         })
-        .collect();
-    let old = block_in_place(|| {
-        wait_for("a leader every node agrees on", DEADLINE * 2, || {
-            let views: Vec<_> = at.iter().map(At::view).collect::<Option<_>>()?;
-            let (l, _) = views[0];
-            views.iter().all(|(v, _)| *v == l).then_some(l)
-        })
-    });
+        .collect()
+}
+
+/// The definitions leader once every node agrees on one.
+pub(super) fn agreed_leader(at: &[At]) -> u64 {
+    wait_for("a leader every node agrees on", DEADLINE * 2, || {
+        let views: Vec<_> = at.iter().map(At::view).collect::<Option<_>>()?;
+        let (l, _) = views[0];
+        views.iter().all(|(v, _)| *v == l).then_some(l)
+    })
+}
+
+const DURABLE: Option<&str> = Some(r#"{"durable":true}"#);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_takes_no_change_and_rejoins_when_healed() {
+    let Some(net) = net_or_skip("cluster::partition") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| start_nodes(&net, dir.path()));
+    let at = placed(&net, &nodes);
+    let old = block_in_place(|| agreed_leader(&at));
     let old_at = at.iter().find(|a| a.node.id == old).unwrap();
     let others: Vec<&At> = at.iter().filter(|a| a.node.id != old).collect();
     assert_eq!(
