@@ -16,13 +16,17 @@
 #     without an answer (a timeout, an error) is not checked, nor are its bindings:
 #     that change may commit later (Raft keeps a dead leader's entry).
 #
+# With --quorum a publisher runs all along (`actormq perf --failover` on a quorum
+# queue, confirms on, moving to another node when its own fails): at the end it stops,
+# consumes the queue, and every message it saw confirmed must be there.
+#
 # The seed is printed; the same seed replays the same choices (timings differ). With
 # --steps the run ends after that many steps instead of after --duration, so a seed
 # replays the same steps whatever the machine's speed. --bindings draws more choices:
 # a seed gives another run with it than without it.
 #
 # Usage: scripts/chaos.sh [--seed N] [--duration SECS | --steps N] [--nodes N] [--netns]
-#                         [--bindings] [--bin path/to/actormq] [--port-base P]
+#                         [--bindings] [--quorum] [--bin path/to/actormq] [--port-base P]
 #   --netns needs root and `ip netns`; without it the nodes run on loopback.
 set -euo pipefail
 
@@ -30,6 +34,7 @@ seed=$(( $(date +%s) % 100000 ))
 duration=60
 steps=0
 bindings=0
+quorum=0
 count=3
 netns=0
 bin="${CARGO_TARGET_DIR:-target}/debug/actormq"
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --bindings) bindings=1; shift ;;
+    --quorum) quorum=1; shift ;;
     --nodes) count="$2"; shift 2 ;;
     --netns) netns=1; shift ;;
     --bin) bin="$2"; shift 2 ;;
@@ -52,11 +58,11 @@ command -v jq >/dev/null || { echo "chaos: needs jq" >&2; exit 2; }
 bin="$(readlink -f "$bin")"
 RANDOM=$seed
 if [ "$steps" -gt 0 ]; then length="--steps $steps"; else length="--duration $duration"; fi
-echo "chaos: seed $seed, $length, $count nodes, netns $netns, bindings $bindings (replay: $0 --seed $seed $length --nodes $count$([ $netns = 1 ] && echo ' --netns')$([ $bindings = 1 ] && echo ' --bindings'))"
+echo "chaos: seed $seed, $length, $count nodes, netns $netns, bindings $bindings, quorum $quorum (replay: $0 --seed $seed $length --nodes $count$([ $netns = 1 ] && echo ' --netns')$([ $bindings = 1 ] && echo ' --bindings')$([ $quorum = 1 ] && echo ' --quorum'))"
 
 dir="$(mktemp -d /tmp/actormq-chaos.XXXXXX)"
 export ACTORMQ__CLUSTER__SECRET="chaos-secret-$seed-0123456789abcdef"
-declare -a pid addr http state
+declare -a pid addr http native state
 ok=0
 
 cleanup() {
@@ -66,6 +72,7 @@ cleanup() {
   # which killed -9 every other node from its copy of `pid` (seed 72692, step 175).
   [ "$BASHPID" = "$$" ] || return 0
   {
+    [ -n "${perf_pid:-}" ] && { kill -9 "$perf_pid" || true; }
     for i in $(seq 1 "$count"); do
       [ -n "${pid[$i]:-}" ] && { kill -CONT "${pid[$i]}" || true; kill -9 "${pid[$i]}" || true; }
     done
@@ -98,9 +105,10 @@ for i in $(seq 1 "$count"); do
     ip netns exec "amqchaos$i" ip addr add "10.77.0.$i/24" dev eth0
     ip netns exec "amqchaos$i" ip link set eth0 up
     ip netns exec "amqchaos$i" ip link set lo up
-    addr[$i]="10.77.0.$i:25672"; http[$i]="10.77.0.$i:15672"
+    addr[$i]="10.77.0.$i:25672"; http[$i]="10.77.0.$i:15672"; native[$i]="10.77.0.$i:5680"
   else
     addr[$i]="127.0.0.1:$((port_base + i))"; http[$i]="127.0.0.1:$((port_base + 100 + i))"
+    native[$i]="127.0.0.1:$((port_base + 200 + i))"
   fi
 done
 # guest may log in from loopback only: the run's own administrator.
@@ -132,7 +140,10 @@ done
 start() {
   local i=$1 run=()
   [ "$netns" = 1 ] && run=(ip netns exec "amqchaos$i")
-  ACTORMQ__SERVER__BIND=127.0.0.1:0 ACTORMQ__AMQP__BIND=127.0.0.1:0 ACTORMQ__HTTP__BIND="${http[$i]}" \
+  # The native port is known in advance only for --quorum's publisher.
+  local server_bind=127.0.0.1:0
+  [ "$quorum" = 1 ] && server_bind="${native[$i]}"
+  ACTORMQ__SERVER__BIND="$server_bind" ACTORMQ__AMQP__BIND=127.0.0.1:0 ACTORMQ__HTTP__BIND="${http[$i]}" \
     RUST_LOG=warn,actormq::cluster=info \
     "${run[@]}" "$bin" serve --config "$dir/n$i/actormq.toml" >>"$dir/n$i/out.log" 2>>"$dir/n$i/node.log" &
   pid[$i]=$!
@@ -166,6 +177,18 @@ wait_until() { # SECONDS COMMAND...: polls until the command succeeds
 }
 has_leader() { [ -n "$(leader 1)" ]; }
 wait_until 60 has_leader || { echo "chaos: no leader formed" >&2; exit 1; }
+
+perf_pid=""
+if [ "$quorum" = 1 ]; then
+  servers="$(IFS=,; echo "${native[*]:1}")"
+  # Runs until told to stop (SIGINT) after the last step; paced, so that the queue
+  # (held in memory by every member) stays small on a debug build.
+  "$bin" perf --server "$servers" --user chaos --password chaos-password --failover \
+    --queue-type quorum --persistent --size 64 --rate 200 --confirm-window 100 \
+    --duration 100000 --warmup 0 --failover-timeout 30 --prefix chaos --json \
+    >"$dir/perf.json" 2>"$dir/perf.log" &
+  perf_pid=$!
+fi
 
 declare -A expect xexpect bexpect
 acked=0; unknown=0; reads=0; faults_kill=0; faults_stop=0; faults_restart=0; faults_part=0
@@ -298,7 +321,22 @@ for b in "${!bexpect[@]}"; do
     echo "chaos: binding $x -> $q should be ${bexpect[$b]} (last acknowledged change), is not" >&2; bad=1
   fi
 done
-echo "chaos: seed $seed: $step steps, $acked changes acknowledged, $unknown without an answer, $reads of them redeclares of an existing queue or exchange; faults: $faults_kill kill -9, $faults_stop SIGSTOP, $faults_restart restart, $faults_part leader partition; checked: $checked queues, $xchecked exchanges, $bchecked bindings; definitions equal on $count nodes"
+quorum_result=""
+if [ -n "$perf_pid" ]; then
+  kill -INT "$perf_pid" 2>/dev/null || true
+  prc=0; wait "$perf_pid" || prc=$?
+  if [ "$prc" != 0 ] || ! jq -e . "$dir/perf.json" >/dev/null 2>&1; then
+    echo "chaos: FAILED (seed $seed): the quorum publisher failed (exit $prc); its log: $dir/perf.log" >&2
+    tail -20 "$dir/perf.log" >&2
+    exit 1
+  fi
+  quorum_result="$(jq -r '.failover | "quorum queue: \(.confirmed) confirmed, \(.nacked) nacked, \(.reconnects) reconnects, longest silence \(.max_confirm_gap_ms | floor) ms\(if .gave_up then ", gave up: \(.gave_up)" else "" end); history: \(if .check then "\(.check.confirmed_missing) confirmed missing of \(.check.distinct) consumed" else "not checked: \(.check_error)" end)"' "$dir/perf.json")"
+  if ! jq -e '.failover.check.confirmed_missing == 0 and .failover.confirmed > 0 and .failover.gave_up == null' "$dir/perf.json" >/dev/null; then
+    echo "chaos: FAILED (seed $seed): $quorum_result (report: $dir/perf.json)" >&2
+    bad=1
+  fi
+fi
+echo "chaos: seed $seed: $step steps, $acked changes acknowledged, $unknown without an answer, $reads of them redeclares of an existing queue or exchange; faults: $faults_kill kill -9, $faults_stop SIGSTOP, $faults_restart restart, $faults_part leader partition; checked: $checked queues, $xchecked exchanges, $bchecked bindings; definitions equal on $count nodes${quorum_result:+; $quorum_result}"
 if [ "$bad" = 1 ]; then echo "chaos: FAILED (seed $seed)" >&2; exit 1; fi
 ok=1
 echo "chaos: OK"

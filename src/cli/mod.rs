@@ -97,6 +97,32 @@ fn run_mgmt(leading: flags::LeadingConnFlags, m: &mut mgmt::MgmtCommand) -> Resu
     Ok(())
 }
 
+/// SIGINT or SIGTERM, whichever comes first (never, if neither can be watched).
+#[cfg(unix)]
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C (never, if it cannot be watched).
+#[cfg(not(unix))]
+async fn stop_signal() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// `perf`: runs the load and prints the report (a table, or JSON with --json).
 fn perf(
     options: actormq::client::ConnectOptions,
@@ -115,9 +141,20 @@ fn perf(
             .build()?
     };
     let json = args.json;
+    // A failover run ends early, and still checks the queue, on SIGINT or SIGTERM: a
+    // script that injects faults for a number of steps stops it when they are done.
+    let watch = std::sync::Arc::new(actormq::perf::Watch::default());
+    if args.failover {
+        let watch = watch.clone();
+        rt.spawn(async move {
+            stop_signal().await;
+            eprintln!("perf: stopping the failover run; checking the queue");
+            watch.stop();
+        });
+    }
     let report = match args.amqp_url.clone() {
-        Some(url) => rt.block_on(actormq::perf::run_amqp(args, url))?,
-        None => rt.block_on(actormq::perf::run(args, options))?,
+        Some(url) => rt.block_on(actormq::perf::run_amqp_watching(args, url, watch))?,
+        None => rt.block_on(actormq::perf::run_watching(args, options, watch))?,
     };
     if json {
         println!("{}", report.json());

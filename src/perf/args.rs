@@ -126,7 +126,8 @@ pub struct PerfArgs {
     /// --duration seconds, moving to the next server of the list (`--server a,b,c` or
     /// `--amqp-url u1,u2,u3`) whenever its connection fails, republishing what was left
     /// unconfirmed; reports the failover time and checks at the end, by consuming the
-    /// queue, that every confirmed message is there.
+    /// queue, that every confirmed message is there. SIGINT or SIGTERM ends the
+    /// publishing early (the check still runs).
     #[arg(long)]
     pub failover: bool,
     /// Failover mode: seconds without a confirm (with publishes outstanding) after
