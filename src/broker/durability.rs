@@ -206,6 +206,30 @@ impl Durability {
             .remove(vhost)
     }
 
+    /// The quorum queues of the stored definitions that hold recovered messages, as
+    /// `(vhost, queue, messages)`: what a single broker stored for them. In a cluster a
+    /// quorum queue's messages are its Raft group's, so these would never be served;
+    /// [`Broker::start`](crate::broker::Broker::start) refuses to join with them.
+    pub fn quorum_backlog(&self) -> Vec<(String, String, usize)> {
+        let startup = self.startup.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = Vec::new();
+        for (vhost, stored) in &startup.vhosts {
+            for q in &stored.queues {
+                if !crate::broker::queue::quorum::is_quorum_args(&q.arguments) {
+                    continue;
+                }
+                let held = startup
+                    .queues
+                    .get(&QueueId::new(vhost, &q.name))
+                    .map_or(0, |r| r.messages.len() + r.paged.len());
+                if held > 0 {
+                    found.push((vhost.clone(), q.name.clone(), held));
+                }
+            }
+        }
+        found
+    }
+
     /// The messages recovered for queue `name` of `vhost` (taken once, when spawned).
     pub fn take_recovered(&self, vhost: &str, name: &str) -> Option<RecoveredQueue> {
         self.startup

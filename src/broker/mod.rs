@@ -239,6 +239,9 @@ impl BrokerBuilder {
             Some(store) => Arc::new(Durability::with_store(store)),
             None => durability,
         };
+        if cluster.is_some() {
+            refuse_quorum_backlog(&durability)?;
+        }
         // Virtual hosts and users are runtime definitions: a data directory that holds
         // them is authoritative; `broker.vhosts` only seeds a new one.
         let definitions = match durability.stored_definitions() {
@@ -500,4 +503,30 @@ impl BrokerHandle {
         // Everything appended and saved is written and fsynced, then the files closed.
         inner.ctx.durability.close();
     }
+}
+
+/// A single broker's quorum queues store their messages in its message log; in a
+/// cluster a quorum queue's messages are its Raft group's, and the log's would never be
+/// served. So a data directory whose quorum queues still hold messages does not start
+/// as a cluster node: the operator drains them first (RabbitMQ, for its part, has a
+/// node reset, and so emptied, before it joins a cluster).
+fn refuse_quorum_backlog(durability: &Durability) -> Result<(), BrokerError> {
+    let backlog = durability.quorum_backlog();
+    if backlog.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = backlog
+        .iter()
+        .map(|(vhost, name, n)| format!("'{name}' in vhost '{vhost}' ({n} messages)"))
+        .collect();
+    Err(BrokerError::new(
+        crate::error::ErrorCode::PreconditionFailed,
+        format!(
+            "this data directory's quorum queues hold messages stored by a single broker: {}; \
+             in a cluster a quorum queue's messages are its Raft group's and these would not \
+             be served. Start this node once without [cluster], consume them (or move them \
+             to another queue), then start it with [cluster] again",
+            list.join(", ")
+        ),
+    ))
 }

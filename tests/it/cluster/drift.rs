@@ -168,3 +168,48 @@ async fn definitions_a_node_held_before_joining_are_declared_to_the_cluster() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_brokers_quorum_queue_with_messages_keeps_its_node_out_of_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    // A single broker (no [cluster]) whose quorum queue holds two messages.
+    let mut node = block_in_place(|| Node::start(&dir.path().join("n1"), 0, &addr, &[]));
+    let api = node.api();
+    created(
+        api.put(
+            "/api/queues/%2F/orders",
+            r#"{"durable":true,"arguments":{"x-queue-type":"quorum"}}"#,
+        )
+        .await
+        .status,
+        "queue",
+    );
+    for body in ["one", "two"] {
+        let r = api
+            .post(
+                "/api/exchanges/%2F/amq.default/publish",
+                &format!(
+                    r#"{{"properties":{{"delivery_mode":2}},"routing_key":"orders","payload":"{body}","payload_encoding":"string"}}"#
+                ),
+            )
+            .await;
+        assert!(r.json()["routed"] == true, "{}", r.text());
+    }
+
+    // As a cluster node it refuses to start, naming the queue and what it holds.
+    node.kill9();
+    node.id = 1;
+    let refused = block_in_place(|| node.try_restart_with(&[(1, addr.clone())]));
+    let log = refused.expect_err("a cluster node with a quorum backlog must not start");
+    assert!(
+        log.contains("'orders' in vhost '/' (2 messages)") && log.contains("without [cluster]"),
+        "{log}"
+    );
+
+    // Nothing was lost: as a single broker again, the messages are there.
+    node.id = 0;
+    block_in_place(|| node.restart());
+    let q = node.api().get("/api/queues/%2F/orders").await.json();
+    assert_eq!(q["messages"], 2, "{q}");
+}
