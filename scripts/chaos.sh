@@ -165,9 +165,11 @@ api() { # METHOD NODE PATH [BODY]: the HTTP status; 000 when no answer came, "no
 leader() { # the leader one node reports, or nothing
   "$bin" cluster status --json --node "${addr[$1]}" 2>/dev/null | jq -r '.leader // empty' 2>/dev/null || true
 }
-defs() { # a node's export, reduced to what must be equal everywhere
+defs() { # a node's export, reduced to what must be equal everywhere; the lists as
+  # sets (a node restored from its disk lists bindings in another order)
   curl -s -m 10 -u chaos:chaos-password "http://${http[$1]}/api/definitions" |
-    jq -S '{vhosts, exchanges, queues, bindings, policies, users: [.users[] | {name, tags}]}'
+    jq -S '{vhosts, exchanges, queues, bindings, policies, users: [.users[] | {name, tags}]}
+      | map_values(if type == "array" then sort else . end)'
 }
 
 for i in $(seq 1 "$count"); do start "$i"; done
