@@ -20,7 +20,7 @@
 //! key of a publish, `read` against the binding key of a bind or unbind.
 //!
 //! The permissions are read from the shared definitions only when their
-//! [`Generation`](crate::definitions::Generation) moved (one atomic load per check), so
+//! [`crate::definitions::Generation`] moved (one atomic load per check), so
 //! a change applies to open channels at their next operation; publish decisions are
 //! cached per exchange (and per routing key on a topic exchange with a topic
 //! permission), so a publish costs an atomic load and a hash lookup, no regex.

@@ -116,7 +116,7 @@ pub fn lookup_exchange(
     }
 }
 
-/// A slot of a connection's publish window ([`Flow::inflight`]): taken when a batch is
+/// A slot of a connection's publish window (the flow's in-flight count): taken when a batch is
 /// sent, given back when it is dropped.
 pub struct FlowSlot(Arc<Flow>);
 

@@ -552,7 +552,7 @@ pub struct DeleteSelf {
     pub if_unused: bool,
     /// Refuse while messages are held.
     pub if_empty: bool,
-    /// `if_empty` counts ready messages only (see [`DeleteQueue::ready_only`]).
+    /// `if_empty` counts ready messages only (see [`crate::broker::messages::DeleteQueue::ready_only`]).
     pub ready_only: bool,
 }
 

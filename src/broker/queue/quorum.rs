@@ -110,7 +110,7 @@ const NOT_REPLICATED: &[&str] = &[
 ];
 
 /// Checks a new quorum queue of `vhost` declared in a cluster, after [`validate`]:
-/// refuses the arguments whose behaviour is not replicated yet ([`NOT_REPLICATED`]),
+/// refuses the arguments whose behaviour is not replicated yet (dead-lettering, TTLs, `x-expires`, single active consumer),
 /// with PRECONDITION_FAILED naming the argument.
 pub fn validate_replicated(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     match NOT_REPLICATED
