@@ -334,10 +334,22 @@ async fn start_groups(core: Arc<Core>) {
         .collect();
     core.quorum
         .remove_strays(&mine.iter().map(|g| g.id).collect());
-    for g in mine {
-        if let Err(e) = core.quorum.start(&g).await {
+    for g in &mine {
+        if let Err(e) = core.quorum.start(g).await {
             tracing::error!(group = g.id, error = %e, "quorum queue: cannot start this node's group member");
         }
+    }
+    // A member change the node went down in the middle of is carried on.
+    let changed: Vec<(String, String, quorum::wire::GroupId)> = core
+        .applied()
+        .groups
+        .iter()
+        .flat_map(|(v, qs)| qs.iter().map(move |(q, g)| (v, q, g)))
+        .filter(|(_, _, g)| g.changed && g.members.contains_key(&core.id))
+        .map(|(v, q, g)| (v.clone(), q.clone(), g.id))
+        .collect();
+    for (vhost, queue, id) in changed {
+        state_machine::reconcile_group(&core, vhost, queue, id);
     }
 }
 

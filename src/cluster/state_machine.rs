@@ -14,7 +14,9 @@
 use super::log_store::write_atomic;
 use super::node::Core;
 use super::op::{Op, Outcome};
+use super::quorum::regroup::{reconcile, regroup};
 use super::quorum::runtime::{limits_of, place, GroupInfo};
+use super::quorum::wire::GroupId;
 use super::types::{DefinitionsSnapshot, Homes, NodeId, Response, TypeConfig};
 use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::{
@@ -32,6 +34,7 @@ use openraft::{
     SnapshotMeta, StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The owner the cluster's log applies changes as (no connection has it: owners are
@@ -273,6 +276,7 @@ impl StateMachine {
             id: index,
             members: place(&voters, &a.groups, size),
             limits: limits_of(&queue.arguments),
+            changed: false,
         };
         a.groups
             .entry(vhost.clone())
@@ -318,6 +322,54 @@ impl StateMachine {
             self.core.quorum.stop(g.id);
         }
     }
+}
+
+impl StateMachine {
+    /// After a membership change applied: replaces the members of quorum groups that
+    /// are no longer voters ([`regroup`](super::quorum::regroup)), then acts on this
+    /// node's part: starts a member it now has (empty, to be added by the group's
+    /// leader), stops and removes one it no longer has, and has each group it is still
+    /// a member of changed by whichever member leads it.
+    async fn regroup(&self, voters: &BTreeMap<NodeId, String>) {
+        let changed = regroup(voters, &mut self.core.applied().groups);
+        let me = self.core.id;
+        for r in changed {
+            tracing::info!(vhost = %r.vhost, queue = %r.queue, group = r.after.id, before = ?r.before.members.keys().collect::<Vec<_>>(), after = ?r.after.members.keys().collect::<Vec<_>>(), "quorum queue group: members follow the cluster's membership");
+            if !r.after.members.contains_key(&me) {
+                if r.before.members.contains_key(&me) {
+                    self.core.quorum.stop(r.after.id);
+                }
+                continue;
+            }
+            if let Err(e) = self.core.quorum.start(&r.after).await {
+                tracing::error!(group = r.after.id, queue = %r.queue, error = %e, "quorum queue: cannot start this node's group member");
+                continue;
+            }
+            reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
+        }
+    }
+}
+
+/// Spawns [`reconcile`] of group `id` of queue `queue` toward its record in the
+/// applied state (after a change applied, and at start-up for a change the node went
+/// down in the middle of).
+pub(super) fn reconcile_group(core: &Arc<Core>, vhost: String, queue: String, id: GroupId) {
+    let c = core.clone();
+    let quorum = &core.quorum;
+    reconcile(
+        quorum.runtime(),
+        quorum.node_id(),
+        quorum.groups(),
+        id,
+        move || {
+            c.applied()
+                .groups
+                .get(&vhost)?
+                .get(&queue)
+                .filter(|g| g.id == id)
+                .cloned()
+        },
+    );
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -367,7 +419,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let response = match entry.payload {
                 EntryPayload::Blank => Response { error: None },
                 EntryPayload::Membership(m) => {
+                    let uniform = m.get_joint_config().len() == 1;
+                    let voters: BTreeMap<NodeId, String> = m
+                        .voter_ids()
+                        .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
+                        .collect();
                     self.core.applied().membership = StoredMembership::new(Some(log_id), m);
+                    // Once a change is complete (not the joint step): quorum groups
+                    // move off the nodes that left.
+                    if uniform {
+                        self.regroup(&voters).await;
+                    }
                     Response { error: None }
                 }
                 EntryPayload::Normal(req) => {

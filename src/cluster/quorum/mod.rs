@@ -4,12 +4,14 @@
 //! group in one process), its traffic multiplexed over the cluster port by group id
 //! ([`wire`]), publishes batched into entries and forwarded to the leader
 //! ([`publisher`]), and each node's members started and stopped with the queue's
-//! declare and delete, placed the same on every node ([`runtime`]). The broker's
+//! declare and delete, placed the same on every node ([`runtime`]), and moved off a
+//! node removed from the cluster ([`regroup`]). The broker's
 //! queue actor serves the queue on top (`src/broker/queue/actor/replica.rs`);
 //! docs/CLUSTERING.md ("Quorum queues") has the design.
 
 pub mod group;
 pub mod machine;
 pub mod publisher;
+pub mod regroup;
 pub mod runtime;
 pub mod wire;

@@ -34,6 +34,11 @@ pub struct GroupInfo {
     pub members: BTreeMap<NodeId, String>,
     /// The queue's limits, from its declare arguments.
     pub limits: Limits,
+    /// The members changed since the declare ([`super::regroup`]): the group was
+    /// initialized by its first members, and a new member waits to be added by the
+    /// group's leader instead of writing a first membership of its own.
+    #[serde(default)]
+    pub changed: bool,
 }
 
 /// Every quorum queue's group: virtual host → queue → group.
@@ -111,6 +116,21 @@ impl Members {
         }
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The groups' Rafts on this node.
+    pub fn groups(&self) -> Arc<Groups> {
+        self.groups.clone()
+    }
+
+    /// The cluster's runtime.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
     fn machines(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, GroupStateMachine>> {
         self.machines.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -144,7 +164,7 @@ impl Members {
         let fresh = !raft.is_initialized().await.unwrap_or(true);
         self.machines().insert(info.id, sm);
         self.groups.insert(info.id, raft.clone());
-        if fresh && info.members.keys().next() == Some(&self.id) {
+        if fresh && !info.changed && info.members.keys().next() == Some(&self.id) {
             let nodes: BTreeMap<NodeId, BasicNode> = info
                 .members
                 .iter()
@@ -371,6 +391,7 @@ mod tests {
             id,
             members: members.iter().map(|m| (*m, format!("n{m}"))).collect(),
             limits: Limits::default(),
+            changed: false,
         }
     }
 

@@ -15,7 +15,8 @@
 //! - [`quorum`]: quorum queues replicated in their own Raft groups: kill -9 of a
 //!   group's leader mid-stream, consumes refused off the leader, group lifecycle;
 //!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
-//!   cluster restarted, a member's data directory lost.
+//!   cluster restarted, a member's data directory lost; [`regroup`]: a removed member
+//!   replaced in its groups.
 
 mod drift;
 mod failover;
@@ -28,6 +29,7 @@ mod partition_quorum;
 mod quorum;
 mod quorum_freeze;
 mod quorum_restart;
+mod regroup;
 mod replication;
 mod security;
 
