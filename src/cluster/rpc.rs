@@ -68,6 +68,9 @@ pub enum Rpc {
     /// The leader's read index: the last log index committed when asked, confirmed by
     /// a quorum that it still leads.
     ReadIndex,
+    /// Opens a consume session for a quorum queue this node leads: the connection
+    /// then carries that session's frames only (see [`super::quorum::consume_wire`]).
+    ConsumeSession(super::quorum::consume_wire::Open),
 }
 
 /// One node's own view of the cluster.
@@ -145,6 +148,8 @@ pub enum Reply {
     /// To [`Rpc::ReadIndex`]: the index, or why the node asked cannot give one (it
     /// names the leader it knows).
     ReadIndex(Result<Option<u64>, Option<NodeId>>),
+    /// To [`Rpc::ConsumeSession`]: opened, or why not.
+    ConsumeSession(Result<(), super::quorum::consume_wire::Refused>),
 }
 
 /// Why a forwarded write was not committed.

@@ -35,6 +35,15 @@ pub(super) async fn serve(listener: TcpListener, core: Arc<Core>) {
 
 async fn connection(mut stream: Conn, core: Arc<Core>) -> std::io::Result<()> {
     while let Some((id, rpc)) = read_frame::<_, Rpc>(&mut stream).await? {
+        if let Rpc::ConsumeSession(open) = rpc {
+            // The connection is the session's from now on.
+            let here = super::quorum::session_leader::Here {
+                id: core.id,
+                broker: core.broker(),
+                groups: core.groups.clone(),
+            };
+            return super::quorum::session_leader::serve(stream, id, open, here).await;
+        }
         let reply = answer(&core, rpc).await;
         write_frame(&mut stream, id, &reply).await?;
     }
@@ -73,5 +82,11 @@ async fn answer(core: &Core, rpc: Rpc) -> Reply {
             Reply::GroupWrite(core.groups.write(group, command).await)
         }
         Rpc::ReadIndex => Reply::ReadIndex(core.read_index().await),
+        // Taken over by `connection` before it gets here.
+        Rpc::ConsumeSession(_) => Reply::ConsumeSession(Err(
+            super::quorum::consume_wire::Refused::Failed(crate::error::BrokerError::internal(
+                "a consume session must open its own connection",
+            )),
+        )),
     }
 }

@@ -9,9 +9,12 @@
 //! queue actor serves the queue on top (`src/broker/queue/actor/replica.rs`);
 //! docs/CLUSTERING.md ("Quorum queues") has the design.
 
+pub mod consume_wire;
 pub mod group;
 pub mod machine;
 pub mod publisher;
 pub mod regroup;
 pub mod runtime;
+pub mod session_follower;
+pub mod session_leader;
 pub mod wire;

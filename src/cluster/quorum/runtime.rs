@@ -361,6 +361,21 @@ impl QueueGroup {
         Some(sm.read(f))
     }
 
+    /// The cluster's runtime, where connections to peers live (a consume session's).
+    pub fn runtime(&self) -> tokio::runtime::Handle {
+        self.members.rt.clone()
+    }
+
+    /// How connections to peers are opened (the cluster port's TLS and secret).
+    pub(in crate::cluster) fn transport(&self) -> Arc<crate::cluster::transport::Transport> {
+        self.members.groups.transport()
+    }
+
+    /// The members' cluster addresses, by node id.
+    pub fn member_addrs(&self) -> &BTreeMap<NodeId, String> {
+        &self.info.members
+    }
+
     /// A member as the management API names nodes: `node2@127.0.0.1:25673`.
     pub fn node_name(&self, node: NodeId) -> String {
         match self.info.members.get(&node) {

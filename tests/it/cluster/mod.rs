@@ -27,6 +27,7 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_forward;
 mod quorum_freeze;
 mod quorum_restart;
 mod regroup;

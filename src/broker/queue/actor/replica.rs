@@ -26,6 +26,7 @@ use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
+mod remote;
 mod serve;
 
 /// Most messages one dispatch pass hands out (over every consumer).
@@ -107,6 +108,9 @@ pub(crate) struct Replica {
     /// leads means another leader may have led in between (and returned or handed
     /// out checkouts), so this node takes over again.
     term: u64,
+    /// Owners served through a consume session at the leader (this node does not
+    /// lead, or stopped leading with their consumers attached).
+    remote: remote::Remotes,
 }
 
 impl Replica {
@@ -122,6 +126,7 @@ impl Replica {
             serving: false,
             taking_over: false,
             term: 0,
+            remote: remote::Remotes::default(),
         })
     }
 
@@ -138,6 +143,7 @@ impl Replica {
 
     /// Settles `ids` of `owner` (those it holds): one `Settle` queued.
     fn settle(&mut self, owner: OwnerId, ids: &[u64], settlement: Settlement) {
+        self.remote.settle(owner, ids, settlement);
         let mut mine = Vec::new();
         for id in ids {
             if self.out.get(id).is_some_and(|o| o.owner == owner) {
@@ -177,6 +183,7 @@ impl Replica {
 
     /// `owner` went: its consumers are dropped, what it held comes back.
     fn release(&mut self, owner: OwnerId) -> bool {
+        self.remote.release(owner);
         let before = self.consumers.len();
         self.consumers.retain(|c| c.owner != owner);
         self.give_back(|o| o.owner == owner);
@@ -184,6 +191,7 @@ impl Replica {
     }
 
     fn cancel(&mut self, owner: OwnerId, tag: &str) {
+        self.remote.cancel(owner, tag);
         // Its deliveries stay with the owner (acked later, or back when it goes).
         self.consumers
             .retain(|c| !(c.owner == owner && *c.tag == *tag));

@@ -36,17 +36,18 @@ impl QueueActor {
         });
     }
 
-    /// The refusal of a consumer or a get on a node that does not lead the group.
-    fn not_leader(&self) -> BrokerError {
+    /// The refusal, on a node that does not lead the group, of what only the leader
+    /// does here (a purge; a consume session's consumer arriving after a change).
+    pub(in crate::broker::queue::actor) fn not_leader(&self) -> BrokerError {
         let r = self.replica.as_ref().expect("a replicated queue");
         let q = format!("queue '{}' in vhost '{}'", self.name, self.vhost);
         let message = match r.group.leader() {
             Some(l) => format!(
-                "{q} is a quorum queue led by {}: consume from it on that node (consumers are not forwarded to the leader yet)",
+                "{q} is a quorum queue led by {}: this is done on that node",
                 r.group.describe(l)
             ),
             None => format!(
-                "{q} is a quorum queue with no leader known on this node (an election, or this node is not one of its members {:?}): consume from it on its leader",
+                "{q} is a quorum queue with no leader known on this node (an election, or this node is not one of its members {:?}): this is done on its leader",
                 r.group.member_ids()
             ),
         };
@@ -92,8 +93,12 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> Result<Arc<str>, BrokerError> {
         if !self.replica().leads() {
-            return Err(self.not_leader());
+            return self.remote_consume(msg);
         }
+        let forwarded = msg
+            .options
+            .arguments
+            .contains_key(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
         let r = self.replica();
         if msg.options.exclusive && !r.consumers.is_empty() {
@@ -103,6 +108,9 @@ impl QueueActor {
         }
         let id = r.next_consumer;
         r.next_consumer += 1;
+        if forwarded {
+            r.remote.mark_forwarded(id);
+        }
         let tag: Arc<str> = if msg.options.tag.is_empty() {
             Arc::from(format!("amq.ctag-{}-{id}", self.incarnation))
         } else {
@@ -141,7 +149,10 @@ impl QueueActor {
         msg: Get,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
-        if !self.replica().leads() || !self.replica().serving {
+        if !self.replica().leads() {
+            return self.remote_get(msg);
+        }
+        if !self.replica().serving {
             let e = self.not_leader();
             return Box::pin(actix::fut::ready(Err(e)));
         }
@@ -206,6 +217,7 @@ impl QueueActor {
     }
 
     pub(in crate::broker::queue::actor) fn replica_credit(&mut self, consumer: u64, amount: u32) {
+        self.replica().remote.credit(consumer, amount);
         if let Some(c) = self
             .replica()
             .consumers
@@ -239,6 +251,7 @@ impl QueueActor {
                     settlement,
                 } => r.settle(owner, &ids, settlement),
                 Control::Credit { consumer, amount } => {
+                    r.remote.credit(consumer, amount);
                     if let Some(c) = r.consumers.iter_mut().find(|c| c.id == consumer) {
                         c.window = c.window.saturating_add(amount);
                     }
@@ -292,23 +305,13 @@ impl QueueActor {
                 r.cmds.push_front(Cmd::Return(None));
             }
         } else if r.serving || r.taking_over || !r.consumers.is_empty() {
-            tracing::info!(queue = %name, group = r.group.id(), leader = ?r.group.leader(), "quorum queue: this node no longer leads its group; its consumers are cancelled");
+            tracing::info!(queue = %name, group = r.group.id(), leader = ?r.group.leader(), "quorum queue: this node no longer leads its group; its consumers move to the leader");
             r.serving = false;
             r.out.clear();
             r.cmds.retain(|c| matches!(c, Cmd::Return(None)));
             r.pending.clear();
-            let leader = r.group.leader().map(|l| r.group.describe(l));
-            for c in r.consumers.drain(..) {
-                if let Some(to) = &c.handle.cancelled {
-                    to.do_send(ConsumerCancelled {
-                        consumer_tag: c.tag.clone(),
-                        reason: format!(
-                            "quorum queue '{name}': this node no longer leads it (leader: {})",
-                            leader.as_deref().unwrap_or("unknown")
-                        ),
-                    });
-                }
-            }
+            // Its consumers go on at the new leader, through consume sessions.
+            self.forward_own_consumers();
         }
         self.replica_dispatch(ctx);
     }
@@ -460,7 +463,7 @@ impl QueueActor {
         QueueStats {
             ready,
             unacked,
-            consumers: r.consumers.len() as u32,
+            consumers: (r.consumers.len() + r.remote.count()) as u32,
             bytes: 0,
             delayed: 0,
             counts: Default::default(),
@@ -469,6 +472,7 @@ impl QueueActor {
 
     pub(in crate::broker::queue::actor) fn replica_consumers(&self) -> Vec<ConsumerInfo> {
         let r = self.replica.as_ref().expect("a replicated queue");
+        let remote = self.remote_consumers();
         r.consumers
             .iter()
             .map(|c| ConsumerInfo {
@@ -479,11 +483,13 @@ impl QueueActor {
                 active: true,
                 priority: 0,
             })
+            .chain(remote)
             .collect()
     }
 
     /// The queue was deleted: its consumers are told; answers the ready count.
     pub(in crate::broker::queue::actor) fn replica_delete(&mut self, reason: &str) -> u64 {
+        self.remote_delete(reason);
         let name = self.name.clone();
         let r = self.replica();
         for c in r.consumers.drain(..) {

@@ -1,0 +1,267 @@
+//! Consumers and gets on a node that does not lead the queue's group: forwarded to
+//! the leader through one consume session per owner
+//! ([`crate::cluster::quorum::session_follower`]), which follows the leadership on its
+//! own. The queue actor only routes its owners' consumes, gets, settlements, credit,
+//! cancels and departures to their session, and, when this node stops leading, hands
+//! its own consumers over to sessions instead of cancelling them.
+
+use super::*;
+use crate::cluster::quorum::consume_wire::{Spec, FORWARDED_ARG};
+use crate::cluster::quorum::session_follower::{FollowerSession, LocalConsumer};
+
+/// A consumer served through a session (for the queue's counts and listings).
+struct RemoteConsumer {
+    id: u64,
+    tag: Arc<str>,
+    prefetch: u32,
+    auto_ack: bool,
+    cancelled: Option<Recipient<ConsumerCancelled>>,
+}
+
+/// One owner's session and consumers.
+struct OwnerSession {
+    session: FollowerSession,
+    consumers: Vec<RemoteConsumer>,
+}
+
+/// The owners served through a session, by owner.
+#[derive(Default)]
+pub(super) struct Remotes {
+    owners: HashMap<OwnerId, OwnerSession>,
+    /// Ids of this node's consumers made by a follower's consume session: when this
+    /// node stops leading they are cancelled (their session opens again at the new
+    /// leader), never forwarded a second time.
+    forwarded: HashSet<u64>,
+}
+
+impl Remotes {
+    /// Settles `ids` of `owner` given through its session (the others are not its).
+    pub(super) fn settle(&self, owner: OwnerId, ids: &[u64], s: Settlement) {
+        if let Some(o) = self.owners.get(&owner) {
+            o.session.settle(ids, s);
+        }
+    }
+
+    /// Transport credit of consumer `id`, if it is served through a session.
+    pub(super) fn credit(&self, id: u64, amount: u32) {
+        if let Some(o) = self
+            .owners
+            .values()
+            .find(|o| o.consumers.iter().any(|c| c.id == id))
+        {
+            o.session.credit(id, amount);
+        }
+    }
+
+    pub(super) fn cancel(&mut self, owner: OwnerId, tag: &str) {
+        if let Some(o) = self.owners.get_mut(&owner) {
+            if let Some(at) = o.consumers.iter().position(|c| &*c.tag == tag) {
+                let c = o.consumers.remove(at);
+                o.session.cancel(c.tag);
+            }
+        }
+    }
+
+    /// The owner went: its session ends, and the leader gives back what it held.
+    pub(super) fn release(&mut self, owner: OwnerId) {
+        self.owners.remove(&owner);
+    }
+
+    /// Consumer `id` of this node was made by a follower's consume session.
+    pub(super) fn mark_forwarded(&mut self, id: u64) {
+        self.forwarded.insert(id);
+    }
+
+    pub(super) fn count(&self) -> usize {
+        self.owners.values().map(|o| o.consumers.len()).sum()
+    }
+
+    fn has_tag(&self, owner: OwnerId, tag: &str) -> bool {
+        self.owners
+            .get(&owner)
+            .is_some_and(|o| o.consumers.iter().any(|c| &*c.tag == tag))
+    }
+}
+
+impl QueueActor {
+    fn session_of(&mut self, owner: OwnerId) -> &mut OwnerSession {
+        let (vhost, name, handle) = (
+            self.vhost.clone(),
+            self.name.clone(),
+            self.handle.clone().expect("queue handle set in started"),
+        );
+        let r = self.replica.as_mut().expect("a replicated queue");
+        let group = r.group.clone();
+        r.remote
+            .owners
+            .entry(owner)
+            .or_insert_with(|| OwnerSession {
+                session: FollowerSession::start(group, &vhost, &name, handle),
+                consumers: Vec::new(),
+            })
+    }
+
+    /// A consume on a node that does not lead: served by the leader through the
+    /// owner's session. A consume the leader refuses later (an exclusive consumer on
+    /// another node) is cancelled with the leader's reason.
+    pub(in crate::broker::queue::actor) fn remote_consume(
+        &mut self,
+        msg: Consume,
+    ) -> Result<Arc<str>, BrokerError> {
+        if msg.options.arguments.contains_key(FORWARDED_ARG) {
+            // A session's consumer reached a node that no longer leads: the session
+            // opens again at the leader, never through a second node.
+            return Err(self.not_leader());
+        }
+        let (name, vhost) = (self.name.clone(), self.vhost.clone());
+        let r = self.replica.as_mut().expect("a replicated queue");
+        if msg.options.exclusive && (r.remote.count() > 0 || !r.consumers.is_empty()) {
+            return Err(BrokerError::locked(format!(
+                "queue '{name}' in vhost '{vhost}' already has consumers: exclusive consume refused"
+            )));
+        }
+        let id = r.next_consumer;
+        r.next_consumer += 1;
+        let tag: Arc<str> = if msg.options.tag.is_empty() {
+            Arc::from(format!("amq.ctag-{}-{id}", self.incarnation))
+        } else {
+            Arc::from(msg.options.tag.as_str())
+        };
+        if r.remote.has_tag(msg.owner, &tag) {
+            return Err(BrokerError::not_allowed(format!(
+                "consumer tag '{tag}' is already in use on queue '{name}'"
+            )));
+        }
+        self.forward_consumer(
+            msg.owner,
+            LocalConsumer {
+                id,
+                tag: tag.clone(),
+                spec: Spec {
+                    tag: tag.to_string(),
+                    prefetch: msg.options.prefetch,
+                    auto_ack: msg.options.auto_ack,
+                    exclusive: msg.options.exclusive,
+                },
+                window: msg.window,
+                deliver: msg.deliver,
+                cancelled: msg.cancelled,
+            },
+        );
+        Ok(tag)
+    }
+
+    fn forward_consumer(&mut self, owner: OwnerId, c: LocalConsumer) {
+        let o = self.session_of(owner);
+        o.consumers.push(RemoteConsumer {
+            id: c.id,
+            tag: c.tag.clone(),
+            prefetch: c.spec.prefetch,
+            auto_ack: c.spec.auto_ack,
+            cancelled: c.cancelled.clone(),
+        });
+        o.session.consume(c);
+    }
+
+    /// A `basic.get` on a node that does not lead: pulled at the leader through the
+    /// owner's session (an unacked one is the session's until settled).
+    pub(in crate::broker::queue::actor) fn remote_get(
+        &mut self,
+        msg: Get,
+    ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
+        let (tx, rx) = oneshot::channel();
+        self.session_of(msg.owner).session.get(msg.auto_ack, tx);
+        Box::pin(actix::fut::wrap_future::<_, Self>(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(BrokerError::internal(
+                    "quorum queue: the consume session stopped before the get's answer",
+                ))
+            })
+        }))
+    }
+
+    /// This node stopped leading: its consumers whose client is still there go on
+    /// through sessions to the new leader (what they held is returned there and
+    /// redelivered marked); the others are dropped.
+    pub(in crate::broker::queue::actor) fn forward_own_consumers(&mut self) {
+        let name = self.name.clone();
+        let r = self.replica.as_mut().expect("a replicated queue");
+        let own: Vec<Consumer> = r.consumers.drain(..).collect();
+        for c in own {
+            if r_forwarded(self, c.id) {
+                if let Some(to) = &c.handle.cancelled {
+                    to.do_send(ConsumerCancelled {
+                        consumer_tag: c.tag.clone(),
+                        reason: format!("quorum queue '{name}': this node no longer leads it"),
+                    });
+                }
+                continue;
+            }
+            if !c.handle.deliver.connected() {
+                continue;
+            }
+            // Credit out now comes back to this id, and is the session's from now on.
+            let window = c.window;
+            self.forward_consumer(
+                c.owner,
+                LocalConsumer {
+                    id: c.id,
+                    tag: c.tag.clone(),
+                    spec: Spec {
+                        tag: c.tag.to_string(),
+                        prefetch: c.prefetch,
+                        auto_ack: c.auto_ack,
+                        exclusive: false,
+                    },
+                    window,
+                    deliver: c.handle.deliver,
+                    cancelled: c.handle.cancelled,
+                },
+            );
+        }
+    }
+
+    /// The queue was deleted: consumers served through sessions are told, and the
+    /// sessions end.
+    pub(in crate::broker::queue::actor) fn remote_delete(&mut self, reason: &str) {
+        let name = self.name.clone();
+        let r = self.replica.as_mut().expect("a replicated queue");
+        for (_, o) in r.remote.owners.drain() {
+            drop(o.session);
+            for c in o.consumers {
+                if let Some(to) = &c.cancelled {
+                    to.do_send(ConsumerCancelled {
+                        consumer_tag: c.tag.clone(),
+                        reason: format!("queue '{name}' was deleted ({reason})"),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Consumers served through sessions, for the listings.
+    pub(in crate::broker::queue::actor) fn remote_consumers(&self) -> Vec<ConsumerInfo> {
+        let r = self.replica.as_ref().expect("a replicated queue");
+        r.remote
+            .owners
+            .iter()
+            .flat_map(|(owner, o)| {
+                o.consumers.iter().map(|c| ConsumerInfo {
+                    tag: c.tag.to_string(),
+                    owner: *owner,
+                    prefetch: c.prefetch,
+                    ack_required: !c.auto_ack,
+                    active: true,
+                    priority: 0,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether consumer `id` was made by a follower's session (forgotten once asked: it
+/// is asked when the consumer leaves this node).
+fn r_forwarded(actor: &mut QueueActor, id: u64) -> bool {
+    let r = actor.replica.as_mut().expect("a replicated queue");
+    r.remote.forwarded.remove(&id)
+}

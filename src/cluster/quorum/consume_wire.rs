@@ -1,0 +1,208 @@
+//! Consumers on any node: the frames of a *consume session*, the connection a node
+//! that does not lead a quorum queue's group opens to the node that does, so that its
+//! clients' consumers and gets are served there (as RabbitMQ serves a consumer on
+//! any node from the queue's leader).
+//!
+//! A session is one connection on the cluster port, opened with
+//! [`crate::cluster::rpc::Rpc::ConsumeSession`] and answered once; the connection then
+//! carries [`Up`] frames (follower to leader) and [`Down`] frames (leader to follower)
+//! in both directions at once, with the cluster protocol's framing. One session per
+//! queue and owner (a client's channel or connection) on the follower: on the leader
+//! it is one owner, so settlements name its deliveries exactly as a local channel's
+//! would, and its end (the follower's owner gone, the connection broken) gives back
+//! what it held, redelivered marked.
+//!
+//! Flow control on every hop: a consumer's [`Up::Consume`] carries the credit the
+//! follower's client can take (its transport window), [`Up::Credit`] adds to it as
+//! the client writes deliveries out, and the leader pulls from its queue only while
+//! credit is left; the leader's queue applies the consumer's prefetch as for a local
+//! consumer. Nothing is buffered without a bound on either side.
+
+use super::group::StoredMessage;
+use super::wire::GroupId;
+use crate::cluster::NodeId;
+use crate::error::BrokerError;
+use serde::{Deserialize, Serialize};
+
+/// The consumer argument the leader's side of a session sets on the consumers it
+/// makes: such a consumer is refused (never forwarded again) by a node that does not
+/// lead the group, so a session never chains through a second node.
+pub const FORWARDED_ARG: &str = "x-actormq-forwarded";
+
+/// Opens a session: the queue, by its group and name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Open {
+    /// The queue's group (the leader checks that its member leads it).
+    pub group: GroupId,
+    /// The virtual host.
+    pub vhost: String,
+    /// The queue.
+    pub queue: String,
+    /// The node that opens it (logs).
+    pub from: NodeId,
+}
+
+/// Why a session was not opened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Refused {
+    /// The node asked does not lead the group: the leader it knows, if any.
+    NotLeader(Option<NodeId>),
+    /// Anything else (the queue is unknown there, for instance).
+    Failed(BrokerError),
+}
+
+/// A consumer's options as the leader needs them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// The tag the follower gave it (unique within the session).
+    pub tag: String,
+    /// Unacked deliveries at most (0: unlimited).
+    pub prefetch: u32,
+    /// Deliveries count as acked when sent.
+    pub auto_ack: bool,
+    /// Refuse other consumers while it is attached.
+    pub exclusive: bool,
+}
+
+/// How deliveries are settled (the broker's `Settlement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum How {
+    /// Done with.
+    Ack,
+    /// Back to its place, marked redelivered.
+    Requeue,
+    /// Dropped (dead-lettered where configured).
+    Discard,
+}
+
+/// From the follower to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Up {
+    /// Attaches a consumer; `credit` deliveries may be sent to it now.
+    Consume {
+        /// Its options.
+        spec: Spec,
+        /// Deliveries the follower can take now.
+        credit: u32,
+    },
+    /// More deliveries the consumer `tag` can take.
+    Credit {
+        /// The consumer.
+        tag: String,
+        /// How many more.
+        amount: u32,
+    },
+    /// Detaches consumer `tag`; its unacked deliveries stay with the session.
+    Cancel {
+        /// The consumer.
+        tag: String,
+    },
+    /// Settles deliveries of this session, by the leader's ids.
+    Settle {
+        /// The leader's delivery ids.
+        ids: Vec<u64>,
+        /// What becomes of them.
+        how: How,
+    },
+    /// Pulls one message (`basic.get`), answered by [`Down::Got`] with `req`.
+    Get {
+        /// The request's number.
+        req: u64,
+        /// Count it acked at once.
+        auto_ack: bool,
+    },
+}
+
+/// One delivery as the leader made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireDelivery {
+    /// The leader's id of the delivery (what settlements name).
+    pub id: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Deliveries of the message so far, this one included.
+    pub delivery_count: u32,
+    /// The message (with its `x-delivery-count` header when redelivered).
+    pub message: StoredMessage,
+}
+
+/// From the leader to the follower.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Down {
+    /// The consume of `tag` was refused (an exclusive consumer elsewhere, ...).
+    Refused {
+        /// The consumer.
+        tag: String,
+        /// Why.
+        error: BrokerError,
+    },
+    /// Deliveries to consumer `tag`, in queue order.
+    Deliver {
+        /// The consumer.
+        tag: String,
+        /// The deliveries.
+        deliveries: Vec<WireDelivery>,
+    },
+    /// The leader's queue cancelled consumer `tag` (it stopped leading, or the queue
+    /// was deleted): the follower opens the session again wherever the group is led.
+    Cancelled {
+        /// The consumer.
+        tag: String,
+        /// Why.
+        reason: String,
+    },
+    /// The answer to [`Up::Get`]: a delivery and the count left, none, or why not.
+    Got {
+        /// The request's number.
+        req: u64,
+        /// The answer (boxed: the other frames are small).
+        result: Box<Result<Option<(WireDelivery, u64)>, BrokerError>>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::rpc::{read_frame, write_frame};
+
+    #[tokio::test]
+    async fn session_frames_round_trip_through_the_cluster_framing() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let message = StoredMessage {
+            exchange: "x".into(),
+            routing_key: "k".into(),
+            properties: Default::default(),
+            body: bytes::Bytes::from_static(b"body"),
+        };
+        let down = Down::Deliver {
+            tag: "c1".into(),
+            deliveries: vec![WireDelivery {
+                id: 7,
+                redelivered: true,
+                delivery_count: 2,
+                message: message.clone(),
+            }],
+        };
+        write_frame(&mut a, 3, &down).await.unwrap();
+        let (id, got): (u64, Down) = read_frame(&mut b).await.unwrap().unwrap();
+        assert_eq!(id, 3);
+        match got {
+            Down::Deliver { tag, deliveries } => {
+                assert_eq!(tag, "c1");
+                assert_eq!(deliveries.len(), 1);
+                assert_eq!(deliveries[0].id, 7);
+                assert!(deliveries[0].redelivered);
+                assert_eq!(deliveries[0].delivery_count, 2);
+                assert_eq!(deliveries[0].message, message);
+            }
+            other => panic!("{other:?}"),
+        }
+        let up = Up::Settle {
+            ids: vec![1, 2],
+            how: How::Requeue,
+        };
+        write_frame(&mut b, 4, &up).await.unwrap();
+        let (_, got): (u64, Up) = read_frame(&mut a).await.unwrap().unwrap();
+        assert!(matches!(got, Up::Settle { ids, how: How::Requeue } if ids == [1, 2]));
+    }
+}

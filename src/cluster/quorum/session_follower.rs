@@ -1,0 +1,470 @@
+//! The follower's side of a consume session ([`super::consume_wire`]): one task per
+//! queue and owner on a node that does not lead the queue's group. It holds the
+//! owner's consumers (their tags, options and the credit their client can take) and
+//! keeps a session open at whichever node leads: when the session breaks (the
+//! leader died), or the leader's queue cancels its consumers (it stopped leading),
+//! or this node learns of another leader, it opens a new session there and attaches
+//! every consumer again, without the client noticing more than redeliveries.
+//!
+//! Delivery ids: each delivery handed to the client gets an id of this node (above
+//! [`LOCAL_IDS`], apart from any message id), mapped to the leader's id for the
+//! session it came through. A session's end forgets its map: the leader it came from
+//! gives back what it held (or the next leader returns it at its takeover), so the
+//! message comes again, marked redelivered, under a new id; a settlement of an old id
+//! settles nothing (see docs/CLUSTERING.md, "Consumers on any node").
+
+use super::consume_wire::{Down, How, Open, Refused, Spec, Up, WireDelivery};
+use super::runtime::QueueGroup;
+use crate::broker::messages::{ConsumerCancelled, Credit, Deliver, Delivery, Settlement};
+use crate::broker::queue::QueueHandle;
+use crate::cluster::rpc::{read_frame, write_frame, Reply, Rpc};
+use crate::cluster::transport::Conn;
+use crate::cluster::NodeId;
+use crate::error::BrokerError;
+use actix::Recipient;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+/// Delivery ids handed out by follower sessions start here (message ids stay below).
+pub const LOCAL_IDS: u64 = 1 << 62;
+static NEXT_LOCAL: AtomicU64 = AtomicU64::new(LOCAL_IDS);
+
+/// How often a session checks that its node still leads the group.
+const CHECK_LEADER: Duration = Duration::from_millis(250);
+/// The longest pause between two attempts to open a session.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// How long opening a session may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The answer to a get.
+pub type GetAnswer = oneshot::Sender<Result<Option<(Delivery, u64)>, BrokerError>>;
+
+/// A consumer of the owner, as the follower's queue actor hands it over.
+pub struct LocalConsumer {
+    /// The queue actor's id of it (what its transport credit names).
+    pub id: u64,
+    /// Its tag.
+    pub tag: Arc<str>,
+    /// Its options.
+    pub spec: Spec,
+    /// Deliveries its client can take now (the transport window).
+    pub window: u32,
+    /// Where deliveries go.
+    pub deliver: Recipient<Deliver>,
+    /// Where a cancel by the broker goes.
+    pub cancelled: Option<Recipient<ConsumerCancelled>>,
+}
+
+enum Order {
+    Consume(LocalConsumer),
+    Cancel(Arc<str>),
+    Settle(Vec<u64>, How),
+    Credit(u64, u32),
+    Get(bool, GetAnswer),
+}
+
+/// The owner's session, as the queue actor holds it: dropping it ends the session
+/// (what the leader holds for it comes back).
+pub struct FollowerSession {
+    orders: mpsc::UnboundedSender<Order>,
+}
+
+impl FollowerSession {
+    /// Starts the task (on the cluster's runtime) serving `queue` of `vhost` through
+    /// `group`'s leader; deliveries name `handle` for their settlements and credit.
+    pub fn start(
+        group: Arc<QueueGroup>,
+        vhost: &str,
+        queue: &str,
+        handle: QueueHandle,
+    ) -> FollowerSession {
+        let (orders, rx) = mpsc::unbounded_channel();
+        let open = Open {
+            group: group.id(),
+            vhost: vhost.to_string(),
+            queue: queue.to_string(),
+            from: group.node_id(),
+        };
+        let task = Task {
+            group: group.clone(),
+            open,
+            handle,
+            consumers: BTreeMap::new(),
+            map: HashMap::new(),
+            gets: HashMap::new(),
+            waiting: Vec::new(),
+            next_req: 1,
+            turn: 0,
+        };
+        group.runtime().spawn(task.run(rx));
+        FollowerSession { orders }
+    }
+
+    /// Attaches a consumer (opened at the leader at once, or when a session opens).
+    pub fn consume(&self, c: LocalConsumer) {
+        let _ = self.orders.send(Order::Consume(c));
+    }
+
+    /// Detaches consumer `tag`; its deliveries can still be settled.
+    pub fn cancel(&self, tag: Arc<str>) {
+        let _ = self.orders.send(Order::Cancel(tag));
+    }
+
+    /// Settles deliveries by this node's ids (others are skipped).
+    pub fn settle(&self, ids: &[u64], s: Settlement) {
+        let ids: Vec<u64> = ids.iter().copied().filter(|i| *i >= LOCAL_IDS).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let how = match s {
+            Settlement::Ack => How::Ack,
+            Settlement::Requeue => How::Requeue,
+            Settlement::Discard => How::Discard,
+        };
+        let _ = self.orders.send(Order::Settle(ids, how));
+    }
+
+    /// Transport credit returned to consumer `id` (the queue actor's id).
+    pub fn credit(&self, id: u64, amount: u32) {
+        let _ = self.orders.send(Order::Credit(id, amount));
+    }
+
+    /// Pulls one message at the leader.
+    pub fn get(&self, auto_ack: bool, answer: GetAnswer) {
+        if let Err(mpsc::error::SendError(Order::Get(_, answer))) =
+            self.orders.send(Order::Get(auto_ack, answer))
+        {
+            let _ = answer.send(Err(BrokerError::internal(
+                "quorum queue: the consume session stopped",
+            )));
+        }
+    }
+}
+
+/// Why a session ended.
+enum End {
+    /// The owner went (the queue actor dropped its session).
+    OwnerGone,
+    /// Broken, refused, or the leader moved: open another.
+    Again(Duration),
+}
+
+struct Task {
+    group: Arc<QueueGroup>,
+    open: Open,
+    handle: QueueHandle,
+    consumers: BTreeMap<Arc<str>, LocalConsumer>,
+    /// This node's delivery ids → the leader's, for the session open now.
+    map: HashMap<u64, u64>,
+    /// Gets sent in the session open now (auto-ack or not).
+    gets: HashMap<u64, (bool, GetAnswer)>,
+    /// Gets waiting for a session.
+    waiting: Vec<(bool, GetAnswer)>,
+    next_req: u64,
+    /// Round robin over the members while no leader is known.
+    turn: usize,
+}
+
+impl Task {
+    async fn run(mut self, mut orders: mpsc::UnboundedReceiver<Order>) {
+        let mut pause = Duration::ZERO;
+        let mut hint: Option<NodeId> = None;
+        loop {
+            if !pause.is_zero() {
+                let until = tokio::time::Instant::now() + pause;
+                loop {
+                    tokio::select! {
+                        o = orders.recv() => match o {
+                            Some(o) => self.offline(o),
+                            None => return,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
+            let target = hint
+                .take()
+                .or_else(|| self.group.leader())
+                .unwrap_or_else(|| {
+                    let ids: Vec<NodeId> = self.group.member_ids();
+                    self.turn += 1;
+                    ids[self.turn % ids.len().max(1)]
+                });
+            match self.connect(target).await {
+                Ok(conn) => {
+                    tracing::debug!(queue = %self.open.queue, leader = target, "consume session open");
+                    match self.session(conn, target, &mut orders).await {
+                        End::OwnerGone => return,
+                        End::Again(p) => pause = p,
+                    }
+                }
+                Err(Refused::NotLeader(l)) => {
+                    hint = l.filter(|l| *l != target);
+                    pause = Duration::from_millis(50);
+                }
+                Err(Refused::Failed(e)) => {
+                    tracing::debug!(queue = %self.open.queue, node = target, error = %e, "consume session not opened");
+                    pause = (pause * 2).clamp(Duration::from_millis(100), MAX_PAUSE);
+                }
+            }
+        }
+    }
+
+    /// An order while no session is open.
+    fn offline(&mut self, o: Order) {
+        match o {
+            Order::Consume(c) => {
+                self.consumers.insert(c.tag.clone(), c);
+            }
+            Order::Cancel(tag) => {
+                self.consumers.remove(&tag);
+            }
+            // Ids of a session that ended: its leader gave them back.
+            Order::Settle(..) => {}
+            Order::Credit(id, n) => {
+                if let Some(c) = self.consumers.values_mut().find(|c| c.id == id) {
+                    c.window = c.window.saturating_add(n);
+                }
+            }
+            Order::Get(auto_ack, answer) => self.waiting.push((auto_ack, answer)),
+        }
+    }
+
+    async fn connect(&self, target: NodeId) -> Result<Conn, Refused> {
+        let failed = |what: String| Refused::Failed(BrokerError::internal(what));
+        let Some(addr) = self.group.member_addrs().get(&target).cloned() else {
+            return Err(failed(format!("node {target} is no member of the group")));
+        };
+        let transport = self.group.transport();
+        let rpc = Rpc::ConsumeSession(self.open.clone());
+        let opening = async {
+            let mut conn = transport.connect(&addr).await?;
+            write_frame(&mut conn, 1, &rpc).await?;
+            match read_frame::<_, Reply>(&mut conn).await? {
+                Some((_, Reply::ConsumeSession(r))) => Ok((conn, r)),
+                other => Err(std::io::Error::other(format!(
+                    "unexpected answer {other:?}"
+                ))),
+            }
+        };
+        match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+            Ok(Ok((conn, Ok(())))) => Ok(conn),
+            Ok(Ok((_, Err(refused)))) => Err(refused),
+            Ok(Err(e)) => Err(failed(format!("{addr}: {e}"))),
+            Err(_) => Err(failed(format!("{addr}: no answer within {OPEN_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Runs one session until it ends.
+    async fn session(
+        &mut self,
+        conn: Conn,
+        target: NodeId,
+        orders: &mut mpsc::UnboundedReceiver<Order>,
+    ) -> End {
+        let (rd, mut wr) = tokio::io::split(conn);
+        let (frames_tx, mut frames) = mpsc::channel::<Down>(16);
+        let reader = tokio::spawn(read_down(rd, frames_tx));
+        let end = self.serve(&mut wr, &mut frames, target, orders).await;
+        reader.abort();
+        // What the leader gave through this session, it gets back: forget the ids.
+        self.map.clear();
+        let mut pending: Vec<(u64, (bool, GetAnswer))> = self.gets.drain().collect();
+        pending.sort_by_key(|(req, _)| *req);
+        // Asked again in the next session (a delivery made for one is returned).
+        self.waiting.extend(pending.into_iter().map(|(_, g)| g));
+        end
+    }
+
+    async fn serve(
+        &mut self,
+        wr: &mut WriteHalf<Conn>,
+        frames: &mut mpsc::Receiver<Down>,
+        target: NodeId,
+        orders: &mut mpsc::UnboundedReceiver<Order>,
+    ) -> End {
+        let broken = End::Again(Duration::from_millis(100));
+        let mut n = 0u64;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        let reopen: Vec<Up> = self
+            .consumers
+            .values()
+            .map(|c| Up::Consume {
+                spec: c.spec.clone(),
+                credit: c.window,
+            })
+            .collect();
+        for frame in reopen {
+            if write_frame(wr, next(), &frame).await.is_err() {
+                return broken;
+            }
+        }
+        for (auto_ack, answer) in std::mem::take(&mut self.waiting) {
+            let req = self.next_req;
+            self.next_req += 1;
+            self.gets.insert(req, (auto_ack, answer));
+            if write_frame(wr, next(), &Up::Get { req, auto_ack })
+                .await
+                .is_err()
+            {
+                return broken;
+            }
+        }
+        let mut tick = tokio::time::interval(CHECK_LEADER);
+        loop {
+            let frame = tokio::select! {
+                o = orders.recv() => match o {
+                    None => return End::OwnerGone,
+                    Some(o) => match self.online(o) {
+                        Some(frame) => frame,
+                        None => continue,
+                    },
+                },
+                f = frames.recv() => match f {
+                    None => return broken,
+                    Some(Down::Cancelled { tag, reason }) => {
+                        tracing::info!(queue = %self.open.queue, tag, leader = target, %reason, "quorum queue: the leader's side cancelled a forwarded consumer; reopening the session");
+                        return End::Again(Duration::from_millis(50));
+                    }
+                    Some(f) => match self.down(f) {
+                        Some(frame) => frame,
+                        None => continue,
+                    },
+                },
+                _ = tick.tick() => {
+                    if self.group.leader().is_some_and(|l| l != target) {
+                        return End::Again(Duration::ZERO);
+                    }
+                    continue;
+                }
+            };
+            if write_frame(wr, next(), &frame).await.is_err() {
+                return broken;
+            }
+        }
+    }
+
+    /// An order while a session is open: the frame it sends, if any.
+    fn online(&mut self, o: Order) -> Option<Up> {
+        match o {
+            Order::Consume(c) => {
+                let frame = Up::Consume {
+                    spec: c.spec.clone(),
+                    credit: c.window,
+                };
+                self.consumers.insert(c.tag.clone(), c);
+                Some(frame)
+            }
+            Order::Cancel(tag) => {
+                self.consumers.remove(&tag)?;
+                Some(Up::Cancel {
+                    tag: tag.to_string(),
+                })
+            }
+            Order::Settle(ids, how) => {
+                let ids: Vec<u64> = ids.iter().filter_map(|i| self.map.remove(i)).collect();
+                (!ids.is_empty()).then_some(Up::Settle { ids, how })
+            }
+            Order::Credit(id, amount) => {
+                let c = self.consumers.values_mut().find(|c| c.id == id)?;
+                c.window = c.window.saturating_add(amount);
+                Some(Up::Credit {
+                    tag: c.tag.to_string(),
+                    amount,
+                })
+            }
+            Order::Get(auto_ack, answer) => {
+                let req = self.next_req;
+                self.next_req += 1;
+                self.gets.insert(req, (auto_ack, answer));
+                Some(Up::Get { req, auto_ack })
+            }
+        }
+    }
+
+    /// This node's delivery of `w`: a new id, mapped to the leader's when it is to be
+    /// settled.
+    fn local(&mut self, w: WireDelivery, settled: bool) -> Delivery {
+        let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
+        if !settled {
+            self.map.insert(id, w.id);
+        }
+        Delivery {
+            id,
+            redelivered: w.redelivered,
+            delivery_count: w.delivery_count,
+            message: Arc::new(w.message.to_message()),
+            stored: None,
+        }
+    }
+
+    /// A frame from the leader: the answer it needs, if any.
+    fn down(&mut self, f: Down) -> Option<Up> {
+        match f {
+            Down::Deliver { tag, deliveries } => {
+                let Some(c) = self.consumers.get(tag.as_str()) else {
+                    // Cancelled here meanwhile: back to the queue.
+                    let ids = deliveries.iter().map(|d| d.id).collect();
+                    return Some(Up::Settle {
+                        ids,
+                        how: How::Requeue,
+                    });
+                };
+                let (auto_ack, consumer, ctag) = (c.spec.auto_ack, c.id, c.tag.clone());
+                let n = deliveries.len() as u32;
+                let deliveries: Vec<Delivery> = deliveries
+                    .into_iter()
+                    .map(|w| self.local(w, auto_ack))
+                    .collect();
+                let c = self.consumers.get_mut(tag.as_str())?;
+                c.window = c.window.saturating_sub(n);
+                // do_send: the credit the leader was given bounds what is in flight.
+                c.deliver.do_send(Deliver {
+                    consumer_tag: ctag,
+                    queue: self.handle.clone(),
+                    deliveries,
+                    credit: Credit {
+                        queue: Some(self.handle.clone()),
+                        consumer,
+                        amount: n,
+                    },
+                });
+                None
+            }
+            Down::Refused { tag, error } => {
+                tracing::info!(queue = %self.open.queue, tag, %error, "quorum queue: the leader refused a forwarded consumer");
+                if let Some(c) = self.consumers.remove(tag.as_str()) {
+                    if let Some(to) = &c.cancelled {
+                        to.do_send(ConsumerCancelled {
+                            consumer_tag: c.tag.clone(),
+                            reason: error.to_string(),
+                        });
+                    }
+                }
+                None
+            }
+            Down::Got { req, result } => {
+                let (auto_ack, answer) = self.gets.remove(&req)?;
+                let result = result.map(|got| got.map(|(w, left)| (self.local(w, auto_ack), left)));
+                let _ = answer.send(result);
+                None
+            }
+            Down::Cancelled { .. } => None,
+        }
+    }
+}
+
+async fn read_down(mut rd: ReadHalf<Conn>, to: mpsc::Sender<Down>) {
+    while let Ok(Some((_, f))) = read_frame::<_, Down>(&mut rd).await {
+        if to.send(f).await.is_err() {
+            return;
+        }
+    }
+}

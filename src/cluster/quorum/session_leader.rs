@@ -1,0 +1,265 @@
+//! The leader's side of a consume session ([`super::consume_wire`]): a follower's
+//! consumers and gets served from this node's queue actor through its ordinary
+//! consumer interface (the same `Consume`, `Get`, settle and release a local client
+//! uses), as one owner. So whatever the queue does for a local consumer (prefetch,
+//! delivery order, the commit before a delivery, the redelivery marks) it does for a
+//! remote one, and the session's end gives back what it held.
+
+use super::consume_wire::{Down, How, Open, Refused, Spec, Up, WireDelivery, FORWARDED_ARG};
+use super::group::StoredMessage;
+use super::wire::Groups;
+use crate::broker::messages::{ConsumerSpec, Delivery, Get, LookupQueue, OwnerId, Settlement};
+use crate::broker::queue::QueueHandle;
+use crate::broker::BrokerHandle;
+use crate::cluster::rpc::{read_frame, write_frame, Reply};
+use crate::cluster::transport::Conn;
+use crate::cluster::NodeId;
+use crate::embed::Consumer;
+use crate::error::BrokerError;
+use crate::message::FieldValue;
+use futures_util::FutureExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Frames queued for the follower at most (a consumer waits beyond it).
+const DOWN_QUEUE: usize = 64;
+/// Deliveries in one frame at most.
+const BATCH: usize = 256;
+
+/// What a session needs of this node.
+pub struct Here {
+    /// This node's id.
+    pub id: NodeId,
+    /// The broker the queue actors run in.
+    pub broker: BrokerHandle,
+    /// This node's group members (who leads).
+    pub groups: Arc<Groups>,
+}
+
+fn settlement(how: How) -> Settlement {
+    match how {
+        How::Ack => Settlement::Ack,
+        How::Requeue => Settlement::Requeue,
+        How::Discard => Settlement::Discard,
+    }
+}
+
+/// The wire form of a delivery.
+pub fn wire(d: &Delivery) -> WireDelivery {
+    WireDelivery {
+        id: d.id,
+        redelivered: d.redelivered,
+        delivery_count: d.delivery_count,
+        message: StoredMessage::from(&*d.message),
+    }
+}
+
+fn leader(here: &Here, group: super::wire::GroupId) -> Option<NodeId> {
+    here.groups
+        .get(group)
+        .and_then(|r| r.metrics().borrow().current_leader)
+}
+
+fn leads(here: &Here, group: super::wire::GroupId) -> bool {
+    leader(here, group) == Some(here.id)
+}
+
+/// Checks that this node leads `open.group` and finds the queue.
+async fn open_queue(here: &Here, open: &Open, owner: OwnerId) -> Result<QueueHandle, Refused> {
+    let leader = leader(here, open.group);
+    if leader != Some(here.id) {
+        return Err(Refused::NotLeader(leader));
+    }
+    let registry = here.broker.registry(&open.vhost).map_err(Refused::Failed)?;
+    registry
+        .send(LookupQueue {
+            name: open.queue.clone(),
+            owner,
+        })
+        .await
+        .map_err(|e| Refused::Failed(e.into()))?
+        .map_err(Refused::Failed)
+}
+
+/// Serves one session on `conn` until the follower closes it or it breaks; `id` is
+/// the opening frame's, answered first.
+pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::Result<()> {
+    let owner = here.broker.new_owner();
+    let queue = match open_queue(&here, &open, owner).await {
+        Ok(q) => q,
+        Err(refused) => {
+            tracing::debug!(queue = %open.queue, from = open.from, ?refused, "consume session refused");
+            return write_frame(&mut conn, id, &Reply::ConsumeSession(Err(refused))).await;
+        }
+    };
+    write_frame(&mut conn, id, &Reply::ConsumeSession(Ok(()))).await?;
+    tracing::info!(queue = %open.queue, vhost = %open.vhost, from = open.from, "consume session opened for a follower's consumers");
+    let (mut rd, mut wr) = tokio::io::split(conn);
+    let (down, mut to_send) = mpsc::channel::<Down>(DOWN_QUEUE);
+    let writer = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Some(frame) = to_send.recv().await {
+            n += 1;
+            if write_frame(&mut wr, n, &frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut consumers: HashMap<String, Attached> = HashMap::new();
+    let result = loop {
+        let frame = match read_frame::<_, Up>(&mut rd).await {
+            Ok(Some((_, f))) => f,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        match frame {
+            Up::Consume { spec, credit } => {
+                let tag = spec.tag.clone();
+                match attach(&here, &queue, owner, spec, credit, down.clone()).await {
+                    Ok(a) => {
+                        consumers.insert(tag, a);
+                    }
+                    // This node stopped leading meanwhile: the follower opens the
+                    // session again at the new leader.
+                    Err(error) if !leads(&here, open.group) => {
+                        let reason = error.to_string();
+                        let _ = down.send(Down::Cancelled { tag, reason }).await;
+                    }
+                    Err(error) => {
+                        let _ = down.send(Down::Refused { tag, error }).await;
+                    }
+                }
+            }
+            Up::Credit { tag, amount } => {
+                if let Some(a) = consumers.get(&tag) {
+                    a.credit.add_permits(amount as usize);
+                }
+            }
+            Up::Cancel { tag } => {
+                if let Some(a) = consumers.remove(&tag) {
+                    let _ = a.stop.send(());
+                }
+            }
+            Up::Settle { ids, how } => queue.settle(owner, ids, settlement(how)),
+            Up::Get { req, auto_ack } => {
+                let result = match queue.addr().send(Get { owner, auto_ack }).await {
+                    Ok(r) => r.map(|got| got.map(|(d, left)| (wire(&d), left))),
+                    Err(e) => Err(e.into()),
+                };
+                let result = Box::new(result);
+                let _ = down.send(Down::Got { req, result }).await;
+            }
+        }
+    };
+    // The follower went (or its owner did): what the session holds comes back.
+    for (_, a) in consumers.drain() {
+        let _ = a.stop.send(());
+    }
+    queue.release(owner);
+    drop(down);
+    let _ = writer.await;
+    tracing::info!(queue = %open.queue, from = open.from, "consume session closed");
+    result
+}
+
+/// A follower's consumer attached here.
+struct Attached {
+    /// Deliveries the follower can take.
+    credit: Arc<Semaphore>,
+    /// Detaches it.
+    stop: oneshot::Sender<()>,
+}
+
+async fn attach(
+    here: &Here,
+    queue: &QueueHandle,
+    owner: OwnerId,
+    spec: Spec,
+    credit: u32,
+    down: mpsc::Sender<Down>,
+) -> Result<Attached, BrokerError> {
+    let mut arguments = crate::message::FieldTable::new();
+    arguments.insert(FORWARDED_ARG.into(), FieldValue::Bool(true));
+    let tag = spec.tag.clone();
+    let options = ConsumerSpec {
+        tag: spec.tag,
+        prefetch: spec.prefetch,
+        auto_ack: spec.auto_ack,
+        exclusive: spec.exclusive,
+        arguments,
+    };
+    let window = here.broker.context().consumer_window;
+    let arbiter = here.broker.context().next_arbiter();
+    let consumer = Consumer::start(queue.clone(), options, owner, window, &arbiter).await?;
+    let credit = Arc::new(Semaphore::new(credit as usize));
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(pump(consumer, tag, credit.clone(), stopped, down));
+    Ok(Attached { credit, stop })
+}
+
+/// Moves deliveries from the queue to the follower while it has credit. Dropping
+/// the consumer (stopped, or the session gone) cancels it; what it had not handed
+/// out goes back to the queue.
+async fn pump(
+    mut consumer: Consumer,
+    tag: String,
+    credit: Arc<Semaphore>,
+    mut stopped: oneshot::Receiver<()>,
+    down: mpsc::Sender<Down>,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = &mut stopped => return,
+            permit = credit.acquire() => match permit {
+                Ok(p) => {
+                    p.forget();
+                    tokio::select! {
+                        _ = &mut stopped => {
+                            credit.add_permits(1);
+                            return;
+                        }
+                        r = consumer.next() => r,
+                    }
+                }
+                Err(_) => return,
+            },
+        };
+        let Some(first) = first else {
+            let reason = consumer
+                .cancelled()
+                .unwrap_or("the consumer ended")
+                .to_string();
+            let _ = down.send(Down::Cancelled { tag, reason }).await;
+            return;
+        };
+        let mut deliveries = vec![received(&first)];
+        // What is ready now, within the credit, goes in the same frame.
+        while deliveries.len() < BATCH {
+            let Ok(p) = credit.try_acquire() else { break };
+            match consumer.next().now_or_never() {
+                Some(Some(r)) => {
+                    p.forget();
+                    deliveries.push(received(&r));
+                }
+                _ => break,
+            }
+        }
+        let frame = Down::Deliver {
+            tag: tag.clone(),
+            deliveries,
+        };
+        if down.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn received(r: &crate::embed::Received) -> WireDelivery {
+    WireDelivery {
+        id: r.id,
+        redelivered: r.redelivered,
+        delivery_count: r.delivery_count,
+        message: StoredMessage::from(&*r.message),
+    }
+}
