@@ -29,6 +29,13 @@ use serde::{Deserialize, Serialize};
 /// lead the group, so a session never chains through a second node.
 pub const FORWARDED_ARG: &str = "x-actormq-forwarded";
 
+/// How often a follower says it is there.
+pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the leader keeps a session that says nothing (a frozen or cut-off
+/// follower): what it holds is then given back, as RabbitMQ does for a consumer
+/// whose node stops answering.
+pub const SILENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Opens a session: the queue, by its group and name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Open {
@@ -104,6 +111,15 @@ pub enum Up {
         /// What becomes of them.
         how: How,
     },
+    /// The owner's prefetch changed (`basic.qos` after the consume): every consumer
+    /// of the session takes it.
+    Prefetch {
+        /// Unacked deliveries at most (0: unlimited).
+        prefetch: u32,
+    },
+    /// The follower is there (sent every few seconds): a session silent for
+    /// [`SILENT_LIMIT`] is closed by the leader, and what it held comes back.
+    Alive,
     /// Pulls one message (`basic.get`), answered by [`Down::Got`] with `req`.
     Get {
         /// The request's number.

@@ -13,7 +13,7 @@
 //! message comes again, marked redelivered, under a new id; a settlement of an old id
 //! settles nothing (see docs/CLUSTERING.md, "Consumers on any node").
 
-use super::consume_wire::{Down, How, Open, Refused, Spec, Up, WireDelivery};
+use super::consume_wire::{Down, How, Open, Refused, Spec, Up, WireDelivery, ALIVE_EVERY};
 use super::runtime::QueueGroup;
 use crate::broker::messages::{ConsumerCancelled, Credit, Deliver, Delivery, Settlement};
 use crate::broker::queue::QueueHandle;
@@ -64,6 +64,7 @@ enum Order {
     Cancel(Arc<str>),
     Settle(Vec<u64>, How),
     Credit(u64, u32),
+    Prefetch(u32),
     Get(bool, GetAnswer),
 }
 
@@ -131,6 +132,11 @@ impl FollowerSession {
     /// Transport credit returned to consumer `id` (the queue actor's id).
     pub fn credit(&self, id: u64, amount: u32) {
         let _ = self.orders.send(Order::Credit(id, amount));
+    }
+
+    /// The owner's prefetch changed: every consumer of the session takes it.
+    pub fn prefetch(&self, prefetch: u32) {
+        let _ = self.orders.send(Order::Prefetch(prefetch));
     }
 
     /// Pulls one message at the leader.
@@ -230,6 +236,10 @@ impl Task {
                     c.window = c.window.saturating_add(n);
                 }
             }
+            Order::Prefetch(p) => self
+                .consumers
+                .values_mut()
+                .for_each(|c| c.spec.prefetch = p),
             Order::Get(auto_ack, answer) => self.waiting.push((auto_ack, answer)),
         }
     }
@@ -318,6 +328,7 @@ impl Task {
             }
         }
         let mut tick = tokio::time::interval(CHECK_LEADER);
+        let mut last_alive = tokio::time::Instant::now();
         loop {
             let frame = tokio::select! {
                 o = orders.recv() => match o {
@@ -342,7 +353,11 @@ impl Task {
                     if self.group.leader().is_some_and(|l| l != target) {
                         return End::Again(Duration::ZERO);
                     }
-                    continue;
+                    if last_alive.elapsed() < ALIVE_EVERY {
+                        continue;
+                    }
+                    last_alive = tokio::time::Instant::now();
+                    Up::Alive
                 }
             };
             if write_frame(wr, next(), &frame).await.is_err() {
@@ -379,6 +394,12 @@ impl Task {
                     tag: c.tag.to_string(),
                     amount,
                 })
+            }
+            Order::Prefetch(prefetch) => {
+                self.consumers
+                    .values_mut()
+                    .for_each(|c| c.spec.prefetch = prefetch);
+                Some(Up::Prefetch { prefetch })
             }
             Order::Get(auto_ack, answer) => {
                 let req = self.next_req;

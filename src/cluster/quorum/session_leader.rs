@@ -5,7 +5,9 @@
 //! delivery order, the commit before a delivery, the redelivery marks) it does for a
 //! remote one, and the session's end gives back what it held.
 
-use super::consume_wire::{Down, How, Open, Refused, Spec, Up, WireDelivery, FORWARDED_ARG};
+use super::consume_wire::{
+    Down, How, Open, Refused, Spec, Up, WireDelivery, FORWARDED_ARG, SILENT_LIMIT,
+};
 use super::group::StoredMessage;
 use super::wire::Groups;
 use crate::broker::messages::{ConsumerSpec, Delivery, Get, LookupQueue, OwnerId, Settlement};
@@ -108,10 +110,14 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
     });
     let mut consumers: HashMap<String, Attached> = HashMap::new();
     let result = loop {
-        let frame = match read_frame::<_, Up>(&mut rd).await {
-            Ok(Some((_, f))) => f,
-            Ok(None) => break Ok(()),
-            Err(e) => break Err(e),
+        let frame = match tokio::time::timeout(SILENT_LIMIT, read_frame::<_, Up>(&mut rd)).await {
+            Ok(Ok(Some((_, f)))) => f,
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(e)) => break Err(e),
+            Err(_) => {
+                tracing::warn!(queue = %open.queue, from = open.from, "consume session silent for {SILENT_LIMIT:?}: closed, what it held goes back");
+                break Ok(());
+            }
         };
         match frame {
             Up::Consume { spec, credit } => {
@@ -142,6 +148,8 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
                 }
             }
             Up::Settle { ids, how } => queue.settle(owner, ids, settlement(how)),
+            Up::Prefetch { prefetch } => queue.set_prefetch(owner, prefetch),
+            Up::Alive => {}
             Up::Get { req, auto_ack } => {
                 let result = match queue.addr().send(Get { owner, auto_ack }).await {
                     Ok(r) => r.map(|got| got.map(|(d, left)| (wire(&d), left))),

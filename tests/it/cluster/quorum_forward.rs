@@ -362,7 +362,7 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
     counts(leader_node, "back", 11, 0).await;
 
     // Given back in their places, marked.
-    let (_c, _ch, mut again) = try_consume(followers[1], "back", 20).await.unwrap();
+    let (aconn, _ch, mut again) = try_consume(followers[1], "back", 20).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..11 {
         let d = tokio::time::timeout(DEADLINE, again.next())
@@ -380,5 +380,33 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
         .chain(["got".to_string()])
         .collect();
     assert_eq!(seen, expected);
+    counts(leader_node, "back", 0, 0).await;
+
+    // The native protocol's get and consume on a follower, the same way.
+    aconn.close(200, "bye".into()).await.unwrap();
+    publish_confirmed(&pch, "back", ["n0", "n1", "n2"].map(String::from)).await;
+    let native = actormq::client::Client::connect(actormq::client::ConnectOptions::new(
+        followers[0].native.clone(),
+    ))
+    .await
+    .unwrap();
+    let got = native.get("back", false).await.unwrap().expect("a message");
+    assert_eq!(got.delivery.body, b"n0".as_slice());
+    assert!(!got.delivery.redelivered);
+    got.delivery.ack().unwrap();
+    let mut c = native
+        .consume("back", &actormq::client::ConsumeOptions::prefetch(10))
+        .await
+        .unwrap();
+    for want in ["n1", "n2"] {
+        let d = tokio::time::timeout(DEADLINE, c.next())
+            .await
+            .expect("a native delivery")
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.body, want.as_bytes());
+        assert_eq!(d.delivery_count, 1);
+        d.ack().unwrap();
+    }
     counts(leader_node, "back", 0, 0).await;
 }

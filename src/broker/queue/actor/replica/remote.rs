@@ -53,6 +53,14 @@ impl Remotes {
         }
     }
 
+    /// The owner's prefetch changed (`basic.qos`): its forwarded consumers take it.
+    pub(super) fn prefetch(&mut self, owner: OwnerId, prefetch: u32) {
+        if let Some(o) = self.owners.get_mut(&owner) {
+            o.consumers.iter_mut().for_each(|c| c.prefetch = prefetch);
+            o.session.prefetch(prefetch);
+        }
+    }
+
     pub(super) fn cancel(&mut self, owner: OwnerId, tag: &str) {
         if let Some(o) = self.owners.get_mut(&owner) {
             if let Some(at) = o.consumers.iter().position(|c| &*c.tag == tag) {

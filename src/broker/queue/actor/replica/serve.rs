@@ -256,11 +256,13 @@ impl QueueActor {
                         c.window = c.window.saturating_add(amount);
                     }
                 }
-                Control::Prefetch { owner, prefetch } => r
-                    .consumers
-                    .iter_mut()
-                    .filter(|c| c.owner == owner)
-                    .for_each(|c| c.prefetch = prefetch),
+                Control::Prefetch { owner, prefetch } => {
+                    r.remote.prefetch(owner, prefetch);
+                    r.consumers
+                        .iter_mut()
+                        .filter(|c| c.owner == owner)
+                        .for_each(|c| c.prefetch = prefetch)
+                }
                 Control::Cancel { owner, tag, done } => {
                     r.cancel(owner, &tag);
                     if let Some(done) = done {
