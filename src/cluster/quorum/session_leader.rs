@@ -126,14 +126,18 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
                     Ok(a) => {
                         consumers.insert(tag, a);
                     }
-                    // This node stopped leading meanwhile: the follower opens the
-                    // session again at the new leader.
-                    Err(error) if !leads(&here, open.group) => {
-                        let reason = error.to_string();
-                        let _ = down.send(Down::Cancelled { tag, reason }).await;
-                    }
+                    // Refused; unless this node stopped leading meanwhile: then the
+                    // follower opens the session again at the new leader.
                     Err(error) => {
-                        let _ = down.send(Down::Refused { tag, error }).await;
+                        let frame = if leads(&here, open.group) {
+                            Down::Refused { tag, error }
+                        } else {
+                            let reason = error.to_string();
+                            Down::Cancelled { tag, reason }
+                        };
+                        // Not waited for here: this loop keeps reading.
+                        let down = down.clone();
+                        tokio::spawn(async move { down.send(frame).await });
                     }
                 }
             }
@@ -151,12 +155,17 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
             Up::Prefetch { prefetch } => queue.set_prefetch(owner, prefetch),
             Up::Alive => {}
             Up::Get { req, auto_ack } => {
-                let result = match queue.addr().send(Get { owner, auto_ack }).await {
-                    Ok(r) => r.map(|got| got.map(|(d, left)| (wire(&d), left))),
-                    Err(e) => Err(e.into()),
-                };
-                let result = Box::new(result);
-                let _ = down.send(Down::Got { req, result }).await;
+                // Apart from this loop, which must keep reading (settlements and
+                // credit) whatever the queue's commit or the way back take.
+                let (queue, down) = (queue.clone(), down.clone());
+                tokio::spawn(async move {
+                    let result = match queue.addr().send(Get { owner, auto_ack }).await {
+                        Ok(r) => r.map(|got| got.map(|(d, left)| (wire(&d), left))),
+                        Err(e) => Err(e.into()),
+                    };
+                    let result = Box::new(result);
+                    let _ = down.send(Down::Got { req, result }).await;
+                });
             }
         }
     };

@@ -92,6 +92,24 @@ impl Remotes {
 }
 
 impl QueueActor {
+    /// The refusal, on a node that does not lead the group, of what only the leader
+    /// does here (a purge; a consume session's consumer arriving after a change).
+    pub(in crate::broker::queue::actor) fn not_leader(&self) -> BrokerError {
+        let r = self.replica.as_ref().expect("a replicated queue");
+        let q = format!("queue '{}' in vhost '{}'", self.name, self.vhost);
+        let message = match r.group.leader() {
+            Some(l) => format!(
+                "{q} is a quorum queue led by {}: this is done on that node",
+                r.group.describe(l)
+            ),
+            None => format!(
+                "{q} is a quorum queue with no leader known on this node (an election, or this node is not one of its members {:?}): this is done on its leader",
+                r.group.member_ids()
+            ),
+        };
+        BrokerError::new(ErrorCode::NotAllowed, message)
+    }
+
     fn session_of(&mut self, owner: OwnerId) -> &mut OwnerSession {
         let (vhost, name, handle) = (
             self.vhost.clone(),
