@@ -371,9 +371,14 @@ impl QueueGroup {
         self.members.groups.transport()
     }
 
-    /// The members' cluster addresses, by node id.
-    pub fn member_addrs(&self) -> &BTreeMap<NodeId, String> {
-        &self.info.members
+    /// A member's cluster address: from the group's membership as this node's member
+    /// knows it (members change: [`super::regroup`]), else from the declare's group.
+    pub fn addr_of(&self, node: NodeId) -> Option<String> {
+        let known = self.raft().and_then(|r| {
+            let m = r.metrics().borrow().membership_config.clone();
+            m.membership().get_node(&node).map(|n| n.addr.clone())
+        });
+        known.or_else(|| self.info.members.get(&node).cloned())
     }
 
     /// A member as the management API names nodes: `node2@127.0.0.1:25673`.

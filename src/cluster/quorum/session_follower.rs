@@ -246,7 +246,7 @@ impl Task {
 
     async fn connect(&self, target: NodeId) -> Result<Conn, Refused> {
         let failed = |what: String| Refused::Failed(BrokerError::internal(what));
-        let Some(addr) = self.group.member_addrs().get(&target).cloned() else {
+        let Some(addr) = self.group.addr_of(target) else {
             return Err(failed(format!("node {target} is no member of the group")));
         };
         let transport = self.group.transport();
