@@ -410,3 +410,48 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
     }
     counts(leader_node, "back", 0, 0).await;
 }
+
+/// Consumes `n` messages of `queue` on `node` with acks: the rate.
+async fn consume_rate(node: &Node, queue: &str, n: usize, prefetch: u16) -> f64 {
+    let (_conn, _ch, mut consumer) = try_consume(node, queue, prefetch).await.unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand (cargo test --test it quorum_forward::measure -- --ignored --nocapture)"]
+async fn measure_consume_rate_on_the_leader_and_on_a_follower() {
+    const N: usize = 5000;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    block_in_place(|| leader(&all));
+    declare_quorum(&nodes[0], "rate", "").await;
+    let led = queue_leader(&all, "rate").await;
+    let leader_node = nodes.iter().find(|n| n.id == led).unwrap();
+    let follower = nodes.iter().find(|n| n.id != led).unwrap();
+    let pconn = connect(follower).await;
+    let pch = pconn.create_channel().await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for prefetch in [50u16, 500] {
+        publish_confirmed(&pch, "rate", (0..N).map(|n| n.to_string())).await;
+        let on_leader = consume_rate(leader_node, "rate", N, prefetch).await;
+        counts(leader_node, "rate", 0, 0).await;
+        publish_confirmed(&pch, "rate", (0..N).map(|n| n.to_string())).await;
+        let on_follower = consume_rate(follower, "rate", N, prefetch).await;
+        counts(leader_node, "rate", 0, 0).await;
+        eprintln!(
+            "quorum consume, {N} messages with acks, prefetch {prefetch}: on the leader {on_leader:.0}/s, on a follower {on_follower:.0}/s"
+        );
+    }
+}
