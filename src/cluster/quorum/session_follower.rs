@@ -20,7 +20,7 @@ use crate::broker::queue::QueueHandle;
 use crate::cluster::rpc::{read_frame, write_frame, Reply, Rpc};
 use crate::cluster::transport::Conn;
 use crate::cluster::NodeId;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, ErrorCode};
 use actix::Recipient;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
+
+mod frames;
 
 /// Delivery ids handed out by follower sessions start here (message ids stay below).
 pub const LOCAL_IDS: u64 = 1 << 62;
@@ -37,6 +39,8 @@ static NEXT_LOCAL: AtomicU64 = AtomicU64::new(LOCAL_IDS);
 const CHECK_LEADER: Duration = Duration::from_millis(250);
 /// The longest pause between two attempts to open a session.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// How long a get waits for a session before it is answered with an error.
+const GET_WAIT: Duration = Duration::from_secs(10);
 /// How long opening a session may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -168,8 +172,8 @@ struct Task {
     map: HashMap<u64, u64>,
     /// Gets sent in the session open now (auto-ack or not).
     gets: HashMap<u64, (bool, GetAnswer)>,
-    /// Gets waiting for a session.
-    waiting: Vec<(bool, GetAnswer)>,
+    /// Gets waiting for a session, and since when.
+    waiting: Vec<(bool, GetAnswer, tokio::time::Instant)>,
     next_req: u64,
     /// Round robin over the members while no leader is known.
     turn: usize,
@@ -192,13 +196,16 @@ impl Task {
                     }
                 }
             }
+            self.expire_gets();
             let target = hint
                 .take()
                 .or_else(|| self.group.leader())
                 .unwrap_or_else(|| {
                     let ids: Vec<NodeId> = self.group.member_ids();
                     self.turn += 1;
-                    ids[self.turn % ids.len().max(1)]
+                    ids.get(self.turn % ids.len().max(1))
+                        .copied()
+                        .unwrap_or_else(|| self.group.node_id())
                 });
             match self.connect(target).await {
                 Ok(conn) => {
@@ -217,6 +224,25 @@ impl Task {
                     pause = (pause * 2).clamp(Duration::from_millis(100), MAX_PAUSE);
                 }
             }
+        }
+    }
+
+    /// Gets that found no session for [`GET_WAIT`] are answered with an error (as a
+    /// publish with no leader is nacked after as long), rather than left hanging.
+    fn expire_gets(&mut self) {
+        let now = tokio::time::Instant::now();
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, _, since)| now.duration_since(*since) >= GET_WAIT);
+        self.waiting = keep;
+        for (_, answer, _) in late {
+            let _ = answer.send(Err(BrokerError::new(
+                ErrorCode::ResourceError,
+                format!(
+                    "quorum queue '{}': no leader reachable within {GET_WAIT:?} for the get",
+                    self.open.queue
+                ),
+            )));
         }
     }
 
@@ -240,7 +266,10 @@ impl Task {
                 .consumers
                 .values_mut()
                 .for_each(|c| c.spec.prefetch = p),
-            Order::Get(auto_ack, answer) => self.waiting.push((auto_ack, answer)),
+            Order::Get(auto_ack, answer) => {
+                self.waiting
+                    .push((auto_ack, answer, tokio::time::Instant::now()))
+            }
         }
     }
 
@@ -286,7 +315,9 @@ impl Task {
         let mut pending: Vec<(u64, (bool, GetAnswer))> = self.gets.drain().collect();
         pending.sort_by_key(|(req, _)| *req);
         // Asked again in the next session (a delivery made for one is returned).
-        self.waiting.extend(pending.into_iter().map(|(_, g)| g));
+        let now = tokio::time::Instant::now();
+        self.waiting
+            .extend(pending.into_iter().map(|(_, (a, g))| (a, g, now)));
         end
     }
 
@@ -316,7 +347,7 @@ impl Task {
                 return broken;
             }
         }
-        for (auto_ack, answer) in std::mem::take(&mut self.waiting) {
+        for (auto_ack, answer, _) in std::mem::take(&mut self.waiting) {
             let req = self.next_req;
             self.next_req += 1;
             self.gets.insert(req, (auto_ack, answer));
@@ -363,121 +394,6 @@ impl Task {
             if write_frame(wr, next(), &frame).await.is_err() {
                 return broken;
             }
-        }
-    }
-
-    /// An order while a session is open: the frame it sends, if any.
-    fn online(&mut self, o: Order) -> Option<Up> {
-        match o {
-            Order::Consume(c) => {
-                let frame = Up::Consume {
-                    spec: c.spec.clone(),
-                    credit: c.window,
-                };
-                self.consumers.insert(c.tag.clone(), c);
-                Some(frame)
-            }
-            Order::Cancel(tag) => {
-                self.consumers.remove(&tag)?;
-                Some(Up::Cancel {
-                    tag: tag.to_string(),
-                })
-            }
-            Order::Settle(ids, how) => {
-                let ids: Vec<u64> = ids.iter().filter_map(|i| self.map.remove(i)).collect();
-                (!ids.is_empty()).then_some(Up::Settle { ids, how })
-            }
-            Order::Credit(id, amount) => {
-                let c = self.consumers.values_mut().find(|c| c.id == id)?;
-                c.window = c.window.saturating_add(amount);
-                Some(Up::Credit {
-                    tag: c.tag.to_string(),
-                    amount,
-                })
-            }
-            Order::Prefetch(prefetch) => {
-                self.consumers
-                    .values_mut()
-                    .for_each(|c| c.spec.prefetch = prefetch);
-                Some(Up::Prefetch { prefetch })
-            }
-            Order::Get(auto_ack, answer) => {
-                let req = self.next_req;
-                self.next_req += 1;
-                self.gets.insert(req, (auto_ack, answer));
-                Some(Up::Get { req, auto_ack })
-            }
-        }
-    }
-
-    /// This node's delivery of `w`: a new id, mapped to the leader's when it is to be
-    /// settled.
-    fn local(&mut self, w: WireDelivery, settled: bool) -> Delivery {
-        let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
-        if !settled {
-            self.map.insert(id, w.id);
-        }
-        Delivery {
-            id,
-            redelivered: w.redelivered,
-            delivery_count: w.delivery_count,
-            message: Arc::new(w.message.to_message()),
-            stored: None,
-        }
-    }
-
-    /// A frame from the leader: the answer it needs, if any.
-    fn down(&mut self, f: Down) -> Option<Up> {
-        match f {
-            Down::Deliver { tag, deliveries } => {
-                let Some(c) = self.consumers.get(tag.as_str()) else {
-                    // Cancelled here meanwhile: back to the queue.
-                    let ids = deliveries.iter().map(|d| d.id).collect();
-                    return Some(Up::Settle {
-                        ids,
-                        how: How::Requeue,
-                    });
-                };
-                let (auto_ack, consumer, ctag) = (c.spec.auto_ack, c.id, c.tag.clone());
-                let n = deliveries.len() as u32;
-                let deliveries: Vec<Delivery> = deliveries
-                    .into_iter()
-                    .map(|w| self.local(w, auto_ack))
-                    .collect();
-                let c = self.consumers.get_mut(tag.as_str())?;
-                c.window = c.window.saturating_sub(n);
-                // do_send: the credit the leader was given bounds what is in flight.
-                c.deliver.do_send(Deliver {
-                    consumer_tag: ctag,
-                    queue: self.handle.clone(),
-                    deliveries,
-                    credit: Credit {
-                        queue: Some(self.handle.clone()),
-                        consumer,
-                        amount: n,
-                    },
-                });
-                None
-            }
-            Down::Refused { tag, error } => {
-                tracing::info!(queue = %self.open.queue, tag, %error, "quorum queue: the leader refused a forwarded consumer");
-                if let Some(c) = self.consumers.remove(tag.as_str()) {
-                    if let Some(to) = &c.cancelled {
-                        to.do_send(ConsumerCancelled {
-                            consumer_tag: c.tag.clone(),
-                            reason: error.to_string(),
-                        });
-                    }
-                }
-                None
-            }
-            Down::Got { req, result } => {
-                let (auto_ack, answer) = self.gets.remove(&req)?;
-                let result = result.map(|got| got.map(|(w, left)| (self.local(w, auto_ack), left)));
-                let _ = answer.send(result);
-                None
-            }
-            Down::Cancelled { .. } => None,
         }
     }
 }
