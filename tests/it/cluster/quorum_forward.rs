@@ -409,6 +409,28 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
         d.ack().unwrap();
     }
     counts(leader_node, "back", 0, 0).await;
+
+    // An exclusive consume on a follower while the native consumer is attached: the
+    // follower answered consume-ok, the leader refuses it, the client is told by a
+    // basic.cancel.
+    let xconn = connect(followers[1]).await;
+    let xch = xconn.create_channel().await.unwrap();
+    let mut exclusive = xch
+        .basic_consume(
+            "back".into(),
+            "x".into(),
+            lapin::options::BasicConsumeOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect("consume-ok on the follower");
+    let ended = tokio::time::timeout(DEADLINE, exclusive.next())
+        .await
+        .expect("the leader's refusal arrives");
+    assert!(ended.is_none(), "cancelled by the broker: {ended:?}");
 }
 
 /// Consumes `n` messages of `queue` on `node` with acks: the rate.
