@@ -1,7 +1,9 @@
 //! Consumers on any node of a 3-node cluster (real processes): a consume or a get on
 //! a node that does not lead the quorum queue's group is served by the leader
 //! through a consume session; the consumer follows a new leader after kill -9 of the
-//! old one without reconnecting; a consumer that goes gives its messages back.
+//! old one without reconnecting; a consumer that goes gives its messages back (native
+//! protocol too); an exclusive consume the leader refuses is cancelled; a node that is
+//! no member of the group serves consumers and gets as well.
 
 use super::quorum::{connect, declare_quorum, delivery_count, queue_leader, try_consume};
 use super::{leader, three_nodes, Node};
@@ -476,4 +478,41 @@ async fn measure_consume_rate_on_the_leader_and_on_a_follower() {
             "quorum consume, {N} messages with acks, prefetch {prefetch}: on the leader {on_leader:.0}/s, on a follower {on_follower:.0}/s"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_is_no_member_of_the_group_serves_a_consumer_and_a_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    block_in_place(|| leader(&all));
+    // One member: the two other nodes run no member and know no leader of their own.
+    declare_quorum(&nodes[0], "solo", r#","x-quorum-initial-group-size":1"#).await;
+    let led = queue_leader(&all, "solo").await;
+    let member = nodes.iter().find(|n| n.id == led).unwrap();
+    let outsider = nodes.iter().find(|n| n.id != led).unwrap();
+    let pconn = connect(outsider).await;
+    let pch = pconn.create_channel().await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&pch, "solo", (0..20).map(|n| n.to_string())).await;
+    let gch = connect(outsider).await.create_channel().await.unwrap();
+    let got = gch
+        .basic_get("solo".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(text(&got.delivery.data), "0");
+    let (_conn, _ch, mut consumer) = try_consume(outsider, "solo", 5).await.unwrap();
+    for n in 1..20 {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(&d.data), n.to_string());
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    counts(member, "solo", 0, 0).await;
 }
