@@ -28,6 +28,7 @@ mod partition;
 mod partition_quorum;
 mod quorum;
 mod quorum_forward;
+mod quorum_forward_more;
 mod quorum_freeze;
 mod quorum_restart;
 mod regroup;

@@ -2,8 +2,8 @@
 //! a node that does not lead the quorum queue's group is served by the leader
 //! through a consume session; the consumer follows a new leader after kill -9 of the
 //! old one without reconnecting; a consumer that goes gives its messages back (native
-//! protocol too); an exclusive consume the leader refuses is cancelled; a node that is
-//! no member of the group serves consumers and gets as well.
+//! protocol too); an exclusive consume the leader refuses is cancelled
+//! ([`super::quorum_forward_more`]: a node that is no member of the group; a measure).
 
 use super::quorum::{connect, declare_quorum, delivery_count, queue_leader, try_consume};
 use super::{leader, three_nodes, Node};
@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 
 /// Publishes `bodies` with confirms on `ch`; all must be confirmed.
-async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl IntoIterator<Item = String>) {
+pub(super) async fn publish_confirmed(
+    ch: &Channel,
+    queue: &str,
+    bodies: impl IntoIterator<Item = String>,
+) {
     let mut window = VecDeque::new();
     for b in bodies {
         let c = ch
@@ -43,7 +47,7 @@ async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl IntoIterator<
 
 /// Waits until `node`'s view of `queue` has `ready` ready and `unacked` unacked
 /// messages (what its member applied: acks committed).
-async fn counts(node: &Node, queue: &str, ready: u64, unacked: u64) {
+pub(super) async fn counts(node: &Node, queue: &str, ready: u64, unacked: u64) {
     let end = Instant::now() + DEADLINE;
     loop {
         let q = node
@@ -63,7 +67,7 @@ async fn counts(node: &Node, queue: &str, ready: u64, unacked: u64) {
     }
 }
 
-fn text(d: &[u8]) -> String {
+pub(super) fn text(d: &[u8]) -> String {
     std::str::from_utf8(d).unwrap().to_string()
 }
 
@@ -433,86 +437,4 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
         .await
         .expect("the leader's refusal arrives");
     assert!(ended.is_none(), "cancelled by the broker: {ended:?}");
-}
-
-/// Consumes `n` messages of `queue` on `node` with acks: the rate.
-async fn consume_rate(node: &Node, queue: &str, n: usize, prefetch: u16) -> f64 {
-    let (_conn, _ch, mut consumer) = try_consume(node, queue, prefetch).await.unwrap();
-    let start = Instant::now();
-    for _ in 0..n {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
-        d.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: run by hand (cargo test --test it quorum_forward::measure -- --ignored --nocapture)"]
-async fn measure_consume_rate_on_the_leader_and_on_a_follower() {
-    const N: usize = 5000;
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = block_in_place(|| three_nodes(dir.path()));
-    let all: Vec<_> = nodes.iter().collect();
-    block_in_place(|| leader(&all));
-    declare_quorum(&nodes[0], "rate", "").await;
-    let led = queue_leader(&all, "rate").await;
-    let leader_node = nodes.iter().find(|n| n.id == led).unwrap();
-    let follower = nodes.iter().find(|n| n.id != led).unwrap();
-    let pconn = connect(follower).await;
-    let pch = pconn.create_channel().await.unwrap();
-    pch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for prefetch in [50u16, 500] {
-        publish_confirmed(&pch, "rate", (0..N).map(|n| n.to_string())).await;
-        let on_leader = consume_rate(leader_node, "rate", N, prefetch).await;
-        counts(leader_node, "rate", 0, 0).await;
-        publish_confirmed(&pch, "rate", (0..N).map(|n| n.to_string())).await;
-        let on_follower = consume_rate(follower, "rate", N, prefetch).await;
-        counts(leader_node, "rate", 0, 0).await;
-        eprintln!(
-            "quorum consume, {N} messages with acks, prefetch {prefetch}: on the leader {on_leader:.0}/s, on a follower {on_follower:.0}/s"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_is_no_member_of_the_group_serves_a_consumer_and_a_get() {
-    let dir = tempfile::tempdir().unwrap();
-    let nodes = block_in_place(|| three_nodes(dir.path()));
-    let all: Vec<_> = nodes.iter().collect();
-    block_in_place(|| leader(&all));
-    // One member: the two other nodes run no member and know no leader of their own.
-    declare_quorum(&nodes[0], "solo", r#","x-quorum-initial-group-size":1"#).await;
-    let led = queue_leader(&all, "solo").await;
-    let member = nodes.iter().find(|n| n.id == led).unwrap();
-    let outsider = nodes.iter().find(|n| n.id != led).unwrap();
-    let pconn = connect(outsider).await;
-    let pch = pconn.create_channel().await.unwrap();
-    pch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    publish_confirmed(&pch, "solo", (0..20).map(|n| n.to_string())).await;
-    let gch = connect(outsider).await.create_channel().await.unwrap();
-    let got = gch
-        .basic_get("solo".into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("a message");
-    assert_eq!(text(&got.delivery.data), "0");
-    let (_conn, _ch, mut consumer) = try_consume(outsider, "solo", 5).await.unwrap();
-    for n in 1..20 {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
-        assert_eq!(text(&d.data), n.to_string());
-        d.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    counts(member, "solo", 0, 0).await;
 }
