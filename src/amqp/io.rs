@@ -130,5 +130,7 @@ pub fn spawn_writer(
     gone: impl FnOnce() + 'static,
 ) -> Writer {
     let beat = AmqpFraming(tuned.clone()).heartbeat();
-    shared::spawn_writer_with(half, flow, beat, gone)
+    // Copy mode: AMQP connections hand the writer one encoded chunk per flush, which
+    // `writev` by reference would not spare a copy of.
+    shared::spawn_writer_with(half, flow, beat, false, gone)
 }

@@ -627,7 +627,7 @@ pub fn properties_or_none(p: &Properties) -> Option<PropertiesRef<'_>> {
 mod stored;
 mod walk;
 
-pub use stored::{encode_deliver_stored, STORED_META_HEAD};
+pub use stored::{encode_deliver_stored, encode_deliver_stored_head, STORED_META_HEAD};
 use walk::Walk;
 pub use walk::{decode_budget, walk_value, DECODE_FLOOR, DECODE_RATIO, MAX_DEPTH};
 

@@ -108,10 +108,16 @@ async fn write<W: AsyncWrite + Unpin>(half: &mut W, bytes: &[u8]) -> bool {
     )
 }
 
+/// Gathered bytes are written once they reach this many (or nothing more is queued).
+const GATHER_BYTES: usize = 256 * 1024;
+
 /// What the writer task receives.
 pub enum Outgoing {
     /// Bytes to write, and the delivery credit to return once they are written.
     Data(Bytes, Vec<Credit>),
+    /// Chunks to write in this order (frame heads and the bodies they announce, kept
+    /// where they lie), and the credit to return once they are written.
+    Parts(Vec<Bytes>, Vec<Credit>),
     /// Write everything queued, then close the socket.
     Close,
 }
@@ -132,6 +138,14 @@ impl WriterHandle {
         // Unbounded channel, bounded in bytes by `Flow` (the reader stops) and in
         // deliveries by consumer credit.
         let _ = self.tx.send(Outgoing::Data(bytes, credits));
+    }
+
+    /// Queues chunks to be written one after the other (by reference with `writev` on
+    /// plain TCP: see [`spawn_writer`]), and credit released after they are written.
+    pub fn send_parts(&self, parts: Vec<Bytes>, credits: Vec<Credit>) {
+        let n: usize = parts.iter().map(Bytes::len).sum();
+        self.flow.queued_bytes.fetch_add(n, Ordering::AcqRel);
+        let _ = self.tx.send(Outgoing::Parts(parts, credits));
     }
 
     /// Flushes and closes the socket.
@@ -222,64 +236,63 @@ async fn next_outgoing<W: AsyncWrite + Unpin>(
 pub struct WriterGone;
 
 /// Starts the native protocol's writer task on the current arbiter; `gone` hears when
-/// it ends.
+/// it ends. `vectored` (plain TCP) writes the chunks queued as they are, with `writev`;
+/// otherwise (TLS) small chunks are copied together first (see [`gather`]).
 pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
     half: W,
     flow: std::sync::Arc<Flow>,
     gone: actix::Recipient<WriterGone>,
+    vectored: bool,
 ) -> WriterHandle {
     let beat = NativeFraming { max_frame: 0 }.heartbeat();
-    spawn_writer_with(half, flow, beat, move || gone.do_send(WriterGone))
+    spawn_writer_with(half, flow, beat, vectored, move || gone.do_send(WriterGone))
 }
 
 /// Starts a writer task on the current arbiter that writes `beat` as its heartbeat;
-/// `gone` runs when it ends (socket gone or stalled).
+/// `gone` runs when it ends (socket gone or stalled). `vectored`: as for
+/// [`spawn_writer`].
 pub fn spawn_writer_with<W: AsyncWrite + Unpin + 'static>(
     mut half: W,
     flow: std::sync::Arc<Flow>,
     beat: Bytes,
+    vectored: bool,
     gone: impl FnOnce() + 'static,
 ) -> WriterHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let f2 = flow.clone();
     let mut hb = flow.heartbeat.subscribe();
     actix_rt::spawn(async move {
-        let mut batch = BytesMut::new();
+        let mut gather = gather::Gather::new(vectored);
         let mut credits: Vec<Credit> = Vec::new();
-        'outer: while let Some(first) = next_outgoing(&mut rx, &mut hb, &mut half, &beat).await {
+        while let Some(first) = next_outgoing(&mut rx, &mut hb, &mut half, &beat).await {
             let mut closing = false;
             let mut next = Some(first);
-            // Gather whatever is queued into one write (one syscall per batch).
+            // Gather whatever is queued into one write (one syscall per batch, or a
+            // few `writev`s of many slices).
             while let Some(item) = next.take() {
                 match item {
                     Outgoing::Data(bytes, c) => {
-                        if batch.is_empty() && bytes.len() >= 64 * 1024 {
-                            // Large chunk: write it as it is, no copy.
-                            let n = bytes.len();
-                            if !write(&mut half, &bytes).await {
-                                break 'outer;
-                            }
-                            f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-                        } else {
-                            batch.extend_from_slice(&bytes);
+                        gather.push(bytes);
+                        credits.extend(c);
+                    }
+                    Outgoing::Parts(parts, c) => {
+                        for p in parts {
+                            gather.push(p);
                         }
                         credits.extend(c);
                     }
                     Outgoing::Close => closing = true,
                 }
-                if closing || batch.len() >= 256 * 1024 {
+                if closing || gather.len() >= GATHER_BYTES {
                     break;
                 }
                 next = rx.try_recv().ok();
             }
-            if !batch.is_empty() {
-                let n = batch.len();
-                if !write(&mut half, &batch).await {
-                    break;
-                }
-                batch.clear();
-                f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+            let n = gather.len();
+            if !gather.write_to(&mut half, WRITE_STALL).await {
+                break;
             }
+            f2.queued_bytes.fetch_sub(n, Ordering::AcqRel);
             // Written: the consumers may have more.
             credits.clear();
             f2.notify.notify_waiters();
@@ -442,6 +455,8 @@ pub async fn read_frames<R, C, F, Fut>(
         }
     }
 }
+
+mod gather;
 
 #[cfg(test)]
 mod tests;

@@ -14,11 +14,14 @@ impl Actor for Connection {
         self.self_addr = Some(ctx.address());
         let socket = self.socket.take().expect("socket set at creation");
         let _ = socket.set_nodelay(true);
+        // Plain TCP takes stream bodies by reference (writev); TLS encrypts a copy.
+        self.vectored = !socket.is_tls();
         let (read, write) = socket.into_split();
         self.writer = Some(io::spawn_writer(
             write,
             self.flow.clone(),
             ctx.address().recipient(),
+            self.vectored,
         ));
         let addr = ctx.address();
         let max = self.shared.settings.server.max_frame_size as usize;

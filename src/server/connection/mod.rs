@@ -66,6 +66,11 @@ pub struct Connection {
     session: Option<Session>,
     /// Frames encoded and not yet handed to the writer (one chunk per handler).
     out: BytesMut,
+    /// What goes before `out`: frame heads split off `out` and the stream bodies they
+    /// announce, kept where they lie (plain TCP only; see `write_deliver`).
+    parts: Vec<Bytes>,
+    /// The socket is plain TCP: its writer takes chunks by reference (`writev`).
+    vectored: bool,
     /// Delivery credit to release once `out` is written.
     out_credits: Vec<Credit>,
     /// The writer task.
@@ -143,6 +148,8 @@ impl Connection {
                 shared,
                 session: None,
                 out: BytesMut::with_capacity(8 * 1024),
+                parts: Vec::new(),
+                vectored: false,
                 out_credits: Vec::new(),
                 writer: None,
                 flow,
@@ -169,10 +176,11 @@ impl Connection {
 
     /// Hands what was encoded to the writer (one chunk per handler call).
     fn flush(&mut self) {
-        if self.out.is_empty() {
+        if self.out.is_empty() && self.parts.is_empty() {
             return;
         }
         let bytes = self.out.split().freeze();
+        let mut parts = std::mem::take(&mut self.parts);
         let credits = std::mem::take(&mut self.out_credits);
         if self.flow.closed.load(Ordering::Acquire) {
             // The socket is gone: keep the credit, so the queues stop sending here
@@ -181,7 +189,12 @@ impl Connection {
             return;
         }
         if let Some(w) = &self.writer {
-            w.send(bytes, credits);
+            if parts.is_empty() {
+                w.send(bytes, credits);
+            } else {
+                parts.push(bytes);
+                w.send_parts(parts, credits);
+            }
         }
     }
 

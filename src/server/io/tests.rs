@@ -45,7 +45,7 @@ async fn next_frame(peer: &mut DuplexStream, buf: &mut BytesMut) -> Option<Bytes
 async fn an_idle_writer_sends_heartbeats_once_the_interval_is_set() {
     let (ours, mut peer) = tokio::io::duplex(4096);
     let flow = flow();
-    let writer = spawn_writer(ours, flow.clone(), Sink.start().recipient());
+    let writer = spawn_writer(ours, flow.clone(), Sink.start().recipient(), false);
     writer.send(Bytes::from_static(b"\0\0\0\x01\xc0"), Vec::new());
     let mut buf = BytesMut::new();
     assert_eq!(&next_frame(&mut peer, &mut buf).await.unwrap()[..], b"\xc0");
@@ -63,7 +63,7 @@ async fn a_silent_peer_gets_heartbeat_timeout_from_the_reader() {
     let (rd, wr) = tokio::io::split(ours);
     let flow = flow();
     flow.set_heartbeat(Duration::from_secs(1));
-    let writer = spawn_writer(wr, flow.clone(), Sink.start().recipient());
+    let writer = spawn_writer(wr, flow.clone(), Sink.start().recipient(), true);
     let (tx, mut events) = mpsc::unbounded_channel();
     actix_rt::spawn(read_loop(rd, 1 << 20, flow, writer, move |ev| {
         let _ = tx.send(ev);
@@ -95,7 +95,7 @@ async fn bytes_from_the_peer_keep_the_reader_going() {
     let (ours, mut peer) = tokio::io::duplex(4096);
     let (rd, wr) = tokio::io::split(ours);
     let flow = flow();
-    let writer = spawn_writer(wr, flow.clone(), Sink.start().recipient());
+    let writer = spawn_writer(wr, flow.clone(), Sink.start().recipient(), true);
     let (tx, mut events) = mpsc::unbounded_channel();
     actix_rt::spawn(read_loop(rd, 1 << 20, flow.clone(), writer, move |ev| {
         let _ = tx.send(ev);

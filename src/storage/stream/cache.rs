@@ -32,14 +32,22 @@ pub struct Block {
     pub records: Vec<StreamRecord>,
     /// The file position of each record, and after the last one.
     pub positions: Vec<usize>,
-    /// Accounted bytes of the records.
+    /// Accounted bytes of the records as read (stored).
     pub bytes: u64,
+    /// Accounted bytes of the messages decoded from its records since (for AMQP and
+    /// embedded readers; see [`BlockCache::decoded`]).
+    pub decoded: AtomicU64,
 }
 
 impl Block {
     /// The offset after the block's last record.
     pub fn end(&self) -> u64 {
         self.start + self.records.len() as u64
+    }
+
+    /// Accounted bytes: the records as read, and the messages decoded from them.
+    fn held(&self) -> u64 {
+        self.bytes + self.decoded.load(Ordering::Relaxed)
     }
 }
 
@@ -94,15 +102,36 @@ impl BlockCache {
         if inner.blocks.contains_key(&block.start) {
             return;
         }
-        inner.bytes += block.bytes;
+        inner.bytes += block.held();
         inner.order.push_back(block.start);
         inner.blocks.insert(block.start, block);
+        self.shrink(&mut inner);
+    }
+
+    /// A reader decoded messages of `block`'s records, `bytes` of them accounted: a
+    /// block in the cache holds them from now on (each record keeps its decoded
+    /// message for any later reader), so they count against the budget.
+    pub fn decoded(&self, block: &Arc<Block>, bytes: u64) {
+        let mut inner = self.lock();
+        block.decoded.fetch_add(bytes, Ordering::Relaxed);
+        let held = inner
+            .blocks
+            .get(&block.start)
+            .is_some_and(|b| Arc::ptr_eq(b, block));
+        if held {
+            inner.bytes += bytes;
+            self.shrink(&mut inner);
+        }
+    }
+
+    /// Drops the oldest blocks while above the budget (the newest always stays).
+    fn shrink(&self, inner: &mut Inner) {
         while inner.bytes > self.budget && inner.order.len() > 1 {
             let Some(old) = inner.order.pop_front() else {
                 break;
             };
             if let Some(b) = inner.blocks.remove(&old) {
-                inner.bytes -= b.bytes;
+                inner.bytes -= b.held();
             }
         }
         self.bytes.store(inner.bytes, Ordering::Relaxed);
@@ -114,7 +143,7 @@ impl BlockCache {
         let gone: Vec<u64> = inner.blocks.range(..first).map(|(k, _)| *k).collect();
         for k in gone {
             if let Some(b) = inner.blocks.remove(&k) {
-                inner.bytes -= b.bytes;
+                inner.bytes -= b.held();
             }
         }
         let Inner { blocks, order, .. } = &mut *inner;

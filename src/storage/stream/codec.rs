@@ -84,6 +84,12 @@ impl StoredMessage {
         &self.bytes[self.fields_len..]
     }
 
+    /// The body, as a slice of the bytes it lies in (a segment's mapping, or the chunk
+    /// it was appended in): no copy.
+    pub fn body_bytes(&self) -> Bytes {
+        self.bytes.slice(self.fields_len..)
+    }
+
     /// Bytes held: the three values and the body.
     pub fn len(&self) -> usize {
         self.bytes.len()
@@ -120,6 +126,26 @@ impl StoredMessage {
         };
         // Two readers decoding at once both succeed; the first one set is kept.
         Ok(self.decoded.get_or_init(|| Arc::new(message)))
+    }
+}
+
+/// The record whose frame starts at `at` in `chunk` (frames [`encode`] wrote just
+/// now), as stored: a slice of `chunk`, with `message`, the message it was encoded
+/// from, as its decoded form. Nothing is checked: the bytes are this process's own.
+pub fn appended(chunk: &Bytes, at: usize, message: Arc<Message>) -> StoredMessage {
+    let payload = at + frame::FRAME_HEADER;
+    let meta_len = u32::from_le_bytes(
+        chunk[payload + 16..payload + 20]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    debug_assert_eq!(chunk[payload + 20], STORED_META_HEAD);
+    let len = u32::from_le_bytes(chunk[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let end = payload + len;
+    StoredMessage {
+        bytes: chunk.slice(payload + 21..end),
+        fields_len: meta_len - 1,
+        decoded: OnceLock::from(message),
     }
 }
 

@@ -11,6 +11,7 @@
 //! [`reader`], off the queue actor. A broker without storage keeps the whole log in the
 //! tail cache (memory only).
 
+mod append;
 pub mod cache;
 pub mod codec;
 pub mod reader;
@@ -19,8 +20,6 @@ mod recover;
 pub mod verified;
 pub mod writer;
 
-use crate::message::Message;
-use crate::storage::completion::Completion;
 use crate::storage::disk::frame::{self, FrameAt};
 use crate::storage::error::StorageError;
 use reader::{Cursor, ReadRequest};
@@ -196,64 +195,6 @@ impl StreamLog {
         if let Some(d) = &mut self.disk {
             d.cache = Arc::new(cache::BlockCache::new(bytes));
         }
-    }
-
-    /// Appends `messages` as one chunk, each with its offset in the `x-stream-offset`
-    /// header; answers a completion resolved once they are on disk (at once in memory).
-    pub fn append(&mut self, messages: Vec<Arc<Message>>) -> Completion {
-        if messages.is_empty() {
-            return Completion::ready(Ok(()));
-        }
-        // Timestamps never go back, so a search by time can bisect.
-        let now = now_millis().max(self.last_timestamp);
-        self.last_timestamp = now;
-        self.last_chunk = self.next;
-        let mut buf = Vec::new();
-        let mut segment = self.segments.back().expect("one segment at least").first;
-        let mut pending = Vec::new();
-        for m in messages {
-            if self.segments.back().expect("a segment").bytes >= self.max_segment_bytes {
-                if !buf.is_empty() {
-                    pending.push((segment, std::mem::take(&mut buf), self.next));
-                }
-                segment = self.next;
-                self.segments.push_back(Segment::new(self.next));
-            }
-            let mut m = Arc::unwrap_or_clone(m);
-            m = m.with_header("x-stream-offset", self.next as i64);
-            let n = match codec::encode(&mut buf, self.next, now, &m) {
-                Ok(n) => n as u64,
-                Err(e) => return Completion::ready(Err(e)),
-            };
-            self.segments
-                .back_mut()
-                .expect("a segment")
-                .push(self.next, now, n);
-            self.bytes += n;
-            let r = StreamRecord::new(now, Arc::new(m));
-            self.tail_bytes += r.size;
-            self.tail.push_back(r);
-            self.next += 1;
-        }
-        pending.push((segment, buf, self.next));
-        self.evict();
-        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
-            return Completion::ready(Ok(()));
-        };
-        let mut last = Completion::ready(Ok(()));
-        for (segment, bytes, end) in pending {
-            let (done, c) = Completion::pending();
-            // The writer handles its commands in order: the last completion resolves
-            // after every earlier one.
-            let _ = tx.send(writer::Command::Append {
-                segment,
-                bytes,
-                end,
-                done,
-            });
-            last = c;
-        }
-        last
     }
 
     /// Drops the oldest cached records above the budget, if the files hold them.

@@ -183,6 +183,7 @@ fn decode_block(
             records: Vec::new(),
             positions: vec![cur.pos],
             bytes: 0,
+            decoded: Default::default(),
         };
         let mut pos = cur.pos;
         let mut body_bytes = 0;
@@ -261,6 +262,8 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
             }
         };
         let mut i = (cur.offset - block.start) as usize;
+        // Messages this read decoded first: the block keeps them, its budget counts them.
+        let mut decoded = 0;
         while i < block.records.len() && records.len() < req.max_records && bytes < req.max_bytes {
             let offset = block.start + i as u64;
             let r = &block.records[i];
@@ -274,16 +277,24 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                 let mut r = r.clone();
                 if req.decode {
                     if let RecordMessage::Stored(s) = &r.message {
+                        let first_decode = s.decoded().is_none();
                         let m = s
                             .message(&mut exchange)
                             .map_err(|e| corrupt(&dir, block.segment, e))?;
-                        r.size += super::record::decoded_size(m);
+                        let size = super::record::decoded_size(m);
+                        r.size += size;
+                        if first_decode {
+                            decoded += size;
+                        }
                     }
                 }
                 records.push(r);
             } else if records.is_empty() {
                 first = offset + 1;
             }
+        }
+        if decoded > 0 {
+            req.cache.decoded(&block, decoded);
         }
         let map = if cur.segment == block.segment {
             cur.map.take().filter(|m| m.len() >= block.map.len())

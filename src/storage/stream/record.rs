@@ -71,6 +71,24 @@ impl StreamRecord {
     }
 }
 
+impl StreamRecord {
+    /// A record just appended, kept as stored in the chunk of frames it was written
+    /// in, with the message it was encoded from: accounted for both (the stored bytes
+    /// and the message) and its allocations.
+    pub fn appended(timestamp: i64, message: codec::StoredMessage) -> Self {
+        let decoded = message.decoded().map_or(0, |m| decoded_size(m));
+        let size = (message.len()
+            + std::mem::size_of::<codec::StoredMessage>()
+            + std::mem::size_of::<StreamRecord>()) as u64
+            + decoded;
+        StreamRecord {
+            timestamp,
+            message: RecordMessage::Stored(Arc::new(message)),
+            size,
+        }
+    }
+}
+
 /// What a decoded message is accounted for.
 pub(super) fn decoded_size(m: &Message) -> u64 {
     (m.accounted_size() + std::mem::size_of::<Message>()) as u64

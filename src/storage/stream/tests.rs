@@ -2,6 +2,7 @@
 //! cut at the last good frame, retention removes whole segments from the front.
 
 use super::*;
+use crate::message::Message;
 
 fn msgs(n: usize, tag: &str) -> Vec<Arc<Message>> {
     (0..n)
@@ -222,6 +223,7 @@ fn readers_of_the_same_records_share_one_decoded_block() {
         a.records.iter().all(|r| r.message.decoded().is_none()),
         "kept as stored"
     );
+    let held_stored = log.ram_bytes();
     let b = read(0, 300, true);
     assert_eq!((a.first, b.first), (100, 0));
     // Same bytes of the same mapping: read once, not once per reader.
@@ -246,6 +248,18 @@ fn readers_of_the_same_records_share_one_decoded_block() {
         "a decoded record is accounted for its message too"
     );
     assert!(log.ram_bytes() > 0, "the shared blocks are counted");
+    // The block keeps the messages the second reader decoded: they count against the
+    // blocks' budget, once (a third reader decodes nothing more).
+    let stored: u64 = read(0, 300, false).records.iter().map(|r| r.size).sum();
+    let with_messages: u64 = b.records.iter().map(|r| r.size).sum();
+    assert!(with_messages > stored);
+    assert_eq!(log.ram_bytes() - held_stored, with_messages - stored);
+    read(0, 300, true);
+    assert_eq!(
+        log.ram_bytes() - held_stored,
+        with_messages - stored,
+        "counted once"
+    );
 }
 
 #[test]

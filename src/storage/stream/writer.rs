@@ -52,8 +52,8 @@ pub enum Command {
     Append {
         /// The first offset of the segment (its file name).
         segment: u64,
-        /// The frames.
-        bytes: Vec<u8>,
+        /// The frames (shared with the tail cache, whose records are slices of them).
+        bytes: bytes::Bytes,
         /// The offset after the last of these frames.
         end: u64,
         /// Resolved once written and fsynced.
@@ -105,7 +105,7 @@ impl Writer {
 
     fn write_group(
         &mut self,
-        appends: &[(u64, Vec<u8>)],
+        appends: &[(u64, bytes::Bytes)],
         end: u64,
         written: &Written,
     ) -> Result<(), StorageError> {

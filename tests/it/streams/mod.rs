@@ -3,6 +3,7 @@
 //! RabbitMQ's refusals. Over TCP with the native client against a real broker.
 
 mod amqp;
+mod bodies;
 mod crash;
 mod embed;
 mod groups;

@@ -1,0 +1,102 @@
+//! Appending to a stream log: a chunk's records get their offsets and timestamp, are
+//! encoded once into one buffer of frames (handed to the writer thread, which writes
+//! and fsyncs it), and join the tail cache as slices of that buffer.
+
+use super::now_millis;
+use super::{codec, writer, Segment, StreamLog, StreamRecord};
+use crate::message::Message;
+use crate::storage::completion::Completion;
+use std::sync::Arc;
+
+impl StreamLog {
+    /// Appends `messages` as one chunk, each with its offset in the `x-stream-offset`
+    /// header; answers a completion resolved once they are on disk (at once in memory).
+    ///
+    /// A log with storage keeps each record in its tail cache as stored, a slice of
+    /// the chunk's frames handed to the writer, with the message it was encoded from
+    /// as its decoded form: a native consumer at the head gets the stored bytes copied
+    /// (or referenced) into its frames, as a replay from the files does, instead of the
+    /// message encoded again; AMQP and embedded consumers get the message. A log
+    /// without storage keeps the message only (its whole log is in memory, once).
+    pub fn append(&mut self, messages: Vec<Arc<Message>>) -> Completion {
+        if messages.is_empty() {
+            return Completion::ready(Ok(()));
+        }
+        // Timestamps never go back, so a search by time can bisect.
+        let now = now_millis().max(self.last_timestamp);
+        self.last_timestamp = now;
+        self.last_chunk = self.next;
+        let stored = self.disk.is_some();
+        let mut buf = Vec::new();
+        let mut segment = self.segments.back().expect("one segment at least").first;
+        let mut pending = Vec::new();
+        // The records of `buf` not yet in the tail: (frame position, message).
+        let mut encoded = Vec::new();
+        for m in messages {
+            if self.segments.back().expect("a segment").bytes >= self.max_segment_bytes {
+                if !buf.is_empty() {
+                    let chunk = self.cache_encoded(std::mem::take(&mut buf), &mut encoded);
+                    pending.push((segment, chunk, self.next));
+                }
+                segment = self.next;
+                self.segments.push_back(Segment::new(self.next));
+            }
+            let mut m = Arc::unwrap_or_clone(m);
+            m = m.with_header("x-stream-offset", self.next as i64);
+            let at = buf.len();
+            let n = match codec::encode(&mut buf, self.next, now, &m) {
+                Ok(n) => n as u64,
+                Err(e) => return Completion::ready(Err(e)),
+            };
+            self.segments
+                .back_mut()
+                .expect("a segment")
+                .push(self.next, now, n);
+            self.bytes += n;
+            if stored {
+                encoded.push((at, now, Arc::new(m)));
+            } else {
+                let r = StreamRecord::new(now, Arc::new(m));
+                self.tail_bytes += r.size;
+                self.tail.push_back(r);
+            }
+            self.next += 1;
+        }
+        let chunk = self.cache_encoded(buf, &mut encoded);
+        pending.push((segment, chunk, self.next));
+        self.evict();
+        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
+            return Completion::ready(Ok(()));
+        };
+        let mut last = Completion::ready(Ok(()));
+        for (segment, bytes, end) in pending {
+            let (done, c) = Completion::pending();
+            // The writer handles its commands in order: the last completion resolves
+            // after every earlier one.
+            let _ = tx.send(writer::Command::Append {
+                segment,
+                bytes,
+                end,
+                done,
+            });
+            last = c;
+        }
+        last
+    }
+
+    /// The frames of `buf` as one shared buffer; the records `encoded` (frame position
+    /// in `buf`, timestamp, message) join the tail cache as slices of it.
+    fn cache_encoded(
+        &mut self,
+        buf: Vec<u8>,
+        encoded: &mut Vec<(usize, i64, Arc<Message>)>,
+    ) -> bytes::Bytes {
+        let chunk = bytes::Bytes::from(buf);
+        for (at, timestamp, message) in encoded.drain(..) {
+            let r = StreamRecord::appended(timestamp, codec::appended(&chunk, at, message));
+            self.tail_bytes += r.size;
+            self.tail.push_back(r);
+        }
+        chunk
+    }
+}
