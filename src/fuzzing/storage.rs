@@ -93,6 +93,12 @@ pub fn stream_records(data: &[u8]) {
             };
             let (o2, t2, m2) = stream_codec::decode(p).expect("a re-encoded record decodes");
             assert_eq!((o2, t2), (offset, ts));
+            // As the tail cache keeps it: the same fields and body as read back.
+            let chunk = bytes::Bytes::from(framed.clone());
+            let kept = stream_codec::appended(&chunk, 0, m2.clone());
+            if let Ok((_, _, read)) = stream_codec::stored(&chunk, &chunk[frame::FRAME_HEADER..]) {
+                assert_eq!((kept.fields(), kept.body()), (read.fields(), read.body()));
+            }
             let mut again = Vec::new();
             stream_codec::encode(&mut again, o2, t2, &m2).expect("encodes");
             assert_eq!(again, framed, "stream record round trip");
@@ -122,6 +128,20 @@ fn stored_record(payload: &[u8]) {
     let mut out = bytes::BytesMut::new();
     encode_deliver_stored(&mut out, "t", 1, false, 1, stored.fields(), stored.body())
         .expect("encodes");
+    // The head alone then the body (a plain TCP socket's writev): the same bytes.
+    let mut split = bytes::BytesMut::new();
+    let body_len = stored.body().len();
+    crate::protocol::encode_deliver_stored_head(
+        &mut split,
+        "t",
+        1,
+        false,
+        1,
+        stored.fields(),
+        body_len,
+    );
+    split.extend_from_slice(stored.body());
+    assert_eq!(split, out, "head and body as one frame");
     let body = take_frame(&mut out, usize::MAX)
         .unwrap()
         .expect("a whole frame");
