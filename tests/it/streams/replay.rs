@@ -176,7 +176,8 @@ async fn a_replay_from_the_files_delivers_every_property_and_header_as_published
         for confirm in confirms {
             within("a confirm", confirm).await.unwrap();
         }
-        // From the tail cache: the messages as the broker decoded them at publish.
+        // From the tail cache: native, the records as stored at append (their frames'
+        // bytes); AMQP, the messages they were encoded from.
         let mut sub = c.consume("s", &from("first")).await.unwrap();
         let tail = take(&mut sub, N).await;
         let (_conn, mut amqp) = amqp_consume(&server, "before").await;
