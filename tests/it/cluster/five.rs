@@ -4,8 +4,8 @@
 //! and its leader among them): definitions still change, both queues still serve every
 //! confirmed message in order, and the killed nodes catch up when they come back.
 
-use super::quorum::{connect, consume_on_leader, declare_quorum};
-use super::{cluster_of, converged, has, leader, Node};
+use super::quorum::{consume_on_leader, declare_quorum, publish_numbered};
+use super::{assert_no_panic, cluster_of, converged, has, leader, member_id, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -14,16 +14,6 @@ use serde_json::Value;
 use tokio::task::block_in_place;
 
 const MESSAGES: u64 = 200;
-
-/// A node id from a member name (`node{id}@{address}`).
-fn id_of(name: &Value) -> Option<u64> {
-    name.as_str()?
-        .strip_prefix("node")?
-        .split('@')
-        .next()?
-        .parse()
-        .ok()
-}
 
 /// The leader and members of quorum queue `name` as `node` sees them, once it knows a
 /// leader.
@@ -35,10 +25,10 @@ async fn group_of(node: &Node, name: &str) -> (u64, Vec<u64>) {
             .get(&format!("/api/queues/%2F/{name}"))
             .await
             .json();
-        if let Some(leader) = id_of(&row["leader"]) {
+        if let Some(leader) = member_id(&row["leader"]) {
             let members = row["members"]
                 .as_array()
-                .map(|m| m.iter().filter_map(id_of).collect())
+                .map(|m| m.iter().filter_map(member_id).collect())
                 .unwrap_or_default();
             return (leader, members);
         }
@@ -47,32 +37,6 @@ async fn group_of(node: &Node, name: &str) -> (u64, Vec<u64>) {
             "no leader for {name}: {row}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// Publishes 0..MESSAGES to `queue` through `node` and waits for every confirm.
-async fn publish_confirmed(node: &Node, queue: &str) {
-    let conn = connect(node).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirms = Vec::new();
-    for n in 0..MESSAGES {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                n.to_string().as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        confirms.push(c);
-    }
-    for (n, c) in confirms.into_iter().enumerate() {
-        assert!(c.await.unwrap().is_ack(), "{queue}: publish {n} confirmed");
     }
 }
 
@@ -114,8 +78,8 @@ async fn five_nodes_lose_two_and_keep_their_definitions_and_quorum_queues() {
         .collect();
     assert_eq!(outsiders.len(), 2);
     let publisher = nodes.iter().find(|n| n.id == outsiders[0]).unwrap();
-    publish_confirmed(publisher, "three").await;
-    publish_confirmed(publisher, "five").await;
+    publish_numbered(publisher, "three", 0..MESSAGES).await;
+    publish_numbered(publisher, "five", 0..MESSAGES).await;
 
     // Two of five die: the 3-member group's leader and the other outsider.
     let victims = [three_leader, outsiders[1]];
@@ -139,12 +103,5 @@ async fn five_nodes_lose_two_and_keep_their_definitions_and_quorum_queues() {
     }
     let all: Vec<&Node> = nodes.iter().collect();
     converged(&all, |d| has(d, "queues", "after")).await;
-    for n in &nodes {
-        assert!(
-            !n.logs().contains("panicked"),
-            "node {}: {}",
-            n.id,
-            n.logs()
-        );
-    }
+    assert_no_panic(&nodes);
 }

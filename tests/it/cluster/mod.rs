@@ -422,3 +422,21 @@ pub fn has(defs: &Value, kind: &str, name: &str) -> bool {
         .as_array()
         .is_some_and(|a| a.iter().any(|e| e["name"] == name))
 }
+
+/// A node id from a member name as the management API gives it (`node{id}@{address}`).
+pub fn member_id(name: &Value) -> Option<u64> {
+    name.as_str()?
+        .strip_prefix("node")?
+        .split('@')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// No node's log shows a panic.
+pub fn assert_no_panic(nodes: &[Node]) {
+    for n in nodes {
+        let logs = n.logs();
+        assert!(!logs.contains("panicked"), "node {}: {logs}", n.id);
+    }
+}

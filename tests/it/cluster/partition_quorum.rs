@@ -6,6 +6,7 @@
 //! message is there, in order.
 
 use super::partition::{agreed_leader, in_ns, ip, net_or_skip, placed, start_nodes, At};
+use super::{assert_no_panic, member_id};
 use crate::support::DEADLINE;
 use actormq::client::{Client, ConnectOptions, ConsumeOptions, PublishOptions};
 use futures_util::StreamExt;
@@ -14,16 +15,6 @@ use std::time::Instant;
 use tokio::task::block_in_place;
 
 const EACH: u64 = 100;
-
-/// A node id from a member name (`node{id}@{address}`).
-fn id_of(name: &Value) -> Option<u64> {
-    name.as_str()?
-        .strip_prefix("node")?
-        .split('@')
-        .next()?
-        .parse()
-        .ok()
-}
 
 async fn client(addr: String) -> Client {
     Client::connect(
@@ -64,7 +55,7 @@ async fn group_leader(at: &At<'_>, among: &[u64]) -> u64 {
     let end = Instant::now() + DEADLINE * 2;
     loop {
         let row = at.json("/api/queues/%2F/pq").await;
-        if let Some(l) = id_of(&row["leader"]).filter(|l| among.contains(l)) {
+        if let Some(l) = member_id(&row["leader"]).filter(|l| among.contains(l)) {
             return l;
         }
         assert!(
@@ -186,12 +177,5 @@ async fn a_partitioned_group_leader_confirms_nothing_and_the_majority_goes_on() 
     let expected: Vec<&String> = confirmed.iter().filter(|c| *c != "cut").collect();
     let order_without_cut: Vec<&String> = order.into_iter().filter(|g| *g != "cut").collect();
     assert_eq!(order_without_cut, expected, "in publish order");
-    for n in &nodes {
-        assert!(
-            !n.logs().contains("panicked"),
-            "node {}: {}",
-            n.id,
-            n.logs()
-        );
-    }
+    assert_no_panic(&nodes);
 }

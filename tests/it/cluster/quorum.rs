@@ -73,11 +73,7 @@ pub(super) async fn queue_leader(nodes: &[&Node], queue: &str) -> u64 {
                 .get(&format!("/api/queues/%2F/{queue}"))
                 .await
                 .json();
-            let named = q["leader"]
-                .as_str()
-                .and_then(|l| l.strip_prefix("node"))
-                .and_then(|l| l.split('@').next())
-                .and_then(|id| id.parse::<u64>().ok());
+            let named = super::member_id(&q["leader"]);
             if let Some(id) = named.filter(|id| nodes.iter().any(|m| m.id == *id)) {
                 return id;
             }
@@ -87,6 +83,33 @@ pub(super) async fn queue_leader(nodes: &[&Node], queue: &str) -> u64 {
             "no leader of '{queue}' among the nodes"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes the numbers `numbers` (persistent) to `queue` through `node` with
+/// confirms, and waits until each is confirmed (ack).
+pub(super) async fn publish_numbered(node: &Node, queue: &str, numbers: std::ops::Range<u64>) {
+    let conn = connect(node).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for n in numbers {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                n.to_string().as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        confirms.push((n, c));
+    }
+    for (n, c) in confirms {
+        assert!(c.await.unwrap().is_ack(), "{queue}: publish {n} confirmed");
     }
 }
 

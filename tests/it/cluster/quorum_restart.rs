@@ -3,8 +3,8 @@
 //! member that lost its data directory rejoining the group and then being needed for a
 //! majority. Every confirmed message must come back, in order, and an acked one never.
 
-use super::quorum::{connect, consume_on_leader, declare_quorum};
-use super::{leader, three_nodes, wait_for, Node};
+use super::quorum::{consume_on_leader, declare_quorum, publish_numbered};
+use super::{assert_no_panic, leader, member_id, three_nodes, wait_for, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -21,16 +21,6 @@ async fn queue_row(node: &Node, name: &str) -> Value {
         .get(&format!("/api/queues/%2F/{name}"))
         .await
         .json()
-}
-
-/// A node id from a member name (`node{id}@{address}`).
-fn id_of(name: &Value) -> Option<u64> {
-    name.as_str()?
-        .strip_prefix("node")?
-        .split('@')
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// Receives the next `count` deliveries of `consumer`: (number, redelivered, delivery).
@@ -62,30 +52,7 @@ async fn a_quorum_queue_keeps_its_messages_through_a_cluster_restart_and_a_lost_
     declare_quorum(&nodes[0], "kept", "").await;
 
     // Every publish confirmed (a majority has it on disk) before the cluster goes down.
-    {
-        let conn = connect(&nodes[1]).await;
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let mut confirms = Vec::new();
-        for n in 0..MESSAGES {
-            let c = ch
-                .basic_publish(
-                    "".into(),
-                    "kept".into(),
-                    BasicPublishOptions::default(),
-                    n.to_string().as_bytes(),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap();
-            confirms.push(c);
-        }
-        for (n, c) in confirms.into_iter().enumerate() {
-            assert!(c.await.unwrap().is_ack(), "publish {n} confirmed");
-        }
-    }
+    publish_numbered(&nodes[1], "kept", 0..MESSAGES).await;
 
     // The whole cluster goes down: one node stopped gracefully, two killed.
     nodes[0].stop();
@@ -127,12 +94,12 @@ async fn a_quorum_queue_keeps_its_messages_through_a_cluster_restart_and_a_lost_
     // must not write it again over the group's log) and comes back empty.
     let (group_leader, lost) = {
         let row = queue_row(&nodes[0], "kept").await;
-        let group_leader = id_of(&row["leader"]).expect("a group leader");
+        let group_leader = member_id(&row["leader"]).expect("a group leader");
         let members: Vec<u64> = row["members"]
             .as_array()
             .expect("members")
             .iter()
-            .filter_map(id_of)
+            .filter_map(member_id)
             .collect();
         assert_eq!(members.len(), 3, "{row}");
         let lost = *members
@@ -181,12 +148,5 @@ async fn a_quorum_queue_keeps_its_messages_through_a_cluster_restart_and_a_lost_
     let row = queue_row(nodes.iter().find(|n| n.id == at).unwrap(), "kept").await;
     assert_eq!(row["messages"], MESSAGES - ACKED, "{row}");
     assert_eq!(row["messages_unacknowledged"], MESSAGES - ACKED, "{row}");
-    for n in &nodes {
-        assert!(
-            !n.logs().contains("panicked"),
-            "node {}: {}",
-            n.id,
-            n.logs()
-        );
-    }
+    assert_no_panic(&nodes);
 }

@@ -3,8 +3,8 @@
 //! outside them, which the group's leader adds and catches up; the group then survives
 //! one more failure, which the replacement's copy carries.
 
-use super::quorum::{connect, consume_on_leader, declare_quorum};
-use super::{cluster_of, leader, wait_for, Node};
+use super::quorum::{consume_on_leader, declare_quorum, publish_numbered};
+use super::{assert_no_panic, cluster_of, leader, member_id, wait_for, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -13,16 +13,6 @@ use serde_json::Value;
 use tokio::task::block_in_place;
 
 const MESSAGES: u64 = 150;
-
-/// A node id from a member name (`node{id}@{address}`).
-fn id_of(name: &Value) -> Option<u64> {
-    name.as_str()?
-        .strip_prefix("node")?
-        .split('@')
-        .next()?
-        .parse()
-        .ok()
-}
 
 /// The group's leader and members as `node`'s `/api/queues` has them.
 async fn group_of(node: &Node, queue: &str) -> (Option<u64>, Vec<u64>) {
@@ -33,10 +23,10 @@ async fn group_of(node: &Node, queue: &str) -> (Option<u64>, Vec<u64>) {
         .json();
     let mut members: Vec<u64> = row["members"]
         .as_array()
-        .map(|m| m.iter().filter_map(id_of).collect())
+        .map(|m| m.iter().filter_map(member_id).collect())
         .unwrap_or_default();
     members.sort_unstable();
-    (id_of(&row["leader"]), members)
+    (member_id(&row["leader"]), members)
 }
 
 /// `node`'s view of group member `id` in `cluster status` (its first group).
@@ -63,30 +53,7 @@ async fn a_removed_member_is_replaced_in_its_groups_and_the_replacement_carries_
         .map(|n| n.id)
         .find(|id| !members.contains(id))
         .unwrap();
-    {
-        let conn = connect(&nodes[0]).await;
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        let mut confirms = Vec::new();
-        for n in 0..MESSAGES {
-            confirms.push(
-                ch.basic_publish(
-                    "".into(),
-                    "moved".into(),
-                    BasicPublishOptions::default(),
-                    n.to_string().as_bytes(),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap(),
-            );
-        }
-        for (n, c) in confirms.into_iter().enumerate() {
-            assert!(c.await.unwrap().is_ack(), "publish {n} confirmed");
-        }
-    }
+    publish_numbered(&nodes[0], "moved", 0..MESSAGES).await;
 
     // A member that leads neither the definitions nor the group dies for good and is
     // removed.
@@ -158,12 +125,5 @@ async fn a_removed_member_is_replaced_in_its_groups_and_the_replacement_carries_
         assert_eq!(n, want, "in order");
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
-    for n in &nodes {
-        assert!(
-            !n.logs().contains("panicked"),
-            "node {}: {}",
-            n.id,
-            n.logs()
-        );
-    }
+    assert_no_panic(&nodes);
 }
