@@ -10,6 +10,13 @@
 //! rename). Entries are also kept in memory: the definitions log is small, and reads
 //! (replication to followers) must be fast.
 //!
+//! A read for replication returns at most [`MAX_APPEND_BYTES`] of records (at least
+//! one entry): a new leader probes a follower's log by sending half of its own, and a
+//! quorum queue's entries carry up to a thousand messages each, so an unbounded read
+//! made an append of tens of megabytes that no follower could take within the
+//! heartbeat's time to live; openraft sent it again and again, and the group never
+//! committed under its new leader.
+//!
 //! Generic over the Raft type configuration: the definitions log and each quorum
 //! queue group's log (one directory per group) use the same records.
 
@@ -75,8 +82,15 @@ where
     Ok(out)
 }
 
-/// Reads the records of `bytes`: the entries, and the length of the valid prefix.
-fn parse<C: Logged>(bytes: &[u8]) -> (Vec<Entry<C>>, usize)
+/// Most bytes of records one replication read hands out (unless its first entry alone
+/// is larger): an append must reach a follower, and be written there, within a
+/// heartbeat interval (openraft's time to live for an append), with room to spare on
+/// a debug build and a loaded machine.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// Reads the records of `bytes`: each entry with its record's size, and the length of
+/// the valid prefix.
+fn parse<C: Logged>(bytes: &[u8]) -> (Vec<(Entry<C>, usize)>, usize)
 where
     Entry<C>: DeserializeOwned,
 {
@@ -92,7 +106,7 @@ where
             break;
         }
         match rmp_serde::from_slice(body) {
-            Ok(e) => entries.push(e),
+            Ok(e) => entries.push((e, 8 + len)),
             Err(_) => break,
         }
         at += 8 + len;
@@ -103,6 +117,8 @@ where
 /// What the log holds, shared by the store and its readers.
 struct Inner<C: Logged> {
     entries: BTreeMap<u64, Entry<C>>,
+    /// Each entry's record size in bytes, by index (to bound a replication read).
+    sizes: BTreeMap<u64, usize>,
     last_purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
 }
@@ -159,8 +175,16 @@ where
             .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
             .transpose()?
             .flatten();
+        let sizes = entries
+            .iter()
+            .map(|(e, size)| (e.log_id.index, *size))
+            .collect();
         let inner = Inner {
-            entries: entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            entries: entries
+                .into_iter()
+                .map(|(e, _)| (e.log_id.index, e))
+                .collect(),
+            sizes,
             last_purged,
             vote,
         };
@@ -183,18 +207,22 @@ where
         write_atomic(&self.dir.join("log"), &bytes)
     }
 
-    /// Appends `entries` to the file and fsyncs it.
-    fn append_file(&self, entries: &[Entry<C>]) -> std::io::Result<()> {
+    /// Appends `entries` to the file and fsyncs it; answers each one's record size.
+    fn append_file(&self, entries: &[Entry<C>]) -> std::io::Result<Vec<usize>> {
         let mut bytes = Vec::new();
+        let mut sizes = Vec::with_capacity(entries.len());
         for e in entries {
-            bytes.extend(record(e)?);
+            let r = record(e)?;
+            sizes.push(r.len());
+            bytes.extend(r);
         }
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("log"))?;
         f.write_all(&bytes)?;
-        f.sync_data()
+        f.sync_data()?;
+        Ok(sizes)
     }
 }
 
@@ -209,6 +237,24 @@ where
     ) -> StorageResult<Vec<Entry<C>>> {
         let inner = self.lock();
         Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<C>>> {
+        let inner = self.lock();
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for (index, e) in inner.entries.range(start..end) {
+            bytes += inner.sizes.get(index).copied().unwrap_or(0);
+            if !out.is_empty() && bytes > MAX_APPEND_BYTES {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 }
 
@@ -252,12 +298,14 @@ where
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let written = self.append_file(&entries);
-        if written.is_ok() {
+        if let Ok(sizes) = &written {
             let mut inner = self.lock();
-            for e in entries {
+            for (e, size) in entries.into_iter().zip(sizes) {
+                inner.sizes.insert(e.log_id.index, *size);
                 inner.entries.insert(e.log_id.index, e);
             }
         }
+        let written = written.map(|_| ());
         let failed = written
             .as_ref()
             .err()
@@ -272,6 +320,7 @@ where
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let mut inner = self.lock();
         let _ = inner.entries.split_off(&log_id.index);
+        let _ = inner.sizes.split_off(&log_id.index);
         self.rewrite(&inner)
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
@@ -286,6 +335,7 @@ where
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         inner.last_purged = Some(log_id);
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.sizes = inner.sizes.split_off(&(log_id.index + 1));
         self.rewrite(&inner)
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
@@ -335,5 +385,48 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let reopened: LogStore = LogStore::open(dir.path()).unwrap();
         assert_eq!(reopened.lock().entries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replication_read_is_bounded_in_bytes_but_never_empty() {
+        use crate::cluster::quorum::group::{QueueTypes, StoredMessage};
+        use crate::cluster::quorum::machine::Command;
+        let publish = |index: u64, kib: usize| Entry::<QueueTypes> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::Enqueue(vec![StoredMessage {
+                exchange: String::new(),
+                routing_key: "q".into(),
+                properties: Default::default(),
+                body: vec![7u8; kib << 10].into(),
+            }])),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+        let entries = [
+            publish(1, 400),
+            publish(2, 400),
+            publish(3, 400),
+            publish(4, 400),
+            publish(5, 2048),
+        ];
+        store.append_file(&entries).unwrap();
+        // The sizes come back from the file when it is opened again.
+        let mut reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+        let indexes =
+            |v: Vec<Entry<QueueTypes>>| -> Vec<u64> { v.iter().map(|e| e.log_id.index).collect() };
+        let read = reopened.limited_get_log_entries(1, 6).await.unwrap();
+        assert_eq!(
+            indexes(read),
+            [1, 2],
+            "two of 400 KiB fit in {MAX_APPEND_BYTES}"
+        );
+        let read = reopened.limited_get_log_entries(4, 6).await.unwrap();
+        assert_eq!(indexes(read), [4]);
+        // An entry larger than the bound still goes, alone.
+        let read = reopened.limited_get_log_entries(5, 6).await.unwrap();
+        assert_eq!(indexes(read), [5]);
+        // Other reads are whole.
+        let read = reopened.try_get_log_entries(1..6).await.unwrap();
+        assert_eq!(indexes(read), [1, 2, 3, 4, 5]);
     }
 }
