@@ -59,6 +59,44 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The writes into one directory serialized with its removal. A quorum queue's
+/// group is deleted while its member may still be writing: openraft builds a snapshot
+/// in a task of its own that outlives the member's shutdown, and a snapshot written
+/// while the directory was being removed failed with ENOENT (or, created between the
+/// removal's listing and its `rmdir`, left a stray directory). Once
+/// [`remove`](DirGuard::remove) has run, writes are skipped: the group is gone, and
+/// nothing of it is to be kept.
+#[derive(Debug, Default)]
+pub struct DirGuard {
+    removed: Mutex<bool>,
+}
+
+impl DirGuard {
+    /// Runs `write` unless the directory was removed: `None` then (nothing written).
+    /// A removal waits for a write in progress.
+    pub fn write<T>(
+        &self,
+        write: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<Option<T>> {
+        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        if *removed {
+            return Ok(None);
+        }
+        write().map(Some)
+    }
+
+    /// Removes `dir` and everything in it, after any write in progress; later writes
+    /// are skipped. A directory already gone is no error.
+    pub fn remove(&self, dir: &Path) -> std::io::Result<()> {
+        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        *removed = true;
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+}
+
 /// What a log of entries of `C` needs: entries it can write, read back and hand out.
 pub trait Logged: RaftTypeConfig<NodeId = NodeId, Entry = Entry<Self>> + Sized {}
 
@@ -127,6 +165,8 @@ struct Inner<C: Logged> {
 pub struct LogStore<C: Logged = TypeConfig> {
     dir: PathBuf,
     inner: Arc<Mutex<Inner<C>>>,
+    /// When set, writes skip a directory that was removed (a deleted queue's group).
+    guard: Option<Arc<DirGuard>>,
 }
 
 impl<C: Logged> Clone for LogStore<C> {
@@ -134,6 +174,7 @@ impl<C: Logged> Clone for LogStore<C> {
         LogStore {
             dir: self.dir.clone(),
             inner: self.inner.clone(),
+            guard: self.guard.clone(),
         }
     }
 }
@@ -191,7 +232,22 @@ where
         Ok(LogStore {
             dir: dir.to_path_buf(),
             inner: Arc::new(Mutex::new(inner)),
+            guard: None,
         })
+    }
+
+    /// This log with its writes serialized with `guard`'s removal of its directory.
+    pub fn guarded(mut self, guard: Arc<DirGuard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Runs `write` through the guard, if any (skipped once the directory is removed).
+    fn write<T: Default>(&self, write: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        match &self.guard {
+            Some(g) => g.write(write).map(Option::unwrap_or_default),
+            None => write(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<C>> {
@@ -281,7 +337,7 @@ where
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let bytes = rmp_serde::to_vec(vote)
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, invalid(e)))?;
-        write_atomic(&self.dir.join("vote"), &bytes)
+        self.write(|| write_atomic(&self.dir.join("vote"), &bytes))
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.lock().vote = Some(*vote);
         Ok(())
@@ -297,7 +353,7 @@ where
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let written = self.append_file(&entries);
+        let written = self.write(|| self.append_file(&entries));
         if let Ok(sizes) = &written {
             let mut inner = self.lock();
             for (e, size) in entries.into_iter().zip(sizes) {
@@ -321,7 +377,7 @@ where
         let mut inner = self.lock();
         let _ = inner.entries.split_off(&log_id.index);
         let _ = inner.sizes.split_off(&log_id.index);
-        self.rewrite(&inner)
+        self.write(|| self.rewrite(&inner))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
@@ -331,12 +387,12 @@ where
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, invalid(e)))?;
         // The purge mark first: a crash between the two leaves entries the mark says
         // are gone, which reads ignore.
-        write_atomic(&self.dir.join(PURGED), &bytes)
+        self.write(|| write_atomic(&self.dir.join(PURGED), &bytes))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         inner.last_purged = Some(log_id);
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
         inner.sizes = inner.sizes.split_off(&(log_id.index + 1));
-        self.rewrite(&inner)
+        self.write(|| self.rewrite(&inner))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

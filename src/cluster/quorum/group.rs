@@ -7,6 +7,7 @@
 //! entries per append) before openraft counts them.
 
 use super::machine::{Command, DeadReason, Limits, QueueMachine, Weighed};
+use crate::cluster::log_store::DirGuard;
 use crate::cluster::NodeId;
 use crate::message::{Message, Properties};
 use bytes::Bytes;
@@ -104,6 +105,8 @@ pub struct GroupStateMachine {
     limits: Limits,
     /// Where a snapshot is kept (`<group dir>/snapshot`), when it is kept on disk.
     snapshot_path: Option<std::path::PathBuf>,
+    /// Serializes the snapshot's write with the removal of the group's directory.
+    guard: Option<Arc<DirGuard>>,
 }
 
 /// A snapshot as kept on disk: what it covers, and the queue.
@@ -124,7 +127,22 @@ impl GroupStateMachine {
             })),
             limits,
             snapshot_path: None,
+            guard: None,
         }
+    }
+
+    /// This machine with its snapshot writes serialized with `guard`'s removal of the
+    /// group's directory: a snapshot built after the queue's delete (openraft builds
+    /// them in a task that outlives the member) is then not written, instead of
+    /// failing with ENOENT or leaving a stray directory.
+    pub fn guarded(mut self, guard: Arc<DirGuard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The guard of the group's directory, if any.
+    pub fn dir_guard(&self) -> Option<Arc<DirGuard>> {
+        self.guard.clone()
     }
 
     /// The member's state machine keeping its snapshots in `dir` (the group's
@@ -175,7 +193,19 @@ impl GroupStateMachine {
             snapshot: snapshot.clone(),
         })
         .map_err(|e| failed(&e))?;
-        crate::cluster::log_store::write_atomic(path, &bytes).map_err(|e| failed(&e))
+        let write = || crate::cluster::log_store::write_atomic(path, &bytes);
+        let written = match &self.guard {
+            Some(g) => g.write(write).map(|w| w.is_some()),
+            None => write().map(|()| true),
+        };
+        match written {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::debug!(path = %path.display(), "quorum queue group deleted: its snapshot is not kept");
+                Ok(())
+            }
+            Err(e) => Err(failed(&e)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
