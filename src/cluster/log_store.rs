@@ -1,14 +1,13 @@
 //! The Raft log and vote on disk, under `data_dir/raft/`.
 //!
-//! `log`: one record per entry, `[len u32 LE][crc32 u32 LE][MessagePack entry]`,
-//! appended and fsynced before openraft is told they are flushed. Opening reads every
-//! record and truncates the file at the first short or corrupt one (a torn tail: the
-//! append that was cut never reported flushed, so no one counted on it). Truncation
-//! (a new leader's log wins over this one's tail) and purging rewrite the file whole,
-//! to a temporary file renamed over the old one: both are rare and the definitions log
-//! is small. `vote`: the last vote, written the same way (temporary file, fsync,
-//! rename). Entries are also kept in memory: the definitions log is small, and reads
-//! (replication to followers) must be fast.
+//! The log: one record per entry, `[len u32 LE][crc32 u32 LE][MessagePack entry]`,
+//! appended and fsynced before openraft is told they are flushed, in segment files
+//! ([`segments`]: a purge deletes whole old segments, a truncation rewrites one).
+//! Opening reads every record and ends the log at the first short or corrupt one (a
+//! torn tail: the append that was cut never reported flushed, so no one counted on
+//! it). `purged`: the last purged log id (entries at or before it are ignored when
+//! read back). `vote`: the last vote (temporary file, fsync, rename). Entries are also
+//! kept in memory: reads (replication to followers) must be fast.
 //!
 //! A read for replication returns at most [`MAX_APPEND_BYTES`] of records (at least
 //! one entry): a new leader probes a follower's log by sending half of its own, and a
@@ -29,8 +28,8 @@ use openraft::{
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Write;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -161,10 +160,14 @@ struct Inner<C: Logged> {
     vote: Option<Vote<NodeId>>,
 }
 
+mod segments;
+
 /// The on-disk log (cheap to clone: readers share it).
 pub struct LogStore<C: Logged = TypeConfig> {
     dir: PathBuf,
     inner: Arc<Mutex<Inner<C>>>,
+    /// The segment files (locked after `inner` when both are).
+    files: Arc<Mutex<segments::Files>>,
     /// When set, writes skip a directory that was removed (a deleted queue's group).
     guard: Option<Arc<DirGuard>>,
 }
@@ -174,6 +177,7 @@ impl<C: Logged> Clone for LogStore<C> {
         LogStore {
             dir: self.dir.clone(),
             inner: self.inner.clone(),
+            files: self.files.clone(),
             guard: self.guard.clone(),
         }
     }
@@ -190,18 +194,7 @@ where
     /// Opens (or creates) the log in `dir`, truncating a torn tail.
     pub fn open(dir: &Path) -> std::io::Result<LogStore<C>> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("log");
-        let mut bytes = Vec::new();
-        if path.exists() {
-            File::open(&path)?.read_to_end(&mut bytes)?;
-        }
-        let (entries, valid) = parse::<C>(&bytes);
-        if valid < bytes.len() {
-            tracing::warn!(path = %path.display(), kept = valid, dropped = bytes.len() - valid, "raft log: torn tail truncated");
-            let f = OpenOptions::new().write(true).open(&path)?;
-            f.set_len(valid as u64)?;
-            f.sync_all()?;
-        }
+        let (mut files, mut entries) = segments::Files::open::<C>(dir)?;
         let read = |name: &str| -> std::io::Result<Option<Vec<u8>>> {
             match std::fs::read(dir.join(name)) {
                 Ok(b) => Ok(Some(b)),
@@ -212,10 +205,15 @@ where
         let vote = read("vote")?
             .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
             .transpose()?;
-        let last_purged = read(PURGED)?
-            .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
+        let last_purged: Option<LogId<NodeId>> = read(PURGED)?
+            .map(|b| rmp_serde::from_slice::<Option<LogId<NodeId>>>(&b).map_err(invalid))
             .transpose()?
             .flatten();
+        if let Some(p) = last_purged {
+            // A crash between the purge mark and the segments' removal.
+            entries.retain(|(e, _)| e.log_id.index > p.index);
+            files.purge(p.index)?;
+        }
         let sizes = entries
             .iter()
             .map(|(e, size)| (e.log_id.index, *size))
@@ -232,6 +230,7 @@ where
         Ok(LogStore {
             dir: dir.to_path_buf(),
             inner: Arc::new(Mutex::new(inner)),
+            files: Arc::new(Mutex::new(files)),
             guard: None,
         })
     }
@@ -254,17 +253,31 @@ where
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rewrites the log file from the entries in memory.
-    fn rewrite(&self, inner: &Inner<C>) -> std::io::Result<()> {
-        let mut bytes = Vec::new();
-        for e in inner.entries.values() {
-            bytes.extend(record(e)?);
-        }
-        write_atomic(&self.dir.join("log"), &bytes)
+    fn files(&self) -> std::sync::MutexGuard<'_, segments::Files> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `entries` to the file and fsyncs it; answers each one's record size.
+    /// Drops the entries from `index` on from the files: the later segments removed,
+    /// the one holding the entries before `index` rewritten from `inner` (which no
+    /// longer has them).
+    fn truncate_files(&self, inner: &Inner<C>, index: u64) -> std::io::Result<()> {
+        let mut files = self.files();
+        if let Some(first) = files.remove_from(index)? {
+            let mut bytes = Vec::new();
+            for e in inner.entries.range(first..).map(|(_, e)| e) {
+                bytes.extend(record(e)?);
+            }
+            files.rewrite(first, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `entries` to the last segment and fsyncs it; answers each one's record
+    /// size.
     fn append_file(&self, entries: &[Entry<C>]) -> std::io::Result<Vec<usize>> {
+        let Some(first) = entries.first() else {
+            return Ok(Vec::new());
+        };
         let mut bytes = Vec::new();
         let mut sizes = Vec::with_capacity(entries.len());
         for e in entries {
@@ -272,12 +285,7 @@ where
             sizes.push(r.len());
             bytes.extend(r);
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))?;
-        f.write_all(&bytes)?;
-        f.sync_data()?;
+        self.files().append(first.log_id.index, &bytes)?;
         Ok(sizes)
     }
 }
@@ -377,7 +385,7 @@ where
         let mut inner = self.lock();
         let _ = inner.entries.split_off(&log_id.index);
         let _ = inner.sizes.split_off(&log_id.index);
-        self.write(|| self.rewrite(&inner))
+        self.write(|| self.truncate_files(&inner, log_id.index))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
@@ -392,97 +400,12 @@ where
         inner.last_purged = Some(log_id);
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
         inner.sizes = inner.sizes.split_off(&(log_id.index + 1));
-        self.write(|| self.rewrite(&inner))
+        // Whole old segments go; the entries before `log_id` left in a kept segment
+        // are ignored when read back.
+        self.write(|| self.files().purge(log_id.index))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    fn entry(index: u64) -> Entry<TypeConfig> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Blank,
-        }
-    }
-
-    #[test]
-    fn a_torn_tail_is_truncated_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(dir.path()).unwrap();
-        store.append_file(&[entry(1), entry(2)]).unwrap();
-        // Half a record: an append cut by a crash.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join("log"))
-            .unwrap();
-        let third = record(&entry(3)).unwrap();
-        f.write_all(&third[..third.len() / 2]).unwrap();
-        drop(f);
-        let reopened: LogStore = LogStore::open(dir.path()).unwrap();
-        let indexes: Vec<u64> = reopened.lock().entries.keys().copied().collect();
-        assert_eq!(indexes, vec![1, 2]);
-        let len = std::fs::metadata(dir.path().join("log")).unwrap().len();
-        assert_eq!(len as usize, record(&entry(1)).unwrap().len() * 2);
-    }
-
-    #[test]
-    fn a_corrupt_record_ends_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(dir.path()).unwrap();
-        store.append_file(&[entry(1), entry(2)]).unwrap();
-        let path = dir.path().join("log");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&path, &bytes).unwrap();
-        let reopened: LogStore = LogStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.lock().entries.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_replication_read_is_bounded_in_bytes_but_never_empty() {
-        use crate::cluster::quorum::group::{QueueTypes, StoredMessage};
-        use crate::cluster::quorum::machine::Command;
-        let publish = |index: u64, kib: usize| Entry::<QueueTypes> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Command::Enqueue(vec![StoredMessage {
-                exchange: String::new(),
-                routing_key: "q".into(),
-                properties: Default::default(),
-                body: vec![7u8; kib << 10].into(),
-            }])),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let store: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
-        let entries = [
-            publish(1, 400),
-            publish(2, 400),
-            publish(3, 400),
-            publish(4, 400),
-            publish(5, 2048),
-        ];
-        store.append_file(&entries).unwrap();
-        // The sizes come back from the file when it is opened again.
-        let mut reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
-        let indexes =
-            |v: Vec<Entry<QueueTypes>>| -> Vec<u64> { v.iter().map(|e| e.log_id.index).collect() };
-        let read = reopened.limited_get_log_entries(1, 6).await.unwrap();
-        assert_eq!(
-            indexes(read),
-            [1, 2],
-            "two of 400 KiB fit in {MAX_APPEND_BYTES}"
-        );
-        let read = reopened.limited_get_log_entries(4, 6).await.unwrap();
-        assert_eq!(indexes(read), [4]);
-        // An entry larger than the bound still goes, alone.
-        let read = reopened.limited_get_log_entries(5, 6).await.unwrap();
-        assert_eq!(indexes(read), [5]);
-        // Other reads are whole.
-        let read = reopened.try_get_log_entries(1..6).await.unwrap();
-        assert_eq!(indexes(read), [1, 2, 3, 4, 5]);
-    }
-}
+mod tests;
