@@ -116,6 +116,13 @@ struct OnDisk {
     snapshot: GroupSnapshot,
 }
 
+/// [`OnDisk`] to write, borrowing (the same encoding: a machine is not copied again).
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    meta: &'a SnapshotMeta<NodeId, BasicNode>,
+    snapshot: &'a GroupSnapshot,
+}
+
 impl GroupStateMachine {
     /// An empty queue with `limits` (a member rebuilds it from its log or a snapshot).
     pub fn new(limits: Limits) -> Self {
@@ -188,11 +195,7 @@ impl GroupStateMachine {
                 std::io::Error::other(e.to_string()),
             )
         };
-        let bytes = rmp_serde::to_vec(&OnDisk {
-            meta: meta.clone(),
-            snapshot: snapshot.clone(),
-        })
-        .map_err(|e| failed(&e))?;
+        let bytes = rmp_serde::to_vec(&OnDiskRef { meta, snapshot }).map_err(|e| failed(&e))?;
         let write = || crate::cluster::log_store::write_atomic(path, &bytes);
         let written = match &self.guard {
             Some(g) => g.write(write).map(|w| w.is_some()),
@@ -221,6 +224,8 @@ impl GroupStateMachine {
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
+    // openraft's own error type, as its traits require (the blocking write's closure).
+    #[allow(clippy::result_large_err)]
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
         let (meta, snapshot) = {
             let s = self.lock();
@@ -234,8 +239,22 @@ impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
             };
             (meta, snapshot)
         };
-        // On disk before openraft purges the log behind it.
-        self.keep(&meta, &snapshot)?;
+        // On disk before openraft purges the log behind it. Encoding and writing a
+        // large queue takes long (seconds on a debug build for 100k messages): on a
+        // blocking thread, not on one of the few runtime threads that also answer the
+        // group's heartbeats (a member stalled that way was voted out by the others).
+        let this = self.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            this.keep(&meta, &snapshot).map(|()| (meta, snapshot))
+        })
+        .await;
+        let (meta, snapshot) = kept.map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Snapshot(None),
+                openraft::ErrorVerb::Write,
+                std::io::Error::other(e.to_string()),
+            )
+        })??;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(snapshot),
