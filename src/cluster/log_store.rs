@@ -1,14 +1,20 @@
 //! The Raft log and vote on disk, under `data_dir/raft/`.
 //!
-//! `log`: one record per entry, `[len u32 LE][crc32 u32 LE][MessagePack entry]`,
-//! appended and fsynced before openraft is told they are flushed. Opening reads every
-//! record and truncates the file at the first short or corrupt one (a torn tail: the
-//! append that was cut never reported flushed, so no one counted on it). Truncation
-//! (a new leader's log wins over this one's tail) and purging rewrite the file whole,
-//! to a temporary file renamed over the old one: both are rare and the definitions log
-//! is small. `vote`: the last vote, written the same way (temporary file, fsync,
-//! rename). Entries are also kept in memory: the definitions log is small, and reads
-//! (replication to followers) must be fast.
+//! The log: one record per entry, `[len u32 LE][crc32 u32 LE][MessagePack entry]`,
+//! appended and fsynced before openraft is told they are flushed, in segment files
+//! ([`segments`]: a purge deletes whole old segments, a truncation rewrites one).
+//! Opening reads every record and ends the log at the first short or corrupt one (a
+//! torn tail: the append that was cut never reported flushed, so no one counted on
+//! it). `purged`: the last purged log id (entries at or before it are ignored when
+//! read back). `vote`: the last vote (temporary file, fsync, rename). Entries are also
+//! kept in memory: reads (replication to followers) must be fast.
+//!
+//! A read for replication returns at most [`MAX_APPEND_BYTES`] of records (at least
+//! one entry): a new leader probes a follower's log by sending half of its own, and a
+//! quorum queue's entries carry up to a thousand messages each, so an unbounded read
+//! made an append of tens of megabytes that no follower could take within the
+//! heartbeat's time to live; openraft sent it again and again, and the group never
+//! committed under its new leader.
 //!
 //! Generic over the Raft type configuration: the definitions log and each quorum
 //! queue group's log (one directory per group) use the same records.
@@ -22,8 +28,8 @@ use openraft::{
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::Write;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,6 +58,44 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The writes into one directory serialized with its removal. A quorum queue's
+/// group is deleted while its member may still be writing: openraft builds a snapshot
+/// in a task of its own that outlives the member's shutdown, and a snapshot written
+/// while the directory was being removed failed with ENOENT (or, created between the
+/// removal's listing and its `rmdir`, left a stray directory). Once
+/// [`remove`](DirGuard::remove) has run, writes are skipped: the group is gone, and
+/// nothing of it is to be kept.
+#[derive(Debug, Default)]
+pub struct DirGuard {
+    removed: Mutex<bool>,
+}
+
+impl DirGuard {
+    /// Runs `write` unless the directory was removed: `None` then (nothing written).
+    /// A removal waits for a write in progress.
+    pub fn write<T>(
+        &self,
+        write: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<Option<T>> {
+        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        if *removed {
+            return Ok(None);
+        }
+        write().map(Some)
+    }
+
+    /// Removes `dir` and everything in it, after any write in progress; later writes
+    /// are skipped. A directory already gone is no error.
+    pub fn remove(&self, dir: &Path) -> std::io::Result<()> {
+        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        *removed = true;
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+}
+
 /// What a log of entries of `C` needs: entries it can write, read back and hand out.
 pub trait Logged: RaftTypeConfig<NodeId = NodeId, Entry = Entry<Self>> + Sized {}
 
@@ -75,8 +119,15 @@ where
     Ok(out)
 }
 
-/// Reads the records of `bytes`: the entries, and the length of the valid prefix.
-fn parse<C: Logged>(bytes: &[u8]) -> (Vec<Entry<C>>, usize)
+/// Most bytes of records one replication read hands out (unless its first entry alone
+/// is larger): an append must reach a follower, and be written there, within a
+/// heartbeat interval (openraft's time to live for an append), with room to spare on
+/// a debug build and a loaded machine.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// Reads the records of `bytes`: each entry with its record's size, and the length of
+/// the valid prefix.
+fn parse<C: Logged>(bytes: &[u8]) -> (Vec<(Entry<C>, usize)>, usize)
 where
     Entry<C>: DeserializeOwned,
 {
@@ -92,7 +143,7 @@ where
             break;
         }
         match rmp_serde::from_slice(body) {
-            Ok(e) => entries.push(e),
+            Ok(e) => entries.push((e, 8 + len)),
             Err(_) => break,
         }
         at += 8 + len;
@@ -103,14 +154,22 @@ where
 /// What the log holds, shared by the store and its readers.
 struct Inner<C: Logged> {
     entries: BTreeMap<u64, Entry<C>>,
+    /// Each entry's record size in bytes, by index (to bound a replication read).
+    sizes: BTreeMap<u64, usize>,
     last_purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
 }
+
+mod segments;
 
 /// The on-disk log (cheap to clone: readers share it).
 pub struct LogStore<C: Logged = TypeConfig> {
     dir: PathBuf,
     inner: Arc<Mutex<Inner<C>>>,
+    /// The segment files (locked after `inner` when both are).
+    files: Arc<Mutex<segments::Files>>,
+    /// When set, writes skip a directory that was removed (a deleted queue's group).
+    guard: Option<Arc<DirGuard>>,
 }
 
 impl<C: Logged> Clone for LogStore<C> {
@@ -118,6 +177,8 @@ impl<C: Logged> Clone for LogStore<C> {
         LogStore {
             dir: self.dir.clone(),
             inner: self.inner.clone(),
+            files: self.files.clone(),
+            guard: self.guard.clone(),
         }
     }
 }
@@ -133,18 +194,7 @@ where
     /// Opens (or creates) the log in `dir`, truncating a torn tail.
     pub fn open(dir: &Path) -> std::io::Result<LogStore<C>> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("log");
-        let mut bytes = Vec::new();
-        if path.exists() {
-            File::open(&path)?.read_to_end(&mut bytes)?;
-        }
-        let (entries, valid) = parse::<C>(&bytes);
-        if valid < bytes.len() {
-            tracing::warn!(path = %path.display(), kept = valid, dropped = bytes.len() - valid, "raft log: torn tail truncated");
-            let f = OpenOptions::new().write(true).open(&path)?;
-            f.set_len(valid as u64)?;
-            f.sync_all()?;
-        }
+        let (mut files, mut entries) = segments::Files::open::<C>(dir)?;
         let read = |name: &str| -> std::io::Result<Option<Vec<u8>>> {
             match std::fs::read(dir.join(name)) {
                 Ok(b) => Ok(Some(b)),
@@ -155,46 +205,88 @@ where
         let vote = read("vote")?
             .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
             .transpose()?;
-        let last_purged = read(PURGED)?
-            .map(|b| rmp_serde::from_slice(&b).map_err(invalid))
+        let last_purged: Option<LogId<NodeId>> = read(PURGED)?
+            .map(|b| rmp_serde::from_slice::<Option<LogId<NodeId>>>(&b).map_err(invalid))
             .transpose()?
             .flatten();
+        if let Some(p) = last_purged {
+            // A crash between the purge mark and the segments' removal.
+            entries.retain(|(e, _)| e.log_id.index > p.index);
+            files.purge(p.index)?;
+        }
+        let sizes = entries
+            .iter()
+            .map(|(e, size)| (e.log_id.index, *size))
+            .collect();
         let inner = Inner {
-            entries: entries.into_iter().map(|e| (e.log_id.index, e)).collect(),
+            entries: entries
+                .into_iter()
+                .map(|(e, _)| (e.log_id.index, e))
+                .collect(),
+            sizes,
             last_purged,
             vote,
         };
         Ok(LogStore {
             dir: dir.to_path_buf(),
             inner: Arc::new(Mutex::new(inner)),
+            files: Arc::new(Mutex::new(files)),
+            guard: None,
         })
+    }
+
+    /// This log with its writes serialized with `guard`'s removal of its directory.
+    pub fn guarded(mut self, guard: Arc<DirGuard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// Runs `write` through the guard, if any (skipped once the directory is removed).
+    fn write<T: Default>(&self, write: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+        match &self.guard {
+            Some(g) => g.write(write).map(Option::unwrap_or_default),
+            None => write(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<C>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rewrites the log file from the entries in memory.
-    fn rewrite(&self, inner: &Inner<C>) -> std::io::Result<()> {
-        let mut bytes = Vec::new();
-        for e in inner.entries.values() {
-            bytes.extend(record(e)?);
-        }
-        write_atomic(&self.dir.join("log"), &bytes)
+    fn files(&self) -> std::sync::MutexGuard<'_, segments::Files> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends `entries` to the file and fsyncs it.
-    fn append_file(&self, entries: &[Entry<C>]) -> std::io::Result<()> {
-        let mut bytes = Vec::new();
-        for e in entries {
-            bytes.extend(record(e)?);
+    /// Drops the entries from `index` on from the files: the later segments removed,
+    /// the one holding the entries before `index` rewritten from `inner` (which no
+    /// longer has them).
+    fn truncate_files(&self, inner: &Inner<C>, index: u64) -> std::io::Result<()> {
+        let mut files = self.files();
+        if let Some(first) = files.remove_from(index)? {
+            let mut bytes = Vec::new();
+            for e in inner.entries.range(first..).map(|(_, e)| e) {
+                bytes.extend(record(e)?);
+            }
+            files.rewrite(first, &bytes)?;
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log"))?;
-        f.write_all(&bytes)?;
-        f.sync_data()
+        Ok(())
+    }
+
+    /// Appends `entries` to the last segment and fsyncs it; answers each one's record
+    /// size.
+    fn append_file(&self, entries: &[Entry<C>]) -> std::io::Result<Vec<usize>> {
+        let Some(first) = entries.first() else {
+            return Ok(Vec::new());
+        };
+        let mut bytes = Vec::new();
+        let mut sizes = Vec::with_capacity(entries.len());
+        for e in entries {
+            let r = record(e)?;
+            sizes.push(r.len());
+            bytes.extend(r);
+        }
+        self.files().append(first.log_id.index, &bytes)?;
+        Ok(sizes)
     }
 }
 
@@ -209,6 +301,24 @@ where
     ) -> StorageResult<Vec<Entry<C>>> {
         let inner = self.lock();
         Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<C>>> {
+        let inner = self.lock();
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        for (index, e) in inner.entries.range(start..end) {
+            bytes += inner.sizes.get(index).copied().unwrap_or(0);
+            if !out.is_empty() && bytes > MAX_APPEND_BYTES {
+                break;
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 }
 
@@ -235,7 +345,7 @@ where
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let bytes = rmp_serde::to_vec(vote)
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, invalid(e)))?;
-        write_atomic(&self.dir.join("vote"), &bytes)
+        self.write(|| write_atomic(&self.dir.join("vote"), &bytes))
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.lock().vote = Some(*vote);
         Ok(())
@@ -251,13 +361,15 @@ where
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let written = self.append_file(&entries);
-        if written.is_ok() {
+        let written = self.write(|| self.append_file(&entries));
+        if let Ok(sizes) = &written {
             let mut inner = self.lock();
-            for e in entries {
+            for (e, size) in entries.into_iter().zip(sizes) {
+                inner.sizes.insert(e.log_id.index, *size);
                 inner.entries.insert(e.log_id.index, e);
             }
         }
+        let written = written.map(|_| ());
         let failed = written
             .as_ref()
             .err()
@@ -272,7 +384,8 @@ where
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let mut inner = self.lock();
         let _ = inner.entries.split_off(&log_id.index);
-        self.rewrite(&inner)
+        let _ = inner.sizes.split_off(&log_id.index);
+        self.write(|| self.truncate_files(&inner, log_id.index))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
@@ -282,58 +395,17 @@ where
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, invalid(e)))?;
         // The purge mark first: a crash between the two leaves entries the mark says
         // are gone, which reads ignore.
-        write_atomic(&self.dir.join(PURGED), &bytes)
+        self.write(|| write_atomic(&self.dir.join(PURGED), &bytes))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         inner.last_purged = Some(log_id);
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
-        self.rewrite(&inner)
+        inner.sizes = inner.sizes.split_off(&(log_id.index + 1));
+        // Whole old segments go; the entries before `log_id` left in a kept segment
+        // are ignored when read back.
+        self.write(|| self.files().purge(log_id.index))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    fn entry(index: u64) -> Entry<TypeConfig> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Blank,
-        }
-    }
-
-    #[test]
-    fn a_torn_tail_is_truncated_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(dir.path()).unwrap();
-        store.append_file(&[entry(1), entry(2)]).unwrap();
-        // Half a record: an append cut by a crash.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join("log"))
-            .unwrap();
-        let third = record(&entry(3)).unwrap();
-        f.write_all(&third[..third.len() / 2]).unwrap();
-        drop(f);
-        let reopened: LogStore = LogStore::open(dir.path()).unwrap();
-        let indexes: Vec<u64> = reopened.lock().entries.keys().copied().collect();
-        assert_eq!(indexes, vec![1, 2]);
-        let len = std::fs::metadata(dir.path().join("log")).unwrap().len();
-        assert_eq!(len as usize, record(&entry(1)).unwrap().len() * 2);
-    }
-
-    #[test]
-    fn a_corrupt_record_ends_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LogStore::open(dir.path()).unwrap();
-        store.append_file(&[entry(1), entry(2)]).unwrap();
-        let path = dir.path().join("log");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        std::fs::write(&path, &bytes).unwrap();
-        let reopened: LogStore = LogStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.lock().entries.len(), 1);
-    }
-}
+mod tests;

@@ -44,14 +44,19 @@ pub struct ClusterSettings {
     /// a node not among an existing cluster's members asks a seed to add it.
     #[serde(default)]
     pub seeds: Vec<SeedNode>,
-    /// A follower that hears nothing from a leader for a random time between these
-    /// two starts an election (milliseconds).
+    /// A candidate whose election failed tries again after a random time between these
+    /// two (milliseconds). A follower that knows a leader first lets its lease run out
+    /// (openraft's leader lease: `election_timeout_max_ms`), so it starts an election
+    /// after `max` plus that random time without a heartbeat: 1.0 to 1.2 s with the
+    /// defaults, which keep a leader's death under 2 s from the next confirm of a
+    /// quorum queue (docs/CLUSTERING.md, "Performance").
     #[serde(default = "default_election_min")]
     pub election_timeout_min_ms: u64,
     /// See `election_timeout_min_ms`.
     #[serde(default = "default_election_max")]
     pub election_timeout_max_ms: u64,
-    /// How often the leader sends heartbeats (milliseconds).
+    /// How often the leader sends heartbeats (milliseconds); also openraft's time to
+    /// live for one append to a follower (appends are bounded to 1 MiB for that).
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
     /// How long a definitions change may wait to be committed and applied here
@@ -110,13 +115,13 @@ fn default_bind() -> String {
     "127.0.0.1:25672".into()
 }
 fn default_election_min() -> u64 {
-    1000
+    400
 }
 fn default_election_max() -> u64 {
-    2000
+    600
 }
 fn default_heartbeat() -> u64 {
-    250
+    150
 }
 fn default_commit_timeout() -> u64 {
     10_000

@@ -16,10 +16,10 @@ fn settings(text: &str) -> ClusterSettings {
 #[test]
 fn cluster_settings_have_defaults_and_the_members_include_this_node() {
     let s = settings("node_id = 2\nbind = \"127.0.0.1:25673\"\nseeds = [{ id = 1, address = \"127.0.0.1:25672\" }]");
-    assert_eq!(s.heartbeat_ms, 250);
+    assert_eq!(s.heartbeat_ms, 150);
     assert_eq!(
         (s.election_timeout_min_ms, s.election_timeout_max_ms),
-        (1000, 2000)
+        (400, 600)
     );
     assert!(s.check().is_ok());
     let members: Vec<_> = s.members().into_iter().collect();
@@ -38,7 +38,7 @@ fn bad_cluster_settings_are_refused_naming_the_key() {
         .check()
         .unwrap_err();
     assert!(e.contains("cluster.election_timeout_min_ms"), "{e}");
-    let e = settings("node_id = 1\nelection_timeout_max_ms = 900")
+    let e = settings("node_id = 1\nelection_timeout_max_ms = 300")
         .check()
         .unwrap_err();
     assert!(e.contains("cluster.election_timeout_max_ms"), "{e}");

@@ -7,6 +7,7 @@
 //! entries per append) before openraft counts them.
 
 use super::machine::{Command, DeadReason, Limits, QueueMachine, Weighed};
+use crate::cluster::log_store::DirGuard;
 use crate::cluster::NodeId;
 use crate::message::{Message, Properties};
 use bytes::Bytes;
@@ -104,6 +105,8 @@ pub struct GroupStateMachine {
     limits: Limits,
     /// Where a snapshot is kept (`<group dir>/snapshot`), when it is kept on disk.
     snapshot_path: Option<std::path::PathBuf>,
+    /// Serializes the snapshot's write with the removal of the group's directory.
+    guard: Option<Arc<DirGuard>>,
 }
 
 /// A snapshot as kept on disk: what it covers, and the queue.
@@ -111,6 +114,13 @@ pub struct GroupStateMachine {
 struct OnDisk {
     meta: SnapshotMeta<NodeId, BasicNode>,
     snapshot: GroupSnapshot,
+}
+
+/// [`OnDisk`] to write, borrowing (the same encoding: a machine is not copied again).
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    meta: &'a SnapshotMeta<NodeId, BasicNode>,
+    snapshot: &'a GroupSnapshot,
 }
 
 impl GroupStateMachine {
@@ -124,7 +134,22 @@ impl GroupStateMachine {
             })),
             limits,
             snapshot_path: None,
+            guard: None,
         }
+    }
+
+    /// This machine with its snapshot writes serialized with `guard`'s removal of the
+    /// group's directory: a snapshot built after the queue's delete (openraft builds
+    /// them in a task that outlives the member) is then not written, instead of
+    /// failing with ENOENT or leaving a stray directory.
+    pub fn guarded(mut self, guard: Arc<DirGuard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The guard of the group's directory, if any.
+    pub fn dir_guard(&self) -> Option<Arc<DirGuard>> {
+        self.guard.clone()
     }
 
     /// The member's state machine keeping its snapshots in `dir` (the group's
@@ -170,12 +195,20 @@ impl GroupStateMachine {
                 std::io::Error::other(e.to_string()),
             )
         };
-        let bytes = rmp_serde::to_vec(&OnDisk {
-            meta: meta.clone(),
-            snapshot: snapshot.clone(),
-        })
-        .map_err(|e| failed(&e))?;
-        crate::cluster::log_store::write_atomic(path, &bytes).map_err(|e| failed(&e))
+        let bytes = rmp_serde::to_vec(&OnDiskRef { meta, snapshot }).map_err(|e| failed(&e))?;
+        let write = || crate::cluster::log_store::write_atomic(path, &bytes);
+        let written = match &self.guard {
+            Some(g) => g.write(write).map(|w| w.is_some()),
+            None => write().map(|()| true),
+        };
+        match written {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::debug!(path = %path.display(), "quorum queue group deleted: its snapshot is not kept");
+                Ok(())
+            }
+            Err(e) => Err(failed(&e)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -191,6 +224,8 @@ impl GroupStateMachine {
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
+    // openraft's own error type, as its traits require (the blocking write's closure).
+    #[allow(clippy::result_large_err)]
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
         let (meta, snapshot) = {
             let s = self.lock();
@@ -204,8 +239,22 @@ impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
             };
             (meta, snapshot)
         };
-        // On disk before openraft purges the log behind it.
-        self.keep(&meta, &snapshot)?;
+        // On disk before openraft purges the log behind it. Encoding and writing a
+        // large queue takes long (seconds on a debug build for 100k messages): on a
+        // blocking thread, not on one of the few runtime threads that also answer the
+        // group's heartbeats (a member stalled that way was voted out by the others).
+        let this = self.clone();
+        let kept = tokio::task::spawn_blocking(move || {
+            this.keep(&meta, &snapshot).map(|()| (meta, snapshot))
+        })
+        .await;
+        let (meta, snapshot) = kept.map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Snapshot(None),
+                openraft::ErrorVerb::Write,
+                std::io::Error::other(e.to_string()),
+            )
+        })??;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(snapshot),

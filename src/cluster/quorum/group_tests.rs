@@ -346,3 +346,103 @@ async fn the_log_is_purged_behind_a_snapshot_on_disk_and_a_restart_reads_both() 
         assert_eq!(got, (1..=31).collect::<Vec<u64>>(), "member {id}");
     }
 }
+
+/// An entry of `index` publishing `n` messages.
+fn publishes(index: u64, n: u64) -> Entry<QueueTypes> {
+    Entry {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Command::Enqueue((0..n).map(msg).collect())),
+    }
+}
+
+/// A member's log and machine in `dir`, both writing through one directory guard.
+async fn guarded_member(
+    dir: &std::path::Path,
+) -> (Arc<DirGuard>, LogStore<QueueTypes>, GroupStateMachine) {
+    let guard = Arc::new(DirGuard::default());
+    let log = LogStore::open(dir).unwrap().guarded(guard.clone());
+    let mut sm = GroupStateMachine::open(Limits::default(), dir)
+        .unwrap()
+        .guarded(guard.clone());
+    sm.apply((1..=20).map(|i| publishes(i, 50))).await.unwrap();
+    (guard, log, sm)
+}
+
+#[tokio::test]
+async fn a_snapshot_or_purge_after_the_groups_delete_writes_nothing_and_fails_nothing() {
+    use openraft::storage::RaftLogStorage;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("7");
+    let (guard, mut log, mut sm) = guarded_member(&dir).await;
+    sm.build_snapshot().await.unwrap();
+    assert!(dir.join("snapshot").exists());
+    guard.remove(&dir).unwrap();
+    // openraft's snapshot task, still running after the member's shutdown, keeps its
+    // snapshot and purges the log behind it: nothing fails, nothing is written.
+    sm.build_snapshot()
+        .await
+        .expect("a snapshot after the delete is no error");
+    log.purge(publishes(20, 0).log_id)
+        .await
+        .expect("a purge after the delete is no error");
+    log.save_vote(&Vote::new(2, 1)).await.unwrap();
+    assert!(!dir.exists(), "no directory is left or made again");
+    // Unguarded, the same write is the ENOENT the benchmark saw.
+    let bare_dir = root.path().join("8");
+    std::fs::create_dir_all(&bare_dir).unwrap();
+    let mut bare = GroupStateMachine::open(Limits::default(), &bare_dir).unwrap();
+    std::fs::remove_dir_all(&bare_dir).unwrap();
+    assert!(bare.build_snapshot().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_snapshots_and_purges_leaves_no_directory_and_no_error() {
+    use openraft::storage::RaftLogStorage;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let root = tempfile::tempdir().unwrap();
+    for round in 0..20 {
+        let dir = root.path().join(round.to_string());
+        let (guard, mut log, mut sm) = guarded_member(&dir).await;
+        let removed = Arc::new(AtomicBool::new(false));
+        // Snapshots and purges, as a busy member makes them, until a few after the
+        // delete.
+        let writer = {
+            let removed = removed.clone();
+            tokio::spawn(async move {
+                let mut after = 0;
+                let mut index = 0;
+                while after < 3 {
+                    if removed.load(Ordering::Acquire) {
+                        after += 1;
+                    }
+                    sm.build_snapshot().await.map_err(|e| e.to_string())?;
+                    index = (index % 20) + 1;
+                    log.save_vote(&Vote::new(index, 1))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    log.purge(publishes(index, 0).log_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        };
+        // The delete, on another thread, at a moment that differs from round to round.
+        let wait = Duration::from_micros(500 * round);
+        let remover = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::thread::sleep(wait);
+                let r = guard.remove(&dir);
+                removed.store(true, Ordering::Release);
+                r
+            })
+        };
+        remover.await.unwrap().expect("the directory is removed");
+        writer
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: a write racing the delete failed: {e}"));
+        assert!(!dir.exists(), "round {round}: a stray directory");
+    }
+}

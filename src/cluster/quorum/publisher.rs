@@ -125,20 +125,26 @@ async fn write(
     let mut leader_addr: Option<String> = None;
     let mut asked = 0usize;
     loop {
-        if tokio::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() >= deadline {
             return Err(BrokerError::new(
                 crate::error::ErrorCode::ResourceError,
                 format!("quorum queue group {group}: no leader reachable within {WRITE_TIMEOUT:?}; not committed"),
             ));
         }
         let target = match (&leader_addr, groups.get(group)) {
-            (None, Some(raft)) => match raft.client_write(command.clone()).await {
-                Ok(r) => return Ok(r.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    f.leader_node.map(|n| n.addr)
+            // Bounded like the rest: a leader cut off from its majority commits nothing.
+            (None, Some(raft)) => {
+                let written =
+                    tokio::time::timeout_at(deadline, raft.client_write(command.clone())).await;
+                match written {
+                    Err(_) => continue, // the deadline: answered at the top of the loop
+                    Ok(Ok(r)) => return Ok(r.data),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                        f.leader_node.map(|n| n.addr)
+                    }
+                    Ok(Err(e)) => return Err(failed(group, e)),
                 }
-                Err(e) => return Err(failed(group, e)),
-            },
+            }
             (Some(addr), _) => Some(addr.clone()),
             // No member here: a member knows the leader.
             (None, None) if !members.is_empty() => {

@@ -14,7 +14,7 @@ use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
 use super::machine::{Command, Limits, QueueMachine};
 use super::publisher::Publisher;
 use super::wire::{GroupId, GroupNetwork, GroupWriteError, Groups};
-use crate::cluster::log_store::LogStore;
+use crate::cluster::log_store::{DirGuard, LogStore};
 use crate::cluster::NodeId;
 use crate::error::{BrokerError, ErrorCode};
 use crate::message::{FieldTable, FieldValue};
@@ -150,10 +150,15 @@ impl Members {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             BrokerError::internal(format!("quorum queue group {}: {what}: {e}", info.id))
         };
-        let log: LogStore<QueueTypes> =
-            LogStore::open(&self.dir_of(info.id)).map_err(|e| failed("cannot open its log", &e))?;
+        // The log and the snapshot write through one guard, which the delete removes
+        // the directory with (`stop`).
+        let guard = Arc::new(DirGuard::default());
+        let log: LogStore<QueueTypes> = LogStore::open(&self.dir_of(info.id))
+            .map_err(|e| failed("cannot open its log", &e))?
+            .guarded(guard.clone());
         let sm = GroupStateMachine::open(info.limits.clone(), &self.dir_of(info.id))
-            .map_err(|e| failed("cannot read its snapshot", &e))?;
+            .map_err(|e| failed("cannot read its snapshot", &e))?
+            .guarded(guard);
         let network = GroupNetwork {
             group: info.id,
             transport: self.groups.transport(),
@@ -179,18 +184,29 @@ impl Members {
     }
 
     /// Stops this node's member of `group` (if any) and removes its log directory:
-    /// the queue was deleted.
+    /// the queue was deleted. The removal goes through the member's directory guard,
+    /// so a snapshot or purge still running (openraft's snapshot task outlives the
+    /// shutdown) either ends before it or writes nothing after it.
     pub fn stop(&self, group: GroupId) {
-        self.machines().remove(&group);
+        let guard = self
+            .machines()
+            .remove(&group)
+            .and_then(|sm| sm.dir_guard())
+            .unwrap_or_default();
         let raft = self.groups.remove(group);
         let dir = self.dir_of(group);
         self.rt.spawn(async move {
             if let Some(raft) = raft {
-                let _ = raft.shutdown().await;
+                if let Err(e) = raft.shutdown().await {
+                    tracing::warn!(group, error = %e, "quorum queue group: its member did not shut down cleanly");
+                }
             }
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => tracing::info!(group, "quorum queue group member stopped and removed"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            let existed = dir.exists();
+            match guard.remove(&dir) {
+                Ok(()) if existed => {
+                    tracing::info!(group, "quorum queue group member stopped and removed")
+                }
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(group, dir = %dir.display(), error = %e, "quorum queue group: cannot remove its directory")
                 }

@@ -26,6 +26,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+/// How long the leader's member waits for a write to commit before it fails it (a
+/// forwarded publish, or the leader's own command): the forwarding publisher's own
+/// bound, so a cut-off leader holds no write longer than its sender waits.
+pub const LEADER_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A quorum queue group's id: the same on every node (the index of the committed
 /// declare that made the queue, for instance).
 pub type GroupId = u64;
@@ -119,16 +124,37 @@ impl Groups {
     }
 
     /// Writes `command` to `group` if this node's member leads it (a publish forwarded
-    /// from another node): answered once committed and applied here.
+    /// from another node): answered once committed and applied here, or failed after
+    /// [`LEADER_WRITE_TIMEOUT`].
     pub async fn write(
         &self,
         group: GroupId,
         command: super::machine::Command<super::group::StoredMessage>,
     ) -> Result<super::group::GroupResponse, GroupWriteError> {
+        self.write_within(group, command, LEADER_WRITE_TIMEOUT)
+            .await
+    }
+
+    /// [`write`](Self::write), failed after `timeout`: a leader cut off from its
+    /// majority keeps leading (openraft does not step it down) and commits nothing, so
+    /// without a bound every write forwarded to it waited, and was held in its memory,
+    /// until the network healed. The entry may still commit later (the publisher's
+    /// nack then makes a republish a duplicate: at-least-once).
+    pub async fn write_within(
+        &self,
+        group: GroupId,
+        command: super::machine::Command<super::group::StoredMessage>,
+        timeout: std::time::Duration,
+    ) -> Result<super::group::GroupResponse, GroupWriteError> {
         let Some(raft) = self.get(group) else {
             return Err(GroupWriteError::NotLeader(None));
         };
-        match raft.client_write(command).await {
+        let Ok(written) = tokio::time::timeout(timeout, raft.client_write(command)).await else {
+            return Err(GroupWriteError::Failed(format!(
+                "not committed within {timeout:?}: this node leads but a majority of the group does not answer it"
+            )));
+        };
+        match written {
             Ok(r) => Ok(r.data),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(f),

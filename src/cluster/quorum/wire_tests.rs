@@ -319,3 +319,36 @@ async fn publishes_on_a_follower_are_batched_forwarded_and_confirmed_across_a_le
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_majority_fails_a_write_instead_of_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = 9;
+    let nodes = three_nodes(dir.path(), &[group]).await;
+    let first = leader(&nodes, &[0, 1, 2], group).await;
+    // Its two followers go: it still leads, and can commit nothing.
+    for (i, n) in nodes.iter().enumerate() {
+        if i != first {
+            n.groups.remove(group).unwrap().shutdown().await.unwrap();
+        }
+    }
+    let write = nodes[first].groups.write_within(
+        group,
+        Command::Enqueue(vec![msg(9, 1)]),
+        Duration::from_millis(300),
+    );
+    let answered = tokio::time::timeout(Duration::from_secs(10), write)
+        .await
+        .expect("the write is answered, not held until the majority is back");
+    match answered {
+        Err(GroupWriteError::Failed(e)) => assert!(e.contains("not committed within"), "{e}"),
+        other => panic!("a failed write, not {other:?}"),
+    }
+    nodes[first]
+        .groups
+        .remove(group)
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+}

@@ -16,7 +16,8 @@
 //!   group's leader mid-stream, consumes refused off the leader, group lifecycle;
 //!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
 //!   cluster restarted, a member's data directory lost; [`regroup`]: a removed member
-//!   replaced in its groups.
+//!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
+//!   publishers on both other nodes.
 
 mod drift;
 mod failover;
@@ -27,6 +28,7 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_failover;
 mod quorum_forward;
 mod quorum_forward_more;
 mod quorum_freeze;
