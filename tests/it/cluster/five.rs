@@ -8,9 +8,7 @@ use super::quorum::{consume_on_leader, declare_quorum, publish_numbered};
 use super::{assert_no_panic, cluster_of, converged, has, leader, member_id, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::BasicProperties;
-use serde_json::Value;
+use lapin::options::BasicAckOptions;
 use tokio::task::block_in_place;
 
 const MESSAGES: u64 = 200;

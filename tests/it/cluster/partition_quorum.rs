@@ -10,7 +10,6 @@ use super::{assert_no_panic, member_id};
 use crate::support::DEADLINE;
 use actormq::client::{Client, ConnectOptions, ConsumeOptions, PublishOptions};
 use futures_util::StreamExt;
-use serde_json::Value;
 use std::time::Instant;
 use tokio::task::block_in_place;
 

@@ -7,8 +7,7 @@ use super::quorum::{consume_on_leader, declare_quorum, publish_numbered};
 use super::{assert_no_panic, leader, member_id, three_nodes, wait_for, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::BasicProperties;
+use lapin::options::BasicAckOptions;
 use serde_json::Value;
 use tokio::task::block_in_place;
 
