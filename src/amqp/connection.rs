@@ -117,6 +117,8 @@ pub struct AmqpConnection {
     pub(super) cancel_notify: bool,
     /// The client announced `connection.blocked`.
     pub(super) blocked_notify: bool,
+    /// `connection.blocked` was sent and `connection.unblocked` not yet.
+    pub(super) blocked_sent: bool,
     /// Negotiated frame size and heartbeat, shared with the socket tasks.
     pub(super) tuned: Arc<Tuned>,
     /// Negotiated channel_max.
@@ -199,6 +201,7 @@ impl AmqpConnection {
                 session: None,
                 cancel_notify: false,
                 blocked_notify: false,
+                blocked_sent: false,
                 tuned: Arc::new(Tuned::new(frame_max)),
                 channel_max: shared.settings.amqp.channel_max,
                 channels: HashMap::default(),
@@ -411,6 +414,44 @@ impl Handler<Inbound> for AmqpConnection {
     }
 }
 
+impl AmqpConnection {
+    /// Sends `connection.blocked` if the broker is blocking publishers, this connection
+    /// publishes, its client asked to be told, and it has not been told yet.
+    pub(super) fn notify_blocked(&mut self) {
+        let memory = self.shared.broker.memory();
+        if !self.blocked_notify
+            || !self.publisher
+            || self.blocked_sent
+            || self.phase == Phase::Closing
+            || !memory.is_blocked()
+        {
+            return;
+        }
+        let reason = memory.blocked_reason();
+        self.blocked_sent = true;
+        self.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: super::properties::short(&reason),
+            })),
+        );
+        self.flush();
+    }
+
+    /// Sends `connection.unblocked` after a `connection.blocked`.
+    fn notify_unblocked(&mut self) {
+        if !self.blocked_sent || self.phase == Phase::Closing {
+            return;
+        }
+        self.blocked_sent = false;
+        self.method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+        );
+        self.flush();
+    }
+}
+
 impl Handler<WriterGone> for AmqpConnection {
     type Result = ();
 
@@ -453,21 +494,18 @@ impl Handler<CloseConnection> for AmqpConnection {
     }
 }
 
+/// The memory and disk alarms, as RabbitMQ tells them: `connection.blocked` goes to
+/// publishing connections only (those are the ones whose reads stop), a connection's
+/// first publish during an alarm gets it then, and `connection.unblocked` follows only
+/// a `connection.blocked`. A consume-only connection hears nothing and goes on: some
+/// clients (lapin) send nothing at all, acks included, once told they are blocked.
 impl StreamHandler<bool> for AmqpConnection {
     fn handle(&mut self, blocked: bool, _ctx: &mut Self::Context) {
-        if !self.blocked_notify || self.phase == Phase::Closing {
-            return;
-        }
-        let m = if blocked {
-            let reason = self.shared.broker.memory().blocked_reason();
-            connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: super::properties::short(&reason),
-            })
+        if blocked {
+            self.notify_blocked();
         } else {
-            connection::AMQPMethod::Unblocked(connection::Unblocked {})
-        };
-        self.method(0, AMQPClass::Connection(m));
-        self.flush();
+            self.notify_unblocked();
+        }
     }
 
     fn finished(&mut self, _ctx: &mut Self::Context) {}

@@ -23,7 +23,11 @@ const MAX_PUBLISH_BATCH: usize = 256;
 impl AmqpConnection {
     /// Adds one publish to the channel's batch (looking its exchange up first if needed).
     pub(super) fn publish(&mut self, ch: u16, mut cmd: PublishCommand, ctx: &mut Context<Self>) {
-        self.publisher = true;
+        if !self.publisher {
+            self.publisher = true;
+            // Its first publish during an alarm: told now, as its reads stop now.
+            self.notify_blocked();
+        }
         if cmd.reply_to() == Some(REPLY_TO) {
             // A request expecting a direct reply: name this channel's reply consumer.
             let token = self.channels[&ch].reply_to.as_ref().map(|(t, _)| t.clone());
@@ -192,8 +196,9 @@ impl AmqpConnection {
                 return;
             }
         }
-        if !held.is_empty() {
+        if !held.is_empty() && !self.publisher {
             self.publisher = true;
+            self.notify_blocked();
         }
         let gauge = self.shared.broker.memory().clone();
         let flow = self.flow.clone();

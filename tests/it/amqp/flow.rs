@@ -1,5 +1,6 @@
 //! What limits deliveries to a channel: `basic.qos global=true` (one limit shared by
-//! the channel's consumers, as RabbitMQ reads it) and `channel.flow`.
+//! the channel's consumers, as RabbitMQ reads it) and `channel.flow`; and what a memory
+//! alarm does not stop: a connection that only consumes.
 
 use super::{connect, declare, within};
 use crate::support::TestServer;
@@ -132,5 +133,63 @@ async fn channel_flow_pauses_and_resumes_deliveries_when_set_to() {
             .await
             .unwrap()
             .unwrap();
+    }
+}
+
+/// During a memory alarm only publishing connections are blocked and told so, as in
+/// RabbitMQ. A consume-only lapin connection told `connection.blocked` would send
+/// nothing at all, its acks included, and the alarm it could clear would never clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_memory_alarm_a_consume_only_connection_consumes_acks_and_clears_it() {
+    let server = TestServer::with(|s| s.broker.memory_high_watermark = 64 * 1024);
+    let gauge = server.handle().broker().memory().clone();
+    // Connected before the alarm: it is told nothing when the alarm starts.
+    let consumer_conn = connect(&server).await;
+    let publisher = connect(&server).await;
+    let pch = publisher.create_channel().await.unwrap();
+    declare(&pch, "alarmed").await;
+    for _ in 0..2 {
+        within(
+            "a publish",
+            pch.basic_publish(
+                "".into(),
+                "alarmed".into(),
+                BasicPublishOptions::default(),
+                &vec![7u8; 40 * 1024],
+                BasicProperties::default(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let end = std::time::Instant::now() + crate::support::DEADLINE;
+    while !gauge.is_blocked() {
+        assert!(std::time::Instant::now() < end, "the alarm never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // During the alarm it opens a channel, consumes one at a time, and acks.
+    let ch = within("a channel", consumer_conn.create_channel())
+        .await
+        .unwrap();
+    within("qos", ch.basic_qos(1, BasicQosOptions::default()))
+        .await
+        .unwrap();
+    let mut consumer = within("a consume", consume(&ch, "alarmed")).await;
+    for n in 0..2 {
+        let d = within("a delivery", consumer.next())
+            .await
+            .expect("the consumer goes on")
+            .expect("a delivery");
+        assert_eq!(d.data.len(), 40 * 1024, "delivery {n}");
+        within("an ack", d.ack(BasicAckOptions::default()))
+            .await
+            .unwrap();
+    }
+    while gauge.is_blocked() {
+        assert!(
+            std::time::Instant::now() < end,
+            "the acks did not clear the alarm"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
