@@ -11,7 +11,7 @@
 //! member only, so no two nodes initialize different ones.
 
 use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
-use super::machine::{Command, Limits, QueueMachine};
+use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
 use super::publisher::Publisher;
 use super::wire::{GroupId, GroupNetwork, GroupWriteError, Groups};
 use crate::cluster::log_store::{DirGuard, LogStore};
@@ -159,6 +159,7 @@ impl Members {
         let sm = GroupStateMachine::open(info.limits.clone(), &self.dir_of(info.id))
             .map_err(|e| failed("cannot read its snapshot", &e))?
             .guarded(guard);
+        sm.keep_checkouts_of(self.id);
         let network = GroupNetwork {
             group: info.id,
             transport: self.groups.transport(),
@@ -369,6 +370,16 @@ impl QueueGroup {
     /// this node runs no member).
     pub fn metrics(&self) -> Option<tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>> {
         Some(self.raft()?.metrics())
+    }
+
+    /// The checkouts to this node's consumers applied since the last call, with the
+    /// queue as applied (`None` on a node that is no member).
+    pub fn take_checkouts<T>(
+        &self,
+        f: impl FnOnce(Vec<(ConsumerKey, u64)>, &QueueMachine<StoredMessage>) -> T,
+    ) -> Option<T> {
+        let sm = self.members.machines().get(&self.info.id).cloned()?;
+        Some(sm.take_checkouts(f))
     }
 
     /// Reads the queue as applied by this node's member.
