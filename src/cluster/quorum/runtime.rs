@@ -13,7 +13,7 @@
 use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
 use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
 use super::publisher::Publisher;
-use super::wire::{GroupId, GroupNetwork, GroupWriteError, Groups};
+use super::wire::{GroupId, GroupNetwork, Groups, LEADER_WRITE_TIMEOUT};
 use crate::cluster::log_store::{DirGuard, LogStore};
 use crate::cluster::NodeId;
 use crate::error::{BrokerError, ErrorCode};
@@ -252,11 +252,19 @@ impl Members {
     }
 }
 
+/// A leader command on its way to the group's writer, and where its answer goes.
+type Written = (
+    Command<StoredMessage>,
+    tokio::sync::oneshot::Sender<Result<GroupResponse, BrokerError>>,
+);
+
 /// One quorum queue's group as its queue actor uses it (on any node, a member or not).
 pub struct QueueGroup {
     info: GroupInfo,
     members: Arc<Members>,
     publisher: OnceLock<Publisher>,
+    /// The leader's commands, proposed in the order written (see [`QueueGroup::write`]).
+    writer: OnceLock<tokio::sync::mpsc::UnboundedSender<Written>>,
 }
 
 impl QueueGroup {
@@ -266,6 +274,7 @@ impl QueueGroup {
             info,
             members,
             publisher: OnceLock::new(),
+            writer: OnceLock::new(),
         }
     }
 
@@ -303,33 +312,37 @@ impl QueueGroup {
         futures_util::future::join_all(answers)
     }
 
-    /// Writes one of the leader's commands (deliveries, settlements, returns, purge)
-    /// through this node's member: refused unless it leads (they concern consumers
-    /// served here, and must never be committed through another leader).
+    /// Writes one of the leader's commands (consumers, settlements, returns, gets,
+    /// purge) through this node's member: refused unless it leads (they concern
+    /// consumers served here, and must never be committed through another leader).
+    /// Commands are proposed in the order this is called, each without waiting for the
+    /// one before to commit (one task hands them to openraft in turn), so a caller may
+    /// keep several in flight and still have them in the log in its order.
     pub fn write(
         &self,
         command: Command<StoredMessage>,
     ) -> impl std::future::Future<Output = Result<GroupResponse, BrokerError>> + Send {
-        let groups = self.members.groups.clone();
         let group = self.info.id;
-        let task = self
-            .members
-            .rt
-            .spawn(async move { groups.write(group, command).await });
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.members
+                .rt
+                .spawn(propose_in_order(self.members.groups.clone(), group, rx));
+            tx
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = writer.send((command, tx)).is_ok();
         async move {
-            match task.await {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(GroupWriteError::NotLeader(_))) => Err(BrokerError::new(
-                    ErrorCode::NotAllowed,
-                    format!("quorum queue group {group}: this node no longer leads it"),
-                )),
-                Ok(Err(GroupWriteError::Failed(e))) => Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: {e}"
-                ))),
-                Err(e) => Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: write task failed: {e}"
-                ))),
+            if !sent {
+                return Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: its writer stopped"
+                )));
             }
+            rx.await.unwrap_or_else(|_| {
+                Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: the write was dropped"
+                )))
+            })
         }
     }
 
@@ -422,6 +435,60 @@ impl QueueGroup {
             Some(addr) => format!("node {node} ({addr})"),
             None => format!("node {node}"),
         }
+    }
+}
+
+/// Proposes the leader's commands of `group` in the order they come, each answered
+/// once committed and applied, without waiting for one to commit before proposing
+/// the next.
+async fn propose_in_order(
+    groups: Arc<Groups>,
+    group: GroupId,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Written>,
+) {
+    use openraft::error::ClientWriteError;
+    let not_leader = move || {
+        BrokerError::new(
+            ErrorCode::NotAllowed,
+            format!("quorum queue group {group}: this node no longer leads it"),
+        )
+    };
+    while let Some((command, answer)) = rx.recv().await {
+        let Some(raft) = groups.get(group) else {
+            let _ = answer.send(Err(not_leader()));
+            continue;
+        };
+        let committed = match raft.client_write_ff(command).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                let _ = answer.send(Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: {e}"
+                ))));
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            // Bounded as any write on the leader (wire::LEADER_WRITE_TIMEOUT): a leader
+            // cut off from its majority keeps leading and commits nothing.
+            let Ok(committed) = tokio::time::timeout(LEADER_WRITE_TIMEOUT, committed).await
+            else {
+                let _ = answer.send(Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: not committed within {LEADER_WRITE_TIMEOUT:?}: this node leads but a majority of the group does not answer it"
+                ))));
+                return;
+            };
+            let result = match committed {
+                Ok(Ok(r)) => Ok(r.data),
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(not_leader()),
+                Ok(Err(e)) => Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: {e}"
+                ))),
+                Err(_) => Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: its member stopped before the commit"
+                ))),
+            };
+            let _ = answer.send(result);
+        });
     }
 }
 

@@ -20,8 +20,8 @@
 //!   actor): a registration with a credit (prefetch; 0 is [`UNLIMITED_CREDIT`]), a
 //!   `Deliver` recipient with a transport window (checkouts beyond it wait here), an
 //!   owner whose settlements name message ids, and a cancel recipient.
-//! - The leader's commands are written one entry at a time, in order (everything
-//!   waiting makes the next entry).
+//! - The leader's commands are written in order, everything waiting making the next
+//!   entry, up to [`MAX_INFLIGHT`] entries in flight (the takeover's `Return` alone).
 //! - When this node stops leading, its consumers go on at the new leader through
 //!   consume sessions, and what they held is the new leader's to return.
 
@@ -37,6 +37,10 @@ use tokio::sync::oneshot;
 mod deliver;
 mod remote;
 mod serve;
+
+/// Most leader entries in flight at once: an ack need not wait for the entry before
+/// it to commit (they are proposed in order; see `QueueGroup::write`).
+const MAX_INFLIGHT: usize = 8;
 
 /// A consumer served on this node (the leader's).
 struct Consumer {
@@ -105,7 +109,8 @@ pub(crate) struct Replica {
     /// Ids in a `Get` not committed yet.
     pending: HashSet<u64>,
     cmds: VecDeque<Cmd>,
-    busy: bool,
+    /// Leader entries written and not answered yet.
+    inflight: usize,
     /// This node leads and has returned the checkouts of earlier leaders.
     serving: bool,
     taking_over: bool,
@@ -127,7 +132,7 @@ impl Replica {
             out: HashMap::new(),
             pending: HashSet::new(),
             cmds: VecDeque::new(),
-            busy: false,
+            inflight: 0,
             serving: false,
             taking_over: false,
             term: 0,

@@ -336,10 +336,16 @@ impl QueueActor {
         self.replica_dispatch(ctx);
     }
 
-    /// Writes the next command, if none is in flight.
+    /// Writes what waits as the next entry, unless `MAX_INFLIGHT` are in flight (or
+    /// the takeover's `Return` is).
     fn replica_pump(&mut self, ctx: &mut Context<Self>) {
         let r = self.replica();
-        if r.busy || r.cmds.is_empty() {
+        if r.cmds.is_empty() || r.inflight >= MAX_INFLIGHT {
+            return;
+        }
+        if r.taking_over && r.inflight > 0 {
+            // The takeover's `Return` commits first, alone: a command after it is
+            // written only once this node is known to serve.
             return;
         }
         if !r.serving && !r.taking_over {
@@ -347,19 +353,18 @@ impl QueueActor {
             // `Return` (which would drop a consumer registered before it).
             return;
         }
-        // Everything waiting makes one entry: one commit per round trip, whatever
-        // the number of deliveries and settlements.
+        // Everything waiting makes one entry, whatever the number of settlements.
         let cmds: Vec<Cmd> = r.cmds.drain(..).collect();
         let mut commands: Vec<Command<StoredMessage>> = cmds.iter().map(|c| r.command(c)).collect();
         let command = match commands.len() {
             1 => commands.pop().expect("one"),
             _ => Command::Batch(commands),
         };
-        r.busy = true;
+        r.inflight += 1;
         let write = r.group.write(command);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write).map(move |result, act, ctx| {
-                act.replica().busy = false;
+                act.replica().inflight -= 1;
                 if let Err(e) = &result {
                     tracing::warn!(queue = %act.name, error = %e, "quorum queue: the leader's commands were not committed");
                 }
