@@ -108,6 +108,10 @@ pub(crate) struct Replica {
     out: HashMap<u64, Out>,
     /// Ids in a `Get` not committed yet.
     pending: HashSet<u64>,
+    /// Consumers cancelled here whose `Cancel` has not committed: a checkout to one
+    /// of them is given back unsent (one to a consumer returned whole is not: its
+    /// `Return` gives it back).
+    cancelled: HashSet<u64>,
     cmds: VecDeque<Cmd>,
     /// Leader entries written and not answered yet.
     inflight: usize,
@@ -131,6 +135,7 @@ impl Replica {
             next_consumer: 1,
             out: HashMap::new(),
             pending: HashSet::new(),
+            cancelled: HashSet::new(),
             cmds: VecDeque::new(),
             inflight: 0,
             serving: false,
@@ -186,9 +191,16 @@ impl Replica {
             !g
         });
         for k in keys {
-            let key = self.key(k);
-            self.cmds.push_back(Cmd::Return(Some(key)));
+            self.return_whole(k);
         }
+    }
+
+    /// Queues the `Return` of everything checked out to `consumer` (which it also
+    /// unregisters).
+    fn return_whole(&mut self, consumer: u64) {
+        self.cancelled.remove(&consumer);
+        let key = self.key(consumer);
+        self.cmds.push_back(Cmd::Return(Some(key)));
     }
 
     /// `owner` went: its consumers are dropped (and so unregistered), what it held
@@ -210,8 +222,7 @@ impl Replica {
             o.owner != owner
         });
         for k in gone {
-            let key = self.key(k);
-            self.cmds.push_back(Cmd::Return(Some(key)));
+            self.return_whole(k);
         }
         self.consumers.len() != before
     }
@@ -229,6 +240,7 @@ impl Replica {
         };
         let c = self.consumers.remove(at);
         self.cmds.push_back(Cmd::Cancel(c.id));
+        self.cancelled.insert(c.id);
         let unsent: Vec<u64> = c.waiting.iter().map(|p| p.0).collect();
         if !unsent.is_empty() {
             self.cmds.push_back(Cmd::Settle {
@@ -241,7 +253,7 @@ impl Replica {
     /// Takes what the applied entries checked out to this node's consumers: queued
     /// to send when this node serves; dropped when it does not lead (a new leader
     /// returns them); left for later while it takes over.
-    fn take_checkouts(&mut self) {
+    pub(super) fn take_checkouts(&mut self) {
         if self.taking_over || (!self.serving && self.leads()) {
             return;
         }
@@ -268,8 +280,10 @@ impl Replica {
                 .find(|c| key.node == me && c.id == key.consumer)
             {
                 Some(c) => c.waiting.push_back(picked),
-                // Cancelled before its cancel applied.
-                None => unsent.push(picked.0),
+                // Cancelled before its cancel applied: never sent.
+                None if self.cancelled.contains(&key.consumer) => unsent.push(picked.0),
+                // Returned whole (or of an earlier term): its `Return` gives it back.
+                None => {}
             }
         }
         if !unsent.is_empty() {

@@ -53,8 +53,7 @@ impl QueueActor {
         for id in gone {
             // Its process went without a release: unregistered, its checkouts back.
             r.consumers.retain(|c| c.id != id);
-            let key = r.key(id);
-            r.cmds.push_back(Cmd::Return(Some(key)));
+            r.return_whole(id);
             r.give_back(|o| o.consumer == id);
         }
     }

@@ -436,7 +436,11 @@ impl QueueActor {
                     }
                 }
             }
-            Cmd::Cancel(_) => {}
+            Cmd::Cancel(id) => {
+                // Every checkout its cancel's entry came after is in the outbox now.
+                r.take_checkouts();
+                r.cancelled.remove(&id);
+            }
         }
     }
 
