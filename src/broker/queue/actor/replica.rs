@@ -35,6 +35,7 @@ use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
 mod deliver;
+mod done;
 mod remote;
 mod serve;
 
