@@ -13,16 +13,19 @@
 use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
 use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
 use super::publisher::Publisher;
-use super::wire::{GroupId, GroupNetwork, Groups, LEADER_WRITE_TIMEOUT};
+use super::wire::{GroupId, GroupNetwork, Groups};
 use crate::cluster::log_store::{DirGuard, LogStore};
 use crate::cluster::NodeId;
-use crate::error::{BrokerError, ErrorCode};
+use crate::error::BrokerError;
 use crate::message::{FieldTable, FieldValue};
 use openraft::{BasicNode, Raft, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+
+mod writer;
+use writer::{propose_in_order, Written};
 
 /// A quorum queue's group, as the definitions log's applied state records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,12 +255,6 @@ impl Members {
     }
 }
 
-/// A leader command on its way to the group's writer, and where its answer goes.
-type Written = (
-    Command<StoredMessage>,
-    tokio::sync::oneshot::Sender<Result<GroupResponse, BrokerError>>,
-);
-
 /// One quorum queue's group as its queue actor uses it (on any node, a member or not).
 pub struct QueueGroup {
     info: GroupInfo,
@@ -435,60 +432,6 @@ impl QueueGroup {
             Some(addr) => format!("node {node} ({addr})"),
             None => format!("node {node}"),
         }
-    }
-}
-
-/// Proposes the leader's commands of `group` in the order they come, each answered
-/// once committed and applied, without waiting for one to commit before proposing
-/// the next.
-async fn propose_in_order(
-    groups: Arc<Groups>,
-    group: GroupId,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Written>,
-) {
-    use openraft::error::ClientWriteError;
-    let not_leader = move || {
-        BrokerError::new(
-            ErrorCode::NotAllowed,
-            format!("quorum queue group {group}: this node no longer leads it"),
-        )
-    };
-    while let Some((command, answer)) = rx.recv().await {
-        let Some(raft) = groups.get(group) else {
-            let _ = answer.send(Err(not_leader()));
-            continue;
-        };
-        let committed = match raft.client_write_ff(command).await {
-            Ok(committed) => committed,
-            Err(e) => {
-                let _ = answer.send(Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: {e}"
-                ))));
-                continue;
-            }
-        };
-        tokio::spawn(async move {
-            // Bounded as any write on the leader (wire::LEADER_WRITE_TIMEOUT): a leader
-            // cut off from its majority keeps leading and commits nothing.
-            let Ok(committed) = tokio::time::timeout(LEADER_WRITE_TIMEOUT, committed).await
-            else {
-                let _ = answer.send(Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: not committed within {LEADER_WRITE_TIMEOUT:?}: this node leads but a majority of the group does not answer it"
-                ))));
-                return;
-            };
-            let result = match committed {
-                Ok(Ok(r)) => Ok(r.data),
-                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(not_leader()),
-                Ok(Err(e)) => Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: {e}"
-                ))),
-                Err(_) => Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: its member stopped before the commit"
-                ))),
-            };
-            let _ = answer.send(result);
-        });
     }
 }
 
