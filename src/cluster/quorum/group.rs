@@ -6,7 +6,7 @@
 //! entries are fsynced (one fsync per appended batch: many publishes per entry, many
 //! entries per append) before openraft counts them.
 
-use super::machine::{Command, DeadReason, Limits, QueueMachine, Weighed};
+use super::machine::{Command, ConsumerKey, DeadReason, Limits, QueueMachine, Weighed};
 use crate::cluster::log_store::DirGuard;
 use crate::cluster::NodeId;
 use crate::message::{Message, Properties};
@@ -56,6 +56,22 @@ impl Weighed for StoredMessage {
     fn body_len(&self) -> usize {
         self.body.len()
     }
+
+    /// As [`Message::accounted_size`] counts a classic queue's message (the body, the
+    /// properties and decoded headers), plus this owned form's strings and its slot in
+    /// the machine's B-tree: an estimate on the high side, as the gauge's model is.
+    fn accounted_len(&self) -> usize {
+        use crate::message::size::{heap, properties_size};
+        /// The message's slot in a B-tree leaf (with the tree's slack) beside its id,
+        /// beyond the properties `properties_size` counts.
+        const SLOT: usize =
+            (std::mem::size_of::<StoredMessage>() - std::mem::size_of::<Properties>() + 16) * 11
+                / 5;
+        SLOT + heap(self.exchange.len())
+            + heap(self.routing_key.len())
+            + properties_size(&self.properties)
+            + self.body.len()
+    }
 }
 
 /// What applying one entry answered, the same on every member: the proposer answers
@@ -73,8 +89,8 @@ pub struct GroupResponse {
 /// The snapshot of a group: the machine as of the last applied entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupSnapshot {
-    /// The queue.
-    pub machine: QueueMachine<StoredMessage>,
+    /// The queue (boxed: the snapshot travels in a message enum beside small ones).
+    pub machine: Box<QueueMachine<StoredMessage>>,
 }
 
 openraft::declare_raft_types!(
@@ -95,6 +111,12 @@ struct State {
     machine: QueueMachine<StoredMessage>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
+    /// This member's node: the checkouts to its consumers are kept in `checkouts`.
+    node: Option<NodeId>,
+    /// Checkouts to consumers of this node, as applied, not yet taken by the queue
+    /// actor (which sends them when this node leads): the delivery effects of the
+    /// applied entries.
+    checkouts: Vec<(ConsumerKey, u64)>,
 }
 
 /// The state machine storage of one group member. Cheap to clone: the snapshot
@@ -131,6 +153,8 @@ impl GroupStateMachine {
                 machine: QueueMachine::new(limits.clone()),
                 last_applied: None,
                 membership: StoredMembership::default(),
+                node: None,
+                checkouts: Vec::new(),
             })),
             limits,
             snapshot_path: None,
@@ -165,7 +189,7 @@ impl GroupStateMachine {
                     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
                 })?;
                 let mut s = sm.lock();
-                s.machine = d.snapshot.machine;
+                s.machine = *d.snapshot.machine;
                 s.last_applied = d.meta.last_log_id;
                 s.membership = d.meta.last_membership;
             }
@@ -215,9 +239,26 @@ impl GroupStateMachine {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the queue as applied here (the leader picks the next deliveries from it).
+    /// Reads the queue as applied here (the leader reads what it sends from it).
     pub fn read<T>(&self, f: impl FnOnce(&QueueMachine<StoredMessage>) -> T) -> T {
         f(&self.lock().machine)
+    }
+
+    /// Keeps the checkouts the applied entries make to consumers of `node` (this
+    /// member's node) for [`Self::take_checkouts`]; no other node's are kept.
+    pub fn keep_checkouts_of(&self, node: NodeId) {
+        self.lock().node = Some(node);
+    }
+
+    /// The checkouts to this node's consumers applied since the last call, in order,
+    /// and reads the queue under the same lock (the leader reads what it sends).
+    pub fn take_checkouts<T>(
+        &self,
+        f: impl FnOnce(Vec<(ConsumerKey, u64)>, &QueueMachine<StoredMessage>) -> T,
+    ) -> T {
+        let mut s = self.lock();
+        let taken = std::mem::take(&mut s.checkouts);
+        f(taken, &s.machine)
     }
 }
 
@@ -235,7 +276,7 @@ impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
                 snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
             };
             let snapshot = GroupSnapshot {
-                machine: s.machine.clone(),
+                machine: Box::new(s.machine.clone()),
             };
             (meta, snapshot)
         };
@@ -288,6 +329,10 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
                 }
                 EntryPayload::Normal(command) => {
                     let a = s.machine.apply(command);
+                    if let Some(node) = s.node {
+                        let mine = a.checkouts.iter().filter(|(c, _)| c.node == node);
+                        s.checkouts.extend(mine);
+                    }
                     GroupResponse {
                         enqueued: a.enqueued,
                         dead: a.dead,
@@ -307,7 +352,7 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<GroupSnapshot>> {
         Ok(Box::new(GroupSnapshot {
-            machine: QueueMachine::new(self.limits.clone()),
+            machine: Box::new(QueueMachine::new(self.limits.clone())),
         }))
     }
 
@@ -318,7 +363,9 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
     ) -> StorageResult<()> {
         self.keep(meta, &snapshot)?;
         let mut s = self.lock();
-        s.machine = snapshot.machine;
+        // Checkouts of the state replaced are no longer this node's to send.
+        s.checkouts.clear();
+        s.machine = *snapshot.machine;
         s.last_applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();
         Ok(())

@@ -6,115 +6,53 @@
 //! - Messages get their id from the order they are applied in: ids increase in publish
 //!   order, which is the queue's order. Many publishes travel in one
 //!   [`Command::Enqueue`] (one entry, one fsync per group commit).
-//! - The leader's node serves consumers. Before it hands a message out it records the
-//!   delivery ([`Command::Deliver`]); what it hands out is therefore known to every
-//!   member, so a new leader redelivers it marked (redelivered, delivery count) and a
-//!   message acked ([`Command::Settle`]) before a failover is never delivered again.
+//! - Consumers are part of the state: the leader registers each one with its credit
+//!   (its prefetch) by a committed [`Command::Consume`], and the machine **checks
+//!   messages out to consumers as it applies** an `Enqueue`, or a `Settle` / `Return`
+//!   that frees credit or gives a message back, in turn among the consumers with
+//!   credit (as RabbitMQ's quorum queues do). A delivery therefore needs no commit of
+//!   its own: the leader's node sends what its member's apply checked out
+//!   ([`Applied::checkouts`]), and every member knows every checkout, so a new leader
+//!   redelivers it marked (redelivered, delivery count) and a message acked
+//!   ([`Command::Settle`]) before a failover is never delivered again.
+//! - A `basic.get` is a one-off checkout the leader names ([`Command::Deliver`]).
 //! - A new leader (or a consumer gone) returns the checkouts of consumers it no longer
-//!   serves ([`Command::Return`]).
+//!   serves and drops those consumers ([`Command::Return`]).
 //! - A returned message goes back to its place (ids order the ready set), as RabbitMQ
 //!   does; past `x-delivery-limit` it is dead instead (to be dead-lettered by the
 //!   leader when the queue has a dead-letter exchange, else dropped).
 //! - `x-max-length(-bytes)` with `x-overflow` drop-head or reject-publish.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+mod command;
+pub use command::{Applied, Command, ConsumerKey, DeadReason, Limits, Settle};
+
+/// Credit of a consumer with no prefetch limit (AMQP prefetch 0): RabbitMQ's quorum
+/// queues use the same figure, so an unlimited consumer cannot take a whole backlog
+/// into the leader's memory at once.
+pub const UNLIMITED_CREDIT: u32 = 2000;
 
 /// What the machine needs to know of a message: its body's size (for
-/// `x-max-length-bytes`).
+/// `x-max-length-bytes`) and what it costs in memory (for the broker's watermark).
 pub trait Weighed {
     /// Bytes of the body.
     fn body_len(&self) -> usize;
+
+    /// Bytes the memory watermark counts for it (the body alone unless told more).
+    fn accounted_len(&self) -> usize {
+        self.body_len()
+    }
 }
 
-/// Who a checkout belongs to: a node and a consumer on it. Consumers are served on
-/// the leader's node, so a leader change returns every checkout of another node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ConsumerKey {
-    /// The node serving the consumer.
-    pub node: u64,
-    /// The consumer's id on that node.
-    pub consumer: u64,
-}
-
-/// What a settlement does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Settle {
-    /// Done with: the message leaves the queue.
-    Ack,
-    /// Nack / reject with requeue: back to its place, its delivery count kept.
-    Requeue,
-    /// Nack / reject without requeue: the message is dead (dead-lettered or dropped).
-    Reject,
-}
-
-/// The queue's limits, from its declare arguments.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
-    /// `x-max-length`.
-    pub max_length: Option<u64>,
-    /// `x-max-length-bytes`.
-    pub max_length_bytes: Option<u64>,
-    /// `x-overflow = reject-publish` (else drop-head).
-    pub reject_publish: bool,
-    /// `x-delivery-limit`: a message returned more often is dead.
-    pub delivery_limit: Option<u64>,
-}
-
-/// One command of the log.
+/// A registered consumer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Command<M> {
-    /// Publishes, in order (a batch of one group commit).
-    Enqueue(Vec<M>),
-    /// The leader hands these messages to `to`.
-    Deliver {
-        /// The consumer.
-        to: ConsumerKey,
-        /// Message ids, each ready.
-        ids: Vec<u64>,
-    },
-    /// Settlements of checked-out messages.
-    Settle {
-        /// Message ids.
-        ids: Vec<u64>,
-        /// What becomes of them.
-        how: Settle,
-    },
-    /// Every checkout of consumers on nodes other than `keep_node` goes back (a new
-    /// leader), or of `consumer` only.
-    Return {
-        /// Return the checkouts of every node but this one (`None`: keep none).
-        keep_node: Option<u64>,
-        /// Return only this consumer's checkouts.
-        consumer: Option<ConsumerKey>,
-    },
-    /// Every ready message goes (checked-out ones stay).
-    Purge,
-    /// Several of the leader's commands in one entry, applied in order (its
-    /// deliveries and settlements made while the previous entry committed).
-    Batch(Vec<Command<M>>),
-}
-
-/// Why a message left the queue dead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeadReason {
-    /// Rejected without requeue.
-    Rejected,
-    /// Dropped from the head by a length limit.
-    MaxLen,
-    /// Returned more often than `x-delivery-limit`.
-    DeliveryLimit,
-}
-
-/// What applying a command answered (the same on every member).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Applied<M> {
-    /// Per enqueued message: its id, or `None` when refused (reject-publish).
-    pub enqueued: Vec<Option<u64>>,
-    /// Messages that died, for the leader to dead-letter.
-    pub dead: Vec<(M, DeadReason)>,
-    /// Messages purged.
-    pub purged: u64,
+struct Attached {
+    /// Most unsettled checkouts.
+    credit: u32,
+    /// Checked out to it, unsettled.
+    held: u32,
 }
 
 /// A message in the queue.
@@ -150,14 +88,15 @@ pub struct Ready<'a, M> {
 /// }
 ///
 /// let mut q = QueueMachine::new(Limits::default());
-/// let ids = q.apply(Command::Enqueue(vec![Body(b"a".to_vec()), Body(b"b".to_vec())])).enqueued;
-/// assert_eq!(ids, [Some(1), Some(2)]);
 /// let to = ConsumerKey { node: 1, consumer: 1 };
-/// q.apply(Command::Deliver { to, ids: vec![1] });
-/// q.apply(Command::Settle { ids: vec![1], how: Settle::Requeue });
-/// // Back at its place, counted as delivered once.
-/// let head = q.peek(1).next().unwrap();
-/// assert_eq!((head.id, head.deliveries), (1, 1));
+/// q.apply(Command::Consume { consumer: to, credit: 1 });
+/// let a = q.apply(Command::Enqueue(vec![Body(b"a".to_vec()), Body(b"b".to_vec())]));
+/// assert_eq!(a.enqueued, [Some(1), Some(2)]);
+/// // Checked out as the publish applied: one, the consumer's credit.
+/// assert_eq!(a.checkouts, [(to, 1)]);
+/// // The ack frees the credit: the next one goes out as the ack applies.
+/// let a = q.apply(Command::Settle { ids: vec![1], how: Settle::Ack });
+/// assert_eq!(a.checkouts, [(to, 2)]);
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueMachine<M> {
@@ -166,6 +105,12 @@ pub struct QueueMachine<M> {
     ready: BTreeMap<u64, Held<M>>,
     ready_bytes: u64,
     checked_out: BTreeMap<u64, (ConsumerKey, Held<M>)>,
+    /// Registered consumers.
+    consumers: BTreeMap<ConsumerKey, Attached>,
+    /// The registered consumers with credit left, in turn order (each once).
+    service: VecDeque<ConsumerKey>,
+    /// [`Weighed::accounted_len`] of every message held, ready or checked out.
+    held_bytes: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -177,6 +122,33 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             ready: BTreeMap::new(),
             ready_bytes: 0,
             checked_out: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            service: VecDeque::new(),
+            held_bytes: 0,
+        }
+    }
+
+    /// Registered consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Bytes the memory watermark counts for the messages held (ready or checked out)
+    /// on every member.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Checked-out message `id`, if `holder` holds it: what the leader sends.
+    pub fn checked_out_to(&self, id: u64, holder: ConsumerKey) -> Option<Ready<'_, M>> {
+        match self.checked_out.get(&id) {
+            Some((c, h)) if *c == holder => Some(Ready {
+                id,
+                message: &h.message,
+                // The checkout counted this delivery: the earlier ones.
+                deliveries: h.deliveries.saturating_sub(1),
+            }),
+            _ => None,
         }
     }
 
@@ -205,17 +177,25 @@ impl<M: Clone + Weighed> QueueMachine<M> {
         })
     }
 
-    /// Applies one committed command.
+    /// Applies one committed command, then checks ready messages out to the
+    /// consumers with credit.
     pub fn apply(&mut self, command: Command<M>) -> Applied<M> {
         let mut out = Applied {
             enqueued: Vec::new(),
             dead: Vec::new(),
             purged: 0,
+            checkouts: Vec::new(),
         };
+        self.apply_one(command, &mut out);
+        self.checkout(&mut out.checkouts);
+        out
+    }
+
+    fn apply_one(&mut self, command: Command<M>, out: &mut Applied<M>) {
         match command {
             Command::Enqueue(messages) => {
                 for m in messages {
-                    let id = self.enqueue(m, &mut out.dead);
+                    let id = self.enqueue(m, out);
                     out.enqueued.push(id);
                 }
             }
@@ -226,18 +206,30 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     if let Some(mut h) = self.take_ready(id) {
                         h.deliveries = h.deliveries.saturating_add(1);
                         self.checked_out.insert(id, (to, h));
+                        if let Some(c) = self.consumers.get_mut(&to) {
+                            c.held += 1;
+                        }
                     }
                 }
             }
             Command::Settle { ids, how } => {
                 for id in ids {
-                    let Some((_, h)) = self.checked_out.remove(&id) else {
+                    let Some((holder, mut h)) = self.checked_out.remove(&id) else {
                         continue;
                     };
+                    self.freed(holder);
                     match how {
-                        Settle::Ack => {}
-                        Settle::Reject => out.dead.push((h.message, DeadReason::Rejected)),
+                        Settle::Ack => self.gone(&h.message),
+                        Settle::Reject => {
+                            self.gone(&h.message);
+                            out.dead.push((h.message, DeadReason::Rejected))
+                        }
                         Settle::Requeue => self.give_back(id, h, &mut out.dead),
+                        Settle::Unsent => {
+                            h.deliveries = h.deliveries.saturating_sub(1);
+                            self.ready_bytes += h.message.body_len() as u64;
+                            self.ready.insert(id, h);
+                        }
                     }
                 }
             }
@@ -245,38 +237,103 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 keep_node,
                 consumer,
             } => {
+                let concerned = |c: &ConsumerKey| match consumer {
+                    Some(only) => *c == only,
+                    None => Some(c.node) != keep_node,
+                };
                 let back: Vec<u64> = self
                     .checked_out
                     .iter()
-                    .filter(|(_, (c, _))| match consumer {
-                        Some(only) => *c == only,
-                        None => Some(c.node) != keep_node,
-                    })
+                    .filter(|(_, (c, _))| concerned(c))
                     .map(|(id, _)| *id)
                     .collect();
                 for id in back {
                     let (_, h) = self.checked_out.remove(&id).expect("listed");
                     self.give_back(id, h, &mut out.dead);
                 }
+                self.consumers.retain(|c, _| !concerned(c));
+                self.service.retain(|c| !concerned(c));
             }
             Command::Purge => {
-                out.purged = self.ready.len() as u64;
-                self.ready.clear();
+                out.purged += self.ready.len() as u64;
+                for h in std::mem::take(&mut self.ready).into_values() {
+                    self.gone(&h.message);
+                }
                 self.ready_bytes = 0;
             }
+            Command::Consume { consumer, credit } => {
+                let credit = credit.max(1);
+                let c = self
+                    .consumers
+                    .entry(consumer)
+                    .or_insert(Attached { credit, held: 0 });
+                c.credit = credit;
+                let serve = c.held < c.credit;
+                let listed = self.service.contains(&consumer);
+                if serve && !listed {
+                    self.service.push_back(consumer);
+                } else if !serve && listed {
+                    self.service.retain(|c| *c != consumer);
+                }
+            }
+            Command::Cancel { consumer } => {
+                self.consumers.remove(&consumer);
+                self.service.retain(|c| *c != consumer);
+            }
             Command::Batch(commands) => {
+                // Each as if in its own entry: the same queue and answers either way.
                 for c in commands {
-                    let a = self.apply(c);
-                    out.enqueued.extend(a.enqueued);
-                    out.dead.extend(a.dead);
-                    out.purged += a.purged;
+                    self.apply_one(c, out);
+                    self.checkout(&mut out.checkouts);
                 }
             }
         }
-        out
     }
 
-    fn enqueue(&mut self, message: M, dead: &mut Vec<(M, DeadReason)>) -> Option<u64> {
+    /// Hands ready messages, in queue order, to the consumers with credit, one at a
+    /// time in turn.
+    fn checkout(&mut self, to: &mut Vec<(ConsumerKey, u64)>) {
+        while let Some(key) = self.service.pop_front() {
+            let Some(&id) = self.ready.keys().next() else {
+                self.service.push_front(key);
+                return;
+            };
+            let Some(c) = self.consumers.get_mut(&key) else {
+                continue;
+            };
+            c.held += 1;
+            if c.held < c.credit {
+                self.service.push_back(key);
+            }
+            let mut h = self.take_ready(id).expect("the head");
+            h.deliveries = h.deliveries.saturating_add(1);
+            self.checked_out.insert(id, (key, h));
+            to.push((key, id));
+        }
+    }
+
+    /// A checkout of `holder` was settled or returned: its credit back.
+    fn freed(&mut self, holder: ConsumerKey) {
+        if let Some(c) = self.consumers.get_mut(&holder) {
+            let was_full = c.held >= c.credit;
+            c.held = c.held.saturating_sub(1);
+            if was_full && c.held < c.credit {
+                self.service.push_back(holder);
+            }
+        }
+    }
+
+    /// A message left the queue (acked, dead, dropped, purged).
+    fn gone(&mut self, message: &M) {
+        self.held_bytes = self
+            .held_bytes
+            .saturating_sub(message.accounted_len() as u64);
+    }
+
+    /// One publish: checked out at once if a consumer has credit (then it does not
+    /// count against a length limit, as in a classic queue and RabbitMQ's), else
+    /// ready, the head dropped past a limit.
+    fn enqueue(&mut self, message: M, out: &mut Applied<M>) -> Option<u64> {
         let size = message.body_len() as u64;
         if self.limits.reject_publish && self.is_full(0, 0) {
             return None;
@@ -284,6 +341,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
         let id = self.next_id;
         self.next_id += 1;
         self.ready_bytes += size;
+        self.held_bytes += message.accounted_len() as u64;
         self.ready.insert(
             id,
             Held {
@@ -291,6 +349,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 deliveries: 0,
             },
         );
+        self.checkout(&mut out.checkouts);
         if !self.limits.reject_publish {
             // drop-head: the oldest ready messages make room.
             while self.is_over() {
@@ -298,7 +357,8 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     break;
                 };
                 let h = self.take_ready(head).expect("the head");
-                dead.push((h.message, DeadReason::MaxLen));
+                self.gone(&h.message);
+                out.dead.push((h.message, DeadReason::MaxLen));
             }
         }
         Some(id)
@@ -336,6 +396,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             .delivery_limit
             .is_some_and(|limit| u64::from(h.deliveries) > limit)
         {
+            self.gone(&h.message);
             dead.push((h.message, DeadReason::DeliveryLimit));
             return;
         }

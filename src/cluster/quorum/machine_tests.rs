@@ -164,7 +164,7 @@ fn random_log(seed: u64, len: usize) -> Vec<Command<M>> {
     let mut rng = Rng(seed);
     let mut next = 1u64;
     (0..len)
-        .map(|_| match rng.below(6) {
+        .map(|_| match rng.below(8) {
             0 | 1 => {
                 let n = 1 + rng.below(4) as usize;
                 let bodies: Vec<M> = (0..n)
@@ -183,6 +183,20 @@ fn random_log(seed: u64, len: usize) -> Vec<Command<M>> {
             4 => Command::Return {
                 keep_node: Some(rng.below(3)),
                 consumer: None,
+            },
+            5 => Command::Consume {
+                consumer: [C1, C2][rng.below(2) as usize],
+                credit: rng.below(4) as u32,
+            },
+            6 => match rng.below(3) {
+                0 => Command::Cancel {
+                    consumer: [C1, C2][rng.below(2) as usize],
+                },
+                1 => settle(&[1 + rng.below(next)], Settle::Unsent),
+                _ => Command::Return {
+                    keep_node: None,
+                    consumer: Some([C1, C2][rng.below(2) as usize]),
+                },
             },
             _ => {
                 if rng.below(10) == 0 {
@@ -247,16 +261,147 @@ fn a_batch_of_commands_is_the_commands_one_after_the_other() {
             enqueued: Vec::new(),
             dead: Vec::new(),
             purged: 0,
+            checkouts: Vec::new(),
         };
         for c in &log {
             let a = one_by_one.apply(c.clone());
             answers.enqueued.extend(a.enqueued);
             answers.dead.extend(a.dead);
             answers.purged += a.purged;
+            answers.checkouts.extend(a.checkouts);
         }
         let mut batched = QueueMachine::new(limits.clone());
         let a = batched.apply(Command::Batch(log));
         assert_eq!(batched, one_by_one, "seed {seed}");
         assert_eq!(a, answers, "seed {seed}: the answers, merged");
     }
+}
+
+fn consume(consumer: ConsumerKey, credit: u32) -> Command<M> {
+    Command::Consume { consumer, credit }
+}
+
+#[test]
+fn a_registered_consumer_is_given_messages_as_publishes_and_acks_apply() {
+    let mut q = QueueMachine::new(Limits::default());
+    assert!(q.apply(consume(C1, 2)).checkouts.is_empty());
+    let a = q.apply(batch(&["a", "b", "c"]));
+    assert_eq!(
+        a.checkouts,
+        [(C1, 1), (C1, 2)],
+        "its credit, in queue order"
+    );
+    assert_eq!(ready(&q), [("c".into(), 0)]);
+    assert_eq!(q.checked_out_to(1, C1).map(|r| r.deliveries), Some(0));
+    assert!(q.checked_out_to(1, C2).is_none(), "not C2's");
+    // The ack frees one credit: the next message goes out as it applies.
+    assert_eq!(q.apply(settle(&[1], Settle::Ack)).checkouts, [(C1, 3)]);
+    // A requeue goes back to its place and, the credit freed, out again at once,
+    // counted.
+    let a = q.apply(settle(&[2], Settle::Requeue));
+    assert_eq!(a.checkouts, [(C1, 2)]);
+    assert_eq!(q.checked_out_to(2, C1).map(|r| r.deliveries), Some(1));
+    // Credit raised (basic.qos): more at once.
+    q.apply(batch(&["d", "e"]));
+    assert_eq!(q.apply(consume(C1, 4)).checkouts, [(C1, 4), (C1, 5)]);
+}
+
+#[test]
+fn consumers_with_credit_take_messages_in_turn() {
+    let mut q = QueueMachine::new(Limits::default());
+    q.apply(consume(C1, 10));
+    q.apply(consume(C2, 1));
+    let a = q.apply(batch(&["a", "b", "c", "d"]));
+    assert_eq!(a.checkouts, [(C1, 1), (C2, 2), (C1, 3), (C1, 4)]);
+    // C2's ack gives it the next turn.
+    q.apply(settle(&[2], Settle::Ack));
+    assert_eq!(q.apply(batch(&["e"])).checkouts, [(C1, 5)]);
+    assert_eq!(q.apply(batch(&["f"])).checkouts, [(C2, 6)]);
+}
+
+#[test]
+fn a_cancelled_consumer_keeps_what_it_holds_and_takes_nothing_more() {
+    let mut q = QueueMachine::new(Limits::default());
+    q.apply(consume(C1, 1));
+    q.apply(batch(&["a"]));
+    q.apply(Command::Cancel { consumer: C1 });
+    assert!(q.apply(batch(&["b"])).checkouts.is_empty());
+    assert_eq!(q.checked_out_len(), 1, "a stays checked out until settled");
+    q.apply(settle(&[1], Settle::Ack));
+    assert_eq!(ready(&q), [("b".into(), 0)]);
+    assert_eq!(q.consumer_count(), 0);
+}
+
+#[test]
+fn an_unsent_checkout_goes_back_with_its_delivery_count_as_before() {
+    let mut q = QueueMachine::new(Limits {
+        delivery_limit: Some(0),
+        ..Default::default()
+    });
+    q.apply(consume(C1, 1));
+    q.apply(batch(&["a"]));
+    q.apply(Command::Cancel { consumer: C1 });
+    // Never sent: not a delivery, so neither marked nor past the limit of 0.
+    let a = q.apply(settle(&[1], Settle::Unsent));
+    assert!(a.dead.is_empty());
+    assert_eq!(ready(&q), [("a".into(), 0)]);
+}
+
+#[test]
+fn a_new_leader_returns_checkouts_made_at_apply_and_drops_the_old_consumers() {
+    let mut q = QueueMachine::new(Limits::default());
+    q.apply(consume(C1, 2));
+    q.apply(batch(&["a", "b", "c"]));
+    q.apply(settle(&[1], Settle::Ack));
+    // Node 2 takes over: b and c come back marked, a (acked) never again; node 1's
+    // consumer is gone, so nothing is checked out to it any more.
+    let a = q.apply(Command::Return {
+        keep_node: Some(2),
+        consumer: None,
+    });
+    assert!(a.checkouts.is_empty());
+    assert_eq!(q.consumer_count(), 0);
+    assert_eq!(ready(&q), [("b".into(), 1), ("c".into(), 1)]);
+    // The new leader's consumer gets them, marked, in order.
+    assert_eq!(q.apply(consume(C2, 5)).checkouts, [(C2, 2), (C2, 3)]);
+    assert_eq!(q.checked_out_to(2, C2).map(|r| r.deliveries), Some(1));
+}
+
+#[test]
+fn past_the_delivery_limit_a_message_requeued_at_apply_is_dead() {
+    let mut q = QueueMachine::new(Limits {
+        delivery_limit: Some(1),
+        ..Default::default()
+    });
+    q.apply(consume(C1, 1));
+    q.apply(batch(&["poison", "next"]));
+    // Requeued and checked out again at once: its second delivery.
+    assert_eq!(q.apply(settle(&[1], Settle::Requeue)).checkouts, [(C1, 1)]);
+    let a = q.apply(settle(&[1], Settle::Requeue));
+    assert_eq!(a.dead, [(m("poison"), DeadReason::DeliveryLimit)]);
+    assert_eq!(a.checkouts, [(C1, 2)], "the next one takes its credit");
+}
+
+#[test]
+fn the_bytes_held_follow_every_way_a_message_leaves() {
+    let mut q = QueueMachine::new(Limits {
+        max_length: Some(3),
+        ..Default::default()
+    });
+    q.apply(consume(C1, 1));
+    q.apply(batch(&["aa", "bbb", "c", "dddd"]));
+    // a (checked out) and the three ready ones: max-length counts ready only.
+    assert_eq!(q.held_bytes(), 10);
+    q.apply(batch(&["ee"]));
+    assert_eq!(q.held_bytes(), 9, "bbb dropped from the head");
+    q.apply(settle(&[1], Settle::Reject));
+    assert_eq!(q.held_bytes(), 7);
+    q.apply(Command::Purge);
+    assert_eq!(q.held_bytes(), 1, "the one checked out since");
+    q.apply(Command::Return {
+        keep_node: None,
+        consumer: None,
+    });
+    q.apply(Command::Purge);
+    assert_eq!(q.held_bytes(), 0);
 }

@@ -11,18 +11,21 @@
 //! member only, so no two nodes initialize different ones.
 
 use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
-use super::machine::{Command, Limits, QueueMachine};
+use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
 use super::publisher::Publisher;
-use super::wire::{GroupId, GroupNetwork, GroupWriteError, Groups};
+use super::wire::{GroupId, GroupNetwork, Groups};
 use crate::cluster::log_store::{DirGuard, LogStore};
 use crate::cluster::NodeId;
-use crate::error::{BrokerError, ErrorCode};
+use crate::error::BrokerError;
 use crate::message::{FieldTable, FieldValue};
 use openraft::{BasicNode, Raft, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+
+mod writer;
+use writer::{propose_in_order, Written};
 
 /// A quorum queue's group, as the definitions log's applied state records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +162,7 @@ impl Members {
         let sm = GroupStateMachine::open(info.limits.clone(), &self.dir_of(info.id))
             .map_err(|e| failed("cannot read its snapshot", &e))?
             .guarded(guard);
+        sm.keep_checkouts_of(self.id);
         let network = GroupNetwork {
             group: info.id,
             transport: self.groups.transport(),
@@ -256,6 +260,8 @@ pub struct QueueGroup {
     info: GroupInfo,
     members: Arc<Members>,
     publisher: OnceLock<Publisher>,
+    /// The leader's commands, proposed in the order written (see [`QueueGroup::write`]).
+    writer: OnceLock<tokio::sync::mpsc::UnboundedSender<Written>>,
 }
 
 impl QueueGroup {
@@ -265,6 +271,7 @@ impl QueueGroup {
             info,
             members,
             publisher: OnceLock::new(),
+            writer: OnceLock::new(),
         }
     }
 
@@ -302,33 +309,37 @@ impl QueueGroup {
         futures_util::future::join_all(answers)
     }
 
-    /// Writes one of the leader's commands (deliveries, settlements, returns, purge)
-    /// through this node's member: refused unless it leads (they concern consumers
-    /// served here, and must never be committed through another leader).
+    /// Writes one of the leader's commands (consumers, settlements, returns, gets,
+    /// purge) through this node's member: refused unless it leads (they concern
+    /// consumers served here, and must never be committed through another leader).
+    /// Commands are proposed in the order this is called, each without waiting for the
+    /// one before to commit (one task hands them to openraft in turn), so a caller may
+    /// keep several in flight and still have them in the log in its order.
     pub fn write(
         &self,
         command: Command<StoredMessage>,
     ) -> impl std::future::Future<Output = Result<GroupResponse, BrokerError>> + Send {
-        let groups = self.members.groups.clone();
         let group = self.info.id;
-        let task = self
-            .members
-            .rt
-            .spawn(async move { groups.write(group, command).await });
+        let writer = self.writer.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.members
+                .rt
+                .spawn(propose_in_order(self.members.groups.clone(), group, rx));
+            tx
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = writer.send((command, tx)).is_ok();
         async move {
-            match task.await {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(GroupWriteError::NotLeader(_))) => Err(BrokerError::new(
-                    ErrorCode::NotAllowed,
-                    format!("quorum queue group {group}: this node no longer leads it"),
-                )),
-                Ok(Err(GroupWriteError::Failed(e))) => Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: {e}"
-                ))),
-                Err(e) => Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: write task failed: {e}"
-                ))),
+            if !sent {
+                return Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: its writer stopped"
+                )));
             }
+            rx.await.unwrap_or_else(|_| {
+                Err(BrokerError::internal(format!(
+                    "quorum queue group {group}: the write was dropped"
+                )))
+            })
         }
     }
 
@@ -369,6 +380,16 @@ impl QueueGroup {
     /// this node runs no member).
     pub fn metrics(&self) -> Option<tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>> {
         Some(self.raft()?.metrics())
+    }
+
+    /// The checkouts to this node's consumers applied since the last call, with the
+    /// queue as applied (`None` on a node that is no member).
+    pub fn take_checkouts<T>(
+        &self,
+        f: impl FnOnce(Vec<(ConsumerKey, u64)>, &QueueMachine<StoredMessage>) -> T,
+    ) -> Option<T> {
+        let sm = self.members.machines().get(&self.info.id).cloned()?;
+        Some(sm.take_checkouts(f))
     }
 
     /// Reads the queue as applied by this node's member.

@@ -32,6 +32,7 @@ mod quorum_failover;
 mod quorum_forward;
 mod quorum_forward_more;
 mod quorum_freeze;
+mod quorum_memory;
 mod quorum_restart;
 mod regroup;
 mod replication;
@@ -180,9 +181,17 @@ impl Node {
                 self.cluster_extra
             ),
         };
+        // `sections` opening with `[broker]` lines add them to the broker table.
+        let (broker, sections) = match self.sections.strip_prefix("[broker]\n") {
+            Some(rest) => match rest.find("\n[") {
+                Some(at) => (&rest[..at], &rest[at + 1..]),
+                None => (rest, ""),
+            },
+            None => ("", self.sections.as_str()),
+        };
         std::fs::write(
             &config,
-            format!("[broker]\nworkers = 1\n\n{cluster}\n{}", self.sections),
+            format!("[broker]\nworkers = 1\n{broker}\n\n{cluster}\n{sections}"),
         )
         .unwrap();
         let n = std::fs::read_dir(&self.root)

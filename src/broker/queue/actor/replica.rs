@@ -6,31 +6,42 @@
 //!   the leader); its answer, and with it the publisher's confirm, comes once the
 //!   entry is committed: a majority of the members has it on disk. A message that
 //!   reject-publish refuses is nacked.
-//! - Consumers are served on the leader's node only (a consume elsewhere is refused
-//!   with NOT_ALLOWED naming the leader). Every command the leader makes is committed
-//!   before it acts on it: `Deliver` before a message is sent, so a new leader knows
-//!   what was handed out; `Settle` on ack, nack and reject; `Return` when a consumer's
-//!   owner goes, and when this node becomes leader (every checkout of an earlier
-//!   leader comes back, to be redelivered marked).
-//! - The leader's commands are written one at a time, in order (consecutive
-//!   settlements of one kind make one entry), so deliveries leave in queue order.
-//! - When this node stops leading, its consumers are cancelled (the client is told)
-//!   and what they held is the new leader's to return.
+//! - Consumers are served on the leader's node (a consume elsewhere goes to the leader
+//!   through a consume session: `remote`). A consumer is registered in the group's
+//!   machine with its credit (`Consume`, committed); from then on the machine checks
+//!   messages out to it as it applies publishes and settlements, and this actor sends
+//!   what its member's apply checked out to this node's consumers: **a delivery needs
+//!   no commit of its own**, yet nothing is sent that is not committed, and every
+//!   member knows every checkout. Acks, nacks and rejects are `Settle` (committed
+//!   before they count), a cancel is `Cancel`, an owner gone is `Return` of its
+//!   consumers; on becoming leader this node returns every earlier checkout (`Return`,
+//!   to be redelivered marked).
+//! - The consumer interface (what a local consumer, or a forwarded one, is to this
+//!   actor): a registration with a credit (prefetch; 0 is [`UNLIMITED_CREDIT`]), a
+//!   `Deliver` recipient with a transport window (checkouts beyond it wait here), an
+//!   owner whose settlements name message ids, and a cancel recipient.
+//! - The leader's commands are written in order, everything waiting making the next
+//!   entry, up to [`MAX_INFLIGHT`] entries in flight (the takeover's `Return` alone).
+//! - When this node stops leading, its consumers go on at the new leader through
+//!   consume sessions, and what they held is the new leader's to return.
 
 use super::*;
 use crate::broker::messages::Settlement;
 use crate::cluster::quorum::group::{GroupResponse, StoredMessage};
-use crate::cluster::quorum::machine::{Command, ConsumerKey, Settle as How};
+use crate::cluster::quorum::machine::{Command, ConsumerKey, Settle as How, UNLIMITED_CREDIT};
 use crate::cluster::quorum::runtime::QueueGroup;
 use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
+mod deliver;
+mod done;
 mod remote;
 mod serve;
 
-/// Most messages one dispatch pass hands out (over every consumer).
-const REPLICA_CHUNK: usize = 1000;
+/// Most leader entries in flight at once: an ack need not wait for the entry before
+/// it to commit (they are proposed in order; see `QueueGroup::write`).
+const MAX_INFLIGHT: usize = 8;
 
 /// A consumer served on this node (the leader's).
 struct Consumer {
@@ -45,30 +56,29 @@ struct Consumer {
     window: u32,
     /// Delivered, not settled.
     unacked: usize,
-    /// Picked for a `Deliver` not committed yet.
-    inflight: usize,
+    /// Checked out to it by the machine, not sent yet (its transport window is full).
+    waiting: VecDeque<Picked>,
 }
 
-impl Consumer {
-    fn credit(&self) -> usize {
-        let taken = self.unacked + self.inflight;
-        let by_prefetch = match self.prefetch {
-            0 => usize::MAX,
-            p => (p as usize).saturating_sub(taken),
-        };
-        by_prefetch.min((self.window as usize).saturating_sub(self.inflight))
+/// The credit a consumer of `prefetch` is registered with in the machine.
+fn credit_of(prefetch: u32) -> u32 {
+    match prefetch {
+        0 => UNLIMITED_CREDIT,
+        p => p,
     }
 }
 
-/// A message picked for a delivery: its id, the message, its earlier deliveries.
+/// A message to send: its id, the message, its earlier deliveries.
 type Picked = (u64, Arc<Message>, u32);
 
 /// One of the leader's commands, waiting or in flight.
 enum Cmd {
-    Deliver {
+    /// Registers (or changes the credit of) a consumer served here.
+    Consume {
         consumer: u64,
-        picked: Vec<Picked>,
+        credit: u32,
     },
+    Cancel(u64),
     Get {
         consumer: u64,
         owner: OwnerId,
@@ -97,10 +107,15 @@ pub(crate) struct Replica {
     consumers: Vec<Consumer>,
     next_consumer: u64,
     out: HashMap<u64, Out>,
-    /// Ids in a `Deliver` or `Get` not committed yet.
+    /// Ids in a `Get` not committed yet.
     pending: HashSet<u64>,
+    /// Consumers cancelled here whose `Cancel` has not committed: a checkout to one
+    /// of them is given back unsent (one to a consumer returned whole is not: its
+    /// `Return` gives it back).
+    cancelled: HashSet<u64>,
     cmds: VecDeque<Cmd>,
-    busy: bool,
+    /// Leader entries written and not answered yet.
+    inflight: usize,
     /// This node leads and has returned the checkouts of earlier leaders.
     serving: bool,
     taking_over: bool,
@@ -121,8 +136,9 @@ impl Replica {
             next_consumer: 1,
             out: HashMap::new(),
             pending: HashSet::new(),
+            cancelled: HashSet::new(),
             cmds: VecDeque::new(),
-            busy: false,
+            inflight: 0,
             serving: false,
             taking_over: false,
             term: 0,
@@ -176,68 +192,105 @@ impl Replica {
             !g
         });
         for k in keys {
-            let key = self.key(k);
-            self.cmds.push_back(Cmd::Return(Some(key)));
+            self.return_whole(k);
         }
     }
 
-    /// `owner` went: its consumers are dropped, what it held comes back.
+    /// Queues the `Return` of everything checked out to `consumer` (which it also
+    /// unregisters).
+    fn return_whole(&mut self, consumer: u64) {
+        self.cancelled.remove(&consumer);
+        let key = self.key(consumer);
+        self.cmds.push_back(Cmd::Return(Some(key)));
+    }
+
+    /// `owner` went: its consumers are dropped (and so unregistered), what it held
+    /// comes back.
     fn release(&mut self, owner: OwnerId) -> bool {
         self.remote.release(owner);
         let before = self.consumers.len();
-        self.consumers.retain(|c| c.owner != owner);
-        self.give_back(|o| o.owner == owner);
+        let mut gone = BTreeSet::new();
+        self.consumers.retain(|c| {
+            if c.owner == owner {
+                gone.insert(c.id);
+            }
+            c.owner != owner
+        });
+        self.out.retain(|_, o| {
+            if o.owner == owner {
+                gone.insert(o.consumer);
+            }
+            o.owner != owner
+        });
+        for k in gone {
+            self.return_whole(k);
+        }
         self.consumers.len() != before
     }
 
     fn cancel(&mut self, owner: OwnerId, tag: &str) {
         self.remote.cancel(owner, tag);
-        // Its deliveries stay with the owner (acked later, or back when it goes).
-        self.consumers
-            .retain(|c| !(c.owner == owner && *c.tag == *tag));
-    }
-
-    /// Picks ready messages for the consumers with credit: one `Deliver` each.
-    fn pick(&mut self) {
-        if !self.serving || self.consumers.is_empty() {
-            return;
-        }
-        let want: usize = self
+        // Its deliveries stay with the owner (acked later, or back when it goes);
+        // what was checked out to it and not sent goes back unsent.
+        let Some(at) = self
             .consumers
             .iter()
-            .map(Consumer::credit)
-            .fold(0usize, |a, c| a.saturating_add(c))
-            .min(REPLICA_CHUNK);
-        if want == 0 {
+            .position(|c| c.owner == owner && *c.tag == *tag)
+        else {
+            return;
+        };
+        let c = self.consumers.remove(at);
+        self.cmds.push_back(Cmd::Cancel(c.id));
+        self.cancelled.insert(c.id);
+        let unsent: Vec<u64> = c.waiting.iter().map(|p| p.0).collect();
+        if !unsent.is_empty() {
+            self.cmds.push_back(Cmd::Settle {
+                ids: unsent,
+                how: How::Unsent,
+            });
+        }
+    }
+
+    /// Takes what the applied entries checked out to this node's consumers: queued
+    /// to send when this node serves; dropped when it does not lead (a new leader
+    /// returns them); left for later while it takes over.
+    pub(super) fn take_checkouts(&mut self) {
+        if self.taking_over || (!self.serving && self.leads()) {
             return;
         }
-        let pending = &self.pending;
-        let Some(ready) = self.group.read(|q| {
-            q.peek(usize::MAX)
-                .filter(|r| !pending.contains(&r.id))
-                .take(want)
-                .map(|r| (r.id, Arc::new(r.message.to_message()), r.deliveries))
-                .collect::<Vec<Picked>>()
+        let me = self.group.node_id();
+        let serving = self.serving;
+        let Some(taken) = self.group.take_checkouts(|list, q| {
+            if !serving {
+                return Vec::new();
+            }
+            list.into_iter()
+                .filter_map(|(key, id)| {
+                    let r = q.checked_out_to(id, key)?;
+                    Some((key, (id, Arc::new(r.message.to_message()), r.deliveries)))
+                })
+                .collect::<Vec<(ConsumerKey, Picked)>>()
         }) else {
             return;
         };
-        let mut ready = ready.into_iter();
-        for c in self.consumers.iter_mut() {
-            let n = c.credit();
-            if n == 0 {
-                continue;
+        let mut unsent = Vec::new();
+        for (key, picked) in taken {
+            match self
+                .consumers
+                .iter_mut()
+                .find(|c| key.node == me && c.id == key.consumer)
+            {
+                Some(c) => c.waiting.push_back(picked),
+                // Cancelled before its cancel applied: never sent.
+                None if self.cancelled.contains(&key.consumer) => unsent.push(picked.0),
+                // Returned whole (or of an earlier term): its `Return` gives it back.
+                None => {}
             }
-            let picked: Vec<Picked> = ready.by_ref().take(n).collect();
-            if picked.is_empty() {
-                break;
-            }
-            c.inflight += picked.len();
-            for (id, _, _) in &picked {
-                self.pending.insert(*id);
-            }
-            self.cmds.push_back(Cmd::Deliver {
-                consumer: c.id,
-                picked,
+        }
+        if !unsent.is_empty() {
+            self.cmds.push_back(Cmd::Settle {
+                ids: unsent,
+                how: How::Unsent,
             });
         }
     }
@@ -259,9 +312,12 @@ impl Replica {
     fn command(&self, cmd: &Cmd) -> Command<StoredMessage> {
         let r = self;
         match cmd {
-            Cmd::Deliver { consumer, picked } => Command::Deliver {
-                to: r.key(*consumer),
-                ids: picked.iter().map(|p| p.0).collect(),
+            Cmd::Consume { consumer, credit } => Command::Consume {
+                consumer: r.key(*consumer),
+                credit: *credit,
+            },
+            Cmd::Cancel(consumer) => Command::Cancel {
+                consumer: r.key(*consumer),
             },
             Cmd::Get {
                 consumer, picked, ..

@@ -1,11 +1,12 @@
 //! The replicated side's work in the queue actor: following the group, publishing,
-//! consumers and gets on the leader, the leader's commands written one entry at a
-//! time and acted on once committed (see the parent module).
+//! consumers and gets on the leader, sending what the applied entries checked out to
+//! this node's consumers, the leader's commands written one entry at a time and acted
+//! on once committed (see the parent module).
 
 use super::*;
 
 impl QueueActor {
-    fn replica(&mut self) -> &mut Replica {
+    pub(super) fn replica(&mut self) -> &mut Replica {
         self.replica.as_mut().expect("a replicated queue")
     }
 
@@ -54,6 +55,18 @@ impl QueueActor {
                 self.name, self.vhost
             ),
         );
+        // As a classic queue's: past the flow threshold, with consumers registered,
+        // the answer (and the publisher's window) waits for them to catch up.
+        let held = self.replica_flow_closes().then(|| {
+            self.flow
+                .send_if_modified(|open| std::mem::replace(open, false));
+            let own_acks = self
+                .replica()
+                .consumers
+                .iter()
+                .any(|c| Some(c.owner) == msg.publisher && !c.auto_ack);
+            (self.flow.subscribe(), own_acks)
+        });
         Box::pin(async move {
             let mut answer = Enqueued::default();
             for (i, a) in answers.await.into_iter().enumerate() {
@@ -64,6 +77,15 @@ impl QueueActor {
                 };
                 answer.refused.push(i as u32);
                 answer.reason.get_or_insert(why);
+            }
+            if let Some((mut rx, own_acks)) = held {
+                let reopened = rx.wait_for(|open| *open);
+                if own_acks {
+                    // It acks here too: slowed, never stuck (see FLOW_MAX_HOLD).
+                    let _ = tokio::time::timeout(FLOW_MAX_HOLD, reopened).await;
+                } else {
+                    let _ = reopened.await;
+                }
             }
             Ok(answer)
         })
@@ -119,7 +141,12 @@ impl QueueActor {
             auto_ack: msg.options.auto_ack,
             window: msg.window,
             unacked: 0,
-            inflight: 0,
+            waiting: VecDeque::new(),
+        });
+        let credit = credit_of(msg.options.prefetch);
+        r.cmds.push_back(Cmd::Consume {
+            consumer: id,
+            credit,
         });
         self.replica_dispatch(ctx);
         Ok(tag)
@@ -240,10 +267,13 @@ impl QueueActor {
                 }
                 Control::Prefetch { owner, prefetch } => {
                     r.remote.prefetch(owner, prefetch);
-                    r.consumers
-                        .iter_mut()
-                        .filter(|c| c.owner == owner)
-                        .for_each(|c| c.prefetch = prefetch)
+                    for c in r.consumers.iter_mut().filter(|c| c.owner == owner) {
+                        c.prefetch = prefetch;
+                        r.cmds.push_back(Cmd::Consume {
+                            consumer: c.id,
+                            credit: credit_of(prefetch),
+                        });
+                    }
                 }
                 Control::Cancel { owner, tag, done } => {
                     r.cancel(owner, &tag);
@@ -259,12 +289,14 @@ impl QueueActor {
         true
     }
 
-    /// Picks what consumers can take and writes the next command.
+    /// Sends what the machine checked out to this node's consumers (within their
+    /// transport windows) and writes the next command.
     pub(in crate::broker::queue::actor) fn replica_dispatch(&mut self, ctx: &mut Context<Self>) {
         if self.deleted {
             return;
         }
-        self.replica().pick();
+        self.replica().take_checkouts();
+        self.replica_flush();
         self.replica_pump(ctx);
     }
 
@@ -273,6 +305,7 @@ impl QueueActor {
         if self.deleted {
             return;
         }
+        self.replica_account();
         let name = self.name.clone();
         let r = self.replica();
         let term = r.group.term();
@@ -286,6 +319,9 @@ impl QueueActor {
                 tracing::info!(queue = %name, group = r.group.id(), "quorum queue: this node leads its group; returning earlier checkouts");
                 r.taking_over = true;
                 r.term = term;
+                // Consumer ids of this term never meet those an earlier term (or an
+                // earlier run of this node) registered.
+                r.next_consumer = r.next_consumer.max(term << 32);
                 r.cmds.push_front(Cmd::Return(None));
             }
         } else if r.serving || r.taking_over || !r.consumers.is_empty() {
@@ -300,28 +336,35 @@ impl QueueActor {
         self.replica_dispatch(ctx);
     }
 
-    /// Writes the next command, if none is in flight.
+    /// Writes what waits as the next entry, unless `MAX_INFLIGHT` are in flight (or
+    /// the takeover's `Return` is).
     fn replica_pump(&mut self, ctx: &mut Context<Self>) {
         let r = self.replica();
-        if r.busy {
+        if r.cmds.is_empty() || r.inflight >= MAX_INFLIGHT {
             return;
         }
-        if r.cmds.is_empty() {
+        if r.taking_over && r.inflight > 0 {
+            // The takeover's `Return` commits first, alone: a command after it is
+            // written only once this node is known to serve.
             return;
         }
-        // Everything waiting makes one entry: one commit per round trip, whatever
-        // the number of deliveries and settlements.
+        if !r.serving && !r.taking_over {
+            // Leading, the takeover not begun yet: nothing may commit before its
+            // `Return` (which would drop a consumer registered before it).
+            return;
+        }
+        // Everything waiting makes one entry, whatever the number of settlements.
         let cmds: Vec<Cmd> = r.cmds.drain(..).collect();
         let mut commands: Vec<Command<StoredMessage>> = cmds.iter().map(|c| r.command(c)).collect();
         let command = match commands.len() {
             1 => commands.pop().expect("one"),
             _ => Command::Batch(commands),
         };
-        r.busy = true;
+        r.inflight += 1;
         let write = r.group.write(command);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(write).map(move |result, act, ctx| {
-                act.replica().busy = false;
+                act.replica().inflight -= 1;
                 if let Err(e) = &result {
                     tracing::warn!(queue = %act.name, error = %e, "quorum queue: the leader's commands were not committed");
                 }
@@ -339,104 +382,6 @@ impl QueueActor {
 }
 
 impl QueueActor {
-    /// A command was committed (or not).
-    fn replica_done(&mut self, cmd: Cmd, result: Result<GroupResponse, BrokerError>) {
-        let handle = self.handle.clone();
-        let r = self.replica();
-        match cmd {
-            Cmd::Return(None) => {
-                r.taking_over = false;
-                r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
-            }
-            Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
-            Cmd::Purge(tx) => {
-                let _ = tx.send(result.map(|g| g.purged));
-            }
-            Cmd::Get {
-                consumer,
-                owner,
-                auto_ack,
-                picked,
-                answer,
-            } => {
-                r.pending.remove(&picked.0);
-                let key = r.key(consumer);
-                let held =
-                    result.is_ok() && r.group.read(|q| q.holder(picked.0)) == Some(Some(key));
-                if !held {
-                    let _ = answer.send(Ok(None));
-                    return;
-                }
-                let left = r.group.read(|q| q.ready_len() as u64).unwrap_or(0);
-                if auto_ack {
-                    r.cmds.push_back(Cmd::Settle {
-                        ids: vec![picked.0],
-                        how: How::Ack,
-                    });
-                } else {
-                    r.out.insert(picked.0, Out { consumer, owner });
-                }
-                let _ = answer.send(Ok(Some((delivery(picked), left))));
-            }
-            Cmd::Deliver { consumer, picked } => {
-                let asked = picked.len();
-                for p in &picked {
-                    r.pending.remove(&p.0);
-                }
-                let key = r.key(consumer);
-                let held: Vec<Picked> = match result {
-                    Ok(_) => picked
-                        .into_iter()
-                        .filter(|p| r.group.read(|q| q.holder(p.0)) == Some(Some(key)))
-                        .collect(),
-                    Err(_) => Vec::new(),
-                };
-                let Some(at) = r.consumers.iter().position(|c| c.id == consumer) else {
-                    if !held.is_empty() {
-                        // Cancelled meanwhile: what it was given goes back.
-                        r.cmds.push_back(Cmd::Return(Some(key)));
-                    }
-                    return;
-                };
-                let c = &mut r.consumers[at];
-                c.inflight = c.inflight.saturating_sub(asked);
-                if held.is_empty() {
-                    return;
-                }
-                if !c.handle.deliver.connected() {
-                    r.consumers.remove(at);
-                    r.cmds.push_back(Cmd::Return(Some(key)));
-                    r.give_back(|o| o.consumer == consumer);
-                    return;
-                }
-                let ids: Vec<u64> = held.iter().map(|p| p.0).collect();
-                let n = held.len() as u32;
-                c.window = c.window.saturating_sub(n);
-                let (tag, deliver, auto_ack, owner) =
-                    (c.tag.clone(), c.handle.deliver.clone(), c.auto_ack, c.owner);
-                if auto_ack {
-                    r.cmds.push_back(Cmd::Settle { ids, how: How::Ack });
-                } else {
-                    c.unacked += ids.len();
-                    for id in ids {
-                        r.out.insert(id, Out { consumer, owner });
-                    }
-                }
-                // do_send: prefetch and the transport window bound what is in flight.
-                deliver.do_send(Deliver {
-                    consumer_tag: tag,
-                    queue: handle.clone().expect("queue handle set in started"),
-                    deliveries: held.into_iter().map(delivery).collect(),
-                    credit: Credit {
-                        queue: handle,
-                        consumer,
-                        amount: n,
-                    },
-                });
-            }
-        }
-    }
-
     /// Counts from the group's applied queue (zero on a node that is no member).
     pub(in crate::broker::queue::actor) fn replica_stats(&mut self) -> QueueStats {
         let r = self.replica();

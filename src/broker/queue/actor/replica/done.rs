@@ -1,0 +1,69 @@
+//! The leader's commands once committed (or refused): a get answered with the message
+//! its `Deliver` checked out, a purge's count, a takeover's end, a consumer whose
+//! registration failed cancelled.
+
+use super::*;
+
+impl QueueActor {
+    /// A command was committed (or not).
+    pub(super) fn replica_done(&mut self, cmd: Cmd, result: Result<GroupResponse, BrokerError>) {
+        let r = self.replica();
+        match cmd {
+            Cmd::Return(None) => {
+                r.taking_over = false;
+                r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
+            }
+            Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
+            Cmd::Purge(tx) => {
+                let _ = tx.send(result.map(|g| g.purged));
+            }
+            Cmd::Get {
+                consumer,
+                owner,
+                auto_ack,
+                picked,
+                answer,
+            } => {
+                r.pending.remove(&picked.0);
+                let key = r.key(consumer);
+                let held =
+                    result.is_ok() && r.group.read(|q| q.holder(picked.0)) == Some(Some(key));
+                if !held {
+                    let _ = answer.send(Ok(None));
+                    return;
+                }
+                let left = r.group.read(|q| q.ready_len() as u64).unwrap_or(0);
+                if auto_ack {
+                    r.cmds.push_back(Cmd::Settle {
+                        ids: vec![picked.0],
+                        how: How::Ack,
+                    });
+                } else {
+                    r.out.insert(picked.0, Out { consumer, owner });
+                }
+                let _ = answer.send(Ok(Some((delivery(picked), left))));
+            }
+            Cmd::Consume { consumer, .. } => {
+                if let Err(e) = result {
+                    // Not registered: it would never be given anything.
+                    if let Some(at) = r.consumers.iter().position(|c| c.id == consumer) {
+                        let c = r.consumers.remove(at);
+                        if let Some(to) = &c.handle.cancelled {
+                            to.do_send(ConsumerCancelled {
+                                consumer_tag: c.tag.clone(),
+                                reason: format!(
+                                    "quorum queue: the consumer was not registered: {e}"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+            Cmd::Cancel(id) => {
+                // Every checkout its cancel's entry came after is in the outbox now.
+                r.take_checkouts();
+                r.cancelled.remove(&id);
+            }
+        }
+    }
+}

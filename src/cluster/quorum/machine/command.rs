@@ -1,0 +1,115 @@
+//! The log's language for one quorum queue: the commands its leader and publishers
+//! commit ([`Command`]), what they name (consumers, settlements, limits), and what
+//! applying one answers ([`Applied`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Who a checkout belongs to: a node and a consumer on it. Consumers are served on
+/// the leader's node, so a leader change returns every checkout of another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConsumerKey {
+    /// The node serving the consumer.
+    pub node: u64,
+    /// The consumer's id on that node.
+    pub consumer: u64,
+}
+
+/// What a settlement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Settle {
+    /// Done with: the message leaves the queue.
+    Ack,
+    /// Nack / reject with requeue: back to its place, its delivery count kept.
+    Requeue,
+    /// Nack / reject without requeue: the message is dead (dead-lettered or dropped).
+    Reject,
+    /// Checked out but never sent (its consumer was cancelled first): back to its
+    /// place as if not checked out, its delivery count as before.
+    Unsent,
+}
+
+/// The queue's limits, from its declare arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// `x-max-length`.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow = reject-publish` (else drop-head).
+    pub reject_publish: bool,
+    /// `x-delivery-limit`: a message returned more often is dead.
+    pub delivery_limit: Option<u64>,
+}
+
+/// One command of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command<M> {
+    /// Publishes, in order (a batch of one group commit).
+    Enqueue(Vec<M>),
+    /// A one-off checkout the leader names (`basic.get`): these messages go to `to`.
+    Deliver {
+        /// The consumer.
+        to: ConsumerKey,
+        /// Message ids, each ready.
+        ids: Vec<u64>,
+    },
+    /// Settlements of checked-out messages.
+    Settle {
+        /// Message ids.
+        ids: Vec<u64>,
+        /// What becomes of them.
+        how: Settle,
+    },
+    /// Every checkout of consumers on nodes other than `keep_node` goes back and those
+    /// consumers are dropped (a new leader), or of `consumer` only (its owner went).
+    Return {
+        /// Return the checkouts of every node but this one (`None`: keep none).
+        keep_node: Option<u64>,
+        /// Return only this consumer's checkouts.
+        consumer: Option<ConsumerKey>,
+    },
+    /// Every ready message goes (checked-out ones stay).
+    Purge,
+    /// Registers `consumer` (or changes its credit): from now on the machine checks
+    /// messages out to it while it holds fewer than `credit` unsettled.
+    Consume {
+        /// The consumer.
+        consumer: ConsumerKey,
+        /// Most unsettled checkouts (its prefetch; at least 1).
+        credit: u32,
+    },
+    /// `consumer` takes nothing more; what it holds stays checked out to it until
+    /// settled or returned.
+    Cancel {
+        /// The consumer.
+        consumer: ConsumerKey,
+    },
+    /// Several of the leader's commands in one entry, applied in order (its
+    /// deliveries and settlements made while the previous entry committed).
+    Batch(Vec<Command<M>>),
+}
+
+/// Why a message left the queue dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeadReason {
+    /// Rejected without requeue.
+    Rejected,
+    /// Dropped from the head by a length limit.
+    MaxLen,
+    /// Returned more often than `x-delivery-limit`.
+    DeliveryLimit,
+}
+
+/// What applying a command answered (the same on every member).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied<M> {
+    /// Per enqueued message: its id, or `None` when refused (reject-publish).
+    pub enqueued: Vec<Option<u64>>,
+    /// Messages that died, for the leader to dead-letter.
+    pub dead: Vec<(M, DeadReason)>,
+    /// Messages purged.
+    pub purged: u64,
+    /// Messages checked out to registered consumers by this command, in order: the
+    /// leader's node sends them (every member computes the same list).
+    pub checkouts: Vec<(ConsumerKey, u64)>,
+}
