@@ -86,6 +86,23 @@ pub(super) async fn queue_leader(nodes: &[&Node], queue: &str) -> u64 {
     }
 }
 
+/// Publishes `body` (persistent) to `queue` through the default exchange: its confirm.
+pub(super) async fn publish_persistent(
+    ch: &Channel,
+    queue: &str,
+    body: &[u8],
+) -> lapin::PublisherConfirm {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .expect("a publish is sent")
+}
+
 /// Publishes the numbers `numbers` (persistent) to `queue` through `node` with
 /// confirms, and waits until each is confirmed (ack).
 pub(super) async fn publish_numbered(node: &Node, queue: &str, numbers: std::ops::Range<u64>) {
@@ -96,16 +113,7 @@ pub(super) async fn publish_numbered(node: &Node, queue: &str, numbers: std::ops
         .unwrap();
     let mut confirms = Vec::new();
     for n in numbers {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                n.to_string().as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
+        let c = publish_persistent(&ch, queue, n.to_string().as_bytes()).await;
         confirms.push((n, c));
     }
     for (n, c) in confirms {
@@ -191,16 +199,7 @@ async fn a_quorum_queue_loses_no_confirmed_message_when_its_leader_is_killed() {
                 if stop {
                     break;
                 }
-                let c = pch
-                    .basic_publish(
-                        "".into(),
-                        "qq".into(),
-                        BasicPublishOptions::default(),
-                        n.to_string().as_bytes(),
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await
-                    .unwrap();
+                let c = publish_persistent(&pch, "qq", n.to_string().as_bytes()).await;
                 window.push_back((n, c));
                 while window.len() >= WINDOW {
                     let (n, c) = window.pop_front().unwrap();

@@ -9,12 +9,12 @@
 //! interval), and was sent again and again while nothing was committed. Appends are
 //! now bounded in bytes (`src/cluster/log_store.rs`).
 
-use super::quorum::{connect, declare_quorum};
+use super::quorum::{connect, declare_quorum, publish_persistent};
 use super::{leader, three_nodes, Node};
 use crate::support::DEADLINE;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::ConfirmSelectOptions;
+use lapin::Channel;
 use lapin::PublisherConfirm;
-use lapin::{BasicProperties, Channel};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,18 +62,6 @@ async fn confirm_channel(node: &Node) -> (lapin::Connection, Channel) {
     (conn, ch)
 }
 
-async fn publish(ch: &Channel, queue: &str, body: &[u8]) -> PublisherConfirm {
-    ch.basic_publish(
-        "".into(),
-        queue.into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default().with_delivery_mode(2),
-    )
-    .await
-    .expect("a publish is sent")
-}
-
 /// Settles one confirm into `tally`: it must come (ack or nack) within the deadline.
 async fn settle(c: PublisherConfirm, after: bool, tally: &Tally) {
     let answered = tokio::time::timeout(DEADLINE, c)
@@ -118,7 +106,7 @@ async fn publishers_on_both_survivors_get_every_publish_answered_when_the_group_
         let body = vec![b'p'; 1024];
         let mut window = VecDeque::new();
         for _ in 0..PREFILL {
-            window.push_back(publish(&ch, "qf", &body).await);
+            window.push_back(publish_persistent(&ch, "qf", &body).await);
             if window.len() >= 1000 {
                 let c = window.pop_front().unwrap();
                 assert!(c.await.unwrap().is_ack(), "a prefill publish confirmed");
@@ -146,7 +134,7 @@ async fn publishers_on_both_survivors_get_every_publish_answered_when_the_group_
             let mut window = VecDeque::new();
             while !stop.load(Ordering::Relaxed) {
                 let after = killed.load(Ordering::Relaxed);
-                window.push_back((publish(&ch, "qf", b"m").await, after));
+                window.push_back((publish_persistent(&ch, "qf", b"m").await, after));
                 while window.len() >= WINDOW {
                     let (c, after) = window.pop_front().unwrap();
                     settle(c, after, &t).await;

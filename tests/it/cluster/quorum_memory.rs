@@ -4,13 +4,12 @@
 //! once a consumer has taken and acked the backlog the gauges come back to zero and the
 //! blocked publisher finishes.
 
-use super::quorum::{connect, declare_quorum};
+use super::quorum::{connect, declare_quorum, publish_persistent};
 use super::{free_port, leader, Node};
 use crate::support::DEADLINE;
 use actormq::client::{Client, ConnectOptions, ConsumeOptions};
 use futures_util::StreamExt;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::BasicProperties;
+use lapin::options::ConfirmSelectOptions;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,16 +89,7 @@ async fn a_quorum_queue_counts_on_every_member_s_gauge_and_blocks_its_publisher(
             let body = vec![b'x'; BODY];
             let mut window = std::collections::VecDeque::new();
             for _ in 0..TOTAL {
-                let c = pch
-                    .basic_publish(
-                        "".into(),
-                        "mq".into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await
-                    .unwrap();
+                let c = publish_persistent(&pch, "mq", &body).await;
                 window.push_back(c);
                 if window.len() >= 50 {
                     let c = window.pop_front().unwrap().await.unwrap();

@@ -5,6 +5,11 @@
 
 use super::*;
 
+/// How long a get waits, in pauses, for a takeover of the group's leadership to finish
+/// (returning an earlier leader's checkouts) before it is refused: 10 s.
+const GET_TAKEOVER_TRIES: u32 = 200;
+const GET_TAKEOVER_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl QueueActor {
     pub(super) fn replica(&mut self) -> &mut Replica {
         self.replica.as_mut().expect("a replicated queue")
@@ -158,10 +163,29 @@ impl QueueActor {
         msg: Get,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
+        self.replica_get_after(msg, 0, ctx)
+    }
+
+    /// [`replica_get`](Self::replica_get), `tries` pauses into a takeover.
+    fn replica_get_after(
+        &mut self,
+        msg: Get,
+        tries: u32,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
         if !self.replica().leads() {
             return self.remote_get(msg);
         }
         if !self.replica().serving {
+            // Leading, but still taking over (returning an earlier leader's checkouts):
+            // the get waits for it, as a consumer does, within a bound.
+            if tries < GET_TAKEOVER_TRIES {
+                return Box::pin(
+                    actix::fut::wrap_future(tokio::time::sleep(GET_TAKEOVER_PAUSE)).then(
+                        move |_, act: &mut Self, ctx| act.replica_get_after(msg, tries + 1, ctx),
+                    ),
+                );
+            }
             let e = self.not_leader();
             return Box::pin(actix::fut::ready(Err(e)));
         }
