@@ -54,9 +54,7 @@ impl Handler<Enqueue> for QueueActor {
             // consumers have brought the depth down to half the threshold: a fast
             // producer is held to what the consumers take (nothing, if they never ack),
             // instead of the broker filling up.
-            self.flow
-                .send_if_modified(|open| std::mem::replace(open, false));
-            let mut rx = self.flow.subscribe();
+            let rx = close_flow(&self.flow);
             // Except for a publisher that also consumes here with acks: it cannot
             // send its acks while its publish window is full, so an unbounded wait
             // could lock it for good. Held at most FLOW_MAX_HOLD, it is slowed, never
@@ -64,12 +62,7 @@ impl Handler<Enqueue> for QueueActor {
             let own_acks = self.acks_from(publisher);
             return Box::pin(async move {
                 let answer = durable::confirm(stored, answer).await;
-                let reopened = rx.wait_for(|open| *open);
-                if own_acks {
-                    let _ = tokio::time::timeout(FLOW_MAX_HOLD, reopened).await;
-                } else {
-                    let _ = reopened.await;
-                }
+                hold_until_reopened(rx, own_acks).await;
                 Ok(answer)
             });
         }

@@ -63,14 +63,13 @@ impl QueueActor {
         // As a classic queue's: past the flow threshold, with consumers registered,
         // the answer (and the publisher's window) waits for them to catch up.
         let held = self.replica_flow_closes().then(|| {
-            self.flow
-                .send_if_modified(|open| std::mem::replace(open, false));
+            let rx = close_flow(&self.flow);
             let own_acks = self
                 .replica()
                 .consumers
                 .iter()
                 .any(|c| Some(c.owner) == msg.publisher && !c.auto_ack);
-            (self.flow.subscribe(), own_acks)
+            (rx, own_acks)
         });
         Box::pin(async move {
             let mut answer = Enqueued::default();
@@ -83,14 +82,8 @@ impl QueueActor {
                 answer.refused.push(i as u32);
                 answer.reason.get_or_insert(why);
             }
-            if let Some((mut rx, own_acks)) = held {
-                let reopened = rx.wait_for(|open| *open);
-                if own_acks {
-                    // It acks here too: slowed, never stuck (see FLOW_MAX_HOLD).
-                    let _ = tokio::time::timeout(FLOW_MAX_HOLD, reopened).await;
-                } else {
-                    let _ = reopened.await;
-                }
+            if let Some((rx, own_acks)) = held {
+                hold_until_reopened(rx, own_acks).await;
             }
             Ok(answer)
         })
