@@ -72,11 +72,13 @@ impl Files {
         };
         let mut all = Vec::new();
         let mut ended = false;
+        let mut removed = false;
         for first in firsts {
             let path = dir.join(name(first));
             if ended {
                 tracing::warn!(path = %path.display(), "raft log: segment after a torn record removed");
                 std::fs::remove_file(&path)?;
+                removed = true;
                 continue;
             }
             let bytes = std::fs::read(&path)?;
@@ -90,6 +92,12 @@ impl Files {
             }
             files.lens.insert(first, valid as u64);
             all.extend(entries);
+        }
+        if removed {
+            // Durable before anything is appended: a removed segment that came back
+            // after a power loss would bring stale entries under the indexes of new
+            // ones.
+            sync_dir(dir)?;
         }
         Ok((files, all))
     }

@@ -101,6 +101,7 @@ pub fn reconcile(
     target: impl Fn() -> Option<GroupInfo> + Send + 'static,
 ) {
     rt.spawn(async move {
+        let mut failures = 0u32;
         loop {
             let (Some(info), Some(raft)) = (target(), groups.get(group)) else {
                 return;
@@ -117,7 +118,12 @@ pub fn reconcile(
                 match change(&raft, &info, &voters, &want).await {
                     Ok(()) => continue,
                     Err(e) => {
-                        tracing::warn!(group, members = ?want, error = %e, "quorum queue group: member change failed; retrying")
+                        // Said once, then every 20th try (10 s): a new member that is
+                        // down makes this retry until it is back.
+                        if failures % 20 == 0 {
+                            tracing::warn!(group, members = ?want, error = %e, failures, "quorum queue group: member change failed; retrying");
+                        }
+                        failures += 1;
                     }
                 }
             }

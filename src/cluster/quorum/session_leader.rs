@@ -109,7 +109,11 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
         }
     });
     let mut consumers: HashMap<String, Attached> = HashMap::new();
+    // The gets asked of the queue and not answered yet: the release at the end waits
+    // for them, or a get committed after it would hold its message for a gone owner.
+    let mut gets = tokio::task::JoinSet::new();
     let result = loop {
+        while gets.try_join_next().is_some() {}
         let frame = match tokio::time::timeout(SILENT_LIMIT, read_frame::<_, Up>(&mut rd)).await {
             Ok(Ok(Some((_, f)))) => f,
             Ok(Ok(None)) => break Ok(()),
@@ -158,21 +162,24 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
                 // Apart from this loop, which must keep reading (settlements and
                 // credit) whatever the queue's commit or the way back take.
                 let (queue, down) = (queue.clone(), down.clone());
-                tokio::spawn(async move {
+                gets.spawn(async move {
                     let result = match queue.addr().send(Get { owner, auto_ack }).await {
                         Ok(r) => r.map(|got| got.map(|(d, left)| (wire(&d), left))),
                         Err(e) => Err(e.into()),
                     };
                     let result = Box::new(result);
-                    let _ = down.send(Down::Got { req, result }).await;
+                    // The way back is not waited for by the release.
+                    tokio::spawn(async move { down.send(Down::Got { req, result }).await });
                 });
             }
         }
     };
-    // The follower went (or its owner did): what the session holds comes back.
+    // The follower went (or its owner did): what the session holds comes back, gets
+    // still being answered included.
     for (_, a) in consumers.drain() {
         let _ = a.stop.send(());
     }
+    while gets.join_next().await.is_some() {}
     queue.release(owner);
     drop(down);
     let _ = writer.await;

@@ -181,21 +181,6 @@ impl Replica {
         self.cmds.push_back(Cmd::Settle { ids: mine, how });
     }
 
-    /// Gives back what the deliveries of `consumers` hold (their owner went).
-    fn give_back(&mut self, gone: impl Fn(&Out) -> bool) {
-        let mut keys = BTreeSet::new();
-        self.out.retain(|_, o| {
-            let g = gone(o);
-            if g {
-                keys.insert(o.consumer);
-            }
-            !g
-        });
-        for k in keys {
-            self.return_whole(k);
-        }
-    }
-
     /// Queues the `Return` of everything checked out to `consumer` (which it also
     /// unregisters).
     fn return_whole(&mut self, consumer: u64) {
@@ -223,6 +208,7 @@ impl Replica {
             o.owner != owner
         });
         for k in gone {
+            self.remote.forget_forwarded(k);
             self.return_whole(k);
         }
         self.consumers.len() != before
@@ -240,6 +226,7 @@ impl Replica {
             return;
         };
         let c = self.consumers.remove(at);
+        self.remote.forget_forwarded(c.id);
         self.cmds.push_back(Cmd::Cancel(c.id));
         self.cancelled.insert(c.id);
         let unsent: Vec<u64> = c.waiting.iter().map(|p| p.0).collect();

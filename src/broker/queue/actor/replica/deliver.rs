@@ -53,8 +53,8 @@ impl QueueActor {
         for id in gone {
             // Its process went without a release: unregistered, its checkouts back.
             r.consumers.retain(|c| c.id != id);
+            r.out.retain(|_, o| o.consumer != id);
             r.return_whole(id);
-            r.give_back(|o| o.consumer == id);
         }
     }
 

@@ -30,6 +30,12 @@ impl QueueActor {
                     result.is_ok() && r.group.read(|q| q.holder(picked.0)) == Some(Some(key));
                 if !held {
                     let _ = answer.send(Ok(None));
+                    if result.is_err() {
+                        // Refused or timed out: an entry that times out may still
+                        // commit later, and its checkout would belong to nobody.
+                        // Returned (a no-op if it never commits).
+                        r.cmds.push_back(Cmd::Return(Some(key)));
+                    }
                     return;
                 }
                 let left = r.group.read(|q| q.ready_len() as u64).unwrap_or(0);
@@ -45,7 +51,11 @@ impl QueueActor {
             }
             Cmd::Consume { consumer, .. } => {
                 if let Err(e) = result {
-                    // Not registered: it would never be given anything.
+                    // Not registered (or not known to be: a timed-out entry may still
+                    // commit, and what the machine then checks out to it must come
+                    // back): returned, a no-op if it never commits.
+                    let key = r.key(consumer);
+                    r.cmds.push_back(Cmd::Return(Some(key)));
                     if let Some(at) = r.consumers.iter().position(|c| c.id == consumer) {
                         let c = r.consumers.remove(at);
                         if let Some(to) = &c.handle.cancelled {

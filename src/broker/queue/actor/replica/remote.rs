@@ -75,6 +75,11 @@ impl Remotes {
         self.owners.remove(&owner);
     }
 
+    /// Consumer `id` went (cancelled, or its owner did): no longer one to skip.
+    pub(super) fn forget_forwarded(&mut self, id: u64) {
+        self.forwarded.remove(&id);
+    }
+
     /// Consumer `id` of this node was made by a follower's consume session.
     pub(super) fn mark_forwarded(&mut self, id: u64) {
         self.forwarded.insert(id);
