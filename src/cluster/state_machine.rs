@@ -202,8 +202,6 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
             let msg = ClearPolicy { kind, name };
             Outcome::Done(local(&registry, msg).await)
         }
-        // Only the groups' records change: the state machine applies it, not the broker.
-        Op::ChangeGroups(_) => return Outcome::Done(Ok(())),
         _ => unreachable!("broker-wide commands are applied above"),
     }
 }
