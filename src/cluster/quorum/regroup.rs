@@ -140,7 +140,7 @@ const RETIRE_AFTER: Duration = Duration::from_secs(60);
 
 /// Calls `stop` once this node's member of group `group` sees the group's membership
 /// without it (a uniform configuration, not the joint step), or the group is gone
-/// here, or after [`RETIRE_AFTER`]. For a node taken out of a group while it still
+/// here, or after `RETIRE_AFTER` (60 s). For a node taken out of a group while it still
 /// runs (`actormq cluster shrink`): stopping at once could take the majority away
 /// that must commit its removal (one other member down, say).
 pub fn retire(
