@@ -99,6 +99,10 @@ impl FollowerSession {
             turn: 0,
         };
         group.runtime().spawn(task.run(rx));
+        FollowerSession::over(orders)
+    }
+
+    fn over(orders: mpsc::Sender<Order>) -> FollowerSession {
         FollowerSession {
             orders,
             held: VecDeque::new(),
@@ -169,5 +173,50 @@ impl FollowerSession {
     /// Pulls one message at the leader.
     pub fn get(&mut self, auto_ack: bool, answer: GetAnswer) {
         self.push(Order::Get(auto_ack, answer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credit_of(o: Order) -> u32 {
+        match o {
+            Order::Credit(_, n) => n,
+            _ => panic!("a credit order"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_holds_orders_in_order_until_sent_and_drops_none() {
+        let (tx, mut rx) = mpsc::channel(ORDERS);
+        let mut s = FollowerSession::over(tx);
+        let total = ORDERS as u32 + 10;
+        for n in 0..total {
+            s.credit(1, n);
+        }
+        let held = s.take_held().expect("ten orders found the channel full");
+        // While they are on their way, a later order queues behind them, though the
+        // channel has room for it now.
+        assert_eq!(credit_of(rx.try_recv().unwrap()), 0);
+        s.credit(1, total);
+        let behind = s.take_held().expect("held behind the batch being sent");
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0];
+            while got.len() < total as usize + 2 {
+                got.push(credit_of(rx.recv().await.expect("an order")));
+            }
+            got
+        });
+        held.send().await;
+        behind.send().await;
+        assert!(s.take_held().is_none());
+        assert_eq!(s.sending.load(Ordering::Acquire), 0);
+        // Room again: sent at once.
+        s.credit(1, total + 1);
+        assert!(s.take_held().is_none());
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), total as usize + 2, "none dropped");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
     }
 }
