@@ -14,7 +14,8 @@
 use super::log_store::write_atomic;
 use super::node::Core;
 use super::op::{Op, Outcome};
-use super::quorum::regroup::{reconcile, regroup};
+use super::quorum::grow::{change, ChangeCount, GroupChange};
+use super::quorum::regroup::{reconcile, regroup, retire, Regrouped};
 use super::quorum::runtime::{limits_of, place, GroupInfo};
 use super::quorum::wire::GroupId;
 use super::types::{DefinitionsSnapshot, Homes, NodeId, Response, TypeConfig};
@@ -109,6 +110,8 @@ pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
         | Op::Unbind { vhost, .. }
         | Op::SetPolicy { vhost, .. }
         | Op::ClearPolicy { vhost, .. } => vhost.clone(),
+        // Only the groups' records change: the state machine applies it, not the broker.
+        Op::ChangeGroups(_) => return Outcome::Done(Ok(())),
         _ => unreachable!("broker-wide commands are applied above"),
     };
     let registry = match broker.registry(&vhost) {
@@ -266,11 +269,7 @@ impl StateMachine {
         {
             return None;
         }
-        let m = a.membership.membership().clone();
-        let voters = m
-            .voter_ids()
-            .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
-            .collect();
+        let voters = voters_of(a.membership.membership());
         let size = crate::broker::queue::quorum::initial_group_size(&queue.arguments);
         let info = GroupInfo {
             id: index,
@@ -332,12 +331,42 @@ impl StateMachine {
     /// a member of changed by whichever member leads it.
     async fn regroup(&self, voters: &BTreeMap<NodeId, String>) {
         let changed = regroup(voters, &mut self.core.applied().groups);
+        for r in &changed {
+            tracing::info!(vhost = %r.vhost, queue = %r.queue, group = r.after.id, before = ?r.before.members.keys().collect::<Vec<_>>(), after = ?r.after.members.keys().collect::<Vec<_>>(), "quorum queue group: members follow the cluster's membership");
+        }
+        // A node that left the cluster gets no more of its groups' log: it stops at once.
+        self.run_changed(changed, false).await;
+    }
+
+    /// `actormq cluster grow` / `shrink` applied ([`grow`](super::quorum::grow)):
+    /// the groups' records change here as on every node, then this node acts on its
+    /// part of them.
+    async fn change_groups(&self, c: &GroupChange) -> Result<ChangeCount, BrokerError> {
+        let voters = voters_of(self.core.applied().membership.membership());
+        let (changed, count) = change(&voters, &mut self.core.applied().groups, c)?;
+        tracing::info!(node = c.node, kind = ?c.kind, vhost = ?c.vhost, queue = ?c.queue, changed = count.changed, kept = count.kept, "quorum queue groups: members changed by hand");
+        // A node shrunk out of a group still runs, and may be needed for the majority
+        // that commits its own removal: its member stops once the group has left it.
+        self.run_changed(changed, true).await;
+        Ok(count)
+    }
+
+    /// Acts on this node's part of groups whose recorded members changed: starts a
+    /// member it now has (empty, to be added by the group's leader), stops and removes
+    /// one it no longer has (at once, or with `retire` once the group's own membership
+    /// has left it), and has each group it is still a member of changed by whichever
+    /// member leads it.
+    async fn run_changed(&self, changed: Vec<Regrouped>, retire: bool) {
         let me = self.core.id;
         for r in changed {
-            tracing::info!(vhost = %r.vhost, queue = %r.queue, group = r.after.id, before = ?r.before.members.keys().collect::<Vec<_>>(), after = ?r.after.members.keys().collect::<Vec<_>>(), "quorum queue group: members follow the cluster's membership");
             if !r.after.members.contains_key(&me) {
                 if r.before.members.contains_key(&me) {
-                    self.core.quorum.stop(r.after.id);
+                    if retire {
+                        retire_group(&self.core, r.after.id);
+                        reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
+                    } else {
+                        self.core.quorum.stop(r.after.id);
+                    }
                 }
                 continue;
             }
@@ -348,6 +377,27 @@ impl StateMachine {
             reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
         }
     }
+}
+
+/// The voters of `m`: node id → cluster address.
+fn voters_of(m: &openraft::Membership<NodeId, openraft::BasicNode>) -> BTreeMap<NodeId, String> {
+    m.voter_ids()
+        .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
+        .collect()
+}
+
+/// Stops this node's member of group `id` once the group's membership no longer has
+/// it ([`retire`]).
+fn retire_group(core: &Arc<Core>, id: GroupId) {
+    let quorum = &core.quorum;
+    let stopper = quorum.clone();
+    retire(
+        quorum.runtime(),
+        quorum.node_id(),
+        quorum.groups(),
+        id,
+        move || stopper.stop(id),
+    );
 }
 
 /// Spawns [`reconcile`] of group `id` of queue `queue` toward its record in the
@@ -420,10 +470,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Response { error: None },
                 EntryPayload::Membership(m) => {
                     let uniform = m.get_joint_config().len() == 1;
-                    let voters: BTreeMap<NodeId, String> = m
-                        .voter_ids()
-                        .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
-                        .collect();
+                    let voters = voters_of(&m);
                     self.core.applied().membership = StoredMembership::new(Some(log_id), m);
                     // Once a change is complete (not the joint step): quorum groups
                     // move off the nodes that left.
@@ -440,7 +487,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         _ => None,
                     };
                     let op = req.op.clone();
-                    let outcome = apply_op(&broker, req.op).await;
+                    let outcome = match &req.op {
+                        Op::ChangeGroups(c) => Outcome::Groups(self.change_groups(c).await),
+                        _ => apply_op(&broker, req.op).await,
+                    };
                     if outcome.error().is_none() {
                         super::drift::note_transient(&mut self.core.applied().transient, &op);
                     }
