@@ -312,7 +312,9 @@ impl QueueActor {
             return self.stream_drain_inbox();
         }
         if self.replica.is_some() {
-            return self.replica_drain_inbox();
+            let drained = self.replica_drain_inbox();
+            self.remote_wait(ctx);
+            return drained;
         }
         let items = self.inbox.take();
         if items.is_empty() {

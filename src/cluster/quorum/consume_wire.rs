@@ -65,7 +65,9 @@ pub struct Spec {
     pub tag: String,
     /// Unacked deliveries at most (0: unlimited).
     pub prefetch: u32,
-    /// Deliveries count as acked when sent.
+    /// Deliveries count as acked when sent. A follower asks for its auto-ack
+    /// consumers with acks, and acks each delivery once its client wrote it out
+    /// (`session_follower`), so nothing in flight is lost.
     pub auto_ack: bool,
     /// Refuse other consumers while it is attached.
     pub exclusive: bool,
@@ -124,7 +126,8 @@ pub enum Up {
     Get {
         /// The request's number.
         req: u64,
-        /// Count it acked at once.
+        /// Count it acked at once (a follower asks with an ack, and acks an auto-ack
+        /// get once its answer is handed over).
         auto_ack: bool,
     },
 }

@@ -12,16 +12,24 @@
 //! gives back what it held (or the next leader returns it at its takeover), so the
 //! message comes again, marked redelivered, under a new id; a settlement of an old id
 //! settles nothing (see docs/CLUSTERING.md, "Consumers on any node").
+//!
+//! Auto-ack: the leader's queue would count an auto-ack delivery acked as soon as it
+//! handed it to the session, and one still on its way when the session breaks or the
+//! client's consumer goes would be lost. So the session asks the leader for deliveries
+//! with acks, and acks each one itself once the client's connection wrote it out (its
+//! transport credit came back, `written`): what no client was sent goes back to the
+//! queue, as RabbitMQ never drops a no-ack delivery before it is on the socket.
 
 use super::consume_wire::{Down, How, Open, Refused, Spec, Up, WireDelivery, ALIVE_EVERY};
 use super::runtime::QueueGroup;
-use crate::broker::messages::{ConsumerCancelled, Credit, Deliver, Delivery, Settlement};
+use crate::broker::messages::{ConsumerCancelled, Credit, Deliver, Delivery, OwnerId};
 use crate::broker::queue::QueueHandle;
 use crate::cluster::rpc::{read_frame, write_frame, Reply, Rpc};
 use crate::cluster::transport::Conn;
 use crate::cluster::NodeId;
 use crate::error::{BrokerError, ErrorCode};
 use actix::Recipient;
+use orders::Order;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +38,10 @@ use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 mod frames;
+mod orders;
+mod written;
+
+pub use orders::{FollowerSession, Held};
 
 /// Delivery ids handed out by follower sessions start here (message ids stay below).
 pub const LOCAL_IDS: u64 = 1 << 62;
@@ -43,6 +55,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 const GET_WAIT: Duration = Duration::from_secs(10);
 /// How long opening a session may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one frame may take to write: a leader that reads nothing for that long
+/// (frozen, cut off with its socket's buffers full) is given up, so the session
+/// goes on taking the queue actor's orders (which waits while they are full) and
+/// moves to the next leader.
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The answer to a get.
 pub type GetAnswer = oneshot::Sender<Result<Option<(Delivery, u64)>, BrokerError>>;
@@ -57,102 +74,14 @@ pub struct LocalConsumer {
     pub spec: Spec,
     /// Deliveries its client can take now (the transport window).
     pub window: u32,
+    /// Deliveries made to it before it came to the session (a consumer of this node
+    /// while it led) whose transport credit is still out: their credit comes to the
+    /// session, and acks nothing at the leader.
+    pub unwritten: u32,
     /// Where deliveries go.
     pub deliver: Recipient<Deliver>,
     /// Where a cancel by the broker goes.
     pub cancelled: Option<Recipient<ConsumerCancelled>>,
-}
-
-enum Order {
-    Consume(LocalConsumer),
-    Cancel(Arc<str>),
-    Settle(Vec<u64>, How),
-    Credit(u64, u32),
-    Prefetch(u32),
-    Get(bool, GetAnswer),
-}
-
-/// The owner's session, as the queue actor holds it: dropping it ends the session
-/// (what the leader holds for it comes back).
-pub struct FollowerSession {
-    orders: mpsc::UnboundedSender<Order>,
-}
-
-impl FollowerSession {
-    /// Starts the task (on the cluster's runtime) serving `queue` of `vhost` through
-    /// `group`'s leader; deliveries name `handle` for their settlements and credit.
-    pub fn start(
-        group: Arc<QueueGroup>,
-        vhost: &str,
-        queue: &str,
-        handle: QueueHandle,
-    ) -> FollowerSession {
-        let (orders, rx) = mpsc::unbounded_channel();
-        let open = Open {
-            group: group.id(),
-            vhost: vhost.to_string(),
-            queue: queue.to_string(),
-            from: group.node_id(),
-        };
-        let task = Task {
-            group: group.clone(),
-            open,
-            handle,
-            consumers: BTreeMap::new(),
-            map: HashMap::new(),
-            gets: HashMap::new(),
-            waiting: Vec::new(),
-            next_req: 1,
-            turn: 0,
-        };
-        group.runtime().spawn(task.run(rx));
-        FollowerSession { orders }
-    }
-
-    /// Attaches a consumer (opened at the leader at once, or when a session opens).
-    pub fn consume(&self, c: LocalConsumer) {
-        let _ = self.orders.send(Order::Consume(c));
-    }
-
-    /// Detaches consumer `tag`; its deliveries can still be settled.
-    pub fn cancel(&self, tag: Arc<str>) {
-        let _ = self.orders.send(Order::Cancel(tag));
-    }
-
-    /// Settles deliveries by this node's ids (others are skipped).
-    pub fn settle(&self, ids: &[u64], s: Settlement) {
-        let ids: Vec<u64> = ids.iter().copied().filter(|i| *i >= LOCAL_IDS).collect();
-        if ids.is_empty() {
-            return;
-        }
-        let how = match s {
-            Settlement::Ack => How::Ack,
-            Settlement::Requeue => How::Requeue,
-            Settlement::Discard => How::Discard,
-        };
-        let _ = self.orders.send(Order::Settle(ids, how));
-    }
-
-    /// Transport credit returned to consumer `id` (the queue actor's id).
-    pub fn credit(&self, id: u64, amount: u32) {
-        let _ = self.orders.send(Order::Credit(id, amount));
-    }
-
-    /// The owner's prefetch changed: every consumer of the session takes it.
-    pub fn prefetch(&self, prefetch: u32) {
-        let _ = self.orders.send(Order::Prefetch(prefetch));
-    }
-
-    /// Pulls one message at the leader.
-    pub fn get(&self, auto_ack: bool, answer: GetAnswer) {
-        if let Err(mpsc::error::SendError(Order::Get(_, answer))) =
-            self.orders.send(Order::Get(auto_ack, answer))
-        {
-            let _ = answer.send(Err(BrokerError::internal(
-                "quorum queue: the consume session stopped",
-            )));
-        }
-    }
 }
 
 /// Why a session ended.
@@ -167,11 +96,16 @@ struct Task {
     group: Arc<QueueGroup>,
     open: Open,
     handle: QueueHandle,
+    /// The owner the session serves on this node (a refused consumer is cancelled
+    /// in its name).
+    owner: OwnerId,
     consumers: BTreeMap<Arc<str>, LocalConsumer>,
     /// This node's delivery ids → the leader's, for the session open now.
     map: HashMap<u64, u64>,
     /// Gets sent in the session open now (auto-ack or not).
     gets: HashMap<u64, (bool, GetAnswer)>,
+    /// Auto-ack deliveries handed to each consumer's client and not written out yet.
+    written: written::Written,
     /// Gets waiting for a session, and since when.
     waiting: Vec<(bool, GetAnswer, tokio::time::Instant)>,
     next_req: u64,
@@ -180,7 +114,7 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self, mut orders: mpsc::UnboundedReceiver<Order>) {
+    async fn run(mut self, mut orders: mpsc::Receiver<Order>) {
         let mut pause = Duration::ZERO;
         let mut hint: Option<NodeId> = None;
         loop {
@@ -207,7 +141,20 @@ impl Task {
                         .copied()
                         .unwrap_or_else(|| self.group.node_id())
                 });
-            match self.connect(target).await {
+            let connecting = connect(self.group.clone(), self.open.clone(), target);
+            tokio::pin!(connecting);
+            // Orders are taken while the session opens (up to OPEN_TIMEOUT): the queue
+            // actor waits for room in the orders channel, never that long.
+            let opened = loop {
+                tokio::select! {
+                    r = &mut connecting => break r,
+                    o = orders.recv() => match o {
+                        Some(o) => self.offline(o),
+                        None => return,
+                    },
+                }
+            };
+            match opened {
                 Ok(conn) => {
                     tracing::debug!(queue = %self.open.queue, leader = target, "consume session open");
                     match self.session(conn, target, &mut orders).await {
@@ -250,14 +197,21 @@ impl Task {
     fn offline(&mut self, o: Order) {
         match o {
             Order::Consume(c) => {
+                if c.spec.auto_ack {
+                    self.written.skip(c.id, c.unwritten);
+                }
                 self.consumers.insert(c.tag.clone(), c);
             }
             Order::Cancel(tag) => {
-                self.consumers.remove(&tag);
+                if let Some(c) = self.consumers.remove(&tag) {
+                    self.written.forget(c.id);
+                }
             }
             // Ids of a session that ended: its leader gave them back.
             Order::Settle(..) => {}
             Order::Credit(id, n) => {
+                // Written deliveries of an ended session: nothing to ack.
+                self.written.take(id, n);
                 if let Some(c) = self.consumers.values_mut().find(|c| c.id == id) {
                     c.window = c.window.saturating_add(n);
                 }
@@ -273,45 +227,22 @@ impl Task {
         }
     }
 
-    async fn connect(&self, target: NodeId) -> Result<Conn, Refused> {
-        let failed = |what: String| Refused::Failed(BrokerError::internal(what));
-        let Some(addr) = self.group.addr_of(target) else {
-            return Err(failed(format!("node {target} is no member of the group")));
-        };
-        let transport = self.group.transport();
-        let rpc = Rpc::ConsumeSession(self.open.clone());
-        let opening = async {
-            let mut conn = transport.connect(&addr).await?;
-            write_frame(&mut conn, 1, &rpc).await?;
-            match read_frame::<_, Reply>(&mut conn).await? {
-                Some((_, Reply::ConsumeSession(r))) => Ok((conn, r)),
-                other => Err(std::io::Error::other(format!(
-                    "unexpected answer {other:?}"
-                ))),
-            }
-        };
-        match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
-            Ok(Ok((conn, Ok(())))) => Ok(conn),
-            Ok(Ok((_, Err(refused)))) => Err(refused),
-            Ok(Err(e)) => Err(failed(format!("{addr}: {e}"))),
-            Err(_) => Err(failed(format!("{addr}: no answer within {OPEN_TIMEOUT:?}"))),
-        }
-    }
-
     /// Runs one session until it ends.
     async fn session(
         &mut self,
         conn: Conn,
         target: NodeId,
-        orders: &mut mpsc::UnboundedReceiver<Order>,
+        orders: &mut mpsc::Receiver<Order>,
     ) -> End {
         let (rd, mut wr) = tokio::io::split(conn);
         let (frames_tx, mut frames) = mpsc::channel::<Down>(16);
         let reader = tokio::spawn(read_down(rd, frames_tx));
         let end = self.serve(&mut wr, &mut frames, target, orders).await;
         reader.abort();
-        // What the leader gave through this session, it gets back: forget the ids.
+        // What the leader gave through this session, it gets back: forget the ids
+        // (auto-ack ones included: their credit acks nothing now).
         self.map.clear();
+        self.written.session_ended();
         let mut pending: Vec<(u64, (bool, GetAnswer))> = self.gets.drain().collect();
         pending.sort_by_key(|(req, _)| *req);
         // Asked again in the next session (a delivery made for one is returned).
@@ -326,7 +257,7 @@ impl Task {
         wr: &mut WriteHalf<Conn>,
         frames: &mut mpsc::Receiver<Down>,
         target: NodeId,
-        orders: &mut mpsc::UnboundedReceiver<Order>,
+        orders: &mut mpsc::Receiver<Order>,
     ) -> End {
         let broken = End::Again(Duration::from_millis(100));
         let mut n = 0u64;
@@ -338,12 +269,12 @@ impl Task {
             .consumers
             .values()
             .map(|c| Up::Consume {
-                spec: c.spec.clone(),
+                spec: written::wire_spec(&c.spec),
                 credit: c.window,
             })
             .collect();
         for frame in reopen {
-            if write_frame(wr, next(), &frame).await.is_err() {
+            if !write(wr, next(), &frame).await {
                 return broken;
             }
         }
@@ -351,23 +282,23 @@ impl Task {
             let req = self.next_req;
             self.next_req += 1;
             self.gets.insert(req, (auto_ack, answer));
-            if write_frame(wr, next(), &Up::Get { req, auto_ack })
-                .await
-                .is_err()
-            {
+            // Asked with an ack: an auto-ack one is acked once handed over.
+            let get = Up::Get {
+                req,
+                auto_ack: false,
+            };
+            if !write(wr, next(), &get).await {
                 return broken;
             }
         }
         let mut tick = tokio::time::interval(CHECK_LEADER);
         let mut last_alive = tokio::time::Instant::now();
+        let mut out = Vec::new();
         loop {
-            let frame = tokio::select! {
+            tokio::select! {
                 o = orders.recv() => match o {
                     None => return End::OwnerGone,
-                    Some(o) => match self.online(o) {
-                        Some(frame) => frame,
-                        None => continue,
-                    },
+                    Some(o) => self.online(o, &mut out),
                 },
                 f = frames.recv() => match f {
                     None => return broken,
@@ -375,26 +306,62 @@ impl Task {
                         tracing::info!(queue = %self.open.queue, tag, leader = target, %reason, "quorum queue: the leader's side cancelled a forwarded consumer; reopening the session");
                         return End::Again(Duration::from_millis(50));
                     }
-                    Some(f) => match self.down(f) {
-                        Some(frame) => frame,
-                        None => continue,
-                    },
+                    Some(f) => self.down(f, &mut out),
                 },
                 _ = tick.tick() => {
                     if self.group.leader().is_some_and(|l| l != target) {
                         return End::Again(Duration::ZERO);
                     }
-                    if last_alive.elapsed() < ALIVE_EVERY {
-                        continue;
+                    if last_alive.elapsed() >= ALIVE_EVERY {
+                        last_alive = tokio::time::Instant::now();
+                        out.push(Up::Alive);
                     }
-                    last_alive = tokio::time::Instant::now();
-                    Up::Alive
                 }
-            };
-            if write_frame(wr, next(), &frame).await.is_err() {
-                return broken;
+            }
+            for frame in out.drain(..) {
+                if !write(wr, next(), &frame).await {
+                    return broken;
+                }
             }
         }
+    }
+}
+
+/// Writes one frame within [`WRITE_LIMIT`]: false if the session is to be given up.
+async fn write(wr: &mut WriteHalf<Conn>, n: u64, frame: &Up) -> bool {
+    match tokio::time::timeout(WRITE_LIMIT, write_frame(wr, n, frame)).await {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            tracing::warn!("quorum queue: a consume session's leader read nothing for {WRITE_LIMIT:?}; opening the session again");
+            false
+        }
+    }
+}
+
+/// Opens a session for `open` at `target` (a free function: the task takes orders
+/// while it runs).
+async fn connect(group: Arc<QueueGroup>, open: Open, target: NodeId) -> Result<Conn, Refused> {
+    let failed = |what: String| Refused::Failed(BrokerError::internal(what));
+    let Some(addr) = group.addr_of(target) else {
+        return Err(failed(format!("node {target} is no member of the group")));
+    };
+    let transport = group.transport();
+    let rpc = Rpc::ConsumeSession(open);
+    let opening = async {
+        let mut conn = transport.connect(&addr).await?;
+        write_frame(&mut conn, 1, &rpc).await?;
+        match read_frame::<_, Reply>(&mut conn).await? {
+            Some((_, Reply::ConsumeSession(r))) => Ok((conn, r)),
+            other => Err(std::io::Error::other(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    };
+    match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+        Ok(Ok((conn, Ok(())))) => Ok(conn),
+        Ok(Ok((_, Err(refused)))) => Err(refused),
+        Ok(Err(e)) => Err(failed(format!("{addr}: {e}"))),
+        Err(_) => Err(failed(format!("{addr}: no answer within {OPEN_TIMEOUT:?}"))),
     }
 }
 

@@ -17,7 +17,7 @@
 //!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
 //!   cluster restarted, a member's data directory lost; [`regroup`]: a removed member
 //!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
-//!   publishers on both other nodes.
+//!   publishers on both other nodes; [`quorum_session`]: consume sessions' faults.
 
 mod drift;
 mod failover;
@@ -35,6 +35,7 @@ mod quorum_forward_more;
 mod quorum_freeze;
 mod quorum_memory;
 mod quorum_restart;
+mod quorum_session;
 mod regroup;
 mod replication;
 mod security;

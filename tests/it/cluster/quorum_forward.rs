@@ -106,21 +106,12 @@ async fn a_consumer_on_a_follower_gets_every_message_in_order_and_its_acks_survi
     // one is gone at once.
     let gch = connect(follower).await.create_channel().await.unwrap();
     publish_confirmed(&pch, "fwd", ["got-1".to_string()]).await;
-    // The consumer may take it first: cancel it for the gets.
-    ch.basic_cancel("c".into(), Default::default())
-        .await
-        .unwrap();
-    let first = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await;
-    if let Ok(Some(Ok(d))) = first {
-        // Taken before the cancel: put back for the get.
-        assert_eq!(text(&d.data), "got-1");
-        d.nack(lapin::options::BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
+    // The consumer may take it first: its channel is closed for the gets, which gives
+    // back whatever it took (a delivery racing a basic.cancel is dropped by the
+    // connection and held by the channel until it closes: waiting a while for it, as
+    // this test did, failed once under load).
+    ch.close(200, "bye".into()).await.unwrap();
+    drop(consumer);
     let end = Instant::now() + DEADLINE;
     let got = loop {
         if let Some(m) = gch

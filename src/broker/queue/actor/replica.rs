@@ -52,8 +52,11 @@ struct Consumer {
     /// 0: unlimited.
     prefetch: u32,
     auto_ack: bool,
-    /// Transport credit left.
+    /// Refuses every other consumer while attached.
+    exclusive: bool,
+    /// Transport credit left, of `window_size`.
     window: u32,
+    window_size: u32,
     /// Delivered, not settled.
     unacked: usize,
     /// Checked out to it by the machine, not sent yet (its transport window is full).

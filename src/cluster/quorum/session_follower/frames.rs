@@ -1,50 +1,77 @@
 //! The follower session's frames: the orders of the queue actor while a session is
 //! open, and the leader's frames (deliveries under this node's ids, refusals, gets'
-//! answers).
+//! answers), each making the frames to send back in `out`.
 
 use super::*;
 
 impl Task {
-    /// An order while a session is open: the frame it sends, if any.
-    pub(super) fn online(&mut self, o: Order) -> Option<Up> {
+    /// An order while a session is open.
+    pub(super) fn online(&mut self, o: Order, out: &mut Vec<Up>) {
         match o {
             Order::Consume(c) => {
-                let frame = Up::Consume {
-                    spec: c.spec.clone(),
+                out.push(Up::Consume {
+                    spec: written::wire_spec(&c.spec),
                     credit: c.window,
-                };
+                });
+                if c.spec.auto_ack {
+                    self.written.skip(c.id, c.unwritten);
+                }
                 self.consumers.insert(c.tag.clone(), c);
-                Some(frame)
             }
             Order::Cancel(tag) => {
-                self.consumers.remove(&tag)?;
-                Some(Up::Cancel {
+                let Some(c) = self.consumers.remove(&tag) else {
+                    return;
+                };
+                out.push(Up::Cancel {
                     tag: tag.to_string(),
-                })
+                });
+                // Auto-ack deliveries its client was not sent (its connection drops
+                // what comes for a cancelled consumer): back to the queue.
+                let unsent = self.written.forget(c.id);
+                if !unsent.is_empty() {
+                    out.push(Up::Settle {
+                        ids: unsent,
+                        how: How::Requeue,
+                    });
+                }
             }
             Order::Settle(ids, how) => {
                 let ids: Vec<u64> = ids.iter().filter_map(|i| self.map.remove(i)).collect();
-                (!ids.is_empty()).then_some(Up::Settle { ids, how })
+                if !ids.is_empty() {
+                    out.push(Up::Settle { ids, how });
+                }
             }
             Order::Credit(id, amount) => {
-                let c = self.consumers.values_mut().find(|c| c.id == id)?;
-                c.window = c.window.saturating_add(amount);
-                Some(Up::Credit {
-                    tag: c.tag.to_string(),
-                    amount,
-                })
+                let acked = self.written.take(id, amount);
+                if !acked.is_empty() {
+                    out.push(Up::Settle {
+                        ids: acked,
+                        how: How::Ack,
+                    });
+                }
+                if let Some(c) = self.consumers.values_mut().find(|c| c.id == id) {
+                    c.window = c.window.saturating_add(amount);
+                    out.push(Up::Credit {
+                        tag: c.tag.to_string(),
+                        amount,
+                    });
+                }
             }
             Order::Prefetch(prefetch) => {
                 self.consumers
                     .values_mut()
                     .for_each(|c| c.spec.prefetch = prefetch);
-                Some(Up::Prefetch { prefetch })
+                out.push(Up::Prefetch { prefetch });
             }
             Order::Get(auto_ack, answer) => {
                 let req = self.next_req;
                 self.next_req += 1;
                 self.gets.insert(req, (auto_ack, answer));
-                Some(Up::Get { req, auto_ack })
+                // With an ack: an auto-ack one is acked once handed over.
+                out.push(Up::Get {
+                    req,
+                    auto_ack: false,
+                });
             }
         }
     }
@@ -65,25 +92,32 @@ impl Task {
         }
     }
 
-    /// A frame from the leader: the answer it needs, if any.
-    pub(super) fn down(&mut self, f: Down) -> Option<Up> {
+    /// A frame from the leader.
+    pub(super) fn down(&mut self, f: Down, out: &mut Vec<Up>) {
         match f {
             Down::Deliver { tag, deliveries } => {
                 let Some(c) = self.consumers.get(tag.as_str()) else {
                     // Cancelled here meanwhile: back to the queue.
                     let ids = deliveries.iter().map(|d| d.id).collect();
-                    return Some(Up::Settle {
+                    out.push(Up::Settle {
                         ids,
                         how: How::Requeue,
                     });
+                    return;
                 };
                 let (auto_ack, consumer, ctag) = (c.spec.auto_ack, c.id, c.tag.clone());
                 let n = deliveries.len() as u32;
+                if auto_ack {
+                    self.written
+                        .handed(consumer, deliveries.iter().map(|d| d.id));
+                }
                 let deliveries: Vec<Delivery> = deliveries
                     .into_iter()
                     .map(|w| self.local(w, auto_ack))
                     .collect();
-                let c = self.consumers.get_mut(tag.as_str())?;
+                let Some(c) = self.consumers.get_mut(tag.as_str()) else {
+                    return;
+                };
                 c.window = c.window.saturating_sub(n);
                 // do_send: the credit the leader was given bounds what is in flight.
                 c.deliver.do_send(Deliver {
@@ -96,27 +130,57 @@ impl Task {
                         amount: n,
                     },
                 });
-                None
             }
             Down::Refused { tag, error } => {
                 tracing::info!(queue = %self.open.queue, tag, %error, "quorum queue: the leader refused a forwarded consumer");
-                if let Some(c) = self.consumers.remove(tag.as_str()) {
-                    if let Some(to) = &c.cancelled {
-                        to.do_send(ConsumerCancelled {
-                            consumer_tag: c.tag.clone(),
-                            reason: error.to_string(),
-                        });
-                    }
+                let Some(c) = self.consumers.remove(tag.as_str()) else {
+                    return;
+                };
+                self.written.forget(c.id);
+                // The queue actor forgets it first (through the queue's inbox, ahead
+                // of anything the client does once told): else it would still count
+                // it, and refuse the same tag or an exclusive consume for good.
+                // Not waited for: it is queued ahead of the client's next move.
+                drop(self.handle.cancel(self.owner, &c.tag));
+                if let Some(to) = &c.cancelled {
+                    to.do_send(ConsumerCancelled {
+                        consumer_tag: c.tag.clone(),
+                        reason: format!(
+                            "quorum queue '{}': its leader refused consumer '{}': {error}",
+                            self.open.queue, c.tag
+                        ),
+                    });
                 }
-                None
             }
             Down::Got { req, result } => {
-                let (auto_ack, answer) = self.gets.remove(&req)?;
+                let Some((auto_ack, answer)) = self.gets.remove(&req) else {
+                    return;
+                };
+                let leader_id = match &*result {
+                    Ok(Some((w, _))) => Some(w.id),
+                    _ => None,
+                };
+                // Asked with an ack: one whose asker went is given back, an auto-ack
+                // one is acked once handed over.
+                if answer.is_closed() {
+                    if let Some(id) = leader_id {
+                        out.push(Up::Settle {
+                            ids: vec![id],
+                            how: How::Requeue,
+                        });
+                    }
+                    return;
+                }
                 let result = result.map(|got| got.map(|(w, left)| (self.local(w, auto_ack), left)));
-                let _ = answer.send(result);
-                None
+                let handed = answer.send(result).is_ok();
+                if let (Some(id), true) = (leader_id, auto_ack) {
+                    out.push(Up::Settle {
+                        ids: vec![id],
+                        how: if handed { How::Ack } else { How::Requeue },
+                    });
+                }
             }
-            Down::Cancelled { .. } => None,
+            Down::Cancelled { .. } => {}
         }
     }
 }

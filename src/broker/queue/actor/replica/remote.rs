@@ -3,11 +3,13 @@
 //! ([`crate::cluster::quorum::session_follower`]), which follows the leadership on its
 //! own. The queue actor only routes its owners' consumes, gets, settlements, credit,
 //! cancels and departures to their session, and, when this node stops leading, hands
-//! its own consumers over to sessions instead of cancelling them.
+//! its own consumers over to sessions instead of cancelling them (an exclusive one
+//! stays exclusive there, or is cancelled by the leader's refusal, with its reason).
+//! A session whose orders channel is full makes this actor wait ([`Held`]).
 
 use super::*;
 use crate::cluster::quorum::consume_wire::{Spec, FORWARDED_ARG};
-use crate::cluster::quorum::session_follower::{FollowerSession, LocalConsumer};
+use crate::cluster::quorum::session_follower::{FollowerSession, Held, LocalConsumer};
 
 /// A consumer served through a session (for the queue's counts and listings).
 struct RemoteConsumer {
@@ -15,6 +17,7 @@ struct RemoteConsumer {
     tag: Arc<str>,
     prefetch: u32,
     auto_ack: bool,
+    exclusive: bool,
     cancelled: Option<Recipient<ConsumerCancelled>>,
 }
 
@@ -36,17 +39,17 @@ pub(super) struct Remotes {
 
 impl Remotes {
     /// Settles `ids` of `owner` given through its session (the others are not its).
-    pub(super) fn settle(&self, owner: OwnerId, ids: &[u64], s: Settlement) {
-        if let Some(o) = self.owners.get(&owner) {
+    pub(super) fn settle(&mut self, owner: OwnerId, ids: &[u64], s: Settlement) {
+        if let Some(o) = self.owners.get_mut(&owner) {
             o.session.settle(ids, s);
         }
     }
 
     /// Transport credit of consumer `id`, if it is served through a session.
-    pub(super) fn credit(&self, id: u64, amount: u32) {
+    pub(super) fn credit(&mut self, id: u64, amount: u32) {
         if let Some(o) = self
             .owners
-            .values()
+            .values_mut()
             .find(|o| o.consumers.iter().any(|c| c.id == id))
         {
             o.session.credit(id, amount);
@@ -89,6 +92,21 @@ impl Remotes {
         self.owners.values().map(|o| o.consumers.len()).sum()
     }
 
+    /// An exclusive consumer is served through a session here.
+    fn has_exclusive(&self) -> bool {
+        self.owners
+            .values()
+            .any(|o| o.consumers.iter().any(|c| c.exclusive))
+    }
+
+    /// The orders that found their session's channel full.
+    fn take_held(&mut self) -> Vec<Held> {
+        self.owners
+            .values_mut()
+            .filter_map(|o| o.session.take_held())
+            .collect()
+    }
+
     fn has_tag(&self, owner: OwnerId, tag: &str) -> bool {
         self.owners
             .get(&owner)
@@ -127,14 +145,14 @@ impl QueueActor {
             .owners
             .entry(owner)
             .or_insert_with(|| OwnerSession {
-                session: FollowerSession::start(group, &vhost, &name, handle),
+                session: FollowerSession::start(group, &vhost, &name, handle, owner),
                 consumers: Vec::new(),
             })
     }
 
     /// A consume on a node that does not lead: served by the leader through the
     /// owner's session. A consume the leader refuses later (an exclusive consumer on
-    /// another node) is cancelled with the leader's reason.
+    /// another node) is cancelled with the leader's reason, and forgotten here.
     pub(in crate::broker::queue::actor) fn remote_consume(
         &mut self,
         msg: Consume,
@@ -146,6 +164,11 @@ impl QueueActor {
         }
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
         let r = self.replica.as_mut().expect("a replicated queue");
+        if r.remote.has_exclusive() {
+            return Err(BrokerError::locked(format!(
+                "queue '{name}' in vhost '{vhost}' has an exclusive consumer"
+            )));
+        }
         if msg.options.exclusive && (r.remote.count() > 0 || !r.consumers.is_empty()) {
             return Err(BrokerError::locked(format!(
                 "queue '{name}' in vhost '{vhost}' already has consumers: exclusive consume refused"
@@ -175,6 +198,7 @@ impl QueueActor {
                     exclusive: msg.options.exclusive,
                 },
                 window: msg.window,
+                unwritten: 0,
                 deliver: msg.deliver,
                 cancelled: msg.cancelled,
             },
@@ -189,6 +213,7 @@ impl QueueActor {
             tag: c.tag.clone(),
             prefetch: c.spec.prefetch,
             auto_ack: c.spec.auto_ack,
+            exclusive: c.spec.exclusive,
             cancelled: c.cancelled.clone(),
         });
         o.session.consume(c);
@@ -199,9 +224,11 @@ impl QueueActor {
     pub(in crate::broker::queue::actor) fn remote_get(
         &mut self,
         msg: Get,
+        ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
         let (tx, rx) = oneshot::channel();
         self.session_of(msg.owner).session.get(msg.auto_ack, tx);
+        self.remote_wait(ctx);
         Box::pin(actix::fut::wrap_future::<_, Self>(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(BrokerError::internal(
@@ -213,7 +240,8 @@ impl QueueActor {
 
     /// This node stopped leading: its consumers whose client is still there go on
     /// through sessions to the new leader (what they held is returned there and
-    /// redelivered marked); the others are dropped.
+    /// redelivered marked), exclusive ones still exclusive (the new leader refuses
+    /// one it cannot keep so, and its client is told why); the others are dropped.
     pub(in crate::broker::queue::actor) fn forward_own_consumers(&mut self) {
         let name = self.name.clone();
         let r = self.replica.as_mut().expect("a replicated queue");
@@ -233,6 +261,7 @@ impl QueueActor {
             }
             // Credit out now comes back to this id, and is the session's from now on.
             let window = c.window;
+            let unwritten = c.window_size.saturating_sub(c.window);
             self.forward_consumer(
                 c.owner,
                 LocalConsumer {
@@ -242,13 +271,26 @@ impl QueueActor {
                         tag: c.tag.to_string(),
                         prefetch: c.prefetch,
                         auto_ack: c.auto_ack,
-                        exclusive: false,
+                        exclusive: c.exclusive,
                     },
                     window,
+                    unwritten,
                     deliver: c.handle.deliver,
                     cancelled: c.handle.cancelled,
                 },
             );
+        }
+    }
+
+    /// Orders a session's channel had no room for are sent before this actor handles
+    /// anything else: it waits until the session has taken them (see
+    /// `session_follower/orders.rs`).
+    pub(in crate::broker::queue::actor) fn remote_wait(&mut self, ctx: &mut Context<Self>) {
+        let Some(r) = self.replica.as_mut() else {
+            return;
+        };
+        for held in r.remote.take_held() {
+            ctx.wait(actix::fut::wrap_future::<_, Self>(held.send()));
         }
     }
 

@@ -95,7 +95,9 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> Result<Arc<str>, BrokerError> {
         if !self.replica().leads() {
-            return self.remote_consume(msg);
+            let consumed = self.remote_consume(msg);
+            self.remote_wait(ctx);
+            return consumed;
         }
         let forwarded = msg
             .options
@@ -103,6 +105,11 @@ impl QueueActor {
             .contains_key(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
         let r = self.replica();
+        if r.consumers.iter().any(|c| c.exclusive) {
+            return Err(BrokerError::locked(format!(
+                "queue '{name}' in vhost '{vhost}' has an exclusive consumer"
+            )));
+        }
         if msg.options.exclusive && !r.consumers.is_empty() {
             return Err(BrokerError::locked(format!(
                 "queue '{name}' in vhost '{vhost}' already has consumers: exclusive consume refused"
@@ -137,7 +144,9 @@ impl QueueActor {
             },
             prefetch: msg.options.prefetch,
             auto_ack: msg.options.auto_ack,
+            exclusive: msg.options.exclusive,
             window: msg.window,
+            window_size: msg.window,
             unacked: 0,
             waiting: VecDeque::new(),
         });
@@ -167,7 +176,7 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
         if !self.replica().leads() {
-            return self.remote_get(msg);
+            return self.remote_get(msg, ctx);
         }
         if !self.replica().serving {
             // Leading, but still taking over (returning an earlier leader's checkouts):
@@ -319,6 +328,7 @@ impl QueueActor {
         self.replica().take_checkouts();
         self.replica_flush();
         self.replica_pump(ctx);
+        self.remote_wait(ctx);
     }
 
     /// Leadership or the applied queue changed.
