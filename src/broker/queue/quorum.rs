@@ -99,18 +99,15 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
 }
 
 /// Arguments a quorum queue takes on a single broker but not yet in a cluster: their
-/// behaviour (dead-lettering, message TTL, queue expiry, single active consumer) is
-/// not part of the replicated queue, so a replicated queue would ignore them and, for
-/// dead-lettering, drop what the user asked to keep. Refused instead of downgraded.
-const NOT_REPLICATED: &[&str] = &[
-    "x-dead-letter-exchange",
-    "x-message-ttl",
-    "x-expires",
-    "x-single-active-consumer",
-];
+/// behaviour (message TTL, queue expiry, single active consumer) is not part of the
+/// replicated queue, so a replicated queue would ignore them. Refused instead of
+/// downgraded. (Dead-lettering is replicated: the leader of the entry a message died
+/// in republishes it, at most once.)
+const NOT_REPLICATED: &[&str] = &["x-message-ttl", "x-expires", "x-single-active-consumer"];
 
 /// Checks a new quorum queue of `vhost` declared in a cluster, after [`validate`]:
-/// refuses the arguments whose behaviour is not replicated yet (dead-lettering, TTLs, `x-expires`, single active consumer),
+/// refuses the arguments whose behaviour is not replicated yet (TTLs, `x-expires`,
+/// single active consumer),
 /// with PRECONDITION_FAILED naming the argument.
 pub fn validate_replicated(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     match NOT_REPLICATED
@@ -248,6 +245,12 @@ mod tests {
         capped
             .arguments
             .insert("x-delivery-limit".into(), FieldValue::Int(3));
+        capped
+            .arguments
+            .insert("x-dead-letter-exchange".into(), "dlx".into());
+        capped
+            .arguments
+            .insert("x-dead-letter-routing-key".into(), "dead".into());
         assert!(validate_replicated("/", &capped).is_ok());
     }
 

@@ -392,6 +392,13 @@ impl QueueGroup {
         Some(sm.take_checkouts(f))
     }
 
+    /// The messages that died applying entries since the last call, each with the
+    /// term of the entry it died in (`None` on a node that is no member).
+    pub fn take_dead(&self) -> Option<Vec<(u64, StoredMessage, super::machine::DeadReason)>> {
+        let sm = self.members.machines().get(&self.info.id).cloned()?;
+        Some(sm.take_dead())
+    }
+
     /// Reads the queue as applied by this node's member.
     pub fn read<T>(&self, f: impl FnOnce(&QueueMachine<StoredMessage>) -> T) -> Option<T> {
         let sm = self.members.machines().get(&self.info.id).cloned()?;

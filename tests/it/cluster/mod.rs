@@ -17,7 +17,8 @@
 //!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
 //!   cluster restarted, a member's data directory lost; [`regroup`]: a removed member
 //!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
-//!   publishers on both other nodes.
+//!   publishers on both other nodes; [`quorum_dlx`]: dead-lettering, once, also
+//!   after the group's leader is killed.
 
 mod drift;
 mod failover;
@@ -28,6 +29,7 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_dlx;
 mod quorum_failover;
 mod quorum_forward;
 mod quorum_forward_more;

@@ -34,6 +34,7 @@ use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
+mod dead;
 mod deliver;
 mod done;
 mod remote;

@@ -314,6 +314,7 @@ impl QueueActor {
         }
         self.replica().take_checkouts();
         self.replica_flush();
+        self.replica_dead_letters(ctx);
         self.replica_pump(ctx);
     }
 
