@@ -99,16 +99,14 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
 }
 
 /// Arguments a quorum queue takes on a single broker but not yet in a cluster: their
-/// behaviour (message TTL, queue expiry, single active consumer) is not part of the
-/// replicated queue, so a replicated queue would ignore them. Refused instead of
-/// downgraded. (Dead-lettering is replicated: the leader of the entry a message died
-/// in republishes it, at most once.)
-const NOT_REPLICATED: &[&str] = &["x-message-ttl", "x-expires", "x-single-active-consumer"];
+/// behaviour (queue expiry, single active consumer) is not part of the replicated
+/// queue, so a replicated queue would ignore them. Refused instead of downgraded.
+/// (Dead-lettering and message TTLs are replicated.)
+const NOT_REPLICATED: &[&str] = &["x-expires", "x-single-active-consumer"];
 
 /// Checks a new quorum queue of `vhost` declared in a cluster, after [`validate`]:
-/// refuses the arguments whose behaviour is not replicated yet (TTLs, `x-expires`,
-/// single active consumer),
-/// with PRECONDITION_FAILED naming the argument.
+/// refuses the arguments whose behaviour is not replicated yet (`x-expires`, single
+/// active consumer), with PRECONDITION_FAILED naming the argument.
 pub fn validate_replicated(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     match NOT_REPLICATED
         .iter()
@@ -251,6 +249,9 @@ mod tests {
         capped
             .arguments
             .insert("x-dead-letter-routing-key".into(), "dead".into());
+        capped
+            .arguments
+            .insert("x-message-ttl".into(), FieldValue::Int(1000));
         assert!(validate_replicated("/", &capped).is_ok());
     }
 

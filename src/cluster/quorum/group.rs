@@ -72,6 +72,29 @@ impl Weighed for StoredMessage {
             + properties_size(&self.properties)
             + self.body.len()
     }
+
+    /// The `expiration` property, as a classic queue reads it.
+    fn ttl_ms(&self) -> Option<u64> {
+        self.properties.expiration.as_deref()?.parse().ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch on this node's wall clock: the time a leader
+/// writes in a [`Command::Clock`].
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `command` as the group's leader writes it: a publish batch after a
+/// [`Command::Clock`] of the leader's wall clock (in one entry), so its messages' TTLs
+/// count from the time the leader wrote them; any other command as it is.
+pub fn stamped(command: Command<StoredMessage>) -> Command<StoredMessage> {
+    match command {
+        Command::Enqueue(_) => Command::Batch(vec![Command::Clock { now_ms: wall_ms() }, command]),
+        other => other,
+    }
 }
 
 /// What applying one entry answered, the same on every member: the proposer answers

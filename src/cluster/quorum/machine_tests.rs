@@ -7,6 +7,11 @@ impl Weighed for M {
     fn body_len(&self) -> usize {
         self.0.len()
     }
+
+    /// A body `name/ttl` has its own TTL.
+    fn ttl_ms(&self) -> Option<u64> {
+        self.0.split_once('/')?.1.parse().ok()
+    }
 }
 
 fn m(s: &str) -> M {
@@ -163,17 +168,28 @@ impl Rng {
 fn random_log(seed: u64, len: usize) -> Vec<Command<M>> {
     let mut rng = Rng(seed);
     let mut next = 1u64;
+    let mut now = 0u64;
     (0..len)
-        .map(|_| match rng.below(8) {
+        .map(|_| match rng.below(9) {
             0 | 1 => {
                 let n = 1 + rng.below(4) as usize;
                 let bodies: Vec<M> = (0..n)
                     .map(|_| {
                         next += 1;
-                        M(format!("m{next}"))
+                        match rng.below(4) {
+                            0 => M(format!("m{next}/{}", rng.below(30))),
+                            _ => M(format!("m{next}")),
+                        }
                     })
                     .collect();
                 Command::Enqueue(bodies)
+            }
+            // The leader's clock, now and then behind an earlier leader's.
+            8 => {
+                now += rng.below(40);
+                Command::Clock {
+                    now_ms: now.saturating_sub(rng.below(20)),
+                }
             }
             2 => deliver(&[1 + rng.below(next), 1 + rng.below(next)], C1),
             3 => settle(
@@ -214,6 +230,7 @@ fn every_member_and_a_member_restored_from_a_snapshot_reach_the_same_queue() {
     let limits = Limits {
         max_length: Some(20),
         delivery_limit: Some(3),
+        message_ttl: Some(60),
         ..Default::default()
     };
     for seed in 0..50 {
@@ -252,6 +269,7 @@ fn a_batch_of_commands_is_the_commands_one_after_the_other() {
     let limits = Limits {
         max_length: Some(20),
         delivery_limit: Some(2),
+        message_ttl: Some(60),
         ..Limits::default()
     };
     for seed in 0..20 {
@@ -405,3 +423,7 @@ fn the_bytes_held_follow_every_way_a_message_leaves() {
     q.apply(Command::Purge);
     assert_eq!(q.held_bytes(), 0);
 }
+
+/// TTLs: the leader's clock, deadlines, expiry at the head.
+#[path = "machine_ttl_tests.rs"]
+mod ttl;

@@ -85,6 +85,7 @@ pub fn limits_of(args: &FieldTable) -> Limits {
         reject_publish: args.get("x-overflow").and_then(FieldValue::as_str)
             == Some("reject-publish"),
         delivery_limit: int("x-delivery-limit"),
+        message_ttl: int("x-message-ttl"),
     }
 }
 
@@ -483,7 +484,9 @@ mod tests {
         args.insert("x-max-length".into(), FieldValue::Int(10));
         args.insert("x-overflow".into(), "reject-publish".into());
         args.insert("x-delivery-limit".into(), FieldValue::Int(3));
+        args.insert("x-message-ttl".into(), FieldValue::Int(1500));
         let l = limits_of(&args);
+        assert_eq!(l.message_ttl, Some(1500));
         assert_eq!(l.max_length, Some(10));
         assert!(l.reject_publish);
         assert_eq!(l.delivery_limit, Some(3));

@@ -2,15 +2,19 @@
 //! processes): a poison message past `x-delivery-limit`, a reject without requeue and
 //! a drop-head `maxlen` land in the dead-letter queue with `x-death` as RabbitMQ writes
 //! it, once each (the leader of the entry republishes, no follower), and a new leader
-//! dead-letters what dies under it after the old one is killed.
+//! dead-letters what dies under it after the old one is killed; `x-message-ttl` and a
+//! message's own `expiration` expire to the dead-letter queue, through a new leader
+//! too.
 
 use super::quorum::{connect, declare_quorum, publish_persistent, queue_leader, try_consume};
 use super::{leader, three_nodes, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
+use lapin::options::BasicPublishOptions;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions, ConfirmSelectOptions};
 use lapin::types::AMQPValue;
+use lapin::BasicProperties;
 use tokio::task::block_in_place;
 
 /// The dead-letter queue's and each worked queue's arguments: dead letters go to
@@ -225,4 +229,75 @@ async fn a_new_quorum_leader_dead_letters_what_dies_under_it() {
         ("late".into(), "work".into(), "rejected".into(), 1),
     ];
     assert_eq!(got, expected, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queue_ttls_expire_to_the_dead_letter_queue_also_through_a_new_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = block_in_place(|| three_nodes(dir.path()));
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        block_in_place(|| leader(&all));
+    }
+    declare_quorum(&nodes[0], "dlq", "").await;
+    declare_quorum(
+        &nodes[1],
+        "ttl",
+        &format!(r#","x-message-ttl":1500{TO_DLQ}"#),
+    )
+    .await;
+    declare_quorum(&nodes[2], "own", TO_DLQ).await;
+    let old = {
+        let all: Vec<_> = nodes.iter().collect();
+        queue_leader(&all, "ttl").await
+    };
+    let at = nodes.iter().position(|n| n.id == old).unwrap();
+    let survivor = nodes.iter().position(|n| n.id != old).unwrap();
+    // A message's own TTL, on a queue without one.
+    {
+        let conn = connect(&nodes[survivor]).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "own".into(),
+                BasicPublishOptions::default(),
+                b"per-message",
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_expiration("50".into()),
+            )
+            .await
+            .unwrap();
+        assert!(c.await.unwrap().is_ack());
+    }
+    // The queue's TTL counts from the old leader's write; the old leader is killed
+    // before it passes, so the new leader expires it.
+    publish_confirmed(&nodes[survivor], "ttl", "before").await;
+    nodes[at].kill9();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != old).collect();
+    let seen = drain_dlq(survivors[0], 2, "sentinel").await;
+    let mut got: Vec<_> = seen.clone();
+    got.sort();
+    let expected = vec![
+        (
+            "before".to_string(),
+            "ttl".to_string(),
+            "expired".to_string(),
+            1,
+        ),
+        ("per-message".into(), "own".into(), "expired".into(), 1),
+    ];
+    assert_eq!(got, expected, "{seen:?}");
+    for q in ["ttl", "own"] {
+        let q = survivors[0]
+            .api()
+            .get(&format!("/api/queues/%2F/{q}"))
+            .await
+            .json();
+        assert_eq!(q["messages"], 0, "{q}");
+    }
 }

@@ -26,6 +26,7 @@ pub(super) fn reason_of(why: DeadReason) -> Reason {
         DeadReason::Rejected => Reason::Rejected,
         DeadReason::MaxLen => Reason::MaxLen,
         DeadReason::DeliveryLimit => Reason::DeliveryLimit,
+        DeadReason::Expired => Reason::Expired,
     }
 }
 

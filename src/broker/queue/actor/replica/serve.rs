@@ -315,6 +315,7 @@ impl QueueActor {
         self.replica().take_checkouts();
         self.replica_flush();
         self.replica_dead_letters(ctx);
+        self.replica_arm_expiry(ctx);
         self.replica_pump(ctx);
     }
 
@@ -356,7 +357,7 @@ impl QueueActor {
 
     /// Writes what waits as the next entry, unless `MAX_INFLIGHT` are in flight (or
     /// the takeover's `Return` is).
-    fn replica_pump(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn replica_pump(&mut self, ctx: &mut Context<Self>) {
         let r = self.replica();
         if r.cmds.is_empty() || r.inflight >= MAX_INFLIGHT {
             return;
