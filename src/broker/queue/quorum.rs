@@ -99,14 +99,14 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
 }
 
 /// Arguments a quorum queue takes on a single broker but not yet in a cluster: their
-/// behaviour (queue expiry, single active consumer) is not part of the replicated
-/// queue, so a replicated queue would ignore them. Refused instead of downgraded.
-/// (Dead-lettering and message TTLs are replicated.)
-const NOT_REPLICATED: &[&str] = &["x-expires", "x-single-active-consumer"];
+/// behaviour (queue expiry) is not part of the replicated queue, so a replicated queue
+/// would ignore them. Refused instead of downgraded. (Dead-lettering, message TTLs
+/// and single active consumer are replicated.)
+const NOT_REPLICATED: &[&str] = &["x-expires"];
 
 /// Checks a new quorum queue of `vhost` declared in a cluster, after [`validate`]:
-/// refuses the arguments whose behaviour is not replicated yet (`x-expires`, single
-/// active consumer), with PRECONDITION_FAILED naming the argument.
+/// refuses the arguments whose behaviour is not replicated yet (`x-expires`), with
+/// PRECONDITION_FAILED naming the argument.
 pub fn validate_replicated(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     match NOT_REPLICATED
         .iter()
@@ -252,6 +252,9 @@ mod tests {
         capped
             .arguments
             .insert("x-message-ttl".into(), FieldValue::Int(1000));
+        capped
+            .arguments
+            .insert("x-single-active-consumer".into(), true.into());
         assert!(validate_replicated("/", &capped).is_ok());
     }
 

@@ -22,6 +22,8 @@
 //!   does; past `x-delivery-limit` it is dead instead (to be dead-lettered by the
 //!   leader when the queue has a dead-letter exchange, else dropped).
 //! - `x-max-length(-bytes)` with `x-overflow` drop-head or reject-publish.
+//! - `x-single-active-consumer`: only the earliest registered consumer is checked
+//!   messages out to; the next in registration order takes over when it goes.
 //! - TTLs (`x-message-ttl`, a message's `expiration`) on the leader's clock: time
 //!   comes from committed [`Command::Clock`] entries only (the leader writes one before
 //!   each publish batch, and when the head's deadline passes), so every member expires
@@ -65,6 +67,9 @@ struct Attached {
     credit: u32,
     /// Checked out to it, unsettled.
     held: u32,
+    /// Its place in registration order (single active consumer).
+    #[serde(default)]
+    seq: u64,
 }
 
 /// A message in the queue.
@@ -129,6 +134,9 @@ pub struct QueueMachine<M> {
     /// The latest [`Command::Clock`] applied (ms since the Unix epoch on the leader).
     #[serde(default)]
     clock_ms: u64,
+    /// The registration number of the next new consumer.
+    #[serde(default)]
+    next_seq: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -144,7 +152,20 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             service: VecDeque::new(),
             held_bytes: 0,
             clock_ms: 0,
+            next_seq: 0,
         }
+    }
+
+    /// With `x-single-active-consumer`, the consumer given messages: the earliest
+    /// registered one still registered (`None` without the argument).
+    pub fn active_consumer(&self) -> Option<ConsumerKey> {
+        if !self.limits.single_active {
+            return None;
+        }
+        self.consumers
+            .iter()
+            .min_by_key(|(k, c)| (c.seq, **k))
+            .map(|(k, _)| *k)
     }
 
     /// The deadline of the head (the first ready message), if it has a TTL: when the
@@ -293,10 +314,17 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             }
             Command::Consume { consumer, credit } => {
                 let credit = credit.max(1);
-                let c = self
-                    .consumers
-                    .entry(consumer)
-                    .or_insert(Attached { credit, held: 0 });
+                let c = match self.consumers.entry(consumer) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        self.next_seq += 1;
+                        v.insert(Attached {
+                            credit,
+                            held: 0,
+                            seq: self.next_seq,
+                        })
+                    }
+                };
                 c.credit = credit;
                 let serve = c.held < c.credit;
                 let listed = self.service.contains(&consumer);
@@ -346,6 +374,9 @@ impl<M: Clone + Weighed> QueueMachine<M> {
     /// time in turn; a head past its deadline (a message returned after it) is dead
     /// instead.
     fn checkout(&mut self, out: &mut Applied<M>) {
+        if self.limits.single_active {
+            return self.checkout_to_active(out);
+        }
         while let Some(key) = self.service.pop_front() {
             self.expire_head(&mut out.dead);
             let Some(&id) = self.ready.keys().next() else {
@@ -358,6 +389,30 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             c.held += 1;
             if c.held < c.credit {
                 self.service.push_back(key);
+            }
+            let mut h = self.take_ready(id).expect("the head");
+            h.deliveries = h.deliveries.saturating_add(1);
+            self.checked_out.insert(id, (key, h));
+            out.checkouts.push((key, id));
+        }
+    }
+
+    /// [`Self::checkout`] with a single active consumer: to it only, up to its
+    /// credit (the turn order is kept up to date but not used).
+    fn checkout_to_active(&mut self, out: &mut Applied<M>) {
+        let Some(key) = self.active_consumer() else {
+            return;
+        };
+        loop {
+            if self.consumers.get(&key).is_none_or(|c| c.held >= c.credit) {
+                return;
+            }
+            self.expire_head(&mut out.dead);
+            let Some(&id) = self.ready.keys().next() else {
+                return;
+            };
+            if let Some(c) = self.consumers.get_mut(&key) {
+                c.held += 1;
             }
             let mut h = self.take_ready(id).expect("the head");
             h.deliveries = h.deliveries.saturating_add(1);

@@ -86,6 +86,10 @@ pub fn limits_of(args: &FieldTable) -> Limits {
             == Some("reject-publish"),
         delivery_limit: int("x-delivery-limit"),
         message_ttl: int("x-message-ttl"),
+        single_active: args
+            .get("x-single-active-consumer")
+            .and_then(FieldValue::as_bool)
+            .unwrap_or(false),
     }
 }
 
@@ -487,6 +491,7 @@ mod tests {
         args.insert("x-message-ttl".into(), FieldValue::Int(1500));
         let l = limits_of(&args);
         assert_eq!(l.message_ttl, Some(1500));
+        assert!(!l.single_active);
         assert_eq!(l.max_length, Some(10));
         assert!(l.reject_publish);
         assert_eq!(l.delivery_limit, Some(3));

@@ -18,7 +18,8 @@
 //!   cluster restarted, a member's data directory lost; [`regroup`]: a removed member
 //!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
 //!   publishers on both other nodes; [`quorum_dlx`]: dead-lettering, once, also
-//!   after the group's leader is killed.
+//!   after the group's leader is killed, and TTLs; [`quorum_sac`]: single active
+//!   consumer.
 
 mod drift;
 mod failover;
@@ -36,6 +37,7 @@ mod quorum_forward_more;
 mod quorum_freeze;
 mod quorum_memory;
 mod quorum_restart;
+mod quorum_sac;
 mod regroup;
 mod replication;
 mod security;

@@ -44,6 +44,11 @@ pub struct Limits {
     /// were replicated: none.
     #[serde(default)]
     pub message_ttl: Option<u64>,
+    /// `x-single-active-consumer`: only the earliest registered consumer is given
+    /// messages; when it goes (cancelled or returned) the next one in registration
+    /// order takes over.
+    #[serde(default)]
+    pub single_active: bool,
 }
 
 /// One command of the log.

@@ -421,6 +421,8 @@ impl QueueActor {
     pub(in crate::broker::queue::actor) fn replica_consumers(&self) -> Vec<ConsumerInfo> {
         let r = self.replica.as_ref().expect("a replicated queue");
         let remote = self.remote_consumers();
+        // With a single active consumer, the one the group's machine serves.
+        let active = r.group.read(|q| q.active_consumer()).flatten();
         r.consumers
             .iter()
             .map(|c| ConsumerInfo {
@@ -428,7 +430,7 @@ impl QueueActor {
                 owner: c.owner,
                 prefetch: c.prefetch,
                 ack_required: !c.auto_ack,
-                active: true,
+                active: active.is_none_or(|a| a == r.key(c.id)),
                 priority: 0,
             })
             .chain(remote)
