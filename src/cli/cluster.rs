@@ -1,11 +1,13 @@
 //! `actormq cluster ...`: asks a node's cluster port (`cluster.bind`) for the cluster's
-//! status, or to add or remove a node (forwarded to the leader by the node asked).
+//! status, to add or remove a node, or to grow or shrink quorum queue groups
+//! (forwarded to the leader by the node asked).
 //! The port answers only a client that proves the cluster's secret (and, with
 //! `cluster.tls`, presents a certificate of the cluster's CA): the secret comes from
 //! `--secret` / `ACTORMQ__CLUSTER__SECRET`, or with TLS from a node's settings file
 //! (`--config`).
 
 use super::Error;
+use actormq::cluster::quorum::grow::{ChangeKind, GroupChange};
 use actormq::cluster::{ask, Answer, Question, Transport};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +64,56 @@ pub enum ClusterCommand {
         /// The node's `cluster.node_id`.
         id: u64,
     },
+    /// Adds node ID as a member of every quorum queue group it is not a member of
+    /// (RabbitMQ's `rabbitmq-queues grow`): a node added to the cluster takes its share
+    /// of the copies. The group's leader catches the new member up before it votes.
+    Grow {
+        /// A node's cluster address (`cluster.bind`).
+        #[arg(long, default_value = "127.0.0.1:25672")]
+        node: String,
+        /// The node to add: its `cluster.node_id`.
+        id: u64,
+        /// Only groups with an even number of members (an odd group survives as many
+        /// failures as one member more would make it survive).
+        #[arg(long)]
+        even: bool,
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Takes node ID out of every quorum queue group it is a member of, but never a
+    /// group's last member (RabbitMQ's `rabbitmq-queues shrink`): drains a node of its
+    /// copies before it is stopped or removed.
+    Shrink {
+        /// A node's cluster address (`cluster.bind`).
+        #[arg(long, default_value = "127.0.0.1:25672")]
+        node: String,
+        /// The node to take out: its `cluster.node_id`.
+        id: u64,
+        #[command(flatten)]
+        select: Select,
+    },
+}
+
+/// Which quorum queue groups `grow` and `shrink` change: all by default.
+#[derive(Debug, Args)]
+pub struct Select {
+    /// Only the queues of this virtual host.
+    #[arg(long)]
+    vhost: Option<String>,
+    /// Only this queue (with `--vhost`, or in every virtual host).
+    #[arg(long)]
+    queue: Option<String>,
+}
+
+impl Select {
+    fn change(self, kind: ChangeKind, node: u64) -> Question {
+        Question::ChangeGroups(GroupChange {
+            kind,
+            node,
+            vhost: self.vhost,
+            queue: self.queue,
+        })
+    }
 }
 
 /// The transport `args` describe.
@@ -87,10 +139,26 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
         ClusterCommand::Status { node, json } => (node, Question::Status, json),
         ClusterCommand::AddNode { node, id, addr } => (node, Question::AddNode { id, addr }, false),
         ClusterCommand::RemoveNode { node, id } => (node, Question::RemoveNode { id }, false),
+        ClusterCommand::Grow {
+            node,
+            id,
+            even,
+            select,
+        } => {
+            let kind = ChangeKind::Grow { even_only: even };
+            (node, select.change(kind, id), false)
+        }
+        ClusterCommand::Shrink { node, id, select } => {
+            (node, select.change(ChangeKind::Shrink, id), false)
+        }
     };
     let answer = rt.block_on(ask(transport, &node, question, Duration::from_secs(90)))?;
     match answer {
         Answer::Done => println!("ok"),
+        Answer::Groups(c) => println!(
+            "ok: {} quorum queue groups changed, {} left as they were",
+            c.changed, c.kept
+        ),
         Answer::Status(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
         Answer::Status(s) => {
             let leader = s

@@ -383,11 +383,13 @@ pub async fn ask(
         Question::Status => Rpc::Status,
         Question::AddNode { id, addr } => Rpc::AddNode { id, addr },
         Question::RemoveNode { id } => Rpc::RemoveNode { id },
+        Question::ChangeGroups(c) => Rpc::ChangeGroups(c),
     };
     let link = Link::new(addr, transport);
     match link.call(&rpc, timeout).await {
         Ok(Reply::Status(s)) => Ok(Answer::Status(s)),
         Ok(Reply::Membership(r)) => r.map(|()| Answer::Done),
+        Ok(Reply::Groups(r)) => r.map(Answer::Groups),
         Ok(other) => Err(failed("unexpected reply", format!("{other:?}"))),
         Err(e) => Err(failed(&format!("cannot ask {addr}"), e)),
     }
@@ -410,6 +412,8 @@ pub enum Question {
         /// Its id.
         id: NodeId,
     },
+    /// Adds a node to quorum queue groups or takes it out of them (`grow`, `shrink`).
+    ChangeGroups(quorum::grow::GroupChange),
 }
 
 /// What a node answered.
@@ -419,4 +423,6 @@ pub enum Answer {
     Status(ClusterStatus),
     /// The change was made.
     Done,
+    /// Quorum queue groups changed: how many.
+    Groups(quorum::grow::ChangeCount),
 }

@@ -468,6 +468,18 @@ impl Core {
         Ok(())
     }
 
+    /// Adds a node to quorum queue groups or takes it out of them: committed through
+    /// the definitions log (so forwarded to its leader), answered once applied here.
+    pub(super) async fn change_groups(
+        self: &Arc<Self>,
+        c: super::quorum::grow::GroupChange,
+    ) -> Result<super::quorum::grow::ChangeCount, BrokerError> {
+        Hook(self.clone())
+            .propose(Op::ChangeGroups(c))
+            .await?
+            .groups()
+    }
+
     /// Sends a membership change to the leader when this node is not it: the
     /// leader's answer, or `None` to make the change here.
     async fn forward_membership(

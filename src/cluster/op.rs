@@ -91,6 +91,10 @@ pub enum Op {
         vhost: String,
         exchange: Option<String>,
     },
+    /// Adds a node to quorum queue groups or takes it out of them (`actormq cluster
+    /// grow` / `shrink`): no broker change, only the groups' recorded members, which
+    /// their leaders then make real.
+    ChangeGroups(crate::cluster::quorum::grow::GroupChange),
 }
 
 impl Op {
@@ -202,6 +206,8 @@ pub enum Outcome {
     Deleted(Result<u64, BrokerError>),
     /// A policy set: whether it is new.
     Policy(Result<bool, BrokerError>),
+    /// Quorum queue groups changed ([`Op::ChangeGroups`]).
+    Groups(Result<crate::cluster::quorum::grow::ChangeCount, BrokerError>),
 }
 
 fn mismatch(o: Outcome) -> BrokerError {
@@ -231,6 +237,14 @@ impl Outcome {
     pub fn deleted(self) -> Result<u64, BrokerError> {
         match self {
             Outcome::Deleted(r) => r,
+            o => Err(mismatch(o)),
+        }
+    }
+
+    /// As the answer of a change of quorum queue groups.
+    pub fn groups(self) -> Result<crate::cluster::quorum::grow::ChangeCount, BrokerError> {
+        match self {
+            Outcome::Groups(r) => r,
             o => Err(mismatch(o)),
         }
     }
@@ -286,7 +300,8 @@ impl Outcome {
             Outcome::Done(Err(e))
             | Outcome::Declared(Err(e))
             | Outcome::Deleted(Err(e))
-            | Outcome::Policy(Err(e)) => Some(e.clone()),
+            | Outcome::Policy(Err(e))
+            | Outcome::Groups(Err(e)) => Some(e.clone()),
             _ => None,
         }
     }

@@ -50,6 +50,9 @@ pub enum Rpc {
         /// Its id.
         id: NodeId,
     },
+    /// Adds a node to quorum queue groups or takes it out of them (committed through
+    /// the definitions log).
+    ChangeGroups(super::quorum::grow::GroupChange),
     /// A quorum queue group's Raft traffic (see [`super::quorum::wire`]).
     Group {
         /// The group.
@@ -150,6 +153,8 @@ pub enum Reply {
     ReadIndex(Result<Option<u64>, Option<NodeId>>),
     /// To [`Rpc::ConsumeSession`]: opened, or why not.
     ConsumeSession(Result<(), super::quorum::consume_wire::Refused>),
+    /// To [`Rpc::ChangeGroups`]: what changed, or why nothing did.
+    Groups(Result<super::quorum::grow::ChangeCount, BrokerError>),
 }
 
 /// Why a forwarded write was not committed.

@@ -50,7 +50,7 @@ async fn connection(mut stream: Conn, core: Arc<Core>) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn answer(core: &Core, rpc: Rpc) -> Reply {
+async fn answer(core: &Arc<Core>, rpc: Rpc) -> Reply {
     let raft = core.raft();
     match rpc {
         Rpc::Append(r) => Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
@@ -77,6 +77,7 @@ async fn answer(core: &Core, rpc: Rpc) -> Reply {
         Rpc::Status => Reply::Status(core.status().await),
         Rpc::AddNode { id, addr } => Reply::Membership(core.add_node(id, addr).await),
         Rpc::RemoveNode { id } => Reply::Membership(core.remove_node(id).await),
+        Rpc::ChangeGroups(c) => Reply::Groups(core.change_groups(c).await),
         Rpc::Group { group, rpc } => Reply::Group(core.groups.answer(group, rpc).await),
         Rpc::GroupWrite { group, command } => {
             Reply::GroupWrite(core.groups.write(group, command).await)

@@ -1,6 +1,6 @@
 //! The replicated state machine: the broker's definitions. Applying a committed entry
 //! hands its change to this node's registry (or the broker, for virtual hosts and
-//! users) as a [`Local`] message, exactly the path a single node takes, so every node
+//! users) as a [`Local`](crate::broker::registry::Local) message, exactly the path a single node takes, so every node
 //! starts and stops its own actors for it. The proposing node's client is answered
 //! with what applying the entry answered here.
 //!
@@ -11,30 +11,23 @@
 //! applied again, and each change applies idempotently (a redeclare, a repeated delete
 //! or bind changes nothing).
 
+mod broker_ops;
+mod groups;
+
+pub(in crate::cluster) use broker_ops::apply_op;
+pub(in crate::cluster) use groups::reconcile_group;
+use groups::voters_of;
+
 use super::log_store::write_atomic;
 use super::node::Core;
 use super::op::{Op, Outcome};
-use super::quorum::regroup::{reconcile, regroup};
-use super::quorum::runtime::{limits_of, place, GroupInfo};
-use super::quorum::wire::GroupId;
 use super::types::{DefinitionsSnapshot, Homes, NodeId, Response, TypeConfig};
-use crate::broker::exchange::ExchangeSpec;
-use crate::broker::messages::{
-    Bind, BindTarget, DeclareExchange, DeclareQueue, DeleteExchange, DeleteQueue, Unbind,
-};
-use crate::broker::queue::QueueSpec;
-use crate::broker::registry::{ClearPolicy, Local, PutPolicy, Registry};
-use crate::broker::BrokerHandle;
-use crate::definitions::{ApplyTo, Policy, PolicyKind};
-use crate::error::BrokerError;
-use crate::storage::{StoredBinding, StoredBindingTarget};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The owner the cluster's log applies changes as (no connection has it: owners are
@@ -85,137 +78,6 @@ pub struct StateMachine {
     pub(super) core: Arc<Core>,
 }
 
-/// Hands a committed change to the vhost's registry, to apply here.
-async fn local<M, T>(registry: &actix::Addr<Registry>, msg: M) -> Result<T, BrokerError>
-where
-    M: actix::Message<Result = Result<T, BrokerError>> + Send + 'static,
-    T: Send + 'static,
-    Registry: actix::Handler<Local<M>>,
-{
-    registry.send(Local(msg)).await.map_err(BrokerError::from)?
-}
-
-/// Applies one change to this node's broker; answers what it answered.
-pub(super) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outcome {
-    if let Some(cmd) = op.broker_command() {
-        return Outcome::Done(broker.apply_broker_command(cmd).await);
-    }
-    let vhost = match &op {
-        Op::DeclareExchange { vhost, .. }
-        | Op::DeleteExchange { vhost, .. }
-        | Op::DeclareQueue { vhost, .. }
-        | Op::DeleteQueue { vhost, .. }
-        | Op::Bind { vhost, .. }
-        | Op::Unbind { vhost, .. }
-        | Op::SetPolicy { vhost, .. }
-        | Op::ClearPolicy { vhost, .. } => vhost.clone(),
-        _ => unreachable!("broker-wide commands are applied above"),
-    };
-    let registry = match broker.registry(&vhost) {
-        Ok(r) => r,
-        Err(e) => return Outcome::Done(Err(e)),
-    };
-    match op {
-        Op::DeclareExchange { exchange: x, .. } => {
-            let spec = ExchangeSpec {
-                name: x.name,
-                kind: x.kind,
-                durable: x.durable,
-                auto_delete: x.auto_delete,
-                internal: x.internal,
-                arguments: x.arguments,
-            };
-            let msg = DeclareExchange {
-                spec,
-                passive: false,
-            };
-            Outcome::Done(local(&registry, msg).await)
-        }
-        Op::DeleteExchange {
-            name, if_unused, ..
-        } => {
-            let msg = DeleteExchange { name, if_unused };
-            Outcome::Done(local(&registry, msg).await)
-        }
-        Op::DeclareQueue { queue: q, .. } => {
-            let msg = DeclareQueue {
-                spec: QueueSpec {
-                    name: q.name,
-                    durable: q.durable,
-                    exclusive: false,
-                    auto_delete: q.auto_delete,
-                    arguments: q.arguments,
-                },
-                passive: false,
-                owner: LOG_OWNER,
-                placement: None,
-            };
-            Outcome::Declared(local(&registry, msg).await)
-        }
-        Op::DeleteQueue { name, .. } => {
-            let msg = DeleteQueue {
-                name,
-                if_unused: false,
-                if_empty: false,
-                ready_only: false,
-                owner: LOG_OWNER,
-            };
-            Outcome::Deleted(local(&registry, msg).await)
-        }
-        Op::Bind { binding, .. } => {
-            let msg = bind_of(binding);
-            Outcome::Done(local(&registry, msg).await)
-        }
-        Op::Unbind { binding, .. } => {
-            let msg = Unbind {
-                binding: bind_of(binding),
-            };
-            Outcome::Done(local(&registry, msg).await)
-        }
-        Op::SetPolicy { policy: p, .. } => {
-            let kind = if p.operator {
-                PolicyKind::Operator
-            } else {
-                PolicyKind::Policy
-            };
-            let made = ApplyTo::parse(&p.apply_to)
-                .map_err(BrokerError::precondition)
-                .and_then(|to| {
-                    Policy::new(kind, &p.name, &p.pattern, to, p.priority, p.definition)
-                });
-            let policy = match made {
-                Ok(p) => p,
-                Err(e) => return Outcome::Policy(Err(e)),
-            };
-            let msg = PutPolicy(policy);
-            Outcome::Policy(local(&registry, msg).await)
-        }
-        Op::ClearPolicy { operator, name, .. } => {
-            let kind = if operator {
-                PolicyKind::Operator
-            } else {
-                PolicyKind::Policy
-            };
-            let msg = ClearPolicy { kind, name };
-            Outcome::Done(local(&registry, msg).await)
-        }
-        _ => unreachable!("broker-wide commands are applied above"),
-    }
-}
-
-fn bind_of(b: StoredBinding) -> Bind {
-    Bind {
-        exchange: b.source,
-        target: match b.destination {
-            StoredBindingTarget::Queue(q) => BindTarget::Queue(q),
-            StoredBindingTarget::Exchange(x) => BindTarget::Exchange(x),
-        },
-        routing_key: b.routing_key,
-        arguments: b.arguments,
-        owner: LOG_OWNER,
-    }
-}
-
 /// Notes where a queue's messages live before its declare applies (the registry asks
 /// while it starts the queue), and forgets deleted ones.
 fn note_homes(homes: &mut Homes, op: &Op) {
@@ -246,130 +108,6 @@ impl StateMachine {
         };
         write_atomic(&self.core.state_path(), &bytes).map_err(|e| io(ErrorVerb::Write, e))
     }
-}
-
-impl StateMachine {
-    /// Before a quorum queue's declare applies: its group, made from the applied
-    /// state at `index` (so the same on every node) and noted for the queue actor to
-    /// find. Answers the group when this entry made it.
-    fn note_group(&self, index: u64, op: &Op) -> Option<GroupInfo> {
-        let Op::DeclareQueue { vhost, queue, .. } = op else {
-            return None;
-        };
-        if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
-            return None;
-        }
-        let mut a = self.core.applied();
-        if a.groups
-            .get(vhost)
-            .is_some_and(|q| q.contains_key(&queue.name))
-        {
-            return None;
-        }
-        let m = a.membership.membership().clone();
-        let voters = m
-            .voter_ids()
-            .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
-            .collect();
-        let size = crate::broker::queue::quorum::initial_group_size(&queue.arguments);
-        let info = GroupInfo {
-            id: index,
-            members: place(&voters, &a.groups, size),
-            limits: limits_of(&queue.arguments),
-            changed: false,
-        };
-        a.groups
-            .entry(vhost.clone())
-            .or_default()
-            .insert(queue.name.clone(), info.clone());
-        Some(info)
-    }
-
-    /// After an entry applied: starts this node's member of a group it made (or
-    /// forgets the group if the declare was refused here), stops and removes the
-    /// members of deleted quorum queues.
-    async fn run_groups(&self, op: &Op, new_group: Option<GroupInfo>, applied: bool) {
-        if let (Some(info), Op::DeclareQueue { vhost, queue, .. }) = (new_group, op) {
-            if !applied {
-                if let Some(qs) = self.core.applied().groups.get_mut(vhost) {
-                    qs.remove(&queue.name);
-                }
-                return;
-            }
-            if let Err(e) = self.core.quorum.start(&info).await {
-                tracing::error!(group = info.id, queue = %queue.name, error = %e, "quorum queue: cannot start this node's group member");
-            }
-            return;
-        }
-        let gone: Vec<GroupInfo> = {
-            let mut a = self.core.applied();
-            match op {
-                Op::DeleteQueue { vhost, name } => a
-                    .groups
-                    .get_mut(vhost)
-                    .and_then(|qs| qs.remove(name))
-                    .into_iter()
-                    .collect(),
-                Op::DeleteVhost(vhost) => a
-                    .groups
-                    .remove(vhost)
-                    .map(|qs| qs.into_values().collect())
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            }
-        };
-        for g in gone {
-            self.core.quorum.stop(g.id);
-        }
-    }
-}
-
-impl StateMachine {
-    /// After a membership change applied: replaces the members of quorum groups that
-    /// are no longer voters ([`regroup`](super::quorum::regroup)), then acts on this
-    /// node's part: starts a member it now has (empty, to be added by the group's
-    /// leader), stops and removes one it no longer has, and has each group it is still
-    /// a member of changed by whichever member leads it.
-    async fn regroup(&self, voters: &BTreeMap<NodeId, String>) {
-        let changed = regroup(voters, &mut self.core.applied().groups);
-        let me = self.core.id;
-        for r in changed {
-            tracing::info!(vhost = %r.vhost, queue = %r.queue, group = r.after.id, before = ?r.before.members.keys().collect::<Vec<_>>(), after = ?r.after.members.keys().collect::<Vec<_>>(), "quorum queue group: members follow the cluster's membership");
-            if !r.after.members.contains_key(&me) {
-                if r.before.members.contains_key(&me) {
-                    self.core.quorum.stop(r.after.id);
-                }
-                continue;
-            }
-            if let Err(e) = self.core.quorum.start(&r.after).await {
-                tracing::error!(group = r.after.id, queue = %r.queue, error = %e, "quorum queue: cannot start this node's group member");
-                continue;
-            }
-            reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
-        }
-    }
-}
-
-/// Spawns [`reconcile`] of group `id` of queue `queue` toward its record in the
-/// applied state (after a change applied, and at start-up for a change the node went
-/// down in the middle of).
-pub(super) fn reconcile_group(core: &Arc<Core>, vhost: String, queue: String, id: GroupId) {
-    let c = core.clone();
-    let quorum = &core.quorum;
-    reconcile(
-        quorum.runtime(),
-        quorum.node_id(),
-        quorum.groups(),
-        id,
-        move || {
-            c.applied()
-                .groups
-                .get(&vhost)?
-                .get(&queue)
-                .filter(|g| g.id == id)
-                .cloned()
-        },
-    );
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -420,10 +158,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Response { error: None },
                 EntryPayload::Membership(m) => {
                     let uniform = m.get_joint_config().len() == 1;
-                    let voters: BTreeMap<NodeId, String> = m
-                        .voter_ids()
-                        .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
-                        .collect();
+                    let voters = voters_of(&m);
                     self.core.applied().membership = StoredMembership::new(Some(log_id), m);
                     // Once a change is complete (not the joint step): quorum groups
                     // move off the nodes that left.
@@ -440,7 +175,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         _ => None,
                     };
                     let op = req.op.clone();
-                    let outcome = apply_op(&broker, req.op).await;
+                    let outcome = match &req.op {
+                        Op::ChangeGroups(c) => Outcome::Groups(self.change_groups(c).await),
+                        _ => apply_op(&broker, req.op).await,
+                    };
                     if outcome.error().is_none() {
                         super::drift::note_transient(&mut self.core.applied().transient, &op);
                     }

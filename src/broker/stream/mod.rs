@@ -5,7 +5,7 @@
 //! bindings and every front end reach it unchanged): the actor hands publish, consume,
 //! settle and credit to a [`StreamState`] when it has one. [`StreamState`] is the pure
 //! bookkeeping (consumers, their offsets and credit, named consumers' stored offsets,
-//! retention) over a [`StreamLog`](crate::storage::stream::StreamLog), tested without
+//! retention) over a [`crate::storage::stream::StreamLog`], tested without
 //! actix; [`args`] parses the arguments.
 //!
 //! [`QueueHandle`]: crate::broker::queue::QueueHandle

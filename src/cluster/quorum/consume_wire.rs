@@ -3,8 +3,8 @@
 //! clients' consumers and gets are served there (as RabbitMQ serves a consumer on
 //! any node from the queue's leader).
 //!
-//! A session is one connection on the cluster port, opened with
-//! [`crate::cluster::rpc::Rpc::ConsumeSession`] and answered once; the connection then
+//! A session is one connection on the cluster port, opened with `Rpc::ConsumeSession`
+//! and answered once; the connection then
 //! carries [`Up`] frames (follower to leader) and [`Down`] frames (leader to follower)
 //! in both directions at once, with the cluster protocol's framing. One session per
 //! queue and owner (a client's channel or connection) on the follower: on the leader

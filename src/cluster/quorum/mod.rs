@@ -5,12 +5,13 @@
 //! ([`wire`]), publishes batched into entries and forwarded to the leader
 //! ([`publisher`]), and each node's members started and stopped with the queue's
 //! declare and delete, placed the same on every node ([`runtime`]), and moved off a
-//! node removed from the cluster ([`regroup`]). The broker's
+//! node removed from the cluster ([`regroup`]) or by hand ([`grow`]). The broker's
 //! queue actor serves the queue on top (`src/broker/queue/actor/replica.rs`);
 //! docs/CLUSTERING.md ("Quorum queues") has the design.
 
 pub mod consume_wire;
 pub mod group;
+pub mod grow;
 pub mod machine;
 pub mod publisher;
 pub mod regroup;

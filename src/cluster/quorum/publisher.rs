@@ -114,7 +114,7 @@ fn failed(group: GroupId, e: impl std::fmt::Display) -> BrokerError {
 
 /// Writes `command` through the group's leader: this node's member when it leads,
 /// else the leader's node (retried, as leaders change, until [`WRITE_TIMEOUT`]).
-async fn write(
+pub(super) async fn write(
     group: GroupId,
     groups: &Groups,
     members: &[String],

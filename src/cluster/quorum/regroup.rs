@@ -132,6 +132,47 @@ pub fn reconcile(
     });
 }
 
+/// How long a member taken out of its group ([`retire`]) waits to see the group's
+/// membership without it before it stops anyway: the group's leader removes it without
+/// needing it (it was recorded out, and the others are a majority of the new members),
+/// but a removed member is not always sent the entry that leaves it out.
+const RETIRE_AFTER: Duration = Duration::from_secs(60);
+
+/// Calls `stop` once this node's member of group `group` sees the group's membership
+/// without it (a uniform configuration, not the joint step), or the group is gone
+/// here, or after `RETIRE_AFTER` (60 s). For a node taken out of a group while it still
+/// runs (`actormq cluster shrink`): stopping at once could take the majority away
+/// that must commit its removal (one other member down, say).
+pub fn retire(
+    rt: &tokio::runtime::Handle,
+    me: NodeId,
+    groups: Arc<Groups>,
+    group: super::wire::GroupId,
+    stop: impl FnOnce() + Send + 'static,
+) {
+    rt.spawn(async move {
+        let deadline = tokio::time::Instant::now() + RETIRE_AFTER;
+        loop {
+            let Some(raft) = groups.get(group) else {
+                return;
+            };
+            let left = {
+                let metrics = raft.metrics().borrow().clone();
+                let config = metrics.membership_config.membership();
+                config.get_joint_config().len() == 1 && !config.voter_ids().any(|v| v == me)
+            };
+            if left || tokio::time::Instant::now() >= deadline {
+                if !left {
+                    tracing::warn!(group, "quorum queue group: this node was taken out of the group but never saw it happen; stopping its member anyway");
+                }
+                stop();
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    });
+}
+
 /// One attempt: every new member added as a learner and caught up (so the group's
 /// commits never wait on an empty member), then the voters replaced at once.
 async fn change(

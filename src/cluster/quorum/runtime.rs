@@ -314,6 +314,32 @@ impl QueueGroup {
         futures_util::future::join_all(answers)
     }
 
+    /// Writes `command` through the group's leader wherever it is: this node's member
+    /// when it leads, else forwarded to the leader's node, following leader changes
+    /// (as a publish is). For what a client may ask of the queue on any node (a
+    /// purge); never for the leader's own commands ([`write`](Self::write)), which
+    /// concern consumers served here and must keep their order.
+    pub fn write_anywhere(
+        &self,
+        command: Command<StoredMessage>,
+    ) -> impl std::future::Future<Output = Result<GroupResponse, BrokerError>> + Send {
+        let groups = self.members.groups.clone();
+        let group = self.info.id;
+        let members: Vec<String> = self.info.members.values().cloned().collect();
+        // On the cluster's runtime: its connections live there.
+        let task = self.members.rt.spawn(async move {
+            let mut links = HashMap::new();
+            super::publisher::write(group, &groups, &members, &mut links, command).await
+        });
+        async move {
+            task.await.map_err(|e| {
+                BrokerError::internal(format!(
+                    "quorum queue group {group}: write task failed: {e}"
+                ))
+            })?
+        }
+    }
+
     /// Writes one of the leader's commands (consumers, settlements, returns, gets,
     /// purge) through this node's member: refused unless it leads (they concern
     /// consumers served here, and must never be committed through another leader).

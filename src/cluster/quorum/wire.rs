@@ -5,7 +5,7 @@
 //! does not run (not started yet, or deleted) answers [`GroupReply::NoGroup`], which the
 //! sender takes as the member being unreachable, so openraft backs off and retries.
 //!
-//! [`GroupNetwork`] is openraft's network for one group, on the cluster's [`Link`]
+//! [`GroupNetwork`] is openraft's network for one group, on the cluster's `Link`
 //! request API (one link per peer and group).
 
 use super::group::{GroupSnapshot, QueueTypes};
@@ -190,7 +190,7 @@ impl Groups {
     }
 }
 
-/// openraft's network for one group: a [`Link`] to each peer's cluster port.
+/// openraft's network for one group: a `Link` to each peer's cluster port.
 pub struct GroupNetwork {
     /// The group.
     pub group: GroupId,

@@ -167,7 +167,7 @@ pub fn stored(whole: &Bytes, payload: &[u8]) -> Result<(u64, i64, StoredMessage)
 }
 
 /// [`stored`] for a frame read before (its CRC and meta checked then): the meta's
-/// shape only ([`check_meta`]), its values not walked (a walk cost ~4% of a replay's
+/// shape only (`check_meta`), its values not walked (a walk cost ~4% of a replay's
 /// broker CPU).
 pub fn stored_reread(whole: &Bytes, payload: &[u8]) -> Result<(u64, i64, StoredMessage), String> {
     read_stored(whole, payload, false)

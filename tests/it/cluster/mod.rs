@@ -25,6 +25,7 @@ mod drift;
 mod failover;
 mod faults;
 mod five;
+mod grow;
 mod measure;
 mod membership;
 mod partition;

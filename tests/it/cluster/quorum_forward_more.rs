@@ -92,3 +92,66 @@ async fn a_node_that_is_no_member_of_the_group_serves_a_consumer_and_a_get() {
     }
     counts(member, "solo", 0, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_a_follower_or_a_node_outside_the_group_is_committed_through_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let all: Vec<_> = nodes.iter().collect();
+    block_in_place(|| leader(&all));
+    // Two members: one follower, and one node that runs no member.
+    declare_quorum(&nodes[0], "purged", r#","x-quorum-initial-group-size":2"#).await;
+    let led = queue_leader(&all, "purged").await;
+    let (_, members) = super::regroup::group_of(&nodes[0], "purged").await;
+    let leader_node = nodes.iter().find(|n| n.id == led).unwrap();
+    let follower = nodes
+        .iter()
+        .find(|n| n.id != led && members.contains(&n.id))
+        .unwrap();
+    let outsider = nodes.iter().find(|n| !members.contains(&n.id)).unwrap();
+    let pconn = connect(follower).await;
+    let pch = pconn.create_channel().await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&pch, "purged", (0..30).map(|n| n.to_string())).await;
+    // One message held by a consumer: a purge takes ready messages only.
+    let (_conn, _ch, mut consumer) = try_consume(leader_node, "purged", 1).await.unwrap();
+    let held = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("a delivery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&held.data), "0");
+    counts(leader_node, "purged", 29, 1).await;
+
+    assert_eq!(purge(follower, "purged").await, 29, "purged on a follower");
+    counts(leader_node, "purged", 0, 1).await;
+    publish_confirmed(&pch, "purged", ["30".to_string()]).await;
+    assert_eq!(
+        purge(outsider, "purged").await,
+        1,
+        "purged on a node outside the group"
+    );
+    counts(leader_node, "purged", 0, 1).await;
+
+    // The purged messages are gone: after the held one comes a new one.
+    publish_confirmed(&pch, "purged", ["31".to_string()]).await;
+    held.ack(BasicAckOptions::default()).await.unwrap();
+    let next = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("a delivery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(text(&next.data), "31");
+    assert!(!next.redelivered);
+}
+
+/// `queue.purge` of `queue` on `node` over AMQP: the count purged.
+async fn purge(node: &Node, queue: &str) -> u32 {
+    let conn = connect(node).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_purge(queue.into(), Default::default())
+        .await
+        .expect("the purge is committed, not refused")
+}

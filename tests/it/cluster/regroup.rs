@@ -14,7 +14,7 @@ use tokio::task::block_in_place;
 const MESSAGES: u64 = 150;
 
 /// The group's leader and members as `node`'s `/api/queues` has them.
-async fn group_of(node: &Node, queue: &str) -> (Option<u64>, Vec<u64>) {
+pub(super) async fn group_of(node: &Node, queue: &str) -> (Option<u64>, Vec<u64>) {
     let row = node
         .api()
         .get(&format!("/api/queues/%2F/{queue}"))
@@ -29,7 +29,7 @@ async fn group_of(node: &Node, queue: &str) -> (Option<u64>, Vec<u64>) {
 }
 
 /// `node`'s view of group member `id` in `cluster status` (its first group).
-fn member_view(node: &Node, id: u64) -> Option<Value> {
+pub(super) fn member_view(node: &Node, id: u64) -> Option<Value> {
     let s = node.status()?;
     let n = s["nodes"].as_array()?.iter().find(|n| n[0]["id"] == id)?;
     Some(n[0]["groups"][0].clone())

@@ -218,8 +218,12 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<u64, BrokerError>> {
         if !self.replica().leads() {
-            let e = self.not_leader();
-            return Box::pin(actix::fut::ready(Err(e)));
+            // A purge concerns no consumer of this node: any node may have it
+            // committed, through the group's leader (as RabbitMQ forwards it).
+            let written = self.replica().group.write_anywhere(Command::Purge);
+            return Box::pin(actix::fut::wrap_future::<_, Self>(async move {
+                written.await.map(|g| g.purged)
+            }));
         }
         let (tx, rx) = oneshot::channel();
         self.replica().cmds.push_back(Cmd::Purge(tx));

@@ -1,0 +1,194 @@
+//! The state machine's side of quorum queue groups: a group made at its queue's
+//! declare, members started and stopped as groups are declared, deleted and changed
+//! (a node removed from the cluster, `actormq cluster grow` / `shrink`), and each
+//! change handed to the group's leader to make ([`reconcile`]).
+
+use super::StateMachine;
+use crate::cluster::node::Core;
+use crate::cluster::op::Op;
+use crate::cluster::quorum::grow::{change, ChangeCount, GroupChange};
+use crate::cluster::quorum::regroup::{reconcile, regroup, retire, Regrouped};
+use crate::cluster::quorum::runtime::{limits_of, place, GroupInfo};
+use crate::cluster::quorum::wire::GroupId;
+use crate::cluster::types::NodeId;
+use crate::error::BrokerError;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl StateMachine {
+    /// Before a quorum queue's declare applies: its group, made from the applied
+    /// state at `index` (so the same on every node) and noted for the queue actor to
+    /// find. Answers the group when this entry made it.
+    pub(super) fn note_group(&self, index: u64, op: &Op) -> Option<GroupInfo> {
+        let Op::DeclareQueue { vhost, queue, .. } = op else {
+            return None;
+        };
+        if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
+            return None;
+        }
+        let mut a = self.core.applied();
+        if a.groups
+            .get(vhost)
+            .is_some_and(|q| q.contains_key(&queue.name))
+        {
+            return None;
+        }
+        let voters = voters_of(a.membership.membership());
+        let size = crate::broker::queue::quorum::initial_group_size(&queue.arguments);
+        let info = GroupInfo {
+            id: index,
+            members: place(&voters, &a.groups, size),
+            limits: limits_of(&queue.arguments),
+            changed: false,
+        };
+        a.groups
+            .entry(vhost.clone())
+            .or_default()
+            .insert(queue.name.clone(), info.clone());
+        Some(info)
+    }
+
+    /// After an entry applied: starts this node's member of a group it made (or
+    /// forgets the group if the declare was refused here), stops and removes the
+    /// members of deleted quorum queues.
+    pub(super) async fn run_groups(&self, op: &Op, new_group: Option<GroupInfo>, applied: bool) {
+        if let (Some(info), Op::DeclareQueue { vhost, queue, .. }) = (new_group, op) {
+            if !applied {
+                if let Some(qs) = self.core.applied().groups.get_mut(vhost) {
+                    qs.remove(&queue.name);
+                }
+                return;
+            }
+            if let Err(e) = self.core.quorum.start(&info).await {
+                tracing::error!(group = info.id, queue = %queue.name, error = %e, "quorum queue: cannot start this node's group member");
+            }
+            return;
+        }
+        let gone: Vec<GroupInfo> = {
+            let mut a = self.core.applied();
+            match op {
+                Op::DeleteQueue { vhost, name } => a
+                    .groups
+                    .get_mut(vhost)
+                    .and_then(|qs| qs.remove(name))
+                    .into_iter()
+                    .collect(),
+                Op::DeleteVhost(vhost) => a
+                    .groups
+                    .remove(vhost)
+                    .map(|qs| qs.into_values().collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        };
+        for g in gone {
+            self.core.quorum.stop(g.id);
+        }
+    }
+}
+
+impl StateMachine {
+    /// After a membership change applied: replaces the members of quorum groups that
+    /// are no longer voters ([`regroup`](crate::cluster::quorum::regroup)), then acts on this
+    /// node's part: starts a member it now has (empty, to be added by the group's
+    /// leader), stops and removes one it no longer has, and has each group it is still
+    /// a member of changed by whichever member leads it.
+    pub(super) async fn regroup(&self, voters: &BTreeMap<NodeId, String>) {
+        let changed = regroup(voters, &mut self.core.applied().groups);
+        for r in &changed {
+            tracing::info!(vhost = %r.vhost, queue = %r.queue, group = r.after.id, before = ?r.before.members.keys().collect::<Vec<_>>(), after = ?r.after.members.keys().collect::<Vec<_>>(), "quorum queue group: members follow the cluster's membership");
+        }
+        // A node that left the cluster gets no more of its groups' log: it stops at once.
+        self.run_changed(changed, false).await;
+    }
+
+    /// `actormq cluster grow` / `shrink` applied ([`grow`](crate::cluster::quorum::grow)):
+    /// the groups' records change here as on every node, then this node acts on its
+    /// part of them.
+    pub(super) async fn change_groups(&self, c: &GroupChange) -> Result<ChangeCount, BrokerError> {
+        let voters = voters_of(self.core.applied().membership.membership());
+        let (changed, count) = change(&voters, &mut self.core.applied().groups, c)?;
+        tracing::info!(node = c.node, kind = ?c.kind, vhost = ?c.vhost, queue = ?c.queue, changed = count.changed, kept = count.kept, "quorum queue groups: members changed by hand");
+        // A node shrunk out of a group still runs, and may be needed for the majority
+        // that commits its own removal: its member stops once the group has left it.
+        self.run_changed(changed, true).await;
+        Ok(count)
+    }
+
+    /// Acts on this node's part of groups whose recorded members changed: starts a
+    /// member it now has (empty, to be added by the group's leader), stops and removes
+    /// one it no longer has (at once, or with `retire` once the group's own membership
+    /// has left it), and has each group it is still a member of changed by whichever
+    /// member leads it.
+    async fn run_changed(&self, changed: Vec<Regrouped>, retire: bool) {
+        let me = self.core.id;
+        for r in changed {
+            if !r.after.members.contains_key(&me) {
+                if r.before.members.contains_key(&me) {
+                    if retire {
+                        retire_group(&self.core, r.after.id);
+                        reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
+                    } else {
+                        self.core.quorum.stop(r.after.id);
+                    }
+                }
+                continue;
+            }
+            if let Err(e) = self.core.quorum.start(&r.after).await {
+                tracing::error!(group = r.after.id, queue = %r.queue, error = %e, "quorum queue: cannot start this node's group member");
+                continue;
+            }
+            reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
+        }
+    }
+}
+
+/// The voters of `m`: node id → cluster address.
+pub(super) fn voters_of(
+    m: &openraft::Membership<NodeId, openraft::BasicNode>,
+) -> BTreeMap<NodeId, String> {
+    m.voter_ids()
+        .filter_map(|id| Some((id, m.get_node(&id)?.addr.clone())))
+        .collect()
+}
+
+/// Stops this node's member of group `id` once the group's membership no longer has
+/// it ([`retire`]).
+fn retire_group(core: &Arc<Core>, id: GroupId) {
+    let quorum = &core.quorum;
+    let stopper = quorum.clone();
+    retire(
+        quorum.runtime(),
+        quorum.node_id(),
+        quorum.groups(),
+        id,
+        move || stopper.stop(id),
+    );
+}
+
+/// Spawns [`reconcile`] of group `id` of queue `queue` toward its record in the
+/// applied state (after a change applied, and at start-up for a change the node went
+/// down in the middle of).
+pub(in crate::cluster) fn reconcile_group(
+    core: &Arc<Core>,
+    vhost: String,
+    queue: String,
+    id: GroupId,
+) {
+    let c = core.clone();
+    let quorum = &core.quorum;
+    reconcile(
+        quorum.runtime(),
+        quorum.node_id(),
+        quorum.groups(),
+        id,
+        move || {
+            c.applied()
+                .groups
+                .get(&vhost)?
+                .get(&queue)
+                .filter(|g| g.id == id)
+                .cloned()
+        },
+    );
+}
