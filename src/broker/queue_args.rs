@@ -198,6 +198,18 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
+    /// What the actor of a replicated quorum queue acts on itself: its dead-letter
+    /// target (its leader republishes what dies). Everything else of a replicated
+    /// queue is its group's (limits, TTL) or not replicated; its inert classic body
+    /// must not act on it (an `x-expires` there would delete the queue on one node).
+    pub fn dead_letter_only(&self) -> QueueConfig {
+        QueueConfig {
+            dead_letter_exchange: self.dead_letter_exchange.clone(),
+            dead_letter_routing_key: self.dead_letter_routing_key.clone(),
+            ..QueueConfig::default()
+        }
+    }
+
     /// Validates `spec`'s arguments and parses them.
     pub fn from_spec(spec: &QueueSpec) -> Result<QueueConfig, BrokerError> {
         validate(spec)?;

@@ -455,9 +455,11 @@ impl Registry {
         let stream = (remote.is_none() && crate::broker::queue_args::is_stream(spec))
             .then(|| crate::broker::stream::open(&self.ctx.durability, &self.vhost, spec))
             .transpose()?;
-        // A stream acts on its own arguments; the classic body stays inert.
+        // A stream acts on its own arguments; the classic body stays inert (a
+        // replicated quorum queue's actor keeps its dead-letter target).
         let config = match (&stream, &remote) {
             (None, None) if replica.is_none() => self.queue_config(spec),
+            (None, None) => self.queue_config(spec).dead_letter_only(),
             _ => QueueConfig::default(),
         };
         let is_stream = stream.is_some();

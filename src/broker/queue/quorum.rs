@@ -99,19 +99,14 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
 }
 
 /// Arguments a quorum queue takes on a single broker but not yet in a cluster: their
-/// behaviour (dead-lettering, message TTL, queue expiry, single active consumer) is
-/// not part of the replicated queue, so a replicated queue would ignore them and, for
-/// dead-lettering, drop what the user asked to keep. Refused instead of downgraded.
-const NOT_REPLICATED: &[&str] = &[
-    "x-dead-letter-exchange",
-    "x-message-ttl",
-    "x-expires",
-    "x-single-active-consumer",
-];
+/// behaviour (queue expiry) is not part of the replicated queue, so a replicated queue
+/// would ignore them. Refused instead of downgraded. (Dead-lettering, message TTLs
+/// and single active consumer are replicated.)
+const NOT_REPLICATED: &[&str] = &["x-expires"];
 
 /// Checks a new quorum queue of `vhost` declared in a cluster, after [`validate`]:
-/// refuses the arguments whose behaviour is not replicated yet (dead-lettering, TTLs, `x-expires`, single active consumer),
-/// with PRECONDITION_FAILED naming the argument.
+/// refuses the arguments whose behaviour is not replicated yet (`x-expires`), with
+/// PRECONDITION_FAILED naming the argument.
 pub fn validate_replicated(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     match NOT_REPLICATED
         .iter()
@@ -248,6 +243,18 @@ mod tests {
         capped
             .arguments
             .insert("x-delivery-limit".into(), FieldValue::Int(3));
+        capped
+            .arguments
+            .insert("x-dead-letter-exchange".into(), "dlx".into());
+        capped
+            .arguments
+            .insert("x-dead-letter-routing-key".into(), "dead".into());
+        capped
+            .arguments
+            .insert("x-message-ttl".into(), FieldValue::Int(1000));
+        capped
+            .arguments
+            .insert("x-single-active-consumer".into(), true.into());
         assert!(validate_replicated("/", &capped).is_ok());
     }
 

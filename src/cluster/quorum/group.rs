@@ -72,15 +72,41 @@ impl Weighed for StoredMessage {
             + properties_size(&self.properties)
             + self.body.len()
     }
+
+    /// The `expiration` property, as a classic queue reads it.
+    fn ttl_ms(&self) -> Option<u64> {
+        self.properties.expiration.as_deref()?.parse().ok()
+    }
+}
+
+/// Milliseconds since the Unix epoch on this node's wall clock: the time a leader
+/// writes in a [`Command::Clock`].
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `command` as the group's leader writes it: a publish batch after a
+/// [`Command::Clock`] of the leader's wall clock (in one entry), so its messages' TTLs
+/// count from the time the leader wrote them; any other command as it is.
+pub fn stamped(command: Command<StoredMessage>) -> Command<StoredMessage> {
+    match command {
+        Command::Enqueue(_) => Command::Batch(vec![Command::Clock { now_ms: wall_ms() }, command]),
+        other => other,
+    }
 }
 
 /// What applying one entry answered, the same on every member: the proposer answers
-/// its publishers (confirm, or nack for a refused one) and the leader dead-letters.
+/// its publishers (confirm, or nack for a refused one).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupResponse {
     /// Per enqueued message: its id, `None` when refused (reject-publish).
     pub enqueued: Vec<Option<u64>>,
-    /// Messages that died applying the entry.
+    /// Messages that died applying the entry. The leader dead-letters them from its
+    /// member's own record ([`GroupStateMachine::take_dead`]), not from this answer:
+    /// the answer reaches whoever proposed the entry, which may be another node or
+    /// may have given up waiting.
     pub dead: Vec<(StoredMessage, DeadReason)>,
     /// Messages purged.
     pub purged: u64,
@@ -117,6 +143,12 @@ struct State {
     /// actor (which sends them when this node leads): the delivery effects of the
     /// applied entries.
     checkouts: Vec<(ConsumerKey, u64)>,
+    /// Messages that died applying entries, with the term of the leader that wrote
+    /// each entry, not yet taken by the queue actor: it dead-letters those of the term
+    /// it leads in (the entry's writer) and drops the others, so exactly one node
+    /// (the one that proposed the entry) republishes a dead message, never a follower
+    /// nor a later leader replaying the same entry.
+    dead: Vec<(u64, StoredMessage, DeadReason)>,
 }
 
 /// The state machine storage of one group member. Cheap to clone: the snapshot
@@ -155,6 +187,7 @@ impl GroupStateMachine {
                 membership: StoredMembership::default(),
                 node: None,
                 checkouts: Vec::new(),
+                dead: Vec::new(),
             })),
             limits,
             snapshot_path: None,
@@ -260,6 +293,13 @@ impl GroupStateMachine {
         let taken = std::mem::take(&mut s.checkouts);
         f(taken, &s.machine)
     }
+
+    /// The messages that died applying entries since the last call, in order, each
+    /// with the term of the entry it died in (kept once [`Self::keep_checkouts_of`]
+    /// named this member's node).
+    pub fn take_dead(&self) -> Vec<(u64, StoredMessage, DeadReason)> {
+        std::mem::take(&mut self.lock().dead)
+    }
 }
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -332,6 +372,9 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
                     if let Some(node) = s.node {
                         let mine = a.checkouts.iter().filter(|(c, _)| c.node == node);
                         s.checkouts.extend(mine);
+                        let term = entry.log_id.leader_id.term;
+                        let dead = a.dead.iter().map(|(m, why)| (term, m.clone(), *why));
+                        s.dead.extend(dead);
                     }
                     GroupResponse {
                         enqueued: a.enqueued,
@@ -363,8 +406,11 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
     ) -> StorageResult<()> {
         self.keep(meta, &snapshot)?;
         let mut s = self.lock();
-        // Checkouts of the state replaced are no longer this node's to send.
+        // Checkouts of the state replaced are no longer this node's to send, nor its
+        // dead messages its to dead-letter (a member that installs a snapshot does not
+        // lead).
         s.checkouts.clear();
+        s.dead.clear();
         s.machine = *snapshot.machine;
         s.last_applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();

@@ -22,6 +22,15 @@
 //!   does; past `x-delivery-limit` it is dead instead (to be dead-lettered by the
 //!   leader when the queue has a dead-letter exchange, else dropped).
 //! - `x-max-length(-bytes)` with `x-overflow` drop-head or reject-publish.
+//! - `x-single-active-consumer`: only the earliest registered consumer is checked
+//!   messages out to; the next in registration order takes over when it goes.
+//! - TTLs (`x-message-ttl`, a message's `expiration`) on the leader's clock: time
+//!   comes from committed [`Command::Clock`] entries only (the leader writes one before
+//!   each publish batch, and when the head's deadline passes), so every member expires
+//!   the same messages. As RabbitMQ's quorum queues do, only the head expires: a
+//!   message with a short TTL behind one with a long TTL waits for it. A message is
+//!   alive through its deadline's millisecond, so a TTL of 0 still reaches a consumer
+//!   with credit at its publish.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -44,6 +53,11 @@ pub trait Weighed {
     fn accounted_len(&self) -> usize {
         self.body_len()
     }
+
+    /// Its own TTL in ms (the `expiration` property), if any.
+    fn ttl_ms(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A registered consumer.
@@ -53,6 +67,9 @@ struct Attached {
     credit: u32,
     /// Checked out to it, unsettled.
     held: u32,
+    /// Its place in registration order (single active consumer).
+    #[serde(default)]
+    seq: u64,
 }
 
 /// A message in the queue.
@@ -61,6 +78,9 @@ struct Held<M> {
     message: M,
     /// Deliveries so far.
     deliveries: u32,
+    /// The last millisecond (on the machine's clock) it is alive, when it has a TTL.
+    #[serde(default)]
+    expires_at: Option<u64>,
 }
 
 /// A ready message as the leader hands it out.
@@ -111,6 +131,12 @@ pub struct QueueMachine<M> {
     service: VecDeque<ConsumerKey>,
     /// [`Weighed::accounted_len`] of every message held, ready or checked out.
     held_bytes: u64,
+    /// The latest [`Command::Clock`] applied (ms since the Unix epoch on the leader).
+    #[serde(default)]
+    clock_ms: u64,
+    /// The registration number of the next new consumer.
+    #[serde(default)]
+    next_seq: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -125,7 +151,27 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             consumers: BTreeMap::new(),
             service: VecDeque::new(),
             held_bytes: 0,
+            clock_ms: 0,
+            next_seq: 0,
         }
+    }
+
+    /// With `x-single-active-consumer`, the consumer given messages: the earliest
+    /// registered one still registered (`None` without the argument).
+    pub fn active_consumer(&self) -> Option<ConsumerKey> {
+        if !self.limits.single_active {
+            return None;
+        }
+        self.consumers
+            .iter()
+            .min_by_key(|(k, c)| (c.seq, **k))
+            .map(|(k, _)| *k)
+    }
+
+    /// The deadline of the head (the first ready message), if it has a TTL: when the
+    /// leader's clock passes it, a [`Command::Clock`] expires it.
+    pub fn head_deadline(&self) -> Option<u64> {
+        self.ready.values().next()?.expires_at
     }
 
     /// Registered consumers.
@@ -187,7 +233,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             checkouts: Vec::new(),
         };
         self.apply_one(command, &mut out);
-        self.checkout(&mut out.checkouts);
+        self.checkout(&mut out);
         out
     }
 
@@ -204,6 +250,11 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     // A message settled or delivered since the leader chose it (a
                     // stale proposal of an old leader) is skipped.
                     if let Some(mut h) = self.take_ready(id) {
+                        if self.is_expired(&h) {
+                            self.gone(&h.message);
+                            out.dead.push((h.message, DeadReason::Expired));
+                            continue;
+                        }
                         h.deliveries = h.deliveries.saturating_add(1);
                         self.checked_out.insert(id, (to, h));
                         if let Some(c) = self.consumers.get_mut(&to) {
@@ -263,10 +314,17 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             }
             Command::Consume { consumer, credit } => {
                 let credit = credit.max(1);
-                let c = self
-                    .consumers
-                    .entry(consumer)
-                    .or_insert(Attached { credit, held: 0 });
+                let c = match self.consumers.entry(consumer) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        self.next_seq += 1;
+                        v.insert(Attached {
+                            credit,
+                            held: 0,
+                            seq: self.next_seq,
+                        })
+                    }
+                };
                 c.credit = credit;
                 let serve = c.held < c.credit;
                 let listed = self.service.contains(&consumer);
@@ -284,16 +342,43 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 // Each as if in its own entry: the same queue and answers either way.
                 for c in commands {
                     self.apply_one(c, out);
-                    self.checkout(&mut out.checkouts);
+                    self.checkout(out);
                 }
+            }
+            Command::Clock { now_ms } => {
+                self.clock_ms = self.clock_ms.max(now_ms);
+                self.expire_head(&mut out.dead);
             }
         }
     }
 
+    /// Past its deadline on the machine's clock.
+    fn is_expired(&self, h: &Held<M>) -> bool {
+        h.expires_at.is_some_and(|d| d < self.clock_ms)
+    }
+
+    /// The ready messages at the head past their deadline are dead, up to the first
+    /// that is not (only the head expires).
+    fn expire_head(&mut self, dead: &mut Vec<(M, DeadReason)>) {
+        while let Some((&id, h)) = self.ready.iter().next() {
+            if !self.is_expired(h) {
+                return;
+            }
+            let h = self.take_ready(id).expect("the head");
+            self.gone(&h.message);
+            dead.push((h.message, DeadReason::Expired));
+        }
+    }
+
     /// Hands ready messages, in queue order, to the consumers with credit, one at a
-    /// time in turn.
-    fn checkout(&mut self, to: &mut Vec<(ConsumerKey, u64)>) {
+    /// time in turn; a head past its deadline (a message returned after it) is dead
+    /// instead.
+    fn checkout(&mut self, out: &mut Applied<M>) {
+        if self.limits.single_active {
+            return self.checkout_to_active(out);
+        }
         while let Some(key) = self.service.pop_front() {
+            self.expire_head(&mut out.dead);
             let Some(&id) = self.ready.keys().next() else {
                 self.service.push_front(key);
                 return;
@@ -308,7 +393,31 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             let mut h = self.take_ready(id).expect("the head");
             h.deliveries = h.deliveries.saturating_add(1);
             self.checked_out.insert(id, (key, h));
-            to.push((key, id));
+            out.checkouts.push((key, id));
+        }
+    }
+
+    /// [`Self::checkout`] with a single active consumer: to it only, up to its
+    /// credit (the turn order is kept up to date but not used).
+    fn checkout_to_active(&mut self, out: &mut Applied<M>) {
+        let Some(key) = self.active_consumer() else {
+            return;
+        };
+        loop {
+            if self.consumers.get(&key).is_none_or(|c| c.held >= c.credit) {
+                return;
+            }
+            self.expire_head(&mut out.dead);
+            let Some(&id) = self.ready.keys().next() else {
+                return;
+            };
+            if let Some(c) = self.consumers.get_mut(&key) {
+                c.held += 1;
+            }
+            let mut h = self.take_ready(id).expect("the head");
+            h.deliveries = h.deliveries.saturating_add(1);
+            self.checked_out.insert(id, (key, h));
+            out.checkouts.push((key, id));
         }
     }
 
@@ -342,14 +451,19 @@ impl<M: Clone + Weighed> QueueMachine<M> {
         self.next_id += 1;
         self.ready_bytes += size;
         self.held_bytes += message.accounted_len() as u64;
+        let ttl = [self.limits.message_ttl, message.ttl_ms()]
+            .into_iter()
+            .flatten()
+            .min();
         self.ready.insert(
             id,
             Held {
                 message,
                 deliveries: 0,
+                expires_at: ttl.map(|t| self.clock_ms.saturating_add(t)),
             },
         );
-        self.checkout(&mut out.checkouts);
+        self.checkout(out);
         if !self.limits.reject_publish {
             // drop-head: the oldest ready messages make room.
             while self.is_over() {

@@ -7,6 +7,11 @@ impl Weighed for M {
     fn body_len(&self) -> usize {
         self.0.len()
     }
+
+    /// A body `name/ttl` has its own TTL.
+    fn ttl_ms(&self) -> Option<u64> {
+        self.0.split_once('/')?.1.parse().ok()
+    }
 }
 
 fn m(s: &str) -> M {
@@ -163,17 +168,28 @@ impl Rng {
 fn random_log(seed: u64, len: usize) -> Vec<Command<M>> {
     let mut rng = Rng(seed);
     let mut next = 1u64;
+    let mut now = 0u64;
     (0..len)
-        .map(|_| match rng.below(8) {
+        .map(|_| match rng.below(9) {
             0 | 1 => {
                 let n = 1 + rng.below(4) as usize;
                 let bodies: Vec<M> = (0..n)
                     .map(|_| {
                         next += 1;
-                        M(format!("m{next}"))
+                        match rng.below(4) {
+                            0 => M(format!("m{next}/{}", rng.below(30))),
+                            _ => M(format!("m{next}")),
+                        }
                     })
                     .collect();
                 Command::Enqueue(bodies)
+            }
+            // The leader's clock, now and then behind an earlier leader's.
+            8 => {
+                now += rng.below(40);
+                Command::Clock {
+                    now_ms: now.saturating_sub(rng.below(20)),
+                }
             }
             2 => deliver(&[1 + rng.below(next), 1 + rng.below(next)], C1),
             3 => settle(
@@ -214,9 +230,14 @@ fn every_member_and_a_member_restored_from_a_snapshot_reach_the_same_queue() {
     let limits = Limits {
         max_length: Some(20),
         delivery_limit: Some(3),
+        message_ttl: Some(60),
         ..Default::default()
     };
     for seed in 0..50 {
+        let limits = Limits {
+            single_active: seed % 2 == 0,
+            ..limits.clone()
+        };
         let log = random_log(seed, 300);
         let mut a = QueueMachine::new(limits.clone());
         let mut b = QueueMachine::new(limits.clone());
@@ -252,9 +273,14 @@ fn a_batch_of_commands_is_the_commands_one_after_the_other() {
     let limits = Limits {
         max_length: Some(20),
         delivery_limit: Some(2),
+        message_ttl: Some(60),
         ..Limits::default()
     };
     for seed in 0..20 {
+        let limits = Limits {
+            single_active: seed % 2 == 0,
+            ..limits.clone()
+        };
         let log = random_log(seed, 200);
         let mut one_by_one = QueueMachine::new(limits.clone());
         let mut answers = Applied {
@@ -404,4 +430,58 @@ fn the_bytes_held_follow_every_way_a_message_leaves() {
     });
     q.apply(Command::Purge);
     assert_eq!(q.held_bytes(), 0);
+}
+
+/// TTLs: the leader's clock, deadlines, expiry at the head.
+#[path = "machine_ttl_tests.rs"]
+mod ttl;
+
+#[test]
+fn a_single_active_consumer_takes_everything_and_the_next_registered_takes_over() {
+    let mut q = QueueMachine::new(Limits {
+        single_active: true,
+        ..Limits::default()
+    });
+    let c3 = ConsumerKey {
+        node: 1,
+        consumer: 9,
+    };
+    // Registered C2, then C1, then c3: C2 is active (registration order, not keys).
+    q.apply(consume(C2, 2));
+    q.apply(consume(C1, 10));
+    q.apply(consume(c3, 10));
+    assert_eq!(q.active_consumer(), Some(C2));
+    let a = q.apply(batch(&["a", "b", "c"]));
+    assert_eq!(a.checkouts, [(C2, 1), (C2, 2)], "C2's credit, nobody else");
+    // A credit change keeps its place (and gives it more).
+    assert_eq!(q.apply(consume(C2, 3)).checkouts, [(C2, 3)]);
+    assert_eq!(q.active_consumer(), Some(C2));
+    // Cancelled: C1 takes over (C2 keeps what it holds until settled).
+    q.apply(Command::Cancel { consumer: C2 });
+    assert_eq!(q.active_consumer(), Some(C1));
+    assert_eq!(q.apply(batch(&["d"])).checkouts, [(C1, 4)]);
+    // C2 gone with what it held (a return): back to C1, marked.
+    let a = q.apply(Command::Return {
+        keep_node: None,
+        consumer: Some(C2),
+    });
+    assert_eq!(a.checkouts, [(C1, 1), (C1, 2), (C1, 3)]);
+    assert_eq!(q.checked_out_to(1, C1).map(|r| r.deliveries), Some(1));
+    // A leader change drops C1 (node 1 is not kept): c3 is on node 1 too, so both go
+    // and nobody is served; a consumer registered after takes everything back.
+    q.apply(Command::Return {
+        keep_node: Some(3),
+        consumer: None,
+    });
+    assert_eq!(q.active_consumer(), None);
+    let c4 = ConsumerKey {
+        node: 3,
+        consumer: 1,
+    };
+    let a = q.apply(consume(c4, 10));
+    assert_eq!(a.checkouts, [(c4, 1), (c4, 2), (c4, 3), (c4, 4)]);
+    // Without the argument, consumers share (no active one).
+    let mut shared = QueueMachine::new(Limits::default());
+    shared.apply(consume(C1, 1));
+    assert_eq!(shared.active_consumer(), None);
 }

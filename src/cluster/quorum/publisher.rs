@@ -9,7 +9,7 @@
 //! applied on the leader: its id, or `None` when the queue refused it (reject-publish).
 //! Publishes are written in the order [`Publisher::publish`] was called.
 
-use super::group::{GroupResponse, StoredMessage};
+use super::group::{stamped, GroupResponse, StoredMessage};
 use super::machine::Command;
 use super::wire::{GroupId, GroupWriteError, Groups};
 use crate::cluster::network::Link;
@@ -135,7 +135,8 @@ pub(super) async fn write(
             // Bounded like the rest: a leader cut off from its majority commits nothing.
             (None, Some(raft)) => {
                 let written =
-                    tokio::time::timeout_at(deadline, raft.client_write(command.clone())).await;
+                    tokio::time::timeout_at(deadline, raft.client_write(stamped(command.clone())))
+                        .await;
                 match written {
                     Err(_) => continue, // the deadline: answered at the top of the loop
                     Ok(Ok(r)) => return Ok(r.data),

@@ -85,6 +85,11 @@ pub fn limits_of(args: &FieldTable) -> Limits {
         reject_publish: args.get("x-overflow").and_then(FieldValue::as_str)
             == Some("reject-publish"),
         delivery_limit: int("x-delivery-limit"),
+        message_ttl: int("x-message-ttl"),
+        single_active: args
+            .get("x-single-active-consumer")
+            .and_then(FieldValue::as_bool)
+            .unwrap_or(false),
     }
 }
 
@@ -418,6 +423,13 @@ impl QueueGroup {
         Some(sm.take_checkouts(f))
     }
 
+    /// The messages that died applying entries since the last call, each with the
+    /// term of the entry it died in (`None` on a node that is no member).
+    pub fn take_dead(&self) -> Option<Vec<(u64, StoredMessage, super::machine::DeadReason)>> {
+        let sm = self.members.machines().get(&self.info.id).cloned()?;
+        Some(sm.take_dead())
+    }
+
     /// Reads the queue as applied by this node's member.
     pub fn read<T>(&self, f: impl FnOnce(&QueueMachine<StoredMessage>) -> T) -> Option<T> {
         let sm = self.members.machines().get(&self.info.id).cloned()?;
@@ -502,7 +514,10 @@ mod tests {
         args.insert("x-max-length".into(), FieldValue::Int(10));
         args.insert("x-overflow".into(), "reject-publish".into());
         args.insert("x-delivery-limit".into(), FieldValue::Int(3));
+        args.insert("x-message-ttl".into(), FieldValue::Int(1500));
         let l = limits_of(&args);
+        assert_eq!(l.message_ttl, Some(1500));
+        assert!(!l.single_active);
         assert_eq!(l.max_length, Some(10));
         assert!(l.reject_publish);
         assert_eq!(l.delivery_limit, Some(3));

@@ -149,6 +149,7 @@ impl Groups {
         let Some(raft) = self.get(group) else {
             return Err(GroupWriteError::NotLeader(None));
         };
+        let command = super::group::stamped(command);
         let Ok(written) = tokio::time::timeout(timeout, raft.client_write(command)).await else {
             return Err(GroupWriteError::Failed(format!(
                 "not committed within {timeout:?}: this node leads but a majority of the group does not answer it"

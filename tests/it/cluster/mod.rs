@@ -17,7 +17,9 @@
 //!   [`quorum_freeze`]: SIGSTOP of a group's leader; [`quorum_restart`]: the whole
 //!   cluster restarted, a member's data directory lost; [`regroup`]: a removed member
 //!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
-//!   publishers on both other nodes; [`quorum_session`]: consume sessions' faults.
+//!   publishers on both other nodes; [`quorum_session`]: consume sessions' faults;
+//!   [`quorum_dlx`]: dead-lettering, once, also after the group's leader is killed,
+//!   and TTLs; [`quorum_sac`]: single active consumer.
 
 mod drift;
 mod failover;
@@ -29,12 +31,14 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_dlx;
 mod quorum_failover;
 mod quorum_forward;
 mod quorum_forward_more;
 mod quorum_freeze;
 mod quorum_memory;
 mod quorum_restart;
+mod quorum_sac;
 mod quorum_session;
 mod regroup;
 mod replication;

@@ -5,6 +5,7 @@
 //! Also the queue's clock.
 
 use super::*;
+use crate::broker::queue::state::Dead;
 
 impl QueueActor {
     /// Milliseconds on the queue's clock.
@@ -98,6 +99,12 @@ impl QueueActor {
     /// off the handler.
     pub(super) fn send_dead_letters(&mut self, ctx: &mut Context<Self>) {
         let dead = self.state.take_dead();
+        self.dead_letter(dead, ctx);
+    }
+
+    /// Republishes `dead` (and what waits in the outbox) to the dead-letter exchange,
+    /// if the queue has one; each batch's answer is awaited off the handler.
+    pub(super) fn dead_letter(&mut self, dead: Vec<Dead>, ctx: &mut Context<Self>) {
         let Some(outbox) = &mut self.outbox else {
             return;
         };
@@ -113,7 +120,11 @@ impl QueueActor {
                     if let Some(o) = &mut act.outbox {
                         o.done(bytes);
                     }
-                    act.after(ctx);
+                    if act.replica.is_some() {
+                        act.replica_dead_letters(ctx);
+                    } else {
+                        act.after(ctx);
+                    }
                 }),
             );
         }

@@ -18,7 +18,11 @@ impl Handler<Reconfigure> for QueueActor {
         if self.deleted || self.stream.is_some() || self.remote.is_some() {
             return;
         }
-        let config = msg.0;
+        let config = match self.replica {
+            // A replicated quorum queue's policies reach its dead-letter target only.
+            Some(_) => msg.0.dead_letter_only(),
+            None => msg.0,
+        };
         if *self.state.config() == config {
             return;
         }
@@ -43,6 +47,9 @@ impl Handler<Reconfigure> for QueueActor {
             ctx.cancel_future(h);
         }
         self.state.reconfigure(config);
+        if self.replica.is_some() {
+            return;
+        }
         self.dispatch(ctx);
     }
 }

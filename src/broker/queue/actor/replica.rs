@@ -34,8 +34,10 @@ use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
+mod dead;
 mod deliver;
 mod done;
+mod expiry;
 mod remote;
 mod serve;
 
@@ -96,6 +98,8 @@ enum Cmd {
     /// `None`: this node took over, every checkout comes back.
     Return(Option<ConsumerKey>),
     Purge(oneshot::Sender<Result<u64, BrokerError>>),
+    /// The leader's wall clock (ms since the Unix epoch): the head's TTL has passed.
+    Clock(u64),
 }
 
 /// A delivery handed out here and not settled.
@@ -129,6 +133,9 @@ pub(crate) struct Replica {
     /// Owners served through a consume session at the leader (this node does not
     /// lead, or stopped leading with their consumers attached).
     remote: remote::Remotes,
+    /// The head's deadline the leader's expiry timer is armed for (with the timer),
+    /// or fired for (without: its `Clock` is on its way to commit).
+    expiry: Option<(u64, Option<SpawnHandle>)>,
 }
 
 impl Replica {
@@ -146,6 +153,7 @@ impl Replica {
             taking_over: false,
             term: 0,
             remote: remote::Remotes::default(),
+            expiry: None,
         })
     }
 
@@ -328,6 +336,7 @@ impl Replica {
                 consumer: Some(*key),
             },
             Cmd::Purge(_) => Command::Purge,
+            Cmd::Clock(now_ms) => Command::Clock { now_ms: *now_ms },
         }
     }
 }

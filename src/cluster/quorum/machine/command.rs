@@ -39,6 +39,16 @@ pub struct Limits {
     pub reject_publish: bool,
     /// `x-delivery-limit`: a message returned more often is dead.
     pub delivery_limit: Option<u64>,
+    /// `x-message-ttl` (ms): a message at the head of the queue longer than this
+    /// after its publish is dead (`expired`). Absent from groups declared before TTLs
+    /// were replicated: none.
+    #[serde(default)]
+    pub message_ttl: Option<u64>,
+    /// `x-single-active-consumer`: only the earliest registered consumer is given
+    /// messages; when it goes (cancelled or returned) the next one in registration
+    /// order takes over.
+    #[serde(default)]
+    pub single_active: bool,
 }
 
 /// One command of the log.
@@ -87,6 +97,15 @@ pub enum Command<M> {
     /// Several of the leader's commands in one entry, applied in order (its
     /// deliveries and settlements made while the previous entry committed).
     Batch(Vec<Command<M>>),
+    /// The leader's wall clock read `now_ms` (ms since the Unix epoch) when it wrote
+    /// this: the machine, which has no clock of its own, moves its clock there (never
+    /// back), and the ready messages at the head whose deadline has passed are dead
+    /// (`expired`). The leader writes one before every publish batch (the batch's TTLs
+    /// count from it) and when the head's deadline passes.
+    Clock {
+        /// Milliseconds since the Unix epoch, on the leader.
+        now_ms: u64,
+    },
 }
 
 /// Why a message left the queue dead.
@@ -98,6 +117,8 @@ pub enum DeadReason {
     MaxLen,
     /// Returned more often than `x-delivery-limit`.
     DeliveryLimit,
+    /// At the head of the queue past its TTL (`x-message-ttl` or its `expiration`).
+    Expired,
 }
 
 /// What applying a command answered (the same on every member).

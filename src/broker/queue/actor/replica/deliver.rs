@@ -77,14 +77,15 @@ impl QueueActor {
     }
 
     /// Brings the gauge level with the messages this node's member holds (every
-    /// member holds each message), and reopens the flow once the consumers have
+    /// member holds each message) and its dead letters on their way out, and reopens the flow once the consumers have
     /// brought the depth down to half the threshold (or are gone).
     pub(super) fn replica_account(&mut self) {
         let held = self
             .replica()
             .group
             .read(|q| q.held_bytes() as usize)
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + self.outbox.as_ref().map_or(0, |o| o.held_bytes());
         if held > self.accounted {
             self.gauge.add(held - self.accounted);
         } else {

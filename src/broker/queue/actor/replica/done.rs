@@ -14,6 +14,10 @@ impl QueueActor {
                 r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
             }
             Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
+            Cmd::Clock(_) => {
+                // Committed or not, the timer is armed again for the head as it is.
+                r.expiry = None;
+            }
             Cmd::Purge(tx) => {
                 let _ = tx.send(result.map(|g| g.purged));
             }

@@ -327,6 +327,8 @@ impl QueueActor {
         }
         self.replica().take_checkouts();
         self.replica_flush();
+        self.replica_dead_letters(ctx);
+        self.replica_arm_expiry(ctx);
         self.replica_pump(ctx);
         self.remote_wait(ctx);
     }
@@ -369,7 +371,7 @@ impl QueueActor {
 
     /// Writes what waits as the next entry, unless `MAX_INFLIGHT` are in flight (or
     /// the takeover's `Return` is).
-    fn replica_pump(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn replica_pump(&mut self, ctx: &mut Context<Self>) {
         let r = self.replica();
         if r.cmds.is_empty() || r.inflight >= MAX_INFLIGHT {
             return;
@@ -433,6 +435,8 @@ impl QueueActor {
     pub(in crate::broker::queue::actor) fn replica_consumers(&self) -> Vec<ConsumerInfo> {
         let r = self.replica.as_ref().expect("a replicated queue");
         let remote = self.remote_consumers();
+        // With a single active consumer, the one the group's machine serves.
+        let active = r.group.read(|q| q.active_consumer()).flatten();
         r.consumers
             .iter()
             .map(|c| ConsumerInfo {
@@ -440,7 +444,7 @@ impl QueueActor {
                 owner: c.owner,
                 prefetch: c.prefetch,
                 ack_required: !c.auto_ack,
-                active: true,
+                active: active.is_none_or(|a| a == r.key(c.id)),
                 priority: 0,
             })
             .chain(remote)
