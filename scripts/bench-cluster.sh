@@ -7,6 +7,8 @@
 #   ROUNDS=1 DURATION=5 scripts/bench-cluster.sh     # quick
 #   CLIENTS=raw FAILOVER_ROUNDS=2 scripts/bench-cluster.sh
 #   ACTORMQ_BIN=/path/to/actormq scripts/bench-cluster.sh   # a release build (--features amqp) kept aside
+#   RABBITMQ=0 ACTORMQ_QUEUE_TYPE=quorum scripts/bench-cluster.sh  # actormq alone (before/after runs
+#                                                    # of one change: RabbitMQ neither started nor measured)
 #
 # Throughput: `actormq perf` with 1 producer and 1 consumer, 1 KiB persistent messages,
 # publisher confirms with 1000 outstanding, prefetch 100, through each AMQP client of
@@ -59,6 +61,8 @@ OUT=${OUT:-target/bench-cluster}
 CLIENTS=${CLIENTS:-raw lapin}
 PORT_BASE=${PORT_BASE:-6200}
 ACTORMQ_QUEUE_TYPE=${ACTORMQ_QUEUE_TYPE:-auto}
+RABBITMQ=${RABBITMQ:-1}
+case "$RABBITMQ" in 0|1) ;; *) echo "bench-cluster.sh: RABBITMQ is 0 or 1" >&2; exit 2 ;; esac
 for c in $CLIENTS; do
   case "$c" in lapin|raw) ;; *) echo "bench-cluster.sh: no AMQP client '$c' (CLIENTS: raw, lapin)" >&2; exit 2 ;; esac
 done
@@ -90,7 +94,7 @@ for i in 1 2 3; do
   done
 done
 
-if ! command -v rabbitmq-server >/dev/null 2>&1; then
+if [ "$RABBITMQ" = 1 ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
   echo "installing rabbitmq-server from Debian's packages..." >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
 fi
@@ -144,25 +148,27 @@ await_rabbit() {
 }
 rabbit_pid() { cat "$RABBIT_BASE/q$1/rabbit.pid"; }
 
-for i in 1 2 3; do
-  if rabbitmqctl_on "$i" status >/dev/null 2>&1; then
-    echo "bench-cluster.sh: a node named $(rabbit_node "$i") already runs; stop it first" >&2
-    exit 1
-  fi
-done
-rm -rf "$RABBIT_BASE"
-for i in 1 2 3; do mkdir -p "$RABBIT_BASE/q$i"; done
-echo "[]." >"$RABBIT_BASE/enabled_plugins"
-# Debian's rabbitmq-server runs the node as the rabbitmq user: let it write there.
-if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$RABBIT_BASE"; fi
-echo "starting RabbitMQ nodes $(rabbit_node 1), $(rabbit_node 2), $(rabbit_node 3)..." >&2
-for i in 1 2 3; do start_rabbit "$i"; done
-for i in 1 2 3; do await_rabbit "$i"; done
-for i in 2 3; do
-  { rabbitmqctl_on "$i" stop_app && rabbitmqctl_on "$i" join_cluster "$(rabbit_node 1)" &&
-    rabbitmqctl_on "$i" start_app; } >>"$RABBIT_BASE/join.log" 2>&1
-done
-rabbitmqctl_on 1 cluster_status >"$OUT/rabbitmq-cluster-status.txt"
+if [ "$RABBITMQ" = 1 ]; then
+  for i in 1 2 3; do
+    if rabbitmqctl_on "$i" status >/dev/null 2>&1; then
+      echo "bench-cluster.sh: a node named $(rabbit_node "$i") already runs; stop it first" >&2
+      exit 1
+    fi
+  done
+  rm -rf "$RABBIT_BASE"
+  for i in 1 2 3; do mkdir -p "$RABBIT_BASE/q$i"; done
+  echo "[]." >"$RABBIT_BASE/enabled_plugins"
+  # Debian's rabbitmq-server runs the node as the rabbitmq user: let it write there.
+  if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$RABBIT_BASE"; fi
+  echo "starting RabbitMQ nodes $(rabbit_node 1), $(rabbit_node 2), $(rabbit_node 3)..." >&2
+  for i in 1 2 3; do start_rabbit "$i"; done
+  for i in 1 2 3; do await_rabbit "$i"; done
+  for i in 2 3; do
+    { rabbitmqctl_on "$i" stop_app && rabbitmqctl_on "$i" join_cluster "$(rabbit_node 1)" &&
+      rabbitmqctl_on "$i" start_app; } >>"$RABBIT_BASE/join.log" 2>&1
+  done
+  rabbitmqctl_on 1 cluster_status >"$OUT/rabbitmq-cluster-status.txt"
+fi
 
 # ---- actormq: three nodes (docs/CLUSTERING.md "Running 3 nodes on one machine").
 export ACTORMQ__CLUSTER__SECRET="bench-cluster-secret-0123456789"
@@ -230,6 +236,7 @@ if [ "$qt" = auto ]; then
 fi
 ACTORMQ_QT=$qt
 TARGETS="rabbitmq actormq-cluster"
+[ "$RABBITMQ" = 1 ] || TARGETS="actormq-cluster"
 if [ "$ACTORMQ_QT" = classic ]; then
   TARGETS="$TARGETS actormq-single"
   SINGLE_DATA="$ACTORMQ_BASE/single"
@@ -335,7 +342,8 @@ restart() { # target, node index
   esac
 }
 for r in $(seq "$FAILOVER_ROUNDS"); do
-  for t in rabbitmq actormq-cluster; do
+  for t in $TARGETS; do
+    [ "$t" = actormq-single ] && continue
     for c in $CLIENTS; do
       if [ "$t" = actormq-cluster ] && [ "$ACTORMQ_QT" = classic ]; then
         # Stand-in: the Raft leader dies, the queue lives on another node.

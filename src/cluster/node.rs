@@ -77,14 +77,14 @@ fn not_committed(timeout: Duration) -> BrokerError {
     )
 }
 
-/// Entries of a quorum queue group's log between two snapshots of its queue (each
-/// kept on disk in the group's directory; the log is purged behind it).
-const GROUP_SNAPSHOT_EVERY: u64 = 500;
-
-/// The Raft timing of a quorum queue group: the cluster's own. Its log is purged
-/// behind a snapshot of the queue every [`GROUP_SNAPSHOT_EVERY`] entries (keeping the
-/// last 100, for followers a little behind), so neither memory nor the log file grows
-/// with the queue's history.
+/// The Raft timing of a quorum queue group: the cluster's own. Its queue is
+/// snapshotted (kept on disk in the group's directory, and the log purged behind it,
+/// keeping the last 100 entries for followers a little behind) when the group's state
+/// machine says a snapshot is due, not by openraft's entry count: every
+/// `group::SNAPSHOT_EVERY` entries at least, and less often the larger the queue
+/// (`src/cluster/quorum/group/cadence.rs`), so neither memory nor the log file grows
+/// with the queue's history, and a large queue is not rewritten every few hundred
+/// entries.
 fn group_config(s: &ClusterSettings) -> Arc<openraft::Config> {
     let config = openraft::Config {
         cluster_name: "actormq-queue".into(),
@@ -92,7 +92,7 @@ fn group_config(s: &ClusterSettings) -> Arc<openraft::Config> {
         election_timeout_max: s.election_timeout_max_ms,
         heartbeat_interval: s.heartbeat_ms,
         install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(GROUP_SNAPSHOT_EVERY),
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 100,
         ..Default::default()
     };

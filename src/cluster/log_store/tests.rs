@@ -19,12 +19,9 @@ fn log_id(index: u64) -> LogId<NodeId> {
 fn publish(index: u64, kib: usize) -> Entry<QueueTypes> {
     Entry::<QueueTypes> {
         log_id: log_id(index),
-        payload: EntryPayload::Normal(Command::Enqueue(vec![StoredMessage {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: Default::default(),
-            body: vec![7u8; kib << 10].into(),
-        }])),
+        payload: EntryPayload::Normal(Command::Enqueue(vec![StoredMessage::from(
+            &crate::message::Message::new("", "q", vec![7u8; kib << 10]),
+        )])),
     }
 }
 

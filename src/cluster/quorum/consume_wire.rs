@@ -187,12 +187,7 @@ mod tests {
     #[tokio::test]
     async fn session_frames_round_trip_through_the_cluster_framing() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        let message = StoredMessage {
-            exchange: "x".into(),
-            routing_key: "k".into(),
-            properties: Default::default(),
-            body: bytes::Bytes::from_static(b"body"),
-        };
+        let message = StoredMessage::from(&crate::message::Message::new("x", "k", "body"));
         let down = Down::Deliver {
             tag: "c1".into(),
             deliveries: vec![WireDelivery {

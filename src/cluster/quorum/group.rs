@@ -6,11 +6,9 @@
 //! entries are fsynced (one fsync per appended batch: many publishes per entry, many
 //! entries per append) before openraft counts them.
 
-use super::machine::{Command, ConsumerKey, DeadReason, Limits, QueueMachine, Weighed};
+use super::machine::{Command, ConsumerKey, DeadReason, Limits, QueueMachine};
 use crate::cluster::log_store::DirGuard;
 use crate::cluster::NodeId;
-use crate::message::{Message, Properties};
-use bytes::Bytes;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -19,65 +17,11 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
-/// A message as a queue group's log carries it (the broker's [`Message`] shares its
-/// parts; this is its owned, serializable form).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredMessage {
-    /// The exchange it was published to.
-    pub exchange: String,
-    /// Its routing key.
-    pub routing_key: String,
-    /// Its properties.
-    pub properties: Properties,
-    /// Its body.
-    pub body: Bytes,
-}
-
-impl From<&Message> for StoredMessage {
-    fn from(m: &Message) -> Self {
-        StoredMessage {
-            exchange: m.exchange.to_string(),
-            routing_key: m.routing_key.clone(),
-            properties: (*m.properties).clone(),
-            body: m.body.clone(),
-        }
-    }
-}
-
-impl StoredMessage {
-    /// The broker's form, to deliver.
-    pub fn to_message(&self) -> Message {
-        Message::new(&self.exchange, &self.routing_key, self.body.clone())
-            .with_properties(self.properties.clone())
-    }
-}
-
-impl Weighed for StoredMessage {
-    fn body_len(&self) -> usize {
-        self.body.len()
-    }
-
-    /// As [`Message::accounted_size`] counts a classic queue's message (the body, the
-    /// properties and decoded headers), plus this owned form's strings and its slot in
-    /// the machine's B-tree: an estimate on the high side, as the gauge's model is.
-    fn accounted_len(&self) -> usize {
-        use crate::message::size::{heap, properties_size};
-        /// The message's slot in a B-tree leaf (with the tree's slack) beside its id,
-        /// beyond the properties `properties_size` counts.
-        const SLOT: usize =
-            (std::mem::size_of::<StoredMessage>() - std::mem::size_of::<Properties>() + 16) * 11
-                / 5;
-        SLOT + heap(self.exchange.len())
-            + heap(self.routing_key.len())
-            + properties_size(&self.properties)
-            + self.body.len()
-    }
-
-    /// The `expiration` property, as a classic queue reads it.
-    fn ttl_ms(&self) -> Option<u64> {
-        self.properties.expiration.as_deref()?.parse().ok()
-    }
-}
+mod cadence;
+mod stored;
+use cadence::Cadence;
+pub use cadence::{run_snapshots, SNAPSHOT_EVERY};
+pub use stored::StoredMessage;
 
 /// Milliseconds since the Unix epoch on this node's wall clock: the time a leader
 /// writes in a [`Command::Clock`].
@@ -149,6 +93,8 @@ struct State {
     /// (the one that proposed the entry) republishes a dead message, never a follower
     /// nor a later leader replaying the same entry.
     dead: Vec<(u64, StoredMessage, DeadReason)>,
+    /// What was applied since the last snapshot: when the next one is due.
+    cadence: Cadence,
 }
 
 /// The state machine storage of one group member. Cheap to clone: the snapshot
@@ -188,6 +134,7 @@ impl GroupStateMachine {
                 node: None,
                 checkouts: Vec::new(),
                 dead: Vec::new(),
+                cadence: Cadence::new(),
             })),
             limits,
             snapshot_path: None,
@@ -225,6 +172,8 @@ impl GroupStateMachine {
                 s.machine = *d.snapshot.machine;
                 s.last_applied = d.meta.last_log_id;
                 s.membership = d.meta.last_membership;
+                let held = s.machine.held_bytes();
+                s.cadence.reset(held);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -283,6 +232,12 @@ impl GroupStateMachine {
         self.lock().node = Some(node);
     }
 
+    /// The receiving end of this member's "a snapshot is due" signal (see
+    /// `group/cadence.rs`), for [`run_snapshots`] to ask the member's Raft for one.
+    pub fn snapshots_due(&self) -> tokio::sync::mpsc::Receiver<()> {
+        self.lock().cadence.subscribe()
+    }
+
     /// The checkouts to this node's consumers applied since the last call, in order,
     /// and reads the queue under the same lock (the leader reads what it sends).
     pub fn take_checkouts<T>(
@@ -304,20 +259,28 @@ impl GroupStateMachine {
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
-impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
+impl GroupStateMachine {
+    /// A snapshot of the queue as applied, kept on disk. `rebase`: it is the one
+    /// openraft purges the log behind, so the cadence counts from it.
     // openraft's own error type, as its traits require (the blocking write's closure).
     #[allow(clippy::result_large_err)]
-    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
+    async fn snapshot(&self, rebase: bool) -> StorageResult<Snapshot<QueueTypes>> {
         let (meta, snapshot) = {
-            let s = self.lock();
+            let mut s = self.lock();
             let meta = SnapshotMeta {
                 last_log_id: s.last_applied,
                 last_membership: s.membership.clone(),
                 snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
             };
+            // The messages are shared, not copied: the lock is held for the walk of
+            // the queue's maps only.
             let snapshot = GroupSnapshot {
                 machine: Box::new(s.machine.clone()),
             };
+            if rebase {
+                let held = s.machine.held_bytes();
+                s.cadence.reset(held);
+            }
             (meta, snapshot)
         };
         // On disk before openraft purges the log behind it. Encoding and writing a
@@ -343,6 +306,12 @@ impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
     }
 }
 
+impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
+        self.snapshot(true).await
+    }
+}
+
 impl RaftStateMachine<QueueTypes> for GroupStateMachine {
     type SnapshotBuilder = GroupStateMachine;
 
@@ -361,6 +330,11 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
         let mut s = self.lock();
         let mut answers = Vec::new();
         for entry in entries {
+            let normal = match &entry.payload {
+                EntryPayload::Normal(c) => Some(c),
+                _ => None,
+            };
+            s.cadence.applied(normal);
             let response = match entry.payload {
                 EntryPayload::Blank => GroupResponse::default(),
                 EntryPayload::Membership(m) => {
@@ -386,6 +360,8 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
             s.last_applied = Some(entry.log_id);
             answers.push(response);
         }
+        let held = s.machine.held_bytes();
+        s.cadence.check(held);
         Ok(answers)
     }
 
@@ -414,11 +390,15 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
         s.machine = *snapshot.machine;
         s.last_applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();
+        let held = s.machine.held_bytes();
+        s.cadence.reset(held);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<QueueTypes>>> {
-        self.build_snapshot().await.map(Some)
+        // For a follower behind the purged log: openraft purges nothing behind this
+        // one, so the cadence goes on counting from the last built.
+        self.snapshot(false).await.map(Some)
     }
 }
 

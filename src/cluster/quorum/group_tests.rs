@@ -6,6 +6,7 @@
 use super::*;
 use crate::cluster::log_store::LogStore;
 use crate::cluster::quorum::machine::{ConsumerKey, Settle};
+use crate::message::Message;
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
 };
@@ -445,4 +446,43 @@ async fn a_delete_racing_snapshots_and_purges_leaves_no_directory_and_no_error()
             .unwrap_or_else(|e| panic!("round {round}: a write racing the delete failed: {e}"));
         assert!(!dir.exists(), "round {round}: a stray directory");
     }
+}
+
+/// openraft's policy says never (as for a queue group in a cluster): a member
+/// snapshots, and purges its log, when its state machine says a snapshot is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_snapshots_when_its_state_machine_says_one_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = Router::default();
+    let log: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    let sm = GroupStateMachine::open(Limits::default(), dir.path()).unwrap();
+    let mut c = (*config()).clone();
+    c.max_in_snapshot_log_to_keep = 0;
+    let raft = Raft::new(1, Arc::new(c), router.clone(), log, sm.clone());
+    let raft = raft.await.unwrap();
+    router.members.lock().unwrap().insert(1, raft.clone());
+    let r = raft.clone();
+    tokio::spawn(run_snapshots(sm.snapshots_due(), move || {
+        let r = r.clone();
+        async move { r.trigger().snapshot().await }
+    }));
+    let one = BTreeMap::from([(1, BasicNode::new("member-1"))]);
+    raft.initialize(one).await.unwrap();
+    leader(&router, &[1]).await;
+    for i in 1..=SNAPSHOT_EVERY {
+        raft.client_write(Command::Enqueue(vec![msg(i)]))
+            .await
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while raft.metrics().borrow().purged.is_none() {
+        assert!(
+            Instant::now() < end,
+            "no snapshot: {:?}",
+            raft.metrics().borrow().purged
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(dir.path().join("snapshot").exists());
+    raft.shutdown().await.unwrap();
 }

@@ -168,6 +168,9 @@ impl Members {
             .map_err(|e| failed("cannot read its snapshot", &e))?
             .guarded(guard);
         sm.keep_checkouts_of(self.id);
+        // Subscribed before openraft applies anything (it may apply committed entries
+        // as it starts).
+        let due = sm.snapshots_due();
         let network = GroupNetwork {
             group: info.id,
             transport: self.groups.transport(),
@@ -178,6 +181,19 @@ impl Members {
         let fresh = !raft.is_initialized().await.unwrap_or(true);
         self.machines().insert(info.id, sm);
         self.groups.insert(info.id, raft.clone());
+        // The snapshot trigger holds no Raft handle between snapshots: it looks the
+        // member up each time (so it starts once the member is listed), and ends with
+        // the state machine or the member.
+        let (groups, group) = (self.groups.clone(), info.id);
+        self.rt.spawn(super::group::run_snapshots(due, move || {
+            let raft = groups.get(group);
+            async move {
+                match raft {
+                    Some(r) => r.trigger().snapshot().await.map_err(|_| ()),
+                    None => Err(()),
+                }
+            }
+        }));
         if fresh && !info.changed && info.members.keys().next() == Some(&self.id) {
             let nodes: BTreeMap<NodeId, BasicNode> = info
                 .members

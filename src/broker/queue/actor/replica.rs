@@ -265,7 +265,7 @@ impl Replica {
             list.into_iter()
                 .filter_map(|(key, id)| {
                     let r = q.checked_out_to(id, key)?;
-                    Some((key, (id, Arc::new(r.message.to_message()), r.deliveries)))
+                    Some((key, (id, r.message.shared(), r.deliveries)))
                 })
                 .collect::<Vec<(ConsumerKey, Picked)>>()
         }) else {

@@ -87,7 +87,7 @@ impl Task {
             id,
             redelivered: w.redelivered,
             delivery_count: w.delivery_count,
-            message: Arc::new(w.message.to_message()),
+            message: w.message.shared(),
             stored: None,
         }
     }

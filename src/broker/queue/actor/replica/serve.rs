@@ -47,10 +47,11 @@ impl QueueActor {
         &mut self,
         msg: Enqueue,
     ) -> ResponseFuture<Result<Enqueued, BrokerError>> {
+        // Shared with the publisher's message: nothing copied.
         let stored: Vec<StoredMessage> = msg
             .messages
             .iter()
-            .map(|m| StoredMessage::from(&**m))
+            .map(|m| StoredMessage::from(m.clone()))
             .collect();
         let answers = self.replica().group.publish(stored);
         let full = BrokerError::new(
@@ -196,7 +197,7 @@ impl QueueActor {
         let head = r.group.read(|q| {
             q.peek(usize::MAX)
                 .find(|m| !pending.contains(&m.id))
-                .map(|m| (m.id, Arc::new(m.message.to_message()), m.deliveries))
+                .map(|m| (m.id, m.message.shared(), m.deliveries))
         });
         let Some(Some(picked)) = head else {
             return Box::pin(actix::fut::ready(Ok(None)));
