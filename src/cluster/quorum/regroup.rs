@@ -138,17 +138,33 @@ pub fn reconcile(
 /// but a removed member is not always sent the entry that leaves it out.
 const RETIRE_AFTER: Duration = Duration::from_secs(60);
 
+/// How [`retire`] ends a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retired {
+    /// The group's membership has left it: stopped, its directory removed.
+    Left,
+    /// It never saw the group leave it within `RETIRE_AFTER`: stopped, its directory
+    /// kept (it may hold the only other copy of entries, if the removal never
+    /// committed), to be removed at the node's next start if the record still
+    /// excludes it.
+    TimedOut,
+}
+
 /// Calls `stop` once this node's member of group `group` sees the group's membership
-/// without it (a uniform configuration, not the joint step), or the group is gone
-/// here, or after `RETIRE_AFTER` (60 s). For a node taken out of a group while it still
-/// runs (`actormq cluster shrink`): stopping at once could take the majority away
-/// that must commit its removal (one other member down, say).
+/// without it (a uniform configuration, not the joint step, and applied: a leader
+/// that removes itself keeps running until the change is committed, so the others
+/// need no election to finish it), or after `RETIRE_AFTER` (60 s). Returns without
+/// stopping when the group is gone here, or when `still_out` answers false (the node
+/// was grown back into the group meanwhile: its member goes on). For a node taken out
+/// of a group while it still runs (`actormq cluster shrink`): stopping at once could
+/// take the majority away that must commit its removal (one other member down, say).
 pub fn retire(
     rt: &tokio::runtime::Handle,
     me: NodeId,
     groups: Arc<Groups>,
     group: super::wire::GroupId,
-    stop: impl FnOnce() + Send + 'static,
+    still_out: impl Fn() -> bool + Send + 'static,
+    stop: impl FnOnce(Retired) + Send + 'static,
 ) {
     rt.spawn(async move {
         let deadline = tokio::time::Instant::now() + RETIRE_AFTER;
@@ -156,16 +172,24 @@ pub fn retire(
             let Some(raft) = groups.get(group) else {
                 return;
             };
+            if !still_out() {
+                return;
+            }
             let left = {
                 let metrics = raft.metrics().borrow().clone();
                 let config = metrics.membership_config.membership();
-                config.get_joint_config().len() == 1 && !config.voter_ids().any(|v| v == me)
+                let applied = metrics.last_applied >= metrics.membership_config.log_id().clone();
+                applied
+                    && config.get_joint_config().len() == 1
+                    && !config.voter_ids().any(|v| v == me)
             };
-            if left || tokio::time::Instant::now() >= deadline {
-                if !left {
-                    tracing::warn!(group, "quorum queue group: this node was taken out of the group but never saw it happen; stopping its member anyway");
-                }
-                stop();
+            if left {
+                stop(Retired::Left);
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(group, "quorum queue group: this node was taken out of the group but never saw it happen; stopping its member, keeping its directory until the next start");
+                stop(Retired::TimedOut);
                 return;
             }
             tokio::time::sleep(RETRY).await;

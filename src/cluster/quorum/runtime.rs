@@ -213,6 +213,13 @@ impl Members {
     /// so a snapshot or purge still running (openraft's snapshot task outlives the
     /// shutdown) either ends before it or writes nothing after it.
     pub fn stop(&self, group: GroupId) {
+        self.stop_keeping(group, false)
+    }
+
+    /// [`stop`](Self::stop), keeping the log directory when `keep_dir` (a member that
+    /// may hold the only other copy of entries: `remove_strays` removes it at the
+    /// node's next start if the group's record still excludes this node).
+    pub fn stop_keeping(&self, group: GroupId, keep_dir: bool) {
         let guard = self
             .machines()
             .remove(&group)
@@ -225,6 +232,10 @@ impl Members {
                 if let Err(e) = raft.shutdown().await {
                     tracing::warn!(group, error = %e, "quorum queue group: its member did not shut down cleanly");
                 }
+            }
+            if keep_dir {
+                tracing::info!(group, "quorum queue group member stopped, its directory kept");
+                return;
             }
             let existed = dir.exists();
             match guard.remove(&dir) {

@@ -7,7 +7,7 @@ use super::StateMachine;
 use crate::cluster::node::Core;
 use crate::cluster::op::Op;
 use crate::cluster::quorum::grow::{change, ChangeCount, GroupChange};
-use crate::cluster::quorum::regroup::{reconcile, regroup, retire, Regrouped};
+use crate::cluster::quorum::regroup::{reconcile, regroup, retire, Regrouped, Retired};
 use crate::cluster::quorum::runtime::{limits_of, place, GroupInfo};
 use crate::cluster::quorum::wire::GroupId;
 use crate::cluster::types::NodeId;
@@ -157,12 +157,23 @@ pub(super) fn voters_of(
 fn retire_group(core: &Arc<Core>, id: GroupId) {
     let quorum = &core.quorum;
     let stopper = quorum.clone();
+    let c = core.clone();
+    let me = core.id;
+    // Out while no group of the applied state with this id lists this node.
+    let still_out = move || {
+        !c.applied()
+            .groups
+            .values()
+            .flat_map(|qs| qs.values())
+            .any(|g| g.id == id && g.members.contains_key(&me))
+    };
     retire(
         quorum.runtime(),
         quorum.node_id(),
         quorum.groups(),
         id,
-        move || stopper.stop(id),
+        still_out,
+        move |how| stopper.stop_keeping(id, how == Retired::TimedOut),
     );
 }
 

@@ -24,6 +24,12 @@ use tokio::sync::mpsc;
 /// snapshot is cheap: this bounds how often it is taken).
 pub const SNAPSHOT_EVERY: u64 = 500;
 
+/// Most entries between two snapshots whatever the bytes: a queue that holds messages
+/// and takes no publishes (consumers nacking with requeue in a loop, a poison message
+/// under a single active consumer) applies entries forever without publishing a
+/// byte, and its log must not grow without bound.
+pub const SNAPSHOT_AT_MOST_EVERY: u64 = 20 * SNAPSHOT_EVERY;
+
 /// What was applied since the last snapshot, and whom to tell that one is due.
 #[derive(Debug)]
 pub(super) struct Cadence {
@@ -69,7 +75,8 @@ impl Cadence {
 
     /// True when a snapshot of a queue holding `held` bytes is due.
     pub(super) fn is_due(&self, held: u64) -> bool {
-        self.entries >= SNAPSHOT_EVERY && self.bytes >= held.min(self.last)
+        self.entries >= SNAPSHOT_AT_MOST_EVERY
+            || (self.entries >= SNAPSHOT_EVERY && self.bytes >= held.min(self.last))
     }
 
     /// Tells the trigger, if any, when a snapshot of a queue holding `held` bytes is
@@ -166,6 +173,19 @@ mod tests {
         assert!(!c.is_due(50 << 20));
         // ...due once it is empty.
         assert!(c.is_due(0));
+    }
+
+    #[test]
+    fn a_large_queue_that_takes_no_publishes_is_still_snapshotted() {
+        let mut c = Cadence::new();
+        c.reset(100 << 20);
+        // Requeues in a loop: entries, no bytes published, the queue as large.
+        for _ in 1..SNAPSHOT_AT_MOST_EVERY {
+            c.applied(None);
+        }
+        assert!(!c.is_due(100 << 20));
+        c.applied(None);
+        assert!(c.is_due(100 << 20), "bounded by entries alone");
     }
 
     #[test]

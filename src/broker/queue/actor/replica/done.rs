@@ -15,8 +15,12 @@ impl QueueActor {
             }
             Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
             Cmd::Clock(_) => {
-                // Committed or not, the timer is armed again for the head as it is.
-                r.expiry = None;
+                // Committed or not, the timer is armed again for the head as it is;
+                // unless it already was (the head changed while this one was in
+                // flight), whose timer must not be forgotten.
+                if matches!(r.expiry, Some((_, None))) {
+                    r.expiry = None;
+                }
             }
             Cmd::Purge(tx) => {
                 let _ = tx.send(result.map(|g| g.purged));

@@ -21,23 +21,25 @@ impl QueueActor {
         let group = self.replica().group.clone();
         let addr = ctx.address();
         actix::spawn(async move {
-            let mut rx = loop {
-                if !addr.connected() {
-                    return;
+            // Outer: this node's member may stop (shrunk out of the group, or moved
+            // off by a regroup) and a new one start later (grown back in): the queue
+            // follows each in turn for as long as the actor lives.
+            while addr.connected() {
+                let Some(mut rx) = group.metrics() else {
+                    // This node's member is not started yet (a restart), or this node
+                    // is no member at all.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                loop {
+                    addr.do_send(GroupChanged);
+                    if rx.changed().await.is_err() || !addr.connected() {
+                        // The member stopped: one last look at the group without it.
+                        addr.do_send(GroupChanged);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                if let Some(rx) = group.metrics() {
-                    break rx;
-                }
-                // This node's member is not started yet (a restart), or this node is
-                // no member at all.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
-            loop {
-                addr.do_send(GroupChanged);
-                if rx.changed().await.is_err() || !addr.connected() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         });
     }
