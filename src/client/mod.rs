@@ -48,6 +48,7 @@ mod error;
 mod ops;
 mod options;
 mod publish;
+mod readbuf;
 mod reader;
 mod tls;
 

@@ -12,11 +12,12 @@ use super::consumer::{Delivery, GetOk};
 use super::error::ClientError;
 use super::ops::QueueInfo;
 use super::publish::Returned;
+use super::readbuf::ReadPlan;
 use crate::protocol::PropertiesRef;
 use crate::protocol::{
     body_bytes, decode_server, frame::take_frame, ClientFrame, ReplyBody, ServerFrame,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -43,10 +44,6 @@ pub(crate) enum Reply {
 
 /// Frames from the broker may exceed its own maximum by the delivery's envelope.
 const FRAME_SLACK: usize = 64 * 1024;
-/// Free space below which the read buffer grows before a read.
-const MIN_READ_SPACE: usize = 16 * 1024;
-/// How much it grows by.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads until the socket closes or fails, then fails the connection with the reason.
 pub(crate) async fn run(
@@ -56,18 +53,18 @@ pub(crate) async fn run(
     heartbeat: Duration,
 ) {
     let max = shared.max_frame.saturating_add(FRAME_SLACK);
+    let mut plan = ReadPlan::default();
     let error = loop {
         if let Err(e) = drain(&shared, &mut buf, max) {
             break e;
         }
-        if buf.capacity() - buf.len() < MIN_READ_SPACE {
-            buf.reserve(READ_CHUNK);
-        }
+        let limit = plan.next(&mut buf);
+        let mut window = (&mut buf).limit(limit);
         let read = if heartbeat.is_zero() {
-            rd.read_buf(&mut buf).await
+            rd.read_buf(&mut window).await
         } else {
             // Two silent intervals: the broker (or the network) is gone.
-            match tokio::time::timeout(heartbeat * 2, rd.read_buf(&mut buf)).await {
+            match tokio::time::timeout(heartbeat * 2, rd.read_buf(&mut window)).await {
                 Ok(r) => r,
                 Err(_) => {
                     break ClientError::HeartbeatTimeout {

@@ -221,15 +221,22 @@ pub async fn run_on<D: Driver>(
         // stop-and-wait (scenario 1: 570k -> 706-723k msg/s; a quarter window:
         // 605k, a tenth: 551-568k).
         let flush_every = u64::from(args.prefetch / 2).max(1);
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let started = Instant::now();
             let mut n: u64 = 0;
-            loop {
+            // The stop signal is one future for the whole run, polled only when no
+            // delivery is ready (a delivery ready first is taken; the flag ends a run
+            // whose deliveries never stop coming). A `wait_for` made per delivery
+            // registered and removed a waiter under the channel's locks each time.
+            let stopped = stop_rx.wait_for(|s| *s);
+            tokio::pin!(stopped);
+            while !stop.load(Ordering::Relaxed) {
                 let d = tokio::select! {
                     biased;
-                    _ = stop_rx.wait_for(|s| *s) => break,
                     d = consumer.next() => d,
+                    _ = &mut stopped => break,
                 };
                 let Some(d) = d else { break };
                 if measuring.load(Ordering::Relaxed) && d.body.len() >= 8 {
