@@ -29,6 +29,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Waiter = oneshot::Sender<Result<Option<u64>, BrokerError>>;
 
+/// The cluster addresses of a group's members as recorded now.
+pub type MemberAddrs = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// The publishing side of one group on this node.
 pub struct Publisher {
     tx: mpsc::UnboundedSender<(StoredMessage, Waiter)>,
@@ -38,13 +41,14 @@ impl Publisher {
     /// Starts the batcher of `group` (on the current tokio runtime); this node's member
     /// (if any) is found in `groups`, other members through their cluster ports.
     pub fn start(group: GroupId, groups: Arc<Groups>) -> Publisher {
-        Publisher::start_for(group, groups, Vec::new())
+        Publisher::start_for(group, groups, Arc::new(Vec::new))
     }
 
     /// [`start`](Self::start) on a node that may run no member of the group: while no
-    /// leader is known, the writes ask the `members`' cluster addresses in turn (a
-    /// member that does not lead answers with the leader's address).
-    pub fn start_for(group: GroupId, groups: Arc<Groups>, members: Vec<String>) -> Publisher {
+    /// leader is known, the writes ask the cluster addresses `members` answers (read
+    /// again for each write: members change) in turn (a member that does not lead
+    /// answers with the leader's address).
+    pub fn start_for(group: GroupId, groups: Arc<Groups>, members: MemberAddrs) -> Publisher {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(batcher(group, groups, members, rx));
         Publisher { tx }
@@ -71,7 +75,7 @@ impl Publisher {
 async fn batcher(
     group: GroupId,
     groups: Arc<Groups>,
-    members: Vec<String>,
+    members: MemberAddrs,
     mut rx: mpsc::UnboundedReceiver<(StoredMessage, Waiter)>,
 ) {
     let mut links: HashMap<String, Arc<Link>> = HashMap::new();
@@ -87,7 +91,7 @@ async fn batcher(
         let written = write(
             group,
             &groups,
-            &members,
+            &members(),
             &mut links,
             Command::Enqueue(messages),
         )

@@ -12,7 +12,7 @@
 
 use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
 use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
-use super::publisher::Publisher;
+use super::publisher::{MemberAddrs, Publisher};
 use super::wire::{GroupId, GroupNetwork, Groups};
 use crate::cluster::log_store::{DirGuard, LogStore};
 use crate::cluster::NodeId;
@@ -287,9 +287,16 @@ impl Members {
     }
 }
 
+/// Reads a group's members (node id → cluster address) as recorded now: `None` once
+/// the group is gone.
+pub type CurrentMembers = Arc<dyn Fn() -> Option<BTreeMap<NodeId, String>> + Send + Sync>;
+
 /// One quorum queue's group as its queue actor uses it (on any node, a member or not).
 pub struct QueueGroup {
     info: GroupInfo,
+    /// The group's members as the applied state records them now (they change:
+    /// `grow`, `shrink`, a regroup), when the node follows them; else `info`'s.
+    current: Option<CurrentMembers>,
     members: Arc<Members>,
     publisher: OnceLock<Publisher>,
     /// The leader's commands, proposed in the order written (see [`QueueGroup::write`]).
@@ -301,10 +308,26 @@ impl QueueGroup {
     pub fn new(info: GroupInfo, members: Arc<Members>) -> QueueGroup {
         QueueGroup {
             info,
+            current: None,
             members,
             publisher: OnceLock::new(),
             writer: OnceLock::new(),
         }
+    }
+
+    /// Follows the group's members as `current` reads them, instead of those of
+    /// `info` (the group as it was when the queue started here).
+    pub fn following(mut self, current: CurrentMembers) -> QueueGroup {
+        self.current = Some(current);
+        self
+    }
+
+    /// The members (node id → cluster address) as recorded now.
+    fn members_now(&self) -> BTreeMap<NodeId, String> {
+        self.current
+            .as_ref()
+            .and_then(|c| c())
+            .unwrap_or_else(|| self.info.members.clone())
     }
 
     /// The group's id.
@@ -319,7 +342,7 @@ impl QueueGroup {
 
     /// The members' ids.
     pub fn member_ids(&self) -> Vec<NodeId> {
-        self.info.members.keys().copied().collect()
+        self.members_now().keys().copied().collect()
     }
 
     fn raft(&self) -> Option<Raft<QueueTypes>> {
@@ -334,7 +357,19 @@ impl QueueGroup {
     ) -> impl std::future::Future<Output = Vec<Result<Option<u64>, BrokerError>>> + Send {
         let publisher = self.publisher.get_or_init(|| {
             let _rt = self.members.rt.enter();
-            let addrs = self.info.members.values().cloned().collect();
+            let addrs: MemberAddrs = match &self.current {
+                Some(c) => {
+                    let c = c.clone();
+                    let fallback: Vec<String> = self.info.members.values().cloned().collect();
+                    Arc::new(move || {
+                        c().map_or_else(|| fallback.clone(), |m| m.into_values().collect())
+                    })
+                }
+                None => {
+                    let fixed: Vec<String> = self.info.members.values().cloned().collect();
+                    Arc::new(move || fixed.clone())
+                }
+            };
             Publisher::start_for(self.info.id, self.members.groups.clone(), addrs)
         });
         let answers: Vec<_> = messages.into_iter().map(|m| publisher.publish(m)).collect();
@@ -352,7 +387,7 @@ impl QueueGroup {
     ) -> impl std::future::Future<Output = Result<GroupResponse, BrokerError>> + Send {
         let groups = self.members.groups.clone();
         let group = self.info.id;
-        let members: Vec<String> = self.info.members.values().cloned().collect();
+        let members: Vec<String> = self.members_now().into_values().collect();
         // On the cluster's runtime: its connections live there.
         let task = self.members.rt.spawn(async move {
             let mut links = HashMap::new();
@@ -411,7 +446,7 @@ impl QueueGroup {
     /// starting): false after `timeout`, or at once on a node that is no member.
     pub async fn leader_known(&self, timeout: std::time::Duration) -> bool {
         let end = tokio::time::Instant::now() + timeout;
-        if !self.info.members.contains_key(&self.members.id) {
+        if !self.members_now().contains_key(&self.members.id) {
             return false;
         }
         let mut rx = loop {
@@ -480,12 +515,12 @@ impl QueueGroup {
             let m = r.metrics().borrow().membership_config.clone();
             m.membership().get_node(&node).map(|n| n.addr.clone())
         });
-        known.or_else(|| self.info.members.get(&node).cloned())
+        known.or_else(|| self.members_now().get(&node).cloned())
     }
 
     /// A member as the management API names nodes: `node2@127.0.0.1:25673`.
     pub fn node_name(&self, node: NodeId) -> String {
-        match self.info.members.get(&node) {
+        match self.members_now().get(&node) {
             Some(addr) => format!("node{node}@{addr}"),
             None => format!("node{node}"),
         }
@@ -493,7 +528,7 @@ impl QueueGroup {
 
     /// A member as errors name it: `node 2 (127.0.0.1:25673)`.
     pub fn describe(&self, node: NodeId) -> String {
-        match self.info.members.get(&node) {
+        match self.members_now().get(&node) {
             Some(addr) => format!("node {node} ({addr})"),
             None => format!("node {node}"),
         }

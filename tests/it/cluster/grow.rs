@@ -1,6 +1,7 @@
 //! `actormq cluster grow` / `shrink`: a quorum queue group of one member grows onto the
 //! two other nodes, which its leader catches up; its first member is then shrunk out
-//! and killed, and the two members it gained hold every message, in order. A group's
+//! and killed (after publishing once more from outside the group), and the two
+//! members it gained hold every message, in order. A group's
 //! last member is never shrunk out, a node that is no voter is refused, and
 //! `--even` leaves a group of an odd size alone.
 
@@ -126,14 +127,18 @@ async fn a_group_grows_onto_new_members_which_carry_it_once_its_first_member_is_
         })
     });
 
+    // Its node, now outside the group, still publishes to it: its queue finds the
+    // group's new members (it started when the node was the only one).
+    publish_numbered(&nodes[at_first], "grown", MESSAGES..MESSAGES + 1).await;
+
     // Without the first member at all, the two it gained hold every message.
     nodes[at_first].kill9();
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != first).collect();
     let (_, _conn, mut consumer) = consume_on_leader(&survivors, "grown", 500).await;
-    for want in 0..MESSAGES {
+    for want in 0..=MESSAGES {
         let d = tokio::time::timeout(DEADLINE, consumer.next())
             .await
-            .unwrap_or_else(|_| panic!("only {want} of {MESSAGES}"))
+            .unwrap_or_else(|_| panic!("only {want} of {}", MESSAGES + 1))
             .expect("the consumer goes on")
             .expect("a delivery");
         let n: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
