@@ -178,7 +178,7 @@ pub fn retire(
             let left = {
                 let metrics = raft.metrics().borrow().clone();
                 let config = metrics.membership_config.membership();
-                let applied = metrics.last_applied >= metrics.membership_config.log_id().clone();
+                let applied = metrics.last_applied >= *metrics.membership_config.log_id();
                 applied
                     && config.get_joint_config().len() == 1
                     && !config.voter_ids().any(|v| v == me)

@@ -135,6 +135,15 @@ pub(super) async fn consume_on_leader(
     (led, conn, c)
 }
 
+/// The next delivery of `consumer`, within the deadline.
+pub(super) async fn next_delivery(consumer: &mut lapin::Consumer) -> lapin::message::Delivery {
+    tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(consumer))
+        .await
+        .expect("a delivery")
+        .expect("the consumer goes on")
+        .expect("a delivery, not an error")
+}
+
 pub(super) fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
     d.properties.headers().as_ref().and_then(|h| {
         h.inner()

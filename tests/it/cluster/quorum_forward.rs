@@ -6,7 +6,8 @@
 //! ([`super::quorum_forward_more`]: a node that is no member of the group; a measure).
 
 use super::quorum::{
-    connect, declare_quorum, delivery_count, publish_persistent, queue_leader, try_consume,
+    connect, declare_quorum, delivery_count, next_delivery, publish_persistent, queue_leader,
+    try_consume,
 };
 use super::{leader, three_nodes, Node};
 use crate::support::DEADLINE;
@@ -85,11 +86,7 @@ async fn a_consumer_on_a_follower_gets_every_message_in_order_and_its_acks_survi
         .await
         .expect("a follower serves a consumer");
     for n in 0..300 {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(text(&d.data), n.to_string(), "in order");
         assert!(!d.redelivered, "{n} first delivery");
         d.ack(BasicAckOptions::default()).await.unwrap();
@@ -133,11 +130,7 @@ async fn a_consumer_on_a_follower_gets_every_message_in_order_and_its_acks_survi
     // leader: the same consumer goes on, and "acked" never comes back.
     let (_conn2, _ch2, mut consumer) = try_consume(follower, "fwd", 20).await.unwrap();
     publish_confirmed(&pch, "fwd", ["acked".to_string()]).await;
-    let d = tokio::time::timeout(DEADLINE, consumer.next())
-        .await
-        .expect("a delivery")
-        .unwrap()
-        .unwrap();
+    let d = next_delivery(&mut consumer).await;
     assert_eq!(text(&d.data), "acked");
     d.ack(BasicAckOptions::default()).await.unwrap();
     counts(leader_node, "fwd", 0, 0).await;
@@ -219,11 +212,7 @@ async fn a_follower_consumer_follows_a_new_leader_after_kill_9_without_reconnect
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         let n: u64 = text(&d.data).parse().unwrap();
         assert!(!d.redelivered, "{n}: nothing redelivered before the kill");
         *before.entry(n).or_default() += 1;
@@ -321,11 +310,7 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
     // Taken on a follower, not acked, then the client goes.
     let (conn, _ch, mut consumer) = try_consume(followers[0], "back", 10).await.unwrap();
     for n in 0..10 {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(text(&d.data), n.to_string());
     }
     counts(leader_node, "back", 0, 10).await;

@@ -2,11 +2,9 @@
 //! serves consumers and gets; the consume rate on the leader and on a follower (a
 //! measurement, ignored).
 
-use super::quorum::{connect, declare_quorum, queue_leader, try_consume};
+use super::quorum::{connect, declare_quorum, next_delivery, queue_leader, try_consume};
 use super::quorum_forward::{counts, publish_confirmed, text};
 use super::{leader, three_nodes, Node};
-use crate::support::DEADLINE;
-use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
 use std::time::Instant;
 use tokio::task::block_in_place;
@@ -16,11 +14,7 @@ async fn consume_rate(node: &Node, queue: &str, n: usize, prefetch: u16) -> f64 
     let (_conn, _ch, mut consumer) = try_consume(node, queue, prefetch).await.unwrap();
     let start = Instant::now();
     for _ in 0..n {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
     n as f64 / start.elapsed().as_secs_f64()
@@ -82,11 +76,7 @@ async fn a_node_that_is_no_member_of_the_group_serves_a_consumer_and_a_get() {
     assert_eq!(text(&got.delivery.data), "0");
     let (_conn, _ch, mut consumer) = try_consume(outsider, "solo", 5).await.unwrap();
     for n in 1..20 {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(text(&d.data), n.to_string());
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
@@ -117,11 +107,7 @@ async fn a_purge_on_a_follower_or_a_node_outside_the_group_is_committed_through_
     publish_confirmed(&pch, "purged", (0..30).map(|n| n.to_string())).await;
     // One message held by a consumer: a purge takes ready messages only.
     let (_conn, _ch, mut consumer) = try_consume(leader_node, "purged", 1).await.unwrap();
-    let held = tokio::time::timeout(DEADLINE, consumer.next())
-        .await
-        .expect("a delivery")
-        .unwrap()
-        .unwrap();
+    let held = next_delivery(&mut consumer).await;
     assert_eq!(text(&held.data), "0");
     counts(leader_node, "purged", 29, 1).await;
 
@@ -138,11 +124,7 @@ async fn a_purge_on_a_follower_or_a_node_outside_the_group_is_committed_through_
     // The purged messages are gone: after the held one comes a new one.
     publish_confirmed(&pch, "purged", ["31".to_string()]).await;
     held.ack(BasicAckOptions::default()).await.unwrap();
-    let next = tokio::time::timeout(DEADLINE, consumer.next())
-        .await
-        .expect("a delivery")
-        .unwrap()
-        .unwrap();
+    let next = next_delivery(&mut consumer).await;
     assert_eq!(text(&next.data), "31");
     assert!(!next.redelivered);
 }

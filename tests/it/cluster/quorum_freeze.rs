@@ -2,7 +2,7 @@
 //! leader redelivers what the frozen one's consumer held, marked, and nothing acked;
 //! thawed, the old leader moves its consumer to the new one (no cancel, no reconnect).
 
-use super::quorum::{connect, consume_on_leader, declare_quorum, delivery_count};
+use super::quorum::{connect, consume_on_leader, declare_quorum, delivery_count, next_delivery};
 use super::{leader, three_nodes, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
@@ -42,11 +42,7 @@ async fn a_frozen_group_leader_is_replaced_and_moves_its_consumers_when_thawed()
     }
     // 0..5 acked, 5..10 held.
     for n in 0..10u64 {
-        let d = tokio::time::timeout(DEADLINE, consumer.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut consumer).await;
         assert_eq!(std::str::from_utf8(&d.data).unwrap(), n.to_string());
         if n < 5 {
             d.ack(BasicAckOptions::default()).await.unwrap();

@@ -5,7 +5,7 @@
 //! a consume on a follower reaches the leader; a follower's consumer goes on after a
 //! frozen leader is replaced, without reconnecting.
 
-use super::quorum::{connect, declare_quorum, queue_leader, try_consume};
+use super::quorum::{connect, declare_quorum, next_delivery, queue_leader, try_consume};
 use super::quorum_forward::{counts, publish_confirmed, text};
 use super::{assert_no_panic, leader, three_nodes, Node};
 use crate::support::DEADLINE;
@@ -214,11 +214,7 @@ async fn auto_ack_deliveries_in_flight_when_a_follower_consumer_is_cancelled_are
     let mut c = consume_on(&ch, "noack", "auto", false, true).await.unwrap();
     let mut seen = BTreeSet::new();
     for _ in 0..10 {
-        let d = tokio::time::timeout(DEADLINE, c.next())
-            .await
-            .expect("a delivery")
-            .unwrap()
-            .unwrap();
+        let d = next_delivery(&mut c).await;
         seen.insert(text(&d.data).parse::<usize>().unwrap());
     }
     ch.basic_cancel("auto".into(), BasicCancelOptions::default())
@@ -267,11 +263,7 @@ async fn basic_qos_after_a_consume_on_a_follower_reaches_the_leader() {
     publish_confirmed(&pch, "qos", (0..10).map(|n| n.to_string())).await;
 
     let (_conn, ch, mut c) = try_consume(follower, "qos", 1).await.unwrap();
-    let first = tokio::time::timeout(DEADLINE, c.next())
-        .await
-        .expect("a delivery")
-        .unwrap()
-        .unwrap();
+    let first = next_delivery(&mut c).await;
     assert_eq!(text(&first.data), "0");
     counts(leader_node, "qos", 9, 1).await;
     // A larger prefetch on the same channel: four more come, unacked.
@@ -301,11 +293,7 @@ async fn a_follower_consumer_goes_on_after_a_frozen_leader_is_replaced() {
     let (_pconn, pch) = publisher(follower).await;
     let (_conn, _ch, mut c) = try_consume(follower, "ice", 10).await.unwrap();
     publish_confirmed(&pch, "ice", ["before".to_string()]).await;
-    let d = tokio::time::timeout(DEADLINE, c.next())
-        .await
-        .expect("a delivery")
-        .unwrap()
-        .unwrap();
+    let d = next_delivery(&mut c).await;
     assert_eq!(text(&d.data), "before");
     d.ack(BasicAckOptions::default()).await.unwrap();
     counts(old_node, "ice", 0, 0).await;
