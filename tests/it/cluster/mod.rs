@@ -375,6 +375,14 @@ pub fn three_nodes(root: &Path) -> Vec<Node> {
     cluster_of(root, 3)
 }
 
+/// Three nodes (as [`three_nodes`]) once their cluster has elected a leader.
+pub fn three_led(root: &Path) -> Vec<Node> {
+    let nodes = three_nodes(root);
+    let all: Vec<&Node> = nodes.iter().collect();
+    leader(&all);
+    nodes
+}
+
 /// `count` nodes on loopback, ids 1 to `count`, each in its own directory under `root`.
 pub fn cluster_of(root: &Path, count: u64) -> Vec<Node> {
     let seeds: Vec<(u64, String)> = (1..=count)

@@ -7,7 +7,7 @@
 //! too.
 
 use super::quorum::{connect, declare_quorum, publish_persistent, queue_leader, try_consume};
-use super::{leader, three_nodes, Node};
+use super::{three_led, Node};
 use crate::support::DEADLINE;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -103,9 +103,8 @@ pub(super) async fn drain_dlq(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_queue_in_a_cluster_dead_letters_once_by_delivery_limit_reject_and_maxlen() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = block_in_place(|| three_nodes(dir.path()));
+    let nodes = block_in_place(|| three_led(dir.path()));
     let all: Vec<_> = nodes.iter().collect();
-    block_in_place(|| leader(&all));
     declare_quorum(&nodes[0], "dlq", "").await;
     declare_quorum(
         &nodes[1],
@@ -170,11 +169,7 @@ async fn a_quorum_queue_in_a_cluster_dead_letters_once_by_delivery_limit_reject_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_quorum_leader_dead_letters_what_dies_under_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = block_in_place(|| three_nodes(dir.path()));
-    {
-        let all: Vec<_> = nodes.iter().collect();
-        block_in_place(|| leader(&all));
-    }
+    let mut nodes = block_in_place(|| three_led(dir.path()));
     declare_quorum(&nodes[0], "dlq", "").await;
     declare_quorum(
         &nodes[0],
@@ -234,11 +229,7 @@ async fn a_new_quorum_leader_dead_letters_what_dies_under_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_queue_ttls_expire_to_the_dead_letter_queue_also_through_a_new_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = block_in_place(|| three_nodes(dir.path()));
-    {
-        let all: Vec<_> = nodes.iter().collect();
-        block_in_place(|| leader(&all));
-    }
+    let mut nodes = block_in_place(|| three_led(dir.path()));
     declare_quorum(&nodes[0], "dlq", "").await;
     declare_quorum(
         &nodes[1],
