@@ -92,6 +92,9 @@ pub struct Ready<'a, M> {
     pub message: &'a M,
     /// Deliveries before this one (0 for a first delivery).
     pub deliveries: u32,
+    /// The last millisecond it is alive (on the leader's clock), when it has a TTL: a
+    /// `basic.get` passes over one whose deadline has passed.
+    pub deadline: Option<u64>,
 }
 
 /// The replicated state of one quorum queue (also its snapshot).
@@ -137,6 +140,10 @@ pub struct QueueMachine<M> {
     /// The registration number of the next new consumer.
     #[serde(default)]
     next_seq: u64,
+    /// [`Command::Touch`]es applied: the redeclares the leader's `x-expires` lease
+    /// counts as uses.
+    #[serde(default)]
+    touches: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -153,6 +160,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             held_bytes: 0,
             clock_ms: 0,
             next_seq: 0,
+            touches: 0,
         }
     }
 
@@ -174,6 +182,11 @@ impl<M: Clone + Weighed> QueueMachine<M> {
         self.ready.values().next()?.expires_at
     }
 
+    /// The [`Command::Touch`]es applied so far (redeclares of the queue on any node).
+    pub fn touches(&self) -> u64 {
+        self.touches
+    }
+
     /// Registered consumers.
     pub fn consumer_count(&self) -> usize {
         self.consumers.len()
@@ -193,6 +206,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 message: &h.message,
                 // The checkout counted this delivery: the earlier ones.
                 deliveries: h.deliveries.saturating_sub(1),
+                deadline: h.expires_at,
             }),
             _ => None,
         }
@@ -220,6 +234,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             id: *id,
             message: &h.message,
             deliveries: h.deliveries,
+            deadline: h.expires_at,
         })
     }
 
@@ -349,6 +364,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 self.clock_ms = self.clock_ms.max(now_ms);
                 self.expire_head(&mut out.dead);
             }
+            Command::Touch => self.touches += 1,
         }
     }
 

@@ -162,12 +162,16 @@ impl QueueActor {
         Ok(tag)
     }
 
-    /// A `basic.get` on the leader: the head, once its `Deliver` is committed.
+    /// A `basic.get` (a use of the queue, for `x-expires`) on the leader: the first
+    /// live ready message, once its `Deliver` is committed.
     pub(in crate::broker::queue::actor) fn replica_get(
         &mut self,
         msg: Get,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
+        if let Some(lease) = self.replica().lease.as_mut() {
+            lease.used(std::time::Instant::now());
+        }
         self.replica_get_after(msg, 0, ctx)
     }
 
@@ -195,13 +199,7 @@ impl QueueActor {
             return Box::pin(actix::fut::ready(Err(e)));
         }
         let r = self.replica();
-        let pending = &r.pending;
-        let head = r.group.read(|q| {
-            q.peek(usize::MAX)
-                .find(|m| !pending.contains(&m.id))
-                .map(|m| (m.id, m.message.shared(), m.deliveries))
-        });
-        let Some(Some(picked)) = head else {
+        let Some(picked) = r.pick_for_get() else {
             return Box::pin(actix::fut::ready(Ok(None)));
         };
         let consumer = r.next_consumer;
@@ -214,6 +212,7 @@ impl QueueActor {
             auto_ack: msg.auto_ack,
             picked,
             answer: tx,
+            tries: 0,
         });
         self.replica_pump(ctx);
         Box::pin(actix::fut::wrap_future::<_, Self>(async move {
@@ -332,6 +331,7 @@ impl QueueActor {
         self.replica_flush();
         self.replica_dead_letters(ctx);
         self.replica_arm_expiry(ctx);
+        self.replica_watch_lease(ctx);
         self.replica_pump(ctx);
         self.remote_wait(ctx);
     }
