@@ -1,7 +1,8 @@
 //! Expiry on quorum queues replicated across a 3-node cluster (real processes):
 //! `x-expires` deletes a queue unused for its period on every node (its group too),
 //! while a consumer, `basic.get`s or redeclares on a node that does not lead the group
-//! keep one alive, and it goes once they stop; a `basic.get` passes over messages past
+//! keep one alive, and it goes once they stop, also when its group's leader is killed
+//! before its period is up (the new leader counts it); a `basic.get` passes over messages past
 //! their TTL that no `Clock` has expired yet, and never answers empty while a live
 //! message is behind them.
 
@@ -217,5 +218,21 @@ async fn a_get_passes_over_messages_past_their_ttl_and_takes_the_live_one_behind
         );
         assert_eq!(get(&g1, "gets").await, None, "round {round}: nothing left");
     }
+    super::assert_no_panic(&nodes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_quorum_queue_still_expires_when_its_group_leader_is_killed_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = block_in_place(|| three_led(dir.path()));
+    let all: Vec<&Node> = nodes.iter().collect();
+    declare_quorum(&nodes[0], "orphan", &format!(r#","x-expires":{EXPIRES}"#)).await;
+    // Killed well within its period: the new leader counts the period afresh from
+    // its takeover, and deletes the queue through the survivors' log.
+    let led = queue_leader(&all, "orphan").await;
+    let at = nodes.iter().position(|n| n.id == led).unwrap();
+    nodes[at].kill9();
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != led).collect();
+    converged(&survivors, |d| !has(d, "queues", "orphan")).await;
     super::assert_no_panic(&nodes);
 }
