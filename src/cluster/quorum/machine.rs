@@ -70,6 +70,9 @@ struct Attached {
     /// Its place in registration order (single active consumer).
     #[serde(default)]
     seq: u64,
+    /// The consumer of another node it was made for (see [`Command::Consume`]).
+    #[serde(default)]
+    origin: Option<ConsumerKey>,
 }
 
 /// A message in the queue.
@@ -112,7 +115,7 @@ pub struct Ready<'a, M> {
 ///
 /// let mut q = QueueMachine::new(Limits::default());
 /// let to = ConsumerKey { node: 1, consumer: 1 };
-/// q.apply(Command::Consume { consumer: to, credit: 1 });
+/// q.apply(Command::Consume { consumer: to, credit: 1, origin: None });
 /// let a = q.apply(Command::Enqueue(vec![Body(b"a".to_vec()), Body(b"b".to_vec())]));
 /// assert_eq!(a.enqueued, [Some(1), Some(2)]);
 /// // Checked out as the publish applied: one, the consumer's credit.
@@ -174,6 +177,16 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             .iter()
             .min_by_key(|(k, c)| (c.seq, **k))
             .map(|(k, _)| *k)
+    }
+
+    /// Whether the consumer of another node `origin` (made here through a consume
+    /// session: see [`Command::Consume`]) is given messages: true without
+    /// `x-single-active-consumer`, else only if it is the active one's origin.
+    pub fn origin_is_active(&self, origin: ConsumerKey) -> bool {
+        match self.active_consumer() {
+            None => true,
+            Some(k) => self.consumers.get(&k).and_then(|c| c.origin) == Some(origin),
+        }
     }
 
     /// The deadline of the head (the first ready message), if it has a TTL: when the
@@ -327,7 +340,11 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 }
                 self.ready_bytes = 0;
             }
-            Command::Consume { consumer, credit } => {
+            Command::Consume {
+                consumer,
+                credit,
+                origin,
+            } => {
                 let credit = credit.max(1);
                 let c = match self.consumers.entry(consumer) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -337,10 +354,14 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                             credit,
                             held: 0,
                             seq: self.next_seq,
+                            origin: None,
                         })
                     }
                 };
                 c.credit = credit;
+                if origin.is_some() {
+                    c.origin = origin;
+                }
                 let serve = c.held < c.credit;
                 let listed = self.service.contains(&consumer);
                 if serve && !listed {

@@ -203,6 +203,7 @@ fn random_log(seed: u64, len: usize) -> Vec<Command<M>> {
             5 => Command::Consume {
                 consumer: [C1, C2][rng.below(2) as usize],
                 credit: rng.below(4) as u32,
+                origin: None,
             },
             6 => match rng.below(3) {
                 0 => Command::Cancel {
@@ -304,7 +305,11 @@ fn a_batch_of_commands_is_the_commands_one_after_the_other() {
 }
 
 fn consume(consumer: ConsumerKey, credit: u32) -> Command<M> {
-    Command::Consume { consumer, credit }
+    Command::Consume {
+        consumer,
+        credit,
+        origin: None,
+    }
 }
 
 #[test]

@@ -68,6 +68,9 @@ struct Consumer {
     unacked: usize,
     /// Checked out to it by the machine, not sent yet (its transport window is full).
     waiting: VecDeque<Picked>,
+    /// Made by a consume session for a consumer of another node: that node and its
+    /// id there (registered with it: single active consumer on that node's listing).
+    origin: Option<ConsumerKey>,
 }
 
 /// The credit a consumer of `prefetch` is registered with in the machine.
@@ -87,6 +90,7 @@ enum Cmd {
     Consume {
         consumer: u64,
         credit: u32,
+        origin: Option<ConsumerKey>,
     },
     Cancel(u64),
     Get {
@@ -347,9 +351,14 @@ impl Replica {
     fn command(&self, cmd: &Cmd) -> Command<StoredMessage> {
         let r = self;
         match cmd {
-            Cmd::Consume { consumer, credit } => Command::Consume {
+            Cmd::Consume {
+                consumer,
+                credit,
+                origin,
+            } => Command::Consume {
                 consumer: r.key(*consumer),
                 credit: *credit,
+                origin: *origin,
             },
             Cmd::Cancel(consumer) => Command::Cancel {
                 consumer: r.key(*consumer),

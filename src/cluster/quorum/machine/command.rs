@@ -94,6 +94,11 @@ pub enum Command<M> {
         consumer: ConsumerKey,
         /// Most unsettled checkouts (its prefetch; at least 1).
         credit: u32,
+        /// A consumer made for one on a node that does not lead (through a consume
+        /// session): that node and its id there, kept so that every member can tell
+        /// whether it is the single active one. `None` keeps what was registered.
+        #[serde(default)]
+        origin: Option<ConsumerKey>,
     },
     /// `consumer` takes nothing more; what it holds stays checked out to it until
     /// settled or returned.

@@ -102,10 +102,15 @@ impl QueueActor {
             self.remote_wait(ctx);
             return consumed;
         }
-        let forwarded = msg
+        let made_for = msg
             .options
             .arguments
-            .contains_key(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
+            .get(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
+        let forwarded = made_for.is_some();
+        // The other node's consumer it is made for, when its session says.
+        let origin = made_for
+            .and_then(crate::cluster::quorum::consume_wire::origin_of)
+            .map(|(node, consumer)| ConsumerKey { node, consumer });
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
         let r = self.replica();
         if r.consumers.iter().any(|c| c.exclusive) {
@@ -152,11 +157,13 @@ impl QueueActor {
             window_size: msg.window,
             unacked: 0,
             waiting: VecDeque::new(),
+            origin,
         });
         let credit = credit_of(msg.options.prefetch);
         r.cmds.push_back(Cmd::Consume {
             consumer: id,
             credit,
+            origin,
         });
         self.replica_dispatch(ctx);
         Ok(tag)
@@ -304,6 +311,7 @@ impl QueueActor {
                         r.cmds.push_back(Cmd::Consume {
                             consumer: c.id,
                             credit: credit_of(prefetch),
+                            origin: c.origin,
                         });
                     }
                 }
