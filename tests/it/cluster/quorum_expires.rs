@@ -2,9 +2,9 @@
 //! `x-expires` deletes a queue unused for its period on every node (its group too),
 //! while a consumer, `basic.get`s or redeclares on a node that does not lead the group
 //! keep one alive, and it goes once they stop, also when its group's leader is killed
-//! before its period is up (the new leader counts it); a `basic.get` passes over messages past
-//! their TTL that no `Clock` has expired yet, and never answers empty while a live
-//! message is behind them.
+//! before its period is up (the new leader counts it); a `basic.get` passes over
+//! messages past their TTL that no `Clock` has expired yet, and never answers empty
+//! while a live message is behind them.
 
 use super::quorum::{connect, declare_quorum, publish_persistent, queue_leader, try_consume};
 use super::{converged, has, three_led, wait_for, Node};
