@@ -174,6 +174,20 @@ pub struct QueueGone {
     pub incarnation: u64,
 }
 
+/// A replicated quorum queue's group leader found the queue unused for its
+/// `x-expires` period: the registry has its delete committed through the definitions
+/// log, as any `queue.delete` is, so every node deletes it (and its group) once the
+/// entry applies there, the leader's node included. Answers once committed.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct QueueUnused {
+    /// The queue's name.
+    pub name: Arc<str>,
+    /// The queue's incarnation: a notice of an earlier queue of the same name (deleted
+    /// and declared again meanwhile) deletes nothing.
+    pub incarnation: u64,
+}
+
 // ------------------------------------------------------------------------- publishing
 
 /// The outcome of one published message.

@@ -27,6 +27,7 @@ mod durable;
 mod handlers;
 mod policies;
 mod replicated;
+mod unused;
 
 pub use policies::{ClearPolicy, ListPolicies, PutPolicy, SnapshotDefinitions};
 pub use replicated::Local;
@@ -476,6 +477,7 @@ impl Registry {
                 auto_delete: spec.auto_delete && remote.is_none(),
                 gauge: self.ctx.gauge.clone(),
                 registry: ctx.address().recipient(),
+                unused: ctx.address().recipient(),
                 flow_threshold: self.ctx.queue_flow_threshold,
                 config,
                 exchanges: self.directory.clone(),

@@ -99,6 +99,9 @@ pub(crate) struct QueueInit {
     pub gauge: Arc<MemoryGauge>,
     /// Told when the queue deletes itself.
     pub registry: Recipient<QueueGone>,
+    /// Told when a replicated queue is unused for its `x-expires` (the registry has
+    /// its delete committed by the cluster).
+    pub unused: Recipient<crate::broker::messages::QueueUnused>,
     /// `broker.queue_flow_threshold`.
     pub flow_threshold: usize,
     /// The parsed declare arguments.
@@ -246,7 +249,9 @@ impl QueueActor {
                     .stream
                     .map(|s| Box::new(crate::broker::stream::StreamState::new(s))),
                 remote: init.remote,
-                replica: init.replica.map(replica::Replica::new),
+                replica: init
+                    .replica
+                    .map(|g| replica::Replica::new(g, init.unused.clone())),
             }
         });
         QueueHandle::new(name, addr, inbox)

@@ -98,30 +98,6 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Arguments a quorum queue takes on a single broker but not yet in a cluster: their
-/// behaviour (queue expiry) is not part of the replicated queue, so a replicated queue
-/// would ignore them. Refused instead of downgraded. (Dead-lettering, message TTLs
-/// and single active consumer are replicated.)
-const NOT_REPLICATED: &[&str] = &["x-expires"];
-
-/// Checks a new quorum queue of `vhost` declared in a cluster, after [`validate`]:
-/// refuses the arguments whose behaviour is not replicated yet (`x-expires`), with
-/// PRECONDITION_FAILED naming the argument.
-pub fn validate_replicated(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
-    match NOT_REPLICATED
-        .iter()
-        .find(|k| spec.arguments.contains_key(**k))
-    {
-        Some(key) => Err(BrokerError::precondition(format!(
-            "invalid arg '{key}' for queue '{}' in vhost '{vhost}': not supported by quorum \
-             queues in a cluster yet (it is not replicated; declare it on a single broker \
-             or leave it out)",
-            spec.name
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// The number of members a quorum queue asks for (`x-quorum-initial-group-size`, 3 by
 /// default as in RabbitMQ), before it is capped by the cluster's size.
 pub fn initial_group_size(args: &FieldTable) -> u64 {
@@ -223,39 +199,6 @@ mod tests {
         validate("/", &s).unwrap();
         assert_eq!(initial_group_size(&s.arguments), 5);
         assert_eq!(initial_group_size(&FieldTable::new()), 3);
-    }
-
-    #[test]
-    fn arguments_not_replicated_are_refused_in_a_cluster_only() {
-        for key in NOT_REPLICATED {
-            let mut spec = quorum("q");
-            spec.arguments.insert((*key).into(), FieldValue::Int(5));
-            assert!(validate("/", &spec).is_ok(), "{key} on a single broker");
-            let e = validate_replicated("/", &spec).unwrap_err();
-            assert_eq!(e.code(), ErrorCode::PreconditionFailed);
-            assert!(
-                e.message()
-                    .starts_with(&format!("invalid arg '{key}' for queue 'q' in vhost '/'")),
-                "{e}"
-            );
-        }
-        let mut capped = quorum("q");
-        capped
-            .arguments
-            .insert("x-delivery-limit".into(), FieldValue::Int(3));
-        capped
-            .arguments
-            .insert("x-dead-letter-exchange".into(), "dlx".into());
-        capped
-            .arguments
-            .insert("x-dead-letter-routing-key".into(), "dead".into());
-        capped
-            .arguments
-            .insert("x-message-ttl".into(), FieldValue::Int(1000));
-        capped
-            .arguments
-            .insert("x-single-active-consumer".into(), true.into());
-        assert!(validate_replicated("/", &capped).is_ok());
     }
 
     #[test]

@@ -145,7 +145,6 @@ impl Registry {
             check_queue_type(&self.vhost, &spec)?;
             if crate::broker::queue::quorum::is_quorum(&spec) {
                 crate::broker::queue::quorum::validate(&self.vhost, &spec)?;
-                crate::broker::queue::quorum::validate_replicated(&self.vhost, &spec)?;
             }
             Config::from_spec(&spec)?;
             let server_named = spec.name.is_empty();

@@ -29,6 +29,22 @@ use serde::{Deserialize, Serialize};
 /// lead the group, so a session never chains through a second node.
 pub const FORWARDED_ARG: &str = "x-actormq-forwarded";
 
+/// The value of [`FORWARDED_ARG`]: the follower's node and its id of the consumer
+/// (`"node:id"`), or `true` when the follower did not say (0).
+pub fn origin_arg(node: NodeId, local: u64) -> crate::message::FieldValue {
+    match local {
+        0 => crate::message::FieldValue::Bool(true),
+        id => format!("{node}:{id}").into(),
+    }
+}
+
+/// The follower's node and its id of a consumer a session made, from the value of
+/// its [`FORWARDED_ARG`] (`None` when not said).
+pub fn origin_of(value: &crate::message::FieldValue) -> Option<(NodeId, u64)> {
+    let (node, id) = value.as_str()?.split_once(':')?;
+    Some((node.parse().ok()?, id.parse().ok()?))
+}
+
 /// How often a follower says it is there.
 pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the leader keeps a session that says nothing (a frozen or cut-off
@@ -71,6 +87,12 @@ pub struct Spec {
     pub auto_ack: bool,
     /// Refuse other consumers while it is attached.
     pub exclusive: bool,
+    /// The follower's own id of the consumer (its queue actor's): the leader registers
+    /// the consumer it makes with it and the follower's node id, so that a member can
+    /// tell which follower's consumer is the single active one (the management API on
+    /// the follower). 0 from a follower that predates it: unknown.
+    #[serde(default)]
+    pub local: u64,
 }
 
 /// How deliveries are settled (the broker's `Settlement`).

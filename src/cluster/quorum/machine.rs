@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 mod command;
+mod read;
 pub use command::{Applied, Command, ConsumerKey, DeadReason, Limits, Settle};
 
 /// Credit of a consumer with no prefetch limit (AMQP prefetch 0): RabbitMQ's quorum
@@ -70,6 +71,9 @@ struct Attached {
     /// Its place in registration order (single active consumer).
     #[serde(default)]
     seq: u64,
+    /// The consumer of another node it was made for (see [`Command::Consume`]).
+    #[serde(default)]
+    origin: Option<ConsumerKey>,
 }
 
 /// A message in the queue.
@@ -92,6 +96,9 @@ pub struct Ready<'a, M> {
     pub message: &'a M,
     /// Deliveries before this one (0 for a first delivery).
     pub deliveries: u32,
+    /// The last millisecond it is alive (on the leader's clock), when it has a TTL: a
+    /// `basic.get` passes over one whose deadline has passed.
+    pub deadline: Option<u64>,
 }
 
 /// The replicated state of one quorum queue (also its snapshot).
@@ -109,7 +116,7 @@ pub struct Ready<'a, M> {
 ///
 /// let mut q = QueueMachine::new(Limits::default());
 /// let to = ConsumerKey { node: 1, consumer: 1 };
-/// q.apply(Command::Consume { consumer: to, credit: 1 });
+/// q.apply(Command::Consume { consumer: to, credit: 1, origin: None });
 /// let a = q.apply(Command::Enqueue(vec![Body(b"a".to_vec()), Body(b"b".to_vec())]));
 /// assert_eq!(a.enqueued, [Some(1), Some(2)]);
 /// // Checked out as the publish applied: one, the consumer's credit.
@@ -137,6 +144,10 @@ pub struct QueueMachine<M> {
     /// The registration number of the next new consumer.
     #[serde(default)]
     next_seq: u64,
+    /// [`Command::Touch`]es applied: the redeclares the leader's `x-expires` lease
+    /// counts as uses.
+    #[serde(default)]
+    touches: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -153,74 +164,8 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             held_bytes: 0,
             clock_ms: 0,
             next_seq: 0,
+            touches: 0,
         }
-    }
-
-    /// With `x-single-active-consumer`, the consumer given messages: the earliest
-    /// registered one still registered (`None` without the argument).
-    pub fn active_consumer(&self) -> Option<ConsumerKey> {
-        if !self.limits.single_active {
-            return None;
-        }
-        self.consumers
-            .iter()
-            .min_by_key(|(k, c)| (c.seq, **k))
-            .map(|(k, _)| *k)
-    }
-
-    /// The deadline of the head (the first ready message), if it has a TTL: when the
-    /// leader's clock passes it, a [`Command::Clock`] expires it.
-    pub fn head_deadline(&self) -> Option<u64> {
-        self.ready.values().next()?.expires_at
-    }
-
-    /// Registered consumers.
-    pub fn consumer_count(&self) -> usize {
-        self.consumers.len()
-    }
-
-    /// Bytes the memory watermark counts for the messages held (ready or checked out)
-    /// on every member.
-    pub fn held_bytes(&self) -> u64 {
-        self.held_bytes
-    }
-
-    /// Checked-out message `id`, if `holder` holds it: what the leader sends.
-    pub fn checked_out_to(&self, id: u64, holder: ConsumerKey) -> Option<Ready<'_, M>> {
-        match self.checked_out.get(&id) {
-            Some((c, h)) if *c == holder => Some(Ready {
-                id,
-                message: &h.message,
-                // The checkout counted this delivery: the earlier ones.
-                deliveries: h.deliveries.saturating_sub(1),
-            }),
-            _ => None,
-        }
-    }
-
-    /// Ready messages.
-    pub fn ready_len(&self) -> usize {
-        self.ready.len()
-    }
-
-    /// Checked-out (delivered, unsettled) messages.
-    pub fn checked_out_len(&self) -> usize {
-        self.checked_out.len()
-    }
-
-    /// Who holds checked-out message `id` (the leader checks a committed `Deliver`
-    /// took effect before it sends the message).
-    pub fn holder(&self, id: u64) -> Option<ConsumerKey> {
-        self.checked_out.get(&id).map(|(c, _)| *c)
-    }
-
-    /// The first `n` ready messages, in queue order: what the leader may hand out next.
-    pub fn peek(&self, n: usize) -> impl Iterator<Item = Ready<'_, M>> {
-        self.ready.iter().take(n).map(|(id, h)| Ready {
-            id: *id,
-            message: &h.message,
-            deliveries: h.deliveries,
-        })
     }
 
     /// Applies one committed command, then checks ready messages out to the
@@ -312,7 +257,11 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 }
                 self.ready_bytes = 0;
             }
-            Command::Consume { consumer, credit } => {
+            Command::Consume {
+                consumer,
+                credit,
+                origin,
+            } => {
                 let credit = credit.max(1);
                 let c = match self.consumers.entry(consumer) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
@@ -322,10 +271,14 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                             credit,
                             held: 0,
                             seq: self.next_seq,
+                            origin: None,
                         })
                     }
                 };
                 c.credit = credit;
+                if origin.is_some() {
+                    c.origin = origin;
+                }
                 let serve = c.held < c.credit;
                 let listed = self.service.contains(&consumer);
                 if serve && !listed {
@@ -349,6 +302,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 self.clock_ms = self.clock_ms.max(now_ms);
                 self.expire_head(&mut out.dead);
             }
+            Command::Touch => self.touches += 1,
         }
     }
 

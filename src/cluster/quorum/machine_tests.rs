@@ -203,6 +203,7 @@ fn random_log(seed: u64, len: usize) -> Vec<Command<M>> {
             5 => Command::Consume {
                 consumer: [C1, C2][rng.below(2) as usize],
                 credit: rng.below(4) as u32,
+                origin: None,
             },
             6 => match rng.below(3) {
                 0 => Command::Cancel {
@@ -304,7 +305,11 @@ fn a_batch_of_commands_is_the_commands_one_after_the_other() {
 }
 
 fn consume(consumer: ConsumerKey, credit: u32) -> Command<M> {
-    Command::Consume { consumer, credit }
+    Command::Consume {
+        consumer,
+        credit,
+        origin: None,
+    }
 }
 
 #[test]
@@ -484,4 +489,59 @@ fn a_single_active_consumer_takes_everything_and_the_next_registered_takes_over(
     let mut shared = QueueMachine::new(Limits::default());
     shared.apply(consume(C1, 1));
     assert_eq!(shared.active_consumer(), None);
+}
+
+/// The log's `Consume` as written before it carried an origin (the commands before
+/// it as they were, so that it is encoded as it was).
+#[derive(Serialize)]
+#[allow(dead_code)]
+enum OldCommand {
+    Enqueue(Vec<M>),
+    Deliver {
+        to: ConsumerKey,
+        ids: Vec<u64>,
+    },
+    Settle {
+        ids: Vec<u64>,
+        how: Settle,
+    },
+    Return {
+        keep_node: Option<u64>,
+        consumer: Option<ConsumerKey>,
+    },
+    Purge,
+    Consume {
+        consumer: ConsumerKey,
+        credit: u32,
+    },
+}
+
+#[test]
+fn a_consume_written_before_origins_still_decodes_without_one() {
+    let old = OldCommand::Consume {
+        consumer: C1,
+        credit: 3,
+    };
+    let bytes = rmp_serde::to_vec(&old).unwrap();
+    let cmd: Command<M> = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(cmd, consume(C1, 3));
+    let mut q = QueueMachine::new(Limits {
+        single_active: true,
+        ..Limits::default()
+    });
+    q.apply(cmd);
+    let origin = ConsumerKey {
+        node: 2,
+        consumer: 9,
+    };
+    assert!(!q.origin_is_active(origin), "the active one has no origin");
+    q.apply(Command::Cancel { consumer: C1 });
+    q.apply(Command::Consume {
+        consumer: C2,
+        credit: 1,
+        origin: Some(origin),
+    });
+    // A later registration without an origin (basic.qos) keeps it.
+    q.apply(consume(C2, 5));
+    assert!(q.origin_is_active(origin));
 }

@@ -145,3 +145,33 @@ fn limits_and_a_snapshot_written_before_ttls_still_decode() {
     // It goes on as any queue: the ack frees C1's credit for b.
     assert_eq!(q.apply(settle(&[1], Settle::Ack)).checkouts, [(C1, 2)]);
 }
+
+#[test]
+fn a_get_written_after_the_leader_s_clock_hands_out_the_live_message_behind_a_dead_head() {
+    let mut q = QueueMachine::new(Limits::default());
+    q.apply(clock(0));
+    q.apply(batch(&["a/10", "b"]));
+    // What the leader picks by: a's deadline (passed on its clock at 50), b's none.
+    let deadlines: Vec<Option<u64>> = q.peek(2).map(|r| r.deadline).collect();
+    assert_eq!(deadlines, [Some(10), None]);
+    // The leader picks b and writes the get after its clock: a expires, b goes.
+    let a = q.apply(Command::Batch(vec![clock(50), deliver(&[2], C2)]));
+    assert_eq!(a.dead, expired(&["a/10"]));
+    assert_eq!(q.holder(2), Some(C2));
+    assert_eq!(q.ready_len(), 0);
+}
+
+#[test]
+fn redeclares_are_counted_and_the_count_is_kept_in_a_snapshot() {
+    let limits = Limits {
+        expires: Some(1_000),
+        ..Limits::default()
+    };
+    let mut q: QueueMachine<M> = QueueMachine::new(limits);
+    assert_eq!(q.touches(), 0);
+    q.apply(Command::Touch);
+    q.apply(Command::Batch(vec![Command::Touch, clock(5)]));
+    assert_eq!(q.touches(), 2);
+    let back: QueueMachine<M> = rmp_serde::from_slice(&rmp_serde::to_vec(&q).unwrap()).unwrap();
+    assert_eq!(back, q);
+}

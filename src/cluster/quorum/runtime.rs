@@ -72,7 +72,8 @@ pub fn place(
         .collect()
 }
 
-/// The limits the machine enforces, from the queue's declare arguments.
+/// The limits the machine enforces (and the `x-expires` its leader does), from the
+/// queue's declare arguments.
 pub fn limits_of(args: &FieldTable) -> Limits {
     let int = |k: &str| {
         args.get(k)
@@ -90,6 +91,7 @@ pub fn limits_of(args: &FieldTable) -> Limits {
             .get("x-single-active-consumer")
             .and_then(FieldValue::as_bool)
             .unwrap_or(false),
+        expires: int("x-expires"),
     }
 }
 
@@ -340,6 +342,12 @@ impl QueueGroup {
         self.members.id
     }
 
+    /// The queue's limits, from its declare arguments (known on any node, a member
+    /// or not, before its member has started).
+    pub fn limits(&self) -> &Limits {
+        &self.info.limits
+    }
+
     /// The members' ids.
     pub fn member_ids(&self) -> Vec<NodeId> {
         self.members_now().keys().copied().collect()
@@ -577,8 +585,10 @@ mod tests {
         args.insert("x-overflow".into(), "reject-publish".into());
         args.insert("x-delivery-limit".into(), FieldValue::Int(3));
         args.insert("x-message-ttl".into(), FieldValue::Int(1500));
+        args.insert("x-expires".into(), FieldValue::Int(60_000));
         let l = limits_of(&args);
         assert_eq!(l.message_ttl, Some(1500));
+        assert_eq!(l.expires, Some(60_000));
         assert!(!l.single_active);
         assert_eq!(l.max_length, Some(10));
         assert!(l.reject_publish);

@@ -18,7 +18,6 @@ use crate::cluster::transport::Conn;
 use crate::cluster::NodeId;
 use crate::embed::Consumer;
 use crate::error::BrokerError;
-use crate::message::FieldValue;
 use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -126,7 +125,16 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
         match frame {
             Up::Consume { spec, credit } => {
                 let tag = spec.tag.clone();
-                match attach(&here, &queue, owner, spec, credit, down.clone()).await {
+                match attach(
+                    &here,
+                    &queue,
+                    (owner, open.from),
+                    spec,
+                    credit,
+                    down.clone(),
+                )
+                .await
+                {
                     Ok(a) => {
                         consumers.insert(tag, a);
                     }
@@ -195,16 +203,20 @@ struct Attached {
     stop: oneshot::Sender<()>,
 }
 
+/// Attaches the follower's consumer `spec` for `owner`, the session of follower node
+/// `from`.
 async fn attach(
     here: &Here,
     queue: &QueueHandle,
-    owner: OwnerId,
+    (owner, from): (OwnerId, NodeId),
     spec: Spec,
     credit: u32,
     down: mpsc::Sender<Down>,
 ) -> Result<Attached, BrokerError> {
     let mut arguments = crate::message::FieldTable::new();
-    arguments.insert(FORWARDED_ARG.into(), FieldValue::Bool(true));
+    // Where it comes from: the follower's node and its id there (see `Spec::local`).
+    let origin = crate::cluster::quorum::consume_wire::origin_arg(from, spec.local);
+    arguments.insert(FORWARDED_ARG.into(), origin);
     let tag = spec.tag.clone();
     let options = ConsumerSpec {
         tag: spec.tag,

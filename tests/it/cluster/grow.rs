@@ -3,9 +3,13 @@
 //! and killed (after publishing once more from outside the group), and the two
 //! members it gained hold every message, in order. A group's
 //! last member is never shrunk out, a node that is no voter is refused, and
-//! `--even` leaves a group of an odd size alone.
+//! `--even` leaves a group of an odd size alone. A node shrunk out of a group and
+//! grown back in serves its queue again once it leads (its queue actor follows the
+//! new member).
 
-use super::quorum::{consume_on_leader, declare_quorum, publish_numbered};
+use super::quorum::{
+    consume_on_leader, declare_quorum, publish_numbered, queue_leader, try_consume,
+};
 use super::regroup::{group_of, member_view};
 use super::{assert_no_panic, cluster_of, wait_for, Node};
 use crate::support::DEADLINE;
@@ -144,6 +148,73 @@ async fn a_group_grows_onto_new_members_which_carry_it_once_its_first_member_is_
         let n: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
         assert_eq!(n, want, "in order");
         assert!(!d.redelivered, "never delivered before");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_no_panic(&nodes);
+}
+
+/// `node`'s own quorum group members, as its `cluster status` lists them.
+fn groups_run_by(node: &Node) -> Option<usize> {
+    let s = node.status()?;
+    let me = s["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n[0]["id"] == node.id)?;
+    Some(me[0]["groups"].as_array()?.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shrunk_out_and_grown_back_in_serves_the_queue_again_when_it_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| cluster_of(dir.path(), 3));
+    let all: Vec<&Node> = nodes.iter().collect();
+    declare_quorum(&nodes[0], "back", "").await;
+    members_become(&all, "back", &[1, 2, 3]).await;
+    // The group's leader goes out (its member stops once its removal is applied; a
+    // follower's would only after a minute without news) and comes back (a new member
+    // starts): the queue actor on its node must follow the new one.
+    let led = queue_leader(&all, "back").await;
+    let back = nodes.iter().find(|n| n.id == led).unwrap();
+    let others: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.id)
+        .filter(|id| *id != back.id)
+        .collect();
+    let asked = nodes.iter().find(|n| n.id != back.id).unwrap();
+    cli_ok(asked, &["shrink", &back.id.to_string(), "--queue", "back"]);
+    members_become(&all, "back", &others).await;
+    block_in_place(|| {
+        wait_for("the shrunk member stopped", DEADLINE * 2, || {
+            (groups_run_by(back)? == 0).then_some(())
+        })
+    });
+    cli_ok(asked, &["grow", &back.id.to_string(), "--queue", "back"]);
+    members_become(&all, "back", &[1, 2, 3]).await;
+    // The two others go out, one at a time: the grown-back member is left alone in
+    // the group, and leads it.
+    for (i, id) in others.iter().enumerate() {
+        cli_ok(back, &["shrink", &id.to_string(), "--queue", "back"]);
+        let mut left = vec![back.id];
+        left.extend(&others[i + 1..]);
+        left.sort_unstable();
+        members_become(&all, "back", &left).await;
+    }
+    assert_eq!(queue_leader(&[back], "back").await, back.id);
+    // Its node serves the queue: a consumer there gets what is published.
+    let (_conn, _ch, mut consumer) = try_consume(back, "back", 50)
+        .await
+        .expect("the leader's node serves a consumer");
+    publish_numbered(back, "back", 0..20).await;
+    for want in 0..20 {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("only {want} of 20 reached the grown-back leader's consumer")
+            })
+            .expect("the consumer goes on")
+            .expect("a delivery");
+        let n: u64 = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+        assert_eq!(n, want, "in order");
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
     assert_no_panic(&nodes);

@@ -19,7 +19,8 @@
 //!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
 //!   publishers on both other nodes; [`quorum_session`]: consume sessions' faults;
 //!   [`quorum_dlx`]: dead-lettering, once, also after the group's leader is killed,
-//!   and TTLs; [`quorum_sac`]: single active consumer.
+//!   and TTLs; [`quorum_sac`]: single active consumer; [`quorum_expires`]:
+//!   `x-expires`, and gets past messages' TTLs.
 
 mod drift;
 mod failover;
@@ -32,6 +33,7 @@ mod partition;
 mod partition_quorum;
 mod quorum;
 mod quorum_dlx;
+mod quorum_expires;
 mod quorum_failover;
 mod quorum_forward;
 mod quorum_forward_more;

@@ -393,20 +393,6 @@ async fn a_quorum_queue_nacks_when_full_shows_its_group_and_a_delete_leaves_no_g
         r#","x-max-length":2,"x-overflow":"reject-publish""#,
     )
     .await;
-    // Queue expiry is not replicated yet: refused, not silently ignored.
-    let r = nodes[2]
-        .api()
-        .put(
-            "/api/queues/%2F/expiring",
-            r#"{"durable":true,"arguments":{"x-queue-type":"quorum","x-expires":60000}}"#,
-        )
-        .await;
-    assert!(
-        r.status == 400 && r.text().contains("invalid arg 'x-expires'"),
-        "{} {}",
-        r.status,
-        r.text()
-    );
     // Each node runs a member: one directory per group under data_dir/raft/queues.
     let groups = |n: &Node| -> Vec<String> {
         std::fs::read_dir(n.data_dir().join("raft").join("queues"))

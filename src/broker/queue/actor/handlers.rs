@@ -416,6 +416,9 @@ impl Handler<Touch> for QueueActor {
 
     fn handle(&mut self, _msg: Touch, _ctx: &mut Self::Context) {
         self.last_used = Instant::now();
+        if self.replica.is_some() {
+            self.replica_touch();
+        }
     }
 }
 

@@ -24,10 +24,14 @@
 //!   entry, up to [`MAX_INFLIGHT`] entries in flight (the takeover's `Return` alone).
 //! - When this node stops leading, its consumers go on at the new leader through
 //!   consume sessions, and what they held is the new leader's to return.
+//! - A `basic.get` takes the first ready message alive on the leader's clock, in an
+//!   entry after a `Clock` of that clock (`expiry`); `x-expires` is the leader's
+//!   countdown of the queue's uses, its delete committed through the definitions log
+//!   (`lease`).
 
 use super::*;
 use crate::broker::messages::Settlement;
-use crate::cluster::quorum::group::{GroupResponse, StoredMessage};
+use crate::cluster::quorum::group::{wall_ms, GroupResponse, StoredMessage};
 use crate::cluster::quorum::machine::{Command, ConsumerKey, Settle as How, UNLIMITED_CREDIT};
 use crate::cluster::quorum::runtime::QueueGroup;
 use crate::message::Message;
@@ -38,6 +42,7 @@ mod dead;
 mod deliver;
 mod done;
 mod expiry;
+mod lease;
 mod remote;
 mod serve;
 
@@ -63,6 +68,9 @@ struct Consumer {
     unacked: usize,
     /// Checked out to it by the machine, not sent yet (its transport window is full).
     waiting: VecDeque<Picked>,
+    /// Made by a consume session for a consumer of another node: that node and its
+    /// id there (registered with it: single active consumer on that node's listing).
+    origin: Option<ConsumerKey>,
 }
 
 /// The credit a consumer of `prefetch` is registered with in the machine.
@@ -82,6 +90,7 @@ enum Cmd {
     Consume {
         consumer: u64,
         credit: u32,
+        origin: Option<ConsumerKey>,
     },
     Cancel(u64),
     Get {
@@ -90,6 +99,9 @@ enum Cmd {
         auto_ack: bool,
         picked: Picked,
         answer: oneshot::Sender<Result<Option<(Delivery, u64)>, BrokerError>>,
+        /// Earlier gets of the same `basic.get` whose message was gone when they
+        /// applied (see `done`).
+        tries: u32,
     },
     Settle {
         ids: Vec<u64>,
@@ -136,10 +148,21 @@ pub(crate) struct Replica {
     /// The head's deadline the leader's expiry timer is armed for (with the timer),
     /// or fired for (without: its `Clock` is on its way to commit).
     expiry: Option<(u64, Option<SpawnHandle>)>,
+    /// The `x-expires` countdown, when the queue has one (see `lease`).
+    lease: Option<lease::Lease>,
+    /// The registry, told when the queue is unused for its `x-expires`.
+    unused: Recipient<crate::broker::messages::QueueUnused>,
 }
 
 impl Replica {
-    pub(crate) fn new(group: Arc<QueueGroup>) -> Box<Replica> {
+    pub(crate) fn new(
+        group: Arc<QueueGroup>,
+        unused: Recipient<crate::broker::messages::QueueUnused>,
+    ) -> Box<Replica> {
+        let lease = group
+            .limits()
+            .expires
+            .map(|ms| lease::Lease::new(ms, std::time::Instant::now()));
         Box::new(Replica {
             group,
             consumers: Vec::new(),
@@ -154,6 +177,8 @@ impl Replica {
             term: 0,
             remote: remote::Remotes::default(),
             expiry: None,
+            lease,
+            unused,
         })
     }
 
@@ -166,6 +191,22 @@ impl Replica {
 
     fn leads(&self) -> bool {
         self.group.leader() == Some(self.group.node_id())
+    }
+
+    /// The message a `basic.get` takes: the first ready one that no get in flight
+    /// names and whose deadline has not passed on this node's clock. One past its
+    /// deadline is dead even if no `Clock` has expired it yet: it is never handed
+    /// out, and the `Clock` written with the get expires it if it is at the head.
+    fn pick_for_get(&self) -> Option<Picked> {
+        let now = wall_ms();
+        let pending = &self.pending;
+        self.group
+            .read(|q| {
+                q.peek(usize::MAX)
+                    .find(|m| !pending.contains(&m.id) && m.deadline.is_none_or(|d| d >= now))
+                    .map(|m| (m.id, m.message.shared(), m.deliveries))
+            })
+            .flatten()
     }
 
     /// Settles `ids` of `owner` (those it holds): one `Settle` queued.
@@ -310,19 +351,30 @@ impl Replica {
     fn command(&self, cmd: &Cmd) -> Command<StoredMessage> {
         let r = self;
         match cmd {
-            Cmd::Consume { consumer, credit } => Command::Consume {
+            Cmd::Consume {
+                consumer,
+                credit,
+                origin,
+            } => Command::Consume {
                 consumer: r.key(*consumer),
                 credit: *credit,
+                origin: *origin,
             },
             Cmd::Cancel(consumer) => Command::Cancel {
                 consumer: r.key(*consumer),
             },
+            // After the leader's clock as it writes the entry: a head dead by then
+            // is expired first, never handed out, and a message named that died
+            // since it was picked is not delivered (the get picks again).
             Cmd::Get {
                 consumer, picked, ..
-            } => Command::Deliver {
-                to: r.key(*consumer),
-                ids: vec![picked.0],
-            },
+            } => Command::Batch(vec![
+                Command::Clock { now_ms: wall_ms() },
+                Command::Deliver {
+                    to: r.key(*consumer),
+                    ids: vec![picked.0],
+                },
+            ]),
             Cmd::Settle { ids, how } => Command::Settle {
                 ids: ids.clone(),
                 how: *how,

@@ -49,6 +49,13 @@ pub struct Limits {
     /// order takes over.
     #[serde(default)]
     pub single_active: bool,
+    /// `x-expires` (ms): not the machine's to act on (it has no clock of its own).
+    /// The group's leader deletes the queue once it has been unused this long, on its
+    /// own clock, counting [`Command::Touch`]es, gets and consumers as uses (see the
+    /// queue actor's `replica/lease.rs`). Absent from groups declared before it was
+    /// replicated: none.
+    #[serde(default)]
+    pub expires: Option<u64>,
 }
 
 /// One command of the log.
@@ -87,6 +94,11 @@ pub enum Command<M> {
         consumer: ConsumerKey,
         /// Most unsettled checkouts (its prefetch; at least 1).
         credit: u32,
+        /// A consumer made for one on a node that does not lead (through a consume
+        /// session): that node and its id there, kept so that every member can tell
+        /// whether it is the single active one. `None` keeps what was registered.
+        #[serde(default)]
+        origin: Option<ConsumerKey>,
     },
     /// `consumer` takes nothing more; what it holds stays checked out to it until
     /// settled or returned.
@@ -106,6 +118,10 @@ pub enum Command<M> {
         /// Milliseconds since the Unix epoch, on the leader.
         now_ms: u64,
     },
+    /// The queue was used on some node (a redeclare, which any node answers itself):
+    /// the machine counts it ([`super::QueueMachine::touches`]), so that the group's
+    /// leader, wherever the redeclare was made, renews the queue's `x-expires` lease.
+    Touch,
 }
 
 /// Why a message left the queue dead.

@@ -19,6 +19,7 @@ pub(super) fn wire_spec(spec: &Spec) -> Spec {
         prefetch: 0,
         auto_ack: false,
         exclusive: spec.exclusive,
+        local: spec.local,
     }
 }
 
@@ -110,11 +111,13 @@ mod tests {
             prefetch: 7,
             auto_ack: true,
             exclusive: true,
+            local: 4,
         };
         let w = wire_spec(&spec);
         assert!(!w.auto_ack);
         assert_eq!(w.prefetch, 0);
         assert!(w.exclusive);
+        assert_eq!(w.local, 4);
         let acked = Spec {
             auto_ack: false,
             ..spec

@@ -4,6 +4,11 @@
 
 use super::*;
 
+/// Most times one `basic.get` picks again after its message was gone as its entry
+/// applied (each time one message expired or went to a consumer): then it answers
+/// empty.
+const GET_RETRIES: u32 = 16;
+
 impl QueueActor {
     /// A command was committed (or not).
     pub(super) fn replica_done(&mut self, cmd: Cmd, result: Result<GroupResponse, BrokerError>) {
@@ -31,19 +36,39 @@ impl QueueActor {
                 auto_ack,
                 picked,
                 answer,
+                tries,
             } => {
                 r.pending.remove(&picked.0);
                 let key = r.key(consumer);
                 let held =
                     result.is_ok() && r.group.read(|q| q.holder(picked.0)) == Some(Some(key));
                 if !held {
-                    let _ = answer.send(Ok(None));
                     if result.is_err() {
                         // Refused or timed out: an entry that times out may still
                         // commit later, and its checkout would belong to nobody.
                         // Returned (a no-op if it never commits).
                         r.cmds.push_back(Cmd::Return(Some(key)));
+                    } else if tries < GET_RETRIES && r.serving && r.leads() {
+                        // Committed, but the message was gone as it applied (expired
+                        // by the get's own `Clock`, or checked out to a consumer
+                        // meanwhile): the next live one is taken instead of an empty
+                        // answer while the queue holds one.
+                        if let Some(next) = r.pick_for_get() {
+                            let consumer = r.next_consumer;
+                            r.next_consumer += 1;
+                            r.pending.insert(next.0);
+                            r.cmds.push_back(Cmd::Get {
+                                consumer,
+                                owner,
+                                auto_ack,
+                                picked: next,
+                                answer,
+                                tries: tries + 1,
+                            });
+                            return;
+                        }
                     }
+                    let _ = answer.send(Ok(None));
                     return;
                 }
                 let left = r.group.read(|q| q.ready_len() as u64).unwrap_or(0);

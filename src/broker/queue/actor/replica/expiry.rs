@@ -6,8 +6,9 @@
 //! queues), so the leader arms one timer for the head's deadline and, when it passes,
 //! writes a `Clock` of its wall clock: applying it, every member finds the same
 //! messages dead (`expired`), which this node then dead-letters (see `dead`). A
-//! message may so be delivered in the few milliseconds between its deadline and the
-//! commit of that `Clock`.
+//! message may so be checked out to a consumer in the few milliseconds between its
+//! deadline and the commit of that `Clock`; a `basic.get` passes it over instead, and
+//! writes its own `Clock` (`Replica::pick_for_get`, the `Cmd::Get` entry).
 
 use super::*;
 use crate::cluster::quorum::group::wall_ms;

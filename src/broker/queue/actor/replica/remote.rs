@@ -196,6 +196,7 @@ impl QueueActor {
                     prefetch: msg.options.prefetch,
                     auto_ack: msg.options.auto_ack,
                     exclusive: msg.options.exclusive,
+                    local: id,
                 },
                 window: msg.window,
                 unwritten: 0,
@@ -272,6 +273,7 @@ impl QueueActor {
                         prefetch: c.prefetch,
                         auto_ack: c.auto_ack,
                         exclusive: c.exclusive,
+                        local: c.id,
                     },
                     window,
                     unwritten,
@@ -312,19 +314,31 @@ impl QueueActor {
         }
     }
 
-    /// Consumers served through sessions, for the listings.
+    /// Consumers served through sessions, for the listings. With a single active
+    /// consumer, the one the group's machine serves is active: this node's member
+    /// knows which, by the origin its session registered it with (on a node that is
+    /// no member each shows active).
     pub(in crate::broker::queue::actor) fn remote_consumers(&self) -> Vec<ConsumerInfo> {
         let r = self.replica.as_ref().expect("a replicated queue");
+        let me = r.group.node_id();
+        let active = |id: u64| {
+            let origin = ConsumerKey {
+                node: me,
+                consumer: id,
+            };
+            r.group.read(|q| q.origin_is_active(origin)).unwrap_or(true)
+        };
+        let active = &active;
         r.remote
             .owners
             .iter()
             .flat_map(|(owner, o)| {
-                o.consumers.iter().map(|c| ConsumerInfo {
+                o.consumers.iter().map(move |c| ConsumerInfo {
                     tag: c.tag.to_string(),
                     owner: *owner,
                     prefetch: c.prefetch,
                     ack_required: !c.auto_ack,
-                    active: true,
+                    active: active(c.id),
                     priority: 0,
                 })
             })

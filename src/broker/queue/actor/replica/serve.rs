@@ -102,10 +102,15 @@ impl QueueActor {
             self.remote_wait(ctx);
             return consumed;
         }
-        let forwarded = msg
+        let made_for = msg
             .options
             .arguments
-            .contains_key(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
+            .get(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
+        let forwarded = made_for.is_some();
+        // The other node's consumer it is made for, when its session says.
+        let origin = made_for
+            .and_then(crate::cluster::quorum::consume_wire::origin_of)
+            .map(|(node, consumer)| ConsumerKey { node, consumer });
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
         let r = self.replica();
         if r.consumers.iter().any(|c| c.exclusive) {
@@ -152,22 +157,28 @@ impl QueueActor {
             window_size: msg.window,
             unacked: 0,
             waiting: VecDeque::new(),
+            origin,
         });
         let credit = credit_of(msg.options.prefetch);
         r.cmds.push_back(Cmd::Consume {
             consumer: id,
             credit,
+            origin,
         });
         self.replica_dispatch(ctx);
         Ok(tag)
     }
 
-    /// A `basic.get` on the leader: the head, once its `Deliver` is committed.
+    /// A `basic.get` (a use of the queue, for `x-expires`) on the leader: the first
+    /// live ready message, once its `Deliver` is committed.
     pub(in crate::broker::queue::actor) fn replica_get(
         &mut self,
         msg: Get,
         ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
+        if let Some(lease) = self.replica().lease.as_mut() {
+            lease.used(std::time::Instant::now());
+        }
         self.replica_get_after(msg, 0, ctx)
     }
 
@@ -195,13 +206,7 @@ impl QueueActor {
             return Box::pin(actix::fut::ready(Err(e)));
         }
         let r = self.replica();
-        let pending = &r.pending;
-        let head = r.group.read(|q| {
-            q.peek(usize::MAX)
-                .find(|m| !pending.contains(&m.id))
-                .map(|m| (m.id, m.message.shared(), m.deliveries))
-        });
-        let Some(Some(picked)) = head else {
+        let Some(picked) = r.pick_for_get() else {
             return Box::pin(actix::fut::ready(Ok(None)));
         };
         let consumer = r.next_consumer;
@@ -214,6 +219,7 @@ impl QueueActor {
             auto_ack: msg.auto_ack,
             picked,
             answer: tx,
+            tries: 0,
         });
         self.replica_pump(ctx);
         Box::pin(actix::fut::wrap_future::<_, Self>(async move {
@@ -305,6 +311,7 @@ impl QueueActor {
                         r.cmds.push_back(Cmd::Consume {
                             consumer: c.id,
                             credit: credit_of(prefetch),
+                            origin: c.origin,
                         });
                     }
                 }
@@ -332,6 +339,7 @@ impl QueueActor {
         self.replica_flush();
         self.replica_dead_letters(ctx);
         self.replica_arm_expiry(ctx);
+        self.replica_watch_lease(ctx);
         self.replica_pump(ctx);
         self.remote_wait(ctx);
     }
