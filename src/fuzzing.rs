@@ -31,6 +31,21 @@ pub fn native_frames(data: &[u8]) {
     let _ = crate::protocol::decode_client(data);
 }
 
+/// Feeds `data` to the client's hand decoder of deliver frames: a frame it takes, the
+/// generic decoder takes too, as the same frame (it may leave any frame to the generic
+/// decoder, never decode one differently). Compared encoded, so that a NaN header
+/// equals itself.
+pub fn server_deliver(data: &[u8]) {
+    use crate::protocol::{decode_deliver, decode_server_generic, encode_server, ServerFrame};
+    if let Some(d) = decode_deliver(data) {
+        let generic = decode_server_generic(data).expect("the generic decoder takes it");
+        let (mut want, mut got) = (BytesMut::new(), BytesMut::new());
+        encode_server(&generic, &mut want).expect("encodes");
+        encode_server(&ServerFrame::Deliver(d.into_frame()), &mut got).expect("encodes");
+        assert!(want == got, "decoded differently");
+    }
+}
+
 /// Walks `data` as a frame body and checks what the walk promises the decoder: a
 /// value it accepts within the budget is decoded without panicking.
 pub fn walk(data: &[u8]) {
@@ -154,6 +169,7 @@ mod tests {
     #[test]
     fn every_seed_runs_clean_through_its_target() {
         seeds("native_frames", super::native_frames);
+        seeds("server_deliver", super::server_deliver);
         seeds("wire_walk", super::walk);
         seeds("amqp_frames", super::amqp_frames);
         seeds("settings", super::settings);

@@ -75,12 +75,10 @@ pub(crate) struct PendingRequest {
 }
 
 /// What a consumer's stream receives.
-// Deliveries are nearly every event: boxing them to shrink the rare ones would cost an
-// allocation per message.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConsumerEvent {
-    /// A message.
-    Delivery(Delivery),
+    /// Messages, in wire order: those of one socket read that came for this consumer
+    /// one after another (one send and one wake-up for them all).
+    Deliveries(Vec<Delivery>),
     /// The broker cancelled the consumer, for this reason.
     Cancelled(String),
     /// The connection failed.
@@ -286,6 +284,34 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// A connection's state before its socket tasks start (and, in the reader's unit
+    /// tests, without any).
+    pub(crate) fn new(server: ServerInfo, opts: &ConnectOptions) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                out: BytesMut::with_capacity(64 * 1024),
+                next_request: 1,
+                pending: HashMap::new(),
+                confirms: ConfirmTracker::default(),
+                consumers: HashMap::new(),
+                closing: false,
+                shutdown: false,
+                closed: None,
+                async_errors: VecDeque::new(),
+            }),
+            writer_wake: Notify::new(),
+            drained: Notify::new(),
+            window: Semaphore::new(opts.max_unconfirmed.clamp(1, Semaphore::MAX_PERMITS)),
+            blocked: watch::channel(None).0,
+            max_frame: server.max_frame_size as usize,
+            server,
+            confirms: opts.confirms,
+            max_write_buffer: opts.max_write_buffer.max(1),
+        }
+    }
+}
+
 /// Connects, says Hello, waits for Welcome, then starts the reader and writer tasks.
 pub(crate) async fn open(opts: &ConnectOptions) -> Result<Arc<Shared>, ClientError> {
     let (stream, server, rest) = tokio::time::timeout(opts.connect_timeout, handshake(opts))
@@ -298,27 +324,7 @@ pub(crate) async fn open(opts: &ConnectOptions) -> Result<Arc<Shared>, ClientErr
         })??;
     let (rd, wr) = stream.into_split();
     let heartbeat = Duration::from_secs(server.heartbeat_secs.into());
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            out: BytesMut::with_capacity(64 * 1024),
-            next_request: 1,
-            pending: HashMap::new(),
-            confirms: ConfirmTracker::default(),
-            consumers: HashMap::new(),
-            closing: false,
-            shutdown: false,
-            closed: None,
-            async_errors: VecDeque::new(),
-        }),
-        writer_wake: Notify::new(),
-        drained: Notify::new(),
-        window: Semaphore::new(opts.max_unconfirmed.clamp(1, Semaphore::MAX_PERMITS)),
-        blocked: watch::channel(None).0,
-        max_frame: server.max_frame_size as usize,
-        server,
-        confirms: opts.confirms,
-        max_write_buffer: opts.max_write_buffer.max(1),
-    });
+    let shared = Arc::new(Shared::new(server, opts));
     tokio::spawn(super::reader::run(shared.clone(), rd, rest, heartbeat));
     tokio::spawn(write_loop(shared.clone(), wr, heartbeat));
     Ok(shared)

@@ -6,9 +6,10 @@ use super::error::ClientError;
 use super::Client;
 use crate::message::Properties;
 use crate::protocol::PropertiesRef;
-use crate::protocol::{body_bytes, ClientFrame, DeliverFrame, Op};
+use crate::protocol::{body_bytes, ClientFrame, DeliverFrame, DeliverParts, Op};
 use bytes::Bytes;
 use futures_core::Stream;
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -81,6 +82,26 @@ impl Delivery {
         }
     }
 
+    /// From a deliver frame decoded by hand (the common case).
+    pub(crate) fn from_parts(
+        frame: &Bytes,
+        d: DeliverParts<'_>,
+        consumer_tag: Arc<str>,
+        acker: Option<Arc<Shared>>,
+    ) -> Self {
+        Delivery {
+            consumer_tag,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            delivery_count: d.delivery_count,
+            exchange: d.exchange.to_owned(),
+            routing_key: d.routing_key.to_owned(),
+            properties: d.properties.unwrap_or_default(),
+            body: body_bytes(frame, d.body),
+            acker,
+        }
+    }
+
     /// True unless it was delivered with `no_ack`.
     pub fn needs_ack(&self) -> bool {
         self.acker.is_some()
@@ -147,6 +168,8 @@ pub struct Consumer {
     no_ack: bool,
     /// Deliveries and events, from the reader task.
     rx: mpsc::UnboundedReceiver<ConsumerEvent>,
+    /// Deliveries received (a batch of one socket read) and not yet yielded.
+    ready: VecDeque<Delivery>,
     /// A cancel was sent (or the broker cancelled it): nothing to cancel on drop.
     cancelled: bool,
     /// The stream has ended.
@@ -175,6 +198,7 @@ impl Consumer {
             tag,
             no_ack,
             rx,
+            ready: VecDeque::new(),
             cancelled: false,
             done: false,
         }
@@ -200,33 +224,37 @@ impl Stream for Consumer {
     type Item = Result<Delivery, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        let item = match self.rx.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(item) => item,
-        };
-        Poll::Ready(match item {
-            Some(ConsumerEvent::Delivery(d)) => Some(Ok(d)),
-            Some(ConsumerEvent::Cancelled(reason)) => {
-                self.done = true;
-                self.cancelled = true;
-                Some(Err(ClientError::ConsumerCancelled {
+        loop {
+            if let Some(d) = self.ready.pop_front() {
+                return Poll::Ready(Some(Ok(d)));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let event = match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(event) => event,
+            };
+            // The events after a batch stay in the channel until it is yielded.
+            let last = match event {
+                Some(ConsumerEvent::Deliveries(batch)) => {
+                    self.ready = VecDeque::from(batch);
+                    continue;
+                }
+                Some(ConsumerEvent::Cancelled(reason)) => Err(ClientError::ConsumerCancelled {
                     consumer_tag: self.tag.clone(),
                     reason,
-                }))
-            }
-            Some(ConsumerEvent::Failed(e)) => {
-                self.done = true;
-                self.cancelled = true;
-                Some(Err(e))
-            }
-            None => {
-                self.done = true;
-                None
-            }
-        })
+                }),
+                Some(ConsumerEvent::Failed(e)) => Err(e),
+                None => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
+            };
+            self.done = true;
+            self.cancelled = true;
+            return Poll::Ready(Some(last));
+        }
     }
 }
 
@@ -245,11 +273,15 @@ impl Drop for Consumer {
         // From here on the reader requeues what arrives for this consumer; requeue what
         // already arrived.
         self.rx.close();
+        let mut received = std::mem::take(&mut self.ready);
         while let Ok(event) = self.rx.try_recv() {
-            if let ConsumerEvent::Delivery(d) = event {
-                if !self.no_ack {
-                    let _ = d.reject(true);
-                }
+            if let ConsumerEvent::Deliveries(batch) = event {
+                received.extend(batch);
+            }
+        }
+        if !self.no_ack {
+            for d in received {
+                let _ = d.reject(true);
             }
         }
     }

@@ -3,7 +3,10 @@
 //! consumers) under one lock per socket read.
 //!
 //! Bodies are never copied: a delivery's body is a slice of the read buffer
-//! ([`body_bytes`]).
+//! ([`body_bytes`]). Deliver frames, nearly every frame a consumer's connection reads,
+//! are decoded by hand ([`decode_deliver`]), and the deliveries of one read that go to
+//! the same consumer one after another reach its stream as one event (one channel
+//! send and one wake-up per read, not per delivery).
 
 use super::connection::{
     ConsumerEvent, ConsumerSlot, OnReply, PendingRequest, Shared, State, MAX_ASYNC_ERRORS,
@@ -15,12 +18,14 @@ use super::publish::Returned;
 use super::readbuf::ReadPlan;
 use crate::protocol::PropertiesRef;
 use crate::protocol::{
-    body_bytes, decode_server, frame::take_frame, ClientFrame, ReplyBody, ServerFrame,
+    body_bytes, decode_deliver, decode_server, frame::take_frame, ClientFrame, DeliverParts,
+    ReplyBody, ServerFrame, LENGTH_PREFIX,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
 /// The reading half of the socket.
 type OwnedReadHalf =
     crate::server::stream::ReadHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -91,10 +96,28 @@ pub(crate) async fn run(
     shared.fail(error);
 }
 
+/// Deliveries for one consumer from consecutive deliver frames of one read, sent to its
+/// stream as one event when a frame for another consumer or any other frame comes, and
+/// at the end of the read (so a consumer's events keep the wire's order).
+struct Batch {
+    /// The consumer's tag, to tell whether the next delivery is its too.
+    tag: Arc<str>,
+    /// Its stream's channel.
+    tx: mpsc::UnboundedSender<ConsumerEvent>,
+    /// Its deliveries need no settling (and must not be rejected if it is gone).
+    no_ack: bool,
+    /// The deliveries, in wire order.
+    deliveries: Vec<Delivery>,
+}
+
+/// Most deliveries one batch is sized for up front (it grows past it if need be).
+const BATCH_CAPACITY: usize = 4096;
+
 /// Handles every complete frame in `buf`, under one lock.
 fn drain(shared: &Arc<Shared>, buf: &mut BytesMut, max: usize) -> Result<(), ClientError> {
     let mut guard = None;
     let mut wrote = false;
+    let mut batch = None;
     let result = loop {
         let frame = match take_frame(buf, max) {
             Ok(Some(f)) => f,
@@ -102,9 +125,20 @@ fn drain(shared: &Arc<Shared>, buf: &mut BytesMut, max: usize) -> Result<(), Cli
             Err(e) => break Err(ClientError::Protocol(e.to_string())),
         };
         let st = guard.get_or_insert_with(|| shared.lock());
-        if let Err(e) = handle(shared, st, &frame, &mut wrote) {
+        let handled = match decode_deliver(&frame) {
+            Some(d) => deliver(shared, st, &frame, d, &mut batch, buf.len(), &mut wrote),
+            None => flush(st, &mut batch, &mut wrote)
+                .and_then(|()| handle(shared, st, &frame, &mut wrote)),
+        };
+        if let Err(e) = handled {
             break Err(e);
         }
+    };
+    // What was gathered before an error still goes out, ahead of the failure event.
+    let result = match (guard.as_mut(), result) {
+        (Some(st), Ok(())) => flush(st, &mut batch, &mut wrote),
+        (Some(st), Err(e)) => flush(st, &mut batch, &mut wrote).and(Err(e)),
+        (None, result) => result,
     };
     drop(guard);
     if wrote {
@@ -113,7 +147,84 @@ fn drain(shared: &Arc<Shared>, buf: &mut BytesMut, max: usize) -> Result<(), Cli
     result
 }
 
-/// Handles one frame. An error ends the connection.
+/// Adds a delivery decoded by hand to the batch, sending the batch first when it is
+/// another consumer's. `left` is what the read buffer holds after this frame, from
+/// which a new batch guesses how many more deliveries this read brings.
+fn deliver(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    frame: &Bytes,
+    d: DeliverParts<'_>,
+    batch: &mut Option<Batch>,
+    left: usize,
+    wrote: &mut bool,
+) -> Result<(), ClientError> {
+    if batch.as_ref().is_some_and(|b| *b.tag != *d.consumer_tag) {
+        flush(st, batch, wrote)?;
+    }
+    if batch.is_none() {
+        let Some(slot) = st.consumers.get(d.consumer_tag) else {
+            tracing::warn!(
+                consumer_tag = %d.consumer_tag,
+                delivery_tag = d.delivery_tag,
+                "a delivery for an unknown consumer"
+            );
+            return Ok(());
+        };
+        let guess = 1 + left / (frame.len() + LENGTH_PREFIX);
+        *batch = Some(Batch {
+            tag: slot.tag.clone(),
+            tx: slot.tx.clone(),
+            no_ack: slot.no_ack,
+            deliveries: Vec::with_capacity(guess.min(BATCH_CAPACITY)),
+        });
+    }
+    let Some(b) = batch.as_mut() else {
+        return Ok(());
+    };
+    let acker = (!b.no_ack).then(|| shared.clone());
+    b.deliveries
+        .push(Delivery::from_parts(frame, d, b.tag.clone(), acker));
+    Ok(())
+}
+
+/// Sends the batch, if any, to its consumer's stream.
+fn flush(st: &mut State, batch: &mut Option<Batch>, wrote: &mut bool) -> Result<(), ClientError> {
+    match batch.take() {
+        Some(b) => send(st, &b.tx, b.no_ack, b.deliveries, wrote),
+        None => Ok(()),
+    }
+}
+
+/// Sends deliveries to a consumer's stream; if the stream was dropped, puts them back
+/// in the queue for other consumers (unless they needed no ack).
+fn send(
+    st: &mut State,
+    tx: &mpsc::UnboundedSender<ConsumerEvent>,
+    no_ack: bool,
+    deliveries: Vec<Delivery>,
+    wrote: &mut bool,
+) -> Result<(), ClientError> {
+    let Err(mpsc::error::SendError(ConsumerEvent::Deliveries(back))) =
+        tx.send(ConsumerEvent::Deliveries(deliveries))
+    else {
+        return Ok(());
+    };
+    if !no_ack {
+        for d in back {
+            let reject = ClientFrame::Reject {
+                tag: d.delivery_tag,
+                requeue: true,
+            };
+            st.encode(&reject, usize::MAX)?;
+            *wrote = true;
+        }
+    }
+    Ok(())
+}
+
+/// Handles one frame (a deliver frame here only when it is not in the encoder's own
+/// shape). An error ends the connection.
 fn handle(
     shared: &Arc<Shared>,
     st: &mut State,
@@ -212,19 +323,10 @@ fn handle(
                 );
                 return Ok(());
             };
-            let no_ack = slot.no_ack;
+            let (no_ack, tx) = (slot.no_ack, slot.tx.clone());
             let acker = (!no_ack).then(|| shared.clone());
             let delivery = Delivery::from_frame(frame, d, slot.tag.clone(), acker);
-            let gone = slot.tx.send(ConsumerEvent::Delivery(delivery)).is_err();
-            if gone && !no_ack {
-                // The consumer's stream was dropped: put the message back for others.
-                let reject = ClientFrame::Reject {
-                    tag: delivery_tag,
-                    requeue: true,
-                };
-                st.encode(&reject, usize::MAX)?;
-                *wrote = true;
-            }
+            send(st, &tx, no_ack, vec![delivery], wrote)?;
         }
         ServerFrame::Confirm { seq, multiple } => {
             let n = st.confirms.confirm(seq, multiple);
@@ -278,3 +380,6 @@ fn handle(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

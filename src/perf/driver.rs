@@ -177,6 +177,13 @@ pub trait Producer: Send + 'static {
 pub trait Consumer: Send + 'static {
     /// The next delivery, None when the consumer ended.
     fn next(&mut self) -> BoxFuture<'_, Option<Received>>;
+    /// The next delivery if one is ready now, without waiting and without the boxed
+    /// future of [`next`](Self::next) (an allocation per delivery): deliveries arrive
+    /// in batches, and the driver takes what is ready this way first. None when none
+    /// is ready now (or the consumer ended; `next` then says so).
+    fn try_next(&mut self) -> Option<Received> {
+        None
+    }
     /// Acks `tag` (and every earlier one with `multiple`).
     fn ack(&mut self, tag: u64, multiple: bool);
 }

@@ -233,10 +233,13 @@ pub async fn run_on<D: Driver>(
             let stopped = stop_rx.wait_for(|s| *s);
             tokio::pin!(stopped);
             while !stop.load(Ordering::Relaxed) {
-                let d = tokio::select! {
-                    biased;
-                    d = consumer.next() => d,
-                    _ = &mut stopped => break,
+                let d = match consumer.try_next() {
+                    Some(d) => Some(d),
+                    None => tokio::select! {
+                        biased;
+                        d = consumer.next() => d,
+                        _ = &mut stopped => break,
+                    },
                 };
                 let Some(d) = d else { break };
                 if measuring.load(Ordering::Relaxed) && d.body.len() >= 8 {

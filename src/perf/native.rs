@@ -236,12 +236,22 @@ impl Consumer for NativeConsumer {
         Box::pin(async move {
             match self.consumer.next().await {
                 Some(Ok(d)) => Some(Received {
-                    body: d.body.clone(),
                     tag: d.delivery_tag,
+                    body: d.body,
                 }),
                 _ => None,
             }
         })
+    }
+
+    fn try_next(&mut self) -> Option<Received> {
+        match self.consumer.next().now_or_never()? {
+            Some(Ok(d)) => Some(Received {
+                tag: d.delivery_tag,
+                body: d.body,
+            }),
+            _ => None,
+        }
     }
 
     fn ack(&mut self, tag: u64, multiple: bool) {

@@ -522,11 +522,22 @@ pub fn decode_client(body: &[u8]) -> Result<ClientFrame<'_>, DecodeError> {
     decode(body, Some(decode_budget(body.len())))
 }
 
-/// Decodes a server frame body.
+/// Decodes a server frame body. A deliver frame in the encoder's own shape is read by
+/// hand ([`decode_deliver`]), anything else through rmp-serde.
 ///
 /// No memory budget here: a client trusts its broker, whose deliveries carry what
 /// it accepted plus headers of its own (`x-death`).
 pub fn decode_server(body: &[u8]) -> Result<ServerFrame<'_>, DecodeError> {
+    if let Some(d) = decode_deliver(body) {
+        return Ok(ServerFrame::Deliver(d.into_frame()));
+    }
+    decode(body, None)
+}
+
+/// [`decode_server`] without the hand decoder of deliver frames: rmp-serde's generic
+/// path alone. For the fuzz target that holds the two to the same answers.
+#[doc(hidden)]
+pub fn decode_server_generic(body: &[u8]) -> Result<ServerFrame<'_>, DecodeError> {
     decode(body, None)
 }
 
@@ -624,8 +635,11 @@ pub fn properties_or_none(p: &Properties) -> Option<PropertiesRef<'_>> {
     }
 }
 
+mod deliver;
 mod stored;
 mod walk;
+
+pub use deliver::{decode_deliver, DeliverParts};
 
 pub use stored::{encode_deliver_stored, encode_deliver_stored_head, STORED_META_HEAD};
 use walk::Walk;
