@@ -134,4 +134,13 @@ fn write_fuzz_seeds() {
     let m = Message::new("", "", "");
     crate::storage::stream::codec::encode(&mut stream, 8, -1, &m).expect("encodes");
     write("stream_records", "frames", &stream);
+    let index = crate::storage::stream::index_file::SealedIndex {
+        first: 7,
+        next: 9,
+        bytes: stream.len() as u64,
+        last_timestamp: -1,
+        run_start: 8,
+        entries: vec![(7, 1_700_000_000_000, 0)],
+    };
+    write("stream_records", "index", &index.encode());
 }

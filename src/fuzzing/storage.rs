@@ -6,6 +6,7 @@ use crate::storage::disk::frame::{self, FrameAt};
 use crate::storage::disk::recovery::replay_bytes;
 use crate::storage::disk::segment::{header, HEADER_LEN};
 use crate::storage::stream::codec as stream_codec;
+use crate::storage::stream::index_file::SealedIndex;
 
 /// The payload bytes of a decoded message-log entry.
 fn disk_bytes(entry: &Entry) -> Vec<u8> {
@@ -81,8 +82,13 @@ pub fn disk_recovery(data: &[u8]) {
 /// Decodes `data` as one stream-log payload, and as a run of frames. A record that
 /// decodes encodes again (in its frame) to bytes that decode to the same. A record
 /// kept as stored whose message decodes goes into a native deliver frame (its stored
-/// bytes copied in) that a client decodes to that same message.
+/// bytes copied in) that a client decodes to that same message. And as a sealed
+/// segment's index file, whose decoder must refuse, never panic, and re-encode exactly.
 pub fn stream_records(data: &[u8]) {
+    // As a sealed segment's index file: one that reads back is its own encoding.
+    if let Ok(idx) = SealedIndex::decode(data) {
+        assert_eq!(idx.encode(), data, "index file round trip");
+    }
     for payload in std::iter::once(data).chain(good_payloads(data)) {
         stored_record(payload);
         if let Ok((offset, ts, message)) = stream_codec::decode(payload) {

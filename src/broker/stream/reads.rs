@@ -9,6 +9,7 @@ use crate::broker::messages::Delivery;
 use crate::message::Message;
 use crate::storage::stream::reader::{ReadBatch, ReadError};
 use crate::storage::stream::RecordMessage;
+use crate::storage::StorageError;
 use std::sync::{Arc, OnceLock};
 
 /// The `message` of a delivery that carries its record as stored: one shared empty
@@ -140,17 +141,23 @@ impl<H> StreamState<H> {
     }
 
     /// A read for consumer `id` finished: its records become the consumer's read-ahead.
-    pub fn read_done(&mut self, id: u64, result: Result<ReadBatch, ReadError>) {
+    /// Answers the damage found when the files hold a record that cannot be read
+    /// (checksum, structure): the offset and what is wrong. The actor then cancels the
+    /// consumer, which has been given every record before that one: reading on would
+    /// skip a record silently, and retrying finds the same bytes.
+    pub fn read_done(
+        &mut self,
+        id: u64,
+        result: Result<ReadBatch, ReadError>,
+    ) -> Option<(u64, StorageError)> {
         let first = self.log.first_offset();
-        let Some(c) = self.consumers.iter_mut().find(|c| c.id == id) else {
-            return;
-        };
+        let c = self.consumers.iter_mut().find(|c| c.id == id)?;
         let from = c.reading.take();
         c.skip_to(first);
         if from != Some(c.next) {
             // Retention or a group handover moved the consumer while it read.
             c.cursor = None;
-            return;
+            return None;
         }
         match result {
             Ok(batch) => {
@@ -172,12 +179,18 @@ impl<H> StreamState<H> {
                 tracing::debug!(consumer = id, segment, "stream segment gone while read");
                 c.cursor = None;
             }
+            Err(ReadError::Damaged { offset, error }) => {
+                c.cursor = None;
+                c.read_failed = true;
+                return Some((offset, error));
+            }
             Err(e) => {
                 tracing::error!(consumer = id, offset = c.next, error = %e, "cannot read the stream's files; retrying in a second");
                 c.cursor = None;
                 c.read_failed = true;
             }
         }
+        None
     }
 
     /// Lets consumers whose read failed try again (the actor's tick).
@@ -200,7 +213,9 @@ impl<H> StreamState<H> {
         let n = reads.len();
         for (id, req) in reads {
             let r = crate::storage::stream::reader::read(req);
-            self.read_done(id, r);
+            if let Some((offset, e)) = self.read_done(id, r) {
+                panic!("consumer {id}: record {offset} damaged: {e}");
+            }
         }
         n
     }

@@ -1,7 +1,10 @@
 //! Appending to a stream log: a chunk's records get their offsets and timestamp, are
 //! encoded once into one buffer of frames (handed to the writer thread, which writes
-//! and fsyncs it), and join the tail cache as slices of that buffer.
+//! and fsyncs it), and join the tail cache as slices of that buffer. A segment that
+//! fills is rolled: its sparse index goes to the writer as its index file
+//! ([`super::index_file`]), so the next start need not read its frames.
 
+use super::index_file::SealedIndex;
 use super::now_millis;
 use super::{codec, writer, Segment, StreamLog, StreamRecord};
 use crate::message::Message;
@@ -32,8 +35,16 @@ impl StreamLog {
         let mut pending = Vec::new();
         // The records of `buf` not yet in the tail: (frame position, message).
         let mut encoded = Vec::new();
+        // Index files of the segments this append seals: (first offset, bytes).
+        let mut seals = Vec::new();
         for m in messages {
             if self.segments.back().expect("a segment").bytes >= self.max_segment_bytes {
+                if stored {
+                    let sealed = self.segments.back().expect("a segment");
+                    if let Some(idx) = SealedIndex::of(sealed, self.next) {
+                        seals.push((idx.first, idx.encode()));
+                    }
+                }
                 if !buf.is_empty() {
                     let chunk = self.cache_encoded(std::mem::take(&mut buf), &mut encoded);
                     pending.push((segment, chunk, self.next));
@@ -80,6 +91,11 @@ impl StreamLog {
                 done,
             });
             last = c;
+        }
+        // After the appends: the writer writes an index once the segment's frames are
+        // on disk (the completions do not wait for it).
+        for (segment, bytes) in seals {
+            let _ = tx.send(writer::Command::Seal { segment, bytes });
         }
         last
     }

@@ -2,8 +2,10 @@
 //! ...), kept in `data_dir/streams/<vhost>/<name>/` as segment files named by their
 //! first offset, each record a frame of the message log's checksummed codec
 //! ([`codec`]). Appends are written and fsynced by the stream's writer thread
-//! ([`writer`]) in groups; [`StreamLog::open`] recovers the directory, cutting a torn
-//! tail at the last good frame. Retention removes whole segments from the front.
+//! ([`writer`]) in groups; a rolled segment gets an index file ([`index_file`]).
+//! [`StreamLog::open`] recovers the directory ([`recover`]): sealed segments from their
+//! index files, the rest by reading their frames, cutting a torn tail at the last good
+//! frame. Retention removes whole segments (and their index files) from the front.
 //!
 //! Memory holds only a sparse index per segment (an entry every [`INDEX_SPACING`] bytes:
 //! offset, timestamp, file position) and a bounded tail cache of the newest records,
@@ -14,6 +16,7 @@
 mod append;
 pub mod cache;
 pub mod codec;
+pub mod index_file;
 pub mod reader;
 mod record;
 mod recover;
@@ -31,6 +34,7 @@ use std::thread::JoinHandle;
 use writer::Written;
 
 pub use record::{RecordMessage, StreamRecord};
+pub use recover::Recovered;
 
 /// A sparse index entry is added once a segment has grown this many bytes past the
 /// previous one: a 100-million-record stream of small messages needs ~10 GB of frames,
@@ -56,6 +60,9 @@ struct Segment {
     index: Vec<IndexEntry>,
     bytes: u64,
     last_timestamp: Option<i64>,
+    /// The first offset of the trailing records stamped `last_timestamp`: kept in the
+    /// sealed segment's index file, so recovery finds the last chunk without its frames.
+    run_start: u64,
 }
 
 impl Segment {
@@ -65,6 +72,7 @@ impl Segment {
             index: Vec::new(),
             bytes: 0,
             last_timestamp: None,
+            run_start: first,
         }
     }
 
@@ -81,6 +89,9 @@ impl Segment {
                 timestamp,
                 pos: self.bytes,
             });
+        }
+        if self.last_timestamp != Some(timestamp) {
+            self.run_start = offset;
         }
         self.bytes += len;
         self.last_timestamp = Some(timestamp);
@@ -122,6 +133,8 @@ pub struct StreamLog {
     last_timestamp: i64,
     /// How far each segment's checksums were verified (by recovery or a first read).
     verified: Arc<verified::Verified>,
+    /// What the last open trusted, scanned and indexed (logged, and for tests).
+    recovered: Recovered,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -154,16 +167,18 @@ impl StreamLog {
             disk: None,
             last_timestamp: 0,
             verified: Arc::default(),
+            recovered: Recovered::default(),
         }
     }
 
-    /// Opens (creating it if missing) the log in `dir`, recovering what it holds: each
+    /// Opens (creating it if missing) the log in `dir`, recovering what it holds: a
+    /// sealed segment with a valid index file is taken from it, unread; every other
     /// segment's frames are checked and indexed (bodies are not kept), a torn or
     /// corrupt tail is cut at the last good frame (and any later segment file
-    /// removed). Blocks while it scans.
+    /// removed). Blocks while it reads.
     pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<Self, StorageError> {
         let mut log = Self::memory(max_segment_bytes);
-        recover::recover(&mut log, dir)?;
+        log.recovered = recover::recover(&mut log, dir)?;
         log.recovered_offsets = read_offsets(dir)?;
         let (tx, rx) = mpsc::channel();
         let d = dir.to_path_buf();
@@ -224,6 +239,11 @@ impl StreamLog {
             .map(|s| s.index.capacity() * std::mem::size_of::<IndexEntry>())
             .sum();
         self.tail_bytes + index as u64 + blocks
+    }
+
+    /// What the open trusted from index files and what it scanned.
+    pub fn recovered(&self) -> Recovered {
+        self.recovered
     }
 
     /// Entries of the sparse index, across segments.
@@ -453,5 +473,7 @@ pub fn dir_name(name: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod recover_tests;
 #[cfg(test)]
 mod tests;

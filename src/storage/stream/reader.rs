@@ -103,6 +103,15 @@ pub enum ReadError {
     Gone(u64),
     /// The file could not be read, or holds something else than expected.
     Storage(StorageError),
+    /// The record at `offset` is damaged in its file (its checksum fails, or it does
+    /// not decode): the read stopped there, and every read that reaches it will. A read
+    /// that reaches it after some records answers those (it stops before it).
+    Damaged {
+        /// The damaged record's offset.
+        offset: u64,
+        /// What is wrong, and in which file.
+        error: StorageError,
+    },
 }
 
 impl std::fmt::Display for ReadError {
@@ -110,6 +119,7 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::Gone(s) => write!(f, "segment {s} was removed"),
             ReadError::Storage(e) => write!(f, "{e}"),
+            ReadError::Damaged { offset, error } => write!(f, "record {offset}: {error}"),
         }
     }
 }
@@ -159,15 +169,18 @@ const BLOCK_BYTES: usize = 256 * 1024;
 const BLOCK_RECORDS: usize = 2048;
 
 /// Reads the records from `cur` on (below `end`) into a block, within one segment;
-/// moves `cur` to the next segment when it starts at `cur`.
+/// moves `cur` to the next segment when it starts at `cur`. A record whose frame fails
+/// its checksum is an error, unless it lies below `wanted` (the reader starts after
+/// it): then it is passed over by its length, and the next record must follow it.
 fn decode_block(
     dir: &Path,
     cur: &mut Cursor,
     end: u64,
+    wanted: u64,
     verified: &Verified,
 ) -> Result<Option<Block>, ReadError> {
     let mut remapped = false;
-    loop {
+    'segment: loop {
         let map = match &cur.map {
             Some(m) => m.clone(),
             None => {
@@ -187,7 +200,7 @@ fn decode_block(
         };
         let mut pos = cur.pos;
         let mut body_bytes = 0;
-        let checked_below = verified.upto(cur.segment);
+        let checked_below = verified.through(cur.segment, cur.pos);
         while block.end() < end && body_bytes < BLOCK_BYTES && block.records.len() < BLOCK_RECORDS {
             let at = if pos < checked_below {
                 frame::read_verified(&map, pos)
@@ -195,6 +208,25 @@ fn decode_block(
                 frame::read_at(&map, pos)
             };
             let FrameAt::Good { payload, next } = at else {
+                if let (FrameAt::BadChecksum { next }, true) = (at, block.records.is_empty()) {
+                    if block.end() < wanted {
+                        tracing::warn!(segment = %segment_path(dir, cur.segment).display(), offset = block.end(), at = pos, "damaged stream record passed over by a reader that starts after it");
+                        cur.pos = next;
+                        cur.offset = block.end() + 1;
+                        continue 'segment;
+                    }
+                    // Below `end`, every frame was written whole before this read: a
+                    // failed checksum is damage (in a sealed segment trusted by its
+                    // index file, found here first), not a write in progress.
+                    return Err(corrupt(
+                        dir,
+                        cur.segment,
+                        format!(
+                            "record {} at byte {pos} fails its checksum: damaged on disk",
+                            block.end()
+                        ),
+                    ));
+                }
                 break;
             };
             let read = if pos < checked_below {
@@ -252,18 +284,31 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
     while cur.offset < req.end && records.len() < req.max_records && bytes < req.max_bytes {
         let block = match req.cache.find(cur.offset) {
             Some(b) => b,
-            None => {
-                let Some(b) = decode_block(&dir, &mut cur, req.end, &req.verified)? else {
+            None => match decode_block(&dir, &mut cur, req.end, req.from, &req.verified) {
+                Ok(Some(b)) => {
+                    let b = Arc::new(b);
+                    req.cache.insert(b.clone());
+                    b
+                }
+                Ok(None) => break,
+                Err(ReadError::Storage(error @ StorageError::Corrupt { .. })) => {
+                    if records.is_empty() {
+                        return Err(ReadError::Damaged {
+                            offset: cur.offset,
+                            error,
+                        });
+                    }
+                    // The records before it first; the next read stops at it.
                     break;
-                };
-                let b = Arc::new(b);
-                req.cache.insert(b.clone());
-                b
-            }
+                }
+                Err(e) => return Err(e),
+            },
         };
         let mut i = (cur.offset - block.start) as usize;
         // Messages this read decoded first: the block keeps them, its budget counts them.
         let mut decoded = 0;
+        // A record that does not decode (its checksum held): the read ends before it.
+        let mut undecodable = false;
         while i < block.records.len() && records.len() < req.max_records && bytes < req.max_bytes {
             let offset = block.start + i as u64;
             let r = &block.records[i];
@@ -278,9 +323,23 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                 if req.decode {
                     if let RecordMessage::Stored(s) = &r.message {
                         let first_decode = s.decoded().is_none();
-                        let m = s
-                            .message(&mut exchange)
-                            .map_err(|e| corrupt(&dir, block.segment, e))?;
+                        let m = match s.message(&mut exchange) {
+                            Ok(m) => m,
+                            Err(e) if records.is_empty() => {
+                                return Err(ReadError::Damaged {
+                                    offset,
+                                    error: StorageError::Corrupt {
+                                        path: segment_path(&dir, block.segment),
+                                        reason: e,
+                                    },
+                                });
+                            }
+                            Err(_) => {
+                                i -= 1;
+                                undecodable = true;
+                                break;
+                            }
+                        };
                         let size = super::record::decoded_size(m);
                         r.size += size;
                         if first_decode {
@@ -307,6 +366,9 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
             offset: block.start + i as u64,
             map: Some(map.unwrap_or_else(|| block.map.clone())),
         };
+        if undecodable {
+            break;
+        }
     }
     Ok(ReadBatch {
         first,

@@ -4,14 +4,14 @@
 use super::*;
 use crate::message::Message;
 
-fn msgs(n: usize, tag: &str) -> Vec<Arc<Message>> {
+pub(super) fn msgs(n: usize, tag: &str) -> Vec<Arc<Message>> {
     (0..n)
         .map(|i| Arc::new(Message::new("", "s", format!("{tag}-{i}"))))
         .collect()
 }
 
 /// Reads the record at `o` from the files (or the tail cache when it holds it).
-fn record(log: &StreamLog, o: u64) -> StreamRecord {
+pub(super) fn record(log: &StreamLog, o: u64) -> StreamRecord {
     if let Some(r) = log.get(o) {
         return r.clone();
     }
@@ -22,7 +22,7 @@ fn record(log: &StreamLog, o: u64) -> StreamRecord {
     b.records[0].clone()
 }
 
-fn body(log: &StreamLog, o: u64) -> String {
+pub(super) fn body(log: &StreamLog, o: u64) -> String {
     String::from_utf8(record(log, o).message.body().to_vec()).unwrap()
 }
 
@@ -32,7 +32,7 @@ fn message(r: &StreamRecord) -> Arc<Message> {
 }
 
 /// Every record from `from` on, read from the files in reads of `step` records.
-fn read_all(log: &StreamLog, from: u64, step: usize) -> Vec<(u64, String)> {
+pub(super) fn read_all(log: &StreamLog, from: u64, step: usize) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     let mut next = from;
     let mut cursor = None;
@@ -314,10 +314,13 @@ fn a_frame_is_checked_on_its_first_read_and_by_recovery_not_on_rereads() {
     };
     // Appended in this run, never read: the first read checks every frame's CRC.
     patch_segment(dir.path(), b"a-100", b"a-1X0");
-    match read(&log, 0) {
-        Err(reader::ReadError::Storage(StorageError::Corrupt { reason, .. })) => {
-            assert!(reason.contains("no record 100"), "{reason}")
-        }
+    let before = read(&log, 0).expect("the records before the damaged one");
+    assert_eq!((before.first, before.records.len()), (0, 100));
+    match read(&log, 100) {
+        Err(reader::ReadError::Damaged {
+            offset: 100,
+            error: StorageError::Corrupt { reason, .. },
+        }) => assert!(reason.contains("fails its checksum"), "{reason}"),
         other => panic!("a damaged frame read first: {other:?}"),
     }
     patch_segment(dir.path(), b"a-1X0", b"a-100");

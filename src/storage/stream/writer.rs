@@ -4,8 +4,11 @@
 //! write the appends of the group to their segment files, fsync once (and the
 //! directory when a segment file was created), then resolve every completion of the
 //! group: group commit, so a confirm means "on disk" without an fsync per message.
-//! Segment removals (retention) and the consumer offsets file are handled after the
-//! group's appends; of several offsets snapshots queued, only the last is written.
+//! A rolled segment's index file ([`super::index_file`]) is written after the group's
+//! appends, so after the fsync of the segment's last frames: an index file never
+//! describes bytes that are not on disk. Segment removals (retention, which removes
+//! the index file with its segment) and the consumer offsets file come last; of several
+//! offsets snapshots queued, only the last is written.
 //!
 //! After each group's write (before its fsync) the writer publishes the offset up to
 //! which the files hold every record ([`Written`]): readers of the files read only
@@ -59,7 +62,15 @@ pub enum Command {
         /// Resolved once written and fsynced.
         done: Completer,
     },
-    /// Remove the segment file that starts at this offset (retention).
+    /// Write the index file of the segment that starts at `segment`, now sealed (its
+    /// last frames were sent before this command).
+    Seal {
+        /// The first offset of the sealed segment.
+        segment: u64,
+        /// The index file's bytes ([`super::index_file::SealedIndex::encode`]).
+        bytes: Vec<u8>,
+    },
+    /// Remove the segment file that starts at this offset, and its index (retention).
     Remove(u64),
     /// Replace the consumer offsets file with these bytes (a framed snapshot).
     Offsets(Vec<u8>),
@@ -132,6 +143,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes the index files of sealed segments (their frames are fsynced: a
+    /// segment is sealed by an append to the next one, written in the same group or
+    /// an earlier one). A failure is logged and costs only a scan at the next start.
+    fn write_seals(&self, seals: &[(u64, Vec<u8>)]) {
+        if seals.is_empty() || self.failed.is_some() {
+            return;
+        }
+        let mut any = false;
+        for (segment, bytes) in seals {
+            match super::index_file::write(&self.dir, *segment, bytes) {
+                Ok(()) => any = true,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), segment, error = %e, "cannot write a sealed segment's index: the next start scans the segment")
+                }
+            }
+        }
+        if any {
+            if let Err(e) = sync_dir(&self.dir) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the stream directory after writing segment indexes");
+            }
+        }
+    }
+
     fn write_offsets(&self, bytes: &[u8]) -> Result<(), StorageError> {
         let tmp = self.dir.join("offsets.tmp");
         let mut f =
@@ -167,6 +201,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
         let mut appends = Vec::new();
         let mut done = Vec::new();
         let mut removes = Vec::new();
+        let mut seals = Vec::new();
         let mut offsets = None;
         let mut end = 0;
         for cmd in std::iter::once(first).chain(rx.try_iter()) {
@@ -181,6 +216,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
                     appends.push((segment, bytes));
                     done.push(d);
                 }
+                Command::Seal { segment, bytes } => seals.push((segment, bytes)),
                 Command::Remove(s) => removes.push(s),
                 Command::Offsets(b) => offsets = Some(b),
             }
@@ -197,11 +233,16 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
                 d.complete(result.clone());
             }
         }
+        // Before the removes: a segment sealed and removed in one group leaves no index.
+        w.write_seals(&seals);
         for s in removes {
             let path = segment_path(&w.dir, s);
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a stream segment");
             }
+            // After the segment: a crash between leaves an index without a segment,
+            // which recovery removes, rather than a segment it would have to scan.
+            super::index_file::remove(&w.dir, s);
         }
         if let Some(b) = offsets {
             if let Err(e) = w.write_offsets(&b) {

@@ -5,6 +5,7 @@
 mod amqp;
 mod bodies;
 mod crash;
+mod damage;
 mod embed;
 mod groups;
 mod mgmt;

@@ -165,7 +165,9 @@ impl QueueActor {
                             )),
                         ))
                     });
-                    act.stream().read_done(id, result);
+                    if let Some((offset, e)) = act.stream().read_done(id, result) {
+                        act.stream_damaged(id, offset, &e);
+                    }
                     act.stream_dispatch(ctx);
                 }),
             );
@@ -240,6 +242,39 @@ impl QueueActor {
             // Streams keep no rate counters yet: their rates show as 0.
             counts: Default::default(),
         }
+    }
+
+    /// Consumer `id` reached record `offset`, which the files hold damaged (found by
+    /// the first read of a frame that recovery trusted unread): the broker log says
+    /// what and where, and the consumer is cancelled with the reason (a native or
+    /// embedded consumer gets it; AMQP's basic.cancel carries none), rather than given
+    /// the records after it as if that one had not existed. It has had every record
+    /// before it; a new consumer can start past it.
+    fn stream_damaged(&mut self, id: u64, offset: u64, e: &crate::storage::StorageError) {
+        let q = self.name.clone();
+        let s = self.stream();
+        let Some(c) = s.consumers().iter().find(|c| c.id == id) else {
+            return;
+        };
+        let (owner, tag) = (c.owner, c.tag.clone());
+        tracing::error!(queue = %q, consumer = %tag, offset, error = %e, "stream record damaged on disk: consumer cancelled");
+        let what = match e {
+            crate::storage::StorageError::Corrupt { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        };
+        let reason = BrokerError::internal(format!(
+            "record {offset} of stream '{q}' is damaged on disk and cannot be delivered ({what}); \
+             x-stream-offset = {} reads on after it",
+            offset + 1
+        ));
+        if let Some(r) = &c.handle.cancelled {
+            r.do_send(ConsumerCancelled {
+                consumer_tag: tag.clone(),
+                reason: reason.to_string(),
+            });
+        }
+        s.cancel(owner, &tag);
+        s.flush_offsets();
     }
 
     /// The queue (a stream) is deleted: cancel its consumers, remove its directory.
