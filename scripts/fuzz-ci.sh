@@ -31,7 +31,7 @@ if [ "$mode" != run ]; then
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
 -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 -Cllvm-args=-sanitizer-coverage-stack-depth --cfg fuzzing -Clink-dead-code -Cdebug-assertions" \
-    cargo build --locked --manifest-path fuzz/Cargo.toml --profile fuzz-ci --bins \
+    cargo build --locked --manifest-path fuzz/Cargo.toml --release --bins \
     --target "$triple" --target-dir "$fuzz_dir"
   echo "fuzz: built in $((SECONDS - started)) s"
 fi
@@ -41,7 +41,7 @@ for src in fuzz/fuzz_targets/*.rs; do
   t=$(basename "$src" .rs)
   mkdir -p "$corpus_root/$t" "fuzz/artifacts/$t"
   log="$corpus_root/$t.log"
-  if ! "$fuzz_dir/$triple/fuzz-ci/$t" "$corpus_root/$t" "fuzz/seeds/$t" \
+  if ! "$fuzz_dir/$triple/release/$t" "$corpus_root/$t" "fuzz/seeds/$t" \
     -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$fuzz_secs" -timeout=10 \
     -rss_limit_mb=1024 -malloc_limit_mb=512 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
