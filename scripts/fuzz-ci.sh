@@ -37,22 +37,38 @@ if [ "$mode" != run ]; then
 fi
 [ "$mode" = build ] && exit 0
 
-for src in fuzz/fuzz_targets/*.rs; do
-  t=$(basename "$src" .rs)
+# One target's run; its log is kept beside the corpus.
+run_target() {
+  local t=$1 log="$corpus_root/$1.log"
   mkdir -p "$corpus_root/$t" "fuzz/artifacts/$t"
-  log="$corpus_root/$t.log"
   if ! "$fuzz_dir/$triple/release/$t" "$corpus_root/$t" "fuzz/seeds/$t" \
     -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$fuzz_secs" -timeout=10 \
     -rss_limit_mb=1024 -malloc_limit_mb=512 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz target $t failed (input in fuzz/artifacts/$t/)" >&2
-    exit 1
+    return 1
   fi
   # A build without the coverage counters would "pass" while exploring nothing.
   if ! grep -Eq 'INFO: Loaded [0-9]+ modules +\([1-9][0-9]* inline 8-bit counters\)' "$log"; then
     head -n 20 "$log" >&2
     echo "fuzz target $t is not instrumented (no coverage counters): the build flags are wrong" >&2
-    exit 1
+    return 1
   fi
-  grep -E '^stat::number_of_executed_units' "$log" | sed "s/^/fuzz $t: /"
+}
+
+# Two targets at a time (one core each): the stages CI runs beside them mostly wait.
+targets=()
+for src in fuzz/fuzz_targets/*.rs; do targets+=("$(basename "$src" .rs)"); done
+failed=0
+for ((i = 0; i < ${#targets[@]}; i += 2)); do
+  pids=()
+  for t in "${targets[@]:i:2}"; do
+    run_target "$t" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || exit 1
+done
+for t in "${targets[@]}"; do
+  grep -E '^stat::number_of_executed_units' "$corpus_root/$t.log" | sed "s/^/fuzz $t: /"
 done
