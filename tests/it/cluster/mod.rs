@@ -19,7 +19,8 @@
 //!   replaced in its groups; [`quorum_failover`]: kill -9 of a group's leader with
 //!   publishers on both other nodes; [`quorum_session`]: consume sessions' faults;
 //!   [`quorum_dlx`]: dead-lettering, once, also after the group's leader is killed,
-//!   and TTLs; [`quorum_sac`]: single active consumer.
+//!   and TTLs; [`quorum_sac`]: single active consumer; [`quorum_credit`]: a
+//!   consumer's prefetch against what the group checks out to it.
 
 mod drift;
 mod failover;
@@ -31,6 +32,7 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_credit;
 mod quorum_dlx;
 mod quorum_failover;
 mod quorum_forward;

@@ -6,13 +6,14 @@
 use super::*;
 
 impl QueueActor {
-    /// Sends each consumer what waits for it, as far as its transport window allows.
+    /// Sends each consumer what waits for it, as far as its transport window and its
+    /// client's free prefetch slots allow (`credit::sendable`).
     pub(super) fn replica_flush(&mut self) {
         let handle = self.handle.clone();
         let r = self.replica();
         let mut gone = Vec::new();
         for c in r.consumers.iter_mut() {
-            let n = c.waiting.len().min(c.window as usize);
+            let n = credit::sendable(c.prefetch, c.auto_ack, c.unacked, c.window, c.waiting.len());
             if n == 0 {
                 continue;
             }
@@ -37,8 +38,8 @@ impl QueueActor {
                     );
                 }
             }
-            // do_send: the machine's credit (prefetch) and the transport window bound
-            // what is in flight.
+            // do_send: the client's prefetch and the transport window bound what is in
+            // flight.
             c.handle.deliver.do_send(Deliver {
                 consumer_tag: c.tag.clone(),
                 queue: handle.clone().expect("queue handle set in started"),
@@ -52,7 +53,10 @@ impl QueueActor {
         }
         for id in gone {
             // Its process went without a release: unregistered, its checkouts back.
-            r.consumers.retain(|c| c.id != id);
+            if let Some(at) = r.consumers.iter().position(|c| c.id == id) {
+                let c = r.consumers.remove(at);
+                r.give_back_unsent(&c);
+            }
             r.out.retain(|_, o| o.consumer != id);
             r.return_whole(id);
         }

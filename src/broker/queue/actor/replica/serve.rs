@@ -153,7 +153,7 @@ impl QueueActor {
             unacked: 0,
             waiting: VecDeque::new(),
         });
-        let credit = credit_of(msg.options.prefetch);
+        let credit = credit::machine_credit(msg.options.prefetch);
         r.cmds.push_back(Cmd::Consume {
             consumer: id,
             credit,
@@ -304,7 +304,7 @@ impl QueueActor {
                         c.prefetch = prefetch;
                         r.cmds.push_back(Cmd::Consume {
                             consumer: c.id,
-                            credit: credit_of(prefetch),
+                            credit: credit::machine_credit(prefetch),
                         });
                     }
                 }
