@@ -1,9 +1,9 @@
-//! A quorum queue's consumer credit (3 real processes): the group checks a consumer
-//! out more than its prefetch, so that an ack frees its client's slot at once while
-//! the `Settle` commits, yet the client never holds more than its prefetch unacked.
-//! What was checked out and never sent goes back unmarked when the consumer goes;
-//! every message is delivered, and none whose ack committed comes again after kill -9
-//! of the group's leader.
+//! A quorum queue's consumer credit (3 real processes): while its client settles, the
+//! group checks a consumer out more than its prefetch, so that an ack frees the
+//! client's slot at once while the `Settle` commits; yet the client never holds more
+//! than its prefetch unacked, and a client that settles nothing holds no more than
+//! that in the group (the extra goes back unmarked). Every message is delivered, and
+//! none whose ack committed comes again after kill -9 of the group's leader.
 
 use super::quorum::{declare_quorum, next_delivery, publish_numbered, queue_leader, try_consume};
 use super::quorum_forward::{counts, text};
@@ -26,7 +26,8 @@ fn number(d: &lapin::message::Delivery) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quorum_consumer_holds_at_most_its_prefetch_while_the_group_checks_out_more() {
+async fn a_quorum_consumer_holds_at_most_its_prefetch_gets_everything_and_nothing_acked_again_after_a_kill(
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = block_in_place(|| three_led(dir.path()));
     declare_quorum(&nodes[0], "credit", "").await;
@@ -36,7 +37,8 @@ async fn a_quorum_consumer_holds_at_most_its_prefetch_while_the_group_checks_out
     let at = nodes.iter().position(|n| n.id == led).unwrap();
     let other = (at + 1) % nodes.len();
 
-    // On the leader's node: the group checks out the prefetch and as much again...
+    // On the leader's node, a client that holds its prefetch and settles nothing
+    // holds no more than that in the group: the rest stays ready.
     let (lconn, lch, mut lc) = try_consume(&nodes[at], "credit", PREFETCH).await.unwrap();
     let mut held = Vec::new();
     for n in 0..P {
@@ -44,17 +46,7 @@ async fn a_quorum_consumer_holds_at_most_its_prefetch_while_the_group_checks_out
         assert_eq!(number(&d), n, "in order");
         held.push(d);
     }
-    counts(&nodes[at], "credit", TOTAL - 2 * P, 2 * P).await;
-    // ...and its client gets the prefetch only: the leader sent what it would send
-    // before the group's view above; round trips on the client's connection come
-    // after those deliveries.
-    for _ in 0..3 {
-        lconn.create_channel().await.unwrap();
-    }
-    assert!(
-        lc.next().now_or_never().is_none(),
-        "the client was sent more than its prefetch"
-    );
+    counts(&nodes[at], "credit", TOTAL - P, P).await;
     // An ack frees one slot: the next in order comes, first delivery.
     held.remove(0)
         .ack(BasicAckOptions::default())
@@ -64,10 +56,21 @@ async fn a_quorum_consumer_holds_at_most_its_prefetch_while_the_group_checks_out
     assert_eq!(number(&d), P);
     assert!(!d.redelivered);
     held.push(d);
-    // The ack committed: the group holds the client's 10 and 10 more.
-    counts(&nodes[at], "credit", TOTAL - 1 - 2 * P, 2 * P).await;
-    // The channel goes: what its client had (1..=10) comes back marked, what was
-    // only checked out to it (11..=20) unmarked.
+    // Its settlement made the group check out more than the prefetch (11..=20, ahead
+    // of the commits); once the client holds its prefetch again and settles nothing,
+    // that extra goes back unsent and the group holds what the client holds. A
+    // client sent more than its prefetch would hold more here, for good.
+    counts(&nodes[at], "credit", TOTAL - 1 - P, P).await;
+    // Round trips on the client's connection come after anything the leader sent.
+    for _ in 0..3 {
+        lconn.create_channel().await.unwrap();
+    }
+    assert!(
+        lc.next().now_or_never().is_none(),
+        "the client was sent more than its prefetch"
+    );
+    // The channel goes: what its client had (1..=10) comes back marked; what was
+    // only checked out to it (11..=20) was given back unmarked.
     lch.close(200, "bye".into()).await.unwrap();
     drop(held);
 

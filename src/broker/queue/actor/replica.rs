@@ -69,6 +69,11 @@ struct Consumer {
     /// Checked out to it by the machine, not sent yet (its transport window or its
     /// prefetch is full): at most the machine's credit beyond what its client holds.
     waiting: VecDeque<Picked>,
+    /// Registered with the extra credit (`credit::registered`): its client settles
+    /// and the next messages are checked out ahead of the commits.
+    boosted: bool,
+    /// `Settle` commands of its client's settlements written and not answered yet.
+    settling: usize,
 }
 
 /// A message to send: its id, the message, its earlier deliveries.
@@ -92,6 +97,8 @@ enum Cmd {
     Settle {
         ids: Vec<u64>,
         how: How,
+        /// The consumers whose client's settlements these are (their `settling`).
+        by: Vec<u64>,
     },
     /// `None`: this node took over, every checkout comes back.
     Return(Option<ConsumerKey>),
@@ -170,11 +177,15 @@ impl Replica {
     fn settle(&mut self, owner: OwnerId, ids: &[u64], settlement: Settlement) {
         self.remote.settle(owner, ids, settlement);
         let mut mine = Vec::new();
+        let mut by = Vec::new();
         for id in ids {
             if self.out.get(id).is_some_and(|o| o.owner == owner) {
                 let o = self.out.remove(id).expect("checked");
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.id == o.consumer) {
                     c.unacked = c.unacked.saturating_sub(1);
+                    if !by.contains(&c.id) {
+                        by.push(c.id);
+                    }
                 }
                 mine.push(*id);
             }
@@ -182,12 +193,25 @@ impl Replica {
         if mine.is_empty() {
             return;
         }
+        // Its client settles: the extra credit (if not registered yet) commits with
+        // this settlement, before it, so what the commit frees and the extra are
+        // checked out together.
+        for c in self.consumers.iter_mut().filter(|c| by.contains(&c.id)) {
+            c.settling += 1;
+            if !c.boosted && !c.auto_ack && c.prefetch > 0 {
+                c.boosted = true;
+                self.cmds.push_back(Cmd::Consume {
+                    consumer: c.id,
+                    credit: credit::registered(c.prefetch, true),
+                });
+            }
+        }
         let how = match settlement {
             Settlement::Ack => How::Ack,
             Settlement::Requeue => How::Requeue,
             Settlement::Discard => How::Reject,
         };
-        self.cmds.push_back(Cmd::Settle { ids: mine, how });
+        self.cmds.push_back(Cmd::Settle { ids: mine, how, by });
     }
 
     /// Queues the `Return` of everything checked out to `consumer` (which it also
@@ -212,6 +236,7 @@ impl Replica {
         self.cmds.push_back(Cmd::Settle {
             ids: c.waiting.iter().map(|p| p.0).collect(),
             how: How::Unsent,
+            by: Vec::new(),
         });
     }
 
@@ -265,6 +290,7 @@ impl Replica {
             self.cmds.push_back(Cmd::Settle {
                 ids: unsent,
                 how: How::Unsent,
+                by: Vec::new(),
             });
         }
     }
@@ -309,6 +335,7 @@ impl Replica {
             self.cmds.push_back(Cmd::Settle {
                 ids: unsent,
                 how: How::Unsent,
+                by: Vec::new(),
             });
         }
     }
@@ -343,7 +370,7 @@ impl Replica {
                 to: r.key(*consumer),
                 ids: vec![picked.0],
             },
-            Cmd::Settle { ids, how } => Command::Settle {
+            Cmd::Settle { ids, how, .. } => Command::Settle {
                 ids: ids.clone(),
                 how: *how,
             },

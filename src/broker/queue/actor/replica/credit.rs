@@ -6,12 +6,17 @@
 //!   at once ([`sendable`]).
 //! - **The machine's credit**: checkouts the group's machine may hold for the
 //!   consumer, unsettled in the *committed* state. A settlement frees it only once
-//!   its `Settle` commits, a round trip to a majority later. Registered as the
-//!   prefetch plus as much again, at most [`MAX_EXTRA`] more ([`machine_credit`]):
-//!   the extra is checked out ahead, committed, waiting on this node, so that an ack
-//!   finds the next message already checked out instead of waiting for its own
-//!   commit. Before, with the machine's credit equal to the prefetch, a consumer got
-//!   at most its prefetch per commit round trip.
+//!   its `Settle` commits, a round trip to a majority later. While its client
+//!   settles, it is registered with the prefetch plus as much again, at most
+//!   [`MAX_EXTRA`] more ([`machine_credit`]): the extra is checked out ahead,
+//!   committed, waiting on this node, so that an ack finds the next message already
+//!   checked out instead of waiting for its own commit. Before, with the machine's
+//!   credit equal to the prefetch, a consumer got at most its prefetch per commit
+//!   round trip. The extra is registered with the client's first settlement (in the
+//!   same entry) and given back when the client holds its prefetch with none of its
+//!   settlements on the way ([`idle`]): then the credit is the prefetch again and
+//!   what waited goes back unsent, so a client that takes nothing keeps no message
+//!   from other consumers or gets ([`registered`]).
 //!
 //! What the group holds for a consumer is therefore what its client holds (at most
 //! the prefetch), plus what it acked whose `Settle` has not committed, plus what waits
@@ -34,6 +39,26 @@ pub(super) fn machine_credit(prefetch: u32) -> u32 {
         0 => UNLIMITED_CREDIT,
         p => p.saturating_add(p.min(MAX_EXTRA)),
     }
+}
+
+/// The credit a consumer is registered with: [`machine_credit`] while `boosted` (its
+/// client settles, the next messages are checked out ahead of the commits), else its
+/// prefetch (0: [`UNLIMITED_CREDIT`]), so that a client that holds its prefetch and
+/// settles nothing holds no more in the group than its prefetch: the messages stay
+/// ready for other consumers and gets, as in RabbitMQ.
+pub(super) fn registered(prefetch: u32, boosted: bool) -> u32 {
+    match (prefetch, boosted) {
+        (0, _) => UNLIMITED_CREDIT,
+        (p, false) => p,
+        (p, true) => machine_credit(p),
+    }
+}
+
+/// A consumer whose client holds its whole prefetch (`unacked`) with no settlement
+/// of it on its way to commit (`settling`): nothing it has checked out beyond that
+/// can be sent before its client settles, so the extra is given back.
+pub(super) fn idle(prefetch: u32, auto_ack: bool, unacked: usize, settling: usize) -> bool {
+    !auto_ack && prefetch > 0 && settling == 0 && unacked >= prefetch as usize
 }
 
 /// How many of `waiting` checkouts a consumer may be sent now: within its transport

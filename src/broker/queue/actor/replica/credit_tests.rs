@@ -37,6 +37,23 @@ fn the_machine_credit_is_the_prefetch_and_as_much_again_within_a_cap() {
 }
 
 #[test]
+fn the_extra_is_registered_only_while_the_client_settles() {
+    assert_eq!(registered(10, false), 10, "a client that settles nothing");
+    assert_eq!(registered(10, true), 20);
+    assert_eq!(registered(0, false), UNLIMITED_CREDIT);
+    assert_eq!(registered(0, true), UNLIMITED_CREDIT);
+    // Idle: holding its whole prefetch, no settlement on its way to commit.
+    assert!(idle(10, false, 10, 0));
+    assert!(
+        !idle(10, false, 10, 1),
+        "a settlement in flight frees a slot soon"
+    );
+    assert!(!idle(10, false, 9, 0), "a free slot takes the next");
+    assert!(!idle(10, true, 10, 0), "auto-ack: no prefetch");
+    assert!(!idle(0, false, 5000, 0), "no prefetch limit");
+}
+
+#[test]
 fn a_client_is_never_sent_beyond_its_prefetch_and_an_ack_frees_a_slot_at_once() {
     // Prefetch 10, 20 checked out here: 10 go, then none until the client acks.
     assert_eq!(sendable(10, false, 0, 1000, 20), 10);

@@ -15,6 +15,25 @@ impl QueueActor {
         for c in r.consumers.iter_mut() {
             let n = credit::sendable(c.prefetch, c.auto_ack, c.unacked, c.window, c.waiting.len());
             if n == 0 {
+                if credit::idle(c.prefetch, c.auto_ack, c.unacked, c.settling)
+                    && !c.waiting.is_empty()
+                {
+                    // Its client holds its prefetch and settles nothing: the extra
+                    // goes back (unsent: not marked), for other consumers and gets,
+                    // after its credit is lowered (else it would come back to it).
+                    if c.boosted {
+                        c.boosted = false;
+                        r.cmds.push_back(Cmd::Consume {
+                            consumer: c.id,
+                            credit: credit::registered(c.prefetch, false),
+                        });
+                    }
+                    r.cmds.push_back(Cmd::Settle {
+                        ids: c.waiting.drain(..).map(|p| p.0).collect(),
+                        how: How::Unsent,
+                        by: Vec::new(),
+                    });
+                }
                 continue;
             }
             if !c.handle.deliver.connected() {
@@ -25,7 +44,11 @@ impl QueueActor {
             let ids: Vec<u64> = sent.iter().map(|p| p.0).collect();
             c.window -= n as u32;
             if c.auto_ack {
-                r.cmds.push_back(Cmd::Settle { ids, how: How::Ack });
+                r.cmds.push_back(Cmd::Settle {
+                    ids,
+                    how: How::Ack,
+                    by: Vec::new(),
+                });
             } else {
                 c.unacked += ids.len();
                 for id in ids {

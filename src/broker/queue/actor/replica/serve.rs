@@ -152,8 +152,12 @@ impl QueueActor {
             window_size: msg.window,
             unacked: 0,
             waiting: VecDeque::new(),
+            // An auto-ack consumer's deliveries are settled as they are sent: the
+            // extra is in use from the start.
+            boosted: msg.options.auto_ack,
+            settling: 0,
         });
-        let credit = credit::machine_credit(msg.options.prefetch);
+        let credit = credit::registered(msg.options.prefetch, msg.options.auto_ack);
         r.cmds.push_back(Cmd::Consume {
             consumer: id,
             credit,
@@ -304,7 +308,7 @@ impl QueueActor {
                         c.prefetch = prefetch;
                         r.cmds.push_back(Cmd::Consume {
                             consumer: c.id,
-                            credit: credit::machine_credit(prefetch),
+                            credit: credit::registered(prefetch, c.boosted),
                         });
                     }
                 }
