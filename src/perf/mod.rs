@@ -43,6 +43,8 @@ struct Counters {
     confirmed: AtomicU64,
     consumed: AtomicU64,
     failed: AtomicU64,
+    /// Confirms not received when the run ended (see [`DRAIN_LIMIT`]).
+    unconfirmed: AtomicU64,
 }
 
 /// A latency histogram, 1 µs to 60 s, 3 significant digits.
@@ -62,6 +64,9 @@ fn percentiles(h: &Histogram<u64>) -> Latency {
         max: h.max(),
     }
 }
+
+/// Longest a producer waits for its outstanding confirms once the run is over.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Waits until `count` reaches what `rate` allows after `elapsed`.
 async fn pace(rate: u64, count: u64, started: Instant) {
@@ -173,8 +178,11 @@ pub async fn run_on<D: Driver>(
     }
 
     let counters = Arc::new(Counters::default());
+    // Two stops, producers first: see the end of the run.
     let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let halt = Arc::new(AtomicBool::new(false));
+    let (halt_tx, halt_rx) = tokio::sync::watch::channel(false);
     let measuring = Arc::new(AtomicBool::new(false));
     let latency = Arc::new(Mutex::new(histogram()));
     let confirm_latency = Arc::new(Mutex::new(histogram()));
@@ -209,7 +217,7 @@ pub async fn run_on<D: Driver>(
             .consume(&queue, args.prefetch, args.auto_ack, topo.stream, declare)
             .await?;
         let counters = counters.clone();
-        let mut stop_rx = stop_rx.clone();
+        let mut halt_rx = halt_rx.clone();
         let measuring = measuring.clone();
         let latency = latency.clone();
         let per_consumer_rate = args.consumer_rate / args.consumers.max(1) as u64;
@@ -221,7 +229,7 @@ pub async fn run_on<D: Driver>(
         // stop-and-wait (scenario 1: 570k -> 706-723k msg/s; a quarter window:
         // 605k, a tenth: 551-568k).
         let flush_every = u64::from(args.prefetch / 2).max(1);
-        let stop = stop.clone();
+        let (stop, halt) = (stop.clone(), halt.clone());
         tasks.push(tokio::spawn(async move {
             let mut h = histogram();
             let started = Instant::now();
@@ -230,9 +238,9 @@ pub async fn run_on<D: Driver>(
             // delivery is ready (a delivery ready first is taken; the flag ends a run
             // whose deliveries never stop coming). A `wait_for` made per delivery
             // registered and removed a waiter under the channel's locks each time.
-            let stopped = stop_rx.wait_for(|s| *s);
+            let stopped = halt_rx.wait_for(|s| *s);
             tokio::pin!(stopped);
-            while !stop.load(Ordering::Relaxed) {
+            while !halt.load(Ordering::Relaxed) {
                 let d = match consumer.try_next() {
                     Some(d) => Some(d),
                     None => tokio::select! {
@@ -261,7 +269,11 @@ pub async fn run_on<D: Driver>(
                         tokio::task::yield_now().await;
                     }
                 }
-                pace(per_consumer_rate, n, started).await;
+                // Past the measured window (the producers stopped) at full speed:
+                // the producers' last confirms may wait for this consumer.
+                if !stop.load(Ordering::Relaxed) {
+                    pace(per_consumer_rate, n, started).await;
+                }
             }
             latency.lock().expect("poisoned").add(&h).ok();
         }));
@@ -324,8 +336,23 @@ pub async fn run_on<D: Driver>(
                 }
                 pace(rate, n, started).await;
             }
-            while let Some((ok, at)) = inflight.next().await {
-                settle(&counters, &measuring, &mut h, ok, at, epoch);
+            // The confirms still out, within a bound: a broker may hold them for
+            // long (a queue over its flow threshold whose consumers are slow, or a
+            // node under its memory watermark), and the run's figures are taken.
+            let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+                while let Some((ok, at)) = inflight.next().await {
+                    settle(&counters, &measuring, &mut h, ok, at, epoch);
+                }
+            })
+            .await;
+            if drained.is_err() {
+                eprintln!(
+                    "perf: producer {p}: {} confirms not received {DRAIN_LIMIT:?} after the run; not waited for",
+                    inflight.len()
+                );
+                counters
+                    .unconfirmed
+                    .fetch_add(inflight.len() as u64, Ordering::Relaxed);
             }
             confirm_latency.lock().expect("poisoned").add(&h).ok();
         }));
@@ -384,11 +411,18 @@ pub async fn run_on<D: Driver>(
     let broker1 = args.broker_pid.and_then(|p| sample(Some(p)));
     let client1 = sample(None);
     measuring.store(false, Ordering::Relaxed);
+    // Producers stop first and take their last confirms while the consumers still
+    // consume: a broker may answer a publish only once the consumers take (actormq
+    // holds a queue's publishers past `queue_flow_threshold` until its consumers bring
+    // it down), and a consumer that stopped taking but stays registered (its
+    // connection is open until the end) held those confirms back for good.
     stop.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     for p in producers {
         let _ = p.await;
     }
+    halt.store(true, Ordering::Relaxed);
+    let _ = halt_tx.send(true);
     // Each consumer merges its histogram into the shared one as it stops.
     for t in tasks {
         let _ = t.await;
@@ -425,6 +459,7 @@ pub async fn run_on<D: Driver>(
         broker_peak_rss: peak_rss,
         client_cpu_cores: cores(client0, client1),
         publish_failures: counters.failed.load(Ordering::Relaxed),
+        unconfirmed_at_end: counters.unconfirmed.load(Ordering::Relaxed),
         failover: None,
         options: args,
     })

@@ -47,6 +47,9 @@ pub struct PerfReport {
     pub client_cpu_cores: Option<f64>,
     /// Publishes the broker refused (nacks) or returned.
     pub publish_failures: u64,
+    /// Publishes whose confirm had not come when the run ended, after waiting for
+    /// it a while (a broker holding its publishers back may keep them longer).
+    pub unconfirmed_at_end: u64,
     /// What the failover mode (`--failover`) measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverReport>,
@@ -100,6 +103,12 @@ impl PerfReport {
             s.push_str(&format!(
                 "publish failures (nacks, returns) {}\n",
                 self.publish_failures
+            ));
+        }
+        if self.unconfirmed_at_end > 0 {
+            s.push_str(&format!(
+                "confirms not received by the end {}\n",
+                self.unconfirmed_at_end
             ));
         }
         s

@@ -45,6 +45,8 @@ pub fn finish(
         broker_peak_rss: None,
         client_cpu_cores: None,
         publish_failures: f.nacked,
+        // The failover run counts what was never confirmed in its own report.
+        unconfirmed_at_end: 0,
         failover: Some(f),
         options: args,
     })

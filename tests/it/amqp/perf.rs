@@ -1,8 +1,8 @@
 //! `actormq perf --amqp-client raw` end to end against actormq's AMQP port (smoke runs,
 //! not measurements): the lean client runs the same workloads as lapin, streams
-//! included.
+//! included, and a run ends when its queue was held at the flow threshold.
 
-use super::amqp_url;
+use super::{amqp_url, within};
 use crate::support::TestServer;
 use actormq::perf::{run_amqp, AmqpClient, PerfArgs};
 
@@ -59,4 +59,39 @@ async fn the_raw_client_refuses_a_stream_without_acks_with_the_reason() {
         panic!("a stream run without acks was not refused");
     };
     assert!(e.contains("--stream needs acks"), "{e}");
+}
+
+/// The broker answers a publish to a queue with consumers past `queue_flow_threshold`
+/// only once the consumers bring it down to half. The run used to stop its consumers
+/// first, which stay registered until its end (an AMQP consumer is not cancelled when
+/// the tool stops reading it), then wait for its producers' last confirms: for good.
+/// The producers now stop first and take their confirms while the consumers consume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ends_with_every_confirm_when_its_queue_was_held_at_the_flow_threshold() {
+    let server = TestServer::with(|s| s.broker.queue_flow_threshold = 200);
+    let url = amqp_url(&server);
+    // The consumer at 50/s, far behind the producer: the queue reaches the threshold
+    // within the run and its publisher is held when the run ends.
+    let args = PerfArgs {
+        confirm: true,
+        consumer_rate: 50,
+        prefetch: 10,
+        duration: 1,
+        warmup: 0,
+        size: 64,
+        amqp_url: Some(url.clone()),
+        amqp_client: AmqpClient::Raw,
+        ..Default::default()
+    };
+    let report = within("the perf run to end", run_amqp(args, url))
+        .await
+        .unwrap();
+    assert_eq!(report.publish_failures, 0, "{}", report.table());
+    assert_eq!(
+        report.unconfirmed_at_end,
+        0,
+        "every confirm taken before the consumers stopped: {}",
+        report.table()
+    );
+    assert!(report.confirmed_per_sec > 0.0, "{}", report.table());
 }

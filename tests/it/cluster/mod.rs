@@ -20,7 +20,8 @@
 //!   publishers on both other nodes; [`quorum_session`]: consume sessions' faults;
 //!   [`quorum_dlx`]: dead-lettering, once, also after the group's leader is killed,
 //!   and TTLs; [`quorum_sac`]: single active consumer; [`quorum_expires`]:
-//!   `x-expires`, and gets past messages' TTLs.
+//!   `x-expires`, and gets past messages' TTLs; [`quorum_credit`]: a consumer's
+//!   prefetch against what the group checks out to it.
 
 mod drift;
 mod failover;
@@ -32,6 +33,7 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_credit;
 mod quorum_dlx;
 mod quorum_expires;
 mod quorum_failover;

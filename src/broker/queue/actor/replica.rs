@@ -17,9 +17,11 @@
 //!   consumers; on becoming leader this node returns every earlier checkout (`Return`,
 //!   to be redelivered marked).
 //! - The consumer interface (what a local consumer, or a forwarded one, is to this
-//!   actor): a registration with a credit (prefetch; 0 is [`UNLIMITED_CREDIT`]), a
-//!   `Deliver` recipient with a transport window (checkouts beyond it wait here), an
-//!   owner whose settlements name message ids, and a cancel recipient.
+//!   actor): a registration with a prefetch, a `Deliver` recipient with a transport
+//!   window (checkouts beyond it, or beyond the prefetch, wait here), an owner whose
+//!   settlements name message ids, and a cancel recipient. The machine holds more
+//!   for a consumer than its prefetch, so that a client's ack frees its slot at once
+//!   while the `Settle` commits (`credit`).
 //! - The leader's commands are written in order, everything waiting making the next
 //!   entry, up to [`MAX_INFLIGHT`] entries in flight (the takeover's `Return` alone).
 //! - When this node stops leading, its consumers go on at the new leader through
@@ -32,12 +34,13 @@
 use super::*;
 use crate::broker::messages::Settlement;
 use crate::cluster::quorum::group::{wall_ms, GroupResponse, StoredMessage};
-use crate::cluster::quorum::machine::{Command, ConsumerKey, Settle as How, UNLIMITED_CREDIT};
+use crate::cluster::quorum::machine::{Command, ConsumerKey, Settle as How};
 use crate::cluster::quorum::runtime::QueueGroup;
 use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
+mod credit;
 mod dead;
 mod deliver;
 mod done;
@@ -56,7 +59,8 @@ struct Consumer {
     tag: Arc<str>,
     owner: OwnerId,
     handle: ConsumerHandle,
-    /// 0: unlimited.
+    /// Its client's prefetch: most deliveries sent and not settled by the client
+    /// (`unacked`); 0: unlimited. The machine's credit is more (`credit`).
     prefetch: u32,
     auto_ack: bool,
     /// Refuses every other consumer while attached.
@@ -64,21 +68,20 @@ struct Consumer {
     /// Transport credit left, of `window_size`.
     window: u32,
     window_size: u32,
-    /// Delivered, not settled.
+    /// Delivered, not settled by its client (a settlement counts here at once, not
+    /// at its commit).
     unacked: usize,
-    /// Checked out to it by the machine, not sent yet (its transport window is full).
+    /// Checked out to it by the machine, not sent yet (its transport window or its
+    /// prefetch is full): at most the machine's credit beyond what its client holds.
     waiting: VecDeque<Picked>,
     /// Made by a consume session for a consumer of another node: that node and its
     /// id there (registered with it: single active consumer on that node's listing).
     origin: Option<ConsumerKey>,
-}
-
-/// The credit a consumer of `prefetch` is registered with in the machine.
-fn credit_of(prefetch: u32) -> u32 {
-    match prefetch {
-        0 => UNLIMITED_CREDIT,
-        p => p,
-    }
+    /// Registered with the extra credit (`credit::registered`): its client settles
+    /// and the next messages are checked out ahead of the commits.
+    boosted: bool,
+    /// `Settle` commands of its client's settlements written and not answered yet.
+    settling: usize,
 }
 
 /// A message to send: its id, the message, its earlier deliveries.
@@ -106,6 +109,8 @@ enum Cmd {
     Settle {
         ids: Vec<u64>,
         how: How,
+        /// The consumers whose client's settlements these are (their `settling`).
+        by: Vec<u64>,
     },
     /// `None`: this node took over, every checkout comes back.
     Return(Option<ConsumerKey>),
@@ -213,11 +218,15 @@ impl Replica {
     fn settle(&mut self, owner: OwnerId, ids: &[u64], settlement: Settlement) {
         self.remote.settle(owner, ids, settlement);
         let mut mine = Vec::new();
+        let mut by = Vec::new();
         for id in ids {
             if self.out.get(id).is_some_and(|o| o.owner == owner) {
                 let o = self.out.remove(id).expect("checked");
                 if let Some(c) = self.consumers.iter_mut().find(|c| c.id == o.consumer) {
                     c.unacked = c.unacked.saturating_sub(1);
+                    if !by.contains(&c.id) {
+                        by.push(c.id);
+                    }
                 }
                 mine.push(*id);
             }
@@ -225,12 +234,26 @@ impl Replica {
         if mine.is_empty() {
             return;
         }
+        // Its client settles: the extra credit (if not registered yet) commits with
+        // this settlement, before it, so what the commit frees and the extra are
+        // checked out together.
+        for c in self.consumers.iter_mut().filter(|c| by.contains(&c.id)) {
+            c.settling += 1;
+            if !c.boosted && !c.auto_ack && c.prefetch > 0 {
+                c.boosted = true;
+                self.cmds.push_back(Cmd::Consume {
+                    consumer: c.id,
+                    credit: credit::registered(c.prefetch, true),
+                    origin: c.origin,
+                });
+            }
+        }
         let how = match settlement {
             Settlement::Ack => How::Ack,
             Settlement::Requeue => How::Requeue,
             Settlement::Discard => How::Reject,
         };
-        self.cmds.push_back(Cmd::Settle { ids: mine, how });
+        self.cmds.push_back(Cmd::Settle { ids: mine, how, by });
     }
 
     /// Queues the `Return` of everything checked out to `consumer` (which it also
@@ -241,18 +264,41 @@ impl Replica {
         self.cmds.push_back(Cmd::Return(Some(key)));
     }
 
+    /// Consumer `c` is being returned whole (`return_whole`): what was checked out
+    /// to it and never sent (its extra credit, or beyond its transport window) goes
+    /// back first as unsent, so it keeps its delivery count and is not marked
+    /// redelivered (nor brought nearer `x-delivery-limit`) by a consumer that never
+    /// had it. Its `Cancel` goes first: else the machine would check those messages
+    /// out to it again at once.
+    fn give_back_unsent(&mut self, c: &Consumer) {
+        if c.waiting.is_empty() {
+            return;
+        }
+        self.cmds.push_back(Cmd::Cancel(c.id));
+        self.cmds.push_back(Cmd::Settle {
+            ids: c.waiting.iter().map(|p| p.0).collect(),
+            how: How::Unsent,
+            by: Vec::new(),
+        });
+    }
+
     /// `owner` went: its consumers are dropped (and so unregistered), what it held
     /// comes back.
     fn release(&mut self, owner: OwnerId) -> bool {
         self.remote.release(owner);
+        // What the applies checked out to its consumers and this actor has not taken
+        // yet is taken now, so it goes back unsent too.
+        self.take_checkouts();
         let before = self.consumers.len();
         let mut gone = BTreeSet::new();
-        self.consumers.retain(|c| {
-            if c.owner == owner {
-                gone.insert(c.id);
-            }
-            c.owner != owner
-        });
+        let (leaving, staying) = std::mem::take(&mut self.consumers)
+            .into_iter()
+            .partition::<Vec<Consumer>, _>(|c| c.owner == owner);
+        self.consumers = staying;
+        for c in &leaving {
+            gone.insert(c.id);
+            self.give_back_unsent(c);
+        }
         self.out.retain(|_, o| {
             if o.owner == owner {
                 gone.insert(o.consumer);
@@ -286,6 +332,7 @@ impl Replica {
             self.cmds.push_back(Cmd::Settle {
                 ids: unsent,
                 how: How::Unsent,
+                by: Vec::new(),
             });
         }
     }
@@ -330,6 +377,7 @@ impl Replica {
             self.cmds.push_back(Cmd::Settle {
                 ids: unsent,
                 how: How::Unsent,
+                by: Vec::new(),
             });
         }
     }
@@ -375,7 +423,7 @@ impl Replica {
                     ids: vec![picked.0],
                 },
             ]),
-            Cmd::Settle { ids, how } => Command::Settle {
+            Cmd::Settle { ids, how, .. } => Command::Settle {
                 ids: ids.clone(),
                 how: *how,
             },

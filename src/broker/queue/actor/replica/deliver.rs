@@ -6,14 +6,35 @@
 use super::*;
 
 impl QueueActor {
-    /// Sends each consumer what waits for it, as far as its transport window allows.
+    /// Sends each consumer what waits for it, as far as its transport window and its
+    /// client's free prefetch slots allow (`credit::sendable`).
     pub(super) fn replica_flush(&mut self) {
         let handle = self.handle.clone();
         let r = self.replica();
         let mut gone = Vec::new();
         for c in r.consumers.iter_mut() {
-            let n = c.waiting.len().min(c.window as usize);
+            let n = credit::sendable(c.prefetch, c.auto_ack, c.unacked, c.window, c.waiting.len());
             if n == 0 {
+                if credit::idle(c.prefetch, c.auto_ack, c.unacked, c.settling)
+                    && !c.waiting.is_empty()
+                {
+                    // Its client holds its prefetch and settles nothing: the extra
+                    // goes back (unsent: not marked), for other consumers and gets,
+                    // after its credit is lowered (else it would come back to it).
+                    if c.boosted {
+                        c.boosted = false;
+                        r.cmds.push_back(Cmd::Consume {
+                            consumer: c.id,
+                            credit: credit::registered(c.prefetch, false),
+                            origin: c.origin,
+                        });
+                    }
+                    r.cmds.push_back(Cmd::Settle {
+                        ids: c.waiting.drain(..).map(|p| p.0).collect(),
+                        how: How::Unsent,
+                        by: Vec::new(),
+                    });
+                }
                 continue;
             }
             if !c.handle.deliver.connected() {
@@ -24,7 +45,11 @@ impl QueueActor {
             let ids: Vec<u64> = sent.iter().map(|p| p.0).collect();
             c.window -= n as u32;
             if c.auto_ack {
-                r.cmds.push_back(Cmd::Settle { ids, how: How::Ack });
+                r.cmds.push_back(Cmd::Settle {
+                    ids,
+                    how: How::Ack,
+                    by: Vec::new(),
+                });
             } else {
                 c.unacked += ids.len();
                 for id in ids {
@@ -37,8 +62,8 @@ impl QueueActor {
                     );
                 }
             }
-            // do_send: the machine's credit (prefetch) and the transport window bound
-            // what is in flight.
+            // do_send: the client's prefetch and the transport window bound what is in
+            // flight.
             c.handle.deliver.do_send(Deliver {
                 consumer_tag: c.tag.clone(),
                 queue: handle.clone().expect("queue handle set in started"),
@@ -52,7 +77,10 @@ impl QueueActor {
         }
         for id in gone {
             // Its process went without a release: unregistered, its checkouts back.
-            r.consumers.retain(|c| c.id != id);
+            if let Some(at) = r.consumers.iter().position(|c| c.id == id) {
+                let c = r.consumers.remove(at);
+                r.give_back_unsent(&c);
+            }
             r.out.retain(|_, o| o.consumer != id);
             r.return_whole(id);
         }

@@ -18,7 +18,12 @@ impl QueueActor {
                 r.taking_over = false;
                 r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
             }
-            Cmd::Return(Some(_)) | Cmd::Settle { .. } => {}
+            Cmd::Return(Some(_)) => {}
+            Cmd::Settle { by, .. } => {
+                for c in r.consumers.iter_mut().filter(|c| by.contains(&c.id)) {
+                    c.settling = c.settling.saturating_sub(1);
+                }
+            }
             Cmd::Clock(_) => {
                 // Committed or not, the timer is armed again for the head as it is;
                 // unless it already was (the head changed while this one was in
@@ -76,6 +81,7 @@ impl QueueActor {
                     r.cmds.push_back(Cmd::Settle {
                         ids: vec![picked.0],
                         how: How::Ack,
+                        by: Vec::new(),
                     });
                 } else {
                     r.out.insert(picked.0, Out { consumer, owner });

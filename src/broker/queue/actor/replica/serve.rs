@@ -158,8 +158,12 @@ impl QueueActor {
             unacked: 0,
             waiting: VecDeque::new(),
             origin,
+            // An auto-ack consumer's deliveries are settled as they are sent: the
+            // extra is in use from the start.
+            boosted: msg.options.auto_ack,
+            settling: 0,
         });
-        let credit = credit_of(msg.options.prefetch);
+        let credit = credit::registered(msg.options.prefetch, msg.options.auto_ack);
         r.cmds.push_back(Cmd::Consume {
             consumer: id,
             credit,
@@ -310,7 +314,7 @@ impl QueueActor {
                         c.prefetch = prefetch;
                         r.cmds.push_back(Cmd::Consume {
                             consumer: c.id,
-                            credit: credit_of(prefetch),
+                            credit: credit::registered(prefetch, c.boosted),
                             origin: c.origin,
                         });
                     }
