@@ -123,6 +123,7 @@ fn rounds(prefetch: u32, credit: u32, messages: usize, rounds: usize) -> (Vec<us
     let a = q.apply(Command::Consume {
         consumer: TO,
         credit,
+        origin: None,
     });
     let mut l = Leader {
         prefetch,
@@ -167,6 +168,7 @@ fn a_slow_client_holds_its_prefetch_and_the_extra_waits_checked_out() {
     let a = q.apply(Command::Consume {
         consumer: TO,
         credit: machine_credit(10),
+        origin: None,
     });
     let waiting = a.checkouts.len();
     assert_eq!(waiting, 20, "checked out: prefetch and extra");
