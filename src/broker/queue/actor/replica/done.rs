@@ -90,6 +90,16 @@ impl QueueActor {
             }
             Cmd::Consume { consumer, .. } => {
                 if let Err(e) = result {
+                    // Not committed because this node lost the leadership (frozen or
+                    // cut off right after the consume was answered): the consumer
+                    // moves to the new leader with the others (`replica_changed`),
+                    // whose takeover returns whatever the entry, if it did commit,
+                    // checked out to it here. Cancelling it instead lost an exclusive
+                    // consumer across a leader change
+                    // (`cluster::quorum_session::an_exclusive_consumer_stays_...`).
+                    if !r.leads() || e.code() == ErrorCode::NotAllowed {
+                        return;
+                    }
                     // Not registered (or not known to be: a timed-out entry may still
                     // commit, and what the machine then checks out to it must come
                     // back): returned, a no-op if it never commits.
