@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 
 pub use procstat::{sample, ProcSample};
 
+/// How long a producer waits for its outstanding confirms once the run is over.
+const FINAL_CONFIRMS: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 struct Counters {
     published: AtomicU64,
@@ -321,7 +324,12 @@ pub async fn run_on<D: Driver>(
                 }
                 pace(rate, n, started).await;
             }
-            while let Some((ok, at)) = inflight.next().await {
+            // The confirms still outstanding, for a while: the broker may hold them
+            // for good (its queue over the flow threshold, whose consumers stopped
+            // with the run: the run never ended once, on a quorum queue), and the
+            // measured window is over anyway.
+            let until = tokio::time::Instant::now() + FINAL_CONFIRMS;
+            while let Ok(Some((ok, at))) = tokio::time::timeout_at(until, inflight.next()).await {
                 settle(&counters, &measuring, &mut h, ok, at, epoch);
             }
             confirm_latency.lock().expect("poisoned").add(&h).ok();
