@@ -111,7 +111,9 @@ struct Batch {
 }
 
 /// Most deliveries one batch is sized for up front (it grows past it if need be).
-const BATCH_CAPACITY: usize = 4096;
+/// Small: consumers sharing a connection whose deliveries alternate start a batch per
+/// delivery, and each would reserve room for the whole read's frames.
+const BATCH_CAPACITY: usize = 64;
 
 /// Handles every complete frame in `buf`, under one lock.
 fn drain(shared: &Arc<Shared>, buf: &mut BytesMut, max: usize) -> Result<(), ClientError> {

@@ -142,6 +142,24 @@ async fn frames_round_trip_and_an_oversized_length_is_refused() {
     assert!(read_frame::<_, Rpc>(&mut b).await.unwrap().is_none());
 }
 
+#[tokio::test]
+async fn a_frame_is_its_length_then_the_encoded_id_and_value() {
+    // The bytes as they were written before frames were encoded in place.
+    let view = NodeView {
+        id: 2,
+        role: "follower".into(),
+        ..NodeView::default()
+    };
+    let body = rmp_serde::to_vec(&(9u64, &Reply::Local(view.clone()))).unwrap();
+    let mut expected = (body.len() as u32).to_be_bytes().to_vec();
+    expected.extend_from_slice(&body);
+    let mut written = Vec::new();
+    write_frame(&mut written, 9, &Reply::Local(view))
+        .await
+        .unwrap();
+    assert_eq!(written, expected);
+}
+
 fn queue(name: &str) -> StoredQueue {
     StoredQueue {
         name: name.into(),

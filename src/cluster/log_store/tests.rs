@@ -200,3 +200,59 @@ fn a_torn_record_in_a_segment_ends_the_log_there() {
     assert_eq!(reopened.files().firsts(), firsts[..2]);
     assert!(!segment(dir.path(), firsts[2]).exists());
 }
+
+/// The record format as it was written before records were encoded in place: the
+/// entry encoded alone, then its length and CRC put before it.
+fn record_before(entry: &Entry<QueueTypes>) -> Vec<u8> {
+    let body = rmp_serde::to_vec(entry).unwrap();
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[test]
+fn records_encoded_in_place_are_the_bytes_logs_already_hold() {
+    let entries = [publish(1, 1), publish(2, 0), publish(3, 3)];
+    let mut out = b"before".to_vec();
+    let mut expected = out.clone();
+    for e in &entries {
+        let n = put_record(&mut out, e).unwrap();
+        let old = record_before(e);
+        assert_eq!(n, old.len());
+        expected.extend(old);
+    }
+    assert_eq!(out, expected);
+    // And an append (through the reused buffer, twice on this thread) reads back.
+    let dir = tempfile::tempdir().unwrap();
+    let store: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    let sizes = store.append_file(&entries[..2]).unwrap();
+    assert_eq!(
+        sizes,
+        [
+            record_before(&entries[0]).len(),
+            record_before(&entries[1]).len()
+        ]
+    );
+    store.append_file(&entries[2..]).unwrap();
+    let on_disk = std::fs::read(segment(dir.path(), 1)).unwrap();
+    assert_eq!(on_disk, expected[b"before".len()..]);
+    let reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    assert_eq!(indexes(&reopened), [1, 2, 3]);
+}
+
+#[test]
+fn a_snapshot_written_through_the_buffer_is_the_encoded_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot");
+    let value = (7u64, vec![9u8; 600 << 10], "tail");
+    write_atomic_with(&path, |f| {
+        rmp_serde::encode::write(f, &value).map_err(std::io::Error::other)
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        rmp_serde::to_vec(&value).unwrap()
+    );
+    assert!(!path.with_extension("tmp").exists());
+}

@@ -201,8 +201,13 @@ impl GroupStateMachine {
                 std::io::Error::other(e.to_string()),
             )
         };
-        let bytes = rmp_serde::to_vec(&OnDiskRef { meta, snapshot }).map_err(|e| failed(&e))?;
-        let write = || crate::cluster::log_store::write_atomic(path, &bytes);
+        // Encoded straight into the file (the same bytes `rmp_serde::to_vec` makes).
+        let write = || {
+            crate::cluster::log_store::write_atomic_with(path, |f| {
+                rmp_serde::encode::write(f, &OnDiskRef { meta, snapshot })
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            })
+        };
         let written = match &self.guard {
             Some(g) => g.write(write).map(|w| w.is_some()),
             None => write().map(|()| true),
