@@ -412,6 +412,29 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Opt
     }
 }
 
+/// Polls `node`'s `/api/queues` view of `queue` (vhost `/`) until `ok` holds, and
+/// returns it; fails with `what` and the last view after `DEADLINE`.
+pub async fn queue_until(
+    node: &Node,
+    queue: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let q = node
+            .api()
+            .get(&format!("/api/queues/%2F/{queue}"))
+            .await
+            .json();
+        if ok(&q) {
+            return q;
+        }
+        assert!(Instant::now() < end, "node {}: {what}: {q}", node.id);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The leader's id once `node` knows one and every live member agrees on it.
 pub fn leader(nodes: &[&Node]) -> u64 {
     wait_for("a leader every node agrees on", DEADLINE * 2, || {

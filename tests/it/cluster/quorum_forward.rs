@@ -42,23 +42,11 @@ pub(super) async fn publish_confirmed(
 /// Waits until `node`'s view of `queue` has `ready` ready and `unacked` unacked
 /// messages (what its member applied: acks committed).
 pub(super) async fn counts(node: &Node, queue: &str, ready: u64, unacked: u64) {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let q = node
-            .api()
-            .get(&format!("/api/queues/%2F/{queue}"))
-            .await
-            .json();
-        if q["messages_ready"] == ready && q["messages_unacknowledged"] == unacked {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "node {}: expected {ready} ready, {unacked} unacked: {q}",
-            node.id
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("expected {ready} ready, {unacked} unacked");
+    super::queue_until(node, queue, &what, |q| {
+        q["messages_ready"] == ready && q["messages_unacknowledged"] == unacked
+    })
+    .await;
 }
 
 pub(super) fn text(d: &[u8]) -> String {

@@ -8,7 +8,6 @@ use crate::support::DEADLINE;
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::BasicProperties;
-use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,15 +48,10 @@ async fn a_frozen_group_leader_is_replaced_and_moves_its_consumers_when_thawed()
         }
     }
     let leader_node = nodes.iter().find(|n| n.id == old).unwrap();
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let q = leader_node.api().get("/api/queues/%2F/frozen").await.json();
-        if q["messages_unacknowledged"] == 5 && q["messages"] == 5 {
-            break;
-        }
-        assert!(Instant::now() < end, "acks not committed: {q}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::queue_until(leader_node, "frozen", "acks not committed", |q| {
+        q["messages_unacknowledged"] == 5 && q["messages"] == 5
+    })
+    .await;
 
     // Frozen past the election timeout: the others elect a leader, which redelivers
     // what was held (marked) and nothing that was acked.
@@ -85,21 +79,14 @@ async fn a_frozen_group_leader_is_replaced_and_moves_its_consumers_when_thawed()
     drop(consumer2);
     drop(_conn2);
     leader_node.signal(libc::SIGCONT);
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let q = leader_node.api().get("/api/queues/%2F/frozen").await.json();
+    let what = format!("the thawed node follows node {new}");
+    super::queue_until(leader_node, "frozen", &what, |q| {
         let moved = q["leader"]
             .as_str()
             .is_some_and(|l| l.starts_with(&format!("node{new}@")));
-        if moved && q["messages"] == 0 && q["consumers"] == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "the thawed node follows node {new}: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        moved && q["messages"] == 0 && q["consumers"] == 1
+    })
+    .await;
     let c = pch
         .basic_publish(
             "".into(),
@@ -121,16 +108,11 @@ async fn a_frozen_group_leader_is_replaced_and_moves_its_consumers_when_thawed()
     assert_eq!(std::str::from_utf8(&d.data).unwrap(), "after the thaw");
     assert!(!d.redelivered);
     d.ack(BasicAckOptions::default()).await.unwrap();
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let q = leader_node.api().get("/api/queues/%2F/frozen").await.json();
-        if q["messages"] == 0 && q["messages_unacknowledged"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "the moved consumer's ack committed: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::queue_until(
+        leader_node,
+        "frozen",
+        "the moved consumer's ack committed",
+        |q| q["messages"] == 0 && q["messages_unacknowledged"] == 0,
+    )
+    .await;
 }

@@ -53,23 +53,8 @@ async fn publisher(node: &Node) -> (Connection, Channel) {
 
 /// `node`'s count of `queue`'s consumers reaches `n`.
 async fn consumers(node: &Node, queue: &str, n: u64) {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let q = node
-            .api()
-            .get(&format!("/api/queues/%2F/{queue}"))
-            .await
-            .json();
-        if q["consumers"] == n {
-            return;
-        }
-        assert!(
-            Instant::now() < end,
-            "node {}: expected {n} consumers of {queue}: {q}",
-            node.id
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("expected {n} consumers of {queue}");
+    super::queue_until(node, queue, &what, |q| q["consumers"] == n).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
