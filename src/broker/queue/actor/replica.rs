@@ -94,6 +94,9 @@ enum Cmd {
         consumer: u64,
         credit: u32,
         origin: Option<ConsumerKey>,
+        /// The consumer's first registration (false: a change of its credit, by
+        /// `basic.qos` or the extra credit, of a consumer already registered).
+        first: bool,
     },
     Cancel(u64),
     Get {
@@ -245,6 +248,7 @@ impl Replica {
                     consumer: c.id,
                     credit: credit::registered(c.prefetch, true),
                     origin: c.origin,
+                    first: false,
                 });
             }
         }
@@ -403,6 +407,7 @@ impl Replica {
                 consumer,
                 credit,
                 origin,
+                ..
             } => Command::Consume {
                 consumer: r.key(*consumer),
                 credit: *credit,

@@ -27,6 +27,7 @@ impl QueueActor {
                             consumer: c.id,
                             credit: credit::registered(c.prefetch, false),
                             origin: c.origin,
+                            first: false,
                         });
                     }
                     r.cmds.push_back(Cmd::Settle {

@@ -88,7 +88,9 @@ impl QueueActor {
                 }
                 let _ = answer.send(Ok(Some((delivery(picked), left))));
             }
-            Cmd::Consume { consumer, .. } => {
+            Cmd::Consume {
+                consumer, first, ..
+            } => {
                 if let Err(e) = result {
                     // Not committed because this node lost the leadership (frozen or
                     // cut off right after the consume was answered): the consumer
@@ -98,6 +100,22 @@ impl QueueActor {
                     // consumer across a leader change
                     // (`cluster::quorum_session::an_exclusive_consumer_stays_...`).
                     if !r.leads() || e.code() == ErrorCode::NotAllowed {
+                        return;
+                    }
+                    // A credit change of a registered consumer that may not have
+                    // committed: the consumer goes on (cancelling it would hand the
+                    // messages its client still holds to others: delivered twice).
+                    // Its credit in the machine is unknown, so it counts as the
+                    // higher one: the next give-back of the extra writes it again.
+                    if !first {
+                        let acking = r
+                            .consumers
+                            .iter_mut()
+                            .find(|c| c.id == consumer && !c.auto_ack && c.prefetch > 0);
+                        if let Some(c) = acking {
+                            c.boosted = true;
+                        }
+                        tracing::warn!(group = r.group.id(), consumer, error = %e, "quorum queue: a consumer's credit change was not committed; it keeps its consumer");
                         return;
                     }
                     // Not registered (or not known to be: a timed-out entry may still

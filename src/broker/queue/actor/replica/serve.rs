@@ -168,6 +168,7 @@ impl QueueActor {
             consumer: id,
             credit,
             origin,
+            first: true,
         });
         self.replica_dispatch(ctx);
         Ok(tag)
@@ -316,6 +317,7 @@ impl QueueActor {
                             consumer: c.id,
                             credit: credit::registered(prefetch, c.boosted),
                             origin: c.origin,
+                            first: false,
                         });
                     }
                 }
