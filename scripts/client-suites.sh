@@ -4,7 +4,7 @@
 # check"). Installs what it needs: Debian packages when missing, a Python venv with
 # pinned versions from PyPI.
 #
-#   scripts/client-suites.sh [SUITE...]     SUITE: go aio-pika aiormq amqp-tools java
+#   scripts/client-suites.sh [SUITE...]     SUITE: go aio-pika aiormq amqp-tools java amqplib
 #                                           (default: all of them)
 #
 # ACTORMQ_BIN  the broker binary (default: $CARGO_TARGET_DIR or target, /debug/actormq)
@@ -20,7 +20,7 @@ bin="$(realpath "$bin")"
 work="${WORK:-$(mktemp -d -t actormq-suites.XXXXXX)}"
 mkdir -p "$work"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java)
+[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib)
 failed=0
 summary=()
 
@@ -36,12 +36,12 @@ apt_install() {
 }
 
 # Starts `actormq serve` in directory $1; prints its AMQP address.
-start_broker() {
-  local dir="$1"
+start_broker() { # dir [AMQP bind address, default 127.0.0.1:0]
+  local dir="$1" amqp_bind="${2:-127.0.0.1:0}"
   mkdir -p "$dir"
   (
     cd "$dir"
-    ACTORMQ__SERVER__BIND=127.0.0.1:0 ACTORMQ__AMQP__BIND=127.0.0.1:0 \
+    ACTORMQ__SERVER__BIND=127.0.0.1:0 ACTORMQ__AMQP__BIND="$amqp_bind" \
       ACTORMQ__HTTP__BIND=127.0.0.1:0 ACTORMQ__STORAGE__DATA_DIR="$dir/data" \
       RUST_LOG="${RUST_LOG:-warn}" exec "$bin" serve >"$dir/out" 2>"$dir/err"
   ) &
@@ -197,6 +197,42 @@ run_java() {
   grep 'failed:' "$log" || true
 }
 
+run_amqplib() {
+  # amqplib (Node.js): the npm package ships its mocha suite (codec, frames, the
+  # channel and callback APIs against a broker). Its connect tests dial the default
+  # amqp://localhost and amqp://[::1] themselves, so this broker listens on [::]:5672
+  # (IPv4 and IPv6), which must be free.
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  local dir="$work/amqplib" log="$work/amqplib.log"
+  if [ ! -d "$dir/package" ]; then
+    mkdir -p "$dir"
+    (cd "$dir" && npm pack --silent amqplib@0.10.9 >/dev/null && tar xzf amqplib-0.10.9.tgz)
+    npm install --prefix "$dir/package" --no-audit --no-fund --silent --no-save \
+      buffer-more-ints@1.0.0 url-parse@1.5.10 mocha@9.2.2 claire@0.4.1 >/dev/null
+  fi
+  if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    record amqplib 0 1 "127.0.0.1:5672 is taken: the suite's connect tests need it"
+    return
+  fi
+  if ! start_broker "$work/amqplib-broker" "[::]:5672" >/dev/null; then
+    record amqplib 0 1 "no broker on [::]:5672 (see $work/amqplib-broker/err)"
+    return
+  fi
+  set +e
+  # Not applicable: "serverProperties" asserts that the product is "RabbitMQ".
+  (cd "$dir/package" && URL="amqp://guest:guest@localhost:5672" timeout 300 \
+    ./node_modules/.bin/mocha --check-leaks -u tdd --exit -R dot \
+    --grep '^Connect API serverProperties$' --invert test/ >"$log" 2>&1)
+  set -e
+  stop_broker "$work/amqplib-broker"
+  local pass fail
+  pass=$(grep -o '[0-9]* passing' "$log" | cut -d' ' -f1 || true)
+  fail=$(grep -o '[0-9]* failing' "$log" | cut -d' ' -f1 || true)
+  if [ -z "$pass" ]; then fail=1; fi
+  record amqplib "${pass:-0}" "${fail:-0}"
+  [ "${fail:-0}" -eq 0 ] || sed -n '/failing/,$p' "$log" | head -n 60
+}
+
 for s in "${suites[@]}"; do
   case "$s" in
     go) run_go ;;
@@ -204,7 +240,8 @@ for s in "${suites[@]}"; do
     aiormq) python_env; run_pytest_suite aiormq aiormq ;;
     amqp-tools) run_amqp_tools ;;
     java) run_java ;;
-    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java)" >&2; exit 2 ;;
+    amqplib) run_amqplib ;;
+    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib)" >&2; exit 2 ;;
   esac
 done
 echo "logs in $work"

@@ -155,7 +155,7 @@ impl Users {
             tracing::warn!(user = %shown, %peer, "login refused: wrong password");
             return Err(refused());
         }
-        if u.loopback_only && !peer.is_loopback() {
+        if u.loopback_only && !is_loopback(peer) {
             tracing::warn!(user = %shown, %peer, "login refused: user may connect from loopback only");
             return Err(refused());
         }
@@ -180,6 +180,14 @@ impl Users {
     }
 }
 
+/// Whether `peer` is this host. An IPv4 client of a listener bound to `[::]` arrives
+/// as an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`), which `IpAddr::is_loopback`
+/// does not count: RabbitMQ lets `guest` in from it, and so must a broker that listens
+/// on both families.
+pub(crate) fn is_loopback(peer: IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +202,21 @@ mod tests {
         users.authenticate("guest", "guest", "/", LOCAL).unwrap();
         let e = users
             .authenticate("guest", "guest", "/", REMOTE)
+            .unwrap_err();
+        assert_eq!(e.code(), crate::ErrorCode::AccessRefused);
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_loopback() {
+        let users = Users::from_settings(&Settings::default()).unwrap();
+        let mapped: IpAddr = Ipv4Addr::LOCALHOST.to_ipv6_mapped().into();
+        users.authenticate("guest", "guest", "/", mapped).unwrap();
+        users
+            .authenticate("guest", "guest", "/", "::1".parse().unwrap())
+            .unwrap();
+        let remote: IpAddr = Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped().into();
+        let e = users
+            .authenticate("guest", "guest", "/", remote)
             .unwrap_err();
         assert_eq!(e.code(), crate::ErrorCode::AccessRefused);
     }

@@ -73,7 +73,12 @@ async fn accept_loop(
             }
         };
         let (socket, peer) = match accepted {
-            Ok(x) => x,
+            // An IPv4 client of a `[::]` listener is shown, logged, throttled and
+            // checked by its IPv4 address, as on an IPv4 listener.
+            Ok((socket, peer)) => (
+                socket,
+                SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+            ),
             Err(e) => {
                 // Out of file descriptors and the like: log, back off a little, go on.
                 tracing::warn!(error = %e, protocol, "accept failed");

@@ -95,7 +95,7 @@ impl Users {
             tracing::warn!(user = %shown, %peer, "EXTERNAL login refused: no such user");
             return Err(refused());
         };
-        if u.loopback_only && !peer.is_loopback() {
+        if u.loopback_only && !super::is_loopback(peer) {
             tracing::warn!(user = %shown, %peer, "EXTERNAL login refused: user may connect from loopback only");
             return Err(refused());
         }

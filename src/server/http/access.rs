@@ -127,7 +127,7 @@ async fn check_credentials(req: &HttpRequest) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("HTTP basic authentication required"))?;
     let peer = req
         .peer_addr()
-        .map(|a| a.ip())
+        .map(|a| a.ip().to_canonical())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     login_slowed(api.shared.clone(), name.clone(), password, peer)
         .await

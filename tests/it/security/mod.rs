@@ -4,6 +4,7 @@
 
 pub(crate) mod amqp_raw;
 mod channel_limits;
+mod dual_stack;
 mod external;
 mod hostile;
 mod https;
