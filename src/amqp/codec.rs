@@ -21,6 +21,12 @@ pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 /// Bytes of a frame around its payload: type, channel, size, frame-end.
 pub const FRAME_OVERHEAD: usize = 8;
 
+/// How far past `frame_max` a client's frame may go before it is refused: one frame's
+/// overhead, as RabbitMQ allows, because several clients (AMQPStorm among them) put
+/// `frame_max` bytes of payload in a body frame, counting without the 8 bytes of
+/// header and end. The broker's own frames stay within `frame_max`.
+pub const FRAME_SIZE_FUDGE: usize = FRAME_OVERHEAD;
+
 /// One frame read from a client (or, in the perf client, from a server).
 ///
 /// The frames of the publish and consume paths have variants of their own, parsed in
@@ -109,7 +115,7 @@ pub fn take_frame(buf: &mut BytesMut, frame_max: usize) -> Result<Option<Incomin
     let (rest, channel) = parse_id(rest).map_err(|_| CodecError::UnknownType(kind))?;
     let (_, size) = parse_long_uint(rest).map_err(|_| CodecError::UnknownType(kind))?;
     let total = size as usize + FRAME_OVERHEAD;
-    if total > frame_max {
+    if total > frame_max.saturating_add(FRAME_SIZE_FUDGE) {
         return Err(CodecError::TooLarge {
             size: total,
             max: frame_max,

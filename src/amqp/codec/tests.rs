@@ -193,6 +193,28 @@ fn deeply_nested_tables_are_refused_before_parsing() {
     assert!(matches!(f, Some(Incoming::Method(0, _))), "{f:?}");
 }
 
+/// A body frame of `payload` bytes on channel 1.
+fn body_frame(payload: usize) -> BytesMut {
+    let mut f = BytesMut::new();
+    f.put_u8(3);
+    f.put_u16(1);
+    f.put_u32(payload as u32);
+    f.extend_from_slice(&vec![7u8; payload]);
+    f.put_u8(0xCE);
+    f
+}
+
+#[test]
+fn a_body_frame_that_counts_frame_max_without_its_overhead_is_taken_as_rabbitmq_takes_it() {
+    let mut f = body_frame(4096);
+    match take_frame(&mut f, 4096) {
+        Ok(Some(Incoming::Body(1, b))) => assert_eq!(b.len(), 4096),
+        other => panic!("{other:?}"),
+    }
+    let mut f = body_frame(4097);
+    assert_eq!(take_frame(&mut f, 4096).unwrap_err().reply_code(), 501);
+}
+
 #[test]
 fn oversized_and_badly_ended_frames_are_frame_errors() {
     let mut enc = Encoder::default();
