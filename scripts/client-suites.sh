@@ -5,6 +5,7 @@
 # pinned versions from PyPI.
 #
 #   scripts/client-suites.sh [SUITE...]     SUITE: go aio-pika aiormq amqp-tools java amqplib
+#                                           amqpstorm
 #                                           (default: all of them)
 #
 # ACTORMQ_BIN  the broker binary (default: $CARGO_TARGET_DIR or target, /debug/actormq)
@@ -20,7 +21,7 @@ bin="$(realpath "$bin")"
 work="${WORK:-$(mktemp -d -t actormq-suites.XXXXXX)}"
 mkdir -p "$work"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib)
+[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib amqpstorm)
 failed=0
 summary=()
 
@@ -233,6 +234,49 @@ run_amqplib() {
   [ "${fail:-0}" -eq 0 ] || sed -n '/failing/,$p' "$log" | head -n 60
 }
 
+run_amqpstorm() {
+  # AMQPStorm (Python): its sdist ships its functional suite (AMQP and the management
+  # HTTP API). Some tests dial AMQP_HOST on the default port, so this broker listens on
+  # [::]:5672, which must be free.
+  local venv="$work/amqpstorm-venv" dir="$work/sdists/amqpstorm" log="$work/amqpstorm.log"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check pamqp==4.0.1 requests==2.32.5 pytest==9.2.0
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir"
+    "$venv/bin/pip" download --quiet --no-deps --no-binary :all: amqpstorm==3.1.4 -d "$work/sdists"
+    tar xzf "$work/sdists/amqpstorm-3.1.4.tar.gz" -C "$dir" --strip-components=1
+  fi
+  if (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    record amqpstorm 0 1 "127.0.0.1:5672 is taken: the suite dials it"
+    return
+  fi
+  if ! start_broker "$work/amqpstorm-broker" "[::]:5672" >/dev/null; then
+    record amqpstorm 0 1 "no broker on [::]:5672 (see $work/amqpstorm-broker/err)"
+    return
+  fi
+  local http
+  http="$(grep '^actormq management API on ' "$work/amqpstorm-broker/out" | awk '{print $NF}')"
+  set +e
+  # Not applicable: test_api_cluster_name asserts the name of the suite's own RabbitMQ
+  # host; test_api_with_inaccessible expects a fixed private address to be unreachable.
+  (cd "$dir" && AMQP_HOST=127.0.0.1 AMQP_USERNAME=guest AMQP_PASSWORD=guest \
+    AMQP_URI="amqp://guest:guest@127.0.0.1:5672/%2F" AMQP_HTTP_URL="${http%/api/}" \
+    timeout 600 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --deselect amqpstorm/tests/functional/management/test_api.py::ApiFunctionalTests::test_api_cluster_name \
+    --deselect amqpstorm/tests/functional/management/test_api.py::ApiFunctionalTests::test_api_with_inaccessible \
+    amqpstorm/tests/functional >"$log" 2>&1)
+  set -e
+  stop_broker "$work/amqpstorm-broker"
+  local line pass fail err
+  line="$(tail -n 1 "$log")"
+  pass=$(echo "$line" | grep -o '[0-9]* passed' | cut -d' ' -f1 || true)
+  fail=$(echo "$line" | grep -o '[0-9]* failed' | cut -d' ' -f1 || true)
+  err=$(echo "$line" | grep -o '[0-9]* error' | cut -d' ' -f1 || true)
+  if [ -z "$pass" ]; then fail=1; fi
+  record amqpstorm "${pass:-0}" "$((${fail:-0} + ${err:-0}))" "$line"
+  grep -E '^(FAILED|ERROR) ' "$log" || true
+}
+
 for s in "${suites[@]}"; do
   case "$s" in
     go) run_go ;;
@@ -241,7 +285,8 @@ for s in "${suites[@]}"; do
     amqp-tools) run_amqp_tools ;;
     java) run_java ;;
     amqplib) run_amqplib ;;
-    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib)" >&2; exit 2 ;;
+    amqpstorm) run_amqpstorm ;;
+    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib amqpstorm)" >&2; exit 2 ;;
   esac
 done
 echo "logs in $work"

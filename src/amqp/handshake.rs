@@ -152,6 +152,10 @@ impl AmqpConnection {
     fn start_ok(&mut self, ok: conn::StartOk, ctx: &mut Context<Self>) {
         self.cancel_notify = has_capability(&ok.client_properties, "consumer_cancel_notify");
         self.blocked_notify = has_capability(&ok.client_properties, "connection.blocked");
+        self.shared.registry.set_client_properties(
+            self.owner.0,
+            &crate::amqp::properties::table_in(&ok.client_properties),
+        );
         let mechanism = ok.mechanism.as_str().to_string();
         if mechanism == crate::server::auth::EXTERNAL {
             // No password to hash: the certificate was checked in the TLS handshake.

@@ -72,7 +72,7 @@ pub struct ChannelInfo {
 pub struct ListChannels;
 
 /// What a listing shows of one connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionInfo {
     /// The connection's id (its owner id: unique for the broker's life).
     pub id: u64,
@@ -94,6 +94,10 @@ pub struct ConnectionInfo {
     pub published: u64,
     /// Messages delivered so far.
     pub delivered: u64,
+    /// What the client said about itself (AMQP `client_properties`; for the native
+    /// protocol its client name as `connection_name`), bounded
+    /// ([`client_properties::bounded`](super::client_properties::bounded)).
+    pub client_properties: crate::message::FieldTable,
 }
 
 /// One live connection.
@@ -108,6 +112,7 @@ struct Entry {
     close: Recipient<CloseConnection>,
     /// Where to ask for its channels, when it has several.
     channels: Option<Recipient<ListChannels>>,
+    client_properties: crate::message::FieldTable,
 }
 
 /// The live connections of a broker's front ends.
@@ -141,8 +146,17 @@ impl Connections {
             stats,
             close,
             channels: None,
+            client_properties: Default::default(),
         };
         self.lock().insert(id, entry);
+    }
+
+    /// Records what client `id` said about itself (bounded here).
+    pub(crate) fn set_client_properties(&self, id: u64, table: &crate::message::FieldTable) {
+        let kept = super::client_properties::bounded(table);
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.client_properties = kept;
+        }
     }
 
     /// Lets the management API ask connection `id` for its channels.
@@ -240,6 +254,7 @@ impl Connections {
                 channels: e.stats.channels.load(Ordering::Relaxed),
                 published: e.stats.published.load(Ordering::Relaxed),
                 delivered: e.stats.delivered.load(Ordering::Relaxed),
+                client_properties: e.client_properties.clone(),
             })
             .collect()
     }

@@ -7,6 +7,7 @@
 //! over the same broker messages.
 
 pub mod auth;
+pub mod client_properties;
 mod connection;
 pub mod connections;
 pub mod http;

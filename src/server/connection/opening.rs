@@ -91,6 +91,14 @@ impl Connection {
             return false;
         }
         tracing::info!(peer = %self.peer, user = %h.user, vhost = %h.vhost, client = %clip(&h.client), "connection opened");
+        let mut about = crate::message::FieldTable::new();
+        about.insert(
+            "connection_name".into(),
+            crate::message::FieldValue::Str(h.client.clone()),
+        );
+        self.shared
+            .registry
+            .set_client_properties(self.owner.0, &about);
         self.stats.channels.store(1, Ordering::Relaxed);
         self.channel.set_access(crate::channel::Access::new(
             self.shared.broker.definitions(),

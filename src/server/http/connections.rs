@@ -53,6 +53,7 @@ pub(crate) fn connection_json(api: &Api, c: &ConnectionInfo) -> Value {
         "peer_host": c.peer.ip().to_string(),
         "peer_port": c.peer.port(),
         "connected_at": connected_at,
+        "client_properties": crate::server::client_properties::to_json(&c.client_properties),
         "channels": c.channels,
         "messages_published": c.published,
         "messages_delivered": c.delivered,

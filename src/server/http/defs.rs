@@ -23,6 +23,7 @@ pub(crate) fn routes(r: &mut Routes) {
         .put("/api/vhosts/{vhost}", put_vhost)
         .delete("/api/vhosts/{vhost}", delete_vhost)
         .get("/api/users", list_users)
+        .post("/api/users/bulk-delete", bulk_delete_users)
         .get("/api/users/{name}", get_user)
         .put("/api/users/{name}", put_user)
         .delete("/api/users/{name}", delete_user);
@@ -253,5 +254,28 @@ async fn delete_user(
     caller.check_admin()?;
     let name = path.into_inner().0;
     api.shared.broker.delete_user(&name).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The body of `POST /api/users/bulk-delete`.
+#[derive(Deserialize, Default)]
+struct BulkDelete {
+    users: Vec<String>,
+}
+
+/// Deletes every user named (RabbitMQ's bulk delete); a name that is not a user is
+/// passed over, so a retried request answers the same.
+async fn bulk_delete_users(
+    api: web::Data<Api>,
+    caller: Caller,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let b: BulkDelete = body(&raw)?;
+    for name in &b.users {
+        if find_user(&api, name).is_some() {
+            api.shared.broker.delete_user(name).await?;
+        }
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -16,7 +16,10 @@ pub(crate) fn routes(r: &mut Routes) {
     r.get("/api/health/checks/alarms", alarms)
         .get("/api/health/checks/local-alarms", local_alarms)
         .get("/api/health/checks/port-listener/{port}", port_listener)
-        .get("/api/aliveness-test/{vhost}", aliveness);
+        .get("/api/aliveness-test/{vhost}", aliveness)
+        .get("/api/healthchecks/node", node_check)
+        .get("/api/healthchecks/node/", node_check)
+        .get("/api/healthchecks/node/{node}", named_node_check);
 }
 
 /// The resource alarms in effect: memory and disk.
@@ -56,6 +59,38 @@ async fn alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
 /// The same for this node (a single node: the same answer, RabbitMQ's words).
 async fn local_alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
     alarm_answer(&api, "There are alarms in effect on the node")
+}
+
+/// RabbitMQ's older node check (deprecated there in favour of the checks above, still
+/// called by clients and probes): `{"status": "ok"}` when no resource alarm is in
+/// effect, `{"status": "failed", "reason": ...}` otherwise, with status 200 either way,
+/// as RabbitMQ answers it.
+async fn node_check(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
+    let alarms = alarms_in_effect(&api);
+    match alarms.first() {
+        None => HttpResponse::Ok().json(json!({"status": "ok"})),
+        Some(a) => HttpResponse::Ok().json(json!({
+            "status": "failed",
+            "reason": format!("resource alarm in effect: {}", a["resource"].as_str().unwrap_or("?")),
+        })),
+    }
+}
+
+/// The same, for a node named: this node only (another node's name is 404).
+async fn named_node_check(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+) -> Result<HttpResponse, ApiError> {
+    let node = path.into_inner().0;
+    if node != node_name() {
+        return Err(ApiError::not_found(format!(
+            "node '{}' is not this node ('{}')",
+            crate::error::clip(&node),
+            node_name()
+        )));
+    }
+    Ok(node_check(api, caller).await)
 }
 
 /// 200 when a listener of any protocol is on `port`, 503 listing the ports otherwise.

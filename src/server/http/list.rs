@@ -20,8 +20,11 @@ pub(crate) struct ListQuery {
     pub page: Option<usize>,
     /// Items per page (default 100, at most 500).
     pub page_size: Option<usize>,
-    /// Keeps items whose name contains this.
+    /// Keeps items whose name contains this (or matches it, with `use_regex`).
     pub name: Option<String>,
+    /// `true`: `name` is a regular expression, matched anywhere in the name, as
+    /// RabbitMQ's `use_regex=true` (any case of `true`; anything else is false).
+    pub use_regex: Option<String>,
     /// The field to sort by (default: none, the list's own order).
     pub sort: Option<String>,
     /// Reverses the sort.
@@ -33,11 +36,25 @@ pub(crate) struct ListQuery {
 pub(crate) fn paged(mut items: Vec<Value>, query: &ListQuery) -> Result<HttpResponse, ApiError> {
     let total = items.len();
     if let Some(needle) = &query.name {
-        items.retain(|i| {
-            i["name"]
-                .as_str()
-                .is_some_and(|n| n.contains(needle.as_str()))
-        });
+        let regex = query
+            .use_regex
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case("true"));
+        if regex {
+            let re = regex::RegexBuilder::new(needle)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    ApiError::bad_request(format!("name is not a regular expression: {e}"))
+                })?;
+            items.retain(|i| i["name"].as_str().is_some_and(|n| re.is_match(n)));
+        } else {
+            items.retain(|i| {
+                i["name"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(needle.as_str()))
+            });
+        }
     }
     if let Some(field) = &query.sort {
         items.sort_by(|a, b| compare(field_of(a, field), field_of(b, field)));

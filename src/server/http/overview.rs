@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 pub(crate) fn routes(r: &mut Routes) {
-    r.get("/api/overview", overview).get("/api/whoami", whoami);
+    r.get("/api/overview", overview)
+        .get("/api/whoami", whoami)
+        .get("/api/cluster-name", cluster_name);
 }
 
 /// The query of `/api/overview`: how far back the samples go, in seconds.
@@ -73,6 +75,20 @@ async fn overview(
             })
         })
         .collect();
+    // The management listeners, as RabbitMQ's `contexts` (its web contexts) list them.
+    let contexts: Vec<Value> = listeners
+        .iter()
+        .filter(|l| matches!(l["protocol"].as_str(), Some("http" | "https")))
+        .map(|l| {
+            json!({
+                "node": node_name(),
+                "description": "actormq management",
+                "path": "/",
+                "port": l["port"].to_string(),
+                "ssl": l["protocol"] == "https",
+            })
+        })
+        .collect();
     let mut message_stats = total.message_stats();
     let mut queue_totals = json!({
         "messages": totals.messages(),
@@ -107,6 +123,7 @@ async fn overview(
         "queue_totals": queue_totals,
         "message_stats": message_stats,
         "listeners": listeners,
+        "contexts": contexts,
     }))
 }
 
@@ -143,6 +160,12 @@ fn add_length_samples(totals: &mut Value, points: &[HistoryPoint]) {
 pub(crate) fn node_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
     format!("actormq@{host}")
+}
+
+/// The cluster's name, RabbitMQ's `GET /api/cluster-name` (the node's name, as the
+/// overview's `cluster_name`; it cannot be renamed).
+async fn cluster_name(_caller: Caller) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "name": node_name() }))
 }
 
 /// Who the credentials belong to, and their tags.

@@ -9,4 +9,5 @@ mod metrics;
 mod objects;
 mod openapi;
 mod policies;
+mod rabbit_compat;
 mod rates;
