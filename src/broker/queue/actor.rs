@@ -339,6 +339,7 @@ impl QueueActor {
                 }
                 Control::Credit { consumer, amount } => self.state.return_credit(consumer, amount),
                 Control::Prefetch { owner, prefetch } => self.state.set_prefetch(owner, prefetch),
+                Control::Unhold { .. } => {}
                 Control::Cancel { owner, tag, done } => {
                     let id = self
                         .state

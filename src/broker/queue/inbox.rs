@@ -50,6 +50,18 @@ pub enum Control {
         /// Maximum unacked deliveries, 0 = unlimited.
         prefetch: u32,
     },
+    /// Consumer `tag` of `owner` (made by a follower's consume session) no longer
+    /// holds `n` deliveries of an earlier leader's session: its follower's client
+    /// settled them, so they stop counting against its prefetch. Replicated quorum
+    /// queues only; the others have no such deliveries and ignore it.
+    Unhold {
+        /// Whose consumer.
+        owner: OwnerId,
+        /// The consumer tag.
+        tag: String,
+        /// How many.
+        n: u32,
+    },
     /// Transport credit back to consumer `consumer`.
     Credit {
         /// The queue's consumer id.

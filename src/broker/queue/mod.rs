@@ -164,6 +164,17 @@ impl QueueHandle {
         self.control(Control::Prefetch { owner, prefetch });
     }
 
+    /// Consumer `tag` of `owner` no longer holds `n` deliveries of an earlier
+    /// leader's consume session (a replicated quorum queue's follower session says
+    /// so as its client settles them): they stop counting against its prefetch.
+    pub fn unhold(&self, owner: OwnerId, tag: &str, n: u32) {
+        self.control(Control::Unhold {
+            owner,
+            tag: tag.to_string(),
+            n,
+        });
+    }
+
     /// Returns transport credit to consumer `consumer` through the fast lane.
     pub fn return_credit(&self, consumer: u64, amount: u32) {
         self.control(Control::Credit { consumer, amount });

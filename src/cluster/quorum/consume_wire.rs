@@ -45,6 +45,22 @@ pub fn origin_of(value: &crate::message::FieldValue) -> Option<(NodeId, u64)> {
     Some((node.parse().ok()?, id.parse().ok()?))
 }
 
+/// The consumer argument the leader's side of a session sets on a consumer whose
+/// follower's client still holds deliveries of an earlier leader's session: how many
+/// (an integer). The leader's queue counts them against the consumer's prefetch until
+/// the follower says they were settled ([`Up::Released`]), so that after a leader
+/// change the client never holds more than its prefetch.
+pub const HELD_ARG: &str = "x-actormq-held";
+
+/// The count of [`HELD_ARG`] in a consumer's `arguments` (0 when absent or not a
+/// non-negative integer).
+pub fn held_of(arguments: &crate::message::FieldTable) -> usize {
+    match arguments.get(HELD_ARG) {
+        Some(crate::message::FieldValue::Int(n)) => usize::try_from(*n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// How often a follower says it is there.
 pub const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long the leader keeps a session that says nothing (a frozen or cut-off
@@ -115,6 +131,19 @@ pub enum Up {
         spec: Spec,
         /// Deliveries the follower can take now.
         credit: u32,
+        /// Deliveries of an earlier session (an earlier leader's) that its client
+        /// still holds: counted against its prefetch until [`Up::Released`].
+        #[serde(default)]
+        held: u32,
+    },
+    /// The client of consumer `tag` settled `n` of the deliveries it held from an
+    /// earlier session (counted by [`Up::Consume`]'s `held`): they settle nothing at
+    /// the leader (its takeover returned them) but free as many prefetch slots.
+    Released {
+        /// The consumer.
+        tag: String,
+        /// How many.
+        n: u32,
     },
     /// More deliveries the consumer `tag` can take.
     Credit {

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 mod frames;
 mod orders;
+mod stale;
 mod written;
 
 pub use orders::{FollowerSession, Held};
@@ -78,6 +79,10 @@ pub struct LocalConsumer {
     /// while it led) whose transport credit is still out: their credit comes to the
     /// session, and acks nothing at the leader.
     pub unwritten: u32,
+    /// Deliveries made to it before it came to the session (by this node while it
+    /// led) that its client holds unsettled, by the ids its client knows: counted at
+    /// the leader against its prefetch until settled (`stale`).
+    pub held: Vec<u64>,
     /// Where deliveries go.
     pub deliver: Recipient<Deliver>,
     /// Where a cancel by the broker goes.
@@ -100,8 +105,11 @@ struct Task {
     /// in its name).
     owner: OwnerId,
     consumers: BTreeMap<Arc<str>, LocalConsumer>,
-    /// This node's delivery ids → the leader's, for the session open now.
-    map: HashMap<u64, u64>,
+    /// This node's delivery ids → the leader's, and the consumer's (none for a get),
+    /// for the session open now.
+    map: HashMap<u64, (u64, Option<u64>)>,
+    /// What each consumer's client holds that no open session maps.
+    stale: stale::Stale,
     /// Gets sent in the session open now (auto-ack or not).
     gets: HashMap<u64, (bool, GetAnswer)>,
     /// Auto-ack deliveries handed to each consumer's client and not written out yet.
@@ -196,19 +204,24 @@ impl Task {
     /// An order while no session is open.
     fn offline(&mut self, o: Order) {
         match o {
-            Order::Consume(c) => {
+            Order::Consume(mut c) => {
                 if c.spec.auto_ack {
                     self.written.skip(c.id, c.unwritten);
                 }
+                self.stale.add(c.id, std::mem::take(&mut c.held));
                 self.consumers.insert(c.tag.clone(), c);
             }
             Order::Cancel(tag) => {
                 if let Some(c) = self.consumers.remove(&tag) {
                     self.written.forget(c.id);
+                    self.stale.forget(c.id);
                 }
             }
-            // Ids of a session that ended: its leader gave them back.
-            Order::Settle(..) => {}
+            // Ids of a session that ended: its leader gave them back; those its
+            // client held no longer count against its prefetch at the next one.
+            Order::Settle(ids, _) => {
+                self.stale.settled(&ids);
+            }
             Order::Credit(id, n) => {
                 // Written deliveries of an ended session: nothing to ack.
                 self.written.take(id, n);
@@ -240,8 +253,14 @@ impl Task {
         let end = self.serve(&mut wr, &mut frames, target, orders).await;
         reader.abort();
         // What the leader gave through this session, it gets back: forget the ids
-        // (auto-ack ones included: their credit acks nothing now).
-        self.map.clear();
+        // (auto-ack ones included: their credit acks nothing now). Those a consumer's
+        // client holds are stale: the next leader counts them against its prefetch.
+        for (local, (_, consumer)) in self.map.drain() {
+            let live = consumer.filter(|c| self.consumers.values().any(|l| l.id == *c));
+            if let Some(c) = live {
+                self.stale.add(c, [local]);
+            }
+        }
         self.written.session_ended();
         let mut pending: Vec<(u64, (bool, GetAnswer))> = self.gets.drain().collect();
         pending.sort_by_key(|(req, _)| *req);
@@ -271,6 +290,7 @@ impl Task {
             .map(|c| Up::Consume {
                 spec: written::wire_spec(&c.spec),
                 credit: c.window,
+                held: self.stale.count(c.id),
             })
             .collect();
         for frame in reopen {

@@ -6,7 +6,7 @@
 //! remote one, and the session's end gives back what it held.
 
 use super::consume_wire::{
-    Down, How, Open, Refused, Spec, Up, WireDelivery, FORWARDED_ARG, SILENT_LIMIT,
+    Down, How, Open, Refused, Spec, Up, WireDelivery, FORWARDED_ARG, HELD_ARG, SILENT_LIMIT,
 };
 use super::group::StoredMessage;
 use super::wire::Groups;
@@ -123,13 +123,13 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
             }
         };
         match frame {
-            Up::Consume { spec, credit } => {
+            Up::Consume { spec, credit, held } => {
                 let tag = spec.tag.clone();
                 match attach(
                     &here,
                     &queue,
                     (owner, open.from),
-                    spec,
+                    (spec, held),
                     credit,
                     down.clone(),
                 )
@@ -164,6 +164,8 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
                 }
             }
             Up::Settle { ids, how } => queue.settle(owner, ids, settlement(how)),
+            // Through the queue's inbox, in order with this session's settlements.
+            Up::Released { tag, n } => queue.unhold(owner, &tag, n),
             Up::Prefetch { prefetch } => queue.set_prefetch(owner, prefetch),
             Up::Alive => {}
             Up::Get { req, auto_ack } => {
@@ -204,12 +206,12 @@ struct Attached {
 }
 
 /// Attaches the follower's consumer `spec` for `owner`, the session of follower node
-/// `from`.
+/// `from`, its client holding `held` deliveries of an earlier session.
 async fn attach(
     here: &Here,
     queue: &QueueHandle,
     (owner, from): (OwnerId, NodeId),
-    spec: Spec,
+    (spec, held): (Spec, u32),
     credit: u32,
     down: mpsc::Sender<Down>,
 ) -> Result<Attached, BrokerError> {
@@ -217,6 +219,10 @@ async fn attach(
     // Where it comes from: the follower's node and its id there (see `Spec::local`).
     let origin = crate::cluster::quorum::consume_wire::origin_arg(from, spec.local);
     arguments.insert(FORWARDED_ARG.into(), origin);
+    if held > 0 {
+        // Counted against its prefetch by the queue from its registration on.
+        arguments.insert(HELD_ARG.into(), i64::from(held).into());
+    }
     let tag = spec.tag.clone();
     let options = ConsumerSpec {
         tag: spec.tag,

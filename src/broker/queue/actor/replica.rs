@@ -45,6 +45,8 @@ mod dead;
 mod deliver;
 mod done;
 mod expiry;
+mod extra;
+mod get;
 mod lease;
 mod remote;
 mod serve;
@@ -69,8 +71,12 @@ struct Consumer {
     window: u32,
     window_size: u32,
     /// Delivered, not settled by its client (a settlement counts here at once, not
-    /// at its commit).
+    /// at its commit); `stale` included.
     unacked: usize,
+    /// Of `unacked`: deliveries of an earlier leader's session that its follower's
+    /// client still holds (told with its consume, released as the client settles
+    /// them): counted against its prefetch only, they name no checkout here.
+    stale: usize,
     /// Checked out to it by the machine, not sent yet (its transport window or its
     /// prefetch is full): at most the machine's credit beyond what its client holds.
     waiting: VecDeque<Picked>,
@@ -82,6 +88,9 @@ struct Consumer {
     boosted: bool,
     /// `Settle` commands of its client's settlements written and not answered yet.
     settling: usize,
+    /// Its client's last settlement (or its registration): the extra goes back once
+    /// it has been idle `credit::GIVE_BACK_AFTER` since, unless wanted sooner.
+    settled_at: Instant,
 }
 
 /// A message to send: its id, the message, its earlier deliveries.
@@ -120,6 +129,12 @@ enum Cmd {
     Purge(oneshot::Sender<Result<u64, BrokerError>>),
     /// The leader's wall clock (ms since the Unix epoch): the head's TTL has passed.
     Clock(u64),
+    /// A consumer's extra given back unsent (`extra`); `then` are told once committed
+    /// (a `basic.get` that found nothing ready looks again).
+    GiveBack {
+        ids: Vec<u64>,
+        then: Vec<oneshot::Sender<()>>,
+    },
 }
 
 /// A delivery handed out here and not settled.
@@ -158,6 +173,9 @@ pub(crate) struct Replica {
     expiry: Option<(u64, Option<SpawnHandle>)>,
     /// The `x-expires` countdown, when the queue has one (see `lease`).
     lease: Option<lease::Lease>,
+    /// The timer for the earliest give-back of an idle consumer's extra, and when it
+    /// is due (see `extra`).
+    give_back: Option<(Instant, SpawnHandle)>,
     /// The registry, told when the queue is unused for its `x-expires`.
     unused: Recipient<crate::broker::messages::QueueUnused>,
 }
@@ -186,6 +204,7 @@ impl Replica {
             remote: remote::Remotes::default(),
             expiry: None,
             lease,
+            give_back: None,
             unused,
         })
     }
@@ -237,12 +256,14 @@ impl Replica {
         if mine.is_empty() {
             return;
         }
-        // Its client settles: the extra credit (if not registered yet) commits with
-        // this settlement, before it, so what the commit frees and the extra are
-        // checked out together.
+        // Its client settles: if it may run dry before this commit, the extra credit
+        // (if not registered yet) commits with this settlement, before it, so what
+        // the commit frees and the extra are checked out together.
+        let now = Instant::now();
         for c in self.consumers.iter_mut().filter(|c| by.contains(&c.id)) {
             c.settling += 1;
-            if !c.boosted && !c.auto_ack && c.prefetch > 0 {
+            c.settled_at = now;
+            if !c.boosted && credit::starved(c.prefetch, c.auto_ack, c.unacked, c.waiting.len()) {
                 c.boosted = true;
                 self.cmds.push_back(Cmd::Consume {
                     consumer: c.id,
@@ -431,6 +452,10 @@ impl Replica {
             Cmd::Settle { ids, how, .. } => Command::Settle {
                 ids: ids.clone(),
                 how: *how,
+            },
+            Cmd::GiveBack { ids, .. } => Command::Settle {
+                ids: ids.clone(),
+                how: How::Unsent,
             },
             Cmd::Return(None) => Command::Return {
                 keep_node: None,

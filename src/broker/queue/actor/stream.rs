@@ -213,6 +213,7 @@ impl QueueActor {
                 }
                 Control::Credit { consumer, amount } => s.return_credit(consumer, amount),
                 Control::Prefetch { owner, prefetch } => s.set_prefetch(owner, prefetch),
+                Control::Unhold { .. } => {}
                 Control::Cancel { owner, tag, done } => {
                     left |= s.cancel(owner, &tag);
                     if let Some(done) = done {

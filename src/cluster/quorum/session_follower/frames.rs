@@ -8,10 +8,12 @@ impl Task {
     /// An order while a session is open.
     pub(super) fn online(&mut self, o: Order, out: &mut Vec<Up>) {
         match o {
-            Order::Consume(c) => {
+            Order::Consume(mut c) => {
+                self.stale.add(c.id, std::mem::take(&mut c.held));
                 out.push(Up::Consume {
                     spec: written::wire_spec(&c.spec),
                     credit: c.window,
+                    held: self.stale.count(c.id),
                 });
                 if c.spec.auto_ack {
                     self.written.skip(c.id, c.unwritten);
@@ -25,6 +27,7 @@ impl Task {
                 out.push(Up::Cancel {
                     tag: tag.to_string(),
                 });
+                self.stale.forget(c.id);
                 // Auto-ack deliveries its client was not sent (its connection drops
                 // what comes for a cancelled consumer): back to the queue.
                 let unsent = self.written.forget(c.id);
@@ -36,7 +39,17 @@ impl Task {
                 }
             }
             Order::Settle(ids, how) => {
-                let ids: Vec<u64> = ids.iter().filter_map(|i| self.map.remove(i)).collect();
+                // Stale ones free prefetch slots at the leader and settle nothing.
+                for (consumer, n) in self.stale.settled(&ids) {
+                    if let Some(c) = self.consumers.values().find(|c| c.id == consumer) {
+                        let tag = c.tag.to_string();
+                        out.push(Up::Released { tag, n });
+                    }
+                }
+                let ids: Vec<u64> = ids
+                    .iter()
+                    .filter_map(|i| self.map.remove(i).map(|(leader, _)| leader))
+                    .collect();
                 if !ids.is_empty() {
                     out.push(Up::Settle { ids, how });
                 }
@@ -76,12 +89,12 @@ impl Task {
         }
     }
 
-    /// This node's delivery of `w`: a new id, mapped to the leader's when it is to be
-    /// settled.
-    fn local(&mut self, w: WireDelivery, settled: bool) -> Delivery {
+    /// This node's delivery of `w` (to `consumer`, or a get's): a new id, mapped to
+    /// the leader's when it is to be settled.
+    fn local(&mut self, w: WireDelivery, settled: bool, consumer: Option<u64>) -> Delivery {
         let id = NEXT_LOCAL.fetch_add(1, Ordering::Relaxed);
         if !settled {
-            self.map.insert(id, w.id);
+            self.map.insert(id, (w.id, consumer));
         }
         Delivery {
             id,
@@ -113,7 +126,7 @@ impl Task {
                 }
                 let deliveries: Vec<Delivery> = deliveries
                     .into_iter()
-                    .map(|w| self.local(w, auto_ack))
+                    .map(|w| self.local(w, auto_ack, Some(consumer)))
                     .collect();
                 let Some(c) = self.consumers.get_mut(tag.as_str()) else {
                     return;
@@ -137,6 +150,7 @@ impl Task {
                     return;
                 };
                 self.written.forget(c.id);
+                self.stale.forget(c.id);
                 // The queue actor forgets it first (through the queue's inbox, ahead
                 // of anything the client does once told): else it would still count
                 // it, and refuse the same tag or an exclusive consume for good.
@@ -171,7 +185,8 @@ impl Task {
                     }
                     return;
                 }
-                let result = result.map(|got| got.map(|(w, left)| (self.local(w, auto_ack), left)));
+                let result =
+                    result.map(|got| got.map(|(w, left)| (self.local(w, auto_ack, None), left)));
                 let handed = answer.send(result).is_ok();
                 if let (Some(id), true) = (leader_id, auto_ack) {
                     out.push(Up::Settle {

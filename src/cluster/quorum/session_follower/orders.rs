@@ -92,6 +92,7 @@ impl FollowerSession {
             owner,
             consumers: BTreeMap::new(),
             map: HashMap::new(),
+            stale: Default::default(),
             gets: HashMap::new(),
             written: Default::default(),
             waiting: Vec::new(),
@@ -146,12 +147,14 @@ impl FollowerSession {
         self.push(Order::Cancel(tag));
     }
 
-    /// Settles deliveries by this node's ids (others are skipped).
+    /// Settles deliveries by the ids the client knows: this node's (of a session), or
+    /// the queue's, of deliveries this node made while it led (stale ones; the task
+    /// skips the others).
     pub fn settle(&mut self, ids: &[u64], s: Settlement) {
-        let ids: Vec<u64> = ids.iter().copied().filter(|i| *i >= LOCAL_IDS).collect();
         if ids.is_empty() {
             return;
         }
+        let ids = ids.to_vec();
         let how = match s {
             Settlement::Ack => How::Ack,
             Settlement::Requeue => How::Requeue,

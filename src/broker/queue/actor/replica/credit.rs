@@ -3,20 +3,32 @@
 //! - **The client's prefetch** (`basic.qos`): deliveries sent to the consumer and not
 //!   acked *by its client*. An ack, nack or reject frees its slot the moment it
 //!   reaches this actor, as RabbitMQ's prefetch does, so the next message goes out
-//!   at once ([`sendable`]).
+//!   at once ([`sendable`]). After a leader change the deliveries of the dead
+//!   leader's session that the client still holds count here too (`stale`, told by
+//!   the follower's session), so the client never holds more than its prefetch.
 //! - **The machine's credit**: checkouts the group's machine may hold for the
 //!   consumer, unsettled in the *committed* state. A settlement frees it only once
-//!   its `Settle` commits, a round trip to a majority later. While its client
-//!   settles, it is registered with the prefetch plus as much again, at most
-//!   [`MAX_EXTRA`] more ([`machine_credit`]): the extra is checked out ahead,
-//!   committed, waiting on this node, so that an ack finds the next message already
-//!   checked out instead of waiting for its own commit. Before, with the machine's
-//!   credit equal to the prefetch, a consumer got at most its prefetch per commit
-//!   round trip. The extra is registered with the client's first settlement (in the
-//!   same entry) and given back when the client holds its prefetch with none of its
-//!   settlements on the way ([`idle`]): then the credit is the prefetch again and
-//!   what waited goes back unsent, so a client that takes nothing keeps no message
-//!   from other consumers or gets ([`registered`]).
+//!   its `Settle` commits, a round trip to a majority later. A client that could run
+//!   dry before that commit ([`starved`]: it holds, with what waits for it, less
+//!   than half its prefetch as it settles) is registered with the prefetch plus as
+//!   much again, at most [`MAX_EXTRA`] more ([`machine_credit`]), in the same entry
+//!   as that settlement: the extra is checked out ahead, committed, waiting on this
+//!   node, so that an ack finds the next message already checked out instead of
+//!   waiting for its own commit. A client slower than a commit never gets there (each
+//!   commit refills what it settled long before it runs dry) and takes no extra.
+//!
+//! **Hysteresis.** The extra goes back (the credit is the prefetch again, what waited
+//! returns unsent, unmarked) only once the client has held its whole prefetch with
+//! none of its settlements on the way ([`idle`]) for [`GIVE_BACK_AFTER`] since its
+//! last settlement, or at once when someone wants messages the queue has none ready
+//! for: a `basic.get`, or another consumer of the queue with room ([`wants`]);
+//! see [`give_back`]. Before, it went back the moment the client was idle and was
+//! taken again with its next settlement: a consumer acking one message per few
+//! commits wrote two entries per ack, each carrying about a prefetch of ids.
+//! RabbitMQ's quorum queues give a consumer its prefetch as credit and no extra at
+//! all (a delivery after an ack waits for the ack's commit); the extra is kept here
+//! for fast consumers, and the demand rule keeps it from holding messages back from
+//! others.
 //!
 //! What the group holds for a consumer is therefore what its client holds (at most
 //! the prefetch), plus what it acked whose `Settle` has not committed, plus what waits
@@ -25,6 +37,14 @@
 //! and they are redelivered, marked, as any unsettled delivery is (at least once).
 
 use crate::cluster::quorum::machine::UNLIMITED_CREDIT;
+use std::time::Duration;
+
+/// How long a consumer registered with the extra may sit idle ([`idle`]) before the
+/// extra goes back when nobody else wants messages: long against a commit round trip
+/// (milliseconds), so a slow consumer keeps it between two acks, short enough that a
+/// consumer that stopped does not keep messages out of the ready set (where TTLs and
+/// `x-max-length` count them) for long.
+pub(super) const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
 
 /// Most checkouts a consumer is registered with beyond its prefetch: bounds the
 /// messages the group holds for one consumer ahead of its client (a prefetch of
@@ -54,11 +74,50 @@ pub(super) fn registered(prefetch: u32, boosted: bool) -> u32 {
     }
 }
 
-/// A consumer whose client holds its whole prefetch (`unacked`) with no settlement
-/// of it on its way to commit (`settling`): nothing it has checked out beyond that
-/// can be sent before its client settles, so the extra is given back.
+/// A consumer whose client holds its whole prefetch (`unacked`, stale deliveries of
+/// an earlier leader included) with no settlement of it on its way to commit
+/// (`settling`): nothing it has checked out beyond that can be sent before its client
+/// settles, so the extra may go back ([`give_back`]).
 pub(super) fn idle(prefetch: u32, auto_ack: bool, unacked: usize, settling: usize) -> bool {
     !auto_ack && prefetch > 0 && settling == 0 && unacked >= prefetch as usize
+}
+
+/// A client that, with what waits for it (`waiting`), holds less than half its
+/// prefetch as it settles: it may run dry before the commit of its settlement frees
+/// the next message, so it takes the extra. One settling a message at a time, slower
+/// than a commit, is refilled long before (prefetch 1 excepted: every ack leaves it
+/// nothing). Auto-ack and unlimited consumers have no prefetch to fill.
+pub(super) fn starved(prefetch: u32, auto_ack: bool, unacked: usize, waiting: usize) -> bool {
+    !auto_ack && prefetch > 0 && 2 * (unacked + waiting) < prefetch as usize
+}
+
+/// A consumer that would take a message now and has none waiting (transport window
+/// open; free prefetch slots, at least half of them, as in [`starved`]): with nothing
+/// ready in the queue, what another consumer holds idle should go back for it.
+pub(super) fn wants(
+    prefetch: u32,
+    auto_ack: bool,
+    unacked: usize,
+    window: u32,
+    waiting: usize,
+) -> bool {
+    waiting == 0 && window > 0 && (auto_ack || prefetch == 0 || 2 * unacked < prefetch as usize)
+}
+
+/// Whether a consumer registered with the extra gives it back now: [`idle`], and
+/// either `idle_for` (since its client's last settlement) reached
+/// [`GIVE_BACK_AFTER`] or someone `wanted` messages the queue had none ready for.
+pub(super) fn give_back(idle: bool, idle_for: Duration, wanted: bool) -> bool {
+    idle && (wanted || idle_for >= GIVE_BACK_AFTER)
+}
+
+/// Of `waiting` checkouts, how many a consumer keeps when its credit is the prefetch
+/// alone: what that credit covers beyond the deliveries of this leader its client
+/// holds (`held`; a prefetch lowered below them keeps none). The rest go back.
+pub(super) fn kept(prefetch: u32, held: usize, waiting: usize) -> usize {
+    (registered(prefetch, false) as usize)
+        .saturating_sub(held)
+        .min(waiting)
 }
 
 /// How many of `waiting` checkouts a consumer may be sent now: within its transport
@@ -83,3 +142,7 @@ pub(super) fn sendable(
 #[cfg(test)]
 #[path = "credit_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "credit_hyst_tests.rs"]
+mod hyst_tests;

@@ -12,29 +12,30 @@ impl QueueActor {
         let handle = self.handle.clone();
         let r = self.replica();
         let mut gone = Vec::new();
+        // Another consumer would take what an idle one holds beyond its prefetch
+        // (looked at only when one holds something back).
+        let wanted = r
+            .consumers
+            .iter()
+            .any(|c| c.boosted && !c.waiting.is_empty())
+            && r.wanted();
+        let now = Instant::now();
         for c in r.consumers.iter_mut() {
             let n = credit::sendable(c.prefetch, c.auto_ack, c.unacked, c.window, c.waiting.len());
             if n == 0 {
-                if credit::idle(c.prefetch, c.auto_ack, c.unacked, c.settling)
-                    && !c.waiting.is_empty()
-                {
-                    // Its client holds its prefetch and settles nothing: the extra
-                    // goes back (unsent: not marked), for other consumers and gets,
-                    // after its credit is lowered (else it would come back to it).
-                    if c.boosted {
-                        c.boosted = false;
-                        r.cmds.push_back(Cmd::Consume {
-                            consumer: c.id,
-                            credit: credit::registered(c.prefetch, false),
-                            origin: c.origin,
-                            first: false,
+                // Its client holds its prefetch and settles nothing: the extra goes
+                // back (unsent: not marked) once it has been idle a while or others
+                // want it (`extra`).
+                if c.waiting.is_empty() {
+                    continue;
+                }
+                if let Some(ids) = extra::give_back(c, &mut r.cmds, now, wanted) {
+                    if !ids.is_empty() {
+                        r.cmds.push_back(Cmd::GiveBack {
+                            ids,
+                            then: Vec::new(),
                         });
                     }
-                    r.cmds.push_back(Cmd::Settle {
-                        ids: c.waiting.drain(..).map(|p| p.0).collect(),
-                        how: How::Unsent,
-                        by: Vec::new(),
-                    });
                 }
                 continue;
             }

@@ -19,6 +19,12 @@ impl QueueActor {
                 r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
             }
             Cmd::Return(Some(_)) => {}
+            // Committed or not, a get waiting on it looks again.
+            Cmd::GiveBack { then, .. } => {
+                for t in then {
+                    let _ = t.send(());
+                }
+            }
             Cmd::Settle { by, .. } => {
                 for c in r.consumers.iter_mut().filter(|c| by.contains(&c.id)) {
                     c.settling = c.settling.saturating_sub(1);

@@ -200,6 +200,7 @@ impl QueueActor {
                 },
                 window: msg.window,
                 unwritten: 0,
+                held: Vec::new(),
                 deliver: msg.deliver,
                 cancelled: msg.cancelled,
             },
@@ -241,12 +242,18 @@ impl QueueActor {
 
     /// This node stopped leading: its consumers whose client is still there go on
     /// through sessions to the new leader (what they held is returned there and
-    /// redelivered marked), exclusive ones still exclusive (the new leader refuses
-    /// one it cannot keep so, and its client is told why); the others are dropped.
+    /// redelivered marked, while the new leader counts the deliveries their clients
+    /// still hold against their prefetch), exclusive ones still exclusive (the new
+    /// leader refuses one it cannot keep so, and its client is told why); the others
+    /// are dropped. Empties `out`: nothing here settles a checkout any more.
     pub(in crate::broker::queue::actor) fn forward_own_consumers(&mut self) {
         let name = self.name.clone();
         let r = self.replica.as_mut().expect("a replicated queue");
         let own: Vec<Consumer> = r.consumers.drain(..).collect();
+        let mut held: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (id, o) in r.out.drain() {
+            held.entry(o.consumer).or_default().push(id);
+        }
         for c in own {
             if r_forwarded(self, c.id) {
                 if let Some(to) = &c.handle.cancelled {
@@ -277,6 +284,7 @@ impl QueueActor {
                     },
                     window,
                     unwritten,
+                    held: held.remove(&c.id).unwrap_or_default(),
                     deliver: c.handle.deliver,
                     cancelled: c.handle.cancelled,
                 },

@@ -5,11 +5,6 @@
 
 use super::*;
 
-/// How long a get waits, in pauses, for a takeover of the group's leadership to finish
-/// (returning an earlier leader's checkouts) before it is refused: 10 s.
-const GET_TAKEOVER_TRIES: u32 = 200;
-const GET_TAKEOVER_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-
 impl QueueActor {
     pub(super) fn replica(&mut self) -> &mut Replica {
         self.replica.as_mut().expect("a replicated queue")
@@ -107,6 +102,11 @@ impl QueueActor {
             .arguments
             .get(crate::cluster::quorum::consume_wire::FORWARDED_ARG);
         let forwarded = made_for.is_some();
+        // What its follower's client still holds of an earlier leader's session.
+        let stale = match forwarded {
+            true => crate::cluster::quorum::consume_wire::held_of(&msg.options.arguments),
+            false => 0,
+        };
         // The other node's consumer it is made for, when its session says.
         let origin = made_for
             .and_then(crate::cluster::quorum::consume_wire::origin_of)
@@ -155,13 +155,15 @@ impl QueueActor {
             exclusive: msg.options.exclusive,
             window: msg.window,
             window_size: msg.window,
-            unacked: 0,
+            unacked: stale,
+            stale,
             waiting: VecDeque::new(),
             origin,
             // An auto-ack consumer's deliveries are settled as they are sent: the
             // extra is in use from the start.
             boosted: msg.options.auto_ack,
             settling: 0,
+            settled_at: Instant::now(),
         });
         let credit = credit::registered(msg.options.prefetch, msg.options.auto_ack);
         r.cmds.push_back(Cmd::Consume {
@@ -172,68 +174,6 @@ impl QueueActor {
         });
         self.replica_dispatch(ctx);
         Ok(tag)
-    }
-
-    /// A `basic.get` (a use of the queue, for `x-expires`) on the leader: the first
-    /// live ready message, once its `Deliver` is committed.
-    pub(in crate::broker::queue::actor) fn replica_get(
-        &mut self,
-        msg: Get,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
-        if let Some(lease) = self.replica().lease.as_mut() {
-            lease.used(std::time::Instant::now());
-        }
-        self.replica_get_after(msg, 0, ctx)
-    }
-
-    /// [`replica_get`](Self::replica_get), `tries` pauses into a takeover.
-    fn replica_get_after(
-        &mut self,
-        msg: Get,
-        tries: u32,
-        ctx: &mut Context<Self>,
-    ) -> ResponseActFuture<Self, Result<Option<(Delivery, u64)>, BrokerError>> {
-        if !self.replica().leads() {
-            return self.remote_get(msg, ctx);
-        }
-        if !self.replica().serving {
-            // Leading, but still taking over (returning an earlier leader's checkouts):
-            // the get waits for it, as a consumer does, within a bound.
-            if tries < GET_TAKEOVER_TRIES {
-                return Box::pin(
-                    actix::fut::wrap_future(tokio::time::sleep(GET_TAKEOVER_PAUSE)).then(
-                        move |_, act: &mut Self, ctx| act.replica_get_after(msg, tries + 1, ctx),
-                    ),
-                );
-            }
-            let e = self.not_leader();
-            return Box::pin(actix::fut::ready(Err(e)));
-        }
-        let r = self.replica();
-        let Some(picked) = r.pick_for_get() else {
-            return Box::pin(actix::fut::ready(Ok(None)));
-        };
-        let consumer = r.next_consumer;
-        r.next_consumer += 1;
-        r.pending.insert(picked.0);
-        let (tx, rx) = oneshot::channel();
-        r.cmds.push_back(Cmd::Get {
-            consumer,
-            owner: msg.owner,
-            auto_ack: msg.auto_ack,
-            picked,
-            answer: tx,
-            tries: 0,
-        });
-        self.replica_pump(ctx);
-        Box::pin(actix::fut::wrap_future::<_, Self>(async move {
-            rx.await.unwrap_or_else(|_| {
-                Err(BrokerError::internal(
-                    "quorum queue: the get was not committed",
-                ))
-            })
-        }))
     }
 
     pub(in crate::broker::queue::actor) fn replica_purge(
@@ -330,6 +270,7 @@ impl QueueActor {
                 Control::Release(owner) => {
                     r.release(owner);
                 }
+                Control::Unhold { owner, tag, n } => r.unhold(owner, &tag, n),
             }
         }
         true
@@ -345,6 +286,7 @@ impl QueueActor {
         self.replica_flush();
         self.replica_dead_letters(ctx);
         self.replica_arm_expiry(ctx);
+        self.replica_arm_give_back(ctx);
         self.replica_watch_lease(ctx);
         self.replica_pump(ctx);
         self.remote_wait(ctx);
@@ -377,10 +319,10 @@ impl QueueActor {
         } else if r.serving || r.taking_over || !r.consumers.is_empty() {
             tracing::info!(queue = %name, group = r.group.id(), leader = ?r.group.leader(), "quorum queue: this node no longer leads its group; its consumers move to the leader");
             r.serving = false;
-            r.out.clear();
             r.cmds.retain(|c| matches!(c, Cmd::Return(None)));
             r.pending.clear();
-            // Its consumers go on at the new leader, through consume sessions.
+            // Its consumers go on at the new leader, through consume sessions, with
+            // what their clients hold (taken from `out`, which this empties).
             self.forward_own_consumers();
         }
         self.replica_dispatch(ctx);
