@@ -248,6 +248,7 @@ async fn a_node_that_joins_after_the_log_was_purged_is_sent_every_definition_and
     })
     .await;
     super::assert_no_panic(&nodes);
+    assert!(!fourth.logs().contains("panicked"), "{}", fourth.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
