@@ -59,14 +59,19 @@ fn log_bytes(node: &Node) -> u64 {
 
 /// `node`'s own last log index and purged index.
 fn log_indexes(node: &Node) -> (u64, Option<u64>) {
-    let s = node.status().unwrap();
+    log_indexes_of(node, node.id)
+}
+
+/// Node `id`'s last log index and purged index, as `asked` reports them.
+fn log_indexes_of(asked: &Node, id: u64) -> (u64, Option<u64>) {
+    let s = asked.status().unwrap();
     let me = s["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e[0].clone())
-        .find(|v| v["id"] == node.id)
-        .unwrap();
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("node {id} is not in {s}"));
     (
         me["last_log_index"].as_u64().unwrap_or(0),
         me["purged_index"].as_u64(),
@@ -93,7 +98,7 @@ async fn queue_cycles(node: &Node, cycles: usize, exclusive: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run by hand"]
 async fn definitions_log_on_disk_and_a_joins_time_with_and_without_snapshots() {
-    const ROUNDS: usize = 4;
+    const ROUNDS: usize = 3;
     const CYCLES: usize = 1_000;
     for (label, snapshots) in [
         ("no snapshots (before)", "snapshot_entries = 0"),
@@ -148,11 +153,25 @@ async fn definitions_log_on_disk_and_a_joins_time_with_and_without_snapshots() {
         let start = Instant::now();
         let added = block_in_place(|| on.cli(&["add-node", "4", &addr]));
         assert_eq!(added.unwrap().trim(), "ok");
-        let joined = start.elapsed();
+        let added = start.elapsed();
         let (last, _) = block_in_place(|| log_indexes(on));
-        let (fourth_last, fourth_purged) = block_in_place(|| log_indexes(&fourth));
+        // Until it has applied everything (add-node returns once openraft counts the
+        // learner caught up, which may be before).
+        block_in_place(|| {
+            super::wait_for("node 4 applied the log", Duration::from_secs(120), || {
+                let s = on.status()?;
+                let me = s["nodes"]
+                    .as_array()?
+                    .iter()
+                    .map(|e| e[0].clone())
+                    .find(|v| v["id"] == 4)?;
+                (me["applied_index"].as_u64()? >= last).then_some(())
+            })
+        });
+        let joined = start.elapsed();
+        let (fourth_last, fourth_purged) = block_in_place(|| log_indexes_of(on, 4));
         eprintln!(
-            "{label}: add-node of a 4th node with the log at {last}: {joined:?} (its log: last {fourth_last}, purged {fourth_purged:?}, {} bytes)",
+            "{label}: add-node of a 4th node with the log at {last}: {added:?}, applied all {joined:?} (its log: last {fourth_last}, purged {fourth_purged:?}, {} bytes)",
             log_bytes(&fourth)
         );
     }
