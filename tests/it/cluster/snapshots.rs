@@ -406,3 +406,65 @@ async fn a_node_down_while_the_others_purged_catches_up_through_the_snapshot() {
     }
     super::assert_no_panic(&nodes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_through_a_snapshot_keeps_the_queues_it_held_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| cluster(dir.path()));
+    {
+        let all: Vec<_> = nodes.iter().collect();
+        block_in_place(|| leader(&all));
+        ok(
+            nodes[0]
+                .api()
+                .put("/api/queues/%2F/shared", r#"{"durable":true}"#)
+                .await
+                .status,
+            "queue",
+        );
+        let defined = block_in_place(|| applied(&nodes[0]));
+        churn_until_purged(&nodes[0], &all, defined).await;
+    }
+    // A single broker (no [cluster]) with a queue holding a message.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut fourth = block_in_place(|| Node::start(&dir.path().join("n4"), 0, &addr, &[]));
+    ok(
+        fourth
+            .api()
+            .put("/api/queues/%2F/legacy", r#"{"durable":true}"#)
+            .await
+            .status,
+        "queue",
+    );
+    let r = fourth
+        .api()
+        .post(
+            "/api/exchanges/%2F/amq.default/publish",
+            r#"{"properties":{"delivery_mode":2},"routing_key":"legacy","payload":"kept","payload_encoding":"string"}"#,
+        )
+        .await;
+    assert!(r.json()["routed"] == true, "{}", r.text());
+    // It becomes node 4 and joins: the snapshot it is sent does not have `legacy`
+    // yet, which must not be deleted (with its message) before it is declared.
+    fourth.kill9();
+    fourth.id = 4;
+    fourth.cluster_extra = extra();
+    block_in_place(|| fourth.restart());
+    let added = block_in_place(|| nodes[0].cli(&["add-node", "4", &addr]));
+    assert_eq!(added.unwrap().trim(), "ok");
+    let all: Vec<_> = nodes.iter().chain([&fourth]).collect();
+    converged(&all, |d| {
+        has(d, "queues", "legacy") && has(d, "queues", "shared")
+    })
+    .await;
+    assert!(
+        fourth
+            .logs()
+            .contains("installing a snapshot of the definitions"),
+        "node 4 was sent the log, not a snapshot"
+    );
+    queue_until(&fourth, "legacy", "its message kept", |q| {
+        q["messages"] == 1
+    })
+    .await;
+}
