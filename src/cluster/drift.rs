@@ -20,7 +20,7 @@ use super::op::{ClusterHook, Op};
 use super::rpc::{Reply, Rpc};
 use super::snapshot::vhost_ops;
 use super::state_machine::apply_op;
-use super::types::{DefinitionsSnapshot, NodeId};
+use super::types::NodeId;
 use crate::storage::{StoredBinding, StoredBindingTarget, StoredExchange, StoredVhost};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -198,14 +198,28 @@ pub(super) async fn pre_cluster_ops(core: &Core) -> Vec<Op> {
             .iter()
             .map(|q| (q.name.clone(), core.id))
             .collect();
-        let snap = DefinitionsSnapshot {
-            homes: BTreeMap::from([(v.clone(), homes)]),
-            ..Default::default()
-        };
+        let homes = BTreeMap::from([(v.clone(), homes)]);
         ops.push(Op::AddVhost(v.clone()));
-        vhost_ops(&v, &StoredVhost::default(), &want, &snap, &mut ops);
+        let none = BTreeSet::new();
+        vhost_ops(&v, &StoredVhost::default(), &want, &none, &homes, &mut ops);
     }
     ops
+}
+
+/// Where the definitions this node held before it joined wait to be proposed.
+pub(super) const PRE_CLUSTER: &str = "pre-cluster";
+
+/// The definitions this node held before it joined and has not yet declared to the
+/// cluster (`data_dir/raft/pre-cluster`; none when the file is gone or unreadable):
+/// installing a snapshot keeps them.
+pub(super) fn pending_pre_cluster(dir: &std::path::Path) -> Vec<Op> {
+    match std::fs::read(dir.join(PRE_CLUSTER)) {
+        Ok(b) => rmp_serde::from_slice(&b).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cluster: data_dir/raft/pre-cluster is unreadable");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Once this node is a member that has caught up with a leader, proposes the

@@ -22,7 +22,8 @@
 //! - `log_store`: the log and vote on disk. `state_machine`: applying entries.
 //! - `transport`: TLS and the cluster secret's proof on every connection.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
-//! - `node`: proposals, forwarding, membership, status. `snapshot`: installing one.
+//! - `node`: proposals, forwarding, membership, status. `snapshot`: what installing a
+//!   snapshot of the definitions log changes here.
 //! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
 //! - `drift`: transient definitions over restarts, definitions from before joining,
 //!   a removed node's restart.
@@ -135,19 +136,9 @@ impl ClusterNode {
     pub fn start(&mut self, broker: BrokerHandle) -> Result<(), BrokerError> {
         self.core.attach(broker);
         let s = &self.core.settings;
-        let config = openraft::Config {
-            cluster_name: "actormq".into(),
-            election_timeout_min: s.election_timeout_min_ms,
-            election_timeout_max: s.election_timeout_max_ms,
-            heartbeat_interval: s.heartbeat_ms,
-            install_snapshot_timeout: 10_000,
-            // The definitions log is small: it is kept whole, and a node that joins
-            // is sent it from the start (a snapshot is sent only if it was purged).
-            snapshot_policy: openraft::SnapshotPolicy::Never,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| failed("settings", e))?;
+        let config = definitions_config(s)
+            .validate()
+            .map_err(|e| failed("settings", e))?;
         let log = log_store::LogStore::open(&self.core.dir)
             .map_err(|e| failed("cannot open data_dir/raft/log", e))?;
         let sm = state_machine::StateMachine {
@@ -161,7 +152,7 @@ impl ClusterNode {
         // Before Raft applies anything new: the state the log left here, transient
         // entities included.
         runtime.block_on(drift::restore_transient(&self.core));
-        let pre_path = self.core.dir.join("pre-cluster");
+        let pre_path = self.core.dir.join(drift::PRE_CLUSTER);
         let pre_cluster = match std::fs::read(&pre_path) {
             Ok(b) => {
                 rmp_serde::from_slice(&b).map_err(|e| failed("data_dir/raft/pre-cluster", e))?
@@ -231,6 +222,28 @@ impl ClusterNode {
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         }
+    }
+}
+
+/// openraft's configuration of the definitions log. A snapshot is the state machine
+/// itself (`snapshot`: the definitions, the homes, the quorum groups, the transient
+/// definitions), taken every `snapshot_entries` applied entries; the log behind it is
+/// purged but for the last `snapshot_keep_entries`, so that it does not grow with every
+/// declare and delete ever made, and a node that joins is sent the snapshot rather
+/// than the whole history.
+fn definitions_config(s: &ClusterSettings) -> openraft::Config {
+    openraft::Config {
+        cluster_name: "actormq".into(),
+        election_timeout_min: s.election_timeout_min_ms,
+        election_timeout_max: s.election_timeout_max_ms,
+        heartbeat_interval: s.heartbeat_ms,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: match s.snapshot_entries {
+            0 => openraft::SnapshotPolicy::Never,
+            n => openraft::SnapshotPolicy::LogsSinceLast(n),
+        },
+        max_in_snapshot_log_to_keep: s.snapshot_keep_entries,
+        ..Default::default()
     }
 }
 

@@ -218,7 +218,9 @@ impl Core {
     }
 
     /// The definitions as a snapshot: every virtual host's durable part, the users,
-    /// the queues' homes.
+    /// and what the state machine keeps beside them (the queues' homes, the quorum
+    /// groups, the transient definitions). Consistent only between two applies (the
+    /// state machine takes it there).
     pub(super) async fn definitions_snapshot(&self) -> DefinitionsSnapshot {
         let broker = self.broker();
         let mut vhosts = BTreeMap::new();
@@ -227,10 +229,13 @@ impl Core {
                 vhosts.insert(v, defs.durable());
             }
         }
+        let a = self.applied();
         DefinitionsSnapshot {
             vhosts,
             users: broker.users().iter().map(StoredUser::from).collect(),
-            homes: self.applied().homes.clone(),
+            homes: a.homes.clone(),
+            groups: a.groups.clone(),
+            transient: a.transient.clone(),
         }
     }
 
@@ -359,6 +364,8 @@ impl Core {
             term: m.current_term,
             last_log_index: m.last_log_index,
             applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             voters: membership.voter_ids().map(|id| (id, addr_of(id))).collect(),
             learners: membership
                 .learner_ids()

@@ -100,6 +100,12 @@ pub struct NodeView {
     /// Its members of quorum queue groups.
     #[serde(default)]
     pub groups: Vec<GroupView>,
+    /// The last entry its latest snapshot of the definitions covers.
+    #[serde(default)]
+    pub snapshot_index: Option<u64>,
+    /// The last entry purged from its log (behind a snapshot).
+    #[serde(default)]
+    pub purged_index: Option<u64>,
 }
 
 /// One node's member of a quorum queue's group, for `actormq cluster status`.

@@ -12,6 +12,8 @@
 //! ]
 //! secret = "a long random string, the same on every node"   # or ACTORMQ__CLUSTER__SECRET
 //! tls = true                                                 # mutual TLS with [tls]
+//! snapshot_entries = 10000       # a snapshot of the definitions every 10,000 entries
+//! snapshot_keep_entries = 1000   # entries kept in the log behind it
 //! ```
 
 use serde::Deserialize;
@@ -63,6 +65,19 @@ pub struct ClusterSettings {
     /// before the client is told it failed (milliseconds).
     #[serde(default = "default_commit_timeout")]
     pub commit_timeout_ms: u64,
+    /// A snapshot of the definitions is taken once this many entries were applied
+    /// since the last one, and the log behind it is purged (keeping
+    /// `snapshot_keep_entries`): without it the log, every declare and delete ever
+    /// made, grows for as long as the cluster runs, and a node that joins is sent all
+    /// of it. A node further behind than the log kept is sent the snapshot. 0 takes
+    /// none (the log is kept whole).
+    #[serde(default = "default_snapshot_entries")]
+    pub snapshot_entries: u64,
+    /// How many entries already in a snapshot stay in the log, so that a follower a
+    /// little behind (restarting, briefly cut off) is sent entries rather than the
+    /// whole snapshot.
+    #[serde(default = "default_snapshot_keep")]
+    pub snapshot_keep_entries: u64,
     /// The secret every node (and `actormq cluster`) proves it knows before the
     /// cluster port reads anything from it (an HMAC challenge-response; it is never
     /// sent). At least 16 bytes unless `bind` is a loopback address. Best set from the
@@ -125,6 +140,12 @@ fn default_heartbeat() -> u64 {
 }
 fn default_commit_timeout() -> u64 {
     10_000
+}
+fn default_snapshot_entries() -> u64 {
+    10_000
+}
+fn default_snapshot_keep() -> u64 {
+    1_000
 }
 
 impl ClusterSettings {

@@ -1,16 +1,42 @@
-//! Installing a snapshot: the changes that take this node's definitions to the
-//! snapshot's, as ordinary replicated changes (so every effect on actors is the one a
-//! log entry has): what the snapshot lacks is deleted first, then what it has is
-//! declared (an existing equivalent definition is no change).
+//! Installing a snapshot of the definitions log: the changes that take this node's
+//! definitions to the snapshot's, as ordinary replicated changes (so every effect on
+//! actors is the one a log entry has): what the snapshot lacks is deleted first, then
+//! what it has is declared (an existing equivalent definition is no change).
+//!
+//! Compared are the replicated definitions, durable and transient alike (never this
+//! node's exclusive queues, which belong to its connections). A queue this node has
+//! under the same definition is still deleted and declared again when the snapshot
+//! gives it another home or another quorum group: the cluster deleted it and declared
+//! a new one of that name while this node was not following, and the queue actor here
+//! must serve the new one. The definitions this node held before it joined, not yet
+//! declared to the cluster (`data_dir/raft/pre-cluster`, see `drift`), are kept: the
+//! snapshot cannot know them yet, and deleting them would lose their messages.
 
 use super::op::Op;
-use super::types::DefinitionsSnapshot;
+use super::quorum::runtime::QueueGroups;
+use super::types::{DefinitionsSnapshot, Homes};
 use crate::broker::BrokerHandle;
-use crate::storage::StoredVhost;
+use crate::storage::{StoredBindingTarget, StoredVhost};
 use std::collections::BTreeSet;
 
-/// The changes, in order.
-pub(super) async fn ops_to_reach(broker: &BrokerHandle, snap: &DefinitionsSnapshot) -> Vec<Op> {
+/// What the state machine recorded here before the snapshot: the queues' homes and
+/// the quorum groups.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Before {
+    /// The queues' homes.
+    pub homes: Homes,
+    /// The quorum queues' groups.
+    pub groups: QueueGroups,
+}
+
+/// The changes, in order. `keep`: changes not to undo (the definitions from before
+/// this node joined, still to be proposed).
+pub(super) async fn ops_to_reach(
+    broker: &BrokerHandle,
+    snap: &DefinitionsSnapshot,
+    before: &Before,
+    keep: &[Op],
+) -> Vec<Op> {
     let mut ops = Vec::new();
     let here: BTreeSet<String> = broker.vhosts().into_iter().collect();
     for v in here.iter().filter(|v| !snap.vhosts.contains_key(*v)) {
@@ -22,53 +48,145 @@ pub(super) async fn ops_to_reach(broker: &BrokerHandle, snap: &DefinitionsSnapsh
             ops.push(Op::DeleteUser(u.name.clone()));
         }
     }
-    for (v, want) in &snap.vhosts {
+    for v in snap.vhosts.keys() {
         if !here.contains(v) {
             ops.push(Op::AddVhost(v.clone()));
         }
         let have = match broker.vhost_definitions(v).await {
-            Ok(d) => d.durable(),
+            Ok(d) => d.replicated(),
             Err(_) => StoredVhost::default(),
         };
-        vhost_ops(v, &have, want, snap, &mut ops);
+        let want = wanted(snap, v);
+        let moved = moved(before, snap, v);
+        vhost_ops(v, &have, &want, &moved, &snap.homes, &mut ops);
     }
     // Users last: the virtual hosts they may open exist by then.
     ops.extend(snap.users.iter().cloned().map(Op::PutUser));
+    ops.retain(|op| !undoes(op, keep));
     ops
 }
 
+/// The definitions of `vhost` the snapshot has: its durable ones and its transient ones.
+pub(super) fn wanted(snap: &DefinitionsSnapshot, vhost: &str) -> StoredVhost {
+    let mut want = snap.vhosts.get(vhost).cloned().unwrap_or_default();
+    if let Some(t) = snap.transient.get(vhost) {
+        want.exchanges.extend(t.exchanges.values().cloned());
+        want.queues
+            .extend(t.queues.values().filter_map(|op| match op {
+                Op::DeclareQueue { queue, .. } => Some(queue.clone()),
+                _ => None,
+            }));
+        for b in &t.bindings {
+            if !want.bindings.contains(b) {
+                want.bindings.push(b.clone());
+            }
+        }
+    }
+    want
+}
+
+/// The queues of `vhost` whose home or quorum group differs between what this node
+/// recorded and the snapshot.
+pub(super) fn moved(before: &Before, snap: &DefinitionsSnapshot, vhost: &str) -> BTreeSet<String> {
+    let mut names: BTreeSet<&String> = BTreeSet::new();
+    for homes in [&before.homes, &snap.homes] {
+        names.extend(homes.get(vhost).into_iter().flat_map(|h| h.keys()));
+    }
+    for groups in [&before.groups, &snap.groups] {
+        names.extend(groups.get(vhost).into_iter().flat_map(|g| g.keys()));
+    }
+    let home = |h: &Homes, q: &str| h.get(vhost).and_then(|h| h.get(q)).copied();
+    let group = |g: &QueueGroups, q: &str| g.get(vhost).and_then(|g| g.get(q)).map(|g| g.id);
+    names
+        .into_iter()
+        .filter(|q| {
+            let homes = (home(&before.homes, q), home(&snap.homes, q));
+            let homes_differ = matches!(homes, (Some(a), Some(b)) if a != b);
+            homes_differ || group(&before.groups, q) != group(&snap.groups, q)
+        })
+        .cloned()
+        .collect()
+}
+
+/// True when `op` would delete what a change of `keep` declares.
+fn undoes(op: &Op, keep: &[Op]) -> bool {
+    keep.iter().any(|k| match (op, k) {
+        (Op::DeleteVhost(v), Op::AddVhost(w)) => v == w,
+        (
+            Op::DeleteQueue { vhost, name },
+            Op::DeclareQueue {
+                vhost: w, queue, ..
+            },
+        ) => vhost == w && *name == queue.name,
+        (
+            Op::DeleteExchange { vhost, name, .. },
+            Op::DeclareExchange {
+                vhost: w, exchange, ..
+            },
+        ) => vhost == w && *name == exchange.name,
+        (
+            Op::Unbind { vhost, binding },
+            Op::Bind {
+                vhost: w,
+                binding: b,
+            },
+        ) => vhost == w && binding == b,
+        (Op::ClearPolicy { vhost, name, .. }, Op::SetPolicy { vhost: w, policy }) => {
+            vhost == w && *name == policy.name
+        }
+        _ => false,
+    })
+}
+
+/// The changes that take `have` to `want` in `vhost`: deletes first (a queue in
+/// `moved` is deleted even if its definition is unchanged; a queue or exchange whose
+/// definition changed is deleted to be declared anew), then every wanted definition
+/// declared (a redeclare of an equivalent one changes nothing).
 pub(super) fn vhost_ops(
     vhost: &str,
     have: &StoredVhost,
     want: &StoredVhost,
-    snap: &DefinitionsSnapshot,
+    moved: &BTreeSet<String>,
+    homes: &Homes,
     ops: &mut Vec<Op>,
 ) {
     let vhost = vhost.to_string();
-    for b in have.bindings.iter().filter(|b| !want.bindings.contains(b)) {
+    let gone_queues: BTreeSet<&str> = have
+        .queues
+        .iter()
+        .filter(|q| moved.contains(&q.name) || !want.queues.contains(q))
+        .map(|q| q.name.as_str())
+        .collect();
+    let gone_exchanges: BTreeSet<&str> = have
+        .exchanges
+        .iter()
+        .filter(|x| !want.exchanges.contains(x))
+        .map(|x| x.name.as_str())
+        .collect();
+    // A binding of a queue or exchange about to be deleted goes with it.
+    for b in have.bindings.iter().filter(|b| {
+        let end_gone = gone_exchanges.contains(b.source.as_str())
+            || match &b.destination {
+                StoredBindingTarget::Queue(q) => gone_queues.contains(q.as_str()),
+                StoredBindingTarget::Exchange(x) => gone_exchanges.contains(x.as_str()),
+            };
+        !end_gone && !want.bindings.contains(b)
+    }) {
         ops.push(Op::Unbind {
             vhost: vhost.clone(),
             binding: b.clone(),
         });
     }
-    for q in have
-        .queues
-        .iter()
-        .filter(|q| !want.queues.iter().any(|w| w.name == q.name))
-    {
+    for name in &gone_queues {
         ops.push(Op::DeleteQueue {
             vhost: vhost.clone(),
-            name: q.name.clone(),
+            name: name.to_string(),
         });
     }
-    for x in have
-        .exchanges
-        .iter()
-        .filter(|x| !want.exchanges.iter().any(|w| w.name == x.name))
-    {
+    for name in &gone_exchanges {
         ops.push(Op::DeleteExchange {
             vhost: vhost.clone(),
-            name: x.name.clone(),
+            name: name.to_string(),
             if_unused: false,
         });
     }
@@ -97,8 +215,7 @@ pub(super) fn vhost_ops(
         });
     }
     for q in &want.queues {
-        let home = snap
-            .homes
+        let home = homes
             .get(&vhost)
             .and_then(|h| h.get(&q.name))
             .copied()
@@ -117,3 +234,6 @@ pub(super) fn vhost_ops(
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

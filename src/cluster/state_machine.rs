@@ -5,22 +5,32 @@
 //! with what applying the entry answered here.
 //!
 //! What is kept beside the definitions (`data_dir/raft/state`, written whole after
-//! each applied batch): the last applied log id, the membership, and each queue's home
-//! node. The definitions themselves are the metadata store's, saved by the registries
-//! before they answer; so after a crash at most the entries of the last batch are
-//! applied again, and each change applies idempotently (a redeclare, a repeated delete
-//! or bind changes nothing).
+//! each applied batch): the last applied log id, the membership, each queue's home
+//! node, each quorum queue's group and the transient definitions. The definitions
+//! themselves are the metadata store's, saved by the registries before they answer; so
+//! after a crash at most the entries of the last batch are applied again, and each
+//! change applies idempotently (a redeclare, a repeated delete or bind changes
+//! nothing).
+//!
+//! A snapshot is this state as of the last applied entry ([`Taken`]): nothing more is
+//! written for it, since all of it is on disk already; openraft purges the log behind
+//! it, and sends it to a node that needs entries purged (it joins, or was down).
+//! Installing one applies the changes that reach it (`snapshot`) and starts or stops
+//! this node's quorum group members as the entries would have (`groups`).
 
 mod broker_ops;
 mod groups;
 
 pub(in crate::cluster) use broker_ops::apply_op;
+#[cfg(test)]
+pub(in crate::cluster) use groups::group_plan;
 pub(in crate::cluster) use groups::reconcile_group;
 use groups::voters_of;
 
 use super::log_store::write_atomic;
 use super::node::Core;
 use super::op::{Op, Outcome};
+use super::snapshot::Before;
 use super::types::{DefinitionsSnapshot, Homes, NodeId, Response, TypeConfig};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -110,8 +120,26 @@ impl StateMachine {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+/// A snapshot taken when openraft asked for a builder: openraft builds it in a task of
+/// its own while entries go on applying, so it must be taken before, between two
+/// applies, where the definitions and the records are those of one log id.
+pub struct Taken(Snapshot<TypeConfig>);
+
+impl RaftSnapshotBuilder<TypeConfig> for Taken {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        Ok(Snapshot {
+            meta: self.0.meta.clone(),
+            snapshot: self.0.snapshot.clone(),
+        })
+    }
+}
+
+impl StateMachine {
+    /// The state machine as a snapshot as of the last applied entry. Called by
+    /// openraft's state machine task only, so no entry applies meanwhile. Nothing is
+    /// written: the definitions are already on disk (the metadata store and `state`),
+    /// so the snapshot is the state machine itself, taken when asked for.
+    async fn current(&self) -> Snapshot<TypeConfig> {
         let data = self.core.definitions_snapshot().await;
         let (last, membership) = {
             let a = self.core.applied();
@@ -122,15 +150,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id: format!("{}-{}", self.core.id, last.map_or(0, |l| l.index)),
         };
-        Ok(Snapshot {
+        Snapshot {
             meta,
             snapshot: Box::new(data),
-        })
+        }
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = StateMachine;
+    type SnapshotBuilder = Taken;
 
     async fn applied_state(
         &mut self,
@@ -207,9 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        StateMachine {
-            core: self.core.clone(),
-        }
+        Taken(self.current().await)
     }
 
     async fn begin_receiving_snapshot(
@@ -226,27 +252,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(snapshot = %meta, "cluster: installing a snapshot of the definitions");
         let broker = self.core.broker();
         let snapshot = *snapshot;
-        {
+        // The records first, as an entry notes them before it applies: a quorum
+        // queue's declare finds its group there, a queue its home.
+        let before = {
             let mut a = self.core.applied();
-            a.homes = snapshot.homes.clone();
-        }
-        for op in super::snapshot::ops_to_reach(&broker, &snapshot).await {
+            let before = Before {
+                homes: std::mem::replace(&mut a.homes, snapshot.homes.clone()),
+                groups: std::mem::replace(&mut a.groups, snapshot.groups.clone()),
+            };
+            a.transient = snapshot.transient.clone();
+            a.membership = meta.last_membership.clone();
+            before
+        };
+        let keep = super::drift::pending_pre_cluster(&self.core.dir);
+        let ops = super::snapshot::ops_to_reach(&broker, &snapshot, &before, &keep).await;
+        let count = ops.len();
+        for op in ops {
             if let Some(e) = apply_op(&broker, op).await.error() {
                 tracing::warn!(error = %e, "cluster: a snapshot change did not apply here");
             }
         }
-        {
-            let mut a = self.core.applied();
-            a.last_applied = meta.last_log_id;
-            a.membership = meta.last_membership.clone();
-        }
+        // Then this node's members of quorum groups, as the entries would have left them.
+        self.install_groups(&before.groups).await;
+        self.core.applied().last_applied = meta.last_log_id;
+        tracing::info!(snapshot = %meta, changes = count, "cluster: snapshot of the definitions installed");
         self.save()
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let mut builder = self.get_snapshot_builder().await;
-        builder.build_snapshot().await.map(Some)
+        Ok(Some(self.current().await))
     }
 }

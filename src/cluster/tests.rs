@@ -14,6 +14,31 @@ fn settings(text: &str) -> ClusterSettings {
 }
 
 #[test]
+fn the_definitions_log_is_snapshotted_every_snapshot_entries_and_purged_behind() {
+    let s = settings("node_id = 1");
+    assert_eq!(
+        (s.snapshot_entries, s.snapshot_keep_entries),
+        (10_000, 1_000)
+    );
+    let c = super::definitions_config(&s);
+    assert_eq!(
+        c.snapshot_policy,
+        openraft::SnapshotPolicy::LogsSinceLast(10_000)
+    );
+    assert_eq!(c.max_in_snapshot_log_to_keep, 1_000);
+    assert!(c.validate().is_ok());
+    let s = settings("node_id = 1\nsnapshot_entries = 50\nsnapshot_keep_entries = 5");
+    let c = super::definitions_config(&s);
+    assert_eq!(
+        c.snapshot_policy,
+        openraft::SnapshotPolicy::LogsSinceLast(50)
+    );
+    assert_eq!(c.max_in_snapshot_log_to_keep, 5);
+    let never = super::definitions_config(&settings("node_id = 1\nsnapshot_entries = 0"));
+    assert_eq!(never.snapshot_policy, openraft::SnapshotPolicy::Never);
+}
+
+#[test]
 fn cluster_settings_have_defaults_and_the_members_include_this_node() {
     let s = settings("node_id = 2\nbind = \"127.0.0.1:25673\"\nseeds = [{ id = 1, address = \"127.0.0.1:25672\" }]");
     assert_eq!(s.heartbeat_ms, 150);
@@ -192,20 +217,20 @@ fn a_snapshot_deletes_what_it_lacks_before_declaring_what_it_has() {
         .or_default()
         .insert("new".into(), 2);
     let mut ops = Vec::new();
-    vhost_ops("/", &have, &want, &snap, &mut ops);
+    let moved = Default::default();
+    vhost_ops("/", &have, &want, &moved, &snap.homes, &mut ops);
+    // The binding goes with its queue (no unbind of its own).
     assert_eq!(
-        ops[..2],
-        [
-            Op::Unbind {
-                vhost: "/".into(),
-                binding
-            },
-            Op::DeleteQueue {
-                vhost: "/".into(),
-                name: "old".into()
-            },
-        ]
+        ops[0],
+        Op::DeleteQueue {
+            vhost: "/".into(),
+            name: "old".into()
+        }
     );
+    assert!(!ops.contains(&Op::Unbind {
+        vhost: "/".into(),
+        binding
+    }));
     let declared: Vec<(String, u64)> = ops
         .iter()
         .filter_map(|o| match o {

@@ -34,7 +34,15 @@ pub struct Response {
 pub type Homes = BTreeMap<String, BTreeMap<String, NodeId>>;
 
 /// The state machine as a snapshot: the definitions (in the metadata store's forms)
-/// and the queues' homes.
+/// and everything the state machine keeps beside them (its `Applied`): the queues'
+/// homes, the quorum queues' groups and the transient definitions. (The membership
+/// travels in openraft's snapshot meta.) A node that installs it reaches the state the
+/// entries it stands for would have left: without the groups a quorum queue would
+/// have no members there, without the transient definitions a publish would not
+/// route as on the others.
+///
+/// Fields added later are `#[serde(default)]`: a snapshot encoded before them (the
+/// fields in order, as MessagePack arrays) still decodes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionsSnapshot {
     /// Each virtual host's durable definitions.
@@ -43,6 +51,12 @@ pub struct DefinitionsSnapshot {
     pub users: Vec<StoredUser>,
     /// The queues' homes.
     pub homes: Homes,
+    /// Each quorum queue's Raft group (its id, members and limits).
+    #[serde(default)]
+    pub groups: super::quorum::runtime::QueueGroups,
+    /// The transient (non-durable) definitions, which the metadata store does not keep.
+    #[serde(default)]
+    pub transient: super::drift::Transient,
 }
 
 openraft::declare_raft_types!(

@@ -188,14 +188,34 @@ impl VhostDefinitions {
 
     /// The durable part, as the metadata store keeps it (a stable order).
     pub fn durable(&self) -> StoredVhost {
+        self.stored(false)
+    }
+
+    /// The part a cluster replicates, in the metadata store's forms: the durable part
+    /// and the transient exchanges, queues and bindings, but no exclusive queue (it
+    /// belongs to one connection of one node) nor a binding to one. What installing a
+    /// snapshot of the definitions log compares with the snapshot's.
+    pub fn replicated(&self) -> StoredVhost {
+        self.stored(true)
+    }
+
+    /// The durable part, with the transient entities too when `transient`.
+    fn stored(&self, transient: bool) -> StoredVhost {
+        let queue_kept = |q: &QueueSpec| {
+            if transient {
+                !q.exclusive
+            } else {
+                Self::queue_is_durable(q)
+            }
+        };
         let exchanges = self
             .exchanges
             .values()
-            .filter(|s| s.durable && !predeclared(&s.name))
+            .filter(|s| (s.durable || transient) && !predeclared(&s.name))
             .map(|s| StoredExchange {
                 name: s.name.clone(),
                 kind: s.kind.clone(),
-                durable: true,
+                durable: s.durable,
                 auto_delete: s.auto_delete,
                 internal: s.internal,
                 arguments: s.arguments.clone(),
@@ -204,10 +224,10 @@ impl VhostDefinitions {
         let queues = self
             .queues
             .values()
-            .filter(|q| Self::queue_is_durable(q))
+            .filter(|q| queue_kept(q))
             .map(|q| StoredQueue {
                 name: q.name.clone(),
-                durable: true,
+                durable: q.durable,
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             })
@@ -215,7 +235,15 @@ impl VhostDefinitions {
         let bindings = self
             .bindings
             .iter()
-            .filter(|b| self.binding_is_durable(b))
+            .filter(|b| {
+                if !transient {
+                    return self.binding_is_durable(b);
+                }
+                match &b.target {
+                    BindTarget::Queue(q) => self.queues.get(q).is_some_and(queue_kept),
+                    BindTarget::Exchange(_) => true,
+                }
+            })
             .map(|b| StoredBinding {
                 source: b.exchange.clone(),
                 destination: match &b.target {

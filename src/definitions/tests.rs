@@ -218,6 +218,30 @@ fn only_durable_changes_ask_for_a_save_and_the_snapshot_is_the_durable_part() {
     assert_eq!(stored.queues.len(), 1);
     assert_eq!(stored.bindings.len(), 1);
     assert_eq!(stored.bindings[0].routing_key, "b");
+    d.apply(Command::Bind(binding("dx", "mine", "c"))).unwrap();
+    d.apply(exchange("tx", false)).unwrap();
+    // What a cluster replicates: the transient ones too, never the exclusive queue
+    // (one connection's) nor its binding.
+    let replicated = d.replicated();
+    let queues: Vec<(&str, bool)> = replicated
+        .queues
+        .iter()
+        .map(|q| (q.name.as_str(), q.durable))
+        .collect();
+    assert_eq!(queues, [("kept", true), ("transient", false)]);
+    let exchanges: Vec<(&str, bool)> = replicated
+        .exchanges
+        .iter()
+        .map(|x| (x.name.as_str(), x.durable))
+        .collect();
+    assert_eq!(exchanges, [("dx", true), ("tx", false)]);
+    let keys: Vec<&str> = replicated
+        .bindings
+        .iter()
+        .map(|b| b.routing_key.as_str())
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(d.durable(), stored, "the durable part is unchanged by them");
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! The state machine's side of quorum queue groups: a group made at its queue's
 //! declare, members started and stopped as groups are declared, deleted and changed
-//! (a node removed from the cluster, `actormq cluster grow` / `shrink`), and each
-//! change handed to the group's leader to make ([`reconcile`]).
+//! (a node removed from the cluster, `actormq cluster grow` / `shrink`, a snapshot
+//! installed), and each change handed to the group's leader to make ([`reconcile`]).
 
 use super::StateMachine;
 use crate::cluster::node::Core;
 use crate::cluster::op::Op;
 use crate::cluster::quorum::grow::{change, ChangeCount, GroupChange};
 use crate::cluster::quorum::regroup::{reconcile, regroup, retire, Regrouped, Retired};
-use crate::cluster::quorum::runtime::{limits_of, place, GroupInfo};
+use crate::cluster::quorum::runtime::{limits_of, place, GroupInfo, QueueGroups};
 use crate::cluster::quorum::wire::GroupId;
 use crate::cluster::types::NodeId;
 use crate::error::BrokerError;
@@ -141,6 +141,81 @@ impl StateMachine {
             reconcile_group(&self.core, r.vhost, r.queue, r.after.id);
         }
     }
+}
+
+impl StateMachine {
+    /// After a snapshot installed (its groups now recorded): this node's members
+    /// follow them as the entries the snapshot stands for would have had them
+    /// ([`group_plan`]).
+    pub(super) async fn install_groups(&self, before: &QueueGroups) {
+        let plan = group_plan(self.core.id, before, &self.core.applied().groups);
+        for id in plan.stop {
+            self.core.quorum.stop(id);
+        }
+        for (vhost, queue, info) in plan.start {
+            if let Err(e) = self.core.quorum.start(&info).await {
+                tracing::error!(group = info.id, queue = %queue, error = %e, "quorum queue: cannot start this node's group member");
+                continue;
+            }
+            if info.changed {
+                reconcile_group(&self.core, vhost, queue, info.id);
+            }
+        }
+        self.run_changed(plan.changed, true).await;
+    }
+}
+
+/// What installing a snapshot does to this node's (`me`) members of quorum groups,
+/// from the groups recorded here before (`before`) and the snapshot's (`after`).
+#[derive(Debug, Default, PartialEq)]
+pub(in crate::cluster) struct GroupPlan {
+    /// Groups gone (their queue deleted) this node was a member of: stopped, their
+    /// directories removed, as a delete of their queue applied.
+    pub stop: Vec<GroupId>,
+    /// Groups new here of which this node is a member: started, as their declare
+    /// applied (and reconciled by whichever member leads, when their members changed
+    /// since the declare: this node then waits to be added).
+    pub start: Vec<(String, String, GroupInfo)>,
+    /// Groups whose members changed (a node removed, `grow`, `shrink`): as such a
+    /// change applied (`run_changed`).
+    pub changed: Vec<Regrouped>,
+}
+
+/// See [`GroupPlan`]. Groups are matched by id: a queue deleted and declared again
+/// has a new group (the new declare's index).
+pub(in crate::cluster) fn group_plan(
+    me: NodeId,
+    before: &QueueGroups,
+    after: &QueueGroups,
+) -> GroupPlan {
+    let by_id = |groups: &QueueGroups| -> BTreeMap<GroupId, (String, String, GroupInfo)> {
+        groups
+            .iter()
+            .flat_map(|(v, qs)| qs.iter().map(move |(q, g)| (v, q, g)))
+            .map(|(v, q, g)| (g.id, (v.clone(), q.clone(), g.clone())))
+            .collect()
+    };
+    let (before, after) = (by_id(before), by_id(after));
+    let mut plan = GroupPlan::default();
+    for (id, (_, _, g)) in &before {
+        if !after.contains_key(id) && g.members.contains_key(&me) {
+            plan.stop.push(*id);
+        }
+    }
+    for (id, (vhost, queue, g)) in after {
+        match before.get(&id) {
+            Some((_, _, old)) if old.members != g.members => plan.changed.push(Regrouped {
+                vhost,
+                queue,
+                before: old.clone(),
+                after: g,
+            }),
+            Some(_) => {}
+            None if g.members.contains_key(&me) => plan.start.push((vhost, queue, g)),
+            None => {}
+        }
+    }
+    plan
 }
 
 /// The voters of `m`: node id → cluster address.

@@ -8,6 +8,8 @@
 //! - [`membership`]: `actormq cluster add-node` / `remove-node` / `status`.
 //! - [`security`]: the cluster secret's handshake and mutual TLS on the cluster port.
 //! - [`drift`]: transient definitions over a restart, definitions from before joining.
+//! - [`snapshots`]: snapshots of the definitions log: a node joining, restarted, or
+//!   down while the others purged their logs.
 //! - [`faults`]: SIGSTOP of the leader, a whole-cluster restart, a lost data directory.
 //! - [`five`]: five nodes, two killed at once; quorum groups of 3 and 5 over them.
 //! - [`partition`]: the leader cut off from the others (network namespaces, as root);
@@ -47,6 +49,7 @@ mod quorum_session;
 mod regroup;
 mod replication;
 mod security;
+mod snapshots;
 
 use crate::mgmt::http::Http;
 use crate::support::DEADLINE;
