@@ -98,6 +98,15 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// True when `args` ask for at-least-once dead-lettering and get it: RabbitMQ's
+/// condition, `x-dead-letter-strategy = at-least-once` with `x-overflow =
+/// reject-publish` (a queue that dropped its head could not keep its dead).
+pub fn at_least_once(args: &FieldTable) -> bool {
+    let arg = |k: &str| args.get(k).and_then(FieldValue::as_str);
+    arg("x-dead-letter-strategy") == Some("at-least-once")
+        && arg("x-overflow") == Some("reject-publish")
+}
+
 /// The number of members a quorum queue asks for (`x-quorum-initial-group-size`, 3 by
 /// default as in RabbitMQ), before it is capped by the cluster's size.
 pub fn initial_group_size(args: &FieldTable) -> u64 {
