@@ -30,6 +30,9 @@
 //!   entry after a `Clock` of that clock (`expiry`); `x-expires` is the leader's
 //!   countdown of the queue's uses, its delete committed through the definitions log
 //!   (`lease`).
+//! - Dead messages are dead-lettered at most once by the node whose leadership wrote
+//!   the entry they died in (`dead`), or with at-least-once dead-lettering kept in the
+//!   machine and republished with confirms by whoever leads (`dlx`).
 
 use super::*;
 use crate::broker::messages::Settlement;
@@ -43,6 +46,7 @@ use tokio::sync::oneshot;
 mod credit;
 mod dead;
 mod deliver;
+mod dlx;
 mod done;
 mod expiry;
 mod lease;
@@ -120,6 +124,9 @@ enum Cmd {
     Purge(oneshot::Sender<Result<u64, BrokerError>>),
     /// The leader's wall clock (ms since the Unix epoch): the head's TTL has passed.
     Clock(u64),
+    /// At-least-once: these kept dead messages were dead-lettered (confirmed) or
+    /// dropped for good (`dlx`).
+    DeadSettled(Vec<u64>),
 }
 
 /// A delivery handed out here and not settled.
@@ -160,6 +167,9 @@ pub(crate) struct Replica {
     lease: Option<lease::Lease>,
     /// The registry, told when the queue is unused for its `x-expires`.
     unused: Recipient<crate::broker::messages::QueueUnused>,
+    /// The leader's republishes of the dead messages the machine keeps, with
+    /// at-least-once dead-lettering (`dlx`).
+    dlx: dlx::Republisher,
 }
 
 impl Replica {
@@ -187,6 +197,7 @@ impl Replica {
             expiry: None,
             lease,
             unused,
+            dlx: dlx::Republisher::default(),
         })
     }
 
@@ -442,6 +453,7 @@ impl Replica {
             },
             Cmd::Purge(_) => Command::Purge,
             Cmd::Clock(now_ms) => Command::Clock { now_ms: *now_ms },
+            Cmd::DeadSettled(ids) => Command::DeadSettled { ids: ids.clone() },
         }
     }
 }
