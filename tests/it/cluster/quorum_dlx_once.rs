@@ -128,7 +128,9 @@ async fn a_new_leader_republishes_what_died_under_the_killed_one_and_nothing_is_
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != old).collect();
     let new = queue_leader(&survivors, "work").await;
     assert_ne!(new, old);
-    // The target appears: the new leader's next try is confirmed.
+    // The target appears (declared once the definitions have a leader among the
+    // survivors): the new leader's next try is confirmed.
+    block_in_place(|| super::leader(&survivors));
     let api = survivors[0].api();
     let r = api
         .put(
