@@ -200,6 +200,10 @@ pub struct Routed {
     /// property the broker cannot read): the publisher gets a nack with this error, as
     /// RabbitMQ nacks a message any of its queues rejected. Queues that took it keep it.
     pub refused: Option<BrokerError>,
+    /// A dead letter dropped at queues it reached because it would close a dead-letter
+    /// cycle: routed nowhere for good, not for want of a binding (an at-least-once
+    /// dead-lettering settles it instead of retrying it).
+    pub cycle: bool,
 }
 
 impl Routed {
@@ -208,6 +212,7 @@ impl Routed {
         Routed {
             queues,
             refused: None,
+            cycle: false,
         }
     }
 
@@ -216,6 +221,7 @@ impl Routed {
         Routed {
             queues: 0,
             refused: Some(e),
+            cycle: false,
         }
     }
 
@@ -223,6 +229,7 @@ impl Routed {
     /// answered for the same message.
     pub fn merge(&mut self, other: Routed) {
         self.queues += other.queues;
+        self.cycle |= other.cycle;
         if self.refused.is_none() {
             self.refused = other.refused;
         }
@@ -505,6 +512,12 @@ pub struct QueueStats {
     pub ready: u64,
     /// Delivered, not yet acked.
     pub unacked: u64,
+    /// Dead messages a replicated quorum queue keeps until their at-least-once
+    /// dead-lettering is confirmed (not ready, not delivered): RabbitMQ's
+    /// `messages_dlx`.
+    pub dead_lettering: u64,
+    /// Their body bytes (`message_bytes_dlx`).
+    pub dead_lettering_bytes: u64,
     /// Consumers attached.
     pub consumers: u32,
     /// Bytes of memory held (ready + unacked + delayed): bodies, properties and

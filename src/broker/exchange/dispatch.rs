@@ -230,6 +230,7 @@ impl Dispatch {
             if w.queues.len() < before {
                 let exchange = self.hops.last().map(|h| &**h).unwrap_or("");
                 tracing::warn!(exchange, "dead-letter cycle detected: a message that died in a queue without being rejected would go back to it; it is dropped there");
+                self.routed[i].cycle = true;
                 if w.queues.is_empty() && w.actors.is_empty() {
                     return;
                 }

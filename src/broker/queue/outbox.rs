@@ -10,8 +10,13 @@
 //! (memory gauge) until the exchange has answered for them. As in RabbitMQ,
 //! dead-lettering is at most once: when the exchange does not exist, the messages are
 //! dropped (and logged).
+//!
+//! A replicated quorum queue with at-least-once dead-lettering sends through
+//! [`DeadLetterOutbox::publish_confirmed`] instead: the same rewrite and exchange,
+//! one batch with its answer handed back, nothing dropped here (its caller keeps the
+//! messages until the answer confirms them, and bounds what it has in flight).
 
-use super::dead_letter::{dead_letter, Target};
+use super::dead_letter::{dead_letter, Reason, Target};
 use super::state::Dead;
 use crate::broker::exchange::ExchangeHandle;
 use crate::broker::messages::{Publish, Routed};
@@ -137,6 +142,30 @@ impl DeadLetterOutbox {
             sent.push((rx, bytes));
         }
         sent
+    }
+
+    /// At-least-once: rewrites `dead` (each message, why it died, when in Unix
+    /// seconds) as dead letters and publishes them to the dead-letter exchange as one
+    /// batch, answered once every queue they route to has them (a quorum queue: once
+    /// committed). Outside this outbox's window and bytes: the caller holds the
+    /// messages until confirmed and bounds what it has in flight. `None`: the exchange
+    /// does not exist (nothing sent; the caller retries later).
+    pub fn publish_confirmed(&mut self, dead: &[(Arc<Message>, Reason, i64)]) -> Option<Answer> {
+        let x = self.exchange()?;
+        let messages = dead
+            .iter()
+            .map(|(m, why, secs)| Arc::new(dead_letter(m, &self.queue, *why, &self.target, *secs)))
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        // do_send: the caller's bound on dead letters in flight is the backpressure.
+        x.publish_recipient().do_send(Publish {
+            messages,
+            hops: Vec::new(),
+            reply: Some(tx),
+            dead_letter: true,
+            publisher: None,
+        });
+        Some(rx)
     }
 
     /// A batch of `bytes` was answered.

@@ -82,20 +82,37 @@ pub fn validate(vhost: &str, spec: &QueueSpec) -> Result<(), BrokerError> {
             "invalid arg 'x-overflow' with value 'reject-publish-dlx' for {resource}"
         )));
     }
-    // Accepting it would promise that no dead-lettered message is lost, while
-    // dead-lettering here is at-most-once: refuse rather than downgrade silently.
-    if spec
-        .arguments
+    Ok(())
+}
+
+/// True when `args` ask for at-least-once dead-lettering and get it: RabbitMQ's
+/// condition, `x-dead-letter-strategy = at-least-once` with `x-overflow =
+/// reject-publish` (a queue that dropped its head could not keep its dead).
+pub fn at_least_once(args: &FieldTable) -> bool {
+    let arg = |k: &str| args.get(k).and_then(FieldValue::as_str);
+    arg("x-dead-letter-strategy") == Some("at-least-once")
+        && arg("x-overflow") == Some("reject-publish")
+}
+
+/// What a new quorum queue's declare logs about its dead-lettering, when it is not
+/// what the arguments seem to ask for: at-least-once without reject-publish falls back
+/// to at-most-once (as in RabbitMQ), and so does a quorum queue on a single broker
+/// (no `[cluster]`: the classic queue's dead-lettering). `clustered`: the queue is
+/// replicated.
+pub fn dead_letter_fallback(args: &FieldTable, clustered: bool) -> Option<&'static str> {
+    let asked = args
         .get("x-dead-letter-strategy")
         .and_then(FieldValue::as_str)
-        == Some("at-least-once")
-    {
-        return Err(BrokerError::precondition(format!(
-            "invalid arg 'x-dead-letter-strategy' with value 'at-least-once' for {resource}: \
-             at-least-once dead-lettering is not supported yet (use 'at-most-once')"
-        )));
+        == Some("at-least-once");
+    if !asked {
+        None
+    } else if !at_least_once(args) {
+        Some("x-dead-letter-strategy 'at-least-once' needs x-overflow 'reject-publish': this queue dead-letters at most once")
+    } else if !clustered {
+        Some("x-dead-letter-strategy 'at-least-once' applies to quorum queues in a cluster: on a single broker this queue dead-letters at most once")
+    } else {
+        None
     }
-    Ok(())
 }
 
 /// The number of members a quorum queue asks for (`x-quorum-initial-group-size`, 3 by
@@ -179,11 +196,27 @@ mod tests {
             .insert("x-overflow".into(), "reject-publish".into());
         s.arguments
             .insert("x-dead-letter-strategy".into(), "at-least-once".into());
-        let e = validate("/", &s).unwrap_err();
-        assert!(e.message().contains("with value 'at-least-once'"), "{e}");
+        validate("/", &s).unwrap();
+        assert!(at_least_once(&s.arguments));
+        assert_eq!(dead_letter_fallback(&s.arguments, true), None);
+        assert!(dead_letter_fallback(&s.arguments, false)
+            .unwrap()
+            .contains("single broker"));
+        s.arguments.insert("x-overflow".into(), "drop-head".into());
+        assert!(
+            !at_least_once(&s.arguments),
+            "without reject-publish: at most once"
+        );
+        assert!(dead_letter_fallback(&s.arguments, true)
+            .unwrap()
+            .contains("needs x-overflow 'reject-publish'"));
+        s.arguments
+            .insert("x-overflow".into(), "reject-publish".into());
         s.arguments
             .insert("x-dead-letter-strategy".into(), "at-most-once".into());
         validate("/", &s).unwrap();
+        assert!(!at_least_once(&s.arguments));
+        assert_eq!(dead_letter_fallback(&s.arguments, true), None);
         for (k, v) in [
             ("x-delivery-limit", FieldValue::Int(3)),
             ("x-message-ttl", FieldValue::Int(1000)),

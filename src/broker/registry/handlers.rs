@@ -111,6 +111,13 @@ impl Registry {
             let handle = self.start_queue(&spec, owner, msg.placement.as_ref(), ctx)?;
             let (_, durable) = self.apply(cmd).expect("checked above");
             tracing::debug!(vhost = %self.vhost, queue = %spec.name, "queue declared");
+            if self.ctx.cluster.is_none() && crate::broker::queue::quorum::is_quorum(&spec) {
+                if let Some(why) =
+                    crate::broker::queue::quorum::dead_letter_fallback(&spec.arguments, false)
+                {
+                    tracing::warn!(vhost = %self.vhost, queue = %spec.name, "quorum queue declared: {why}");
+                }
+            }
             let add = AddBinding {
                 destination: Destination::Queue(handle.clone()),
                 routing_key: spec.name.clone(),

@@ -172,6 +172,11 @@ impl Registry {
         })();
         Some(match checked {
             Ok(op) if crate::broker::queue::quorum::is_quorum(&spec) => {
+                if let Some(why) =
+                    crate::broker::queue::quorum::dead_letter_fallback(&spec.arguments, true)
+                {
+                    tracing::warn!(vhost = %self.vhost, queue = %spec.name, "quorum queue declared: {why}");
+                }
                 let declared = committed(c.propose(op), Outcome::declared);
                 let (vhost, name) = (self.vhost.to_string(), spec.name.clone());
                 Box::pin(async move {

@@ -31,13 +31,20 @@
 //!   message with a short TTL behind one with a long TTL waits for it. A message is
 //!   alive through its deadline's millisecond, so a TTL of 0 still reaches a consumer
 //!   with credit at its publish.
+//! - Dead-lettering at most once (the default): a message that dies leaves the queue
+//!   and is handed to the leader in [`Applied::dead`]. At least once
+//!   ([`Limits::at_least_once`]): it stays in the queue, in death order, counted
+//!   against the length limits and never delivered, until the leader's republish of
+//!   it is confirmed and [`Command::DeadSettled`] commits (`machine/dead.rs`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
 mod command;
+mod dead;
 mod read;
 pub use command::{Applied, Command, ConsumerKey, DeadReason, Limits, Settle};
+pub use dead::DeadLetter;
 
 /// Credit of a consumer with no prefetch limit (AMQP prefetch 0): RabbitMQ's quorum
 /// queues use the same figure, so an unlimited consumer cannot take a whole backlog
@@ -148,6 +155,18 @@ pub struct QueueMachine<M> {
     /// counts as uses.
     #[serde(default)]
     touches: u64,
+    /// Dead messages kept until their dead-lettering is confirmed (at-least-once), by
+    /// death number: in the order they died. Absent from queues written before
+    /// at-least-once dead-lettering: none. (A path, not `default`: no `M: Default`.)
+    #[serde(default = "BTreeMap::new")]
+    dead: BTreeMap<u64, dead::Kept<M>>,
+    /// Body bytes of `dead`: they count against `x-max-length-bytes` as RabbitMQ
+    /// counts its dead-lettered messages.
+    #[serde(default)]
+    dead_bytes: u64,
+    /// The death number given last (death numbers are what `DeadSettled` names).
+    #[serde(default)]
+    last_dead: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -165,6 +184,9 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             clock_ms: 0,
             next_seq: 0,
             touches: 0,
+            dead: BTreeMap::new(),
+            dead_bytes: 0,
+            last_dead: 0,
         }
     }
 
@@ -196,8 +218,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     // stale proposal of an old leader) is skipped.
                     if let Some(mut h) = self.take_ready(id) {
                         if self.is_expired(&h) {
-                            self.gone(&h.message);
-                            out.dead.push((h.message, DeadReason::Expired));
+                            self.died(h.message, DeadReason::Expired, &mut out.dead);
                             continue;
                         }
                         h.deliveries = h.deliveries.saturating_add(1);
@@ -216,10 +237,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     self.freed(holder);
                     match how {
                         Settle::Ack => self.gone(&h.message),
-                        Settle::Reject => {
-                            self.gone(&h.message);
-                            out.dead.push((h.message, DeadReason::Rejected))
-                        }
+                        Settle::Reject => self.died(h.message, DeadReason::Rejected, &mut out.dead),
                         Settle::Requeue => self.give_back(id, h, &mut out.dead),
                         Settle::Unsent => {
                             h.deliveries = h.deliveries.saturating_sub(1);
@@ -303,6 +321,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 self.expire_head(&mut out.dead);
             }
             Command::Touch => self.touches += 1,
+            Command::DeadSettled { ids } => self.settle_dead(ids),
         }
     }
 
@@ -319,8 +338,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                 return;
             }
             let h = self.take_ready(id).expect("the head");
-            self.gone(&h.message);
-            dead.push((h.message, DeadReason::Expired));
+            self.died(h.message, DeadReason::Expired, dead);
         }
     }
 
@@ -425,17 +443,18 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     break;
                 };
                 let h = self.take_ready(head).expect("the head");
-                self.gone(&h.message);
-                out.dead.push((h.message, DeadReason::MaxLen));
+                self.died(h.message, DeadReason::MaxLen, &mut out.dead);
             }
         }
         Some(id)
     }
 
-    /// At or over a limit (before adding `len` messages of `bytes`).
+    /// At or over a limit (before adding `len` messages of `bytes`). The dead kept
+    /// for at-least-once dead-lettering count with the ready ones (as in RabbitMQ),
+    /// so a queue whose dead letters cannot leave stops taking publishes.
     fn is_full(&self, len: u64, bytes: u64) -> bool {
-        let n = self.ready.len() as u64 + len;
-        let b = self.ready_bytes + bytes;
+        let n = self.ready.len() as u64 + self.dead.len() as u64 + len;
+        let b = self.ready_bytes + self.dead_bytes + bytes;
         self.limits.max_length.is_some_and(|m| n >= m)
             || self.limits.max_length_bytes.is_some_and(|m| b >= m)
     }
@@ -464,8 +483,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             .delivery_limit
             .is_some_and(|limit| u64::from(h.deliveries) > limit)
         {
-            self.gone(&h.message);
-            dead.push((h.message, DeadReason::DeliveryLimit));
+            self.died(h.message, DeadReason::DeliveryLimit, dead);
             return;
         }
         self.ready_bytes += h.message.body_len() as u64;

@@ -441,6 +441,10 @@ fn the_bytes_held_follow_every_way_a_message_leaves() {
 #[path = "machine_ttl_tests.rs"]
 mod ttl;
 
+/// At-least-once dead-lettering: the dead kept until settled.
+#[path = "machine_dead_tests.rs"]
+mod dead;
+
 #[test]
 fn a_single_active_consumer_takes_everything_and_the_next_registered_takes_over() {
     let mut q = QueueMachine::new(Limits {

@@ -92,6 +92,7 @@ pub fn limits_of(args: &FieldTable) -> Limits {
             .and_then(FieldValue::as_bool)
             .unwrap_or(false),
         expires: int("x-expires"),
+        at_least_once: crate::broker::queue::quorum::at_least_once(args),
     }
 }
 
@@ -594,5 +595,8 @@ mod tests {
         assert!(l.reject_publish);
         assert_eq!(l.delivery_limit, Some(3));
         assert_eq!(l.max_length_bytes, None);
+        assert!(!l.at_least_once, "at most once by default");
+        args.insert("x-dead-letter-strategy".into(), "at-least-once".into());
+        assert!(limits_of(&args).at_least_once);
     }
 }

@@ -70,6 +70,10 @@ fn queue_json(q: &QueueRow) -> Value {
         row["leader"] = json!(node_name());
         row["members"] = json!([node_name()]);
         row["online"] = json!([node_name()]);
+        // Dead messages kept until their at-least-once dead-lettering is confirmed:
+        // not in `messages` (neither ready nor delivered), as RabbitMQ lists them.
+        row["messages_dlx"] = json!(s.dead_lettering);
+        row["message_bytes_dlx"] = json!(s.dead_lettering_bytes);
     }
     row
 }

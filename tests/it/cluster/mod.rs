@@ -37,6 +37,7 @@ mod partition_quorum;
 mod quorum;
 mod quorum_credit;
 mod quorum_dlx;
+mod quorum_dlx_once;
 mod quorum_expires;
 mod quorum_failover;
 mod quorum_forward;

@@ -366,6 +366,7 @@ impl Handler<GetStats> for QueueActor {
             bytes: self.state.bytes() as u64,
             delayed: self.state.delayed_len() as u64,
             counts: self.state.counts(),
+            ..QueueStats::default()
         })
     }
 }

@@ -30,6 +30,9 @@
 //!   entry after a `Clock` of that clock (`expiry`); `x-expires` is the leader's
 //!   countdown of the queue's uses, its delete committed through the definitions log
 //!   (`lease`).
+//! - Dead messages are dead-lettered at most once by the node whose leadership wrote
+//!   the entry they died in (`dead`), or with at-least-once dead-lettering kept in the
+//!   machine and republished with confirms by whoever leads (`dlx`).
 
 use super::*;
 use crate::broker::messages::Settlement;
@@ -43,6 +46,7 @@ use tokio::sync::oneshot;
 mod credit;
 mod dead;
 mod deliver;
+mod dlx;
 mod done;
 mod expiry;
 mod extra;
@@ -135,6 +139,9 @@ enum Cmd {
         ids: Vec<u64>,
         then: Vec<oneshot::Sender<()>>,
     },
+    /// At-least-once: these kept dead messages were dead-lettered (confirmed) or
+    /// dropped for good (`dlx`).
+    DeadSettled(Vec<u64>),
 }
 
 /// A delivery handed out here and not settled.
@@ -178,6 +185,9 @@ pub(crate) struct Replica {
     give_back: Option<(Instant, SpawnHandle)>,
     /// The registry, told when the queue is unused for its `x-expires`.
     unused: Recipient<crate::broker::messages::QueueUnused>,
+    /// The leader's republishes of the dead messages the machine keeps, with
+    /// at-least-once dead-lettering (`dlx`).
+    dlx: dlx::Republisher,
 }
 
 impl Replica {
@@ -206,6 +216,7 @@ impl Replica {
             lease,
             give_back: None,
             unused,
+            dlx: dlx::Republisher::default(),
         })
     }
 
@@ -467,6 +478,7 @@ impl Replica {
             },
             Cmd::Purge(_) => Command::Purge,
             Cmd::Clock(now_ms) => Command::Clock { now_ms: *now_ms },
+            Cmd::DeadSettled(ids) => Command::DeadSettled { ids: ids.clone() },
         }
     }
 }

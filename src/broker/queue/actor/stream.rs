@@ -242,6 +242,7 @@ impl QueueActor {
             delayed: 0,
             // Streams keep no rate counters yet: their rates show as 0.
             counts: Default::default(),
+            ..QueueStats::default()
         }
     }
 

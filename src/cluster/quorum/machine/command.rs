@@ -56,6 +56,13 @@ pub struct Limits {
     /// replicated: none.
     #[serde(default)]
     pub expires: Option<u64>,
+    /// `x-dead-letter-strategy = at-least-once` with `x-overflow = reject-publish`
+    /// (without reject-publish RabbitMQ, and so this broker, dead-letters at most
+    /// once): a dead message stays in the queue, counted against the length limits
+    /// and never delivered, until the leader's republish of it is confirmed and
+    /// [`Command::DeadSettled`] commits. Absent from groups declared before it: false.
+    #[serde(default)]
+    pub at_least_once: bool,
 }
 
 /// One command of the log.
@@ -122,6 +129,15 @@ pub enum Command<M> {
     /// the machine counts it ([`super::QueueMachine::touches`]), so that the group's
     /// leader, wherever the redeclare was made, renews the queue's `x-expires` lease.
     Touch,
+    /// At-least-once dead-lettering: the leader's republish of these kept dead
+    /// messages (by death number) was confirmed by the queues it routed to, or they
+    /// can go nowhere for good (a dead-letter cycle, no dead-letter exchange
+    /// configured): they leave the queue. A number already gone is skipped (two
+    /// leaders may both have republished a message; the second settle is a no-op).
+    DeadSettled {
+        /// Death numbers ([`super::DeadLetter::id`]).
+        ids: Vec<u64>,
+    },
 }
 
 /// Why a message left the queue dead.
@@ -142,7 +158,8 @@ pub enum DeadReason {
 pub struct Applied<M> {
     /// Per enqueued message: its id, or `None` when refused (reject-publish).
     pub enqueued: Vec<Option<u64>>,
-    /// Messages that died, for the leader to dead-letter.
+    /// Messages that died, for the leader to dead-letter at most once (none with
+    /// [`Limits::at_least_once`]: the queue keeps its dead, see [`Command::DeadSettled`]).
     pub dead: Vec<(M, DeadReason)>,
     /// Messages purged.
     pub purged: u64,

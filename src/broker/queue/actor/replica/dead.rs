@@ -1,5 +1,6 @@
 //! Dead-lettering of a replicated quorum queue, at most once (RabbitMQ's default
-//! `x-dead-letter-strategy` for quorum queues).
+//! `x-dead-letter-strategy` for quorum queues; at-least-once is `dlx`, and its
+//! machine hands nothing to this path).
 //!
 //! Every member applies the same entries, so every member's machine sees the same
 //! messages die (`rejected`, `maxlen`, `delivery_limit`, `expired`). Only one node may

@@ -142,6 +142,7 @@ impl QueueActor {
                     }
                 }
             }
+            Cmd::DeadSettled(ids) => r.dlx.settle_done(&ids, result.is_ok()),
             Cmd::Cancel(id) => {
                 // Every checkout its cancel's entry came after is in the outbox now.
                 r.take_checkouts();

@@ -285,6 +285,7 @@ impl QueueActor {
         self.replica().take_checkouts();
         self.replica_flush();
         self.replica_dead_letters(ctx);
+        self.replica_republish(ctx);
         self.replica_arm_expiry(ctx);
         self.replica_arm_give_back(ctx);
         self.replica_watch_lease(ctx);
@@ -348,6 +349,11 @@ impl QueueActor {
         // Everything waiting makes one entry, whatever the number of settlements.
         let cmds: Vec<Cmd> = r.cmds.drain(..).collect();
         let mut commands: Vec<Command<StoredMessage>> = cmds.iter().map(|c| r.command(c)).collect();
+        if r.group.limits().at_least_once {
+            // What dies in this entry is kept with the machine's clock as its death
+            // time (`x-death`'s): the leader's clock as it writes the entry.
+            commands.insert(0, Command::Clock { now_ms: wall_ms() });
+        }
         let command = match commands.len() {
             1 => commands.pop().expect("one"),
             _ => Command::Batch(commands),
@@ -377,13 +383,23 @@ impl QueueActor {
     /// Counts from the group's applied queue (zero on a node that is no member).
     pub(in crate::broker::queue::actor) fn replica_stats(&mut self) -> QueueStats {
         let r = self.replica();
-        let (ready, unacked) = r
+        let (ready, unacked, dead, dead_bytes) = r
             .group
-            .read(|q| (q.ready_len() as u64, q.checked_out_len() as u64))
-            .unwrap_or((0, 0));
+            .read(|q| {
+                let n = |l: usize| l as u64;
+                (
+                    n(q.ready_len()),
+                    n(q.checked_out_len()),
+                    n(q.dead_len()),
+                    q.dead_bytes(),
+                )
+            })
+            .unwrap_or_default();
         QueueStats {
             ready,
             unacked,
+            dead_lettering: dead,
+            dead_lettering_bytes: dead_bytes,
             consumers: (r.consumers.len() + r.remote.count()) as u32,
             bytes: 0,
             delayed: 0,
