@@ -5,7 +5,7 @@
 # pinned versions from PyPI.
 #
 #   scripts/client-suites.sh [SUITE...]     SUITE: go aio-pika aiormq amqp-tools java amqplib
-#                                           amqpstorm
+#                                           amqpstorm lapin
 #                                           (default: all of them)
 #
 # ACTORMQ_BIN  the broker binary (default: $CARGO_TARGET_DIR or target, /debug/actormq)
@@ -21,7 +21,7 @@ bin="$(realpath "$bin")"
 work="${WORK:-$(mktemp -d -t actormq-suites.XXXXXX)}"
 mkdir -p "$work"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib amqpstorm)
+[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin)
 failed=0
 summary=()
 
@@ -277,6 +277,37 @@ run_amqpstorm() {
   grep -E '^(FAILED|ERROR) ' "$log" || true
 }
 
+run_lapin() {
+  # lapin (Rust; the AMQP client of actormq's own tests and perf): the crate ships its
+  # integration tests; they dial AMQP_ADDR. The crate's source is the one cargo fetched
+  # for actormq's dev-dependencies; it builds in its own target directory (minutes).
+  local version src dir="$work/lapin" log="$work/lapin.log"
+  version="$(cd "$root" && cargo metadata --format-version 1 --locked 2>/dev/null |
+    python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "lapin"))')"
+  src="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d -name "lapin-$version" | head -n 1)"
+  if [ -z "$src" ]; then
+    record lapin 0 1 "lapin $version's source is not in cargo's registry (cargo fetch first)"
+    return
+  fi
+  rm -rf "$dir" && cp -r "$src" "$dir"
+  local addr
+  if ! addr="$(start_broker "$work/lapin-broker")"; then
+    record lapin 0 1 "the broker did not start"
+    return
+  fi
+  set +e
+  (cd "$dir" && CARGO_TARGET_DIR="$work/lapin-target" AMQP_ADDR="amqp://guest:guest@$addr/%2f" \
+    timeout 1800 cargo test --features tokio --no-fail-fast -- --test-threads 1 >"$log" 2>&1)
+  set -e
+  stop_broker "$work/lapin-broker"
+  local pass fail
+  pass=$(grep '^test result' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}')
+  fail=$(grep '^test result' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}')
+  if [ "$pass" -eq 0 ]; then fail=1; fi
+  record "lapin $version" "$pass" "$fail"
+  grep -E '^test .* FAILED|^error' "$log" || true
+}
+
 for s in "${suites[@]}"; do
   case "$s" in
     go) run_go ;;
@@ -286,7 +317,8 @@ for s in "${suites[@]}"; do
     java) run_java ;;
     amqplib) run_amqplib ;;
     amqpstorm) run_amqpstorm ;;
-    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib amqpstorm)" >&2; exit 2 ;;
+    lapin) run_lapin ;;
+    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin)" >&2; exit 2 ;;
   esac
 done
 echo "logs in $work"
