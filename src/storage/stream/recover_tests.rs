@@ -312,31 +312,34 @@ fn a_damaged_length_field_is_passed_over_through_the_index_file() {
     let d = dir.path();
     let (seg, pos) = frame_of(d, 103);
     let (seg2, pos2) = frame_of(d, 104);
-    // Its length says 3 bytes: the frame it points at is no frame.
-    poke(d, seg, pos, &3u32.to_le_bytes());
-    let log = StreamLog::open(d, SEG).unwrap();
-    let next_seg = log.segments.iter().find(|s| s.first > seg).unwrap().first;
-    assert!(
-        seg2 == seg && next_seg > 106,
-        "103 to 106 in one sealed segment"
-    );
-    // A reader from after it reads every later record.
-    assert_eq!(read_all(&log, 104, 9), want[104..].to_vec());
-    // One that reaches it is told that reading goes on right after it.
-    let mut req = log.read_from(100, None).unwrap();
-    req.max_records = 10;
-    assert_eq!(reader::read(req).unwrap().records.len(), 3);
-    let mut req = log.read_from(103, None).unwrap();
-    req.max_records = 10;
-    match reader::read(req) {
-        Err(reader::ReadError::Damaged {
-            offset: 103,
-            resume: Some(104),
-            ..
-        }) => {}
-        other => panic!("record 103 damaged, 104 on: {other:?}"),
+    let mut next_seg = 0;
+    // Its length says 3 bytes (the frame it points at is no frame), or more than the
+    // file holds (no frame at all: the read looks at the file again first).
+    for bad in [3u32, 1 << 29] {
+        poke(d, seg, pos, &bad.to_le_bytes());
+        let log = StreamLog::open(d, SEG).unwrap();
+        next_seg = log.segments.iter().find(|s| s.first > seg).unwrap().first;
+        assert!(
+            seg2 == seg && next_seg > 106,
+            "103 to 106 in one sealed segment"
+        );
+        // A reader from after it reads every later record.
+        assert_eq!(read_all(&log, 104, 9), want[104..].to_vec(), "length {bad}");
+        // One that reaches it is told that reading goes on right after it.
+        let mut req = log.read_from(100, None).unwrap();
+        req.max_records = 10;
+        assert_eq!(reader::read(req).unwrap().records.len(), 3);
+        let mut req = log.read_from(103, None).unwrap();
+        req.max_records = 10;
+        match reader::read(req) {
+            Err(reader::ReadError::Damaged {
+                offset: 103,
+                resume: Some(104),
+                ..
+            }) => {}
+            other => panic!("length {bad}: record 103 damaged, 104 on: {other:?}"),
+        }
     }
-    drop(log);
     // The record after it damaged too: the records up to where the index file says
     // the next frame begins (here the segment's end) cannot be read.
     poke(d, seg2, pos2 + 40, b"\xff");

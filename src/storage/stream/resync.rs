@@ -252,6 +252,15 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_last_record_leads_to_the_end_of_its_segment() {
+        let (mut map, at) = frames(10, 20, 30);
+        let idx = index(10, &at, map.len(), &[0, 12]);
+        map[at[19]..at[19] + 4].copy_from_slice(&5u32.to_le_bytes());
+        let r = after_damage(&map, at[19], 29, Some(&idx));
+        assert_eq!(r.map(|r| (r.pos, r.offset)), Some((map.len(), 30)));
+    }
+
+    #[test]
     fn a_frame_inside_a_body_is_not_taken_for_the_next_record() {
         // Record 16's body holds a whole frame of a record 16 (a copied segment, say).
         let (inner, _) = frames(16, 1, 5);
