@@ -5,8 +5,12 @@
 //! publishing them over the network on this shared machine takes most of an hour.
 //!
 //! ```text
-//! cargo run --release --example stream_fill -- DIR RECORDS BODY_BYTES [EXCHANGE ROUTING_KEY]
+//! cargo run --release --example stream_fill -- [--crash] DIR RECORDS BODY_BYTES [EXCHANGE ROUTING_KEY]
 //! ```
+//!
+//! `--crash` ends as a kill -9 after the last fsync would: without the recovery point
+//! a clean close writes, so the active segment is covered only by its last periodic one
+//! (every 64 MiB) and the next start scans what follows it.
 //!
 //! `DIR` is the stream's directory, `data_dir/streams/<vhost>/<name>/` (`/` as `%2F`):
 //! declare the stream on a broker first (so its definition exists), stop the broker,
@@ -30,9 +34,13 @@ const OUTSTANDING: usize = 64;
 const SEGMENT_BYTES: u64 = 500_000_000;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let crash = args.first().is_some_and(|a| a == "--crash");
+    if crash {
+        args.remove(0);
+    }
     if args.len() < 3 {
-        eprintln!("usage: stream_fill DIR RECORDS BODY_BYTES [EXCHANGE ROUTING_KEY]");
+        eprintln!("usage: stream_fill [--crash] DIR RECORDS BODY_BYTES [EXCHANGE ROUTING_KEY]");
         std::process::exit(2);
     }
     let dir = PathBuf::from(&args[0]);
@@ -97,5 +105,9 @@ fn main() {
         log.bytes(),
         log.index_len()
     );
-    log.close();
+    if crash {
+        log.close_without_point();
+    } else {
+        log.close();
+    }
 }

@@ -143,4 +143,5 @@ fn write_fuzz_seeds() {
         entries: vec![(7, 1_700_000_000_000, 0)],
     };
     write("stream_records", "index", &index.encode());
+    write("stream_records", "point", &index.encode_point());
 }

@@ -7,6 +7,7 @@ use crate::storage::disk::recovery::replay_bytes;
 use crate::storage::disk::segment::{header, HEADER_LEN};
 use crate::storage::stream::codec as stream_codec;
 use crate::storage::stream::index_file::SealedIndex;
+use crate::storage::stream::resync;
 
 /// The payload bytes of a decoded message-log entry.
 fn disk_bytes(entry: &Entry) -> Vec<u8> {
@@ -83,11 +84,32 @@ pub fn disk_recovery(data: &[u8]) {
 /// decodes encodes again (in its frame) to bytes that decode to the same. A record
 /// kept as stored whose message decodes goes into a native deliver frame (its stored
 /// bytes copied in) that a client decodes to that same message. And as a sealed
-/// segment's index file, whose decoder must refuse, never panic, and re-encode exactly.
+/// segment's index file or a recovery point, whose decoder must refuse, never panic,
+/// and re-encode exactly; and as a segment whose first record is damaged, where the
+/// search for the next record must stay within the data.
 pub fn stream_records(data: &[u8]) {
-    // As a sealed segment's index file: one that reads back is its own encoding.
+    // As a sealed segment's index file, or an active one's recovery point (the same
+    // layout under its own magic): one that reads back is its own encoding.
     if let Ok(idx) = SealedIndex::decode(data) {
         assert_eq!(idx.encode(), data, "index file round trip");
+    }
+    if let Ok(idx) = SealedIndex::decode_point(data) {
+        assert_eq!(idx.encode_point(), data, "recovery point round trip");
+    }
+    // As a segment whose first record (offset 0) is damaged, described by an index
+    // with one entry: where a reader goes on lies within it, after the damage.
+    let index = SealedIndex {
+        first: 0,
+        next: data.len() as u64 + 1,
+        bytes: data.len() as u64,
+        last_timestamp: 0,
+        run_start: 0,
+        entries: vec![(0, 0, 0)],
+    };
+    for idx in [None, Some(&index)] {
+        if let Some(r) = resync::after_damage(data, 0, 0, idx) {
+            assert!(r.pos > 0 && r.pos <= data.len() && r.offset >= 1, "{r:?}");
+        }
     }
     for payload in std::iter::once(data).chain(good_payloads(data)) {
         stored_record(payload);

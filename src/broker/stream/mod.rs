@@ -15,6 +15,8 @@ pub mod group;
 mod reads;
 mod unacked;
 
+pub use reads::Damage;
+
 use crate::broker::messages::{OwnerId, Settlement};
 use crate::error::BrokerError;
 use crate::storage::stream::reader::{Cursor, ReadRequest};

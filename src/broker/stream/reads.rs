@@ -21,6 +21,18 @@ fn empty_message() -> Arc<Message> {
         .clone()
 }
 
+/// Records a consumer's read found damaged on disk ([`StreamState::read_done`]).
+#[derive(Debug)]
+pub struct Damage {
+    /// The first record the consumer wanted that cannot be read.
+    pub offset: u64,
+    /// Where reading goes on after it (`offset + 1` when only that record is lost);
+    /// `None` when nothing later in its segment could be found.
+    pub resume: Option<u64>,
+    /// What is wrong, and where.
+    pub error: StorageError,
+}
+
 /// At most this many bytes of bodies per read (the read-ahead of one consumer).
 const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
 
@@ -142,14 +154,11 @@ impl<H> StreamState<H> {
 
     /// A read for consumer `id` finished: its records become the consumer's read-ahead.
     /// Answers the damage found when the files hold a record that cannot be read
-    /// (checksum, structure): the offset and what is wrong. The actor then cancels the
+    /// (checksum, structure, or not found after a damaged one): the offset, where
+    /// reading goes on after it, and what is wrong. The actor then cancels the
     /// consumer, which has been given every record before that one: reading on would
     /// skip a record silently, and retrying finds the same bytes.
-    pub fn read_done(
-        &mut self,
-        id: u64,
-        result: Result<ReadBatch, ReadError>,
-    ) -> Option<(u64, StorageError)> {
+    pub fn read_done(&mut self, id: u64, result: Result<ReadBatch, ReadError>) -> Option<Damage> {
         let first = self.log.first_offset();
         let c = self.consumers.iter_mut().find(|c| c.id == id)?;
         let from = c.reading.take();
@@ -179,10 +188,18 @@ impl<H> StreamState<H> {
                 tracing::debug!(consumer = id, segment, "stream segment gone while read");
                 c.cursor = None;
             }
-            Err(ReadError::Damaged { offset, error }) => {
+            Err(ReadError::Damaged {
+                offset,
+                resume,
+                error,
+            }) => {
                 c.cursor = None;
                 c.read_failed = true;
-                return Some((offset, error));
+                return Some(Damage {
+                    offset,
+                    resume,
+                    error,
+                });
             }
             Err(e) => {
                 tracing::error!(consumer = id, offset = c.next, error = %e, "cannot read the stream's files; retrying in a second");
@@ -213,8 +230,8 @@ impl<H> StreamState<H> {
         let n = reads.len();
         for (id, req) in reads {
             let r = crate::storage::stream::reader::read(req);
-            if let Some((offset, e)) = self.read_done(id, r) {
-                panic!("consumer {id}: record {offset} damaged: {e}");
+            if let Some(d) = self.read_done(id, r) {
+                panic!("consumer {id}: record {} damaged: {}", d.offset, d.error);
             }
         }
         n

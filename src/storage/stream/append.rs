@@ -2,7 +2,9 @@
 //! encoded once into one buffer of frames (handed to the writer thread, which writes
 //! and fsyncs it), and join the tail cache as slices of that buffer. A segment that
 //! fills is rolled: its sparse index goes to the writer as its index file
-//! ([`super::index_file`]), so the next start need not read its frames.
+//! ([`super::index_file`]), so the next start need not read its frames; the active
+//! segment's goes as its recovery point each time it has grown
+//! [`super::RECOVERY_POINT_SPACING`] bytes, so the next start reads only what follows.
 
 use super::index_file::SealedIndex;
 use super::now_millis;
@@ -51,6 +53,7 @@ impl StreamLog {
                 }
                 segment = self.next;
                 self.segments.push_back(Segment::new(self.next));
+                self.pointed = 0;
             }
             let mut m = Arc::unwrap_or_clone(m);
             m = m.with_header("x-stream-offset", self.next as i64);
@@ -97,6 +100,11 @@ impl StreamLog {
         for (segment, bytes) in seals {
             let _ = tx.send(writer::Command::Seal { segment, bytes });
         }
+        let active = self.segments.back().expect("a segment").bytes;
+        if active >= self.pointed.saturating_add(self.point_spacing) {
+            // After the appends it covers, as a seal is.
+            self.send_point();
+        }
         last
     }
 
@@ -114,5 +122,30 @@ impl StreamLog {
             self.tail.push_back(r);
         }
         chunk
+    }
+
+    /// Sets how many bytes the active segment grows between two recovery points.
+    pub fn set_point_spacing(&mut self, bytes: u64) {
+        self.point_spacing = bytes.max(1);
+    }
+
+    /// Sends the writer a recovery point of the active segment as it is, unless its
+    /// last one covers it all (the writer writes it once the frames are fsynced).
+    pub(super) fn send_point(&mut self) {
+        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
+            return;
+        };
+        let seg = self.segments.back().expect("one segment at least");
+        if seg.bytes <= self.pointed {
+            return;
+        }
+        let Some(idx) = SealedIndex::of(seg, self.next) else {
+            return;
+        };
+        let _ = tx.send(writer::Command::Point {
+            segment: seg.first,
+            bytes: idx.encode_point(),
+        });
+        self.pointed = seg.bytes;
     }
 }

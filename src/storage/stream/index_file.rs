@@ -8,6 +8,15 @@
 //! each frame ([`super::verified`]). A damaged, stale or missing file only costs the
 //! scan it was meant to spare; it is never an error.
 //!
+//! The same layout, under another magic and name (`<first offset>.idx.partial`), is the
+//! active segment's **recovery point**: its sparse index up to a byte position the
+//! writer had fsynced (`bytes` is then that position, `next` the offset of the record
+//! that starts there), written now and then while the segment grows
+//! ([`super::RECOVERY_POINT_SPACING`]) and at a clean shutdown. Recovery trusts the
+//! prefix it covers after the checks a sealed index gets and scans only the bytes
+//! after it, as Kafka recovers only what follows its recovery point. A segment that is
+//! sealed (its `.idx` written), removed or cut loses its point.
+//!
 //! A fixed little-endian layout rather than MessagePack: the file is the in-memory
 //! index as it is (three 8-byte words an entry), its size follows from the count so a
 //! short or long file is refused before anything else, and decoding is a bounds-checked
@@ -15,10 +24,10 @@
 //! little-endian:
 //!
 //! ```text
-//! magic     8  b"AMQSIDX1" (the 1 is the layout's version)
+//! magic     8  b"AMQSIDX1" (the 1 is the layout's version); a point: b"AMQSRPT1"
 //! first     8  the segment's first offset (its file name)
-//! next      8  the offset after its last record
-//! bytes     8  the segment file's length
+//! next      8  the offset after its last record (a point: after the last it covers)
+//! bytes     8  the segment file's length (a point: the bytes it covers)
 //! last_ts   8  the timestamp of its last record (ms, signed)
 //! run_start 8  the first offset of its trailing run of records with last_ts
 //! count     4  entries that follow (at least one: the first record, at 0)
@@ -34,19 +43,24 @@ use std::path::{Path, PathBuf};
 /// The first bytes of every index file (layout version 1).
 pub const MAGIC: &[u8; 8] = b"AMQSIDX1";
 
+/// The first bytes of every recovery point (the same layout, version 1): a point is
+/// never taken for a sealed segment's index file, nor the other way round.
+pub const POINT_MAGIC: &[u8; 8] = b"AMQSRPT1";
+
 /// Bytes before the entries: magic, five words, count.
 const HEAD: usize = 8 + 5 * 8 + 4;
 /// Bytes of one entry.
 const ENTRY: usize = 24;
 
-/// What an index file says of its sealed segment.
+/// What an index file says of its sealed segment, or a recovery point of the first
+/// `bytes` bytes of the active one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedIndex {
     /// The segment's first offset.
     pub first: u64,
     /// The offset after its last record.
     pub next: u64,
-    /// The segment file's length in bytes.
+    /// The segment file's length in bytes (a recovery point: the bytes it covers).
     pub bytes: u64,
     /// The timestamp of its last record.
     pub last_timestamp: i64,
@@ -62,9 +76,17 @@ pub fn path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.idx"))
 }
 
-/// The temporary file an index file is written to before its rename.
-fn tmp_path(dir: &Path, first: u64) -> PathBuf {
-    dir.join(format!("{first:020}.idx.tmp"))
+/// The recovery point of the (active) segment that starts at `first`.
+pub fn point_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.idx.partial"))
+}
+
+/// The temporary file `to` is written to before its rename (`.idx.tmp`,
+/// `.idx.partial.tmp`).
+fn tmp_path(to: &Path) -> PathBuf {
+    let mut name = to.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
 }
 
 impl SealedIndex {
@@ -104,10 +126,19 @@ impl SealedIndex {
         }
     }
 
-    /// The file's bytes.
+    /// The index file's bytes.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_as(MAGIC)
+    }
+
+    /// The recovery point's bytes.
+    pub fn encode_point(&self) -> Vec<u8> {
+        self.encode_as(POINT_MAGIC)
+    }
+
+    fn encode_as(&self, magic: &[u8; 8]) -> Vec<u8> {
         let mut b = Vec::with_capacity(HEAD + self.entries.len() * ENTRY + 4);
-        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(magic);
         for w in [self.first, self.next, self.bytes] {
             b.extend_from_slice(&w.to_le_bytes());
         }
@@ -128,11 +159,20 @@ impl SealedIndex {
     /// and consistent with itself (entries in order within the segment, the first at
     /// its start). Says what is wrong otherwise.
     pub fn decode(b: &[u8]) -> Result<Self, String> {
+        Self::decode_as(b, MAGIC, "an index file")
+    }
+
+    /// Reads a recovery point's bytes, checked as [`Self::decode`] checks an index file.
+    pub fn decode_point(b: &[u8]) -> Result<Self, String> {
+        Self::decode_as(b, POINT_MAGIC, "a recovery point")
+    }
+
+    fn decode_as(b: &[u8], magic: &[u8; 8], what: &str) -> Result<Self, String> {
         if b.len() < HEAD + 4 {
             return Err(format!("{} bytes: shorter than a header", b.len()));
         }
-        if &b[..8] != MAGIC {
-            return Err("not an index file (magic)".into());
+        if &b[..8] != magic {
+            return Err(format!("not {what} (magic)"));
         }
         let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let count = u32::from_le_bytes(b[HEAD - 4..HEAD].try_into().expect("4 bytes")) as usize;
@@ -205,20 +245,37 @@ impl SealedIndex {
 /// then renamed over the name, so a reader of the name finds a whole file or none. The
 /// caller fsyncs the directory (once for several files) to make the name durable.
 pub fn write(dir: &Path, first: u64, bytes: &[u8]) -> Result<(), StorageError> {
-    let tmp = tmp_path(dir, first);
+    write_file(&path(dir, first), bytes)
+}
+
+/// Writes `bytes` as the recovery point of segment `first`, as [`write`] writes an
+/// index file (the caller fsyncs the directory).
+pub fn write_point(dir: &Path, first: u64, bytes: &[u8]) -> Result<(), StorageError> {
+    write_file(&point_path(dir, first), bytes)
+}
+
+fn write_file(to: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = tmp_path(to);
     let mut f = std::fs::File::create(&tmp)
         .map_err(|e| StorageError::io("creating segment index", &tmp, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_data())
         .map_err(|e| StorageError::io("writing segment index", &tmp, e))?;
-    let to = path(dir, first);
-    std::fs::rename(&tmp, &to).map_err(|e| StorageError::io("renaming segment index", &to, e))
+    std::fs::rename(&tmp, to).map_err(|e| StorageError::io("renaming segment index", to, e))
 }
 
 /// Removes the index file of segment `first` if there is one.
 pub fn remove(dir: &Path, first: u64) {
-    let p = path(dir, first);
-    match std::fs::remove_file(&p) {
+    remove_file(&path(dir, first));
+}
+
+/// Removes the recovery point of segment `first` if there is one.
+pub fn remove_point(dir: &Path, first: u64) {
+    remove_file(&point_path(dir, first));
+}
+
+fn remove_file(p: &Path) {
+    match std::fs::remove_file(p) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(path = %p.display(), error = %e, "cannot remove a segment index"),
@@ -276,6 +333,48 @@ mod tests {
     }
 
     #[test]
+    fn a_recovery_point_has_the_same_layout_under_its_own_magic() {
+        let idx = sample();
+        let (sealed, point) = (idx.encode(), idx.encode_point());
+        assert_eq!(&point[..8], b"AMQSRPT1");
+        assert_eq!(point[8..point.len() - 4], sealed[8..sealed.len() - 4]);
+        assert_eq!(
+            &point[point.len() - 4..],
+            &crc32fast::hash(&point[..point.len() - 4]).to_le_bytes()
+        );
+        assert_eq!(SealedIndex::decode_point(&point), Ok(idx));
+        // Neither is taken for the other.
+        assert!(SealedIndex::decode(&point).is_err());
+        assert!(SealedIndex::decode_point(&sealed).is_err());
+        for n in 0..point.len() {
+            assert!(
+                SealedIndex::decode_point(&point[..n]).is_err(),
+                "cut at {n}"
+            );
+        }
+        for i in 0..point.len() {
+            let mut d = point.clone();
+            d[i] ^= 0x01;
+            assert!(SealedIndex::decode_point(&d).is_err(), "bit flipped at {i}");
+        }
+    }
+
+    #[test]
+    fn a_point_is_written_whole_beside_the_index_file_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = sample();
+        write_point(dir.path(), 100, &idx.encode_point()).unwrap();
+        assert!(point_path(dir.path(), 100).ends_with("00000000000000000100.idx.partial"));
+        let back = std::fs::read(point_path(dir.path(), 100)).unwrap();
+        assert_eq!(SealedIndex::decode_point(&back), Ok(idx));
+        assert!(!path(dir.path(), 100).exists(), "not an index file");
+        assert!(!tmp_path(&point_path(dir.path(), 100)).exists());
+        remove_point(dir.path(), 100);
+        remove_point(dir.path(), 100);
+        assert!(!point_path(dir.path(), 100).exists());
+    }
+
+    #[test]
     fn a_crc_valid_index_that_cannot_describe_a_segment_is_refused() {
         let bad = [
             SealedIndex {
@@ -301,6 +400,10 @@ mod tests {
         ];
         for idx in bad {
             assert!(SealedIndex::decode(&idx.encode()).is_err(), "{idx:?}");
+            assert!(
+                SealedIndex::decode_point(&idx.encode_point()).is_err(),
+                "{idx:?}"
+            );
         }
     }
 }

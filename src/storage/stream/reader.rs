@@ -13,6 +13,7 @@
 
 use super::cache::{Block, BlockCache};
 use super::codec;
+use super::resync;
 use super::verified::Verified;
 use super::writer::segment_path;
 use super::{RecordMessage, StreamRecord};
@@ -104,11 +105,17 @@ pub enum ReadError {
     /// The file could not be read, or holds something else than expected.
     Storage(StorageError),
     /// The record at `offset` is damaged in its file (its checksum fails, or it does
-    /// not decode): the read stopped there, and every read that reaches it will. A read
-    /// that reaches it after some records answers those (it stops before it).
+    /// not decode), or cannot be found after a damaged one: the read stopped there, and
+    /// every read that reaches it will. A read that reaches it after some records
+    /// answers those (it stops before it).
     Damaged {
-        /// The damaged record's offset.
+        /// The first record the read wanted that cannot be read.
         offset: u64,
+        /// The first offset after it from which reading goes on (`offset + 1` when
+        /// only that record is lost; further when the damage hides the records after
+        /// it too, [`super::resync`]); `None` when no later record could be found in
+        /// its segment.
+        resume: Option<u64>,
         /// What is wrong, and in which file.
         error: StorageError,
     },
@@ -119,7 +126,7 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::Gone(s) => write!(f, "segment {s} was removed"),
             ReadError::Storage(e) => write!(f, "{e}"),
-            ReadError::Damaged { offset, error } => write!(f, "record {offset}: {error}"),
+            ReadError::Damaged { offset, error, .. } => write!(f, "record {offset}: {error}"),
         }
     }
 }
@@ -170,8 +177,8 @@ const BLOCK_RECORDS: usize = 2048;
 
 /// Reads the records from `cur` on (below `end`) into a block, within one segment;
 /// moves `cur` to the next segment when it starts at `cur`. A record whose frame fails
-/// its checksum is an error, unless it lies below `wanted` (the reader starts after
-/// it): then it is passed over by its length, and the next record must follow it.
+/// its checksum (or whose length runs past the file) is an error, unless it lies below
+/// `wanted` (the reader starts after it): then it is passed over ([`pass_damage`]).
 fn decode_block(
     dir: &Path,
     cur: &mut Cursor,
@@ -208,24 +215,17 @@ fn decode_block(
                 frame::read_at(&map, pos)
             };
             let FrameAt::Good { payload, next } = at else {
-                if let (FrameAt::BadChecksum { next }, true) = (at, block.records.is_empty()) {
-                    if block.end() < wanted {
-                        tracing::warn!(segment = %segment_path(dir, cur.segment).display(), offset = block.end(), at = pos, "damaged stream record passed over by a reader that starts after it");
-                        cur.pos = next;
-                        cur.offset = block.end() + 1;
-                        continue 'segment;
-                    }
+                if let (FrameAt::BadChecksum { .. }, true) = (at, block.records.is_empty()) {
                     // Below `end`, every frame was written whole before this read: a
                     // failed checksum is damage (in a sealed segment trusted by its
                     // index file, found here first), not a write in progress.
-                    return Err(corrupt(
-                        dir,
-                        cur.segment,
-                        format!(
-                            "record {} at byte {pos} fails its checksum: damaged on disk",
-                            block.end()
-                        ),
-                    ));
+                    let what = format!(
+                        "record {} at byte {pos} fails its checksum: damaged on disk",
+                        block.end()
+                    );
+                    pass_damage(dir, cur, &map, wanted, what)?;
+                    remapped = false;
+                    continue 'segment;
                 }
                 break;
             };
@@ -262,13 +262,64 @@ fn decode_block(
             cur.map = None;
             remapped = true;
         } else {
-            return Err(corrupt(
-                dir,
-                cur.segment,
-                format!("no record {} at {}", cur.offset, cur.pos),
-            ));
+            // Written whole before this read, yet no frame: its length field (or its
+            // header) is damaged.
+            let what = format!(
+                "no whole record {} at byte {}: its length field is damaged on disk",
+                cur.offset, cur.pos
+            );
+            pass_damage(dir, cur, &map, wanted, what)?;
+            remapped = false;
         }
     }
+}
+
+/// The record at `cur` (its frame at `cur.pos` of `map`) is damaged (`what`). A reader
+/// that starts after it is moved past it ([`resync::after_damage`]) and goes on, unless
+/// records it wants cannot be found; otherwise the error names the first record it
+/// cannot have and where reading goes on.
+fn pass_damage(
+    dir: &Path,
+    cur: &mut Cursor,
+    map: &[u8],
+    wanted: u64,
+    what: String,
+) -> Result<(), ReadError> {
+    let damaged = cur.offset;
+    let index = resync::landmarks(dir, cur.segment);
+    let resume = resync::after_damage(map, cur.pos, damaged, index.as_ref());
+    let path = segment_path(dir, cur.segment);
+    if let Some(r) = resume.filter(|r| damaged < wanted && r.offset <= wanted) {
+        if r.offset == damaged + 1 {
+            tracing::warn!(segment = %path.display(), offset = damaged, at = cur.pos, how = ?r.how, "damaged stream record passed over by a reader that starts after it");
+        } else {
+            tracing::warn!(segment = %path.display(), offset = damaged, at = cur.pos, unreadable = %format!("{damaged}..{}", r.offset - 1), resumes_at = r.offset, "damaged stream records passed over by a reader that starts after them (a damaged length hides the records after the damaged one up to the next index entry)");
+        }
+        cur.pos = r.pos;
+        cur.offset = r.offset;
+        return Ok(());
+    }
+    let offset = damaged.max(wanted);
+    let reason = match resume {
+        Some(r) if r.offset == damaged + 1 => what,
+        Some(r) => format!(
+            "{what}; its length is damaged too and records {}..{} cannot be found after it: \
+             record {} at byte {} is the next one found",
+            damaged + 1,
+            r.offset - 1,
+            r.offset,
+            r.pos
+        ),
+        None => format!(
+            "{what}; its length is damaged too, and no index of the segment marks a later \
+             record"
+        ),
+    };
+    Err(ReadError::Damaged {
+        offset,
+        resume: resume.map(|r| r.offset.max(offset + 1)),
+        error: StorageError::Corrupt { path, reason },
+    })
 }
 
 /// Reads what `req` asks for, through the stream's shared blocks. Blocks on the
@@ -295,10 +346,17 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                     if records.is_empty() {
                         return Err(ReadError::Damaged {
                             offset: cur.offset,
+                            resume: Some(cur.offset + 1),
                             error,
                         });
                     }
                     // The records before it first; the next read stops at it.
+                    break;
+                }
+                Err(e @ ReadError::Damaged { .. }) => {
+                    if records.is_empty() {
+                        return Err(e);
+                    }
                     break;
                 }
                 Err(e) => return Err(e),
@@ -328,6 +386,7 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                             Err(e) if records.is_empty() => {
                                 return Err(ReadError::Damaged {
                                     offset,
+                                    resume: Some(offset + 1),
                                     error: StorageError::Corrupt {
                                         path: segment_path(&dir, block.segment),
                                         reason: e,

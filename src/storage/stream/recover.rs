@@ -30,10 +30,15 @@ use std::path::Path;
 pub struct Recovered {
     /// Sealed segments opened from their index file, frames unread.
     pub trusted: usize,
-    /// Segments whose frames were read and checked.
+    /// Segments whose frames were read and checked (from their recovery point on, for
+    /// those counted in `from_point`).
     pub scanned: usize,
     /// Index files written for scanned sealed segments.
     pub indexed: usize,
+    /// Scanned segments whose recovery point was used: only the bytes after it read.
+    pub from_point: usize,
+    /// Bytes of frames the scans read.
+    pub scanned_bytes: u64,
 }
 
 /// The files of a stream's directory recovery cares about.
@@ -42,12 +47,15 @@ struct Listing {
     segments: Vec<u64>,
     /// First offsets of the `.idx` files.
     indexes: BTreeSet<u64>,
+    /// First offsets of the `.idx.partial` files (recovery points).
+    points: BTreeSet<u64>,
 }
 
 fn list(dir: &Path) -> Result<Listing, StorageError> {
     let mut l = Listing {
         segments: Vec::new(),
         indexes: BTreeSet::new(),
+        points: BTreeSet::new(),
     };
     for e in std::fs::read_dir(dir)
         .map_err(|e| StorageError::io("listing stream", dir, e))?
@@ -60,8 +68,13 @@ fn list(dir: &Path) -> Result<Listing, StorageError> {
             l.segments.push(first);
         } else if let Some(first) = name.strip_suffix(".idx").and_then(|n| n.parse().ok()) {
             l.indexes.insert(first);
-        } else if name.ends_with(".idx.tmp") {
-            // An index file the writer did not finish: never renamed, never trusted.
+        } else if let Some(first) = name
+            .strip_suffix(".idx.partial")
+            .and_then(|n| n.parse().ok())
+        {
+            l.points.insert(first);
+        } else if name.ends_with(".idx.tmp") || name.ends_with(".idx.partial.tmp") {
+            // A file the writer did not finish: never renamed, never trusted.
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -85,6 +98,39 @@ fn trusted(dir: &Path, first: u64, len: u64) -> Result<SealedIndex, String> {
     }
     // One record read (not checked): the index belongs to these frames.
     let &(offset, _, pos) = idx.entries.last().expect("decode: one entry at least");
+    record_at(dir, first, pos, offset)?;
+    Ok(idx)
+}
+
+/// The recovery point of segment `first` (the last) of `len` bytes, or why not: what
+/// [`trusted`] checks of an index file, but for a prefix of the file, and the record
+/// that starts where the prefix ends must be the one after it (unless the file ends
+/// there). A scan from a wrong point would cut the log at its first "record out of
+/// sequence"; one from a checked point builds what a scan of the whole file builds.
+fn point(dir: &Path, first: u64, len: u64) -> Result<SealedIndex, String> {
+    let path = index_file::point_path(dir, first);
+    let data = std::fs::read(&path).map_err(|e| format!("unreadable: {e}"))?;
+    let idx = SealedIndex::decode_point(&data)?;
+    if idx.first != first {
+        return Err(format!("describes segment {}", idx.first));
+    }
+    if idx.bytes > len {
+        return Err(format!(
+            "stale: covers {} bytes, the segment has {len}",
+            idx.bytes
+        ));
+    }
+    let &(offset, _, pos) = idx.entries.last().expect("decode: one entry at least");
+    record_at(dir, first, pos, offset)?;
+    if idx.bytes < len {
+        record_at(dir, first, idx.bytes, idx.next)?;
+    }
+    Ok(idx)
+}
+
+/// Checks (without its checksum) that the record at byte `pos` of segment `first` has
+/// offset `offset`: one read of 28 bytes.
+fn record_at(dir: &Path, first: u64, pos: u64, offset: u64) -> Result<(), String> {
     let seg = writer::segment_path(dir, first);
     let mut head = [0u8; frame::FRAME_HEADER + 20];
     let n = read_at(&seg, pos, &mut head).map_err(|e| format!("segment unreadable: {e}"))?;
@@ -97,7 +143,7 @@ fn trusted(dir: &Path, first: u64, len: u64) -> Result<SealedIndex, String> {
             "its entry for offset {offset} at byte {pos} finds {found:?} in the segment"
         ));
     }
-    Ok(idx)
+    Ok(())
 }
 
 /// Reads up to `buf.len()` bytes of `path` at `pos`; answers how many.
@@ -123,6 +169,8 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<Recovered, Stor
     let mut cut = false;
     // Sealed segments scanned whole, to index once the last segment is known.
     let mut scanned_whole = Vec::new();
+    // The last segment was scanned from its recovery point (which stays valid).
+    let mut used_point = false;
     // The last chunk's start: records of one append share its timestamp, so the
     // last change of timestamp (appends within one millisecond merge).
     let mut chunk = (0u64, None);
@@ -147,9 +195,7 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<Recovered, Stor
                 .then(|| trusted(dir, first, len))
             {
                 Some(Ok(idx)) => {
-                    if idx.run_start > first || chunk.1 != Some(idx.last_timestamp) {
-                        chunk = (idx.run_start, Some(idx.last_timestamp));
-                    }
+                    chunk_through(&mut chunk, &idx);
                     log.next = idx.next;
                     log.last_timestamp = idx.last_timestamp;
                     let seg = idx.segment();
@@ -166,8 +212,31 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<Recovered, Stor
                 }
             }
         }
-        let (seg, whole) = scan(log, &path, first, &mut chunk)?;
+        // A segment without a usable index file (the last one always) is scanned from
+        // its recovery point if it has one that checks.
+        let from = match listing
+            .points
+            .contains(&first)
+            .then(|| point(dir, first, len))
+        {
+            Some(Ok(p)) => {
+                stats.from_point += 1;
+                Some(p)
+            }
+            Some(Err(why)) => {
+                tracing::warn!(path = %index_file::point_path(dir, first).display(), reason = %why, "stream segment recovery point not used: the whole segment is scanned");
+                None
+            }
+            None => None,
+        };
+        let start = from.as_ref().map_or(0, |p| p.bytes);
+        let (seg, whole) = scan(log, &path, first, &mut chunk, from)?;
+        if Some(first) == last {
+            used_point = start > 0;
+            log.pointed = start;
+        }
         stats.scanned += 1;
+        stats.scanned_bytes += seg.bytes - start;
         cut = !whole;
         if whole && Some(first) != last {
             scanned_whole.push(first);
@@ -208,33 +277,61 @@ pub(super) fn recover(log: &mut StreamLog, dir: &Path) -> Result<Recovered, Stor
     if stats.indexed > 0 {
         sync_dir(dir)?;
     }
+    // Recovery points but the one the active segment was scanned from: a sealed
+    // segment's (its index file says more, or it was just written), a removed one's,
+    // and one that did not check (stale, damaged: the segment may grow past it again).
+    for first in &listing.points {
+        if !(used_point && Some(*first) == end) {
+            index_file::remove_point(dir, *first);
+        }
+    }
     if log.segments.is_empty() {
         log.segments.push_back(Segment::new(0));
     }
     log.last_chunk = chunk.0;
     if stats.scanned > 1 || stats.indexed > 0 {
-        tracing::info!(dir = %dir.display(), trusted = stats.trusted, scanned = stats.scanned, indexed = stats.indexed, next = log.next, "stream recovered, sealed segments scanned");
+        tracing::info!(dir = %dir.display(), trusted = stats.trusted, scanned = stats.scanned, indexed = stats.indexed, from_point = stats.from_point, scanned_bytes = stats.scanned_bytes, next = log.next, "stream recovered, sealed segments scanned");
     } else {
-        tracing::debug!(dir = %dir.display(), trusted = stats.trusted, next = log.next, "stream recovered");
+        tracing::debug!(dir = %dir.display(), trusted = stats.trusted, from_point = stats.from_point, scanned_bytes = stats.scanned_bytes, next = log.next, "stream recovered");
     }
     Ok(stats)
 }
 
-/// Reads segment `first` at `path` frame by frame from `log.next` on, checking each;
+/// The last chunk's start once the records `idx` describes follow those before: their
+/// trailing run, unless it began at their first record and goes on from before.
+fn chunk_through(chunk: &mut (u64, Option<i64>), idx: &SealedIndex) {
+    if idx.run_start > idx.first || chunk.1 != Some(idx.last_timestamp) {
+        *chunk = (idx.run_start, Some(idx.last_timestamp));
+    }
+}
+
+/// Reads segment `first` at `path` frame by frame, checking each, from its start or
+/// from where its recovery point `from` ends (the prefix taken from the point, unread);
 /// cuts the file at the first bad frame. Answers the segment and whether it was whole.
 fn scan(
     log: &mut StreamLog,
     path: &Path,
     first: u64,
     chunk: &mut (u64, Option<i64>),
+    from: Option<SealedIndex>,
 ) -> Result<(Segment, bool), StorageError> {
     let file =
         std::fs::File::open(path).map_err(|e| StorageError::io("opening segment", path, e))?;
     let data = reader::map_file(&file, path)?;
     drop(file);
-    let mut seg = Segment::new(first);
-    log.next = first;
-    let mut off = 0;
+    let (mut seg, start) = match from {
+        Some(p) => {
+            chunk_through(chunk, &p);
+            log.next = p.next;
+            log.last_timestamp = p.last_timestamp;
+            (p.segment(), p.bytes as usize)
+        }
+        None => {
+            log.next = first;
+            (Segment::new(first), 0)
+        }
+    };
+    let mut off = start;
     loop {
         match frame::read_at(&data, off) {
             FrameAt::Good { payload, next } => match super::codec::header(payload) {
@@ -265,8 +362,9 @@ fn scan(
     }
     let len = data.len();
     drop(data);
-    // Every frame kept was checked: reads of them need not check again.
-    log.verified.verified(first, 0, off);
+    // Every frame scanned and kept was checked: reads of them need not check again
+    // (those of the point's prefix are checked by their first read).
+    log.verified.verified(first, start, off);
     if off < len {
         let f = std::fs::OpenOptions::new()
             .write(true)

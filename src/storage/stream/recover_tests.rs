@@ -1,11 +1,13 @@
 //! Opening a stream from its sealed segments' index files: a valid one is trusted and
 //! its segment not read; a damaged, stale or missing one costs a scan (and is written
-//! again); a damaged frame in a trusted segment is refused by its first read; retention
+//! again); a damaged frame in a trusted segment is refused by its first read, and one
+//! whose length field is damaged is passed over through the index file; retention
 //! removes an index file with its segment.
 
 use super::index_file::{self, SealedIndex};
 use super::tests::{msgs, read_all};
 use super::*;
+use crate::storage::disk::frame;
 
 /// Small segments: 40 appends of 5 records make a dozen or so.
 const SEG: u64 = 1024;
@@ -49,12 +51,14 @@ fn idx_exists(dir: &Path, first: u64) -> bool {
     index_file::path(dir, first).exists()
 }
 
-fn opened(trusted: usize, scanned: usize, indexed: usize) -> Recovered {
-    Recovered {
-        trusted,
-        scanned,
-        indexed,
-    }
+/// What an open trusted, scanned and indexed (the active segment is scanned from its
+/// recovery point or whole: see `point_tests`).
+fn opened(trusted: usize, scanned: usize, indexed: usize) -> (usize, usize, usize) {
+    (trusted, scanned, indexed)
+}
+
+fn counts(r: Recovered) -> (usize, usize, usize) {
+    (r.trusted, r.scanned, r.indexed)
 }
 
 #[test]
@@ -69,15 +73,18 @@ fn a_sealed_segment_with_a_valid_index_file_is_trusted_unread() {
         assert!(idx_exists(dir.path(), *s), "segment {s} has an index file");
     }
     assert!(!idx_exists(dir.path(), segs[n - 1]));
-    assert_eq!(log.recovered(), opened(n - 1, 1, 0));
+    assert_eq!(counts(log.recovered()), opened(n - 1, 1, 0));
     assert_eq!((log.first_offset(), log.next_offset()), (0, 200));
     // Not read, so not verified: the first read of each frame checks its checksum.
     for s in &segs[..n - 1] {
         assert_eq!(log.verified.through(*s, 0), 0, "segment {s}");
     }
-    assert!(
-        log.verified.through(segs[n - 1], 0) > 0,
-        "the last one was scanned"
+    // Closed cleanly, the last one was taken from its recovery point: unread too.
+    assert_eq!(log.recovered().from_point, 1);
+    assert_eq!(
+        log.verified.through(segs[n - 1], 0),
+        0,
+        "the active segment"
     );
     let trusted = (shape(&log), log.last_chunk(), log.last_timestamp);
     assert_eq!(read_all(&log, 0, 33), want);
@@ -88,12 +95,12 @@ fn a_sealed_segment_with_a_valid_index_file_is_trusted_unread() {
         std::fs::remove_file(index_file::path(dir.path(), *s)).ok();
     }
     let log = StreamLog::open(dir.path(), SEG).unwrap();
-    assert_eq!(log.recovered(), opened(0, n, n - 1));
+    assert_eq!(counts(log.recovered()), opened(0, n, n - 1));
     assert_eq!((shape(&log), log.last_chunk(), log.last_timestamp), trusted);
     drop(log);
     // An old directory (no index files) gained them: the next open trusts them.
     let log = StreamLog::open(dir.path(), SEG).unwrap();
-    assert_eq!(log.recovered(), opened(n - 1, 1, 0));
+    assert_eq!(counts(log.recovered()), opened(n - 1, 1, 0));
     assert_eq!(read_all(&log, 0, 50), want);
 }
 
@@ -115,7 +122,7 @@ fn a_damaged_stale_or_missing_index_file_falls_back_to_the_scan() {
     std::fs::write(d.join(format!("{:020}.idx.tmp", segs[4])), b"half").unwrap();
     std::fs::write(index_file::path(d, 1_000_000), b"orphan").unwrap();
     let log = StreamLog::open(d, SEG).unwrap();
-    assert_eq!(log.recovered(), opened(n - 4, 4, 3));
+    assert_eq!(counts(log.recovered()), opened(n - 4, 4, 3));
     assert_eq!(shape(&log), good);
     assert_eq!(read_all(&log, 0, 64), want);
     for s in &segs[..4] {
@@ -134,7 +141,7 @@ fn a_damaged_stale_or_missing_index_file_falls_back_to_the_scan() {
     f.set_len(len - 3).unwrap();
     drop(f);
     let log = StreamLog::open(d, SEG).unwrap();
-    assert_eq!(log.recovered(), opened(2, 1, 0));
+    assert_eq!(counts(log.recovered()), opened(2, 1, 0));
     assert_eq!(log.next_offset(), segs[3] - 1);
     assert_eq!(firsts(&log), segs[..3].to_vec());
     for s in &segs[2..] {
@@ -203,6 +210,7 @@ fn a_damaged_frame_in_a_trusted_segment_is_refused_at_its_first_read() {
     match err {
         reader::ReadError::Damaged {
             offset: 103,
+            resume: Some(104),
             error: StorageError::Corrupt { reason, .. },
         } => {
             assert!(
@@ -239,7 +247,10 @@ fn retention_removes_the_index_file_with_its_segment() {
     drop(log);
     let log = StreamLog::open(dir.path(), SEG).unwrap();
     assert_eq!(log.first_offset(), segs[removed]);
-    assert_eq!(log.recovered(), opened(segs.len() - removed - 1, 1, 0));
+    assert_eq!(
+        counts(log.recovered()),
+        opened(segs.len() - removed - 1, 1, 0)
+    );
 }
 
 #[test]
@@ -260,4 +271,96 @@ fn the_last_chunk_is_found_through_index_files_when_it_spans_sealed_segments() {
     let log = StreamLog::open(dir.path(), 100).unwrap();
     assert!(log.recovered().trusted > 3);
     assert_eq!(log.last_chunk(), 3);
+}
+
+/// The segment and file position of record `offset`'s frame.
+fn frame_of(dir: &Path, offset: u64) -> (u64, usize) {
+    let mut segs: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().into_string().ok()?;
+            n.strip_suffix(".seg")?.parse().ok()
+        })
+        .collect();
+    segs.sort_unstable();
+    let s = *segs.iter().rev().find(|s| **s <= offset).unwrap();
+    let data = std::fs::read(writer::segment_path(dir, s)).unwrap();
+    let mut pos = 0;
+    while let frame::FrameAt::Good { payload, next } = frame::read_at(&data, pos) {
+        if codec::header(payload).unwrap().0 == offset {
+            return (s, pos);
+        }
+        pos = next;
+    }
+    panic!("no frame of record {offset}");
+}
+
+/// Writes `bytes` at `pos` of segment `s`.
+fn poke(dir: &Path, s: u64, pos: usize, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(writer::segment_path(dir, s))
+        .unwrap();
+    f.write_all_at(bytes, pos as u64).unwrap();
+}
+
+#[test]
+fn a_damaged_length_field_is_passed_over_through_the_index_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path());
+    let d = dir.path();
+    let (seg, pos) = frame_of(d, 103);
+    let (seg2, pos2) = frame_of(d, 104);
+    let mut next_seg = 0;
+    // Its length says 3 bytes (the frame it points at is no frame), or more than the
+    // file holds (no frame at all: the read looks at the file again first).
+    for bad in [3u32, 1 << 29] {
+        poke(d, seg, pos, &bad.to_le_bytes());
+        let log = StreamLog::open(d, SEG).unwrap();
+        next_seg = log.segments.iter().find(|s| s.first > seg).unwrap().first;
+        assert!(
+            seg2 == seg && next_seg > 106,
+            "103 to 106 in one sealed segment"
+        );
+        // A reader from after it reads every later record.
+        assert_eq!(read_all(&log, 104, 9), want[104..].to_vec(), "length {bad}");
+        // One that reaches it is told that reading goes on right after it.
+        let mut req = log.read_from(100, None).unwrap();
+        req.max_records = 10;
+        assert_eq!(reader::read(req).unwrap().records.len(), 3);
+        let mut req = log.read_from(103, None).unwrap();
+        req.max_records = 10;
+        match reader::read(req) {
+            Err(reader::ReadError::Damaged {
+                offset: 103,
+                resume: Some(104),
+                ..
+            }) => {}
+            other => panic!("length {bad}: record 103 damaged, 104 on: {other:?}"),
+        }
+    }
+    // The record after it damaged too: the records up to where the index file says
+    // the next frame begins (here the segment's end) cannot be read.
+    poke(d, seg2, pos2 + 40, b"\xff");
+    let log = StreamLog::open(d, SEG).unwrap();
+    for from in [103, 105] {
+        let mut req = log.read_from(from, None).unwrap();
+        req.max_records = 10;
+        match reader::read(req) {
+            Err(reader::ReadError::Damaged {
+                offset,
+                resume: Some(r),
+                error: StorageError::Corrupt { reason, .. },
+            }) => {
+                assert_eq!((offset, r), (from, next_seg));
+                assert!(reason.contains("its length is damaged too"), "{reason}");
+            }
+            other => panic!("records {from}..{next_seg} lost: {other:?}"),
+        }
+    }
+    assert_eq!(
+        read_all(&log, next_seg, 9),
+        want[next_seg as usize..].to_vec()
+    );
 }

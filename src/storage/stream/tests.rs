@@ -319,6 +319,7 @@ fn a_frame_is_checked_on_its_first_read_and_by_recovery_not_on_rereads() {
     match read(&log, 100) {
         Err(reader::ReadError::Damaged {
             offset: 100,
+            resume: Some(101),
             error: StorageError::Corrupt { reason, .. },
         }) => assert!(reason.contains("fails its checksum"), "{reason}"),
         other => panic!("a damaged frame read first: {other:?}"),
@@ -330,9 +331,22 @@ fn a_frame_is_checked_on_its_first_read_and_by_recovery_not_on_rereads() {
     log.set_block_budget(1 << 20);
     let b = read(&log, 100).unwrap();
     assert_eq!(b.records[0].message.body(), b"a-1X0", "not checked again");
-    // Recovery checks every frame again: the log is cut before the damaged one.
+    // Closed, the active segment got a recovery point: the next start trusts what it
+    // covers unread, so the damaged record is not cut but refused by its first read.
     log.close();
     drop(log);
+    let log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!((log.recovered().from_point, log.next_offset()), (1, 300));
+    assert!(
+        matches!(
+            read(&log, 100),
+            Err(reader::ReadError::Damaged { offset: 100, .. })
+        ),
+        "found by its first read"
+    );
+    drop(log);
+    // Without it, recovery checks every frame again: the log is cut before the damaged one.
+    std::fs::remove_file(index_file::point_path(dir.path(), 0)).unwrap();
     let log = StreamLog::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(log.next_offset(), 100);
 }

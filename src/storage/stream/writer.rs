@@ -6,9 +6,13 @@
 //! group: group commit, so a confirm means "on disk" without an fsync per message.
 //! A rolled segment's index file ([`super::index_file`]) is written after the group's
 //! appends, so after the fsync of the segment's last frames: an index file never
-//! describes bytes that are not on disk. Segment removals (retention, which removes
-//! the index file with its segment) and the consumer offsets file come last; of several
-//! offsets snapshots queued, only the last is written.
+//! describes bytes that are not on disk. The active segment's recovery point (the same
+//! file form, [`super::index_file::point_path`]) comes after them, on the same terms:
+//! it covers only bytes sent before it, so written and fsynced by then; of several
+//! queued, only the last is written, and none for a segment sealed meanwhile (its index
+//! file says more, and its point is removed). Segment removals (retention, which removes
+//! the index file and any point with its segment) and the consumer offsets file come
+//! last; of several offsets snapshots queued, only the last is written.
 //!
 //! After each group's write (before its fsync) the writer publishes the offset up to
 //! which the files hold every record ([`Written`]): readers of the files read only
@@ -18,7 +22,7 @@
 //! the message log's writer does.
 
 use crate::storage::completion::Completer;
-use crate::storage::disk::frame;
+use crate::storage::disk::frame::{self, FrameAt};
 use crate::storage::error::StorageError;
 use crate::storage::fsutil::sync_dir;
 use std::fs::{File, OpenOptions};
@@ -68,6 +72,14 @@ pub enum Command {
         /// The first offset of the sealed segment.
         segment: u64,
         /// The index file's bytes ([`super::index_file::SealedIndex::encode`]).
+        bytes: Vec<u8>,
+    },
+    /// Write the recovery point of the active segment that starts at `segment` (the
+    /// frames it covers were sent before this command).
+    Point {
+        /// The first offset of the active segment.
+        segment: u64,
+        /// The point's bytes ([`super::index_file::SealedIndex::encode_point`]).
         bytes: Vec<u8>,
     },
     /// Remove the segment file that starts at this offset, and its index (retention).
@@ -164,6 +176,25 @@ impl Writer {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot sync the stream directory after writing segment indexes");
             }
         }
+        // A sealed segment's point says less than its index file (recovery ignores and
+        // removes it when the index file is used; a crash before this leaves it so).
+        for (segment, _) in seals {
+            super::index_file::remove_point(&self.dir, *segment);
+        }
+    }
+
+    /// Writes the active segment's recovery point (its frames are fsynced: the
+    /// appends it covers came before it). A failure is logged and costs only a longer
+    /// scan at the next start.
+    fn write_point(&self, segment: u64, bytes: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        let written = super::index_file::write_point(&self.dir, segment, bytes)
+            .and_then(|_| sync_dir(&self.dir));
+        if let Err(e) = written {
+            tracing::warn!(dir = %self.dir.display(), segment, error = %e, "cannot write the active segment's recovery point: the next start scans more of it");
+        }
     }
 
     fn write_offsets(&self, bytes: &[u8]) -> Result<(), StorageError> {
@@ -190,6 +221,33 @@ pub fn encode_offsets(
     Ok(buf)
 }
 
+/// The consumer offsets stored in `dir` (none when there is no file; an unreadable
+/// one is logged and read as none).
+pub fn read_offsets(dir: &Path) -> Result<std::collections::BTreeMap<String, u64>, StorageError> {
+    let path = offsets_path(dir);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(StorageError::io("reading offsets", &path, e)),
+    };
+    match frame::read_at(&data, 0) {
+        FrameAt::Good { payload, .. } => rmp_serde::from_slice(payload)
+            .map_err(|e| corrupt_offsets(&path, format!("bad consumer offsets: {e}"))),
+        other => {
+            // Written to a temporary file and renamed: a damaged file is not a torn write.
+            tracing::error!(path = %path.display(), ?other, "consumer offsets unreadable: named consumers start from their default");
+            Ok(Default::default())
+        }
+    }
+}
+
+fn corrupt_offsets(path: &Path, reason: String) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
 /// Runs the writer until every sender is gone.
 pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
     let mut w = Writer {
@@ -202,6 +260,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
         let mut done = Vec::new();
         let mut removes = Vec::new();
         let mut seals = Vec::new();
+        let mut point = None;
         let mut offsets = None;
         let mut end = 0;
         for cmd in std::iter::once(first).chain(rx.try_iter()) {
@@ -216,7 +275,13 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
                     appends.push((segment, bytes));
                     done.push(d);
                 }
-                Command::Seal { segment, bytes } => seals.push((segment, bytes)),
+                Command::Seal { segment, bytes } => {
+                    if point.as_ref().is_some_and(|(s, _)| *s == segment) {
+                        point = None;
+                    }
+                    seals.push((segment, bytes));
+                }
+                Command::Point { segment, bytes } => point = Some((segment, bytes)),
                 Command::Remove(s) => removes.push(s),
                 Command::Offsets(b) => offsets = Some(b),
             }
@@ -235,6 +300,9 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
         }
         // Before the removes: a segment sealed and removed in one group leaves no index.
         w.write_seals(&seals);
+        if let Some((segment, bytes)) = point {
+            w.write_point(segment, &bytes);
+        }
         for s in removes {
             let path = segment_path(&w.dir, s);
             if let Err(e) = std::fs::remove_file(&path) {
@@ -243,6 +311,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
             // After the segment: a crash between leaves an index without a segment,
             // which recovery removes, rather than a segment it would have to scan.
             super::index_file::remove(&w.dir, s);
+            super::index_file::remove_point(&w.dir, s);
         }
         if let Some(b) = offsets {
             if let Err(e) = w.write_offsets(&b) {

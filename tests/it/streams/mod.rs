@@ -12,6 +12,7 @@ mod mgmt;
 mod offsets;
 mod perf;
 mod queues;
+mod recovery_point;
 mod replay;
 mod superstream;
 

@@ -165,8 +165,8 @@ impl QueueActor {
                             )),
                         ))
                     });
-                    if let Some((offset, e)) = act.stream().read_done(id, result) {
-                        act.stream_damaged(id, offset, &e);
+                    if let Some(damage) = act.stream().read_done(id, result) {
+                        act.stream_damaged(id, &damage);
                     }
                     act.stream_dispatch(ctx);
                 }),
@@ -247,12 +247,14 @@ impl QueueActor {
     }
 
     /// Consumer `id` reached record `offset`, which the files hold damaged (found by
-    /// the first read of a frame that recovery trusted unread): the broker log says
-    /// what and where, and the consumer is cancelled with the reason (a native or
-    /// embedded consumer gets it; AMQP's basic.cancel carries none), rather than given
-    /// the records after it as if that one had not existed. It has had every record
-    /// before it; a new consumer can start past it.
-    fn stream_damaged(&mut self, id: u64, offset: u64, e: &crate::storage::StorageError) {
+    /// the first read of a frame that recovery trusted unread), or which cannot be
+    /// found after a damaged one: the broker log says what and where, and the consumer
+    /// is cancelled with the reason (a native or embedded consumer gets it; AMQP's
+    /// basic.cancel carries none), rather than given the records after it as if that
+    /// one had not existed. It has had every record before it; the reason says from
+    /// which offset a new consumer reads on.
+    fn stream_damaged(&mut self, id: u64, damage: &crate::broker::stream::Damage) {
+        let (offset, e) = (damage.offset, &damage.error);
         let q = self.name.clone();
         let s = self.stream();
         let Some(c) = s.consumers().iter().find(|c| c.id == id) else {
@@ -264,11 +266,23 @@ impl QueueActor {
             crate::storage::StorageError::Corrupt { reason, .. } => reason.clone(),
             other => other.to_string(),
         };
-        let reason = BrokerError::internal(format!(
-            "record {offset} of stream '{q}' is damaged on disk and cannot be delivered ({what}); \
-             x-stream-offset = {} reads on after it",
-            offset + 1
-        ));
+        let reason = BrokerError::internal(match damage.resume {
+            Some(resume) if resume == offset + 1 => format!(
+                "record {offset} of stream '{q}' is damaged on disk and cannot be delivered \
+                 ({what}); x-stream-offset = {resume} reads on after it"
+            ),
+            Some(resume) => format!(
+                "records {offset}..{} of stream '{q}' are damaged on disk or cannot be found \
+                 and cannot be delivered ({what}); x-stream-offset = {resume} reads on after \
+                 them",
+                resume - 1
+            ),
+            None => format!(
+                "record {offset} of stream '{q}' is damaged on disk and cannot be delivered \
+                 ({what}); no later record of its segment could be found: a later \
+                 x-stream-offset may read on"
+            ),
+        });
         if let Some(r) = &c.handle.cancelled {
             r.do_send(ConsumerCancelled {
                 consumer_tag: tag.clone(),
