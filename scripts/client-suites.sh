@@ -48,7 +48,9 @@ start_broker() { # dir [AMQP bind address, default 127.0.0.1:0]
   ) &
   echo $! >"$dir/pid"
   for _ in $(seq 1 300); do
-    if grep -q '^actormq AMQP listening on ' "$dir/out" 2>/dev/null; then
+    # `actormq listening on` (the native port) is printed last, after the AMQP and
+    # management lines.
+    if grep -q '^actormq listening on ' "$dir/out" 2>/dev/null; then
       grep '^actormq AMQP listening on ' "$dir/out" | awk '{print $NF}'
       return 0
     fi
@@ -59,7 +61,18 @@ start_broker() { # dir [AMQP bind address, default 127.0.0.1:0]
   return 1
 }
 
-stop_broker() { kill "$(cat "$1/pid")" 2>/dev/null || true; }
+# Stops the broker of directory $1 and waits (up to 30 s) until it is gone, so that the
+# next suite can take its port.
+stop_broker() {
+  local pid
+  pid="$(cat "$1/pid")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
 
 record() { # name passed failed [note]
   summary+=("$1: $2 passed, $3 failed${4:+ ($4)}")
@@ -133,9 +146,9 @@ run_pytest_suite() { # name sdist-dir
   set -e
   local line pass fail err
   line="$(tail -n 1 "$log")"
-  pass=$(echo "$line" | grep -o '[0-9]* passed' | cut -d' ' -f1)
-  fail=$(echo "$line" | grep -o '[0-9]* failed' | cut -d' ' -f1)
-  err=$(echo "$line" | grep -o '[0-9]* error' | cut -d' ' -f1)
+  pass=$(echo "$line" | grep -o '[0-9]* passed' | cut -d' ' -f1 || true)
+  fail=$(echo "$line" | grep -o '[0-9]* failed' | cut -d' ' -f1 || true)
+  err=$(echo "$line" | grep -o '[0-9]* error' | cut -d' ' -f1 || true)
   record "$name" "${pass:-0}" "$((${fail:-0} + ${err:-0}))" "$line"
   grep -E '^(FAILED|ERROR) ' "$log" || true
 }
@@ -192,8 +205,8 @@ run_java() {
   set -e
   stop_broker "$work/java-broker"
   local pass fail
-  pass=$(grep -o '[0-9]* passed' "$log" | cut -d' ' -f1)
-  fail=$(grep -o '[0-9]* failed,\{0,1\}' "$log" | tail -n 1 | grep -o '[0-9]*')
+  pass=$(grep -o '[0-9]* passed' "$log" | cut -d' ' -f1 || true)
+  fail=$(grep -o '[0-9]* failed,\{0,1\}' "$log" | tail -n 1 | grep -o '[0-9]*' || true)
   record java "${pass:-0}" "${fail:-1}"
   grep 'failed:' "$log" || true
 }
@@ -231,7 +244,7 @@ run_amqplib() {
   fail=$(grep -o '[0-9]* failing' "$log" | cut -d' ' -f1 || true)
   if [ -z "$pass" ]; then fail=1; fi
   record amqplib "${pass:-0}" "${fail:-0}"
-  [ "${fail:-0}" -eq 0 ] || sed -n '/failing/,$p' "$log" | head -n 60
+  [ "${fail:-0}" -eq 0 ] || sed -n '/failing/,+60p' "$log"
 }
 
 run_amqpstorm() {
@@ -255,7 +268,7 @@ run_amqpstorm() {
     return
   fi
   local http
-  http="$(grep '^actormq management API on ' "$work/amqpstorm-broker/out" | awk '{print $NF}')"
+  http="$(grep '^actormq management API on ' "$work/amqpstorm-broker/out" | awk '{print $NF}' || true)"
   set +e
   # Not applicable: test_api_cluster_name asserts the name of the suite's own RabbitMQ
   # host; test_api_with_inaccessible expects a fixed private address to be unreachable.
@@ -283,8 +296,11 @@ run_lapin() {
   # for actormq's dev-dependencies; it builds in its own target directory (minutes).
   local version src dir="$work/lapin" log="$work/lapin.log"
   version="$(cd "$root" && cargo metadata --format-version 1 --locked 2>/dev/null |
-    python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "lapin"))')"
-  src="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d -name "lapin-$version" | head -n 1)"
+    python3 -c 'import json,sys; print(next((p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "lapin"), ""))' || true)"
+  src=""
+  if [ -n "$version" ]; then
+    src="$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d -name "lapin-$version" 2>/dev/null | head -n 1 || true)"
+  fi
   if [ -z "$src" ]; then
     record lapin 0 1 "lapin $version's source is not in cargo's registry (cargo fetch first)"
     return
@@ -301,8 +317,8 @@ run_lapin() {
   set -e
   stop_broker "$work/lapin-broker"
   local pass fail
-  pass=$(grep '^test result' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}')
-  fail=$(grep '^test result' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}')
+  pass=$(grep -h '^test result' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}' || true)
+  fail=$(grep -h '^test result' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}' || true)
   if [ "$pass" -eq 0 ]; then fail=1; fi
   record "lapin $version" "$pass" "$fail"
   grep -E '^test .* FAILED|^error' "$log" || true

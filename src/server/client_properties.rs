@@ -15,6 +15,10 @@ pub const BUDGET: usize = 4096;
 /// Nesting kept (`capabilities` is one level down).
 pub const MAX_DEPTH: usize = 4;
 
+/// What every value costs against the budget besides its text, whatever its kind: an
+/// empty string, byte string, table or array is still an entry kept.
+const VALUE_COST: usize = 8;
+
 /// `table` within [`BUDGET`] and [`MAX_DEPTH`]: entries past the budget are left out;
 /// a string that does not fit is clipped to what is left; byte strings are kept as
 /// their length only.
@@ -50,9 +54,10 @@ fn bounded_table(table: &FieldTable, left: &mut usize, depth: usize) -> FieldTab
 }
 
 fn bounded_value(v: &FieldValue, left: &mut usize, depth: usize) -> Option<FieldValue> {
-    if *left == 0 {
+    if *left < VALUE_COST {
         return None;
     }
+    *left -= VALUE_COST;
     Some(match v {
         FieldValue::Str(s) => {
             let mut end = s.len().min(*left);
@@ -78,10 +83,7 @@ fn bounded_value(v: &FieldValue, left: &mut usize, depth: usize) -> Option<Field
         FieldValue::Table(_) | FieldValue::Array(_) => FieldValue::Void,
         FieldValue::Bytes(b) => FieldValue::Int(b.len() as i64),
         FieldValue::Typed(TypedValue::BinaryStr(b)) => FieldValue::Int(b.len() as i64),
-        other => {
-            *left = left.saturating_sub(8);
-            other.clone()
-        }
+        other => other.clone(),
     })
 }
 
@@ -182,5 +184,22 @@ mod tests {
         }
         assert_eq!(*v, FieldValue::Void);
         assert!(levels < MAX_DEPTH, "{levels}");
+    }
+
+    #[test]
+    fn values_without_text_still_count_against_the_budget() {
+        let empty = FieldValue::Bytes(bytes::Bytes::new());
+        let many = FieldValue::Array(vec![empty; 26_000]);
+        let kept = bounded(&table(&[("a", many)]));
+        let FieldValue::Array(a) = &kept["a"] else {
+            panic!("{kept:?}");
+        };
+        assert!(a.len() <= BUDGET / VALUE_COST, "{}", a.len());
+        let tables = FieldValue::Array(vec![FieldValue::Table(FieldTable::new()); 26_000]);
+        let kept = bounded(&table(&[("t", tables)]));
+        let FieldValue::Array(a) = &kept["t"] else {
+            panic!("{kept:?}");
+        };
+        assert!(a.len() <= BUDGET / VALUE_COST, "{}", a.len());
     }
 }

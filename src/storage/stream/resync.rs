@@ -22,6 +22,10 @@ use super::index_file::{self, SealedIndex};
 use crate::storage::disk::frame::{self, FrameAt};
 use std::path::Path;
 
+/// Bytes the search for the next frame may checksum, in all, before it gives up and
+/// goes on at the next index entry (the records between are then reported unreadable).
+const SEARCH_BUDGET: usize = 64 << 20;
+
 /// How a reader found where to go on after a damaged record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum How {
@@ -147,9 +151,18 @@ pub fn after_damage(
     let needle = want.to_le_bytes();
     // A record's frame is at least a header and the record's own 20-byte header.
     let last = (to + 1).saturating_sub(frame::FRAME_HEADER + 20);
+    // Candidates are checked within the bytes up to the entry only (a length past it
+    // fails before any checksum), and at most SEARCH_BUDGET bytes are checksummed in
+    // all: a body crafted full of the wanted offset makes a candidate every 8 bytes.
+    let bounded = &map[..to];
+    let mut budget = SEARCH_BUDGET;
     let found = (pos + 1..last).find(|&q| {
         let at = q + frame::FRAME_HEADER;
-        map[at..at + 8] == needle && leads_to(map, q, want, to, to_offset)
+        if map[at..at + 8] != needle || budget == 0 {
+            return false;
+        }
+        budget = budget.saturating_sub(to - q);
+        leads_to(bounded, q, want, to, to_offset)
     });
     Some(match found {
         Some(q) => Resume {
