@@ -292,3 +292,47 @@ async fn appends_after_a_truncation_go_to_the_rewritten_segment_not_the_one_kept
     assert_eq!(reopened.lock().entries[&last], publish(last, 2));
     assert_eq!(reopened.lock().entries[&(last + 1)], publish(last + 1, 3));
 }
+
+#[tokio::test]
+async fn a_log_sharing_its_encodings_writes_the_same_records() {
+    let entries = [publish(1, 1), publish(2, 0), publish(3, 3)];
+    let expected: Vec<u8> = entries.iter().flat_map(record_before).collect();
+    // A leader's log (a peer to replicate to): it keeps what it encodes.
+    let dir = tempfile::tempdir().unwrap();
+    let kept = Arc::new(Encoded::new());
+    kept.peer_added(2);
+    let leader = LogStore::<QueueTypes>::open(dir.path())
+        .unwrap()
+        .with_encoded(kept.clone());
+    let sizes = leader.append_file(&entries[..2]).unwrap();
+    assert_eq!(
+        sizes,
+        [
+            record_before(&entries[0]).len(),
+            record_before(&entries[1]).len()
+        ]
+    );
+    leader.append_file(&entries[2..]).unwrap();
+    assert_eq!(std::fs::read(segment(dir.path(), 1)).unwrap(), expected);
+    for e in &entries {
+        assert_eq!(kept.get(&e.log_id).unwrap(), rmp_serde::to_vec(e).unwrap());
+    }
+    // A follower's log: it writes the entries from the bytes they came in, and keeps
+    // nothing of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let received = Arc::new(Encoded::new());
+    for e in &entries {
+        received.keep(e.log_id, rmp_serde::to_vec(e).unwrap().into());
+    }
+    let follower = LogStore::<QueueTypes>::open(dir.path())
+        .unwrap()
+        .with_encoded(received.clone());
+    follower.append_file(&entries).unwrap();
+    assert_eq!(std::fs::read(segment(dir.path(), 1)).unwrap(), expected);
+    assert_eq!(received.counts().received, 3);
+    received.forget(&entries.iter().map(|e| e.log_id).collect::<Vec<_>>());
+    follower.append_file(&[publish(4, 1)]).unwrap();
+    assert_eq!(received.kept(), Vec::<u64>::new(), "no peer: nothing kept");
+    let reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    assert_eq!(indexes(&reopened), [1, 2, 3, 4]);
+}
