@@ -8,6 +8,8 @@
 //! it). `purged`: the last purged log id (entries at or before it are ignored when
 //! read back). `vote`: the last vote (temporary file, fsync, rename). Entries are also
 //! kept in memory: reads (replication to followers) must be fast.
+//! A quorum queue's log shares its records' bodies with the cluster's append frames
+//! ([`encoded`]): each entry is encoded once per member, not once more per follower.
 //!
 //! A read for replication returns at most [`MAX_APPEND_BYTES`] of records (at least
 //! one entry): a new leader probes a follower's log by sending half of its own, and a
@@ -208,7 +210,9 @@ struct Inner<C: Logged> {
     vote: Option<Vote<NodeId>>,
 }
 
+pub mod encoded;
 mod segments;
+pub use encoded::Encoded;
 
 /// The on-disk log (cheap to clone: readers share it).
 pub struct LogStore<C: Logged = TypeConfig> {
@@ -218,6 +222,11 @@ pub struct LogStore<C: Logged = TypeConfig> {
     files: Arc<Mutex<segments::Files>>,
     /// When set, writes skip a directory that was removed (a deleted queue's group).
     guard: Option<Arc<DirGuard>>,
+    /// When set, entries' encodings shared with the cluster's frames (a quorum
+    /// queue's group): see [`encoded`].
+    encoded: Option<Arc<Encoded>>,
+    /// The size of the last append that kept its encodings, for the next one's buffer.
+    last_append: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl<C: Logged> Clone for LogStore<C> {
@@ -227,6 +236,8 @@ impl<C: Logged> Clone for LogStore<C> {
             inner: self.inner.clone(),
             files: self.files.clone(),
             guard: self.guard.clone(),
+            encoded: self.encoded.clone(),
+            last_append: self.last_append.clone(),
         }
     }
 }
@@ -280,12 +291,22 @@ where
             inner: Arc::new(Mutex::new(inner)),
             files: Arc::new(Mutex::new(files)),
             guard: None,
+            encoded: None,
+            last_append: Default::default(),
         })
     }
 
     /// This log with its writes serialized with `guard`'s removal of its directory.
     pub fn guarded(mut self, guard: Arc<DirGuard>) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    /// This log writing the encodings `encoded` holds for its entries as their records'
+    /// bodies (a follower's entries as received), and keeping there those it encodes
+    /// while it replicates to peers (a leader's).
+    pub fn with_encoded(mut self, encoded: Arc<Encoded>) -> Self {
+        self.encoded = Some(encoded);
         self
     }
 
@@ -326,13 +347,16 @@ where
         let Some(first) = entries.first() else {
             return Ok(Vec::new());
         };
+        if let Some(encoded) = self.encoded.as_ref().filter(|e| e.wanted()) {
+            return self.append_kept(encoded, entries, first.log_id.index);
+        }
         SCRATCH.with(|scratch| {
             let mut bytes = scratch.borrow_mut();
             bytes.clear();
             let mut sizes = Vec::with_capacity(entries.len());
             let written = entries
                 .iter()
-                .try_for_each(|e| put_record(&mut bytes, e).map(|n| sizes.push(n)))
+                .try_for_each(|e| self.put_entry(&mut bytes, e).map(|(n, _)| sizes.push(n)))
                 .and_then(|()| self.files().append(first.log_id.index, &bytes));
             bytes.clear();
             if bytes.capacity() > SCRATCH_KEPT {
@@ -438,6 +462,9 @@ where
         let mut inner = self.lock();
         let _ = inner.entries.split_off(&log_id.index);
         let _ = inner.sizes.split_off(&log_id.index);
+        if let Some(e) = &self.encoded {
+            e.forget_from(log_id.index);
+        }
         self.write(|| self.truncate_files(&inner, log_id.index))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }

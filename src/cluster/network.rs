@@ -3,7 +3,7 @@
 //! network on top of it. Connections are opened by the [`Transport`] (TLS and the
 //! secret's proof), so nothing here sends a frame to an unproven peer.
 
-use super::rpc::{read_frame, write_frame, Reply, Rpc};
+use super::rpc::{encode_frame, read_frame, write_encoded, Reply, Rpc};
 use super::transport::{Conn, Transport};
 use super::types::{NodeId, TypeConfig};
 use openraft::error::{
@@ -43,6 +43,16 @@ impl Link {
     /// starting, must not hold a heartbeat longer than its time to live). Any failure
     /// drops the connection: the next call opens a new one.
     pub async fn call(&self, rpc: &Rpc, timeout: Duration) -> std::io::Result<Reply> {
+        self.call_frame(|id| encode_frame(id, rpc), timeout).await
+    }
+
+    /// [`Self::call`] with the request's frame made by `frame` from its request id (a
+    /// quorum queue's append, from entries already encoded: `quorum::append_frame`).
+    pub async fn call_frame(
+        &self,
+        frame: impl FnOnce(u64) -> std::io::Result<Vec<u8>>,
+        timeout: Duration,
+    ) -> std::io::Result<Reply> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
@@ -62,9 +72,12 @@ impl Link {
             *conn = Some(stream);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        // Encoded before anything is sent: a request that cannot be encoded leaves
+        // the connection as it was.
+        let frame = frame(id)?;
         let stream = conn.as_mut().expect("connected above");
         let exchange = async {
-            write_frame(stream, id, rpc).await?;
+            write_encoded(stream, &frame).await?;
             loop {
                 match read_frame::<_, Reply>(stream).await? {
                     Some((got, reply)) if got == id => return Ok(reply),

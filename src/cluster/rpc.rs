@@ -179,12 +179,29 @@ where
     W: tokio::io::AsyncWrite + Unpin,
     T: Serialize,
 {
+    write_encoded(w, &encode_frame(id, value)?).await
+}
+
+/// One frame, `(id, value)`, as [`write_frame`] writes it (its length first).
+pub fn encode_frame<T: Serialize + ?Sized>(id: u64, value: &T) -> std::io::Result<Vec<u8>> {
+    frame_with(0, |out| {
+        rmp_serde::encode::write(out, &(id, value))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+    })
+}
+
+/// A frame whose body `encode` writes (MessagePack, the frame's `(id, value)`), with
+/// room for `capacity` bytes of it to start with.
+pub fn frame_with(
+    capacity: usize,
+    encode: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<Vec<u8>> {
     // Encoded in place behind its length, filled in afterwards: a quorum queue's
     // append carries up to a megabyte of message bodies, which encoding into a vector
     // of its own and then copying into the frame copied twice more.
-    let mut frame = vec![0u8; 4];
-    rmp_serde::encode::write(&mut frame, &(id, value))
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut frame = Vec::with_capacity(4 + capacity);
+    frame.extend_from_slice(&[0u8; 4]);
+    encode(&mut frame)?;
     let len = frame.len() - 4;
     if len > MAX_FRAME {
         return Err(std::io::Error::new(
@@ -193,7 +210,15 @@ where
         ));
     }
     frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    w.write_all(&frame).await?;
+    Ok(frame)
+}
+
+/// Writes a frame made by [`encode_frame`] or [`frame_with`].
+pub async fn write_encoded<W>(w: &mut W, frame: &[u8]) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    w.write_all(frame).await?;
     w.flush().await
 }
 
@@ -202,6 +227,19 @@ pub async fn read_frame<R, T>(r: &mut R) -> std::io::Result<Option<(u64, T)>>
 where
     R: tokio::io::AsyncRead + Unpin,
     T: DeserializeOwned,
+{
+    match read_frame_body(r).await? {
+        Some(body) => decode_frame(&body).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads one frame's body (after its length), not decoded: a quorum queue's follower
+/// keeps the bytes of the entries it receives for its log (see
+/// `quorum::append_frame`). `None` at a clean end of the stream.
+pub async fn read_frame_body<R>(r: &mut R) -> std::io::Result<Option<Vec<u8>>>
+where
+    R: tokio::io::AsyncRead + Unpin,
 {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -218,7 +256,12 @@ where
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
-    rmp_serde::from_slice(&body).map(Some).map_err(|e| {
+    Ok(Some(body))
+}
+
+/// Decodes a frame's body read by [`read_frame_body`]: `(id, value)`.
+pub fn decode_frame<T: DeserializeOwned>(body: &[u8]) -> std::io::Result<(u64, T)> {
+    rmp_serde::from_slice(body).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("bad cluster frame: {e}"),

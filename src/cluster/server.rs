@@ -4,7 +4,7 @@
 //! the transport has taken it through TLS and the secret's proof.
 
 use super::node::Core;
-use super::rpc::{read_frame, write_frame, Reply, Rpc};
+use super::rpc::{decode_frame, read_frame_body, write_frame, Reply, Rpc};
 use super::transport::Conn;
 use openraft::Snapshot;
 use std::sync::Arc;
@@ -34,7 +34,11 @@ pub(super) async fn serve(listener: TcpListener, core: Arc<Core>) {
 }
 
 async fn connection(mut stream: Conn, core: Arc<Core>) -> std::io::Result<()> {
-    while let Some((id, rpc)) = read_frame::<_, Rpc>(&mut stream).await? {
+    while let Some(body) = read_frame_body(&mut stream).await? {
+        // Kept beside what it decodes to: a quorum queue's follower writes the entries
+        // of an append to its log from these bytes.
+        let body = bytes::Bytes::from(body);
+        let (id, rpc) = decode_frame::<Rpc>(&body)?;
         if let Rpc::ConsumeSession(open) = rpc {
             // The connection is the session's from now on.
             let here = super::quorum::session_leader::Here {
@@ -44,13 +48,13 @@ async fn connection(mut stream: Conn, core: Arc<Core>) -> std::io::Result<()> {
             };
             return super::quorum::session_leader::serve(stream, id, open, here).await;
         }
-        let reply = answer(&core, rpc).await;
+        let reply = answer(&core, rpc, &body).await;
         write_frame(&mut stream, id, &reply).await?;
     }
     Ok(())
 }
 
-async fn answer(core: &Arc<Core>, rpc: Rpc) -> Reply {
+async fn answer(core: &Arc<Core>, rpc: Rpc, frame: &bytes::Bytes) -> Reply {
     let raft = core.raft();
     match rpc {
         Rpc::Append(r) => Reply::Append(raft.append_entries(r).await.map_err(|e| e.to_string())),
@@ -78,7 +82,9 @@ async fn answer(core: &Arc<Core>, rpc: Rpc) -> Reply {
         Rpc::AddNode { id, addr } => Reply::Membership(core.add_node(id, addr).await),
         Rpc::RemoveNode { id } => Reply::Membership(core.remove_node(id).await),
         Rpc::ChangeGroups(c) => Reply::Groups(core.change_groups(c).await),
-        Rpc::Group { group, rpc } => Reply::Group(core.groups.answer(group, rpc).await),
+        Rpc::Group { group, rpc } => {
+            Reply::Group(core.groups.answer_frame(group, rpc, Some(frame)).await)
+        }
         Rpc::GroupWrite { group, command } => {
             Reply::GroupWrite(core.groups.write(group, command).await)
         }

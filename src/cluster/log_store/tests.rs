@@ -256,3 +256,83 @@ fn a_snapshot_written_through_the_buffer_is_the_encoded_value() {
     );
     assert!(!path.with_extension("tmp").exists());
 }
+
+/// Appends `entries` to the files and to the log in memory, as `append` does.
+fn append_all(store: &LogStore<QueueTypes>, entries: &[Entry<QueueTypes>]) {
+    let sizes = store.append_file(entries).unwrap();
+    let mut inner = store.lock();
+    for (e, n) in entries.iter().zip(sizes) {
+        inner.sizes.insert(e.log_id.index, n);
+        inner.entries.insert(e.log_id.index, e.clone());
+    }
+}
+
+#[tokio::test]
+async fn appends_after_a_truncation_go_to_the_rewritten_segment_not_the_one_kept_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    for i in 1..=40 {
+        append_all(&store, &[publish(i, 16)]);
+    }
+    let last = *store.files().firsts().last().unwrap();
+    assert!(last < 40, "segments: {:?}", store.files().firsts());
+    assert_eq!(store.files().open_segment(), Some(last), "kept open");
+    // The last segment rewritten without 40; then a new leader's 40 appended.
+    store.truncate(log_id(40)).await.unwrap();
+    append_all(&store, &[publish(40, 1)]);
+    let reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    assert_eq!(indexes(&reopened), (1..=40).collect::<Vec<_>>());
+    assert_eq!(reopened.lock().entries[&40], publish(40, 1));
+    // The last segment removed, the one before rewritten, and appended after.
+    store.truncate(log_id(last)).await.unwrap();
+    append_all(&store, &[publish(last, 2)]);
+    append_all(&store, &[publish(last + 1, 3)]);
+    let reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    assert_eq!(indexes(&reopened), (1..=last + 1).collect::<Vec<_>>());
+    assert_eq!(reopened.lock().entries[&last], publish(last, 2));
+    assert_eq!(reopened.lock().entries[&(last + 1)], publish(last + 1, 3));
+}
+
+#[tokio::test]
+async fn a_log_sharing_its_encodings_writes_the_same_records() {
+    let entries = [publish(1, 1), publish(2, 0), publish(3, 3)];
+    let expected: Vec<u8> = entries.iter().flat_map(record_before).collect();
+    // A leader's log (a peer to replicate to): it keeps what it encodes.
+    let dir = tempfile::tempdir().unwrap();
+    let kept = Arc::new(Encoded::new());
+    kept.peer_added(2);
+    let leader = LogStore::<QueueTypes>::open(dir.path())
+        .unwrap()
+        .with_encoded(kept.clone());
+    let sizes = leader.append_file(&entries[..2]).unwrap();
+    assert_eq!(
+        sizes,
+        [
+            record_before(&entries[0]).len(),
+            record_before(&entries[1]).len()
+        ]
+    );
+    leader.append_file(&entries[2..]).unwrap();
+    assert_eq!(std::fs::read(segment(dir.path(), 1)).unwrap(), expected);
+    for e in &entries {
+        assert_eq!(kept.get(&e.log_id).unwrap(), rmp_serde::to_vec(e).unwrap());
+    }
+    // A follower's log: it writes the entries from the bytes they came in, and keeps
+    // nothing of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let received = Arc::new(Encoded::new());
+    for e in &entries {
+        received.keep(e.log_id, rmp_serde::to_vec(e).unwrap().into());
+    }
+    let follower = LogStore::<QueueTypes>::open(dir.path())
+        .unwrap()
+        .with_encoded(received.clone());
+    follower.append_file(&entries).unwrap();
+    assert_eq!(std::fs::read(segment(dir.path(), 1)).unwrap(), expected);
+    assert_eq!(received.counts().received, 3);
+    received.forget(&entries.iter().map(|e| e.log_id).collect::<Vec<_>>());
+    follower.append_file(&[publish(4, 1)]).unwrap();
+    assert_eq!(received.kept(), Vec::<u64>::new(), "no peer: nothing kept");
+    let reopened: LogStore<QueueTypes> = LogStore::open(dir.path()).unwrap();
+    assert_eq!(indexes(&reopened), [1, 2, 3, 4]);
+}

@@ -14,7 +14,7 @@ use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
 use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
 use super::publisher::{MemberAddrs, Publisher};
 use super::wire::{GroupId, GroupNetwork, Groups};
-use crate::cluster::log_store::{DirGuard, LogStore};
+use crate::cluster::log_store::{DirGuard, Encoded, LogStore};
 use crate::cluster::NodeId;
 use crate::error::BrokerError;
 use crate::message::{FieldTable, FieldValue};
@@ -164,9 +164,13 @@ impl Members {
         // The log and the snapshot write through one guard, which the delete removes
         // the directory with (`stop`).
         let guard = Arc::new(DirGuard::default());
+        // Each entry encoded once on this node: the log's records, the appends to the
+        // followers and a follower's records share the bytes (log_store/encoded.rs).
+        let encoded = Arc::new(Encoded::new());
         let log: LogStore<QueueTypes> = LogStore::open(&self.dir_of(info.id))
             .map_err(|e| failed("cannot open its log", &e))?
-            .guarded(guard.clone());
+            .guarded(guard.clone())
+            .with_encoded(encoded.clone());
         let sm = GroupStateMachine::open(info.limits.clone(), &self.dir_of(info.id))
             .map_err(|e| failed("cannot read its snapshot", &e))?
             .guarded(guard);
@@ -177,13 +181,14 @@ impl Members {
         let network = GroupNetwork {
             group: info.id,
             transport: self.groups.transport(),
+            encoded: Some(encoded.clone()),
         };
         let raft = Raft::new(self.id, self.config.clone(), network, log, sm.clone())
             .await
             .map_err(|e| failed("cannot start raft", &e))?;
         let fresh = !raft.is_initialized().await.unwrap_or(true);
         self.machines().insert(info.id, sm);
-        self.groups.insert(info.id, raft.clone());
+        self.groups.insert_encoded(info.id, raft.clone(), encoded);
         // The snapshot trigger holds no Raft handle between snapshots: it looks the
         // member up each time (so it starts once the member is listed), and ends with
         // the state machine or the member.

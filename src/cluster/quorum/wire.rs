@@ -9,6 +9,7 @@
 //! request API (one link per peer and group).
 
 use super::group::{GroupSnapshot, QueueTypes};
+use crate::cluster::log_store::Encoded;
 use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
 use crate::cluster::transport::Transport;
@@ -79,8 +80,16 @@ pub enum GroupWriteError {
 /// The groups this node is a member of, and the transport their traffic to peers
 /// goes through (the cluster port's TLS and secret).
 pub struct Groups {
-    rafts: Mutex<HashMap<GroupId, Raft<QueueTypes>>>,
+    rafts: Mutex<HashMap<GroupId, Member>>,
     transport: Arc<Transport>,
+}
+
+/// This node's member of a group: its Raft, and the encoded entries its log shares
+/// with the cluster's frames (see `log_store/encoded.rs`).
+#[derive(Clone)]
+struct Member {
+    raft: Raft<QueueTypes>,
+    encoded: Option<Arc<Encoded>>,
 }
 
 impl Groups {
@@ -97,18 +106,31 @@ impl Groups {
         self.transport.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Raft<QueueTypes>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GroupId, Member>> {
         self.rafts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `raft` as this node's member of `group`.
     pub fn insert(&self, group: GroupId, raft: Raft<QueueTypes>) {
-        self.lock().insert(group, raft);
+        self.lock().insert(
+            group,
+            Member {
+                raft,
+                encoded: None,
+            },
+        );
+    }
+
+    /// Runs `raft` as this node's member of `group`, its log writing the entries it
+    /// receives from the bytes they came in (kept in `encoded` while it appends them).
+    pub fn insert_encoded(&self, group: GroupId, raft: Raft<QueueTypes>, encoded: Arc<Encoded>) {
+        let encoded = Some(encoded);
+        self.lock().insert(group, Member { raft, encoded });
     }
 
     /// Stops answering for `group`; answers its Raft (to shut down).
     pub fn remove(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
-        self.lock().remove(&group)
+        self.lock().remove(&group).map(|m| m.raft)
     }
 
     /// The groups this node runs a member of, by id.
@@ -120,7 +142,7 @@ impl Groups {
 
     /// This node's member of `group`.
     pub fn get(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
-        self.lock().get(&group).cloned()
+        self.lock().get(&group).map(|m| m.raft.clone())
     }
 
     /// Writes `command` to `group` if this node's member leads it (a publish forwarded
@@ -164,15 +186,37 @@ impl Groups {
         }
     }
 
-    /// Answers one request for `group` (the cluster port's listener calls this).
+    /// Answers one request for `group`.
     pub async fn answer(&self, group: GroupId, rpc: GroupRpc) -> GroupReply {
-        let Some(raft) = self.get(group) else {
+        self.answer_frame(group, rpc, None).await
+    }
+
+    /// Answers one request for `group` decoded from `frame` (the frame's body): the
+    /// cluster port's listener calls this. An append's entries are written to the log
+    /// from the bytes they were decoded from.
+    pub async fn answer_frame(
+        &self,
+        group: GroupId,
+        rpc: GroupRpc,
+        frame: Option<&bytes::Bytes>,
+    ) -> GroupReply {
+        let Some(Member { raft, encoded }) = self.lock().get(&group).cloned() else {
             return GroupReply::NoGroup(group);
         };
         let text = |e: &dyn std::fmt::Display| e.to_string();
         match rpc {
             GroupRpc::Append(r) => {
-                GroupReply::Append(raft.append_entries(r).await.map_err(|e| text(&e)))
+                let kept = match (&encoded, frame) {
+                    (Some(encoded), Some(frame)) if !r.entries.is_empty() => {
+                        received(encoded, &r, frame)
+                    }
+                    _ => Vec::new(),
+                };
+                let answer = raft.append_entries(r).await.map_err(|e| text(&e));
+                if let Some(encoded) = encoded.filter(|_| !kept.is_empty()) {
+                    encoded.forget(&kept);
+                }
+                GroupReply::Append(answer)
             }
             GroupRpc::Vote(r) => GroupReply::Vote(raft.vote(r).await.map_err(|e| text(&e))),
             GroupRpc::Snapshot { vote, meta, data } => {
@@ -190,27 +234,68 @@ impl Groups {
     }
 }
 
+/// Keeps the bytes of the entries of the append `r`, decoded from `frame`, in
+/// `encoded` (for the log to write them as they came); answers their log ids, to
+/// forget them once appended. Nothing is kept when the frame is not in the form
+/// expected (the log encodes the entries again then).
+fn received(
+    encoded: &Encoded,
+    r: &AppendEntriesRequest<QueueTypes>,
+    frame: &bytes::Bytes,
+) -> Vec<openraft::LogId<NodeId>> {
+    match super::append_frame::entries(frame) {
+        Some(at) if at.len() == r.entries.len() => {
+            for (e, range) in r.entries.iter().zip(at) {
+                encoded.keep(e.log_id, frame.slice(range));
+            }
+            r.entries.iter().map(|e| e.log_id).collect()
+        }
+        _ => {
+            tracing::debug!("quorum group append: its entries' bytes not found in the frame");
+            Vec::new()
+        }
+    }
+}
+
 /// openraft's network for one group: a `Link` to each peer's cluster port.
 pub struct GroupNetwork {
     /// The group.
     pub group: GroupId,
     /// How links to peers are opened (the node's cluster transport).
     pub transport: Arc<Transport>,
+    /// The entries the member's log keeps encoded, copied into appends instead of
+    /// encoded once per follower (`None`: each append encoded whole).
+    pub encoded: Option<Arc<Encoded>>,
 }
 
 /// openraft's client for one peer of one group.
 pub struct GroupPeer {
     group: GroupId,
     link: Link,
+    target: NodeId,
+    encoded: Option<Arc<Encoded>>,
 }
 
 impl RaftNetworkFactory<QueueTypes> for GroupNetwork {
     type Network = GroupPeer;
 
-    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> GroupPeer {
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GroupPeer {
+        if let Some(e) = &self.encoded {
+            e.peer_added(target);
+        }
         GroupPeer {
             group: self.group,
             link: Link::new(&node.addr, self.transport.clone()),
+            target,
+            encoded: self.encoded.clone(),
+        }
+    }
+}
+
+impl Drop for GroupPeer {
+    fn drop(&mut self) {
+        if let Some(e) = &self.encoded {
+            e.peer_dropped(self.target);
         }
     }
 }
@@ -232,7 +317,22 @@ impl GroupPeer {
             group: self.group,
             rpc,
         };
-        match self.link.call(&rpc, option.hard_ttl()).await {
+        Self::reply(self.link.call(&rpc, option.hard_ttl()).await)
+    }
+
+    /// Sends the append `rpc`, its entries copied from their encodings where kept.
+    async fn append(
+        &self,
+        rpc: &AppendEntriesRequest<QueueTypes>,
+        option: &RPCOption,
+    ) -> Result<GroupReply, Unreachable> {
+        let encoded = self.encoded.as_deref();
+        let frame = |id| super::append_frame::encode(id, self.group, rpc, encoded);
+        Self::reply(self.link.call_frame(frame, option.hard_ttl()).await)
+    }
+
+    fn reply(reply: std::io::Result<Reply>) -> Result<GroupReply, Unreachable> {
+        match reply {
             Ok(Reply::Group(GroupReply::NoGroup(g))) => {
                 Err(unreachable(format!("the peer runs no member of group {g}")))
             }
@@ -249,7 +349,28 @@ impl RaftNetwork<QueueTypes> for GroupPeer {
         rpc: AppendEntriesRequest<QueueTypes>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self.call(GroupRpc::Append(rpc), &option).await {
+        let reply = self.append(&rpc, &option).await;
+        if let Some(encoded) = &self.encoded {
+            // What the peer holds now, for the encodings it no longer needs.
+            let holds = match &reply {
+                Ok(GroupReply::Append(Ok(AppendEntriesResponse::Success))) => rpc
+                    .entries
+                    .last()
+                    .map(|e| e.log_id)
+                    .or(rpc.prev_log_id)
+                    .map(|l| l.index),
+                Ok(GroupReply::Append(Ok(AppendEntriesResponse::PartialSuccess(m)))) => {
+                    m.map(|l| l.index)
+                }
+                _ => None,
+            };
+            encoded.sent(
+                self.target,
+                holds,
+                matches!(reply, Ok(GroupReply::Append(Ok(_)))),
+            );
+        }
+        match reply {
             Ok(GroupReply::Append(Ok(r))) => Ok(r),
             Ok(other) => Err(RPCError::Network(network(format!("{other:?}")))),
             Err(e) => Err(RPCError::Unreachable(e)),

@@ -5,11 +5,11 @@
 //! delivered and nobody acked.
 
 use super::*;
-use crate::cluster::log_store::LogStore;
+use crate::cluster::log_store::{Encoded, LogStore};
 use crate::cluster::quorum::group::tests::config;
 use crate::cluster::quorum::group::{GroupStateMachine, StoredMessage};
 use crate::cluster::quorum::machine::{Command, ConsumerKey, Limits, Settle};
-use crate::cluster::rpc::{read_frame, write_frame};
+use crate::cluster::rpc::{decode_frame, read_frame_body, write_frame};
 use crate::cluster::transport::Transport;
 use crate::message::Message;
 use std::collections::BTreeMap;
@@ -21,6 +21,8 @@ struct Node {
     addr: String,
     groups: Arc<Groups>,
     machines: BTreeMap<GroupId, GroupStateMachine>,
+    /// Each member's encoded entries, as the runtime shares them.
+    encoded: BTreeMap<GroupId, Arc<Encoded>>,
 }
 
 async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
@@ -30,9 +32,15 @@ async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
             let Some(mut stream) = groups.transport().accept(stream, peer).await else {
                 return;
             };
-            while let Ok(Some((id, rpc))) = read_frame::<_, Rpc>(&mut stream).await {
+            // As the cluster port's listener reads them: the body kept beside what it
+            // decodes to, for a follower's log to write the entries as they came.
+            while let Ok(Some(body)) = read_frame_body(&mut stream).await {
+                let body = bytes::Bytes::from(body);
+                let (id, rpc) = decode_frame::<Rpc>(&body).unwrap();
                 let reply = match rpc {
-                    Rpc::Group { group, rpc } => Reply::Group(groups.answer(group, rpc).await),
+                    Rpc::Group { group, rpc } => {
+                        Reply::Group(groups.answer_frame(group, rpc, Some(&body)).await)
+                    }
                     Rpc::GroupWrite { group, command } => {
                         Reply::GroupWrite(groups.write(group, command).await)
                     }
@@ -113,6 +121,7 @@ async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> 
             addr,
             groups,
             machines: BTreeMap::new(),
+            encoded: BTreeMap::new(),
         });
     }
     let members: BTreeMap<NodeId, BasicNode> = nodes
@@ -123,8 +132,10 @@ async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> 
     for group in group_ids.iter().copied() {
         for (i, node) in nodes.iter_mut().enumerate() {
             let id = i as NodeId + 1;
-            let log: LogStore<QueueTypes> =
-                LogStore::open(&dir.join(format!("{id}/{group}"))).unwrap();
+            let encoded = Arc::new(Encoded::new());
+            let log: LogStore<QueueTypes> = LogStore::open(&dir.join(format!("{id}/{group}")))
+                .unwrap()
+                .with_encoded(encoded.clone());
             let sm = GroupStateMachine::new(Limits::default());
             let raft = Raft::new(
                 id,
@@ -132,14 +143,16 @@ async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> 
                 GroupNetwork {
                     group,
                     transport: node.groups.transport(),
+                    encoded: Some(encoded.clone()),
                 },
                 log,
                 sm.clone(),
             )
             .await
             .unwrap();
-            node.groups.insert(group, raft);
+            node.groups.insert_encoded(group, raft, encoded.clone());
             node.machines.insert(group, sm);
+            node.encoded.insert(group, encoded);
         }
         nodes[0]
             .groups
@@ -351,4 +364,84 @@ async fn a_leader_cut_off_from_its_majority_fails_a_write_instead_of_holding_it(
         .shutdown()
         .await
         .unwrap();
+}
+
+/// The records of the log in `dir`, its segments concatenated in order.
+fn log_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("log-"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| std::fs::read(dir.join(n)).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_entry_is_encoded_once_by_its_leader_and_written_as_received_by_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = 11;
+    let nodes = three_nodes(dir.path(), &[group]).await;
+    let all = [0, 1, 2];
+    let l = leader(&nodes, &all, group).await;
+    let raft = nodes[l].groups.get(group).unwrap();
+    let batch = |b: u64| Command::Enqueue((1..=50).map(|i| msg(b, i)).collect());
+    raft.client_write(batch(0)).await.unwrap();
+    let before = nodes[l].encoded[&group].counts();
+    let mut last = 0;
+    for b in 1..=20 {
+        last = raft.client_write(batch(b)).await.unwrap().log_id.index;
+    }
+    for i in all {
+        applied(&nodes, i, group, last).await;
+    }
+    // The leader copied its log's bytes of every entry into both followers' appends
+    // and encoded none of them again.
+    let after = nodes[l].encoded[&group].counts();
+    assert_eq!(after.encoded, before.encoded, "{before:?} -> {after:?}");
+    assert!(
+        after.copied - before.copied >= 2 * 20,
+        "{before:?} -> {after:?}"
+    );
+    // Each follower wrote the 20 entries from the bytes it received, and keeps none.
+    for i in all.into_iter().filter(|i| *i != l) {
+        let e = &nodes[i].encoded[&group];
+        assert!(e.counts().received >= 20, "node {i}: {:?}", e.counts());
+        assert_eq!(e.kept(), Vec::<u64>::new(), "node {i}");
+    }
+    // The leader lets its encodings go once both followers hold them.
+    let end = Instant::now() + Duration::from_secs(20);
+    while !nodes[l].encoded[&group].kept().is_empty() {
+        assert!(
+            Instant::now() < end,
+            "the leader still keeps {:?}",
+            nodes[l].encoded[&group].kept()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for n in &nodes {
+        n.groups.remove(group).unwrap().shutdown().await.unwrap();
+    }
+    // Every member's log holds the same records, and reads back whole.
+    let logs: Vec<Vec<u8>> = (1..=3)
+        .map(|id| log_bytes(&dir.path().join(format!("{id}/{group}"))))
+        .collect();
+    assert!(logs[0].len() > 21 * 50 * 16);
+    assert!(
+        logs.iter().all(|l| *l == logs[0]),
+        "the members' logs differ"
+    );
+    for id in 1..=3 {
+        let log: LogStore<QueueTypes> =
+            LogStore::open(&dir.path().join(format!("{id}/{group}"))).unwrap();
+        let mut log = log;
+        let read = openraft::RaftLogReader::try_get_log_entries(&mut log, ..)
+            .await
+            .unwrap();
+        assert_eq!(read.last().unwrap().log_id.index, last, "member {id}");
+    }
 }
