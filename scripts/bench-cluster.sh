@@ -9,6 +9,7 @@
 #   ACTORMQ_BIN=/path/to/actormq scripts/bench-cluster.sh   # a release build (--features amqp) kept aside
 #   RABBITMQ=0 ACTORMQ_QUEUE_TYPE=quorum scripts/bench-cluster.sh  # actormq alone (before/after runs
 #                                                    # of one change: RabbitMQ neither started nor measured)
+#   ACTORMQ_LOG=warn,actormq::cluster::quorum=debug scripts/bench-cluster.sh  # the nodes' RUST_LOG
 #
 # Throughput: `actormq perf` with 1 producer and 1 consumer, 1 KiB persistent messages,
 # publisher confirms with 1000 outstanding, prefetch 100, through each AMQP client of
@@ -24,8 +25,10 @@
 # without a confirm, as an application's confirm timeout would), and at the end
 # consumes the queue to check that no confirmed message is missing. Reported: the tool's failover time (last
 # confirm before the connection failed to the first after), the time from the kill to
-# the first confirm after it, and the confirmed messages missing (must be 0). The
-# killed node is restarted before the next run.
+# the first confirm after it, the confirmed messages missing (must be 0), and the time
+# the broker kept the publisher blocked (a memory or disk alarm: no failover, the tool
+# waits; with no consumer, a queue held in memory reaches the default 1 GiB watermark
+# about 10 s into a run at full speed). The killed node is restarted before the next run.
 #
 # actormq's queue type: ACTORMQ_QUEUE_TYPE=auto (default) declares a quorum queue on the
 # cluster when the cluster takes one; while it refuses them (quorum replication not
@@ -62,6 +65,7 @@ CLIENTS=${CLIENTS:-raw lapin}
 PORT_BASE=${PORT_BASE:-6200}
 ACTORMQ_QUEUE_TYPE=${ACTORMQ_QUEUE_TYPE:-auto}
 RABBITMQ=${RABBITMQ:-1}
+ACTORMQ_LOG=${ACTORMQ_LOG:-warn}
 case "$RABBITMQ" in 0|1) ;; *) echo "bench-cluster.sh: RABBITMQ is 0 or 1" >&2; exit 2 ;; esac
 for c in $CLIENTS; do
   case "$c" in lapin|raw) ;; *) echo "bench-cluster.sh: no AMQP client '$c' (CLIENTS: raw, lapin)" >&2; exit 2 ;; esac
@@ -197,7 +201,7 @@ EOF
 done
 start_actormq() {
   local i=$1
-  (cd "$ACTORMQ_BASE/n$i" && RUST_LOG=warn exec "$BIN" serve --config Settings.toml >>"$ACTORMQ_BASE/n$i/actormq.log" 2>&1) &
+  (cd "$ACTORMQ_BASE/n$i" && RUST_LOG="$ACTORMQ_LOG" exec "$BIN" serve --config Settings.toml >>"$ACTORMQ_BASE/n$i/actormq.log" 2>&1) &
   ACTORMQ_PIDS[$i]=$!
 }
 # Ready once a definitions change (which needs a leader) succeeds on the node.
@@ -407,7 +411,7 @@ for t in targets:
         ms = lambda v: None if v is None else v / 1000
         print(f"{names[t]:<38} {c:<6} {fmt(cps):>12} {fmt(ms(cl('p50')), ' ms'):>9} {fmt(ms(cl('p99')), ' ms'):>9} {fmt(ms(el('p50')), ' ms'):>9} {fmt(ms(el('p99')), ' ms'):>9} {ratio:>7}")
 print("\nfailover: kill -9 of the node named, while publishing with confirms")
-print(f"{'broker':<38} {'client':<6} {'killed':<50} {'failover':>13} {'kill->confirm':>13} {'confirmed':>10} {'missing':>8} {'republished':>11}")
+print(f"{'broker':<38} {'client':<6} {'killed':<50} {'failover':>13} {'kill->confirm':>13} {'confirmed':>10} {'missing':>8} {'republished':>11} {'blocked':>9}")
 for t in ["rabbitmq", "actormq-cluster"]:
     for c in clients:
         for f, j in load(f"failover-{t}-{c}-*.json"):
@@ -426,9 +430,11 @@ for t in ["rabbitmq", "actormq-cluster"]:
             if fms is not None: shown = fmt(fms, " ms")
             elif un is not None: shown = f">{un:,.0f} ms"
             else: shown = fmt(fo.get("max_confirm_gap_ms"), " ms") + " gap"
-            print(f"{names[t]:<38} {c:<6} {killed:<50} {shown:>13} {k2c:>13} {fo.get('confirmed', 0):>10,} {missing!s:>8} {fo.get('republished', 0):>11,}")
+            blocked = fmt(fo.get("blocked_ms"), " ms") if fo.get("blocked_ms") else "-"
+            print(f"{names[t]:<38} {c:<6} {killed:<50} {shown:>13} {k2c:>13} {fo.get('confirmed', 0):>10,} {missing!s:>8} {fo.get('republished', 0):>11,} {blocked:>9}")
 print("\nfailover: the tool's (last confirm before the publisher's connection failed to the first after);")
 print("'>N ms': no confirm came after the failure before the run ended; 'gap': the connection never")
 print("failed, the longest silence between two confirms. kill->confirm: from the kill to the first")
 print("confirm after the failure (or the end of a confirm gap spanning the kill; 'no pause': none did).")
+print("blocked: time the broker kept the publisher blocked (memory or disk alarm), not a failover.")
 PY

@@ -34,7 +34,7 @@ use std::fs::File;
 use std::io::Write;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
@@ -79,19 +79,25 @@ pub(super) fn write_atomic_with(
 /// removal's listing and its `rmdir`, left a stray directory). Once
 /// [`remove`](DirGuard::remove) has run, writes are skipped: the group is gone, and
 /// nothing of it is to be kept.
+///
+/// Writes share the guard (a read lock): they go to different files, and only the
+/// removal must exclude them. Under a mutex, the member's snapshot (the whole queue,
+/// seconds to encode and write with hundreds of megabytes queued) held back every
+/// append of its log until it was written, and with two members left after a failover
+/// the group committed nothing meanwhile.
 #[derive(Debug, Default)]
 pub struct DirGuard {
-    removed: Mutex<bool>,
+    removed: RwLock<bool>,
 }
 
 impl DirGuard {
     /// Runs `write` unless the directory was removed: `None` then (nothing written).
-    /// A removal waits for a write in progress.
+    /// Writes run side by side; a removal waits for those in progress.
     pub fn write<T>(
         &self,
         write: impl FnOnce() -> std::io::Result<T>,
     ) -> std::io::Result<Option<T>> {
-        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let removed = self.removed.read().unwrap_or_else(|p| p.into_inner());
         if *removed {
             return Ok(None);
         }
@@ -101,7 +107,7 @@ impl DirGuard {
     /// Removes `dir` and everything in it, after any write in progress; later writes
     /// are skipped. A directory already gone is no error.
     pub fn remove(&self, dir: &Path) -> std::io::Result<()> {
-        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut removed = self.removed.write().unwrap_or_else(|p| p.into_inner());
         *removed = true;
         match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

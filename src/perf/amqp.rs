@@ -145,7 +145,7 @@ impl Driver for Amqp {
                     .map_err(err)?;
             }
             Ok(AmqpProducer {
-                _conn: conn,
+                conn,
                 ch,
                 confirm,
                 sending: FuturesUnordered::new(),
@@ -261,7 +261,7 @@ const MAX_SENDING: usize = 64;
 
 /// A publishing channel.
 pub struct AmqpProducer {
-    _conn: Connection,
+    conn: Connection,
     ch: Channel,
     confirm: bool,
     /// Publishes in flight (without confirms).
@@ -316,6 +316,10 @@ impl Producer for AmqpProducer {
 
     fn closed(&self) -> bool {
         !self.ch.status().connected()
+    }
+
+    fn blocked(&self) -> bool {
+        self.conn.status().blocked()
     }
 }
 

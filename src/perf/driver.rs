@@ -171,6 +171,11 @@ pub trait Producer: Send + 'static {
     fn closed(&self) -> bool {
         false
     }
+    /// True while the broker says the connection is blocked (`connection.blocked`: a
+    /// memory or disk alarm): its publishes wait, unread, and no confirm comes.
+    fn blocked(&self) -> bool {
+        false
+    }
 }
 
 /// A consumer.

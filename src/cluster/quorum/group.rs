@@ -107,6 +107,9 @@ pub struct GroupStateMachine {
     snapshot_path: Option<std::path::PathBuf>,
     /// Serializes the snapshot's write with the removal of the group's directory.
     guard: Option<Arc<DirGuard>>,
+    /// A test's hold on this member's snapshot writes (a slow disk, a huge queue).
+    #[cfg(test)]
+    hold: Option<Arc<hold_tests::Hold>>,
 }
 
 /// A snapshot as kept on disk: what it covers, and the queue.
@@ -139,6 +142,8 @@ impl GroupStateMachine {
             limits,
             snapshot_path: None,
             guard: None,
+            #[cfg(test)]
+            hold: None,
         }
     }
 
@@ -148,6 +153,13 @@ impl GroupStateMachine {
     /// failing with ENOENT or leaving a stray directory.
     pub fn guarded(mut self, guard: Arc<DirGuard>) -> Self {
         self.guard = Some(guard);
+        self
+    }
+
+    /// This machine with its snapshot writes waiting on `hold` while a test holds them.
+    #[cfg(test)]
+    fn held_by(mut self, hold: Arc<hold_tests::Hold>) -> Self {
+        self.hold = Some(hold);
         self
     }
 
@@ -203,6 +215,10 @@ impl GroupStateMachine {
         };
         // Encoded straight into the file (the same bytes `rmp_serde::to_vec` makes).
         let write = || {
+            #[cfg(test)]
+            if let Some(h) = &self.hold {
+                h.pass();
+            }
             crate::cluster::log_store::write_atomic_with(path, |f| {
                 rmp_serde::encode::write(f, &OnDiskRef { meta, snapshot })
                     .map_err(|e| std::io::Error::other(e.to_string()))
@@ -265,55 +281,80 @@ impl GroupStateMachine {
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 impl GroupStateMachine {
-    /// A snapshot of the queue as applied, kept on disk. `rebase`: it is the one
-    /// openraft purges the log behind, so the cadence counts from it.
+    /// The queue as applied, with what it covers. `rebase`: it is the one openraft
+    /// purges the log behind, so the cadence counts from it. The messages are shared,
+    /// not copied: the lock (which applying entries takes) is held for the walk of the
+    /// queue's maps only.
+    fn capture(&self, rebase: bool) -> (SnapshotMeta<NodeId, BasicNode>, GroupSnapshot) {
+        let started = std::time::Instant::now();
+        let mut s = self.lock();
+        let meta = SnapshotMeta {
+            last_log_id: s.last_applied,
+            last_membership: s.membership.clone(),
+            snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
+        };
+        let snapshot = GroupSnapshot {
+            machine: Box::new(s.machine.clone()),
+        };
+        if rebase {
+            let held = s.machine.held_bytes();
+            s.cadence.reset(held);
+        }
+        drop(s);
+        tracing::debug!(
+            snapshot = %meta.snapshot_id,
+            rebase,
+            us = started.elapsed().as_micros() as u64,
+            "quorum queue group: queue captured for a snapshot"
+        );
+        (meta, snapshot)
+    }
+
+    /// Keeps `snapshot` on disk on a blocking thread: encoding and writing a large
+    /// queue takes seconds (100k messages on a debug build), and on one of the few
+    /// runtime threads, which also answer the group's heartbeats, it stalled a member
+    /// until the others voted it out.
     // openraft's own error type, as its traits require (the blocking write's closure).
     #[allow(clippy::result_large_err)]
-    async fn snapshot(&self, rebase: bool) -> StorageResult<Snapshot<QueueTypes>> {
-        let (meta, snapshot) = {
-            let mut s = self.lock();
-            let meta = SnapshotMeta {
-                last_log_id: s.last_applied,
-                last_membership: s.membership.clone(),
-                snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
-            };
-            // The messages are shared, not copied: the lock is held for the walk of
-            // the queue's maps only.
-            let snapshot = GroupSnapshot {
-                machine: Box::new(s.machine.clone()),
-            };
-            if rebase {
-                let held = s.machine.held_bytes();
-                s.cadence.reset(held);
-            }
-            (meta, snapshot)
-        };
-        // On disk before openraft purges the log behind it. Encoding and writing a
-        // large queue takes long (seconds on a debug build for 100k messages): on a
-        // blocking thread, not on one of the few runtime threads that also answer the
-        // group's heartbeats (a member stalled that way was voted out by the others).
+    async fn keep_off_runtime(
+        &self,
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        snapshot: GroupSnapshot,
+    ) -> StorageResult<(SnapshotMeta<NodeId, BasicNode>, GroupSnapshot)> {
         let this = self.clone();
+        let started = std::time::Instant::now();
         let kept = tokio::task::spawn_blocking(move || {
             this.keep(&meta, &snapshot).map(|()| (meta, snapshot))
         })
-        .await;
-        let (meta, snapshot) = kept.map_err(|e| {
+        .await
+        .map_err(|e| {
             StorageError::from_io_error(
                 openraft::ErrorSubject::Snapshot(None),
                 openraft::ErrorVerb::Write,
                 std::io::Error::other(e.to_string()),
             )
         })??;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(snapshot),
-        })
+        tracing::debug!(
+            snapshot = %kept.0.snapshot_id,
+            messages = kept.1.machine.ready_len() + kept.1.machine.checked_out_len(),
+            bytes = kept.1.machine.held_bytes(),
+            ms = started.elapsed().as_millis() as u64,
+            "quorum queue group snapshot kept on disk"
+        );
+        Ok(kept)
     }
 }
 
 impl RaftSnapshotBuilder<QueueTypes> for GroupStateMachine {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<QueueTypes>> {
-        self.snapshot(true).await
+        // On disk before openraft purges the log behind it. openraft runs this in a
+        // task of its own: applying entries goes on meanwhile.
+        let (meta, snapshot) = self.capture(true);
+        let (meta, snapshot) = self.keep_off_runtime(meta, snapshot).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(snapshot),
+        })
     }
 }
 
@@ -385,7 +426,8 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<GroupSnapshot>,
     ) -> StorageResult<()> {
-        self.keep(meta, &snapshot)?;
+        // Kept before it replaces the queue, as the log is purged behind it.
+        let (_, snapshot) = self.keep_off_runtime(meta.clone(), *snapshot).await?;
         let mut s = self.lock();
         // Checkouts of the state replaced are no longer this node's to send, nor its
         // dead messages its to dead-letter (a member that installs a snapshot does not
@@ -401,12 +443,24 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<QueueTypes>>> {
-        // For a follower behind the purged log: openraft purges nothing behind this
-        // one, so the cadence goes on counting from the last built.
-        self.snapshot(false).await.map(Some)
+        // For a follower behind the purged log: the queue as applied now, sent, not
+        // written. openraft asks for it on the task that applies entries, so writing
+        // it here (as this did) held back every commit of the group's leader while the
+        // whole queue was encoded and fsynced, seconds with hundreds of megabytes
+        // queued. The one on disk stays the last built (openraft purges nothing behind
+        // this one), and the cadence goes on counting from it.
+        let (meta, snapshot) = self.capture(false);
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(snapshot),
+        }))
     }
 }
 
 #[cfg(test)]
 #[path = "group_tests.rs"]
 pub(super) mod tests;
+
+#[cfg(test)]
+#[path = "group_hold_tests.rs"]
+mod hold_tests;

@@ -19,16 +19,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-type Members = Arc<Mutex<BTreeMap<NodeId, Raft<QueueTypes>>>>;
+pub(super) type Members = Arc<Mutex<BTreeMap<NodeId, Raft<QueueTypes>>>>;
 
 /// Routes each call to the member's Raft in this process; a member not in the map is
 /// unreachable (shut down).
 #[derive(Clone, Default)]
-struct Router {
-    members: Members,
+pub(super) struct Router {
+    pub(super) members: Members,
 }
 
-struct Client {
+pub(super) struct Client {
     target: NodeId,
     members: Members,
 }
@@ -124,13 +124,13 @@ async fn start(root: &std::path::Path, id: NodeId, router: &Router) -> GroupStat
     sm
 }
 
-fn raft(router: &Router, id: NodeId) -> Raft<QueueTypes> {
+pub(super) fn raft(router: &Router, id: NodeId) -> Raft<QueueTypes> {
     router.members.lock().unwrap()[&id].clone()
 }
 
 /// Waits (the suite's way: a condition and a generous deadline) for a leader among
 /// `among`; answers it.
-async fn leader(router: &Router, among: &[NodeId]) -> NodeId {
+pub(super) async fn leader(router: &Router, among: &[NodeId]) -> NodeId {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         for id in among {
@@ -145,7 +145,7 @@ async fn leader(router: &Router, among: &[NodeId]) -> NodeId {
 }
 
 /// Waits until `sm` has applied up to `index`.
-async fn applied(router: &Router, id: NodeId, index: u64) {
+pub(super) async fn applied(router: &Router, id: NodeId, index: u64) {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         let m = raft(router, id).metrics().borrow().clone();
@@ -157,7 +157,7 @@ async fn applied(router: &Router, id: NodeId, index: u64) {
     }
 }
 
-fn msg(i: u64) -> StoredMessage {
+pub(super) fn msg(i: u64) -> StoredMessage {
     StoredMessage::from(&Message::new("", "q", i.to_be_bytes().to_vec()))
 }
 
@@ -166,7 +166,7 @@ fn body(m: &StoredMessage) -> u64 {
 }
 
 /// The ready queue of `sm`: (message number, earlier deliveries), in order.
-fn ready(sm: &GroupStateMachine) -> Vec<(u64, u32)> {
+pub(super) fn ready(sm: &GroupStateMachine) -> Vec<(u64, u32)> {
     sm.read(|q| {
         q.peek(usize::MAX)
             .map(|r| (body(r.message), r.deliveries))

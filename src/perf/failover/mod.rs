@@ -11,8 +11,12 @@
 //! The failover time is the span from the last confirm before a failure to the first
 //! confirm after it; the longest silence between two confirms is reported beside it
 //! (a leader dying on a node the publisher is not connected to shows there, not as a
-//! failure). At the end the queue is consumed and every confirmed id must come back.
+//! failure). While the broker says the connection is blocked (`connection.blocked`: a
+//! memory or disk alarm), the silence is not a failure: the publisher waits, and the
+//! time blocked is reported apart (see `blocked`). At the end the queue is consumed and
+//! every confirmed id must come back.
 
+mod blocked;
 mod check;
 mod history;
 mod report;
@@ -21,6 +25,7 @@ pub use history::HistoryCheck;
 
 use super::driver::{BoxFuture, Driver, Producer, Topology};
 use super::{histogram, pace, PerfArgs, PerfReport};
+use blocked::Blocked;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use history::{Gaps, History};
@@ -94,6 +99,11 @@ pub struct FailoverReport {
     pub max_gap_to_unix_ms: u64,
     /// When the first connection failure was seen (Unix ms).
     pub first_failure_unix_ms: Option<u64>,
+    /// Time the broker kept the publisher's connection blocked (a resource alarm), ms:
+    /// not counted as failovers.
+    pub blocked_ms: f64,
+    /// The blocked spans (Unix ms, from and to), the first 10.
+    pub blocked_unix_ms: Vec<(u64, u64)>,
     /// Why the run stopped early: no server took the publisher back in time.
     pub gave_up: Option<String>,
     /// The history check, when the queue could be consumed.
@@ -134,8 +144,10 @@ struct Book {
     outstanding: BTreeSet<u64>,
     retry: VecDeque<u64>,
     next_id: u64,
-    /// The last positive confirm, or the connection's start when none came since.
+    /// The last positive confirm, or the connection's start (or the end of a block)
+    /// when none came since.
     progress_at: Option<Instant>,
+    blocked: Blocked,
 }
 
 impl Book {
@@ -164,6 +176,7 @@ impl Book {
     /// The connection failed: what is outstanding is lost with it.
     fn fail(&mut self, why: String, clock: &Clock) {
         let now = Instant::now();
+        self.blocked.close(now);
         self.gaps.fail(now);
         self.report
             .first_failure_unix_ms
@@ -173,6 +186,16 @@ impl Book {
         }
     }
 
+    /// Whether the broker blocks the connection now (`blocked`); while it does, the
+    /// silence counts from now.
+    fn blocked_now(&mut self, blocked: bool) -> bool {
+        let now = Instant::now();
+        if self.blocked.observe(blocked, now) {
+            self.progress_at = Some(now);
+        }
+        blocked
+    }
+
     fn give_up_outstanding(&mut self) {
         for id in std::mem::take(&mut self.outstanding) {
             self.report.lost_with_connection += 1;
@@ -180,6 +203,9 @@ impl Book {
         }
     }
 }
+
+/// How often a publisher waiting for a confirm looks whether the broker blocks it.
+const BLOCKED_POLL: Duration = Duration::from_millis(250);
 
 type Inflight = FuturesUnordered<BoxFuture<'static, (u64, u64, bool)>>;
 
@@ -246,6 +272,9 @@ pub async fn run<D: Driver>(
             p.publish(&topo.exchange, &key, &body, args.persistent),
         )
         .await;
+        // A publish that found no room while the broker blocks the connection was not
+        // sent: it goes again once unblocked.
+        let mut unsent = false;
         let mut failed = match published {
             Ok(Ok(Some(confirm))) => {
                 book.report.published += 1;
@@ -256,22 +285,38 @@ pub async fn run<D: Driver>(
             }
             Ok(Ok(None)) => Some("the channel closed (no confirm for a publish)".to_string()),
             Ok(Err(e)) => Some(e),
+            Err(_) if book.blocked_now(p.blocked()) => {
+                unsent = true;
+                None
+            }
             Err(_) => Some(format!("a publish waited {timeout:?} for room")),
         };
-        if failed.is_some() {
+        if failed.is_some() || unsent {
             if again {
                 book.retry.push_front(id);
             } else {
                 book.next_id -= 1; // never sent: still a first publish next time
             }
         }
+        // A full window waits for a confirm, `timeout` at most unless the broker
+        // blocks the connection (then until it unblocks, or the run ends).
+        let mut silent_since = Instant::now();
         while failed.is_none() && inflight.len() >= window {
-            match tokio::time::timeout(timeout, inflight.next()).await {
+            let wait = BLOCKED_POLL.min(timeout.saturating_sub(silent_since.elapsed()));
+            match tokio::time::timeout(wait, inflight.next()).await {
                 Ok(Some((id, sent, ok))) => {
                     record(&mut latency, ok, sent, epoch);
                     book.settle(id, ok, p.closed(), &watch);
+                    silent_since = Instant::now();
                 }
                 Ok(None) => break,
+                Err(_) if book.blocked_now(p.blocked()) => {
+                    silent_since = Instant::now();
+                    if Instant::now() >= end || watch.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                Err(_) if silent_since.elapsed() < timeout => {}
                 Err(_) => failed = Some(format!("no confirm for {timeout:?}")),
             }
         }
@@ -285,7 +330,10 @@ pub async fn run<D: Driver>(
         // Nacks alone are no progress: a channel that refuses everything for as long as
         // a missing confirm would take counts as failed too (RabbitMQ 3.10 kept nacking
         // every publish on a channel opened while the queue had no leader).
-        if failed.is_none() && book.progress_at.is_some_and(|t| t.elapsed() > timeout) {
+        if failed.is_none()
+            && !book.blocked_now(p.blocked())
+            && book.progress_at.is_some_and(|t| t.elapsed() > timeout)
+        {
             failed = Some(format!("no positive confirm for {timeout:?}"));
         }
         if let Some(why) = failed {
@@ -324,12 +372,18 @@ pub async fn run<D: Driver>(
         }
         if Instant::now() >= tick {
             let c = book.report.confirmed;
+            let blocked = producer.as_ref().is_some_and(|p| p.blocked());
             eprintln!(
-                "t={:>3}s confirmed/s {:>9} outstanding {:>5} reconnects {}",
+                "t={:>3}s confirmed/s {:>9} outstanding {:>5} reconnects {}{}",
                 started.elapsed().as_secs(),
                 c - tick_confirmed,
                 book.outstanding.len(),
-                book.report.reconnects
+                book.report.reconnects,
+                if blocked {
+                    " (blocked by the broker)"
+                } else {
+                    ""
+                }
             );
             tick_confirmed = c;
             tick += Duration::from_secs(1);
@@ -351,6 +405,11 @@ pub async fn run<D: Driver>(
         .await;
     }
     let ended = Instant::now();
+    book.blocked.close(ended);
+    book.report.blocked_ms = book.blocked.total().as_secs_f64() * 1000.0;
+    book.report.blocked_unix_ms = (book.blocked.spans.iter().take(10))
+        .map(|(from, to)| (clock.unix_ms(*from), clock.unix_ms(*to)))
+        .collect();
     book.report.unconfirmed_at_end = book.outstanding.len() as u64 + book.retry.len() as u64;
     drop(producer);
     let published_ids = book.next_id;

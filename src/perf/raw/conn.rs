@@ -81,6 +81,8 @@ struct Shared {
     /// Wakes senders waiting for the buffer to drain.
     room: Notify,
     closed: AtomicBool,
+    /// The broker said `connection.blocked` and not yet `connection.unblocked`.
+    blocked: AtomicBool,
     sinks: Mutex<HashMap<u16, Sink>>,
     frame_max: usize,
 }
@@ -136,6 +138,17 @@ impl Drop for RawConn {
     }
 }
 
+/// What the client tells the broker of itself: that it understands
+/// `connection.blocked` (a broker tells only the clients that say so).
+fn client_properties() -> amq_protocol::types::FieldTable {
+    use amq_protocol::types::{AMQPValue, FieldTable};
+    let mut capabilities = FieldTable::default();
+    capabilities.insert("connection.blocked".into(), AMQPValue::Boolean(true));
+    let mut t = FieldTable::default();
+    t.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    t
+}
+
 /// Reads one frame during the handshake.
 async fn handshake_frame(sock: &mut TcpStream, buf: &mut BytesMut) -> Result<AMQPClass, String> {
     loop {
@@ -177,7 +190,7 @@ impl RawConn {
             &mut out,
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-                client_properties: Default::default(),
+                client_properties: client_properties(),
                 mechanism: "PLAIN".into(),
                 response: response.as_str().into(),
                 locale: "en_US".into(),
@@ -221,6 +234,7 @@ impl RawConn {
             wake: Notify::new(),
             room: Notify::new(),
             closed: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             sinks: Mutex::new(HashMap::new()),
             frame_max: frame_max as usize,
         });
@@ -362,5 +376,10 @@ impl RawConn {
     /// True once the connection failed or closed.
     pub fn closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// True while the broker blocks the connection (a resource alarm).
+    pub fn blocked(&self) -> bool {
+        self.shared.blocked.load(Ordering::Acquire)
     }
 }

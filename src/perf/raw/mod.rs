@@ -281,6 +281,10 @@ impl Producer for RawProducer {
     fn closed(&self) -> bool {
         self.conn.closed() || !self.conn.has_channel(self.ch)
     }
+
+    fn blocked(&self) -> bool {
+        self.conn.blocked()
+    }
 }
 
 /// A consumer on its own channel.

@@ -65,15 +65,27 @@ pub(super) async fn read_loop(mut half: OwnedReadHalf, mut buf: BytesMut, shared
 fn route(shared: &Shared, f: Incoming) -> bool {
     let mut sinks = shared.sinks.lock().expect("poisoned");
     match f {
-        Incoming::Method(0, m) => {
-            if let AMQPClass::Connection(connection::AMQPMethod::Close(c)) = *m {
+        Incoming::Method(0, m) => match *m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(c)) => {
                 eprintln!(
                     "perf: the broker closed the connection: {} {}",
                     c.reply_code, c.reply_text
                 );
                 return false;
             }
-        }
+            AMQPClass::Connection(connection::AMQPMethod::Blocked(b)) => {
+                eprintln!(
+                    "perf: the broker blocks the connection: {}",
+                    b.reason.as_str()
+                );
+                shared.blocked.store(true, Ordering::Release);
+            }
+            AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)) => {
+                eprintln!("perf: the broker unblocked the connection");
+                shared.blocked.store(false, Ordering::Release);
+            }
+            _ => {}
+        },
         Incoming::Method(ch, m) => {
             let Some(s) = sinks.get_mut(&ch) else {
                 return true;
