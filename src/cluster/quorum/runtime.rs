@@ -17,84 +17,15 @@ use super::wire::{GroupId, GroupNetwork, Groups};
 use crate::cluster::log_store::{DirGuard, Encoded, LogStore};
 use crate::cluster::NodeId;
 use crate::error::BrokerError;
-use crate::message::{FieldTable, FieldValue};
 use openraft::{BasicNode, Raft, RaftMetrics};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod placement;
 mod writer;
+pub use placement::{limits_of, place, GroupInfo, QueueGroups};
 use writer::{propose_in_order, Written};
-
-/// A quorum queue's group, as the definitions log's applied state records it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GroupInfo {
-    /// The group's id: the log index of the committed declare (unique, and the same
-    /// on every node).
-    pub id: GroupId,
-    /// The members: node id → cluster address.
-    pub members: BTreeMap<NodeId, String>,
-    /// The queue's limits, from its declare arguments.
-    pub limits: Limits,
-    /// The members changed since the declare ([`super::regroup`]): the group was
-    /// initialized by its first members, and a new member waits to be added by the
-    /// group's leader instead of writing a first membership of its own.
-    #[serde(default)]
-    pub changed: bool,
-}
-
-/// Every quorum queue's group: virtual host → queue → group.
-pub type QueueGroups = BTreeMap<String, BTreeMap<String, GroupInfo>>;
-
-/// The members of a new group of `size` (`x-quorum-initial-group-size`, capped by the
-/// cluster's size): the voters that are members of the fewest groups first, ties by
-/// id. A pure function of replicated state, so every node places it the same.
-pub fn place(
-    voters: &BTreeMap<NodeId, String>,
-    groups: &QueueGroups,
-    size: u64,
-) -> BTreeMap<NodeId, String> {
-    let mut load: BTreeMap<NodeId, usize> = voters.keys().map(|id| (*id, 0)).collect();
-    for g in groups.values().flat_map(|qs| qs.values()) {
-        for id in g.members.keys() {
-            if let Some(n) = load.get_mut(id) {
-                *n += 1;
-            }
-        }
-    }
-    let mut order: Vec<(usize, NodeId)> = load.into_iter().map(|(id, n)| (n, id)).collect();
-    order.sort();
-    order
-        .into_iter()
-        .take(size as usize)
-        .map(|(_, id)| (id, voters[&id].clone()))
-        .collect()
-}
-
-/// The limits the machine enforces (and the `x-expires` its leader does), from the
-/// queue's declare arguments.
-pub fn limits_of(args: &FieldTable) -> Limits {
-    let int = |k: &str| {
-        args.get(k)
-            .and_then(FieldValue::as_int)
-            .and_then(|n| u64::try_from(n).ok())
-    };
-    Limits {
-        max_length: int("x-max-length"),
-        max_length_bytes: int("x-max-length-bytes"),
-        reject_publish: args.get("x-overflow").and_then(FieldValue::as_str)
-            == Some("reject-publish"),
-        delivery_limit: int("x-delivery-limit"),
-        message_ttl: int("x-message-ttl"),
-        single_active: args
-            .get("x-single-active-consumer")
-            .and_then(FieldValue::as_bool)
-            .unwrap_or(false),
-        expires: int("x-expires"),
-        at_least_once: crate::broker::queue::quorum::at_least_once(args),
-    }
-}
 
 /// This node's members of quorum queue groups.
 pub struct Members {
@@ -546,62 +477,5 @@ impl QueueGroup {
             Some(addr) => format!("node {node} ({addr})"),
             None => format!("node {node}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn voters(n: u64) -> BTreeMap<NodeId, String> {
-        (1..=n).map(|id| (id, format!("n{id}"))).collect()
-    }
-
-    fn group(id: GroupId, members: &[NodeId]) -> GroupInfo {
-        GroupInfo {
-            id,
-            members: members.iter().map(|m| (*m, format!("n{m}"))).collect(),
-            limits: Limits::default(),
-            changed: false,
-        }
-    }
-
-    #[test]
-    fn placement_is_least_loaded_first_and_capped_by_the_cluster() {
-        let mut groups = QueueGroups::new();
-        assert_eq!(
-            place(&voters(3), &groups, 5)
-                .keys()
-                .copied()
-                .collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
-        let vhost = groups.entry("/".into()).or_default();
-        vhost.insert("a".into(), group(10, &[1, 2]));
-        vhost.insert("b".into(), group(11, &[1, 3]));
-        // Loads: 1 → 2, 2 → 1, 3 → 1, 4 → 0.
-        let placed = place(&voters(4), &groups, 2);
-        assert_eq!(placed.keys().copied().collect::<Vec<_>>(), [2, 4]);
-    }
-
-    #[test]
-    fn limits_come_from_the_declare_arguments() {
-        let mut args = FieldTable::new();
-        args.insert("x-max-length".into(), FieldValue::Int(10));
-        args.insert("x-overflow".into(), "reject-publish".into());
-        args.insert("x-delivery-limit".into(), FieldValue::Int(3));
-        args.insert("x-message-ttl".into(), FieldValue::Int(1500));
-        args.insert("x-expires".into(), FieldValue::Int(60_000));
-        let l = limits_of(&args);
-        assert_eq!(l.message_ttl, Some(1500));
-        assert_eq!(l.expires, Some(60_000));
-        assert!(!l.single_active);
-        assert_eq!(l.max_length, Some(10));
-        assert!(l.reject_publish);
-        assert_eq!(l.delivery_limit, Some(3));
-        assert_eq!(l.max_length_bytes, None);
-        assert!(!l.at_least_once, "at most once by default");
-        args.insert("x-dead-letter-strategy".into(), "at-least-once".into());
-        assert!(limits_of(&args).at_least_once);
     }
 }
