@@ -27,6 +27,32 @@ fn offset_of(d: &actormq::client::Delivery) -> i64 {
         .expect("an x-stream-offset header")
 }
 
+/// A broker's data directory holding stream `s` with 300 confirmed records
+/// (`m0000`..`m0299`, sealed segments of 4 KiB), the broker stopped; and a runtime.
+fn stopped_with_300_records() -> (tempfile::TempDir, tokio::runtime::Runtime) {
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let broker = BrokerProcess::start(root.path());
+    rt.block_on(async {
+        let c = within(
+            "connect",
+            Client::connect(ConnectOptions::new(&broker.addr)),
+        )
+        .await
+        .unwrap();
+        c.declare_queue("s", &stream()).await.unwrap();
+        let mut pending = Vec::new();
+        for i in 0..300 {
+            pending.push(c.publish("", "s", format!("m{i:04}")).await.unwrap());
+        }
+        for p in pending {
+            within("a confirm", p).await.unwrap();
+        }
+    });
+    broker.stop();
+    (root, rt)
+}
+
 /// Flips `from` to `to` (same length) in the segment of `dir` that holds it; answers
 /// that segment's first offset and the stream's segments' first offsets.
 fn damage(dir: &Path, from: &[u8], to: &[u8]) -> (u64, Vec<u64>) {
@@ -52,26 +78,7 @@ fn damage(dir: &Path, from: &[u8], to: &[u8]) -> (u64, Vec<u64>) {
 
 #[test]
 fn a_record_damaged_in_a_sealed_segment_cancels_its_reader_with_the_reason_and_cuts_nothing() {
-    let root = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let broker = BrokerProcess::start(root.path());
-    rt.block_on(async {
-        let c = within(
-            "connect",
-            Client::connect(ConnectOptions::new(&broker.addr)),
-        )
-        .await
-        .unwrap();
-        c.declare_queue("s", &stream()).await.unwrap();
-        let mut pending = Vec::new();
-        for i in 0..300 {
-            pending.push(c.publish("", "s", format!("m{i:04}")).await.unwrap());
-        }
-        for p in pending {
-            within("a confirm", p).await.unwrap();
-        }
-    });
-    broker.stop();
+    let (root, rt) = stopped_with_300_records();
     let dir = root.path().join("data/streams/%2F/s");
     let (damaged, segments) = damage(&dir, b"m0150", b"m0X50");
     assert!(
@@ -147,26 +154,7 @@ fn frame_of(dir: &Path, segment: u64, offset: u64) -> usize {
 
 #[test]
 fn a_record_whose_length_field_is_damaged_is_passed_over_by_a_consumer_that_starts_after_it() {
-    let root = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let broker = BrokerProcess::start(root.path());
-    rt.block_on(async {
-        let c = within(
-            "connect",
-            Client::connect(ConnectOptions::new(&broker.addr)),
-        )
-        .await
-        .unwrap();
-        c.declare_queue("s", &stream()).await.unwrap();
-        let mut pending = Vec::new();
-        for i in 0..300 {
-            pending.push(c.publish("", "s", format!("m{i:04}")).await.unwrap());
-        }
-        for p in pending {
-            within("a confirm", p).await.unwrap();
-        }
-    });
-    broker.stop();
+    let (root, rt) = stopped_with_300_records();
     let dir = root.path().join("data/streams/%2F/s");
     // Record 150's length field says 3 bytes: following it finds no record 151.
     let (damaged, segments) = damage(&dir, b"m0150", b"m0150");
