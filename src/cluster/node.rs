@@ -366,6 +366,7 @@ impl Core {
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            protocol: Some(super::version::CLUSTER_PROTOCOL),
             voters: membership.voter_ids().map(|id| (id, addr_of(id))).collect(),
             learners: membership
                 .learner_ids()
@@ -401,6 +402,13 @@ impl Core {
             } else {
                 match self.link(&addr).call(&Rpc::Local, STATUS_TIMEOUT).await {
                     Ok(Reply::Local(v)) => v,
+                    Err(e) if super::version::Mismatch::of(&e).is_some() => NodeView {
+                        id,
+                        addr,
+                        role: "other-version".into(),
+                        protocol: super::version::Mismatch::of(&e).map(|m| m.theirs),
+                        ..NodeView::default()
+                    },
                     _ => NodeView {
                         id,
                         addr,

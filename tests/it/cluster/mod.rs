@@ -51,6 +51,7 @@ mod regroup;
 mod replication;
 mod security;
 mod snapshots;
+mod version;
 
 use crate::mgmt::http::Http;
 use crate::support::DEADLINE;
