@@ -278,6 +278,7 @@ impl Durability {
         Some(
             BrokerDefinitions::new(meta.snapshot.vhosts.keys().cloned(), users)
                 .with_users_seeded(meta.snapshot.users_seeded)
+                .with_seeded_users(meta.snapshot.seeded_users.clone())
                 .with_limits(meta.snapshot.vhost_limits.clone()),
         )
     }
@@ -291,6 +292,7 @@ impl Durability {
         let snapshot = &mut meta.snapshot;
         snapshot.seeded = true;
         snapshot.users_seeded = defs.users_seeded();
+        snapshot.seeded_users = defs.seeded_users().clone();
         snapshot.users = defs.stored_users();
         snapshot.vhost_limits = defs.all_vhost_limits().clone();
         snapshot.vhosts.retain(|v, _| defs.has_vhost(v));

@@ -15,6 +15,17 @@ impl BrokerHandle {
         self.inner.definitions.clone()
     }
 
+    /// The users this node seeded from its settings and nobody put or deleted since
+    /// (a cluster node's own: see `BrokerDefinitions::seeded_users`).
+    pub fn seeded_users(&self) -> std::collections::BTreeSet<String> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .seeded_users()
+            .clone()
+    }
+
     /// The users, by name.
     pub fn users(&self) -> Vec<UserDefinition> {
         self.inner

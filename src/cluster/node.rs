@@ -232,10 +232,20 @@ impl Core {
         let a = self.applied();
         DefinitionsSnapshot {
             vhosts,
-            users: broker.users().iter().map(StoredUser::from).collect(),
+            // Not the users this node seeded from its own settings: those are its own.
+            users: {
+                let seeded = broker.seeded_users();
+                broker
+                    .users()
+                    .iter()
+                    .filter(|u| !seeded.contains(&u.name))
+                    .map(StoredUser::from)
+                    .collect()
+            },
             homes: a.homes.clone(),
             groups: a.groups.clone(),
             transient: a.transient.clone(),
+            deleted_users: a.deleted_users.clone(),
         }
     }
 

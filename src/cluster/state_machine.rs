@@ -61,6 +61,10 @@ pub struct Applied {
     /// Each quorum queue's Raft group (its id, members and limits).
     #[serde(default)]
     pub groups: super::quorum::runtime::QueueGroups,
+    /// The users the log deleted and has not put since (see `snapshot`: a snapshot
+    /// carries them so that installing it deletes what replaying the log would).
+    #[serde(default)]
+    pub deleted_users: std::collections::BTreeSet<String>,
 }
 
 fn io(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -103,6 +107,20 @@ fn note_homes(homes: &mut Homes, op: &Op) {
         }
         Op::DeleteVhost(vhost) => {
             homes.remove(vhost);
+        }
+        _ => {}
+    }
+}
+
+/// Notes the users the log deleted (whether or not this node had them) and forgets
+/// those it puts again.
+fn note_users(deleted: &mut std::collections::BTreeSet<String>, op: &Op) {
+    match op {
+        Op::DeleteUser(name) => {
+            deleted.insert(name.clone());
+        }
+        Op::PutUser(u) => {
+            deleted.remove(&u.name);
         }
         _ => {}
     }
@@ -197,6 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(req) => {
                     note_homes(&mut self.core.applied().homes, &req.op);
+                    note_users(&mut self.core.applied().deleted_users, &req.op);
                     let new_group = self.note_group(log_id.index, &req.op);
                     let deleted_queue = match &req.op {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
@@ -261,6 +280,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 groups: std::mem::replace(&mut a.groups, snapshot.groups.clone()),
             };
             a.transient = snapshot.transient.clone();
+            a.deleted_users = snapshot.deleted_users.clone();
             a.membership = meta.last_membership.clone();
             before
         };

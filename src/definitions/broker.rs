@@ -245,6 +245,11 @@ pub struct BrokerDefinitions {
     /// The settings' users were seeded once: never again, even when every user has
     /// been deleted since (as RabbitMQ creates its default user on first boot only).
     users_seeded: bool,
+    /// The users the settings seeded that no `PutUser` or `DeleteUser` has changed
+    /// since: in a cluster they are this node's own, never replicated (each node seeds
+    /// its own, with its own salt), so a definitions snapshot neither carries nor
+    /// deletes them (`cluster::snapshot`).
+    seeded: BTreeSet<String>,
     /// Limits of the virtual hosts that have any.
     limits: BTreeMap<String, super::VhostLimits>,
     /// Bumped by every change (see the module documentation).
@@ -265,6 +270,7 @@ impl BrokerDefinitions {
             vhosts: vhosts.into_iter().collect(),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             users_seeded: false,
+            seeded: BTreeSet::new(),
             limits: BTreeMap::new(),
             generation: Generation::default(),
         }
@@ -279,6 +285,18 @@ impl BrokerDefinitions {
     pub fn with_users_seeded(mut self, seeded: bool) -> Self {
         self.users_seeded = seeded;
         self
+    }
+
+    /// With these users marked as seeded by this node's settings and unchanged since
+    /// (restored from the metadata snapshot).
+    pub fn with_seeded_users(mut self, seeded: BTreeSet<String>) -> Self {
+        self.seeded = seeded;
+        self
+    }
+
+    /// The users seeded from this node's settings and not put or deleted since.
+    pub fn seeded_users(&self) -> &BTreeSet<String> {
+        &self.seeded
     }
 
     /// With these vhost limits (restored from the metadata snapshot).
@@ -330,7 +348,11 @@ impl BrokerDefinitions {
             return false;
         }
         for u in users {
-            self.users.entry(u.name.clone()).or_insert(u);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.users.entry(u.name.clone())
+            {
+                self.seeded.insert(u.name.clone());
+                e.insert(u);
+            }
         }
         self.users_seeded = true;
         self.generation.bump();
@@ -395,8 +417,14 @@ impl BrokerDefinitions {
                 self.limits.remove(&v);
                 self.vhosts.remove(&v)
             }
-            BrokerCommand::PutUser(u) => self.users.insert(u.name.clone(), u.clone()) != Some(u),
-            BrokerCommand::DeleteUser(u) => self.users.remove(&u).is_some(),
+            BrokerCommand::PutUser(u) => {
+                self.seeded.remove(&u.name);
+                self.users.insert(u.name.clone(), u.clone()) != Some(u)
+            }
+            BrokerCommand::DeleteUser(u) => {
+                self.seeded.remove(&u);
+                self.users.remove(&u).is_some()
+            }
             BrokerCommand::SetPermissions {
                 user,
                 vhost,

@@ -190,6 +190,10 @@ pub struct MetadataSnapshot {
     /// when every user has been deleted.
     #[serde(default)]
     pub users_seeded: bool,
+    /// The users seeded from the settings and not put or deleted since (a cluster
+    /// node's own users, see `BrokerDefinitions::seeded_users`).
+    #[serde(default)]
+    pub seeded_users: std::collections::BTreeSet<String>,
     /// Virtual host limits (`max-connections`, `max-queues`), of the vhosts that have any.
     #[serde(default)]
     pub vhost_limits: BTreeMap<String, crate::definitions::VhostLimits>,

@@ -50,6 +50,7 @@ mod quorum_session;
 mod regroup;
 mod replication;
 mod security;
+mod snapshot_users;
 mod snapshots;
 mod version;
 
