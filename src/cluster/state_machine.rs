@@ -112,6 +112,22 @@ fn note_homes(homes: &mut Homes, op: &Op) {
     }
 }
 
+/// What the policies give the quorum queue `op` declares, as applied here so far
+/// (`None` for any other change).
+async fn quorum_policy(
+    broker: &crate::broker::BrokerHandle,
+    op: &Op,
+) -> Option<crate::definitions::Effective> {
+    let Op::DeclareQueue { vhost, queue, .. } = op else {
+        return None;
+    };
+    if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
+        return None;
+    }
+    let defs = broker.vhost_definitions(vhost).await.ok()?;
+    Some(defs.queue_policy(&queue.name))
+}
+
 /// Notes the users the log deleted (whether or not this node had them) and forgets
 /// those it puts again.
 fn note_users(deleted: &mut std::collections::BTreeSet<String>, op: &Op) {
@@ -216,7 +232,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(req) => {
                     note_homes(&mut self.core.applied().homes, &req.op);
                     note_users(&mut self.core.applied().deleted_users, &req.op);
-                    let new_group = self.note_group(log_id.index, &req.op);
+                    let policy = quorum_policy(&broker, &req.op).await;
+                    let new_group = self.note_group(log_id.index, &req.op, policy.as_ref());
                     let deleted_queue = match &req.op {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
                         _ => None,

@@ -44,6 +44,7 @@ mod quorum_forward;
 mod quorum_forward_more;
 mod quorum_freeze;
 mod quorum_memory;
+mod quorum_policy;
 mod quorum_restart;
 mod quorum_sac;
 mod quorum_session;
