@@ -106,6 +106,33 @@ impl BrokerHandle {
         Ok(session.with_access(access))
     }
 
+    /// Names the cluster (RabbitMQ's `PUT /api/cluster-name`): replicated in a
+    /// cluster, saved on a single broker.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// assert_eq!(broker.cluster_name(), None);
+    /// broker.set_cluster_name("eu-prod").await?;
+    /// assert_eq!(broker.cluster_name().as_deref(), Some("eu-prod"));
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_cluster_name(&self, name: &str) -> Result<(), BrokerError> {
+        self.broker_change(BrokerCommand::SetClusterName(name.to_string()))
+            .await
+    }
+
+    /// The cluster's name, once one was given.
+    pub fn cluster_name(&self) -> Option<String> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .cluster_name()
+            .map(str::to_string)
+    }
+
     /// Creates or replaces a user (every virtual host it names must exist).
     pub async fn put_user(&self, user: UserDefinition) -> Result<(), BrokerError> {
         self.broker_change(BrokerCommand::PutUser(user)).await

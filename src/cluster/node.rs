@@ -246,6 +246,7 @@ impl Core {
             groups: a.groups.clone(),
             transient: a.transient.clone(),
             deleted_users: a.deleted_users.clone(),
+            cluster_name: broker.cluster_name(),
         }
     }
 

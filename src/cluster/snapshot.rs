@@ -67,6 +67,7 @@ pub(super) async fn ops_to_reach(
     }
     // Users last: the virtual hosts they may open exist by then.
     ops.extend(snap.users.iter().cloned().map(Op::PutUser));
+    ops.extend(snap.cluster_name.clone().map(Op::SetClusterName));
     ops.retain(|op| !undoes(op, keep));
     ops
 }

@@ -61,6 +61,9 @@ pub struct DefinitionsSnapshot {
     /// snapshot deletes its own seeded user of such a name, as the entry would have.
     #[serde(default)]
     pub deleted_users: std::collections::BTreeSet<String>,
+    /// The cluster's name, once given.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
 }
 
 openraft::declare_raft_types!(

@@ -233,6 +233,9 @@ pub enum BrokerCommand {
         /// One exchange; None = every one.
         exchange: Option<String>,
     },
+    /// Names the cluster (RabbitMQ's `PUT /api/cluster-name`; a single broker is a
+    /// cluster of one).
+    SetClusterName(String),
 }
 
 /// The broker-wide definitions.
@@ -252,6 +255,9 @@ pub struct BrokerDefinitions {
     seeded: BTreeSet<String>,
     /// Limits of the virtual hosts that have any.
     limits: BTreeMap<String, super::VhostLimits>,
+    /// The name given by [`BrokerCommand::SetClusterName`], if any (until then the
+    /// management API names the cluster after the node).
+    cluster_name: Option<String>,
     /// Bumped by every change (see the module documentation).
     generation: Generation,
 }
@@ -272,6 +278,7 @@ impl BrokerDefinitions {
             users_seeded: false,
             seeded: BTreeSet::new(),
             limits: BTreeMap::new(),
+            cluster_name: None,
             generation: Generation::default(),
         }
     }
@@ -297,6 +304,17 @@ impl BrokerDefinitions {
     /// The users seeded from this node's settings and not put or deleted since.
     pub fn seeded_users(&self) -> &BTreeSet<String> {
         &self.seeded
+    }
+
+    /// With this cluster name (restored from the metadata snapshot).
+    pub fn with_cluster_name(mut self, name: Option<String>) -> Self {
+        self.cluster_name = name;
+        self
+    }
+
+    /// The cluster's name, once one was given.
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.cluster_name.as_deref()
     }
 
     /// With these vhost limits (restored from the metadata snapshot).
@@ -400,6 +418,14 @@ impl BrokerDefinitions {
                 Err(no_vhost(vhost))
             }
             BrokerCommand::SetVhostLimits { .. } => Ok(()),
+            BrokerCommand::SetClusterName(name)
+                if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) =>
+            {
+                Err(BrokerError::precondition(
+                    "a cluster name is 1-255 characters, no control characters".to_string(),
+                ))
+            }
+            BrokerCommand::SetClusterName(_) => Ok(()),
         }
     }
 
@@ -461,6 +487,9 @@ impl BrokerDefinitions {
             }
             BrokerCommand::SetVhostLimits { vhost, limits } => {
                 self.limits.insert(vhost, limits) != Some(limits)
+            }
+            BrokerCommand::SetClusterName(name) => {
+                self.cluster_name.replace(name.clone()).as_ref() != Some(&name)
             }
         };
         if changed {

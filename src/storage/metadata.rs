@@ -194,6 +194,9 @@ pub struct MetadataSnapshot {
     /// node's own users, see `BrokerDefinitions::seeded_users`).
     #[serde(default)]
     pub seeded_users: std::collections::BTreeSet<String>,
+    /// The cluster's name, once given (`PUT /api/cluster-name`).
+    #[serde(default)]
+    pub cluster_name: Option<String>,
     /// Virtual host limits (`max-connections`, `max-queues`), of the vhosts that have any.
     #[serde(default)]
     pub vhost_limits: BTreeMap<String, crate::definitions::VhostLimits>,

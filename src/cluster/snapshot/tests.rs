@@ -108,6 +108,7 @@ fn full_snapshot() -> DefinitionsSnapshot {
         groups: groups(&[("qq", group(7, &[1, 2, 3]))]),
         transient: BTreeMap::from([("/".to_string(), transient)]),
         deleted_users: BTreeSet::from(["gone".to_string()]),
+        cluster_name: Some("eu-prod".into()),
     }
 }
 
