@@ -278,6 +278,8 @@ impl Durability {
         Some(
             BrokerDefinitions::new(meta.snapshot.vhosts.keys().cloned(), users)
                 .with_users_seeded(meta.snapshot.users_seeded)
+                .with_seeded_users(meta.snapshot.seeded_users.clone())
+                .with_cluster_name(meta.snapshot.cluster_name.clone())
                 .with_limits(meta.snapshot.vhost_limits.clone()),
         )
     }
@@ -291,6 +293,8 @@ impl Durability {
         let snapshot = &mut meta.snapshot;
         snapshot.seeded = true;
         snapshot.users_seeded = defs.users_seeded();
+        snapshot.seeded_users = defs.seeded_users().clone();
+        snapshot.cluster_name = defs.cluster_name().map(str::to_string);
         snapshot.users = defs.stored_users();
         snapshot.vhost_limits = defs.all_vhost_limits().clone();
         snapshot.vhosts.retain(|v, _| defs.has_vhost(v));

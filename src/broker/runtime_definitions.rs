@@ -15,6 +15,17 @@ impl BrokerHandle {
         self.inner.definitions.clone()
     }
 
+    /// The users this node seeded from its settings and nobody put or deleted since
+    /// (a cluster node's own: see `BrokerDefinitions::seeded_users`).
+    pub fn seeded_users(&self) -> std::collections::BTreeSet<String> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .seeded_users()
+            .clone()
+    }
+
     /// The users, by name.
     pub fn users(&self) -> Vec<UserDefinition> {
         self.inner
@@ -93,6 +104,33 @@ impl BrokerHandle {
         }
         let access = crate::channel::Access::new(self.definitions(), user, vhost);
         Ok(session.with_access(access))
+    }
+
+    /// Names the cluster (RabbitMQ's `PUT /api/cluster-name`): replicated in a
+    /// cluster, saved on a single broker.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// let broker = actormq::Broker::builder().workers(1).start()?;
+    /// assert_eq!(broker.cluster_name(), None);
+    /// broker.set_cluster_name("eu-prod").await?;
+    /// assert_eq!(broker.cluster_name().as_deref(), Some("eu-prod"));
+    /// broker.shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_cluster_name(&self, name: &str) -> Result<(), BrokerError> {
+        self.broker_change(BrokerCommand::SetClusterName(name.to_string()))
+            .await
+    }
+
+    /// The cluster's name, once one was given.
+    pub fn cluster_name(&self) -> Option<String> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .cluster_name()
+            .map(str::to_string)
     }
 
     /// Creates or replaces a user (every virtual host it names must exist).

@@ -125,7 +125,7 @@ fn transport(args: &ClusterArgs) -> Result<Transport, Error> {
     let Some(cluster) = &settings.cluster else {
         return Err(format!("{}: no [cluster] section", path.display()).into());
     };
-    Ok(Transport::new(cluster, &settings.tls)?)
+    Ok(Transport::new(cluster, &settings.tls)?.as_cli())
 }
 
 /// Runs a cluster subcommand.
@@ -166,21 +166,22 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
                 .map_or_else(|| "none".to_string(), |l| l.to_string());
             println!("leader: {leader}");
             println!(
-                "{:<6} {:<22} {:<12} {:>6} {:>9} {:>9} {:>5}",
-                "id", "address", "role", "term", "log", "applied", "lag"
+                "{:<6} {:<22} {:<13} {:>6} {:>9} {:>9} {:>5} {:>8}",
+                "id", "address", "role", "term", "log", "applied", "lag", "protocol"
             );
             let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
             let mut all_groups = Vec::new();
             for (v, lag) in s.nodes {
                 println!(
-                    "{:<6} {:<22} {:<12} {:>6} {:>9} {:>9} {:>5}",
+                    "{:<6} {:<22} {:<13} {:>6} {:>9} {:>9} {:>5} {:>8}",
                     v.id,
                     v.addr,
                     v.role,
                     v.term,
                     opt(v.last_log_index),
                     opt(v.applied_index),
-                    opt(lag)
+                    opt(lag),
+                    opt(v.protocol.map(u64::from))
                 );
                 all_groups.extend(v.groups.iter().map(|g| (v.id, g.clone())));
             }

@@ -21,6 +21,7 @@
 //! - `types`: openraft's type configuration, the entry and the snapshot.
 //! - `log_store`: the log and vote on disk. `state_machine`: applying entries.
 //! - `transport`: TLS and the cluster secret's proof on every connection.
+//! - `version`: the cluster protocol version every connection announces.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: what installing a
 //!   snapshot of the definitions log changes here.
@@ -43,6 +44,7 @@ mod state_machine;
 mod tests;
 mod transport;
 mod types;
+mod version;
 
 pub use op::{ClusterHook, Op, Outcome, Proposal};
 pub use rpc::{ClusterStatus, NodeView};
@@ -50,6 +52,7 @@ pub use settings::{ClusterSettings, Secret, SeedNode};
 pub use state_machine::LOG_OWNER;
 pub use transport::Transport;
 pub use types::NodeId;
+pub use version::CLUSTER_PROTOCOL;
 
 use crate::broker::BrokerHandle;
 use crate::error::BrokerError;

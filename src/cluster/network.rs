@@ -65,7 +65,9 @@ impl Link {
                     )
                 })?
                 .inspect_err(|e| {
-                    if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    if super::version::Mismatch::of(e).is_some() {
+                        tracing::error!(peer = %self.addr, "cluster: peer refused: {e}");
+                    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
                         tracing::warn!(peer = %self.addr, error = %e, "cluster: peer refused");
                     }
                 })?;

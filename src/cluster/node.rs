@@ -232,10 +232,21 @@ impl Core {
         let a = self.applied();
         DefinitionsSnapshot {
             vhosts,
-            users: broker.users().iter().map(StoredUser::from).collect(),
+            // Not the users this node seeded from its own settings: those are its own.
+            users: {
+                let seeded = broker.seeded_users();
+                broker
+                    .users()
+                    .iter()
+                    .filter(|u| !seeded.contains(&u.name))
+                    .map(StoredUser::from)
+                    .collect()
+            },
             homes: a.homes.clone(),
             groups: a.groups.clone(),
             transient: a.transient.clone(),
+            deleted_users: a.deleted_users.clone(),
+            cluster_name: broker.cluster_name(),
         }
     }
 
@@ -366,6 +377,7 @@ impl Core {
             applied_index: m.last_applied.map(|l| l.index),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            protocol: Some(super::version::CLUSTER_PROTOCOL),
             voters: membership.voter_ids().map(|id| (id, addr_of(id))).collect(),
             learners: membership
                 .learner_ids()
@@ -401,6 +413,13 @@ impl Core {
             } else {
                 match self.link(&addr).call(&Rpc::Local, STATUS_TIMEOUT).await {
                     Ok(Reply::Local(v)) => v,
+                    Err(e) if super::version::Mismatch::of(&e).is_some() => NodeView {
+                        id,
+                        addr,
+                        role: "other-version".into(),
+                        protocol: super::version::Mismatch::of(&e).map(|m| m.theirs),
+                        ..NodeView::default()
+                    },
                     _ => NodeView {
                         id,
                         addr,

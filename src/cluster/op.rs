@@ -95,6 +95,8 @@ pub enum Op {
     /// grow` / `shrink`): no broker change, only the groups' recorded members, which
     /// their leaders then make real.
     ChangeGroups(crate::cluster::quorum::grow::GroupChange),
+    /// Names the cluster.
+    SetClusterName(String),
 }
 
 impl Op {
@@ -141,6 +143,7 @@ impl Op {
                 vhost,
                 exchange,
             },
+            BrokerCommand::SetClusterName(name) => Op::SetClusterName(name),
         }
     }
 
@@ -189,6 +192,7 @@ impl Op {
                 vhost,
                 exchange,
             },
+            Op::SetClusterName(name) => BrokerCommand::SetClusterName(name),
             _ => return None,
         })
     }

@@ -106,6 +106,11 @@ pub struct NodeView {
     /// The last entry purged from its log (behind a snapshot).
     #[serde(default)]
     pub purged_index: Option<u64>,
+    /// The cluster protocol it speaks (`version::CLUSTER_PROTOCOL`); for a node
+    /// refused for speaking another, the one it announced (0: a build from before the
+    /// version gate); `None` when it could not be asked.
+    #[serde(default)]
+    pub protocol: Option<u32>,
 }
 
 /// One node's member of a quorum queue's group, for `actormq cluster status`.

@@ -11,6 +11,15 @@
 //! must serve the new one. The definitions this node held before it joined, not yet
 //! declared to the cluster (`data_dir/raft/pre-cluster`, see `drift`), are kept: the
 //! snapshot cannot know them yet, and deleting them would lose their messages.
+//!
+//! Users: the users a node seeded from its own `Settings.toml` are that node's, never
+//! replicated, until the cluster puts or deletes a user of that name. The log never
+//! deleted them (a joining node replaying it kept them), but a snapshot deleted every
+//! user it lacked, theirs included. Now both paths agree: a snapshot carries only the
+//! cluster's users (not the builder's seeded ones) and the names the log deleted and
+//! has not put since; installing it deletes a user it lacks only if that user is not
+//! one this node seeded, or if the log deleted that name (as replaying the delete
+//! would have).
 
 use super::op::Op;
 use super::quorum::runtime::QueueGroups;
@@ -42,12 +51,8 @@ pub(super) async fn ops_to_reach(
     for v in here.iter().filter(|v| !snap.vhosts.contains_key(*v)) {
         ops.push(Op::DeleteVhost(v.clone()));
     }
-    let users: BTreeSet<&str> = snap.users.iter().map(|u| u.name.as_str()).collect();
-    for u in broker.users() {
-        if !users.contains(u.name.as_str()) {
-            ops.push(Op::DeleteUser(u.name.clone()));
-        }
-    }
+    let here: Vec<String> = broker.users().into_iter().map(|u| u.name).collect();
+    ops.extend(user_deletes(&here, &broker.seeded_users(), snap));
     for v in snap.vhosts.keys() {
         if !here.contains(v) {
             ops.push(Op::AddVhost(v.clone()));
@@ -62,8 +67,24 @@ pub(super) async fn ops_to_reach(
     }
     // Users last: the virtual hosts they may open exist by then.
     ops.extend(snap.users.iter().cloned().map(Op::PutUser));
+    ops.extend(snap.cluster_name.clone().map(Op::SetClusterName));
     ops.retain(|op| !undoes(op, keep));
     ops
+}
+
+/// The users of `here` installing `snap` deletes: those it lacks, but for the ones
+/// this node seeded from its settings (`seeded`) that the log did not delete.
+pub(super) fn user_deletes(
+    here: &[String],
+    seeded: &BTreeSet<String>,
+    snap: &DefinitionsSnapshot,
+) -> Vec<Op> {
+    let users: BTreeSet<&str> = snap.users.iter().map(|u| u.name.as_str()).collect();
+    here.iter()
+        .filter(|u| !users.contains(u.as_str()))
+        .filter(|u| !seeded.contains(*u) || snap.deleted_users.contains(*u))
+        .map(|u| Op::DeleteUser(u.clone()))
+        .collect()
 }
 
 /// The definitions of `vhost` the snapshot has: its durable ones and its transient ones.

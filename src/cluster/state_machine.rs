@@ -61,6 +61,10 @@ pub struct Applied {
     /// Each quorum queue's Raft group (its id, members and limits).
     #[serde(default)]
     pub groups: super::quorum::runtime::QueueGroups,
+    /// The users the log deleted and has not put since (see `snapshot`: a snapshot
+    /// carries them so that installing it deletes what replaying the log would).
+    #[serde(default)]
+    pub deleted_users: std::collections::BTreeSet<String>,
 }
 
 fn io(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -103,6 +107,36 @@ fn note_homes(homes: &mut Homes, op: &Op) {
         }
         Op::DeleteVhost(vhost) => {
             homes.remove(vhost);
+        }
+        _ => {}
+    }
+}
+
+/// What the policies give the quorum queue `op` declares, as applied here so far
+/// (`None` for any other change).
+async fn quorum_policy(
+    broker: &crate::broker::BrokerHandle,
+    op: &Op,
+) -> Option<crate::definitions::Effective> {
+    let Op::DeclareQueue { vhost, queue, .. } = op else {
+        return None;
+    };
+    if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
+        return None;
+    }
+    let defs = broker.vhost_definitions(vhost).await.ok()?;
+    Some(defs.queue_policy(&queue.name))
+}
+
+/// Notes the users the log deleted (whether or not this node had them) and forgets
+/// those it puts again.
+fn note_users(deleted: &mut std::collections::BTreeSet<String>, op: &Op) {
+    match op {
+        Op::DeleteUser(name) => {
+            deleted.insert(name.clone());
+        }
+        Op::PutUser(u) => {
+            deleted.remove(&u.name);
         }
         _ => {}
     }
@@ -197,7 +231,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Normal(req) => {
                     note_homes(&mut self.core.applied().homes, &req.op);
-                    let new_group = self.note_group(log_id.index, &req.op);
+                    note_users(&mut self.core.applied().deleted_users, &req.op);
+                    let policy = quorum_policy(&broker, &req.op).await;
+                    let new_group = self.note_group(log_id.index, &req.op, policy.as_ref());
                     let deleted_queue = match &req.op {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
                         _ => None,
@@ -261,6 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 groups: std::mem::replace(&mut a.groups, snapshot.groups.clone()),
             };
             a.transient = snapshot.transient.clone();
+            a.deleted_users = snapshot.deleted_users.clone();
             a.membership = meta.last_membership.clone();
             before
         };

@@ -8,12 +8,20 @@
 //! Erlang's cookie guards RabbitMQ's distribution port, but the secret never crosses
 //! the wire):
 //!
-//! 1. the accepting node sends `MAGIC` and a random 32-byte challenge;
-//! 2. the connecting node sends `MAGIC`, its own 32-byte challenge and
+//! 1. the accepting node sends `MAGIC`, its cluster protocol version (`u32`) and id
+//!    (`u64`, big-endian) and a random 32-byte challenge;
+//! 2. the connecting node sends the same four (its own version, id and challenge) and
 //!    `HMAC(secret, "client" | accepting challenge | connecting challenge)`;
-//! 3. the accepting node checks it (in constant time) and answers
+//! 3. the accepting node checks it (in constant time) and answers a zero byte and
 //!    `HMAC(secret, "server" | connecting challenge | accepting challenge)`, which the
 //!    connecting node checks: neither side talks to a peer without the secret.
+//!
+//! A peer that announces another [`CLUSTER_PROTOCOL`] is refused by both sides, each
+//! logging a [`Mismatch`] naming the two versions: the accepting node answers a one
+//! byte and the refusal's text (a `u16` length first) instead of its proof, the
+//! connecting node sends its hello (so the other side can say who it was) and closes.
+//! Builds from before the version gate sent `OLD_MAGIC`: they are refused as
+//! version 0.
 //!
 //! Fresh challenges on both sides make a recorded exchange useless to replay. A peer
 //! that fails (a wrong magic, such as a Raft frame sent without the handshake, a wrong
@@ -25,6 +33,7 @@
 //! ones keep theirs, and a file that does not load leaves the configuration in force.
 
 use super::settings::ClusterSettings;
+use super::version::{Mismatch, Speaker, CLUSTER_PROTOCOL};
 use crate::server::tls::{load_certs, load_key, load_roots, provider, VERSIONS};
 use crate::settings::TlsSettings;
 use hmac::{Hmac, Mac};
@@ -39,7 +48,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 /// The first bytes either side sends: the port and the handshake's version.
-const MAGIC: &[u8; 8] = b"AMQCLU\x00\x01";
+const MAGIC: &[u8; 8] = b"AMQCLU\x00\x02";
+/// The magic of the builds before the version gate (no version, no id).
+const OLD_MAGIC: &[u8; 8] = b"AMQCLU\x00\x01";
+/// The version and id after the magic.
+const ANNOUNCE: usize = 4 + 8;
+/// The accepting side's answer to a hello it takes, and to one it refuses.
+const ACCEPTED: u8 = 0;
+const REFUSED: u8 = 1;
 const NONCE: usize = 32;
 const MAC: usize = 32;
 /// How long opening a TCP connection to a peer may take.
@@ -66,6 +82,10 @@ pub struct Transport {
     /// The `[tls]` files, read again on reload.
     tls_settings: TlsSettings,
     handshake_timeout: Duration,
+    /// Who this side announces itself as.
+    me: Speaker,
+    /// The version it announces: [`CLUSTER_PROTOCOL`] (another only in tests).
+    protocol: u32,
 }
 
 impl std::fmt::Debug for Transport {
@@ -94,7 +114,16 @@ impl Transport {
             },
             tls_settings: tls.clone(),
             handshake_timeout: Duration::from_secs(tls.handshake_timeout_secs.max(1)),
+            me: Speaker::Node(cluster.node_id),
+            protocol: CLUSTER_PROTOCOL,
         })
+    }
+
+    /// The same transport announcing the CLI, which is no node (`actormq cluster`
+    /// with `--config` reads a node's settings but must not pass for that node).
+    pub fn as_cli(mut self) -> Transport {
+        self.me = Speaker::Cli;
+        self
     }
 
     /// The TLS configuration in force, when the port speaks TLS.
@@ -115,13 +144,38 @@ impl Transport {
         Ok(true)
     }
 
-    /// A plain transport proving `secret` (the CLI without `--config`, and tests).
+    /// A plain transport proving `secret`, announcing the CLI (the CLI without
+    /// `--config`, and tests).
     pub fn plain(secret: &str) -> Transport {
         Transport {
             secret: secret.as_bytes().to_vec(),
             tls: None,
             tls_settings: TlsSettings::default(),
             handshake_timeout: Duration::from_secs(10),
+            me: Speaker::Cli,
+            protocol: CLUSTER_PROTOCOL,
+        }
+    }
+
+    /// The first bytes this side sends: magic, version, id, `nonce`.
+    fn hello(&self, nonce: &[u8; NONCE]) -> Vec<u8> {
+        let mut hello = Vec::with_capacity(MAGIC.len() + ANNOUNCE + NONCE + MAC);
+        hello.extend_from_slice(MAGIC);
+        hello.extend_from_slice(&self.protocol.to_be_bytes());
+        hello.extend_from_slice(&self.me.wire().to_be_bytes());
+        hello.extend_from_slice(nonce);
+        hello
+    }
+
+    /// The refusal of a peer at `addr` that announced `theirs` (`peer` `None`: a build
+    /// before the gate, which announces nothing).
+    fn mismatch(&self, peer: Option<Speaker>, addr: String, theirs: u32) -> Mismatch {
+        Mismatch {
+            peer,
+            addr,
+            theirs,
+            me: self.me,
+            ours: self.protocol,
         }
     }
 
@@ -161,11 +215,15 @@ impl Transport {
                 None => Box::new(tcp),
                 Some(t) => Box::new(t.acceptor.accept(tcp).await?),
             };
-            self.challenge(&mut conn).await?;
+            self.challenge(&mut conn, peer).await?;
             Ok::<_, io::Error>(conn)
         };
         match tokio::time::timeout(self.handshake_timeout, work).await {
             Ok(Ok(conn)) => Some(conn),
+            Ok(Err(e)) if Mismatch::of(&e).is_some() => {
+                tracing::error!(%peer, "cluster port: peer refused: {e}");
+                None
+            }
             Ok(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "cluster port: peer refused");
                 None
@@ -187,24 +245,35 @@ impl Transport {
 
     /// The connecting side of the proof.
     async fn prove(&self, conn: &mut Conn, addr: &str) -> io::Result<()> {
-        let mut hello = [0u8; MAGIC.len() + NONCE];
-        conn.read_exact(&mut hello).await?;
-        if &hello[..MAGIC.len()] != MAGIC {
+        let mut magic = [0u8; MAGIC.len()];
+        conn.read_exact(&mut magic).await?;
+        if &magic == OLD_MAGIC {
+            return Err(self.mismatch(None, addr.to_string(), 0).into_io());
+        }
+        if &magic != MAGIC {
             return Err(denied(format!(
                 "{addr} is not an actormq cluster port (or speaks another version)"
             )));
         }
-        let theirs = &hello[MAGIC.len()..];
+        let mut rest = [0u8; ANNOUNCE + NONCE];
+        conn.read_exact(&mut rest).await?;
+        let (theirs_version, their_id) = announced(&rest);
+        let theirs: [u8; NONCE] = rest[ANNOUNCE..].try_into().expect("NONCE bytes");
         let ours = nonce();
-        let proof = self.mac(b"client", theirs, &ours).finalize().into_bytes();
-        let mut msg = Vec::with_capacity(MAGIC.len() + NONCE + MAC);
-        msg.extend_from_slice(MAGIC);
-        msg.extend_from_slice(&ours);
+        let proof = self.mac(b"client", &theirs, &ours).finalize().into_bytes();
+        let mut msg = self.hello(&ours);
         msg.extend_from_slice(&proof);
         conn.write_all(&msg).await?;
         conn.flush().await?;
-        let mut answer = [0u8; MAC];
-        match conn.read_exact(&mut answer).await {
+        if theirs_version != self.protocol {
+            // Sent all the same: the other side then logs who it refused.
+            let peer = Some(Speaker::from_wire(their_id));
+            return Err(self
+                .mismatch(peer, addr.to_string(), theirs_version)
+                .into_io());
+        }
+        let mut verdict = [0u8; 1];
+        match conn.read_exact(&mut verdict).await {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(denied(format!(
@@ -213,7 +282,19 @@ impl Transport {
             }
             Err(e) => return Err(e),
         }
-        self.mac(b"server", &ours, theirs)
+        if verdict[0] == REFUSED {
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).await?;
+            let mut why = vec![0u8; u16::from_be_bytes(len) as usize];
+            conn.read_exact(&mut why).await?;
+            return Err(denied(format!(
+                "{addr} refused this node: {}",
+                String::from_utf8_lossy(&why)
+            )));
+        }
+        let mut answer = [0u8; MAC];
+        conn.read_exact(&mut answer).await?;
+        self.mac(b"server", &ours, &theirs)
             .verify_slice(&answer)
             .map_err(|_| {
                 denied(format!(
@@ -222,31 +303,52 @@ impl Transport {
             })
     }
 
-    /// The accepting side of the proof.
-    async fn challenge(&self, conn: &mut Conn) -> io::Result<()> {
+    /// The accepting side of the proof; `peer` is where the connection comes from.
+    async fn challenge(&self, conn: &mut Conn, peer: SocketAddr) -> io::Result<()> {
         let ours = nonce();
-        let mut hello = Vec::with_capacity(MAGIC.len() + NONCE);
-        hello.extend_from_slice(MAGIC);
-        hello.extend_from_slice(&ours);
-        conn.write_all(&hello).await?;
+        conn.write_all(&self.hello(&ours)).await?;
         conn.flush().await?;
         let mut magic = [0u8; MAGIC.len()];
         conn.read_exact(&mut magic).await?;
+        if &magic == OLD_MAGIC {
+            return Err(self.mismatch(None, peer.to_string(), 0).into_io());
+        }
         if &magic != MAGIC {
             return Err(denied(
                 "no cluster handshake (a frame or another protocol was sent first)".into(),
             ));
         }
-        let mut rest = [0u8; NONCE + MAC];
+        let mut rest = [0u8; ANNOUNCE + NONCE + MAC];
         conn.read_exact(&mut rest).await?;
-        let (theirs, proof) = rest.split_at(NONCE);
+        let (version, id) = announced(&rest);
+        if version != self.protocol {
+            let refused = self.mismatch(Some(Speaker::from_wire(id)), peer.to_string(), version);
+            let why = refused.to_string();
+            let why = &why.as_bytes()[..why.len().min(u16::MAX as usize)];
+            let mut answer = vec![REFUSED];
+            answer.extend_from_slice(&(why.len() as u16).to_be_bytes());
+            answer.extend_from_slice(why);
+            // Best effort: the refusal is logged here whether the peer reads it or not.
+            let _ = conn.write_all(&answer).await;
+            let _ = conn.flush().await;
+            return Err(refused.into_io());
+        }
+        let (theirs, proof) = rest[ANNOUNCE..].split_at(NONCE);
         self.mac(b"client", &ours, theirs)
             .verify_slice(proof)
             .map_err(|_| denied("wrong cluster secret".into()))?;
-        let answer = self.mac(b"server", theirs, &ours).finalize().into_bytes();
+        let mut answer = vec![ACCEPTED];
+        answer.extend_from_slice(&self.mac(b"server", theirs, &ours).finalize().into_bytes());
         conn.write_all(&answer).await?;
         conn.flush().await
     }
+}
+
+/// The version and id a hello announces (the bytes after its magic).
+fn announced(rest: &[u8]) -> (u32, u64) {
+    let version = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes"));
+    let id = u64::from_be_bytes(rest[4..ANNOUNCE].try_into().expect("8 bytes"));
+    (version, id)
 }
 
 /// Reloads `transport`'s TLS files on every SIGHUP, for as long as the cluster's
@@ -327,130 +429,5 @@ fn tls_pair(tls: &TlsSettings) -> Result<ClusterTls, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn pair(server: &Transport, client: &Transport) -> (io::Result<Conn>, Option<Conn>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let accept = async {
-            let (tcp, peer) = listener.accept().await.unwrap();
-            server.accept(tcp, peer).await
-        };
-        tokio::join!(client.connect(&addr), accept)
-    }
-
-    #[tokio::test]
-    async fn the_same_secret_passes_and_frames_follow() {
-        let (c, s) = pair(
-            &Transport::plain("0123456789abcdef"),
-            &Transport::plain("0123456789abcdef"),
-        )
-        .await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        c.write_all(b"ping").await.unwrap();
-        let mut got = [0u8; 4];
-        s.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"ping");
-    }
-
-    #[tokio::test]
-    async fn a_wrong_secret_is_refused_on_both_sides() {
-        let (c, s) = pair(
-            &Transport::plain("0123456789abcdef"),
-            &Transport::plain("fedcba9876543210"),
-        )
-        .await;
-        assert!(s.is_none());
-        let e = c.err().expect("the client is refused");
-        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
-        assert!(e.to_string().contains("cluster.secret"), "{e}");
-    }
-
-    /// Writes `ca.pem` (a new CA named `ca_name`), and `cert.pem` / `key.pem` (its
-    /// certificate for 127.0.0.1) into `dir`.
-    fn write_pki(dir: &std::path::Path, ca_name: &str) {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, ca_name);
-        let ca = params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
-    }
-
-    /// A transport with `cluster.tls` on the files of `dir`.
-    fn tls_transport(dir: &std::path::Path) -> Transport {
-        let settings = TlsSettings {
-            cert_file: Some(dir.join("cert.pem")),
-            key_file: Some(dir.join("key.pem")),
-            ca_file: Some(dir.join("ca.pem")),
-            ..Default::default()
-        };
-        Transport {
-            secret: b"0123456789abcdef".to_vec(),
-            tls: Some(RwLock::new(Arc::new(tls_pair(&settings).unwrap()))),
-            tls_settings: settings,
-            handshake_timeout: Duration::from_secs(10),
-        }
-    }
-
-    fn copy_pki(from: &std::path::Path, to: &std::path::Path) {
-        for f in ["ca.pem", "cert.pem", "key.pem"] {
-            std::fs::copy(from.join(f), to.join(f)).unwrap();
-        }
-    }
-
-    #[tokio::test]
-    async fn a_reload_serves_new_connections_with_the_new_files_and_a_broken_file_keeps_the_old() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        write_pki(a.path(), "first CA");
-        copy_pki(a.path(), b.path());
-        let (server, client) = (tls_transport(a.path()), tls_transport(b.path()));
-        let joined = |r: (io::Result<Conn>, Option<Conn>)| r.0.is_ok() && r.1.is_some();
-        assert!(joined(pair(&server, &client).await));
-
-        std::fs::write(a.path().join("key.pem"), "not a key").unwrap();
-        let e = server.reload().unwrap_err();
-        assert!(e.contains("key.pem"), "{e}");
-        assert!(
-            joined(pair(&server, &client).await),
-            "the old files stay in use"
-        );
-
-        // A new CA on one side only: the two no longer trust each other.
-        write_pki(a.path(), "second CA");
-        assert_eq!(server.reload(), Ok(true));
-        assert!(
-            !joined(pair(&server, &client).await),
-            "the new files are used"
-        );
-        copy_pki(a.path(), b.path());
-        assert_eq!(client.reload(), Ok(true));
-        assert!(joined(pair(&server, &client).await));
-        assert_eq!(Transport::plain("0123456789abcdef").reload(), Ok(false));
-    }
-
-    #[test]
-    fn a_peer_name_is_the_host_of_its_address() {
-        assert!(matches!(
-            server_name("127.0.0.1:25672").unwrap(),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("[::1]:25672").unwrap(),
-            ServerName::IpAddress(_)
-        ));
-        assert!(matches!(
-            server_name("node1.example:25672").unwrap(),
-            ServerName::DnsName(_)
-        ));
-    }
-}
+#[path = "transport_tests.rs"]
+mod tests;

@@ -57,6 +57,13 @@ pub struct DefinitionsSnapshot {
     /// The transient (non-durable) definitions, which the metadata store does not keep.
     #[serde(default)]
     pub transient: super::drift::Transient,
+    /// The users the log deleted and has not put since: a node installing the
+    /// snapshot deletes its own seeded user of such a name, as the entry would have.
+    #[serde(default)]
+    pub deleted_users: std::collections::BTreeSet<String>,
+    /// The cluster's name, once given.
+    #[serde(default)]
+    pub cluster_name: Option<String>,
 }
 
 openraft::declare_raft_types!(

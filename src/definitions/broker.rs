@@ -233,6 +233,9 @@ pub enum BrokerCommand {
         /// One exchange; None = every one.
         exchange: Option<String>,
     },
+    /// Names the cluster (RabbitMQ's `PUT /api/cluster-name`; a single broker is a
+    /// cluster of one).
+    SetClusterName(String),
 }
 
 /// The broker-wide definitions.
@@ -245,8 +248,16 @@ pub struct BrokerDefinitions {
     /// The settings' users were seeded once: never again, even when every user has
     /// been deleted since (as RabbitMQ creates its default user on first boot only).
     users_seeded: bool,
+    /// The users the settings seeded that no `PutUser` or `DeleteUser` has changed
+    /// since: in a cluster they are this node's own, never replicated (each node seeds
+    /// its own, with its own salt), so a definitions snapshot neither carries nor
+    /// deletes them (`cluster::snapshot`).
+    seeded: BTreeSet<String>,
     /// Limits of the virtual hosts that have any.
     limits: BTreeMap<String, super::VhostLimits>,
+    /// The name given by [`BrokerCommand::SetClusterName`], if any (until then the
+    /// management API names the cluster after the node).
+    cluster_name: Option<String>,
     /// Bumped by every change (see the module documentation).
     generation: Generation,
 }
@@ -265,7 +276,9 @@ impl BrokerDefinitions {
             vhosts: vhosts.into_iter().collect(),
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             users_seeded: false,
+            seeded: BTreeSet::new(),
             limits: BTreeMap::new(),
+            cluster_name: None,
             generation: Generation::default(),
         }
     }
@@ -279,6 +292,29 @@ impl BrokerDefinitions {
     pub fn with_users_seeded(mut self, seeded: bool) -> Self {
         self.users_seeded = seeded;
         self
+    }
+
+    /// With these users marked as seeded by this node's settings and unchanged since
+    /// (restored from the metadata snapshot).
+    pub fn with_seeded_users(mut self, seeded: BTreeSet<String>) -> Self {
+        self.seeded = seeded;
+        self
+    }
+
+    /// The users seeded from this node's settings and not put or deleted since.
+    pub fn seeded_users(&self) -> &BTreeSet<String> {
+        &self.seeded
+    }
+
+    /// With this cluster name (restored from the metadata snapshot).
+    pub fn with_cluster_name(mut self, name: Option<String>) -> Self {
+        self.cluster_name = name;
+        self
+    }
+
+    /// The cluster's name, once one was given.
+    pub fn cluster_name(&self) -> Option<&str> {
+        self.cluster_name.as_deref()
     }
 
     /// With these vhost limits (restored from the metadata snapshot).
@@ -330,7 +366,11 @@ impl BrokerDefinitions {
             return false;
         }
         for u in users {
-            self.users.entry(u.name.clone()).or_insert(u);
+            if let std::collections::btree_map::Entry::Vacant(e) = self.users.entry(u.name.clone())
+            {
+                self.seeded.insert(u.name.clone());
+                e.insert(u);
+            }
         }
         self.users_seeded = true;
         self.generation.bump();
@@ -378,6 +418,14 @@ impl BrokerDefinitions {
                 Err(no_vhost(vhost))
             }
             BrokerCommand::SetVhostLimits { .. } => Ok(()),
+            BrokerCommand::SetClusterName(name)
+                if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) =>
+            {
+                Err(BrokerError::precondition(
+                    "a cluster name is 1-255 characters, no control characters".to_string(),
+                ))
+            }
+            BrokerCommand::SetClusterName(_) => Ok(()),
         }
     }
 
@@ -395,8 +443,14 @@ impl BrokerDefinitions {
                 self.limits.remove(&v);
                 self.vhosts.remove(&v)
             }
-            BrokerCommand::PutUser(u) => self.users.insert(u.name.clone(), u.clone()) != Some(u),
-            BrokerCommand::DeleteUser(u) => self.users.remove(&u).is_some(),
+            BrokerCommand::PutUser(u) => {
+                self.seeded.remove(&u.name);
+                self.users.insert(u.name.clone(), u.clone()) != Some(u)
+            }
+            BrokerCommand::DeleteUser(u) => {
+                self.seeded.remove(&u);
+                self.users.remove(&u).is_some()
+            }
             BrokerCommand::SetPermissions {
                 user,
                 vhost,
@@ -433,6 +487,9 @@ impl BrokerDefinitions {
             }
             BrokerCommand::SetVhostLimits { vhost, limits } => {
                 self.limits.insert(vhost, limits) != Some(limits)
+            }
+            BrokerCommand::SetClusterName(name) => {
+                self.cluster_name.replace(name.clone()).as_ref() != Some(&name)
             }
         };
         if changed {

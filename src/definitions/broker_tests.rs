@@ -156,3 +156,27 @@ fn every_change_and_only_a_change_bumps_the_generation() {
     assert!(!d.apply(clear).unwrap());
     assert_eq!(g.get(), start + 2);
 }
+
+#[test]
+fn seeded_users_stay_marked_until_a_put_or_delete_of_their_name() {
+    let mut d = BrokerDefinitions::new(["/".to_string()], [user("app", &["/"])]);
+    // A user already defined is kept as it is, and not marked.
+    assert!(d.seed_users(vec![
+        user("guest", &["/"]),
+        user("ops", &[]),
+        user("app", &[])
+    ]));
+    let marked = |d: &BrokerDefinitions| d.seeded_users().iter().cloned().collect::<Vec<_>>();
+    assert_eq!(marked(&d), ["guest", "ops"]);
+    d.apply(BrokerCommand::PutUser(user("ops", &["/"])))
+        .unwrap();
+    d.apply(BrokerCommand::SetPermissions {
+        user: "guest".into(),
+        vhost: "/".into(),
+        permission: Permission::all(),
+    })
+    .unwrap();
+    assert_eq!(marked(&d), ["guest"], "a permission leaves it seeded");
+    d.apply(BrokerCommand::DeleteUser("guest".into())).unwrap();
+    assert!(d.seeded_users().is_empty());
+}

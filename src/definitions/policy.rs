@@ -160,6 +160,13 @@ const KEYS: &[(&str, Expect, Merge, Option<&str>, bool)] = &[
         false,
     ),
     (
+        "dead-letter-strategy",
+        Expect::OneOf(&["at-most-once", "at-least-once"]),
+        Merge::ArgumentWins,
+        Some("x-dead-letter-strategy"),
+        false,
+    ),
+    (
         "alternate-exchange",
         Expect::Str,
         Merge::ArgumentWins,

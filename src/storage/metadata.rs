@@ -190,6 +190,13 @@ pub struct MetadataSnapshot {
     /// when every user has been deleted.
     #[serde(default)]
     pub users_seeded: bool,
+    /// The users seeded from the settings and not put or deleted since (a cluster
+    /// node's own users, see `BrokerDefinitions::seeded_users`).
+    #[serde(default)]
+    pub seeded_users: std::collections::BTreeSet<String>,
+    /// The cluster's name, once given (`PUT /api/cluster-name`).
+    #[serde(default)]
+    pub cluster_name: Option<String>,
     /// Virtual host limits (`max-connections`, `max-queues`), of the vhosts that have any.
     #[serde(default)]
     pub vhost_limits: BTreeMap<String, crate::definitions::VhostLimits>,

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 mod placement;
 mod writer;
-pub use placement::{limits_of, place, GroupInfo, QueueGroups};
+pub use placement::{limits_of, limits_with_policy, place, GroupInfo, QueueGroups};
 use writer::{propose_in_order, Written};
 
 /// This node's members of quorum queue groups.

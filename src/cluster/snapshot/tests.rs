@@ -1,7 +1,7 @@
 //! Unit tests of a definitions snapshot: its encoding (old ones still decode), the
 //! changes installing it computes, and what it does to this node's quorum groups.
 
-use super::{moved, undoes, vhost_ops, wanted, Before};
+use super::{moved, undoes, user_deletes, vhost_ops, wanted, Before};
 use crate::cluster::drift::TransientVhost;
 use crate::cluster::op::Op;
 use crate::cluster::quorum::runtime::{GroupInfo, QueueGroups};
@@ -107,6 +107,8 @@ fn full_snapshot() -> DefinitionsSnapshot {
         homes: homes(&[("dq", 1), ("qq", 1), ("tq", 2)]),
         groups: groups(&[("qq", group(7, &[1, 2, 3]))]),
         transient: BTreeMap::from([("/".to_string(), transient)]),
+        deleted_users: BTreeSet::from(["gone".to_string()]),
+        cluster_name: Some("eu-prod".into()),
     }
 }
 
@@ -355,4 +357,20 @@ fn installing_starts_stops_and_changes_this_nodes_group_members() {
     // Nothing to do when nothing changed.
     let same = group_plan(me, &after, &after);
     assert!(same.stop.is_empty() && same.start.is_empty() && same.changed.is_empty());
+}
+
+#[test]
+fn installing_keeps_the_users_this_node_seeded_unless_the_log_deleted_them() {
+    let snap = full_snapshot();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // `guest` and `ops` seeded here; `gone` seeded here too but deleted by the log;
+    // `old` put by the log once and since deleted (the snapshot lacks it).
+    let here = names(&["app", "guest", "ops", "gone", "old"]);
+    let seeded: BTreeSet<String> = names(&["guest", "ops", "gone"]).into_iter().collect();
+    assert_eq!(
+        user_deletes(&here, &seeded, &snap),
+        vec![Op::DeleteUser("gone".into()), Op::DeleteUser("old".into())]
+    );
+    // Nothing seeded: every user the snapshot lacks goes (as before).
+    assert_eq!(user_deletes(&here, &BTreeSet::new(), &snap).len(), 4);
 }

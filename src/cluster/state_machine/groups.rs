@@ -8,9 +8,10 @@ use crate::cluster::node::Core;
 use crate::cluster::op::Op;
 use crate::cluster::quorum::grow::{change, ChangeCount, GroupChange};
 use crate::cluster::quorum::regroup::{reconcile, regroup, retire, Regrouped, Retired};
-use crate::cluster::quorum::runtime::{limits_of, place, GroupInfo, QueueGroups};
+use crate::cluster::quorum::runtime::{limits_with_policy, place, GroupInfo, QueueGroups};
 use crate::cluster::quorum::wire::GroupId;
 use crate::cluster::types::NodeId;
+use crate::definitions::Effective;
 use crate::error::BrokerError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +19,15 @@ use std::sync::Arc;
 impl StateMachine {
     /// Before a quorum queue's declare applies: its group, made from the applied
     /// state at `index` (so the same on every node) and noted for the queue actor to
-    /// find. Answers the group when this entry made it.
-    pub(super) fn note_group(&self, index: u64, op: &Op) -> Option<GroupInfo> {
+    /// find. Answers the group when this entry made it. `policy`: what the virtual
+    /// host's policies give the queue there (replicated, applied in log order: the
+    /// same on every node too), merged into the group's limits.
+    pub(super) fn note_group(
+        &self,
+        index: u64,
+        op: &Op,
+        policy: Option<&Effective>,
+    ) -> Option<GroupInfo> {
         let Op::DeclareQueue { vhost, queue, .. } = op else {
             return None;
         };
@@ -38,7 +46,7 @@ impl StateMachine {
         let info = GroupInfo {
             id: index,
             members: place(&voters, &a.groups, size),
-            limits: limits_of(&queue.arguments),
+            limits: limits_with_policy(&queue.arguments, policy.unwrap_or(&Effective::default())),
             changed: false,
         };
         a.groups

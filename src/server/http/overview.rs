@@ -4,6 +4,7 @@
 //! first) from the history of totals (see `rates`), which the UI plots.
 
 use super::access::Caller;
+use super::error::{body, ApiError};
 use super::rates::{self, HistoryPoint};
 use super::routing::Routes;
 use super::stats::{vhost_summary, Summary};
@@ -16,7 +17,8 @@ use std::time::Duration;
 pub(crate) fn routes(r: &mut Routes) {
     r.get("/api/overview", overview)
         .get("/api/whoami", whoami)
-        .get("/api/cluster-name", cluster_name);
+        .get("/api/cluster-name", cluster_name)
+        .put("/api/cluster-name", put_cluster_name);
 }
 
 /// The query of `/api/overview`: how far back the samples go, in seconds.
@@ -112,7 +114,7 @@ async fn overview(
         "rabbitmq_version": env!("CARGO_PKG_VERSION"),
         "rates_mode": "basic",
         "node": node_name(),
-        "cluster_name": node_name(),
+        "cluster_name": api.shared.broker.cluster_name().unwrap_or_else(node_name),
         "object_totals": {
             "connections": connections.len(),
             "channels": connections.iter().map(|c| u64::from(c.channels)).sum::<u64>(),
@@ -162,10 +164,30 @@ pub(crate) fn node_name() -> String {
     format!("actormq@{host}")
 }
 
-/// The cluster's name, RabbitMQ's `GET /api/cluster-name` (the node's name, as the
-/// overview's `cluster_name`; it cannot be renamed).
-async fn cluster_name(_caller: Caller) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "name": node_name() }))
+/// The cluster's name, RabbitMQ's `GET /api/cluster-name`: the one given by a PUT,
+/// else the node's name (as the overview's `cluster_name`).
+async fn cluster_name(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
+    let name = api.shared.broker.cluster_name().unwrap_or_else(node_name);
+    HttpResponse::Ok().json(json!({ "name": name }))
+}
+
+/// The body of `PUT /api/cluster-name`.
+#[derive(Deserialize, Default)]
+struct ClusterNameBody {
+    name: String,
+}
+
+/// Names the cluster (administrators only): replicated to every node in a cluster,
+/// saved on a single broker.
+async fn put_cluster_name(
+    api: web::Data<Api>,
+    caller: Caller,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let b: ClusterNameBody = body(&raw)?;
+    api.shared.broker.set_cluster_name(&b.name).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Who the credentials belong to, and their tags.

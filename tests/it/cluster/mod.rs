@@ -44,13 +44,16 @@ mod quorum_forward;
 mod quorum_forward_more;
 mod quorum_freeze;
 mod quorum_memory;
+mod quorum_policy;
 mod quorum_restart;
 mod quorum_sac;
 mod quorum_session;
 mod regroup;
 mod replication;
 mod security;
+mod snapshot_users;
 mod snapshots;
+mod version;
 
 use crate::mgmt::http::Http;
 use crate::support::DEADLINE;

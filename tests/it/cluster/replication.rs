@@ -1,4 +1,5 @@
-//! A change made on a follower, through the management API, reaches every node; a
+//! A change made on a follower, through the management API (the cluster's name
+//! included), reaches every node; a
 //! queue's messages live on its home node, and a publish on another node is refused.
 
 use super::{converged, has, leader, three_nodes};
@@ -17,6 +18,13 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
     let leader_id = block_in_place(|| leader(&all));
     let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
     let api = follower.api();
+    // The cluster's name, before the rest: every node has it once they converge.
+    ok(
+        api.put("/api/cluster-name", r#"{"name":"eu-prod"}"#)
+            .await
+            .status,
+        "cluster name",
+    );
     let x = api
         .put(
             "/api/exchanges/%2F/orders",
@@ -60,6 +68,10 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
     })
     .await;
     assert_eq!(defs["bindings"][0]["routing_key"], "eu.#");
+    for n in &nodes {
+        let name = n.api().get("/api/cluster-name").await.json();
+        assert_eq!(name["name"], "eu-prod", "node {}", n.id);
+    }
 
     // The queue's messages live on the follower that declared it: a publish there is
     // confirmed, one on another node is refused naming the home node.

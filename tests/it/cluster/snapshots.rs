@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 
 /// `[cluster]` lines: the secret, and small snapshots.
-fn extra() -> String {
+pub(super) fn extra() -> String {
     format!("secret = \"{SECRET}\"\nsnapshot_entries = 20\nsnapshot_keep_entries = 2")
 }
 
 /// Three nodes taking a snapshot every 20 entries.
-fn cluster(root: &std::path::Path) -> Vec<Node> {
+pub(super) fn cluster(root: &std::path::Path) -> Vec<Node> {
     let seeds: Vec<(u64, String)> = (1..=3)
         .map(|id| (id, format!("127.0.0.1:{}", free_port())))
         .collect();
@@ -38,7 +38,7 @@ fn cluster(root: &std::path::Path) -> Vec<Node> {
         .collect()
 }
 
-fn ok(status: u16, what: &str) {
+pub(super) fn ok(status: u16, what: &str) {
     assert!((200..300).contains(&status), "{what}: HTTP {status}");
 }
 
@@ -53,14 +53,14 @@ fn own_view(n: &Node) -> Option<Value> {
 }
 
 /// The last entry `n` applied.
-fn applied(n: &Node) -> u64 {
+pub(super) fn applied(n: &Node) -> u64 {
     let v = own_view(n).expect("the node answers");
     v["applied_index"].as_u64().expect("an applied index")
 }
 
 /// Declares and deletes a durable queue on `on` (two log entries each time) until
 /// every node of `live` has purged its log past `index`.
-async fn churn_until_purged(on: &Node, live: &[&Node], index: u64) {
+pub(super) async fn churn_until_purged(on: &Node, live: &[&Node], index: u64) {
     let client = Client::connect(ConnectOptions::new(on.native.clone()))
         .await
         .unwrap();

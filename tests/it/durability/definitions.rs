@@ -166,3 +166,18 @@ fn deleted_users_are_not_seeded_again() {
     );
     server.shutdown();
 }
+
+/// The cluster's name (`PUT /api/cluster-name`) is kept in the data directory.
+#[test]
+fn the_cluster_name_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let server = start(dir.path(), &["/"]);
+    assert_eq!(server.broker().cluster_name(), None);
+    rt.block_on(server.broker().set_cluster_name("eu-prod"))
+        .unwrap();
+    server.shutdown();
+    let server = start(dir.path(), &["/"]);
+    assert_eq!(server.broker().cluster_name().as_deref(), Some("eu-prod"));
+    server.shutdown();
+}

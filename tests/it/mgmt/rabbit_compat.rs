@@ -122,3 +122,26 @@ async fn the_older_node_check_the_cluster_name_and_the_contexts_answer() {
         "{overview}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_can_be_renamed_by_an_administrator() {
+    let server = server();
+    let http = Http::guest(&server);
+    let r = http.put("/api/cluster-name", r#"{"name":"eu-prod"}"#).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        http.get("/api/cluster-name").await.json()["name"],
+        "eu-prod"
+    );
+    assert_eq!(
+        http.get("/api/overview").await.json()["cluster_name"],
+        "eu-prod"
+    );
+    let r = http.put("/api/cluster-name", r#"{"name":""}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("cluster name"), "{}", r.text());
+    assert_eq!(
+        http.get("/api/cluster-name").await.json()["name"],
+        "eu-prod"
+    );
+}

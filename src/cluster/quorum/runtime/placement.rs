@@ -1,11 +1,13 @@
 //! What the replicated definitions decide about a quorum queue's group, so that every
 //! node computes the same answer without talking: the group as the applied state
 //! records it ([`GroupInfo`]), where a new group's members go ([`place`]), and the
-//! limits its machine enforces ([`limits_of`]).
+//! limits its machine enforces ([`limits_of`], and [`limits_with_policy`] for the
+//! policies in force at its declare).
 
 use super::super::machine::Limits;
 use super::super::wire::GroupId;
 use crate::cluster::NodeId;
+use crate::definitions::Effective;
 use crate::message::{FieldTable, FieldValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,6 +81,20 @@ pub fn limits_of(args: &FieldTable) -> Limits {
     }
 }
 
+/// The limits of a quorum queue declared with `args` while the policies give it
+/// `effective`, merged as RabbitMQ's quorum queues merge them: the lower of argument
+/// and policy for `max-length(-bytes)`, `delivery-limit`, `message-ttl` and `expires`;
+/// the argument for `dead-letter-strategy`; but **the policy** for `overflow` (a
+/// quorum queue's policy takes precedence there, where a classic queue's argument
+/// does).
+pub fn limits_with_policy(args: &FieldTable, effective: &Effective) -> Limits {
+    let mut merged = crate::definitions::policy::queue_arguments(args, effective);
+    if let Some(overflow) = effective.definition.get("overflow") {
+        merged.insert("x-overflow".into(), overflow.clone());
+    }
+    limits_of(&merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +149,41 @@ mod tests {
         assert!(!l.at_least_once, "at most once by default");
         args.insert("x-dead-letter-strategy".into(), "at-least-once".into());
         assert!(limits_of(&args).at_least_once);
+    }
+
+    #[test]
+    fn a_policy_gives_the_lower_limit_its_overflow_and_a_strategy_the_argument_lacks() {
+        let mut args = FieldTable::new();
+        args.insert("x-max-length".into(), FieldValue::Int(5));
+        args.insert("x-overflow".into(), "drop-head".into());
+        args.insert("x-delivery-limit".into(), FieldValue::Int(2));
+        let mut definition = FieldTable::new();
+        definition.insert("max-length".into(), FieldValue::Int(3));
+        definition.insert("delivery-limit".into(), FieldValue::Int(7));
+        definition.insert("max-length-bytes".into(), FieldValue::Int(1000));
+        definition.insert("overflow".into(), "reject-publish".into());
+        definition.insert("dead-letter-strategy".into(), "at-least-once".into());
+        let effective = Effective {
+            policy: Some("p".into()),
+            operator_policy: None,
+            definition,
+        };
+        let l = limits_with_policy(&args, &effective);
+        assert_eq!(l.max_length, Some(3), "the lower");
+        assert_eq!(l.delivery_limit, Some(2), "the lower");
+        assert_eq!(l.max_length_bytes, Some(1000), "the policy's alone");
+        assert!(l.reject_publish, "the policy's overflow wins");
+        assert!(
+            l.at_least_once,
+            "the policy's strategy, with reject-publish"
+        );
+        // The argument's strategy wins over the policy's.
+        args.insert("x-dead-letter-strategy".into(), "at-most-once".into());
+        assert!(!limits_with_policy(&args, &effective).at_least_once);
+        // No policy: the arguments alone.
+        assert_eq!(
+            limits_with_policy(&args, &Effective::default()),
+            limits_of(&args)
+        );
     }
 }

@@ -1,0 +1,144 @@
+//! The cluster protocol version: one number for everything nodes exchange or
+//! replicate, announced in every cluster port handshake (see `transport`). Nodes (and
+//! the `actormq cluster` CLI) of different versions refuse each other with
+//! [`Mismatch`] instead of failing later to decode a frame, an entry or a snapshot,
+//! which showed as an obscure decode error deep in openraft.
+
+use super::types::NodeId;
+
+/// The version of the node-to-node protocol and of the replicated state this build
+/// speaks.
+///
+/// **Bump it** in any change that a node of the previous build could not read or
+/// would read differently: a new or changed [`Rpc`](super::rpc::Rpc) or reply, a new
+/// field or variant in a definitions entry ([`Op`](super::Op)), in the definitions
+/// snapshot, in a quorum queue's command, snapshot or limits, in a consume session's
+/// frames, or a change to what applying any of them does. Adding a field with a serde
+/// default still needs a bump: an older node refuses MessagePack arrays longer than
+/// the struct it knows. Say in docs/CLUSTERING.md ("Upgrades") what changed.
+///
+/// Builds before the gate sent no version; they are shown as version 0.
+pub const CLUSTER_PROTOCOL: u32 = 1;
+
+/// Who is at one end of a cluster connection: a node (by id) or the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    /// A node of the cluster.
+    Node(NodeId),
+    /// `actormq cluster ...`, which is no node.
+    Cli,
+}
+
+impl Speaker {
+    /// The id a speaker announces in the handshake (`u64::MAX` for the CLI).
+    pub fn wire(self) -> u64 {
+        match self {
+            Speaker::Node(id) => id,
+            Speaker::Cli => u64::MAX,
+        }
+    }
+
+    /// The speaker a handshake announced.
+    pub fn from_wire(id: u64) -> Speaker {
+        if id == u64::MAX {
+            Speaker::Cli
+        } else {
+            Speaker::Node(id)
+        }
+    }
+}
+
+/// A peer that speaks another cluster protocol: the connection is refused, and this
+/// is the error both sides log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The peer (`None`: not known, a build before the gate).
+    pub peer: Option<Speaker>,
+    /// The peer's address (its cluster address, or the address it connected from).
+    pub addr: String,
+    /// The peer's version.
+    pub theirs: u32,
+    /// This side.
+    pub me: Speaker,
+    /// This side's version.
+    pub ours: u32,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = |s: Speaker| match s {
+            Speaker::Node(id) => format!("node {id}"),
+            Speaker::Cli => "the actormq cluster CLI".to_string(),
+        };
+        let peer = match self.peer {
+            Some(p) => format!("{} ({})", who(p), self.addr),
+            None => format!("{} (an actormq from before the version gate)", self.addr),
+        };
+        let me = match self.me {
+            Speaker::Node(id) => format!("this node (node {id})"),
+            Speaker::Cli => "this CLI".to_string(),
+        };
+        let advice = if self.me == Speaker::Cli || self.peer == Some(Speaker::Cli) {
+            "run the actormq binary of the nodes' version"
+        } else {
+            "stop every node and upgrade them all"
+        };
+        write!(
+            f,
+            "{peer} speaks cluster protocol {}, {me} {}: {advice}; see docs/CLUSTERING.md \"Upgrades\"",
+            self.theirs, self.ours
+        )
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+impl Mismatch {
+    /// The mismatch an I/O error carries, if it is one (a refused connection).
+    pub fn of(e: &std::io::Error) -> Option<&Mismatch> {
+        e.get_ref()?.downcast_ref::<Mismatch>()
+    }
+
+    /// As an I/O error (permission denied), for the transport's callers.
+    pub fn into_io(self) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::PermissionDenied, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_names_both_versions_and_what_to_do() {
+        let m = Mismatch {
+            peer: Some(Speaker::Node(2)),
+            addr: "127.0.0.1:25673".into(),
+            theirs: 4,
+            me: Speaker::Node(1),
+            ours: 5,
+        };
+        assert_eq!(
+            m.to_string(),
+            "node 2 (127.0.0.1:25673) speaks cluster protocol 4, this node (node 1) 5: \
+             stop every node and upgrade them all; see docs/CLUSTERING.md \"Upgrades\""
+        );
+        let e = m.clone().into_io();
+        assert_eq!(Mismatch::of(&e), Some(&m));
+        let cli = Mismatch {
+            peer: Some(Speaker::Cli),
+            ..m
+        };
+        assert!(cli.to_string().contains("the actormq cluster CLI"), "{cli}");
+        assert!(
+            cli.to_string().contains("binary of the nodes' version"),
+            "{cli}"
+        );
+    }
+
+    #[test]
+    fn the_cli_is_announced_as_no_node() {
+        assert_eq!(Speaker::from_wire(Speaker::Cli.wire()), Speaker::Cli);
+        assert_eq!(Speaker::from_wire(7), Speaker::Node(7));
+    }
+}
