@@ -9,7 +9,9 @@ use actormq::server::ServerHandle;
 use actormq::Settings;
 use std::path::Path;
 
-fn start(dir: &Path) -> ServerHandle {
+/// Settings on ephemeral ports only: a test never takes a well-known port (5672, 15672)
+/// that another broker on the machine may hold.
+fn settings(dir: &Path) -> Settings {
     let mut s = Settings::default();
     s.server.bind = "127.0.0.1:0".into();
     s.amqp.bind = vec!["127.0.0.1:0".into()];
@@ -17,7 +19,11 @@ fn start(dir: &Path) -> ServerHandle {
     s.broker.workers = 2;
     s.storage.data_dir = dir.to_path_buf();
     s.storage.segment_size = super::SEGMENT_SIZE;
-    ServerHandle::start(s).expect("the server starts on its data directory")
+    s
+}
+
+fn start(dir: &Path) -> ServerHandle {
+    ServerHandle::start(settings(dir)).expect("the server starts on its data directory")
 }
 
 async fn connect(server: &ServerHandle) -> Client {
@@ -189,11 +195,9 @@ fn a_shutdown_from_a_broker_thread_completes() {
     // Released once the stop is done: a new broker can open the same directory.
     let mut again = None;
     crate::support::eventually_sync("the data directory is released", || {
-        let mut s = Settings::default();
-        s.server.bind = "127.0.0.1:0".into();
-        s.storage.data_dir = dir.path().to_path_buf();
-        s.storage.segment_size = super::SEGMENT_SIZE;
-        match ServerHandle::start(s) {
+        // Only the data directory's lock can refuse this start (the default
+        // settings' AMQP and HTTP ports, held by any other broker, failed it before).
+        match ServerHandle::start(settings(dir.path())) {
             Ok(h) => {
                 again = Some(h);
                 true
