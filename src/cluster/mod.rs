@@ -29,6 +29,7 @@
 //!   a removed node's restart.
 
 mod drift;
+mod forward;
 mod log_store;
 mod network;
 mod node;
@@ -44,6 +45,7 @@ mod tests;
 mod transport;
 mod types;
 
+pub use forward::Home;
 pub use op::{ClusterHook, Op, Outcome, Proposal};
 pub use rpc::{ClusterStatus, NodeView};
 pub use settings::{ClusterSettings, Secret, SeedNode};
