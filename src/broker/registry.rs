@@ -483,6 +483,7 @@ impl Registry {
                 exchanges: self.directory.clone(),
                 stream,
                 remote: remote.clone(),
+                remote_stream: crate::broker::queue_args::is_stream(spec),
                 replica: replica.clone(),
             },
         );

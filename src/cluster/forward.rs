@@ -229,20 +229,8 @@ fn down(t: &Target, why: &str) -> BrokerError {
 fn answer(t: &Target, taken: Taken, sizes: &[usize], waiters: Vec<Waiter>) {
     match taken {
         Ok((refused, reason)) => {
-            let mut refused = refused.into_iter().peekable();
-            let mut start = 0u32;
-            for (n, w) in sizes.iter().zip(waiters) {
-                let end = start + *n as u32;
-                let mut mine = Vec::new();
-                while let Some(i) = refused.next_if(|i| *i < end) {
-                    mine.push(i - start);
-                }
-                let reason = (!mine.is_empty()).then(|| reason.clone()).flatten();
-                let _ = w.send(Ok(Enqueued {
-                    refused: mine,
-                    reason,
-                }));
-                start = end;
+            for (part, w) in split(refused, reason, sizes).into_iter().zip(waiters) {
+                let _ = w.send(Ok(part));
             }
         }
         // Deleted on its home meanwhile: as a local queue deleted while a publish was
@@ -259,6 +247,28 @@ fn answer(t: &Target, taken: Taken, sizes: &[usize], waiters: Vec<Waiter>) {
             }
         }
     }
+}
+
+/// The home queue's answer to a whole batch (`refused`: positions in it, increasing)
+/// split into one answer per publish of `sizes` messages, positions in each.
+fn split(refused: Vec<u32>, reason: Option<BrokerError>, sizes: &[usize]) -> Vec<Enqueued> {
+    let mut refused = refused.into_iter().peekable();
+    let mut start = 0u32;
+    let mut parts = Vec::with_capacity(sizes.len());
+    for n in sizes {
+        let end = start + *n as u32;
+        let mut mine = Vec::new();
+        while let Some(i) = refused.next_if(|i| *i < end) {
+            mine.push(i - start);
+        }
+        let reason = (!mine.is_empty()).then(|| reason.clone()).flatten();
+        parts.push(Enqueued {
+            refused: mine,
+            reason,
+        });
+        start = end;
+    }
+    parts
 }
 
 /// The home's side: hands a forwarded batch to the queue's actor here, if this node is
@@ -288,4 +298,25 @@ pub(super) async fn take(broker: BrokerHandle, is_home: bool, batch: Forwarded) 
         .await
         .map_err(|_| BrokerError::not_found("queue", &batch.queue, &batch.vhost))??;
     Ok((answer.refused, answer.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_answer_is_split_back_to_each_publish_with_its_own_positions() {
+        let full = BrokerError::new(ErrorCode::ResourceError, "full");
+        // Publishes of 2, 3, 1 and 2 messages; the home refused 1, 4, 5 and 7.
+        let parts = split(vec![1, 4, 5, 7], Some(full.clone()), &[2, 3, 1, 2]);
+        let refused: Vec<Vec<u32>> = parts.iter().map(|p| p.refused.clone()).collect();
+        assert_eq!(refused, vec![vec![1], vec![2], vec![0], vec![1]]);
+        assert!(parts.iter().all(|p| p.reason == Some(full.clone())));
+        // Nothing refused: no reason anywhere (a publish whose messages were all taken
+        // is confirmed, whatever the others of its batch got).
+        let parts = split(vec![3], Some(full), &[2, 2, 1]);
+        assert_eq!(parts[0], Enqueued::default());
+        assert_eq!(parts[1].refused, vec![1]);
+        assert_eq!(parts[2], Enqueued::default());
+    }
 }

@@ -114,6 +114,8 @@ pub(crate) struct QueueInit {
     /// Set on a cluster node that is not the queue's home: where its messages live,
     /// and where its publishes are forwarded.
     pub remote: Option<Arc<crate::cluster::Home>>,
+    /// With `remote`: the queue is a stream (its consumers are not forwarded).
+    pub remote_stream: bool,
     /// Set for a quorum queue in a cluster: its Raft group (see [`replica`]).
     pub replica: Option<Arc<crate::cluster::quorum::runtime::QueueGroup>>,
 }
@@ -187,6 +189,10 @@ pub struct QueueActor {
     /// Set on a cluster node that is not the queue's home: publishes are forwarded
     /// there, consumers and gets served from there (see [`standin`]).
     remote: Option<Arc<crate::cluster::Home>>,
+    /// With `remote`: a stream's stand-in. Its consumers are refused: a consume
+    /// session carries no consumer arguments (`x-stream-offset`, filters), so the
+    /// home would read from the wrong place.
+    remote_stream: bool,
     /// Set for a quorum queue in a cluster: the handlers hand their work to it (see
     /// [`replica`]).
     replica: Option<Box<replica::Replica>>,
@@ -254,6 +260,7 @@ impl QueueActor {
                     .stream
                     .map(|s| Box::new(crate::broker::stream::StreamState::new(s))),
                 remote: init.remote,
+                remote_stream: init.remote_stream,
                 standin: replica::Remotes::default(),
                 replica: init
                     .replica

@@ -78,6 +78,17 @@ impl Handler<Consume> for QueueActor {
         if self.replica.is_some() {
             return self.replica_consume(msg, ctx);
         }
+        if let Some(home) = self.remote.as_ref().filter(|_| self.remote_stream) {
+            return Err(BrokerError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "stream '{}' in vhost '{}' {}: consume from it there (stream consumers are not forwarded between nodes)",
+                    self.name,
+                    self.vhost,
+                    home.describe()
+                ),
+            ));
+        }
         if self.remote.is_some() {
             let consumed = self.remote_consume(msg);
             self.remote_wait(ctx);
