@@ -193,3 +193,44 @@ async fn with_its_home_killed_a_classic_queue_nacks_and_cancels_naming_it_and_se
     held(&nodes[0], "down", 0, 0).await;
     super::assert_no_panic(&nodes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_reject_publish_home_queue_nacks_a_forwarded_publish_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_led(dir.path()));
+    let home = &nodes[0];
+    let r = home
+        .api()
+        .put(
+            "/api/queues/%2F/full",
+            r#"{"durable":true,"arguments":{"x-max-length":2,"x-overflow":"reject-publish"}}"#,
+        )
+        .await;
+    assert!((200..300).contains(&r.status), "declare: {}", r.text());
+    for n in &nodes {
+        super::queue_until(n, "full", "the queue is known", |q| q["name"] == "full").await;
+    }
+    let native = Client::connect(ConnectOptions::new(nodes[1].native.clone()))
+        .await
+        .unwrap();
+    for body in ["1", "2"] {
+        native
+            .publish("", "full", body)
+            .await
+            .unwrap()
+            .await
+            .expect("room on the home: confirmed");
+    }
+    let refused = native
+        .publish("", "full", "3")
+        .await
+        .unwrap()
+        .await
+        .expect_err("the home's queue is full");
+    let why = refused.to_string();
+    assert!(
+        why.contains("'full'") && why.contains("reject-publish"),
+        "{why}"
+    );
+    held(home, "full", 2, 0).await;
+}
