@@ -234,3 +234,42 @@ async fn a_full_reject_publish_home_queue_nacks_a_forwarded_publish_with_its_rea
     );
     held(home, "full", 2, 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_another_node_takes_forwarded_publishes_and_refuses_consumers_naming_its_home()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_led(dir.path()));
+    let home = &nodes[0];
+    let r = home
+        .api()
+        .put(
+            "/api/queues/%2F/st",
+            r#"{"durable":true,"arguments":{"x-queue-type":"stream"}}"#,
+        )
+        .await;
+    assert!((200..300).contains(&r.status), "declare: {}", r.text());
+    for n in &nodes {
+        super::queue_until(n, "st", "the stream is known", |q| q["name"] == "st").await;
+    }
+    let native = Client::connect(ConnectOptions::new(nodes[1].native.clone()))
+        .await
+        .unwrap();
+    native
+        .publish("", "st", "kept")
+        .await
+        .unwrap()
+        .await
+        .expect("forwarded to the stream's home and confirmed");
+    super::queue_until(home, "st", "the record on the home", |q| q["messages"] == 1).await;
+    // A consumer on node 2 is refused naming the home: a consume session carries no
+    // x-stream-offset, so it would read from the wrong place.
+    let e = try_consume(&nodes[1], "st", 10)
+        .await
+        .expect_err("a stream's consumer is not forwarded");
+    assert!(
+        e.contains("stream consumers are not forwarded")
+            && e.contains(&format!("node {}", home.id)),
+        "{e}"
+    );
+}
