@@ -445,10 +445,10 @@ impl Registry {
         // with the policies that apply to it.
         QueueConfig::from_spec(spec)?;
         // In a cluster a queue's messages live on its home node; elsewhere it is a
-        // stand-in that refuses publishes and consumers, naming the home.
+        // stand-in that forwards publishes there and refuses consumers, naming it.
         let remote = (self.ctx.cluster.as_ref())
-            .and_then(|c| c.remote_home(&self.vhost, &spec.name))
-            .filter(|_| !spec.exclusive);
+            .filter(|_| !spec.exclusive)
+            .and_then(|c| c.classic_home(&self.vhost, &spec.name));
         // A quorum queue in a cluster: its messages are its Raft group's.
         let replica = (self.ctx.cluster.as_ref())
             .filter(|_| crate::broker::queue::quorum::is_quorum(spec))
@@ -482,7 +482,8 @@ impl Registry {
                 config,
                 exchanges: self.directory.clone(),
                 stream,
-                remote: remote.clone().map(Arc::from),
+                remote: remote.clone(),
+                remote_stream: crate::broker::queue_args::is_stream(spec),
                 replica: replica.clone(),
             },
         );

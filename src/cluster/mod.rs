@@ -8,10 +8,12 @@
 //! own node has applied the change. Exclusive queues (and their bindings) stay local
 //! to their connection's node and are never replicated. A queue's messages live on its
 //! home node (the one that declared it, as RabbitMQ's classic queues): elsewhere the
-//! queue is a stand-in that refuses publishes (a nack) and consumers with NOT_ALLOWED
-//! naming the home node; forwarding is the next phase. A quorum queue is replicated in
-//! a Raft group of its own ([`quorum`]). docs/CLUSTERING.md has the whole design and
-//! its faults.
+//! queue is a stand-in that forwards publishes to the home (`forward`, confirmed once
+//! the home's queue took them) and serves consumers and gets from there through
+//! consume sessions ([`quorum::session_follower`], as a quorum queue's follower does);
+//! with the home down, publishes are nacked and consumers cancelled naming it. A
+//! quorum queue is replicated in a Raft group of its own ([`quorum`]).
+//! docs/CLUSTERING.md has the whole design and its faults.
 //!
 //! Without `[cluster]` none of this runs: the broker has no cluster hook and applies
 //! each change at once, as it always did.
@@ -23,6 +25,7 @@
 //! - `transport`: TLS and the cluster secret's proof on every connection.
 //! - `version`: the cluster protocol version every connection announces.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
+//! - `forward`: publishes to a classic queue of another node, batched to its home.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: what installing a
 //!   snapshot of the definitions log changes here.
 //! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
@@ -30,6 +33,7 @@
 //!   a removed node's restart.
 
 mod drift;
+mod forward;
 mod log_store;
 mod network;
 mod node;
@@ -46,6 +50,7 @@ mod transport;
 mod types;
 mod version;
 
+pub use forward::Home;
 pub use op::{ClusterHook, Op, Outcome, Proposal};
 pub use rpc::{ClusterStatus, NodeView};
 pub use settings::{ClusterSettings, Secret, SeedNode};

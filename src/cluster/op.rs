@@ -277,6 +277,13 @@ pub trait ClusterHook: Send + Sync + 'static {
     /// Where the messages of queue `queue` of `vhost` live when that is another node
     /// (a sentence naming it, for errors); `None` when they live here.
     fn remote_home(&self, vhost: &str, queue: &str) -> Option<String>;
+    /// Where the publishes of a stand-in for queue `queue` of `vhost` go when the
+    /// queue lives on another node (see [`crate::cluster::Home`]); `None` when it lives
+    /// here, or when the cluster does not forward. Each call starts a forwarder of its
+    /// own, for the stand-in that holds it.
+    fn classic_home(&self, _vhost: &str, _queue: &str) -> Option<std::sync::Arc<super::Home>> {
+        None
+    }
     /// The cluster's nodes for `/api/nodes`: one JSON object each.
     fn nodes_json(&self) -> Vec<serde_json::Value>;
     /// The Raft group of queue `queue` of `vhost` when it is a quorum queue: its

@@ -74,6 +74,9 @@ pub enum Rpc {
     /// Opens a consume session for a quorum queue this node leads: the connection
     /// then carries that session's frames only (see [`super::quorum::consume_wire`]).
     ConsumeSession(super::quorum::consume_wire::Open),
+    /// Publishes to a classic queue of the node asked, forwarded by a node where the
+    /// queue is a stand-in (see [`super::forward`]).
+    Forward(super::forward::Forwarded),
 }
 
 /// One node's own view of the cluster.
@@ -166,6 +169,8 @@ pub enum Reply {
     ConsumeSession(Result<(), super::quorum::consume_wire::Refused>),
     /// To [`Rpc::ChangeGroups`]: what changed, or why nothing did.
     Groups(Result<super::quorum::grow::ChangeCount, BrokerError>),
+    /// To [`Rpc::Forward`]: what the queue took.
+    Forward(super::forward::Taken),
 }
 
 /// Why a forwarded write was not committed.

@@ -45,6 +45,7 @@ async fn connection(mut stream: Conn, core: Arc<Core>) -> std::io::Result<()> {
                 id: core.id,
                 broker: core.broker(),
                 groups: core.groups.clone(),
+                classic_home: open.classic && core.is_home(&open.vhost, &open.queue),
             };
             return super::quorum::session_leader::serve(stream, id, open, here).await;
         }
@@ -89,6 +90,10 @@ async fn answer(core: &Arc<Core>, rpc: Rpc, frame: &bytes::Bytes) -> Reply {
             Reply::GroupWrite(core.groups.write(group, command).await)
         }
         Rpc::ReadIndex => Reply::ReadIndex(core.read_index().await),
+        Rpc::Forward(batch) => {
+            let is_home = core.is_home(&batch.vhost, &batch.queue);
+            Reply::Forward(super::forward::take(core.broker(), is_home, batch).await)
+        }
         // Taken over by `connection` before it gets here.
         Rpc::ConsumeSession(_) => Reply::ConsumeSession(Err(
             super::quorum::consume_wire::Refused::Failed(crate::error::BrokerError::internal(

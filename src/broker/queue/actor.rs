@@ -32,6 +32,7 @@ mod effects;
 mod handlers;
 mod reconfigure;
 mod replica;
+mod standin;
 mod stream;
 
 pub use reconfigure::Reconfigure;
@@ -110,8 +111,11 @@ pub(crate) struct QueueInit {
     pub exchanges: ExchangeDirectory,
     /// Set for a stream queue: its log and settings.
     pub stream: Option<crate::broker::stream::StreamInit>,
-    /// Set on a cluster node that is not the queue's home: where its messages live.
-    pub remote: Option<Arc<str>>,
+    /// Set on a cluster node that is not the queue's home: where its messages live,
+    /// and where its publishes are forwarded.
+    pub remote: Option<Arc<crate::cluster::Home>>,
+    /// With `remote`: the queue is a stream (its consumers are not forwarded).
+    pub remote_stream: bool,
     /// Set for a quorum queue in a cluster: its Raft group (see [`replica`]).
     pub replica: Option<Arc<crate::cluster::quorum::runtime::QueueGroup>>,
 }
@@ -182,12 +186,19 @@ pub struct QueueActor {
     released_waiters: HashSet<OwnerId>,
     /// Set for a stream queue: the handlers hand their work to it (see [`stream`]).
     stream: Option<stream::Stream>,
-    /// Set on a cluster node that is not the queue's home (where its messages live, as
-    /// a sentence): publishes, consumers and gets are refused naming it.
-    remote: Option<Arc<str>>,
+    /// Set on a cluster node that is not the queue's home: publishes are forwarded
+    /// there, consumers and gets served from there (see [`standin`]).
+    remote: Option<Arc<crate::cluster::Home>>,
+    /// With `remote`: a stream's stand-in. Its consumers are refused: a consume
+    /// session carries no consumer arguments (`x-stream-offset`, filters), so the
+    /// home would read from the wrong place.
+    remote_stream: bool,
     /// Set for a quorum queue in a cluster: the handlers hand their work to it (see
     /// [`replica`]).
     replica: Option<Box<replica::Replica>>,
+    /// A stand-in's owners, whose consumers and gets the home serves (see
+    /// [`standin`]).
+    standin: replica::Remotes,
 }
 
 /// Wakes the queue to drain its inbox (sent when the inbox turns non-empty).
@@ -249,6 +260,8 @@ impl QueueActor {
                     .stream
                     .map(|s| Box::new(crate::broker::stream::StreamState::new(s))),
                 remote: init.remote,
+                remote_stream: init.remote_stream,
+                standin: replica::Remotes::default(),
                 replica: init
                     .replica
                     .map(|g| replica::Replica::new(g, init.unused.clone())),
@@ -321,6 +334,9 @@ impl QueueActor {
             self.remote_wait(ctx);
             return drained;
         }
+        if self.remote.is_some() {
+            return self.standin_drain_inbox(ctx);
+        }
         let items = self.inbox.take();
         if items.is_empty() {
             return false;
@@ -365,21 +381,6 @@ impl QueueActor {
             self.maybe_auto_delete(ctx);
         }
         true
-    }
-
-    /// The refusal of a publish, consumer or get on a cluster node that is not the
-    /// queue's home: forwarding between nodes is not built, and nothing may be taken
-    /// here that would be lost to the queue's real consumers.
-    fn remote_error(&self) -> Option<BrokerError> {
-        self.remote.as_ref().map(|home| {
-            BrokerError::new(
-                ErrorCode::NotAllowed,
-                format!(
-                    "queue '{}' in vhost '{}' {home}: publish to it and consume from it there (this node does not forward)",
-                    self.name, self.vhost
-                ),
-            )
-        })
     }
 
     fn not_found(&self) -> BrokerError {
@@ -495,6 +496,9 @@ impl QueueActor {
         }
         if self.replica.is_some() {
             count = self.replica_delete(reason);
+        }
+        if self.remote.is_some() {
+            self.remote_delete(reason);
         }
         self.gauge.sub(self.accounted);
         self.accounted = 0;

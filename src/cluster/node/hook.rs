@@ -4,6 +4,16 @@
 
 use super::*;
 
+impl Core {
+    /// True when this node is the home of classic queue `queue` of `vhost` (it holds
+    /// its messages): forwarded publishes are taken only there.
+    pub(in crate::cluster) fn is_home(&self, vhost: &str, queue: &str) -> bool {
+        let a = self.applied();
+        let quorum = a.groups.get(vhost).is_some_and(|qs| qs.contains_key(queue));
+        !quorum && a.homes.get(vhost).and_then(|qs| qs.get(queue)) == Some(&self.id)
+    }
+}
+
 /// The broker's view of the cluster: proposals, homes, nodes.
 pub struct Hook(pub(in crate::cluster) Arc<Core>);
 
@@ -105,6 +115,30 @@ impl ClusterHook for Hook {
             .and_then(|_| self.0.node_addr(home))
             .unwrap_or_else(|| "unknown address".into());
         Some(format!("lives on node {home} ({addr})"))
+    }
+
+    fn classic_home(&self, vhost: &str, queue: &str) -> Option<Arc<crate::cluster::Home>> {
+        let describe = self.remote_home(vhost, queue)?;
+        let home = *self.0.applied().homes.get(vhost)?.get(queue)?;
+        // Weak: the stand-in holding this must not keep the node's core alive. Read
+        // when used: the home may be given a new address (it rejoins).
+        let core = Arc::downgrade(&self.0);
+        let addr = Arc::new(move || {
+            let core = core.upgrade()?;
+            core.raft.get()?;
+            core.node_addr(home)
+        });
+        let target = crate::cluster::forward::Target {
+            vhost: vhost.to_string(),
+            queue: queue.to_string(),
+            from: self.0.id,
+            home,
+            addr,
+            transport: self.0.transport.clone(),
+        };
+        Some(Arc::new(crate::cluster::Home::start(
+            &self.0.rt, describe, target,
+        )))
     }
 
     fn nodes_json(&self) -> Vec<serde_json::Value> {

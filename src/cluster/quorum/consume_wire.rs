@@ -79,6 +79,10 @@ pub struct Open {
     pub queue: String,
     /// The node that opens it (logs).
     pub from: NodeId,
+    /// A classic queue (no group): the node asked checks that it is the queue's home
+    /// instead of its group's leader.
+    #[serde(default)]
+    pub classic: bool,
 }
 
 /// Why a session was not opened.

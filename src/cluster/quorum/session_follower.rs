@@ -39,10 +39,12 @@ use tokio::sync::{mpsc, oneshot};
 
 mod frames;
 mod orders;
+mod served;
 mod stale;
 mod written;
 
 pub use orders::{FollowerSession, Held};
+pub use served::Served;
 
 /// Delivery ids handed out by follower sessions start here (message ids stay below).
 pub const LOCAL_IDS: u64 = 1 << 62;
@@ -98,7 +100,7 @@ enum End {
 }
 
 struct Task {
-    group: Arc<QueueGroup>,
+    served: Served,
     open: Open,
     handle: QueueHandle,
     /// The owner the session serves on this node (a refused consumer is cancelled
@@ -126,6 +128,14 @@ impl Task {
         let mut pause = Duration::ZERO;
         let mut hint: Option<NodeId> = None;
         loop {
+            // A classic queue's session with nothing to serve (its consumers cancelled
+            // when the home went down) opens again only when asked something.
+            while self.served.is_home() && self.consumers.is_empty() && self.waiting.is_empty() {
+                match orders.recv().await {
+                    Some(o) => self.offline(o),
+                    None => return,
+                }
+            }
             if !pause.is_zero() {
                 let until = tokio::time::Instant::now() + pause;
                 loop {
@@ -141,15 +151,15 @@ impl Task {
             self.expire_gets();
             let target = hint
                 .take()
-                .or_else(|| self.group.leader())
+                .or_else(|| self.served.leader())
                 .unwrap_or_else(|| {
-                    let ids: Vec<NodeId> = self.group.member_ids();
+                    let ids: Vec<NodeId> = self.served.member_ids();
                     self.turn += 1;
                     ids.get(self.turn % ids.len().max(1))
                         .copied()
-                        .unwrap_or_else(|| self.group.node_id())
+                        .unwrap_or_else(|| self.served.node_id())
                 });
-            let connecting = connect(self.group.clone(), self.open.clone(), target);
+            let connecting = connect(self.served.clone(), self.open.clone(), target);
             tokio::pin!(connecting);
             // Orders are taken while the session opens (up to OPEN_TIMEOUT): the queue
             // actor waits for room in the orders channel, never that long.
@@ -169,6 +179,10 @@ impl Task {
                         End::OwnerGone => return,
                         End::Again(p) => pause = p,
                     }
+                    if self.served.is_home() {
+                        // The home went (or its queue): its consumers are told.
+                        self.home_down("the connection to it broke");
+                    }
                 }
                 Err(Refused::NotLeader(l)) => {
                     hint = l.filter(|l| *l != target);
@@ -177,8 +191,41 @@ impl Task {
                 Err(Refused::Failed(e)) => {
                     tracing::debug!(queue = %self.open.queue, node = target, error = %e, "consume session not opened");
                     pause = (pause * 2).clamp(Duration::from_millis(100), MAX_PAUSE);
+                    if self.served.is_home() {
+                        self.home_down(e.message());
+                    }
                 }
             }
+        }
+    }
+
+    /// A classic queue's home cannot serve the session (down, unreachable, or its
+    /// queue gone): as RabbitMQ does when a classic queue's node goes down, each
+    /// consumer is cancelled (`basic.cancel`) naming the home, and the gets waiting
+    /// are answered with NOT_FOUND. A new consume opens a session again.
+    fn home_down(&mut self, why: &str) {
+        let home = self.served.leader().unwrap_or_default();
+        let reason = format!(
+            "queue '{}' in vhost '{}': its home node {home} is down or inaccessible ({why})",
+            self.open.queue, self.open.vhost
+        );
+        if !self.consumers.is_empty() || !self.waiting.is_empty() {
+            tracing::warn!(queue = %self.open.queue, vhost = %self.open.vhost, home, why, "consumers of a queue of another node cancelled: its home is down");
+        }
+        for (_, c) in std::mem::take(&mut self.consumers) {
+            self.written.forget(c.id);
+            self.stale.forget(c.id);
+            // The queue actor forgets it first, as for a consumer the leader refuses.
+            drop(self.handle.cancel(self.owner, &c.tag));
+            if let Some(to) = &c.cancelled {
+                to.do_send(ConsumerCancelled {
+                    consumer_tag: c.tag.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        for (_, answer, _) in self.waiting.drain(..) {
+            let _ = answer.send(Err(BrokerError::new(ErrorCode::NotFound, reason.clone())));
         }
     }
 
@@ -194,7 +241,8 @@ impl Task {
             let _ = answer.send(Err(BrokerError::new(
                 ErrorCode::ResourceError,
                 format!(
-                    "quorum queue '{}': no leader reachable within {GET_WAIT:?} for the get",
+                    "{} '{}': no leader reachable within {GET_WAIT:?} for the get",
+                    self.served.kind(),
                     self.open.queue
                 ),
             )));
@@ -329,7 +377,7 @@ impl Task {
                     Some(f) => self.down(f, &mut out),
                 },
                 _ = tick.tick() => {
-                    if self.group.leader().is_some_and(|l| l != target) {
+                    if self.served.leader().is_some_and(|l| l != target) {
                         return End::Again(Duration::ZERO);
                     }
                     if last_alive.elapsed() >= ALIVE_EVERY {
@@ -360,12 +408,12 @@ async fn write(wr: &mut WriteHalf<Conn>, n: u64, frame: &Up) -> bool {
 
 /// Opens a session for `open` at `target` (a free function: the task takes orders
 /// while it runs).
-async fn connect(group: Arc<QueueGroup>, open: Open, target: NodeId) -> Result<Conn, Refused> {
+async fn connect(served: Served, open: Open, target: NodeId) -> Result<Conn, Refused> {
     let failed = |what: String| Refused::Failed(BrokerError::internal(what));
-    let Some(addr) = group.addr_of(target) else {
+    let Some(addr) = served.addr_of(target) else {
         return Err(failed(format!("node {target} is no member of the group")));
     };
-    let transport = group.transport();
+    let transport = served.transport();
     let rpc = Rpc::ConsumeSession(open);
     let opening = async {
         let mut conn = transport.connect(&addr).await?;

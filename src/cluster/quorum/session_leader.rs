@@ -36,6 +36,9 @@ pub struct Here {
     pub broker: BrokerHandle,
     /// This node's group members (who leads).
     pub groups: Arc<Groups>,
+    /// For a session of a classic queue (`Open::classic`): whether this node is the
+    /// queue's home (only the home serves it).
+    pub classic_home: bool,
 }
 
 fn settlement(how: How) -> Settlement {
@@ -62,14 +65,30 @@ fn leader(here: &Here, group: super::wire::GroupId) -> Option<NodeId> {
         .and_then(|r| r.metrics().borrow().current_leader)
 }
 
-fn leads(here: &Here, group: super::wire::GroupId) -> bool {
-    leader(here, group) == Some(here.id)
+/// True while this node serves the session's queue: it leads the group, or (a
+/// classic queue) it is the queue's home, which never changes.
+fn leads(here: &Here, open: &Open) -> bool {
+    if open.classic {
+        return here.classic_home;
+    }
+    leader(here, open.group) == Some(here.id)
 }
 
-/// Checks that this node leads `open.group` and finds the queue.
+/// Checks that this node leads `open.group` (or is the classic queue's home) and
+/// finds the queue.
 async fn open_queue(here: &Here, open: &Open, owner: OwnerId) -> Result<QueueHandle, Refused> {
+    if open.classic && !here.classic_home {
+        // Never served through a second node (this one's stand-in would forward it).
+        return Err(Refused::Failed(BrokerError::new(
+            crate::error::ErrorCode::NotFound,
+            format!(
+                "queue '{}' in vhost '{}' does not live on node {}",
+                open.queue, open.vhost, here.id
+            ),
+        )));
+    }
     let leader = leader(here, open.group);
-    if leader != Some(here.id) {
+    if !open.classic && leader != Some(here.id) {
         return Err(Refused::NotLeader(leader));
     }
     let registry = here.broker.registry(&open.vhost).map_err(Refused::Failed)?;
@@ -141,7 +160,7 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
                     // Refused; unless this node stopped leading meanwhile: then the
                     // follower opens the session again at the new leader.
                     Err(error) => {
-                        let frame = if leads(&here, open.group) {
+                        let frame = if leads(&here, &open) {
                             Down::Refused { tag, error }
                         } else {
                             let reason = error.to_string();

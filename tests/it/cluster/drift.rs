@@ -89,8 +89,8 @@ async fn a_restarted_node_keeps_transient_definitions_and_its_own_transient_queu
         let bindings = n.api().get("/api/bindings/%2F/e/tx/q/tq-a").await.json();
         assert_eq!(bindings.as_array().map(Vec::len), Some(1), "node {}", n.id);
     }
-    // A publish to tx on the restarted node routes to tq-a: refused there, naming its
-    // home (as for any queue of another node), which shows the route was restored.
+    // A publish to tx on the restarted node routes to tq-a, and is forwarded to its
+    // home, node 1 (as for any queue of another node): the route was restored.
     let r = nodes[1]
         .api()
         .post(
@@ -100,10 +100,14 @@ async fn a_restarted_node_keeps_transient_definitions_and_its_own_transient_queu
         .await;
     let text = r.json().to_string();
     assert!(
-        text.contains("tq-a") && text.contains("node 1"),
+        text.contains(r#""routed":true"#),
         "HTTP {}: {text}",
         r.status
     );
+    super::queue_until(&nodes[0], "tq-a", "the publish, at tq-a's home", |q| {
+        q["messages"] == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,7 @@
 //!   `x-expires`, and gets past messages' TTLs; [`quorum_credit`]: a consumer's
 //!   prefetch against what the group checks out to it.
 
+mod classic_forward;
 mod drift;
 mod failover;
 mod faults;

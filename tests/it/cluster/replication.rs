@@ -1,6 +1,6 @@
 //! A change made on a follower, through the management API (the cluster's name
-//! included), reaches every node; a
-//! queue's messages live on its home node, and a publish on another node is refused.
+//! included), reaches every node; a queue's messages live on its home node, and a
+//! publish on another node is forwarded there.
 
 use super::{converged, has, leader, three_nodes};
 use actormq::client::{Client, ConnectOptions};
@@ -74,7 +74,7 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
     }
 
     // The queue's messages live on the follower that declared it: a publish there is
-    // confirmed, one on another node is refused naming the home node.
+    // confirmed, and so is one on another node, forwarded to the home.
     let home = Client::connect(ConnectOptions::new(follower.native.clone()))
         .await
         .unwrap();
@@ -87,19 +87,14 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
     let elsewhere = Client::connect(ConnectOptions::new(other.native.clone()))
         .await
         .unwrap();
-    let refused = elsewhere
+    elsewhere
         .publish("orders", "eu.fr", "there")
         .await
         .unwrap()
         .await
-        .expect_err("a publish to a queue of another node is refused");
-    let text = refused.to_string();
-    assert!(
-        text.contains(&format!("lives on node {}", follower.id)),
-        "refusal names the home node: {text}"
-    );
+        .expect("a publish to a queue of another node is forwarded and confirmed");
 
-    // The same over AMQP with confirms: a nack.
+    // The same over AMQP with confirms: an ack.
     let amqp = lapin::Connection::connect(
         &format!("amqp://guest:guest@{}/%2f", other.amqp),
         lapin::ConnectionProperties::default(),
@@ -123,9 +118,16 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
         .await
         .unwrap();
     assert!(
-        confirm.is_nack(),
+        confirm.is_ack(),
         "AMQP publish to a queue of another node: {confirm:?}"
     );
+    // All three on the home, none on the other node (a stand-in holds nothing).
+    super::queue_until(follower, "jobs", "the three publishes on the home", |q| {
+        q["messages"] == 3
+    })
+    .await;
+    let there = other.api().get("/api/queues/%2F/jobs").await.json();
+    assert_eq!(there["messages"], 0, "the stand-in holds nothing: {there}");
 
     // A delete on another node removes it everywhere.
     ok(

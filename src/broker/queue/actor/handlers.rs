@@ -19,15 +19,9 @@ impl Handler<Enqueue> for QueueActor {
         if self.replica.is_some() {
             return self.replica_enqueue(msg);
         }
-        if let Some(e) = self.remote_error() {
-            // Every message refused (the publisher gets a nack or a channel error).
-            let refused = (0..msg.messages.len() as u32).collect();
-            return Box::pin(async move {
-                Ok(Enqueued {
-                    refused,
-                    reason: Some(e),
-                })
-            });
+        if let Some(home) = &self.remote {
+            // The answer (the publisher's confirm) is the home queue's.
+            return Box::pin(home.publish(msg.messages));
         }
         let now = self.stamp();
         let publisher = msg.publisher;
@@ -84,8 +78,21 @@ impl Handler<Consume> for QueueActor {
         if self.replica.is_some() {
             return self.replica_consume(msg, ctx);
         }
-        if let Some(e) = self.remote_error() {
-            return Err(e);
+        if let Some(home) = self.remote.as_ref().filter(|_| self.remote_stream) {
+            return Err(BrokerError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "stream '{}' in vhost '{}' {}: consume from it there (stream consumers are not forwarded between nodes)",
+                    self.name,
+                    self.vhost,
+                    home.describe()
+                ),
+            ));
+        }
+        if self.remote.is_some() {
+            let consumed = self.remote_consume(msg);
+            self.remote_wait(ctx);
+            return consumed;
         }
         let priority = consumer_priority(&msg.options.arguments, &self.name)?;
         let exclusive_attached = self
@@ -158,6 +165,11 @@ impl Handler<Cancel> for QueueActor {
             self.replica_dispatch(ctx);
             return Ok(());
         }
+        if self.remote.is_some() {
+            self.remotes().cancel(msg.owner, &msg.tag);
+            self.remote_wait(ctx);
+            return Ok(());
+        }
         let id = self
             .state
             .consumers()
@@ -189,6 +201,10 @@ impl Handler<Settle> for QueueActor {
         if self.replica.is_some() {
             self.replica_settle(msg.owner, &msg.ids, msg.settlement);
             return self.replica_dispatch(ctx);
+        }
+        if self.remote.is_some() {
+            self.remotes().settle(msg.owner, &msg.ids, msg.settlement);
+            return self.remote_wait(ctx);
         }
         let now = self.now();
         let unknown = self.state.settle(msg.owner, &msg.ids, msg.settlement, now);
@@ -254,8 +270,9 @@ impl Handler<Get> for QueueActor {
     type Result = ResponseActFuture<Self, GetResult>;
 
     fn handle(&mut self, msg: Get, ctx: &mut Self::Context) -> Self::Result {
-        if let Some(e) = self.remote_error() {
-            return Box::pin(actix::fut::ready(Err(e)));
+        if self.remote.is_some() {
+            self.drain_inbox(ctx);
+            return self.remote_get(msg, ctx);
         }
         if self.replica.is_some() {
             self.drain_inbox(ctx);
@@ -312,6 +329,9 @@ impl Handler<Release> for QueueActor {
             self.replica_release(msg.0);
             return self.replica_dispatch(ctx);
         }
+        if self.remote.is_some() {
+            return self.remotes().release(msg.0);
+        }
         self.note_release(msg.0);
         let now = self.now();
         let removed = self.state.release(msg.0, now);
@@ -334,6 +354,10 @@ impl Handler<ReturnCredit> for QueueActor {
         if self.replica.is_some() {
             self.replica_credit(msg.consumer, msg.amount);
             return self.replica_dispatch(ctx);
+        }
+        if self.remote.is_some() {
+            self.remotes().credit(msg.consumer, msg.amount);
+            return self.remote_wait(ctx);
         }
         self.state.return_credit(msg.consumer, msg.amount);
         self.dispatch(ctx);
@@ -362,7 +386,8 @@ impl Handler<GetStats> for QueueActor {
         MessageResult(QueueStats {
             ready: self.state.ready_len() as u64,
             unacked: self.state.unacked_len() as u64,
-            consumers: self.state.consumers().len() as u32,
+            // A stand-in's own: those served by the home through its sessions.
+            consumers: (self.state.consumers().len() + self.standin.count()) as u32,
             bytes: self.state.bytes() as u64,
             delayed: self.state.delayed_len() as u64,
             counts: self.state.counts(),
@@ -377,6 +402,9 @@ impl Handler<ListConsumers> for QueueActor {
     fn handle(&mut self, _msg: ListConsumers, _ctx: &mut Self::Context) -> Self::Result {
         if self.replica.is_some() {
             return MessageResult(self.replica_consumers());
+        }
+        if self.remote.is_some() {
+            return MessageResult(self.remote_consumers());
         }
         if let Some(s) = self.stream.as_ref() {
             // A stream consumer always acks; `active` is false for a waiting group member.

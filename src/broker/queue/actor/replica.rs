@@ -55,6 +55,8 @@ mod lease;
 mod remote;
 mod serve;
 
+pub(super) use remote::Remotes;
+
 /// Most leader entries in flight at once: an ack need not wait for the entry before
 /// it to commit (they are proposed in order; see `QueueGroup::write`).
 const MAX_INFLIGHT: usize = 8;

@@ -160,8 +160,15 @@ impl Task {
                     to.do_send(ConsumerCancelled {
                         consumer_tag: c.tag.clone(),
                         reason: format!(
-                            "quorum queue '{}': its leader refused consumer '{}': {error}",
-                            self.open.queue, c.tag
+                            "{} '{}': its {} refused consumer '{}': {error}",
+                            self.served.kind(),
+                            self.open.queue,
+                            if self.served.is_home() {
+                                "home node"
+                            } else {
+                                "leader"
+                            },
+                            c.tag
                         ),
                     });
                 }

@@ -69,10 +69,11 @@ fn stopped(o: Order) {
 
 impl FollowerSession {
     /// Starts the task (on the cluster's runtime) serving `owner`'s consumers and gets
-    /// of `queue` of `vhost` through `group`'s leader; deliveries name `handle` for
+    /// of `queue` of `vhost` through `served` (a group's leader, a classic queue's
+    /// home); deliveries name `handle` for
     /// their settlements and credit.
     pub fn start(
-        group: Arc<QueueGroup>,
+        served: Served,
         vhost: &str,
         queue: &str,
         handle: QueueHandle,
@@ -80,13 +81,15 @@ impl FollowerSession {
     ) -> FollowerSession {
         let (orders, rx) = mpsc::channel(ORDERS);
         let open = Open {
-            group: group.id(),
+            group: served.group_id(),
             vhost: vhost.to_string(),
             queue: queue.to_string(),
-            from: group.node_id(),
+            from: served.node_id(),
+            classic: served.is_home(),
         };
+        let runtime = served.runtime();
         let task = Task {
-            group: group.clone(),
+            served,
             open,
             handle,
             owner,
@@ -99,7 +102,7 @@ impl FollowerSession {
             next_req: 1,
             turn: 0,
         };
-        group.runtime().spawn(task.run(rx));
+        runtime.spawn(task.run(rx));
         FollowerSession::over(orders)
     }
 

@@ -6,10 +6,14 @@
 //! its own consumers over to sessions instead of cancelling them (an exclusive one
 //! stays exclusive there, or is cancelled by the leader's refusal, with its reason).
 //! A session whose orders channel is full makes this actor wait ([`Held`]).
+//!
+//! A classic queue's stand-in (a node that is not its home) routes its consumers and
+//! gets the same way, through sessions opened at the home ([`Served::Home`]): the
+//! same code, with no local consumers and a home that never moves.
 
 use super::*;
 use crate::cluster::quorum::consume_wire::{Spec, FORWARDED_ARG};
-use crate::cluster::quorum::session_follower::{FollowerSession, Held, LocalConsumer};
+use crate::cluster::quorum::session_follower::{FollowerSession, Held, LocalConsumer, Served};
 
 /// A consumer served through a session (for the queue's counts and listings).
 struct RemoteConsumer {
@@ -29,7 +33,7 @@ struct OwnerSession {
 
 /// The owners served through a session, by owner.
 #[derive(Default)]
-pub(super) struct Remotes {
+pub(in crate::broker::queue::actor) struct Remotes {
     owners: HashMap<OwnerId, OwnerSession>,
     /// Ids of this node's consumers made by a follower's consume session: when this
     /// node stops leading they are cancelled (their session opens again at the new
@@ -39,14 +43,19 @@ pub(super) struct Remotes {
 
 impl Remotes {
     /// Settles `ids` of `owner` given through its session (the others are not its).
-    pub(super) fn settle(&mut self, owner: OwnerId, ids: &[u64], s: Settlement) {
+    pub(in crate::broker::queue::actor) fn settle(
+        &mut self,
+        owner: OwnerId,
+        ids: &[u64],
+        s: Settlement,
+    ) {
         if let Some(o) = self.owners.get_mut(&owner) {
             o.session.settle(ids, s);
         }
     }
 
     /// Transport credit of consumer `id`, if it is served through a session.
-    pub(super) fn credit(&mut self, id: u64, amount: u32) {
+    pub(in crate::broker::queue::actor) fn credit(&mut self, id: u64, amount: u32) {
         if let Some(o) = self
             .owners
             .values_mut()
@@ -57,14 +66,14 @@ impl Remotes {
     }
 
     /// The owner's prefetch changed (`basic.qos`): its forwarded consumers take it.
-    pub(super) fn prefetch(&mut self, owner: OwnerId, prefetch: u32) {
+    pub(in crate::broker::queue::actor) fn prefetch(&mut self, owner: OwnerId, prefetch: u32) {
         if let Some(o) = self.owners.get_mut(&owner) {
             o.consumers.iter_mut().for_each(|c| c.prefetch = prefetch);
             o.session.prefetch(prefetch);
         }
     }
 
-    pub(super) fn cancel(&mut self, owner: OwnerId, tag: &str) {
+    pub(in crate::broker::queue::actor) fn cancel(&mut self, owner: OwnerId, tag: &str) {
         if let Some(o) = self.owners.get_mut(&owner) {
             if let Some(at) = o.consumers.iter().position(|c| &*c.tag == tag) {
                 let c = o.consumers.remove(at);
@@ -74,7 +83,7 @@ impl Remotes {
     }
 
     /// The owner went: its session ends, and the leader gives back what it held.
-    pub(super) fn release(&mut self, owner: OwnerId) {
+    pub(in crate::broker::queue::actor) fn release(&mut self, owner: OwnerId) {
         self.owners.remove(&owner);
     }
 
@@ -88,7 +97,7 @@ impl Remotes {
         self.forwarded.insert(id);
     }
 
-    pub(super) fn count(&self) -> usize {
+    pub(in crate::broker::queue::actor) fn count(&self) -> usize {
         self.owners.values().map(|o| o.consumers.len()).sum()
     }
 
@@ -133,19 +142,53 @@ impl QueueActor {
         BrokerError::new(ErrorCode::NotAllowed, message)
     }
 
+    /// The owners served through sessions: a replicated queue's, or a classic
+    /// stand-in's.
+    pub(in crate::broker::queue::actor) fn remotes(&mut self) -> &mut Remotes {
+        match self.replica.as_mut() {
+            Some(r) => &mut r.remote,
+            None => &mut self.standin,
+        }
+    }
+
+    /// What the sessions open to: the group's leader, or the classic queue's home.
+    fn served(&self) -> Served {
+        match (&self.replica, &self.remote) {
+            (Some(r), _) => Served::Group(r.group.clone()),
+            (None, Some(home)) => Served::Home(home.clone()),
+            (None, None) => unreachable!("sessions serve a replicated queue or a stand-in"),
+        }
+    }
+
+    /// The refusal of a consume a session made, reaching a node that does not serve
+    /// the queue (never forwarded a second time).
+    fn not_served(&self) -> BrokerError {
+        match &self.remote {
+            Some(home) => BrokerError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "queue '{}' in vhost '{}' {}: a forwarded consumer is not forwarded again",
+                    self.name,
+                    self.vhost,
+                    home.describe()
+                ),
+            ),
+            None => self.not_leader(),
+        }
+    }
+
     fn session_of(&mut self, owner: OwnerId) -> &mut OwnerSession {
         let (vhost, name, handle) = (
             self.vhost.clone(),
             self.name.clone(),
             self.handle.clone().expect("queue handle set in started"),
         );
-        let r = self.replica.as_mut().expect("a replicated queue");
-        let group = r.group.clone();
-        r.remote
+        let served = self.served();
+        self.remotes()
             .owners
             .entry(owner)
             .or_insert_with(|| OwnerSession {
-                session: FollowerSession::start(group, &vhost, &name, handle, owner),
+                session: FollowerSession::start(served, &vhost, &name, handle, owner),
                 consumers: Vec::new(),
             })
     }
@@ -160,28 +203,38 @@ impl QueueActor {
         if msg.options.arguments.contains_key(FORWARDED_ARG) {
             // A session's consumer reached a node that no longer leads: the session
             // opens again at the leader, never through a second node.
-            return Err(self.not_leader());
+            return Err(self.not_served());
         }
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
-        let r = self.replica.as_mut().expect("a replicated queue");
-        if r.remote.has_exclusive() {
+        let local = self.replica.as_ref().map_or(0, |r| r.consumers.len());
+        let id = match self.replica.as_mut() {
+            Some(r) => {
+                r.next_consumer += 1;
+                r.next_consumer - 1
+            }
+            None => {
+                self.tag_seq += 1;
+                self.tag_seq
+            }
+        };
+        let incarnation = self.incarnation;
+        let remotes = self.remotes();
+        if remotes.has_exclusive() {
             return Err(BrokerError::locked(format!(
                 "queue '{name}' in vhost '{vhost}' has an exclusive consumer"
             )));
         }
-        if msg.options.exclusive && (r.remote.count() > 0 || !r.consumers.is_empty()) {
+        if msg.options.exclusive && (remotes.count() > 0 || local > 0) {
             return Err(BrokerError::locked(format!(
                 "queue '{name}' in vhost '{vhost}' already has consumers: exclusive consume refused"
             )));
         }
-        let id = r.next_consumer;
-        r.next_consumer += 1;
         let tag: Arc<str> = if msg.options.tag.is_empty() {
-            Arc::from(format!("amq.ctag-{}-{id}", self.incarnation))
+            Arc::from(format!("amq.ctag-{incarnation}-{id}"))
         } else {
             Arc::from(msg.options.tag.as_str())
         };
-        if r.remote.has_tag(msg.owner, &tag) {
+        if remotes.has_tag(msg.owner, &tag) {
             return Err(BrokerError::not_allowed(format!(
                 "consumer tag '{tag}' is already in use on queue '{name}'"
             )));
@@ -234,7 +287,7 @@ impl QueueActor {
         Box::pin(actix::fut::wrap_future::<_, Self>(async move {
             rx.await.unwrap_or_else(|_| {
                 Err(BrokerError::internal(
-                    "quorum queue: the consume session stopped before the get's answer",
+                    "the consume session stopped before the get's answer",
                 ))
             })
         }))
@@ -296,10 +349,10 @@ impl QueueActor {
     /// anything else: it waits until the session has taken them (see
     /// `session_follower/orders.rs`).
     pub(in crate::broker::queue::actor) fn remote_wait(&mut self, ctx: &mut Context<Self>) {
-        let Some(r) = self.replica.as_mut() else {
+        if self.replica.is_none() && self.remote.is_none() {
             return;
-        };
-        for held in r.remote.take_held() {
+        }
+        for held in self.remotes().take_held() {
             ctx.wait(actix::fut::wrap_future::<_, Self>(held.send()));
         }
     }
@@ -308,8 +361,7 @@ impl QueueActor {
     /// sessions end.
     pub(in crate::broker::queue::actor) fn remote_delete(&mut self, reason: &str) {
         let name = self.name.clone();
-        let r = self.replica.as_mut().expect("a replicated queue");
-        for (_, o) in r.remote.owners.drain() {
+        for (_, o) in self.remotes().owners.drain() {
             drop(o.session);
             for c in o.consumers {
                 if let Some(to) = &c.cancelled {
@@ -327,17 +379,23 @@ impl QueueActor {
     /// knows which, by the origin its session registered it with (on a node that is
     /// no member each shows active).
     pub(in crate::broker::queue::actor) fn remote_consumers(&self) -> Vec<ConsumerInfo> {
-        let r = self.replica.as_ref().expect("a replicated queue");
-        let me = r.group.node_id();
         let active = |id: u64| {
+            let Some(r) = self.replica.as_ref() else {
+                // A classic stand-in: its home knows (single active consumer).
+                return true;
+            };
             let origin = ConsumerKey {
-                node: me,
+                node: r.group.node_id(),
                 consumer: id,
             };
             r.group.read(|q| q.origin_is_active(origin)).unwrap_or(true)
         };
         let active = &active;
-        r.remote
+        let remotes = match self.replica.as_ref() {
+            Some(r) => &r.remote,
+            None => &self.standin,
+        };
+        remotes
             .owners
             .iter()
             .flat_map(|(owner, o)| {
