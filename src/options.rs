@@ -174,6 +174,13 @@ pub struct ConsumeOptions {
     pub exclusive: bool,
     /// Consumer arguments (`x-priority`).
     pub arguments: FieldTable,
+    /// The network client asks for a stream's records as runs (on by default): one
+    /// frame carries many consecutive records as the stream stores them, and the client
+    /// checks each record's checksum and splits the run into the same deliveries as
+    /// one frame each would give (docs/PROTOCOL.md, `deliver_run`). Off, every record
+    /// comes in its own `deliver` frame. Nothing changes for other queues, and the
+    /// embedding API ignores it.
+    pub runs: bool,
 }
 
 impl Default for ConsumeOptions {
@@ -184,6 +191,7 @@ impl Default for ConsumeOptions {
             no_ack: false,
             exclusive: false,
             arguments: FieldTable::new(),
+            runs: true,
         }
     }
 }
@@ -217,6 +225,19 @@ impl ConsumeOptions {
     /// Makes this the queue's only consumer while attached.
     pub fn exclusive(mut self) -> Self {
         self.exclusive = true;
+        self
+    }
+
+    /// Asks for a `deliver` frame per stream record instead of runs (see
+    /// [`runs`](Self::runs)).
+    ///
+    /// ```
+    /// use actormq::ConsumeOptions;
+    /// assert!(ConsumeOptions::new().runs);
+    /// assert!(!ConsumeOptions::new().without_runs().runs);
+    /// ```
+    pub fn without_runs(mut self) -> Self {
+        self.runs = false;
         self
     }
 

@@ -64,6 +64,8 @@ pub struct ConsumerEntry {
     /// Deliveries that arrived before the queue answered the consume (written after
     /// the consume-ok, which the client must see first).
     pub early: Vec<Deliver>,
+    /// It takes stream records as runs (native `deliver_run` frames).
+    pub runs: bool,
 }
 
 /// What a front end does with one arriving `Deliver`.
@@ -319,8 +321,21 @@ impl Channel {
                 queue: None,
                 no_ack,
                 early: Vec::new(),
+                runs: false,
             },
         );
+    }
+
+    /// Consumer `tag` (starting) takes stream records as runs.
+    pub fn consumer_takes_runs(&mut self, tag: &str) {
+        if let Some(c) = self.consumers.get_mut(tag) {
+            c.runs = true;
+        }
+    }
+
+    /// Whether consumer `tag` takes stream records as runs (false once it is gone).
+    pub fn takes_runs(&self, tag: &str) -> bool {
+        self.consumers.get(tag).is_some_and(|c| c.runs)
     }
 
     /// The queue took consumer `tag`: answers the deliveries held meanwhile.

@@ -140,6 +140,22 @@ impl State {
         Ok(())
     }
 
+    /// Queues a request (the caller wakes the writer) and hands back where its reply
+    /// will arrive.
+    pub(crate) fn queue_request(
+        &mut self,
+        op: Op,
+        on_reply: OnReply,
+        max: usize,
+    ) -> Result<oneshot::Receiver<Result<Reply, ClientError>>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_request;
+        self.encode(&ClientFrame::Request(Request { id, op }), max)?;
+        self.next_request += 1;
+        self.pending.insert(id, PendingRequest { tx, on_reply });
+        Ok(rx)
+    }
+
     /// Fails when no new operation may start.
     pub(crate) fn check_open(&self) -> Result<(), ClientError> {
         match &self.closed {
@@ -202,16 +218,13 @@ impl Shared {
         on_reply: OnReply,
     ) -> Result<oneshot::Receiver<Result<Reply, ClientError>>, ClientError> {
         let is_close = matches!(op, Op::Close);
-        let (tx, rx) = oneshot::channel();
-        {
+        let rx = {
             let mut st = self.lock();
             st.check_open()?;
-            let id = st.next_request;
-            st.encode(&ClientFrame::Request(Request { id, op }), self.max_frame)?;
-            st.next_request += 1;
-            st.pending.insert(id, PendingRequest { tx, on_reply });
+            let rx = st.queue_request(op, on_reply, self.max_frame)?;
             st.closing |= is_close;
-        }
+            rx
+        };
         self.wake_writer();
         Ok(rx)
     }

@@ -6,7 +6,7 @@ use super::error::ClientError;
 use super::Client;
 use crate::message::Properties;
 use crate::protocol::PropertiesRef;
-use crate::protocol::{body_bytes, ClientFrame, DeliverFrame, DeliverParts, Op};
+use crate::protocol::{body_bytes, ClientFrame, DeliverFrame, DeliverParts, Op, RunRecord};
 use bytes::Bytes;
 use futures_core::Stream;
 use std::collections::VecDeque;
@@ -98,6 +98,28 @@ impl Delivery {
             routing_key: d.routing_key.to_owned(),
             properties: d.properties.unwrap_or_default(),
             body: body_bytes(frame, d.body),
+            acker,
+        }
+    }
+
+    /// From one record of a `deliver_run` frame.
+    pub(crate) fn from_record(
+        frame: &Bytes,
+        r: RunRecord<'_>,
+        delivery_tag: u64,
+        run: (bool, u32),
+        consumer_tag: Arc<str>,
+        acker: Option<Arc<Shared>>,
+    ) -> Self {
+        Delivery {
+            consumer_tag,
+            delivery_tag,
+            redelivered: run.0,
+            delivery_count: run.1,
+            exchange: r.exchange.into_owned(),
+            routing_key: r.routing_key.into_owned(),
+            properties: r.properties,
+            body: body_bytes(frame, r.body),
             acker,
         }
     }

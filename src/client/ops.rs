@@ -231,6 +231,7 @@ impl Client {
             no_ack: options.no_ack,
             exclusive: options.exclusive,
             arguments: options.arguments.clone(),
+            runs: options.runs,
         };
         let on_reply = OnReply::RegisterConsumer {
             tx,

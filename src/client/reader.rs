@@ -18,8 +18,8 @@ use super::publish::Returned;
 use super::readbuf::ReadPlan;
 use crate::protocol::PropertiesRef;
 use crate::protocol::{
-    body_bytes, decode_deliver, decode_server, frame::take_frame, ClientFrame, DeliverParts,
-    ReplyBody, ServerFrame, LENGTH_PREFIX,
+    body_bytes, decode_deliver, decode_deliver_run, decode_server, frame::take_frame, split_run,
+    ClientFrame, DeliverParts, DeliverRunFrame, Op, ReplyBody, ServerFrame, LENGTH_PREFIX,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -129,8 +129,11 @@ fn drain(shared: &Arc<Shared>, buf: &mut BytesMut, max: usize) -> Result<(), Cli
         let st = guard.get_or_insert_with(|| shared.lock());
         let handled = match decode_deliver(&frame) {
             Some(d) => deliver(shared, st, &frame, d, &mut batch, buf.len(), &mut wrote),
-            None => flush(st, &mut batch, &mut wrote)
-                .and_then(|()| handle(shared, st, &frame, &mut wrote)),
+            None => match decode_deliver_run(&frame) {
+                Some(r) => deliver_run(shared, st, &frame, r, &mut batch, &mut wrote),
+                None => flush(st, &mut batch, &mut wrote)
+                    .and_then(|()| handle(shared, st, &frame, &mut wrote)),
+            },
         };
         if let Err(e) = handled {
             break Err(e);
@@ -187,6 +190,75 @@ fn deliver(
     let acker = (!b.no_ack).then(|| shared.clone());
     b.deliveries
         .push(Delivery::from_parts(frame, d, b.tag.clone(), acker));
+    Ok(())
+}
+
+/// Splits a run of stream records into deliveries, added to the batch as
+/// [`deliver`] adds one. A record that does not check (length, CRC, offsets, meta)
+/// ends the consumer: the records before it are delivered, then its stream fails with
+/// the reason and the broker is asked to cancel it (detached). The connection and its
+/// other consumers go on.
+fn deliver_run(
+    shared: &Arc<Shared>,
+    st: &mut State,
+    frame: &Bytes,
+    r: DeliverRunFrame<'_>,
+    batch: &mut Option<Batch>,
+    wrote: &mut bool,
+) -> Result<(), ClientError> {
+    if batch.as_ref().is_some_and(|b| *b.tag != *r.consumer_tag) {
+        flush(st, batch, wrote)?;
+    }
+    if batch.is_none() {
+        let Some(slot) = st.consumers.get(r.consumer_tag.as_ref()) else {
+            tracing::warn!(
+                consumer_tag = %r.consumer_tag,
+                delivery_tag = r.first_tag,
+                records = r.count,
+                "a run of deliveries for an unknown consumer"
+            );
+            return Ok(());
+        };
+        *batch = Some(Batch {
+            tag: slot.tag.clone(),
+            tx: slot.tx.clone(),
+            no_ack: slot.no_ack,
+            deliveries: Vec::new(),
+        });
+    }
+    let Some(b) = batch.as_mut() else {
+        return Ok(());
+    };
+    b.deliveries.reserve(r.count.min(4096) as usize);
+    let acker = (!b.no_ack).then(|| shared.clone());
+    let mut tag = r.first_tag;
+    let split = split_run(r.records, r.count, |rec| {
+        let run = (r.redelivered, r.delivery_count);
+        let d = Delivery::from_record(frame, rec, tag, run, b.tag.clone(), acker.clone());
+        b.deliveries.push(d);
+        tag += 1;
+    });
+    let Err(e) = split else {
+        return Ok(());
+    };
+    let consumer = b.tag.clone();
+    let last = r.first_tag + u64::from(r.count.max(1)) - 1;
+    let error = ClientError::Protocol(format!(
+        "a run of stream records for consumer '{consumer}' (delivery tags {}..={last}) \
+         cannot be delivered: {e}; the records before it were delivered and the consumer \
+         is cancelled",
+        r.first_tag
+    ));
+    tracing::error!(consumer_tag = %consumer, delivery_tag = tag, %error, "damaged run of stream records: consumer cancelled");
+    flush(st, batch, wrote)?;
+    if let Some(slot) = st.consumers.remove(&*consumer) {
+        let _ = slot.tx.send(ConsumerEvent::Failed(error));
+    }
+    let cancel = Op::Cancel {
+        consumer_tag: consumer.to_string(),
+    };
+    drop(st.queue_request(cancel, OnReply::Nothing, shared.max_frame)?);
+    *wrote = true;
     Ok(())
 }
 
@@ -374,6 +446,12 @@ fn handle(
             if let Some(slot) = st.consumers.remove(&consumer_tag) {
                 let _ = slot.tx.send(ConsumerEvent::Cancelled(reason));
             }
+        }
+        ServerFrame::DeliverRun(r) => {
+            // A run in another shape than the broker's encoder writes.
+            let mut batch = None;
+            deliver_run(shared, st, frame, r, &mut batch, wrote)?;
+            flush(st, &mut batch, wrote)?;
         }
         ServerFrame::Heartbeat => {}
         other @ ServerFrame::Welcome { .. } => {

@@ -158,6 +158,11 @@ pub enum Op {
         exclusive: bool,
         /// Consumer arguments.
         arguments: FieldTable,
+        /// Stream records may come as runs (`deliver_run` frames) instead of one
+        /// `deliver` frame each. Last and optional: a consume without it stays valid,
+        /// and gets `deliver` frames only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        runs: bool,
     },
     /// Stop a consumer.
     Cancel {
@@ -360,6 +365,10 @@ pub enum ServerFrame<'a> {
     /// A delivery to a consumer.
     #[serde(borrow)]
     Deliver(DeliverFrame<'a>),
+    /// A run of consecutive stream records as stored, to a consumer that asked for runs
+    /// (`runs` in [`Op::Consume`]); see [`DeliverRunFrame`] and docs/PROTOCOL.md.
+    #[serde(borrow)]
+    DeliverRun(DeliverRunFrame<'a>),
     /// Publishes up to `seq` (with `multiple`) or `seq` alone are safely in every queue
     /// they route to.
     Confirm {
@@ -531,6 +540,9 @@ pub fn decode_server(body: &[u8]) -> Result<ServerFrame<'_>, DecodeError> {
     if let Some(d) = decode_deliver(body) {
         return Ok(ServerFrame::Deliver(d.into_frame()));
     }
+    if let Some(r) = decode_deliver_run(body) {
+        return Ok(ServerFrame::DeliverRun(r));
+    }
     decode(body, None)
 }
 
@@ -636,11 +648,15 @@ pub fn properties_or_none(p: &Properties) -> Option<PropertiesRef<'_>> {
 }
 
 mod deliver;
+mod run;
 mod stored;
 mod walk;
 
 pub use deliver::{decode_deliver, DeliverParts};
 
+pub use run::{
+    decode_deliver_run, encode_deliver_run_head, split_run, DeliverRunFrame, RunError, RunRecord,
+};
 pub use stored::{encode_deliver_stored, encode_deliver_stored_head, STORED_META_HEAD};
 use walk::Walk;
 pub use walk::{decode_budget, walk_value, DECODE_FLOOR, DECODE_RATIO, MAX_DEPTH};

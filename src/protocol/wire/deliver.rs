@@ -118,8 +118,8 @@ pub fn decode_deliver(body: &[u8]) -> Option<DeliverParts<'_>> {
 
 /// The rest of a frame, read from the front. Every method answers `None` (leaving the
 /// reader anywhere) on a marker it does not take or on too few bytes.
-struct Reader<'a> {
-    b: &'a [u8],
+pub(super) struct Reader<'a> {
+    pub(super) b: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
@@ -132,7 +132,7 @@ impl<'a> Reader<'a> {
         Some(head)
     }
 
-    fn byte(&mut self) -> Option<u8> {
+    pub(super) fn byte(&mut self) -> Option<u8> {
         let (&m, rest) = self.b.split_first()?;
         self.b = rest;
         Some(m)
@@ -145,7 +145,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes a nil when the next value is one.
-    fn nil(&mut self) -> bool {
+    pub(super) fn nil(&mut self) -> bool {
         if self.b.first() == Some(&0xc0) {
             self.b = &self.b[1..];
             true
@@ -154,7 +154,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bool(&mut self) -> Option<bool> {
+    pub(super) fn bool(&mut self) -> Option<bool> {
         match self.byte()? {
             0xc2 => Some(false),
             0xc3 => Some(true),
@@ -163,7 +163,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned integer in one of the forms the encoder writes for one.
-    fn uint(&mut self) -> Option<u64> {
+    pub(super) fn uint(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(u64::from(m)),
             0xcc => self.be(1),
@@ -187,7 +187,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string (str marker, UTF-8).
-    fn str(&mut self) -> Option<&'a str> {
+    pub(super) fn str(&mut self) -> Option<&'a str> {
         let m = self.byte()?;
         let n = self.str_len(m)?;
         std::str::from_utf8(self.take(n)?).ok()
@@ -204,7 +204,7 @@ impl<'a> Reader<'a> {
         self.take(usize::try_from(n).ok()?)
     }
 
-    fn bin(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn bin(&mut self) -> Option<&'a [u8]> {
         let m = self.byte()?;
         self.bin_after(m)
     }
@@ -235,7 +235,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The properties: an array of their 13 fields in declaration order.
-    fn properties(&mut self) -> Option<Properties> {
+    pub(super) fn properties(&mut self) -> Option<Properties> {
         if self.byte()? != 0x9d {
             return None;
         }

@@ -111,7 +111,7 @@ pub fn encode_deliver_stored_head(
 
 /// A string's or binary's header: a fix marker (`fix | len`) below 32 when it has one,
 /// else the 8-, 16- or 32-bit length form.
-fn put_len(b: &mut BytesMut, len: usize, sized: [u8; 3], fix: Option<u8>) {
+pub(super) fn put_len(b: &mut BytesMut, len: usize, sized: [u8; 3], fix: Option<u8>) {
     match (len, fix) {
         (0..=31, Some(fix)) => b.put_u8(fix | len as u8),
         (0..=0xff, _) => b.put_slice(&[sized[0], len as u8]),
@@ -127,7 +127,7 @@ fn put_len(b: &mut BytesMut, len: usize, sized: [u8; 3], fix: Option<u8>) {
 }
 
 /// An unsigned integer in its smallest form.
-fn put_uint(b: &mut BytesMut, n: u64) {
+pub(super) fn put_uint(b: &mut BytesMut, n: u64) {
     match n {
         0..=0x7f => b.put_u8(n as u8),
         0x80..=0xff => b.put_slice(&[0xcc, n as u8]),

@@ -2,12 +2,13 @@
 //! decides what becomes of each batch and gives the delivery tags), and broker-side
 //! cancels.
 
+use super::run::Run;
 use super::Connection;
 use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
 use crate::channel::DeliveryAction;
 use crate::protocol::wire::{
-    encode_deliver_stored, encode_deliver_stored_head, properties_or_none, DeliverFrame,
-    ServerFrame,
+    encode_deliver_run_head, encode_deliver_stored, encode_deliver_stored_head, properties_or_none,
+    DeliverFrame, ServerFrame,
 };
 use actix::prelude::*;
 use std::borrow::Cow;
@@ -17,6 +18,17 @@ use std::borrow::Cow;
 /// head: below it, copying costs less than a slice (a reference count taken and
 /// dropped, an iovec entry the kernel walks).
 const BY_REFERENCE: usize = 256;
+
+/// Most bytes of records in one run: a run is one frame, which the client takes up to
+/// the broker's `max_frame_size`; and a run's frame is held whole in the client's read
+/// buffer before its first record is handed over, so runs stay well below that.
+const RUN_MAX_BYTES: usize = 1024 * 1024;
+
+/// Most bytes of records in a run for a broker whose largest frame is `max_frame`.
+fn run_max(max_frame: u32) -> usize {
+    // Room for the run's head: the consumer tag (bounded by 255 bytes) and numbers.
+    RUN_MAX_BYTES.min((max_frame as usize).saturating_sub(512))
+}
 
 /// The wire form of a delivery.
 pub(super) fn deliver_frame<'a>(
@@ -42,8 +54,23 @@ impl Connection {
     /// (tracked for settlement unless auto-acked).
     pub(super) fn write_deliver(&mut self, msg: Deliver, no_ack: bool) {
         self.stats.add_delivered(msg.deliveries.len() as u64);
+        let mut run = self
+            .channel
+            .takes_runs(&msg.consumer_tag)
+            .then(|| Run::new(run_max(self.shared.settings.server.max_frame_size)));
         for d in &msg.deliveries {
             let tag = self.channel.track(&msg.queue, d.id, no_ack);
+            if let Some(run) = &mut run {
+                if run.take(d, tag) {
+                    continue;
+                }
+                // It cannot extend the run: the run so far goes first, then it starts
+                // the next one, or (not a record with its frame at hand) goes alone.
+                self.write_run(run, &msg.consumer_tag);
+                if run.take(d, tag) {
+                    continue;
+                }
+            }
             if let Some(s) = &d.stored {
                 // A stream record as stored: its exchange, routing key and properties
                 // are copied into the frame as they are (the same bytes as encoded).
@@ -84,8 +111,36 @@ impl Connection {
                 d,
             )));
         }
+        if let Some(run) = &mut run {
+            self.write_run(run, &msg.consumer_tag);
+        }
         // The credit goes back to the queue once these bytes are on the socket.
         self.out_credits.push(msg.credit);
+    }
+
+    /// Writes the records gathered in `run` (if any) as one `deliver_run` frame, and
+    /// empties it.
+    fn write_run(&mut self, run: &mut Run, consumer_tag: &str) {
+        let Some(r) = run.finish() else {
+            return;
+        };
+        encode_deliver_run_head(
+            &mut self.out,
+            consumer_tag,
+            r.first_tag,
+            r.redelivered,
+            r.delivery_count,
+            r.count,
+            r.records.len(),
+        );
+        if self.vectored && r.records.len() >= BY_REFERENCE {
+            // The records as the writer's next slice: one slice of the segment's
+            // mapping (or of the appended chunk) for the whole run.
+            self.parts.push(self.out.split().freeze());
+            self.parts.push(r.records);
+        } else {
+            self.out.extend_from_slice(&r.records);
+        }
     }
 }
 

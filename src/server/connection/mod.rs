@@ -485,3 +485,4 @@ mod lifecycle;
 mod opening;
 mod publish;
 mod requests;
+mod run;

@@ -227,6 +227,7 @@ impl Connection {
                 no_ack,
                 exclusive,
                 arguments,
+                runs,
             } => self.consume(
                 req,
                 queue,
@@ -235,6 +236,7 @@ impl Connection {
                 no_ack,
                 exclusive,
                 arguments,
+                runs,
             ),
             Op::Cancel { consumer_tag } => {
                 // Cancelling an unknown consumer is not an error (AMQP).
@@ -343,6 +345,7 @@ impl Connection {
         no_ack: bool,
         exclusive: bool,
         arguments: crate::message::FieldTable,
+        runs: bool,
     ) -> LocalBoxActorFuture<Self, ()> {
         let registry = self.session.as_ref().expect("open").registry.clone();
         let owner = self.owner;
@@ -407,6 +410,9 @@ impl Connection {
         // for it, not requeued (none can while this request holds the connection, but
         // the channel does not rely on that).
         self.channel.consumer_starting(&tag, no_ack);
+        if runs {
+            self.channel.consumer_takes_runs(&tag);
+        }
         let Req { what, limit, .. } = req;
         Box::pin(
             wrap_future::<_, Connection>(bounded(what, limit, detached(work, undo))).map(

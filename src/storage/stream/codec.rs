@@ -56,12 +56,24 @@ pub fn decode(payload: &[u8]) -> Result<Decoded, String> {
 /// copies it into them as it is ([`crate::protocol::encode_deliver_stored`]); others
 /// take [`StoredMessage::message`], decoded once however many read it.
 pub struct StoredMessage {
-    /// The three values, then the body.
-    bytes: Bytes,
+    /// The bytes it lies in: the segment's mapping, or the chunk it was appended in.
+    whole: Bytes,
+    /// Where its three values start in `whole`.
+    fields_at: usize,
     /// Bytes of the three values.
     fields_len: usize,
+    /// Where its frame ends in `whole` (the end of its body).
+    end: usize,
+    /// Its whole storage frame (length, CRC, record head) lies in `whole` before its
+    /// values, so it can go to a consumer of runs as stored ([`Self::frame_in`]).
+    framed: bool,
     decoded: OnceLock<Arc<Message>>,
 }
+
+/// Bytes from a storage frame's start to its record's three values: the frame's
+/// length and CRC, the record's offset, timestamp and meta length, the meta's array
+/// header.
+const FIELDS_IN_FRAME: usize = frame::FRAME_HEADER + 21;
 
 impl std::fmt::Debug for StoredMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,28 +88,37 @@ impl std::fmt::Debug for StoredMessage {
 impl StoredMessage {
     /// The exchange, routing key and properties: three MessagePack values.
     pub fn fields(&self) -> &[u8] {
-        &self.bytes[..self.fields_len]
+        &self.whole[self.fields_at..self.fields_at + self.fields_len]
     }
 
     /// The body.
     pub fn body(&self) -> &[u8] {
-        &self.bytes[self.fields_len..]
+        &self.whole[self.fields_at + self.fields_len..self.end]
     }
 
     /// The body, as a slice of the bytes it lies in (a segment's mapping, or the chunk
     /// it was appended in): no copy.
     pub fn body_bytes(&self) -> Bytes {
-        self.bytes.slice(self.fields_len..)
+        self.whole.slice(self.fields_at + self.fields_len..self.end)
     }
 
     /// Bytes held: the three values and the body.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.end - self.fields_at
     }
 
     /// Never true: a stored message has its three values at least.
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len() == 0
+    }
+
+    /// The bytes its storage frame lies in and where the frame is in them, when it was
+    /// read (or appended) with its frame: consecutive records whose frames are adjacent
+    /// in the same bytes go to a consumer of runs as one slice
+    /// ([`crate::protocol::DeliverRunFrame`]).
+    pub fn frame_in(&self) -> Option<(&Bytes, std::ops::Range<usize>)> {
+        self.framed
+            .then(|| (&self.whole, self.fields_at - FIELDS_IN_FRAME..self.end))
     }
 
     /// The message, if already decoded.
@@ -122,7 +143,7 @@ impl StoredMessage {
             exchange: shared_name(exchange, exchange_name),
             routing_key,
             properties: Properties::shared(Some(properties)),
-            body: self.bytes.slice(self.fields_len..),
+            body: self.body_bytes(),
         };
         // Two readers decoding at once both succeed; the first one set is kept.
         Ok(self.decoded.get_or_init(|| Arc::new(message)))
@@ -141,10 +162,12 @@ pub fn appended(chunk: &Bytes, at: usize, message: Arc<Message>) -> StoredMessag
     ) as usize;
     debug_assert_eq!(chunk[payload + 20], STORED_META_HEAD);
     let len = u32::from_le_bytes(chunk[at..at + 4].try_into().expect("4 bytes")) as usize;
-    let end = payload + len;
     StoredMessage {
-        bytes: chunk.slice(payload + 21..end),
+        whole: chunk.clone(),
+        fields_at: payload + 21,
         fields_len: meta_len - 1,
+        end: payload + len,
+        framed: true,
         decoded: OnceLock::from(message),
     }
 }
@@ -156,8 +179,8 @@ fn shared_name(last: &mut Option<Arc<str>>, name: &str) -> Arc<str> {
     }
 }
 
-/// Reads the record of a frame's payload that lies inside `whole` (a mapped segment)
-/// without decoding its message, on its first read: the meta's shape is checked and
+/// Reads the record of a frame's payload that lies inside `whole` (a mapped segment;
+/// `payload` the payload of one of its frames, or `whole` itself) without decoding its message, on its first read: the meta's shape is checked and
 /// its properties walked marker by marker to end exactly where the meta ends, so the
 /// bytes a deliver frame copies are one whole value (a record with bytes after its
 /// properties, which the writer never makes, would otherwise give a client a frame it
@@ -190,13 +213,20 @@ fn read_stored(
             "bad stream record {offset}: its properties do not end where its meta ends"
         ));
     }
-    let bytes = whole.slice_ref(&payload[21..]);
+    let at = (payload.as_ptr() as usize)
+        .checked_sub(whole.as_ptr() as usize)
+        .filter(|at| at + payload.len() <= whole.len())
+        .expect("the payload lies in `whole`");
     Ok((
         offset,
         timestamp,
         StoredMessage {
-            bytes,
+            whole: whole.clone(),
+            fields_at: at + 21,
             fields_len: meta_len - 1,
+            end: at + payload.len(),
+            // A frame's payload follows its length and CRC.
+            framed: at >= frame::FRAME_HEADER,
             decoded: OnceLock::new(),
         },
     ))

@@ -211,6 +211,7 @@ impl Raw {
                     no_ack: true,
                     exclusive: false,
                     arguments: FieldTable::new(),
+                    runs: false,
                 },
             ),
         ] {

@@ -14,6 +14,7 @@ mod perf;
 mod queues;
 mod recovery_point;
 mod replay;
+mod runs;
 mod superstream;
 
 use crate::support::{TestServer, DEADLINE};
