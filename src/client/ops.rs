@@ -9,6 +9,7 @@ use super::reader::Reply;
 use super::Client;
 use crate::message::FieldTable;
 use crate::options::{ConsumeOptions, ExchangeOptions, QueueOptions};
+use crate::protocol::wire::RUNS_ARGUMENT;
 use crate::protocol::{ClientFrame, Op};
 use tokio::sync::mpsc;
 
@@ -230,8 +231,7 @@ impl Client {
             prefetch: options.prefetch,
             no_ack: options.no_ack,
             exclusive: options.exclusive,
-            arguments: options.arguments.clone(),
-            runs: options.runs,
+            arguments: consume_arguments(options),
         };
         let on_reply = OnReply::RegisterConsumer {
             tx,
@@ -311,4 +311,14 @@ impl Client {
             requeue,
         })
     }
+}
+
+/// The consumer arguments sent: the options' own, and [`RUNS_ARGUMENT`] when the consumer
+/// takes runs (a broker from before runs ignores it and sends `deliver` frames).
+fn consume_arguments(options: &ConsumeOptions) -> FieldTable {
+    let mut arguments = options.arguments.clone();
+    if options.runs {
+        arguments.insert(RUNS_ARGUMENT.into(), crate::FieldValue::Bool(true));
+    }
+    arguments
 }

@@ -43,6 +43,13 @@ pub struct Request {
     pub op: Op,
 }
 
+/// The consumer argument (`true`) by which a consume asks for a stream's records as
+/// runs (`deliver_run` frames) instead of one `deliver` frame each. An argument rather
+/// than a field of `consume`, so that a broker from before runs, which ignores consumer
+/// arguments it does not know, still serves a client that asks for them, with `deliver`
+/// frames. The broker takes it out of the arguments it keeps.
+pub const RUNS_ARGUMENT: &str = "x-actormq-runs";
+
 /// The operations a request can carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -156,13 +163,9 @@ pub enum Op {
         no_ack: bool,
         /// Refuse other consumers on the queue.
         exclusive: bool,
-        /// Consumer arguments.
+        /// Consumer arguments. [`RUNS_ARGUMENT`] among them asks for stream records
+        /// as runs.
         arguments: FieldTable,
-        /// Stream records may come as runs (`deliver_run` frames) instead of one
-        /// `deliver` frame each. Last and optional: a consume without it stays valid,
-        /// and gets `deliver` frames only.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        runs: bool,
     },
     /// Stop a consumer.
     Cancel {
@@ -366,7 +369,7 @@ pub enum ServerFrame<'a> {
     #[serde(borrow)]
     Deliver(DeliverFrame<'a>),
     /// A run of consecutive stream records as stored, to a consumer that asked for runs
-    /// (`runs` in [`Op::Consume`]); see [`DeliverRunFrame`] and docs/PROTOCOL.md.
+    /// ([`RUNS_ARGUMENT`] in [`Op::Consume`]); see [`DeliverRunFrame`] and docs/PROTOCOL.md.
     #[serde(borrow)]
     DeliverRun(DeliverRunFrame<'a>),
     /// Publishes up to `seq` (with `multiple`) or `seq` alone are safely in every queue

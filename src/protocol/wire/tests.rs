@@ -59,7 +59,6 @@ fn every_client_frame_round_trips() {
                 no_ack: false,
                 exclusive: false,
                 arguments: FieldTable::new(),
-                runs: false,
             },
         }),
         ClientFrame::Ack {

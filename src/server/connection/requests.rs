@@ -11,7 +11,8 @@ use crate::broker::exchange::ExchangeSpec;
 use crate::broker::messages::*;
 use crate::broker::queue::{QueueHandle, QueueSpec};
 use crate::error::{clip, BrokerError};
-use crate::protocol::wire::{Op, ReplyBody, Request, ServerFrame};
+use crate::message::FieldValue;
+use crate::protocol::wire::{Op, ReplyBody, Request, ServerFrame, RUNS_ARGUMENT};
 use actix::fut::{wrap_future, LocalBoxActorFuture};
 use actix::prelude::*;
 use std::future::Future;
@@ -226,18 +227,23 @@ impl Connection {
                 prefetch,
                 no_ack,
                 exclusive,
-                arguments,
-                runs,
-            } => self.consume(
-                req,
-                queue,
-                consumer_tag,
-                prefetch,
-                no_ack,
-                exclusive,
-                arguments,
-                runs,
-            ),
+                mut arguments,
+            } => {
+                let runs = matches!(
+                    arguments.remove(RUNS_ARGUMENT),
+                    Some(FieldValue::Bool(true))
+                );
+                self.consume(
+                    req,
+                    queue,
+                    consumer_tag,
+                    prefetch,
+                    no_ack,
+                    exclusive,
+                    arguments,
+                    runs,
+                )
+            }
             Op::Cancel { consumer_tag } => {
                 // Cancelling an unknown consumer is not an error (AMQP).
                 let Some(queue) = self

@@ -211,7 +211,6 @@ impl Raw {
                     no_ack: true,
                     exclusive: false,
                     arguments: FieldTable::new(),
-                    runs: false,
                 },
             ),
         ] {

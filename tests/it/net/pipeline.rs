@@ -51,7 +51,6 @@ fn frame(step: Step, id: u64, q: &str, ctag: &str) -> ClientFrame<'static> {
             no_ack: false,
             exclusive: false,
             arguments: FieldTable::new(),
-            runs: false,
         },
         Step::Cancel => Op::Cancel {
             consumer_tag: ctag.into(),

@@ -22,7 +22,6 @@ async fn unacked_deliveries_of_a_vanished_client_are_requeued_as_redelivered() {
             no_ack: false,
             exclusive: false,
             arguments: FieldTable::new(),
-            runs: false,
         })
         .await;
     assert!(matches!(r, Got::Reply(..)), "{r:?}");
@@ -180,7 +179,6 @@ async fn acks_after_a_request_in_one_read_take_effect_at_once() {
             no_ack: false,
             exclusive: false,
             arguments: FieldTable::new(),
-            runs: false,
         })
         .await;
     assert!(matches!(r, Got::Reply(..)), "{r:?}");
@@ -277,7 +275,6 @@ async fn a_vanished_reader_with_a_full_write_buffer_is_cleaned_up() {
             no_ack: false,
             exclusive: false,
             arguments: FieldTable::new(),
-            runs: false,
         })
         .await;
     assert!(matches!(r, Got::Reply(..)), "{r:?}");

@@ -7,7 +7,7 @@
 use super::*;
 use actormq::protocol::frame::take_frame;
 use actormq::protocol::wire::*;
-use actormq::FieldTable;
+use actormq::{FieldTable, FieldValue};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,6 +50,9 @@ impl RawConsumer {
         .await;
         let mut args = FieldTable::new();
         args.insert("x-stream-offset".into(), "first".into());
+        if runs {
+            args.insert(RUNS_ARGUMENT.into(), FieldValue::Bool(true));
+        }
         c.send(&ClientFrame::Request(Request {
             id: 1,
             op: Op::Consume {
@@ -59,7 +62,6 @@ impl RawConsumer {
                 no_ack: false,
                 exclusive: false,
                 arguments: args,
-                runs,
             },
         }))
         .await;
