@@ -31,9 +31,9 @@ extern "C" {
 /// next use of the page faults and the kernel zeroes it), unless
 /// `MIMALLOC_PURGE_DECOMMITS` says otherwise. Messages are allocated and freed
 /// across threads at the publish rate, and mimalloc purged their pages a second
-/// after they emptied: a 3-node cluster's quorum queue took 0.2 (followers) to 0.35
-/// (leader) page faults per message, about a tenth of its CPU, and 0.01-0.07 with
-/// this (docs/BENCHMARKS.md, 2026-12-07). The cost: memory purged this way still
+/// after they emptied: a 3-node cluster's quorum queue took 0.21-0.61 page faults per
+/// message on each node, about a tenth of its CPU, and 0.01-0.12 with this
+/// (docs/BENCHMARKS.md, 2026-12-07). The cost: memory purged this way still
 /// counts in the process's RSS (`mem_rss` of `/api/nodes`) until the kernel reclaims
 /// it; the broker's memory alarm counts messages, not RSS.
 fn purge_by_reset() {
