@@ -18,9 +18,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 mod cadence;
+mod lagging;
 mod stored;
 use cadence::Cadence;
 pub use cadence::{run_snapshots, SNAPSHOT_EVERY};
+use lagging::Lagging;
+pub use lagging::KEEP_UNASKED;
 pub use stored::StoredMessage;
 
 /// Milliseconds since the Unix epoch on this node's wall clock: the time a leader
@@ -59,8 +62,32 @@ pub struct GroupResponse {
 /// The snapshot of a group: the machine as of the last applied entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupSnapshot {
-    /// The queue (boxed: the snapshot travels in a message enum beside small ones).
-    pub machine: Box<QueueMachine<StoredMessage>>,
+    /// The queue, shared: the capture a member behind the purged log is sent is kept
+    /// and sent again (`group/lagging.rs`), and encoded on a blocking thread. Encoded
+    /// as the machine itself (as the box it was: the same bytes).
+    #[serde(serialize_with = "shared_out", deserialize_with = "shared_in")]
+    pub machine: Arc<QueueMachine<StoredMessage>>,
+}
+
+fn shared_out<S: serde::Serializer>(
+    m: &Arc<QueueMachine<StoredMessage>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    m.as_ref().serialize(s)
+}
+
+fn shared_in<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Arc<QueueMachine<StoredMessage>>, D::Error> {
+    QueueMachine::deserialize(d).map(Arc::new)
+}
+
+impl GroupSnapshot {
+    /// The queue, owned: moved out when nothing else shares it (a snapshot received
+    /// or read from disk), else copied.
+    pub fn into_machine(self) -> QueueMachine<StoredMessage> {
+        Arc::try_unwrap(self.machine).unwrap_or_else(|m| (*m).clone())
+    }
 }
 
 openraft::declare_raft_types!(
@@ -95,6 +122,9 @@ struct State {
     dead: Vec<(u64, StoredMessage, DeadReason)>,
     /// What was applied since the last snapshot: when the next one is due.
     cadence: Cadence,
+    /// The capture sent to members behind the purged log, kept for openraft's
+    /// repeated requests.
+    lagging: Lagging,
 }
 
 /// The state machine storage of one group member. Cheap to clone: the snapshot
@@ -138,6 +168,7 @@ impl GroupStateMachine {
                 checkouts: Vec::new(),
                 dead: Vec::new(),
                 cadence: Cadence::new(),
+                lagging: Lagging::default(),
             })),
             limits,
             snapshot_path: None,
@@ -181,7 +212,7 @@ impl GroupStateMachine {
                     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
                 })?;
                 let mut s = sm.lock();
-                s.machine = *d.snapshot.machine;
+                s.machine = d.snapshot.into_machine();
                 s.last_applied = d.meta.last_log_id;
                 s.membership = d.meta.last_membership;
                 let held = s.machine.held_bytes();
@@ -270,6 +301,13 @@ impl GroupStateMachine {
         f(taken, &s.machine)
     }
 
+    /// How many times openraft asked for the snapshot to send a member behind the
+    /// purged log, and how many times the queue was captured to answer (the last
+    /// capture is sent again while it is good: `group/lagging.rs`); a test reads them.
+    pub fn lagging_counts(&self) -> (u64, u64) {
+        self.lock().lagging.counts()
+    }
+
     /// The messages that died applying entries since the last call, in order, each
     /// with the term of the entry it died in (kept once [`Self::keep_checkouts_of`]
     /// named this member's node).
@@ -282,9 +320,10 @@ type StorageResult<T> = Result<T, StorageError<NodeId>>;
 
 impl GroupStateMachine {
     /// The queue as applied, with what it covers. `rebase`: it is the one openraft
-    /// purges the log behind, so the cadence counts from it. The messages are shared,
-    /// not copied: the lock (which applying entries takes) is held for the walk of the
-    /// queue's maps only.
+    /// purges the log behind, so the cadence counts from it (and a member behind the
+    /// purged log is sent it from then on). Else it is made to send to such a member,
+    /// and kept to send again. The messages are shared, not copied: the lock (which
+    /// applying entries takes) is held for the walk of the queue's maps only.
     fn capture(&self, rebase: bool) -> (SnapshotMeta<NodeId, BasicNode>, GroupSnapshot) {
         let started = std::time::Instant::now();
         let mut s = self.lock();
@@ -293,21 +332,24 @@ impl GroupStateMachine {
             last_membership: s.membership.clone(),
             snapshot_id: format!("q-{}", s.last_applied.map_or(0, |l| l.index)),
         };
-        let snapshot = GroupSnapshot {
-            machine: Box::new(s.machine.clone()),
-        };
-        if rebase {
+        let machine = Arc::new(s.machine.clone());
+        let replaced = if rebase {
             let held = s.machine.held_bytes();
             s.cadence.reset(held);
-        }
+            s.lagging.built(&meta, &machine)
+        } else {
+            s.lagging.captured(meta.clone(), machine.clone(), started)
+        };
+        let held_us = started.elapsed().as_micros() as u64;
         drop(s);
+        drop(replaced);
         tracing::debug!(
             snapshot = %meta.snapshot_id,
             rebase,
-            us = started.elapsed().as_micros() as u64,
+            us = held_us,
             "quorum queue group: queue captured for a snapshot"
         );
-        (meta, snapshot)
+        (meta, GroupSnapshot { machine })
     }
 
     /// Keeps `snapshot` on disk on a blocking thread: encoding and writing a large
@@ -408,6 +450,14 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
         }
         let held = s.machine.held_bytes();
         s.cadence.check(held);
+        let expired = if s.lagging.keeps() {
+            s.lagging.expire(std::time::Instant::now())
+        } else {
+            None
+        };
+        drop(s);
+        // Freed outside the lock: a large queue's maps take a while.
+        drop(expired);
         Ok(answers)
     }
 
@@ -417,7 +467,7 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
 
     async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<GroupSnapshot>> {
         Ok(Box::new(GroupSnapshot {
-            machine: Box::new(QueueMachine::new(self.limits.clone())),
+            machine: Arc::new(QueueMachine::new(self.limits.clone())),
         }))
     }
 
@@ -428,17 +478,21 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
     ) -> StorageResult<()> {
         // Kept before it replaces the queue, as the log is purged behind it.
         let (_, snapshot) = self.keep_off_runtime(meta.clone(), *snapshot).await?;
-        let mut s = self.lock();
         // Checkouts of the state replaced are no longer this node's to send, nor its
         // dead messages its to dead-letter (a member that installs a snapshot does not
         // lead).
+        let machine = snapshot.into_machine();
+        let mut s = self.lock();
         s.checkouts.clear();
         s.dead.clear();
-        s.machine = *snapshot.machine;
+        let old = std::mem::replace(&mut s.machine, machine);
         s.last_applied = meta.last_log_id;
         s.membership = meta.last_membership.clone();
         let held = s.machine.held_bytes();
         s.cadence.reset(held);
+        let forgotten = s.lagging.forget();
+        drop(s);
+        drop((old, forgotten));
         Ok(())
     }
 
@@ -448,8 +502,17 @@ impl RaftStateMachine<QueueTypes> for GroupStateMachine {
         // it here (as this did) held back every commit of the group's leader while the
         // whole queue was encoded and fsynced, seconds with hundreds of megabytes
         // queued. The one on disk stays the last built (openraft purges nothing behind
-        // this one), and the cadence goes on counting from it.
-        let (meta, snapshot) = self.capture(false);
+        // this one), and the cadence goes on counting from it. openraft asks again at
+        // each try while the member is down: the last capture is sent again while it
+        // is good (`group/lagging.rs`), so the queue is captured once, not each time.
+        let reused = self.lock().lagging.reuse(std::time::Instant::now());
+        let (meta, snapshot) = match reused {
+            Some((meta, machine)) => {
+                tracing::debug!(snapshot = %meta.snapshot_id, "quorum queue group: last capture sent again");
+                (meta, GroupSnapshot { machine })
+            }
+            None => self.capture(false),
+        };
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(snapshot),

@@ -19,4 +19,5 @@ pub mod regroup;
 pub mod runtime;
 pub mod session_follower;
 pub mod session_leader;
+pub mod snapshot_wire;
 pub mod wire;

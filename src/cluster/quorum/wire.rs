@@ -9,6 +9,7 @@
 //! request API (one link per peer and group).
 
 use super::group::{GroupSnapshot, QueueTypes};
+use super::snapshot_wire::{self, Received, Receiving, SendError, SnapshotChunk};
 use crate::cluster::log_store::Encoded;
 use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
@@ -43,7 +44,8 @@ pub enum GroupRpc {
     Append(AppendEntriesRequest<QueueTypes>),
     /// A vote request.
     Vote(VoteRequest<NodeId>),
-    /// A whole snapshot.
+    /// A whole snapshot (in one frame: what nodes before chunked snapshots sent; still
+    /// answered).
     Snapshot {
         /// The leader's vote.
         vote: Vote<NodeId>,
@@ -52,6 +54,8 @@ pub enum GroupRpc {
         /// The queue.
         data: GroupSnapshot,
     },
+    /// One chunk of a snapshot (see `quorum/snapshot_wire.rs`).
+    SnapshotChunk(SnapshotChunk),
 }
 
 /// The answer to a [`GroupRpc`]; a Raft error travels as text.
@@ -63,6 +67,9 @@ pub enum GroupReply {
     Vote(Result<VoteResponse<NodeId>, String>),
     /// To [`GroupRpc::Snapshot`].
     Snapshot(Result<SnapshotResponse<NodeId>, String>),
+    /// To [`GroupRpc::SnapshotChunk`]: taken (`None`), or, to the last, the
+    /// installed snapshot's answer.
+    SnapshotChunk(Result<Option<SnapshotResponse<NodeId>>, String>),
     /// This node runs no member of the group.
     NoGroup(GroupId),
 }
@@ -82,6 +89,8 @@ pub enum GroupWriteError {
 pub struct Groups {
     rafts: Mutex<HashMap<GroupId, Member>>,
     transport: Arc<Transport>,
+    /// The snapshots being sent to this node's members, in chunks.
+    receiving: Receiving,
 }
 
 /// This node's member of a group: its Raft, and the encoded entries its log shares
@@ -98,6 +107,7 @@ impl Groups {
         Groups {
             rafts: Default::default(),
             transport,
+            receiving: Receiving::default(),
         }
     }
 
@@ -128,8 +138,14 @@ impl Groups {
         self.lock().insert(group, Member { raft, encoded });
     }
 
+    /// Snapshot chunks received so far, for all groups (a test reads it).
+    pub fn snapshot_chunks(&self) -> u64 {
+        self.receiving.chunks()
+    }
+
     /// Stops answering for `group`; answers its Raft (to shut down).
     pub fn remove(&self, group: GroupId) -> Option<Raft<QueueTypes>> {
+        self.receiving.forget(group);
         self.lock().remove(&group).map(|m| m.raft)
     }
 
@@ -230,7 +246,44 @@ impl Groups {
                         .map_err(|e| text(&e)),
                 )
             }
+            GroupRpc::SnapshotChunk(chunk) => {
+                GroupReply::SnapshotChunk(self.chunk(group, &raft, chunk).await)
+            }
         }
+    }
+
+    /// Takes one chunk of a snapshot sent to this node's member of `group`; at the
+    /// last, installs the snapshot (decoded on a blocking thread).
+    async fn chunk(
+        &self,
+        group: GroupId,
+        raft: &Raft<QueueTypes>,
+        chunk: SnapshotChunk,
+    ) -> Result<Option<SnapshotResponse<NodeId>>, String> {
+        let refused = |e: String| {
+            tracing::warn!(group, error = %e, "quorum queue group: snapshot chunk refused");
+            e
+        };
+        let (vote, meta, bytes) = match self.receiving.add(group, chunk).map_err(refused)? {
+            Received::More => return Ok(None),
+            Received::Whole { vote, meta, bytes } => (vote, meta, bytes),
+        };
+        let len = bytes.len();
+        let data = snapshot_wire::decode(bytes).await.map_err(|e| {
+            refused(format!(
+                "snapshot {} of group {group} ({len} bytes) undecodable: {e}",
+                meta.snapshot_id
+            ))
+        })?;
+        tracing::info!(group, snapshot = %meta.snapshot_id, bytes = len, "quorum queue group: installing the snapshot received");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(data),
+        };
+        raft.install_full_snapshot(vote, snapshot)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -313,11 +366,20 @@ fn network(e: impl std::fmt::Display) -> NetworkError {
 impl GroupPeer {
     /// Sends `rpc`; a peer without the group is unreachable for it.
     async fn call(&self, rpc: GroupRpc, option: &RPCOption) -> Result<GroupReply, Unreachable> {
+        self.call_within(rpc, option.hard_ttl()).await
+    }
+
+    /// [`Self::call`] answered within `ttl`.
+    async fn call_within(
+        &self,
+        rpc: GroupRpc,
+        ttl: std::time::Duration,
+    ) -> Result<GroupReply, Unreachable> {
         let rpc = Rpc::Group {
             group: self.group,
             rpc,
         };
-        Self::reply(self.link.call(&rpc, option.hard_ttl()).await)
+        Self::reply(self.link.call(&rpc, ttl).await)
     }
 
     /// Sends the append `rpc`, its entries copied from their encodings where kept.
@@ -393,22 +455,32 @@ impl RaftNetwork<QueueTypes> for GroupPeer {
         &mut self,
         vote: Vote<NodeId>,
         snapshot: Snapshot<QueueTypes>,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<QueueTypes, Fatal<NodeId>>> {
-        let rpc = GroupRpc::Snapshot {
+        // In chunks, encoded off the runtime threads (`quorum/snapshot_wire.rs`).
+        let chunk = option
+            .snapshot_chunk_size()
+            .unwrap_or(snapshot_wire::DEFAULT_CHUNK);
+        let this = &*self;
+        let sent = snapshot_wire::send(
             vote,
-            meta: snapshot.meta,
-            data: *snapshot.snapshot,
-        };
-        match self.call(rpc, &option).await {
-            Ok(GroupReply::Snapshot(Ok(r))) => Ok(r),
-            Ok(other) => Err(StreamingError::Network(network(format!("{other:?}")))),
-            Err(e) => Err(StreamingError::Unreachable(e)),
+            snapshot.meta,
+            *snapshot.snapshot,
+            chunk,
+            option.hard_ttl(),
+            |c, ttl| this.call_within(GroupRpc::SnapshotChunk(c), ttl),
+        );
+        tokio::select! {
+            r = sent => r.map_err(|e| match e {
+                SendError::Unreachable(e) => StreamingError::Unreachable(e),
+                SendError::Network(e) => StreamingError::Network(e),
+            }),
+            closed = cancel => Err(StreamingError::Closed(closed)),
         }
     }
 }
 
 #[cfg(test)]
 #[path = "wire_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One node: its cluster port (answering group traffic only) and its groups.
-struct Node {
-    addr: String,
-    groups: Arc<Groups>,
-    machines: BTreeMap<GroupId, GroupStateMachine>,
+pub(in crate::cluster::quorum) struct Node {
+    pub addr: String,
+    pub groups: Arc<Groups>,
+    pub machines: BTreeMap<GroupId, GroupStateMachine>,
     /// Each member's encoded entries, as the runtime shares them.
-    encoded: BTreeMap<GroupId, Arc<Encoded>>,
+    pub encoded: BTreeMap<GroupId, Arc<Encoded>>,
 }
 
 async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
@@ -54,13 +54,13 @@ async fn serve(listener: tokio::net::TcpListener, groups: Arc<Groups>) {
     }
 }
 
-fn msg(tag: u64, i: u64) -> StoredMessage {
+pub(in crate::cluster::quorum) fn msg(tag: u64, i: u64) -> StoredMessage {
     let body = [tag.to_be_bytes(), i.to_be_bytes()].concat();
     StoredMessage::from(&Message::new("", "q", body))
 }
 
 /// (tag, number, earlier deliveries) of the ready messages of `sm`.
-fn ready(sm: &GroupStateMachine) -> Vec<(u64, u64, u32)> {
+pub(in crate::cluster::quorum) fn ready(sm: &GroupStateMachine) -> Vec<(u64, u64, u32)> {
     sm.read(|q| {
         q.peek(usize::MAX)
             .map(|r| {
@@ -74,7 +74,11 @@ fn ready(sm: &GroupStateMachine) -> Vec<(u64, u64, u32)> {
 }
 
 /// Waits for a member of `group` among `nodes` that leads it; answers its index.
-async fn leader(nodes: &[Node], among: &[usize], group: GroupId) -> usize {
+pub(in crate::cluster::quorum) async fn leader(
+    nodes: &[Node],
+    among: &[usize],
+    group: GroupId,
+) -> usize {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
         for i in among {
@@ -91,7 +95,12 @@ async fn leader(nodes: &[Node], among: &[usize], group: GroupId) -> usize {
 }
 
 /// Waits until node `i`'s member of `group` applied `index`.
-async fn applied(nodes: &[Node], i: usize, group: GroupId, index: u64) {
+pub(in crate::cluster::quorum) async fn applied(
+    nodes: &[Node],
+    i: usize,
+    group: GroupId,
+    index: u64,
+) {
     let end = Instant::now() + Duration::from_secs(20);
     let raft = nodes[i].groups.get(group).unwrap();
     loop {
@@ -109,6 +118,42 @@ async fn applied(nodes: &[Node], i: usize, group: GroupId, index: u64) {
 
 /// Three nodes, each running a member of every group of `groups`, initialized.
 async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> {
+    three_nodes_with(dir, group_ids, config()).await
+}
+
+/// Starts node `i`'s member of `group` (again) on its log under `dir`.
+pub(in crate::cluster::quorum) async fn start_member(
+    dir: &std::path::Path,
+    node: &mut Node,
+    i: usize,
+    group: GroupId,
+    config: Arc<openraft::Config>,
+) {
+    let id = i as NodeId + 1;
+    let encoded = Arc::new(Encoded::new());
+    let log: LogStore<QueueTypes> = LogStore::open(&dir.join(format!("{id}/{group}")))
+        .unwrap()
+        .with_encoded(encoded.clone());
+    let sm = GroupStateMachine::new(Limits::default());
+    let network = GroupNetwork {
+        group,
+        transport: node.groups.transport(),
+        encoded: Some(encoded.clone()),
+    };
+    let raft = Raft::new(id, config, network, log, sm.clone())
+        .await
+        .unwrap();
+    node.groups.insert_encoded(group, raft, encoded.clone());
+    node.machines.insert(group, sm);
+    node.encoded.insert(group, encoded);
+}
+
+/// [`three_nodes`] with the groups' Raft `config`.
+pub(in crate::cluster::quorum) async fn three_nodes_with(
+    dir: &std::path::Path,
+    group_ids: &[GroupId],
+    config: Arc<openraft::Config>,
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -131,28 +176,7 @@ async fn three_nodes(dir: &std::path::Path, group_ids: &[GroupId]) -> Vec<Node> 
         .collect();
     for group in group_ids.iter().copied() {
         for (i, node) in nodes.iter_mut().enumerate() {
-            let id = i as NodeId + 1;
-            let encoded = Arc::new(Encoded::new());
-            let log: LogStore<QueueTypes> = LogStore::open(&dir.join(format!("{id}/{group}")))
-                .unwrap()
-                .with_encoded(encoded.clone());
-            let sm = GroupStateMachine::new(Limits::default());
-            let raft = Raft::new(
-                id,
-                config(),
-                GroupNetwork {
-                    group,
-                    transport: node.groups.transport(),
-                    encoded: Some(encoded.clone()),
-                },
-                log,
-                sm.clone(),
-            )
-            .await
-            .unwrap();
-            node.groups.insert_encoded(group, raft, encoded.clone());
-            node.machines.insert(group, sm);
-            node.encoded.insert(group, encoded);
+            start_member(dir, node, i, group, config.clone()).await;
         }
         nodes[0]
             .groups
