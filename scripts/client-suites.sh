@@ -290,6 +290,17 @@ run_amqpstorm() {
   grep -E '^(FAILED|ERROR) ' "$log" || true
 }
 
+# Records a `cargo test` log's totals (over every test binary) as suite $1; a run that
+# passed nothing failed.
+record_cargo_tests() { # name log
+  local pass fail
+  pass=$(grep -h '^test result' "$2" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}' || true)
+  fail=$(grep -h '^test result' "$2" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}' || true)
+  if [ "$pass" -eq 0 ]; then fail=1; fi
+  record "$1" "$pass" "$fail"
+  grep -E '^test .* FAILED|^error' "$2" || true
+}
+
 run_lapin() {
   # lapin (Rust; the AMQP client of actormq's own tests and perf): the crate ships its
   # integration tests; they dial AMQP_ADDR. The crate's source is the one cargo fetched
@@ -316,12 +327,7 @@ run_lapin() {
     timeout 1800 cargo test --features tokio --no-fail-fast -- --test-threads 1 >"$log" 2>&1)
   set -e
   stop_broker "$work/lapin-broker"
-  local pass fail
-  pass=$(grep -h '^test result' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}' || true)
-  fail=$(grep -h '^test result' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}' || true)
-  if [ "$pass" -eq 0 ]; then fail=1; fi
-  record "lapin $version" "$pass" "$fail"
-  grep -E '^test .* FAILED|^error' "$log" || true
+  record_cargo_tests "lapin $version" "$log"
 }
 
 run_amqprs() {
@@ -364,12 +370,7 @@ run_amqprs() {
     --test-threads 1 --skip net::split_connection::test::test_open_amqp_connection >"$log" 2>&1)
   set -e
   stop_broker "$work/amqprs-broker"
-  local pass fail
-  pass=$(grep -h '^test result' "$log" | grep -o '[0-9]* passed' | awk '{s += $1} END {print s + 0}' || true)
-  fail=$(grep -h '^test result' "$log" | grep -o '[0-9]* failed' | awk '{s += $1} END {print s + 0}' || true)
-  if [ "$pass" -eq 0 ]; then fail=1; fi
-  record "amqprs $version" "$pass" "$fail"
-  grep -E '^test .* FAILED|^error' "$log" || true
+  record_cargo_tests "amqprs $version" "$log"
 }
 
 for s in "${suites[@]}"; do
