@@ -205,7 +205,29 @@ impl StreamLog {
             written,
             cache: Arc::new(cache::BlockCache::new(cache::CACHE_BYTES)),
         });
+        log.point_after_scan(dir);
         Ok(log)
+    }
+
+    /// Gives the active segment a recovery point covering what recovery just scanned
+    /// (a directory from before recovery points, or whose point did not check), so
+    /// that a crash before the next point scans only what follows it, not all of it
+    /// again. The scanned bytes may be a crashed writer's last group, written and not
+    /// yet fsynced: they are fsynced first (a point never covers bytes not on disk).
+    fn point_after_scan(&mut self, dir: &Path) {
+        let Some(seg) = self.segments.back() else {
+            return;
+        };
+        if seg.bytes <= self.pointed {
+            return;
+        }
+        let path = writer::segment_path(dir, seg.first);
+        match std::fs::File::open(&path).and_then(|f| f.sync_data()) {
+            Ok(()) => self.send_point(),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot sync the active segment after recovery: its recovery point waits for the next append")
+            }
+        }
     }
 
     /// Sets how many bytes of the newest records stay in memory (at least the records

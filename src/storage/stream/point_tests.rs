@@ -192,8 +192,10 @@ fn a_damaged_stale_or_misplaced_point_falls_back_to_a_whole_scan() {
         assert_eq!((r.from_point, r.scanned_bytes), (0, seg_len(d)), "{what}");
         assert_eq!(shape(&log), full, "{what}");
         assert_eq!(read_all(&log, 0, 64), want, "{what}");
-        assert!(!path.exists(), "{what}: removed");
         crash(log);
+        // Replaced by a point of what the scan checked, written at open.
+        let fresh = point_of(d);
+        assert_eq!((fresh.bytes, fresh.next), (seg_len(d), 200), "{what}");
     }
 }
 
@@ -265,4 +267,27 @@ fn rolling_and_retention_remove_the_recovery_point() {
     assert_eq!(log.recovered().from_point, 1, "the active one's");
     assert_eq!(points(), vec![*segs.last().unwrap()]);
     assert_eq!(log.first_offset(), segs[removed]);
+}
+
+#[test]
+fn a_directory_without_a_point_gets_one_at_open_not_at_its_first_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path());
+    // As a directory written before recovery points existed leaves it.
+    std::fs::remove_file(index_file::point_path(dir.path(), 0)).unwrap();
+    let log = StreamLog::open(dir.path(), BIG).unwrap();
+    assert_eq!(log.recovered().from_point, 0, "scanned whole");
+    // No append: a crash now must not cost the whole scan again.
+    crash(log);
+    let len = seg_len(dir.path());
+    assert_eq!(
+        (point_of(dir.path()).bytes, point_of(dir.path()).next),
+        (len, 200)
+    );
+    let log = StreamLog::open(dir.path(), BIG).unwrap();
+    assert_eq!(
+        (log.recovered().from_point, log.recovered().scanned_bytes),
+        (1, 0)
+    );
+    assert_eq!(read_all(&log, 0, 50), want);
 }
