@@ -79,8 +79,13 @@ impl StreamLog {
         let chunk = self.cache_encoded(buf, &mut encoded);
         pending.push((segment, chunk, self.next));
         self.evict();
-        let Some(tx) = self.disk.as_ref().and_then(|d| d.tx.as_ref()) else {
-            return Completion::ready(Ok(()));
+        let Some(disk) = self.disk.as_ref() else {
+            return Completion::ready(Ok(())); // a stream without storage: kept in memory
+        };
+        let Some(tx) = disk.tx.as_ref() else {
+            // The writer stopped (the log is closing): nothing will write these, so no
+            // confirm may claim they are on disk.
+            return Completion::ready(Err(crate::storage::StorageError::Closed));
         };
         let mut last = Completion::ready(Ok(()));
         for (segment, bytes, end) in pending {

@@ -350,3 +350,14 @@ fn a_frame_is_checked_on_its_first_read_and_by_recovery_not_on_rereads() {
     let log = StreamLog::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(log.next_offset(), 100);
 }
+
+#[test]
+fn an_append_after_the_writer_stopped_is_not_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    log.append(msgs(3, "a")).wait().unwrap();
+    log.close_without_point();
+    // Nothing writes these any more: a confirm would claim they are on disk.
+    let r = log.append(msgs(2, "b")).wait();
+    assert!(matches!(r, Err(StorageError::Closed)), "{r:?}");
+}
