@@ -298,7 +298,8 @@ impl Policy {
             let Some(&(_, expect, _, _, operator_ok)) = key(k) else {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
                 return Err(bad(format!(
-                    "unknown definition key '{k}' (known: {})",
+                    // RabbitMQ's words ("not recognised"), which tools match on.
+                    "policy setting '{k}' is not recognised (known: {})",
                     known.join(", ")
                 )));
             };

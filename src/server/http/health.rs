@@ -151,7 +151,7 @@ async fn protocol_listener(
     protocols.dedup();
     // RabbitMQ's spelling is case-insensitive here (`AMQP` is `amqp`).
     let wanted = asked.to_ascii_lowercase();
-    if protocols.iter().any(|p| *p == wanted) {
+    if protocols.contains(&wanted) {
         HttpResponse::Ok().json(json!({"status": "ok", "protocol": wanted}))
     } else {
         failed(json!({
