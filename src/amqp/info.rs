@@ -19,6 +19,7 @@ impl Handler<ListChannels> for AmqpConnection {
                 unacked: ch.core.unacked() as u64,
                 prefetch: ch.core.prefetch(),
                 confirm: ch.core.confirming(),
+                unconfirmed: ch.core.unconfirmed() as u64,
                 transactional: ch.core.transactional(),
             })
             .collect();

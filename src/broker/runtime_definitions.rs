@@ -278,6 +278,7 @@ impl BrokerHandle {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
+    /// use actormq::broker::queue::QueueSpec;
     /// use actormq::definitions::{ApplyTo, Policy, PolicyKind};
     /// let broker = actormq::Broker::builder().workers(1).start()?;
     /// let mut definition = actormq::FieldTable::new();
@@ -285,7 +286,7 @@ impl BrokerHandle {
     /// let cap = Policy::new(PolicyKind::Policy, "cap", "^jobs", ApplyTo::Queues, 0, definition)?;
     /// assert!(broker.put_policy("/", cap).await?);
     /// let defs = broker.vhost_definitions("/").await?;
-    /// assert_eq!(defs.queue_policy("jobs.eu").policy.as_deref(), Some("cap"));
+    /// assert_eq!(defs.queue_policy(&QueueSpec::new("jobs.eu")).policy.as_deref(), Some("cap"));
     /// broker.clear_policy("/", PolicyKind::Policy, "cap").await?;
     /// broker.shutdown();
     /// # Ok(()) }

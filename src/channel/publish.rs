@@ -161,6 +161,12 @@ impl Channel {
         self.confirm_mode
     }
 
+    /// Publishes in confirm mode not yet confirmed to the client (RabbitMQ's
+    /// `messages_unconfirmed` of a channel).
+    pub fn unconfirmed(&self) -> usize {
+        self.confirms.len()
+    }
+
     /// The sequence number of the next publish: the next one in confirm mode, else 0.
     pub fn next_seq(&mut self) -> u64 {
         if !self.confirm_mode {

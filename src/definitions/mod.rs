@@ -29,7 +29,7 @@ pub use limits::VhostLimits;
 pub use permissions::{
     expand_topic_variables, Pattern, Perm, Permission, TopicPermission, TopicVariables,
 };
-pub use policy::{ApplyTo, Effective, Policy, PolicyKind};
+pub use policy::{ApplyTo, Effective, Policy, PolicyKind, Target};
 
 /// The broker's definitions, shared between the broker handle (which changes them by
 /// command) and the front ends (whose logins read them).
@@ -109,20 +109,21 @@ impl VhostDefinitions {
         self.policies.values()
     }
 
-    /// What the policies give the queue `name`.
-    pub fn queue_policy(&self, name: &str) -> Effective {
-        policy::effective(self.policies.values(), name, true)
+    /// What the policies give the queue `spec` (its name and its type).
+    pub fn queue_policy(&self, spec: &QueueSpec) -> Effective {
+        let target = policy::Target::queue(&spec.arguments);
+        policy::effective(self.policies.values(), &spec.name, target)
     }
 
     /// What the policies give the exchange `name`.
     pub fn exchange_policy(&self, name: &str) -> Effective {
-        policy::effective(self.policies.values(), name, false)
+        policy::effective(self.policies.values(), name, policy::Target::Exchange)
     }
 
     /// The arguments queue `spec` acts on: its own, with its policies merged in
     /// (see [`policy::queue_arguments`]).
     pub fn queue_effective_arguments(&self, spec: &QueueSpec) -> FieldTable {
-        policy::queue_arguments(&spec.arguments, &self.queue_policy(&spec.name))
+        policy::queue_arguments(&spec.arguments, &self.queue_policy(spec))
     }
 
     /// The virtual host's name.

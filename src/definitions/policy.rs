@@ -37,27 +37,67 @@ impl PolicyKind {
     }
 }
 
-/// What a policy applies to (RabbitMQ's `apply-to`).
+/// What a policy applies to (RabbitMQ's `apply-to`, with RabbitMQ 3.12+'s per queue
+/// type values, so that a policy for quorum queues leaves classic queues alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyTo {
-    /// Queues only.
+    /// Queues of every type.
     Queues,
+    /// Classic queues only.
+    ClassicQueues,
+    /// Quorum queues only.
+    QuorumQueues,
+    /// Stream queues only.
+    Streams,
     /// Exchanges only.
     Exchanges,
-    /// Both.
+    /// Queues of every type and exchanges.
     All,
 }
 
+/// What a policy is matched against: an exchange or a queue of some type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An exchange.
+    Exchange,
+    /// A classic queue (no `x-queue-type`, or `classic`).
+    ClassicQueue,
+    /// A quorum queue.
+    QuorumQueue,
+    /// A stream queue.
+    Stream,
+}
+
+impl Target {
+    /// The target a queue declared with `arguments` is: its `x-queue-type`.
+    pub fn queue(arguments: &FieldTable) -> Target {
+        match arguments.get("x-queue-type").and_then(FieldValue::as_str) {
+            Some("quorum") => Target::QuorumQueue,
+            Some("stream") => Target::Stream,
+            _ => Target::ClassicQueue,
+        }
+    }
+}
+
 impl ApplyTo {
-    /// Parses RabbitMQ's spelling (`queues`, `exchanges`, `all`; `classic_queues` is
-    /// taken as `queues`: every queue here is classic).
+    /// Parses RabbitMQ's spelling (`queues`, `classic_queues`, `quorum_queues`,
+    /// `streams`, `exchanges`, `all`).
+    ///
+    /// ```
+    /// use actormq::definitions::ApplyTo;
+    /// assert_eq!(ApplyTo::parse("quorum_queues"), Ok(ApplyTo::QuorumQueues));
+    /// assert!(ApplyTo::parse("topics").is_err());
+    /// ```
     pub fn parse(s: &str) -> Result<ApplyTo, String> {
         match s {
-            "queues" | "classic_queues" => Ok(ApplyTo::Queues),
+            "queues" => Ok(ApplyTo::Queues),
+            "classic_queues" => Ok(ApplyTo::ClassicQueues),
+            "quorum_queues" => Ok(ApplyTo::QuorumQueues),
+            "streams" => Ok(ApplyTo::Streams),
             "exchanges" => Ok(ApplyTo::Exchanges),
             "all" => Ok(ApplyTo::All),
             other => Err(format!(
-                "apply-to '{other}': expected queues, exchanges or all"
+                "apply-to '{other}': expected queues, classic_queues, quorum_queues, streams, exchanges or all"
             )),
         }
     }
@@ -66,17 +106,26 @@ impl ApplyTo {
     pub fn as_str(self) -> &'static str {
         match self {
             ApplyTo::Queues => "queues",
+            ApplyTo::ClassicQueues => "classic_queues",
+            ApplyTo::QuorumQueues => "quorum_queues",
+            ApplyTo::Streams => "streams",
             ApplyTo::Exchanges => "exchanges",
             ApplyTo::All => "all",
         }
     }
 
-    fn queues(self) -> bool {
-        matches!(self, ApplyTo::Queues | ApplyTo::All)
-    }
-
-    fn exchanges(self) -> bool {
-        matches!(self, ApplyTo::Exchanges | ApplyTo::All)
+    /// True when it applies to objects of `target`.
+    pub fn covers(self, target: Target) -> bool {
+        use ApplyTo as A;
+        use Target as T;
+        match (self, target) {
+            (A::All, _) => true,
+            (A::Exchanges, t) => t == T::Exchange,
+            (A::Queues, t) => t != T::Exchange,
+            (A::ClassicQueues, t) => t == T::ClassicQueue,
+            (A::QuorumQueues, t) => t == T::QuorumQueue,
+            (A::Streams, t) => t == T::Stream,
+        }
     }
 }
 
@@ -256,7 +305,8 @@ impl Policy {
             let Some(&(_, expect, _, _, operator_ok)) = key(k) else {
                 let known: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
                 return Err(bad(format!(
-                    "unknown definition key '{k}' (known: {})",
+                    // RabbitMQ's words ("not recognised"), which tools match on.
+                    "policy setting '{k}' is not recognised (known: {})",
                     known.join(", ")
                 )));
             };
@@ -299,14 +349,9 @@ impl Policy {
         })
     }
 
-    /// True when it applies to the queue `name`.
-    pub fn matches_queue(&self, name: &str) -> bool {
-        self.apply_to.queues() && self.regex.is_match(name)
-    }
-
-    /// True when it applies to the exchange `name`.
-    pub fn matches_exchange(&self, name: &str) -> bool {
-        self.apply_to.exchanges() && self.regex.is_match(name)
+    /// True when it applies to the object `name` of `target`.
+    pub fn matches(&self, name: &str, target: Target) -> bool {
+        self.apply_to.covers(target) && self.regex.is_match(name)
     }
 }
 
@@ -335,21 +380,15 @@ fn lower(a: &FieldValue, b: &FieldValue) -> FieldValue {
     }
 }
 
-/// What applies to the queue (`queue` true) or exchange `name` among `policies`.
+/// What applies to the object `name` of `target` among `policies`.
 pub fn effective<'a>(
     policies: impl IntoIterator<Item = &'a Policy>,
     name: &str,
-    queue: bool,
+    target: Target,
 ) -> Effective {
     let matching: Vec<&Policy> = policies
         .into_iter()
-        .filter(|p| {
-            if queue {
-                p.matches_queue(name)
-            } else {
-                p.matches_exchange(name)
-            }
-        })
+        .filter(|p| p.matches(name, target))
         .collect();
     let user = winner(
         matching

@@ -49,13 +49,13 @@ fn the_highest_priority_wins_and_an_operator_policy_lowers_limits() {
             ]),
         ),
     ];
-    let e = effective(&policies, "jobs.eu", true);
+    let e = effective(&policies, "jobs.eu", Target::ClassicQueue);
     // "also" and "jobs" tie on priority: the first name wins.
     assert_eq!(e.policy.as_deref(), Some("also"));
     assert_eq!(e.operator_policy.as_deref(), Some("cap"));
     assert_eq!(e.definition["max-length"], int(1));
     assert_eq!(e.definition["overflow"], "reject-publish".into());
-    let e = effective(&policies, "other", true);
+    let e = effective(&policies, "other", Target::QuorumQueue);
     assert_eq!(e.policy.as_deref(), Some("wide"));
     assert_eq!(e.definition["max-length"], int(20));
     let queues_only = Policy::new(
@@ -67,7 +67,9 @@ fn the_highest_priority_wins_and_an_operator_policy_lowers_limits() {
         def(&[("max-length", int(3))]),
     )
     .unwrap();
-    assert!(queues_only.matches_queue("x") && !queues_only.matches_exchange("x"));
+    assert!(
+        queues_only.matches("x", Target::Stream) && !queues_only.matches("x", Target::Exchange)
+    );
 }
 
 #[test]
@@ -126,6 +128,15 @@ fn bad_policies_are_refused_naming_the_problem() {
     assert!(make(PolicyKind::Policy, ".*", negative).contains("positive"));
     let dlx = def(&[("dead-letter-exchange", "x".into())]);
     assert!(make(PolicyKind::Operator, ".*", dlx).contains("operator policy"));
-    assert!(ApplyTo::parse("streams").is_err());
-    assert_eq!(ApplyTo::parse("classic_queues"), Ok(ApplyTo::Queues));
+    assert!(ApplyTo::parse("topics").is_err());
+    for t in [
+        "queues",
+        "classic_queues",
+        "quorum_queues",
+        "streams",
+        "exchanges",
+        "all",
+    ] {
+        assert_eq!(ApplyTo::parse(t).map(ApplyTo::as_str), Ok(t));
+    }
 }

@@ -61,6 +61,8 @@ pub struct ChannelInfo {
     pub prefetch: u32,
     /// Publisher confirms are on.
     pub confirm: bool,
+    /// Publishes awaiting their confirm.
+    pub unconfirmed: u64,
     /// In a transaction.
     pub transactional: bool,
 }

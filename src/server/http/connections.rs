@@ -1,5 +1,6 @@
 //! `/api/connections[/{name}]`: the live connections of every listener, and closing
-//! one (its client is told CONNECTION_FORCED with the `X-Reason` header as reason).
+//! one (its client is told CONNECTION_FORCED with the `X-Reason` header as reason);
+//! `/api/connections/username/{user}` lists or closes every connection of one user.
 //! `administrator` and `monitoring` see them all; other management users their own.
 
 use super::access::Caller;
@@ -16,6 +17,8 @@ use std::time::UNIX_EPOCH;
 
 pub(crate) fn routes(r: &mut Routes) {
     r.get("/api/connections", list)
+        .get("/api/connections/username/{user}", list_user)
+        .delete("/api/connections/username/{user}", close_user)
         .get("/api/vhosts/{vhost}/connections", list_vhost)
         .get("/api/connections/{name}", get)
         .delete("/api/connections/{name}", close);
@@ -116,6 +119,61 @@ async fn get(
     Ok(HttpResponse::Ok().json(connection_json(&api, &c)))
 }
 
+/// The connections of one user (RabbitMQ 3.11+'s `connections/username`).
+async fn list_user(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user = path.into_inner().0;
+    let items = visible(&api, &caller)
+        .iter()
+        .filter(|c| c.user == user)
+        .map(|c| connection_json(&api, c))
+        .collect();
+    paged(items, &query)
+}
+
+/// Closes every connection of one user: administrators any user's, others their own;
+/// 204 also when the user has none open (RabbitMQ's answer), 404 for no such user.
+async fn close_user(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let user = path.into_inner().0;
+    if !(caller.is_admin() || user == caller.user.name) {
+        return Err(ApiError::forbidden(format!(
+            "closing the connections of user '{user}' refused for user '{}'",
+            caller.user.name
+        )));
+    }
+    if super::defs::find_user(&api, &user).is_none() {
+        return Err(ApiError::not_found(format!("no user '{user}'")));
+    }
+    let reason = close_reason(&req);
+    let mut closed = 0;
+    for c in api.shared.registry.list().iter().filter(|c| c.user == user) {
+        // One that went away meanwhile needs no closing.
+        if api.shared.registry.close(&c.id.to_string(), &reason) {
+            closed += 1;
+        }
+    }
+    tracing::info!(%user, closed, by = %caller.user.name, "closed the connections of a user");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The reason a closed client is told: the `X-Reason` header, else RabbitMQ's words.
+fn close_reason(req: &HttpRequest) -> String {
+    req.headers()
+        .get("X-Reason")
+        .and_then(|v| v.to_str().ok())
+        .map(|r| r.chars().take(255).collect::<String>())
+        .unwrap_or_else(|| "Closed via management plugin".to_string())
+}
+
 async fn close(
     api: web::Data<Api>,
     caller: Caller,
@@ -130,12 +188,7 @@ async fn close(
             caller.user.name
         )));
     }
-    let reason = req
-        .headers()
-        .get("X-Reason")
-        .and_then(|v| v.to_str().ok())
-        .map(|r| r.chars().take(255).collect::<String>())
-        .unwrap_or_else(|| "Closed via management plugin".to_string());
+    let reason = close_reason(&req);
     if !api.shared.registry.close(&c.id.to_string(), &reason) {
         return Err(ApiError::not_found(format!("no connection '{name}'")));
     }

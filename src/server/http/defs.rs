@@ -24,6 +24,8 @@ pub(crate) fn routes(r: &mut Routes) {
         .delete("/api/vhosts/{vhost}", delete_vhost)
         .get("/api/users", list_users)
         .post("/api/users/bulk-delete", bulk_delete_users)
+        // Before `{name}`, which would take it for a user's name.
+        .get("/api/users/without-permissions", users_without_permissions)
         .get("/api/users/{name}", get_user)
         .put("/api/users/{name}", put_user)
         .delete("/api/users/{name}", delete_user);
@@ -145,6 +147,25 @@ async fn list_users(
 ) -> Result<HttpResponse, ApiError> {
     caller.check_admin()?;
     let users: Vec<Value> = api.shared.broker.users().iter().map(user_json).collect();
+    paged(users, &query)
+}
+
+/// The users with no permission in any virtual host (RabbitMQ's list of accounts that
+/// can authenticate but open nothing: candidates for clean-up).
+async fn users_without_permissions(
+    api: web::Data<Api>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_admin()?;
+    let users: Vec<Value> = api
+        .shared
+        .broker
+        .users()
+        .iter()
+        .filter(|u| u.vhosts.is_empty())
+        .map(user_json)
+        .collect();
     paged(users, &query)
 }
 

@@ -16,6 +16,14 @@ pub(crate) fn routes(r: &mut Routes) {
     r.get("/api/health/checks/alarms", alarms)
         .get("/api/health/checks/local-alarms", local_alarms)
         .get("/api/health/checks/port-listener/{port}", port_listener)
+        .get(
+            "/api/health/checks/protocol-listener/{protocol}",
+            protocol_listener,
+        )
+        .get(
+            "/api/health/checks/node-is-quorum-critical",
+            quorum_critical,
+        )
         .get("/api/aliveness-test/{vhost}", aliveness)
         .get("/api/healthchecks/node", node_check)
         .get("/api/healthchecks/node/", node_check)
@@ -120,6 +128,64 @@ async fn port_listener(
             "missing": port,
             "ports": ports,
         })))
+    }
+}
+
+/// 200 when a listener of `protocol` (RabbitMQ's names: `amqp`, `amqp/ssl`, `http`,
+/// `https`; and `native`, `native/ssl`) is up, 503 listing the protocols otherwise.
+async fn protocol_listener(
+    api: web::Data<Api>,
+    _caller: Caller,
+    path: web::Path<(String,)>,
+) -> HttpResponse {
+    let asked = path.into_inner().0;
+    let mut protocols: Vec<String> = api
+        .shared
+        .listeners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    protocols.sort();
+    protocols.dedup();
+    // RabbitMQ's spelling is case-insensitive here (`AMQP` is `amqp`).
+    let wanted = asked.to_ascii_lowercase();
+    if protocols.contains(&wanted) {
+        HttpResponse::Ok().json(json!({"status": "ok", "protocol": wanted}))
+    } else {
+        failed(json!({
+            "status": "failed",
+            "reason": "No active listener",
+            "missing": asked,
+            "protocols": protocols,
+        }))
+    }
+}
+
+/// Whether stopping this node would leave a Raft group without a majority: never for a
+/// single node (there is no quorum to lose: stopping it stops everything anyway, which
+/// RabbitMQ's check also answers 200 for); in a cluster, when this node is a voter
+/// and the voters without it are no majority of the voters. Every member is taken to
+/// be up (the membership says who votes, not who answers).
+async fn quorum_critical(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
+    let Some(cluster) = api.shared.broker.context().cluster.clone() else {
+        return HttpResponse::Ok().json(json!({"status": "ok"}));
+    };
+    let nodes = cluster.nodes_json();
+    let voters = nodes.iter().filter(|n| n["membership"] == "voter").count();
+    let me_voter = nodes
+        .iter()
+        .any(|n| n["this_node"] == true && n["membership"] == "voter");
+    if me_voter && voters - 1 < voters / 2 + 1 {
+        failed(json!({
+            "status": "failed",
+            "reason": format!(
+                "this node is one of {voters} voters of the cluster's Raft group: without it the others are no majority"
+            ),
+        }))
+    } else {
+        HttpResponse::Ok().json(json!({"status": "ok"}))
     }
 }
 

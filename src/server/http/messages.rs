@@ -15,7 +15,9 @@ use serde_json::{json, Value};
 
 pub(crate) fn routes(r: &mut Routes) {
     r.post("/api/queues/{vhost}/{name}/get", get)
-        .post("/api/exchanges/{vhost}/{name}/publish", publish);
+        .post("/api/exchanges/{vhost}/{name}/publish", publish)
+        // The default exchange by its own name, empty (RabbitMQ's HTTP client sends this).
+        .post("/api/exchanges/{vhost}//publish", publish_default);
 }
 
 /// What happens to the messages got.
@@ -154,8 +156,27 @@ async fn publish(
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
+    publish_to(&api, &caller, vhost, name, &raw).await
+}
+
+async fn publish_default(
+    api: web::Data<Api>,
+    caller: Caller,
+    path: web::Path<(String,)>,
+    raw: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    publish_to(&api, &caller, path.into_inner().0, String::new(), &raw).await
+}
+
+async fn publish_to(
+    api: &Api,
+    caller: &Caller,
+    vhost: String,
+    name: String,
+    raw: &[u8],
+) -> Result<HttpResponse, ApiError> {
     caller.check_change(&vhost)?;
-    let b: PublishBody = serde_json::from_slice(&raw)
+    let b: PublishBody = serde_json::from_slice(raw)
         .map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))?;
     let payload = match b.payload_encoding.as_deref().unwrap_or("string") {
         "string" => b.payload.into_bytes(),
@@ -178,7 +199,7 @@ async fn publish(
     }
     let exchange = if name == "amq.default" { "" } else { &name };
     let message = Message::new(exchange, &b.routing_key, payload).with_properties(b.properties);
-    let session = caller.session(&api, &vhost)?;
+    let session = caller.session(api, &vhost)?;
     let confirmation = session.publish(message).await?.await?;
     Ok(HttpResponse::Ok().json(json!({ "routed": confirmation.queues > 0 })))
 }

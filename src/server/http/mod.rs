@@ -21,6 +21,7 @@ mod messages;
 mod metrics;
 mod nodes;
 mod overview;
+mod parameters;
 mod permissions;
 mod policies;
 pub mod prometheus;
@@ -154,4 +155,5 @@ fn register(r: &mut Routes) {
     definitions::routes(r);
     superstreams::routes(r);
     limits::routes(r);
+    parameters::routes(r);
 }

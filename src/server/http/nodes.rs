@@ -46,7 +46,11 @@ fn node_json(api: &Api) -> Value {
         "sockets_used": shared.registry.len(),
         "sockets_total": shared.settings.server.max_connections,
         "partitions": [],
-        "applications": [{"name": "actormq", "version": env!("CARGO_PKG_VERSION")}],
+        "applications": [{
+            "name": "actormq",
+            "description": env!("CARGO_PKG_DESCRIPTION"),
+            "version": env!("CARGO_PKG_VERSION"),
+        }],
     })
 }
 

@@ -164,6 +164,13 @@ async fn delete_permission(
 ) -> Result<HttpResponse, ApiError> {
     caller.check_admin()?;
     let (vhost, user) = path.into_inner();
+    // RabbitMQ answers 404 for permissions that are not there (its clients' idempotent
+    // deletes rely on that to tell "cleared" from "was never set").
+    if permissions(&api, |u, v| u == user && v == vhost).is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no permission for user '{user}' in vhost '{vhost}'"
+        )));
+    }
     api.shared.broker.clear_permissions(&user, &vhost).await?;
     tracing::info!(%user, %vhost, by = %caller.user.name, "permissions cleared");
     Ok(HttpResponse::NoContent().finish())
@@ -257,6 +264,15 @@ async fn delete_topic(
 ) -> Result<HttpResponse, ApiError> {
     caller.check_admin()?;
     let (vhost, user) = path.into_inner();
+    let exchange = query.exchange.as_deref();
+    let any = topic_permissions(&api, |u, v| u == user && v == vhost)
+        .iter()
+        .any(|t| exchange.is_none_or(|x| t["exchange"] == x));
+    if !any {
+        return Err(ApiError::not_found(format!(
+            "no topic permission for user '{user}' in vhost '{vhost}'"
+        )));
+    }
     api.shared
         .broker
         .clear_topic_permissions(&user, &vhost, query.exchange.as_deref())

@@ -9,7 +9,7 @@ use super::defs::created_or_updated;
 use super::error::{body, ApiError};
 use super::routing::Routes;
 use super::Api;
-use crate::definitions::policy::effective;
+use crate::definitions::policy::{effective, Target};
 use crate::definitions::{ApplyTo, Policy, PolicyKind};
 use crate::message::FieldTable;
 use actix_web::{web, HttpResponse};
@@ -142,16 +142,20 @@ impl PolicyBody {
             PolicyKind::Policy => "all",
             PolicyKind::Operator => "queues",
         };
+        // RabbitMQ's reason for a refused policy starts "Validation failed"; tools
+        // (rabbitmqadmin) look for it.
+        let invalid = |why: &str| ApiError::bad_request(format!("Validation failed: {why}"));
         let apply_to = ApplyTo::parse(self.apply_to.as_deref().unwrap_or(default_to))
-            .map_err(|e| ApiError::bad_request(format!("{} '{name}': {e}", kind.label())))?;
-        Ok(Policy::new(
+            .map_err(|e| invalid(&format!("{} '{name}': {e}", kind.label())))?;
+        Policy::new(
             kind,
             name,
             &pattern,
             apply_to,
             self.priority,
             self.definition,
-        )?)
+        )
+        .map_err(|e| invalid(e.message()))
     }
 }
 
@@ -279,7 +283,11 @@ pub(crate) async fn queue_values(
             policies.insert(row.vhost.as_str(), p);
         }
         let mut v = to_json(row);
-        let effective = effective(&policies[row.vhost.as_str()], &row.spec.name, true);
+        let effective = effective(
+            &policies[row.vhost.as_str()],
+            &row.spec.name,
+            Target::queue(&row.spec.arguments),
+        );
         v["policy"] = json!(effective.policy);
         v["operator_policy"] = json!(effective.operator_policy);
         v["effective_policy_definition"] = json!(effective.definition);

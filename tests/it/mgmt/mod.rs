@@ -4,6 +4,7 @@
 mod api;
 mod definitions;
 pub(crate) mod http;
+mod http_client;
 mod inspect;
 mod metrics;
 mod objects;

@@ -154,7 +154,7 @@ async fn bad_policies_are_refused_naming_what_is_wrong() {
         (r#"{"pattern":"^a","definition":{}}"#, "empty"),
         (r#"{"definition":{"max-length":1}}"#, "pattern"),
         (
-            r#"{"pattern":"^a","definition":{"max-length":1},"apply-to":"streams"}"#,
+            r#"{"pattern":"^a","definition":{"max-length":1},"apply-to":"topics"}"#,
             "apply-to",
         ),
     ] {
