@@ -125,7 +125,7 @@ async fn quorum_policy(
         return None;
     }
     let defs = broker.vhost_definitions(vhost).await.ok()?;
-    Some(defs.queue_policy(&queue.name))
+    Some(defs.queue_policy_of(&queue.name, &queue.arguments))
 }
 
 /// Notes the users the log deleted (whether or not this node had them) and forgets

@@ -111,8 +111,17 @@ impl VhostDefinitions {
 
     /// What the policies give the queue `spec` (its name and its type).
     pub fn queue_policy(&self, spec: &QueueSpec) -> Effective {
-        let target = policy::Target::queue(&spec.arguments);
-        policy::effective(self.policies.values(), &spec.name, target)
+        self.queue_policy_of(&spec.name, &spec.arguments)
+    }
+
+    /// What the policies give the queue `name` declared with `arguments` (its type,
+    /// `x-queue-type`, decides which `apply-to` values match it).
+    pub fn queue_policy_of(&self, name: &str, arguments: &crate::message::FieldTable) -> Effective {
+        policy::effective(
+            self.policies.values(),
+            name,
+            policy::Target::queue(arguments),
+        )
     }
 
     /// What the policies give the exchange `name`.
