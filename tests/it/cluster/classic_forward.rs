@@ -415,13 +415,24 @@ async fn the_home_s_memory_alarm_holds_a_publish_forwarded_from_another_node_unt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_consumes_the_queue_through_another_node_is_never_locked_up() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = "[broker]\nqueue_flow_threshold = 50\npublish_window = 4\n";
+    let broker = "[broker]\nqueue_flow_threshold = 50\npublish_window = 1\n";
     let nodes = block_in_place(|| three_with(dir.path(), broker, broker));
     let (home, b) = (&nodes[0], &nodes[1]);
     declare_classic(&nodes, home, "selflock").await;
     let client = Client::connect(ConnectOptions::new(b.native.clone()))
         .await
         .unwrap();
+    // Past the threshold before the consumer comes: the home's flow control holds the
+    // next publishes until the consumer has brought the depth down to half.
+    const BEFORE: usize = 200;
+    for i in 0..BEFORE {
+        client
+            .publish("", "selflock", i.to_string())
+            .await
+            .unwrap()
+            .await
+            .expect("no consumer yet: confirmed");
+    }
     let mut consumer = client
         .consume("selflock", &ConsumeOptions::prefetch(10))
         .await
@@ -433,7 +444,7 @@ async fn a_publisher_that_consumes_the_queue_through_another_node_is_never_locke
             confirm: Some(false),
             ..Default::default()
         };
-        for i in 0..N {
+        for i in BEFORE..N {
             drop(
                 publisher
                     .publish_with("", "selflock", i.to_string(), &no_confirm)
