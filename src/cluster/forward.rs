@@ -364,13 +364,17 @@ fn split(refused: Vec<u32>, reason: Option<BrokerError>, sizes: &[usize]) -> Vec
 }
 
 /// The home's side: hands a forwarded batch to the queue's actor here, if this node is
-/// its home (`here`, from the applied log: `None` when the log deleted the queue), and
-/// answers what the queue answered.
+/// its home (`here`, from the applied log: `None` when the log here knows no such
+/// queue), and answers what the queue answered.
 pub(super) async fn take(broker: BrokerHandle, here: Option<bool>, batch: Forwarded) -> Taken {
     let Some(is_home) = here else {
-        // Deleted: as a local queue deleted while a publish was on its way (routed
-        // nowhere, confirmed).
-        return Err(BrokerError::not_found("queue", &batch.queue, &batch.vhost));
+        // Not declared here yet (the forwarding node applied the declare first) or
+        // deleted: the two cannot be told apart, so refused (nacked, never confirmed
+        // as routed nowhere and dropped).
+        return Err(not_running(
+            BrokerError::internal("not in this node's log"),
+            &batch,
+        ));
     };
     if !is_home {
         // Never forwarded again: a stand-in here would chain the hop.
@@ -403,15 +407,16 @@ pub(super) async fn take(broker: BrokerHandle, here: Option<bool>, batch: Forwar
     Ok((answer.refused, answer.reason))
 }
 
-/// The refusal of a batch for a queue the log says lives here but that is not running
-/// here (not started yet, or stopping): RESOURCE_ERROR, so the publisher is nacked and
-/// may retry. A NotFound would make the stand-in confirm the batch as routed nowhere
-/// and drop it; that answer is kept for a queue the log deleted (`take`'s `is_home`).
+/// The refusal of a batch for a queue that is not running here although a stand-in
+/// forwarded to this node (not started yet, not yet in this node's log, or stopping):
+/// RESOURCE_ERROR, so the publisher is nacked and may retry. A NotFound would make the
+/// stand-in confirm the batch as routed nowhere and drop it; that answer is left to a
+/// queue actor that says it was deleted.
 fn not_running(e: BrokerError, batch: &Forwarded) -> BrokerError {
     BrokerError::new(
         ErrorCode::ResourceError,
         format!(
-            "queue '{}' in vhost '{}' lives on this node but is not running here ({}): forwarded publish refused, message not stored",
+            "queue '{}' in vhost '{}' is not running on its home node ({}): forwarded publish refused, message not stored",
             batch.queue, batch.vhost, e.message()
         ),
     )

@@ -14,8 +14,8 @@ impl Core {
     }
 
     /// Where classic queue `queue` of `vhost` lives, as the applied log says: `Some(true)`
-    /// here, `Some(false)` on another node (or a quorum queue), `None` when the log knows
-    /// no such queue (deleted, or never declared).
+    /// here, `Some(false)` on another node (or a quorum queue), `None` when the log
+    /// here knows no such queue (deleted, or its declare not applied here yet).
     pub(in crate::cluster) fn home_here(&self, vhost: &str, queue: &str) -> Option<bool> {
         let a = self.applied();
         let quorum = a.groups.get(vhost).is_some_and(|qs| qs.contains_key(queue));
