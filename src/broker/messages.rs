@@ -275,6 +275,11 @@ pub struct Enqueue {
     pub messages: Vec<Arc<Message>>,
     /// Who published them ([`Publish::publisher`]).
     pub publisher: Option<OwnerId>,
+    /// The publisher is known to consume from this queue with acks although it is no
+    /// owner here: a batch forwarded by a stand-in whose session serves such a
+    /// consumer. The queue's flow control then holds the answer at most
+    /// `FLOW_MAX_HOLD`, as for a local publisher that consumes with acks.
+    pub own_acks: bool,
 }
 
 /// A queue's answer to [`Enqueue`]: which messages it refused, if any. Duplicates

@@ -206,6 +206,14 @@ fn deliver_run(
     batch: &mut Option<Batch>,
     wrote: &mut bool,
 ) -> Result<(), ClientError> {
+    // The run's delivery tags must fit in a u64: a broker that says otherwise is broken
+    // (an error ends the connection rather than wrapping tags round to ones in use).
+    let Some(last) = r.first_tag.checked_add(u64::from(r.count.max(1)) - 1) else {
+        return Err(ClientError::Protocol(format!(
+            "a run of {} deliveries for consumer '{}' from delivery tag {}: its tags overflow",
+            r.count, r.consumer_tag, r.first_tag
+        )));
+    };
     if batch.as_ref().is_some_and(|b| *b.tag != *r.consumer_tag) {
         flush(st, batch, wrote)?;
     }
@@ -236,13 +244,13 @@ fn deliver_run(
         let run = (r.redelivered, r.delivery_count);
         let d = Delivery::from_record(frame, rec, tag, run, b.tag.clone(), acker.clone());
         b.deliveries.push(d);
-        tag += 1;
+        // Past `last` only after the run's final record (then unused): checked above.
+        tag = tag.wrapping_add(1);
     });
     let Err(e) = split else {
         return Ok(());
     };
     let consumer = b.tag.clone();
-    let last = r.first_tag + u64::from(r.count.max(1)) - 1;
     let error = ClientError::Protocol(format!(
         "a run of stream records for consumer '{consumer}' (delivery tags {}..={last}) \
          cannot be delivered: {e}; the records before it were delivered and the consumer \

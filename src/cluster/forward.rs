@@ -9,20 +9,25 @@
 //! [`MAX_BATCH`] messages, [`MAX_BATCH_BYTES`]), so a busy queue sends many per round
 //! trip and an idle one sends a lone publish at once.
 //!
-//! On the home node the batch is handed to the queue's own actor as one `Enqueue`, and
-//! answered with the queue's answer: so a durable queue's persistent messages are on
-//! the home's disk before the publisher's confirm, a full reject-publish queue refuses
-//! them, and the home's flow control holds the answer (and with it the stand-in's
-//! publishers, whose windows bound what waits here) exactly as it holds a local
-//! publisher. The connection answers its requests in order and the batcher sends the
-//! next batch only once the previous one is answered, so the home's queue takes a
-//! node's publishes in the order they were made.
+//! On the home node the batch waits while the home's memory or disk alarm is raised
+//! (a local publisher there is blocked the same way), then is handed to the queue's own
+//! actor as one `Enqueue`, and answered with the queue's answer: so a durable queue's
+//! persistent messages are on the home's disk before the publisher's confirm, a full
+//! reject-publish queue refuses them, and the home's flow control holds the answer (and
+//! with it the stand-in's publishers, whose windows bound what waits here) exactly as
+//! it holds a local publisher; a publisher that also consumes from the queue with acks
+//! (through its session) is held at most as long as a local one ([`Forwarded::own_acks`]).
+//! The connection answers its requests in order and the batcher sends the next batch
+//! only once the previous one is answered, so the home's queue takes a node's
+//! publishes in the order they were made.
 //!
-//! A home that cannot be reached (down, refusing) or does not answer within
-//! [`FORWARD_TIMEOUT`] gets the batch refused: every publisher is nacked with a reason
-//! naming the home. One cut off after it took the batch may still have stored it: a
-//! publisher that republishes a nacked message may then queue it twice (at least
-//! once, as RabbitMQ).
+//! A held answer may take as long as the alarm or the consumers: the batcher waits for
+//! it as long as the home still answers a probe on another connection every
+//! [`FORWARD_PROBE`]. A home that cannot be reached (down, refusing), or that stops
+//! answering, gets the batch refused: every publisher is nacked with a reason naming
+//! the home. One cut off after it took the batch may still have stored it (the reason
+//! says so): a publisher that republishes a nacked message may then queue it twice (at
+//! least once, as RabbitMQ).
 
 use super::network::Link;
 use super::rpc::{Reply, Rpc};
@@ -43,9 +48,14 @@ pub const MAX_BATCH: usize = 1000;
 /// A batch takes no more publishes once its bodies reach this size (one publish may
 /// be larger on its own).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
-/// How long a forwarded batch may wait for its home's answer (connecting included).
-/// Generous: the home's flow control may hold an answer while its consumers catch up.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a forwarded batch waits for its home's answer before the batcher checks,
+/// on another connection, that the home still answers (and how long that check may
+/// take). A home that answers the check is holding the batch (its alarms, its flow
+/// control) and is waited for again; one that does not is taken as down.
+pub const FORWARD_PROBE: Duration = Duration::from_secs(15);
+
+/// The bound of a forwarded call itself: none in practice, [`FORWARD_PROBE`] decides.
+const HELD_FOR_GOOD: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A batch of publishes to a classic queue, forwarded to its home node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +68,12 @@ pub struct Forwarded {
     pub from: NodeId,
     /// The messages, in publish order.
     pub messages: Vec<StoredMessage>,
+    /// A publisher of the batch also consumes from the queue with acks, through a
+    /// consume session at the home: its acks wait behind its held publishes, so the
+    /// home's flow control holds the answer at most `FLOW_MAX_HOLD` (as it holds such
+    /// a local publisher), never for good.
+    #[serde(default)]
+    pub own_acks: bool,
 }
 
 /// The home's answer to a [`Forwarded`] batch: the queue's own answer (positions in
@@ -66,11 +82,15 @@ pub type Taken = Result<(Vec<u32>, Option<BrokerError>), BrokerError>;
 
 type Waiter = oneshot::Sender<Result<Enqueued, BrokerError>>;
 
+/// One publish waiting for the batcher: its messages, whether its publisher consumes
+/// from the queue with acks, and where its answer goes.
+type Pending = (Vec<StoredMessage>, bool, Waiter);
+
 /// Where a stand-in's publishes go: its queue's home node.
 pub struct Home {
     /// "lives on node 2 (127.0.0.1:25673)".
     describe: String,
-    tx: mpsc::UnboundedSender<(Vec<StoredMessage>, Waiter)>,
+    tx: mpsc::UnboundedSender<Pending>,
     /// The home and how to reach it (consume sessions open there too).
     target: Arc<Target>,
     /// The cluster's runtime.
@@ -134,15 +154,17 @@ impl Home {
     }
 
     /// Forwards `messages` (one publish batch, in order); the answer is the home
-    /// queue's. Synchronous up to the queueing, so the order of calls is the order the
-    /// home's queue takes them in.
+    /// queue's. `own_acks`: its publisher consumes from the queue with acks (see
+    /// [`Forwarded::own_acks`]). Synchronous up to the queueing, so the order of calls
+    /// is the order the home's queue takes them in.
     pub fn publish(
         &self,
         messages: Vec<Arc<Message>>,
+        own_acks: bool,
     ) -> impl std::future::Future<Output = Result<Enqueued, BrokerError>> + Send + 'static {
         let stored = messages.into_iter().map(StoredMessage::from).collect();
         let (tx, rx) = oneshot::channel();
-        let queued = self.tx.send((stored, tx)).is_ok();
+        let queued = self.tx.send((stored, own_acks, tx)).is_ok();
         async move {
             if !queued {
                 return Err(BrokerError::internal("queue forwarder stopped"));
@@ -161,7 +183,7 @@ fn all_refused(n: usize, reason: BrokerError) -> Enqueued {
     }
 }
 
-async fn batcher(t: Arc<Target>, mut rx: mpsc::UnboundedReceiver<(Vec<StoredMessage>, Waiter)>) {
+async fn batcher(t: Arc<Target>, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut link: Option<(String, Link)> = None;
     while let Some(first) = rx.recv().await {
         let mut count = first.0.len();
@@ -177,10 +199,15 @@ async fn batcher(t: Arc<Target>, mut rx: mpsc::UnboundedReceiver<(Vec<StoredMess
                 Err(_) => break,
             }
         }
-        let sizes: Vec<usize> = batch.iter().map(|(m, _)| m.len()).collect();
-        let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let messages: Vec<StoredMessage> = messages.into_iter().flatten().collect();
-        let taken = send(&t, &mut link, messages).await;
+        let sizes: Vec<usize> = batch.iter().map(|(m, _, _)| m.len()).collect();
+        let own_acks = batch.iter().any(|(_, own, _)| *own);
+        let mut messages = Vec::with_capacity(count);
+        let mut waiters = Vec::with_capacity(batch.len());
+        for (m, _, w) in batch {
+            messages.extend(m);
+            waiters.push(w);
+        }
+        let taken = send(&t, &mut link, messages, own_acks).await;
         answer(&t, taken, &sizes, waiters);
     }
 }
@@ -190,9 +217,10 @@ async fn send(
     t: &Target,
     link: &mut Option<(String, Link)>,
     messages: Vec<StoredMessage>,
+    own_acks: bool,
 ) -> Taken {
     let Some(addr) = (t.addr)() else {
-        return Err(down(t, "its address is unknown"));
+        return Err(down(t, "its address is unknown", false));
     };
     if link.as_ref().is_none_or(|(a, _)| *a != addr) {
         *link = Some((addr.clone(), Link::new(&addr, t.transport.clone())));
@@ -203,23 +231,87 @@ async fn send(
         queue: t.queue.clone(),
         from: t.from,
         messages,
+        own_acks,
     });
-    match l.call(&rpc, FORWARD_TIMEOUT).await {
-        Ok(Reply::Forward(taken)) => taken,
+    let reply = {
+        let call = l.call(&rpc, HELD_FOR_GOOD);
+        tokio::pin!(call);
+        let mut probe: Option<Link> = None;
+        loop {
+            match tokio::time::timeout(FORWARD_PROBE, &mut call).await {
+                Ok(reply) => break reply,
+                // Held (an alarm, flow control) or gone: asked on another connection.
+                Err(_) => {
+                    let p = probe.get_or_insert_with(|| Link::new(&addr, t.transport.clone()));
+                    match p.call(&Rpc::Local, FORWARD_PROBE).await {
+                        Ok(Reply::Local(_)) => {
+                            tracing::debug!(queue = %t.queue, vhost = %t.vhost, home = t.home, "forwarded publishes held by the queue's home");
+                        }
+                        Ok(other) => {
+                            break Err(std::io::Error::other(format!(
+                                "unexpected answer to a probe: {other:?}"
+                            )))
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+        }
+    };
+    if reply.is_err() {
+        // A call given up mid-answer leaves its connection out of step: never reused.
+        *link = None;
+    }
+    match reply {
+        Ok(Reply::Forward(taken)) => taken.and_then(|ok| checked(t, ok, count_of(&rpc))),
         Ok(other) => Err(BrokerError::internal(format!(
             "queue '{}': unexpected reply from node {}: {other:?}",
             t.queue, t.home
         ))),
-        Err(e) => Err(down(t, &e.to_string())),
+        Err(e) => Err(down(t, &e.to_string(), true)),
     }
 }
 
-/// The refusal of a batch whose home could not be reached.
-fn down(t: &Target, why: &str) -> BrokerError {
+fn count_of(rpc: &Rpc) -> usize {
+    match rpc {
+        Rpc::Forward(f) => f.messages.len(),
+        _ => 0,
+    }
+}
+
+/// The home's answer to a batch of `n` messages, if it makes sense: refused positions
+/// strictly increasing and inside the batch. Any other answer (a peer's bug, a damaged
+/// frame) refuses the whole batch: confirming a message the home may have refused
+/// would lose it.
+fn checked(t: &Target, (refused, reason): (Vec<u32>, Option<BrokerError>), n: usize) -> Taken {
+    if valid_positions(&refused, n) {
+        return Ok((refused, reason));
+    }
+    Err(BrokerError::internal(format!(
+        "queue '{}' in vhost '{}': node {} answered a forwarded batch of {n} message(s) with refused positions {refused:?} (not increasing or past the batch); the whole batch is refused, and may have been stored there",
+        t.queue, t.vhost, t.home
+    )))
+}
+
+/// True when `refused` are positions in a batch of `n`: strictly increasing, each below
+/// `n` (what [`split`] relies on).
+fn valid_positions(refused: &[u32], n: usize) -> bool {
+    let increasing = refused.windows(2).all(|w| w[0] < w[1]);
+    increasing && refused.last().is_none_or(|last| (*last as usize) < n)
+}
+
+/// The refusal of a batch whose home could not be reached (`maybe_sent`: the batch may
+/// have reached it before the connection failed).
+fn down(t: &Target, why: &str, maybe_sent: bool) -> BrokerError {
+    let stored = if maybe_sent {
+        "the message may have been stored there all the same"
+    } else {
+        "message not stored"
+    };
     BrokerError::new(
         ErrorCode::ResourceError,
         format!(
-            "queue '{}' in vhost '{}': its home node {} is down or inaccessible ({why}); message not stored",
+            "queue '{}' in vhost '{}': its home node {} is down or inaccessible ({why}); {stored}",
             t.queue, t.vhost, t.home
         ),
     )
@@ -272,8 +364,18 @@ fn split(refused: Vec<u32>, reason: Option<BrokerError>, sizes: &[usize]) -> Vec
 }
 
 /// The home's side: hands a forwarded batch to the queue's actor here, if this node is
-/// its home (`is_home`), and answers what the queue answered.
-pub(super) async fn take(broker: BrokerHandle, is_home: bool, batch: Forwarded) -> Taken {
+/// its home (`here`, from the applied log: `None` when the log here knows no such
+/// queue), and answers what the queue answered.
+pub(super) async fn take(broker: BrokerHandle, here: Option<bool>, batch: Forwarded) -> Taken {
+    let Some(is_home) = here else {
+        // Not declared here yet (the forwarding node applied the declare first) or
+        // deleted: the two cannot be told apart, so refused (nacked, never confirmed
+        // as routed nowhere and dropped).
+        return Err(not_running(
+            BrokerError::internal("not in this node's log"),
+            &batch,
+        ));
+    };
     if !is_home {
         // Never forwarded again: a stand-in here would chain the hop.
         return Err(BrokerError::new(
@@ -284,6 +386,10 @@ pub(super) async fn take(broker: BrokerHandle, is_home: bool, batch: Forwarded) 
             ),
         ));
     }
+    // Blocked as this node's own publishers are while its memory or disk alarm is
+    // raised: the held answer fills the forwarders' windows, so producers on other
+    // nodes cannot fill this one.
+    broker.memory().wait_unblocked().await;
     let registry = broker.registry(&batch.vhost)?;
     let queue = registry
         .send(LookupQueue {
@@ -291,13 +397,29 @@ pub(super) async fn take(broker: BrokerHandle, is_home: bool, batch: Forwarded) 
             owner: broker.new_owner(),
         })
         .await
-        .map_err(|e| BrokerError::internal(format!("registry: {e}")))??;
+        .map_err(|e| BrokerError::internal(format!("registry: {e}")))?
+        .map_err(|e| not_running(e, &batch))?;
     let messages = batch.messages.iter().map(StoredMessage::shared).collect();
     let answer = queue
-        .enqueue(messages)
+        .enqueue_forwarded(messages, batch.own_acks)
         .await
-        .map_err(|_| BrokerError::not_found("queue", &batch.queue, &batch.vhost))??;
+        .map_err(|_| not_running(BrokerError::internal("its actor stopped"), &batch))??;
     Ok((answer.refused, answer.reason))
+}
+
+/// The refusal of a batch for a queue that is not running here although a stand-in
+/// forwarded to this node (not started yet, not yet in this node's log, or stopping):
+/// RESOURCE_ERROR, so the publisher is nacked and may retry. A NotFound would make the
+/// stand-in confirm the batch as routed nowhere and drop it; that answer is left to a
+/// queue actor that says it was deleted.
+fn not_running(e: BrokerError, batch: &Forwarded) -> BrokerError {
+    BrokerError::new(
+        ErrorCode::ResourceError,
+        format!(
+            "queue '{}' in vhost '{}' is not running on its home node ({}): forwarded publish refused, message not stored",
+            batch.queue, batch.vhost, e.message()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -318,5 +440,20 @@ mod tests {
         assert_eq!(parts[0], Enqueued::default());
         assert_eq!(parts[1].refused, vec![1]);
         assert_eq!(parts[2], Enqueued::default());
+    }
+
+    /// Regression: a peer's answer was split as it came; positions not increasing made
+    /// `i - start` underflow (a panic in a debug build, in release refused messages
+    /// confirmed), and one past the batch was silently dropped.
+    #[test]
+    fn a_home_s_answer_is_used_only_with_increasing_positions_inside_the_batch() {
+        assert!(valid_positions(&[], 0));
+        assert!(valid_positions(&[], 3));
+        assert!(valid_positions(&[0, 2], 3));
+        assert!(!valid_positions(&[2, 0], 3), "decreasing");
+        assert!(!valid_positions(&[1, 1], 3), "repeated");
+        assert!(!valid_positions(&[0, 3], 3), "past the batch");
+        assert!(!valid_positions(&[0], 0), "in an empty batch");
+        assert!(!valid_positions(&[u32::MAX], 3));
     }
 }

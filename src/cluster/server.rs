@@ -91,8 +91,8 @@ async fn answer(core: &Arc<Core>, rpc: Rpc, frame: &bytes::Bytes) -> Reply {
         }
         Rpc::ReadIndex => Reply::ReadIndex(core.read_index().await),
         Rpc::Forward(batch) => {
-            let is_home = core.is_home(&batch.vhost, &batch.queue);
-            Reply::Forward(super::forward::take(core.broker(), is_home, batch).await)
+            let here = core.home_here(&batch.vhost, &batch.queue);
+            Reply::Forward(super::forward::take(core.broker(), here, batch).await)
         }
         // Taken over by `connection` before it gets here.
         Rpc::ConsumeSession(_) => Reply::ConsumeSession(Err(

@@ -208,6 +208,22 @@ impl QueueHandle {
         self.inner.addr.send(Enqueue {
             messages,
             publisher,
+            own_acks: false,
+        })
+    }
+
+    /// [`enqueue`](Self::enqueue) of a batch a stand-in forwarded to this home node:
+    /// `own_acks` when one of its publishers consumes from the queue with acks there
+    /// (see [`Enqueue::own_acks`]).
+    pub fn enqueue_forwarded(
+        &self,
+        messages: Vec<Arc<Message>>,
+        own_acks: bool,
+    ) -> actix::dev::Request<QueueActor, Enqueue> {
+        self.inner.addr.send(Enqueue {
+            messages,
+            publisher: None,
+            own_acks,
         })
     }
 

@@ -12,6 +12,20 @@ impl Core {
         let quorum = a.groups.get(vhost).is_some_and(|qs| qs.contains_key(queue));
         !quorum && a.homes.get(vhost).and_then(|qs| qs.get(queue)) == Some(&self.id)
     }
+
+    /// Where classic queue `queue` of `vhost` lives, as the applied log says: `Some(true)`
+    /// here, `Some(false)` on another node (or a quorum queue), `None` when the log
+    /// here knows no such queue (deleted, or its declare not applied here yet).
+    pub(in crate::cluster) fn home_here(&self, vhost: &str, queue: &str) -> Option<bool> {
+        let a = self.applied();
+        let quorum = a.groups.get(vhost).is_some_and(|qs| qs.contains_key(queue));
+        let home = a.homes.get(vhost).and_then(|qs| qs.get(queue));
+        match (quorum, home) {
+            (true, _) => Some(false),
+            (false, None) => None,
+            (false, Some(h)) => Some(*h == self.id),
+        }
+    }
 }
 
 /// The broker's view of the cluster: proposals, homes, nodes.

@@ -3,16 +3,20 @@
 //! once the home has it (on disk: durable queue, persistent messages), in order; a
 //! consumer or a get on a third node is served by the home through a consume session,
 //! with its acks honoured and what it held redelivered, marked, when its connection
-//! closes. With the home killed, a publish is nacked naming it and a consumer is
-//! cancelled naming it; once the home is back, a new consume works.
+//! closes; a purge there is refused naming the home. With the home killed, a publish
+//! is nacked naming it and a consumer is cancelled naming it; once the home is back, a
+//! new consume works. The home's memory alarm holds a publish forwarded from another
+//! node until it clears, and a publisher that consumes the queue with acks through
+//! another node is never locked up by the home's flow control.
 
 use super::quorum::{connect, next_delivery, try_consume};
 use super::quorum_forward::{publish_confirmed, text};
-use super::{three_led, Node};
+use super::{free_port, leader, three_led, Node};
 use crate::support::DEADLINE;
-use actormq::client::{Client, ConnectOptions};
+use actormq::client::{Client, ClientError, ConnectOptions, ConsumeOptions, PublishOptions};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions, QueuePurgeOptions};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::task::block_in_place;
 
@@ -111,6 +115,21 @@ async fn a_classic_queue_takes_publishes_and_serves_consumers_and_gets_on_every_
     held(home, "cf", 0, 1).await;
     got.delivery.ack(BasicAckOptions::default()).await.unwrap();
     held(home, "cf", 0, 0).await;
+
+    // A purge on C is refused naming the home (a stand-in holds nothing: it used to
+    // answer 0 and leave the home's messages), and the home keeps them.
+    publish_confirmed(&pch, "cf", ["kept".to_string()]).await;
+    held(home, "cf", 1, 0).await;
+    let e = gch
+        .queue_purge("cf".into(), QueuePurgeOptions::default())
+        .await
+        .expect_err("a purge on a node that is not the home is refused");
+    let e = e.to_string();
+    assert!(
+        e.contains("purge it there") && e.contains(&format!("node {}", home.id)),
+        "{e}"
+    );
+    held(home, "cf", 1, 0).await;
     super::assert_no_panic(&nodes);
 }
 
@@ -122,7 +141,14 @@ async fn with_its_home_killed_a_classic_queue_nacks_and_cancels_naming_it_and_se
     declare_classic(&nodes, &nodes[0], "down").await;
     let (home_id, b, c) = (nodes[0].id, &nodes[1], &nodes[2]);
 
-    let (_conn, _ch, mut consumer) = try_consume(c, "down", 10).await.unwrap();
+    // The consumer on C through the native client, whose cancel carries the reason.
+    let cclient = Client::connect(ConnectOptions::new(c.native.clone()))
+        .await
+        .unwrap();
+    let mut consumer = cclient
+        .consume("down", &ConsumeOptions::prefetch(10))
+        .await
+        .unwrap();
     let native = Client::connect(ConnectOptions::new(b.native.clone()))
         .await
         .unwrap();
@@ -132,9 +158,13 @@ async fn with_its_home_killed_a_classic_queue_nacks_and_cancels_naming_it_and_se
         .unwrap()
         .await
         .expect("confirmed through the home");
-    let d = next_delivery(&mut consumer).await;
-    assert_eq!(text(&d.data), "before");
-    d.ack(BasicAckOptions::default()).await.unwrap();
+    let d = tokio::time::timeout(DEADLINE, consumer.next())
+        .await
+        .expect("a delivery within the deadline")
+        .expect("the consumer is open")
+        .expect("a delivery");
+    assert_eq!(d.body, b"before".as_slice());
+    d.ack().unwrap();
     held(&nodes[0], "down", 0, 0).await;
 
     nodes[0].kill9();
@@ -151,14 +181,18 @@ async fn with_its_home_killed_a_classic_queue_nacks_and_cancels_naming_it_and_se
         why.contains(&format!("home node {home_id} is down or inaccessible")),
         "{why}"
     );
-    // C's consumer: cancelled by the broker (its stream ends).
+    // C's consumer: cancelled by the broker, naming the home (not a connection
+    // error, nor a stream that just ends).
     let cancelled = tokio::time::timeout(DEADLINE, consumer.next())
         .await
         .expect("the consumer is told within the deadline");
-    assert!(
-        !matches!(cancelled, Some(Ok(_))),
-        "no delivery: cancelled, {cancelled:?}"
-    );
+    match cancelled {
+        Some(Err(ClientError::ConsumerCancelled { reason, .. })) => assert!(
+            reason.contains(&format!("home node {home_id} is down or inaccessible")),
+            "{reason}"
+        ),
+        other => panic!("the broker cancels the consumer naming the home: {other:?}"),
+    }
     // A get on C: a channel error naming the home.
     let gch = connect(c).await.create_channel().await.unwrap();
     let e = gch
@@ -272,4 +306,163 @@ async fn a_stream_of_another_node_takes_forwarded_publishes_and_refuses_consumer
             && e.contains(&format!("node {}", home.id)),
         "{e}"
     );
+}
+
+/// Three nodes, ids 1 to 3, node 1 with `home_sections` (its `[broker]` lines), the
+/// others with `sections`, once they have a leader.
+fn three_with(root: &Path, home_sections: &str, sections: &str) -> Vec<Node> {
+    let seeds: Vec<(u64, String)> = (1..=3)
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
+    let nodes: Vec<Node> = seeds
+        .iter()
+        .map(|(id, addr)| {
+            Node::start_with(
+                &root.join(format!("n{id}")),
+                *id,
+                addr,
+                &seeds,
+                &format!("secret = \"{}\"", super::SECRET),
+                if *id == 1 { home_sections } else { sections },
+            )
+        })
+        .collect();
+    let all: Vec<&Node> = nodes.iter().collect();
+    leader(&all);
+    nodes
+}
+
+/// Whether `node` reports its memory alarm raised (its own entry of `/api/nodes`).
+async fn mem_alarm(node: &Node) -> bool {
+    let all = node.api().get("/api/nodes").await.json();
+    all.as_array()
+        .and_then(|all| all.iter().find(|n| n["id"] == node.id))
+        .is_some_and(|own| own["mem_alarm"] == true)
+}
+
+/// Regression (review finding 1): the home handed a forwarded batch to its queue
+/// whatever its own alarms said, so producers on other nodes filled it without limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_s_memory_alarm_holds_a_publish_forwarded_from_another_node_until_it_clears() {
+    const WATERMARK: usize = 512 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let home_broker = format!("[broker]\nmemory_high_watermark = {WATERMARK}\n");
+    let nodes = block_in_place(|| three_with(dir.path(), &home_broker, ""));
+    let (home, b) = (&nodes[0], &nodes[1]);
+    declare_classic(&nodes, home, "alarm").await;
+    let body = vec![b'x'; 2 * WATERMARK];
+
+    // The first publish on B finds the home below its watermark, and raises its alarm.
+    let native = Client::connect(ConnectOptions::new(b.native.clone()))
+        .await
+        .unwrap();
+    native
+        .publish("", "alarm", &body)
+        .await
+        .unwrap()
+        .await
+        .expect("the home was below its watermark: confirmed");
+    held(home, "alarm", 1, 0).await;
+    let end = Instant::now() + DEADLINE;
+    while !mem_alarm(home).await {
+        assert!(Instant::now() < end, "the home raises its memory alarm");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!mem_alarm(b).await, "B holds nothing: no alarm there");
+
+    // The second is held by the home: not confirmed, not queued.
+    let confirm = native.publish("", "alarm", &body).await.unwrap();
+    let mut pending = tokio::spawn(confirm);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), &mut pending)
+            .await
+            .is_err(),
+        "a publish forwarded to a home in alarm is held, not confirmed"
+    );
+    held(home, "alarm", 1, 0).await;
+
+    // A consumer on the home takes the first: the alarm clears, the second is queued
+    // and confirmed, and delivered.
+    let local = Client::connect(ConnectOptions::new(home.native.clone()))
+        .await
+        .unwrap();
+    let mut consumer = local
+        .consume("alarm", &ConsumeOptions::prefetch(1))
+        .await
+        .unwrap();
+    for n in 0..2 {
+        let d = tokio::time::timeout(DEADLINE, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("delivery {n} within the deadline"))
+            .expect("the consumer is open")
+            .expect("a delivery");
+        assert_eq!(d.body.len(), body.len());
+        d.ack().unwrap();
+    }
+    tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("confirmed once the home's alarm clears")
+        .unwrap()
+        .expect("confirmed, not nacked");
+    held(home, "alarm", 0, 0).await;
+    super::assert_no_panic(&nodes);
+}
+
+/// Regression (review finding 2): a stand-in dropped its publisher, so the home's
+/// flow control held the batch of a publisher that also consumes the queue with acks
+/// (through the same connection on another node) without the bound a local one gets:
+/// its acks waited behind its held publishes, and it was locked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_consumes_the_queue_through_another_node_is_never_locked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = "[broker]\nqueue_flow_threshold = 50\npublish_window = 1\n";
+    let nodes = block_in_place(|| three_with(dir.path(), broker, broker));
+    let (home, b) = (&nodes[0], &nodes[1]);
+    declare_classic(&nodes, home, "selflock").await;
+    let client = Client::connect(ConnectOptions::new(b.native.clone()))
+        .await
+        .unwrap();
+    // Past the threshold before the consumer comes: the home's flow control holds the
+    // next publishes until the consumer has brought the depth down to half.
+    const BEFORE: usize = 200;
+    for i in 0..BEFORE {
+        client
+            .publish("", "selflock", i.to_string())
+            .await
+            .unwrap()
+            .await
+            .expect("no consumer yet: confirmed");
+    }
+    let mut consumer = client
+        .consume("selflock", &ConsumeOptions::prefetch(10))
+        .await
+        .unwrap();
+    const N: usize = 600;
+    let publisher = client.clone();
+    let publish = tokio::spawn(async move {
+        let no_confirm = PublishOptions {
+            confirm: Some(false),
+            ..Default::default()
+        };
+        for i in BEFORE..N {
+            drop(
+                publisher
+                    .publish_with("", "selflock", i.to_string(), &no_confirm)
+                    .await
+                    .unwrap(),
+            );
+        }
+    });
+    tokio::time::timeout(DEADLINE * 3, async {
+        for i in 0..N {
+            let d = consumer.next().await.expect("a delivery").unwrap();
+            assert_eq!(d.body, i.to_string().as_bytes());
+            d.ack().unwrap();
+        }
+    })
+    .await
+    .expect("every message consumed on the publishing connection, through node 2");
+    publish.await.unwrap();
+    held(home, "selflock", 0, 0).await;
+    super::assert_no_panic(&nodes);
 }

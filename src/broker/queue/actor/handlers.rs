@@ -20,8 +20,10 @@ impl Handler<Enqueue> for QueueActor {
             return self.replica_enqueue(msg);
         }
         if let Some(home) = &self.remote {
-            // The answer (the publisher's confirm) is the home queue's.
-            return Box::pin(home.publish(msg.messages));
+            // The answer (the publisher's confirm) is the home queue's; the home's flow
+            // control must know a publisher whose acks go there through its session.
+            let own_acks = self.standin.acks_from(msg.publisher);
+            return Box::pin(home.publish(msg.messages, own_acks));
         }
         let now = self.stamp();
         let publisher = msg.publisher;
@@ -53,7 +55,7 @@ impl Handler<Enqueue> for QueueActor {
             // send its acks while its publish window is full, so an unbounded wait
             // could lock it for good. Held at most FLOW_MAX_HOLD, it is slowed, never
             // stuck (the one case the threshold does not bound: Settings.toml).
-            let own_acks = self.acks_from(publisher);
+            let own_acks = msg.own_acks || self.acks_from(publisher);
             return Box::pin(async move {
                 let answer = durable::confirm(stored, answer).await;
                 hold_until_reopened(rx, own_acks).await;
@@ -476,6 +478,16 @@ impl QueueActor {
         }
         if self.deleted {
             return Err(self.not_found());
+        }
+        if let Some(home) = &self.remote {
+            // A stand-in holds nothing: answering 0 would leave the home's messages
+            // while saying they were purged. Refused as a conditional delete is.
+            return Err(BrokerError::precondition(format!(
+                "queue '{}' in vhost '{}' {}: purge it there (a purge is not forwarded between nodes)",
+                self.name,
+                self.vhost,
+                home.describe()
+            )));
         }
         let n = self.state.purge();
         self.durable.on_purge(&mut self.state);

@@ -97,6 +97,14 @@ impl Remotes {
         self.forwarded.insert(id);
     }
 
+    /// True when `publisher` has a consumer with acks served through its session (a
+    /// stand-in forwarding its publishes tells the home: see `Enqueue::own_acks`).
+    pub(in crate::broker::queue::actor) fn acks_from(&self, publisher: Option<OwnerId>) -> bool {
+        publisher
+            .and_then(|p| self.owners.get(&p))
+            .is_some_and(|o| o.consumers.iter().any(|c| !c.auto_ack))
+    }
+
     pub(in crate::broker::queue::actor) fn count(&self) -> usize {
         self.owners.values().map(|o| o.consumers.len()).sum()
     }
