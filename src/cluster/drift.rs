@@ -201,8 +201,19 @@ pub(super) async fn pre_cluster_ops(core: &Core) -> Vec<Op> {
         let homes = BTreeMap::from([(v.clone(), homes)]);
         ops.push(Op::AddVhost(v.clone()));
         let none = BTreeSet::new();
+        let first = ops.len();
         vhost_ops(&v, &StoredVhost::default(), &want, &none, &homes, &mut ops);
+        // Its quorum queues' limits as its own policies give them, fixed now in the
+        // entries (the cluster's members apply those, not their own policies).
+        for op in &mut ops[first..] {
+            if let Op::DeclareQueue { queue, limits, .. } = op {
+                *limits = super::op::quorum_limits(&defs, queue);
+            }
+        }
     }
+    // The name it had as a single broker: the cluster's, unless the cluster has one
+    // (see `propose_pre_cluster`).
+    ops.extend(broker.cluster_name().map(Op::SetClusterName));
     ops
 }
 
@@ -242,6 +253,18 @@ pub(super) async fn propose_pre_cluster(core: Arc<Core>, path: std::path::PathBu
         "cluster: declaring the definitions this node held before it joined"
     );
     for op in ops {
+        if let Op::SetClusterName(mine) = &op {
+            // Only when the cluster has no name, as of every change committed so far
+            // (applied here by then, the cluster's name over this node's own).
+            if let Err(e) = core.barrier().await {
+                tracing::warn!(error = %e, "cluster: cannot learn whether the cluster has a name; proposing this node's");
+            }
+            let theirs = core.applied().cluster_name.clone();
+            if let Some(theirs) = theirs {
+                tracing::info!(mine = %mine, cluster = %theirs, "cluster: the name this node had as a single broker gives way to the cluster's");
+                continue;
+            }
+        }
         if let Op::DeclareQueue { vhost, queue, .. } = &op {
             let home = core
                 .applied()

@@ -51,7 +51,7 @@ mod types;
 mod version;
 
 pub use forward::Home;
-pub use op::{ClusterHook, Op, Outcome, Proposal};
+pub use op::{quorum_limits, ClusterHook, Op, Outcome, Proposal};
 pub use rpc::{ClusterStatus, NodeView};
 pub use settings::{ClusterSettings, Secret, SeedNode};
 pub use state_machine::LOG_OWNER;

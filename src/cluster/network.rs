@@ -66,7 +66,11 @@ impl Link {
                 })?
                 .inspect_err(|e| {
                     if super::version::Mismatch::of(e).is_some() {
-                        tracing::error!(peer = %self.addr, "cluster: peer refused: {e}");
+                        if super::version::report(&format!("{} {e}", self.addr)) {
+                            tracing::error!(peer = %self.addr, "cluster: peer refused: {e}");
+                        } else {
+                            tracing::debug!(peer = %self.addr, "cluster: peer refused: {e}");
+                        }
                     } else if e.kind() == std::io::ErrorKind::PermissionDenied {
                         tracing::warn!(peer = %self.addr, error = %e, "cluster: peer refused");
                     }

@@ -246,7 +246,9 @@ impl Core {
             groups: a.groups.clone(),
             transient: a.transient.clone(),
             deleted_users: a.deleted_users.clone(),
-            cluster_name: broker.cluster_name(),
+            // The cluster's (as the log gave it), not a name this node had as a
+            // single broker and has not yet proposed.
+            cluster_name: a.cluster_name.clone(),
         }
     }
 
@@ -323,7 +325,7 @@ impl Core {
     }
 
     /// Waits until this node has applied what the leader had committed when asked.
-    async fn barrier(&self) -> Result<(), BrokerError> {
+    pub(super) async fn barrier(&self) -> Result<(), BrokerError> {
         let timeout = Duration::from_millis(self.settings.commit_timeout_ms);
         let deadline = tokio::time::Instant::now() + timeout;
         let index = loop {

@@ -33,6 +33,15 @@ pub enum Op {
         queue: StoredQueue,
         server_named: bool,
         home: u64,
+        /// A quorum queue's limits, its arguments merged with the policies in force
+        /// where it was proposed ([`quorum_limits`]): carried in the entry because a
+        /// node's own policies at apply time may differ (a crash replays the last
+        /// batch with later policies stored; a joining node's pre-cluster policies
+        /// are not yet the cluster's), and every member of a group must enforce the
+        /// same limits. `None` in entries written before (and for other queues):
+        /// the arguments' limits alone, as those builds applied them.
+        #[serde(default)]
+        limits: Option<crate::cluster::quorum::machine::Limits>,
     },
     /// Deletes a queue (its conditions were checked on its home node before).
     DeleteQueue { vhost: String, name: String },
@@ -316,4 +325,19 @@ impl Outcome {
             _ => None,
         }
     }
+}
+
+/// The limits a quorum queue declared in `vhost` with `queue`'s arguments gets from
+/// them and the policies `defs` (the proposer's): what [`Op::DeclareQueue`] carries.
+/// `None` for any other queue.
+pub fn quorum_limits(
+    defs: &crate::definitions::VhostDefinitions,
+    queue: &StoredQueue,
+) -> Option<crate::cluster::quorum::machine::Limits> {
+    crate::broker::queue::quorum::is_quorum_args(&queue.arguments).then(|| {
+        crate::cluster::quorum::runtime::limits_with_policy(
+            &queue.arguments,
+            &defs.queue_policy_of(&queue.name, &queue.arguments),
+        )
+    })
 }

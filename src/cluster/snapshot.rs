@@ -246,6 +246,7 @@ pub(super) fn vhost_ops(
             queue: q.clone(),
             server_named: q.name.starts_with("amq.gen-"),
             home,
+            limits: None,
         });
     }
     for b in &want.bindings {

@@ -65,6 +65,10 @@ pub struct Applied {
     /// carries them so that installing it deletes what replaying the log would).
     #[serde(default)]
     pub deleted_users: std::collections::BTreeSet<String>,
+    /// The cluster's name as the log (or a snapshot) gave it: a node's own name from
+    /// before it joined is proposed only when the cluster has none (`drift`).
+    #[serde(default)]
+    pub cluster_name: Option<String>,
 }
 
 fn io(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError<NodeId> {
@@ -110,22 +114,6 @@ fn note_homes(homes: &mut Homes, op: &Op) {
         }
         _ => {}
     }
-}
-
-/// What the policies give the quorum queue `op` declares, as applied here so far
-/// (`None` for any other change).
-async fn quorum_policy(
-    broker: &crate::broker::BrokerHandle,
-    op: &Op,
-) -> Option<crate::definitions::Effective> {
-    let Op::DeclareQueue { vhost, queue, .. } = op else {
-        return None;
-    };
-    if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
-        return None;
-    }
-    let defs = broker.vhost_definitions(vhost).await.ok()?;
-    Some(defs.queue_policy_of(&queue.name, &queue.arguments))
 }
 
 /// Notes the users the log deleted (whether or not this node had them) and forgets
@@ -232,8 +220,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(req) => {
                     note_homes(&mut self.core.applied().homes, &req.op);
                     note_users(&mut self.core.applied().deleted_users, &req.op);
-                    let policy = quorum_policy(&broker, &req.op).await;
-                    let new_group = self.note_group(log_id.index, &req.op, policy.as_ref());
+                    if let Op::SetClusterName(name) = &req.op {
+                        self.core.applied().cluster_name = Some(name.clone());
+                    }
+                    let new_group = self.note_group(log_id.index, &req.op);
                     let deleted_queue = match &req.op {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
                         _ => None,
@@ -298,6 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             a.transient = snapshot.transient.clone();
             a.deleted_users = snapshot.deleted_users.clone();
+            a.cluster_name = snapshot.cluster_name.clone();
             a.membership = meta.last_membership.clone();
             before
         };

@@ -266,6 +266,7 @@ fn transient_definitions_are_recorded_until_deleted() {
         },
         server_named: false,
         home: 1,
+        limits: None,
     };
     let bind = |source: &str, q: &str| Op::Bind {
         vhost: "/".into(),
@@ -311,4 +312,79 @@ fn transient_definitions_are_recorded_until_deleted() {
     );
     note_transient(&mut t, &Op::DeleteVhost("/".into()));
     assert!(t.is_empty());
+}
+
+#[test]
+fn a_quorum_declare_carries_the_limits_its_proposers_policies_give_it() {
+    use crate::definitions::{ApplyTo, Command, Policy, PolicyKind, VhostDefinitions};
+    use crate::message::{FieldTable, FieldValue};
+    let mut defs = VhostDefinitions::new("/");
+    let mut definition = FieldTable::new();
+    definition.insert("max-length".into(), FieldValue::Int(2));
+    definition.insert("overflow".into(), "reject-publish".into());
+    let p = Policy::new(
+        PolicyKind::Policy,
+        "cap",
+        "^q",
+        ApplyTo::Queues,
+        1,
+        definition,
+    )
+    .unwrap();
+    defs.apply(Command::SetPolicy(p)).unwrap();
+    let mut quorum = queue("q1");
+    quorum
+        .arguments
+        .insert("x-queue-type".into(), "quorum".into());
+    quorum
+        .arguments
+        .insert("x-max-length".into(), FieldValue::Int(5));
+    let limits = super::quorum_limits(&defs, &quorum).expect("a quorum queue's");
+    assert_eq!((limits.max_length, limits.reject_publish), (Some(2), true));
+    // A classic queue's declare carries none.
+    assert_eq!(super::quorum_limits(&defs, &queue("q2")), None);
+}
+
+#[test]
+fn a_declare_entry_written_before_limits_were_carried_still_decodes() {
+    use crate::storage::StoredExchange;
+    // The first variants of `Op` as the builds before wrote them.
+    #[derive(serde::Serialize)]
+    #[allow(dead_code)]
+    enum Before {
+        DeclareExchange {
+            vhost: String,
+            exchange: StoredExchange,
+        },
+        DeleteExchange {
+            vhost: String,
+            name: String,
+            if_unused: bool,
+        },
+        DeclareQueue {
+            vhost: String,
+            queue: StoredQueue,
+            server_named: bool,
+            home: u64,
+        },
+    }
+    let old = Before::DeclareQueue {
+        vhost: "/".into(),
+        queue: queue("q1"),
+        server_named: false,
+        home: 2,
+    };
+    let mut bytes = Vec::new();
+    rmp_serde::encode::write(&mut bytes, &old).unwrap();
+    let op: Op = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(
+        op,
+        Op::DeclareQueue {
+            vhost: "/".into(),
+            queue: queue("q1"),
+            server_named: false,
+            home: 2,
+            limits: None,
+        }
+    );
 }

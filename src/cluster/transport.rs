@@ -9,19 +9,29 @@
 //! the wire):
 //!
 //! 1. the accepting node sends `MAGIC`, its cluster protocol version (`u32`) and id
-//!    (`u64`, big-endian) and a random 32-byte challenge;
+//!    (`u64`, big-endian) and a random 32-byte challenge (its *announcement*);
 //! 2. the connecting node sends the same four (its own version, id and challenge) and
-//!    `HMAC(secret, "client" | accepting challenge | connecting challenge)`;
-//! 3. the accepting node checks it (in constant time) and answers a zero byte and
-//!    `HMAC(secret, "server" | connecting challenge | accepting challenge)`, which the
-//!    connecting node checks: neither side talks to a peer without the secret.
+//!    `HMAC(secret, "client" | accepting announcement | connecting announcement)`;
+//! 3. the accepting node checks it (in constant time) and answers a byte (zero: taken,
+//!    one: refused for its version) and
+//!    `HMAC(secret, "server" | connecting announcement | accepting announcement)`,
+//!    which the connecting node checks: neither side talks to a peer without the
+//!    secret.
 //!
-//! A peer that announces another [`CLUSTER_PROTOCOL`] is refused by both sides, each
-//! logging a [`Mismatch`] naming the two versions: the accepting node answers a one
-//! byte and the refusal's text (a `u16` length first) instead of its proof, the
-//! connecting node sends its hello (so the other side can say who it was) and closes.
-//! Builds from before the version gate sent `OLD_MAGIC`: they are refused as
-//! version 0.
+//! The MACs cover the versions and ids, and each side checks the proof before it acts
+//! on what the other announced: a peer without the secret is refused as such (a
+//! warning), whatever version or id it claims, and cannot make a node log a claim of
+//! its choosing. A peer that proves the secret but announces another
+//! [`CLUSTER_PROTOCOL`] is refused by both sides, each logging a [`Mismatch`] naming
+//! the two versions at ERROR (at most once a minute per peer, see
+//! [`super::version::report`]; a peer in the membership is retried at heartbeat
+//! rate).
+//!
+//! Older builds speak older handshakes (`OLD_MAGICS`, whose announcements no MAC
+//! covered). One that accepts says so in its magic: the connecting node refuses it
+//! as an older actormq. One that connects reads this magic, does not know it, and
+//! closes without a word: the accepting node sees only a connection closed early
+//! (a warning), so upgrade every node of a cluster together.
 //!
 //! Fresh challenges on both sides make a recorded exchange useless to replay. A peer
 //! that fails (a wrong magic, such as a Raft frame sent without the handshake, a wrong
@@ -48,9 +58,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
 
 /// The first bytes either side sends: the port and the handshake's version.
-const MAGIC: &[u8; 8] = b"AMQCLU\x00\x02";
-/// The magic of the builds before the version gate (no version, no id).
-const OLD_MAGIC: &[u8; 8] = b"AMQCLU\x00\x01";
+const MAGIC: &[u8; 8] = b"AMQCLU\x00\x03";
+/// The magics of older builds' handshakes: before the version gate (no version, no
+/// id), and with a version and id no MAC covered.
+const OLD_MAGICS: [&[u8; 8]; 2] = [b"AMQCLU\x00\x01", b"AMQCLU\x00\x02"];
 /// The version and id after the magic.
 const ANNOUNCE: usize = 4 + 8;
 /// The accepting side's answer to a hello it takes, and to one it refuses.
@@ -221,7 +232,15 @@ impl Transport {
         match tokio::time::timeout(self.handshake_timeout, work).await {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(e)) if Mismatch::of(&e).is_some() => {
-                tracing::error!(%peer, "cluster port: peer refused: {e}");
+                // Proven (the proof is checked before the version), so a fact. Once
+                // a minute per peer host, node and version (not per connection).
+                let key = Mismatch::of(&e).map(|m| (m.peer, m.theirs));
+                let key = format!("accepted {} {key:?}", peer.ip());
+                if super::version::report(&key) {
+                    tracing::error!(%peer, "cluster port: peer refused: {e}");
+                } else {
+                    tracing::debug!(%peer, "cluster port: peer refused: {e}");
+                }
                 None
             }
             Ok(Err(e)) => {
@@ -235,6 +254,7 @@ impl Transport {
         }
     }
 
+    /// `first` and `second`: the two announcements (version, id, challenge).
     fn mac(&self, role: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         mac.update(role);
@@ -247,7 +267,7 @@ impl Transport {
     async fn prove(&self, conn: &mut Conn, addr: &str) -> io::Result<()> {
         let mut magic = [0u8; MAGIC.len()];
         conn.read_exact(&mut magic).await?;
-        if &magic == OLD_MAGIC {
+        if OLD_MAGICS.contains(&&magic) {
             return Err(self.mismatch(None, addr.to_string(), 0).into_io());
         }
         if &magic != MAGIC {
@@ -255,25 +275,19 @@ impl Transport {
                 "{addr} is not an actormq cluster port (or speaks another version)"
             )));
         }
-        let mut rest = [0u8; ANNOUNCE + NONCE];
-        conn.read_exact(&mut rest).await?;
-        let (theirs_version, their_id) = announced(&rest);
-        let theirs: [u8; NONCE] = rest[ANNOUNCE..].try_into().expect("NONCE bytes");
-        let ours = nonce();
-        let proof = self.mac(b"client", &theirs, &ours).finalize().into_bytes();
-        let mut msg = self.hello(&ours);
+        let mut theirs = [0u8; ANNOUNCE + NONCE];
+        conn.read_exact(&mut theirs).await?;
+        let mine = self.hello(&nonce());
+        let proof = self
+            .mac(b"client", &theirs, &mine[MAGIC.len()..])
+            .finalize()
+            .into_bytes();
+        let mut msg = mine.clone();
         msg.extend_from_slice(&proof);
         conn.write_all(&msg).await?;
         conn.flush().await?;
-        if theirs_version != self.protocol {
-            // Sent all the same: the other side then logs who it refused.
-            let peer = Some(Speaker::from_wire(their_id));
-            return Err(self
-                .mismatch(peer, addr.to_string(), theirs_version)
-                .into_io());
-        }
-        let mut verdict = [0u8; 1];
-        match conn.read_exact(&mut verdict).await {
+        let mut answer = [0u8; 1 + MAC];
+        match conn.read_exact(&mut answer).await {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(denied(format!(
@@ -282,36 +296,34 @@ impl Transport {
             }
             Err(e) => return Err(e),
         }
-        if verdict[0] == REFUSED {
-            let mut len = [0u8; 2];
-            conn.read_exact(&mut len).await?;
-            let mut why = vec![0u8; u16::from_be_bytes(len) as usize];
-            conn.read_exact(&mut why).await?;
-            return Err(denied(format!(
-                "{addr} refused this node: {}",
-                String::from_utf8_lossy(&why)
-            )));
-        }
-        let mut answer = [0u8; MAC];
-        conn.read_exact(&mut answer).await?;
-        self.mac(b"server", &ours, &theirs)
-            .verify_slice(&answer)
+        // The proof first: only then is what the peer announced its own.
+        self.mac(b"server", &mine[MAGIC.len()..], &theirs)
+            .verify_slice(&answer[1..])
             .map_err(|_| {
                 denied(format!(
                     "{addr} did not prove the cluster secret: is cluster.secret the same on both nodes?"
                 ))
-            })
+            })?;
+        let (version, id) = announced(&theirs);
+        if version != self.protocol || answer[0] == REFUSED {
+            let peer = Some(Speaker::from_wire(id));
+            return Err(self.mismatch(peer, addr.to_string(), version).into_io());
+        }
+        Ok(())
     }
 
     /// The accepting side of the proof; `peer` is where the connection comes from.
     async fn challenge(&self, conn: &mut Conn, peer: SocketAddr) -> io::Result<()> {
-        let ours = nonce();
-        conn.write_all(&self.hello(&ours)).await?;
+        let mine = self.hello(&nonce());
+        conn.write_all(&mine).await?;
         conn.flush().await?;
         let mut magic = [0u8; MAGIC.len()];
         conn.read_exact(&mut magic).await?;
-        if &magic == OLD_MAGIC {
-            return Err(self.mismatch(None, peer.to_string(), 0).into_io());
+        if OLD_MAGICS.contains(&&magic) {
+            // Nothing it says is proven: not reported as a version mismatch.
+            return Err(denied(
+                "an older handshake (an actormq of an older version?): refused".into(),
+            ));
         }
         if &magic != MAGIC {
             return Err(denied(
@@ -320,25 +332,34 @@ impl Transport {
         }
         let mut rest = [0u8; ANNOUNCE + NONCE + MAC];
         conn.read_exact(&mut rest).await?;
-        let (version, id) = announced(&rest);
-        if version != self.protocol {
-            let refused = self.mismatch(Some(Speaker::from_wire(id)), peer.to_string(), version);
-            let why = refused.to_string();
-            let why = &why.as_bytes()[..why.len().min(u16::MAX as usize)];
-            let mut answer = vec![REFUSED];
-            answer.extend_from_slice(&(why.len() as u16).to_be_bytes());
-            answer.extend_from_slice(why);
+        let (theirs, proof) = rest.split_at(ANNOUNCE + NONCE);
+        // The proof first: a peer without the secret is refused as such, whatever it
+        // announced.
+        self.mac(b"client", &mine[MAGIC.len()..], theirs)
+            .verify_slice(proof)
+            .map_err(|_| denied("wrong cluster secret".into()))?;
+        let (version, id) = announced(theirs);
+        let verdict = if version == self.protocol {
+            ACCEPTED
+        } else {
+            REFUSED
+        };
+        let mut answer = vec![verdict];
+        answer.extend_from_slice(
+            &self
+                .mac(b"server", theirs, &mine[MAGIC.len()..])
+                .finalize()
+                .into_bytes(),
+        );
+        if verdict == REFUSED {
             // Best effort: the refusal is logged here whether the peer reads it or not.
             let _ = conn.write_all(&answer).await;
             let _ = conn.flush().await;
-            return Err(refused.into_io());
+            let peer_speaker = Some(Speaker::from_wire(id));
+            return Err(self
+                .mismatch(peer_speaker, peer.to_string(), version)
+                .into_io());
         }
-        let (theirs, proof) = rest[ANNOUNCE..].split_at(NONCE);
-        self.mac(b"client", &ours, theirs)
-            .verify_slice(proof)
-            .map_err(|_| denied("wrong cluster secret".into()))?;
-        let mut answer = vec![ACCEPTED];
-        answer.extend_from_slice(&self.mac(b"server", theirs, &ours).finalize().into_bytes());
         conn.write_all(&answer).await?;
         conn.flush().await
     }

@@ -68,6 +68,43 @@ async fn a_node_of_another_version_is_refused_on_both_sides_with_both_versions()
     assert!(c.is_ok() && s.is_some());
 }
 
+/// `speaking(id, protocol)` with another secret.
+fn speaking_without_the_secret(id: u64, protocol: u32) -> Transport {
+    Transport {
+        me: Speaker::Node(id),
+        protocol,
+        ..Transport::plain("not-the-cluster-secret")
+    }
+}
+
+#[tokio::test]
+async fn a_version_announced_without_the_secret_is_not_taken_for_a_mismatch() {
+    // The connecting side without the secret: the accepting side checks its proof
+    // before its version, and refuses it as a wrong secret.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = speaking(1, 5);
+    let accept = async {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let mut conn: Conn = Box::new(tcp);
+        server.challenge(&mut conn, peer).await
+    };
+    let client = speaking_without_the_secret(2, 4);
+    let (c, s) = tokio::join!(client.connect(&addr), accept);
+    let s = s.expect_err("refused");
+    assert!(Mismatch::of(&s).is_none(), "taken for a mismatch: {s}");
+    assert!(s.to_string().contains("wrong cluster secret"), "{s}");
+    let c = c.err().expect("refused");
+    assert!(Mismatch::of(&c).is_none(), "{c}");
+    // The accepting side without the secret: the connecting side checks its proof
+    // before its version.
+    let (c, s) = pair(&speaking_without_the_secret(1, 5), &speaking(2, 4)).await;
+    assert!(s.is_none());
+    let c = c.err().expect("refused");
+    assert!(Mismatch::of(&c).is_none(), "taken for a mismatch: {c}");
+    assert!(c.to_string().contains("cluster.secret"), "{c}");
+}
+
 #[tokio::test]
 async fn a_build_from_before_the_gate_is_refused_as_version_0() {
     // A listener speaking the old handshake: its magic and challenge, nothing more.
@@ -75,7 +112,7 @@ async fn a_build_from_before_the_gate_is_refused_as_version_0() {
     let addr = listener.local_addr().unwrap().to_string();
     let old = tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
-        let mut hello = OLD_MAGIC.to_vec();
+        let mut hello = OLD_MAGICS[0].to_vec();
         hello.extend_from_slice(&[7u8; NONCE]);
         tcp.write_all(&hello).await.unwrap();
         let mut rest = Vec::new();
@@ -84,7 +121,7 @@ async fn a_build_from_before_the_gate_is_refused_as_version_0() {
     let e = speaking(3, 9).connect(&addr).await.err().expect("refused");
     let m = Mismatch::of(&e).expect("a version mismatch");
     assert_eq!((m.peer, m.theirs, m.ours), (None, 0, 9));
-    assert!(e.to_string().contains("before the version gate"), "{e}");
+    assert!(e.to_string().contains("an older actormq"), "{e}");
     drop(e);
     old.await.unwrap();
 }

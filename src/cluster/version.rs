@@ -17,8 +17,12 @@ use super::types::NodeId;
 /// default still needs a bump: an older node refuses MessagePack arrays longer than
 /// the struct it knows. Say in docs/CLUSTERING.md ("Upgrades") what changed.
 ///
-/// Builds before the gate sent no version; they are shown as version 0.
-pub const CLUSTER_PROTOCOL: u32 = 1;
+/// Builds before the gate announced no version, and version 1's announcement was
+/// covered by no MAC: either is shown as version 0 (an older handshake).
+///
+/// 2: the handshake's MACs cover the versions and ids; a quorum queue's declare
+/// carries its limits (`Op::DeclareQueue`).
+pub const CLUSTER_PROTOCOL: u32 = 2;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +76,7 @@ impl std::fmt::Display for Mismatch {
         };
         let peer = match self.peer {
             Some(p) => format!("{} ({})", who(p), self.addr),
-            None => format!("{} (an actormq from before the version gate)", self.addr),
+            None => format!("{} (an older actormq, of an older handshake)", self.addr),
         };
         let me = match self.me {
             Speaker::Node(id) => format!("this node (node {id})"),
@@ -92,6 +96,36 @@ impl std::fmt::Display for Mismatch {
 }
 
 impl std::error::Error for Mismatch {}
+
+/// How often the same refusal is logged at ERROR: a peer of another version in the
+/// membership is retried at heartbeat rate.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// True when the refusal `key` (who refused whom, and why) is to be logged at ERROR
+/// now: the first time, then at most once every [`REPORT_EVERY`] (the callers log
+/// the others at DEBUG).
+pub fn report(key: &str) -> bool {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+    static LAST: OnceLock<Mutex<HashMap<String, Instant>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    // Bounded: forgets what it would log again anyway.
+    if last.len() > 1024 {
+        last.retain(|_, t| now.duration_since(*t) < REPORT_EVERY);
+    }
+    match last.get(key) {
+        Some(t) if now.duration_since(*t) < REPORT_EVERY => false,
+        _ => {
+            last.insert(key.to_string(), now);
+            true
+        }
+    }
+}
 
 impl Mismatch {
     /// The mismatch an I/O error carries, if it is one (a refused connection).
@@ -134,6 +168,14 @@ mod tests {
             cli.to_string().contains("binary of the nodes' version"),
             "{cli}"
         );
+    }
+
+    #[test]
+    fn a_refusal_is_reported_once_then_not_again_within_the_interval() {
+        let key = "test: node 9 refused";
+        assert!(report(key));
+        assert!(!report(key));
+        assert!(report("test: another refusal"));
     }
 
     #[test]

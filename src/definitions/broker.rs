@@ -248,8 +248,8 @@ pub struct BrokerDefinitions {
     /// The settings' users were seeded once: never again, even when every user has
     /// been deleted since (as RabbitMQ creates its default user on first boot only).
     users_seeded: bool,
-    /// The users the settings seeded that no `PutUser` or `DeleteUser` has changed
-    /// since: in a cluster they are this node's own, never replicated (each node seeds
+    /// The users the settings seeded that no `PutUser`, `DeleteUser` or permission
+    /// change has touched since: in a cluster they are this node's own, never replicated (each node seeds
     /// its own, with its own salt), so a definitions snapshot neither carries nor
     /// deletes them (`cluster::snapshot`).
     seeded: BTreeSet<String>,
@@ -419,7 +419,9 @@ impl BrokerDefinitions {
             }
             BrokerCommand::SetVhostLimits { .. } => Ok(()),
             BrokerCommand::SetClusterName(name)
-                if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) =>
+                if name.is_empty()
+                    || name.chars().count() > 255
+                    || name.chars().any(char::is_control) =>
             {
                 Err(BrokerError::precondition(
                     "a cluster name is 1-255 characters, no control characters".to_string(),
@@ -433,6 +435,19 @@ impl BrokerDefinitions {
     /// nothing changed.
     pub fn apply(&mut self, cmd: BrokerCommand) -> Result<bool, BrokerError> {
         self.check(&cmd)?;
+        // Any change of a seeded user's name (its record or its permissions) is the
+        // cluster's: the user is no longer this node's own, and a definitions
+        // snapshot carries it whole (else a node joining through one would lack
+        // what the entries gave it).
+        let took_over = match &cmd {
+            BrokerCommand::PutUser(UserDefinition { name: user, .. })
+            | BrokerCommand::DeleteUser(user)
+            | BrokerCommand::SetPermissions { user, .. }
+            | BrokerCommand::ClearPermissions { user, .. }
+            | BrokerCommand::SetTopicPermissions { user, .. }
+            | BrokerCommand::ClearTopicPermissions { user, .. } => self.seeded.remove(user),
+            _ => false,
+        };
         let changed = match cmd {
             BrokerCommand::AddVhost(v) => self.vhosts.insert(v),
             BrokerCommand::DeleteVhost(v) => {
@@ -443,14 +458,8 @@ impl BrokerDefinitions {
                 self.limits.remove(&v);
                 self.vhosts.remove(&v)
             }
-            BrokerCommand::PutUser(u) => {
-                self.seeded.remove(&u.name);
-                self.users.insert(u.name.clone(), u.clone()) != Some(u)
-            }
-            BrokerCommand::DeleteUser(u) => {
-                self.seeded.remove(&u);
-                self.users.remove(&u).is_some()
-            }
+            BrokerCommand::PutUser(u) => self.users.insert(u.name.clone(), u.clone()) != Some(u),
+            BrokerCommand::DeleteUser(u) => self.users.remove(&u).is_some(),
             BrokerCommand::SetPermissions {
                 user,
                 vhost,
@@ -492,7 +501,9 @@ impl BrokerDefinitions {
                 self.cluster_name.replace(name.clone()).as_ref() != Some(&name)
             }
         };
-        if changed {
+        // A seeded user taken over changes what is saved (the seeded set) even when
+        // its record does not change.
+        if changed || took_over {
             self.generation.bump();
         }
         Ok(changed)

@@ -158,7 +158,7 @@ fn every_change_and_only_a_change_bumps_the_generation() {
 }
 
 #[test]
-fn seeded_users_stay_marked_until_a_put_or_delete_of_their_name() {
+fn seeded_users_stay_marked_until_a_change_of_their_name_or_their_permissions() {
     let mut d = BrokerDefinitions::new(["/".to_string()], [user("app", &["/"])]);
     // A user already defined is kept as it is, and not marked.
     assert!(d.seed_users(vec![
@@ -170,13 +170,55 @@ fn seeded_users_stay_marked_until_a_put_or_delete_of_their_name() {
     assert_eq!(marked(&d), ["guest", "ops"]);
     d.apply(BrokerCommand::PutUser(user("ops", &["/"])))
         .unwrap();
-    d.apply(BrokerCommand::SetPermissions {
-        user: "guest".into(),
-        vhost: "/".into(),
-        permission: Permission::all(),
-    })
-    .unwrap();
-    assert_eq!(marked(&d), ["guest"], "a permission leaves it seeded");
+    assert_eq!(marked(&d), ["guest"]);
+    // A permission change (even one that changes nothing) makes the user the
+    // cluster's: a snapshot must carry the grant.
+    for cmd in [
+        BrokerCommand::SetPermissions {
+            user: "guest".into(),
+            vhost: "/".into(),
+            permission: Permission::all(),
+        },
+        BrokerCommand::ClearPermissions {
+            user: "guest".into(),
+            vhost: "/".into(),
+        },
+        BrokerCommand::SetTopicPermissions {
+            user: "guest".into(),
+            vhost: "/".into(),
+            exchange: "amq.topic".into(),
+            permission: TopicPermission::new(".*", ".*").unwrap(),
+        },
+        BrokerCommand::ClearTopicPermissions {
+            user: "guest".into(),
+            vhost: "/".into(),
+            exchange: None,
+        },
+    ] {
+        let mut d = d.clone();
+        let before = d.generation().get();
+        d.apply(cmd.clone()).unwrap();
+        assert!(d.seeded_users().is_empty(), "{cmd:?} leaves it seeded");
+        assert!(
+            d.generation().get() > before,
+            "{cmd:?}: the change is saved"
+        );
+    }
     d.apply(BrokerCommand::DeleteUser("guest".into())).unwrap();
     assert!(d.seeded_users().is_empty());
+}
+
+#[test]
+fn a_cluster_name_is_1_to_255_characters_not_bytes() {
+    let mut d = BrokerDefinitions::new(["/".to_string()], []);
+    // 255 two-byte characters: 510 bytes, still a valid name.
+    let accented = "é".repeat(255);
+    assert!(d
+        .apply(BrokerCommand::SetClusterName(accented.clone()))
+        .unwrap());
+    assert_eq!(d.cluster_name(), Some(accented.as_str()));
+    for bad in [String::new(), "é".repeat(256), "a\nb".to_string()] {
+        let e = d.apply(BrokerCommand::SetClusterName(bad)).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PreconditionFailed, "{e}");
+    }
 }

@@ -158,14 +158,16 @@ impl Registry {
             if spec.durable {
                 self.ctx.admit_durable("queue", &spec.name)?;
             }
+            let queue = StoredQueue {
+                name: spec.name.clone(),
+                durable: spec.durable,
+                auto_delete: spec.auto_delete,
+                arguments: spec.arguments.clone(),
+            };
             Ok(Op::DeclareQueue {
                 vhost: self.vhost.to_string(),
-                queue: StoredQueue {
-                    name: spec.name.clone(),
-                    durable: spec.durable,
-                    auto_delete: spec.auto_delete,
-                    arguments: spec.arguments.clone(),
-                },
+                limits: crate::cluster::quorum_limits(&self.defs, &queue),
+                queue,
                 server_named,
                 home: c.node_id(),
             })

@@ -83,6 +83,7 @@ fn full_snapshot() -> DefinitionsSnapshot {
                 queue: queue("tq", false),
                 server_named: false,
                 home: 2,
+                limits: None,
             },
         )]),
         bindings: vec![binding("tx", "tq")],
@@ -176,19 +177,22 @@ fn installing_declares_the_transient_definitions_with_the_durable_ones() {
                 vhost: "/".into(),
                 queue: queue("dq", true),
                 server_named: false,
-                home: 1
+                home: 1,
+                limits: None,
             },
             Op::DeclareQueue {
                 vhost: "/".into(),
                 queue: queue("qq", true),
                 server_named: false,
-                home: 1
+                home: 1,
+                limits: None,
             },
             Op::DeclareQueue {
                 vhost: "/".into(),
                 queue: queue("tq", false),
                 server_named: false,
-                home: 2
+                home: 2,
+                limits: None,
             },
             Op::Bind {
                 vhost: "/".into(),
@@ -287,6 +291,7 @@ fn definitions_from_before_joining_are_not_undone() {
             queue: queue("orders", true),
             server_named: false,
             home: 4,
+            limits: None,
         },
         Op::Bind {
             vhost: "legacy".into(),

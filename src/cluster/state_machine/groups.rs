@@ -8,10 +8,9 @@ use crate::cluster::node::Core;
 use crate::cluster::op::Op;
 use crate::cluster::quorum::grow::{change, ChangeCount, GroupChange};
 use crate::cluster::quorum::regroup::{reconcile, regroup, retire, Regrouped, Retired};
-use crate::cluster::quorum::runtime::{limits_with_policy, place, GroupInfo, QueueGroups};
+use crate::cluster::quorum::runtime::{limits_of, place, GroupInfo, QueueGroups};
 use crate::cluster::quorum::wire::GroupId;
 use crate::cluster::types::NodeId;
-use crate::definitions::Effective;
 use crate::error::BrokerError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,16 +18,17 @@ use std::sync::Arc;
 impl StateMachine {
     /// Before a quorum queue's declare applies: its group, made from the applied
     /// state at `index` (so the same on every node) and noted for the queue actor to
-    /// find. Answers the group when this entry made it. `policy`: what the virtual
-    /// host's policies give the queue there (replicated, applied in log order: the
-    /// same on every node too), merged into the group's limits.
-    pub(super) fn note_group(
-        &self,
-        index: u64,
-        op: &Op,
-        policy: Option<&Effective>,
-    ) -> Option<GroupInfo> {
-        let Op::DeclareQueue { vhost, queue, .. } = op else {
+    /// find. Answers the group when this entry made it. Its limits are the ones the
+    /// entry carries (merged with the policies where it was proposed), never this
+    /// node's policies now, which need not be the other members'.
+    pub(super) fn note_group(&self, index: u64, op: &Op) -> Option<GroupInfo> {
+        let Op::DeclareQueue {
+            vhost,
+            queue,
+            limits,
+            ..
+        } = op
+        else {
             return None;
         };
         if !crate::broker::queue::quorum::is_quorum_args(&queue.arguments) {
@@ -46,7 +46,9 @@ impl StateMachine {
         let info = GroupInfo {
             id: index,
             members: place(&voters, &a.groups, size),
-            limits: limits_with_policy(&queue.arguments, policy.unwrap_or(&Effective::default())),
+            limits: limits
+                .clone()
+                .unwrap_or_else(|| limits_of(&queue.arguments)),
             changed: false,
         };
         a.groups

@@ -111,7 +111,7 @@ async fn a_restarted_node_keeps_transient_definitions_and_its_own_transient_queu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn definitions_a_node_held_before_joining_are_declared_to_the_cluster() {
+async fn definitions_and_the_name_a_node_held_before_joining_are_declared_to_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = block_in_place(|| three_nodes(dir.path()));
     {
@@ -144,6 +144,11 @@ async fn definitions_a_node_held_before_joining_are_declared_to_the_cluster() {
         )
         .await;
     created(r.status, "publish");
+    // And a name, which the cluster (that has none) takes.
+    let named = api
+        .put("/api/cluster-name", r#"{"name":"legacy-name"}"#)
+        .await;
+    assert_eq!(named.status, 204, "{}", named.text());
 
     // It becomes node 4 (no seeds: it waits to be added) and is added.
     fourth.kill9();
@@ -161,6 +166,18 @@ async fn definitions_a_node_held_before_joining_are_declared_to_the_cluster() {
             .any(|b| b["source"] == "amq.topic" && b["destination"] == "legacy"),
         "{defs}"
     );
+    // Every node reports the same name.
+    let end = Instant::now() + DEADLINE;
+    for n in &all {
+        loop {
+            let got = n.api().get("/api/cluster-name").await.json();
+            if got["name"] == "legacy-name" {
+                break;
+            }
+            assert!(Instant::now() < end, "node {}'s cluster name: {got}", n.id);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     // Its message is still there, on its home.
     let end = Instant::now() + DEADLINE;
     loop {

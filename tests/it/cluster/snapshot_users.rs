@@ -1,7 +1,8 @@
 //! The users a node seeded from its own `Settings.toml` are its own: a node that joins
 //! through a snapshot keeps those the cluster never had (as a node sent the log keeps
 //! them), loses one whose name the cluster deleted (as replaying the delete would),
-//! and none of them reaches the other nodes.
+//! and none of them reaches the other nodes. A seeded user the cluster changed (its
+//! record or its permissions) is the cluster's, and the snapshot carries it.
 
 use super::snapshots::{applied, churn_until_purged, cluster, extra, ok};
 use super::{free_port, leader, Node};
@@ -36,7 +37,7 @@ async fn user_names(node: &Node) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_joining_through_a_snapshot_keeps_its_own_seeded_users_but_not_one_the_cluster_deleted(
+async fn a_node_joining_through_a_snapshot_keeps_its_own_seeded_users_but_not_one_the_cluster_deleted_and_gets_its_grants(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let nodes = block_in_place(|| cluster(dir.path()));
@@ -58,6 +59,17 @@ async fn a_node_joining_through_a_snapshot_keeps_its_own_seeded_users_but_not_on
         "user to delete",
     );
     ok(api.delete("/api/users/retired").await.status, "delete");
+    // A grant to a seeded user makes it the cluster's: the snapshot carries it.
+    ok(api.put("/api/vhosts/extra", "{}").await.status, "vhost");
+    ok(
+        api.put(
+            "/api/permissions/extra/guest",
+            r#"{"configure":".*","write":".*","read":".*"}"#,
+        )
+        .await
+        .status,
+        "grant to guest",
+    );
     let defined = block_in_place(|| applied(&nodes[0]));
     {
         let all: Vec<_> = nodes.iter().collect();
@@ -89,6 +101,8 @@ async fn a_node_joining_through_a_snapshot_keeps_its_own_seeded_users_but_not_on
             .contains("installing a snapshot of the definitions"),
         "node 4 was sent the log, not a snapshot"
     );
+    let granted = fourth.api().get("/api/permissions/extra/guest").await;
+    ok(granted.status, "the cluster's grant to guest on node 4");
     // Its own admin still logs in there, and stayed its own.
     let me = fourth.api().user("n4-admin", "n4").get("/api/whoami").await;
     ok(me.status, "n4-admin on node 4");
