@@ -42,6 +42,18 @@ async fn held(home: &Node, queue: &str, ready: u64, unacked: u64) {
     .await;
 }
 
+/// Publishes `body` to `queue` through `client`, which must refuse it (`because`);
+/// answers the refusal's text.
+async fn publish_refused(client: &Client, queue: &str, body: &str, because: &str) -> String {
+    let refused = client
+        .publish("", queue, body)
+        .await
+        .unwrap()
+        .await
+        .expect_err(because);
+    refused.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classic_queue_takes_publishes_and_serves_consumers_and_gets_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
@@ -170,13 +182,7 @@ async fn with_its_home_killed_a_classic_queue_nacks_and_cancels_naming_it_and_se
     nodes[0].kill9();
     let c = &nodes[2];
     // A publish on B: nacked, naming the home.
-    let refused = native
-        .publish("", "down", "lost")
-        .await
-        .unwrap()
-        .await
-        .expect_err("a publish to a queue whose home is down is refused");
-    let why = refused.to_string();
+    let why = publish_refused(&native, "down", "lost", "its home is down").await;
     assert!(
         why.contains(&format!("home node {home_id} is down or inaccessible")),
         "{why}"
@@ -255,13 +261,7 @@ async fn a_full_reject_publish_home_queue_nacks_a_forwarded_publish_with_its_rea
             .await
             .expect("room on the home: confirmed");
     }
-    let refused = native
-        .publish("", "full", "3")
-        .await
-        .unwrap()
-        .await
-        .expect_err("the home's queue is full");
-    let why = refused.to_string();
+    let why = publish_refused(&native, "full", "3", "the home's queue is full").await;
     assert!(
         why.contains("'full'") && why.contains("reject-publish"),
         "{why}"
