@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 
 mod effects;
 mod handlers;
+mod inspect;
+mod lifecycle;
 mod reconfigure;
 mod replica;
 mod standin;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::message::FieldValue;
+use crate::message::{FieldTable, FieldValue};
 use crate::protocol::frame::take_frame;
 
 fn publish(body: &[u8]) -> ClientFrame<'_> {

@@ -1,0 +1,91 @@
+//! What a queue tells about itself: its counts, its consumers, and the touches that
+//! keep an unused queue from expiring.
+
+use super::*;
+
+impl Handler<GetStats> for QueueActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _msg: GetStats, ctx: &mut Self::Context) -> Self::Result {
+        if self.stream.is_some() {
+            if self.drain_inbox(ctx) {
+                self.stream_dispatch(ctx);
+            }
+            return MessageResult(self.stream_stats());
+        }
+        if self.replica.is_some() {
+            if self.drain_inbox(ctx) {
+                self.replica_dispatch(ctx);
+            }
+            return MessageResult(self.replica_stats());
+        }
+        if self.drain_inbox(ctx) {
+            self.dispatch(ctx);
+        }
+        MessageResult(QueueStats {
+            ready: self.state.ready_len() as u64,
+            unacked: self.state.unacked_len() as u64,
+            // A stand-in's own: those served by the home through its sessions.
+            consumers: (self.state.consumers().len() + self.standin.count()) as u32,
+            bytes: self.state.bytes() as u64,
+            delayed: self.state.delayed_len() as u64,
+            counts: self.state.counts(),
+            ..QueueStats::default()
+        })
+    }
+}
+
+impl Handler<ListConsumers> for QueueActor {
+    type Result = MessageResult<ListConsumers>;
+
+    fn handle(&mut self, _msg: ListConsumers, _ctx: &mut Self::Context) -> Self::Result {
+        if self.replica.is_some() {
+            return MessageResult(self.replica_consumers());
+        }
+        if self.remote.is_some() {
+            return MessageResult(self.remote_consumers());
+        }
+        if let Some(s) = self.stream.as_ref() {
+            // A stream consumer always acks; `active` is false for a waiting group member.
+            return MessageResult(
+                s.consumers()
+                    .iter()
+                    .map(|c| ConsumerInfo {
+                        tag: c.tag.to_string(),
+                        owner: c.owner,
+                        prefetch: c.prefetch(),
+                        ack_required: true,
+                        active: c.is_active(),
+                        priority: 0,
+                    })
+                    .collect(),
+            );
+        }
+        let active = self.state.active_consumer();
+        MessageResult(
+            self.state
+                .consumers()
+                .iter()
+                .map(|c| ConsumerInfo {
+                    tag: c.tag.to_string(),
+                    owner: c.owner,
+                    prefetch: c.prefetch,
+                    ack_required: !c.auto_ack,
+                    active: active.is_none_or(|a| a == c.id),
+                    priority: c.priority,
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Handler<Touch> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Touch, _ctx: &mut Self::Context) {
+        self.last_used = Instant::now();
+        if self.replica.is_some() {
+            self.replica_touch();
+        }
+    }
+}
