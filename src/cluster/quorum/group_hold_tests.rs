@@ -119,6 +119,20 @@ async fn three(
     (machines, first)
 }
 
+/// [`three`], then one member that does not lead stopped: answers the machines of the
+/// two left, the leader and the member down.
+async fn three_one_down(
+    root: &std::path::Path,
+    router: &Router,
+    hold: &Arc<Hold>,
+) -> (BTreeMap<NodeId, GroupStateMachine>, NodeId, NodeId) {
+    let (mut machines, first) = three(root, router, hold).await;
+    let down = (1..=3).find(|id| *id != first).unwrap();
+    stop(router, down).await;
+    machines.remove(&down);
+    (machines, first, down)
+}
+
 /// Stops member `id` (it becomes unreachable).
 async fn stop(router: &Router, id: NodeId) {
     let gone = router.members.lock().unwrap().remove(&id).unwrap();
@@ -169,10 +183,7 @@ async fn two_members_commit_while_both_write_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
     let hold = Arc::new(Hold::default());
-    let (mut machines, first) = three(dir.path(), &router, &hold).await;
-    let down = (1..=3).find(|id| *id != first).unwrap();
-    stop(&router, down).await;
-    machines.remove(&down);
+    let (mut machines, first, down) = three_one_down(dir.path(), &router, &hold).await;
 
     // Snapshots fall due every 5 entries on both members; their writes are held (as
     // the encoding of a large queue holds them), and the publishes go on.
@@ -203,10 +214,7 @@ async fn a_leader_commits_while_it_sends_a_snapshot_to_a_member_behind_its_purge
     let dir = tempfile::tempdir().unwrap();
     let router = Router::default();
     let hold = Arc::new(Hold::default());
-    let (mut machines, first) = three(dir.path(), &router, &hold).await;
-    let down = (1..=3).find(|id| *id != first).unwrap();
-    stop(&router, down).await;
-    machines.remove(&down);
+    let (mut machines, first, down) = three_one_down(dir.path(), &router, &hold).await;
     // The two left snapshot and purge their logs past what the member down holds.
     let mut last = 0;
     for i in 1..=30 {

@@ -23,9 +23,15 @@ use tokio::task::block_in_place;
 /// Declares durable classic queue `name` through `home`'s API (its home), and waits
 /// until every node knows it.
 async fn declare_classic(nodes: &[Node], home: &Node, name: &str) {
+    declare_on(nodes, home, name, r#"{"durable":true}"#).await;
+}
+
+/// Declares queue `name` (the API's JSON `body`) through `home`'s API, and waits until
+/// every node knows it.
+async fn declare_on(nodes: &[Node], home: &Node, name: &str, body: &str) {
     let r = home
         .api()
-        .put(&format!("/api/queues/%2F/{name}"), r#"{"durable":true}"#)
+        .put(&format!("/api/queues/%2F/{name}"), body)
         .await;
     assert!((200..300).contains(&r.status), "declare: {}", r.text());
     for n in nodes {
@@ -239,17 +245,13 @@ async fn a_full_reject_publish_home_queue_nacks_a_forwarded_publish_with_its_rea
     let dir = tempfile::tempdir().unwrap();
     let nodes = block_in_place(|| three_led(dir.path()));
     let home = &nodes[0];
-    let r = home
-        .api()
-        .put(
-            "/api/queues/%2F/full",
-            r#"{"durable":true,"arguments":{"x-max-length":2,"x-overflow":"reject-publish"}}"#,
-        )
-        .await;
-    assert!((200..300).contains(&r.status), "declare: {}", r.text());
-    for n in &nodes {
-        super::queue_until(n, "full", "the queue is known", |q| q["name"] == "full").await;
-    }
+    declare_on(
+        &nodes,
+        home,
+        "full",
+        r#"{"durable":true,"arguments":{"x-max-length":2,"x-overflow":"reject-publish"}}"#,
+    )
+    .await;
     let native = Client::connect(ConnectOptions::new(nodes[1].native.clone()))
         .await
         .unwrap();
@@ -275,17 +277,13 @@ async fn a_stream_of_another_node_takes_forwarded_publishes_and_refuses_consumer
     let dir = tempfile::tempdir().unwrap();
     let nodes = block_in_place(|| three_led(dir.path()));
     let home = &nodes[0];
-    let r = home
-        .api()
-        .put(
-            "/api/queues/%2F/st",
-            r#"{"durable":true,"arguments":{"x-queue-type":"stream"}}"#,
-        )
-        .await;
-    assert!((200..300).contains(&r.status), "declare: {}", r.text());
-    for n in &nodes {
-        super::queue_until(n, "st", "the stream is known", |q| q["name"] == "st").await;
-    }
+    declare_on(
+        &nodes,
+        home,
+        "st",
+        r#"{"durable":true,"arguments":{"x-queue-type":"stream"}}"#,
+    )
+    .await;
     let native = Client::connect(ConnectOptions::new(nodes[1].native.clone()))
         .await
         .unwrap();
