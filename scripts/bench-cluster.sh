@@ -10,6 +10,7 @@
 #   RABBITMQ=0 ACTORMQ_QUEUE_TYPE=quorum scripts/bench-cluster.sh  # actormq alone (before/after runs
 #                                                    # of one change: RabbitMQ neither started nor measured)
 #   ACTORMQ_LOG=warn,actormq::cluster::quorum=debug scripts/bench-cluster.sh  # the nodes' RUST_LOG
+#   WINDOW=5000 scripts/bench-cluster.sh             # confirms outstanding in the throughput runs (1000)
 #
 # Throughput: `actormq perf` with 1 producer and 1 consumer, 1 KiB persistent messages,
 # publisher confirms with 1000 outstanding, prefetch 100, through each AMQP client of
@@ -320,7 +321,7 @@ queue_op() {
   return 1
 }
 
-WORKLOAD="--producers 1 --consumers 1 --size 1024 --persistent --confirm --confirm-window 1000 --prefetch 100"
+WORKLOAD="--producers 1 --consumers 1 --size 1024 --persistent --confirm --confirm-window ${WINDOW:-1000} --prefetch 100"
 echo "bench-cluster.sh: targets $TARGETS (actormq cluster queue type: $ACTORMQ_QT); clients $CLIENTS;" >&2
 echo "  $ROUNDS round(s) of $DURATION s, $FAILOVER_ROUNDS failover run(s) of $FAILOVER_DURATION s; output in $OUT" >&2
 for r in $(seq "$ROUNDS"); do

@@ -11,6 +11,14 @@
 #   scripts/bench-streams.sh --scaling            # actormq alone: replay vs message size
 #                                                 # (16 B, 1 KiB, 64 KiB) and vs consumers
 #                                                 # (1, 10, 100 of one stream)
+#   PRODUCERS=2 JETSTREAM=0 ACTORMQ_BIN=/path/to/actormq scripts/bench-streams.sh
+#                                                 # 2 publishing connections to the one stream,
+#                                                 # no JetStream, a release build kept aside
+#
+# Each round also runs scripts/publish-ceiling.c (built with cc) with the same size,
+# window and producers: the rate at which a program that only reads the frames, appends
+# them, fdatasyncs and confirms can go on this machine, the bound no broker with the same
+# fsync rule passes (CEILING=0 skips it).
 #
 # Starts its own brokers, on loopback, with their data under $OUT (default
 # target/bench-streams; removed at the end): actormq on $ACTORMQ_PORT (5780), a RabbitMQ
@@ -38,6 +46,9 @@ PUB_SECONDS=${PUB_SECONDS:-15}
 REPLAY_SECONDS=${REPLAY_SECONDS:-4}
 SIZE=${SIZE:-1024}
 WINDOW=${WINDOW:-1000}
+PRODUCERS=${PRODUCERS:-1}
+JETSTREAM=${JETSTREAM:-1}
+CEILING=${CEILING:-1}
 OUT=${OUT:-target/bench-streams}
 ACTORMQ_PORT=${ACTORMQ_PORT:-5780}
 RABBIT_NODE=${RABBIT_NODE:-actormq-streams@localhost}
@@ -51,7 +62,9 @@ for port in "$ACTORMQ_PORT" "$RABBIT_PORT" "$((RABBIT_PORT + 20000))" "$NATS_POR
     exit 1
   fi
 done
-for pkg in rabbitmq-server nats-server; do
+pkgs=rabbitmq-server
+if [ "$JETSTREAM" = 1 ]; then pkgs="$pkgs nats-server"; fi
+for pkg in $pkgs; do
   if ! command -v "$pkg" >/dev/null 2>&1; then
     echo "installing $pkg from Debian's packages..." >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
@@ -61,14 +74,23 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 trap 'echo "bench-streams.sh: failed at line $LINENO: $BASH_COMMAND (logs in $OUT)" >&2' ERR
 
-echo "bench-streams.sh: building actormq (release) and the JetStream peer tool..." >&2
-cargo build --release -q
-BIN=target/release/actormq
-if [ -z "$SCALING" ]; then
+if [ -n "${ACTORMQ_BIN:-}" ]; then
+  BIN=$ACTORMQ_BIN
+else
+  echo "bench-streams.sh: building actormq (release)..." >&2
+  cargo build --release -q
+  BIN=target/release/actormq
+fi
+if [ -z "$SCALING" ] && [ "$JETSTREAM" = 1 ]; then
+  echo "bench-streams.sh: building the JetStream peer tool..." >&2
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}/peers" \
     cargo build --release -q --manifest-path benches/peers/nats/Cargo.toml
 fi
 NATS_BENCH="${CARGO_TARGET_DIR:-$PWD/target}/peers/release/nats-peer-bench"
+CEILING_BIN="$OUT/publish-ceiling"
+if [ -z "$SCALING" ] && [ "$CEILING" = 1 ]; then
+  cc -O2 -pthread -o "$CEILING_BIN" scripts/publish-ceiling.c
+fi
 
 ACTORMQ_PID= RABBIT_STARTED= NATS_PID=
 rabbitmqctl_own() { rabbitmqctl -q -n "$RABBIT_NODE" "$@"; }
@@ -133,9 +155,11 @@ RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADD
 RABBIT_STARTED=1
 
 # NATS with JetStream, file storage under $OUT.
-rm -rf "$OUT/nats-data"
-nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$OUT/nats-data" >"$OUT/nats.log" 2>&1 &
-NATS_PID=$!
+if [ "$JETSTREAM" = 1 ]; then
+  rm -rf "$OUT/nats-data"
+  nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$OUT/nats-data" >"$OUT/nats.log" 2>&1 &
+  NATS_PID=$!
+fi
 
 deadline=$((SECONDS + 90))
 until "$BIN" declare-exchange bench.ready --type direct --server "127.0.0.1:$ACTORMQ_PORT" >/dev/null 2>&1; do
@@ -146,7 +170,7 @@ until rabbitmqctl_own await_startup --timeout 5 >/dev/null 2>&1; do
   [ $SECONDS -lt $deadline ] || { echo "bench-streams.sh: RabbitMQ did not start (see $RABBIT_BASE/log)" >&2; exit 1; }
   sleep 0.5
 done
-until port_taken "$NATS_PORT"; do
+until [ "$JETSTREAM" = 0 ] || port_taken "$NATS_PORT"; do
   [ $SECONDS -lt $deadline ] || { echo "bench-streams.sh: nats-server did not start (see $OUT/nats.log)" >&2; exit 1; }
   sleep 0.2
 done
@@ -157,7 +181,7 @@ RABBIT_URL="amqp://guest:guest@127.0.0.1:$RABBIT_PORT/%2f"
 perf_pair() {
   local who=$1 pid=$2 r=$3; shift 3
   local prefix="bs$r"
-  "$BIN" perf "$@" --stream --prefix "$prefix" --producers 1 --consumers 0 --size "$SIZE" \
+  "$BIN" perf "$@" --stream --prefix "$prefix" --producers "$PRODUCERS" --consumers 0 --size "$SIZE" \
     --confirm --confirm-window "$WINDOW" --duration "$PUB_SECONDS" --broker-pid "$pid" --json \
     >"$OUT/$who-publish-$r.json" 2>"$OUT/$who-publish-$r.log"
   "$BIN" perf "$@" --stream --prefix "$prefix" --predeclared --producers 0 --consumers 1 \
@@ -169,16 +193,23 @@ for r in $(seq "$ROUNDS"); do
   perf_pair actormq "$ACTORMQ_PID" "$r" --server "127.0.0.1:$ACTORMQ_PORT"
   echo "round $r: rabbitmq" >&2
   perf_pair rabbitmq "$RABBIT_PID" "$r" --amqp-url "$RABBIT_URL" --amqp-client raw
-  echo "round $r: jetstream" >&2
-  "$NATS_BENCH" publish --url "nats://127.0.0.1:$NATS_PORT" --stream "bs$r" --size "$SIZE" \
-    --window "$WINDOW" --duration "$PUB_SECONDS" --pid "$NATS_PID" >"$OUT/jetstream-publish-$r.json"
-  "$NATS_BENCH" replay --url "nats://127.0.0.1:$NATS_PORT" --stream "bs$r" --warmup 0 \
-    --duration "$REPLAY_SECONDS" --pid "$NATS_PID" >"$OUT/jetstream-replay-$r.json"
+  if [ "$JETSTREAM" = 1 ]; then
+    echo "round $r: jetstream" >&2
+    "$NATS_BENCH" publish --url "nats://127.0.0.1:$NATS_PORT" --stream "bs$r" --size "$SIZE" \
+      --window "$WINDOW" --duration "$PUB_SECONDS" --pid "$NATS_PID" >"$OUT/jetstream-publish-$r.json"
+    "$NATS_BENCH" replay --url "nats://127.0.0.1:$NATS_PORT" --stream "bs$r" --warmup 0 \
+      --duration "$REPLAY_SECONDS" --pid "$NATS_PID" >"$OUT/jetstream-replay-$r.json"
+  fi
+  if [ "$CEILING" = 1 ]; then
+    echo "round $r: ceiling" >&2
+    "$CEILING_BIN" "$OUT" "$SIZE" "$WINDOW" "$PUB_SECONDS" "$PRODUCERS" >"$OUT/ceiling-$r.txt"
+  fi
 done
 
-python3 - "$OUT" "$ROUNDS" "$SIZE" <<'PY'
-import json, statistics, sys
+python3 - "$OUT" "$ROUNDS" "$SIZE" "$JETSTREAM" "$CEILING" "$PRODUCERS" <<'PY'
+import json, re, statistics, sys
 out, rounds, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+jetstream, ceiling, producers = sys.argv[4] == "1", sys.argv[5] == "1", sys.argv[6]
 def load(who, mode):
     return [json.load(open(f"{out}/{who}-{mode}-{r}.json")) for r in range(1, rounds + 1)]
 def rng(xs, fmt):
@@ -189,11 +220,18 @@ def rng(xs, fmt):
     return fmt(m) + (f" ({fmt(xs[0])}-{fmt(xs[-1])})" if len(xs) > 1 else "")
 k = lambda v: f"{v/1000:.1f}k"
 us = lambda v: f"{v:.1f}"
+print(f"{producers} producer(s)")
 print(f"| broker | publish {size} B with confirms: msg/s | broker µs/msg | replay from first: msg/s | MB/s of bodies | broker µs/msg |")
 print("|---|---|---|---|---|---|")
-for who in ("actormq", "rabbitmq", "jetstream"):
+for who in ("actormq", "rabbitmq") + (("jetstream",) if jetstream else ()):
     p, c = load(who, "publish"), load(who, "replay")
     print(f"| {who} | {rng([j['confirmed_per_sec'] for j in p], k)} | {rng([j.get('broker_us_per_msg') for j in p], us)} "
           f"| {rng([j['consumed_per_sec'] for j in c], k)} | {rng([j['consumed_per_sec'] * size / 1e6 for j in c], lambda v: f'{v:.0f}')} "
           f"| {rng([j.get('broker_us_per_msg') for j in c], us)} |")
+if ceiling:
+    rates = []
+    for r in range(1, rounds + 1):
+        m = re.search(r"([0-9.]+)k confirmed/s", open(f"{out}/ceiling-{r}.txt").read())
+        rates.append(float(m.group(1)) * 1000)
+    print(f"| ceiling (scripts/publish-ceiling.c: read, append, fdatasync, confirm; nothing else) | {rng(rates, k)} | | | | |")
 PY

@@ -1,0 +1,190 @@
+// The least work a broker must do to confirm a durable publish, on this machine: how
+// many 1 KiB publishes per second can be confirmed behind an fsync, over loopback TCP,
+// with a window of outstanding confirms, when nothing else is done (issue 15's 10x
+// target is judged against it, docs/BENCHMARKS.md).
+//
+//   cc -O2 -pthread -o /tmp/publish-ceiling scripts/publish-ceiling.c
+//   /tmp/publish-ceiling DIR [SIZE=1024] [WINDOW=1000] [SECONDS=5] [PRODUCERS=1]
+//
+// Each producer is a thread with its own connection, writing frames of
+// [u32 length][SIZE bytes] while fewer than WINDOW are unconfirmed, and reading the
+// confirms (a u64: how many of its frames are durable). Each connection has a server
+// thread that reads 256 KiB at a time and appends the whole frames it got to its own file
+// with one write(), then (group commit) one fdatasync covers everything appended so
+// far, and one confirm goes back. No parsing beyond the length, no routing, no index, no
+// copy but the kernel's: a broker cannot confirm faster than this with the same fsync
+// rule, so it is an upper bound on this machine, not a design.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+static size_t size = 1024;
+static long window = 1000;
+static double seconds = 5;
+static const char *dir;
+static volatile int stop;
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0) die("write");
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+struct server {
+  int sock;
+  int index;
+};
+
+// One connection's server side: read, append whole frames, fdatasync, confirm.
+static void *serve(void *arg) {
+  struct server *s = arg;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/ceiling-%d.log", dir, s->index);
+  int file = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (file < 0) die("open");
+  size_t cap = 256 * 1024 + size + 4, have = 0;
+  char *buf = malloc(cap);
+  uint64_t durable = 0;
+  for (;;) {
+    ssize_t r = read(s->sock, buf + have, cap - have);
+    if (r <= 0) break;
+    have += (size_t)r;
+    size_t at = 0;
+    uint64_t frames = 0;
+    while (have - at >= 4) {
+      uint32_t len;
+      memcpy(&len, buf + at, 4);
+      if (have - at < 4 + (size_t)len) break;
+      at += 4 + len;
+      frames++;
+    }
+    if (frames == 0) continue;
+    write_all(file, buf, at);
+    if (fdatasync(file) != 0) die("fdatasync");
+    durable += frames;
+    write_all(s->sock, (const char *)&durable, sizeof durable);
+    memmove(buf, buf + at, have - at);
+    have -= at;
+  }
+  close(file);
+  unlink(path);
+  return NULL;
+}
+
+struct producer {
+  int sock;
+  uint64_t confirmed;
+  char pending[8];
+  size_t filled;
+};
+
+// Reads what confirms have arrived (all of them when `wait`, else none is waited for);
+// a confirm cut by TCP is finished by the next call.
+static void read_confirms(struct producer *p, int wait) {
+  for (;;) {
+    ssize_t r = recv(p->sock, p->pending + p->filled, sizeof p->pending - p->filled,
+                     wait ? 0 : MSG_DONTWAIT);
+    if (r <= 0) {
+      if (wait) die("recv");
+      return;
+    }
+    p->filled += (size_t)r;
+    if (p->filled == sizeof p->pending) {
+      memcpy(&p->confirmed, p->pending, sizeof p->confirmed);
+      p->filled = 0;
+      wait = 0;
+    }
+  }
+}
+
+// One producer: frames while the window allows, confirms as they come.
+static void *produce(void *arg) {
+  struct producer *p = arg;
+  size_t frame = 4 + size, batch = 64;
+  char *out = malloc(frame * batch);
+  for (size_t i = 0; i < batch; i++) {
+    uint32_t len = (uint32_t)size;
+    memcpy(out + i * frame, &len, 4);
+    memset(out + i * frame + 4, 'x', size);
+  }
+  uint64_t sent = 0;
+  while (!stop) {
+    long room = window - (long)(sent - p->confirmed);
+    if (room > 0) {
+      size_t n = (size_t)room < batch ? (size_t)room : batch;
+      write_all(p->sock, out, n * frame);
+      sent += n;
+    }
+    read_confirms(p, room <= 0);
+  }
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s DIR [SIZE] [WINDOW] [SECONDS] [PRODUCERS]\n", argv[0]);
+    return 2;
+  }
+  dir = argv[1];
+  if (argc > 2) size = (size_t)atol(argv[2]);
+  if (argc > 3) window = atol(argv[3]);
+  if (argc > 4) seconds = atof(argv[4]);
+  int producers = argc > 5 ? atoi(argv[5]) : 1;
+
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t alen = sizeof addr;
+  if (bind(listener, (struct sockaddr *)&addr, sizeof addr) || listen(listener, 16) ||
+      getsockname(listener, (struct sockaddr *)&addr, &alen))
+    die("listen");
+
+  pthread_t servers[64], clients[64];
+  struct server srv[64];
+  struct producer prod[64];
+  for (int i = 0; i < producers; i++) {
+    prod[i].sock = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(prod[i].sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(prod[i].sock, (struct sockaddr *)&addr, sizeof addr)) die("connect");
+    prod[i].confirmed = 0;
+    prod[i].filled = 0;
+    srv[i].sock = accept(listener, NULL, NULL);
+    srv[i].index = i;
+    pthread_create(&servers[i], NULL, serve, &srv[i]);
+  }
+  double start = now();
+  for (int i = 0; i < producers; i++) pthread_create(&clients[i], NULL, produce, &prod[i]);
+  usleep((useconds_t)(seconds * 1e6));
+  uint64_t total = 0;
+  for (int i = 0; i < producers; i++) total += prod[i].confirmed;
+  double took = now() - start;
+  stop = 1;
+  printf("%d producer(s), %zu B, window %ld: %.1fk confirmed/s, %.0f MB/s durable\n", producers,
+         size, window, total / took / 1e3, total * (double)(size + 4) / took / 1e6);
+  fflush(stdout);
+  _exit(0);
+}
