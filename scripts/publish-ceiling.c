@@ -8,12 +8,13 @@
 //
 // Each producer is a thread with its own connection, writing frames of
 // [u32 length][SIZE bytes] while fewer than WINDOW are unconfirmed, and reading the
-// confirms (a u64: how many of its frames are durable). Each connection has a server
+// confirms (a u64: how many of its frames are durable). Each connection has a reader
 // thread that reads 256 KiB at a time and appends the whole frames it got to its own file
-// with one write(), then (group commit) one fdatasync covers everything appended so
-// far, and one confirm goes back. No parsing beyond the length, no routing, no index, no
-// copy but the kernel's: a broker cannot confirm faster than this with the same fsync
-// rule, so it is an upper bound on this machine, not a design.
+// with one write(), and a syncer thread beside it: one fdatasync covers everything
+// appended before it began (group commit), then one confirm goes back, while the reader
+// goes on. No parsing beyond the length, no routing, no index, no copy but the kernel's:
+// a broker cannot confirm faster than this with the same fsync rule, so it is an upper
+// bound on this machine, not a design.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -57,18 +58,48 @@ static void write_all(int fd, const char *p, size_t n) {
 struct server {
   int sock;
   int index;
+  int file;
+  pthread_mutex_t lock;
+  pthread_cond_t more;
+  uint64_t written; // frames appended to the file (not yet durable)
+  int closed;
 };
 
-// One connection's server side: read, append whole frames, fdatasync, confirm.
+// The syncer of one connection: one fdatasync covers every frame appended before it
+// began (group commit), then one confirm says how many are durable. It runs beside the
+// reader, so the next frames are read and appended while the disk syncs.
+static void *sync_loop(void *arg) {
+  struct server *s = arg;
+  uint64_t durable = 0;
+  for (;;) {
+    pthread_mutex_lock(&s->lock);
+    while (s->written == durable && !s->closed) pthread_cond_wait(&s->more, &s->lock);
+    uint64_t target = s->written;
+    int closed = s->closed;
+    pthread_mutex_unlock(&s->lock);
+    if (target == durable && closed) break;
+    if (fdatasync(s->file) != 0) die("fdatasync");
+    durable = target;
+    write_all(s->sock, (const char *)&durable, sizeof durable);
+  }
+  return NULL;
+}
+
+// One connection's reader: read 256 KiB at a time, append the whole frames with one write.
 static void *serve(void *arg) {
   struct server *s = arg;
   char path[4096];
   snprintf(path, sizeof path, "%s/ceiling-%d.log", dir, s->index);
-  int file = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-  if (file < 0) die("open");
+  s->file = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+  if (s->file < 0) die("open");
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_cond_init(&s->more, NULL);
+  s->written = 0;
+  s->closed = 0;
+  pthread_t syncer;
+  pthread_create(&syncer, NULL, sync_loop, s);
   size_t cap = 256 * 1024 + size + 4, have = 0;
   char *buf = malloc(cap);
-  uint64_t durable = 0;
   for (;;) {
     ssize_t r = read(s->sock, buf + have, cap - have);
     if (r <= 0) break;
@@ -83,14 +114,20 @@ static void *serve(void *arg) {
       frames++;
     }
     if (frames == 0) continue;
-    write_all(file, buf, at);
-    if (fdatasync(file) != 0) die("fdatasync");
-    durable += frames;
-    write_all(s->sock, (const char *)&durable, sizeof durable);
+    write_all(s->file, buf, at);
+    pthread_mutex_lock(&s->lock);
+    s->written += frames;
+    pthread_cond_signal(&s->more);
+    pthread_mutex_unlock(&s->lock);
     memmove(buf, buf + at, have - at);
     have -= at;
   }
-  close(file);
+  pthread_mutex_lock(&s->lock);
+  s->closed = 1;
+  pthread_cond_signal(&s->more);
+  pthread_mutex_unlock(&s->lock);
+  pthread_join(syncer, NULL);
+  close(s->file);
   unlink(path);
   return NULL;
 }
