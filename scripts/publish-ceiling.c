@@ -92,6 +92,7 @@ static void *serve(void *arg) {
   snprintf(path, sizeof path, "%s/ceiling-%d.log", dir, s->index);
   s->file = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
   if (s->file < 0) die("open");
+  unlink(path); // the space goes back when the program exits, however it exits
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->more, NULL);
   s->written = 0;
@@ -128,7 +129,6 @@ static void *serve(void *arg) {
   pthread_mutex_unlock(&s->lock);
   pthread_join(syncer, NULL);
   close(s->file);
-  unlink(path);
   return NULL;
 }
 
