@@ -403,7 +403,9 @@ impl BrokerHandle {
 
     /// Replaces the limits of `vhost` (empty ones clear them); saved before it is
     /// answered. They apply to the next connection and the next queue declared:
-    /// nothing open or declared already is closed or deleted, as in RabbitMQ.
+    /// nothing open or declared already is closed or deleted, as in RabbitMQ. In a
+    /// cluster they are the cluster's (RabbitMQ keeps them in its replicated
+    /// metadata): proposed, and answered once applied on this node.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), actormq::BrokerError> {
@@ -427,6 +429,6 @@ impl BrokerHandle {
             vhost: vhost.to_string(),
             limits,
         };
-        self.change(cmd, |_| {}).await
+        self.broker_change(cmd).await
     }
 }

@@ -276,11 +276,32 @@ pub(super) async fn propose_pre_cluster(core: Arc<Core>, path: std::path::PathBu
                 tracing::warn!(%vhost, queue = %queue.name, home = h, "cluster: a queue of this node from before it joined has the name of a queue of the cluster, homed on another node: the cluster's wins here, and this node's messages of it stay on its disk unserved");
             }
         }
+        let op = with_quorum_limits(&core, op).await;
         propose_until_done(&core, op).await;
     }
     if let Err(e) = std::fs::remove_file(&path) {
         tracing::warn!(error = %e, "cluster: cannot remove {}", path.display());
     }
+}
+
+/// A policy this node held before it joined reaches the cluster's quorum queues as
+/// any policy change does: the limits it gives them are computed now, from this
+/// node's definitions (the cluster's queues applied here by then, beside its own
+/// policies), and carried in the entry.
+async fn with_quorum_limits(core: &Core, mut op: Op) -> Op {
+    if let Op::SetPolicy {
+        vhost,
+        policy,
+        quorum_limits,
+    } = &mut op
+    {
+        let defs = core.broker().vhost_definitions(vhost).await;
+        if let (Ok(defs), Ok(p)) = (defs, super::op::policy_of(policy)) {
+            let change = crate::definitions::Command::SetPolicy(p);
+            *quorum_limits = super::op::quorum_limits_after(&defs, &change);
+        }
+    }
+    op
 }
 
 /// Why this node must not start: the cluster's leader does not list it any more.

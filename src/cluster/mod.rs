@@ -38,6 +38,8 @@ mod log_store;
 mod network;
 mod node;
 mod op;
+#[cfg(test)]
+mod policy_tests;
 pub mod quorum;
 mod rpc;
 mod server;
@@ -51,7 +53,9 @@ mod types;
 mod version;
 
 pub use forward::Home;
-pub use op::{quorum_limits, ClusterHook, Op, Outcome, Proposal};
+pub use op::{
+    quorum_limits, quorum_limits_after, ClusterHook, Op, Outcome, Proposal, QuorumLimits,
+};
 pub use rpc::{ClusterStatus, NodeView};
 pub use settings::{ClusterSettings, Secret, SeedNode};
 pub use state_machine::LOG_OWNER;

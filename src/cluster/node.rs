@@ -249,6 +249,7 @@ impl Core {
             // The cluster's (as the log gave it), not a name this node had as a
             // single broker and has not yet proposed.
             cluster_name: a.cluster_name.clone(),
+            vhost_limits: broker.all_vhost_limits().into_iter().collect(),
         }
     }
 

@@ -9,8 +9,13 @@ use crate::definitions::{BrokerCommand, Permission, TopicPermission, UserDefinit
 use crate::error::BrokerError;
 use crate::storage::{StoredBinding, StoredExchange, StoredPolicy, StoredQueue, StoredUser};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+
+/// Quorum queues' limits after a policy change, by queue name (of the change's
+/// virtual host).
+pub type QuorumLimits = BTreeMap<String, crate::cluster::quorum::machine::Limits>;
 
 /// One replicated definitions change. A virtual host's changes name it; broker-wide
 /// ones (virtual hosts, users, permissions) do not.
@@ -56,12 +61,23 @@ pub enum Op {
         binding: StoredBinding,
     },
     /// Sets a policy or operator policy.
-    SetPolicy { vhost: String, policy: StoredPolicy },
+    SetPolicy {
+        vhost: String,
+        policy: StoredPolicy,
+        /// The limits of the quorum queues it may change, as the proposer computed
+        /// them ([`quorum_limits_after`]): the group's leader writes them into the
+        /// group's log. Empty in entries written before policies reached groups.
+        #[serde(default)]
+        quorum_limits: QuorumLimits,
+    },
     /// Clears a policy or operator policy.
     ClearPolicy {
         vhost: String,
         operator: bool,
         name: String,
+        /// As [`Op::SetPolicy`]'s: the quorum queues' limits without it.
+        #[serde(default)]
+        quorum_limits: QuorumLimits,
     },
     /// Creates a virtual host.
     AddVhost(String),
@@ -340,4 +356,64 @@ pub fn quorum_limits(
             &defs.queue_policy_of(&queue.name, &queue.arguments),
         )
     })
+}
+
+/// The limits of the quorum queues of `defs` (the proposer's definitions of the
+/// virtual host) that the policy change `change` may affect (those the policy
+/// matches, before or after it), computed as they will be once it applies: what
+/// [`Op::SetPolicy`] and [`Op::ClearPolicy`] carry. Computed where the change is
+/// proposed, as a declare's limits are ([`quorum_limits`]), so that every node records
+/// the same limits at the same entry whatever its own policies at apply time.
+pub fn quorum_limits_after(
+    defs: &crate::definitions::VhostDefinitions,
+    change: &crate::definitions::Command,
+) -> QuorumLimits {
+    use crate::definitions::{Command, Target};
+    let (old, new) = match change {
+        Command::SetPolicy(p) => (defs.policy(p.kind, &p.name), Some(p)),
+        Command::ClearPolicy { kind, name } => (defs.policy(*kind, name), None),
+        _ => return QuorumLimits::new(),
+    };
+    let old = old.cloned();
+    let mut after = defs.clone();
+    if after.apply(change.clone()).is_err() {
+        return QuorumLimits::new();
+    }
+    after
+        .queues()
+        .filter(|q| crate::broker::queue::quorum::is_quorum_args(&q.arguments))
+        .filter(|q| {
+            let target = Target::queue(&q.arguments);
+            [old.as_ref(), new]
+                .into_iter()
+                .flatten()
+                .any(|p| p.matches(&q.name, target))
+        })
+        .map(|q| {
+            let effective = after.queue_policy_of(&q.name, &q.arguments);
+            let limits =
+                crate::cluster::quorum::runtime::limits_with_policy(&q.arguments, &effective);
+            (q.name.clone(), limits)
+        })
+        .collect()
+}
+
+/// The policy an entry's stored form names (validated when it was proposed; an entry
+/// from a build whose rules differ may still be refused here).
+pub(crate) fn policy_of(p: &StoredPolicy) -> Result<crate::definitions::Policy, BrokerError> {
+    use crate::definitions::{ApplyTo, Policy, PolicyKind};
+    let kind = if p.operator {
+        PolicyKind::Operator
+    } else {
+        PolicyKind::Policy
+    };
+    let to = ApplyTo::parse(&p.apply_to).map_err(BrokerError::precondition)?;
+    Policy::new(
+        kind,
+        &p.name,
+        &p.pattern,
+        to,
+        p.priority,
+        p.definition.clone(),
+    )
 }

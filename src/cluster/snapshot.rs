@@ -64,6 +64,13 @@ pub(super) async fn ops_to_reach(
         let want = wanted(snap, v);
         let moved = moved(before, snap, v);
         vhost_ops(v, &have, &want, &moved, &snap.homes, &mut ops);
+        let limits = snap.vhost_limits.get(v).copied().unwrap_or_default();
+        if broker.vhost_limits(v) != limits {
+            ops.push(Op::SetVhostLimits {
+                vhost: v.clone(),
+                limits,
+            });
+        }
     }
     // Users last: the virtual hosts they may open exist by then.
     ops.extend(snap.users.iter().cloned().map(Op::PutUser));
@@ -152,9 +159,12 @@ fn undoes(op: &Op, keep: &[Op]) -> bool {
                 binding: b,
             },
         ) => vhost == w && binding == b,
-        (Op::ClearPolicy { vhost, name, .. }, Op::SetPolicy { vhost: w, policy }) => {
-            vhost == w && *name == policy.name
-        }
+        (
+            Op::ClearPolicy { vhost, name, .. },
+            Op::SetPolicy {
+                vhost: w, policy, ..
+            },
+        ) => vhost == w && *name == policy.name,
         _ => false,
     })
 }
@@ -217,16 +227,19 @@ pub(super) fn vhost_ops(
             .iter()
             .any(|w| w.name == p.name && w.operator == p.operator)
     }) {
+        // The groups' limits travel in the snapshot's records, not in these.
         ops.push(Op::ClearPolicy {
             vhost: vhost.clone(),
             operator: p.operator,
             name: p.name.clone(),
+            quorum_limits: Default::default(),
         });
     }
     for p in &want.policies {
         ops.push(Op::SetPolicy {
             vhost: vhost.clone(),
             policy: p.clone(),
+            quorum_limits: Default::default(),
         });
     }
     for x in &want.exchanges {

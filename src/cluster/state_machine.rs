@@ -224,6 +224,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         self.core.applied().cluster_name = Some(name.clone());
                     }
                     let new_group = self.note_group(log_id.index, &req.op);
+                    self.note_limits(log_id.index, &req.op);
                     let deleted_queue = match &req.op {
                         Op::DeleteQueue { vhost, name } => Some((vhost.clone(), name.clone())),
                         _ => None,

@@ -64,6 +64,10 @@ pub struct DefinitionsSnapshot {
     /// The cluster's name, once given.
     #[serde(default)]
     pub cluster_name: Option<String>,
+    /// Each virtual host's limits (`max-connections`, `max-queues`), where it has
+    /// some: the metadata store keeps them apart from the vhosts' definitions.
+    #[serde(default)]
+    pub vhost_limits: BTreeMap<String, crate::definitions::VhostLimits>,
 }
 
 openraft::declare_raft_types!(

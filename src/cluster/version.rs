@@ -22,7 +22,13 @@ use super::types::NodeId;
 ///
 /// 2: the handshake's MACs cover the versions and ids; a quorum queue's declare
 /// carries its limits (`Op::DeclareQueue`).
-pub const CLUSTER_PROTOCOL: u32 = 2;
+///
+/// 3: a policy change carries the limits of the quorum queues it changes
+/// (`Op::SetPolicy` / `Op::ClearPolicy`), the groups' records and snapshots hold them
+/// (`GroupInfo::changed_limits`), a group's log has a new command
+/// (`Command::SetLimits`, and the machine's `limits_at`); virtual host limits are
+/// replicated (`Op::SetVhostLimits` proposed; the definitions snapshot carries them).
+pub const CLUSTER_PROTOCOL: u32 = 3;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,8 +95,11 @@ impl Registry {
                 server_named,
             };
             self.defs.check(&cmd)?;
-            let queues = self.defs.queues().count();
-            self.ctx.admit_queue(&self.vhost, queues, &spec.name)?;
+            // A declare the cluster committed was admitted where it was proposed.
+            if msg.owner != crate::cluster::LOG_OWNER {
+                let queues = self.defs.queues().count();
+                self.ctx.admit_queue(&self.vhost, queues, &spec.name)?;
+            }
             // Exclusive queues are never stored: durable or not, they go with their owner.
             if spec.durable && !spec.exclusive {
                 self.ctx.admit_durable("queue", &spec.name)?;

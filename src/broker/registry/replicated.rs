@@ -155,6 +155,11 @@ impl Registry {
                 spec: spec.clone(),
                 server_named,
             })?;
+            // The vhost's `max-queues` is the cluster's: checked here, where the queue
+            // is proposed, against this node's count (not again as the entry applies:
+            // each node counts its own exclusive queues too).
+            self.ctx
+                .admit_queue(&self.vhost, self.defs.queues().count(), &spec.name)?;
             if spec.durable {
                 self.ctx.admit_durable("queue", &spec.name)?;
             }
@@ -450,8 +455,12 @@ impl Handler<PutPolicy> for Registry {
             return self.put_policy_now(msg, ctx);
         };
         let p = msg.0;
+        // The quorum queues' groups get their new limits through the entry.
+        let quorum_limits =
+            crate::cluster::quorum_limits_after(&self.defs, &Command::SetPolicy(p.clone()));
         let op = Op::SetPolicy {
             vhost: self.vhost.to_string(),
+            quorum_limits,
             policy: StoredPolicy {
                 name: p.name.clone(),
                 operator: p.kind == crate::definitions::PolicyKind::Operator,
@@ -471,10 +480,15 @@ impl Handler<ClearPolicy> for Registry {
     fn handle(&mut self, msg: ClearPolicy, ctx: &mut Self::Context) -> Self::Result {
         match self.cluster() {
             Some(c) if self.defs.policy(msg.kind, &msg.name).is_some() => {
+                let clear = Command::ClearPolicy {
+                    kind: msg.kind,
+                    name: msg.name.clone(),
+                };
                 let op = Op::ClearPolicy {
                     vhost: self.vhost.to_string(),
                     operator: msg.kind == crate::definitions::PolicyKind::Operator,
                     name: msg.name,
+                    quorum_limits: crate::cluster::quorum_limits_after(&self.defs, &clear),
                 };
                 committed(c.propose(op), Outcome::done)
             }

@@ -91,7 +91,8 @@ impl ClusterHook for Hook {
         queue: &str,
     ) -> Option<Arc<crate::cluster::quorum::runtime::QueueGroup>> {
         let info = self.0.applied().groups.get(vhost)?.get(queue)?.clone();
-        // Its members change (`grow`, `shrink`, a regroup): read them when used.
+        // Its members change (`grow`, `shrink`, a regroup), and its limits (a policy
+        // change): read them when used.
         // Weak: the queue actor holding this must not keep the node's core alive.
         let core = Arc::downgrade(&self.0);
         let (v, q, id) = (vhost.to_string(), queue.to_string(), info.id);
@@ -99,7 +100,7 @@ impl ClusterHook for Hook {
             let core = core.upgrade()?;
             let a = core.applied();
             let g = a.groups.get(&v)?.get(&q).filter(|g| g.id == id)?;
-            Some(g.members.clone())
+            Some(g.clone())
         });
         Some(Arc::new(
             crate::cluster::quorum::runtime::QueueGroup::new(info, self.0.quorum.clone())

@@ -138,6 +138,7 @@ mod tests {
                     members: voters(m),
                     limits: Limits::default(),
                     changed: false,
+                    changed_limits: None,
                 },
             );
         }
@@ -148,6 +149,7 @@ mod tests {
                 members: voters(&[1]),
                 limits: Limits::default(),
                 changed: false,
+                changed_limits: None,
             },
         );
         g

@@ -22,6 +22,8 @@
 //!   does; past `x-delivery-limit` it is dead instead (to be dead-lettered by the
 //!   leader when the queue has a dead-letter exchange, else dropped).
 //! - `x-max-length(-bytes)` with `x-overflow` drop-head or reject-publish.
+//! - Limits changed by a policy after the declare ([`Command::SetLimits`]), at the
+//!   same entry on every member (`machine/limits.rs`).
 //! - `x-single-active-consumer`: only the earliest registered consumer is checked
 //!   messages out to; the next in registration order takes over when it goes.
 //! - TTLs (`x-message-ttl`, a message's `expiration`) on the leader's clock: time
@@ -42,6 +44,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 mod command;
 mod dead;
+mod limits;
 mod read;
 pub use command::{Applied, Command, ConsumerKey, DeadReason, Limits, Settle};
 pub use dead::DeadLetter;
@@ -167,6 +170,10 @@ pub struct QueueMachine<M> {
     /// The death number given last (death numbers are what `DeadSettled` names).
     #[serde(default)]
     last_dead: u64,
+    /// The definitions entry that set `limits` (0: the declare's). Absent from queues
+    /// written before policies reached groups: the declare's.
+    #[serde(default)]
+    limits_at: u64,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -187,6 +194,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             dead: BTreeMap::new(),
             dead_bytes: 0,
             last_dead: 0,
+            limits_at: 0,
         }
     }
 
@@ -322,6 +330,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             }
             Command::Touch => self.touches += 1,
             Command::DeadSettled { ids } => self.settle_dead(ids),
+            Command::SetLimits { at, limits } => self.set_limits(at, limits, &mut out.dead),
         }
     }
 
@@ -436,38 +445,8 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             },
         );
         self.checkout(out);
-        if !self.limits.reject_publish {
-            // drop-head: the oldest ready messages make room.
-            while self.is_over() {
-                let Some((&head, _)) = self.ready.iter().next() else {
-                    break;
-                };
-                let h = self.take_ready(head).expect("the head");
-                self.died(h.message, DeadReason::MaxLen, &mut out.dead);
-            }
-        }
+        self.drop_head_over(&mut out.dead);
         Some(id)
-    }
-
-    /// At or over a limit (before adding `len` messages of `bytes`). The dead kept
-    /// for at-least-once dead-lettering count with the ready ones (as in RabbitMQ),
-    /// so a queue whose dead letters cannot leave stops taking publishes.
-    fn is_full(&self, len: u64, bytes: u64) -> bool {
-        let n = self.ready.len() as u64 + self.dead.len() as u64 + len;
-        let b = self.ready_bytes + self.dead_bytes + bytes;
-        self.limits.max_length.is_some_and(|m| n >= m)
-            || self.limits.max_length_bytes.is_some_and(|m| b >= m)
-    }
-
-    /// Over a limit.
-    fn is_over(&self) -> bool {
-        self.limits
-            .max_length
-            .is_some_and(|m| self.ready.len() as u64 > m)
-            || self
-                .limits
-                .max_length_bytes
-                .is_some_and(|m| self.ready_bytes > m)
     }
 
     fn take_ready(&mut self, id: u64) -> Option<Held<M>> {

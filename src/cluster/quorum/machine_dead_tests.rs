@@ -223,6 +223,11 @@ fn a_snapshot_written_before_at_least_once_decodes_with_nothing_kept() {
     };
     let mut q: QueueMachine<M> = rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
     assert_eq!((q.dead_len(), q.last_dead()), (0, 0));
+    assert_eq!(
+        q.limits_at(),
+        0,
+        "the declare's limits, never changed by a policy"
+    );
     assert_eq!(ready(&q), [("a".into(), 0)]);
     // At most once, as it was declared.
     q.apply(deliver(&[1], C1));

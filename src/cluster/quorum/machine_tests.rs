@@ -445,6 +445,10 @@ mod ttl;
 #[path = "machine_dead_tests.rs"]
 mod dead;
 
+/// Limits changed by a policy after the declare.
+#[path = "machine_limits_tests.rs"]
+mod limits;
+
 #[test]
 fn a_single_active_consumer_takes_everything_and_the_next_registered_takes_over() {
     let mut q = QueueMachine::new(Limits {

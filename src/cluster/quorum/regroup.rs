@@ -235,6 +235,7 @@ mod tests {
                     members: voters(m),
                     limits: Limits::default(),
                     changed: false,
+                    changed_limits: None,
                 },
             );
         }

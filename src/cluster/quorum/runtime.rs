@@ -226,16 +226,17 @@ impl Members {
     }
 }
 
-/// Reads a group's members (node id → cluster address) as recorded now: `None` once
-/// the group is gone.
-pub type CurrentMembers = Arc<dyn Fn() -> Option<BTreeMap<NodeId, String>> + Send + Sync>;
+/// Reads a group's record as the applied definitions hold it now (its members and
+/// the limits policies give it change): `None` once the group is gone.
+pub type CurrentRecord = Arc<dyn Fn() -> Option<GroupInfo> + Send + Sync>;
 
 /// One quorum queue's group as its queue actor uses it (on any node, a member or not).
 pub struct QueueGroup {
     info: GroupInfo,
-    /// The group's members as the applied state records them now (they change:
-    /// `grow`, `shrink`, a regroup), when the node follows them; else `info`'s.
-    current: Option<CurrentMembers>,
+    /// The group as the applied state records it now (its members change: `grow`,
+    /// `shrink`, a regroup; its limits: a policy change), when the node follows it;
+    /// else `info`.
+    current: Option<CurrentRecord>,
     members: Arc<Members>,
     publisher: OnceLock<Publisher>,
     /// The leader's commands, proposed in the order written (see [`QueueGroup::write`]).
@@ -254,19 +255,22 @@ impl QueueGroup {
         }
     }
 
-    /// Follows the group's members as `current` reads them, instead of those of
-    /// `info` (the group as it was when the queue started here).
-    pub fn following(mut self, current: CurrentMembers) -> QueueGroup {
+    /// Follows the group's record as `current` reads it, instead of `info` (the
+    /// group as it was when the queue started here).
+    pub fn following(mut self, current: CurrentRecord) -> QueueGroup {
         self.current = Some(current);
         self
     }
 
+    /// The group as recorded now.
+    fn record_now(&self) -> Option<GroupInfo> {
+        self.current.as_ref().and_then(|c| c())
+    }
+
     /// The members (node id → cluster address) as recorded now.
     fn members_now(&self) -> BTreeMap<NodeId, String> {
-        self.current
-            .as_ref()
-            .and_then(|c| c())
-            .unwrap_or_else(|| self.info.members.clone())
+        self.record_now()
+            .map_or_else(|| self.info.members.clone(), |g| g.members)
     }
 
     /// The group's id.
@@ -279,10 +283,25 @@ impl QueueGroup {
         self.members.id
     }
 
-    /// The queue's limits, from its declare arguments (known on any node, a member
-    /// or not, before its member has started).
-    pub fn limits(&self) -> &Limits {
-        &self.info.limits
+    /// The queue's limits in force: as this node's member applied them, else (no
+    /// member here, or not started yet) as the definitions give them now.
+    pub fn limits(&self) -> Limits {
+        self.applied_limits()
+            .map_or_else(|| self.recorded_limits().1, |(_, l)| l)
+    }
+
+    /// The limits this node's member enforces, with the definitions entry that set
+    /// them (0: the declare): `None` on a node that is no member.
+    pub fn applied_limits(&self) -> Option<(u64, Limits)> {
+        self.read(|q| (q.limits_at(), q.limits().clone()))
+    }
+
+    /// The limits the definitions give the queue now, with the index of the entry
+    /// that gave them (0: the declare): what the leader writes when its machine lags.
+    pub fn recorded_limits(&self) -> (u64, Limits) {
+        let record = self.record_now();
+        let (at, limits) = record.as_ref().unwrap_or(&self.info).current_limits();
+        (at, limits.clone())
     }
 
     /// The members' ids.
@@ -307,7 +326,7 @@ impl QueueGroup {
                     let c = c.clone();
                     let fallback: Vec<String> = self.info.members.values().cloned().collect();
                     Arc::new(move || {
-                        c().map_or_else(|| fallback.clone(), |m| m.into_values().collect())
+                        c().map_or_else(|| fallback.clone(), |g| g.members.into_values().collect())
                     })
                 }
                 None => {

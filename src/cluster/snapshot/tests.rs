@@ -58,6 +58,7 @@ fn group(id: u64, members: &[u64]) -> GroupInfo {
             .collect(),
         limits: Default::default(),
         changed: false,
+        changed_limits: None,
     }
 }
 
@@ -110,6 +111,13 @@ fn full_snapshot() -> DefinitionsSnapshot {
         transient: BTreeMap::from([("/".to_string(), transient)]),
         deleted_users: BTreeSet::from(["gone".to_string()]),
         cluster_name: Some("eu-prod".into()),
+        vhost_limits: BTreeMap::from([(
+            "/".to_string(),
+            crate::definitions::VhostLimits {
+                max_queues: Some(10),
+                ..Default::default()
+            },
+        )]),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::broker::queue::QueueSpec;
 use crate::broker::registry::{ClearPolicy, Local, PutPolicy, Registry};
 use crate::broker::BrokerHandle;
 use crate::cluster::op::{Op, Outcome};
-use crate::definitions::{ApplyTo, Policy, PolicyKind};
+use crate::definitions::PolicyKind;
 use crate::error::BrokerError;
 use crate::storage::{StoredBinding, StoredBindingTarget};
 
@@ -105,17 +105,7 @@ pub(in crate::cluster) async fn apply_op(broker: &BrokerHandle, op: Op) -> Outco
             Outcome::Done(local(&registry, msg).await)
         }
         Op::SetPolicy { policy: p, .. } => {
-            let kind = if p.operator {
-                PolicyKind::Operator
-            } else {
-                PolicyKind::Policy
-            };
-            let made = ApplyTo::parse(&p.apply_to)
-                .map_err(BrokerError::precondition)
-                .and_then(|to| {
-                    Policy::new(kind, &p.name, &p.pattern, to, p.priority, p.definition)
-                });
-            let policy = match made {
+            let policy = match crate::cluster::op::policy_of(&p) {
                 Ok(p) => p,
                 Err(e) => return Outcome::Policy(Err(e)),
             };

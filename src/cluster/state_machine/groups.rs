@@ -1,7 +1,8 @@
 //! The state machine's side of quorum queue groups: a group made at its queue's
 //! declare, members started and stopped as groups are declared, deleted and changed
 //! (a node removed from the cluster, `actormq cluster grow` / `shrink`, a snapshot
-//! installed), and each change handed to the group's leader to make ([`reconcile`]).
+//! installed), and each change handed to the group's leader to make ([`reconcile`]);
+//! the limits a policy change gives a group, recorded for its leader to write.
 
 use super::StateMachine;
 use crate::cluster::node::Core;
@@ -50,12 +51,45 @@ impl StateMachine {
                 .clone()
                 .unwrap_or_else(|| limits_of(&queue.arguments)),
             changed: false,
+            changed_limits: None,
         };
         a.groups
             .entry(vhost.clone())
             .or_default()
             .insert(queue.name.clone(), info.clone());
         Some(info)
+    }
+
+    /// Before a policy change applies: the quorum queues it changes get the limits the
+    /// entry carries (computed where it was proposed, never from this node's policies
+    /// now), recorded with the entry's `index`. The registry then tells each queue
+    /// of the policy change, and the group's leader writes the new limits into the
+    /// group's log (`Command::SetLimits`). A queue no longer there is skipped.
+    pub(super) fn note_limits(&self, index: u64, op: &Op) {
+        let (Op::SetPolicy {
+            vhost,
+            quorum_limits,
+            ..
+        }
+        | Op::ClearPolicy {
+            vhost,
+            quorum_limits,
+            ..
+        }) = op
+        else {
+            return;
+        };
+        let mut a = self.core.applied();
+        let Some(groups) = a.groups.get_mut(vhost) else {
+            return;
+        };
+        for (queue, limits) in quorum_limits {
+            if let Some(g) = groups.get_mut(queue) {
+                if g.change_limits(index, limits.clone()) {
+                    tracing::info!(%vhost, %queue, group = g.id, at = index, ?limits, "quorum queue: a policy change gives the group new limits");
+                }
+            }
+        }
     }
 
     /// After an entry applied: starts this node's member of a group it made (or

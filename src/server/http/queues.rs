@@ -80,8 +80,8 @@ fn queue_json(q: &QueueRow) -> Value {
 
 /// In a cluster, a quorum queue's `leader`, `members` and `online` are its Raft
 /// group's (node names as `/api/nodes` gives them; the leader as this node's member
-/// knows it, null during an election or on a node that is no member), and its counts
-/// are the group's queue as applied here.
+/// knows it, null during an election or on a node that is no member), its counts
+/// and `group_limits` are the group's queue as applied here.
 fn with_group(api: &Api, mut rows: Vec<Value>) -> Vec<Value> {
     let Some(cluster) = api.shared.broker.context().cluster.clone() else {
         return rows;
@@ -100,6 +100,12 @@ fn with_group(api: &Api, mut rows: Vec<Value>) -> Vec<Value> {
         row["online"] = json!(members);
         row["members"] = json!(members);
         row["group"] = json!(g.id());
+        // What this node's member enforces (null on a node that is no member): the
+        // declare's limits, or those a policy change gave the group since, with the
+        // index of that change's definitions entry (0: the declare).
+        let applied = g.applied_limits();
+        row["group_limits"] = json!(applied.as_ref().map(|(_, l)| l));
+        row["group_limits_at"] = json!(applied.map(|(at, _)| at));
     }
     rows
 }

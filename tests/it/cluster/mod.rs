@@ -23,7 +23,9 @@
 //!   [`quorum_dlx`]: dead-lettering, once, also after the group's leader is killed,
 //!   and TTLs; [`quorum_sac`]: single active consumer; [`quorum_expires`]:
 //!   `x-expires`, and gets past messages' TTLs; [`quorum_credit`]: a consumer's
-//!   prefetch against what the group checks out to it.
+//!   prefetch against what the group checks out to it; [`quorum_policy`]: policies
+//!   in force at the declare, and set, changed or cleared after it.
+//! - [`vhost_limits`]: virtual host limits are the cluster's.
 
 mod classic_forward;
 mod drift;
@@ -55,6 +57,7 @@ mod security;
 mod snapshot_users;
 mod snapshots;
 mod version;
+mod vhost_limits;
 
 use crate::mgmt::http::Http;
 use crate::support::DEADLINE;

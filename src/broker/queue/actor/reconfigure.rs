@@ -19,8 +19,13 @@ impl Handler<Reconfigure> for QueueActor {
             return;
         }
         let config = match self.replica {
-            // A replicated quorum queue's policies reach its dead-letter target only.
-            Some(_) => msg.0.dead_letter_only(),
+            // A replicated quorum queue's policies reach its dead-letter target here;
+            // its limits through its group's log, which its leader writes now if the
+            // definitions changed them (`replica/limits.rs`).
+            Some(_) => {
+                self.replica_policies_changed(ctx);
+                msg.0.dead_letter_only()
+            }
             None => msg.0,
         };
         if *self.state.config() == config {

@@ -30,6 +30,8 @@
 //!   entry after a `Clock` of that clock (`expiry`); `x-expires` is the leader's
 //!   countdown of the queue's uses, its delete committed through the definitions log
 //!   (`lease`).
+//! - Limits a policy changed after the declare are written into the group's log by
+//!   its leader (`limits`).
 //! - Dead messages are dead-lettered at most once by the node whose leadership wrote
 //!   the entry they died in (`dead`), or with at-least-once dead-lettering kept in the
 //!   machine and republished with confirms by whoever leads (`dlx`).
@@ -37,12 +39,13 @@
 use super::*;
 use crate::broker::messages::Settlement;
 use crate::cluster::quorum::group::{wall_ms, GroupResponse, StoredMessage};
-use crate::cluster::quorum::machine::{Command, ConsumerKey, Settle as How};
+use crate::cluster::quorum::machine::{Command, ConsumerKey, Limits, Settle as How};
 use crate::cluster::quorum::runtime::QueueGroup;
 use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
 
+mod command;
 mod credit;
 mod dead;
 mod deliver;
@@ -52,6 +55,7 @@ mod expiry;
 mod extra;
 mod get;
 mod lease;
+mod limits;
 mod remote;
 mod serve;
 
@@ -144,6 +148,11 @@ enum Cmd {
     /// At-least-once: these kept dead messages were dead-lettered (confirmed) or
     /// dropped for good (`dlx`).
     DeadSettled(Vec<u64>),
+    /// The limits a policy change (definitions entry `at`) gave the queue (`limits`).
+    SetLimits {
+        at: u64,
+        limits: Limits,
+    },
 }
 
 /// A delivery handed out here and not settled.
@@ -190,6 +199,17 @@ pub(crate) struct Replica {
     /// The leader's republishes of the dead messages the machine keeps, with
     /// at-least-once dead-lettering (`dlx`).
     dlx: dlx::Republisher,
+    /// The definitions entry whose limits this node last wrote into the group's log
+    /// while leading (0: none, or the write failed or was dropped): written once
+    /// per change (`limits`).
+    limits_written: u64,
+    /// The limits may have changed (a policy change applied here, a takeover, a
+    /// `SetLimits` answered): the next dispatch looks (`limits`), not every one.
+    limits_check: bool,
+    /// The group's limits as this node's member applied them when last looked at
+    /// (`limits_check`): what the leader's writes and republishes go by, read here
+    /// rather than under the machine's lock at every entry.
+    limits: Limits,
 }
 
 impl Replica {
@@ -197,8 +217,8 @@ impl Replica {
         group: Arc<QueueGroup>,
         unused: Recipient<crate::broker::messages::QueueUnused>,
     ) -> Box<Replica> {
-        let lease = group
-            .limits()
+        let limits = group.limits();
+        let lease = limits
             .expires
             .map(|ms| lease::Lease::new(ms, std::time::Instant::now()));
         Box::new(Replica {
@@ -219,6 +239,9 @@ impl Replica {
             give_back: None,
             unused,
             dlx: dlx::Republisher::default(),
+            limits_written: 0,
+            limits_check: true,
+            limits,
         })
     }
 
@@ -431,58 +454,6 @@ fn delivery((id, message, earlier): Picked) -> Delivery {
     };
     crate::broker::queue::quorum::mark_redelivery(&mut d);
     d
-}
-
-impl Replica {
-    fn command(&self, cmd: &Cmd) -> Command<StoredMessage> {
-        let r = self;
-        match cmd {
-            Cmd::Consume {
-                consumer,
-                credit,
-                origin,
-                ..
-            } => Command::Consume {
-                consumer: r.key(*consumer),
-                credit: *credit,
-                origin: *origin,
-            },
-            Cmd::Cancel(consumer) => Command::Cancel {
-                consumer: r.key(*consumer),
-            },
-            // After the leader's clock as it writes the entry: a head dead by then
-            // is expired first, never handed out, and a message named that died
-            // since it was picked is not delivered (the get picks again).
-            Cmd::Get {
-                consumer, picked, ..
-            } => Command::Batch(vec![
-                Command::Clock { now_ms: wall_ms() },
-                Command::Deliver {
-                    to: r.key(*consumer),
-                    ids: vec![picked.0],
-                },
-            ]),
-            Cmd::Settle { ids, how, .. } => Command::Settle {
-                ids: ids.clone(),
-                how: *how,
-            },
-            Cmd::GiveBack { ids, .. } => Command::Settle {
-                ids: ids.clone(),
-                how: How::Unsent,
-            },
-            Cmd::Return(None) => Command::Return {
-                keep_node: None,
-                consumer: None,
-            },
-            Cmd::Return(Some(key)) => Command::Return {
-                keep_node: None,
-                consumer: Some(*key),
-            },
-            Cmd::Purge(_) => Command::Purge,
-            Cmd::Clock(now_ms) => Command::Clock { now_ms: *now_ms },
-            Cmd::DeadSettled(ids) => Command::DeadSettled { ids: ids.clone() },
-        }
-    }
 }
 
 /// The group's leadership or applied entries changed (sent by the task that follows

@@ -28,7 +28,7 @@ pub enum Settle {
     Unsent,
 }
 
-/// The queue's limits, from its declare arguments.
+/// The queue's limits: its declare arguments merged with its policies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// `x-max-length`.
@@ -137,6 +137,21 @@ pub enum Command<M> {
     DeadSettled {
         /// Death numbers ([`super::DeadLetter::id`]).
         ids: Vec<u64>,
+    },
+    /// A policy changed the queue's limits: the definitions log's entry `at` (its
+    /// index) gave it `limits` (its arguments merged with the policies then). Written
+    /// by the group's leader once its node has applied that entry, and again by a new
+    /// leader whose machine is behind the definitions, so every member switches at
+    /// this entry. A change not newer than the machine's (`at` at most
+    /// [`super::QueueMachine::limits_at`]: an older leader's, written late) is
+    /// skipped. A lower `x-max-length(-bytes)` with drop-head drops from the head at
+    /// once; with reject-publish the next publishes are refused; a new `message-ttl`
+    /// counts for the messages published from now on (see `machine/limits.rs`).
+    SetLimits {
+        /// The index of the definitions entry that set them.
+        at: u64,
+        /// The limits from now on.
+        limits: Limits,
     },
 }
 

@@ -25,6 +25,13 @@ pub(super) struct Kept<M> {
     at_ms: u64,
 }
 
+impl<M> Kept<M> {
+    /// The message and why it died.
+    pub(super) fn into_parts(self) -> (M, DeadReason) {
+        (self.message, self.reason)
+    }
+}
+
 /// A kept dead message as the leader republishes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter<'a, M> {

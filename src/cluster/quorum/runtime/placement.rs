@@ -2,7 +2,7 @@
 //! node computes the same answer without talking: the group as the applied state
 //! records it ([`GroupInfo`]), where a new group's members go ([`place`]), and the
 //! limits its machine enforces ([`limits_of`], and [`limits_with_policy`] for the
-//! policies in force at its declare).
+//! policies in force at its declare or changed since: [`GroupInfo::change_limits`]).
 
 use super::super::machine::Limits;
 use super::super::wire::GroupId;
@@ -20,13 +20,52 @@ pub struct GroupInfo {
     pub id: GroupId,
     /// The members: node id → cluster address.
     pub members: BTreeMap<NodeId, String>,
-    /// The queue's limits, from its declare arguments.
+    /// The queue's limits at its declare (its arguments merged with the policies in
+    /// force where it was proposed): every member's machine starts with them, and
+    /// replays its log from them, whatever a policy changed later.
     pub limits: Limits,
     /// The members changed since the declare ([`super::regroup`]): the group was
     /// initialized by its first members, and a new member waits to be added by the
     /// group's leader instead of writing a first membership of its own.
     #[serde(default)]
     pub changed: bool,
+    /// The limits a policy change gave the queue after its declare, newest only
+    /// (`None`: the declare's). The group's leader writes them into the group's log
+    /// ([`Command::SetLimits`](super::super::machine::Command::SetLimits)). Absent
+    /// from records written before policies reached groups: none.
+    #[serde(default)]
+    pub changed_limits: Option<ChangedLimits>,
+}
+
+/// Limits a policy change gave a quorum queue after its declare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangedLimits {
+    /// The index of the definitions entry that changed them (set, changed or cleared
+    /// a policy): it orders changes in the group's log.
+    pub at: u64,
+    /// The queue's arguments merged with the vhost's policies as of that entry.
+    pub limits: Limits,
+}
+
+impl GroupInfo {
+    /// The limits the definitions give the queue now, and the index of the entry that
+    /// gave them (0: its declare).
+    pub fn current_limits(&self) -> (u64, &Limits) {
+        match &self.changed_limits {
+            Some(c) => (c.at, &c.limits),
+            None => (0, &self.limits),
+        }
+    }
+
+    /// A policy change at definitions entry `at` gives the queue `limits`: recorded
+    /// when they differ from those in force. True when recorded.
+    pub fn change_limits(&mut self, at: u64, limits: Limits) -> bool {
+        if *self.current_limits().1 == limits {
+            return false;
+        }
+        self.changed_limits = Some(ChangedLimits { at, limits });
+        true
+    }
 }
 
 /// Every quorum queue's group: virtual host → queue → group.
@@ -109,6 +148,7 @@ mod tests {
             members: members.iter().map(|m| (*m, format!("n{m}"))).collect(),
             limits: Limits::default(),
             changed: false,
+            changed_limits: None,
         }
     }
 

@@ -247,7 +247,7 @@ impl QueueActor {
     /// node that does not lead and serve drops its round.
     pub(in crate::broker::queue::actor) fn replica_republish(&mut self, ctx: &mut Context<Self>) {
         let r = self.replica();
-        if !r.group.limits().at_least_once {
+        if !r.limits.at_least_once {
             return;
         }
         if !(r.serving && r.leads()) {

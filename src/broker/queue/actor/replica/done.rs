@@ -17,6 +17,8 @@ impl QueueActor {
             Cmd::Return(None) => {
                 r.taking_over = false;
                 r.serving = result.is_ok() && r.leads() && r.group.term() == r.term;
+                // A new leader's machine may be behind the definitions' limits.
+                r.limits_check = true;
             }
             Cmd::Return(Some(_)) => {}
             // Committed or not, a get waiting on it looks again.
@@ -143,6 +145,13 @@ impl QueueActor {
                 }
             }
             Cmd::DeadSettled(ids) => r.dlx.settle_done(&ids, result.is_ok()),
+            // Committed: followed (`x-expires`); not: written again if still behind.
+            Cmd::SetLimits { .. } => {
+                if result.is_err() {
+                    r.limits_written = 0;
+                }
+                r.limits_check = true;
+            }
             Cmd::Cancel(id) => {
                 // Every checkout its cancel's entry came after is in the outbox now.
                 r.take_checkouts();

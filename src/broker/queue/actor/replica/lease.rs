@@ -109,6 +109,24 @@ impl Lease {
 }
 
 impl QueueActor {
+    /// Follows `x-expires` as the group's limits have it now (a policy may change it
+    /// after the declare): a new period counts from the last use seen; a lease is
+    /// made when the queue gets one, dropped (its timer cancelled) when it loses it.
+    pub(super) fn replica_follow_expires(&mut self, expires: Option<u64>, ctx: &mut Context<Self>) {
+        let r = self.replica();
+        match (expires, r.lease.as_mut()) {
+            (Some(ms), Some(l)) => l.period = Duration::from_millis(ms),
+            (Some(ms), None) => r.lease = Some(Lease::new(ms, Instant::now())),
+            (None, Some(l)) => {
+                if let Some((_, h)) = l.timer.take() {
+                    ctx.cancel_future(h);
+                }
+                r.lease = None;
+            }
+            (None, None) => {}
+        }
+    }
+
     /// What the leader sees of the queue's use now.
     fn lease_seen(&mut self) -> Seen {
         let r = self.replica();

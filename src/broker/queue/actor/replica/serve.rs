@@ -288,6 +288,7 @@ impl QueueActor {
         self.replica_republish(ctx);
         self.replica_arm_expiry(ctx);
         self.replica_arm_give_back(ctx);
+        self.replica_sync_limits(ctx);
         self.replica_watch_lease(ctx);
         self.replica_pump(ctx);
         self.remote_wait(ctx);
@@ -320,6 +321,7 @@ impl QueueActor {
         } else if r.serving || r.taking_over || !r.consumers.is_empty() {
             tracing::info!(queue = %name, group = r.group.id(), leader = ?r.group.leader(), "quorum queue: this node no longer leads its group; its consumers move to the leader");
             r.serving = false;
+            r.limits_written = 0;
             r.cmds.retain(|c| matches!(c, Cmd::Return(None)));
             r.pending.clear();
             // Its consumers go on at the new leader, through consume sessions, with
@@ -349,7 +351,7 @@ impl QueueActor {
         // Everything waiting makes one entry, whatever the number of settlements.
         let cmds: Vec<Cmd> = r.cmds.drain(..).collect();
         let mut commands: Vec<Command<StoredMessage>> = cmds.iter().map(|c| r.command(c)).collect();
-        if r.group.limits().at_least_once {
+        if r.limits.at_least_once {
             // What dies in this entry is kept with the machine's clock as its death
             // time (`x-death`'s): the leader's clock as it writes the entry.
             commands.insert(0, Command::Clock { now_ms: wall_ms() });
