@@ -47,14 +47,14 @@ pub(super) async fn ops_to_reach(
     keep: &[Op],
 ) -> Vec<Op> {
     let mut ops = Vec::new();
-    let here: BTreeSet<String> = broker.vhosts().into_iter().collect();
-    for v in here.iter().filter(|v| !snap.vhosts.contains_key(*v)) {
+    let vhosts_here: BTreeSet<String> = broker.vhosts().into_iter().collect();
+    for v in vhosts_here.iter().filter(|v| !snap.vhosts.contains_key(*v)) {
         ops.push(Op::DeleteVhost(v.clone()));
     }
-    let here: Vec<String> = broker.users().into_iter().map(|u| u.name).collect();
-    ops.extend(user_deletes(&here, &broker.seeded_users(), snap));
+    let users_here: Vec<String> = broker.users().into_iter().map(|u| u.name).collect();
+    ops.extend(user_deletes(&users_here, &broker.seeded_users(), snap));
     for v in snap.vhosts.keys() {
-        if !here.contains(v) {
+        if !vhosts_here.contains(v) {
             ops.push(Op::AddVhost(v.clone()));
         }
         let have = match broker.vhost_definitions(v).await {
