@@ -22,7 +22,11 @@ use super::types::NodeId;
 ///
 /// 2: the handshake's MACs cover the versions and ids; a quorum queue's declare
 /// carries its limits (`Op::DeclareQueue`).
-pub const CLUSTER_PROTOCOL: u32 = 2;
+///
+/// 3: a consume session's consumer carries its arguments (`Spec::arguments`) and
+/// the leader says when it is attached (`Down::Attached`); a stand-in asks its
+/// queue's home for a declare's counts (`Rpc::DeclareCounts`).
+pub const CLUSTER_PROTOCOL: u32 = 3;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -113,6 +113,12 @@ pub struct Spec {
     /// the follower). 0 from a follower that predates it: unknown.
     #[serde(default)]
     pub local: u64,
+    /// The client's consumer arguments (`x-priority`, a stream's `x-stream-offset`,
+    /// `x-stream-consumer-name`, `x-single-active-consumer`, ...), so that the leader's
+    /// queue serves the consumer exactly as it serves a local one. The leader sets its
+    /// own [`FORWARDED_ARG`] and [`HELD_ARG`] over whatever these say.
+    #[serde(default)]
+    pub arguments: crate::message::FieldTable,
 }
 
 /// How deliveries are settled (the broker's `Settlement`).
@@ -203,6 +209,14 @@ pub struct WireDelivery {
 /// From the leader to the follower.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Down {
+    /// The consume of `tag` is attached to the leader's queue: a stream consumer's
+    /// start (`x-stream-offset = next`, ...) is fixed from now on. A classic stand-in
+    /// answers its client's consume of a stream only then, as a local consume is
+    /// answered once attached.
+    Attached {
+        /// The consumer.
+        tag: String,
+    },
     /// The consume of `tag` was refused (an exclusive consumer elsewhere, ...).
     Refused {
         /// The consumer.

@@ -26,6 +26,7 @@
 //!   prefetch against what the group checks out to it.
 
 mod classic_forward;
+mod classic_forward_args;
 mod drift;
 mod failover;
 mod faults;

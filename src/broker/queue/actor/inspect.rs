@@ -2,6 +2,7 @@
 //! keep an unused queue from expiring.
 
 use super::*;
+use crate::broker::messages::{DeclareCounts, GetDeclareCounts};
 
 impl Handler<GetStats> for QueueActor {
     type Result = MessageResult<GetStats>;
@@ -32,6 +33,22 @@ impl Handler<GetStats> for QueueActor {
             counts: self.state.counts(),
             ..QueueStats::default()
         })
+    }
+}
+
+impl Handler<GetDeclareCounts> for QueueActor {
+    type Result = Response<Result<DeclareCounts, BrokerError>>;
+
+    fn handle(&mut self, _msg: GetDeclareCounts, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(home) = self.remote.as_ref().filter(|_| !self.deleted) {
+            // A stand-in holds nothing: the home's counts.
+            return Response::fut(home.declare_counts());
+        }
+        let stats = <Self as Handler<GetStats>>::handle(self, GetStats, ctx).0;
+        Response::reply(Ok(DeclareCounts {
+            messages: stats.ready,
+            consumers: stats.consumers,
+        }))
     }
 }
 
