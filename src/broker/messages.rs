@@ -567,24 +567,6 @@ impl MessageCounts {
 #[rtype(result = "QueueStats")]
 pub struct GetStats;
 
-/// Asks a queue for what a `queue.declare-ok` reports: its ready messages and its
-/// consumers. A classic queue's stand-in (a cluster node that is not its home) asks
-/// the home, as RabbitMQ answers a declare with the queue's counts from any node; a
-/// home that cannot be asked makes it `NOT_FOUND`, as RabbitMQ answers for a queue
-/// whose node is down.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<DeclareCounts, BrokerError>")]
-pub struct GetDeclareCounts;
-
-/// The answer to [`GetDeclareCounts`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct DeclareCounts {
-    /// Messages ready for delivery (a stream's: its records).
-    pub messages: u64,
-    /// Consumers attached (at the home: those served through sessions too).
-    pub consumers: u32,
-}
-
 /// One consumer of a queue, as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {

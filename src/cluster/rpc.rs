@@ -182,7 +182,7 @@ pub enum Reply {
     /// To [`Rpc::Forward`]: what the queue took.
     Forward(super::forward::Taken),
     /// To [`Rpc::DeclareCounts`]: the home queue's counts, or why not.
-    DeclareCounts(Result<crate::broker::messages::DeclareCounts, BrokerError>),
+    DeclareCounts(Result<crate::broker::queue::actor::DeclareCounts, BrokerError>),
 }
 
 /// Why a forwarded write was not committed.

@@ -6,7 +6,7 @@
 //! ... is down or inaccessible"), rather than counts that look real and are not.
 
 use super::*;
-use crate::broker::messages::{DeclareCounts, GetDeclareCounts};
+use crate::broker::queue::actor::{DeclareCounts, GetDeclareCounts};
 
 /// How long a stand-in waits for its home's counts (connecting included).
 pub const COUNTS_WAIT: Duration = Duration::from_secs(5);

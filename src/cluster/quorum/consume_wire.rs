@@ -288,4 +288,45 @@ mod tests {
         let (_, got): (u64, Up) = read_frame(&mut a).await.unwrap().unwrap();
         assert!(matches!(got, Up::Settle { ids, how: How::Requeue } if ids == [1, 2]));
     }
+
+    /// A consumer's arguments reach the leader as the client gave them, typed AMQP
+    /// values included (an `x-stream-offset` timestamp), and the leader's `Attached`
+    /// names the consumer.
+    #[tokio::test]
+    async fn a_consume_carries_the_client_s_arguments_and_is_answered_attached() {
+        use crate::message::{FieldTable, FieldValue, TypedValue};
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let arguments: FieldTable = [
+            ("x-priority".to_string(), FieldValue::Int(-4)),
+            (
+                "x-stream-offset".to_string(),
+                FieldValue::Typed(TypedValue::Timestamp(1_700_000_000)),
+            ),
+            ("x-stream-consumer-name".to_string(), "app".into()),
+        ]
+        .into();
+        let up = Up::Consume {
+            spec: Spec {
+                tag: "c1".into(),
+                prefetch: 10,
+                auto_ack: false,
+                exclusive: false,
+                local: 3,
+                arguments: arguments.clone(),
+            },
+            credit: 100,
+            held: 0,
+        };
+        write_frame(&mut a, 1, &up).await.unwrap();
+        let (_, got): (u64, Up) = read_frame(&mut b).await.unwrap().unwrap();
+        match got {
+            Up::Consume { spec, .. } => assert_eq!(spec.arguments, arguments),
+            other => panic!("{other:?}"),
+        }
+        write_frame(&mut b, 2, &Down::Attached { tag: "c1".into() })
+            .await
+            .unwrap();
+        let (_, got): (u64, Down) = read_frame(&mut a).await.unwrap().unwrap();
+        assert!(matches!(got, Down::Attached { tag } if tag == "c1"));
+    }
 }

@@ -2,7 +2,29 @@
 //! keep an unused queue from expiring.
 
 use super::*;
-use crate::broker::messages::{DeclareCounts, GetDeclareCounts};
+
+/// Marks the queue as used (sent by the registry on a redeclare; `x-expires`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Touch;
+
+/// Asks a queue for what a `queue.declare-ok` reports: its ready messages and its
+/// consumers. A classic queue's stand-in (a cluster node that is not its home) asks
+/// the home, as RabbitMQ answers a declare with the queue's counts from any node; a
+/// home that cannot be asked makes it `NOT_FOUND`, as RabbitMQ answers for a queue
+/// whose node is down.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<DeclareCounts, BrokerError>")]
+pub struct GetDeclareCounts;
+
+/// The answer to [`GetDeclareCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeclareCounts {
+    /// Messages ready for delivery (a stream's: its records).
+    pub messages: u64,
+    /// Consumers attached (at the home: those served through sessions too).
+    pub consumers: u32,
+}
 
 impl Handler<GetStats> for QueueActor {
     type Result = MessageResult<GetStats>;

@@ -4,6 +4,8 @@
 //! sessions a quorum queue's follower opens to its group's leader (see
 //! `replica/remote.rs`): on the home a session is one owner of the real queue, so
 //! acks, prefetch, redelivery marks and the requeue when the owner goes behave as for
+//! a local consumer. Each consume carries the client's arguments (`x-priority`, a
+//! stream's `x-stream-offset` and consumer name), so the home serves it as it serves
 //! a local consumer. This actor only routes each owner's orders to its session.
 
 use super::*;
