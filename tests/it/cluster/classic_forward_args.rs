@@ -61,7 +61,7 @@ fn records(range: std::ops::Range<i64>) -> Vec<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_is_consumed_through_a_node_that_is_not_its_home_from_first_an_offset_and_next() {
     let dir = tempfile::tempdir().unwrap();
-    let nodes = block_in_place(|| three_led(dir.path()));
+    let mut nodes = block_in_place(|| three_led(dir.path()));
     let (home, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     declare_on(
         &nodes,
@@ -142,7 +142,30 @@ async fn a_stream_is_consumed_through_a_node_that_is_not_its_home_from_first_an_
         e.to_string().contains("no-ack consume is not supported"),
         "{e}"
     );
-    super::assert_no_panic(&nodes);
+
+    // The home down: a consume through C is refused naming it (not answered and then
+    // cancelled: its answer waits for the home).
+    let home_id = nodes[0].id;
+    drop((pconn, conn, native));
+    nodes[0].kill9();
+    let ch = connect(&nodes[2]).await.create_channel().await.unwrap();
+    ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+    let e = ch
+        .basic_consume(
+            "fs".into(),
+            "down".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect_err("a stream consumer whose home is down is refused");
+    let e = e.to_string();
+    assert!(
+        e.contains("NOT_FOUND")
+            && e.contains(&format!("home node {home_id} is down or inaccessible")),
+        "{e}"
+    );
+    super::assert_no_panic(&nodes[1..]);
 }
 
 /// Before: the home served a consumer of another node at the default priority, so
