@@ -86,10 +86,16 @@ async fn a_stream_is_consumed_through_a_node_that_is_not_its_home_from_first_an_
     assert_eq!(offsets(&mut from_first, 5).await, records(0..5));
     let mut at_3 = consume_from(&ch, "fs", "at-3", AMQPValue::LongLongInt(3)).await;
     assert_eq!(offsets(&mut at_3, 2).await, records(3..5));
-    // From `next`: answered once the home attached it, so what is published after the
-    // answer (here through a third node) is read, and nothing before it.
+    // From `next`, on a channel of its own (its session opens for it): answered once
+    // the home attached it, so what is published after the answer (here through a
+    // third node, whose link to the home is open) is read, and nothing before it.
+    let next_ch = conn.create_channel().await.unwrap();
+    next_ch
+        .basic_qos(10, BasicQosOptions::default())
+        .await
+        .unwrap();
     let next = LongString::from("next");
-    let mut from_next = consume_from(&ch, "fs", "next", AMQPValue::LongString(next)).await;
+    let mut from_next = consume_from(&next_ch, "fs", "next", AMQPValue::LongString(next)).await;
     publish_confirmed(&pch, "fs", (5..8).map(|o| format!("r{o}"))).await;
     assert_eq!(offsets(&mut from_next, 3).await, records(5..8));
     // The others read on as the stream grows.
