@@ -12,7 +12,7 @@
 use crate::broker::context::BrokerContext;
 use crate::broker::exchange::{Destination, ExchangeHandle, ExchangeSpec};
 use crate::broker::messages::*;
-use crate::broker::queue::actor::{DeleteSelf, Purge, QueueInit, Touch};
+use crate::broker::queue::actor::{DeleteSelf, GetDeclareCounts, Purge, QueueInit, Touch};
 use crate::broker::queue::{QueueActor, QueueHandle, QueueSpec};
 use crate::broker::queue_args::QueueConfig;
 use crate::definitions::{Applied, Command, VhostDefinitions};

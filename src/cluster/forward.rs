@@ -43,6 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+mod counts;
+pub(super) use counts::answer as answer_counts;
+
 /// Most messages in one forwarded batch.
 pub const MAX_BATCH: usize = 1000;
 /// A batch takes no more publishes once its bodies reach this size (one publish may
@@ -95,6 +98,8 @@ pub struct Home {
     target: Arc<Target>,
     /// The cluster's runtime.
     rt: tokio::runtime::Handle,
+    /// Where a declare's counts are asked of the home (`counts`).
+    counts: counts::CountsLink,
 }
 
 /// What a [`Home`]'s batcher needs to reach the home.
@@ -120,6 +125,7 @@ impl Home {
             tx,
             target,
             rt: rt.clone(),
+            counts: counts::CountsLink::default(),
         }
     }
 

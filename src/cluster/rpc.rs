@@ -77,6 +77,16 @@ pub enum Rpc {
     /// Publishes to a classic queue of the node asked, forwarded by a node where the
     /// queue is a stand-in (see [`super::forward`]).
     Forward(super::forward::Forwarded),
+    /// What a declare of a classic queue of the node asked reports (its ready
+    /// messages and consumers), asked by a node where the queue is a stand-in.
+    DeclareCounts {
+        /// The virtual host.
+        vhost: String,
+        /// The queue.
+        queue: String,
+        /// The node that asks (logs).
+        from: NodeId,
+    },
 }
 
 /// One node's own view of the cluster.
@@ -171,6 +181,8 @@ pub enum Reply {
     Groups(Result<super::quorum::grow::ChangeCount, BrokerError>),
     /// To [`Rpc::Forward`]: what the queue took.
     Forward(super::forward::Taken),
+    /// To [`Rpc::DeclareCounts`]: the home queue's counts, or why not.
+    DeclareCounts(Result<crate::broker::queue::actor::DeclareCounts, BrokerError>),
 }
 
 /// Why a forwarded write was not committed.

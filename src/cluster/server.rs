@@ -94,6 +94,12 @@ async fn answer(core: &Arc<Core>, rpc: Rpc, frame: &bytes::Bytes) -> Reply {
             let here = core.home_here(&batch.vhost, &batch.queue);
             Reply::Forward(super::forward::take(core.broker(), here, batch).await)
         }
+        Rpc::DeclareCounts { vhost, queue, from } => {
+            tracing::trace!(%vhost, %queue, from, "declare counts asked by a stand-in");
+            let here = core.home_here(&vhost, &queue);
+            let counts = super::forward::answer_counts(core.broker(), here, vhost, queue);
+            Reply::DeclareCounts(counts.await)
+        }
         // Taken over by `connection` before it gets here.
         Rpc::ConsumeSession(_) => Reply::ConsumeSession(Err(
             super::quorum::consume_wire::Refused::Failed(crate::error::BrokerError::internal(

@@ -27,7 +27,10 @@ use super::types::NodeId;
 /// (`Op::SetPolicy` / `Op::ClearPolicy`), the groups' records and snapshots hold them
 /// (`GroupInfo::changed_limits`), a group's log has a new command
 /// (`Command::SetLimits`, and the machine's `limits_at`); virtual host limits are
-/// replicated (`Op::SetVhostLimits` proposed; the definitions snapshot carries them).
+/// replicated (`Op::SetVhostLimits` proposed; the definitions snapshot carries them);
+/// a consume session's consumer carries its arguments (`Spec::arguments`) and
+/// the leader says when it is attached (`Down::Attached`); a stand-in asks its
+/// queue's home for a declare's counts (`Rpc::DeclareCounts`).
 pub const CLUSTER_PROTOCOL: u32 = 3;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.

@@ -37,6 +37,7 @@ mod replica;
 mod standin;
 mod stream;
 
+pub use inspect::{DeclareCounts, GetDeclareCounts, Touch};
 pub use reconfigure::Reconfigure;
 pub use replica::GroupChanged;
 
@@ -116,7 +117,7 @@ pub(crate) struct QueueInit {
     /// Set on a cluster node that is not the queue's home: where its messages live,
     /// and where its publishes are forwarded.
     pub remote: Option<Arc<crate::cluster::Home>>,
-    /// With `remote`: the queue is a stream (its consumers are not forwarded).
+    /// With `remote`: the queue is a stream (its consumers answered once attached).
     pub remote_stream: bool,
     /// Set for a quorum queue in a cluster: its Raft group (see [`replica`]).
     pub replica: Option<Arc<crate::cluster::quorum::runtime::QueueGroup>>,
@@ -191,9 +192,9 @@ pub struct QueueActor {
     /// Set on a cluster node that is not the queue's home: publishes are forwarded
     /// there, consumers and gets served from there (see [`standin`]).
     remote: Option<Arc<crate::cluster::Home>>,
-    /// With `remote`: a stream's stand-in. Its consumers are refused: a consume
-    /// session carries no consumer arguments (`x-stream-offset`, filters), so the
-    /// home would read from the wrong place.
+    /// With `remote`: a stream's stand-in. Its consumers are checked here as at the
+    /// home, and answered once the home attached them, their start (`next`) fixed
+    /// before the client goes on (see [`standin`]).
     remote_stream: bool,
     /// Set for a quorum queue in a cluster: the handlers hand their work to it (see
     /// [`replica`]).
@@ -207,11 +208,6 @@ pub struct QueueActor {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
 pub struct Wake;
-
-/// Marks the queue as used (sent by the registry on a redeclare; `x-expires`).
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct Touch;
 
 impl QueueActor {
     /// Starts a queue actor on `arbiter`.

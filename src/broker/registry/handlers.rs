@@ -145,15 +145,16 @@ impl Registry {
                     saved.await?;
                 }
                 // Closed: the queue deleted itself between the registry's look and now.
-                let stats = handle
+                // A stand-in's counts are its home's.
+                let counts = handle
                     .addr()
-                    .send(GetStats)
+                    .send(GetDeclareCounts)
                     .await
-                    .map_err(|_| BrokerError::not_found("queue", handle.name(), &vhost))?;
+                    .map_err(|_| BrokerError::not_found("queue", handle.name(), &vhost))??;
                 Ok(QueueDeclared {
                     name: handle.name().to_string(),
-                    messages: stats.ready,
-                    consumers: stats.consumers,
+                    messages: counts.messages,
+                    consumers: counts.consumers,
                 })
             }
             .into_actor(self),

@@ -113,6 +113,12 @@ pub struct Spec {
     /// the follower). 0 from a follower that predates it: unknown.
     #[serde(default)]
     pub local: u64,
+    /// The client's consumer arguments (`x-priority`, a stream's `x-stream-offset`,
+    /// `x-stream-consumer-name`, `x-single-active-consumer`, ...), so that the leader's
+    /// queue serves the consumer exactly as it serves a local one. The leader sets its
+    /// own [`FORWARDED_ARG`] and [`HELD_ARG`] over whatever these say.
+    #[serde(default)]
+    pub arguments: crate::message::FieldTable,
 }
 
 /// How deliveries are settled (the broker's `Settlement`).
@@ -203,6 +209,14 @@ pub struct WireDelivery {
 /// From the leader to the follower.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Down {
+    /// The consume of `tag` is attached to the leader's queue: a stream consumer's
+    /// start (`x-stream-offset = next`, ...) is fixed from now on. A classic stand-in
+    /// answers its client's consume of a stream only then, as a local consume is
+    /// answered once attached.
+    Attached {
+        /// The consumer.
+        tag: String,
+    },
     /// The consume of `tag` was refused (an exclusive consumer elsewhere, ...).
     Refused {
         /// The consumer.
@@ -273,5 +287,46 @@ mod tests {
         write_frame(&mut b, 4, &up).await.unwrap();
         let (_, got): (u64, Up) = read_frame(&mut a).await.unwrap().unwrap();
         assert!(matches!(got, Up::Settle { ids, how: How::Requeue } if ids == [1, 2]));
+    }
+
+    /// A consumer's arguments reach the leader as the client gave them, typed AMQP
+    /// values included (an `x-stream-offset` timestamp), and the leader's `Attached`
+    /// names the consumer.
+    #[tokio::test]
+    async fn a_consume_carries_the_client_s_arguments_and_is_answered_attached() {
+        use crate::message::{FieldTable, FieldValue, TypedValue};
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let arguments: FieldTable = [
+            ("x-priority".to_string(), FieldValue::Int(-4)),
+            (
+                "x-stream-offset".to_string(),
+                FieldValue::Typed(TypedValue::Timestamp(1_700_000_000)),
+            ),
+            ("x-stream-consumer-name".to_string(), "app".into()),
+        ]
+        .into();
+        let up = Up::Consume {
+            spec: Spec {
+                tag: "c1".into(),
+                prefetch: 10,
+                auto_ack: false,
+                exclusive: false,
+                local: 3,
+                arguments: arguments.clone(),
+            },
+            credit: 100,
+            held: 0,
+        };
+        write_frame(&mut a, 1, &up).await.unwrap();
+        let (_, got): (u64, Up) = read_frame(&mut b).await.unwrap().unwrap();
+        match got {
+            Up::Consume { spec, .. } => assert_eq!(spec.arguments, arguments),
+            other => panic!("{other:?}"),
+        }
+        write_frame(&mut b, 2, &Down::Attached { tag: "c1".into() })
+            .await
+            .unwrap();
+        let (_, got): (u64, Down) = read_frame(&mut a).await.unwrap().unwrap();
+        assert!(matches!(got, Down::Attached { tag } if tag == "c1"));
     }
 }

@@ -89,6 +89,11 @@ pub struct LocalConsumer {
     pub deliver: Recipient<Deliver>,
     /// Where a cancel by the broker goes.
     pub cancelled: Option<Recipient<ConsumerCancelled>>,
+    /// Told once the leader attached it ([`Down::Attached`]) or why it could not:
+    /// a classic stand-in answers its client's consume of a stream only then, so
+    /// that the consumer's start (`next`, `last`) is fixed before the client goes on
+    /// (`None`: answered at once, the consumer attached whenever the session is).
+    pub attached: Option<oneshot::Sender<Result<(), BrokerError>>>,
 }
 
 /// Why a session ended.
@@ -212,9 +217,14 @@ impl Task {
         if !self.consumers.is_empty() || !self.waiting.is_empty() {
             tracing::warn!(queue = %self.open.queue, vhost = %self.open.vhost, home, why, "consumers of a queue of another node cancelled: its home is down");
         }
-        for (_, c) in std::mem::take(&mut self.consumers) {
+        for (_, mut c) in std::mem::take(&mut self.consumers) {
             self.written.forget(c.id);
             self.stale.forget(c.id);
+            if let Some(waiting) = c.attached.take() {
+                // Not answered yet: the consume fails (its queue actor drops it then).
+                let _ = waiting.send(Err(BrokerError::new(ErrorCode::NotFound, reason.clone())));
+                continue;
+            }
             // The queue actor forgets it first, as for a consumer the leader refuses.
             drop(self.handle.cancel(self.owner, &c.tag));
             if let Some(to) = &c.cancelled {

@@ -155,7 +155,11 @@ pub async fn serve(mut conn: Conn, id: u64, open: Open, here: Here) -> std::io::
                 .await
                 {
                     Ok(a) => {
-                        consumers.insert(tag, a);
+                        consumers.insert(tag.clone(), a);
+                        // Not waited for here either (a stand-in's stream consume
+                        // is answered once it comes).
+                        let down = down.clone();
+                        tokio::spawn(async move { down.send(Down::Attached { tag }).await });
                     }
                     // Refused; unless this node stopped leading meanwhile: then the
                     // follower opens the session again at the new leader.
@@ -234,7 +238,10 @@ async fn attach(
     credit: u32,
     down: mpsc::Sender<Down>,
 ) -> Result<Attached, BrokerError> {
-    let mut arguments = crate::message::FieldTable::new();
+    // The client's own arguments (priority, a stream's offset, ...), so that the
+    // queue serves it as a local consumer; the session's markers are this node's.
+    let mut arguments = spec.arguments;
+    arguments.remove(HELD_ARG);
     // Where it comes from: the follower's node and its id there (see `Spec::local`).
     let origin = crate::cluster::quorum::consume_wire::origin_arg(from, spec.local);
     arguments.insert(FORWARDED_ARG.into(), origin);

@@ -28,6 +28,7 @@
 //! - [`vhost_limits`]: virtual host limits are the cluster's.
 
 mod classic_forward;
+mod classic_forward_args;
 mod drift;
 mod failover;
 mod faults;

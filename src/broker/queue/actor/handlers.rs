@@ -67,32 +67,33 @@ impl Handler<Enqueue> for QueueActor {
 }
 
 impl Handler<Consume> for QueueActor {
-    type Result = Result<Arc<str>, BrokerError>;
+    /// At once, but for a stream's stand-in: answered once the home attached it.
+    type Result = Response<Result<Arc<str>, BrokerError>>;
 
     fn handle(&mut self, msg: Consume, ctx: &mut Self::Context) -> Self::Result {
         self.drain_inbox(ctx);
         if self.deleted {
-            return Err(self.not_found());
+            return Response::reply(Err(self.not_found()));
         }
+        if self.remote.is_some() && self.remote_stream {
+            return self.standin_stream_consume(msg, ctx);
+        }
+        Response::reply(self.consume(msg, ctx))
+    }
+}
+
+impl QueueActor {
+    /// Attaches a consumer here (or, on a node that does not serve the queue, routes
+    /// it to its session) and answers its tag.
+    fn consume(&mut self, msg: Consume, ctx: &mut Context<Self>) -> Result<Arc<str>, BrokerError> {
         if self.stream.is_some() {
             return self.stream_consume(msg, ctx);
         }
         if self.replica.is_some() {
             return self.replica_consume(msg, ctx);
         }
-        if let Some(home) = self.remote.as_ref().filter(|_| self.remote_stream) {
-            return Err(BrokerError::new(
-                ErrorCode::NotAllowed,
-                format!(
-                    "stream '{}' in vhost '{}' {}: consume from it there (stream consumers are not forwarded between nodes)",
-                    self.name,
-                    self.vhost,
-                    home.describe()
-                ),
-            ));
-        }
         if self.remote.is_some() {
-            let consumed = self.remote_consume(msg);
+            let consumed = self.remote_consume(msg, None);
             self.remote_wait(ctx);
             return consumed;
         }

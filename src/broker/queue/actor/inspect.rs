@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// Marks the queue as used (sent by the registry on a redeclare; `x-expires`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Touch;
+
+/// Asks a queue for what a `queue.declare-ok` reports: its ready messages and its
+/// consumers. A classic queue's stand-in (a cluster node that is not its home) asks
+/// the home, as RabbitMQ answers a declare with the queue's counts from any node; a
+/// home that cannot be asked makes it `NOT_FOUND`, as RabbitMQ answers for a queue
+/// whose node is down.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<DeclareCounts, BrokerError>")]
+pub struct GetDeclareCounts;
+
+/// The answer to [`GetDeclareCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeclareCounts {
+    /// Messages ready for delivery (a stream's: its records).
+    pub messages: u64,
+    /// Consumers attached (at the home: those served through sessions too).
+    pub consumers: u32,
+}
+
 impl Handler<GetStats> for QueueActor {
     type Result = MessageResult<GetStats>;
 
@@ -32,6 +55,22 @@ impl Handler<GetStats> for QueueActor {
             counts: self.state.counts(),
             ..QueueStats::default()
         })
+    }
+}
+
+impl Handler<GetDeclareCounts> for QueueActor {
+    type Result = Response<Result<DeclareCounts, BrokerError>>;
+
+    fn handle(&mut self, _msg: GetDeclareCounts, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(home) = self.remote.as_ref().filter(|_| !self.deleted) {
+            // A stand-in holds nothing: the home's counts.
+            return Response::fut(home.declare_counts());
+        }
+        let stats = <Self as Handler<GetStats>>::handle(self, GetStats, ctx).0;
+        Response::reply(Ok(DeclareCounts {
+            messages: stats.ready,
+            consumers: stats.consumers,
+        }))
     }
 }
 

@@ -15,6 +15,29 @@ const STREAM_TICK: Duration = Duration::from_secs(1);
 /// The stream body of a queue actor.
 pub(crate) type Stream = Box<StreamState<ConsumerHandle>>;
 
+/// A stream consumer's options checked (a stand-in checks them too, so that a consume
+/// through another node is refused as at the home): its start (`x-stream-offset`),
+/// its name, and whether it joins a single-active group.
+pub(super) fn stream_consumer(
+    options: &crate::broker::messages::ConsumerSpec,
+    q: &str,
+) -> Result<(Option<stream_args::StartAt>, Option<String>, bool), BrokerError> {
+    if options.auto_ack {
+        return Err(BrokerError::precondition(format!(
+            "no-ack consume is not supported by stream queue '{q}': consumers acknowledge (acks are flow credit)"
+        )));
+    }
+    if options.prefetch == 0 {
+        return Err(BrokerError::precondition(format!(
+            "consumer prefetch count is not set for stream queue '{q}': a stream consumer needs a prefetch (basic.qos)"
+        )));
+    }
+    let start = stream_args::start_at(&options.arguments, q, crate::storage::stream::now_millis())?;
+    let name = stream_args::consumer_name(&options.arguments, q)?;
+    let grouped = group::single_active(&options.arguments, name.as_deref(), q)?;
+    Ok((start, name, grouped))
+}
+
 impl QueueActor {
     fn stream(&mut self) -> &mut StreamState<ConsumerHandle> {
         self.stream.as_mut().expect("a stream queue")
@@ -62,23 +85,7 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> Result<Arc<str>, BrokerError> {
         let q = self.name.clone();
-        if msg.options.auto_ack {
-            return Err(BrokerError::precondition(format!(
-                "no-ack consume is not supported by stream queue '{q}': consumers acknowledge (acks are flow credit)"
-            )));
-        }
-        if msg.options.prefetch == 0 {
-            return Err(BrokerError::precondition(format!(
-                "consumer prefetch count is not set for stream queue '{q}': a stream consumer needs a prefetch (basic.qos)"
-            )));
-        }
-        let start = stream_args::start_at(
-            &msg.options.arguments,
-            &q,
-            crate::storage::stream::now_millis(),
-        )?;
-        let name = stream_args::consumer_name(&msg.options.arguments, &q)?;
-        let grouped = group::single_active(&msg.options.arguments, name.as_deref(), &q)?;
+        let (start, name, grouped) = stream_consumer(&msg.options, &q)?;
         let tag: Arc<str> = if msg.options.tag.is_empty() {
             self.tag_seq += 1;
             Arc::from(format!("amq.ctag-{}-{}", self.incarnation, self.tag_seq))

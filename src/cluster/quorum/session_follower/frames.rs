@@ -146,11 +146,17 @@ impl Task {
             }
             Down::Refused { tag, error } => {
                 tracing::info!(queue = %self.open.queue, tag, %error, "quorum queue: the leader refused a forwarded consumer");
-                let Some(c) = self.consumers.remove(tag.as_str()) else {
+                let Some(mut c) = self.consumers.remove(tag.as_str()) else {
                     return;
                 };
                 self.written.forget(c.id);
                 self.stale.forget(c.id);
+                if let Some(waiting) = c.attached.take() {
+                    // Its client was not answered yet: the consume itself fails, with
+                    // the leader's reason (its queue actor drops it on the answer).
+                    let _ = waiting.send(Err(error));
+                    return;
+                }
                 // The queue actor forgets it first (through the queue's inbox, ahead
                 // of anything the client does once told): else it would still count
                 // it, and refuse the same tag or an exclusive consume for good.
@@ -200,6 +206,15 @@ impl Task {
                         ids: vec![id],
                         how: if handed { How::Ack } else { How::Requeue },
                     });
+                }
+            }
+            Down::Attached { tag } => {
+                if let Some(waiting) = self
+                    .consumers
+                    .get_mut(tag.as_str())
+                    .and_then(|c| c.attached.take())
+                {
+                    let _ = waiting.send(Ok(()));
                 }
             }
             Down::Cancelled { .. } => {}

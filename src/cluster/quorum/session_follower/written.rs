@@ -20,6 +20,7 @@ pub(super) fn wire_spec(spec: &Spec) -> Spec {
         auto_ack: false,
         exclusive: spec.exclusive,
         local: spec.local,
+        arguments: spec.arguments.clone(),
     }
 }
 
@@ -112,12 +113,14 @@ mod tests {
             auto_ack: true,
             exclusive: true,
             local: 4,
+            arguments: [("x-priority".to_string(), crate::message::FieldValue::Int(5))].into(),
         };
         let w = wire_spec(&spec);
         assert!(!w.auto_ack);
         assert_eq!(w.prefetch, 0);
         assert!(w.exclusive);
         assert_eq!(w.local, 4);
+        assert_eq!(w.arguments, spec.arguments, "its arguments carried");
         let acked = Spec {
             auto_ack: false,
             ..spec

@@ -22,6 +22,8 @@ struct RemoteConsumer {
     prefetch: u32,
     auto_ack: bool,
     exclusive: bool,
+    /// Its `x-priority` (a stand-in's home honours it; a quorum queue has none).
+    priority: i64,
     cancelled: Option<Recipient<ConsumerCancelled>>,
 }
 
@@ -202,11 +204,14 @@ impl QueueActor {
     }
 
     /// A consume on a node that does not lead: served by the leader through the
-    /// owner's session. A consume the leader refuses later (an exclusive consumer on
-    /// another node) is cancelled with the leader's reason, and forgotten here.
+    /// owner's session, with the client's arguments. A consume the leader refuses
+    /// later (an exclusive consumer on another node) is cancelled with the leader's
+    /// reason, and forgotten here; with `attached`, the leader's answer goes there
+    /// instead (the caller answers the client only then).
     pub(in crate::broker::queue::actor) fn remote_consume(
         &mut self,
         msg: Consume,
+        attached: Option<oneshot::Sender<Result<(), BrokerError>>>,
     ) -> Result<Arc<str>, BrokerError> {
         if msg.options.arguments.contains_key(FORWARDED_ARG) {
             // A session's consumer reached a node that no longer leads: the session
@@ -214,6 +219,12 @@ impl QueueActor {
             return Err(self.not_served());
         }
         let (name, vhost) = (self.name.clone(), self.vhost.clone());
+        // A classic queue's home honours `x-priority`: refused here as it would be
+        // there, before the client is answered.
+        let priority = match self.replica {
+            None => consumer_priority(&msg.options.arguments, &name)?,
+            Some(_) => 0,
+        };
         let local = self.replica.as_ref().map_or(0, |r| r.consumers.len());
         let id = match self.replica.as_mut() {
             Some(r) => {
@@ -258,18 +269,21 @@ impl QueueActor {
                     auto_ack: msg.options.auto_ack,
                     exclusive: msg.options.exclusive,
                     local: id,
+                    arguments: msg.options.arguments,
                 },
                 window: msg.window,
                 unwritten: 0,
                 held: Vec::new(),
                 deliver: msg.deliver,
                 cancelled: msg.cancelled,
+                attached,
             },
+            priority,
         );
         Ok(tag)
     }
 
-    fn forward_consumer(&mut self, owner: OwnerId, c: LocalConsumer) {
+    fn forward_consumer(&mut self, owner: OwnerId, c: LocalConsumer, priority: i64) {
         let o = self.session_of(owner);
         o.consumers.push(RemoteConsumer {
             id: c.id,
@@ -277,6 +291,7 @@ impl QueueActor {
             prefetch: c.spec.prefetch,
             auto_ack: c.spec.auto_ack,
             exclusive: c.spec.exclusive,
+            priority,
             cancelled: c.cancelled.clone(),
         });
         o.session.consume(c);
@@ -342,13 +357,17 @@ impl QueueActor {
                         auto_ack: c.auto_ack,
                         exclusive: c.exclusive,
                         local: c.id,
+                        // A quorum queue's own consumer: no argument it honours.
+                        arguments: crate::message::FieldTable::new(),
                     },
                     window,
                     unwritten,
                     held: held.remove(&c.id).unwrap_or_default(),
                     deliver: c.handle.deliver,
                     cancelled: c.handle.cancelled,
+                    attached: None,
                 },
+                0,
             );
         }
     }
@@ -413,7 +432,7 @@ impl QueueActor {
                     prefetch: c.prefetch,
                     ack_required: !c.auto_ack,
                     active: active(c.id),
-                    priority: 0,
+                    priority: c.priority,
                 })
             })
             .collect()

@@ -93,7 +93,7 @@ impl QueueActor {
         ctx: &mut Context<Self>,
     ) -> Result<Arc<str>, BrokerError> {
         if !self.replica().leads() {
-            let consumed = self.remote_consume(msg);
+            let consumed = self.remote_consume(msg, None);
             self.remote_wait(ctx);
             return consumed;
         }
