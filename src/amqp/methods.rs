@@ -272,7 +272,9 @@ impl AmqpConnection {
                                 owner,
                                 placement,
                             })
-                            .await?
+                            .await??
+                            .with_home_counts()
+                            .await
                     },
                     move |act, ch, d: QueueDeclared, _| {
                         if let Some(st) = act.channels.get_mut(&ch) {

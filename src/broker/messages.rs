@@ -52,6 +52,50 @@ pub struct QueueDeclared {
     pub messages: u64,
     /// Consumers attached.
     pub consumers: u32,
+    /// In a cluster, on a node that is not the queue's home: the home, whose counts
+    /// [`QueueDeclared::with_home_counts`] asks for (the counts above are then zeros).
+    #[doc(hidden)]
+    pub home: AskHome,
+}
+
+/// A stand-in's home to ask for a declare's counts (see [`QueueDeclared`]).
+#[doc(hidden)]
+#[derive(Clone, Default)]
+pub struct AskHome(pub(crate) Option<Arc<crate::cluster::Home>>);
+
+impl std::fmt::Debug for AskHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(home) => write!(f, "AskHome({})", home.describe()),
+            None => f.write_str("AskHome(none)"),
+        }
+    }
+}
+
+/// Whether there is a home to ask, not which: two answers for the same queue compare
+/// equal by their counts.
+impl PartialEq for AskHome {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.is_some() == other.0.is_some()
+    }
+}
+
+impl Eq for AskHome {}
+
+impl QueueDeclared {
+    /// The queue's real counts: through a node that is not the queue's home, asked of
+    /// the home (RabbitMQ answers a declare with them from any node), within a
+    /// deadline; `NOT_FOUND` naming the home when it cannot be asked. Called by the
+    /// declare's caller once the registry has answered, so that no registry waits on
+    /// another node.
+    pub async fn with_home_counts(mut self) -> Result<Self, BrokerError> {
+        if let Some(home) = self.home.0.take() {
+            let counts = home.declare_counts().await?;
+            self.messages = counts.messages;
+            self.consumers = counts.consumers;
+        }
+        Ok(self)
+    }
 }
 
 /// Declares a queue, or with `passive` checks that it exists.

@@ -37,7 +37,7 @@ mod replica;
 mod standin;
 mod stream;
 
-pub use inspect::{DeclareCounts, GetDeclareCounts, Touch};
+pub use inspect::{DeclareCounts, GetDeclareCounts, LocalCounts, Touch};
 pub use reconfigure::Reconfigure;
 pub use replica::GroupChanged;
 

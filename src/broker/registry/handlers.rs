@@ -131,6 +131,7 @@ impl Registry {
             Ok((handle, Some((default, add)), durable))
         })();
         let vhost = self.vhost.clone();
+        let asker = msg.owner;
         // A new durable queue (or a stale one forgotten) is answered once saved.
         let changed = stale_durable || matches!(&result, Ok((_, _, true)));
         let saved = changed.then(|| self.persist());
@@ -145,16 +146,20 @@ impl Registry {
                     saved.await?;
                 }
                 // Closed: the queue deleted itself between the registry's look and now.
-                // A stand-in's counts are its home's.
-                let counts = handle
+                let local = handle
                     .addr()
                     .send(GetDeclareCounts)
                     .await
                     .map_err(|_| BrokerError::not_found("queue", handle.name(), &vhost))??;
+                // A stand-in's counts are its home's, asked by the declare's caller
+                // (not here: the registry would wait on another node). The log's own
+                // declares (applied on every node) answer no client: none asked.
+                let home = local.home.filter(|_| asker != crate::cluster::LOG_OWNER);
                 Ok(QueueDeclared {
                     name: handle.name().to_string(),
-                    messages: counts.messages,
-                    consumers: counts.consumers,
+                    messages: local.counts.messages,
+                    consumers: local.counts.consumers,
+                    home: crate::broker::messages::AskHome(home),
                 })
             }
             .into_actor(self),

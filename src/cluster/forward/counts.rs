@@ -86,6 +86,11 @@ pub(in crate::cluster) async fn answer(
     vhost: String,
     queue: String,
 ) -> Result<DeclareCounts, BrokerError> {
+    if here.is_none() {
+        // The queue's declare is not applied here yet (the asking node applied it
+        // first): it holds nothing yet.
+        return Ok(DeclareCounts::default());
+    }
     if here != Some(true) {
         // Never asked of a second node: its stand-in would ask on.
         return Err(BrokerError::new(
@@ -101,9 +106,10 @@ pub(in crate::cluster) async fn answer(
         })
         .await
         .map_err(|e| BrokerError::internal(format!("registry: {e}")))??;
-    handle
+    let local = handle
         .addr()
         .send(GetDeclareCounts)
         .await
-        .map_err(|_| BrokerError::not_found("queue", &queue, &vhost))?
+        .map_err(|_| BrokerError::not_found("queue", &queue, &vhost))??;
+    Ok(local.counts)
 }

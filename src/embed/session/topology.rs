@@ -61,7 +61,9 @@ impl Session {
                 owner: self.owner,
                 placement: None,
             })
-            .await?
+            .await??
+            .with_home_counts()
+            .await
     }
 
     /// Deletes a queue; answers the messages it held.

@@ -141,7 +141,9 @@ impl Connection {
                                 owner,
                                 placement,
                             })
-                            .await?
+                            .await??
+                            .with_home_counts()
+                            .await
                     },
                     move |act, d: QueueDeclared, _| {
                         act.reply(

@@ -9,13 +9,24 @@ use super::*;
 pub struct Touch;
 
 /// Asks a queue for what a `queue.declare-ok` reports: its ready messages and its
-/// consumers. A classic queue's stand-in (a cluster node that is not its home) asks
-/// the home, as RabbitMQ answers a declare with the queue's counts from any node; a
-/// home that cannot be asked makes it `NOT_FOUND`, as RabbitMQ answers for a queue
-/// whose node is down.
+/// consumers. A classic queue's stand-in (a cluster node that is not its home) holds
+/// none: it answers zeros and its home, which the declare's caller asks afterwards
+/// ([`QueueDeclared::with_home_counts`]), outside the registry's atomic declare, so
+/// that no registry waits on another node.
+///
+/// [`QueueDeclared::with_home_counts`]: crate::broker::messages::QueueDeclared::with_home_counts
 #[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "Result<DeclareCounts, BrokerError>")]
+#[rtype(result = "Result<LocalCounts, BrokerError>")]
 pub struct GetDeclareCounts;
+
+/// The answer to [`GetDeclareCounts`]: this node's counts, and the home to ask
+/// instead when this queue is a stand-in.
+pub struct LocalCounts {
+    /// The counts this queue actor holds (zeros for a stand-in).
+    pub counts: DeclareCounts,
+    /// A stand-in's home, whose counts are the queue's.
+    pub home: Option<Arc<crate::cluster::Home>>,
+}
 
 /// The answer to [`GetDeclareCounts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -59,17 +70,23 @@ impl Handler<GetStats> for QueueActor {
 }
 
 impl Handler<GetDeclareCounts> for QueueActor {
-    type Result = Response<Result<DeclareCounts, BrokerError>>;
+    type Result = MessageResult<GetDeclareCounts>;
 
     fn handle(&mut self, _msg: GetDeclareCounts, ctx: &mut Self::Context) -> Self::Result {
         if let Some(home) = self.remote.as_ref().filter(|_| !self.deleted) {
-            // A stand-in holds nothing: the home's counts.
-            return Response::fut(home.declare_counts());
+            // A stand-in holds nothing: the home's counts are the queue's.
+            return MessageResult(Ok(LocalCounts {
+                counts: DeclareCounts::default(),
+                home: Some(home.clone()),
+            }));
         }
         let stats = <Self as Handler<GetStats>>::handle(self, GetStats, ctx).0;
-        Response::reply(Ok(DeclareCounts {
-            messages: stats.ready,
-            consumers: stats.consumers,
+        MessageResult(Ok(LocalCounts {
+            counts: DeclareCounts {
+                messages: stats.ready,
+                consumers: stats.consumers,
+            },
+            home: None,
         }))
     }
 }

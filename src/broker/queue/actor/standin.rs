@@ -48,11 +48,16 @@ impl QueueActor {
             let e = match tokio::time::timeout(ATTACH_WAIT, answer).await {
                 Ok(Ok(Ok(()))) => return Ok(tag),
                 Ok(Ok(Err(e))) => e,
-                Ok(Err(_)) => BrokerError::internal(format!(
-                    "{what}: the consume session ended before the home attached consumer '{tag}'"
-                )),
+                // Channel-level NOT_FOUND naming the home, as for a home that is down: a
+                // connection-level code would close the client's other channels.
+                Ok(Err(_)) => BrokerError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{what}: the consume session ended before the home attached consumer '{tag}'"
+                    ),
+                ),
                 Err(_) => BrokerError::new(
-                    ErrorCode::ResourceError,
+                    ErrorCode::NotFound,
                     format!(
                         "{what}: the home did not attach consumer '{tag}' within {ATTACH_WAIT:?}"
                     ),
