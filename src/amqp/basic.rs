@@ -234,6 +234,7 @@ impl AmqpConnection {
                     cancelled: Some(cancelled),
                     window,
                     accepts_stored: false,
+                    run_bytes: 0,
                 })
                 .await??;
             Ok::<_, BrokerError>(q)

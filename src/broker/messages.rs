@@ -387,6 +387,31 @@ pub struct Delivery {
     /// connection copies its bytes into the deliver frame, so a replay neither decodes
     /// nor encodes the message's properties.
     pub stored: Option<Arc<crate::storage::stream::codec::StoredMessage>>,
+    /// Consecutive stream records handed over as one item, for a consumer that takes
+    /// runs ([`Consume::run_bytes`]): ids `id .. id + count`, all with this delivery's
+    /// `redelivered` and `delivery_count`; `message` is empty and `stored` none. One
+    /// delivery, one tracked tag range and one settlement per run instead of per
+    /// record.
+    pub run: Option<Box<RecordRun>>,
+}
+
+/// Stream records whose storage frames lie one after another in the same bytes (a
+/// segment's mapping, or the chunk they were appended in), handed to a consumer of runs
+/// as those bytes: the native connection writes them as one `deliver_run` frame
+/// (docs/PROTOCOL.md 6.4.1) without looking at a record.
+#[derive(Debug, Clone)]
+pub struct RecordRun {
+    /// The records' frames, back to back: one slice of the bytes they are stored in.
+    pub records: bytes::Bytes,
+    /// How many records (at least 1).
+    pub count: u32,
+}
+
+impl Delivery {
+    /// How many records it carries: a run's count, else 1.
+    pub fn records(&self) -> u32 {
+        self.run.as_ref().map_or(1, |r| r.count)
+    }
 }
 
 /// A batch of deliveries to one consumer.
@@ -499,6 +524,10 @@ pub struct Consume {
     /// are stored ([`Delivery::stored`], its `message` empty); others are given decoded
     /// messages only.
     pub accepts_stored: bool,
+    /// The consumer takes a stream's records as runs ([`Delivery::run`]) of at most
+    /// this many bytes of records (a native consumer that asked with `x-actormq-runs`;
+    /// the bound keeps a run's frame within the connection's frame size); 0: no runs.
+    pub run_bytes: usize,
 }
 
 /// Detaches a consumer. Its unacked deliveries stay with the owner and can still be

@@ -47,7 +47,7 @@ use crate::broker::registry::Registry;
 use crate::error::BrokerError;
 use actix::Addr;
 use std::collections::{HashMap, VecDeque};
-use tracking::{by_queue, Confirms, Unacked, UnackedTags};
+use tracking::{by_queue, Confirms, QueueIds, Unacked, UnackedTags};
 
 pub use access::{Access, TopicGate};
 pub use publish::{fates, lookup_exchange, Fate, FlowSlot, Outbound, PublishOutcome};
@@ -64,8 +64,6 @@ pub struct ConsumerEntry {
     /// Deliveries that arrived before the queue answered the consume (written after
     /// the consume-ok, which the client must see first).
     pub early: Vec<Deliver>,
-    /// It takes stream records as runs (native `deliver_run` frames).
-    pub runs: bool,
 }
 
 /// What a front end does with one arriving `Deliver`.
@@ -105,7 +103,7 @@ pub struct Channel {
     /// auto-acked).
     recently_cancelled: VecDeque<(String, bool)>,
     /// Settlements not yet sent: (queue, kind, ids), coalesced per queue and kind.
-    pending_settles: Vec<(QueueHandle, Settlement, Vec<u64>)>,
+    pending_settles: Vec<(QueueHandle, Settlement, QueueIds)>,
     /// Queues this channel consumed or got from (released when it closes).
     touched: Vec<QueueHandle>,
     /// Prefetch given to consumers started from now on (AMQP `basic.qos`).
@@ -175,6 +173,20 @@ impl Channel {
         self.next_tag += 1;
         if !no_ack {
             self.unacked.push(tag, queue.clone(), id);
+        }
+        tag
+    }
+
+    /// Gives a run of `count` records (queue ids `id ..`) the next `count` delivery
+    /// tags, tracked as one range unless auto-acked; answers the first. The client
+    /// sees a tag per record and may settle any of them, or a `multiple` up to one
+    /// inside the run: the range is cut there (see [`UnackedTags::take`]).
+    pub fn track_run(&mut self, queue: &QueueHandle, id: u64, count: u32, no_ack: bool) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += u64::from(count);
+        if !no_ack {
+            self.unacked
+                .push_run(tag, queue.clone(), id, u64::from(count));
         }
         tag
     }
@@ -271,8 +283,13 @@ impl Channel {
     /// a publish batch is sent and before any request, so settlements take effect
     /// before whatever the client sent after them.
     pub fn flush_settles(&mut self) {
-        for (queue, settlement, ids) in self.pending_settles.drain(..) {
-            queue.settle(self.owner, ids, settlement);
+        for (queue, settlement, QueueIds { ids, runs }) in self.pending_settles.drain(..) {
+            if !ids.is_empty() {
+                queue.settle(self.owner, ids, settlement);
+            }
+            if !runs.is_empty() {
+                queue.settle_runs(self.owner, runs, settlement);
+            }
         }
     }
 
@@ -293,8 +310,19 @@ impl Channel {
                     // Auto-acked ones already left the queue: they are the client's.
                     return (DeliveryAction::Write { no_ack: true }, Some(msg));
                 }
-                let ids: Vec<u64> = msg.deliveries.iter().map(|d| d.id).collect();
-                msg.queue.settle(self.owner, ids, Settlement::Requeue);
+                let (mut ids, mut runs) = (Vec::new(), Vec::new());
+                for d in &msg.deliveries {
+                    match &d.run {
+                        Some(r) => runs.push((d.id, r.count)),
+                        None => ids.push(d.id),
+                    }
+                }
+                if !runs.is_empty() {
+                    msg.queue.settle_runs(self.owner, runs, Settlement::Requeue);
+                }
+                if !ids.is_empty() {
+                    msg.queue.settle(self.owner, ids, Settlement::Requeue);
+                }
                 (DeliveryAction::Requeued, None)
             }
         }
@@ -321,21 +349,8 @@ impl Channel {
                 queue: None,
                 no_ack,
                 early: Vec::new(),
-                runs: false,
             },
         );
-    }
-
-    /// Consumer `tag` (starting) takes stream records as runs.
-    pub fn consumer_takes_runs(&mut self, tag: &str) {
-        if let Some(c) = self.consumers.get_mut(tag) {
-            c.runs = true;
-        }
-    }
-
-    /// Whether consumer `tag` takes stream records as runs (false once it is gone).
-    pub fn takes_runs(&self, tag: &str) -> bool {
-        self.consumers.get(tag).is_some_and(|c| c.runs)
     }
 
     /// The queue took consumer `tag`: answers the deliveries held meanwhile.

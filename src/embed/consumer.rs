@@ -186,6 +186,7 @@ impl Consumer {
                 cancelled: Some(bridge.clone().recipient()),
                 window,
                 accepts_stored: false,
+                run_bytes: 0,
             })
             .await;
         let tag = match tag {

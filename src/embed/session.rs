@@ -263,6 +263,7 @@ impl Session {
                 cancelled,
                 window: self.broker.context().consumer_window,
                 accepts_stored: false,
+                run_bytes: 0,
             })
             .await?
     }

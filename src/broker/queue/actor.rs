@@ -351,6 +351,16 @@ impl QueueActor {
                     let unknown = self.state.settle(owner, &ids, settlement, now);
                     self.unknown_ids(unknown);
                 }
+                Control::SettleRuns {
+                    owner,
+                    runs,
+                    settlement,
+                } => {
+                    // Only streams hand out runs: settled one by one here.
+                    let ids = super::inbox::run_ids(&runs);
+                    let unknown = self.state.settle(owner, &ids, settlement, now);
+                    self.unknown_ids(unknown);
+                }
                 Control::Credit { consumer, amount } => self.state.return_credit(consumer, amount),
                 Control::Prefetch { owner, prefetch } => self.state.set_prefetch(owner, prefetch),
                 Control::Unhold { .. } => {}

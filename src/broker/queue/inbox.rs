@@ -29,6 +29,18 @@ pub enum Control {
         /// Ack, requeue or discard.
         settlement: Settlement,
     },
+    /// Settle runs of deliveries of `owner`, each (first id, count): the records of a
+    /// stream run ([`crate::broker::messages::RecordRun`]), or the part of one the
+    /// client settled, by range. Only streams hand out runs; any other queue settles
+    /// the ids one by one ([`run_ids`]).
+    SettleRuns {
+        /// Who settles.
+        owner: OwnerId,
+        /// (first queue id, count) ranges.
+        runs: Vec<(u64, u32)>,
+        /// Ack, requeue or discard.
+        settlement: Settlement,
+    },
     /// Detach consumer `tag` of `owner` (its unacked deliveries stay with the owner);
     /// `done` is told once it is detached. In the inbox so that it keeps its order with
     /// the same owner's settlements.
@@ -69,6 +81,13 @@ pub enum Control {
         /// How many.
         amount: u32,
     },
+}
+
+/// The ids of `runs` ((first id, count) ranges), one by one.
+pub fn run_ids(runs: &[(u64, u32)]) -> Vec<u64> {
+    runs.iter()
+        .flat_map(|(id, n)| (0..u64::from(*n)).map(move |k| id + k))
+        .collect()
 }
 
 /// Items waiting for the queue actor.

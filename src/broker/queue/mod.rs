@@ -141,6 +141,16 @@ impl QueueHandle {
         });
     }
 
+    /// Settles runs of deliveries, each (first id, count), through the fast lane as
+    /// [`Self::settle`] does: a stream settles each by range.
+    pub fn settle_runs(&self, owner: OwnerId, runs: Vec<(u64, u32)>, settlement: Settlement) {
+        self.control(Control::SettleRuns {
+            owner,
+            runs,
+            settlement,
+        });
+    }
+
     /// Detaches consumer `tag` of `owner` (in order with the owner's settlements);
     /// resolves once done (an unknown tag is not an error, as in AMQP).
     pub fn cancel(&self, owner: OwnerId, tag: &str) -> tokio::sync::oneshot::Receiver<()> {

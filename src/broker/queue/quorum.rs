@@ -243,6 +243,7 @@ mod tests {
             delivery_count: 1,
             message: m.clone(),
             stored: None,
+            run: None,
         };
         mark_redelivery(&mut first);
         assert!(
@@ -255,6 +256,7 @@ mod tests {
             delivery_count: 3,
             message: m.clone(),
             stored: None,
+            run: None,
         };
         mark_redelivery(&mut third);
         assert_eq!(

@@ -414,6 +414,7 @@ impl<C> QueueState<C> {
             delivery_count,
             message: r.message,
             stored: None,
+            run: None,
         }
     }
 

@@ -145,13 +145,7 @@ impl<H> StreamState<H> {
     /// offset (or its next), its unacked deliveries stay ackable (credit only).
     fn hand_over(&mut self, i: usize) {
         let c = &mut self.consumers[i];
-        let resume = c
-            .unacked
-            .values()
-            .min()
-            .copied()
-            .unwrap_or(c.next)
-            .min(c.next);
+        let resume = c.unacked.min_offset().unwrap_or(c.next).min(c.next);
         let delivered = c.next;
         c.active = false;
         for (id, _) in std::mem::take(&mut c.unacked) {
@@ -218,7 +212,7 @@ impl<H> StreamState<H> {
             .filter(|c| c.owner == owner && c.single_active && c.active)
         {
             let Some(group) = &c.name else { continue };
-            let committed = c.unacked.values().min().copied().unwrap_or(c.next);
+            let committed = c.unacked.min_offset().unwrap_or(c.next);
             if self.offsets.get(group) != Some(&committed) {
                 self.offsets.insert(group.clone(), committed);
                 self.offsets_dirty = true;

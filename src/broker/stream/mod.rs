@@ -13,6 +13,7 @@
 pub mod args;
 pub mod group;
 mod reads;
+mod runs;
 mod unacked;
 
 pub use reads::Damage;
@@ -55,6 +56,9 @@ pub struct NewStreamConsumer<H> {
     pub name: Option<String>,
     /// It takes records read from the files as stored ([`crate::broker::messages::Consume::accepts_stored`]).
     pub accepts_stored: bool,
+    /// It takes runs of at most this many bytes of records (0: none;
+    /// [`crate::broker::messages::Consume::run_bytes`]).
+    pub run_bytes: usize,
 }
 
 /// One consumer of a stream.
@@ -70,7 +74,7 @@ pub struct StreamConsumer<H> {
     prefetch: u32,
     window: u32,
     in_flight: u32,
-    /// Delivery id -> offset, of deliveries not yet settled.
+    /// Delivery id -> offset, of deliveries not yet settled (a run is one span).
     unacked: unacked::Unacked,
     /// The next offset to deliver.
     next: u64,
@@ -95,6 +99,9 @@ pub struct StreamConsumer<H> {
     min_timestamp: Option<i64>,
     /// Takes records as stored (else its reads decode them).
     accepts_stored: bool,
+    /// Takes runs of at most this many bytes of records, as one delivery each (0:
+    /// a delivery per record).
+    run_bytes: usize,
 }
 
 /// A stream's consumers and offsets over its log.
@@ -240,6 +247,7 @@ impl<H> StreamState<H> {
             cursor: None,
             min_timestamp,
             accepts_stored: c.accepts_stored,
+            run_bytes: if c.accepts_stored { c.run_bytes } else { 0 },
         });
         Ok((id, start))
     }
@@ -249,16 +257,6 @@ impl<H> StreamState<H> {
         &self.consumers[idx]
     }
 
-    fn note_acked(&mut self, name: &Option<String>, offset: u64) {
-        if let Some(name) = name {
-            let e = self.offsets.entry(name.clone()).or_insert(0);
-            if offset + 1 > *e {
-                *e = offset + 1;
-                self.offsets_dirty = true;
-            }
-        }
-    }
-
     /// Settles deliveries of `owner`: every settlement returns prefetch credit; an ack
     /// of a named consumer's delivery advances its stored offset. Nothing is removed
     /// (nack and reject, with requeue or not, are credit only). Answers the ids this
@@ -266,23 +264,63 @@ impl<H> StreamState<H> {
     pub fn settle(&mut self, owner: OwnerId, ids: &[u64], settlement: Settlement) -> Vec<u64> {
         let mut unknown = Vec::new();
         for id in ids {
-            let held = self
-                .consumers
-                .iter_mut()
-                .filter(|c| c.owner == owner)
-                .find_map(|c| c.unacked.remove(*id).map(|o| (c.name.clone(), o)));
-            let held = held.or_else(|| match self.orphans.get(id) {
-                Some((o, ..)) if *o == owner => self.orphans.remove(id).map(|(_, n, o)| (n, o)),
-                _ => None,
-            });
-            match held {
-                Some((name, o)) if settlement == Settlement::Ack => self.note_acked(&name, o),
-                Some(_) => {}
-                None => unknown.push(*id),
+            if self.settle_range(owner, *id, 1, settlement) > 0 {
+                unknown.push(*id);
             }
         }
         self.commit_groups(owner);
         unknown
+    }
+
+    /// Settles runs of deliveries of `owner`, each `(first id, count)` (a run, or the
+    /// part of one a client settled), as [`Self::settle`] settles single ones: by range,
+    /// not per record. Answers how many of the ids this owner does not hold.
+    pub fn settle_runs(
+        &mut self,
+        owner: OwnerId,
+        runs: &[(u64, u32)],
+        settlement: Settlement,
+    ) -> u64 {
+        let mut unknown = 0;
+        for (id, count) in runs {
+            unknown += self.settle_range(owner, *id, u64::from(*count), settlement);
+        }
+        self.commit_groups(owner);
+        unknown
+    }
+
+    /// Settles deliveries `id .. id + count` of `owner`; answers how many it does not
+    /// hold.
+    fn settle_range(&mut self, owner: OwnerId, id: u64, count: u64, settlement: Settlement) -> u64 {
+        let ack = settlement == Settlement::Ack;
+        let mut left = count;
+        for c in self.consumers.iter_mut().filter(|c| c.owner == owner) {
+            let removed = c.unacked.remove_run(id, count);
+            if let (true, Some(last)) = (ack, removed.last_offset) {
+                note_acked(&mut self.offsets, &mut self.offsets_dirty, &c.name, last);
+            }
+            left -= removed.count;
+            if left == 0 {
+                return 0;
+            }
+        }
+        if self.orphans.is_empty() {
+            return left;
+        }
+        // Deliveries of consumers cancelled since (rare): one by one.
+        for k in id..id.saturating_add(count) {
+            match self.orphans.get(&k) {
+                Some((o, ..)) if *o == owner => {}
+                _ => continue,
+            }
+            if let Some((_, name, offset)) = self.orphans.remove(&k) {
+                left -= 1;
+                if ack {
+                    note_acked(&mut self.offsets, &mut self.offsets_dirty, &name, offset);
+                }
+            }
+        }
+        left
     }
 
     /// Returns transport credit to consumer `id`.
@@ -352,6 +390,22 @@ impl<H> StreamState<H> {
     /// The stored offset of the named consumer `name`.
     pub fn stored_offset(&self, name: &str) -> Option<u64> {
         self.offsets.get(name).copied()
+    }
+}
+
+/// A named consumer acknowledged `offset`: its stored offset moves past it.
+fn note_acked(
+    offsets: &mut BTreeMap<String, u64>,
+    dirty: &mut bool,
+    name: &Option<String>,
+    offset: u64,
+) {
+    if let Some(name) = name {
+        let e = offsets.entry(name.clone()).or_insert(0);
+        if offset + 1 > *e {
+            *e = offset + 1;
+            *dirty = true;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! ([`StreamState::take_reads`], answered with [`StreamState::read_done`]). The actor
 //! never touches the files itself.
 
+use super::runs::Gather;
 use super::{StreamConsumer, StreamState};
 use crate::broker::messages::Delivery;
 use crate::message::Message;
@@ -14,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 /// The `message` of a delivery that carries its record as stored: one shared empty
 /// message, no allocation per delivery.
-fn empty_message() -> Arc<Message> {
+pub(super) fn empty_message() -> Arc<Message> {
     static EMPTY: OnceLock<Arc<Message>> = OnceLock::new();
     EMPTY
         .get_or_init(|| Arc::new(Message::new("", "", "")))
@@ -65,8 +66,9 @@ impl<H> StreamConsumer<H> {
 }
 
 impl<H> StreamState<H> {
-    /// Hands each consumer with credit the records it has not had, up to `max` in all;
-    /// answers (consumer index, deliveries). Consumers behind the tail cache get a read
+    /// Hands each consumer with credit the records it has not had, up to `max` records
+    /// in all; answers (consumer index, deliveries), a run of records being one
+    /// delivery for a consumer of runs ([`Delivery::records`] counts them). Consumers behind the tail cache get a read
     /// of the files queued instead (see [`Self::take_reads`]).
     pub fn dispatch(&mut self, max: usize) -> Vec<(usize, Vec<Delivery>)> {
         self.log.evict();
@@ -88,21 +90,52 @@ impl<H> StreamState<H> {
                 continue;
             }
             let mut batch = Vec::new();
-            while (batch.len() as u64) < credit {
-                let record = if let Some(r) = c.ahead.pop_front() {
-                    c.ahead_bytes -= r.size;
-                    r
-                } else if c.next >= tail_first && c.next < end {
-                    self.log.get(c.next).expect("in the tail cache").clone()
-                } else {
-                    break;
+            // A consumer of runs gets adjacent stored records as one delivery.
+            let mut gather = (c.run_bytes > 0).then(|| Gather::new(c.run_bytes));
+            let mut handed = 0u64;
+            while handed < credit {
+                let from_ahead = !c.ahead.is_empty();
+                let record = match c.ahead.front() {
+                    Some(r) => r,
+                    None if c.next >= tail_first && c.next < end => {
+                        self.log.get(c.next).expect("in the tail cache")
+                    }
+                    None => break,
                 };
                 let offset = c.next;
+                let skipped = c.min_timestamp.is_some_and(|t| record.timestamp < t);
+                let again = offset < c.redeliver_below;
+                let mut in_run = false;
+                if let (Some(g), false) = (&mut gather, skipped) {
+                    in_run = g.take(record, offset, again);
+                    if !in_run {
+                        // It cannot extend the run: the run goes first, then it starts
+                        // the next one or (no frame at hand) goes alone.
+                        batch.extend(g.finish(&mut self.next_delivery, &mut c.unacked));
+                        in_run = g.take(record, offset, again);
+                    }
+                }
+                // Taken: out of the read-ahead, or (the tail cache) a clone of its
+                // handles, only when it goes as a delivery of its own.
+                let record = match (from_ahead, in_run || skipped) {
+                    (true, _) => {
+                        let r = c.ahead.pop_front().expect("at the front");
+                        c.ahead_bytes -= r.size;
+                        Some(r)
+                    }
+                    (false, false) => Some(record.clone()),
+                    (false, true) => None,
+                };
                 c.next += 1;
-                if c.min_timestamp.is_some_and(|t| record.timestamp < t) {
+                if skipped {
                     continue;
                 }
                 c.min_timestamp = None;
+                if in_run {
+                    handed += 1;
+                    continue;
+                }
+                let record = record.expect("taken");
                 let (message, stored) = match record.message {
                     RecordMessage::Decoded(m) => (m, None),
                     RecordMessage::Stored(s) if c.accepts_stored => (empty_message(), Some(s)),
@@ -115,16 +148,23 @@ impl<H> StreamState<H> {
                         }
                     },
                 };
+                if let Some(g) = &mut gather {
+                    batch.extend(g.finish(&mut self.next_delivery, &mut c.unacked));
+                }
+                handed += 1;
                 self.next_delivery += 1;
-                c.unacked.insert(self.next_delivery, offset);
-                let again = offset < c.redeliver_below;
+                c.unacked.insert_run(self.next_delivery, offset, 1);
                 batch.push(Delivery {
                     id: self.next_delivery,
                     redelivered: again,
                     delivery_count: 1 + u32::from(again),
                     message,
                     stored,
+                    run: None,
                 });
+            }
+            if let Some(g) = &mut gather {
+                batch.extend(g.finish(&mut self.next_delivery, &mut c.unacked));
             }
             if c.ahead.is_empty() && c.next < tail_first && c.reading.is_none() && !c.read_failed {
                 if let Some(mut req) = self.log.read_from(c.next, c.cursor.take()) {
@@ -140,8 +180,8 @@ impl<H> StreamState<H> {
             if batch.is_empty() {
                 continue;
             }
-            c.in_flight += batch.len() as u32;
-            budget -= batch.len() as u64;
+            c.in_flight += handed as u32;
+            budget -= handed;
             out.push((i, batch));
         }
         out

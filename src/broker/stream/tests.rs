@@ -34,6 +34,7 @@ fn consumer(owner: u64, start: Option<StartAt>, name: Option<&str>) -> NewStream
         start,
         name: name.map(str::to_string),
         accepts_stored: false,
+        run_bytes: 0,
     }
 }
 
@@ -282,4 +283,149 @@ fn a_read_that_retention_overtook_is_dropped_and_the_consumer_goes_on_from_the_f
     }
     let got = drain(&mut s, 1, 3);
     assert_eq!(got[0], first as i64, "the stale read was dropped");
+}
+
+/// A consumer of runs (a native connection that asked for them), prefetch `prefetch`.
+fn run_consumer(owner: u64, prefetch: u32, name: Option<&str>) -> NewStreamConsumer<()> {
+    NewStreamConsumer {
+        accepts_stored: true,
+        run_bytes: 1024 * 1024,
+        prefetch,
+        ..consumer(owner, Some(StartAt::First), name)
+    }
+}
+
+/// The offsets a delivery carries, a run's by its records.
+fn run_offsets(d: &Delivery) -> Vec<i64> {
+    match &d.run {
+        Some(r) => {
+            let mut got = Vec::new();
+            crate::protocol::split_run(&r.records, r.count, |rec| got.push(rec.offset as i64))
+                .expect("a well-formed run");
+            assert_eq!(got.len(), r.count as usize);
+            got
+        }
+        None => offsets(std::slice::from_ref(d)),
+    }
+}
+
+/// A stream on disk of `n` records in chunks of 100, none left in the tail cache.
+fn disk_stream(dir: &std::path::Path, n: usize) -> StreamState<()> {
+    let mut s = disk_state(dir, 16 * 1024, None);
+    for _ in 0..n / 100 {
+        publish(&mut s, 100);
+    }
+    s.log.evict();
+    s
+}
+
+/// One dispatch for consumer 1 after its reads ran: its deliveries.
+fn next_batch(s: &mut StreamState<()>) -> Vec<Delivery> {
+    for _ in 0..3 {
+        let out = s.dispatch(1000);
+        if let Some((_, d)) = out.into_iter().next() {
+            return d;
+        }
+        s.run_reads();
+    }
+    panic!("nothing delivered");
+}
+
+#[test]
+fn a_consumer_of_runs_gets_adjacent_records_as_one_delivery_with_one_span_of_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_stream(dir.path(), 4_000);
+    s.add_consumer(run_consumer(1, 500, Some("app"))).unwrap();
+    let (mut got, mut deliveries, mut next_id) = (Vec::new(), 0, None);
+    while got.len() < 4_000 {
+        let batch = next_batch(&mut s);
+        let records: u32 = batch.iter().map(Delivery::records).sum();
+        assert!(records <= 500, "within the prefetch: {records}");
+        assert_eq!(s.unacked_len(), records as usize, "prefetch counts records");
+        for d in &batch {
+            assert!(next_id.is_none_or(|n| n == d.id), "ids follow one another");
+            next_id = Some(d.id + u64::from(d.records()));
+            got.extend(run_offsets(d));
+        }
+        deliveries += batch.len();
+        let runs: Vec<(u64, u32)> = batch.iter().map(|d| (d.id, d.records())).collect();
+        assert_eq!(s.settle_runs(OwnerId(1), &runs, Settlement::Ack), 0);
+        s.return_credit(1, records);
+    }
+    assert!(got == (0..4_000).collect::<Vec<i64>>(), "out of order");
+    assert!(
+        deliveries < 100,
+        "runs, not records: {deliveries} deliveries"
+    );
+    assert_eq!(s.stored_offset("app"), Some(4_000), "acked by range");
+    assert_eq!(s.unacked_len(), 0);
+}
+
+#[test]
+fn settling_parts_of_runs_returns_the_credit_of_each_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_stream(dir.path(), 1_000);
+    s.add_consumer(run_consumer(1, 7, Some("app"))).unwrap();
+    let batch = next_batch(&mut s);
+    assert_eq!(batch.len(), 1, "7 adjacent records: one run");
+    let first = batch[0].id;
+    assert_eq!(batch[0].records(), 7, "a prefetch of 7 gives a run of 7");
+    // Every other record acked alone: 4 records of credit back; a named consumer's
+    // stored offset follows its highest ack.
+    assert!(s
+        .settle(
+            OwnerId(1),
+            &[first, first + 2, first + 4, first + 6],
+            Settlement::Ack
+        )
+        .is_empty());
+    assert_eq!(s.unacked_len(), 3);
+    assert_eq!(s.stored_offset("app"), Some(7));
+    s.return_credit(1, 7);
+    let more = next_batch(&mut s);
+    let records: u32 = more.iter().map(Delivery::records).sum();
+    assert_eq!(records, 4, "the credit of the 4 acked");
+    assert_eq!(run_offsets(&more[0])[0], 7);
+    // The whole first run again: its 4 acked records are not held any more.
+    assert_eq!(
+        s.settle_runs(OwnerId(1), &[(first, 7)], Settlement::Requeue),
+        4,
+        "each record's credit once"
+    );
+    assert_eq!(s.unacked_len(), 4);
+    // A nack (discard) of the second run's middle, then a range over the rest.
+    let second = more[0].id;
+    assert_eq!(
+        s.settle_runs(OwnerId(1), &[(second + 1, 2)], Settlement::Discard),
+        0
+    );
+    assert_eq!(s.stored_offset("app"), Some(7), "a nack stores nothing");
+    assert_eq!(
+        s.settle_runs(OwnerId(2), &[(second, 4)], Settlement::Ack),
+        4,
+        "not owner 2's"
+    );
+    assert_eq!(
+        s.settle_runs(OwnerId(1), &[(second, 4)], Settlement::Ack),
+        2
+    );
+    assert_eq!(s.stored_offset("app"), Some(11));
+    assert_eq!(s.unacked_len(), 0);
+}
+
+#[test]
+fn a_cancelled_consumer_s_runs_can_still_be_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = disk_stream(dir.path(), 1_000);
+    s.add_consumer(run_consumer(1, 10, Some("app"))).unwrap();
+    let batch = next_batch(&mut s);
+    let first = batch[0].id;
+    assert!(s.cancel(OwnerId(1), "c1"));
+    assert_eq!(s.unacked_len(), 10, "kept as orphans");
+    assert_eq!(
+        s.settle_runs(OwnerId(1), &[(first, 10)], Settlement::Ack),
+        0
+    );
+    assert_eq!(s.stored_offset("app"), Some(10));
+    assert_eq!(s.unacked_len(), 0);
 }

@@ -2,9 +2,8 @@
 //! decides what becomes of each batch and gives the delivery tags), and broker-side
 //! cancels.
 
-use super::run::Run;
 use super::Connection;
-use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery};
+use crate::broker::messages::{ConsumerCancelled, Deliver, Delivery, RecordRun};
 use crate::channel::DeliveryAction;
 use crate::protocol::wire::{
     encode_deliver_run_head, encode_deliver_stored, encode_deliver_stored_head, properties_or_none,
@@ -24,8 +23,9 @@ const BY_REFERENCE: usize = 256;
 /// buffer before its first record is handed over, so runs stay well below that.
 const RUN_MAX_BYTES: usize = 1024 * 1024;
 
-/// Most bytes of records in a run for a broker whose largest frame is `max_frame`.
-fn run_max(max_frame: u32) -> usize {
+/// Most bytes of records in a run for a broker whose largest frame is `max_frame`: what
+/// a consume of runs asks the stream for ([`crate::broker::messages::Consume::run_bytes`]).
+pub(super) fn run_max(max_frame: u32) -> usize {
     // Room for the run's head: the consumer tag (bounded by 255 bytes) and numbers.
     RUN_MAX_BYTES.min((max_frame as usize).saturating_sub(512))
 }
@@ -53,24 +53,17 @@ impl Connection {
     /// Writes a `Deliver` batch the channel accepted, with the channel's delivery tags
     /// (tracked for settlement unless auto-acked).
     pub(super) fn write_deliver(&mut self, msg: Deliver, no_ack: bool) {
-        self.stats.add_delivered(msg.deliveries.len() as u64);
-        let mut run = self
-            .channel
-            .takes_runs(&msg.consumer_tag)
-            .then(|| Run::new(run_max(self.shared.settings.server.max_frame_size)));
+        let records: u32 = msg.deliveries.iter().map(Delivery::records).sum();
+        self.stats.add_delivered(u64::from(records));
         for d in &msg.deliveries {
-            let tag = self.channel.track(&msg.queue, d.id, no_ack);
-            if let Some(run) = &mut run {
-                if run.take(d, tag) {
-                    continue;
-                }
-                // It cannot extend the run: the run so far goes first, then it starts
-                // the next one, or (not a record with its frame at hand) goes alone.
-                self.write_run(run, &msg.consumer_tag);
-                if run.take(d, tag) {
-                    continue;
-                }
+            if let Some(run) = &d.run {
+                // A stream's run of records, handed over as one: one tag range tracked,
+                // one head, the records one slice.
+                let tag = self.channel.track_run(&msg.queue, d.id, run.count, no_ack);
+                self.write_run(&msg.consumer_tag, tag, d, run);
+                continue;
             }
+            let tag = self.channel.track(&msg.queue, d.id, no_ack);
             if let Some(s) = &d.stored {
                 // A stream record as stored: its exchange, routing key and properties
                 // are copied into the frame as they are (the same bytes as encoded).
@@ -111,35 +104,28 @@ impl Connection {
                 d,
             )));
         }
-        if let Some(run) = &mut run {
-            self.write_run(run, &msg.consumer_tag);
-        }
         // The credit goes back to the queue once these bytes are on the socket.
         self.out_credits.push(msg.credit);
     }
 
-    /// Writes the records gathered in `run` (if any) as one `deliver_run` frame, and
-    /// empties it.
-    fn write_run(&mut self, run: &mut Run, consumer_tag: &str) {
-        let Some(r) = run.finish() else {
-            return;
-        };
+    /// Writes `run` (delivery `d`, first tag `first_tag`) as one `deliver_run` frame.
+    fn write_run(&mut self, consumer_tag: &str, first_tag: u64, d: &Delivery, run: &RecordRun) {
         encode_deliver_run_head(
             &mut self.out,
             consumer_tag,
-            r.first_tag,
-            r.redelivered,
-            r.delivery_count,
-            r.count,
-            r.records.len(),
+            first_tag,
+            d.redelivered,
+            d.delivery_count,
+            run.count,
+            run.records.len(),
         );
-        if self.vectored && r.records.len() >= BY_REFERENCE {
+        if self.vectored && run.records.len() >= BY_REFERENCE {
             // The records as the writer's next slice: one slice of the segment's
             // mapping (or of the appended chunk) for the whole run.
             self.parts.push(self.out.split().freeze());
-            self.parts.push(r.records);
+            self.parts.push(run.records.clone());
         } else {
-            self.out.extend_from_slice(&r.records);
+            self.out.extend_from_slice(&run.records);
         }
     }
 }

@@ -485,4 +485,3 @@ mod lifecycle;
 mod opening;
 mod publish;
 mod requests;
-mod run;

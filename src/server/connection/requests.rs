@@ -391,6 +391,10 @@ impl Connection {
             arguments,
         };
         let window = self.shared.broker.context().consumer_window;
+        let run_bytes = match runs {
+            true => super::delivery::run_max(self.shared.settings.server.max_frame_size),
+            false => 0,
+        };
         let deliver = self.self_addr.clone().expect("started").recipient();
         let cancelled = self.self_addr.clone().expect("started").recipient();
         let work = async move {
@@ -404,6 +408,7 @@ impl Connection {
                     cancelled: Some(cancelled),
                     window,
                     accepts_stored: true,
+                    run_bytes,
                 })
                 .await??;
             Ok((q, tag))
@@ -418,9 +423,6 @@ impl Connection {
         // for it, not requeued (none can while this request holds the connection, but
         // the channel does not rely on that).
         self.channel.consumer_starting(&tag, no_ack);
-        if runs {
-            self.channel.consumer_takes_runs(&tag);
-        }
         let Req { what, limit, .. } = req;
         Box::pin(
             wrap_future::<_, Connection>(bounded(what, limit, detached(work, undo))).map(

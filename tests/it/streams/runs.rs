@@ -23,11 +23,12 @@ struct RawConsumer {
     prefetch: u32,
 }
 
-/// What one frame brought: (delivery tag, x-stream-offset) of each record, and whether
-/// it was a run.
+/// What one frame brought: (delivery tag, x-stream-offset) of each record, whether it
+/// was a run, or the error the broker answered with.
 struct Got {
     records: Vec<(u64, u64)>,
     run: bool,
+    error: Option<(actormq::ErrorCode, String)>,
 }
 
 impl RawConsumer {
@@ -92,6 +93,7 @@ impl RawConsumer {
                     Got {
                         records: vec![(d.delivery_tag, offset_of(&props))],
                         run: false,
+                        error: None,
                     }
                 }
                 ServerFrame::DeliverRun(r) => {
@@ -103,11 +105,21 @@ impl RawConsumer {
                         tag += 1;
                     })
                     .unwrap();
-                    Got { records, run: true }
+                    Got {
+                        records,
+                        run: true,
+                        error: None,
+                    }
                 }
+                ServerFrame::Error { code, message, .. } => Got {
+                    records: Vec::new(),
+                    run: false,
+                    error: Some((code, message)),
+                },
                 ServerFrame::Welcome { .. } | ServerFrame::Reply { .. } => continue,
                 other => panic!("unexpected {other:?}"),
             };
+            assert!(got.error.is_none(), "{:?}", got.error);
             self.outstanding += got.records.len() as u32;
             assert!(
                 self.outstanding <= self.prefetch,
@@ -116,6 +128,26 @@ impl RawConsumer {
                 self.prefetch
             );
             return got;
+        }
+    }
+
+    /// The next frame, which must be an error: (code, message).
+    async fn next_error(&mut self) -> (actormq::ErrorCode, String) {
+        loop {
+            let frame = within("a frame", async {
+                loop {
+                    if let Some(f) = take_frame(&mut self.buf, 64 << 20).unwrap() {
+                        return f;
+                    }
+                    assert!(self.s.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
+                }
+            })
+            .await;
+            match decode_server(&frame).unwrap() {
+                ServerFrame::Error { code, message, .. } => return (code, message),
+                ServerFrame::Welcome { .. } | ServerFrame::Reply { .. } => continue,
+                other => panic!("unexpected {other:?}"),
+            }
         }
     }
 
@@ -230,4 +262,72 @@ async fn a_consumer_without_runs_reads_beside_one_with_runs() {
     let (x, y) = (take(&mut per_record, N).await, take(&mut runs, N).await);
     assert_eq!(offsets(&x), offsets(&y));
     assert_eq!(bodies(&x), bodies(&y));
+}
+
+/// Runs are tracked by the broker as ranges of delivery tags (and of the stream's
+/// delivery ids): a consumer that settles parts of them, one tag at a time, must get
+/// back exactly one record of credit per record. Prefetch 7 (runs of at most 7): every
+/// other record is acked by its own tag, every sixth nacked (credit only, on a
+/// stream), and the rest acked by one `multiple` naming the highest one outstanding once
+/// the prefetch is used up. Credit returned short stalls the replay (no delivery
+/// within the deadline), credit returned twice breaks the prefetch (`next` checks it),
+/// and a range cut wrong makes a tag unknown (an error frame). A tag that is not
+/// outstanding is PRECONDITION_FAILED, inside a settled run or past the last.
+#[tokio::test]
+async fn settling_parts_of_runs_gives_each_record_s_credit_back_once() {
+    const RECORDS: u64 = 10_000;
+    let server = TestServer::start();
+    let c = connect(&server).await;
+    c.declare_queue("s", &stream()).await.unwrap();
+    publish_n(&c, "s", "m", RECORDS as usize).await;
+    let mut raw = RawConsumer::start(&server, "s", 7, true).await;
+    let (mut next, mut last_tag, mut runs) = (0, 0, 0);
+    // Tags received and not settled yet.
+    let mut outstanding: Vec<u64> = Vec::new();
+    while next < RECORDS {
+        let got = raw.next().await;
+        runs += usize::from(got.run && got.records.len() > 1);
+        for (tag, offset) in got.records {
+            assert_eq!(
+                (tag, offset),
+                (last_tag + 1, next),
+                "tags and offsets in order"
+            );
+            (last_tag, next) = (tag, next + 1);
+            let settle = match tag % 6 {
+                0 => ClientFrame::Nack {
+                    tag,
+                    multiple: false,
+                    requeue: false,
+                },
+                2 | 4 => ClientFrame::Ack {
+                    tag,
+                    multiple: false,
+                },
+                _ => {
+                    outstanding.push(tag);
+                    continue;
+                }
+            };
+            raw.send(&settle).await;
+        }
+        raw.outstanding = outstanding.len() as u32;
+        if raw.outstanding == raw.prefetch || (next == RECORDS && !outstanding.is_empty()) {
+            raw.ack_to(*outstanding.last().expect("outstanding")).await;
+            outstanding.clear();
+        }
+    }
+    assert!(runs > 100, "records came in runs: {runs} runs of several");
+    // Settled long ago, inside a run; and never delivered.
+    for (tag, multiple) in [
+        (2, false),
+        (3, true),
+        (last_tag + 1, false),
+        (last_tag + 5, true),
+    ] {
+        raw.send(&ClientFrame::Ack { tag, multiple }).await;
+        let (code, message) = raw.next_error().await;
+        assert_eq!(code, actormq::ErrorCode::PreconditionFailed, "{message}");
+        assert_eq!(message, format!("unknown delivery tag {tag}"));
+    }
 }

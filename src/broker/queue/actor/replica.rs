@@ -451,6 +451,7 @@ fn delivery((id, message, earlier): Picked) -> Delivery {
         delivery_count: earlier + 1,
         message,
         stored: None,
+        run: None,
     };
     crate::broker::queue::quorum::mark_redelivery(&mut d);
     d

@@ -84,6 +84,15 @@ impl QueueActor {
                     ids,
                     settlement,
                 } => remotes.settle(owner, &ids, settlement),
+                Control::SettleRuns {
+                    owner,
+                    runs,
+                    settlement,
+                } => remotes.settle(
+                    owner,
+                    &crate::broker::queue::inbox::run_ids(&runs),
+                    settlement,
+                ),
                 Control::Credit { consumer, amount } => remotes.credit(consumer, amount),
                 Control::Prefetch { owner, prefetch } => remotes.prefetch(owner, prefetch),
                 Control::Cancel { owner, tag, done } => {

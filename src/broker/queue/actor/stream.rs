@@ -113,6 +113,7 @@ impl QueueActor {
             start,
             name,
             accepts_stored: msg.accepts_stored,
+            run_bytes: msg.run_bytes,
         })?;
         if grouped {
             s.join_group(id);
@@ -132,9 +133,12 @@ impl QueueActor {
         let handle = self.handle.clone();
         let s = self.stream.as_mut().expect("a stream queue");
         let batches = s.dispatch(DISPATCH_CHUNK);
-        let handed: usize = batches.iter().map(|(_, d)| d.len()).sum();
+        let mut handed = 0;
         let mut gone = Vec::new();
         for (idx, deliveries) in batches {
+            // Records, not deliveries: a run is one delivery of many.
+            let records: u32 = deliveries.iter().map(Delivery::records).sum();
+            handed += records as usize;
             let c = s.consumer_at(idx);
             if !c.handle.deliver.connected() {
                 gone.push(c.id);
@@ -147,7 +151,7 @@ impl QueueActor {
                 credit: Credit {
                     queue: handle.clone(),
                     consumer: c.id,
-                    amount: deliveries.len() as u32,
+                    amount: records,
                 },
                 deliveries,
             });
@@ -216,6 +220,16 @@ impl QueueActor {
                     let unknown = s.settle(owner, &ids, settlement);
                     if !unknown.is_empty() {
                         tracing::debug!(ids = ?unknown, "stream settlement of deliveries not held");
+                    }
+                }
+                Control::SettleRuns {
+                    owner,
+                    runs,
+                    settlement,
+                } => {
+                    let unknown = s.settle_runs(owner, &runs, settlement);
+                    if unknown > 0 {
+                        tracing::debug!(unknown, "stream settlement of deliveries not held");
                     }
                 }
                 Control::Credit { consumer, amount } => s.return_credit(consumer, amount),

@@ -36,6 +36,7 @@ fn join(s: &mut StreamState<()>, owner: u64) -> u64 {
             start: Some(StartAt::First),
             name: Some("g".into()),
             accepts_stored: false,
+            run_bytes: 0,
         })
         .unwrap();
     s.join_group(id);

@@ -102,6 +102,7 @@ impl Task {
             delivery_count: w.delivery_count,
             message: w.message.shared(),
             stored: None,
+            run: None,
         }
     }
 

@@ -243,6 +243,15 @@ impl QueueActor {
                     ids,
                     settlement,
                 } => r.settle(owner, &ids, settlement),
+                Control::SettleRuns {
+                    owner,
+                    runs,
+                    settlement,
+                } => r.settle(
+                    owner,
+                    &crate::broker::queue::inbox::run_ids(&runs),
+                    settlement,
+                ),
                 Control::Credit { consumer, amount } => {
                     r.remote.credit(consumer, amount);
                     if let Some(c) = r.consumers.iter_mut().find(|c| c.id == consumer) {
