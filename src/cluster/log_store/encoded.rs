@@ -54,6 +54,9 @@ pub struct Counts {
     pub encoded: u64,
     /// Records written from a received entry's bytes.
     pub received: u64,
+    /// Appends that failed and replication clients dropped: after one, the entries
+    /// the peer lacks may have gone from here, and are encoded again for it.
+    pub lost: u64,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +134,7 @@ impl Encoded {
     /// A client replicating to `peer` was dropped.
     pub fn peer_dropped(&self, peer: NodeId) {
         let mut inner = self.lock();
+        inner.counts.lost += 1;
         if let Some(p) = inner.peers.get_mut(&peer) {
             p.clients = p.clients.saturating_sub(1);
             if p.clients == 0 {
@@ -143,6 +147,9 @@ impl Encoded {
     /// `peer` answered an append: it holds the log up to `upto`, or failed to.
     pub fn sent(&self, peer: NodeId, upto: Option<u64>, ok: bool) {
         let mut inner = self.lock();
+        if !ok {
+            inner.counts.lost += 1;
+        }
         let Some(p) = inner.peers.get_mut(&peer) else {
             return;
         };

@@ -426,7 +426,11 @@ async fn each_entry_is_encoded_once_by_its_leader_and_written_as_received_by_fol
     // The leader copied its log's bytes of every entry into both followers' appends
     // and encoded none of them again.
     let after = nodes[l].encoded[&group].counts();
-    assert_eq!(after.encoded, before.encoded, "{before:?} -> {after:?}");
+    // Unless an append failed or a client was replaced meanwhile (a loaded machine's
+    // timeouts), after which what the follower lacks is encoded again, as it must be.
+    if after.lost == before.lost {
+        assert_eq!(after.encoded, before.encoded, "{before:?} -> {after:?}");
+    }
     assert!(
         after.copied - before.copied >= 2 * 20,
         "{before:?} -> {after:?}"
