@@ -210,6 +210,10 @@ pub(crate) struct Replica {
     /// (`limits_check`): what the leader's writes and republishes go by, read here
     /// rather than under the machine's lock at every entry.
     limits: Limits,
+    /// The `limits_at` of this node's member when last looked at (on each
+    /// [`GroupChanged`], throttled): a member that is not the leader learns of a
+    /// `SetLimits` only by applying it, and must follow it (`x-expires`).
+    limits_seen_at: u64,
 }
 
 impl Replica {
@@ -242,6 +246,7 @@ impl Replica {
             limits_written: 0,
             limits_check: true,
             limits,
+            limits_seen_at: 0,
         })
     }
 
@@ -469,6 +474,14 @@ impl Handler<GroupChanged> for QueueActor {
     fn handle(&mut self, _msg: GroupChanged, ctx: &mut Self::Context) {
         if self.replica.is_some() {
             self.replica_drain_inbox();
+            let r = self.replica();
+            if let Some(at) = r.group.read(|q| q.limits_at()) {
+                if at != r.limits_seen_at {
+                    // A `SetLimits` applied here (on any member, leading or not).
+                    r.limits_seen_at = at;
+                    r.limits_check = true;
+                }
+            }
             self.replica_changed(ctx);
         }
     }
