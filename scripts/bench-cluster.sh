@@ -18,6 +18,13 @@
 # end-to-end latency (publish to consume), p50 and p99. The queue is declared first,
 # then both clients connect to its leader's node (RabbitMQ: `rabbitmqctl list_queues
 # name leader`; actormq: the `leader` of /api/queues, else the node that declared it).
+# For actormq the script also reads every node's CPU from /proc over the measured window
+# (the tool reports the leader's only) and the CPU of the leader's threads by name:
+# cores and microseconds per message for the leader and each follower, the three
+# nodes' sum, the client's cores and the load average, in a table and in
+# $OUT/cpu-nodes.json. ACTORMQ_LOG=warn,actormq::cluster::stages=debug adds the stage
+# times of each commit round to the nodes' logs (each append's write and fsync, each
+# append's round trip to a follower and its time there).
 #
 # Failover: `actormq perf --failover` publishes with confirms for $FAILOVER_DURATION s
 # (default 20) to a queue whose leader is first in its server list; after $KILL_AFTER s
@@ -321,6 +328,32 @@ queue_op() {
   return 1
 }
 
+# CPU of every node of the cluster (and of the leader's threads) over the measured
+# window of a throughput run: `perf --broker-pid` reports the leader alone, and with
+# three nodes and the client on a few cores each node's CPU per message counts. Read
+# from /proc by the script, so any build can be measured: from 1.5 s after the start
+# (the tool's 1 s warm-up and its connections) to 0.5 s before the end.
+proc_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+thread_ticks() { # pid: "tid name ticks" per thread
+  local t
+  for t in /proc/"$1"/task/*; do
+    awk -v tid="${t##*/}" '{n = $0; sub(/^[^(]*\(/, "", n); sub(/\).*/, "", n); gsub(/ /, "_", n); sub(/.*\) /, ""); print tid, n, $12 + $13}' "$t/stat" 2>/dev/null || true # a thread gone meanwhile
+  done
+}
+sample_nodes() { # out file, leader index, then the nodes' pids
+  local out=$1 leader=$2 i pid; shift 2
+  local pids=("$@")
+  sleep 1.5
+  { echo "leader $leader"; echo "t0 $(date +%s.%N)"; echo "load0 $(cut -d' ' -f1-3 /proc/loadavg)"
+    for i in "${!pids[@]}"; do echo "node0 $((i + 1)) $(proc_ticks "${pids[$i]}")"; done
+    thread_ticks "${pids[$((leader - 1))]}" | sed 's/^/thread0 /'; } >"$out.tmp"
+  sleep "$(awk -v d="$DURATION" 'BEGIN {print (d > 2.5 ? d - 2 : 0.5)}')"
+  { echo "t1 $(date +%s.%N)"; echo "load1 $(cut -d' ' -f1-3 /proc/loadavg)"
+    for i in "${!pids[@]}"; do echo "node1 $((i + 1)) $(proc_ticks "${pids[$i]}")"; done
+    thread_ticks "${pids[$((leader - 1))]}" | sed 's/^/thread1 /'; } >>"$out.tmp"
+  mv "$out.tmp" "$out"
+}
+
 WORKLOAD="--producers 1 --consumers 1 --size 1024 --persistent --confirm --confirm-window ${WINDOW:-1000} --prefetch 100"
 echo "bench-cluster.sh: targets $TARGETS (actormq cluster queue type: $ACTORMQ_QT); clients $CLIENTS;" >&2
 echo "  $ROUNDS round(s) of $DURATION s, $FAILOVER_ROUNDS failover run(s) of $FAILOVER_DURATION s; output in $OUT" >&2
@@ -330,10 +363,16 @@ for r in $(seq "$ROUNDS"); do
       queue_op "$t" bc 1
       leader=$(queue_leader "$t" bc.q0 1)
       echo "round $r: $t via $c (queue leader: node $leader)" >&2
+      sampler=
+      if [ "$t" = actormq-cluster ]; then
+        sample_nodes "$OUT/cpu-$t-$c-$r.txt" "$leader" "${ACTORMQ_PIDS[1]}" "${ACTORMQ_PIDS[2]}" "${ACTORMQ_PIDS[3]}" &
+        sampler=$!
+      fi
       # shellcheck disable=SC2086
       "$BIN" perf $WORKLOAD --queue-type "$(queue_type_of "$t")" --predeclared --delete-queues --prefix bc \
         --amqp-url "$(url_of "$t" "$leader")" --amqp-client "$c" --duration "$DURATION" \
         --broker-pid "$(pid_of "$t" "$leader")" --json >"$OUT/tput-$t-$c-$r.json" 2>"$OUT/tput-$t-$c-$r.log"
+      if [ -n "$sampler" ]; then wait "$sampler" || true; fi
     done
   done
 done
@@ -411,6 +450,54 @@ for t in targets:
         el = lambda k: med([j["latency_us"][k] for j in runs])
         ms = lambda v: None if v is None else v / 1000
         print(f"{names[t]:<38} {c:<6} {fmt(cps):>12} {fmt(ms(cl('p50')), ' ms'):>9} {fmt(ms(cl('p99')), ' ms'):>9} {fmt(ms(el('p50')), ' ms'):>9} {fmt(ms(el('p99')), ' ms'):>9} {ratio:>7}")
+def node_cpu(path, rate):
+    t, nodes, threads, load = {}, {}, {}, {}
+    for line in open(path):
+        f = line.split()
+        if not f: continue
+        if f[0] == "leader": t["leader"] = int(f[1])
+        elif f[0] in ("t0", "t1"): t[f[0]] = float(f[1])
+        elif f[0] in ("load0", "load1"): load[f[0]] = f[1]
+        elif f[0] in ("node0", "node1"): nodes.setdefault(int(f[1]), {})[f[0]] = int(f[2])
+        elif f[0] in ("thread0", "thread1"): threads.setdefault((f[1], f[2]), {})[f[0]] = int(f[3])
+    secs = t["t1"] - t["t0"]
+    cores = {n: (v.get("node1", 0) - v.get("node0", 0)) / 100 / secs for n, v in nodes.items() if "node1" in v}
+    names = {}
+    for (tid, name), v in threads.items():
+        if "thread0" in v and "thread1" in v:
+            names[name] = names.get(name, 0) + (v["thread1"] - v["thread0"]) / 100 / secs
+    top = {n: max((c for (tid, nm), w in threads.items() if nm == n and "thread1" in w and "thread0" in w
+                   for c in [(w["thread1"] - w["thread0"]) / 100 / secs]), default=0) for n in names}
+    us = {n: c / rate * 1e6 for n, c in cores.items()} if rate else {}
+    return {"leader": t.get("leader"), "secs": secs, "cores": cores, "us_per_msg": us, "load": [load.get("load0"), load.get("load1")],
+            "leader_threads": {n: {"cores": round(c, 3), "busiest_thread": round(top[n], 3)} for n, c in
+                               sorted(names.items(), key=lambda kv: -kv[1])}}
+cpu_rows = []
+for c in clients:
+    for f, j in load(f"tput-actormq-cluster-{c}-*.json"):
+        path = f.replace("/tput-", "/cpu-")[:-5] + ".txt"
+        if not os.path.exists(path): continue
+        rate = j["consumed_per_sec"] or j["confirmed_per_sec"] or j["published_per_sec"]
+        try: cpu = node_cpu(path, rate)
+        except Exception as e: print(f"{path}: {e}"); continue
+        cpu.update(client=c, file=os.path.basename(f), confirmed_per_sec=j["confirmed_per_sec"],
+                   consumed_per_sec=j["consumed_per_sec"], client_cores=j.get("client_cpu_cores"),
+                   confirm_p50_ms=((j.get("confirm_latency_us") or {}).get("p50") or 0) / 1000,
+                   confirm_p99_ms=((j.get("confirm_latency_us") or {}).get("p99") or 0) / 1000)
+        cpu_rows.append(cpu)
+if cpu_rows:
+    json.dump(cpu_rows, open(f"{out}/cpu-nodes.json", "w"), indent=1)
+    print("\nactormq's nodes over each throughput run's window (script's /proc reading; us/msg per consumed, else confirmed, message)")
+    print(f"{'run':<32} {'confirmed/s':>11} {'consumed/s':>10} {'cores: leader/others':>22} {'us/msg: leader/others':>22} {'3 nodes':>8} {'client':>7} {'load':>16}")
+    for r in cpu_rows:
+        ns = sorted(r["cores"], key=lambda n: (n != r["leader"], n))
+        cores = "/".join(f"{r['cores'][n]:.2f}" for n in ns)
+        us = "/".join(f"{r['us_per_msg'].get(n, 0):.1f}" for n in ns)
+        tot = sum(r["us_per_msg"].values())
+        cl = f"{r['client_cores']:.2f}" if r.get("client_cores") is not None else "-"
+        print(f"{r['file']:<32} {r['confirmed_per_sec']:>11,.0f} {r['consumed_per_sec']:>10,.0f} {cores:>22} {us:>22} {tot:>8.1f} {cl:>7} {r['load'][0]+'-'+r['load'][1]:>16}")
+        busy = ", ".join(f"{n} {v['cores']:.2f} (max {v['busiest_thread']:.2f})" for n, v in list(r["leader_threads"].items())[:5])
+        print(f"{'':<32} leader's threads: {busy}")
 print("\nfailover: kill -9 of the node named, while publishing with confirms")
 print(f"{'broker':<38} {'client':<6} {'killed':<50} {'failover':>13} {'kill->confirm':>13} {'confirmed':>10} {'missing':>8} {'republished':>11} {'blocked':>9}")
 for t in ["rabbitmq", "actormq-cluster"]:

@@ -228,7 +228,15 @@ impl Groups {
                     }
                     _ => Vec::new(),
                 };
+                let (started, entries) = (std::time::Instant::now(), r.entries.len());
                 let answer = raft.append_entries(r).await.map_err(|e| text(&e));
+                tracing::debug!(
+                    target: "actormq::cluster::stages",
+                    group,
+                    entries,
+                    us = started.elapsed().as_micros() as u64,
+                    "append taken by this follower's member"
+                );
                 if let Some(encoded) = encoded.filter(|_| !kept.is_empty()) {
                     encoded.forget(&kept);
                 }
@@ -436,7 +444,15 @@ impl RaftNetwork<QueueTypes> for GroupPeer {
         rpc: AppendEntriesRequest<QueueTypes>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let started = std::time::Instant::now();
         let reply = self.append(&rpc, &option).await;
+        tracing::debug!(
+            target: "actormq::cluster::stages",
+            to = self.target,
+            entries = rpc.entries.len(),
+            rtt_us = started.elapsed().as_micros() as u64,
+            "append sent to a follower and answered"
+        );
         if let Some(encoded) = &self.encoded {
             // What the peer holds now, for the encodings it no longer needs.
             let holds = match &reply {
