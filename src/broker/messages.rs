@@ -324,6 +324,9 @@ pub struct Enqueue {
     /// consumer. The queue's flow control then holds the answer at most
     /// `FLOW_MAX_HOLD`, as for a local publisher that consumes with acks.
     pub own_acks: bool,
+    /// The publisher's answer, when this queue is the batch's one destination: the
+    /// queue gives it once the batch is stored, instead of the exchange waiting.
+    pub answer: Option<crate::broker::exchange::BatchAnswer>,
 }
 
 /// A queue's answer to [`Enqueue`]: which messages it refused, if any. Duplicates

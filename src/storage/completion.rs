@@ -43,7 +43,10 @@ impl<T> Completion<T> {
     /// A pending completion and the [`Completer`] that resolves it.
     pub fn pending() -> (Completer<T>, Completion<T>) {
         let (tx, rx) = oneshot::channel();
-        (Completer(tx), Completion(Inner::Waiting(rx)))
+        (
+            Completer(Some(Sink::Oneshot(tx))),
+            Completion(Inner::Waiting(rx)),
+        )
     }
 
     /// Blocks the calling thread until resolved. Never call it on an async runtime's
@@ -85,13 +88,65 @@ impl<T: Unpin> Future for Completion<T> {
 
 /// The sending half of a pending [`Completion`], held by whoever does the work.
 /// Dropping it unresolved resolves the completion to [`StorageError::Closed`].
-#[derive(Debug)]
-pub struct Completer<T = ()>(oneshot::Sender<Result<T, StorageError>>);
+///
+/// Or, made with [`Completer::calling`], a function run with the result on the thread
+/// that resolves it: a stream's writer thread answers a publisher from there after its
+/// fsync, instead of waking a queue actor's thread only to pass the answer on.
+pub struct Completer<T = ()>(Option<Sink<T>>);
+
+/// Where a [`Completer`]'s result goes.
+enum Sink<T> {
+    /// To the [`Completion`] made with it.
+    Oneshot(oneshot::Sender<Result<T, StorageError>>),
+    /// To a function (see [`Completer::calling`]).
+    Call(Box<dyn FnOnce(Result<T, StorageError>) + Send>),
+}
+
+impl<T> std::fmt::Debug for Completer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Some(Sink::Oneshot(_)) => "oneshot",
+            Some(Sink::Call(_)) => "call",
+            None => "done",
+        };
+        f.debug_tuple("Completer").field(&kind).finish()
+    }
+}
 
 impl<T> Completer<T> {
+    /// A completer that runs `f` with the result, on the thread that resolves it (or
+    /// with [`StorageError::Closed`] where it is dropped unresolved). `f` must be quick:
+    /// a writer thread runs it between two fsyncs.
+    ///
+    /// ```
+    /// use actormq::storage::{Completer, StorageError};
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let done = Completer::<()>::calling(move |r| tx.send(r.is_ok()).unwrap());
+    /// drop(done); // never resolved: the function hears Closed
+    /// assert_eq!(rx.recv().unwrap(), false);
+    /// ```
+    pub fn calling(f: impl FnOnce(Result<T, StorageError>) + Send + 'static) -> Self {
+        Completer(Some(Sink::Call(Box::new(f))))
+    }
+
     /// Resolves the completion (a caller that stopped waiting is not an error).
-    pub fn complete(self, result: Result<T, StorageError>) {
-        let _ = self.0.send(result);
+    pub fn complete(mut self, result: Result<T, StorageError>) {
+        match self.0.take() {
+            Some(Sink::Oneshot(tx)) => {
+                let _ = tx.send(result);
+            }
+            Some(Sink::Call(f)) => f(result),
+            None => {}
+        }
+    }
+}
+
+impl<T> Drop for Completer<T> {
+    fn drop(&mut self) {
+        // A dropped oneshot sender already reads as Closed on the other side.
+        if let Some(Sink::Call(f)) = self.0.take() {
+            f(Err(StorageError::Closed));
+        }
     }
 }
 
@@ -120,5 +175,19 @@ mod tests {
         std::thread::spawn(move || tx.complete(Ok(())));
         assert!(c.await.is_ok());
         assert!(Completion::ready(Ok(())).await.is_ok());
+    }
+
+    #[test]
+    fn a_calling_completer_runs_once_with_the_result_or_closed_when_dropped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = tx.clone();
+        Completer::<()>::calling(move |r| t.send(r.map_err(|e| e.to_string())).unwrap())
+            .complete(Ok(()));
+        drop(Completer::<()>::calling(move |r| {
+            tx.send(r.map_err(|e| e.to_string())).unwrap()
+        }));
+        assert_eq!(rx.recv().unwrap(), Ok(()));
+        assert_eq!(rx.recv().unwrap(), Err(StorageError::Closed.to_string()));
+        assert!(rx.try_recv().is_err(), "each ran once");
     }
 }

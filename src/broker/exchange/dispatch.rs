@@ -10,9 +10,10 @@
 //! answering the publisher once every destination answered, with a queue's refusal
 //! (`x-overflow` `reject-publish`) turned into a refusal of the message (a nack).
 
+use super::answer::{fold, BatchAnswer, Reply};
 use super::router::{follow, resolve_pending, RouteScratch};
 use super::{Destination, ExchangeHandle};
-use crate::broker::messages::{Enqueued, OwnerId, Publish, Routed};
+use crate::broker::messages::{OwnerId, Publish, Routed};
 use crate::broker::queue::dead_letter::is_cycle;
 use crate::broker::queue::QueueHandle;
 use crate::broker::queue_args::validate_message;
@@ -22,9 +23,6 @@ use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-
-/// The answer channel of a [`Publish`].
-type Reply = oneshot::Sender<Result<Vec<Routed>, BrokerError>>;
 
 /// One published batch on its way out of an exchange.
 ///
@@ -261,12 +259,21 @@ impl Dispatch {
     /// Sends every group now (call it from `handle`, to keep the order of batches into
     /// each queue), the messages routed nowhere to `alternate` (unless the batch already
     /// passed through it), and answers the publisher once every destination answered.
-    /// Must be called from within an actix system (it spawns the wait).
+    /// A batch that went to one queue only carries its answer there
+    /// ([`BatchAnswer`]): the queue (a stream: its writer thread) replies to the
+    /// publisher itself. Must be called from within an actix system (it may spawn the
+    /// wait).
     pub fn send(mut self, alternate: Option<ExchangeHandle>) {
         for (i, decided) in self.decided.iter().enumerate() {
             if !decided {
                 self.unroutable.push(i as u32);
             }
+        }
+        let alternate = alternate
+            .filter(|alt| !self.hops.iter().any(|h| **h == *alt.name()))
+            .filter(|_| !self.unroutable.is_empty());
+        if self.actors.is_empty() && alternate.is_none() && self.queues.len() <= 1 {
+            return self.send_direct();
         }
         let enqueues: Vec<_> = self
             .queues
@@ -288,8 +295,7 @@ impl Dispatch {
                 (rx, idx)
             })
             .collect();
-        let alternate = alternate.filter(|alt| !self.hops.iter().any(|h| **h == *alt.name()));
-        if let (Some(alt), false) = (alternate, self.unroutable.is_empty()) {
+        if let Some(alt) = alternate {
             self.unroutable.sort_unstable();
             let (tx, rx) = oneshot::channel();
             alt.publish_recipient().do_send(Publish {
@@ -311,21 +317,7 @@ impl Dispatch {
         actix_rt::spawn(async move {
             let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
             for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
-                match res {
-                    Ok(Ok(answer)) => count_enqueued(&mut routed, idx, answer),
-                    // The queue was deleted while the batch was on its way: like a
-                    // message routed nowhere (RabbitMQ confirms it, returns it if
-                    // mandatory).
-                    Ok(Err(e)) if e.code() == ErrorCode::NotFound => {}
-                    // Anything else means the message may not be stored: never
-                    // confirm it as if it were.
-                    Ok(Err(e)) => {
-                        for i in idx {
-                            routed[i as usize].merge(Routed::refused(e.clone()));
-                        }
-                    }
-                    Err(_) => {}
-                }
+                fold(&mut routed, &idx, res.as_ref().ok());
             }
             for (rx, idx) in forwards {
                 // An exchange that failed, stopped or answered short never confirms
@@ -361,22 +353,20 @@ impl Dispatch {
             }
         });
     }
-}
 
-/// Folds a queue's [`Enqueued`] answer for the messages at batch positions `idx` into
-/// `routed`.
-fn count_enqueued(routed: &mut [Routed], idx: Vec<u32>, answer: Enqueued) {
-    let mut refused = answer.refused.iter().copied().peekable();
-    for (j, i) in idx.into_iter().enumerate() {
-        let r = &mut routed[i as usize];
-        if refused.next_if_eq(&(j as u32)).is_some() {
-            if r.refused.is_none() {
-                r.refused = Some(answer.reason.clone().unwrap_or_else(|| {
-                    BrokerError::new(ErrorCode::ResourceError, "a queue refused the message")
-                }));
+    /// [`Dispatch::send`] of a batch with at most one destination, a queue: nothing to
+    /// merge, so nothing waits here. The queue gets the publisher's answer with its
+    /// share; a batch that reached no queue is answered now.
+    fn send_direct(mut self) {
+        let Some((q, messages, idx)) = self.queues.pop() else {
+            if let Some(reply) = self.reply {
+                let _ = reply.send(Ok(self.routed));
             }
-        } else {
-            r.queues += 1;
-        }
+            return;
+        };
+        let answer = self
+            .reply
+            .map(|reply| BatchAnswer::new(reply, self.routed, idx));
+        q.enqueue_answering(messages, self.publisher, answer);
     }
 }

@@ -27,6 +27,7 @@
 //! refusals) is [`Dispatch`], public so that custom exchange actors deliver exactly as
 //! the built-in one does.
 
+mod answer;
 pub mod direct;
 mod dispatch;
 pub mod fanout;
@@ -35,6 +36,7 @@ pub mod kind;
 mod router;
 pub mod topic;
 
+pub use answer::BatchAnswer;
 pub use dispatch::Dispatch;
 pub use kind::{Binding, DestinationId, ExchangeType, ExchangeTypeFactory, ExchangeTypes};
 pub use router::{RouteScratch, Router};

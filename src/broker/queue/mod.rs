@@ -219,6 +219,25 @@ impl QueueHandle {
             messages,
             publisher,
             own_acks: false,
+            answer: None,
+        })
+    }
+
+    /// Hands the queue a batch whose publisher it answers itself (`answer`, see
+    /// [`crate::broker::exchange::BatchAnswer`]); nothing waits here.
+    pub fn enqueue_answering(
+        &self,
+        messages: Vec<Arc<Message>>,
+        publisher: Option<OwnerId>,
+        answer: Option<crate::broker::exchange::BatchAnswer>,
+    ) {
+        // do_send: the publisher's window bounds what is in flight; a queue that
+        // stopped drops the message, and the dropped answer still replies.
+        self.inner.addr.do_send(Enqueue {
+            messages,
+            publisher,
+            own_acks: false,
+            answer,
         })
     }
 
@@ -234,6 +253,7 @@ impl QueueHandle {
             messages,
             publisher: None,
             own_acks,
+            answer: None,
         })
     }
 

@@ -22,7 +22,7 @@ use crate::broker::messages::{OwnerId, Settlement};
 use crate::error::BrokerError;
 use crate::storage::stream::reader::{Cursor, ReadRequest};
 use crate::storage::stream::{now_millis, StreamLog, StreamRecord};
-use crate::storage::Completion;
+use crate::storage::{Completer, Completion};
 use args::{StartAt, StreamConfig};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -170,6 +170,13 @@ impl<H> StreamState<H> {
         let c = self.log.append(messages);
         self.enforce_retention(now_millis());
         c
+    }
+
+    /// Appends a chunk; `done` is resolved once it is on disk, on the writer thread
+    /// ([`StreamLog::append_then`]).
+    pub fn append_then(&mut self, messages: Vec<Arc<crate::message::Message>>, done: Completer) {
+        self.log.append_then(messages, done);
+        self.enforce_retention(now_millis());
     }
 
     /// Removes segments outside retention; consumers behind the new first offset move

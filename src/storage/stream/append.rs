@@ -10,7 +10,7 @@ use super::index_file::SealedIndex;
 use super::now_millis;
 use super::{codec, writer, Segment, StreamLog, StreamRecord};
 use crate::message::Message;
-use crate::storage::completion::Completion;
+use crate::storage::completion::{Completer, Completion};
 use std::sync::Arc;
 
 impl StreamLog {
@@ -26,6 +26,23 @@ impl StreamLog {
     pub fn append(&mut self, messages: Vec<Arc<Message>>) -> Completion {
         if messages.is_empty() {
             return Completion::ready(Ok(()));
+        }
+        let (done, stored) = Completion::pending();
+        self.append_then(messages, done);
+        stored
+    }
+
+    /// [`append`](Self::append), resolving `done` instead of answering a completion:
+    /// with storage, the writer thread resolves it after the fsync of every frame of
+    /// the chunk (and of everything appended before it), so a
+    /// [`Completer::calling`] runs there and can answer the publisher at once. `done`
+    /// is resolved in every case: at once without storage or for an empty chunk, with
+    /// the error of a record that cannot be encoded, with
+    /// [`StorageError::Closed`](crate::storage::StorageError::Closed) once the writer
+    /// stopped.
+    pub fn append_then(&mut self, messages: Vec<Arc<Message>>, done: Completer) {
+        if messages.is_empty() {
+            return done.complete(Ok(()));
         }
         // Timestamps never go back, so a search by time can bisect.
         let now = now_millis().max(self.last_timestamp);
@@ -60,7 +77,7 @@ impl StreamLog {
             let at = buf.len();
             let n = match codec::encode(&mut buf, self.next, now, &m) {
                 Ok(n) => n as u64,
-                Err(e) => return Completion::ready(Err(e)),
+                Err(e) => return done.complete(Err(e)),
             };
             self.segments
                 .back_mut()
@@ -80,25 +97,27 @@ impl StreamLog {
         pending.push((segment, chunk, self.next));
         self.evict();
         let Some(disk) = self.disk.as_ref() else {
-            return Completion::ready(Ok(())); // a stream without storage: kept in memory
+            return done.complete(Ok(())); // a stream without storage: kept in memory
         };
         let Some(tx) = disk.tx.as_ref() else {
             // The writer stopped (the log is closing): nothing will write these, so no
             // confirm may claim they are on disk.
-            return Completion::ready(Err(crate::storage::StorageError::Closed));
+            return done.complete(Err(crate::storage::StorageError::Closed));
         };
-        let mut last = Completion::ready(Ok(()));
-        for (segment, bytes, end) in pending {
-            let (done, c) = Completion::pending();
-            // The writer handles its commands in order: the last completion resolves
-            // after every earlier one.
+        // The writer handles its commands in order and fails every append after a
+        // failed one: the last chunk's result stands for the whole append, so only it
+        // carries `done`.
+        let last = pending.len() - 1;
+        let mut done = Some(done);
+        for (i, (segment, bytes, end)) in pending.into_iter().enumerate() {
+            // A writer gone since (it panicked) drops the command, and with it `done`,
+            // which then resolves to Closed: never a confirm.
             let _ = tx.send(writer::Command::Append {
                 segment,
                 bytes,
                 end,
-                done,
+                done: if i == last { done.take() } else { None },
             });
-            last = c;
         }
         // After the appends: the writer writes an index once the segment's frames are
         // on disk (the completions do not wait for it).
@@ -110,7 +129,6 @@ impl StreamLog {
             // After the appends it covers, as a seal is.
             self.send_point();
         }
-        last
     }
 
     /// The frames of `buf` as one shared buffer; the records `encoded` (frame position

@@ -30,6 +30,7 @@ use crate::storage::error::StorageError;
 use reader::{Cursor, ReadRequest};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -113,6 +114,8 @@ struct Disk {
     tx: Option<mpsc::Sender<writer::Command>>,
     thread: Option<JoinHandle<()>>,
     written: Written,
+    /// Set when the stream is deleted: the writer refuses the appends still queued.
+    deleted: Arc<AtomicBool>,
     /// Blocks of records shared by the readers.
     cache: Arc<cache::BlockCache>,
 }
@@ -194,15 +197,18 @@ impl StreamLog {
         let d = dir.to_path_buf();
         let written = Written::new(log.next);
         let w = written.clone();
+        let deleted = Arc::new(AtomicBool::new(false));
+        let del = deleted.clone();
         let thread = std::thread::Builder::new()
             .name("stream-writer".into())
-            .spawn(move || writer::run(d, rx, w))
+            .spawn(move || writer::run(d, rx, w, del))
             .map_err(|e| StorageError::io("starting the stream writer", dir, e))?;
         log.disk = Some(Disk {
             dir: Arc::from(dir),
             tx: Some(tx),
             thread: Some(thread),
             written,
+            deleted,
             cache: Arc::new(cache::BlockCache::new(cache::CACHE_BYTES)),
         });
         log.point_after_scan(dir);
@@ -466,7 +472,12 @@ impl StreamLog {
     }
 
     /// Stops the writer and removes the log's directory (the stream was deleted).
+    /// Appends the writer has not begun are refused ([`StorageError::Closed`]), not
+    /// written: nothing is confirmed for a log on its way out.
     pub fn delete(&mut self) {
+        if let Some(d) = &self.disk {
+            d.deleted.store(true, std::sync::atomic::Ordering::Release);
+        }
         self.stop_writer();
         if let Some(d) = self.disk.take() {
             if let Err(e) = std::fs::remove_dir_all(&d.dir) {

@@ -361,3 +361,44 @@ fn an_append_after_the_writer_stopped_is_not_confirmed() {
     let r = log.append(msgs(2, "b")).wait();
     assert!(matches!(r, Err(StorageError::Closed)), "{r:?}");
 }
+
+#[test]
+fn an_append_answers_from_the_writer_thread_once_its_frames_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let done = crate::storage::Completer::calling(move |r: Result<(), StorageError>| {
+        let thread = std::thread::current().name().map(String::from);
+        tx.send((r.is_ok(), thread)).unwrap();
+    });
+    log.append_then(msgs(3, "a"), done);
+    let (ok, thread) = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    // Answered by the writer itself (after its fsync), not by a thread it woke.
+    assert!(ok);
+    assert_eq!(thread.as_deref(), Some("stream-writer"));
+    let seg = writer::segment_path(dir.path(), 0);
+    assert!(std::fs::metadata(&seg).unwrap().len() > 0, "frames on file");
+}
+
+#[test]
+fn appends_queued_when_the_stream_is_deleted_are_refused_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (done, stored) = crate::storage::Completion::pending();
+    tx.send(writer::Command::Append {
+        segment: 0,
+        bytes: bytes::Bytes::from_static(b"frames"),
+        end: 1,
+        done: Some(done),
+    })
+    .unwrap();
+    drop(tx);
+    // Deleted before the writer's turn reached the append.
+    let deleted = Arc::new(AtomicBool::new(true));
+    writer::run(dir.path().to_path_buf(), rx, Written::new(0), deleted);
+    assert!(matches!(stored.wait(), Err(StorageError::Closed)));
+    assert!(
+        !writer::segment_path(dir.path(), 0).exists(),
+        "nothing written"
+    );
+}

@@ -28,7 +28,7 @@ use crate::storage::fsutil::sync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
@@ -63,8 +63,9 @@ pub enum Command {
         bytes: bytes::Bytes,
         /// The offset after the last of these frames.
         end: u64,
-        /// Resolved once written and fsynced.
-        done: Completer,
+        /// Resolved once written and fsynced (None: a chunk of an append whose last
+        /// chunk carries the answer).
+        done: Option<Completer>,
     },
     /// Write the index file of the segment that starts at `segment`, now sealed (its
     /// last frames were sent before this command).
@@ -248,8 +249,11 @@ fn corrupt_offsets(path: &Path, reason: String) -> StorageError {
     }
 }
 
-/// Runs the writer until every sender is gone.
-pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
+/// Runs the writer until every sender is gone. Once `deleted` is set (the stream was
+/// deleted) the appends not yet begun are refused with [`StorageError::Closed`]
+/// instead of written: their publishers are nacked, never confirmed for a log that is
+/// about to be removed.
+pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written, deleted: Arc<AtomicBool>) {
     let mut w = Writer {
         dir,
         active: None,
@@ -273,7 +277,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
                 } => {
                     end = end.max(e);
                     appends.push((segment, bytes));
-                    done.push(d);
+                    done.extend(d);
                 }
                 Command::Seal { segment, bytes } => {
                     if point.as_ref().is_some_and(|(s, _)| *s == segment) {
@@ -287,8 +291,17 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written) {
             }
         }
         if !appends.is_empty() {
-            let result = w.write_group(&appends, end, &written);
-            if let Err(e) = &result {
+            let result = if deleted.load(Ordering::Acquire) {
+                Err(StorageError::Closed)
+            } else {
+                w.write_group(&appends, end, &written)
+            };
+            // A refusal for a deleted stream is no write failure.
+            let failed = result
+                .as_ref()
+                .err()
+                .filter(|_| !deleted.load(Ordering::Acquire));
+            if let Some(e) = failed {
                 if w.failed.is_none() {
                     tracing::error!(dir = %w.dir.display(), error = %e, "stream write failed: later appends are refused");
                     w.failed = Some(Arc::new(e.clone()));

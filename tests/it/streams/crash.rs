@@ -103,6 +103,60 @@ fn confirmed_stream_messages_survive_kill_9_with_contiguous_offsets() {
     broker.stop();
 }
 
+#[test]
+fn kill_9_with_many_confirms_outstanding_keeps_every_confirmed_offset() {
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let broker = BrokerProcess::start(root.path());
+    let confirmed = rt.block_on(async {
+        let c = connect(&broker).await;
+        c.declare_queue("s", &stream()).await.unwrap();
+        // A publisher that keeps its window full (the writer answers whole groups of
+        // them after each fsync) and goes on publishing through the kill.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let publisher = c.clone();
+        tokio::spawn(async move {
+            for i in 0..1_000_000u64 {
+                let Ok(p) = publisher.publish("", "s", format!("m{i:07}")).await else {
+                    break;
+                };
+                if tx.send(p).is_err() {
+                    break;
+                }
+            }
+        });
+        // Confirms are awaited in publish order: `confirmed` is a prefix.
+        let mut confirmed = 0u64;
+        while confirmed < 3_000 {
+            let p = within("a publish", rx.recv()).await.unwrap();
+            within("a confirm", p).await.unwrap();
+            confirmed += 1;
+        }
+        confirmed
+    });
+    broker.kill9();
+
+    let broker = BrokerProcess::start(root.path());
+    rt.block_on(async {
+        let c = connect(&broker).await;
+        let info = c.declare_queue("s", &stream()).await.unwrap();
+        assert!(
+            info.messages >= confirmed,
+            "{} < {confirmed}",
+            info.messages
+        );
+        let opts = ConsumeOptions::prefetch(500).arg("x-stream-offset", "first");
+        let mut all = c.consume("s", &opts).await.unwrap();
+        for want in 0..confirmed as i64 {
+            let d = within("a delivery", all.next()).await.unwrap().unwrap();
+            assert_eq!(offset_of(&d), want);
+            assert_eq!(&d.body[..], format!("m{want:07}").as_bytes());
+            d.ack().unwrap();
+        }
+    });
+    broker.stop();
+}
+
 /// A body of 4 KiB that names its publish index: 3 000 of them are far more than the
 /// stream's tail cache (4 MiB), so readers behind it read the segment files.
 fn big(i: u64) -> String {

@@ -11,6 +11,7 @@ mod groups;
 mod mgmt;
 mod offsets;
 mod perf;
+mod publish;
 mod queues;
 mod recovery_point;
 mod replay;

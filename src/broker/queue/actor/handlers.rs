@@ -5,10 +5,38 @@
 use super::*;
 
 impl Handler<Enqueue> for QueueActor {
-    type Result = ResponseFuture<Result<Enqueued, BrokerError>>;
+    type Result = Response<Result<Enqueued, BrokerError>>;
 
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, mut msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         self.drain_inbox(ctx);
+        let answer = msg.answer.take();
+        if self.stream.is_some() && !self.deleted {
+            if let Some(answer) = answer {
+                // The writer thread answers the publisher after its fsync.
+                self.stream_enqueue_answering(msg, answer, ctx);
+                return Response::reply(Ok(Enqueued::default()));
+            }
+        }
+        let stored = self.enqueue(msg, ctx);
+        match answer {
+            None => Response::fut(stored),
+            // This queue answers the publisher (the batch's one destination).
+            Some(answer) => Response::fut(async move {
+                let r = stored.await;
+                answer.finish(&r);
+                r
+            }),
+        }
+    }
+}
+
+impl QueueActor {
+    /// Takes the batch; the future answers once it is stored (the publisher's confirm).
+    fn enqueue(
+        &mut self,
+        msg: Enqueue,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Enqueued, BrokerError>> {
         if self.deleted {
             let e = self.not_found();
             return Box::pin(async move { Err(e) });

@@ -67,15 +67,30 @@ impl QueueActor {
         self.stream_dispatch(ctx);
         let name = self.name.clone();
         Box::pin(async move {
-            stored.await.map_err(|e| {
-                tracing::error!(queue = %name, error = %e, "stream append failed");
-                BrokerError::new(
-                    ErrorCode::InternalError,
-                    format!("stream '{name}' could not store the messages: {e}"),
-                )
-            })?;
+            stored.await.map_err(|e| stream_store_failed(&name, &e))?;
             Ok(Enqueued::default())
         })
+    }
+
+    /// Appends the batch of which this stream is the one destination: the writer
+    /// thread answers the publisher after the fsync (or refuses the batch with the
+    /// write's error, or with `Closed` once the writer stopped), without this actor.
+    pub(super) fn stream_enqueue_answering(
+        &mut self,
+        msg: Enqueue,
+        answer: crate::broker::exchange::BatchAnswer,
+        ctx: &mut Context<Self>,
+    ) {
+        let name = self.name.clone();
+        let done = crate::storage::Completer::calling(move |stored| {
+            answer.finish(
+                &stored
+                    .map(|()| Enqueued::default())
+                    .map_err(|e| stream_store_failed(&name, &e)),
+            )
+        });
+        self.stream().append_then(msg.messages, done);
+        self.stream_dispatch(ctx);
     }
 
     /// Attaches a consumer at its `x-stream-offset` (or its stored offset).
@@ -338,4 +353,21 @@ impl QueueActor {
             s.log_mut().close();
         }
     }
+}
+
+/// The refusal of a batch stream `name` could not store (the publisher's nack), logged.
+fn stream_store_failed(name: &str, e: &crate::storage::StorageError) -> BrokerError {
+    let message = match e {
+        // The writer stopped, or refused what was queued when the stream was deleted:
+        // expected while a stream goes, not a fault of the disk.
+        crate::storage::StorageError::Closed => {
+            tracing::debug!(queue = %name, "stream append refused: the log is closed");
+            format!("stream '{name}' was deleted or closed before the messages were stored")
+        }
+        e => {
+            tracing::error!(queue = %name, error = %e, "stream append failed");
+            format!("stream '{name}' could not store the messages: {e}")
+        }
+    };
+    BrokerError::new(ErrorCode::InternalError, message)
 }
