@@ -77,6 +77,9 @@ pub enum Rpc {
     /// Publishes to a classic queue of the node asked, forwarded by a node where the
     /// queue is a stand-in (see [`super::forward`]).
     Forward(super::forward::Forwarded),
+    /// The sender's resource alarms (see [`super::alarms`]); answered with the
+    /// receiver's.
+    Alarms(super::alarms::Report),
 }
 
 /// One node's own view of the cluster.
@@ -114,6 +117,9 @@ pub struct NodeView {
     /// version gate); `None` when it could not be asked.
     #[serde(default)]
     pub protocol: Option<u32>,
+    /// Its resource alarms raised (`memory`, `disk`), as it reports them.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 /// One node's member of a quorum queue's group, for `actormq cluster status`.
@@ -171,6 +177,8 @@ pub enum Reply {
     Groups(Result<super::quorum::grow::ChangeCount, BrokerError>),
     /// To [`Rpc::Forward`]: what the queue took.
     Forward(super::forward::Taken),
+    /// To [`Rpc::Alarms`]: the node's own alarms.
+    Alarms(super::alarms::Report),
 }
 
 /// Why a forwarded write was not committed.

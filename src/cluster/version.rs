@@ -22,7 +22,10 @@ use super::types::NodeId;
 ///
 /// 2: the handshake's MACs cover the versions and ids; a quorum queue's declare
 /// carries its limits (`Op::DeclareQueue`).
-pub const CLUSTER_PROTOCOL: u32 = 2;
+///
+/// 3: nodes tell each other their resource alarms (`Rpc::Alarms`); a node's view
+/// (`NodeView`, in `cluster status`) carries its alarms.
+pub const CLUSTER_PROTOCOL: u32 = 3;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ async fn declare_classic(nodes: &[Node], home: &Node, name: &str) {
 
 /// Declares queue `name` (the API's JSON `body`) through `home`'s API, and waits until
 /// every node knows it.
-async fn declare_on(nodes: &[Node], home: &Node, name: &str, body: &str) {
+pub(super) async fn declare_on(nodes: &[Node], home: &Node, name: &str, body: &str) {
     let r = home
         .api()
         .put(&format!("/api/queues/%2F/{name}"), body)
@@ -308,7 +308,7 @@ async fn a_stream_of_another_node_takes_forwarded_publishes_and_refuses_consumer
 
 /// Three nodes, ids 1 to 3, node 1 with `home_sections` (its `[broker]` lines), the
 /// others with `sections`, once they have a leader.
-fn three_with(root: &Path, home_sections: &str, sections: &str) -> Vec<Node> {
+pub(super) fn three_with(root: &Path, home_sections: &str, sections: &str) -> Vec<Node> {
     let seeds: Vec<(u64, String)> = (1..=3)
         .map(|id| (id, format!("127.0.0.1:{}", free_port())))
         .collect();

@@ -24,7 +24,9 @@
 //!   and TTLs; [`quorum_sac`]: single active consumer; [`quorum_expires`]:
 //!   `x-expires`, and gets past messages' TTLs; [`quorum_credit`]: a consumer's
 //!   prefetch against what the group checks out to it.
+//! - [`alarms`]: one node's memory alarm blocks the publishers of the others.
 
+mod alarms;
 mod classic_forward;
 mod drift;
 mod failover;
