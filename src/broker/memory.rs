@@ -274,8 +274,9 @@ impl MemoryGauge {
             tracing::warn!(node = n.id, reason = %remote_reason(n), "another node of the cluster is in alarm: publishers here are blocked too");
         }
         *remote = nodes;
-        drop(remote);
+        // Under the lock: the flag is the last list's, whichever call set it last.
         self.remote_alarm.store(on, Ordering::SeqCst);
+        drop(remote);
         self.transition_loop();
     }
 

@@ -68,6 +68,9 @@ pub struct ClusterAlarms {
     mine: Mutex<(u64, Alarms)>,
     /// The other nodes' last reports, by node.
     heard: Mutex<BTreeMap<NodeId, Report>>,
+    /// Serialises handing `heard` to the gauge: two peers' tasks must not hand it an
+    /// older copy last.
+    applying: Mutex<()>,
 }
 
 impl Default for ClusterAlarms {
@@ -79,6 +82,7 @@ impl Default for ClusterAlarms {
         ClusterAlarms {
             mine: Mutex::new((seed, Alarms::default())),
             heard: Mutex::default(),
+            applying: Mutex::default(),
         }
     }
 }
@@ -150,6 +154,11 @@ impl Core {
 
     /// Hands what this node knows of the others' alarms to its gauge.
     fn apply_alarms(&self) {
+        let _applying = self
+            .alarms
+            .applying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let nodes = self
             .alarms
             .in_alarm()
@@ -220,20 +229,21 @@ async fn peer(core: Arc<Core>, id: NodeId, addr: String) {
     loop {
         local.borrow_and_update();
         let mine = core.own_report();
-        let changed = match link.call(&Rpc::Alarms(mine), ANSWER_TIMEOUT).await {
-            Ok(Reply::Alarms(theirs)) if theirs.node == id => core.alarms.record(theirs),
+        match link.call(&Rpc::Alarms(mine), ANSWER_TIMEOUT).await {
+            Ok(Reply::Alarms(theirs)) if theirs.node == id => {
+                core.alarms.record(theirs);
+            }
             Ok(other) => {
                 tracing::debug!(node = id, "cluster alarms: unexpected answer {other:?}");
-                core.alarms.forget(id)
+                core.alarms.forget(id);
             }
             Err(e) => {
                 tracing::debug!(node = id, error = %e, "cluster alarms: peer unreachable, taken as not in alarm");
-                core.alarms.forget(id)
+                core.alarms.forget(id);
             }
-        };
-        if changed {
-            core.apply_alarms();
         }
+        // Every round, changed or not: cheap when nothing changed (the gauge compares).
+        core.apply_alarms();
         tokio::select! {
             r = local.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(REFRESH) => {}
