@@ -166,6 +166,14 @@ impl MemoryGauge {
             // The memory level never changes the flag; only the disk alarm does.
             return;
         }
+        // The fast path of every publish, enqueue and ack: only a change of the memory
+        // alarm is this caller's to handle (the disk alarm and the other nodes' run
+        // the transition loop themselves when they change). Two loads, as before the
+        // cluster's alarms; the loop below re-reads after any change it makes.
+        let used = self.used.load(Ordering::SeqCst);
+        if (used >= self.watermark) == self.memory_alarm.load(Ordering::SeqCst) {
+            return;
+        }
         self.transition_loop();
     }
 
