@@ -15,10 +15,51 @@
 //! or a failed message store) blocks publishers the same way: the blocked flag and its
 //! watch channel are "either alarm is raised", so publishers and the Blocked / Unblocked
 //! notices need not know which one it is ([`MemoryGauge::blocked_reason`] says).
+//!
+//! In a cluster the alarms are cluster-wide, as RabbitMQ's: the other nodes' alarms,
+//! as the cluster reports them ([`MemoryGauge::set_remote_alarms`]), block this node's
+//! publishers too, since a publisher here may route to a queue there (a classic queue's
+//! home, a quorum queue's member). They never enter [`MemoryGauge::local_alarms`],
+//! which is what this node reports to the others and what holds a batch forwarded to
+//! it: a node's alarm is its own, and is not passed on.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use tokio::sync::watch;
+
+/// The reason of this node's memory alarm.
+pub const MEMORY_REASON: &str = "memory high watermark reached";
+
+/// This node's own resource alarms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Alarms {
+    /// The memory high watermark is reached.
+    pub memory: bool,
+    /// Free disk space is below `storage.disk_free_limit` (or the store failed).
+    pub disk: bool,
+}
+
+impl Alarms {
+    /// True when either is raised.
+    pub fn any(self) -> bool {
+        self.memory || self.disk
+    }
+
+    fn code(self) -> u8 {
+        u8::from(self.memory) | (u8::from(self.disk) << 1)
+    }
+}
+
+/// Another node's alarms, as the cluster last heard them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAlarm {
+    /// The node's id (reasons name it `node 2`).
+    pub id: u64,
+    /// Its name in the management API (`/api/nodes`).
+    pub name: String,
+    /// Its alarms (at least one raised).
+    pub alarms: Alarms,
+}
 
 /// Shared gauge of bytes held, with the blocked / unblocked state derived from it.
 #[derive(Debug)]
@@ -27,8 +68,20 @@ pub struct MemoryGauge {
     used: AtomicUsize,
     /// The high watermark in bytes (`broker.memory_high_watermark`); 0 = unlimited.
     watermark: usize,
-    /// Fast-path copy of the blocked state, read by every publish.
+    /// Fast-path copy of the blocked state, read by every publish: a local alarm or
+    /// another node's.
     blocked: AtomicBool,
+    /// The memory alarm as last derived from the level (`used >= watermark`).
+    memory_alarm: AtomicBool,
+    /// [`Alarms::code`] of what `local` last sent.
+    local_code: std::sync::atomic::AtomicU8,
+    /// This node's own alarms, for the cluster (which reports them to the others) and
+    /// for batches forwarded to this node, which wait while they are raised.
+    local: watch::Sender<Alarms>,
+    /// Another node of the cluster is in alarm (`remote` is not empty).
+    remote_alarm: AtomicBool,
+    /// The other nodes in alarm, as the cluster last reported them.
+    remote: Mutex<Vec<RemoteAlarm>>,
     /// Broadcasts state changes to publishers waiting to be unblocked and to connections
     /// that tell their clients (Blocked / Unblocked notices).
     state: watch::Sender<bool>,
@@ -44,10 +97,16 @@ impl MemoryGauge {
     /// A gauge with the given watermark in bytes (0 disables blocking).
     pub fn new(watermark: usize) -> Self {
         let (state, _) = watch::channel(false);
+        let (local, _) = watch::channel(Alarms::default());
         MemoryGauge {
             used: AtomicUsize::new(0),
             watermark,
             blocked: AtomicBool::new(false),
+            memory_alarm: AtomicBool::new(false),
+            local_code: Default::default(),
+            local,
+            remote_alarm: AtomicBool::new(false),
+            remote: Mutex::new(Vec::new()),
             state,
             transition: Mutex::new(()),
             disk_alarm: AtomicBool::new(false),
@@ -107,27 +166,53 @@ impl MemoryGauge {
             // The memory level never changes the flag; only the disk alarm does.
             return;
         }
+        // The fast path of every publish, enqueue and ack: only a change of the memory
+        // alarm is this caller's to handle (the disk alarm and the other nodes' run
+        // the transition loop themselves when they change). Two loads, as before the
+        // cluster's alarms; the loop below re-reads after any change it makes.
+        let used = self.used.load(Ordering::SeqCst);
+        if (used >= self.watermark) == self.memory_alarm.load(Ordering::SeqCst) {
+            return;
+        }
         self.transition_loop();
     }
 
-    /// True when the memory level or the disk alarm says publishers must wait.
-    fn should_block(&self, used: usize) -> bool {
-        (self.watermark > 0 && used >= self.watermark) || self.disk_alarm.load(Ordering::SeqCst)
+    /// This node's alarms at memory level `used`.
+    fn alarms_at(&self, used: usize) -> Alarms {
+        Alarms {
+            memory: self.watermark > 0 && used >= self.watermark,
+            disk: self.disk_alarm.load(Ordering::SeqCst),
+        }
+    }
+
+    /// True when the flags and watch channels say what the level and the alarms do.
+    fn in_step(&self, used: usize) -> bool {
+        let local = self.alarms_at(used);
+        let block = local.any() || self.remote_alarm.load(Ordering::SeqCst);
+        local.memory == self.memory_alarm.load(Ordering::SeqCst)
+            && local.code() == self.local_code.load(Ordering::SeqCst)
+            && block == self.blocked.load(Ordering::SeqCst)
     }
 
     fn transition_loop(&self) {
         loop {
-            let should_block = self.should_block(self.used.load(Ordering::SeqCst));
-            if should_block == self.blocked.load(Ordering::SeqCst) {
+            if self.in_step(self.used.load(Ordering::SeqCst)) {
                 return;
             }
             let _transition = self.transition.lock().unwrap_or_else(|e| e.into_inner());
             let now = self.used.load(Ordering::SeqCst);
-            let should_block = self.should_block(now);
-            if should_block == self.blocked.load(Ordering::SeqCst) {
+            if self.in_step(now) {
                 continue;
             }
-            self.blocked.store(should_block, Ordering::SeqCst);
+            let local = self.alarms_at(now);
+            self.memory_alarm.store(local.memory, Ordering::SeqCst);
+            if self.local_code.swap(local.code(), Ordering::SeqCst) != local.code() {
+                self.local.send_replace(local);
+            }
+            let should_block = local.any() || self.remote_alarm.load(Ordering::SeqCst);
+            if should_block == self.blocked.swap(should_block, Ordering::SeqCst) {
+                continue;
+            }
             self.state.send_replace(should_block);
             if should_block {
                 tracing::warn!(
@@ -159,17 +244,81 @@ impl MemoryGauge {
         self.disk_alarm.load(Ordering::SeqCst)
     }
 
-    /// Why publishers are blocked (for the Blocked notice): the disk alarm's reason
-    /// when it is raised, else the memory watermark.
-    pub fn blocked_reason(&self) -> String {
-        if self.disk_alarm() {
+    /// The disk alarm's reason while it is raised.
+    pub fn disk_reason(&self) -> Option<String> {
+        self.disk_alarm().then(|| {
             self.disk_reason
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
-        } else {
-            "memory high watermark reached".to_string()
+        })
+    }
+
+    /// True while this node's memory alarm is raised (its level at the watermark).
+    pub fn memory_alarm(&self) -> bool {
+        self.memory_alarm.load(Ordering::SeqCst)
+    }
+
+    /// This node's own alarms (not the other nodes').
+    pub fn local_alarms(&self) -> Alarms {
+        *self.local.borrow()
+    }
+
+    /// A receiver that sees every change of this node's own alarms.
+    pub fn subscribe_local(&self) -> watch::Receiver<Alarms> {
+        self.local.subscribe()
+    }
+
+    /// Sets the other nodes of the cluster in alarm (replacing what was set before):
+    /// while any is, publishers here are blocked as by a local alarm.
+    pub fn set_remote_alarms(&self, mut nodes: Vec<RemoteAlarm>) {
+        nodes.retain(|n| n.alarms.any());
+        let on = !nodes.is_empty();
+        let mut remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        if *remote == nodes {
+            return;
         }
+        for n in nodes.iter().filter(|n| !remote.contains(n)) {
+            tracing::warn!(node = n.id, reason = %remote_reason(n), "another node of the cluster is in alarm: publishers here are blocked too");
+        }
+        *remote = nodes;
+        // Under the lock: the flag is the last list's, whichever call set it last.
+        self.remote_alarm.store(on, Ordering::SeqCst);
+        drop(remote);
+        self.transition_loop();
+    }
+
+    /// The other nodes in alarm, as last set.
+    pub fn remote_alarms(&self) -> Vec<RemoteAlarm> {
+        self.remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Why publishers are blocked (for the Blocked notice): this node's alarm (the
+    /// disk alarm's reason when it is raised, else the memory watermark), then each
+    /// other node's in alarm, in RabbitMQ's words ("low on memory", "low on disk")
+    /// with the node named, joined with " & " as RabbitMQ joins its reasons.
+    pub fn blocked_reason(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(disk) = self.disk_reason() {
+            parts.push(disk);
+        } else if self.memory_alarm() {
+            parts.push(MEMORY_REASON.to_string());
+        }
+        parts.extend(self.remote_alarms().iter().map(remote_reason));
+        if parts.is_empty() {
+            // Raced with the clearing: the last reason there was is not known.
+            return MEMORY_REASON.to_string();
+        }
+        parts.join(" & ")
+    }
+
+    /// Waits until this node's own alarms are clear (the other nodes' do not count).
+    pub async fn wait_local_clear(&self) {
+        let mut rx = self.local.subscribe();
+        let _ = rx.wait_for(|a| !a.any()).await;
     }
 
     /// Waits until publishers are not blocked.
@@ -182,6 +331,19 @@ impl MemoryGauge {
         // fast-path check and the subscription is not missed.
         let _ = rx.wait_for(|blocked| !*blocked).await;
     }
+}
+
+/// Another node's alarms in RabbitMQ's words, naming the node: `low on memory (node
+/// 2)`, `low on memory & low on disk (node 3)`.
+fn remote_reason(n: &RemoteAlarm) -> String {
+    let mut what = Vec::new();
+    if n.alarms.memory {
+        what.push("low on memory");
+    }
+    if n.alarms.disk {
+        what.push("low on disk");
+    }
+    format!("{} (node {})", what.join(" & "), n.id)
 }
 
 #[cfg(test)]
@@ -273,6 +435,54 @@ mod tests {
         g.add(100);
         assert!(g.is_blocked());
         assert_eq!(g.blocked_reason(), "memory high watermark reached");
+    }
+
+    fn remote(id: u64, memory: bool, disk: bool) -> RemoteAlarm {
+        RemoteAlarm {
+            id,
+            name: format!("node{id}@127.0.0.1:1"),
+            alarms: Alarms { memory, disk },
+        }
+    }
+
+    #[test]
+    fn another_node_s_alarm_blocks_publishers_but_is_not_this_node_s() {
+        let g = MemoryGauge::new(100);
+        let rx = g.subscribe();
+        let local = g.subscribe_local();
+        g.set_remote_alarms(vec![remote(2, true, false)]);
+        assert!(g.is_blocked() && *rx.borrow());
+        assert_eq!(g.blocked_reason(), "low on memory (node 2)");
+        assert_eq!(g.local_alarms(), Alarms::default());
+        assert!(!local.has_changed().unwrap(), "not this node's alarm");
+
+        // This node's own alarm comes and goes under it: publishers stay blocked.
+        g.add(100);
+        assert!(g.local_alarms().memory && g.memory_alarm());
+        g.set_remote_alarms(vec![remote(2, true, false), remote(3, true, true)]);
+        assert_eq!(
+            g.blocked_reason(),
+            "memory high watermark reached & low on memory (node 2) & low on memory & low on disk (node 3)"
+        );
+        g.sub(100);
+        assert!(!g.local_alarms().any() && g.is_blocked());
+
+        // Nodes with nothing raised are not in alarm.
+        g.set_remote_alarms(vec![remote(2, false, false)]);
+        assert!(!g.is_blocked() && !*rx.borrow());
+        assert!(g.remote_alarms().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_batch_waits_for_this_node_s_alarms_only() {
+        let g = MemoryGauge::new(100);
+        g.set_remote_alarms(vec![remote(2, false, true)]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), g.wait_local_clear())
+            .await
+            .expect("another node's alarm does not hold it");
+        g.set_disk_alarm(Some("disk".into()));
+        let held = tokio::time::timeout(std::time::Duration::from_millis(50), g.wait_local_clear());
+        assert!(held.await.is_err(), "this node's alarm holds it");
     }
 
     #[test]

@@ -166,14 +166,19 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
                 .map_or_else(|| "none".to_string(), |l| l.to_string());
             println!("leader: {leader}");
             println!(
-                "{:<6} {:<22} {:<13} {:>6} {:>9} {:>9} {:>5} {:>8}",
+                "{:<6} {:<22} {:<13} {:>6} {:>9} {:>9} {:>5} {:>8}  alarms",
                 "id", "address", "role", "term", "log", "applied", "lag", "protocol"
             );
             let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
             let mut all_groups = Vec::new();
             for (v, lag) in s.nodes {
+                let alarms = if v.alarms.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.alarms.join(",")
+                };
                 println!(
-                    "{:<6} {:<22} {:<13} {:>6} {:>9} {:>9} {:>5} {:>8}",
+                    "{:<6} {:<22} {:<13} {:>6} {:>9} {:>9} {:>5} {:>8}  {}",
                     v.id,
                     v.addr,
                     v.role,
@@ -181,7 +186,8 @@ pub fn run(args: ClusterArgs) -> Result<(), Error> {
                     opt(v.last_log_index),
                     opt(v.applied_index),
                     opt(lag),
-                    opt(v.protocol.map(u64::from))
+                    opt(v.protocol.map(u64::from)),
+                    alarms
                 );
                 all_groups.extend(v.groups.iter().map(|g| (v.id, g.clone())));
             }

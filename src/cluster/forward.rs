@@ -392,10 +392,12 @@ pub(super) async fn take(broker: BrokerHandle, here: Option<bool>, batch: Forwar
             ),
         ));
     }
-    // Blocked as this node's own publishers are while its memory or disk alarm is
-    // raised: the held answer fills the forwarders' windows, so producers on other
-    // nodes cannot fill this one.
-    broker.memory().wait_unblocked().await;
+    // Held while this node's own memory or disk alarm is raised: the held answer
+    // fills the forwarders' windows, so producers on other nodes cannot fill this one
+    // (their publishers are blocked too once they hear of the alarm, but a batch may
+    // be on its way before). Another node's alarm does not hold it: that node's
+    // alarm blocks the publishers, not what they sent before it.
+    broker.memory().wait_local_clear().await;
     let registry = broker.registry(&batch.vhost)?;
     let queue = registry
         .send(LookupQueue {

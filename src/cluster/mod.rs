@@ -26,12 +26,15 @@
 //! - `version`: the cluster protocol version every connection announces.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
 //! - `forward`: publishes to a classic queue of another node, batched to its home.
+//! - `alarms`: each node's memory and disk alarms, told to the others, which block
+//!   their publishers too.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: what installing a
 //!   snapshot of the definitions log changes here.
 //! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
 //! - `drift`: transient definitions over restarts, definitions from before joining,
 //!   a removed node's restart.
 
+mod alarms;
 mod drift;
 mod forward;
 mod log_store;
@@ -212,6 +215,7 @@ impl ClusterNode {
         });
         runtime.spawn(bootstrap(self.core.clone()));
         runtime.spawn(transport::watch_sighup(self.core.transport.clone()));
+        runtime.spawn(alarms::gossip(self.core.clone()));
         runtime.spawn(drift::drop_own_transient_queues(self.core.clone()));
         if !pre_cluster.is_empty() {
             runtime.spawn(drift::propose_pre_cluster(

@@ -58,6 +58,8 @@ pub struct Core {
     /// directory lost), has not caught up: it grants no vote then, so that neither
     /// its forgotten vote nor its missing entries can elect a leader without them.
     pub(super) catching_up: std::sync::atomic::AtomicBool,
+    /// What this node heard of the other nodes' resource alarms.
+    pub(super) alarms: super::alarms::ClusterAlarms,
 }
 
 fn no_leader(what: &str) -> BrokerError {
@@ -152,6 +154,7 @@ impl Core {
             quorum,
             transport,
             catching_up: Default::default(),
+            alarms: Default::default(),
         }
     }
 
@@ -212,7 +215,7 @@ impl Core {
     }
 
     /// The address of member `id`, as the membership records it.
-    fn node_addr(&self, id: NodeId) -> Option<String> {
+    pub(super) fn node_addr(&self, id: NodeId) -> Option<String> {
         let m = self.raft().metrics().borrow().membership_config.clone();
         m.membership().get_node(&id).map(|n| n.addr.clone())
     }
@@ -381,6 +384,14 @@ impl Core {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             protocol: Some(super::version::CLUSTER_PROTOCOL),
+            alarms: {
+                let a = self.broker().memory().local_alarms();
+                [(a.memory, "memory"), (a.disk, "disk")]
+                    .into_iter()
+                    .filter(|(on, _)| *on)
+                    .map(|(_, name)| name.to_string())
+                    .collect()
+            },
             voters: membership.voter_ids().map(|id| (id, addr_of(id))).collect(),
             learners: membership
                 .learner_ids()

@@ -87,6 +87,9 @@ pub enum Rpc {
         /// The node that asks (logs).
         from: NodeId,
     },
+    /// The sender's resource alarms (see [`super::alarms`]); answered with the
+    /// receiver's.
+    Alarms(super::alarms::Report),
 }
 
 /// One node's own view of the cluster.
@@ -124,6 +127,9 @@ pub struct NodeView {
     /// version gate); `None` when it could not be asked.
     #[serde(default)]
     pub protocol: Option<u32>,
+    /// Its resource alarms raised (`memory`, `disk`), as it reports them.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 /// One node's member of a quorum queue's group, for `actormq cluster status`.
@@ -183,6 +189,8 @@ pub enum Reply {
     Forward(super::forward::Taken),
     /// To [`Rpc::DeclareCounts`]: the home queue's counts, or why not.
     DeclareCounts(Result<crate::broker::queue::actor::DeclareCounts, BrokerError>),
+    /// To [`Rpc::Alarms`]: the node's own alarms.
+    Alarms(super::alarms::Report),
 }
 
 /// Why a forwarded write was not committed.

@@ -90,6 +90,7 @@ async fn answer(core: &Arc<Core>, rpc: Rpc, frame: &bytes::Bytes) -> Reply {
             Reply::GroupWrite(core.groups.write(group, command).await)
         }
         Rpc::ReadIndex => Reply::ReadIndex(core.read_index().await),
+        Rpc::Alarms(report) => Reply::Alarms(core.alarms_heard(report)),
         Rpc::Forward(batch) => {
             let here = core.home_here(&batch.vhost, &batch.queue);
             Reply::Forward(super::forward::take(core.broker(), here, batch).await)

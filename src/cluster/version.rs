@@ -30,7 +30,9 @@ use super::types::NodeId;
 /// replicated (`Op::SetVhostLimits` proposed; the definitions snapshot carries them);
 /// a consume session's consumer carries its arguments (`Spec::arguments`) and
 /// the leader says when it is attached (`Down::Attached`); a stand-in asks its
-/// queue's home for a declare's counts (`Rpc::DeclareCounts`).
+/// queue's home for a declare's counts (`Rpc::DeclareCounts`);
+/// nodes tell each other their resource alarms (`Rpc::Alarms`); a node's view
+/// (`NodeView`, in `cluster status`) carries its alarms.
 pub const CLUSTER_PROTOCOL: u32 = 3;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.

@@ -30,18 +30,36 @@ pub(crate) fn routes(r: &mut Routes) {
         .get("/api/healthchecks/node/{node}", named_node_check);
 }
 
-/// The resource alarms in effect: memory and disk.
+/// This node's resource alarms in effect: memory and disk.
 pub(crate) fn alarms_in_effect(api: &Api) -> Vec<Value> {
     let memory = api.shared.broker.memory();
     let mut alarms = Vec::new();
-    if memory.disk_alarm() {
-        alarms.push(
-            json!({"resource": "disk", "node": node_name(), "reason": memory.blocked_reason()}),
-        );
-    } else if memory.is_blocked() {
-        alarms.push(
-            json!({"resource": "memory", "node": node_name(), "reason": memory.blocked_reason()}),
-        );
+    if let Some(reason) = memory.disk_reason() {
+        alarms.push(json!({"resource": "disk", "node": node_name(), "reason": reason}));
+    }
+    if memory.memory_alarm() {
+        alarms.push(json!({
+            "resource": "memory",
+            "node": node_name(),
+            "reason": crate::broker::memory::MEMORY_REASON,
+        }));
+    }
+    alarms
+}
+
+/// The alarms in effect in the cluster: this node's, then the other nodes' as the
+/// cluster last heard them (named as `/api/nodes` names them).
+pub(crate) fn cluster_alarms_in_effect(api: &Api) -> Vec<Value> {
+    let mut alarms = alarms_in_effect(api);
+    for n in api.shared.broker.memory().remote_alarms() {
+        for (on, resource, reason) in [
+            (n.alarms.disk, "disk", "low on disk"),
+            (n.alarms.memory, "memory", "low on memory"),
+        ] {
+            if on {
+                alarms.push(json!({"resource": resource, "node": n.name, "reason": reason}));
+            }
+        }
     }
     alarms
 }
@@ -50,8 +68,7 @@ fn failed(body: Value) -> HttpResponse {
     HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(body)
 }
 
-fn alarm_answer(api: &Api, reason: &str) -> HttpResponse {
-    let alarms = alarms_in_effect(api);
+fn alarm_answer(alarms: Vec<Value>, reason: &str) -> HttpResponse {
     if alarms.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ok"}))
     } else {
@@ -59,14 +76,21 @@ fn alarm_answer(api: &Api, reason: &str) -> HttpResponse {
     }
 }
 
-/// 200 when no resource alarm is in effect, 503 naming them otherwise.
+/// 200 when no resource alarm is in effect on any node of the cluster, 503 naming
+/// them otherwise.
 async fn alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
-    alarm_answer(&api, "There are alarms in effect in the cluster")
+    alarm_answer(
+        cluster_alarms_in_effect(&api),
+        "There are alarms in effect in the cluster",
+    )
 }
 
-/// The same for this node (a single node: the same answer, RabbitMQ's words).
+/// The same for this node only (a single node: the same answer, RabbitMQ's words).
 async fn local_alarms(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
-    alarm_answer(&api, "There are alarms in effect on the node")
+    alarm_answer(
+        alarms_in_effect(&api),
+        "There are alarms in effect on the node",
+    )
 }
 
 /// RabbitMQ's older node check (deprecated there in favour of the checks above, still

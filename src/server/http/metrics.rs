@@ -68,12 +68,12 @@ pub(crate) async fn metrics(api: web::Data<Api>) -> HttpResponse {
     e.family(
         "actormq_alarm",
         Kind::Gauge,
-        "1 while a resource alarm blocks publishers.",
+        "1 while a resource alarm of this node blocks publishers.",
     )
     .sample(
         "actormq_alarm",
         &[("resource", "memory")],
-        u64::from(memory.is_blocked() && !disk),
+        u64::from(memory.memory_alarm()),
     )
     .sample("actormq_alarm", &[("resource", "disk")], u64::from(disk));
     queue_series(&mut e, &queues);

@@ -84,12 +84,14 @@ fn resident_bytes() -> Option<u64> {
 
 /// The node list: this node; in a cluster, every member, this node's entry with its
 /// figures and the others' with what the membership says of them (id, cluster
-/// address, voter or learner, leader).
+/// address, voter or learner, leader) and their alarms as this node last heard them
+/// (a node it cannot reach is not in alarm: see `cluster::alarms`).
 async fn list(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
     let me = node_json(&api);
     let Some(cluster) = api.shared.broker.context().cluster.clone() else {
         return HttpResponse::Ok().json(vec![me]);
     };
+    let remote = api.shared.broker.memory().remote_alarms();
     let nodes: Vec<Value> = cluster
         .nodes_json()
         .into_iter()
@@ -103,6 +105,13 @@ async fn list(api: web::Data<Api>, _caller: Caller) -> HttpResponse {
             } else {
                 n.as_object_mut().map(|o| o.remove("this_node"));
                 n["type"] = json!("disc");
+                let alarms = remote
+                    .iter()
+                    .find(|r| n["id"] == r.id)
+                    .map(|r| r.alarms)
+                    .unwrap_or_default();
+                n["mem_alarm"] = json!(alarms.memory);
+                n["disk_free_alarm"] = json!(alarms.disk);
                 n
             }
         })

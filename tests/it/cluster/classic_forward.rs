@@ -298,7 +298,7 @@ async fn a_stream_of_another_node_takes_forwarded_publishes() {
 
 /// Three nodes, ids 1 to 3, node 1 with `home_sections` (its `[broker]` lines), the
 /// others with `sections`, once they have a leader.
-fn three_with(root: &Path, home_sections: &str, sections: &str) -> Vec<Node> {
+pub(super) fn three_with(root: &Path, home_sections: &str, sections: &str) -> Vec<Node> {
     let seeds: Vec<(u64, String)> = (1..=3)
         .map(|id| (id, format!("127.0.0.1:{}", free_port())))
         .collect();

@@ -26,7 +26,9 @@
 //!   prefetch against what the group checks out to it; [`quorum_policy`]: policies
 //!   in force at the declare, and set, changed or cleared after it.
 //! - [`vhost_limits`]: virtual host limits are the cluster's.
+//! - [`alarms`]: one node's memory alarm blocks the publishers of the others.
 
+mod alarms;
 mod classic_forward;
 mod classic_forward_args;
 mod drift;
