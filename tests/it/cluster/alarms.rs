@@ -95,6 +95,15 @@ async fn held_publish(
     pending
 }
 
+/// The held publish `pending` is confirmed (not nacked) within the deadline.
+async fn confirmed(pending: tokio::task::JoinHandle<bool>, when: &str) {
+    let acked = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .unwrap_or_else(|_| panic!("{when}"))
+        .unwrap();
+    assert!(acked, "confirmed, not nacked");
+}
+
 /// `node`'s `/api/nodes` entry for node `id`.
 async fn node_entry(node: &Node, id: u64) -> serde_json::Value {
     let all = node.api().get("/api/nodes").await.json();
@@ -171,11 +180,7 @@ async fn a_memory_alarm_on_one_node_blocks_amqp_publishers_on_another_until_it_c
     // unblocked, and the held publish is queued and confirmed.
     take_one(a, "fill").await;
     unblocked(&mut events).await;
-    let confirmed = tokio::time::timeout(DEADLINE, pending)
-        .await
-        .expect("confirmed once node 1's alarm clears")
-        .unwrap();
-    assert!(confirmed, "confirmed, not nacked");
+    confirmed(pending, "confirmed once node 1's alarm clears").await;
     queue_until(b, "work", "the held publish", |q| q["messages_ready"] == 1).await;
     assert_eq!(node_entry(b, 1).await["mem_alarm"], false);
     super::assert_no_panic(&nodes);
@@ -219,11 +224,7 @@ async fn a_quorum_member_s_memory_alarm_blocks_publishers_on_the_other_members()
     // the held publish is committed and confirmed.
     take_one(c, "qq").await;
     unblocked(&mut events).await;
-    let confirmed = tokio::time::timeout(DEADLINE, pending)
-        .await
-        .expect("confirmed once node 1's alarm clears")
-        .unwrap();
-    assert!(confirmed, "confirmed, not nacked");
+    confirmed(pending, "confirmed once node 1's alarm clears").await;
     queue_until(b, "qq", "the held publish", |q| q["messages"] == 1).await;
     tokio::time::timeout(DEADLINE, native.wait_unblocked())
         .await
@@ -247,11 +248,7 @@ async fn a_node_in_alarm_that_goes_down_no_longer_blocks_the_others() {
 
     nodes[0].kill9();
     unblocked(&mut events).await;
-    let confirmed = tokio::time::timeout(DEADLINE, pending)
-        .await
-        .expect("confirmed once node 1 is gone")
-        .unwrap();
-    assert!(confirmed, "confirmed, not nacked");
+    confirmed(pending, "confirmed once node 1 is gone").await;
     assert_eq!(node_entry(&nodes[1], 1).await["mem_alarm"], false);
     let check = nodes[1].api().get("/api/health/checks/alarms").await;
     assert_eq!(check.status, 200, "{}", check.text());

@@ -165,12 +165,7 @@ async fn a_stream_is_consumed_through_a_node_that_is_not_its_home_from_first_an_
         )
         .await
         .expect_err("a stream consumer whose home is down is refused");
-    let e = e.to_string();
-    assert!(
-        e.contains("NOT_FOUND")
-            && e.contains(&format!("home node {home_id} is down or inaccessible")),
-        "{e}"
-    );
+    home_down(&e.to_string(), home_id);
     super::assert_no_panic(&nodes[1..]);
 }
 
@@ -282,11 +277,15 @@ async fn a_declare_through_a_stand_in_reports_the_home_s_counts_and_names_a_home
     let e = declare_through(&nodes[2], true)
         .await
         .expect_err("a declare of a queue whose home is down fails");
-    let e = e.to_string();
+    home_down(&e.to_string(), home_id);
+    super::assert_no_panic(&nodes[1..]);
+}
+
+/// `e` is the NOT_FOUND that names home node `home_id` as down.
+fn home_down(e: &str, home_id: u64) {
     assert!(
         e.contains("NOT_FOUND")
             && e.contains(&format!("home node {home_id} is down or inaccessible")),
         "{e}"
     );
-    super::assert_no_panic(&nodes[1..]);
 }
