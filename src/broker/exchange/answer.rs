@@ -88,7 +88,19 @@ pub(super) fn fold(
                 routed[i as usize].merge(Routed::refused(e.clone()));
             }
         }
-        None => {}
+        // The queue's answer was dropped unanswered (its actor stopped with the batch
+        // in its mailbox, or a stream's writer stopped holding it): the messages may
+        // not be stored, so they are refused, never confirmed as routed nowhere. Only
+        // a queue that answers that it was deleted counts as routed nowhere (above).
+        None => {
+            let e = BrokerError::new(
+                ErrorCode::ResourceError,
+                "the queue stopped before it answered: the message may not be stored",
+            );
+            for &i in idx {
+                routed[i as usize].merge(Routed::refused(e.clone()));
+            }
+        }
     }
 }
 
@@ -143,9 +155,11 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_answer_replies_as_a_queue_that_never_answered() {
-        let (a, mut rx) = answer(vec![0], 1);
+    fn a_dropped_answer_refuses_the_queues_messages_never_confirms_them() {
+        let (a, mut rx) = answer(vec![0], 2);
         drop(a);
-        assert_eq!(rx.try_recv().unwrap().unwrap(), vec![Routed::to(0)]);
+        let routed = rx.try_recv().unwrap().unwrap();
+        assert!(routed[0].refused.is_some(), "{routed:?}");
+        assert_eq!(routed[1], Routed::to(0));
     }
 }
