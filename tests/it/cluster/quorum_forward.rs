@@ -340,6 +340,12 @@ async fn a_follower_consumer_that_disconnects_returns_its_messages() {
 
     // The native protocol's get and consume on a follower, the same way.
     aconn.close(200, "bye".into()).await.unwrap();
+    // The close reaches the leader's member after close-ok: until it has, a publish
+    // could still be delivered to the closing consumer and come back redelivered.
+    super::queue_until(leader_node, "back", "no consumer left", |q| {
+        q["consumers"] == 0
+    })
+    .await;
     publish_confirmed(&pch, "back", ["n0", "n1", "n2"].map(String::from)).await;
     let native = actormq::client::Client::connect(actormq::client::ConnectOptions::new(
         followers[0].native.clone(),
