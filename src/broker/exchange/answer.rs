@@ -13,11 +13,13 @@
 //!
 //! What a queue's answer means for the messages is one rule ([`fold`]), used by both
 //! paths: taken, refused (nacked with the queue's reason), or routed nowhere when the
-//! queue was deleted or stopped before it answered.
+//! queue was deleted before it answered ([`unanswered`]: a queue stopped without a
+//! delete refuses what it dropped).
 //!
 //! [`Enqueue`]: crate::broker::messages::Enqueue
 
 use crate::broker::messages::{Enqueued, Routed};
+use crate::broker::queue::Deletion;
 use crate::error::{BrokerError, ErrorCode};
 use tokio::sync::oneshot;
 
@@ -28,7 +30,7 @@ pub(super) type Reply = oneshot::Sender<Result<Vec<Routed>, BrokerError>>;
 /// message decided by the exchange (refused, unroutable) and the batch positions of
 /// those the queue was sent. [`BatchAnswer::finish`] folds in the queue's answer and
 /// replies; dropped unfinished (the queue actor stopped before it handled the batch),
-/// it replies as [`fold`] does for a queue that never answered.
+/// it replies as [`unanswered`] says.
 pub struct BatchAnswer {
     /// Where the outcome goes (taken when replied).
     reply: Option<Reply>,
@@ -36,14 +38,17 @@ pub struct BatchAnswer {
     routed: Vec<Routed>,
     /// Positions in the batch of the messages this queue was sent, in order.
     idx: Vec<u32>,
+    /// Whether the queue was deleted, for an answer dropped unfinished.
+    queue: Deletion,
 }
 
 impl BatchAnswer {
-    pub(super) fn new(reply: Reply, routed: Vec<Routed>, idx: Vec<u32>) -> Self {
+    pub(super) fn new(reply: Reply, routed: Vec<Routed>, idx: Vec<u32>, queue: Deletion) -> Self {
         BatchAnswer {
             reply: Some(reply),
             routed,
             idx,
+            queue,
         }
     }
 
@@ -64,9 +69,24 @@ impl BatchAnswer {
 
 impl Drop for BatchAnswer {
     fn drop(&mut self) {
-        // The queue never answered: as a dropped `Enqueue` request would read.
-        self.reply_with(None);
+        if self.reply.is_some() {
+            // The queue never answered: as a dropped `Enqueue` request would read.
+            let answer = unanswered(&self.queue);
+            self.reply_with(answer.as_ref());
+        }
     }
+}
+
+/// The answer that stands for a batch a queue's actor dropped unhandled (it stopped
+/// with the batch in its mailbox): a deleted queue's answer (routed nowhere) when the
+/// queue was deleted, none (refused, see [`fold`]) when it stopped otherwise.
+pub(super) fn unanswered(queue: &Deletion) -> Option<Result<Enqueued, BrokerError>> {
+    queue.happened().then(|| {
+        Err(BrokerError::new(
+            ErrorCode::NotFound,
+            "the queue was deleted before it took the message",
+        ))
+    })
 }
 
 /// Folds a queue's answer for the messages at batch positions `idx` into `routed`:
@@ -88,10 +108,10 @@ pub(super) fn fold(
                 routed[i as usize].merge(Routed::refused(e.clone()));
             }
         }
-        // The queue's answer was dropped unanswered (its actor stopped with the batch
-        // in its mailbox, or a stream's writer stopped holding it): the messages may
-        // not be stored, so they are refused, never confirmed as routed nowhere. Only
-        // a queue that answers that it was deleted counts as routed nowhere (above).
+        // The queue's answer was dropped unanswered by a queue that was not deleted
+        // (its actor stopped with the batch in its mailbox at a broker shutdown, or a
+        // stream's writer stopped holding it): the messages may not be stored, so they
+        // are refused, never confirmed as routed nowhere.
         None => {
             let e = BrokerError::new(
                 ErrorCode::ResourceError,
@@ -134,7 +154,10 @@ mod tests {
         oneshot::Receiver<Result<Vec<Routed>, BrokerError>>,
     ) {
         let (tx, rx) = oneshot::channel();
-        (BatchAnswer::new(tx, vec![Routed::default(); n], idx), rx)
+        (
+            BatchAnswer::new(tx, vec![Routed::default(); n], idx, Deletion::default()),
+            rx,
+        )
     }
 
     #[test]
@@ -161,5 +184,14 @@ mod tests {
         let routed = rx.try_recv().unwrap().unwrap();
         assert!(routed[0].refused.is_some(), "{routed:?}");
         assert_eq!(routed[1], Routed::to(0));
+    }
+
+    #[test]
+    fn an_answer_dropped_by_a_deleted_queue_counts_its_messages_routed_nowhere() {
+        let (tx, mut rx) = oneshot::channel();
+        let a = BatchAnswer::new(tx, vec![Routed::default(); 2], vec![1], Deletion::done());
+        drop(a);
+        let routed = rx.try_recv().unwrap().unwrap();
+        assert_eq!(routed, vec![Routed::to(0), Routed::to(0)]);
     }
 }

@@ -10,7 +10,7 @@
 //! answering the publisher once every destination answered, with a queue's refusal
 //! (`x-overflow` `reject-publish`) turned into a refusal of the message (a nack).
 
-use super::answer::{fold, BatchAnswer, Reply};
+use super::answer::{fold, unanswered, BatchAnswer, Reply};
 use super::router::{follow, resolve_pending, RouteScratch};
 use super::{Destination, ExchangeHandle};
 use crate::broker::messages::{OwnerId, Publish, Routed};
@@ -278,7 +278,10 @@ impl Dispatch {
         let enqueues: Vec<_> = self
             .queues
             .drain(..)
-            .map(|(q, messages, idx)| (q.enqueue_from(messages, self.publisher), idx))
+            .map(|(q, messages, idx)| {
+                let deletion = q.deletion();
+                (q.enqueue_from(messages, self.publisher), (idx, deletion))
+            })
             .collect();
         let mut forwards: Vec<_> = self
             .actors
@@ -316,8 +319,16 @@ impl Dispatch {
         // meanwhile; the publisher's window bounds how many are in flight.
         actix_rt::spawn(async move {
             let (qs, idxs): (Vec<_>, Vec<_>) = enqueues.into_iter().unzip();
-            for (res, idx) in join_all(qs).await.into_iter().zip(idxs) {
-                fold(&mut routed, &idx, res.as_ref().ok());
+            for (res, (idx, deletion)) in join_all(qs).await.into_iter().zip(idxs) {
+                let dropped;
+                let answer = match &res {
+                    Ok(answer) => Some(answer),
+                    Err(_) => {
+                        dropped = unanswered(&deletion);
+                        dropped.as_ref()
+                    }
+                };
+                fold(&mut routed, &idx, answer);
             }
             for (rx, idx) in forwards {
                 // An exchange that failed, stopped or answered short never confirms
@@ -366,7 +377,7 @@ impl Dispatch {
         };
         let answer = self
             .reply
-            .map(|reply| BatchAnswer::new(reply, self.routed, idx));
+            .map(|reply| BatchAnswer::new(reply, self.routed, idx, q.deletion()));
         q.enqueue_answering(messages, self.publisher, answer);
     }
 }

@@ -475,6 +475,8 @@ impl QueueActor {
             return 0;
         }
         self.deleted = true;
+        // Before the stop: a batch dropped in the mailbox reads as routed nowhere.
+        self.inbox.mark_deleted();
         let mut count = (self.state.ready_len() + self.state.delayed_len()) as u64;
         if self.stream.is_some() {
             count = self.stream_delete(reason);

@@ -15,6 +15,7 @@
 //! a cancel pipelined after `delete_queue` held its connection for good).
 
 use crate::broker::messages::{OwnerId, Settlement};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// One control item.
@@ -96,6 +97,11 @@ pub struct Inbox {
     /// The items, and whether the inbox is closed (one lock: a push cannot slip in
     /// between the close and the drop of what was queued).
     items: Mutex<Items>,
+    /// Set when the queue was deleted (before its actor stops). It tells a batch the
+    /// actor dropped unhandled apart from one dropped by a stop without a delete: the
+    /// first was routed nowhere, as RabbitMQ counts a publish to a queue deleted
+    /// meanwhile; the second may have been meant to be stored, so it is refused.
+    deleted: AtomicBool,
 }
 
 /// The guarded part of an [`Inbox`].
@@ -125,6 +131,17 @@ impl Inbox {
     /// Takes everything queued.
     pub fn take(&self) -> Vec<Control> {
         std::mem::take(&mut self.items.lock().expect("inbox lock poisoned").queued)
+    }
+
+    /// Marks the queue deleted (see [`Inbox::was_deleted`]).
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// Whether the queue was deleted: what its handles' holders see once its actor
+    /// has stopped.
+    pub fn was_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Closes the inbox for good (the queue actor stopped): drops what is queued and

@@ -117,6 +117,29 @@ struct HandleInner {
     inbox: Arc<Inbox>,
 }
 
+/// Whether a queue was deleted ([`QueueHandle::deletion`]). A batch its actor dropped
+/// unhandled was routed nowhere when the queue was deleted (RabbitMQ confirms a
+/// publish to a queue deleted meanwhile, or returns it if mandatory), and refused when
+/// the actor stopped without a delete (a broker shutdown): it may have been meant to
+/// be stored, so it is never confirmed as if it were.
+#[derive(Clone, Default)]
+pub struct Deletion(Arc<Inbox>);
+
+impl Deletion {
+    /// True once the queue was deleted.
+    pub fn happened(&self) -> bool {
+        self.0.was_deleted()
+    }
+
+    /// A deletion that already happened (for tests of what reads it).
+    #[cfg(test)]
+    pub(crate) fn done() -> Self {
+        let inbox = Inbox::default();
+        inbox.mark_deleted();
+        Deletion(Arc::new(inbox))
+    }
+}
+
 impl QueueHandle {
     pub(crate) fn new(name: Arc<str>, addr: Addr<QueueActor>, inbox: Arc<Inbox>) -> Self {
         QueueHandle {
@@ -193,6 +216,12 @@ impl QueueHandle {
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Whether the queue gets deleted, readable after its actor stopped: what a batch
+    /// its actor dropped unhandled stands for (see [`Deletion`]).
+    pub fn deletion(&self) -> Deletion {
+        Deletion(self.inner.inbox.clone())
     }
 
     /// The queue actor's address: send it the consume / settle / get messages of

@@ -266,3 +266,85 @@ async fn direct_reply_to_carries_a_reply_without_a_queue() {
     let reply = within("the reply", replies.next()).await.unwrap().unwrap();
     assert_eq!(reply.data, b"pong");
 }
+
+/// A publish that races the deletion of its queue (an auto-delete queue whose last
+/// consumer just cancelled) is routed nowhere, as RabbitMQ counts it: confirmed, and
+/// returned when mandatory. Never nacked: a nack tells the publisher the broker failed
+/// to store what it should have, and it would publish again into a queue that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_racing_an_auto_delete_queue_s_deletion_is_confirmed_never_nacked() {
+    let server = TestServer::start();
+    let conn = connect(&server).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let (mut delivered, mut returned) = (0, 0);
+    for round in 0..100 {
+        let q = ch
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let name = q.name().as_str().to_string();
+        let tag = format!("c{round}");
+        ch.basic_consume(
+            name.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        // The cancel deletes the queue; publishes sent right after it meet the queue
+        // while it goes, or after it went.
+        ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..5 {
+            let body = format!("{round}.{i}");
+            let c = ch
+                .basic_publish(
+                    "".into(),
+                    name.as_str().into(),
+                    mandatory,
+                    body.as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            pending.push((body, c));
+        }
+        for (body, c) in pending {
+            let c = within("a confirm", c).await.unwrap();
+            assert!(c.is_ack(), "{body}: {c:?}");
+            match c.take_message() {
+                Some(r) => {
+                    assert_eq!(r.reply_code, 312, "{body}");
+                    returned += 1;
+                }
+                None => delivered += 1,
+            }
+        }
+    }
+    // Both sides of the race were seen (the test is about the one in between).
+    assert!(
+        returned > 0,
+        "none of the publishes came after the deletion"
+    );
+    assert_eq!(delivered + returned, 500);
+}
