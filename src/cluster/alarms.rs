@@ -88,9 +88,13 @@ impl Default for ClusterAlarms {
 }
 
 impl ClusterAlarms {
-    /// This node's report, for alarms `now`.
-    fn own(&self, node: NodeId, now: Alarms) -> Report {
+    /// This node's report, for its alarms as `now` reads them. Read under the lock:
+    /// two tasks reporting at once (a push and an answer) number what they read in the
+    /// order they read it, so an "in alarm" read before a clearing cannot go out with a
+    /// newer generation than the clearing and block the peers' publishers again.
+    fn own(&self, node: NodeId, now: impl FnOnce() -> Alarms) -> Report {
         let mut mine = self.mine.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now();
         if mine.1 != now {
             *mine = (mine.0 + 1, now);
         }
@@ -148,8 +152,8 @@ impl ClusterAlarms {
 impl Core {
     /// This node's alarms, as it reports them.
     fn own_report(&self) -> Report {
-        let now = self.broker().memory().local_alarms();
-        self.alarms.own(self.id, now)
+        self.alarms
+            .own(self.id, || self.broker().memory().local_alarms())
     }
 
     /// Hands what this node knows of the others' alarms to its gauge.
@@ -286,13 +290,13 @@ mod tests {
             memory: true,
             disk: false,
         };
-        let first = a.own(1, clear);
-        assert_eq!(a.own(1, clear), first);
-        let raised = a.own(1, memory);
+        let first = a.own(1, || clear);
+        assert_eq!(a.own(1, || clear), first);
+        let raised = a.own(1, || memory);
         assert_eq!(raised.generation, first.generation + 1);
         assert!(raised.memory && !raised.disk);
-        assert_eq!(a.own(1, memory).generation, raised.generation);
-        assert_eq!(a.own(1, clear).generation, raised.generation + 1);
+        assert_eq!(a.own(1, || memory).generation, raised.generation);
+        assert_eq!(a.own(1, || clear).generation, raised.generation + 1);
     }
 
     #[test]
