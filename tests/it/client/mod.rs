@@ -7,6 +7,7 @@ mod ops;
 mod publish;
 mod selflock;
 mod semantics;
+mod stopped_queue;
 
 use crate::support::{TestServer, DEADLINE};
 use actormq::client::{Client, ConnectOptions};
