@@ -14,7 +14,8 @@
 //! What a queue's answer means for the messages is one rule ([`fold`]), used by both
 //! paths: taken, refused (nacked with the queue's reason, or because the queue stopped
 //! before it answered: test `client::stopped_queue`), or routed nowhere when the queue
-//! answered that it was deleted.
+//! answered that it was deleted (or was gone before the batch was routed to it: the
+//! exchange does not send it, `Dispatch::send`).
 //!
 //! [`Enqueue`]: crate::broker::messages::Enqueue
 
