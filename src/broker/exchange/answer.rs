@@ -12,10 +12,8 @@
 //! custom exchange actor, the alternate exchange) is merged by the exchange as before.
 //!
 //! What a queue's answer means for the messages is one rule ([`fold`]), used by both
-//! paths: taken, refused (nacked with the queue's reason, or because the queue stopped
-//! before it answered: test `client::stopped_queue`), or routed nowhere when the queue
-//! answered that it was deleted (or was gone before the batch was routed to it: the
-//! exchange does not send it, `Dispatch::send`).
+//! paths: taken, refused (nacked with the queue's reason), or routed nowhere when the
+//! queue was deleted or stopped before it answered.
 //!
 //! [`Enqueue`]: crate::broker::messages::Enqueue
 
@@ -30,7 +28,7 @@ pub(super) type Reply = oneshot::Sender<Result<Vec<Routed>, BrokerError>>;
 /// message decided by the exchange (refused, unroutable) and the batch positions of
 /// those the queue was sent. [`BatchAnswer::finish`] folds in the queue's answer and
 /// replies; dropped unfinished (the queue actor stopped before it handled the batch),
-/// it replies as [`fold`] does for a queue that never answered: refused.
+/// it replies as [`fold`] does for a queue that never answered.
 pub struct BatchAnswer {
     /// Where the outcome goes (taken when replied).
     reply: Option<Reply>,

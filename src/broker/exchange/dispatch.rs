@@ -275,11 +275,9 @@ impl Dispatch {
         if self.actors.is_empty() && alternate.is_none() && self.queues.len() <= 1 {
             return self.send_direct();
         }
-        // A queue already gone is skipped: routed nowhere (see `send_direct`).
         let enqueues: Vec<_> = self
             .queues
             .drain(..)
-            .filter(|(q, _, _)| q.is_alive())
             .map(|(q, messages, idx)| (q.enqueue_from(messages, self.publisher), idx))
             .collect();
         let mut forwards: Vec<_> = self
@@ -366,17 +364,6 @@ impl Dispatch {
             }
             return;
         };
-        if !q.is_alive() {
-            // The queue actor stopped before this batch was routed to it: deleted, its
-            // bindings not yet removed here (an auto-delete queue gone a moment ago).
-            // It never had the messages: they went nowhere, as to a queue that answers
-            // that it was deleted (RabbitMQ confirms them; a mandatory one comes back).
-            // Only a batch the queue stopped holding is refused (`answer::fold`).
-            if let Some(reply) = self.reply {
-                let _ = reply.send(Ok(self.routed));
-            }
-            return;
-        }
         let answer = self
             .reply
             .map(|reply| BatchAnswer::new(reply, self.routed, idx));

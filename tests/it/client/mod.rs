@@ -7,7 +7,6 @@ mod ops;
 mod publish;
 mod selflock;
 mod semantics;
-mod stopped_queue;
 
 use crate::support::{TestServer, DEADLINE};
 use actormq::client::{Client, ConnectOptions};
