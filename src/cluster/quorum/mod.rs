@@ -13,6 +13,7 @@ pub mod append_frame;
 pub mod consume_wire;
 pub mod group;
 pub mod grow;
+pub mod install_hold;
 pub mod machine;
 pub mod publisher;
 pub mod regroup;

@@ -9,6 +9,7 @@
 //! request API (one link per peer and group).
 
 use super::group::{GroupSnapshot, QueueTypes};
+use super::install_hold::{self, NoElection};
 use super::snapshot_wire::{self, Received, Receiving, SendError, SnapshotChunk};
 use crate::cluster::log_store::Encoded;
 use crate::cluster::network::Link;
@@ -276,14 +277,10 @@ impl Groups {
             Received::More => return Ok(None),
             Received::Whole { vote, meta, bytes } => (vote, meta, bytes),
         };
-        // No election while the snapshot is decoded and installed: its last chunk
-        // came from the leader just now, but the install (seconds for hundreds of
-        // megabytes on a loaded machine) held back the heartbeats' answers past the
-        // election timeout, so the member stood for election, the leader stepped down
-        // and the transfer started over, again and again (44.8 s to catch up in a
-        // bench-lagging run, 11 transfers of the same 174 MB). Elections come back
-        // when this returns (or is cancelled).
+        // No election while the snapshot is decoded and installed (see `install_hold`);
+        // they come back when this returns (or is cancelled).
         let _no_election = NoElection::new(raft);
+        install_hold::test_pause().await;
         let len = bytes.len();
         let data = snapshot_wire::decode(bytes).await.map_err(|e| {
             refused(format!(
@@ -300,23 +297,6 @@ impl Groups {
             .await
             .map(Some)
             .map_err(|e| e.to_string())
-    }
-}
-
-/// Elections of a member turned off while alive (openraft's runtime switch), back on
-/// when dropped.
-struct NoElection<'a>(&'a Raft<QueueTypes>);
-
-impl<'a> NoElection<'a> {
-    fn new(raft: &'a Raft<QueueTypes>) -> Self {
-        raft.runtime_config().elect(false);
-        NoElection(raft)
-    }
-}
-
-impl Drop for NoElection<'_> {
-    fn drop(&mut self) {
-        self.0.runtime_config().elect(true);
     }
 }
 

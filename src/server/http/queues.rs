@@ -81,7 +81,7 @@ fn queue_json(q: &QueueRow) -> Value {
 /// In a cluster, a quorum queue's `leader`, `members` and `online` are its Raft
 /// group's (node names as `/api/nodes` gives them; the leader as this node's member
 /// knows it, null during an election or on a node that is no member), its counts
-/// and `group_limits` are the group's queue as applied here.
+/// and `group_limits` are the group's queue as applied here, `group_term` its term.
 fn with_group(api: &Api, mut rows: Vec<Value>) -> Vec<Value> {
     let Some(cluster) = api.shared.broker.context().cluster.clone() else {
         return rows;
@@ -100,6 +100,9 @@ fn with_group(api: &Api, mut rows: Vec<Value>) -> Vec<Value> {
         row["online"] = json!(members);
         row["members"] = json!(members);
         row["group"] = json!(g.id());
+        // The group's Raft term as this node's member knows it (0 on a node that is no
+        // member): a change is an election.
+        row["group_term"] = json!(g.term());
         // What this node's member enforces (null on a node that is no member): the
         // declare's limits, or those a policy change gave the group since, with the
         // index of that change's definitions entry (0: the declare).

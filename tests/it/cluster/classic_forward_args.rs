@@ -3,7 +3,8 @@
 //! consumed through a node that is not its home from `first`, from an offset and from
 //! `next`, each delivery carrying its `x-stream-offset`; a consumer's `x-priority`
 //! honoured by the home; a declare through a stand-in answered with the home queue's
-//! counts, and refused naming the home when it is down.
+//! counts (also while two nodes redeclare each other's home queues at once), and
+//! refused naming the home when it is down.
 
 use super::classic_forward::{declare_on, held};
 use super::quorum::{connect, next_delivery, try_consume};
@@ -288,4 +289,80 @@ fn home_down(e: &str, home_id: u64) {
             && e.contains(&format!("home node {home_id} is down or inaccessible")),
         "{e}"
     );
+}
+
+/// Redeclares of queue `name` through `node` on `channels` channels at once, `rounds`
+/// each: every one must answer `messages` (the home's count).
+async fn redeclares(
+    node: &Node,
+    name: &'static str,
+    messages: u32,
+    channels: usize,
+    rounds: usize,
+) {
+    let conn = connect(node).await;
+    let mut all = Vec::new();
+    for _ in 0..channels {
+        let ch = conn.create_channel().await.unwrap();
+        all.push(async move {
+            for round in 0..rounds {
+                let q = ch
+                    .queue_declare(
+                        name.into(),
+                        QueueDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "round {round}: '{name}' redeclared through node {}: {e}",
+                            node.id
+                        )
+                    });
+                assert_eq!(
+                    q.message_count(),
+                    messages,
+                    "round {round}: the home's count"
+                );
+            }
+        });
+    }
+    futures_util::future::join_all(all).await;
+}
+
+/// Two nodes each redeclaring the other's home queue, many times at once. Before
+/// 82c2d27 a stand-in asked its home for the counts inside its registry's atomic
+/// declare, and the home asked its own registry: two registries each waiting on the
+/// other, until 5 s passed and the declare failed with a false NOT_FOUND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_redeclaring_each_others_home_queues_at_once_get_the_homes_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_led(dir.path()));
+    declare_on(&nodes, &nodes[0], "home1", r#"{"durable":true}"#).await;
+    declare_on(&nodes, &nodes[1], "home2", r#"{"durable":true}"#).await;
+    for (home, queue, n) in [(&nodes[0], "home1", 3), (&nodes[1], "home2", 5)] {
+        let conn = connect(home).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        publish_confirmed(&ch, queue, (0..n).map(|i| i.to_string())).await;
+        held(home, queue, n, 0).await;
+    }
+    // 4 channels a side, 25 redeclares each: the two registries' declares overlap
+    // again and again. Bounded: each would take 5 s and fail had they waited on each
+    // other.
+    let both = async {
+        tokio::join!(
+            redeclares(&nodes[1], "home1", 3, 4, 25),
+            redeclares(&nodes[0], "home2", 5, 4, 25),
+        )
+    };
+    tokio::time::timeout(DEADLINE * 2, both)
+        .await
+        .expect("200 redeclares within the deadline");
+    super::assert_no_panic(&nodes);
 }

@@ -24,7 +24,8 @@
 //!   and TTLs; [`quorum_sac`]: single active consumer; [`quorum_expires`]:
 //!   `x-expires`, and gets past messages' TTLs; [`quorum_credit`]: a consumer's
 //!   prefetch against what the group checks out to it; [`quorum_policy`]: policies
-//!   in force at the declare, and set, changed or cleared after it.
+//!   in force at the declare, and set, changed or cleared after it;
+//!   [`snapshot_install`]: no election while a member installs a snapshot.
 //! - [`vhost_limits`]: virtual host limits are the cluster's.
 //! - [`alarms`]: one node's memory alarm blocks the publishers of the others.
 
@@ -57,6 +58,7 @@ mod quorum_session;
 mod regroup;
 mod replication;
 mod security;
+mod snapshot_install;
 mod snapshot_users;
 mod snapshots;
 mod version;
@@ -109,6 +111,8 @@ pub struct Node {
     sections: String,
     /// The network namespace it runs in (`ip netns exec`), if any.
     netns: Option<String>,
+    /// More environment variables for its next start ([`Node::set_env`]).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     _stdout: Option<BufReader<ChildStdout>>,
 }
@@ -173,6 +177,7 @@ impl Node {
             cluster_extra: cluster_extra.to_string(),
             sections: sections.to_string(),
             netns: netns.map(str::to_string),
+            env: Vec::new(),
             child: None,
             _stdout: None,
         };
@@ -240,6 +245,7 @@ impl Node {
             .env("ACTORMQ__HTTP__BIND", "127.0.0.1:0")
             .env("ACTORMQ__STORAGE__DATA_DIR", self.root.join("data"))
             .env("RUST_LOG", "warn,actormq::cluster=info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -276,6 +282,11 @@ impl Node {
             c.kill().expect("kill -9");
             c.wait().expect("reaped");
         }
+    }
+
+    /// Sets environment variable `key` for the node's next start ([`Node::restart`]).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
     }
 
     /// Starts the node again on the same data directory and cluster address.

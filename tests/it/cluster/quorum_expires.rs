@@ -2,9 +2,10 @@
 //! `x-expires` deletes a queue unused for its period on every node (its group too),
 //! while a consumer, `basic.get`s or redeclares on a node that does not lead the group
 //! keep one alive, and it goes once they stop, also when its group's leader is killed
-//! before its period is up (the new leader counts it); a `basic.get` passes over
-//! messages past their TTL that no `Clock` has expired yet, and never answers empty
-//! while a live message is behind them.
+//! before its period is up (the new leader counts it), and when a policy gave it
+//! `x-expires` after its declare (redeclares through a node that does not lead still
+//! count); a `basic.get` passes over messages past their TTL that no `Clock` has
+//! expired yet, and never answers empty while a live message is behind them.
 
 use super::quorum::{connect, declare_quorum, publish_persistent, queue_leader, try_consume};
 use super::{converged, has, three_led, wait_for, Node};
@@ -234,5 +235,91 @@ async fn an_unused_quorum_queue_still_expires_when_its_group_leader_is_killed_fi
     nodes[at].kill9();
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != led).collect();
     converged(&survivors, |d| !has(d, "queues", "orphan")).await;
+    super::assert_no_panic(&nodes);
+}
+
+/// A policy gives an existing quorum queue `x-expires`; a client redeclares it only
+/// through a node whose member does not lead the group. That member learns of the
+/// new limit only by applying the leader's `SetLimits` (its node's own look at the
+/// policy change may come first, while its machine still has the old limits), so it
+/// must follow what it applied: else it never commits a redeclare as a use (`Touch`),
+/// and the leader expires a queue still redeclared there (before 0ba31f4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_adding_x_expires_is_followed_where_the_group_is_not_led_so_redeclares_there_keep_the_queue(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = block_in_place(|| three_led(dir.path()));
+    let all: Vec<&Node> = nodes.iter().collect();
+    declare_quorum(&nodes[0], "leased", "").await;
+    // A redeclare would make the queue again had it expired: its one message tells.
+    let pch = connect(&nodes[0]).await.create_channel().await.unwrap();
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let kept = publish_persistent(&pch, "leased", b"kept").await;
+    assert!(kept.await.unwrap().is_ack(), "confirmed");
+    // Redeclared through a node that does not lead the group; the definitions' leader
+    // when it can be (it applies the policy change first, well before the group's
+    // `SetLimits`, so its first look finds the old limits).
+    let group_leader = queue_leader(&all, "leased").await;
+    let defs_leader = block_in_place(|| super::leader(&all));
+    let through = match defs_leader != group_leader {
+        true => nodes.iter().find(|n| n.id == defs_leader).unwrap(),
+        false => other_than(&nodes, group_leader),
+    };
+    let rch = connect(through).await.create_channel().await.unwrap();
+    let declare = |ch: &Channel| {
+        let ch = ch.clone();
+        async move {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            ch.queue_declare(
+                "leased".into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .map(|q| q.message_count())
+        }
+    };
+    assert_eq!(declare(&rch).await.unwrap(), 1);
+    let r = nodes[0]
+        .api()
+        .put(
+            "/api/policies/%2F/lease",
+            &format!(r#"{{"pattern":"^leased$","definition":{{"expires":{EXPIRES}}},"apply-to":"queues"}}"#),
+        )
+        .await;
+    assert!((200..300).contains(&r.status), "policy: {}", r.text());
+    // Every member enforces it: its machine applied the group's `SetLimits`.
+    for n in &nodes {
+        super::queue_until(n, "leased", "x-expires in the group's limits", |q| {
+            q["group_limits"]["expires"] == EXPIRES
+        })
+        .await;
+    }
+
+    // Redeclared there every 150 ms for three periods: long enough for the leader to
+    // have expired it twice over, had the redeclares not counted.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3 * EXPIRES as u64) {
+        let held = declare(&rch).await;
+        assert_eq!(
+            held.ok(),
+            Some(1),
+            "'leased' expired (and was made again, or is going) while redeclared through node {} (group leader {group_leader})",
+            through.id
+        );
+        // The pace of the uses, not a wait for an outcome.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Unused from now on: it goes from every node.
+    converged(&all, |d| !has(d, "queues", "leased")).await;
     super::assert_no_panic(&nodes);
 }
