@@ -154,13 +154,24 @@ impl Rounds {
             if !sent {
                 return Err(GroupWriteError::NotLeader(None));
             }
-            rx.await.unwrap_or_else(|_| {
-                Err(GroupWriteError::Failed(
-                    "its member stopped before the commit".into(),
-                ))
-            })
+            // From the write, not from its round's proposal: a write that waited for
+            // a slot behind rounds that do not commit is answered in time too.
+            match tokio::time::timeout(LEADER_WRITE_TIMEOUT, rx).await {
+                Err(_) => Err(not_committed()),
+                Ok(answer) => answer.unwrap_or_else(|_| {
+                    Err(GroupWriteError::Failed(
+                        "its member stopped before the commit".into(),
+                    ))
+                }),
+            }
         }
     }
+}
+
+fn not_committed() -> GroupWriteError {
+    GroupWriteError::Failed(format!(
+        "not committed within {LEADER_WRITE_TIMEOUT:?}: this node leads but a majority of the group does not answer it"
+    ))
 }
 
 async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver<Part>) {
@@ -218,9 +229,7 @@ async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver
         tokio::spawn(async move {
             let _slot = slot;
             let result = match tokio::time::timeout(LEADER_WRITE_TIMEOUT, committed).await {
-                Err(_) => Err(GroupWriteError::Failed(format!(
-                    "not committed within {LEADER_WRITE_TIMEOUT:?}: this node leads but a majority of the group does not answer it"
-                ))),
+                Err(_) => Err(not_committed()),
                 Ok(Ok(Ok(r))) => Ok(r.data),
                 Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
                     Err(GroupWriteError::NotLeader(f.leader_node.map(|n| n.addr)))

@@ -121,7 +121,7 @@ fn every_id_of_every_write_is_in_the_round_once() {
 
 #[test]
 fn a_rounds_answer_is_split_back_by_each_writes_publishes_and_purge() {
-    let parts = vec![
+    let parts = [
         crate::cluster::quorum::group::stamped(Command::Enqueue(vec![msg(1), msg(2)])),
         settle(&[1], Settle::Ack),
         Command::Purge,
