@@ -3,7 +3,8 @@
 //! type configuration and the state machine storage, tested as a real three-member
 //! group in one process), its traffic multiplexed over the cluster port by group id
 //! ([`wire`]; an append's entries copied in already encoded, [`append_frame`]), publishes batched into entries and forwarded to the leader
-//! ([`publisher`]), and each node's members started and stopped with the queue's
+//! ([`publisher`]), every write through a node's member made into shared commit rounds
+//! ([`rounds`]), and each node's members started and stopped with the queue's
 //! declare and delete, placed the same on every node ([`runtime`]), and moved off a
 //! node removed from the cluster ([`regroup`]) or by hand ([`grow`]). The broker's
 //! queue actor serves the queue on top (`src/broker/queue/actor/replica.rs`);
@@ -17,6 +18,7 @@ pub mod install_hold;
 pub mod machine;
 pub mod publisher;
 pub mod regroup;
+pub mod rounds;
 pub mod runtime;
 pub mod session_follower;
 pub mod session_leader;

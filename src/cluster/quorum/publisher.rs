@@ -15,7 +15,6 @@ use super::wire::{GroupId, GroupWriteError, Groups};
 use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
 use crate::error::BrokerError;
-use openraft::error::{ClientWriteError, RaftError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,19 +134,18 @@ pub(super) async fn write(
                 format!("quorum queue group {group}: no leader reachable within {WRITE_TIMEOUT:?}; not committed"),
             ));
         }
-        let target = match (&leader_addr, groups.get(group)) {
-            // Bounded like the rest: a leader cut off from its majority commits nothing.
-            (None, Some(raft)) => {
+        let target = match (&leader_addr, groups.rounds(group)) {
+            // In this node's member's next commit round (with the leader's own
+            // commands); bounded like the rest: a leader cut off from its majority
+            // commits nothing.
+            (None, Some(rounds)) => {
                 let written =
-                    tokio::time::timeout_at(deadline, raft.client_write(stamped(command.clone())))
-                        .await;
+                    tokio::time::timeout_at(deadline, rounds.write(stamped(command.clone()))).await;
                 match written {
                     Err(_) => continue, // the deadline: answered at the top of the loop
-                    Ok(Ok(r)) => return Ok(r.data),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                        f.leader_node.map(|n| n.addr)
-                    }
-                    Ok(Err(e)) => return Err(failed(group, e)),
+                    Ok(Ok(r)) => return Ok(r),
+                    Ok(Err(GroupWriteError::NotLeader(addr))) => addr,
+                    Ok(Err(GroupWriteError::Failed(e))) => return Err(failed(group, e)),
                 }
             }
             (Some(addr), _) => Some(addr.clone()),

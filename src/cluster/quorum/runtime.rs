@@ -13,19 +13,17 @@
 use super::group::{GroupResponse, GroupStateMachine, QueueTypes, StoredMessage};
 use super::machine::{Command, ConsumerKey, Limits, QueueMachine};
 use super::publisher::{MemberAddrs, Publisher};
-use super::wire::{GroupId, GroupNetwork, Groups};
+use super::wire::{GroupId, GroupNetwork, GroupWriteError, Groups};
 use crate::cluster::log_store::{DirGuard, Encoded, LogStore};
 use crate::cluster::NodeId;
-use crate::error::BrokerError;
+use crate::error::{BrokerError, ErrorCode};
 use openraft::{BasicNode, Raft, RaftMetrics};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 mod placement;
-mod writer;
 pub use placement::{limits_of, limits_with_policy, place, GroupInfo, QueueGroups};
-use writer::{propose_in_order, Written};
 
 /// This node's members of quorum queue groups.
 pub struct Members {
@@ -239,8 +237,6 @@ pub struct QueueGroup {
     current: Option<CurrentRecord>,
     members: Arc<Members>,
     publisher: OnceLock<Publisher>,
-    /// The leader's commands, proposed in the order written (see [`QueueGroup::write`]).
-    writer: OnceLock<tokio::sync::mpsc::UnboundedSender<Written>>,
 }
 
 impl QueueGroup {
@@ -251,7 +247,6 @@ impl QueueGroup {
             current: None,
             members,
             publisher: OnceLock::new(),
-            writer: OnceLock::new(),
         }
     }
 
@@ -370,33 +365,31 @@ impl QueueGroup {
     /// purge) through this node's member: refused unless it leads (they concern
     /// consumers served here, and must never be committed through another leader).
     /// Commands are proposed in the order this is called, each without waiting for the
-    /// one before to commit (one task hands them to openraft in turn), so a caller may
-    /// keep several in flight and still have them in the log in its order.
+    /// one before to commit, so a caller may keep several in flight and still have
+    /// them in the log in its order; those that wait for a commit round share the
+    /// next entry with each other and with the publishes (`rounds.rs`).
     pub fn write(
         &self,
         command: Command<StoredMessage>,
     ) -> impl std::future::Future<Output = Result<GroupResponse, BrokerError>> + Send {
         let group = self.info.id;
-        let writer = self.writer.get_or_init(|| {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            self.members
-                .rt
-                .spawn(propose_in_order(self.members.groups.clone(), group, rx));
-            tx
-        });
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let sent = writer.send((command, tx)).is_ok();
+        let written = self.members.groups.rounds(group).map(|r| r.write(command));
         async move {
-            if !sent {
-                return Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: its writer stopped"
-                )));
+            let not_leader = || {
+                BrokerError::new(
+                    ErrorCode::NotAllowed,
+                    format!("quorum queue group {group}: this node no longer leads it"),
+                )
+            };
+            match written {
+                None => Err(not_leader()),
+                Some(w) => w.await.map_err(|e| match e {
+                    GroupWriteError::NotLeader(_) => not_leader(),
+                    GroupWriteError::Failed(e) => {
+                        BrokerError::internal(format!("quorum queue group {group}: {e}"))
+                    }
+                }),
             }
-            rx.await.unwrap_or_else(|_| {
-                Err(BrokerError::internal(format!(
-                    "quorum queue group {group}: the write was dropped"
-                )))
-            })
         }
     }
 

@@ -10,6 +10,7 @@
 
 use super::group::{GroupSnapshot, QueueTypes};
 use super::install_hold::{self, NoElection};
+use super::rounds::Rounds;
 use super::snapshot_wire::{self, Received, Receiving, SendError, SnapshotChunk};
 use crate::cluster::log_store::Encoded;
 use crate::cluster::network::Link;
@@ -100,6 +101,8 @@ pub struct Groups {
 struct Member {
     raft: Raft<QueueTypes>,
     encoded: Option<Arc<Encoded>>,
+    /// Every write through this member, made into commit rounds (`rounds.rs`).
+    rounds: Rounds,
 }
 
 impl Groups {
@@ -121,13 +124,16 @@ impl Groups {
         self.rafts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `raft` as this node's member of `group`.
+    /// Runs `raft` as this node's member of `group` (on the current tokio runtime:
+    /// its writes' task starts there).
     pub fn insert(&self, group: GroupId, raft: Raft<QueueTypes>) {
+        let rounds = Rounds::start(group, raft.clone());
         self.lock().insert(
             group,
             Member {
                 raft,
                 encoded: None,
+                rounds,
             },
         );
     }
@@ -136,7 +142,15 @@ impl Groups {
     /// receives from the bytes they came in (kept in `encoded` while it appends them).
     pub fn insert_encoded(&self, group: GroupId, raft: Raft<QueueTypes>, encoded: Arc<Encoded>) {
         let encoded = Some(encoded);
-        self.lock().insert(group, Member { raft, encoded });
+        let rounds = Rounds::start(group, raft.clone());
+        self.lock().insert(
+            group,
+            Member {
+                raft,
+                encoded,
+                rounds,
+            },
+        );
     }
 
     /// Snapshot chunks received so far, for all groups (a test reads it).
@@ -185,22 +199,22 @@ impl Groups {
         command: super::machine::Command<super::group::StoredMessage>,
         timeout: std::time::Duration,
     ) -> Result<super::group::GroupResponse, GroupWriteError> {
-        let Some(raft) = self.get(group) else {
+        let Some(rounds) = self.rounds(group) else {
             return Err(GroupWriteError::NotLeader(None));
         };
-        let command = super::group::stamped(command);
-        let Ok(written) = tokio::time::timeout(timeout, raft.client_write(command)).await else {
+        let written = rounds.write(super::group::stamped(command));
+        let Ok(written) = tokio::time::timeout(timeout, written).await else {
             return Err(GroupWriteError::Failed(format!(
                 "not committed within {timeout:?}: this node leads but a majority of the group does not answer it"
             )));
         };
-        match written {
-            Ok(r) => Ok(r.data),
-            Err(openraft::error::RaftError::APIError(
-                openraft::error::ClientWriteError::ForwardToLeader(f),
-            )) => Err(GroupWriteError::NotLeader(f.leader_node.map(|n| n.addr))),
-            Err(e) => Err(GroupWriteError::Failed(e.to_string())),
-        }
+        written
+    }
+
+    /// The commit rounds of this node's member of `group`: every write through the
+    /// member goes there, so that what waits shares one entry (`rounds.rs`).
+    pub fn rounds(&self, group: GroupId) -> Option<Rounds> {
+        self.lock().get(&group).map(|m| m.rounds.clone())
     }
 
     /// Answers one request for `group`.
@@ -217,7 +231,7 @@ impl Groups {
         rpc: GroupRpc,
         frame: Option<&bytes::Bytes>,
     ) -> GroupReply {
-        let Some(Member { raft, encoded }) = self.lock().get(&group).cloned() else {
+        let Some(Member { raft, encoded, .. }) = self.lock().get(&group).cloned() else {
             return GroupReply::NoGroup(group);
         };
         let text = |e: &dyn std::fmt::Display| e.to_string();

@@ -25,7 +25,9 @@
 //!   `x-expires`, and gets past messages' TTLs; [`quorum_credit`]: a consumer's
 //!   prefetch against what the group checks out to it; [`quorum_policy`]: policies
 //!   in force at the declare, and set, changed or cleared after it;
-//!   [`snapshot_install`]: no election while a member installs a snapshot.
+//!   [`snapshot_install`]: no election while a member installs a snapshot;
+//!   [`quorum_settle`]: settlements sharing commit rounds, settled once each across a
+//!   kill of the group's leader.
 //! - [`vhost_limits`]: virtual host limits are the cluster's.
 //! - [`alarms`]: one node's memory alarm blocks the publishers of the others.
 
@@ -55,6 +57,7 @@ mod quorum_policy;
 mod quorum_restart;
 mod quorum_sac;
 mod quorum_session;
+mod quorum_settle;
 mod regroup;
 mod replication;
 mod security;
