@@ -222,8 +222,7 @@ mod tests {
         let cache = BlockCache::new(CACHE_BYTES);
         let claim = cache
             .find_or_claim(10)
-            .err()
-            .expect("nothing cached: a claim");
+            .expect_err("nothing cached: a claim");
         std::thread::scope(|s| {
             let waiter = s.spawn(|| cache.find_or_claim(12).ok());
             let other = s.spawn(|| cache.find_or_claim(10).ok());
@@ -239,7 +238,7 @@ mod tests {
             assert!(Arc::ptr_eq(&got, &b));
         });
         // A claimer that gives up (an error) lets a waiting reader claim it.
-        let claim = cache.find_or_claim(20).err().expect("a claim");
+        let claim = cache.find_or_claim(20).expect_err("a claim");
         std::thread::scope(|s| {
             let other = s.spawn(|| cache.find_or_claim(20).is_err());
             drop(claim);
