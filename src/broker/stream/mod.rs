@@ -21,7 +21,8 @@ pub use reads::Damage;
 use crate::broker::messages::{OwnerId, Settlement};
 use crate::error::BrokerError;
 use crate::storage::stream::reader::{Cursor, ReadRequest};
-use crate::storage::stream::{now_millis, StreamLog, StreamRecord};
+use crate::storage::stream::span::Span;
+use crate::storage::stream::{now_millis, StreamLog};
 use crate::storage::{Completer, Completion};
 use args::{StartAt, StreamConfig};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -85,8 +86,9 @@ pub struct StreamConsumer<H> {
     active: bool,
     /// Offsets below this went to the group's previous holder: delivered as redelivered.
     redeliver_below: u64,
-    /// Records read from the files, from `next` on (read-ahead within the prefetch).
-    ahead: VecDeque<StreamRecord>,
+    /// Records read from the files, from `next` on (read-ahead within the prefetch), as
+    /// ranges of the stream's shared blocks.
+    ahead: VecDeque<Span>,
     /// Accounted bytes of `ahead`.
     ahead_bytes: u64,
     /// A read of the files from this offset is in flight for this consumer.
@@ -416,6 +418,8 @@ fn note_acked(
     }
 }
 
+#[cfg(test)]
+mod readahead_tests;
 #[cfg(test)]
 mod tests;
 

@@ -94,48 +94,66 @@ impl<H> StreamState<H> {
             let mut gather = (c.run_bytes > 0).then(|| Gather::new(c.run_bytes));
             let mut handed = 0u64;
             while handed < credit {
-                let from_ahead = !c.ahead.is_empty();
-                let record = match c.ahead.front() {
-                    Some(r) => r,
-                    None if c.next >= tail_first && c.next < end => {
-                        self.log.get(c.next).expect("in the tail cache")
-                    }
-                    None => break,
-                };
                 let offset = c.next;
-                let skipped = c.min_timestamp.is_some_and(|t| record.timestamp < t);
                 let again = offset < c.redeliver_below;
-                let mut in_run = false;
-                if let (Some(g), false) = (&mut gather, skipped) {
-                    in_run = g.take(record, offset, again);
-                    if !in_run {
+                let record = if let Some(span) = c.ahead.front_mut() {
+                    // The read-ahead: a run is cut out of a span whole; a record goes
+                    // alone only to a consumer without runs, or when its frame is larger
+                    // than a run may be.
+                    if let Some(g) = &mut gather {
+                        let mut n = (credit - handed).min(span.len() as u64);
+                        if again {
+                            n = n.min(c.redeliver_below - offset);
+                        }
+                        let mut took = g.take_span(span, n as usize, offset, again);
+                        if took == 0 {
+                            batch.extend(g.finish(&mut self.next_delivery, &mut c.unacked));
+                            took = g.take_span(span, n as usize, offset, again);
+                        }
+                        if took > 0 {
+                            c.ahead_bytes -= span.advance(took);
+                            if span.is_empty() {
+                                c.ahead.pop_front();
+                            }
+                            c.next += took as u64;
+                            handed += took as u64;
+                            continue;
+                        }
+                    }
+                    let record = span.record(0).clone();
+                    c.ahead_bytes -= span.advance(1);
+                    if span.is_empty() {
+                        c.ahead.pop_front();
+                    }
+                    c.next += 1;
+                    record
+                } else if c.next >= tail_first && c.next < end {
+                    // The tail cache: taken (a clone of its handles) only when it goes
+                    // as a delivery of its own.
+                    let record = self.log.get(c.next).expect("in the tail cache");
+                    let skipped = c.min_timestamp.is_some_and(|t| record.timestamp < t);
+                    c.next += 1;
+                    if skipped {
+                        continue;
+                    }
+                    c.min_timestamp = None;
+                    if let Some(g) = &mut gather {
+                        if g.take(record, offset, again) {
+                            handed += 1;
+                            continue;
+                        }
                         // It cannot extend the run: the run goes first, then it starts
                         // the next one or (no frame at hand) goes alone.
                         batch.extend(g.finish(&mut self.next_delivery, &mut c.unacked));
-                        in_run = g.take(record, offset, again);
+                        if g.take(record, offset, again) {
+                            handed += 1;
+                            continue;
+                        }
                     }
-                }
-                // Taken: out of the read-ahead, or (the tail cache) a clone of its
-                // handles, only when it goes as a delivery of its own.
-                let record = match (from_ahead, in_run || skipped) {
-                    (true, _) => {
-                        let r = c.ahead.pop_front().expect("at the front");
-                        c.ahead_bytes -= r.size;
-                        Some(r)
-                    }
-                    (false, false) => Some(record.clone()),
-                    (false, true) => None,
+                    record.clone()
+                } else {
+                    break;
                 };
-                c.next += 1;
-                if skipped {
-                    continue;
-                }
-                c.min_timestamp = None;
-                if in_run {
-                    handed += 1;
-                    continue;
-                }
-                let record = record.expect("taken");
                 let (message, stored) = match record.message {
                     RecordMessage::Decoded(m) => (m, None),
                     RecordMessage::Stored(s) if c.accepts_stored => (empty_message(), Some(s)),
@@ -214,14 +232,12 @@ impl<H> StreamState<H> {
                     // Records before a timestamp start were skipped.
                     c.next = batch.first;
                 }
-                if !batch.records.is_empty() {
+                if !batch.is_empty() {
                     c.min_timestamp = None;
                 }
+                c.ahead_bytes += batch.bytes();
                 c.cursor = Some(batch.cursor);
-                for r in batch.records {
-                    c.ahead_bytes += r.size;
-                    c.ahead.push_back(r);
-                }
+                c.ahead.extend(batch.spans);
             }
             Err(ReadError::Gone(segment)) => {
                 // Retention removed the segment: go on from the new first offset.

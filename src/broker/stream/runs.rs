@@ -6,6 +6,10 @@
 //! `deliver_run` frame and its channel tracks it as one range of delivery tags, so
 //! what a run costs the broker's bookkeeping does not grow with its records.
 //!
+//! Records read from the files come as ranges of the stream's shared blocks
+//! ([`Span`]): a run takes as many of a span's records as its bounds allow in one step,
+//! by their frames' positions; records of the tail cache are taken one by one.
+//!
 //! A run holds only what the consumer's credit (prefetch and window, counted in
 //! records) lets the stream hand over in one pass: a prefetch of 7 gives runs of at
 //! most 7. It ends at a record whose frame is not adjacent to the one before (another
@@ -15,6 +19,7 @@
 use super::reads::empty_message;
 use super::unacked::Unacked;
 use crate::broker::messages::{Delivery, RecordRun};
+use crate::storage::stream::span::Span;
 use crate::storage::stream::{RecordMessage, StreamRecord};
 use bytes::Bytes;
 use std::ops::Range;
@@ -76,6 +81,51 @@ impl Gather {
         self.count = 1;
         self.redelivered = redelivered;
         true
+    }
+
+    /// Adds as many as fit of the first `n` records of `span` (the first at `offset`)
+    /// to the run, or starts it with them: the frames lie one after another in the
+    /// span's mapping, so they are taken as one range, without touching the records.
+    /// Answers how many were taken: none when they cannot extend the run (the caller
+    /// then hands it over and tries again) or when the first frame alone is larger
+    /// than a run may be (it goes as a delivery of its own).
+    pub(super) fn take_span(
+        &mut self,
+        span: &Span,
+        n: usize,
+        offset: u64,
+        redelivered: bool,
+    ) -> usize {
+        let (whole, start) = span.frames_at();
+        let room = match &self.records {
+            None => self.max,
+            Some((bytes, range)) => {
+                let extends = range.end == start
+                    && same(bytes, whole)
+                    && self.first_offset + u64::from(self.count) == offset
+                    && self.redelivered == redelivered;
+                if !extends {
+                    return 0;
+                }
+                self.max.saturating_sub(range.len())
+            }
+        };
+        let n = n.min((u32::MAX - self.count) as usize);
+        let took = span.fitting(n, room);
+        if took == 0 {
+            return 0;
+        }
+        let frames = span.frames(took);
+        match &mut self.records {
+            Some((_, range)) => range.end = frames.end,
+            None => {
+                self.records = Some((whole.clone(), frames));
+                self.first_offset = offset;
+                self.redelivered = redelivered;
+            }
+        }
+        self.count += took as u32;
+        took
     }
 
     /// The run gathered as one delivery, if any, its ids taken from `next_delivery`

@@ -17,7 +17,7 @@ fn state(segment: u64, max_bytes: Option<u64>) -> StreamState<()> {
     })
 }
 
-fn publish(s: &mut StreamState<()>, n: usize) {
+pub(super) fn publish(s: &mut StreamState<()>, n: usize) {
     let ms = (0..n)
         .map(|i| Arc::new(Message::new("", "s", format!("m{i}"))))
         .collect();
@@ -49,7 +49,7 @@ fn message_of(d: &Delivery) -> Arc<Message> {
     }
 }
 
-fn offsets(d: &[Delivery]) -> Vec<i64> {
+pub(super) fn offsets(d: &[Delivery]) -> Vec<i64> {
     d.iter()
         .map(|d| match message_of(d).header("x-stream-offset") {
             Some(FieldValue::Int(o)) => *o,
@@ -135,7 +135,11 @@ fn retention_moves_a_consumer_behind_the_first_offset_on() {
 }
 
 /// A stream on disk with a tiny tail cache: consumers behind it are fed from the files.
-fn disk_state(dir: &std::path::Path, segment: u64, max_bytes: Option<u64>) -> StreamState<()> {
+pub(super) fn disk_state(
+    dir: &std::path::Path,
+    segment: u64,
+    max_bytes: Option<u64>,
+) -> StreamState<()> {
     let mut log = StreamLog::open(dir, segment).unwrap();
     log.set_tail_budget(1024);
     log.set_block_budget(64 * 1024);
@@ -286,7 +290,7 @@ fn a_read_that_retention_overtook_is_dropped_and_the_consumer_goes_on_from_the_f
 }
 
 /// A consumer of runs (a native connection that asked for them), prefetch `prefetch`.
-fn run_consumer(owner: u64, prefetch: u32, name: Option<&str>) -> NewStreamConsumer<()> {
+pub(super) fn run_consumer(owner: u64, prefetch: u32, name: Option<&str>) -> NewStreamConsumer<()> {
     NewStreamConsumer {
         accepts_stored: true,
         run_bytes: 1024 * 1024,
@@ -296,7 +300,7 @@ fn run_consumer(owner: u64, prefetch: u32, name: Option<&str>) -> NewStreamConsu
 }
 
 /// The offsets a delivery carries, a run's by its records.
-fn run_offsets(d: &Delivery) -> Vec<i64> {
+pub(super) fn run_offsets(d: &Delivery) -> Vec<i64> {
     match &d.run {
         Some(r) => {
             let mut got = Vec::new();
@@ -320,7 +324,7 @@ fn disk_stream(dir: &std::path::Path, n: usize) -> StreamState<()> {
 }
 
 /// One dispatch for consumer 1 after its reads ran: its deliveries.
-fn next_batch(s: &mut StreamState<()>) -> Vec<Delivery> {
+pub(super) fn next_batch(s: &mut StreamState<()>) -> Vec<Delivery> {
     for _ in 0..3 {
         let out = s.dispatch(1000);
         if let Some((_, d)) = out.into_iter().next() {

@@ -12,9 +12,9 @@
 
 use super::StreamRecord;
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Bytes of blocks a stream keeps (accounted record bytes).
 pub const CACHE_BYTES: u64 = 8 * 1024 * 1024;
@@ -56,12 +56,16 @@ struct Inner {
     blocks: BTreeMap<u64, Arc<Block>>,
     order: VecDeque<u64>,
     bytes: u64,
+    /// Starts of the blocks being read ([`BlockCache::find_or_claim`]).
+    reading: HashSet<u64>,
 }
 
 /// The shared blocks of one stream.
 #[derive(Default)]
 pub struct BlockCache {
     inner: Mutex<Inner>,
+    /// Signalled when a claimed block is read (or its reader gave up).
+    read: Condvar,
     bytes: AtomicU64,
     budget: u64,
 }
@@ -90,6 +94,29 @@ impl BlockCache {
         let inner = self.lock();
         let (_, b) = inner.blocks.range(..=offset).next_back()?;
         (offset < b.end()).then(|| b.clone())
+    }
+
+    /// The block holding `offset` if cached; otherwise a claim to read the block
+    /// starting there. Readers at the same offset (four replays in step) would each
+    /// read and check the same frames at once: the first claims the block, the others
+    /// wait until it is in the cache and take it from there. A claim ends when it is
+    /// dropped (after [`Self::insert`], or on an error: a waiting reader then claims it).
+    pub fn find_or_claim(&self, offset: u64) -> Result<Arc<Block>, Claim<'_>> {
+        let mut inner = self.lock();
+        loop {
+            if let Some((_, b)) = inner.blocks.range(..=offset).next_back() {
+                if offset < b.end() {
+                    return Ok(b.clone());
+                }
+            }
+            if inner.reading.insert(offset) {
+                return Err(Claim {
+                    cache: self,
+                    start: offset,
+                });
+            }
+            inner = self.read.wait(inner).unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     /// Keeps `block` (unless one starting at the same offset is there), dropping the
@@ -154,5 +181,68 @@ impl BlockCache {
     /// Accounted bytes held.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader's claim to read the block starting at an offset ([`BlockCache::find_or_claim`]).
+pub struct Claim<'a> {
+    cache: &'a BlockCache,
+    start: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.cache.lock().reading.remove(&self.start);
+        self.cache.read.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+
+    fn block(start: u64, n: usize) -> Arc<Block> {
+        let records = (0..n)
+            .map(|i| StreamRecord::new(0, Arc::new(Message::new("", "s", format!("m{i}")))))
+            .collect();
+        Arc::new(Block {
+            start,
+            segment: 0,
+            map: Bytes::new(),
+            records,
+            positions: vec![0; n + 1],
+            bytes: 1,
+            decoded: Default::default(),
+        })
+    }
+
+    #[test]
+    fn readers_at_the_same_offset_wait_for_the_one_reading_the_block() {
+        let cache = BlockCache::new(CACHE_BYTES);
+        let claim = cache
+            .find_or_claim(10)
+            .expect_err("nothing cached: a claim");
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| cache.find_or_claim(12).ok());
+            let other = s.spawn(|| cache.find_or_claim(10).ok());
+            // Another offset is claimed at once.
+            assert!(waiter.join().unwrap().is_none(), "12 is not being read");
+            let b = block(10, 5);
+            cache.insert(b.clone());
+            drop(claim);
+            let got = other
+                .join()
+                .unwrap()
+                .expect("the block read by the claimer");
+            assert!(Arc::ptr_eq(&got, &b));
+        });
+        // A claimer that gives up (an error) lets a waiting reader claim it.
+        let claim = cache.find_or_claim(20).expect_err("a claim");
+        std::thread::scope(|s| {
+            let other = s.spawn(|| cache.find_or_claim(20).is_err());
+            drop(claim);
+            assert!(other.join().unwrap(), "claimed in turn");
+        });
     }
 }

@@ -73,7 +73,7 @@ pub struct StoredMessage {
 /// Bytes from a storage frame's start to its record's three values: the frame's
 /// length and CRC, the record's offset, timestamp and meta length, the meta's array
 /// header.
-const FIELDS_IN_FRAME: usize = frame::FRAME_HEADER + 21;
+pub(super) const FIELDS_IN_FRAME: usize = frame::FRAME_HEADER + 21;
 
 impl std::fmt::Debug for StoredMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

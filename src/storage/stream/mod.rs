@@ -23,6 +23,7 @@ pub mod reader;
 mod record;
 mod recover;
 pub mod resync;
+pub mod span;
 pub mod verified;
 pub mod writer;
 

@@ -14,6 +14,7 @@
 use super::cache::{Block, BlockCache};
 use super::codec;
 use super::resync;
+use super::span::Span;
 use super::verified::Verified;
 use super::writer::segment_path;
 use super::{RecordMessage, StreamRecord};
@@ -89,12 +90,34 @@ pub struct ReadRequest {
 /// What a read found.
 #[derive(Debug)]
 pub struct ReadBatch {
-    /// The offset of `records[0]` (or, when empty, where the read stopped).
+    /// The offset of the first record (or, when none, where the read stopped).
     pub first: u64,
-    /// Contiguous records from `first` on.
-    pub records: Vec<StreamRecord>,
+    /// Contiguous records from `first` on, as ranges of the shared blocks.
+    pub spans: Vec<Span>,
     /// Where the next read goes on.
     pub cursor: Cursor,
+}
+
+impl ReadBatch {
+    /// Records found.
+    pub fn len(&self) -> usize {
+        self.spans.iter().map(Span::len).sum()
+    }
+
+    /// True when the read found no record.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Accounted bytes of the records found (as a consumer's read-ahead).
+    pub fn bytes(&self) -> u64 {
+        self.spans.iter().map(Span::bytes).sum()
+    }
+
+    /// The records found, in order.
+    pub fn records(&self) -> impl Iterator<Item = &StreamRecord> {
+        self.spans.iter().flat_map(Span::records)
+    }
 }
 
 /// Why a read failed.
@@ -322,20 +345,22 @@ fn pass_damage(
     })
 }
 
-/// Reads what `req` asks for, through the stream's shared blocks. Blocks on the
+/// Reads what `req` asks for, through the stream's shared blocks: the records found in
+/// each block come back as one [`Span`] of it, not a record each. Blocks on the
 /// files: run it off the actor.
 pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
     let dir = req.dir;
     let mut cur = req.cursor;
-    let mut records = Vec::new();
+    let mut spans = Vec::new();
+    let mut taken = 0usize;
     let mut first = req.from.max(cur.offset);
     let mut bytes = 0usize;
     let mut min_ts = req.min_timestamp;
     let mut exchange = None;
-    while cur.offset < req.end && records.len() < req.max_records && bytes < req.max_bytes {
-        let block = match req.cache.find(cur.offset) {
-            Some(b) => b,
-            None => match decode_block(&dir, &mut cur, req.end, req.from, &req.verified) {
+    while cur.offset < req.end && taken < req.max_records && bytes < req.max_bytes {
+        let block = match req.cache.find_or_claim(cur.offset) {
+            Ok(b) => b,
+            Err(_claim) => match decode_block(&dir, &mut cur, req.end, req.from, &req.verified) {
                 Ok(Some(b)) => {
                     let b = Arc::new(b);
                     req.cache.insert(b.clone());
@@ -343,7 +368,7 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                 }
                 Ok(None) => break,
                 Err(ReadError::Storage(error @ StorageError::Corrupt { .. })) => {
-                    if records.is_empty() {
+                    if taken == 0 {
                         return Err(ReadError::Damaged {
                             offset: cur.offset,
                             resume: Some(cur.offset + 1),
@@ -354,7 +379,7 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                     break;
                 }
                 Err(e @ ReadError::Damaged { .. }) => {
-                    if records.is_empty() {
+                    if taken == 0 {
                         return Err(e);
                     }
                     break;
@@ -362,57 +387,57 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
                 Err(e) => return Err(e),
             },
         };
+        let len = block.records.len();
         let mut i = (cur.offset - block.start) as usize;
-        // Messages this read decoded first: the block keeps them, its budget counts them.
-        let mut decoded = 0;
+        if taken == 0 {
+            // Records before the first wanted one, or before a timestamp start, are
+            // passed over (only ever at the read's start).
+            i = i
+                .max(req.from.saturating_sub(block.start) as usize)
+                .min(len);
+            if let Some(t) = min_ts {
+                while i < len && block.records[i].timestamp < t {
+                    i += 1;
+                }
+            }
+            first = block.start + i as u64;
+        }
         // A record that does not decode (its checksum held): the read ends before it.
         let mut undecodable = false;
-        while i < block.records.len() && records.len() < req.max_records && bytes < req.max_bytes {
-            let offset = block.start + i as u64;
-            let r = &block.records[i];
-            i += 1;
-            if offset >= req.from && min_ts.is_none_or(|t| r.timestamp >= t) {
-                min_ts = None;
-                if records.is_empty() {
-                    first = offset;
-                }
-                bytes += r.message.body().len();
-                let mut r = r.clone();
-                if req.decode {
-                    if let RecordMessage::Stored(s) = &r.message {
-                        let first_decode = s.decoded().is_none();
-                        let m = match s.message(&mut exchange) {
-                            Ok(m) => m,
-                            Err(e) if records.is_empty() => {
-                                return Err(ReadError::Damaged {
-                                    offset,
-                                    resume: Some(offset + 1),
-                                    error: StorageError::Corrupt {
-                                        path: segment_path(&dir, block.segment),
-                                        reason: e,
-                                    },
-                                });
-                            }
-                            Err(_) => {
-                                i -= 1;
-                                undecodable = true;
-                                break;
-                            }
-                        };
-                        let size = super::record::decoded_size(m);
-                        r.size += size;
-                        if first_decode {
-                            decoded += size;
-                        }
+        if i < len {
+            min_ts = None;
+            let whole = Span::new(block.clone(), i, len, 0).expect("records left");
+            let wanted = whole.starting_within(req.max_records - taken, req.max_bytes - bytes);
+            let (n, decoded, first_decoded) = if req.decode {
+                match decode(&whole, wanted, &mut exchange) {
+                    Ok(d) => d,
+                    Err(e) if taken == 0 => {
+                        return Err(ReadError::Damaged {
+                            offset: block.start + i as u64,
+                            resume: Some(block.start + i as u64 + 1),
+                            error: StorageError::Corrupt {
+                                path: segment_path(&dir, block.segment),
+                                reason: e,
+                            },
+                        });
                     }
+                    Err(_) => (0, 0, 0),
                 }
-                records.push(r);
-            } else if records.is_empty() {
-                first = offset + 1;
+            } else {
+                (wanted, 0, 0)
+            };
+            if first_decoded > 0 {
+                // Messages this read decoded first: the block keeps them, its budget
+                // counts them.
+                req.cache.decoded(&block, first_decoded);
             }
-        }
-        if decoded > 0 {
-            req.cache.decoded(&block, decoded);
+            if let Some(span) = Span::new(block.clone(), i, i + n, decoded) {
+                bytes += whole.frames(n).len();
+                taken += n;
+                spans.push(span);
+            }
+            undecodable = n < wanted;
+            i += n;
         }
         let map = if cur.segment == block.segment {
             cur.map.take().filter(|m| m.len() >= block.map.len())
@@ -431,7 +456,36 @@ pub fn read(req: ReadRequest) -> Result<ReadBatch, ReadError> {
     }
     Ok(ReadBatch {
         first,
-        records,
+        spans,
         cursor: cur,
     })
+}
+
+/// Decodes the messages of `span`'s first `n` records (each once, however many read
+/// it: the record keeps it). Answers how many decode (fewer than `n` when one does
+/// not: the read ends before it), the bytes their messages are accounted for, and the
+/// part of those this call decoded first; an error when the first does not decode.
+fn decode(
+    span: &Span,
+    n: usize,
+    exchange: &mut Option<Arc<str>>,
+) -> Result<(usize, u64, u64), String> {
+    let (mut decoded, mut first_decoded) = (0, 0);
+    for (k, r) in span.records()[..n].iter().enumerate() {
+        let RecordMessage::Stored(s) = &r.message else {
+            continue;
+        };
+        let first_decode = s.decoded().is_none();
+        let m = match s.message(exchange) {
+            Ok(m) => m,
+            Err(e) if k == 0 => return Err(e),
+            Err(_) => return Ok((k, decoded, first_decoded)),
+        };
+        let size = super::record::decoded_size(m);
+        decoded += size;
+        if first_decode {
+            first_decoded += size;
+        }
+    }
+    Ok((n, decoded, first_decoded))
 }

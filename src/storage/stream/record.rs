@@ -60,9 +60,7 @@ impl StreamRecord {
     /// A record read back from a segment, kept as stored: accounted for the bytes it
     /// holds (its three values and body) and its own two allocations.
     pub fn stored(timestamp: i64, message: codec::StoredMessage) -> Self {
-        let size = (message.len()
-            + std::mem::size_of::<codec::StoredMessage>()
-            + std::mem::size_of::<StreamRecord>()) as u64;
+        let size = message.len() as u64 + STORED_OVERHEAD;
         StreamRecord {
             timestamp,
             message: RecordMessage::Stored(Arc::new(message)),
@@ -88,6 +86,10 @@ impl StreamRecord {
         }
     }
 }
+
+/// What a stored record is accounted for besides its bytes: its own two allocations.
+pub(super) const STORED_OVERHEAD: u64 =
+    (std::mem::size_of::<codec::StoredMessage>() + std::mem::size_of::<StreamRecord>()) as u64;
 
 /// What a decoded message is accounted for.
 pub(super) fn decoded_size(m: &Message) -> u64 {

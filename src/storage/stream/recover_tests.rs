@@ -196,7 +196,7 @@ fn a_damaged_frame_in_a_trusted_segment_is_refused_at_its_first_read() {
         match reader::read(req) {
             Ok(b) => {
                 assert_eq!(b.first, got.len() as u64);
-                for r in &b.records {
+                for r in b.records() {
                     got.push(String::from_utf8(r.message.body().to_vec()).unwrap());
                 }
                 cursor = Some(b.cursor);
@@ -328,7 +328,7 @@ fn a_damaged_length_field_is_passed_over_through_the_index_file() {
         // One that reaches it is told that reading goes on right after it.
         let mut req = log.read_from(100, None).unwrap();
         req.max_records = 10;
-        assert_eq!(reader::read(req).unwrap().records.len(), 3);
+        assert_eq!(reader::read(req).unwrap().len(), 3);
         let mut req = log.read_from(103, None).unwrap();
         req.max_records = 10;
         match reader::read(req) {
