@@ -422,7 +422,9 @@ fn an_appended_record_is_kept_as_stored_and_decodes_with_its_offset_header() {
         ..Default::default()
     }));
     let second = Arc::new(Message::new("ex", "k", "two"));
-    log.append(vec![first.clone(), second.clone()]).wait().unwrap();
+    log.append(vec![first.clone(), second.clone()])
+        .wait()
+        .unwrap();
     for (o, m) in [(0u64, &first), (1, &second)] {
         let r = log.get(o).expect("in the tail cache");
         let RecordMessage::Stored(s) = &r.message else {
