@@ -364,12 +364,16 @@ pub fn publish_seq(body: &[u8]) -> Option<u64> {
     }
 }
 
-/// Decodes a client frame body.
+/// Decodes a client frame body. A publish in the client encoder's own shape, without
+/// headers, is read by hand ([`decode_publish`]), anything else through rmp-serde.
 ///
 /// A frame that would take more than [`decode_budget`] of memory decoded is refused with
 /// RESOURCE_ERROR, so no frame within the frame size limit costs the broker more than a
 /// small multiple of its size.
 pub fn decode_client(body: &[u8]) -> Result<ClientFrame<'_>, DecodeError> {
+    if let Some(p) = decode_publish(body) {
+        return Ok(ClientFrame::Publish(p));
+    }
     decode(body, Some(decode_budget(body.len())))
 }
 
@@ -427,6 +431,7 @@ pub fn body_bytes(frame: &Bytes, body: &[u8]) -> Bytes {
 mod deliver;
 mod op;
 mod props;
+mod publish;
 mod run;
 mod stored;
 mod walk;
@@ -434,6 +439,7 @@ mod walk;
 pub use deliver::{decode_deliver, DeliverParts};
 pub use op::{Op, RUNS_ARGUMENT};
 pub use props::{properties_or_none, PropertiesRef};
+pub use publish::decode_publish;
 
 pub use run::{
     decode_deliver_run, encode_deliver_run_head, split_run, DeliverRunFrame, RunError, RunRecord,

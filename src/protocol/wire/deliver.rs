@@ -236,6 +236,16 @@ impl<'a> Reader<'a> {
 
     /// The properties: an array of their 13 fields in declaration order.
     pub(super) fn properties(&mut self) -> Option<Properties> {
+        self.properties_with(true)
+    }
+
+    /// [`properties`](Self::properties) whose headers are nil: `None` at a table,
+    /// before anything of it is decoded.
+    pub(super) fn properties_without_headers(&mut self) -> Option<Properties> {
+        self.properties_with(false)
+    }
+
+    fn properties_with(&mut self, headers: bool) -> Option<Properties> {
         if self.byte()? != 0x9d {
             return None;
         }
@@ -244,6 +254,8 @@ impl<'a> Reader<'a> {
             content_encoding: self.opt_string()?,
             headers: if self.nil() {
                 None
+            } else if !headers {
+                return None;
             } else {
                 let m = self.byte()?;
                 Some(self.table(m, PROPERTIES_LEVEL + 1)?)

@@ -7,8 +7,9 @@
 //! [`super::RECOVERY_POINT_SPACING`] bytes, so the next start reads only what follows.
 
 use super::index_file::SealedIndex;
+use super::meta::OFFSET_HEADER;
 use super::now_millis;
-use super::{codec, writer, Segment, StreamLog, StreamRecord};
+use super::{codec, record, writer, Segment, StreamLog, StreamRecord};
 use crate::message::Message;
 use crate::storage::completion::{Completer, Completion};
 use std::sync::Arc;
@@ -18,11 +19,12 @@ impl StreamLog {
     /// header; answers a completion resolved once they are on disk (at once in memory).
     ///
     /// A log with storage keeps each record in its tail cache as stored, a slice of
-    /// the chunk's frames handed to the writer, with the message it was encoded from
-    /// as its decoded form: a native consumer at the head gets the stored bytes copied
-    /// (or referenced) into its frames, as a replay from the files does, instead of the
-    /// message encoded again; AMQP and embedded consumers get the message. A log
-    /// without storage keeps the message only (its whole log is in memory, once).
+    /// the chunk's frames handed to the writer: a native consumer at the head gets the
+    /// stored bytes copied (or referenced) into its frames, as a replay from the files
+    /// does; AMQP and embedded consumers get it decoded, once, on their first read. The
+    /// message itself is only read (its offset header is written into its frame, not
+    /// added to a copy of it). A log without storage keeps the message, with its
+    /// header, only (its whole log is in memory, once).
     pub fn append(&mut self, messages: Vec<Arc<Message>>) -> Completion {
         if messages.is_empty() {
             return Completion::ready(Ok(()));
@@ -49,7 +51,9 @@ impl StreamLog {
         self.last_timestamp = now;
         self.last_chunk = self.next;
         let stored = self.disk.is_some();
-        let mut buf = Vec::new();
+        // Room for the chunk's frames at once: grown by doubling, the buffer copied
+        // every frame again on the way (about a tenth of an append's instructions).
+        let mut buf = Vec::with_capacity(chunk_capacity(&messages));
         let mut segment = self.segments.back().expect("one segment at least").first;
         let mut pending = Vec::new();
         // The records of `buf` not yet in the tail: (frame position, message).
@@ -72,10 +76,9 @@ impl StreamLog {
                 self.segments.push_back(Segment::new(self.next));
                 self.pointed = 0;
             }
-            let mut m = Arc::unwrap_or_clone(m);
-            m = m.with_header("x-stream-offset", self.next as i64);
             let at = buf.len();
-            let n = match codec::encode(&mut buf, self.next, now, &m) {
+            // The message is only read: its frame gets the offset header on the way.
+            let n = match codec::encode_appended(&mut buf, self.next, now, &m) {
                 Ok(n) => n as u64,
                 Err(e) => return done.complete(Err(e)),
             };
@@ -85,8 +88,9 @@ impl StreamLog {
                 .push(self.next, now, n);
             self.bytes += n;
             if stored {
-                encoded.push((at, now, Arc::new(m)));
+                encoded.push((at, now, record::appended_decoded_size(&m)));
             } else {
+                let m = Arc::unwrap_or_clone(m).with_header(OFFSET_HEADER, self.next as i64);
                 let r = StreamRecord::new(now, Arc::new(m));
                 self.tail_bytes += r.size;
                 self.tail.push_back(r);
@@ -132,15 +136,15 @@ impl StreamLog {
     }
 
     /// The frames of `buf` as one shared buffer; the records `encoded` (frame position
-    /// in `buf`, timestamp, message) join the tail cache as slices of it.
+    /// in `buf`, timestamp, decoded size) join the tail cache as slices of it.
     fn cache_encoded(
         &mut self,
         buf: Vec<u8>,
-        encoded: &mut Vec<(usize, i64, Arc<Message>)>,
+        encoded: &mut Vec<(usize, i64, u64)>,
     ) -> bytes::Bytes {
         let chunk = bytes::Bytes::from(buf);
-        for (at, timestamp, message) in encoded.drain(..) {
-            let r = StreamRecord::appended(timestamp, codec::appended(&chunk, at, message));
+        for (at, timestamp, decoded) in encoded.drain(..) {
+            let r = StreamRecord::appended(timestamp, codec::appended(&chunk, at), decoded);
             self.tail_bytes += r.size;
             self.tail.push_back(r);
         }
@@ -171,4 +175,16 @@ impl StreamLog {
         });
         self.pointed = seg.bytes;
     }
+}
+
+/// Bytes a chunk of `messages` takes as frames, give or take their properties: each
+/// frame's length, CRC and record head, its meta's markers, exchange and routing key,
+/// and its body.
+fn chunk_capacity(messages: &[Arc<Message>]) -> usize {
+    /// Frame header, record head, markers, the 13 properties and the offset header.
+    const PER_FRAME: usize = 80;
+    messages
+        .iter()
+        .map(|m| PER_FRAME + m.exchange.len() + m.routing_key.len() + m.body.len())
+        .sum()
 }

@@ -42,6 +42,28 @@ pub fn encode(
     })
 }
 
+/// Appends the frame of the record appended at `offset`: `message` with its
+/// `x-stream-offset` header set to `offset`, the message only read (its meta written
+/// by [`super::meta`]). The same bytes as [`encode`] of the message with that header.
+pub fn encode_appended(
+    buf: &mut Vec<u8>,
+    offset: u64,
+    timestamp: i64,
+    message: &Message,
+) -> Result<usize, StorageError> {
+    frame::encode_with(buf, |b| {
+        b.extend_from_slice(&offset.to_le_bytes());
+        b.extend_from_slice(&timestamp.to_le_bytes());
+        let len_at = b.len();
+        b.extend_from_slice(&[0u8; 4]);
+        super::meta::write_meta(b, message, offset)?;
+        let meta_len = (b.len() - len_at - 4) as u32;
+        b[len_at..len_at + 4].copy_from_slice(&meta_len.to_le_bytes());
+        b.extend_from_slice(&message.body);
+        Ok(())
+    })
+}
+
 /// One decoded record: its offset, timestamp and message.
 pub type Decoded = (u64, i64, Arc<Message>);
 
@@ -150,10 +172,11 @@ impl StoredMessage {
     }
 }
 
-/// The record whose frame starts at `at` in `chunk` (frames [`encode`] wrote just
-/// now), as stored: a slice of `chunk`, with `message`, the message it was encoded
-/// from, as its decoded form. Nothing is checked: the bytes are this process's own.
-pub fn appended(chunk: &Bytes, at: usize, message: Arc<Message>) -> StoredMessage {
+/// The record whose frame starts at `at` in `chunk` (frames [`encode_appended`] wrote
+/// just now), as stored: a slice of `chunk`, decoded only for a consumer that needs a
+/// [`Message`], as a record read back from a segment is. Nothing is checked: the bytes
+/// are this process's own.
+pub fn appended(chunk: &Bytes, at: usize) -> StoredMessage {
     let payload = at + frame::FRAME_HEADER;
     let meta_len = u32::from_le_bytes(
         chunk[payload + 16..payload + 20]
@@ -168,7 +191,7 @@ pub fn appended(chunk: &Bytes, at: usize, message: Arc<Message>) -> StoredMessag
         fields_len: meta_len - 1,
         end: payload + len,
         framed: true,
-        decoded: OnceLock::from(message),
+        decoded: OnceLock::new(),
     }
 }
 

@@ -19,6 +19,7 @@ mod append;
 pub mod cache;
 pub mod codec;
 pub mod index_file;
+pub mod meta;
 pub mod reader;
 mod record;
 mod recover;

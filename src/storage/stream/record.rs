@@ -2,7 +2,8 @@
 //! stores it) and the bytes it is accounted for against the memory watermark.
 
 use super::codec;
-use crate::message::Message;
+use super::meta::OFFSET_HEADER;
+use crate::message::{size, Message};
 use std::sync::Arc;
 
 /// One retained record.
@@ -71,10 +72,12 @@ impl StreamRecord {
 
 impl StreamRecord {
     /// A record just appended, kept as stored in the chunk of frames it was written
-    /// in, with the message it was encoded from: accounted for both (the stored bytes
-    /// and the message) and its allocations.
-    pub fn appended(timestamp: i64, message: codec::StoredMessage) -> Self {
-        let decoded = message.decoded().map_or(0, |m| decoded_size(m));
+    /// in and decoded only for a consumer that needs a message: accounted for the
+    /// stored bytes, its allocations and `decoded`, what the message it was encoded
+    /// from costs with its offset header ([`appended_decoded_size`]), as if an AMQP or
+    /// embedded consumer at the head had decoded it (the decoded message then stays
+    /// with the record).
+    pub fn appended(timestamp: i64, message: codec::StoredMessage, decoded: u64) -> Self {
         let size = (message.len()
             + std::mem::size_of::<codec::StoredMessage>()
             + std::mem::size_of::<StreamRecord>()) as u64
@@ -90,6 +93,18 @@ impl StreamRecord {
 /// What a stored record is accounted for besides its bytes: its own two allocations.
 pub(super) const STORED_OVERHEAD: u64 =
     (std::mem::size_of::<codec::StoredMessage>() + std::mem::size_of::<StreamRecord>()) as u64;
+
+/// What `m` costs decoded once its `x-stream-offset` header is added (an entry more
+/// in its own table, unless it had one): the decoded form of the record it is
+/// appended as.
+pub(super) fn appended_decoded_size(m: &Message) -> u64 {
+    let header = match &m.properties.headers {
+        Some(t) if t.contains_key(OFFSET_HEADER) => 0,
+        _ => size::ENTRY + size::heap(OFFSET_HEADER.len()),
+    };
+    (m.body.len() + size::properties_size(&m.properties) + header + std::mem::size_of::<Message>())
+        as u64
+}
 
 /// What a decoded message is accounted for.
 pub(super) fn decoded_size(m: &Message) -> u64 {

@@ -27,9 +27,13 @@ pub(super) fn body(log: &StreamLog, o: u64) -> String {
     String::from_utf8(record(log, o).message.body().to_vec()).unwrap()
 }
 
-/// The decoded message of a record (a read decodes unless told not to).
+/// The decoded message of a record (a read decodes unless told not to; a record of
+/// the tail cache is decoded here, as a consumer's first read decodes it).
 fn message(r: &StreamRecord) -> Arc<Message> {
-    r.message.decoded().expect("decoded").clone()
+    match &r.message {
+        RecordMessage::Decoded(m) => m.clone(),
+        RecordMessage::Stored(s) => s.message(&mut None).expect("decodes").clone(),
+    }
 }
 
 /// Every record from `from` on, read from the files in reads of `step` records.
@@ -405,4 +409,42 @@ fn appends_queued_when_the_stream_is_deleted_are_refused_not_written() {
         !writer::segment_path(dir.path(), 0).exists(),
         "nothing written"
     );
+}
+
+#[test]
+fn an_appended_record_is_kept_as_stored_and_decodes_with_its_offset_header() {
+    use crate::message::{FieldTable, FieldValue, Properties};
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 1 << 20).unwrap();
+    // A publisher's own `x-stream-offset` is replaced, as a header added to the
+    // message would replace it; the published message itself is left as it was.
+    let mut headers = FieldTable::new();
+    headers.insert("a".into(), FieldValue::Str("x".into()));
+    headers.insert("x-stream-offset".into(), FieldValue::Int(99));
+    let first = Arc::new(Message::new("ex", "k", "one").with_properties(Properties {
+        headers: Some(headers),
+        ..Default::default()
+    }));
+    let second = Arc::new(Message::new("ex", "k", "two"));
+    log.append(vec![first.clone(), second.clone()])
+        .wait()
+        .unwrap();
+    for (o, m) in [(0u64, &first), (1, &second)] {
+        let r = log.get(o).expect("in the tail cache");
+        let RecordMessage::Stored(s) = &r.message else {
+            panic!("kept as stored");
+        };
+        assert!(s.decoded().is_none(), "decoded on a first read only");
+        let d = s.message(&mut None).unwrap();
+        let want = Message::clone(m).with_header("x-stream-offset", o as i64);
+        assert_eq!(**d, want);
+        // Accounted for as if decoded: the decoded form stays with the record.
+        assert!(r.size >= record::decoded_size(d) + s.len() as u64, "{o}");
+    }
+    assert_eq!(
+        first.header("x-stream-offset"),
+        Some(&FieldValue::Int(99)),
+        "the published message is not changed"
+    );
+    assert_eq!(body(&log, 1), "two");
 }
