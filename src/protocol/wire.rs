@@ -450,3 +450,25 @@ pub use walk::{decode_budget, walk_value, DECODE_FLOOR, DECODE_RATIO, MAX_DEPTH}
 
 #[cfg(test)]
 mod tests;
+
+/// Copies of a frame with one byte changed, for tests of the hand-written decoders
+/// against rmp-serde's: at each of the first `upto` positions, every MessagePack
+/// marker kind and the byte's neighbours.
+#[cfg(test)]
+pub(crate) fn one_byte_changed(frame: &[u8], upto: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    const MARKERS: [u8; 22] = [
+        0x00, 0x01, 0x7f, 0x80, 0x90, 0x9d, 0xa0, 0xc0, 0xc1, 0xc2, 0xc3, 0xc4, 0xca, 0xcc, 0xcf,
+        0xd0, 0xd4, 0xd9, 0xdc, 0xde, 0xe0, 0xff,
+    ];
+    (0..frame.len().min(upto)).flat_map(move |at| {
+        let b = frame[at];
+        MARKERS
+            .into_iter()
+            .chain([b ^ 1, b.wrapping_add(1), b.wrapping_sub(1)])
+            .map(move |v| {
+                let mut m = frame.to_vec();
+                m[at] = v;
+                m
+            })
+    })
+}

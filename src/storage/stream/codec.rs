@@ -24,21 +24,13 @@ pub fn encode(
     timestamp: i64,
     message: &Message,
 ) -> Result<usize, StorageError> {
-    frame::encode_with(buf, |b| {
-        b.extend_from_slice(&offset.to_le_bytes());
-        b.extend_from_slice(&timestamp.to_le_bytes());
-        let len_at = b.len();
-        b.extend_from_slice(&[0u8; 4]);
+    encode_frame(buf, offset, timestamp, message, |b| {
         let meta = (
             &*message.exchange,
             &message.routing_key,
             &*message.properties,
         );
-        rmp_serde::encode::write(b, &meta).map_err(|e| StorageError::Encode(e.to_string()))?;
-        let meta_len = (b.len() - len_at - 4) as u32;
-        b[len_at..len_at + 4].copy_from_slice(&meta_len.to_le_bytes());
-        b.extend_from_slice(&message.body);
-        Ok(())
+        rmp_serde::encode::write(b, &meta).map_err(|e| StorageError::Encode(e.to_string()))
     })
 }
 
@@ -51,12 +43,26 @@ pub fn encode_appended(
     timestamp: i64,
     message: &Message,
 ) -> Result<usize, StorageError> {
+    encode_frame(buf, offset, timestamp, message, |b| {
+        super::meta::write_meta(b, message, offset)
+    })
+}
+
+/// A record's frame: offset, timestamp, the meta's length and the meta `write_meta`
+/// writes, then the body.
+fn encode_frame(
+    buf: &mut Vec<u8>,
+    offset: u64,
+    timestamp: i64,
+    message: &Message,
+    write_meta: impl FnOnce(&mut Vec<u8>) -> Result<(), StorageError>,
+) -> Result<usize, StorageError> {
     frame::encode_with(buf, |b| {
         b.extend_from_slice(&offset.to_le_bytes());
         b.extend_from_slice(&timestamp.to_le_bytes());
         let len_at = b.len();
         b.extend_from_slice(&[0u8; 4]);
-        super::meta::write_meta(b, message, offset)?;
+        write_meta(b)?;
         let meta_len = (b.len() - len_at - 4) as u32;
         b[len_at..len_at + 4].copy_from_slice(&meta_len.to_le_bytes());
         b.extend_from_slice(&message.body);
