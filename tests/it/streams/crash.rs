@@ -13,6 +13,19 @@ async fn connect(b: &BrokerProcess) -> Client {
         .unwrap()
 }
 
+/// The restarted broker's stream `s` (declared again with `options`), which must hold
+/// at least the `confirmed` messages; answers the client and the count it holds.
+async fn restarted(b: &BrokerProcess, options: &QueueOptions, confirmed: u64) -> (Client, u64) {
+    let c = connect(b).await;
+    let info = c.declare_queue("s", options).await.unwrap();
+    assert!(
+        info.messages >= confirmed,
+        "{} < {confirmed}",
+        info.messages
+    );
+    (c, info.messages)
+}
+
 fn stream() -> QueueOptions {
     QueueOptions::durable()
         .arg("x-queue-type", "stream")
@@ -60,13 +73,7 @@ fn confirmed_stream_messages_survive_kill_9_with_contiguous_offsets() {
 
     let broker = BrokerProcess::start(root.path());
     rt.block_on(async {
-        let c = connect(&broker).await;
-        let info = c.declare_queue("s", &stream()).await.unwrap();
-        assert!(
-            info.messages >= confirmed,
-            "{} < {confirmed}",
-            info.messages
-        );
+        let (c, held) = restarted(&broker, &stream(), confirmed).await;
         let mut all = c
             .consume(
                 "s",
@@ -74,15 +81,9 @@ fn confirmed_stream_messages_survive_kill_9_with_contiguous_offsets() {
             )
             .await
             .unwrap();
-        for want in 0..info.messages {
+        for want in 0..held {
             let d = within("a delivery", all.next()).await.unwrap().unwrap();
-            let o = d
-                .properties
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("x-stream-offset"))
-                .cloned();
-            assert_eq!(o, Some(FieldValue::Int(want as i64)));
+            assert_eq!(offset_of(&d), want as i64);
             assert_eq!(&d.body[..], format!("m{want:04}").as_bytes());
             d.ack().unwrap();
         }
@@ -91,13 +92,7 @@ fn confirmed_stream_messages_survive_kill_9_with_contiguous_offsets() {
         let opts = ConsumeOptions::prefetch(10).arg("x-stream-consumer-name", "app");
         let mut app = c.consume("s", &opts).await.unwrap();
         let d = within("a delivery", app.next()).await.unwrap().unwrap();
-        let o = d
-            .properties
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("x-stream-offset"))
-            .and_then(FieldValue::as_int)
-            .unwrap();
+        let o = offset_of(&d);
         assert!(o <= acked as i64, "resumed at {o}, past the {acked} acked");
     });
     broker.stop();
@@ -138,13 +133,7 @@ fn kill_9_with_many_confirms_outstanding_keeps_every_confirmed_offset() {
 
     let broker = BrokerProcess::start(root.path());
     rt.block_on(async {
-        let c = connect(&broker).await;
-        let info = c.declare_queue("s", &stream()).await.unwrap();
-        assert!(
-            info.messages >= confirmed,
-            "{} < {confirmed}",
-            info.messages
-        );
+        let (c, _) = restarted(&broker, &stream(), confirmed).await;
         let opts = ConsumeOptions::prefetch(500).arg("x-stream-offset", "first");
         let mut all = c.consume("s", &opts).await.unwrap();
         for want in 0..confirmed as i64 {
@@ -228,13 +217,7 @@ fn kill_9_while_a_named_consumer_reads_a_stream_from_its_files_loses_nothing_con
 
     let broker = BrokerProcess::start(root.path());
     rt.block_on(async {
-        let c = connect(&broker).await;
-        let info = c.declare_queue("s", &big_stream).await.unwrap();
-        assert!(
-            info.messages >= confirmed,
-            "{} < {confirmed}",
-            info.messages
-        );
+        let (c, held) = restarted(&broker, &big_stream, confirmed).await;
         // The named consumer resumes at or before its last delivery + 1, never past.
         let opts = ConsumeOptions::prefetch(10).arg("x-stream-consumer-name", "app");
         let mut app = c.consume("s", &opts).await.unwrap();
@@ -253,7 +236,7 @@ fn kill_9_while_a_named_consumer_reads_a_stream_from_its_files_loses_nothing_con
             )
             .await
             .unwrap();
-        for want in 0..info.messages as i64 {
+        for want in 0..held as i64 {
             let d = within("a delivery", all.next()).await.unwrap().unwrap();
             assert_eq!(offset_of(&d), want);
             assert!(d.body.starts_with(format!("m{want:06}-").as_bytes()));

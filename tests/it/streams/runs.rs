@@ -75,18 +75,23 @@ impl RawConsumer {
         self.s.write_all(&out).await.unwrap();
     }
 
+    /// The next frame's body, read from the socket as needed.
+    async fn frame(&mut self) -> bytes::Bytes {
+        within("a frame", async {
+            loop {
+                if let Some(f) = take_frame(&mut self.buf, 64 << 20).unwrap() {
+                    return f;
+                }
+                assert!(self.s.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
+            }
+        })
+        .await
+    }
+
     /// The next frame carrying deliveries, checked against the prefetch.
     async fn next(&mut self) -> Got {
         loop {
-            let frame = within("a frame", async {
-                loop {
-                    if let Some(f) = take_frame(&mut self.buf, 64 << 20).unwrap() {
-                        return f;
-                    }
-                    assert!(self.s.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
-                }
-            })
-            .await;
+            let frame = self.frame().await;
             let got = match decode_server(&frame).unwrap() {
                 ServerFrame::Deliver(d) => {
                     let props = d.properties.unwrap().into_owned();
@@ -134,15 +139,7 @@ impl RawConsumer {
     /// The next frame, which must be an error: (code, message).
     async fn next_error(&mut self) -> (actormq::ErrorCode, String) {
         loop {
-            let frame = within("a frame", async {
-                loop {
-                    if let Some(f) = take_frame(&mut self.buf, 64 << 20).unwrap() {
-                        return f;
-                    }
-                    assert!(self.s.read_buf(&mut self.buf).await.unwrap() > 0, "closed");
-                }
-            })
-            .await;
+            let frame = self.frame().await;
             match decode_server(&frame).unwrap() {
                 ServerFrame::Error { code, message, .. } => return (code, message),
                 ServerFrame::Welcome { .. } | ServerFrame::Reply { .. } => continue,
