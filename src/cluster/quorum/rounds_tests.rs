@@ -340,3 +340,31 @@ async fn writes_too_large_together_for_one_entry_are_written_in_several() {
     })
     .await;
 }
+
+/// A publisher's batch is bounded the same way: 300 publishes of 1 MiB waiting for its
+/// next batch made one write, one entry of 300 MiB that never committed (all nacked
+/// after 10 s, the group wedged behind it). The leader's log tells the batches apart
+/// whatever the publishes were answered.
+#[tokio::test(flavor = "current_thread")]
+async fn publishes_too_large_together_for_one_entry_are_batched_in_several() {
+    use crate::cluster::quorum::publisher::Publisher;
+    use crate::cluster::quorum::wire::tests::{leader, three_nodes_with};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes_with(dir.path(), &[1], patient()).await;
+    let at = leader(&nodes, &[0, 1, 2], 1).await;
+    let raft = nodes[at].groups.get(1).unwrap();
+    let index = || raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let before = index();
+    let publisher = Publisher::start(1, nodes[at].groups.clone());
+    let big = large();
+    // Queued before the batcher runs (one thread): one batch on main.
+    let confirms: Vec<_> = (0..300)
+        .map(|_| publisher.publish(StoredMessage::from(big.clone())))
+        .collect();
+    drop(confirms);
+    within_90s(|| match index() - before {
+        n if n >= 3 => Ok(()),
+        n => Err(format!("{n} entries for 300 publishes of 1 MiB")),
+    })
+    .await;
+}
