@@ -10,7 +10,8 @@
 //! Publishes are written in the order [`Publisher::publish`] was called.
 
 use super::group::{stamped, GroupResponse, StoredMessage};
-use super::machine::Command;
+use super::machine::{Command, Weighed};
+use super::rounds::MAX_BYTES;
 use super::wire::{GroupId, GroupWriteError, Groups};
 use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// Most publishes in one entry.
+/// Most publishes in one entry (and at most [`MAX_BYTES`] of them beyond the first:
+/// an entry must fit one cluster frame to reach the followers).
 pub const MAX_BATCH: usize = 1000;
 
 /// How long a write may look for a leader before the publishes fail.
@@ -78,13 +80,28 @@ async fn batcher(
     mut rx: mpsc::UnboundedReceiver<(StoredMessage, Waiter)>,
 ) {
     let mut links: HashMap<String, Arc<Link>> = HashMap::new();
-    while let Some(first) = rx.recv().await {
+    // A publish that did not fit the batch before it (rounds::MAX_BYTES): the next
+    // batch's first.
+    let mut held = None;
+    loop {
+        let first = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.0.accounted_len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+            let Ok(next) = rx.try_recv() else { break };
+            let b = next.0.accounted_len();
+            if bytes + b > MAX_BYTES {
+                held = Some(next);
+                break;
             }
+            bytes += b;
+            batch.push(next);
         }
         let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let written = write(

@@ -17,7 +17,7 @@
 //! own).
 
 use super::group::{GroupResponse, QueueTypes, StoredMessage};
-use super::machine::Command;
+use super::machine::{Command, Weighed};
 use super::wire::{GroupWriteError, LEADER_WRITE_TIMEOUT};
 use openraft::error::ClientWriteError;
 use openraft::Raft;
@@ -32,6 +32,16 @@ pub const MAX_ROUNDS: usize = 2;
 /// Most writes in one entry (a bound on its size: a publish write holds up to
 /// `publisher::MAX_BATCH` messages).
 pub const MAX_PARTS: usize = 256;
+
+/// Most bytes of messages in one entry beyond its first write (and in one publisher's
+/// batch beyond its first message), as the queue accounts them. An entry goes to each
+/// follower whole, in one cluster frame (`rpc::MAX_FRAME`, 256 MiB) and one append
+/// that must be taken within the heartbeat's time to live (the log store's reads for
+/// replication stop at `log_store::MAX_APPEND_BYTES`, 1 MiB, for that). Merged without
+/// a bound, writes that each fit made an entry past the frame that no follower could be
+/// sent: it never committed and held up every write behind it. A write larger than
+/// this alone is its own entry.
+pub const MAX_BYTES: usize = 4 << 20;
 
 /// The answer to one write.
 pub type Answer = Result<GroupResponse, GroupWriteError>;
@@ -94,6 +104,17 @@ fn push_flat(out: &mut Vec<Command<StoredMessage>>, command: Command<StoredMessa
             _ => out.push(Command::Settle { ids, how }),
         },
         other => out.push(other),
+    }
+}
+
+/// Bytes `command` weighs against [`MAX_BYTES`]: its messages as the queue accounts
+/// them (on the high side) and the ids it settles.
+pub fn bytes_of(command: &Command<StoredMessage>) -> usize {
+    match command {
+        Command::Enqueue(m) => m.iter().map(Weighed::accounted_len).sum(),
+        Command::Settle { ids, .. } => ids.len() * std::mem::size_of::<u64>(),
+        Command::Batch(cs) => cs.iter().map(bytes_of).sum(),
+        _ => 0,
     }
 }
 
@@ -176,7 +197,8 @@ fn not_committed() -> GroupWriteError {
 
 async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver<Part>) {
     let slots = Arc::new(Semaphore::new(MAX_ROUNDS));
-    // A write that could not join the round before it (a second purge).
+    // A write that could not join the round before it (a second purge, or one that
+    // would have made its entry larger than MAX_BYTES).
     let mut next: Option<Part> = None;
     loop {
         let first = match next.take() {
@@ -193,14 +215,17 @@ async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver
         };
         let mut parts = vec![first];
         let mut purges = Shape::of(&parts[0].0).purges;
+        let mut bytes = bytes_of(&parts[0].0);
         while parts.len() < MAX_PARTS {
             let Ok(p) = rx.try_recv() else { break };
             let s = Shape::of(&p.0);
-            if s.purges && purges {
+            let b = bytes_of(&p.0);
+            if (s.purges && purges) || bytes + b > MAX_BYTES {
                 next = Some(p);
                 break;
             }
             purges |= s.purges;
+            bytes += b;
             parts.push(p);
         }
         let shapes: Vec<Shape> = parts.iter().map(|(c, _)| Shape::of(c)).collect();

@@ -276,3 +276,95 @@ async fn writes_waiting_for_a_round_share_one_entry_and_each_gets_its_own_answer
         assert_eq!(held, (vec![7, 41, 42, 43, 44], 0), "member {i}");
     }
 }
+
+/// A group whose leader is not voted out while a loaded machine appends and fsyncs
+/// hundreds of MiB (a debug build).
+fn patient() -> std::sync::Arc<openraft::Config> {
+    std::sync::Arc::new(
+        openraft::Config {
+            cluster_name: "q".into(),
+            election_timeout_min: 3_000,
+            election_timeout_max: 6_000,
+            heartbeat_interval: 500,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+/// A message a little over 1 MiB: 256 of them (`MAX_PARTS` writes) are more than a
+/// cluster frame takes (`rpc::MAX_FRAME`, 256 MiB).
+fn large() -> std::sync::Arc<Message> {
+    std::sync::Arc::new(Message::new("", "q", vec![7u8; (1 << 20) + 4096]))
+}
+
+/// Waits until `done` holds, within a deadline generous for hundreds of MiB on a
+/// loaded machine; `what` says what was seen instead.
+async fn within_90s(mut done: impl FnMut() -> Result<(), String>) {
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let Err(seen) = done() else { return };
+        assert!(tokio::time::Instant::now() < end, "{seen}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes that each fit a cluster frame are not merged into an entry that does not: a
+/// round of 256 writes of 1 MiB (over `rpc::MAX_FRAME`) could be sent to no follower,
+/// so it never committed, and every write behind it waited in vain (whatever the
+/// writes are answered: a write's 10 s bound may pass on a loaded machine first).
+#[tokio::test(flavor = "current_thread")]
+async fn writes_too_large_together_for_one_entry_are_written_in_several() {
+    use crate::cluster::quorum::wire::tests::{leader, three_nodes_with};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes_with(dir.path(), &[1], patient()).await;
+    let at = leader(&nodes, &[0, 1, 2], 1).await;
+    let rounds = nodes[at].groups.rounds(1).unwrap();
+    let big = large();
+    // Queued before the task runs (one thread): one round of MAX_PARTS on main.
+    let writes: Vec<_> = (0..MAX_PARTS + 4)
+        .map(|_| rounds.write(Command::Enqueue(vec![StoredMessage::from(big.clone())])))
+        .collect();
+    drop(writes);
+    within_90s(|| {
+        let held: Vec<usize> = nodes
+            .iter()
+            .map(|node| node.machines[&1].read(|q| q.ready_len()))
+            .collect();
+        match held.iter().all(|h| *h > 0) {
+            true => Ok(()),
+            false => Err(format!("ready on each member: {held:?}: nothing committed")),
+        }
+    })
+    .await;
+}
+
+/// A publisher's batch is bounded the same way: 300 publishes of 1 MiB waiting for its
+/// next batch made one write, one entry of 300 MiB that never committed (all nacked
+/// after 10 s, the group wedged behind it). The leader's log tells the batches apart
+/// whatever the publishes were answered.
+#[tokio::test(flavor = "current_thread")]
+async fn publishes_too_large_together_for_one_entry_are_batched_in_several() {
+    use crate::cluster::quorum::publisher::Publisher;
+    use crate::cluster::quorum::wire::tests::{leader, three_nodes_with};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes_with(dir.path(), &[1], patient()).await;
+    let at = leader(&nodes, &[0, 1, 2], 1).await;
+    let raft = nodes[at].groups.get(1).unwrap();
+    let index = || raft.metrics().borrow().last_log_index.unwrap_or(0);
+    let before = index();
+    let publisher = Publisher::start(1, nodes[at].groups.clone());
+    let big = large();
+    // Queued before the batcher runs (one thread): one batch on main.
+    let confirms: Vec<_> = (0..300)
+        .map(|_| publisher.publish(StoredMessage::from(big.clone())))
+        .collect();
+    drop(confirms);
+    within_90s(|| match index() - before {
+        n if n >= 3 => Ok(()),
+        n => Err(format!("{n} entries for 300 publishes of 1 MiB")),
+    })
+    .await;
+}

@@ -20,6 +20,7 @@ mod dormant;
 mod metadata;
 mod paging;
 mod shutdown;
+mod shutdown_drops;
 
 use crate::support::DEADLINE;
 use std::io::{BufRead, BufReader};
