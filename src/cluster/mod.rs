@@ -44,7 +44,7 @@ mod op;
 #[cfg(test)]
 mod policy_tests;
 pub mod quorum;
-mod rpc;
+pub(crate) mod rpc;
 mod server;
 mod settings;
 mod snapshot;

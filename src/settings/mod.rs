@@ -390,6 +390,23 @@ impl Settings {
                     "cluster.tls needs tls.cert_file, tls.key_file and tls.ca_file (nodes present their certificate and verify their peer's against the CA)".into(),
                 ));
             }
+            // A quorum queue's message travels to the other members inside one cluster
+            // frame: a message larger than half of it (room for the entry around it) would
+            // be appended on the leader but never reach a follower, so never commit.
+            let cap = crate::cluster::rpc::MAX_FRAME as u64 / 2;
+            for (key, size) in [
+                ("amqp.max_message_size", self.amqp.max_message_size),
+                (
+                    "server.max_frame_size",
+                    u64::from(self.server.max_frame_size),
+                ),
+            ] {
+                if size > cap {
+                    return Err(SettingsError(format!(
+                        "{key} = {size} is above {cap} bytes, the largest message a cluster replicates (half of a cluster frame)"
+                    )));
+                }
+            }
         }
         if self.server.max_frame_size < 4096 {
             return Err(SettingsError(format!(
@@ -462,6 +479,18 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_refuses_a_message_size_it_could_not_replicate() {
+        let cluster = "[cluster]\nnode_id = 1\nbind = \"127.0.0.1:25672\"\n";
+        let big = format!("{cluster}[amqp]\nmax_message_size = 268435456\n");
+        let e = Settings::from_toml(&big).unwrap_err().to_string();
+        assert!(e.contains("amqp.max_message_size = 268435456"), "{e}");
+        let ok = format!("{cluster}[amqp]\nmax_message_size = 134217728\n");
+        Settings::from_toml(&ok).unwrap();
+        // Without a cluster the size is the operator's to choose.
+        Settings::from_toml("[amqp]\nmax_message_size = 268435456\n").unwrap();
+    }
 
     #[test]
     fn empty_text_gives_the_defaults() {
