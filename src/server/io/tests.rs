@@ -114,3 +114,42 @@ async fn bytes_from_the_peer_keep_the_reader_going() {
         }
     }
 }
+
+/// A publisher that keeps the socket full is read 256 KiB at a time once the buffer
+/// has grown, so one read's frames (one publish batch) hold about 250 frames of 1 KiB,
+/// not the 60 or so of a 64 KiB read.
+#[actix_rt::test]
+async fn a_full_socket_is_read_in_large_chunks() {
+    const FRAMES: usize = 2_000;
+    let (ours, mut peer) = tokio::io::duplex(4 << 20);
+    let (rd, wr) = tokio::io::split(ours);
+    let flow = flow();
+    let writer = spawn_writer(wr, flow.clone(), Sink.start().recipient(), true);
+    // Every frame is in the pipe before the reader starts: each read can be full.
+    let mut all = BytesMut::new();
+    for i in 0..FRAMES {
+        all.extend_from_slice(&1020u32.to_be_bytes());
+        all.extend_from_slice(&[(i % 251) as u8; 1020]);
+    }
+    peer.write_all(&all).await.unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    actix_rt::spawn(read_loop(rd, 1 << 20, flow, writer, move |ev| {
+        let _ = tx.send(ev);
+        async { true }
+    }));
+    let (mut seen, mut largest) = (0, 0);
+    while seen < FRAMES {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("frames within the deadline");
+        match ev {
+            Some(ReadEvent::Frames(f)) => {
+                seen += f.len();
+                largest = largest.max(f.len());
+            }
+            _ => panic!("expected frames"),
+        }
+    }
+    assert_eq!(seen, FRAMES);
+    assert!(largest >= 250, "largest read held {largest} frames");
+}
