@@ -3,8 +3,10 @@
 //! announce, bodies that carry more than announced, frames out of order). Pure: the
 //! connection actor decides what an error closes (see `dispatch`).
 //!
-//! A body that came in one frame is kept as that frame's slice of the read buffer
-//! (the common case: no copy, no allocation); only several frames are joined.
+//! A large body that came in one frame is kept as that frame's slice of the read
+//! buffer (no copy); a small one is copied out of it, so that it does not hold the
+//! whole buffer while it waits in a queue (`protocol::wire::kept_body`); several
+//! frames are joined.
 
 use super::errors::AmqpError;
 use amq_protocol::protocol::basic::{self, AMQPProperties};
@@ -67,6 +69,11 @@ impl Content {
         let (properties, size) = self.header.expect("finished after the header");
         let body = match (self.first, self.rest.is_empty()) {
             (None, _) => Bytes::new(),
+            // A body of one frame is that frame's slice of the read buffer: a small
+            // one is copied, so a kept message does not hold the whole buffer.
+            (Some(b), true) if b.len() < crate::protocol::wire::SHARED_BODY_MIN => {
+                Bytes::copy_from_slice(&b)
+            }
             (Some(b), true) => b,
             (Some(first), false) => {
                 let mut b = BytesMut::with_capacity(size as usize);
@@ -177,13 +184,25 @@ mod tests {
     }
 
     #[test]
-    fn one_body_frame_is_kept_as_it_came_and_several_are_joined() {
+    fn one_large_body_frame_is_kept_as_it_came_a_small_one_copied_and_several_joined() {
+        use crate::protocol::wire::SHARED_BODY_MIN;
+        let buffer = Bytes::from(vec![7u8; 4 * SHARED_BODY_MIN]);
+        let size = SHARED_BODY_MIN as u64;
         let mut slot = Some(Content::new(publish()));
-        assert!(on_header(&mut slot, 1, 5, None, 100).unwrap().is_none());
-        let frame = Bytes::from_static(b"hello");
+        assert!(on_header(&mut slot, 1, size, None, u64::MAX)
+            .unwrap()
+            .is_none());
+        let frame = buffer.slice(..SHARED_BODY_MIN);
         let cmd = on_body(&mut slot, 1, frame.clone()).unwrap().unwrap();
         assert_eq!(cmd.body.as_ptr(), frame.as_ptr(), "no copy");
         assert!(slot.is_none());
+
+        // A small body would hold the whole read buffer: it is copied out of it.
+        let mut slot = Some(Content::new(publish()));
+        on_header(&mut slot, 1, 5, None, 100).unwrap();
+        let cmd = on_body(&mut slot, 1, buffer.slice(..5)).unwrap().unwrap();
+        assert_eq!(&cmd.body[..], &[7; 5]);
+        assert!(cmd.body.is_unique(), "its own allocation");
 
         let mut slot = Some(Content::new(publish()));
         on_header(&mut slot, 1, 5, None, 100).unwrap();

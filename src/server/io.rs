@@ -340,7 +340,7 @@ pub(crate) const MIN_READ: usize = 8 * 1024;
 /// go to the exchange as one batch (up to 256 messages), so a larger read shares each
 /// batch's hops (connection, exchange, queue, a stream's writer, the answer back) among
 /// more messages. At 64 KiB a stream of 1 KiB publishes went in batches of about 60.
-const MAX_READ: usize = 256 * 1024;
+pub(crate) const MAX_READ: usize = 256 * 1024;
 
 /// Reads one chunk into `buf`; with heartbeats on, gives up after `2H` without a byte
 /// (`Err(limit)`). Reads are cancel safe: a read cut short by the timer or by a

@@ -403,7 +403,7 @@ impl Connection {
                             properties: crate::message::Properties::shared(
                                 p.properties.map(|b| *b),
                             ),
-                            body: body_bytes(&raw, p.body),
+                            body: kept_body(&raw, p.body),
                         }),
                     });
                 }

@@ -10,6 +10,7 @@
 //! - [`alarm`]: the disk free limit blocks publishers like the memory watermark.
 //! - [`paging`]: long durable queues keep their bodies on disk.
 //! - [`counts`]: `delivery_count` and `x-delivery-limit` go on across restarts.
+//! - [`kept_bodies`]: a kept message does not hold the read buffer it came in.
 
 mod alarm;
 mod corrupt;
@@ -17,6 +18,7 @@ mod counts;
 mod crash;
 mod definitions;
 mod dormant;
+mod kept_bodies;
 mod metadata;
 mod paging;
 mod shutdown;
@@ -100,6 +102,11 @@ impl BrokerProcess {
             _stdout: stdout,
             log,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// SIGKILL, and waits for the process to be gone.

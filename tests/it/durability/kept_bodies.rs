@@ -1,0 +1,76 @@
+//! A message a queue keeps holds its own body, not the read buffer it arrived in.
+//!
+//! Publishes are read from the socket up to 256 KiB at a time, and a body used to stay
+//! a slice of that buffer. A queue that kept one small message of every read, the rest
+//! going elsewhere and freed, then held every whole buffer while queues and the memory
+//! watermark counted 16 bytes each: the broker's memory grew without the watermark
+//! seeing it. Against the real binary, whose memory is read from /proc.
+
+use super::{runtime, within, BrokerProcess};
+use actormq::client::{Client, ConnectOptions, QueueOptions};
+
+/// Rounds of 15 unroutable 4 KiB publishes and one 16-byte publish to the kept queue:
+/// 64 KiB a round, so about four rounds per socket read.
+const ROUNDS: usize = 2_000;
+
+/// The broker's resident memory in KiB, less what its allocator has given back to the
+/// kernel lazily (`MADV_FREE`: still counted in `Rss` until the kernel reclaims it).
+fn resident_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps");
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| {
+                v.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .unwrap_or(0)
+    };
+    field("Rss:") - field("LazyFree:")
+}
+
+#[test]
+fn a_queue_keeping_one_small_message_per_read_does_not_hold_the_read_buffers() {
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let broker = BrokerProcess::start(root.path());
+    let pid = broker.pid();
+    rt.block_on(async {
+        let c = within(
+            "connect",
+            Client::connect(ConnectOptions::new(&broker.addr).confirms(true)),
+        )
+        .await
+        .unwrap();
+        c.declare_queue("kept", &QueueOptions::default())
+            .await
+            .unwrap();
+        let before = resident_kib(pid);
+        let filler = vec![b'f'; 4096];
+        let mut last = None;
+        for r in 0..ROUNDS {
+            for _ in 0..15 {
+                // Routed nowhere, and freed; confirmed in order before the last one.
+                drop(c.publish("", "nowhere", &filler).await.unwrap());
+            }
+            let small = format!("kept-{r:010}");
+            last = Some(c.publish("", "kept", small).await.unwrap());
+        }
+        within("the last confirm", last.unwrap()).await.unwrap();
+        let q = c
+            .declare_queue("kept", &QueueOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(q.messages, ROUNDS as u64);
+        let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
+        // The bodies kept are 32 KB; each one holding its read buffer (a quarter of
+        // 256 KiB) would be about 125 MiB.
+        assert!(
+            grown_mib < 40,
+            "the broker grew by {grown_mib} MiB keeping {ROUNDS} messages of 16 bytes"
+        );
+    });
+}
