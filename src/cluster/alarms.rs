@@ -177,7 +177,7 @@ impl Core {
     }
 
     /// Node `id` as `/api/nodes` names it.
-    fn node_api_name(&self, id: NodeId) -> String {
+    pub(super) fn node_api_name(&self, id: NodeId) -> String {
         format!("node{id}@{}", self.node_addr(id).unwrap_or_default())
     }
 
