@@ -20,13 +20,19 @@
 //!
 //! Each report carries the sender's alarm generation (seeded from the clock, one more
 //! at each change): a node's push and its answer to the other's push travel on two
-//! connections, and the older of the two must not undo the newer.
+//! connections, and the older of the two must not undo the newer. Generations are
+//! compared only within one run of the sender: each report also carries its
+//! incarnation, drawn at random when the node starts, and a report of another
+//! incarnation is taken whatever its generation (a node restarted with its clock
+//! stepped back, faster than its peers' next call, would else have its reports taken
+//! for older than its previous run's until a call failed).
 
 use super::network::Link;
 use super::node::Core;
 use super::rpc::{Reply, Rpc};
 use super::types::NodeId;
 use crate::broker::memory::{Alarms, RemoteAlarm};
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -45,7 +51,10 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct Report {
     /// The node.
     pub node: NodeId,
-    /// Its alarm generation: a report of a lower one than recorded is older.
+    /// Its run: random, drawn when it starts. Generations compare only within one.
+    pub incarnation: u64,
+    /// Its alarm generation: a report of a lower one than recorded, of the same
+    /// incarnation, is older.
     pub generation: u64,
     /// Its memory alarm is raised.
     pub memory: bool,
@@ -64,6 +73,8 @@ impl Report {
 
 /// What a node knows of the cluster's alarms: its own generation, and what it heard.
 pub struct ClusterAlarms {
+    /// This run of the node (see [`Report::incarnation`]).
+    incarnation: u64,
     /// This node's generation and the alarms it stands for.
     mine: Mutex<(u64, Alarms)>,
     /// The other nodes' last reports, by node.
@@ -80,6 +91,7 @@ impl Default for ClusterAlarms {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
         ClusterAlarms {
+            incarnation: rand_core::OsRng.next_u64(),
             mine: Mutex::new((seed, Alarms::default())),
             heard: Mutex::default(),
             applying: Mutex::default(),
@@ -100,18 +112,27 @@ impl ClusterAlarms {
         }
         Report {
             node,
+            incarnation: self.incarnation,
             generation: mine.0,
             memory: now.memory,
             disk: now.disk,
         }
     }
 
-    /// Records `report` unless an equal or newer one of its node is recorded; true
-    /// when it changed what is known.
+    /// Records `report` unless an equal or newer one of its node's same run is
+    /// recorded (another run's is taken whatever its generation: the node restarted);
+    /// true when it changed what is known. A late report of a run that ended, taken
+    /// after the new run's, is replaced by the new run's next report, within a
+    /// [`REFRESH`].
     fn record(&self, report: Report) -> bool {
         let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
         match heard.get(&report.node) {
-            Some(known) if known.generation >= report.generation => false,
+            Some(known)
+                if known.incarnation == report.incarnation
+                    && known.generation >= report.generation =>
+            {
+                false
+            }
             _ => {
                 heard.insert(report.node, report);
                 true
@@ -177,7 +198,7 @@ impl Core {
     }
 
     /// Node `id` as `/api/nodes` names it.
-    fn node_api_name(&self, id: NodeId) -> String {
+    pub(super) fn node_api_name(&self, id: NodeId) -> String {
         format!("node{id}@{}", self.node_addr(id).unwrap_or_default())
     }
 
@@ -262,6 +283,7 @@ mod tests {
     fn report(node: NodeId, generation: u64, memory: bool) -> Report {
         Report {
             node,
+            incarnation: 1,
             generation,
             memory,
             disk: false,
@@ -280,6 +302,40 @@ mod tests {
         assert!(a.forget(3), "unreachable: not in alarm");
         assert!(a.in_alarm().is_empty());
         assert!(!a.forget(3));
+    }
+
+    #[test]
+    fn a_lower_generation_is_taken_from_a_new_incarnation_only() {
+        let a = ClusterAlarms::default();
+        assert!(a.record(report(2, 1_000, true)));
+        assert!(
+            !a.record(report(2, 999, false)),
+            "a lower generation of the same run is older"
+        );
+        assert_eq!(a.in_alarm(), vec![report(2, 1_000, true)]);
+        // Restarted with its clock stepped back: a lower generation, another run.
+        let restarted = Report {
+            incarnation: 2,
+            ..report(2, 10, false)
+        };
+        assert!(a.record(restarted), "a new run's report is taken");
+        assert!(a.in_alarm().is_empty());
+        assert!(
+            !a.record(Report {
+                incarnation: 2,
+                ..report(2, 9, true)
+            }),
+            "and generations order that run's reports again"
+        );
+        assert!(a.in_alarm().is_empty());
+    }
+
+    #[test]
+    fn each_run_of_a_node_reports_its_own_incarnation() {
+        let (one, two) = (ClusterAlarms::default(), ClusterAlarms::default());
+        let clear = Alarms::default;
+        assert_eq!(one.own(1, clear).incarnation, one.own(1, clear).incarnation);
+        assert_ne!(one.own(1, clear).incarnation, two.own(1, clear).incarnation);
     }
 
     #[test]

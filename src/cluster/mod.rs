@@ -26,6 +26,7 @@
 //! - `version`: the cluster protocol version every connection announces.
 //! - `rpc`, `network`, `server`: the node-to-node protocol, its client and listener.
 //! - `forward`: publishes to a classic queue of another node, batched to its home.
+//! - `home_stats`: a queue's counts for the management API, asked of its home.
 //! - `alarms`: each node's memory and disk alarms, told to the others, which block
 //!   their publishers too.
 //! - `node`: proposals, forwarding, membership, status. `snapshot`: what installing a
@@ -37,6 +38,7 @@
 mod alarms;
 mod drift;
 mod forward;
+mod home_stats;
 mod log_store;
 mod network;
 mod node;
@@ -56,6 +58,7 @@ mod types;
 mod version;
 
 pub use forward::Home;
+pub use home_stats::{HomeStats, QueueKey, STATS_WAIT};
 pub use op::{
     quorum_limits, quorum_limits_after, ClusterHook, Op, Outcome, Proposal, QuorumLimits,
 };

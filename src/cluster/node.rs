@@ -60,6 +60,8 @@ pub struct Core {
     pub(super) catching_up: std::sync::atomic::AtomicBool,
     /// What this node heard of the other nodes' resource alarms.
     pub(super) alarms: super::alarms::ClusterAlarms,
+    /// Connections management listings ask queues' homes their counts on.
+    pub(super) stats_links: super::home_stats::StatsLinks,
 }
 
 fn no_leader(what: &str) -> BrokerError {
@@ -155,6 +157,7 @@ impl Core {
             transport,
             catching_up: Default::default(),
             alarms: Default::default(),
+            stats_links: Default::default(),
         }
     }
 

@@ -311,6 +311,18 @@ pub trait ClusterHook: Send + Sync + 'static {
     }
     /// The cluster's nodes for `/api/nodes`: one JSON object each.
     fn nodes_json(&self) -> Vec<serde_json::Value>;
+    /// For each of `queues` (virtual host, name), for the management API: the counts
+    /// of its home when it is a classic queue or a stream homed on another node
+    /// (asked of each home once for all its queues, within
+    /// [`STATS_WAIT`](super::STATS_WAIT)), `None` when it lives here or is a quorum
+    /// queue. Nothing is asked by default.
+    fn home_stats(
+        &self,
+        queues: Vec<super::QueueKey>,
+    ) -> Pin<Box<dyn Future<Output = Vec<Option<super::HomeStats>>> + Send>> {
+        let none = vec![None; queues.len()];
+        Box::pin(async move { none })
+    }
     /// The Raft group of queue `queue` of `vhost` when it is a quorum queue: its
     /// queue actor publishes through it and serves consumers from it. None by default.
     fn quorum_group(

@@ -90,6 +90,14 @@ pub enum Rpc {
     /// The sender's resource alarms (see [`super::alarms`]); answered with the
     /// receiver's.
     Alarms(super::alarms::Report),
+    /// The counts of queues homed on the node asked, for a management listing on the
+    /// node that asks (see [`super::home_stats`]).
+    QueueStats {
+        /// The node that asks (logs).
+        from: NodeId,
+        /// The queues, by virtual host and name.
+        queues: Vec<super::home_stats::QueueKey>,
+    },
 }
 
 /// One node's own view of the cluster.
@@ -191,6 +199,9 @@ pub enum Reply {
     DeclareCounts(Result<crate::broker::queue::actor::DeclareCounts, BrokerError>),
     /// To [`Rpc::Alarms`]: the node's own alarms.
     Alarms(super::alarms::Report),
+    /// To [`Rpc::QueueStats`]: each queue's counts, in the order asked (`None`: it
+    /// does not live on the node asked, or is not running there).
+    QueueStats(Vec<Option<crate::broker::messages::QueueStats>>),
 }
 
 /// Why a forwarded write was not committed.

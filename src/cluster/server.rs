@@ -101,6 +101,14 @@ async fn answer(core: &Arc<Core>, rpc: Rpc, frame: &bytes::Bytes) -> Reply {
             let counts = super::forward::answer_counts(core.broker(), here, vhost, queue);
             Reply::DeclareCounts(counts.await)
         }
+        Rpc::QueueStats { from, queues } => {
+            tracing::trace!(
+                from,
+                queues = queues.len(),
+                "queue counts asked for a listing"
+            );
+            Reply::QueueStats(core.answer_queue_stats(queues).await)
+        }
         // Taken over by `connection` before it gets here.
         Rpc::ConsumeSession(_) => Reply::ConsumeSession(Err(
             super::quorum::consume_wire::Refused::Failed(crate::error::BrokerError::internal(

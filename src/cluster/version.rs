@@ -33,7 +33,10 @@ use super::types::NodeId;
 /// queue's home for a declare's counts (`Rpc::DeclareCounts`);
 /// nodes tell each other their resource alarms (`Rpc::Alarms`); a node's view
 /// (`NodeView`, in `cluster status`) carries its alarms.
-pub const CLUSTER_PROTOCOL: u32 = 3;
+///
+/// 4: a management listing asks queues' homes their counts (`Rpc::QueueStats`); an
+/// alarm report carries its sender's incarnation (`alarms::Report::incarnation`).
+pub const CLUSTER_PROTOCOL: u32 = 4;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

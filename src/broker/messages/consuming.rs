@@ -225,8 +225,9 @@ pub struct Get {
 #[rtype(result = "()")]
 pub struct Release(pub OwnerId);
 
-/// Counts of a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Counts of a queue. Carried between cluster nodes for a management listing
+/// (`Rpc::QueueStats`): a change of its fields is a cluster protocol change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct QueueStats {
     /// Messages ready for delivery.
     pub ready: u64,
@@ -252,7 +253,7 @@ pub struct QueueStats {
 /// Totals of what a queue did since it started: plain counters the queue actor bumps
 /// as it works (no message is sent for them); the management API turns two readings
 /// into rates. RabbitMQ's `message_stats` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct MessageCounts {
     /// Messages enqueued (ready or delayed; not duplicates, not refused ones).
     pub publish: u64,

@@ -156,6 +156,21 @@ impl ClusterHook for Hook {
         )))
     }
 
+    fn home_stats(
+        &self,
+        queues: Vec<crate::cluster::QueueKey>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Vec<Option<crate::cluster::HomeStats>>> + Send>,
+    > {
+        let none = vec![None; queues.len()];
+        if self.0.raft.get().is_none() {
+            return Box::pin(async move { none });
+        }
+        // On the cluster's runtime: its connections live there.
+        let task = self.0.rt.spawn(self.0.clone().home_stats(queues));
+        Box::pin(async move { task.await.unwrap_or(none) })
+    }
+
     fn nodes_json(&self) -> Vec<serde_json::Value> {
         let me = self.0.local_view();
         let mut members: BTreeMap<NodeId, (String, &str)> = BTreeMap::new();

@@ -10,7 +10,7 @@ use super::overview::node_name;
 use super::policies::queue_values;
 use super::rates::{self, Kind};
 use super::routing::Routes;
-use super::stats::{queues_in, queues_of, QueueRow};
+use super::stats::{queue_in, queues_in_with, queues_of_with, Homes, QueueRow};
 use super::Api;
 use crate::message::FieldTable;
 use crate::options::QueueOptions;
@@ -38,6 +38,18 @@ fn queue_type(spec: &crate::broker::queue::QueueSpec) -> &'static str {
     }
 }
 
+/// The fields a queue's counts fill: left out when its home did not answer.
+const COUNT_FIELDS: &[&str] = &[
+    "messages",
+    "messages_ready",
+    "messages_unacknowledged",
+    "messages_delayed",
+    "message_bytes",
+    "consumers",
+    "memory",
+    "message_stats",
+];
+
 /// One queue in RabbitMQ's field names.
 fn queue_json(q: &QueueRow) -> Value {
     let s = q.stats.unwrap_or_default();
@@ -45,6 +57,9 @@ fn queue_json(q: &QueueRow) -> Value {
     // A stream's `ready` is its log's length; its unacked deliveries are not extra
     // messages (docs/STREAMS.md).
     let messages = if stream { s.ready } else { s.ready + s.unacked };
+    // Its home is another node, which did not answer: RabbitMQ shows a queue whose
+    // node is down so, with no counts.
+    let home_down = q.home.is_some() && q.stats.is_none();
     let mut row = json!({
         "name": q.spec.name,
         "vhost": q.vhost,
@@ -54,7 +69,7 @@ fn queue_json(q: &QueueRow) -> Value {
         "arguments": q.spec.arguments,
         "type": queue_type(&q.spec),
         "state": if q.stats.is_some() { "running" } else { "down" },
-        "node": node_name(),
+        "node": q.home.clone().unwrap_or_else(node_name),
         "messages": messages,
         "messages_ready": s.ready,
         "messages_unacknowledged": s.unacked,
@@ -64,6 +79,13 @@ fn queue_json(q: &QueueRow) -> Value {
         "memory": s.bytes,
         "message_stats": rates::message_stats(Kind::Queue.fields(), &q.counts, &q.rates),
     });
+    if home_down {
+        if let Some(fields) = row.as_object_mut() {
+            for f in COUNT_FIELDS {
+                fields.remove(*f);
+            }
+        }
+    }
     if crate::broker::queue::quorum::is_quorum(&q.spec) {
         // RabbitMQ's fields for a quorum queue; on a single broker its only member is
         // this node (in a cluster, `with_group` puts its group's).
@@ -125,7 +147,7 @@ async fn list_all(
         .into_iter()
         .filter(|v| caller.may_see(v))
         .collect();
-    let rows = queues_of(&api, &vhosts).await;
+    let rows = queues_of_with(&api, &vhosts, Homes::Ask).await;
     paged(
         with_group(&api, queue_values(&api, &rows, queue_json).await),
         &query,
@@ -140,7 +162,7 @@ async fn list_vhost(
 ) -> Result<HttpResponse, ApiError> {
     let vhost = path.into_inner().0;
     caller.check_see(&vhost)?;
-    let rows = queues_in(&api, &vhost).await?;
+    let rows = queues_in_with(&api, &vhost, Homes::Ask).await?;
     paged(
         with_group(&api, queue_values(&api, &rows, queue_json).await),
         &query,
@@ -154,14 +176,12 @@ async fn get_queue(
 ) -> Result<HttpResponse, ApiError> {
     let (vhost, name) = path.into_inner();
     caller.check_see(&vhost)?;
-    let rows = queues_in(&api, &vhost).await?;
-    let q = rows
-        .iter()
-        .find(|r| r.spec.name == name)
+    let q = queue_in(&api, &vhost, &name)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
     let q = with_group(
         &api,
-        queue_values(&api, std::slice::from_ref(q), queue_json).await,
+        queue_values(&api, std::slice::from_ref(&q), queue_json).await,
     );
     Ok(HttpResponse::Ok().json(&q[0]))
 }

@@ -69,6 +69,10 @@ pub(crate) enum Kind {
     Exchange,
     /// Messages published and delivered over it.
     Connection,
+    /// A queue read from its home, another cluster node: a queue's fields, and nothing
+    /// added to this node's totals (its work is the home's). Apart from [`Kind::Queue`],
+    /// whose reading of the same queue here is the stand-in's.
+    HomeQueue,
 }
 
 impl Kind {
@@ -76,7 +80,7 @@ impl Kind {
     pub fn fields(self) -> &'static [usize] {
         use field::*;
         match self {
-            Kind::Queue => &[
+            Kind::Queue | Kind::HomeQueue => &[
                 PUBLISH,
                 DELIVER,
                 DELIVER_NO_ACK,
@@ -116,7 +120,7 @@ fn to_totals(kind: Kind, v: &PerSec) -> PerSec {
             }
         }
         Kind::Exchange => out[field::PUBLISH] = v[field::PUBLISH_IN],
-        Kind::Connection => {}
+        Kind::Connection | Kind::HomeQueue => {}
     }
     out
 }

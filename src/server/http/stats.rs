@@ -19,12 +19,28 @@ pub(crate) struct QueueRow {
     pub vhost: String,
     /// Its definition.
     pub spec: QueueSpec,
-    /// Its counts; `None` when the queue went away while being asked.
+    /// Its counts; `None` when the queue went away while being asked, or its home
+    /// (`home`) did not answer.
     pub stats: Option<QueueStats>,
     /// Its totals by [`rates::FIELDS`].
     pub counts: Counts,
     /// Its rates.
     pub rates: PerSec,
+    /// In a cluster, the node its messages live on when that is another node (its
+    /// counts are that node's, asked when the listing wants them: [`Homes::Ask`]).
+    pub home: Option<String>,
+}
+
+/// Whether a listing asks the homes of the queues that live on other cluster nodes
+/// their counts (the queues API, as RabbitMQ's shows every queue's figures on any
+/// node), or shows this node's own readings (a stand-in's: nothing held; what this
+/// node's totals and metrics count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Homes {
+    /// This node's own readings.
+    Local,
+    /// Each home's counts, one call per home node.
+    Ask,
 }
 
 /// A queue's totals by [`rates::FIELDS`].
@@ -42,35 +58,115 @@ fn queue_counts(s: &QueueStats) -> Counts {
     out
 }
 
-/// Every queue of `vhost` with its counts and rates, by name.
-pub(crate) async fn queues_in(api: &Api, vhost: &str) -> Result<Vec<QueueRow>, ApiError> {
+/// A queue read, before its rates.
+type Read = (String, QueueSpec, Option<QueueStats>, Option<String>);
+
+/// Every queue of `vhost` with this node's readings.
+async fn read_vhost(api: &Api, vhost: &str) -> Result<Vec<Read>, ApiError> {
     let registry = api.shared.broker.registry(vhost)?;
     let handles = registry.send(ListQueueHandles).await?;
     let stats = join_all(handles.iter().map(|(_, q)| q.addr().send(GetStats))).await;
-    let mut rows: Vec<QueueRow> = handles
+    let mut read: Vec<Read> = handles
         .into_iter()
         .zip(stats)
-        .map(|((spec, _), s)| {
-            let stats = s.ok();
+        .map(|((spec, _), s)| (vhost.to_string(), spec, s.ok(), None))
+        .collect();
+    read.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    Ok(read)
+}
+
+/// Puts the homes' counts in place of the stand-ins' (the home's consumers already
+/// include those the stand-in forwards).
+async fn ask_homes(api: &Api, read: &mut [Read]) {
+    let Some(cluster) = api.shared.broker.context().cluster.clone() else {
+        return;
+    };
+    let keys = read
+        .iter()
+        .map(|(v, spec, _, _)| (v.clone(), spec.name.clone()))
+        .collect();
+    let homes = cluster.home_stats(keys).await;
+    for (r, home) in read.iter_mut().zip(homes) {
+        if let Some(h) = home {
+            r.2 = h.stats;
+            r.3 = Some(h.node);
+        }
+    }
+}
+
+/// The rows of `read` (in its order), with their rates.
+fn rows(api: &Api, read: Vec<Read>) -> Vec<QueueRow> {
+    read.into_iter()
+        .map(|(vhost, spec, stats, home)| {
             let counts = stats.as_ref().map(queue_counts).unwrap_or_default();
-            let rates = api.rates.observe(Kind::Queue, vhost, &spec.name, counts);
+            // A home's readings apart from this node's of its stand-in.
+            let kind = if home.is_some() {
+                Kind::HomeQueue
+            } else {
+                Kind::Queue
+            };
+            let rates = match (&stats, kind) {
+                // Not read: no reading to keep (the next one is compared to the last).
+                (None, Kind::HomeQueue) => [0.0; rates::FIELDS.len()],
+                _ => api.rates.observe(kind, &vhost, &spec.name, counts),
+            };
             QueueRow {
-                vhost: vhost.to_string(),
+                vhost,
                 spec,
                 stats,
                 counts,
                 rates,
+                home,
             }
         })
-        .collect();
-    rows.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-    Ok(rows)
+        .collect()
+}
+
+/// Every queue of `vhost` with its counts and rates, by name.
+pub(crate) async fn queues_in(api: &Api, vhost: &str) -> Result<Vec<QueueRow>, ApiError> {
+    queues_in_with(api, vhost, Homes::Local).await
+}
+
+/// [`queues_in`], the counts of queues of other nodes as `homes` says.
+pub(crate) async fn queues_in_with(
+    api: &Api,
+    vhost: &str,
+    homes: Homes,
+) -> Result<Vec<QueueRow>, ApiError> {
+    let mut read = read_vhost(api, vhost).await?;
+    if homes == Homes::Ask {
+        ask_homes(api, &mut read).await;
+    }
+    Ok(rows(api, read))
+}
+
+/// Queue `name` of `vhost` (`None` if there is none), its counts its home's when it
+/// lives on another cluster node.
+pub(crate) async fn queue_in(
+    api: &Api,
+    vhost: &str,
+    name: &str,
+) -> Result<Option<QueueRow>, ApiError> {
+    let mut read = read_vhost(api, vhost).await?;
+    read.retain(|r| r.1.name == name);
+    ask_homes(api, &mut read).await;
+    Ok(rows(api, read).pop())
 }
 
 /// Every queue of every virtual host in `vhosts` (a vhost deleted meanwhile is skipped).
 pub(crate) async fn queues_of(api: &Api, vhosts: &[String]) -> Vec<QueueRow> {
-    let per_vhost = join_all(vhosts.iter().map(|v| queues_in(api, v))).await;
-    per_vhost.into_iter().flatten().flatten().collect()
+    queues_of_with(api, vhosts, Homes::Local).await
+}
+
+/// [`queues_of`], the counts of queues of other nodes as `homes` says: each home is
+/// asked once for all its queues of every virtual host.
+pub(crate) async fn queues_of_with(api: &Api, vhosts: &[String], homes: Homes) -> Vec<QueueRow> {
+    let per_vhost = join_all(vhosts.iter().map(|v| read_vhost(api, v))).await;
+    let mut read: Vec<Read> = per_vhost.into_iter().flatten().flatten().collect();
+    if homes == Homes::Ask {
+        ask_homes(api, &mut read).await;
+    }
+    rows(api, read)
 }
 
 /// One exchange as a listing shows it.

@@ -34,6 +34,7 @@
 mod alarms;
 mod classic_forward;
 mod classic_forward_args;
+mod classic_listing;
 mod drift;
 mod failover;
 mod faults;

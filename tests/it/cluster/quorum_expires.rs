@@ -49,6 +49,24 @@ async fn declare_expiring(ch: &Channel, name: &str) -> u32 {
     .message_count()
 }
 
+/// A `basic.get` of `queue` on `ch` every 150 ms (the pace of the uses below).
+async fn keep_getting(ch: &Channel, queue: &str) -> std::convert::Infallible {
+    loop {
+        ch.basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("a get on a used queue");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A redeclare of `queue` on `ch` every 150 ms, each finding its one message.
+async fn keep_redeclaring(ch: &Channel, queue: &str) -> std::convert::Infallible {
+    loop {
+        assert_eq!(declare_expiring(ch, queue).await, 1, "'{queue}' expired");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 /// The quorum group directories of `node` (one per group it runs a member of).
 fn group_dirs(node: &Node) -> usize {
     std::fs::read_dir(node.data_dir().join("raft").join("queues"))
@@ -66,35 +84,69 @@ async fn an_unused_quorum_queue_expires_on_every_node_and_a_used_one_stays_until
     let dir = tempfile::tempdir().unwrap();
     let nodes = block_in_place(|| three_led(dir.path()));
     let all: Vec<&Node> = nodes.iter().collect();
-    let ch = connect(&nodes[0]).await.create_channel().await.unwrap();
-    for q in ["idle", "consumed", "polled", "redeclared"] {
-        declare_expiring(&ch, q).await;
+    // A queue's period starts at its declare, and finding its group's leader (for a
+    // use through a node that does not lead) may outlast a period on a loaded
+    // machine: before, 'redeclared' expired during the others' setup, before its
+    // first redeclare. So each queue is used through node 1 (which may lead it) from
+    // its declare until its use through another node is in place; the loop below then
+    // uses them only through nodes that do not lead, for two periods at least.
+    let mut conns = Vec::new();
+    for n in &nodes {
+        conns.push(connect(n).await);
     }
-    // Each use is made on a node that does not lead the queue's group: a consumer
-    // and a get are forwarded to the leader, a redeclare is committed as a `Touch`.
-    let consumed_leader = queue_leader(&all, "consumed").await;
-    let (_cconn, cch, _consumer) = try_consume(other_than(&nodes, consumed_leader), "consumed", 1)
-        .await
-        .expect("a consumer on a follower");
-    let polled_leader = queue_leader(&all, "polled").await;
-    let gch = connect(other_than(&nodes, polled_leader))
-        .await
-        .create_channel()
-        .await
-        .unwrap();
-    // A redeclare would make the queue again had it expired: its one message tells.
-    let pch = connect(&nodes[0]).await.create_channel().await.unwrap();
+    let channel_to = |id: u64| {
+        let i = nodes.iter().position(|n| n.id == id).expect("a node");
+        conns[i].create_channel()
+    };
+    let ch = conns[0].create_channel().await.unwrap();
+    // One channel per keeper below: a get or redeclare cut off when its keeper
+    // stops is never waited behind.
+    let mut kch = Vec::new();
+    for _ in 0..3 {
+        kch.push(conns[0].create_channel().await.unwrap());
+    }
+    let pch = conns[0].create_channel().await.unwrap();
     pch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let kept = publish_persistent(&pch, "redeclared", b"kept").await;
-    assert!(kept.await.unwrap().is_ack(), "confirmed");
-    let redeclared_leader = queue_leader(&all, "redeclared").await;
-    let rch = connect(other_than(&nodes, redeclared_leader))
-        .await
-        .create_channel()
-        .await
-        .unwrap();
+    declare_expiring(&ch, "idle").await;
+    // Each use is made on a node that does not lead the queue's group: a consumer
+    // and a get are forwarded to the leader, a redeclare is committed as a `Touch`.
+    declare_expiring(&ch, "consumed").await;
+    let (_cconn, cch, _consumer) = tokio::select! {
+        c = async {
+            let consumed_leader = queue_leader(&all, "consumed").await;
+            try_consume(other_than(&nodes, consumed_leader), "consumed", 1)
+                .await
+                .expect("a consumer on a follower")
+        } => c,
+        never = keep_getting(&kch[0], "consumed") => match never {},
+    };
+    declare_expiring(&ch, "polled").await;
+    let gch = tokio::select! {
+        g = async {
+            let polled_leader = queue_leader(&all, "polled").await;
+            channel_to(other_than(&nodes, polled_leader).id).await.unwrap()
+        } => g,
+        never = keep_getting(&kch[1], "polled") => match never {},
+    };
+    // A redeclare would make the queue again had it expired: its one message tells.
+    let redeclared = async {
+        declare_expiring(&ch, "redeclared").await;
+        let kept = publish_persistent(&pch, "redeclared", b"kept").await;
+        assert!(kept.await.unwrap().is_ack(), "confirmed");
+        tokio::select! {
+            r = async {
+                let redeclared_leader = queue_leader(&all, "redeclared").await;
+                channel_to(other_than(&nodes, redeclared_leader).id).await.unwrap()
+            } => r,
+            never = keep_redeclaring(&kch[2], "redeclared") => match never {},
+        }
+    };
+    let rch = tokio::select! {
+        rch = redeclared => rch,
+        never = keep_getting(&gch, "polled") => match never {},
+    };
 
     // Used all along (a get and a redeclare every 150 ms, a period being 3 s) until
     // the unused queue is gone from every node, and for two periods at least: long

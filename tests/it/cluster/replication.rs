@@ -121,13 +121,17 @@ async fn definitions_changed_on_a_follower_reach_every_node() {
         confirm.is_ack(),
         "AMQP publish to a queue of another node: {confirm:?}"
     );
-    // All three on the home, none on the other node (a stand-in holds nothing).
+    // All three on the home, none on the other node (a stand-in holds nothing: that
+    // node's own totals), which lists the home's figures (as RabbitMQ's API does).
     super::queue_until(follower, "jobs", "the three publishes on the home", |q| {
         q["messages"] == 3
     })
     .await;
+    let totals = other.api().get("/api/overview").await.json();
+    let held = &totals["queue_totals"]["messages"];
+    assert_eq!(*held, 0, "the stand-in holds nothing: {totals}");
     let there = other.api().get("/api/queues/%2F/jobs").await.json();
-    assert_eq!(there["messages"], 0, "the stand-in holds nothing: {there}");
+    assert_eq!(there["messages"], 3, "the home's figures: {there}");
 
     // A delete on another node removes it everywhere.
     ok(
