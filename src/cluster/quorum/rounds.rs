@@ -241,6 +241,7 @@ async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver
             settled,
             "round proposed"
         );
+        let proposed = std::time::Instant::now();
         let committed = match raft.client_write_ff(entry).await {
             Ok(c) => c,
             Err(e) => {
@@ -251,6 +252,9 @@ async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver
                 continue;
             }
         };
+        // Writes already waiting for the next round as this one goes (past
+        // `MAX_PARTS`, or arrived while it was proposed): the stage times below.
+        let (waiting, publishes) = (rx.len(), shapes.iter().map(|s| s.enqueued).sum::<usize>());
         tokio::spawn(async move {
             let _slot = slot;
             let result = match tokio::time::timeout(LEADER_WRITE_TIMEOUT, committed).await {
@@ -264,6 +268,17 @@ async fn run(group: u64, raft: Raft<QueueTypes>, mut rx: mpsc::UnboundedReceiver
                     "its member stopped before the commit".into(),
                 )),
             };
+            // The stage times: a round's whole latency, proposal to applied answer,
+            // against the leader's fsync and the followers' round trips logged apart.
+            tracing::debug!(
+                target: "actormq::cluster::stages",
+                group,
+                publishes,
+                settled,
+                waiting,
+                round_us = proposed.elapsed().as_micros() as u64,
+                "round committed"
+            );
             match result {
                 Ok(r) => {
                     for (a, r) in answers.into_iter().zip(split(r, &shapes)) {

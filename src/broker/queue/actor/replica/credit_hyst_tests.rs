@@ -260,7 +260,7 @@ fn a_fast_consumer_still_takes_twice_its_prefetch_per_round_trip() {
 #[test]
 fn the_extra_of_a_consumer_that_stops_goes_back_after_a_second_unmarked() {
     let t0 = Instant::now();
-    let mut s = Sim::new(Rule::After, 10, 1000, t0);
+    let mut s = Sim::new(Rule::After, 10, 10_000, t0);
     let mut t = 0;
     // Fast for 100 ms, then it holds its prefetch and acks nothing.
     while t < 100 {
@@ -281,7 +281,7 @@ fn the_extra_of_a_consumer_that_stops_goes_back_after_a_second_unmarked() {
         if t == stopped + 999 {
             assert_eq!(
                 s.q.checked_out_len(),
-                20,
+                machine_credit(10) as usize,
                 "kept for a second: prefetch + extra"
             );
         }

@@ -1,6 +1,6 @@
 //! The credit accounting alone, and against the real machine: a leader that sends
 //! within [`sendable`] and registers [`machine_credit`] lets a client with prefetch P
-//! take 2P messages per commit round trip, never holding more than P unacked.
+//! take its whole machine credit (9P) per commit round trip, never holding more than P unacked.
 
 use super::*;
 use crate::cluster::quorum::machine::{
@@ -23,11 +23,11 @@ const TO: ConsumerKey = ConsumerKey {
 };
 
 #[test]
-fn the_machine_credit_is_the_prefetch_and_as_much_again_within_a_cap() {
+fn the_machine_credit_is_the_prefetch_and_eight_times_as_much_within_a_cap() {
     assert_eq!(machine_credit(0), UNLIMITED_CREDIT, "no prefetch limit");
-    assert_eq!(machine_credit(1), 2);
-    assert_eq!(machine_credit(100), 200);
-    assert_eq!(machine_credit(MAX_EXTRA), 2 * MAX_EXTRA);
+    assert_eq!(machine_credit(1), 9);
+    assert_eq!(machine_credit(100), 900);
+    assert_eq!(machine_credit(250), 250 + MAX_EXTRA, "the cap reached");
     assert_eq!(
         machine_credit(5000),
         5000 + MAX_EXTRA,
@@ -39,7 +39,7 @@ fn the_machine_credit_is_the_prefetch_and_as_much_again_within_a_cap() {
 #[test]
 fn the_extra_is_registered_only_while_the_client_settles() {
     assert_eq!(registered(10, false), 10, "a client that settles nothing");
-    assert_eq!(registered(10, true), 20);
+    assert_eq!(registered(10, true), 90);
     assert_eq!(registered(0, false), UNLIMITED_CREDIT);
     assert_eq!(registered(0, true), UNLIMITED_CREDIT);
     // Idle: holding its whole prefetch, no settlement on its way to commit.
@@ -148,12 +148,12 @@ fn rounds(prefetch: u32, credit: u32, messages: usize, rounds: usize) -> (Vec<us
 }
 
 #[test]
-fn a_consumer_takes_twice_its_prefetch_per_commit_round_trip_in_order() {
+fn a_consumer_takes_its_whole_credit_per_commit_round_trip_in_order() {
     let (per_round, delivered) = rounds(10, machine_credit(10), 1000, 5);
-    assert_eq!(per_round, [20; 5], "prefetch + extra per round");
+    assert_eq!(per_round, [90; 5], "prefetch + extra per round");
     assert_eq!(
         delivered,
-        (1..=100).collect::<Vec<u64>>(),
+        (1..=450).collect::<Vec<u64>>(),
         "queue order, once each"
     );
     // The former rule (the machine's credit = the prefetch): the prefetch per round.
@@ -171,7 +171,7 @@ fn a_slow_client_holds_its_prefetch_and_the_extra_waits_checked_out() {
         origin: None,
     });
     let waiting = a.checkouts.len();
-    assert_eq!(waiting, 20, "checked out: prefetch and extra");
+    assert_eq!(waiting, 90, "checked out: prefetch and extra");
     assert_eq!(
         sendable(10, false, 0, 1000, waiting),
         10,
@@ -184,7 +184,7 @@ fn a_slow_client_holds_its_prefetch_and_the_extra_waits_checked_out() {
     );
     assert_eq!(
         q.ready_len(),
-        80,
+        10,
         "the rest stays ready for other consumers"
     );
 }
