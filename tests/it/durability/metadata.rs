@@ -8,18 +8,11 @@ use actormq::broker::messages::BindTarget;
 use actormq::broker::queue::QueueSpec;
 use actormq::broker::registry::BindingRecord;
 use actormq::client::{Client, ConnectOptions, ExchangeOptions, PublishOptions, QueueOptions};
-use actormq::storage::StorageOptions;
-use actormq::{Broker, BrokerHandle, ErrorCode, FieldTable, FieldValue, Message};
+use actormq::{BrokerHandle, ErrorCode, FieldTable, FieldValue, Message};
 use std::path::Path;
 
 fn start(dir: &Path) -> BrokerHandle {
-    let mut options = StorageOptions::in_dir(dir);
-    options.segment_size = super::SEGMENT_SIZE;
-    Broker::builder()
-        .workers(2)
-        .storage(options)
-        .start()
-        .expect("the broker starts on its data directory")
+    super::embedded(dir)
 }
 
 fn queue(durable: bool) -> QueueOptions {

@@ -187,6 +187,17 @@ impl Rng {
     }
 }
 
+/// An embedded broker (two workers) on `dir`, with the suite's small segments.
+pub fn embedded(dir: &Path) -> actormq::BrokerHandle {
+    let mut options = actormq::storage::StorageOptions::in_dir(dir);
+    options.segment_size = SEGMENT_SIZE;
+    actormq::Broker::builder()
+        .workers(2)
+        .storage(options)
+        .start()
+        .expect("the broker starts on its data directory")
+}
+
 /// A multi-threaded runtime for the async parts of a blocking test.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -146,19 +146,12 @@ fn clients_are_told_when_the_broker_shuts_down() {
 /// `BrokerHandle::shutdown` must let the queue write it before the broker stops.
 #[test]
 fn an_embedded_ack_right_before_shutdown_stays_taken() {
-    use actormq::storage::StorageOptions;
+    use actormq::Message;
     use actormq::QueueOptions;
-    use actormq::{Broker, Message};
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     for round in 0..60u32 {
-        let mut options = StorageOptions::in_dir(dir.path());
-        options.segment_size = super::SEGMENT_SIZE;
-        let broker = Broker::builder()
-            .workers(2)
-            .storage(options)
-            .start()
-            .unwrap();
+        let broker = super::embedded(dir.path());
         rt.block_on(async {
             let session = broker.session();
             let q = session

@@ -5,8 +5,7 @@
 //! `broker::exchange::answer::unanswered`).
 
 use super::{runtime, within};
-use actormq::storage::StorageOptions;
-use actormq::{Broker, BrokerHandle, Message, QueueOptions};
+use actormq::{BrokerHandle, Message, QueueOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -61,13 +60,7 @@ fn a_publish_dropped_by_a_shutdown_is_refused_never_confirmed_as_routed_nowhere(
     let mut total = Outcomes::default();
     for round in 0..ROUNDS {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = StorageOptions::in_dir(dir.path());
-        options.segment_size = super::SEGMENT_SIZE;
-        let broker = Broker::builder()
-            .workers(2)
-            .storage(options)
-            .start()
-            .unwrap();
+        let broker = super::embedded(dir.path());
         let outcomes = rt.block_on(async {
             broker
                 .session()
