@@ -59,19 +59,35 @@ fn queue_counts(s: &QueueStats) -> Counts {
 }
 
 /// A queue read, before its rates.
-type Read = (String, QueueSpec, Option<QueueStats>, Option<String>);
+struct Read {
+    vhost: String,
+    spec: QueueSpec,
+    /// Its counts, `None` when not read (see [`QueueRow::stats`]).
+    stats: Option<QueueStats>,
+    /// Its home when another node's (see [`QueueRow::home`]).
+    home: Option<String>,
+}
 
-/// Every queue of `vhost` with this node's readings.
-async fn read_vhost(api: &Api, vhost: &str) -> Result<Vec<Read>, ApiError> {
+/// Every queue of `vhost` (only queue `only` when given) with this node's readings.
+async fn read_vhost(api: &Api, vhost: &str, only: Option<&str>) -> Result<Vec<Read>, ApiError> {
     let registry = api.shared.broker.registry(vhost)?;
-    let handles = registry.send(ListQueueHandles).await?;
+    let mut handles = registry.send(ListQueueHandles).await?;
+    if let Some(name) = only {
+        // One queue's page asks that queue alone for its counts.
+        handles.retain(|(spec, _)| spec.name == name);
+    }
     let stats = join_all(handles.iter().map(|(_, q)| q.addr().send(GetStats))).await;
     let mut read: Vec<Read> = handles
         .into_iter()
         .zip(stats)
-        .map(|((spec, _), s)| (vhost.to_string(), spec, s.ok(), None))
+        .map(|((spec, _), s)| Read {
+            vhost: vhost.to_string(),
+            spec,
+            stats: s.ok(),
+            home: None,
+        })
         .collect();
-    read.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    read.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     Ok(read)
 }
 
@@ -83,13 +99,13 @@ async fn ask_homes(api: &Api, read: &mut [Read]) {
     };
     let keys = read
         .iter()
-        .map(|(v, spec, _, _)| (v.clone(), spec.name.clone()))
+        .map(|r| (r.vhost.clone(), r.spec.name.clone()))
         .collect();
     let homes = cluster.home_stats(keys).await;
     for (r, home) in read.iter_mut().zip(homes) {
         if let Some(h) = home {
-            r.2 = h.stats;
-            r.3 = Some(h.node);
+            r.stats = h.stats;
+            r.home = Some(h.node);
         }
     }
 }
@@ -97,28 +113,35 @@ async fn ask_homes(api: &Api, read: &mut [Read]) {
 /// The rows of `read` (in its order), with their rates.
 fn rows(api: &Api, read: Vec<Read>) -> Vec<QueueRow> {
     read.into_iter()
-        .map(|(vhost, spec, stats, home)| {
-            let counts = stats.as_ref().map(queue_counts).unwrap_or_default();
-            // A home's readings apart from this node's of its stand-in.
-            let kind = if home.is_some() {
-                Kind::HomeQueue
-            } else {
-                Kind::Queue
-            };
-            let rates = match (&stats, kind) {
-                // Not read: no reading to keep (the next one is compared to the last).
-                (None, Kind::HomeQueue) => [0.0; rates::FIELDS.len()],
-                _ => api.rates.observe(kind, &vhost, &spec.name, counts),
-            };
-            QueueRow {
-                vhost,
-                spec,
-                stats,
-                counts,
-                rates,
-                home,
-            }
-        })
+        .map(
+            |Read {
+                 vhost,
+                 spec,
+                 stats,
+                 home,
+             }| {
+                let counts = stats.as_ref().map(queue_counts).unwrap_or_default();
+                // A home's readings apart from this node's of its stand-in.
+                let kind = if home.is_some() {
+                    Kind::HomeQueue
+                } else {
+                    Kind::Queue
+                };
+                let rates = match (&stats, kind) {
+                    // Not read: no reading to keep (the next one is compared to the last).
+                    (None, Kind::HomeQueue) => [0.0; rates::FIELDS.len()],
+                    _ => api.rates.observe(kind, &vhost, &spec.name, counts),
+                };
+                QueueRow {
+                    vhost,
+                    spec,
+                    stats,
+                    counts,
+                    rates,
+                    home,
+                }
+            },
+        )
         .collect()
 }
 
@@ -133,7 +156,7 @@ pub(crate) async fn queues_in_with(
     vhost: &str,
     homes: Homes,
 ) -> Result<Vec<QueueRow>, ApiError> {
-    let mut read = read_vhost(api, vhost).await?;
+    let mut read = read_vhost(api, vhost, None).await?;
     if homes == Homes::Ask {
         ask_homes(api, &mut read).await;
     }
@@ -147,8 +170,7 @@ pub(crate) async fn queue_in(
     vhost: &str,
     name: &str,
 ) -> Result<Option<QueueRow>, ApiError> {
-    let mut read = read_vhost(api, vhost).await?;
-    read.retain(|r| r.1.name == name);
+    let mut read = read_vhost(api, vhost, Some(name)).await?;
     ask_homes(api, &mut read).await;
     Ok(rows(api, read).pop())
 }
@@ -161,7 +183,7 @@ pub(crate) async fn queues_of(api: &Api, vhosts: &[String]) -> Vec<QueueRow> {
 /// [`queues_of`], the counts of queues of other nodes as `homes` says: each home is
 /// asked once for all its queues of every virtual host.
 pub(crate) async fn queues_of_with(api: &Api, vhosts: &[String], homes: Homes) -> Vec<QueueRow> {
-    let per_vhost = join_all(vhosts.iter().map(|v| read_vhost(api, v))).await;
+    let per_vhost = join_all(vhosts.iter().map(|v| read_vhost(api, v, None))).await;
     let mut read: Vec<Read> = per_vhost.into_iter().flatten().flatten().collect();
     if homes == Homes::Ask {
         ask_homes(api, &mut read).await;
