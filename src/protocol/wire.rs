@@ -439,7 +439,9 @@ pub const SHARED_BODY_MIN: usize = crate::server::io::MAX_READ / 4;
 /// as the message lives, while queues and the memory watermark count only the body. A
 /// queue keeping one small message of every read, the rest routed elsewhere and freed,
 /// held about 4,000 times what it counted (20,000 bodies of 16 bytes kept 1.2 GB). A
-/// body of at least a quarter of a read buffer keeps at most about four times itself.
+/// body of at least a quarter of a read buffer keeps at most about four times itself
+/// (the frames after one longer than a read get a buffer of their own:
+/// `server::io::read_frames`).
 ///
 /// ```
 /// use actormq::protocol::wire::{kept_body, SHARED_BODY_MIN};

@@ -342,24 +342,27 @@ pub(crate) const MIN_READ: usize = 8 * 1024;
 /// more messages. At 64 KiB a stream of 1 KiB publishes went in batches of about 60.
 pub(crate) const MAX_READ: usize = 256 * 1024;
 
-/// Reads one chunk into `buf`; with heartbeats on, gives up after `2H` without a byte
-/// (`Err(limit)`). Reads are cancel safe: a read cut short by the timer or by a
-/// change of `H` has taken nothing.
+/// Reads one chunk of at most `max` bytes into `buf`; with heartbeats on, gives up
+/// after `2H` without a byte (`Err(limit)`). Reads are cancel safe: a read cut short
+/// by the timer or by a change of `H` has taken nothing.
 async fn read_chunk<R: AsyncRead + Unpin>(
     half: &mut R,
     buf: &mut BytesMut,
+    max: usize,
     hb: &mut watch::Receiver<Duration>,
 ) -> Result<std::io::Result<usize>, Duration> {
+    use bytes::BufMut;
     loop {
         let limit = *hb.borrow_and_update() * 2;
+        let mut into = (&mut *buf).limit(max);
         if limit.is_zero() {
             tokio::select! {
-                n = half.read_buf(buf) => return Ok(n),
+                n = half.read_buf(&mut into) => return Ok(n),
                 _ = hb.changed() => continue,
             }
         }
         tokio::select! {
-            n = half.read_buf(buf) => return Ok(n),
+            n = half.read_buf(&mut into) => return Ok(n),
             _ = hb.changed() => continue,
             _ = tokio::time::sleep(limit) => return Err(limit),
         }
@@ -412,8 +415,19 @@ pub async fn read_frames<R, C, F, Fut>(
     loop {
         let mut frames = Vec::new();
         loop {
+            let before = buf.len();
             match framing.take(&mut buf) {
-                Ok(Some(f)) => frames.push(f),
+                Ok(Some(f)) => {
+                    frames.push(f);
+                    // A frame longer than a read grew the buffer to its size (doubled
+                    // as it came): the frames after it go to a buffer of their own, so
+                    // that a body kept from them holds a read's worth (see
+                    // `protocol::wire::kept_body`), not the large frame's buffer, and the
+                    // connection does not keep that buffer once the frame is freed.
+                    if before - buf.len() > MAX_READ {
+                        buf = BytesMut::from(&buf[..]);
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     if !frames.is_empty() {
@@ -430,8 +444,10 @@ pub async fn read_frames<R, C, F, Fut>(
         if buf.capacity() - buf.len() < chunk / 8 {
             buf.reserve(chunk);
         }
-        let room = buf.capacity() - buf.len();
-        let n = match read_chunk(&mut half, &mut buf, &mut hb).await {
+        // At most `chunk` a read, whatever room a large frame left: the bytes after a
+        // large frame are at most a read, moved out of its buffer above.
+        let room = (buf.capacity() - buf.len()).min(chunk);
+        let n = match read_chunk(&mut half, &mut buf, room, &mut hb).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 deliver(Read::Failed(e)).await;

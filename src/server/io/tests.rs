@@ -153,3 +153,75 @@ async fn a_full_socket_is_read_in_large_chunks() {
     assert_eq!(seen, FRAMES);
     assert!(largest >= 250, "largest read held {largest} frames");
 }
+
+/// A peer whose bytes come in the reads scripted (each read takes at most one piece,
+/// then nothing more comes).
+struct Script(std::collections::VecDeque<Vec<u8>>);
+
+impl AsyncRead for Script {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let Some(piece) = self.0.front_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let n = piece.len().min(buf.remaining());
+        buf.put_slice(&piece[..n]);
+        piece.drain(..n);
+        if piece.is_empty() {
+            self.0.pop_front();
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The frames read after one longer than a read are not cut from the large frame's
+/// buffer: a body kept from them (a slice, `protocol::wire::kept_body`) must not hold
+/// that buffer, grown to the large frame's size and more, once the large one is freed.
+/// The large frame's last bytes come in a read of their own with the small frames, as
+/// from a publisher that sent them in turn: the buffer, nearly full, grew for that
+/// read (to twice the large frame), and that read took the small frames into it.
+#[actix_rt::test]
+async fn frames_after_a_large_frame_do_not_share_its_buffer() {
+    const LARGE: usize = 3 << 20;
+    const SMALL: usize = 64 * 1024;
+    let (ours, _peer) = tokio::io::duplex(4096);
+    let flow = flow();
+    let writer = spawn_writer(ours, flow.clone(), Sink.start().recipient(), true);
+    let mut large = (LARGE as u32).to_be_bytes().to_vec();
+    large.extend_from_slice(&vec![b'L'; LARGE]);
+    let mut rest = large.split_off(large.len() - 100);
+    for i in 0..8u8 {
+        rest.extend_from_slice(&(SMALL as u32).to_be_bytes());
+        rest.extend_from_slice(&[i; SMALL]);
+    }
+    let script = Script([large, rest].into());
+    let (tx, mut events) = mpsc::unbounded_channel();
+    actix_rt::spawn(read_loop(script, 8 << 20, flow, writer, move |ev| {
+        let _ = tx.send(ev);
+        async { true }
+    }));
+    let mut frames = Vec::new();
+    while frames.len() < 9 {
+        let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("frames within the deadline");
+        match ev {
+            Some(ReadEvent::Frames(f)) => frames.extend(f),
+            _ => panic!("expected frames"),
+        }
+    }
+    assert_eq!(frames[0].len(), LARGE);
+    assert!(frames[0].iter().all(|b| *b == b'L'));
+    for (i, f) in frames[1..].iter().enumerate() {
+        assert_eq!(&f[..], &[i as u8; SMALL][..], "small frame {i} whole");
+    }
+    // Every other frame is alive, and the reader still reads: none shares the large
+    // frame's buffer, and neither does the reader's.
+    assert!(
+        frames[0].is_unique(),
+        "the large frame's buffer is shared with the frames after it"
+    );
+}

@@ -74,3 +74,57 @@ fn a_queue_keeping_one_small_message_per_read_does_not_hold_the_read_buffers() {
         );
     });
 }
+
+/// Rounds of one large unroutable publish (it makes the read buffer grow past it) and
+/// one publish of [`SHARED_BODY`] bytes to the kept queue.
+const LARGE_ROUNDS: usize = 40;
+/// A body just long enough to stay a slice of its read buffer (`SHARED_BODY_MIN`).
+const SHARED_BODY: usize = 64 * 1024;
+/// The large body: well past a read (256 KiB), within the 16 MiB frame.
+const LARGE_BODY: usize = 6 * 1024 * 1024;
+
+/// A read buffer grown for a large frame is not where the frames after it land: a
+/// body kept as a slice holds at most a few reads' worth, not the large frame's
+/// buffer (doubled while it was read), which a queue keeping one 64 KiB body of each
+/// round would else hold whole after the large body was freed.
+#[test]
+fn a_body_read_after_a_large_frame_does_not_hold_the_large_frame_s_buffer() {
+    let root = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let broker = BrokerProcess::start(root.path());
+    let pid = broker.pid();
+    rt.block_on(async {
+        let c = within(
+            "connect",
+            Client::connect(ConnectOptions::new(&broker.addr).confirms(true)),
+        )
+        .await
+        .unwrap();
+        c.declare_queue("kept", &QueueOptions::default())
+            .await
+            .unwrap();
+        let before = resident_kib(pid);
+        let large = vec![b'L'; LARGE_BODY];
+        let shared = vec![b's'; SHARED_BODY];
+        let mut last = None;
+        for _ in 0..LARGE_ROUNDS {
+            // Routed nowhere, and freed; confirmed in order before the last one.
+            drop(c.publish("", "nowhere", &large).await.unwrap());
+            last = Some(c.publish("", "kept", &shared).await.unwrap());
+        }
+        within("the last confirm", last.unwrap()).await.unwrap();
+        let q = c
+            .declare_queue("kept", &QueueOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(q.messages, LARGE_ROUNDS as u64);
+        let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
+        // The bodies kept are 2.5 MiB, each holding at most a few reads (256 KiB) of
+        // buffer (20-40 MiB grown, with what the allocator keeps of the large bodies
+        // freed). Holding the large frames' buffers (6 to 12 MiB each): 180-230 MiB.
+        assert!(
+            grown_mib < 80,
+            "the broker grew by {grown_mib} MiB keeping {LARGE_ROUNDS} messages of 64 KiB"
+        );
+    });
+}
