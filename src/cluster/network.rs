@@ -7,13 +7,14 @@ use super::rpc::{encode_frame, read_frame, write_encoded, Reply, Rpc};
 use super::transport::{Conn, Transport};
 use super::types::{NodeId, TypeConfig};
 use openraft::error::{
-    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Snapshot, Vote};
+use openraft::{BasicNode, RPCTypes, Snapshot, Vote};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,7 +103,10 @@ impl Link {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("no answer from {} within {timeout:?}", self.addr),
+                NoAnswer {
+                    addr: self.addr.clone(),
+                    timeout,
+                },
             )),
         };
         if result.is_err() {
@@ -112,20 +116,76 @@ impl Link {
     }
 }
 
+/// A request the peer took (the connection was open) but did not answer within its
+/// time to live: the peer is there but slow (a long fsync, a loaded machine), which
+/// is not the same as gone. Told apart so that openraft retries such an append at
+/// once ([`failure`]) instead of backing off as from an unreachable peer.
+#[derive(Debug)]
+pub struct NoAnswer {
+    /// The peer's cluster address.
+    pub addr: String,
+    /// The time to live the request had.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer from {} within {:?}", self.addr, self.timeout)
+    }
+}
+
+impl std::error::Error for NoAnswer {}
+
+impl NoAnswer {
+    /// The [`NoAnswer`] that `e` is, if it is one.
+    pub fn of(e: &std::io::Error) -> Option<&NoAnswer> {
+        e.get_ref()?.downcast_ref::<NoAnswer>()
+    }
+}
+
+/// openraft's error for a request (`action`, from `from` to `target`) that failed
+/// with `e`. openraft backs off from an `Unreachable` peer (500 ms in which its
+/// replication to that peer sends nothing, not even heartbeats) and retries a
+/// `Timeout` at once. A peer that took the request and did not answer in time is
+/// slow, not gone, so that is a `Timeout`: as `Unreachable`, an append that took a
+/// moment more than the heartbeat interval stopped that follower's replication for
+/// half a second, and a quorum queue left with two members after a failover
+/// stopped committing with it (docs/CLUSTERING.md, "Where a failover's time goes").
+/// A refused or unfinished connection stays `Unreachable`.
+pub fn failure<E: std::error::Error>(
+    e: std::io::Error,
+    action: RPCTypes,
+    from: NodeId,
+    target: NodeId,
+) -> RPCError<NodeId, BasicNode, E> {
+    match NoAnswer::of(&e) {
+        Some(slow) => RPCError::Timeout(Timeout {
+            action,
+            id: from,
+            target,
+            timeout: slow.timeout,
+        }),
+        None => RPCError::Unreachable(Unreachable::new(&e)),
+    }
+}
+
 /// Makes openraft's clients: one [`Link`] each, through this node's transport.
 pub struct Network(pub Arc<Transport>);
 
 /// openraft's client for one peer.
 pub struct Peer {
     link: Link,
+    /// The peer's node id, for the errors openraft is told ([`failure`]).
+    target: NodeId,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, _target: NodeId, node: &BasicNode) -> Peer {
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             link: Link::new(&node.addr, self.0.clone()),
+            target,
         }
     }
 }
@@ -150,11 +210,12 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let leader = rpc.vote.leader_id().voted_for().unwrap_or_default();
         match self.link.call(&Rpc::Append(rpc), option.hard_ttl()).await {
             Ok(Reply::Append(Ok(r))) => Ok(r),
             Ok(Reply::Append(Err(e))) => Err(remote(e)),
             Ok(other) => Err(remote(unexpected(other))),
-            Err(e) => Err(unreachable(e)),
+            Err(e) => Err(failure(e, RPCTypes::AppendEntries, leader, self.target)),
         }
     }
 
@@ -195,3 +256,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;

@@ -49,16 +49,20 @@ pub struct ClusterSettings {
     /// A candidate whose election failed tries again after a random time between these
     /// two (milliseconds). A follower that knows a leader first lets its lease run out
     /// (openraft's leader lease: `election_timeout_max_ms`), so it starts an election
-    /// after `max` plus that random time without a heartbeat: 1.0 to 1.2 s with the
-    /// defaults, which keep a leader's death under 2 s from the next confirm of a
-    /// quorum queue (docs/CLUSTERING.md, "Performance").
+    /// after `max` plus that random time without a heartbeat (seen on its next look,
+    /// every 1.5 heartbeats): 1.0 to 1.2 s with the defaults (up to 1.4 s), which
+    /// keep a leader's death under 2 s from the next confirm of a quorum queue
+    /// (docs/CLUSTERING.md, "Where a failover's time goes").
     #[serde(default = "default_election_min")]
     pub election_timeout_min_ms: u64,
     /// See `election_timeout_min_ms`.
     #[serde(default = "default_election_max")]
     pub election_timeout_max_ms: u64,
     /// How often the leader sends heartbeats (milliseconds); also openraft's time to
-    /// live for one append to a follower (appends are bounded to 1 MiB for that).
+    /// live for one append to a follower (appends are bounded to 1 MiB for that): an
+    /// append not answered within it is sent again at once, not backed off from as
+    /// from a dead peer (`network::failure`); and openraft looks at the election
+    /// timeout every 1.5 heartbeats.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_ms: u64,
     /// How long a definitions change may wait to be committed and applied here

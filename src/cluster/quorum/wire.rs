@@ -13,7 +13,7 @@ use super::install_hold::{self, NoElection};
 use super::rounds::Rounds;
 use super::snapshot_wire::{self, Received, Receiving, SendError, SnapshotChunk};
 use crate::cluster::log_store::Encoded;
-use crate::cluster::network::Link;
+use crate::cluster::network::{failure, Link};
 use crate::cluster::rpc::{Reply, Rpc};
 use crate::cluster::transport::Transport;
 use crate::cluster::NodeId;
@@ -24,7 +24,7 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
+use openraft::{BasicNode, RPCTypes, Raft, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
@@ -409,15 +409,23 @@ impl GroupPeer {
         Self::reply(self.link.call(&rpc, ttl).await)
     }
 
-    /// Sends the append `rpc`, its entries copied from their encodings where kept.
+    /// Sends the append `rpc`, its entries copied from their encodings where kept. A
+    /// peer that took it and did not answer in time is a `Timeout`, retried at once
+    /// (`network::failure`).
     async fn append(
         &self,
         rpc: &AppendEntriesRequest<QueueTypes>,
         option: &RPCOption,
-    ) -> Result<GroupReply, Unreachable> {
+    ) -> Result<GroupReply, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let encoded = self.encoded.as_deref();
         let frame = |id| super::append_frame::encode(id, self.group, rpc, encoded);
-        Self::reply(self.link.call_frame(frame, option.hard_ttl()).await)
+        match self.link.call_frame(frame, option.hard_ttl()).await {
+            Err(e) => {
+                let leader = rpc.vote.leader_id().voted_for().unwrap_or_default();
+                Err(failure(e, RPCTypes::AppendEntries, leader, self.target))
+            }
+            sent => Self::reply(sent).map_err(RPCError::Unreachable),
+        }
     }
 
     fn reply(reply: std::io::Result<Reply>) -> Result<GroupReply, Unreachable> {
@@ -470,7 +478,7 @@ impl RaftNetwork<QueueTypes> for GroupPeer {
         match reply {
             Ok(GroupReply::Append(Ok(r))) => Ok(r),
             Ok(other) => Err(RPCError::Network(network(format!("{other:?}")))),
-            Err(e) => Err(RPCError::Unreachable(e)),
+            Err(e) => Err(e),
         }
     }
 
