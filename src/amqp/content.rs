@@ -112,7 +112,7 @@ pub(crate) fn on_header(
                 *slot = None;
                 return Err(AmqpError::new(
                     406,
-                    format!("message size {size} is larger than configured max size {max}"),
+                    format!("message size {size} is larger than configured max size {max} (amqp.max_message_size)"),
                 )
                 .on((60, 40)));
             }

@@ -16,6 +16,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The largest frame accepted (a snapshot of many definitions fits).
 pub const MAX_FRAME: usize = 256 << 20;
 
+/// The largest message a cluster node accepts (`amqp.max_message_size`'s default and
+/// cap, and `server.max_frame_size`'s cap, with `[cluster]`): a quorum queue's message
+/// reaches each follower in one append, and openraft 0.9 cancels every append not
+/// answered within the heartbeat interval (its `ReplicationCore` wraps the call in
+/// its own timeout, whatever the network does). Measured on this 2-core machine at
+/// load 7-9: 16 MiB was confirmed after about 1 s (a retry), 64 MiB after 8 s, 120 MiB
+/// never (nacked after 10 s, elections). Larger messages wait for appends that carry
+/// a big entry apart from the heartbeats (docs/CLUSTERING.md, "Commit rounds").
+pub const MAX_REPLICATED_MESSAGE: u64 = 16 << 20;
+
 /// A request from one node (or the CLI) to another.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Rpc {

@@ -64,6 +64,7 @@ pub(super) fn parse(
             .map_err(|e| SettingsError(format!("{name}: {e}")))?;
         from_env.insert(key, name);
     }
+    cluster_defaults(&mut table);
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let key = e.path().to_string();
         let blame = match from_env.get(&key) {
@@ -77,6 +78,22 @@ pub(super) fn parse(
             inner.message().trim_end()
         ))
     })
+}
+
+/// With `[cluster]`, `amqp.max_message_size` left unset is the largest message a
+/// cluster replicates rather than the single node's 128 MiB (which such a node would
+/// refuse to start with); set, it is checked against that cap (`Settings::check`).
+fn cluster_defaults(table: &mut toml::Table) {
+    if !table.contains_key("cluster") {
+        return;
+    }
+    let path = ["amqp".to_string(), "max_message_size".to_string()];
+    let set = matches!(table.get("amqp"), Some(toml::Value::Table(t)) if t.contains_key(&path[1]));
+    if !set {
+        let cap = crate::cluster::rpc::MAX_REPLICATED_MESSAGE as i64;
+        // An `amqp` that is not a table is reported by the deserializer, naming it.
+        let _ = set_path(table, &path, toml::Value::Integer(cap));
+    }
 }
 
 /// An override's value, typed as TOML would type it: integers and booleans are

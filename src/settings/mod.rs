@@ -109,7 +109,9 @@ pub struct AmqpSettings {
     /// Most channels per connection offered in `connection.tune`.
     pub channel_max: u16,
     /// Largest message body accepted, in bytes; a larger one closes the channel with
-    /// 406 PRECONDITION_FAILED, as RabbitMQ's `max_message_size` does.
+    /// 406 PRECONDITION_FAILED, as RabbitMQ's `max_message_size` does. 128 MiB, or
+    /// with `[cluster]` 16 MiB (`cluster::rpc::MAX_REPLICATED_MESSAGE`), which is
+    /// also the most a cluster node takes.
     pub max_message_size: u64,
     /// `channel.flow active=false` pauses the channel's deliveries (the spec's
     /// reading) instead of closing the connection with 540 NOT_IMPLEMENTED as
@@ -390,10 +392,10 @@ impl Settings {
                     "cluster.tls needs tls.cert_file, tls.key_file and tls.ca_file (nodes present their certificate and verify their peer's against the CA)".into(),
                 ));
             }
-            // A quorum queue's message travels to the other members inside one cluster
-            // frame: a message larger than half of it (room for the entry around it) would
-            // be appended on the leader but never reach a follower, so never commit.
-            let cap = crate::cluster::rpc::MAX_FRAME as u64 / 2;
+            // A quorum queue's message travels to the other members in one append,
+            // which must be answered within the heartbeat interval: a larger message
+            // would be appended on the leader and reach no follower (see the constant).
+            let cap = crate::cluster::rpc::MAX_REPLICATED_MESSAGE;
             for (key, size) in [
                 ("amqp.max_message_size", self.amqp.max_message_size),
                 (
@@ -403,7 +405,7 @@ impl Settings {
             ] {
                 if size > cap {
                     return Err(SettingsError(format!(
-                        "{key} = {size} is above {cap} bytes, the largest message a cluster replicates (half of a cluster frame)"
+                        "{key} = {size} is above {cap} bytes, the largest message a cluster node accepts (a quorum queue's message must reach a follower in one append within the heartbeat interval)"
                     )));
                 }
             }
@@ -486,8 +488,27 @@ mod tests {
         let big = format!("{cluster}[amqp]\nmax_message_size = 268435456\n");
         let e = Settings::from_toml(&big).unwrap_err().to_string();
         assert!(e.contains("amqp.max_message_size = 268435456"), "{e}");
-        let ok = format!("{cluster}[amqp]\nmax_message_size = 134217728\n");
+        let over = format!("{cluster}[amqp]\nmax_message_size = 16777217\n");
+        let e = Settings::from_toml(&over).unwrap_err().to_string();
+        assert!(e.contains("above 16777216 bytes"), "{e}");
+        let frame = format!("{cluster}[server]\nmax_frame_size = 16777217\n");
+        let e = Settings::from_toml(&frame).unwrap_err().to_string();
+        assert!(e.contains("server.max_frame_size = 16777217"), "{e}");
+        let ok = format!("{cluster}[amqp]\nmax_message_size = 16777216\n");
         Settings::from_toml(&ok).unwrap();
+        // Unset, a cluster node's limit is the cap; a single node's stays 128 MiB.
+        let s = Settings::from_toml(cluster).unwrap();
+        assert_eq!(s.amqp.max_message_size, 16 << 20);
+        let env = [(
+            "ACTORMQ__AMQP__MAX_MESSAGE_SIZE".to_string(),
+            "1048576".to_string(),
+        )];
+        let s = Settings::from_toml_and_env(cluster, env).unwrap();
+        assert_eq!(s.amqp.max_message_size, 1 << 20);
+        assert_eq!(
+            Settings::from_toml("").unwrap().amqp.max_message_size,
+            128 << 20
+        );
         // Without a cluster the size is the operator's to choose.
         Settings::from_toml("[amqp]\nmax_message_size = 268435456\n").unwrap();
     }

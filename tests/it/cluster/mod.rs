@@ -27,7 +27,7 @@
 //!   in force at the declare, and set, changed or cleared after it;
 //!   [`snapshot_install`]: no election while a member installs a snapshot;
 //!   [`quorum_settle`]: settlements sharing commit rounds, settled once each across a
-//!   kill of the group's leader.
+//!   kill of the group's leader; [`quorum_big`]: the largest message a cluster takes.
 //! - [`vhost_limits`]: virtual host limits are the cluster's.
 //! - [`alarms`]: one node's memory alarm blocks the publishers of the others.
 
@@ -45,6 +45,7 @@ mod membership;
 mod partition;
 mod partition_quorum;
 mod quorum;
+mod quorum_big;
 mod quorum_credit;
 mod quorum_dlx;
 mod quorum_dlx_once;
