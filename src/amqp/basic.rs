@@ -107,14 +107,23 @@ impl AmqpConnection {
                 }
                 let queue = entry.and_then(|e| e.queue);
                 let nowait = c.nowait;
-                let t2 = tag.clone();
+                // Sent to the queue now, not when the future is first polled: from here
+                // on a delivery for `tag` is dropped (`Handler<Deliver>`) and its credit
+                // returned, and actix drains the whole mailbox before it polls a spawned
+                // future. A follower's consume session takes an auto-ack consumer's
+                // credit that reaches it before the cancel as "written" and acks those
+                // deliveries at the leader: lost (issue 17). Through the queue's fast
+                // lane, in order with this channel's acks.
+                let cancelled = match (queue, chan_owner) {
+                    (Some(q), Some(o)) => Some(q.cancel(o, &tag)),
+                    _ => None,
+                };
                 self.run(
                     ch,
                     method,
                     async move {
-                        if let (Some(q), Some(o)) = (queue, chan_owner) {
-                            // Through the queue's fast lane, in order with this channel's acks.
-                            let _ = q.cancel(o, &t2).await;
+                        if let Some(done) = cancelled {
+                            let _ = done.await;
                         }
                         Ok(())
                     },
