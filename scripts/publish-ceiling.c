@@ -15,6 +15,15 @@
 // goes on. No parsing beyond the length, no routing, no index, no copy but the kernel's:
 // a broker cannot confirm faster than this with the same fsync rule, so it is an upper
 // bound on this machine, not a design.
+//
+// Variants, to measure what a design choice costs on this disk (docs/BENCHMARKS.md,
+// spub5):
+//   CEILING_FILE=grow (default) appends to a growing file; =zeroed writes PREALLOC
+//   bytes (default 4 GiB) of zeros and fsyncs them before the run, so the run
+//   overwrites allocated blocks and the file's size never changes; =fallocated
+//   reserves them with fallocate (unwritten extents) instead. Preparing is not timed.
+//   CEILING_SERIAL=1 makes the write and the fdatasync take turns (one lock), as a
+//   writer thread that writes a group and then fsyncs it does.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -34,6 +43,9 @@ static long window = 1000;
 static double seconds = 5;
 static const char *dir;
 static volatile int stop;
+static volatile int ready; // connections whose file is prepared
+static pthread_mutex_t io_turn = PTHREAD_MUTEX_INITIALIZER; // CEILING_SERIAL's one lock
+static int serial;
 
 static double now(void) {
   struct timespec t;
@@ -61,6 +73,7 @@ struct server {
   int file;
   pthread_mutex_t lock;
   pthread_cond_t more;
+  long long at;      // where the next frames go in the file
   uint64_t written; // frames appended to the file (not yet durable)
   int closed;
 };
@@ -78,11 +91,30 @@ static void *sync_loop(void *arg) {
     int closed = s->closed;
     pthread_mutex_unlock(&s->lock);
     if (target == durable && closed) break;
+    if (serial) pthread_mutex_lock(&io_turn);
     if (fdatasync(s->file) != 0) die("fdatasync");
+    if (serial) pthread_mutex_unlock(&io_turn);
     durable = target;
     write_all(s->sock, (const char *)&durable, sizeof durable);
   }
   return NULL;
+}
+
+// Makes the file CEILING_FILE says (see the top): growing, zeroed or fallocated.
+static void prepare(int file) {
+  const char *how = getenv("CEILING_FILE") ? getenv("CEILING_FILE") : "grow";
+  long long bytes = getenv("PREALLOC") ? atoll(getenv("PREALLOC")) : 4LL << 30;
+  if (!strcmp(how, "zeroed")) {
+    char *zeros = calloc(1, 1 << 20);
+    for (long long o = 0; o < bytes; o += 1 << 20) write_all(file, zeros, 1 << 20);
+    free(zeros);
+    if (fsync(file) != 0) die("fsync");
+  } else if (!strcmp(how, "fallocated")) {
+    if (fallocate(file, 0, 0, bytes) != 0 || fsync(file) != 0) die("fallocate");
+  } else if (strcmp(how, "grow")) {
+    fprintf(stderr, "CEILING_FILE is grow, zeroed or fallocated\n");
+    exit(2);
+  }
 }
 
 // One connection's reader: read 256 KiB at a time, append the whole frames with one write.
@@ -93,6 +125,9 @@ static void *serve(void *arg) {
   s->file = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
   if (s->file < 0) die("open");
   unlink(path); // the space goes back when the program exits, however it exits
+  prepare(s->file);
+  s->at = 0;
+  __sync_fetch_and_add(&ready, 1);
   pthread_mutex_init(&s->lock, NULL);
   pthread_cond_init(&s->more, NULL);
   s->written = 0;
@@ -115,7 +150,14 @@ static void *serve(void *arg) {
       frames++;
     }
     if (frames == 0) continue;
-    write_all(s->file, buf, at);
+    if (serial) pthread_mutex_lock(&io_turn);
+    for (size_t done = 0; done < at;) {
+      ssize_t w = pwrite(s->file, buf + done, at - done, s->at);
+      if (w < 0) die("pwrite");
+      done += (size_t)w;
+      s->at += w;
+    }
+    if (serial) pthread_mutex_unlock(&io_turn);
     pthread_mutex_lock(&s->lock);
     s->written += frames;
     pthread_cond_signal(&s->more);
@@ -187,6 +229,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   dir = argv[1];
+  serial = getenv("CEILING_SERIAL") != NULL;
   if (argc > 2) size = (size_t)atol(argv[2]);
   if (argc > 3) window = atol(argv[3]);
   if (argc > 4) seconds = atof(argv[4]);
@@ -213,6 +256,7 @@ int main(int argc, char **argv) {
     srv[i].index = i;
     pthread_create(&servers[i], NULL, serve, &srv[i]);
   }
+  while (ready < producers) usleep(1000);
   double start = now();
   for (int i = 0; i < producers; i++) pthread_create(&clients[i], NULL, produce, &prod[i]);
   usleep((useconds_t)(seconds * 1e6));
