@@ -2,12 +2,18 @@
 //! written through the group's leader, wherever the publish was made (as RabbitMQ
 //! forwards a publish to the queue's leader).
 //!
-//! Group commit: one write is in flight at a time; the publishes that arrive while it
-//! commits make the next entry (up to [`MAX_BATCH`]), so a busy queue gets many
-//! publishes per entry and per fsync, and an idle one answers a lone publish at once.
+//! Group commit: the publishes that arrive while an entry commits make the next entry
+//! (up to [`MAX_BATCH`]), so a busy queue gets many publishes per entry and per fsync,
+//! and an idle one answers a lone publish at once. On the leader's node up to
+//! [`IN_FLIGHT`] entries are in flight at once (the next one proposed while the one
+//! before it replicates: openraft 0.9 appends and fsyncs an entry on the leader before
+//! it sends it to the followers, so one entry at a time made the leader's fsync and the
+//! followers' round trip strictly serial); through another node, one write at a time.
 //! A publish is answered once its entry is committed (a majority has it on disk) and
 //! applied on the leader: its id, or `None` when the queue refused it (reject-publish).
-//! Publishes are written in the order [`Publisher::publish`] was called.
+//! Publishes are written, and answered, in the order [`Publisher::publish`] was called;
+//! entries in flight that come back not committed are written again in order, or
+//! nacked when an entry after them committed (`flight.rs`).
 
 use super::group::{stamped, GroupResponse, StoredMessage};
 use super::machine::{Command, Weighed};
@@ -16,14 +22,33 @@ use super::wire::{GroupId, GroupWriteError, Groups};
 use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
 use crate::error::BrokerError;
-use std::collections::HashMap;
+use flight::Then;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+mod flight;
+
 /// Most publishes in one entry (and at most [`MAX_BYTES`] of them beyond the first:
 /// an entry must fit one cluster frame to reach the followers).
 pub const MAX_BATCH: usize = 1000;
+
+/// Most publish entries of one node in flight at once in its member when it leads:
+/// the next proposed while the one before it replicates hides the leader's fsync of
+/// it (a third of a publish round at load 14: docs/BENCHMARKS.md, "what caps the
+/// rate"). More would only wait: the member's commit rounds keep at most
+/// `rounds::MAX_ROUNDS` (2) entries proposed.
+pub const IN_FLIGHT: usize = 2;
+
+/// Fewest publishes waiting for an entry to be proposed behind one in flight (with
+/// none in flight, whatever waits goes at once). Each entry costs the leader an append
+/// and an fsync in turn, and publishes come one by one: without a floor the second
+/// entry went with the first publish or two that came, and the next large batch
+/// waited for a slot behind it.
+pub const MIN_BEHIND: usize = 100;
 
 /// How long a write may look for a leader before the publishes fail.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,58 +98,148 @@ impl Publisher {
     }
 }
 
+/// A publish waiting for its entry.
+type Queued = (StoredMessage, Waiter);
+
+/// An entry proposed to this node's leading member, not yet answered.
+struct Pending {
+    messages: Vec<StoredMessage>,
+    waiters: Vec<Waiter>,
+    answer: Pin<Box<dyn Future<Output = Result<GroupResponse, GroupWriteError>> + Send>>,
+}
+
+/// Whether this node's member of `group` leads it now (as far as it knows): only then
+/// are entries pipelined, so that an entry forwarded to another node never overtakes
+/// one still in flight here.
+fn leads(group: GroupId, groups: &Groups) -> bool {
+    groups.get(group).is_some_and(|raft| {
+        let m = raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id) && m.state == openraft::ServerState::Leader
+    })
+}
+
+/// The next entry's publishes from the front of `queued`: at least one, at most
+/// [`MAX_BATCH`] and [`MAX_BYTES`] beyond the first.
+fn next_batch(queued: &mut VecDeque<Queued>) -> (Vec<StoredMessage>, Vec<Waiter>) {
+    let mut bytes = 0;
+    let mut n = 0;
+    for (m, _) in queued.iter() {
+        let b = m.accounted_len();
+        if n == MAX_BATCH || (n > 0 && bytes + b > MAX_BYTES) {
+            break;
+        }
+        bytes += b;
+        n += 1;
+    }
+    queued.drain(..n).unzip()
+}
+
+fn answer(group: GroupId, waiters: Vec<Waiter>, written: Result<GroupResponse, BrokerError>) {
+    match written {
+        Ok(r) => {
+            for (w, id) in waiters.into_iter().zip(r.enqueued) {
+                let _ = w.send(Ok(id));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(group, error = %e, "quorum queue: publishes not committed");
+            for w in waiters {
+                let _ = w.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
 async fn batcher(
     group: GroupId,
     groups: Arc<Groups>,
     members: MemberAddrs,
-    mut rx: mpsc::UnboundedReceiver<(StoredMessage, Waiter)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
     let mut links: HashMap<String, Arc<Link>> = HashMap::new();
-    // A publish that did not fit the batch before it (rounds::MAX_BYTES): the next
-    // batch's first.
-    let mut held = None;
+    let mut queued: VecDeque<Queued> = VecDeque::new();
+    let mut flight: VecDeque<Pending> = VecDeque::new();
+    let mut open = true;
     loop {
-        let first = match held.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
+        while let Ok(p) = rx.try_recv() {
+            queued.push_back(p);
+        }
+        let behind = flight.len() < IN_FLIGHT && queued.len() >= MIN_BEHIND;
+        if !queued.is_empty() && (flight.is_empty() || (behind && leads(group, &groups))) {
+            let (messages, waiters) = next_batch(&mut queued);
+            match groups.rounds(group).filter(|_| leads(group, &groups)) {
+                Some(rounds) => {
+                    let command = stamped(Command::Enqueue(messages.clone()));
+                    let answer = Box::pin(rounds.write(command));
+                    flight.push_back(Pending {
+                        messages,
+                        waiters,
+                        answer,
+                    });
+                }
+                None => {
+                    // Not leading here: one forwarded write at a time (nothing in
+                    // flight here, so it overtakes nothing).
+                    let command = Command::Enqueue(messages);
+                    let written = write(group, &groups, &members(), &mut links, command).await;
+                    answer(group, waiters, written);
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            a = async { (&mut flight.front_mut().expect("in flight").answer).await },
+                if !flight.is_empty() =>
+            {
+                let head = flight.pop_front().expect("in flight");
+                match a {
+                    Ok(r) => answer(group, head.waiters, Ok(r)),
+                    Err(GroupWriteError::Failed(e)) => {
+                        answer(group, head.waiters, Err(failed(group, e)))
+                    }
+                    Err(refused) => {
+                        let rest = std::mem::take(&mut flight);
+                        let ctx = (&*groups, &members, &mut links);
+                        settle_refused(group, ctx, (head, refused), rest).await;
+                    }
+                }
+            }
+            p = rx.recv(), if open => match p {
+                Some(p) => queued.push_back(p),
+                None => open = false,
             },
+            else => return,
+        }
+    }
+}
+
+/// The head of the entries in flight came back `refused` (its member did not lead):
+/// the answers of those behind it are awaited, then each entry is confirmed, nacked or
+/// written again in order (`flight::settle`) before anything newer is written.
+async fn settle_refused(
+    group: GroupId,
+    (groups, members, links): (&Groups, &MemberAddrs, &mut HashMap<String, Arc<Link>>),
+    (head, refused): (Pending, GroupWriteError),
+    rest: VecDeque<Pending>,
+) {
+    let mut answers = vec![Err(refused)];
+    let mut entries = vec![(head.messages, head.waiters)];
+    for p in rest {
+        answers.push(p.answer.await);
+        entries.push((p.messages, p.waiters));
+    }
+    for ((messages, waiters), then) in entries.into_iter().zip(flight::settle(answers)) {
+        let written = match then {
+            Then::Confirm(r) => Ok(r),
+            Then::Nack(e) => Err(failed(group, e)),
+            Then::Retry => {
+                let command = Command::Enqueue(messages);
+                write(group, groups, &members(), links, command).await
+            }
         };
-        let mut bytes = first.0.accounted_len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            let Ok(next) = rx.try_recv() else { break };
-            let b = next.0.accounted_len();
-            if bytes + b > MAX_BYTES {
-                held = Some(next);
-                break;
-            }
-            bytes += b;
-            batch.push(next);
-        }
-        let (messages, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let written = write(
-            group,
-            &groups,
-            &members(),
-            &mut links,
-            Command::Enqueue(messages),
-        )
-        .await;
-        match written {
-            Ok(r) => {
-                for (w, id) in waiters.into_iter().zip(r.enqueued) {
-                    let _ = w.send(Ok(id));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(group, error = %e, "quorum queue: publishes not committed");
-                for w in waiters {
-                    let _ = w.send(Err(e.clone()));
-                }
-            }
-        }
+        answer(group, waiters, written);
     }
 }
 
@@ -206,3 +321,7 @@ pub(super) async fn write(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "publisher_tests.rs"]
+mod tests;
