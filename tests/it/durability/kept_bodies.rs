@@ -32,6 +32,25 @@ fn resident_kib(pid: u32) -> u64 {
     field("Rss:") - field("LazyFree:")
 }
 
+/// A client with publisher confirms, and the queue "kept" declared.
+async fn client_with_kept_queue(addr: &str) -> Client {
+    let c = within(
+        "connect",
+        Client::connect(ConnectOptions::new(addr).confirms(true)),
+    )
+    .await
+    .unwrap();
+    declare_kept(&c).await;
+    c
+}
+
+/// Declares (again) the queue "kept": its answer carries the queue's message count.
+async fn declare_kept(c: &Client) -> actormq::client::QueueInfo {
+    c.declare_queue("kept", &QueueOptions::default())
+        .await
+        .unwrap()
+}
+
 #[test]
 fn a_queue_keeping_one_small_message_per_read_does_not_hold_the_read_buffers() {
     let root = tempfile::tempdir().unwrap();
@@ -39,15 +58,7 @@ fn a_queue_keeping_one_small_message_per_read_does_not_hold_the_read_buffers() {
     let broker = BrokerProcess::start(root.path());
     let pid = broker.pid();
     rt.block_on(async {
-        let c = within(
-            "connect",
-            Client::connect(ConnectOptions::new(&broker.addr).confirms(true)),
-        )
-        .await
-        .unwrap();
-        c.declare_queue("kept", &QueueOptions::default())
-            .await
-            .unwrap();
+        let c = client_with_kept_queue(&broker.addr).await;
         let before = resident_kib(pid);
         let filler = vec![b'f'; 4096];
         let mut last = None;
@@ -60,10 +71,7 @@ fn a_queue_keeping_one_small_message_per_read_does_not_hold_the_read_buffers() {
             last = Some(c.publish("", "kept", small).await.unwrap());
         }
         within("the last confirm", last.unwrap()).await.unwrap();
-        let q = c
-            .declare_queue("kept", &QueueOptions::default())
-            .await
-            .unwrap();
+        let q = declare_kept(&c).await;
         assert_eq!(q.messages, ROUNDS as u64);
         let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
         // The bodies kept are 32 KB; each one holding its read buffer (a quarter of
@@ -94,15 +102,7 @@ fn a_body_read_after_a_large_frame_does_not_hold_the_large_frame_s_buffer() {
     let broker = BrokerProcess::start(root.path());
     let pid = broker.pid();
     rt.block_on(async {
-        let c = within(
-            "connect",
-            Client::connect(ConnectOptions::new(&broker.addr).confirms(true)),
-        )
-        .await
-        .unwrap();
-        c.declare_queue("kept", &QueueOptions::default())
-            .await
-            .unwrap();
+        let c = client_with_kept_queue(&broker.addr).await;
         let before = resident_kib(pid);
         let large = vec![b'L'; LARGE_BODY];
         let shared = vec![b's'; SHARED_BODY];
@@ -113,10 +113,7 @@ fn a_body_read_after_a_large_frame_does_not_hold_the_large_frame_s_buffer() {
             last = Some(c.publish("", "kept", &shared).await.unwrap());
         }
         within("the last confirm", last.unwrap()).await.unwrap();
-        let q = c
-            .declare_queue("kept", &QueueOptions::default())
-            .await
-            .unwrap();
+        let q = declare_kept(&c).await;
         assert_eq!(q.messages, LARGE_ROUNDS as u64);
         let grown_mib = resident_kib(pid).saturating_sub(before) / 1024;
         // The bodies kept are 2.5 MiB, each holding at most a few reads (256 KiB) of
