@@ -98,22 +98,20 @@ impl AmqpConnection {
                     }
                 }
                 let chan_owner = self.channels.get(&ch).map(|s| s.core.owner());
-                let entry = match self.channels.get_mut(&ch) {
-                    Some(st) if st.core.has_consumer(&tag) => st.core.remove_consumer(&tag),
-                    _ => None,
-                };
-                if entry.is_some() {
-                    self.consumer_channels.remove(&tag);
-                }
+                // The tag stays mapped to `ch` until the cancel is answered: deliveries
+                // the queue sent before it saw the cancel are written (an auto-acked
+                // one has left the queue), before the cancel-ok, as RabbitMQ does.
+                let entry = self
+                    .channels
+                    .get_mut(&ch)
+                    .and_then(|st| st.core.begin_cancel(&tag));
                 let queue = entry.and_then(|e| e.queue);
                 let nowait = c.nowait;
-                // Sent to the queue now, not when the future is first polled: from here
-                // on a delivery for `tag` is dropped (`Handler<Deliver>`) and its credit
-                // returned, and actix drains the whole mailbox before it polls a spawned
-                // future. A follower's consume session takes an auto-ack consumer's
-                // credit that reaches it before the cancel as "written" and acks those
-                // deliveries at the leader: lost (issue 17). Through the queue's fast
-                // lane, in order with this channel's acks.
+                // Sent to the queue now, not when the future is first polled: actix
+                // drains the whole mailbox before it polls a spawned future, and a
+                // follower's consume session takes an auto-ack consumer's credit that
+                // reaches it before the cancel as "written" (issue 17). Through the
+                // queue's fast lane, in order with this channel's acks.
                 let cancelled = match (queue, chan_owner) {
                     (Some(q), Some(o)) => Some(q.cancel(o, &tag)),
                     _ => None,
@@ -128,6 +126,7 @@ impl AmqpConnection {
                         Ok(())
                     },
                     move |act, ch, (), _| {
+                        act.end_cancel(ch, &tag);
                         if !nowait {
                             act.method(
                                 ch,
@@ -184,7 +183,7 @@ impl AmqpConnection {
         } else {
             c.consumer_tag.to_string()
         };
-        if self.consumer_channels.contains_key(&tag) {
+        if self.consumer_channels.contains_key(&tag) && !self.cancelling_anywhere(&tag) {
             self.close_with(
                 AmqpError::new(530, format!("attempt to reuse consumer tag '{tag}'")).on(method),
                 ctx,

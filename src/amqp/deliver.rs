@@ -90,6 +90,28 @@ impl AmqpConnection {
     }
 }
 
+impl AmqpConnection {
+    /// True when the client's cancel of consumer `tag` is not answered yet.
+    pub(super) fn cancelling_anywhere(&self, tag: &str) -> bool {
+        self.consumer_channels
+            .get(tag)
+            .and_then(|ch| self.channels.get(ch))
+            .is_some_and(|st| st.core.is_cancelling(tag))
+    }
+
+    /// The client's cancel of `tag` on `ch` is answered: the tag is forgotten (unless
+    /// a new consumer took it meanwhile).
+    pub(super) fn end_cancel(&mut self, ch: u16, tag: &str) {
+        let Some(st) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        st.core.end_cancel(tag);
+        if !st.core.has_consumer(tag) && self.consumer_channels.get(tag) == Some(&ch) {
+            self.consumer_channels.remove(tag);
+        }
+    }
+}
+
 impl Handler<Deliver> for AmqpConnection {
     type Result = ();
 
@@ -99,10 +121,21 @@ impl Handler<Deliver> for AmqpConnection {
             self.held_credits.push(msg.credit);
             return;
         }
-        let Some(&ch) = self.consumer_channels.get(&*msg.consumer_tag) else {
-            // The channel closed: its release requeues what was on its way, and the
-            // consumer is gone at the queue, so the credit returned is moot.
-            return;
+        let tag = &*msg.consumer_tag;
+        let ch = match self.consumer_channels.get(tag) {
+            Some(&ch) => ch,
+            // Cancelled and answered, yet sent before the queue had the cancel: the
+            // channel core writes it if auto-acked (it left the queue), else requeues.
+            None => match self
+                .channels
+                .iter()
+                .find(|(_, s)| s.core.was_cancelled(tag))
+            {
+                Some((&ch, _)) => ch,
+                // The channel closed: its release requeues what was on its way, and
+                // the consumer is gone at the queue, so the credit returned is moot.
+                None => return,
+            },
         };
         self.deliver_or_hold(ch, msg);
         self.flush();
@@ -113,6 +146,10 @@ impl Handler<ConsumerCancelled> for AmqpConnection {
     type Result = ();
 
     fn handle(&mut self, msg: ConsumerCancelled, _ctx: &mut Self::Context) {
+        if self.cancelling_anywhere(&msg.consumer_tag) {
+            // The client's own cancel is being answered; its cancel-ok ends it.
+            return;
+        }
         let Some(ch) = self.consumer_channels.remove(&*msg.consumer_tag) else {
             return;
         };

@@ -37,6 +37,7 @@
 //! delivery, and the queues keep holding a plain `Recipient<Deliver>`.
 
 pub mod access;
+mod cancel;
 pub mod publish;
 pub mod tracking;
 
@@ -102,6 +103,9 @@ pub struct Channel {
     /// way when the cancel happened are still handled right (requeued, or written when
     /// auto-acked).
     recently_cancelled: VecDeque<(String, bool)>,
+    /// Consumers whose client cancel is on its way to the queue, with their `no_ack`
+    /// flag (see [`Channel::begin_cancel`]).
+    cancelling: Vec<(String, bool)>,
     /// Settlements not yet sent: (queue, kind, ids), coalesced per queue and kind.
     pending_settles: Vec<(QueueHandle, Settlement, QueueIds)>,
     /// Queues this channel consumed or got from (released when it closes).
@@ -127,6 +131,7 @@ impl Channel {
             unacked: UnackedTags::default(),
             consumers: HashMap::new(),
             recently_cancelled: VecDeque::new(),
+            cancelling: Vec::new(),
             pending_settles: Vec::new(),
             touched: Vec::new(),
             prefetch: 0,
@@ -295,6 +300,13 @@ impl Channel {
 
     /// Decides what to do with a `Deliver` for consumer tag `msg.consumer_tag`.
     pub fn accept_delivery(&mut self, msg: Deliver) -> (DeliveryAction, Option<Deliver>) {
+        if !self.cancelling.is_empty()
+            && !self.consumers.contains_key(&*msg.consumer_tag)
+            && self.is_cancelling(&msg.consumer_tag)
+        {
+            let no_ack = self.cancelling_no_ack(&msg.consumer_tag);
+            return (DeliveryAction::Write { no_ack }, Some(msg));
+        }
         match self.consumers.get_mut(&*msg.consumer_tag) {
             Some(c) if c.queue.is_none() => {
                 c.early.push(msg);
@@ -435,7 +447,12 @@ impl Channel {
             q.release(self.owner);
         }
         self.unacked.drain();
-        self.consumers.drain().map(|(t, _)| t).collect()
+        let cancelling = self.cancelling.drain(..).map(|(t, _)| t);
+        self.consumers
+            .drain()
+            .map(|(t, _)| t)
+            .chain(cancelling)
+            .collect()
     }
 
     /// Closes a channel that is all of its connection (the native connection, an

@@ -146,6 +146,34 @@ async fn deliveries_for_cancelled_or_starting_consumers() {
     broker.shutdown();
 }
 
+/// Between the client's cancel and its answer a manual consumer's deliveries are
+/// written and tracked (ackable); after the answer they go back to the queue.
+#[tokio::test]
+async fn deliveries_while_a_cancel_is_unanswered_are_written() {
+    let (broker, q) = broker_with(2).await;
+    let mut ch = Channel::new(broker.new_owner());
+    let deliver = |d| Deliver {
+        consumer_tag: Arc::from("m"),
+        queue: q.clone(),
+        deliveries: vec![d],
+        credit: Credit::none(),
+    };
+    ch.consumer_starting("m", false);
+    ch.consumer_started("m", q.clone());
+    assert!(ch.begin_cancel("m").is_some());
+    assert!(!ch.has_consumer("m") && ch.is_cancelling("m"));
+    let (_, d) = get(&mut Channel::new(ch.owner()), &q).await;
+    let (action, msg) = ch.accept_delivery(deliver(d));
+    assert_eq!(action, DeliveryAction::Write { no_ack: false });
+    assert!(msg.is_some());
+    ch.end_cancel("m");
+    assert!(!ch.is_cancelling("m") && ch.was_cancelled("m"));
+    let (_, d) = get(&mut Channel::new(ch.owner()), &q).await;
+    let (action, _) = ch.accept_delivery(deliver(d));
+    assert_eq!(action, DeliveryAction::Requeued);
+    broker.shutdown();
+}
+
 #[tokio::test]
 async fn a_failed_batch_forgets_its_exchange_and_an_internal_one_is_refused() {
     let (broker, _q) = broker_with(0).await;

@@ -1,6 +1,7 @@
 //! The AMQP 0-9-1 listener, driven by lapin (a client no one here wrote) for the main
 //! paths and by raw frames for the error paths (`raw`).
 
+mod cancel;
 mod compat;
 mod features;
 mod flow;
