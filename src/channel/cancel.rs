@@ -37,14 +37,15 @@ impl Channel {
 
     /// True while the client's cancel of `tag` is unanswered.
     pub fn is_cancelling(&self, tag: &str) -> bool {
-        self.cancelling.iter().any(|(t, _)| t == tag)
+        self.cancelling_no_ack(tag).is_some()
     }
 
-    /// The `no_ack` flag of `tag`, a consumer being cancelled.
-    pub(super) fn cancelling_no_ack(&self, tag: &str) -> bool {
+    /// The `no_ack` flag of `tag` while its cancel is unanswered, else `None`.
+    pub(super) fn cancelling_no_ack(&self, tag: &str) -> Option<bool> {
         self.cancelling
             .iter()
-            .any(|(t, no_ack)| t == tag && *no_ack)
+            .find(|(t, _)| t == tag)
+            .map(|(_, no_ack)| *no_ack)
     }
 
     /// True when `tag` was a consumer of this channel, cancelled lately or now.

@@ -300,12 +300,10 @@ impl Channel {
 
     /// Decides what to do with a `Deliver` for consumer tag `msg.consumer_tag`.
     pub fn accept_delivery(&mut self, msg: Deliver) -> (DeliveryAction, Option<Deliver>) {
-        if !self.cancelling.is_empty()
-            && !self.consumers.contains_key(&*msg.consumer_tag)
-            && self.is_cancelling(&msg.consumer_tag)
-        {
-            let no_ack = self.cancelling_no_ack(&msg.consumer_tag);
-            return (DeliveryAction::Write { no_ack }, Some(msg));
+        if !self.cancelling.is_empty() && !self.consumers.contains_key(&*msg.consumer_tag) {
+            if let Some(no_ack) = self.cancelling_no_ack(&msg.consumer_tag) {
+                return (DeliveryAction::Write { no_ack }, Some(msg));
+            }
         }
         match self.consumers.get_mut(&*msg.consumer_tag) {
             Some(c) if c.queue.is_none() => {

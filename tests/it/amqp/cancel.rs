@@ -4,7 +4,9 @@
 //! left unacked at the queue (manual ones, until the channel closed).
 
 use super::{connect, declare, ready, within};
-use crate::security::amqp_raw::{frame, handshake, method};
+use crate::security::amqp_raw::{
+    frame, handshake, method, shortstr as short, unroutable_publishes,
+};
 use crate::support::{TestServer, DEADLINE};
 use futures_util::StreamExt;
 use lapin::options::*;
@@ -15,43 +17,10 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, BufReader};
 
 const N: usize = 10_000;
-/// Publishes to no queue written with the cancel, to keep the connection busy.
+/// Publishes to no queue (on channel 2) written with the cancel, to keep the
+/// connection busy.
 const FLOOD: usize = 1000;
 const ROUNDS: usize = 40;
-
-/// A raw frame of `kind` on `channel`.
-fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![kind];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    f
-}
-
-/// A short string's encoding.
-fn short(s: &str) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-/// `FLOOD` one-byte publishes on channel 2 to an exchange that does not route them.
-fn flood() -> Vec<u8> {
-    let mut publish = method(
-        2,
-        60,
-        40,
-        &[&[0, 0][..], &short(""), &short("nowhere"), &[0]].concat(),
-    );
-    let mut header = 60u16.to_be_bytes().to_vec();
-    header.extend_from_slice(&[0, 0]);
-    header.extend_from_slice(&1u64.to_be_bytes());
-    header.extend_from_slice(&[0, 0]);
-    publish.extend(raw_frame(2, 2, &header));
-    publish.extend(raw_frame(3, 2, b"x"));
-    publish.repeat(FLOOD)
-}
 
 /// Rounds of a consumer (`no_ack` or not) of a queue of `N` numbered messages, each
 /// cancelled after ten deliveries at the end of one write of `FLOOD` publishes on
@@ -94,7 +63,7 @@ async fn cancel_in_rounds(no_ack: bool) {
     handshake(&mut tokio::io::join(&mut rd, &mut wr), 2047).await;
     wr.write_all(&method(1, 20, 10, &[0])).await.unwrap();
     wr.write_all(&method(2, 20, 10, &[0])).await.unwrap();
-    let flood = flood();
+    let flood = unroutable_publishes(2, FLOOD);
     let mut seen = BTreeSet::new();
     for round in 0..ROUNDS {
         if ready(&pch, "c").await < 200 {

@@ -255,23 +255,6 @@ async fn rest_is_in_the_queue(
     eprintln!("auto-ack consumer cancelled: {received} received, the rest consumed after");
 }
 
-/// A raw frame of `kind` on `channel`.
-fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![kind];
-    f.extend_from_slice(&channel.to_be_bytes());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    f.push(0xCE);
-    f
-}
-
-/// A short string's encoding.
-fn short(s: &str) -> Vec<u8> {
-    let mut v = vec![s.len() as u8];
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
 /// Issue 17: the client's connection drops the deliveries that reach it for a
 /// consumer it has cancelled, and gives their transport credit back; before the
 /// fix the cancel itself went to the queue only once the connection's mailbox was
@@ -282,7 +265,9 @@ fn short(s: &str) -> Vec<u8> {
 /// them at the leader as written (lost). One round hits that or not: twelve rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_ack_deliveries_dropped_behind_a_cancel_on_a_busy_connection_are_not_lost() {
-    use crate::security::amqp_raw::{frame, handshake, method};
+    use crate::security::amqp_raw::{
+        frame, handshake, method, shortstr as short, unroutable_publishes,
+    };
     use tokio::io::{AsyncWriteExt, BufReader};
     const N: usize = 10_000;
     const FLOOD: usize = 1000;
@@ -307,19 +292,7 @@ async fn auto_ack_deliveries_dropped_behind_a_cancel_on_a_busy_connection_are_no
     wr.write_all(&method(1, 20, 10, &[0])).await.unwrap();
     wr.write_all(&method(2, 20, 10, &[0])).await.unwrap();
     // The publishes on channel 2 to be read with the cancel, in one write.
-    let mut publish = method(
-        2,
-        60,
-        40,
-        &[&[0, 0][..], &short(""), &short("nowhere"), &[0]].concat(),
-    );
-    let mut header = 60u16.to_be_bytes().to_vec();
-    header.extend_from_slice(&[0, 0]);
-    header.extend_from_slice(&1u64.to_be_bytes());
-    header.extend_from_slice(&[0, 0]);
-    publish.extend(raw_frame(2, 2, &header));
-    publish.extend(raw_frame(3, 2, b"x"));
-    let flood = publish.repeat(FLOOD);
+    let flood = unroutable_publishes(2, FLOOD);
 
     // Rounds on channel 1: a no-ack consume, ten deliveries, the burst ending in its
     // cancel, the deliveries up to cancel-ok (each round hits the race or not).

@@ -18,19 +18,44 @@ pub async fn frame<S: AsyncRead + Unpin>(s: &mut S) -> (u8, u16, Vec<u8>) {
     (head[0], u16::from_be_bytes([head[1], head[2]]), payload)
 }
 
+/// A method frame on `channel`.
 pub fn method(channel: u16, class: u16, method: u16, args: &[u8]) -> Vec<u8> {
     let mut payload = class.to_be_bytes().to_vec();
     payload.extend_from_slice(&method.to_be_bytes());
     payload.extend_from_slice(args);
-    let mut f = vec![1u8];
+    raw_frame(1, channel, &payload)
+}
+
+/// A frame of `kind` (1 method, 2 header, 3 body) on `channel`.
+pub fn raw_frame(kind: u8, channel: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
     f.extend_from_slice(&channel.to_be_bytes());
     f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(&payload);
+    f.extend_from_slice(payload);
     f.push(0xCE);
     f
 }
 
-fn shortstr(s: &str) -> Vec<u8> {
+/// `n` one-byte publishes on `channel` to the routing key "nowhere" of the default
+/// exchange, which routes them to no queue: a burst that keeps a connection busy.
+pub fn unroutable_publishes(channel: u16, n: usize) -> Vec<u8> {
+    let mut publish = method(
+        channel,
+        60,
+        40,
+        &[&[0, 0][..], &shortstr(""), &shortstr("nowhere"), &[0]].concat(),
+    );
+    let mut header = 60u16.to_be_bytes().to_vec();
+    header.extend_from_slice(&[0, 0]);
+    header.extend_from_slice(&1u64.to_be_bytes());
+    header.extend_from_slice(&[0, 0]);
+    publish.extend(raw_frame(2, channel, &header));
+    publish.extend(raw_frame(3, channel, b"x"));
+    publish.repeat(n)
+}
+
+/// A short string's encoding.
+pub fn shortstr(s: &str) -> Vec<u8> {
     let mut v = vec![s.len() as u8];
     v.extend_from_slice(s.as_bytes());
     v
