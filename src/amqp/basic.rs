@@ -183,12 +183,19 @@ impl AmqpConnection {
         } else {
             c.consumer_tag.to_string()
         };
-        if self.consumer_channels.contains_key(&tag) && !self.cancelling_anywhere(&tag) {
-            self.close_with(
-                AmqpError::new(530, format!("attempt to reuse consumer tag '{tag}'")).on(method),
-                ctx,
-            );
-            return;
+        if let Some(&holder) = self.consumer_channels.get(&tag) {
+            // A tag being cancelled on another channel is still that channel's: the
+            // deliveries on their way to its consumer are routed by tag, and taken
+            // here they would be written on this channel (acked here, they stayed
+            // unacked at their queue for the other channel).
+            if holder != ch || !self.cancelling_anywhere(&tag) {
+                let m = match self.cancelling_anywhere(&tag) {
+                    true => format!("attempt to reuse consumer tag '{tag}' (its cancel on channel {holder} is not answered yet)"),
+                    false => format!("attempt to reuse consumer tag '{tag}'"),
+                };
+                self.close_with(AmqpError::new(530, m).on(method), ctx);
+                return;
+            }
         }
         let max = self.shared.settings.limits.consumer_max_per_channel;
         let count = self

@@ -93,7 +93,7 @@ impl Handler<Inbound> for Connection {
         let _entered = span.enter();
         match msg.0 {
             ReadEvent::Frames(frames) => {
-                self.on_frames(frames, 0, ctx);
+                self.frames_in_order(frames, 0, ctx);
                 self.channel.flush_settles();
                 self.flush();
             }

@@ -98,6 +98,8 @@ pub struct Connection {
     /// The user a verified TLS client certificate names (EXTERNAL), or why it names
     /// none; `None` without one.
     cert_user: Option<Result<String, String>>,
+    /// Frames waiting for a cancel's answer (`cancel.rs`).
+    held: cancel::Held,
 }
 
 /// Most messages in one `Publish` batch: big enough to amortise the hop, small enough
@@ -162,6 +164,7 @@ impl Connection {
                 held_credits: Vec::new(),
                 stats,
                 cert_user,
+                held: Default::default(),
             }
         })
     }
@@ -414,7 +417,7 @@ impl Connection {
                     let fut = self.request(r, ctx);
                     // Later frames wait for this request (ordered, like an AMQP channel).
                     ctx.wait(fut.map(move |_, act, ctx| {
-                        act.on_frames(frames, i + 1, ctx);
+                        act.rest_of_batch(frames, i + 1, ctx);
                         act.channel.flush_settles();
                         act.flush();
                     }));
@@ -428,6 +431,7 @@ impl Connection {
             i += 1;
         }
         self.send_batch(batch.take(), ctx);
+        self.next_batch(ctx);
     }
 
     fn on_frame(&mut self, frame: ClientFrame<'_>, ctx: &mut Context<Self>) {
@@ -480,6 +484,7 @@ impl Connection {
 }
 
 mod bounded;
+mod cancel;
 mod delivery;
 mod lifecycle;
 mod opening;

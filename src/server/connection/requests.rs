@@ -246,29 +246,7 @@ impl Connection {
                     runs,
                 )
             }
-            Op::Cancel { consumer_tag } => {
-                // Cancelling an unknown consumer is not an error (AMQP).
-                let Some(queue) = self
-                    .channel
-                    .remove_consumer(&consumer_tag)
-                    .and_then(|c| c.queue)
-                else {
-                    return Box::pin(
-                        actix::fut::ready(())
-                            .map(move |_, act: &mut Connection, _| act.reply(id, ReplyBody::Ok)),
-                    );
-                };
-                op(
-                    req,
-                    async move {
-                        // Through the queue's fast lane, in order with this
-                        // connection's acks.
-                        let _ = queue.cancel(owner, &consumer_tag).await;
-                        Ok(())
-                    },
-                    ok(id),
-                )
-            }
+            Op::Cancel { consumer_tag } => self.cancel_consumer(id, consumer_tag, req.limit),
             Op::Get { queue, no_ack } => {
                 authorize!(id, self.channel.may_read_queue(&queue));
                 let work = async move {

@@ -5,7 +5,7 @@
 
 use super::{connect, declare, ready, within};
 use crate::security::amqp_raw::{
-    frame, handshake, method, shortstr as short, unroutable_publishes,
+    close_of, frame, handshake, method, shortstr as short, unroutable_publishes,
 };
 use crate::support::{TestServer, DEADLINE};
 use futures_util::StreamExt;
@@ -22,6 +22,31 @@ const N: usize = 10_000;
 const FLOOD: usize = 1000;
 const ROUNDS: usize = 40;
 
+/// Declares `queue` and fills it with `n` numbered messages, confirmed.
+async fn numbered(pch: &lapin::Channel, queue: &str, n: usize) {
+    declare(pch, queue).await;
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::with_capacity(n);
+    for i in 0..n {
+        let c = pch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        confirms.push(c);
+    }
+    for c in confirms {
+        assert!(within("confirm", c).await.unwrap().is_ack());
+    }
+}
+
 /// Rounds of a consumer (`no_ack` or not) of a queue of `N` numbered messages, each
 /// cancelled after ten deliveries at the end of one write of `FLOOD` publishes on
 /// another channel, so deliveries are in the connection's mailbox when it handles the
@@ -33,27 +58,7 @@ async fn cancel_in_rounds(no_ack: bool) {
     let server = TestServer::with(|s| s.broker.consumer_window = 50);
     let conn = connect(&server).await;
     let pch = conn.create_channel().await.unwrap();
-    declare(&pch, "c").await;
-    pch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let mut confirms = Vec::with_capacity(N);
-    for n in 0..N {
-        let c = pch
-            .basic_publish(
-                "".into(),
-                "c".into(),
-                BasicPublishOptions::default(),
-                n.to_string().as_bytes(),
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap();
-        confirms.push(c);
-    }
-    for c in confirms {
-        assert!(within("confirm", c).await.unwrap().is_ack());
-    }
+    numbered(&pch, "c", N).await;
 
     let s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
         .await
@@ -154,4 +159,94 @@ async fn auto_ack_deliveries_in_flight_at_a_cancel_are_written_not_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_deliveries_in_flight_at_a_cancel_are_written_and_ackable() {
     cancel_in_rounds(false).await;
+}
+
+/// A basic.consume (manual acks) of `queue` as `tag` on `ch`.
+fn consume_frame(ch: u16, queue: &str, tag: &str) -> Vec<u8> {
+    let args = [&[0, 0][..], &short(queue), &short(tag), &[0, 0, 0, 0, 0]].concat();
+    method(ch, 60, 20, &args)
+}
+
+/// A consumer tag whose cancel is not answered yet is still its channel's: a consume
+/// on another channel that takes it is refused with 530, as for any tag in use. Taken,
+/// the cancelled consumer's deliveries still on their way (routed by tag) were written
+/// on the other channel, as that channel's, where an ack left them unacked at their
+/// queue. Rounds as in `cancel_in_rounds`, the burst ending with the cancel on channel
+/// 1 and a consume of an empty queue on channel 3 under the same tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_being_cancelled_is_not_taken_by_a_consume_on_another_channel() {
+    let server = TestServer::with(|s| s.broker.consumer_window = 50);
+    let conn = connect(&server).await;
+    let pch = conn.create_channel().await.unwrap();
+    declare(&pch, "empty").await;
+    numbered(&pch, "c", N).await;
+
+    let s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
+        .await
+        .unwrap();
+    let (rd, mut wr) = s.into_split();
+    let mut rd = BufReader::new(rd);
+    handshake(&mut tokio::io::join(&mut rd, &mut wr), 2047).await;
+    for ch in 1..=3 {
+        wr.write_all(&method(ch, 20, 10, &[0])).await.unwrap();
+    }
+    let flood = unroutable_publishes(2, FLOOD);
+    // Deliveries of queue "c" written on channel 3, whose consumer is of "empty".
+    let mut misrouted = 0;
+    for round in 0..ROUNDS {
+        let tag = format!("t{round}");
+        wr.write_all(&consume_frame(1, "c", &tag)).await.unwrap();
+        let mut burst = flood.clone();
+        burst.extend(method(1, 60, 30, &[&short(&tag)[..], &[0]].concat()));
+        burst.extend(consume_frame(3, "empty", &tag));
+        let (mut n, mut last) = (0, 0u64);
+        let (mut cancel_ok, mut consume_ok) = (false, false);
+        while !(cancel_ok && consume_ok) {
+            let (kind, ch, p) = frame(&mut rd).await;
+            match (kind, ch) {
+                (1, 0) if p[..4] == [0, 10, 0, 50] => {
+                    let (code, text) = close_of(&p);
+                    assert_eq!(misrouted, 0, "deliveries of 'c' on channel 3");
+                    assert_eq!(code, 530, "{text}");
+                    assert!(text.contains(&format!("'{tag}'")), "{text}");
+                    assert!(text.contains("channel 1 is not answered"), "{text}");
+                    return;
+                }
+                (1, _) if p[..4] == [0, 20, 0, 40] => {
+                    panic!("channel closed: {}", String::from_utf8_lossy(&p))
+                }
+                (1, 1) if p[..4] == [0, 60, 0, 60] => {
+                    let at = 5 + p[4] as usize;
+                    last = u64::from_be_bytes(p[at..at + 8].try_into().unwrap());
+                    n += 1;
+                    if n == 10 {
+                        wr.write_all(&burst).await.unwrap();
+                    }
+                }
+                (1, 3) if p[..4] == [0, 60, 0, 60] => misrouted += 1,
+                (1, 1) if p[..4] == [0, 60, 0, 31] => cancel_ok = true,
+                (1, 3) if p[..4] == [0, 60, 0, 21] => consume_ok = true,
+                _ => {}
+            }
+        }
+        // Channel 3's consumer ends too; what it was given comes before its cancel-ok.
+        let cancel = method(3, 60, 30, &[&short(&tag)[..], &[0]].concat());
+        wr.write_all(&cancel).await.unwrap();
+        loop {
+            let (kind, ch, p) = frame(&mut rd).await;
+            match (kind, ch) {
+                (1, 3) if p[..4] == [0, 60, 0, 60] => misrouted += 1,
+                (1, 3) if p[..4] == [0, 60, 0, 31] => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            misrouted, 0,
+            "round {round}: deliveries of the cancelled consumer of 'c' written on channel 3"
+        );
+        let mut ack = last.to_be_bytes().to_vec();
+        ack.push(1);
+        wr.write_all(&method(1, 60, 80, &ack)).await.unwrap();
+    }
+    panic!("no consume came while a cancel was unanswered in {ROUNDS} rounds");
 }

@@ -244,3 +244,87 @@ async fn settling_an_unknown_tag_is_reported_and_harmless() {
     .await;
     assert_eq!(ready(&client, "q").await, 1, "the connection goes on");
 }
+
+/// Rounds of an auto-ack consumer of a queue of `N` messages, cancelled after ten
+/// deliveries; its stream yields what came before the cancel's answer. Whatever no
+/// round received must still be in the queue: an auto-acked delivery on its way at
+/// the cancel has left the queue, so it must reach the client, not come after the
+/// answer (the client drops deliveries for a consumer it no longer has).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_ack_deliveries_on_their_way_at_a_cancel_are_not_lost() {
+    const N: usize = 10_000;
+    let server = TestServer::with(|s| s.broker.consumer_window = 50);
+    let client = connect(&server).await;
+    let bodies: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    queue_with(&client, "q", &refs).await;
+    let mut received = 0;
+    let options = ConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    for _ in 0..40 {
+        if ready(&client, "q").await < 200 {
+            break;
+        }
+        let mut consumer = client.consume("q", &options).await.unwrap();
+        for _ in 0..10 {
+            within("delivery", consumer.next()).await.unwrap().unwrap();
+            received += 1;
+        }
+        consumer.cancel().await.unwrap();
+        while let Some(d) = within("the stream's end", consumer.next()).await {
+            d.unwrap();
+            received += 1;
+        }
+    }
+    let left = ready(&client, "q").await as usize;
+    assert_eq!(
+        left + received,
+        N,
+        "{} missing: {received} received, {left} left",
+        N - left - received
+    );
+}
+
+/// Frames sent right behind a cancel wait for its answer (which waits for the
+/// deliveries before it), then are handled: nothing stalls, and a publish and a
+/// request pipelined behind the cancel are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_pipelined_behind_a_cancel_are_handled_after_it() {
+    let server = TestServer::with(|s| s.broker.consumer_window = 50);
+    let client = connect(&server).await;
+    let bodies: Vec<String> = (0..2000).map(|i| i.to_string()).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    queue_with(&client, "q", &refs).await;
+    queue_with(&client, "after", &[]).await;
+    let mut consumer = client
+        .consume("q", &ConsumeOptions::prefetch(0))
+        .await
+        .unwrap();
+    within("delivery", consumer.next()).await.unwrap().unwrap();
+    let tag = consumer.tag().to_string();
+    let declare = QueueOptions::default();
+    let (cancelled, published, declared) = within("the pipelined requests", async {
+        tokio::join!(
+            client.cancel(&tag),
+            async { client.publish("", "after", "x").await.unwrap().await },
+            client.declare_queue("after", &declare),
+        )
+    })
+    .await;
+    cancelled.unwrap();
+    published.unwrap();
+    declared.unwrap();
+    assert_eq!(ready(&client, "after").await, 1);
+    // The deliveries the consumer holds are acked, the rest is still in the queue.
+    let mut held = 0;
+    while let Some(d) = within("the stream's end", consumer.next()).await {
+        d.unwrap().ack().unwrap();
+        held += 1;
+    }
+    eventually("every message held or ready", || async {
+        ready(&client, "q").await as usize + held + 1 == 2000
+    })
+    .await;
+}
