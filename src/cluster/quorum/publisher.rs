@@ -166,9 +166,12 @@ async fn batcher(
             queued.push_back(p);
         }
         let behind = flight.len() < IN_FLIGHT && queued.len() >= MIN_BEHIND;
-        if !queued.is_empty() && (flight.is_empty() || (behind && leads(group, &groups))) {
+        // Asked once: a leadership lost between two asks would send a forwarded write
+        // while an entry is still in flight here, and it could commit ahead of it.
+        let leading = !queued.is_empty() && leads(group, &groups);
+        if !queued.is_empty() && (flight.is_empty() || (behind && leading)) {
             let (messages, waiters) = next_batch(&mut queued);
-            match groups.rounds(group).filter(|_| leads(group, &groups)) {
+            match groups.rounds(group).filter(|_| leading) {
                 Some(rounds) => {
                     let command = stamped(Command::Enqueue(messages.clone()));
                     let answer = Box::pin(rounds.write(command));
