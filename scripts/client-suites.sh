@@ -5,7 +5,8 @@
 # pinned versions from PyPI.
 #
 #   scripts/client-suites.sh [SUITE...]     SUITE: go aio-pika aiormq amqp-tools java amqplib
-#                                           amqpstorm lapin amqprs
+#                                           amqpstorm lapin amqprs rabbitpy amiquip
+#                                           amqp-client-rust celery
 #                                           (default: all of them)
 #
 # ACTORMQ_BIN  the broker binary (default: $CARGO_TARGET_DIR or target, /debug/actormq)
@@ -21,7 +22,8 @@ bin="$(realpath "$bin")"
 work="${WORK:-$(mktemp -d -t actormq-suites.XXXXXX)}"
 mkdir -p "$work"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin amqprs)
+[ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin amqprs rabbitpy amiquip
+  amqp-client-rust celery)
 failed=0
 summary=()
 
@@ -373,6 +375,9 @@ run_amqprs() {
   record_cargo_tests "amqprs $version" "$log"
 }
 
+# shellcheck source=client-suites/more.sh
+. "$root/scripts/client-suites/more.sh"
+
 for s in "${suites[@]}"; do
   case "$s" in
     go) run_go ;;
@@ -384,7 +389,12 @@ for s in "${suites[@]}"; do
     amqpstorm) run_amqpstorm ;;
     lapin) run_lapin ;;
     amqprs) run_amqprs ;;
-    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin amqprs)" >&2; exit 2 ;;
+    rabbitpy) run_rabbitpy ;;
+    amiquip) run_amiquip ;;
+    amqp-client-rust) run_amqp_client_rust ;;
+    celery) run_celery ;;
+    *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin amqprs" \
+      "rabbitpy amiquip amqp-client-rust celery)" >&2; exit 2 ;;
   esac
 done
 echo "logs in $work"

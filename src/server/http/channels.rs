@@ -174,8 +174,14 @@ async fn get(
         .ok_or_else(|| ApiError::not_found(format!("no channel '{name}'")))
 }
 
-/// Every consumer of the queues of `vhosts`, with its channel when the caller sees it.
-async fn consumers(api: &Api, caller: &Caller, vhosts: &[String]) -> Vec<Value> {
+/// Every consumer of the queues of `vhosts` (of queue `only` alone when given), with
+/// its channel when the caller sees it.
+pub(super) async fn consumers(
+    api: &Api,
+    caller: &Caller,
+    vhosts: &[String],
+    only: Option<&str>,
+) -> Vec<Value> {
     let rows = channels(api, caller).await;
     let by_owner: HashMap<OwnerId, &Row> = rows.iter().map(|r| (r.channel.owner, r)).collect();
     let mut out = Vec::new();
@@ -189,6 +195,10 @@ async fn consumers(api: &Api, caller: &Caller, vhosts: &[String]) -> Vec<Value> 
         else {
             continue;
         };
+        let handles: Vec<_> = handles
+            .into_iter()
+            .filter(|(spec, _)| only.is_none_or(|name| spec.name == name))
+            .collect();
         let lists = join_all(handles.iter().map(|(_, q)| q.addr().send(ListConsumers))).await;
         for ((spec, _), list) in handles.iter().zip(lists) {
             for c in list.unwrap_or_default() {
@@ -226,7 +236,7 @@ async fn consumers_all(
         .into_iter()
         .filter(|v| caller.may_see(v))
         .collect();
-    paged(consumers(&api, &caller, &vhosts).await, &query)
+    paged(consumers(&api, &caller, &vhosts, None).await, &query)
 }
 
 async fn consumers_vhost(
@@ -240,5 +250,5 @@ async fn consumers_vhost(
     if !api.shared.broker.vhosts().contains(&vhost) {
         return Err(ApiError::not_found(format!("no vhost '{vhost}'")));
     }
-    paged(consumers(&api, &caller, &[vhost]).await, &query)
+    paged(consumers(&api, &caller, &[vhost], None).await, &query)
 }

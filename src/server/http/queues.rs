@@ -179,10 +179,13 @@ async fn get_queue(
     let q = queue_in(&api, &vhost, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no queue '{name}' in vhost '{vhost}'")))?;
-    let q = with_group(
+    let mut q = with_group(
         &api,
         queue_values(&api, std::slice::from_ref(&q), queue_json).await,
     );
+    // As RabbitMQ, one queue's page lists its consumers (nameko's suite counts them).
+    q[0]["consumer_details"] =
+        Value::Array(super::channels::consumers(&api, &caller, &[vhost], Some(&name)).await);
     Ok(HttpResponse::Ok().json(&q[0]))
 }
 

@@ -193,6 +193,19 @@ async fn channels_and_consumers_of_amqp_and_native_connections_are_listed() {
         2
     );
     assert_eq!(http.get("/api/consumers/nowhere").await.status, 404);
+
+    // One queue's page lists its own consumers, as RabbitMQ's (nameko's suite counts
+    // a queue's consumers so).
+    let watched = http.get("/api/queues/%2F/watched").await.json();
+    let mut tags = names(&watched["consumer_details"], "consumer_tag");
+    tags.sort();
+    assert_eq!(tags, ["amqp-consumer", "native-consumer"], "{watched}");
+    let detail = &watched["consumer_details"].as_array().unwrap();
+    let amqp_one = detail.iter().find(|c| c["consumer_tag"] == "amqp-consumer");
+    assert_eq!(amqp_one.unwrap()["channel_details"]["number"], 2);
+    assert_eq!(http.put("/api/queues/%2F/idle", "{}").await.status, 201);
+    let idle = http.get("/api/queues/%2F/idle").await.json();
+    assert_eq!(idle["consumer_details"], serde_json::json!([]), "{idle}");
     amqp.close(200, "bye".into()).await.unwrap();
 }
 
