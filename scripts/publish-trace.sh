@@ -14,13 +14,13 @@
 set -euo pipefail
 mode=$1 bin=$2 out=$3
 filter='id == 0 || id == 1 || id == 18 || id == 20 || id == 44 || id == 45 || id == 75 || id == 202'
-record() { perf record -q -k CLOCK_MONOTONIC -e raw_syscalls:sys_enter --filter "$filter" \
+record() { exec perf record -q -k CLOCK_MONOTONIC -e raw_syscalls:sys_enter --filter "$filter" \
   -e raw_syscalls:sys_exit --filter "$filter" "$@"; }
 load() { cut -d' ' -f1 /proc/loadavg; }
 if [ "$mode" = ceiling ]; then
   dir=$(mktemp -d)
   echo "load $(load)"
-  record -o "$out.data" -- "$bin" "$dir" 1024 1000 "${DURATION:-3}" 1
+  (record -o "$out.data" -- "$bin" "$dir" 1024 1000 "${DURATION:-3}" 1)
   rm -rf "$dir"
   exit 0
 fi
@@ -37,9 +37,9 @@ record -p "$broker" -o "$out-b.data" &
 recorder=$!
 sleep 1
 echo "load $(load)"
-record -o "$out-c.data" -- "$bin" perf --server "127.0.0.1:$port" --stream --predeclared --confirm \
+(record -o "$out-c.data" -- "$bin" perf --server "127.0.0.1:$port" --stream --predeclared --confirm \
   --size 1024 --confirm-window 1000 --producers 1 --consumers 0 --warmup 1 \
-  --duration "${DURATION:-2}" --broker-pid "$broker" --json >"$out.json"
+  --duration "${DURATION:-2}" --broker-pid "$broker" --json >"$out.json")
 kill -INT $recorder
 wait $recorder || true
 echo "load $(load)"
