@@ -18,6 +18,7 @@
 mod append;
 pub mod cache;
 pub mod codec;
+mod gather;
 pub mod index_file;
 pub mod meta;
 pub mod reader;

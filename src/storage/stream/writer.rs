@@ -4,6 +4,8 @@
 //! write the appends of the group to their segment files, fsync once (and the
 //! directory when a segment file was created), then resolve every completion of the
 //! group: group commit, so a confirm means "on disk" without an fsync per message.
+//! A group that begins much smaller than the one before stays open a little for the
+//! appends that follow, written as they come and fsynced with it ([`super::gather`]).
 //! A rolled segment's index file ([`super::index_file`]) is written after the group's
 //! appends, so after the fsync of the segment's last frames: an index file never
 //! describes bytes that are not on disk. The active segment's recovery point (the same
@@ -21,6 +23,7 @@
 //! A failed write or fsync fails every later append (the file's state is unknown), as
 //! the message log's writer does.
 
+use super::gather::Gather;
 use crate::storage::completion::Completer;
 use crate::storage::disk::frame::{self, FrameAt};
 use crate::storage::error::StorageError;
@@ -31,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The offset below which every record is in the segment files (shared by the writer,
 /// which raises it, and the log and its readers).
@@ -127,12 +131,14 @@ impl Writer {
         Ok((&mut self.active.as_mut().expect("just set").1, created))
     }
 
+    /// Writes appends of the open group (not fsynced: see [`Writer::sync`]); true when
+    /// a segment file was created.
     fn write_group(
         &mut self,
         appends: &[(u64, bytes::Bytes)],
         end: u64,
         written: &Written,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         if let Some(e) = &self.failed {
             return Err(StorageError::Failed(e.clone()));
         }
@@ -148,6 +154,12 @@ impl Writer {
         }
         // Written (in the page cache): readers may read it; the confirm waits for the fsync.
         written.set(end);
+        Ok(new_file)
+    }
+
+    /// Fsyncs the active segment (and the directory when a segment file was created):
+    /// every frame written before it is then on disk.
+    fn sync(&self, new_file: bool) -> Result<(), StorageError> {
         if let Some((_, f)) = &self.active {
             f.sync_data()
                 .map_err(|e| StorageError::io("syncing stream segment", &self.dir, e))?;
@@ -155,6 +167,22 @@ impl Writer {
         if new_file {
             sync_dir(&self.dir)?;
         }
+        Ok(())
+    }
+
+    /// Writes the appends the open group took since its last write, unless the stream
+    /// was deleted (then they are refused, [`StorageError::Closed`]).
+    fn write_pending(
+        &mut self,
+        group: &mut Group,
+        written: &Written,
+        deleted: &AtomicBool,
+    ) -> Result<(), StorageError> {
+        let appends = std::mem::take(&mut group.appends);
+        if deleted.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        group.new_file |= self.write_group(&appends, group.end, written)?;
         Ok(())
     }
 
@@ -271,53 +299,108 @@ fn corrupt_offsets(path: &Path, reason: String) -> StorageError {
     }
 }
 
+/// The commands one turn of the writer took: a group of appends, fsynced once, and
+/// what comes after their fsync.
+#[derive(Default)]
+struct Group {
+    /// Appends taken and not yet written.
+    appends: Vec<(u64, bytes::Bytes)>,
+    /// Whether the group took any append.
+    any_append: bool,
+    /// Whether a write of this group created a segment file.
+    new_file: bool,
+    /// Resolved after the group's fsync.
+    done: Vec<Completer>,
+    /// The offset after the group's last record.
+    end: u64,
+    removes: Vec<u64>,
+    seals: Vec<(u64, Vec<u8>)>,
+    point: Option<(u64, Vec<u8>)>,
+    offsets: Option<Vec<u8>>,
+}
+
+impl Group {
+    fn take(&mut self, cmd: Command) {
+        match cmd {
+            Command::Append {
+                segment,
+                bytes,
+                end,
+                done,
+            } => {
+                self.end = self.end.max(end);
+                self.appends.push((segment, bytes));
+                self.any_append = true;
+                self.done.extend(done);
+            }
+            Command::Seal { segment, bytes } => {
+                if self.point.as_ref().is_some_and(|(s, _)| *s == segment) {
+                    self.point = None;
+                }
+                self.seals.push((segment, bytes));
+            }
+            Command::Point { segment, bytes } => self.point = Some((segment, bytes)),
+            Command::Remove(s) => self.removes.push(s),
+            Command::Offsets(b) => self.offsets = Some(b),
+        }
+    }
+}
+
 /// Runs the writer until every sender is gone. Once `deleted` is set (the stream was
 /// deleted) the appends not yet begun are refused with [`StorageError::Closed`]
 /// instead of written: their publishers are nacked, never confirmed for a log that is
 /// about to be removed.
 pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written, deleted: Arc<AtomicBool>) {
+    run_with(dir, rx, written, deleted, Gather::default())
+}
+
+/// [`run`], with the policy that says how long a group waits for more appends.
+fn run_with(
+    dir: PathBuf,
+    rx: Receiver<Command>,
+    written: Written,
+    deleted: Arc<AtomicBool>,
+    mut gather: Gather,
+) {
     let mut w = Writer {
         dir,
         active: None,
         failed: None,
     };
-    while let Ok(first) = rx.recv() {
-        let mut appends = Vec::new();
-        let mut done = Vec::new();
-        let mut removes = Vec::new();
-        let mut seals = Vec::new();
-        let mut point = None;
-        let mut offsets = None;
-        let mut end = 0;
-        for cmd in std::iter::once(first).chain(rx.try_iter()) {
-            match cmd {
-                Command::Append {
-                    segment,
-                    bytes,
-                    end: e,
-                    done: d,
-                } => {
-                    end = end.max(e);
-                    appends.push((segment, bytes));
-                    done.extend(d);
-                }
-                Command::Seal { segment, bytes } => {
-                    if point.as_ref().is_some_and(|(s, _)| *s == segment) {
-                        point = None;
-                    }
-                    seals.push((segment, bytes));
-                }
-                Command::Point { segment, bytes } => point = Some((segment, bytes)),
-                Command::Remove(s) => removes.push(s),
-                Command::Offsets(b) => offsets = Some(b),
-            }
+    loop {
+        let Ok(first) = rx.recv() else { break };
+        let start = written.get();
+        let mut group = Group::default();
+        group.take(first);
+        for cmd in rx.try_iter() {
+            group.take(cmd);
         }
-        if !appends.is_empty() {
-            let result = if deleted.load(Ordering::Acquire) {
-                Err(StorageError::Closed)
-            } else {
-                w.write_group(&appends, end, &written)
-            };
+        if group.any_append {
+            let mut result = w.write_pending(&mut group, &written, &deleted);
+            if let (Ok(()), Some(linger)) =
+                (&result, gather.linger(group.end.saturating_sub(start)))
+            {
+                // Held open: what comes is written at once, fsynced with the rest.
+                let deadline = Instant::now() + linger;
+                while result.is_ok() && gather.wants_more(group.end.saturating_sub(start)) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(cmd) => group.take(cmd),
+                        Err(_) => break,
+                    }
+                    for cmd in rx.try_iter() {
+                        group.take(cmd);
+                    }
+                    if !group.appends.is_empty() {
+                        result = w.write_pending(&mut group, &written, &deleted);
+                    }
+                }
+            }
+            if result.is_ok() {
+                let began = Instant::now();
+                result = w.sync(group.new_file);
+                gather.finished(group.end.saturating_sub(start), began.elapsed());
+            }
             // A refusal for a deleted stream is no write failure.
             let failed = result
                 .as_ref()
@@ -329,16 +412,16 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written, deleted: Arc<A
                     w.failed = Some(Arc::new(e.clone()));
                 }
             }
-            for d in done {
+            for d in std::mem::take(&mut group.done) {
                 d.complete(result.clone());
             }
         }
         // Before the removes: a segment sealed and removed in one group leaves no index.
-        w.write_seals(&seals);
-        if let Some((segment, bytes)) = point {
+        w.write_seals(&group.seals);
+        if let Some((segment, bytes)) = group.point {
             w.write_point(segment, &bytes);
         }
-        for s in removes {
+        for s in group.removes {
             let path = segment_path(&w.dir, s);
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove a stream segment");
@@ -348,7 +431,7 @@ pub fn run(dir: PathBuf, rx: Receiver<Command>, written: Written, deleted: Arc<A
             super::index_file::remove(&w.dir, s);
             super::index_file::remove_point(&w.dir, s);
         }
-        if let Some(b) = offsets {
+        if let Some(b) = group.offsets {
             if let Err(e) = w.write_offsets(&b) {
                 tracing::error!(dir = %w.dir.display(), error = %e, "cannot store the consumer offsets");
             }
@@ -379,5 +462,60 @@ mod tests {
         write_all_vectored(&mut f, &run).expect("written");
         let expected: Vec<u8> = run.iter().flat_map(|(_, b)| b.iter().copied()).collect();
         assert_eq!(std::fs::read(&path).expect("read"), expected);
+    }
+    /// A group that begins with fewer than half the records of the one before stays
+    /// open for the appends that follow (a publisher refilling its window): its record
+    /// is written at once but fsynced and answered with them.
+    #[test]
+    fn a_small_group_is_fsynced_with_the_appends_that_follow() {
+        use crate::storage::completion::Completion;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let written = Written::new(0);
+        let (path, w) = (dir.path().to_path_buf(), written.clone());
+        // A linger far longer than the test: only the records end the wait.
+        let gather = Gather::fixed(Duration::from_secs(120));
+        let writer = std::thread::spawn(move || {
+            run_with(path, rx, w, Arc::new(AtomicBool::new(false)), gather)
+        });
+        let append = |end, done| Command::Append {
+            segment: 0,
+            bytes: bytes::Bytes::from(vec![7u8; 10]),
+            end,
+            done,
+        };
+        let (done, stored) = Completion::pending();
+        tx.send(append(100, Some(done))).expect("send");
+        stored.wait().expect("a group of 100 stored");
+        // One record.
+        let (seen_tx, seen) = std::sync::mpsc::channel();
+        let at_answer = written.clone();
+        let done = Completer::calling(move |r: Result<(), StorageError>| {
+            seen_tx.send((r.is_ok(), at_answer.get())).expect("seen");
+        });
+        tx.send(append(101, Some(done))).expect("send");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while written.get() < 101 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the record was never written"
+            );
+            std::thread::yield_now();
+        }
+        // Then 59 more: with them the group holds over half of 100.
+        let (done, stored) = Completion::pending();
+        tx.send(append(160, Some(done))).expect("send");
+        stored.wait().expect("stored");
+        let (ok, written_then) = seen
+            .recv_timeout(Duration::from_secs(30))
+            .expect("answered");
+        assert!(ok);
+        assert_eq!(
+            written_then, 160,
+            "fsynced and answered with the records that followed"
+        );
+        drop(tx);
+        writer.join().expect("writer");
     }
 }
