@@ -12,6 +12,8 @@
 #   ACTORMQ_LOG=warn,actormq::cluster::quorum=debug scripts/bench-cluster.sh  # the nodes' RUST_LOG
 #   WINDOW=5000 scripts/bench-cluster.sh             # confirms outstanding in the throughput runs (1000)
 #   CONSUMERS=0 PREFETCH=300 scripts/bench-cluster.sh # consumers (1) and their prefetch (100) in them
+#   MULTI_ACK=10 scripts/bench-cluster.sh            # the consumer acks every N deliveries with one
+#                                                    # `multiple` ack (1, the default: an ack each)
 #
 # Throughput: `actormq perf` with 1 producer and 1 consumer, 1 KiB persistent messages,
 # publisher confirms with 1000 outstanding, prefetch 100, through each AMQP client of
@@ -355,7 +357,7 @@ sample_nodes() { # out file, leader index, then the nodes' pids
   mv "$out.tmp" "$out"
 }
 
-WORKLOAD="--producers 1 --consumers ${CONSUMERS:-1} --size 1024 --persistent --confirm --confirm-window ${WINDOW:-1000} --prefetch ${PREFETCH:-100}"
+WORKLOAD="--producers 1 --consumers ${CONSUMERS:-1} --size 1024 --persistent --confirm --confirm-window ${WINDOW:-1000} --prefetch ${PREFETCH:-100} --multi-ack ${MULTI_ACK:-1}"
 echo "bench-cluster.sh: targets $TARGETS (actormq cluster queue type: $ACTORMQ_QT); clients $CLIENTS;" >&2
 echo "  $ROUNDS round(s) of $DURATION s, $FAILOVER_ROUNDS failover run(s) of $FAILOVER_DURATION s; output in $OUT" >&2
 for r in $(seq "$ROUNDS"); do

@@ -5,12 +5,13 @@
 use super::driver::{BoxFuture, Conn, Consumer, Declare, Driver, Producer, Received, Topology};
 use super::PerfExchange;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{future, FutureExt, StreamExt};
 use lapin::options::*;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
+use std::task::Poll;
 
 /// The AMQP broker at `url` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
 pub struct Amqp {
@@ -251,7 +252,11 @@ impl Conn for AmqpConn {
                 )
                 .await
                 .map_err(err)?;
-            Ok(AmqpConsumer { ch, consumer })
+            Ok(AmqpConsumer {
+                ch,
+                consumer,
+                ended: false,
+            })
         })
     }
 }
@@ -295,15 +300,22 @@ impl Producer for AmqpProducer {
                     .await
             };
             if self.confirm {
-                // The confirm resolves after the write: a task of its own (bounded by the
-                // confirm window) so that it goes on while this producer waits.
-                let task = tokio::spawn(async move {
+                // The write, then the confirm, polled by the caller's window of confirms
+                // rather than by a task of its own: a task per publish cost a spawn, and
+                // two wake-ups of the runtime from lapin's I/O thread (the write, the
+                // confirm) each scheduling that task. Polled once here, so that the
+                // frames are queued now and in publish order.
+                let mut confirm: BoxFuture<'static, bool> = Box::pin(async move {
                     match send.await {
                         Ok(c) => matches!(c.await, Ok(Confirmation::Ack(None))),
                         Err(_) => false,
                     }
                 });
-                return Ok(Some(task.map(|r| r.unwrap_or(false)).boxed()));
+                let first = future::poll_fn(|cx| Poll::Ready(confirm.as_mut().poll(cx))).await;
+                if let Poll::Ready(ok) = first {
+                    return Ok(Some(future::ready(ok).boxed()));
+                }
+                return Ok(Some(confirm));
             }
             self.sending.push(send.map(|_| ()).boxed());
             while self.sending.len() >= MAX_SENDING {
@@ -327,19 +339,42 @@ impl Producer for AmqpProducer {
 pub struct AmqpConsumer {
     ch: Channel,
     consumer: lapin::Consumer,
+    /// Set once [`try_next`](Consumer::try_next) saw the end (or an error), which
+    /// lapin reports once: `next` then answers None at once.
+    ended: bool,
+}
+
+fn received(d: Option<lapin::Result<lapin::message::Delivery>>) -> Option<Received> {
+    match d {
+        Some(Ok(d)) => Some(Received {
+            body: bytes::Bytes::from(d.data),
+            tag: d.delivery_tag,
+        }),
+        _ => None,
+    }
 }
 
 impl Consumer for AmqpConsumer {
     fn next(&mut self) -> BoxFuture<'_, Option<Received>> {
         Box::pin(async move {
-            match self.consumer.next().await {
-                Some(Ok(d)) => Some(Received {
-                    body: bytes::Bytes::from(d.data),
-                    tag: d.delivery_tag,
-                }),
-                _ => None,
+            if self.ended {
+                return None;
             }
+            received(self.consumer.next().await)
         })
+    }
+
+    fn try_next(&mut self) -> Option<Received> {
+        // lapin hands deliveries over in bursts (all that one read of its I/O thread
+        // parsed): those ready are taken without the boxed future and the select of
+        // `next`, as the native driver does.
+        if self.ended {
+            return None;
+        }
+        let d = self.consumer.next().now_or_never()?;
+        let r = received(d);
+        self.ended = r.is_none();
+        r
     }
 
     fn ack(&mut self, tag: u64, multiple: bool) {

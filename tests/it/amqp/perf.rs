@@ -95,3 +95,58 @@ async fn a_run_ends_with_every_confirm_when_its_queue_was_held_at_the_flow_thres
     );
     assert!(report.confirmed_per_sec > 0.0, "{}", report.table());
 }
+
+/// Through lapin, a confirm window of 1,000 is 1,000 publishes awaiting their confirms
+/// in the producer's own set, not 1,000 tasks: a task per publish cost a spawn and two
+/// wake-ups of the runtime from lapin's I/O thread per message (issue 17, branch
+/// `lapin5`). Every confirm still arrives, and the consumer (taking what lapin has
+/// ready without a boxed future) consumes what was published.
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lapin_producer_keeps_its_confirm_window_without_a_task_per_publish() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server = TestServer::start();
+    let url = amqp_url(&server);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let idle_tasks = metrics.num_alive_tasks();
+    let (most, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let sampler = tokio::spawn({
+        let (most, done) = (most.clone(), done.clone());
+        async move {
+            while !done.load(Ordering::Relaxed) {
+                most.fetch_max(metrics.num_alive_tasks(), Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let args = PerfArgs {
+        confirm: true,
+        confirm_window: 1000,
+        persistent: true,
+        duration: 1,
+        warmup: 0,
+        size: 64,
+        amqp_url: Some(url.clone()),
+        amqp_client: AmqpClient::Lapin,
+        ..Default::default()
+    };
+    let report = within("the lapin run to end", run_amqp(args, url))
+        .await
+        .unwrap();
+    done.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    assert_eq!(report.publish_failures, 0, "{}", report.table());
+    assert_eq!(report.unconfirmed_at_end, 0, "{}", report.table());
+    assert!(report.confirmed_per_sec > 0.0, "{}", report.table());
+    assert!(report.consumed_per_sec > 0.0, "{}", report.table());
+    // The run's own tasks: a producer, a consumer, the sampler, lapin's few.
+    let most = most.load(Ordering::Relaxed);
+    assert!(
+        most < idle_tasks + 50,
+        "{most} tasks alive at once during the run ({idle_tasks} before it)"
+    );
+}
