@@ -21,6 +21,7 @@
 //! Generic over the Raft type configuration: the definitions log and each quorum
 //! queue group's log (one directory per group) use the same records.
 
+use super::stall::blocking;
 use super::types::{NodeId, TypeConfig};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -428,8 +429,14 @@ where
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let bytes = rmp_serde::to_vec(vote)
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, invalid(e)))?;
-        self.write(|| write_atomic(&self.dir.join("vote"), &bytes))
+        let started = std::time::Instant::now();
+        blocking(|| self.write(|| write_atomic(&self.dir.join("vote"), &bytes)))
             .map_err(|e| io(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        tracing::debug!(
+            target: "actormq::cluster::stages",
+            us = started.elapsed().as_micros() as u64,
+            "vote saved"
+        );
         self.lock().vote = Some(*vote);
         Ok(())
     }
@@ -444,7 +451,7 @@ where
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
-        let written = self.write(|| self.append_file(&entries));
+        let written = blocking(|| self.write(|| self.append_file(&entries)));
         if let Ok(sizes) = &written {
             let mut inner = self.lock();
             for (e, size) in entries.into_iter().zip(sizes) {
@@ -471,7 +478,7 @@ where
         if let Some(e) = &self.encoded {
             e.forget_from(log_id.index);
         }
-        self.write(|| self.truncate_files(&inner, log_id.index))
+        blocking(|| self.write(|| self.truncate_files(&inner, log_id.index)))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
@@ -481,14 +488,14 @@ where
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, invalid(e)))?;
         // The purge mark first: a crash between the two leaves entries the mark says
         // are gone, which reads ignore.
-        self.write(|| write_atomic(&self.dir.join(PURGED), &bytes))
+        blocking(|| self.write(|| write_atomic(&self.dir.join(PURGED), &bytes)))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         inner.last_purged = Some(log_id);
         inner.entries = inner.entries.split_off(&(log_id.index + 1));
         inner.sizes = inner.sizes.split_off(&(log_id.index + 1));
         // Whole old segments go; the entries before `log_id` left in a kept segment
         // are ignored when read back.
-        self.write(|| self.files().purge(log_id.index))
+        blocking(|| self.write(|| self.files().purge(log_id.index)))
             .map_err(|e| io(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

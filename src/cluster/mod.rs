@@ -34,6 +34,7 @@
 //! - [`quorum`]: quorum queues, each its own Raft group (the queue's state machine).
 //! - `drift`: transient definitions over restarts, definitions from before joining,
 //!   a removed node's restart.
+//! - `stall`: a probe of the cluster runtime's stalls, for the stage logs.
 
 mod alarms;
 mod drift;
@@ -50,6 +51,7 @@ pub(crate) mod rpc;
 mod server;
 mod settings;
 mod snapshot;
+mod stall;
 mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -220,6 +222,7 @@ impl ClusterNode {
         runtime.spawn(transport::watch_sighup(self.core.transport.clone()));
         runtime.spawn(alarms::gossip(self.core.clone()));
         runtime.spawn(drift::drop_own_transient_queues(self.core.clone()));
+        runtime.spawn(async { stall::spawn_probe() });
         if !pre_cluster.is_empty() {
             runtime.spawn(drift::propose_pre_cluster(
                 self.core.clone(),

@@ -26,11 +26,14 @@ pub(super) type Members = Arc<Mutex<BTreeMap<NodeId, Raft<QueueTypes>>>>;
 #[derive(Clone, Default)]
 pub(super) struct Router {
     pub(super) members: Members,
+    /// Entries carried by the appends that reached a member.
+    pub(super) entries_sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub(super) struct Client {
     target: NodeId,
     members: Members,
+    entries_sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RaftNetworkFactory<QueueTypes> for Router {
@@ -40,6 +43,7 @@ impl RaftNetworkFactory<QueueTypes> for Router {
         Client {
             target,
             members: self.members.clone(),
+            entries_sent: self.entries_sent.clone(),
         }
     }
 }
@@ -67,6 +71,9 @@ impl RaftNetwork<QueueTypes> for Client {
         _option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let raft = self.raft().ok_or_else(|| RPCError::Unreachable(down()))?;
+        let n = rpc.entries.len();
+        self.entries_sent
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         raft.append_entries(rpc).await.map_err(failed)
     }
 
