@@ -63,6 +63,10 @@ pub struct DirLock {
     path: PathBuf,
 }
 
+/// How long a lock held by another is asked for again before the directory is called
+/// in use ([`DirLock::acquire`]).
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl DirLock {
     /// Locks `path` (created if missing), or fails with [`StorageError::Locked`] naming
     /// `dir` when another process holds it.
@@ -76,14 +80,27 @@ impl DirLock {
         #[cfg(unix)]
         {
             use std::os::unix::io::AsRawFd;
-            // SAFETY: flock on a file descriptor we own.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
+            // A lock held a moment longer than its holder: a process that forks (to
+            // spawn a child) while a broker of the same process closes its lock file
+            // holds a copy of the descriptor, and so the lock, until the child's exec
+            // closes it. A broker started again on the directory right after the
+            // shutdown of the one before (an embedding service, the tests) would be
+            // refused for that moment; the lock is asked again for up to a second.
+            let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+            loop {
+                // SAFETY: flock on a file descriptor we own.
+                let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+                if rc == 0 {
+                    break;
+                }
                 let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                    return Err(StorageError::io("locking", &path, e));
+                }
+                if std::time::Instant::now() >= deadline {
                     return Err(StorageError::Locked(dir.to_path_buf()));
                 }
-                return Err(StorageError::io("locking", &path, e));
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
         Ok(DirLock { _file: file, path })
