@@ -7,7 +7,7 @@
 //! thread may stall the runtime's timers: the test waits for its commits on a channel
 //! of its own, and a hold gives up after [`HOLD_AT_MOST`], so a test that fails ends.
 
-use super::tests::{applied, leader, msg, raft, ready, Router};
+use super::tests::{applied, initialize_three, leader, msg, raft, ready, Router};
 use super::*;
 use crate::cluster::log_store::LogStore;
 use openraft::Raft;
@@ -111,10 +111,7 @@ async fn three(
     for id in 1..=3 {
         machines.insert(id, start_held(root, id, router, hold).await);
     }
-    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
-        .collect();
-    raft(router, 1).initialize(nodes).await.unwrap();
+    initialize_three(router).await;
     let first = leader(router, &[1, 2, 3]).await;
     (machines, first)
 }

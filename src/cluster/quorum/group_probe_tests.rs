@@ -5,13 +5,12 @@
 //! from the log's middle: at full rate, 100-360 entries of a megabyte each, one append
 //! apiece, before a failover's first confirm.
 
-use super::tests::{applied, leader, msg, raft, Router};
+use super::tests::{applied, initialize_three, leader, msg, raft, Router};
 use super::*;
 use crate::cluster::log_store::LogStore;
 use crate::cluster::node::{group_config, GROUP_PAYLOAD_ENTRIES};
 use crate::cluster::settings::ClusterSettings;
 use openraft::Raft;
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 /// Entries written before the leader goes: the log's tail from its middle is half
@@ -37,10 +36,7 @@ async fn a_new_leader_finds_what_the_survivor_holds_without_sending_the_whole_ta
             .unwrap();
         router.members.lock().unwrap().insert(id, raft);
     }
-    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
-        .collect();
-    raft(&router, 1).initialize(nodes).await.unwrap();
+    initialize_three(&router).await;
     let first = leader(&router, &[1, 2, 3]).await;
     let mut last = 0;
     for i in 0..ENTRIES {

@@ -137,6 +137,14 @@ pub(super) fn raft(router: &Router, id: NodeId) -> Raft<QueueTypes> {
 
 /// Waits (the suite's way: a condition and a generous deadline) for a leader among
 /// `among`; answers it.
+/// Makes members 1, 2 and 3 (started on `router`) one group, from member 1.
+pub(super) async fn initialize_three(router: &Router) {
+    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
+        .collect();
+    raft(router, 1).initialize(nodes).await.unwrap();
+}
+
 pub(super) async fn leader(router: &Router, among: &[NodeId]) -> NodeId {
     let end = Instant::now() + Duration::from_secs(20);
     loop {
@@ -189,10 +197,7 @@ async fn a_new_leader_redelivers_what_was_not_acked_and_never_what_was() {
     for id in 1..=3 {
         machines.insert(id, start(dir.path(), id, &router).await);
     }
-    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
-        .collect();
-    raft(&router, 1).initialize(nodes).await.unwrap();
+    initialize_three(&router).await;
     let first = leader(&router, &[1, 2, 3]).await;
 
     // 50 publishes in 5 entries: ids in publish order.
@@ -297,10 +302,7 @@ async fn the_log_is_purged_behind_a_snapshot_on_disk_and_a_restart_reads_both() 
     for id in 1..=3 {
         start_snapshotting(dir.path(), id, &router).await;
     }
-    let nodes: BTreeMap<NodeId, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("member-{id}"))))
-        .collect();
-    raft(&router, 1).initialize(nodes).await.unwrap();
+    initialize_three(&router).await;
     let first = leader(&router, &[1, 2, 3]).await;
     let mut last = 0;
     for i in 1..=30 {

@@ -22,6 +22,22 @@ const N: usize = 10_000;
 const FLOOD: usize = 1000;
 const ROUNDS: usize = 40;
 
+/// A raw AMQP connection to `server`, past its handshake (up to 2047 channels).
+async fn raw_connection(
+    server: &TestServer,
+) -> (
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
+        .await
+        .unwrap();
+    let (rd, mut wr) = s.into_split();
+    let mut rd = BufReader::new(rd);
+    handshake(&mut tokio::io::join(&mut rd, &mut wr), 2047).await;
+    (rd, wr)
+}
+
 /// Declares `queue` and fills it with `n` numbered messages, confirmed.
 async fn numbered(pch: &lapin::Channel, queue: &str, n: usize) {
     declare(pch, queue).await;
@@ -60,12 +76,7 @@ async fn cancel_in_rounds(no_ack: bool) {
     let pch = conn.create_channel().await.unwrap();
     numbered(&pch, "c", N).await;
 
-    let s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
-        .await
-        .unwrap();
-    let (rd, mut wr) = s.into_split();
-    let mut rd = BufReader::new(rd);
-    handshake(&mut tokio::io::join(&mut rd, &mut wr), 2047).await;
+    let (mut rd, mut wr) = raw_connection(&server).await;
     wr.write_all(&method(1, 20, 10, &[0])).await.unwrap();
     wr.write_all(&method(2, 20, 10, &[0])).await.unwrap();
     let flood = unroutable_publishes(2, FLOOD);
@@ -181,12 +192,7 @@ async fn a_tag_being_cancelled_is_not_taken_by_a_consume_on_another_channel() {
     declare(&pch, "empty").await;
     numbered(&pch, "c", N).await;
 
-    let s = tokio::net::TcpStream::connect(server.handle().amqp_addrs()[0])
-        .await
-        .unwrap();
-    let (rd, mut wr) = s.into_split();
-    let mut rd = BufReader::new(rd);
-    handshake(&mut tokio::io::join(&mut rd, &mut wr), 2047).await;
+    let (mut rd, mut wr) = raw_connection(&server).await;
     for ch in 1..=3 {
         wr.write_all(&method(ch, 20, 10, &[0])).await.unwrap();
     }
