@@ -347,8 +347,9 @@ pub struct AmqpConsumer {
 fn received(d: Option<lapin::Result<lapin::message::Delivery>>) -> Option<Received> {
     match d {
         Some(Ok(d)) => Some(Received {
-            body: bytes::Bytes::from(d.data),
             tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            body: bytes::Bytes::from(d.data),
         }),
         _ => None,
     }

@@ -87,6 +87,9 @@ pub struct Received {
     pub body: Bytes,
     /// The delivery tag, to ack with.
     pub tag: u64,
+    /// The broker marked it redelivered (it was delivered before, maybe to this very
+    /// consumer, and requeued).
+    pub redelivered: bool,
 }
 
 /// A broker to load.

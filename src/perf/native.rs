@@ -237,6 +237,7 @@ impl Consumer for NativeConsumer {
             match self.consumer.next().await {
                 Some(Ok(d)) => Some(Received {
                     tag: d.delivery_tag,
+                    redelivered: d.redelivered,
                     body: d.body,
                 }),
                 _ => None,
@@ -248,6 +249,7 @@ impl Consumer for NativeConsumer {
         match self.consumer.next().now_or_never()? {
             Some(Ok(d)) => Some(Received {
                 tag: d.delivery_tag,
+                redelivered: d.redelivered,
                 body: d.body,
             }),
             _ => None,

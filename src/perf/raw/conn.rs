@@ -55,6 +55,7 @@ impl Confirms {
 /// A delivery whose content is arriving.
 struct Partial {
     tag: u64,
+    redelivered: bool,
     size: u64,
     body: BytesMut,
 }

@@ -94,6 +94,7 @@ fn route(shared: &Shared, f: Incoming) -> bool {
                 AMQPClass::Basic(basic::AMQPMethod::Deliver(d)) => {
                     s.partial = Some(Partial {
                         tag: d.delivery_tag,
+                        redelivered: d.redelivered,
                         size: 0,
                         body: BytesMut::new(),
                     });
@@ -158,6 +159,7 @@ fn route(shared: &Shared, f: Incoming) -> bool {
                             let _ = tx.send(Received {
                                 body: b,
                                 tag: p.tag,
+                                redelivered: p.redelivered,
                             });
                         }
                         return true;
@@ -182,6 +184,7 @@ fn deliver_if_complete(s: &mut Sink) {
             let _ = tx.send(Received {
                 body: Bytes::from(p.body),
                 tag: p.tag,
+                redelivered: p.redelivered,
             });
         }
     }
