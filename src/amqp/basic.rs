@@ -188,8 +188,9 @@ impl AmqpConnection {
             // deliveries on their way to its consumer are routed by tag, and taken
             // here they would be written on this channel (acked here, they stayed
             // unacked at their queue for the other channel).
-            if holder != ch || !self.cancelling_anywhere(&tag) {
-                let m = match self.cancelling_anywhere(&tag) {
+            let cancelling = self.cancelling_anywhere(&tag);
+            if holder != ch || !cancelling {
+                let m = match cancelling {
                     true => format!("attempt to reuse consumer tag '{tag}' (its cancel on channel {holder} is not answered yet)"),
                     false => format!("attempt to reuse consumer tag '{tag}'"),
                 };

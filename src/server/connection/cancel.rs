@@ -26,6 +26,10 @@ pub(super) struct Held {
     holding: bool,
     /// Batches to handle in order once nothing holds them: (frames, first to handle).
     batches: VecDeque<(Vec<Bytes>, usize)>,
+    /// [`Connection::next_batch`] is handling held batches (a batch handled from there
+    /// ends by calling it again: that call leaves the next to its loop, so that many
+    /// held batches do not nest as deep on the stack).
+    draining: bool,
 }
 
 /// The queue has the cancel of `tag`, asked by request `id`; what it sent before is
@@ -106,12 +110,17 @@ impl Connection {
     /// After a batch: the next one held, unless a request or a cancel's answer holds
     /// the frames (its end comes back here).
     pub(super) fn next_batch(&mut self, ctx: &mut Context<Self>) {
-        if self.held.holding || ctx.waiting() {
+        if self.held.draining {
             return;
         }
-        if let Some((frames, from)) = self.held.batches.pop_front() {
+        self.held.draining = true;
+        while !self.held.holding && !ctx.waiting() {
+            let Some((frames, from)) = self.held.batches.pop_front() else {
+                break;
+            };
             self.on_frames(frames, from, ctx);
         }
+        self.held.draining = false;
     }
 }
 
