@@ -327,11 +327,12 @@ impl Channel {
                         None => ids.push(d.id),
                     }
                 }
+                // Never written: back as unsent (no attempt counted, not marked).
                 if !runs.is_empty() {
-                    msg.queue.settle_runs(self.owner, runs, Settlement::Requeue);
+                    msg.queue.settle_runs(self.owner, runs, Settlement::Unsent);
                 }
                 if !ids.is_empty() {
-                    msg.queue.settle(self.owner, ids, Settlement::Requeue);
+                    msg.queue.settle(self.owner, ids, Settlement::Unsent);
                 }
                 (DeliveryAction::Requeued, None)
             }

@@ -36,7 +36,10 @@ use super::types::NodeId;
 ///
 /// 4: a management listing asks queues' homes their counts (`Rpc::QueueStats`); an
 /// alarm report carries its sender's incarnation (`alarms::Report::incarnation`).
-pub const CLUSTER_PROTOCOL: u32 = 4;
+///
+/// 5: a consume session settles a delivery its follower never wrote to its client as
+/// unsent (`consume_wire::How::Unsent`), not as a requeue.
+pub const CLUSTER_PROTOCOL: u32 = 5;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

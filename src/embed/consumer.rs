@@ -11,6 +11,7 @@ use actix::prelude::*;
 use futures_core::Stream;
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use tokio::sync::mpsc;
@@ -82,17 +83,24 @@ enum Event {
 }
 
 /// Requeues deliveries the application never saw (marked redelivered, back in their
-/// place), unless they were auto-acked.
-fn requeue(queue: &QueueHandle, owner: OwnerId, auto_ack: bool, deliveries: Vec<Delivery>) {
+/// place), unless they were auto-acked; as unsent (unmarked, no attempt counted
+/// toward `x-delivery-limit`) with `unsent`: a consume session's leader side, whose
+/// unread deliveries never reached its follower ([`Consumer::unread_unsent`]).
+fn requeue(
+    queue: &QueueHandle,
+    owner: OwnerId,
+    (auto_ack, unsent): (bool, &AtomicBool),
+    deliveries: Vec<Delivery>,
+) {
     if auto_ack || deliveries.is_empty() {
         return;
     }
+    let how = match unsent.load(Ordering::Relaxed) {
+        true => Settlement::Unsent,
+        false => Settlement::Requeue,
+    };
     // do_send: a settlement only frees credit; nothing to wait for.
-    queue.settle(
-        owner,
-        deliveries.iter().map(|d| d.id).collect(),
-        Settlement::Requeue,
-    );
+    queue.settle(owner, deliveries.iter().map(|d| d.id).collect(), how);
 }
 
 /// Forwards deliveries from the queue into the consumer's channel.
@@ -102,6 +110,8 @@ struct Bridge {
     owner: OwnerId,
     /// Auto-ack deliveries are already settled: nothing to requeue.
     auto_ack: bool,
+    /// Given back as unsent rather than requeued ([`Consumer::unread_unsent`]).
+    unsent: Arc<AtomicBool>,
 }
 
 impl Actor for Bridge {
@@ -119,7 +129,8 @@ impl Handler<Deliver> for Bridge {
             // rather than leave them unacked until the session goes. The bridge keeps
             // running (it stops by itself once the queue drops its recipients), so a
             // later batch dispatched before the Cancel is given back as well.
-            requeue(&lost.queue, self.owner, self.auto_ack, lost.deliveries);
+            let how = (self.auto_ack, &*self.unsent);
+            requeue(&lost.queue, self.owner, how, lost.deliveries);
         }
     }
 }
@@ -160,6 +171,8 @@ pub struct Consumer {
     credit: Option<Credit>,
     /// Set when the broker cancelled the consumer.
     cancelled: Option<String>,
+    /// Shared with the bridge: unread deliveries go back as unsent.
+    unsent: Arc<AtomicBool>,
 }
 
 impl Consumer {
@@ -172,10 +185,13 @@ impl Consumer {
     ) -> Result<Consumer, BrokerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let auto_ack = options.auto_ack;
+        let unsent = Arc::new(AtomicBool::new(false));
+        let shared = unsent.clone();
         let bridge = Bridge::start_in_arbiter(arbiter, move |_| Bridge {
             tx,
             owner,
             auto_ack,
+            unsent: shared,
         });
         let tag = queue
             .addr()
@@ -209,7 +225,16 @@ impl Consumer {
             current: VecDeque::new(),
             credit: None,
             cancelled: None,
+            unsent,
         })
+    }
+
+    /// Deliveries this consumer has not handed out when it is dropped go back as
+    /// unsent (not marked redelivered, no attempt toward `x-delivery-limit`) instead
+    /// of requeued: for a consume session's leader side, whose unread deliveries
+    /// never reached its follower's client.
+    pub(crate) fn unread_unsent(&mut self) {
+        self.unsent.store(true, Ordering::Relaxed);
     }
 
     /// The consumer tag.
@@ -275,6 +300,7 @@ impl Drop for Consumer {
                 pending.extend(b.deliveries);
             }
         }
-        requeue(&self.queue, self.owner, self.auto_ack, pending);
+        let how = (self.auto_ack, &*self.unsent);
+        requeue(&self.queue, self.owner, how, pending);
     }
 }

@@ -192,6 +192,12 @@ pub enum Settlement {
     Requeue,
     /// Drop (dead-letter where configured).
     Discard,
+    /// Never reached its client (its consumer was cancelled, or its asker gone, before
+    /// it was written): back where it was as if never delivered, so it is neither
+    /// marked redelivered nor brought nearer `x-delivery-limit` by an attempt that
+    /// never happened. Not a client's settlement: the broker's own, for deliveries it
+    /// dropped on their way (a forwarded consumer's, a consume session's unread).
+    Unsent,
 }
 
 /// Settles delivered messages (ack, or nack / reject with or without requeue).

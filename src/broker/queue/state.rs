@@ -547,6 +547,24 @@ impl<C> QueueState<C> {
                 }
             }
             Settlement::Discard => self.kill(u.message, Reason::Rejected),
+            // Never written: back as it was before this delivery.
+            Settlement::Unsent => {
+                let delivery_count = u.delivery_count.saturating_sub(1);
+                let level = self.ready.level_of(&u.message);
+                let (seq, expires) = (u.seq, u.expires);
+                let redelivered = delivery_count > 0;
+                let message = u.message;
+                self.ready.insert(Ready {
+                    seq,
+                    message,
+                    redelivered,
+                    delivery_count,
+                    expires,
+                });
+                if expires != NEVER {
+                    self.track_expiry(expires, seq, level);
+                }
+            }
             Settlement::Requeue => {
                 if self
                     .config

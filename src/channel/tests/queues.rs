@@ -136,6 +136,10 @@ async fn deliveries_for_cancelled_or_starting_consumers() {
         (2, 1),
         "requeued; the early one is unacked"
     );
+    // Never written to the client: back as unsent, not marked, no attempt counted.
+    let (_, again) = get(&mut Channel::new(ch.owner()), &q).await;
+    assert!(!again.redelivered, "never written: not marked redelivered");
+    assert_eq!(again.delivery_count, 1, "its first delivery again");
     // Cancelled without acks: already the client's, written.
     ch.consumer_starting("auto", true);
     ch.consumer_started("auto", q.clone());

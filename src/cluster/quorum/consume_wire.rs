@@ -130,6 +130,10 @@ pub enum How {
     Requeue,
     /// Dropped (dead-lettered where configured).
     Discard,
+    /// Never written to the follower's client (its consumer was cancelled, or its
+    /// asker went, before it got there): back to its place as if not delivered, its
+    /// delivery count as before (not a delivery attempt for `x-delivery-limit`).
+    Unsent,
 }
 
 /// From the follower to the leader.

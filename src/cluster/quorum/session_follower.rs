@@ -67,6 +67,9 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// The answer to a get.
 pub type GetAnswer = oneshot::Sender<Result<Option<(Delivery, u64)>, BrokerError>>;
 
+/// Told once a session took a consumer's cancel (the queue's `Control::Cancel` answer).
+pub type CancelDone = oneshot::Sender<()>;
+
 /// A consumer of the owner, as the follower's queue actor hands it over.
 pub struct LocalConsumer {
     /// The queue actor's id of it (what its transport credit names).
@@ -269,10 +272,13 @@ impl Task {
                 self.stale.add(c.id, std::mem::take(&mut c.held));
                 self.consumers.insert(c.tag.clone(), c);
             }
-            Order::Cancel(tag) => {
+            Order::Cancel(tag, done) => {
                 if let Some(c) = self.consumers.remove(&tag) {
                     self.written.forget(c.id);
                     self.stale.forget(c.id);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             // Ids of a session that ended: its leader gave them back; those its

@@ -46,6 +46,7 @@ fn settlement(how: How) -> Settlement {
         How::Ack => Settlement::Ack,
         How::Requeue => Settlement::Requeue,
         How::Discard => Settlement::Discard,
+        How::Unsent => Settlement::Unsent,
     }
 }
 
@@ -259,7 +260,9 @@ async fn attach(
     };
     let window = here.broker.context().consumer_window;
     let arbiter = here.broker.context().next_arbiter();
-    let consumer = Consumer::start(queue.clone(), options, owner, window, &arbiter).await?;
+    let mut consumer = Consumer::start(queue.clone(), options, owner, window, &arbiter).await?;
+    // What it has not handed to the pump when it goes never reached the follower.
+    consumer.unread_unsent();
     let credit = Arc::new(Semaphore::new(credit as usize));
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(pump(consumer, tag, credit.clone(), stopped, down));

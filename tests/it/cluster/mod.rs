@@ -46,6 +46,7 @@ mod partition;
 mod partition_quorum;
 mod quorum;
 mod quorum_big;
+mod quorum_cancel;
 mod quorum_credit;
 mod quorum_dlx;
 mod quorum_dlx_once;

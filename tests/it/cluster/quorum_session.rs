@@ -216,7 +216,7 @@ async fn auto_ack_deliveries_in_flight_when_a_follower_consumer_is_cancelled_are
 /// Whatever the auto-ack consumer of `queue` did not receive (`seen`, `received`
 /// of them before its cancel) is still in the queue: consumed with acks on
 /// `follower` until all `n` are seen, and the queue is then empty at its leader.
-async fn rest_is_in_the_queue(
+pub(super) async fn rest_is_in_the_queue(
     follower: &Node,
     leader_node: &Node,
     queue: &str,

@@ -197,7 +197,7 @@ impl Handler<Cancel> for QueueActor {
             return Ok(());
         }
         if self.remote.is_some() {
-            self.remotes().cancel(msg.owner, &msg.tag);
+            drop(self.remotes().cancel(msg.owner, &msg.tag, None));
             self.remote_wait(ctx);
             return Ok(());
         }

@@ -41,6 +41,7 @@ use crate::broker::messages::Settlement;
 use crate::cluster::quorum::group::{wall_ms, GroupResponse, StoredMessage};
 use crate::cluster::quorum::machine::{Command, ConsumerKey, Limits, Settle as How};
 use crate::cluster::quorum::runtime::QueueGroup;
+use crate::cluster::quorum::session_follower::CancelDone;
 use crate::message::Message;
 use std::collections::{BTreeSet, VecDeque};
 use tokio::sync::oneshot;
@@ -318,6 +319,7 @@ impl Replica {
             Settlement::Ack => How::Ack,
             Settlement::Requeue => How::Requeue,
             Settlement::Discard => How::Reject,
+            Settlement::Unsent => How::Unsent,
         };
         self.cmds.push_back(Cmd::Settle { ids: mine, how, by });
     }
@@ -378,8 +380,16 @@ impl Replica {
         self.consumers.len() != before
     }
 
-    fn cancel(&mut self, owner: OwnerId, tag: &str) {
-        self.remote.cancel(owner, tag);
+    /// Cancels `owner`'s consumer `tag`; answers `done` back unless a session took it
+    /// (a forwarded consumer's session tells it once it hands that consumer nothing
+    /// more), for the caller to tell now.
+    fn cancel(
+        &mut self,
+        owner: OwnerId,
+        tag: &str,
+        done: Option<CancelDone>,
+    ) -> Option<CancelDone> {
+        let done = self.remote.cancel(owner, tag, done);
         // Its deliveries stay with the owner (acked later, or back when it goes);
         // what was checked out to it and not sent goes back unsent.
         let Some(at) = self
@@ -387,7 +397,7 @@ impl Replica {
             .iter()
             .position(|c| c.owner == owner && *c.tag == *tag)
         else {
-            return;
+            return done;
         };
         let c = self.consumers.remove(at);
         self.remote.forget_forwarded(c.id);
@@ -401,6 +411,7 @@ impl Replica {
                 by: Vec::new(),
             });
         }
+        done
     }
 
     /// Takes what the applied entries checked out to this node's consumers: queued

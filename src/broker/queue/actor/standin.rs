@@ -96,8 +96,8 @@ impl QueueActor {
                 Control::Credit { consumer, amount } => remotes.credit(consumer, amount),
                 Control::Prefetch { owner, prefetch } => remotes.prefetch(owner, prefetch),
                 Control::Cancel { owner, tag, done } => {
-                    remotes.cancel(owner, &tag);
-                    if let Some(done) = done {
+                    // The consumer's session tells `done` itself.
+                    if let Some(done) = remotes.cancel(owner, &tag, done) {
                         let _ = done.send(());
                     }
                 }

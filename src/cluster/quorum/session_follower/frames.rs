@@ -20,22 +20,22 @@ impl Task {
                 }
                 self.consumers.insert(c.tag.clone(), c);
             }
-            Order::Cancel(tag) => {
-                let Some(c) = self.consumers.remove(&tag) else {
-                    return;
-                };
-                out.push(Up::Cancel {
-                    tag: tag.to_string(),
-                });
-                self.stale.forget(c.id);
-                // Auto-ack deliveries its client was not sent (its connection drops
-                // what comes for a cancelled consumer): back to the queue.
-                let unsent = self.written.forget(c.id);
-                if !unsent.is_empty() {
-                    out.push(Up::Settle {
-                        ids: unsent,
-                        how: How::Requeue,
+            Order::Cancel(tag, done) => {
+                if let Some(c) = self.consumers.remove(&tag) {
+                    out.push(Up::Cancel {
+                        tag: tag.to_string(),
                     });
+                    self.stale.forget(c.id);
+                    // Its auto-ack deliveries handed over and not written yet stay in
+                    // `written`: the client's connection writes them before the
+                    // cancel's answer (they are ahead of it in its mailbox, below),
+                    // and their credit still comes here, acking them then.
+                }
+                // Nothing more is handed to it (what the leader still sends for it is
+                // given back unsent): the cancel's answer, made once `done` is told,
+                // comes behind every delivery handed to its client.
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             Order::Settle(ids, how) => {
@@ -111,11 +111,12 @@ impl Task {
         match f {
             Down::Deliver { tag, deliveries } => {
                 let Some(c) = self.consumers.get(tag.as_str()) else {
-                    // Cancelled here meanwhile: back to the queue.
+                    // Cancelled here meanwhile: never written, back to the queue as
+                    // unsent (no delivery attempt counted).
                     let ids = deliveries.iter().map(|d| d.id).collect();
                     out.push(Up::Settle {
                         ids,
-                        how: How::Requeue,
+                        how: How::Unsent,
                     });
                     return;
                 };
@@ -194,19 +195,26 @@ impl Task {
                     if let Some(id) = leader_id {
                         out.push(Up::Settle {
                             ids: vec![id],
-                            how: How::Requeue,
+                            how: How::Unsent,
                         });
                     }
                     return;
                 }
                 let result =
                     result.map(|got| got.map(|(w, left)| (self.local(w, auto_ack, None), left)));
-                let handed = answer.send(result).is_ok();
-                if let (Some(id), true) = (leader_id, auto_ack) {
-                    out.push(Up::Settle {
-                        ids: vec![id],
-                        how: if handed { How::Ack } else { How::Requeue },
-                    });
+                let how = match answer.send(result) {
+                    Ok(()) if auto_ack => How::Ack,
+                    Ok(()) => return,
+                    // The asker went meanwhile: never handed over.
+                    Err(result) => {
+                        if let Ok(Some((d, _))) = result {
+                            self.map.remove(&d.id);
+                        }
+                        How::Unsent
+                    }
+                };
+                if let Some(id) = leader_id {
+                    out.push(Up::Settle { ids: vec![id], how });
                 }
             }
             Down::Attached { tag } => {

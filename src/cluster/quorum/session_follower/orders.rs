@@ -20,7 +20,10 @@ pub(super) const ORDERS: usize = 256;
 
 pub(super) enum Order {
     Consume(LocalConsumer),
-    Cancel(Arc<str>),
+    /// A consumer's cancel, and who is told once the session took it: from then on
+    /// it hands its client nothing more, so an answer sent after `done` comes behind
+    /// every delivery made to it (its cancel-ok, in the connection's mailbox).
+    Cancel(Arc<str>, Option<CancelDone>),
     Settle(Vec<u64>, How),
     Credit(u64, u32),
     Prefetch(u32),
@@ -145,9 +148,10 @@ impl FollowerSession {
         self.push(Order::Consume(c));
     }
 
-    /// Detaches consumer `tag`; its deliveries can still be settled.
-    pub fn cancel(&mut self, tag: Arc<str>) {
-        self.push(Order::Cancel(tag));
+    /// Detaches consumer `tag`; its deliveries can still be settled. `done` is told
+    /// once the session hands it nothing more (see [`Order::Cancel`]).
+    pub fn cancel(&mut self, tag: Arc<str>, done: Option<CancelDone>) {
+        self.push(Order::Cancel(tag, done));
     }
 
     /// Settles deliveries by the ids the client knows: this node's (of a session), or
@@ -162,6 +166,7 @@ impl FollowerSession {
             Settlement::Ack => How::Ack,
             Settlement::Requeue => How::Requeue,
             Settlement::Discard => How::Discard,
+            Settlement::Unsent => How::Unsent,
         };
         self.push(Order::Settle(ids, how));
     }

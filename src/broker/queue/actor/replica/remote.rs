@@ -13,7 +13,9 @@
 
 use super::*;
 use crate::cluster::quorum::consume_wire::{Spec, FORWARDED_ARG};
-use crate::cluster::quorum::session_follower::{FollowerSession, Held, LocalConsumer, Served};
+use crate::cluster::quorum::session_follower::{
+    CancelDone, FollowerSession, Held, LocalConsumer, Served,
+};
 
 /// A consumer served through a session (for the queue's counts and listings).
 struct RemoteConsumer {
@@ -31,7 +33,17 @@ struct RemoteConsumer {
 struct OwnerSession {
     session: FollowerSession,
     consumers: Vec<RemoteConsumer>,
+    /// Its auto-ack consumers cancelled lately (the last [`CANCELLED_CREDIT`]): the
+    /// credit of deliveries its client's connection still writes after the cancel
+    /// goes to the session, which acks them as written then.
+    cancelled: VecDeque<u64>,
 }
+
+/// Cancelled auto-ack consumers per owner whose transport credit still reaches the
+/// session. Their credit comes back within the time their connection takes to write
+/// what was ahead of the cancel's answer; one of an older cancel arriving later is
+/// dropped, and what it would have acked is given back, marked, when the owner goes.
+const CANCELLED_CREDIT: usize = 32;
 
 /// The owners served through a session, by owner.
 #[derive(Default)]
@@ -61,7 +73,7 @@ impl Remotes {
         if let Some(o) = self
             .owners
             .values_mut()
-            .find(|o| o.consumers.iter().any(|c| c.id == id))
+            .find(|o| o.consumers.iter().any(|c| c.id == id) || o.cancelled.contains(&id))
         {
             o.session.credit(id, amount);
         }
@@ -75,13 +87,30 @@ impl Remotes {
         }
     }
 
-    pub(in crate::broker::queue::actor) fn cancel(&mut self, owner: OwnerId, tag: &str) {
-        if let Some(o) = self.owners.get_mut(&owner) {
-            if let Some(at) = o.consumers.iter().position(|c| &*c.tag == tag) {
-                let c = o.consumers.remove(at);
-                o.session.cancel(c.tag);
+    /// Cancels `owner`'s consumer `tag` if it is served through its session, which
+    /// tells `done` once it hands that consumer nothing more (so the client's
+    /// cancel-ok comes behind every delivery made to it); else `done` is handed back.
+    pub(in crate::broker::queue::actor) fn cancel(
+        &mut self,
+        owner: OwnerId,
+        tag: &str,
+        done: Option<CancelDone>,
+    ) -> Option<CancelDone> {
+        let Some(o) = self.owners.get_mut(&owner) else {
+            return done;
+        };
+        let Some(at) = o.consumers.iter().position(|c| &*c.tag == tag) else {
+            return done;
+        };
+        let c = o.consumers.remove(at);
+        if c.auto_ack {
+            if o.cancelled.len() == CANCELLED_CREDIT {
+                o.cancelled.pop_front();
             }
+            o.cancelled.push_back(c.id);
         }
+        o.session.cancel(c.tag, done);
+        None
     }
 
     /// The owner went: its session ends, and the leader gives back what it held.
@@ -200,6 +229,7 @@ impl QueueActor {
             .or_insert_with(|| OwnerSession {
                 session: FollowerSession::start(served, &vhost, &name, handle, owner),
                 consumers: Vec::new(),
+                cancelled: VecDeque::new(),
             })
     }
 

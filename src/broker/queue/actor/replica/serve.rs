@@ -226,7 +226,8 @@ impl QueueActor {
     }
 
     pub(in crate::broker::queue::actor) fn replica_cancel(&mut self, owner: OwnerId, tag: &str) {
-        self.replica().cancel(owner, tag);
+        // Answered by the reply to the message, not told.
+        drop(self.replica().cancel(owner, tag, None));
     }
 
     /// Applies the inbox (settlements, credit, cancels, releases).
@@ -271,8 +272,8 @@ impl QueueActor {
                     }
                 }
                 Control::Cancel { owner, tag, done } => {
-                    r.cancel(owner, &tag);
-                    if let Some(done) = done {
+                    // A forwarded consumer's session tells `done` itself.
+                    if let Some(done) = r.cancel(owner, &tag, done) {
                         let _ = done.send(());
                     }
                 }
