@@ -36,7 +36,11 @@ use super::types::NodeId;
 ///
 /// 4: a management listing asks queues' homes their counts (`Rpc::QueueStats`); an
 /// alarm report carries its sender's incarnation (`alarms::Report::incarnation`).
-pub const CLUSTER_PROTOCOL: u32 = 4;
+///
+/// 5: a quorum queue's publishes are numbered by their writer
+/// (`Command::EnqueueFrom`), and its snapshot keeps the writers
+/// (`QueueMachine::writers`), so an entry written again is enqueued once.
+pub const CLUSTER_PROTOCOL: u32 = 5;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -165,3 +165,35 @@ async fn publishes_from_the_leaders_node_stay_in_order_across_elections_and_none
     }
     stop(&nodes, group).await;
 }
+
+/// Issue 17: the answer to a publish forwarded from a node that does not lead is lost
+/// on the link after the leader committed it; the publisher writes the entry again,
+/// and the queue must hold each message once (it held the whole entry twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_publish_whose_answer_is_lost_is_written_again_and_enqueued_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = 17;
+    let config = crate::cluster::quorum::group::tests::config();
+    let nodes = three_nodes_with(dir.path(), &[group], config).await;
+    let first = leader(&nodes, &[0, 1, 2], group).await;
+    let here = (first + 1) % 3;
+    let publisher = Publisher::start(group, nodes[here].groups.clone());
+    nodes[here].groups.lose_write_answers(1);
+    let confirms: Vec<_> = (1..=3).map(|i| publisher.publish(msg(17, i))).collect();
+    for c in futures_util::future::join_all(confirms).await {
+        c.expect("confirmed").expect("accepted");
+    }
+    assert!(
+        !nodes[here].groups.lose_write_answer(),
+        "the answer was lost once"
+    );
+    // A last publish: every member then has all before it.
+    publisher.publish(msg(17, 4)).await.unwrap().unwrap();
+    let last = last_index(&nodes[first], group);
+    for (i, n) in nodes.iter().enumerate() {
+        applied(&nodes, i, group, last).await;
+        let held: Vec<u64> = ready(&n.machines[&group]).iter().map(|r| r.1).collect();
+        assert_eq!(held, [1, 2, 3, 4], "node {i}: each publish once, in order");
+    }
+    stop(&nodes, group).await;
+}
