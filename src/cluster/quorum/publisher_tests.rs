@@ -157,7 +157,11 @@ async fn publishes_from_the_leaders_node_stay_in_order_across_elections_and_none
         // publish there.
         let mut seen = std::collections::HashSet::new();
         let firsts: Vec<u64> = held.iter().copied().filter(|i| seen.insert(*i)).collect();
-        assert_eq!(firsts.len(), held.len(), "node {i}: a publish enqueued twice");
+        assert_eq!(
+            firsts.len(),
+            held.len(),
+            "node {i}: a publish enqueued twice"
+        );
         for w in firsts.windows(2) {
             assert!(w[0] < w[1], "node {i}: queue out of publish order: {w:?}");
         }
