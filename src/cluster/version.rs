@@ -38,7 +38,9 @@ use super::types::NodeId;
 /// alarm report carries its sender's incarnation (`alarms::Report::incarnation`).
 ///
 /// 5: a consume session settles a delivery its follower never wrote to its client as
-/// unsent (`consume_wire::How::Unsent`), not as a requeue.
+/// unsent (`consume_wire::How::Unsent`), not as a requeue; a quorum queue's publishes
+/// are numbered by their writer (`Command::EnqueueFrom`), and its snapshot keeps the
+/// writers (`QueueMachine::writers`), so an entry written again is enqueued once.
 pub const CLUSTER_PROTOCOL: u32 = 5;
 
 /// Who is at one end of a cluster connection: a node (by id) or the CLI.

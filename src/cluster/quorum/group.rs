@@ -38,9 +38,9 @@ pub fn wall_ms() -> u64 {
 /// [`Command::Clock`] of the leader's wall clock (in one entry), so its messages' TTLs
 /// count from the time the leader wrote them; any other command as it is.
 pub fn stamped(command: Command<StoredMessage>) -> Command<StoredMessage> {
-    match command {
-        Command::Enqueue(_) => Command::Batch(vec![Command::Clock { now_ms: wall_ms() }, command]),
-        other => other,
+    match command.publishes() {
+        Some(_) => Command::Batch(vec![Command::Clock { now_ms: wall_ms() }, command]),
+        None => command,
     }
 }
 

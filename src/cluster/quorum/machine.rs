@@ -5,7 +5,9 @@
 //!
 //! - Messages get their id from the order they are applied in: ids increase in publish
 //!   order, which is the queue's order. Many publishes travel in one
-//!   [`Command::Enqueue`] (one entry, one fsync per group commit).
+//!   [`Command::Enqueue`] (one entry, one fsync per group commit); a node's publisher
+//!   numbers its entries ([`Command::EnqueueFrom`]), so one written again after a
+//!   lost answer is enqueued once (`machine/writers.rs`).
 //! - Consumers are part of the state: the leader registers each one with its credit
 //!   (its prefetch) by a committed [`Command::Consume`], and the machine **checks
 //!   messages out to consumers as it applies** an `Enqueue`, or a `Settle` / `Return`
@@ -46,6 +48,7 @@ mod command;
 mod dead;
 mod limits;
 mod read;
+mod writers;
 pub use command::{Applied, Command, ConsumerKey, DeadReason, Limits, Settle};
 pub use dead::DeadLetter;
 
@@ -174,6 +177,11 @@ pub struct QueueMachine<M> {
     /// written before policies reached groups: the declare's.
     #[serde(default)]
     limits_at: u64,
+    /// Per writer of [`Command::EnqueueFrom`] (by its id), the last entries it had
+    /// applied: a retried entry is enqueued once (`machine/writers.rs`). Absent from
+    /// queues written before publishes were numbered: none.
+    #[serde(default)]
+    writers: BTreeMap<u64, writers::Writer>,
 }
 
 impl<M: Clone + Weighed> QueueMachine<M> {
@@ -195,6 +203,7 @@ impl<M: Clone + Weighed> QueueMachine<M> {
             dead_bytes: 0,
             last_dead: 0,
             limits_at: 0,
+            writers: BTreeMap::new(),
         }
     }
 
@@ -220,6 +229,11 @@ impl<M: Clone + Weighed> QueueMachine<M> {
                     out.enqueued.push(id);
                 }
             }
+            Command::EnqueueFrom {
+                writer,
+                seq,
+                messages,
+            } => self.enqueue_from(writer, seq, messages, out),
             Command::Deliver { to, ids } => {
                 for id in ids {
                     // A message settled or delivered since the leader chose it (a

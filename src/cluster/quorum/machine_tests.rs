@@ -553,3 +553,7 @@ fn a_consume_written_before_origins_still_decodes_without_one() {
     q.apply(consume(C2, 5));
     assert!(q.origin_is_active(origin));
 }
+
+/// Publish entries numbered by their writer: a retried entry enqueued once.
+#[path = "machine_writers_tests.rs"]
+mod writers;

@@ -14,6 +14,12 @@
 //! Publishes are written, and answered, in the order [`Publisher::publish`] was called;
 //! entries in flight that come back not committed are written again in order, or
 //! nacked when an entry after them committed (`flight.rs`).
+//!
+//! Each entry is numbered ([`Command::EnqueueFrom`]: this publisher's random writer
+//! id and the entry's number, kept by every try of it), so an entry written again
+//! whose first try committed after all (its answer lost on the link, or a member
+//! that lost the lead had its entry committed by the next leader) is enqueued once:
+//! the group's machine skips a number it has applied (`machine/writers.rs`).
 
 use super::group::{stamped, GroupResponse, StoredMessage};
 use super::machine::{Command, Weighed};
@@ -23,6 +29,7 @@ use crate::cluster::network::Link;
 use crate::cluster::rpc::{Reply, Rpc};
 use crate::error::BrokerError;
 use flight::Then;
+use rand_core::RngCore;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -103,7 +110,9 @@ type Queued = (StoredMessage, Waiter);
 
 /// An entry proposed to this node's leading member, not yet answered.
 struct Pending {
-    messages: Vec<StoredMessage>,
+    /// The entry as written ([`Command::EnqueueFrom`], not stamped): a try again is
+    /// the same entry, its number kept.
+    command: Command<StoredMessage>,
     waiters: Vec<Waiter>,
     answer: Pin<Box<dyn Future<Output = Result<GroupResponse, GroupWriteError>> + Send>>,
 }
@@ -161,6 +170,10 @@ async fn batcher(
     let mut queued: VecDeque<Queued> = VecDeque::new();
     let mut flight: VecDeque<Pending> = VecDeque::new();
     let mut open = true;
+    // This run's writer id: drawn at random, so that a node restarted (or this
+    // queue's publisher started again) is a new writer to the group's machine.
+    let writer = rand_core::OsRng.next_u64();
+    let mut seq = 0u64;
     loop {
         while let Ok(p) = rx.try_recv() {
             queued.push_back(p);
@@ -171,12 +184,17 @@ async fn batcher(
         let leading = !queued.is_empty() && leads(group, &groups);
         if !queued.is_empty() && (flight.is_empty() || (behind && leading)) {
             let (messages, waiters) = next_batch(&mut queued);
+            seq += 1;
+            let command = Command::EnqueueFrom {
+                writer,
+                seq,
+                messages,
+            };
             match groups.rounds(group).filter(|_| leading) {
                 Some(rounds) => {
-                    let command = stamped(Command::Enqueue(messages.clone()));
-                    let answer = Box::pin(rounds.write(command));
+                    let answer = Box::pin(rounds.write(stamped(command.clone())));
                     flight.push_back(Pending {
-                        messages,
+                        command,
                         waiters,
                         answer,
                     });
@@ -184,7 +202,6 @@ async fn batcher(
                 None => {
                     // Not leading here: one forwarded write at a time (nothing in
                     // flight here, so it overtakes nothing).
-                    let command = Command::Enqueue(messages);
                     let written = write(group, &groups, &members(), &mut links, command).await;
                     answer(group, waiters, written);
                 }
@@ -228,19 +245,16 @@ async fn settle_refused(
     rest: VecDeque<Pending>,
 ) {
     let mut answers = vec![Err(refused)];
-    let mut entries = vec![(head.messages, head.waiters)];
+    let mut entries = vec![(head.command, head.waiters)];
     for p in rest {
         answers.push(p.answer.await);
-        entries.push((p.messages, p.waiters));
+        entries.push((p.command, p.waiters));
     }
-    for ((messages, waiters), then) in entries.into_iter().zip(flight::settle(answers)) {
+    for ((command, waiters), then) in entries.into_iter().zip(flight::settle(answers)) {
         let written = match then {
             Then::Confirm(r) => Ok(r),
             Then::Nack(e) => Err(failed(group, e)),
-            Then::Retry => {
-                let command = Command::Enqueue(messages);
-                write(group, groups, &members(), links, command).await
-            }
+            Then::Retry => write(group, groups, &members(), links, command).await,
         };
         answer(group, waiters, written);
     }
@@ -306,7 +320,12 @@ pub(super) async fn write(
             command: command.clone(),
         };
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match link.call(&rpc, left).await {
+        let mut called = link.call(&rpc, left).await;
+        if called.is_ok() && groups.lose_write_answer() {
+            let lost = std::io::ErrorKind::ConnectionReset;
+            called = Err(std::io::Error::new(lost, "answer lost (a test's)"));
+        }
+        match called {
             Ok(Reply::GroupWrite(Ok(r))) => return Ok(r),
             Ok(Reply::GroupWrite(Err(GroupWriteError::NotLeader(next)))) => {
                 leader_addr = next;

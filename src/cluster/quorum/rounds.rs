@@ -66,8 +66,10 @@ impl Shape {
     }
 
     fn add(&mut self, command: &Command<StoredMessage>) {
+        if let Some(m) = command.publishes() {
+            self.enqueued += m.len();
+        }
         match command {
-            Command::Enqueue(m) => self.enqueued += m.len(),
             Command::Purge => self.purges = true,
             Command::Batch(cs) => cs.iter().for_each(|c| self.add(c)),
             _ => {}
@@ -110,8 +112,10 @@ fn push_flat(out: &mut Vec<Command<StoredMessage>>, command: Command<StoredMessa
 /// Bytes `command` weighs against [`MAX_BYTES`]: its messages as the queue accounts
 /// them (on the high side) and the ids it settles.
 pub fn bytes_of(command: &Command<StoredMessage>) -> usize {
+    if let Some(m) = command.publishes() {
+        return m.iter().map(Weighed::accounted_len).sum();
+    }
     match command {
-        Command::Enqueue(m) => m.iter().map(Weighed::accounted_len).sum(),
         Command::Settle { ids, .. } => ids.len() * std::mem::size_of::<u64>(),
         Command::Batch(cs) => cs.iter().map(bytes_of).sum(),
         _ => 0,

@@ -28,6 +28,7 @@ use openraft::{BasicNode, RPCTypes, Raft, Snapshot, SnapshotMeta, Vote};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How long the leader's member waits for a write to commit before it fails it (a
@@ -93,6 +94,9 @@ pub struct Groups {
     transport: Arc<Transport>,
     /// The snapshots being sent to this node's members, in chunks.
     receiving: Receiving,
+    /// A test's: how many answers to this node's forwarded publish writes to drop as
+    /// if the link failed after the leader committed them ([`Groups::lose_write_answers`]).
+    lost_answers: AtomicU32,
 }
 
 /// This node's member of a group: its Raft, and the encoded entries its log shares
@@ -112,7 +116,26 @@ impl Groups {
             rafts: Default::default(),
             transport,
             receiving: Receiving::default(),
+            lost_answers: AtomicU32::new(0),
         }
+    }
+
+    /// For tests: the next `n` answers to writes this node forwards to a group's
+    /// leader are lost after the leader committed them, as when the link fails at
+    /// that moment, so the writer tries again (what a retried entry does to the
+    /// queue).
+    #[doc(hidden)]
+    pub fn lose_write_answers(&self, n: u32) {
+        self.lost_answers.store(n, Ordering::Relaxed);
+    }
+
+    /// Whether to lose this answer ([`Groups::lose_write_answers`]): one fewer to lose.
+    pub(super) fn lose_write_answer(&self) -> bool {
+        self.lost_answers.load(Ordering::Relaxed) > 0
+            && self
+                .lost_answers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
     }
 
     /// The transport links to peers are opened with.

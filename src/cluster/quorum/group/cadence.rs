@@ -100,8 +100,10 @@ impl Cadence {
 
 /// Bytes of messages `command` publishes.
 fn published(command: &Command<StoredMessage>) -> u64 {
+    if let Some(ms) = command.publishes() {
+        return ms.iter().map(|m| m.accounted_len() as u64).sum();
+    }
     match command {
-        Command::Enqueue(ms) => ms.iter().map(|m| m.accounted_len() as u64).sum(),
         Command::Batch(cs) => cs.iter().map(published).sum(),
         _ => 0,
     }

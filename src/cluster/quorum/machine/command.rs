@@ -153,6 +153,31 @@ pub enum Command<M> {
         /// The limits from now on.
         limits: Limits,
     },
+    /// Publishes, in order, as entry `seq` of `writer`: skipped (answered as when first
+    /// applied) when the machine has applied that entry, or a later one of the same
+    /// writer, already. What a node's publisher writes, so that an entry it writes
+    /// again after a lost answer is not enqueued twice (`machine/writers.rs`). Last
+    /// of the variants: an encoding that numbered them would keep the others' numbers.
+    EnqueueFrom {
+        /// The writer: a publisher's run, a random id drawn when it starts.
+        writer: u64,
+        /// The entry's number among the writer's, from 1, in the order it proposes
+        /// them.
+        seq: u64,
+        /// The publishes.
+        messages: Vec<M>,
+    },
+}
+
+impl<M> Command<M> {
+    /// The publishes of an [`Enqueue`](Command::Enqueue) or
+    /// [`EnqueueFrom`](Command::EnqueueFrom) alone (not inside a batch).
+    pub fn publishes(&self) -> Option<&[M]> {
+        match self {
+            Command::Enqueue(m) | Command::EnqueueFrom { messages: m, .. } => Some(m),
+            _ => None,
+        }
+    }
 }
 
 /// Why a message left the queue dead.
