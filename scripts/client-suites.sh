@@ -6,7 +6,7 @@
 #
 #   scripts/client-suites.sh [SUITE...]     SUITE: go aio-pika aiormq amqp-tools java amqplib
 #                                           amqpstorm lapin amqprs rabbitpy amiquip
-#                                           amqp-client-rust celery
+#                                           amqp-client-rust celery celery-rs bb8-lapin
 #                                           (default: all of them)
 #
 # ACTORMQ_BIN  the broker binary (default: $CARGO_TARGET_DIR or target, /debug/actormq)
@@ -23,7 +23,7 @@ work="${WORK:-$(mktemp -d -t actormq-suites.XXXXXX)}"
 mkdir -p "$work"
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin amqprs rabbitpy amiquip
-  amqp-client-rust celery)
+  amqp-client-rust celery celery-rs bb8-lapin)
 failed=0
 summary=()
 
@@ -393,8 +393,10 @@ for s in "${suites[@]}"; do
     amiquip) run_amiquip ;;
     amqp-client-rust) run_amqp_client_rust ;;
     celery) run_celery ;;
+    celery-rs) run_celery_rs ;;
+    bb8-lapin) run_bb8_lapin ;;
     *) echo "unknown suite $s (go aio-pika aiormq amqp-tools java amqplib amqpstorm lapin amqprs" \
-      "rabbitpy amiquip amqp-client-rust celery)" >&2; exit 2 ;;
+      "rabbitpy amiquip amqp-client-rust celery celery-rs bb8-lapin)" >&2; exit 2 ;;
   esac
 done
 echo "logs in $work"

@@ -1,6 +1,7 @@
 # Sourced by scripts/client-suites.sh: the suites added in the second round (rabbitpy,
-# amiquip, amqp-client-rust, celery). They use its helpers (start_broker, stop_broker,
-# record, record_cargo_tests, apt_install) and variables ($bin, $work, $root).
+# amiquip, amqp-client-rust, celery) and the third (celery-rs, bb8-lapin). They use its
+# helpers (start_broker, stop_broker, record, record_cargo_tests, apt_install) and
+# variables ($bin, $work, $root).
 
 # Prints the source directory of crate $1 version $2 from crates.io, fetched through a
 # scratch manifest (cargo fetch); nothing when it could not be had.
@@ -139,4 +140,64 @@ run_celery() {
   stop_broker "$work/celery-broker"
   kill "$redis" 2>/dev/null || true
   record_pytest celery "$log"
+}
+
+run_celery_rs() {
+  # Rusty celery (crates.io `celery`, Celery's protocol in Rust): its integration tests
+  # (tests/integrations.rs, tests/codegen.rs: apps and beats built on an AMQPBroker) and
+  # doctests dial AMQP_ADDR; its Redis broker test dials REDIS_ADDR (Debian's
+  # redis-server on a free port of its own). Builds the crate (minutes). Two things are
+  # not the broker's: rustc 1.95 denies the crate's own code a 2024-edition lint
+  # (never-type fallback), allowed in the copy's manifest; and
+  # beat::tests::test_scheduling_two_tasks counts a mock broker's sends in a 200 ms
+  # window ("time-sensitive, there may be spurious failures"): it failed the same way
+  # against RabbitMQ 3.10 on this machine, and is skipped.
+  apt_install redis-server
+  local version=0.5.5 dir="$work/celery-rs" log="$work/celery-rs.log" src addr rport redis
+  src="$(fetch_crate celery "$version")"
+  if [ -z "$src" ]; then
+    record celery-rs 0 1 "celery $version could not be fetched from crates.io"
+    return
+  fi
+  rm -rf "$dir" && cp -r "$src" "$dir"
+  printf '\n[lints.rust]\ndependency_on_unit_never_type_fallback = "allow"\n' >>"$dir/Cargo.toml"
+  rport="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$work/celery-rs-redis.log" 2>&1 &
+  redis=$!
+  if ! addr="$(start_broker "$work/celery-rs-broker")"; then
+    kill "$redis"
+    record celery-rs 0 1 "the broker did not start"
+    return
+  fi
+  set +e
+  (cd "$dir" && AMQP_ADDR="amqp://guest:guest@$addr/%2f" REDIS_ADDR="redis://127.0.0.1:$rport/" \
+    CARGO_TARGET_DIR="$work/celery-rs-target" timeout 1800 cargo test --no-fail-fast -- \
+    --test-threads 1 --skip beat::tests::test_scheduling_two_tasks >"$log" 2>&1)
+  set -e
+  stop_broker "$work/celery-rs-broker"
+  kill "$redis" 2>/dev/null || true
+  record_cargo_tests "celery (Rust) $version" "$log"
+}
+
+run_bb8_lapin() {
+  # bb8-lapin (a bb8 connection pool for lapin): tests/connect.rs takes 100 channels
+  # through a pool of 2 connections, checked on check-out, from TEST_AMQP_URL; its 2
+  # doctests build a pool without dialing. Builds the crate (minutes).
+  local version=0.8.1 dir="$work/bb8-lapin" log="$work/bb8-lapin.log" src addr
+  src="$(fetch_crate bb8-lapin "$version")"
+  if [ -z "$src" ]; then
+    record bb8-lapin 0 1 "bb8-lapin $version could not be fetched from crates.io"
+    return
+  fi
+  rm -rf "$dir" && cp -r "$src" "$dir"
+  if ! addr="$(start_broker "$work/bb8-lapin-broker")"; then
+    record bb8-lapin 0 1 "the broker did not start"
+    return
+  fi
+  set +e
+  (cd "$dir" && TEST_AMQP_URL="amqp://guest:guest@$addr/%2f" CARGO_TARGET_DIR="$work/bb8-lapin-target" \
+    timeout 1800 cargo test --no-fail-fast >"$log" 2>&1)
+  set -e
+  stop_broker "$work/bb8-lapin-broker"
+  record_cargo_tests "bb8-lapin $version" "$log"
 }
