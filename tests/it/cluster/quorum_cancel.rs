@@ -64,7 +64,7 @@ async fn figures(node: &Node, queue: &str) -> (u64, u64) {
 /// received before a cancel-ok exactly once or is still in the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_forwarded_consumer_s_cancel_ok_nothing_more_comes_for_it() {
-    use crate::security::amqp_raw::{frame, handshake, method, shortstr as short};
+    use crate::security::amqp_raw::{cancel, consume_no_ack, frame, handshake, method};
     use tokio::io::{AsyncWriteExt, BufReader};
     const N: usize = 9000;
     const ROUNDS: usize = 12;
@@ -85,12 +85,10 @@ async fn after_a_forwarded_consumer_s_cancel_ok_nothing_more_comes_for_it() {
             break;
         }
         let tag = format!("auto{round}");
-        let mut consume = vec![0, 0];
-        consume.extend(short("late"));
-        consume.extend(short(&tag));
-        consume.extend_from_slice(&[0b10, 0, 0, 0, 0]);
-        wr.write_all(&method(1, 60, 20, &consume)).await.unwrap();
-        let cancel = method(1, 60, 30, &[&short(&tag)[..], &[0]].concat());
+        wr.write_all(&consume_no_ack(1, "late", &tag))
+            .await
+            .unwrap();
+        let cancel_frame = cancel(1, &tag);
         // Up to the cancel-ok, then up to the qos-ok: deliveries in the second part
         // are late.
         let (mut n, mut after_ok, mut body_next) = (0, false, false);
@@ -121,7 +119,7 @@ async fn after_a_forwarded_consumer_s_cancel_ok_nothing_more_comes_for_it() {
                     }
                     n += 1;
                     if n == 10 {
-                        wr.write_all(&cancel).await.unwrap();
+                        wr.write_all(&cancel_frame).await.unwrap();
                     }
                 }
                 _ => {}

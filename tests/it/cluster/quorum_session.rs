@@ -266,7 +266,7 @@ pub(super) async fn rest_is_in_the_queue(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_ack_deliveries_dropped_behind_a_cancel_on_a_busy_connection_are_not_lost() {
     use crate::security::amqp_raw::{
-        frame, handshake, method, shortstr as short, unroutable_publishes,
+        cancel, consume_no_ack, frame, handshake, method, unroutable_publishes,
     };
     use tokio::io::{AsyncWriteExt, BufReader};
     const N: usize = 10_000;
@@ -303,13 +303,11 @@ async fn auto_ack_deliveries_dropped_behind_a_cancel_on_a_busy_connection_are_no
             break;
         }
         let tag = format!("auto{round}");
-        let mut consume = vec![0, 0];
-        consume.extend(short("busy"));
-        consume.extend(short(&tag));
-        consume.extend_from_slice(&[0b10, 0, 0, 0, 0]);
-        wr.write_all(&method(1, 60, 20, &consume)).await.unwrap();
+        wr.write_all(&consume_no_ack(1, "busy", &tag))
+            .await
+            .unwrap();
         let mut burst = flood.clone();
-        burst.extend(method(1, 60, 30, &[&short(&tag)[..], &[0]].concat()));
+        burst.extend(cancel(1, &tag));
         let (mut n, mut sent, mut body_next) = (0, false, false);
         loop {
             let (kind, ch, p) = frame(&mut rd).await;

@@ -54,6 +54,22 @@ pub fn unroutable_publishes(channel: u16, n: usize) -> Vec<u8> {
     publish.repeat(n)
 }
 
+/// A no-ack `basic.consume` of `queue` as consumer `tag` on `channel`.
+pub fn consume_no_ack(channel: u16, queue: &str, tag: &str) -> Vec<u8> {
+    let args = [
+        &[0, 0][..],
+        &shortstr(queue),
+        &shortstr(tag),
+        &[0b10, 0, 0, 0, 0],
+    ];
+    method(channel, 60, 20, &args.concat())
+}
+
+/// A `basic.cancel` of consumer `tag` on `channel`.
+pub fn cancel(channel: u16, tag: &str) -> Vec<u8> {
+    method(channel, 60, 30, &[&shortstr(tag)[..], &[0]].concat())
+}
+
 /// A short string's encoding.
 pub fn shortstr(s: &str) -> Vec<u8> {
     let mut v = vec![s.len() as u8];
